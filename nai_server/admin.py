@@ -1,0 +1,179 @@
+"""`nai-admin`: users, groups, quotas and drain. A client of the daemon's socket
+only; it never opens the database."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from nai_server.config import find_socket
+from nai_server.protocol import ConnectionFailed, NaiError, error_from_body
+
+
+class AdminClient:
+    """Minimal typed calls over the unix socket."""
+
+    def __init__(self, socket_path: Path) -> None:
+        self.socket_path = socket_path
+        self.http = httpx.Client(transport=httpx.HTTPTransport(uds=str(socket_path)),
+                                 base_url="http://nai/v1", timeout=30.0)
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        try:
+            response = self.http.request(method, path, json=body)
+        except (httpx.ConnectError, FileNotFoundError, ConnectionRefusedError) as exc:
+            raise ConnectionFailed(
+                f"no nai-server answers on {self.socket_path} (is `nai-server run` running? "
+                f"pass --socket PATH for another one)") from exc
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+            raise error_from_body(response.status_code, body)
+        return response.json() if response.content else None
+
+
+def _quota_text(q: dict[str, Any]) -> str:
+    gpus = "unlimited" if q.get("max_gpus") is None else str(q["max_gpus"])
+    hours = ("unlimited" if q.get("gpu_hours") is None
+             else f"{q['gpu_hours']:g} per {q.get('period_days', 30)} days")
+    return f"GPUs at once: {gpus}; GPU-hours: {hours}"
+
+
+def _table(rows: list[list[str]], headers: list[str]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=False)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+              for r in rows]
+    return "\n".join(lines)
+
+
+def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
+    print(json.dumps(data, indent=2) if args.json else text)
+
+
+def run(args: argparse.Namespace, client: AdminClient) -> None:
+    what, verb = args.what, getattr(args, "verb", None)
+    if what == "user":
+        if verb == "add":
+            info = client.call("POST", "/users", {"name": args.name})
+            _emit(args, info, f"added user {info['name']}")
+        elif verb == "remove":
+            client.call("DELETE", f"/users/{args.name}")
+            _emit(args, {"removed": args.name}, f"removed user {args.name}")
+        elif verb == "list":
+            users = client.call("GET", "/users")
+            rows = [[u["name"], str(u["uid"] if u["uid"] is not None else "-"),
+                     "yes" if u["admin"] else "", ",".join(u["groups"])] for u in users]
+            _emit(args, users, _table(rows, ["USER", "UID", "ADMIN", "GROUPS"]))
+        else:
+            u = client.call("GET", f"/users/{args.name}")
+            _emit(args, u, f"user:   {u['name']} (uid {u['uid']})\nadmin:  {u['admin']}\n"
+                           f"groups: {', '.join(u['groups']) or '-'}\n"
+                           f"quota:  {_quota_text(u['quota'])}")
+    elif what == "group":
+        if verb == "add":
+            g = client.call("POST", "/groups", {"name": args.name})
+            _emit(args, g, f"added group {g['name']}")
+        elif verb == "remove":
+            client.call("DELETE", f"/groups/{args.name}")
+            _emit(args, {"removed": args.name}, f"removed group {args.name}")
+        elif verb == "list":
+            groups = client.call("GET", "/groups")
+            rows = [[g["name"], ",".join(g["members"]) or "-"] for g in groups]
+            _emit(args, groups, _table(rows, ["GROUP", "MEMBERS"]))
+        elif verb == "add-member":
+            g = client.call("POST", f"/groups/{args.group}/members", {"user": args.user})
+            _emit(args, g, f"{args.user} is now a member of {args.group}")
+        else:
+            g = client.call("DELETE", f"/groups/{args.group}/members/{args.user}")
+            _emit(args, g, f"{args.user} is no longer a member of {args.group}")
+    elif what == "quota":
+        target = f"/users/{args.user}" if args.user else f"/groups/{args.group}"
+        label = f"user {args.user}" if args.user else f"group {args.group}"
+        if verb == "set":
+            current = client.call("GET", f"{target}/quota")
+            if args.gpus is not None:
+                current["max_gpus"] = None if args.gpus < 0 else args.gpus
+            if args.gpu_hours is not None:
+                current["gpu_hours"] = None if args.gpu_hours < 0 else args.gpu_hours
+            if args.period_days is not None:
+                current["period_days"] = args.period_days
+            q = client.call("PUT", f"{target}/quota", current)
+        else:
+            q = client.call("GET", f"{target}/quota")
+        _emit(args, q, f"{label}: {_quota_text(q)}")
+    elif what == "drain":
+        if args.state == "status":
+            d = client.call("GET", "/drain")
+        else:
+            d = client.call("PUT", "/drain", {"drained": args.state == "on"})
+        _emit(args, d, "drained: no new jobs start" if d["drained"]
+              else "not drained: jobs start as GPUs free up")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nai-admin",
+                                     description="Manage nai users, groups, quotas and drain.")
+    parser.add_argument("--socket", type=Path, help="daemon socket (default: auto)")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    # Accepted after the subcommand too; SUPPRESS keeps a subparser's default from
+    # overwriting a value given before the subcommand.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--socket", type=Path, default=argparse.SUPPRESS)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+    sub = parser.add_subparsers(dest="what", required=True)
+
+    user = sub.add_parser("user", help="register unix users with nai").add_subparsers(
+        dest="verb", required=True)
+    for verb in ("add", "remove", "show"):
+        user.add_parser(verb, parents=[common]).add_argument("name")
+    user.add_parser("list", parents=[common])
+
+    group = sub.add_parser("group", help="groups and their members").add_subparsers(
+        dest="verb", required=True)
+    for verb in ("add", "remove"):
+        group.add_parser(verb, parents=[common]).add_argument("name")
+    group.add_parser("list", parents=[common])
+    for verb in ("add-member", "remove-member"):
+        p = group.add_parser(verb, parents=[common])
+        p.add_argument("group")
+        p.add_argument("user")
+
+    quota = sub.add_parser("quota", help="GPU quotas of a user or group").add_subparsers(
+        dest="verb", required=True)
+    for verb in ("set", "show"):
+        p = quota.add_parser(verb, parents=[common])
+        who = p.add_mutually_exclusive_group(required=True)
+        who.add_argument("--user")
+        who.add_argument("--group")
+        if verb == "set":
+            p.add_argument("--gpus", type=int, help="GPUs held at once (-1: unlimited)")
+            p.add_argument("--gpu-hours", type=float,
+                           help="GPU-hours per period (-1: unlimited)")
+            p.add_argument("--period-days", type=int, help="length of the period (days)")
+
+    drain = sub.add_parser("drain", parents=[common],
+                           help="stop (on) or resume (off) starting new jobs")
+    drain.add_argument("state", choices=["on", "off", "status"])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        run(args, AdminClient(find_socket(args.socket)))
+    except NaiError as exc:
+        print(f"nai-admin: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

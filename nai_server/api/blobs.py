@@ -1,0 +1,79 @@
+"""Blobs and trees (DESIGN §6): which blobs are missing, packed upload, tree records
+and streamed tree download."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response, status
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+
+from nai_server.api.deps import CallerDep, ServiceDep
+from nai_server.protocol import (
+    MissingRequest,
+    MissingResponse,
+    TreeCreate,
+    TreeInfo,
+    UploadResult,
+)
+
+router = APIRouter(tags=["blobs"])
+
+# Hand the parser ~1 MiB at a time: hashing and disk writes run in a worker thread
+# without a thread hop per network chunk.
+FEED_BYTES = 1 << 20
+
+
+@router.post("/blobs/missing")
+def missing(body: MissingRequest, service: ServiceDep, _: CallerDep) -> MissingResponse:
+    """Of these digests, the ones the server does not have yet."""
+    return MissingResponse(missing=service.missing_blobs(body.digests))
+
+
+@router.post("/blobs", status_code=status.HTTP_201_CREATED)
+async def upload(request: Request, service: ServiceDep, _: CallerDep) -> UploadResult:
+    """Store many blobs sent as one tar stream whose members are named by digest.
+
+    Every member is verified against its name before it is stored. If the stream
+    breaks, the blobs completed so far are kept (a retry skips them) and no partial
+    blob is ever visible.
+    """
+    receiver = service.blob_receiver()
+    buffered: list[bytes] = []
+    size = total = 0
+    try:
+        async for chunk in request.stream():
+            buffered.append(chunk)
+            size += len(chunk)
+            total += len(chunk)
+            if size >= FEED_BYTES:
+                await run_in_threadpool(receiver.feed, b"".join(buffered))
+                buffered, size = [], 0
+        if buffered:
+            await run_in_threadpool(receiver.feed, b"".join(buffered))
+        stored = await run_in_threadpool(receiver.finish)
+    except BaseException:
+        await run_in_threadpool(receiver.abort)
+        raise
+    return UploadResult(stored=len(stored), bytes=total)
+
+
+@router.post("/trees", status_code=status.HTTP_201_CREATED)
+def create_tree(body: TreeCreate, service: ServiceDep, _: CallerDep,
+                response: Response) -> TreeInfo:
+    """Record a tree; refused with the missing digests if any blob is absent."""
+    info = service.create_tree([e.model_dump() for e in body.entries])
+    response.headers["Location"] = f"/v1/trees/{info.id}"
+    return info
+
+
+@router.get("/trees/{tree_id}")
+def get_tree(tree_id: str, service: ServiceDep, _: CallerDep) -> TreeInfo:
+    return service.tree_info(tree_id)
+
+
+@router.get("/trees/{tree_id}/archive")
+def download_tree(tree_id: str, service: ServiceDep, _: CallerDep,
+                  path: str = "") -> StreamingResponse:
+    """The tree, or the part of it at `path`, as a streamed tar."""
+    chunks = service.tree_tar(tree_id, path)
+    return StreamingResponse(iterate_in_threadpool(chunks), media_type="application/x-tar")

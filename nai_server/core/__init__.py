@@ -1,0 +1,1 @@
+"""Pure logic: job states, job spec, trees, scheduling. No I/O, no clock, no NVML."""

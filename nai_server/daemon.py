@@ -1,0 +1,160 @@
+"""Composition root and run loop: build the service, serve the API on the unix
+socket with uvicorn, and step the service every tick until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import anyio
+import uvicorn
+
+from nai_server.api import create_app
+from nai_server.config import ServerConfig
+from nai_server.gpus import GpuInventory, open_inventory
+from nai_server.identity import PeerCredH11Protocol
+from nai_server.service import Service
+from nai_server.store.blobs import BlobStore
+from nai_server.store.db import TinyDbStore
+
+log = logging.getLogger("nai.daemon")
+
+# sshd and relays connect non-blocking: a full backlog fails their connect at once.
+LISTEN_BACKLOG = 1024
+
+
+class DaemonError(Exception):
+    """The daemon cannot start; the message says why and what to do."""
+
+
+def bootstrap(
+    config: ServerConfig,
+    *,
+    clock: Callable[[], float] = time.time,
+    gpus: GpuInventory | None = None,
+) -> Service:
+    """The one place that picks implementations and wires them together."""
+    state = config.state
+    state.mkdir(parents=True, exist_ok=True, mode=0o700 if config.personal else 0o711)
+    store = TinyDbStore(state)  # raises StateUnreadable naming the file
+    blobs = BlobStore(state / "blobs")
+    blobs.clean_tmp()  # leftovers of uploads cut off by a crash
+    inventory, gpu_note = (gpus, None) if gpus is not None else open_inventory(config.gpus)
+    return Service(config, store, blobs, clock=clock, gpus=inventory, gpu_note=gpu_note)
+
+
+def socket_answers(path: Path, timeout: float = 1.0) -> bool:
+    """Whether something accepts connections on the unix socket `path`."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(timeout)
+    try:
+        probe.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+def bind_socket(path: Path, personal: bool) -> socket.socket:
+    """Bind the API socket: 0600 for a personal daemon, 0666 for a multi-user one
+    (identity comes from SO_PEERCRED, not from who may connect)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700 if personal else 0o755)
+    if path.exists() or path.is_symlink():
+        if socket_answers(path):
+            raise DaemonError(f"another nai-server is already answering on {path}")
+        path.unlink()  # stale socket of a daemon that died
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)  # no window in which the socket is more open than meant
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, 0o600 if personal else 0o666)
+    sock.listen(LISTEN_BACKLOG)
+    return sock
+
+
+async def _ticker(service: Service, server: uvicorn.Server, burst: bool) -> None:
+    interval = service.config.scheduler.tick_seconds
+    while not server.should_exit:
+        try:
+            await anyio.to_thread.run_sync(service.tick)
+        except Exception:
+            log.exception("tick failed; retrying next tick")
+        if burst and not service.busy():
+            log.info("burst mode: nothing queued or running, exiting")
+            server.should_exit = True
+            break
+        wakeup = service.wakeup
+        assert wakeup is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wakeup.wait(), timeout=interval)
+        wakeup.clear()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server without its signal capture: uvicorn re-raises a captured
+    SIGTERM after shutdown, which would kill the process before our cleanup; the
+    daemon installs its own handlers instead."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve(service: Service, sock: socket.socket, *, burst: bool = False) -> None:
+    """Serve until a signal (uvicorn handles SIGINT/SIGTERM) or, in burst mode, idle."""
+    app = create_app(service)
+    config = uvicorn.Config(
+        app,
+        http=PeerCredH11Protocol,
+        lifespan="off",
+        log_level="warning",
+        access_log=False,
+        backlog=LISTEN_BACKLOG,
+        timeout_graceful_shutdown=3,
+    )
+    server = _Server(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, _request_exit, server, sig)
+    service.attach_loop(asyncio.get_running_loop(), asyncio.Event())
+    ticker = asyncio.create_task(_ticker(service, server, burst))
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        server.should_exit = True
+        ticker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ticker
+
+
+def _request_exit(server: uvicorn.Server, sig: int) -> None:
+    log.info("received %s, shutting down", signal.Signals(sig).name)
+    if server.should_exit:  # a second signal: stop waiting for open connections
+        server.force_exit = True
+    server.should_exit = True
+
+
+def run(config: ServerConfig, *, burst: bool = False) -> None:
+    """`nai-server run`: bootstrap, bind, serve, clean up the socket."""
+    service = bootstrap(config)
+    sock = bind_socket(config.socket_path, config.personal)
+    log.info("nai-server (%s mode) listening on %s, state in %s",
+             config.mode, config.socket_path, config.state)
+    try:
+        asyncio.run(serve(service, sock, burst=burst))
+    finally:
+        sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            config.socket_path.unlink()
+        service.close()
+        log.info("nai-server stopped")

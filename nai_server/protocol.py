@@ -1,0 +1,203 @@
+"""The wire contract between the daemon and its clients.
+
+This is the only server module that `nai_tui` imports: API version, the error
+tree both sides raise, and the pydantic models of request and response bodies.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Major.minor: a client refuses a server with another major version.
+API_VERSION = "1.0"
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+METHOD_OVERRIDE_HEADER = "X-HTTP-Method-Override"
+
+
+# --- errors ---------------------------------------------------------------------------
+
+
+class NaiError(Exception):
+    """Root of every error `nai` raises on purpose; the message tells the user what to do."""
+
+
+class ConnectionFailed(NaiError):
+    """The server could not be reached (socket missing, SSH failure, daemon down)."""
+
+
+class VersionMismatch(NaiError):
+    """Client and server speak different major API versions."""
+
+
+class ApiError(NaiError):
+    """An error that travels as `{"error": {"code", "message"}}` with an HTTP status."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal"
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+    def to_body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        return {"error": body}
+
+
+class Invalid(ApiError):
+    """The request is malformed or names something impossible."""
+
+    status = 400
+    code = "invalid"
+
+
+class Unauthorized(ApiError):
+    """The caller's identity could not be established."""
+
+    status = 401
+    code = "unauthenticated"
+
+
+class Forbidden(ApiError):
+    """The caller is known but may not do this."""
+
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(ApiError):
+    """No such resource (or the caller may not know it exists)."""
+
+    status = 404
+    code = "not_found"
+
+
+class Conflict(ApiError):
+    """The request clashes with current state (duplicate, wrong job state, ...)."""
+
+    status = 409
+    code = "conflict"
+
+
+class Unavailable(ApiError):
+    """The daemon cannot serve this now (shutting down, draining)."""
+
+    status = 503
+    code = "unavailable"
+
+
+ERRORS_BY_CODE: dict[str, type[ApiError]] = {
+    cls.code: cls for cls in (Invalid, Unauthorized, Forbidden, NotFound, Conflict, Unavailable)
+}
+ERRORS_BY_CODE[ApiError.code] = ApiError
+
+
+def error_from_body(status: int, body: Any) -> ApiError:
+    """Rebuild the typed error a server sent (client side)."""
+    err = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(err, dict):
+        return ApiError(f"server answered HTTP {status} without an error body")
+    cls = ERRORS_BY_CODE.get(str(err.get("code")), ApiError)
+    return cls(str(err.get("message", "")), details=err.get("details") or None)
+
+
+# --- models ---------------------------------------------------------------------------
+
+
+class Model(BaseModel):
+    """Base for wire models: unknown fields are refused so typos surface."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class VersionInfo(Model):
+    api_version: str
+    server_version: str
+    mode: Literal["personal", "multi-user"]
+
+
+class Me(Model):
+    user: str
+    uid: int
+    admin: bool
+    groups: list[str]
+    mode: Literal["personal", "multi-user"]
+
+
+class Quota(Model):
+    """Limits for a user or a group; None means unlimited."""
+
+    max_gpus: int | None = Field(default=None, ge=0)
+    gpu_hours: float | None = Field(default=None, ge=0)
+    period_days: int = Field(default=30, ge=1, le=3660)
+
+
+class UserCreate(Model):
+    name: str = Field(pattern=NAME_PATTERN)
+
+
+class UserInfo(Model):
+    name: str
+    uid: int | None
+    admin: bool
+    groups: list[str]
+    quota: Quota
+    created_at: float
+
+
+class GroupCreate(Model):
+    name: str = Field(pattern=NAME_PATTERN)
+
+
+class GroupInfo(Model):
+    name: str
+    members: list[str]
+    quota: Quota
+    created_at: float
+
+
+class MemberAdd(Model):
+    user: str = Field(pattern=NAME_PATTERN)
+
+
+class DrainState(Model):
+    drained: bool
+
+
+class MissingRequest(Model):
+    digests: list[str] = Field(max_length=1_000_000)
+
+
+class MissingResponse(Model):
+    missing: list[str]
+
+
+class UploadResult(Model):
+    stored: int
+    bytes: int
+
+
+class TreeEntryModel(Model):
+    path: str
+    kind: Literal["file", "symlink"] = "file"
+    size: int = 0
+    mode: int = 0o644
+    sha256: str = ""
+    target: str = ""
+
+
+class TreeCreate(Model):
+    entries: list[TreeEntryModel]
+
+
+class TreeInfo(Model):
+    id: str
+    entries: list[TreeEntryModel]
+    files: int
+    size: int

@@ -1,0 +1,177 @@
+"""The daemon's use cases, behind the API and the run loop.
+
+`Service` is what routes call; `tick(now)` steps the daemon once (reap, probe,
+plan, launch) so tests advance time instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from nai_server import __version__
+from nai_server.accounts import Accounts, Caller
+from nai_server.config import ServerConfig
+from nai_server.core import trees
+from nai_server.core.spec import parse_size
+from nai_server.gpus import GpuInventory
+from nai_server.protocol import (
+    API_VERSION,
+    Conflict,
+    Invalid,
+    Me,
+    NotFound,
+    TreeEntryModel,
+    TreeInfo,
+    VersionInfo,
+)
+from nai_server.store.blobs import BlobStore, MissingBlobs, PackError, PackReceiver, TreeNotFound
+from nai_server.store.db import TinyDbStore
+
+
+class Service:
+    """One daemon's state and behaviour; built by `daemon.bootstrap`."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        store: TinyDbStore,
+        blobs: BlobStore,
+        *,
+        clock: Callable[[], float] = time.time,
+        gpus: GpuInventory,
+        gpu_note: str | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.blobs = blobs
+        self.clock = clock
+        self.lock = threading.RLock()
+        self.accounts = Accounts(
+            store, self.lock, personal=config.personal, admins_group=config.admins_group,
+            clock=clock,
+        )
+        self.gpus = gpus
+        self.gpu_note = gpu_note
+        # Set by the run loop; notify() wakes it early (e.g. after a submit).
+        self.wakeup: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def mode(self) -> str:
+        return self.config.mode
+
+    def version(self) -> VersionInfo:
+        return VersionInfo(api_version=API_VERSION, server_version=__version__,
+                           mode=self.config.mode)
+
+    def me(self, caller: Caller) -> Me:
+        return Me(user=caller.user, uid=caller.uid, admin=caller.admin,
+                  groups=list(caller.groups), mode=self.config.mode)
+
+    def attach_loop(self, loop: asyncio.AbstractEventLoop, wakeup: asyncio.Event) -> None:
+        self._loop, self.wakeup = loop, wakeup
+
+    def notify(self) -> None:
+        """Ask the run loop for a tick now rather than at the next interval."""
+        if self._loop is not None and self.wakeup is not None:
+            self._loop.call_soon_threadsafe(self.wakeup.set)
+
+    # --- blobs and trees ----------------------------------------------------------------
+
+    @property
+    def tree_limits(self) -> trees.Limits:
+        limits = self.config.limits
+        return trees.Limits(
+            max_file_size=parse_size(limits.max_file_size),
+            max_entries=limits.max_tree_entries,
+            max_total_size=parse_size(limits.max_tree_size),
+        )
+
+    def missing_blobs(self, digests: list[str]) -> list[str]:
+        try:
+            return self.blobs.missing(digests)
+        except ValueError as exc:
+            raise Invalid(str(exc)) from exc
+
+    def blob_receiver(self) -> _SafeReceiver:
+        return _SafeReceiver(self.blobs.receiver(self.tree_limits.max_file_size))
+
+    def create_tree(self, raw: list[dict[str, Any]]) -> TreeInfo:
+        try:
+            entries = trees.parse_manifest(raw, self.tree_limits)
+            tree_id = self.blobs.put_tree(entries)
+        except trees.TreeError as exc:
+            raise Invalid(str(exc), details={"problems": [
+                {"path": p, "problem": m} for p, m in exc.problems]}) from exc
+        except MissingBlobs as exc:
+            raise Conflict(
+                f"{len(exc.digests)} blob(s) of this tree are not on the server; upload them "
+                f"first (POST /v1/blobs)", details={"missing": exc.digests}) from exc
+        return self._tree_info(tree_id, entries)
+
+    def _entries(self, tree_id: str) -> tuple[trees.Entry, ...]:
+        try:
+            return self.blobs.get_tree(tree_id)
+        except (TreeNotFound, ValueError) as exc:
+            raise NotFound(f"no tree {tree_id!r} on this server") from exc
+
+    @staticmethod
+    def _tree_info(tree_id: str, entries: tuple[trees.Entry, ...]) -> TreeInfo:
+        return TreeInfo(
+            id=tree_id,
+            entries=[TreeEntryModel(**e) for e in trees.manifest_to_json(entries)],
+            files=sum(1 for e in entries if e.kind == "file"),
+            size=sum(e.size for e in entries),
+        )
+
+    def tree_info(self, tree_id: str) -> TreeInfo:
+        return self._tree_info(tree_id, self._entries(tree_id))
+
+    def tree_tar(self, tree_id: str, path: str = "") -> Iterator[bytes]:
+        """A streamed tar of the tree (or the part at `path`); errors raise before the
+        first chunk so the route can still answer with a status."""
+        try:
+            return self.blobs.iter_tar(tree_id, path)
+        except TreeNotFound as exc:
+            where = f" has nothing at {path!r}" if path and self.blobs.has_tree(tree_id) else ""
+            raise NotFound(f"no tree {tree_id!r} on this server" if not where
+                           else f"tree {tree_id[:12]}{where}") from exc
+        except (trees.TreeError, ValueError) as exc:
+            raise Invalid(str(exc)) from exc
+
+    def tick(self, now: float | None = None) -> None:
+        """One pass of the daemon's loop."""
+
+    def busy(self) -> bool:
+        """True while jobs are queued or running (`run --burst` exits when False)."""
+        return False
+
+    def close(self) -> None:
+        with self.lock:
+            self.store.close()
+
+
+class _SafeReceiver:
+    """A PackReceiver whose format errors surface as API errors (400)."""
+
+    def __init__(self, inner: PackReceiver) -> None:
+        self.inner = inner
+
+    def feed(self, chunk: bytes) -> None:
+        try:
+            self.inner.feed(chunk)
+        except PackError as exc:
+            raise Invalid(str(exc)) from exc
+
+    def finish(self) -> list[str]:
+        try:
+            return self.inner.finish()
+        except PackError as exc:
+            raise Invalid(str(exc)) from exc
+
+    def abort(self) -> None:
+        self.inner.abort()

@@ -1,0 +1,1 @@
+"""Durable state: TinyDB with atomic storage, and the content-addressed blob store."""

@@ -1,0 +1,374 @@
+"""Content-addressed blob store: files by sha256, trees by id, packed (tar) uploads.
+
+Layout under the root (DESIGN §6):
+
+    sha256/ab/cdef…        blobs, read-only (0o444)
+    trees/ab/cdef….json    trees: canonical manifest JSON, whose sha256 is the tree id
+    tmp/                   files being written; nothing appears under a digest name
+                           until it is complete, verified and on disk
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+import stat
+import tarfile
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from nai_server.core.trees import (
+    UNLIMITED,
+    Entry,
+    Limits,
+    TreeError,
+    canonical_json,
+    diff_missing,
+    is_digest,
+    manifest_to_json,
+    parse_manifest,
+    select,
+)
+from nai_server.store.atomic import fsync_dir
+from nai_server.store.pack import BlobSink
+
+# Re-exported (`as`): callers import these from here with the store.
+from nai_server.store.pack import PackError as PackError
+from nai_server.store.pack import PackReceiver as PackReceiver
+
+CHUNK = 1 << 20
+BLOCK = tarfile.BLOCKSIZE
+_MAX_DEPTH = 256  # directory nesting ingest_dir follows; deeper is refused, not recursed
+_PLACEHOLDER = "0" * 64
+
+
+class BlobNotFound(KeyError):
+    """No blob with this digest is stored."""
+
+
+class TreeNotFound(KeyError):
+    """No tree with this id is stored (or nothing at the asked path inside it)."""
+
+
+class MissingBlobs(Exception):
+    """A tree refers to blobs the store lacks; `digests` lists them, in manifest order."""
+
+    def __init__(self, digests: Sequence[str]) -> None:
+        self.digests = list(digests)
+        super().__init__(f"{len(self.digests)} blob(s) missing, first {self.digests[0]}")
+
+
+class StoreCorrupt(Exception):
+    """A stored file no longer matches its digest: a disk or operator problem."""
+
+
+def check_digest(value: object) -> str:
+    """Return `value` if it is a sha256 hex digest, else raise ValueError naming it."""
+    if not is_digest(value):
+        raise ValueError(f"not a sha256 digest (64 lowercase hex characters): {value!r}")
+    assert isinstance(value, str)
+    return value
+
+
+class BlobStore:
+    """Blobs and trees on disk, written atomically, never modified once stored."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        # Private: a blob's mode is 0o444, so only the root's mode keeps private data
+        # from anyone who can guess a digest. Jobs reach their blobs by hard links.
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._blobs, self._trees, self._tmp = (self.root / d for d in ("sha256", "trees", "tmp"))
+        for directory in (self._blobs, self._trees, self._tmp):
+            directory.mkdir(exist_ok=True)
+
+    # -- blobs ---------------------------------------------------------------------------
+
+    def path_of(self, digest: str) -> Path:
+        """Where the blob with this digest lives (whether or not it is stored)."""
+        check_digest(digest)
+        return self._blobs / digest[:2] / digest[2:]
+
+    def has(self, digest: str) -> bool:
+        """True if the blob is stored."""
+        return self.path_of(digest).is_file()
+
+    def missing(self, digests: Iterable[str]) -> list[str]:
+        """The digests not stored, unique, in the given order; ValueError for a bad digest."""
+        wanted = list(dict.fromkeys(check_digest(d) for d in digests))
+        return [d for d in wanted if not self.has(d)]
+
+    def open(self, digest: str) -> BinaryIO:
+        """Open a stored blob for reading; BlobNotFound if absent."""
+        try:
+            return self.path_of(digest).open("rb")
+        except FileNotFoundError:
+            raise BlobNotFound(digest) from None
+
+    def put_bytes(self, data: bytes) -> str:
+        """Store `data`; return its digest."""
+        digest = hashlib.sha256(data).hexdigest()
+        self._write_new(data, self.path_of(digest))
+        return digest
+
+    def put_file(self, path: Path) -> str:
+        """Store a copy of the file at `path` (streamed, hashed while copying)."""
+        with open(path, "rb") as src:
+            return self._store_stream(src, limit=None)[0]
+
+    def receiver(self, max_blob_size: int) -> PackReceiver:
+        """Start receiving a packed upload (see PackReceiver)."""
+        return PackReceiver(self, max_blob_size)
+
+    def clean_tmp(self) -> None:
+        """Remove leftovers of writes a crash interrupted. Call only while nothing uploads."""
+        for leftover in self._tmp.iterdir():
+            leftover.unlink(missing_ok=True)
+
+    def _sink(self, *, hash_only: bool = False) -> BlobSink:
+        return BlobSink(None if hash_only else self._tmp)
+
+    def _commit(self, sink: BlobSink, final: Path) -> None:
+        """Move a complete, verified temp file to its content address, durably."""
+        if sink.path is None:
+            return
+        if final.exists():  # same content by construction: keep the one already there
+            sink.discard()
+            return
+        sink.seal()
+        if not final.parent.is_dir():
+            final.parent.mkdir(exist_ok=True)
+            fsync_dir(final.parent.parent)
+        os.replace(sink.path, final)
+        sink.path = None
+        fsync_dir(final.parent)
+
+    def _write_new(self, data: bytes, final: Path) -> None:
+        if final.exists():
+            return
+        sink = BlobSink(self._tmp)
+        try:
+            sink.write(data)
+            self._commit(sink, final)
+        except BaseException:
+            sink.discard()
+            raise
+
+    def _store_stream(self, src: BinaryIO, limit: int | None, name: str = "") -> tuple[str, int]:
+        sink = BlobSink(self._tmp)
+        try:
+            while chunk := src.read(CHUNK):
+                sink.write(chunk)
+                if limit is not None and sink.size > limit:
+                    raise TreeError([(name, f"file grew past the limit of {limit} bytes")])
+            digest = sink.hasher.hexdigest()
+            self._commit(sink, self.path_of(digest))
+        except BaseException:
+            sink.discard()
+            raise
+        return digest, sink.size
+
+    # -- trees ---------------------------------------------------------------------------
+
+    def _tree_path(self, tree_id: str) -> Path:
+        check_digest(tree_id)
+        return self._trees / tree_id[:2] / f"{tree_id[2:]}.json"
+
+    def has_tree(self, tree_id: str) -> bool:
+        """True if the tree is recorded."""
+        return self._tree_path(tree_id).is_file()
+
+    def put_tree(self, entries: Sequence[Entry]) -> str:
+        """Record a tree whose blobs are all stored; return its id.
+
+        Raises MissingBlobs if any blob is absent, TreeError if an entry is unsafe
+        (entries built by hand are checked again) or its size disagrees with its blob.
+        """
+        entries = parse_manifest(manifest_to_json(entries), UNLIMITED)
+        missing = diff_missing(entries, self.has)
+        if missing:
+            raise MissingBlobs(missing)
+        wrong = [
+            (e.path, f"size says {e.size} bytes but the blob holds {actual}")
+            for e in entries
+            if e.kind == "file" and (actual := self.path_of(e.sha256).stat().st_size) != e.size
+        ]
+        if wrong:
+            raise TreeError(wrong)
+        data = canonical_json(entries)
+        tree_id = hashlib.sha256(data).hexdigest()
+        self._write_new(data, self._tree_path(tree_id))
+        return tree_id
+
+    def get_tree(self, tree_id: str) -> tuple[Entry, ...]:
+        """The entries of a recorded tree, sorted by path; TreeNotFound if absent."""
+        try:
+            data = self._tree_path(tree_id).read_bytes()
+        except FileNotFoundError:
+            raise TreeNotFound(tree_id) from None
+        if hashlib.sha256(data).hexdigest() != tree_id:
+            raise StoreCorrupt(f"tree {tree_id} on disk does not match its id")
+        return parse_manifest(json.loads(data), UNLIMITED)
+
+    def iter_tar(self, tree_id: str, prefix: str = "") -> Iterator[bytes]:
+        """A tar stream of the tree, or of the part at/under `prefix`, in ~1 MiB chunks.
+
+        Checks run now, before the first chunk, so that an HTTP route can still answer
+        with an error status: TreeNotFound (no tree, or nothing at prefix), TreeError
+        (bad prefix), MissingBlobs (store damaged).
+        """
+        entries = select(self.get_tree(tree_id), prefix)
+        if prefix and not entries:
+            raise TreeNotFound(f"tree {tree_id} has nothing at {prefix!r}")
+        missing = diff_missing(entries, self.has)
+        if missing:
+            raise MissingBlobs(missing)
+        # Files get the time the tree was recorded: stable for a tree, and not 1970.
+        mtime = int(self._tree_path(tree_id).stat().st_mtime)
+        return self._tar_chunks(entries, mtime)
+
+    def _tar_chunks(self, entries: Sequence[Entry], mtime: int) -> Iterator[bytes]:
+        buf = bytearray()
+        sent = 0
+        for e in entries:
+            info = tarfile.TarInfo(e.path)
+            info.mtime, info.mode = mtime, e.mode
+            if e.kind == "symlink":
+                info.type, info.linkname = tarfile.SYMTYPE, e.target
+            else:
+                info.size = e.size
+            # PAX only adds extended headers when needed (long or non-ASCII names, > 8 GiB).
+            buf += info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+            if e.kind == "file":
+                with self.open(e.sha256) as src:
+                    left = e.size
+                    while left:
+                        chunk = src.read(min(CHUNK, left))
+                        if not chunk:
+                            raise StoreCorrupt(f"blob {e.sha256} is shorter than recorded")
+                        left -= len(chunk)
+                        buf += chunk
+                        if len(buf) >= CHUNK:
+                            sent += len(buf)
+                            yield bytes(buf)
+                            buf.clear()
+                buf += bytes(-e.size % BLOCK)
+        buf += bytes(2 * BLOCK)
+        buf += bytes(-(sent + len(buf)) % tarfile.RECORDSIZE)
+        yield bytes(buf)
+
+    # -- directories ---------------------------------------------------------------------
+
+    def ingest_dir(self, path: Path, limits: Limits) -> str:
+        """Store a directory (e.g. a finished job's output/) as a tree; return its id.
+
+        Files are copied, never hard-linked: a link would let the owner change a blob
+        later, and making it read-only would change their file. Symlinks become
+        symlink entries (TreeError if one leaves the tree); sockets, FIFOs and devices
+        are skipped. Everything is opened relative to its parent with O_NOFOLLOW, so a
+        process swapping a directory for a symlink cannot redirect the (root) daemon.
+        """
+        root_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            # A first pass without copying refuses a bad tree before any data moves.
+            parse_manifest(self._walk(root_fd, "", limits, copy=False), limits)
+            entries = parse_manifest(self._walk(root_fd, "", limits, copy=True), limits)
+        finally:
+            os.close(root_fd)
+        return self.put_tree(entries)
+
+    def _walk(
+        self,
+        dir_fd: int,
+        prefix: str,
+        limits: Limits,
+        *,
+        copy: bool,
+        found: list[dict[str, Any]] | None = None,
+    ) -> list[dict[str, Any]]:
+        found = [] if found is None else found
+        if prefix.count("/") > _MAX_DEPTH:
+            raise TreeError([(prefix[:-1], f"directories nested deeper than {_MAX_DEPTH} levels")])
+        with os.scandir(dir_fd) as listing:
+            items = sorted(listing, key=lambda item: item.name)
+        for item in items:
+            rel = prefix + item.name
+            st = item.stat(follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+                sub_fd = os.open(item.name, flags, dir_fd=dir_fd)
+                try:
+                    self._walk(sub_fd, rel + "/", limits, copy=copy, found=found)
+                finally:
+                    os.close(sub_fd)
+            elif stat.S_ISLNK(st.st_mode):
+                target = os.readlink(item.name, dir_fd=dir_fd)
+                found.append({"path": rel, "kind": "symlink", "target": target})
+            elif stat.S_ISREG(st.st_mode):
+                digest, size, mode = _PLACEHOLDER, st.st_size, st.st_mode
+                if copy:
+                    digest, size, mode = self._copy_in(item.name, dir_fd, rel, limits)
+                found.append({"path": rel, "size": size, "mode": mode, "sha256": digest})
+            # Anything else (socket, FIFO, device) holds no data worth keeping: skipped.
+            if len(found) > limits.max_entries:
+                raise TreeError([("", f"more than {limits.max_entries} entries")])
+        return found
+
+    def _copy_in(self, name: str, dir_fd: int, rel: str, limits: Limits) -> tuple[str, int, int]:
+        # O_NONBLOCK: if a FIFO was swapped in since the listing, open must not hang.
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        with os.fdopen(os.open(name, flags, dir_fd=dir_fd), "rb") as src:
+            st = os.fstat(src.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise TreeError([(rel, "changed into a special file while being stored")])
+            digest, size = self._store_stream(src, limits.max_file_size, rel)
+        return digest, size, st.st_mode
+
+    def materialise(self, tree_id: str, dest: Path, *, link: bool) -> None:
+        """Write a tree out into `dest`, which must be missing or empty.
+
+        link=True (datasets, models): files are hard links to the read-only blobs, so
+        nothing is copied; executables, and blobs on another file system, are copied
+        read-only instead, since a link cannot carry its own mode. link=False (code):
+        writable copies with the manifest's mode plus u+w.
+        """
+        entries = self.get_tree(tree_id)  # re-validated by parse_manifest on the way in
+        missing = diff_missing(entries, self.has)
+        if missing:
+            raise MissingBlobs(missing)
+        dest.mkdir(parents=True, exist_ok=True)
+        # Empty, so nothing already there (a planted symlink) can redirect a write.
+        if any(dest.iterdir()):
+            raise FileExistsError(f"{dest} is not empty")
+        made: set[str] = set()
+        for e in entries:
+            parent = e.path.rpartition("/")[0]
+            if parent and parent not in made:
+                # Never through a symlink: parse_manifest refuses a link that is a parent.
+                (dest / parent).mkdir(parents=True, exist_ok=True)
+                made.add(parent)
+            target = dest / e.path
+            if e.kind == "symlink":
+                os.symlink(e.target, target)
+            elif not link:
+                self._copy_out(e.sha256, target, e.mode | 0o200)
+            elif e.mode & 0o111:
+                self._copy_out(e.sha256, target, e.mode & 0o555)
+            else:
+                try:
+                    os.link(self.path_of(e.sha256), target)
+                except OSError as exc:
+                    # EXDEV: other file system; EPERM: protected_hardlinks; EMLINK: too many.
+                    if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+                        raise
+                    self._copy_out(e.sha256, target, 0o444)
+
+    def _copy_out(self, digest: str, target: Path, mode: int) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        with self.open(digest) as src, os.fdopen(os.open(target, flags, 0o600), "wb") as dst:
+            shutil.copyfileobj(src, dst, CHUNK)
+            os.fchmod(dst.fileno(), mode)  # explicit, so the umask does not decide

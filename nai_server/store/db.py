@@ -1,0 +1,191 @@
+"""The daemon's durable state in TinyDB: users, groups, settings and jobs.
+
+Only the daemon opens these files. The hot database (`state.json`) holds users,
+groups, settings and active or recently finished jobs; finished jobs move to one
+archive file per month (`archive/jobs-YYYY-MM.json`), so the cost of a write, which
+TinyDB pays in proportion to the file it rewrites, does not grow with history.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from tinydb import Query, TinyDB
+from tinydb.table import Document
+
+from nai_server.store.atomic import AtomicJSONStorage, read_json_file
+
+Doc = dict[str, Any]
+
+
+def _open(path: Path) -> TinyDB:
+    # TinyDB's default table would add an empty "_default" key; name tables explicitly.
+    return TinyDB(path, storage=AtomicJSONStorage)
+
+
+class TinyDbStore:
+    """Users, groups, settings and the job table (hot + monthly archives)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.dir = state_dir
+        self.archive_dir = state_dir / "archive"
+        self.archive_dir.mkdir(parents=True, exist_ok=True)
+        self.db = _open(state_dir / "state.json")
+        self.users = self.db.table("users", cache_size=0)
+        self.groups = self.db.table("groups", cache_size=0)
+        self.meta = self.db.table("meta", cache_size=0)
+        self.jobs = self.db.table("jobs", cache_size=0)
+        # Refuse to start on a damaged archive too, before anything is written.
+        for path in sorted(self.archive_dir.glob("jobs-*.json")):
+            read_json_file(path)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --- settings ---------------------------------------------------------------------
+
+    def _meta(self) -> Doc:
+        doc = self.meta.get(doc_id=1)
+        return dict(doc) if doc else {}
+
+    def get_setting(self, key: str, default: Any = None) -> Any:
+        return self._meta().get(key, default)
+
+    def set_setting(self, key: str, value: Any) -> None:
+        self.meta.upsert(Document({key: value}, doc_id=1))
+
+    # --- users and groups -------------------------------------------------------------
+
+    def get_user(self, name: str) -> Doc | None:
+        doc = self.users.get(Query().name == name)
+        return dict(doc) if isinstance(doc, Document) else None
+
+    def list_users(self) -> list[Doc]:
+        return sorted((dict(d) for d in self.users.all()), key=lambda d: d["name"])
+
+    def add_user(self, doc: Doc) -> None:
+        self.users.insert(doc)
+
+    def update_user(self, name: str, fields: Doc) -> None:
+        self.users.update(fields, Query().name == name)
+
+    def remove_user(self, name: str) -> None:
+        """Remove the user and their group memberships."""
+        self.users.remove(Query().name == name)
+        for group in self.groups.search(Query().members.any([name])):
+            members = [m for m in group["members"] if m != name]
+            self.groups.update({"members": members}, doc_ids=[group.doc_id])
+
+    def get_group(self, name: str) -> Doc | None:
+        doc = self.groups.get(Query().name == name)
+        return dict(doc) if isinstance(doc, Document) else None
+
+    def list_groups(self) -> list[Doc]:
+        return sorted((dict(d) for d in self.groups.all()), key=lambda d: d["name"])
+
+    def add_group(self, doc: Doc) -> None:
+        self.groups.insert(doc)
+
+    def update_group(self, name: str, fields: Doc) -> None:
+        self.groups.update(fields, Query().name == name)
+
+    def remove_group(self, name: str) -> None:
+        self.groups.remove(Query().name == name)
+
+    # --- jobs -------------------------------------------------------------------------
+
+    def next_job_id(self) -> int:
+        """Ids never repeat, even after every hot job has been archived."""
+        hot_max = max((d.doc_id for d in self.jobs.all()), default=0)
+        return max(hot_max, int(self.get_setting("archived_max_id", 0))) + 1
+
+    def insert_job(self, doc: Doc) -> int:
+        """Store a new job under the next id (one write) and return the id."""
+        job_id = self.next_job_id()
+        self.jobs.insert(Document({**doc, "id": job_id}, doc_id=job_id))
+        return job_id
+
+    def update_job(self, job_id: int, fields: Doc) -> Doc:
+        self.jobs.update(fields, doc_ids=[job_id])
+        doc = self.jobs.get(doc_id=job_id)
+        assert isinstance(doc, Document)
+        return dict(doc)
+
+    def get_job(self, job_id: int) -> Doc | None:
+        doc = self.jobs.get(doc_id=job_id)
+        if isinstance(doc, Document):
+            return dict(doc)
+        ranges: dict[str, list[int]] = self.get_setting("archive_ranges", {})
+        for month, (low, high) in sorted(ranges.items(), reverse=True):
+            if low <= job_id <= high:
+                with self._archive(month) as db:
+                    found = db.table("jobs", cache_size=0).get(doc_id=job_id)
+                if isinstance(found, Document):
+                    return dict(found)
+        return None
+
+    def hot_jobs(self) -> list[Doc]:
+        return [dict(d) for d in self.jobs.all()]
+
+    def iter_jobs(self, pred: Callable[[Doc], bool] | None = None) -> Iterator[Doc]:
+        """Every job, newest id first: the hot table, then archives newest month first."""
+        hot = sorted(self.jobs.all(), key=lambda d: d.doc_id, reverse=True)
+        seen = set()
+        for doc in hot:
+            seen.add(doc.doc_id)
+            if pred is None or pred(doc):
+                yield dict(doc)
+        months: list[str] = sorted(self.get_setting("archive_ranges", {}), reverse=True)
+        archived: list[Document] = []
+        for month in months:
+            with self._archive(month) as db:
+                archived.extend(db.table("jobs", cache_size=0).all())
+        archived.sort(key=lambda d: d.doc_id, reverse=True)
+        for doc in archived:
+            if doc.doc_id not in seen and (pred is None or pred(doc)):
+                yield dict(doc)
+
+    def archive_jobs(self, job_ids: list[int], now: float | None = None) -> int:
+        """Move finished jobs to their month's archive file (by end time).
+
+        Order matters for crash safety: archive first, then the id high-water mark,
+        then the removal from the hot table. A crash between leaves a job in both
+        places; the hot copy wins and the next archive pass overwrites the old copy.
+        """
+        docs = [d for d in (self.jobs.get(doc_id=i) for i in job_ids) if isinstance(d, Document)]
+        if not docs:
+            return 0
+        by_month: dict[str, list[Document]] = {}
+        for doc in docs:
+            ended = doc.get("ended_at") or doc.get("submitted_at") or now or time.time()
+            by_month.setdefault(time.strftime("%Y-%m", time.gmtime(ended)), []).append(doc)
+        ranges: dict[str, list[int]] = dict(self.get_setting("archive_ranges", {}))
+        for month, month_docs in by_month.items():
+            with self._archive(month) as db:
+                self._bulk_upsert(db.table("jobs", cache_size=0), month_docs)
+            ids = [d.doc_id for d in month_docs]
+            low, high = ranges.get(month, [min(ids), max(ids)])
+            ranges[month] = [min(low, *ids), max(high, *ids)]
+        archived_max = max(int(self.get_setting("archived_max_id", 0)), *(d.doc_id for d in docs))
+        self.meta.upsert(
+            Document({"archive_ranges": ranges, "archived_max_id": archived_max}, doc_id=1)
+        )
+        self.jobs.remove(doc_ids=[d.doc_id for d in docs])
+        return len(docs)
+
+    @staticmethod
+    def _bulk_upsert(table: Any, docs: list[Document]) -> None:
+        # One rewrite of the archive file for the whole batch.
+        def update(raw: dict[int, Any]) -> None:
+            for doc in docs:
+                raw[doc.doc_id] = dict(doc)
+
+        table._update_table(update)
+
+    def _archive(self, month: str) -> TinyDB:
+        # Opened per use, not cached: archives are read rarely, and a large history
+        # held in memory would slow every hot write through the garbage collector.
+        return _open(self.archive_dir / f"jobs-{month}.json")

@@ -1,0 +1,201 @@
+"""Packed uploads: an incremental receiver for a ustar stream of blobs named by digest.
+
+Also BlobSink, the hashing temp-file writer every incoming blob goes through. The
+receiver stores through the BlobStore it is given (``BlobStore.receiver`` makes one):
+its ``has``, ``path_of``, ``_sink`` and ``_commit``; blobs.py imports this module, never
+the other way round at run time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tarfile
+import tempfile
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, BinaryIO
+
+from nai_server.core.trees import is_digest
+
+if TYPE_CHECKING:
+    from nai_server.store.blobs import BlobStore
+
+BLOCK = tarfile.BLOCKSIZE
+_ZERO_BLOCK = bytes(BLOCK)
+
+
+class PackError(ValueError):
+    """A packed upload is malformed or a blob in it does not match its name."""
+
+
+class BlobSink:
+    """A blob being received: a temp file plus a running sha256 (hash only if tmp_dir=None)."""
+
+    def __init__(self, tmp_dir: Path | None) -> None:
+        self.hasher = hashlib.sha256()
+        self.size = 0
+        self.path: Path | None = None
+        self._file: BinaryIO | None = None
+        if tmp_dir is not None:
+            fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="blob-")
+            self.path, self._file = Path(name), os.fdopen(fd, "wb")
+
+    def write(self, data: bytes | memoryview) -> None:
+        self.hasher.update(data)
+        self.size += len(data)
+        if self._file is not None:
+            self._file.write(data)
+
+    def seal(self) -> None:
+        """Flush to disk and make read-only, ready to be renamed into place."""
+        assert self._file is not None
+        self._file.flush()
+        os.fchmod(self._file.fileno(), 0o444)
+        os.fsync(self._file.fileno())
+        self._file.close()
+        self._file = None
+
+    def discard(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+            self.path = None
+
+
+class PackReceiver:
+    """Receives a packed upload: a ustar stream of regular files named by their digest.
+
+    Parsed incrementally (feed any chunk sizes); each member is streamed to a temp
+    file while hashed and moved into place only once its digest is verified. Blobs
+    completed before a failure stay stored, so a retry sends only what is missing;
+    a partly received blob never appears. Use as a context manager to abort on error.
+    """
+
+    def __init__(self, store: BlobStore, max_blob_size: int) -> None:
+        self._store = store
+        self._max = max_blob_size
+        self._header = bytearray()
+        self._sink: BlobSink | None = None
+        self._name = ""
+        self._size = self._left = self._pad = 0
+        self._zero_blocks = 0
+        self._state = "header"  # header | data | pad | end | done | failed
+        self.received: list[str] = []  # digests verified so far, in stream order
+
+    def __enter__(self) -> PackReceiver:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._state != "done":
+            self.abort()
+
+    def feed(self, chunk: bytes | bytearray | memoryview) -> None:
+        """Consume the next piece of the stream; PackError if it is malformed."""
+        if self._state in ("failed", "done"):
+            raise PackError(f"this pack upload is already {self._state}")
+        view = memoryview(chunk).cast("B")
+        try:
+            while view and self._state != "end":  # after the end marker: record padding
+                if self._state == "header":
+                    need = BLOCK - len(self._header)
+                    self._header += view[:need]
+                    view = view[need:]
+                    if len(self._header) == BLOCK:
+                        self._on_header(bytes(self._header))
+                        self._header.clear()
+                elif self._state == "data":
+                    assert self._sink is not None
+                    piece = view[: self._left]
+                    self._sink.write(piece)
+                    self._left -= len(piece)
+                    view = view[len(piece) :]
+                    if self._left == 0:
+                        self._on_member_end()
+                else:  # pad
+                    skip = min(self._pad, len(view))
+                    self._pad -= skip
+                    view = view[skip:]
+                    if self._pad == 0:
+                        self._state = "header"
+        except BaseException:
+            self.abort()
+            raise
+
+    def finish(self) -> list[str]:
+        """End of the stream: the unique digests received (stored or already present)."""
+        # One zero block then EOF is accepted, as tar itself accepts it.
+        ended = self._state == "end" or (
+            self._state == "header" and self._zero_blocks == 1 and not self._header
+        )
+        if not ended:
+            if self._state == "data":
+                why = f"pack ended inside blob {self._name} ({self._size - self._left} of "
+                why += f"{self._size} bytes)"
+            elif self._state in ("failed", "done"):
+                why = f"this pack upload is already {self._state}"
+            else:
+                why = "pack ended without the end-of-archive marker"
+            self.abort()
+            raise PackError(f"{why}; blobs received in full are kept, send the rest again")
+        self._state = "done"
+        return list(dict.fromkeys(self.received))
+
+    def abort(self) -> None:
+        """Drop the blob in progress (its temp file); the receiver cannot be used again."""
+        if self._sink is not None:
+            self._sink.discard()
+            self._sink = None
+        if self._state != "done":
+            self._state = "failed"
+
+    def _on_header(self, block: bytes) -> None:
+        if block == _ZERO_BLOCK:
+            self._zero_blocks += 1
+            if self._zero_blocks == 2:
+                self._state = "end"
+            return
+        if self._zero_blocks:
+            raise PackError("data after an end-of-archive block")
+        try:
+            info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+        except tarfile.HeaderError as exc:
+            why = f"bad tar header in the pack ({exc}); send a plain ustar stream"
+            raise PackError(why) from None
+        name = info.name
+        if info.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
+            raise PackError(
+                f"member {name!r} is not a regular file (type {info.type!r}); "
+                "send a plain ustar stream of files named by their sha256"
+            )
+        if not is_digest(name):
+            raise PackError(f"member {name!r} is not named by its sha256 (64 lowercase hex)")
+        if not 0 <= info.size <= self._max:
+            raise PackError(f"blob {name} is {info.size} bytes, the limit is {self._max}")
+        self._name, self._size, self._left = name, info.size, info.size
+        self._pad = -info.size % BLOCK
+        # Already stored: verify the bytes but do not write them again.
+        self._sink = self._store._sink(hash_only=self._store.has(name))
+        if info.size == 0:
+            self._on_member_end()
+        else:
+            self._state = "data"
+
+    def _on_member_end(self) -> None:
+        sink, self._sink = self._sink, None
+        assert sink is not None
+        digest = sink.hasher.hexdigest()
+        if digest != self._name:
+            sink.discard()
+            raise PackError(f"blob {self._name}: content hashes to {digest}")
+        try:
+            self._store._commit(sink, self._store.path_of(digest))
+        except BaseException:
+            sink.discard()
+            raise
+        self.received.append(digest)
+        self._state = "pad" if self._pad else "header"

@@ -1,0 +1,39 @@
+"""Test helpers that ship with the code (like fabric.testing): build a service on
+fake GPUs, and an ASGI wrapper that plays the socket peer."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from nai_server.config import load_config
+from nai_server.daemon import bootstrap
+from nai_server.gpus import FakeGpuInventory
+from nai_server.identity import PEER_KEY, Peer
+from nai_server.service import Service
+
+
+def make_service(state_dir: Path, *, mode: str = "personal", gpus: int = 2,
+                 clock: Any = None, **config: Any) -> Service:
+    """A service over a temporary state dir with `gpus` fake GPUs."""
+    cfg = load_config(None, mode=mode, state_dir=state_dir, socket=state_dir / "nai.sock",
+                      fake_gpus=gpus, **config)
+    extra = {"clock": clock} if clock is not None else {}
+    return bootstrap(cfg, gpus=FakeGpuInventory.with_count(gpus), **extra)
+
+
+class AsPeer:
+    """ASGI middleware that sets `request.state.peer` as a unix socket would."""
+
+    def __init__(self, app: ASGIApp, uid: int | None = None, gid: int | None = None) -> None:
+        self.app = app
+        self.peer = Peer(pid=os.getpid(), uid=os.getuid() if uid is None else uid,
+                         gid=os.getgid() if gid is None else gid)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope = {**scope, "state": {**scope.get("state", {}), PEER_KEY: self.peer}}
+        await self.app(scope, receive, send)

@@ -1,0 +1,1 @@
+"""nai: the client — batch commands and the Textual TUI."""

@@ -1,0 +1,131 @@
+"""Blobs and trees through the API: packed upload, verification, path safety, resume."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+
+from starlette.testclient import TestClient
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def pack(blobs: dict[str, bytes]) -> bytes:
+    """A tar stream whose members are named by the digest they claim."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in blobs.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def entry(path: str, data: bytes, mode: int = 0o644) -> dict:
+    return {"path": path, "size": len(data), "mode": mode, "sha256": sha(data)}
+
+
+FILES = {"train.py": b"print('hi')\n", "data/a.bin": b"\x00" * 5000, "data/b.txt": b"b" * 10}
+
+
+def test_upload_then_tree_then_download_is_byte_identical(api: TestClient) -> None:
+    digests = [sha(d) for d in FILES.values()]
+    assert api.post("/v1/blobs/missing", json={"digests": digests}).json()["missing"] == digests
+    up = api.post("/v1/blobs", content=pack({sha(d): d for d in FILES.values()}))
+    assert up.status_code == 201 and up.json()["stored"] == 3
+    assert api.post("/v1/blobs/missing", json={"digests": digests}).json()["missing"] == []
+
+    entries = [entry(p, d) for p, d in FILES.items()]
+    entries.append({"path": "link", "kind": "symlink", "target": "data/b.txt"})
+    tree = api.post("/v1/trees", json={"entries": entries})
+    assert tree.status_code == 201, tree.text
+    tree_id = tree.json()["id"]
+    assert tree.headers["location"] == f"/v1/trees/{tree_id}"
+    assert api.get(f"/v1/trees/{tree_id}").json()["files"] == 3
+
+    got = api.get(f"/v1/trees/{tree_id}/archive")
+    with tarfile.open(fileobj=io.BytesIO(got.content)) as tar:
+        contents = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+        links = {m.name: m.linkname for m in tar.getmembers() if m.issym()}
+    assert contents == FILES and links == {"link": "data/b.txt"}
+
+    part = api.get(f"/v1/trees/{tree_id}/archive", params={"path": "data"})
+    with tarfile.open(fileobj=io.BytesIO(part.content)) as tar:
+        assert sorted(m.name for m in tar.getmembers() if m.isfile()) == ["data/a.bin",
+                                                                          "data/b.txt"]
+    assert api.get(f"/v1/trees/{tree_id}/archive", params={"path": "nope"}).status_code == 404
+    assert api.get(f"/v1/trees/{'0' * 64}").status_code == 404
+
+
+def test_corrupt_digest_is_refused_and_not_stored(api: TestClient) -> None:
+    good, bad = b"good data", b"tampered"
+    response = api.post("/v1/blobs", content=pack({sha(good): good, sha(b"orig"): bad}))
+    assert response.status_code == 400
+    assert sha(b"orig")[:12] in response.json()["error"]["message"]
+    missing = api.post("/v1/blobs/missing", json={"digests": [sha(good), sha(b"orig")]})
+    assert missing.json()["missing"] == [sha(b"orig")]  # the verified one was kept
+
+
+def test_tree_with_missing_blobs_is_refused_with_the_list(api: TestClient) -> None:
+    response = api.post("/v1/trees", json={"entries": [entry("x.py", b"never sent")]})
+    assert response.status_code == 409
+    assert response.json()["error"]["details"]["missing"] == [sha(b"never sent")]
+
+
+def test_unsafe_paths_are_400s_that_name_the_path(api: TestClient) -> None:
+    data = b"x"
+    api.post("/v1/blobs", content=pack({sha(data): data}))
+    cases = {
+        "/etc/passwd": "/etc/passwd",
+        "../up.txt": "../up.txt",
+        "a/../../b": "a/../../b",
+    }
+    for path, named in cases.items():
+        response = api.post("/v1/trees", json={"entries": [entry(path, data)]})
+        assert response.status_code == 400, path
+        assert named in response.json()["error"]["message"]
+    escape = api.post("/v1/trees", json={"entries": [
+        {"path": "evil", "kind": "symlink", "target": "../../etc/shadow"}]})
+    assert escape.status_code == 400 and "evil" in escape.json()["error"]["message"]
+    device = api.post("/v1/trees", json={"entries": [
+        {"path": "dev", "size": 0, "mode": 0o020644, "sha256": sha(b"")}]})
+    assert device.status_code == 400 and "dev" in device.json()["error"]["message"]
+    bad_digest = api.post("/v1/blobs/missing", json={"digests": ["zz"]})
+    assert bad_digest.status_code == 400
+
+
+def test_oversize_and_too_many_entries(tmp_path) -> None:
+    from nai_server.api import create_app
+    from nai_server.testing import AsPeer, make_service
+
+    service = make_service(tmp_path / "s", limits={"max_file_size": 100, "max_tree_entries": 2})
+    api = TestClient(AsPeer(create_app(service)), base_url="http://nai")
+    big = b"y" * 101
+    assert api.post("/v1/blobs", content=pack({sha(big): big})).status_code == 400
+    many = [entry(f"f{i}", b"z") for i in range(3)]
+    response = api.post("/v1/trees", json={"entries": many})
+    assert response.status_code == 400 and "entries" in response.json()["error"]["message"]
+    huge = api.post("/v1/trees", json={"entries": [
+        {"path": "w.bin", "size": 10**6, "mode": 0o644, "sha256": sha(b"z")}]})
+    assert huge.status_code == 400 and "w.bin" in huge.json()["error"]["message"]
+    service.close()
+
+
+def test_truncated_upload_keeps_complete_blobs_and_resume_sends_the_rest(
+        api: TestClient) -> None:
+    blobs = {sha(d): d for d in (b"one" * 1000, b"two" * 1000, b"three" * 1000)}
+    stream = pack(blobs)
+    cut = stream[: len(stream) // 2]
+    response = api.post("/v1/blobs", content=cut)
+    assert response.status_code == 400 and "send the rest again" in response.json()["error"][
+        "message"]
+    missing = api.post("/v1/blobs/missing", json={"digests": list(blobs)}).json()["missing"]
+    assert 0 < len(missing) < 3
+    entries = [entry(f"f{i}", d) for i, d in enumerate(blobs.values())]
+    assert api.post("/v1/trees", json={"entries": entries}).status_code == 409
+    retry = api.post("/v1/blobs", content=pack({d: blobs[d] for d in missing}))
+    assert retry.json()["stored"] == len(missing)
+    assert api.post("/v1/trees", json={"entries": entries}).status_code == 201
