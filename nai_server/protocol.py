@@ -201,3 +201,71 @@ class TreeInfo(Model):
     entries: list[TreeEntryModel]
     files: int
     size: int
+
+
+class JobSubmit(Model):
+    """A job: its spec (the fields of nai.yaml) and the tree of its code."""
+
+    spec: dict[str, Any]
+    code_tree: str | None = None
+
+
+class JobInfo(Model):
+    id: int
+    name: str
+    user: str
+    group: str | None
+    state: str
+    reason: str | None = None  # why a queued job waits
+    est_start: float | None = None
+    message: str | None = None
+    spec: dict[str, Any]
+    code_tree: str | None
+    gpus: list[int] = Field(default_factory=list)
+    submitted_at: float
+    started_at: float | None = None
+    ended_at: float | None = None
+    exit_code: int | None = None
+    output_tree: str | None = None  # only for those who may read the job's outputs
+
+
+class JobList(Model):
+    jobs: list[JobInfo]
+    total: int
+    offset: int
+    limit: int
+
+
+class MetricsPage(Model):
+    """Lines of the job's metrics.jsonl from `since` on; `next` continues."""
+
+    metrics: list[dict[str, Any]]
+    next: int
+    skipped: int = 0  # lines that were not JSON objects
+
+
+class ForeignProcess(Model):
+    pid: int
+    user: str | None
+    used_memory: int
+
+
+class GpuState(Model):
+    index: int
+    uuid: str
+    name: str
+    memory_total: int
+    memory_used: int
+    memory_free: int
+    utilization: int
+    job: int | None = None
+    user: str | None = None
+    foreign: list[ForeignProcess] = Field(default_factory=list)
+
+
+class GpuList(Model):
+    source: Literal["nvml", "fake"]
+    note: str | None = None
+    gpus: list[GpuState]
+    cpu_slots: int
+    cpu_slots_used: int

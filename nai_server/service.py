@@ -18,6 +18,8 @@ from nai_server.config import ServerConfig
 from nai_server.core import trees
 from nai_server.core.spec import parse_size
 from nai_server.gpus import GpuInventory
+from nai_server.jobs import Jobs
+from nai_server.launcher import Launcher, LocalLauncher
 from nai_server.protocol import (
     API_VERSION,
     Conflict,
@@ -28,6 +30,7 @@ from nai_server.protocol import (
     TreeInfo,
     VersionInfo,
 )
+from nai_server.runtime import JobRuntime
 from nai_server.store.blobs import BlobStore, MissingBlobs, PackError, PackReceiver, TreeNotFound
 from nai_server.store.db import TinyDbStore
 
@@ -44,6 +47,7 @@ class Service:
         clock: Callable[[], float] = time.time,
         gpus: GpuInventory,
         gpu_note: str | None = None,
+        launcher: Launcher | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -56,6 +60,11 @@ class Service:
         )
         self.gpus = gpus
         self.gpu_note = gpu_note
+        self.runtime = JobRuntime(
+            config, store, blobs, gpus, launcher or LocalLauncher(), self.lock, clock,
+            drained=self.accounts.drained, limits=lambda: self.tree_limits)
+        self.runtime.gpu_note = gpu_note
+        self.jobs = Jobs(self.runtime, self.notify)
         # Set by the run loop; notify() wakes it early (e.g. after a submit).
         self.wakeup: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -143,12 +152,18 @@ class Service:
         except (trees.TreeError, ValueError) as exc:
             raise Invalid(str(exc)) from exc
 
+    def blob_chunks(self, digest: str, chunk: int = 1 << 20) -> Iterator[bytes]:
+        with self.blobs.open(digest) as f:
+            while data := f.read(chunk):
+                yield data
+
     def tick(self, now: float | None = None) -> None:
-        """One pass of the daemon's loop."""
+        """One pass of the daemon's loop: reap, probe, plan, launch."""
+        self.runtime.tick(now)
 
     def busy(self) -> bool:
         """True while jobs are queued or running (`run --burst` exits when False)."""
-        return False
+        return self.runtime.busy()
 
     def close(self) -> None:
         with self.lock:

@@ -37,3 +37,19 @@ class AsPeer:
         if scope["type"] == "http":
             scope = {**scope, "state": {**scope.get("state", {}), PEER_KEY: self.peer}}
         await self.app(scope, receive, send)
+
+
+def tick_until(service: Service, predicate: Any, timeout: float = 20.0,
+               what: str = "condition") -> Any:
+    """Step the service until `predicate()` holds (real job processes take real time)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        service.tick()
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.01)

@@ -1,0 +1,125 @@
+"""Jobs and GPUs: submit, list, show, cancel, logs (with follow), metrics, outputs."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Query, Response, status
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+
+from nai_server.api.deps import CallerDep, ServiceDep
+from nai_server.jobs import Jobs, iter_log, read_some
+from nai_server.protocol import (
+    GpuList,
+    JobInfo,
+    JobList,
+    JobSubmit,
+    MetricsPage,
+    NotFound,
+    TreeInfo,
+)
+
+router = APIRouter(tags=["jobs"])
+
+FOLLOW_POLL_SECONDS = 0.1
+
+
+@router.get("/gpus")
+def gpus(service: ServiceDep, _: CallerDep) -> GpuList:
+    """Every GPU: memory, utilisation, the job holding it, and foreign processes."""
+    return service.jobs.gpus()
+
+
+@router.post("/jobs", status_code=status.HTTP_201_CREATED)
+def submit(body: JobSubmit, service: ServiceDep, caller: CallerDep,
+           response: Response) -> JobInfo:
+    info = service.jobs.submit(caller, body.spec, body.code_tree)
+    response.headers["Location"] = f"/v1/jobs/{info.id}"
+    return info
+
+
+@router.get("/jobs")
+def list_jobs(
+    service: ServiceDep, caller: CallerDep,
+    scope: str = "all", state: str | None = None, user: str | None = None,
+    limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0),
+) -> JobList:
+    """Jobs, newest first. `scope=mine` for the caller's own."""
+    return service.jobs.list(caller, scope=scope, state=state, user=user, limit=limit,
+                             offset=offset)
+
+
+@router.get("/jobs/{job_id}")
+def show(job_id: int, service: ServiceDep, caller: CallerDep) -> JobInfo:
+    return service.jobs.show(caller, job_id)
+
+
+@router.delete("/jobs/{job_id}")
+def cancel(job_id: int, service: ServiceDep, caller: CallerDep) -> JobInfo:
+    """Cancel: a queued job at once; a running one gets SIGTERM, then SIGKILL after
+    the grace period."""
+    return service.jobs.cancel(caller, job_id)
+
+
+async def _follow(jobs: Jobs, job_id: int, path, offset: int) -> AsyncIterator[bytes]:
+    while True:
+        # Check for the end before reading: all the job wrote before it ended is read
+        # below, so nothing is cut off.
+        ended = await run_in_threadpool(jobs.ended, job_id)
+        data = await run_in_threadpool(read_some, path, offset)
+        if data:
+            offset += len(data)
+            yield data
+            continue
+        if ended:
+            return
+        await asyncio.sleep(FOLLOW_POLL_SECONDS)
+
+
+@router.get("/jobs/{job_id}/logs", response_class=StreamingResponse)
+def logs(job_id: int, service: ServiceDep, caller: CallerDep,
+         offset: int = Query(0, ge=0), follow: bool = False) -> StreamingResponse:
+    """The job's stdout+stderr from byte `offset`; `follow=true` streams until it ends."""
+    path = service.jobs.log_file(caller, job_id)
+    if follow:
+        body = _follow(service.jobs, job_id, path, offset)
+        return StreamingResponse(body, media_type="text/plain; charset=utf-8")
+    return StreamingResponse(iterate_in_threadpool(iter_log(path, offset)),
+                             media_type="text/plain; charset=utf-8")
+
+
+@router.get("/jobs/{job_id}/metrics")
+def metrics(job_id: int, service: ServiceDep, caller: CallerDep,
+            since: int = Query(0, ge=0)) -> MetricsPage:
+    """Lines of metrics.jsonl after line `since` (pass `next` back to continue)."""
+    return service.jobs.metrics(caller, job_id, since)
+
+
+@router.get("/jobs/{job_id}/outputs")
+def outputs(job_id: int, service: ServiceDep, caller: CallerDep) -> TreeInfo:
+    """The job's output tree (collected from output/ when it ended)."""
+    return service.tree_info(service.jobs.output_tree(caller, job_id))
+
+
+@router.get("/jobs/{job_id}/outputs/archive", response_class=StreamingResponse)
+def outputs_archive(job_id: int, service: ServiceDep, caller: CallerDep,
+                    path: str = "") -> StreamingResponse:
+    """All outputs, or those at `path`, as a streamed tar."""
+    chunks = service.tree_tar(service.jobs.output_tree(caller, job_id), path)
+    return StreamingResponse(iterate_in_threadpool(chunks), media_type="application/x-tar")
+
+
+@router.get("/jobs/{job_id}/outputs/file", response_class=StreamingResponse)
+def output_file(job_id: int, service: ServiceDep, caller: CallerDep,
+                path: str) -> StreamingResponse:
+    """One output file's bytes."""
+    tree_id = service.jobs.output_tree(caller, job_id)
+    entry = next((e for e in service.tree_info(tree_id).entries
+                  if e.path == path and e.kind == "file"), None)
+    if entry is None:
+        raise NotFound(f"job {job_id} has no output file {path!r}")
+    return StreamingResponse(iterate_in_threadpool(service.blob_chunks(entry.sha256)),
+                             media_type="application/octet-stream",
+                             headers={"Content-Length": str(entry.size)})

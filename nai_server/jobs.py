@@ -1,0 +1,275 @@
+"""Job use cases behind the API: submit, list, show, cancel, logs, metrics, outputs,
+and the GPU view. Visibility follows DESIGN §3: every job is listed for everyone
+(like squeue); logs, metrics and outputs only for the owner, the owner's group when
+submitted for one, and admins; only the owner or an admin cancels."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from nai_server import identity
+from nai_server.accounts import Caller
+from nai_server.core.spec import SpecError, parse_duration, spec_from_dict, spec_to_dict
+from nai_server.core.states import TERMINAL, JobState, transition
+from nai_server.launcher import proc_uid
+from nai_server.protocol import (
+    Conflict,
+    Forbidden,
+    ForeignProcess,
+    GpuList,
+    GpuState,
+    Invalid,
+    JobInfo,
+    JobList,
+    MetricsPage,
+    NotFound,
+)
+from nai_server.runtime import JobRuntime
+
+Doc = dict[str, Any]
+MAX_PAGE = 1000
+
+
+class Jobs:
+    """The job-facing half of the service; the runtime does the running."""
+
+    def __init__(self, runtime: JobRuntime, notify: Any) -> None:
+        self.runtime = runtime
+        self.store = runtime.store
+        self.lock = runtime.lock
+        self.clock = runtime.clock
+        self.config = runtime.config
+        self.notify = notify
+
+    # --- views ------------------------------------------------------------------------
+
+    @staticmethod
+    def may_read(caller: Caller, job: Doc) -> bool:
+        return (caller.admin or job["user"] == caller.user
+                or (job.get("group") is not None and job["group"] in caller.groups))
+
+    def _info(self, caller: Caller, job: Doc) -> JobInfo:
+        state = self.runtime.state
+        return JobInfo(
+            id=job["id"], name=job["spec"].get("name") or f"job-{job['id']}",
+            user=job["user"], group=job.get("group"), state=job["state"],
+            reason=state.waiting.get(job["id"]) if job["state"] == "queued" else None,
+            est_start=state.est_start.get(job["id"]) if job["state"] == "queued" else None,
+            message=job.get("message"), spec=job["spec"], code_tree=job.get("code_tree"),
+            gpus=job.get("gpus", []), submitted_at=job["submitted_at"],
+            started_at=job.get("started_at") if job["state"] != "queued" else None,
+            ended_at=job.get("ended_at"), exit_code=job.get("exit_code"),
+            output_tree=job.get("output_tree") if self.may_read(caller, job) else None,
+        )
+
+    def _job(self, job_id: int) -> Doc:
+        job = self.store.get_job(job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id} on this server (see `nai jobs --all`)")
+        return job
+
+    def _readable(self, caller: Caller, job_id: int) -> Doc:
+        with self.lock:
+            job = self._job(job_id)
+        if not self.may_read(caller, job):
+            raise Forbidden(f"job {job_id} belongs to {job['user']}; only they, their group "
+                            f"(for group jobs) and admins may read its logs and outputs")
+        return job
+
+    # --- submit -----------------------------------------------------------------------
+
+    def submit(self, caller: Caller, raw_spec: dict[str, Any], code_tree: str | None) -> JobInfo:
+        try:
+            spec = spec_from_dict(raw_spec, source="spec")
+        except SpecError as exc:
+            raise Invalid(str(exc), details={"field": exc.field, "line": exc.line}) from exc
+        self._check_fits(spec.gpus, spec.gpu_memory)
+        if spec.dataset or spec.model or spec.register_model:
+            raise Invalid("datasets, models and register_model need the registries, which this "
+                          "server does not have yet; remove those keys from the spec")
+        if spec.group is not None and spec.group not in caller.groups:
+            raise Forbidden(f"{caller.user} is not a member of group {spec.group!r}")
+        if spec.priority == "high" and not caller.admin:
+            raise Forbidden("priority: high is for admins; use normal or low")
+        time_limit = self._time_limit(spec.time_limit)
+        if code_tree is not None and not self.runtime.blobs.has_tree(code_tree):
+            raise Invalid(f"code tree {code_tree!r} is not on the server; upload it first "
+                          f"(POST /v1/trees)")
+        with self.lock:
+            for dep in (*spec.after, *spec.after_ok):
+                if self.store.get_job(dep) is None:
+                    raise Invalid(f"after/after_ok: there is no job {dep}")
+            doc = {"user": caller.user, "group": spec.group, "state": JobState.QUEUED.value,
+                   "spec": spec_to_dict(spec), "code_tree": code_tree,
+                   "submitted_at": self.clock(), "time_limit": time_limit}
+            job_id = self.store.insert_job(doc)
+            info = self._info(caller, {**doc, "id": job_id})
+        self.notify()
+        return info
+
+    def _check_fits(self, gpus: int, gpu_memory: int | None) -> None:
+        snapshot = self.runtime.state.snapshot or self.runtime.gpus.probe()
+        total = len(snapshot.gpus)
+        if gpus > total:
+            raise Invalid(f"gpus: {gpus} asked, but this server has {total} GPU(s)")
+        if gpus == 0 and self.config.scheduler.cpu_slots == 0:
+            raise Invalid("this server runs no CPU-only jobs (scheduler.cpu_slots is 0); "
+                          "ask for at least one GPU")
+        biggest = max((g.memory_total for g in snapshot.gpus), default=0)
+        if gpu_memory and gpus and gpu_memory > biggest:
+            raise Invalid(f"gpu_memory: {gpu_memory} bytes asked, but the largest GPU here "
+                          f"has {biggest}")
+
+    def _time_limit(self, asked: int | None) -> int | None:
+        jobs = self.config.jobs
+        default = parse_duration(jobs.default_time_limit) if jobs.default_time_limit else None
+        limit = asked if asked is not None else default
+        maximum = parse_duration(jobs.max_time_limit) if jobs.max_time_limit else None
+        if maximum is not None and (limit is None or limit > maximum):
+            if asked is None:
+                return maximum
+            raise Invalid(f"time_limit: at most {jobs.max_time_limit} on this server")
+        return limit
+
+    # --- list, show, cancel -----------------------------------------------------------
+
+    def list(self, caller: Caller, *, scope: str = "all", state: str | None = None,
+             user: str | None = None, limit: int = 100, offset: int = 0) -> JobList:
+        if state is not None and state not in {s.value for s in JobState}:
+            raise Invalid(f"state: unknown {state!r}; one of "
+                          f"{', '.join(s.value for s in JobState)}")
+        if scope not in ("all", "mine"):
+            raise Invalid("scope: 'all' or 'mine'")
+        limit = max(1, min(limit, MAX_PAGE))
+        who = caller.user if scope == "mine" else user
+
+        def keep(job: Doc) -> bool:
+            return (who is None or job["user"] == who) and (state is None
+                                                            or job["state"] == state)
+
+        with self.lock:
+            matching = list(self.store.iter_jobs(keep))
+        page = matching[offset: offset + limit]
+        return JobList(jobs=[self._info(caller, j) for j in page], total=len(matching),
+                       offset=offset, limit=limit)
+
+    def show(self, caller: Caller, job_id: int) -> JobInfo:
+        with self.lock:
+            return self._info(caller, self._job(job_id))
+
+    def cancel(self, caller: Caller, job_id: int) -> JobInfo:
+        with self.lock:
+            job = self._job(job_id)
+            if not (caller.admin or job["user"] == caller.user):
+                raise Forbidden(f"job {job_id} belongs to {job['user']}; only they or an "
+                                f"admin may cancel it")
+            if job["state"] in TERMINAL:
+                raise Conflict(f"job {job_id} already ended ({job['state']})")
+            now = self.clock()
+            if job["state"] in ("queued", "preempted"):
+                job = self.store.update_job(job_id, {
+                    "state": transition(JobState(job["state"]), JobState.CANCELLED),
+                    "ended_at": now, "message": f"cancelled by {caller.user}"})
+            elif not job.get("stop"):
+                job = self.runtime.begin_stop(job, "cancelled", now)
+            info = self._info(caller, job)
+        self.notify()
+        return info
+
+    # --- logs, metrics, outputs -------------------------------------------------------
+
+    def log_file(self, caller: Caller, job_id: int) -> Path:
+        self._readable(caller, job_id)
+        return self.runtime.job_dir(job_id) / "log"
+
+    def ended(self, job_id: int) -> bool:
+        with self.lock:
+            job = self.store.get_job(job_id)
+        return job is None or job["state"] in TERMINAL
+
+    def metrics(self, caller: Caller, job_id: int, since: int = 0) -> MetricsPage:
+        self._readable(caller, job_id)
+        path = self.runtime.job_dir(job_id) / "metrics.jsonl"
+        rows: list[dict[str, Any]] = []
+        skipped = 0
+        line_no = 0
+        try:
+            with path.open("rb") as f:
+                for line_no, line in enumerate(f, start=1):
+                    if line_no <= since:
+                        continue
+                    if not line.endswith(b"\n"):  # a line still being written
+                        line_no -= 1
+                        break
+                    try:
+                        row = json.loads(line)
+                    except ValueError:
+                        row = None
+                    if isinstance(row, dict):
+                        rows.append(row)
+                    elif line.strip():
+                        skipped += 1
+        except FileNotFoundError:
+            pass
+        return MetricsPage(metrics=rows, next=max(line_no, since), skipped=skipped)
+
+    def output_tree(self, caller: Caller, job_id: int) -> str:
+        job = self._readable(caller, job_id)
+        if job["state"] not in TERMINAL:
+            raise Conflict(f"job {job_id} is {job['state']}: outputs are collected when it "
+                           f"ends (follow it with `nai logs -f {job_id}`)")
+        if not job.get("output_tree"):
+            raise NotFound(f"job {job_id} left no outputs" + (
+                f" ({job['message']})" if job.get("message") else ""))
+        return str(job["output_tree"])
+
+    # --- GPUs -------------------------------------------------------------------------
+
+    def gpus(self) -> GpuList:
+        state = self.runtime.state
+        snapshot = state.snapshot or self.runtime.gpus.probe()
+        with self.lock:
+            active = [j for j in self.store.hot_jobs() if j["state"] in ("starting", "running")]
+        holders = {g: j for j in active for g in j.get("gpus", [])}
+        gpus = []
+        for g in snapshot.gpus:
+            holder = holders.get(g.index)
+            foreign = [ForeignProcess(pid=pid, user=_owner(pid), used_memory=mem)
+                       for pid, mem in state.foreign.get(g.index, [])]
+            gpus.append(GpuState(
+                index=g.index, uuid=g.uuid, name=g.name, memory_total=g.memory_total,
+                memory_used=g.memory_used, memory_free=g.memory_free,
+                utilization=g.utilization, job=holder["id"] if holder else None,
+                user=holder["user"] if holder else None, foreign=foreign))
+        return GpuList(source=snapshot.source, note=self.runtime.gpu_note,
+                       gpus=gpus, cpu_slots=self.config.scheduler.cpu_slots,
+                       cpu_slots_used=sum(1 for j in active if not j.get("gpus")))
+
+
+def _owner(pid: int) -> str | None:
+    uid = proc_uid(pid)
+    return None if uid is None else identity.user_name(uid) or str(uid)
+
+
+def iter_log(path: Path, offset: int, chunk: int = 1 << 16) -> Iterator[bytes]:
+    """What the log holds from `offset` on, now."""
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            while data := f.read(chunk):
+                yield data
+    except FileNotFoundError:
+        return
+
+
+def read_some(path: Path, offset: int, limit: int = 1 << 20) -> bytes:
+    """Up to `limit` bytes of the log from `offset` (b"" when there is nothing new)."""
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            return f.read(limit)
+    except FileNotFoundError:
+        return b""

@@ -1,0 +1,162 @@
+"""Starting, watching, signalling and re-adopting job processes on this host.
+
+Each job runs under a tiny `/bin/sh` wrapper in its own session (so it survives a
+daemon restart and can be signalled as a group). The wrapper writes its pid before
+the job starts and the job's exit status atomically (temp + rename) when it ends,
+so a restarted daemon can tell a finished job from a running or a vanished one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+# $1 = job dir, $2 = the job's command. A trap *with a command* (not an ignore) keeps
+# the wrapper alive through SIGTERM to the group, while the job itself still gets the
+# default action; the wrapper then records the job's status.
+WRAPPER = r"""
+trap ':' TERM INT HUP
+echo $$ > "$1/wrapper.pid.tmp" && mv -f "$1/wrapper.pid.tmp" "$1/wrapper.pid"
+/bin/sh -c "$2"
+code=$?
+echo "$code" > "$1/exit_status.tmp" && mv -f "$1/exit_status.tmp" "$1/exit_status"
+exit "$code"
+"""
+
+@dataclass(frozen=True)
+class Handle:
+    """Identifies a job's wrapper process across daemon restarts (pids get reused)."""
+
+    pid: int
+    start_ticks: int  # /proc/<pid>/stat field 22: start time in clock ticks after boot
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    job_id: int
+    job_dir: Path
+    command: str
+    env: dict[str, str]
+    cwd: Path
+    uid: int | None = None  # None: run as the daemon's own user (personal mode)
+    gid: int | None = None
+    groups: tuple[int, ...] = ()
+
+Status = Literal["running", "exited", "vanished"]
+
+class Launcher(Protocol):
+    """Where job processes run; a Slurm launcher can implement the same calls."""
+
+    def start(self, request: LaunchRequest) -> Handle: ...
+
+    def status(self, job_dir: Path, handle: Handle | None) -> tuple[Status, int | None]: ...
+
+    def signal(self, handle: Handle, sig: int) -> None: ...
+
+def proc_start_ticks(pid: int) -> int | None:
+    """Start time of a live, non-zombie process, or None if there is none."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    # The command name (field 2) may contain spaces and parens: split after the last ')'.
+    fields = raw[raw.rindex(b")") + 2 :].split()
+    if fields[0] in (b"Z", b"X"):  # zombie or dead: exited, not reaped yet
+        return None
+    return int(fields[19])
+
+def proc_uid(pid: int) -> int | None:
+    """Real uid of a process (for naming the owner of foreign GPU use)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Uid:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+def read_exit_status(job_dir: Path) -> int | None:
+    try:
+        return int((job_dir / "exit_status").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+class LocalLauncher:
+    """Runs jobs as processes on this host, as their owners when the daemon is root."""
+
+    def __init__(self) -> None:
+        # Wrappers this daemon started: polling them reaps them (no zombies).
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+
+    def start(self, request: LaunchRequest) -> Handle:
+        log = os.open(request.job_dir / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        try:
+            if request.uid is not None:
+                os.fchown(log, request.uid, request.gid if request.gid is not None else -1)
+            proc = subprocess.Popen(
+                ["/bin/sh", "-c", WRAPPER, "nai-job", str(request.job_dir), request.command],
+                cwd=request.cwd,
+                env=request.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+                user=request.uid,
+                group=request.gid,
+                extra_groups=list(request.groups) if request.uid is not None else None,
+                umask=0o022,
+            )
+        finally:
+            os.close(log)
+        self._children[proc.pid] = proc
+        ticks = proc_start_ticks(proc.pid)
+        return Handle(proc.pid, ticks if ticks is not None else -1)
+
+    def status(self, job_dir: Path, handle: Handle | None) -> tuple[Status, int | None]:
+        """running, exited (with the job's code), or vanished (no status left behind)."""
+        if handle is not None:
+            child = self._children.get(handle.pid)
+            if child is not None:
+                code = child.poll()
+                if code is None:
+                    return "running", None
+                del self._children[handle.pid]
+                recorded = read_exit_status(job_dir)
+                return "exited", recorded if recorded is not None else _code(code)
+            if self._alive(handle):
+                return "running", None
+        code = read_exit_status(job_dir)
+        if code is not None:
+            return "exited", code
+        return "vanished", None
+
+    @staticmethod
+    def _alive(handle: Handle) -> bool:
+        ticks = proc_start_ticks(handle.pid)
+        return ticks is not None and (handle.start_ticks < 0 or ticks == handle.start_ticks)
+
+    def signal(self, handle: Handle, sig: int) -> None:
+        """Signal the job's whole process group (it is its own session leader)."""
+        if handle.pid in self._children or self._alive(handle):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(handle.pid, sig)
+
+def _code(returncode: int) -> int:
+    # Popen reports death by signal N as -N; shells report 128+N.
+    return 128 - returncode if returncode < 0 else returncode
+
+def read_wrapper_pid(job_dir: Path) -> int | None:
+    try:
+        return int((job_dir / "wrapper.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+def session_of(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except OSError:
+        return None

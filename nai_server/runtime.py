@@ -1,0 +1,320 @@
+"""One step of the daemon's loop: reap ended jobs, enforce time limits and cancel
+deadlines, read the GPUs, plan, launch. Every decision is made by pure `core`
+functions; this module gathers their inputs and carries out their answers."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nai_server import identity
+from nai_server.config import ServerConfig
+from nai_server.core import scheduling as sched
+from nai_server.core.env import build_job_env
+from nai_server.core.states import ACTIVE, TERMINAL, JobState, transition
+from nai_server.core.trees import Limits
+from nai_server.gpus import GpuInventory, GpuSnapshot
+from nai_server.launcher import (
+    Handle,
+    Launcher,
+    LaunchRequest,
+    proc_start_ticks,
+    read_wrapper_pid,
+    session_of,
+)
+from nai_server.store.blobs import BlobStore
+from nai_server.store.db import TinyDbStore
+
+log = logging.getLogger("nai.runtime")
+
+Doc = dict[str, Any]
+ARCHIVE_EVERY_SECONDS = 60.0
+
+
+@dataclass
+class TickState:
+    """What the last tick learned, kept in memory for the API (derived, not stored)."""
+
+    snapshot: GpuSnapshot | None = None
+    foreign: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # gpu → (pid, mem)
+    waiting: dict[int, str] = field(default_factory=dict)
+    est_start: dict[int, float] = field(default_factory=dict)
+
+
+class JobRuntime:
+    """Carries out the scheduler's decisions on this host."""
+
+    def __init__(
+        self, config: ServerConfig, store: TinyDbStore, blobs: BlobStore, gpus: GpuInventory,
+        launcher: Launcher, lock: threading.RLock, clock: Callable[[], float],
+        drained: Callable[[], bool], limits: Callable[[], Limits],
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.blobs = blobs
+        self.gpus = gpus
+        self.launcher = launcher
+        self.lock = lock
+        self.clock = clock
+        self.drained = drained
+        self.limits = limits
+        self.jobs_dir = config.state / "jobs"
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        # Owners must reach their own job dir; only root may list the others.
+        os.chmod(self.jobs_dir, 0o700 if config.personal else 0o711)
+        self.state = TickState()
+        self.gpu_note: str | None = None
+        self._last_archive = 0.0
+
+    def job_dir(self, job_id: int) -> Path:
+        return self.jobs_dir / str(job_id)
+
+    # --- the loop ---------------------------------------------------------------------
+
+    def tick(self, now: float | None = None) -> None:
+        now = self.clock() if now is None else now
+        snapshot = self.gpus.probe()
+        with self.lock:
+            self._reap(now)
+            self._observe(snapshot)
+            self._schedule(now)
+            if now - self._last_archive >= ARCHIVE_EVERY_SECONDS:
+                self._archive(now)
+                self._last_archive = now
+
+    def busy(self) -> bool:
+        with self.lock:
+            return any(j["state"] in {"queued", "starting", "running"}
+                       for j in self.store.hot_jobs())
+
+    # --- reaping ----------------------------------------------------------------------
+
+    def _reap(self, now: float) -> None:
+        for job in self.store.hot_jobs():
+            if job["state"] in (JobState.STARTING, JobState.RUNNING):
+                self._check(job, now)
+
+    def _check(self, job: Doc, now: float) -> None:
+        job_dir = self.job_dir(job["id"])
+        handle = _handle(job)
+        if handle is None:
+            # The daemon died between "starting" and recording the pid. The wrapper
+            # writes its pid first: adopt it if it lives; never start the job again.
+            pid = read_wrapper_pid(job_dir)
+            ticks = proc_start_ticks(pid) if pid else None
+            if pid and ticks is not None and session_of(pid) == pid:
+                handle = Handle(pid, ticks)
+                job = self.store.update_job(job["id"], {
+                    "state": transition(JobState(job["state"]), JobState.RUNNING),
+                    "pid": pid, "pid_start": ticks, "started_at": job.get("started_at") or now})
+        status, code = self.launcher.status(job_dir, handle)
+        if status == "running":
+            assert handle is not None
+            self._enforce_limits(job, handle, now)
+            return
+        stop = job.get("stop") or {}
+        if status == "exited":
+            final = stop.get("kind") or ("succeeded" if code == 0 else "failed")
+            message = None if final != "failed" else f"exit code {code}"
+        else:
+            final = stop.get("kind") or "lost"
+            message = None if stop else (
+                "the job's process vanished without an exit status (the machine rebooted, "
+                "or it was killed from outside nai)")
+        self._finish(job, JobState(final), code, message, now)
+
+    def _enforce_limits(self, job: Doc, handle: Handle, now: float) -> None:
+        stop = job.get("stop")
+        limit = job.get("time_limit")
+        if stop is None and limit and job.get("started_at") and now - job["started_at"] > limit:
+            self.begin_stop(job, "timed_out", now)
+        elif stop and not stop.get("killed") and now >= stop["deadline"]:
+            self.launcher.signal(handle, signal.SIGKILL)
+            self.store.update_job(job["id"], {"stop": {**stop, "killed": True}})
+
+    def begin_stop(self, job: Doc, kind: str, now: float) -> Doc:
+        """SIGTERM to the job's group now; SIGKILL after the grace period."""
+        grace = self.config.jobs.cancel_grace_seconds
+        handle = _handle(job)
+        stop = {"kind": kind, "at": now, "deadline": now + grace, "killed": grace <= 0}
+        if handle is not None:
+            self.launcher.signal(handle, signal.SIGKILL if grace <= 0 else signal.SIGTERM)
+        return self.store.update_job(job["id"], {"stop": stop})
+
+    def _finish(self, job: Doc, final: JobState, code: int | None, message: str | None,
+                now: float) -> None:
+        fields: Doc = {"state": transition(JobState(job["state"]), final), "ended_at": now,
+                       "exit_code": code}
+        if message:
+            fields["message"] = message
+        output = self.job_dir(job["id"]) / "output"
+        if output.is_dir():
+            try:
+                fields["output_tree"] = self.blobs.ingest_dir(output, self.limits())
+            except Exception as exc:  # keep the job's end even if its outputs are refused
+                log.warning("job %s: outputs not collected: %s", job["id"], exc)
+                fields["message"] = f"outputs not collected: {exc}"
+        self.store.update_job(job["id"], fields)
+        log.info("job %s ended: %s (exit %s)", job["id"], final, code)
+
+    # --- GPUs and planning ------------------------------------------------------------
+
+    def _observe(self, snapshot: GpuSnapshot) -> None:
+        """Which processes on each GPU are not ours (someone bypassing the queue)."""
+        ours = {j["pid"] for j in self.store.hot_jobs()
+                if j["state"] in ACTIVE and j.get("pid")}
+        foreign: dict[int, list[tuple[int, int]]] = {}
+        for gpu in snapshot.gpus:
+            for proc in gpu.processes:
+                if session_of(proc.pid) not in ours and proc.pid not in ours:
+                    foreign.setdefault(gpu.index, []).append((proc.pid, proc.used_memory))
+        self.state.snapshot = snapshot
+        self.state.foreign = foreign
+
+    def _schedule(self, now: float) -> None:
+        hot = self.store.hot_jobs()
+        active = [j for j in hot if j["state"] in ACTIVE]
+        held = {g: j["id"] for j in active for g in j.get("gpus", [])}
+        snapshot = self.state.snapshot
+        assert snapshot is not None
+        views = tuple(
+            sched.GpuView(index=g.index, uuid=g.uuid, memory_total=g.memory_total,
+                          memory_free=g.memory_free, foreign=g.index in self.state.foreign,
+                          held_by=held.get(g.index))
+            for g in snapshot.gpus)
+        running = tuple(
+            sched.RunningJob(id=j["id"], user=j["user"], group=j.get("group"),
+                             gpus=tuple(j.get("gpus", [])),
+                             started_at=j.get("started_at") or now,
+                             time_limit=j.get("time_limit"))
+            for j in active)
+        queued = sorted((j for j in hot if j["state"] == JobState.QUEUED),
+                        key=lambda j: (j["submitted_at"], j["id"]))
+        queued = self._drop_failed_dependencies(queued, now)
+        finished = self._finished_deps(queued)
+        queue = [
+            sched.QueuedJob(id=j["id"], user=j["user"], group=j.get("group"),
+                            gpus=j["spec"].get("gpus", 1), gpu_memory=j["spec"].get("gpu_memory"),
+                            submitted_at=j["submitted_at"], time_limit=j.get("time_limit"),
+                            priority=j["spec"].get("priority", "normal"),
+                            after=tuple(j["spec"].get("after", ())),
+                            after_ok=tuple(j["spec"].get("after_ok", ())))
+            for j in queued]
+        cluster = sched.Cluster(gpus=views, running=running,
+                                cpu_slots=self.config.scheduler.cpu_slots,
+                                drained=self.drained())
+        plan = sched.plan(queue, cluster, now, finished=finished,
+                          policy=self.config.scheduler.policy)
+        self.state.waiting = {k: str(v) for k, v in plan.waiting.items()}
+        self.state.est_start = dict(plan.est_start)
+        by_id = {j["id"]: j for j in queued}
+        for start in plan.starts:
+            self._launch(by_id[start.job_id], start.gpus, snapshot, now)
+
+    def _finished_deps(self, queued: list[Doc]) -> dict[int, bool]:
+        deps = {d for j in queued for d in (*j["spec"].get("after", ()),
+                                             *j["spec"].get("after_ok", ()))}
+        finished = {}
+        for dep in deps:
+            doc = self.store.get_job(dep)
+            if doc is not None and doc["state"] in TERMINAL:
+                finished[dep] = doc["state"] == JobState.SUCCEEDED
+        return finished
+
+    def _drop_failed_dependencies(self, queued: list[Doc], now: float) -> list[Doc]:
+        """`after_ok` on a job that did not succeed: cancel, saying which and why."""
+        keep = []
+        for job in queued:
+            failed = None
+            for dep in job["spec"].get("after_ok", ()):
+                doc = self.store.get_job(dep)
+                if doc is not None and doc["state"] in TERMINAL and doc["state"] != "succeeded":
+                    failed = doc
+                    break
+            if failed is None:
+                keep.append(job)
+                continue
+            self.store.update_job(job["id"], {
+                "state": transition(JobState.QUEUED, JobState.CANCELLED), "ended_at": now,
+                "message": f"dependency job {failed['id']} ended {failed['state']}, "
+                           f"and this job ran only after its success (after_ok)"})
+        return keep
+
+    # --- launching --------------------------------------------------------------------
+
+    def _launch(self, job: Doc, gpus: tuple[int, ...], snapshot: GpuSnapshot,
+                now: float) -> None:
+        uuids = {g.index: g.uuid for g in snapshot.gpus}
+        job = self.store.update_job(job["id"], {
+            "state": transition(JobState.QUEUED, JobState.STARTING), "gpus": list(gpus),
+            "gpu_uuids": [uuids.get(i, "") for i in gpus], "started_at": now})
+        try:
+            request = self._prepare(job, gpus)
+            handle = self.launcher.start(request)
+        except Exception as exc:
+            log.exception("job %s could not start", job["id"])
+            self.store.update_job(job["id"], {
+                "state": transition(JobState.STARTING, JobState.FAILED), "ended_at": now,
+                "message": f"could not start: {exc}"})
+            return
+        self.store.update_job(job["id"], {
+            "state": transition(JobState.STARTING, JobState.RUNNING),
+            "pid": handle.pid, "pid_start": handle.start_ticks})
+        log.info("job %s started on GPUs %s (pid %s)", job["id"], list(gpus), handle.pid)
+
+    def _prepare(self, job: Doc, gpus: tuple[int, ...]) -> LaunchRequest:
+        """The job's own directory, a writable copy of its code, its environment."""
+        job_dir = self.job_dir(job["id"])
+        job_dir.mkdir(mode=0o700)
+        code = job_dir / "code"
+        if job.get("code_tree"):
+            self.blobs.materialise(job["code_tree"], code, link=False)
+        else:
+            code.mkdir()
+        (job_dir / "output").mkdir()
+        (job_dir / "metrics.jsonl").touch()
+        account = None if self.config.personal else identity.unix_account(job["user"])
+        uid = gid = None
+        groups: tuple[int, ...] = ()
+        if account is not None and os.geteuid() == 0:
+            uid, gid = account.pw_uid, account.pw_gid
+            groups = tuple(identity.unix_groups(job["user"]))
+            _chown_tree(job_dir, uid, gid)
+        home = account.pw_dir if account else os.environ.get("HOME", "/")
+        base = {
+            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "HOME": home, "USER": job["user"], "LOGNAME": job["user"],
+            "SHELL": "/bin/sh", "LANG": os.environ.get("LANG", "C.UTF-8"),
+            "PYTHONUNBUFFERED": "1",  # logs arrive as they are printed
+        }
+        env = build_job_env(job_id=job["id"], job_dir=str(job_dir), gpu_indices=gpus,
+                            user_env=job["spec"].get("env", {}), base_env=base)
+        return LaunchRequest(job_id=job["id"], job_dir=job_dir, command=job["spec"]["command"],
+                             env=env, cwd=code, uid=uid, gid=gid, groups=groups)
+
+    # --- history ----------------------------------------------------------------------
+
+    def _archive(self, now: float) -> None:
+        horizon = now - self.config.jobs.archive_after_hours * 3600
+        old = [j["id"] for j in self.store.hot_jobs()
+               if j["state"] in TERMINAL and (j.get("ended_at") or now) <= horizon]
+        if old:
+            self.store.archive_jobs(old, now)
+
+
+def _handle(job: Doc) -> Handle | None:
+    return Handle(job["pid"], job.get("pid_start", -1)) if job.get("pid") else None
+
+
+def _chown_tree(root: Path, uid: int, gid: int) -> None:
+    """Give the job's files to its owner (no symlink is followed)."""
+    os.chown(root, uid, gid, follow_symlinks=False)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in (*dirnames, *filenames):
+            os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)

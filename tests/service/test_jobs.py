@@ -1,0 +1,238 @@
+"""Jobs through the in-process API and a service stepped with tick(): real job
+processes on fake GPUs."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import threading
+from pathlib import Path
+
+from starlette.testclient import TestClient
+
+from nai_server.api import create_app
+from nai_server.service import Service
+from nai_server.testing import AsPeer, make_service, tick_until
+
+
+def submit(api: TestClient, command: str, **spec) -> dict:
+    response = api.post("/v1/jobs", json={"spec": {"command": command, **spec}})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def state(api: TestClient, job_id: int) -> str:
+    return api.get(f"/v1/jobs/{job_id}").json()["state"]
+
+
+def ended(api: TestClient, *ids: int):
+    return lambda: all(state(api, i) in {"succeeded", "failed", "cancelled", "timed_out",
+                                         "lost"} for i in ids)
+
+
+def test_three_jobs_on_two_gpus(api: TestClient, service: Service, tmp_path: Path) -> None:
+    gate = tmp_path / "go"
+    cmd = (f'echo "$CUDA_VISIBLE_DEVICES $CUDA_DEVICE_ORDER" > "$NAI_OUTPUT_DIR/cvd"; '
+           f'while [ ! -e {gate} ]; do sleep 0.02; done')
+    jobs = [submit(api, cmd, gpus=1, name=f"j{i}")["id"] for i in range(3)]
+    service.tick()
+    states = [state(api, j) for j in jobs]
+    assert states == ["running", "running", "queued"]
+    infos = [api.get(f"/v1/jobs/{j}").json() for j in jobs]
+    assert sorted(infos[0]["gpus"] + infos[1]["gpus"]) == [0, 1]
+    assert infos[2]["reason"] == "Resources"
+    gpus = api.get("/v1/gpus").json()
+    assert gpus["source"] == "fake" and {g["job"] for g in gpus["gpus"]} == set(jobs[:2])
+
+    gate.touch()
+    tick_until(service, ended(api, *jobs), what="all three jobs to end")
+    seen = set()
+    for j in jobs:
+        info = api.get(f"/v1/jobs/{j}").json()
+        assert info["state"] == "succeeded" and info["exit_code"] == 0
+        cvd = api.get(f"/v1/jobs/{j}/outputs/file", params={"path": "cvd"}).text.split()
+        assert cvd[1] == "PCI_BUS_ID"
+        seen.add(cvd[0])
+    assert seen == {"0", "1"}
+
+
+def test_spec_errors_name_the_field(api: TestClient) -> None:
+    bad = api.post("/v1/jobs", json={"spec": {"command": "true", "gpus": "two"}})
+    assert bad.status_code == 400 and "gpus" in bad.json()["error"]["message"]
+    unknown = api.post("/v1/jobs", json={"spec": {"command": "true", "gpu": 1}})
+    assert unknown.status_code == 400 and "gpus" in unknown.json()["error"]["message"]
+    too_many = api.post("/v1/jobs", json={"spec": {"command": "true", "gpus": 3}})
+    assert too_many.status_code == 400 and "2 GPU" in too_many.json()["error"]["message"]
+    no_tree = api.post("/v1/jobs", json={"spec": {"command": "true"}, "code_tree": "a" * 64})
+    assert no_tree.status_code == 400 and "upload it first" in no_tree.json()["error"]["message"]
+
+
+def test_cancel_queued_and_running(api: TestClient, service: Service, tmp_path: Path) -> None:
+    marker = tmp_path / "term"
+    running = submit(api, f"trap 'touch {marker}; exit 3' TERM; while :; do sleep 0.02; done",
+                     gpus=2)["id"]
+    queued = submit(api, "true", gpus=1)["id"]
+    service.tick()
+    assert state(api, running) == "running" and state(api, queued) == "queued"
+    assert api.delete(f"/v1/jobs/{queued}").json()["state"] == "cancelled"
+    response = api.post(f"/v1/jobs/{running}", headers={"X-HTTP-Method-Override": "DELETE"})
+    assert response.status_code == 200
+    tick_until(service, ended(api, running), what="the cancelled job to end")
+    info = api.get(f"/v1/jobs/{running}").json()
+    assert info["state"] == "cancelled" and marker.exists()  # it saw SIGTERM first
+    again = api.delete(f"/v1/jobs/{running}")
+    assert again.status_code == 409 and "already ended" in again.json()["error"]["message"]
+
+
+def test_sigkill_after_grace_when_sigterm_is_ignored(tmp_path: Path) -> None:
+    now = [1000.0]
+    service = make_service(tmp_path / "s", jobs={"cancel_grace_seconds": 5},
+                           clock=lambda: now[0])
+    api = TestClient(AsPeer(create_app(service)), base_url="http://nai")
+    job = submit(api, "trap '' TERM; while :; do sleep 0.02; done", gpus=1)["id"]
+    service.tick()
+    pid = service.store.get_job(job)["pid"]
+    api.delete(f"/v1/jobs/{job}")
+    service.tick()
+    assert state(api, job) == "running"  # still in its grace period
+    now[0] += 6
+    tick_until(service, ended(api, job), what="SIGKILL to end the job")
+    assert state(api, job) == "cancelled"
+    tick_until(service, lambda: not group_alive(pid), what="the job's process group to go")
+    service.close()
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any live (non-zombie) process is left in the process group."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            raw = stat.read_bytes()
+        except OSError:
+            continue
+        fields = raw[raw.rindex(b")") + 2:].split()
+        if int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            return True
+    return False
+
+
+def test_time_limit(tmp_path: Path) -> None:
+    now = [1000.0]
+    service = make_service(tmp_path / "s", clock=lambda: now[0])
+    api = TestClient(AsPeer(create_app(service)), base_url="http://nai")
+    job = submit(api, "sleep 30", gpus=1, time_limit="1m")["id"]
+    service.tick()
+    now[0] += 30
+    service.tick()
+    assert state(api, job) == "running"
+    now[0] += 31
+    tick_until(service, ended(api, job), what="the time limit")
+    assert api.get(f"/v1/jobs/{job}").json()["state"] == "timed_out"
+    service.close()
+
+
+def test_logs_follow_metrics_and_outputs(api: TestClient, service: Service,
+                                         tmp_path: Path) -> None:
+    gate = tmp_path / "go"
+    script = (
+        'echo "step one"; '
+        'printf \'{"step": 1, "loss": 0.5}\\n{"step": 2, "loss": 0.25}\\nnot json\\n\' '
+        '>> "$NAI_METRICS_FILE"; '
+        'head -c 300000 /dev/urandom > "$NAI_OUTPUT_DIR/weights.bin"; '
+        'mkdir "$NAI_OUTPUT_DIR/sub"; echo hi > "$NAI_OUTPUT_DIR/sub/note.txt"; '
+        f'while [ ! -e {gate} ]; do sleep 0.02; done; echo "done" 1>&2'
+    )
+    job = submit(api, script, gpus=0)["id"]
+    tick_until(service, lambda: b"step one" in api.get(f"/v1/jobs/{job}/logs").content,
+               what="the first log line")
+    assert api.get(f"/v1/jobs/{job}/logs", params={"offset": 5}).text.startswith("one")
+    assert api.get(f"/v1/jobs/{job}/outputs").status_code == 409
+
+    stop = threading.Event()
+
+    def ticker() -> None:
+        while not stop.is_set():
+            service.tick()
+            stop.wait(0.02)
+
+    thread = threading.Thread(target=ticker)
+    thread.start()
+    try:
+        gate.touch()
+        followed = api.get(f"/v1/jobs/{job}/logs", params={"follow": "true"}).text
+    finally:
+        stop.set()
+        thread.join()
+    assert followed == "step one\ndone\n"
+
+    page = api.get(f"/v1/jobs/{job}/metrics").json()
+    assert page["metrics"] == [{"step": 1, "loss": 0.5}, {"step": 2, "loss": 0.25}]
+    assert page["skipped"] == 1 and page["next"] == 3
+    assert api.get(f"/v1/jobs/{job}/metrics", params={"since": 3}).json()["metrics"] == []
+
+    job_dir = service.runtime.job_dir(job)
+    tree = api.get(f"/v1/jobs/{job}/outputs").json()
+    assert sorted(e["path"] for e in tree["entries"]) == ["sub/note.txt", "weights.bin"]
+    archive = api.get(f"/v1/jobs/{job}/outputs/archive").content
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        got = tar.extractfile("weights.bin").read()
+    assert got == (job_dir / "output" / "weights.bin").read_bytes()
+
+
+def test_listing_filters_and_pagination(api: TestClient, service: Service) -> None:
+    ids = [submit(api, "true", gpus=0)["id"] for _ in range(5)]
+    listing = api.get("/v1/jobs", params={"limit": 2}).json()
+    assert [j["id"] for j in listing["jobs"]] == ids[::-1][:2] and listing["total"] == 5
+    assert [j["id"] for j in api.get("/v1/jobs", params={"limit": 2, "offset": 4}).json()[
+        "jobs"]] == [ids[0]]
+    assert api.get("/v1/jobs", params={"state": "queued", "scope": "mine"}).json()["total"] == 5
+    assert api.get("/v1/jobs", params={"state": "nope"}).status_code == 400
+    assert api.get("/v1/jobs/999").status_code == 404
+
+
+def test_foreign_gpu_use(api: TestClient, service: Service) -> None:
+    service.gpus.add_foreign(0, pid=os.getpid(), used_memory=70 << 30)
+    first = submit(api, "sleep 5", gpus=1)["id"]
+    service.tick()
+    assert api.get(f"/v1/jobs/{first}").json()["gpus"] == [1]
+    gpus = api.get("/v1/gpus").json()["gpus"]
+    assert gpus[0]["foreign"][0]["pid"] == os.getpid() and gpus[0]["job"] is None
+    big = submit(api, "true", gpus=1, gpu_memory="20GiB")["id"]
+    small = submit(api, "true", gpus=1, gpu_memory="8GiB")["id"]
+    service.tick()
+    assert api.get(f"/v1/jobs/{big}").json()["reason"] == "ForeignUse"
+    tick_until(service, ended(api, small), what="the small job to run on the foreign GPU")
+    api.delete(f"/v1/jobs/{first}")
+    api.delete(f"/v1/jobs/{big}")
+
+
+def test_drain_holds_new_jobs(api: TestClient, service: Service) -> None:
+    api.put("/v1/drain", json={"drained": True})
+    job = submit(api, "true", gpus=1)["id"]
+    service.tick()
+    assert api.get(f"/v1/jobs/{job}").json()["reason"] == "Drained"
+    api.put("/v1/drain", json={"drained": False})
+    tick_until(service, ended(api, job), what="the job after drain off")
+
+
+def test_restart_readopts_running_jobs_and_marks_vanished_lost(tmp_path: Path) -> None:
+    state_dir = tmp_path / "s"
+    gate = tmp_path / "go"
+    first = make_service(state_dir)
+    api = TestClient(AsPeer(create_app(first)), base_url="http://nai")
+    keep = submit(api, f"while [ ! -e {gate} ]; do sleep 0.02; done; exit 4", gpus=1)["id"]
+    vanish = submit(api, "sleep 60", gpus=1)["id"]
+    first.tick()
+    vanish_pid = first.store.get_job(vanish)["pid"]
+    first.close()  # the daemon goes away; its jobs do not
+
+    os.killpg(vanish_pid, 9)  # and the wrapper too: no exit status is written
+    second = make_service(state_dir)
+    api = TestClient(AsPeer(create_app(second)), base_url="http://nai")
+    tick_until(second, lambda: state(api, vanish) == "lost", what="the vanished job")
+    assert state(api, keep) == "running"
+    gate.touch()
+    tick_until(second, ended(api, keep), what="the re-adopted job to end")
+    info = api.get(f"/v1/jobs/{keep}").json()
+    assert (info["state"], info["exit_code"]) == ("failed", 4)
+    second.close()
