@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +18,7 @@ from nai_server.protocol import (
     Unauthorized,
     UserInfo,
 )
+from nai_server.store.atomic import CommitLock
 from nai_server.store.db import TinyDbStore
 
 
@@ -36,7 +36,7 @@ class Accounts:
     """Users, groups, quotas and the drain switch, kept in the store."""
 
     def __init__(
-        self, store: TinyDbStore, lock: threading.RLock, *, personal: bool, admins_group: str,
+        self, store: TinyDbStore, lock: CommitLock, *, personal: bool, admins_group: str,
         clock: Any,
     ) -> None:
         self.store = store
@@ -46,6 +46,7 @@ class Accounts:
         self.clock = clock
         self.owner_uid = os.getuid()
         self.owner = identity.user_name(self.owner_uid) or str(self.owner_uid)
+        self._callers: dict[int, Caller] = {}
         with lock:
             if store.get_group(admins_group) is None:
                 store.add_group(self._group_doc(admins_group))
@@ -53,9 +54,24 @@ class Accounts:
     # --- identity ---------------------------------------------------------------------
 
     def resolve(self, peer: Peer | None) -> Caller:
-        """Map the socket peer to a NAI user, or refuse with a message that says why."""
+        """Map the socket peer to a NAI user, or refuse with a message that says why.
+
+        Answers are cached per uid until users or groups change: this runs on every
+        request, and the account database and NSS need not be asked each time."""
         if peer is None:
             raise Unauthorized("no peer credentials: connect through the daemon's unix socket")
+        cache = self._callers
+        caller = cache.get(peer.uid)
+        if caller is None:
+            caller = self._resolve(peer)
+            if cache is self._callers:  # no account change meanwhile
+                cache[peer.uid] = caller
+        return caller
+
+    def _changed(self) -> None:
+        self._callers = {}
+
+    def _resolve(self, peer: Peer) -> Caller:
         name = identity.user_name(peer.uid)
         if self.personal:
             if peer.uid != self.owner_uid:
@@ -130,12 +146,14 @@ class Accounts:
                 raise Conflict(f"user {name!r} is already registered")
             doc = {"name": name, "created_at": self.clock(), "quota": Quota().model_dump()}
             self.store.add_user(doc)
+            self._changed()
             return self._user_info(doc)
 
     def remove_user(self, name: str) -> None:
         with self.lock:
             self._user(name)
             self.store.remove_user(name)
+            self._changed()
 
     def set_user_quota(self, name: str, quota: Quota) -> UserInfo:
         with self.lock:
@@ -174,6 +192,7 @@ class Accounts:
                 raise Conflict(f"group {name!r} already exists")
             doc = self._group_doc(name)
             self.store.add_group(doc)
+            self._changed()
             return self._group_info(doc)
 
     def remove_group(self, name: str) -> None:
@@ -182,6 +201,7 @@ class Accounts:
         with self.lock:
             self._group(name)
             self.store.remove_group(name)
+            self._changed()
 
     def add_member(self, group: str, user: str) -> GroupInfo:
         with self.lock:
@@ -191,6 +211,7 @@ class Accounts:
             if user in doc["members"]:
                 raise Conflict(f"{user!r} is already a member of {group!r}")
             self.store.update_group(group, {"members": [*doc["members"], user]})
+            self._changed()
             return self._group_info(self._group(group))
 
     def remove_member(self, group: str, user: str) -> GroupInfo:
@@ -199,6 +220,7 @@ class Accounts:
             if user not in doc["members"]:
                 raise NotFound(f"{user!r} is not a member of {group!r}")
             self.store.update_group(group, {"members": [m for m in doc["members"] if m != user]})
+            self._changed()
             return self._group_info(self._group(group))
 
     def set_group_quota(self, name: str, quota: Quota) -> GroupInfo:

@@ -21,10 +21,15 @@ from nai_server.config import ServerConfig
 from nai_server.gpus import GpuInventory, open_inventory
 from nai_server.identity import PeerCredH11Protocol
 from nai_server.service import Service
+from nai_server.store.atomic import CommitLock
 from nai_server.store.blobs import BlobStore
 from nai_server.store.db import TinyDbStore
 
 log = logging.getLogger("nai.daemon")
+
+# After a tick, wait at least this long before the next even when woken early, so a
+# burst of submissions costs one scheduling pass, not one each.
+MIN_TICK_GAP = 0.05
 
 # sshd and relays connect non-blocking: a full backlog fails their connect at once.
 LISTEN_BACKLOG = 1024
@@ -43,11 +48,13 @@ def bootstrap(
     """The one place that picks implementations and wires them together."""
     state = config.state
     state.mkdir(parents=True, exist_ok=True, mode=0o700 if config.personal else 0o711)
-    store = TinyDbStore(state)  # raises StateUnreadable naming the file
+    lock = CommitLock()
+    store = TinyDbStore(state, lock)  # raises StateUnreadable naming the file
     blobs = BlobStore(state / "blobs")
     blobs.clean_tmp()  # leftovers of uploads cut off by a crash
     inventory, gpu_note = (gpus, None) if gpus is not None else open_inventory(config.gpus)
-    return Service(config, store, blobs, clock=clock, gpus=inventory, gpu_note=gpu_note)
+    return Service(config, store, blobs, clock=clock, gpus=inventory, gpu_note=gpu_note,
+                   lock=lock)
 
 
 def socket_answers(path: Path, timeout: float = 1.0) -> bool:
@@ -95,8 +102,9 @@ async def _ticker(service: Service, server: uvicorn.Server, burst: bool) -> None
             break
         wakeup = service.wakeup
         assert wakeup is not None
+        await asyncio.sleep(min(MIN_TICK_GAP, interval))
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wakeup.wait(), timeout=interval)
+            await asyncio.wait_for(wakeup.wait(), timeout=interval - min(MIN_TICK_GAP, interval))
         wakeup.clear()
 
 

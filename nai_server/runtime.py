@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from nai_server.launcher import (
     read_wrapper_pid,
     session_of,
 )
+from nai_server.store.atomic import CommitLock
 from nai_server.store.blobs import BlobStore
 from nai_server.store.db import TinyDbStore
 
@@ -52,7 +52,7 @@ class JobRuntime:
 
     def __init__(
         self, config: ServerConfig, store: TinyDbStore, blobs: BlobStore, gpus: GpuInventory,
-        launcher: Launcher, lock: threading.RLock, clock: Callable[[], float],
+        launcher: Launcher, lock: CommitLock, clock: Callable[[], float],
         drained: Callable[[], bool], limits: Callable[[], Limits],
     ) -> None:
         self.config = config
@@ -82,8 +82,9 @@ class JobRuntime:
         snapshot = self.gpus.probe()
         with self.lock:
             self._reap(now)
-            self._observe(snapshot)
-            self._schedule(now)
+            hot = self.store.hot_jobs()
+            self._observe(snapshot, hot)
+            self._schedule(now, hot)
             if now - self._last_archive >= ARCHIVE_EVERY_SECONDS:
                 self._archive(now)
                 self._last_archive = now
@@ -165,10 +166,9 @@ class JobRuntime:
 
     # --- GPUs and planning ------------------------------------------------------------
 
-    def _observe(self, snapshot: GpuSnapshot) -> None:
+    def _observe(self, snapshot: GpuSnapshot, hot: list[Doc]) -> None:
         """Which processes on each GPU are not ours (someone bypassing the queue)."""
-        ours = {j["pid"] for j in self.store.hot_jobs()
-                if j["state"] in ACTIVE and j.get("pid")}
+        ours = {j["pid"] for j in hot if j["state"] in ACTIVE and j.get("pid")}
         foreign: dict[int, list[tuple[int, int]]] = {}
         for gpu in snapshot.gpus:
             for proc in gpu.processes:
@@ -177,8 +177,7 @@ class JobRuntime:
         self.state.snapshot = snapshot
         self.state.foreign = foreign
 
-    def _schedule(self, now: float) -> None:
-        hot = self.store.hot_jobs()
+    def _schedule(self, now: float, hot: list[Doc]) -> None:
         active = [j for j in hot if j["state"] in ACTIVE]
         held = {g: j["id"] for j in active for g in j.get("gpus", [])}
         snapshot = self.state.snapshot

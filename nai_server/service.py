@@ -7,7 +7,6 @@ plan, launch) so tests advance time instead of sleeping.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -31,6 +30,7 @@ from nai_server.protocol import (
     VersionInfo,
 )
 from nai_server.runtime import JobRuntime
+from nai_server.store.atomic import CommitLock
 from nai_server.store.blobs import BlobStore, MissingBlobs, PackError, PackReceiver, TreeNotFound
 from nai_server.store.db import TinyDbStore
 
@@ -48,12 +48,14 @@ class Service:
         gpus: GpuInventory,
         gpu_note: str | None = None,
         launcher: Launcher | None = None,
+        lock: CommitLock | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.blobs = blobs
         self.clock = clock
-        self.lock = threading.RLock()
+        # The one lock around the store; releasing it commits (see CommitLock).
+        self.lock = lock or CommitLock()
         self.accounts = Accounts(
             store, self.lock, personal=config.personal, admins_group=config.admins_group,
             clock=clock,

@@ -10,17 +10,21 @@ from nai_server.accounts import Accounts, Caller
 from nai_server.identity import PEER_KEY
 from nai_server.service import Service
 
+# These are coroutines on purpose: FastAPI runs a plain `def` dependency in the
+# thread pool, a hop per dependency per request. Identity is resolved from a cache
+# (taking the lock only when users or groups changed), so nothing here blocks.
 
-def get_service(request: Request) -> Service:
+
+async def get_service(request: Request) -> Service:
     return request.app.state.service  # type: ignore[no-any-return]
 
 
-def get_caller(request: Request) -> Caller:
+async def get_caller(request: Request) -> Caller:
     peer = getattr(request.state, PEER_KEY, None)
-    return get_service(request).accounts.resolve(peer)
+    return (await get_service(request)).accounts.resolve(peer)
 
 
-def get_admin(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
+async def get_admin(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
     Accounts.require_admin(caller)
     return caller
 

@@ -8,11 +8,12 @@ the directory. A write that returns has reached the disk.
 
 from __future__ import annotations
 
-import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
+import orjson
 from tinydb.storages import Storage
 
 
@@ -58,16 +59,34 @@ def read_json_file(path: Path) -> Any:
     except OSError as exc:
         raise StateUnreadable(path, exc.strerror or str(exc)) from exc
     try:
-        return json.loads(raw) if raw.strip() else {}
+        return orjson.loads(raw) if raw.strip() else {}
     except (ValueError, UnicodeDecodeError) as exc:
         raise StateUnreadable(path, f"invalid JSON: {exc}") from exc
 
 
-class AtomicJSONStorage(Storage):
-    """TinyDB storage: whole-file JSON, cached in memory, replaced atomically."""
+class CommitFailed(Exception):
+    """A write could not be made durable; it was rolled back with the others pending."""
 
-    def __init__(self, path: str | Path) -> None:
+
+class AtomicJSONStorage(Storage):
+    """TinyDB storage: whole-file JSON, cached in memory, replaced atomically.
+
+    With `group_commit`, a write only changes memory; `commit()` (called by the
+    owner of `lock` after releasing it, see `CommitLock`) makes everything written
+    so far durable in one rewrite and one fsync. Writers that arrive while a flush
+    is in progress share the next one, so concurrent requests do not queue for an
+    fsync each. Without it, every write is flushed before it returns.
+    """
+
+    def __init__(self, path: str | Path, group_commit: bool = False,
+                 lock: threading.RLock | None = None) -> None:
         self.path = Path(path)
+        self.group_commit = group_commit
+        self._lock = lock or threading.RLock()  # guards _data against TinyDB's mutations
+        self._flush_lock = threading.Lock()
+        self._written = 0  # generation of the latest write in memory
+        self._flushed = 0  # generation known to be on disk
+        self._lost = 0  # writes up to this generation were rolled back by a failed flush
         self._data: dict[str, Any] | None = None
         if self.path.exists():
             data = read_json_file(self.path)
@@ -81,13 +100,72 @@ class AtomicJSONStorage(Storage):
         return self._data
 
     def write(self, data: dict[str, Any]) -> None:
-        try:
-            atomic_write(self.path, json.dumps(data, separators=(",", ":")).encode())
-        except BaseException:
-            # Memory may now be ahead of the disk: reload the last durable state.
-            self._data = read_json_file(self.path) if self.path.exists() else None
-            raise
-        self._data = data
+        with self._lock:
+            self._data = data
+            self._written += 1
+        if not self.group_commit:
+            self.commit()
+
+    def pending(self) -> int:
+        """The generation a caller must see flushed before it acknowledges its writes."""
+        return self._written
+
+    def commit(self, upto: int | None = None) -> None:
+        """Make writes up to generation `upto` (default: all so far) durable."""
+        target = self._written if upto is None else upto
+        if target <= self._flushed:  # already on disk (a flush by another writer)
+            return
+        with self._flush_lock:
+            if target <= self._flushed:
+                return
+            if target <= self._lost:
+                raise CommitFailed(f"writing {self.path} failed; the change was not kept")
+            with self._lock:
+                # orjson: serialising the whole file is most of a write's cost.
+                payload = orjson.dumps(self._data or {})
+                generation = self._written
+            try:
+                atomic_write(self.path, payload)
+            except BaseException as exc:
+                with self._lock:
+                    # Memory is ahead of the disk: go back to the last durable state,
+                    # and fail every writer whose change is thrown away.
+                    self._data = read_json_file(self.path) if self.path.exists() else None
+                    self._lost = self._written
+                raise CommitFailed(f"writing {self.path} failed: {exc}") from exc
+            self._flushed = generation
 
     def close(self) -> None:
+        if self._written > self._flushed:
+            self.commit()
         self._data = None
+
+
+class CommitLock:
+    """The service's lock: re-entrant, and when the outermost holder in a thread
+    releases it, that thread's writes are committed (group commit) before it goes on
+    to acknowledge them. Every use case takes this lock around its store calls."""
+
+    def __init__(self) -> None:
+        self.rlock = threading.RLock()
+        self._local = threading.local()
+        self.storage: AtomicJSONStorage | None = None  # set once the store is open
+
+    def __enter__(self) -> CommitLock:
+        self.rlock.acquire()
+        depth = getattr(self._local, "depth", 0)
+        if depth == 0 and self.storage is not None:
+            self._local.seen = self.storage.pending()
+        self._local.depth = depth + 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._local.depth -= 1
+        upto = 0
+        if self._local.depth == 0 and self.storage is not None:
+            # Only a holder that wrote waits for the disk; readers go on at once.
+            pending = self.storage.pending()
+            upto = pending if pending != self._local.seen else 0
+        self.rlock.release()
+        if upto and self.storage is not None:
+            self.storage.commit(upto)

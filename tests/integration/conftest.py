@@ -119,7 +119,21 @@ def parse_response(raw: bytes) -> Response:
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
     headers = {k.strip().lower(): v.strip()
                for k, v in (line.split(":", 1) for line in header_lines)}
+    if headers.get("transfer-encoding") == "chunked":
+        body = _dechunk(body)
     return Response(int(status_line.split()[1]), headers, body)
+
+
+def _dechunk(raw: bytes) -> bytes:
+    out = bytearray()
+    while raw:
+        size_line, _, raw = raw.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        out += raw[:size]
+        raw = raw[size + 2:]
+    return bytes(out)
 
 
 @dataclass
