@@ -27,9 +27,12 @@ from nai_server.store.db import TinyDbStore
 
 log = logging.getLogger("nai.daemon")
 
-# After a tick, wait at least this long before the next even when woken early, so a
-# burst of submissions costs one scheduling pass, not one each.
-MIN_TICK_GAP = 0.05
+# After a tick, wait before the next even when woken early, so that a burst of
+# submissions costs a few scheduling passes, not one each: at least MIN_TICK_GAP,
+# and TICK_DUTY times the last pass's duration, so passes take at most about a
+# sixth of the daemon's time however long the queue grows.
+MIN_TICK_GAP = 0.01
+TICK_DUTY = 5.0
 
 # sshd and relays connect non-blocking: a full backlog fails their connect at once.
 LISTEN_BACKLOG = 1024
@@ -92,19 +95,21 @@ def bind_socket(path: Path, personal: bool) -> socket.socket:
 async def _ticker(service: Service, server: uvicorn.Server, burst: bool) -> None:
     interval = service.config.scheduler.tick_seconds
     while not server.should_exit:
+        started = time.monotonic()
         try:
             await anyio.to_thread.run_sync(service.tick)
         except Exception:
             log.exception("tick failed; retrying next tick")
+        gap = min(interval, max(MIN_TICK_GAP, TICK_DUTY * (time.monotonic() - started)))
         if burst and not service.busy():
             log.info("burst mode: nothing queued or running, exiting")
             server.should_exit = True
             break
         wakeup = service.wakeup
         assert wakeup is not None
-        await asyncio.sleep(min(MIN_TICK_GAP, interval))
+        await asyncio.sleep(gap)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wakeup.wait(), timeout=interval - min(MIN_TICK_GAP, interval))
+            await asyncio.wait_for(wakeup.wait(), timeout=interval - gap)
         wakeup.clear()
 
 
@@ -134,6 +139,9 @@ async def serve(service: Service, sock: socket.socket, *, burst: bool = False) -
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, _request_exit, server, sig)
+    # A job the daemon started has ended: reap it and start the next one now,
+    # not at the next tick (jobs adopted after a restart are still polled each tick).
+    loop.add_signal_handler(signal.SIGCHLD, service.notify)
     service.attach_loop(asyncio.get_running_loop(), asyncio.Event())
     ticker = asyncio.create_task(_ticker(service, server, burst))
     try:

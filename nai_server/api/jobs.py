@@ -23,7 +23,7 @@ from nai_server.protocol import (
 
 router = APIRouter(tags=["jobs"])
 
-FOLLOW_POLL_SECONDS = 0.1
+FOLLOW_POLL_SECONDS = 0.02
 
 
 @router.get("/gpus")
