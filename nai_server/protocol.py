@@ -178,6 +178,10 @@ class MissingResponse(Model):
     missing: list[str]
 
 
+class PathsRequest(Model):
+    paths: list[str] = Field(max_length=1_000_000)
+
+
 class UploadResult(Model):
     stored: int
     bytes: int

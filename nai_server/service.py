@@ -142,15 +142,16 @@ class Service:
     def tree_info(self, tree_id: str) -> TreeInfo:
         return self._tree_info(tree_id, self._entries(tree_id))
 
-    def tree_tar(self, tree_id: str, path: str = "") -> Iterator[bytes]:
-        """A streamed tar of the tree (or the part at `path`); errors raise before the
-        first chunk so the route can still answer with a status."""
+    def tree_tar(self, tree_id: str, path: str = "",
+                 paths: list[str] | None = None) -> Iterator[bytes]:
+        """A streamed tar of the tree (or the part at `path`, or the entries `paths`);
+        errors raise before the first chunk so the route can still answer with a status."""
         try:
-            return self.blobs.iter_tar(tree_id, path)
+            return self.blobs.iter_tar(tree_id, path, paths)
         except TreeNotFound as exc:
-            where = f" has nothing at {path!r}" if path and self.blobs.has_tree(tree_id) else ""
-            raise NotFound(f"no tree {tree_id!r} on this server" if not where
-                           else f"tree {tree_id[:12]}{where}") from exc
+            if not self.blobs.has_tree(tree_id):
+                raise NotFound(f"no tree {tree_id!r} on this server") from exc
+            raise NotFound(str(exc)) from exc
         except (trees.TreeError, ValueError) as exc:
             raise Invalid(str(exc)) from exc
 

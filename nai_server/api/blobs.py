@@ -11,6 +11,7 @@ from nai_server.api.deps import CallerDep, ServiceDep
 from nai_server.protocol import (
     MissingRequest,
     MissingResponse,
+    PathsRequest,
     TreeCreate,
     TreeInfo,
     UploadResult,
@@ -76,4 +77,12 @@ def download_tree(tree_id: str, service: ServiceDep, _: CallerDep,
                   path: str = "") -> StreamingResponse:
     """The tree, or the part of it at `path`, as a streamed tar."""
     chunks = service.tree_tar(tree_id, path)
+    return StreamingResponse(iterate_in_threadpool(chunks), media_type="application/x-tar")
+
+
+@router.post("/trees/{tree_id}/archive", response_class=StreamingResponse)
+def download_tree_paths(tree_id: str, body: PathsRequest, service: ServiceDep,
+                        _: CallerDep) -> StreamingResponse:
+    """Exactly the entries at `paths`, as a streamed tar: what a client is missing."""
+    chunks = service.tree_tar(tree_id, paths=body.paths)
     return StreamingResponse(iterate_in_threadpool(chunks), media_type="application/x-tar")

@@ -214,16 +214,24 @@ class BlobStore:
             raise StoreCorrupt(f"tree {tree_id} on disk does not match its id")
         return parse_manifest(json.loads(data), UNLIMITED)
 
-    def iter_tar(self, tree_id: str, prefix: str = "") -> Iterator[bytes]:
-        """A tar stream of the tree, or of the part at/under `prefix`, in ~1 MiB chunks.
+    def iter_tar(self, tree_id: str, prefix: str = "",
+                 paths: Sequence[str] | None = None) -> Iterator[bytes]:
+        """A tar stream of the tree, or of the part at/under `prefix`, or of exactly the
+        entries at `paths` (what a client lacks), in ~1 MiB chunks.
 
         Checks run now, before the first chunk, so that an HTTP route can still answer
-        with an error status: TreeNotFound (no tree, or nothing at prefix), TreeError
-        (bad prefix), MissingBlobs (store damaged).
+        with an error status: TreeNotFound (no tree, nothing at prefix, or a path not in
+        it), TreeError (bad prefix), MissingBlobs (store damaged).
         """
         entries = select(self.get_tree(tree_id), prefix)
         if prefix and not entries:
             raise TreeNotFound(f"tree {tree_id} has nothing at {prefix!r}")
+        if paths is not None:
+            by_path = {e.path: e for e in entries}
+            unknown = [p for p in paths if p not in by_path]
+            if unknown:
+                raise TreeNotFound(f"tree {tree_id} has no entry {unknown[0]!r}")
+            entries = tuple(by_path[p] for p in dict.fromkeys(paths))
         missing = diff_missing(entries, self.has)
         if missing:
             raise MissingBlobs(missing)

@@ -57,6 +57,11 @@ def test_upload_then_tree_then_download_is_byte_identical(api: TestClient) -> No
         assert sorted(m.name for m in tar.getmembers() if m.isfile()) == ["data/a.bin",
                                                                           "data/b.txt"]
     assert api.get(f"/v1/trees/{tree_id}/archive", params={"path": "nope"}).status_code == 404
+    some = api.post(f"/v1/trees/{tree_id}/archive", json={"paths": ["train.py", "link"]})
+    with tarfile.open(fileobj=io.BytesIO(some.content)) as tar:
+        assert sorted(m.name for m in tar.getmembers()) == ["link", "train.py"]
+    unknown = api.post(f"/v1/trees/{tree_id}/archive", json={"paths": ["zzz"]})
+    assert unknown.status_code == 404 and "zzz" in unknown.json()["error"]["message"]
     assert api.get(f"/v1/trees/{'0' * 64}").status_code == 404
 
 
