@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# The venv's bin/ goes first on PATH so the example job's `python` has numpy.
 demo: $(STAMP)
-	$(BIN)/nai demo
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/nai demo
 
 test: $(STAMP)
 	$(BIN)/ruff check nai_server nai_tui tests bench

@@ -12,7 +12,15 @@ from typing import Any
 
 from nai_server import identity
 from nai_server.accounts import Caller
-from nai_server.core.spec import SpecError, parse_duration, spec_from_dict, spec_to_dict
+from nai_server.core.spec import (
+    JobSpec,
+    SpecError,
+    apply_overrides,
+    parse_duration,
+    parse_spec,
+    spec_from_dict,
+    spec_to_dict,
+)
 from nai_server.core.states import TERMINAL, JobState, transition
 from nai_server.launcher import proc_uid
 from nai_server.protocol import (
@@ -24,6 +32,7 @@ from nai_server.protocol import (
     Invalid,
     JobInfo,
     JobList,
+    JobSubmit,
     MetricsPage,
     NotFound,
 )
@@ -81,11 +90,26 @@ class Jobs:
 
     # --- submit -----------------------------------------------------------------------
 
-    def submit(self, caller: Caller, raw_spec: dict[str, Any], code_tree: str | None) -> JobInfo:
+    @staticmethod
+    def parse(body: JobSubmit) -> JobSpec:
+        """The submitted spec, validated: YAML text (errors name its lines) or fields,
+        then the command line's overrides."""
         try:
-            spec = spec_from_dict(raw_spec, source="spec")
+            if body.spec_yaml is not None:
+                if body.spec is not None:
+                    raise Invalid("send the spec as `spec` or as `spec_yaml`, not both")
+                spec = parse_spec(body.spec_yaml, source=body.source)
+            elif body.spec is not None:
+                spec = spec_from_dict(body.spec, source="spec")
+            else:
+                raise Invalid("a job needs a spec: `spec` (fields) or `spec_yaml` (nai.yaml)")
+            if body.overrides:
+                spec = apply_overrides(spec, source="command line", **body.overrides)
         except SpecError as exc:
             raise Invalid(str(exc), details={"field": exc.field, "line": exc.line}) from exc
+        return spec
+
+    def submit(self, caller: Caller, spec: JobSpec, code_tree: str | None) -> JobInfo:
         self._check_fits(spec.gpus, spec.gpu_memory)
         if spec.dataset or spec.model or spec.register_model:
             raise Invalid("datasets, models and register_model need the registries, which this "

@@ -208,9 +208,16 @@ class TreeInfo(Model):
 
 
 class JobSubmit(Model):
-    """A job: its spec (the fields of nai.yaml) and the tree of its code."""
+    """A job: its spec and the tree of its code.
 
-    spec: dict[str, Any]
+    The spec comes either as `spec` (the fields of nai.yaml) or as `spec_yaml` (the
+    file's text, so errors can name its lines), plus `overrides` from command-line
+    flags. The server is the one place that validates specs."""
+
+    spec: dict[str, Any] | None = None
+    spec_yaml: str | None = Field(default=None, max_length=1_000_000)
+    source: str = Field(default="nai.yaml", max_length=4096)
+    overrides: dict[str, Any] = Field(default_factory=dict)
     code_tree: str | None = None
 
 

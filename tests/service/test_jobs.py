@@ -57,6 +57,22 @@ def test_three_jobs_on_two_gpus(api: TestClient, service: Service, tmp_path: Pat
     assert seen == {"0", "1"}
 
 
+def test_yaml_spec_errors_name_the_line_and_overrides_apply(api: TestClient) -> None:
+    text = "name: demo\ncommand: echo hi\ngpus: 1\ntime_limt: 2h\n"
+    bad = api.post("/v1/jobs", json={"spec_yaml": text})
+    assert bad.status_code == 400
+    err = bad.json()["error"]
+    assert err["message"].startswith("nai.yaml:4:") and "time_limit" in err["message"]
+    assert err["details"] == {"field": "time_limt", "line": 4}
+    good = api.post("/v1/jobs", json={"spec_yaml": text.replace("time_limt", "time_limit"),
+                                      "overrides": {"gpus": "0", "env": ["SEED=3"]}})
+    assert good.status_code == 201, good.text
+    assert good.json()["spec"]["gpus"] == 0 and good.json()["spec"]["env"] == {"SEED": "3"}
+    wrong = api.post("/v1/jobs", json={"spec_yaml": "command: x\n",
+                                       "overrides": {"gpus": "lots"}})
+    assert wrong.status_code == 400 and "command line" in wrong.json()["error"]["message"]
+
+
 def test_spec_errors_name_the_field(api: TestClient) -> None:
     bad = api.post("/v1/jobs", json={"spec": {"command": "true", "gpus": "two"}})
     assert bad.status_code == 400 and "gpus" in bad.json()["error"]["message"]
