@@ -14,13 +14,17 @@ import httpx
 from nai_server.protocol import (
     API_VERSION,
     ConnectionFailed,
+    DrainState,
     GpuList,
+    GroupInfo,
     JobInfo,
     JobList,
     Me,
     MetricsPage,
     NaiError,
+    Quota,
     TreeInfo,
+    UserInfo,
     VersionInfo,
     VersionMismatch,
     error_from_body,
@@ -125,9 +129,18 @@ class ServerClient:
 
     # --- jobs -------------------------------------------------------------------------
 
-    def submit(self, spec: dict[str, Any], code_tree: str | None) -> JobInfo:
-        body = self._json("POST", "/v1/jobs", json={"spec": spec, "code_tree": code_tree})
-        return JobInfo.model_validate(body)
+    def submit(self, *, spec: dict[str, Any] | None = None, spec_yaml: str | None = None,
+               source: str = "nai.yaml", overrides: dict[str, Any] | None = None,
+               code_tree: str | None = None) -> JobInfo:
+        """Submit a job: the spec as fields or as nai.yaml text (the server validates it
+        and names the lines), command-line overrides, and the code tree."""
+        body: dict[str, Any] = {"source": source, "overrides": overrides or {},
+                                "code_tree": code_tree}
+        if spec_yaml is not None:
+            body["spec_yaml"] = spec_yaml
+        else:
+            body["spec"] = spec or {}
+        return JobInfo.model_validate(self._json("POST", "/v1/jobs", json=body))
 
     def jobs(self, *, scope: str = "all", state: str | None = None, user: str | None = None,
              limit: int = 100, offset: int = 0) -> JobList:
@@ -164,6 +177,47 @@ class ServerClient:
 
     def output_file(self, job_id: int, path: str) -> Iterator[bytes]:
         return self.stream(f"/v1/jobs/{job_id}/outputs/file", {"path": path})
+
+    # --- admin ------------------------------------------------------------------------
+    # Users, groups, quotas and drain: the routes `nai-admin` uses. The server refuses
+    # them (Forbidden) unless the caller is an admin.
+    # REGISTRIES: datasets and models get their calls here once the server has them.
+
+    def users(self) -> list[UserInfo]:
+        """Every registered user."""
+        return [UserInfo.model_validate(u) for u in self._json("GET", "/v1/users")]
+
+    def add_user(self, name: str) -> UserInfo:
+        return UserInfo.model_validate(self._json("POST", "/v1/users", json={"name": name}))
+
+    def remove_user(self, name: str) -> None:
+        self._json("DELETE", f"/v1/users/{name}")
+
+    def groups(self) -> list[GroupInfo]:
+        return [GroupInfo.model_validate(g) for g in self._json("GET", "/v1/groups")]
+
+    def add_group(self, name: str) -> GroupInfo:
+        return GroupInfo.model_validate(self._json("POST", "/v1/groups", json={"name": name}))
+
+    def add_member(self, group: str, user: str) -> GroupInfo:
+        return GroupInfo.model_validate(
+            self._json("POST", f"/v1/groups/{group}/members", json={"user": user}))
+
+    def set_quota(self, kind: str, name: str, quota: Quota) -> Quota:
+        """Set the quota of a user (`kind="users"`) or a group (`kind="groups"`)."""
+        if kind not in ("users", "groups"):
+            raise ValueError(f"kind: 'users' or 'groups', not {kind!r}")
+        return Quota.model_validate(
+            self._json("PUT", f"/v1/{kind}/{name}/quota", json=quota.model_dump()))
+
+    def drained(self) -> bool:
+        """Whether the server is drained (queued jobs stay queued)."""
+        return DrainState.model_validate(self._json("GET", "/v1/drain")).drained
+
+    def drain(self, drained: bool) -> bool:
+        """Drain or undrain the server; returns the new state."""
+        return DrainState.model_validate(
+            self._json("PUT", "/v1/drain", json={"drained": drained})).drained
 
 
 def _error(response: httpx.Response) -> NaiError:

@@ -1,0 +1,162 @@
+"""The client's configuration: named servers, the default one, the transport.
+
+Kept in `$XDG_CONFIG_HOME/nai/config.yaml`:
+
+    default: lab
+    servers:
+      lab: {url: "ssh://alice@gpu1.example.org", transport: ssh}
+      box: {url: "gpubox"}               # an ~/.ssh/config alias
+      here: {url: local}                 # the personal daemon on this machine
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nai_server.protocol import NaiError
+
+TRANSPORTS = ("ssh", "openssh")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+DEFAULT_REMOTE_COMMAND = "nai-server dial-stdio"
+
+
+class ConfigError(NaiError):
+    """The client config is wrong; the message names the file and the fix."""
+
+
+def config_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "nai"
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "nai"
+
+
+def runtime_dir() -> Path:
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    return Path(runtime) / "nai" if runtime else Path(f"/tmp/nai-{os.getuid()}")
+
+
+def personal_socket() -> Path:
+    """Where `nai-server run --personal` listens by default (same rule as the server)."""
+    return runtime_dir() / "nai.sock"
+
+
+def personal_state() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "nai"
+
+
+@dataclass
+class ServerEntry:
+    """One configured server."""
+
+    name: str
+    url: str  # ssh://user@host[:port], an ~/.ssh/config alias, user@host, local[:/socket]
+    transport: str = "ssh"
+    remote_command: str = DEFAULT_REMOTE_COMMAND
+
+    @property
+    def is_local(self) -> bool:
+        return self.url == "local" or self.url.startswith("local:")
+
+    @property
+    def socket(self) -> Path:
+        return Path(self.url[len("local:"):]) if self.url.startswith("local:") else (
+            personal_socket())
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"url": self.url}
+        if self.transport != "ssh":
+            data["transport"] = self.transport
+        if self.remote_command != DEFAULT_REMOTE_COMMAND:
+            data["remote_command"] = self.remote_command
+        return data
+
+
+@dataclass
+class ClientConfig:
+    path: Path
+    servers: dict[str, ServerEntry] = field(default_factory=dict)
+    default: str | None = None
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> ClientConfig:
+        path = path or config_dir() / "config.yaml"
+        if not path.exists():
+            return cls(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot read the client config: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping with 'servers' and 'default'")
+        unknown = set(data) - {"servers", "default"}
+        if unknown:
+            raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}; "
+                              f"allowed: servers, default")
+        servers = {}
+        for name, raw in (data.get("servers") or {}).items():
+            if isinstance(raw, str):
+                raw = {"url": raw}
+            if not isinstance(raw, dict) or "url" not in raw:
+                raise ConfigError(f"{path}: servers.{name} needs a url")
+            extra = set(raw) - {"url", "transport", "remote_command"}
+            if extra:
+                raise ConfigError(f"{path}: servers.{name}: unknown key(s) {sorted(extra)}")
+            servers[str(name)] = ServerEntry(str(name), **raw)
+        default = data.get("default")
+        if default is not None and default not in servers:
+            raise ConfigError(f"{path}: default server {default!r} is not among the servers")
+        return cls(path, servers, default)
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        data: dict[str, Any] = {"servers": {n: s.to_dict() for n, s in self.servers.items()}}
+        if self.default:
+            data["default"] = self.default
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(yaml.safe_dump(data, sort_keys=True))
+        tmp.replace(self.path)
+
+    def add(self, entry: ServerEntry, *, make_default: bool = False) -> None:
+        if not NAME_RE.match(entry.name):
+            raise ConfigError(f"server name {entry.name!r}: use letters, digits, . _ -")
+        if entry.transport not in TRANSPORTS:
+            raise ConfigError(f"transport {entry.transport!r}: one of {', '.join(TRANSPORTS)}")
+        if entry.name in self.servers:
+            raise ConfigError(f"server {entry.name!r} exists; `nai server remove "
+                              f"{entry.name}` first to change it")
+        self.servers[entry.name] = entry
+        if make_default or self.default is None:
+            self.default = entry.name
+
+    def remove(self, name: str) -> None:
+        self.get(name)
+        del self.servers[name]
+        if self.default == name:
+            self.default = next(iter(self.servers), None)
+
+    def get(self, name: str) -> ServerEntry:
+        try:
+            return self.servers[name]
+        except KeyError:
+            known = ", ".join(self.servers) or "none yet"
+            raise ConfigError(f"no server named {name!r} (configured: {known}; add one with "
+                              f"`nai server add NAME ssh://user@host`)") from None
+
+    def choose(self, name: str | None = None) -> ServerEntry:
+        """--server NAME, else $NAI_SERVER, else the default, else this machine's
+        personal daemon (what `nai up` starts)."""
+        name = name or os.environ.get("NAI_SERVER") or self.default
+        if name:
+            return self.get(name)
+        return ServerEntry("local", "local")

@@ -1,0 +1,249 @@
+"""Scanning a folder into a tree manifest (DESIGN §6): ignore rules (.gitignore,
+.naiignore, extra patterns), symlink checks and the per-file entries `push` sends."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import stat
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pathspec
+
+from nai_server.protocol import NaiError, TreeEntryModel
+from nai_tui.hashcache import HashCache, changed
+from nai_tui.progress import Meter, ProgressFactory, SilentMeter, auto_progress
+
+log = logging.getLogger("nai.sync")
+
+IGNORE_FILES = (".gitignore", ".naiignore")  # in this order: .naiignore has the last word
+ALWAYS_SKIPPED = ".git"
+MAX_LINK_HOPS = 40
+_NOT_UTF8 = "name is not valid UTF-8; rename it or add it to .naiignore"
+_NAMED_GROUP = re.compile(r"\(\?P<\w+>")
+
+
+# --- paths and symlinks ----------------------------------------------------------------
+
+
+def path_problem(path: str) -> str | None:
+    """Why `path` is not a safe relative POSIX path (the server's rule, restated)."""
+    if not path or "\0" in path or "\\" in path or path.startswith("/"):
+        return "not a plain relative path (empty, absolute, NUL or backslash)"
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return _NOT_UTF8
+    if any(part in ("", ".", "..") for part in path.split("/")):
+        return "path has an empty, '.' or '..' component"
+    return None
+
+
+def _landing(base: list[str], target: str, links: Mapping[str, str],
+             hops: list[int]) -> list[str] | None:
+    """Where `target`, read in directory `base`, lands; None if it leaves the tree.
+
+    The tree's own symlinks met on the way are followed, as the kernel would.
+    """
+    stack = list(base)
+    for part in target.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not stack:
+                return None
+            stack.pop()
+            continue
+        stack.append(part)
+        hop = links.get("/".join(stack))
+        if hop is None:
+            continue
+        hops[0] += 1
+        if hops[0] > MAX_LINK_HOPS or hop.startswith("/"):
+            return None
+        stack.pop()
+        landed = _landing(stack, hop, links, hops)
+        if landed is None:
+            return None
+        stack = landed
+    return stack
+
+
+def escaping_links(links: Mapping[str, str]) -> list[str]:
+    """The symlinks (path → target) that point outside the tree (or loop)."""
+    return [path for path, target in links.items()
+            if target.startswith("/") or _landing(path.split("/")[:-1], target, links, [0]) is None]
+
+
+def refusal(problems: Sequence[tuple[str, str]], what: str) -> NaiError:
+    shown = "; ".join(f"{p}: {why}" for p, why in problems[:5])
+    more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+    return NaiError(f"{what}: {shown}{more}")
+
+
+# --- scan ------------------------------------------------------------------------------
+
+
+class _Rules:
+    """One set of gitignore patterns (last match wins), plus one regex that says in a
+    single search whether any pattern matches at all: for most paths none does."""
+
+    def __init__(self, lines: Sequence[str]) -> None:
+        self.spec = pathspec.GitIgnoreSpec.from_lines(lines)
+        live = [r for p in self.spec.patterns
+                if p.include is not None and (r := getattr(p, "regex", None)) is not None]
+        self.any: re.Pattern[str] | None = None
+        if live and all(isinstance(r.pattern, str) and r.flags == re.UNICODE for r in live):
+            # pathspec names a group in every pattern; names may not repeat in one regex.
+            joined = "|".join(f"(?:{_NAMED_GROUP.sub('(?:', r.pattern)})" for r in live)
+            try:
+                self.any = re.compile(joined)
+            except re.error:
+                self.any = None
+        # gitwildmatch regexes are all anchored: `match` then spares a search at each offset.
+        self._anchored = all(r.pattern.startswith("^") for r in live)
+        self.inert = not live
+
+    def verdict(self, path: str) -> bool | None:
+        """True: ignored, False: re-included (by a "!" pattern), None: no pattern matches."""
+        if self.inert:
+            return None
+        if self.any is not None and (self.any.match(path) if self._anchored
+                                     else self.any.search(path)) is None:
+            return None
+        return self.spec.check_file(path).include
+
+
+class _Ignores:
+    """gitignore rules as git applies them: each ignore file's patterns are relative to
+    its folder, the deepest file with a matching pattern decides, and the last matching
+    pattern in it wins. `extra` patterns (relative to the root) are asked first."""
+
+    def __init__(self, extra: Sequence[str]) -> None:
+        self.extra = _Rules(extra) if extra else None
+
+    def ignored(self, rel: str, is_dir: bool, levels: Sequence[tuple[str, _Rules]]) -> bool:
+        suffix = "/" if is_dir else ""
+        if self.extra is not None and (verdict := self.extra.verdict(rel + suffix)) is not None:
+            return verdict
+        for prefix, rules in reversed(levels):
+            verdict = rules.verdict(rel[len(prefix):] + suffix)
+            if verdict is not None:
+                return verdict
+        return False
+
+
+def _read_rules(folder: Path) -> list[str]:
+    lines: list[str] = []
+    for name in IGNORE_FILES:
+        try:
+            lines += (folder / name).read_text(encoding="utf-8", errors="replace").splitlines()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            continue
+        except OSError as exc:
+            raise NaiError(f"cannot read {folder / name}: {exc.strerror}") from exc
+    return lines
+
+
+def _walk(root: Path, extra: Sequence[str]
+          ) -> tuple[list[tuple[str, os.stat_result]], dict[str, str], list[tuple[str, str]]]:
+    """Files (rel path, lstat), symlinks (rel path → target) and naming problems."""
+    rules = _Ignores(extra)
+    files: list[tuple[str, os.stat_result]] = []
+    links: dict[str, str] = {}
+    problems: list[tuple[str, str]] = []
+    todo: list[tuple[str, list[tuple[str, _Rules]]]] = [("", [])]
+    while todo:
+        prefix, levels = todo.pop()
+        folder = root / prefix if prefix else root
+        lines = _read_rules(folder)
+        if lines:
+            levels = [*levels, (prefix, _Rules(lines))]
+        try:
+            with os.scandir(folder) as it:
+                children = list(it)
+        except OSError as exc:
+            raise NaiError(f"cannot list {folder}: {exc.strerror}; fix its permissions or "
+                           "add it to .naiignore") from exc
+        for child in children:
+            if child.name == ALWAYS_SKIPPED:
+                continue
+            rel = prefix + child.name
+            try:
+                is_dir = child.is_dir(follow_symlinks=False)  # no stat call: d_type
+                if rules.ignored(rel, is_dir, levels):
+                    continue
+                st = child.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # gone since listed
+            if (why := path_problem(rel)) is not None:
+                problems.append((rel.encode("utf-8", "backslashreplace").decode(), why))
+            elif is_dir:
+                todo.append((rel + "/", levels))
+            elif stat.S_ISREG(st.st_mode):
+                files.append((rel, st))
+            elif stat.S_ISLNK(st.st_mode):
+                links[rel] = target = os.readlink(child.path)
+                if path_problem(target.lstrip("/") or "x") == _NOT_UTF8:
+                    problems.append((rel, f"symlink target {_NOT_UTF8}"))
+            else:
+                log.warning("skipping %s: not a regular file, folder or symlink", child.path)
+    return files, links, problems
+
+
+def scan(root: Path, *, cache: HashCache, extra_ignores: Sequence[str] = (),
+         progress: ProgressFactory | None = None) -> list[dict[str, Any]]:
+    """The manifest of folder `root`: one entry per file and symlink, sorted by path.
+
+    Honours `.gitignore` and `.naiignore` (root and nested) and `extra_ignores`
+    (gitignore patterns relative to root, checked first); `.git/` is always skipped.
+    Unchanged files are not read again (see HashCache). Raises NaiError naming the
+    paths a server would refuse (symlinks leaving the folder, unusable names).
+    """
+    root = Path(root).resolve()
+    if not root.is_dir():
+        raise NaiError(f"{root} is not a folder")
+    files, links, problems = _walk(root, extra_ignores)
+    for path in escaping_links(links):
+        problems.append((path, f"symlink points outside the folder (to {links[path]!r}) or "
+                               "loops; make it point inside or add it to .naiignore"))
+    if problems:
+        raise refusal(sorted(problems), f"cannot send {root}")
+    cache.preload(root)
+    base = f"{root}/"  # plain strings: pathlib costs more than the rest of a rescan
+    known = {rel: cache.lookup(base + rel, st) for rel, st in files}
+    to_read = sum(st.st_size for rel, st in files if known[rel] is None)
+    meter = (progress or auto_progress())("hashing", to_read) if to_read else SilentMeter()
+    try:
+        entries = [{"path": rel, "kind": "file", "size": st.st_size,
+                    "mode": stat.S_IMODE(st.st_mode), "target": "",
+                    "sha256": known[rel] or _read_digest(cache, base + rel, st, meter)}
+                   for rel, st in files]
+    finally:
+        meter.close()
+    entries += [{"path": rel, "kind": "symlink", "size": 0, "mode": 0o777, "sha256": "",
+                 "target": target} for rel, target in links.items()]
+    cache.prune(root, [base + rel for rel in known])
+    cache.flush()
+    return sorted(entries, key=lambda e: e["path"])
+
+
+def _read_digest(cache: HashCache, path: str, st: os.stat_result, meter: Meter) -> str:
+    try:
+        return cache.digest(path, st, meter.advance)
+    except FileNotFoundError as exc:
+        raise changed(path) from exc
+    except OSError as exc:
+        raise NaiError(f"cannot read {path}: {exc.strerror}; fix its permissions or add it "
+                       "to .naiignore") from exc
+
+
+def select(entries: Iterable[TreeEntryModel], prefix: str) -> list[TreeEntryModel]:
+    """Entries at or under `prefix` (a file or folder path); "" selects everything."""
+    prefix = prefix.strip("/")
+    if not prefix:
+        return list(entries)
+    return [e for e in entries if e.path == prefix or e.path.startswith(prefix + "/")]

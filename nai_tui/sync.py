@@ -1,0 +1,148 @@
+"""Folder sync with a server's content-addressed store (DESIGN §6).
+
+`scan` turns a folder into a tree manifest (honouring .gitignore and .naiignore),
+`push` sends only the blobs the server lacks as one streamed tar and records the
+tree, `pull` writes a tree into a folder, fetching only the files that differ.
+
+Scanning lives in `nai_tui.scan`, pulling in `nai_tui.pull` and the meters in
+`nai_tui.progress`; their public names are re-exported here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tarfile
+import time
+from collections.abc import Callable, Generator, Iterable, Sequence
+from pathlib import Path
+
+from nai_server.protocol import ConnectionFailed, NaiError
+from nai_tui.client import ServerClient
+from nai_tui.hashcache import CHUNK, changed
+from nai_tui.hashcache import HashCache as HashCache
+from nai_tui.progress import Meter as Meter
+from nai_tui.progress import ProgressFactory as ProgressFactory
+from nai_tui.progress import auto_progress as auto_progress
+from nai_tui.progress import rich_progress as rich_progress
+from nai_tui.progress import silent_progress as silent_progress
+from nai_tui.pull import RETRIES as RETRIES
+from nai_tui.pull import PullResult as PullResult
+from nai_tui.pull import pull as pull
+from nai_tui.scan import ALWAYS_SKIPPED as ALWAYS_SKIPPED
+from nai_tui.scan import IGNORE_FILES as IGNORE_FILES
+from nai_tui.scan import MAX_LINK_HOPS as MAX_LINK_HOPS
+from nai_tui.scan import path_problem as path_problem
+from nai_tui.scan import scan as scan
+from nai_tui.scan import select as select
+
+log = logging.getLogger("nai.sync")
+
+MISSING_BATCH = 10_000  # digests per /v1/blobs/missing request
+_BLOCK = tarfile.BLOCKSIZE
+_USTAR_MAX = 8**11
+
+
+def missing_blobs(client: ServerClient, digests: Sequence[str]) -> list[str]:
+    """Of `digests`, those the server lacks (asked in batches)."""
+    missing: list[str] = []
+    for start in range(0, len(digests), MISSING_BATCH):
+        missing += client.missing_blobs(list(digests[start:start + MISSING_BATCH]))
+    return missing
+
+
+def pack_size(sizes: Iterable[int]) -> int:
+    """Bytes of the ustar pack holding blobs of these sizes."""
+    return sum(_BLOCK + size + (-size % _BLOCK) for size in sizes) + 2 * _BLOCK
+
+
+def pack_blobs(blobs: Sequence[tuple[str, Path, int]], *, cache: HashCache | None = None,
+               on_bytes: Callable[[int], None] | None = None) -> Generator[bytes, None, None]:
+    """The ustar pack of (digest, file, size) blobs, read lazily in 1 MiB chunks.
+
+    Each file is hashed again as it is read; one that no longer matches its digest
+    raises FileChanged before its last bytes are sent, and is forgotten by `cache`.
+    """
+    buf = bytearray()
+    for digest, path, size in blobs:
+        info = tarfile.TarInfo(digest)
+        info.size, info.mode, info.mtime = size, 0o444, 0
+        # ustar sizes stop below 8 GiB; GNU headers (base-256 size) carry larger blobs.
+        buf += info.tobuf(tarfile.USTAR_FORMAT if size < _USTAR_MAX else tarfile.GNU_FORMAT)
+        hasher = hashlib.sha256()
+        left = size
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            raise NaiError(f"cannot read {path}: {exc.strerror}") from exc
+        with os.fdopen(fd, "rb", buffering=0) as f:
+            while left:
+                piece = f.read(min(CHUNK - len(buf) % CHUNK or CHUNK, left))
+                if not piece:
+                    raise changed(path)
+                hasher.update(piece)
+                buf += piece
+                left -= len(piece)
+                # Hold the member's last bytes until they are verified.
+                if len(buf) >= CHUNK and left:
+                    chunk, buf = bytes(buf), bytearray()
+                    if on_bytes is not None:
+                        on_bytes(len(chunk))
+                    yield chunk
+        if hasher.hexdigest() != digest:
+            if cache is not None:
+                cache.forget(path)
+            raise changed(path)
+        buf += bytes(-size % _BLOCK)
+    buf += bytes(2 * _BLOCK)
+    if on_bytes is not None:
+        on_bytes(len(buf))
+    yield bytes(buf)
+
+
+def _upload(client: ServerClient, blobs: Sequence[tuple[str, Path, int]], cache: HashCache,
+            make: ProgressFactory) -> None:
+    meter = make("uploading", pack_size(size for _, _, size in blobs))
+    stream = pack_blobs(blobs, cache=cache, on_bytes=meter.advance)
+    try:
+        client.upload_pack(stream)
+    finally:
+        stream.close()
+        meter.close()
+        cache.flush()
+
+
+def push(client: ServerClient, root: Path, *, cache: HashCache,
+         progress: ProgressFactory | None = None, extra_ignores: Sequence[str] = (),
+         retries: int = RETRIES, sleep: Callable[[float], None] = time.sleep) -> str:
+    """Send folder `root` to the server as a tree; return the tree id.
+
+    Only blobs the server lacks travel, in one streamed tar. If the connection is cut,
+    the upload resumes (up to `retries` times, with backoff) sending only what is
+    still missing.
+    """
+    root = Path(root).resolve()
+    make = progress or auto_progress()
+    entries = scan(root, cache=cache, extra_ignores=extra_ignores, progress=make)
+    sources: dict[str, tuple[Path, int]] = {}
+    for e in entries:
+        if e["kind"] == "file":
+            sources.setdefault(e["sha256"], (root / e["path"], e["size"]))
+    for attempt in range(retries + 1):
+        uploading = False
+        try:
+            missing = missing_blobs(client, list(sources))
+            if not missing:
+                break
+            uploading = True
+            _upload(client, [(d, *sources[d]) for d in missing if d in sources], cache, make)
+        except ConnectionFailed as exc:
+            # A server that cannot be reached at all fails at once; after a cut, asking
+            # again may fail while the link comes back, so that is retried too.
+            if attempt == retries or not (uploading or attempt):
+                raise
+            delay = min(2.0 ** attempt, 30.0)
+            log.warning("upload interrupted (%s); resuming in %.0f s", exc, delay)
+            sleep(delay)
+    return client.create_tree(entries).id

@@ -1,0 +1,96 @@
+"""The batch CLI against a real personal daemon: exit codes, --json, stdout for
+data and stderr for diagnostics."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+EXAMPLE = Path(__file__).resolve().parents[2] / "jobs" / "numpy-regression"
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    root = tmp_path_factory.mktemp("cli")
+    environ = {**os.environ, "XDG_CONFIG_HOME": str(root / "config"),
+               "XDG_CACHE_HOME": str(root / "cache"), "XDG_DATA_HOME": str(root / "data"),
+               "XDG_RUNTIME_DIR": str(root / "run"),
+               "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+    (root / "run").mkdir()
+    up = subprocess.run([str(BIN / "nai"), "up", "--fake-gpus", "2"], env=environ,
+                        capture_output=True, text=True, timeout=60)
+    assert up.returncode == 0, up.stderr
+    yield environ
+    subprocess.run([str(BIN / "nai"), "down"], env=environ, capture_output=True, timeout=60)
+
+
+def nai(env: dict[str, str], *args: str,
+        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "nai"), *args], env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_submit_follow_exit_codes_and_streams(env: dict[str, str]) -> None:
+    ok = nai(env, "submit", str(EXAMPLE), "--follow")
+    assert ok.returncode == 0, ok.stderr
+    job_id = int(ok.stdout.splitlines()[0])
+    assert "epoch  40" in ok.stdout  # the log is data: stdout
+    assert "syncing" in ok.stderr and f"job {job_id} succeeded" in ok.stderr
+    failed = nai(env, "submit", str(EXAMPLE), "--command", "echo boom >&2; exit 3", "--follow")
+    assert failed.returncode == 3 and "boom" in failed.stdout
+
+
+def test_json_listings_parse(env: dict[str, str]) -> None:
+    nai(env, "submit", str(EXAMPLE), "--command", "true", "--follow")
+    jobs = json.loads(nai(env, "jobs", "--json").stdout)
+    assert jobs and {"id", "state", "user", "spec"} <= set(jobs[0])
+    job_id = jobs[0]["id"]
+    assert json.loads(nai(env, "show", str(job_id), "--json").stdout)["id"] == job_id
+    gpus = json.loads(nai(env, "gpus", "--json").stdout)
+    assert gpus["source"] == "fake" and len(gpus["gpus"]) == 2
+    assert json.loads(nai(env, "whoami", "--json").stdout)["admin"] is True
+    assert isinstance(json.loads(nai(env, "metrics", str(job_id), "--json").stdout), list)
+    assert json.loads(nai(env, "server", "list", "--json").stdout) == []
+
+
+def test_errors_go_to_stderr_with_nonzero_exit(env: dict[str, str], tmp_path: Path) -> None:
+    missing = nai(env, "show", "9999")
+    assert missing.returncode == 1 and missing.stdout == ""
+    assert "no job 9999" in missing.stderr
+    usage = nai(env, "show", "abc")
+    assert usage.returncode == 2 and "job ids are numbers" in usage.stderr
+    (tmp_path / "nai.yaml").write_text("command: echo hi\ngpus: 1\ntime_limt: 1h\n")
+    bad = nai(env, "submit", str(tmp_path))
+    assert bad.returncode == 1 and "nai.yaml:3:" in bad.stderr and "time_limit" in bad.stderr
+    empty = nai(env, "submit", str(tmp_path / "nowhere"))
+    assert empty.returncode == 1 and "not a folder" in empty.stderr
+    unknown = nai(env, "-s", "nope", "jobs")
+    assert unknown.returncode == 1 and "nai server add" in unknown.stderr
+
+
+def test_cancel_and_pull(env: dict[str, str], tmp_path: Path) -> None:
+    sub = nai(env, "submit", str(EXAMPLE), "--command", "sleep 60")
+    job_id = sub.stdout.strip()
+    cancel = nai(env, "cancel", job_id)
+    assert cancel.returncode == 0 and cancel.stdout.strip() == job_id
+    again = nai(env, "cancel", job_id, "99999")
+    assert again.returncode == 1
+    done = nai(env, "submit", str(EXAMPLE), "--follow")
+    job = done.stdout.splitlines()[0]
+    pulled = nai(env, "pull", job, "--to", str(tmp_path / "out"))
+    assert pulled.returncode == 0 and pulled.stdout.strip() == str(tmp_path / "out")
+    assert (tmp_path / "out" / "weights.npz").stat().st_size > 0
+
+
+def test_no_server_running_says_how_to_start_one(tmp_path: Path) -> None:
+    environ = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "c"),
+               "XDG_RUNTIME_DIR": str(tmp_path / "r")}
+    out = nai(environ, "jobs")
+    assert out.returncode == 1 and "nai up" in out.stderr and out.stdout == ""
