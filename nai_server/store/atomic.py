@@ -37,6 +37,26 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+_libc: Any = None
+
+
+def syncfs(path: Path) -> None:
+    """Flush everything written on the file system holding `path` (Linux syncfs(2));
+    cheaper than one fsync per file for a batch of new files. Falls back to sync()."""
+    global _libc
+    if _libc is None:
+        import ctypes
+        import ctypes.util
+
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if getattr(_libc, "syncfs", None) is None or _libc.syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Replace `path` with `data` so that readers see the old or the new file, never a mix."""
     tmp = path.with_name(f".{path.name}.tmp")

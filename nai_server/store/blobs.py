@@ -33,7 +33,7 @@ from nai_server.core.trees import (
     parse_manifest,
     select,
 )
-from nai_server.store.atomic import fsync_dir
+from nai_server.store.atomic import fsync_dir, syncfs
 from nai_server.store.pack import BlobSink
 
 # Re-exported (`as`): callers import these from here with the store.
@@ -146,6 +146,27 @@ class BlobStore:
         os.replace(sink.path, final)
         sink.path = None
         fsync_dir(final.parent)
+
+    def _commit_many(self, sinks: Sequence[tuple[BlobSink, Path]]) -> None:
+        """Commit sealed-but-unsynced temp files: one syncfs for all their data, the
+        renames, then one more for the renames. A crash before the first syncfs loses
+        only temp files; no blob ever appears under its digest before its bytes are
+        on disk."""
+        try:
+            syncfs(self._tmp)
+            for sink, final in sinks:
+                if sink.path is None:
+                    continue
+                if final.exists():
+                    sink.discard()
+                    continue
+                final.parent.mkdir(exist_ok=True)
+                os.replace(sink.path, final)
+                sink.path = None
+            syncfs(self._blobs)
+        finally:
+            for sink, _ in sinks:
+                sink.discard()  # anything not moved into place
 
     def _write_new(self, data: bytes, final: Path) -> None:
         if final.exists():

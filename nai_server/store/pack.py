@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from nai_server.store.blobs import BlobStore
 
 BLOCK = tarfile.BLOCKSIZE
+# A batch of received blobs is made durable together when it reaches either size.
+FLUSH_BLOBS = 1024
+FLUSH_BYTES = 256 << 20
 _ZERO_BLOCK = bytes(BLOCK)
 
 
@@ -47,12 +50,14 @@ class BlobSink:
         if self._file is not None:
             self._file.write(data)
 
-    def seal(self) -> None:
-        """Flush to disk and make read-only, ready to be renamed into place."""
+    def seal(self, *, sync: bool = True) -> None:
+        """Make read-only and close, ready to be renamed into place; `sync=False` leaves
+        the flush to disk to the caller (one syncfs for a batch of blobs)."""
         assert self._file is not None
         self._file.flush()
         os.fchmod(self._file.fileno(), 0o444)
-        os.fsync(self._file.fileno())
+        if sync:
+            os.fsync(self._file.fileno())
         self._file.close()
         self._file = None
 
@@ -84,6 +89,10 @@ class PackReceiver:
         self._zero_blocks = 0
         self._state = "header"  # header | data | pad | end | done | failed
         self.received: list[str] = []  # digests verified so far, in stream order
+        # Verified blobs waiting for one syncfs, then their renames: an fsync per blob
+        # (two, with its directory) cost more than the rest of receiving a small file.
+        self._pending: list[tuple[BlobSink, Path]] = []
+        self._pending_bytes = 0
 
     def __enter__(self) -> PackReceiver:
         return self
@@ -142,16 +151,27 @@ class PackReceiver:
                 why = "pack ended without the end-of-archive marker"
             self.abort()
             raise PackError(f"{why}; blobs received in full are kept, send the rest again")
+        self._flush()
         self._state = "done"
         return list(dict.fromkeys(self.received))
 
     def abort(self) -> None:
-        """Drop the blob in progress (its temp file); the receiver cannot be used again."""
+        """Keep the blobs verified so far, drop the one in progress (its temp file); the
+        receiver cannot be used again."""
         if self._sink is not None:
             self._sink.discard()
             self._sink = None
-        if self._state != "done":
-            self._state = "failed"
+        try:
+            self._flush()
+        finally:
+            if self._state != "done":
+                self._state = "failed"
+
+    def _flush(self) -> None:
+        """Make the pending verified blobs durable and visible under their digests."""
+        pending, self._pending, self._pending_bytes = self._pending, [], 0
+        if pending:
+            self._store._commit_many(pending)
 
     def _on_header(self, block: bytes) -> None:
         if block == _ZERO_BLOCK:
@@ -192,10 +212,11 @@ class PackReceiver:
         if digest != self._name:
             sink.discard()
             raise PackError(f"blob {self._name}: content hashes to {digest}")
-        try:
-            self._store._commit(sink, self._store.path_of(digest))
-        except BaseException:
-            sink.discard()
-            raise
+        if sink.path is not None:
+            sink.seal(sync=False)
+            self._pending.append((sink, self._store.path_of(digest)))
+            self._pending_bytes += sink.size
+            if len(self._pending) >= FLUSH_BLOBS or self._pending_bytes >= FLUSH_BYTES:
+                self._flush()
         self.received.append(digest)
         self._state = "pad" if self._pad else "header"
