@@ -200,6 +200,14 @@ class TreeCreate(Model):
     entries: list[TreeEntryModel]
 
 
+class TreeRef(Model):
+    """A recorded tree, without its entries (what creating one answers)."""
+
+    id: str
+    files: int
+    size: int
+
+
 class TreeInfo(Model):
     id: str
     entries: list[TreeEntryModel]

@@ -27,6 +27,7 @@ from nai_server.protocol import (
     NotFound,
     TreeEntryModel,
     TreeInfo,
+    TreeRef,
     VersionInfo,
 )
 from nai_server.runtime import JobRuntime
@@ -111,7 +112,7 @@ class Service:
     def blob_receiver(self) -> _SafeReceiver:
         return _SafeReceiver(self.blobs.receiver(self.tree_limits.max_file_size))
 
-    def create_tree(self, raw: list[dict[str, Any]]) -> TreeInfo:
+    def create_tree(self, raw: list[dict[str, Any]]) -> TreeRef:
         try:
             entries = trees.parse_manifest(raw, self.tree_limits)
             tree_id = self.blobs.put_tree(entries)
@@ -122,7 +123,14 @@ class Service:
             raise Conflict(
                 f"{len(exc.digests)} blob(s) of this tree are not on the server; upload them "
                 f"first (POST /v1/blobs)", details={"missing": exc.digests}) from exc
-        return self._tree_info(tree_id, entries)
+        return TreeRef(id=tree_id, files=sum(1 for e in entries if e.kind == "file"),
+                       size=sum(e.size for e in entries))
+
+    def has_tree(self, tree_id: str) -> bool:
+        try:
+            return self.blobs.has_tree(tree_id)
+        except ValueError:
+            return False
 
     def _entries(self, tree_id: str) -> tuple[trees.Entry, ...]:
         try:

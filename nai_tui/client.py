@@ -24,6 +24,7 @@ from nai_server.protocol import (
     NaiError,
     Quota,
     TreeInfo,
+    TreeRef,
     UserInfo,
     VersionInfo,
     VersionMismatch,
@@ -51,19 +52,23 @@ class ServerClient:
     # --- plumbing ---------------------------------------------------------------------
 
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        response = self._send_raw(method, path, **kwargs)
+        if response.status_code >= 400:
+            raise _error(response)
+        return response
+
+    def _send_raw(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """The response whatever its status; connection problems as ConnectionFailed."""
         if not self._checked and path != "/v1/version":
             self.check_version()
         try:
-            response = self.http.request(method, path, **kwargs)
+            return self.http.request(method, path, **kwargs)
         except NaiError:
             raise
         except httpx.TimeoutException as exc:
             raise ConnectionFailed(f"{self.name}: no answer in time ({exc})") from exc
         except (httpx.TransportError, OSError) as exc:
             raise ConnectionFailed(f"{self.name}: {exc}") from exc
-        if response.status_code >= 400:
-            raise _error(response)
-        return response
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self._send(method, path, **kwargs)
@@ -104,8 +109,17 @@ class ServerClient:
                           headers={"Content-Type": "application/x-tar"},
                           timeout=httpx.Timeout(30.0, read=None, write=None))
 
-    def create_tree(self, entries: list[dict[str, Any]]) -> TreeInfo:
-        return TreeInfo.model_validate(self._json("POST", "/v1/trees", json={"entries": entries}))
+    def create_tree(self, entries: list[dict[str, Any]]) -> TreeRef:
+        return TreeRef.model_validate(self._json("POST", "/v1/trees", json={"entries": entries}))
+
+    def has_tree(self, tree_id: str) -> bool:
+        """Whether the server already records this tree (one cheap HEAD)."""
+        response = self._send_raw("HEAD", f"/v1/trees/{tree_id}")
+        if response.status_code == 404:
+            return False
+        if response.status_code >= 400:
+            raise _error(response)
+        return True
 
     def tree(self, tree_id: str) -> TreeInfo:
         return TreeInfo.model_validate(self._json("GET", f"/v1/trees/{tree_id}"))

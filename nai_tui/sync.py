@@ -11,12 +11,14 @@ Scanning lives in `nai_tui.scan`, pulling in `nai_tui.pull` and the meters in
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import tarfile
 import time
 from collections.abc import Callable, Generator, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from nai_server.protocol import ConnectionFailed, NaiError
 from nai_tui.client import ServerClient
@@ -42,6 +44,17 @@ log = logging.getLogger("nai.sync")
 MISSING_BATCH = 10_000  # digests per /v1/blobs/missing request
 _BLOCK = tarfile.BLOCKSIZE
 _USTAR_MAX = 8**11
+
+
+def tree_id(entries: Sequence[dict[str, Any]]) -> str:
+    """The id the server gives this manifest: sha256 of its canonical JSON (sorted by
+    path, sorted keys, compact, UTF-8), as nai_server.core.trees.canonical_json
+    makes it; a test checks the two agree."""
+    rows = [{"kind": e["kind"], "mode": e["mode"], "path": e["path"], "sha256": e["sha256"],
+             "size": e["size"], "target": e.get("target", "")}
+            for e in sorted(entries, key=lambda e: e["path"])]
+    text = json.dumps(rows, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def missing_blobs(client: ServerClient, digests: Sequence[str]) -> list[str]:
@@ -125,6 +138,9 @@ def push(client: ServerClient, root: Path, *, cache: HashCache,
     root = Path(root).resolve()
     make = progress or auto_progress()
     entries = scan(root, cache=cache, extra_ignores=extra_ignores, progress=make)
+    expected = tree_id(entries)
+    if client.has_tree(expected):  # unchanged since it was last sent: nothing to do
+        return expected
     sources: dict[str, tuple[Path, int]] = {}
     for e in entries:
         if e["kind"] == "file":

@@ -14,6 +14,7 @@ from nai_server.protocol import (
     PathsRequest,
     TreeCreate,
     TreeInfo,
+    TreeRef,
     UploadResult,
 )
 
@@ -60,11 +61,18 @@ async def upload(request: Request, service: ServiceDep, _: CallerDep) -> UploadR
 
 @router.post("/trees", status_code=status.HTTP_201_CREATED)
 def create_tree(body: TreeCreate, service: ServiceDep, _: CallerDep,
-                response: Response) -> TreeInfo:
+                response: Response) -> TreeRef:
     """Record a tree; refused with the missing digests if any blob is absent."""
     info = service.create_tree([e.model_dump() for e in body.entries])
     response.headers["Location"] = f"/v1/trees/{info.id}"
     return info
+
+
+@router.head("/trees/{tree_id}")
+def tree_exists(tree_id: str, service: ServiceDep, _: CallerDep) -> Response:
+    """200 if the tree is recorded, 404 if not: a client that computed a tree's id
+    asks this before anything else, so re-syncing an unchanged folder costs one call."""
+    return Response(status_code=200 if service.has_tree(tree_id) else 404)
 
 
 @router.get("/trees/{tree_id}")

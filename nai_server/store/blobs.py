@@ -95,7 +95,9 @@ class BlobStore:
 
     def has(self, digest: str) -> bool:
         """True if the blob is stored."""
-        return self.path_of(digest).is_file()
+        check_digest(digest)
+        # A string path, not pathlib: this runs once per blob of every upload.
+        return os.path.isfile(f"{self._blobs}/{digest[:2]}/{digest[2:]}")
 
     def missing(self, digests: Iterable[str]) -> list[str]:
         """The digests not stored, unique, in the given order; ValueError for a bad digest."""
@@ -154,13 +156,16 @@ class BlobStore:
         on disk."""
         try:
             syncfs(self._tmp)
+            made: set[Path] = set()
             for sink, final in sinks:
                 if sink.path is None:
                     continue
-                if final.exists():
+                if os.path.exists(final):
                     sink.discard()
                     continue
-                final.parent.mkdir(exist_ok=True)
+                if final.parent not in made:
+                    final.parent.mkdir(exist_ok=True)
+                    made.add(final.parent)
                 os.replace(sink.path, final)
                 sink.path = None
             syncfs(self._blobs)

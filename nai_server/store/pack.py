@@ -9,12 +9,12 @@ the other way round at run time.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import tarfile
-import tempfile
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 
 from nai_server.core.trees import is_digest
 
@@ -35,36 +35,41 @@ class PackError(ValueError):
 class BlobSink:
     """A blob being received: a temp file plus a running sha256 (hash only if tmp_dir=None)."""
 
+    # Unique temp names without mkstemp's random retries: pid + a counter.
+    _counter = itertools.count()
+
     def __init__(self, tmp_dir: Path | None) -> None:
         self.hasher = hashlib.sha256()
         self.size = 0
         self.path: Path | None = None
-        self._file: BinaryIO | None = None
+        self._fd: int | None = None
         if tmp_dir is not None:
-            fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="blob-")
-            self.path, self._file = Path(name), os.fdopen(fd, "wb")
+            name = f"{tmp_dir}/blob-{os.getpid()}-{next(self._counter)}"
+            # Created read-only: the open descriptor may still write; no fchmod later.
+            self._fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+            self.path = Path(name)
 
     def write(self, data: bytes | memoryview) -> None:
         self.hasher.update(data)
         self.size += len(data)
-        if self._file is not None:
-            self._file.write(data)
+        if self._fd is not None:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view):]
 
     def seal(self, *, sync: bool = True) -> None:
-        """Make read-only and close, ready to be renamed into place; `sync=False` leaves
-        the flush to disk to the caller (one syncfs for a batch of blobs)."""
-        assert self._file is not None
-        self._file.flush()
-        os.fchmod(self._file.fileno(), 0o444)
+        """Close, ready to be renamed into place; `sync=False` leaves the flush to disk
+        to the caller (one syncfs for a batch of blobs)."""
+        assert self._fd is not None
         if sync:
-            os.fsync(self._file.fileno())
-        self._file.close()
-        self._file = None
+            os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd = None
 
     def discard(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
         if self.path is not None:
             self.path.unlink(missing_ok=True)
             self.path = None
@@ -181,26 +186,21 @@ class PackReceiver:
             return
         if self._zero_blocks:
             raise PackError("data after an end-of-archive block")
-        try:
-            info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
-        except tarfile.HeaderError as exc:
-            why = f"bad tar header in the pack ({exc}); send a plain ustar stream"
-            raise PackError(why) from None
-        name = info.name
-        if info.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
+        name, kind, size = _parse_header(block)
+        if kind not in (tarfile.REGTYPE, tarfile.AREGTYPE):
             raise PackError(
-                f"member {name!r} is not a regular file (type {info.type!r}); "
+                f"member {name!r} is not a regular file (type {kind!r}); "
                 "send a plain ustar stream of files named by their sha256"
             )
         if not is_digest(name):
             raise PackError(f"member {name!r} is not named by its sha256 (64 lowercase hex)")
-        if not 0 <= info.size <= self._max:
-            raise PackError(f"blob {name} is {info.size} bytes, the limit is {self._max}")
-        self._name, self._size, self._left = name, info.size, info.size
-        self._pad = -info.size % BLOCK
+        if not 0 <= size <= self._max:
+            raise PackError(f"blob {name} is {size} bytes, the limit is {self._max}")
+        self._name, self._size, self._left = name, size, size
+        self._pad = -size % BLOCK
         # Already stored: verify the bytes but do not write them again.
         self._sink = self._store._sink(hash_only=self._store.has(name))
-        if info.size == 0:
+        if size == 0:
             self._on_member_end()
         else:
             self._state = "data"
@@ -220,3 +220,21 @@ class PackReceiver:
                 self._flush()
         self.received.append(digest)
         self._state = "pad" if self._pad else "header"
+
+
+def _parse_header(block: bytes) -> tuple[str, bytes, int]:
+    """Name, type flag and size of a ustar header, checksum verified.
+
+    tarfile.TarInfo.frombuf parses every field of every header; for thousands of
+    small blobs that was a fifth of the receiving time. The three fields needed
+    here are at fixed offsets."""
+    try:
+        stored = int(block[148:156].strip(b"\0 ") or b"0", 8)
+        size = int(block[124:136].strip(b"\0 ") or b"0", 8)
+    except ValueError:
+        raise PackError("bad tar header in the pack; send a plain ustar stream") from None
+    # The checksum field itself counts as eight spaces.
+    if stored != sum(block[:148]) + 256 + sum(block[156:]):
+        raise PackError("bad tar header checksum in the pack; send a plain ustar stream")
+    name = block[:100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+    return name, block[156:157], size

@@ -21,7 +21,7 @@ from nai_server.api import create_app
 from nai_server.protocol import ConnectionFailed, Invalid, NaiError
 from nai_server.service import Service
 from nai_server.testing import AsPeer
-from nai_tui import hashcache
+from nai_tui import hashcache, sync
 from nai_tui import pull as pulling
 from nai_tui import scan as scanning
 from nai_tui.client import ServerClient
@@ -260,6 +260,25 @@ def test_push_then_push_again_sends_nothing(client: ServerClient, project: Path,
 
     assert push(client, project, cache=cache) == tree_id
     assert len(uploads.packs) == 1
+
+
+def test_the_client_computes_the_same_tree_id_as_the_server(
+        client: ServerClient, project: Path, cache: HashCache) -> None:
+    """An unchanged folder is re-synced with one HEAD request only if both sides
+    agree on the id (modes, symlinks, non-ASCII names included)."""
+    write(project, "données/é.txt", "accents\n", 0o640)
+    server_id = push(client, project, cache=cache)
+    assert sync.tree_id(sync.scan(project, cache=cache)) == server_id
+    calls: list[str] = []
+    original = client.http.request
+
+    def counting(method: str, url: object, **kwargs: Any) -> Any:
+        calls.append(f"{method} {url}")
+        return original(method, url, **kwargs)
+
+    client.http.request = counting  # type: ignore[method-assign]
+    assert push(client, project, cache=cache) == server_id
+    assert calls == [f"HEAD /v1/trees/{server_id}"]
 
 
 def test_changing_one_file_sends_only_its_blob(client: ServerClient, project: Path,
