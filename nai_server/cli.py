@@ -64,12 +64,18 @@ def cmd_dial_stdio(args: argparse.Namespace) -> int:
     return dial_stdio.run(find_socket(args.socket))
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from nai_server import simulate
+
+    return simulate.main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nai-server", description="The nai daemon for a shared GPU server.")
     parser.add_argument("--version", action="version", version=f"nai-server {__version__}")
     # The metavar lists the public commands only: dial-stdio is for SSH clients.
-    sub = parser.add_subparsers(dest="command", metavar="{run,check}", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="{run,check,simulate}", required=True)
 
     run = sub.add_parser("run", help="run the daemon in the foreground")
     _add_config_flags(run)
@@ -82,6 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(check)
     check.add_argument("--json", action="store_true", help="machine-readable output")
     check.set_defaults(func=cmd_check)
+
+    simulate = sub.add_parser("simulate", help="replay a job trace under scheduling policies")
+    simulate.add_argument("--trace", type=Path, required=True,
+                          help="CSV: job_id,user,submit_time,duration,num_gpus,status,time_limit")
+    simulate.add_argument("--gpus", type=int, required=True, help="GPUs of the simulated server")
+    simulate.add_argument("--policy", action="append",
+                          help="policy to replay; repeat for several; NAME+preempt makes every "
+                               "job preemptible; fifo always runs as the baseline")
+    simulate.add_argument("--json", action="store_true", help="machine-readable output")
+    simulate.set_defaults(func=cmd_simulate)
 
     dial = sub.add_parser("dial-stdio")
     dial.add_argument("--socket", type=Path)

@@ -1,168 +1,69 @@
 """Which queued jobs start now, on which GPUs, and why the others wait.
 
 ``plan()`` is a pure function over plain data: the service gathers the queue, the GPU
-view (NVML or fake) and the running jobs, calls ``plan()`` once per tick, and acts on
-the returned ``Start``s. Policies live in ``POLICIES`` so new ones (backfill, fair
-share) plug in without touching callers.
+view (NVML or fake), the running jobs and (for fair share and quotas) the accounting,
+calls ``plan()`` once per tick, and acts on the returned ``Plan``. Policies live in
+``POLICIES`` so callers pick one by name:
+
+- ``fifo``: strict arrival order; the first job that does not fit holds back the rest.
+- ``firstfit``: arrival order, but whatever fits starts.
+- ``backfill``: arrival order with EASY backfill on the jobs' time limits (``backfill``).
+- ``fairshare``: multifactor priority (decayed per-user/group usage against shares, age,
+  size, QOS) with EASY backfill and optional preemption (``fairshare``, ``preempt``).
+
+Quotas and dependencies hold in every policy.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
 from operator import attrgetter
 
+from nai_server.core.backfill import backfill
+from nai_server.core.fairshare import fairshare
+from nai_server.core.sched_types import (
+    DEFAULT_TUNING,
+    NO_ACCOUNTING,
+    Accounting,
+    Cluster,
+    Fit,
+    GpuView,
+    Plan,
+    QueuedJob,
+    QuotaLimit,
+    Resources,
+    RunningJob,
+    Start,
+    Tuning,
+    WaitReason,
+)
 
-@dataclass(frozen=True)
-class GpuView:
-    """One GPU as seen this tick."""
-
-    index: int  # NVML / PCI bus order, the number CUDA_VISIBLE_DEVICES uses
-    uuid: str
-    memory_total: int  # bytes
-    memory_free: int  # bytes
-    foreign: bool  # a process the daemon did not start is using it
-    held_by: int | None = None  # id of the daemon job holding it
-
-
-@dataclass(frozen=True)
-class QueuedJob:
-    """What the scheduler needs to know about a queued job."""
-
-    id: int
-    user: str
-    group: str | None
-    gpus: int  # 0 = CPU-only job, which takes one CPU slot
-    gpu_memory: int | None  # bytes of free memory needed on each GPU
-    submitted_at: float
-    time_limit: int | None  # seconds
-    priority: str = "normal"
-    after: tuple[int, ...] = ()
-    after_ok: tuple[int, ...] = ()
-    preemptible: bool = False
-
-
-@dataclass(frozen=True)
-class RunningJob:
-    """A job holding resources (starting or running)."""
-
-    id: int
-    user: str
-    group: str | None
-    gpus: tuple[int, ...]  # empty for a CPU job
-    started_at: float
-    time_limit: int | None
-    preemptible: bool = False
-
-
-@dataclass(frozen=True)
-class Cluster:
-    """The machine this tick: its GPUs, what runs on it, and whether it takes new work."""
-
-    gpus: tuple[GpuView, ...]
-    running: tuple[RunningJob, ...]
-    cpu_slots: int  # how many CPU-only jobs may run at once
-    drained: bool = False  # an admin stopped new starts
-
-
-class WaitReason(StrEnum):
-    """Why a queued job did not start (names as in Slurm's squeue, where there is one)."""
-
-    RESOURCES = "Resources"  # not enough free GPUs / CPU slots right now
-    PRIORITY = "Priority"  # it would fit, but jobs ahead of it go first
-    QUOTA_GPUS = "QuotaGPUs"
-    QUOTA_HOURS = "QuotaHours"
-    DEPENDENCY = "Dependency"  # an `after`/`after_ok` job has not finished (well)
-    DRAINED = "Drained"
-    FOREIGN_USE = "ForeignUse"  # it would fit if processes outside nai left the GPUs
-
-
-@dataclass(frozen=True)
-class Start:
-    """Start this job on these GPUs (empty: a CPU job)."""
-
-    job_id: int
-    gpus: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class Plan:
-    """The decisions of one ``plan()`` call; every queued job is in starts or waiting."""
-
-    starts: tuple[Start, ...] = ()
-    waiting: dict[int, WaitReason] = field(default_factory=dict)
-    est_start: dict[int, float] = field(default_factory=dict)  # job id -> estimated time
-
-
-Fit = tuple[int, ...] | WaitReason
-
-
-class Resources:
-    """Free GPUs and CPU slots during one ``plan()`` call; policies take from it."""
-
-    def __init__(self, cluster: Cluster) -> None:
-        self.cluster = cluster
-        self._gpus = sorted(cluster.gpus, key=lambda gpu: gpu.index)
-        # The daemon's own records count as well as NVML's view, which can lag a tick.
-        self._taken = {gpu.index for gpu in self._gpus if gpu.held_by is not None}
-        self._taken.update(index for job in cluster.running for index in job.gpus)
-        cpu_jobs = sum(1 for job in cluster.running if not job.gpus)
-        self.cpu_free = max(0, cluster.cpu_slots - cpu_jobs)
-        # Many queued jobs share a shape and resources change only on a start, so caching
-        # by shape keeps a 10,000-job queue at one dict look-up per job.
-        self._fits: dict[tuple[int, int | None], Fit] = {}
-
-    def fit(self, gpus: int, gpu_memory: int | None) -> Fit:
-        """The lowest-numbered GPUs a job of this shape can have now, or why it cannot."""
-        shape = (gpus, gpu_memory if gpus else None)
-        found = self._fits.get(shape)
-        if found is None:
-            found = self._fits[shape] = self._fit(*shape)
-        return found
-
-    def _fit(self, gpus: int, gpu_memory: int | None) -> Fit:
-        if gpus == 0:
-            return () if self.cpu_free > 0 else WaitReason.RESOURCES
-        free = [gpu for gpu in self._gpus if gpu.index not in self._taken]
-        usable = [
-            gpu.index
-            for gpu in free
-            # A GPU someone uses outside nai is shared only with a job that said how much
-            # memory it needs, and only if that much is free.
-            if (not gpu.foreign if gpu_memory is None else gpu.memory_free >= gpu_memory)
-        ]
-        if len(usable) >= gpus:
-            return tuple(usable[:gpus])
-        without_foreign = [
-            gpu
-            for gpu in free
-            if gpu_memory is None
-            or (gpu.memory_total if gpu.foreign else gpu.memory_free) >= gpu_memory
-        ]
-        return WaitReason.FOREIGN_USE if len(without_foreign) >= gpus else WaitReason.RESOURCES
-
-    def take(self, gpus: tuple[int, ...]) -> None:
-        """Mark these GPUs (or, for an empty tuple, one CPU slot) as used."""
-        if gpus:
-            self._taken.update(gpus)
-        else:
-            self.cpu_free -= 1
-        self._fits.clear()
-
+__all__ = [
+    "DEFAULT_POLICY", "POLICIES", "Accounting", "Cluster", "Fit", "GpuView", "Plan",
+    "PolicyFn", "QueuedJob", "QuotaLimit", "Resources", "RunningJob", "Start", "Tuning",
+    "WaitReason", "backfill", "fairshare", "fifo", "firstfit", "plan",
+]  # fmt: skip
 
 PolicyFn = Callable[[Sequence[QueuedJob], Resources, float], Plan]
 """A policy gets the ready jobs in arrival order, takes resources for those it starts,
-and gives every other job a reason."""
+and gives every other job a reason. ``Resources`` also carries accounting and tuning."""
 
 
 def fifo(jobs: Sequence[QueuedJob], resources: Resources, now: float) -> Plan:
-    """Strict arrival order: the first job that does not fit holds back all after it."""
+    """Strict arrival order: the first job that does not fit holds back all after it.
+
+    A job held by its quota does not hold back others (as in Slurm).
+    """
     starts: list[Start] = []
     waiting: dict[int, WaitReason] = {}
     blocked = False
     fit = resources.fit  # bound once: this loop runs for every queued job
+    quota_block = resources.quota_block
     for job in jobs:
+        over = quota_block(job)
+        if over is not None:
+            waiting[job.id] = over
+            continue
         found = fit(job.gpus, job.gpu_memory)
         if isinstance(found, WaitReason):
             waiting[job.id] = found
@@ -170,7 +71,7 @@ def fifo(jobs: Sequence[QueuedJob], resources: Resources, now: float) -> Plan:
         elif blocked:
             waiting[job.id] = WaitReason.PRIORITY
         else:
-            resources.take(found)
+            resources.take(found, job)
             starts.append(Start(job.id, found))
     return Plan(starts=tuple(starts), waiting=waiting)
 
@@ -180,17 +81,24 @@ def firstfit(jobs: Sequence[QueuedJob], resources: Resources, now: float) -> Pla
     starts: list[Start] = []
     waiting: dict[int, WaitReason] = {}
     fit = resources.fit
+    quota_block = resources.quota_block
     for job in jobs:
-        found = fit(job.gpus, job.gpu_memory)
+        found = quota_block(job) or fit(job.gpus, job.gpu_memory)
         if isinstance(found, WaitReason):
             waiting[job.id] = found
         else:
-            resources.take(found)
+            resources.take(found, job)
             starts.append(Start(job.id, found))
     return Plan(starts=tuple(starts), waiting=waiting)
 
 
-POLICIES: dict[str, PolicyFn] = {"fifo": fifo, "firstfit": firstfit}
+POLICIES: dict[str, PolicyFn] = {
+    "fifo": fifo,
+    "firstfit": firstfit,
+    "backfill": backfill,
+    "fairshare": fairshare,
+}
+DEFAULT_POLICY = "fairshare"  # what a server should run; plan()'s own default stays fifo
 
 
 _ARRIVAL = attrgetter("submitted_at", "id")
@@ -210,12 +118,21 @@ def plan(
     *,
     finished: Mapping[int, bool] | None = None,
     policy: str = "fifo",
+    accounting: Accounting | None = None,
+    tuning: Tuning | None = None,
 ) -> Plan:
-    """Decide which queued jobs start now and why each other one waits.
+    """Decide which queued jobs start now, which running jobs to preempt, and why each
+    other queued job waits.
 
     ``finished`` maps finished job ids to whether they succeeded. A job whose dependencies
     are unknown or unfinished waits with Dependency; cancelling jobs whose ``after_ok``
     dependency failed is the caller's decision, not the scheduler's.
+
+    ``accounting`` brings decayed usage, shares and quotas (none: equal shares, no
+    quotas); ``tuning`` the fair-share weights and preemption settings. A start may be
+    on GPUs of jobs in ``Plan.preempt``: stop those first, and launch that start only
+    when they have let go (pass them as ``RunningJob(stopping=True)`` meanwhile; a later
+    plan() keeps their GPUs for the job that asked for them).
     """
     choose = POLICIES.get(policy)
     if choose is None:
@@ -224,14 +141,19 @@ def plan(
         return Plan(waiting=dict.fromkeys((job.id for job in queue), WaitReason.DRAINED))
     done = finished or {}
     waiting: dict[int, WaitReason] = {}
-    ready: list[QueuedJob] = []
-    for job in sorted(queue, key=_ARRIVAL):
-        if (job.after or job.after_ok) and not _ready(job, done):
-            # Not in the policy's order at all: a job waiting on another must not hold
-            # back the queue behind it, or a pipeline would stall everyone.
-            waiting[job.id] = WaitReason.DEPENDENCY
-        else:
-            ready.append(job)
-    decided = choose(ready, Resources(cluster), now)
+    ready = sorted(queue, key=_ARRIVAL)
+    if [job for job in ready if job.after or job.after_ok]:
+        # Not in the policy's order at all: a job waiting on another must not hold
+        # back the queue behind it, or a pipeline would stall everyone.
+        blocked = {job.id for job in ready if not _ready(job, done)}
+        waiting.update(dict.fromkeys(blocked, WaitReason.DEPENDENCY))
+        ready = [job for job in ready if job.id not in blocked]
+    resources = Resources(cluster, now, accounting or NO_ACCOUNTING, tuning or DEFAULT_TUNING)
+    decided = choose(ready, resources, now)
     waiting.update(decided.waiting)
-    return Plan(starts=decided.starts, waiting=waiting, est_start=dict(decided.est_start))
+    return Plan(
+        starts=decided.starts,
+        waiting=waiting,
+        est_start=dict(decided.est_start),
+        preempt=decided.preempt,
+    )

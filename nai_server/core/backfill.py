@@ -1,0 +1,190 @@
+"""EASY backfill: later jobs start early only if they cannot delay the first waiting one.
+
+Jobs are taken in the policy's order. Until one does not fit, each starts (or, under
+fair share, may preempt). The first that neither fits nor preempts becomes the *head*:
+it gets a reservation, the earliest time enough resources come back according to the
+running jobs' ``started_at + time_limit`` (fair share keeps only reservations within a
+window, or for jobs that have waited long: see ``easy``). A later job then starts now
+only if it ends by that time (by its own time limit) or uses only resources the head
+does not need at it (``spare``); a job without a time limit never ends "by" then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from operator import attrgetter
+
+from nai_server.core.sched_types import (
+    INF,
+    Plan,
+    QueuedJob,
+    Resources,
+    RunningJob,
+    Start,
+    WaitReason,
+    usable_later,
+)
+
+_ID = attrgetter("id")
+
+Preempter = Callable[[QueuedJob, Resources, float], tuple[RunningJob, ...] | None]
+"""Which running jobs to stop so that this job fits now (None: none may, or none will do)."""
+
+
+@dataclass
+class Reservation:
+    """Where the head job will start and what later jobs may still use past then."""
+
+    at: float  # INF when a job it waits for has no time limit
+    cpu: bool  # the head needs a CPU slot, not GPUs
+    usable: frozenset[int]  # GPUs the head could use
+    spare: int  # units free at `at` that the head does not need
+
+    def admit(self, job: QueuedJob, gpus: tuple[int, ...], now: float) -> bool:
+        """Whether ``job`` may start now on ``gpus``; if it runs past ``at``, it uses spare."""
+        if (job.gpus == 0) != self.cpu:
+            return True  # other kind of resource than the head waits for
+        if self.at != INF and job.time_limit is not None and now + job.time_limit <= self.at:
+            return True
+        cost = 1 if self.cpu else sum(1 for index in gpus if index in self.usable)
+        if cost > self.spare:
+            return False
+        self.spare -= cost
+        return True
+
+
+def reserve(job: QueuedJob, resources: Resources, now: float) -> Reservation | None:
+    """The head's reservation, or None if the job cannot fit even on an empty machine as
+    it is now (foreign processes, too few or too small GPUs): such a job holds back none."""
+    if job.gpus == 0:
+        times = sorted([now] * resources.cpu_free + resources.cpu_free_at)
+        need, usable = 1, frozenset[int]()
+    else:
+        free_at = resources.gpu_free_at
+        slots = [
+            (free_at.get(gpu.index, now), gpu.index)
+            for gpu in resources.gpus
+            if (
+                usable_later(gpu, job.gpu_memory)
+                if gpu.index in resources.taken
+                else resources.usable_now(gpu, job.gpu_memory)
+            )
+        ]
+        slots.sort()
+        times = [at for at, _ in slots]
+        need, usable = job.gpus, frozenset(index for _, index in slots)
+    if len(times) < need:
+        return None
+    at = times[need - 1]
+    spare = sum(1 for t in times if t <= at) - need
+    return Reservation(at, job.gpus == 0, usable, spare)
+
+
+def easy(
+    order: Sequence[QueuedJob],
+    resources: Resources,
+    now: float,
+    *,
+    preempter: Preempter | None = None,
+    window: float = INF,
+    reserve_after: float = 0.0,
+) -> Plan:
+    """Start jobs in ``order`` with EASY backfill behind the first one that must wait.
+
+    A job that must wait becomes the head only if its reservation is at most ``window``
+    seconds away (Slurm's ``bf_window``) or it has waited ``reserve_after`` seconds; one
+    that does not is passed over like a job that cannot fit, and the next may be head.
+    """
+    starts: list[Start] = []
+    waiting: dict[int, WaitReason] = {}
+    est_start: dict[int, float] = {}
+    stopped: list[int] = []
+    head: Reservation | None = None
+    fit = resources.fit
+    quota_block = resources.quota_block
+    # Jobs of one shape have the same reservation until something is taken: a long
+    # queue of jobs too far off to reserve for costs one look-up each.
+    reservations: dict[tuple[int, int | None], Reservation | None] = {}
+    version = resources.version
+    rest = iter(order)
+    for job in rest:
+        over = quota_block(job)
+        if over is not None:
+            waiting[job.id] = over
+            continue
+        found = fit(job.gpus, job.gpu_memory)
+        if isinstance(found, WaitReason) and preempter is not None:
+            victims = preempter(job, resources, now)
+            if victims:
+                for victim in victims:
+                    resources.evict(victim)
+                    stopped.append(victim.id)
+                found = fit(job.gpus, job.gpu_memory)
+        if not isinstance(found, WaitReason):
+            resources.take(found, job)
+            starts.append(Start(job.id, found))
+            continue
+        waiting[job.id] = found
+        if resources.version != version:
+            reservations.clear()
+            version = resources.version
+        shape = (job.gpus, job.gpu_memory)
+        if shape in reservations:
+            head = reservations[shape]
+        else:
+            head = reservations[shape] = reserve(job, resources, now)
+        if head is not None and head.at - now > window and now - job.submitted_at < reserve_after:
+            head = None  # far off, and not starving: it holds back nobody
+        if head is not None:
+            if head.at != INF:
+                est_start[job.id] = head.at
+            break
+    if head is not None:
+        _behind(head, rest, resources, now, starts, waiting)
+    return Plan(starts=tuple(starts), waiting=waiting, est_start=est_start, preempt=tuple(stopped))
+
+
+def _behind(
+    head: Reservation,
+    rest: Iterator[QueuedJob],
+    resources: Resources,
+    now: float,
+    starts: list[Start],
+    waiting: dict[int, WaitReason],
+) -> None:
+    """Backfill the jobs after the head: start those its reservation admits."""
+    quotas = bool(resources.accounting.quotas)
+    # Until something is taken, jobs of one shape get one answer: remember refusals, so
+    # a long queue costs a look-up per job.
+    refused: dict[tuple[int, int | None, int | None], WaitReason] = {}
+    version = -1
+    for job in rest:
+        if resources.version != version:
+            version = resources.version
+            refused.clear()
+            if resources.exhausted and not quotas:
+                # Nothing left to give: the common case of a long queue, kept cheap.
+                waiting[job.id] = WaitReason.RESOURCES
+                waiting.update(dict.fromkeys(map(_ID, rest), WaitReason.RESOURCES))
+                return
+        shape = (job.gpus, job.gpu_memory, job.time_limit)
+        known = refused.get(shape)
+        if known is not None and not quotas:
+            waiting[job.id] = known
+            continue
+        found = resources.quota_block(job) or resources.fit(job.gpus, job.gpu_memory)
+        if isinstance(found, WaitReason):
+            waiting[job.id] = found
+            if found is not WaitReason.QUOTA_GPUS and found is not WaitReason.QUOTA_HOURS:
+                refused[shape] = found
+        elif head.admit(job, found, now):
+            resources.take(found, job)
+            starts.append(Start(job.id, found))
+        else:
+            waiting[job.id] = refused[shape] = WaitReason.PRIORITY
+
+
+def backfill(jobs: Sequence[QueuedJob], resources: Resources, now: float) -> Plan:
+    """Arrival order with EASY backfill on the jobs' time limits."""
+    return easy(jobs, resources, now)

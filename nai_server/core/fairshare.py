@@ -1,0 +1,181 @@
+"""Fair share: decayed usage against shares, turned into a multifactor priority.
+
+As in Slurm's classic multifactor plugin, each user's (and group's) normalised decayed
+usage ``U`` is compared with its normalised share ``S``: ``F = 2^(−U/S)``, so a user
+who used exactly their share gets 0.5, an idle one 1, a heavy one towards 0. A job's
+priority adds, with the weights in ``Tuning``: its age (waiting time, capped), its
+length (short time limits first, which is what lowers everyone's waiting), its width
+(the share of the machine it asks for: a whole-server job needs every GPU free at
+once, so it would otherwise be passed over for ever) and its QOS (low/normal/high).
+The ``fairshare`` policy orders the queue by that priority and runs EASY backfill
+behind the first job that must wait (``backfill.easy``), stopping preemptible jobs for
+jobs ahead of them in the order (``preempt``)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from operator import attrgetter
+
+from nai_server.core import preempt
+from nai_server.core.backfill import easy
+from nai_server.core.sched_types import Accounting, Plan, QueuedJob, Resources, Tuning
+
+QOS = {"low": 0.0, "normal": 0.5, "high": 1.0}
+HOUR = 3_600.0
+LENGTH_SPAN = math.log2(1 + 1_000.0)  # time limits of 1,000 hours and more: length 0
+
+
+def decay(usage: float, elapsed: float, half_life: float) -> float:
+    """Usage ``elapsed`` seconds later, halving every ``half_life`` seconds."""
+    if elapsed <= 0:
+        return usage
+    return usage * math.exp(-math.log(2) * elapsed / half_life)
+
+
+def accrue(usage: float, gpus: float, elapsed: float, half_life: float) -> float:
+    """Usage after ``elapsed`` seconds during which ``gpus`` GPUs were held.
+
+    The old usage decays, and each GPU-second of the interval counts as decayed from
+    when it was used (the exact integral), so the result does not depend on how often
+    the caller accrues.
+    """
+    if elapsed <= 0:
+        return usage
+    rate = math.log(2) / half_life
+    kept = math.exp(-rate * elapsed)
+    return usage * kept + gpus * (1.0 - kept) / rate
+
+
+def ratios(accounting: Accounting, kind: str, active: Iterable[str]) -> dict[str, float]:
+    """``U/S`` per ``kind:NAME`` key, over the active names and those with usage.
+
+    Shares are normalised over those keys only, so idle accounts do not shrink the
+    shares of the people who are using the machine.
+    """
+    prefix = f"{kind}:"
+    usage = {k: v for k, v in accounting.usage.items() if k.startswith(prefix) and v > 0}
+    keys = set(usage) | {prefix + name for name in active}
+    total_usage = sum(usage.values())
+    shares = {key: max(accounting.shares.get(key, 1.0), 1e-9) for key in keys}
+    total_shares = sum(shares.values())
+    if total_usage <= 0:
+        return dict.fromkeys(keys, 0.0)
+    return {key: (usage.get(key, 0.0) / total_usage) / (shares[key] / total_shares) for key in keys}
+
+
+class Standing:
+    """Each user's and group's fair-share standing for one ``plan()`` call."""
+
+    def __init__(self, accounting: Accounting, users: Iterable[str], groups: Iterable[str]):
+        self.users = ratios(accounting, "user", users)
+        self.groups = ratios(accounting, "group", groups)
+        self._factors: dict[tuple[str, str | None], float] = {}
+
+    def factor(self, user: str, group: str | None) -> float:
+        """F = 2^(−U/S), with U/S the mean of the user's and (if any) the group's."""
+        found = self._factors.get((user, group))
+        if found is None:
+            ratio = self.users.get(f"user:{user}", 0.0)
+            if group is not None:
+                ratio = (ratio + self.groups.get(f"group:{group}", 0.0)) / 2
+            found = self._factors[(user, group)] = math.pow(2.0, -ratio)
+        return found
+
+    def over_share(self, user: str) -> bool:
+        """Whether the user has used more than their share."""
+        return self.users.get(f"user:{user}", 0.0) > 1.0
+
+
+def length_factor(time_limit: int | None) -> float:
+    """1 for the shortest time limit, falling with its logarithm to 0 at 1,000 hours;
+    0 without a time limit (nothing is known, so nothing is favoured)."""
+    if time_limit is None:
+        return 0.0
+    return max(0.0, 1.0 - math.log2(1 + time_limit / HOUR) / LENGTH_SPAN)
+
+
+_SHAPE = attrgetter("user", "group", "gpus", "time_limit", "priority")
+_SUBMITTED = attrgetter("submitted_at")
+
+
+def priorities(
+    jobs: Sequence[QueuedJob],
+    standing: Standing,
+    tuning: Tuning,
+    now: float,
+    gpus: int,
+    *,
+    negated: bool = False,
+) -> list[float]:
+    """Each job's multifactor priority (higher first), in the order of ``jobs``, on a
+    machine of ``gpus`` GPUs (for the width factor); ``negated`` for sort keys."""
+    # Everything but age depends on a few fields many jobs share: work it out once each.
+    shapes = list(map(_SHAPE, jobs))
+    fixed = {
+        (user, group, asked, limit, qos): (
+            tuning.weight_fairshare * standing.factor(user, group)
+            + tuning.weight_length * length_factor(limit)
+            + tuning.weight_width * min(1.0, asked / max(gpus, 1))
+            + tuning.weight_qos * QOS.get(qos, 0.5)
+        )
+        for user, group, asked, limit, qos in set(shapes)
+    }
+    per_second = tuning.weight_age / tuning.age_max
+    top = tuning.weight_age
+    ages = [(now - t) * per_second for t in map(_SUBMITTED, jobs)]
+    sign = -1.0 if negated else 1.0
+    return [
+        sign * (fixed[shape] + (top if age > top else age if age > 0.0 else 0.0))
+        for shape, age in zip(shapes, ages, strict=True)
+    ]
+
+
+def order(
+    jobs: Sequence[QueuedJob], standing: Standing, tuning: Tuning, now: float, gpus: int
+) -> list[QueuedJob]:
+    """Jobs by least-attained-service tier (0 for all but preempted jobs), then priority,
+    then arrival (``jobs`` come in arrival order and the sort is stable)."""
+    keys = priorities(jobs, standing, tuning, now, gpus, negated=True)
+    if any(job.attained for job in jobs):
+        tier = preempt.tiers(tuning)
+        # One float per job sorts faster than (tier, priority) pairs: a tier step
+        # outweighs any difference in priority.
+        step = 1.0 + 2.0 * sum(
+            abs(w)
+            for w in (
+                tuning.weight_fairshare, tuning.weight_age, tuning.weight_length,
+                tuning.weight_width, tuning.weight_qos,
+            )
+        )  # fmt: skip
+        keys = [
+            key + step * tier(job.attained * (job.gpus or 1)) if job.attained else key
+            for job, key in zip(jobs, keys, strict=True)
+        ]
+    return [jobs[i] for i in sorted(range(len(jobs)), key=keys.__getitem__)]
+
+
+def standing_for(jobs: Sequence[QueuedJob], resources: Resources) -> Standing:
+    """The standing of everyone with a queued or running job."""
+    running = resources.cluster.running
+    users = {job.user for job in jobs} | {job.user for job in running}
+    groups = {job.group for job in jobs} | {job.group for job in running}
+    return Standing(resources.accounting, users, (g for g in groups if g is not None))
+
+
+def fairshare(jobs: Sequence[QueuedJob], resources: Resources, now: float) -> Plan:
+    """Multifactor priority order, EASY backfill, and preemption of preemptible jobs."""
+    tuning = resources.tuning
+    standing = standing_for(jobs, resources)
+    ordered = order(jobs, standing, tuning, now, len(resources.gpus))
+    preempter = None
+    if tuning.preempt and any(run.preemptible for run in resources.cluster.running):
+        preempter = preempt.Preempter(standing).victims
+    return easy(
+        ordered,
+        resources,
+        now,
+        preempter=preempter,
+        window=tuning.reserve_window,
+        reserve_after=tuning.reserve_after,
+    )

@@ -1,0 +1,312 @@
+"""The scheduler's plain data: the machine, the jobs, accounting, tuning and the plan.
+
+Everything here is a frozen dataclass the caller fills in, except ``Resources``, the
+mutable book of what is free during one ``plan()`` call. Policies live in other modules
+(``scheduling``, ``backfill``, ``fairshare``, ``preempt``) and share only these types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+INF = float("inf")
+HOUR = 3_600.0
+DAY = 86_400.0
+
+
+@dataclass(frozen=True)
+class GpuView:
+    """One GPU as seen this tick."""
+
+    index: int  # NVML / PCI bus order, the number CUDA_VISIBLE_DEVICES uses
+    uuid: str
+    memory_total: int  # bytes
+    memory_free: int  # bytes
+    foreign: bool  # a process the daemon did not start is using it
+    held_by: int | None = None  # id of the daemon job holding it
+
+
+@dataclass(frozen=True)
+class QueuedJob:
+    """What the scheduler needs to know about a queued job."""
+
+    id: int
+    user: str
+    group: str | None
+    gpus: int  # 0 = CPU-only job, which takes one CPU slot
+    gpu_memory: int | None  # bytes of free memory needed on each GPU
+    submitted_at: float
+    time_limit: int | None  # seconds
+    priority: str = "normal"  # low | normal | high
+    after: tuple[int, ...] = ()
+    after_ok: tuple[int, ...] = ()
+    preemptible: bool = False
+    attained: float = 0.0  # seconds it has run so far, kept when it is preempted
+
+
+@dataclass(frozen=True)
+class RunningJob:
+    """A job holding resources (starting or running)."""
+
+    id: int
+    user: str
+    group: str | None
+    gpus: tuple[int, ...]  # empty for a CPU job
+    started_at: float  # of this run: a preempted job that restarts starts a new run
+    time_limit: int | None
+    preemptible: bool = False
+    attained: float = 0.0  # seconds run before this run began (earlier runs)
+    stopping: bool = False  # a stop (cancel, time limit, preemption) is under way
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """The machine this tick: its GPUs, what runs on it, and whether it takes new work."""
+
+    gpus: tuple[GpuView, ...]
+    running: tuple[RunningJob, ...]
+    cpu_slots: int  # how many CPU-only jobs may run at once
+    drained: bool = False  # an admin stopped new starts
+
+
+@dataclass(frozen=True)
+class QuotaLimit:
+    """A user's or group's limits; None is unlimited."""
+
+    max_gpus: int | None = None  # GPUs held at once
+    gpu_hours: float | None = None  # GPU-hours per quota period
+
+
+@dataclass(frozen=True)
+class Accounting:
+    """Usage and limits, keyed ``"user:NAME"`` and ``"group:NAME"``.
+
+    ``usage`` is decayed GPU-seconds (see ``fairshare.decay``/``accrue``); ``shares`` are
+    raw weights (missing: 1); ``used_hours`` is GPU-hours used in each key's current
+    quota period, running jobs included.
+    """
+
+    usage: Mapping[str, float] = field(default_factory=dict)
+    shares: Mapping[str, float] = field(default_factory=dict)
+    quotas: Mapping[str, QuotaLimit] = field(default_factory=dict)
+    used_hours: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """The fair-share policy's knobs (server config), defaults chosen on the trace replay.
+
+    Priority = fairshare·F + age·min(1, waited/age_max) + length·(short time limit)
+    + width·(share of the machine asked for) + qos·{low 0, normal ½, high 1}; see
+    ``fairshare.priorities``. Backfill keeps a reservation for the first job in that
+    order that must wait only if it is within ``reserve_window`` (Slurm's bf_window),
+    or once the job has waited ``reserve_after`` (the starvation guard). A far-off
+    reservation, built on over-estimated time limits, mostly holds back the longest
+    jobs, which then run late and stretch everyone's queue.
+    """
+
+    half_life: float = 7 * DAY  # of decayed usage; for whoever accrues usage
+    weight_fairshare: float = 4.0  # F = 2^(−U/S): twice one's share costs 3 points
+    weight_age: float = 2.0
+    age_max: float = 30 * DAY  # waiting this long earns the whole age factor
+    weight_length: float = 4.0  # short jobs first: what lowers everyone's waiting
+    weight_width: float = 0.75  # whole-server jobs need every GPU free at once
+    weight_qos: float = 2.0
+    reserve_window: float = 6 * HOUR
+    reserve_after: float = 2 * DAY
+    preempt: bool = True  # may stop preemptible jobs (they opt in per job)
+    preempt_min_run: float = 300.0  # seconds a (re)started job runs before it may be stopped
+    las_threshold: float = 3_600.0  # GPU-seconds of attained service that end LAS tier 0
+    las_factor: float = 10.0  # each further tier is this many times longer
+
+
+NO_ACCOUNTING = Accounting()
+DEFAULT_TUNING = Tuning()
+
+
+class WaitReason(StrEnum):
+    """Why a queued job did not start (names as in Slurm's squeue, where there is one)."""
+
+    RESOURCES = "Resources"  # not enough free GPUs / CPU slots right now
+    PRIORITY = "Priority"  # it would fit, but jobs ahead of it go first
+    QUOTA_GPUS = "QuotaGPUs"
+    QUOTA_HOURS = "QuotaHours"
+    DEPENDENCY = "Dependency"  # an `after`/`after_ok` job has not finished (well)
+    DRAINED = "Drained"
+    FOREIGN_USE = "ForeignUse"  # it would fit if processes outside nai left the GPUs
+
+
+@dataclass(frozen=True)
+class Start:
+    """Start this job on these GPUs (empty: a CPU job)."""
+
+    job_id: int
+    gpus: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The decisions of one ``plan()`` call; every queued job is in starts or waiting.
+
+    ``preempt`` lists running jobs to stop and requeue; a start may use their GPUs, so
+    the caller launches such a start only once they have let go (see ``plan()``).
+    """
+
+    starts: tuple[Start, ...] = ()
+    waiting: dict[int, WaitReason] = field(default_factory=dict)
+    est_start: dict[int, float] = field(default_factory=dict)  # job id -> estimated time
+    preempt: tuple[int, ...] = ()
+
+
+Fit = tuple[int, ...] | WaitReason
+
+
+def expected_end(job: RunningJob, now: float) -> float:
+    """When a running job will have let go of its resources at the latest (inf: unknown)."""
+    if job.stopping:
+        return now
+    if job.time_limit is None:
+        return INF
+    return max(now, job.started_at + job.time_limit)
+
+
+class Resources:
+    """What is free, until when the rest is held, and who holds how many GPUs, during one
+    ``plan()`` call; policies take from it (and the preemption step gives back)."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        now: float = 0.0,
+        accounting: Accounting = NO_ACCOUNTING,
+        tuning: Tuning = DEFAULT_TUNING,
+    ) -> None:
+        self.cluster = cluster
+        self.now = now
+        self.accounting = accounting
+        self.tuning = tuning
+        self.gpus = sorted(cluster.gpus, key=lambda gpu: gpu.index)
+        # The daemon's own records count as well as NVML's view, which can lag a tick.
+        self.taken = {gpu.index for gpu in self.gpus if gpu.held_by is not None}
+        self.taken.update(index for job in cluster.running for index in job.gpus)
+        self.evicted: set[int] = set()  # GPUs of jobs preempted in this pass
+        self.stopped: set[int] = set()  # ids of those jobs
+        cpu_jobs = sum(1 for job in cluster.running if not job.gpus)
+        self.cpu_free = max(0, cluster.cpu_slots - cpu_jobs)
+        # When each held GPU / busy CPU slot comes back: for backfill's reservations.
+        self.gpu_free_at = dict.fromkeys(self.taken, INF)
+        self.cpu_free_at: list[float] = []
+        for job in cluster.running:
+            end = expected_end(job, now)
+            self.gpu_free_at.update(dict.fromkeys(job.gpus, end))
+            if not job.gpus:
+                self.cpu_free_at.append(end)
+        self._quotas = accounting.quotas
+        self.held: dict[str, int] = {}  # GPUs held per "user:…"/"group:…", for quotas
+        if self._quotas:
+            for job in cluster.running:
+                self._count(job.user, job.group, len(job.gpus))
+        # Many queued jobs share a shape and resources change only on a start, so caching
+        # by shape keeps a 10,000-job queue at one dict look-up per job.
+        self._fits: dict[tuple[int, int | None], Fit] = {}
+        self.version = 0  # bumped whenever something is taken or given back
+
+    def fit(self, gpus: int, gpu_memory: int | None) -> Fit:
+        """The lowest-numbered GPUs a job of this shape can have now, or why it cannot."""
+        shape = (gpus, gpu_memory if gpus else None)
+        found = self._fits.get(shape)
+        if found is None:
+            found = self._fits[shape] = self._fit(*shape)
+        return found
+
+    def usable_now(self, gpu: GpuView, gpu_memory: int | None) -> bool:
+        """Whether a free GPU suits a job now (a just-evicted one as if its job had left).
+
+        A GPU someone uses outside nai is shared only with a job that said how much
+        memory it needs, and only if that much is free.
+        """
+        if gpu.index in self.evicted:
+            return usable_later(gpu, gpu_memory)
+        return not gpu.foreign if gpu_memory is None else gpu.memory_free >= gpu_memory
+
+    def _fit(self, gpus: int, gpu_memory: int | None) -> Fit:
+        if gpus == 0:
+            return () if self.cpu_free > 0 else WaitReason.RESOURCES
+        free = [gpu for gpu in self.gpus if gpu.index not in self.taken]
+        usable = [gpu.index for gpu in free if self.usable_now(gpu, gpu_memory)]
+        if len(usable) >= gpus:
+            return tuple(usable[:gpus])
+        without_foreign = [
+            gpu
+            for gpu in free
+            if gpu_memory is None
+            or (gpu.memory_total if gpu.foreign else gpu.memory_free) >= gpu_memory
+        ]
+        return WaitReason.FOREIGN_USE if len(without_foreign) >= gpus else WaitReason.RESOURCES
+
+    @property
+    def exhausted(self) -> bool:
+        """No CPU slot and no GPU left to hand out."""
+        return self.cpu_free <= 0 and all(gpu.index in self.taken for gpu in self.gpus)
+
+    def quota_block(self, job: QueuedJob) -> WaitReason | None:
+        """QuotaHours or QuotaGPUs if the job's user or group may not start it now."""
+        if not self._quotas or not job.gpus:
+            return None
+        for key in _keys(job.user, job.group):
+            limit = self._quotas.get(key)
+            if limit is None:
+                continue
+            used = self.accounting.used_hours.get(key, 0.0)
+            if limit.gpu_hours is not None and used >= limit.gpu_hours:
+                return WaitReason.QUOTA_HOURS
+            if limit.max_gpus is not None and self.held.get(key, 0) + job.gpus > limit.max_gpus:
+                return WaitReason.QUOTA_GPUS
+        return None
+
+    def take(self, gpus: tuple[int, ...], job: QueuedJob | None = None) -> None:
+        """Mark these GPUs (or, for an empty tuple, one CPU slot) as used by ``job``."""
+        end = INF if job is None or job.time_limit is None else self.now + job.time_limit
+        if gpus:
+            self.taken.update(gpus)
+            self.gpu_free_at.update(dict.fromkeys(gpus, end))
+        else:
+            self.cpu_free -= 1
+            self.cpu_free_at.append(end)
+        if job is not None and self._quotas:
+            self._count(job.user, job.group, len(gpus))
+        self._fits.clear()
+        self.version += 1
+
+    def evict(self, job: RunningJob) -> None:
+        """Give back what a job preempted in this pass holds."""
+        self.stopped.add(job.id)
+        if job.gpus:
+            self.taken.difference_update(job.gpus)
+            self.evicted.update(job.gpus)
+            for index in job.gpus:
+                self.gpu_free_at.pop(index, None)
+        else:
+            self.cpu_free += 1
+            self.cpu_free_at.remove(expected_end(job, self.now))
+        if self._quotas:
+            self._count(job.user, job.group, -len(job.gpus))
+        self._fits.clear()
+        self.version += 1
+
+    def _count(self, user: str, group: str | None, gpus: int) -> None:
+        for key in _keys(user, group):
+            self.held[key] = self.held.get(key, 0) + gpus
+
+
+def usable_later(gpu: GpuView, gpu_memory: int | None) -> bool:
+    """Whether a GPU will suit a job once the daemon's job on it has left."""
+    if gpu_memory is None:
+        return not gpu.foreign
+    return (gpu.memory_free if gpu.foreign else gpu.memory_total) >= gpu_memory
+
+
+def _keys(user: str, group: str | None) -> tuple[str, ...]:
+    return (f"user:{user}",) if group is None else (f"user:{user}", f"group:{group}")
