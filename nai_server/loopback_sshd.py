@@ -12,23 +12,16 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+from nai_server.testing import wait_for
 
 
 class Account(Protocol):
     name: str
     uid: int
-
-
-def wait_until(predicate: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
 
 
 SSHD = Path("/usr/sbin/sshd")
@@ -112,8 +105,8 @@ class Sshd:
         self.proc = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(self.config)],
                                      stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
-        wait_until(lambda: self.proc.poll() is not None or port_accepts(self.port),
-                   20, f"sshd on port {self.port}")
+        wait_for(lambda: self.proc.poll() is not None or port_accepts(self.port),
+                 20, f"sshd on port {self.port}")
         if self.proc.poll() is not None:
             raise AssertionError(f"sshd exited {self.proc.returncode}:\n{self.log()}")
 

@@ -3,7 +3,11 @@ fake GPUs, and an ASGI wrapper that plays the socket peer."""
 
 from __future__ import annotations
 
+import io
 import os
+import tarfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,17 +43,35 @@ class AsPeer:
         await self.app(scope, receive, send)
 
 
-def tick_until(service: Service, predicate: Any, timeout: float = 20.0,
-               what: str = "condition") -> Any:
-    """Step the service until `predicate()` holds (real job processes take real time)."""
-    import time
-
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition",
+             step: Callable[[], object] | None = None) -> Any:
+    """Poll until `predicate()` is truthy (running `step` before each look); fail naming
+    `what` after `timeout` seconds. Tests wait with this, never with a bare sleep."""
     deadline = time.monotonic() + timeout
     while True:
-        service.tick()
+        if step is not None:
+            step()
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.01)
+
+
+def tick_until(service: Service, predicate: Callable[[], Any], timeout: float = 20.0,
+               what: str = "condition") -> Any:
+    """Step the service until `predicate()` holds (real job processes take real time)."""
+    return wait_for(predicate, timeout, what, step=service.tick)
+
+
+def pack(blobs: dict[str, bytes]) -> bytes:
+    """A packed upload: a ustar stream whose members are named by the digest they claim
+    (a test may claim a wrong one)."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in blobs.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()

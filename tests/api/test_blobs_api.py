@@ -8,20 +8,11 @@ import tarfile
 
 from starlette.testclient import TestClient
 
+from nai_server.testing import pack
+
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def pack(blobs: dict[str, bytes]) -> bytes:
-    """A tar stream whose members are named by the digest they claim."""
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
-        for name, data in blobs.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
 
 
 def entry(path: str, data: bytes, mode: int = 0o644) -> dict:

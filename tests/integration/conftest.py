@@ -13,7 +13,6 @@ import stat
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,24 +30,13 @@ from nai_server.loopback_sshd import (
     port_accepts,
     ssh_keygen,
 )
+from nai_server.testing import wait_for
 
-__all__ = ["SSHD", "Sshd", "free_port", "port_accepts", "ssh_keygen"]
+__all__ = ["SSHD", "Sshd", "free_port", "port_accepts", "ssh_keygen", "wait_for"]
 
 BIN = Path(sys.executable).parent
 IS_ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="creates unix users: run as root")
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    """Poll until `predicate()` is truthy; fail with `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture(scope="session")

@@ -4,24 +4,14 @@ stored or registered, and the retry sends only what is missing."""
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import subprocess
-import tarfile
 
 from conftest import BIN, Daemon, needs_root, wait_for  # type: ignore[import-not-found]
 
+from nai_server.testing import pack
+
 pytestmark = [needs_root]
-
-
-def _pack(blobs: dict[str, bytes]) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
-        for name, data in blobs.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
 
 
 def test_cut_upload_through_dial_stdio(daemon: Daemon, make_user) -> None:
@@ -29,7 +19,7 @@ def test_cut_upload_through_dial_stdio(daemon: Daemon, make_user) -> None:
     assert daemon.admin("user", "add", alice.name).returncode == 0
     datas = [os.urandom(3 << 20) for _ in range(3)]
     blobs = {hashlib.sha256(d).hexdigest(): d for d in datas}
-    stream = _pack(blobs)
+    stream = pack(blobs)
     head = (f"POST /v1/blobs HTTP/1.1\r\nHost: nai\r\nContent-Length: {len(stream)}\r\n"
             f"Content-Type: application/x-tar\r\n\r\n").encode()
     # The client vanishes after 60% of the body: the relay sees EOF and half-closes.
@@ -55,7 +45,7 @@ def test_cut_upload_through_dial_stdio(daemon: Daemon, make_user) -> None:
     assert refused.json()["error"]["details"]["missing"] == digests[1:]
     assert not list((daemon.state / "blobs" / "tmp").iterdir())  # no partial leftovers
 
-    rest = _pack({h: blobs[h] for h in missing()})
+    rest = pack({h: blobs[h] for h in missing()})
     head = (f"POST /v1/blobs HTTP/1.1\r\nHost: nai\r\nConnection: close\r\n"
             f"Content-Length: {len(rest)}\r\n\r\n").encode()
     retry = subprocess.run(
