@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
+from nai_server.core import scheduling as sched
+from nai_server.core.units import parse_duration
 from nai_server.protocol import Invalid
 
 
@@ -29,10 +31,56 @@ class GpuConfig(_Section):
     fake: list[FakeGpu] = Field(default_factory=list)
 
 
+def _seconds(value: object) -> float:
+    """A duration as people write it ("7d", "6h", "5m", "90") or a number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a duration: {value!r}")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        return float(parse_duration(value))
+    raise ValueError(f"not a duration (use e.g. 7d, 6h, 30m): {value!r}")
+
+
+Seconds = Annotated[float, BeforeValidator(_seconds)]
+_T = sched.Tuning()  # the defaults, chosen on the trace replay, live with the policy
+
+
+class FairshareConfig(_Section):
+    """The fair-share policy's knobs: `core.sched_types.Tuning`, durations as "7d"."""
+
+    half_life: Seconds = Field(default=_T.half_life, gt=0)
+    weight_fairshare: float = Field(default=_T.weight_fairshare, ge=0)
+    weight_age: float = Field(default=_T.weight_age, ge=0)
+    age_max: Seconds = Field(default=_T.age_max, gt=0)
+    weight_length: float = Field(default=_T.weight_length, ge=0)
+    weight_width: float = Field(default=_T.weight_width, ge=0)
+    weight_qos: float = Field(default=_T.weight_qos, ge=0)
+    reserve_window: Seconds = Field(default=_T.reserve_window, ge=0)
+    reserve_after: Seconds = Field(default=_T.reserve_after, ge=0)
+    preempt: bool = _T.preempt
+    preempt_min_run: Seconds = Field(default=_T.preempt_min_run, ge=0)
+    las_threshold: Seconds = Field(default=_T.las_threshold, gt=0)
+    las_factor: float = Field(default=_T.las_factor, gt=1)
+
+    def tuning(self) -> sched.Tuning:
+        return sched.Tuning(**self.model_dump())
+
+
 class SchedulerConfig(_Section):
-    policy: str = "fifo"
+    policy: str = sched.DEFAULT_POLICY
     tick_seconds: float = Field(default=1.0, gt=0, le=60)
     cpu_slots: int = Field(default=4, ge=0)
+    fairshare: FairshareConfig = Field(default_factory=FairshareConfig)
+
+    @field_validator("policy")
+    @classmethod
+    def _known_policy(cls, value: str) -> str:
+        if value not in sched.POLICIES:
+            raise ValueError(
+                f"unknown scheduling policy {value!r}; use one of: {', '.join(sched.POLICIES)}"
+            )
+        return value
 
 
 class JobsConfig(_Section):

@@ -199,6 +199,11 @@ class Jobs:
                     "ended_at": now, "message": f"cancelled by {caller.user}"})
             elif not job.get("stop"):
                 job = self.runtime.begin_stop(job, "cancelled", now)
+            elif job["stop"].get("kind") == "preempted":
+                # Already stopping, but to be requeued: let it end cancelled instead.
+                job = self.store.update_job(job_id, {
+                    "stop": {**job["stop"], "kind": "cancelled"},
+                    "message": f"cancelled by {caller.user}"})
             info = self._info(caller, job)
         self.notify()
         return info

@@ -92,7 +92,9 @@ class LocalLauncher:
         self._children: dict[int, subprocess.Popen[bytes]] = {}
 
     def start(self, request: LaunchRequest) -> Handle:
-        log = os.open(request.job_dir / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        # O_NOFOLLOW: the job dir belongs to the job's owner, and the daemon is root.
+        log = os.open(request.job_dir / "log",
+                      os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
         try:
             if request.uid is not None:
                 os.fchown(log, request.uid, request.gid if request.gid is not None else -1)

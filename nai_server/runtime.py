@@ -1,14 +1,20 @@
 """One step of the daemon's loop: reap ended jobs, enforce time limits and cancel
-deadlines, read the GPUs, plan, launch. Every decision is made by pure `core`
-functions; this module gathers their inputs and carries out their answers."""
+deadlines, read the GPUs, plan, preempt, launch. Every decision is made by pure `core`
+functions; this module gathers their inputs and carries out their answers.
+
+A preempted job gets SIGTERM and the grace period to checkpoint, then goes back to the
+queue (running → preempted → queued) keeping its attained service and its job
+directory, so that when it starts again it can resume from what it saved."""
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +24,7 @@ from nai_server.core import scheduling as sched
 from nai_server.core.env import build_job_env
 from nai_server.core.states import ACTIVE, TERMINAL, JobState, transition
 from nai_server.core.trees import Limits
+from nai_server.core.units import format_duration
 from nai_server.gpus import GpuInventory, GpuSnapshot
 from nai_server.launcher import (
     Handle,
@@ -30,11 +37,14 @@ from nai_server.launcher import (
 from nai_server.store.atomic import CommitLock
 from nai_server.store.blobs import BlobStore
 from nai_server.store.db import TinyDbStore
+from nai_server.usage import UsageBook
 
 log = logging.getLogger("nai.runtime")
 
 Doc = dict[str, Any]
 ARCHIVE_EVERY_SECONDS = 60.0
+# Files in a job directory that a run leaves behind and the next run must not see.
+RUN_LEFTOVERS = ("exit_status", "exit_status.tmp", "wrapper.pid", "wrapper.pid.tmp")
 
 
 @dataclass
@@ -70,6 +80,8 @@ class JobRuntime:
         os.chmod(self.jobs_dir, 0o700 if config.personal else 0o711)
         self.state = TickState()
         self.gpu_note: str | None = None
+        self.tuning = config.scheduler.fairshare.tuning()
+        self.usage = UsageBook(store, self.tuning.half_life)
         self._last_archive = 0.0
 
     def job_dir(self, job_id: int) -> Path:
@@ -120,6 +132,9 @@ class JobRuntime:
             self._enforce_limits(job, handle, now)
             return
         stop = job.get("stop") or {}
+        if stop.get("kind") == "preempted" and job["state"] == JobState.RUNNING:
+            self._requeue(job, stop, now)  # however it ended: it was interrupted
+            return
         if status == "exited":
             final = stop.get("kind") or ("succeeded" if code == 0 else "failed")
             message = None if final != "failed" else f"exit code {code}"
@@ -139,11 +154,12 @@ class JobRuntime:
             self.launcher.signal(handle, signal.SIGKILL)
             self.store.update_job(job["id"], {"stop": {**stop, "killed": True}})
 
-    def begin_stop(self, job: Doc, kind: str, now: float) -> Doc:
-        """SIGTERM to the job's group now; SIGKILL after the grace period."""
+    def begin_stop(self, job: Doc, kind: str, now: float, **why: Any) -> Doc:
+        """SIGTERM to the job's group now; SIGKILL after the grace period. ``why`` is
+        kept with the stop (a preemption records the job it makes room for)."""
         grace = self.config.jobs.cancel_grace_seconds
         handle = _handle(job)
-        stop = {"kind": kind, "at": now, "deadline": now + grace, "killed": grace <= 0}
+        stop = {"kind": kind, "at": now, "deadline": now + grace, "killed": grace <= 0, **why}
         if handle is not None:
             self.launcher.signal(handle, signal.SIGKILL if grace <= 0 else signal.SIGTERM)
         return self.store.update_job(job["id"], {"stop": stop})
@@ -163,6 +179,29 @@ class JobRuntime:
                 fields["message"] = f"outputs not collected: {exc}"
         self.store.update_job(job["id"], fields)
         log.info("job %s ended: %s (exit %s)", job["id"], final, code)
+
+    def _requeue(self, job: Doc, stop: Doc, now: float) -> None:
+        """A preempted job's run has ended: back to the queue, keeping its service so far,
+        its submission time (its place by age) and its job directory (its checkpoint)."""
+        started = job.get("started_at") or now
+        attained = float(job.get("attained") or 0.0) + max(0.0, now - started)
+        runs = [*(job.get("runs") or []), [started, now, len(job.get("gpus") or ())]]
+        for_job = stop.get("for_job")
+        room = f"to let job {for_job} start" if for_job is not None else "for another job"
+        killed = "; it did not exit within the grace period and was killed" if stop.get(
+            "killed") else ""
+        self.store.update_job(job["id"], {
+            "state": transition(transition(JobState(job["state"]), JobState.PREEMPTED),
+                                JobState.QUEUED),
+            "attained": attained, "runs": runs, "preemptions": len(runs),
+            "pid": None, "pid_start": None, "gpus": [], "gpu_uuids": [], "stop": None,
+            "started_at": None, "exit_code": None,
+            "message": f"preempted at {_when(stop.get('at', now))} {room}{killed}; requeued "
+                       f"with {format_duration(round(attained))} of service"})
+        job_dir = self.job_dir(job["id"])
+        for name in RUN_LEFTOVERS:
+            (job_dir / name).unlink(missing_ok=True)
+        log.info("job %s preempted %s; requeued", job["id"], room)
 
     # --- GPUs and planning ------------------------------------------------------------
 
@@ -191,7 +230,10 @@ class JobRuntime:
             sched.RunningJob(id=j["id"], user=j["user"], group=j.get("group"),
                              gpus=tuple(j.get("gpus", [])),
                              started_at=j.get("started_at") or now,
-                             time_limit=j.get("time_limit"))
+                             time_limit=j.get("time_limit"),
+                             preemptible=bool(j["spec"].get("preemptible", False)),
+                             attained=float(j.get("attained") or 0.0),
+                             stopping=bool(j.get("stop")))
             for j in active)
         queued = sorted((j for j in hot if j["state"] == JobState.QUEUED),
                         key=lambda j: (j["submitted_at"], j["id"]))
@@ -203,18 +245,52 @@ class JobRuntime:
                             submitted_at=j["submitted_at"], time_limit=j.get("time_limit"),
                             priority=j["spec"].get("priority", "normal"),
                             after=tuple(j["spec"].get("after", ())),
-                            after_ok=tuple(j["spec"].get("after_ok", ())))
+                            after_ok=tuple(j["spec"].get("after_ok", ())),
+                            preemptible=bool(j["spec"].get("preemptible", False)),
+                            attained=float(j.get("attained") or 0.0))
             for j in queued]
         cluster = sched.Cluster(gpus=views, running=running,
                                 cpu_slots=self.config.scheduler.cpu_slots,
                                 drained=self.drained())
         plan = sched.plan(queue, cluster, now, finished=finished,
-                          policy=self.config.scheduler.policy)
-        self.state.waiting = {k: str(v) for k, v in plan.waiting.items()}
-        self.state.est_start = dict(plan.est_start)
+                          policy=self.config.scheduler.policy,
+                          accounting=self.usage.accounting(now, hot), tuning=self.tuning)
+        waiting = {k: str(v) for k, v in plan.waiting.items()}
+        est_start = dict(plan.est_start)
         by_id = {j["id"]: j for j in queued}
+        by_active = {j["id"]: j for j in active}
+        for victim in plan.preempt:
+            self._preempt(by_active[victim], plan.starts, now)
         for start in plan.starts:
+            holders = {held[g] for g in start.gpus if g in held}
+            if holders:
+                # Its GPUs are being freed for it (preemption): launch once they are;
+                # the next plans keep them for it meanwhile.
+                waiting[start.job_id] = str(sched.WaitReason.RESOURCES)
+                est_start[start.job_id] = max(self._stop_deadline(h, now) for h in holders)
+                continue
             self._launch(by_id[start.job_id], start.gpus, snapshot, now)
+        self.state.waiting = waiting
+        self.state.est_start = est_start
+
+    def _preempt(self, job: Doc, starts: tuple[sched.Start, ...], now: float) -> None:
+        """Stop a running job so that a job ahead of it can start; it will be requeued."""
+        if job["state"] != JobState.RUNNING or job.get("stop"):
+            return
+        mine = set(job.get("gpus") or ())
+        for_job = next((s.job_id for s in starts if mine.intersection(s.gpus)), None)
+        room = f"job {for_job}" if for_job is not None else "another job"
+        job = self.begin_stop(job, "preempted", now, for_job=for_job)
+        self.store.update_job(job["id"], {"message": (
+            f"being preempted to let {room} start: SIGTERM now (checkpoint and exit), SIGKILL "
+            f"after {format_duration(round(self.config.jobs.cancel_grace_seconds))}; "
+            f"it will be requeued")})
+        log.info("job %s: preempting it for %s", job["id"], room)
+
+    def _stop_deadline(self, job_id: int, now: float) -> float:
+        doc = self.store.get_job(job_id)
+        stop = (doc or {}).get("stop") or {}
+        return float(stop.get("deadline", now))
 
     def _finished_deps(self, queued: list[Doc]) -> dict[int, bool]:
         deps = {d for j in queued for d in (*j["spec"].get("after", ()),
@@ -268,15 +344,23 @@ class JobRuntime:
         log.info("job %s started on GPUs %s (pid %s)", job["id"], list(gpus), handle.pid)
 
     def _prepare(self, job: Doc, gpus: tuple[int, ...]) -> LaunchRequest:
-        """The job's own directory, a writable copy of its code, its environment."""
+        """The job's own directory, a writable copy of its code, its environment.
+
+        A job that runs again after a preemption keeps its directory: its code copy
+        and output/ (where it saved its checkpoint) stay as they are, missing pieces
+        are made again, and log and metrics.jsonl are appended to."""
         job_dir = self.job_dir(job["id"])
-        job_dir.mkdir(mode=0o700)
+        try:
+            job_dir.mkdir(mode=0o700)
+        except FileExistsError:
+            _reclaim(job_dir)
         code = job_dir / "code"
-        if job.get("code_tree"):
-            self.blobs.materialise(job["code_tree"], code, link=False)
-        else:
-            code.mkdir()
-        (job_dir / "output").mkdir()
+        if not code.is_dir():
+            if job.get("code_tree"):
+                self.blobs.materialise(job["code_tree"], code, link=False)
+            else:
+                code.mkdir()
+        (job_dir / "output").mkdir(exist_ok=True)
         (job_dir / "metrics.jsonl").touch()
         account = None if self.config.personal else identity.unix_account(job["user"])
         uid = gid = None
@@ -305,6 +389,33 @@ class JobRuntime:
                if j["state"] in TERMINAL and (j.get("ended_at") or now) <= horizon]
         if old:
             self.store.archive_jobs(old, now)
+
+
+def _reclaim(job_dir: Path) -> None:
+    """Make a job directory from an earlier run safe to start in again.
+
+    Its owner could have changed it while the job waited; the (root) daemon opens log
+    and metrics.jsonl and reads output/ itself, so none of them may be a link, and log
+    and metrics.jsonl must be plain files. The directory is the daemon's again until it
+    is handed back with everything in it."""
+    if job_dir.is_symlink() or not job_dir.is_dir():
+        raise RuntimeError(f"{job_dir} is not the job's directory any more")
+    os.chown(job_dir, os.geteuid(), os.getegid(), follow_symlinks=False)
+    os.chmod(job_dir, 0o700)
+    for name in ("code", "output", "log", "metrics.jsonl"):
+        path = job_dir / name
+        if path.is_symlink():
+            path.unlink()  # the link, never what it points to
+        elif name in ("log", "metrics.jsonl") and path.is_dir():
+            shutil.rmtree(path)
+        elif name in ("log", "metrics.jsonl") and path.exists() and not path.is_file():
+            path.unlink()  # a FIFO or socket: opening it would block or fail
+    for name in RUN_LEFTOVERS:
+        (job_dir / name).unlink(missing_ok=True)
+
+
+def _when(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _handle(job: Doc) -> Handle | None:

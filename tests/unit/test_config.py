@@ -50,3 +50,24 @@ def test_unknown_key_is_an_error(tmp_path: Path) -> None:
     path.write_text("mode: personal\nschedular: {}\n")
     with pytest.raises(Invalid, match="schedular"):
         load_config(path)
+
+
+def test_policy_names_are_checked_and_listed(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("scheduler: {policy: fairest}\n")
+    with pytest.raises(Invalid, match=r"fairest.*fifo, firstfit, backfill, fairshare"):
+        load_config(path)
+    assert load_config(None).scheduler.policy == "fairshare"
+
+
+def test_fairshare_knobs_read_durations(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("scheduler:\n  fairshare: {half_life: 2d, preempt: false, "
+                    "preempt_min_run: 90, reserve_window: 1h30m}\n")
+    tuning = load_config(path).scheduler.fairshare.tuning()
+    assert (tuning.half_life, tuning.preempt_min_run, tuning.reserve_window) == (
+        2 * 86400, 90, 5400)
+    assert tuning.preempt is False
+    path.write_text("scheduler:\n  fairshare: {half_life: soon}\n")
+    with pytest.raises(Invalid, match="half_life"):
+        load_config(path)

@@ -1,0 +1,219 @@
+"""Who has used how much GPU time: the accounting the scheduler plans with.
+
+Two figures per user and group (keys ``"user:NAME"`` and ``"group:NAME"``):
+
+- decayed usage, in GPU-seconds, for fair share (``fairshare.decay``/``accrue``): kept
+  current in memory each tick, and saved with the time it is as of in one small settings
+  document at most every ``SAVE_EVERY`` seconds, not on every tick. A restarted daemon
+  loads that and catches up from the job records, which hold every run's start and end;
+  if nothing was saved it works the whole figure out from the records.
+- GPU-hours used in each quota's rolling period (running jobs included), for
+  ``gpu_hours`` quotas.
+
+The arithmetic is pure (``runs_of``, ``charge``, ``hours_used``); ``UsageBook`` holds
+the state between ticks and reads and writes the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from nai_server.core.fairshare import accrue, decay
+from nai_server.core.sched_types import DAY, HOUR, Accounting, QuotaLimit
+from nai_server.core.states import ACTIVE, JobState
+from nai_server.store.db import TinyDbStore
+
+Doc = dict[str, Any]
+SETTING = "fairshare_usage"
+SAVE_EVERY = 60.0  # seconds between saves of the decayed usage
+FORGET_AFTER = 10  # half-lives: a run this long ago weighs under a thousandth
+NEGLIGIBLE = 1e-3  # GPU-seconds of decayed usage not worth keeping
+
+
+@dataclass(frozen=True)
+class Run:
+    """One stretch of a job holding GPUs: a job preempted and restarted has several."""
+
+    job_id: int
+    keys: tuple[str, ...]  # the user's and (for a group job) the group's accounting keys
+    start: float
+    end: float | None  # None: still running
+    gpus: int
+
+
+def keys_of(user: str, group: str | None) -> tuple[str, ...]:
+    """The accounting keys a job of this user (and group) is charged to."""
+    return (f"user:{user}",) if group is None else (f"user:{user}", f"group:{group}")
+
+
+def runs_of(job: Doc) -> list[Run]:
+    """Every run of a job with GPUs: those it was preempted from (``runs``: [start, end,
+    gpus]), then the current or last one."""
+    earlier = job.get("runs") or ()
+    started = job.get("started_at")
+    if not earlier and not started:
+        return []
+    keys = keys_of(job["user"], job.get("group"))
+    runs = [Run(job["id"], keys, s, e, g) for s, e, g in earlier if g]
+    gpus = len(job.get("gpus") or ())
+    if started and gpus and job["state"] != JobState.QUEUED:
+        end = None if job["state"] in ACTIVE else job.get("ended_at") or started
+        runs.append(Run(job["id"], keys, started, end, gpus))
+    return runs
+
+
+def charge(
+    usage: Mapping[str, float], as_of: float, runs: Iterable[Run], now: float, half_life: float
+) -> dict[str, float]:
+    """Decayed usage at ``now``: ``usage`` (as it was at ``as_of``) decayed, plus each
+    run's GPU time after ``as_of``, each second decayed from when it was used. With
+    ``as_of = -inf`` and no usage, this works the figure out from the runs alone."""
+    out = {key: decay(value, now - as_of, half_life) for key, value in usage.items()}
+    horizon = now - FORGET_AFTER * half_life
+    for run in runs:
+        low = max(run.start, as_of)
+        high = now if run.end is None else min(run.end, now)
+        if high <= low or high < horizon:
+            continue
+        used = decay(accrue(0.0, run.gpus, high - low, half_life), now - high, half_life)
+        for key in run.keys:
+            out[key] = out.get(key, 0.0) + used
+    return {key: value for key, value in out.items() if value >= NEGLIGIBLE}
+
+
+def hours_used(runs: Iterable[Run], now: float, periods: Mapping[str, float]) -> dict[str, float]:
+    """GPU-hours each key in ``periods`` used in its rolling period (seconds) up to now."""
+    used = dict.fromkeys(periods, 0.0)
+    for run in runs:
+        for key in run.keys:
+            period = periods.get(key)
+            if period is None:
+                continue
+            low = max(run.start, now - period)
+            high = now if run.end is None else min(run.end, now)
+            if high > low:
+                used[key] += (high - low) * run.gpus / HOUR
+    return used
+
+
+Limits = dict[str, tuple[QuotaLimit, float]]  # key -> (limit, quota period in seconds)
+
+
+def quota_limits(users: Iterable[Doc], groups: Iterable[Doc]) -> Limits:
+    """Each user's and group's quota that sets a limit, with its period in seconds."""
+    limits: Limits = {}
+    for kind, docs in (("user", users), ("group", groups)):
+        for doc in docs:
+            quota = doc.get("quota") or {}
+            max_gpus, gpu_hours = quota.get("max_gpus"), quota.get("gpu_hours")
+            if max_gpus is None and gpu_hours is None:
+                continue
+            period = float(quota.get("period_days") or 30) * DAY
+            limits[f"{kind}:{doc['name']}"] = (QuotaLimit(max_gpus, gpu_hours), period)
+    return limits
+
+
+class UsageBook:
+    """The accounting for each scheduling pass, kept current between passes.
+
+    Holds the decayed usage and the time it is as of, and the finished runs that the
+    longest ``gpu_hours`` quota period still covers (rebuilt from the job records when
+    a longer period appears). Runs in the hot job table are seen every tick; a finished
+    run is charged once because only the part after ``as_of`` is added.
+    """
+
+    def __init__(self, store: TinyDbStore, half_life: float, save_every: float = SAVE_EVERY):
+        self.store = store
+        self.half_life = half_life
+        self.save_every = save_every
+        self.usage: dict[str, float] = {}
+        self.as_of: float | None = None  # None: not loaded yet
+        self._saved_at = float("-inf")
+        self._unsaved = False  # GPU time charged since the last save
+        self._finished: dict[tuple[int, float], Run] = {}  # (job id, start) -> run
+        self._span = 0.0  # seconds back that _finished covers
+
+    def accounting(self, now: float, hot: Iterable[Doc]) -> Accounting:
+        """Usage, quotas and GPU-hours used as of ``now``; ``hot`` are the hot job records.
+        Saves the usage when GPU time was charged since the last save, at most every
+        ``save_every`` seconds."""
+        limits = quota_limits(self.store.list_users(), self.store.list_groups())
+        periods = {
+            key: period for key, (limit, period) in limits.items() if limit.gpu_hours is not None
+        }
+        span = max(periods.values(), default=0.0)
+        if self.as_of is None or span > self._span:
+            self._load(now, span)
+        elif span < self._span:  # a quota was lowered or lifted: keep only what is needed
+            self._span = span
+            self._forget(now)
+        assert self.as_of is not None
+        as_of = self.as_of
+        recent: list[Run] = []
+        for job in hot:
+            if job["state"] == JobState.QUEUED and not job.get("runs"):
+                continue  # the bulk of a long queue: never ran
+            for run in runs_of(job):
+                # >=: a run that ended at as_of added nothing to usage yet, but quotas
+                # must still see it.
+                if run.end is None or run.end >= as_of:
+                    recent.append(run)
+                    if run.end is not None and span:
+                        self._finished[(run.job_id, run.start)] = run
+        self.usage = charge(self.usage, as_of, recent, now, self.half_life)
+        self.as_of = max(as_of, now)
+        # Decay alone needs no save: the saved figure, decayed from its own as_of, is
+        # still right, so an idle server does not rewrite the store every minute.
+        self._unsaved = self._unsaved or bool(recent)
+        if self._unsaved and now - self._saved_at >= self.save_every:
+            self._save(now)
+        used: dict[str, float] = {}
+        if periods:
+            running = [run for run in recent if run.end is None]
+            used = hours_used([*self._finished.values(), *running], now, periods)
+        return Accounting(
+            usage=self.usage,
+            quotas={key: limit for key, (limit, _) in limits.items()},
+            used_hours=used,
+        )
+
+    def _load(self, now: float, span: float) -> None:
+        """The saved usage (or, without one, usage worked out from every job record) and
+        the finished runs within ``span`` seconds."""
+        saved = self.store.get_setting(SETTING) if self.as_of is None else None
+        history: list[Run] = []
+        if (self.as_of is None and saved is None) or span > self._span:
+            history = [run for job in self.store.iter_jobs() for run in runs_of(job)]
+        if self.as_of is None:
+            if saved is not None:
+                self.usage = {str(k): float(v) for k, v in saved.get("usage", {}).items()}
+                self.as_of = float(saved["as_of"])
+                self._saved_at = self.as_of
+            else:
+                self.usage = charge({}, float("-inf"), history, now, self.half_life)
+                self.as_of = now
+                self._unsaved = True
+        if span > self._span:
+            self._finished = {
+                (run.job_id, run.start): run
+                for run in history
+                if run.end is not None and run.end >= now - span
+            }
+            self._span = span
+
+    def _save(self, now: float) -> None:
+        self.store.set_setting(SETTING, {"as_of": self.as_of, "usage": self.usage})
+        self._saved_at = now
+        self._unsaved = False
+        self._forget(now)
+
+    def _forget(self, now: float) -> None:
+        """Drop finished runs that no quota period reaches any more."""
+        horizon = now - self._span
+        self._finished = {
+            key: run
+            for key, run in self._finished.items()
+            if self._span and run.end is not None and run.end >= horizon
+        }

@@ -1,0 +1,267 @@
+"""Fair share, quotas, preemption and backfill estimates in the daemon: a multi-user
+service on fake GPUs with a clock the test moves, running real job processes.
+
+The test's own unix user submits through the in-process API; a second user ("light"),
+who needs no unix account here, submits through the service (their jobs then run as
+the daemon's user)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from nai_server import identity
+from nai_server.accounts import Caller
+from nai_server.api import create_app
+from nai_server.core.fairshare import accrue, decay
+from nai_server.core.spec import spec_from_dict
+from nai_server.service import Service
+from nai_server.testing import AsPeer, make_service, tick_until
+from nai_server.usage import SETTING, Run, charge, hours_used
+
+ME = identity.user_name(os.getuid()) or str(os.getuid())
+T0 = 1_700_000_000.0
+HOUR = 3600.0
+DAY = 86_400.0
+ENDED = {"succeeded", "failed", "cancelled", "timed_out", "lost"}
+
+
+@dataclass
+class Server:
+    """A multi-user service, its API as the test's user, its clock, and gate files."""
+
+    service: Service
+    api: TestClient
+    now: list[float]
+    gates: Path
+
+    def gated(self, name: str) -> str:
+        """A job command that runs until the test opens its gate."""
+        return f"while [ ! -e {self.gates / name} ]; do sleep 0.02; done"
+
+    def open(self, name: str) -> None:
+        (self.gates / name).touch()
+
+    def submit(self, command: str, **spec: object) -> int:
+        response = self.api.post("/v1/jobs", json={"spec": {"command": command, **spec}})
+        assert response.status_code == 201, response.text
+        return int(response.json()["id"])
+
+    def submit_as(self, user: str, command: str, **spec: object) -> int:
+        caller = Caller(user, uid=60_000, admin=False)
+        return self.service.jobs.submit(
+            caller, spec_from_dict({"command": command, **spec}), None
+        ).id
+
+    def job(self, job_id: int) -> dict:
+        response = self.api.get(f"/v1/jobs/{job_id}")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def state(self, job_id: int) -> str:
+        return str(self.job(job_id)["state"])
+
+    def wait(self, job_id: int, *states: str) -> dict:
+        tick_until(
+            self.service,
+            lambda: self.state(job_id) in states,
+            what=f"job {job_id} to be {' or '.join(states)}",
+        )
+        return self.job(job_id)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    now = [T0]
+    service = make_service(
+        tmp_path / "s", mode="multi-user", clock=lambda: now[0], jobs={"cancel_grace_seconds": 30}
+    )
+    service.accounts.add_user(ME)  # so that the test's user may have a quota
+    if os.geteuid() != 0:
+        service.accounts.add_member("admins", ME)
+    gates = tmp_path / "gates"
+    gates.mkdir()
+    with TestClient(AsPeer(create_app(service)), base_url="http://nai") as api:
+        yield Server(service, api, now, gates)
+        for job in api.get("/v1/jobs").json()["jobs"]:  # whatever a failed test left
+            if job["state"] not in ENDED:
+                api.delete(f"/v1/jobs/{job['id']}")
+        tick_until(service, lambda: not service.busy(), what="every job to end")
+    service.close()
+
+
+def test_light_user_starts_before_the_heavy_users_backlog(server: Server) -> None:
+    heavy = [server.submit(server.gated(f"h{i}"), gpus=1, time_limit="4h") for i in range(4)]
+    server.service.tick()
+    assert [server.state(j) for j in heavy] == ["running", "running", "queued", "queued"]
+    server.now[0] += 2 * HOUR  # two GPUs for two hours: the heavy user is far over share
+    server.service.tick()
+    light = server.submit_as("light", server.gated("light"), gpus=1, time_limit="4h")
+    server.service.tick()
+    assert server.job(light)["reason"] == "Resources"
+
+    server.open("h0")
+    server.wait(heavy[0], "succeeded")
+    assert server.wait(light, "running")["user"] == "light"
+    # The heavy user's older jobs wait for the next GPU.
+    assert [server.state(j) for j in heavy[2:]] == ["queued", "queued"]
+    saved = server.service.store.get_setting(SETTING)
+    assert saved["usage"][f"user:{ME}"] > saved["usage"].get("user:light", 0.0)
+
+
+def test_quotas_hold_jobs_with_their_reason(server: Server) -> None:
+    quota = server.api.put(f"/v1/users/{ME}/quota", json={"max_gpus": 1})
+    assert quota.status_code == 200, quota.text
+    first = server.submit(server.gated("a"), gpus=1, time_limit="4h")
+    second = server.submit("echo second", gpus=1)
+    server.service.tick()
+    assert server.state(first) == "running"
+    assert server.job(second)["reason"] == "QuotaGPUs"
+    # The quota is the user's: someone else gets the GPU it keeps free.
+    other = server.submit_as("light", "true", gpus=1)
+    server.wait(other, "succeeded")
+
+    # One GPU-hour a day: the running job uses it up, and the next waits for the
+    # rolling window to move past that hour.
+    server.api.put(f"/v1/users/{ME}/quota", json={"gpu_hours": 1, "period_days": 1})
+    server.now[0] += HOUR + 1
+    server.open("a")
+    server.wait(first, "succeeded")
+    server.service.tick()
+    assert server.job(second)["reason"] == "QuotaHours"
+    server.now[0] += DAY
+    assert server.wait(second, "succeeded")["exit_code"] == 0
+
+
+CHECKPOINTING = (
+    'if [ -e "$NAI_OUTPUT_DIR/ckpt" ]; then '
+    '  echo "resumed from $(cat "$NAI_OUTPUT_DIR/ckpt")"; exit 0; fi; '
+    'echo "started fresh"; '
+    "trap 'echo step-7 > \"$NAI_OUTPUT_DIR/ckpt\"; echo checkpointed; exit 0' TERM; "
+    "while :; do sleep 0.02; done"
+)
+
+
+def test_preemptible_job_checkpoints_is_requeued_and_resumes(server: Server) -> None:
+    big = server.submit(CHECKPOINTING, gpus=2, time_limit="4h", preemptible=True)
+    server.wait(big, "running")
+    job_dir = server.service.runtime.job_dir(big)
+    server.now[0] += 600  # past preempt_min_run (5 min); the user is now over share
+
+    light = server.submit_as("light", server.gated("light"), gpus=1, time_limit="1h")
+    server.service.tick()
+    info = server.job(big)
+    assert info["state"] == "running" and f"preempted to let job {light} start" in info["message"]
+    waiting = server.job(light)
+    assert waiting["state"] == "queued" and waiting["est_start"] == server.now[0] + 30
+
+    requeued = server.wait(big, "queued")
+    assert f"to let job {light} start; requeued with 10m of service" in requeued["message"]
+    assert requeued["gpus"] == [] and requeued["submitted_at"] == T0
+    assert server.service.store.get_job(big)["attained"] == 600
+    assert server.wait(light, "running")["gpus"]
+    # While it waits, its owner swaps a file the daemon opens for a link: not followed.
+    (job_dir / "metrics.jsonl").unlink()
+    (job_dir / "metrics.jsonl").symlink_to(server.gates / "planted")
+    server.service.tick()
+    assert server.job(big)["reason"] in {"Resources", "Priority"}
+
+    server.now[0] += 60
+    server.open("light")
+    server.wait(light, "succeeded")
+    done = server.wait(big, "succeeded")
+    assert done["exit_code"] == 0 and server.service.runtime.job_dir(big) == job_dir
+    log = server.api.get(f"/v1/jobs/{big}/logs").text
+    lines = [line for line in log.splitlines() if line != "Terminated"]  # sh on `sleep`
+    assert lines == ["started fresh", "checkpointed", "resumed from step-7"]
+    ckpt = server.api.get(f"/v1/jobs/{big}/outputs/file", params={"path": "ckpt"})
+    assert ckpt.text == "step-7\n"
+    assert not (server.gates / "planted").exists()
+    assert not (job_dir / "metrics.jsonl").is_symlink()
+
+
+def test_cancel_while_being_preempted_ends_the_job(server: Server) -> None:
+    big = server.submit(
+        "trap 'sleep 0.2; exit 0' TERM; while :; do sleep 0.02; done", gpus=2, preemptible=True
+    )
+    server.wait(big, "running")
+    server.now[0] += 600
+    light = server.submit_as("light", "true", gpus=1)
+    server.service.tick()
+    assert "being preempted" in server.job(big)["message"]
+    server.api.delete(f"/v1/jobs/{big}")
+    assert server.wait(big, *ENDED)["state"] == "cancelled"
+    server.wait(light, "succeeded")
+
+
+def test_backfill_estimate_is_reported(server: Server) -> None:
+    running = server.submit(server.gated("a"), gpus=1, time_limit="1h")
+    server.wait(running, "running")
+    server.now[0] += 60
+    wide = server.submit("true", gpus=2, time_limit="1h")
+    short = server.submit(server.gated("d"), gpus=1, time_limit="30m")
+    server.service.tick()
+    info = server.job(wide)
+    assert (info["state"], info["reason"]) == ("queued", "Resources")
+    assert info["est_start"] == T0 + HOUR  # when the running job's time limit is up
+    # The short job fits before then on the free GPU: it is backfilled.
+    assert server.state(short) == "running"
+    listed = {j["id"]: j for j in server.api.get("/v1/jobs").json()["jobs"]}
+    assert listed[wide]["est_start"] == T0 + HOUR
+
+
+def test_usage_is_saved_and_recomputed_after_a_restart(tmp_path: Path) -> None:
+    now = [T0]
+    state_dir = tmp_path / "s"
+    gate = tmp_path / "go"
+    first = make_service(state_dir, mode="multi-user", clock=lambda: now[0])
+    caller = Caller(ME, os.getuid(), True)
+    spec = spec_from_dict({"command": f"while [ ! -e {gate} ]; do sleep 0.02; done"})
+    job_id = first.jobs.submit(caller, spec, None).id
+    first.tick()
+    now[0] += HOUR
+    gate.touch()
+    tick_until(
+        first, lambda: first.store.get_job(job_id)["state"] == "succeeded", what="the job to end"
+    )
+    half_life = first.runtime.tuning.half_life
+    first.close()
+
+    now[0] += DAY
+    expected = decay(accrue(0.0, 1, HOUR, half_life), DAY, half_life)
+    second = make_service(state_dir, mode="multi-user", clock=lambda: now[0])
+    second.tick()
+    assert second.runtime.usage.usage[f"user:{ME}"] == pytest.approx(expected)
+    second.store.set_setting(SETTING, None)  # as if never saved: worked out from records
+    second.close()
+    third = make_service(state_dir, mode="multi-user", clock=lambda: now[0])
+    third.tick()
+    assert third.runtime.usage.usage[f"user:{ME}"] == pytest.approx(expected)
+    third.close()
+
+
+def test_charging_in_steps_equals_charging_at_once() -> None:
+    half_life = 7 * DAY
+    runs = [Run(1, ("user:a", "group:g"), 0.0, 5 * HOUR, 2), Run(2, ("user:b",), HOUR, None, 1)]
+    at_once = charge({}, float("-inf"), runs, 10 * HOUR, half_life)
+    usage, as_of = {}, float("-inf")
+    for now in (2 * HOUR, 2.5 * HOUR, 7 * HOUR, 10 * HOUR):
+        usage, as_of = charge(usage, as_of, runs, now, half_life), now
+    assert usage == pytest.approx(at_once)
+    assert at_once["group:g"] == at_once["user:a"]
+    assert at_once["user:b"] == pytest.approx(accrue(0.0, 1, 9 * HOUR, half_life))
+    # Runs ten half-lives old are forgotten.
+    assert charge({}, float("-inf"), runs, 71 * DAY, half_life) == {
+        "user:b": pytest.approx(accrue(0.0, 1, 71 * DAY - HOUR, half_life))
+    }
+
+
+def test_hours_used_in_a_rolling_period() -> None:
+    runs = [Run(1, ("user:a",), 0.0, 2 * HOUR, 2), Run(2, ("user:a",), 20 * HOUR, None, 1)]
+    used = hours_used(runs, 25 * HOUR, {"user:a": DAY, "user:b": DAY})
+    assert used == {"user:a": pytest.approx(1 * 2 + 5), "user:b": 0.0}
