@@ -288,3 +288,107 @@ class GpuList(Model):
     gpus: list[GpuState]
     cpu_slots: int
     cpu_slots_used: int
+
+
+# --- registries -----------------------------------------------------------------------
+# Datasets and models (DESIGN §3): the same shapes under /v1/datasets and /v1/models.
+# A version is a tree plus metadata; `ref` in paths is a number, a tag, or `latest`.
+
+TAG_PATTERN = r"^[A-Za-z][A-Za-z0-9._-]{0,63}$"
+RegistryKind = Literal["dataset", "model"]
+
+
+class VersionCreate(Model):
+    """A new version of an existing dataset or model: a tree already on the server.
+
+    `metadata` is free JSON (metrics, hyper-parameters...); `metadata.lineage` may name
+    what it came from (`{"datasets": ["cifar10@2"], "models": ["resnet@1"], "job": 12}`):
+    those references are pinned to exact versions, and those versions are kept while
+    this one exists."""
+
+    tree_id: str = Field(min_length=64, max_length=64)
+    description: str = Field(default="", max_length=4096)
+    tag: str | None = Field(default=None, pattern=TAG_PATTERN)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class RegistryCreate(VersionCreate):
+    """A new dataset or model with its version 1. `group` makes a group the owner (the
+    caller must be a member); `shared` lets every registered user read it."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    group: str | None = Field(default=None, pattern=NAME_PATTERN)
+    shared: bool = False
+
+
+class RegistryVersion(Model):
+    version: int
+    tag: str | None
+    tree_id: str
+    size: int
+    files: int
+    created_at: float
+    created_by: str
+    description: str
+    metadata: dict[str, Any]
+    deleted: bool = False  # marked for deletion, kept while something still uses it
+    used_by: list[int] = Field(default_factory=list)  # ids of jobs that used it
+
+
+class RegistrySummary(Model):
+    """One line of a listing: the entry and its latest version."""
+
+    kind: RegistryKind
+    name: str
+    owner: dict[str, str]  # {"user": U} or {"group": G}
+    visibility: Literal["private", "shared"]
+    shared_with_groups: list[str]
+    description: str
+    created_at: float
+    latest: int | None  # None: every version is marked for deletion
+    latest_tag: str | None = None
+    size: int = 0  # of the latest version
+    files: int = 0
+    versions: int = 0  # live versions
+    may_write: bool = False
+
+
+class RegistryEntry(Model):
+    """A dataset or model with all its versions, oldest first."""
+
+    kind: RegistryKind
+    name: str
+    owner: dict[str, str]  # {"user": U} or {"group": G}
+    visibility: Literal["private", "shared"]
+    shared_with_groups: list[str]
+    description: str
+    created_at: float
+    latest: int | None
+    versions: list[RegistryVersion]
+    may_write: bool = False
+
+
+class SharingUpdate(Model):
+    """Who besides the owners may read: everyone registered (`shared`), and/or these
+    groups. Replaces the previous setting."""
+
+    shared: bool = False
+    groups: list[str] = Field(default_factory=list, max_length=1000)
+
+
+class TagUpdate(Model):
+    """Put `tag` on a version (moving it from another version), or clear it with null."""
+
+    tag: str | None = Field(default=None, pattern=TAG_PATTERN)
+
+
+class RemovalResult(Model):
+    """What a removal did. Versions still used by an unfinished job or named in another
+    version's lineage are kept, marked for deletion, and go once nothing needs them."""
+
+    kind: RegistryKind
+    name: str
+    removed: list[int]
+    kept: dict[int, list[str]]  # version → why it is kept
+    entry_removed: bool
+    message: str

@@ -30,6 +30,7 @@ from nai_server.protocol import (
     TreeRef,
     VersionInfo,
 )
+from nai_server.registry import Registry
 from nai_server.runtime import JobRuntime
 from nai_server.store.atomic import CommitLock
 from nai_server.store.blobs import BlobStore, MissingBlobs, PackError, PackReceiver, TreeNotFound
@@ -68,6 +69,7 @@ class Service:
             drained=self.accounts.drained, limits=lambda: self.tree_limits)
         self.runtime.gpu_note = gpu_note
         self.jobs = Jobs(self.runtime, self.notify)
+        self.registry = Registry(store, self.lock, blobs, clock)
         # Set by the run loop; notify() wakes it early (e.g. after a submit).
         self.wakeup: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

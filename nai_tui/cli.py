@@ -10,6 +10,7 @@ from nai_server.protocol import NaiError
 from nai_tui import commands
 from nai_tui.config import TRANSPORTS, ClientConfig
 from nai_tui.output import err
+from nai_tui.registry_commands import add_registry_commands
 
 
 def _job_id(value: str) -> int:
@@ -99,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", help="where to put the outputs (default: ./nai-outputs/ID)")
     p.add_argument("--fake-gpus", type=int, metavar="N")
     p.add_argument("--keep", action="store_true", help="leave the personal server running")
+    add_registry_commands(sub)
     return parser
 
 

@@ -7,7 +7,9 @@ The transport (local unix socket, SSH exec channel, system ssh) is chosen when t
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -23,6 +25,10 @@ from nai_server.protocol import (
     MetricsPage,
     NaiError,
     Quota,
+    RegistryEntry,
+    RegistrySummary,
+    RegistryVersion,
+    RemovalResult,
     TreeInfo,
     TreeRef,
     UserInfo,
@@ -30,6 +36,17 @@ from nai_server.protocol import (
     VersionMismatch,
     error_from_body,
 )
+
+BASE_URL = "http://nai"
+DEFAULT_READ_TIMEOUT = 60.0
+
+
+def local_http_client(socket_path: Path, *, timeout: float = DEFAULT_READ_TIMEOUT,
+                      connect_timeout: float = 10) -> httpx.Client:
+    """A client for the daemon's unix socket on this machine. (SSH transports live in
+    nai_tui.transports, which imports paramiko: keep that off the local path.)"""
+    return httpx.Client(transport=httpx.HTTPTransport(uds=str(socket_path)),
+                        base_url=BASE_URL, timeout=httpx.Timeout(timeout, connect=connect_timeout))
 
 
 class ServerClient:
@@ -195,7 +212,6 @@ class ServerClient:
     # --- admin ------------------------------------------------------------------------
     # Users, groups, quotas and drain: the routes `nai-admin` uses. The server refuses
     # them (Forbidden) unless the caller is an admin.
-    # REGISTRIES: datasets and models get their calls here once the server has them.
 
     def users(self) -> list[UserInfo]:
         """Every registered user."""
@@ -232,6 +248,66 @@ class ServerClient:
         """Drain or undrain the server; returns the new state."""
         return DrainState.model_validate(
             self._json("PUT", "/v1/drain", json={"drained": drained})).drained
+
+    # --- registries -------------------------------------------------------------------
+    # Datasets and models: `kind` is "dataset" or "model"; both have the same calls.
+    # `ref` is a version number, a tag or "latest".
+
+    @staticmethod
+    def _registry_path(kind: str, name: str | None = None, *rest: str) -> str:
+        if kind not in ("dataset", "model"):
+            raise ValueError(f"kind: 'dataset' or 'model', not {kind!r}")
+        parts = [f"/v1/{kind}s", *(quote(p, safe="") for p in (name, *rest) if p is not None)]
+        return "/".join(parts)
+
+    def registry_list(self, kind: str) -> list[RegistrySummary]:
+        """The datasets (or models) this user may read."""
+        return [RegistrySummary.model_validate(e)
+                for e in self._json("GET", self._registry_path(kind))]
+
+    def registry_entry(self, kind: str, name: str) -> RegistryEntry:
+        return RegistryEntry.model_validate(self._json("GET", self._registry_path(kind, name)))
+
+    def registry_create(self, kind: str, name: str, tree_id: str, *, group: str | None = None,
+                        shared: bool = False, description: str = "", tag: str | None = None,
+                        metadata: dict[str, Any] | None = None) -> RegistryEntry:
+        """A new dataset or model whose version 1 is `tree_id` (already uploaded)."""
+        body = {"name": name, "tree_id": tree_id, "group": group, "shared": shared,
+                "description": description, "tag": tag, "metadata": metadata or {}}
+        return RegistryEntry.model_validate(
+            self._json("POST", self._registry_path(kind), json=body))
+
+    def registry_push(self, kind: str, name: str, tree_id: str, *, description: str = "",
+                      tag: str | None = None, metadata: dict[str, Any] | None = None
+                      ) -> RegistryVersion:
+        """A new version of an existing dataset or model."""
+        body = {"tree_id": tree_id, "description": description, "tag": tag,
+                "metadata": metadata or {}}
+        return RegistryVersion.model_validate(
+            self._json("POST", self._registry_path(kind, name, "versions"), json=body))
+
+    def registry_version(self, kind: str, name: str, ref: str = "latest") -> RegistryVersion:
+        return RegistryVersion.model_validate(
+            self._json("GET", self._registry_path(kind, name, "versions", ref)))
+
+    def registry_remove(self, kind: str, name: str, ref: str | None = None) -> RemovalResult:
+        """Remove one version (`ref`) or every version; versions still in use are kept,
+        marked for deletion (the answer says which and why)."""
+        path = (self._registry_path(kind, name) if ref is None
+                else self._registry_path(kind, name, "versions", ref))
+        return RemovalResult.model_validate(self._json("DELETE", path))
+
+    def registry_share(self, kind: str, name: str, *, shared: bool,
+                       groups: list[str]) -> RegistryEntry:
+        """Set who besides the owners may read: everyone (`shared`) and/or `groups`."""
+        return RegistryEntry.model_validate(self._json(
+            "PUT", self._registry_path(kind, name, "sharing"),
+            json={"shared": shared, "groups": groups}))
+
+    def registry_tag(self, kind: str, name: str, ref: str, tag: str | None) -> RegistryVersion:
+        """Put `tag` on a version (None clears its tag)."""
+        return RegistryVersion.model_validate(self._json(
+            "PUT", self._registry_path(kind, name, "versions", ref, "tag"), json={"tag": tag}))
 
 
 def _error(response: httpx.Response) -> NaiError:

@@ -15,7 +15,7 @@ from typing import Any
 
 from nai_server.protocol import ConnectionFailed, Invalid, NaiError
 from nai_tui import local, output, sync
-from nai_tui.client import ServerClient
+from nai_tui.client import ServerClient, local_http_client
 from nai_tui.config import ClientConfig, ServerEntry, cache_dir, config_dir
 from nai_tui.output import emit_json, err, note, table
 
@@ -25,15 +25,15 @@ END_STATES = {"succeeded", "failed", "cancelled", "timed_out", "lost"}
 
 def connect(entry: ServerEntry) -> ServerClient:
     """A client for the chosen server over its transport."""
-    from nai_tui import transports
-
     if entry.is_local:
         if not entry.socket.exists():
             raise ConnectionFailed(
                 f"no nai server configured and none running on this machine "
                 f"({entry.socket}); start one with `nai up`, or add yours with "
                 f"`nai server add NAME ssh://user@host`")
-        return ServerClient(transports.local_http_client(entry.socket), name=entry.name)
+        return ServerClient(local_http_client(entry.socket), name=entry.name)
+    from nai_tui import transports  # paramiko: only when a remote server is used
+
     http = transports.http_client_for(entry.url, transport=entry.transport,
                                       known_hosts=config_dir() / "known_hosts",
                                       remote_command=entry.remote_command, name=entry.name)

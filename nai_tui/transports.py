@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -26,6 +26,7 @@ import httpcore
 import httpx
 
 from nai_server.protocol import ConnectionFailed
+from nai_tui.client import BASE_URL, DEFAULT_READ_TIMEOUT, local_http_client
 from nai_tui.ssh import (
     DEFAULT_REMOTE_COMMAND,
     HostKeyChanged,
@@ -51,20 +52,11 @@ __all__ = [
     "trust_host_key",
 ]
 
-BASE_URL = "http://nai"
-DEFAULT_READ_TIMEOUT = 60.0
 # sshd's MaxSessions defaults to 10 channels per connection; leave room for churn.
 MAX_CHANNELS = 8
 # Below uvicorn's 5 s keep-alive, so the pool drops a channel before the server does.
 KEEPALIVE_EXPIRY = 4.0
 RETRYABLE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-def local_http_client(socket_path: Path, *, timeout: float = DEFAULT_READ_TIMEOUT,
-                      connect_timeout: float = 10) -> httpx.Client:
-    """A client for the daemon's unix socket on this machine."""
-    return httpx.Client(transport=httpx.HTTPTransport(uds=str(socket_path)),
-                        base_url=BASE_URL, timeout=httpx.Timeout(timeout, connect=connect_timeout))
 
 
 def http_client_for(url_or_alias: str, *, transport: str = "ssh",
@@ -111,14 +103,12 @@ class BackendTransport(httpx.HTTPTransport):
     """httpx over any httpcore NetworkBackend, with at most `max_connections` streams.
 
     A GET that fails because the connection underneath dropped is sent once more on a
-    fresh one (`is_dead` says whether it dropped).
+    fresh one.
     """
 
-    def __init__(self, backend: Any, *, max_connections: int = MAX_CHANNELS,
-                 is_dead: Callable[[], bool] = lambda: False) -> None:
+    def __init__(self, backend: Any, *, max_connections: int = MAX_CHANNELS) -> None:
         super().__init__(verify=False)
         self.backend = backend
-        self._is_dead = is_dead
         self._pool = httpcore.ConnectionPool(
             network_backend=backend, max_connections=max_connections,
             max_keepalive_connections=max_connections, keepalive_expiry=KEEPALIVE_EXPIRY)
@@ -127,7 +117,9 @@ class BackendTransport(httpx.HTTPTransport):
         try:
             return super().handle_request(request)
         except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
-            if request.method not in RETRYABLE_METHODS or not self._is_dead():
+            # A kept-alive channel can die just as a request goes out on it (the relay
+            # or ssh ended it): an idempotent request is sent once more, on a new one.
+            if request.method not in RETRYABLE_METHODS:
                 raise
             return super().handle_request(request)
 
@@ -147,8 +139,7 @@ def ssh_transport(target: str, *, name: str | None = None, known_hosts: Path | N
                          connect_timeout=connect_timeout, identity_file=identity_file,
                          ssh_config=ssh_config)
     backend = SshNetworkBackend(session, remote_command)
-    return BackendTransport(backend, max_connections=max_connections,
-                            is_dead=lambda: not session.connected)
+    return BackendTransport(backend, max_connections=max_connections)
 
 
 # --- the system ssh --------------------------------------------------------------------
@@ -310,10 +301,14 @@ class ProcessStream(httpcore.NetworkStream):
         pipe.close()
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        if not _ready(self._out.fileno(), select.POLLIN, timeout):
+        try:
+            fd = self._out.fileno()
+        except ValueError:  # closed under us: the connection is gone
+            raise httpcore.ReadError("the ssh connection was closed") from None
+        if not _ready(fd, select.POLLIN, timeout):
             raise httpcore.ReadTimeout("no data from ssh in time")
         try:
-            data = os.read(self._out.fileno(), max_bytes)
+            data = os.read(fd, max_bytes)
         except OSError as exc:
             raise self._explain() or httpcore.ReadError(str(exc)) from exc
         if data:
@@ -324,6 +319,10 @@ class ProcessStream(httpcore.NetworkStream):
         return b""
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        try:
+            self._in.fileno()
+        except ValueError:
+            raise httpcore.WriteError("the ssh connection was closed") from None
         view = memoryview(buffer)
         deadline = None if timeout is None else time.monotonic() + timeout
         while view:

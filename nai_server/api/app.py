@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from nai_server import __version__
-from nai_server.api import accounts, blobs, jobs, system
+from nai_server.api import accounts, blobs, jobs, registry, system
 from nai_server.protocol import API_VERSION, METHOD_OVERRIDE_HEADER, ApiError
 from nai_server.service import Service
 
@@ -94,7 +94,7 @@ def create_app(service: Service) -> FastAPI:
             status_code=500,
         )
 
-    for module in (system, accounts, blobs, jobs):
+    for module in (system, accounts, blobs, jobs, registry):
         app.include_router(module.router, prefix="/v1")
     app.add_middleware(MethodOverride)
     return app

@@ -8,6 +8,7 @@ TinyDB pays in proportion to the file it rewrites, does not grow with history.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -215,3 +216,40 @@ class TinyDbStore:
         # Opened per use, not cached: archives are read rarely, and a large history
         # held in memory would slow every hot write through the garbage collector.
         return _open(self.archive_dir / f"jobs-{month}.json")
+
+    # --- registries (datasets and models) -----------------------------------------------
+    # One table per kind ("datasets", "models"), one document per entry holding its
+    # versions. Entries are few and small, so TinyDB's Table is fast enough here.
+
+    def _registry(self, kind: str) -> Any:
+        if kind not in ("dataset", "model"):
+            raise ValueError(f"no registry of kind {kind!r}")
+        return self.db.table(f"{kind}s", cache_size=0)
+
+    def get_registry_entry(self, kind: str, name: str) -> Doc | None:
+        """A deep copy: TinyDB hands out documents that share nested lists with the
+        storage's in-memory data, so editing one in place would skip the commit."""
+        doc = self._registry(kind).get(Query().name == name)
+        return copy.deepcopy(dict(doc)) if isinstance(doc, Document) else None
+
+    def list_registry_entries(self, kind: str) -> list[Doc]:
+        return sorted((copy.deepcopy(dict(d)) for d in self._registry(kind).all()),
+                      key=lambda d: d["name"])
+
+    def put_registry_entry(self, kind: str, doc: Doc) -> None:
+        """Insert or replace the entry named `doc["name"]`."""
+        table = self._registry(kind)
+        existing = table.get(Query().name == doc["name"])
+        if isinstance(existing, Document):
+            fresh = copy.deepcopy(doc)
+
+            def replace(stored: Doc) -> None:  # whole document, in one write
+                stored.clear()
+                stored.update(fresh)
+
+            table.update(replace, doc_ids=[existing.doc_id])
+        else:
+            table.insert(copy.deepcopy(doc))
+
+    def remove_registry_entry(self, kind: str, name: str) -> None:
+        self._registry(kind).remove(Query().name == name)

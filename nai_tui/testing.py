@@ -1,0 +1,435 @@
+"""Fakes of the terminal UI's ports, shipped with the code (like httpx's MockTransport):
+an in-memory `FakeServerClient`, `FakeTransfers` and a `ManualClock`.
+
+    fake = demo_server(now=1_700_000_000.0)
+    app = NaiApp(lambda entry: fake, clock=ManualClock(1_700_000_000.0),
+                 transfers=FakeTransfers())
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from nai_server.protocol import (
+    API_VERSION,
+    Conflict,
+    ConnectionFailed,
+    Forbidden,
+    ForeignProcess,
+    GpuList,
+    GpuState,
+    GroupInfo,
+    JobInfo,
+    JobList,
+    Me,
+    MetricsPage,
+    NotFound,
+    Quota,
+    TreeEntryModel,
+    TreeInfo,
+    UserInfo,
+    VersionInfo,
+)
+from nai_tui.client import ServerClient
+from nai_tui.ports import Progress, PulledFiles
+
+GIB = 1 << 30
+ENDED = {"succeeded", "failed", "cancelled", "timed_out", "lost"}
+
+
+class ManualClock:
+    """A clock that moves only when told: `clock()` is the time, `advance(s)` moves it."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _unfaked(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(501, json={"error": {
+        "code": "internal", "message": f"FakeServerClient does not fake {request.url.path}"}})
+
+
+class FakeServerClient(ServerClient):
+    """An in-memory server: jobs, GPUs, logs, metrics, outputs, users and groups.
+
+    `fail` (a message) makes every call raise ConnectionFailed, as a dropped SSH link
+    would; `error` makes every call raise that exception; `gate` (an Event) holds every
+    call until it is set, as a slow link would. `max_in_flight` records the most calls
+    that ever ran at once (polls must not overlap).
+    """
+
+    def __init__(self, name: str = "fake", *, user: str = "alice", admin: bool = False,
+                 gpus: int = 4) -> None:
+        super().__init__(httpx.Client(transport=httpx.MockTransport(_unfaked)), name)
+        self.user = user
+        self.admin = admin
+        self.now = 1_700_000_000.0
+        self.fail: str | None = None
+        self.error: BaseException | None = None
+        self.gate: threading.Event | None = None
+        self.calls: list[str] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.closed = False
+        self._lock = threading.Lock()
+        self._jobs: dict[int, JobInfo] = {}
+        self._logs: dict[int, bytes] = {}
+        self._metrics: dict[int, list[dict[str, Any]]] = {}
+        self._outputs: dict[int, dict[str, bytes]] = {}
+        self.blobs: dict[str, bytes] = {}
+        self.submitted: list[dict[str, Any]] = []
+        self.gpu_list = GpuList(source="fake", gpus=[_gpu(i) for i in range(gpus)],
+                                cpu_slots=8, cpu_slots_used=0)
+        self._users: dict[str, UserInfo] = {}
+        self._groups: dict[str, GroupInfo] = {}
+        self._drained = False
+        self.put_user(user, admin=admin)
+
+    # --- plumbing ---------------------------------------------------------------------
+
+    def _enter(self, call: str) -> None:
+        with self._lock:
+            self.calls.append(call)
+            if self.fail is not None:
+                raise ConnectionFailed(f"{self.name}: {self.fail}")
+            if self.error is not None:
+                raise self.error
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        if self.gate is not None:
+            self.gate.wait(timeout=30)
+
+    def _leave(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+
+    def _do(self, call: str, fn: Any, *args: Any) -> Any:
+        self._enter(call)
+        try:
+            return fn(*args)
+        finally:
+            self._leave()
+
+    def close(self) -> None:
+        self.closed = True
+
+    # --- setting the scene (tests call these) -----------------------------------------
+
+    def add_job(self, name: str = "train", *, user: str | None = None, state: str = "queued",
+                gpus: list[int] | None = None, wanted: int = 1, submitted_at: float | None = None,
+                started_at: float | None = None, ended_at: float | None = None,
+                **fields: Any) -> JobInfo:
+        """Put a job on the fake server; returns it."""
+        with self._lock:
+            job_id = max(self._jobs, default=0) + 1
+            spec = {"name": name, "command": "python train.py", "gpus": wanted,
+                    "time_limit": "1h", **fields.pop("spec", {})}
+            job = JobInfo(id=job_id, name=name, user=user or self.user, group=None, state=state,
+                          spec=spec, code_tree=None, gpus=gpus or [],
+                          submitted_at=self.now if submitted_at is None else submitted_at,
+                          started_at=started_at, ended_at=ended_at, **fields)
+            self._jobs[job_id] = job
+            self._logs[job_id] = b""
+            self._metrics[job_id] = []
+            return job
+
+    def update_job(self, job_id: int, **fields: Any) -> JobInfo:
+        with self._lock:
+            job = self._jobs[job_id].model_copy(update=fields)
+            self._jobs[job_id] = job
+            return job
+
+    def append_log(self, job_id: int, text: str) -> None:
+        with self._lock:
+            self._logs[job_id] += text.encode()
+
+    def add_metrics(self, job_id: int, rows: list[dict[str, Any]]) -> None:
+        with self._lock:
+            self._metrics[job_id].extend(rows)
+
+    def set_outputs(self, job_id: int, files: dict[str, bytes]) -> None:
+        """Give a job an output tree made of these files."""
+        with self._lock:
+            self._outputs[job_id] = dict(files)
+            for data in files.values():
+                self.blobs[hashlib.sha256(data).hexdigest()] = data
+            self._jobs[job_id] = self._jobs[job_id].model_copy(
+                update={"output_tree": _tree(files).id})
+
+    def set_gpu(self, index: int, **fields: Any) -> None:
+        with self._lock:
+            gpus = list(self.gpu_list.gpus)
+            gpus[index] = gpus[index].model_copy(update=fields)
+            self.gpu_list = self.gpu_list.model_copy(update={"gpus": gpus})
+
+    # --- the API ----------------------------------------------------------------------
+
+    def check_version(self) -> VersionInfo:
+        return self._do("version", lambda: VersionInfo(
+            api_version=API_VERSION, server_version="fake", mode="multi-user"))
+
+    def version(self) -> VersionInfo:
+        return self.check_version()
+
+    def me(self) -> Me:
+        return self._do("me", lambda: Me(user=self.user, uid=1000, admin=self.admin,
+                                         groups=[], mode="multi-user"))
+
+    def gpus(self) -> GpuList:
+        return self._do("gpus", lambda: self.gpu_list)
+
+    def jobs(self, *, scope: str = "all", state: str | None = None, user: str | None = None,
+             limit: int = 100, offset: int = 0) -> JobList:
+        def listing() -> JobList:
+            who = self.user if scope == "mine" else user
+            with self._lock:
+                found = [j for j in sorted(self._jobs.values(), key=lambda j: -j.id)
+                         if (who is None or j.user == who) and (state is None or j.state == state)]
+            return JobList(jobs=found[offset:offset + limit], total=len(found), offset=offset,
+                           limit=limit)
+        return self._do("jobs", listing)
+
+    def job(self, job_id: int) -> JobInfo:
+        return self._do("job", self._job, job_id)
+
+    def _job(self, job_id: int) -> JobInfo:
+        with self._lock:
+            if job_id not in self._jobs:
+                raise NotFound(f"no job {job_id}")
+            return self._jobs[job_id]
+
+    def cancel(self, job_id: int) -> JobInfo:
+        def cancel() -> JobInfo:
+            job = self._job(job_id)
+            if job.user != self.user and not self.admin:
+                raise Forbidden(f"job {job_id} belongs to {job.user}; only they or an admin "
+                                f"may cancel it")
+            if job.state in ENDED:
+                raise Conflict(f"job {job_id} already ended ({job.state})")
+            return self.update_job(job_id, state="cancelled", ended_at=self.now,
+                                   message=f"cancelled by {self.user}", reason=None)
+        return self._do("cancel", cancel)
+
+    def logs(self, job_id: int, offset: int = 0) -> bytes:
+        return self._do("logs", lambda: (self._job(job_id), self._logs[job_id][offset:])[1])
+
+    def follow_logs(self, job_id: int, offset: int = 0) -> Iterator[bytes]:
+        yield self.logs(job_id, offset)
+
+    def metrics(self, job_id: int, since: int = 0) -> MetricsPage:
+        def page() -> MetricsPage:
+            self._job(job_id)
+            rows = self._metrics[job_id]
+            return MetricsPage(metrics=rows[since:], next=len(rows))
+        return self._do("metrics", page)
+
+    def outputs(self, job_id: int) -> TreeInfo:
+        def outputs() -> TreeInfo:
+            job = self._job(job_id)
+            if job_id not in self._outputs:
+                raise NotFound(f"job {job_id} has no outputs yet ({job.state})")
+            return _tree(self._outputs[job_id])
+        return self._do("outputs", outputs)
+
+    def submit(self, *, spec: dict[str, Any] | None = None, spec_yaml: str | None = None,
+               source: str = "nai.yaml", overrides: dict[str, Any] | None = None,
+               code_tree: str | None = None) -> JobInfo:
+        def submit() -> JobInfo:
+            fields = dict(yaml.safe_load(spec_yaml) if spec_yaml else spec or {})
+            fields.update(overrides or {})
+            self.submitted.append({"spec": fields, "code_tree": code_tree, "source": source})
+            job = self.add_job(fields.get("name", "job"), wanted=int(fields.get("gpus", 1)),
+                               spec=fields)
+            return self.update_job(job.id, code_tree=code_tree)
+        return self._do("submit", submit)
+
+    # --- admin ------------------------------------------------------------------------
+
+    def _admin_only(self) -> None:
+        if not self.admin:
+            raise Forbidden("only admins may do this")
+
+    def put_user(self, name: str, *, admin: bool = False) -> UserInfo:
+        """Register a user (setting the scene; no permission check)."""
+        info = UserInfo(name=name, uid=1000 + len(self._users), admin=admin, groups=[],
+                        quota=Quota(), created_at=self.now)
+        self._users[name] = info
+        return info
+
+    def add_user(self, name: str) -> UserInfo:
+        def add() -> UserInfo:
+            self._admin_only()
+            if name in self._users:
+                raise Conflict(f"user {name!r} exists")
+            return self.put_user(name)
+        return self._do("add_user", add)
+
+    def users(self) -> list[UserInfo]:
+        return self._do("users", lambda: (self._admin_only(), list(self._users.values()))[1])
+
+    def remove_user(self, name: str) -> None:
+        def remove() -> None:
+            self._admin_only()
+            if self._users.pop(name, None) is None:
+                raise NotFound(f"no user {name!r}")
+        self._do("remove_user", remove)
+
+    def groups(self) -> list[GroupInfo]:
+        return self._do("groups", lambda: list(self._groups.values()))
+
+    def add_group(self, name: str) -> GroupInfo:
+        def add() -> GroupInfo:
+            self._admin_only()
+            info = GroupInfo(name=name, members=[], quota=Quota(), created_at=self.now)
+            self._groups[name] = info
+            return info
+        return self._do("add_group", add)
+
+    def add_member(self, group: str, user: str) -> GroupInfo:
+        def add() -> GroupInfo:
+            self._admin_only()
+            info = self._groups[group]
+            info = info.model_copy(update={"members": [*info.members, user]})
+            self._groups[group] = info
+            if user in self._users:
+                u = self._users[user]
+                self._users[user] = u.model_copy(update={"groups": [*u.groups, group]})
+            return info
+        return self._do("add_member", add)
+
+    def set_quota(self, kind: str, name: str, quota: Quota) -> Quota:
+        def set_quota() -> Quota:
+            self._admin_only()
+            table: dict[str, Any] = self._users if kind == "users" else self._groups
+            if name not in table:
+                raise NotFound(f"no {kind[:-1]} {name!r}")
+            table[name] = table[name].model_copy(update={"quota": quota})
+            return quota
+        return self._do("set_quota", set_quota)
+
+    def drained(self) -> bool:
+        return self._do("drained", lambda: self._drained)
+
+    def drain(self, drained: bool) -> bool:
+        def drain() -> bool:
+            self._admin_only()
+            self._drained = drained
+            return drained
+        return self._do("drain", drain)
+
+
+def _gpu(index: int) -> GpuState:
+    return GpuState(index=index, uuid=f"GPU-fake-{index}", name="Fake A100",
+                    memory_total=80 * GIB, memory_used=0, memory_free=80 * GIB, utilization=0)
+
+
+def _tree(files: dict[str, bytes]) -> TreeInfo:
+    entries = [TreeEntryModel(path=path, size=len(data), sha256=hashlib.sha256(data).hexdigest())
+               for path, data in sorted(files.items())]
+    tree_id = hashlib.sha256("".join(e.path + e.sha256 for e in entries).encode()).hexdigest()
+    return TreeInfo(id=tree_id, entries=entries, files=len(entries),
+                    size=sum(e.size for e in entries))
+
+
+class FakeTransfers:
+    """`Transfers` over a `FakeServerClient`: push records the folder's files, pull
+    writes the fake's blobs."""
+
+    def __init__(self) -> None:
+        self.pushed: list[Path] = []
+
+    def push(self, client: ServerClient, root: Path, progress: Progress) -> str:
+        files = {str(p.relative_to(root)): p.read_bytes()
+                 for p in sorted(root.rglob("*")) if p.is_file()}
+        total = sum(map(len, files.values()))
+        done = 0
+        for data in files.values():
+            done += len(data)
+            progress("uploading", done, total)
+        self.pushed.append(root)
+        if isinstance(client, FakeServerClient):
+            client._enter("push")
+            client._leave()
+        return _tree(files).id
+
+    def pull(self, client: ServerClient, tree: TreeInfo, dest: Path, prefix: str,
+             progress: Progress) -> PulledFiles:
+        assert isinstance(client, FakeServerClient)
+        client._enter("pull")
+        client._leave()
+        prefix = prefix.strip("/")
+        entries = [e for e in tree.entries
+                   if not prefix or e.path == prefix or e.path.startswith(prefix + "/")]
+        total = sum(e.size for e in entries)
+        done = 0
+        for e in entries:
+            target = dest / e.path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(client.blobs[e.sha256])
+            done += e.size
+            progress("downloading", done, total)
+        return PulledFiles(len(entries), 0, total)
+
+
+def demo_server(now: float = 1_700_000_000.0, *, admin: bool = True,
+                name: str = "lab") -> FakeServerClient:
+    """A busy fake server (8 GPUs, a dozen jobs, a foreign process) for tests, snapshots
+    and trying the UI without a server."""
+    fake = FakeServerClient(name, user="alice", admin=admin, gpus=8)
+    fake.now = now
+    for other in ("bob", "carol"):
+        fake.put_user(other)
+    admin, fake.admin = fake.admin, True
+    fake.add_group("vision")
+    fake.add_member("vision", "bob")
+    fake.admin = admin
+    h = 3600.0
+    run = fake.add_job("cifar-resnet", state="running", gpus=[0, 1], wanted=2,
+                       submitted_at=now - 2 * h, started_at=now - 1.5 * h)
+    fake.add_job("bert-finetune", user="bob", state="running", gpus=[2], submitted_at=now - h,
+                 started_at=now - 0.75 * h)
+    fake.add_job("gan-sweep-3", user="carol", state="running", gpus=[3, 4, 5, 6],
+                 wanted=4, submitted_at=now - 5 * h, started_at=now - 4 * h - 125)
+    fake.add_job("llama-eval", user="bob", state="queued", wanted=4, submitted_at=now - 600,
+                 reason="needs 4 GPUs, 1 free", est_start=now + 1800)
+    fake.add_job("cifar-resnet-wide", state="queued", wanted=2, submitted_at=now - 300,
+                 reason="behind job 4")
+    done = fake.add_job("numpy-regression", state="succeeded", wanted=0,
+                        submitted_at=now - 3 * h, started_at=now - 3 * h + 5,
+                        ended_at=now - 3 * h + 65, exit_code=0)
+    fake.add_job("mnist-mlp", user="carol", state="failed", submitted_at=now - 4 * h,
+                 started_at=now - 4 * h + 3, ended_at=now - 4 * h + 40, exit_code=1,
+                 message="Traceback: CUDA out of memory")
+    fake.add_job("old-sweep", state="cancelled", submitted_at=now - 8 * h,
+                 ended_at=now - 7 * h, message="cancelled by alice")
+    fake.add_job("long-run", user="bob", state="timed_out", submitted_at=now - 30 * h,
+                 started_at=now - 29 * h, ended_at=now - 27 * h)
+    for i, util in ((0, 97), (1, 95), (2, 64), (3, 88), (4, 90), (5, 85), (6, 91)):
+        holder = next(j for j in fake._jobs.values() if i in j.gpus)
+        fake.set_gpu(i, utilization=util, memory_used=(30 + 5 * i) * GIB,
+                     memory_free=(50 - 5 * i) * GIB, job=holder.id, user=holder.user)
+    fake.set_gpu(7, utilization=40, memory_used=12 * GIB, memory_free=68 * GIB,
+                 foreign=[ForeignProcess(pid=4242, user="dave", used_memory=12 * GIB)])
+    fake.append_log(run.id, "".join(
+        f"epoch {e:3d}  loss {2.3 / e:.4f}  acc {1 - 0.9 / e:.3f}\n" for e in range(1, 25)))
+    fake.add_metrics(run.id, [{"step": e, "loss": round(2.3 / e, 4),
+                               "acc": round(1 - 0.9 / e, 4)} for e in range(1, 25)])
+    fake.append_log(done.id, "training on 3200 samples\ndone: val_acc 0.912\n")
+    fake.add_metrics(done.id, [{"step": e, "loss": round(0.7 / e, 4)} for e in range(1, 41)])
+    fake.set_outputs(done.id, {"weights.npz": b"\x93NUMPY" + bytes(2000),
+                               "summary.json": b'{"val_acc": 0.912}',
+                               "plots/loss.txt": b"0.7 0.35 0.23\n"})
+    return fake

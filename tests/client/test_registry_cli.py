@@ -1,0 +1,175 @@
+"""`nai dataset ...` and `nai model ...` against a real personal daemon: push, list,
+show, pull byte-identical, a new version that sends only the changed file, tags,
+sharing, removal, and errors on stderr."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nai_tui import cli
+from nai_tui.client import ServerClient
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    root = tmp_path_factory.mktemp("registry-cli")
+    environ = {**os.environ, "XDG_CONFIG_HOME": str(root / "config"),
+               "XDG_CACHE_HOME": str(root / "cache"), "XDG_DATA_HOME": str(root / "data"),
+               "XDG_RUNTIME_DIR": str(root / "run"),
+               "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+    (root / "run").mkdir()
+    up = subprocess.run([str(BIN / "nai"), "up", "--fake-gpus", "1"], env=environ,
+                        capture_output=True, text=True, timeout=60)
+    assert up.returncode == 0, up.stderr
+    yield environ
+    subprocess.run([str(BIN / "nai"), "down"], env=environ, capture_output=True, timeout=60)
+
+
+def nai(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "nai"), *args], env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def make_dataset(root: Path, files: int = 20, size: int = 50_000) -> Path:
+    root.mkdir(parents=True)
+    for i in range(files):
+        part = root / f"part-{i // 10}"
+        part.mkdir(exist_ok=True)
+        (part / f"shard-{i:03d}.bin").write_bytes(os.urandom(size))
+    (root / "labels.csv").write_text(f"# {root.name}\nid,label\n" + "".join(f"{i},{i % 10}\n"
+                                                            for i in range(1000)))
+    return root
+
+
+def tree_files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+def test_push_list_show_pull(env: dict[str, str], tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "cifar")
+    pushed = nai(env, "dataset", "push", "cifar", str(data), "--description", "tiny images",
+                 "--tag", "first")
+    assert pushed.returncode == 0, pushed.stderr
+    assert pushed.stdout.strip() == "cifar@1"
+    assert "syncing" in pushed.stderr and "21 files" in pushed.stderr
+
+    listing = json.loads(nai(env, "dataset", "list", "--json").stdout)
+    mine = next(e for e in listing if e["name"] == "cifar")
+    assert (mine["latest"], mine["latest_tag"], mine["files"]) == (1, "first", 21)
+    assert mine["description"] == "tiny images" and mine["visibility"] == "private"
+    table = nai(env, "dataset", "list").stdout
+    assert table.splitlines()[0].split()[:3] == ["NAME", "LATEST", "TAG"] and "cifar" in table
+
+    shown = json.loads(nai(env, "dataset", "show", "cifar", "--json").stdout)
+    assert [v["version"] for v in shown["versions"]] == [1]
+    version = json.loads(nai(env, "dataset", "show", "cifar@first", "--json").stdout)
+    assert version["version"] == 1 and version["files"] == 21
+    human = nai(env, "dataset", "show", "cifar@1").stdout
+    assert "cifar@1 (first)" in human and "used by:  no jobs" in human
+
+    out = tmp_path / "pulled"
+    pulled = nai(env, "dataset", "pull", "cifar", "--to", str(out))
+    assert pulled.returncode == 0, pulled.stderr
+    assert pulled.stdout.strip() == str(out)
+    assert tree_files(out) == tree_files(data)
+    again = json.loads(nai(env, "dataset", "pull", "cifar@1", "--to", str(out),
+                           "--json").stdout)
+    assert again["downloaded"] == 0 and again["skipped"] == 21
+
+
+def test_new_version_with_one_changed_file_sends_one_blob(
+        env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    for key in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME", "XDG_RUNTIME_DIR"):
+        monkeypatch.setenv(key, env[key])
+    uploads: list[dict[str, Any]] = []
+    real = ServerClient.upload_pack
+
+    def counting(self: ServerClient, stream: Any) -> dict[str, Any]:
+        result = real(self, stream)
+        uploads.append(result)
+        return result
+
+    monkeypatch.setattr(ServerClient, "upload_pack", counting)
+    data = make_dataset(tmp_path / "big", files=40, size=100_000)
+    assert cli.main(["dataset", "push", "big", str(data)]) == 0
+    assert [u["stored"] for u in uploads] == [41]
+
+    uploads.clear()
+    (data / "part-2" / "shard-025.bin").write_bytes(os.urandom(100_000))
+    assert cli.main(["dataset", "push", "big", str(data)]) == 0
+    assert [u["stored"] for u in uploads] == [1]
+    assert uploads[0]["bytes"] < 100_000 + 2048  # the file and its tar framing
+    assert capsys.readouterr().out.splitlines()[-1] == "big@2"
+
+    uploads.clear()  # the same folder again: a new version, nothing sent
+    assert cli.main(["dataset", "push", "big", str(data), "--tag", "same"]) == 0
+    assert uploads == []
+    shown = json.loads(nai(env, "dataset", "show", "big", "--json").stdout)
+    trees = [v["tree_id"] for v in shown["versions"]]
+    assert len(set(trees)) == 2 and trees[1] == trees[2]
+
+
+def test_model_metrics_tags_sharing_and_removal(env: dict[str, str], tmp_path: Path) -> None:
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "model.pt").write_bytes(b"\x00" * 1000)
+    (tmp_path / "metrics.json").write_text('{"accuracy": 0.93, "loss": 0.2}')
+    pushed = nai(env, "model", "push", "resnet", str(weights), "--metrics",
+                 str(tmp_path / "metrics.json"), "--json")
+    assert pushed.returncode == 0, pushed.stderr
+    assert json.loads(pushed.stdout)["metadata"] == {"metrics": {"accuracy": 0.93,
+                                                                 "loss": 0.2}}
+    (weights / "model.pt").write_bytes(b"\x01" * 1000)
+    assert nai(env, "model", "push", "resnet", str(weights)).stdout.strip() == "resnet@2"
+
+    tagged = nai(env, "model", "tag", "resnet@1", "best")
+    assert tagged.returncode == 0 and tagged.stdout.strip() == "resnet@1"
+    assert json.loads(nai(env, "model", "show", "resnet@best", "--json").stdout)["version"] == 1
+
+    assert nai(env, "model", "share", "resnet", "--all").returncode == 0
+    shown = json.loads(nai(env, "model", "show", "resnet", "--json").stdout)
+    assert shown["visibility"] == "shared"
+    assert nai(env, "model", "share", "resnet", "--group", "admins").returncode == 0
+    assert json.loads(nai(env, "model", "show", "resnet", "--json").stdout)[
+        "shared_with_groups"] == ["admins"]
+    assert nai(env, "model", "unshare", "resnet", "--group", "admins").returncode == 0
+    unshared = nai(env, "model", "unshare", "resnet")
+    assert unshared.returncode == 0 and "readers are now owners" in unshared.stderr
+    shown = json.loads(nai(env, "model", "show", "resnet", "--json").stdout)
+    assert (shown["visibility"], shown["shared_with_groups"]) == ("private", [])
+
+    one = nai(env, "model", "rm", "resnet@best")
+    assert one.returncode == 0 and one.stdout.strip() == "resnet@1"
+    gone = nai(env, "model", "rm", "resnet", "--json")
+    assert json.loads(gone.stdout)["entry_removed"] is True
+    assert "model resnet is gone" in gone.stderr
+    assert nai(env, "model", "show", "resnet").returncode == 1
+
+
+def test_errors_go_to_stderr(env: dict[str, str], tmp_path: Path) -> None:
+    missing = nai(env, "dataset", "show", "nothing-here")
+    assert missing.returncode == 1 and missing.stdout == ""
+    assert "no dataset named 'nothing-here'" in missing.stderr
+    assert "not a folder" in nai(env, "dataset", "push", "x", str(tmp_path / "no")).stderr
+    bad_ref = nai(env, "dataset", "pull", "x@")
+    assert bad_ref.returncode == 1 and "NAME@3" in bad_ref.stderr
+    (tmp_path / "m").mkdir()
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    bad = nai(env, "model", "push", "m", str(tmp_path / "m"), "--metrics",
+              str(tmp_path / "bad.json"))
+    assert bad.returncode == 1 and "JSON object" in bad.stderr
+    assert nai(env, "dataset").returncode == 2  # a verb is needed
+    no_tag = nai(env, "dataset", "tag", "x")
+    assert no_tag.returncode == 1 and "--clear" in no_tag.stderr

@@ -1,0 +1,181 @@
+"""The home screen: the queue, the GPUs, filters, live refresh, cancel, copy, pull."""
+
+from __future__ import annotations
+
+import threading
+
+from textual.widgets import Input, Select
+from tui_kit import NOW, SIZE, notifications, settle, text_of
+
+from nai_tui.screens.confirm import ConfirmScreen
+from nai_tui.screens.jobs import JobsScreen
+from nai_tui.testing import demo_server
+from nai_tui.widgets.gpu_strip import GpuStrip
+from nai_tui.widgets.job_table import JobTable
+
+
+def shown_ids(table: JobTable) -> list[int]:
+    return [int(str(table.coordinate_to_cell_key((row, 0)).row_key.value))
+            for row in range(table.row_count)]
+
+
+async def test_queue_is_sorted_running_then_queued_then_recent_ends(make_app) -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        table = app.screen.query_one(JobTable)
+        # running by start (longest first), the queue in order, then the latest ends
+        assert shown_ids(table) == [3, 1, 2, 4, 5, 6, 7, 8, 9]
+        assert table.get_row("4")[7].plain == "needs 4 GPUs, 1 free"
+        assert "connected" in app.sub_title and "alice@lab" in app.sub_title
+
+
+async def test_gpu_strip_shows_holders_and_foreign_use(make_app) -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        strip = app.screen.query_one(GpuStrip)
+        text = text_of(strip)
+        assert "#1 alice" in text and "#3 carol" in text
+        assert "⚠dave 12G" in text  # a process nai did not start
+        assert "97%" in text and "30/80G" in text
+        assert strip.border_title.startswith("8 GPUs (fake)")
+
+
+async def test_filters_text_state_and_mine(make_app, fake) -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        table = app.screen.query_one(JobTable)
+        await pilot.press("slash", *"bob")
+        assert app.focused is app.screen.query_one("#filter-text", Input)
+        assert shown_ids(table) == [2, 4, 9]
+        await pilot.press("escape")  # clears the filter, back to the table
+        assert app.focused is table and len(shown_ids(table)) == 9
+        await pilot.press("m")  # mine: fetched with scope=mine
+        await settle(pilot)
+        assert shown_ids(table) == [1, 5, 6, 8]
+        app.screen.query_one("#filter-state", Select).value = "queued"
+        await settle(pilot)
+        assert shown_ids(table) == [5]
+        assert fake.calls.count("jobs") >= 3
+
+
+async def test_refresh_updates_rows_in_place_and_keeps_the_cursor(make_app, fake) -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        table = app.screen.query_one(JobTable)
+        table.select_job(4)
+        await pilot.pause()
+        rows_before = {key: id(row) for key, row in table.rows.items()}
+        # job 5 starts, job 2 ends, a new job arrives
+        fake.update_job(5, state="running", gpus=[7], started_at=NOW, reason=None)
+        fake.update_job(2, state="succeeded", ended_at=NOW, exit_code=0)
+        new = fake.add_job("fresh", state="queued")
+        await pilot.press("r")
+        await settle(pilot)
+        assert table.selected_job is not None and table.selected_job.id == 4
+        assert shown_ids(table) == [3, 1, 5, 4, new.id, 2, 6, 7, 8, 9]
+        kept = {key: id(row) for key, row in table.rows.items() if key in rows_before}
+        assert kept == rows_before  # the same rows, updated, not rebuilt
+        assert table.get_row("2")[3].plain == "succeeded"
+
+
+async def test_polls_never_overlap(make_app, fake) -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        fake.gate = threading.Event()
+        calls = fake.calls.count("jobs")
+        for _ in range(5):
+            await pilot.press("r")
+        await pilot.pause()
+        assert fake.calls.count("jobs") == calls + 1  # one fetch; the others skipped
+        fake.gate.set()
+        await settle(pilot)
+        assert fake.max_in_flight == 1
+
+
+async def test_large_history_still_shows_old_running_jobs(make_app) -> None:
+    fake = demo_server(NOW)
+    for i in range(320):
+        fake.add_job(f"done-{i}", state="succeeded", submitted_at=NOW - 100 + i,
+                     started_at=NOW - 99 + i, ended_at=NOW - 90 + i)
+    app = make_app(servers={"lab": fake})
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        ids = shown_ids(app.screen.query_one(JobTable))
+        assert ids[:5] == [3, 1, 2, 4, 5]  # older than the newest 300, still listed
+        assert "newest" in text_of(app.screen.query_one("#jobs-status"))
+
+
+async def test_cancel_asks_first(make_app, fake) -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        table = app.screen.query_one(JobTable)
+        table.select_job(5)
+        await pilot.press("c")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")
+        assert isinstance(app.screen, JobsScreen)
+        assert fake.job(5).state == "queued"
+        await pilot.press("c")
+        await pilot.press("y")
+        await settle(pilot)
+        assert fake.job(5).state == "cancelled"
+        assert table.get_row("5")[3].plain == "cancelled"
+        assert any("Job 5 cancelled" in n for n in notifications(app))
+
+
+async def test_cancel_refused_by_the_server_is_a_notice(make_app) -> None:
+    fake = demo_server(NOW, admin=False)
+    app = make_app(servers={"lab": fake})
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app.screen.query_one(JobTable).select_job(2)  # bob's
+        await pilot.press("c", "y")
+        await settle(pilot)
+        assert fake.job(2).state == "running"
+        assert any("belongs to bob" in n for n in notifications(app))
+
+
+async def test_copy_id_and_pull_outputs(make_app, tmp_path) -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        table = app.screen.query_one(JobTable)
+        table.select_job(1)
+        await pilot.press("y")
+        assert app.clipboard == "1"
+        await pilot.press("p")  # still running: refused with a reason
+        assert any("outputs can be pulled once it ends" in n for n in notifications(app))
+        table.select_job(6)
+        await pilot.press("p")
+        await settle(pilot)
+        assert (tmp_path / "out" / "6" / "weights.npz").stat().st_size == 2006
+        assert (tmp_path / "out" / "6" / "plots" / "loss.txt").exists()
+        assert any("3 file(s) downloaded" in n for n in notifications(app))
+
+
+async def test_clicking_a_gpu_selects_its_job(make_app) -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        # under the title line, three GPUs a line at 120 columns
+        await pilot.click(GpuStrip, offset=(4, 2))  # GPU 3 → job 3
+        assert app.screen.query_one(JobTable).selected_job.id == 3
+        await pilot.click(GpuStrip, offset=(4, 1))  # GPU 0 → job 1
+        assert app.screen.query_one(JobTable).selected_job.id == 1
+
+
+async def test_fits_80_by_24(make_app) -> None:
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        strip = app.screen.query_one(GpuStrip)
+        assert strip.size.height == 4  # 8 GPUs, two side by side
+        table = app.screen.query_one(JobTable)
+        assert table.size.height >= 10 and table.region.bottom <= 22
+        assert table.row_count == 9
