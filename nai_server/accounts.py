@@ -95,6 +95,16 @@ class Accounts:
         groups = self._groups_of(name)
         return Caller(name, peer.uid, self.admins_group in groups, groups)
 
+    def caller_for(self, user: str) -> Caller:
+        """The user as a Caller, without a connection: what a job acts as when the
+        daemon registers its outputs for it."""
+        groups = self._groups_of(user)
+        account = identity.unix_account(user)
+        uid = account.pw_uid if account is not None else -1
+        admin = (self.personal and user == self.owner) or uid == 0 or (
+            self.admins_group in groups)
+        return Caller(user, uid, admin, groups)
+
     def _groups_of(self, user: str) -> tuple[str, ...]:
         with self.lock:
             return tuple(g["name"] for g in self.store.list_groups() if user in g["members"])

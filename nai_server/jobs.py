@@ -47,6 +47,7 @@ class Jobs:
 
     def __init__(self, runtime: JobRuntime, notify: Any) -> None:
         self.runtime = runtime
+        self.registry = runtime.registry
         self.store = runtime.store
         self.lock = runtime.lock
         self.clock = runtime.clock
@@ -72,6 +73,7 @@ class Jobs:
             started_at=job.get("started_at") if job["state"] != "queued" else None,
             ended_at=job.get("ended_at"), exit_code=job.get("exit_code"),
             output_tree=job.get("output_tree") if self.may_read(caller, job) else None,
+            dataset=job.get("dataset"), model=job.get("model"), registered=job.get("registered"),
         )
 
     def _job(self, job_id: int) -> Doc:
@@ -109,11 +111,14 @@ class Jobs:
             raise Invalid(str(exc), details={"field": exc.field, "line": exc.line}) from exc
         return spec
 
-    def submit(self, caller: Caller, spec: JobSpec, code_tree: str | None) -> JobInfo:
+    def submit(self, caller: Caller, spec: JobSpec, code_tree: str | None, *,
+               code_from_model: bool = False) -> JobInfo:
+        """Queue a job. Its dataset and model are pinned now to the exact versions the
+        caller may read (the job keeps them however the names move later)."""
         self._check_fits(spec.gpus, spec.gpu_memory)
-        if spec.dataset or spec.model or spec.register_model:
-            raise Invalid("datasets, models and register_model need the registries, which this "
-                          "server does not have yet; remove those keys from the spec")
+        if code_from_model and (spec.model is None or code_tree is not None):
+            raise Invalid("code_from_model runs the files of the spec's `model` as the code: "
+                          "give `model` and no code_tree")
         if spec.group is not None and spec.group not in caller.groups:
             raise Forbidden(f"{caller.user} is not a member of group {spec.group!r}")
         if spec.priority == "high" and not caller.admin:
@@ -126,10 +131,18 @@ class Jobs:
             for dep in (*spec.after, *spec.after_ok):
                 if self.store.get_job(dep) is None:
                     raise Invalid(f"after/after_ok: there is no job {dep}")
+            pins = {kind: self.registry.resolve(caller, kind, ref)
+                    for kind, ref in (("dataset", spec.dataset), ("model", spec.model)) if ref}
+            if code_from_model:
+                code_tree = pins["model"].tree_id
             doc = {"user": caller.user, "group": spec.group, "state": JobState.QUEUED.value,
                    "spec": spec_to_dict(spec), "code_tree": code_tree,
-                   "submitted_at": self.clock(), "time_limit": time_limit}
+                   "submitted_at": self.clock(), "time_limit": time_limit,
+                   **{kind: {"name": p.name, "version": p.version, "tree_id": p.tree_id}
+                      for kind, p in pins.items()}}
             job_id = self.store.insert_job(doc)
+            for p in pins.values():
+                self.registry.record_use(p.kind, p.name, p.version, job_id)
             info = self._info(caller, {**doc, "id": job_id})
         self.notify()
         return info
@@ -197,6 +210,7 @@ class Jobs:
                 job = self.store.update_job(job_id, {
                     "state": transition(JobState(job["state"]), JobState.CANCELLED),
                     "ended_at": now, "message": f"cancelled by {caller.user}"})
+                self.registry.collect()
             elif not job.get("stop"):
                 job = self.runtime.begin_stop(job, "cancelled", now)
             elif job["stop"].get("kind") == "preempted":

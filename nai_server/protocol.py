@@ -227,6 +227,9 @@ class JobSubmit(Model):
     source: str = Field(default="nai.yaml", max_length=4096)
     overrides: dict[str, Any] = Field(default_factory=dict)
     code_tree: str | None = None
+    # Fine-tuning: run the spec's `model` version's own files as the code (the server
+    # resolves it with the caller's read access; then `code_tree` must be empty).
+    code_from_model: bool = False
 
 
 class JobInfo(Model):
@@ -246,6 +249,9 @@ class JobInfo(Model):
     ended_at: float | None = None
     exit_code: int | None = None
     output_tree: str | None = None  # only for those who may read the job's outputs
+    dataset: dict[str, Any] | None = None  # the exact version: {name, version, tree_id}
+    model: dict[str, Any] | None = None
+    registered: str | None = None  # `register_model`: the version it made, e.g. "m@3"
 
 
 class JobList(Model):

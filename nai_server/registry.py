@@ -181,6 +181,19 @@ class Registry:
                 found["used_by"].append(job_id)
                 self.store.put_registry_entry(kind, doc)
 
+    def register_output(self, caller: Caller, name: str, tree_id: str, *,
+                        group: str | None, description: str,
+                        metadata: dict[str, Any]) -> RegistryVersion:
+        """A job's outputs as the next version of model `name`, created (owned by the
+        caller, or by `group`) when it does not exist yet. Same checks as a push."""
+        body = VersionCreate(tree_id=tree_id, description=description, metadata=metadata)
+        with self.lock:
+            if self.store.get_registry_entry("model", name) is not None:
+                return self.push(caller, "model", name, body)
+            entry = self.create(caller, "model", RegistryCreate(
+                name=name, group=group, **body.model_dump()))
+            return entry.versions[-1]
+
     # --- changes ----------------------------------------------------------------------
 
     def _tree_stats(self, tree_id: str) -> tuple[int, int]:

@@ -18,7 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from nai_server import identity
+from nai_server import identity, mounts
+from nai_server.accounts import Caller
 from nai_server.config import ServerConfig
 from nai_server.core import scheduling as sched
 from nai_server.core.env import build_job_env
@@ -34,6 +35,7 @@ from nai_server.launcher import (
     read_wrapper_pid,
     session_of,
 )
+from nai_server.registry import Registry
 from nai_server.store.atomic import CommitLock
 from nai_server.store.blobs import BlobStore
 from nai_server.store.db import TinyDbStore
@@ -63,7 +65,8 @@ class JobRuntime:
     def __init__(
         self, config: ServerConfig, store: TinyDbStore, blobs: BlobStore, gpus: GpuInventory,
         launcher: Launcher, lock: CommitLock, clock: Callable[[], float],
-        drained: Callable[[], bool], limits: Callable[[], Limits],
+        drained: Callable[[], bool], limits: Callable[[], Limits], registry: Registry,
+        caller_for: Callable[[str], Caller],
     ) -> None:
         self.config = config
         self.store = store
@@ -74,6 +77,8 @@ class JobRuntime:
         self.clock = clock
         self.drained = drained
         self.limits = limits
+        self.registry = registry
+        self.caller_for = caller_for  # a job's owner, to register its outputs as them
         self.jobs_dir = config.state / "jobs"
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         # Owners must reach their own job dir; only root may list the others.
@@ -177,8 +182,32 @@ class JobRuntime:
             except Exception as exc:  # keep the job's end even if its outputs are refused
                 log.warning("job %s: outputs not collected: %s", job["id"], exc)
                 fields["message"] = f"outputs not collected: {exc}"
+        if final == JobState.SUCCEEDED and job["spec"].get("register_model"):
+            fields.update(self._register(job, fields.get("output_tree")))
         self.store.update_job(job["id"], fields)
         log.info("job %s ended: %s (exit %s)", job["id"], final, code)
+        try:
+            self.registry.collect()  # versions kept only for this job may go now
+        except Exception:
+            log.exception("registry collection after job %s failed", job["id"])
+
+    def _register(self, job: Doc, output_tree: str | None) -> Doc:
+        """`register_model`: the outputs as a new model version. A refusal is noted on
+        the job, which still ends as it did."""
+        name = job["spec"]["register_model"]
+        if output_tree is None:
+            return {"message": f"not registered as model {name}: no outputs collected"}
+        try:
+            version = self.registry.register_output(
+                self.caller_for(job["user"]), name, output_tree, group=job.get("group"),
+                description=f"outputs of job {job['id']} "
+                            f"({job['spec'].get('name') or 'job-' + str(job['id'])})",
+                metadata=mounts.output_metadata(job, self.job_dir(job["id"])))
+        except Exception as exc:
+            log.warning("job %s: outputs not registered as model %s: %s", job["id"], name, exc)
+            return {"message": f"not registered as model {name}: {getattr(exc, 'message', exc)}"}
+        log.info("job %s: outputs registered as model %s@%s", job["id"], name, version.version)
+        return {"registered": f"{name}@{version.version}"}
 
     def _requeue(self, job: Doc, stop: Doc, now: float) -> None:
         """A preempted job's run has ended: back to the queue, keeping its service so far,
@@ -319,6 +348,8 @@ class JobRuntime:
                 "state": transition(JobState.QUEUED, JobState.CANCELLED), "ended_at": now,
                 "message": f"dependency job {failed['id']} ended {failed['state']}, "
                            f"and this job ran only after its success (after_ok)"})
+        if len(keep) < len(queued):
+            self.registry.collect()
         return keep
 
     # --- launching --------------------------------------------------------------------
@@ -337,6 +368,7 @@ class JobRuntime:
             self.store.update_job(job["id"], {
                 "state": transition(JobState.STARTING, JobState.FAILED), "ended_at": now,
                 "message": f"could not start: {exc}"})
+            self.registry.collect()
             return
         self.store.update_job(job["id"], {
             "state": transition(JobState.STARTING, JobState.RUNNING),
@@ -369,6 +401,12 @@ class JobRuntime:
             uid, gid = account.pw_uid, account.pw_gid
             groups = tuple(identity.unix_groups(job["user"]))
             _chown_tree(job_dir, uid, gid)
+        # After the chown: the mounts stay the daemon's (the links share the blobs' inodes).
+        dirs: dict[str, str] = {}
+        for kind in mounts.MOUNTS:
+            if job.get(kind):
+                mounts.mount(self.blobs, job[kind]["tree_id"], job_dir / kind)
+                dirs[f"{kind}_dir"] = str(job_dir / kind)
         home = account.pw_dir if account else os.environ.get("HOME", "/")
         base = {
             "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
@@ -377,7 +415,7 @@ class JobRuntime:
             "PYTHONUNBUFFERED": "1",  # logs arrive as they are printed
         }
         env = build_job_env(job_id=job["id"], job_dir=str(job_dir), gpu_indices=gpus,
-                            user_env=job["spec"].get("env", {}), base_env=base)
+                            user_env=job["spec"].get("env", {}), base_env=base, **dirs)
         return LaunchRequest(job_id=job["id"], job_dir=job_dir, command=job["spec"]["command"],
                              env=env, cwd=code, uid=uid, gid=gid, groups=groups)
 
@@ -412,6 +450,8 @@ def _reclaim(job_dir: Path) -> None:
             path.unlink()  # a FIFO or socket: opening it would block or fail
     for name in RUN_LEFTOVERS:
         (job_dir / name).unlink(missing_ok=True)
+    for name in mounts.MOUNTS:
+        mounts.unmount(job_dir / name)  # mounted afresh: whatever is there now is not ours
 
 
 def _when(at: float) -> str:

@@ -64,12 +64,13 @@ class Service:
         )
         self.gpus = gpus
         self.gpu_note = gpu_note
+        self.registry = Registry(store, self.lock, blobs, clock)
         self.runtime = JobRuntime(
             config, store, blobs, gpus, launcher or LocalLauncher(), self.lock, clock,
-            drained=self.accounts.drained, limits=lambda: self.tree_limits)
+            drained=self.accounts.drained, limits=lambda: self.tree_limits,
+            registry=self.registry, caller_for=self.accounts.caller_for)
         self.runtime.gpu_note = gpu_note
         self.jobs = Jobs(self.runtime, self.notify)
-        self.registry = Registry(store, self.lock, blobs, clock)
         # Set by the run loop; notify() wakes it early (e.g. after a submit).
         self.wakeup: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

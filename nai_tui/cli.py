@@ -49,6 +49,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name")
     p.add_argument("--command", help="the command to run (default: from nai.yaml)")
     p.add_argument("--env", action="append", metavar="K=V", help="repeatable")
+    p.add_argument("--register-model", metavar="NAME",
+                   help="on success, make the job's outputs a new version of this model")
+    p.add_argument("--follow", action="store_true",
+                   help="stream the log and exit with the job's exit code")
+
+    p = add("finetune", commands.cmd_finetune, "run a model's own code on a dataset, "
+            "starting from its weights ($NAI_MODEL_DIR)")
+    p.add_argument("model", metavar="MODEL[@VERSION]")
+    p.add_argument("--dataset", required=True, metavar="DATASET[@VERSION]")
+    p.add_argument("--command", help="what to run (default: the model version's "
+                   "finetune_command metadata)")
+    p.add_argument("--gpus", type=int)
+    p.add_argument("--time-limit", help="e.g. 2h, 30m, 1h30m")
+    p.add_argument("--name", help="the job's name (default: finetune-MODEL)")
+    p.add_argument("--register-model", metavar="NAME",
+                   help="on success, make the job's outputs a new version of this model")
     p.add_argument("--follow", action="store_true",
                    help="stream the log and exit with the job's exit code")
 

@@ -162,11 +162,12 @@ class ServerClient:
 
     def submit(self, *, spec: dict[str, Any] | None = None, spec_yaml: str | None = None,
                source: str = "nai.yaml", overrides: dict[str, Any] | None = None,
-               code_tree: str | None = None) -> JobInfo:
+               code_tree: str | None = None, code_from_model: bool = False) -> JobInfo:
         """Submit a job: the spec as fields or as nai.yaml text (the server validates it
-        and names the lines), command-line overrides, and the code tree."""
+        and names the lines), command-line overrides, and the code tree (or, with
+        `code_from_model`, the files of the spec's model version)."""
         body: dict[str, Any] = {"source": source, "overrides": overrides or {},
-                                "code_tree": code_tree}
+                                "code_tree": code_tree, "code_from_model": code_from_model}
         if spec_yaml is not None:
             body["spec_yaml"] = spec_yaml
         else:

@@ -84,15 +84,40 @@ def cmd_submit(args: argparse.Namespace, client: ServerClient) -> int:
     spec_file = Path(args.file).resolve() if args.file else None
     job = submit_folder(client, Path(args.dir), spec_file, gpus=args.gpus,
                         time_limit=args.time_limit, name=args.name, dataset=args.dataset,
-                        model=args.model, env=args.env or None, command=args.command)
+                        model=args.model, env=args.env or None, command=args.command,
+                        register_model=args.register_model)
+    return _submitted(args, client, job)
+
+
+def _submitted(args: argparse.Namespace, client: ServerClient, job: Any) -> int:
     if args.json and not args.follow:
         emit_json(job)
     else:
         print(job.id)
-    note(f"submitted job {job.id} ({job.name}) to {client.name}")
+    pins = [f"{k} {ref['name']}@{ref['version']}" for k, ref in
+            (("dataset", job.dataset), ("model", job.model)) if ref]
+    note(f"submitted job {job.id} ({job.name}) to {client.name}" +
+         (f" with {', '.join(pins)}" if pins else ""))
     if not args.follow:
         return 0
     return follow(client, job.id)
+
+
+def cmd_finetune(args: argparse.Namespace, client: ServerClient) -> int:
+    """Run a model version's own code on a dataset, its weights as the base."""
+    name, _, selector = args.model.partition("@")
+    version = client.registry_version("model", name, selector or "latest")
+    command = args.command or version.metadata.get("finetune_command")
+    if not command:
+        raise Invalid(f"model {name}@{version.version} has no finetune_command in its "
+                      f"metadata; say what to run with --command 'python train.py'")
+    spec = {"name": args.name or f"finetune-{name}", "command": command,
+            "model": f"{name}@{version.version}", "dataset": args.dataset,
+            "gpus": args.gpus, "time_limit": args.time_limit,
+            "register_model": args.register_model}
+    job = client.submit(spec={k: v for k, v in spec.items() if v is not None},
+                        code_from_model=True)
+    return _submitted(args, client, job)
 
 
 def follow(client: ServerClient, job_id: int) -> int:
@@ -135,6 +160,11 @@ def cmd_show(args: argparse.Namespace, client: ServerClient) -> int:
              f"  runtime:   {output.job_runtime(job)}"]
     if job.est_start:
         lines.append(f"  est. start: {time.strftime('%H:%M:%S', time.localtime(job.est_start))}")
+    for kind, ref in (("dataset", job.dataset), ("model", job.model)):
+        if ref:
+            lines.append(f"  {kind + ':':<10} {ref['name']}@{ref['version']}")
+    if job.registered:
+        lines.append(f"  registered: model {job.registered}")
     if job.exit_code is not None:
         lines.append(f"  exit code: {job.exit_code}")
     if job.message:

@@ -5,9 +5,9 @@
     nai dataset rm NAME[@VERSION] | tag NAME[@VERSION] TAG | share NAME --group G|--all
     nai dataset unshare NAME [--group G]
 
-and the same for `nai model` (whose push also takes `--metrics FILE.json`). A push
-syncs the folder (only files the server lacks travel) and records it as the next
-version. stdout carries data, stderr the rest, as in `nai_tui.commands`.
+and the same for `nai model` (whose push also takes `--metrics FILE.json` and
+`--finetune-command CMD`). A push syncs the folder (only files the server lacks travel)
+and records it as the next version. stdout carries data, stderr the rest, as in `nai_tui.commands`.
 """
 
 from __future__ import annotations
@@ -57,9 +57,11 @@ def _hash_cache() -> sync.HashCache:
 
 
 def _metadata(args: argparse.Namespace) -> dict[str, Any]:
+    extra = ({"finetune_command": args.finetune_command}
+             if getattr(args, "finetune_command", None) else {})
     metrics_file = getattr(args, "metrics", None)
     if not metrics_file:
-        return {}
+        return extra
     try:
         metrics = json.loads(Path(metrics_file).read_text())
     except OSError as exc:
@@ -69,7 +71,7 @@ def _metadata(args: argparse.Namespace) -> dict[str, Any]:
     if not isinstance(metrics, dict):
         raise Invalid(f"--metrics {metrics_file}: expected a JSON object like "
                       f'{{"accuracy": 0.93}}')
-    return {"metrics": metrics}
+    return {"metrics": metrics, **extra}
 
 
 def push_folder(client: ServerClient, kind: str, name: str, folder: Path, *,
@@ -258,6 +260,8 @@ def add_registry_commands(sub: Any) -> None:
         if kind == "model":
             p.add_argument("--metrics", metavar="FILE.json",
                            help="a JSON object of metrics to keep with the version")
+            p.add_argument("--finetune-command", metavar="CMD",
+                           help="what `nai finetune` runs in this version's files")
         verb("list", cmd_list, f"the {kind}s you may read", listing=True)
         p = verb("show", cmd_show, f"a {kind}'s versions, or one version in detail",
                  listing=True)

@@ -35,7 +35,8 @@ def gpus(service: ServiceDep, _: CallerDep) -> GpuList:
 @router.post("/jobs", status_code=status.HTTP_201_CREATED)
 def submit(body: JobSubmit, service: ServiceDep, caller: CallerDep,
            response: Response) -> JobInfo:
-    info = service.jobs.submit(caller, service.jobs.parse(body), body.code_tree)
+    info = service.jobs.submit(caller, service.jobs.parse(body), body.code_tree,
+                               code_from_model=body.code_from_model)
     response.headers["Location"] = f"/v1/jobs/{info.id}"
     return info
 

@@ -23,6 +23,7 @@ from nai_server.core.units import parse_size as parse_size
 
 PRIORITIES = ("low", "normal", "high")
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+TAG_RE = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,63}")  # as the registries' tags
 _ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # nai sets these itself (core.env); letting a job override them would break GPU isolation.
 _RESERVED_ENV = frozenset({"CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER"})
@@ -136,6 +137,9 @@ def _ref(value: object) -> str:
         value = str(value)  # as in _name
     if not isinstance(value, str):
         raise ValueError(f"must be name or name@version, e.g. cifar10@2, got {value!r}")
+    name, _, selector = value.partition("@")
+    if NAME_RE.fullmatch(name) and TAG_RE.fullmatch(selector):
+        return value  # name@tag (e.g. cifar10@best): the registry resolves it at submit
     parse_ref(value)
     return value
 

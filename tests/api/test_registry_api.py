@@ -188,8 +188,7 @@ def test_remove_keeps_versions_used_by_unfinished_jobs(api: TestClient, service:
 
     # Still kept while the job has not finished; gone once it has.
     assert service.registry.collect() == 0
-    assert api.delete(f"/v1/jobs/{job}").json()["state"] == "cancelled"
-    assert service.registry.collect() == 1
+    assert api.delete(f"/v1/jobs/{job}").json()["state"] == "cancelled"  # which collects
     assert api.get("/v1/datasets/d").status_code == 404
 
 

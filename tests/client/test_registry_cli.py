@@ -173,3 +173,32 @@ def test_errors_go_to_stderr(env: dict[str, str], tmp_path: Path) -> None:
     assert nai(env, "dataset").returncode == 2  # a verb is needed
     no_tag = nai(env, "dataset", "tag", "x")
     assert no_tag.returncode == 1 and "--clear" in no_tag.stderr
+
+
+FINETUNE = Path(__file__).resolve().parents[2] / "jobs" / "finetune-numpy"
+
+
+def test_finetune_in_one_command(env: dict[str, str], tmp_path: Path) -> None:
+    data = tmp_path / "points"
+    subprocess.run([sys.executable, str(FINETUNE / "make_data.py"), str(data)], check=True,
+                   capture_output=True)
+    pushed = nai(env, "model", "push", "linreg", str(FINETUNE / "model"),
+                 "--finetune-command", "python train.py --epochs 5")
+    assert pushed.returncode == 0, pushed.stderr
+    assert nai(env, "dataset", "push", "points", str(data)).returncode == 0
+    ran = nai(env, "finetune", "linreg", "--dataset", "points", "--gpus", "0",
+              "--register-model", "linreg", "--follow")
+    assert ran.returncode == 0, ran.stderr
+    assert "starting from zeros" in ran.stdout
+    assert "with dataset points@1, model linreg@1" in ran.stderr
+    job = json.loads(nai(env, "show", ran.stdout.split()[0], "--json").stdout)
+    assert job["registered"] == "linreg@2"
+    tuned = json.loads(nai(env, "model", "show", "linreg@2", "--json").stdout)
+    assert tuned["metadata"]["lineage"] | {"code_tree": None} == {
+        "job": job["id"], "code_tree": None, "datasets": ["points@1"], "models": ["linreg@1"]}
+    # Version 2 has no finetune_command: the command must then be given.
+    no_command = nai(env, "finetune", "linreg@2", "--dataset", "points")
+    assert no_command.returncode == 1 and "--command" in no_command.stderr
+    again = nai(env, "finetune", "linreg@2", "--dataset", "points", "--gpus", "0",
+                "--command", "python train.py --epochs 2", "--follow")
+    assert again.returncode == 0 and "weights.npz" in again.stdout, again.stderr

@@ -95,7 +95,7 @@ def test_error_message_format() -> None:
         ("gpu_memory: 1.5", "size"),
         ("dataset: 'cifar 10'", "name@version"),
         ("dataset: cifar10@", "name@version"),
-        ("dataset: cifar10@v2", "name@version"),
+        ("dataset: cifar10@-2", "name@version"),
         ("model: [a, b]", "name@version"),
         ("env: [A, B]", "mapping"),
         ("env: {1BAD: x}", "not a valid variable name"),
