@@ -10,6 +10,7 @@ Layout under the root (DESIGN §6):
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -93,11 +94,14 @@ class BlobStore:
         check_digest(digest)
         return self._blobs / digest[:2] / digest[2:]
 
+    def blob_path(self, digest: str) -> str:
+        """path_of as a plain string, for the per-blob hot paths of uploads."""
+        check_digest(digest)
+        return f"{self._blobs}/{digest[:2]}/{digest[2:]}"
+
     def has(self, digest: str) -> bool:
         """True if the blob is stored."""
-        check_digest(digest)
-        # A string path, not pathlib: this runs once per blob of every upload.
-        return os.path.isfile(f"{self._blobs}/{digest[:2]}/{digest[2:]}")
+        return os.path.isfile(self.blob_path(digest))
 
     def missing(self, digests: Iterable[str]) -> list[str]:
         """The digests not stored, unique, in the given order; ValueError for a bad digest."""
@@ -149,23 +153,25 @@ class BlobStore:
         sink.path = None
         fsync_dir(final.parent)
 
-    def _commit_many(self, sinks: Sequence[tuple[BlobSink, Path]]) -> None:
+    def _commit_many(self, sinks: Sequence[tuple[BlobSink, str]]) -> None:
         """Commit sealed-but-unsynced temp files: one syncfs for all their data, the
         renames, then one more for the renames. A crash before the first syncfs loses
         only temp files; no blob ever appears under its digest before its bytes are
         on disk."""
         try:
             syncfs(self._tmp)
-            made: set[Path] = set()
+            made: set[str] = set()
             for sink, final in sinks:
                 if sink.path is None:
                     continue
                 if os.path.exists(final):
                     sink.discard()
                     continue
-                if final.parent not in made:
-                    final.parent.mkdir(exist_ok=True)
-                    made.add(final.parent)
+                parent = os.path.dirname(final)
+                if parent not in made:
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(parent)
+                    made.add(parent)
                 os.replace(sink.path, final)
                 sink.path = None
             syncfs(self._blobs)

@@ -8,6 +8,7 @@ the other way round at run time.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import os
@@ -41,13 +42,13 @@ class BlobSink:
     def __init__(self, tmp_dir: Path | None) -> None:
         self.hasher = hashlib.sha256()
         self.size = 0
-        self.path: Path | None = None
+        self.path: str | None = None  # a string: pathlib costs show at thousands of blobs
         self._fd: int | None = None
         if tmp_dir is not None:
             name = f"{tmp_dir}/blob-{os.getpid()}-{next(self._counter)}"
             # Created read-only: the open descriptor may still write; no fchmod later.
             self._fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
-            self.path = Path(name)
+            self.path = name
 
     def write(self, data: bytes | memoryview) -> None:
         self.hasher.update(data)
@@ -71,7 +72,8 @@ class BlobSink:
             os.close(self._fd)
             self._fd = None
         if self.path is not None:
-            self.path.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
             self.path = None
 
 
@@ -96,7 +98,7 @@ class PackReceiver:
         self.received: list[str] = []  # digests verified so far, in stream order
         # Verified blobs waiting for one syncfs, then their renames: an fsync per blob
         # (two, with its directory) cost more than the rest of receiving a small file.
-        self._pending: list[tuple[BlobSink, Path]] = []
+        self._pending: list[tuple[BlobSink, str]] = []
         self._pending_bytes = 0
 
     def __enter__(self) -> PackReceiver:
@@ -214,7 +216,7 @@ class PackReceiver:
             raise PackError(f"blob {self._name}: content hashes to {digest}")
         if sink.path is not None:
             sink.seal(sync=False)
-            self._pending.append((sink, self._store.path_of(digest)))
+            self._pending.append((sink, self._store.blob_path(digest)))
             self._pending_bytes += sink.size
             if len(self._pending) >= FLUSH_BLOBS or self._pending_bytes >= FLUSH_BYTES:
                 self._flush()

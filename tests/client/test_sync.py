@@ -487,3 +487,14 @@ def test_an_interrupted_download_resumes_fetching_only_the_rest(
     assert (result.downloaded, result.skipped) == (3, 0)
     assert snapshot(dest) == snapshot(root)
     assert not [p for p in dest.rglob(".nai-pull-*")]
+
+
+def test_blob_headers_match_tarfile() -> None:
+    """The fast header builder writes what tarfile itself writes."""
+    import tarfile
+
+    for size in (0, 1, 511, 512, 4096, 10**9):
+        digest = f"{size:064x}"
+        info = tarfile.TarInfo(digest)
+        info.size, info.mode, info.mtime = size, 0o444, 0
+        assert sync.blob_header(digest, size) == info.tobuf(tarfile.USTAR_FORMAT)
