@@ -7,10 +7,9 @@ import json
 import random
 import signal
 import threading
-import time
 
 import httpx
-from conftest import Daemon, needs_root  # type: ignore[import-not-found]
+from conftest import Daemon, needs_root, wait_for  # type: ignore[import-not-found]
 
 pytestmark = [needs_root]
 
@@ -29,6 +28,11 @@ def _writer(daemon: Daemon, prefix: str, acked: list[str], stop: threading.Event
         i += 1
 
 
+def _wait_for_writes(acked: list[str], count: int, writer: threading.Thread) -> None:
+    wait_for(lambda: len(acked) >= count or not writer.is_alive(),
+             what=f"{count} acknowledged writes")
+
+
 def test_sigkill_during_writes_loses_nothing_acknowledged(daemon_factory) -> None:
     daemon: Daemon = daemon_factory(mode="personal")
     rng = random.Random(20261128)
@@ -38,12 +42,10 @@ def test_sigkill_during_writes_loses_nothing_acknowledged(daemon_factory) -> Non
         stop = threading.Event()
         writer = threading.Thread(target=_writer, args=(daemon, f"r{round_no}", acked, stop))
         writer.start()
-        # A random moment inside the stream of writes (which we poll to be sure began).
-        started = len(acked)
-        deadline = time.monotonic() + 10
-        while len(acked) == started and time.monotonic() < deadline:
-            time.sleep(0.001)
-        time.sleep(rng.uniform(0.0, 0.15))
+        # A random moment inside the stream of writes: once it has begun, let a random
+        # number of further writes be acknowledged, then kill.
+        _wait_for_writes(acked, len(acked) + 1, writer)
+        _wait_for_writes(acked, len(acked) + rng.randint(0, 60), writer)
         daemon.stop(signal.SIGKILL)
         stop.set()
         writer.join(timeout=30)
