@@ -176,6 +176,7 @@ def push(client: ServerClient, root: Path, *, cache: HashCache,
                 break
             uploading = True
             _upload(client, [(d, *sources[d]) for d in missing if d in sources], cache, make)
+            break  # the server verified and stored every blob of the pack
         except ConnectionFailed as exc:
             # A server that cannot be reached at all fails at once; after a cut, asking
             # again may fail while the link comes back, so that is retried too.

@@ -14,7 +14,7 @@ import re
 import stat
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Literal
 
 EntryKind = Literal["file", "symlink"]
@@ -279,8 +279,12 @@ def parse_manifest(raw: Sequence[object], limits: Limits) -> tuple[Entry, ...]:
 
 
 def manifest_to_json(entries: Iterable[Entry]) -> list[dict[str, Any]]:
-    """Entries as JSON-ready dicts, in the given order; `parse_manifest` reads them back."""
-    return [asdict(e) for e in entries]
+    """Entries as JSON-ready dicts, in the given order; `parse_manifest` reads them back.
+
+    Built field by field: dataclasses.asdict deep-copies every value, which made it
+    most of the cost of recording a tree of 10,000 files."""
+    return [{"path": e.path, "kind": e.kind, "size": e.size, "mode": e.mode,
+             "sha256": e.sha256, "target": e.target} for e in entries]
 
 
 def canonical_json(entries: Iterable[Entry]) -> bytes:

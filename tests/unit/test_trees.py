@@ -174,3 +174,13 @@ def test_select_by_file_or_directory() -> None:
 def test_path_problem_accepts_ordinary_names() -> None:
     assert path_problem("src/model v2/ünï.py") is None
     assert path_problem("a/" + "x" * 256) == "path component is longer than 255 bytes"
+
+
+def test_manifest_json_has_every_entry_field() -> None:
+    """manifest_to_json is written out field by field: it must not miss one."""
+    import dataclasses
+
+    from nai_server.core.trees import Entry, manifest_to_json
+
+    entry = Entry(path="a", kind="file", size=1, mode=0o644, sha256="0" * 64)
+    assert manifest_to_json([entry]) == [dataclasses.asdict(entry)]
