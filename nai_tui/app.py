@@ -215,6 +215,17 @@ class NaiApp(App[int]):
         if not isinstance(self.screen, AdminScreen):
             self.push_screen(AdminScreen())
 
+    def open_registry(self, kind: str) -> None:
+        """Show the datasets or the models (kind "dataset" or "model")."""
+        from nai_tui.screens.registry import RegistryScreen
+
+        screen = self.screen
+        if isinstance(screen, RegistryScreen):
+            if screen.kind == kind:
+                return
+            self.pop_screen()  # one registry screen at a time: models replace datasets
+        self.push_screen(RegistryScreen(kind))
+
     def on_unmount(self) -> None:
         if self.client is not None:
             self.client.close()

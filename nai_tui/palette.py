@@ -1,5 +1,6 @@
 """The command palette's entries (ctrl+p): every action bound on the current screen
-and globally, every configured server, and the jobs on screen."""
+and globally, every configured server, the datasets and models screens, and the jobs
+(or datasets, models) on screen."""
 
 from __future__ import annotations
 
@@ -21,12 +22,14 @@ class NaiCommands(Provider):
         screen, app = self.screen, self.app
         found: list[Entry] = []
         seen: set[tuple[int, str]] = set()
+        bound: set[str] = set()
         for active in screen.active_bindings.values():
             binding, node = active.binding, active.node
             title = binding.tooltip or binding.description
             if not title or not active.enabled or (id(node), binding.action) in seen:
                 continue
             seen.add((id(node), binding.action))
+            bound.add(binding.action)
             where = f"{screen.title}: " if node is not app and screen.title else ""
             found.append((f"{where}{title}", partial(app.run_action, binding.action, node),
                           f"key {app.get_key_display(binding)}"))
@@ -35,7 +38,10 @@ class NaiCommands(Provider):
                 if entry.name != app.server.name:
                     found.append((f"Switch to server {entry.name}",
                                   partial(app.switch_server, entry), entry.url))
-            # REGISTRIES: "Browse datasets" / "Browse models" go here with their screens.
+            for kind in ("dataset", "model"):
+                if f"registry('{kind}')" not in bound:  # already there from a binding
+                    found.append((f"Browse {kind}s", partial(app.open_registry, kind),
+                                  f"push and pull {kind} versions"))
         more = getattr(screen, "commands", None)
         if callable(more):
             found += [(title, call, "") for title, call in more()]

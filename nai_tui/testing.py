@@ -26,12 +26,16 @@ from nai_server.protocol import (
     GpuList,
     GpuState,
     GroupInfo,
+    Invalid,
     JobInfo,
     JobList,
     Me,
     MetricsPage,
     NotFound,
     Quota,
+    RegistryEntry,
+    RegistrySummary,
+    RegistryVersion,
     TreeEntryModel,
     TreeInfo,
     UserInfo,
@@ -63,7 +67,8 @@ def _unfaked(request: httpx.Request) -> httpx.Response:
 
 
 class FakeServerClient(ServerClient):
-    """An in-memory server: jobs, GPUs, logs, metrics, outputs, users and groups.
+    """An in-memory server: jobs, GPUs, logs, metrics, outputs, users, groups, trees,
+    datasets and models.
 
     `fail` (a message) makes every call raise ConnectionFailed, as a dropped SSH link
     would; `error` makes every call raise that exception; `gate` (an Event) holds every
@@ -90,6 +95,8 @@ class FakeServerClient(ServerClient):
         self._metrics: dict[int, list[dict[str, Any]]] = {}
         self._outputs: dict[int, dict[str, bytes]] = {}
         self.blobs: dict[str, bytes] = {}
+        self.trees: dict[str, TreeInfo] = {}
+        self._registries: dict[tuple[str, str], RegistryEntry] = {}
         self.submitted: list[dict[str, Any]] = []
         self.gpu_list = GpuList(source="fake", gpus=[_gpu(i) for i in range(gpus)],
                                 cpu_slots=8, cpu_slots_used=0)
@@ -168,6 +175,31 @@ class FakeServerClient(ServerClient):
                 self.blobs[hashlib.sha256(data).hexdigest()] = data
             self._jobs[job_id] = self._jobs[job_id].model_copy(
                 update={"output_tree": _tree(files).id})
+
+    def add_tree(self, files: dict[str, bytes]) -> TreeInfo:
+        """Store these files as a tree (as a sync would); returns it."""
+        tree = _tree(files)
+        with self._lock:
+            for data in files.values():
+                self.blobs[hashlib.sha256(data).hexdigest()] = data
+            self.trees[tree.id] = tree
+        return tree
+
+    def add_registry_version(self, kind: str, name: str, files: dict[str, bytes], *,
+                             tag: str | None = None, description: str = "",
+                             used_by: list[int] | None = None, deleted: bool = False,
+                             created_by: str | None = None, shared: bool = False,
+                             group: str | None = None) -> RegistryVersion:
+        """Add a version (and the dataset or model, when new) made of these files."""
+        tree = self.add_tree(files)
+        with self._lock:
+            version = self._new_version(kind, name, tree.id, created_by or self.user,
+                                        description, tag, {}, group=group, shared=shared)
+            if used_by or deleted:
+                version = version.model_copy(update={"used_by": list(used_by or []),
+                                                     "deleted": deleted})
+                self._put_version(kind, name, version)
+            return version
 
     def set_gpu(self, index: int, **fields: Any) -> None:
         with self._lock:
@@ -255,6 +287,111 @@ class FakeServerClient(ServerClient):
                                spec=fields)
             return self.update_job(job.id, code_tree=code_tree)
         return self._do("submit", submit)
+
+    def tree(self, tree_id: str) -> TreeInfo:
+        def tree() -> TreeInfo:
+            if tree_id not in self.trees:
+                raise NotFound(f"no tree {tree_id[:12]}")
+            return self.trees[tree_id]
+        return self._do("tree", tree)
+
+    # --- registries -------------------------------------------------------------------
+    # Everyone reads everything here: the fake does not model sharing.
+
+    def _new_version(self, kind: str, name: str, tree_id: str, by: str, description: str,
+                     tag: str | None, metadata: dict[str, Any], *, group: str | None = None,
+                     shared: bool = False) -> RegistryVersion:
+        """Append a version (creating the entry when new); the caller holds the lock."""
+        entry = self._registries.get((kind, name))
+        if entry is None:
+            entry = RegistryEntry(kind=kind, name=name,  # type: ignore[arg-type]
+                                  owner={"group": group} if group else {"user": by},
+                                  visibility="shared" if shared else "private",
+                                  shared_with_groups=[], description=description,
+                                  created_at=self.now, latest=None, versions=[],
+                                  may_write=True)
+        tree = self.trees.get(tree_id)
+        number = max((v.version for v in entry.versions), default=0) + 1
+        versions = [v.model_copy(update={"tag": None}) if tag and v.tag == tag else v
+                    for v in entry.versions]
+        version = RegistryVersion(version=number, tag=tag, tree_id=tree_id,
+                                  size=tree.size if tree else 0,
+                                  files=tree.files if tree else 0, created_at=self.now,
+                                  created_by=by, description=description, metadata=metadata)
+        self._registries[(kind, name)] = entry.model_copy(
+            update={"versions": [*versions, version], "latest": number})
+        return version
+
+    def _put_version(self, kind: str, name: str, version: RegistryVersion) -> None:
+        entry = self._registries[(kind, name)]
+        versions = [version if v.version == version.version else v for v in entry.versions]
+        live = [v.version for v in versions if not v.deleted]
+        self._registries[(kind, name)] = entry.model_copy(
+            update={"versions": versions, "latest": max(live, default=None)})
+
+    def _entry(self, kind: str, name: str) -> RegistryEntry:
+        if kind not in ("dataset", "model"):
+            raise ValueError(f"kind: 'dataset' or 'model', not {kind!r}")
+        with self._lock:
+            entry = self._registries.get((kind, name))
+        if entry is None:
+            raise NotFound(f"no {kind} {name!r}: `nai {kind} list` shows those you may read")
+        return entry
+
+    def registry_list(self, kind: str) -> list[RegistrySummary]:
+        def listing() -> list[RegistrySummary]:
+            with self._lock:
+                entries = sorted((e for (k, _), e in self._registries.items() if k == kind),
+                                 key=lambda e: e.name)
+            out = []
+            for e in entries:
+                latest = next((v for v in e.versions if v.version == e.latest), None)
+                out.append(RegistrySummary(
+                    kind=e.kind, name=e.name, owner=e.owner, visibility=e.visibility,
+                    shared_with_groups=e.shared_with_groups, description=e.description,
+                    created_at=e.created_at, latest=e.latest,
+                    latest_tag=latest.tag if latest else None,
+                    size=latest.size if latest else 0, files=latest.files if latest else 0,
+                    versions=sum(not v.deleted for v in e.versions), may_write=e.may_write))
+            return out
+        return self._do("registry_list", listing)
+
+    def registry_entry(self, kind: str, name: str) -> RegistryEntry:
+        return self._do("registry_entry", self._entry, kind, name)
+
+    def registry_create(self, kind: str, name: str, tree_id: str, *, group: str | None = None,
+                        shared: bool = False, description: str = "", tag: str | None = None,
+                        metadata: dict[str, Any] | None = None) -> RegistryEntry:
+        def create() -> RegistryEntry:
+            with self._lock:
+                if (kind, name) in self._registries:
+                    raise Conflict(f"{kind} {name!r} exists: push a new version instead")
+                self._new_version(kind, name, tree_id, self.user, description, tag,
+                                  metadata or {}, group=group, shared=shared)
+            return self._entry(kind, name)
+        return self._do("registry_create", create)
+
+    def registry_push(self, kind: str, name: str, tree_id: str, *, description: str = "",
+                      tag: str | None = None, metadata: dict[str, Any] | None = None
+                      ) -> RegistryVersion:
+        def push() -> RegistryVersion:
+            self._entry(kind, name)
+            with self._lock:
+                return self._new_version(kind, name, tree_id, self.user, description, tag,
+                                         metadata or {})
+        return self._do("registry_push", push)
+
+    def registry_version(self, kind: str, name: str, ref: str = "latest") -> RegistryVersion:
+        def version() -> RegistryVersion:
+            entry = self._entry(kind, name)
+            for v in entry.versions:
+                if (ref == "latest" and v.version == entry.latest) or ref in (str(v.version),
+                                                                              v.tag):
+                    return v
+            if ref == "latest":
+                raise Invalid(f"{kind} {name} has no live version")
+            raise NotFound(f"{kind} {name} has no version {ref!r}")
+        return self._do("registry_version", version)
 
     # --- admin ------------------------------------------------------------------------
 
@@ -363,6 +500,7 @@ class FakeTransfers:
         if isinstance(client, FakeServerClient):
             client._enter("push")
             client._leave()
+            return client.add_tree(files).id
         return _tree(files).id
 
     def pull(self, client: ServerClient, tree: TreeInfo, dest: Path, prefix: str,
@@ -432,4 +570,20 @@ def demo_server(now: float = 1_700_000_000.0, *, admin: bool = True,
     fake.set_outputs(done.id, {"weights.npz": b"\x93NUMPY" + bytes(2000),
                                "summary.json": b'{"val_acc": 0.912}',
                                "plots/loss.txt": b"0.7 0.35 0.23\n"})
+    fake.now = now - 2 * 86400
+    fake.add_registry_version("dataset", "cifar10", {"train.bin": bytes(3000),
+                                                     "test.bin": bytes(600)},
+                              description="CIFAR-10 as numpy arrays", used_by=[done.id])
+    fake.now = now - 86400
+    fake.add_registry_version("dataset", "cifar10", {"train.bin": bytes(2900),
+                                                     "test.bin": bytes(600),
+                                                     "README": b"duplicates removed\n"},
+                              tag="clean", description="duplicates removed",
+                              used_by=[run.id])
+    fake.add_registry_version("dataset", "imdb-reviews", {"reviews.jsonl": bytes(5000)},
+                              created_by="bob", shared=True,
+                              description="50k movie reviews, labelled")
+    fake.add_registry_version("model", "resnet18-cifar", {"weights.npz": bytes(4000)},
+                              tag="best", description="val_acc 0.912")
+    fake.now = now
     return fake

@@ -45,6 +45,8 @@ class JobsScreen(JobActionsScreen):
                 show=False),
         Binding("m", "toggle_mine", "Mine/all", tooltip="Show my jobs or everyone's"),
         Binding("slash", "focus_filter", "Filter", tooltip="Filter jobs by text"),
+        Binding("D", "registry('dataset')", "Datasets", tooltip="Browse the datasets", show=False),
+        Binding("M", "registry('model')", "Models", tooltip="Browse the models", show=False),
         Binding("s", "cycle_state", "State filter", show=False,
                 tooltip="Filter by the next state"),
         Binding("r", "refresh", "Refresh", show=False, tooltip="Refresh now"),
@@ -195,6 +197,10 @@ class JobsScreen(JobActionsScreen):
         from nai_tui.screens.submit import SubmitScreen
 
         self.app.push_screen(SubmitScreen())
+
+    def action_registry(self, kind: str) -> None:
+        """Browse the datasets or the models."""
+        self.nai.open_registry(kind)
 
     def on_gpu_strip_clicked(self, event: GpuStrip.Clicked) -> None:
         if event.gpu.job is not None and not self.query_one(JobTable).select_job(event.gpu.job):

@@ -17,14 +17,16 @@ class PromptScreen(NaiModal[str | None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "dismiss(None)", "Cancel")]
 
-    def __init__(self, question: str, placeholder: str = "", hint: str = "") -> None:
+    def __init__(self, question: str, placeholder: str = "", hint: str = "",
+                 value: str = "") -> None:
         super().__init__()
         self.question, self.placeholder, self.hint = question, placeholder, hint
+        self.value = value
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Label(self.question, classes="dialog-title")
-            yield Input(placeholder=self.placeholder, id="prompt-input")
+            yield Input(self.value, placeholder=self.placeholder, id="prompt-input")
             yield Static(self.hint or "enter to confirm, escape to cancel",
                          classes="dialog-detail")
 

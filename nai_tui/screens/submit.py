@@ -13,7 +13,17 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Button, DirectoryTree, Footer, Header, Input, Label, Static
+from textual.message import Message
+from textual.widgets import (
+    Button,
+    DirectoryTree,
+    Footer,
+    Header,
+    Input,
+    Label,
+    Select,
+    Static,
+)
 from textual.worker import Worker, WorkerState
 
 from nai_tui.messages import JobSubmitted, TransferProgressed
@@ -22,8 +32,18 @@ from nai_tui.widgets.folder_tree import FolderTree
 from nai_tui.widgets.transfer_bar import TransferBar
 
 SPEC_FILE = "nai.yaml"
-REGISTRY_NOTE = ("Datasets and models: these fields open once the server has its "
-                 "registries; until then a job reads its data from its own folder.")
+REGISTRY_NOTE = ("Dataset and model: name@latest takes the newest version when the job "
+                 "is submitted; D and M on the jobs screen show their versions.")
+REGISTRY_KINDS = ("dataset", "model")
+
+
+def ref_choices(names: list[str], keep: str | None) -> list[tuple[str, str]]:
+    """Select options: `name@latest` for each name, plus `keep` (nai.yaml's choice,
+    say `cifar10@2`) when it is not one of them."""
+    refs = [f"{name}@latest" for name in names]
+    if keep and keep not in refs:
+        refs.insert(0, keep)
+    return [(ref, ref) for ref in refs]
 
 
 def read_spec(folder: Path) -> tuple[str | None, dict[str, Any], str]:
@@ -51,9 +71,6 @@ def spec_summary(fields: dict[str, Any]) -> Table:
     for key in ("name", "command", "gpus", "time_limit", "gpu_memory", "priority"):
         if key in fields:
             table.add_row(key, Text(str(fields[key])))
-    for key in ("dataset", "model"):
-        if key in fields:
-            table.add_row(key, Text(f"{fields[key]} (ignored: no registries yet)", style="dim"))
     return table
 
 
@@ -73,6 +90,14 @@ class SubmitScreen(NaiScreen):
         self.spec_text: str | None = None
         self.fields: dict[str, Any] = {}
         self.busy = False
+        self.registry_names: dict[str, list[str]] = {kind: [] for kind in REGISTRY_KINDS}
+
+    class RegistriesListed(Message):
+        """The names of the datasets and the models the user may read."""
+
+        def __init__(self, names: dict[str, list[str]]) -> None:
+            super().__init__()
+            self.names = names
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -92,16 +117,10 @@ class SubmitScreen(NaiScreen):
                 with Horizontal(classes="form-row"):
                     yield Label("Time limit", classes="form-label")
                     yield Input("", id="time-limit", compact=True, placeholder="e.g. 2h, 30m")
-                # REGISTRIES: enable these and send them as overrides once the server
-                # has datasets and models.
-                with Horizontal(classes="form-row"):
-                    yield Label("Dataset", classes="form-label")
-                    yield Input("", id="dataset", compact=True, disabled=True,
-                                placeholder="not on this server yet")
-                with Horizontal(classes="form-row"):
-                    yield Label("Model", classes="form-label")
-                    yield Input("", id="model", compact=True, disabled=True,
-                                placeholder="not on this server yet")
+                for kind in REGISTRY_KINDS:
+                    with Horizontal(classes="form-row"):
+                        yield Label(kind.capitalize(), classes="form-label")
+                        yield Select[str]([], id=kind, compact=True, prompt="none")
                 yield Static(REGISTRY_NOTE, classes="note")
                 yield TransferBar()
                 with Vertical(classes="form-buttons"):
@@ -112,6 +131,34 @@ class SubmitScreen(NaiScreen):
     def on_mount(self) -> None:
         self.load(self.folder)
         self.query_one("#folder", Input).focus()
+        if self.nai.connected:
+            self._list_registries()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="registries")
+    def _list_registries(self) -> None:
+        client = self.nai.api
+        self.post_message(self.RegistriesListed({
+            kind: [e.name for e in client.registry_list(kind) if e.latest is not None]
+            for kind in REGISTRY_KINDS}))
+
+    def on_submit_screen_registries_listed(self, message: RegistriesListed) -> None:
+        self.registry_names = message.names
+        for kind in REGISTRY_KINDS:
+            self._fill(kind, keep_choice=True)
+
+    def _fill(self, kind: str, *, keep_choice: bool = False) -> None:
+        """Offer the known names plus nai.yaml's choice; select what the user chose
+        (with `keep_choice`) or else nai.yaml's choice."""
+        select: Select[str] = self.query_one(f"#{kind}", Select)
+        chosen = select.value if keep_choice and not select.is_blank() else None
+        wanted = self.fields.get(kind)
+        spec = str(wanted) if wanted else None
+        choices = ref_choices(self.registry_names[kind], spec)
+        if isinstance(chosen, str) and chosen not in {ref for _, ref in choices}:
+            choices.insert(0, (chosen, chosen))
+        select.set_options(choices)
+        value = chosen if isinstance(chosen, str) else spec
+        select.value = value if value else Select.NULL
 
     def load(self, folder: Path) -> None:
         """Read the folder's nai.yaml and prefill the form from it."""
@@ -125,6 +172,8 @@ class SubmitScreen(NaiScreen):
         self.query_one("#gpus", Input).value = str(self.fields.get("gpus", ""))
         self.query_one("#time-limit", Input).value = str(self.fields.get("time_limit", ""))
         self.query_one("#submit", Button).disabled = bool(problem)
+        for kind in REGISTRY_KINDS:
+            self._fill(kind)
 
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id == "folder":
@@ -159,6 +208,11 @@ class SubmitScreen(NaiScreen):
         limit = self.query_one("#time-limit", Input).value.strip()
         if limit and limit != str(self.fields.get("time_limit", "")):
             out["time_limit"] = limit
+        for kind in REGISTRY_KINDS:
+            select: Select[str] = self.query_one(f"#{kind}", Select)
+            value = None if select.is_blank() else str(select.value)
+            if value != (str(self.fields[kind]) if self.fields.get(kind) else None):
+                out[kind] = value
         return out
 
     def action_submit(self) -> None:

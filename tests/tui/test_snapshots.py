@@ -67,3 +67,11 @@ def test_admin_screen(snap_compare, make_app) -> None:
         await pilot.press("A")
         await settle(pilot)
     assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+
+
+def test_datasets_screen(snap_compare, make_app) -> None:
+    async def run_before(pilot) -> None:
+        await settle(pilot)
+        await pilot.press("D")
+        await settle(pilot)
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from textual.widgets import Button, Input
+from textual.widgets import Button, Input, Select
 from tui_kit import SIZE, notifications, settle, text_of
 
 from nai_tui.screens.job_detail import JobDetailScreen
@@ -41,8 +41,7 @@ async def test_submit_a_folder_and_land_on_the_job(make_app, fake, tmp_path) -> 
         assert "python train.py --epochs 2" in summary and "tiny" in summary
         assert screen.query_one("#gpus", Input).value == "1"
         assert screen.query_one("#time-limit", Input).value == "10m"
-        assert screen.query_one("#dataset", Input).disabled
-        assert screen.query_one("#model", Input).disabled
+        assert screen.query_one("#dataset", Select).is_blank()  # nai.yaml names none
         screen.query_one("#gpus", Input).value = "2"
         await pilot.press("ctrl+s")
         await settle(pilot)
@@ -109,3 +108,24 @@ async def test_pick_the_folder_in_the_tree(make_app, tmp_path) -> None:
         await pilot.pause()
         assert app.screen.query_one("#folder", Input).value == str(folder)
         assert app.screen.spec_text == SPEC
+
+
+async def test_pick_a_dataset_and_keep_nai_yamls_model(make_app, fake, tmp_path) -> None:
+    folder = job_folder(tmp_path)
+    (folder / "nai.yaml").write_text(SPEC + "model: resnet18-cifar@1\n")
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app.push_screen(SubmitScreen(folder))
+        await settle(pilot)
+        screen = app.screen
+        dataset = screen.query_one("#dataset", Select)
+        model = screen.query_one("#model", Select)
+        assert model.value == "resnet18-cifar@1"  # nai.yaml's choice, kept as written
+        assert [ref for _, ref in dataset._options if ref is not Select.NULL] == \
+            ["cifar10@latest", "imdb-reviews@latest"]
+        dataset.value = "cifar10@latest"
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        sent = fake.submitted[-1]["spec"]
+        assert sent["dataset"] == "cifar10@latest" and sent["model"] == "resnet18-cifar@1"
