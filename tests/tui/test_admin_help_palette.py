@@ -14,7 +14,7 @@ from nai_tui.screens.jobs import JobsScreen
 from nai_tui.screens.prompt import PromptScreen
 from nai_tui.screens.quota import QuotaScreen
 from nai_tui.screens.submit import SubmitScreen
-from nai_tui.testing import demo_server
+from nai_tui.testing_demo import demo_server
 
 
 async def test_admin_screen_is_only_for_admins(make_app) -> None:

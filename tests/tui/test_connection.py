@@ -12,7 +12,8 @@ from nai_server.protocol import ConnectionFailed
 from nai_tui.ports import Backoff
 from nai_tui.screens.jobs import JobsScreen
 from nai_tui.screens.servers import ServersScreen
-from nai_tui.testing import FakeServerClient, demo_server
+from nai_tui.testing import FakeServerClient
+from nai_tui.testing_demo import demo_server
 from nai_tui.widgets.job_table import JobTable
 
 

@@ -9,7 +9,7 @@ from tui_kit import NOW, SIZE, notifications, settle, text_of
 
 from nai_tui.screens.confirm import ConfirmScreen
 from nai_tui.screens.jobs import JobsScreen
-from nai_tui.testing import demo_server
+from nai_tui.testing_demo import demo_server
 from nai_tui.widgets.gpu_strip import GpuStrip
 from nai_tui.widgets.job_table import JobTable
 

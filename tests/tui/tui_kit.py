@@ -19,7 +19,8 @@ from textual.pilot import Pilot
 from nai_tui.app import NaiApp
 from nai_tui.config import ClientConfig, ServerEntry
 from nai_tui.ports import Backoff
-from nai_tui.testing import FakeServerClient, FakeTransfers, ManualClock
+from nai_tui.testing import FakeServerClient, ManualClock
+from nai_tui.testing_demo import FakeTransfers
 
 NOW = 1_700_000_000.0
 SIZE = (120, 36)
