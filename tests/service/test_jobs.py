@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 
 from nai_server.api import create_app
 from nai_server.service import Service
-from nai_server.testing import AsPeer, make_service, tick_until
+from nai_server.testing import AsPeer, make_service, tick_until, wait_for
 
 
 def submit(api: TestClient, command: str, **spec) -> dict:
@@ -85,12 +85,13 @@ def test_spec_errors_name_the_field(api: TestClient) -> None:
 
 
 def test_cancel_queued_and_running(api: TestClient, service: Service, tmp_path: Path) -> None:
-    marker = tmp_path / "term"
-    running = submit(api, f"trap 'touch {marker}; exit 3' TERM; while :; do sleep 0.02; done",
-                     gpus=2)["id"]
+    marker, ready = tmp_path / "term", tmp_path / "ready"
+    running = submit(api, f"trap 'touch {marker}; exit 3' TERM; touch {ready}; "
+                          f"while :; do sleep 0.02; done", gpus=2)["id"]
     queued = submit(api, "true", gpus=1)["id"]
     service.tick()
     assert state(api, running) == "running" and state(api, queued) == "queued"
+    wait_for(ready.exists, what="the job to set its SIGTERM trap")
     assert api.delete(f"/v1/jobs/{queued}").json()["state"] == "cancelled"
     response = api.post(f"/v1/jobs/{running}", headers={"X-HTTP-Method-Override": "DELETE"})
     assert response.status_code == 200
@@ -106,9 +107,14 @@ def test_sigkill_after_grace_when_sigterm_is_ignored(tmp_path: Path) -> None:
     service = make_service(tmp_path / "s", jobs={"cancel_grace_seconds": 5},
                            clock=lambda: now[0])
     api = TestClient(AsPeer(create_app(service)), base_url="http://nai")
-    job = submit(api, "trap '' TERM; while :; do sleep 0.02; done", gpus=1)["id"]
+    ready = tmp_path / "ready"
+    job = submit(api, f"trap '' TERM; touch {ready}; while :; do sleep 0.02; done",
+                 gpus=1)["id"]
     service.tick()
     pid = service.store.get_job(job)["pid"]
+    # Cancel only once the job ignores SIGTERM: a signal sent before its trap is set
+    # would end it at once, and this test is about the grace period.
+    wait_for(ready.exists, what="the job to set its trap")
     api.delete(f"/v1/jobs/{job}")
     service.tick()
     assert state(api, job) == "running"  # still in its grace period
@@ -136,8 +142,12 @@ def test_time_limit(tmp_path: Path) -> None:
     now = [1000.0]
     service = make_service(tmp_path / "s", clock=lambda: now[0])
     api = TestClient(AsPeer(create_app(service)), base_url="http://nai")
-    job = submit(api, "sleep 30", gpus=1, time_limit="1m")["id"]
+    ready = tmp_path / "ready"
+    job = submit(api, f"touch {ready}; sleep 30", gpus=1, time_limit="1m")["id"]
     service.tick()
+    # The fake clock makes the limit fire a moment after the start; wait until the job's
+    # own shell runs, so SIGTERM does not land between the wrapper's fork and exec.
+    wait_for(ready.exists, what="the job to start")
     now[0] += 30
     service.tick()
     assert state(api, job) == "running"
