@@ -341,8 +341,8 @@ class RegistryVersion(Model):
     used_by: list[int] = Field(default_factory=list)  # ids of jobs that used it
 
 
-class RegistrySummary(Model):
-    """One line of a listing: the entry and its latest version."""
+class RegistryHead(Model):
+    """What a listing line and a full entry share: who owns it, who reads it."""
 
     kind: RegistryKind
     name: str
@@ -352,6 +352,11 @@ class RegistrySummary(Model):
     description: str
     created_at: float
     latest: int | None  # None: every version is marked for deletion
+
+
+class RegistrySummary(RegistryHead):
+    """One line of a listing: the entry and its latest version."""
+
     latest_tag: str | None = None
     size: int = 0  # of the latest version
     files: int = 0
@@ -359,17 +364,9 @@ class RegistrySummary(Model):
     may_write: bool = False
 
 
-class RegistryEntry(Model):
+class RegistryEntry(RegistryHead):
     """A dataset or model with all its versions, oldest first."""
 
-    kind: RegistryKind
-    name: str
-    owner: dict[str, str]  # {"user": U} or {"group": G}
-    visibility: Literal["private", "shared"]
-    shared_with_groups: list[str]
-    description: str
-    created_at: float
-    latest: int | None
     versions: list[RegistryVersion]
     may_write: bool = False
 

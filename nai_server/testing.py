@@ -3,6 +3,7 @@ fake GPUs, and an ASGI wrapper that plays the socket peer."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import tarfile
@@ -63,6 +64,17 @@ def tick_until(service: Service, predicate: Callable[[], Any], timeout: float = 
                what: str = "condition") -> Any:
     """Step the service until `predicate()` holds (real job processes take real time)."""
     return wait_for(predicate, timeout, what, step=service.tick)
+
+
+def upload_tree(api: Any, files: dict[str, bytes]) -> str:
+    """Send the files' blobs through an API client and record their tree; its id."""
+    blobs = {hashlib.sha256(d).hexdigest(): d for d in files.values()}
+    assert api.post("/v1/blobs", content=pack(blobs)).status_code == 201
+    entries = [{"path": p, "size": len(d), "sha256": hashlib.sha256(d).hexdigest()}
+               for p, d in files.items()]
+    tree = api.post("/v1/trees", json={"entries": entries})
+    assert tree.status_code == 201, tree.text
+    return str(tree.json()["id"])
 
 
 def pack(blobs: dict[str, bytes]) -> bytes:

@@ -3,10 +3,7 @@
 
 from __future__ import annotations
 
-import hashlib
-import io
 import os
-import tarfile
 
 import pytest
 from starlette.testclient import TestClient
@@ -14,29 +11,14 @@ from starlette.testclient import TestClient
 from nai_server.accounts import Caller
 from nai_server.protocol import Invalid, NotFound, RegistryCreate
 from nai_server.service import Service
+from nai_server.testing import upload_tree
 
 KINDS = ["datasets", "models"]
 
 
-def upload(api: TestClient, files: dict[str, bytes]) -> str:
-    """Send the files' blobs and record their tree; returns the tree id."""
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
-        for data in files.values():
-            info = tarfile.TarInfo(hashlib.sha256(data).hexdigest())
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    assert api.post("/v1/blobs", content=out.getvalue()).status_code == 201
-    entries = [{"path": p, "size": len(d), "sha256": hashlib.sha256(d).hexdigest()}
-               for p, d in files.items()]
-    tree = api.post("/v1/trees", json={"entries": entries})
-    assert tree.status_code == 201, tree.text
-    return str(tree.json()["id"])
-
-
 @pytest.fixture
 def trees(api: TestClient) -> list[str]:
-    return [upload(api, {"data.bin": bytes([i]) * (100 * (i + 1)), "README": b"v%d" % i})
+    return [upload_tree(api, {"data.bin": bytes([i]) * (100 * (i + 1)), "README": b"v%d" % i})
             for i in range(4)]
 
 

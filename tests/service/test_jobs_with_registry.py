@@ -7,12 +7,10 @@ fine-tuning a model's own code end to end."""
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import stat
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -22,30 +20,14 @@ from nai_server.accounts import Caller
 from nai_server.core.spec import spec_from_dict
 from nai_server.protocol import NotFound
 from nai_server.service import Service
-from nai_server.testing import tick_until
+from nai_server.testing import tick_until, upload_tree
 
 FINETUNE = Path(__file__).resolve().parents[2] / "jobs" / "finetune-numpy"
 END = {"succeeded", "failed", "cancelled", "timed_out", "lost"}
 
 
-def upload(api: TestClient, files: dict[str, bytes]) -> str:
-    """Send the files' blobs and record their tree; returns the tree id."""
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
-        for data in files.values():
-            info = tarfile.TarInfo(hashlib.sha256(data).hexdigest())
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    assert api.post("/v1/blobs", content=out.getvalue()).status_code == 201
-    entries = [{"path": p, "size": len(d), "sha256": hashlib.sha256(d).hexdigest()}
-               for p, d in files.items()]
-    tree = api.post("/v1/trees", json={"entries": entries})
-    assert tree.status_code == 201, tree.text
-    return str(tree.json()["id"])
-
-
 def create(api: TestClient, kind: str, name: str, files: dict[str, bytes], **extra) -> str:
-    tree = upload(api, files)
+    tree = upload_tree(api, files)
     made = api.post(f"/v1/{kind}s", json={"name": name, "tree_id": tree, **extra})
     assert made.status_code == 201, made.text
     return tree
@@ -73,7 +55,7 @@ DATA = {"train/a.bin": os.urandom(70_000), "train/b.bin": os.urandom(1000),
 def test_job_reads_its_pinned_dataset_and_model_read_only(api: TestClient,
                                                           service: Service) -> None:
     tree = create(api, "dataset", "points", DATA, tag="best")
-    api.post("/v1/datasets/points/versions", json={"tree_id": upload(api, {"v2": b"2"})})
+    api.post("/v1/datasets/points/versions", json={"tree_id": upload_tree(api, {"v2": b"2"})})
     create(api, "model", "base", {"weights.bin": b"w" * 5000})
     job = run_job(api, service, {
         "command": 'cd "$NAI_DATASET_DIR" && sha256sum labels.csv train/a.bin train/b.bin '

@@ -8,12 +8,13 @@ import re
 import shlex
 import shutil
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from tui_kit import BIN, REPO, personal_daemon
+
+from nai_server.testing import wait_for
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")]
@@ -37,14 +38,17 @@ class Tmux:
 
     def wait_for(self, check: Callable[[str], bool], what: str, timeout: float = 60) -> str:
         """Poll the screen until `check(text)`; fail showing the screen."""
-        deadline = time.monotonic() + timeout
-        while True:
-            text = self.screen()
-            if check(text):
-                return text
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}; the screen:\n{text}")
-            time.sleep(0.1)
+        seen = [""]
+
+        def look() -> bool:
+            seen[0] = self.screen()
+            return check(seen[0])
+
+        try:
+            wait_for(look, timeout, what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the screen:\n{seen[0]}") from None
+        return seen[0]
 
     def alive(self) -> bool:
         return subprocess.run([*self.base, "has-session", "-t", "nai"],
@@ -84,10 +88,7 @@ def test_submit_and_follow_a_job_in_the_real_tui(tmp_path: Path, tmux: Tmux) -> 
 
         tmux.keys("p")  # pull the outputs into ./nai-outputs/1
         dest = folder / "nai-outputs" / "1"
-        deadline = time.monotonic() + 30
-        while not (dest / "summary.json").exists():
-            assert time.monotonic() < deadline, tmux.screen()
-            time.sleep(0.1)
+        tmux.wait_for(lambda _: (dest / "summary.json").exists(), "the pulled outputs", 30)
         assert (dest / "weights.npz").stat().st_size > 0
 
         tmux.keys("Escape")

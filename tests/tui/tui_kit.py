@@ -8,7 +8,6 @@ import contextlib
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import httpx
 from textual.pilot import Pilot
 
+from nai_server.testing import wait_for
 from nai_tui.app import NaiApp
 from nai_tui.config import ClientConfig, ServerEntry
 from nai_tui.ports import Backoff
@@ -103,12 +103,10 @@ def personal_daemon(root: Path, gpus: int = 8) -> Iterator[Path]:
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
             start_new_session=True)
     try:
-        deadline = time.monotonic() + 30
-        while not _answers(sock):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError("the daemon did not start:\n" +
-                                     (root / "daemon.log").read_text(errors="replace"))
-            time.sleep(0.05)
+        wait_for(lambda: proc.poll() is not None or _answers(sock), 30, "the daemon")
+        if proc.poll() is not None:
+            raise AssertionError("the daemon did not start:\n" +
+                                 (root / "daemon.log").read_text(errors="replace"))
         yield sock
     finally:
         proc.terminate()
