@@ -7,6 +7,7 @@ SSH user, so the daemon sees that user's uid through SO_PEERCRED.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import sys
@@ -16,14 +17,31 @@ from pathlib import Path
 CHUNK = 256 * 1024
 
 
+def _pump(src: int, dst: int, *, splice: bool) -> None:
+    """Move bytes from `src` to `dst` until end of input.
+
+    With `splice`, splice(2) moves them inside the kernel when `src` is a pipe, as
+    sshd's are; other descriptors (a socketpair, a file) fall back to read and write.
+    (Reading a unix socket with splice can report end of input while the peer is only
+    idle, so the way back always copies.)"""
+    while splice:
+        try:
+            if not os.splice(src, dst, CHUNK, flags=os.SPLICE_F_MOVE):
+                return
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            break
+    while data := os.read(src, CHUNK):
+        view = memoryview(data)
+        while view:
+            view = view[os.write(dst, view):]
+
+
 def _pump_in(sock: socket.socket, fd: int) -> None:
     """stdin → socket; on EOF half-close so the server sees the end of the request."""
     try:
-        while True:
-            data = os.read(fd, CHUNK)
-            if not data:
-                break
-            sock.sendall(data)
+        _pump(fd, sock.fileno(), splice=True)
     except OSError:
         pass
     try:
@@ -36,13 +54,7 @@ def relay(sock: socket.socket, in_fd: int = 0, out_fd: int = 1) -> None:
     """Copy both ways until the server closes its side (or stdout goes away)."""
     threading.Thread(target=_pump_in, args=(sock, in_fd), daemon=True).start()
     try:
-        while True:
-            data = sock.recv(CHUNK)
-            if not data:
-                break
-            view = memoryview(data)
-            while view:
-                view = view[os.write(out_fd, view) :]
+        _pump(sock.fileno(), out_fd, splice=False)
     except (BrokenPipeError, ConnectionResetError):
         pass
 
