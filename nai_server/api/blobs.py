@@ -3,6 +3,9 @@ and streamed tree download."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 from fastapi import APIRouter, Request, Response, status
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
@@ -42,18 +45,29 @@ async def upload(request: Request, service: ServiceDep, _: CallerDep) -> UploadR
     receiver = service.blob_receiver()
     buffered: list[bytes] = []
     size = total = 0
+    # One batch is hashed and written in a worker thread while the next is received:
+    # waiting for each batch before reading on would stall the sender.
+    feeding: asyncio.Future[None] | None = None
     try:
         async for chunk in request.stream():
             buffered.append(chunk)
             size += len(chunk)
             total += len(chunk)
             if size >= FEED_BYTES:
-                await run_in_threadpool(receiver.feed, b"".join(buffered))
-                buffered, size = [], 0
+                batch, buffered, size = b"".join(buffered), [], 0
+                if feeding is not None:
+                    await feeding
+                feeding = asyncio.ensure_future(run_in_threadpool(receiver.feed, batch))
+        if feeding is not None:
+            await feeding
+            feeding = None
         if buffered:
             await run_in_threadpool(receiver.feed, b"".join(buffered))
         stored = await run_in_threadpool(receiver.finish)
     except BaseException:
+        if feeding is not None:  # let the thread finish before the receiver is dropped
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(feeding)
         await run_in_threadpool(receiver.abort)
         raise
     return UploadResult(stored=len(stored), bytes=total)

@@ -13,6 +13,7 @@ import hashlib
 import itertools
 import os
 import tarfile
+import threading
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -100,6 +101,10 @@ class PackReceiver:
         # (two, with its directory) cost more than the rest of receiving a small file.
         self._pending: list[tuple[BlobSink, str]] = []
         self._pending_bytes = 0
+        # A full batch is made durable by a thread while the next one is received; at
+        # most one at a time, and finish/abort wait for it.
+        self._flushing: threading.Thread | None = None
+        self._flush_error: BaseException | None = None
 
     def __enter__(self) -> PackReceiver:
         return self
@@ -176,9 +181,31 @@ class PackReceiver:
 
     def _flush(self) -> None:
         """Make the pending verified blobs durable and visible under their digests."""
+        self._flush_in_background()
+        self._wait_for_flush()
+
+    def _flush_in_background(self) -> None:
+        self._wait_for_flush()
         pending, self._pending, self._pending_bytes = self._pending, [], 0
-        if pending:
-            self._store._commit_many(pending)
+        if not pending:
+            return
+
+        def commit() -> None:
+            try:
+                self._store._commit_many(pending)
+            except BaseException as exc:  # handed to the receiving thread
+                self._flush_error = exc
+
+        self._flushing = threading.Thread(target=commit, name="nai-blob-flush", daemon=True)
+        self._flushing.start()
+
+    def _wait_for_flush(self) -> None:
+        if self._flushing is not None:
+            self._flushing.join()
+            self._flushing = None
+        if self._flush_error is not None:
+            error, self._flush_error = self._flush_error, None
+            raise error
 
     def _on_header(self, block: bytes) -> None:
         if block == _ZERO_BLOCK:
@@ -219,7 +246,7 @@ class PackReceiver:
             self._pending.append((sink, self._store.blob_path(digest)))
             self._pending_bytes += sink.size
             if len(self._pending) >= FLUSH_BLOBS or self._pending_bytes >= FLUSH_BYTES:
-                self._flush()
+                self._flush_in_background()
         self.received.append(digest)
         self._state = "pad" if self._pad else "header"
 

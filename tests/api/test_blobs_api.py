@@ -5,10 +5,14 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
+from collections.abc import AsyncIterator
 
+import httpx
 from starlette.testclient import TestClient
 
-from nai_server.testing import pack
+from nai_server.api.app import create_app
+from nai_server.service import Service
+from nai_server.testing import AsPeer, pack
 
 
 def sha(data: bytes) -> str:
@@ -125,3 +129,28 @@ def test_truncated_upload_keeps_complete_blobs_and_resume_sends_the_rest(
     retry = api.post("/v1/blobs", content=pack({d: blobs[d] for d in missing}))
     assert retry.json()["stored"] == len(missing)
     assert api.post("/v1/trees", json={"entries": entries}).status_code == 201
+
+
+
+async def test_a_streamed_upload_with_a_bad_blob_keeps_the_good_ones(service: Service) -> None:
+    # Several MiB in 64 KiB pieces (httpx's ASGI transport streams them, as a socket
+    # does): batches are hashed and written while the next ones arrive, and a bad blob
+    # in a later batch still fails the upload cleanly, keeping the completed blobs.
+    good = [bytes([i]) * (3 << 20) for i in range(2)]
+    bad = b"not what was promised" * 1000
+    stream = pack({**{sha(d): d for d in good}, sha(b"promised"): bad})
+
+    async def pieces(data: bytes) -> AsyncIterator[bytes]:
+        for i in range(0, len(data), 65536):
+            yield data[i:i + 65536]
+
+    transport = httpx.ASGITransport(app=AsPeer(create_app(service)))
+    async with httpx.AsyncClient(transport=transport, base_url="http://nai") as api:
+        response = await api.post("/v1/blobs", content=pieces(stream))
+        assert response.status_code == 400 and sha(b"promised")[:12] in response.text
+        digests = [sha(d) for d in good] + [sha(b"promised")]
+        missing = await api.post("/v1/blobs/missing", json={"digests": digests})
+        assert missing.json()["missing"] == [sha(b"promised")]
+        again = await api.post("/v1/blobs", content=pieces(pack({sha(bad): bad})))
+        assert again.status_code == 201
+    assert list((service.blobs.root / "tmp").iterdir()) == []

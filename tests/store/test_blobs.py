@@ -243,3 +243,51 @@ def test_ingest_refuses_escaping_links_and_big_files_before_copying(
     with pytest.raises(TreeError, match=re.escape("huge.bin: file is 200 B, the limit is 150 B")):
         store.ingest_dir(out, Limits(max_file_size=150, max_entries=10, max_total_size=1000))
     assert list((store.root / "sha256").iterdir()) == []  # refused before anything was copied
+
+
+def test_full_batches_are_made_durable_while_the_next_arrives(
+        store: BlobStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nai_server.store import pack as pack_module
+
+    monkeypatch.setattr(pack_module, "FLUSH_BLOBS", 2)
+    batches: list[list[str]] = []
+    real = BlobStore._commit_many
+
+    def commit(self: BlobStore, sinks: list) -> None:  # type: ignore[type-arg]
+        batches.append([os.path.basename(final) for _, final in sinks])
+        real(self, sinks)
+
+    monkeypatch.setattr(BlobStore, "_commit_many", commit)
+    blobs = [bytes([i]) * (1000 + i) for i in range(5)]
+    stored = upload(store, pack([(sha(b), b) for b in blobs]))
+    assert stored == [sha(b) for b in blobs]
+    assert [len(b) for b in batches] == [2, 2, 1]  # two full batches, the rest at finish
+    assert all(store.has(sha(b)) for b in blobs) and temp_files(store) == []
+
+
+def test_a_failed_background_flush_fails_the_upload(
+        store: BlobStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nai_server.store import pack as pack_module
+
+    monkeypatch.setattr(pack_module, "FLUSH_BLOBS", 2)
+
+    def full_disk(self: BlobStore, sinks: list) -> None:  # type: ignore[type-arg]
+        for sink, _ in sinks:
+            sink.discard()
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(BlobStore, "_commit_many", full_disk)
+    blobs = [bytes([i]) * 100 for i in range(4)]
+    with pytest.raises(OSError, match="No space left"):
+        upload(store, pack([(sha(b), b) for b in blobs]))
+    assert not any(store.has(sha(b)) for b in blobs) and temp_files(store) == []
+
+
+def test_put_tree_checks_each_blob_once_and_names_every_missing_one(store: BlobStore) -> None:
+    entries = manifest()
+    blobs = {sha(d): d for d, _ in FILES.values()}
+    with pytest.raises(MissingBlobs) as caught:
+        store.put_tree(entries)
+    assert caught.value.digests == list(blobs)  # unique, in manifest order
+    upload(store, pack(list(blobs.items())))
+    assert store.has_tree(store.put_tree(entries))
