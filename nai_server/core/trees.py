@@ -250,7 +250,14 @@ def _tree_problems(entries: Sequence[Entry], limits: Limits) -> list[tuple[str, 
     return problems
 
 
-def parse_manifest(raw: Sequence[object], limits: Limits) -> tuple[Entry, ...]:
+class Manifest(tuple[Entry, ...]):
+    """Entries that passed `parse_manifest` (only it makes one): code that needs a
+    checked manifest can skip checking one again."""
+
+    __slots__ = ()
+
+
+def parse_manifest(raw: Sequence[object], limits: Limits) -> Manifest:
     """Validate a manifest (a JSON list of entry objects); raise TreeError naming every problem.
 
     Entries keep their order. Each object has `path`, `size`, `mode` and `sha256`
@@ -275,7 +282,7 @@ def parse_manifest(raw: Sequence[object], limits: Limits) -> tuple[Entry, ...]:
     problems.extend(_tree_problems(entries, limits))
     if problems:
         raise TreeError(problems)
-    return tuple(entries)
+    return Manifest(entries)
 
 
 def manifest_to_json(entries: Iterable[Entry]) -> list[dict[str, Any]]:

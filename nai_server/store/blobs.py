@@ -26,6 +26,7 @@ from nai_server.core.trees import (
     UNLIMITED,
     Entry,
     Limits,
+    Manifest,
     TreeError,
     canonical_json,
     diff_missing,
@@ -218,16 +219,25 @@ class BlobStore:
         """Record a tree whose blobs are all stored; return its id.
 
         Raises MissingBlobs if any blob is absent, TreeError if an entry is unsafe
-        (entries built by hand are checked again) or its size disagrees with its blob.
+        (entries not from parse_manifest, e.g. built by hand, are checked here) or its
+        size disagrees with its blob.
         """
-        entries = parse_manifest(manifest_to_json(entries), UNLIMITED)
-        missing = diff_missing(entries, self.has)
+        if not isinstance(entries, Manifest):
+            entries = parse_manifest(manifest_to_json(entries), UNLIMITED)
+        sizes: dict[str, int | None] = {}  # one stat per blob: present, and its size
+        for e in entries:
+            if e.kind == "file" and e.sha256 not in sizes:
+                try:
+                    sizes[e.sha256] = os.stat(self.blob_path(e.sha256)).st_size
+                except FileNotFoundError:
+                    sizes[e.sha256] = None
+        missing = [digest for digest, size in sizes.items() if size is None]
         if missing:
             raise MissingBlobs(missing)
         wrong = [
             (e.path, f"size says {e.size} bytes but the blob holds {actual}")
             for e in entries
-            if e.kind == "file" and (actual := self.path_of(e.sha256).stat().st_size) != e.size
+            if e.kind == "file" and (actual := sizes[e.sha256]) != e.size
         ]
         if wrong:
             raise TreeError(wrong)
