@@ -62,11 +62,12 @@ def hash_file(path: StrPath, on_bytes: Callable[[int], None] | None = None
     modified while being read.
     """
     hasher = hashlib.sha256()
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         before = os.fstat(fd)
+        # Sized to the file: zeroing a 1 MiB buffer cost more than hashing a small file.
+        buf = bytearray(min(CHUNK, before.st_size + 1))
+        view = memoryview(buf)
         while n := os.readv(fd, [buf]):
             hasher.update(view[:n])
             if on_bytes is not None:

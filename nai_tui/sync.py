@@ -100,24 +100,33 @@ def pack_blobs(blobs: Sequence[tuple[str, Path, int]], *, cache: HashCache | Non
                on_bytes: Callable[[int], None] | None = None) -> Generator[bytes, None, None]:
     """The ustar pack of (digest, file, size) blobs, read lazily in 1 MiB chunks.
 
-    Each file is hashed again as it is read; one that no longer matches its digest
-    raises FileChanged before its last bytes are sent, and is forgotten by `cache`.
+    A file must not change while it is packed: its size, mtime and inode are compared
+    before and after it is read, and one that changed raises FileChanged before its
+    last bytes are sent. A file the scan just hashed is not hashed again when `cache`
+    vouches for it (same size, mtime and inode, outside the racy window); the server
+    verifies every blob anyway. The others are hashed as they are read, and one that
+    no longer matches its digest is forgotten by `cache`.
     """
     buf = bytearray()
     for digest, path, size in blobs:
         buf += blob_header(digest, size)
-        hasher = hashlib.sha256()
         left = size
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError as exc:
             raise NaiError(f"cannot read {path}: {exc.strerror}") from exc
         with os.fdopen(fd, "rb", buffering=0) as f:
+            before = os.fstat(fd)
+            trusted = cache is not None and cache.lookup(path, before) == digest
+            hasher = None if trusted else hashlib.sha256()
+            if before.st_size != size:
+                raise changed(path)
             while left:
                 piece = f.read(min(CHUNK - len(buf) % CHUNK or CHUNK, left))
                 if not piece:
                     raise changed(path)
-                hasher.update(piece)
+                if hasher is not None:
+                    hasher.update(piece)
                 buf += piece
                 left -= len(piece)
                 # Hold the member's last bytes until they are verified.
@@ -126,7 +135,10 @@ def pack_blobs(blobs: Sequence[tuple[str, Path, int]], *, cache: HashCache | Non
                     if on_bytes is not None:
                         on_bytes(len(chunk))
                     yield chunk
-        if hasher.hexdigest() != digest:
+            after = os.fstat(fd)
+        if (after.st_size, after.st_mtime_ns, after.st_ino) != (
+                before.st_size, before.st_mtime_ns, before.st_ino) or (
+                hasher is not None and hasher.hexdigest() != digest):
             if cache is not None:
                 cache.forget(path)
             raise changed(path)

@@ -355,6 +355,55 @@ def test_a_file_changed_during_upload_fails_naming_it(client: ServerClient, proj
     assert sizes["data/weights.bin"] == sha256(noise(3 * MiB + 17, 2)).hexdigest()
 
 
+
+def test_a_file_rewritten_while_it_is_packed_fails_naming_it(client: ServerClient, project: Path,
+                                                             cache: HashCache) -> None:
+    # The scan hashed weights.bin, so packing trusts that digest and does not hash the
+    # file again; a rewrite in the middle of reading it still shows in its mtime.
+    real = client.upload_pack
+
+    def edit_midway(stream: Iterable[bytes]) -> Any:
+        pieces = iter(stream)
+        first = next(pieces)  # the first MiB of weights.bin has been read
+        write(project, "data/weights.bin", noise(3 * MiB + 17, 3), 0o600)  # same size
+        return real(itertools.chain([first], pieces))
+
+    client.upload_pack = edit_midway  # type: ignore[method-assign]
+    with pytest.raises(FileChanged, match=r"weights\.bin changed while nai was reading it"):
+        push(client, project, cache=cache, retries=0)
+    client.upload_pack = real  # type: ignore[method-assign]
+    assert client.missing_blobs([sha256(noise(3 * MiB + 17, 1)).hexdigest()])  # not stored
+    tree_id = push(client, project, cache=cache)
+    digests = {e.path: e.sha256 for e in client.tree(tree_id).entries}
+    assert digests["data/weights.bin"] == sha256(noise(3 * MiB + 17, 3)).hexdigest()
+
+
+def test_packing_hashes_only_what_the_cache_cannot_vouch_for(
+        project: Path, cache: HashCache, monkeypatch: pytest.MonkeyPatch) -> None:
+    entries = scan(project, cache=cache)
+    blobs = [(e["sha256"], project / e["path"], e["size"]) for e in entries
+             if e["kind"] == "file"]
+    hashed: list[int] = []
+    real_sha256 = sync.hashlib.sha256
+
+    class Counting:
+        def __init__(self) -> None:
+            self.inner = real_sha256()
+
+        def update(self, data: bytes) -> None:
+            hashed.append(len(data))
+            self.inner.update(data)
+
+        def hexdigest(self) -> str:
+            return self.inner.hexdigest()
+
+    monkeypatch.setattr(sync.hashlib, "sha256", Counting)
+    packed = b"".join(sync.pack_blobs(blobs, cache=cache))
+    assert hashed == []  # every file was hashed by the scan and has not changed since
+    assert b"".join(sync.pack_blobs(blobs)) == packed  # without a cache: hashed, same bytes
+    assert sum(hashed) == sum(size for _, _, size in blobs)
+
+
 def test_push_reports_progress_in_bytes(client: ServerClient, project: Path,
                                         cache: HashCache) -> None:
     bars: dict[str, list[int]] = {}
