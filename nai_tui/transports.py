@@ -29,6 +29,7 @@ from nai_server.protocol import ConnectionFailed
 from nai_tui.client import BASE_URL, DEFAULT_READ_TIMEOUT, local_http_client
 from nai_tui.ssh import (
     DEFAULT_REMOTE_COMMAND,
+    PREFERRED_CIPHER,
     HostKeyChanged,
     SshNetworkBackend,
     SshSession,
@@ -193,10 +194,27 @@ class OpenSshBackend(httpcore.NetworkBackend):
         if self.target.user is not None:
             argv += ["-l", self.target.user]
         self.base_argv = [*argv, "--", self.target.host]
+        self._user_options = list(ssh_options)
+        self._cipher_checked = False
+
+    def prefer_fast_cipher(self) -> None:
+        """Put AES-GCM first in the cipher list (it runs on AES-NI: bulk uploads cost
+        ssh and sshd a third less CPU than chacha20), unless the user chose ciphers
+        in ~/.ssh/config or the options; asked of `ssh -G` once."""
+        if self._cipher_checked:
+            return
+        self._cipher_checked = True
+        if any("cipher" in opt.lower() or opt == "-c" for opt in self._user_options):
+            return
+        mine = _ssh_ciphers([*self.base_argv[:-2], "-G", "--", self.target.host])
+        default = _ssh_ciphers([self.base_argv[0], "-G", "-F", "/dev/null", "--", "nai"])
+        if mine is not None and mine == default and PREFERRED_CIPHER in mine.split(","):
+            self.base_argv[-2:-2] = ["-o", f"Ciphers=^{PREFERRED_CIPHER}"]
 
     def connect_tcp(self, host: str, port: int, timeout: float | None = None,
                     local_address: str | None = None,
                     socket_options: Any = None) -> httpcore.NetworkStream:
+        self.prefer_fast_cipher()
         try:
             proc = subprocess.Popen(
                 [*self.base_argv, self.command], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -235,6 +253,20 @@ class OpenSshBackend(httpcore.NetworkBackend):
 
     def close(self) -> None:
         """Nothing to do: the master, if any, ends by itself after ControlPersist."""
+
+
+def _ssh_ciphers(argv: list[str]) -> str | None:
+    """The `ciphers` line of `ssh -G` (the configuration ssh would use), if it runs."""
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                              timeout=10, start_new_session=True)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for line in done.stdout.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "ciphers":
+            return value
+    return None
 
 
 _NO_HOST_KEY = re.compile(r"No (\S+) host key is known for (\S+)")
