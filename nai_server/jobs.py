@@ -40,6 +40,7 @@ from nai_server.runtime import JobRuntime
 
 Doc = dict[str, Any]
 MAX_PAGE = 1000
+HIDDEN = "(hidden)"  # what others see of the values in a job's env
 
 
 class Jobs:
@@ -63,16 +64,24 @@ class Jobs:
 
     def _info(self, caller: Caller, job: Doc) -> JobInfo:
         state = self.runtime.state
+        # Everyone sees the queue; only those who may read a job see its code (the tree
+        # id is what downloads it), its outputs and the values of its environment,
+        # where people keep tokens.
+        readable = self.may_read(caller, job)
+        spec = job["spec"]
+        if not readable and spec.get("env"):
+            spec = {**spec, "env": dict.fromkeys(spec["env"], HIDDEN)}
         return JobInfo(
             id=job["id"], name=job["spec"].get("name") or f"job-{job['id']}",
             user=job["user"], group=job.get("group"), state=job["state"],
             reason=state.waiting.get(job["id"]) if job["state"] == "queued" else None,
             est_start=state.est_start.get(job["id"]) if job["state"] == "queued" else None,
-            message=job.get("message"), spec=job["spec"], code_tree=job.get("code_tree"),
+            message=job.get("message"), spec=spec,
+            code_tree=job.get("code_tree") if readable else None,
             gpus=job.get("gpus", []), submitted_at=job["submitted_at"],
             started_at=job.get("started_at") if job["state"] != "queued" else None,
             ended_at=job.get("ended_at"), exit_code=job.get("exit_code"),
-            output_tree=job.get("output_tree") if self.may_read(caller, job) else None,
+            output_tree=job.get("output_tree") if readable else None,
             dataset=job.get("dataset"), model=job.get("model"), registered=job.get("registered"),
         )
 
