@@ -13,7 +13,7 @@ from typing import Any
 
 import pathspec
 
-from nai_server.protocol import NaiError, TreeEntryModel
+from nai_server.protocol import NaiError, TreeEntryModel, path_problem
 from nai_tui.hashcache import HashCache, changed
 from nai_tui.progress import Meter, ProgressFactory, SilentMeter, auto_progress
 
@@ -22,24 +22,10 @@ log = logging.getLogger("nai.sync")
 IGNORE_FILES = (".gitignore", ".naiignore")  # in this order: .naiignore has the last word
 ALWAYS_SKIPPED = ".git"
 MAX_LINK_HOPS = 40
-_NOT_UTF8 = "name is not valid UTF-8; rename it or add it to .naiignore"
 _NAMED_GROUP = re.compile(r"\(\?P<\w+>")
 
 
 # --- paths and symlinks ----------------------------------------------------------------
-
-
-def path_problem(path: str) -> str | None:
-    """Why `path` is not a safe relative POSIX path (the server's rule, restated)."""
-    if not path or "\0" in path or "\\" in path or path.startswith("/"):
-        return "not a plain relative path (empty, absolute, NUL or backslash)"
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        return _NOT_UTF8
-    if any(part in ("", ".", "..") for part in path.split("/")):
-        return "path has an empty, '.' or '..' component"
-    return None
 
 
 def _landing(base: list[str], target: str, links: Mapping[str, str],
@@ -180,15 +166,19 @@ def _walk(root: Path, extra: Sequence[str]
             except FileNotFoundError:
                 continue  # gone since listed
             if (why := path_problem(rel)) is not None:
-                problems.append((rel.encode("utf-8", "backslashreplace").decode(), why))
+                problems.append((rel.encode("utf-8", "backslashreplace").decode(),
+                                 f"{why}; rename it or add it to .naiignore"))
             elif is_dir:
                 todo.append((rel + "/", levels))
             elif stat.S_ISREG(st.st_mode):
                 files.append((rel, st))
             elif stat.S_ISLNK(st.st_mode):
                 links[rel] = target = os.readlink(child.path)
-                if path_problem(target.lstrip("/") or "x") == _NOT_UTF8:
-                    problems.append((rel, f"symlink target {_NOT_UTF8}"))
+                try:
+                    target.encode("utf-8")
+                except UnicodeEncodeError:
+                    problems.append((rel, "symlink target is not valid UTF-8; change it or "
+                                          "add the link to .naiignore"))
             else:
                 log.warning("skipping %s: not a regular file, folder or symlink", child.path)
     return files, links, problems

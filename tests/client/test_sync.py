@@ -172,6 +172,21 @@ def test_symlink_leaving_the_folder_is_refused_naming_it(tmp_path: Path, cache: 
         scan(root, cache=cache)
 
 
+
+def test_names_the_server_would_refuse_are_refused_before_sending(tmp_path: Path,
+                                                                  cache: HashCache) -> None:
+    # The client applies the server's own path rule (nai_server.protocol.path_problem).
+    root = tmp_path / "p"
+    write(root, "ok.txt", "ok")
+    (root / os.fsdecode(b"caf\xe9.txt")).write_bytes(b"latin-1 name")
+    (root / "back\\slash.txt").write_bytes(b"x")
+    with pytest.raises(NaiError) as refused:
+        scan(root, cache=cache)
+    message = str(refused.value)
+    assert "not valid UTF-8; rename it or add it to .naiignore" in message
+    assert "back\\slash.txt: path contains a backslash" in message
+
+
 def test_special_files_are_skipped_with_a_warning(tmp_path: Path, cache: HashCache,
                                                   caplog: pytest.LogCaptureFixture) -> None:
     root = tmp_path / "p"
