@@ -191,8 +191,13 @@ class _SafeReceiver:
         self.inner = inner
 
     def feed(self, chunk: bytes) -> None:
+        self.feed_many([chunk])
+
+    def feed_many(self, chunks: list[bytes]) -> None:
+        """Pieces as the network delivered them (joining them first would copy them)."""
         try:
-            self.inner.feed(chunk)
+            for chunk in chunks:
+                self.inner.feed(chunk)
         except PackError as exc:
             raise Invalid(str(exc)) from exc
 

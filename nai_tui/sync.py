@@ -122,19 +122,24 @@ def pack_blobs(blobs: Sequence[tuple[str, Path, int]], *, cache: HashCache | Non
             if before.st_size != size:
                 raise changed(path)
             while left:
-                piece = f.read(min(CHUNK - len(buf) % CHUNK or CHUNK, left))
+                direct = not buf and left > CHUNK  # a whole chunk, sent as read: no copy
+                piece = f.read(CHUNK if direct else min(CHUNK - len(buf), left))
                 if not piece:
                     raise changed(path)
                 if hasher is not None:
                     hasher.update(piece)
-                buf += piece
                 left -= len(piece)
-                # Hold the member's last bytes until they are verified.
-                if len(buf) >= CHUNK and left:
+                if direct:
+                    chunk = piece
+                else:
+                    buf += piece
+                    # Hold the member's last bytes until it is known unchanged.
+                    if len(buf) < CHUNK or not left:
+                        continue
                     chunk, buf = bytes(buf), bytearray()
-                    if on_bytes is not None:
-                        on_bytes(len(chunk))
-                    yield chunk
+                if on_bytes is not None:
+                    on_bytes(len(chunk))
+                yield chunk
             after = os.fstat(fd)
         if (after.st_size, after.st_mtime_ns, after.st_ino) != (
                 before.st_size, before.st_mtime_ns, before.st_ino) or (

@@ -24,7 +24,8 @@ from nai_server.protocol import (
 router = APIRouter(tags=["blobs"])
 
 # Hand the parser ~1 MiB at a time: hashing and disk writes run in a worker thread
-# without a thread hop per network chunk.
+# without a thread hop per network chunk. The pieces are fed as received: joining them
+# into one buffer first (fresh pages for every MiB) made a 1 GiB upload 25 % slower.
 FEED_BYTES = 1 << 20
 
 
@@ -54,15 +55,15 @@ async def upload(request: Request, service: ServiceDep, _: CallerDep) -> UploadR
             size += len(chunk)
             total += len(chunk)
             if size >= FEED_BYTES:
-                batch, buffered, size = b"".join(buffered), [], 0
+                batch, buffered, size = buffered, [], 0
                 if feeding is not None:
                     await feeding
-                feeding = asyncio.ensure_future(run_in_threadpool(receiver.feed, batch))
+                feeding = asyncio.ensure_future(run_in_threadpool(receiver.feed_many, batch))
         if feeding is not None:
             await feeding
             feeding = None
         if buffered:
-            await run_in_threadpool(receiver.feed, b"".join(buffered))
+            await run_in_threadpool(receiver.feed_many, buffered)
         stored = await run_in_threadpool(receiver.finish)
     except BaseException:
         if feeding is not None:  # let the thread finish before the receiver is dropped
