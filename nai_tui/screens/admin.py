@@ -11,7 +11,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.message import Message
-from textual.widgets import DataTable, Footer, Header, Label, Switch, TabbedContent, TabPane
+from textual.widgets import DataTable, Header, Label, Switch, TabbedContent, TabPane
 
 from nai_server.protocol import Quota
 from nai_tui.client import ServerClient
@@ -20,6 +20,7 @@ from nai_tui.screens.base import NaiScreen
 from nai_tui.screens.confirm import ConfirmScreen
 from nai_tui.screens.prompt import PromptScreen
 from nai_tui.screens.quota import QuotaScreen
+from nai_tui.widgets.footer import Footer
 
 
 def quota_text(quota: Quota) -> str:

@@ -10,12 +10,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.message import Message
-from textual.widgets import Footer, Header, Input, TabbedContent, TabPane
+from textual.widgets import Header, Input, TabbedContent, TabPane
 from textual.worker import Worker
 
 from nai_server.protocol import Forbidden, JobInfo, NotFound
 from nai_tui.messages import JobRefreshed, LogAppended, MetricsArrived, OutputsListed
 from nai_tui.screens.base import JobActionsScreen
+from nai_tui.widgets.footer import Footer
 from nai_tui.widgets.format import is_ended
 from nai_tui.widgets.job_info import JobHeader, JobSpec
 from nai_tui.widgets.log_view import LogView

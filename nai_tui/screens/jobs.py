@@ -10,12 +10,13 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
-from textual.widgets import DataTable, Footer, Header, Input, Select, Static
+from textual.widgets import Header, Input, Select, Static
 from textual.worker import Worker
 
 from nai_server.protocol import JobInfo
 from nai_tui.messages import JobsRefreshed
 from nai_tui.screens.base import JobActionsScreen
+from nai_tui.widgets.footer import Footer
 from nai_tui.widgets.format import ACTIVE_STATES, ALL_STATES, WAITING_STATES
 from nai_tui.widgets.gpu_strip import GpuStrip
 from nai_tui.widgets.job_table import JobTable
@@ -37,6 +38,7 @@ class JobsScreen(JobActionsScreen):
     """The queue. Enter opens a job; n submits a new one."""
 
     TITLE = "Jobs"
+    AUTO_FOCUS = "#jobs"  # the table, straight away: not the filter first, then the table
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("n", "submit", "Submit", tooltip="Submit a folder as a new job"),
         Binding("c", "cancel_job", "Cancel", tooltip="Cancel the selected job"),
@@ -73,9 +75,6 @@ class JobsScreen(JobActionsScreen):
         yield TransferBar()
         yield Static("connecting…", id="jobs-status")
         yield Footer()
-
-    def on_mount(self) -> None:
-        self.query_one(JobTable).focus()
 
     # --- fetching -----------------------------------------------------------------------
 
@@ -130,7 +129,9 @@ class JobsScreen(JobActionsScreen):
         status.append(f" · {running} running · {waiting} queued")
         if self.total > len(self.jobs):
             status.append(f" · newest {len(self.jobs)} of {self.total}", style="dim")
-        self.query_one("#jobs-status", Static).update(status)
+        line = self.query_one("#jobs-status", Static)
+        if line.content != status:  # one line, fixed height: no layout needed either
+            line.update(status, layout=False)
 
     def reset(self) -> None:
         """Forget what was shown (the server changed)."""
@@ -182,10 +183,8 @@ class JobsScreen(JobActionsScreen):
     def current_job(self) -> JobInfo | None:
         return self.query_one(JobTable).selected_job
 
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        job = self.query_one(JobTable).jobs.get(int(str(event.row_key.value)))
-        if job is not None:
-            self.open_job(job.id)
+    def on_job_table_opened(self, event: JobTable.Opened) -> None:
+        self.open_job(event.job.id)
 
     def open_job(self, job_id: int) -> None:
         from nai_tui.screens.job_detail import JobDetailScreen

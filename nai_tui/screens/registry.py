@@ -14,7 +14,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.message import Message
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 from textual.worker import Worker, WorkerState
 
 from nai_server.protocol import (
@@ -29,6 +29,7 @@ from nai_tui.messages import TransferProgressed
 from nai_tui.ports import Progress
 from nai_tui.screens.base import NaiScreen
 from nai_tui.screens.registry_push import PushRequest
+from nai_tui.widgets.footer import Footer
 from nai_tui.widgets.format import clip, size
 from nai_tui.widgets.transfer_bar import TransferBar
 

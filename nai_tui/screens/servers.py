@@ -8,11 +8,12 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 
 from nai_tui.config import ServerEntry
 from nai_tui.messages import ServerProbed
 from nai_tui.screens.base import NaiScreen
+from nai_tui.widgets.footer import Footer
 
 STATE_STYLE = {"connected": "bold green", "answers": "green", "lost": "bold red",
                "unreachable": "red", "connecting": "yellow", "reconnecting": "yellow",

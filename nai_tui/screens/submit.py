@@ -17,7 +17,6 @@ from textual.message import Message
 from textual.widgets import (
     Button,
     DirectoryTree,
-    Footer,
     Header,
     Input,
     Label,
@@ -29,6 +28,7 @@ from textual.worker import Worker, WorkerState
 from nai_tui.messages import JobSubmitted, TransferProgressed
 from nai_tui.screens.base import NaiScreen
 from nai_tui.widgets.folder_tree import FolderTree
+from nai_tui.widgets.footer import Footer
 from nai_tui.widgets.transfer_bar import TransferBar
 
 SPEC_FILE = "nai.yaml"

@@ -69,6 +69,8 @@ class GpuStrip(Widget):
 
     def update_gpus(self, gpus: GpuList | None) -> None:
         """Show these GPUs (None: unknown, e.g. while connecting)."""
+        if gpus == self.gpus and gpus is not None:
+            return  # most polls: nothing to repaint
         old = len(self.gpus.gpus) if self.gpus else -1
         self.gpus = gpus
         if gpus is not None:
