@@ -16,12 +16,21 @@ from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
 from nai_server.protocol import ConnectionFailed, Me, NaiError
-from nai_tui.client import ServerClient
+from nai_tui.client import ServerClient, local_http_client
 from nai_tui.config import ClientConfig, ServerEntry
 from nai_tui.messages import Connected, ConnectionLost, WorkFailed
 from nai_tui.palette import NaiCommands
 from nai_tui.ports import Backoff, ClientFactory, SyncTransfers, Transfers, connect_entry
 from nai_tui.screens.jobs import JobsScreen
+
+
+def connect_local_first(entry: ServerEntry) -> ServerClient:
+    """`connect_entry`, with a short cut for a daemon on this machine: that one needs
+    neither SSH nor the batch commands `connect_entry` imports (a tenth of a second
+    the TUI would spend before its first call)."""
+    if entry.is_local and entry.socket.exists():
+        return ServerClient(local_http_client(entry.socket), name=entry.name)
+    return connect_entry(entry)
 
 
 class NaiApp(App[int]):
@@ -40,7 +49,7 @@ class NaiApp(App[int]):
         Binding("q", "quit", "Quit", tooltip="Leave nai"),
     ]
 
-    def __init__(self, connect: ClientFactory = connect_entry, *,
+    def __init__(self, connect: ClientFactory = connect_local_first, *,
                  config: ClientConfig | None = None, server: ServerEntry | None = None,
                  clock: Callable[[], float] = time.time, transfers: Transfers | None = None,
                  poll_interval: float = 2.0, backoff: Backoff | None = None,
@@ -241,6 +250,6 @@ def run(server_name: str | None = None) -> int:
     except NaiError as exc:
         err(str(exc))
         return 1
-    app = NaiApp(connect_entry, config=config, server=entry)
+    app = NaiApp(connect_local_first, config=config, server=entry)
     app.run()
     return app.return_code or 0

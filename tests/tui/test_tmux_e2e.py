@@ -88,7 +88,9 @@ def test_submit_and_follow_a_job_in_the_real_tui(tmp_path: Path, tmux: Tmux) -> 
 
         tmux.keys("p")  # pull the outputs into ./nai-outputs/1
         dest = folder / "nai-outputs" / "1"
-        tmux.wait_for(lambda _: (dest / "summary.json").exists(), "the pulled outputs", 30)
+        # Files land one by one (each renamed into place whole), in path order.
+        outputs = [dest / "summary.json", dest / "weights.npz"]
+        tmux.wait_for(lambda _: all(f.exists() for f in outputs), "the pulled outputs", 30)
         assert (dest / "weights.npz").stat().st_size > 0
 
         tmux.keys("Escape")

@@ -1,0 +1,74 @@
+"""What keeps start-up short: `nai` alone is told apart from commands without importing
+them, and the footer is rebuilt only when the keys it shows change."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+
+import pytest
+from textual.widgets._footer import FooterKey
+from tui_kit import SIZE, settle
+
+from nai_tui import cli
+from nai_tui.app import NaiApp
+from nai_tui.testing import FakeServerClient
+from nai_tui.widgets.footer import Footer
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    ([], (True, None)),
+    (["-s", "lab"], (True, "lab")),
+    (["--server=lab"], (True, "lab")),
+    (["--server", "lab", "jobs"], (False, None)),
+    (["jobs"], (False, None)),
+    (["-h"], (False, None)),
+    (["--server"], (False, None)),  # the full parser says what is wrong
+    (["-s", "lab", "--bogus"], (False, None)),
+])
+def test_the_tui_is_told_apart_from_commands(argv: list[str],
+                                             expected: tuple[bool, str | None]) -> None:
+    assert cli.tui_server(argv) == expected
+
+
+def test_main_opens_the_tui_without_importing_the_commands() -> None:
+    code = ("import sys; from nai_tui import cli; cli.run_tui = lambda server: print(server)"
+            " or 0; cli.main(['-s', 'lab']);"
+            " print(sorted(m for m in sys.modules if m in ('nai_tui.commands', 'nai_tui.sync',"
+            " 'nai_tui.registry_commands', 'textual')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split("\n")
+    assert out[:2] == ["lab", "[]"]
+
+
+def keys(app: NaiApp) -> list[str]:
+    return [key.description for key in app.screen.query_one(Footer).query(FooterKey)]
+
+
+async def test_the_footer_is_rebuilt_only_when_its_keys_change(
+        make_app: Callable[..., NaiApp], fake: FakeServerClient,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    rebuilt: list[str] = []
+    original = Footer.recompose
+
+    async def recompose(self: Footer) -> None:
+        rebuilt.append(self.screen.__class__.__name__)
+        await original(self)
+
+    monkeypatch.setattr(Footer, "recompose", recompose)
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert "Submit" in keys(app) and "Reconnect" not in keys(app)
+        rebuilt.clear()
+        for _ in range(3):
+            app.refresh_bindings()
+        await settle(pilot)
+        assert rebuilt == []  # the same keys
+        fake.fail = "Connection reset by peer"
+        await pilot.press("r")
+        await settle(pilot)
+        assert app.connection == "lost"
+        assert rebuilt == ["JobsScreen"]  # R Reconnect appears
+        assert "Reconnect" in keys(app)
