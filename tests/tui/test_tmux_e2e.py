@@ -94,7 +94,7 @@ def test_submit_and_follow_a_job_in_the_real_tui(tmp_path: Path, tmux: Tmux) -> 
         assert (dest / "weights.npz").stat().st_size > 0
 
         tmux.keys("Escape")
-        row = re.compile(r"^\s*1\s+numpy-regress\S*\s+\S+\s+succeeded\s+cpu\s", re.M)
+        row = re.compile(r"^\s*1\s+numpy-reg\S*\s+\S+\s+succeeded\s+cpu\s", re.M)
         tmux.wait_for(lambda s: bool(row.search(s)), "the job's row in the jobs table")
 
         tmux.keys("q")
