@@ -8,6 +8,7 @@ import os
 import re
 import stat
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -184,15 +185,41 @@ def _walk(root: Path, extra: Sequence[str]
     return files, links, problems
 
 
-def scan(root: Path, *, cache: HashCache, extra_ignores: Sequence[str] = (),
-         progress: ProgressFactory | None = None) -> list[dict[str, Any]]:
-    """The manifest of folder `root`: one entry per file and symlink, sorted by path.
+@dataclass
+class Survey:
+    """A folder listed and checked, before any file is read: its files (relative path,
+    lstat) with the digests the hash cache vouches for (None: to be read), and its
+    symlinks."""
 
-    Honours `.gitignore` and `.naiignore` (root and nested) and `extra_ignores`
-    (gitignore patterns relative to root, checked first); `.git/` is always skipped.
-    Unchanged files are not read again (see HashCache). Raises NaiError naming the
-    paths a server would refuse (symlinks leaving the folder, unusable names).
-    """
+    root: Path
+    files: list[tuple[str, os.stat_result]]
+    known: dict[str, str | None]
+    links: dict[str, str]
+
+    @property
+    def base(self) -> str:
+        return f"{self.root}/"  # plain strings: pathlib costs more than a rescan
+
+    def unread(self) -> list[tuple[str, os.stat_result]]:
+        return [(rel, st) for rel, st in self.files if self.known[rel] is None]
+
+    def entries(self, digests: Mapping[str, str]) -> list[dict[str, Any]]:
+        """The manifest, sorted by path, given the digests of the files not known."""
+        entries = [{"path": rel, "kind": "file", "size": st.st_size,
+                    "mode": stat.S_IMODE(st.st_mode), "target": "",
+                    "sha256": self.known[rel] or digests[rel]} for rel, st in self.files]
+        entries += [{"path": rel, "kind": "symlink", "size": 0, "mode": 0o777, "sha256": "",
+                     "target": target} for rel, target in self.links.items()]
+        return sorted(entries, key=lambda e: e["path"])
+
+    def forget_the_rest(self, cache: HashCache) -> None:
+        """Drop cache entries of files no longer in the folder; save the cache."""
+        cache.prune(self.root, [self.base + rel for rel in self.known])
+        cache.flush()
+
+
+def survey(root: Path, *, cache: HashCache, extra_ignores: Sequence[str] = ()) -> Survey:
+    """List folder `root` and look its files up in the hash cache (see `scan`)."""
     root = Path(root).resolve()
     if not root.is_dir():
         raise NaiError(f"{root} is not a folder")
@@ -203,25 +230,33 @@ def scan(root: Path, *, cache: HashCache, extra_ignores: Sequence[str] = (),
     if problems:
         raise refusal(sorted(problems), f"cannot send {root}")
     cache.preload(root)
-    base = f"{root}/"  # plain strings: pathlib costs more than the rest of a rescan
+    base = f"{root}/"
     known = {rel: cache.lookup(base + rel, st) for rel, st in files}
-    to_read = sum(st.st_size for rel, st in files if known[rel] is None)
+    return Survey(root, files, known, links)
+
+
+def scan(root: Path, *, cache: HashCache, extra_ignores: Sequence[str] = (),
+         progress: ProgressFactory | None = None) -> list[dict[str, Any]]:
+    """The manifest of folder `root`: one entry per file and symlink, sorted by path.
+
+    Honours `.gitignore` and `.naiignore` (root and nested) and `extra_ignores`
+    (gitignore patterns relative to root, checked first); `.git/` is always skipped.
+    Unchanged files are not read again (see HashCache). Raises NaiError naming the
+    paths a server would refuse (symlinks leaving the folder, unusable names).
+    """
+    folder = survey(root, cache=cache, extra_ignores=extra_ignores)
+    unread = folder.unread()
+    to_read = sum(st.st_size for _, st in unread)
     meter = (progress or auto_progress())("hashing", to_read) if to_read else SilentMeter()
     try:
-        entries = [{"path": rel, "kind": "file", "size": st.st_size,
-                    "mode": stat.S_IMODE(st.st_mode), "target": "",
-                    "sha256": known[rel] or _read_digest(cache, base + rel, st, meter)}
-                   for rel, st in files]
+        digests = {rel: read_digest(cache, folder.base + rel, st, meter) for rel, st in unread}
     finally:
         meter.close()
-    entries += [{"path": rel, "kind": "symlink", "size": 0, "mode": 0o777, "sha256": "",
-                 "target": target} for rel, target in links.items()]
-    cache.prune(root, [base + rel for rel in known])
-    cache.flush()
-    return sorted(entries, key=lambda e: e["path"])
+    folder.forget_the_rest(cache)
+    return folder.entries(digests)
 
 
-def _read_digest(cache: HashCache, path: str, st: os.stat_result, meter: Meter) -> str:
+def read_digest(cache: HashCache, path: str, st: os.stat_result, meter: Meter) -> str:
     try:
         return cache.digest(path, st, meter.advance)
     except FileNotFoundError as exc:

@@ -11,16 +11,20 @@ Scanning lives in `nai_tui.scan`, pulling in `nai_tui.pull` and the meters in
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
+import queue
 import tarfile
+import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from nai_server.protocol import ConnectionFailed, NaiError
+from nai_server.protocol import Conflict, ConnectionFailed, NaiError
+from nai_server.protocol import path_problem as path_problem
 from nai_tui.client import ServerClient
 from nai_tui.hashcache import CHUNK, changed
 from nai_tui.hashcache import HashCache as HashCache
@@ -35,13 +39,16 @@ from nai_tui.pull import pull as pull
 from nai_tui.scan import ALWAYS_SKIPPED as ALWAYS_SKIPPED
 from nai_tui.scan import IGNORE_FILES as IGNORE_FILES
 from nai_tui.scan import MAX_LINK_HOPS as MAX_LINK_HOPS
-from nai_tui.scan import path_problem as path_problem
+from nai_tui.scan import Survey, read_digest, survey
 from nai_tui.scan import scan as scan
 from nai_tui.scan import select as select
 
 log = logging.getLogger("nai.sync")
 
 MISSING_BATCH = 10_000  # digests per /v1/blobs/missing request
+# While hashing, the server is asked which blobs it lacks every so many files or bytes.
+BATCH_FILES = 1000
+BATCH_BYTES = 64 << 20
 _BLOCK = tarfile.BLOCKSIZE
 _USTAR_MAX = 8**11
 
@@ -96,7 +103,7 @@ def _template() -> bytes:
 _HEADER_TEMPLATE = _template()
 
 
-def pack_blobs(blobs: Sequence[tuple[str, Path, int]], *, cache: HashCache | None = None,
+def pack_blobs(blobs: Iterable[tuple[str, Path, int]], *, cache: HashCache | None = None,
                on_bytes: Callable[[int], None] | None = None) -> Generator[bytes, None, None]:
     """The ustar pack of (digest, file, size) blobs, read lazily in 1 MiB chunks.
 
@@ -122,6 +129,13 @@ def pack_blobs(blobs: Sequence[tuple[str, Path, int]], *, cache: HashCache | Non
             if before.st_size != size:
                 raise changed(path)
             while left:
+                # Send a full buffer only while this member has bytes still to read:
+                # its last bytes stay held until it is known unchanged.
+                if len(buf) >= CHUNK:
+                    chunk, buf = bytes(buf), bytearray()
+                    if on_bytes is not None:
+                        on_bytes(len(chunk))
+                    yield chunk
                 direct = not buf and left > CHUNK  # a whole chunk, sent as read: no copy
                 piece = f.read(CHUNK if direct else min(CHUNK - len(buf), left))
                 if not piece:
@@ -129,17 +143,12 @@ def pack_blobs(blobs: Sequence[tuple[str, Path, int]], *, cache: HashCache | Non
                 if hasher is not None:
                     hasher.update(piece)
                 left -= len(piece)
-                if direct:
-                    chunk = piece
-                else:
+                if not direct:
                     buf += piece
-                    # Hold the member's last bytes until it is known unchanged.
-                    if len(buf) < CHUNK or not left:
-                        continue
-                    chunk, buf = bytes(buf), bytearray()
+                    continue
                 if on_bytes is not None:
-                    on_bytes(len(chunk))
-                yield chunk
+                    on_bytes(len(piece))
+                yield piece
             after = os.fstat(fd)
         if (after.st_size, after.st_mtime_ns, after.st_ino) != (
                 before.st_size, before.st_mtime_ns, before.st_ino) or (
@@ -171,29 +180,45 @@ def push(client: ServerClient, root: Path, *, cache: HashCache,
          retries: int = RETRIES, sleep: Callable[[float], None] = time.sleep) -> str:
     """Send folder `root` to the server as a tree; return the tree id.
 
-    Only blobs the server lacks travel, in one streamed tar. If the connection is cut,
-    the upload resumes (up to `retries` times, with backoff) sending only what is
-    still missing.
+    Only blobs the server lacks travel, in one streamed tar. Files the hash cache does
+    not know are hashed while the first blobs travel (a thread hashes them in batches
+    and asks which of each batch the server lacks). If the connection is cut, the
+    upload resumes (up to `retries` times, with backoff) sending only what is still
+    missing, which recording the tree reports.
     """
-    root = Path(root).resolve()
     make = progress or auto_progress()
-    entries = scan(root, cache=cache, extra_ignores=extra_ignores, progress=make)
-    expected = tree_id(entries)
-    if client.has_tree(expected):  # unchanged since it was last sent: nothing to do
-        return expected
+    folder = survey(Path(root), cache=cache, extra_ignores=extra_ignores)
+    unread = folder.unread()
+    interrupted = False
+    if unread:
+        digests, interrupted = _hash_while_sending(client, folder, unread, cache, make)
+        entries = folder.entries(digests)
+        if interrupted:
+            log.warning("upload interrupted; resuming in 1 s")
+            sleep(1.0)
+    else:
+        entries = folder.entries({})
+        expected = tree_id(entries)
+        if client.has_tree(expected):  # unchanged since it was last sent: nothing to do
+            folder.forget_the_rest(cache)
+            return expected
+    folder.forget_the_rest(cache)
     sources: dict[str, tuple[Path, int]] = {}
     for e in entries:
         if e["kind"] == "file":
-            sources.setdefault(e["sha256"], (root / e["path"], e["size"]))
-    for attempt in range(retries + 1):
+            sources.setdefault(e["sha256"], (folder.root / e["path"], e["size"]))
+    for attempt in range(int(interrupted), retries + 1):
         uploading = False
         try:
-            missing = missing_blobs(client, list(sources))
-            if not missing:
-                break
+            try:
+                return client.create_tree(entries).id
+            except Conflict as exc:  # blobs missing: the server names them
+                missing = [d for d in exc.details.get("missing") or () if d in sources]
+                if not missing:
+                    raise
             uploading = True
-            _upload(client, [(d, *sources[d]) for d in missing if d in sources], cache, make)
-            break  # the server verified and stored every blob of the pack
+            _upload(client, [(d, *sources[d]) for d in missing], cache, make)
+            return client.create_tree(entries).id  # every blob is there now
         except ConnectionFailed as exc:
             # A server that cannot be reached at all fails at once; after a cut, asking
             # again may fail while the link comes back, so that is retried too.
@@ -202,4 +227,119 @@ def push(client: ServerClient, root: Path, *, cache: HashCache,
             delay = min(2.0 ** attempt, 30.0)
             log.warning("upload interrupted (%s); resuming in %.0f s", exc, delay)
             sleep(delay)
-    return client.create_tree(entries).id
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+Blob = tuple[str, Path, int]  # digest, file, size
+_Batch = list[Blob] | BaseException | None  # blobs to send; a failure; the end
+
+
+class _Hasher(threading.Thread):
+    """Hashes the files the cache does not know, in batches, and asks the server which
+    blobs of each batch it lacks; those go to `ready` for the upload, in order. The
+    files the cache knows make the first batch."""
+
+    def __init__(self, client: ServerClient, folder: Survey,
+                 unread: Sequence[tuple[str, os.stat_result]], cache: HashCache,
+                 hashing: Meter, skipped: Callable[[int], None]) -> None:
+        super().__init__(name="nai-hash", daemon=True)
+        self.client, self.folder, self.unread, self.cache = client, folder, unread, cache
+        self.hashing, self.skipped = hashing, skipped
+        self.digests: dict[str, str] = {}
+        self.ready: queue.Queue[_Batch] = queue.Queue()
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self._asked: set[str] = set()
+        self._asking = True
+
+    def run(self) -> None:
+        base = self.folder.base
+        try:
+            batch = [(rel, st.st_size, digest) for rel, st in self.folder.files
+                     if (digest := self.folder.known[rel]) is not None]
+            size = 0
+            for rel, st in self.unread:
+                if self.stop.is_set():
+                    return
+                if len(batch) >= BATCH_FILES or size >= BATCH_BYTES:
+                    self._ask(batch)
+                    batch, size = [], 0
+                digest = read_digest(self.cache, base + rel, st, self.hashing)
+                self.digests[rel] = digest
+                batch.append((rel, st.st_size, digest))
+                size += st.st_size
+            self._ask(batch)
+        except BaseException as exc:  # the upload stops on it; push raises it
+            self.error = exc
+            self.ready.put(exc)
+        finally:
+            self.ready.put(None)
+
+    def _ask(self, batch: list[tuple[str, int, str]]) -> None:
+        if not self._asking:
+            return
+        fresh = list(dict.fromkeys(d for _, _, d in batch if d not in self._asked))
+        self._asked.update(fresh)
+        try:
+            lacking = set(missing_blobs(self.client, fresh)) if fresh else set()
+        except ConnectionFailed as exc:
+            self._asking = False  # hash the rest; push resumes once the link is back
+            self.ready.put(exc)
+            return
+        blobs: list[Blob] = []
+        for rel, size, digest in batch:
+            if digest in lacking:
+                lacking.discard(digest)
+                blobs.append((digest, self.folder.root / rel, size))
+            elif digest in fresh:
+                fresh.remove(digest)
+                self.skipped(pack_size([size]) - 2 * _BLOCK)  # the server has it
+        if blobs:
+            self.ready.put(blobs)
+
+
+def _hash_while_sending(client: ServerClient, folder: Survey,
+                        unread: Sequence[tuple[str, os.stat_result]], cache: HashCache,
+                        make: ProgressFactory) -> tuple[dict[str, str], bool]:
+    """Hash `unread` while uploading what the server lacks; (digests of `unread`,
+    whether the upload was cut). Blobs not sent here are sent by push's next step."""
+    sizes = {rel: st.st_size for rel, st in folder.files}
+    hashing = make("hashing", sum(st.st_size for _, st in unread))
+    uploading = make("uploading", pack_size({d: sizes[r] for r, d in folder.known.items() if d}
+                                            .values()) + pack_size(sizes[r] for r, _ in unread)
+                     - 2 * _BLOCK)
+    hasher = _Hasher(client, folder, unread, cache, hashing, uploading.advance)
+    hasher.start()
+
+    def batches() -> Generator[Blob, None, None]:
+        while (item := hasher.ready.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield from item
+
+    blobs = batches()
+    cut = False
+    try:
+        first = next(blobs, None)
+        if first is not None:
+            stream = pack_blobs(itertools.chain([first], blobs), cache=cache,
+                                on_bytes=uploading.advance)
+            try:
+                client.upload_pack(stream)
+            finally:
+                stream.close()
+    except ConnectionFailed:
+        cut = True  # hashing goes on: the digests are needed to resume
+    except BaseException:
+        hasher.stop.set()
+        raise
+    finally:
+        hasher.join()
+        hashing.close()
+        uploading.close()
+        cache.flush()
+    if hasher.error is not None and not isinstance(hasher.error, ConnectionFailed):
+        raise hasher.error
+    return hasher.digests, cut
+
+
