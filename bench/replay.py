@@ -8,11 +8,13 @@ utilisation within 2 points. With every job preemptible: Philly's average JCT >=
 better than fifo. Speed: a replay of the 3,629-job trace < 10 s; plan() over 10,000
 queued jobs < 20 ms.
 
-    .venv/bin/python bench/replay.py      # traces from ../shared/traces or $NAI_TRACES
+    .venv/bin/python bench/replay.py [--traces DIR] [--trace NAME]
+                                          # traces from ../shared/traces or $NAI_TRACES
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import random
 import statistics
@@ -91,8 +93,17 @@ def plan_pass(policy: str, jobs: int = 10_000, repeats: int = 20) -> float:
 
 
 def main() -> None:
-    folder = traces_dir()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--traces", type=Path, default=None, help="folder of the trace files")
+    parser.add_argument(
+        "--trace", action="append", choices=[name for name, _ in TRACES],
+        help="replay only this trace (repeatable; default: all)",
+    )  # fmt: skip
+    args = parser.parse_args()
+    folder = args.traces or traces_dir()
     for name, gpus in TRACES:
+        if args.trace and name not in args.trace:
+            continue
         trace = read_trace(folder / name)
         results = [replay(trace, gpus, policy) for policy in POLICIES]
         figures = {r.policy: metrics(r) for r in results}

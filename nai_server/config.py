@@ -58,6 +58,9 @@ class FairshareConfig(_Section):
     weight_qos: float = Field(default=_T.weight_qos, ge=0)
     reserve_window: Seconds = Field(default=_T.reserve_window, ge=0)
     reserve_after: Seconds = Field(default=_T.reserve_after, ge=0)
+    starve_factor: float = Field(default=_T.starve_factor, ge=0)
+    drain_after: float = Field(default=_T.drain_after, ge=0)
+    drain_hold: Seconds = Field(default=_T.drain_hold, ge=0)
     preempt: bool = _T.preempt
     preempt_min_run: Seconds = Field(default=_T.preempt_min_run, ge=0)
     las_threshold: Seconds = Field(default=_T.las_threshold, gt=0)

@@ -7,15 +7,22 @@ running jobs' ``started_at + time_limit`` (fair share keeps only reservations wi
 window, or for jobs that have waited long: see ``easy``). A later job then starts now
 only if it ends by that time (by its own time limit) or uses only resources the head
 does not need at it (``spare``); a job without a time limit never ends "by" then.
+
+A job that asks for every GPU needs them all free at once, which a reservation built on
+over-estimated time limits rarely brings about: jobs that end "in time" by their limits
+keep filling GPUs as others free them. So once such a job has waited long enough, the
+policy may *drain* the machine for it: behind it, only jobs no longer than itself start
+(``drain_until``), so GPUs free up as running jobs actually end, for a bounded time.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from operator import attrgetter
 
 from nai_server.core.sched_types import (
+    HOUR,
     INF,
     Plan,
     QueuedJob,
@@ -40,12 +47,18 @@ class Reservation:
     cpu: bool  # the head needs a CPU slot, not GPUs
     usable: frozenset[int]  # GPUs the head could use
     spare: int  # units free at `at` that the head does not need
+    until: float = INF  # while draining for the head: later jobs must end by then too
 
     def admit(self, job: QueuedJob, gpus: tuple[int, ...], now: float) -> bool:
-        """Whether ``job`` may start now on ``gpus``; if it runs past ``at``, it uses spare."""
+        """Whether ``job`` may start now on ``gpus``; if it runs past ``at`` (or ``until``),
+        it uses spare."""
         if (job.gpus == 0) != self.cpu:
             return True  # other kind of resource than the head waits for
-        if self.at != INF and job.time_limit is not None and now + job.time_limit <= self.at:
+        if (
+            self.at != INF
+            and job.time_limit is not None
+            and now + job.time_limit <= min(self.at, self.until)
+        ):
             return True
         cost = 1 if self.cpu else sum(1 for index in gpus if index in self.usable)
         if cost > self.spare:
@@ -81,6 +94,20 @@ def reserve(job: QueuedJob, resources: Resources, now: float) -> Reservation | N
     return Reservation(at, job.gpus == 0, usable, spare)
 
 
+def drain_until(job: QueuedJob, gpus: int, now: float, after: float, hold: float) -> float | None:
+    """Until when jobs behind ``job`` may run if the machine (``gpus`` GPUs) is being
+    drained for it now, or None if it is not.
+
+    Only a job asking for every GPU (of two or more) with a time limit is drained for:
+    from when it has waited ``after`` times its limit (an hour at least), for ``hold``
+    seconds. Meanwhile jobs behind it may start only if they are no longer than it.
+    """
+    if job.time_limit is None or gpus < 2 or job.gpus < gpus:
+        return None
+    start = job.submitted_at + after * max(job.time_limit, HOUR)
+    return now + job.time_limit if start <= now < start + hold else None
+
+
 def easy(
     order: Sequence[QueuedJob],
     resources: Resources,
@@ -89,12 +116,15 @@ def easy(
     preempter: Preempter | None = None,
     window: float = INF,
     reserve_after: float = 0.0,
+    drain_after: float = INF,
+    drain_hold: float = 0.0,
 ) -> Plan:
     """Start jobs in ``order`` with EASY backfill behind the first one that must wait.
 
     A job that must wait becomes the head only if its reservation is at most ``window``
-    seconds away (Slurm's ``bf_window``) or it has waited ``reserve_after`` seconds; one
-    that does not is passed over like a job that cannot fit, and the next may be head.
+    seconds away (Slurm's ``bf_window``), it has waited ``reserve_after`` seconds, or the
+    machine is being drained for it (``drain_until`` with ``drain_after``, ``drain_hold``);
+    one that does not is passed over like a job that cannot fit, and the next may be head.
     """
     starts: list[Start] = []
     waiting: dict[int, WaitReason] = {}
@@ -134,8 +164,12 @@ def easy(
             head = reservations[shape]
         else:
             head = reservations[shape] = reserve(job, resources, now)
-        if head is not None and head.at - now > window and now - job.submitted_at < reserve_after:
-            head = None  # far off, and not starving: it holds back nobody
+        if head is not None:
+            until = drain_until(job, len(resources.gpus), now, drain_after, drain_hold)
+            if until is not None:
+                head = replace(head, until=until)
+            elif head.at - now > window and now - job.submitted_at < reserve_after:
+                head = None  # far off, and not starving: it holds back nobody
         if head is not None:
             if head.at != INF:
                 est_start[job.id] = head.at

@@ -9,7 +9,16 @@ length (short time limits first, which is what lowers everyone's waiting), its w
 once, so it would otherwise be passed over for ever) and its QOS (low/normal/high).
 The ``fairshare`` policy orders the queue by that priority and runs EASY backfill
 behind the first job that must wait (``backfill.easy``), stopping preemptible jobs for
-jobs ahead of them in the order (``preempt``)."""
+jobs ahead of them in the order (``preempt``).
+
+Short jobs first is what keeps waiting low, but under a backlog it would pass over
+long or low-priority jobs for ever, and a job asking for the whole server would never
+find every GPU free at once. Hence the guards: a *starving* job (one that has waited
+``reserve_after`` and several times as long as the queue's mean wait: an outlier, not
+merely part of a long backlog) goes ahead of the priority order; the machine is drained
+for a whole-server job that has waited long for its size (``backfill.drain_until``);
+and when the machine is empty, whole-server jobs go first, so that one drain serves
+all of them rather than each paying for its own."""
 
 from __future__ import annotations
 
@@ -19,7 +28,7 @@ from operator import attrgetter
 
 from nai_server.core import preempt
 from nai_server.core.backfill import easy
-from nai_server.core.sched_types import Accounting, Plan, QueuedJob, Resources, Tuning
+from nai_server.core.sched_types import INF, Accounting, Plan, QueuedJob, Resources, Tuning
 
 QOS = {"low": 0.0, "normal": 0.5, "high": 1.0}
 HOUR = 3_600.0
@@ -131,25 +140,45 @@ def priorities(
     ]
 
 
+def starving_since(jobs: Sequence[QueuedJob], tuning: Tuning, now: float) -> float:
+    """Jobs submitted at or before this time are starving: they have waited
+    ``reserve_after`` and ``starve_factor`` times the mean wait of ``jobs``."""
+    if not jobs:
+        return -INF
+    mean_wait = now - math.fsum(map(_SUBMITTED, jobs)) / len(jobs)
+    return now - max(tuning.reserve_after, tuning.starve_factor * mean_wait)
+
+
 def order(
     jobs: Sequence[QueuedJob], standing: Standing, tuning: Tuning, now: float, gpus: int
 ) -> list[QueuedJob]:
-    """Jobs by least-attained-service tier (0 for all but preempted jobs), then priority,
-    then arrival (``jobs`` come in arrival order and the sort is stable)."""
+    """Jobs by least-attained-service tier (0 for all but preempted jobs), starving jobs
+    first within it (wide ones, asking for more than half the ``gpus``, before every
+    tier), then priority, then arrival (``jobs`` come in arrival order and the sort is
+    stable)."""
     keys = priorities(jobs, standing, tuning, now, gpus, negated=True)
+    # One float per job sorts faster than (tier, starving, priority) tuples: a tier step
+    # outweighs any difference in priority.
+    step = 1.0 + 2.0 * sum(
+        abs(w)
+        for w in (
+            tuning.weight_fairshare, tuning.weight_age, tuning.weight_length,
+            tuning.weight_width, tuning.weight_qos,
+        )
+    )  # fmt: skip
     if any(job.attained for job in jobs):
         tier = preempt.tiers(tuning)
-        # One float per job sorts faster than (tier, priority) pairs: a tier step
-        # outweighs any difference in priority.
-        step = 1.0 + 2.0 * sum(
-            abs(w)
-            for w in (
-                tuning.weight_fairshare, tuning.weight_age, tuning.weight_length,
-                tuning.weight_width, tuning.weight_qos,
-            )
-        )  # fmt: skip
         keys = [
             key + step * tier(job.attained * (job.gpus or 1)) if job.attained else key
+            for job, key in zip(jobs, keys, strict=True)
+        ]
+    since = starving_since(jobs, tuning, now)
+    if jobs and min(map(_SUBMITTED, jobs)) <= since:
+        # A starving job goes ahead of its tier; a starving wide one ahead of every
+        # tier, as a wide job climbs the tiers (GPU-seconds) fastest once it has run.
+        ahead, wide = step * 0.999, step * (preempt.MAX_TIER + 1)
+        keys = [
+            key - (wide if 2 * job.gpus > gpus else ahead) if job.submitted_at <= since else key
             for job, key in zip(jobs, keys, strict=True)
         ]
     return [jobs[i] for i in sorted(range(len(jobs)), key=keys.__getitem__)]
@@ -163,11 +192,26 @@ def standing_for(jobs: Sequence[QueuedJob], resources: Resources) -> Standing:
     return Standing(resources.accounting, users, (g for g in groups if g is not None))
 
 
+def whole_first(ordered: list[QueuedJob], resources: Resources) -> list[QueuedJob]:
+    """On an empty machine, jobs asking for every GPU (of two or more) go first, in
+    their order: such a moment is rare, and one job taking a single GPU ends it. Not a
+    preempted one, though: the machine is empty because it made way for jobs ahead."""
+    gpus = len(resources.gpus)
+    if gpus < 2 or resources.taken:
+        return ordered
+    whole = [job for job in ordered if job.gpus >= gpus and not job.attained]
+    if not whole:
+        return ordered
+    chosen = {id(job) for job in whole}
+    return whole + [job for job in ordered if id(job) not in chosen]
+
+
 def fairshare(jobs: Sequence[QueuedJob], resources: Resources, now: float) -> Plan:
-    """Multifactor priority order, EASY backfill, and preemption of preemptible jobs."""
+    """Multifactor priority order (starving jobs first), EASY backfill with drains for
+    whole-server jobs, and preemption of preemptible jobs."""
     tuning = resources.tuning
     standing = standing_for(jobs, resources)
-    ordered = order(jobs, standing, tuning, now, len(resources.gpus))
+    ordered = whole_first(order(jobs, standing, tuning, now, len(resources.gpus)), resources)
     preempter = None
     if tuning.preempt and any(run.preemptible for run in resources.cluster.running):
         preempter = preempt.Preempter(standing).victims
@@ -178,4 +222,6 @@ def fairshare(jobs: Sequence[QueuedJob], resources: Resources, now: float) -> Pl
         preempter=preempter,
         window=tuning.reserve_window,
         reserve_after=tuning.reserve_after,
+        drain_after=tuning.drain_after,
+        drain_hold=tuning.drain_hold,
     )

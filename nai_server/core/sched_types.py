@@ -102,9 +102,16 @@ class Tuning:
     + width·(share of the machine asked for) + qos·{low 0, normal ½, high 1}; see
     ``fairshare.priorities``. Backfill keeps a reservation for the first job in that
     order that must wait only if it is within ``reserve_window`` (Slurm's bf_window),
-    or once the job has waited ``reserve_after`` (the starvation guard). A far-off
-    reservation, built on over-estimated time limits, mostly holds back the longest
-    jobs, which then run late and stretch everyone's queue.
+    or once the job has waited ``reserve_after``. A far-off reservation, built on
+    over-estimated time limits, mostly holds back the longest jobs, which then run late
+    and stretch everyone's queue.
+
+    Two guards keep jobs from waiting for ever (see ``fairshare``): a job that has
+    waited ``reserve_after`` and ``starve_factor`` times the queue's mean wait is
+    *starving* and goes ahead of the priority order; and a job that asks for every GPU,
+    which no reservation on over-estimated limits ever frees at once, has the machine
+    drained for it once it has waited ``drain_after`` times its time limit (an hour at
+    least), for ``drain_hold`` at most (see ``backfill.easy``).
     """
 
     half_life: float = 7 * DAY  # of decayed usage; for whoever accrues usage
@@ -116,6 +123,9 @@ class Tuning:
     weight_qos: float = 2.0
     reserve_window: float = 6 * HOUR
     reserve_after: float = 2 * DAY
+    starve_factor: float = 3.5  # starving: waited this many times the queue's mean wait
+    drain_after: float = 12.0  # whole-server jobs: times its time limit before a drain
+    drain_hold: float = 18 * HOUR  # how long a drain may keep GPUs idle for one job
     preempt: bool = True  # may stop preemptible jobs (they opt in per job)
     preempt_min_run: float = 300.0  # seconds a (re)started job runs before it may be stopped
     las_threshold: float = 3_600.0  # GPU-seconds of attained service that end LAS tier 0
