@@ -3,7 +3,6 @@ overridden by command-line flags, with defaults that depend on the mode."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -12,6 +11,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from nai_server.core import scheduling as sched
 from nai_server.core.units import parse_duration
+from nai_server.paths import default_paths as default_paths
+from nai_server.paths import find_socket as find_socket
 from nai_server.protocol import Invalid
 
 
@@ -133,17 +134,6 @@ class ServerConfig(_Section):
         return self.socket
 
 
-def default_paths(mode: str) -> tuple[Path, Path]:
-    """State dir and socket: system paths for a multi-user server, XDG paths otherwise."""
-    if mode == "multi-user":
-        return Path("/var/lib/nai"), Path("/run/nai/nai.sock")
-    home = Path.home()
-    data = Path(os.environ.get("XDG_DATA_HOME") or home / ".local" / "share")
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    run_dir = Path(runtime) / "nai" if runtime else Path(f"/tmp/nai-{os.getuid()}")
-    return data / "nai", run_dir / "nai.sock"
-
-
 def load_config(path: Path | None, **overrides: Any) -> ServerConfig:
     """Read the YAML file (if any), apply non-None flag overrides, validate."""
     data: dict[str, Any] = {}
@@ -176,16 +166,3 @@ def load_config(path: Path | None, **overrides: Any) -> ServerConfig:
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
         )
         raise Invalid(f"{where}: {problems}") from exc
-
-
-def find_socket(explicit: Path | str | None = None) -> Path:
-    """The socket a local tool talks to: --socket, $NAI_SOCKET, the system daemon's
-    socket if there is one, else this user's personal daemon."""
-    if explicit:
-        return Path(explicit)
-    if os.environ.get("NAI_SOCKET"):
-        return Path(os.environ["NAI_SOCKET"])
-    system = default_paths("multi-user")[1]
-    if system.exists():
-        return system
-    return default_paths("personal")[1]

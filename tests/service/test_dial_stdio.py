@@ -8,6 +8,8 @@ import os
 import random
 import select
 import socket
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -104,3 +106,16 @@ def test_relay_waits_through_idle_moments_between_requests() -> None:
     for fd in (stdin_read, stdout_read):
         os.close(fd)
     ours.close()
+
+
+def test_the_relay_starts_without_the_servers_libraries() -> None:
+    # Every SSH connection starts `nai-server dial-stdio`: importing config, pydantic or
+    # the web stack there cost 0.14 s a connection.
+    code = ("import sys; from nai_server.cli import main; "
+            "rc = main(['dial-stdio', '--socket', '/nonexistent/nai.sock']); "
+            "print(rc, sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'pydantic', 'yaml', 'fastapi', 'uvicorn', 'starlette', 'httpx'}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert done.stdout.split(maxsplit=1) == ["1", "[]\n"]
+    assert "no daemon socket at /nonexistent/nai.sock" in done.stderr
