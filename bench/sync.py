@@ -91,6 +91,11 @@ def make_data(root: Path, big_mib: int, small: int) -> tuple[Path, Path]:
 
 
 def timed(fn: Callable[[], object]) -> float:
+    # Every contender starts on a settled disk: the previous run's writes and deletions
+    # (10,000 files, on a disk mounted with discard) would otherwise land in this one.
+    os.sync()
+    time.sleep(0.5)
+    os.sync()
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
