@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
+import subprocess
+import sys
 import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +90,15 @@ def pack(blobs: dict[str, bytes]) -> bytes:
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return out.getvalue()
+
+
+def imports_of(code: str, watched: Iterable[str]) -> tuple[list[str], list[str], str]:
+    """Run `code` in a fresh interpreter: (the lines it printed, which of the `watched`
+    modules it had imported by the end, what it wrote to stderr). For tests that keep a
+    start-up path light."""
+    probe = (f"{code}\nimport json as _json, sys as _sys\n"
+             f"print(_json.dumps(sorted(set(_sys.modules).intersection({sorted(set(watched))!r}))))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60, check=True)
+    *printed, last = done.stdout.splitlines()
+    return printed, json.loads(last), done.stderr

@@ -8,13 +8,12 @@ import os
 import random
 import select
 import socket
-import subprocess
-import sys
 import threading
 
 import pytest
 
 from nai_server.dial_stdio import relay
+from nai_server.testing import imports_of
 
 
 def echo_reversed(server: socket.socket, half: int, got_half: threading.Event) -> None:
@@ -111,11 +110,9 @@ def test_relay_waits_through_idle_moments_between_requests() -> None:
 def test_the_relay_starts_without_the_servers_libraries() -> None:
     # Every SSH connection starts `nai-server dial-stdio`: importing config, pydantic or
     # the web stack there cost 0.14 s a connection.
-    code = ("import sys; from nai_server.cli import main; "
-            "rc = main(['dial-stdio', '--socket', '/nonexistent/nai.sock']); "
-            "print(rc, sorted({m.split('.')[0] for m in sys.modules} & "
-            "{'pydantic', 'yaml', 'fastapi', 'uvicorn', 'starlette', 'httpx'}))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, check=True)
-    assert done.stdout.split(maxsplit=1) == ["1", "[]\n"]
-    assert "no daemon socket at /nonexistent/nai.sock" in done.stderr
+    printed, heavy, stderr = imports_of(
+        "from nai_server.cli import main\n"
+        "print(main(['dial-stdio', '--socket', '/nonexistent/nai.sock']))",
+        ["pydantic", "yaml", "fastapi", "uvicorn", "starlette", "httpx"])
+    assert printed == ["1"] and heavy == []
+    assert "no daemon socket at /nonexistent/nai.sock" in stderr

@@ -3,14 +3,13 @@ them, and the footer is rebuilt only when the keys it shows change."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable
 
 import pytest
 from textual.widgets._footer import FooterKey
 from tui_kit import SIZE, settle
 
+from nai_server.testing import imports_of
 from nai_tui import cli
 from nai_tui.app import NaiApp
 from nai_tui.testing import FakeServerClient
@@ -33,13 +32,11 @@ def test_the_tui_is_told_apart_from_commands(argv: list[str],
 
 
 def test_main_opens_the_tui_without_importing_the_commands() -> None:
-    code = ("import sys; from nai_tui import cli; cli.run_tui = lambda server: print(server)"
-            " or 0; cli.main(['-s', 'lab']);"
-            " print(sorted(m for m in sys.modules if m in ('nai_tui.commands', 'nai_tui.sync',"
-            " 'nai_tui.registry_commands', 'textual')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.split("\n")
-    assert out[:2] == ["lab", "[]"]
+    printed, heavy, _ = imports_of(
+        "from nai_tui import cli\ncli.run_tui = lambda server: print(server) or 0\n"
+        "cli.main(['-s', 'lab'])",
+        ["nai_tui.commands", "nai_tui.sync", "nai_tui.registry_commands", "textual"])
+    assert printed == ["lab"] and heavy == []
 
 
 def keys(app: NaiApp) -> list[str]:
