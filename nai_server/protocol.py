@@ -10,8 +10,9 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-# Which paths a tree may hold is part of the wire contract: clients check it before
-# sending a folder and before writing a tree the server sent.
+# Which paths and symlinks a tree may hold is part of the wire contract: clients check
+# it before sending a folder and before writing a tree the server sent.
+from nai_server.core.trees import link_problems as link_problems
 from nai_server.core.trees import path_problem as path_problem
 
 # Major.minor: a client refuses a server with another major version.

@@ -14,7 +14,7 @@ from typing import Any
 
 import pathspec
 
-from nai_server.protocol import NaiError, TreeEntryModel, path_problem
+from nai_server.protocol import NaiError, TreeEntryModel, link_problems, path_problem
 from nai_tui.hashcache import HashCache, changed
 from nai_tui.progress import Meter, ProgressFactory, SilentMeter, auto_progress
 
@@ -22,47 +22,16 @@ log = logging.getLogger("nai.sync")
 
 IGNORE_FILES = (".gitignore", ".naiignore")  # in this order: .naiignore has the last word
 ALWAYS_SKIPPED = ".git"
-MAX_LINK_HOPS = 40
 _NAMED_GROUP = re.compile(r"\(\?P<\w+>")
 
 
 # --- paths and symlinks ----------------------------------------------------------------
 
 
-def _landing(base: list[str], target: str, links: Mapping[str, str],
-             hops: list[int]) -> list[str] | None:
-    """Where `target`, read in directory `base`, lands; None if it leaves the tree.
-
-    The tree's own symlinks met on the way are followed, as the kernel would.
-    """
-    stack = list(base)
-    for part in target.split("/"):
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if not stack:
-                return None
-            stack.pop()
-            continue
-        stack.append(part)
-        hop = links.get("/".join(stack))
-        if hop is None:
-            continue
-        hops[0] += 1
-        if hops[0] > MAX_LINK_HOPS or hop.startswith("/"):
-            return None
-        stack.pop()
-        landed = _landing(stack, hop, links, hops)
-        if landed is None:
-            return None
-        stack = landed
-    return stack
-
-
 def escaping_links(links: Mapping[str, str]) -> list[str]:
-    """The symlinks (path → target) that point outside the tree (or loop)."""
-    return [path for path, target in links.items()
-            if target.startswith("/") or _landing(path.split("/")[:-1], target, links, [0]) is None]
+    """The symlinks (path → target) that point outside the tree or loop (the server's
+    rule, `link_problems`)."""
+    return [path for path, _ in link_problems(links)]
 
 
 def refusal(problems: Sequence[tuple[str, str]], what: str) -> NaiError:

@@ -38,7 +38,6 @@ from nai_tui.pull import PullResult as PullResult
 from nai_tui.pull import pull as pull
 from nai_tui.scan import ALWAYS_SKIPPED as ALWAYS_SKIPPED
 from nai_tui.scan import IGNORE_FILES as IGNORE_FILES
-from nai_tui.scan import MAX_LINK_HOPS as MAX_LINK_HOPS
 from nai_tui.scan import Survey, read_digest, survey
 from nai_tui.scan import scan as scan
 from nai_tui.scan import select as select

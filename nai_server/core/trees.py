@@ -238,8 +238,18 @@ def _tree_problems(entries: Sequence[Entry], limits: Limits) -> list[tuple[str, 
                 clashes.add(parent)
                 why = f"is a {kinds[parent]} but also the directory of {e.path}"
                 problems.append((parent, why))
-    links = {e.path: e.target for e in entries if e.kind == "symlink"}
+    problems += link_problems({e.path: e.target for e in entries if e.kind == "symlink"})
+    return problems
+
+
+def link_problems(links: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(path, why) for each symlink (path → target) of a tree that leaves it or loops,
+    following the tree's own links as the kernel will once the tree is written out."""
+    problems: list[tuple[str, str]] = []
     for path, target in links.items():
+        if target.startswith("/"):
+            problems.append((path, "symlink leaves the tree (absolute target)"))
+            continue
         try:
             landed = _resolve(path.split("/")[:-1], target, links, [0])
         except _LinkLoop:
