@@ -1,0 +1,42 @@
+"""Fixtures of the sync tests: the in-process server's client, a hash cache, a project."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+from sync_kit import MiB, noise, write
+
+from nai_server.api import create_app
+from nai_server.service import Service
+from nai_server.testing import AsPeer
+from nai_tui.client import ServerClient
+from nai_tui.hashcache import HashCache
+
+
+@pytest.fixture
+def client(service: Service) -> Iterator[ServerClient]:
+    with TestClient(AsPeer(create_app(service)), base_url="http://nai") as http:
+        yield ServerClient(http)
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> Iterator[HashCache]:
+    with HashCache(tmp_path / "hashes.sqlite") as c:
+        yield c
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    root = tmp_path / "project"
+    write(root, "train.py", "print('hi')\n", 0o755)
+    write(root, "lib/model.py", "W = 1\n")
+    write(root, "lib/copy_of_model.py", "W = 1\n")
+    write(root, "data/weights.bin", noise(3 * MiB + 17, 1), 0o600)
+    write(root, "empty", b"")
+    (root / "lib" / "link_to_model").symlink_to("model.py")
+    (root / "data_link").symlink_to("data")
+    return root
+
