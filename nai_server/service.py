@@ -190,9 +190,6 @@ class _SafeReceiver:
     def __init__(self, inner: PackReceiver) -> None:
         self.inner = inner
 
-    def feed(self, chunk: bytes) -> None:
-        self.feed_many([chunk])
-
     def feed_many(self, chunks: list[bytes]) -> None:
         """Pieces as the network delivered them (joining them first would copy them)."""
         try:

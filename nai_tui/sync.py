@@ -71,9 +71,14 @@ def missing_blobs(client: ServerClient, digests: Sequence[str]) -> list[str]:
     return missing
 
 
+def member_size(size: int) -> int:
+    """Bytes of one blob's member in a pack: its header, its data padded to a block."""
+    return _BLOCK + size + (-size % _BLOCK)
+
+
 def pack_size(sizes: Iterable[int]) -> int:
     """Bytes of the ustar pack holding blobs of these sizes."""
-    return sum(_BLOCK + size + (-size % _BLOCK) for size in sizes) + 2 * _BLOCK
+    return sum(map(member_size, sizes)) + 2 * _BLOCK
 
 
 def blob_header(digest: str, size: int) -> bytes:
@@ -292,7 +297,7 @@ class _Hasher(threading.Thread):
                 blobs.append((digest, self.folder.root / rel, size))
             elif digest in fresh:
                 fresh.remove(digest)
-                self.skipped(pack_size([size]) - 2 * _BLOCK)  # the server has it
+                self.skipped(member_size(size))  # the server has it
         if blobs:
             self.ready.put(blobs)
 
@@ -304,9 +309,10 @@ def _hash_while_sending(client: ServerClient, folder: Survey,
     whether the upload was cut). Blobs not sent here are sent by push's next step."""
     sizes = {rel: st.st_size for rel, st in folder.files}
     hashing = make("hashing", sum(st.st_size for _, st in unread))
-    uploading = make("uploading", pack_size({d: sizes[r] for r, d in folder.known.items() if d}
-                                            .values()) + pack_size(sizes[r] for r, _ in unread)
-                     - 2 * _BLOCK)
+    # At most: the known blobs once each, and every unread file (duplicates among them
+    # are found only once hashed; their bytes then count as done).
+    known = {digest: sizes[rel] for rel, digest in folder.known.items() if digest}
+    uploading = make("uploading", pack_size([*known.values(), *(sizes[r] for r, _ in unread)]))
     hasher = _Hasher(client, folder, unread, cache, hashing, uploading.advance)
     hasher.start()
 
