@@ -7,14 +7,20 @@ SSH user, so the daemon sees that user's uid through SO_PEERCRED.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import os
 import socket
 import sys
 import threading
 from pathlib import Path
 
-CHUNK = 256 * 1024
+CHUNK = 1 << 20
+# Room between the stages: with the defaults (a 64 KiB pipe from sshd, a 208 KiB
+# socket buffer) every stage of an upload waits on the next many times per MiB.
+PIPE_SIZE = 1 << 20
+SOCKET_BUFFER = 4 << 20
 
 
 def _pump(src: int, dst: int, *, splice: bool) -> None:
@@ -50,8 +56,19 @@ def _pump_in(sock: socket.socket, fd: int) -> None:
         pass
 
 
+def widen(sock: socket.socket, *fds: int) -> None:
+    """Ask for larger buffers; the kernel caps them at its limits, and a descriptor
+    that is not a pipe keeps what it has."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+
+
 def relay(sock: socket.socket, in_fd: int = 0, out_fd: int = 1) -> None:
     """Copy both ways until the server closes its side (or stdout goes away)."""
+    widen(sock, in_fd, out_fd)
     threading.Thread(target=_pump_in, args=(sock, in_fd), daemon=True).start()
     try:
         _pump(sock.fileno(), out_fd, splice=False)

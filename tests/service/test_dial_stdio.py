@@ -4,6 +4,7 @@ request on as a half-close."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import random
 import select
@@ -12,7 +13,7 @@ import threading
 
 import pytest
 
-from nai_server.dial_stdio import relay
+from nai_server.dial_stdio import PIPE_SIZE, relay, widen
 from nai_server.testing import imports_of
 
 
@@ -116,3 +117,20 @@ def test_the_relay_starts_without_the_servers_libraries() -> None:
         ["pydantic", "yaml", "fastapi", "uvicorn", "starlette", "httpx"])
     assert printed == ["1"] and heavy == []
     assert "no daemon socket at /nonexistent/nai.sock" in stderr
+
+
+def test_the_relay_widens_its_pipes_and_socket_buffer() -> None:
+    r, w = os.pipe()
+    null = os.open(os.devnull, os.O_WRONLY)
+    a, b = socket.socketpair()
+    try:
+        before = a.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        assert fcntl.fcntl(r, fcntl.F_GETPIPE_SZ) < PIPE_SIZE
+        widen(a, r, null)  # /dev/null is no pipe: left as it is, without an error
+        assert fcntl.fcntl(r, fcntl.F_GETPIPE_SZ) == PIPE_SIZE
+        assert a.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) >= before
+    finally:
+        for fd in (r, w, null):
+            os.close(fd)
+        a.close()
+        b.close()
