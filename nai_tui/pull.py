@@ -24,11 +24,12 @@ from nai_server.protocol import (
     TreeEntryModel,
     TreeInfo,
     error_from_body,
+    path_problem,
 )
 from nai_tui.client import ServerClient
 from nai_tui.hashcache import CHUNK, HashCache
 from nai_tui.progress import Meter, ProgressFactory, SilentMeter, auto_progress
-from nai_tui.scan import escaping_links, path_problem, refusal, select
+from nai_tui.scan import escaping_links, refusal, select
 
 log = logging.getLogger("nai.sync")
 
