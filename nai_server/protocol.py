@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 # Which paths and symlinks a tree may hold is part of the wire contract: clients check
 # it before sending a folder and before writing a tree the server sent.
+from nai_server.core.trees import UNNAMED_BLOB as UNNAMED_BLOB
 from nai_server.core.trees import link_problems as link_problems
 from nai_server.core.trees import path_problem as path_problem
 

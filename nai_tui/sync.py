@@ -23,7 +23,7 @@ from collections.abc import Callable, Generator, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from nai_server.protocol import Conflict, ConnectionFailed, NaiError
+from nai_server.protocol import UNNAMED_BLOB, Conflict, ConnectionFailed, NaiError
 from nai_server.protocol import path_problem as path_problem
 from nai_tui.client import ServerClient
 from nai_tui.hashcache import CHUNK, changed
@@ -48,6 +48,10 @@ MISSING_BATCH = 10_000  # digests per /v1/blobs/missing request
 # While hashing, the server is asked which blobs it lacks every so many files or bytes.
 BATCH_FILES = 1000
 BATCH_BYTES = 64 << 20
+# A file this large that the cache does not know starts travelling before it is hashed
+# (unnamed; the server names it by its content): hashing first would leave the link
+# idle for a second per GiB. If it turns out the server has it, it is dropped mid-way.
+UNHASHED_BYTES = 64 << 20
 _BLOCK = tarfile.BLOCKSIZE
 _USTAR_MAX = 8**11
 
@@ -92,7 +96,7 @@ def blob_header(digest: str, size: int) -> bytes:
         info.size, info.mode, info.mtime = size, 0o444, 0
         return info.tobuf(tarfile.GNU_FORMAT)
     header = bytearray(_HEADER_TEMPLATE)
-    header[0:64] = digest.encode("ascii")
+    header[0:64] = digest.encode("ascii").ljust(64, b"\0")
     header[124:136] = b"%011o\0" % size
     header[148:156] = b"%06o\0 " % (sum(header) - sum(header[148:156]) + 256)
     return bytes(header)
@@ -107,8 +111,25 @@ def _template() -> bytes:
 _HEADER_TEMPLATE = _template()
 
 
+class Dropped(Exception):
+    """An upload stopped sending a blob the server turned out to have (see `Drops`)."""
+
+
+class Drops:
+    """Blobs an upload may abandon mid-way: files sent before their digest was known.
+    The hasher `drop`s one once the server says it has it; the pack then ends early."""
+
+    def __init__(self) -> None:
+        self.watched: set[Path] = set()
+        self.dropped: set[Path] = set()
+
+    def drop(self, path: Path) -> None:
+        self.dropped.add(path)
+
+
 def pack_blobs(blobs: Iterable[tuple[str, Path, int]], *, cache: HashCache | None = None,
-               on_bytes: Callable[[int], None] | None = None) -> Generator[bytes, None, None]:
+               on_bytes: Callable[[int], None] | None = None,
+               drops: Drops | None = None) -> Generator[bytes, None, None]:
     """The ustar pack of (digest, file, size) blobs, read lazily in 1 MiB chunks.
 
     A file must not change while it is packed: its size, mtime and inode are compared
@@ -117,9 +138,20 @@ def pack_blobs(blobs: Iterable[tuple[str, Path, int]], *, cache: HashCache | Non
     vouches for it (same size, mtime and inode, outside the racy window); the server
     verifies every blob anyway. The others are hashed as they are read, and one that
     no longer matches its digest is forgotten by `cache`.
+
+    A blob whose digest is `UNNAMED_BLOB` is sent unhashed, for the server to name.
+    One `drops` watches starts a chunk of its own, and once it is dropped the pack
+    raises Dropped: what came before it has been sent whole.
     """
     buf = bytearray()
     for digest, path, size in blobs:
+        watched = drops is not None and path in drops.watched
+        if watched and buf:
+            if on_bytes is not None:
+                on_bytes(len(buf))
+            yield bytes(buf)
+            buf = bytearray()
+        sent = 0  # of this member, for the meter when it is dropped
         buf += blob_header(digest, size)
         left = size
         try:
@@ -128,17 +160,23 @@ def pack_blobs(blobs: Iterable[tuple[str, Path, int]], *, cache: HashCache | Non
             raise NaiError(f"cannot read {path}: {exc.strerror}") from exc
         with os.fdopen(fd, "rb", buffering=0) as f:
             before = os.fstat(fd)
-            trusted = cache is not None and cache.lookup(path, before) == digest
+            trusted = digest == UNNAMED_BLOB or (
+                cache is not None and cache.lookup(path, before) == digest)
             hasher = None if trusted else hashlib.sha256()
             if before.st_size != size:
                 raise changed(path)
             while left:
+                if watched and path in drops.dropped:  # type: ignore[union-attr]
+                    if on_bytes is not None:
+                        on_bytes(member_size(size) - sent)
+                    raise Dropped(path)
                 # Send a full buffer only while this member has bytes still to read:
                 # its last bytes stay held until it is known unchanged.
                 if len(buf) >= CHUNK:
                     chunk, buf = bytes(buf), bytearray()
                     if on_bytes is not None:
                         on_bytes(len(chunk))
+                    sent += len(chunk)
                     yield chunk
                 direct = not buf and left > CHUNK  # a whole chunk, sent as read: no copy
                 piece = f.read(CHUNK if direct else min(CHUNK - len(buf), left))
@@ -152,6 +190,7 @@ def pack_blobs(blobs: Iterable[tuple[str, Path, int]], *, cache: HashCache | Non
                     continue
                 if on_bytes is not None:
                     on_bytes(len(piece))
+                sent += len(piece)
                 yield piece
             after = os.fstat(fd)
         if (after.st_size, after.st_mtime_ns, after.st_ino) != (
@@ -235,13 +274,29 @@ def push(client: ServerClient, root: Path, *, cache: HashCache,
 
 
 Blob = tuple[str, Path, int]  # digest, file, size
-_Batch = list[Blob] | BaseException | None  # blobs to send; a failure; the end
+
+
+class _Unhashed:
+    """A large file queued for the upload before it is hashed. Sent named if its digest
+    is known by the time the upload reaches it, unnamed otherwise; skipped, or dropped
+    mid-way, once the server says it has it."""
+
+    __slots__ = ("digest", "path", "present", "size")
+
+    def __init__(self, path: Path, size: int) -> None:
+        self.path, self.size = path, size
+        self.digest: str | None = None
+        self.present = False
+
+
+_Batch = Sequence[Blob | _Unhashed] | BaseException | None  # to send; a failure; the end
 
 
 class _Hasher(threading.Thread):
     """Hashes the files the cache does not know, in batches, and asks the server which
     blobs of each batch it lacks; those go to `ready` for the upload, in order. The
-    files the cache knows make the first batch."""
+    files the cache knows make the first batch. A large file goes to `ready` before it
+    is hashed (`_Unhashed`), so that it travels while it is hashed."""
 
     def __init__(self, client: ServerClient, folder: Survey,
                  unread: Sequence[tuple[str, os.stat_result]], cache: HashCache,
@@ -253,6 +308,7 @@ class _Hasher(threading.Thread):
         self.ready: queue.Queue[_Batch] = queue.Queue()
         self.stop = threading.Event()
         self.error: BaseException | None = None
+        self.drops = Drops()
         self._asked: set[str] = set()
         self._asking = True
 
@@ -265,6 +321,11 @@ class _Hasher(threading.Thread):
             for rel, st in self.unread:
                 if self.stop.is_set():
                     return
+                if st.st_size >= UNHASHED_BYTES and self._asking:
+                    self._ask(batch)  # what came before goes first
+                    batch, size = [], 0
+                    self._send_unhashed(rel, st)
+                    continue
                 if len(batch) >= BATCH_FILES or size >= BATCH_BYTES:
                     self._ask(batch)
                     batch, size = [], 0
@@ -278,6 +339,27 @@ class _Hasher(threading.Thread):
             self.ready.put(exc)
         finally:
             self.ready.put(None)
+
+    def _send_unhashed(self, rel: str, st: os.stat_result) -> None:
+        item = _Unhashed(self.folder.root / rel, st.st_size)
+        self.drops.watched.add(item.path)
+        self.ready.put([item])
+        digest = read_digest(self.cache, self.folder.base + rel, st, self.hashing)
+        self.digests[rel] = digest
+        item.digest = digest
+        if digest in self._asked:  # a copy of a file already sent or known present
+            lacking = False
+        else:
+            self._asked.add(digest)
+            try:
+                lacking = bool(missing_blobs(self.client, [digest]))
+            except ConnectionFailed as exc:
+                self._asking = False
+                self.ready.put(exc)
+                return
+        if not lacking:
+            item.present = True
+            self.drops.drop(item.path)
 
     def _ask(self, batch: list[tuple[str, int, str]]) -> None:
         if not self._asking:
@@ -320,17 +402,26 @@ def _hash_while_sending(client: ServerClient, folder: Survey,
         while (item := hasher.ready.get()) is not None:
             if isinstance(item, BaseException):
                 raise item
-            yield from item
+            for blob in item:
+                if not isinstance(blob, _Unhashed):
+                    yield blob
+                elif blob.present:
+                    uploading.advance(member_size(blob.size))
+                else:
+                    yield blob.digest or UNNAMED_BLOB, blob.path, blob.size
 
     blobs = batches()
     cut = False
     try:
-        first = next(blobs, None)
-        if first is not None:
+        # One upload, unless a blob is dropped: the rest then goes in the next one.
+        while (first := next(blobs, None)) is not None:
             stream = pack_blobs(itertools.chain([first], blobs), cache=cache,
-                                on_bytes=uploading.advance)
+                                on_bytes=uploading.advance, drops=hasher.drops)
             try:
                 client.upload_pack(stream)
+                break
+            except Dropped:
+                continue
             finally:
                 stream.close()
     except ConnectionFailed:

@@ -72,6 +72,12 @@ class TreeError(ValueError):
         super().__init__(f"invalid tree: {shown}" + (f" (and {more} more)" if more > 0 else ""))
 
 
+# A packed upload names each member by its digest, except a member named so: the
+# receiver stores it under whatever digest its content hashes to. A client sends a
+# large file it has not hashed yet that way, hashing it while it travels.
+UNNAMED_BLOB = "unnamed"
+
+
 def is_digest(value: object) -> bool:
     """True for a 64-character lowercase hex sha256 digest."""
     return isinstance(value, str) and _SHA256.match(value) is not None

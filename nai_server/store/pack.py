@@ -1,4 +1,5 @@
-"""Packed uploads: an incremental receiver for a ustar stream of blobs named by digest.
+"""Packed uploads: an incremental receiver for a ustar stream of blobs named by digest
+(or `unnamed`: stored under the digest the content hashes to).
 
 Also BlobSink, the hashing temp-file writer every incoming blob goes through. The
 receiver stores through the BlobStore it is given (``BlobStore.receiver`` makes one):
@@ -18,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from nai_server.core.trees import is_digest
+from nai_server.core.trees import UNNAMED_BLOB, is_digest
 
 if TYPE_CHECKING:
     from nai_server.store.blobs import BlobStore
@@ -221,14 +222,16 @@ class PackReceiver:
                 f"member {name!r} is not a regular file (type {kind!r}); "
                 "send a plain ustar stream of files named by their sha256"
             )
-        if not is_digest(name):
-            raise PackError(f"member {name!r} is not named by its sha256 (64 lowercase hex)")
+        unnamed = name == UNNAMED_BLOB
+        if not unnamed and not is_digest(name):
+            raise PackError(f"member {name!r} is not named by its sha256 (64 lowercase hex) "
+                            f"nor {UNNAMED_BLOB!r}")
         if not 0 <= size <= self._max:
             raise PackError(f"blob {name} is {size} bytes, the limit is {self._max}")
         self._name, self._size, self._left = name, size, size
         self._pad = -size % BLOCK
         # Already stored: verify the bytes but do not write them again.
-        self._sink = self._store._sink(hash_only=self._store.has(name))
+        self._sink = self._store._sink(hash_only=not unnamed and self._store.has(name))
         if size == 0:
             self._on_member_end()
         else:
@@ -238,7 +241,7 @@ class PackReceiver:
         sink, self._sink = self._sink, None
         assert sink is not None
         digest = sink.hasher.hexdigest()
-        if digest != self._name:
+        if digest != self._name and self._name != UNNAMED_BLOB:
             sink.discard()
             raise PackError(f"blob {self._name}: content hashes to {digest}")
         if sink.path is not None:

@@ -7,7 +7,7 @@ import io
 import itertools
 import tarfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from hashlib import sha256
 from pathlib import Path
 from typing import Any
@@ -241,6 +241,87 @@ def test_a_failure_while_hashing_stops_the_push(client: ServerClient, project: P
         push(client, project, cache=cache)
     assert client.http.get("/v1/jobs").status_code == 200  # the client is still usable
 
+
+
+class HeldUploads(Uploads):
+    """Reads the first chunk of upload number i, then waits for `go[i]` (if there is one)
+    before reading the rest."""
+
+    def __init__(self, client: ServerClient, *go: threading.Event) -> None:
+        super().__init__(client)
+        self.started, self.go, self.calls, self.read = threading.Event(), go, 0, 0
+
+    def __call__(self, stream: Iterable[bytes]) -> Any:
+        chunks = self._counted(stream)
+        first = next(chunks)
+        self.started.set()
+        self.calls += 1
+        if self.calls <= len(self.go):
+            assert self.go[self.calls - 1].wait(20)
+        return super().__call__(itertools.chain([first], chunks))
+
+    def _counted(self, stream: Iterable[bytes]) -> Iterator[bytes]:
+        for chunk in stream:
+            self.read += len(chunk)
+            yield chunk
+
+
+def test_a_large_cold_file_travels_before_it_is_hashed(client: ServerClient, tmp_path: Path,
+                                                       cache: HashCache,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sync, "UNHASHED_BYTES", 2 * MiB)
+    root = tmp_path / "p"
+    big = noise(5 * MiB + 3, 7)
+    write(root, "a.txt", "small, sent first\n")
+    write(root, "weights.bin", big)
+    write(root, "z.txt", "small, hashed after it\n")
+    go = threading.Event()
+    uploads = HeldUploads(client, go)
+    real = sync.read_digest
+
+    def after_the_upload_started(cache: HashCache, path: str, *args: Any) -> str:
+        if path.endswith("weights.bin"):  # the upload reaches it before its digest is known
+            assert uploads.started.wait(20)
+            go.set()
+        return real(cache, path, *args)
+
+    monkeypatch.setattr(sync, "read_digest", after_the_upload_started)
+    tree_id = push(client, root, cache=cache)
+    names = [n for i in range(len(uploads.packs)) for n in uploads.names(i)]
+    assert sorted(names) == sorted([sha256(b"small, sent first\n").hexdigest(), "unnamed",
+                                    sha256(b"small, hashed after it\n").hexdigest()])
+    assert [e.size for e in client.tree(tree_id).entries] == [18, 5 * MiB + 3, 23]
+    weights = root / "weights.bin"
+    assert cache.lookup(weights, weights.stat()) == sha256(big).hexdigest()
+
+
+def test_a_large_cold_file_the_server_has_is_dropped_mid_way(
+        client: ServerClient, project: Path, tmp_path: Path, cache: HashCache,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sync, "UNHASHED_BYTES", 2 * MiB)
+    write(project, "data/more.bin", noise(9 * MiB, 8))
+    Uploads(client)  # (see test_a_cold_push_sends_while_it_hashes)
+    first = push(client, project, cache=cache)
+    write(project, "new.txt", "not on the server yet\n")
+    go = [threading.Event(), threading.Event()]
+    dropped: list[Path] = []
+    real_drop = sync.Drops.drop
+
+    def drop(self: sync.Drops, path: Path) -> None:
+        real_drop(self, path)
+        go[len(dropped)].set()
+        dropped.append(path)
+
+    monkeypatch.setattr(sync.Drops, "drop", drop)
+    uploads = HeldUploads(client, *go)
+    with HashCache(tmp_path / "other.sqlite") as fresh:  # another clone, a lost cache
+        tree_id = push(client, project, cache=fresh)
+    assert dropped == [project / "data/more.bin", project / "data/weights.bin"]
+    assert tree_id != first and client.tree(tree_id).files == client.tree(first).files + 1
+    # Each big file was cut after a chunk or two; only the new file went whole.
+    assert uploads.calls == 3 and uploads.names(-1) == [
+        sha256(b"not on the server yet\n").hexdigest()]
+    assert uploads.read < 5 * MiB
 
 
 @pytest.mark.parametrize("first", [MiB - 1024, MiB - 512, MiB, 2 * MiB + 512, 4096])

@@ -12,7 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from nai_server.core.trees import Entry, Limits, TreeError, diff_missing, parse_manifest
+from nai_server.core.trees import (
+    UNNAMED_BLOB,
+    Entry,
+    Limits,
+    TreeError,
+    diff_missing,
+    parse_manifest,
+)
 from nai_server.store.blobs import (
     BlobStore,
     MissingBlobs,
@@ -139,6 +146,23 @@ def test_a_truncated_stream_fails_at_finish(store: BlobStore) -> None:
     with pytest.raises(PackError, match="without the end-of-archive marker"):
         rx.finish()
     assert store.has(sha(b"a" * 2000))
+
+
+def test_an_unnamed_member_is_stored_under_what_it_hashes_to(store: BlobStore) -> None:
+    new, old = b"weights " * 5000, b"already here"
+    store.put_bytes(old)
+    stream = pack([(UNNAMED_BLOB, new), (sha(b"z"), b"z"), (UNNAMED_BLOB, old)])
+    assert upload(store, stream) == [sha(new), sha(b"z"), sha(old)]
+    assert store.open(sha(new)).read() == new
+    assert store.missing([sha(new), sha(old)]) == []
+    assert temp_files(store) == []  # the copy of what was already stored is dropped
+
+    cut = pack([(UNNAMED_BLOB, b"never whole" * 100)])[:800]
+    rx = store.receiver(max_blob_size=1 << 20)
+    rx.feed(cut)
+    rx.abort()
+    assert store.missing([sha(b"never whole" * 100)]) != []
+    assert temp_files(store) == []
 
 
 def test_bad_members_are_refused(store: BlobStore) -> None:
