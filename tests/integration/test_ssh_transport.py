@@ -8,6 +8,8 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,7 +26,9 @@ from conftest import (  # type: ignore[import-not-found]
 )
 
 from nai_server.protocol import ConnectionFailed
+from nai_tui import sync
 from nai_tui.client import ServerClient
+from nai_tui.hashcache import HashCache
 from nai_tui.ssh import HostKeyChanged, UnknownHostKey
 from nai_tui.transports import (
     fetch_host_key,
@@ -322,3 +326,53 @@ def test_openssh_errors_in_words(daemon, sshd, accounts, known_hosts, runtime_di
 def test_local_client_reaches_the_socket(daemon) -> None:
     with ServerClient(local_http_client(daemon.socket)) as server:
         assert server.me().user == "root"
+
+
+@pytest.mark.parametrize("transport", ["ssh", "openssh"])
+def test_a_large_file_the_server_has_is_dropped_mid_upload(
+        transport, daemon, sshd, accounts, known_hosts, runtime_dir, tmp_path,
+        monkeypatch) -> None:
+    # A cold copy of a file the server has: it starts travelling unnamed before it is
+    # hashed, and the upload is cut once the server says it has it. The cut goes
+    # through the real transport; the push still records the tree, nothing partial
+    # stays on the server, and the client goes on.
+    monkeypatch.setattr(sync, "UNHASHED_BYTES", 1 << 20)
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    (folder / "model.bin").write_bytes(os.urandom(24 << 20))
+    settled = time.time() - 60
+    os.utime(folder / "model.bin", (settled, settled))
+    alice = accounts[0]
+    server = (client(sshd, alice, known_hosts, daemon) if transport == "ssh" else
+              openssh_client(sshd, alice, daemon, runtime_dir, known_hosts))
+    try:
+        with HashCache(tmp_path / "a.sqlite") as cache:
+            first = sync.push(server, folder, cache=cache, progress=sync.silent_progress)
+        dropped = threading.Event()
+        real_drop, real_upload = sync.Drops.drop, server.upload_pack
+        sent = [0]
+
+        def drop(self: sync.Drops, path: Path) -> None:
+            real_drop(self, path)
+            dropped.set()
+
+        def held_upload(stream):  # waits after the first chunk until the drop
+            def chunks():
+                for chunk in stream:
+                    sent[0] += len(chunk)
+                    yield chunk
+                    assert dropped.wait(20)
+            return real_upload(chunks())
+
+        monkeypatch.setattr(sync.Drops, "drop", drop)
+        server.upload_pack = held_upload  # type: ignore[method-assign]
+        with HashCache(tmp_path / "b.sqlite") as fresh:  # another clone, a lost cache
+            assert sync.push(server, folder, cache=fresh, progress=sync.silent_progress) == first
+        assert dropped.is_set() and sent[0] < 4 << 20
+        assert server.me().user == alice.user.name
+    finally:
+        if transport == "openssh":
+            exit_master(server)
+        server.close()
+    tmp = daemon.state / "blobs" / "tmp"
+    wait_for(lambda: not list(tmp.iterdir()), what="the cut blob's temp file to go")
