@@ -246,16 +246,15 @@ def push(client: ServerClient, root: Path, *, cache: HashCache,
             folder.forget_the_rest(cache)
             return expected
     folder.forget_the_rest(cache)
-    sources: dict[str, tuple[Path, int]] = {}
-    for e in entries:
-        if e["kind"] == "file":
-            sources.setdefault(e["sha256"], (folder.root / e["path"], e["size"]))
     for attempt in range(int(interrupted), retries + 1):
         uploading = False
         try:
             try:
                 return client.create_tree(entries).id
             except Conflict as exc:  # blobs missing: the server names them
+                wanted = set(exc.details.get("missing") or ())
+                sources = {e["sha256"]: (folder.root / e["path"], e["size"])
+                           for e in entries if e["kind"] == "file" and e["sha256"] in wanted}
                 missing = [d for d in exc.details.get("missing") or () if d in sources]
                 if not missing:
                     raise
@@ -293,10 +292,10 @@ _Batch = Sequence[Blob | _Unhashed] | BaseException | None  # to send; a failure
 
 
 class _Hasher(threading.Thread):
-    """Hashes the files the cache does not know, in batches, and asks the server which
-    blobs of each batch it lacks; those go to `ready` for the upload, in order. The
-    files the cache knows make the first batch. A large file goes to `ready` before it
-    is hashed (`_Unhashed`), so that it travels while it is hashed."""
+    """Hashes the files the cache does not know, in batches, while a second thread asks
+    the server which blobs of each batch it lacks; those go to `ready` for the upload.
+    The files the cache knows make the first batch. A large file goes to `ready` before
+    it is hashed (`_Unhashed`), so that it travels while it is hashed."""
 
     def __init__(self, client: ServerClient, folder: Survey,
                  unread: Sequence[tuple[str, os.stat_result]], cache: HashCache,
@@ -311,9 +310,12 @@ class _Hasher(threading.Thread):
         self.drops = Drops()
         self._asked: set[str] = set()
         self._asking = True
+        self._hashed: queue.Queue[list[tuple[str, int, str]] | None] = queue.Queue()
 
     def run(self) -> None:
         base = self.folder.base
+        asker = threading.Thread(target=self._asker, name="nai-ask", daemon=True)
+        asker.start()
         try:
             batch = [(rel, st.st_size, digest) for rel, st in self.folder.files
                      if (digest := self.folder.known[rel]) is not None]
@@ -322,23 +324,52 @@ class _Hasher(threading.Thread):
                 if self.stop.is_set():
                     return
                 if st.st_size >= UNHASHED_BYTES and self._asking:
-                    self._ask(batch)  # what came before goes first
+                    self._hashed.put(batch)
                     batch, size = [], 0
                     self._send_unhashed(rel, st)
                     continue
                 if len(batch) >= BATCH_FILES or size >= BATCH_BYTES:
-                    self._ask(batch)
+                    self._hashed.put(batch)
                     batch, size = [], 0
                 digest = read_digest(self.cache, base + rel, st, self.hashing)
                 self.digests[rel] = digest
                 batch.append((rel, st.st_size, digest))
                 size += st.st_size
-            self._ask(batch)
+            self._hashed.put(batch)
         except BaseException as exc:  # the upload stops on it; push raises it
             self.error = exc
             self.ready.put(exc)
         finally:
+            self._hashed.put(None)
+            asker.join()
             self.ready.put(None)
+
+    def _asker(self) -> None:
+        """Asks about the hashed batches while the next ones are hashed. The batches that
+        piled up during one question go in the next, so a round trip slower than
+        hashing a batch costs few questions, not one per batch."""
+        ended = False
+        while not ended:
+            batch = self._hashed.get()
+            if batch is None:
+                return
+            while True:
+                try:
+                    more = self._hashed.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    ended = True
+                    break
+                batch += more
+            if self.stop.is_set():
+                continue
+            try:
+                self._ask(batch)
+            except BaseException as exc:  # as a hashing failure: the upload stops on it
+                self.error = exc
+                self.ready.put(exc)
+                self.stop.set()
 
     def _send_unhashed(self, rel: str, st: os.stat_result) -> None:
         item = _Unhashed(self.folder.root / rel, st.st_size)

@@ -165,9 +165,8 @@ class BlobStore:
             for sink, final in sinks:
                 if sink.path is None:
                     continue
-                if os.path.exists(final):
-                    sink.discard()
-                    continue
+                # A blob already there has the same bytes: replacing it is harmless
+                # (links to the old file keep it) and costs no more than a check.
                 parent = os.path.dirname(final)
                 if parent not in made:
                     with contextlib.suppress(FileExistsError):

@@ -28,6 +28,7 @@ BLOCK = tarfile.BLOCKSIZE
 # A batch of received blobs is made durable together when it reaches either size.
 FLUSH_BLOBS = 1024
 FLUSH_BYTES = 256 << 20
+SKIP_CHECK_BYTES = 1 << 20  # from this size, a blob already stored is not written again
 _ZERO_BLOCK = bytes(BLOCK)
 
 
@@ -230,8 +231,11 @@ class PackReceiver:
             raise PackError(f"blob {name} is {size} bytes, the limit is {self._max}")
         self._name, self._size, self._left = name, size, size
         self._pad = -size % BLOCK
-        # Already stored: verify the bytes but do not write them again.
-        self._sink = self._store._sink(hash_only=not unnamed and self._store.has(name))
+        # Already stored: verify the bytes but do not write them again. Small blobs are
+        # written without asking (the client asked first, so they are new): for
+        # thousands of small files the stat cost more than the write it might save.
+        self._sink = self._store._sink(
+            hash_only=not unnamed and size >= SKIP_CHECK_BYTES and self._store.has(name))
         if size == 0:
             self._on_member_end()
         else:
