@@ -216,6 +216,44 @@ def test_a_cold_push_sends_while_it_hashes(client: ServerClient, tmp_path: Path,
     assert client.tree(tree_id).files == 8
 
 
+def test_batches_hashed_during_a_slow_question_are_asked_about_together(
+        client: ServerClient, tmp_path: Path, cache: HashCache,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sync, "BATCH_FILES", 2)
+    root = tmp_path / "p"
+    for i in range(8):
+        write(root, f"f{i}.bin", noise(1000, 200 + i))
+    hashed_all = threading.Event()
+    asked: list[int] = []
+    real = sync.missing_blobs
+
+    def slow(client: ServerClient, digests: list[str]) -> list[str]:
+        asked.append(len(digests))
+        if len(asked) == 1:  # hashing goes on meanwhile
+            assert hashed_all.wait(20)
+        return real(client, digests)
+
+    class Meter:
+        def __init__(self, description: str, total: int) -> None:
+            self.description, self.total, self.done = description, total, 0
+
+        def advance(self, n: int) -> None:
+            self.done += n
+            if self.description == "hashing" and self.done == self.total:
+                hashed_all.set()
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(sync, "missing_blobs", slow)
+    Uploads(client)  # (see test_a_cold_push_sends_while_it_hashes)
+    tree_id = push(client, root, cache=cache, progress=Meter)
+    # Four batches; those hashed while the first question was out share the next one
+    # (the last may still be on its way, and go in a third).
+    assert sum(asked) == 8 and asked[0] == 2 and len(asked) <= 3
+    assert client.tree(tree_id).files == 8
+
+
 def test_a_cold_push_of_what_the_server_has_sends_no_blob(client: ServerClient, project: Path,
                                                           tmp_path: Path,
                                                           cache: HashCache) -> None:
