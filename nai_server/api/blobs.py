@@ -39,7 +39,9 @@ def missing(body: MissingRequest, service: ServiceDep, _: CallerDep) -> MissingR
 async def upload(request: Request, service: ServiceDep, _: CallerDep) -> UploadResult:
     """Store many blobs sent as one tar stream whose members are named by digest.
 
-    Every member is verified against its name before it is stored. If the stream
+    Every member is verified against its name before it is stored; a member named
+    `unnamed` is stored under the digest its content hashes to (a client sends a large
+    file that way while it is still hashing it). If the stream
     breaks, the blobs completed so far are kept (a retry skips them) and no partial
     blob is ever visible.
     """
