@@ -19,7 +19,7 @@ import uvicorn
 from nai_server.api import create_app
 from nai_server.config import ServerConfig
 from nai_server.gpus import GpuInventory, open_inventory
-from nai_server.identity import PeerCredH11Protocol
+from nai_server.identity import PeerCredProtocol
 from nai_server.service import Service
 from nai_server.store.atomic import CommitLock
 from nai_server.store.blobs import BlobStore
@@ -128,7 +128,7 @@ async def serve(service: Service, sock: socket.socket, *, burst: bool = False) -
     app = create_app(service)
     config = uvicorn.Config(
         app,
-        http=PeerCredH11Protocol,
+        http=PeerCredProtocol,
         lifespan="off",
         log_level="warning",
         access_log=False,

@@ -1,9 +1,10 @@
 """Who is on the other end of the socket: `SO_PEERCRED`, read once per connection.
 
-uvicorn puts no peer credentials in the ASGI scope for unix sockets. This
-`H11Protocol` subclass reads them from the transport's socket when the connection
+uvicorn puts no peer credentials in the ASGI scope for unix sockets. This subclass
+of its httptools protocol reads them from the transport's socket when the connection
 is made and adds them to its per-connection app state, which uvicorn copies into
-every request's scope as `request.state`.
+every request's scope as `request.state`. (httptools rather than h11: a C parser and
+one copy fewer of every body byte; a 1 GiB upload cost the daemon a fifth less CPU.)
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 PEER_KEY = "peer"
 
@@ -39,10 +40,10 @@ def peer_of(sock: socket.socket) -> Peer | None:
     return Peer(pid=pid, uid=uid, gid=gid)
 
 
-class PeerCredH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol, with the peer's credentials in `request.state.peer`."""
+class PeerCredProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, with the peer's credentials in `request.state.peer`."""
 
-    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+    def connection_made(self, transport: Any) -> None:
         sock = transport.get_extra_info("socket")
         peer = peer_of(sock) if sock is not None else None
         # A fresh dict per connection: the one passed in is shared by all connections.
@@ -50,7 +51,7 @@ class PeerCredH11Protocol(H11Protocol):
         self._peer_eof = False
         super().connection_made(transport)
 
-    def eof_received(self) -> bool | None:
+    def eof_received(self) -> bool | None:  # type: ignore[override]
         """The client half-closed (a relay saw EOF on stdin): answer the request it
         already sent, then close. uvicorn would otherwise drop the connection at once."""
         self._peer_eof = True
