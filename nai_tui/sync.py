@@ -144,8 +144,9 @@ def pack_blobs(blobs: Iterable[tuple[str, Path, int]], *, cache: HashCache | Non
     raises Dropped: what came before it has been sent whole.
     """
     buf = bytearray()
+    watching, dropped = (drops.watched, drops.dropped) if drops is not None else (set(), set())
     for digest, path, size in blobs:
-        watched = drops is not None and path in drops.watched
+        watched = path in watching
         if watched and buf:
             if on_bytes is not None:
                 on_bytes(len(buf))
@@ -166,7 +167,7 @@ def pack_blobs(blobs: Iterable[tuple[str, Path, int]], *, cache: HashCache | Non
             if before.st_size != size:
                 raise changed(path)
             while left:
-                if watched and path in drops.dropped:  # type: ignore[union-attr]
+                if watched and path in dropped:
                     if on_bytes is not None:
                         on_bytes(member_size(size) - sent)
                     raise Dropped(path)
@@ -252,10 +253,11 @@ def push(client: ServerClient, root: Path, *, cache: HashCache,
             try:
                 return client.create_tree(entries).id
             except Conflict as exc:  # blobs missing: the server names them
-                wanted = set(exc.details.get("missing") or ())
+                named = list(exc.details.get("missing") or ())
+                wanted = set(named)
                 sources = {e["sha256"]: (folder.root / e["path"], e["size"])
                            for e in entries if e["kind"] == "file" and e["sha256"] in wanted}
-                missing = [d for d in exc.details.get("missing") or () if d in sources]
+                missing = [d for d in named if d in sources]
                 if not missing:
                     raise
             uploading = True
@@ -379,29 +381,21 @@ class _Hasher(threading.Thread):
         self.digests[rel] = digest
         item.digest = digest
         if digest in self._asked:  # a copy of a file already sent or known present
-            lacking = False
+            lacking: set[str] | None = set()
         else:
             self._asked.add(digest)
-            try:
-                lacking = bool(missing_blobs(self.client, [digest]))
-            except ConnectionFailed as exc:
-                self._asking = False
-                self.ready.put(exc)
-                return
-        if not lacking:
+            lacking = self._lacking([digest])
+        if lacking is not None and not lacking:
             item.present = True
             self.drops.drop(item.path)
 
     def _ask(self, batch: list[tuple[str, int, str]]) -> None:
         if not self._asking:
             return
-        fresh = list(dict.fromkeys(d for _, _, d in batch if d not in self._asked))
+        fresh = {d for _, _, d in batch if d not in self._asked}
         self._asked.update(fresh)
-        try:
-            lacking = set(missing_blobs(self.client, fresh)) if fresh else set()
-        except ConnectionFailed as exc:
-            self._asking = False  # hash the rest; push resumes once the link is back
-            self.ready.put(exc)
+        lacking = self._lacking(list(fresh))
+        if lacking is None:
             return
         blobs: list[Blob] = []
         for rel, size, digest in batch:
@@ -409,10 +403,20 @@ class _Hasher(threading.Thread):
                 lacking.discard(digest)
                 blobs.append((digest, self.folder.root / rel, size))
             elif digest in fresh:
-                fresh.remove(digest)
+                fresh.discard(digest)
                 self.skipped(member_size(size))  # the server has it
         if blobs:
             self.ready.put(blobs)
+
+    def _lacking(self, digests: list[str]) -> set[str] | None:
+        """Of `digests`, those the server lacks; None once the link is down: the upload
+        stops on the failure, the rest is hashed, and push resumes once it is back."""
+        try:
+            return set(missing_blobs(self.client, digests)) if digests else set()
+        except ConnectionFailed as exc:
+            self._asking = False
+            self.ready.put(exc)
+            return None
 
 
 def _hash_while_sending(client: ServerClient, folder: Survey,
