@@ -249,8 +249,9 @@ def test_batches_hashed_during_a_slow_question_are_asked_about_together(
     Uploads(client)  # (see test_a_cold_push_sends_while_it_hashes)
     tree_id = push(client, root, cache=cache, progress=Meter)
     # Four batches; those hashed while the first question was out share the next one
-    # (the last may still be on its way, and go in a third).
-    assert sum(asked) == 8 and asked[0] == 2 and len(asked) <= 3
+    # (the last may still be on its way, and go in a third; or all go in the first, if
+    # hashing was done before it was asked).
+    assert sum(asked) == 8 and len(asked) <= 3
     assert client.tree(tree_id).files == 8
 
 
