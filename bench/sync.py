@@ -10,7 +10,7 @@ Targets: large file >= 0.6x scp's throughput with paramiko and >= 0.9x with open
 10k small files first upload no slower than rsync; no-op re-sync of 10k files under
 0.5 s and faster than rsync's.
 
-    .venv/bin/python bench/sync.py [--big-mib N] [--small N]
+    .venv/bin/python bench/sync.py [--big-mib N] [--small N] [--rounds N]
 """
 
 from __future__ import annotations
@@ -129,6 +129,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--big-mib", type=int, default=1024)
     parser.add_argument("--small", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=3, help="every contender runs this "
+                        "many times, in turns; the medians are compared")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench/sync.py logs in to a loopback sshd as root: run it as root")
@@ -181,18 +183,23 @@ def main() -> None:
             noop = timed(lambda: subprocess.run(run, check=True), src)
             return first, noop
 
-        size_mb = args.big_mib * (1 << 20) / 1e6
-        results: dict[str, float] = {}
-        results["big scp"] = scp(big / "weights.bin")
-        results["big rsync"], _ = rsync(big)
-        results["big nai-paramiko"], _ = nai_first(big, "ssh")
-        results["big nai-openssh"], _ = nai_first(big, "openssh")
-        results["small rsync"], results["small rsync noop"] = rsync(many)
-        results["small scp"] = scp(many)
-        results["small nai-paramiko"], results["small nai-paramiko noop"] = nai_first(many, "ssh")
-        results["small nai-openssh"], results["small nai-openssh noop"] = nai_first(many,
-                                                                                   "openssh")
+        def one_round() -> dict[str, float]:
+            got: dict[str, float] = {}
+            got["big scp"] = scp(big / "weights.bin")
+            got["big rsync"], _ = rsync(big)
+            got["big nai-paramiko"], _ = nai_first(big, "ssh")
+            got["big nai-openssh"], _ = nai_first(big, "openssh")
+            got["small rsync"], got["small rsync noop"] = rsync(many)
+            got["small scp"] = scp(many)
+            got["small nai-paramiko"], got["small nai-paramiko noop"] = nai_first(many, "ssh")
+            got["small nai-openssh"], got["small nai-openssh noop"] = nai_first(many, "openssh")
+            return got
 
+        # Rounds take turns, so a slow spell of the machine hits every contender alike.
+        rounds = [one_round() for _ in range(args.rounds)]
+        results = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+        size_mb = args.big_mib * (1 << 20) / 1e6
+        print(f"median of {args.rounds} round(s); ratios of the medians")
         print(f"1 file of {args.big_mib} MiB (first upload, MB/s):")
         for name in ("scp", "rsync", "nai-paramiko", "nai-openssh"):
             t = results[f"big {name}"]
