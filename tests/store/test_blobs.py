@@ -8,6 +8,7 @@ import os
 import re
 import stat
 import tarfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -269,16 +270,21 @@ def test_ingest_refuses_escaping_links_and_big_files_before_copying(
     assert list((store.root / "sha256").iterdir()) == []  # refused before anything was copied
 
 
+@pytest.mark.parametrize("background_from", [0, 1 << 30])
 def test_full_batches_are_made_durable_while_the_next_arrives(
-        store: BlobStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        store: BlobStore, monkeypatch: pytest.MonkeyPatch, background_from: int) -> None:
+    # Large batches by a thread of their own, small ones by the receiving thread.
     from nai_server.store import pack as pack_module
 
     monkeypatch.setattr(pack_module, "FLUSH_BLOBS", 2)
+    monkeypatch.setattr(pack_module, "BACKGROUND_FLUSH_BYTES", background_from)
     batches: list[list[str]] = []
+    threads: set[str] = set()
     real = BlobStore._commit_many
 
     def commit(self: BlobStore, sinks: list) -> None:  # type: ignore[type-arg]
         batches.append([os.path.basename(final) for _, final in sinks])
+        threads.add(threading.current_thread().name)
         real(self, sinks)
 
     monkeypatch.setattr(BlobStore, "_commit_many", commit)
@@ -287,13 +293,17 @@ def test_full_batches_are_made_durable_while_the_next_arrives(
     assert stored == [sha(b) for b in blobs]
     assert [len(b) for b in batches] == [2, 2, 1]  # two full batches, the rest at finish
     assert all(store.has(sha(b)) for b in blobs) and temp_files(store) == []
+    assert threads == ({"nai-blob-flush"} if background_from == 0 else
+                       {threading.current_thread().name})
 
 
-def test_a_failed_background_flush_fails_the_upload(
-        store: BlobStore, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("background_from", [0, 1 << 30])
+def test_a_failed_flush_fails_the_upload(
+        store: BlobStore, monkeypatch: pytest.MonkeyPatch, background_from: int) -> None:
     from nai_server.store import pack as pack_module
 
     monkeypatch.setattr(pack_module, "FLUSH_BLOBS", 2)
+    monkeypatch.setattr(pack_module, "BACKGROUND_FLUSH_BYTES", background_from)
 
     def full_disk(self: BlobStore, sinks: list) -> None:  # type: ignore[type-arg]
         for sink, _ in sinks:
