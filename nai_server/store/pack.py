@@ -187,10 +187,12 @@ class PackReceiver:
 
     def _flush(self) -> None:
         """Make the pending verified blobs durable and visible under their digests."""
-        self._flush_in_background()
+        self._flush_batch()
         self._wait_for_flush()
 
-    def _flush_in_background(self) -> None:
+    def _flush_batch(self) -> None:
+        """Start making the pending blobs durable: a large batch in a thread of its own
+        (joined by `_wait_for_flush`), a small one here and now."""
         self._wait_for_flush()
         small = self._pending_bytes < BACKGROUND_FLUSH_BYTES
         pending, self._pending, self._pending_bytes = self._pending, [], 0
@@ -261,7 +263,7 @@ class PackReceiver:
             self._pending.append((sink, self._store.blob_path(digest)))
             self._pending_bytes += sink.size
             if len(self._pending) >= FLUSH_BLOBS or self._pending_bytes >= FLUSH_BYTES:
-                self._flush_in_background()
+                self._flush_batch()
         self.received.append(digest)
         self._state = "pad" if self._pad else "header"
 
