@@ -80,6 +80,29 @@ def hash_file(path: StrPath, on_bytes: Callable[[int], None] | None = None
     return hasher.hexdigest(), before
 
 
+def read_file(path: StrPath, on_bytes: Callable[[int], None] | None = None
+              ) -> tuple[str, bytes, os.stat_result]:
+    """sha256 and content of the small regular file at `path`, and its fstat taken before
+    reading: for a file that is sent right after it is hashed, so it is read only once.
+
+    Raises FileChanged if the file is modified while being read."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        before = os.fstat(fd)
+        pieces = []
+        while piece := os.read(fd, before.st_size + 1):
+            pieces.append(piece)
+            if on_bytes is not None:
+                on_bytes(len(piece))
+        after = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if _key(before) != _key(after):
+        raise changed(path)
+    data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+    return hashlib.sha256(data).hexdigest(), data, before
+
+
 def changed(path: StrPath) -> FileChanged:
     return FileChanged(f"{path} changed while nai was reading it; wait for it to settle or "
                        "add it to .naiignore, then run again")
@@ -124,6 +147,19 @@ class HashCache:
             raise changed(path)
         self.remember(path, st, digest)
         return digest
+
+    def read(self, path: StrPath, st: os.stat_result,
+             on_bytes: Callable[[int], None] | None = None) -> tuple[str, bytes]:
+        """The sha256 and content of the small regular file at absolute `path`, whose
+        lstat is `st`: always read from disk, and remembered as `digest` does."""
+        if not stat.S_ISREG(st.st_mode):
+            raise NaiError(f"{path} is not a regular file")
+        digest, data, seen = read_file(path, on_bytes)
+        self.files_hashed += 1
+        if _key(seen) != _key(st):
+            raise changed(path)
+        self.remember(path, st, digest)
+        return digest, data
 
     def lookup(self, path: StrPath, st: os.stat_result) -> str | None:
         """The remembered digest if the file still has the same size, mtime and inode."""

@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import stat
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -226,8 +227,22 @@ def scan(root: Path, *, cache: HashCache, extra_ignores: Sequence[str] = (),
 
 
 def read_digest(cache: HashCache, path: str, st: os.stat_result, meter: Meter) -> str:
-    try:
+    with _reading(path):
         return cache.digest(path, st, meter.advance)
+
+
+def read_content(cache: HashCache, path: str, st: os.stat_result,
+                 meter: Meter) -> tuple[str, bytes]:
+    """Digest and bytes of a small file about to be sent: read once, not twice."""
+    with _reading(path):
+        return cache.read(path, st, meter.advance)
+
+
+@contextlib.contextmanager
+def _reading(path: str) -> Iterator[None]:
+    """A file that cannot be read: an error that says what to do."""
+    try:
+        yield
     except FileNotFoundError as exc:
         raise changed(path) from exc
     except OSError as exc:

@@ -38,7 +38,7 @@ from nai_tui.pull import PullResult as PullResult
 from nai_tui.pull import pull as pull
 from nai_tui.scan import ALWAYS_SKIPPED as ALWAYS_SKIPPED
 from nai_tui.scan import IGNORE_FILES as IGNORE_FILES
-from nai_tui.scan import Survey, read_digest, survey
+from nai_tui.scan import Survey, read_content, read_digest, survey
 from nai_tui.scan import scan as scan
 from nai_tui.scan import select as select
 
@@ -52,8 +52,14 @@ BATCH_BYTES = 64 << 20
 # (unnamed; the server names it by its content): hashing first would leave the link
 # idle for a second per GiB. If it turns out the server has it, it is dropped mid-way.
 UNHASHED_BYTES = 64 << 20
+# A cold file up to this size is read once: the bytes hashed are the bytes sent. Reading
+# it again to send it cost more than hashing it, for thousands of small files. At most
+# KEPT_BYTES of such files wait in memory for the upload; beyond, they are read again.
+KEEP_BYTES = 256 << 10
+KEPT_BYTES = 64 << 20
 _BLOCK = tarfile.BLOCKSIZE
 _USTAR_MAX = 8**11
+_PADDING = bytes(_BLOCK)
 
 
 def tree_id(entries: Sequence[dict[str, Any]]) -> str:
@@ -127,10 +133,16 @@ class Drops:
         self.dropped.add(path)
 
 
-def pack_blobs(blobs: Iterable[tuple[str, Path, int]], *, cache: HashCache | None = None,
+Blob = tuple[str, Path, int, "bytes | None"]  # digest, file, size, content if already read
+
+
+def pack_blobs(blobs: Iterable[Blob], *, cache: HashCache | None = None,
                on_bytes: Callable[[int], None] | None = None,
                drops: Drops | None = None) -> Generator[bytes, None, None]:
-    """The ustar pack of (digest, file, size) blobs, read lazily in 1 MiB chunks.
+    """The ustar pack of (digest, file, size, content) blobs, in chunks of about 1 MiB.
+
+    A blob whose content is given is sent as it is (it was read, and hashed, once); the
+    others are read from their files lazily.
 
     A file must not change while it is packed: its size, mtime and inode are compared
     before and after it is read, and one that changed raises FileChanged before its
@@ -145,7 +157,17 @@ def pack_blobs(blobs: Iterable[tuple[str, Path, int]], *, cache: HashCache | Non
     """
     buf = bytearray()
     watching, dropped = (drops.watched, drops.dropped) if drops is not None else (set(), set())
-    for digest, path, size in blobs:
+    for digest, path, size, data in blobs:
+        if data is not None:
+            if len(buf) >= CHUNK:
+                if on_bytes is not None:
+                    on_bytes(len(buf))
+                yield bytes(buf)
+                buf = bytearray()
+            buf += blob_header(digest, size)
+            buf += data
+            buf += _PADDING[:-size % _BLOCK]
+            continue
         watched = path in watching
         if watched and buf:
             if on_bytes is not None:
@@ -200,16 +222,16 @@ def pack_blobs(blobs: Iterable[tuple[str, Path, int]], *, cache: HashCache | Non
             if cache is not None:
                 cache.forget(path)
             raise changed(path)
-        buf += bytes(-size % _BLOCK)
+        buf += _PADDING[:-size % _BLOCK]
     buf += bytes(2 * _BLOCK)
     if on_bytes is not None:
         on_bytes(len(buf))
     yield bytes(buf)
 
 
-def _upload(client: ServerClient, blobs: Sequence[tuple[str, Path, int]], cache: HashCache,
+def _upload(client: ServerClient, blobs: Sequence[Blob], cache: HashCache,
             make: ProgressFactory) -> None:
-    meter = make("uploading", pack_size(size for _, _, size in blobs))
+    meter = make("uploading", pack_size(size for _, _, size, _ in blobs))
     stream = pack_blobs(blobs, cache=cache, on_bytes=meter.advance)
     try:
         client.upload_pack(stream)
@@ -261,7 +283,7 @@ def push(client: ServerClient, root: Path, *, cache: HashCache,
                 if not missing:
                     raise
             uploading = True
-            _upload(client, [(d, *sources[d]) for d in missing], cache, make)
+            _upload(client, [(d, *sources[d], None) for d in missing], cache, make)
             return client.create_tree(entries).id  # every blob is there now
         except ConnectionFailed as exc:
             # A server that cannot be reached at all fails at once; after a cut, asking
@@ -272,9 +294,6 @@ def push(client: ServerClient, root: Path, *, cache: HashCache,
             log.warning("upload interrupted (%s); resuming in %.0f s", exc, delay)
             sleep(delay)
     raise AssertionError("unreachable: the last attempt returns or raises")
-
-
-Blob = tuple[str, Path, int]  # digest, file, size
 
 
 class _Unhashed:
@@ -291,6 +310,26 @@ class _Unhashed:
 
 
 _Batch = Sequence[Blob | _Unhashed] | BaseException | None  # to send; a failure; the end
+_Hashed = list[tuple[str, int, str, "bytes | None"]]  # path, size, digest, content if kept
+
+
+class _Budget:
+    """Bytes of read files waiting in memory for the upload, up to `limit`."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.held = limit, 0
+        self._lock = threading.Lock()
+
+    def take(self, size: int) -> bool:
+        with self._lock:
+            if self.held + size > self.limit:
+                return False
+            self.held += size
+            return True
+
+    def give(self, size: int) -> None:
+        with self._lock:
+            self.held -= size
 
 
 class _Hasher(threading.Thread):
@@ -312,15 +351,16 @@ class _Hasher(threading.Thread):
         self.drops = Drops()
         self._asked: set[str] = set()
         self._asking = True
-        self._hashed: queue.Queue[list[tuple[str, int, str]] | None] = queue.Queue()
+        self._hashed: queue.Queue[_Hashed | None] = queue.Queue()
+        self.kept = _Budget(KEPT_BYTES)  # given back as the upload takes the bytes
 
     def run(self) -> None:
         base = self.folder.base
         asker = threading.Thread(target=self._asker, name="nai-ask", daemon=True)
         asker.start()
         try:
-            batch = [(rel, st.st_size, digest) for rel, st in self.folder.files
-                     if (digest := self.folder.known[rel]) is not None]
+            batch: _Hashed = [(rel, st.st_size, digest, None) for rel, st in self.folder.files
+                              if (digest := self.folder.known[rel]) is not None]
             size = 0
             for rel, st in self.unread:
                 if self.stop.is_set():
@@ -333,9 +373,17 @@ class _Hasher(threading.Thread):
                 if len(batch) >= BATCH_FILES or size >= BATCH_BYTES:
                     self._hashed.put(batch)
                     batch, size = [], 0
-                digest = read_digest(self.cache, base + rel, st, self.hashing)
+                data = None
+                if st.st_size <= KEEP_BYTES and self._asking and self.kept.take(st.st_size):
+                    try:
+                        digest, data = read_content(self.cache, base + rel, st, self.hashing)
+                    finally:
+                        if data is None:
+                            self.kept.give(st.st_size)
+                else:
+                    digest = read_digest(self.cache, base + rel, st, self.hashing)
                 self.digests[rel] = digest
-                batch.append((rel, st.st_size, digest))
+                batch.append((rel, st.st_size, digest, data))
                 size += st.st_size
             self._hashed.put(batch)
         except BaseException as exc:  # the upload stops on it; push raises it
@@ -389,20 +437,21 @@ class _Hasher(threading.Thread):
             item.present = True
             self.drops.drop(item.path)
 
-    def _ask(self, batch: list[tuple[str, int, str]]) -> None:
+    def _ask(self, batch: _Hashed) -> None:
         if not self._asking:
             return
-        fresh = {d for _, _, d in batch if d not in self._asked}
+        fresh = {d for _, _, d, _ in batch if d not in self._asked}
         self._asked.update(fresh)
         lacking = self._lacking(list(fresh))
-        if lacking is None:
-            return
         blobs: list[Blob] = []
-        for rel, size, digest in batch:
-            if digest in lacking:
+        for rel, size, digest, data in batch:
+            if lacking is not None and digest in lacking:
                 lacking.discard(digest)
-                blobs.append((digest, self.folder.root / rel, size))
-            elif digest in fresh:
+                blobs.append((digest, self.folder.root / rel, size, data))
+                continue
+            if data is not None:
+                self.kept.give(size)  # not sent from memory
+            if lacking is not None and digest in fresh:
                 fresh.discard(digest)
                 self.skipped(member_size(size))  # the server has it
         if blobs:
@@ -439,11 +488,13 @@ def _hash_while_sending(client: ServerClient, folder: Survey,
                 raise item
             for blob in item:
                 if not isinstance(blob, _Unhashed):
+                    if blob[3] is not None:
+                        hasher.kept.give(blob[2])
                     yield blob
                 elif blob.present:
                     uploading.advance(member_size(blob.size))
                 else:
-                    yield blob.digest or UNNAMED_BLOB, blob.path, blob.size
+                    yield blob.digest or UNNAMED_BLOB, blob.path, blob.size, None
 
     blobs = batches()
     cut = False

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import os
 import tarfile
 import threading
 from collections.abc import Iterable, Iterator
@@ -156,7 +157,7 @@ def test_a_file_rewritten_while_it_is_packed_fails_naming_it(client: ServerClien
 def test_packing_hashes_only_what_the_cache_cannot_vouch_for(
         project: Path, cache: HashCache, monkeypatch: pytest.MonkeyPatch) -> None:
     entries = scan(project, cache=cache)
-    blobs = [(e["sha256"], project / e["path"], e["size"]) for e in entries
+    blobs = [(e["sha256"], project / e["path"], e["size"], None) for e in entries
              if e["kind"] == "file"]
     hashed: list[int] = []
     real_sha256 = sync.hashlib.sha256
@@ -176,7 +177,7 @@ def test_packing_hashes_only_what_the_cache_cannot_vouch_for(
     packed = b"".join(sync.pack_blobs(blobs, cache=cache))
     assert hashed == []  # every file was hashed by the scan and has not changed since
     assert b"".join(sync.pack_blobs(blobs)) == packed  # without a cache: hashed, same bytes
-    assert sum(hashed) == sum(size for _, _, size in blobs)
+    assert sum(hashed) == sum(size for _, _, size, _ in blobs)
 
 
 
@@ -214,6 +215,78 @@ def test_a_cold_push_sends_while_it_hashes(client: ServerClient, tmp_path: Path,
     tree_id = push(client, root, cache=cache, progress=Meter)
     assert halfway == [True] and hashed[0] == 8 * (MiB + MiB // 2)
     assert client.tree(tree_id).files == 8
+
+
+class Opens:
+    """Counts the files under `root` opened through os.open (as both hashing and
+    packing open them)."""
+
+    def __init__(self, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.counts: dict[str, int] = {}
+        real = os.open
+
+        def counting(path: Any, *args: Any, **kwargs: Any) -> int:
+            name = os.fspath(path)
+            if name.startswith(f"{root}/"):
+                rel = name[len(str(root)) + 1:]
+                self.counts[rel] = self.counts.get(rel, 0) + 1
+            return real(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, "open", counting)
+
+
+@pytest.mark.parametrize(("kept_bytes", "opens"), [(64 * MiB, 1), (3000, None), (0, 2)])
+def test_a_cold_push_reads_a_small_file_once(client: ServerClient, tmp_path: Path,
+                                             cache: HashCache, monkeypatch: pytest.MonkeyPatch,
+                                             kept_bytes: int, opens: int | None) -> None:
+    # The bytes hashed are the bytes sent, while they fit in the memory allowed for
+    # them; beyond it a file is read again to be sent.
+    monkeypatch.setattr(sync, "KEPT_BYTES", kept_bytes)
+    root = tmp_path / "p"
+    files = {f"src/m{i}.py": noise(1000 + i, i) for i in range(12)}
+    files["big.bin"] = noise(sync.KEEP_BYTES + 1, 99)  # larger than kept: read twice
+    for name, data in files.items():
+        write(root, name, data)
+    budgets: list[sync._Budget] = []
+    real_budget = sync._Budget
+
+    def recorded(limit: int) -> sync._Budget:
+        budgets.append(real_budget(limit))
+        return budgets[-1]
+
+    monkeypatch.setattr(sync, "_Budget", recorded)
+    counted = Opens(root, monkeypatch)
+    uploads = Uploads(client)
+    tree_id = push(client, root, cache=cache)
+    small = {n: c for n, c in counted.counts.items() if n != "big.bin"}
+    assert counted.counts["big.bin"] == 2
+    if opens is None:  # some fit, the others are read again
+        assert set(small.values()) == {1, 2}
+    else:
+        assert set(small.values()) == {opens}
+    assert len(small) == 12 and budgets[0].held == 0  # every kept byte was given back
+    assert sorted(uploads.names()) == sorted(sha256(d).hexdigest() for d in files.values())
+    pulled = tmp_path / "back"
+    sync.pull(client, tree_id, pulled, cache=cache)
+    assert {n: (pulled / n).read_bytes() for n in files} == files
+
+
+def test_a_kept_file_the_server_has_gives_its_memory_back(
+        client: ServerClient, tmp_path: Path, cache: HashCache,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    budgets: list[sync._Budget] = []
+    real_budget = sync._Budget
+    monkeypatch.setattr(sync, "_Budget", lambda limit: budgets.append(real_budget(limit))
+                        or budgets[-1])
+    root = tmp_path / "p"
+    write(root, "a.txt", "on the server already\n")
+    write(root, "b.txt", "new\n")
+    client.upload_pack(sync.pack_blobs([(sha256(b"on the server already\n").hexdigest(),
+                                         root / "a.txt", 22, None)]))
+    uploads = Uploads(client)
+    push(client, root, cache=cache)
+    assert uploads.names() == [sha256(b"new\n").hexdigest()]
+    assert budgets[0].held == 0
 
 
 def test_batches_hashed_during_a_slow_question_are_asked_about_together(
@@ -364,16 +437,21 @@ def test_a_large_cold_file_the_server_has_is_dropped_mid_way(
 
 
 @pytest.mark.parametrize("first", [MiB - 1024, MiB - 512, MiB, 2 * MiB + 512, 4096])
-def test_packs_are_whole_wherever_a_member_meets_a_chunk_boundary(tmp_path: Path,
-                                                                  first: int) -> None:
-    # Members ending just short of, on, or past the 1 MiB chunk the pack is sent in.
+@pytest.mark.parametrize("in_memory", ["", "bd", "abcd"])
+def test_packs_are_whole_wherever_a_member_meets_a_chunk_boundary(tmp_path: Path, first: int,
+                                                                  in_memory: str) -> None:
+    # Members ending just short of, on, or past the 1 MiB chunk the pack is sent in; read
+    # from their files or, for those named in `in_memory`, given as already read.
     files = {"a": noise(first, 1), "b": noise(100, 2), "c": noise(MiB + 7, 3), "d": b""}
     blobs = []
     for name, data in files.items():
         write(tmp_path, name, data)
-        blobs.append((sha256(data).hexdigest(), tmp_path / name, len(data)))
+        held = data if name in in_memory else None
+        blobs.append((sha256(data).hexdigest(), tmp_path / name, len(data), held))
     pieces = list(sync.pack_blobs(blobs))
-    assert all(len(p) <= MiB + 512 for p in pieces)
+    # A chunk may end with one whole member given in memory (small ones, in a push).
+    largest = max((sync.member_size(len(files[name])) for name in in_memory), default=512)
+    assert all(len(p) <= MiB + largest for p in pieces)
     packed = b"".join(pieces)
     assert len(packed) == sync.pack_size(len(d) for d in files.values())
     with tarfile.open(fileobj=io.BytesIO(packed)) as tar:
