@@ -182,10 +182,12 @@ class Survey:
                      "target": target} for rel, target in self.links.items()]
         return sorted(entries, key=lambda e: e["path"])
 
-    def forget_the_rest(self, cache: HashCache) -> None:
-        """Drop cache entries of files no longer in the folder; save the cache."""
+    def forget_the_rest(self, cache: HashCache, *, save: bool = True) -> None:
+        """Drop cache entries of files no longer in the folder; save the cache (unless
+        the caller saves it later)."""
         cache.prune(self.root, [self.base + rel for rel in self.known])
-        cache.flush()
+        if save:
+            cache.flush()
 
 
 def survey(root: Path, *, cache: HashCache, extra_ignores: Sequence[str] = ()) -> Survey:

@@ -20,6 +20,7 @@ import tarfile
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -238,7 +239,15 @@ def _upload(client: ServerClient, blobs: Sequence[Blob], cache: HashCache,
     finally:
         stream.close()
         meter.close()
+
+
+def _record(client: ServerClient, entries: list[dict[str, Any]], cache: HashCache) -> str:
+    """Record the tree (see push); the hash cache is saved meanwhile. Saving thousands
+    of new digests took a tenth of a second, which the server's check now covers."""
+    with ThreadPoolExecutor(1, thread_name_prefix="nai-record") as pool:
+        recorded = pool.submit(client.create_tree, entries)
         cache.flush()
+        return recorded.result().id
 
 
 def push(client: ServerClient, root: Path, *, cache: HashCache,
@@ -250,10 +259,19 @@ def push(client: ServerClient, root: Path, *, cache: HashCache,
     not know are hashed while the first blobs travel (a thread hashes them in batches
     and asks which of each batch the server lacks). If the connection is cut, the
     upload resumes (up to `retries` times, with backoff) sending only what is still
-    missing, which recording the tree reports.
+    missing, which recording the tree reports. The hash cache is saved either way.
     """
-    make = progress or auto_progress()
-    folder = survey(Path(root), cache=cache, extra_ignores=extra_ignores)
+    try:
+        return _push(client, Path(root), cache, progress or auto_progress(), extra_ignores,
+                     retries, sleep)
+    except BaseException:
+        cache.flush()  # what was hashed need not be hashed again next time
+        raise
+
+
+def _push(client: ServerClient, root: Path, cache: HashCache, make: ProgressFactory,
+          extra_ignores: Sequence[str], retries: int, sleep: Callable[[float], None]) -> str:
+    folder = survey(root, cache=cache, extra_ignores=extra_ignores)
     unread = folder.unread()
     interrupted = False
     if unread:
@@ -268,12 +286,12 @@ def push(client: ServerClient, root: Path, *, cache: HashCache,
         if client.has_tree(expected):  # unchanged since it was last sent: nothing to do
             folder.forget_the_rest(cache)
             return expected
-    folder.forget_the_rest(cache)
+    folder.forget_the_rest(cache, save=False)  # saved while the tree is recorded
     for attempt in range(int(interrupted), retries + 1):
         uploading = False
         try:
             try:
-                return client.create_tree(entries).id
+                return _record(client, entries, cache)
             except Conflict as exc:  # blobs missing: the server names them
                 named = list(exc.details.get("missing") or ())
                 wanted = set(named)
@@ -284,7 +302,7 @@ def push(client: ServerClient, root: Path, *, cache: HashCache,
                     raise
             uploading = True
             _upload(client, [(d, *sources[d], None) for d in missing], cache, make)
-            return client.create_tree(entries).id  # every blob is there now
+            return _record(client, entries, cache)  # every blob is there now
         except ConnectionFailed as exc:
             # A server that cannot be reached at all fails at once; after a cut, asking
             # again may fail while the link comes back, so that is retried too.
@@ -519,7 +537,6 @@ def _hash_while_sending(client: ServerClient, folder: Survey,
         hasher.join()
         hashing.close()
         uploading.close()
-        cache.flush()
     if hasher.error is not None and not isinstance(hasher.error, ConnectionFailed):
         raise hasher.error
     return hasher.digests, cut

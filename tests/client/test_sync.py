@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import itertools
 import os
+import sqlite3
 import tarfile
 import threading
 from collections.abc import Iterable, Iterator
@@ -339,7 +340,7 @@ def test_a_cold_push_of_what_the_server_has_sends_no_blob(client: ServerClient, 
 
 
 def test_a_failure_while_hashing_stops_the_push(client: ServerClient, project: Path,
-                                                cache: HashCache,
+                                                cache: HashCache, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     real = sync.read_digest
 
@@ -352,6 +353,10 @@ def test_a_failure_while_hashing_stops_the_push(client: ServerClient, project: P
     with pytest.raises(NaiError, match=r"weights\.bin: Permission denied"):
         push(client, project, cache=cache)
     assert client.http.get("/v1/jobs").status_code == 200  # the client is still usable
+    # What was hashed before the failure is saved, though the cache is still open.
+    with sqlite3.connect(tmp_path / "hashes.sqlite") as db:
+        saved = {os.fsdecode(p) for (p,) in db.execute("SELECT path FROM hashes")}
+    assert f"{project.resolve()}/train.py" in saved
 
 
 
