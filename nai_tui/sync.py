@@ -10,6 +10,8 @@ Scanning lives in `nai_tui.scan`, pulling in `nai_tui.pull` and the meters in
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import itertools
 import json
@@ -19,7 +21,7 @@ import queue
 import tarfile
 import threading
 import time
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -262,11 +264,26 @@ def push(client: ServerClient, root: Path, *, cache: HashCache,
     missing, which recording the tree reports. The hash cache is saved either way.
     """
     try:
-        return _push(client, Path(root), cache, progress or auto_progress(), extra_ignores,
-                     retries, sleep)
+        with _collecting_only_new_objects():
+            return _push(client, Path(root), cache, progress or auto_progress(),
+                         extra_ignores, retries, sleep)
     except BaseException:
         cache.flush()  # what was hashed need not be hashed again next time
         raise
+
+
+@contextlib.contextmanager
+def _collecting_only_new_objects() -> Iterator[None]:
+    """Garbage collections skip the objects that exist before this block.
+
+    A push of thousands of files makes a few hundred thousand objects, enough to start
+    a full collection, which walks every object of the process: 60 ms of a 1 s push
+    of 10,000 files, where most objects were made at start-up and will live on."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _push(client: ServerClient, root: Path, cache: HashCache, make: ProgressFactory,

@@ -3,6 +3,7 @@ after a cut, files changed while sent, progress."""
 
 from __future__ import annotations
 
+import gc
 import io
 import itertools
 import os
@@ -216,6 +217,26 @@ def test_a_cold_push_sends_while_it_hashes(client: ServerClient, tmp_path: Path,
     tree_id = push(client, root, cache=cache, progress=Meter)
     assert halfway == [True] and hashed[0] == 8 * (MiB + MiB // 2)
     assert client.tree(tree_id).files == 8
+
+
+def test_a_push_collects_only_its_own_objects_and_leaves_the_collector_as_it_was(
+        client: ServerClient, project: Path, cache: HashCache) -> None:
+    frozen: list[int] = []
+
+    class Meter:
+        def __init__(self, description: str, total: int) -> None:
+            frozen.append(gc.get_freeze_count())
+
+        def advance(self, n: int) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    assert gc.get_freeze_count() == 0
+    push(client, project, cache=cache, progress=Meter)
+    assert frozen and min(frozen) > 0  # objects older than the push were set aside
+    assert gc.get_freeze_count() == 0
 
 
 class Opens:
