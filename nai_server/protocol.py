@@ -6,9 +6,10 @@ tree both sides raise, and the pydantic models of request and response bodies.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Required
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, with_config
+from typing_extensions import TypedDict
 
 # Which paths and symlinks a tree may hold is part of the wire contract: clients check
 # it before sending a folder and before writing a tree the server sent.
@@ -202,8 +203,24 @@ class TreeEntryModel(Model):
     target: str = ""
 
 
+@with_config(ConfigDict(extra="forbid"))
+class TreeEntryIn(TypedDict, total=False):
+    """An entry of a tree being recorded: checked field by field by the tree rules
+    (`parse_manifest`), which also say which fields a file or a symlink needs.
+
+    A plain dict, not a model: a tree of 10,000 files was validated into models and
+    dumped back to dicts for those rules, a fifth of the time of recording it."""
+
+    path: Required[str]
+    kind: Literal["file", "symlink"]
+    size: int
+    mode: int
+    sha256: str
+    target: str
+
+
 class TreeCreate(Model):
-    entries: list[TreeEntryModel]
+    entries: list[TreeEntryIn]
 
 
 class TreeRef(Model):

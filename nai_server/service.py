@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
 
 from nai_server import __version__
 from nai_server.accounts import Accounts, Caller
@@ -115,7 +114,7 @@ class Service:
     def blob_receiver(self) -> _SafeReceiver:
         return _SafeReceiver(self.blobs.receiver(self.tree_limits.max_file_size))
 
-    def create_tree(self, raw: list[dict[str, Any]]) -> TreeRef:
+    def create_tree(self, raw: Sequence[object]) -> TreeRef:
         try:
             entries = trees.parse_manifest(raw, self.tree_limits)
             tree_id = self.blobs.put_tree(entries)

@@ -80,7 +80,7 @@ async def upload(request: Request, service: ServiceDep, _: CallerDep) -> UploadR
 def create_tree(body: TreeCreate, service: ServiceDep, _: CallerDep,
                 response: Response) -> TreeRef:
     """Record a tree; refused with the missing digests if any blob is absent."""
-    info = service.create_tree([e.model_dump() for e in body.entries])
+    info = service.create_tree(body.entries)
     response.headers["Location"] = f"/v1/trees/{info.id}"
     return info
 

@@ -25,7 +25,13 @@ MAX_LINK_HOPS = 40  # the kernel's own limit for symlink chains (ELOOP)
 _SHOWN_PROBLEMS = 5
 
 _SHA256 = re.compile(r"[0-9a-f]{64}\Z")
+# How json.dumps(ensure_ascii=False) writes a string, quotes included.
+_json_string: Callable[[str], str] = json.encoder.encode_basestring
 _DRIVE = re.compile(r"[A-Za-z]:")
+# Paths every rule of path_problem accepts: components of common ASCII characters, none
+# starting with a dot (so never "." or ".."), none empty, none longer than MAX_NAME.
+_PLAIN_NAME = r"[A-Za-z0-9_+=,@%-][A-Za-z0-9._+=,@%-]{0," + str(MAX_NAME - 1) + "}"
+_PLAIN_PATH = re.compile(rf"(?:{_PLAIN_NAME}/)*{_PLAIN_NAME}\Z")
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,12 @@ def is_digest(value: object) -> bool:
 
 def path_problem(path: object) -> str | None:
     """Why `path` is not a safe relative POSIX path inside a tree, or None if it is."""
+    if type(path) is str and len(path) <= MAX_PATH and _PLAIN_PATH.match(path):
+        return None  # the common case, at a fifth of the cost of the rules
+    return _path_rules(path)
+
+
+def _path_rules(path: object) -> str | None:
     if not isinstance(path, str) or not path:
         return "path must be a non-empty string"
     if len(path) > MAX_PATH:
@@ -138,7 +150,7 @@ def _kind_from_mode(mode: int) -> tuple[EntryKind | None, str | None]:
 
 def _parse_entry(raw: object) -> tuple[Entry | None, list[str]]:
     """One raw manifest entry → (Entry or None, problems). Limits are checked later."""
-    if not isinstance(raw, Mapping):
+    if type(raw) is not dict and not isinstance(raw, Mapping):
         return None, ["entry must be an object"]
     problems: list[str] = []
     path = raw.get("path")
@@ -311,12 +323,18 @@ def manifest_to_json(entries: Iterable[Entry]) -> list[dict[str, Any]]:
 
 
 def canonical_json(entries: Iterable[Entry]) -> bytes:
-    """The one byte form of a tree: sorted by path, compact, UTF-8. Its sha256 is the id."""
-    ordered = sorted(entries, key=lambda e: e.path)
-    text = json.dumps(
-        manifest_to_json(ordered), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    )
-    return text.encode("utf-8")
+    """The one byte form of a tree: sorted by path, compact, UTF-8. Its sha256 is the id.
+
+    It is what `json.dumps(manifest_to_json(sorted entries), sort_keys=True,
+    separators=(",", ":"), ensure_ascii=False)` writes (a test holds the two equal),
+    built entry by entry with json's own string encoder in half the time."""
+    quote = _json_string
+    rows = [
+        f'{{"kind":"{e.kind}","mode":{e.mode},"path":{quote(e.path)},"sha256":"{e.sha256}",'
+        f'"size":{e.size},"target":{quote(e.target)}}}'
+        for e in sorted(entries, key=lambda e: e.path)
+    ]
+    return f"[{','.join(rows)}]".encode()
 
 
 def tree_id(entries: Iterable[Entry]) -> str:

@@ -224,12 +224,13 @@ class BlobStore:
         if not isinstance(entries, Manifest):
             entries = parse_manifest(manifest_to_json(entries), UNLIMITED)
         sizes: dict[str, int | None] = {}  # one stat per blob: present, and its size
+        blobs = self._blobs  # the digests are checked: parse_manifest made the entries
         for e in entries:
-            if e.kind == "file" and e.sha256 not in sizes:
+            if e.kind == "file" and (digest := e.sha256) not in sizes:
                 try:
-                    sizes[e.sha256] = os.stat(self.blob_path(e.sha256)).st_size
+                    sizes[digest] = os.stat(f"{blobs}/{digest[:2]}/{digest[2:]}").st_size
                 except FileNotFoundError:
-                    sizes[e.sha256] = None
+                    sizes[digest] = None
         missing = [digest for digest, size in sizes.items() if size is None]
         if missing:
             raise MissingBlobs(missing)

@@ -93,6 +93,12 @@ def test_unsafe_paths_are_400s_that_name_the_path(api: TestClient) -> None:
     device = api.post("/v1/trees", json={"entries": [
         {"path": "dev", "size": 0, "mode": 0o020644, "sha256": sha(b"")}]})
     assert device.status_code == 400 and "dev" in device.json()["error"]["message"]
+    # A file's size is required, not taken as 0; a misspelt field is refused.
+    sizeless = api.post("/v1/trees", json={"entries": [{"path": "n.txt", "sha256": sha(data)}]})
+    assert sizeless.status_code == 400
+    assert "n.txt: size must be a non-negative integer" in sizeless.json()["error"]["message"]
+    typo = api.post("/v1/trees", json={"entries": [{**entry("t.txt", data), "szie": 1}]})
+    assert typo.status_code == 400 and "szie" in typo.text
     bad_digest = api.post("/v1/blobs/missing", json={"digests": ["zz"]})
     assert bad_digest.status_code == 400
 

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import random
 import stat
 from typing import Any
 
 import pytest
 
 from nai_server.core.trees import (
+    UNLIMITED,
     Entry,
     Limits,
     TreeError,
+    _path_rules,
+    canonical_json,
     diff_missing,
     manifest_to_json,
     parse_manifest,
@@ -153,6 +159,34 @@ def test_tree_id_is_stable_and_content_sensitive() -> None:
     assert len(tree_id(a)) == 64
     changed = parse_manifest([f("x", mode=0o755), f("y", digest=D2)], LIMITS)
     assert tree_id(changed) != tree_id(a)  # the executable bit does
+
+
+def test_the_quick_path_check_agrees_with_the_rules() -> None:
+    # path_problem accepts common paths without running every rule; it must never
+    # accept one the rules refuse.
+    odd = [".", "..", "a/.", "a/..", "./a", "a/./b", ".hidden", "a/.git/x", "a//b", "/abs",
+           "a/", "", "C:x", "c:/x", "a:b", "x" * 255, "x" * 256, f"{'a/' * 2047}a",
+           f"{'a/' * 2048}a", "a\\b", "a\0b", "é", "a b", "a/b-c_d.e+f=g,h@i%j", "-", "_"]
+    rng = random.Random(7)
+    alphabet = "ab./-_:\\ \0é%"
+    odd += ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 12)))
+            for _ in range(3000)]
+    for path in odd:
+        assert path_problem(path) == _path_rules(path), path
+
+
+def test_the_canonical_form_is_json_dumps_sorted_and_compact() -> None:
+    # Tree ids must never move: the form is pinned to what json.dumps writes, for
+    # names that need escaping, non-ASCII text, and line separators JSON leaves alone.
+    odd = ["quote\"d", "tab\tnew\nline\x01\x1f\x7f", "é/ü/日本/😀",
+           "sep\u2028\u2029", "plain/name.py"]
+    raw = [f(name, size=i, mode=0o755 if i % 2 else 0o644) for i, name in enumerate(odd)]
+    raw += [link("link\u2028", "é/../plain\t\\x"), link("a/l", "../sep\u2028\u2029")]
+    entries = parse_manifest(raw, UNLIMITED)
+    expected = json.dumps(manifest_to_json(sorted(entries, key=lambda e: e.path)),
+                          sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert canonical_json(entries) == expected.encode("utf-8")
+    assert tree_id(entries) == hashlib.sha256(expected.encode("utf-8")).hexdigest()
 
 
 def test_diff_missing_is_unique_and_ordered() -> None:
