@@ -154,13 +154,16 @@ class BlobStore:
         sink.path = None
         fsync_dir(final.parent)
 
-    def _commit_many(self, sinks: Sequence[tuple[BlobSink, str]]) -> None:
-        """Commit sealed-but-unsynced temp files: one syncfs for all their data, the
-        renames, then one more for the renames. A crash before the first syncfs loses
-        only temp files; no blob ever appears under its digest before its bytes are
-        on disk."""
+    def _sync(self) -> None:
+        """Make everything written in the store so far durable: the bytes of sealed temp
+        files, and the blobs already moved into place (one syncfs: one file system)."""
+        syncfs(self._tmp)
+
+    def _publish(self, sinks: Sequence[tuple[BlobSink, str]]) -> None:
+        """Move sealed temp files, whose bytes a `_sync` begun after they were sealed has
+        made durable, to their digests; `_sync` again to make the names durable. No
+        blob ever appears under its digest before its bytes are on disk."""
         try:
-            syncfs(self._tmp)
             made: set[str] = set()
             for sink, final in sinks:
                 if sink.path is None:
@@ -174,7 +177,6 @@ class BlobStore:
                     made.add(parent)
                 os.replace(sink.path, final)
                 sink.path = None
-            syncfs(self._blobs)
         finally:
             for sink, _ in sinks:
                 sink.discard()  # anything not moved into place

@@ -29,10 +29,6 @@ BLOCK = tarfile.BLOCKSIZE
 FLUSH_BLOBS = 1024
 FLUSH_BYTES = 256 << 20
 SKIP_CHECK_BYTES = 1 << 20  # from this size, a blob already stored is not written again
-# A batch this large is made durable by a thread of its own while the next arrives.
-# A smaller one is flushed at once: syncfs has little to write, and a second thread
-# would only contend with the receiving one for the GIL (a tenth slower for 4 KiB files).
-BACKGROUND_FLUSH_BYTES = 16 << 20
 _ZERO_BLOCK = bytes(BLOCK)
 
 
@@ -107,10 +103,12 @@ class PackReceiver:
         # (two, with its directory) cost more than the rest of receiving a small file.
         self._pending: list[tuple[BlobSink, str]] = []
         self._pending_bytes = 0
-        # A large full batch is made durable by a thread while the next one is received;
-        # at most one at a time, and finish/abort wait for it.
-        self._flushing: threading.Thread | None = None
-        self._flush_error: BaseException | None = None
+        # The batch before, whose syncfs a thread runs while the next batch arrives; it
+        # is renamed into place once that is done. The GIL-free wait is all the thread
+        # does: renaming there too contended with this thread for the GIL.
+        self._syncing: tuple[threading.Thread, list[tuple[BlobSink, str]]] | None = None
+        self._sync_error: BaseException | None = None
+        self._unsynced_names = False  # blobs renamed into place since the last syncfs began
 
     def __enter__(self) -> PackReceiver:
         return self
@@ -186,38 +184,48 @@ class PackReceiver:
                 self._state = "failed"
 
     def _flush(self) -> None:
-        """Make the pending verified blobs durable and visible under their digests."""
-        self._flush_batch()
-        self._wait_for_flush()
+        """Make the verified blobs durable and visible under their digests."""
+        try:
+            self._flush_batch()
+            self._publish_synced()
+        finally:
+            if self._unsynced_names:  # the last batch's
+                self._unsynced_names = False
+                self._store._sync()
 
     def _flush_batch(self) -> None:
-        """Start making the pending blobs durable: a large batch in a thread of its own
-        (joined by `_wait_for_flush`), a small one here and now."""
-        self._wait_for_flush()
-        small = self._pending_bytes < BACKGROUND_FLUSH_BYTES
-        pending, self._pending, self._pending_bytes = self._pending, [], 0
-        if not pending:
-            return
-        if small:
-            self._store._commit_many(pending)
+        """A batch is complete: rename the one before into place (its bytes are on disk
+        once its syncfs is over), then start this one's syncfs in a thread. That syncfs
+        also makes the names just given durable."""
+        self._publish_synced()
+        batch, self._pending, self._pending_bytes = self._pending, [], 0
+        if not batch:
             return
 
-        def commit() -> None:
+        def sync() -> None:
             try:
-                self._store._commit_many(pending)
+                self._store._sync()
             except BaseException as exc:  # handed to the receiving thread
-                self._flush_error = exc
+                self._sync_error = exc
 
-        self._flushing = threading.Thread(target=commit, name="nai-blob-flush", daemon=True)
-        self._flushing.start()
+        thread = threading.Thread(target=sync, name="nai-blob-sync", daemon=True)
+        thread.start()
+        self._syncing = (thread, batch)
+        self._unsynced_names = False
 
-    def _wait_for_flush(self) -> None:
-        if self._flushing is not None:
-            self._flushing.join()
-            self._flushing = None
-        if self._flush_error is not None:
-            error, self._flush_error = self._flush_error, None
+    def _publish_synced(self) -> None:
+        if self._syncing is None:
+            return
+        thread, batch = self._syncing
+        self._syncing = None
+        thread.join()
+        if self._sync_error is not None:
+            error, self._sync_error = self._sync_error, None
+            for sink, _ in batch:
+                sink.discard()
             raise error
+        self._unsynced_names = True
+        self._store._publish(batch)
 
     def _on_header(self, block: bytes) -> None:
         if block == _ZERO_BLOCK:

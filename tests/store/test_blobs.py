@@ -9,6 +9,7 @@ import re
 import stat
 import tarfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ from nai_server.store.blobs import (
     PackError,
     TreeNotFound,
 )
+from nai_server.store.pack import BlobSink
 
 LIMITS = Limits(max_file_size=1 << 20, max_entries=100, max_total_size=4 << 20)
 
@@ -270,48 +272,68 @@ def test_ingest_refuses_escaping_links_and_big_files_before_copying(
     assert list((store.root / "sha256").iterdir()) == []  # refused before anything was copied
 
 
-@pytest.mark.parametrize("background_from", [0, 1 << 30])
 def test_full_batches_are_made_durable_while_the_next_arrives(
-        store: BlobStore, monkeypatch: pytest.MonkeyPatch, background_from: int) -> None:
-    # Large batches by a thread of their own, small ones by the receiving thread.
+        store: BlobStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A thread waits out each full batch's syncfs while the next batch arrives; the
+    # receiving thread renames a batch into place only once a syncfs begun after its
+    # last byte was written is over, and makes the last names durable before it ends.
     from nai_server.store import pack as pack_module
 
     monkeypatch.setattr(pack_module, "FLUSH_BLOBS", 2)
-    monkeypatch.setattr(pack_module, "BACKGROUND_FLUSH_BYTES", background_from)
-    batches: list[list[str]] = []
-    threads: set[str] = set()
-    real = BlobStore._commit_many
+    events: list[tuple[str, str, object]] = []
+    real_seal, real_sync, real_publish = BlobSink.seal, BlobStore._sync, BlobStore._publish
 
-    def commit(self: BlobStore, sinks: list) -> None:  # type: ignore[type-arg]
-        batches.append([os.path.basename(final) for _, final in sinks])
-        threads.add(threading.current_thread().name)
-        real(self, sinks)
+    def log(what: str, detail: object = None) -> None:
+        events.append((what, threading.current_thread().name, detail))
 
-    monkeypatch.setattr(BlobStore, "_commit_many", commit)
+    def seal(self: BlobSink, *, sync: bool = True) -> None:
+        log("seal", self.path)
+        real_seal(self, sync=sync)
+
+    def sync(self: BlobStore) -> None:
+        log("sync begins")
+        time.sleep(0.01)  # the next batch keeps arriving meanwhile
+        real_sync(self)
+        log("sync ends")
+
+    def publish(self: BlobStore, sinks: list) -> None:  # type: ignore[type-arg]
+        log("publish", [(sink.path, os.path.basename(final)) for sink, final in sinks])
+        real_publish(self, sinks)
+
+    monkeypatch.setattr(BlobSink, "seal", seal)
+    monkeypatch.setattr(BlobStore, "_sync", sync)
+    monkeypatch.setattr(BlobStore, "_publish", publish)
     blobs = [bytes([i]) * (1000 + i) for i in range(5)]
     stored = upload(store, pack([(sha(b), b) for b in blobs]))
     assert stored == [sha(b) for b in blobs]
-    assert [len(b) for b in batches] == [2, 2, 1]  # two full batches, the rest at finish
     assert all(store.has(sha(b)) for b in blobs) and temp_files(store) == []
-    assert threads == ({"nai-blob-flush"} if background_from == 0 else
-                       {threading.current_thread().name})
+    me = threading.current_thread().name
+    published = [detail for what, _, detail in events if what == "publish"]
+    assert [len(batch) for batch in published] == [2, 2, 1]  # type: ignore[arg-type]
+    assert {who for what, who, _ in events if what in ("seal", "publish")} == {me}
+    assert {who for what, who, _ in events if what == "sync begins"} == {"nai-blob-sync", me}
+    for index, (what, _, detail) in enumerate(events):
+        if what != "publish":
+            continue
+        for path, _ in detail:  # type: ignore[attr-defined]
+            sealed = events.index(("seal", me, path))
+            begun = [i for i in range(sealed, index) if events[i][0] == "sync begins"]
+            assert begun and any(events[i][0] == "sync ends" for i in range(begun[0], index))
+    last_publish = max(i for i, e in enumerate(events) if e[0] == "publish")
+    assert ("sync ends", me, None) in events[last_publish:]  # the last names are durable
 
 
-@pytest.mark.parametrize("background_from", [0, 1 << 30])
-def test_a_failed_flush_fails_the_upload(
-        store: BlobStore, monkeypatch: pytest.MonkeyPatch, background_from: int) -> None:
+def test_a_failed_sync_fails_the_upload_and_stores_nothing_it_covered(
+        store: BlobStore, monkeypatch: pytest.MonkeyPatch) -> None:
     from nai_server.store import pack as pack_module
 
     monkeypatch.setattr(pack_module, "FLUSH_BLOBS", 2)
-    monkeypatch.setattr(pack_module, "BACKGROUND_FLUSH_BYTES", background_from)
 
-    def full_disk(self: BlobStore, sinks: list) -> None:  # type: ignore[type-arg]
-        for sink, _ in sinks:
-            sink.discard()
+    def full_disk(self: BlobStore) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(BlobStore, "_commit_many", full_disk)
-    blobs = [bytes([i]) * 100 for i in range(4)]
+    monkeypatch.setattr(BlobStore, "_sync", full_disk)
+    blobs = [bytes([i]) * 100 for i in range(5)]
     with pytest.raises(OSError, match="No space left"):
         upload(store, pack([(sha(b), b) for b in blobs]))
     assert not any(store.has(sha(b)) for b in blobs) and temp_files(store) == []
