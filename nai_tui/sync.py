@@ -49,6 +49,8 @@ log = logging.getLogger("nai.sync")
 
 MISSING_BATCH = 10_000  # digests per /v1/blobs/missing request
 # While hashing, the server is asked which blobs it lacks every so many files or bytes.
+# The first batches are smaller, so that the upload starts sooner.
+FIRST_BATCH_FILES = 64
 BATCH_FILES = 1000
 BATCH_BYTES = 64 << 20
 # A file this large that the cache does not know starts travelling before it is hashed
@@ -348,6 +350,15 @@ _Batch = Sequence[Blob | _Unhashed] | BaseException | None  # to send; a failure
 _Hashed = list[tuple[str, int, str, "bytes | None"]]  # path, size, digest, content if kept
 
 
+def _batch_limits() -> Iterator[int]:
+    """Files in each batch the hashing thread hands on: few at first, so that the
+    upload starts soon, then more, so that few questions are asked."""
+    most = min(FIRST_BATCH_FILES, BATCH_FILES)
+    while True:
+        yield most
+        most = min(4 * most, BATCH_FILES)
+
+
 class _Budget:
     """Bytes of read files waiting in memory for the upload, up to `limit`."""
 
@@ -397,6 +408,8 @@ class _Hasher(threading.Thread):
             batch: _Hashed = [(rel, st.st_size, digest, None) for rel, st in self.folder.files
                               if (digest := self.folder.known[rel]) is not None]
             size = 0
+            limits = _batch_limits()
+            most = next(limits)  # files in the next batch
             for rel, st in self.unread:
                 if self.stop.is_set():
                     return
@@ -405,9 +418,10 @@ class _Hasher(threading.Thread):
                     batch, size = [], 0
                     self._send_unhashed(rel, st)
                     continue
-                if len(batch) >= BATCH_FILES or size >= BATCH_BYTES:
+                if len(batch) >= most or size >= BATCH_BYTES:
                     self._hashed.put(batch)
                     batch, size = [], 0
+                    most = next(limits)
                 data = None
                 if st.st_size <= KEEP_BYTES and self._asking and self.kept.take(st.st_size):
                     try:

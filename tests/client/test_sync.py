@@ -239,6 +239,10 @@ def test_a_push_collects_only_its_own_objects_and_leaves_the_collector_as_it_was
     assert gc.get_freeze_count() == 0
 
 
+def test_hashed_files_are_handed_on_in_small_batches_first() -> None:
+    assert list(itertools.islice(sync._batch_limits(), 5)) == [64, 256, 1000, 1000, 1000]
+
+
 class Opens:
     """Counts the files under `root` opened through os.open (as both hashing and
     packing open them)."""
