@@ -95,6 +95,11 @@ class BlobStore:
         check_digest(digest)
         return self._blobs / digest[:2] / digest[2:]
 
+    @property
+    def blob_dir(self) -> str:
+        """Where blobs live, as a string: blob `d` is `{blob_dir}/{d[:2]}/{d[2:]}`."""
+        return str(self._blobs)
+
     def blob_path(self, digest: str) -> str:
         """path_of as a plain string, for the per-blob hot paths of uploads."""
         check_digest(digest)
@@ -170,7 +175,7 @@ class BlobStore:
                     continue
                 # A blob already there has the same bytes: replacing it is harmless
                 # (links to the old file keep it) and costs no more than a check.
-                parent = os.path.dirname(final)
+                parent = final.rpartition("/")[0]
                 if parent not in made:
                     with contextlib.suppress(FileExistsError):
                         os.mkdir(parent)

@@ -91,6 +91,7 @@ class PackReceiver:
 
     def __init__(self, store: BlobStore, max_blob_size: int) -> None:
         self._store = store
+        self._blobs = store.blob_dir
         self._max = max_blob_size
         self._header = bytearray()
         self._sink: BlobSink | None = None
@@ -268,7 +269,8 @@ class PackReceiver:
             raise PackError(f"blob {self._name}: content hashes to {digest}")
         if sink.path is not None:
             sink.seal(sync=False)
-            self._pending.append((sink, self._store.blob_path(digest)))
+            # Unchecked: a sha256 hexdigest is a digest (blob_path checks its argument).
+            self._pending.append((sink, f"{self._blobs}/{digest[:2]}/{digest[2:]}"))
             self._pending_bytes += sink.size
             if len(self._pending) >= FLUSH_BLOBS or self._pending_bytes >= FLUSH_BYTES:
                 self._flush_batch()
@@ -288,7 +290,7 @@ def _parse_header(block: bytes) -> tuple[str, bytes, int]:
     except ValueError:
         raise PackError("bad tar header in the pack; send a plain ustar stream") from None
     # The checksum field itself counts as eight spaces.
-    if stored != sum(block[:148]) + 256 + sum(block[156:]):
+    if stored != sum(block) - sum(block[148:156]) + 256:
         raise PackError("bad tar header checksum in the pack; send a plain ustar stream")
     name = block[:100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
     return name, block[156:157], size
