@@ -128,6 +128,13 @@ class ServerClient:
                           headers={"Content-Type": "application/x-tar"},
                           timeout=httpx.Timeout(30.0, read=None, write=None))
 
+    def prepare_connections(self, count: int) -> None:
+        """Open `count` more connections in the background (over SSH, where opening one
+        takes a while), for requests about to run side by side."""
+        prepare = getattr(self.http._transport, "prepare", None)  # BackendTransport's
+        if prepare is not None:
+            prepare(count)
+
     def create_tree(self, entries: list[dict[str, Any]]) -> TreeRef:
         return TreeRef.model_validate(self._json("POST", "/v1/trees", json={"entries": entries}))
 

@@ -522,6 +522,8 @@ def _hash_while_sending(client: ServerClient, folder: Survey,
                         make: ProgressFactory) -> tuple[dict[str, str], bool]:
     """Hash `unread` while uploading what the server lacks; (digests of `unread`,
     whether the upload was cut). Blobs not sent here are sent by push's next step."""
+    # Questions go on a connection of their own while the upload streams on another.
+    client.prepare_connections(1)
     sizes = {rel: st.st_size for rel, st in folder.files}
     hashing = make("hashing", sum(st.st_size for _, st in unread))
     # At most: the known blobs once each, and every unread file (duplicates among them

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import queue
 import re
 import select
 import stat
@@ -100,6 +101,63 @@ def http_client_for(url_or_alias: str, *, transport: str = "ssh",
 # --- httpx over a network backend -----------------------------------------------------
 
 
+class _Dialer(httpcore.NetworkBackend):
+    """A backend's streams, some dialed ahead of need (`prepare`): a new SSH channel
+    runs `nai-server dial-stdio` on the server, a new process that takes a while to
+    start, and a push that asks and uploads at once waited for it mid-way."""
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+        self._ready: queue.SimpleQueue[httpcore.NetworkStream | BaseException] = (
+            queue.SimpleQueue())
+        self._lock = threading.Lock()
+        self._dialing = 0  # dials under way whose stream nobody has taken yet
+        self._closed = False
+
+    def prepare(self, count: int) -> None:
+        with self._lock:
+            self._dialing += count
+        for _ in range(count):
+            threading.Thread(target=self._dial_ahead, name="nai-dial", daemon=True).start()
+
+    def _dial_ahead(self) -> None:
+        try:
+            stream: httpcore.NetworkStream | BaseException = self.backend.connect_tcp("nai", 80)
+        except BaseException as exc:  # the request that takes it dials again
+            stream = exc
+        self._ready.put(stream)
+        if self._closed:
+            self._drain()
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                    local_address: str | None = None,
+                    socket_options: Any = None) -> httpcore.NetworkStream:
+        with self._lock:
+            ahead = self._dialing > 0
+            if ahead:
+                self._dialing -= 1
+        if ahead:  # one is on its way: sooner there than a new one
+            stream = self._ready.get()
+            if not isinstance(stream, BaseException):
+                return stream
+        stream = self.backend.connect_tcp(host, port, timeout, local_address, socket_options)
+        return stream  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self._closed = True
+        self._drain()
+        self.backend.close()
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                stream = self._ready.get_nowait()
+            except queue.Empty:
+                return
+            if not isinstance(stream, BaseException):
+                stream.close()
+
+
 class BackendTransport(httpx.HTTPTransport):
     """httpx over any httpcore NetworkBackend, with at most `max_connections` streams.
 
@@ -110,9 +168,15 @@ class BackendTransport(httpx.HTTPTransport):
     def __init__(self, backend: Any, *, max_connections: int = MAX_CHANNELS) -> None:
         super().__init__(verify=False)
         self.backend = backend
+        self._dialer = _Dialer(backend)
         self._pool = httpcore.ConnectionPool(
-            network_backend=backend, max_connections=max_connections,
+            network_backend=self._dialer, max_connections=max_connections,
             max_keepalive_connections=max_connections, keepalive_expiry=KEEPALIVE_EXPIRY)
+
+    def prepare(self, count: int) -> None:
+        """Dial `count` more connections in the background, for requests about to run
+        side by side with the ones already open."""
+        self._dialer.prepare(count)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         try:
@@ -128,7 +192,7 @@ class BackendTransport(httpx.HTTPTransport):
         try:
             super().close()
         finally:
-            self.backend.close()
+            self._dialer.close()
 
 
 def ssh_transport(target: str, *, name: str | None = None, known_hosts: Path | None = None,

@@ -126,6 +126,60 @@ def test_more_concurrent_requests_than_sessions(daemon, sshd, accounts, known_ho
     assert users == [accounts[0].user.name] * 120
 
 
+class Dials:
+    """Counts the streams a client's transport dials (wrapping the real backend)."""
+
+    def __init__(self, server: ServerClient) -> None:
+        self.count = 0
+        backend = server.http._transport.backend  # type: ignore[attr-defined]
+        real = backend.connect_tcp
+
+        def counting(*args: object, **kwargs: object) -> object:
+            self.count += 1
+            return real(*args, **kwargs)
+
+        backend.connect_tcp = counting
+
+
+@pytest.mark.parametrize("transport", ["ssh", "openssh"])
+def test_a_connection_dialed_ahead_carries_the_next_request_side_by_side(
+        daemon, sshd, accounts, known_hosts, runtime_dir, transport) -> None:
+    alice = accounts[0]
+    with (client(sshd, alice, known_hosts, daemon) if transport == "ssh" else
+          openssh_client(sshd, alice, daemon, runtime_dir, known_hosts)) as server:
+        assert server.me().user == alice.user.name  # one connection, now idle
+        dials = Dials(server)
+        server.prepare_connections(1)
+        wait_for(lambda: dials.count == 1, what="the connection dialed ahead")
+        # An upload holds one connection; a request beside it takes the one dialed
+        # ahead instead of dialing (and waiting for) another.
+        go, started = threading.Event(), threading.Event()
+
+        def held() -> Iterator[bytes]:
+            started.set()
+            assert go.wait(20)
+            yield bytes(1024)  # an empty pack
+
+        with ThreadPoolExecutor(1) as pool:
+            upload = pool.submit(server.upload_pack, held())
+            assert started.wait(20)
+            assert server.me().user == alice.user.name
+            go.set()
+            assert upload.result()["stored"] == 0
+        assert dials.count == 1
+    if transport == "openssh":
+        exit_master(server)
+
+
+def test_a_connection_that_fails_to_dial_ahead_is_dialed_again_with_its_error(
+        tmp_path) -> None:
+    port = free_port()
+    with ServerClient(http_client_for(f"someone@127.0.0.1:{port}")) as server:
+        server.prepare_connections(1)
+        with pytest.raises(ConnectionFailed, match=f"nothing listens on 127.0.0.1:{port}"):
+            server.me()
+
+
 def test_closing_the_client_ends_the_ssh_connection(daemon, sshd, accounts, known_hosts) -> None:
     alice = accounts[0]
     server = client(sshd, alice, known_hosts, daemon)
