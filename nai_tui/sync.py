@@ -290,6 +290,9 @@ def _collecting_only_new_objects() -> Iterator[None]:
 
 def _push(client: ServerClient, root: Path, cache: HashCache, make: ProgressFactory,
           extra_ignores: Sequence[str], retries: int, sleep: Callable[[float], None]) -> str:
+    # Files to send are asked about on one connection while the upload streams on
+    # another: the second one is dialed while the folder is listed.
+    client.prepare_connections(1)
     folder = survey(root, cache=cache, extra_ignores=extra_ignores)
     unread = folder.unread()
     interrupted = False
@@ -522,8 +525,6 @@ def _hash_while_sending(client: ServerClient, folder: Survey,
                         make: ProgressFactory) -> tuple[dict[str, str], bool]:
     """Hash `unread` while uploading what the server lacks; (digests of `unread`,
     whether the upload was cut). Blobs not sent here are sent by push's next step."""
-    # Questions go on a connection of their own while the upload streams on another.
-    client.prepare_connections(1)
     sizes = {rel: st.st_size for rel, st in folder.files}
     hashing = make("hashing", sum(st.st_size for _, st in unread))
     # At most: the known blobs once each, and every unread file (duplicates among them
