@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import orjson
 
 from nai_server.protocol import (
     API_VERSION,
@@ -136,7 +137,10 @@ class ServerClient:
             prepare(count)
 
     def create_tree(self, entries: list[dict[str, Any]]) -> TreeRef:
-        return TreeRef.model_validate(self._json("POST", "/v1/trees", json={"entries": entries}))
+        # orjson: encoding 10,000 entries with json took 20 ms of a push's last step.
+        body = orjson.dumps({"entries": entries})
+        return TreeRef.model_validate(self._json(
+            "POST", "/v1/trees", content=body, headers={"content-type": "application/json"}))
 
     def has_tree(self, tree_id: str) -> bool:
         """Whether the server already records this tree (one cheap HEAD)."""
