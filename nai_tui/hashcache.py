@@ -124,7 +124,7 @@ class HashCache:
         self.path = default_cache_path() if path is None else path
         self.files_hashed = 0  # files read because the cache could not answer
         self._rows: dict[bytes, _Row] = {}
-        self._loaded: set[bytes] = set()  # preloaded folders (as b"/abs/dir/")
+        self._loaded: dict[bytes, int] = {}  # preloaded folders (b"/abs/dir/"): rows read
         self._pending: dict[bytes, _Row | None] = {}  # None: delete
         self._db = self._open()
 
@@ -196,7 +196,13 @@ class HashCache:
                            "WHERE path >= ? AND path < ?", (prefix, prefix[:-1] + b"0"))
         for path, *rest in rows:
             self._rows.setdefault(path, tuple(rest))  # type: ignore[arg-type]
-        self._loaded.add(prefix)
+        self._loaded[prefix] = len(rows)
+
+    def knows_folder(self, folder: StrPath) -> bool:
+        """Whether files under absolute `folder` were hashed before (saved or not)."""
+        self.preload(folder)
+        prefix = os.fsencode(folder).rstrip(b"/") + b"/"
+        return self._loaded.get(prefix, 0) > 0 or any(k.startswith(prefix) for k in self._rows)
 
     def prune(self, folder: StrPath, keep: Iterable[StrPath]) -> None:
         """Forget entries under a preloaded `folder` other than `keep` (files gone)."""

@@ -291,10 +291,15 @@ def _collecting_only_new_objects() -> Iterator[None]:
 def _push(client: ServerClient, root: Path, cache: HashCache, make: ProgressFactory,
           extra_ignores: Sequence[str], retries: int, sleep: Callable[[float], None]) -> str:
     # Files to send are asked about on one connection while the upload streams on
-    # another: the second one is dialed while the folder is listed.
-    client.prepare_connections(1)
+    # another. For a folder never sent, the second one is dialed while the folder is
+    # listed; otherwise only if some file changed (a no-op push needs one request).
+    seen = cache.knows_folder(root.resolve())
+    if not seen:
+        client.prepare_connections(1)
     folder = survey(root, cache=cache, extra_ignores=extra_ignores)
     unread = folder.unread()
+    if unread and seen:
+        client.prepare_connections(1)
     interrupted = False
     if unread:
         digests, interrupted = _hash_while_sending(client, folder, unread, cache, make)

@@ -243,6 +243,19 @@ def test_hashed_files_are_handed_on_in_small_batches_first() -> None:
     assert list(itertools.islice(sync._batch_limits(), 5)) == [64, 256, 1000, 1000, 1000]
 
 
+def test_a_second_connection_is_dialed_ahead_only_when_files_will_be_sent(
+        client: ServerClient, project: Path, cache: HashCache) -> None:
+    dialed: list[int] = []
+    client.prepare_connections = dialed.append  # type: ignore[method-assign]
+    push(client, project, cache=cache)  # a folder never sent: dialed before listing it
+    assert dialed == [1]
+    push(client, project, cache=cache)  # unchanged: one request, no second connection
+    assert dialed == [1]
+    write(project, "lib/model.py", "W = 2\n")
+    push(client, project, cache=cache)
+    assert dialed == [1, 1]
+
+
 class Opens:
     """Counts the files under `root` opened through os.open (as both hashing and
     packing open them)."""
