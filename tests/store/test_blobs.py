@@ -9,7 +9,6 @@ import re
 import stat
 import tarfile
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -292,7 +291,6 @@ def test_full_batches_are_made_durable_while_the_next_arrives(
 
     def sync(self: BlobStore) -> None:
         log("sync begins")
-        time.sleep(0.01)  # the next batch keeps arriving meanwhile
         real_sync(self)
         log("sync ends")
 
