@@ -85,6 +85,7 @@ class BlobStore:
         # from anyone who can guess a digest. Jobs reach their blobs by hard links.
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._blobs, self._trees, self._tmp = (self.root / d for d in ("sha256", "trees", "tmp"))
+        self._blob_dir = str(self._blobs)  # pathlib costs show at thousands of blobs
         for directory in (self._blobs, self._trees, self._tmp):
             directory.mkdir(exist_ok=True)
 
@@ -95,15 +96,13 @@ class BlobStore:
         check_digest(digest)
         return self._blobs / digest[:2] / digest[2:]
 
-    @property
-    def blob_dir(self) -> str:
-        """Where blobs live, as a string: blob `d` is `{blob_dir}/{d[:2]}/{d[2:]}`."""
-        return str(self._blobs)
-
     def blob_path(self, digest: str) -> str:
         """path_of as a plain string, for the per-blob hot paths of uploads."""
-        check_digest(digest)
-        return f"{self._blobs}/{digest[:2]}/{digest[2:]}"
+        return self._blob_file(check_digest(digest))
+
+    def _blob_file(self, digest: str) -> str:
+        """blob_path for a digest known to be one (a hexdigest, or from a checked tree)."""
+        return f"{self._blob_dir}/{digest[:2]}/{digest[2:]}"
 
     def has(self, digest: str) -> bool:
         """True if the blob is stored."""
@@ -166,8 +165,8 @@ class BlobStore:
 
     def _publish(self, sinks: Sequence[tuple[BlobSink, str]]) -> None:
         """Move sealed temp files, whose bytes a `_sync` begun after they were sealed has
-        made durable, to their digests; `_sync` again to make the names durable. No
-        blob ever appears under its digest before its bytes are on disk."""
+        made durable, to their digests; the caller's next `_sync` makes the names
+        durable. No blob ever appears under its digest before its bytes are on disk."""
         try:
             made: set[str] = set()
             for sink, final in sinks:
@@ -231,11 +230,10 @@ class BlobStore:
         if not isinstance(entries, Manifest):
             entries = parse_manifest(manifest_to_json(entries), UNLIMITED)
         sizes: dict[str, int | None] = {}  # one stat per blob: present, and its size
-        blobs = self._blobs  # the digests are checked: parse_manifest made the entries
-        for e in entries:
+        for e in entries:  # the digests are checked: parse_manifest made the entries
             if e.kind == "file" and (digest := e.sha256) not in sizes:
                 try:
-                    sizes[digest] = os.stat(f"{blobs}/{digest[:2]}/{digest[2:]}").st_size
+                    sizes[digest] = os.stat(self._blob_file(digest)).st_size
                 except FileNotFoundError:
                     sizes[digest] = None
         missing = [digest for digest, size in sizes.items() if size is None]

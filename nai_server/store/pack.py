@@ -3,8 +3,8 @@
 
 Also BlobSink, the hashing temp-file writer every incoming blob goes through. The
 receiver stores through the BlobStore it is given (``BlobStore.receiver`` makes one):
-its ``has``, ``path_of``, ``_sink`` and ``_commit``; blobs.py imports this module, never
-the other way round at run time.
+its ``has``, ``_blob_file``, ``_sink``, ``_sync`` and ``_publish``; blobs.py imports
+this module, never the other way round at run time.
 """
 
 from __future__ import annotations
@@ -91,7 +91,6 @@ class PackReceiver:
 
     def __init__(self, store: BlobStore, max_blob_size: int) -> None:
         self._store = store
-        self._blobs = store.blob_dir
         self._max = max_blob_size
         self._header = bytearray()
         self._sink: BlobSink | None = None
@@ -269,8 +268,7 @@ class PackReceiver:
             raise PackError(f"blob {self._name}: content hashes to {digest}")
         if sink.path is not None:
             sink.seal(sync=False)
-            # Unchecked: a sha256 hexdigest is a digest (blob_path checks its argument).
-            self._pending.append((sink, f"{self._blobs}/{digest[:2]}/{digest[2:]}"))
+            self._pending.append((sink, self._store._blob_file(digest)))
             self._pending_bytes += sink.size
             if len(self._pending) >= FLUSH_BLOBS or self._pending_bytes >= FLUSH_BYTES:
                 self._flush_batch()
