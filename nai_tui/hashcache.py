@@ -61,46 +61,46 @@ def hash_file(path: StrPath, on_bytes: Callable[[int], None] | None = None
     `on_bytes(n)` is told of every piece read. Raises FileChanged if the file is
     modified while being read.
     """
-    hasher = hashlib.sha256()
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        before = os.fstat(fd)
-        # Sized to the file: zeroing a 1 MiB buffer cost more than hashing a small file.
-        buf = bytearray(min(CHUNK, before.st_size + 1))
-        view = memoryview(buf)
-        while n := os.readv(fd, [buf]):
-            hasher.update(view[:n])
-            if on_bytes is not None:
-                on_bytes(n)
-        after = os.fstat(fd)
-    finally:
-        os.close(fd)
-    if _key(before) != _key(after):
-        raise changed(path)
-    return hasher.hexdigest(), before
+    digest, _, before = _read(path, on_bytes, keep=False)
+    return digest, before
 
 
 def read_file(path: StrPath, on_bytes: Callable[[int], None] | None = None
               ) -> tuple[str, bytes, os.stat_result]:
-    """sha256 and content of the small regular file at `path`, and its fstat taken before
-    reading: for a file that is sent right after it is hashed, so it is read only once.
+    """hash_file, and the file's content: for a small file that is sent right after it
+    is hashed, so that it is read only once."""
+    digest, data, before = _read(path, on_bytes, keep=True)
+    assert data is not None
+    return digest, data, before
 
-    Raises FileChanged if the file is modified while being read."""
+
+def _read(path: StrPath, on_bytes: Callable[[int], None] | None, *, keep: bool
+          ) -> tuple[str, bytes | None, os.stat_result]:
+    hasher = hashlib.sha256()
+    pieces: list[bytes] = []
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         before = os.fstat(fd)
-        pieces = []
-        while piece := os.read(fd, before.st_size + 1):
-            pieces.append(piece)
-            if on_bytes is not None:
-                on_bytes(len(piece))
+        if keep:
+            while piece := os.read(fd, before.st_size + 1):
+                hasher.update(piece)
+                pieces.append(piece)
+                if on_bytes is not None:
+                    on_bytes(len(piece))
+        else:
+            # Sized to the file: zeroing a 1 MiB buffer cost more than hashing a small one.
+            buf = bytearray(min(CHUNK, before.st_size + 1))
+            view = memoryview(buf)
+            while n := os.readv(fd, [buf]):
+                hasher.update(view[:n])
+                if on_bytes is not None:
+                    on_bytes(n)
         after = os.fstat(fd)
     finally:
         os.close(fd)
     if _key(before) != _key(after):
         raise changed(path)
-    data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-    return hashlib.sha256(data).hexdigest(), data, before
+    return hasher.hexdigest(), b"".join(pieces) if keep else None, before
 
 
 def changed(path: StrPath) -> FileChanged:
@@ -142,10 +142,7 @@ class HashCache:
         if cached is not None:
             return cached
         digest, seen = hash_file(path, on_bytes)
-        self.files_hashed += 1
-        if _key(seen) != _key(st):
-            raise changed(path)
-        self.remember(path, st, digest)
+        self._hashed(path, st, seen, digest)
         return digest
 
     def read(self, path: StrPath, st: os.stat_result,
@@ -155,11 +152,16 @@ class HashCache:
         if not stat.S_ISREG(st.st_mode):
             raise NaiError(f"{path} is not a regular file")
         digest, data, seen = read_file(path, on_bytes)
+        self._hashed(path, st, seen, digest)
+        return digest, data
+
+    def _hashed(self, path: StrPath, st: os.stat_result, seen: os.stat_result,
+                digest: str) -> None:
+        """A file just read: remembered if it is still the one `st` describes."""
         self.files_hashed += 1
         if _key(seen) != _key(st):
             raise changed(path)
         self.remember(path, st, digest)
-        return digest, data
 
     def lookup(self, path: StrPath, st: os.stat_result) -> str | None:
         """The remembered digest if the file still has the same size, mtime and inode."""
