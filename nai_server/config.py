@@ -92,6 +92,11 @@ class JobsConfig(_Section):
     default_time_limit: str | int | None = None
     max_time_limit: str | int | None = None
     archive_after_hours: float = Field(default=24.0, ge=0)
+    # A job's output/ is read as its owner and stored when it ends, within these caps.
+    max_output_file_size: str | int = "16GiB"
+    max_output_size: str | int = "64GiB"
+    max_output_entries: int = Field(default=100_000, ge=1)
+    collect_timeout_seconds: float = Field(default=3600.0, gt=0)
 
 
 class LimitsConfig(_Section):

@@ -6,11 +6,11 @@ submitted for one, and admins; only the owner or an admin cancels."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import os
 from pathlib import Path
 from typing import Any
 
-from nai_server import identity
+from nai_server import identity, jobfiles
 from nai_server.accounts import Caller
 from nai_server.core.spec import (
     JobSpec,
@@ -40,6 +40,11 @@ from nai_server.runtime import JobRuntime
 
 Doc = dict[str, Any]
 MAX_PAGE = 1000
+MAX_METRICS_ROWS = 10_000  # rows per metrics call
+MAX_METRICS_LINE = 1 << 16  # longer lines are skipped, not read into memory
+MAX_METRICS_SCAN = 16 << 20  # bytes one metrics call reads past `since`, at most
+MARKS_PER_JOB = 32
+MAX_MARKED_JOBS = 4096
 HIDDEN = "(hidden)"  # what others see of the values in a job's env
 
 
@@ -54,6 +59,8 @@ class Jobs:
         self.clock = runtime.clock
         self.config = runtime.config
         self.notify = notify
+        # Where recent metrics reads of each job stopped: job id → {line: byte offset}.
+        self._metric_marks: dict[int, dict[int, int]] = {}
 
     # --- views ------------------------------------------------------------------------
 
@@ -233,9 +240,17 @@ class Jobs:
 
     # --- logs, metrics, outputs -------------------------------------------------------
 
-    def log_file(self, caller: Caller, job_id: int) -> Path:
+    def log_dir(self, caller: Caller, job_id: int) -> Path:
+        """The directory whose `log` the caller may read (checked: a regular file)."""
         self._readable(caller, job_id)
-        return self.runtime.job_dir(job_id) / "log"
+        job_dir = self.runtime.job_dir(job_id)
+        try:
+            with jobfiles.open_regular(job_dir, "log"):
+                pass
+        except jobfiles.UnsafeJobFile as exc:
+            raise Conflict(f"job {job_id}'s log is not a regular file any more; ask an "
+                           f"admin to look at {job_dir}") from exc
+        return job_dir
 
     def ended(self, job_id: int) -> bool:
         with self.lock:
@@ -243,30 +258,32 @@ class Jobs:
         return job is None or job["state"] in TERMINAL
 
     def metrics(self, caller: Caller, job_id: int, since: int = 0) -> MetricsPage:
+        """Rows of metrics.jsonl after line `since`. The file is the job's to write, so
+        each call reads a bounded amount (the client continues from `next`), lines
+        longer than MAX_METRICS_LINE are skipped unread, and where recent calls stopped
+        is remembered so that following a growing file reads only what is new."""
         self._readable(caller, job_id)
-        path = self.runtime.job_dir(job_id) / "metrics.jsonl"
-        rows: list[dict[str, Any]] = []
-        skipped = 0
-        line_no = 0
+        job_dir = self.runtime.job_dir(job_id)
         try:
-            with path.open("rb") as f:
-                for line_no, line in enumerate(f, start=1):
-                    if line_no <= since:
-                        continue
-                    if not line.endswith(b"\n"):  # a line still being written
-                        line_no -= 1
-                        break
-                    try:
-                        row = json.loads(line)
-                    except ValueError:
-                        row = None
-                    if isinstance(row, dict):
-                        rows.append(row)
-                    elif line.strip():
-                        skipped += 1
-        except FileNotFoundError:
-            pass
-        return MetricsPage(metrics=rows, next=max(line_no, since), skipped=skipped)
+            with jobfiles.open_regular(job_dir, "metrics.jsonl") as fd:
+                if fd is None:
+                    return MetricsPage(metrics=[], next=since, skipped=0)
+                marks = self._metric_marks.setdefault(job_id, {})
+                size = os.fstat(fd).st_size
+                line = max((n for n, at in marks.items() if n <= since and at <= size),
+                           default=0)
+                offset = marks.get(line, 0)
+                scan = MetricsScan(since, line)
+                scan.feed(fd, offset, size)
+        except jobfiles.UnsafeJobFile as exc:
+            raise Conflict(f"job {job_id}'s metrics.jsonl is not a regular file any more"
+                           ) from exc
+        marks[scan.line] = scan.offset
+        while len(marks) > MARKS_PER_JOB:
+            del marks[next(iter(marks))]
+        while len(self._metric_marks) > MAX_MARKED_JOBS:
+            del self._metric_marks[next(iter(self._metric_marks))]
+        return MetricsPage(metrics=scan.rows, next=max(scan.line, since), skipped=scan.skipped)
 
     def output_tree(self, caller: Caller, job_id: int) -> str:
         job = self._readable(caller, job_id)
@@ -289,8 +306,8 @@ class Jobs:
         gpus = []
         for g in snapshot.gpus:
             holder = holders.get(g.index)
-            foreign = [ForeignProcess(pid=pid, user=_owner(pid), used_memory=mem)
-                       for pid, mem in state.foreign.get(g.index, [])]
+            foreign = [ForeignProcess(pid=pid, user=_owner(pid), used_memory=mem, job=job)
+                       for pid, mem, job in state.foreign.get(g.index, [])]
             gpus.append(GpuState(
                 index=g.index, uuid=g.uuid, name=g.name, memory_total=g.memory_total,
                 memory_used=g.memory_used, memory_free=g.memory_free,
@@ -306,22 +323,60 @@ def _owner(pid: int) -> str | None:
     return None if uid is None else identity.user_name(uid) or str(uid)
 
 
-def iter_log(path: Path, offset: int, chunk: int = 1 << 16) -> Iterator[bytes]:
-    """What the log holds from `offset` on, now."""
-    try:
-        with path.open("rb") as f:
-            f.seek(offset)
-            while data := f.read(chunk):
-                yield data
-    except FileNotFoundError:
-        return
+class MetricsScan:
+    """Reads complete lines of a metrics file from a known (line, offset), keeping the
+    rows after line `since`, within the per-call bounds."""
+
+    def __init__(self, since: int, line: int) -> None:
+        self.since, self.line, self.offset = since, line, 0
+        self.rows: list[dict[str, Any]] = []
+        self.skipped = 0
+
+    def feed(self, fd: int, offset: int, size: int) -> None:
+        """Scan from `offset` (a line's start): lines up to `since` are counted, then
+        at most MAX_METRICS_SCAN bytes are read; `offset` ends after the last complete
+        line consumed."""
+        self.offset = pos = offset
+        budget = MAX_METRICS_SCAN
+        pending = bytearray()  # the start of a line not yet ended
+        overlong = False  # the current line is too long to keep: skipped unread
+        while pos < size and budget > 0 and len(self.rows) < MAX_METRICS_ROWS:
+            chunk = os.pread(fd, min(1 << 20, size - pos, budget), pos)
+            if not chunk:
+                break
+            if self.line >= self.since:
+                budget -= len(chunk)
+            start = 0
+            while len(self.rows) < MAX_METRICS_ROWS:
+                nl = chunk.find(b"\n", start)
+                if nl < 0:
+                    break
+                self._line(None if overlong else bytes(pending) + chunk[start:nl])
+                pending.clear()
+                overlong = False
+                start = nl + 1
+                self.offset = pos + start
+            if not overlong:
+                pending += chunk[start:]
+                if len(pending) > MAX_METRICS_LINE:
+                    pending.clear()
+                    overlong = True
+            pos += len(chunk)
+
+    def _line(self, raw: bytes | None) -> None:
+        self.line += 1
+        if self.line <= self.since:
+            return
+        if raw is None:
+            self.skipped += 1
+            return
+        try:
+            row = json.loads(raw)
+        except ValueError:
+            row = None
+        if isinstance(row, dict):
+            self.rows.append(row)
+        elif raw.strip():
+            self.skipped += 1
 
 
-def read_some(path: Path, offset: int, limit: int = 1 << 20) -> bytes:
-    """Up to `limit` bytes of the log from `offset` (b"" when there is nothing new)."""
-    try:
-        with path.open("rb") as f:
-            f.seek(offset)
-            return f.read(limit)
-    except FileNotFoundError:
-        return b""

@@ -15,17 +15,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
-# $1 = job dir, $2 = the job's command. A trap *with a command* (not an ignore) keeps
-# the wrapper alive through SIGTERM to the group, while the job itself still gets the
-# default action; the wrapper then records the job's status.
+from nai_server import jobfiles
+
+# $1 = the job's command. The wrapper runs as the job's owner, in a directory the
+# daemon owns, so it reports through its standard input: the daemon opens STATUS_FILE
+# for writing, root-owned, and hands it over as fd 0. The wrapper writes its pid there
+# before the job starts and the job's exit status when it ends, one line each; the job
+# itself gets /dev/null instead and cannot reach the file (nor reopen it through
+# /proc, which checks the file's own permissions). A trap *with a command* (not an
+# ignore) keeps the wrapper alive through SIGTERM to the group, while the job still
+# gets the default action; the wrapper then records the job's status.
 WRAPPER = r"""
 trap ':' TERM INT HUP
-echo $$ > "$1/wrapper.pid.tmp" && mv -f "$1/wrapper.pid.tmp" "$1/wrapper.pid"
-/bin/sh -c "$2"
+echo "pid $$" >&0
+/bin/sh -c "$1" </dev/null
 code=$?
-echo "$code" > "$1/exit_status.tmp" && mv -f "$1/exit_status.tmp" "$1/exit_status"
+echo "exit $code" >&0
 exit "$code"
 """
+STATUS_FILE = "run.status"
+# Written by the wrapper of older versions, inside a directory its owner controlled.
+LEGACY_FILES = ("exit_status", "wrapper.pid")
 
 @dataclass(frozen=True)
 class Handle:
@@ -78,11 +88,28 @@ def proc_uid(pid: int) -> int | None:
         return None
     return None
 
+def _status_value(job_dir: Path, key: str) -> int | None:
+    """The number after `key` in the wrapper's status file, if it is complete."""
+    raw = jobfiles.read_small(job_dir, STATUS_FILE)
+    for line in (raw or b"").split(b"\n")[:-1]:  # only lines ended by a newline
+        word, _, value = line.partition(b" ")
+        if word == key.encode() and value.isdigit() and len(value) < 12:
+            return int(value)
+    return None
+
+
 def read_exit_status(job_dir: Path) -> int | None:
-    try:
-        return int((job_dir / "exit_status").read_text().strip())
-    except (OSError, ValueError):
-        return None
+    """The job's exit status once its wrapper recorded it."""
+    code = _status_value(job_dir, "exit")
+    if code is None:  # a job started by an older version
+        code = _legacy_value(job_dir, "exit_status")
+    return code
+
+
+def _legacy_value(job_dir: Path, name: str) -> int | None:
+    raw = jobfiles.read_small(job_dir, name, 32)
+    value = (raw or b"").strip()
+    return int(value) if value.isdigit() and len(value) < 12 else None
 
 class LocalLauncher:
     """Runs jobs as processes on this host, as their owners when the daemon is root."""
@@ -92,17 +119,20 @@ class LocalLauncher:
         self._children: dict[int, subprocess.Popen[bytes]] = {}
 
     def start(self, request: LaunchRequest) -> Handle:
-        # O_NOFOLLOW: the job dir belongs to the job's owner, and the daemon is root.
-        log = os.open(request.job_dir / "log",
-                      os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
+        # The job dir is the daemon's; O_NOFOLLOW all the same (DESIGN §11).
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        log = os.open(request.job_dir / "log", flags | os.O_APPEND, 0o640)
+        status = -1
         try:
-            if request.uid is not None:
+            if request.uid is not None:  # the owner may read their log on the server
                 os.fchown(log, request.uid, request.gid if request.gid is not None else -1)
+            status = os.open(request.job_dir / STATUS_FILE, flags | os.O_TRUNC | os.O_APPEND,
+                             0o600)
             proc = subprocess.Popen(
-                ["/bin/sh", "-c", WRAPPER, "nai-job", str(request.job_dir), request.command],
+                ["/bin/sh", "-c", WRAPPER, "nai-job", request.command],
                 cwd=request.cwd,
                 env=request.env,
-                stdin=subprocess.DEVNULL,
+                stdin=status,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -114,6 +144,8 @@ class LocalLauncher:
             )
         finally:
             os.close(log)
+            if status >= 0:
+                os.close(status)
         self._children[proc.pid] = proc
         ticks = proc_start_ticks(proc.pid)
         return Handle(proc.pid, ticks if ticks is not None else -1)
@@ -152,10 +184,11 @@ def _code(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 def read_wrapper_pid(job_dir: Path) -> int | None:
-    try:
-        return int((job_dir / "wrapper.pid").read_text().strip())
-    except (OSError, ValueError):
-        return None
+    """The pid the job's wrapper recorded before the job started."""
+    pid = _status_value(job_dir, "pid")
+    if pid is None:  # a job started by an older version
+        pid = _legacy_value(job_dir, "wrapper.pid")
+    return pid
 
 def session_of(pid: int) -> int | None:
     try:

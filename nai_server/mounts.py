@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from nai_server import jobfiles
 from nai_server.store.blobs import BlobStore
 
 Doc = dict[str, Any]
@@ -52,13 +53,14 @@ def pinned(job: Doc, kind: str) -> str | None:
     return f"{ref['name']}@{ref['version']}" if ref else None
 
 
-def last_metrics(metrics_file: Path, limit: int = 1 << 16) -> dict[str, Any]:
-    """The last complete JSON object line of a metrics file ({} if none)."""
+def last_metrics(job_dir: Path, limit: int = 1 << 16) -> dict[str, Any]:
+    """The last complete JSON object line of the job's metrics.jsonl ({} if none)."""
     try:
-        with metrics_file.open("rb") as f:
-            size = f.seek(0, os.SEEK_END)
-            f.seek(max(0, size - limit))
-            tail = f.read()
+        with jobfiles.open_regular(job_dir, "metrics.jsonl") as fd:
+            if fd is None:
+                return {}
+            size = os.fstat(fd).st_size
+            tail = os.pread(fd, limit, max(0, size - limit))
     except OSError:
         return {}
     for line in reversed(tail.splitlines()):
@@ -77,5 +79,5 @@ def output_metadata(job: Doc, job_dir: Path) -> Doc:
     for kind in MOUNTS:
         ref = pinned(job, kind)
         lineage[f"{kind}s"] = [ref] if ref else []
-    return {"metrics": last_metrics(job_dir / "metrics.jsonl"), "lineage": lineage}
+    return {"metrics": last_metrics(job_dir), "lineage": lineage}
 

@@ -293,9 +293,13 @@ class MetricsPage(Model):
 
 
 class ForeignProcess(Model):
+    """A process on a GPU that nai did not give it: someone bypassing the queue, or a
+    job (`job`) that reached a GPU other than its own."""
+
     pid: int
     user: str | None
     used_memory: int
+    job: int | None = None
 
 
 class GpuState(Model):

@@ -12,26 +12,34 @@ import logging
 import os
 import shutil
 import signal
+import stat
+import subprocess
+import time
 from collections.abc import Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from nai_server import identity, mounts
+from nai_server import identity, mounts, outputs
 from nai_server.accounts import Caller
 from nai_server.config import ServerConfig
 from nai_server.core import scheduling as sched
 from nai_server.core.env import build_job_env
+from nai_server.core.spec import parse_size
 from nai_server.core.states import ACTIVE, TERMINAL, JobState, transition
-from nai_server.core.trees import Limits
+from nai_server.core.trees import Limits, TreeError
 from nai_server.core.units import format_duration
 from nai_server.gpus import GpuInventory, GpuSnapshot
 from nai_server.launcher import (
+    LEGACY_FILES,
+    STATUS_FILE,
     Handle,
     Launcher,
     LaunchRequest,
     proc_start_ticks,
+    proc_uid,
     read_wrapper_pid,
     session_of,
 )
@@ -46,7 +54,7 @@ log = logging.getLogger("nai.runtime")
 Doc = dict[str, Any]
 ARCHIVE_EVERY_SECONDS = 60.0
 # Files in a job directory that a run leaves behind and the next run must not see.
-RUN_LEFTOVERS = ("exit_status", "exit_status.tmp", "wrapper.pid", "wrapper.pid.tmp")
+RUN_LEFTOVERS = (STATUS_FILE, *LEGACY_FILES, "exit_status.tmp", "wrapper.pid.tmp")
 
 
 @dataclass
@@ -54,7 +62,8 @@ class TickState:
     """What the last tick learned, kept in memory for the API (derived, not stored)."""
 
     snapshot: GpuSnapshot | None = None
-    foreign: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # gpu → (pid, mem)
+    # gpu → (pid, memory, the job whose process it is if a job strayed onto it)
+    foreign: dict[int, list[tuple[int, int, int | None]]] = field(default_factory=dict)
     waiting: dict[int, str] = field(default_factory=dict)
     est_start: dict[int, float] = field(default_factory=dict)
 
@@ -65,8 +74,8 @@ class JobRuntime:
     def __init__(
         self, config: ServerConfig, store: TinyDbStore, blobs: BlobStore, gpus: GpuInventory,
         launcher: Launcher, lock: CommitLock, clock: Callable[[], float],
-        drained: Callable[[], bool], limits: Callable[[], Limits], registry: Registry,
-        caller_for: Callable[[str], Caller],
+        drained: Callable[[], bool], registry: Registry,
+        caller_for: Callable[[str], Caller], collector: Executor | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -76,7 +85,6 @@ class JobRuntime:
         self.lock = lock
         self.clock = clock
         self.drained = drained
-        self.limits = limits
         self.registry = registry
         self.caller_for = caller_for  # a job's owner, to register its outputs as them
         self.jobs_dir = config.state / "jobs"
@@ -88,6 +96,18 @@ class JobRuntime:
         self.tuning = config.scheduler.fairshare.tuning()
         self.usage = UsageBook(store, self.tuning.half_life)
         self._last_archive = 0.0
+        # Jobs whose process ended and whose outputs are being collected, outside the
+        # lock, by helpers running as their owners: job id → (when it ended, how, code).
+        self.collector = collector or ThreadPoolExecutor(2, thread_name_prefix="nai-collect")
+        self._collecting: dict[int, Future[tuple[str | None, str | None]]] = {}
+        self._ended: dict[int, tuple[float, str, int | None]] = {}
+        self._helpers: set[subprocess.Popen[bytes]] = set()  # killed at close
+        self._strays: set[tuple[int, int]] = set()  # (job, GPU) already logged
+        jobs = config.jobs
+        self.output_limits = Limits(
+            max_file_size=parse_size(jobs.max_output_file_size),
+            max_entries=jobs.max_output_entries,
+            max_total_size=parse_size(jobs.max_output_size))
 
     def job_dir(self, job_id: int) -> Path:
         return self.jobs_dir / str(job_id)
@@ -98,7 +118,11 @@ class JobRuntime:
         now = self.clock() if now is None else now
         snapshot = self.gpus.probe()
         with self.lock:
-            self._reap(now)
+            ended = self._reap(now)
+        for job in ended:  # outside the lock: no request waits on a job's files
+            self._collecting[job["id"]] = self.collector.submit(self._collect, job)
+        with self.lock:
+            self._finish_collected()
             hot = self.store.hot_jobs()
             self._observe(snapshot, hot)
             self._schedule(now, hot)
@@ -111,14 +135,30 @@ class JobRuntime:
             return any(j["state"] in {"queued", "starting", "running"}
                        for j in self.store.hot_jobs())
 
+    def collecting(self) -> bool:
+        """True while some ended job's outputs are still being collected."""
+        return bool(self._collecting)
+
+    def close(self) -> None:
+        """Stop the collections under way: their jobs stay running in the database, and
+        the next start collects their outputs again."""
+        for helper in list(self._helpers):
+            outputs.kill(helper)
+        self.collector.shutdown(wait=True, cancel_futures=True)
+
     # --- reaping ----------------------------------------------------------------------
 
-    def _reap(self, now: float) -> None:
+    def _reap(self, now: float) -> list[Doc]:
+        """Check every started job; return those whose process has ended and whose
+        outputs must now be collected before they end."""
+        ended = []
         for job in self.store.hot_jobs():
-            if job["state"] in (JobState.STARTING, JobState.RUNNING):
-                self._check(job, now)
+            if (job["state"] in (JobState.STARTING, JobState.RUNNING)
+                    and job["id"] not in self._collecting and self._check(job, now)):
+                ended.append(job)
+        return ended
 
-    def _check(self, job: Doc, now: float) -> None:
+    def _check(self, job: Doc, now: float) -> bool:
         job_dir = self.job_dir(job["id"])
         handle = _handle(job)
         if handle is None:
@@ -126,7 +166,7 @@ class JobRuntime:
             # writes its pid first: adopt it if it lives; never start the job again.
             pid = read_wrapper_pid(job_dir)
             ticks = proc_start_ticks(pid) if pid else None
-            if pid and ticks is not None and session_of(pid) == pid:
+            if pid and ticks is not None and session_of(pid) == pid and self._owns(job, pid):
                 handle = Handle(pid, ticks)
                 job = self.store.update_job(job["id"], {
                     "state": transition(JobState(job["state"]), JobState.RUNNING),
@@ -135,11 +175,42 @@ class JobRuntime:
         if status == "running":
             assert handle is not None
             self._enforce_limits(job, handle, now)
-            return
+            return False
         stop = job.get("stop") or {}
         if stop.get("kind") == "preempted" and job["state"] == JobState.RUNNING:
             self._requeue(job, stop, now)  # however it ended: it was interrupted
-            return
+            return False
+        self._ended[job["id"]] = (now, status, code)
+        return True
+
+    def _owns(self, job: Doc, pid: int) -> bool:
+        """Whether a recorded pid is a process of the job's owner: the daemon signals
+        it as root, so a pid someone wrote must not name another user's process."""
+        if self.config.personal or os.geteuid() != 0:
+            return True
+        account = identity.unix_account(job["user"])
+        return account is not None and proc_uid(pid) == account.pw_uid
+
+    def _finish_collected(self) -> None:
+        """End the jobs whose outputs have been collected (or refused)."""
+        for job_id, future in list(self._collecting.items()):
+            if not future.done():
+                continue
+            del self._collecting[job_id]
+            now, status, code = self._ended.pop(job_id)
+            try:
+                tree, problem = future.result()
+            except Exception as exc:  # a bug in collecting: the job still ends
+                log.exception("job %s: collecting outputs failed", job_id)
+                tree, problem = None, str(exc)
+            job = self.store.get_job(job_id)
+            if job is None or job["state"] not in (JobState.STARTING, JobState.RUNNING):
+                continue
+            self._end(job, status, code, now, tree, problem)
+
+    def _end(self, job: Doc, status: str, code: int | None, now: float, tree: str | None,
+             problem: str | None) -> None:
+        stop = job.get("stop") or {}
         if status == "exited":
             final = stop.get("kind") or ("succeeded" if code == 0 else "failed")
             message = None if final != "failed" else f"exit code {code}"
@@ -148,7 +219,7 @@ class JobRuntime:
             message = None if stop else (
                 "the job's process vanished without an exit status (the machine rebooted, "
                 "or it was killed from outside nai)")
-        self._finish(job, JobState(final), code, message, now)
+        self._finish(job, JobState(final), code, message, now, tree, problem)
 
     def _enforce_limits(self, job: Doc, handle: Handle, now: float) -> None:
         stop = job.get("stop")
@@ -169,19 +240,49 @@ class JobRuntime:
             self.launcher.signal(handle, signal.SIGKILL if grace <= 0 else signal.SIGTERM)
         return self.store.update_job(job["id"], {"stop": stop})
 
+    def _collect(self, job: Doc) -> tuple[str | None, str | None]:
+        """The job's output tree, read by a helper running as its owner: (tree id, None),
+        (None, why not), or (None, None) when it left no output/."""
+        output = self.job_dir(job["id"]) / "output"
+        try:
+            os.lstat(output)
+        except FileNotFoundError:
+            return None, None
+        started = time.monotonic()
+        try:
+            tree = outputs.collect(self.blobs, output, self.output_limits, self._run_as(job),
+                                   self.config.jobs.collect_timeout_seconds, self._helpers)
+        except TreeError as exc:
+            log.warning("job %s: outputs not collected: %s", job["id"], exc)
+            return None, str(exc)
+        except Exception as exc:  # keep the job's end even if collecting fails
+            log.exception("job %s: outputs not collected", job["id"])
+            return None, str(exc)
+        finally:
+            self.notify_collected()
+        log.info("job %s: outputs collected in %.2f s", job["id"], time.monotonic() - started)
+        return tree, None
+
+    def notify_collected(self) -> None:
+        """Set by the service: wakes the run loop to end the job."""
+
+    def _run_as(self, job: Doc) -> outputs.RunAs:
+        account = None if self.config.personal else identity.unix_account(job["user"])
+        if account is None or os.geteuid() != 0:
+            return outputs.RunAs()
+        return outputs.RunAs(account.pw_uid, account.pw_gid,
+                             tuple(identity.unix_groups(job["user"])))
+
     def _finish(self, job: Doc, final: JobState, code: int | None, message: str | None,
-                now: float) -> None:
+                now: float, tree: str | None = None, problem: str | None = None) -> None:
         fields: Doc = {"state": transition(JobState(job["state"]), final), "ended_at": now,
                        "exit_code": code}
         if message:
             fields["message"] = message
-        output = self.job_dir(job["id"]) / "output"
-        if output.is_dir():
-            try:
-                fields["output_tree"] = self.blobs.ingest_dir(output, self.limits())
-            except Exception as exc:  # keep the job's end even if its outputs are refused
-                log.warning("job %s: outputs not collected: %s", job["id"], exc)
-                fields["message"] = f"outputs not collected: {exc}"
+        if tree is not None:
+            fields["output_tree"] = tree
+        elif problem is not None:
+            fields["message"] = f"outputs not collected: {problem}"
         if final == JobState.SUCCEEDED and job["spec"].get("register_model"):
             fields.update(self._register(job, fields.get("output_tree")))
         self.store.update_job(job["id"], fields)
@@ -235,13 +336,22 @@ class JobRuntime:
     # --- GPUs and planning ------------------------------------------------------------
 
     def _observe(self, snapshot: GpuSnapshot, hot: list[Doc]) -> None:
-        """Which processes on each GPU are not ours (someone bypassing the queue)."""
-        ours = {j["pid"] for j in hot if j["state"] in ACTIVE and j.get("pid")}
-        foreign: dict[int, list[tuple[int, int]]] = {}
+        """Which processes on each GPU are not ours (someone bypassing the queue), or are
+        a job's on a GPU it was not given (a job that set CUDA_VISIBLE_DEVICES itself:
+        without device cgroups, nothing else stops it)."""
+        ours = {j["pid"]: j for j in hot if j["state"] in ACTIVE and j.get("pid")}
+        foreign: dict[int, list[tuple[int, int, int | None]]] = {}
         for gpu in snapshot.gpus:
             for proc in gpu.processes:
-                if session_of(proc.pid) not in ours and proc.pid not in ours:
-                    foreign.setdefault(gpu.index, []).append((proc.pid, proc.used_memory))
+                job = ours.get(session_of(proc.pid) or -1) or ours.get(proc.pid)
+                if job is not None and gpu.index in (job.get("gpus") or ()):
+                    continue
+                strays = job["id"] if job is not None else None
+                foreign.setdefault(gpu.index, []).append((proc.pid, proc.used_memory, strays))
+                if strays is not None and (strays, gpu.index) not in self._strays:
+                    self._strays.add((strays, gpu.index))
+                    log.warning("job %s (pid %s) uses GPU %s, which it was not given",
+                                strays, proc.pid, gpu.index)
         self.state.snapshot = snapshot
         self.state.foreign = foreign
 
@@ -378,35 +488,28 @@ class JobRuntime:
     def _prepare(self, job: Doc, gpus: tuple[int, ...]) -> LaunchRequest:
         """The job's own directory, a writable copy of its code, its environment.
 
+        The directory is the daemon's (DESIGN §11): its owner gets code/, output/,
+        metrics.jsonl and the log, and can replace none of the names, so the daemon
+        never opens a link or a FIFO there. A new job's directory is built under a
+        temporary name and renamed into place when complete, so no job ever starts on
+        a partial copy, and it is never one that exists already (that is moved aside).
         A job that runs again after a preemption keeps its directory: its code copy
         and output/ (where it saved its checkpoint) stay as they are, missing pieces
         are made again, and log and metrics.jsonl are appended to."""
         job_dir = self.job_dir(job["id"])
-        try:
-            job_dir.mkdir(mode=0o700)
-        except FileExistsError:
-            _reclaim(job_dir)
-        code = job_dir / "code"
-        if not code.is_dir():
-            if job.get("code_tree"):
-                self.blobs.materialise(job["code_tree"], code, link=False)
-            else:
-                code.mkdir()
-        (job_dir / "output").mkdir(exist_ok=True)
-        (job_dir / "metrics.jsonl").touch()
         account = None if self.config.personal else identity.unix_account(job["user"])
         uid = gid = None
         groups: tuple[int, ...] = ()
         if account is not None and os.geteuid() == 0:
             uid, gid = account.pw_uid, account.pw_gid
             groups = tuple(identity.unix_groups(job["user"]))
-            _chown_tree(job_dir, uid, gid)
-        # After the chown: the mounts stay the daemon's (the links share the blobs' inodes).
-        dirs: dict[str, str] = {}
-        for kind in mounts.MOUNTS:
-            if job.get(kind):
-                mounts.mount(self.blobs, job[kind]["tree_id"], job_dir / kind)
-                dirs[f"{kind}_dir"] = str(job_dir / kind)
+        if job.get("runs") and os.path.lexists(job_dir):
+            _reclaim(job_dir)
+            self._fill(job, job_dir, uid, gid)
+        else:
+            self._build(job, job_dir, uid, gid)
+        os.chmod(job_dir, 0o700 if self.config.personal else 0o711)
+        dirs = {f"{kind}_dir": str(job_dir / kind) for kind in mounts.MOUNTS if job.get(kind)}
         home = account.pw_dir if account else os.environ.get("HOME", "/")
         base = {
             "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
@@ -417,7 +520,46 @@ class JobRuntime:
         env = build_job_env(job_id=job["id"], job_dir=str(job_dir), gpu_indices=gpus,
                             user_env=job["spec"].get("env", {}), base_env=base, **dirs)
         return LaunchRequest(job_id=job["id"], job_dir=job_dir, command=job["spec"]["command"],
-                             env=env, cwd=code, uid=uid, gid=gid, groups=groups)
+                             env=env, cwd=job_dir / "code", uid=uid, gid=gid, groups=groups)
+
+    def _build(self, job: Doc, job_dir: Path, uid: int | None, gid: int | None) -> None:
+        """A new job's directory, complete before it gets its name."""
+        if os.path.lexists(job_dir):
+            _move_aside(job_dir, "a new job never takes over a directory already there")
+        building = job_dir.with_name(f".new-{job['id']}")
+        if os.path.lexists(building):  # left by a crash while building
+            shutil.rmtree(building)
+        building.mkdir(mode=0o700)
+        self._fill(job, building, uid, gid)
+        os.rename(building, job_dir)
+
+    def _fill(self, job: Doc, job_dir: Path, uid: int | None, gid: int | None) -> None:
+        """Make what is missing of a job directory: code, output/, metrics.jsonl, mounts."""
+        code = job_dir / "code"
+        if not os.path.lexists(code):
+            if job.get("code_tree"):
+                self.blobs.materialise(job["code_tree"], code, link=False)
+            else:
+                code.mkdir()
+            if uid is not None:  # built by the daemon, not yet seen by the job
+                _chown_tree(code, uid, gid if gid is not None else -1)
+        output = job_dir / "output"
+        if not os.path.lexists(output):
+            output.mkdir(mode=0o700)
+            if uid is not None:
+                os.chown(output, uid, gid if gid is not None else -1)
+        fd = os.open(job_dir / "metrics.jsonl",
+                     os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     0o640)
+        try:
+            if uid is not None:
+                os.fchown(fd, uid, gid if gid is not None else -1)
+        finally:
+            os.close(fd)
+        # The mounts stay the daemon's (the links share the blobs' inodes).
+        for kind in mounts.MOUNTS:
+            if job.get(kind):
+                mounts.mount(self.blobs, job[kind]["tree_id"], job_dir / kind)
 
     # --- history ----------------------------------------------------------------------
 
@@ -429,14 +571,23 @@ class JobRuntime:
             self.store.archive_jobs(old, now)
 
 
+def _move_aside(path: Path, why: str) -> None:
+    """Rename a job directory out of the way, for an admin to look at; never delete it
+    (it may hold someone's data)."""
+    aside = path.with_name(f".stale-{path.name}-{time.time_ns()}")
+    os.rename(path, aside)
+    log.warning("%s was moved aside to %s: %s", path, aside, why)
+
+
 def _reclaim(job_dir: Path) -> None:
     """Make a job directory from an earlier run safe to start in again.
 
-    Its owner could have changed it while the job waited; the (root) daemon opens log
-    and metrics.jsonl and reads output/ itself, so none of them may be a link, and log
-    and metrics.jsonl must be plain files. The directory is the daemon's again until it
-    is handed back with everything in it."""
-    if job_dir.is_symlink() or not job_dir.is_dir():
+    A directory made by an older version belonged to the job's owner, who could have
+    changed it while the job waited: none of log, metrics.jsonl, code or output may be
+    a link, and log and metrics.jsonl must be plain files. The directory is the
+    daemon's from now on."""
+    st = os.lstat(job_dir)
+    if not stat.S_ISDIR(st.st_mode):
         raise RuntimeError(f"{job_dir} is not the job's directory any more")
     os.chown(job_dir, os.geteuid(), os.getegid(), follow_symlinks=False)
     os.chmod(job_dir, 0o700)

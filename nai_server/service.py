@@ -66,8 +66,9 @@ class Service:
         self.registry = Registry(store, self.lock, blobs, clock)
         self.runtime = JobRuntime(
             config, store, blobs, gpus, launcher or LocalLauncher(), self.lock, clock,
-            drained=self.accounts.drained, limits=lambda: self.tree_limits,
-            registry=self.registry, caller_for=self.accounts.caller_for)
+            drained=self.accounts.drained, registry=self.registry,
+            caller_for=self.accounts.caller_for)
+        self.runtime.notify_collected = self.notify  # type: ignore[method-assign]
         self.runtime.gpu_note = gpu_note
         self.jobs = Jobs(self.runtime, self.notify)
         # Set by the run loop; notify() wakes it early (e.g. after a submit).
@@ -179,6 +180,7 @@ class Service:
         return self.runtime.busy()
 
     def close(self) -> None:
+        self.runtime.close()
         with self.lock:
             self.store.close()
 

@@ -233,8 +233,9 @@ def cmd_gpus(args: argparse.Namespace, client: ServerClient) -> int:
     rows = []
     for g in gpus.gpus:
         holder = f"job {g.job} ({g.user})" if g.job else ""
-        foreign = "; ".join(f"foreign pid {p.pid} ({p.user or '?'}, "
-                            f"{output.size(p.used_memory)})" for p in g.foreign)
+        foreign = "; ".join(
+            f"{f'job {p.job} strayed here:' if p.job else 'foreign'} pid {p.pid} "
+            f"({p.user or '?'}, {output.size(p.used_memory)})" for p in g.foreign)
         rows.append([g.index, g.name, f"{g.utilization}%",
                      f"{output.size(g.memory_used)} / {output.size(g.memory_total)}",
                      " ".join(x for x in (holder, foreign) if x) or "free"])

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from fastapi import APIRouter, Query, Response, status
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
+from nai_server import jobfiles
 from nai_server.api.deps import CallerDep, ServiceDep
-from nai_server.jobs import Jobs, iter_log, read_some
+from nai_server.jobs import Jobs
 from nai_server.protocol import (
     GpuList,
     JobInfo,
@@ -64,12 +66,15 @@ def cancel(job_id: int, service: ServiceDep, caller: CallerDep) -> JobInfo:
     return service.jobs.cancel(caller, job_id)
 
 
-async def _follow(jobs: Jobs, job_id: int, path, offset: int) -> AsyncIterator[bytes]:
+LOG_CHUNK = 1 << 20
+
+
+async def _follow(jobs: Jobs, job_id: int, job_dir: Path, offset: int) -> AsyncIterator[bytes]:
     while True:
         # Check for the end before reading: all the job wrote before it ended is read
         # below, so nothing is cut off.
         ended = await run_in_threadpool(jobs.ended, job_id)
-        data = await run_in_threadpool(read_some, path, offset)
+        data = await run_in_threadpool(jobfiles.read_range, job_dir, "log", offset, LOG_CHUNK)
         if data:
             offset += len(data)
             yield data
@@ -83,11 +88,11 @@ async def _follow(jobs: Jobs, job_id: int, path, offset: int) -> AsyncIterator[b
 def logs(job_id: int, service: ServiceDep, caller: CallerDep,
          offset: int = Query(0, ge=0), follow: bool = False) -> StreamingResponse:
     """The job's stdout+stderr from byte `offset`; `follow=true` streams until it ends."""
-    path = service.jobs.log_file(caller, job_id)
+    job_dir = service.jobs.log_dir(caller, job_id)
     if follow:
-        body = _follow(service.jobs, job_id, path, offset)
+        body = _follow(service.jobs, job_id, job_dir, offset)
         return StreamingResponse(body, media_type="text/plain; charset=utf-8")
-    return StreamingResponse(iterate_in_threadpool(iter_log(path, offset)),
+    return StreamingResponse(iterate_in_threadpool(jobfiles.iter_range(job_dir, "log", offset)),
                              media_type="text/plain; charset=utf-8")
 
 

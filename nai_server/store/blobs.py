@@ -16,16 +16,14 @@ import hashlib
 import json
 import os
 import shutil
-import stat
 import tarfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from nai_server.core.trees import (
     UNLIMITED,
     Entry,
-    Limits,
     Manifest,
     TreeError,
     canonical_json,
@@ -44,8 +42,6 @@ from nai_server.store.pack import PackReceiver as PackReceiver
 
 CHUNK = 1 << 20
 BLOCK = tarfile.BLOCKSIZE
-_MAX_DEPTH = 256  # directory nesting ingest_dir follows; deeper is refused, not recursed
-_PLACEHOLDER = "0" * 64
 
 
 class BlobNotFound(KeyError):
@@ -130,6 +126,11 @@ class BlobStore:
         """Store a copy of the file at `path` (streamed, hashed while copying)."""
         with open(path, "rb") as src:
             return self._store_stream(src, limit=None)[0]
+
+    def put_stream(self, src: BinaryIO, limit: int, name: str) -> tuple[str, int]:
+        """Store what `src.read` yields until it returns b""; return (digest, size).
+        TreeError naming `name` once it holds more than `limit` bytes."""
+        return self._store_stream(src, limit, name)
 
     def receiver(self, max_blob_size: int) -> PackReceiver:
         """Start receiving a packed upload (see PackReceiver)."""
@@ -317,71 +318,6 @@ class BlobStore:
         yield bytes(buf)
 
     # -- directories ---------------------------------------------------------------------
-
-    def ingest_dir(self, path: Path, limits: Limits) -> str:
-        """Store a directory (e.g. a finished job's output/) as a tree; return its id.
-
-        Files are copied, never hard-linked: a link would let the owner change a blob
-        later, and making it read-only would change their file. Symlinks become
-        symlink entries (TreeError if one leaves the tree); sockets, FIFOs and devices
-        are skipped. Everything is opened relative to its parent with O_NOFOLLOW, so a
-        process swapping a directory for a symlink cannot redirect the (root) daemon.
-        """
-        root_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            # A first pass without copying refuses a bad tree before any data moves.
-            parse_manifest(self._walk(root_fd, "", limits, copy=False), limits)
-            entries = parse_manifest(self._walk(root_fd, "", limits, copy=True), limits)
-        finally:
-            os.close(root_fd)
-        return self.put_tree(entries)
-
-    def _walk(
-        self,
-        dir_fd: int,
-        prefix: str,
-        limits: Limits,
-        *,
-        copy: bool,
-        found: list[dict[str, Any]] | None = None,
-    ) -> list[dict[str, Any]]:
-        found = [] if found is None else found
-        if prefix.count("/") > _MAX_DEPTH:
-            raise TreeError([(prefix[:-1], f"directories nested deeper than {_MAX_DEPTH} levels")])
-        with os.scandir(dir_fd) as listing:
-            items = sorted(listing, key=lambda item: item.name)
-        for item in items:
-            rel = prefix + item.name
-            st = item.stat(follow_symlinks=False)
-            if stat.S_ISDIR(st.st_mode):
-                flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-                sub_fd = os.open(item.name, flags, dir_fd=dir_fd)
-                try:
-                    self._walk(sub_fd, rel + "/", limits, copy=copy, found=found)
-                finally:
-                    os.close(sub_fd)
-            elif stat.S_ISLNK(st.st_mode):
-                target = os.readlink(item.name, dir_fd=dir_fd)
-                found.append({"path": rel, "kind": "symlink", "target": target})
-            elif stat.S_ISREG(st.st_mode):
-                digest, size, mode = _PLACEHOLDER, st.st_size, st.st_mode
-                if copy:
-                    digest, size, mode = self._copy_in(item.name, dir_fd, rel, limits)
-                found.append({"path": rel, "size": size, "mode": mode, "sha256": digest})
-            # Anything else (socket, FIFO, device) holds no data worth keeping: skipped.
-            if len(found) > limits.max_entries:
-                raise TreeError([("", f"more than {limits.max_entries} entries")])
-        return found
-
-    def _copy_in(self, name: str, dir_fd: int, rel: str, limits: Limits) -> tuple[str, int, int]:
-        # O_NONBLOCK: if a FIFO was swapped in since the listing, open must not hang.
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-        with os.fdopen(os.open(name, flags, dir_fd=dir_fd), "rb") as src:
-            st = os.fstat(src.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise TreeError([(rel, "changed into a special file while being stored")])
-            digest, size = self._store_stream(src, limits.max_file_size, rel)
-        return digest, size, st.st_mode
 
     def materialise(self, tree_id: str, dest: Path, *, link: bool) -> None:
         """Write a tree out into `dest`, which must be missing or empty.

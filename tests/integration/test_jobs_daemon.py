@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import time
 
@@ -34,7 +35,10 @@ def test_jobs_run_as_their_owner_and_stay_private(daemon: Daemon, make_user) -> 
     a_dir = daemon.state / "jobs" / str(a_job)
     assert job_state(daemon, a_job, alice) == "succeeded"
     assert (a_dir / "output" / "uid").read_text().strip() == str(alice.uid)
-    for path in (a_dir, a_dir / "log", a_dir / "output" / "weights.txt", a_dir / "code"):
+    # The directory is the daemon's: alice owns what is in it, and can replace none of it.
+    assert a_dir.stat().st_uid == 0 and stat.S_IMODE(a_dir.stat().st_mode) == 0o711
+    for path in (a_dir / "log", a_dir / "output" / "weights.txt", a_dir / "code",
+                 a_dir / "metrics.jsonl"):
         assert path.stat().st_uid == alice.uid, path
     # Bob's job, running as bob, could read neither alice's job dir nor the jobs list.
     assert job_state(daemon, b_job, bob) == "failed"

@@ -69,4 +69,6 @@ def test_a_job_cannot_change_its_dataset(daemon: Daemon, make_user) -> None:
     for d in (mount, mount / "train"):
         st = d.stat()
         assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o555)
-    assert (daemon.state / "jobs" / str(job_id)).stat().st_uid == user.uid
+    job_dir = daemon.state / "jobs" / str(job_id)
+    assert job_dir.stat().st_uid == 0  # the daemon's: the job cannot rename the mount away
+    assert (job_dir / "code").stat().st_uid == user.uid

@@ -232,6 +232,32 @@ def test_foreign_gpu_use(api: TestClient, service: Service) -> None:
     api.delete(f"/v1/jobs/{big}")
 
 
+def test_a_job_on_a_gpu_it_was_not_given_is_reported(api: TestClient, service: Service,
+                                                      tmp_path: Path) -> None:
+    """Without device cgroups a job can set CUDA_VISIBLE_DEVICES itself: NVML still
+    shows its process on the other GPU, which is reported as that job's and not lent."""
+    gate = tmp_path / "go"
+    job = submit(api, f"while [ ! -e {gate} ]; do sleep 0.02; done", gpus=1)["id"]
+    service.tick()
+    info = api.get(f"/v1/jobs/{job}").json()
+    assert info["state"] == "running"
+    own, other = info["gpus"][0], 1 - info["gpus"][0]
+    pid = service.store.get_job(job)["pid"]
+    service.gpus.add_foreign(own, pid=pid, used_memory=1 << 30)  # its own: fine
+    service.gpus.add_foreign(other, pid=pid, used_memory=70 << 30)
+    service.tick()
+    gpus = {g["index"]: g for g in api.get("/v1/gpus").json()["gpus"]}
+    assert gpus[own]["foreign"] == []
+    assert gpus[other]["foreign"] == [{"pid": pid, "user": gpus[other]["foreign"][0]["user"],
+                                       "used_memory": 70 << 30, "job": job}]
+    second = submit(api, "true", gpus=1)["id"]
+    service.tick()
+    assert api.get(f"/v1/jobs/{second}").json()["reason"] == "ForeignUse"
+    gate.touch()
+    service.gpus.clear_foreign()
+    tick_until(service, ended(api, job, second), what="both jobs to end")
+
+
 def test_drain_holds_new_jobs(api: TestClient, service: Service) -> None:
     api.put("/v1/drain", json={"drained": True})
     job = submit(api, "true", gpus=1)["id"]

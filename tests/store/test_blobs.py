@@ -21,6 +21,7 @@ from nai_server.core.trees import (
     diff_missing,
     parse_manifest,
 )
+from nai_server.outputs import RunAs, collect
 from nai_server.store.blobs import (
     BlobStore,
     MissingBlobs,
@@ -233,7 +234,7 @@ def make_output_dir(root: Path) -> None:
 
 def test_ingest_then_materialise_by_link_and_copy(store: BlobStore, tmp_path: Path) -> None:
     make_output_dir(tmp_path / "output")
-    tree = store.ingest_dir(tmp_path / "output", LIMITS)
+    tree = collect(store, tmp_path / "output", LIMITS, RunAs(), 60)
     assert [e.path for e in store.get_tree(tree)] == ["best", "ckpt/model.pt", "run.sh"]
     assert stat.S_IMODE((tmp_path / "output" / "run.sh").stat().st_mode) == 0o755  # untouched
 
@@ -262,12 +263,13 @@ def test_ingest_refuses_escaping_links_and_big_files_before_copying(
     (out / "a.bin").write_bytes(b"a" * 100)
     (out / "secrets").symlink_to("/etc")
     with pytest.raises(TreeError, match="symlink leaves the tree") as caught:
-        store.ingest_dir(out, LIMITS)
+        collect(store, out, LIMITS, RunAs(), 60)
     assert caught.value.path == "secrets"
     (out / "secrets").unlink()
     (out / "huge.bin").write_bytes(b"h" * 200)
     with pytest.raises(TreeError, match=re.escape("huge.bin: file is 200 B, the limit is 150 B")):
-        store.ingest_dir(out, Limits(max_file_size=150, max_entries=10, max_total_size=1000))
+        collect(store, out, Limits(max_file_size=150, max_entries=10, max_total_size=1000),
+                RunAs(), 60)
     assert list((store.root / "sha256").iterdir()) == []  # refused before anything was copied
 
 

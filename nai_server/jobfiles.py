@@ -1,0 +1,87 @@
+"""Opening the files of a job's directory without trusting them.
+
+The daemon may run as root, and a job may replace what it can write with a symlink, a
+FIFO or a device at any moment (DESIGN §11). New job directories belong to the daemon
+and hold nothing the job can rename, but directories made by older versions belong to
+the job's owner, so every open here goes through a directory descriptor opened without
+following links, opens the name with O_NOFOLLOW|O_NONBLOCK (a FIFO cannot block it),
+and accepts only a regular file. Reads are bounded by the caller.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+class UnsafeJobFile(OSError):
+    """A job file is not a regular file any more (a link, a FIFO, a device...)."""
+
+
+@contextlib.contextmanager
+def open_regular(job_dir: Path, name: str) -> Iterator[int | None]:
+    """A read-only descriptor of `job_dir/name` if it is a regular file; None if it (or
+    the directory) does not exist. Raises UnsafeJobFile for anything else."""
+    try:
+        dir_fd = os.open(job_dir, _DIR_FLAGS)
+    except FileNotFoundError:
+        yield None
+        return
+    except OSError as exc:  # ELOOP/ENOTDIR: the directory itself was swapped
+        raise UnsafeJobFile(f"{job_dir} is not a directory") from exc
+    try:
+        try:
+            fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
+        except FileNotFoundError:
+            fd = None
+        except OSError as exc:  # ELOOP: a symlink; ENXIO: a socket
+            raise UnsafeJobFile(f"{job_dir / name} is not a regular file") from exc
+    finally:
+        os.close(dir_fd)
+    if fd is None:
+        yield None
+        return
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UnsafeJobFile(f"{job_dir / name} is not a regular file")
+        os.set_blocking(fd, True)
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def read_small(job_dir: Path, name: str, limit: int = 4096) -> bytes | None:
+    """At most `limit` bytes from the start of a small job file; None if it is missing
+    or is not a regular file (a status file someone replaced tells nothing)."""
+    try:
+        with open_regular(job_dir, name) as fd:
+            return None if fd is None else os.pread(fd, limit, 0)
+    except OSError:
+        return None
+
+
+def read_range(job_dir: Path, name: str, offset: int, limit: int) -> bytes:
+    """Up to `limit` bytes of a job file from `offset` (b"" when missing or past its end)."""
+    with open_regular(job_dir, name) as fd:
+        return b"" if fd is None else os.pread(fd, limit, offset)
+
+
+def iter_range(job_dir: Path, name: str, offset: int, chunk: int = 1 << 16) -> Iterator[bytes]:
+    """What a job file holds from `offset` up to its size when opened, in chunks: a file
+    that keeps growing (or a sparse one) cannot hold the reader forever."""
+    with open_regular(job_dir, name) as fd:
+        if fd is None:
+            return
+        end = os.fstat(fd).st_size
+        while offset < end:
+            data = os.pread(fd, min(chunk, end - offset), offset)
+            if not data:
+                return
+            offset += len(data)
+            yield data
