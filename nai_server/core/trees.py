@@ -28,6 +28,9 @@ _SHA256 = re.compile(r"[0-9a-f]{64}\Z")
 # How json.dumps(ensure_ascii=False) writes a string, quotes included.
 _json_string: Callable[[str], str] = json.encoder.encode_basestring
 _DRIVE = re.compile(r"[A-Za-z]:")
+# C0 control characters and DEL: a newline in a name splits every line-based listing,
+# log and shell loop that meets it, and no tool writes such a name on purpose.
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 # Paths every rule of path_problem accepts: components of common ASCII characters, none
 # starting with a dot (so never "." or ".."), none empty, none longer than MAX_NAME.
 _PLAIN_NAME = r"[A-Za-z0-9_+=,@%-][A-Za-z0-9._+=,@%-]{0," + str(MAX_NAME - 1) + "}"
@@ -103,6 +106,9 @@ def _path_rules(path: object) -> str | None:
         return f"path is longer than {MAX_PATH} characters"
     if "\0" in path:
         return "path contains a NUL character"
+    if (bad := _CONTROL.search(path)) is not None:
+        return (f"path contains a control character (U+{ord(bad.group()):04X}); "
+                "names may not hold newlines, tabs or other characters below U+0020 or U+007F")
     if "\\" in path:
         return "path contains a backslash; use '/' between components"
     if path.startswith("/") or _DRIVE.match(path):
