@@ -15,7 +15,7 @@ from typing import Any
 
 SHOWN_CHARS = 80  # at most this much of a user's value is quoted in a message
 MAX_JSON_DEPTH = 32  # nesting of free JSON (registry metadata, job specs)
-MAX_JSON_STRING = 64 * 1024
+MAX_JSON_STRING = 1 << 20  # the body cap; the registry bounds metadata on its own
 MAX_JSON_ITEMS = 10_000  # keys and items in one free JSON value, all levels together
 # What JSON numbers may hold in free data: JavaScript's exact integers, so every client
 # reads back the number it sent, and far inside the 64 bits the state file can store.

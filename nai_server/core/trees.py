@@ -21,6 +21,7 @@ EntryKind = Literal["file", "symlink"]
 
 MAX_PATH = 4096
 MAX_NAME = 255  # NAME_MAX on Linux: longer components cannot be written out anyway
+MAX_SIZE = 2**53 - 1  # bytes in one file: far beyond any limit, and exact in JSON
 MAX_LINK_HOPS = 40  # the kernel's own limit for symlink chains (ELOOP)
 _SHOWN_PROBLEMS = 5
 
@@ -180,8 +181,8 @@ def _parse_entry(raw: object) -> tuple[Entry | None, list[str]]:
     size, digest, target = raw.get("size"), raw.get("sha256"), raw.get("target")
     if kind == "file":
         # Required, not defaulted: limits are judged on it (the store checks it is true).
-        if type(size) is not int or size < 0:
-            problems.append("size must be a non-negative integer")
+        if type(size) is not int or not 0 <= size <= MAX_SIZE:
+            problems.append(f"size must be an integer from 0 to {MAX_SIZE}")
         if not is_digest(digest):
             problems.append("sha256 must be 64 lowercase hex characters")
     elif kind == "symlink":
