@@ -127,7 +127,7 @@ def _command(value: object) -> str:
 
 
 def _gpus(value: object) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isdigit() and len(value) <= 20:
         value = int(value)  # from a command-line flag
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_GPUS:
         raise ValueError(f"must be a whole number from 0 to {MAX_GPUS} (0 = CPU-only job), "

@@ -53,6 +53,7 @@ def test_huge_or_deep_specs_are_refused(text: str) -> None:
     ("gpu_memory", "9" * 400 + "G", "size"),
     ("gpus", 1025, "from 0 to 1024"),
     ("gpus", 10**30, "from 0 to 1024"),
+    ("gpus", "9" * 5000, "from 0 to 1024"),
     ("after", [MAX_ID + 1], "job id"),
     ("after_ok", "99999999999999999999999", "job id"),
     ("after", list(range(1, 1100)), "more than 1000"),
