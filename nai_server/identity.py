@@ -64,7 +64,10 @@ class PeerCredProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if self._peer_eof and not self.transport.is_closing():
+        # Close only once the last request sent before the EOF is answered: super()
+        # has just started the next pipelined one, if any (self.cycle is the newest).
+        if (self._peer_eof and not self.transport.is_closing()
+                and (self.cycle is None or self.cycle.response_complete)):
             self.transport.close()
 
 

@@ -6,14 +6,18 @@ tree both sides raise, and the pydantic models of request and response bodies.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, Required
+from typing import Annotated, Any, ClassVar, Literal, Required
 
-from pydantic import BaseModel, ConfigDict, Field, with_config
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, with_config
 from typing_extensions import TypedDict
+
+from nai_server.core.bounds import MAX_ID as MAX_ID
+from nai_server.core.bounds import json_problem
 
 # Which paths and symlinks a tree may hold is part of the wire contract: clients check
 # it before sending a folder and before writing a tree the server sent.
 from nai_server.core.trees import UNNAMED_BLOB as UNNAMED_BLOB
+from nai_server.core.trees import is_digest
 from nai_server.core.trees import link_problems as link_problems
 from nai_server.core.trees import path_problem as path_problem
 
@@ -117,6 +121,22 @@ def error_from_body(status: int, body: Any) -> ApiError:
 # --- models ---------------------------------------------------------------------------
 
 
+def _free_json(value: Any) -> Any:
+    """Free JSON a client sends (metadata, spec fields) must be storable as it is."""
+    if (why := json_problem(value)) is not None:
+        raise ValueError(why)
+    return value
+
+
+def _digest(value: str | None) -> str | None:
+    if value is not None and not is_digest(value):
+        raise ValueError("must be a tree id: 64 lowercase hex characters (a sha256 digest)")
+    return value
+
+
+FreeJSON = Annotated[dict[str, Any], AfterValidator(_free_json)]
+
+
 class Model(BaseModel):
     """Base for wire models: unknown fields are refused so typos surface."""
 
@@ -140,8 +160,8 @@ class Me(Model):
 class Quota(Model):
     """Limits for a user or a group; None means unlimited."""
 
-    max_gpus: int | None = Field(default=None, ge=0)
-    gpu_hours: float | None = Field(default=None, ge=0)
+    max_gpus: int | None = Field(default=None, ge=0, le=1_000_000)
+    gpu_hours: float | None = Field(default=None, ge=0, le=1e12, allow_inf_nan=False)
     period_days: int = Field(default=30, ge=1, le=3660)
 
 
@@ -245,11 +265,11 @@ class JobSubmit(Model):
     file's text, so errors can name its lines), plus `overrides` from command-line
     flags. The server is the one place that validates specs."""
 
-    spec: dict[str, Any] | None = None
+    spec: FreeJSON | None = None
     spec_yaml: str | None = Field(default=None, max_length=1_000_000)
-    source: str = Field(default="nai.yaml", max_length=4096)
-    overrides: dict[str, Any] = Field(default_factory=dict)
-    code_tree: str | None = None
+    source: str = Field(default="nai.yaml", max_length=1024)
+    overrides: FreeJSON = Field(default_factory=dict)
+    code_tree: Annotated[str | None, AfterValidator(_digest)] = None
     # Fine-tuning: run the spec's `model` version's own files as the code (the server
     # resolves it with the caller's read access; then `code_tree` must be empty).
     code_from_model: bool = False
@@ -339,10 +359,10 @@ class VersionCreate(Model):
     those references are pinned to exact versions, and those versions are kept while
     this one exists."""
 
-    tree_id: str = Field(min_length=64, max_length=64)
+    tree_id: Annotated[str, AfterValidator(_digest)] = Field(min_length=64, max_length=64)
     description: str = Field(default="", max_length=4096)
     tag: str | None = Field(default=None, pattern=TAG_PATTERN)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: FreeJSON = Field(default_factory=dict)
 
 
 class RegistryCreate(VersionCreate):

@@ -13,14 +13,44 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from nai_server import __version__
 from nai_server.api import accounts, blobs, jobs, registry, system
-from nai_server.protocol import API_VERSION, METHOD_OVERRIDE_HEADER, ApiError
+from nai_server.api.limits import BodyLimit
+from nai_server.core.bounds import scrub, shown
+from nai_server.protocol import API_VERSION, METHOD_OVERRIDE_HEADER, ApiError, Conflict
 from nai_server.service import Service
+from nai_server.store.blobs import BlobNotFound, MissingBlobs, StoreCorrupt
 
 log = logging.getLogger("nai.api")
 
 _OVERRIDABLE = {"PUT", "PATCH", "DELETE"}
 _HTTP_CODES = {400: "invalid", 401: "unauthenticated", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 409: "conflict", 413: "too_large", 422: "invalid"}
+
+
+class SafeJSONResponse(JSONResponse):
+    """A JSON response that always encodes: a lone surrogate (from a request's JSON
+    escapes, quoted back in an error) becomes U+FFFD instead of a 500."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            return super().render(_scrubbed(content))
+
+
+def _scrubbed(value: Any) -> Any:
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {_scrubbed(k): _scrubbed(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrubbed(v) for v in value]
+    return value
+
+
+_STORE_DAMAGED = Conflict(
+    "the server's blob store is damaged: files this request needs are missing or do not "
+    "match their ids; ask the server's admin to restore the state directory's blobs/ "
+    "and trees/ from a backup")
 
 
 class MethodOverride:
@@ -38,8 +68,8 @@ class MethodOverride:
                     method = value.decode("latin-1").strip().upper()
                     if method not in _OVERRIDABLE:
                         body = _error_body("invalid", f"{METHOD_OVERRIDE_HEADER} must be one "
-                                           f"of PUT, PATCH, DELETE (got {method!r})")
-                        await JSONResponse(body, status_code=400)(scope, receive, send)
+                                           f"of PUT, PATCH, DELETE (got {shown(method)})")
+                        await SafeJSONResponse(body, status_code=400)(scope, receive, send)
                         return
                     scope = {**scope, "method": method}
                     break
@@ -53,11 +83,16 @@ def _error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": err}
 
 
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _validation_message(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors()[:5]:
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-        parts.append(f"{loc or 'body'}: {err.get('msg')}")
+        # Keys in `loc` are the caller's own (an unknown field's name): quoted short.
+        loc = ".".join(_cut(str(p), 80) for p in err.get("loc", ()) if p != "body")
+        parts.append(f"{loc or 'body'}: {_cut(str(err.get('msg')), 300)}")
     return "; ".join(parts) or "invalid request"
 
 
@@ -69,27 +104,39 @@ def create_app(service: Service) -> FastAPI:
         summary=f"NothingAI REST API {API_VERSION}",
         docs_url=None,
         redoc_url=None,
+        default_response_class=SafeJSONResponse,
     )
     app.state.service = service
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(exc.to_body(), status_code=exc.status)
+        return SafeJSONResponse(exc.to_body(), status_code=exc.status)
+
+    @app.exception_handler(MissingBlobs)
+    @app.exception_handler(BlobNotFound)
+    @app.exception_handler(StoreCorrupt)
+    async def store_damaged(request: Request, exc: Exception) -> JSONResponse:
+        # Raised before a streamed answer starts (the store checks first), so the
+        # caller gets a status rather than a cut-off download.
+        log.error("blob store damaged, in %s %s: %s", request.method, request.url.path, exc)
+        return SafeJSONResponse(_STORE_DAMAGED.to_body(), status_code=_STORE_DAMAGED.status)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(_error_body("invalid", _validation_message(exc)), status_code=400)
+        return SafeJSONResponse(_error_body("invalid", _validation_message(exc)),
+                                status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "error")
-        return JSONResponse(_error_body(code, str(exc.detail)), status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+        return SafeJSONResponse(_error_body(code, str(exc.detail)),
+                                status_code=exc.status_code,
+                                headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def crash(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error in %s %s", request.method, request.url.path)
-        return JSONResponse(
+        return SafeJSONResponse(
             _error_body("internal", "internal server error; the daemon's log has the details"),
             status_code=500,
         )
@@ -97,4 +144,5 @@ def create_app(service: Service) -> FastAPI:
     for module in (system, accounts, blobs, jobs, registry):
         app.include_router(module.router, prefix="/v1")
     app.add_middleware(MethodOverride)
+    app.add_middleware(BodyLimit)  # added last: the outermost, before anything reads
     return app

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
+from pathlib import Path as FsPath
+from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Path, Query, Response, status
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from nai_server import jobfiles
 from nai_server.api.deps import CallerDep, ServiceDep
+from nai_server.core.bounds import shown
 from nai_server.jobs import Jobs
 from nai_server.protocol import (
+    MAX_ID,
+    Conflict,
     GpuList,
     JobInfo,
     JobList,
@@ -26,6 +30,9 @@ from nai_server.protocol import (
 router = APIRouter(tags=["jobs"])
 
 FOLLOW_POLL_SECONDS = 0.02
+# Ids, offsets and line numbers stay below 2**53: a larger one reached a file seek or
+# the state file as an integer neither can take.
+JobId = Annotated[int, Path(ge=0, le=MAX_ID)]
 
 
 @router.get("/gpus")
@@ -47,7 +54,7 @@ def submit(body: JobSubmit, service: ServiceDep, caller: CallerDep,
 def list_jobs(
     service: ServiceDep, caller: CallerDep,
     scope: str = "all", state: str | None = None, user: str | None = None,
-    limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0),
+    limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0, le=MAX_ID),
 ) -> JobList:
     """Jobs, newest first. `scope=mine` for the caller's own."""
     return service.jobs.list(caller, scope=scope, state=state, user=user, limit=limit,
@@ -55,12 +62,12 @@ def list_jobs(
 
 
 @router.get("/jobs/{job_id}")
-def show(job_id: int, service: ServiceDep, caller: CallerDep) -> JobInfo:
+def show(job_id: JobId, service: ServiceDep, caller: CallerDep) -> JobInfo:
     return service.jobs.show(caller, job_id)
 
 
 @router.delete("/jobs/{job_id}")
-def cancel(job_id: int, service: ServiceDep, caller: CallerDep) -> JobInfo:
+def cancel(job_id: JobId, service: ServiceDep, caller: CallerDep) -> JobInfo:
     """Cancel: a queued job at once; a running one gets SIGTERM, then SIGKILL after
     the grace period."""
     return service.jobs.cancel(caller, job_id)
@@ -69,7 +76,7 @@ def cancel(job_id: int, service: ServiceDep, caller: CallerDep) -> JobInfo:
 LOG_CHUNK = 1 << 20
 
 
-async def _follow(jobs: Jobs, job_id: int, job_dir: Path, offset: int) -> AsyncIterator[bytes]:
+async def _follow(jobs: Jobs, job_id: int, job_dir: FsPath, offset: int) -> AsyncIterator[bytes]:
     while True:
         # Check for the end before reading: all the job wrote before it ended is read
         # below, so nothing is cut off.
@@ -85,8 +92,8 @@ async def _follow(jobs: Jobs, job_id: int, job_dir: Path, offset: int) -> AsyncI
 
 
 @router.get("/jobs/{job_id}/logs", response_class=StreamingResponse)
-def logs(job_id: int, service: ServiceDep, caller: CallerDep,
-         offset: int = Query(0, ge=0), follow: bool = False) -> StreamingResponse:
+def logs(job_id: JobId, service: ServiceDep, caller: CallerDep,
+         offset: int = Query(0, ge=0, le=MAX_ID), follow: bool = False) -> StreamingResponse:
     """The job's stdout+stderr from byte `offset`; `follow=true` streams until it ends."""
     job_dir = service.jobs.log_dir(caller, job_id)
     if follow:
@@ -97,20 +104,20 @@ def logs(job_id: int, service: ServiceDep, caller: CallerDep,
 
 
 @router.get("/jobs/{job_id}/metrics")
-def metrics(job_id: int, service: ServiceDep, caller: CallerDep,
-            since: int = Query(0, ge=0)) -> MetricsPage:
+def metrics(job_id: JobId, service: ServiceDep, caller: CallerDep,
+            since: int = Query(0, ge=0, le=MAX_ID)) -> MetricsPage:
     """Lines of metrics.jsonl after line `since` (pass `next` back to continue)."""
     return service.jobs.metrics(caller, job_id, since)
 
 
 @router.get("/jobs/{job_id}/outputs")
-def outputs(job_id: int, service: ServiceDep, caller: CallerDep) -> TreeInfo:
+def outputs(job_id: JobId, service: ServiceDep, caller: CallerDep) -> TreeInfo:
     """The job's output tree (collected from output/ when it ended)."""
     return service.tree_info(service.jobs.output_tree(caller, job_id))
 
 
 @router.get("/jobs/{job_id}/outputs/archive", response_class=StreamingResponse)
-def outputs_archive(job_id: int, service: ServiceDep, caller: CallerDep,
+def outputs_archive(job_id: JobId, service: ServiceDep, caller: CallerDep,
                     path: str = "") -> StreamingResponse:
     """All outputs, or those at `path`, as a streamed tar."""
     chunks = service.tree_tar(service.jobs.output_tree(caller, job_id), path)
@@ -118,14 +125,17 @@ def outputs_archive(job_id: int, service: ServiceDep, caller: CallerDep,
 
 
 @router.get("/jobs/{job_id}/outputs/file", response_class=StreamingResponse)
-def output_file(job_id: int, service: ServiceDep, caller: CallerDep,
+def output_file(job_id: JobId, service: ServiceDep, caller: CallerDep,
                 path: str) -> StreamingResponse:
     """One output file's bytes."""
     tree_id = service.jobs.output_tree(caller, job_id)
     entry = next((e for e in service.tree_info(tree_id).entries
                   if e.path == path and e.kind == "file"), None)
     if entry is None:
-        raise NotFound(f"job {job_id} has no output file {path!r}")
+        raise NotFound(f"job {job_id} has no output file {shown(path)}")
+    if not service.blobs.has(entry.sha256):  # checked now: once streaming, no status
+        raise Conflict(f"output file {shown(path)} of job {job_id} is missing from the "
+                       "server's blob store; ask the server's admin (the store is damaged)")
     return StreamingResponse(iterate_in_threadpool(service.blob_chunks(entry.sha256)),
                              media_type="application/octet-stream",
                              headers={"Content-Length": str(entry.size)})

@@ -15,6 +15,8 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from nai_server.core.bounds import shown
+
 Kind = Literal["dataset", "model"]
 KINDS: tuple[Kind, ...] = ("dataset", "model")
 LATEST = "latest"
@@ -54,23 +56,23 @@ class Principal(Protocol):
 def check_name(name: str, kind: str = "dataset") -> str:
     if not NAME_RE.fullmatch(name):
         raise RefError(f"{kind} names are 1-64 letters, digits, '.', '_' or '-', starting "
-                       f"with a letter or digit; {name!r} is not one")
+                       f"with a letter or digit; {shown(name)} is not one")
     return name
 
 
 def check_tag(tag: str) -> str:
     if not TAG_RE.fullmatch(tag) or tag == LATEST:
         raise RefError(f"tags are 1-64 letters, digits, '.', '_' or '-' starting with a letter, "
-                       f"and not {LATEST!r}; {tag!r} is not one")
+                       f"and not {LATEST!r}; {shown(tag)} is not one")
     return tag
 
 
 def parse_ref(ref: str, kind: str = "dataset") -> tuple[str, str]:
     """`name[@version|@tag|@latest]` → (name, selector); the selector defaults to latest."""
     name, at, selector = ref.partition("@")
+    check_name(name, kind)
     if at and not selector:
         raise RefError(f"{ref!r}: nothing after '@'; write {name}@3, {name}@TAG or {name}")
-    check_name(name, kind)
     return name, selector or LATEST
 
 
@@ -84,7 +86,9 @@ def find_version(entry: Entry, selector: str, *, deleted: bool = False) -> Versi
     live = [v for v in entry["versions"] if not v.get("deleted")]
     if selector == LATEST:
         return max(live, key=lambda v: v["version"], default=None)
-    if selector.isdigit():
+    if selector.isascii() and selector.isdigit():
+        if len(selector) > 16:  # beyond any version number (and int()'s digit limit)
+            return None
         number = int(selector)
         pool = entry["versions"] if deleted else live
         return next((v for v in pool if v["version"] == number), None)

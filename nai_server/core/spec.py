@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from nai_server.core.bounds import MAX_ID, has_surrogate, shown
+
 # Re-exported (`as`): callers import the unit helpers from here with the spec.
 from nai_server.core.units import format_duration as format_duration
 from nai_server.core.units import format_size as format_size
@@ -27,6 +29,19 @@ TAG_RE = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,63}")  # as the registries' tags
 _ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # nai sets these itself (core.env); letting a job override them would break GPU isolation.
 _RESERVED_ENV = frozenset({"CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER"})
+
+# Bounds (DESIGN §11): every number is checked here, before anything stores it.
+MAX_SPEC_CHARS = 64 * 1024  # the text of a nai.yaml
+MAX_SPEC_DEPTH = 16  # nesting of its YAML (a spec needs 2: env's mapping, after's list)
+MAX_GPUS = 1024
+MAX_GPU_MEMORY = 2**50  # 1 PiB
+MAX_TIME_LIMIT = 366 * 86400  # a year and a day
+MAX_COMMAND_CHARS = 64 * 1024  # one argument of sh -c: the kernel takes at most 128 KiB
+MAX_DEPENDENCIES = 1000  # ids in after plus after_ok
+MAX_ENV_VARS = 256
+MAX_ENV_KEY = 256
+MAX_ENV_VALUE = 32 * 1024
+MAX_ENV_TOTAL = 128 * 1024
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,9 +90,12 @@ def parse_ref(value: str) -> tuple[str, int | None]:
     if not NAME_RE.fullmatch(name) or not (latest or (version.isdigit() and int(version) > 0)):
         raise ValueError(
             f"must be name or name@version (a version number or 'latest'), e.g. cifar10@2, "
-            f"got {value!r}"
+            f"got {shown(value)}"
         )
-    return name, None if latest else int(version)
+    number = None if latest else int(version)
+    if number is not None and number > MAX_ID:
+        raise ValueError(f"version {shown(version)} is out of range (at most {MAX_ID})")
+    return name, number
 
 
 # ---- one validator per field: raw value -> clean value, or ValueError(what is wrong) ----
@@ -93,42 +111,52 @@ def _name(value: object) -> str:
     if not isinstance(value, str) or not NAME_RE.fullmatch(value):
         raise ValueError(
             "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or "
-            f"digit, got {value!r}"
+            f"digit, got {shown(value)}"
         )
     return value
 
 
 def _command(value: object) -> str:
-    if not isinstance(value, str) or not value.strip() or "\0" in value:
-        raise ValueError(f"must be a shell command line, e.g. 'python train.py', got {value!r}")
+    if not isinstance(value, str) or not value.strip() or "\0" in value or has_surrogate(value):
+        raise ValueError(f"must be a shell command line, e.g. 'python train.py', "
+                         f"got {shown(value)}")
+    if len(value) > MAX_COMMAND_CHARS:
+        raise ValueError(f"is {len(value)} characters long, the limit is {MAX_COMMAND_CHARS}; "
+                         "put a long command in a script and run that")
     return value
 
 
 def _gpus(value: object) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isdigit() and len(value) <= 20:
         value = int(value)  # from a command-line flag
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"must be a whole number ≥ 0 (0 = CPU-only job), got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_GPUS:
+        raise ValueError(f"must be a whole number from 0 to {MAX_GPUS} (0 = CPU-only job), "
+                         f"got {shown(value)}")
     return value
 
 
 def _gpu_memory(value: Any) -> int:
     try:
         size = parse_size(value)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: a number too big for a float
         size = 0
     if size <= 0:
-        raise ValueError(f"must be a size like 10GiB, 512MiB or 16G, got {value!r}")
+        raise ValueError(f"must be a size like 10GiB, 512MiB or 16G, got {shown(value)}")
+    if size > MAX_GPU_MEMORY:
+        raise ValueError(f"must be at most 1PiB (no GPU has more), got {shown(value)}")
     return size
 
 
 def _time_limit(value: Any) -> int:
     try:
         seconds = parse_duration(value)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: a number too big for a float
         seconds = 0
     if seconds <= 0:
-        raise ValueError(f"must be a duration like 2h, 30m, 1h30m, 1d or 01:30:00, got {value!r}")
+        raise ValueError(f"must be a duration like 2h, 30m, 1h30m, 1d or 01:30:00, "
+                         f"got {shown(value)}")
+    if seconds > MAX_TIME_LIMIT:
+        raise ValueError(f"must be at most 366d, got {shown(value)}")
     return seconds
 
 
@@ -136,7 +164,7 @@ def _ref(value: object) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)  # as in _name
     if not isinstance(value, str):
-        raise ValueError(f"must be name or name@version, e.g. cifar10@2, got {value!r}")
+        raise ValueError(f"must be name or name@version, e.g. cifar10@2, got {shown(value)}")
     name, _, selector = value.partition("@")
     if NAME_RE.fullmatch(name) and TAG_RE.fullmatch(selector):
         return value  # name@tag (e.g. cifar10@best): the registry resolves it at submit
@@ -148,13 +176,18 @@ def _env(value: object) -> dict[str, str]:
     if value is None:
         return {}  # "env:" with every line commented out
     if not isinstance(value, Mapping):
-        raise ValueError(f"must be a mapping of NAME: value, e.g. {{SEED: '1'}}, got {value!r}")
+        raise ValueError(f"must be a mapping of NAME: value, e.g. {{SEED: '1'}}, "
+                         f"got {shown(value)}")
+    if len(value) > MAX_ENV_VARS:
+        raise ValueError(f"has {len(value)} variables, the limit is {MAX_ENV_VARS}")
     env: dict[str, str] = {}
+    total = 0
     for key, raw in value.items():
-        if not isinstance(key, str) or not _ENV_KEY_RE.fullmatch(key):
+        if (not isinstance(key, str) or len(key) > MAX_ENV_KEY
+                or not _ENV_KEY_RE.fullmatch(key)):
             raise ValueError(
-                f"{key!r} is not a valid variable name (letters, digits and '_', "
-                "not starting with a digit)"
+                f"{shown(key)} is not a valid variable name (up to {MAX_ENV_KEY} letters, "
+                "digits and '_', not starting with a digit)"
             )
         if key.startswith("NAI_") or key in _RESERVED_ENV:
             raise ValueError(f"{key} is set by nai for every job; remove it or rename it")
@@ -162,15 +195,21 @@ def _env(value: object) -> dict[str, str]:
             raw = "true" if raw else "false"  # YAML's yes/on/true, spelled the usual way
         elif isinstance(raw, (int, float)):
             raw = str(raw)
-        if not isinstance(raw, str) or "\0" in raw:
+        if not isinstance(raw, str) or "\0" in raw or has_surrogate(raw):
             raise ValueError(f'{key} must be a string, number or boolean; quote it: {key}: "..."')
+        if len(raw) > MAX_ENV_VALUE:
+            raise ValueError(f"{key} is {len(raw)} characters long, the limit is {MAX_ENV_VALUE}")
+        total += len(key) + len(raw)
+        if total > MAX_ENV_TOTAL:
+            raise ValueError(f"the variables add up to more than {MAX_ENV_TOTAL} characters; "
+                             "pass large data in a file instead")
         env[key] = raw
     return env
 
 
 def _priority(value: object) -> str:
     if value not in PRIORITIES:
-        raise ValueError(f"must be one of {', '.join(PRIORITIES)}, got {value!r}")
+        raise ValueError(f"must be one of {', '.join(PRIORITIES)}, got {shown(value)}")
     return str(value)
 
 
@@ -182,12 +221,15 @@ def _job_ids(value: object) -> tuple[int, ...]:
         items = [part.strip() for part in value.split(",") if part.strip()]  # "12,13"
     else:
         items = value if isinstance(value, (list, tuple)) else [value]
+    if len(items) > MAX_DEPENDENCIES:  # type: ignore[arg-type]
+        raise ValueError(f"names more than {MAX_DEPENDENCIES} jobs")
     ids: list[int] = []
     for item in items:
-        if isinstance(item, str) and item.isdigit():
+        if isinstance(item, str) and item.isdigit() and len(item) <= 20:
             item = int(item)
-        if isinstance(item, bool) or not isinstance(item, int) or item <= 0:
-            raise ValueError(f"must be a job id or a list of job ids, e.g. [12, 13], got {value!r}")
+        if isinstance(item, bool) or not isinstance(item, int) or not 0 < item <= MAX_ID:
+            raise ValueError(f"must be a job id or a list of job ids, e.g. [12, 13], "
+                             f"got {shown(value)}")
         if item not in ids:
             ids.append(item)
     return tuple(ids)
@@ -195,7 +237,7 @@ def _job_ids(value: object) -> tuple[int, ...]:
 
 def _bool(value: object) -> bool:
     if not isinstance(value, bool):
-        raise ValueError(f"must be true or false, got {value!r}")
+        raise ValueError(f"must be true or false, got {shown(value)}")
     return value
 
 
@@ -218,11 +260,12 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
 
 
 def _unknown_key(key: object, line: int | None, source: str) -> SpecError:
-    close = difflib.get_close_matches(str(key), FIELDS, n=1)
+    name = shown(key).strip("'")
+    close = difflib.get_close_matches(name, FIELDS, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
     return SpecError(
-        f"unknown key {key!r}; {hint}allowed keys: {', '.join(FIELDS)}",
-        field=str(key),
+        f"unknown key {shown(key)}; {hint}allowed keys: {', '.join(FIELDS)}",
+        field=name,
         line=line,
         source=source,
     )
@@ -252,10 +295,41 @@ def _build(items: Iterable[tuple[object, object, int | None]], source: str) -> J
     return JobSpec(**values)
 
 
+class _SpecLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without anchors and aliases, and with bounded nesting.
+
+    An alias is a reference: ten nested lists of ten aliases each (a few hundred
+    bytes, "billion laughs") are a billion items to whatever walks the value, such as
+    the repr in an error message. A spec never needs them."""
+
+    depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        line = event.start_mark.line + 1 if event.start_mark is not None else None
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise SpecError("YAML anchors/aliases (&name, *name) are not allowed in nai.yaml; "
+                            "write the value out in full", line=line)
+        if self.depth >= MAX_SPEC_DEPTH:
+            raise SpecError(f"is nested more than {MAX_SPEC_DEPTH} levels deep", line=line)
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
 def parse_spec(text: str, source: str = "nai.yaml") -> JobSpec:
     """Parse and validate the text of a ``nai.yaml``; raise SpecError on any problem."""
+    if not isinstance(text, str):
+        raise SpecError("must be the text of a nai.yaml", source=source)
+    if len(text) > MAX_SPEC_CHARS:
+        raise SpecError(f"is {len(text)} characters long, the limit is {MAX_SPEC_CHARS}; "
+                        "a job spec needs a few lines", source=source)
+    if has_surrogate(text):
+        raise SpecError("is not valid UTF-8 text (it holds a lone surrogate)", source=source)
     # Compose to nodes rather than yaml.safe_load, so each key keeps its line number.
-    loader = yaml.SafeLoader(text)
+    loader = _SpecLoader(text)
     try:
         node = loader.get_single_node()
         if node is None:
@@ -274,14 +348,20 @@ def parse_spec(text: str, source: str = "nai.yaml") -> JobSpec:
             )
             for key_node, value_node in node.value
         ]
+    except SpecError as exc:
+        raise SpecError(exc.message, field=exc.field, line=exc.line, source=source) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        problem = getattr(exc, "problem", None) or exc
+        problem = str(getattr(exc, "problem", None) or exc)
+        problem = problem if len(problem) <= 200 else problem[:199] + "…"
         raise SpecError(
             f"is not valid YAML: {problem}; check the quoting and indentation",
             line=mark.line + 1 if mark is not None else None,
             source=source,
         ) from None
+    except (ValueError, OverflowError) as exc:  # e.g. an int of more than 4300 digits
+        raise SpecError(f"holds a value YAML cannot read ({shown(str(exc))})",
+                        source=source) from None
     finally:
         loader.dispose()
     return _build(items, source)
@@ -306,11 +386,11 @@ def _env_pairs(value: object) -> object:
     if isinstance(value, Mapping):
         return value
     if not isinstance(value, (str, list, tuple)):
-        raise ValueError(f"must be KEY=VALUE strings, e.g. SEED=1, got {value!r}")
+        raise ValueError(f"must be KEY=VALUE strings, e.g. SEED=1, got {shown(value)}")
     pairs: dict[str, str] = {}
     for item in [value] if isinstance(value, str) else value:
         if not isinstance(item, str) or "=" not in item:
-            raise ValueError(f"must be KEY=VALUE, e.g. SEED=1, got {item!r}")
+            raise ValueError(f"must be KEY=VALUE, e.g. SEED=1, got {shown(item)}")
         key, _, val = item.partition("=")
         pairs[key] = val
     return pairs

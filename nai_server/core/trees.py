@@ -21,6 +21,7 @@ EntryKind = Literal["file", "symlink"]
 
 MAX_PATH = 4096
 MAX_NAME = 255  # NAME_MAX on Linux: longer components cannot be written out anyway
+MAX_SIZE = 2**53 - 1  # bytes in one file: far beyond any limit, and exact in JSON
 MAX_LINK_HOPS = 40  # the kernel's own limit for symlink chains (ELOOP)
 _SHOWN_PROBLEMS = 5
 
@@ -28,6 +29,9 @@ _SHA256 = re.compile(r"[0-9a-f]{64}\Z")
 # How json.dumps(ensure_ascii=False) writes a string, quotes included.
 _json_string: Callable[[str], str] = json.encoder.encode_basestring
 _DRIVE = re.compile(r"[A-Za-z]:")
+# C0 control characters and DEL: a newline in a name splits every line-based listing,
+# log and shell loop that meets it, and no tool writes such a name on purpose.
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 # Paths every rule of path_problem accepts: components of common ASCII characters, none
 # starting with a dot (so never "." or ".."), none empty, none longer than MAX_NAME.
 _PLAIN_NAME = r"[A-Za-z0-9_+=,@%-][A-Za-z0-9._+=,@%-]{0," + str(MAX_NAME - 1) + "}"
@@ -103,6 +107,9 @@ def _path_rules(path: object) -> str | None:
         return f"path is longer than {MAX_PATH} characters"
     if "\0" in path:
         return "path contains a NUL character"
+    if (bad := _CONTROL.search(path)) is not None:
+        return (f"path contains a control character (U+{ord(bad.group()):04X}); "
+                "names may not hold newlines, tabs or other characters below U+0020 or U+007F")
     if "\\" in path:
         return "path contains a backslash; use '/' between components"
     if path.startswith("/") or _DRIVE.match(path):
@@ -174,8 +181,8 @@ def _parse_entry(raw: object) -> tuple[Entry | None, list[str]]:
     size, digest, target = raw.get("size"), raw.get("sha256"), raw.get("target")
     if kind == "file":
         # Required, not defaulted: limits are judged on it (the store checks it is true).
-        if type(size) is not int or size < 0:
-            problems.append("size must be a non-negative integer")
+        if type(size) is not int or not 0 <= size <= MAX_SIZE:
+            problems.append(f"size must be an integer from 0 to {MAX_SIZE}")
         if not is_digest(digest):
             problems.append("sha256 must be 64 lowercase hex characters")
     elif kind == "symlink":

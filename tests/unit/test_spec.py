@@ -77,7 +77,8 @@ def test_error_message_format() -> None:
         parse_spec("name: x\ncommand: python t.py\ngpus: two\n")
     err = info.value
     assert (err.field, err.line, err.source) == ("gpus", 3, "nai.yaml")
-    assert str(err) == "nai.yaml:3: gpus: must be a whole number ≥ 0 (0 = CPU-only job), got 'two'"
+    assert str(err) == ("nai.yaml:3: gpus: must be a whole number from 0 to 1024 "
+                        "(0 = CPU-only job), got 'two'")
     assert isinstance(err, ValueError)
 
 
@@ -87,7 +88,7 @@ def test_error_message_format() -> None:
         ("name: 'bad name'", "letters, digits"),
         ("name: -leading-dash", "starting with a letter"),
         ("name: " + "a" * 65, "1-64"),
-        ("gpus: -1", "≥ 0"),
+        ("gpus: -1", "from 0 to 1024"),
         ("gpus: 1.5", "whole number"),
         ("gpus: true", "whole number"),
         ("gpu_memory: lots", "10GiB"),

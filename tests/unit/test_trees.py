@@ -168,7 +168,7 @@ def test_the_quick_path_check_agrees_with_the_rules() -> None:
            "a/", "", "C:x", "c:/x", "a:b", "x" * 255, "x" * 256, f"{'a/' * 2047}a",
            f"{'a/' * 2048}a", "a\\b", "a\0b", "é", "a b", "a/b-c_d.e+f=g,h@i%j", "-", "_"]
     rng = random.Random(7)
-    alphabet = "ab./-_:\\ \0é%"
+    alphabet = "ab./-_:\\ \0é%\n\t\x01\x1f\x7f"
     odd += ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 12)))
             for _ in range(3000)]
     for path in odd:
@@ -178,10 +178,11 @@ def test_the_quick_path_check_agrees_with_the_rules() -> None:
 def test_the_canonical_form_is_json_dumps_sorted_and_compact() -> None:
     # Tree ids must never move: the form is pinned to what json.dumps writes, for
     # names that need escaping, non-ASCII text, and line separators JSON leaves alone.
-    odd = ["quote\"d", "tab\tnew\nline\x01\x1f\x7f", "é/ü/日本/😀",
+    odd = ["quote\"d", "under_score", "é/ü/日本/😀",
            "sep\u2028\u2029", "plain/name.py"]
     raw = [f(name, size=i, mode=0o755 if i % 2 else 0o644) for i, name in enumerate(odd)]
-    raw += [link("link\u2028", "é/../plain\t\\x"), link("a/l", "../sep\u2028\u2029")]
+    raw += [link("link\u2028", "é/../plain\t\\x"), link("a/l", "../sep\u2028\u2029"),
+            link("ctl", "tab\tnew\nline\x01\x1f\x7f")]  # targets may hold them
     entries = parse_manifest(raw, UNLIMITED)
     expected = json.dumps(manifest_to_json(sorted(entries, key=lambda e: e.path)),
                           sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -218,3 +219,11 @@ def test_manifest_json_has_every_entry_field() -> None:
 
     entry = Entry(path="a", kind="file", size=1, mode=0o644, sha256="0" * 64)
     assert manifest_to_json([entry]) == [dataclasses.asdict(entry)]
+
+
+@pytest.mark.parametrize("path", ["a\nb", "dir/x\ty", "bell\x07", "esc\x1b[31m", "del\x7f",
+                                  "cr\r", "\x1f"])
+def test_control_characters_in_paths_are_refused(path: str) -> None:
+    assert "control character" in (path_problem(path) or "")
+    with pytest.raises(TreeError, match="control character"):
+        parse_manifest([f(path)], LIMITS)

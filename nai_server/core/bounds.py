@@ -1,0 +1,103 @@
+"""Bounds on what a request may carry, and how a user's value is shown in a message.
+
+Pure. Everything a client sends ends up in the state file (TinyDB, written by orjson,
+which refuses integers beyond 64 bits and strings with lone surrogates) or in an error
+message sent back: one unbounded value there either poisons every later commit or turns
+a 353-byte request into a 351 MB answer. So values are bounded when they are validated,
+and messages quote at most a few dozen characters of any value.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+SHOWN_CHARS = 80  # at most this much of a user's value is quoted in a message
+MAX_JSON_DEPTH = 32  # nesting of free JSON (registry metadata, job specs)
+MAX_JSON_STRING = 1 << 20  # the body cap; the registry bounds metadata on its own
+MAX_JSON_ITEMS = 10_000  # keys and items in one free JSON value, all levels together
+# What JSON numbers may hold in free data: JavaScript's exact integers, so every client
+# reads back the number it sent, and far inside the 64 bits the state file can store.
+MAX_JSON_INT = 2**53 - 1
+MAX_ID = 2**53 - 1  # job ids, offsets and line numbers in requests
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# C0 controls and DEL; a tab or a newline is refused where one is (paths, names).
+CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
+def shown(value: object, limit: int = SHOWN_CHARS) -> str:
+    """`repr(value)` cut to `limit` characters (ending in "…"): a user's value as it may
+    appear in a message. The repr escapes control characters and lone surrogates, so
+    the message stays one line and encodes."""
+    if isinstance(value, str) and len(value) > limit:
+        value = value[:limit]  # cut first: the repr of a huge value is never built
+        text = repr(value)
+    elif isinstance(value, (str, int, float, bool)) or value is None:
+        text = repr(value) if not isinstance(value, int) or abs(value) < 10**limit else "<int>"
+    else:
+        text = _shown_container(value, limit)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _shown_container(value: object, limit: int) -> str:
+    """A bounded repr of a list or mapping: never walks more than a few items."""
+    if isinstance(value, Mapping):
+        parts = [f"{shown(k, limit)}: {shown(v, limit)}" for k, v in list(value.items())[:4]]
+        more = ", …" if len(value) > 4 else ""
+        return "{" + ", ".join(parts) + more + "}"
+    if isinstance(value, (list, tuple)):
+        parts = [shown(item, limit) for item in value[:4]]
+        more = ", …" if len(value) > 4 else ""
+        return "[" + ", ".join(parts) + more + "]"
+    return f"<{type(value).__name__}>"
+
+
+def scrub(text: str) -> str:
+    """`text` with lone surrogates replaced (U+FFFD), so that it can be encoded as UTF-8."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def has_surrogate(text: str) -> bool:
+    return _SURROGATE.search(text) is not None
+
+
+def json_problem(value: Any, *, max_depth: int = MAX_JSON_DEPTH) -> str | None:
+    """Why free JSON `value` cannot be stored, or None: nesting deeper than `max_depth`,
+    more than MAX_JSON_ITEMS keys and items, an integer beyond ±MAX_JSON_INT, a float
+    that is not finite, a string over MAX_JSON_STRING or with a lone surrogate."""
+    budget = [MAX_JSON_ITEMS]
+    return _problem(value, max_depth, budget, "")
+
+
+def _problem(value: Any, depth: int, budget: list[int], where: str) -> str | None:
+    at = f" at {where}" if where else ""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        if abs(value) > MAX_JSON_INT:
+            return f"integer{at} is out of range (at most ±{MAX_JSON_INT})"
+        return None
+    if isinstance(value, float):
+        return None if value == value and abs(value) != float("inf") else (
+            f"number{at} is not finite")
+    if isinstance(value, str):
+        if len(value) > MAX_JSON_STRING:
+            return f"string{at} is longer than {MAX_JSON_STRING} characters"
+        return f"string{at} is not valid UTF-8 (lone surrogate)" if has_surrogate(value) else None
+    if not isinstance(value, (Mapping, list, tuple)):
+        return f"value{at} is not JSON"
+    if depth <= 0:
+        return f"value{at} is nested too deeply (at most {MAX_JSON_DEPTH} levels)"
+    budget[0] -= len(value)
+    if budget[0] < 0:
+        return f"value has more than {MAX_JSON_ITEMS} keys and items in all"
+    pairs = value.items() if isinstance(value, Mapping) else enumerate(value)
+    for key, item in pairs:
+        if isinstance(key, str) and (len(key) > 256 or has_surrogate(key)):
+            return f"key {shown(key, 40)}{at} is too long or not valid UTF-8"
+        inner = f"{where}.{key}" if where else str(key)
+        if (why := _problem(item, depth - 1, budget, shown(inner, 60).strip("'"))) is not None:
+            return why
+    return None
