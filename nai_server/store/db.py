@@ -4,6 +4,9 @@ Only the daemon opens these files. The hot database (`state.json`) holds users,
 groups, settings and active or recently finished jobs; finished jobs move to one
 archive file per month (`archive/jobs-YYYY-MM.json`), so the cost of a write, which
 TinyDB pays in proportion to the file it rewrites, does not grow with history.
+
+Every value is checked to serialise before it enters memory, and a write that cannot
+be committed is rolled back (see `atomic`).
 """
 
 from __future__ import annotations
@@ -17,7 +20,12 @@ from typing import Any
 from tinydb import Query, TinyDB
 from tinydb.table import Document
 
-from nai_server.store.atomic import AtomicJSONStorage, CommitLock, read_json_file
+from nai_server.store.atomic import (
+    AtomicJSONStorage,
+    CommitLock,
+    check_storable,
+    read_json_file,
+)
 
 Doc = dict[str, Any]
 
@@ -64,6 +72,7 @@ class TinyDbStore:
         return self._meta().get(key, default)
 
     def set_setting(self, key: str, value: Any) -> None:
+        check_storable(value)
         self.meta.upsert(Document({key: value}, doc_id=1))
 
     # --- users and groups -------------------------------------------------------------
@@ -76,9 +85,11 @@ class TinyDbStore:
         return sorted((dict(d) for d in self.users.all()), key=lambda d: d["name"])
 
     def add_user(self, doc: Doc) -> None:
+        check_storable(doc)
         self.users.insert(doc)
 
     def update_user(self, name: str, fields: Doc) -> None:
+        check_storable(fields)
         self.users.update(fields, Query().name == name)
 
     def remove_user(self, name: str) -> None:
@@ -96,9 +107,11 @@ class TinyDbStore:
         return sorted((dict(d) for d in self.groups.all()), key=lambda d: d["name"])
 
     def add_group(self, doc: Doc) -> None:
+        check_storable(doc)
         self.groups.insert(doc)
 
     def update_group(self, name: str, fields: Doc) -> None:
+        check_storable(fields)
         self.groups.update(fields, Query().name == name)
 
     def remove_group(self, name: str) -> None:
@@ -127,12 +140,16 @@ class TinyDbStore:
     def insert_job(self, doc: Doc) -> int:
         """Store a new job under the next id (one write) and return the id."""
         job_id = self._next_id
-        self._hot()[str(job_id)] = {**doc, "id": job_id}
-        self._write_hot()
+        stored = {**doc, "id": job_id}
+        check_storable(stored)
+        # Taken before the write: an id handed out is spent even if the commit fails.
         self._next_id = job_id + 1
+        self._hot()[str(job_id)] = stored
+        self._write_hot()
         return job_id
 
     def update_job(self, job_id: int, fields: Doc) -> Doc:
+        check_storable(fields)
         hot = self._hot()
         doc = {**hot[str(job_id)], **fields}
         hot[str(job_id)] = doc
@@ -238,6 +255,7 @@ class TinyDbStore:
 
     def put_registry_entry(self, kind: str, doc: Doc) -> None:
         """Insert or replace the entry named `doc["name"]`."""
+        check_storable(doc)
         table = self._registry(kind)
         existing = table.get(Query().name == doc["name"])
         if isinstance(existing, Document):
