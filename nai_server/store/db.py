@@ -6,12 +6,16 @@ archive file per month (`archive/jobs-YYYY-MM.json`), so the cost of a write, wh
 TinyDB pays in proportion to the file it rewrites, does not grow with history.
 
 Every value is checked to serialise before it enters memory, and a write that cannot
-be committed is rolled back (see `atomic`).
+be committed is rolled back (see `atomic`). Job ids never go backwards: the next id is
+above every id in the hot file, in every archive, and every job directory on disk, so
+a restored backup or a lost write can never hand out an id (and its directory) again.
 """
 
 from __future__ import annotations
 
 import copy
+import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +33,9 @@ from nai_server.store.atomic import (
 
 Doc = dict[str, Any]
 
+# A job directory's name starts with its id ("12", or "12.something" once moved aside).
+_JOB_DIR_ID = re.compile(r"\.?(\d{1,18})(?!\d)")
+
 
 def _open(path: Path, **storage_options: Any) -> TinyDB:
     return TinyDB(path, storage=AtomicJSONStorage, **storage_options)
@@ -37,9 +44,12 @@ def _open(path: Path, **storage_options: Any) -> TinyDB:
 class TinyDbStore:
     """Users, groups, settings and the job table (hot + monthly archives)."""
 
-    def __init__(self, state_dir: Path, lock: CommitLock | None = None) -> None:
+    def __init__(self, state_dir: Path, lock: CommitLock | None = None, *,
+                 jobs_dir: Path | None = None) -> None:
         """With a `lock`, writes to the hot database are group-committed when the lock's
-        outermost holder releases it; without one, each write is flushed at once."""
+        outermost holder releases it; without one, each write is flushed at once.
+        `jobs_dir` (default `state_dir/jobs`) holds the job directories, whose names
+        are ids that must never be handed out again."""
         self.dir = state_dir
         self.archive_dir = state_dir / "archive"
         self.archive_dir.mkdir(parents=True, exist_ok=True)
@@ -53,11 +63,23 @@ class TinyDbStore:
         self.groups = self.db.table("groups", cache_size=0)
         self.meta = self.db.table("meta", cache_size=0)
         self.jobs = self.db.table("jobs", cache_size=0)
-        hot_max = max((int(k) for k in self._hot()), default=0)
-        self._next_id = max(hot_max, int(self.get_setting("archived_max_id", 0))) + 1
         # Refuse to start on a damaged archive too, before anything is written.
-        for path in sorted(self.archive_dir.glob("jobs-*.json")):
-            read_json_file(path)
+        archived = [self._max_archived_id(p) for p in sorted(self.archive_dir.glob("jobs-*.json"))]
+        self._next_id = 1 + max(
+            max((int(k) for k in self._hot()), default=0),
+            int(self.get_setting("archived_max_id", 0)),
+            *(high for _, high in self.get_setting("archive_ranges", {}).values()),
+            *archived,
+            _max_job_dir_id(state_dir / "jobs" if jobs_dir is None else jobs_dir),
+        )
+
+    @staticmethod
+    def _max_archived_id(path: Path) -> int:
+        data = read_json_file(path)  # raises StateUnreadable naming the file
+        jobs = data.get("jobs") if isinstance(data, dict) else None
+        if not isinstance(jobs, dict):
+            return 0
+        return max((int(k) for k in jobs if k.isdigit()), default=0)
 
     def close(self) -> None:
         self.db.close()
@@ -271,3 +293,13 @@ class TinyDbStore:
 
     def remove_registry_entry(self, kind: str, name: str) -> None:
         self._registry(kind).remove(Query().name == name)
+
+
+def _max_job_dir_id(jobs_dir: Path) -> int:
+    """The highest id among the job directories: names only, no stat per entry."""
+    try:
+        with os.scandir(jobs_dir) as entries:
+            found = (_JOB_DIR_ID.match(e.name) for e in entries)
+            return max((int(m.group(1)) for m in found if m), default=0)
+    except FileNotFoundError:
+        return 0

@@ -182,3 +182,23 @@ def test_group_commit_fails_every_writer_whose_change_was_thrown_away(
     storage.close()
     assert json.loads((tmp_path / "s.json").read_text()) == {"n": 3}
 
+
+# --- ids never go backwards -------------------------------------------------------------
+
+
+def test_ids_start_above_every_archive_and_job_directory(tmp_path: Path) -> None:
+    """A restored (older) state.json knows neither the archives' ids nor the jobs whose
+    directories exist: the next id is above all of them."""
+    store = TinyDbStore(tmp_path)
+    assert store.insert_job({"state": "queued"}) == 1
+    store.close()
+    backup = (tmp_path / "state.json").read_bytes()
+    # Ids the restored file does not know: an archive written later, job directories.
+    (tmp_path / "archive" / "jobs-2026-11.json").write_text(
+        json.dumps({"jobs": {"7": {"id": 7}, "40": {"id": 40}}}))
+    jobs = tmp_path / "jobs"
+    for name in ("3", "41", "52.moved-aside", "not-a-job", "9" * 30):
+        (jobs / name).mkdir(parents=True)
+    (tmp_path / "state.json").write_bytes(backup)
+    assert TinyDbStore(tmp_path).next_job_id() == 53
+    assert TinyDbStore(tmp_path, jobs_dir=tmp_path / "elsewhere").next_job_id() == 41
