@@ -160,6 +160,7 @@ class AtomicJSONStorage(Storage):
         self._lost_upto: list[int] = []
         self._data: dict[str, Any] | None = None
         self._durable: bytes | None = None  # the file's content, to roll back to
+        self.rollbacks = 0  # failed commits so far: what was derived from memory is stale
         if self.path.exists():
             raw = _read(self.path)
             data = _parse(self.path, raw)
@@ -222,6 +223,7 @@ class AtomicJSONStorage(Storage):
             self._lost_after.append(self._flushed)
             self._lost_upto.append(self._written)
         self._data = orjson.loads(self._durable) if self._durable is not None else None
+        self.rollbacks += 1
 
     def _raise_if_lost(self, target: int) -> None:
         # Ranges are sorted and disjoint: each starts at the last flushed generation.

@@ -84,6 +84,12 @@ class TinyDbStore:
     def close(self) -> None:
         self.db.close()
 
+    @property
+    def rollbacks(self) -> int:
+        """How many commits of the hot database failed and were rolled back: a cache
+        of what the store held must be dropped when this changes."""
+        return self.db.storage.rollbacks  # type: ignore[attr-defined, no-any-return]
+
     # --- settings ---------------------------------------------------------------------
 
     def _meta(self) -> Doc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,13 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from nai_server import identity
+from nai_server.identity import Peer
+from nai_server.protocol import Forbidden
 from nai_server.service import Service
 from nai_server.store import atomic
+from nai_server.store.atomic import CommitFailed
+from nai_server.testing import make_service
 from tests.integration.conftest import Daemon, UnixUser, needs_root, wait_for
 
 TERMINAL = {"succeeded", "failed", "cancelled", "timed_out", "lost"}
@@ -124,3 +130,29 @@ def test_a_commit_that_fails_is_an_error_for_its_request_and_is_not_kept(
     assert later.status_code == 201 and later.json()["id"] > kept + 1  # the lost id is spent
     on_disk = json.loads((service.config.state / "state.json").read_text())
     assert sorted(int(k) for k in on_disk["jobs"]) == [kept, later.json()["id"]]
+
+
+def test_an_account_whose_commit_failed_grants_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request that arrives while an admin's `user add` is being flushed sees the new
+    account; when the flush fails and the account is rolled back, the daemon's cache of
+    who may call it must not keep it."""
+    service = make_service(tmp_path / "state", mode="multi-user")
+    peer = Peer(pid=os.getpid(), uid=1, gid=1)  # the unix account "daemon"
+    name = identity.user_name(peer.uid)
+    assert name is not None
+    during_flush: list[str] = []
+    real_write = atomic.atomic_write
+
+    def full_after_a_request(path: Path, data: bytes, mode: int = 0o600) -> None:
+        monkeypatch.setattr(atomic, "atomic_write", real_write)
+        during_flush.append(service.accounts.resolve(peer).user)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic, "atomic_write", full_after_a_request)
+    with pytest.raises(CommitFailed):
+        service.accounts.add_user(name)
+    assert during_flush == [name]
+    with pytest.raises(Forbidden, match="not registered"):
+        service.accounts.resolve(peer)
+    service.close()
