@@ -14,8 +14,10 @@ ahead of the file and a restart never finds less than what was acknowledged.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -232,9 +234,13 @@ class AtomicJSONStorage(Storage):
             raise CommitFailed(self.path, f"writing {self.path.name} failed and the "
                                f"change was rolled back")
 
-    def close(self) -> None:
+    def settled(self) -> bool:
+        """Whether memory holds nothing that a failed flush could still take back."""
         rolled_back = bool(self._lost_upto) and self._lost_upto[-1] == self._written
-        if self._written > self._flushed and not rolled_back:
+        return self._written == self._flushed or rolled_back
+
+    def close(self) -> None:
+        if not self.settled():
             self.commit()
         self._data = None
 
@@ -267,3 +273,30 @@ class CommitLock:
         self.rlock.release()
         if upto and self.storage is not None:
             self.storage.commit(upto)
+
+    # Another holder may take the lock between a writer's release and its flush, and
+    # see the writer's change before it is on disk. Most holders only answer requests;
+    # one that does what cannot be undone (starting a job's processes) must not act on
+    # a change that a failed flush then rolls back.
+    SETTLE_TRIES = 50
+
+    @contextlib.contextmanager
+    def settled(self) -> Iterator[CommitLock]:
+        """Hold the lock with every change in memory already on disk (or rolled back).
+        Waits for pending flushes outside the lock; after SETTLE_TRIES rounds of other
+        writers slipping in, goes on with what it has rather than starve."""
+        for _ in range(self.SETTLE_TRIES):
+            self.__enter__()
+            storage = self.storage
+            if storage is None or storage.settled() or self._local.depth > 1:
+                break
+            upto = storage.pending()
+            self.__exit__(None, None, None)  # nothing of ours to commit: we wrote nothing
+            with contextlib.suppress(CommitFailed):  # rolled back: settled as well
+                storage.commit(upto)
+        else:
+            self.__enter__()
+        try:
+            yield self
+        finally:
+            self.__exit__(None, None, None)

@@ -55,10 +55,14 @@ class TinyDbStore:
         self.archive_dir.mkdir(parents=True, exist_ok=True)
         self.db = _open(state_dir / "state.json", group_commit=lock is not None,
                         lock=lock.rlock if lock else None)
+        storage = self.db.storage
+        assert isinstance(storage, AtomicJSONStorage)
+        self.storage = storage
         if lock is not None:
-            lock.storage = self.db.storage
-        if self.db.storage.read() is None:  # a new state dir: give the tables a home
-            self.db.storage.write({"jobs": {}})
+            lock.storage = storage
+        if storage.read() is None:  # a new state dir: give the tables a home
+            storage.write({"jobs": {}})
+            storage.commit()  # on disk now: the state a failed commit returns to
         self.users = self.db.table("users", cache_size=0)
         self.groups = self.db.table("groups", cache_size=0)
         self.meta = self.db.table("meta", cache_size=0)
@@ -88,7 +92,7 @@ class TinyDbStore:
     def rollbacks(self) -> int:
         """How many commits of the hot database failed and were rolled back: a cache
         of what the store held must be dropped when this changes."""
-        return self.db.storage.rollbacks  # type: ignore[attr-defined, no-any-return]
+        return self.storage.rollbacks
 
     # --- settings ---------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from nai_server.store.atomic import (
     Unstorable,
 )
 from nai_server.store.db import TinyDbStore
+from nai_server.testing import wait_for
 
 
 def test_atomic_storage_replaces_whole_file(tmp_path: Path) -> None:
@@ -202,3 +204,54 @@ def test_ids_start_above_every_archive_and_job_directory(tmp_path: Path) -> None
     (tmp_path / "state.json").write_bytes(backup)
     assert TinyDbStore(tmp_path).next_job_id() == 53
     assert TinyDbStore(tmp_path, jobs_dir=tmp_path / "elsewhere").next_job_id() == 41
+
+
+def test_a_settled_holder_never_acts_on_a_change_that_is_then_rolled_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between a writer's release of the lock and its flush, a plain holder sees the
+    change; one that holds `settled()` (the scheduler, which starts processes) waits
+    for the flush and, when it fails, sees the state without the change."""
+    store, lock = _locked_store(tmp_path)
+    storage = store.db.storage
+    flushing, go = threading.Event(), threading.Event()
+    real_commit = storage.commit
+    in_commit: list[str] = []
+
+    def slow_full_disk(path: Path, data: bytes, mode: int = 0o600) -> None:
+        flushing.set()
+        go.wait(20)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def commit(upto: int | None = None) -> None:
+        in_commit.append(threading.current_thread().name)
+        real_commit(upto)
+
+    monkeypatch.setattr(atomic, "atomic_write", slow_full_disk)
+    monkeypatch.setattr(storage, "commit", commit)
+    failures: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            with lock:
+                store.insert_job({"state": "queued"})
+        except CommitFailed as exc:
+            failures.append(exc)
+
+    a = threading.Thread(target=writer, name="writer")
+    a.start()
+    assert flushing.wait(20)
+    with lock:
+        assert [j["id"] for j in store.hot_jobs()] == [1]  # visible, not yet on disk
+    seen: list[list[int]] = []
+
+    def scheduler() -> None:
+        with lock.settled():
+            seen.append([j["id"] for j in store.hot_jobs()])
+
+    s = threading.Thread(target=scheduler, name="scheduler")
+    s.start()
+    wait_for(lambda: "scheduler" in in_commit or not s.is_alive(), what="the scheduler")
+    go.set()
+    a.join(20)
+    s.join(20)
+    assert failures and seen == [[]]
