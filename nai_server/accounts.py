@@ -47,6 +47,7 @@ class Accounts:
         self.owner_uid = os.getuid()
         self.owner = identity.user_name(self.owner_uid) or str(self.owner_uid)
         self._callers: dict[int, Caller] = {}
+        self._rollbacks = store.rollbacks
         with lock:
             if store.get_group(admins_group) is None:
                 store.add_group(self._group_doc(admins_group))
@@ -60,6 +61,9 @@ class Accounts:
         request, and the account database and NSS need not be asked each time."""
         if peer is None:
             raise Unauthorized("no peer credentials: connect through the daemon's unix socket")
+        if self._rollbacks != self.store.rollbacks:  # an account change may have been undone
+            self._rollbacks = self.store.rollbacks
+            self._changed()
         cache = self._callers
         caller = cache.get(peer.uid)
         if caller is None:

@@ -4,11 +4,18 @@ Only the daemon opens these files. The hot database (`state.json`) holds users,
 groups, settings and active or recently finished jobs; finished jobs move to one
 archive file per month (`archive/jobs-YYYY-MM.json`), so the cost of a write, which
 TinyDB pays in proportion to the file it rewrites, does not grow with history.
+
+Every value is checked to serialise before it enters memory, and a write that cannot
+be committed is rolled back (see `atomic`). Job ids never go backwards: the next id is
+above every id in the hot file, in every archive, and every job directory on disk, so
+a restored backup or a lost write can never hand out an id (and its directory) again.
 """
 
 from __future__ import annotations
 
 import copy
+import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,9 +24,17 @@ from typing import Any
 from tinydb import Query, TinyDB
 from tinydb.table import Document
 
-from nai_server.store.atomic import AtomicJSONStorage, CommitLock, read_json_file
+from nai_server.store.atomic import (
+    AtomicJSONStorage,
+    CommitLock,
+    check_storable,
+    read_json_file,
+)
 
 Doc = dict[str, Any]
+
+# A job directory's name starts with its id ("12", or "12.something" once moved aside).
+_JOB_DIR_ID = re.compile(r"\.?(\d{1,18})(?!\d)")
 
 
 def _open(path: Path, **storage_options: Any) -> TinyDB:
@@ -29,30 +44,55 @@ def _open(path: Path, **storage_options: Any) -> TinyDB:
 class TinyDbStore:
     """Users, groups, settings and the job table (hot + monthly archives)."""
 
-    def __init__(self, state_dir: Path, lock: CommitLock | None = None) -> None:
+    def __init__(self, state_dir: Path, lock: CommitLock | None = None, *,
+                 jobs_dir: Path | None = None) -> None:
         """With a `lock`, writes to the hot database are group-committed when the lock's
-        outermost holder releases it; without one, each write is flushed at once."""
+        outermost holder releases it; without one, each write is flushed at once.
+        `jobs_dir` (default `state_dir/jobs`) holds the job directories, whose names
+        are ids that must never be handed out again."""
         self.dir = state_dir
         self.archive_dir = state_dir / "archive"
         self.archive_dir.mkdir(parents=True, exist_ok=True)
         self.db = _open(state_dir / "state.json", group_commit=lock is not None,
                         lock=lock.rlock if lock else None)
+        storage = self.db.storage
+        assert isinstance(storage, AtomicJSONStorage)
+        self.storage = storage
         if lock is not None:
-            lock.storage = self.db.storage
-        if self.db.storage.read() is None:  # a new state dir: give the tables a home
-            self.db.storage.write({"jobs": {}})
+            lock.storage = storage
+        if storage.read() is None:  # a new state dir: give the tables a home
+            storage.write({"jobs": {}})
+            storage.commit()  # on disk now: the state a failed commit returns to
         self.users = self.db.table("users", cache_size=0)
         self.groups = self.db.table("groups", cache_size=0)
         self.meta = self.db.table("meta", cache_size=0)
         self.jobs = self.db.table("jobs", cache_size=0)
-        hot_max = max((int(k) for k in self._hot()), default=0)
-        self._next_id = max(hot_max, int(self.get_setting("archived_max_id", 0))) + 1
         # Refuse to start on a damaged archive too, before anything is written.
-        for path in sorted(self.archive_dir.glob("jobs-*.json")):
-            read_json_file(path)
+        archived = [self._max_archived_id(p) for p in sorted(self.archive_dir.glob("jobs-*.json"))]
+        self._next_id = 1 + max(
+            max((int(k) for k in self._hot()), default=0),
+            int(self.get_setting("archived_max_id", 0)),
+            *(high for _, high in self.get_setting("archive_ranges", {}).values()),
+            *archived,
+            _max_job_dir_id(state_dir / "jobs" if jobs_dir is None else jobs_dir),
+        )
+
+    @staticmethod
+    def _max_archived_id(path: Path) -> int:
+        data = read_json_file(path)  # raises StateUnreadable naming the file
+        jobs = data.get("jobs") if isinstance(data, dict) else None
+        if not isinstance(jobs, dict):
+            return 0
+        return max((int(k) for k in jobs if k.isdigit()), default=0)
 
     def close(self) -> None:
         self.db.close()
+
+    @property
+    def rollbacks(self) -> int:
+        """How many commits of the hot database failed and were rolled back: a cache
+        of what the store held must be dropped when this changes."""
+        return self.storage.rollbacks
 
     # --- settings ---------------------------------------------------------------------
 
@@ -64,6 +104,7 @@ class TinyDbStore:
         return self._meta().get(key, default)
 
     def set_setting(self, key: str, value: Any) -> None:
+        check_storable(value)
         self.meta.upsert(Document({key: value}, doc_id=1))
 
     # --- users and groups -------------------------------------------------------------
@@ -76,9 +117,11 @@ class TinyDbStore:
         return sorted((dict(d) for d in self.users.all()), key=lambda d: d["name"])
 
     def add_user(self, doc: Doc) -> None:
+        check_storable(doc)
         self.users.insert(doc)
 
     def update_user(self, name: str, fields: Doc) -> None:
+        check_storable(fields)
         self.users.update(fields, Query().name == name)
 
     def remove_user(self, name: str) -> None:
@@ -96,9 +139,11 @@ class TinyDbStore:
         return sorted((dict(d) for d in self.groups.all()), key=lambda d: d["name"])
 
     def add_group(self, doc: Doc) -> None:
+        check_storable(doc)
         self.groups.insert(doc)
 
     def update_group(self, name: str, fields: Doc) -> None:
+        check_storable(fields)
         self.groups.update(fields, Query().name == name)
 
     def remove_group(self, name: str) -> None:
@@ -127,12 +172,16 @@ class TinyDbStore:
     def insert_job(self, doc: Doc) -> int:
         """Store a new job under the next id (one write) and return the id."""
         job_id = self._next_id
-        self._hot()[str(job_id)] = {**doc, "id": job_id}
-        self._write_hot()
+        stored = {**doc, "id": job_id}
+        check_storable(stored)
+        # Taken before the write: an id handed out is spent even if the commit fails.
         self._next_id = job_id + 1
+        self._hot()[str(job_id)] = stored
+        self._write_hot()
         return job_id
 
     def update_job(self, job_id: int, fields: Doc) -> Doc:
+        check_storable(fields)
         hot = self._hot()
         doc = {**hot[str(job_id)], **fields}
         hot[str(job_id)] = doc
@@ -238,6 +287,7 @@ class TinyDbStore:
 
     def put_registry_entry(self, kind: str, doc: Doc) -> None:
         """Insert or replace the entry named `doc["name"]`."""
+        check_storable(doc)
         table = self._registry(kind)
         existing = table.get(Query().name == doc["name"])
         if isinstance(existing, Document):
@@ -253,3 +303,13 @@ class TinyDbStore:
 
     def remove_registry_entry(self, kind: str, name: str) -> None:
         self._registry(kind).remove(Query().name == name)
+
+
+def _max_job_dir_id(jobs_dir: Path) -> int:
+    """The highest id among the job directories: names only, no stat per entry."""
+    try:
+        with os.scandir(jobs_dir) as entries:
+            found = (_JOB_DIR_ID.match(e.name) for e in entries)
+            return max((int(m.group(1)) for m in found if m), default=0)
+    except FileNotFoundError:
+        return 0

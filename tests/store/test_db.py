@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from nai_server.store.atomic import AtomicJSONStorage, StateUnreadable
+from nai_server.store import atomic, db
+from nai_server.store.atomic import (
+    AtomicJSONStorage,
+    CommitFailed,
+    CommitLock,
+    StateUnreadable,
+    Unstorable,
+)
 from nai_server.store.db import TinyDbStore
+from nai_server.testing import wait_for
 
 
 def test_atomic_storage_replaces_whole_file(tmp_path: Path) -> None:
@@ -21,7 +32,7 @@ def test_atomic_storage_replaces_whole_file(tmp_path: Path) -> None:
     assert AtomicJSONStorage(tmp_path / "s.json").read() == {"t": {"1": {"a": 1}}}
 
 
-@pytest.mark.parametrize("content", ['{"users": {"1": ', "[1, 2]", "\x00\xff"])
+@pytest.mark.parametrize("content", ['{"users": {"1": ', "[1, 2]", "\x00\xff", "", " \n\t "])
 def test_unreadable_state_is_refused_and_kept(tmp_path: Path, content: str) -> None:
     path = tmp_path / "state.json"
     path.write_text(content, errors="surrogateescape")
@@ -66,3 +77,181 @@ def test_hot_file_does_not_grow_with_history(tmp_path: Path) -> None:
         store.archive_jobs(ids)
     assert len((tmp_path / "state.json").read_bytes()) < 2000
     assert len(list(store.iter_jobs())) == 250
+
+
+# --- a change is kept in memory only once it is on disk ---------------------------------
+
+BIG = 10**20  # beyond 64 bits: orjson refuses it ("Integer exceeds 64-bit range")
+
+
+def _locked_store(state: Path) -> tuple[TinyDbStore, CommitLock]:
+    lock = CommitLock()
+    return TinyDbStore(state, lock), lock
+
+
+def test_a_value_json_cannot_hold_is_refused_before_it_reaches_memory(tmp_path: Path) -> None:
+    store, lock = _locked_store(tmp_path)
+    with lock:
+        first = store.insert_job({"state": "queued"})
+    before = (tmp_path / "state.json").read_bytes()
+    with pytest.raises(Unstorable, match="64-bit"), lock:
+        store.insert_job({"state": "queued", "time_limit": BIG})
+    with pytest.raises(Unstorable), lock:
+        store.update_job(first, {"time_limit": BIG})
+    with pytest.raises(Unstorable), lock:
+        store.set_setting("usage", {1: 2.0})  # a key JSON cannot hold
+    assert (tmp_path / "state.json").read_bytes() == before
+    assert [j.get("time_limit") for j in store.hot_jobs()] == [None]
+    with lock:
+        second = store.insert_job({"state": "queued", "time_limit": 60})
+    assert second > first and TinyDbStore(tmp_path).get_job(second)["time_limit"] == 60
+
+
+def test_a_poisoned_commit_rolls_memory_back_and_later_writes_commit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defence in depth: should a value slip past the check (a bug elsewhere), the
+    commit that cannot serialise it throws the change away instead of refusing every
+    later commit while memory runs ahead of the file."""
+    store, lock = _locked_store(tmp_path)
+    with lock:
+        job = store.insert_job({"state": "queued"})
+    monkeypatch.setattr(db, "check_storable", lambda value: None)
+    with pytest.raises(CommitFailed, match="64-bit") as err, lock:
+        store.update_job(job, {"time_limit": BIG})
+        store.add_group({"name": "poisoned-with-it"})
+    assert err.value.status == 503 and "nothing was changed" in err.value.message
+    assert store.get_job(job) == {"id": job, "state": "queued"}
+    assert store.get_group("poisoned-with-it") is None
+    with lock:
+        later = store.insert_job({"state": "queued"})
+        store.add_group({"name": "after"})
+    reopened = TinyDbStore(tmp_path)
+    assert reopened.get_job(later) is not None and reopened.get_group("after") is not None
+    assert reopened.get_job(job) == {"id": job, "state": "queued"}
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EIO])
+def test_a_failed_write_rolls_back_and_the_caller_hears_of_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int) -> None:
+    store, lock = _locked_store(tmp_path)
+    with lock:
+        kept = store.insert_job({"state": "queued"})
+    real_fsync = os.fsync
+
+    def failing_fsync(fd: int) -> None:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(CommitFailed, match=os.strerror(code)), lock:
+        lost = store.insert_job({"state": "queued"})
+        store.update_job(kept, {"state": "cancelled"})
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert [j["id"] for j in store.hot_jobs()] == [kept]
+    assert store.get_job(kept)["state"] == "queued"
+    assert not list(tmp_path.glob(".*.tmp"))  # no half-written copy left on a full disk
+    with lock:
+        after = store.insert_job({"state": "queued"})
+    assert after > lost  # the lost write's id is spent, not handed out again
+    reopened = TinyDbStore(tmp_path)
+    assert [j["id"] for j in reopened.hot_jobs()] == [kept, after]
+
+
+def test_group_commit_fails_every_writer_whose_change_was_thrown_away(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two writers' changes wait for one flush; it fails: both hear it, even the one
+    that asks only after a later flush has succeeded."""
+    storage = AtomicJSONStorage(tmp_path / "s.json", group_commit=True)
+    storage.write({"n": 0})
+    storage.commit()
+    storage.write({"n": 1})
+    first = storage.pending()
+    storage.write({"n": 2})
+    second = storage.pending()
+
+    def disk_full(path: Path, data: bytes, mode: int = 0o600) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic, "atomic_write", disk_full)
+    with pytest.raises(CommitFailed, match="No space left"):
+        storage.commit(second)
+    monkeypatch.undo()
+    assert storage.read() == {"n": 0}
+    storage.write({"n": 3})
+    storage.commit(storage.pending())
+    for waiter in (first, second):
+        with pytest.raises(CommitFailed, match="rolled back"):
+            storage.commit(waiter)
+    storage.close()
+    assert json.loads((tmp_path / "s.json").read_text()) == {"n": 3}
+
+
+# --- ids never go backwards -------------------------------------------------------------
+
+
+def test_ids_start_above_every_archive_and_job_directory(tmp_path: Path) -> None:
+    """A restored (older) state.json knows neither the archives' ids nor the jobs whose
+    directories exist: the next id is above all of them."""
+    store = TinyDbStore(tmp_path)
+    assert store.insert_job({"state": "queued"}) == 1
+    store.close()
+    backup = (tmp_path / "state.json").read_bytes()
+    # Ids the restored file does not know: an archive written later, job directories.
+    (tmp_path / "archive" / "jobs-2026-11.json").write_text(
+        json.dumps({"jobs": {"7": {"id": 7}, "40": {"id": 40}}}))
+    jobs = tmp_path / "jobs"
+    for name in ("3", "41", "52.moved-aside", "not-a-job", "9" * 30):
+        (jobs / name).mkdir(parents=True)
+    (tmp_path / "state.json").write_bytes(backup)
+    assert TinyDbStore(tmp_path).next_job_id() == 53
+    assert TinyDbStore(tmp_path, jobs_dir=tmp_path / "elsewhere").next_job_id() == 41
+
+
+def test_a_settled_holder_never_acts_on_a_change_that_is_then_rolled_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between a writer's release of the lock and its flush, a plain holder sees the
+    change; one that holds `settled()` (the scheduler, which starts processes) waits
+    for the flush and, when it fails, sees the state without the change."""
+    store, lock = _locked_store(tmp_path)
+    storage = store.db.storage
+    flushing, go = threading.Event(), threading.Event()
+    real_commit = storage.commit
+    in_commit: list[str] = []
+
+    def slow_full_disk(path: Path, data: bytes, mode: int = 0o600) -> None:
+        flushing.set()
+        go.wait(20)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def commit(upto: int | None = None) -> None:
+        in_commit.append(threading.current_thread().name)
+        real_commit(upto)
+
+    monkeypatch.setattr(atomic, "atomic_write", slow_full_disk)
+    monkeypatch.setattr(storage, "commit", commit)
+    failures: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            with lock:
+                store.insert_job({"state": "queued"})
+        except CommitFailed as exc:
+            failures.append(exc)
+
+    a = threading.Thread(target=writer, name="writer")
+    a.start()
+    assert flushing.wait(20)
+    with lock:
+        assert [j["id"] for j in store.hot_jobs()] == [1]  # visible, not yet on disk
+    seen: list[list[int]] = []
+
+    def scheduler() -> None:
+        with lock.settled():
+            seen.append([j["id"] for j in store.hot_jobs()])
+
+    s = threading.Thread(target=scheduler, name="scheduler")
+    s.start()
+    wait_for(lambda: "scheduler" in in_commit or not s.is_alive(), what="the scheduler")
+    go.set()
+    a.join(20)
+    s.join(20)
+    assert failures and seen == [[]]
