@@ -117,11 +117,12 @@ class JobRuntime:
     def tick(self, now: float | None = None) -> None:
         now = self.clock() if now is None else now
         snapshot = self.gpus.probe()
-        with self.lock:
+        # settled(): never launch a job whose submission a failed flush may take back.
+        with self.lock.settled():
             ended = self._reap(now)
         for job in ended:  # outside the lock: no request waits on a job's files
             self._collecting[job["id"]] = self.collector.submit(self._collect, job)
-        with self.lock:
+        with self.lock.settled():
             self._finish_collected()
             hot = self.store.hot_jobs()
             self._observe(snapshot, hot)
@@ -526,7 +527,8 @@ class JobRuntime:
         """A new job's directory, complete before it gets its name."""
         if os.path.lexists(job_dir):
             _move_aside(job_dir, "a new job never takes over a directory already there")
-        building = job_dir.with_name(f".new-{job['id']}")
+        # Names that start with the id, so the store's id floor counts them too.
+        building = job_dir.with_name(f".{job['id']}.new")
         if os.path.lexists(building):  # left by a crash while building
             shutil.rmtree(building)
         building.mkdir(mode=0o700)
@@ -574,7 +576,7 @@ class JobRuntime:
 def _move_aside(path: Path, why: str) -> None:
     """Rename a job directory out of the way, for an admin to look at; never delete it
     (it may hold someone's data)."""
-    aside = path.with_name(f".stale-{path.name}-{time.time_ns()}")
+    aside = path.with_name(f"{path.name}.stale-{time.time_ns()}")
     os.rename(path, aside)
     log.warning("%s was moved aside to %s: %s", path, aside, why)
 
