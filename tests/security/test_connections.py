@@ -12,11 +12,15 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable
+from typing import Any
 
+import pytest
+
+from nai_server import daemon as daemon_module
+from nai_server.config import ServerConfig
 from nai_server.identity import LogThrottle
 from nai_server.testing import wait_for
-from tests.integration.conftest import parse_response
-from tests.security.conftest import Daemon, UnixUser
+from tests.integration.conftest import Daemon, UnixUser, parse_response
 
 # Run as the attacker: open COUNT connections, stall in a request head on the first
 # PARTIAL of them, then wait (with a deadline) until all but KEEP were answered and
@@ -50,7 +54,7 @@ sys.stdin.read()
 
 
 def hold_connections(daemon: Daemon, user: UnixUser, count: int, partial: int,
-                     keep: int) -> tuple[subprocess.Popen[str], dict]:
+                     keep: int) -> tuple[subprocess.Popen[str], dict[str, Any]]:
     proc = subprocess.Popen(
         [sys.executable, "-c", HOLDER, str(daemon.socket), str(count), str(partial), str(keep)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
@@ -160,7 +164,7 @@ def test_out_of_descriptors_logs_a_line_not_a_flood(
     assert daemon.stop(signal.SIGTERM) == 0
 
 
-def test_log_throttle_counts_what_it_left_out(caplog) -> None:
+def test_log_throttle_counts_what_it_left_out(caplog: pytest.LogCaptureFixture) -> None:
     now = [0.0]
     throttle = LogThrottle(logging.getLogger("nai.test"), 10.0, clock=lambda: now[0])
     with caplog.at_level(logging.INFO, logger="nai.test"):
@@ -173,3 +177,12 @@ def test_log_throttle_counts_what_it_left_out(caplog) -> None:
         "accept failed: EMFILE",
         "accept failed: EMFILE (and 500 more since the last such line)",
     ]
+
+
+def test_max_connections_stays_within_the_open_files_limit(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    config = ServerConfig.model_validate({"limits": {"max_connections": 4096}}).resolved()
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (1024, 1024))
+    limits = daemon_module.connection_limits(config)
+    assert limits.total == 1024 - daemon_module.FD_RESERVE
+    assert 0 in limits.exempt and limits.per_user == 64
