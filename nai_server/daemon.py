@@ -200,13 +200,15 @@ def raise_nofile() -> int:
     """Raise the soft limit on open files to the hard one: every connection is one.
     Returns the soft limit now in force."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != soft:
+    # An unlimited hard limit still stops at the kernel's fs.nr_open (2^20 by default).
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft != resource.RLIM_INFINITY and target > soft:
         try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-        except (ValueError, OSError) as exc:  # e.g. an unlimited hard limit
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
             log.warning("could not raise the open files limit from %s to %s: %s",
-                        soft, hard, exc)
+                        soft, target, exc)
     return soft
 
 
