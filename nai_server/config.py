@@ -103,6 +103,12 @@ class LimitsConfig(_Section):
     max_file_size: str | int = "64GiB"
     max_tree_entries: int = Field(default=1_000_000, ge=1)
     max_tree_size: str | int = "2TiB"
+    # Connections to the API socket (root's and the daemon's own uid are not capped).
+    connections_per_user: int = Field(default=64, ge=1, le=1_000_000)
+    max_connections: int = Field(default=4096, ge=1, le=1_000_000)
+    header_timeout: Seconds = Field(default=30.0, gt=0, le=86_400)
+    idle_timeout: Seconds = Field(default=3600.0, gt=0, le=7 * 86_400)
+    keepalive_timeout: Seconds = Field(default=5.0, gt=0, le=86_400)
 
 
 class ServerConfig(_Section):

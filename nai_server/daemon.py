@@ -7,11 +7,13 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import uvicorn
@@ -19,7 +21,7 @@ import uvicorn
 from nai_server.api import create_app
 from nai_server.config import ServerConfig
 from nai_server.gpus import GpuInventory, open_inventory
-from nai_server.identity import PeerCredProtocol
+from nai_server.identity import ConnectionLimits, LogThrottle, guarded_protocol
 from nai_server.service import Service
 from nai_server.store.atomic import CommitLock
 from nai_server.store.blobs import BlobStore
@@ -36,6 +38,18 @@ TICK_DUTY = 5.0
 
 # sshd and relays connect non-blocking: a full backlog fails their connect at once.
 LISTEN_BACKLOG = 1024
+
+# Descriptors kept back from connections: the database, blobs being written, job logs,
+# the pipes of the jobs the daemon starts.
+FD_RESERVE = 256
+# uvicorn answers 503 to a request once its connections or running requests reach
+# limit_concurrency. The guard already keeps capped users' connections to
+# limits.max_connections; uvicorn's limit sits above it, for root's connections and
+# requests still finishing after their connection went.
+CONCURRENCY_MARGIN = 64
+# When accept() fails (EMFILE...), asyncio reports it once per waiting connection,
+# up to the backlog, every second: 282,000 lines in 25 s once. One line per this long.
+ACCEPT_ERROR_LOG_EVERY = 10.0
 
 
 class DaemonError(Exception):
@@ -129,17 +143,21 @@ async def serve(service: Service, sock: socket.socket, *, burst: bool = False) -
     # Builds every route's request handler now. FastAPI would build each on the route's
     # first request (15-20 ms apiece), so the first push after a start paid ~50 ms.
     app.openapi()
+    limits = connection_limits(service.config)
     config = uvicorn.Config(
         app,
-        http=PeerCredProtocol,
+        http=guarded_protocol(limits),
         lifespan="off",
         log_level="warning",
         access_log=False,
         backlog=LISTEN_BACKLOG,
         timeout_graceful_shutdown=3,
+        timeout_keep_alive=service.config.limits.keepalive_timeout,  # type: ignore[arg-type]
+        limit_concurrency=limits.total + CONCURRENCY_MARGIN,
     )
     server = _Server(config)
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(loop_error_handler(LogThrottle(log, ACCEPT_ERROR_LOG_EVERY)))
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, _request_exit, server, sig)
     # A job the daemon started has ended: reap it and start the next one now,
@@ -156,6 +174,61 @@ async def serve(service: Service, sock: socket.socket, *, burst: bool = False) -
             await ticker
 
 
+def connection_limits(config: ServerConfig) -> ConnectionLimits:
+    """The connection guard's limits: the configured ones, with the total kept within
+    the descriptors this process may open."""
+    limits = config.limits
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    total = limits.max_connections
+    if nofile != resource.RLIM_INFINITY:
+        room = max(nofile - FD_RESERVE, nofile // 4)
+        if room < total:
+            log.warning("limits.max_connections lowered from %d to %d: the daemon may open "
+                        "only %d files (raise its RLIMIT_NOFILE, e.g. LimitNOFILE= in its "
+                        "systemd unit)", total, room, nofile)
+            total = room
+    return ConnectionLimits(
+        per_user=limits.connections_per_user,
+        total=total,
+        header_timeout=limits.header_timeout,
+        idle_timeout=limits.idle_timeout,
+        exempt=frozenset({0, os.getuid()}),
+    )
+
+
+def raise_nofile() -> int:
+    """Raise the soft limit on open files to the hard one: every connection is one.
+    Returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # An unlimited hard limit still stops at the kernel's fs.nr_open (2^20 by default).
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft != resource.RLIM_INFINITY and target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open files limit from %s to %s: %s",
+                        soft, target, exc)
+    return soft
+
+
+AcceptHandler = Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None]
+
+
+def loop_error_handler(throttle: LogThrottle) -> AcceptHandler:
+    """The event loop's error handler: accept() failures (out of descriptors or memory)
+    go through `throttle`, one line per period with a count; the rest to asyncio's own."""
+
+    def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if str(context.get("message", "")).startswith("socket.accept() out of system"):
+            throttle.log(logging.ERROR, "cannot accept connections: %s; new connections "
+                         "wait in the backlog, retried every second", context.get("exception"))
+            return
+        loop.default_exception_handler(context)
+
+    return handle
+
+
 def _request_exit(server: uvicorn.Server, sig: int) -> None:
     log.info("received %s, shutting down", signal.Signals(sig).name)
     if server.should_exit:  # a second signal: stop waiting for open connections
@@ -165,10 +238,11 @@ def _request_exit(server: uvicorn.Server, sig: int) -> None:
 
 def run(config: ServerConfig, *, burst: bool = False) -> None:
     """`nai-server run`: bootstrap, bind, serve, clean up the socket."""
+    nofile = raise_nofile()
     service = bootstrap(config)
     sock = bind_socket(config.socket_path, config.personal)
-    log.info("nai-server (%s mode) listening on %s, state in %s",
-             config.mode, config.socket_path, config.state)
+    log.info("nai-server (%s mode) listening on %s, state in %s, %d open files at most",
+             config.mode, config.socket_path, config.state, nofile)
     try:
         asyncio.run(serve(service, sock, burst=burst))
     finally:
