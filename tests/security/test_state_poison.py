@@ -105,7 +105,8 @@ def test_a_restart_never_reuses_a_job_id_or_directory(daemon: Daemon, make_user)
     log = daemon.as_user(victim, "GET", f"/v1/jobs/{job}/logs").body.decode()
     assert "planted" not in log
     job_dir = daemon.state / "jobs" / str(job)
-    assert job_dir.stat().st_uid == victim.uid and not (job_dir / "code" / "planted").exists()
+    assert (job_dir / "code").stat().st_uid == victim.uid
+    assert not (job_dir / "code" / "planted").exists()
     assert (planted_dir / "code" / "planted").read_text() == "mallory\n"  # left alone
 
 
