@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from nai_server import output_walk
 from nai_server.core.trees import Limits, TreeError, parse_manifest
 from nai_server.output_walk import ERROR, FRAME
 from nai_server.store.blobs import BlobStore
@@ -74,11 +75,12 @@ def collect(blobs: BlobStore, output_dir: Path, limits: Limits, run_as: RunAs,
     """Store the tree under `output_dir`, read as `run_as`; return its id. Raises
     TreeError naming the path (and the rule) when the outputs are refused. The helper
     is in `running` while it runs, for whoever must stop it early."""
-    argv = [sys.executable, "-s", "-m", "nai_server.output_walk", str(output_dir),
+    # The helper needs the standard library only: isolated (-I) and without site (-S),
+    # it starts in a fraction of the time, and nothing of the user's environment or
+    # home directory is imported into it.
+    argv = [sys.executable, "-I", "-S", output_walk.__file__, str(output_dir),
             str(limits.max_entries)]
     env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
-    if "PYTHONPATH" in os.environ:  # the daemon's own import path (tests, checkouts)
-        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     as_user: dict[str, Any] = {}
     if run_as.uid is not None:
         as_user = {"user": run_as.uid, "group": run_as.gid, "extra_groups": list(run_as.groups)}

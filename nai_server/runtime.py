@@ -357,7 +357,9 @@ class JobRuntime:
         self.state.foreign = foreign
 
     def _schedule(self, now: float, hot: list[Doc]) -> None:
-        active = [j for j in hot if j["state"] in ACTIVE]
+        # A job whose process has ended gives its GPUs back at once: collecting its
+        # outputs needs none, and the next job need not wait for it.
+        active = [j for j in hot if j["state"] in ACTIVE and j["id"] not in self._collecting]
         held = {g: j["id"] for j in active for g in j.get("gpus", [])}
         snapshot = self.state.snapshot
         assert snapshot is not None
