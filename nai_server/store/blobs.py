@@ -6,6 +6,7 @@ Layout under the root (DESIGN §6):
     trees/ab/cdef….json    trees: canonical manifest JSON, whose sha256 is the tree id
     tmp/                   files being written; nothing appears under a digest name
                            until it is complete, verified and on disk
+    claims/<user>/…        who uploaded which blob, who recorded which tree (claims.py)
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from nai_server.core.trees import (
     select,
 )
 from nai_server.store.atomic import fsync_dir, syncfs
+from nai_server.store.claims import Claims
 from nai_server.store.pack import BlobSink
 
 # Re-exported (`as`): callers import these from here with the store.
@@ -88,6 +90,7 @@ class BlobStore:
         self._blob_dir = str(self._blobs)  # pathlib costs show at thousands of blobs
         for directory in (self._blobs, self._trees, self._tmp):
             directory.mkdir(exist_ok=True)
+        self.claims = Claims(self.root)
 
     # -- blobs ---------------------------------------------------------------------------
 
@@ -131,9 +134,20 @@ class BlobStore:
         with open(path, "rb") as src:
             return self._store_stream(src, limit=None)[0]
 
-    def receiver(self, max_blob_size: int) -> PackReceiver:
-        """Start receiving a packed upload (see PackReceiver)."""
-        return PackReceiver(self, max_blob_size)
+    def receiver(self, max_blob_size: int, holder: str | None = None) -> PackReceiver:
+        """Start receiving a packed upload (see PackReceiver); `holder`: the user whose
+        claims record the blobs received."""
+        return PackReceiver(self, max_blob_size, holder)
+
+    def held(self, user: str, digest: str) -> bool:
+        """True if `user` uploaded this blob and it is still stored."""
+        return self.claims.holds(user, digest) and os.path.isfile(self._blob_file(digest))
+
+    def missing_for(self, user: str, digests: Iterable[str]) -> list[str]:
+        """`missing`, as one user sees the store: what they have not uploaded themselves
+        counts as missing, so the answer tells nothing of other users' blobs."""
+        wanted = list(dict.fromkeys(check_digest(d) for d in digests))
+        return [d for d in wanted if not self.held(user, d)]
 
     def clean_tmp(self) -> None:
         """Remove leftovers of writes a crash interrupted. Call only while nothing uploads."""
