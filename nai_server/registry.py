@@ -119,20 +119,26 @@ class Registry:
 
     # --- views ------------------------------------------------------------------------
 
-    def _version_info(self, caller: Caller, v: Doc) -> RegistryVersion:
+    def _version_info(self, caller: Caller, v: Doc,
+                      memo: dict[str, bool] | None = None) -> RegistryVersion:
         code = rules.lineage_code_tree(v)
-        if code is not None and not self.may_read_tree(caller, code):
-            v = rules.hide_lineage_code(v)
+        if code is not None:
+            memo = {} if memo is None else memo
+            if code not in memo:
+                memo[code] = self.may_read_tree(caller, code)
+            if not memo[code]:
+                v = rules.hide_lineage_code(v)
         return RegistryVersion(**{k: v[k] for k in RegistryVersion.model_fields if k in v})
 
     def _entry_info(self, caller: Caller, doc: Doc) -> RegistryEntry:
         newest = rules.latest(doc)
+        memo: dict[str, bool] = {}  # versions of one job's code: one look
         return RegistryEntry(
             kind=doc["kind"], name=doc["name"], owner=doc["owner"],
             visibility=doc["visibility"], shared_with_groups=doc["shared_with_groups"],
             description=doc["description"], created_at=doc["created_at"],
             latest=newest["version"] if newest else None,
-            versions=[self._version_info(caller, v) for v in doc["versions"]],
+            versions=[self._version_info(caller, v, memo) for v in doc["versions"]],
             may_write=rules.may_write(caller, doc))
 
     @staticmethod

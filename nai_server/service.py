@@ -122,7 +122,8 @@ class Service:
 
     def blob_receiver(self, caller: Caller) -> _SafeReceiver:
         """A packed upload whose blobs are claimed for the caller as they are stored."""
-        return _SafeReceiver(self.blobs.receiver(self.tree_limits.max_file_size, caller.user))
+        return _SafeReceiver(self.blobs.receiver(self.tree_limits.max_file_size, caller.user,
+                                                 sees_all=caller.admin))
 
     def create_tree(self, caller: Caller, raw: Sequence[object]) -> TreeRef:
         """Record a tree. Its blobs must be the caller's (uploaded by them, or files of

@@ -134,10 +134,11 @@ class BlobStore:
         with open(path, "rb") as src:
             return self._store_stream(src, limit=None)[0]
 
-    def receiver(self, max_blob_size: int, holder: str | None = None) -> PackReceiver:
+    def receiver(self, max_blob_size: int, holder: str | None = None, *,
+                 sees_all: bool | None = None) -> PackReceiver:
         """Start receiving a packed upload (see PackReceiver); `holder`: the user whose
-        claims record the blobs received."""
-        return PackReceiver(self, max_blob_size, holder)
+        claims record the blobs received; `sees_all`: they may know of every blob."""
+        return PackReceiver(self, max_blob_size, holder, sees_all=sees_all)
 
     def held(self, user: str, digest: str) -> bool:
         """True if `user` uploaded this blob and it is still stored."""

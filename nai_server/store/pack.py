@@ -90,15 +90,19 @@ class PackReceiver:
 
     With a `holder` (a user name), every verified blob is claimed for them: a claim is
     written once the blob is in place, before the syncfs that makes both durable. A
-    blob already stored is not stored twice: a large one is only hashed, a small one
-    (cheaper to write than to look up) replaces the copy there, same bytes.
+    blob already stored is not stored twice: the copy received replaces it (same
+    bytes). Only a large blob the sender already holds (or any, for one who may see
+    every blob: `sees_all`, the default without a holder) is hashed without being
+    written: skipping the write for another user's blob would tell, by the time the
+    upload takes, that someone stored those bytes.
     """
 
-    def __init__(self, store: BlobStore, max_blob_size: int, holder: str | None = None
-                 ) -> None:
+    def __init__(self, store: BlobStore, max_blob_size: int, holder: str | None = None,
+                 *, sees_all: bool | None = None) -> None:
         self._store = store
         self._max = max_blob_size
         self._holder = holder
+        self._sees_all = holder is None if sees_all is None else sees_all
         self._header = bytearray()
         self._sink: BlobSink | None = None
         self._name = ""
@@ -265,11 +269,17 @@ class PackReceiver:
         # written without asking (the client asked first, so they are new): for
         # thousands of small files the stat cost more than the write it might save.
         self._sink = self._store._sink(
-            hash_only=not unnamed and size >= SKIP_CHECK_BYTES and self._store.has(name))
+            hash_only=not unnamed and size >= SKIP_CHECK_BYTES and self._known(name))
         if size == 0:
             self._on_member_end()
         else:
             self._state = "data"
+
+    def _known(self, digest: str) -> bool:
+        """The blob is stored, as far as the sender may know."""
+        if self._sees_all or self._holder is None:
+            return self._store.has(digest)
+        return self._store.held(self._holder, digest)
 
     def _on_member_end(self) -> None:
         sink, self._sink = self._sink, None
