@@ -59,8 +59,19 @@ class Claims:
     def record(self, user: str, digests: Iterable[str]) -> None:
         """Note that `user` holds these blobs (already in place). Not synced here: the
         upload's next syncfs makes the claims durable with the blobs' names."""
-        for digest in digests:
-            self._create(self._path(user, "sha256", digest))
+        base = f"{self._base}/{user_dir_name(user)}/sha256/"
+        made, mknod = self._made, os.mknod
+        for digest in digests:  # per blob of an upload: kept to one system call
+            fan = base + digest[:2]
+            if fan not in made:
+                os.makedirs(fan, mode=0o700, exist_ok=True)
+                made.add(fan)
+            try:
+                mknod(f"{fan}/{digest[2:]}", _MODE)
+            except FileExistsError:
+                pass
+            except FileNotFoundError:  # the directory went away under us: make it again
+                self._create(f"{fan}/{digest[2:]}")
 
     def record_tree(self, user: str, tree_id: str) -> None:
         """Note, durably, that `user` recorded the tree `tree_id`."""
