@@ -263,8 +263,30 @@ class BlobStore:
             raise TreeError(wrong)
         data = canonical_json(entries)
         tree_id = hashlib.sha256(data).hexdigest()
-        self._write_new(data, self._tree_path(tree_id))
+        self._write_tree(data, self._tree_path(tree_id))
         return tree_id
+
+    def _write_tree(self, data: bytes, final: Path) -> None:
+        """Record a tree file, durably, with the same writes and syncs whether or not it
+        was recorded before (by anyone): the time a POST /v1/trees takes must not tell
+        that another user holds the same files. The one already there is kept."""
+        sink = BlobSink(self._tmp)
+        try:
+            sink.write(data)
+            sink.seal()
+            if not final.parent.is_dir():
+                final.parent.mkdir(exist_ok=True)
+                fsync_dir(final.parent.parent)
+            if final.exists():
+                sink.discard()
+            else:
+                assert sink.path is not None
+                os.replace(sink.path, final)
+                sink.path = None
+            fsync_dir(final.parent)
+        except BaseException:
+            sink.discard()
+            raise
 
     def get_tree(self, tree_id: str) -> tuple[Entry, ...]:
         """The entries of a recorded tree, sorted by path; TreeNotFound if absent."""

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from nai_server.core.trees import Entry
 from nai_server.store.blobs import BlobStore, PackError
 from nai_server.store.claims import user_dir_name
 from nai_server.store.pack import SKIP_CHECK_BYTES
@@ -90,3 +91,17 @@ def test_odd_user_names_stay_one_directory_below_the_claims(name: str) -> None:
     part = user_dir_name(name)
     assert "/" not in part and part not in ("", ".", "..") and part != name
     assert user_dir_name("alice") == "alice"
+
+
+def test_recording_a_known_tree_again_keeps_the_first_and_no_temp_file(tmp_path: Path) -> None:
+    """Recording a tree does the same work whether or not someone recorded it before
+    (the time must not tell), and keeps the file there (its time dates the tree's tars)."""
+    store = BlobStore(tmp_path)
+    send(store, "alice", [SMALL])
+    tree = [Entry(path="a.txt", kind="file", size=len(SMALL), mode=0o644, sha256=sha(SMALL))]
+    tree_id = store.put_tree(tree)
+    path = tmp_path / "trees" / tree_id[:2] / f"{tree_id[2:]}.json"
+    before = path.stat()
+    assert store.put_tree(tree) == tree_id
+    assert path.stat().st_ino == before.st_ino and path.stat().st_mtime_ns == before.st_mtime_ns
+    assert list((tmp_path / "tmp").iterdir()) == []
