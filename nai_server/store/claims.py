@@ -32,8 +32,8 @@ _MODE = 0o400 | stat.S_IFREG
 
 def user_dir_name(user: str) -> str:
     """A path component for a user name: the name itself when it is a plain unix name,
-    else a hex form that cannot contain '/' or be '..'."""
-    return user if _SAFE_NAME.fullmatch(user) else "x-" + user.encode().hex()
+    else '+' and its hex form ('+' starts no plain name, so the two never meet)."""
+    return user if _SAFE_NAME.fullmatch(user) else "+" + user.encode().hex()
 
 
 class Claims:

@@ -90,6 +90,7 @@ def test_trees_are_claimed_apart_from_blobs(tmp_path: Path) -> None:
 def test_odd_user_names_stay_one_directory_below_the_claims(name: str) -> None:
     part = user_dir_name(name)
     assert "/" not in part and part not in ("", ".", "..") and part != name
+    assert user_dir_name(part) != part  # no plain name is another's encoded form
     assert user_dir_name("alice") == "alice"
 
 
