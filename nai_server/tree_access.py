@@ -42,13 +42,14 @@ class TreeAccess:
 
     def may_read(self, caller: Caller, tree_id: str) -> bool:
         """True if `caller` may read the recorded tree `tree_id`; False for anything
-        else (unknown, unreadable, not a digest). Cheapest rules first."""
-        if not is_digest(tree_id) or not self.blobs.has_tree(tree_id):
+        else (unknown, unreadable, not a digest). Cheapest rules first; whether the
+        tree exists is asked last, so that the time an answer takes does not tell an
+        unreadable tree from an unknown one (only the last rule reads the tree)."""
+        if not is_digest(tree_id):
             return False
-        if caller.admin or self.blobs.claims.has_tree(caller.user, tree_id):
-            return True
-        if self.via_registry(caller, tree_id) or self.via_jobs(caller, tree_id):
-            return True
+        if (caller.admin or self.blobs.claims.has_tree(caller.user, tree_id)
+                or self.via_registry(caller, tree_id) or self.via_jobs(caller, tree_id)):
+            return self.blobs.has_tree(tree_id)
         return self._uploaded_all(caller, tree_id)
 
     def via_registry(self, caller: Caller, tree_id: str) -> bool:
