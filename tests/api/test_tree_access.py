@@ -16,7 +16,7 @@ from nai_server.accounts import Caller
 from nai_server.api import create_app
 from nai_server.api.deps import get_caller
 from nai_server.core.spec import spec_from_dict
-from nai_server.protocol import Invalid
+from nai_server.protocol import Invalid, NotFound
 from nai_server.service import Service
 from nai_server.store.pack import SKIP_CHECK_BYTES
 from nai_server.testing import make_service, pack, upload_tree
@@ -174,6 +174,9 @@ def test_sharing_a_model_does_not_share_the_code_that_made_it(service: Service, 
     service.registry.register_output(
         ALICE, "m", weights, group=None, description="",
         metadata={"lineage": {"job": job.id, "code_tree": code}})
+    with pytest.raises(NotFound):  # private: neither its files nor its code run for Bob
+        service.jobs.submit(BOB, spec_from_dict({"command": "ls", "model": "m"}), None,
+                            code_from_model=True)
     as_(ALICE).put("/v1/models/m/sharing", json={"shared": True, "groups": []})
 
     def lineage(caller: Caller) -> dict:
