@@ -71,13 +71,16 @@ class Jobs:
 
     def _info(self, caller: Caller, job: Doc) -> JobInfo:
         state = self.runtime.state
-        # Everyone sees the queue; only those who may read a job see its code (the tree
-        # id is what downloads it), its outputs and the values of its environment,
+        # Everyone sees the queue; only those who may read a job see its code, the trees
+        # of its dataset and model, its outputs and the values of its environment,
         # where people keep tokens.
         readable = self.may_read(caller, job)
         spec = job["spec"]
         if not readable and spec.get("env"):
             spec = {**spec, "env": dict.fromkeys(spec["env"], HIDDEN)}
+        pins = {kind: job.get(kind) if readable or not job.get(kind) else
+                {k: v for k, v in job[kind].items() if k != "tree_id"}
+                for kind in ("dataset", "model")}
         return JobInfo(
             id=job["id"], name=job["spec"].get("name") or f"job-{job['id']}",
             user=job["user"], group=job.get("group"), state=job["state"],
@@ -89,7 +92,7 @@ class Jobs:
             started_at=job.get("started_at") if job["state"] != "queued" else None,
             ended_at=job.get("ended_at"), exit_code=job.get("exit_code"),
             output_tree=job.get("output_tree") if readable else None,
-            dataset=job.get("dataset"), model=job.get("model"), registered=job.get("registered"),
+            dataset=pins["dataset"], model=pins["model"], registered=job.get("registered"),
         )
 
     def _job(self, job_id: int) -> Doc:
@@ -140,7 +143,8 @@ class Jobs:
         if spec.priority == "high" and not caller.admin:
             raise Forbidden("priority: high is for admins; use normal or low")
         time_limit = self._time_limit(spec.time_limit)
-        if code_tree is not None and not self.runtime.blobs.has_tree(code_tree):
+        # Only a tree the caller may read (DESIGN §6); another's answers as an unknown one.
+        if code_tree is not None and not self.registry.may_read_tree(caller, code_tree):
             raise Invalid(f"code tree {code_tree!r} is not on the server; upload it first "
                           f"(POST /v1/trees)")
         with self.lock:

@@ -6,7 +6,10 @@ decisions (who may read or write, which version a reference names, what a remova
 must keep) are pure functions in `nai_server.core.registry_rules`.
 
 Refusals do not leak: an entry the caller may not read answers 404 as if absent; a
-readable one the caller may not change answers 403 naming who may.
+readable one the caller may not change answers 403 naming who may. A version is made
+only of a tree the caller may read (`may_read_tree`, set by the service): a tree id
+seen somewhere is not enough. Reading a model shows the code tree its lineage names
+only to those who may read that tree.
 """
 
 from __future__ import annotations
@@ -73,6 +76,8 @@ class Registry:
         self.lock = lock
         self.trees = trees
         self.clock = clock
+        # Whether a caller may read a tree (nai_server.tree_access); the service sets it.
+        self.may_read_tree: Callable[[Caller, str], bool] = lambda caller, tree_id: True
 
     # --- lookups ----------------------------------------------------------------------
 
@@ -114,18 +119,26 @@ class Registry:
 
     # --- views ------------------------------------------------------------------------
 
-    @staticmethod
-    def _version_info(v: Doc) -> RegistryVersion:
+    def _version_info(self, caller: Caller, v: Doc,
+                      memo: dict[str, bool] | None = None) -> RegistryVersion:
+        code = rules.lineage_code_tree(v)
+        if code is not None:
+            memo = {} if memo is None else memo
+            if code not in memo:
+                memo[code] = self.may_read_tree(caller, code)
+            if not memo[code]:
+                v = rules.hide_lineage_code(v)
         return RegistryVersion(**{k: v[k] for k in RegistryVersion.model_fields if k in v})
 
     def _entry_info(self, caller: Caller, doc: Doc) -> RegistryEntry:
         newest = rules.latest(doc)
+        memo: dict[str, bool] = {}  # versions of one job's code: one look
         return RegistryEntry(
             kind=doc["kind"], name=doc["name"], owner=doc["owner"],
             visibility=doc["visibility"], shared_with_groups=doc["shared_with_groups"],
             description=doc["description"], created_at=doc["created_at"],
             latest=newest["version"] if newest else None,
-            versions=[self._version_info(v) for v in doc["versions"]],
+            versions=[self._version_info(caller, v, memo) for v in doc["versions"]],
             may_write=rules.may_write(caller, doc))
 
     @staticmethod
@@ -155,7 +168,7 @@ class Registry:
         """One version (a number also finds one marked for deletion)."""
         with self.lock:
             doc = self._readable(caller, kind, name)
-            return self._version_info(self._version(doc, selector, deleted=True))
+            return self._version_info(caller, self._version(doc, selector, deleted=True))
 
     # --- for jobs (part 2 of the registries) ------------------------------------------
 
@@ -185,19 +198,24 @@ class Registry:
                         group: str | None, description: str,
                         metadata: dict[str, Any]) -> RegistryVersion:
         """A job's outputs as the next version of model `name`, created (owned by the
-        caller, or by `group`) when it does not exist yet. Same checks as a push."""
+        caller, or by `group`) when it does not exist yet. Same checks as a push, but
+        for the tree: the runtime made it from the caller's job."""
         body = VersionCreate(tree_id=tree_id, description=description, metadata=metadata)
         with self.lock:
             if self.store.get_registry_entry("model", name) is not None:
-                return self.push(caller, "model", name, body)
+                return self.push(caller, "model", name, body, own_tree=True)
             entry = self.create(caller, "model", RegistryCreate(
-                name=name, group=group, **body.model_dump()))
+                name=name, group=group, **body.model_dump()), own_tree=True)
             return entry.versions[-1]
 
     # --- changes ----------------------------------------------------------------------
 
-    def _tree_stats(self, tree_id: str) -> tuple[int, int]:
+    def _tree_stats(self, caller: Caller, tree_id: str, own_tree: bool) -> tuple[int, int]:
+        """Files and bytes of a tree the caller may read; the same refusal for one they
+        may not read as for one the server does not have."""
         try:
+            if not own_tree and not self.may_read_tree(caller, tree_id):
+                raise TreeNotFound(tree_id)
             entries = self.trees.get_tree(tree_id)
         except (TreeNotFound, ValueError, StoreCorrupt) as exc:
             raise Invalid(f"no tree {tree_id!r} on this server: upload the folder first "
@@ -228,8 +246,9 @@ class Registry:
                 raise Invalid(f"metadata.lineage.{key}: {exc.message}") from exc
         return {**metadata, "lineage": pinned}
 
-    def _new_version(self, caller: Caller, doc: Doc, body: VersionCreate) -> Doc:
-        files, size = self._tree_stats(body.tree_id)
+    def _new_version(self, caller: Caller, doc: Doc, body: VersionCreate,
+                     own_tree: bool = False) -> Doc:
+        files, size = self._tree_stats(caller, body.tree_id, own_tree)
         number = doc["next_version"]
         if body.tag is not None:
             self._free_tag(doc, body.tag)
@@ -248,8 +267,10 @@ class Registry:
             if v.get("tag") == tag:
                 v["tag"] = None
 
-    def create(self, caller: Caller, kind: Kind, body: RegistryCreate) -> RegistryEntry:
-        """A new entry with its version 1, owned by the caller or by `body.group`."""
+    def create(self, caller: Caller, kind: Kind, body: RegistryCreate, *,
+               own_tree: bool = False) -> RegistryEntry:
+        """A new entry with its version 1, owned by the caller or by `body.group`.
+        `own_tree`: the tree is known to be the caller's (a job's outputs)."""
         owner: dict[str, str] = {"user": caller.user}
         with self.lock:
             if body.group is not None:
@@ -271,18 +292,18 @@ class Registry:
                 "shared_with_groups": [], "description": body.description,
                 "created_at": self.clock(), "created_by": caller.user, "next_version": 1,
                 "versions": []}
-            self._new_version(caller, doc, body)
+            self._new_version(caller, doc, body, own_tree)
             self.store.put_registry_entry(kind, doc)
             return self._entry_info(caller, doc)
 
-    def push(self, caller: Caller, kind: Kind, name: str, body: VersionCreate
-             ) -> RegistryVersion:
+    def push(self, caller: Caller, kind: Kind, name: str, body: VersionCreate, *,
+             own_tree: bool = False) -> RegistryVersion:
         """A new version of an existing entry (numbered after every earlier one)."""
         with self.lock:
             doc = self._writable(caller, kind, name, "push")
-            v = self._new_version(caller, doc, body)
+            v = self._new_version(caller, doc, body, own_tree)
             self.store.put_registry_entry(kind, doc)
-            return self._version_info(v)
+            return self._version_info(caller, v)
 
     def set_tag(self, caller: Caller, kind: Kind, name: str, selector: str,
                 tag: str | None) -> RegistryVersion:
@@ -300,7 +321,7 @@ class Registry:
             v = next(v for v in doc["versions"] if v["version"] == number)
             v["tag"] = tag
             self.store.put_registry_entry(kind, doc)
-            return self._version_info(v)
+            return self._version_info(caller, v)
 
     def set_sharing(self, caller: Caller, kind: Kind, name: str, *, shared: bool,
                     groups: Sequence[str]) -> RegistryEntry:

@@ -34,6 +34,7 @@ from nai_server.runtime import JobRuntime
 from nai_server.store.atomic import CommitLock
 from nai_server.store.blobs import BlobStore, MissingBlobs, PackError, PackReceiver, TreeNotFound
 from nai_server.store.db import TinyDbStore
+from nai_server.tree_access import TreeAccess
 
 
 class Service:
@@ -71,6 +72,9 @@ class Service:
         self.runtime.notify_collected = self.notify  # type: ignore[method-assign]
         self.runtime.gpu_note = gpu_note
         self.jobs = Jobs(self.runtime, self.notify)
+        # Read rights on trees (DESIGN §6); the registry checks the trees it is given.
+        self.trees = TreeAccess(store, self.lock, blobs, Jobs.may_read)
+        self.registry.may_read_tree = self.trees.may_read
         # Set by the run loop; notify() wakes it early (e.g. after a submit).
         self.wakeup: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -106,18 +110,30 @@ class Service:
             max_total_size=parse_size(limits.max_tree_size),
         )
 
-    def missing_blobs(self, digests: list[str]) -> list[str]:
+    def missing_blobs(self, caller: Caller, digests: list[str]) -> list[str]:
+        """The digests the caller must send: for anyone but an admin, those they have
+        not uploaded themselves, whether or not the store has them (another user's
+        blob is no business of theirs; sending it again costs only their upload)."""
         try:
-            return self.blobs.missing(digests)
+            if caller.admin:
+                return self.blobs.missing(digests)
+            return self.blobs.missing_for(caller.user, digests)
         except ValueError as exc:
             raise Invalid(str(exc)) from exc
 
-    def blob_receiver(self) -> _SafeReceiver:
-        return _SafeReceiver(self.blobs.receiver(self.tree_limits.max_file_size))
+    def blob_receiver(self, caller: Caller) -> _SafeReceiver:
+        """A packed upload whose blobs are claimed for the caller as they are stored."""
+        return _SafeReceiver(self.blobs.receiver(self.tree_limits.max_file_size, caller.user,
+                                                 sees_all=caller.admin))
 
-    def create_tree(self, raw: Sequence[object]) -> TreeRef:
+    def create_tree(self, caller: Caller, raw: Sequence[object]) -> TreeRef:
+        """Record a tree. Its blobs must be the caller's (uploaded by them, or files of
+        a tree they may read); any other is answered as missing, size and all, so the
+        answer reveals nothing of blobs they cannot read."""
         try:
             entries = trees.parse_manifest(raw, self.tree_limits)
+            if not caller.admin:
+                self._check_blobs_readable(caller, entries)
             tree_id = self.blobs.put_tree(entries)
         except trees.TreeError as exc:
             raise Invalid(str(exc), details={"problems": [
@@ -126,14 +142,33 @@ class Service:
             raise Conflict(
                 f"{len(exc.digests)} blob(s) of this tree are not on the server; upload them "
                 f"first (POST /v1/blobs)", details={"missing": exc.digests}) from exc
+        self.blobs.claims.record_tree(caller.user, tree_id)
         return TreeRef(id=tree_id, files=sum(1 for e in entries if e.kind == "file"),
                        size=sum(e.size for e in entries))
 
-    def has_tree(self, tree_id: str) -> bool:
+    def _check_blobs_readable(self, caller: Caller, entries: Sequence[trees.Entry]) -> None:
+        digests = list(dict.fromkeys(e.sha256 for e in entries if e.kind == "file"))
+        unheld = [d for d in digests if not self.blobs.held(caller.user, d)]
+        if unheld:
+            readable = self.trees.readable_blobs(caller, set(unheld))
+            missing = [d for d in unheld if d not in readable]
+            if missing:
+                raise MissingBlobs(missing)
+
+    def has_tree(self, tree_id: str, caller: Caller | None = None) -> bool:
+        """True if the tree is recorded (and `caller`, when given, may read it)."""
         try:
+            if caller is not None:
+                return self.trees.may_read(caller, tree_id)
             return self.blobs.has_tree(tree_id)
         except ValueError:
             return False
+
+    def _check_readable(self, tree_id: str, caller: Caller | None) -> None:
+        """NotFound, exactly as for an unknown tree, unless `caller` may read it (None:
+        the route checked already, e.g. a job's outputs)."""
+        if caller is not None and not self.trees.may_read(caller, tree_id):
+            raise NotFound(f"no tree {tree_id!r} on this server")
 
     def _entries(self, tree_id: str) -> tuple[trees.Entry, ...]:
         try:
@@ -150,13 +185,15 @@ class Service:
             size=sum(e.size for e in entries),
         )
 
-    def tree_info(self, tree_id: str) -> TreeInfo:
+    def tree_info(self, tree_id: str, caller: Caller | None = None) -> TreeInfo:
+        self._check_readable(tree_id, caller)
         return self._tree_info(tree_id, self._entries(tree_id))
 
-    def tree_tar(self, tree_id: str, path: str = "",
-                 paths: list[str] | None = None) -> Iterator[bytes]:
+    def tree_tar(self, tree_id: str, path: str = "", paths: list[str] | None = None,
+                 caller: Caller | None = None) -> Iterator[bytes]:
         """A streamed tar of the tree (or the part at `path`, or the entries `paths`);
         errors raise before the first chunk so the route can still answer with a status."""
+        self._check_readable(tree_id, caller)
         try:
             return self.blobs.iter_tar(tree_id, path, paths)
         except TreeNotFound as exc:

@@ -1,5 +1,6 @@
 """Blobs and trees (DESIGN §6): which blobs are missing, packed upload, tree records
-and streamed tree download."""
+and streamed tree download. Every route answers as the caller may read (see
+`nai_server.tree_access`): a tree they may not read is as unknown as one never sent."""
 
 from __future__ import annotations
 
@@ -30,22 +31,23 @@ FEED_BYTES = 1 << 20
 
 
 @router.post("/blobs/missing")
-def missing(body: MissingRequest, service: ServiceDep, _: CallerDep) -> MissingResponse:
-    """Of these digests, the ones the server does not have yet."""
-    return MissingResponse(missing=service.missing_blobs(body.digests))
+def missing(body: MissingRequest, service: ServiceDep, caller: CallerDep) -> MissingResponse:
+    """Of these digests, the ones the caller must send: those they have not uploaded
+    themselves (what other users stored is not revealed)."""
+    return MissingResponse(missing=service.missing_blobs(caller, body.digests))
 
 
 @router.post("/blobs", status_code=status.HTTP_201_CREATED)
-async def upload(request: Request, service: ServiceDep, _: CallerDep) -> UploadResult:
+async def upload(request: Request, service: ServiceDep, caller: CallerDep) -> UploadResult:
     """Store many blobs sent as one tar stream whose members are named by digest.
 
     Every member is verified against its name before it is stored; a member named
     `unnamed` is stored under the digest its content hashes to (a client sends a large
     file that way while it is still hashing it). If the stream
     breaks, the blobs completed so far are kept (a retry skips them) and no partial
-    blob is ever visible.
+    blob is ever visible. The blobs are the caller's from then on (see `missing`).
     """
-    receiver = service.blob_receiver()
+    receiver = service.blob_receiver(caller)
     buffered: list[bytes] = []
     size = total = 0
     # One batch is hashed and written in a worker thread while the next is received:
@@ -77,37 +79,39 @@ async def upload(request: Request, service: ServiceDep, _: CallerDep) -> UploadR
 
 
 @router.post("/trees", status_code=status.HTTP_201_CREATED)
-def create_tree(body: TreeCreate, service: ServiceDep, _: CallerDep,
+def create_tree(body: TreeCreate, service: ServiceDep, caller: CallerDep,
                 response: Response) -> TreeRef:
-    """Record a tree; refused with the missing digests if any blob is absent."""
-    info = service.create_tree(body.entries)
+    """Record a tree; refused with the missing digests if any blob is absent or not the
+    caller's (neither uploaded by them nor in a tree they may read)."""
+    info = service.create_tree(caller, body.entries)
     response.headers["Location"] = f"/v1/trees/{info.id}"
     return info
 
 
 @router.head("/trees/{tree_id}")
-def tree_exists(tree_id: str, service: ServiceDep, _: CallerDep) -> Response:
-    """200 if the tree is recorded, 404 if not: a client that computed a tree's id
-    asks this before anything else, so re-syncing an unchanged folder costs one call."""
-    return Response(status_code=200 if service.has_tree(tree_id) else 404)
+def tree_exists(tree_id: str, service: ServiceDep, caller: CallerDep) -> Response:
+    """200 if the tree is recorded and the caller may read it, 404 if not: a client that
+    computed a tree's id asks this before anything else, so re-syncing an unchanged
+    folder costs one call."""
+    return Response(status_code=200 if service.has_tree(tree_id, caller) else 404)
 
 
 @router.get("/trees/{tree_id}")
-def get_tree(tree_id: str, service: ServiceDep, _: CallerDep) -> TreeInfo:
-    return service.tree_info(tree_id)
+def get_tree(tree_id: str, service: ServiceDep, caller: CallerDep) -> TreeInfo:
+    return service.tree_info(tree_id, caller)
 
 
 @router.get("/trees/{tree_id}/archive")
-def download_tree(tree_id: str, service: ServiceDep, _: CallerDep,
+def download_tree(tree_id: str, service: ServiceDep, caller: CallerDep,
                   path: str = "") -> StreamingResponse:
     """The tree, or the part of it at `path`, as a streamed tar."""
-    chunks = service.tree_tar(tree_id, path)
+    chunks = service.tree_tar(tree_id, path, caller=caller)
     return StreamingResponse(iterate_in_threadpool(chunks), media_type="application/x-tar")
 
 
 @router.post("/trees/{tree_id}/archive", response_class=StreamingResponse)
 def download_tree_paths(tree_id: str, body: PathsRequest, service: ServiceDep,
-                        _: CallerDep) -> StreamingResponse:
+                        caller: CallerDep) -> StreamingResponse:
     """Exactly the entries at `paths`, as a streamed tar: what a client is missing."""
-    chunks = service.tree_tar(tree_id, paths=body.paths)
+    chunks = service.tree_tar(tree_id, paths=body.paths, caller=caller)
     return StreamingResponse(iterate_in_threadpool(chunks), media_type="application/x-tar")

@@ -121,6 +121,31 @@ def may_read(who: Principal, entry: Entry) -> bool:
             or any(g in who.groups for g in entry.get("shared_with_groups", ())))
 
 
+def reads_tree(who: Principal, entry: Entry, tree_id: str) -> bool:
+    """True if `who` may read the tree `tree_id` through this entry: one of its versions
+    (marked for deletion too) is that tree and `who` may read the entry. A tree named
+    only in a version's metadata (a lineage's code tree) is not reached this way."""
+    return may_read(who, entry) and any(v.get("tree_id") == tree_id
+                                        for v in entry["versions"])
+
+
+def hide_lineage_code(version: Mapping[str, Any]) -> dict[str, Any]:
+    """The version with `metadata.lineage.code_tree` cleared: sharing a model shares its
+    files, not the code of the job that made it (see `Registry` for who still sees it)."""
+    metadata = version.get("metadata") or {}
+    lineage = metadata.get("lineage")
+    if not isinstance(lineage, dict) or lineage.get("code_tree") is None:
+        return dict(version)
+    return {**version, "metadata": {**metadata, "lineage": {**lineage, "code_tree": None}}}
+
+
+def lineage_code_tree(version: Mapping[str, Any]) -> str | None:
+    """The code tree a version's lineage names (a job's outputs carry it), if any."""
+    lineage = (version.get("metadata") or {}).get("lineage")
+    tree = lineage.get("code_tree") if isinstance(lineage, dict) else None
+    return tree if isinstance(tree, str) else None
+
+
 def writers(entry: Entry) -> str:
     """Who may change an entry, in words (for refusals)."""
     owner = entry["owner"]

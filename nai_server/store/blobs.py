@@ -6,6 +6,7 @@ Layout under the root (DESIGN §6):
     trees/ab/cdef….json    trees: canonical manifest JSON, whose sha256 is the tree id
     tmp/                   files being written; nothing appears under a digest name
                            until it is complete, verified and on disk
+    claims/<user>/…        who uploaded which blob, who recorded which tree (claims.py)
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from nai_server.core.trees import (
     select,
 )
 from nai_server.store.atomic import fsync_dir, syncfs
+from nai_server.store.claims import Claims
 from nai_server.store.pack import BlobSink
 
 # Re-exported (`as`): callers import these from here with the store.
@@ -84,6 +86,7 @@ class BlobStore:
         self._blob_dir = str(self._blobs)  # pathlib costs show at thousands of blobs
         for directory in (self._blobs, self._trees, self._tmp):
             directory.mkdir(exist_ok=True)
+        self.claims = Claims(self.root)
 
     # -- blobs ---------------------------------------------------------------------------
 
@@ -132,9 +135,21 @@ class BlobStore:
         TreeError naming `name` once it holds more than `limit` bytes."""
         return self._store_stream(src, limit, name)
 
-    def receiver(self, max_blob_size: int) -> PackReceiver:
-        """Start receiving a packed upload (see PackReceiver)."""
-        return PackReceiver(self, max_blob_size)
+    def receiver(self, max_blob_size: int, holder: str | None = None, *,
+                 sees_all: bool | None = None) -> PackReceiver:
+        """Start receiving a packed upload (see PackReceiver); `holder`: the user whose
+        claims record the blobs received; `sees_all`: they may know of every blob."""
+        return PackReceiver(self, max_blob_size, holder, sees_all=sees_all)
+
+    def held(self, user: str, digest: str) -> bool:
+        """True if `user` uploaded this blob and it is still stored."""
+        return self.claims.holds(user, digest) and os.path.isfile(self._blob_file(digest))
+
+    def missing_for(self, user: str, digests: Iterable[str]) -> list[str]:
+        """`missing`, as one user sees the store: what they have not uploaded themselves
+        counts as missing, so the answer tells nothing of other users' blobs."""
+        wanted = list(dict.fromkeys(check_digest(d) for d in digests))
+        return [d for d in wanted if not self.held(user, d)]
 
     def clean_tmp(self) -> None:
         """Remove leftovers of writes a crash interrupted. Call only while nothing uploads."""
@@ -249,8 +264,30 @@ class BlobStore:
             raise TreeError(wrong)
         data = canonical_json(entries)
         tree_id = hashlib.sha256(data).hexdigest()
-        self._write_new(data, self._tree_path(tree_id))
+        self._write_tree(data, self._tree_path(tree_id))
         return tree_id
+
+    def _write_tree(self, data: bytes, final: Path) -> None:
+        """Record a tree file, durably, with the same writes and syncs whether or not it
+        was recorded before (by anyone): the time a POST /v1/trees takes must not tell
+        that another user holds the same files. The one already there is kept."""
+        sink = BlobSink(self._tmp)
+        try:
+            sink.write(data)
+            sink.seal()
+            if not final.parent.is_dir():
+                final.parent.mkdir(exist_ok=True)
+                fsync_dir(final.parent.parent)
+            if final.exists():
+                sink.discard()
+            else:
+                assert sink.path is not None
+                os.replace(sink.path, final)
+                sink.path = None
+            fsync_dir(final.parent)
+        except BaseException:
+            sink.discard()
+            raise
 
     def get_tree(self, tree_id: str) -> tuple[Entry, ...]:
         """The entries of a recorded tree, sorted by path; TreeNotFound if absent."""

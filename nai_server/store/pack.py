@@ -3,7 +3,7 @@
 
 Also BlobSink, the hashing temp-file writer every incoming blob goes through. The
 receiver stores through the BlobStore it is given (``BlobStore.receiver`` makes one):
-its ``has``, ``_blob_file``, ``_sink``, ``_sync`` and ``_publish``; blobs.py imports
+its ``has``, ``_blob_file``, ``_sink``, ``_sync``, ``_publish`` and ``claims``; blobs.py imports
 this module, never the other way round at run time.
 """
 
@@ -87,11 +87,22 @@ class PackReceiver:
     file while hashed and moved into place only once its digest is verified. Blobs
     completed before a failure stay stored, so a retry sends only what is missing;
     a partly received blob never appears. Use as a context manager to abort on error.
+
+    With a `holder` (a user name), every verified blob is claimed for them: a claim is
+    written once the blob is in place, before the syncfs that makes both durable. A
+    blob already stored is not stored twice: the copy received replaces it (same
+    bytes). Only a large blob the sender already holds (or any, for one who may see
+    every blob: `sees_all`, the default without a holder) is hashed without being
+    written: skipping the write for another user's blob would tell, by the time the
+    upload takes, that someone stored those bytes.
     """
 
-    def __init__(self, store: BlobStore, max_blob_size: int) -> None:
+    def __init__(self, store: BlobStore, max_blob_size: int, holder: str | None = None,
+                 *, sees_all: bool | None = None) -> None:
         self._store = store
         self._max = max_blob_size
+        self._holder = holder
+        self._sees_all = holder is None if sees_all is None else sees_all
         self._header = bytearray()
         self._sink: BlobSink | None = None
         self._name = ""
@@ -102,11 +113,13 @@ class PackReceiver:
         # Verified blobs waiting for one syncfs, then their renames: an fsync per blob
         # (two, with its directory) cost more than the rest of receiving a small file.
         self._pending: list[tuple[BlobSink, str]] = []
+        self._pending_digests: list[str] = []  # their digests, claimed once published
         self._pending_bytes = 0
         # The batch before, whose syncfs a thread runs while the next batch arrives; it
         # is renamed into place once that is done. The GIL-free wait is all the thread
         # does: renaming there too contended with this thread for the GIL.
-        self._syncing: tuple[threading.Thread, list[tuple[BlobSink, str]]] | None = None
+        self._syncing: tuple[threading.Thread, list[tuple[BlobSink, str]], list[str]
+                             ] | None = None
         self._sync_error: BaseException | None = None
         self._unsynced_names = False  # blobs renamed into place since the last syncfs began
 
@@ -199,6 +212,7 @@ class PackReceiver:
         also makes the names just given durable."""
         self._publish_synced()
         batch, self._pending, self._pending_bytes = self._pending, [], 0
+        digests, self._pending_digests = self._pending_digests, []
         if not batch:
             return
 
@@ -210,13 +224,13 @@ class PackReceiver:
 
         thread = threading.Thread(target=sync, name="nai-blob-sync", daemon=True)
         thread.start()
-        self._syncing = (thread, batch)
+        self._syncing = (thread, batch, digests)
         self._unsynced_names = False
 
     def _publish_synced(self) -> None:
         if self._syncing is None:
             return
-        thread, batch = self._syncing
+        thread, batch, digests = self._syncing
         self._syncing = None
         thread.join()
         if self._sync_error is not None:
@@ -226,6 +240,8 @@ class PackReceiver:
             raise error
         self._unsynced_names = True
         self._store._publish(batch)
+        if self._holder is not None:  # after the blobs: a claim never names a missing blob
+            self._store.claims.record(self._holder, digests)
 
     def _on_header(self, block: bytes) -> None:
         if block == _ZERO_BLOCK:
@@ -253,11 +269,17 @@ class PackReceiver:
         # written without asking (the client asked first, so they are new): for
         # thousands of small files the stat cost more than the write it might save.
         self._sink = self._store._sink(
-            hash_only=not unnamed and size >= SKIP_CHECK_BYTES and self._store.has(name))
+            hash_only=not unnamed and size >= SKIP_CHECK_BYTES and self._known(name))
         if size == 0:
             self._on_member_end()
         else:
             self._state = "data"
+
+    def _known(self, digest: str) -> bool:
+        """The blob is stored, as far as the sender may know."""
+        if self._sees_all or self._holder is None:
+            return self._store.has(digest)
+        return self._store.held(self._holder, digest)
 
     def _on_member_end(self) -> None:
         sink, self._sink = self._sink, None
@@ -268,10 +290,12 @@ class PackReceiver:
             raise PackError(f"blob {self._name}: content hashes to {digest}")
         if sink.path is not None:
             sink.seal(sync=False)
-            self._pending.append((sink, self._store._blob_file(digest)))
             self._pending_bytes += sink.size
-            if len(self._pending) >= FLUSH_BLOBS or self._pending_bytes >= FLUSH_BYTES:
-                self._flush_batch()
+        # A blob already stored (only hashed) joins the batch too, for its claim.
+        self._pending.append((sink, self._store._blob_file(digest)))
+        self._pending_digests.append(digest)
+        if len(self._pending) >= FLUSH_BLOBS or self._pending_bytes >= FLUSH_BYTES:
+            self._flush_batch()
         self.received.append(digest)
         self._state = "pad" if self._pad else "header"
 

@@ -10,6 +10,7 @@ same as a name that does not exist.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import subprocess
@@ -77,15 +78,16 @@ class Actor:
             "content-type", "") else r.content)
 
 
-def upload_tree(daemon: Daemon, files: dict[str, bytes]) -> str:
-    """Blobs and tree sent as root straight to the socket (setup, not under test)."""
+def upload_tree(daemon: Daemon, files: dict[str, bytes], by: Actor | None = None) -> str:
+    """Blobs and tree sent by `by`, or as root straight to the socket (setup, not under
+    test). A tree is readable only by who sent it (or may read it otherwise)."""
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
         for data in files.values():
             info = tarfile.TarInfo(hashlib.sha256(data).hexdigest())
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-    with daemon.client() as http:
+    with daemon.client() if by is None else contextlib.nullcontext(by.http) as http:
         assert http.post("/v1/blobs", content=out.getvalue()).status_code == 201
         tree = http.post("/v1/trees", json={"entries": [
             {"path": p, "size": len(d), "sha256": hashlib.sha256(d).hexdigest()}
@@ -129,8 +131,8 @@ def people(daemon: Daemon, make_user) -> Iterator[dict[str, Actor]]:
 @pytest.mark.parametrize("kind", ["datasets", "models"])
 def test_access_matrix(daemon: Daemon, people: dict[str, Actor], kind: str) -> None:
     owner = people["owner"]
-    first = upload_tree(daemon, {"weights.bin": b"\x01" * 4096, "README": kind.encode()})
-    second = upload_tree(daemon, {"weights.bin": b"\x02" * 4096})
+    first = upload_tree(daemon, {"weights.bin": b"\x01" * 4096, "README": kind.encode()}, owner)
+    second = upload_tree(daemon, {"weights.bin": b"\x02" * 4096}, owner)
     for name, (by_group, shared) in ENTRIES.items():
         body = {"name": name, "tree_id": first, "shared": shared,
                 "group": "lab" if by_group else None}
@@ -207,7 +209,7 @@ def test_access_matrix(daemon: Daemon, people: dict[str, Actor], kind: str) -> N
 
 def test_group_sharing_and_ownership_rules(daemon: Daemon, people: dict[str, Actor]) -> None:
     owner, other, member = people["owner"], people["other"], people["member"]
-    tree = upload_tree(daemon, {"a.txt": b"a"})
+    tree = upload_tree(daemon, {"a.txt": b"a"}, owner)
     assert daemon.admin("group", "add", "friends").returncode == 0
     assert daemon.admin("group", "add-member", "friends", other.user.name).returncode == 0
 

@@ -9,7 +9,7 @@ import os
 import stat
 
 from conftest import Daemon, needs_root, wait_for  # type: ignore[import-not-found]
-from test_registry_access import upload_tree  # type: ignore[import-not-found]
+from test_registry_access import Actor, upload_tree  # type: ignore[import-not-found]
 
 pytestmark = [needs_root]
 
@@ -34,7 +34,9 @@ def test_a_job_cannot_change_its_dataset(daemon: Daemon, make_user) -> None:
     user = make_user()
     with daemon.client() as root:
         assert root.post("/v1/users", json={"name": user.name}).status_code == 201
-    tree = upload_tree(daemon, DATA)
+    sender = Actor(daemon, user)  # the tree must be the user's own to register it
+    tree = upload_tree(daemon, DATA, sender)
+    sender.http.close()
     made = daemon.as_user(user, "POST", "/v1/datasets", {"name": "mine", "tree_id": tree})
     assert made.status == 201, made.json()
     job = daemon.as_user(user, "POST", "/v1/jobs", {"spec": {

@@ -9,14 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from starlette.testclient import TestClient
 
 from nai_server import identity
 from nai_server.accounts import Caller
-from nai_server.api import create_app
 from nai_server.core.spec import spec_from_dict
 from nai_server.service import Service
-from nai_server.testing import AsPeer, make_service, pack
+from nai_server.testing import make_service, pack
 
 
 def sha256_hex(data: bytes) -> str:
@@ -36,15 +34,15 @@ def service(tmp_path: Path) -> Iterator[Service]:
 
 def test_others_see_a_job_but_not_its_code_outputs_or_secrets(service: Service) -> None:
     code = b"print('private')\n"
-    with TestClient(AsPeer(create_app(service)), base_url="http://nai") as api:
-        assert api.post("/v1/blobs", content=pack({sha256_hex(code): code})).status_code == 201
-        tree = api.post("/v1/trees", json={"entries": [
-            {"path": "train.py", "size": len(code), "mode": 0o644, "sha256": sha256_hex(code)}]})
-        tree_id = tree.json()["id"]
-        job = service.jobs.submit(
-            Caller("someone-else", uid=60_000, admin=False),
-            spec_from_dict({"command": "python train.py", "env": {"WANDB_API_KEY": "s3cret"}}),
-            tree_id)
+    owner = Caller("someone-else", uid=60_000, admin=False)
+    with service.blobs.receiver(1 << 20, owner.user) as receiver:  # as their upload does
+        receiver.feed(pack({sha256_hex(code): code}))
+        receiver.finish()
+    tree_id = service.create_tree(owner, [
+        {"path": "train.py", "size": len(code), "mode": 0o644, "sha256": sha256_hex(code)}]).id
+    job = service.jobs.submit(
+        owner, spec_from_dict({"command": "python train.py", "env": {"WANDB_API_KEY": "s3cret"}}),
+        tree_id)
 
     viewer = Caller("viewer", uid=60_001, admin=False)
     seen = service.jobs.show(viewer, job.id).model_dump()

@@ -104,3 +104,18 @@ def test_lineage_refs_shapes() -> None:
         "datasets": ["a@1"], "models": ["b", "c@2"]}
     with pytest.raises(rules.RefError):
         rules.lineage_refs({"datasets": [1]})
+
+
+def test_a_tree_is_read_through_a_readable_version_not_its_lineage() -> None:
+    code = {"job": 3, "code_tree": "c1"}
+    doc = entry(visibility="shared", versions=[version(1, lineage=code),
+                                               version(2, deleted=True)])
+    assert rules.reads_tree(BOB, doc, "t1") and rules.reads_tree(BOB, doc, "t2")
+    assert not rules.reads_tree(BOB, doc, "c1")  # named only in the lineage
+    assert not rules.reads_tree(BOB, entry(), "t1")  # private: not through it
+    assert rules.lineage_code_tree(doc["versions"][0]) == "c1"
+    hidden = rules.hide_lineage_code(doc["versions"][0])
+    assert hidden["metadata"]["lineage"] == {"job": 3, "code_tree": None}
+    assert doc["versions"][0]["metadata"]["lineage"]["code_tree"] == "c1"  # a copy
+    assert rules.lineage_code_tree(version(1)) is None
+    assert rules.hide_lineage_code(version(1)) == version(1)
