@@ -14,8 +14,9 @@ from what the route is, so a new route is documented without anyone remembering 
 - 409 and 503 for every write (`Conflict`; `CommitFailed` when the state could not be
   written).
 
-Answers that are not JSON (streams, the packed upload, HEAD) are declared in the tables
-below; building the document fails for a route that streams without an entry.
+Answers and bodies that are not JSON (streams, the packed upload, HEAD) and path
+parameters the code checks itself are declared in the tables below; building the
+document fails for a route that streams without an entry, so the tests catch it.
 """
 
 from __future__ import annotations
