@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal, Required
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, with_config
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, with_config
 from typing_extensions import TypedDict
 
 from nai_server.core.bounds import MAX_ID as MAX_ID
@@ -121,6 +121,25 @@ def error_from_body(status: int, body: Any) -> ApiError:
 # --- models ---------------------------------------------------------------------------
 
 
+class ErrorInfo(BaseModel):
+    """What went wrong: `code` is one of ERRORS_BY_CODE's keys (or an HTTP-level code
+    such as `too_large`), `message` says what to do, `details` is per error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    code: str
+    message: str
+    details: dict[str, Any] | None = None
+
+
+class ErrorBody(BaseModel):
+    """The body of every error answer, whatever its status."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    error: ErrorInfo
+
+
 def _free_json(value: Any) -> Any:
     """Free JSON a client sends (metadata, spec fields) must be storable as it is."""
     if (why := json_problem(value)) is not None:
@@ -135,6 +154,9 @@ def _digest(value: str | None) -> str | None:
 
 
 FreeJSON = Annotated[dict[str, Any], AfterValidator(_free_json)]
+DIGEST_PATTERN = r"^[0-9a-f]{64}$"
+# A blob or tree id, as the schema says it; the code checks it itself (its messages).
+DigestText = Annotated[str, WithJsonSchema({"type": "string", "pattern": DIGEST_PATTERN})]
 
 
 class Model(BaseModel):
@@ -198,7 +220,7 @@ class DrainState(Model):
 
 
 class MissingRequest(Model):
-    digests: list[str] = Field(max_length=1_000_000)
+    digests: list[DigestText] = Field(max_length=1_000_000)
 
 
 class MissingResponse(Model):
@@ -265,11 +287,19 @@ class JobSubmit(Model):
     file's text, so errors can name its lines), plus `overrides` from command-line
     flags. The server is the one place that validates specs."""
 
+    # One of the two, not both (what `Jobs.parse` accepts), said in the schema too.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"anyOf": [
+        {"required": ["spec"], "properties": {"spec": {"type": "object"},
+                                              "spec_yaml": {"type": "null"}}},
+        {"required": ["spec_yaml"], "properties": {"spec_yaml": {"type": "string"},
+                                                   "spec": {"type": "null"}}},
+    ]})
+
     spec: FreeJSON | None = None
     spec_yaml: str | None = Field(default=None, max_length=1_000_000)
     source: str = Field(default="nai.yaml", max_length=1024)
     overrides: FreeJSON = Field(default_factory=dict)
-    code_tree: Annotated[str | None, AfterValidator(_digest)] = None
+    code_tree: Annotated[DigestText | None, AfterValidator(_digest)] = None
     # Fine-tuning: run the spec's `model` version's own files as the code (the server
     # resolves it with the caller's read access; then `code_tree` must be empty).
     code_from_model: bool = False
@@ -359,7 +389,8 @@ class VersionCreate(Model):
     those references are pinned to exact versions, and those versions are kept while
     this one exists."""
 
-    tree_id: Annotated[str, AfterValidator(_digest)] = Field(min_length=64, max_length=64)
+    tree_id: Annotated[DigestText, AfterValidator(_digest)] = Field(min_length=64,
+                                                                     max_length=64)
     description: str = Field(default="", max_length=4096)
     tag: str | None = Field(default=None, pattern=TAG_PATTERN)
     metadata: FreeJSON = Field(default_factory=dict)

@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from nai_server import __version__
-from nai_server.api import accounts, blobs, jobs, registry, system
+from nai_server.api import accounts, blobs, jobs, openapi, registry, system
 from nai_server.api.limits import BodyLimit
 from nai_server.core.bounds import scrub, shown
 from nai_server.protocol import API_VERSION, METHOD_OVERRIDE_HEADER, ApiError, Conflict
@@ -127,11 +127,15 @@ def create_app(service: Service) -> FastAPI:
                                 status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "error")
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405 and (allowed := openapi.allowed_methods(app, request.url.path)):
+            # Starlette names only the first route that matched the path; a path served
+            # by several routes (GET and DELETE /v1/jobs/{id}) allows all their methods.
+            headers["Allow"] = ", ".join(allowed)
         return SafeJSONResponse(_error_body(code, str(exc.detail)),
-                                status_code=exc.status_code,
-                                headers=getattr(exc, "headers", None))
+                                status_code=exc.status_code, headers=headers or None)
 
     @app.exception_handler(Exception)
     async def crash(request: Request, exc: Exception) -> JSONResponse:
@@ -143,6 +147,7 @@ def create_app(service: Service) -> FastAPI:
 
     for module in (system, accounts, blobs, jobs, registry):
         app.include_router(module.router, prefix="/v1")
+    openapi.install(app)
     app.add_middleware(MethodOverride)
     app.add_middleware(BodyLimit)  # added last: the outermost, before anything reads
     return app

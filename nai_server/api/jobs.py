@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path as FsPath
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Response, status
 from fastapi.responses import StreamingResponse
@@ -14,6 +14,7 @@ from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from nai_server import jobfiles
 from nai_server.api.deps import CallerDep, ServiceDep
 from nai_server.core.bounds import shown
+from nai_server.core.states import JobState
 from nai_server.jobs import Jobs
 from nai_server.protocol import (
     MAX_ID,
@@ -53,7 +54,8 @@ def submit(body: JobSubmit, service: ServiceDep, caller: CallerDep,
 @router.get("/jobs")
 def list_jobs(
     service: ServiceDep, caller: CallerDep,
-    scope: str = "all", state: str | None = None, user: str | None = None,
+    scope: Literal["all", "mine"] = "all", state: JobState | None = None,
+    user: str | None = None,
     limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0, le=MAX_ID),
 ) -> JobList:
     """Jobs, newest first. `scope=mine` for the caller's own."""

@@ -319,6 +319,18 @@ class _SpecLoader(yaml.SafeLoader):
             self.depth -= 1
 
 
+def _not_yaml(exc: yaml.YAMLError, source: str) -> SpecError:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    if isinstance(exc, yaml.reader.ReaderError):
+        problem = (f"character {exc.position + 1} is a control character "
+                   f"(#x{exc.character:02x}), which YAML does not allow")
+    else:
+        problem = str(getattr(exc, "problem", None) or exc)
+    problem = problem if len(problem) <= 200 else problem[:199] + "…"
+    return SpecError(f"is not valid YAML: {problem}; check the quoting and indentation",
+                     line=mark.line + 1 if mark is not None else None, source=source)
+
+
 def parse_spec(text: str, source: str = "nai.yaml") -> JobSpec:
     """Parse and validate the text of a ``nai.yaml``; raise SpecError on any problem."""
     if not isinstance(text, str):
@@ -329,7 +341,11 @@ def parse_spec(text: str, source: str = "nai.yaml") -> JobSpec:
     if has_surrogate(text):
         raise SpecError("is not valid UTF-8 text (it holds a lone surrogate)", source=source)
     # Compose to nodes rather than yaml.safe_load, so each key keeps its line number.
-    loader = _SpecLoader(text)
+    try:
+        # The reader refuses control characters as it is made, before any parsing.
+        loader = _SpecLoader(text)
+    except yaml.YAMLError as exc:
+        raise _not_yaml(exc, source) from None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -351,14 +367,7 @@ def parse_spec(text: str, source: str = "nai.yaml") -> JobSpec:
     except SpecError as exc:
         raise SpecError(exc.message, field=exc.field, line=exc.line, source=source) from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        problem = str(getattr(exc, "problem", None) or exc)
-        problem = problem if len(problem) <= 200 else problem[:199] + "…"
-        raise SpecError(
-            f"is not valid YAML: {problem}; check the quoting and indentation",
-            line=mark.line + 1 if mark is not None else None,
-            source=source,
-        ) from None
+        raise _not_yaml(exc, source) from None
     except (ValueError, OverflowError) as exc:  # e.g. an int of more than 4300 digits
         raise SpecError(f"holds a value YAML cannot read ({shown(str(exc))})",
                         source=source) from None

@@ -102,6 +102,12 @@ def test_a_lone_surrogate_in_the_text_is_a_spec_error() -> None:
         parse_spec("command: echo \ud800\n")
 
 
+def test_a_control_character_in_the_text_is_a_spec_error() -> None:
+    # YAML's reader refuses it while the loader is being made: that was a 500.
+    with pytest.raises(SpecError, match=r"control character \(#x19\)"):
+        parse_spec("command: echo \x19\n")
+
+
 def test_shown_cuts_long_values_and_escapes_control_characters() -> None:
     assert shown("x" * 1000) == "'" + "x" * 78 + "…"
     assert shown("a\nb") == "'a\\nb'"
