@@ -103,6 +103,9 @@ class LimitsConfig(_Section):
     max_file_size: str | int = "64GiB"
     max_tree_entries: int = Field(default=1_000_000, ge=1)
     max_tree_size: str | int = "2TiB"
+    # Below this much free space in the state dir, uploads are refused (507) and
+    # `nai-server check` warns; running jobs go on. 0 turns it off.
+    min_free_space: str | int = "1GiB"
 
 
 class ServerConfig(_Section):

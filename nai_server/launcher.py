@@ -29,12 +29,18 @@ from nai_server import jobfiles
 # written "go" (at EOF, a daemon that died before that, it exits without running it).
 # A trap *with a command* (not an ignore) keeps the wrapper alive through SIGTERM to the
 # group, while the job still gets the default action; the wrapper then records the
-# job's status.
+# job's status. A signal that came before the job started (a cancel right after the
+# launch) means it never starts: it would not have seen the signal.
 WRAPPER = r"""
 exec 3>&2 2>&1
-trap ':' TERM INT HUP
+stop=
+trap 'stop=143' TERM
+trap 'stop=130' INT
+trap 'stop=129' HUP
 echo "pid $$" >&3
-read go || exit 125
+read go
+[ -z "$stop" ] || { echo "exit $stop" >&3; exit "$stop"; }
+[ "$go" = go ] || exit 125
 /bin/sh -c "$1" </dev/null 3>&-
 code=$?
 echo "exit $code" >&3
@@ -175,7 +181,8 @@ class LocalLauncher:
         try:
             if request.cgroup is not None:  # before the job runs: all it forks is inside
                 (request.cgroup / "cgroup.procs").write_text(f"{proc.pid}\n")
-            os.write(go_write, b"go\n")
+            with contextlib.suppress(BrokenPipeError):  # stopped already: it said so
+                os.write(go_write, b"go\n")
         except BaseException:
             os.close(go_write)  # EOF: the wrapper exits without starting the job
             proc.wait()
