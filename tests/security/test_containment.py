@@ -74,19 +74,21 @@ def test_what_a_job_leaves_running_is_killed_and_reported(
     alice, bob = registered(daemon, make_user, 2)
     gate = daemon.root / "bob-gate"
     bobs = submit(daemon, bob, f"while [ ! -e {gate} ]; do sleep 0.05; done")
-    job = submit(daemon, alice, LEAVE + 'while [ "$(wc -l < "$P")" -lt 2 ]; do sleep 0.01; '
-                                        "done; exit 0")
-    info = ended(daemon, alice, job)
-    left = pids_of(daemon, job, 2)
-    assert info["state"] == "succeeded" and info["exit_code"] == 0
-    assert info["message"] == "2 leftover processes of the job were killed"
-    for pid in left:
-        wait_for(lambda p=pid: not alive(p), what=f"alice's leftover {pid} to go")
-    log = daemon.as_user(alice, "GET", f"/v1/jobs/{job}/logs").body.decode()
-    assert "stayed" in log and "escaped" not in log
-    # Bob's job, running all along as another user, is untouched.
-    assert job_info(daemon, bob, bobs)["state"] == "running"
-    gate.touch()
+    try:
+        job = submit(daemon, alice, LEAVE + 'while [ "$(wc -l < "$P")" -lt 2 ]; '
+                                            "do sleep 0.01; done; exit 0")
+        info = ended(daemon, alice, job)
+        left = pids_of(daemon, job, 2)
+        assert info["state"] == "succeeded" and info["exit_code"] == 0
+        assert info["message"] == "2 leftover processes of the job were killed"
+        for pid in left:
+            wait_for(lambda p=pid: not alive(p), what=f"alice's leftover {pid} to go")
+        log = daemon.as_user(alice, "GET", f"/v1/jobs/{job}/logs").body.decode()
+        assert "stayed" in log and "escaped" not in log
+        # Bob's job, running all along as another user, is untouched.
+        assert job_info(daemon, bob, bobs)["state"] == "running"
+    finally:
+        gate.touch()
     assert ended(daemon, bob, bobs)["state"] == "succeeded"
 
 
