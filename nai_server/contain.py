@@ -308,11 +308,12 @@ def end_job(contain: Containment, job_id: int, wrapper: int | None, since: int, 
     """Kill whatever the job left running once its wrapper has ended; what was killed,
     in words, for the job's message. `others`: the wrappers of the jobs still running,
     whose processes are never touched."""
-    if contain.active:
+    cgroup = contain.path(job_id)
+    if cgroup is not None and cgroup.exists():
         killed = contain.kill(job_id)
         with contextlib.suppress(OSError):
             contain.remove(job_id)  # or later, by sweep(), once they are gone
-    elif wrapper is not None and since >= 0:
+    elif wrapper is not None and since >= 0:  # no cgroup here, or a job started without
         killed = kill_pids(session_leftovers(wrapper, uid, since))
     else:
         killed = []

@@ -385,10 +385,12 @@ class JobRuntime:
         a job's on a GPU it was not given (a job that set CUDA_VISIBLE_DEVICES itself:
         without device cgroups, nothing else stops it)."""
         ours = {j["pid"]: j for j in hot if j["state"] in ACTIVE and j.get("pid")}
+        by_id = {j["id"]: j for j in ours.values()}
         foreign: dict[int, list[tuple[int, int, int | None]]] = {}
         for gpu in snapshot.gpus:
             for proc in gpu.processes:
-                job = ours.get(session_of(proc.pid) or -1) or ours.get(proc.pid)
+                job = (ours.get(session_of(proc.pid) or -1) or ours.get(proc.pid)
+                       or by_id.get(self.contain.job_of(proc.pid) or -1))
                 if job is not None and gpu.index in (job.get("gpus") or ()):
                     continue
                 strays = job["id"] if job is not None else None

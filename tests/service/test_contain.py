@@ -206,3 +206,24 @@ def test_a_job_that_ended_while_the_daemon_was_down_ends_when_it_did(
     assert done["state"] == "succeeded"
     assert done["ended_at"] == pytest.approx(exited) and started <= done["ended_at"]
     second.close()
+
+
+@needs_cgroups
+def test_a_process_that_left_the_jobs_session_is_still_counted_as_the_jobs(
+        api: TestClient, service: Service, tmp_path: Path) -> None:
+    """Its cgroup names the job: on a GPU the job was not given, the process is reported
+    as the job's, not as someone's who bypassed the queue."""
+    pids, gate = tmp_path / "pids", tmp_path / "go"
+    job = submit(api, f"setsid sh -c 'echo $$ >> {pids}; exec sleep 300' & "
+                      f"while [ ! -e {gate} ]; do sleep 0.02; done")
+    service.tick()
+    (escaped,) = pids_in(pids, 1)
+    other = 1 - info(api, job)["gpus"][0]
+    service.gpus.add_foreign(other, pid=escaped, used_memory=1 << 30)
+    service.tick()
+    gpus = {g["index"]: g for g in api.get("/v1/gpus").json()["gpus"]}
+    assert [f["job"] for f in gpus[other]["foreign"]] == [job]
+    service.gpus.clear_foreign()
+    gate.touch()
+    tick_until(service, ended(api, job), what="the job to end")
+    wait_for(lambda: not alive(escaped), what="the escaped process to go")
