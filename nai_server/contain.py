@@ -237,6 +237,9 @@ class Containment:
         deadline = time.monotonic() + CLOSE_WAIT
         while not self.sweep(keep) and time.monotonic() < deadline:
             time.sleep(0.01)
+        for job_id in keep:  # a running job's cgroup that is empty: its job has ended
+            with contextlib.suppress(OSError):
+                self.remove(job_id)
         with contextlib.suppress(OSError):
             self.base.rmdir()
 
