@@ -1,9 +1,11 @@
 """Starting, watching, signalling and re-adopting job processes on this host.
 
 Each job runs under a tiny `/bin/sh` wrapper in its own session (so it survives a
-daemon restart and can be signalled as a group). The wrapper writes its pid before
-the job starts and the job's exit status atomically (temp + rename) when it ends,
-so a restarted daemon can tell a finished job from a running or a vanished one.
+daemon restart and can be signalled as a group) and, where the host allows, in its
+own cgroup (see `contain`). The wrapper writes its pid before the job starts and the
+job's exit status when it ends, into a status file with room set aside for both, so
+a restarted daemon can tell a finished job (and when it finished) from a running or
+a vanished one.
 """
 
 from __future__ import annotations

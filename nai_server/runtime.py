@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from nai_server import contain, identity, mounts, outputs
+from nai_server import contain, diskspace, identity, mounts, outputs
 from nai_server.accounts import Caller
 from nai_server.config import ServerConfig
 from nai_server.core import scheduling as sched
@@ -98,7 +98,8 @@ class JobRuntime:
         self.usage = UsageBook(store, self.tuning.half_life)
         self._last_archive = 0.0
         # Jobs whose process ended and whose outputs are being collected, outside the
-        # lock, by helpers running as their owners: job id → (when it ended, how, code).
+        # lock, by helpers running as their owners: job id → (when it ended, how, code,
+        # what of it was killed at its end).
         self.collector = collector or ThreadPoolExecutor(2, thread_name_prefix="nai-collect")
         self._collecting: dict[int, Future[tuple[str | None, str | None]]] = {}
         # Kept until the job's end is on disk: a failed write retries it next tick.
@@ -524,7 +525,8 @@ class JobRuntime:
             log.exception("job %s could not start", job["id"])
             self.store.update_job(job["id"], {
                 "state": transition(JobState.STARTING, JobState.FAILED), "ended_at": now,
-                "message": f"could not start: {exc}"})
+                "message": "could not start: server disk full" if diskspace.is_disk_full(exc)
+                           else f"could not start: {exc}"})
             self.registry.collect()
             return
         self.store.update_job(job["id"], {
