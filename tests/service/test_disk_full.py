@@ -100,5 +100,6 @@ def test_below_the_floor_uploads_are_refused_and_jobs_go_on(
                    what="the job to run all the same")
         run_check(service.config)
         assert "warning: server disk full" in capsys.readouterr().out
+        assert "server disk full" in api.get("/v1/gpus").json()["note"]
     finally:
         service.close()
