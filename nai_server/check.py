@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from nai_server import contain, diskspace
 from nai_server.config import ServerConfig
 from nai_server.gpus import open_inventory
 from nai_server.store.atomic import StateUnreadable, read_json_file
@@ -44,6 +45,17 @@ def run_check(config: ServerConfig, *, as_json: bool = False) -> int:
         "user": os.getuid(),
     }
     problems: list[str] = []
+    warnings: list[str] = []
+    layout = contain.detect()
+    report["cgroups"] = {"layout": layout.kind, "root": str(layout.root) if layout.root else None,
+                         "per_job": layout.root is not None and os.geteuid() == 0}
+    if layout.root is None:
+        warnings.append("no cgroup2 hierarchy: a job's processes that leave its session "
+                        "are not killed when it ends")
+    free = diskspace.free_bytes(config.state)
+    report["free_space"] = free
+    if (full := diskspace.below_floor(config)) is not None:
+        warnings.append(full)
     state_problem = _state_problem(config.state)
     if state_problem:
         problems.append(state_problem)
@@ -70,6 +82,7 @@ def run_check(config: ServerConfig, *, as_json: bool = False) -> int:
         problems.append(f"no daemon answers on {config.socket_path} (start `nai-server run`)")
     report["ok"] = not problems
     report["problems"] = problems
+    report["warnings"] = warnings
     if as_json:
         print(json.dumps(report, indent=2))
     else:
@@ -81,8 +94,15 @@ def run_check(config: ServerConfig, *, as_json: bool = False) -> int:
         for gpu in report.get("gpus", []):
             print(f"  gpu {gpu['index']}: {gpu['name']} {gpu['memory_total'] / 2**30:.1f} GiB "
                   f"({gpu['uuid']})")
+        per_job = "a cgroup per job" if report["cgroups"]["per_job"] else (
+            "no cgroup per job (needs root and cgroup2)")
+        print(f"cgroups:    {layout.describe()}; {per_job}")
+        if free is not None:
+            print(f"free space: {free / 2**30:.1f} GiB in the state dir")
         print("daemon:     " + (f"answering (api {version['api_version']}, server "
                                 f"{version['server_version']})" if version else "not answering"))
+        for warning in warnings:
+            print(f"warning: {warning}")
         for problem in problems:
             print(f"problem: {problem}")
         print("all is well" if not problems else f"{len(problems)} problem(s)")

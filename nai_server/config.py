@@ -109,6 +109,9 @@ class LimitsConfig(_Section):
     header_timeout: Seconds = Field(default=30.0, gt=0, le=86_400)
     idle_timeout: Seconds = Field(default=3600.0, gt=0, le=7 * 86_400)
     keepalive_timeout: Seconds = Field(default=5.0, gt=0, le=86_400)
+    # Below this much free space in the state dir, uploads are refused (507) and
+    # `nai-server check` warns; running jobs go on. 0 turns it off.
+    min_free_space: str | int = "1GiB"
 
 
 class ServerConfig(_Section):

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from nai_server import identity, jobfiles
+from nai_server import diskspace, identity, jobfiles
 from nai_server.accounts import Caller
 from nai_server.core.spec import (
     JobSpec,
@@ -317,7 +317,9 @@ class Jobs:
                 memory_used=g.memory_used, memory_free=g.memory_free,
                 utilization=g.utilization, job=holder["id"] if holder else None,
                 user=holder["user"] if holder else None, foreign=foreign))
-        return GpuList(source=snapshot.source, note=self.runtime.gpu_note,
+        # A disk below the free-space floor is said where people look at the server.
+        notes = [n for n in (self.runtime.gpu_note, diskspace.below_floor(self.config)) if n]
+        return GpuList(source=snapshot.source, note="; ".join(notes) or None,
                        gpus=gpus, cpu_slots=self.config.scheduler.cpu_slots,
                        cpu_slots_used=sum(1 for j in active if not j.get("gpus")))
 

@@ -1,9 +1,11 @@
 """Starting, watching, signalling and re-adopting job processes on this host.
 
 Each job runs under a tiny `/bin/sh` wrapper in its own session (so it survives a
-daemon restart and can be signalled as a group). The wrapper writes its pid before
-the job starts and the job's exit status atomically (temp + rename) when it ends,
-so a restarted daemon can tell a finished job from a running or a vanished one.
+daemon restart and can be signalled as a group) and, where the host allows, in its
+own cgroup (see `contain`). The wrapper writes its pid before the job starts and the
+job's exit status when it ends, into a status file with room set aside for both, so
+a restarted daemon can tell a finished job (and when it finished) from a running or
+a vanished one.
 """
 
 from __future__ import annotations
@@ -18,22 +20,36 @@ from typing import Literal, Protocol
 from nai_server import jobfiles
 
 # $1 = the job's command. The wrapper runs as the job's owner, in a directory the
-# daemon owns, so it reports through its standard input: the daemon opens STATUS_FILE
-# for writing, root-owned, and hands it over as fd 0. The wrapper writes its pid there
-# before the job starts and the job's exit status when it ends, one line each; the job
-# itself gets /dev/null instead and cannot reach the file (nor reopen it through
-# /proc, which checks the file's own permissions). A trap *with a command* (not an
-# ignore) keeps the wrapper alive through SIGTERM to the group, while the job still
-# gets the default action; the wrapper then records the job's status.
+# daemon owns, so it reports through a file the daemon opened: STATUS_FILE, root-owned,
+# handed over as fd 2 and moved to fd 3 at once (fd 2 then goes to the log, like fd 1).
+# The wrapper writes its pid there before the job starts and the job's exit status when
+# it ends, one line each; the job itself gets the file closed and /dev/null as its
+# input, so it cannot reach the file (nor reopen it through /proc, which checks the
+# file's own permissions). The file is preallocated by the daemon, so the last line
+# fits even on a disk the job filled. The wrapper's input is a pipe from the daemon:
+# the job starts only once the daemon has put the wrapper into the job's cgroup and
+# written "go" (at EOF, a daemon that died before that, it exits without running it).
+# A trap *with a command* (not an ignore) keeps the wrapper alive through SIGTERM to the
+# group, while the job still gets the default action; the wrapper then records the
+# job's status. A signal that came before the job started (a cancel right after the
+# launch) means it never starts: it would not have seen the signal.
 WRAPPER = r"""
-trap ':' TERM INT HUP
-echo "pid $$" >&0
-/bin/sh -c "$1" </dev/null
+exec 3>&2 2>&1
+stop=
+trap 'stop=143' TERM
+trap 'stop=130' INT
+trap 'stop=129' HUP
+echo "pid $$" >&3
+read go
+[ -z "$stop" ] || { echo "exit $stop" >&3; exit "$stop"; }
+[ "$go" = go ] || exit 125
+/bin/sh -c "$1" </dev/null 3>&-
 code=$?
-echo "exit $code" >&0
+echo "exit $code" >&3
 exit "$code"
 """
 STATUS_FILE = "run.status"
+STATUS_ROOM = 4096  # bytes of the status file the daemon writes before the job starts
 # Written by the wrapper of older versions, inside a directory its owner controlled.
 LEGACY_FILES = ("exit_status", "wrapper.pid")
 
@@ -54,6 +70,7 @@ class LaunchRequest:
     uid: int | None = None  # None: run as the daemon's own user (personal mode)
     gid: int | None = None
     groups: tuple[int, ...] = ()
+    cgroup: Path | None = None  # the job's cgroup, to start the wrapper in
 
 Status = Literal["running", "exited", "vanished"]
 
@@ -106,6 +123,18 @@ def read_exit_status(job_dir: Path) -> int | None:
     return code
 
 
+def exit_time(job_dir: Path) -> float | None:
+    """When the wrapper wrote the job's exit status (the status file's last change),
+    if it did: the job's end, even one the daemon was down for."""
+    if _status_value(job_dir, "exit") is None:
+        return None
+    try:
+        with jobfiles.open_regular(job_dir, STATUS_FILE) as fd:
+            return None if fd is None else os.fstat(fd).st_mtime
+    except OSError:
+        return None
+
+
 def _legacy_value(job_dir: Path, name: str) -> int | None:
     raw = jobfiles.read_small(job_dir, name, 32)
     value = (raw or b"").strip()
@@ -122,19 +151,20 @@ class LocalLauncher:
         # The job dir is the daemon's; O_NOFOLLOW all the same (DESIGN §11).
         flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         log = os.open(request.job_dir / "log", flags | os.O_APPEND, 0o640)
-        status = -1
+        status = go_read = go_write = -1
         try:
             if request.uid is not None:  # the owner may read their log on the server
                 os.fchown(log, request.uid, request.gid if request.gid is not None else -1)
-            status = os.open(request.job_dir / STATUS_FILE, flags | os.O_TRUNC | os.O_APPEND,
-                             0o600)
+            status = os.open(request.job_dir / STATUS_FILE, flags | os.O_TRUNC, 0o600)
+            _reserve(status, STATUS_ROOM)
+            go_read, go_write = os.pipe()
             proc = subprocess.Popen(
                 ["/bin/sh", "-c", WRAPPER, "nai-job", request.command],
                 cwd=request.cwd,
                 env=request.env,
-                stdin=status,
+                stdin=go_read,
                 stdout=log,
-                stderr=subprocess.STDOUT,
+                stderr=status,
                 start_new_session=True,
                 close_fds=True,
                 user=request.uid,
@@ -142,10 +172,24 @@ class LocalLauncher:
                 extra_groups=list(request.groups) if request.uid is not None else None,
                 umask=0o022,
             )
+        except BaseException:
+            if go_write >= 0:
+                os.close(go_write)
+            raise
         finally:
-            os.close(log)
-            if status >= 0:
-                os.close(status)
+            for fd in (log, status, go_read):
+                if fd >= 0:
+                    os.close(fd)
+        try:
+            if request.cgroup is not None:  # before the job runs: all it forks is inside
+                (request.cgroup / "cgroup.procs").write_text(f"{proc.pid}\n")
+            with contextlib.suppress(BrokenPipeError):  # stopped already: it said so
+                os.write(go_write, b"go\n")
+        except BaseException:
+            os.close(go_write)  # EOF: the wrapper exits without starting the job
+            proc.wait()
+            raise
+        os.close(go_write)
         self._children[proc.pid] = proc
         ticks = proc_start_ticks(proc.pid)
         return Handle(proc.pid, ticks if ticks is not None else -1)
@@ -178,6 +222,15 @@ class LocalLauncher:
         if handle.pid in self._children or self._alive(handle):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(handle.pid, sig)
+
+def _reserve(fd: int, size: int) -> None:
+    """Write `size` zero bytes and go back to the start: later writes over them need no
+    new room, even on a full disk (the reader takes only lines ended by a newline)."""
+    done = 0
+    while done < size:
+        done += os.write(fd, bytes(size - done))
+    os.lseek(fd, 0, os.SEEK_SET)
+
 
 def _code(returncode: int) -> int:
     # Popen reports death by signal N as -N; shells report 128+N.

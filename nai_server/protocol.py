@@ -103,8 +103,16 @@ class Unavailable(ApiError):
     code = "unavailable"
 
 
+class DiskFull(ApiError):
+    """The server's disk is full (or below its free-space floor): nothing new is stored."""
+
+    status = 507
+    code = "disk_full"
+
+
 ERRORS_BY_CODE: dict[str, type[ApiError]] = {
-    cls.code: cls for cls in (Invalid, Unauthorized, Forbidden, NotFound, Conflict, Unavailable)
+    cls.code: cls
+    for cls in (Invalid, Unauthorized, Forbidden, NotFound, Conflict, Unavailable, DiskFull)
 }
 ERRORS_BY_CODE[ApiError.code] = ApiError
 

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from nai_server import identity, mounts, outputs
+from nai_server import contain, diskspace, identity, mounts, outputs
 from nai_server.accounts import Caller
 from nai_server.config import ServerConfig
 from nai_server.core import scheduling as sched
@@ -38,6 +38,7 @@ from nai_server.launcher import (
     Handle,
     Launcher,
     LaunchRequest,
+    exit_time,
     proc_start_ticks,
     proc_uid,
     read_wrapper_pid,
@@ -97,10 +98,15 @@ class JobRuntime:
         self.usage = UsageBook(store, self.tuning.half_life)
         self._last_archive = 0.0
         # Jobs whose process ended and whose outputs are being collected, outside the
-        # lock, by helpers running as their owners: job id → (when it ended, how, code).
+        # lock, by helpers running as their owners: job id → (when it ended, how, code,
+        # what of it was killed at its end).
         self.collector = collector or ThreadPoolExecutor(2, thread_name_prefix="nai-collect")
         self._collecting: dict[int, Future[tuple[str | None, str | None]]] = {}
-        self._ended: dict[int, tuple[float, str, int | None]] = {}
+        # Kept until the job's end is on disk: a failed write retries it next tick.
+        self._ended: dict[int, tuple[float, str, int | None, str | None]] = {}
+        self._probe: GpuSnapshot | None = None  # this tick's, for what a job left on a GPU
+        self.contain = contain.Containment(config.state)
+        self._sweep_due = True  # at start: what a crash left behind
         self._helpers: set[subprocess.Popen[bytes]] = set()  # killed at close
         self._strays: set[tuple[int, int]] = set()  # (job, GPU) already logged
         jobs = config.jobs
@@ -116,20 +122,28 @@ class JobRuntime:
 
     def tick(self, now: float | None = None) -> None:
         now = self.clock() if now is None else now
-        snapshot = self.gpus.probe()
+        snapshot = self._probe = self.gpus.probe()
         # settled(): never launch a job whose submission a failed flush may take back.
         with self.lock.settled():
             ended = self._reap(now)
         for job in ended:  # outside the lock: no request waits on a job's files
             self._collecting[job["id"]] = self.collector.submit(self._collect, job)
         with self.lock.settled():
-            self._finish_collected()
+            saved = self._finish_collected()
             hot = self.store.hot_jobs()
             self._observe(snapshot, hot)
             self._schedule(now, hot)
             if now - self._last_archive >= ARCHIVE_EVERY_SECONDS:
                 self._archive(now)
                 self._last_archive = now
+        # Committed (a failed commit raised above): only now may the ends be forgotten.
+        for job_id in saved:
+            self._collecting.pop(job_id, None)
+            self._ended.pop(job_id, None)
+        if saved or self._sweep_due:  # cgroups of ended jobs, once their processes are gone
+            with self.lock:
+                keep = {j["id"] for j in self.store.hot_jobs() if j["state"] in ACTIVE}
+            self._sweep_due = not self.contain.sweep(keep)
 
     def busy(self) -> bool:
         with self.lock:
@@ -146,6 +160,9 @@ class JobRuntime:
         for helper in list(self._helpers):
             outputs.kill(helper)
         self.collector.shutdown(wait=True, cancel_futures=True)
+        with self.lock:
+            keep = {j["id"] for j in self.store.hot_jobs() if j["state"] in ACTIVE}
+        self.contain.close(keep)  # a running job keeps its cgroup (it outlives the daemon)
 
     # --- reaping ----------------------------------------------------------------------
 
@@ -177,12 +194,31 @@ class JobRuntime:
             assert handle is not None
             self._enforce_limits(job, handle, now)
             return False
+        note = self._leftovers(job, handle)
         stop = job.get("stop") or {}
         if stop.get("kind") == "preempted" and job["state"] == JobState.RUNNING:
             self._requeue(job, stop, now)  # however it ended: it was interrupted
             return False
-        self._ended[job["id"]] = (now, status, code)
+        if status == "exited":  # it may have ended while the daemon was down
+            at = exit_time(job_dir)
+            if at is not None:
+                now = min(now, max(at, job.get("started_at") or now))
+        self._ended[job["id"]] = (now, status, code, note)
         return True
+
+    def _leftovers(self, job: Doc, handle: Handle | None) -> str | None:
+        """Kill what the job left running (its cgroup, or its session, and its user's
+        new processes on its GPUs); what was killed, in words."""
+        others = {j["pid"] for j in self.store.hot_jobs()
+                  if j["state"] in ACTIVE and j.get("pid") and j["id"] != job["id"]}
+        return contain.end_job(
+            self.contain, job["id"], handle.pid if handle else None,
+            handle.start_ticks if handle else -1, self._owner_uid(job), self._probe,
+            job.get("gpus") or (), others)
+
+    def _owner_uid(self, job: Doc) -> int:
+        account = None if self.config.personal else identity.unix_account(job["user"])
+        return account.pw_uid if account is not None and os.geteuid() == 0 else os.getuid()
 
     def _owns(self, job: Doc, pid: int) -> bool:
         """Whether a recorded pid is a process of the job's owner: the daemon signals
@@ -192,13 +228,15 @@ class JobRuntime:
         account = identity.unix_account(job["user"])
         return account is not None and proc_uid(pid) == account.pw_uid
 
-    def _finish_collected(self) -> None:
-        """End the jobs whose outputs have been collected (or refused)."""
+    def _finish_collected(self) -> list[int]:
+        """End the jobs whose outputs have been collected (or refused); their ids, to
+        forget once the ends are committed."""
+        saved = []
         for job_id, future in list(self._collecting.items()):
             if not future.done():
                 continue
-            del self._collecting[job_id]
-            now, status, code = self._ended.pop(job_id)
+            saved.append(job_id)
+            now, status, code, note = self._ended[job_id]
             try:
                 tree, problem = future.result()
             except Exception as exc:  # a bug in collecting: the job still ends
@@ -207,10 +245,11 @@ class JobRuntime:
             job = self.store.get_job(job_id)
             if job is None or job["state"] not in (JobState.STARTING, JobState.RUNNING):
                 continue
-            self._end(job, status, code, now, tree, problem)
+            self._end(job, status, code, now, tree, problem, note)
+        return saved
 
     def _end(self, job: Doc, status: str, code: int | None, now: float, tree: str | None,
-             problem: str | None) -> None:
+             problem: str | None, note: str | None = None) -> None:
         stop = job.get("stop") or {}
         if status == "exited":
             final = stop.get("kind") or ("succeeded" if code == 0 else "failed")
@@ -220,7 +259,7 @@ class JobRuntime:
             message = None if stop else (
                 "the job's process vanished without an exit status (the machine rebooted, "
                 "or it was killed from outside nai)")
-        self._finish(job, JobState(final), code, message, now, tree, problem)
+        self._finish(job, JobState(final), code, message, now, tree, problem, note)
 
     def _enforce_limits(self, job: Doc, handle: Handle, now: float) -> None:
         stop = job.get("stop")
@@ -229,6 +268,7 @@ class JobRuntime:
             self.begin_stop(job, "timed_out", now)
         elif stop and not stop.get("killed") and now >= stop["deadline"]:
             self.launcher.signal(handle, signal.SIGKILL)
+            self.contain.kill(job["id"])
             self.store.update_job(job["id"], {"stop": {**stop, "killed": True}})
 
     def begin_stop(self, job: Doc, kind: str, now: float, **why: Any) -> Doc:
@@ -239,6 +279,10 @@ class JobRuntime:
         stop = {"kind": kind, "at": now, "deadline": now + grace, "killed": grace <= 0, **why}
         if handle is not None:
             self.launcher.signal(handle, signal.SIGKILL if grace <= 0 else signal.SIGTERM)
+        if grace <= 0:
+            self.contain.kill(job["id"])
+        else:  # what left the job's process group hears it too
+            self.contain.signal(job["id"], signal.SIGTERM)
         return self.store.update_job(job["id"], {"stop": stop})
 
     def _collect(self, job: Doc) -> tuple[str | None, str | None]:
@@ -275,15 +319,16 @@ class JobRuntime:
                              tuple(identity.unix_groups(job["user"])))
 
     def _finish(self, job: Doc, final: JobState, code: int | None, message: str | None,
-                now: float, tree: str | None = None, problem: str | None = None) -> None:
+                now: float, tree: str | None = None, problem: str | None = None,
+                note: str | None = None) -> None:
         fields: Doc = {"state": transition(JobState(job["state"]), final), "ended_at": now,
                        "exit_code": code}
-        if message:
-            fields["message"] = message
         if tree is not None:
             fields["output_tree"] = tree
         elif problem is not None:
-            fields["message"] = f"outputs not collected: {problem}"
+            message = f"outputs not collected: {problem}"
+        if message or note:
+            fields["message"] = "; ".join(m for m in (message, note) if m)
         if final == JobState.SUCCEEDED and job["spec"].get("register_model"):
             fields.update(self._register(job, fields.get("output_tree")))
         self.store.update_job(job["id"], fields)
@@ -341,10 +386,12 @@ class JobRuntime:
         a job's on a GPU it was not given (a job that set CUDA_VISIBLE_DEVICES itself:
         without device cgroups, nothing else stops it)."""
         ours = {j["pid"]: j for j in hot if j["state"] in ACTIVE and j.get("pid")}
+        by_id = {j["id"]: j for j in ours.values()}
         foreign: dict[int, list[tuple[int, int, int | None]]] = {}
         for gpu in snapshot.gpus:
             for proc in gpu.processes:
-                job = ours.get(session_of(proc.pid) or -1) or ours.get(proc.pid)
+                job = (ours.get(session_of(proc.pid) or -1) or ours.get(proc.pid)
+                       or by_id.get(self.contain.job_of(proc.pid) or -1))
                 if job is not None and gpu.index in (job.get("gpus") or ()):
                     continue
                 strays = job["id"] if job is not None else None
@@ -480,7 +527,8 @@ class JobRuntime:
             log.exception("job %s could not start", job["id"])
             self.store.update_job(job["id"], {
                 "state": transition(JobState.STARTING, JobState.FAILED), "ended_at": now,
-                "message": f"could not start: {exc}"})
+                "message": "could not start: server disk full" if diskspace.is_disk_full(exc)
+                           else f"could not start: {exc}"})
             self.registry.collect()
             return
         self.store.update_job(job["id"], {
@@ -523,7 +571,8 @@ class JobRuntime:
         env = build_job_env(job_id=job["id"], job_dir=str(job_dir), gpu_indices=gpus,
                             user_env=job["spec"].get("env", {}), base_env=base, **dirs)
         return LaunchRequest(job_id=job["id"], job_dir=job_dir, command=job["spec"]["command"],
-                             env=env, cwd=job_dir / "code", uid=uid, gid=gid, groups=groups)
+                             env=env, cwd=job_dir / "code", uid=uid, gid=gid, groups=groups,
+                             cgroup=self.contain.create(job["id"]))
 
     def _build(self, job: Doc, job_dir: Path, uid: int | None, gid: int | None) -> None:
         """A new job's directory, complete before it gets its name."""

@@ -11,11 +11,11 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from nai_server import __version__
+from nai_server import __version__, diskspace
 from nai_server.api import accounts, blobs, jobs, openapi, registry, system
 from nai_server.api.limits import BodyLimit
 from nai_server.core.bounds import scrub, shown
-from nai_server.protocol import API_VERSION, METHOD_OVERRIDE_HEADER, ApiError, Conflict
+from nai_server.protocol import API_VERSION, METHOD_OVERRIDE_HEADER, ApiError, Conflict, DiskFull
 from nai_server.service import Service
 from nai_server.store.blobs import BlobNotFound, MissingBlobs, StoreCorrupt
 
@@ -76,6 +76,25 @@ class MethodOverride:
         await self.app(scope, receive, send)
 
 
+class SpaceFloor:
+    """Refuse an upload (a blob pack) with 507 while the state dir's free space is below
+    the configured floor; everything else, running jobs included, goes on."""
+
+    def __init__(self, app: ASGIApp, service: Service) -> None:
+        self.app = app
+        self.config = service.config
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] == "http" and scope["method"] == "POST"
+                and scope["path"] == "/v1/blobs"):
+            why = diskspace.below_floor(self.config)
+            if why is not None:
+                await SafeJSONResponse(DiskFull(why).to_body(), status_code=DiskFull.status)(
+                    scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def _error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     err: dict[str, Any] = {"code": code, "message": message}
     if details:
@@ -109,8 +128,18 @@ def create_app(service: Service) -> FastAPI:
     app.state.service = service
 
     @app.exception_handler(ApiError)
-    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        if diskspace.is_disk_full(exc):  # a commit that found no space
+            return await disk_full(request, exc)
         return SafeJSONResponse(exc.to_body(), status_code=exc.status)
+
+    @app.exception_handler(OSError)
+    async def disk_full(request: Request, exc: Exception) -> JSONResponse:
+        if not diskspace.is_disk_full(exc):
+            return await crash(request, exc)
+        log.error("disk full, in %s %s: %s", request.method, request.url.path, exc)
+        error = DiskFull(diskspace.DISK_FULL_MESSAGE)
+        return SafeJSONResponse(error.to_body(), status_code=error.status)
 
     @app.exception_handler(MissingBlobs)
     @app.exception_handler(BlobNotFound)
@@ -148,6 +177,7 @@ def create_app(service: Service) -> FastAPI:
     for module in (system, accounts, blobs, jobs, registry):
         app.include_router(module.router, prefix="/v1")
     openapi.install(app)
+    app.add_middleware(SpaceFloor, service=service)
     app.add_middleware(MethodOverride)
     app.add_middleware(BodyLimit)  # added last: the outermost, before anything reads
     return app

@@ -11,8 +11,8 @@ from what the route is, so a new route is documented without anyone remembering 
   not an admin, or not allowed;
 - 404 and 409 where the request names something (a path parameter or a body): it may
   not exist, or clash with the state it is in, or need blobs the store lost;
-- 409 and 503 for every write (`Conflict`; `CommitFailed` when the state could not be
-  written).
+- 409, 503 and 507 for every write (`Conflict`; `CommitFailed` when the state could not
+  be written; `DiskFull`).
 
 Answers and bodies that are not JSON (streams, the packed upload, HEAD) and path
 parameters the code checks itself are declared in the tables below; building the
@@ -41,6 +41,7 @@ ERROR_STATUSES: dict[int, str] = {
     409: "The request clashes with the current state",
     413: "The request body is larger than this route's limit",
     503: "The daemon could not record the change; nothing was changed, try again",
+    507: "The server's disk is full (or below its free-space floor); ask an admin",
 }
 
 # The operations that answer without resolving the caller: clients check the version
@@ -117,7 +118,7 @@ def statuses(method: str, path: str, operation: dict[str, Any]) -> set[int]:
     if names:
         codes |= {404, 409}
     if method in _WRITES:
-        codes |= {409, 503}
+        codes |= {409, 503, 507}
     return codes
 
 
