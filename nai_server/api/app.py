@@ -129,8 +129,11 @@ def create_app(service: Service) -> FastAPI:
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        if diskspace.is_disk_full(exc):  # a commit that found no space
-            return await disk_full(request, exc)
+        if diskspace.is_disk_full(exc):  # a commit that found no space: say so, and
+            # that nothing of the request was kept (CommitFailed's own words)
+            log.error("disk full, in %s %s: %s", request.method, request.url.path, exc)
+            error = DiskFull(f"{diskspace.DISK_FULL_MESSAGE} ({exc.message})")
+            return SafeJSONResponse(error.to_body(), status_code=error.status)
         return SafeJSONResponse(exc.to_body(), status_code=exc.status)
 
     @app.exception_handler(OSError)

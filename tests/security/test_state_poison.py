@@ -123,8 +123,9 @@ def test_a_commit_that_fails_is_an_error_for_its_request_and_is_not_kept(
 
     monkeypatch.setattr(atomic, "atomic_write", disk_full)
     failed = api.post("/v1/jobs", json={"spec": {"command": "true", "gpus": 0}})
-    assert failed.status_code == 503, failed.text
+    assert failed.status_code == 507, failed.text  # Insufficient Storage
     message = failed.json()["error"]["message"]
+    assert message.startswith("server disk full")
     assert "No space left on device" in message and "nothing was changed" in message
     assert [j["id"] for j in api.get("/v1/jobs").json()["jobs"]] == [kept]
     later = api.post("/v1/jobs", json={"spec": {"command": "true", "gpus": 0}})
