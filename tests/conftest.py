@@ -25,3 +25,26 @@ def api(service: Service) -> Iterator[TestClient]:
     """The API in process, called by this process's own user (the personal owner)."""
     with TestClient(AsPeer(create_app(service)), base_url="http://nai") as client:
         yield client
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[object]:
+    """Small file systems of their own, `tmpfs("8m")` (as root; the test is skipped
+    where none can be mounted), unmounted at the end."""
+    import subprocess
+
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        disk = tmp_path / f"disk{len(mounted)}"
+        disk.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip()}")
+        mounted.append(disk)
+        return disk
+
+    yield mount
+    for disk in mounted:
+        subprocess.run(["umount", "-l", str(disk)], check=True)

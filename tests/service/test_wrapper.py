@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -41,25 +41,17 @@ def test_a_signal_before_go_stops_the_job_before_it_starts(tmp_path: Path) -> No
 
 
 @pytest.fixture
-def full_disk(tmp_path: Path) -> Iterator[Path]:
+def full_disk(tmpfs: Callable[[str], Path]) -> Path:
     """A 1 MiB filesystem, filled up."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
-    try:
-        (disk / "code").mkdir()
-        with open(disk / "filler", "wb") as filler:
-            try:
-                filler.write(bytes(2 << 20))
-                filler.flush()
-            except OSError:
-                pass
-        yield disk
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=True)
+    disk = tmpfs("1m")
+    (disk / "code").mkdir()
+    with open(disk / "filler", "wb") as filler:
+        try:
+            filler.write(bytes(2 << 20))
+            filler.flush()
+        except OSError:
+            pass
+    return disk
 
 
 def test_no_job_runs_without_room_for_its_exit_status(full_disk: Path) -> None:
