@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
-import stat
 import subprocess
 import time
 from collections.abc import Callable
@@ -22,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from nai_server import contain, diskspace, identity, mounts, outputs
+from nai_server import contain, diskspace, identity, jobdir, mounts, outputs
 from nai_server.accounts import Caller
 from nai_server.config import ServerConfig
 from nai_server.core import scheduling as sched
@@ -33,8 +31,6 @@ from nai_server.core.trees import Limits, TreeError
 from nai_server.core.units import format_duration
 from nai_server.gpus import GpuInventory, GpuSnapshot
 from nai_server.launcher import (
-    LEGACY_FILES,
-    STATUS_FILE,
     Handle,
     Launcher,
     LaunchRequest,
@@ -54,8 +50,6 @@ log = logging.getLogger("nai.runtime")
 
 Doc = dict[str, Any]
 ARCHIVE_EVERY_SECONDS = 60.0
-# Files in a job directory that a run leaves behind and the next run must not see.
-RUN_LEFTOVERS = (STATUS_FILE, *LEGACY_FILES, "exit_status.tmp", "wrapper.pid.tmp")
 
 
 @dataclass
@@ -375,7 +369,7 @@ class JobRuntime:
             "message": f"preempted at {_when(stop.get('at', now))} {room}{killed}; requeued "
                        f"with {format_duration(round(attained))} of service"})
         job_dir = self.job_dir(job["id"])
-        for name in RUN_LEFTOVERS:
+        for name in jobdir.RUN_LEFTOVERS:
             (job_dir / name).unlink(missing_ok=True)
         log.info("job %s preempted %s; requeued", job["id"], room)
 
@@ -539,14 +533,7 @@ class JobRuntime:
     def _prepare(self, job: Doc, gpus: tuple[int, ...]) -> LaunchRequest:
         """The job's own directory, a writable copy of its code, its environment.
 
-        The directory is the daemon's (DESIGN §11): its owner gets code/, output/,
-        metrics.jsonl and the log, and can replace none of the names, so the daemon
-        never opens a link or a FIFO there. A new job's directory is built under a
-        temporary name and renamed into place when complete, so no job ever starts on
-        a partial copy, and it is never one that exists already (that is moved aside).
-        A job that runs again after a preemption keeps its directory: its code copy
-        and output/ (where it saved its checkpoint) stay as they are, missing pieces
-        are made again, and log and metrics.jsonl are appended to."""
+        The directory is made (or made safe to run in again) by `jobdir.make`."""
         job_dir = self.job_dir(job["id"])
         account = None if self.config.personal else identity.unix_account(job["user"])
         uid = gid = None
@@ -554,12 +541,7 @@ class JobRuntime:
         if account is not None and os.geteuid() == 0:
             uid, gid = account.pw_uid, account.pw_gid
             groups = tuple(identity.unix_groups(job["user"]))
-        if job.get("runs") and os.path.lexists(job_dir):
-            _reclaim(job_dir)
-            self._fill(job, job_dir, uid, gid)
-        else:
-            self._build(job, job_dir, uid, gid)
-        os.chmod(job_dir, 0o700 if self.config.personal else 0o711)
+        jobdir.make(job, job_dir, self.blobs, uid, gid, personal=self.config.personal)
         dirs = {f"{kind}_dir": str(job_dir / kind) for kind in mounts.MOUNTS if job.get(kind)}
         home = account.pw_dir if account else os.environ.get("HOME", "/")
         base = {
@@ -574,46 +556,6 @@ class JobRuntime:
                              env=env, cwd=job_dir / "code", uid=uid, gid=gid, groups=groups,
                              cgroup=self.contain.create(job["id"]))
 
-    def _build(self, job: Doc, job_dir: Path, uid: int | None, gid: int | None) -> None:
-        """A new job's directory, complete before it gets its name."""
-        if os.path.lexists(job_dir):
-            _move_aside(job_dir, "a new job never takes over a directory already there")
-        # Names that start with the id, so the store's id floor counts them too.
-        building = job_dir.with_name(f".{job['id']}.new")
-        if os.path.lexists(building):  # left by a crash while building
-            shutil.rmtree(building)
-        building.mkdir(mode=0o700)
-        self._fill(job, building, uid, gid)
-        os.rename(building, job_dir)
-
-    def _fill(self, job: Doc, job_dir: Path, uid: int | None, gid: int | None) -> None:
-        """Make what is missing of a job directory: code, output/, metrics.jsonl, mounts."""
-        code = job_dir / "code"
-        if not os.path.lexists(code):
-            if job.get("code_tree"):
-                self.blobs.materialise(job["code_tree"], code, link=False)
-            else:
-                code.mkdir()
-            if uid is not None:  # built by the daemon, not yet seen by the job
-                _chown_tree(code, uid, gid if gid is not None else -1)
-        output = job_dir / "output"
-        if not os.path.lexists(output):
-            output.mkdir(mode=0o700)
-            if uid is not None:
-                os.chown(output, uid, gid if gid is not None else -1)
-        fd = os.open(job_dir / "metrics.jsonl",
-                     os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                     0o640)
-        try:
-            if uid is not None:
-                os.fchown(fd, uid, gid if gid is not None else -1)
-        finally:
-            os.close(fd)
-        # The mounts stay the daemon's (the links share the blobs' inodes).
-        for kind in mounts.MOUNTS:
-            if job.get(kind):
-                mounts.mount(self.blobs, job[kind]["tree_id"], job_dir / kind)
-
     # --- history ----------------------------------------------------------------------
 
     def _archive(self, now: float) -> None:
@@ -624,51 +566,9 @@ class JobRuntime:
             self.store.archive_jobs(old, now)
 
 
-def _move_aside(path: Path, why: str) -> None:
-    """Rename a job directory out of the way, for an admin to look at; never delete it
-    (it may hold someone's data)."""
-    aside = path.with_name(f"{path.name}.stale-{time.time_ns()}")
-    os.rename(path, aside)
-    log.warning("%s was moved aside to %s: %s", path, aside, why)
-
-
-def _reclaim(job_dir: Path) -> None:
-    """Make a job directory from an earlier run safe to start in again.
-
-    A directory made by an older version belonged to the job's owner, who could have
-    changed it while the job waited: none of log, metrics.jsonl, code or output may be
-    a link, and log and metrics.jsonl must be plain files. The directory is the
-    daemon's from now on."""
-    st = os.lstat(job_dir)
-    if not stat.S_ISDIR(st.st_mode):
-        raise RuntimeError(f"{job_dir} is not the job's directory any more")
-    os.chown(job_dir, os.geteuid(), os.getegid(), follow_symlinks=False)
-    os.chmod(job_dir, 0o700)
-    for name in ("code", "output", "log", "metrics.jsonl"):
-        path = job_dir / name
-        if path.is_symlink():
-            path.unlink()  # the link, never what it points to
-        elif name in ("log", "metrics.jsonl") and path.is_dir():
-            shutil.rmtree(path)
-        elif name in ("log", "metrics.jsonl") and path.exists() and not path.is_file():
-            path.unlink()  # a FIFO or socket: opening it would block or fail
-    for name in RUN_LEFTOVERS:
-        (job_dir / name).unlink(missing_ok=True)
-    for name in mounts.MOUNTS:
-        mounts.unmount(job_dir / name)  # mounted afresh: whatever is there now is not ours
-
-
 def _when(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _handle(job: Doc) -> Handle | None:
     return Handle(job["pid"], job.get("pid_start", -1)) if job.get("pid") else None
-
-
-def _chown_tree(root: Path, uid: int, gid: int) -> None:
-    """Give the job's files to its owner (no symlink is followed)."""
-    os.chown(root, uid, gid, follow_symlinks=False)
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in (*dirnames, *filenames):
-            os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
