@@ -32,7 +32,14 @@ from nai_server.protocol import (
 from nai_server.registry import Registry
 from nai_server.runtime import JobRuntime
 from nai_server.store.atomic import CommitLock
-from nai_server.store.blobs import BlobStore, MissingBlobs, PackError, PackReceiver, TreeNotFound
+from nai_server.store.blobs import (
+    BlobStore,
+    MissingBlobs,
+    PackError,
+    PackReceiver,
+    StoreCorrupt,
+    TreeNotFound,
+)
 from nai_server.store.db import TinyDbStore
 from nai_server.tree_access import TreeAccess
 
@@ -156,12 +163,17 @@ class Service:
                 raise MissingBlobs(missing)
 
     def has_tree(self, tree_id: str, caller: Caller | None = None) -> bool:
-        """True if the tree is recorded (and `caller`, when given, may read it)."""
+        """True if the tree is recorded with all its blobs (and `caller`, when given, may
+        read it). A tree whose blob the store lost is not held: told so, a client sends
+        the tree again, and its upload restores the blob."""
         try:
             if caller is not None:
-                return self.trees.may_read(caller, tree_id)
-            return self.blobs.has_tree(tree_id)
-        except ValueError:
+                if not self.trees.may_read(caller, tree_id):
+                    return False
+            elif not self.blobs.has_tree(tree_id):
+                return False
+            return not self.blobs.tree_missing(tree_id)
+        except (ValueError, TreeNotFound, StoreCorrupt):
             return False
 
     def _check_readable(self, tree_id: str, caller: Caller | None) -> None:

@@ -53,6 +53,18 @@ _STORE_DAMAGED = Conflict(
     "and trees/ from a backup")
 
 
+def lost_files(exc: MissingBlobs) -> Conflict:
+    """The 409 for a tree whose files' blobs the store lost, naming the files (only
+    raised for a tree the caller may read: its paths are theirs to see)."""
+    named = ", ".join(shown(p) for p in exc.paths[:5])
+    more = f" and {len(exc.paths) - 5} more" if len(exc.paths) > 5 else ""
+    return Conflict(
+        f"{len(exc.paths)} file(s) of this tree are missing from the server's blob store: "
+        f"{named}{more}. Whoever has them can push them again (that restores them); "
+        "ask the server's admin to run `nai-admin store verify`",
+        details={"missing_files": exc.paths[:1000], "missing": exc.digests[:1000]})
+
+
 class MethodOverride:
     """Treat `POST` + `X-HTTP-Method-Override: PUT|PATCH|DELETE` as that method,
     for networks whose proxies allow only GET and POST."""
@@ -148,7 +160,10 @@ def create_app(service: Service) -> FastAPI:
         # Raised before a streamed answer starts (the store checks first), so the
         # caller gets a status rather than a cut-off download.
         log.error("blob store damaged, in %s %s: %s", request.method, request.url.path, exc)
-        return SafeJSONResponse(_STORE_DAMAGED.to_body(), status_code=_STORE_DAMAGED.status)
+        error = _STORE_DAMAGED
+        if isinstance(exc, MissingBlobs) and exc.paths:
+            error = lost_files(exc)
+        return SafeJSONResponse(error.to_body(), status_code=error.status)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
