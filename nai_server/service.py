@@ -41,6 +41,7 @@ from nai_server.store.blobs import (
     TreeNotFound,
 )
 from nai_server.store.db import TinyDbStore
+from nai_server.store.verify import StoreVerifier, references_in
 from nai_server.tree_access import TreeAccess
 
 
@@ -82,6 +83,10 @@ class Service:
         # Read rights on trees (DESIGN §6); the registry checks the trees it is given.
         self.trees = TreeAccess(store, self.lock, blobs, Jobs.may_read)
         self.registry.may_read_tree = self.trees.may_read
+        # `nai-admin store verify`: in a thread of its own, at a bounded read rate.
+        self.verifier = StoreVerifier(
+            blobs, references_in(store, self.lock), clock=clock,
+            rate=config.limits.verify_mib_per_s * (1 << 20))
         # Set by the run loop; notify() wakes it early (e.g. after a submit).
         self.wakeup: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -229,6 +234,7 @@ class Service:
         return self.runtime.busy()
 
     def close(self) -> None:
+        self.verifier.close()
         self.runtime.close()
         with self.lock:
             self.store.close()

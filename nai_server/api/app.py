@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from nai_server import __version__, diskspace
-from nai_server.api import accounts, blobs, jobs, openapi, registry, system
+from nai_server.api import accounts, blobs, jobs, openapi, registry, store, system
 from nai_server.api.limits import BodyLimit
 from nai_server.core.bounds import scrub, shown
 from nai_server.protocol import API_VERSION, METHOD_OVERRIDE_HEADER, ApiError, Conflict, DiskFull
@@ -49,8 +49,8 @@ def _scrubbed(value: Any) -> Any:
 
 _STORE_DAMAGED = Conflict(
     "the server's blob store is damaged: files this request needs are missing or do not "
-    "match their ids; ask the server's admin to restore the state directory's blobs/ "
-    "and trees/ from a backup")
+    "match their ids; ask the server's admin (`nai-admin store verify` lists what is "
+    "damaged; restore the state directory's blobs/ and trees/ from a backup)")
 
 
 def lost_files(exc: MissingBlobs) -> Conflict:
@@ -189,7 +189,7 @@ def create_app(service: Service) -> FastAPI:
             status_code=500,
         )
 
-    for module in (system, accounts, blobs, jobs, registry):
+    for module in (system, accounts, blobs, jobs, registry, store):
         app.include_router(module.router, prefix="/v1")
     openapi.install(app)
     app.add_middleware(SpaceFloor, service=service)
