@@ -173,6 +173,7 @@ def store_text(r: dict[str, Any]) -> str:
         lines.append(f"{v['kind']} {v['name']}@{v['version']} of {v['owner']}: "
                      f"tree {v['problem']}")
     lines += [f"stray file (left alone): {s}" for s in r["stray"]]
+    lines += [f"... and {n} more {key} not listed" for key, n in r["unlisted"].items()]
     if r["blobs"]:
         fix = ("moved aside: the store now asks for them again" if r["repair"]
                else "run with --repair to move corrupt ones aside")

@@ -547,4 +547,5 @@ class StoreReport(Model):
     jobs: list[DamagedJob]
     versions: list[DamagedVersion]
     stray: list[str]  # files in the store that are neither blob nor tree, left alone
+    unlisted: dict[str, int]  # per list above: how many more were found than it shows
     clean: bool

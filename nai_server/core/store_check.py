@@ -25,6 +25,7 @@ JOB_ROLES = (("code_tree", "code"), ("output_tree", "outputs"))
 PINNED_ROLES = ("dataset", "model")
 
 SHOWN_PATHS = 100  # paths listed per damaged tree; the count says how many in all
+LISTED = 10_000  # entries listed per kind of damage; beyond, only counted
 
 
 def throttle_delay(done: int, elapsed: float, rate: float) -> float:
@@ -108,4 +109,4 @@ def referenced_trees(jobs: Iterable[Mapping[str, Any]],
 
 def is_clean(report: Mapping[str, Any]) -> bool:
     """True if a finished report found nothing damaged."""
-    return not any(report.get(key) for key in ("blobs", "trees", "stray"))
+    return not any(report.get(key) for key in ("blobs", "trees", "stray", "unlisted"))

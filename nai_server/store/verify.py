@@ -48,7 +48,7 @@ def _new_report(repair: bool, now: float | None, state: str = "running") -> Doc:
     return {"state": state, "repair": repair, "started_at": now, "finished_at": None,
             "error": None, "blobs_checked": 0, "bytes_checked": 0, "trees_checked": 0,
             "blobs": [], "trees": [], "jobs": [], "versions": [], "stray": [],
-            "clean": False}
+            "unlisted": {}, "clean": False}
 
 
 class StoreVerifier:
@@ -107,8 +107,16 @@ class StoreVerifier:
             self._report.update(fields)
 
     def _add(self, key: str, item: Any) -> None:
+        """List `item` (or what calling it gives) under `key`, or only count it once the
+        list holds check.LISTED: a disk that lost a million blobs gets a report that
+        still fits an answer."""
         with self._mutex:
-            self._report[key].append(item)
+            if len(self._report[key]) >= check.LISTED:
+                self._report["unlisted"][key] = self._report["unlisted"].get(key, 0) + 1
+                return
+        value = item() if callable(item) else item
+        with self._mutex:
+            self._report[key].append(value)
 
     # -- the walk ------------------------------------------------------------------------
 
@@ -128,8 +136,9 @@ class StoreVerifier:
                                     "damaged_files": 0, "moved_to": None})
         # A blob an upload restored meanwhile is no longer missing.
         for digest in sorted(d for d in lost if not self.blobs.has(d)):
-            self._add("blobs", {"digest": digest, "problem": check.MISSING, "moved_to": None,
-                                "owners": self.blobs.claims.holders(digest)})
+            self._add("blobs", lambda d=digest: {
+                "digest": d, "problem": check.MISSING, "moved_to": None,
+                "owners": self.blobs.claims.holders(d)})
         with self._mutex:
             report = self._report
             report["jobs"] = check.broken_jobs(broken, jobs)
@@ -166,9 +175,9 @@ class StoreVerifier:
                 if repair and moved is None and self.blobs.has(digest):
                     continue  # an upload replaced it while it was read: whole again
                 corrupt[digest] = check.CORRUPT
-                self._add("blobs", {"digest": digest, "problem": check.CORRUPT,
-                                    "moved_to": moved,
-                                    "owners": self.blobs.claims.holders(digest)})
+                self._add("blobs", lambda d=digest, moved=moved: {
+                    "digest": d, "problem": check.CORRUPT, "moved_to": moved,
+                    "owners": self.blobs.claims.holders(d)})
         return corrupt
 
     def _hash(self, path: str, started: float, done: int) -> tuple[str, int, int] | None:
@@ -271,8 +280,10 @@ def references_in(store: TinyDbStore, lock: CommitLock) -> Callable[[], Referenc
 
     def read() -> References:
         with lock:
-            jobs = [{k: job.get(k) for k in keys} for job in store.iter_jobs(check.job_trees)]
-            entries = [(kind, doc) for kind in KINDS for doc in store.list_registry_entries(kind)]
+            jobs: list[Doc] = [{k: job.get(k) for k in keys}
+                               for job in store.iter_jobs(lambda j: bool(check.job_trees(j)))]
+            entries: list[tuple[str, Doc]] = [
+                (kind, doc) for kind in KINDS for doc in store.list_registry_entries(kind)]
         return jobs, entries
 
     return read

@@ -208,3 +208,17 @@ def test_it_runs_in_the_background_one_at_a_time(store: BlobStore) -> None:
     go.set()
     v.close()
     assert v.report()["state"] in ("done", "stopped")
+
+
+def test_a_report_lists_so_many_and_counts_the_rest(
+        store: BlobStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(check, "LISTED", 2)
+    datas = [bytes([i]) for i in range(5)]
+    for data in datas:
+        store.put_bytes(data)
+    store.put_tree([file(f"f{i}", d) for i, d in enumerate(datas)])
+    for data in datas:
+        store.path_of(sha(data)).unlink()
+    report = verifier(store).run(repair=False)
+    assert len(report["blobs"]) == 2 and report["unlisted"] == {"blobs": 3}
+    assert report["trees"][0]["damaged_files"] == 5 and not report["clean"]
