@@ -157,6 +157,8 @@ class StoreVerifier:
                 self._add("stray", f"sha256/{fan.name}")
                 continue
             for item in sorted(os.scandir(fan.path), key=lambda e: e.name):
+                if self._stop.is_set():
+                    raise _Stopped
                 digest = fan.name + item.name
                 if not is_digest(digest) or not item.is_file(follow_symlinks=False):
                     self._add("stray", f"sha256/{fan.name}/{item.name}")
