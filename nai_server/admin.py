@@ -1,4 +1,4 @@
-"""`nai-admin`: users, groups, quotas and drain. A client of the daemon's socket
+"""`nai-admin`: users, groups, quotas, drain and store checks. A client of the daemon's socket
 only; it never opens the database."""
 
 from __future__ import annotations
@@ -6,13 +6,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from nai_server.config import find_socket
-from nai_server.protocol import ConnectionFailed, NaiError, error_from_body
+from nai_server.protocol import Conflict, ConnectionFailed, NaiError, error_from_body
 
 
 class AdminClient:
@@ -58,8 +59,10 @@ def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
     print(json.dumps(data, indent=2) if args.json else text)
 
 
-def run(args: argparse.Namespace, client: AdminClient) -> None:
+def run(args: argparse.Namespace, client: AdminClient) -> int | None:
     what, verb = args.what, getattr(args, "verb", None)
+    if what == "store":
+        return store_verify(args, client)
     if what == "user":
         if verb == "add":
             info = client.call("POST", "/users", {"name": args.name})
@@ -116,11 +119,73 @@ def run(args: argparse.Namespace, client: AdminClient) -> None:
             d = client.call("PUT", "/drain", {"drained": args.state == "on"})
         _emit(args, d, "drained: no new jobs start" if d["drained"]
               else "not drained: jobs start as GPUs free up")
+    return None
+
+
+def store_verify(args: argparse.Namespace, client: AdminClient,
+                 sleep: Any = time.sleep) -> int:
+    """Start a verification (or follow the one running), wait for it, print its report;
+    1 if it found damage or failed."""
+    if args.status:
+        report = client.call("GET", "/store/verify")
+    else:
+        try:
+            report = client.call("POST", "/store/verify", {"repair": args.repair})
+        except Conflict:
+            print("nai-admin: a store verification is running already; following it",
+                  file=sys.stderr)
+            report = client.call("GET", "/store/verify")
+        if args.detach:
+            _emit(args, report, "store verification started; see its report with "
+                                "`nai-admin store verify --status`")
+            return 0
+        while report["state"] == "running":
+            sleep(POLL_SECONDS)
+            report = client.call("GET", "/store/verify")
+    _emit(args, report, store_text(report))
+    return 0 if report["state"] in ("never", "running") or report["clean"] else 1
+
+
+POLL_SECONDS = 1.0
+
+
+def store_text(r: dict[str, Any]) -> str:
+    """A verification report for people."""
+    if r["state"] == "never":
+        return "no store verification has run since the daemon started"
+    head = (f"{r['state']}: {r['blobs_checked']} blob(s) ({r['bytes_checked']} bytes) and "
+            f"{r['trees_checked']} tree(s) checked" + (", with --repair" if r["repair"] else ""))
+    lines = [head + (f": {r['error']}" if r["error"] else "")]
+    if r["state"] == "done" and r["clean"]:
+        lines.append("the store is clean")
+    for b in r["blobs"]:
+        moved = f", moved aside to {b['moved_to']}" if b["moved_to"] else ""
+        owners = ", ".join(b["owners"]) or "nobody (outputs, or uploaded before claims)"
+        lines.append(f"{b['problem']} blob {b['digest']}{moved}; uploaded by {owners}")
+    for t in r["trees"]:
+        files = f": {', '.join(t['files'][:5])}" if t["files"] else ""
+        more = f" (+{t['damaged_files'] - 5} more)" if t["damaged_files"] > 5 else ""
+        lines.append(f"{t['problem']} tree {t['id']}{files}{more}")
+    for j in r["jobs"]:
+        uses = ", ".join(f"{u['role']} ({u['problem']})" for u in j["trees"])
+        lines.append(f"job {j['id']} of {j['user']} ({j['state']}): {uses}")
+    for v in r["versions"]:
+        lines.append(f"{v['kind']} {v['name']}@{v['version']} of {v['owner']}: "
+                     f"tree {v['problem']}")
+    lines += [f"stray file (left alone): {s}" for s in r["stray"]]
+    lines += [f"... and {n} more {key} not listed" for key, n in r["unlisted"].items()]
+    if r["blobs"]:
+        fix = ("moved aside: the store now asks for them again" if r["repair"]
+               else "run with --repair to move corrupt ones aside")
+        lines.append(f"{len(r['blobs'])} blob(s) cannot be restored without their bytes: "
+                     f"their owners push the same files again (nai push / nai run), which "
+                     f"restores them; {fix}")
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nai-admin",
-                                     description="Manage nai users, groups, quotas and drain.")
+    parser = argparse.ArgumentParser(
+        prog="nai-admin", description="Manage nai users, groups, quotas, drain and the blob store.")
     parser.add_argument("--socket", type=Path, help="daemon socket (default: auto)")
     parser.add_argument("--json", action="store_true", help="print JSON")
     # Accepted after the subcommand too; SUPPRESS keeps a subparser's default from
@@ -159,6 +224,20 @@ def build_parser() -> argparse.ArgumentParser:
                            help="GPU-hours per period (-1: unlimited)")
             p.add_argument("--period-days", type=int, help="length of the period (days)")
 
+    store = sub.add_parser("store", help="check the blob store").add_subparsers(
+        dest="verb", required=True)
+    verify = store.add_parser(
+        "verify", parents=[common],
+        help="re-hash every blob and check every tree (in the daemon, rate-limited); "
+             "exit 1 if anything is missing or corrupt")
+    verify.add_argument("--repair", action="store_true",
+                        help="move corrupt blobs and trees aside (never deleted), so that "
+                             "the next upload of their bytes restores them")
+    verify.add_argument("--detach", action="store_true",
+                        help="start it and return; --status shows the report")
+    verify.add_argument("--status", action="store_true",
+                        help="show the running or last verification's report")
+
     drain = sub.add_parser("drain", parents=[common],
                            help="stop (on) or resume (off) starting new jobs")
     drain.add_argument("state", choices=["on", "off", "status"])
@@ -168,11 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        run(args, AdminClient(find_socket(args.socket)))
+        code = run(args, AdminClient(find_socket(args.socket)))
     except NaiError as exc:
         print(f"nai-admin: {exc}", file=sys.stderr)
         return 1
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

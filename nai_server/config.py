@@ -112,6 +112,9 @@ class LimitsConfig(_Section):
     # Below this much free space in the state dir, uploads are refused (507) and
     # `nai-server check` warns; running jobs go on. 0 turns it off.
     min_free_space: str | int = "1GiB"
+    # `nai-admin store verify` re-reads every blob at most this fast (MiB per second),
+    # so that jobs reading their data keep the disk. 0: as fast as the disk goes.
+    verify_mib_per_s: float = Field(default=100.0, ge=0, le=1_000_000)
 
 
 class ServerConfig(_Section):

@@ -481,3 +481,71 @@ class RemovalResult(Model):
     kept: dict[int, list[str]]  # version → why it is kept
     entry_removed: bool
     message: str
+
+
+# --- store verification (nai-admin store verify) --------------------------------------
+
+
+class StoreVerifyStart(Model):
+    """Start verifying the blob store; `repair` moves corrupt blobs and trees aside."""
+
+    repair: bool = False
+
+
+class DamagedBlob(Model):
+    digest: str
+    problem: Literal["missing", "corrupt"]
+    moved_to: str | None  # where --repair put it, relative to the store
+    owners: list[str]  # who uploaded it: they can send it again
+
+
+class DamagedTree(Model):
+    id: str
+    # missing: named by a job or version, not stored; corrupt: its file does not match
+    # its id; incomplete: files in it lost their blobs (`files`, the first 100).
+    problem: Literal["missing", "corrupt", "incomplete"]
+    files: list[str]
+    damaged_files: int
+    moved_to: str | None
+
+
+class DamagedTreeUse(Model):
+    role: str  # code, outputs, dataset, model
+    tree_id: str
+    problem: str
+
+
+class DamagedJob(Model):
+    id: int
+    user: str
+    state: str
+    trees: list[DamagedTreeUse]
+
+
+class DamagedVersion(Model):
+    kind: RegistryKind
+    name: str
+    version: int
+    tree_id: str
+    problem: str
+    owner: str
+
+
+class StoreReport(Model):
+    """What the running or last verification found (state `never` before the first)."""
+
+    state: Literal["never", "running", "done", "stopped", "failed"]
+    repair: bool
+    started_at: float | None
+    finished_at: float | None
+    error: str | None
+    blobs_checked: int
+    bytes_checked: int
+    trees_checked: int
+    blobs: list[DamagedBlob]
+    trees: list[DamagedTree]
+    jobs: list[DamagedJob]
+    versions: list[DamagedVersion]
+    stray: list[str]  # files in the store that are neither blob nor tree, left alone
+    unlisted: dict[str, int]  # per list above: how many more were found than it shows
+    clean: bool

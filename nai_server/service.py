@@ -32,8 +32,16 @@ from nai_server.protocol import (
 from nai_server.registry import Registry
 from nai_server.runtime import JobRuntime
 from nai_server.store.atomic import CommitLock
-from nai_server.store.blobs import BlobStore, MissingBlobs, PackError, PackReceiver, TreeNotFound
+from nai_server.store.blobs import (
+    BlobStore,
+    MissingBlobs,
+    PackError,
+    PackReceiver,
+    StoreCorrupt,
+    TreeNotFound,
+)
 from nai_server.store.db import TinyDbStore
+from nai_server.store.verify import StoreVerifier, references_in
 from nai_server.tree_access import TreeAccess
 
 
@@ -75,6 +83,10 @@ class Service:
         # Read rights on trees (DESIGN §6); the registry checks the trees it is given.
         self.trees = TreeAccess(store, self.lock, blobs, Jobs.may_read)
         self.registry.may_read_tree = self.trees.may_read
+        # `nai-admin store verify`: in a thread of its own, at a bounded read rate.
+        self.verifier = StoreVerifier(
+            blobs, references_in(store, self.lock), clock=clock,
+            rate=config.limits.verify_mib_per_s * (1 << 20))
         # Set by the run loop; notify() wakes it early (e.g. after a submit).
         self.wakeup: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -156,12 +168,17 @@ class Service:
                 raise MissingBlobs(missing)
 
     def has_tree(self, tree_id: str, caller: Caller | None = None) -> bool:
-        """True if the tree is recorded (and `caller`, when given, may read it)."""
+        """True if the tree is recorded with all its blobs (and `caller`, when given, may
+        read it). A tree whose blob the store lost is not held: told so, a client sends
+        the tree again, and its upload restores the blob."""
         try:
             if caller is not None:
-                return self.trees.may_read(caller, tree_id)
-            return self.blobs.has_tree(tree_id)
-        except ValueError:
+                if not self.trees.may_read(caller, tree_id):
+                    return False
+            elif not self.blobs.has_tree(tree_id):
+                return False
+            return not self.blobs.tree_missing(tree_id)
+        except (ValueError, TreeNotFound, StoreCorrupt):
             return False
 
     def _check_readable(self, tree_id: str, caller: Caller | None) -> None:
@@ -217,6 +234,7 @@ class Service:
         return self.runtime.busy()
 
     def close(self) -> None:
+        self.verifier.close()
         self.runtime.close()
         with self.lock:
             self.store.close()

@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from nai_server import __version__, diskspace
-from nai_server.api import accounts, blobs, jobs, openapi, registry, system
+from nai_server.api import accounts, blobs, jobs, openapi, registry, store, system
 from nai_server.api.limits import BodyLimit
 from nai_server.core.bounds import scrub, shown
 from nai_server.protocol import API_VERSION, METHOD_OVERRIDE_HEADER, ApiError, Conflict, DiskFull
@@ -49,8 +49,20 @@ def _scrubbed(value: Any) -> Any:
 
 _STORE_DAMAGED = Conflict(
     "the server's blob store is damaged: files this request needs are missing or do not "
-    "match their ids; ask the server's admin to restore the state directory's blobs/ "
-    "and trees/ from a backup")
+    "match their ids; ask the server's admin (`nai-admin store verify` lists what is "
+    "damaged; restore the state directory's blobs/ and trees/ from a backup)")
+
+
+def lost_files(exc: MissingBlobs) -> Conflict:
+    """The 409 for a tree whose files' blobs the store lost, naming the files (only
+    raised for a tree the caller may read: its paths are theirs to see)."""
+    named = ", ".join(shown(p) for p in exc.paths[:5])
+    more = f" and {len(exc.paths) - 5} more" if len(exc.paths) > 5 else ""
+    return Conflict(
+        f"{len(exc.paths)} file(s) of this tree are missing from the server's blob store: "
+        f"{named}{more}. Whoever has them can push them again (that restores them); "
+        "ask the server's admin to run `nai-admin store verify`",
+        details={"missing_files": exc.paths[:1000], "missing": exc.digests[:1000]})
 
 
 class MethodOverride:
@@ -151,7 +163,10 @@ def create_app(service: Service) -> FastAPI:
         # Raised before a streamed answer starts (the store checks first), so the
         # caller gets a status rather than a cut-off download.
         log.error("blob store damaged, in %s %s: %s", request.method, request.url.path, exc)
-        return SafeJSONResponse(_STORE_DAMAGED.to_body(), status_code=_STORE_DAMAGED.status)
+        error = _STORE_DAMAGED
+        if isinstance(exc, MissingBlobs) and exc.paths:
+            error = lost_files(exc)
+        return SafeJSONResponse(error.to_body(), status_code=error.status)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -177,7 +192,7 @@ def create_app(service: Service) -> FastAPI:
             status_code=500,
         )
 
-    for module in (system, accounts, blobs, jobs, registry):
+    for module in (system, accounts, blobs, jobs, registry, store):
         app.include_router(module.router, prefix="/v1")
     openapi.install(app)
     app.add_middleware(SpaceFloor, service=service)

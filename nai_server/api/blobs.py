@@ -90,9 +90,10 @@ def create_tree(body: TreeCreate, service: ServiceDep, caller: CallerDep,
 
 @router.head("/trees/{tree_id}")
 def tree_exists(tree_id: str, service: ServiceDep, caller: CallerDep) -> Response:
-    """200 if the tree is recorded and the caller may read it, 404 if not: a client that
-    computed a tree's id asks this before anything else, so re-syncing an unchanged
-    folder costs one call."""
+    """200 if the tree is recorded, with every blob, and the caller may read it, 404 if
+    not: a client that computed a tree's id asks this before anything else, so
+    re-syncing an unchanged folder costs one call (and one that lost a blob is sent
+    again, which restores it)."""
     return Response(status_code=200 if service.has_tree(tree_id, caller) else 404)
 
 

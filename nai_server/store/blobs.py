@@ -18,7 +18,7 @@ import json
 import os
 import shutil
 import tarfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -55,11 +55,25 @@ class TreeNotFound(KeyError):
 
 
 class MissingBlobs(Exception):
-    """A tree refers to blobs the store lacks; `digests` lists them, in manifest order."""
+    """A tree refers to blobs the store lacks; `digests` lists them, in manifest order,
+    and `paths` the tree's files they are (when a stored tree is read: its caller may
+    see them), so that an answer can name what is lost."""
 
-    def __init__(self, digests: Sequence[str]) -> None:
+    def __init__(self, digests: Sequence[str], paths: Sequence[str] = ()) -> None:
         self.digests = list(digests)
+        self.paths = list(paths)
         super().__init__(f"{len(self.digests)} blob(s) missing, first {self.digests[0]}")
+
+    @classmethod
+    def of(cls, entries: Iterable[Entry], have: Callable[[str], bool]) -> MissingBlobs | None:
+        """The blobs of `entries` that `have` denies, with their files' paths; None if
+        every blob is there."""
+        entries = tuple(entries)
+        missing = diff_missing(entries, have)
+        if not missing:
+            return None
+        lost = set(missing)
+        return cls(missing, [e.path for e in entries if e.kind == "file" and e.sha256 in lost])
 
 
 class StoreCorrupt(Exception):
@@ -289,15 +303,38 @@ class BlobStore:
             sink.discard()
             raise
 
-    def get_tree(self, tree_id: str) -> tuple[Entry, ...]:
-        """The entries of a recorded tree, sorted by path; TreeNotFound if absent."""
+    def tree_missing(self, tree_id: str) -> list[str]:
+        """The digests of the tree's files the store lacks (a blob lost to a disk fault
+        or an admin's mistake), unique, in manifest order; TreeNotFound if the tree is
+        not recorded, StoreCorrupt if its file does not match its id.
+
+        A stat per blob and no second parse: a file that matches its id holds what
+        put_tree checked (this runs for every re-sync of an unchanged folder)."""
+        data = self._tree_bytes(tree_id)
+        seen: set[str] = set()
+        missing: list[str] = []
+        isfile = os.path.isfile
+        for row in json.loads(data):
+            digest = row["sha256"]
+            if row["kind"] == "file" and digest not in seen:
+                seen.add(digest)
+                if not isfile(self._blob_file(digest)):
+                    missing.append(digest)
+        return missing
+
+    def _tree_bytes(self, tree_id: str) -> bytes:
+        """A recorded tree's file, checked against its id."""
         try:
             data = self._tree_path(tree_id).read_bytes()
         except FileNotFoundError:
             raise TreeNotFound(tree_id) from None
         if hashlib.sha256(data).hexdigest() != tree_id:
             raise StoreCorrupt(f"tree {tree_id} on disk does not match its id")
-        return parse_manifest(json.loads(data), UNLIMITED)
+        return data
+
+    def get_tree(self, tree_id: str) -> tuple[Entry, ...]:
+        """The entries of a recorded tree, sorted by path; TreeNotFound if absent."""
+        return parse_manifest(json.loads(self._tree_bytes(tree_id)), UNLIMITED)
 
     def iter_tar(self, tree_id: str, prefix: str = "",
                  paths: Sequence[str] | None = None) -> Iterator[bytes]:
@@ -317,9 +354,8 @@ class BlobStore:
             if unknown:
                 raise TreeNotFound(f"tree {tree_id} has no entry {unknown[0]!r}")
             entries = tuple(by_path[p] for p in dict.fromkeys(paths))
-        missing = diff_missing(entries, self.has)
-        if missing:
-            raise MissingBlobs(missing)
+        if (lost := MissingBlobs.of(entries, self.has)) is not None:
+            raise lost
         # Files get the time the tree was recorded: stable for a tree, and not 1970.
         mtime = int(self._tree_path(tree_id).stat().st_mtime)
         return self._tar_chunks(entries, mtime)
@@ -365,9 +401,8 @@ class BlobStore:
         writable copies with the manifest's mode plus u+w.
         """
         entries = self.get_tree(tree_id)  # re-validated by parse_manifest on the way in
-        missing = diff_missing(entries, self.has)
-        if missing:
-            raise MissingBlobs(missing)
+        if (lost := MissingBlobs.of(entries, self.has)) is not None:
+            raise lost
         dest.mkdir(parents=True, exist_ok=True)
         # Empty, so nothing already there (a planted symlink) can redirect a write.
         if any(dest.iterdir()):

@@ -36,6 +36,16 @@ def user_dir_name(user: str) -> str:
     return user if _SAFE_NAME.fullmatch(user) else "+" + user.encode().hex()
 
 
+def user_from_dir_name(name: str) -> str:
+    """The user name a path component of `user_dir_name` stands for."""
+    if name.startswith("+"):
+        try:
+            return bytes.fromhex(name[1:]).decode()
+        except ValueError:  # not one of ours: shown as it is
+            return name
+    return name
+
+
 class Claims:
     """The per-user records under `root/claims`; digests are checked by the caller."""
 
@@ -55,6 +65,16 @@ class Claims:
     def has_tree(self, user: str, tree_id: str) -> bool:
         """True if `user` recorded the tree `tree_id`."""
         return os.path.exists(self._path(user, "trees", tree_id))
+
+    def holders(self, digest: str) -> list[str]:
+        """The users who uploaded the blob `digest`, sorted: one stat per user, for a
+        report on damage (who can send the blob again), not for a hot path."""
+        found = []
+        with os.scandir(self._base) as users:
+            for user in users:
+                if os.path.exists(f"{user.path}/sha256/{digest[:2]}/{digest[2:]}"):
+                    found.append(user_from_dir_name(user.name))
+        return sorted(found)
 
     def record(self, user: str, digests: Iterable[str]) -> None:
         """Note that `user` holds these blobs (already in place). Not synced here: the

@@ -160,3 +160,34 @@ async def test_a_streamed_upload_with_a_bad_blob_keeps_the_good_ones(service: Se
         again = await api.post("/v1/blobs", content=pieces(pack({sha(bad): bad})))
         assert again.status_code == 201
     assert list((service.blobs.root / "tmp").iterdir()) == []
+
+
+def test_a_tree_that_lost_a_blob_is_not_held_and_its_download_names_the_files(
+        api: TestClient, service: Service) -> None:
+    """A blob deleted from the store (a disk fault, an admin's mistake): the server
+    neither claims the tree (HEAD 404, so a client sends it again) nor answers its
+    download with a bare error; the 409 names the files that are gone."""
+    tree_id = upload_files(api, FILES)
+    assert api.head(f"/v1/trees/{tree_id}").status_code == 200
+    service.blobs.path_of(sha(FILES["data/b.txt"])).unlink()
+    assert api.head(f"/v1/trees/{tree_id}").status_code == 404
+    lost = sha(FILES["data/b.txt"])
+    assert api.post("/v1/blobs/missing", json={"digests": [lost]}).json()["missing"] == [lost]
+    for answer in (api.get(f"/v1/trees/{tree_id}/archive"),
+                   api.post(f"/v1/trees/{tree_id}/archive", json={"paths": ["data/b.txt"]})):
+        assert answer.status_code == 409, answer.text
+        error = answer.json()["error"]
+        assert "'data/b.txt'" in error["message"] and "nai-admin store verify" in error["message"]
+        assert error["details"]["missing_files"] == ["data/b.txt"]
+    assert api.post(f"/v1/trees/{tree_id}/archive", json={"paths": ["train.py"]}).status_code == 200
+    # Sending the bytes again restores the tree.
+    assert api.post("/v1/blobs", content=pack({lost: FILES["data/b.txt"]})).status_code == 201
+    assert api.head(f"/v1/trees/{tree_id}").status_code == 200
+
+
+def upload_files(api: TestClient, files: dict[str, bytes]) -> str:
+    assert api.post("/v1/blobs", content=pack({sha(d): d for d in files.values()})
+                    ).status_code == 201
+    tree = api.post("/v1/trees", json={"entries": [entry(p, d) for p, d in files.items()]})
+    assert tree.status_code == 201, tree.text
+    return str(tree.json()["id"])

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Generator
 from pathlib import Path
 
 import pytest
 from sync_kit import MiB, noise, snapshot, write
 
-from nai_server.protocol import ConnectionFailed, NaiError
+from nai_server.protocol import Conflict, ConnectionFailed, NaiError
 from nai_tui import pull as pulling
 from nai_tui.client import ServerClient
 from nai_tui.hashcache import HashCache
@@ -117,3 +118,15 @@ def test_an_interrupted_download_resumes_fetching_only_the_rest(
     assert not [p for p in dest.rglob(".nai-pull-*")]
 
 
+
+
+def test_pulling_a_tree_that_lost_a_blob_names_the_files(
+        client: ServerClient, project: Path, cache: HashCache, tmp_path: Path,
+        service: object) -> None:
+    tree_id = push(client, project, cache=cache)
+    service.blobs.path_of(hashlib.sha256(b"W = 1\n").hexdigest()).unlink()  # type: ignore[attr-defined]
+    with pytest.raises(Conflict) as refused:
+        pull(client, tree_id, tmp_path / "out", cache=cache)
+    # The two files share a blob: the client asks for one, and copies it to the other.
+    assert "'lib/copy_of_model.py'" in str(refused.value)
+    assert refused.value.details["missing_files"] == ["lib/copy_of_model.py"]

@@ -40,6 +40,19 @@ def test_push_then_push_again_sends_nothing(client: ServerClient, project: Path,
     assert len(uploads.packs) == 1
 
 
+def test_a_blob_the_server_lost_is_sent_again(client: ServerClient, project: Path,
+                                             cache: HashCache, service: Any) -> None:
+    """The store lost a blob (a disk fault, an admin's mistake): pushing the same folder
+    again, hash cache warm, sends that blob, and the tree is whole again."""
+    uploads = Uploads(client)
+    tree_id = push(client, project, cache=cache)
+    lost = sha256(b"W = 1\n").hexdigest()
+    service.blobs.path_of(lost).unlink()
+    assert push(client, project, cache=cache) == tree_id
+    assert len(uploads.packs) == 2 and uploads.names() == [lost]
+    assert service.blobs.has(lost) and not service.blobs.tree_missing(tree_id)
+
+
 def test_the_client_computes_the_same_tree_id_as_the_server(
         client: ServerClient, project: Path, cache: HashCache) -> None:
     """An unchanged folder is re-synced with one HEAD request only if both sides

@@ -1,0 +1,76 @@
+"""`/v1/store/verify` in process: admins only; it runs in the background while the API
+answers, and its report names what a lost or rotten blob breaks."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pwd
+import threading
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from nai_server.api import create_app
+from nai_server.service import Service
+from nai_server.testing import AsPeer, make_service, upload_tree, wait_for
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_a_plain_user_may_not_verify_the_store(tmp_path: Path) -> None:
+    try:
+        account = pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("needs a unix account other than root (no `nobody` here)")
+    service = make_service(tmp_path / "state", mode="multi-user")
+    try:
+        service.accounts.add_user(account.pw_name)
+        app = AsPeer(create_app(service), uid=account.pw_uid, gid=account.pw_gid)
+        with TestClient(app, base_url="http://nai") as user:
+            for answer in (user.post("/v1/store/verify", json={"repair": True}),
+                           user.get("/v1/store/verify")):
+                assert answer.status_code == 403, answer.text
+                assert "not an admin" in answer.json()["error"]["message"]
+        assert service.verifier.report()["state"] == "never"  # nothing started
+    finally:
+        service.close()
+
+
+def test_verify_runs_in_the_background_and_reports_the_damage(
+        api: TestClient, service: Service) -> None:
+    tree = upload_tree(api, {"a.txt": b"alpha", "b.txt": b"beta"})
+    job = api.post("/v1/jobs", json={"spec": {"command": "true"}, "code_tree": tree}).json()
+    service.blobs.path_of(sha(b"beta")).unlink()
+    assert api.get("/v1/store/verify").json()["state"] == "never"
+
+    # Held at its first pause: the API answers, and a second start is refused.
+    paused, go = threading.Event(), threading.Event()
+    service.verifier.rate = 1.0
+
+    def pause(_: float) -> None:
+        paused.set()
+        go.wait(20)
+
+    service.verifier._pause = pause
+    started = api.post("/v1/store/verify", json={"repair": True})
+    assert started.status_code == 202 and started.json()["state"] == "running"
+    assert paused.wait(20)
+    assert api.get(f"/v1/jobs/{job['id']}").status_code == 200
+    assert api.get("/v1/store/verify").json()["state"] == "running"
+    again = api.post("/v1/store/verify", json={})
+    assert again.status_code == 409 and "running already" in again.json()["error"]["message"]
+    service.verifier.rate = 0.0
+    go.set()
+
+    wait_for(lambda: api.get("/v1/store/verify").json()["state"] != "running",
+             what="the verification to end")
+    report = api.get("/v1/store/verify").json()
+    assert report["state"] == "done" and not report["clean"] and report["repair"]
+    assert [(b["digest"], b["problem"], b["owners"]) for b in report["blobs"]] == [
+        (sha(b"beta"), "missing", [pwd.getpwuid(os.getuid()).pw_name])]
+    assert [(t["id"], t["files"]) for t in report["trees"]] == [(tree, ["b.txt"])]
+    assert [(j["id"], j["trees"][0]["role"]) for j in report["jobs"]] == [(job["id"], "code")]

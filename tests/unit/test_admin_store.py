@@ -1,0 +1,61 @@
+"""`nai-admin store verify`: follows a running verification to its end, prints what it
+found, and exits 1 when the store is damaged."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from nai_server import admin
+from nai_server.protocol import Conflict
+
+
+def report(state: str, **fields: Any) -> dict[str, Any]:
+    base = {"state": state, "repair": False, "started_at": 1.0, "finished_at": None,
+            "error": None, "blobs_checked": 3, "bytes_checked": 30, "trees_checked": 1,
+            "blobs": [], "trees": [], "jobs": [], "versions": [], "stray": [],
+            "unlisted": {}, "clean": False}
+    return {**base, **fields}
+
+
+class FakeClient:
+    def __init__(self, answers: list[dict[str, Any]], running: bool = False) -> None:
+        self.answers, self.running, self.calls = answers, running, []
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        self.calls.append((method, path, body))
+        if method == "POST" and self.running:
+            raise Conflict("a store verification is running already")
+        return self.answers.pop(0)
+
+
+def run(argv: list[str], client: FakeClient) -> int:
+    args = admin.build_parser().parse_args(["store", "verify", *argv])
+    return admin.store_verify(args, client, sleep=lambda _: None)  # type: ignore[arg-type]
+
+
+DAMAGED = report("done", repair=True, blobs=[
+    {"digest": "a" * 64, "problem": "corrupt", "moved_to": "corrupt/x", "owners": ["ann"]}],
+    trees=[{"id": "t" * 64, "problem": "incomplete", "files": ["w.bin"], "damaged_files": 1,
+            "moved_to": None}],
+    jobs=[{"id": 4, "user": "ann", "state": "queued",
+           "trees": [{"role": "code", "tree_id": "t" * 64, "problem": "incomplete"}]}])
+
+
+def test_it_waits_for_the_end_and_exits_1_on_damage(capsys: pytest.CaptureFixture[str]) -> None:
+    client = FakeClient([report("running"), report("running"), DAMAGED])
+    assert run(["--repair"], client) == 1
+    assert client.calls[0] == ("POST", "/store/verify", {"repair": True})
+    out = capsys.readouterr().out
+    assert "corrupt blob " + "a" * 64 + ", moved aside to corrupt/x; uploaded by ann" in out
+    assert "incomplete tree " + "t" * 64 + ": w.bin" in out
+    assert "job 4 of ann (queued): code (incomplete)" in out
+
+
+def test_a_running_one_is_followed_and_a_clean_store_exits_0(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    client = FakeClient([report("running"), report("done", clean=True)], running=True)
+    assert run(["--json"], client) == 0
+    assert "running already; following it" in capsys.readouterr().err
+    assert [c[0] for c in client.calls] == ["POST", "GET", "GET"]
