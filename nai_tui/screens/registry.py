@@ -266,8 +266,12 @@ class RegistryScreen(NaiScreen):
     def on_registry_screen_pushed(self, message: Pushed) -> None:
         self.query_one(TransferBar).finish()
         v = message.version
-        self.notify(f"{message.name}@{v.version}" + (f" ({v.tag})" if v.tag else "") +
-                    f": {v.files} files, {size(v.size)}", title=f"{self.kind} pushed")
+        if getattr(v, "unchanged", False):  # the server recorded nothing new
+            self.notify(f"{message.name}: unchanged, still @{v.version} (the latest version "
+                        f"holds exactly these files)", title=f"{self.kind} not pushed")
+        else:
+            self.notify(f"{message.name}@{v.version}" + (f" ({v.tag})" if v.tag else "") +
+                        f": {v.files} files, {size(v.size)}", title=f"{self.kind} pushed")
         self.entry = None  # show the versions from the newest again
         self._select = message.name
         self.action_reload()

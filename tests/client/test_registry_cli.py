@@ -113,9 +113,21 @@ def test_new_version_with_one_changed_file_sends_one_blob(
     assert uploads[0]["bytes"] < 100_000 + 2048  # the file and its tar framing
     assert capsys.readouterr().out.splitlines()[-1] == "big@2"
 
-    uploads.clear()  # the same folder again: a new version, nothing sent
+    uploads.clear()  # the same folder again: nothing sent, nothing recorded
+    capsys.readouterr()
     assert cli.main(["dataset", "push", "big", str(data), "--tag", "same"]) == 0
     assert uploads == []
+    said = capsys.readouterr()
+    assert said.out.splitlines() == ["big@2"]
+    assert "dataset big: unchanged, still @2" in said.err and "--allow-same" in said.err
+    assert "nai dataset tag big@2 same" in said.err
+    shown = json.loads(nai(env, "dataset", "show", "big", "--json").stdout)
+    assert [(v["version"], v["tag"]) for v in shown["versions"]] == [(1, None), (2, None)]
+
+    # --allow-same records it anyway, as a new version of the same files.
+    assert cli.main(["dataset", "push", "big", str(data), "--allow-same", "--json"]) == 0
+    pushed = json.loads(capsys.readouterr().out)
+    assert (pushed["version"], pushed["unchanged"]) == (3, False)
     shown = json.loads(nai(env, "dataset", "show", "big", "--json").stdout)
     trees = [v["tree_id"] for v in shown["versions"]]
     assert len(set(trees)) == 2 and trees[1] == trees[2]
