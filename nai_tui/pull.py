@@ -1,5 +1,14 @@
 """Pulling a tree into a folder (DESIGN §6): only entries that differ are fetched, in
-one streamed tar, and each is verified and written atomically, never outside the folder."""
+one streamed tar, and each is verified and written atomically, never outside the folder.
+
+Local work is never lost: a file that differs from the tree's is replaced only while
+it still holds what an earlier pull left there (`HashCache.pulled`); one changed by
+hand, or there before any pull, is kept and reported (`PullResult.kept`) unless
+`force`. Each file is written to a `.nai-pull-<pid>.<host>-*` temporary first; those a
+killed pull left behind (their writer is gone, or they are older than a day) are
+removed when a later pull passes their folder. They are not resumed: the server's tree
+routes send whole files (no byte ranges), so a file cut off mid-way comes again whole.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +16,7 @@ import hashlib
 import io
 import logging
 import os
+import socket
 import stat
 import tarfile
 import tempfile
@@ -27,23 +37,65 @@ from nai_server.protocol import (
     path_problem,
 )
 from nai_tui.client import ServerClient
-from nai_tui.hashcache import CHUNK, HashCache
+from nai_tui.hashcache import CHUNK, FileChanged, HashCache
 from nai_tui.progress import Meter, ProgressFactory, SilentMeter, auto_progress
 from nai_tui.scan import escaping_links, refusal, select
 
 log = logging.getLogger("nai.sync")
 
 RETRIES = 3
+TEMP_PREFIX = ".nai-pull-"
+# Which machine wrote a temporary: a pid means something only on its own host (a dest
+# on a shared file system is seen by several).
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+ABANDONED_AFTER = 24 * 3600.0  # a temporary untouched this long is dead whoever wrote it
+
+
+@dataclass(frozen=True)
+class Kept:
+    """A local file a pull did not overwrite, and why."""
+
+    path: str
+    reason: str
 
 
 @dataclass(frozen=True)
 class PullResult:
-    """What a pull did: files and links written, entries already right, and the bytes of
-    file content received."""
+    """What a pull did: files and links written, entries already right, the bytes of
+    file content received, local files kept although they differ from the tree, and
+    temporaries of interrupted pulls removed."""
 
     downloaded: int
     skipped: int
     bytes: int
+    kept: tuple[Kept, ...] = ()
+    stale_removed: int = 0
+
+
+def _temp_prefix() -> str:
+    return f"{TEMP_PREFIX}{os.getpid()}.{_HOST}-"
+
+
+def abandoned(name: str, mtime: float, started: float) -> bool:
+    """Whether the temporary `name` (modified at `mtime`) was left by a pull that is no
+    longer running: written on this host by a process that is gone, older than a day,
+    or (no writer in its name: an older nai) untouched since a minute before `started`."""
+    writer, _, host = name[len(TEMP_PREFIX):].partition("-")[0].partition(".")
+    if mtime < started - ABANDONED_AFTER:
+        return True
+    if not (writer.isdigit() and host):
+        return mtime < started - 60
+    if host != _HOST:
+        return False
+    if int(writer) == os.getpid():
+        return mtime < started  # ours, from an earlier pull of this process
+    try:
+        os.kill(int(writer), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, OverflowError):
+        return False
+    return False
 
 
 def _archive(client: ServerClient, tree_id: str, paths: list[str]
@@ -91,11 +143,59 @@ class _ChunkReader(io.RawIOBase):
 class _Puller:
     """One pull into `dest`: decides what is missing, then writes it safely."""
 
-    def __init__(self, dest: Path, cache: HashCache) -> None:
-        self.dest, self.cache = dest, cache
+    def __init__(self, dest: Path, cache: HashCache, *, force: bool = False) -> None:
+        self.dest, self.cache, self.force = dest, cache, force
         self.sure_dirs: set[str] = {""}
-        self.written = self.received = 0
+        self.written = self.received = self.stale_removed = 0
+        self.kept: dict[str, Kept] = {}
+        self.cleaned: set[str] = set()
+        self.started = time.time()
         self.meter: Meter = SilentMeter()
+
+    def clean(self, folder: str) -> None:
+        """Remove the temporaries interrupted pulls left in dest/`folder` (once a run,
+        and only in folders `local` proved to be real ones)."""
+        if folder in self.cleaned or folder not in self.sure_dirs:
+            return
+        self.cleaned.add(folder)
+        try:
+            with os.scandir(self.dest / folder) as found:
+                temps = [d for d in found if d.name.startswith(TEMP_PREFIX)]
+            for d in temps:
+                try:
+                    st = d.stat(follow_symlinks=False)
+                    if (stat.S_ISDIR(st.st_mode)
+                            or not abandoned(d.name, st.st_mtime, self.started)):
+                        continue
+                    os.unlink(d.path)
+                except FileNotFoundError:  # its writer finished after all
+                    continue
+                self.stale_removed += 1
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("could not clear old temporary files in %s (%s)",
+                        self.dest / folder, exc)
+
+    def may_replace(self, e: TreeEntryModel, st: os.stat_result | None) -> bool:
+        """Whether the local entry at `e.path`, which differs from `e`, may be replaced:
+        yes for anything but a regular file (no content is lost), for a file that
+        still holds what a pull left there, and with `force`; else it is kept."""
+        if st is None or self.force or not stat.S_ISREG(st.st_mode):
+            return True
+        path = self.dest / e.path
+        last = self.cache.pulled(path)
+        if last is None:
+            why = "differs from the server's copy and was not written by nai pull"
+        else:
+            try:
+                if self.cache.digest(path, st) == last:
+                    return True
+            except (PermissionError, FileChanged):
+                pass
+            why = "changed here since nai pulled it"
+        self.kept[e.path] = Kept(e.path, why)
+        return False
 
     def local(self, path: str) -> os.stat_result | None:
         """lstat of dest/path after checking no parent is a symlink or file in the way."""
@@ -146,7 +246,7 @@ class _Puller:
               mtime: int) -> None:
         """Write one blob to every entry of `group`: temp file, verify, then rename."""
         first = group[0]
-        fd, tmp = tempfile.mkstemp(dir=self._parent(first.path), prefix=".nai-pull-")
+        fd, tmp = tempfile.mkstemp(dir=self._parent(first.path), prefix=_temp_prefix())
         try:
             hasher = hashlib.sha256()
             with os.fdopen(fd, "wb") as out:
@@ -168,7 +268,7 @@ class _Puller:
             raise
 
     def _copy(self, source: str, e: TreeEntryModel, mtime: int) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self._parent(e.path), prefix=".nai-pull-")
+        fd, tmp = tempfile.mkstemp(dir=self._parent(e.path), prefix=_temp_prefix())
         try:
             with open(source, "rb") as src, os.fdopen(fd, "wb") as out:
                 while piece := src.read(CHUNK):
@@ -184,10 +284,11 @@ class _Puller:
         final = self.dest / e.path
         os.replace(tmp, final)
         self.cache.remember(final, os.lstat(final), e.sha256)
+        self.cache.mark_pulled(final, e.sha256)
         self.written += 1
 
     def link(self, e: TreeEntryModel) -> None:
-        tmp = self._parent(e.path) / f".nai-pull-{os.getpid()}-{Path(e.path).name}"
+        tmp = self._parent(e.path) / f"{_temp_prefix()}{Path(e.path).name}"
         tmp.unlink(missing_ok=True)
         os.symlink(e.target, tmp)
         try:
@@ -209,13 +310,16 @@ def _check_tree(entries: Sequence[TreeEntryModel]) -> None:
 
 def pull(client: ServerClient, tree: str | TreeInfo, dest: Path, *, paths_prefix: str = "",
          cache: HashCache | None = None, progress: ProgressFactory | None = None,
-         retries: int = RETRIES, sleep: Callable[[float], None] = time.sleep) -> PullResult:
+         retries: int = RETRIES, sleep: Callable[[float], None] = time.sleep,
+         force: bool = False) -> PullResult:
     """Write a tree (or its part at `paths_prefix`) into folder `dest`.
 
     Entries keep their full tree paths under `dest`. Files already there with the
     right content are not downloaded (only their mode is fixed); the others come in
     one tar request and are written atomically. Local files not in the tree are left
-    alone. `cache=None` uses the default hash cache.
+    alone; local files that differ from the tree's and were not left so by a pull are
+    kept and listed in the result, unless `force`. `cache=None` uses the default hash
+    cache.
     """
     info = client.tree(tree) if isinstance(tree, str) else tree
     entries = select(info.entries, paths_prefix)
@@ -229,7 +333,7 @@ def pull(client: ServerClient, tree: str | TreeInfo, dest: Path, *, paths_prefix
         raise NaiError(f"cannot make folder {dest}: {exc.strerror}") from exc
     own = cache is None
     hashes = HashCache() if cache is None else cache
-    puller = _Puller(dest, hashes)
+    puller = _Puller(dest, hashes, force=force)
     make = progress or auto_progress()
     try:
         hashes.preload(dest)
@@ -247,7 +351,9 @@ def pull(client: ServerClient, tree: str | TreeInfo, dest: Path, *, paths_prefix
         hashes.flush()
         if own:
             hashes.close()
-    return PullResult(puller.written, len(entries) - puller.written, puller.received)
+    kept = tuple(puller.kept[p] for p in sorted(puller.kept))
+    return PullResult(puller.written, len(entries) - puller.written - len(kept),
+                      puller.received, kept, puller.stale_removed)
 
 
 def _pull_once(client: ServerClient, tree_id: str, entries: Sequence[TreeEntryModel],
@@ -256,7 +362,13 @@ def _pull_once(client: ServerClient, tree_id: str, entries: Sequence[TreeEntryMo
     wanted: dict[str, list[TreeEntryModel]] = {}  # digest -> entries to write with it
     links: list[TreeEntryModel] = []
     for e in entries:
-        if puller.is_current(e, puller.local(e.path)):
+        st = puller.local(e.path)
+        puller.clean(e.path.rpartition("/")[0])
+        if puller.is_current(e, st):
+            if e.kind == "file":
+                puller.cache.mark_pulled(puller.dest / e.path, e.sha256)
+            continue
+        if not puller.may_replace(e, st):
             continue
         if e.kind == "symlink":
             links.append(e)

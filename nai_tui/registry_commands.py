@@ -31,9 +31,11 @@ from nai_server.protocol import (
 from nai_tui import sync
 from nai_tui.client import ServerClient
 from nai_tui.config import cache_dir
-from nai_tui.output import emit_json, note, size, table
+from nai_tui.output import emit_json, note, report_pull, size, table
 
 KINDS = ("dataset", "model")
+FORCE_HELP = ("overwrite local files that differ from the server's copy (by default "
+              "they are kept, listed, and nai exits with status 3)")
 
 
 def split_ref(ref: str) -> tuple[str, str | None]:
@@ -190,16 +192,10 @@ def cmd_pull(args: argparse.Namespace, client: ServerClient) -> int:
         raise Invalid(f"{args.kind} {name}@{v.version} was removed; it is kept only while "
                       f"jobs still use it")
     dest = Path(args.to) if args.to else Path.cwd() / name
-    result = sync.pull(client, v.tree_id, dest, cache=_hash_cache())
-    if args.json:
-        emit_json({"kind": args.kind, "name": name, "version": v.version, "to": str(dest),
-                   "downloaded": result.downloaded, "skipped": result.skipped,
-                   "bytes": result.bytes})
-    else:
-        print(dest)
-    note(f"{args.kind} {name}@{v.version}: {result.downloaded} file(s) downloaded, "
-         f"{result.skipped} already there, into {dest}")
-    return 0
+    result = sync.pull(client, v.tree_id, dest, cache=_hash_cache(), force=args.force)
+    return report_pull(result, f"{args.kind} {name}@{v.version}", dest,
+                       {"kind": args.kind, "name": name, "version": v.version}
+                       if args.json else None)
 
 
 # --- changes --------------------------------------------------------------------------
@@ -293,6 +289,7 @@ def add_registry_commands(sub: Any) -> None:
         p = verb("pull", cmd_pull, f"download a {kind} version into a folder", listing=True)
         p.add_argument("ref", metavar="NAME[@VERSION]")
         p.add_argument("--to", help="destination folder (default: ./NAME)")
+        p.add_argument("--force", action="store_true", help=FORCE_HELP)
         p = verb("rm", cmd_rm, f"remove a {kind}, or one version; versions still in use "
                  f"are kept until they are not", listing=True)
         p.add_argument("ref", metavar="NAME[@VERSION]")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import time
 from collections.abc import Generator
 from pathlib import Path
 
@@ -36,15 +39,88 @@ def test_pull_again_downloads_nothing_and_fixes_only_what_changed(
     again = pull(client, info, dest, cache=cache)
     assert (again.downloaded, again.skipped, again.bytes) == (0, 7, 0)
 
-    write(dest, "lib/model.py", "W = 9\n")
+    (dest / "lib" / "model.py").unlink()
     (dest / "train.py").chmod(0o644)  # mode only: fixed without a download
     (dest / "lib" / "link_to_model").unlink()
     (dest / "lib" / "link_to_model").symlink_to("copy_of_model.py")
     write(dest, "local_notes.txt", "mine")  # not in the tree: left alone
     fixed = pull(client, info, dest, cache=cache)
-    assert (fixed.downloaded, fixed.skipped) == (2, 5)
+    assert (fixed.downloaded, fixed.skipped, fixed.kept) == (2, 5, ())
     assert fixed.bytes == len("W = 1\n")
     assert snapshot(dest) == {**snapshot(project), "local_notes.txt": ("file", b"mine", 0o644)}
+
+
+def test_a_local_edit_is_kept_and_named_unless_forced(
+        client: ServerClient, project: Path, cache: HashCache, tmp_path: Path) -> None:
+    info = client.tree(push(client, project, cache=cache))
+    dest = tmp_path / "out"
+    write(dest, "train.py", "# my own train.py, there before any pull\n")
+    first = pull(client, info, dest, cache=cache)
+    assert [(k.path, k.reason) for k in first.kept] == [
+        ("train.py", "differs from the server's copy and was not written by nai pull")]
+    assert (first.downloaded, first.skipped) == (6, 0)
+
+    write(dest, "lib/model.py", "W = 9  # tuned by hand\n")
+    again = pull(client, info, dest, cache=cache)
+    assert [(k.path, k.reason) for k in again.kept] == [
+        ("lib/model.py", "changed here since nai pulled it"),
+        ("train.py", "differs from the server's copy and was not written by nai pull")]
+    assert (again.downloaded, again.skipped, again.bytes) == (0, 5, 0)
+    assert (dest / "lib" / "model.py").read_text() == "W = 9  # tuned by hand\n"
+    assert (dest / "train.py").read_text().startswith("# my own")
+
+    forced = pull(client, info, dest, cache=cache, force=True)
+    assert (forced.downloaded, forced.kept) == (2, ())
+    assert snapshot(dest) == snapshot(project)
+
+
+def test_a_newer_version_replaces_what_the_last_pull_left(
+        client: ServerClient, project: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "out"
+    with HashCache(tmp_path / "first.sqlite") as cache:
+        pull(client, push(client, project, cache=cache), dest, cache=cache)
+    write(project, "lib/model.py", "W = 2\n")
+    (project / "lib" / "copy_of_model.py").unlink()
+    write(project, "lib/copy_of_model.py", "W = 2\n")  # the same content as model.py
+    with HashCache(tmp_path / "first.sqlite") as cache:  # another run: records kept
+        newer = pull(client, push(client, project, cache=cache), dest, cache=cache)
+    assert (newer.downloaded, newer.kept) == (2, ())
+    assert snapshot(dest) == snapshot(project)
+
+
+def test_temporaries_of_interrupted_pulls_are_removed_and_live_ones_left(
+        client: ServerClient, project: Path, cache: HashCache, tmp_path: Path) -> None:
+    tree_id = push(client, project, cache=cache)
+    dest = tmp_path / "out"
+    ended = subprocess.Popen(["true"])  # a pid whose process has ended
+    ended.wait()
+    host = pulling._HOST
+    dead = write(dest, f"lib/.nai-pull-{ended.pid}.{host}-x1y2", b"half a file")
+    older_nai = write(dest, ".nai-pull-k3j4h5", b"left by an older nai, long ago")
+    live = write(dest, f".nai-pull-1.{host}-a1b2", b"pid 1 is alive: still writing")
+    elsewhere = write(dest, ".nai-pull-4242.0badc0de-q9", b"another host's pull")
+    now = time.time()
+    for recent in (dead, live, elsewhere):  # all written to just now: only a writer ended
+        os.utime(recent, (now, now))
+    result = pull(client, tree_id, dest, cache=cache)
+    assert result.stale_removed == 2
+    assert not dead.exists() and not older_nai.exists()
+    assert live.exists() and elsewhere.exists()
+    assert snapshot(dest) == {**snapshot(project), **{
+        f".nai-pull-1.{host}-a1b2": ("file", b"pid 1 is alive: still writing", 0o644),
+        ".nai-pull-4242.0badc0de-q9": ("file", b"another host's pull", 0o644)}}
+
+
+def test_the_temporary_names_its_writer() -> None:
+    start = 1_000_000.0
+    assert pulling._temp_prefix() == f".nai-pull-{os.getpid()}.{pulling._HOST}-"
+    alive = f".nai-pull-1.{pulling._HOST}-x"
+    assert pulling.abandoned(alive, start - pulling.ABANDONED_AFTER - 1, start)  # a day old
+    assert not pulling.abandoned(alive, start - 1, start)
+    assert not pulling.abandoned(pulling._temp_prefix() + "x", start, start)  # this run's
+    assert pulling.abandoned(pulling._temp_prefix() + "x", start - 1, start)  # an earlier
+    assert not pulling.abandoned(".nai-pull-k3j4h5", start - 30, start)  # no writer named
+    assert pulling.abandoned(".nai-pull-k3j4h5", start - 61, start)
 
 
 def test_pull_a_part_of_a_tree(client: ServerClient, project: Path, cache: HashCache,

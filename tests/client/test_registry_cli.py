@@ -85,7 +85,38 @@ def test_push_list_show_pull(env: dict[str, str], tmp_path: Path) -> None:
     assert tree_files(out) == tree_files(data)
     again = json.loads(nai(env, "dataset", "pull", "cifar@1", "--to", str(out),
                            "--json").stdout)
-    assert again["downloaded"] == 0 and again["skipped"] == 21
+    assert again["downloaded"] == 0 and again["skipped"] == 21 and again["kept"] == []
+
+
+def test_pull_keeps_a_local_edit_says_so_and_exits_3_unless_forced(
+        env: dict[str, str], tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "edits", files=3)
+    assert nai(env, "dataset", "push", "edits", str(data)).returncode == 0
+    out = tmp_path / "pulled"
+    assert nai(env, "dataset", "pull", "edits", "--to", str(out)).returncode == 0
+    (out / "labels.csv").write_text("id,label\n0,cat  # fixed by hand\n")
+    leftover = out / "part-0" / ".nai-pull-k3j4h5"  # from an older, killed nai
+    leftover.write_bytes(b"half")
+    os.utime(leftover, (1_600_000_000, 1_600_000_000))
+
+    kept = nai(env, "dataset", "pull", "edits", "--to", str(out))
+    assert kept.returncode == 3, kept.stderr
+    assert kept.stdout.strip() == str(out)
+    assert ("not overwritten: labels.csv (changed here since nai pulled it)"
+            in kept.stderr)
+    assert "1 kept as they are here (--force overwrites them)" in kept.stderr
+    assert "removed 1 temporary file(s) an interrupted pull left" in kept.stderr
+    assert not leftover.exists()
+    assert "fixed by hand" in (out / "labels.csv").read_text()
+
+    as_json = nai(env, "dataset", "pull", "edits", "--to", str(out), "--json")
+    assert as_json.returncode == 3
+    assert json.loads(as_json.stdout)["kept"] == [
+        {"path": "labels.csv", "reason": "changed here since nai pulled it"}]
+
+    forced = nai(env, "dataset", "pull", "edits", "--to", str(out), "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert tree_files(out) == tree_files(data)
 
 
 def test_new_version_with_one_changed_file_sends_one_blob(
