@@ -92,12 +92,15 @@ def report_pull(result: Any, what: str, dest: Any, body: dict[str, Any] | None) 
     if body is not None:
         emit_json({**body, "to": str(dest), "downloaded": result.downloaded,
                    "skipped": result.skipped, "bytes": result.bytes, "kept": kept,
+                   "resumed": result.resumed,
                    "stale_temporaries_removed": result.stale_removed})
     else:
         print(dest)
+    if result.resumed:
+        note(f"resumed {result.resumed} file(s) from where an interrupted download stopped")
     if result.stale_removed:
         note(f"removed {result.stale_removed} temporary file(s) an interrupted pull left "
-             f"(the server sends whole files, so they could not be resumed)")
+             f"(no file wanted now begins with them)")
     for k in kept:
         note(f"not overwritten: {k['path']} ({k['reason']})")
     note(f"{what}: {result.downloaded} file(s) downloaded, {result.skipped} already there"

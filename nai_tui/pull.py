@@ -4,10 +4,9 @@ one streamed tar, and each is verified and written atomically, never outside the
 Local work is never lost: a file that differs from the tree's is replaced only while
 it still holds what an earlier pull left there (`HashCache.pulled`); one changed by
 hand, or there before any pull, is kept and reported (`PullResult.kept`) unless
-`force`. Each file is written to a `.nai-pull-<pid>.<host>-*` temporary first; those a
-killed pull left behind (their writer is gone, or they are older than a day) are
-removed when a later pull passes their folder. They are not resumed: the server's tree
-routes send whole files (no byte ranges), so a file cut off mid-way comes again whole.
+`force`. Each file is written to a temporary first (`nai_tui.pull_temps`); one that a
+broken connection or a killed pull left behind is resumed from where it stopped, by
+the next attempt or the next pull into that folder; other leftovers are removed.
 """
 
 from __future__ import annotations
@@ -16,39 +15,38 @@ import hashlib
 import io
 import logging
 import os
-import socket
+import secrets
 import stat
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 from nai_server.protocol import (
     ConnectionFailed,
     NaiError,
     TreeEntryModel,
     TreeInfo,
-    error_from_body,
     path_problem,
 )
 from nai_tui.client import ServerClient
 from nai_tui.hashcache import CHUNK, FileChanged, HashCache
 from nai_tui.progress import Meter, ProgressFactory, SilentMeter, auto_progress
+from nai_tui.pull_stream import ChunkReader
+from nai_tui.pull_stream import archive as _archive
+from nai_tui.pull_temps import TAG_LENGTH, Useless, complete, sweep
+from nai_tui.pull_temps import temp_prefix as _temp_prefix
 from nai_tui.scan import escaping_links, refusal, select
 
 log = logging.getLogger("nai.sync")
 
 RETRIES = 3
-TEMP_PREFIX = ".nai-pull-"
-# Which machine wrote a temporary: a pid means something only on its own host (a dest
-# on a shared file system is seen by several).
-_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
-ABANDONED_AFTER = 24 * 3600.0  # a temporary untouched this long is dead whoever wrote it
+# Read from the tar in pieces this large: what tarfile holds when the connection
+# breaks is lost, what reached the temporary is resumed from.
+PIECE = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -70,74 +68,7 @@ class PullResult:
     bytes: int
     kept: tuple[Kept, ...] = ()
     stale_removed: int = 0
-
-
-def _temp_prefix() -> str:
-    return f"{TEMP_PREFIX}{os.getpid()}.{_HOST}-"
-
-
-def abandoned(name: str, mtime: float, started: float) -> bool:
-    """Whether the temporary `name` (modified at `mtime`) was left by a pull that is no
-    longer running: written on this host by a process that is gone, older than a day,
-    or (no writer in its name: an older nai) untouched since a minute before `started`."""
-    writer, _, host = name[len(TEMP_PREFIX):].partition("-")[0].partition(".")
-    if mtime < started - ABANDONED_AFTER:
-        return True
-    if not (writer.isdigit() and host):
-        return mtime < started - 60
-    if host != _HOST:
-        return False
-    if int(writer) == os.getpid():
-        return mtime < started  # ours, from an earlier pull of this process
-    try:
-        os.kill(int(writer), 0)
-    except ProcessLookupError:
-        return True
-    except (OSError, OverflowError):
-        return False
-    return False
-
-
-def _archive(client: ServerClient, tree_id: str, paths: list[str]
-             ) -> Generator[bytes, None, None]:
-    """The tar of exactly `paths` of a tree (POST /v1/trees/{id}/archive), streamed."""
-    if not getattr(client, "_checked", False):
-        client.check_version()
-    try:
-        with client.http.stream("POST", f"/v1/trees/{tree_id}/archive", json={"paths": paths},
-                                timeout=httpx.Timeout(30.0, read=None)) as response:
-            if response.status_code >= 400:
-                response.read()
-                try:
-                    body = response.json()
-                except ValueError:
-                    body = None
-                raise error_from_body(response.status_code, body)
-            yield from response.iter_bytes(CHUNK)
-    except NaiError:
-        raise
-    except (httpx.TransportError, OSError) as exc:
-        raise ConnectionFailed(f"{client.name}: {exc}") from exc
-
-
-class _ChunkReader(io.RawIOBase):
-    """A readable file over an iterator of byte chunks (what tarfile's stream mode reads)."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks, self._left = chunks, b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        while not self._left:
-            self._left = next(self._chunks, b"")
-            if not self._left:
-                return 0
-        n = min(len(buffer), len(self._left))
-        buffer[:n] = self._left[:n]
-        self._left = self._left[n:]
-        return n
+    resumed: int = 0  # files finished from what an interrupted download had written
 
 
 class _Puller:
@@ -146,36 +77,25 @@ class _Puller:
     def __init__(self, dest: Path, cache: HashCache, *, force: bool = False) -> None:
         self.dest, self.cache, self.force = dest, cache, force
         self.sure_dirs: set[str] = {""}
-        self.written = self.received = self.stale_removed = 0
+        self.written = self.received = self.stale_removed = self.resumed = 0
         self.kept: dict[str, Kept] = {}
+        # (folder, content tag) -> partial downloads of that content, to resume
+        self.partials: dict[tuple[str, str], list[str]] = {}
         self.cleaned: set[str] = set()
         self.started = time.time()
         self.meter: Meter = SilentMeter()
 
     def clean(self, folder: str) -> None:
-        """Remove the temporaries interrupted pulls left in dest/`folder` (once a run,
-        and only in folders `local` proved to be real ones)."""
+        """Collect the temporaries interrupted pulls left in dest/`folder` as partials
+        to resume, and remove those that are no file's beginning (once a run, and only
+        in folders `local` proved to be real ones)."""
         if folder in self.cleaned or folder not in self.sure_dirs:
             return
         self.cleaned.add(folder)
-        try:
-            with os.scandir(self.dest / folder) as found:
-                temps = [d for d in found if d.name.startswith(TEMP_PREFIX)]
-            for d in temps:
-                try:
-                    st = d.stat(follow_symlinks=False)
-                    if (stat.S_ISDIR(st.st_mode)
-                            or not abandoned(d.name, st.st_mtime, self.started)):
-                        continue
-                    os.unlink(d.path)
-                except FileNotFoundError:  # its writer finished after all
-                    continue
-                self.stale_removed += 1
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            log.warning("could not clear old temporary files in %s (%s)",
-                        self.dest / folder, exc)
+        partials, removed = sweep(self.dest / folder, self.started)
+        for tag, path in partials:
+            self.partials.setdefault((folder, tag), []).append(path)
+        self.stale_removed += removed
 
     def may_replace(self, e: TreeEntryModel, st: os.stat_result | None) -> bool:
         """Whether the local entry at `e.path`, which differs from `e`, may be replaced:
@@ -246,11 +166,12 @@ class _Puller:
               mtime: int) -> None:
         """Write one blob to every entry of `group`: temp file, verify, then rename."""
         first = group[0]
-        fd, tmp = tempfile.mkstemp(dir=self._parent(first.path), prefix=_temp_prefix())
+        fd, tmp = tempfile.mkstemp(dir=self._parent(first.path),
+                                   prefix=_temp_prefix(first.sha256))
         try:
             hasher = hashlib.sha256()
             with os.fdopen(fd, "wb") as out:
-                while piece := data.read(CHUNK):
+                while piece := data.read(PIECE):
                     hasher.update(piece)
                     out.write(piece)
                     self.received += len(piece)
@@ -260,21 +181,95 @@ class _Puller:
                 raise NaiError(f"{first.path}: the server sent content that does not match "
                                "the tree; run `nai-admin check` on the server")
             os.utime(tmp, ns=(mtime * 10**9, mtime * 10**9))
+        except (ConnectionFailed, tarfile.TarError):  # cut off: the next attempt resumes
+            self._keep_partial(first, tmp)
+            raise
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self._finish(group, tmp, mtime)
+
+    def _keep_partial(self, e: TreeEntryModel, tmp: str) -> None:
+        if os.path.exists(tmp) and os.path.getsize(tmp):
+            key = (e.path.rpartition("/")[0], e.sha256[:TAG_LENGTH])
+            self.partials.setdefault(key, []).append(tmp)
+        else:
+            Path(tmp).unlink(missing_ok=True)
+
+    def _finish(self, group: list[TreeEntryModel], tmp: str, mtime: int | None) -> None:
+        """The verified content in `tmp`: copied to the group's other paths, then put
+        in place of the first."""
+        try:
             for e in group[1:]:  # same content at other paths: copy locally
                 self._copy(tmp, e, mtime)
-            self._commit(tmp, first)
+            self._commit(tmp, group[0])
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    def _copy(self, source: str, e: TreeEntryModel, mtime: int) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self._parent(e.path), prefix=_temp_prefix())
+    def resume(self, client: ServerClient, tree_id: str, group: list[TreeEntryModel]
+               ) -> bool:
+        """Finish the group's file from a partial download of it, if there is one:
+        True when it is in place. The partials not used are removed."""
+        first = group[0]
+        key = (first.path.rpartition("/")[0], first.sha256[:TAG_LENGTH])
+        candidates = sorted(self.partials.pop(key, []), key=_size, reverse=True)
+        done = False
+        for partial in candidates:
+            if not done:
+                done = self._resume_one(client, tree_id, group, partial)
+            elif Path(partial).exists():
+                Path(partial).unlink(missing_ok=True)
+                self.stale_removed += 1
+        return done
+
+    def _resume_one(self, client: ServerClient, tree_id: str, group: list[TreeEntryModel],
+                    partial: str) -> bool:
+        first = group[0]
+        own = str(Path(partial).parent / f"{_temp_prefix(first.sha256)}{secrets.token_hex(4)}")
+        try:
+            os.rename(partial, own)  # claims it: a pull running beside this one cannot
+        except FileNotFoundError:
+            return False
+        try:
+            complete(client, tree_id, first, own, self._advance)
+        except ConnectionFailed:
+            self._keep_partial(first, own)
+            raise
+        except (Useless, NaiError) as exc:  # e.g. a server without ranged reads
+            log.debug("not resuming %s (%r); fetching it whole", first.path, exc)
+            Path(own).unlink(missing_ok=True)
+            return False
+        except BaseException:
+            Path(own).unlink(missing_ok=True)
+            raise
+        self._finish(group, own, None)
+        self.resumed += 1
+        return True
+
+    def _advance(self, n: int, received: bool) -> None:
+        self.meter.advance(n)
+        if received:
+            self.received += n
+
+    def drop_partials(self) -> None:
+        """Remove the partial downloads no entry wanted."""
+        for paths in self.partials.values():
+            for path in paths:
+                if Path(path).exists():
+                    Path(path).unlink(missing_ok=True)
+                    self.stale_removed += 1
+        self.partials.clear()
+
+    def _copy(self, source: str, e: TreeEntryModel, mtime: int | None) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self._parent(e.path), prefix=_temp_prefix(e.sha256))
         try:
             with open(source, "rb") as src, os.fdopen(fd, "wb") as out:
                 while piece := src.read(CHUNK):
                     out.write(piece)
                 os.fchmod(out.fileno(), e.mode)
-            os.utime(tmp, ns=(mtime * 10**9, mtime * 10**9))
+            if mtime is not None:
+                os.utime(tmp, ns=(mtime * 10**9, mtime * 10**9))
             self._commit(tmp, e)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -340,6 +335,7 @@ def pull(client: ServerClient, tree: str | TreeInfo, dest: Path, *, paths_prefix
         for attempt in range(retries + 1):
             try:
                 _pull_once(client, info.id, entries, puller, make)
+                puller.drop_partials()
                 break
             except ConnectionFailed as exc:
                 if attempt == retries:
@@ -353,7 +349,14 @@ def pull(client: ServerClient, tree: str | TreeInfo, dest: Path, *, paths_prefix
             hashes.close()
     kept = tuple(puller.kept[p] for p in sorted(puller.kept))
     return PullResult(puller.written, len(entries) - puller.written - len(kept),
-                      puller.received, kept, puller.stale_removed)
+                      puller.received, kept, puller.stale_removed, puller.resumed)
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
 
 
 def _pull_once(client: ServerClient, tree_id: str, entries: Sequence[TreeEntryModel],
@@ -377,21 +380,33 @@ def _pull_once(client: ServerClient, tree_id: str, entries: Sequence[TreeEntryMo
     by_path = {group[0].path: group for group in wanted.values()}
     if by_path:
         puller.meter = make("downloading", sum(g[0].size for g in wanted.values()))
-        chunks = _archive(client, tree_id, list(by_path))
         try:
-            with tarfile.open(fileobj=_ChunkReader(chunks), mode="r|") as tar:
-                for member in tar:
-                    group = by_path.pop(member.name, None)
-                    if group is None or not member.isreg() or member.size != group[0].size:
-                        raise NaiError(f"the server sent {member.name!r}, which was not asked "
-                                       "for or has the wrong size")
-                    puller.write(group, tar.extractfile(member), int(member.mtime))
-        except tarfile.TarError as exc:
-            raise ConnectionFailed(f"the download broke off ({exc})") from exc
+            for path, group in list(by_path.items()):
+                if puller.partials and puller.resume(client, tree_id, group):
+                    del by_path[path]
+            if by_path:
+                _fetch(client, tree_id, by_path, puller)
         finally:
-            chunks.close()
             puller.meter.close()
-        if by_path:
-            raise NaiError(f"the server's archive lacked {next(iter(by_path))!r}")
     for e in links:
         puller.link(e)
+
+
+def _fetch(client: ServerClient, tree_id: str, by_path: dict[str, list[TreeEntryModel]],
+           puller: _Puller) -> None:
+    """Download the groups' files in one tar and write them."""
+    chunks = _archive(client, tree_id, list(by_path))
+    try:
+        with tarfile.open(fileobj=ChunkReader(chunks), mode="r|") as tar:
+            for member in tar:
+                group = by_path.pop(member.name, None)
+                if group is None or not member.isreg() or member.size != group[0].size:
+                    raise NaiError(f"the server sent {member.name!r}, which was not asked "
+                                   "for or has the wrong size")
+                puller.write(group, tar.extractfile(member), int(member.mtime))
+    except tarfile.TarError as exc:
+        raise ConnectionFailed(f"the download broke off ({exc})") from exc
+    finally:
+        chunks.close()
+    if by_path:
+        raise NaiError(f"the server's archive lacked {next(iter(by_path))!r}")

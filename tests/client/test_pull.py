@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from sync_kit import MiB, noise, snapshot, write
 
-from nai_server.protocol import ConnectionFailed, NaiError
+from nai_server.protocol import ConnectionFailed, NaiError, NotFound
 from nai_tui import pull as pulling
+from nai_tui import pull_temps
 from nai_tui.client import ServerClient
 from nai_tui.hashcache import HashCache
 from nai_tui.sync import pull, push
@@ -94,7 +95,7 @@ def test_temporaries_of_interrupted_pulls_are_removed_and_live_ones_left(
     dest = tmp_path / "out"
     ended = subprocess.Popen(["true"])  # a pid whose process has ended
     ended.wait()
-    host = pulling._HOST
+    host = pull_temps.HOST
     dead = write(dest, f"lib/.nai-pull-{ended.pid}.{host}-x1y2", b"half a file")
     older_nai = write(dest, ".nai-pull-k3j4h5", b"left by an older nai, long ago")
     live = write(dest, f".nai-pull-1.{host}-a1b2", b"pid 1 is alive: still writing")
@@ -111,16 +112,69 @@ def test_temporaries_of_interrupted_pulls_are_removed_and_live_ones_left(
         ".nai-pull-4242.0badc0de-q9": ("file", b"another host's pull", 0o644)}}
 
 
+def test_a_killed_pulls_partial_file_is_resumed_by_the_next_pull(
+        client: ServerClient, tmp_path: Path, cache: HashCache,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    big = noise(2 * MiB + 5, 7)
+    root = tmp_path / "p"
+    write(root, "ckpt/model.bin", big)
+    write(root, "ckpt/twin.bin", big)  # the same content: resumed once, copied
+    info = client.tree(push(client, root, cache=cache))
+    digest = info.entries[0].sha256
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    dest = tmp_path / "out"
+
+    def killed_pull_left(data: bytes) -> Path:
+        name = f".nai-pull-{ended.pid}.{pull_temps.HOST}-{digest[:16]}-k1ll"
+        partial = write(dest, f"ckpt/{name}", data, 0o600)
+        os.utime(partial, (time.time(), time.time()))
+        return partial
+
+    partial = killed_pull_left(big[:MiB + 3])
+    result = pull(client, info, dest, cache=cache)
+    assert (result.resumed, result.downloaded, result.stale_removed) == (1, 2, 0)
+    assert result.bytes == len(big) - (MiB + 3)
+    assert snapshot(dest) == snapshot(root) and not partial.exists()
+
+    # Killed just before the rename: the temporary is whole, nothing is asked for.
+    (dest / "ckpt" / "model.bin").unlink()
+    killed_pull_left(big)
+    whole = pull(client, info, dest, cache=cache)
+    assert (whole.resumed, whole.downloaded, whole.bytes) == (1, 1, 0)
+    assert snapshot(dest) == snapshot(root)
+
+    # Bytes that are not the file's beginning are found out by the digest once the rest
+    # has come: the file is then fetched whole.
+    (dest / "ckpt" / "model.bin").unlink()
+    killed_pull_left(b"x" * MiB)
+    again = pull(client, info, dest, cache=cache)
+    assert (again.resumed, again.downloaded) == (0, 1)
+    assert again.bytes == (len(big) - MiB) + len(big)
+    assert snapshot(dest) == snapshot(root)
+
+    # A server without ranged reads: the file comes whole, the partial is dropped.
+    def no_route(*args: object) -> None:
+        raise NotFound("Not Found")
+
+    monkeypatch.setattr(pull_temps, "file_from", no_route)
+    (dest / "ckpt" / "model.bin").unlink()
+    partial = killed_pull_left(big[:100])
+    third = pull(client, info, dest, cache=cache)
+    assert (third.resumed, third.downloaded, third.bytes) == (0, 1, len(big))
+    assert snapshot(dest) == snapshot(root) and not partial.exists()
+
+
 def test_the_temporary_names_its_writer() -> None:
     start = 1_000_000.0
-    assert pulling._temp_prefix() == f".nai-pull-{os.getpid()}.{pulling._HOST}-"
-    alive = f".nai-pull-1.{pulling._HOST}-x"
-    assert pulling.abandoned(alive, start - pulling.ABANDONED_AFTER - 1, start)  # a day old
-    assert not pulling.abandoned(alive, start - 1, start)
-    assert not pulling.abandoned(pulling._temp_prefix() + "x", start, start)  # this run's
-    assert pulling.abandoned(pulling._temp_prefix() + "x", start - 1, start)  # an earlier
-    assert not pulling.abandoned(".nai-pull-k3j4h5", start - 30, start)  # no writer named
-    assert pulling.abandoned(".nai-pull-k3j4h5", start - 61, start)
+    assert pull_temps.temp_prefix() == f".nai-pull-{os.getpid()}.{pull_temps.HOST}-"
+    alive = f".nai-pull-1.{pull_temps.HOST}-x"
+    assert pull_temps.abandoned(alive, start - pull_temps.ABANDONED_AFTER - 1, start)  # a day old
+    assert not pull_temps.abandoned(alive, start - 1, start)
+    assert not pull_temps.abandoned(pull_temps.temp_prefix() + "x", start, start)  # this run's
+    assert pull_temps.abandoned(pull_temps.temp_prefix() + "x", start - 1, start)  # an earlier
+    assert not pull_temps.abandoned(".nai-pull-k3j4h5", start - 30, start)  # no writer named
+    assert pull_temps.abandoned(".nai-pull-k3j4h5", start - 61, start)
 
 
 def test_pull_a_part_of_a_tree(client: ServerClient, project: Path, cache: HashCache,
@@ -186,9 +240,12 @@ def test_an_interrupted_download_resumes_fetching_only_the_rest(
     dest = tmp_path / "out"
     delays: list[float] = []
     result = pull(client, tree_id, dest, cache=cache, sleep=delays.append)
-    assert asked == [["f0.bin", "f1.bin", "f2.bin"], ["f1.bin", "f2.bin"]]
+    # f1.bin was cut off part-way: what had arrived is kept, only its rest is asked for
+    # (a ranged read), then f2.bin; no byte comes twice.
+    assert asked == [["f0.bin", "f1.bin", "f2.bin"], ["f2.bin"]]
     assert len(delays) == 1
-    assert (result.downloaded, result.skipped) == (3, 0)
+    assert (result.downloaded, result.skipped, result.resumed) == (3, 0, 1)
+    assert result.bytes == 3 * (MiB + MiB // 2)
     assert snapshot(dest) == snapshot(root)
     assert not [p for p in dest.rglob(".nai-pull-*")]
 

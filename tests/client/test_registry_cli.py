@@ -111,8 +111,10 @@ def test_pull_keeps_a_local_edit_says_so_and_exits_3_unless_forced(
 
     as_json = nai(env, "dataset", "pull", "edits", "--to", str(out), "--json")
     assert as_json.returncode == 3
-    assert json.loads(as_json.stdout)["kept"] == [
+    answer = json.loads(as_json.stdout)
+    assert answer["kept"] == [
         {"path": "labels.csv", "reason": "changed here since nai pulled it"}]
+    assert (answer["resumed"], answer["stale_temporaries_removed"]) == (0, 0)
 
     forced = nai(env, "dataset", "pull", "edits", "--to", str(out), "--force")
     assert forced.returncode == 0, forced.stderr
