@@ -309,7 +309,7 @@ class Registry:
             doc = self._writable(caller, kind, name, "push")
             same = None if body.allow_same else rules.unchanged_by(doc, body.tree_id)
             if same is not None:
-                return PushedVersion(**self._version_info(caller, same).model_dump(),
+                return PushedVersion(**self._version_info(caller, dict(same)).model_dump(),
                                      unchanged=True)
             v = self._new_version(caller, doc, body, own_tree)
             self.store.put_registry_entry(kind, doc)
