@@ -17,7 +17,7 @@ from nai_tui.hashcache import CHUNK
 
 
 def archive(client: ServerClient, tree_id: str, paths: list[str]
-             ) -> Generator[bytes, None, None]:
+            ) -> Generator[bytes, None, None]:
     """The tar of exactly `paths` of a tree (POST /v1/trees/{id}/archive), streamed."""
     if not getattr(client, "_checked", False):
         client.check_version()
