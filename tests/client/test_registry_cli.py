@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from nai_server.testing import wait_for
 from nai_tui import cli
 from nai_tui.client import ServerClient
 
@@ -119,6 +120,50 @@ def test_pull_keeps_a_local_edit_says_so_and_exits_3_unless_forced(
     forced = nai(env, "dataset", "pull", "edits", "--to", str(out), "--force")
     assert forced.returncode == 0, forced.stderr
     assert tree_files(out) == tree_files(data)
+
+
+# A `nai dataset pull` that hangs in the middle of a file, until it is killed.
+STALLING_PULL = """
+import sys, threading
+from nai_tui import cli, pull
+real = pull._archive
+def stalls(*args):
+    chunks = real(*args)
+    yield next(chunks)
+    threading.Event().wait()
+pull._archive = stalls
+sys.exit(cli.main(["dataset", "pull", "ckpt", "--to", sys.argv[1]]))
+"""
+
+
+def test_a_pull_killed_mid_file_is_resumed_from_where_it_stopped(
+        env: dict[str, str], tmp_path: Path) -> None:
+    data = tmp_path / "ckpt"
+    data.mkdir()
+    weights = os.urandom(6 * 1024 * 1024)
+    (data / "model.bin").write_bytes(weights)
+    assert nai(env, "dataset", "push", "ckpt", str(data)).returncode == 0
+    out = tmp_path / "out"
+    child = subprocess.Popen([sys.executable, "-c", STALLING_PULL, str(out)], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: [p for p in out.glob(".nai-pull-*") if p.stat().st_size],
+                 timeout=60, what="the first bytes of model.bin")
+    finally:
+        child.kill()  # SIGKILL: no clean-up of its own
+        child.wait()
+    [partial] = out.glob(".nai-pull-*")
+    have = partial.stat().st_size
+    assert 0 < have < len(weights)
+
+    again = nai(env, "dataset", "pull", "ckpt", "--to", str(out), "--json")
+    assert again.returncode == 0, again.stderr
+    body = json.loads(again.stdout)
+    assert (body["resumed"], body["downloaded"]) == (1, 1)
+    assert body["bytes"] == len(weights) - have  # only the rest travelled
+    assert "resumed 1 file(s) from where an interrupted download stopped" in again.stderr
+    assert (out / "model.bin").read_bytes() == weights
+    assert list(out.glob(".nai-pull-*")) == []
 
 
 def test_new_version_with_one_changed_file_sends_one_blob(
