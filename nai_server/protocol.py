@@ -402,6 +402,9 @@ class VersionCreate(Model):
     description: str = Field(default="", max_length=4096)
     tag: str | None = Field(default=None, pattern=TAG_PATTERN)
     metadata: FreeJSON = Field(default_factory=dict)
+    # A push of the tree the latest version already holds records nothing (as git
+    # refuses an empty commit) unless this is set.
+    allow_same: bool = False
 
 
 class RegistryCreate(VersionCreate):
@@ -425,6 +428,15 @@ class RegistryVersion(Model):
     metadata: dict[str, Any]
     deleted: bool = False  # marked for deletion, kept while something still uses it
     used_by: list[int] = Field(default_factory=list)  # ids of jobs that used it
+
+
+class PushedVersion(RegistryVersion):
+    """What a push answers: the new version (201), or, when the pushed tree is the one
+    the latest version already holds and `allow_same` was not set, that latest version
+    with `unchanged` true (200): nothing was recorded, its tag, description and
+    metadata were not changed."""
+
+    unchanged: bool = False
 
 
 class RegistryHead(Model):

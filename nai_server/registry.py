@@ -30,6 +30,7 @@ from nai_server.protocol import (
     Forbidden,
     Invalid,
     NotFound,
+    PushedVersion,
     RegistryCreate,
     RegistryEntry,
     RegistrySummary,
@@ -200,7 +201,10 @@ class Registry:
         """A job's outputs as the next version of model `name`, created (owned by the
         caller, or by `group`) when it does not exist yet. Same checks as a push, but
         for the tree: the runtime made it from the caller's job."""
-        body = VersionCreate(tree_id=tree_id, description=description, metadata=metadata)
+        # A job's outputs are always a new version, even when they equal the latest:
+        # the version carries that job's lineage.
+        body = VersionCreate(tree_id=tree_id, description=description, metadata=metadata,
+                             allow_same=True)
         with self.lock:
             if self.store.get_registry_entry("model", name) is not None:
                 return self.push(caller, "model", name, body, own_tree=True)
@@ -297,13 +301,19 @@ class Registry:
             return self._entry_info(caller, doc)
 
     def push(self, caller: Caller, kind: Kind, name: str, body: VersionCreate, *,
-             own_tree: bool = False) -> RegistryVersion:
-        """A new version of an existing entry (numbered after every earlier one)."""
+             own_tree: bool = False) -> PushedVersion:
+        """A new version of an existing entry (numbered after every earlier one); or,
+        when the tree is the one the latest version holds and `body.allow_same` is not
+        set, nothing new: that version, marked `unchanged`."""
         with self.lock:
             doc = self._writable(caller, kind, name, "push")
+            same = None if body.allow_same else rules.unchanged_by(doc, body.tree_id)
+            if same is not None:
+                return PushedVersion(**self._version_info(caller, dict(same)).model_dump(),
+                                     unchanged=True)
             v = self._new_version(caller, doc, body, own_tree)
             self.store.put_registry_entry(kind, doc)
-            return self._version_info(caller, v)
+            return PushedVersion(**self._version_info(caller, v).model_dump())
 
     def set_tag(self, caller: Caller, kind: Kind, name: str, selector: str,
                 tag: str | None) -> RegistryVersion:

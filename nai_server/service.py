@@ -220,8 +220,23 @@ class Service:
         except (trees.TreeError, ValueError) as exc:
             raise Invalid(str(exc)) from exc
 
-    def blob_chunks(self, digest: str, chunk: int = 1 << 20) -> Iterator[bytes]:
+    def tree_file(self, tree_id: str, path: str, caller: Caller | None = None
+                  ) -> TreeEntryModel:
+        """The file at `path` of a tree the caller may read, checked to be in the store
+        (once its bytes stream, no status can be sent)."""
+        entry = next((e for e in self.tree_info(tree_id, caller).entries
+                      if e.path == path and e.kind == "file"), None)
+        if entry is None:
+            raise NotFound(f"tree {tree_id} has no file {path!r}")
+        if not self.blobs.has(entry.sha256):
+            raise Conflict(f"{path!r} of tree {tree_id} is missing from the server's blob "
+                           "store; ask the server's admin (the store is damaged)")
+        return entry
+
+    def blob_chunks(self, digest: str, chunk: int = 1 << 20, offset: int = 0
+                    ) -> Iterator[bytes]:
         with self.blobs.open(digest) as f:
+            f.seek(offset)
             while data := f.read(chunk):
                 yield data
 

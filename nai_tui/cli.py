@@ -37,7 +37,7 @@ def tui_server(argv: list[str]) -> tuple[bool, str | None]:
 def build_parser() -> argparse.ArgumentParser:
     from nai_tui import commands
     from nai_tui.config import TRANSPORTS
-    from nai_tui.registry_commands import add_registry_commands
+    from nai_tui.registry_commands import FORCE_HELP, add_registry_commands
 
     parser = argparse.ArgumentParser(
         prog="nai", description="Run jobs on shared GPU servers. Without a command: the TUI.")
@@ -101,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("pull", commands.cmd_pull, "download a finished job's outputs", listing=True)
     p.add_argument("id", type=_job_id)
     p.add_argument("--to", help="destination folder (default: ./nai-outputs/ID)")
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p = add("metrics", commands.cmd_metrics, "a job's metrics lines", listing=True)
     p.add_argument("id", type=_job_id)
     add("gpus", commands.cmd_gpus, "the server's GPUs and who uses them", listing=True)

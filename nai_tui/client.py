@@ -25,6 +25,7 @@ from nai_server.protocol import (
     Me,
     MetricsPage,
     NaiError,
+    PushedVersion,
     Quota,
     RegistryEntry,
     RegistrySummary,
@@ -292,12 +293,13 @@ class ServerClient:
             self._json("POST", self._registry_path(kind), json=body))
 
     def registry_push(self, kind: str, name: str, tree_id: str, *, description: str = "",
-                      tag: str | None = None, metadata: dict[str, Any] | None = None
-                      ) -> RegistryVersion:
-        """A new version of an existing dataset or model."""
+                      tag: str | None = None, metadata: dict[str, Any] | None = None,
+                      allow_same: bool = False) -> PushedVersion:
+        """A new version of an existing dataset or model; when the latest version already
+        holds `tree_id`, that version marked `unchanged` (unless `allow_same`)."""
         body = {"tree_id": tree_id, "description": description, "tag": tag,
-                "metadata": metadata or {}}
-        return RegistryVersion.model_validate(
+                "metadata": metadata or {}, "allow_same": allow_same}
+        return PushedVersion.model_validate(
             self._json("POST", self._registry_path(kind, name, "versions"), json=body))
 
     def registry_version(self, kind: str, name: str, ref: str = "latest") -> RegistryVersion:

@@ -202,15 +202,9 @@ def cmd_pull(args: argparse.Namespace, client: ServerClient) -> int:
         raise Invalid(f"job {args.id} is {job.state}; outputs can be pulled once it ends")
     tree = client.outputs(args.id)
     dest = Path(args.to) if args.to else Path.cwd() / "nai-outputs" / str(args.id)
-    result = sync.pull(client, tree, dest, cache=_hash_cache())
-    if args.json:
-        emit_json({"job": args.id, "to": str(dest), "downloaded": result.downloaded,
-                   "skipped": result.skipped, "bytes": result.bytes})
-    else:
-        print(dest)
-    note(f"job {args.id}: {result.downloaded} file(s) downloaded, {result.skipped} already "
-         f"there, into {dest}")
-    return 0
+    result = sync.pull(client, tree, dest, cache=_hash_cache(), force=args.force)
+    return output.report_pull(result, f"job {args.id}", dest,
+                              {"job": args.id} if args.json else None)
 
 
 def cmd_metrics(args: argparse.Namespace, client: ServerClient) -> int:

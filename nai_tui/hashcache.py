@@ -5,6 +5,11 @@ mtime_ns and inode are unchanged, so re-syncing an unchanged tree reads no file
 contents. It lives in one sqlite database shared by every `nai` process of the user;
 sqlite's locking makes concurrent runs safe, and a cache that cannot be used (locked
 for long, damaged, read-only disk) only costs speed: syncing never fails because of it.
+
+It also remembers what `nai pull` left at each path (`pulled`), so that a later pull
+replaces a file only while it still holds what the server sent (or what matched it):
+a file changed by hand since is kept. Without a usable cache, every differing file is
+kept (`--force` overwrites).
 """
 
 from __future__ import annotations
@@ -37,6 +42,10 @@ CREATE TABLE IF NOT EXISTS hashes (
     ino INTEGER NOT NULL,
     sha256 TEXT NOT NULL,
     hashed_ns INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pulled (
+    path BLOB PRIMARY KEY,
+    sha256 TEXT NOT NULL
 ) WITHOUT ROWID
 """
 
@@ -126,6 +135,8 @@ class HashCache:
         self._rows: dict[bytes, _Row] = {}
         self._loaded: dict[bytes, int] = {}  # preloaded folders (b"/abs/dir/"): rows read
         self._pending: dict[bytes, _Row | None] = {}  # None: delete
+        self._pulled: dict[bytes, str] = {}  # path -> content a pull left there
+        self._pulled_pending: dict[bytes, str] = {}
         self._db = self._open()
 
     # --- public API -------------------------------------------------------------------
@@ -188,6 +199,24 @@ class HashCache:
         self._rows.pop(key, None)
         self._pending[key] = None
 
+    def pulled(self, path: StrPath) -> str | None:
+        """The sha256 of what `nai pull` last left at `path` (written, or found already
+        right), or None if it never did: a file there with other content was changed
+        by someone else, and a pull must not overwrite it unasked."""
+        key = os.fsencode(path)
+        if key in self._pulled:
+            return self._pulled[key]
+        if any(key.startswith(prefix) for prefix in self._loaded) or self._db is None:
+            return None
+        rows = self._query("SELECT sha256 FROM pulled WHERE path = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    def mark_pulled(self, path: StrPath, digest: str) -> None:
+        """Record that the file at `path` now holds `digest` as a pull left it."""
+        key = os.fsencode(path)
+        if self._pulled.get(key) != digest:
+            self._pulled[key] = self._pulled_pending[key] = digest
+
     def preload(self, folder: StrPath) -> None:
         """Read every entry under absolute `folder` in one query."""
         prefix = os.fsencode(folder).rstrip(b"/") + b"/"
@@ -199,6 +228,9 @@ class HashCache:
         for path, *rest in rows:
             self._rows.setdefault(path, tuple(rest))  # type: ignore[arg-type]
         self._loaded[prefix] = len(rows)
+        for path, digest in self._query("SELECT path, sha256 FROM pulled WHERE path >= ? "
+                                        "AND path < ?", (prefix, prefix[:-1] + b"0")):
+            self._pulled.setdefault(path, digest)  # type: ignore[arg-type]
 
     def knows_folder(self, folder: StrPath) -> bool:
         """Whether files under absolute `folder` were hashed before (saved or not)."""
@@ -218,10 +250,12 @@ class HashCache:
 
     def flush(self) -> None:
         """Write new and dropped entries in one transaction."""
-        if not self._pending or self._db is None:
+        if not (self._pending or self._pulled_pending) or self._db is None:
             self._pending.clear()
+            self._pulled_pending.clear()
             return
         pending, self._pending = self._pending, {}
+        pulled, self._pulled_pending = self._pulled_pending, {}
         puts = [(k, *row) for k, row in pending.items() if row is not None]
         drops = [(k,) for k, row in pending.items() if row is None]
         try:
@@ -229,6 +263,8 @@ class HashCache:
                 self._db.executemany("DELETE FROM hashes WHERE path = ?", drops)
                 self._db.executemany("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?, ?, ?)",
                                      puts)
+                self._db.executemany("INSERT OR REPLACE INTO pulled VALUES (?, ?)",
+                                     list(pulled.items()))
         except sqlite3.Error as exc:
             log.warning("could not save the hash cache %s (%s); files will be hashed again "
                         "next time", self.path, exc)
@@ -255,7 +291,7 @@ class HashCache:
                 if target != ":memory:":
                     Path(target).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
                 db = sqlite3.connect(target, timeout=10.0)
-                db.execute(_SCHEMA)
+                db.executescript(_SCHEMA)
                 db.commit()
                 return db
             except sqlite3.DatabaseError as exc:

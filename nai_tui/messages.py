@@ -112,6 +112,7 @@ class DownloadFinished(Message):
     dest: Path
     files: int
     skipped: int = 0
+    kept: tuple[str, ...] = ()  # local files a pull did not overwrite
 
 
 @dataclass

@@ -10,6 +10,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
+# `nai pull` (and `nai dataset|model pull`) finished, but kept local files that differ
+# from the server's copy: the folder is not the version asked for. Distinct from 1
+# (nothing or not all could be fetched: an error) and 2 (usage), as `aws s3 sync`
+# answers 2 and rsync 23 for files skipped; a script should not train on it unawares.
+EXIT_KEPT = 3
+
 STATE_MARK = {"succeeded": "ok", "failed": "FAILED", "cancelled": "cancelled",
               "timed_out": "TIMED OUT", "lost": "LOST"}
 
@@ -76,3 +82,28 @@ def err(message: str) -> None:
 def note(message: str) -> None:
     """Diagnostics and progress for people: stderr, so stdout stays data."""
     print(message, file=sys.stderr)
+
+
+def report_pull(result: Any, what: str, dest: Any, body: dict[str, Any] | None) -> int:
+    """Print a pull's outcome (a `nai_tui.pull.PullResult`): `body` with the counts and
+    the kept files as JSON when given, else the folder; the kept files and a summary on
+    stderr. Returns the exit status: 0, or EXIT_KEPT when local files were kept."""
+    kept = [{"path": k.path, "reason": k.reason} for k in result.kept]
+    if body is not None:
+        emit_json({**body, "to": str(dest), "downloaded": result.downloaded,
+                   "skipped": result.skipped, "bytes": result.bytes, "kept": kept,
+                   "resumed": result.resumed,
+                   "stale_temporaries_removed": result.stale_removed})
+    else:
+        print(dest)
+    if result.resumed:
+        note(f"resumed {result.resumed} file(s) from where an interrupted download stopped")
+    if result.stale_removed:
+        note(f"removed {result.stale_removed} temporary file(s) an interrupted pull left "
+             f"(no file wanted now begins with them)")
+    for k in kept:
+        note(f"not overwritten: {k['path']} ({k['reason']})")
+    note(f"{what}: {result.downloaded} file(s) downloaded, {result.skipped} already there"
+         + (f", {len(kept)} kept as they are here (--force overwrites them)" if kept else "")
+         + f", into {dest}")
+    return EXIT_KEPT if kept else 0

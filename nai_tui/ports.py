@@ -30,6 +30,7 @@ class PulledFiles:
     downloaded: int
     skipped: int
     bytes: int
+    kept: tuple[str, ...] = ()  # local files not overwritten: they differ, changed here
 
 
 class Transfers(Protocol):
@@ -100,7 +101,8 @@ class SyncTransfers:
                                progress=meter_factory(progress))
         finally:
             cache.close()
-        return PulledFiles(result.downloaded, result.skipped, result.bytes)
+        return PulledFiles(result.downloaded, result.skipped, result.bytes,
+                           tuple(k.path for k in result.kept))
 
 
 def connect_entry(entry: ServerEntry) -> ServerClient:

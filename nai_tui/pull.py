@@ -1,5 +1,13 @@
 """Pulling a tree into a folder (DESIGN §6): only entries that differ are fetched, in
-one streamed tar, and each is verified and written atomically, never outside the folder."""
+one streamed tar, and each is verified and written atomically, never outside the folder.
+
+Local work is never lost: a file that differs from the tree's is replaced only while
+it still holds what an earlier pull left there (`HashCache.pulled`); one changed by
+hand, or there before any pull, is kept and reported (`PullResult.kept`) unless
+`force`. Each file is written to a temporary first (`nai_tui.pull_temps`); one that a
+broken connection or a killed pull left behind is resumed from where it stopped, by
+the next attempt or the next pull into that folder; other leftovers are removed.
+"""
 
 from __future__ import annotations
 
@@ -7,95 +15,107 @@ import hashlib
 import io
 import logging
 import os
+import secrets
 import stat
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 from nai_server.protocol import (
     ConnectionFailed,
     NaiError,
     TreeEntryModel,
     TreeInfo,
-    error_from_body,
     path_problem,
 )
 from nai_tui.client import ServerClient
-from nai_tui.hashcache import CHUNK, HashCache
+from nai_tui.hashcache import CHUNK, FileChanged, HashCache
 from nai_tui.progress import Meter, ProgressFactory, SilentMeter, auto_progress
+from nai_tui.pull_stream import ChunkReader
+from nai_tui.pull_stream import archive as _archive
+from nai_tui.pull_temps import TAG_LENGTH, Useless, complete, sweep
+from nai_tui.pull_temps import temp_prefix as _temp_prefix
 from nai_tui.scan import escaping_links, refusal, select
 
 log = logging.getLogger("nai.sync")
 
 RETRIES = 3
+# Read from the tar in pieces this large: what tarfile holds when the connection
+# breaks is lost, what reached the temporary is resumed from.
+PIECE = 1 << 18
+
+
+@dataclass(frozen=True)
+class Kept:
+    """A local file a pull did not overwrite, and why."""
+
+    path: str
+    reason: str
 
 
 @dataclass(frozen=True)
 class PullResult:
-    """What a pull did: files and links written, entries already right, and the bytes of
-    file content received."""
+    """What a pull did: files and links written, entries already right, the bytes of
+    file content received, local files kept although they differ from the tree, and
+    temporaries of interrupted pulls removed."""
 
     downloaded: int
     skipped: int
     bytes: int
-
-
-def _archive(client: ServerClient, tree_id: str, paths: list[str]
-             ) -> Generator[bytes, None, None]:
-    """The tar of exactly `paths` of a tree (POST /v1/trees/{id}/archive), streamed."""
-    if not getattr(client, "_checked", False):
-        client.check_version()
-    try:
-        with client.http.stream("POST", f"/v1/trees/{tree_id}/archive", json={"paths": paths},
-                                timeout=httpx.Timeout(30.0, read=None)) as response:
-            if response.status_code >= 400:
-                response.read()
-                try:
-                    body = response.json()
-                except ValueError:
-                    body = None
-                raise error_from_body(response.status_code, body)
-            yield from response.iter_bytes(CHUNK)
-    except NaiError:
-        raise
-    except (httpx.TransportError, OSError) as exc:
-        raise ConnectionFailed(f"{client.name}: {exc}") from exc
-
-
-class _ChunkReader(io.RawIOBase):
-    """A readable file over an iterator of byte chunks (what tarfile's stream mode reads)."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks, self._left = chunks, b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        while not self._left:
-            self._left = next(self._chunks, b"")
-            if not self._left:
-                return 0
-        n = min(len(buffer), len(self._left))
-        buffer[:n] = self._left[:n]
-        self._left = self._left[n:]
-        return n
+    kept: tuple[Kept, ...] = ()
+    stale_removed: int = 0
+    resumed: int = 0  # files finished from what an interrupted download had written
 
 
 class _Puller:
     """One pull into `dest`: decides what is missing, then writes it safely."""
 
-    def __init__(self, dest: Path, cache: HashCache) -> None:
-        self.dest, self.cache = dest, cache
+    def __init__(self, dest: Path, cache: HashCache, *, force: bool = False) -> None:
+        self.dest, self.cache, self.force = dest, cache, force
         self.sure_dirs: set[str] = {""}
-        self.written = self.received = 0
+        self.written = self.received = self.stale_removed = self.resumed = 0
+        self.kept: dict[str, Kept] = {}
+        # (folder, content tag) -> partial downloads of that content, to resume
+        self.partials: dict[tuple[str, str], list[str]] = {}
+        self.cleaned: set[str] = set()
+        self.started = time.time()
         self.meter: Meter = SilentMeter()
+
+    def clean(self, folder: str) -> None:
+        """Collect the temporaries interrupted pulls left in dest/`folder` as partials
+        to resume, and remove those that are no file's beginning (once a run, and only
+        in folders `local` proved to be real ones)."""
+        if folder in self.cleaned or folder not in self.sure_dirs:
+            return
+        self.cleaned.add(folder)
+        partials, removed = sweep(self.dest / folder, self.started)
+        for tag, path in partials:
+            self.partials.setdefault((folder, tag), []).append(path)
+        self.stale_removed += removed
+
+    def may_replace(self, e: TreeEntryModel, st: os.stat_result | None) -> bool:
+        """Whether the local entry at `e.path`, which differs from `e`, may be replaced:
+        yes for anything but a regular file (no content is lost), for a file that
+        still holds what a pull left there, and with `force`; else it is kept."""
+        if st is None or self.force or not stat.S_ISREG(st.st_mode):
+            return True
+        path = self.dest / e.path
+        last = self.cache.pulled(path)
+        if last is None:
+            why = "differs from the server's copy and was not written by nai pull"
+        else:
+            try:
+                if self.cache.digest(path, st) == last:
+                    return True
+            except (PermissionError, FileChanged):
+                pass
+            why = "changed here since nai pulled it"
+        self.kept[e.path] = Kept(e.path, why)
+        return False
 
     def local(self, path: str) -> os.stat_result | None:
         """lstat of dest/path after checking no parent is a symlink or file in the way."""
@@ -146,11 +166,12 @@ class _Puller:
               mtime: int) -> None:
         """Write one blob to every entry of `group`: temp file, verify, then rename."""
         first = group[0]
-        fd, tmp = tempfile.mkstemp(dir=self._parent(first.path), prefix=".nai-pull-")
+        fd, tmp = tempfile.mkstemp(dir=self._parent(first.path),
+                                   prefix=_temp_prefix(first.sha256))
         try:
             hasher = hashlib.sha256()
             with os.fdopen(fd, "wb") as out:
-                while piece := data.read(CHUNK):
+                while piece := data.read(PIECE):
                     hasher.update(piece)
                     out.write(piece)
                     self.received += len(piece)
@@ -160,21 +181,95 @@ class _Puller:
                 raise NaiError(f"{first.path}: the server sent content that does not match "
                                "the tree; run `nai-admin check` on the server")
             os.utime(tmp, ns=(mtime * 10**9, mtime * 10**9))
+        except (ConnectionFailed, tarfile.TarError):  # cut off: the next attempt resumes
+            self._keep_partial(first, tmp)
+            raise
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self._finish(group, tmp, mtime)
+
+    def _keep_partial(self, e: TreeEntryModel, tmp: str) -> None:
+        if os.path.exists(tmp) and os.path.getsize(tmp):
+            key = (e.path.rpartition("/")[0], e.sha256[:TAG_LENGTH])
+            self.partials.setdefault(key, []).append(tmp)
+        else:
+            Path(tmp).unlink(missing_ok=True)
+
+    def _finish(self, group: list[TreeEntryModel], tmp: str, mtime: int | None) -> None:
+        """The verified content in `tmp`: copied to the group's other paths, then put
+        in place of the first."""
+        try:
             for e in group[1:]:  # same content at other paths: copy locally
                 self._copy(tmp, e, mtime)
-            self._commit(tmp, first)
+            self._commit(tmp, group[0])
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    def _copy(self, source: str, e: TreeEntryModel, mtime: int) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self._parent(e.path), prefix=".nai-pull-")
+    def resume(self, client: ServerClient, tree_id: str, group: list[TreeEntryModel]
+               ) -> bool:
+        """Finish the group's file from a partial download of it, if there is one:
+        True when it is in place. The partials not used are removed."""
+        first = group[0]
+        key = (first.path.rpartition("/")[0], first.sha256[:TAG_LENGTH])
+        candidates = sorted(self.partials.pop(key, []), key=_size, reverse=True)
+        done = False
+        for partial in candidates:
+            if not done:
+                done = self._resume_one(client, tree_id, group, partial)
+            elif Path(partial).exists():
+                Path(partial).unlink(missing_ok=True)
+                self.stale_removed += 1
+        return done
+
+    def _resume_one(self, client: ServerClient, tree_id: str, group: list[TreeEntryModel],
+                    partial: str) -> bool:
+        first = group[0]
+        own = str(Path(partial).parent / f"{_temp_prefix(first.sha256)}{secrets.token_hex(4)}")
+        try:
+            os.rename(partial, own)  # claims it: a pull running beside this one cannot
+        except FileNotFoundError:
+            return False
+        try:
+            complete(client, tree_id, first, own, self._advance)
+        except ConnectionFailed:
+            self._keep_partial(first, own)
+            raise
+        except (Useless, NaiError) as exc:  # e.g. a server without ranged reads
+            log.debug("not resuming %s (%r); fetching it whole", first.path, exc)
+            Path(own).unlink(missing_ok=True)
+            return False
+        except BaseException:
+            Path(own).unlink(missing_ok=True)
+            raise
+        self._finish(group, own, None)
+        self.resumed += 1
+        return True
+
+    def _advance(self, n: int, received: bool) -> None:
+        self.meter.advance(n)
+        if received:
+            self.received += n
+
+    def drop_partials(self) -> None:
+        """Remove the partial downloads no entry wanted."""
+        for paths in self.partials.values():
+            for path in paths:
+                if Path(path).exists():
+                    Path(path).unlink(missing_ok=True)
+                    self.stale_removed += 1
+        self.partials.clear()
+
+    def _copy(self, source: str, e: TreeEntryModel, mtime: int | None) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self._parent(e.path), prefix=_temp_prefix(e.sha256))
         try:
             with open(source, "rb") as src, os.fdopen(fd, "wb") as out:
                 while piece := src.read(CHUNK):
                     out.write(piece)
                 os.fchmod(out.fileno(), e.mode)
-            os.utime(tmp, ns=(mtime * 10**9, mtime * 10**9))
+            if mtime is not None:
+                os.utime(tmp, ns=(mtime * 10**9, mtime * 10**9))
             self._commit(tmp, e)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -184,10 +279,11 @@ class _Puller:
         final = self.dest / e.path
         os.replace(tmp, final)
         self.cache.remember(final, os.lstat(final), e.sha256)
+        self.cache.mark_pulled(final, e.sha256)
         self.written += 1
 
     def link(self, e: TreeEntryModel) -> None:
-        tmp = self._parent(e.path) / f".nai-pull-{os.getpid()}-{Path(e.path).name}"
+        tmp = self._parent(e.path) / f"{_temp_prefix()}{Path(e.path).name}"
         tmp.unlink(missing_ok=True)
         os.symlink(e.target, tmp)
         try:
@@ -209,13 +305,16 @@ def _check_tree(entries: Sequence[TreeEntryModel]) -> None:
 
 def pull(client: ServerClient, tree: str | TreeInfo, dest: Path, *, paths_prefix: str = "",
          cache: HashCache | None = None, progress: ProgressFactory | None = None,
-         retries: int = RETRIES, sleep: Callable[[float], None] = time.sleep) -> PullResult:
+         retries: int = RETRIES, sleep: Callable[[float], None] = time.sleep,
+         force: bool = False) -> PullResult:
     """Write a tree (or its part at `paths_prefix`) into folder `dest`.
 
     Entries keep their full tree paths under `dest`. Files already there with the
     right content are not downloaded (only their mode is fixed); the others come in
     one tar request and are written atomically. Local files not in the tree are left
-    alone. `cache=None` uses the default hash cache.
+    alone; local files that differ from the tree's and were not left so by a pull are
+    kept and listed in the result, unless `force`. `cache=None` uses the default hash
+    cache.
     """
     info = client.tree(tree) if isinstance(tree, str) else tree
     entries = select(info.entries, paths_prefix)
@@ -229,13 +328,14 @@ def pull(client: ServerClient, tree: str | TreeInfo, dest: Path, *, paths_prefix
         raise NaiError(f"cannot make folder {dest}: {exc.strerror}") from exc
     own = cache is None
     hashes = HashCache() if cache is None else cache
-    puller = _Puller(dest, hashes)
+    puller = _Puller(dest, hashes, force=force)
     make = progress or auto_progress()
     try:
         hashes.preload(dest)
         for attempt in range(retries + 1):
             try:
                 _pull_once(client, info.id, entries, puller, make)
+                puller.drop_partials()
                 break
             except ConnectionFailed as exc:
                 if attempt == retries:
@@ -247,7 +347,16 @@ def pull(client: ServerClient, tree: str | TreeInfo, dest: Path, *, paths_prefix
         hashes.flush()
         if own:
             hashes.close()
-    return PullResult(puller.written, len(entries) - puller.written, puller.received)
+    kept = tuple(puller.kept[p] for p in sorted(puller.kept))
+    return PullResult(puller.written, len(entries) - puller.written - len(kept),
+                      puller.received, kept, puller.stale_removed, puller.resumed)
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
 
 
 def _pull_once(client: ServerClient, tree_id: str, entries: Sequence[TreeEntryModel],
@@ -256,7 +365,13 @@ def _pull_once(client: ServerClient, tree_id: str, entries: Sequence[TreeEntryMo
     wanted: dict[str, list[TreeEntryModel]] = {}  # digest -> entries to write with it
     links: list[TreeEntryModel] = []
     for e in entries:
-        if puller.is_current(e, puller.local(e.path)):
+        st = puller.local(e.path)
+        puller.clean(e.path.rpartition("/")[0])
+        if puller.is_current(e, st):
+            if e.kind == "file":
+                puller.cache.mark_pulled(puller.dest / e.path, e.sha256)
+            continue
+        if not puller.may_replace(e, st):
             continue
         if e.kind == "symlink":
             links.append(e)
@@ -265,21 +380,33 @@ def _pull_once(client: ServerClient, tree_id: str, entries: Sequence[TreeEntryMo
     by_path = {group[0].path: group for group in wanted.values()}
     if by_path:
         puller.meter = make("downloading", sum(g[0].size for g in wanted.values()))
-        chunks = _archive(client, tree_id, list(by_path))
         try:
-            with tarfile.open(fileobj=_ChunkReader(chunks), mode="r|") as tar:
-                for member in tar:
-                    group = by_path.pop(member.name, None)
-                    if group is None or not member.isreg() or member.size != group[0].size:
-                        raise NaiError(f"the server sent {member.name!r}, which was not asked "
-                                       "for or has the wrong size")
-                    puller.write(group, tar.extractfile(member), int(member.mtime))
-        except tarfile.TarError as exc:
-            raise ConnectionFailed(f"the download broke off ({exc})") from exc
+            for path, group in list(by_path.items()):
+                if puller.partials and puller.resume(client, tree_id, group):
+                    del by_path[path]
+            if by_path:
+                _fetch(client, tree_id, by_path, puller)
         finally:
-            chunks.close()
             puller.meter.close()
-        if by_path:
-            raise NaiError(f"the server's archive lacked {next(iter(by_path))!r}")
     for e in links:
         puller.link(e)
+
+
+def _fetch(client: ServerClient, tree_id: str, by_path: dict[str, list[TreeEntryModel]],
+           puller: _Puller) -> None:
+    """Download the groups' files in one tar and write them."""
+    chunks = _archive(client, tree_id, list(by_path))
+    try:
+        with tarfile.open(fileobj=ChunkReader(chunks), mode="r|") as tar:
+            for member in tar:
+                group = by_path.pop(member.name, None)
+                if group is None or not member.isreg() or member.size != group[0].size:
+                    raise NaiError(f"the server sent {member.name!r}, which was not asked "
+                                   "for or has the wrong size")
+                puller.write(group, tar.extractfile(member), int(member.mtime))
+    except tarfile.TarError as exc:
+        raise ConnectionFailed(f"the download broke off ({exc})") from exc
+    finally:
+        chunks.close()
+    if by_path:
+        raise NaiError(f"the server's archive lacked {next(iter(by_path))!r}")

@@ -1,13 +1,16 @@
 """`nai dataset ...` and `nai model ...`: versioned folders kept on the server.
 
     nai dataset push NAME DIR [--group G] [--shared] [--description TEXT] [--tag T]
+                     [--allow-same]
     nai dataset list | show NAME[@VERSION] | pull NAME[@VERSION] [--to DIR]
     nai dataset rm NAME[@VERSION] | tag NAME[@VERSION] TAG | share NAME --group G|--all
     nai dataset unshare NAME [--group G]
 
 and the same for `nai model` (whose push also takes `--metrics FILE.json` and
 `--finetune-command CMD`). A push syncs the folder (only files the server lacks travel)
-and records it as the next version. stdout carries data, stderr the rest, as in `nai_tui.commands`.
+and records it as the next version; a folder identical to the latest version records
+nothing ("unchanged, still @N") unless --allow-same. stdout carries data, stderr the
+rest, as in `nai_tui.commands`.
 """
 
 from __future__ import annotations
@@ -18,13 +21,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nai_server.protocol import Invalid, NotFound, RegistryEntry, RegistryVersion
+from nai_server.protocol import (
+    Invalid,
+    NotFound,
+    PushedVersion,
+    RegistryEntry,
+    RegistryVersion,
+)
 from nai_tui import sync
 from nai_tui.client import ServerClient
 from nai_tui.config import cache_dir
-from nai_tui.output import emit_json, note, size, table
+from nai_tui.output import emit_json, note, report_pull, size, table
 
 KINDS = ("dataset", "model")
+FORCE_HELP = ("overwrite local files that differ from the server's copy (by default "
+              "they are kept, listed, and nai exits with status 3)")
 
 
 def split_ref(ref: str) -> tuple[str, str | None]:
@@ -77,8 +88,12 @@ def _metadata(args: argparse.Namespace) -> dict[str, Any]:
 def push_folder(client: ServerClient, kind: str, name: str, folder: Path, *,
                 group: str | None = None, shared: bool = False, description: str = "",
                 tag: str | None = None, metadata: dict[str, Any] | None = None,
-                cache: sync.HashCache | None = None) -> RegistryVersion:
-    """Sync `folder` and record it as the next version of `name` (created if new)."""
+                cache: sync.HashCache | None = None, allow_same: bool = False
+                ) -> RegistryVersion:
+    """Sync `folder` and record it as the next version of `name` (created if new).
+
+    When the latest version already holds exactly these files, the server records
+    nothing and answers that version with `unchanged` set (unless `allow_same`)."""
     folder = folder.resolve()
     if not folder.is_dir():
         raise Invalid(f"{folder} is not a folder; give the folder holding the {kind}'s files")
@@ -96,7 +111,7 @@ def push_folder(client: ServerClient, kind: str, name: str, folder: Path, *,
                                        description=description, tag=tag, metadata=metadata)
         return entry.versions[-1]
     version = client.registry_push(kind, name, tree, description=description, tag=tag,
-                                   metadata=metadata)
+                                   metadata=metadata, allow_same=allow_same)
     if shared and existing.visibility != "shared":
         client.registry_share(kind, name, shared=True, groups=existing.shared_with_groups)
     return version
@@ -105,11 +120,19 @@ def push_folder(client: ServerClient, kind: str, name: str, folder: Path, *,
 def cmd_push(args: argparse.Namespace, client: ServerClient) -> int:
     v = push_folder(client, args.kind, args.name, Path(args.dir), group=args.group,
                     shared=args.shared, description=args.description or "", tag=args.tag,
-                    metadata=_metadata(args))
+                    metadata=_metadata(args), allow_same=args.allow_same)
     if args.json:
         emit_json(v)
     else:
         print(f"{args.name}@{v.version}")
+    if isinstance(v, PushedVersion) and v.unchanged:
+        # Like git's refusal of an empty commit, but not an error: the folder is on the
+        # server, as that version. Exit 0 so scripts that push after every run go on.
+        hint = (f"; its tag stays as it was (`nai {args.kind} tag {args.name}@{v.version} "
+                f"{args.tag}` moves {args.tag} to it)" if args.tag else "")
+        note(f"{args.kind} {args.name}: unchanged, still @{v.version} (the latest version "
+             f"holds exactly these files; --allow-same records a new version anyway){hint}")
+        return 0
     note(f"{args.kind} {args.name}@{v.version}" + (f" ({v.tag})" if v.tag else "") +
          f": {v.files} files, {size(v.size)}")
     return 0
@@ -169,16 +192,10 @@ def cmd_pull(args: argparse.Namespace, client: ServerClient) -> int:
         raise Invalid(f"{args.kind} {name}@{v.version} was removed; it is kept only while "
                       f"jobs still use it")
     dest = Path(args.to) if args.to else Path.cwd() / name
-    result = sync.pull(client, v.tree_id, dest, cache=_hash_cache())
-    if args.json:
-        emit_json({"kind": args.kind, "name": name, "version": v.version, "to": str(dest),
-                   "downloaded": result.downloaded, "skipped": result.skipped,
-                   "bytes": result.bytes})
-    else:
-        print(dest)
-    note(f"{args.kind} {name}@{v.version}: {result.downloaded} file(s) downloaded, "
-         f"{result.skipped} already there, into {dest}")
-    return 0
+    result = sync.pull(client, v.tree_id, dest, cache=_hash_cache(), force=args.force)
+    return report_pull(result, f"{args.kind} {name}@{v.version}", dest,
+                       {"kind": args.kind, "name": name, "version": v.version}
+                       if args.json else None)
 
 
 # --- changes --------------------------------------------------------------------------
@@ -257,6 +274,9 @@ def add_registry_commands(sub: Any) -> None:
                        help="let every registered user read it")
         p.add_argument("--description")
         p.add_argument("--tag", help="a name for this version, e.g. best or v1.0")
+        p.add_argument("--allow-same", action="store_true",
+                       help="record a new version even if the latest holds the same files "
+                       "(by default such a push changes nothing)")
         if kind == "model":
             p.add_argument("--metrics", metavar="FILE.json",
                            help="a JSON object of metrics to keep with the version")
@@ -269,6 +289,7 @@ def add_registry_commands(sub: Any) -> None:
         p = verb("pull", cmd_pull, f"download a {kind} version into a folder", listing=True)
         p.add_argument("ref", metavar="NAME[@VERSION]")
         p.add_argument("--to", help="destination folder (default: ./NAME)")
+        p.add_argument("--force", action="store_true", help=FORCE_HELP)
         p = verb("rm", cmd_rm, f"remove a {kind}, or one version; versions still in use "
                  f"are kept until they are not", listing=True)
         p.add_argument("ref", metavar="NAME[@VERSION]")

@@ -31,6 +31,7 @@ from nai_server.protocol import (
     Me,
     MetricsPage,
     NotFound,
+    PushedVersion,
     Quota,
     RegistryEntry,
     RegistrySummary,
@@ -370,10 +371,13 @@ class FakeServerClient(ServerClient):
         return self._do("registry_create", create)
 
     def registry_push(self, kind: str, name: str, tree_id: str, *, description: str = "",
-                      tag: str | None = None, metadata: dict[str, Any] | None = None
-                      ) -> RegistryVersion:
+                      tag: str | None = None, metadata: dict[str, Any] | None = None,
+                      allow_same: bool = False) -> RegistryVersion:
         def push() -> RegistryVersion:
-            self._entry(kind, name)
+            entry = self._entry(kind, name)
+            live = [v for v in entry.versions if not v.deleted]
+            if live and live[-1].tree_id == tree_id and not allow_same:  # as the server
+                return PushedVersion(**live[-1].model_dump(), unchanged=True)
             with self._lock:
                 return self._new_version(kind, name, tree_id, self.user, description, tag,
                                          metadata or {})

@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Header, Request, Response, status
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from nai_server.api.deps import CallerDep, ServiceDep
 from nai_server.protocol import (
+    Invalid,
     MissingRequest,
     MissingResponse,
     PathsRequest,
@@ -108,6 +109,36 @@ def download_tree(tree_id: str, service: ServiceDep, caller: CallerDep,
     """The tree, or the part of it at `path`, as a streamed tar."""
     chunks = service.tree_tar(tree_id, path, caller=caller)
     return StreamingResponse(iterate_in_threadpool(chunks), media_type="application/x-tar")
+
+
+@router.get("/trees/{tree_id}/file", response_class=StreamingResponse)
+def tree_file(tree_id: str, path: str, service: ServiceDep, caller: CallerDep,
+              range_: str | None = Header(default=None, alias="Range")) -> StreamingResponse:
+    """One file of the tree. With `Range: bytes=N-` it is sent from byte N on (206 and
+    `Content-Range`), so a client resumes a download that broke off; other range forms
+    are ignored (200, the whole file), as HTTP allows."""
+    entry = service.tree_file(tree_id, path, caller)
+    start = range_start(range_)
+    if start and start >= entry.size:
+        raise Invalid(f"{path!r} has {entry.size} bytes: a range from byte {start} is past "
+                      "its end")
+    headers = {"Content-Length": str(entry.size - start), "Accept-Ranges": "bytes"}
+    if start:
+        headers["Content-Range"] = f"bytes {start}-{entry.size - 1}/{entry.size}"
+    return StreamingResponse(
+        iterate_in_threadpool(service.blob_chunks(entry.sha256, offset=start)),
+        status_code=206 if start else 200, media_type="application/octet-stream",
+        headers=headers)
+
+
+def range_start(header: str | None) -> int:
+    """N of a `bytes=N-` range header; 0 (the whole file) for none or any other form."""
+    unit, _, spec = (header or "").strip().partition("=")
+    first, dash, last = spec.strip().partition("-")
+    if unit.strip() != "bytes" or not dash or last or not first.isascii() \
+            or not first.isdigit() or len(first) > 18:
+        return 0
+    return int(first)
 
 
 @router.post("/trees/{tree_id}/archive", response_class=StreamingResponse)

@@ -4,7 +4,8 @@
     POST   /v1/{kind}s                              create, with version 1 (201)
     GET    /v1/{kind}s/{name}                       the entry and its versions
     DELETE /v1/{kind}s/{name}                       remove every version
-    POST   /v1/{kind}s/{name}/versions              push a new version (201)
+    POST   /v1/{kind}s/{name}/versions              push a new version (201), or 200 with
+                                                    `unchanged` when the latest holds that tree
     GET    /v1/{kind}s/{name}/versions/{ref}        one version: number, tag or latest
     DELETE /v1/{kind}s/{name}/versions/{ref}        remove one version
     PUT    /v1/{kind}s/{name}/sharing               {"shared": bool, "groups": [...]}
@@ -18,6 +19,7 @@ from fastapi import APIRouter, Response, status
 from nai_server.api.deps import CallerDep, ServiceDep
 from nai_server.core.registry_rules import Kind
 from nai_server.protocol import (
+    PushedVersion,
     RegistryCreate,
     RegistryEntry,
     RegistrySummary,
@@ -55,8 +57,10 @@ def registry_router(kind: Kind) -> APIRouter:
 
     @router.post("/{name}/versions", status_code=status.HTTP_201_CREATED)
     def push(name: str, body: VersionCreate, service: ServiceDep, caller: CallerDep,
-             response: Response) -> RegistryVersion:
+             response: Response) -> PushedVersion:
         version = service.registry.push(caller, kind, name, body)
+        if version.unchanged:  # nothing created: the latest version already holds it
+            response.status_code = status.HTTP_200_OK
         response.headers["Location"] = f"/v1{base}/{name}/versions/{version.version}"
         return version
 

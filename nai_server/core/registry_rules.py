@@ -99,6 +99,14 @@ def latest(entry: Entry) -> Version | None:
     return find_version(entry, LATEST)
 
 
+def unchanged_by(entry: Entry, tree_id: str) -> Version | None:
+    """The latest version if it already holds `tree_id`: pushing that tree again would
+    record nothing new (trees are content-addressed, so the same id is the same files,
+    modes and links). Older versions do not count: going back to them is a change."""
+    newest = latest(entry)
+    return newest if newest is not None and newest["tree_id"] == tree_id else None
+
+
 # --- access ---------------------------------------------------------------------------
 
 

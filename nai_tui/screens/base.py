@@ -19,7 +19,7 @@ from nai_tui.messages import (
     TransferProgressed,
     WorkFailed,
 )
-from nai_tui.widgets.format import is_ended
+from nai_tui.widgets.format import is_ended, kept_note
 from nai_tui.widgets.transfer_bar import TransferBar
 
 if TYPE_CHECKING:
@@ -173,7 +173,8 @@ class JobActionsScreen(PollingScreen):
             client, tree, dest, prefix,
             lambda what, done, total: self.post_message(
                 TransferProgressed(done, total, f"job {job_id}: {what}")))
-        self.post_message(DownloadFinished(job_id, dest, result.downloaded, result.skipped))
+        self.post_message(DownloadFinished(job_id, dest, result.downloaded, result.skipped,
+                                           result.kept))
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.group == "download" and event.state in (WorkerState.ERROR,
@@ -187,4 +188,6 @@ class JobActionsScreen(PollingScreen):
         self.query_one(TransferBar).finish()
         skipped = f", {message.skipped} already there" if message.skipped else ""
         self.app.notify(f"Job {message.job_id}: {message.files} file(s) downloaded"
-                        f"{skipped} into {message.dest}", title="Outputs pulled")
+                        f"{skipped} into {message.dest}" + kept_note(message.kept),
+                        title="Outputs pulled", severity="warning" if message.kept else
+                        "information")

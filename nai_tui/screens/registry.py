@@ -30,7 +30,7 @@ from nai_tui.ports import Progress
 from nai_tui.screens.base import NaiScreen
 from nai_tui.screens.registry_push import PushRequest
 from nai_tui.widgets.footer import Footer
-from nai_tui.widgets.format import clip, size
+from nai_tui.widgets.format import clip, kept_note, size
 from nai_tui.widgets.transfer_bar import TransferBar
 
 KINDS = ("dataset", "model")
@@ -100,9 +100,11 @@ class RegistryScreen(NaiScreen):
     class Pulled(Message):
         """A version landed in a folder."""
 
-        def __init__(self, ref: str, dest: Path, files: int, skipped: int) -> None:
+        def __init__(self, ref: str, dest: Path, files: int, skipped: int,
+                     kept: tuple[str, ...] = ()) -> None:
             super().__init__()
             self.ref, self.dest, self.files, self.skipped = ref, dest, files, skipped
+            self.kept = kept
 
     def __init__(self, kind: str) -> None:
         if kind not in KINDS:
@@ -266,8 +268,12 @@ class RegistryScreen(NaiScreen):
     def on_registry_screen_pushed(self, message: Pushed) -> None:
         self.query_one(TransferBar).finish()
         v = message.version
-        self.notify(f"{message.name}@{v.version}" + (f" ({v.tag})" if v.tag else "") +
-                    f": {v.files} files, {size(v.size)}", title=f"{self.kind} pushed")
+        if getattr(v, "unchanged", False):  # the server recorded nothing new
+            self.notify(f"{message.name}: unchanged, still @{v.version} (the latest version "
+                        f"holds exactly these files)", title=f"{self.kind} not pushed")
+        else:
+            self.notify(f"{message.name}@{v.version}" + (f" ({v.tag})" if v.tag else "") +
+                        f": {v.files} files, {size(v.size)}", title=f"{self.kind} pushed")
         self.entry = None  # show the versions from the newest again
         self._select = message.name
         self.action_reload()
@@ -307,13 +313,15 @@ class RegistryScreen(NaiScreen):
         ref = f"{name}@{number}"
         result = self.nai.transfers.pull(client, client.tree(version.tree_id), dest, "",
                                          self._progress(f"{ref}: "))
-        self.post_message(self.Pulled(ref, dest, result.downloaded, result.skipped))
+        self.post_message(self.Pulled(ref, dest, result.downloaded, result.skipped,
+                                      result.kept))
 
     def on_registry_screen_pulled(self, message: Pulled) -> None:
         self.query_one(TransferBar).finish()
         skipped = f", {message.skipped} already there" if message.skipped else ""
         self.notify(f"{message.ref}: {message.files} file(s) downloaded{skipped} into "
-                    f"{message.dest}", title=f"{self.kind} pulled")
+                    f"{message.dest}" + kept_note(message.kept), title=f"{self.kind} pulled",
+                    severity="warning" if message.kept else "information")
 
     def _progress(self, prefix: str) -> Progress:
         """A transfer's progress callback: posts `TransferProgressed` (from a thread)."""

@@ -102,3 +102,13 @@ def bar(fraction: float, width: int) -> Text:
     text = Text(blocks, style=style)
     text.append("·" * (width - len(blocks)), style="dim")
     return text
+
+
+def kept_note(kept: tuple[str, ...], show: int = 3) -> str:
+    """The end of a pull's notice naming local files it did not overwrite (changed
+    here, so kept; the CLI's `--force` overwrites them), or "" when there were none."""
+    if not kept:
+        return ""
+    names = ", ".join(kept[:show]) + (f" and {len(kept) - show} more" if len(kept) > show
+                                      else "")
+    return f"; kept {len(kept)} local file(s) that differ from the server's: {names}"

@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 
 from nai_server.api.app import create_app
 from nai_server.service import Service
-from nai_server.testing import AsPeer, pack
+from nai_server.testing import AsPeer, pack, upload_tree
 
 
 def sha(data: bytes) -> str:
@@ -191,3 +191,25 @@ def upload_files(api: TestClient, files: dict[str, bytes]) -> str:
     tree = api.post("/v1/trees", json={"entries": [entry(p, d) for p, d in files.items()]})
     assert tree.status_code == 201, tree.text
     return str(tree.json()["id"])
+
+
+def test_one_file_of_a_tree_from_a_byte_on(api: TestClient) -> None:
+    """A client resumes a download cut off mid-file with `Range: bytes=N-`."""
+    data = bytes(range(256)) * 40
+    tree_id = upload_tree(api, {"big.bin": data, "empty": b""})
+    url = f"/v1/trees/{tree_id}/file"
+    whole = api.get(url, params={"path": "big.bin"})
+    assert whole.status_code == 200 and whole.content == data
+    assert whole.headers["accept-ranges"] == "bytes"
+    rest = api.get(url, params={"path": "big.bin"}, headers={"Range": "bytes=1000-"})
+    assert rest.status_code == 206 and rest.content == data[1000:]
+    assert rest.headers["content-range"] == f"bytes 1000-{len(data) - 1}/{len(data)}"
+    assert rest.headers["content-length"] == str(len(data) - 1000)
+    for ignored in ("bytes=0-", "bytes=5-9", "bytes=-5", "items=3-", "bytes=x-"):
+        answer = api.get(url, params={"path": "big.bin"}, headers={"Range": ignored})
+        assert (answer.status_code, answer.content) == (200, data), ignored
+    past = api.get(url, params={"path": "big.bin"}, headers={"Range": f"bytes={len(data)}-"})
+    assert past.status_code == 400 and "past its end" in past.json()["error"]["message"]
+    assert api.get(url, params={"path": "empty"}).content == b""
+    missing = api.get(url, params={"path": "nope"})
+    assert missing.status_code == 404 and "no file 'nope'" in missing.json()["error"]["message"]

@@ -90,6 +90,37 @@ def test_versions_never_reuse_numbers(api: TestClient, trees: list[str]) -> None
     assert api.post("/v1/models/m/versions", json={"tree_id": trees[2]}).json()["version"] == 3
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_pushing_the_latest_versions_tree_again_records_nothing(
+        api: TestClient, trees: list[str], kind: str) -> None:
+    api.post(f"/v1/{kind}", json={"name": "d", "tree_id": trees[0]})
+    api.post(f"/v1/{kind}/d/versions", json={"tree_id": trees[1], "tag": "best",
+                                             "description": "second"})
+    same = api.post(f"/v1/{kind}/d/versions", json={"tree_id": trees[1], "tag": "other",
+                                                    "description": "again"})
+    assert same.status_code == 200, same.text
+    assert same.headers["location"] == f"/v1/{kind}/d/versions/2"
+    body = same.json()
+    assert (body["version"], body["unchanged"], body["tag"], body["description"]) == (
+        2, True, "best", "second")
+    shown = api.get(f"/v1/{kind}/d").json()
+    assert [v["version"] for v in shown["versions"]] == [1, 2]
+    assert api.get(f"/v1/{kind}/d/versions/other").status_code == 404
+
+    # Going back to an older version's files is a change; asking for it records anyway.
+    back = api.post(f"/v1/{kind}/d/versions", json={"tree_id": trees[0]})
+    assert back.status_code == 201
+    assert (back.json()["version"], back.json()["unchanged"]) == (3, False)
+    forced = api.post(f"/v1/{kind}/d/versions", json={"tree_id": trees[0],
+                                                      "allow_same": True})
+    assert forced.status_code == 201 and forced.json()["version"] == 4
+    assert not forced.json()["unchanged"]
+    # Only the latest live version counts: once it is removed, its tree is new again.
+    api.delete(f"/v1/{kind}/d/versions/4")
+    again = api.post(f"/v1/{kind}/d/versions", json={"tree_id": trees[0]})
+    assert again.json()["unchanged"] and again.json()["version"] == 3
+
+
 def test_create_errors(api: TestClient, trees: list[str]) -> None:
     unknown_tree = api.post("/v1/datasets", json={"name": "d", "tree_id": "0" * 64})
     assert unknown_tree.status_code == 400 and "upload the folder first" in error(unknown_tree)

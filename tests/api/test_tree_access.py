@@ -69,6 +69,8 @@ def unreadable(api: TestClient, tree_id: str) -> None:
     assert api.head(f"/v1/trees/{tree_id}").status_code == 404
     for response in (api.get(f"/v1/trees/{tree_id}"),
                      api.get(f"/v1/trees/{tree_id}/archive"),
+                     api.get(f"/v1/trees/{tree_id}/file", params={"path": "data.txt"},
+                             headers={"Range": "bytes=3-"}),
                      api.post(f"/v1/trees/{tree_id}/archive", json={"paths": ["data.txt"]})):
         assert response.status_code == 404, response.text
         assert response.json()["error"]["message"] == f"no tree {tree_id!r} on this server"

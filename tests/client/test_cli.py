@@ -86,7 +86,15 @@ def test_cancel_and_pull(env: dict[str, str], tmp_path: Path) -> None:
     job = done.stdout.splitlines()[0]
     pulled = nai(env, "pull", job, "--to", str(tmp_path / "out"))
     assert pulled.returncode == 0 and pulled.stdout.strip() == str(tmp_path / "out")
-    assert (tmp_path / "out" / "weights.npz").stat().st_size > 0
+    weights = tmp_path / "out" / "weights.npz"
+    assert weights.stat().st_size > 0
+    weights.write_bytes(b"weights I trained further here")
+    kept = nai(env, "pull", job, "--to", str(tmp_path / "out"), "--json")
+    assert kept.returncode == 3 and "not overwritten: weights.npz" in kept.stderr
+    assert [k["path"] for k in json.loads(kept.stdout)["kept"]] == ["weights.npz"]
+    assert weights.read_bytes() == b"weights I trained further here"
+    forced = nai(env, "pull", job, "--to", str(tmp_path / "out"), "--force")
+    assert forced.returncode == 0 and weights.read_bytes() != b"weights I trained further here"
 
 
 def test_no_server_running_says_how_to_start_one(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from nai_server.testing import wait_for
 from nai_tui import cli
 from nai_tui.client import ServerClient
 
@@ -85,7 +86,84 @@ def test_push_list_show_pull(env: dict[str, str], tmp_path: Path) -> None:
     assert tree_files(out) == tree_files(data)
     again = json.loads(nai(env, "dataset", "pull", "cifar@1", "--to", str(out),
                            "--json").stdout)
-    assert again["downloaded"] == 0 and again["skipped"] == 21
+    assert again["downloaded"] == 0 and again["skipped"] == 21 and again["kept"] == []
+
+
+def test_pull_keeps_a_local_edit_says_so_and_exits_3_unless_forced(
+        env: dict[str, str], tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "edits", files=3)
+    assert nai(env, "dataset", "push", "edits", str(data)).returncode == 0
+    out = tmp_path / "pulled"
+    assert nai(env, "dataset", "pull", "edits", "--to", str(out)).returncode == 0
+    (out / "labels.csv").write_text("id,label\n0,cat  # fixed by hand\n")
+    leftover = out / "part-0" / ".nai-pull-k3j4h5"  # from an older, killed nai
+    leftover.write_bytes(b"half")
+    os.utime(leftover, (1_600_000_000, 1_600_000_000))
+
+    kept = nai(env, "dataset", "pull", "edits", "--to", str(out))
+    assert kept.returncode == 3, kept.stderr
+    assert kept.stdout.strip() == str(out)
+    assert ("not overwritten: labels.csv (changed here since nai pulled it)"
+            in kept.stderr)
+    assert "1 kept as they are here (--force overwrites them)" in kept.stderr
+    assert "removed 1 temporary file(s) an interrupted pull left" in kept.stderr
+    assert not leftover.exists()
+    assert "fixed by hand" in (out / "labels.csv").read_text()
+
+    as_json = nai(env, "dataset", "pull", "edits", "--to", str(out), "--json")
+    assert as_json.returncode == 3
+    answer = json.loads(as_json.stdout)
+    assert answer["kept"] == [
+        {"path": "labels.csv", "reason": "changed here since nai pulled it"}]
+    assert (answer["resumed"], answer["stale_temporaries_removed"]) == (0, 0)
+
+    forced = nai(env, "dataset", "pull", "edits", "--to", str(out), "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert tree_files(out) == tree_files(data)
+
+
+# A `nai dataset pull` that hangs in the middle of a file, until it is killed.
+STALLING_PULL = """
+import sys, threading
+from nai_tui import cli, pull
+real = pull._archive
+def stalls(*args):
+    chunks = real(*args)
+    yield next(chunks)
+    threading.Event().wait()
+pull._archive = stalls
+sys.exit(cli.main(["dataset", "pull", "ckpt", "--to", sys.argv[1]]))
+"""
+
+
+def test_a_pull_killed_mid_file_is_resumed_from_where_it_stopped(
+        env: dict[str, str], tmp_path: Path) -> None:
+    data = tmp_path / "ckpt"
+    data.mkdir()
+    weights = os.urandom(6 * 1024 * 1024)
+    (data / "model.bin").write_bytes(weights)
+    assert nai(env, "dataset", "push", "ckpt", str(data)).returncode == 0
+    out = tmp_path / "out"
+    child = subprocess.Popen([sys.executable, "-c", STALLING_PULL, str(out)], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: [p for p in out.glob(".nai-pull-*") if p.stat().st_size],
+                 timeout=60, what="the first bytes of model.bin")
+    finally:
+        child.kill()  # SIGKILL: no clean-up of its own
+        child.wait()
+    [partial] = out.glob(".nai-pull-*")
+    have = partial.stat().st_size
+    assert 0 < have < len(weights)
+
+    again = nai(env, "dataset", "pull", "ckpt", "--to", str(out), "--json")
+    assert again.returncode == 0, again.stderr
+    body = json.loads(again.stdout)
+    assert (body["resumed"], body["downloaded"]) == (1, 1)
+    assert body["bytes"] == len(weights) - have  # only the rest travelled
+    assert "resumed 1 file(s) from where an interrupted download stopped" in again.stderr
+    assert (out / "model.bin").read_bytes() == weights
+    assert list(out.glob(".nai-pull-*")) == []
 
 
 def test_new_version_with_one_changed_file_sends_one_blob(
@@ -113,9 +191,21 @@ def test_new_version_with_one_changed_file_sends_one_blob(
     assert uploads[0]["bytes"] < 100_000 + 2048  # the file and its tar framing
     assert capsys.readouterr().out.splitlines()[-1] == "big@2"
 
-    uploads.clear()  # the same folder again: a new version, nothing sent
+    uploads.clear()  # the same folder again: nothing sent, nothing recorded
+    capsys.readouterr()
     assert cli.main(["dataset", "push", "big", str(data), "--tag", "same"]) == 0
     assert uploads == []
+    said = capsys.readouterr()
+    assert said.out.splitlines() == ["big@2"]
+    assert "dataset big: unchanged, still @2" in said.err and "--allow-same" in said.err
+    assert "nai dataset tag big@2 same" in said.err
+    shown = json.loads(nai(env, "dataset", "show", "big", "--json").stdout)
+    assert [(v["version"], v["tag"]) for v in shown["versions"]] == [(1, None), (2, None)]
+
+    # --allow-same records it anyway, as a new version of the same files.
+    assert cli.main(["dataset", "push", "big", str(data), "--allow-same", "--json"]) == 0
+    pushed = json.loads(capsys.readouterr().out)
+    assert (pushed["version"], pushed["unchanged"]) == (3, False)
     shown = json.loads(nai(env, "dataset", "show", "big", "--json").stdout)
     trees = [v["tree_id"] for v in shown["versions"]]
     assert len(set(trees)) == 2 and trees[1] == trees[2]

@@ -3,10 +3,13 @@ a new version and pulling a version into a folder, against the fake server."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from textual.widgets import DataTable, Input
 from textual.widgets._footer import FooterKey
 from tui_kit import SIZE, notifications, settle, text_of
 
+from nai_tui.ports import PulledFiles
 from nai_tui.screens.help import HelpScreen
 from nai_tui.screens.prompt import PromptScreen
 from nai_tui.screens.registry import RegistryScreen
@@ -77,6 +80,16 @@ async def test_push_a_folder_as_the_next_version(make_app, fake, tmp_path) -> No
         assert [r[0] for r in versions] == ["3", "2", "1"]
         assert any("cifar10@3 (v3): 2 files" in n for n in notifications(app))
 
+        # The same folder again: the server records nothing, and the notice says so.
+        await pilot.press("u")
+        await pilot.pause()
+        app.screen.query_one("#push-folder", Input).value = str(folder)
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert [v.version for v in fake.registry_entry("dataset", "cifar10").versions] == [
+            1, 2, 3]
+        assert any("cifar10: unchanged, still @3" in n for n in notifications(app))
+
 
 async def test_push_a_new_dataset_and_a_bad_form_stays_open(make_app, fake,
                                                             tmp_path) -> None:
@@ -122,6 +135,27 @@ async def test_pull_a_version_into_a_folder(make_app, fake, tmp_path) -> None:
         assert sorted(p.name for p in dest.iterdir()) == ["test.bin", "train.bin"]
         assert (dest / "train.bin").stat().st_size == 3000  # version 1's, not 2's
         assert any("cifar10@1: 2 file(s) downloaded" in n for n in notifications(app))
+
+
+async def test_a_pull_that_kept_local_files_names_them(make_app, tmp_path,
+                                                       monkeypatch) -> None:
+    app = make_app()
+    real = app.transfers.pull
+
+    def keeping(*args: object) -> PulledFiles:  # as nai_tui.pull reports a local edit
+        return dataclasses.replace(real(*args), kept=("train.bin",))
+
+    monkeypatch.setattr(app.transfers, "pull", keeping)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_datasets(pilot)
+        screen.query_one("#registry-versions").focus()
+        await pilot.press("p")
+        await pilot.pause()
+        app.screen.query_one(Input).value = str(tmp_path / "out")
+        await pilot.press("enter")
+        await settle(pilot)
+        assert any("kept 1 local file(s) that differ from the server's: train.bin" in n
+                   for n in notifications(app))
 
 
 async def test_models_screen_and_switching_from_datasets(make_app, fake) -> None:
