@@ -29,7 +29,7 @@ from pathlib import Path
 
 import httpx
 
-from nai_server.loopback_sshd import make_sshd
+from nai_server.testing.loopback_sshd import make_sshd
 from nai_tui.client import ServerClient
 from nai_tui.hashcache import HashCache
 from nai_tui.sync import push

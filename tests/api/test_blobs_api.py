@@ -11,7 +11,7 @@ import httpx
 from starlette.testclient import TestClient
 
 from nai_server.api.app import create_app
-from nai_server.service import Service
+from nai_server.app.use_cases import UseCases
 from nai_server.testing import AsPeer, pack
 
 
@@ -138,7 +138,7 @@ def test_truncated_upload_keeps_complete_blobs_and_resume_sends_the_rest(
 
 
 
-async def test_a_streamed_upload_with_a_bad_blob_keeps_the_good_ones(service: Service) -> None:
+async def test_a_streamed_upload_with_a_bad_blob_keeps_the_good_ones(service: UseCases) -> None:
     # Several MiB in 64 KiB pieces (httpx's ASGI transport streams them, as a socket
     # does): batches are hashed and written while the next ones arrive, and a bad blob
     # in a later batch still fails the upload cleanly, keeping the completed blobs.

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import grp
 import json
 import logging
 import math
 import os
-import pwd
 import socket
 import struct
 import time
@@ -27,18 +25,11 @@ from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from nai_server.app.accounts import Peer
+
 PEER_KEY = "peer"
 
 log = logging.getLogger("nai.connections")
-
-
-@dataclass(frozen=True)
-class Peer:
-    """The process at the other end of a unix socket connection."""
-
-    pid: int
-    uid: int
-    gid: int
 
 
 def peer_of(sock: socket.socket) -> Peer | None:
@@ -253,33 +244,3 @@ def guarded_protocol(limits: ConnectionLimits) -> type[PeerCredProtocol]:
     """A `PeerCredProtocol` with these limits and its own count of open connections."""
     return type("GuardedPeerCredProtocol", (PeerCredProtocol,),
                 {"limits": limits, "held": {}, "refusals": LogThrottle(log, 10.0)})
-
-
-def user_name(uid: int) -> str | None:
-    """The unix account name of a uid, or None if it has none."""
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return None
-
-
-def unix_account(name: str) -> pwd.struct_passwd | None:
-    try:
-        return pwd.getpwnam(name)
-    except KeyError:
-        return None
-
-
-def unix_groups(name: str) -> list[int]:
-    """Primary and supplementary gids of a unix user (what a job runs with)."""
-    account = unix_account(name)
-    if account is None:
-        return []
-    return os.getgrouplist(name, account.pw_gid)
-
-
-def unix_group_name(gid: int) -> str | None:
-    try:
-        return grp.getgrgid(gid).gr_name
-    except KeyError:
-        return None

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from nai_server.accounts import Caller
+from nai_server.app.accounts import Caller
 from nai_server.core import registry_rules as rules
 from nai_server.core.trees import is_digest
 from nai_server.store.atomic import CommitLock

@@ -1,7 +1,7 @@
 """Collecting a finished job's output/ into the blob store, read as the job's owner.
 
 The daemon never walks a directory its users control with root's rights (DESIGN §11).
-It starts `nai_server.output_walk` with the owner's uid, gid and groups; the helper
+It starts `nai_server.host.output_walk` with the owner's uid, gid and groups; the helper
 lists output/ and streams the files' bytes back over a pipe (see its docstring for the
 framing), and the daemon checks the listing against the limits before a byte is
 stored, hashes and stores what arrives, and records the tree. A helper that runs past
@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from nai_server import output_walk
 from nai_server.core.trees import Limits, TreeError, parse_manifest
-from nai_server.output_walk import ERROR, FRAME
+from nai_server.host import output_walk
+from nai_server.host.output_walk import ERROR, FRAME
 from nai_server.store.blobs import BlobStore
 
 _PLACEHOLDER = "0" * 64

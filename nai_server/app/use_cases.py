@@ -1,6 +1,6 @@
 """The daemon's use cases, behind the API and the run loop.
 
-`Service` is what routes call; `tick(now)` steps the daemon once (reap, probe,
+`UseCases` is what routes call; `tick(now)` steps the daemon once (reap, probe,
 plan, launch) so tests advance time instead of sleeping.
 """
 
@@ -11,13 +11,16 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 
 from nai_server import __version__
-from nai_server.accounts import Accounts, Caller
+from nai_server.app.accounts import Accounts, Caller
+from nai_server.app.jobs import Jobs
+from nai_server.app.registry import Registry
+from nai_server.app.tree_access import TreeAccess
 from nai_server.config import ServerConfig
 from nai_server.core import trees
 from nai_server.core.spec import parse_size
-from nai_server.gpus import GpuInventory
-from nai_server.jobs import Jobs
-from nai_server.launcher import Launcher, LocalLauncher
+from nai_server.host.gpus import GpuInventory
+from nai_server.host.launchers.local import Launcher, LocalLauncher
+from nai_server.host.runtime import JobRuntime
 from nai_server.protocol import (
     API_VERSION,
     Conflict,
@@ -29,15 +32,12 @@ from nai_server.protocol import (
     TreeRef,
     VersionInfo,
 )
-from nai_server.registry import Registry
-from nai_server.runtime import JobRuntime
 from nai_server.store.atomic import CommitLock
 from nai_server.store.blobs import BlobStore, MissingBlobs, PackError, PackReceiver, TreeNotFound
 from nai_server.store.db import TinyDbStore
-from nai_server.tree_access import TreeAccess
 
 
-class Service:
+class UseCases:
     """One daemon's state and behaviour; built by `daemon.bootstrap`."""
 
     def __init__(

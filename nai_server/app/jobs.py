@@ -10,8 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from nai_server import diskspace, identity, jobfiles
-from nai_server.accounts import Caller
+from nai_server.app.accounts import Caller
 from nai_server.core.spec import (
     JobSpec,
     SpecError,
@@ -22,7 +21,9 @@ from nai_server.core.spec import (
     spec_to_dict,
 )
 from nai_server.core.states import TERMINAL, JobState, transition
-from nai_server.launcher import proc_uid
+from nai_server.host import diskspace, jobfiles, unix
+from nai_server.host.launchers.local import proc_uid
+from nai_server.host.runtime import JobRuntime
 from nai_server.protocol import (
     Conflict,
     Forbidden,
@@ -36,7 +37,6 @@ from nai_server.protocol import (
     MetricsPage,
     NotFound,
 )
-from nai_server.runtime import JobRuntime
 
 Doc = dict[str, Any]
 MAX_PAGE = 1000
@@ -326,7 +326,7 @@ class Jobs:
 
 def _owner(pid: int) -> str | None:
     uid = proc_uid(pid)
-    return None if uid is None else identity.user_name(uid) or str(uid)
+    return None if uid is None else unix.user_name(uid) or str(uid)
 
 
 class MetricsScan:

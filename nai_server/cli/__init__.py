@@ -61,19 +61,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from nai_server.check import run_check
+    from nai_server.cli.check import run_check
 
     return run_check(_config_from(args), as_json=args.json)
 
 
 def cmd_dial_stdio(args: argparse.Namespace) -> int:
-    from nai_server import dial_stdio
+    from nai_server.cli import dial_stdio
 
     return dial_stdio.run(find_socket(args.socket))
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from nai_server import simulate
+    from nai_server.cli import simulate
 
     return simulate.main(args)
 
@@ -127,6 +127,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nai-server: {exc}", file=sys.stderr)
         return 2
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -22,8 +22,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from nai_server import contain, diskspace, identity, mounts, outputs
-from nai_server.accounts import Caller
+from nai_server.app.accounts import Caller
+from nai_server.app.registry import Registry
+from nai_server.app.usage import UsageBook
 from nai_server.config import ServerConfig
 from nai_server.core import scheduling as sched
 from nai_server.core.env import build_job_env
@@ -31,8 +32,9 @@ from nai_server.core.spec import parse_size
 from nai_server.core.states import ACTIVE, TERMINAL, JobState, transition
 from nai_server.core.trees import Limits, TreeError
 from nai_server.core.units import format_duration
-from nai_server.gpus import GpuInventory, GpuSnapshot
-from nai_server.launcher import (
+from nai_server.host import contain, diskspace, mounts, outputs, unix
+from nai_server.host.gpus import GpuInventory, GpuSnapshot
+from nai_server.host.launchers.local import (
     LEGACY_FILES,
     STATUS_FILE,
     Handle,
@@ -44,11 +46,9 @@ from nai_server.launcher import (
     read_wrapper_pid,
     session_of,
 )
-from nai_server.registry import Registry
 from nai_server.store.atomic import CommitLock
 from nai_server.store.blobs import BlobStore
 from nai_server.store.db import TinyDbStore
-from nai_server.usage import UsageBook
 
 log = logging.getLogger("nai.runtime")
 
@@ -217,7 +217,7 @@ class JobRuntime:
             job.get("gpus") or (), others)
 
     def _owner_uid(self, job: Doc) -> int:
-        account = None if self.config.personal else identity.unix_account(job["user"])
+        account = None if self.config.personal else unix.unix_account(job["user"])
         return account.pw_uid if account is not None and os.geteuid() == 0 else os.getuid()
 
     def _owns(self, job: Doc, pid: int) -> bool:
@@ -225,7 +225,7 @@ class JobRuntime:
         it as root, so a pid someone wrote must not name another user's process."""
         if self.config.personal or os.geteuid() != 0:
             return True
-        account = identity.unix_account(job["user"])
+        account = unix.unix_account(job["user"])
         return account is not None and proc_uid(pid) == account.pw_uid
 
     def _finish_collected(self) -> list[int]:
@@ -312,11 +312,11 @@ class JobRuntime:
         """Set by the service: wakes the run loop to end the job."""
 
     def _run_as(self, job: Doc) -> outputs.RunAs:
-        account = None if self.config.personal else identity.unix_account(job["user"])
+        account = None if self.config.personal else unix.unix_account(job["user"])
         if account is None or os.geteuid() != 0:
             return outputs.RunAs()
         return outputs.RunAs(account.pw_uid, account.pw_gid,
-                             tuple(identity.unix_groups(job["user"])))
+                             tuple(unix.unix_groups(job["user"])))
 
     def _finish(self, job: Doc, final: JobState, code: int | None, message: str | None,
                 now: float, tree: str | None = None, problem: str | None = None,
@@ -548,12 +548,12 @@ class JobRuntime:
         and output/ (where it saved its checkpoint) stay as they are, missing pieces
         are made again, and log and metrics.jsonl are appended to."""
         job_dir = self.job_dir(job["id"])
-        account = None if self.config.personal else identity.unix_account(job["user"])
+        account = None if self.config.personal else unix.unix_account(job["user"])
         uid = gid = None
         groups: tuple[int, ...] = ()
         if account is not None and os.geteuid() == 0:
             uid, gid = account.pw_uid, account.pw_gid
-            groups = tuple(identity.unix_groups(job["user"]))
+            groups = tuple(unix.unix_groups(job["user"]))
         if job.get("runs") and os.path.lexists(job_dir):
             _reclaim(job_dir)
             self._fill(job, job_dir, uid, gid)

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from nai_server import jobfiles
+from nai_server.host import jobfiles
 from nai_server.store.blobs import BlobStore
 
 Doc = dict[str, Any]

@@ -11,9 +11,9 @@ from typing import Any
 
 import httpx
 
-from nai_server import contain, diskspace
 from nai_server.config import ServerConfig
-from nai_server.gpus import open_inventory
+from nai_server.host import contain, diskspace
+from nai_server.host.gpus import open_inventory
 from nai_server.store.atomic import StateUnreadable, read_json_file
 
 

@@ -17,15 +17,16 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from nai_server.api.identity import PEER_KEY
+from nai_server.app.accounts import Peer
+from nai_server.app.use_cases import UseCases
 from nai_server.config import load_config
 from nai_server.daemon import bootstrap
-from nai_server.gpus import FakeGpuInventory
-from nai_server.identity import PEER_KEY, Peer
-from nai_server.service import Service
+from nai_server.host.gpus import FakeGpuInventory
 
 
 def make_service(state_dir: Path, *, mode: str = "personal", gpus: int = 2,
-                 clock: Any = None, **config: Any) -> Service:
+                 clock: Any = None, **config: Any) -> UseCases:
     """A service over a temporary state dir with `gpus` fake GPUs."""
     cfg = load_config(None, mode=mode, state_dir=state_dir, socket=state_dir / "nai.sock",
                       fake_gpus=gpus, **config)
@@ -63,7 +64,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "c
         time.sleep(0.01)
 
 
-def tick_until(service: Service, predicate: Callable[[], Any], timeout: float = 20.0,
+def tick_until(service: UseCases, predicate: Callable[[], Any], timeout: float = 20.0,
                what: str = "condition") -> Any:
     """Step the service until `predicate()` holds (real job processes take real time)."""
     return wait_for(predicate, timeout, what, step=service.tick)

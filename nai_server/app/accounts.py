@@ -6,8 +6,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from nai_server import identity
-from nai_server.identity import Peer
+from nai_server.host import unix
 from nai_server.protocol import (
     Conflict,
     Forbidden,
@@ -20,6 +19,15 @@ from nai_server.protocol import (
 )
 from nai_server.store.atomic import CommitLock
 from nai_server.store.db import TinyDbStore
+
+
+@dataclass(frozen=True)
+class Peer:
+    """The process at the other end of a unix socket connection."""
+
+    pid: int
+    uid: int
+    gid: int
 
 
 @dataclass(frozen=True)
@@ -45,7 +53,7 @@ class Accounts:
         self.admins_group = admins_group
         self.clock = clock
         self.owner_uid = os.getuid()
-        self.owner = identity.user_name(self.owner_uid) or str(self.owner_uid)
+        self.owner = unix.user_name(self.owner_uid) or str(self.owner_uid)
         self._callers: dict[int, Caller] = {}
         self._rollbacks = store.rollbacks
         with lock:
@@ -76,7 +84,7 @@ class Accounts:
         self._callers = {}
 
     def _resolve(self, peer: Peer) -> Caller:
-        name = identity.user_name(peer.uid)
+        name = unix.user_name(peer.uid)
         if self.personal:
             if peer.uid != self.owner_uid:
                 raise Forbidden(
@@ -103,7 +111,7 @@ class Accounts:
         """The user as a Caller, without a connection: what a job acts as when the
         daemon registers its outputs for it."""
         groups = self._groups_of(user)
-        account = identity.unix_account(user)
+        account = unix.unix_account(user)
         uid = account.pw_uid if account is not None else -1
         admin = (self.personal and user == self.owner) or uid == 0 or (
             self.admins_group in groups)
@@ -125,7 +133,7 @@ class Accounts:
 
     def _user_info(self, doc: dict[str, Any]) -> UserInfo:
         groups = list(self._groups_of(doc["name"]))
-        account = identity.unix_account(doc["name"])
+        account = unix.unix_account(doc["name"])
         return UserInfo(
             name=doc["name"],
             uid=account.pw_uid if account else None,
@@ -150,7 +158,7 @@ class Accounts:
             return self._user_info(self._user(name))
 
     def add_user(self, name: str) -> UserInfo:
-        if identity.unix_account(name) is None:
+        if unix.unix_account(name) is None:
             raise Invalid(
                 f"there is no unix user {name!r} on this server: nai users are unix accounts "
                 f"(create it first, e.g. `useradd -m {name}`)"

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
-from nai_server import jobfiles
+from nai_server.host import jobfiles
 
 # $1 = the job's command. The wrapper runs as the job's owner, in a directory the
 # daemon owns, so it reports through a file the daemon opened: STATUS_FILE, root-owned,

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from nai_server.accounts import Caller
+from nai_server.app.accounts import Caller
 from nai_server.core import registry_rules as rules
 from nai_server.core.registry_rules import Kind, RefError
 from nai_server.core.states import TERMINAL
@@ -76,7 +76,7 @@ class Registry:
         self.lock = lock
         self.trees = trees
         self.clock = clock
-        # Whether a caller may read a tree (nai_server.tree_access); the service sets it.
+        # Whether a caller may read a tree (nai_server.app.tree_access); the service sets it.
         self.may_read_tree: Callable[[Caller, str], bool] = lambda caller, tree_id: True
 
     # --- lookups ----------------------------------------------------------------------

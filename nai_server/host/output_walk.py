@@ -1,6 +1,6 @@
 """The helper that reads a finished job's output/ as the job's owner.
 
-`python -m nai_server.output_walk DIR` runs with the job's uid, gid and groups (the
+`python -m nai_server.host.output_walk DIR` runs with the job's uid, gid and groups (the
 daemon starts it so, the way Slurm's slurmstepd drops privileges), so nothing its owner
 could not read can become an output. It writes to stdout, for the daemon to store:
 

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from nai_server.gpus import GpuSnapshot
-from nai_server.launcher import proc_start_ticks, proc_uid, session_of
+from nai_server.host.gpus import GpuSnapshot
+from nai_server.host.launchers.local import proc_start_ticks, proc_uid, session_of
 
 log = logging.getLogger("nai.contain")
 
