@@ -12,8 +12,8 @@ from sync_kit import MiB, noise, write
 from nai_server.api import create_app
 from nai_server.app.use_cases import UseCases
 from nai_server.testing import AsPeer
-from nai_tui.client import ServerClient
-from nai_tui.hashcache import HashCache
+from nai_tui.remote.client import ServerClient
+from nai_tui.sync.hashcache import HashCache
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from nai_tui import cli
-from nai_tui.client import ServerClient
+from nai_tui.remote.client import ServerClient
 
 BIN = Path(sys.executable).parent
 
