@@ -33,10 +33,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from nai_tui.client import ServerClient
-from nai_tui.hashcache import HashCache
-from nai_tui.registry_commands import push_folder
-from nai_tui.transports import local_http_client
+from nai_tui.cli.registry_commands import push_folder
+from nai_tui.remote.client import ServerClient
+from nai_tui.remote.transports import local_http_client
+from nai_tui.sync.hashcache import HashCache
 
 BIN = Path(sys.executable).parent
 TARGET = 0.02

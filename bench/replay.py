@@ -1,5 +1,5 @@
 """Scheduling policies replayed on real cluster traces, with the very same plan() the
-daemon runs (nai_server.simulate), and one plan() pass over a 10,000-job queue.
+daemon runs (nai_server.cli.simulate), and one plan() pass over a 10,000-job queue.
 
 Targets for the default policy, fairshare, against the best baseline (fifo, firstfit,
 backfill) on each trace: average JCT at least as good; worst user's average bounded
@@ -21,8 +21,8 @@ import statistics
 import time
 from pathlib import Path
 
+from nai_server.cli.simulate import metrics, read_trace, replay, table
 from nai_server.core import scheduling as sched
-from nai_server.simulate import metrics, read_trace, replay, table
 
 TRACES = [("itp_cluster05.csv", 12), ("philly_team8_l085_s1.csv", 8)]
 POLICIES = ["fifo", "firstfit", "backfill", "fairshare", "fairshare+preempt"]

@@ -29,11 +29,11 @@ from pathlib import Path
 
 import httpx
 
-from nai_server.loopback_sshd import make_sshd
-from nai_tui.client import ServerClient
-from nai_tui.hashcache import HashCache
-from nai_tui.sync import push
-from nai_tui.transports import http_client_for, local_http_client
+from nai_server.testing.loopback_sshd import make_sshd
+from nai_tui.remote.client import ServerClient
+from nai_tui.remote.transports import http_client_for, local_http_client
+from nai_tui.sync.hashcache import HashCache
+from nai_tui.sync.push import push
 
 BIN = Path(sys.executable).parent
 

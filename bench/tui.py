@@ -62,8 +62,8 @@ def daemon(root: Path, gpus: int = 8) -> Iterator[Path]:
 
 def seed(sock: Path, n: int) -> None:
     """Drain the server (so nothing runs) and queue `n` jobs."""
-    from nai_tui.client import ServerClient
-    from nai_tui.transports import local_http_client
+    from nai_tui.remote.client import ServerClient
+    from nai_tui.remote.transports import local_http_client
 
     with ServerClient(local_http_client(sock), "bench") as client:
         client.drain(True)
@@ -105,12 +105,12 @@ async def refresh(sock: Path, runs: int) -> tuple[float, float, float, int]:
     """(handler ms, to-paint ms, poll ms, rows) medians over `runs` refreshes."""
     from textual.screen import Screen
 
-    from nai_tui.app import NaiApp
     from nai_tui.config import ClientConfig, ServerEntry
-    from nai_tui.messages import JobsRefreshed
-    from nai_tui.ports import connect_entry
     from nai_tui.testing import ManualClock
-    from nai_tui.widgets.job_table import JobTable
+    from nai_tui.tui.app import NaiApp
+    from nai_tui.tui.messages import JobsRefreshed
+    from nai_tui.tui.ports import connect_entry
+    from nai_tui.tui.widgets.job_table import JobTable
 
     painted: list[float] = []
     original = Screen._compositor_refresh

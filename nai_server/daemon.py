@@ -19,10 +19,10 @@ import anyio
 import uvicorn
 
 from nai_server.api import create_app
+from nai_server.api.identity import ConnectionLimits, LogThrottle, guarded_protocol
+from nai_server.app.use_cases import UseCases
 from nai_server.config import ServerConfig
-from nai_server.gpus import GpuInventory, open_inventory
-from nai_server.identity import ConnectionLimits, LogThrottle, guarded_protocol
-from nai_server.service import Service
+from nai_server.host.gpus import GpuInventory, open_inventory
 from nai_server.store.atomic import CommitLock
 from nai_server.store.blobs import BlobStore
 from nai_server.store.db import TinyDbStore
@@ -61,7 +61,7 @@ def bootstrap(
     *,
     clock: Callable[[], float] = time.time,
     gpus: GpuInventory | None = None,
-) -> Service:
+) -> UseCases:
     """The one place that picks implementations and wires them together."""
     state = config.state
     state.mkdir(parents=True, exist_ok=True, mode=0o700 if config.personal else 0o711)
@@ -70,7 +70,7 @@ def bootstrap(
     blobs = BlobStore(state / "blobs")
     blobs.clean_tmp()  # leftovers of uploads cut off by a crash
     inventory, gpu_note = (gpus, None) if gpus is not None else open_inventory(config.gpus)
-    return Service(config, store, blobs, clock=clock, gpus=inventory, gpu_note=gpu_note,
+    return UseCases(config, store, blobs, clock=clock, gpus=inventory, gpu_note=gpu_note,
                    lock=lock)
 
 
@@ -106,7 +106,7 @@ def bind_socket(path: Path, personal: bool) -> socket.socket:
     return sock
 
 
-async def _ticker(service: Service, server: uvicorn.Server, burst: bool) -> None:
+async def _ticker(service: UseCases, server: uvicorn.Server, burst: bool) -> None:
     interval = service.config.scheduler.tick_seconds
     while not server.should_exit:
         started = time.monotonic()
@@ -137,7 +137,7 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def serve(service: Service, sock: socket.socket, *, burst: bool = False) -> None:
+async def serve(service: UseCases, sock: socket.socket, *, burst: bool = False) -> None:
     """Serve until a signal (uvicorn handles SIGINT/SIGTERM) or, in burst mode, idle."""
     app = create_app(service)
     # Builds every route's request handler now. FastAPI would build each on the route's

@@ -41,7 +41,7 @@ from nai_server.protocol import (
     UserInfo,
     VersionInfo,
 )
-from nai_tui.client import ServerClient
+from nai_tui.remote.client import ServerClient
 
 GIB = 1 << 30
 ENDED = {"succeeded", "failed", "cancelled", "timed_out", "lost"}

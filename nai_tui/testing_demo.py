@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from nai_server.protocol import ForeignProcess, TreeInfo
-from nai_tui.client import ServerClient
-from nai_tui.ports import Progress, PulledFiles
+from nai_tui.remote.client import ServerClient
 from nai_tui.testing import GIB, FakeServerClient, _tree
+from nai_tui.tui.ports import Progress, PulledFiles
 
 
 class FakeTransfers:

@@ -9,19 +9,19 @@ import pytest
 from starlette.testclient import TestClient
 
 from nai_server.api import create_app
-from nai_server.service import Service
+from nai_server.app.use_cases import UseCases
 from nai_server.testing import AsPeer, make_service
 
 
 @pytest.fixture
-def service(tmp_path: Path) -> Iterator[Service]:
+def service(tmp_path: Path) -> Iterator[UseCases]:
     svc = make_service(tmp_path / "state")
     yield svc
     svc.close()
 
 
 @pytest.fixture
-def api(service: Service) -> Iterator[TestClient]:
+def api(service: UseCases) -> Iterator[TestClient]:
     """The API in process, called by this process's own user (the personal owner)."""
     with TestClient(AsPeer(create_app(service)), base_url="http://nai") as client:
         yield client

@@ -11,12 +11,13 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from nai_server import __version__, diskspace
+from nai_server import __version__
 from nai_server.api import accounts, blobs, jobs, openapi, registry, store, system
 from nai_server.api.limits import BodyLimit
+from nai_server.app.use_cases import UseCases
 from nai_server.core.bounds import scrub, shown
+from nai_server.host import diskspace
 from nai_server.protocol import API_VERSION, METHOD_OVERRIDE_HEADER, ApiError, Conflict, DiskFull
-from nai_server.service import Service
 from nai_server.store.blobs import BlobNotFound, MissingBlobs, StoreCorrupt
 
 log = logging.getLogger("nai.api")
@@ -92,7 +93,7 @@ class SpaceFloor:
     """Refuse an upload (a blob pack) with 507 while the state dir's free space is below
     the configured floor; everything else, running jobs included, goes on."""
 
-    def __init__(self, app: ASGIApp, service: Service) -> None:
+    def __init__(self, app: ASGIApp, service: UseCases) -> None:
         self.app = app
         self.config = service.config
 
@@ -127,7 +128,7 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-def create_app(service: Service) -> FastAPI:
+def create_app(service: UseCases) -> FastAPI:
     """Build the ASGI app around one service (no globals: tests build many)."""
     app = FastAPI(
         title="nai-server",

@@ -1,6 +1,6 @@
 """Blobs and trees (DESIGN §6): which blobs are missing, packed upload, tree records
 and streamed tree download. Every route answers as the caller may read (see
-`nai_server.tree_access`): a tree they may not read is as unknown as one never sent."""
+`nai_server.app.tree_access`): a tree they may not read is as unknown as one never sent."""
 
 from __future__ import annotations
 

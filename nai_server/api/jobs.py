@@ -11,11 +11,11 @@ from fastapi import APIRouter, Path, Query, Response, status
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
-from nai_server import jobfiles
 from nai_server.api.deps import CallerDep, ServiceDep
+from nai_server.app.jobs import Jobs
 from nai_server.core.bounds import shown
 from nai_server.core.states import JobState
-from nai_server.jobs import Jobs
+from nai_server.host import jobfiles
 from nai_server.protocol import (
     MAX_ID,
     Conflict,

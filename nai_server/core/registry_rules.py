@@ -5,7 +5,7 @@ An entry (a dataset or a model) is a dict as the store keeps it: `kind`, `name`,
 `shared_with_groups`, `versions` (dicts with `version`, `tag`, `tree_id`, `deleted`,
 `used_by`, `metadata`...). Who may read or write it, which version a reference
 names, and which versions must outlive a removal are decided here; the use cases in
-`nai_server.registry` only load, call these, and store.
+`nai_server.app.registry` only load, call these, and store.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ import os
 from starlette.testclient import TestClient
 
 from nai_server.api import create_app
+from nai_server.app.use_cases import UseCases
 from nai_server.protocol import API_VERSION
-from nai_server.service import Service
 from nai_server.testing import AsPeer
 
 
@@ -25,14 +25,14 @@ def test_me_is_the_daemon_owner_in_personal_mode(api: TestClient) -> None:
     assert me["uid"] == os.getuid() and me["admin"] is True
 
 
-def test_personal_mode_refuses_other_uids(service: Service) -> None:
+def test_personal_mode_refuses_other_uids(service: UseCases) -> None:
     other = TestClient(AsPeer(create_app(service), uid=os.getuid() + 4242), base_url="http://n")
     response = other.get("/v1/me")
     assert response.status_code == 403
     assert "personal nai server" in response.json()["error"]["message"]
 
 
-def test_no_peer_credentials_is_unauthenticated(service: Service) -> None:
+def test_no_peer_credentials_is_unauthenticated(service: UseCases) -> None:
     response = TestClient(create_app(service), base_url="http://n").get("/v1/me")
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "unauthenticated"

@@ -11,7 +11,7 @@ import httpx
 from starlette.testclient import TestClient
 
 from nai_server.api.app import create_app
-from nai_server.service import Service
+from nai_server.app.use_cases import UseCases
 from nai_server.testing import AsPeer, pack, upload_tree
 
 
@@ -138,7 +138,7 @@ def test_truncated_upload_keeps_complete_blobs_and_resume_sends_the_rest(
 
 
 
-async def test_a_streamed_upload_with_a_bad_blob_keeps_the_good_ones(service: Service) -> None:
+async def test_a_streamed_upload_with_a_bad_blob_keeps_the_good_ones(service: UseCases) -> None:
     # Several MiB in 64 KiB pieces (httpx's ASGI transport streams them, as a socket
     # does): batches are hashed and written while the next ones arrive, and a bad blob
     # in a later batch still fails the upload cleanly, keeping the completed blobs.
@@ -163,7 +163,7 @@ async def test_a_streamed_upload_with_a_bad_blob_keeps_the_good_ones(service: Se
 
 
 def test_a_tree_that_lost_a_blob_is_not_held_and_its_download_names_the_files(
-        api: TestClient, service: Service) -> None:
+        api: TestClient, service: UseCases) -> None:
     """A blob deleted from the store (a disk fault, an admin's mistake): the server
     neither claims the tree (HEAD 404, so a client sends it again) nor answers its
     download with a bare error; the 409 names the files that are gone."""

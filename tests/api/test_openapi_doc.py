@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 
 from nai_server.api import create_app
 from nai_server.api.openapi import STREAMED
-from nai_server.service import Service
+from nai_server.app.use_cases import UseCases
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ def test_streams_and_head_declare_what_they_send(doc: dict[str, Any]) -> None:
     assert all("content" not in answer for answer in head.values())
 
 
-def test_a_stream_without_a_declared_media_type_fails_the_document(service: Service) -> None:
+def test_a_stream_without_a_declared_media_type_fails_the_document(service: UseCases) -> None:
     app = create_app(service)
 
     @app.get("/v1/undeclared")

@@ -8,9 +8,9 @@ import os
 import pytest
 from starlette.testclient import TestClient
 
-from nai_server.accounts import Caller
+from nai_server.app.accounts import Caller
+from nai_server.app.use_cases import UseCases
 from nai_server.protocol import Invalid, NotFound, RegistryCreate
-from nai_server.service import Service
 from nai_server.testing import upload_tree
 
 KINDS = ["datasets", "models"]
@@ -22,7 +22,7 @@ def trees(api: TestClient) -> list[str]:
             for i in range(4)]
 
 
-def me(service: Service) -> Caller:
+def me(service: UseCases) -> Caller:
     return Caller(service.accounts.owner, os.getuid(), True, ())
 
 
@@ -142,7 +142,7 @@ def test_create_errors(api: TestClient, trees: list[str]) -> None:
     assert "nai dataset list" in error(api.get("/v1/datasets/nope"))
 
 
-def test_group_ownership_and_sharing(api: TestClient, service: Service,
+def test_group_ownership_and_sharing(api: TestClient, service: UseCases,
                                      trees: list[str]) -> None:
     api.post("/v1/groups", json={"name": "vision"})
     api.post("/v1/groups/vision/members", json={"user": me_name(api)})
@@ -169,7 +169,7 @@ def _queued_job(api: TestClient) -> int:
     return int(job.json()["id"])
 
 
-def test_remove_keeps_versions_used_by_unfinished_jobs(api: TestClient, service: Service,
+def test_remove_keeps_versions_used_by_unfinished_jobs(api: TestClient, service: UseCases,
                                                       trees: list[str]) -> None:
     api.post("/v1/datasets", json={"name": "d", "tree_id": trees[0], "tag": "old"})
     api.post("/v1/datasets/d/versions", json={"tree_id": trees[1]})
@@ -205,7 +205,7 @@ def test_remove_keeps_versions_used_by_unfinished_jobs(api: TestClient, service:
     assert api.get("/v1/datasets/d").status_code == 404
 
 
-def test_removal_of_finished_job_versions_and_last_version(api: TestClient, service: Service,
+def test_removal_of_finished_job_versions_and_last_version(api: TestClient, service: UseCases,
                                                          trees: list[str]) -> None:
     api.post("/v1/models", json={"name": "m", "tree_id": trees[0]})
     api.post("/v1/models/m/versions", json={"tree_id": trees[1]})
@@ -222,7 +222,7 @@ def test_removal_of_finished_job_versions_and_last_version(api: TestClient, serv
         service.registry.record_use("model", "m", 1, job)
 
 
-def test_lineage_pins_versions_until_the_model_goes(api: TestClient, service: Service,
+def test_lineage_pins_versions_until_the_model_goes(api: TestClient, service: UseCases,
                                                     trees: list[str]) -> None:
     api.post("/v1/datasets", json={"name": "cifar", "tree_id": trees[0]})
     api.post("/v1/datasets/cifar/versions", json={"tree_id": trees[1]})
@@ -270,7 +270,7 @@ def test_bad_lineage_is_refused(api: TestClient, trees: list[str]) -> None:
                                         "metadata": {"lineage": "x"}}).status_code == 400
 
 
-def test_resolve_refs(api: TestClient, service: Service, trees: list[str]) -> None:
+def test_resolve_refs(api: TestClient, service: UseCases, trees: list[str]) -> None:
     api.post("/v1/datasets", json={"name": "d", "tree_id": trees[0], "tag": "gold"})
     api.post("/v1/datasets/d/versions", json={"tree_id": trees[1]})
     who = me(service)

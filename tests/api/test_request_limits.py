@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from starlette.testclient import TestClient
 
 from nai_server.api.limits import BULK_BODY_LIMIT, JSON_BODY_LIMIT, body_limit
-from nai_server.service import Service
+from nai_server.app.use_cases import UseCases
 from nai_server.testing import pack, tick_until
 
 
@@ -104,7 +104,7 @@ def test_errors_quote_long_values_short(api: TestClient) -> None:
 
 
 def test_a_missing_blob_is_409_before_an_outputs_download_starts(
-        api: TestClient, service: Service) -> None:
+        api: TestClient, service: UseCases) -> None:
     job = api.post("/v1/jobs", json={"spec": {
         "command": 'echo hello > "$NAI_OUTPUT_DIR/out.txt"', "gpus": 0}}).json()["id"]
     tick_until(service, lambda: api.get(f"/v1/jobs/{job}").json()["state"] == "succeeded",
@@ -117,7 +117,7 @@ def test_a_missing_blob_is_409_before_an_outputs_download_starts(
         assert "ask the server's admin" in error(answer)["message"]
 
 
-def test_a_missing_blob_is_409_for_a_tree_download(api: TestClient, service: Service) -> None:
+def test_a_missing_blob_is_409_for_a_tree_download(api: TestClient, service: UseCases) -> None:
     data = b"some bytes"
     assert api.post("/v1/blobs", content=pack({sha(data): data})).status_code == 201
     tree = api.post("/v1/trees", json={"entries": [

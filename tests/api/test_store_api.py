@@ -13,7 +13,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from nai_server.api import create_app
-from nai_server.service import Service
+from nai_server.app.use_cases import UseCases
 from nai_server.testing import AsPeer, make_service, upload_tree, wait_for
 
 
@@ -41,7 +41,7 @@ def test_a_plain_user_may_not_verify_the_store(tmp_path: Path) -> None:
 
 
 def test_verify_runs_in_the_background_and_reports_the_damage(
-        api: TestClient, service: Service) -> None:
+        api: TestClient, service: UseCases) -> None:
     tree = upload_tree(api, {"a.txt": b"alpha", "b.txt": b"beta"})
     job = api.post("/v1/jobs", json={"spec": {"command": "true"}, "code_tree": tree}).json()
     service.blobs.path_of(sha(b"beta")).unlink()

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from nai_server.accounts import Caller
 from nai_server.api import create_app
 from nai_server.api.deps import get_caller
+from nai_server.app.accounts import Caller
+from nai_server.app.use_cases import UseCases
 from nai_server.core.spec import spec_from_dict
 from nai_server.protocol import Invalid, NotFound
-from nai_server.service import Service
 from nai_server.store.pack import SKIP_CHECK_BYTES
 from nai_server.testing import make_service, pack, upload_tree
 
@@ -37,14 +37,14 @@ def entries(files: dict[str, bytes]) -> list[dict[str, object]]:
 
 
 @pytest.fixture
-def service(tmp_path: Path) -> Iterator[Service]:
+def service(tmp_path: Path) -> Iterator[UseCases]:
     made = make_service(tmp_path / "s", mode="multi-user")
     yield made
     made.close()
 
 
 @pytest.fixture
-def as_(service: Service) -> Iterator[Callable[[Caller], TestClient]]:
+def as_(service: UseCases) -> Iterator[Callable[[Caller], TestClient]]:
     """A client that calls the API in process as the given caller."""
     clients: dict[str, TestClient] = {}
 
@@ -103,7 +103,7 @@ def test_a_tree_of_another_users_blobs_is_refused_as_missing_without_sizes(as_) 
         assert str(len(SECRET)) not in answer.json()["error"]["message"]
 
 
-def test_sending_the_same_bytes_makes_them_the_callers(service: Service, as_) -> None:
+def test_sending_the_same_bytes_makes_them_the_callers(service: UseCases, as_) -> None:
     big = bytes(range(256)) * (SKIP_CHECK_BYTES // 256 + 1)  # only hashed when stored
     files = {"data.txt": SECRET, "big.bin": big}
     tree_id = upload_tree(as_(ALICE), files)
@@ -123,7 +123,7 @@ def test_a_tree_of_blobs_all_uploaded_by_the_caller_is_readable(as_) -> None:
     assert as_(BOB).get(f"/v1/trees/{tree_id}").status_code == 200
 
 
-def test_private_dataset_tree_cannot_be_fetched_registered_or_run(service: Service, as_
+def test_private_dataset_tree_cannot_be_fetched_registered_or_run(service: UseCases, as_
                                                                    ) -> None:
     tree_id = upload_tree(as_(ALICE), {"data.txt": SECRET})
     code = upload_tree(as_(ALICE), {"train.py": b"print(1)\n"})
@@ -160,7 +160,7 @@ def test_private_dataset_tree_cannot_be_fetched_registered_or_run(service: Servi
     assert mixed.status_code == 201, mixed.text
 
 
-def test_those_who_may_read_a_job_read_its_code(service: Service, as_) -> None:
+def test_those_who_may_read_a_job_read_its_code(service: UseCases, as_) -> None:
     code = upload_tree(as_(ALICE), {"train.py": b"print(2)\n"})
     job = service.jobs.submit(ALICE, spec_from_dict({"command": "ls", "group": "lab"}), code)
     assert service.jobs.show(CAROL, job.id).code_tree == code
@@ -169,7 +169,7 @@ def test_those_who_may_read_a_job_read_its_code(service: Service, as_) -> None:
     unreadable(as_(BOB), code)
 
 
-def test_sharing_a_model_does_not_share_the_code_that_made_it(service: Service, as_) -> None:
+def test_sharing_a_model_does_not_share_the_code_that_made_it(service: UseCases, as_) -> None:
     code = upload_tree(as_(ALICE), {"train.py": b"print('how')\n"})
     weights = upload_tree(as_(ALICE), {"w.bin": b"\x01" * 100})
     job = service.jobs.submit(ALICE, spec_from_dict({"command": "ls"}), code)
@@ -198,7 +198,7 @@ def test_sharing_a_model_does_not_share_the_code_that_made_it(service: Service, 
     assert ran.code_tree == weights
 
 
-def test_a_registered_job_output_is_its_owners(service: Service, as_) -> None:
+def test_a_registered_job_output_is_its_owners(service: UseCases, as_) -> None:
     """The runtime registers a job's outputs for its owner without a tree claim."""
     tree_id = service.blobs.put_tree(service.blobs.get_tree(
         upload_tree(as_(ADMIN), {"out.txt": b"result"})))

@@ -10,14 +10,14 @@ from starlette.testclient import TestClient
 from sync_kit import MiB, noise, write
 
 from nai_server.api import create_app
-from nai_server.service import Service
+from nai_server.app.use_cases import UseCases
 from nai_server.testing import AsPeer
-from nai_tui.client import ServerClient
-from nai_tui.hashcache import HashCache
+from nai_tui.remote.client import ServerClient
+from nai_tui.sync.hashcache import HashCache
 
 
 @pytest.fixture
-def client(service: Service) -> Iterator[ServerClient]:
+def client(service: UseCases) -> Iterator[ServerClient]:
     with TestClient(AsPeer(create_app(service)), base_url="http://nai") as http:
         yield ServerClient(http)
 

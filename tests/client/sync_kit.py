@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from nai_tui.client import ServerClient
+from nai_tui.remote.client import ServerClient
 
 MiB = 1 << 20
 _mtimes = itertools.count(1_600_000_000)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nai_tui.transports import OpenSshBackend
+from nai_tui.remote.transports import OpenSshBackend
 
 pytestmark = pytest.mark.skipif(shutil.which("ssh") is None, reason="needs the ssh client")
 PREFER = "Ciphers=^aes128-gcm@openssh.com"

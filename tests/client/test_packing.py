@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from sync_kit import MiB, noise, write
 
-from nai_tui import packing
-from nai_tui.hashcache import HashCache
-from nai_tui.sync import scan
+from nai_tui.sync import packing
+from nai_tui.sync.hashcache import HashCache
+from nai_tui.sync.push import scan
 
 
 def test_packing_hashes_only_what_the_cache_cannot_vouch_for(

@@ -13,11 +13,11 @@ import pytest
 from sync_kit import MiB, noise, snapshot, write
 
 from nai_server.protocol import Conflict, ConnectionFailed, NaiError, NotFound
-from nai_tui import pull as pulling
-from nai_tui import pull_temps
-from nai_tui.client import ServerClient
-from nai_tui.hashcache import HashCache
-from nai_tui.sync import pull, push
+from nai_tui.remote.client import ServerClient
+from nai_tui.sync import pull as pulling
+from nai_tui.sync import pull_temps
+from nai_tui.sync.hashcache import HashCache
+from nai_tui.sync.push import pull, push
 
 # --- pull ------------------------------------------------------------------------------
 

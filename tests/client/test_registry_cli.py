@@ -16,7 +16,7 @@ import pytest
 
 from nai_server.testing import wait_for
 from nai_tui import cli
-from nai_tui.client import ServerClient
+from nai_tui.remote.client import ServerClient
 
 BIN = Path(sys.executable).parent
 
@@ -125,7 +125,8 @@ def test_pull_keeps_a_local_edit_says_so_and_exits_3_unless_forced(
 # A `nai dataset pull` that hangs in the middle of a file, until it is killed.
 STALLING_PULL = """
 import sys, threading
-from nai_tui import cli, pull
+from nai_tui import cli
+from nai_tui.sync import pull
 real = pull._archive
 def stalls(*args):
     chunks = real(*args)

@@ -13,10 +13,10 @@ import pytest
 from sync_kit import paths, write
 
 from nai_server.protocol import NaiError
-from nai_tui import hashcache
-from nai_tui import scan as scanning
-from nai_tui.hashcache import HashCache
-from nai_tui.sync import scan
+from nai_tui.sync import hashcache
+from nai_tui.sync import scan as scanning
+from nai_tui.sync.hashcache import HashCache
+from nai_tui.sync.push import scan
 
 # --- scan ------------------------------------------------------------------------------
 

@@ -19,10 +19,10 @@ import pytest
 from sync_kit import MiB, Uploads, noise, write
 
 from nai_server.protocol import ConnectionFailed, Invalid, NaiError
-from nai_tui import sync
-from nai_tui.client import ServerClient
-from nai_tui.hashcache import FileChanged, HashCache
-from nai_tui.sync import auto_progress, push, rich_progress, silent_progress
+from nai_tui.remote.client import ServerClient
+from nai_tui.sync import push as sync
+from nai_tui.sync.hashcache import FileChanged, HashCache
+from nai_tui.sync.push import auto_progress, push, rich_progress, silent_progress
 
 # --- push ------------------------------------------------------------------------------
 

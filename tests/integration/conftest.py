@@ -22,7 +22,8 @@ import httpx
 import pytest
 import yaml
 
-from nai_server.loopback_sshd import (
+from nai_server.testing import wait_for
+from nai_server.testing.loopback_sshd import (
     SSHD,
     Sshd,
     free_port,
@@ -30,7 +31,6 @@ from nai_server.loopback_sshd import (
     port_accepts,
     ssh_keygen,
 )
-from nai_server.testing import wait_for
 
 __all__ = ["SSHD", "Sshd", "free_port", "port_accepts", "ssh_keygen", "wait_for"]
 

@@ -25,7 +25,7 @@ import httpx
 import pytest
 from conftest import BIN, Daemon, UnixUser, needs_root  # type: ignore[import-not-found]
 
-from nai_tui.transports import BackendTransport, ProcessStream
+from nai_tui.remote.transports import BackendTransport, ProcessStream
 
 pytestmark = [needs_root]
 

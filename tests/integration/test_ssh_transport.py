@@ -26,16 +26,16 @@ from conftest import (  # type: ignore[import-not-found]
 )
 
 from nai_server.protocol import ConnectionFailed
-from nai_tui import sync
-from nai_tui.client import ServerClient
-from nai_tui.hashcache import HashCache
-from nai_tui.ssh import HostKeyChanged, UnknownHostKey
-from nai_tui.transports import (
+from nai_tui.remote.client import ServerClient
+from nai_tui.remote.ssh import HostKeyChanged, UnknownHostKey
+from nai_tui.remote.transports import (
     fetch_host_key,
     http_client_for,
     local_http_client,
     trust_host_key,
 )
+from nai_tui.sync import push as sync
+from nai_tui.sync.hashcache import HashCache
 
 pytestmark = [pytest.mark.integration, pytest.mark.root]
 

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from nai_server import daemon as daemon_module
+from nai_server.api.identity import LogThrottle
 from nai_server.config import ServerConfig
-from nai_server.identity import LogThrottle
 from nai_server.testing import wait_for
 from tests.integration.conftest import Daemon, UnixUser, parse_response
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from conftest import Daemon, UnixUser  # type: ignore[import-not-found]
 
-from nai_server import contain
-from nai_server.launcher import proc_start_ticks, proc_uid
+from nai_server.host import contain
+from nai_server.host.launchers.local import proc_start_ticks, proc_uid
 from nai_server.testing import wait_for
 
 TERMINAL = ("succeeded", "failed", "cancelled", "timed_out", "lost")

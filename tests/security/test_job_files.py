@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from conftest import Daemon, UnixUser  # type: ignore[import-not-found]
 
-from nai_server import jobfiles
+from nai_server.host import jobfiles
 from nai_server.testing import wait_for
 
 TERMINAL = ("succeeded", "failed", "cancelled", "timed_out", "lost")

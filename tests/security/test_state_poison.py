@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from nai_server import identity
-from nai_server.identity import Peer
+from nai_server.app.accounts import Peer
+from nai_server.app.use_cases import UseCases
+from nai_server.host import unix
 from nai_server.protocol import Forbidden
-from nai_server.service import Service
 from nai_server.store import atomic
 from nai_server.store.atomic import CommitFailed
 from nai_server.testing import make_service
@@ -111,7 +111,7 @@ def test_a_restart_never_reuses_a_job_id_or_directory(daemon: Daemon, make_user)
 
 
 def test_a_commit_that_fails_is_an_error_for_its_request_and_is_not_kept(
-        api: TestClient, service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+        api: TestClient, service: UseCases, monkeypatch: pytest.MonkeyPatch) -> None:
     """The disk refuses one write (ENOSPC): the request that made the change hears it,
     nothing of it stays in memory, and the next request is saved as usual."""
     kept = api.post("/v1/jobs", json={"spec": {"command": "true", "gpus": 0}}).json()["id"]
@@ -141,7 +141,7 @@ def test_an_account_whose_commit_failed_grants_nothing(
     who may call it must not keep it."""
     service = make_service(tmp_path / "state", mode="multi-user")
     peer = Peer(pid=os.getpid(), uid=1, gid=1)  # the unix account "daemon"
-    name = identity.user_name(peer.uid)
+    name = unix.user_name(peer.uid)
     assert name is not None
     during_flush: list[str] = []
     real_write = atomic.atomic_write

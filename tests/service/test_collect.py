@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from nai_server import jobs as jobs_module
 from nai_server.api import create_app
-from nai_server.service import Service
+from nai_server.app import jobs as jobs_module
+from nai_server.app.use_cases import UseCases
 from nai_server.testing import AsPeer, make_service, tick_until, wait_for
 
 
@@ -38,7 +38,7 @@ class GatedExecutor(ThreadPoolExecutor):
 
 
 @pytest.fixture
-def gated(tmp_path: Path) -> Iterator[tuple[Service, TestClient, GatedExecutor]]:
+def gated(tmp_path: Path) -> Iterator[tuple[UseCases, TestClient, GatedExecutor]]:
     service = make_service(tmp_path / "state", gpus=1)
     executor = GatedExecutor()
     service.runtime.collector = executor
@@ -49,7 +49,7 @@ def gated(tmp_path: Path) -> Iterator[tuple[Service, TestClient, GatedExecutor]]
 
 
 def test_a_collection_holds_neither_the_lock_nor_the_queue(
-        gated: tuple[Service, TestClient, GatedExecutor]) -> None:
+        gated: tuple[UseCases, TestClient, GatedExecutor]) -> None:
     service, api, executor = gated
     first = api.post("/v1/jobs", json={"spec": {
         "command": 'echo out > "$NAI_OUTPUT_DIR/out.txt"', "gpus": 1}}).json()["id"]
@@ -76,7 +76,7 @@ def metrics_page(api: TestClient, job: int, since: int = 0) -> dict[str, Any]:
 
 
 def test_metrics_reads_are_bounded_and_resume(
-        api: TestClient, service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+        api: TestClient, service: UseCases, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(jobs_module, "MAX_METRICS_LINE", 100)
     monkeypatch.setattr(jobs_module, "MAX_METRICS_SCAN", 1000)
     job = api.post("/v1/jobs", json={"spec": {"command": "true", "gpus": 0}}).json()["id"]

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from nai_server import contain
 from nai_server.api import create_app
-from nai_server.launcher import proc_start_ticks, read_exit_status
-from nai_server.service import Service
+from nai_server.app.use_cases import UseCases
+from nai_server.host import contain
+from nai_server.host.launchers.local import proc_start_ticks, read_exit_status
 from nai_server.store import atomic
 from nai_server.store.atomic import CommitFailed
 from nai_server.testing import AsPeer, make_service, tick_until, wait_for
@@ -62,7 +62,7 @@ def ticks_now() -> int:
 
 
 @pytest.fixture
-def fallback(service: Service) -> Service:
+def fallback(service: UseCases) -> UseCases:
     """The service as on a host where no cgroup can be made."""
     service.runtime.contain.close(set())
     service.runtime.contain = contain.Containment(service.config.state,
@@ -77,7 +77,7 @@ LEAVES = ("sleep 300 & echo $! >> {pids}; "
 
 @needs_cgroups
 def test_what_a_job_leaves_behind_is_killed_when_it_ends(
-        api: TestClient, service: Service, tmp_path: Path) -> None:
+        api: TestClient, service: UseCases, tmp_path: Path) -> None:
     pids = tmp_path / "pids"
     job = submit(api, LEAVES.format(pids=pids) + f'while [ "$(wc -l < {pids})" -lt 2 ]; '
                  "do sleep 0.01; done; exit 0")
@@ -94,7 +94,7 @@ def test_what_a_job_leaves_behind_is_killed_when_it_ends(
 
 @needs_cgroups
 def test_cancel_kills_what_left_the_jobs_session(
-        api: TestClient, service: Service, tmp_path: Path) -> None:
+        api: TestClient, service: UseCases, tmp_path: Path) -> None:
     pids = tmp_path / "pids"
     job = submit(api, LEAVES.format(pids=pids) + "while :; do sleep 0.02; done")
     service.tick()
@@ -107,7 +107,7 @@ def test_cancel_kills_what_left_the_jobs_session(
 
 
 def test_without_cgroups_the_jobs_session_is_killed(
-        api: TestClient, fallback: Service, tmp_path: Path) -> None:
+        api: TestClient, fallback: UseCases, tmp_path: Path) -> None:
     pids = tmp_path / "pids"
     job = submit(api, f"sleep 300 & echo $! >> {pids}; sleep 300 & echo $! >> {pids}; "
                       f'while [ "$(wc -l < {pids})" -lt 2 ]; do sleep 0.01; done; exit 0')
@@ -127,7 +127,7 @@ def stray() -> Iterator[list[subprocess.Popen[bytes]]]:
 
 
 def test_the_users_processes_left_on_the_jobs_gpu_are_killed(
-        api: TestClient, fallback: Service, tmp_path: Path,
+        api: TestClient, fallback: UseCases, tmp_path: Path,
         stray: list[subprocess.Popen[bytes]]) -> None:
     """NVML still lists a process that escaped everything else (here: one that never
     was in the job's session); it is killed if it started after the job did."""
@@ -155,7 +155,7 @@ def test_the_users_processes_left_on_the_jobs_gpu_are_killed(
 
 
 def test_an_end_whose_write_failed_is_kept_and_retried(
-        api: TestClient, service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+        api: TestClient, service: UseCases, monkeypatch: pytest.MonkeyPatch) -> None:
     job = submit(api, "exit 0", gpus=0)
     write = atomic.atomic_write
     refused = []
@@ -210,7 +210,7 @@ def test_a_job_that_ended_while_the_daemon_was_down_ends_when_it_did(
 
 @needs_cgroups
 def test_a_process_that_left_the_jobs_session_is_still_counted_as_the_jobs(
-        api: TestClient, service: Service, tmp_path: Path) -> None:
+        api: TestClient, service: UseCases, tmp_path: Path) -> None:
     """Its cgroup names the job: on a GPU the job was not given, the process is reported
     as the job's, not as someone's who bypassed the queue."""
     pids, gate = tmp_path / "pids", tmp_path / "go"

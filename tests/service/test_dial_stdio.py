@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from nai_server.dial_stdio import PIPE_SIZE, relay, widen
+from nai_server.cli.dial_stdio import PIPE_SIZE, relay, widen
 from nai_server.testing import imports_of
 
 

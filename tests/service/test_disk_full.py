@@ -14,8 +14,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from nai_server.api import create_app
-from nai_server.check import run_check
-from nai_server.service import Service
+from nai_server.app.use_cases import UseCases
+from nai_server.cli.check import run_check
 from nai_server.store.atomic import CommitFailed
 from nai_server.testing import AsPeer, make_service, pack, tick_until, wait_for
 
@@ -28,7 +28,7 @@ def small_disk(tmpfs: Callable[[str], Path]) -> Path:
     return tmpfs("8m")
 
 
-def served(state: Path, **config: object) -> tuple[Service, TestClient]:
+def served(state: Path, **config: object) -> tuple[UseCases, TestClient]:
     service = make_service(state, **config)
     return service, TestClient(AsPeer(create_app(service)), base_url="http://nai")
 

@@ -15,16 +15,16 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from nai_server import identity
-from nai_server.accounts import Caller
 from nai_server.api import create_app
+from nai_server.app.accounts import Caller
+from nai_server.app.usage import SETTING, Run, charge, hours_used
+from nai_server.app.use_cases import UseCases
 from nai_server.core.fairshare import accrue, decay
 from nai_server.core.spec import spec_from_dict
-from nai_server.service import Service
+from nai_server.host import unix
 from nai_server.testing import AsPeer, make_service, tick_until
-from nai_server.usage import SETTING, Run, charge, hours_used
 
-ME = identity.user_name(os.getuid()) or str(os.getuid())
+ME = unix.user_name(os.getuid()) or str(os.getuid())
 T0 = 1_700_000_000.0
 HOUR = 3600.0
 DAY = 86_400.0
@@ -35,7 +35,7 @@ ENDED = {"succeeded", "failed", "cancelled", "timed_out", "lost"}
 class Server:
     """A multi-user service, its API as the test's user, its clock, and gate files."""
 
-    service: Service
+    service: UseCases
     api: TestClient
     now: list[float]
     gates: Path

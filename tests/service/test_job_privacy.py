@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from nai_server import identity
-from nai_server.accounts import Caller
+from nai_server.app.accounts import Caller
+from nai_server.app.use_cases import UseCases
 from nai_server.core.spec import spec_from_dict
-from nai_server.service import Service
+from nai_server.host import unix
 from nai_server.testing import make_service, pack
 
 
@@ -21,18 +21,18 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-ME = identity.user_name(os.getuid()) or str(os.getuid())
+ME = unix.user_name(os.getuid()) or str(os.getuid())
 
 
 @pytest.fixture
-def service(tmp_path: Path) -> Iterator[Service]:
+def service(tmp_path: Path) -> Iterator[UseCases]:
     made = make_service(tmp_path / "s", mode="multi-user")
     made.accounts.add_user(ME)
     yield made
     made.close()
 
 
-def test_others_see_a_job_but_not_its_code_outputs_or_secrets(service: Service) -> None:
+def test_others_see_a_job_but_not_its_code_outputs_or_secrets(service: UseCases) -> None:
     code = b"print('private')\n"
     owner = Caller("someone-else", uid=60_000, admin=False)
     with service.blobs.receiver(1 << 20, owner.user) as receiver:  # as their upload does

@@ -12,7 +12,7 @@ from pathlib import Path
 from starlette.testclient import TestClient
 
 from nai_server.api import create_app
-from nai_server.service import Service
+from nai_server.app.use_cases import UseCases
 from nai_server.testing import AsPeer, make_service, tick_until, wait_for
 
 
@@ -31,7 +31,7 @@ def ended(api: TestClient, *ids: int):
                                          "lost"} for i in ids)
 
 
-def test_three_jobs_on_two_gpus(api: TestClient, service: Service, tmp_path: Path) -> None:
+def test_three_jobs_on_two_gpus(api: TestClient, service: UseCases, tmp_path: Path) -> None:
     gate = tmp_path / "go"
     cmd = (f'echo "$CUDA_VISIBLE_DEVICES $CUDA_DEVICE_ORDER" > "$NAI_OUTPUT_DIR/cvd"; '
            f'while [ ! -e {gate} ]; do sleep 0.02; done')
@@ -84,7 +84,7 @@ def test_spec_errors_name_the_field(api: TestClient) -> None:
     assert no_tree.status_code == 400 and "upload it first" in no_tree.json()["error"]["message"]
 
 
-def test_cancel_queued_and_running(api: TestClient, service: Service, tmp_path: Path) -> None:
+def test_cancel_queued_and_running(api: TestClient, service: UseCases, tmp_path: Path) -> None:
     marker, ready = tmp_path / "term", tmp_path / "ready"
     running = submit(api, f"trap 'touch {marker}; exit 3' TERM; touch {ready}; "
                           f"while :; do sleep 0.02; done", gpus=2)["id"]
@@ -157,7 +157,7 @@ def test_time_limit(tmp_path: Path) -> None:
     service.close()
 
 
-def test_logs_follow_metrics_and_outputs(api: TestClient, service: Service,
+def test_logs_follow_metrics_and_outputs(api: TestClient, service: UseCases,
                                          tmp_path: Path) -> None:
     gate = tmp_path / "go"
     script = (
@@ -205,7 +205,7 @@ def test_logs_follow_metrics_and_outputs(api: TestClient, service: Service,
     assert got == (job_dir / "output" / "weights.bin").read_bytes()
 
 
-def test_listing_filters_and_pagination(api: TestClient, service: Service) -> None:
+def test_listing_filters_and_pagination(api: TestClient, service: UseCases) -> None:
     ids = [submit(api, "true", gpus=0)["id"] for _ in range(5)]
     listing = api.get("/v1/jobs", params={"limit": 2}).json()
     assert [j["id"] for j in listing["jobs"]] == ids[::-1][:2] and listing["total"] == 5
@@ -216,7 +216,7 @@ def test_listing_filters_and_pagination(api: TestClient, service: Service) -> No
     assert api.get("/v1/jobs/999").status_code == 404
 
 
-def test_foreign_gpu_use(api: TestClient, service: Service) -> None:
+def test_foreign_gpu_use(api: TestClient, service: UseCases) -> None:
     service.gpus.add_foreign(0, pid=os.getpid(), used_memory=70 << 30)
     first = submit(api, "sleep 5", gpus=1)["id"]
     service.tick()
@@ -232,7 +232,7 @@ def test_foreign_gpu_use(api: TestClient, service: Service) -> None:
     api.delete(f"/v1/jobs/{big}")
 
 
-def test_a_job_on_a_gpu_it_was_not_given_is_reported(api: TestClient, service: Service,
+def test_a_job_on_a_gpu_it_was_not_given_is_reported(api: TestClient, service: UseCases,
                                                       tmp_path: Path) -> None:
     """Without device cgroups a job can set CUDA_VISIBLE_DEVICES itself: NVML still
     shows its process on the other GPU, which is reported as that job's and not lent."""
@@ -258,7 +258,7 @@ def test_a_job_on_a_gpu_it_was_not_given_is_reported(api: TestClient, service: S
     tick_until(service, ended(api, job, second), what="both jobs to end")
 
 
-def test_drain_holds_new_jobs(api: TestClient, service: Service) -> None:
+def test_drain_holds_new_jobs(api: TestClient, service: UseCases) -> None:
     api.put("/v1/drain", json={"drained": True})
     job = submit(api, "true", gpus=1)["id"]
     service.tick()

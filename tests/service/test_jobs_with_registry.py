@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from nai_server.accounts import Caller
+from nai_server.app.accounts import Caller
+from nai_server.app.use_cases import UseCases
 from nai_server.core.spec import spec_from_dict
 from nai_server.protocol import NotFound
-from nai_server.service import Service
 from nai_server.testing import tick_until, upload_tree
 
 FINETUNE = Path(__file__).resolve().parents[2] / "jobs" / "finetune-numpy"
@@ -33,7 +33,7 @@ def create(api: TestClient, kind: str, name: str, files: dict[str, bytes], **ext
     return tree
 
 
-def run_job(api: TestClient, service: Service, spec: dict, **body) -> dict:
+def run_job(api: TestClient, service: UseCases, spec: dict, **body) -> dict:
     made = api.post("/v1/jobs", json={"spec": {"gpus": 0, **spec}, **body})
     assert made.status_code == 201, made.text
     job_id = made.json()["id"]
@@ -53,7 +53,7 @@ DATA = {"train/a.bin": os.urandom(70_000), "train/b.bin": os.urandom(1000),
 
 
 def test_job_reads_its_pinned_dataset_and_model_read_only(api: TestClient,
-                                                          service: Service) -> None:
+                                                          service: UseCases) -> None:
     tree = create(api, "dataset", "points", DATA, tag="best")
     api.post("/v1/datasets/points/versions", json={"tree_id": upload_tree(api, {"v2": b"2"})})
     create(api, "model", "base", {"weights.bin": b"w" * 5000})
@@ -82,7 +82,7 @@ def test_job_reads_its_pinned_dataset_and_model_read_only(api: TestClient,
 
 
 def test_register_model_makes_a_version_with_lineage(api: TestClient,
-                                                     service: Service) -> None:
+                                                     service: UseCases) -> None:
     create(api, "dataset", "points", DATA)
     create(api, "model", "base", {"weights.bin": b"w" * 100})
     script = ('printf \'{"step": 1, "loss": 0.5}\\n{"step": 2, "loss": 0.25}\\n\' '
@@ -107,7 +107,7 @@ def test_register_model_makes_a_version_with_lineage(api: TestClient,
     assert api.get("/v1/models/tuned").json()["latest"] == 2
 
 
-def test_a_refused_registration_keeps_the_jobs_end(api: TestClient, service: Service,
+def test_a_refused_registration_keeps_the_jobs_end(api: TestClient, service: UseCases,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise NotFound("no room at the inn")
@@ -119,7 +119,7 @@ def test_a_refused_registration_keeps_the_jobs_end(api: TestClient, service: Ser
     assert job["message"] == "not registered as model m: no room at the inn"
 
 
-def test_unreadable_dataset_is_404_at_submit(api: TestClient, service: Service) -> None:
+def test_unreadable_dataset_is_404_at_submit(api: TestClient, service: UseCases) -> None:
     create(api, "dataset", "secret", DATA)
     bob = Caller("bob", 4242, False, ())
     spec = spec_from_dict({"command": "true", "gpus": 0, "dataset": "secret"})
@@ -136,7 +136,7 @@ def test_unreadable_dataset_is_404_at_submit(api: TestClient, service: Service) 
 
 
 def test_removed_version_goes_when_its_last_job_ends(api: TestClient,
-                                                     service: Service) -> None:
+                                                     service: UseCases) -> None:
     create(api, "dataset", "d", DATA)
     made = api.post("/v1/jobs", json={"spec": {"command": "sleep 0.3", "gpus": 0,
                                                "dataset": "d"}})
@@ -149,7 +149,7 @@ def test_removed_version_goes_when_its_last_job_ends(api: TestClient,
     assert api.get("/v1/datasets/d").status_code == 404
 
 
-def test_finetune_a_model_on_a_dataset(api: TestClient, service: Service,
+def test_finetune_a_model_on_a_dataset(api: TestClient, service: UseCases,
                                        tmp_path: Path) -> None:
     """The example in jobs/finetune-numpy: the model's own train.py, its weights as
     the base, the dataset read-only; the result is a new version with its lineage."""

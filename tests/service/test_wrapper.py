@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from nai_server.launcher import (
+from nai_server.host.launchers.local import (
     STATUS_FILE,
     WRAPPER,
     LaunchRequest,

@@ -21,7 +21,7 @@ from nai_server.core.trees import (
     diff_missing,
     parse_manifest,
 )
-from nai_server.outputs import RunAs, collect
+from nai_server.host.outputs import RunAs, collect
 from nai_server.store.blobs import (
     BlobStore,
     MissingBlobs,

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from tui_kit import NOW, app_factory
 
-from nai_tui.app import NaiApp
 from nai_tui.testing import FakeServerClient
 from nai_tui.testing_demo import demo_server
+from nai_tui.tui.app import NaiApp
 
 
 @pytest.fixture

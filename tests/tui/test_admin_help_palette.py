@@ -7,14 +7,14 @@ from functools import partial
 from textual.widgets import DataTable, Input, Switch
 from tui_kit import NOW, SIZE, notifications, settle, text_of
 
-from nai_tui.palette import NaiCommands
-from nai_tui.screens.admin import AdminScreen
-from nai_tui.screens.help import HelpScreen
-from nai_tui.screens.jobs import JobsScreen
-from nai_tui.screens.prompt import PromptScreen
-from nai_tui.screens.quota import QuotaScreen
-from nai_tui.screens.submit import SubmitScreen
 from nai_tui.testing_demo import demo_server
+from nai_tui.tui.palette import NaiCommands
+from nai_tui.tui.screens.admin import AdminScreen
+from nai_tui.tui.screens.help import HelpScreen
+from nai_tui.tui.screens.jobs import JobsScreen
+from nai_tui.tui.screens.prompt import PromptScreen
+from nai_tui.tui.screens.quota import QuotaScreen
+from nai_tui.tui.screens.submit import SubmitScreen
 
 
 async def test_admin_screen_is_only_for_admins(make_app) -> None:

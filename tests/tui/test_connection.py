@@ -9,12 +9,12 @@ from textual.widgets import DataTable
 from tui_kit import NOW, SIZE, notifications, settle, text_of
 
 from nai_server.protocol import ConnectionFailed
-from nai_tui.ports import Backoff
-from nai_tui.screens.jobs import JobsScreen
-from nai_tui.screens.servers import ServersScreen
 from nai_tui.testing import FakeServerClient
 from nai_tui.testing_demo import demo_server
-from nai_tui.widgets.job_table import JobTable
+from nai_tui.tui.ports import Backoff
+from nai_tui.tui.screens.jobs import JobsScreen
+from nai_tui.tui.screens.servers import ServersScreen
+from nai_tui.tui.widgets.job_table import JobTable
 
 
 def test_backoff_doubles_up_to_a_cap() -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from textual.widgets import TabbedContent
 from tui_kit import NOW, SIZE, notifications, settle, text_of
 
-from nai_tui.screens.job_detail import JobDetailScreen
-from nai_tui.screens.jobs import JobsScreen
-from nai_tui.widgets.job_table import JobTable
-from nai_tui.widgets.log_view import LogView
-from nai_tui.widgets.metric_plot import MetricPanel, MetricPlot
-from nai_tui.widgets.output_tree import OutputTree
+from nai_tui.tui.screens.job_detail import JobDetailScreen
+from nai_tui.tui.screens.jobs import JobsScreen
+from nai_tui.tui.widgets.job_table import JobTable
+from nai_tui.tui.widgets.log_view import LogView
+from nai_tui.tui.widgets.metric_plot import MetricPanel, MetricPlot
+from nai_tui.tui.widgets.output_tree import OutputTree
 
 
 async def open_job(pilot, job_id: int) -> JobDetailScreen:
@@ -165,7 +165,7 @@ async def test_someone_elses_log_is_refused_once_not_every_poll(make_app, fake) 
 
 
 async def test_a_late_page_is_not_applied_twice(make_app) -> None:
-    from nai_tui.messages import LogAppended, MetricsArrived
+    from nai_tui.tui.messages import LogAppended, MetricsArrived
 
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:

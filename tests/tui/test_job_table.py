@@ -16,7 +16,7 @@ from tui_kit import NOW, text_of
 
 from nai_server.protocol import JobInfo
 from nai_tui.testing import FakeServerClient
-from nai_tui.widgets.job_table import JobTable
+from nai_tui.tui.widgets.job_table import JobTable
 
 
 class TableApp(App[None]):

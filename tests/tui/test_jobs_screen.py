@@ -7,11 +7,11 @@ import threading
 from textual.widgets import Input, Select
 from tui_kit import NOW, SIZE, notifications, settle, text_of
 
-from nai_tui.screens.confirm import ConfirmScreen
-from nai_tui.screens.jobs import JobsScreen
 from nai_tui.testing_demo import demo_server
-from nai_tui.widgets.gpu_strip import GpuStrip
-from nai_tui.widgets.job_table import JobTable
+from nai_tui.tui.screens.confirm import ConfirmScreen
+from nai_tui.tui.screens.jobs import JobsScreen
+from nai_tui.tui.widgets.gpu_strip import GpuStrip
+from nai_tui.tui.widgets.job_table import JobTable
 
 
 def shown_ids(table: JobTable) -> list[int]:

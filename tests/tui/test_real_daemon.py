@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 from tui_kit import REPO, personal_daemon, settle, text_of
 
-from nai_tui.app import NaiApp
 from nai_tui.config import ClientConfig, ServerEntry
-from nai_tui.ports import Backoff, SyncTransfers, connect_entry
-from nai_tui.screens.job_detail import JobDetailScreen
-from nai_tui.screens.submit import SubmitScreen
-from nai_tui.widgets.log_view import LogView
-from nai_tui.widgets.metric_plot import MetricPanel
-from nai_tui.widgets.output_tree import OutputTree
+from nai_tui.tui.app import NaiApp
+from nai_tui.tui.ports import Backoff, SyncTransfers, connect_entry
+from nai_tui.tui.screens.job_detail import JobDetailScreen
+from nai_tui.tui.screens.submit import SubmitScreen
+from nai_tui.tui.widgets.log_view import LogView
+from nai_tui.tui.widgets.metric_plot import MetricPanel
+from nai_tui.tui.widgets.output_tree import OutputTree
 
 pytestmark = pytest.mark.integration
 

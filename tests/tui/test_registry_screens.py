@@ -9,11 +9,11 @@ from textual.widgets import DataTable, Input
 from textual.widgets._footer import FooterKey
 from tui_kit import SIZE, notifications, settle, text_of
 
-from nai_tui.ports import PulledFiles
-from nai_tui.screens.help import HelpScreen
-from nai_tui.screens.prompt import PromptScreen
-from nai_tui.screens.registry import RegistryScreen
-from nai_tui.screens.registry_push import RegistryPushScreen
+from nai_tui.tui.ports import PulledFiles
+from nai_tui.tui.screens.help import HelpScreen
+from nai_tui.tui.screens.prompt import PromptScreen
+from nai_tui.tui.screens.registry import RegistryScreen
+from nai_tui.tui.screens.registry_push import RegistryPushScreen
 
 
 def rows(table: DataTable) -> list[list[str]]:
@@ -187,7 +187,7 @@ async def test_an_empty_registry_says_how_to_start(make_app, fake) -> None:
 
 
 async def test_keys_in_help_and_palette_and_help_stays_in_a_narrow_footer(make_app) -> None:
-    from nai_tui.palette import NaiCommands
+    from nai_tui.tui.palette import NaiCommands
 
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from tui_kit import settle
 
-from nai_tui.widgets.job_table import JobTable
+from nai_tui.tui.widgets.job_table import JobTable
 
 SIZE = (100, 30)
 

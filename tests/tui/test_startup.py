@@ -11,9 +11,9 @@ from tui_kit import SIZE, settle
 
 from nai_server.testing import imports_of
 from nai_tui import cli
-from nai_tui.app import NaiApp
 from nai_tui.testing import FakeServerClient
-from nai_tui.widgets.footer import Footer
+from nai_tui.tui.app import NaiApp
+from nai_tui.tui.widgets.footer import Footer
 
 
 @pytest.mark.parametrize(("argv", "expected"), [
@@ -35,7 +35,7 @@ def test_main_opens_the_tui_without_importing_the_commands() -> None:
     printed, heavy, _ = imports_of(
         "from nai_tui import cli\ncli.run_tui = lambda server: print(server) or 0\n"
         "cli.main(['-s', 'lab'])",
-        ["nai_tui.commands", "nai_tui.sync", "nai_tui.registry_commands", "textual"])
+        ["nai_tui.cli.commands", "nai_tui.sync.push", "nai_tui.cli.registry_commands", "textual"])
     assert printed == ["lab"] and heavy == []
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from textual.widgets import Button, Input, Select
 from tui_kit import SIZE, notifications, settle, text_of
 
-from nai_tui.screens.job_detail import JobDetailScreen
-from nai_tui.screens.submit import SubmitScreen
+from nai_tui.tui.screens.job_detail import JobDetailScreen
+from nai_tui.tui.screens.submit import SubmitScreen
 
 SPEC = """\
 name: tiny

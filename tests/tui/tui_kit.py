@@ -16,11 +16,11 @@ import httpx
 from textual.pilot import Pilot
 
 from nai_server.testing import wait_for
-from nai_tui.app import NaiApp
 from nai_tui.config import ClientConfig, ServerEntry
-from nai_tui.ports import Backoff
 from nai_tui.testing import FakeServerClient, ManualClock
 from nai_tui.testing_demo import FakeTransfers
+from nai_tui.tui.app import NaiApp
+from nai_tui.tui.ports import Backoff
 
 NOW = 1_700_000_000.0
 SIZE = (120, 36)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from nai_server import admin
+from nai_server.cli import admin
 from nai_server.protocol import Conflict
 
 

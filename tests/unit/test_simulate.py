@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from nai_server.cli import main as nai_server
-from nai_server.simulate import TraceJob, metrics, read_trace, replay
+from nai_server.cli.simulate import TraceJob, metrics, read_trace, replay
 
 TRACE = """\
 job_id,user,submit_time,duration,num_gpus,status,time_limit

@@ -1,0 +1,388 @@
+"""Job use cases behind the API: submit, list, show, cancel, logs, metrics, outputs,
+and the GPU view. Visibility follows DESIGN §3: every job is listed for everyone
+(like squeue); logs, metrics and outputs only for the owner, the owner's group when
+submitted for one, and admins; only the owner or an admin cancels."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from nai_server.app.accounts import Caller
+from nai_server.core.spec import (
+    JobSpec,
+    SpecError,
+    apply_overrides,
+    parse_duration,
+    parse_spec,
+    spec_from_dict,
+    spec_to_dict,
+)
+from nai_server.core.states import TERMINAL, JobState, transition
+from nai_server.host import diskspace, jobfiles, unix
+from nai_server.host.launchers.local import proc_uid
+from nai_server.host.runtime import JobRuntime
+from nai_server.protocol import (
+    Conflict,
+    Forbidden,
+    ForeignProcess,
+    GpuList,
+    GpuState,
+    Invalid,
+    JobInfo,
+    JobList,
+    JobSubmit,
+    MetricsPage,
+    NotFound,
+)
+
+Doc = dict[str, Any]
+MAX_PAGE = 1000
+MAX_METRICS_ROWS = 10_000  # rows per metrics call
+MAX_METRICS_LINE = 1 << 16  # longer lines are skipped, not read into memory
+MAX_METRICS_SCAN = 16 << 20  # bytes one metrics call reads past `since`, at most
+MARKS_PER_JOB = 32
+MAX_MARKED_JOBS = 4096
+HIDDEN = "(hidden)"  # what others see of the values in a job's env
+
+
+class Jobs:
+    """The job-facing half of the service; the runtime does the running."""
+
+    def __init__(self, runtime: JobRuntime, notify: Any) -> None:
+        self.runtime = runtime
+        self.registry = runtime.registry
+        self.store = runtime.store
+        self.lock = runtime.lock
+        self.clock = runtime.clock
+        self.config = runtime.config
+        self.notify = notify
+        # Where recent metrics reads of each job stopped: job id → {line: byte offset}.
+        self._metric_marks: dict[int, dict[int, int]] = {}
+
+    # --- views ------------------------------------------------------------------------
+
+    @staticmethod
+    def may_read(caller: Caller, job: Doc) -> bool:
+        return (caller.admin or job["user"] == caller.user
+                or (job.get("group") is not None and job["group"] in caller.groups))
+
+    def _info(self, caller: Caller, job: Doc) -> JobInfo:
+        state = self.runtime.state
+        # Everyone sees the queue; only those who may read a job see its code, the trees
+        # of its dataset and model, its outputs and the values of its environment,
+        # where people keep tokens.
+        readable = self.may_read(caller, job)
+        spec = job["spec"]
+        if not readable and spec.get("env"):
+            spec = {**spec, "env": dict.fromkeys(spec["env"], HIDDEN)}
+        pins = {kind: job.get(kind) if readable or not job.get(kind) else
+                {k: v for k, v in job[kind].items() if k != "tree_id"}
+                for kind in ("dataset", "model")}
+        return JobInfo(
+            id=job["id"], name=job["spec"].get("name") or f"job-{job['id']}",
+            user=job["user"], group=job.get("group"), state=job["state"],
+            reason=state.waiting.get(job["id"]) if job["state"] == "queued" else None,
+            est_start=state.est_start.get(job["id"]) if job["state"] == "queued" else None,
+            message=job.get("message"), spec=spec,
+            code_tree=job.get("code_tree") if readable else None,
+            gpus=job.get("gpus", []), submitted_at=job["submitted_at"],
+            started_at=job.get("started_at") if job["state"] != "queued" else None,
+            ended_at=job.get("ended_at"), exit_code=job.get("exit_code"),
+            output_tree=job.get("output_tree") if readable else None,
+            dataset=pins["dataset"], model=pins["model"], registered=job.get("registered"),
+        )
+
+    def _job(self, job_id: int) -> Doc:
+        job = self.store.get_job(job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id} on this server (see `nai jobs --all`)")
+        return job
+
+    def _readable(self, caller: Caller, job_id: int) -> Doc:
+        with self.lock:
+            job = self._job(job_id)
+        if not self.may_read(caller, job):
+            raise Forbidden(f"job {job_id} belongs to {job['user']}; only they, their group "
+                            f"(for group jobs) and admins may read its logs and outputs")
+        return job
+
+    # --- submit -----------------------------------------------------------------------
+
+    @staticmethod
+    def parse(body: JobSubmit) -> JobSpec:
+        """The submitted spec, validated: YAML text (errors name its lines) or fields,
+        then the command line's overrides."""
+        try:
+            if body.spec_yaml is not None:
+                if body.spec is not None:
+                    raise Invalid("send the spec as `spec` or as `spec_yaml`, not both")
+                spec = parse_spec(body.spec_yaml, source=body.source)
+            elif body.spec is not None:
+                spec = spec_from_dict(body.spec, source="spec")
+            else:
+                raise Invalid("a job needs a spec: `spec` (fields) or `spec_yaml` (nai.yaml)")
+            if body.overrides:
+                spec = apply_overrides(spec, source="command line", **body.overrides)
+        except SpecError as exc:
+            raise Invalid(str(exc), details={"field": exc.field, "line": exc.line}) from exc
+        return spec
+
+    def submit(self, caller: Caller, spec: JobSpec, code_tree: str | None, *,
+               code_from_model: bool = False) -> JobInfo:
+        """Queue a job. Its dataset and model are pinned now to the exact versions the
+        caller may read (the job keeps them however the names move later)."""
+        self._check_fits(spec.gpus, spec.gpu_memory)
+        if code_from_model and (spec.model is None or code_tree is not None):
+            raise Invalid("code_from_model runs the files of the spec's `model` as the code: "
+                          "give `model` and no code_tree")
+        if spec.group is not None and spec.group not in caller.groups:
+            raise Forbidden(f"{caller.user} is not a member of group {spec.group!r}")
+        if spec.priority == "high" and not caller.admin:
+            raise Forbidden("priority: high is for admins; use normal or low")
+        time_limit = self._time_limit(spec.time_limit)
+        # Only a tree the caller may read (DESIGN §6); another's answers as an unknown one.
+        if code_tree is not None and not self.registry.may_read_tree(caller, code_tree):
+            raise Invalid(f"code tree {code_tree!r} is not on the server; upload it first "
+                          f"(POST /v1/trees)")
+        with self.lock:
+            for dep in (*spec.after, *spec.after_ok):
+                if self.store.get_job(dep) is None:
+                    raise Invalid(f"after/after_ok: there is no job {dep}")
+            pins = {kind: self.registry.resolve(caller, kind, ref)
+                    for kind, ref in (("dataset", spec.dataset), ("model", spec.model)) if ref}
+            if code_from_model:
+                code_tree = pins["model"].tree_id
+            doc = {"user": caller.user, "group": spec.group, "state": JobState.QUEUED.value,
+                   "spec": spec_to_dict(spec), "code_tree": code_tree,
+                   "submitted_at": self.clock(), "time_limit": time_limit,
+                   **{kind: {"name": p.name, "version": p.version, "tree_id": p.tree_id}
+                      for kind, p in pins.items()}}
+            job_id = self.store.insert_job(doc)
+            for p in pins.values():
+                self.registry.record_use(p.kind, p.name, p.version, job_id)
+            info = self._info(caller, {**doc, "id": job_id})
+        self.notify()
+        return info
+
+    def _check_fits(self, gpus: int, gpu_memory: int | None) -> None:
+        snapshot = self.runtime.state.snapshot or self.runtime.gpus.probe()
+        total = len(snapshot.gpus)
+        if gpus > total:
+            raise Invalid(f"gpus: {gpus} asked, but this server has {total} GPU(s)")
+        if gpus == 0 and self.config.scheduler.cpu_slots == 0:
+            raise Invalid("this server runs no CPU-only jobs (scheduler.cpu_slots is 0); "
+                          "ask for at least one GPU")
+        biggest = max((g.memory_total for g in snapshot.gpus), default=0)
+        if gpu_memory and gpus and gpu_memory > biggest:
+            raise Invalid(f"gpu_memory: {gpu_memory} bytes asked, but the largest GPU here "
+                          f"has {biggest}")
+
+    def _time_limit(self, asked: int | None) -> int | None:
+        jobs = self.config.jobs
+        default = parse_duration(jobs.default_time_limit) if jobs.default_time_limit else None
+        limit = asked if asked is not None else default
+        maximum = parse_duration(jobs.max_time_limit) if jobs.max_time_limit else None
+        if maximum is not None and (limit is None or limit > maximum):
+            if asked is None:
+                return maximum
+            raise Invalid(f"time_limit: at most {jobs.max_time_limit} on this server")
+        return limit
+
+    # --- list, show, cancel -----------------------------------------------------------
+
+    def list(self, caller: Caller, *, scope: str = "all", state: str | None = None,
+             user: str | None = None, limit: int = 100, offset: int = 0) -> JobList:
+        if state is not None and state not in {s.value for s in JobState}:
+            raise Invalid(f"state: unknown {state!r}; one of "
+                          f"{', '.join(s.value for s in JobState)}")
+        if scope not in ("all", "mine"):
+            raise Invalid("scope: 'all' or 'mine'")
+        limit = max(1, min(limit, MAX_PAGE))
+        who = caller.user if scope == "mine" else user
+
+        def keep(job: Doc) -> bool:
+            return (who is None or job["user"] == who) and (state is None
+                                                            or job["state"] == state)
+
+        with self.lock:
+            matching = list(self.store.iter_jobs(keep))
+        page = matching[offset: offset + limit]
+        return JobList(jobs=[self._info(caller, j) for j in page], total=len(matching),
+                       offset=offset, limit=limit)
+
+    def show(self, caller: Caller, job_id: int) -> JobInfo:
+        with self.lock:
+            return self._info(caller, self._job(job_id))
+
+    def cancel(self, caller: Caller, job_id: int) -> JobInfo:
+        with self.lock:
+            job = self._job(job_id)
+            if not (caller.admin or job["user"] == caller.user):
+                raise Forbidden(f"job {job_id} belongs to {job['user']}; only they or an "
+                                f"admin may cancel it")
+            if job["state"] in TERMINAL:
+                raise Conflict(f"job {job_id} already ended ({job['state']})")
+            now = self.clock()
+            if job["state"] in ("queued", "preempted"):
+                job = self.store.update_job(job_id, {
+                    "state": transition(JobState(job["state"]), JobState.CANCELLED),
+                    "ended_at": now, "message": f"cancelled by {caller.user}"})
+                self.registry.collect()
+            elif not job.get("stop"):
+                job = self.runtime.begin_stop(job, "cancelled", now)
+            elif job["stop"].get("kind") == "preempted":
+                # Already stopping, but to be requeued: let it end cancelled instead.
+                job = self.store.update_job(job_id, {
+                    "stop": {**job["stop"], "kind": "cancelled"},
+                    "message": f"cancelled by {caller.user}"})
+            info = self._info(caller, job)
+        self.notify()
+        return info
+
+    # --- logs, metrics, outputs -------------------------------------------------------
+
+    def log_dir(self, caller: Caller, job_id: int) -> Path:
+        """The directory whose `log` the caller may read (checked: a regular file)."""
+        self._readable(caller, job_id)
+        job_dir = self.runtime.job_dir(job_id)
+        try:
+            with jobfiles.open_regular(job_dir, "log"):
+                pass
+        except jobfiles.UnsafeJobFile as exc:
+            raise Conflict(f"job {job_id}'s log is not a regular file any more; ask an "
+                           f"admin to look at {job_dir}") from exc
+        return job_dir
+
+    def ended(self, job_id: int) -> bool:
+        with self.lock:
+            job = self.store.get_job(job_id)
+        return job is None or job["state"] in TERMINAL
+
+    def metrics(self, caller: Caller, job_id: int, since: int = 0) -> MetricsPage:
+        """Rows of metrics.jsonl after line `since`. The file is the job's to write, so
+        each call reads a bounded amount (the client continues from `next`), lines
+        longer than MAX_METRICS_LINE are skipped unread, and where recent calls stopped
+        is remembered so that following a growing file reads only what is new."""
+        self._readable(caller, job_id)
+        job_dir = self.runtime.job_dir(job_id)
+        try:
+            with jobfiles.open_regular(job_dir, "metrics.jsonl") as fd:
+                if fd is None:
+                    return MetricsPage(metrics=[], next=since, skipped=0)
+                marks = self._metric_marks.setdefault(job_id, {})
+                size = os.fstat(fd).st_size
+                line = max((n for n, at in marks.items() if n <= since and at <= size),
+                           default=0)
+                offset = marks.get(line, 0)
+                scan = MetricsScan(since, line)
+                scan.feed(fd, offset, size)
+        except jobfiles.UnsafeJobFile as exc:
+            raise Conflict(f"job {job_id}'s metrics.jsonl is not a regular file any more"
+                           ) from exc
+        marks[scan.line] = scan.offset
+        while len(marks) > MARKS_PER_JOB:
+            del marks[next(iter(marks))]
+        while len(self._metric_marks) > MAX_MARKED_JOBS:
+            del self._metric_marks[next(iter(self._metric_marks))]
+        return MetricsPage(metrics=scan.rows, next=max(scan.line, since), skipped=scan.skipped)
+
+    def output_tree(self, caller: Caller, job_id: int) -> str:
+        job = self._readable(caller, job_id)
+        if job["state"] not in TERMINAL:
+            raise Conflict(f"job {job_id} is {job['state']}: outputs are collected when it "
+                           f"ends (follow it with `nai logs -f {job_id}`)")
+        if not job.get("output_tree"):
+            raise NotFound(f"job {job_id} left no outputs" + (
+                f" ({job['message']})" if job.get("message") else ""))
+        return str(job["output_tree"])
+
+    # --- GPUs -------------------------------------------------------------------------
+
+    def gpus(self) -> GpuList:
+        state = self.runtime.state
+        snapshot = state.snapshot or self.runtime.gpus.probe()
+        with self.lock:
+            active = [j for j in self.store.hot_jobs() if j["state"] in ("starting", "running")]
+        holders = {g: j for j in active for g in j.get("gpus", [])}
+        gpus = []
+        for g in snapshot.gpus:
+            holder = holders.get(g.index)
+            foreign = [ForeignProcess(pid=pid, user=_owner(pid), used_memory=mem, job=job)
+                       for pid, mem, job in state.foreign.get(g.index, [])]
+            gpus.append(GpuState(
+                index=g.index, uuid=g.uuid, name=g.name, memory_total=g.memory_total,
+                memory_used=g.memory_used, memory_free=g.memory_free,
+                utilization=g.utilization, job=holder["id"] if holder else None,
+                user=holder["user"] if holder else None, foreign=foreign))
+        # A disk below the free-space floor is said where people look at the server.
+        notes = [n for n in (self.runtime.gpu_note, diskspace.below_floor(self.config)) if n]
+        return GpuList(source=snapshot.source, note="; ".join(notes) or None,
+                       gpus=gpus, cpu_slots=self.config.scheduler.cpu_slots,
+                       cpu_slots_used=sum(1 for j in active if not j.get("gpus")))
+
+
+def _owner(pid: int) -> str | None:
+    uid = proc_uid(pid)
+    return None if uid is None else unix.user_name(uid) or str(uid)
+
+
+class MetricsScan:
+    """Reads complete lines of a metrics file from a known (line, offset), keeping the
+    rows after line `since`, within the per-call bounds."""
+
+    def __init__(self, since: int, line: int) -> None:
+        self.since, self.line, self.offset = since, line, 0
+        self.rows: list[dict[str, Any]] = []
+        self.skipped = 0
+
+    def feed(self, fd: int, offset: int, size: int) -> None:
+        """Scan from `offset` (a line's start): lines up to `since` are counted, then
+        at most MAX_METRICS_SCAN bytes are read; `offset` ends after the last complete
+        line consumed."""
+        self.offset = pos = offset
+        budget = MAX_METRICS_SCAN
+        pending = bytearray()  # the start of a line not yet ended
+        overlong = False  # the current line is too long to keep: skipped unread
+        while pos < size and budget > 0 and len(self.rows) < MAX_METRICS_ROWS:
+            chunk = os.pread(fd, min(1 << 20, size - pos, budget), pos)
+            if not chunk:
+                break
+            if self.line >= self.since:
+                budget -= len(chunk)
+            start = 0
+            while len(self.rows) < MAX_METRICS_ROWS:
+                nl = chunk.find(b"\n", start)
+                if nl < 0:
+                    break
+                self._line(None if overlong else bytes(pending) + chunk[start:nl])
+                pending.clear()
+                overlong = False
+                start = nl + 1
+                self.offset = pos + start
+            if not overlong:
+                pending += chunk[start:]
+                if len(pending) > MAX_METRICS_LINE:
+                    pending.clear()
+                    overlong = True
+            pos += len(chunk)
+
+    def _line(self, raw: bytes | None) -> None:
+        self.line += 1
+        if self.line <= self.since:
+            return
+        if raw is None:
+            self.skipped += 1
+            return
+        try:
+            row = json.loads(raw)
+        except ValueError:
+            row = None
+        if isinstance(row, dict):
+            self.rows.append(row)
+        elif raw.strip():
+            self.skipped += 1
+
+

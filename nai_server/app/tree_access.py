@@ -1,0 +1,101 @@
+"""Read rights on trees and blobs (DESIGN §6): a tree id or a digest is a name, not a
+capability.
+
+A caller may read, or reference (as a job's code, a registry version, a blob of a
+new tree), a tree only if it is reachable from something they may read:
+
+- a tree they recorded themselves (POST /v1/trees),
+- the code or output tree of a job they may read (`Jobs.may_read`),
+- a dataset or model version they may read (the version's own tree, not what its
+  metadata names),
+- a tree whose every blob they uploaded themselves.
+
+Admins read everything. A blob counts as the caller's when they uploaded its bytes
+(the store's claims). Unknown and unreadable trees get the same answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from nai_server.app.accounts import Caller
+from nai_server.core import registry_rules as rules
+from nai_server.core.trees import is_digest
+from nai_server.store.atomic import CommitLock
+from nai_server.store.blobs import BlobStore, StoreCorrupt, TreeNotFound
+from nai_server.store.db import TinyDbStore
+
+Doc = dict[str, Any]
+JOB_TREES = ("code_tree", "output_tree")
+
+
+class TreeAccess:
+    """Decides who may read which tree; reads the store under the service lock."""
+
+    def __init__(self, store: TinyDbStore, lock: CommitLock, blobs: BlobStore,
+                 may_read_job: Callable[[Caller, Doc], bool]) -> None:
+        self.store = store
+        self.lock = lock
+        self.blobs = blobs
+        self.may_read_job = may_read_job
+
+    def may_read(self, caller: Caller, tree_id: str) -> bool:
+        """True if `caller` may read the recorded tree `tree_id`; False for anything
+        else (unknown, unreadable, not a digest). Cheapest rules first; whether the
+        tree exists is asked last, so that the time an answer takes does not tell an
+        unreadable tree from an unknown one (only the last rule reads the tree)."""
+        if not is_digest(tree_id):
+            return False
+        if (caller.admin or self.blobs.claims.has_tree(caller.user, tree_id)
+                or self.via_registry(caller, tree_id) or self.via_jobs(caller, tree_id)):
+            return self.blobs.has_tree(tree_id)
+        return self._uploaded_all(caller, tree_id)
+
+    def via_registry(self, caller: Caller, tree_id: str) -> bool:
+        with self.lock:
+            return any(rules.reads_tree(caller, doc, tree_id)
+                       for kind in rules.KINDS
+                       for doc in self.store.list_registry_entries(kind))
+
+    def via_jobs(self, caller: Caller, tree_id: str) -> bool:
+        def uses(job: Doc) -> bool:
+            return any(job.get(key) == tree_id for key in JOB_TREES)
+
+        with self.lock:
+            return any(self.may_read_job(caller, job) for job in self.store.iter_jobs(uses))
+
+    def _uploaded_all(self, caller: Caller, tree_id: str) -> bool:
+        try:
+            entries = self.blobs.get_tree(tree_id)
+        except (TreeNotFound, StoreCorrupt, ValueError):
+            return False
+        digests = {e.sha256 for e in entries if e.kind == "file"}
+        # A tree without files has no blob to prove anything by.
+        return bool(digests) and all(self.blobs.held(caller.user, d) for d in digests)
+
+    def readable_blobs(self, caller: Caller, wanted: set[str]) -> set[str]:
+        """Which of `wanted` are files of some tree `caller` may read through the
+        registry or a job (tree claims need no look: their blobs were checked when the
+        tree was recorded, and are claimed or in such a tree). Costly: for the few
+        digests a caller references without having uploaded them."""
+        found: set[str] = set()
+        for tree_id in self._reachable_trees(caller):
+            if found >= wanted:
+                break
+            try:
+                entries = self.blobs.get_tree(tree_id)
+            except (TreeNotFound, StoreCorrupt, ValueError):
+                continue
+            found |= {e.sha256 for e in entries if e.kind == "file"} & wanted
+        return found & wanted
+
+    def _reachable_trees(self, caller: Caller) -> list[str]:
+        with self.lock:
+            trees = [v["tree_id"] for kind in rules.KINDS
+                     for doc in self.store.list_registry_entries(kind)
+                     if rules.may_read(caller, doc) for v in doc["versions"]]
+            trees += [job[key] for job in self.store.iter_jobs()
+                      if self.may_read_job(caller, job)
+                      for key in JOB_TREES if job.get(key)]
+        return list(dict.fromkeys(trees))

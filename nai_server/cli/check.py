@@ -1,0 +1,109 @@
+"""`nai-server check`: is this server set up right? Prints what it found; the exit
+code is 0 only when the config is valid, the state is readable, GPUs were found
+and a daemon answers on the socket."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from nai_server.config import ServerConfig
+from nai_server.host import contain, diskspace
+from nai_server.host.gpus import open_inventory
+from nai_server.store.atomic import StateUnreadable, read_json_file
+
+
+def _state_problem(state: Path) -> str | None:
+    for path in [state / "state.json", *sorted((state / "archive").glob("jobs-*.json"))]:
+        if path.exists():
+            try:
+                read_json_file(path)
+            except StateUnreadable as exc:
+                return str(exc)
+    return None
+
+
+def _daemon_version(sock: Path) -> dict[str, Any] | None:
+    try:
+        with httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)), timeout=2.0) as client:
+            response = client.get("http://nai/v1/version")
+            response.raise_for_status()
+            return response.json()  # type: ignore[no-any-return]
+    except (httpx.HTTPError, OSError, ValueError):
+        return None
+
+
+def run_check(config: ServerConfig, *, as_json: bool = False) -> int:
+    report: dict[str, Any] = {
+        "mode": config.mode,
+        "state_dir": str(config.state),
+        "socket": str(config.socket_path),
+        "user": os.getuid(),
+    }
+    problems: list[str] = []
+    warnings: list[str] = []
+    layout = contain.detect()
+    report["cgroups"] = {"layout": layout.kind, "root": str(layout.root) if layout.root else None,
+                         "per_job": layout.root is not None and os.geteuid() == 0}
+    if layout.root is None:
+        warnings.append("no cgroup2 hierarchy: a job's processes that leave its session "
+                        "are not killed when it ends")
+    free = diskspace.free_bytes(config.state)
+    report["free_space"] = free
+    if (full := diskspace.below_floor(config)) is not None:
+        warnings.append(full)
+    state_problem = _state_problem(config.state)
+    if state_problem:
+        problems.append(state_problem)
+    try:
+        inventory, note = open_inventory(config.gpus)
+        snapshot = inventory.probe()
+        report["gpu_source"] = snapshot.source
+        report["gpus"] = [
+            {"index": g.index, "name": g.name, "uuid": g.uuid, "memory_total": g.memory_total,
+             "memory_used": g.memory_used}
+            for g in snapshot.gpus
+        ]
+        if note:
+            report["gpu_note"] = note
+        if not snapshot.gpus:
+            problems.append("no GPUs: no NVIDIA driver found and no fake GPUs configured "
+                            "(gpus.fake in the config, or --fake-gpus N); CPU-only jobs still run")
+    except Exception as exc:
+        report["gpu_source"] = "error"
+        problems.append(str(exc))
+    version = _daemon_version(config.socket_path)
+    report["daemon"] = version
+    if version is None:
+        problems.append(f"no daemon answers on {config.socket_path} (start `nai-server run`)")
+    report["ok"] = not problems
+    report["problems"] = problems
+    report["warnings"] = warnings
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"mode:       {report['mode']}")
+        print(f"state dir:  {report['state_dir']}")
+        print(f"socket:     {report['socket']}")
+        note_text = f" ({report['gpu_note']})" if report.get("gpu_note") else ""
+        print(f"gpu source: {report['gpu_source']}{note_text}")
+        for gpu in report.get("gpus", []):
+            print(f"  gpu {gpu['index']}: {gpu['name']} {gpu['memory_total'] / 2**30:.1f} GiB "
+                  f"({gpu['uuid']})")
+        per_job = "a cgroup per job" if report["cgroups"]["per_job"] else (
+            "no cgroup per job (needs root and cgroup2)")
+        print(f"cgroups:    {layout.describe()}; {per_job}")
+        if free is not None:
+            print(f"free space: {free / 2**30:.1f} GiB in the state dir")
+        print("daemon:     " + (f"answering (api {version['api_version']}, server "
+                                f"{version['server_version']})" if version else "not answering"))
+        for warning in warnings:
+            print(f"warning: {warning}")
+        for problem in problems:
+            print(f"problem: {problem}")
+        print("all is well" if not problems else f"{len(problems)} problem(s)")
+    return 0 if not problems else 1

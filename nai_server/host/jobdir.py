@@ -1,0 +1,127 @@
+"""A job's own directory under `<state>/jobs/<id>/` (DESIGN §7, §11).
+
+The directory is the daemon's: its owner gets code/, output/, metrics.jsonl and the
+log, and can replace none of the names, so the daemon never opens a link or a FIFO
+there. A new job's directory is built under a temporary name and renamed into place
+when complete, so no job ever starts on a partial copy, and it is never one that
+exists already (that is moved aside, never taken over). A job that runs again after a
+preemption keeps its directory: its code copy and output/ (where it saved its
+checkpoint) stay as they are, missing pieces are made again, and log and
+metrics.jsonl are appended to.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import stat
+import time
+from pathlib import Path
+from typing import Any
+
+from nai_server.host import mounts
+from nai_server.host.launchers.local import LEGACY_FILES, STATUS_FILE
+from nai_server.store.blobs import BlobStore
+
+log = logging.getLogger("nai.jobdir")
+
+Doc = dict[str, Any]
+# Files in a job directory that a run leaves behind and the next run must not see.
+RUN_LEFTOVERS = (STATUS_FILE, *LEGACY_FILES, "exit_status.tmp", "wrapper.pid.tmp")
+
+
+def make(job: Doc, job_dir: Path, blobs: BlobStore, uid: int | None, gid: int | None, *,
+         personal: bool) -> None:
+    """The job's directory, ready for a run: built anew, or reclaimed after a
+    preemption; the job's owner (`uid`) gets what is theirs in it."""
+    if job.get("runs") and os.path.lexists(job_dir):
+        reclaim(job_dir)
+        fill(job, job_dir, blobs, uid, gid)
+    else:
+        build(job, job_dir, blobs, uid, gid)
+    os.chmod(job_dir, 0o700 if personal else 0o711)
+
+
+def build(job: Doc, job_dir: Path, blobs: BlobStore, uid: int | None, gid: int | None) -> None:
+    """A new job's directory, complete before it gets its name."""
+    if os.path.lexists(job_dir):
+        move_aside(job_dir, "a new job never takes over a directory already there")
+    # Names that start with the id, so the store's id floor counts them too.
+    building = job_dir.with_name(f".{job['id']}.new")
+    if os.path.lexists(building):  # left by a crash while building
+        shutil.rmtree(building)
+    building.mkdir(mode=0o700)
+    fill(job, building, blobs, uid, gid)
+    os.rename(building, job_dir)
+
+
+def fill(job: Doc, job_dir: Path, blobs: BlobStore, uid: int | None, gid: int | None) -> None:
+    """Make what is missing of a job directory: code, output/, metrics.jsonl, mounts."""
+    code = job_dir / "code"
+    if not os.path.lexists(code):
+        if job.get("code_tree"):
+            blobs.materialise(job["code_tree"], code, link=False)
+        else:
+            code.mkdir()
+        if uid is not None:  # built by the daemon, not yet seen by the job
+            chown_tree(code, uid, gid if gid is not None else -1)
+    output = job_dir / "output"
+    if not os.path.lexists(output):
+        output.mkdir(mode=0o700)
+        if uid is not None:
+            os.chown(output, uid, gid if gid is not None else -1)
+    fd = os.open(job_dir / "metrics.jsonl",
+                 os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                 0o640)
+    try:
+        if uid is not None:
+            os.fchown(fd, uid, gid if gid is not None else -1)
+    finally:
+        os.close(fd)
+    # The mounts stay the daemon's (the links share the blobs' inodes).
+    for kind in mounts.MOUNTS:
+        if job.get(kind):
+            mounts.mount(blobs, job[kind]["tree_id"], job_dir / kind)
+
+
+def move_aside(path: Path, why: str) -> None:
+    """Rename a job directory out of the way, for an admin to look at; never delete it
+    (it may hold someone's data)."""
+    aside = path.with_name(f"{path.name}.stale-{time.time_ns()}")
+    os.rename(path, aside)
+    log.warning("%s was moved aside to %s: %s", path, aside, why)
+
+
+def reclaim(job_dir: Path) -> None:
+    """Make a job directory from an earlier run safe to start in again.
+
+    A directory made by an older version belonged to the job's owner, who could have
+    changed it while the job waited: none of log, metrics.jsonl, code or output may be
+    a link, and log and metrics.jsonl must be plain files. The directory is the
+    daemon's from now on."""
+    st = os.lstat(job_dir)
+    if not stat.S_ISDIR(st.st_mode):
+        raise RuntimeError(f"{job_dir} is not the job's directory any more")
+    os.chown(job_dir, os.geteuid(), os.getegid(), follow_symlinks=False)
+    os.chmod(job_dir, 0o700)
+    for name in ("code", "output", "log", "metrics.jsonl"):
+        path = job_dir / name
+        if path.is_symlink():
+            path.unlink()  # the link, never what it points to
+        elif name in ("log", "metrics.jsonl") and path.is_dir():
+            shutil.rmtree(path)
+        elif name in ("log", "metrics.jsonl") and path.exists() and not path.is_file():
+            path.unlink()  # a FIFO or socket: opening it would block or fail
+    for name in RUN_LEFTOVERS:
+        (job_dir / name).unlink(missing_ok=True)
+    for name in mounts.MOUNTS:
+        mounts.unmount(job_dir / name)  # mounted afresh: whatever is there now is not ours
+
+
+def chown_tree(root: Path, uid: int, gid: int) -> None:
+    """Give the job's files to its owner (no symlink is followed)."""
+    os.chown(root, uid, gid, follow_symlinks=False)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in (*dirnames, *filenames):
+            os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)

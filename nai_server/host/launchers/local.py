@@ -1,0 +1,250 @@
+"""Starting, watching, signalling and re-adopting job processes on this host.
+
+Each job runs under a tiny `/bin/sh` wrapper in its own session (so it survives a
+daemon restart and can be signalled as a group) and, where the host allows, in its
+own cgroup (see `contain`). The wrapper writes its pid before the job starts and the
+job's exit status when it ends, into a status file with room set aside for both, so
+a restarted daemon can tell a finished job (and when it finished) from a running or
+a vanished one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+from nai_server.host import jobfiles
+
+# $1 = the job's command. The wrapper runs as the job's owner, in a directory the
+# daemon owns, so it reports through a file the daemon opened: STATUS_FILE, root-owned,
+# handed over as fd 2 and moved to fd 3 at once (fd 2 then goes to the log, like fd 1).
+# The wrapper writes its pid there before the job starts and the job's exit status when
+# it ends, one line each; the job itself gets the file closed and /dev/null as its
+# input, so it cannot reach the file (nor reopen it through /proc, which checks the
+# file's own permissions). The file is preallocated by the daemon, so the last line
+# fits even on a disk the job filled. The wrapper's input is a pipe from the daemon:
+# the job starts only once the daemon has put the wrapper into the job's cgroup and
+# written "go" (at EOF, a daemon that died before that, it exits without running it).
+# A trap *with a command* (not an ignore) keeps the wrapper alive through SIGTERM to the
+# group, while the job still gets the default action; the wrapper then records the
+# job's status. A signal that came before the job started (a cancel right after the
+# launch) means it never starts: it would not have seen the signal.
+WRAPPER = r"""
+exec 3>&2 2>&1
+stop=
+trap 'stop=143' TERM
+trap 'stop=130' INT
+trap 'stop=129' HUP
+echo "pid $$" >&3
+read go
+[ -z "$stop" ] || { echo "exit $stop" >&3; exit "$stop"; }
+[ "$go" = go ] || exit 125
+/bin/sh -c "$1" </dev/null 3>&-
+code=$?
+echo "exit $code" >&3
+exit "$code"
+"""
+STATUS_FILE = "run.status"
+STATUS_ROOM = 4096  # bytes of the status file the daemon writes before the job starts
+# Written by the wrapper of older versions, inside a directory its owner controlled.
+LEGACY_FILES = ("exit_status", "wrapper.pid")
+
+@dataclass(frozen=True)
+class Handle:
+    """Identifies a job's wrapper process across daemon restarts (pids get reused)."""
+
+    pid: int
+    start_ticks: int  # /proc/<pid>/stat field 22: start time in clock ticks after boot
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    job_id: int
+    job_dir: Path
+    command: str
+    env: dict[str, str]
+    cwd: Path
+    uid: int | None = None  # None: run as the daemon's own user (personal mode)
+    gid: int | None = None
+    groups: tuple[int, ...] = ()
+    cgroup: Path | None = None  # the job's cgroup, to start the wrapper in
+
+Status = Literal["running", "exited", "vanished"]
+
+class Launcher(Protocol):
+    """Where job processes run; a Slurm launcher can implement the same calls."""
+
+    def start(self, request: LaunchRequest) -> Handle: ...
+
+    def status(self, job_dir: Path, handle: Handle | None) -> tuple[Status, int | None]: ...
+
+    def signal(self, handle: Handle, sig: int) -> None: ...
+
+def proc_start_ticks(pid: int) -> int | None:
+    """Start time of a live, non-zombie process, or None if there is none."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    # The command name (field 2) may contain spaces and parens: split after the last ')'.
+    fields = raw[raw.rindex(b")") + 2 :].split()
+    if fields[0] in (b"Z", b"X"):  # zombie or dead: exited, not reaped yet
+        return None
+    return int(fields[19])
+
+def proc_uid(pid: int) -> int | None:
+    """Real uid of a process (for naming the owner of foreign GPU use)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Uid:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+def _status_value(job_dir: Path, key: str) -> int | None:
+    """The number after `key` in the wrapper's status file, if it is complete."""
+    raw = jobfiles.read_small(job_dir, STATUS_FILE)
+    for line in (raw or b"").split(b"\n")[:-1]:  # only lines ended by a newline
+        word, _, value = line.partition(b" ")
+        if word == key.encode() and value.isdigit() and len(value) < 12:
+            return int(value)
+    return None
+
+
+def read_exit_status(job_dir: Path) -> int | None:
+    """The job's exit status once its wrapper recorded it."""
+    code = _status_value(job_dir, "exit")
+    if code is None:  # a job started by an older version
+        code = _legacy_value(job_dir, "exit_status")
+    return code
+
+
+def exit_time(job_dir: Path) -> float | None:
+    """When the wrapper wrote the job's exit status (the status file's last change),
+    if it did: the job's end, even one the daemon was down for."""
+    if _status_value(job_dir, "exit") is None:
+        return None
+    try:
+        with jobfiles.open_regular(job_dir, STATUS_FILE) as fd:
+            return None if fd is None else os.fstat(fd).st_mtime
+    except OSError:
+        return None
+
+
+def _legacy_value(job_dir: Path, name: str) -> int | None:
+    raw = jobfiles.read_small(job_dir, name, 32)
+    value = (raw or b"").strip()
+    return int(value) if value.isdigit() and len(value) < 12 else None
+
+class LocalLauncher:
+    """Runs jobs as processes on this host, as their owners when the daemon is root."""
+
+    def __init__(self) -> None:
+        # Wrappers this daemon started: polling them reaps them (no zombies).
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+
+    def start(self, request: LaunchRequest) -> Handle:
+        # The job dir is the daemon's; O_NOFOLLOW all the same (DESIGN §11).
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        log = os.open(request.job_dir / "log", flags | os.O_APPEND, 0o640)
+        status = go_read = go_write = -1
+        try:
+            if request.uid is not None:  # the owner may read their log on the server
+                os.fchown(log, request.uid, request.gid if request.gid is not None else -1)
+            status = os.open(request.job_dir / STATUS_FILE, flags | os.O_TRUNC, 0o600)
+            _reserve(status, STATUS_ROOM)
+            go_read, go_write = os.pipe()
+            proc = subprocess.Popen(
+                ["/bin/sh", "-c", WRAPPER, "nai-job", request.command],
+                cwd=request.cwd,
+                env=request.env,
+                stdin=go_read,
+                stdout=log,
+                stderr=status,
+                start_new_session=True,
+                close_fds=True,
+                user=request.uid,
+                group=request.gid,
+                extra_groups=list(request.groups) if request.uid is not None else None,
+                umask=0o022,
+            )
+        except BaseException:
+            if go_write >= 0:
+                os.close(go_write)
+            raise
+        finally:
+            for fd in (log, status, go_read):
+                if fd >= 0:
+                    os.close(fd)
+        try:
+            if request.cgroup is not None:  # before the job runs: all it forks is inside
+                (request.cgroup / "cgroup.procs").write_text(f"{proc.pid}\n")
+            with contextlib.suppress(BrokenPipeError):  # stopped already: it said so
+                os.write(go_write, b"go\n")
+        except BaseException:
+            os.close(go_write)  # EOF: the wrapper exits without starting the job
+            proc.wait()
+            raise
+        os.close(go_write)
+        self._children[proc.pid] = proc
+        ticks = proc_start_ticks(proc.pid)
+        return Handle(proc.pid, ticks if ticks is not None else -1)
+
+    def status(self, job_dir: Path, handle: Handle | None) -> tuple[Status, int | None]:
+        """running, exited (with the job's code), or vanished (no status left behind)."""
+        if handle is not None:
+            child = self._children.get(handle.pid)
+            if child is not None:
+                code = child.poll()
+                if code is None:
+                    return "running", None
+                del self._children[handle.pid]
+                recorded = read_exit_status(job_dir)
+                return "exited", recorded if recorded is not None else _code(code)
+            if self._alive(handle):
+                return "running", None
+        code = read_exit_status(job_dir)
+        if code is not None:
+            return "exited", code
+        return "vanished", None
+
+    @staticmethod
+    def _alive(handle: Handle) -> bool:
+        ticks = proc_start_ticks(handle.pid)
+        return ticks is not None and (handle.start_ticks < 0 or ticks == handle.start_ticks)
+
+    def signal(self, handle: Handle, sig: int) -> None:
+        """Signal the job's whole process group (it is its own session leader)."""
+        if handle.pid in self._children or self._alive(handle):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(handle.pid, sig)
+
+def _reserve(fd: int, size: int) -> None:
+    """Write `size` zero bytes and go back to the start: later writes over them need no
+    new room, even on a full disk (the reader takes only lines ended by a newline)."""
+    done = 0
+    while done < size:
+        done += os.write(fd, bytes(size - done))
+    os.lseek(fd, 0, os.SEEK_SET)
+
+
+def _code(returncode: int) -> int:
+    # Popen reports death by signal N as -N; shells report 128+N.
+    return 128 - returncode if returncode < 0 else returncode
+
+def read_wrapper_pid(job_dir: Path) -> int | None:
+    """The pid the job's wrapper recorded before the job started."""
+    pid = _status_value(job_dir, "pid")
+    if pid is None:  # a job started by an older version
+        pid = _legacy_value(job_dir, "wrapper.pid")
+    return pid
+
+def session_of(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except OSError:
+        return None

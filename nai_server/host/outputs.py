@@ -1,0 +1,154 @@
+"""Collecting a finished job's output/ into the blob store, read as the job's owner.
+
+The daemon never walks a directory its users control with root's rights (DESIGN §11).
+It starts `nai_server.host.output_walk` with the owner's uid, gid and groups; the helper
+lists output/ and streams the files' bytes back over a pipe (see its docstring for the
+framing), and the daemon checks the listing against the limits before a byte is
+stored, hashes and stores what arrives, and records the tree. A helper that runs past
+the deadline is killed, and nothing is recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import struct
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from nai_server.core.trees import Limits, TreeError, parse_manifest
+from nai_server.host import output_walk
+from nai_server.host.output_walk import ERROR, FRAME
+from nai_server.store.blobs import BlobStore
+
+_PLACEHOLDER = "0" * 64
+_MAX_LISTING = 64 << 20  # bytes of the listing line
+
+
+@dataclass(frozen=True)
+class RunAs:
+    """The account a helper runs as (None fields: the daemon's own)."""
+
+    uid: int | None = None
+    gid: int | None = None
+    groups: tuple[int, ...] = ()
+
+
+class _Frames:
+    """A file-like view of one file's frames, for BlobStore.put_stream."""
+
+    def __init__(self, stream: IO[bytes], rel: str) -> None:
+        self.stream, self.rel, self.done = stream, rel, False
+
+    def read(self, _size: int = -1) -> bytes:
+        if self.done:
+            return b""
+        length = _unpack(self.stream.read(4), self.rel)
+        if length == ERROR:
+            size = _unpack(self.stream.read(4), self.rel)
+            message = self.stream.read(min(size, 4096)).decode("utf-8", "replace")
+            raise TreeError([(self.rel, message.removeprefix(f"{self.rel}: "))])
+        if length > FRAME:
+            raise TreeError([(self.rel, "the output reader sent a malformed frame")])
+        if length == 0:
+            self.done = True
+            return b""
+        data = self.stream.read(length)
+        if len(data) != length:
+            raise TreeError([(self.rel, "the output reader stopped mid-file")])
+        return data
+
+
+def _unpack(raw: bytes, rel: str) -> int:
+    if len(raw) != 4:
+        raise TreeError([(rel, "the output reader stopped mid-file")])
+    return int(struct.unpack(">I", raw)[0])
+
+
+def collect(blobs: BlobStore, output_dir: Path, limits: Limits, run_as: RunAs,
+            timeout: float, running: set[subprocess.Popen[bytes]] | None = None) -> str:
+    """Store the tree under `output_dir`, read as `run_as`; return its id. Raises
+    TreeError naming the path (and the rule) when the outputs are refused. The helper
+    is in `running` while it runs, for whoever must stop it early."""
+    # The helper needs the standard library only: isolated (-I) and without site (-S),
+    # it starts in a fraction of the time, and nothing of the user's environment or
+    # home directory is imported into it.
+    argv = [sys.executable, "-I", "-S", output_walk.__file__, str(output_dir),
+            str(limits.max_entries)]
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+    as_user: dict[str, Any] = {}
+    if run_as.uid is not None:
+        as_user = {"user": run_as.uid, "group": run_as.gid, "extra_groups": list(run_as.groups)}
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd="/", env=env, close_fds=True,
+                            start_new_session=True, **as_user)
+    running = set() if running is None else running
+    running.add(proc)
+    late = threading.Event()
+
+    def expire() -> None:
+        late.set()
+        kill(proc)
+
+    timer = threading.Timer(timeout, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        assert proc.stdout is not None
+        return _receive(blobs, proc.stdout, limits)
+    except TreeError:
+        if late.is_set():
+            raise TreeError([("", f"collecting the outputs took longer than {timeout:g} s; "
+                                  f"they stay in the job's output/ directory")]) from None
+        raise
+    finally:
+        timer.cancel()
+        kill(proc)
+        proc.wait()
+        running.discard(proc)
+        if proc.stdout:
+            proc.stdout.close()
+        if proc.stderr:
+            proc.stderr.close()
+
+
+def kill(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a helper (and anything it started) at once."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, 9)
+
+
+def _receive(blobs: BlobStore, stream: IO[bytes], limits: Limits) -> str:
+    line = stream.readline(_MAX_LISTING)
+    if not line.endswith(b"\n"):
+        raise TreeError([("", "the output listing is too large or was cut off")])
+    try:
+        head = json.loads(line)
+    except ValueError:
+        raise TreeError([("", "the output reader sent a malformed listing")]) from None
+    if not isinstance(head, dict) or not isinstance(head.get("entries"), list):
+        raise TreeError([("", str(head.get("error") if isinstance(head, dict) else head))])
+    listed: list[dict[str, Any]] = head["entries"]
+    # Refuse a bad tree (paths, links leaving it, sizes, counts) before any data moves.
+    for entry in listed:
+        if isinstance(entry, dict) and entry.get("kind") == "file":
+            entry["sha256"] = _PLACEHOLDER
+    parse_manifest(listed, limits)
+    total = 0
+    for entry in listed:
+        if entry["kind"] != "file":
+            continue
+        rel = entry["path"]
+        digest, size = blobs.put_stream(_Frames(stream, rel), limits.max_file_size, rel)
+        total += size
+        if total > limits.max_total_size:
+            raise TreeError([("", f"outputs grew past the limit of {limits.max_total_size} "
+                                  f"bytes while being stored")])
+        entry["sha256"], entry["size"] = digest, size
+    return blobs.put_tree(parse_manifest(listed, limits))

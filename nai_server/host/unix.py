@@ -1,0 +1,38 @@
+"""Unix accounts on this host: a uid's name, a user's account and groups (what a job
+runs as)."""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+
+
+def user_name(uid: int) -> str | None:
+    """The unix account name of a uid, or None if it has none."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None
+
+
+def unix_account(name: str) -> pwd.struct_passwd | None:
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        return None
+
+
+def unix_groups(name: str) -> list[int]:
+    """Primary and supplementary gids of a unix user (what a job runs with)."""
+    account = unix_account(name)
+    if account is None:
+        return []
+    return os.getgrouplist(name, account.pw_gid)
+
+
+def unix_group_name(gid: int) -> str | None:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return None

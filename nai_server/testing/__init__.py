@@ -1,0 +1,105 @@
+"""Test helpers that ship with the code (like fabric.testing): build a service on
+fake GPUs, and an ASGI wrapper that plays the socket peer."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from nai_server.api.identity import PEER_KEY
+from nai_server.app.accounts import Peer
+from nai_server.app.use_cases import UseCases
+from nai_server.config import load_config
+from nai_server.daemon import bootstrap
+from nai_server.host.gpus import FakeGpuInventory
+
+
+def make_service(state_dir: Path, *, mode: str = "personal", gpus: int = 2,
+                 clock: Any = None, **config: Any) -> UseCases:
+    """A service over a temporary state dir with `gpus` fake GPUs."""
+    cfg = load_config(None, mode=mode, state_dir=state_dir, socket=state_dir / "nai.sock",
+                      fake_gpus=gpus, **config)
+    extra = {"clock": clock} if clock is not None else {}
+    return bootstrap(cfg, gpus=FakeGpuInventory.with_count(gpus), **extra)
+
+
+class AsPeer:
+    """ASGI middleware that sets `request.state.peer` as a unix socket would."""
+
+    def __init__(self, app: ASGIApp, uid: int | None = None, gid: int | None = None) -> None:
+        self.app = app
+        self.peer = Peer(pid=os.getpid(), uid=os.getuid() if uid is None else uid,
+                         gid=os.getgid() if gid is None else gid)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope = {**scope, "state": {**scope.get("state", {}), PEER_KEY: self.peer}}
+        await self.app(scope, receive, send)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition",
+             step: Callable[[], object] | None = None) -> Any:
+    """Poll until `predicate()` is truthy (running `step` before each look); fail naming
+    `what` after `timeout` seconds. Tests wait with this, never with a bare sleep."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if step is not None:
+            step()
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.01)
+
+
+def tick_until(service: UseCases, predicate: Callable[[], Any], timeout: float = 20.0,
+               what: str = "condition") -> Any:
+    """Step the service until `predicate()` holds (real job processes take real time)."""
+    return wait_for(predicate, timeout, what, step=service.tick)
+
+
+def upload_tree(api: Any, files: dict[str, bytes]) -> str:
+    """Send the files' blobs through an API client and record their tree; its id."""
+    blobs = {hashlib.sha256(d).hexdigest(): d for d in files.values()}
+    assert api.post("/v1/blobs", content=pack(blobs)).status_code == 201
+    entries = [{"path": p, "size": len(d), "sha256": hashlib.sha256(d).hexdigest()}
+               for p, d in files.items()]
+    tree = api.post("/v1/trees", json={"entries": entries})
+    assert tree.status_code == 201, tree.text
+    return str(tree.json()["id"])
+
+
+def pack(blobs: dict[str, bytes]) -> bytes:
+    """A packed upload: a ustar stream whose members are named by the digest they claim
+    (a test may claim a wrong one)."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in blobs.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def imports_of(code: str, watched: Iterable[str]) -> tuple[list[str], list[str], str]:
+    """Run `code` in a fresh interpreter: (the lines it printed, which of the `watched`
+    modules it had imported by the end, what it wrote to stderr). For tests that keep a
+    start-up path light."""
+    probe = (f"{code}\nimport json as _json, sys as _sys\n"
+             f"print(_json.dumps(sorted(set(_sys.modules).intersection({sorted(set(watched))!r}))))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60, check=True)
+    *printed, last = done.stdout.splitlines()
+    return printed, json.loads(last), done.stderr

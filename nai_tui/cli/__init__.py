@@ -1,0 +1,186 @@
+"""`nai`: with no arguments the terminal UI; with a command, the batch CLI.
+
+The commands (and the sync machinery they import) are imported only once a command
+is given: `nai` alone goes straight to the TUI, which starts faster without them."""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+from collections.abc import Callable
+
+
+def _job_id(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"job ids are numbers, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"job ids start at 1, got {number}")
+    return number
+
+
+def tui_server(argv: list[str]) -> tuple[bool, str | None]:
+    """(True, --server's value) when `argv` asks for the TUI (no command), told apart
+    without building the full parser; (False, None) for anything else, errors and
+    --help included, which the full parser handles."""
+    quick = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    quick.add_argument("--server", "-s")
+    try:
+        args, rest = quick.parse_known_args(argv)
+    except argparse.ArgumentError:
+        return False, None
+    return (False, None) if rest else (True, args.server)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from nai_tui.cli import commands
+    from nai_tui.cli.registry_commands import FORCE_HELP, add_registry_commands
+    from nai_tui.config import TRANSPORTS
+
+    parser = argparse.ArgumentParser(
+        prog="nai", description="Run jobs on shared GPU servers. Without a command: the TUI.")
+    parser.add_argument("--server", "-s", help="configured server to use (default: the "
+                        "default server, else this machine's personal server)")
+    # dest is not "command": `submit --command` would overwrite it.
+    sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
+
+    def add(name: str, func: Callable[..., int], help_text: str, *, remote: bool = True,
+            listing: bool = False) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(func=func, remote=remote)
+        p.add_argument("--json", action="store_true", default=False,
+                       help="print JSON" if listing else argparse.SUPPRESS)
+        return p
+
+    p = add("submit", commands.cmd_submit, "sync a folder and submit it as a job")
+    p.add_argument("dir", nargs="?", default=".", help="the job's folder (default: .)")
+    p.add_argument("-f", "--file", help="the spec file (default: DIR/nai.yaml)")
+    p.add_argument("--gpus", type=int)
+    p.add_argument("--dataset")
+    p.add_argument("--model")
+    p.add_argument("--time-limit", help="e.g. 2h, 30m, 1h30m")
+    p.add_argument("--name")
+    p.add_argument("--command", help="the command to run (default: from nai.yaml)")
+    p.add_argument("--env", action="append", metavar="K=V", help="repeatable")
+    p.add_argument("--register-model", metavar="NAME",
+                   help="on success, make the job's outputs a new version of this model")
+    p.add_argument("--follow", action="store_true",
+                   help="stream the log and exit with the job's exit code")
+
+    p = add("finetune", commands.cmd_finetune, "run a model's own code on a dataset, "
+            "starting from its weights ($NAI_MODEL_DIR)")
+    p.add_argument("model", metavar="MODEL[@VERSION]")
+    p.add_argument("--dataset", required=True, metavar="DATASET[@VERSION]")
+    p.add_argument("--command", help="what to run (default: the model version's "
+                   "finetune_command metadata)")
+    p.add_argument("--gpus", type=int)
+    p.add_argument("--time-limit", help="e.g. 2h, 30m, 1h30m")
+    p.add_argument("--name", help="the job's name (default: finetune-MODEL)")
+    p.add_argument("--register-model", metavar="NAME",
+                   help="on success, make the job's outputs a new version of this model")
+    p.add_argument("--follow", action="store_true",
+                   help="stream the log and exit with the job's exit code")
+
+    p = add("jobs", commands.cmd_jobs, "list jobs, newest first", listing=True)
+    who = p.add_mutually_exclusive_group()
+    who.add_argument("--all", action="store_true", help="everyone's jobs (default)")
+    who.add_argument("--mine", action="store_true", help="only yours")
+    p.add_argument("--state", help="queued, running, succeeded, failed, ...")
+    p.add_argument("--user")
+    p.add_argument("--limit", type=int, default=50)
+
+    p = add("show", commands.cmd_show, "one job in detail", listing=True)
+    p.add_argument("id", type=_job_id)
+    p = add("logs", commands.cmd_logs, "a job's output (stdout and stderr)")
+    p.add_argument("id", type=_job_id)
+    p.add_argument("-f", "--follow", action="store_true", help="stream until the job ends")
+    p = add("cancel", commands.cmd_cancel, "cancel jobs")
+    p.add_argument("ids", type=_job_id, nargs="+", metavar="ID")
+    p = add("pull", commands.cmd_pull, "download a finished job's outputs", listing=True)
+    p.add_argument("id", type=_job_id)
+    p.add_argument("--to", help="destination folder (default: ./nai-outputs/ID)")
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
+    p = add("metrics", commands.cmd_metrics, "a job's metrics lines", listing=True)
+    p.add_argument("id", type=_job_id)
+    add("gpus", commands.cmd_gpus, "the server's GPUs and who uses them", listing=True)
+    add("whoami", commands.cmd_whoami, "who the server thinks you are", listing=True)
+
+    p = add("server", commands.cmd_server, "configured servers", remote=False, listing=True)
+    verbs = p.add_subparsers(dest="verb", metavar="VERB")
+    s = verbs.add_parser("add", help="add a server: ssh://user@host[:port], an ssh alias, "
+                         "or local")
+    s.add_argument("name")
+    s.add_argument("url")
+    s.add_argument("--transport", choices=TRANSPORTS, default="ssh")
+    s.add_argument("--remote-command", default="nai-server dial-stdio",
+                   help="how to reach the daemon on the server")
+    s.add_argument("--default", action="store_true", help="make it the default")
+    for verb, text in (("remove", "forget a server"), ("default", "make a server the default"),
+                       ("trust", "accept a server's SSH host key (shown first)")):
+        verbs.add_parser(verb, help=text).add_argument("name")
+    verbs.add_parser("list", help="list servers (the default)").add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+
+    p = add("up", commands.cmd_up, "start a personal nai-server on this machine", remote=False)
+    p.add_argument("--fake-gpus", type=int, metavar="N", help="pretend to have N GPUs")
+    add("down", commands.cmd_down, "stop the personal nai-server", remote=False)
+    p = add("demo", commands.cmd_demo, "run an example job end to end on a personal server",
+            remote=False)
+    p.add_argument("dir", nargs="?", help="job folder (default: jobs/numpy-regression)")
+    p.add_argument("--to", help="where to put the outputs (default: ./nai-outputs/ID)")
+    p.add_argument("--fake-gpus", type=int, metavar="N")
+    p.add_argument("--keep", action="store_true", help="leave the personal server running")
+    add_registry_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args_list = sys.argv[1:] if argv is None else argv
+    tui, server = tui_server(args_list)
+    if tui:
+        return run_tui(server)
+    from nai_server.protocol import NaiError
+    from nai_tui.cli import commands
+    from nai_tui.cli.output import err
+    from nai_tui.config import ClientConfig
+
+    parser = build_parser()
+    args = parser.parse_args(args_list)
+    if args.subcommand is None:
+        return run_tui(args.server)
+    if args.subcommand == "server" and args.verb is None:
+        args.verb = "list"
+    try:
+        if not args.remote:
+            return int(args.func(args))
+        entry = ClientConfig.load().choose(args.server)
+        with commands.connect(entry) as client:
+            return int(args.func(args, client))
+    except NaiError as exc:
+        err(str(exc))
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `nai jobs | head`
+        return 0
+
+
+def run_tui(server: str | None) -> int:
+    # Importing the TUI allocates much and frees little: collecting meanwhile costs
+    # ~50 ms of its start-up. After it, what was imported stays out of the
+    # collector's sight (frozen), so later full collections do not walk it either.
+    gc.disable()
+    try:
+        from nai_tui.tui.app import run
+    except ImportError:
+        from nai_tui.cli.output import err
+
+        err("the terminal UI is not available in this build; use `nai --help` for commands")
+        return 2
+    finally:
+        gc.freeze()
+        gc.enable()
+    return run(server)
+

@@ -1,0 +1,318 @@
+"""The batch commands: each parses nothing, calls the client, prints.
+
+stdout carries data (a table, or JSON with --json); progress and errors go to
+stderr. Exit codes: 0 ok, 1 failure (server, connection, a failed job with
+--follow returns its own code), 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from nai_server.protocol import Invalid, NaiError
+from nai_tui.cli import local, output
+from nai_tui.cli.output import emit_json, err, note, table
+from nai_tui.config import ClientConfig, ServerEntry, cache_dir, config_dir
+from nai_tui.remote.client import ServerClient
+from nai_tui.remote.connect import connect
+from nai_tui.sync import push as sync
+
+SPEC_FILE = "nai.yaml"
+END_STATES = {"succeeded", "failed", "cancelled", "timed_out", "lost"}
+
+
+def _hash_cache() -> sync.HashCache:
+    return sync.HashCache(cache_dir() / "hashes.sqlite")
+
+
+def exit_code_of(state: str, code: int | None) -> int:
+    """What `submit --follow` exits with: the job's own code when it has one."""
+    if state == "succeeded":
+        return 0
+    if state == "timed_out":
+        return 124  # as timeout(1)
+    return code if code not in (None, 0) else 1
+
+
+# --- jobs ---------------------------------------------------------------------------
+
+
+def submit_folder(client: ServerClient, folder: Path, spec_file: Path | None = None,
+                  **overrides: Any) -> Any:
+    """Sync the folder's code, then submit it with its nai.yaml and the overrides."""
+    folder = folder.resolve()
+    if not folder.is_dir():
+        raise Invalid(f"{folder} is not a folder; give the folder holding your code")
+    spec_path = spec_file or folder / SPEC_FILE
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    command = overrides.pop("command", None)
+    if spec_path.exists():
+        spec_args: dict[str, Any] = {"spec_yaml": spec_path.read_text(),
+                                     "source": spec_path.name}
+        if command:
+            overrides["command"] = command
+    elif command:
+        spec_args = {"spec": {"command": command}}
+    else:
+        raise Invalid(f"no {SPEC_FILE} in {folder} and no --command: write a {SPEC_FILE} "
+                      f"(see jobs/ for examples) or pass --command 'python train.py'")
+    note(f"syncing {folder} to {client.name} ...")
+    tree = sync.push(client, folder, cache=_hash_cache())
+    return client.submit(**spec_args, overrides=overrides, code_tree=tree)
+
+
+def cmd_submit(args: argparse.Namespace, client: ServerClient) -> int:
+    spec_file = Path(args.file).resolve() if args.file else None
+    job = submit_folder(client, Path(args.dir), spec_file, gpus=args.gpus,
+                        time_limit=args.time_limit, name=args.name, dataset=args.dataset,
+                        model=args.model, env=args.env or None, command=args.command,
+                        register_model=args.register_model)
+    return _submitted(args, client, job)
+
+
+def _submitted(args: argparse.Namespace, client: ServerClient, job: Any) -> int:
+    if args.json and not args.follow:
+        emit_json(job)
+    else:
+        print(job.id)
+    pins = [f"{k} {ref['name']}@{ref['version']}" for k, ref in
+            (("dataset", job.dataset), ("model", job.model)) if ref]
+    note(f"submitted job {job.id} ({job.name}) to {client.name}" +
+         (f" with {', '.join(pins)}" if pins else ""))
+    if not args.follow:
+        return 0
+    return follow(client, job.id)
+
+
+def cmd_finetune(args: argparse.Namespace, client: ServerClient) -> int:
+    """Run a model version's own code on a dataset, its weights as the base."""
+    name, _, selector = args.model.partition("@")
+    version = client.registry_version("model", name, selector or "latest")
+    command = args.command or version.metadata.get("finetune_command")
+    if not command:
+        raise Invalid(f"model {name}@{version.version} has no finetune_command in its "
+                      f"metadata; say what to run with --command 'python train.py'")
+    spec = {"name": args.name or f"finetune-{name}", "command": command,
+            "model": f"{name}@{version.version}", "dataset": args.dataset,
+            "gpus": args.gpus, "time_limit": args.time_limit,
+            "register_model": args.register_model}
+    job = client.submit(spec={k: v for k, v in spec.items() if v is not None},
+                        code_from_model=True)
+    return _submitted(args, client, job)
+
+
+def follow(client: ServerClient, job_id: int) -> int:
+    sys.stdout.flush()  # text printed before goes out before the log's raw bytes
+    for chunk in client.follow_logs(job_id):
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
+    job = client.job(job_id)
+    while job.state not in END_STATES:  # the stream ended early (connection dropped)
+        time.sleep(0.5)
+        job = client.job(job_id)
+    note(f"job {job_id} {job.state}" + (f" (exit code {job.exit_code})"
+                                       if job.exit_code is not None else ""))
+    return exit_code_of(job.state, job.exit_code)
+
+
+def cmd_jobs(args: argparse.Namespace, client: ServerClient) -> int:
+    listing = client.jobs(scope="mine" if args.mine else "all", state=args.state,
+                          user=args.user, limit=args.limit)
+    if args.json:
+        emit_json(listing.jobs)
+    else:
+        print(output.job_rows(listing.jobs))
+        if listing.total > len(listing.jobs):
+            note(f"({len(listing.jobs)} of {listing.total}; --limit N for more)")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace, client: ServerClient) -> int:
+    job = client.job(args.id)
+    if args.json:
+        emit_json(job)
+        return 0
+    lines = [f"job {job.id}: {job.name}", f"  user:      {job.user}" +
+             (f" (group {job.group})" if job.group else ""),
+             f"  state:     {job.state}" + (f", waiting: {job.reason}" if job.reason else ""),
+             f"  command:   {job.spec.get('command')}",
+             f"  gpus:      {','.join(map(str, job.gpus)) or job.spec.get('gpus', 1)}",
+             f"  submitted: {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(job.submitted_at))}",
+             f"  runtime:   {output.job_runtime(job)}"]
+    if job.est_start:
+        lines.append(f"  est. start: {time.strftime('%H:%M:%S', time.localtime(job.est_start))}")
+    for kind, ref in (("dataset", job.dataset), ("model", job.model)):
+        if ref:
+            lines.append(f"  {kind + ':':<10} {ref['name']}@{ref['version']}")
+    if job.registered:
+        lines.append(f"  registered: model {job.registered}")
+    if job.exit_code is not None:
+        lines.append(f"  exit code: {job.exit_code}")
+    if job.message:
+        lines.append(f"  note:      {job.message}")
+    print("\n".join(lines))
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace, client: ServerClient) -> int:
+    if args.follow:
+        follow(client, args.id)
+        return 0
+    sys.stdout.buffer.write(client.logs(args.id))
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace, client: ServerClient) -> int:
+    failed = 0
+    for job_id in args.ids:
+        try:
+            job = client.cancel(job_id)
+        except NaiError as exc:
+            err(str(exc))
+            failed += 1
+            continue
+        print(job_id)
+        note(f"job {job_id}: " + ("cancelled" if job.state == "cancelled"
+                                  else "stopping (SIGTERM sent)"))
+    return 1 if failed else 0
+
+
+def cmd_pull(args: argparse.Namespace, client: ServerClient) -> int:
+    job = client.job(args.id)
+    if job.state not in END_STATES:
+        raise Invalid(f"job {args.id} is {job.state}; outputs can be pulled once it ends")
+    tree = client.outputs(args.id)
+    dest = Path(args.to) if args.to else Path.cwd() / "nai-outputs" / str(args.id)
+    result = sync.pull(client, tree, dest, cache=_hash_cache(), force=args.force)
+    return output.report_pull(result, f"job {args.id}", dest,
+                              {"job": args.id} if args.json else None)
+
+
+def cmd_metrics(args: argparse.Namespace, client: ServerClient) -> int:
+    page = client.metrics(args.id)
+    if args.json:
+        emit_json(page.metrics)
+        return 0
+    keys: list[str] = []
+    for row in page.metrics:
+        keys += [k for k in row if k not in keys]
+    print(table([[row.get(k, "") for k in keys] for row in page.metrics], keys or ["(none)"]))
+    return 0
+
+
+def cmd_gpus(args: argparse.Namespace, client: ServerClient) -> int:
+    gpus = client.gpus()
+    if args.json:
+        emit_json(gpus)
+        return 0
+    rows = []
+    for g in gpus.gpus:
+        holder = f"job {g.job} ({g.user})" if g.job else ""
+        foreign = "; ".join(
+            f"{f'job {p.job} strayed here:' if p.job else 'foreign'} pid {p.pid} "
+            f"({p.user or '?'}, {output.size(p.used_memory)})" for p in g.foreign)
+        rows.append([g.index, g.name, f"{g.utilization}%",
+                     f"{output.size(g.memory_used)} / {output.size(g.memory_total)}",
+                     " ".join(x for x in (holder, foreign) if x) or "free"])
+    print(table(rows, ["GPU", "NAME", "UTIL", "MEMORY", "USED BY"]))
+    note(f"source: {gpus.source}; CPU slots {gpus.cpu_slots_used}/{gpus.cpu_slots} in use")
+    return 0
+
+
+def cmd_whoami(args: argparse.Namespace, client: ServerClient) -> int:
+    me = client.me()
+    if args.json:
+        emit_json(me)
+    else:
+        print(f"{me.user} on {client.name} ({me.mode}" + (", admin" if me.admin else "") +
+              (f"; groups: {', '.join(me.groups)}" if me.groups else "") + ")")
+    return 0
+
+
+# --- servers ------------------------------------------------------------------------
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    config = ClientConfig.load()
+    if args.verb == "add":
+        config.add(ServerEntry(args.name, args.url, args.transport, args.remote_command),
+                   make_default=args.default)
+        config.save()
+        note(f"added server {args.name} ({args.url})" +
+             (", the default" if config.default == args.name else ""))
+    elif args.verb == "remove":
+        config.remove(args.name)
+        config.save()
+    elif args.verb == "default":
+        config.get(args.name)
+        config.default = args.name
+        config.save()
+    elif args.verb == "trust":
+        from nai_tui.remote import transports
+
+        entry = config.get(args.name)
+        keytype, key, fingerprint = transports.fetch_host_key(entry.url, name=entry.name)
+        note(f"{entry.url} presents {keytype} {fingerprint}")
+        if sys.stdin.isatty() and input("trust this key? [y/N] ").strip().lower() != "y":
+            note("not trusted")
+            return 1
+        transports.trust_host_key(entry.url, config_dir() / "known_hosts", key=key)
+        note(f"trusted; it is kept in {config_dir() / 'known_hosts'}")
+    else:
+        rows = [[("* " if n == config.default else "  ") + n, s.url, s.transport]
+                for n, s in config.servers.items()]
+        if args.json:
+            emit_json([{"name": n, "default": n == config.default, **s.to_dict(),
+                        "transport": s.transport} for n, s in config.servers.items()])
+        else:
+            print(table(rows, ["  NAME", "URL", "TRANSPORT"]))
+    return 0
+
+
+# --- the quickstart -----------------------------------------------------------------
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    pid, started = local.up(fake_gpus=args.fake_gpus)
+    note(f"personal nai-server {'started' if started else 'already running'} (pid {pid}); "
+         f"`nai down` stops it")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    note("personal nai-server stopped" if local.down() else "no personal nai-server running")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Start a personal server if needed, run an example job end to end, pull outputs."""
+    folder = Path(args.dir) if args.dir else None
+    if folder is None:
+        examples = local.examples_dir()
+        if examples is None:
+            raise Invalid("no example jobs found; pass a folder: nai demo DIR")
+        folder = examples / "numpy-regression"
+    pid, started = local.up(fake_gpus=args.fake_gpus)
+    note(f"personal nai-server {'started' if started else 'running'} (pid {pid})")
+    entry = ServerEntry("local", "local")
+    code = 1
+    try:
+        with connect(entry) as client:
+            job_id = submit_folder(client, folder).id
+            note(f"job {job_id} submitted; its log follows")
+            code = follow(client, job_id)
+            dest = Path(args.to) if args.to else Path.cwd() / "nai-outputs" / str(job_id)
+            if code == 0:
+                result = sync.pull(client, client.outputs(job_id), dest, cache=_hash_cache())
+                note(f"outputs of job {job_id} ({result.downloaded} files) are in {dest}:")
+                for path in sorted(p for p in dest.rglob("*") if p.is_file()):
+                    print(path)
+    finally:
+        if started and not args.keep:
+            local.down()
+            note("personal nai-server stopped (nai demo --keep leaves it running)")
+    return code

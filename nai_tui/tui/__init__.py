@@ -1,0 +1,1 @@
+"""The terminal UI: the app, its styles, palette and messages, screens/ and widgets/."""

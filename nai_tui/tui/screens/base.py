@@ -1,0 +1,193 @@
+"""What every screen shares: worker failures go to the app's one handler, polling
+that never overlaps and pauses while the screen is hidden or the server unreachable,
+and the job actions (cancel, copy id, pull outputs) that two screens offer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from textual import work
+from textual.screen import ModalScreen, Screen
+from textual.timer import Timer
+from textual.worker import Worker, WorkerState
+
+from nai_server.protocol import JobInfo
+from nai_tui.tui.messages import (
+    DownloadFinished,
+    JobCancelled,
+    TransferProgressed,
+    WorkFailed,
+)
+from nai_tui.tui.widgets.format import is_ended, kept_note
+from nai_tui.tui.widgets.transfer_bar import TransferBar
+
+if TYPE_CHECKING:
+    from nai_tui.tui.app import NaiApp
+
+
+class ReportsFailures:
+    """Forward failed workers of this node to the app (Worker.StateChanged does not
+    bubble)."""
+
+    app: Any
+
+    @property
+    def nai(self) -> NaiApp:
+        return cast("NaiApp", self.app)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        worker = event.worker
+        if event.state == WorkerState.ERROR and worker.error is not None:
+            self.app.post_message(WorkFailed(worker.error, worker.name))
+
+
+class NaiScreen(ReportsFailures, Screen[None]):
+    """A full screen of the app."""
+
+
+T = TypeVar("T")
+
+
+class NaiModal(ReportsFailures, ModalScreen[T]):
+    """A dialog over the current screen."""
+
+
+class PollingScreen(NaiScreen):
+    """Calls `fetch()` (a thread worker) every poll interval while shown and connected,
+    never while the previous fetch still runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._timer: Timer | None = None
+        self._fetching: Worker[Any] | None = None
+        self._again = False
+
+    def on_mount(self) -> None:
+        # The first fetch comes with ScreenResume, sent when the screen is shown.
+        self._timer = self.set_interval(self.nai.poll_interval, self.poll)
+
+    def on_screen_suspend(self) -> None:
+        if self._timer is not None:
+            self._timer.pause()
+
+    def on_screen_resume(self) -> None:
+        if self._timer is not None:
+            self._timer.resume()
+        self.poll()
+
+    def poll(self, *, again: bool = False) -> None:
+        """Fetch now, unless a fetch runs (with `again`, fetch once it ends: what it
+        fetches is out of date), the server is away, or nothing is left to fetch."""
+        if not self.nai.connected or not self.wants_poll():
+            return
+        if self._fetching is not None and not self._fetching.is_finished:
+            self._again = self._again or again
+            return
+        self._again = False
+        self._fetching = self.fetch()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker is self._fetching and event.worker.is_finished and self._again:
+            self.poll()
+
+    def wants_poll(self) -> bool:
+        return True
+
+    def fetch(self) -> Worker[Any]:
+        raise NotImplementedError
+
+
+class JobActionsScreen(PollingScreen):
+    """A polling screen about jobs: cancel (after a confirmation), copy the id, and
+    download outputs with progress. It composes a `TransferBar`."""
+
+    def current_job(self) -> JobInfo | None:
+        raise NotImplementedError
+
+    def _job_or_say(self) -> JobInfo | None:
+        job = self.current_job()
+        if job is None:
+            self.app.notify("No job selected", severity="warning")
+        return job
+
+    def action_copy_id(self) -> None:
+        """Copy the selected job's id to the clipboard."""
+        job = self._job_or_say()
+        if job is not None:
+            self.app.copy_to_clipboard(str(job.id))
+            self.app.notify(f"Copied job id {job.id}")
+
+    def action_cancel_job(self) -> None:
+        """Cancel the selected job once you confirm."""
+        from nai_tui.tui.screens.confirm import ConfirmScreen
+
+        job = self._job_or_say()
+        if job is None:
+            return
+        if is_ended(job):
+            self.app.notify(f"Job {job.id} already ended ({job.state})", severity="warning")
+            return
+        what = "stop it (SIGTERM, then SIGKILL after the grace period)" \
+            if job.state in ("running", "starting") else "take it off the queue"
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._cancel(job.id)
+
+        self.app.push_screen(ConfirmScreen(f"Cancel job #{job.id} {job.name}?",
+                                           f"This will {what}.", yes="Cancel job",
+                                           no="Keep it"), answered)
+
+    @work(thread=True, exit_on_error=False, group="cancel")
+    def _cancel(self, job_id: int) -> None:
+        self.post_message(JobCancelled(self.nai.api.cancel(job_id)))
+
+    def on_job_cancelled(self, message: JobCancelled) -> None:
+        job = message.job
+        self.app.notify(f"Job {job.id} cancelled" if job.state == "cancelled"
+                        else f"Job {job.id} is stopping (SIGTERM sent)")
+        self.poll()
+
+    def action_pull(self, prefix: str = "") -> None:
+        """Download the job's outputs (everything, or the file/folder at `prefix`)."""
+        job = self._job_or_say()
+        if job is None:
+            return
+        if not is_ended(job):
+            self.app.notify(f"Job {job.id} is {job.state}: outputs can be pulled once it "
+                            f"ends", severity="warning")
+            return
+        bar = self.query_one(TransferBar)
+        if bar.active:
+            self.app.notify("A download is already running", severity="warning")
+            return
+        bar.begin(f"job {job.id}: listing outputs")
+        self._download(job.id, prefix, self.nai.downloads / str(job.id))
+
+    @work(thread=True, exit_on_error=False, group="download")
+    def _download(self, job_id: int, prefix: str, dest: Path) -> None:
+        client = self.nai.api
+        tree = client.outputs(job_id)
+        result = self.nai.transfers.pull(
+            client, tree, dest, prefix,
+            lambda what, done, total: self.post_message(
+                TransferProgressed(done, total, f"job {job_id}: {what}")))
+        self.post_message(DownloadFinished(job_id, dest, result.downloaded, result.skipped,
+                                           result.kept))
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group == "download" and event.state in (WorkerState.ERROR,
+                                                                 WorkerState.CANCELLED):
+            self.query_one(TransferBar).finish()
+
+    def on_transfer_progressed(self, message: TransferProgressed) -> None:
+        self.query_one(TransferBar).progress(message.label, message.done, message.total)
+
+    def on_download_finished(self, message: DownloadFinished) -> None:
+        self.query_one(TransferBar).finish()
+        skipped = f", {message.skipped} already there" if message.skipped else ""
+        self.app.notify(f"Job {message.job_id}: {message.files} file(s) downloaded"
+                        f"{skipped} into {message.dest}" + kept_note(message.kept),
+                        title="Outputs pulled", severity="warning" if message.kept else
+                        "information")

@@ -1,0 +1,114 @@
+"""How jobs, sizes and times look on screen: one place for colours and wording."""
+
+from __future__ import annotations
+
+from rich.text import Text
+
+from nai_server.protocol import JobInfo
+from nai_tui.cli.output import duration, size
+
+ACTIVE_STATES = ("starting", "running")
+WAITING_STATES = ("queued", "preempted")
+END_STATES = ("succeeded", "failed", "cancelled", "timed_out", "lost")
+ALL_STATES = (*ACTIVE_STATES, *WAITING_STATES, *END_STATES)
+
+STATE_STYLE = {
+    "queued": "yellow",
+    "preempted": "yellow",
+    "starting": "cyan",
+    "running": "bold green",
+    "succeeded": "green",
+    "failed": "bold red",
+    "cancelled": "dim",
+    "timed_out": "red",
+    "lost": "magenta",
+}
+
+__all__ = ["duration", "size"]
+
+
+def state_text(state: str) -> Text:
+    """The state word in its colour."""
+    return Text(state.replace("_", " "), style=STATE_STYLE.get(state, ""))
+
+
+def is_ended(job: JobInfo) -> bool:
+    return job.state in END_STATES
+
+
+def sort_key(job: JobInfo) -> tuple[int, float]:
+    """Running first (longest running on top), then the queue in its order, then the
+    most recent ends."""
+    if job.state in ACTIVE_STATES:
+        return (0, job.started_at or job.submitted_at)
+    if job.state in WAITING_STATES:
+        return (1, float(job.id))
+    return (2, -(job.ended_at or job.submitted_at))
+
+
+def index_ranges(indices: list[int]) -> str:
+    """`[0, 1, 2, 3, 6]` → `0-3,6`."""
+    parts: list[str] = []
+    for i in sorted(indices):
+        if parts and i == int(parts[-1].rsplit("-", 1)[-1]) + 1:
+            parts[-1] = f"{parts[-1].split('-')[0]}-{i}"
+        else:
+            parts.append(str(i))
+    return ",".join(parts)
+
+
+def gpus_text(job: JobInfo) -> str:
+    """GPU indices when it holds some, else what it asked for."""
+    if job.gpus:
+        return index_ranges(job.gpus)
+    wanted = job.spec.get("gpus", 1)
+    if job.state in WAITING_STATES:
+        return f"({wanted})" if wanted else "cpu"
+    return "cpu" if not wanted else "-"
+
+
+def runtime(job: JobInfo, now: float) -> str:
+    """How long it ran (or runs); "-" when it never started."""
+    if job.started_at is None:
+        return "-"
+    return duration((job.ended_at or now) - job.started_at)
+
+
+def age(job: JobInfo, now: float) -> str:
+    """How long ago it ended, else how long ago it was submitted."""
+    return duration(now - (job.ended_at or job.submitted_at))
+
+
+def note(job: JobInfo) -> str:
+    """Why it waits, or how it ended."""
+    if job.reason:
+        return job.reason
+    if job.state == "failed" and job.exit_code is not None:
+        return f"exit code {job.exit_code}" + (f": {job.message}" if job.message else "")
+    return job.message or ""
+
+
+def clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+def bar(fraction: float, width: int) -> Text:
+    """A horizontal bar, eighths resolution, green → yellow → red as it fills."""
+    fraction = min(1.0, max(0.0, fraction))
+    eighths = round(fraction * width * 8)
+    full, part = divmod(eighths, 8)
+    blocks = "█" * full + ("" if part == 0 or full >= width else " ▏▎▍▌▋▊▉"[part])
+    style = "green" if fraction < 0.6 else "yellow" if fraction < 0.9 else "red"
+    text = Text(blocks, style=style)
+    text.append("·" * (width - len(blocks)), style="dim")
+    return text
+
+
+def kept_note(kept: tuple[str, ...], show: int = 3) -> str:
+    """The end of a pull's notice naming local files it did not overwrite (changed
+    here, so kept; the CLI's `--force` overwrites them), or "" when there were none."""
+    if not kept:
+        return ""
+    names = ", ".join(kept[:show]) + (f" and {len(kept) - show} more" if len(kept) > show
+                                      else "")
+    return f"; kept {len(kept)} local file(s) that differ from the server's: {names}"

@@ -1,0 +1,396 @@
+"""`JobTable`: the queue as a table that draws only what is on screen.
+
+A Line-API widget rather than a `DataTable`: `show(jobs, now)` only sorts the jobs and
+keeps them; a row's cells are worked out when the row is painted, and a refresh
+repaints only the lines on screen whose text changed. With 1,000 jobs a refresh costs
+a sort and a few dozen short lines, where a DataTable re-measured and re-rendered its
+cells through Rich. The cursor stays on the same job however the order moves, so a
+refresh every two seconds neither flickers nor loses your place.
+
+Columns have fixed widths computed from the table's width (names and notes are
+clipped to fit). The look (header, zebra stripes, cursor, hover) follows DataTable's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import ClassVar
+
+from rich.cells import cell_len, set_cell_size
+from rich.segment import Segment
+from rich.style import Style
+from textual import events
+from textual.binding import Binding, BindingType
+from textual.geometry import Region, Size, Spacing
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from nai_server.protocol import JobInfo
+from nai_tui.tui.widgets import format as fmt
+
+# (key, label, width or None for the two columns that share what is left)
+COLUMNS: tuple[tuple[str, str, int | None], ...] = (
+    ("id", "ID", 4), ("name", "NAME", None), ("user", "USER", 8), ("state", "STATE", 9),
+    ("gpus", "GPUS", 5), ("time", "RUNTIME", 7), ("age", "AGE", 6),
+    ("note", "NOTE", None))
+PADDING = 2 * len(COLUMNS)  # one cell of padding on each side of every column
+RIGHT = frozenset({0})  # right-justified columns (the id)
+HEADER = tuple((label, "") for _, label, _ in COLUMNS)
+STATE_CELLS = {state: (state.replace("_", " "), style)
+               for state, style in fmt.STATE_STYLE.items()}
+LINE_CACHE = 4000  # rendered lines kept; cleared whole when full
+
+Cell = tuple[str, str]  # (text, Rich style)
+Cells = tuple[Cell, ...]
+LineKey = tuple[Cells, int, bool, bool]  # cells, odd row, under the cursor, hovered
+
+
+class JobTable(ScrollView, can_focus=True):
+    """Jobs, one per row. Feed it with `show(jobs, now)`; Enter or a click on the
+    cursor row posts `JobTable.Opened`."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "open", "Open", tooltip="Open the job under the cursor"),
+        Binding("up", "cursor_up", "Cursor up", show=False),
+        Binding("down", "cursor_down", "Cursor down", show=False),
+        Binding("pageup", "page_up", "Page up", show=False),
+        Binding("pagedown", "page_down", "Page down", show=False),
+        Binding("home,ctrl+home", "first", "First job", show=False),
+        Binding("end,ctrl+end", "last", "Last job", show=False),
+    ]
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "job-table--header", "job-table--cursor", "job-table--hover",
+        "job-table--even-row", "job-table--odd-row",
+    }
+    # DataTable's look, under our own component names.
+    DEFAULT_CSS = """
+    JobTable {
+        height: 1fr;
+        background: $surface;
+        color: $foreground;
+        &:focus {
+            background-tint: $foreground 5%;
+            & > .job-table--cursor {
+                background: $block-cursor-background;
+                color: $block-cursor-foreground;
+                text-style: $block-cursor-text-style;
+            }
+            & > .job-table--header {
+                background-tint: $foreground 5%;
+            }
+        }
+        &:dark > .job-table--even-row {
+            background: $surface-darken-1 40%;
+        }
+        & > .job-table--header {
+            text-style: bold;
+            background: $panel;
+            color: $foreground;
+        }
+        &:ansi > .job-table--header {
+            background: ansi_bright_blue;
+            color: ansi_default;
+        }
+        & > .job-table--even-row {
+            background: $surface-lighten-1 50%;
+        }
+        & > .job-table--cursor {
+            background: $block-cursor-blurred-background;
+            color: $block-cursor-blurred-foreground;
+            text-style: $block-cursor-blurred-text-style;
+        }
+        & > .job-table--hover {
+            background: $block-hover-background;
+        }
+    }
+    """
+
+    class Opened(Message):
+        """The user opened a job: Enter, or a click on the cursor row."""
+
+        def __init__(self, table: JobTable, job: JobInfo) -> None:
+            super().__init__()
+            self.table = table
+            self.job = job
+
+        @property
+        def control(self) -> JobTable:
+            return self.table
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.jobs: dict[int, JobInfo] = {}  # in the order shown
+        self._order: list[int] = []
+        self._index: dict[int, int] = {}
+        self._max_id = 0
+        self._now = 0.0
+        self.cursor_row = 0
+        self._hover: int | None = None
+        self._widths: tuple[int, ...] = ()
+        self._widths_for: tuple[int, int] = (-1, -1)
+        self._lines: dict[tuple[object, ...], Strip] = {}
+        # What each line on screen shows as of the last show(), and where it scrolled.
+        self._shown: dict[int, LineKey | None] = {}
+        self._shown_at: tuple[int, Size] | None = None
+        self._pseudo: object = None
+        self._base = Style()
+
+    # --- reading ------------------------------------------------------------------------
+
+    @property
+    def row_count(self) -> int:
+        return len(self._order)
+
+    @property
+    def order(self) -> list[int]:
+        """The ids of the jobs shown, top to bottom."""
+        return list(self._order)
+
+    @property
+    def selected_job(self) -> JobInfo | None:
+        """The job under the cursor, if any."""
+        if not self._order:
+            return None
+        return self.jobs.get(self._order[min(self.cursor_row, len(self._order) - 1)])
+
+    def row_text(self, job_id: int) -> list[str]:
+        """What the job's row shows, cell by cell (its row must be shown)."""
+        return [text for text, _ in self.cells(self.jobs[job_id], self._now)]
+
+    # --- columns and cells --------------------------------------------------------------
+
+    def widths(self, max_id: int) -> tuple[int, ...]:
+        """Column widths for the current size: the name and the note share the rest."""
+        fixed = {key: width for key, _, width in COLUMNS if width}
+        fixed["id"] = max(fixed["id"], len(str(max_id)))
+        rest = max(20, (self.size.width or 80) - 2 - PADDING - sum(fixed.values()))
+        # Names first (they are how you find a job), but never so wide that the table
+        # needs a sideways scrollbar: at 80 columns the note keeps its 8 cells.
+        name = min(32, max(min(16, rest - 8), rest // 2))
+        shared = {"name": name, "note": max(8, rest - name)}
+        return tuple(fixed.get(key) or shared[key] for key, _, _ in COLUMNS)
+
+    def _current_widths(self) -> tuple[int, ...]:
+        width = self.size.width
+        if self._widths_for != (width, self._max_id):
+            self._widths_for = (width, self._max_id)
+            self._widths = self.widths(self._max_id)
+        return self._widths
+
+    def cells(self, job: JobInfo, now: float) -> Cells:
+        """What the row of a job shows: (text, style) per column."""
+        w = self._current_widths()
+        note = fmt.note(job)
+        return ((str(job.id), ""), (fmt.clip(job.name, w[1]), ""),
+                (fmt.clip(job.user, w[2]), ""), STATE_CELLS.get(job.state) or (job.state, ""),
+                (fmt.clip(fmt.gpus_text(job), w[4]), ""), (fmt.runtime(job, now), ""),
+                (fmt.age(job, now), ""),
+                (fmt.clip(note, w[7]), "italic" if job.reason else "dim") if note else ("", ""))
+
+    # --- updating -----------------------------------------------------------------------
+
+    def show(self, jobs: Sequence[JobInfo], now: float) -> None:
+        """Make the table show exactly these jobs, in their sensible order. Repaints
+        only the lines on screen that changed; the cursor follows its job."""
+        keep = self.selected_job
+        ordered = sorted(jobs, key=fmt.sort_key)
+        self.jobs = {job.id: job for job in ordered}
+        self._order = [job.id for job in ordered]
+        self._index = {job_id: i for i, job_id in enumerate(self._order)}
+        self._max_id = max(self._order, default=0)
+        self._now = now
+        if keep is not None and keep.id in self._index:
+            self.cursor_row = self._index[keep.id]
+        else:
+            self.cursor_row = max(0, min(self.cursor_row, len(self._order) - 1))
+        if self._hover is not None and self._hover >= len(self._order):
+            self._hover = None
+        self._refresh_changed(everything=self._size_to_fit())  # when rows came or went
+
+    def _size_to_fit(self) -> bool:
+        """Set the virtual size for the rows and the columns' widths; True if it changed."""
+        size = Size(sum(self._current_widths()) + PADDING, len(self._order) + 1)
+        if size == self.virtual_size:
+            return False
+        self.virtual_size = size
+        return True
+
+    def on_resize(self) -> None:
+        self._size_to_fit()  # the name and note columns follow the width
+
+    def _refresh_changed(self, *, everything: bool = False) -> None:
+        """Refresh the lines on screen whose content changed since the last show()
+        (all of them after a scroll or a resize: those repaint everything anyway)."""
+        top = round(self.scroll_y)
+        shown = {y: self._line_key(top + y - 1) for y in range(1, self.size.height)}
+        if everything or self._shown_at != (top, self.size):
+            self.refresh()
+        else:
+            for y, key in shown.items():
+                if self._shown.get(y) != key:
+                    self.refresh(Region(0, y, self.size.width, 1))
+        self._shown, self._shown_at = shown, (top, self.size)
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._lines.clear()
+        self._shown_at = None
+        self.refresh()
+
+    # --- painting -----------------------------------------------------------------------
+
+    def _line_key(self, row: int) -> LineKey | None:
+        if row >= len(self._order):
+            return None
+        job = self.jobs[self._order[row]]
+        return (self.cells(job, self._now), row % 2, row == self.cursor_row,
+                row == self._hover)
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        self._pseudo = self.get_pseudo_class_state()  # focus changes the cursor's colour
+        self._base = self.rich_style
+        return super().render_lines(crop)
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        scroll_x, scroll_y = self.scroll_offset
+        if y == 0:
+            line = self._line(None, lambda: self._render_row(HEADER, "job-table--header",
+                                                             header=True))
+        else:
+            key = self._line_key(scroll_y + y - 1)
+            if key is None:
+                return Strip.blank(width, self._base)
+            cells, odd, cursor, hover = key
+            zebra = "job-table--odd-row" if odd else "job-table--even-row"
+            line = self._line(key, lambda: self._render_row(cells, zebra, cursor=cursor,
+                                                            hover=hover))
+        return line.crop_extend(scroll_x, scroll_x + width, self._base)
+
+    def _line(self, key: LineKey | None, render: Callable[[], Strip]) -> Strip:
+        """A whole row from the cache, else rendered (`key` None: the header)."""
+        full = (key, self._current_widths(), self.size.width, self._pseudo)
+        line = self._lines.get(full)
+        if line is None:
+            if len(self._lines) >= LINE_CACHE:
+                self._lines.clear()
+            line = self._lines[full] = render()
+        return line
+
+    def _render_row(self, cells: Cells, component: str, *, header: bool = False,
+                    cursor: bool = False, hover: bool = False) -> Strip:
+        """One row as DataTable draws it: padded cells over the row's style, the cursor
+        over that, and the row's style carried on to the right edge."""
+        row_style = self.get_component_rich_style(component)
+        over = Style()
+        if hover:
+            over += self.get_component_rich_style("job-table--hover")
+        if cursor:
+            over += self.get_component_rich_style("job-table--cursor")
+        base = row_style + over
+        post = Style.from_color(color=over.color) if cursor else Style()
+        pad = Segment(" ", base + post)
+        segments: list[Segment] = []
+        for index, ((text, style), width) in enumerate(zip(cells, self._current_widths(),
+                                                             strict=True)):
+            text = set_cell_size(text, width) if cell_len(text) > width else text
+            space = " " * (width - cell_len(text))
+            styled = base + Style.parse(style) + post if style else base + post
+            cell = [Segment(text, styled), Segment(space, base + post)]
+            segments += [pad, *(reversed(cell) if index in RIGHT and not header else cell), pad]
+        total = sum(self._current_widths()) + PADDING
+        segments.append(Segment(" " * max(0, self.size.width - total), base))
+        return Strip([segment for segment in segments if segment.text]).simplify()
+
+    # --- the cursor ---------------------------------------------------------------------
+
+    def move_cursor(self, row: int, *, scroll: bool = True) -> None:
+        """Put the cursor on this row (clamped) and, with `scroll`, bring it into view."""
+        row = max(0, min(row, len(self._order) - 1))
+        if row != self.cursor_row:
+            self._refresh_row(self.cursor_row)
+            self.cursor_row = row
+            self._refresh_row(row)
+        if scroll:
+            self.scroll_to_region(Region(int(self.scroll_x), row + 1, 1, 1),
+                                  spacing=Spacing(1, 0, 0, 0), animate=False, force=True,
+                                  immediate=True)
+
+    def select_job(self, job_id: int) -> bool:
+        """Put the cursor on this job, if shown."""
+        if job_id not in self._index:
+            return False
+        self.move_cursor(self._index[job_id])
+        return True
+
+    def _refresh_row(self, row: int) -> None:
+        y = row + 1 - round(self.scroll_y)
+        if 0 < y < self.size.height:
+            self.refresh(Region(0, y, self.size.width, 1))
+
+    def _set_hover(self, row: int | None) -> None:
+        if row != self._hover:
+            if self._hover is not None:
+                self._refresh_row(self._hover)
+            self._hover = row
+            if row is not None:
+                self._refresh_row(row)
+
+    def _row_at(self, event: events.MouseEvent) -> int | None:
+        offset = event.get_content_offset(self)
+        if offset is None or offset.y < 1:
+            return None  # the header, the scrollbars
+        row = round(self.scroll_y) + offset.y - 1
+        return row if row < len(self._order) else None
+
+    def on_mouse_move(self, event: events.MouseMove) -> None:
+        self._set_hover(self._row_at(event))
+
+    def on_leave(self, _: events.Leave) -> None:
+        self._set_hover(None)
+
+    def on_click(self, event: events.Click) -> None:
+        row = self._row_at(event)
+        if row is None:
+            return
+        event.stop()
+        if row == self.cursor_row:
+            self.action_open()
+        else:
+            self.move_cursor(row)
+
+    def _page(self) -> int:
+        return max(1, self.scrollable_content_region.height - 1)
+
+    def action_open(self) -> None:
+        """Open the job under the cursor."""
+        job = self.selected_job
+        if job is not None:
+            self.post_message(self.Opened(self, job))
+
+    def action_cursor_up(self) -> None:
+        self._set_hover(None)
+        self.move_cursor(self.cursor_row - 1)
+
+    def action_cursor_down(self) -> None:
+        self._set_hover(None)
+        self.move_cursor(self.cursor_row + 1)
+
+    def action_page_up(self) -> None:
+        self._set_hover(None)
+        self.scroll_relative(y=-self._page(), animate=False, force=True, immediate=True)
+        self.move_cursor(self.cursor_row - self._page())
+
+    def action_page_down(self) -> None:
+        self._set_hover(None)
+        self.scroll_relative(y=self._page(), animate=False, force=True, immediate=True)
+        self.move_cursor(self.cursor_row + self._page())
+
+    def action_first(self) -> None:
+        self._set_hover(None)
+        self.move_cursor(0)
+
+    def action_last(self) -> None:
+        self._set_hover(None)
+        self.move_cursor(len(self._order) - 1)
