@@ -14,6 +14,11 @@ from typing_extensions import TypedDict
 from nai_server.core.bounds import MAX_ID as MAX_ID
 from nai_server.core.bounds import json_problem
 
+# The job states and which of them a job never leaves: one vocabulary for the daemon, the
+# batch CLI and the TUI (JobInfo.state carries the enum's value).
+from nai_server.core.states import TERMINAL
+from nai_server.core.states import JobState as JobState
+
 # Which paths and symlinks a tree may hold is part of the wire contract: clients check
 # it before sending a folder and before writing a tree the server sent.
 from nai_server.core.trees import UNNAMED_BLOB as UNNAMED_BLOB
@@ -23,6 +28,9 @@ from nai_server.core.trees import path_problem as path_problem
 
 # Major.minor: a client refuses a server with another major version.
 API_VERSION = "1.0"
+
+TERMINAL_STATES: frozenset[JobState] = TERMINAL
+"""States a job never leaves: succeeded, failed, cancelled, timed_out, lost."""
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 METHOD_OVERRIDE_HEADER = "X-HTTP-Method-Override"
@@ -318,7 +326,7 @@ class JobInfo(Model):
     name: str
     user: str
     group: str | None
-    state: str
+    state: str  # a JobState value
     reason: str | None = None  # why a queued job waits
     est_start: float | None = None
     message: str | None = None

@@ -19,6 +19,7 @@ import yaml
 
 from nai_server.protocol import (
     API_VERSION,
+    TERMINAL_STATES,
     Conflict,
     ConnectionFailed,
     Forbidden,
@@ -44,7 +45,6 @@ from nai_server.protocol import (
 from nai_tui.remote.client import ServerClient
 
 GIB = 1 << 30
-ENDED = {"succeeded", "failed", "cancelled", "timed_out", "lost"}
 
 
 class ManualClock:
@@ -248,7 +248,7 @@ class FakeServerClient(ServerClient):
             if job.user != self.user and not self.admin:
                 raise Forbidden(f"job {job_id} belongs to {job.user}; only they or an admin "
                                 f"may cancel it")
-            if job.state in ENDED:
+            if job.state in TERMINAL_STATES:
                 raise Conflict(f"job {job_id} already ended ({job.state})")
             return self.update_job(job_id, state="cancelled", ended_at=self.now,
                                    message=f"cancelled by {self.user}", reason=None)

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nai_server.protocol import Invalid, NaiError
+from nai_server.protocol import TERMINAL_STATES, Invalid, NaiError
 from nai_tui.cli import local, output
 from nai_tui.cli.output import emit_json, err, note, table
 from nai_tui.config import ClientConfig, ServerEntry, cache_dir, config_dir
@@ -22,7 +22,6 @@ from nai_tui.remote.connect import connect
 from nai_tui.sync import push as sync
 
 SPEC_FILE = "nai.yaml"
-END_STATES = {"succeeded", "failed", "cancelled", "timed_out", "lost"}
 
 
 def _hash_cache() -> sync.HashCache:
@@ -111,7 +110,7 @@ def follow(client: ServerClient, job_id: int) -> int:
         sys.stdout.buffer.write(chunk)
         sys.stdout.buffer.flush()
     job = client.job(job_id)
-    while job.state not in END_STATES:  # the stream ended early (connection dropped)
+    while job.state not in TERMINAL_STATES:  # the stream ended early (connection dropped)
         time.sleep(0.5)
         job = client.job(job_id)
     note(f"job {job_id} {job.state}" + (f" (exit code {job.exit_code})"
@@ -183,7 +182,7 @@ def cmd_cancel(args: argparse.Namespace, client: ServerClient) -> int:
 
 def cmd_pull(args: argparse.Namespace, client: ServerClient) -> int:
     job = client.job(args.id)
-    if job.state not in END_STATES:
+    if job.state not in TERMINAL_STATES:
         raise Invalid(f"job {args.id} is {job.state}; outputs can be pulled once it ends")
     tree = client.outputs(args.id)
     dest = Path(args.to) if args.to else Path.cwd() / "nai-outputs" / str(args.id)

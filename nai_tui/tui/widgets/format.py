@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from nai_server.protocol import JobInfo
+from nai_server.protocol import TERMINAL_STATES, JobInfo, JobState
 from nai_tui.cli.output import duration, size
 
-ACTIVE_STATES = ("starting", "running")
-WAITING_STATES = ("queued", "preempted")
-END_STATES = ("succeeded", "failed", "cancelled", "timed_out", "lost")
+# How the screens group the protocol's states: holding resources, waiting for them, done.
+ACTIVE_STATES = (JobState.STARTING.value, JobState.RUNNING.value)
+WAITING_STATES = (JobState.QUEUED.value, JobState.PREEMPTED.value)
+END_STATES = tuple(s.value for s in JobState if s in TERMINAL_STATES)
 ALL_STATES = (*ACTIVE_STATES, *WAITING_STATES, *END_STATES)
 
 STATE_STYLE = {
@@ -33,7 +34,7 @@ def state_text(state: str) -> Text:
 
 
 def is_ended(job: JobInfo) -> bool:
-    return job.state in END_STATES
+    return job.state in TERMINAL_STATES
 
 
 def sort_key(job: JobInfo) -> tuple[int, float]:
