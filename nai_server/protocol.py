@@ -26,6 +26,10 @@ from nai_server.core.trees import is_digest
 from nai_server.core.trees import link_problems as link_problems
 from nai_server.core.trees import path_problem as path_problem
 
+# Sizes and running times read the same in the daemon's messages, the CLI and the TUI.
+from nai_server.core.units import format_elapsed as format_elapsed
+from nai_server.core.units import format_size as format_size
+
 # Major.minor: a client refuses a server with another major version.
 API_VERSION = "1.0"
 

@@ -46,6 +46,21 @@ def format_duration(seconds: int) -> str:
     return "".join(parts) or "0s"
 
 
+def format_elapsed(seconds: float | None) -> str:
+    """A running time as the job listings show it, two units at most: 42 → "42s",
+    65 → "1m05s", 7380 → "2h03m", 90061 → "1d01h"; unknown or negative → "-"."""
+    if seconds is None or seconds < 0:
+        return "-"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
 _SIZE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(?:([kmgtp])(i?)(b?)|b?)\s*", re.IGNORECASE)
 _BINARY_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nai_server.protocol import TERMINAL_STATES, Invalid, NaiError
+from nai_server.protocol import TERMINAL_STATES, Invalid, NaiError, format_size
 from nai_tui.cli import local, output
 from nai_tui.cli.output import emit_json, err, note, table
 from nai_tui.config import ClientConfig, ServerEntry, cache_dir, config_dir
@@ -213,9 +213,9 @@ def cmd_gpus(args: argparse.Namespace, client: ServerClient) -> int:
         holder = f"job {g.job} ({g.user})" if g.job else ""
         foreign = "; ".join(
             f"{f'job {p.job} strayed here:' if p.job else 'foreign'} pid {p.pid} "
-            f"({p.user or '?'}, {output.size(p.used_memory)})" for p in g.foreign)
+            f"({p.user or '?'}, {format_size(p.used_memory)})" for p in g.foreign)
         rows.append([g.index, g.name, f"{g.utilization}%",
-                     f"{output.size(g.memory_used)} / {output.size(g.memory_total)}",
+                     f"{format_size(g.memory_used)} / {format_size(g.memory_total)}",
                      " ".join(x for x in (holder, foreign) if x) or "free"])
     print(table(rows, ["GPU", "NAME", "UTIL", "MEMORY", "USED BY"]))
     note(f"source: {gpus.source}; CPU slots {gpus.cpu_slots_used}/{gpus.cpu_slots} in use")

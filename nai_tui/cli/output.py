@@ -10,6 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from nai_server.protocol import format_elapsed
+
 # `nai pull` (and `nai dataset|model pull`) finished, but kept local files that differ
 # from the server's copy: the folder is not the version asked for. Distinct from 1
 # (nothing or not all could be fetched: an error) and 2 (usage), as `aws s3 sync`
@@ -37,32 +39,11 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def duration(seconds: float | None) -> str:
-    if seconds is None or seconds < 0:
-        return "-"
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    if seconds < 86400:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
-
-
-def size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
-
 def job_runtime(job: Any, now: float | None = None) -> str:
     now = now or time.time()
     if job.started_at is None:
-        return f"waiting {duration(now - job.submitted_at)}"
-    return duration((job.ended_at or now) - job.started_at)
+        return f"waiting {format_elapsed(now - job.submitted_at)}"
+    return format_elapsed((job.ended_at or now) - job.started_at)
 
 
 def job_rows(jobs: Sequence[Any]) -> str:

@@ -27,8 +27,9 @@ from nai_server.protocol import (
     PushedVersion,
     RegistryEntry,
     RegistryVersion,
+    format_size,
 )
-from nai_tui.cli.output import emit_json, note, report_pull, size, table
+from nai_tui.cli.output import emit_json, note, report_pull, table
 from nai_tui.config import cache_dir
 from nai_tui.remote.client import ServerClient
 from nai_tui.sync import push as sync
@@ -134,7 +135,7 @@ def cmd_push(args: argparse.Namespace, client: ServerClient) -> int:
              f"holds exactly these files; --allow-same records a new version anyway){hint}")
         return 0
     note(f"{args.kind} {args.name}@{v.version}" + (f" ({v.tag})" if v.tag else "") +
-         f": {v.files} files, {size(v.size)}")
+         f": {v.files} files, {format_size(v.size)}")
     return 0
 
 
@@ -147,7 +148,7 @@ def cmd_list(args: argparse.Namespace, client: ServerClient) -> int:
         emit_json(entries)
         return 0
     rows = [[e.name, "-" if e.latest is None else e.latest, e.latest_tag or "",
-             size(e.size), e.files, _owner(e.owner), _readers(e), e.description[:40]]
+             format_size(e.size), e.files, _owner(e.owner), _readers(e), e.description[:40]]
             for e in entries]
     print(table(rows, ["NAME", "LATEST", "TAG", "SIZE", "FILES", "OWNER", "READERS",
                        "DESCRIPTION"]))
@@ -163,7 +164,8 @@ def cmd_show(args: argparse.Namespace, client: ServerClient) -> int:
             return 0
         lines = [f"{args.kind} {name}@{v.version}" + (f" ({v.tag})" if v.tag else "") +
                  (" - removed, kept while in use" if v.deleted else ""),
-                 f"  tree:     {v.tree_id}", f"  size:     {size(v.size)} in {v.files} files",
+                 f"  tree:     {v.tree_id}",
+                 f"  size:     {format_size(v.size)} in {v.files} files",
                  f"  created:  {_when(v.created_at)} by {v.created_by}",
                  f"  used by:  {', '.join(f'job {j}' for j in v.used_by) or 'no jobs'}"]
         if v.description:
@@ -178,7 +180,7 @@ def cmd_show(args: argparse.Namespace, client: ServerClient) -> int:
         return 0
     print(f"{args.kind} {e.name}: owner {_owner(e.owner)}; readers: {_readers(e)}" +
           (f"\n  {e.description}" if e.description else ""))
-    rows = [[v.version, v.tag or "", size(v.size), v.files, _when(v.created_at),
+    rows = [[v.version, v.tag or "", format_size(v.size), v.files, _when(v.created_at),
              v.created_by, ",".join(map(str, v.used_by)) or "-",
              "removed (kept while in use)" if v.deleted else ""] for v in e.versions]
     print(table(rows, ["VERSION", "TAG", "SIZE", "FILES", "CREATED", "BY", "JOBS", ""]))

@@ -18,12 +18,11 @@ HTTP = ("fastapi", "starlette", "uvicorn", "httpx", "nai_server.api")
 
 # Known crossings, each with the reason it is still there. The API's are the Contracts
 # part of issue 15 (the use cases will hand out log chunks, disk-space refusals and
-# typed store errors); the formatter goes when both sides share one (same issue).
+# typed store errors).
 KNOWN = {
     ("nai_server/api/app.py", "nai_server.host.diskspace"),  # 507 below the free-space floor
     ("nai_server/api/app.py", "nai_server.store.blobs"),  # store errors mapped to answers
     ("nai_server/api/jobs.py", "nai_server.host.jobfiles"),  # logs streamed in a thread
-    ("nai_tui/tui/widgets/format.py", "nai_tui.cli.output"),  # size() and duration()
     ("nai_tui/cli/__init__.py", "nai_tui.tui.app"),  # `nai` with no command starts the TUI
 }
 

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from nai_server.core.units import format_duration, format_size, parse_duration, parse_size
+from nai_server.core.units import (
+    format_duration,
+    format_elapsed,
+    format_size,
+    parse_duration,
+    parse_size,
+)
 
 GiB = 1024**3
 MiB = 1024**2
@@ -90,3 +96,20 @@ def test_parse_size_rejects(bad: object) -> None:
 )
 def test_format_size(size: int, text: str) -> None:
     assert format_size(size) == text
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (None, "-"),
+        (-1, "-"),
+        (0, "0s"),
+        (42.9, "42s"),
+        (65, "1m05s"),
+        (7380, "2h03m"),
+        (90061, "1d01h"),
+    ],
+)
+def test_format_elapsed(seconds: float | None, text: str) -> None:
+    """The listings' running time: two units at most, the second zero-padded."""
+    assert format_elapsed(seconds) == text

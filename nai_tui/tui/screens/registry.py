@@ -23,6 +23,7 @@ from nai_server.protocol import (
     RegistryEntry,
     RegistrySummary,
     RegistryVersion,
+    format_size,
 )
 from nai_tui.remote.client import ServerClient
 from nai_tui.tui.messages import TransferProgressed
@@ -30,7 +31,7 @@ from nai_tui.tui.ports import Progress
 from nai_tui.tui.screens.base import NaiScreen
 from nai_tui.tui.screens.registry_push import PushRequest
 from nai_tui.tui.widgets.footer import Footer
-from nai_tui.tui.widgets.format import clip, kept_note, size
+from nai_tui.tui.widgets.format import clip, kept_note
 from nai_tui.tui.widgets.transfer_bar import TransferBar
 
 KINDS = ("dataset", "model")
@@ -160,7 +161,7 @@ class RegistryScreen(NaiScreen):
             latest = "-" if e.latest is None else f"{e.latest}" + (
                 f" ({e.latest_tag})" if e.latest_tag else "")
             table.add_row(e.name, owner_text(e.owner), visibility_text(e), latest,
-                          size(e.size), clip(e.description, 40), key=e.name)
+                          format_size(e.size), clip(e.description, 40), key=e.name)
         if selected in self.entries:
             table.move_cursor(row=table.get_row_index(selected))
         status = f"{len(message.entries)} {self.kind}(s)"
@@ -202,7 +203,7 @@ class RegistryScreen(NaiScreen):
             text.append(f"\n{entry.description}", style="dim")
         about.update(text)
         for v in reversed(entry.versions):  # newest first
-            table.add_row(str(v.version), v.tag or "", size(v.size), str(v.files),
+            table.add_row(str(v.version), v.tag or "", format_size(v.size), str(v.files),
                           when(v.created_at), v.created_by,
                           ", ".join(f"#{j}" for j in v.used_by) or "-",
                           Text("removed, kept while in use", style="yellow") if v.deleted
@@ -273,7 +274,7 @@ class RegistryScreen(NaiScreen):
                         f"holds exactly these files)", title=f"{self.kind} not pushed")
         else:
             self.notify(f"{message.name}@{v.version}" + (f" ({v.tag})" if v.tag else "") +
-                        f": {v.files} files, {size(v.size)}", title=f"{self.kind} pushed")
+                        f": {v.files} files, {format_size(v.size)}", title=f"{self.kind} pushed")
         self.entry = None  # show the versions from the newest again
         self._select = message.name
         self.action_reload()

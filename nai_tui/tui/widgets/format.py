@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from nai_server.protocol import TERMINAL_STATES, JobInfo, JobState
-from nai_tui.cli.output import duration, size
+from nai_server.protocol import TERMINAL_STATES, JobInfo, JobState, format_elapsed
 
 # How the screens group the protocol's states: holding resources, waiting for them, done.
 ACTIVE_STATES = (JobState.STARTING.value, JobState.RUNNING.value)
@@ -24,8 +23,6 @@ STATE_STYLE = {
     "timed_out": "red",
     "lost": "magenta",
 }
-
-__all__ = ["duration", "size"]
 
 
 def state_text(state: str) -> Text:
@@ -72,12 +69,12 @@ def runtime(job: JobInfo, now: float) -> str:
     """How long it ran (or runs); "-" when it never started."""
     if job.started_at is None:
         return "-"
-    return duration((job.ended_at or now) - job.started_at)
+    return format_elapsed((job.ended_at or now) - job.started_at)
 
 
 def age(job: JobInfo, now: float) -> str:
     """How long ago it ended, else how long ago it was submitted."""
-    return duration(now - (job.ended_at or job.submitted_at))
+    return format_elapsed(now - (job.ended_at or job.submitted_at))
 
 
 def note(job: JobInfo) -> str:

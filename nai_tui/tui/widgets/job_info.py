@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
-from nai_server.protocol import JobInfo
+from nai_server.protocol import JobInfo, format_elapsed
 from nai_tui.tui.widgets import format as fmt
 
 
@@ -46,7 +46,7 @@ class JobHeader(Static):
             line.append(f"  exit {job.exit_code}", style="red" if job.exit_code else "green")
         note = fmt.note(job)
         if job.est_start is not None and not fmt.is_ended(job):
-            note += f" (est. start in {fmt.duration(job.est_start - now)})"
+            note += f" (est. start in {format_elapsed(job.est_start - now)})"
         self.update(Group(line, Text(note, style="italic dim")) if note else line)
 
 
@@ -69,7 +69,7 @@ class JobSpec(Static):
                          f"{fmt.age(job, now)} ago" if job.ended_at is None else "")
         if job.started_at is not None:
             timeline.add_row("started", clock_time(job.started_at),
-                             f"waited {fmt.duration(job.started_at - job.submitted_at)}")
+                             f"waited {format_elapsed(job.started_at - job.submitted_at)}")
         elif job.est_start is not None:
             timeline.add_row("est. start", clock_time(job.est_start), job.reason or "")
         if job.ended_at is not None:

@@ -7,8 +7,7 @@ from rich.text import Text
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
-from nai_server.protocol import TreeInfo
-from nai_tui.tui.widgets.format import size
+from nai_server.protocol import TreeInfo, format_size
 
 
 class OutputTree(Tree[str]):
@@ -31,7 +30,7 @@ class OutputTree(Tree[str]):
         self.info = info
         self.clear()
         self.root.set_label(Text.assemble(("outputs", "bold"),
-                                          f"  {info.files} files, {size(info.size)}"))
+                                          f"  {info.files} files, {format_size(info.size)}"))
         folders: dict[str, TreeNode[str]] = {"": self.root}
         for entry in sorted(info.entries, key=lambda e: e.path):
             parts = entry.path.split("/")
@@ -42,7 +41,7 @@ class OutputTree(Tree[str]):
                     folders[folder] = parent.add(parts[depth - 1] + "/", data=folder,
                                                  expand=True)
             label = Text(parts[-1])
-            label.append(f"  {size(entry.size)}", style="dim")
+            label.append(f"  {format_size(entry.size)}", style="dim")
             if entry.kind == "symlink":
                 label.append(f" → {entry.target}", style="dim")
             folders["/".join(parts[:-1])].add_leaf(label, data=entry.path)

@@ -7,7 +7,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Label, ProgressBar
 
-from nai_tui.tui.widgets.format import size
+from nai_server.protocol import format_size
 
 
 class TransferBar(Horizontal):
@@ -44,7 +44,7 @@ class TransferBar(Horizontal):
 
     def progress(self, what: str, done: int, total: int | None) -> None:
         self.add_class("-active")
-        self.query_one(Label).update(f"{what} {size(done)}" + (f" of {size(total)}"
+        self.query_one(Label).update(f"{what} {format_size(done)}" + (f" of {format_size(total)}"
                                                               if total else ""))
         self.query_one(ProgressBar).update(total=total or None, progress=done)
 
