@@ -111,10 +111,11 @@ class BlobStore:
 
     def blob_path(self, digest: str) -> str:
         """path_of as a plain string, for the per-blob hot paths of uploads."""
-        return self._blob_file(check_digest(digest))
+        return self.blob_path_trusted(check_digest(digest))
 
-    def _blob_file(self, digest: str) -> str:
-        """blob_path for a digest known to be one (a hexdigest, or from a checked tree)."""
+    def blob_path_trusted(self, digest: str) -> str:
+        """blob_path for a digest known to be one (a hexdigest, or from a checked tree):
+        no check on the per-blob hot path of a packed upload."""
         return f"{self._blob_dir}/{digest[:2]}/{digest[2:]}"
 
     def has(self, digest: str) -> bool:
@@ -157,7 +158,7 @@ class BlobStore:
 
     def held(self, user: str, digest: str) -> bool:
         """True if `user` uploaded this blob and it is still stored."""
-        return self.claims.holds(user, digest) and os.path.isfile(self._blob_file(digest))
+        return self.claims.holds(user, digest) and os.path.isfile(self.blob_path_trusted(digest))
 
     def missing_for(self, user: str, digests: Iterable[str]) -> list[str]:
         """`missing`, as one user sees the store: what they have not uploaded themselves
@@ -170,7 +171,9 @@ class BlobStore:
         for leftover in self._tmp.iterdir():
             leftover.unlink(missing_ok=True)
 
-    def _sink(self, *, hash_only: bool = False) -> BlobSink:
+    def new_sink(self, *, hash_only: bool = False) -> BlobSink:
+        """A writer for one incoming blob, in this store's temp folder; `hash_only`: one
+        the store already holds, so its bytes are hashed to check them, never written."""
         return BlobSink(None if hash_only else self._tmp)
 
     def _commit(self, sink: BlobSink, final: Path) -> None:
@@ -188,14 +191,14 @@ class BlobStore:
         sink.path = None
         fsync_dir(final.parent)
 
-    def _sync(self) -> None:
+    def sync(self) -> None:
         """Make everything written in the store so far durable: the bytes of sealed temp
         files, and the blobs already moved into place (one syncfs: one file system)."""
         syncfs(self._tmp)
 
-    def _publish(self, sinks: Sequence[tuple[BlobSink, str]]) -> None:
-        """Move sealed temp files, whose bytes a `_sync` begun after they were sealed has
-        made durable, to their digests; the caller's next `_sync` makes the names
+    def publish(self, sinks: Sequence[tuple[BlobSink, str]]) -> None:
+        """Move sealed temp files, whose bytes a `sync` begun after they were sealed has
+        made durable, to their digests; the caller's next `sync` makes the names
         durable. No blob ever appears under its digest before its bytes are on disk."""
         try:
             made: set[str] = set()
@@ -263,7 +266,7 @@ class BlobStore:
         for e in entries:  # the digests are checked: parse_manifest made the entries
             if e.kind == "file" and (digest := e.sha256) not in sizes:
                 try:
-                    sizes[digest] = os.stat(self._blob_file(digest)).st_size
+                    sizes[digest] = os.stat(self.blob_path_trusted(digest)).st_size
                 except FileNotFoundError:
                     sizes[digest] = None
         missing = [digest for digest, size in sizes.items() if size is None]
@@ -318,7 +321,7 @@ class BlobStore:
             digest = row["sha256"]
             if row["kind"] == "file" and digest not in seen:
                 seen.add(digest)
-                if not isfile(self._blob_file(digest)):
+                if not isfile(self.blob_path_trusted(digest)):
                     missing.append(digest)
         return missing
 

@@ -3,8 +3,8 @@
 
 Also BlobSink, the hashing temp-file writer every incoming blob goes through. The
 receiver stores through the BlobStore it is given (``BlobStore.receiver`` makes one):
-its ``has``, ``_blob_file``, ``_sink``, ``_sync``, ``_publish`` and ``claims``; blobs.py imports
-this module, never the other way round at run time.
+its public seams ``has``, ``held``, ``blob_path_trusted``, ``new_sink``, ``sync``, ``publish``
+and ``claims``; blobs.py imports this module, never the other way round at run time.
 """
 
 from __future__ import annotations
@@ -204,7 +204,7 @@ class PackReceiver:
         finally:
             if self._unsynced_names:  # the last batch's
                 self._unsynced_names = False
-                self._store._sync()
+                self._store.sync()
 
     def _flush_batch(self) -> None:
         """A batch is complete: rename the one before into place (its bytes are on disk
@@ -218,7 +218,7 @@ class PackReceiver:
 
         def sync() -> None:
             try:
-                self._store._sync()
+                self._store.sync()
             except BaseException as exc:  # handed to the receiving thread
                 self._sync_error = exc
 
@@ -239,7 +239,7 @@ class PackReceiver:
                 sink.discard()
             raise error
         self._unsynced_names = True
-        self._store._publish(batch)
+        self._store.publish(batch)
         if self._holder is not None:  # after the blobs: a claim never names a missing blob
             self._store.claims.record(self._holder, digests)
 
@@ -268,7 +268,7 @@ class PackReceiver:
         # Already stored: verify the bytes but do not write them again. Small blobs are
         # written without asking (the client asked first, so they are new): for
         # thousands of small files the stat cost more than the write it might save.
-        self._sink = self._store._sink(
+        self._sink = self._store.new_sink(
             hash_only=not unnamed and size >= SKIP_CHECK_BYTES and self._known(name))
         if size == 0:
             self._on_member_end()
@@ -292,7 +292,7 @@ class PackReceiver:
             sink.seal(sync=False)
             self._pending_bytes += sink.size
         # A blob already stored (only hashed) joins the batch too, for its claim.
-        self._pending.append((sink, self._store._blob_file(digest)))
+        self._pending.append((sink, self._store.blob_path_trusted(digest)))
         self._pending_digests.append(digest)
         if len(self._pending) >= FLUSH_BLOBS or self._pending_bytes >= FLUSH_BYTES:
             self._flush_batch()

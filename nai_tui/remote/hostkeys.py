@@ -236,7 +236,7 @@ def _prefer(current: tuple[str, ...], first: list[str]) -> tuple[str, ...]:
     return (*head, *(x for x in current if x not in head))
 
 
-def _secure(conn: Connection, server: str, known_hosts: Path | None, timeout: float) -> None:
+def secure_hops(conn: Connection, server: str, known_hosts: Path | None, timeout: float) -> None:
     """Replace fabric's auto-add policy on every hop; set timeouts and algorithms."""
     for depth, hop in enumerate(_hops(conn)):
         known = KnownHosts(known_hosts_files(hop, known_hosts))
@@ -293,7 +293,7 @@ def fetch_host_key(target: str, *, ssh_config: Path | None = None,
     """
     server = name or target
     conn = resolve(target, ssh_config)
-    _secure(conn, server, known_hosts, connect_timeout)
+    secure_hops(conn, server, known_hosts, connect_timeout)
     transport: paramiko.Transport | None = None
     try:
         if conn.gateway:
@@ -309,7 +309,7 @@ def fetch_host_key(target: str, *, ssh_config: Path | None = None,
     finally:
         if transport is not None:
             transport.close()
-        _close_hops(conn)
+        close_hops(conn)
     return key.get_name(), key, fingerprint(key)
 
 
@@ -349,7 +349,8 @@ def _entry_names(line: str) -> list[str]:
     return line.split()[0].split(",")
 
 
-def _close_hops(conn: Connection) -> None:
+def close_hops(conn: Connection) -> None:
+    """Close every hop of `conn`, the half-connected ones included."""
     # fabric's close() skips a client whose connect() failed half way (its transport
     # thread would live on): close the paramiko clients themselves.
     for hop in _hops(conn):

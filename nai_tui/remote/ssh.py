@@ -19,21 +19,7 @@ import paramiko
 from fabric import Connection
 
 from nai_server.protocol import ConnectionFailed
-from nai_tui.remote.hostkeys import PREFERRED_CIPHER as PREFERRED_CIPHER
-from nai_tui.remote.hostkeys import HostKeyChanged as HostKeyChanged
-from nai_tui.remote.hostkeys import KnownHosts as KnownHosts
-from nai_tui.remote.hostkeys import SshTarget as SshTarget
-from nai_tui.remote.hostkeys import UnknownHostKey as UnknownHostKey
-from nai_tui.remote.hostkeys import _close_hops, _secure
-from nai_tui.remote.hostkeys import check_host_key as check_host_key
-from nai_tui.remote.hostkeys import connect_error as connect_error
-from nai_tui.remote.hostkeys import fetch_host_key as fetch_host_key
-from nai_tui.remote.hostkeys import fingerprint as fingerprint
-from nai_tui.remote.hostkeys import host_key_name as host_key_name
-from nai_tui.remote.hostkeys import known_hosts_files as known_hosts_files
-from nai_tui.remote.hostkeys import resolve as resolve
-from nai_tui.remote.hostkeys import trust_host_key as trust_host_key
-from nai_tui.remote.hostkeys import unknown_host_key as unknown_host_key
+from nai_tui.remote.hostkeys import SshTarget, close_hops, connect_error, resolve, secure_hops
 
 DEFAULT_REMOTE_COMMAND = "nai-server dial-stdio"
 
@@ -74,11 +60,11 @@ class SshSession:
                 return self._conn.transport
             self._close_locked()
             conn = resolve(self.target, self.ssh_config, self.identity_file)
-            _secure(conn, self.name, self.known_hosts, self.connect_timeout)
+            secure_hops(conn, self.name, self.known_hosts, self.connect_timeout)
             try:
                 conn.open()
             except Exception as exc:
-                _close_hops(conn)
+                close_hops(conn)
                 raise connect_error(exc, conn, self.name, self.connect_timeout) from exc
             conn.transport.set_keepalive(30)
             self._conn = conn
@@ -117,7 +103,7 @@ class SshSession:
 
     def _close_locked(self) -> None:
         if self._conn is not None:
-            _close_hops(self._conn)
+            close_hops(self._conn)
             self._conn = None
 
 

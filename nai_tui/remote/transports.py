@@ -28,19 +28,16 @@ import httpx
 
 from nai_server.protocol import ConnectionFailed
 from nai_tui.remote.client import BASE_URL, DEFAULT_READ_TIMEOUT, local_http_client
-from nai_tui.remote.ssh import (
-    DEFAULT_REMOTE_COMMAND,
+from nai_tui.remote.hostkeys import (
     PREFERRED_CIPHER,
     HostKeyChanged,
-    SshNetworkBackend,
-    SshSession,
     SshTarget,
     UnknownHostKey,
     fetch_host_key,
-    relay_failure,
     trust_host_key,
     unknown_host_key,
 )
+from nai_tui.remote.ssh import DEFAULT_REMOTE_COMMAND, SshNetworkBackend, SshSession, relay_failure
 
 __all__ = [
     "BackendTransport",

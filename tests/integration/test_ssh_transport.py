@@ -27,7 +27,7 @@ from conftest import (  # type: ignore[import-not-found]
 
 from nai_server.protocol import ConnectionFailed
 from nai_tui.remote.client import ServerClient
-from nai_tui.remote.ssh import HostKeyChanged, UnknownHostKey
+from nai_tui.remote.hostkeys import HostKeyChanged, UnknownHostKey
 from nai_tui.remote.transports import (
     fetch_host_key,
     http_client_for,

@@ -282,7 +282,7 @@ def test_full_batches_are_made_durable_while_the_next_arrives(
 
     monkeypatch.setattr(pack_module, "FLUSH_BLOBS", 2)
     events: list[tuple[str, str, object]] = []
-    real_seal, real_sync, real_publish = BlobSink.seal, BlobStore._sync, BlobStore._publish
+    real_seal, real_sync, real_publish = BlobSink.seal, BlobStore.sync, BlobStore.publish
 
     def log(what: str, detail: object = None) -> None:
         events.append((what, threading.current_thread().name, detail))
@@ -301,8 +301,8 @@ def test_full_batches_are_made_durable_while_the_next_arrives(
         real_publish(self, sinks)
 
     monkeypatch.setattr(BlobSink, "seal", seal)
-    monkeypatch.setattr(BlobStore, "_sync", sync)
-    monkeypatch.setattr(BlobStore, "_publish", publish)
+    monkeypatch.setattr(BlobStore, "sync", sync)
+    monkeypatch.setattr(BlobStore, "publish", publish)
     blobs = [bytes([i]) * (1000 + i) for i in range(5)]
     stored = upload(store, pack([(sha(b), b) for b in blobs]))
     assert stored == [sha(b) for b in blobs]
@@ -332,7 +332,7 @@ def test_a_failed_sync_fails_the_upload_and_stores_nothing_it_covered(
     def full_disk(self: BlobStore) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(BlobStore, "_sync", full_disk)
+    monkeypatch.setattr(BlobStore, "sync", full_disk)
     blobs = [bytes([i]) * 100 for i in range(5)]
     with pytest.raises(OSError, match="No space left"):
         upload(store, pack([(sha(b), b) for b in blobs]))

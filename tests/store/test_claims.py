@@ -26,18 +26,18 @@ def send(store: BlobStore, user: str, blobs: list[bytes], **kwargs: object) -> l
     """Upload as `user`; for each blob, whether it was only hashed (not written)."""
     hashed_only: list[bool] = []
     receiver = store.receiver(2 * len(LARGE), user, **kwargs)  # type: ignore[arg-type]
-    real_sink = store._sink
+    real_sink = store.new_sink
 
     def spy(*, hash_only: bool = False):  # type: ignore[no-untyped-def]
         hashed_only.append(hash_only)
         return real_sink(hash_only=hash_only)
 
-    store._sink = spy  # type: ignore[method-assign]
+    store.new_sink = spy  # type: ignore[method-assign]
     try:
         receiver.feed(pack({sha(b): b for b in blobs}))
         receiver.finish()
     finally:
-        del store._sink
+        del store.new_sink
     return hashed_only
 
 
