@@ -23,8 +23,6 @@ MAX_JSON_INT = 2**53 - 1
 MAX_ID = 2**53 - 1  # job ids, offsets and line numbers in requests
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
-# C0 controls and DEL; a tab or a newline is refused where one is (paths, names).
-CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
 def shown(value: object, limit: int = SHOWN_CHARS) -> str:

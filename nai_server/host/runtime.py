@@ -144,10 +144,6 @@ class JobRuntime:
             return any(j["state"] in {"queued", "starting", "running"}
                        for j in self.store.hot_jobs())
 
-    def collecting(self) -> bool:
-        """True while some ended job's outputs are still being collected."""
-        return bool(self._collecting)
-
     def close(self) -> None:
         """Stop the collections under way: their jobs stay running in the database, and
         the next start collects their outputs again."""

@@ -3,7 +3,6 @@ runs as)."""
 
 from __future__ import annotations
 
-import grp
 import os
 import pwd
 
@@ -30,9 +29,3 @@ def unix_groups(name: str) -> list[int]:
         return []
     return os.getgrouplist(name, account.pw_gid)
 
-
-def unix_group_name(gid: int) -> str | None:
-    try:
-        return grp.getgrgid(gid).gr_name
-    except KeyError:
-        return None

@@ -140,11 +140,6 @@ class BlobStore:
         self._write_new(data, self.path_of(digest))
         return digest
 
-    def put_file(self, path: Path) -> str:
-        """Store a copy of the file at `path` (streamed, hashed while copying)."""
-        with open(path, "rb") as src:
-            return self._store_stream(src, limit=None)[0]
-
     def put_stream(self, src: BinaryIO, limit: int, name: str) -> tuple[str, int]:
         """Store what `src.read` yields until it returns b""; return (digest, size).
         TreeError naming `name` once it holds more than `limit` bytes."""

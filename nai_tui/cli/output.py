@@ -18,9 +18,6 @@ from nai_server.protocol import format_elapsed
 # answers 2 and rsync 23 for files skipped; a script should not train on it unawares.
 EXIT_KEPT = 3
 
-STATE_MARK = {"succeeded": "ok", "failed": "FAILED", "cancelled": "cancelled",
-              "timed_out": "TIMED OUT", "lost": "LOST"}
-
 
 def emit_json(data: Any) -> None:
     if isinstance(data, BaseModel):

@@ -218,12 +218,6 @@ class ServerClient:
     def outputs(self, job_id: int) -> TreeInfo:
         return TreeInfo.model_validate(self._json("GET", f"/v1/jobs/{job_id}/outputs"))
 
-    def output_archive(self, job_id: int, path: str = "") -> Iterator[bytes]:
-        return self.stream(f"/v1/jobs/{job_id}/outputs/archive", {"path": path})
-
-    def output_file(self, job_id: int, path: str) -> Iterator[bytes]:
-        return self.stream(f"/v1/jobs/{job_id}/outputs/file", {"path": path})
-
     # --- admin ------------------------------------------------------------------------
     # Users, groups, quotas and drain: the routes `nai-admin` uses. The server refuses
     # them (Forbidden) unless the caller is an admin.

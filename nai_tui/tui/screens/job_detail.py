@@ -24,8 +24,6 @@ from nai_tui.tui.widgets.metric_plot import MetricPanel
 from nai_tui.tui.widgets.output_tree import OutputTree
 from nai_tui.tui.widgets.transfer_bar import TransferBar
 
-TABS = ("log", "metrics", "spec", "outputs")
-
 
 class JobDetailScreen(JobActionsScreen):
     """Everything about one job. Escape goes back."""
