@@ -57,10 +57,14 @@ def list_jobs(
     scope: Literal["all", "mine"] = "all", state: JobState | None = None,
     user: str | None = None,
     limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0, le=MAX_ID),
+    before: int | None = Query(None, ge=1, le=MAX_ID),
+    since: float | None = Query(None, ge=0, le=MAX_ID),
 ) -> JobList:
-    """Jobs, newest first. `scope=mine` for the caller's own."""
+    """Jobs, newest first. `scope=mine` for the caller's own. `before=<id>` lists only
+    older ids: pass each page's `next_before` to walk the whole history. `since`
+    (unix time) keeps jobs submitted from then on."""
     return service.jobs.list(caller, scope=scope, state=state, user=user, limit=limit,
-                             offset=offset)
+                             offset=offset, before=before, since=since)
 
 
 @router.get("/jobs/{job_id}")
