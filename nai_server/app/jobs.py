@@ -293,9 +293,10 @@ class Jobs:
         return job_dir
 
     def ended(self, job_id: int) -> bool:
-        with self.lock:
-            job = self.store.get_job(job_id)
-        return job is None or job["state"] in TERMINAL
+        try:
+            return self._fetch(job_id)["state"] in TERMINAL
+        except NotFound:
+            return True
 
     def metrics(self, caller: Caller, job_id: int, since: int = 0) -> MetricsPage:
         """Rows of metrics.jsonl after line `since`. The file is the job's to write, so
