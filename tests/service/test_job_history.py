@@ -103,3 +103,18 @@ def test_reading_an_archive_holds_no_lock_a_submit_needs(
         release.set()
         lister.join(30)
     assert [j.id for j in pages[0].jobs] == list(range(8, 0, -1))
+
+
+def test_a_job_both_hot_and_archived_after_a_crash_is_listed_once(
+        api: TestClient, service: UseCases) -> None:
+    """A crash between writing the archive and removing the hot copy leaves both;
+    the hot copy wins."""
+    _finished(service, 6, archive=6)
+    with service.lock:
+        doc = service.store.get_job(4)
+        assert doc is not None
+        service.store._hot()["4"] = {**doc, "message": "the hot copy"}
+        service.store._write_hot()
+    jobs = api.get("/v1/jobs", params={"limit": 3}).json()["jobs"]
+    assert [j["id"] for j in jobs] == [6, 5, 4] and jobs[2]["message"] == "the hot copy"
+    assert _walk(api, limit=2) == [6, 5, 4, 3, 2, 1]
