@@ -1,22 +1,36 @@
-"""Write latency of the job store with 100 vs 100,000 archived jobs.
+"""The job store with 100 vs 100,000 archived jobs: write latency, and a daemon's
+listings and shows.
 
 History lives in monthly archive files, so a write to the hot database should cost
-the same however long the history is. Prints p50 latency for both and the ratio
-(target ≤ 1.2), plus writes per second.
+the same however long the history is (ratio target ≤ 1.2). Then a personal daemon
+per history, 300 recently finished (hot) jobs on top: `GET /v1/jobs?limit=300` p50
+(target < 50 ms with 100,000 archived), a history page that reaches into the
+archives, and `GET /v1/jobs/{id}` p99 idle vs while 4 clients loop on listings
+(target ≤ 1.5×).
 
-    .venv/bin/python bench/store.py [--writes N]
+    .venv/bin/python bench/store.py [--writes N] [--requests N]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+from api import Reader
+
 from nai_server.store.db import TinyDbStore
+
+BIN = Path(sys.executable).parent
+HOT = 300
 
 MONTH_SECONDS = 30 * 86400
 
@@ -47,9 +61,85 @@ def one_write(store: TinyDbStore, i: int) -> float:
     return (time.perf_counter() - start) / 2
 
 
+class Conn:
+    """One keep-alive connection to the daemon's socket, raw HTTP/1.1 GETs."""
+
+    def __init__(self, sock: Path) -> None:
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect(str(sock))
+        self.reader = Reader(self.sock.recv)
+
+    def get(self, path: str) -> float:
+        start = time.perf_counter()
+        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: nai\r\n\r\n".encode())
+        body = self.reader.response()
+        assert body.startswith(b'{"jobs"') or b'"id"' in body, body[:200]
+        return time.perf_counter() - start
+
+
+def pct(samples: list[float], q: float) -> float:
+    return sorted(samples)[min(len(samples) - 1, int(q * len(samples)))]
+
+
+def daemon_figures(history: int, requests: int) -> dict[str, float]:
+    """p50 of listings, and a show's p99 idle and under 4 looping listers, on a daemon
+    over `history` archived jobs and HOT recently finished ones."""
+    with tempfile.TemporaryDirectory() as tmp:
+        state, sock = Path(tmp) / "state", Path(tmp) / "nai.sock"
+        state.mkdir()
+        store = TinyDbStore(state)
+        seed_archive(store, history, hot=0)
+        now = time.time()
+        for i in range(HOT):  # finished a moment ago: hot until archive_after_hours
+            store.insert_job({"user": "alice", "state": "succeeded", "spec": {
+                "command": "python train.py", "gpus": 1, "name": f"run{i}"},
+                "submitted_at": now - 60, "ended_at": now, "exit_code": 0})
+        store.close()
+        daemon = subprocess.Popen([str(BIN / "nai-server"), "run", "--personal", "--state-dir",
+                                   str(state), "--socket", str(sock), "--fake-gpus", "2"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 60
+            while not sock.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            conn = Conn(sock)
+            shown = history + HOT // 2
+            listing = "/v1/jobs?limit=300"
+            older = f"/v1/jobs?limit=100&state=succeeded&before={history // 2}"
+            cold = conn.get(older)  # the first read of the archives fills the cache
+            for _ in range(20):
+                conn.get(listing)
+                conn.get(older)
+            lists = [conn.get(listing) for _ in range(requests)]
+            pages = [conn.get(older) for _ in range(requests)]
+            idle = [conn.get(f"/v1/jobs/{shown}") for _ in range(requests * 5)]
+            stop = threading.Event()
+
+            def lister() -> None:
+                mine = Conn(sock)
+                while not stop.is_set():
+                    mine.get(listing)
+
+            threads = [threading.Thread(target=lister) for _ in range(4)]
+            for t in threads:
+                t.start()
+            time.sleep(0.5)
+            loaded = [conn.get(f"/v1/jobs/{shown}") for _ in range(requests * 5)]
+            stop.set()
+            for t in threads:
+                t.join()
+        finally:
+            daemon.terminate()
+            daemon.wait(30)
+    return {"list": statistics.median(lists), "page": statistics.median(pages), "cold": cold,
+            "idle": pct(idle, 0.99), "loaded": pct(loaded, 0.99),
+            "idle50": statistics.median(idle), "loaded50": statistics.median(loaded)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--writes", type=int, default=300)
+    parser.add_argument("--requests", type=int, default=100)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
         stores = {100: TinyDbStore(Path(a)), 100_000: TinyDbStore(Path(b))}
@@ -70,6 +160,21 @@ def main() -> None:
     print(f"hot write p50 with 100,000 archived jobs: {p50_large * 1e3:7.2f} ms "
           f"({1 / p50_large:,.0f} writes/s)")
     print(f"ratio large/small history: {p50_large / p50_small:.2f} (target <= 1.2)")
+
+    small_d, large_d = (daemon_figures(n, args.requests) for n in (100, 100_000))
+    ms = {k: v * 1e3 for k, v in large_d.items()}
+    print(f"GET /v1/jobs?limit=300 p50, 100 archived: {small_d['list'] * 1e3:7.2f} ms, "
+          f"100,000: {ms['list']:7.2f} ms (target < 50), ratio "
+          f"{large_d['list'] / small_d['list']:.2f}")
+    print(f"history page (state, before) p50, 100 archived: {small_d['page'] * 1e3:7.2f} ms, "
+          f"100,000: {ms['page']:7.2f} ms (first, cold: {ms['cold']:.0f} ms), ratio "
+          f"{large_d['page'] / small_d['page']:.2f}")
+    print(f"GET /v1/jobs/{{id}} p99 with 100,000 archived: idle {ms['idle']:6.2f} ms, "
+          f"4 clients listing {ms['loaded']:6.2f} ms, ratio "
+          f"{large_d['loaded'] / large_d['idle']:.2f} (target <= 1.5)")
+    print(f"GET /v1/jobs/{{id}} p50 with 100,000 archived: idle {ms['idle50']:6.2f} ms, "
+          f"4 clients listing {ms['loaded50']:6.2f} ms, ratio "
+          f"{large_d['loaded50'] / large_d['idle50']:.2f}")
 
 
 if __name__ == "__main__":

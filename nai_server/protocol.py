@@ -348,10 +348,15 @@ class JobInfo(Model):
 
 
 class JobList(Model):
+    """A page of jobs, newest id first. `total` counts every job matching the filters
+    (not the cursor); pass `next_before` back as `before` for the next page (None: no
+    more)."""
+
     jobs: list[JobInfo]
     total: int
     offset: int
     limit: int
+    next_before: int | None = None
 
 
 class MetricsPage(Model):

@@ -223,14 +223,17 @@ class FakeServerClient(ServerClient):
         return self._do("gpus", lambda: self.gpu_list)
 
     def jobs(self, *, scope: str = "all", state: str | None = None, user: str | None = None,
-             limit: int = 100, offset: int = 0) -> JobList:
+             limit: int = 100, offset: int = 0, before: int | None = None,
+             since: float | None = None) -> JobList:
         def listing() -> JobList:
             who = self.user if scope == "mine" else user
             with self._lock:
                 found = [j for j in sorted(self._jobs.values(), key=lambda j: -j.id)
-                         if (who is None or j.user == who) and (state is None or j.state == state)]
-            return JobList(jobs=found[offset:offset + limit], total=len(found), offset=offset,
-                           limit=limit)
+                         if (who is None or j.user == who) and (state is None or j.state == state)
+                         and (since is None or j.submitted_at >= since)]
+            page = [j for j in found if before is None or j.id < before][offset:offset + limit]
+            return JobList(jobs=page, total=len(found), offset=offset, limit=limit,
+                           next_before=page[-1].id if len(page) == limit else None)
         return self._do("jobs", listing)
 
     def job(self, job_id: int) -> JobInfo:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path as FsPath
 from typing import Annotated, Literal
@@ -51,16 +52,27 @@ def submit(body: JobSubmit, service: ServiceDep, caller: CallerDep,
     return info
 
 
-@router.get("/jobs")
+@router.get("/jobs", response_model=JobList)
 def list_jobs(
     service: ServiceDep, caller: CallerDep,
     scope: Literal["all", "mine"] = "all", state: JobState | None = None,
     user: str | None = None,
     limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0, le=MAX_ID),
-) -> JobList:
-    """Jobs, newest first. `scope=mine` for the caller's own."""
-    return service.jobs.list(caller, scope=scope, state=state, user=user, limit=limit,
-                             offset=offset)
+    before: int | None = Query(None, ge=1, le=MAX_ID),
+    since: float | None = Query(None, ge=0, le=MAX_ID),
+) -> Response:
+    """Jobs, newest first. `scope=mine` for the caller's own. `before=<id>` lists only
+    older ids: pass each page's `next_before` to walk the whole history. `since`
+    (unix time) keeps jobs submitted from then on."""
+    listing = service.jobs.list(caller, scope=scope, state=state, user=user, limit=limit,
+                                offset=offset, before=before, since=since)
+    # Encoded here, in the worker thread: a page of hundreds of jobs encoded on the
+    # event loop held up every other request (a `nai show`) behind it.
+    try:
+        body = listing.model_dump_json()
+    except ValueError:  # a lone surrogate (from a JSON escape) pydantic will not encode
+        body = json.dumps(listing.model_dump(mode="json"))
+    return Response(body, media_type="application/json")
 
 
 @router.get("/jobs/{job_id}")

@@ -5,6 +5,8 @@ submitted for one, and admins; only the owner or an admin cancels."""
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 import os
 from pathlib import Path
@@ -37,6 +39,7 @@ from nai_server.protocol import (
     MetricsPage,
     NotFound,
 )
+from nai_server.store.history import JobFilter, doc_of
 
 Doc = dict[str, Any]
 MAX_PAGE = 1000
@@ -101,9 +104,20 @@ class Jobs:
             raise NotFound(f"no job {job_id} on this server (see `nai jobs --all`)")
         return job
 
-    def _readable(self, caller: Caller, job_id: int) -> Doc:
+    def _fetch(self, job_id: int) -> Doc:
+        """The job, for reading: a hot one under the lock, an archived one from the
+        archive files without it (a job archived in between is in its file by then)."""
         with self.lock:
-            job = self._job(job_id)
+            job = self.store.get_hot_job(job_id)
+            months = self.store.archived_months_of(job_id) if job is None else []
+        if job is None:
+            job = self.store.history.get(job_id, months)
+        if job is None:
+            raise NotFound(f"no job {job_id} on this server (see `nai jobs --all`)")
+        return job
+
+    def _readable(self, caller: Caller, job_id: int) -> Doc:
+        job = self._fetch(job_id)
         if not self.may_read(caller, job):
             raise Forbidden(f"job {job_id} belongs to {job['user']}; only they, their group "
                             f"(for group jobs) and admins may read its logs and outputs")
@@ -194,28 +208,50 @@ class Jobs:
     # --- list, show, cancel -----------------------------------------------------------
 
     def list(self, caller: Caller, *, scope: str = "all", state: str | None = None,
-             user: str | None = None, limit: int = 100, offset: int = 0) -> JobList:
+             user: str | None = None, limit: int = 100, offset: int = 0,
+             before: int | None = None, since: float | None = None) -> JobList:
+        """Jobs matching the filters, newest id first: `offset` skips, `before` (the
+        `next_before` of the previous page) pages by id, stable however many jobs
+        are submitted meanwhile. The hot table is read under the lock; the archives
+        only when the page reaches into them, and without the lock (see
+        `store.history`). `total` counts the matches ignoring `before` and `offset`,
+        from per-month tallies (exact, but for `since`, where it is what the archives
+        scanned held, and a job caught mid-archiving after a crash, counted twice)."""
         if state is not None and state not in {s.value for s in JobState}:
             raise Invalid(f"state: unknown {state!r}; one of "
                           f"{', '.join(s.value for s in JobState)}")
         if scope not in ("all", "mine"):
             raise Invalid("scope: 'all' or 'mine'")
         limit = max(1, min(limit, MAX_PAGE))
-        who = caller.user if scope == "mine" else user
-
-        def keep(job: Doc) -> bool:
-            return (who is None or job["user"] == who) and (state is None
-                                                            or job["state"] == state)
-
+        want = JobFilter(user=caller.user if scope == "mine" else user, state=state,
+                         since=since, before=before)
+        every = JobFilter(user=want.user, state=state, since=since)
         with self.lock:
-            matching = list(self.store.iter_jobs(keep))
-        page = matching[offset: offset + limit]
-        return JobList(jobs=[self._info(caller, j) for j in page], total=len(matching),
-                       offset=offset, limit=limit)
+            hot = self.store.hot_jobs()
+            months = self.store.archived_months(before)
+            top = self.store.archived_top(before)
+            archived_total = (self.store.archived_count(want.user, state)
+                              if since is None else None)
+        total = sum(1 for j in hot if every.doc(j))
+        hot_ids = {j["id"] for j in hot}
+        page_hot = sorted((j for j in hot if want.doc(j)), key=lambda j: -j["id"])
+        need = offset + limit
+        if len(page_hot) >= need and page_hot[need - 1]["id"] > top and archived_total is not None:
+            page = page_hot[offset:need]  # the newest jobs are all hot: no archive read
+        else:
+            archived = (doc_of(r) for r in self.store.history.rows_matching(want, months)
+                        if r[0] not in hot_ids)
+            merged = heapq.merge(page_hot, archived, key=lambda j: -j["id"])
+            page = list(itertools.islice(merged, offset, need))
+        if archived_total is None:  # by time: count what the archives hold
+            archived_total = sum(1 for r in self.store.history.rows_matching(
+                every, self.store.history.months()) if r[0] not in hot_ids)
+        return JobList(jobs=[self._info(caller, j) for j in page],
+                       total=total + archived_total, offset=offset, limit=limit,
+                       next_before=page[-1]["id"] if len(page) == limit else None)
 
     def show(self, caller: Caller, job_id: int) -> JobInfo:
-        with self.lock:
-            return self._info(caller, self._job(job_id))
+        return self._info(caller, self._fetch(job_id))
 
     def cancel(self, caller: Caller, job_id: int) -> JobInfo:
         with self.lock:
@@ -257,9 +293,10 @@ class Jobs:
         return job_dir
 
     def ended(self, job_id: int) -> bool:
-        with self.lock:
-            job = self.store.get_job(job_id)
-        return job is None or job["state"] in TERMINAL
+        try:
+            return self._fetch(job_id)["state"] in TERMINAL
+        except NotFound:
+            return True
 
     def metrics(self, caller: Caller, job_id: int, since: int = 0) -> MetricsPage:
         """Rows of metrics.jsonl after line `since`. The file is the job's to write, so

@@ -30,6 +30,7 @@ from nai_server.store.atomic import (
     check_storable,
     read_json_file,
 )
+from nai_server.store.history import ArchiveIndex, tally
 
 Doc = dict[str, Any]
 
@@ -67,8 +68,12 @@ class TinyDbStore:
         self.groups = self.db.table("groups", cache_size=0)
         self.meta = self.db.table("meta", cache_size=0)
         self.jobs = self.db.table("jobs", cache_size=0)
+        self.history = ArchiveIndex(self.archive_dir)
+        # Per month, how many archived jobs each (user, state) has: a listing's total
+        # without reading the archives. Changed only under the service's lock.
+        self._tallies: dict[str, dict[tuple[str, str], int]] = {}
         # Refuse to start on a damaged archive too, before anything is written.
-        archived = [self._max_archived_id(p) for p in sorted(self.archive_dir.glob("jobs-*.json"))]
+        archived = [self._scan_archive(p) for p in sorted(self.archive_dir.glob("jobs-*.json"))]
         self._next_id = 1 + max(
             max((int(k) for k in self._hot()), default=0),
             int(self.get_setting("archived_max_id", 0)),
@@ -77,12 +82,14 @@ class TinyDbStore:
             _max_job_dir_id(state_dir / "jobs" if jobs_dir is None else jobs_dir),
         )
 
-    @staticmethod
-    def _max_archived_id(path: Path) -> int:
+    def _scan_archive(self, path: Path) -> int:
+        """The highest id in an archive file; counts its jobs for `archived_count`."""
         data = read_json_file(path)  # raises StateUnreadable naming the file
         jobs = data.get("jobs") if isinstance(data, dict) else None
         if not isinstance(jobs, dict):
             return 0
+        month = path.name[len("jobs-"):-len(".json")]
+        self._tallies[month] = tally(d for d in jobs.values() if isinstance(d, dict))
         return max((int(k) for k in jobs if k.isdigit()), default=0)
 
     def close(self) -> None:
@@ -192,18 +199,40 @@ class TinyDbStore:
         doc = self._hot().get(str(job_id))
         if doc is not None:
             return dict(doc)
+        return self.history.get(job_id, self.archived_months_of(job_id))
+
+    def archived_months_of(self, job_id: int) -> list[str]:
+        """The archive months whose id range holds `job_id`, newest first."""
         ranges: dict[str, list[int]] = self.get_setting("archive_ranges", {})
-        for month, (low, high) in sorted(ranges.items(), reverse=True):
-            if low <= job_id <= high:
-                with self._archive(month) as db:
-                    found = db.table("jobs", cache_size=0).get(doc_id=job_id)
-                if isinstance(found, Document):
-                    return dict(found)
-        return None
+        return sorted((m for m, (low, high) in ranges.items() if low <= job_id <= high),
+                      reverse=True)
 
     def hot_jobs(self) -> list[Doc]:
         """Shallow copies of the hot jobs (this runs every tick)."""
         return [dict(d) for d in self._hot().values()]
+
+    def get_hot_job(self, job_id: int) -> Doc | None:
+        doc = self._hot().get(str(job_id))
+        return dict(doc) if doc is not None else None
+
+    def archived_months(self, below: int | None = None) -> list[str]:
+        """The archive months that may hold an id below `below`, newest first."""
+        ranges: dict[str, list[int]] = self.get_setting("archive_ranges", {})
+        return sorted((m for m, (low, _) in ranges.items() if below is None or low < below),
+                      reverse=True)
+
+    def archived_top(self, below: int | None = None) -> int:
+        """The highest archived id below `below` could be (0: none)."""
+        ranges: dict[str, list[int]] = self.get_setting("archive_ranges", {})
+        return max((high if below is None else min(high, below - 1)
+                    for low, high in ranges.values() if below is None or low < below),
+                   default=0)
+
+    def archived_count(self, user: str | None = None, state: str | None = None) -> int:
+        """How many archived jobs have this user and state (None: any), from the
+        per-month tallies: no archive is read."""
+        return sum(n for counts in self._tallies.values() for (u, s), n in counts.items()
+                   if (user is None or u == user) and (state is None or s == state))
 
     def iter_jobs(self, pred: Callable[[Doc], bool] | None = None) -> Iterator[Doc]:
         """Every job, newest id first: the hot table, then archives newest month first."""
@@ -240,7 +269,8 @@ class TinyDbStore:
         ranges: dict[str, list[int]] = dict(self.get_setting("archive_ranges", {}))
         for month, month_docs in by_month.items():
             with self._archive(month) as db:
-                self._bulk_upsert(db.table("jobs", cache_size=0), month_docs)
+                counts = self._bulk_upsert(db.table("jobs", cache_size=0), month_docs)
+            self._tallies[month] = counts
             ids = [d.doc_id for d in month_docs]
             low, high = ranges.get(month, [min(ids), max(ids)])
             ranges[month] = [min(low, *ids), max(high, *ids)]
@@ -253,13 +283,17 @@ class TinyDbStore:
         return len(docs)
 
     @staticmethod
-    def _bulk_upsert(table: Any, docs: list[Document]) -> None:
-        # One rewrite of the archive file for the whole batch.
+    def _bulk_upsert(table: Any, docs: list[Document]) -> dict[tuple[str, str], int]:
+        """One rewrite of the archive file for the whole batch; the month's tally."""
+        counts: dict[tuple[str, str], int] = {}
+
         def update(raw: dict[int, Any]) -> None:
             for doc in docs:
                 raw[doc.doc_id] = dict(doc)
+            counts.update(tally(raw.values()))
 
         table._update_table(update)
+        return counts
 
     def _archive(self, month: str) -> TinyDB:
         # Opened per use, not cached: archives are read rarely, and a large history

@@ -89,7 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument("--mine", action="store_true", help="only yours")
     p.add_argument("--state", help="queued, running, succeeded, failed, ...")
     p.add_argument("--user")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--limit", type=int, default=50,
+                   help="how many (above 1000, fetched page by page)")
+    p.add_argument("--since", type=commands.since_time, metavar="WHEN",
+                   help="submitted since: 2026-11-30, '2026-11-30 14:00' (UTC), or 3d/12h/30m ago")
+    p.add_argument("--before", type=_job_id, metavar="ID", help="only jobs older than job ID")
 
     p = add("show", commands.cmd_show, "one job in detail", listing=True)
     p.add_argument("id", type=_job_id)

@@ -8,6 +8,7 @@ stderr. Exit codes: 0 ok, 1 failure (server, connection, a failed job with
 from __future__ import annotations
 
 import argparse
+import calendar
 import sys
 import time
 from pathlib import Path
@@ -118,15 +119,44 @@ def follow(client: ServerClient, job_id: int) -> int:
     return exit_code_of(job.state, job.exit_code)
 
 
+PAGE = 1000  # the most jobs the server lists in one answer
+
+
+def since_time(text: str) -> float:
+    """`--since`: a UTC date (and time), or a duration ago (3d, 12h, 30m, 45s)."""
+    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
+        return time.time() - float(text[:-1]) * units[text[-1]]
+    for fmt in ("%Y-%m-%d", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S"):
+        try:
+            return calendar.timegm(time.strptime(text, fmt))
+        except ValueError:
+            continue
+    raise argparse.ArgumentTypeError(
+        f"--since: {text!r} is neither a date (2026-11-30, '2026-11-30 14:00', UTC) "
+        f"nor a duration ago (3d, 12h, 30m)")
+
+
 def cmd_jobs(args: argparse.Namespace, client: ServerClient) -> int:
-    listing = client.jobs(scope="mine" if args.mine else "all", state=args.state,
-                          user=args.user, limit=args.limit)
+    """Newest first; more than a page is fetched page by page with the server's
+    cursor, so no job is listed twice or skipped while others are submitted."""
+    jobs: list[Any] = []
+    before, total = args.before, 0
+    while len(jobs) < args.limit:
+        listing = client.jobs(scope="mine" if args.mine else "all", state=args.state,
+                              user=args.user, limit=min(PAGE, args.limit - len(jobs)),
+                              before=before, since=args.since)
+        jobs += listing.jobs
+        total = max(total, listing.total)
+        before = listing.next_before
+        if before is None:
+            break
     if args.json:
-        emit_json(listing.jobs)
+        emit_json(jobs)
     else:
-        print(output.job_rows(listing.jobs))
-        if listing.total > len(listing.jobs):
-            note(f"({len(listing.jobs)} of {listing.total}; --limit N for more)")
+        print(output.job_rows(jobs))
+        if before is not None:
+            note(f"({len(jobs)} of {total}; --limit N or --before {jobs[-1].id} for more)")
     return 0
 
 

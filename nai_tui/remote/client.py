@@ -189,8 +189,13 @@ class ServerClient:
         return JobInfo.model_validate(self._json("POST", "/v1/jobs", json=body))
 
     def jobs(self, *, scope: str = "all", state: str | None = None, user: str | None = None,
-             limit: int = 100, offset: int = 0) -> JobList:
+             limit: int = 100, offset: int = 0, before: int | None = None,
+             since: float | None = None) -> JobList:
         params: dict[str, Any] = {"scope": scope, "limit": limit, "offset": offset}
+        if before is not None:
+            params["before"] = before
+        if since is not None:
+            params["since"] = since
         if state:
             params["state"] = state
         if user:

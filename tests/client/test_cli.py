@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -102,3 +103,26 @@ def test_no_server_running_says_how_to_start_one(tmp_path: Path) -> None:
                "XDG_RUNTIME_DIR": str(tmp_path / "r")}
     out = nai(environ, "jobs")
     assert out.returncode == 1 and "nai up" in out.stderr and out.stdout == ""
+
+
+def test_jobs_pages_past_the_servers_page_size(monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """`--limit` above a page is fetched with the cursor; `--before`/`--since` filter."""
+    from nai_tui.cli import build_parser, commands
+    from nai_tui.testing import FakeServerClient
+
+    client = FakeServerClient()
+    for i in range(7):
+        client.add_job(f"j{i}", state="succeeded", submitted_at=1000.0 + 100 * i)
+    monkeypatch.setattr(commands, "PAGE", 2)
+
+    def ids(*argv: str) -> list[int]:
+        args = build_parser().parse_args(["jobs", "--json", *argv])
+        assert commands.cmd_jobs(args, client) == 0
+        return [j["id"] for j in json.loads(capsys.readouterr().out)]
+
+    assert ids("--limit", "5") == [7, 6, 5, 4, 3]
+    assert ids("--limit", "50") == [7, 6, 5, 4, 3, 2, 1]
+    assert ids("--before", "4") == [3, 2, 1]
+    assert ids("--since", "1970-01-01 00:20", "--limit", "3") == [7, 6, 5]  # from 1200 s: 3 to 7
+    assert commands.since_time("2d") == pytest.approx(time.time() - 2 * 86400, abs=5)

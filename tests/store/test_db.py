@@ -20,6 +20,7 @@ from nai_server.store.atomic import (
     Unstorable,
 )
 from nai_server.store.db import TinyDbStore
+from nai_server.store.history import JobFilter
 from nai_server.testing import wait_for
 
 
@@ -255,3 +256,50 @@ def test_a_settled_holder_never_acts_on_a_change_that_is_then_rolled_back(
     a.join(20)
     s.join(20)
     assert failures and seen == [[]]
+
+
+# --- the history: archives read page by page, without the service's lock ---------------
+
+
+def _history(tmp_path: Path) -> TinyDbStore:
+    """Jobs 1..12 by alice and bob, archived into two months with ids interleaved
+    (a job's month is its end's), and job 13 still hot."""
+    store = TinyDbStore(tmp_path)
+    oct_, nov = (time.mktime((2026, m, 15, 0, 0, 0, 0, 0, 0)) for m in (10, 11))
+    for i in range(1, 13):
+        store.insert_job({"user": "alice" if i % 2 else "bob",
+                          "state": "failed" if i % 3 == 0 else "succeeded",
+                          "submitted_at": float(i), "ended_at": nov if i % 4 else oct_})
+    store.archive_jobs(list(range(1, 13)))
+    store.insert_job({"user": "alice", "state": "running", "submitted_at": 13.0})
+    return store
+
+
+def _ids(store: TinyDbStore, **want: object) -> list[int]:
+    rows = store.history.rows_matching(JobFilter(**want), store.archived_months())  # type: ignore[arg-type]
+    return [r[0] for r in rows]
+
+
+def test_archived_jobs_page_newest_first_by_cursor_and_filters(tmp_path: Path) -> None:
+    store = _history(tmp_path)
+    assert store.archived_months() == ["2026-11", "2026-10"]
+    assert _ids(store) == list(range(12, 0, -1))
+    assert _ids(store, before=9) == list(range(8, 0, -1))
+    assert _ids(store, user="bob", before=9) == [8, 6, 4, 2]
+    assert _ids(store, state="failed") == [12, 9, 6, 3]
+    assert _ids(store, since=10.0) == [12, 11, 10]
+    assert store.history.get(4, store.archived_months_of(4))["user"] == "bob"
+    assert store.archived_top(9) == 8 and store.archived_top() == 12
+    assert store.archived_count("alice") == 6 and store.archived_count(None, "failed") == 4
+    assert TinyDbStore(tmp_path).archived_count("bob", "failed") == 2  # from the files
+
+
+def test_an_archive_read_again_only_once_jobs_move_into_it(tmp_path: Path) -> None:
+    store = _history(tmp_path)
+    first = store.history.rows("2026-11")
+    assert store.history.rows("2026-11") is first  # cached: the file did not change
+    store.update_job(13, {"state": "succeeded",
+                          "ended_at": time.mktime((2026, 11, 20, 0, 0, 0, 0, 0, 0))})
+    store.archive_jobs([13])
+    assert [r[0] for r in store.history.rows("2026-11")][:2] == [13, 11]
+    assert store.history.rows("2026-10") is store.history.rows("2026-10")

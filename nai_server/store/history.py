@@ -1,0 +1,147 @@
+"""Reading the job history (the monthly archive files) without the service's lock.
+
+An archive file is only ever replaced whole (temp file, rename: see `atomic`), under
+the service's lock, when finished jobs move into it. So a reader needs no lock: it
+opens the file, and what it reads through that descriptor is one complete version.
+Each file's jobs are cached, keyed by the file's inode, mtime and size, as rows
+sorted newest id first; only the month that jobs are being archived into is ever
+parsed again.
+
+A row keeps the job as its JSON text, not as a dict: a long history held as
+dicts would make every garbage collection of the daemon slower; tuples of strings
+and numbers are left alone by the collector.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import json
+import os
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nai_server.store.atomic import StateUnreadable
+
+Doc = dict[str, Any]
+# (id, user, state, submitted_at, the job as JSON)
+Row = tuple[int, str, str, float, str]
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """Which jobs a history query wants; None matches anything."""
+
+    user: str | None = None
+    state: str | None = None
+    since: float | None = None  # submitted at or after
+    before: int | None = None  # ids below this (the paging cursor)
+
+    def row(self, row: Row) -> bool:
+        return ((self.user is None or row[1] == self.user)
+                and (self.state is None or row[2] == self.state)
+                and (self.since is None or row[3] >= self.since)
+                and (self.before is None or row[0] < self.before))
+
+    def doc(self, job: Doc) -> bool:
+        return self.row(row_of(job["id"], job, ""))
+
+
+def row_of(job_id: int, job: Doc, text: str) -> Row:
+    return (job_id, str(job.get("user", "")), str(job.get("state", "")),
+            float(job.get("submitted_at") or 0.0), text)
+
+
+def doc_of(row: Row) -> Doc:
+    doc: Doc = json.loads(row[4])
+    doc.setdefault("id", row[0])
+    return doc
+
+
+class ArchiveIndex:
+    """The archived jobs of a state dir, cached per archive file."""
+
+    def __init__(self, archive_dir: Path) -> None:
+        self.dir = archive_dir
+        self._cache: dict[str, tuple[tuple[int, int, int], list[Row]]] = {}
+        self._lock = threading.Lock()  # one parse per file at a time; not the service's
+
+    def months(self) -> list[str]:
+        """The archive files now on disk, newest month first."""
+        names = (p.name for p in self.dir.glob("jobs-*.json"))
+        return sorted((n[len("jobs-"):-len(".json")] for n in names), reverse=True)
+
+    def rows(self, month: str) -> list[Row]:
+        """The month's jobs, newest id first ([] if the file is gone)."""
+        path = self.dir / f"jobs-{month}.json"
+        with self._lock:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                self._cache.pop(month, None)
+                return []
+            except OSError as exc:
+                raise StateUnreadable(path, exc.strerror or str(exc)) from exc
+            with os.fdopen(fd, "rb") as f:
+                st = os.fstat(f.fileno())
+                key = (st.st_ino, st.st_mtime_ns, st.st_size)
+                cached = self._cache.get(month)
+                if cached is not None and cached[0] == key:
+                    return cached[1]
+                raw = f.read()
+            rows = _parse(path, raw)
+            self._cache[month] = (key, rows)
+            return rows
+
+    def rows_matching(self, want: JobFilter, months: Iterable[str]) -> Iterator[Row]:
+        """Archived rows matching `want`, newest id first, each id once."""
+        streams = []
+        for month in months:
+            rows = self.rows(month)
+            start = 0 if want.before is None else bisect.bisect_right(
+                rows, -want.before, key=lambda r: -r[0])
+            streams.append(r for r in _from(rows, start) if want.row(r))
+        last = None
+        for row in heapq.merge(*streams, key=lambda r: -r[0]):
+            if row[0] != last:
+                last = row[0]
+                yield row
+
+    def get(self, job_id: int, months: Iterable[str]) -> Doc | None:
+        for month in months:
+            rows = self.rows(month)
+            at = bisect.bisect_left(rows, -job_id, key=lambda r: -r[0])
+            if at < len(rows) and rows[at][0] == job_id:
+                return doc_of(rows[at])
+        return None
+
+
+def _from(rows: list[Row], start: int) -> Iterator[Row]:
+    for i in range(start, len(rows)):
+        yield rows[i]
+
+
+def _parse(path: Path, raw: bytes) -> list[Row]:
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise StateUnreadable(path, f"not JSON ({exc})") from exc
+    jobs = data.get("jobs") if isinstance(data, dict) else None
+    if not isinstance(jobs, dict):
+        return []
+    rows = [row_of(int(k), doc, json.dumps(doc, separators=(",", ":")))
+            for k, doc in jobs.items() if k.isdigit() and isinstance(doc, dict)]
+    rows.sort(key=lambda r: -r[0])
+    return rows
+
+
+def tally(jobs: Iterable[Doc]) -> dict[tuple[str, str], int]:
+    """How many jobs per (user, state): what a listing's `total` adds up."""
+    counts: dict[tuple[str, str], int] = {}
+    for job in jobs:
+        key = (str(job.get("user", "")), str(job.get("state", "")))
+        counts[key] = counts.get(key, 0) + 1
+    return counts
