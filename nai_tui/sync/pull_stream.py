@@ -24,18 +24,24 @@ def archive(client: ServerClient, tree_id: str, paths: list[str]
     try:
         with client.http.stream("POST", f"/v1/trees/{tree_id}/archive", json={"paths": paths},
                                 timeout=httpx.Timeout(30.0, read=None)) as response:
-            if response.status_code >= 400:
-                response.read()
-                try:
-                    body = response.json()
-                except ValueError:
-                    body = None
-                raise error_from_body(response.status_code, body)
+            _raise_for(response)
             yield from response.iter_bytes(CHUNK)
     except NaiError:
         raise
     except (httpx.TransportError, OSError) as exc:
         raise ConnectionFailed(f"{client.name}: {exc}") from exc
+
+
+def _raise_for(response: httpx.Response) -> None:
+    """The API's error for a refused streamed request (its body is JSON)."""
+    if response.status_code < 400:
+        return
+    response.read()
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    raise error_from_body(response.status_code, body)
 
 
 class ChunkReader(io.RawIOBase):
@@ -69,13 +75,7 @@ def file_from(client: ServerClient, tree_id: str, path: str, offset: int
         with client.http.stream("GET", f"/v1/trees/{tree_id}/file", params={"path": path},
                                 headers={"Range": f"bytes={offset}-"},
                                 timeout=httpx.Timeout(30.0, read=None)) as response:
-            if response.status_code >= 400:
-                response.read()
-                try:
-                    body = response.json()
-                except ValueError:
-                    body = None
-                raise error_from_body(response.status_code, body)
+            _raise_for(response)
             start = offset if response.status_code == 206 else 0
             yield start, _guarded(client, response.iter_bytes(CHUNK))
     except httpx.TransportError as exc:

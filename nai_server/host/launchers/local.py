@@ -115,12 +115,16 @@ def _status_value(job_dir: Path, key: str) -> int | None:
     return None
 
 
+def _recorded(job_dir: Path, key: str, legacy: str) -> int | None:
+    """What the wrapper recorded under `key`, or, for a job started by an older
+    version, in the file `legacy`."""
+    value = _status_value(job_dir, key)
+    return _legacy_value(job_dir, legacy) if value is None else value
+
+
 def read_exit_status(job_dir: Path) -> int | None:
     """The job's exit status once its wrapper recorded it."""
-    code = _status_value(job_dir, "exit")
-    if code is None:  # a job started by an older version
-        code = _legacy_value(job_dir, "exit_status")
-    return code
+    return _recorded(job_dir, "exit", "exit_status")
 
 
 def exit_time(job_dir: Path) -> float | None:
@@ -238,10 +242,7 @@ def _code(returncode: int) -> int:
 
 def read_wrapper_pid(job_dir: Path) -> int | None:
     """The pid the job's wrapper recorded before the job started."""
-    pid = _status_value(job_dir, "pid")
-    if pid is None:  # a job started by an older version
-        pid = _legacy_value(job_dir, "wrapper.pid")
-    return pid
+    return _recorded(job_dir, "pid", "wrapper.pid")
 
 def session_of(pid: int) -> int | None:
     try:
