@@ -76,8 +76,7 @@ class UseCases:
         self.runtime = JobRuntime(
             config, store, blobs, gpus, launcher or LocalLauncher(), self.lock, clock,
             drained=self.accounts.drained, registry=self.registry,
-            caller_for=self.accounts.caller_for)
-        self.runtime.notify_collected = self.notify  # type: ignore[method-assign]
+            caller_for=self.accounts.caller_for, notify=self.notify)
         self.runtime.gpu_note = gpu_note
         self.jobs = Jobs(self.runtime, self.notify)
         # Read rights on trees (DESIGN §6); the registry checks the trees it is given.

@@ -71,6 +71,7 @@ class JobRuntime:
         launcher: Launcher, lock: CommitLock, clock: Callable[[], float],
         drained: Callable[[], bool], registry: Registry,
         caller_for: Callable[[str], Caller], collector: Executor | None = None,
+        notify: Callable[[], None] = lambda: None,
     ) -> None:
         self.config = config
         self.store = store
@@ -82,6 +83,7 @@ class JobRuntime:
         self.drained = drained
         self.registry = registry
         self.caller_for = caller_for  # a job's owner, to register its outputs as them
+        self.notify = notify  # wakes the run loop (a collection has finished)
         self.jobs_dir = config.state / "jobs"
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         # Owners must reach their own job dir; only root may list the others.
@@ -102,7 +104,7 @@ class JobRuntime:
         self.contain = contain.Containment(config.state)
         self._sweep_due = True  # at start: what a crash left behind
         self._helpers: set[subprocess.Popen[bytes]] = set()  # killed at close
-        self._strays: set[tuple[int, int]] = set()  # (job, GPU) already logged
+        self._strays: set[tuple[int, int]] = set()  # (job, GPU) seen at the last tick
         jobs = config.jobs
         self.output_limits = Limits(
             max_file_size=parse_size(jobs.max_output_file_size),
@@ -294,12 +296,9 @@ class JobRuntime:
             log.exception("job %s: outputs not collected", job["id"])
             return None, str(exc)
         finally:
-            self.notify_collected()
+            self.notify()
         log.info("job %s: outputs collected in %.2f s", job["id"], time.monotonic() - started)
         return tree, None
-
-    def notify_collected(self) -> None:
-        """Set by the service: wakes the run loop to end the job."""
 
     def _run_as(self, job: Doc) -> outputs.RunAs:
         account = None if self.config.personal else unix.unix_account(job["user"])
@@ -378,6 +377,7 @@ class JobRuntime:
         ours = {j["pid"]: j for j in hot if j["state"] in ACTIVE and j.get("pid")}
         by_id = {j["id"]: j for j in ours.values()}
         foreign: dict[int, list[tuple[int, int, int | None]]] = {}
+        strayed: set[tuple[int, int]] = set()
         for gpu in snapshot.gpus:
             for proc in gpu.processes:
                 job = (ours.get(session_of(proc.pid) or -1) or ours.get(proc.pid)
@@ -386,10 +386,13 @@ class JobRuntime:
                     continue
                 strays = job["id"] if job is not None else None
                 foreign.setdefault(gpu.index, []).append((proc.pid, proc.used_memory, strays))
-                if strays is not None and (strays, gpu.index) not in self._strays:
-                    self._strays.add((strays, gpu.index))
+                if strays is None:
+                    continue
+                strayed.add((strays, gpu.index))
+                if (strays, gpu.index) not in self._strays:  # logged once while it lasts
                     log.warning("job %s (pid %s) uses GPU %s, which it was not given",
                                 strays, proc.pid, gpu.index)
+        self._strays = strayed  # only what is seen now: bounded by the GPUs' processes
         self.state.snapshot = snapshot
         self.state.foreign = foreign
 
