@@ -14,11 +14,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from nai_server import __version__
 from nai_server.api import accounts, blobs, jobs, openapi, registry, store, system
 from nai_server.api.limits import BodyLimit
+from nai_server.app import faults
 from nai_server.app.use_cases import UseCases
 from nai_server.core.bounds import scrub, shown
-from nai_server.host import diskspace
-from nai_server.protocol import API_VERSION, METHOD_OVERRIDE_HEADER, ApiError, Conflict, DiskFull
-from nai_server.store.blobs import BlobNotFound, MissingBlobs, StoreCorrupt
+from nai_server.protocol import API_VERSION, METHOD_OVERRIDE_HEADER, ApiError
 
 log = logging.getLogger("nai.api")
 
@@ -46,24 +45,6 @@ def _scrubbed(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_scrubbed(v) for v in value]
     return value
-
-
-_STORE_DAMAGED = Conflict(
-    "the server's blob store is damaged: files this request needs are missing or do not "
-    "match their ids; ask the server's admin (`nai-admin store verify` lists what is "
-    "damaged; restore the state directory's blobs/ and trees/ from a backup)")
-
-
-def lost_files(exc: MissingBlobs) -> Conflict:
-    """The 409 for a tree whose files' blobs the store lost, naming the files (only
-    raised for a tree the caller may read: its paths are theirs to see)."""
-    named = ", ".join(shown(p) for p in exc.paths[:5])
-    more = f" and {len(exc.paths) - 5} more" if len(exc.paths) > 5 else ""
-    return Conflict(
-        f"{len(exc.paths)} file(s) of this tree are missing from the server's blob store: "
-        f"{named}{more}. Whoever has them can push them again (that restores them); "
-        "ask the server's admin to run `nai-admin store verify`",
-        details={"missing_files": exc.paths[:1000], "missing": exc.digests[:1000]})
 
 
 class MethodOverride:
@@ -100,9 +81,9 @@ class SpaceFloor:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (scope["type"] == "http" and scope["method"] == "POST"
                 and scope["path"] == "/v1/blobs"):
-            why = diskspace.below_floor(self.config)
-            if why is not None:
-                await SafeJSONResponse(DiskFull(why).to_body(), status_code=DiskFull.status)(
+            refused = faults.uploads_refused(self.config)
+            if refused is not None:
+                await SafeJSONResponse(refused.to_body(), status_code=refused.status)(
                     scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -142,32 +123,28 @@ def create_app(service: UseCases) -> FastAPI:
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        if diskspace.is_disk_full(exc):  # a commit that found no space: say so, and
-            # that nothing of the request was kept (CommitFailed's own words)
+        if (full := faults.disk_full(exc)) is not None:  # a commit that found no space:
+            # say so, and that nothing of the request was kept (CommitFailed's own words)
             log.error("disk full, in %s %s: %s", request.method, request.url.path, exc)
-            error = DiskFull(f"{diskspace.DISK_FULL_MESSAGE} ({exc.message})")
-            return SafeJSONResponse(error.to_body(), status_code=error.status)
+            return SafeJSONResponse(full.to_body(), status_code=full.status)
         return SafeJSONResponse(exc.to_body(), status_code=exc.status)
 
     @app.exception_handler(OSError)
     async def disk_full(request: Request, exc: Exception) -> JSONResponse:
-        if not diskspace.is_disk_full(exc):
+        if (full := faults.disk_full(exc)) is None:
             return await crash(request, exc)
         log.error("disk full, in %s %s: %s", request.method, request.url.path, exc)
-        error = DiskFull(diskspace.DISK_FULL_MESSAGE)
-        return SafeJSONResponse(error.to_body(), status_code=error.status)
+        return SafeJSONResponse(full.to_body(), status_code=full.status)
 
-    @app.exception_handler(MissingBlobs)
-    @app.exception_handler(BlobNotFound)
-    @app.exception_handler(StoreCorrupt)
     async def store_damaged(request: Request, exc: Exception) -> JSONResponse:
         # Raised before a streamed answer starts (the store checks first), so the
         # caller gets a status rather than a cut-off download.
         log.error("blob store damaged, in %s %s: %s", request.method, request.url.path, exc)
-        error = _STORE_DAMAGED
-        if isinstance(exc, MissingBlobs) and exc.paths:
-            error = lost_files(exc)
+        error = faults.store_damaged(exc)
         return SafeJSONResponse(error.to_body(), status_code=error.status)
+
+    for damaged in faults.STORE_DAMAGED:
+        app.add_exception_handler(damaged, store_damaged)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

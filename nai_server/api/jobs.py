@@ -16,7 +16,6 @@ from nai_server.api.deps import CallerDep, ServiceDep
 from nai_server.app.jobs import Jobs
 from nai_server.core.bounds import shown
 from nai_server.core.states import JobState
-from nai_server.host import jobfiles
 from nai_server.protocol import (
     MAX_ID,
     Conflict,
@@ -95,7 +94,7 @@ async def _follow(jobs: Jobs, job_id: int, job_dir: FsPath, offset: int) -> Asyn
         # Check for the end before reading: all the job wrote before it ended is read
         # below, so nothing is cut off.
         ended = await run_in_threadpool(jobs.ended, job_id)
-        data = await run_in_threadpool(jobfiles.read_range, job_dir, "log", offset, LOG_CHUNK)
+        data = await run_in_threadpool(jobs.read_log, job_dir, offset, LOG_CHUNK)
         if data:
             offset += len(data)
             yield data
@@ -113,7 +112,7 @@ def logs(job_id: JobId, service: ServiceDep, caller: CallerDep,
     if follow:
         body = _follow(service.jobs, job_id, job_dir, offset)
         return StreamingResponse(body, media_type="text/plain; charset=utf-8")
-    return StreamingResponse(iterate_in_threadpool(jobfiles.iter_range(job_dir, "log", offset)),
+    return StreamingResponse(iterate_in_threadpool(service.jobs.log_chunks(job_dir, offset)),
                              media_type="text/plain; charset=utf-8")
 
 

@@ -9,6 +9,7 @@ import heapq
 import itertools
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -291,6 +292,17 @@ class Jobs:
             raise Conflict(f"job {job_id}'s log is not a regular file any more; ask an "
                            f"admin to look at {job_dir}") from exc
         return job_dir
+
+    @staticmethod
+    def read_log(job_dir: Path, offset: int, limit: int) -> bytes:
+        """Up to `limit` bytes of the log in `job_dir` (from `log_dir`) from `offset`;
+        b"" past its end."""
+        return jobfiles.read_range(job_dir, "log", offset, limit)
+
+    @staticmethod
+    def log_chunks(job_dir: Path, offset: int) -> Iterator[bytes]:
+        """The log in `job_dir` (from `log_dir`) from `offset` up to its size now."""
+        return jobfiles.iter_range(job_dir, "log", offset)
 
     def ended(self, job_id: int) -> bool:
         try:

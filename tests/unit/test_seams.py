@@ -16,13 +16,8 @@ CORE_ALLOWED = {"__future__", "collections", "dataclasses", "difflib", "enum", "
                 "operator", "abc", "collections.abc", "fractions", "decimal", "string"}
 HTTP = ("fastapi", "starlette", "uvicorn", "httpx", "nai_server.api")
 
-# Known crossings, each with the reason it is still there. The API's are the Contracts
-# part of issue 15 (the use cases will hand out log chunks, disk-space refusals and
-# typed store errors).
+# Known crossings, each with the reason it is still there.
 KNOWN = {
-    ("nai_server/api/app.py", "nai_server.host.diskspace"),  # 507 below the free-space floor
-    ("nai_server/api/app.py", "nai_server.store.blobs"),  # store errors mapped to answers
-    ("nai_server/api/jobs.py", "nai_server.host.jobfiles"),  # logs streamed in a thread
     ("nai_tui/cli/__init__.py", "nai_tui.tui.app"),  # `nai` with no command starts the TUI
 }
 
