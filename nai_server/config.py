@@ -10,7 +10,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from nai_server.core import scheduling as sched
-from nai_server.core.units import parse_duration
+from nai_server.core.units import parse_duration, parse_size
 from nai_server.paths import default_paths as default_paths
 from nai_server.paths import find_socket as find_socket
 from nai_server.protocol import Invalid
@@ -87,10 +87,32 @@ class SchedulerConfig(_Section):
         return value
 
 
+def _bytes(value: object) -> int | None:
+    """A size as people write it ("64G", "512MiB") or a number of bytes; None: none."""
+    if value is None:
+        return None
+    try:
+        size = parse_size(value)  # type: ignore[arg-type]
+    except (ValueError, OverflowError):
+        size = 0
+    if size <= 0:
+        raise ValueError(f"not a size (use e.g. 64GiB, 512MiB, 16G): {value!r}")
+    return size
+
+
+Bytes = Annotated[int | None, BeforeValidator(_bytes)]
+
+
 class JobsConfig(_Section):
     cancel_grace_seconds: float = Field(default=30.0, ge=0)
     default_time_limit: str | int | None = None
     max_time_limit: str | int | None = None
+    # A job's memory and CPU limits (its cgroup's) when its spec names none, and the
+    # most a spec may ask; None: no limit.
+    default_memory: Bytes = None
+    max_memory: Bytes = None
+    default_cpus: float | None = Field(default=None, ge=0.01)
+    max_cpus: float | None = Field(default=None, ge=0.01)
     archive_after_hours: float = Field(default=24.0, ge=0)
     # A job's output/ is read as its owner and stored when it ends, within these caps.
     max_output_file_size: str | int = "16GiB"

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from nai_server.app.accounts import Caller
+from nai_server.core.resources import with_limits
 from nai_server.core.spec import (
     JobSpec,
     SpecError,
@@ -25,6 +26,7 @@ from nai_server.core.spec import (
 )
 from nai_server.core.states import TERMINAL, JobState, transition
 from nai_server.host import diskspace, jobfiles, unix
+from nai_server.host.cgroup_limits import host_memory
 from nai_server.host.launchers.local import proc_uid
 from nai_server.host.runtime import JobRuntime
 from nai_server.protocol import (
@@ -158,6 +160,7 @@ class Jobs:
         if spec.priority == "high" and not caller.admin:
             raise Forbidden("priority: high is for admins; use normal or low")
         time_limit = self._time_limit(spec.time_limit)
+        spec = self._resources(spec)
         # Only a tree the caller may read (DESIGN §6); another's answers as an unknown one.
         if code_tree is not None and not self.registry.may_read_tree(caller, code_tree):
             raise Invalid(f"code tree {code_tree!r} is not on the server; upload it first "
@@ -194,6 +197,17 @@ class Jobs:
         if gpu_memory and gpus and gpu_memory > biggest:
             raise Invalid(f"gpu_memory: {gpu_memory} bytes asked, but the largest GPU here "
                           f"has {biggest}")
+
+    def _resources(self, spec: JobSpec) -> JobSpec:
+        """The spec with the memory and CPU limits the job runs under (the server's
+        defaults filled in), refused beyond the server's maximum or what it has."""
+        jobs = self.config.jobs
+        try:
+            return with_limits(spec, host_memory=host_memory(), host_cpus=os.cpu_count() or 1,
+                               default_memory=jobs.default_memory, max_memory=jobs.max_memory,
+                               default_cpus=jobs.default_cpus, max_cpus=jobs.max_cpus)
+        except ValueError as exc:
+            raise Invalid(str(exc), details={"field": str(exc).split(":")[0]}) from exc
 
     def _time_limit(self, asked: int | None) -> int | None:
         jobs = self.config.jobs

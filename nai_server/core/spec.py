@@ -35,6 +35,10 @@ MAX_SPEC_CHARS = 64 * 1024  # the text of a nai.yaml
 MAX_SPEC_DEPTH = 16  # nesting of its YAML (a spec needs 2: env's mapping, after's list)
 MAX_GPUS = 1024
 MAX_GPU_MEMORY = 2**50  # 1 PiB
+MIN_MEMORY = 16 * 2**20  # a job's memory limit: below this not even its shell starts
+MAX_MEMORY = 2**50  # 1 PiB
+MAX_CPUS = 65536
+CPU_STEP = 0.01  # the finest CPU limit a cgroup takes (1 ms of every 100 ms)
 MAX_TIME_LIMIT = 366 * 86400  # a year and a day
 MAX_COMMAND_CHARS = 64 * 1024  # one argument of sh -c: the kernel takes at most 128 KiB
 MAX_DEPENDENCIES = 1000  # ids in after plus after_ok
@@ -52,6 +56,8 @@ class JobSpec:
     name: str = ""
     gpus: int = 1  # whole GPUs; 0 = CPU-only job
     gpu_memory: int | None = None  # bytes of free memory needed on each GPU
+    memory: int | None = None  # bytes of RAM the job may use (its cgroup's limit)
+    cpus: float | None = None  # CPUs' worth of time the job may use (e.g. 4, 0.5)
     dataset: str | None = None  # "name" or "name@version"
     model: str | None = None  # "name" or "name@version"
     env: dict[str, str] = field(default_factory=dict)
@@ -145,6 +151,33 @@ def _gpu_memory(value: Any) -> int:
     if size > MAX_GPU_MEMORY:
         raise ValueError(f"must be at most 1PiB (no GPU has more), got {shown(value)}")
     return size
+
+
+def _memory(value: Any) -> int:
+    try:
+        size = parse_size(value)
+    except (ValueError, OverflowError):
+        size = 0
+    if size <= 0:
+        raise ValueError(f"must be a size like 16G, 512MiB or 64GiB, got {shown(value)}")
+    if not MIN_MEMORY <= size <= MAX_MEMORY:
+        raise ValueError(f"must be from 16MiB to 1PiB, got {shown(value)}")
+    return size
+
+
+def _cpus(value: Any) -> float:
+    number: float | None = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str) and len(value) <= 20:
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+    if number is None or not CPU_STEP <= number <= MAX_CPUS:  # NaN fails both
+        raise ValueError(f"must be a number of CPUs from {CPU_STEP} to {MAX_CPUS}, e.g. 4 or "
+                         f"0.5, got {shown(value)}")
+    return round(number, 2)
 
 
 def _time_limit(value: Any) -> int:
@@ -246,6 +279,8 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "name": lambda value: "" if value == "" else _name(value),
     "gpus": _gpus,
     "gpu_memory": _optional(_gpu_memory),
+    "memory": _optional(_memory),
+    "cpus": _optional(_cpus),
     "dataset": _optional(_ref),
     "model": _optional(_ref),
     "env": _env,

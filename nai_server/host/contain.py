@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from nai_server.host import cgroup_limits
 from nai_server.host.gpus import GpuSnapshot
 from nai_server.host.launchers.local import proc_start_ticks, proc_uid, session_of
 
@@ -89,12 +90,22 @@ class Containment:
 
     def __init__(self, state_dir: Path, layout: Layout | None = None) -> None:
         self.layout = detect() if layout is None else layout
+        self._joins: dict[int, list[Path]] = {}
         self.base: Path | None = None
         self.problem: str | None = None
+        self.limits = cgroup_limits.Limits()
         try:
             self.base = self._make_base(state_dir)
         except OSError as exc:
             self.problem = f"cannot make cgroups: {exc.strerror or exc}"
+        if self.base is not None and self.layout.root is not None:
+            self.limits = cgroup_limits.prepare(self.layout.kind, self.layout.root, self.base)
+        else:
+            self.limits.problem = self.problem or (
+                "no cgroup2 hierarchy mounted" if self.layout.root is None
+                else "no cgroup delegated to the daemon's user")
+        if self.limits.problem:
+            log.warning("memory and CPU limits of jobs: %s", self.limits.problem)
         if self.base is None:
             log.warning("jobs run without a cgroup each (%s; %s): only what stays in a "
                         "job's session is killed when it ends",
@@ -123,21 +134,42 @@ class Containment:
 
     def describe(self) -> str:
         if self.base is not None:
-            return f"{self.layout.describe()}; a cgroup per job under {self.base}"
+            return (f"{self.layout.describe()}; a cgroup per job under {self.base}; "
+                    f"{self.limits.describe()}")
         return f"{self.layout.describe()}; {self.problem or 'no cgroup per job'}"
 
     def path(self, job_id: int) -> Path | None:
         return None if self.base is None else self.base / f"job-{job_id}"
 
-    def create(self, job_id: int) -> Path | None:
-        """The job's cgroup, empty, for the launcher to start its wrapper in."""
+    def create(self, job_id: int, memory: int | None = None,
+               cpus: float | None = None) -> Path | None:
+        """The job's cgroup, empty and limited to `memory` bytes and `cpus` CPUs where
+        this host can, for the launcher to start its wrapper in."""
         path = self.path(job_id)
         if path is None:
             return None
-        if path.exists():  # left by an earlier run of the job (preempted, or a crash)
-            self.kill(job_id)
+        if path.exists():  # left by an earlier run of the job (preempted, or a crash):
+            self.kill(job_id)  # a fresh one, so that its OOM count is this run's
+            deadline = time.monotonic() + CLOSE_WAIT
+            with contextlib.suppress(OSError):
+                while not self.remove(job_id) and time.monotonic() < deadline:
+                    time.sleep(0.01)
         path.mkdir(exist_ok=True)
+        self._joins[job_id] = cgroup_limits.apply(self.limits, path, path.name, memory, cpus)
         return path
+
+    def joins(self, job_id: int) -> tuple[Path, ...]:
+        """The job's v1 cgroups its wrapper joins too (a hybrid host's memory and cpu)."""
+        return tuple(self._joins.pop(job_id, ()))
+
+    def unenforced(self, spec: dict[str, object]) -> str | None:
+        """Which of the memory and CPU limits a job spec asks this host cannot enforce."""
+        return self.limits.unenforced(spec.get("memory"), spec.get("cpus"))
+
+    def oom_note(self, job_id: int) -> str | None:
+        """"killed: out of memory (limit …)" if the OOM killer hit the job."""
+        path = self.path(job_id)
+        return None if path is None else cgroup_limits.oom_note(self.limits, path, path.name)
 
     def pids(self, job_id: int) -> list[int]:
         path = self.path(job_id)
@@ -180,6 +212,8 @@ class Containment:
         path = self.path(job_id)
         if path is None:
             return True
+        if not cgroup_limits.remove(self.limits, path.name):
+            return False
         try:
             path.rmdir()
         except FileNotFoundError:
@@ -212,9 +246,10 @@ class Containment:
         if self.base is None:
             return True
         try:
-            names = [p.name for p in self.base.iterdir() if p.name.startswith("job-")]
+            names = {p.name for p in self.base.iterdir() if p.name.startswith("job-")}
         except OSError:
             return True
+        names |= {n for n in cgroup_limits.names(self.limits) if n.startswith("job-")}
         clean = True
         for name in names:
             job_id = name[4:]
@@ -240,6 +275,7 @@ class Containment:
         for job_id in keep:  # a running job's cgroup that is empty: its job has ended
             with contextlib.suppress(OSError):
                 self.remove(job_id)
+        cgroup_limits.close(self.limits)
         with contextlib.suppress(OSError):
             self.base.rmdir()
 
@@ -312,6 +348,7 @@ def end_job(contain: Containment, job_id: int, wrapper: int | None, since: int, 
     in words, for the job's message. `others`: the wrappers of the jobs still running,
     whose processes are never touched."""
     cgroup = contain.path(job_id)
+    oom = contain.oom_note(job_id)
     if cgroup is not None and cgroup.exists():
         killed = contain.kill(job_id)
         with contextlib.suppress(OSError):
@@ -331,4 +368,4 @@ def end_job(contain: Containment, job_id: int, wrapper: int | None, since: int, 
     note = leftover_note(len(killed), on_gpus)
     if note:
         log.warning("job %s: %s", job_id, note)
-    return note
+    return "; ".join(n for n in (oom, note) if n) or None

@@ -203,10 +203,11 @@ class JobRuntime:
         new processes on its GPUs); what was killed, in words."""
         others = {j["pid"] for j in self.store.hot_jobs()
                   if j["state"] in ACTIVE and j.get("pid") and j["id"] != job["id"]}
-        return contain.end_job(
+        note = contain.end_job(
             self.contain, job["id"], handle.pid if handle else None,
             handle.start_ticks if handle else -1, self._owner_uid(job), self._probe,
             job.get("gpus") or (), others)
+        return "; ".join(n for n in (note, self.contain.unenforced(job["spec"])) if n) or None
 
     def _owner_uid(self, job: Doc) -> int:
         account = None if self.config.personal else unix.unix_account(job["user"])
@@ -526,7 +527,8 @@ class JobRuntime:
             return
         self.store.update_job(job["id"], {
             "state": transition(JobState.STARTING, JobState.RUNNING),
-            "pid": handle.pid, "pid_start": handle.start_ticks})
+            "pid": handle.pid, "pid_start": handle.start_ticks,
+            **({"message": why} if (why := self.contain.unenforced(job["spec"])) else {})})
         log.info("job %s started on GPUs %s (pid %s)", job["id"], list(gpus), handle.pid)
 
     def _prepare(self, job: Doc, gpus: tuple[int, ...]) -> LaunchRequest:
@@ -551,9 +553,11 @@ class JobRuntime:
         }
         env = build_job_env(job_id=job["id"], job_dir=str(job_dir), gpu_indices=gpus,
                             user_env=job["spec"].get("env", {}), base_env=base, **dirs)
+        cgroup = self.contain.create(job["id"], job["spec"].get("memory"),
+                                     job["spec"].get("cpus"))
         return LaunchRequest(job_id=job["id"], job_dir=job_dir, command=job["spec"]["command"],
                              env=env, cwd=job_dir / "code", uid=uid, gid=gid, groups=groups,
-                             cgroup=self.contain.create(job["id"]))
+                             cgroup=cgroup, joins=self.contain.joins(job["id"]))
 
     # --- history ----------------------------------------------------------------------
 

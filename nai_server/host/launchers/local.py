@@ -71,6 +71,7 @@ class LaunchRequest:
     gid: int | None = None
     groups: tuple[int, ...] = ()
     cgroup: Path | None = None  # the job's cgroup, to start the wrapper in
+    joins: tuple[Path, ...] = ()  # v1 cgroups (memory, cpu limits) it joins as well
 
 Status = Literal["running", "exited", "vanished"]
 
@@ -185,8 +186,9 @@ class LocalLauncher:
                 if fd >= 0:
                     os.close(fd)
         try:
-            if request.cgroup is not None:  # before the job runs: all it forks is inside
-                (request.cgroup / "cgroup.procs").write_text(f"{proc.pid}\n")
+            # Before the job runs: all it forks is inside, and limited.
+            for cgroup in (request.cgroup, *request.joins) if request.cgroup else ():
+                (cgroup / "cgroup.procs").write_text(f"{proc.pid}\n")
             with contextlib.suppress(BrokenPipeError):  # stopped already: it said so
                 os.write(go_write, b"go\n")
         except BaseException:

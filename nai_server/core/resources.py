@@ -1,0 +1,43 @@
+"""A job's memory and CPU limits: what it asked, the server's default and maximum, and
+what the host has. Pure: the caller passes the host's totals in."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import TypeVar
+
+from nai_server.core.spec import JobSpec
+from nai_server.core.units import format_size
+
+N = TypeVar("N", int, float)
+
+
+def _cpus(count: float) -> str:
+    return f"{count:g} CPU" + ("" if count == 1 else "s")
+
+
+def _pick(asked: N | None, default: N | None, maximum: N | None, have: N, key: str,
+          setting: str, show: Callable[[N], str]) -> N | None:
+    if asked is None:  # the default, within the maximum; none: the maximum, if any
+        value = default if default is not None else maximum
+        return value if maximum is None or value is None else min(value, maximum)
+    if maximum is not None and asked > maximum:
+        raise ValueError(f"{key}: {show(asked)} asked, but jobs may have at most "
+                         f"{show(maximum)} on this server (jobs.{setting}); ask for less")
+    if asked > have:
+        raise ValueError(f"{key}: {show(asked)} asked, but this server has "
+                         f"{show(have)}; ask for less")
+    return asked
+
+
+def with_limits(spec: JobSpec, *, host_memory: int, host_cpus: int,
+                default_memory: int | None = None, max_memory: int | None = None,
+                default_cpus: float | None = None, max_cpus: float | None = None) -> JobSpec:
+    """The spec with the limits the job runs under filled in; ValueError naming the
+    field when it asks for more than the server allows or has."""
+    memory = _pick(spec.memory, default_memory, max_memory, host_memory, "memory",
+                   "max_memory", format_size)
+    cpus = _pick(spec.cpus, default_cpus, max_cpus, float(host_cpus), "cpus", "max_cpus",
+                 _cpus)
+    return dataclasses.replace(spec, memory=memory, cpus=cpus)
