@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from nai_server.config import ServerConfig
-from nai_server.host import contain, diskspace
+from nai_server.host import cgroup_limits, contain, diskspace
 from nai_server.host.gpus import open_inventory
 from nai_server.store.atomic import StateUnreadable, read_json_file
 
@@ -52,6 +52,13 @@ def run_check(config: ServerConfig, *, as_json: bool = False) -> int:
     if layout.root is None:
         warnings.append("no cgroup2 hierarchy: a job's processes that leave its session "
                         "are not killed when it ends")
+    limits = (cgroup_limits.survey(layout.kind, layout.root)
+              if report["cgroups"]["per_job"] else {})
+    report["cgroups"]["limits"] = limits
+    if unenforced := [name for name in cgroup_limits.CONTROLLERS if name not in limits]:
+        warnings.append(f"{' and '.join(unenforced)} limits of jobs (`memory:`/`cpus:` in "
+                        f"nai.yaml) are not enforced here: no cgroup with the "
+                        f"{'/'.join(unenforced)} controller (needs root and cgroup v2)")
     free = diskspace.free_bytes(config.state)
     report["free_space"] = free
     if (full := diskspace.below_floor(config)) is not None:
@@ -96,7 +103,8 @@ def run_check(config: ServerConfig, *, as_json: bool = False) -> int:
                   f"({gpu['uuid']})")
         per_job = "a cgroup per job" if report["cgroups"]["per_job"] else (
             "no cgroup per job (needs root and cgroup2)")
-        print(f"cgroups:    {layout.describe()}; {per_job}")
+        enforced = ", ".join(f"{name} ({where})" for name, where in limits.items())
+        print(f"cgroups:    {layout.describe()}; {per_job}; limits: {enforced or 'none'}")
         if free is not None:
             print(f"free space: {free / 2**30:.1f} GiB in the state dir")
         print("daemon:     " + (f"answering (api {version['api_version']}, server "

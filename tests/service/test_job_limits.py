@@ -201,3 +201,29 @@ def test_a_controller_that_cannot_be_enabled_is_reported(tmp_path: Path) -> None
         "for job cgroups: Is a directory; cannot enable the cpu controller for job cgroups: "
         "Is a directory)")
     assert box.unenforced({"gpus": 1}) is None
+
+
+def test_nai_show_shows_the_limits(capsys: pytest.CaptureFixture[str]) -> None:
+    from nai_tui.cli import build_parser, commands
+    from nai_tui.testing import FakeServerClient
+
+    client = FakeServerClient()
+    job = client.add_job(spec={"memory": 16 << 30, "cpus": 4.0})
+    plain = client.add_job()
+    assert commands.cmd_show(build_parser().parse_args(["show", str(job.id)]), client) == 0
+    assert "  limits:    memory 16.0 GiB, 4 cpus\n" in capsys.readouterr().out
+    assert commands.cmd_show(build_parser().parse_args(["show", str(plain.id)]), client) == 0
+    assert "limits:" not in capsys.readouterr().out
+
+
+def test_check_says_when_limits_are_not_enforced(
+        service: UseCases, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from nai_server.cli import check
+
+    monkeypatch.setattr(check.contain, "detect", lambda: contain.Layout("none", None))
+    check.run_check(service.config)
+    out = capsys.readouterr().out
+    assert "limits: none" in out
+    assert ("warning: memory and cpu limits of jobs (`memory:`/`cpus:` in nai.yaml) are not "
+            "enforced here") in out
