@@ -116,11 +116,14 @@ def prepare(kind: str, root: Path, base: Path) -> Limits:
         hierarchy = root.parent / name
         if not (hierarchy / _V1_MARK[name]).is_file():
             continue
-        try:
-            (hierarchy / relative).mkdir(parents=True, exist_ok=True)
+        # Made when a job first asks for a limit: a daemon killed with SIGKILL leaves
+        # nothing behind in a hierarchy its jobs never used.
+        existing = next(p for p in (hierarchy / relative, *(hierarchy / relative).parents)
+                        if p.exists())
+        if os.access(existing, os.W_OK):
             limits.v1[name] = hierarchy / relative
-        except OSError as exc:
-            problems.append(f"cannot make {name} cgroups: {exc.strerror or exc}")
+        else:
+            problems.append(f"cannot make {name} cgroups in {existing} (not writable)")
     missing = [name for name in CONTROLLERS if name not in limits.enforced]
     if missing and not problems:
         problems.append(f"no {' or '.join(missing)} controller for cgroups here")
@@ -144,7 +147,7 @@ def apply(limits: Limits, cgroup: Path, name: str, memory: int | None,
         if not (memory if controller == "memory" else quota):
             continue
         path = parent / name
-        path.mkdir(exist_ok=True)
+        path.mkdir(parents=True, exist_ok=True)
         if controller == "memory":
             (path / "memory.limit_in_bytes").write_text(str(memory))
             with contextlib.suppress(FileNotFoundError):  # without swap accounting
