@@ -187,6 +187,7 @@ def test_on_cgroup_v2_the_limits_are_memory_max_and_cpu_max(tmp_path: Path) -> N
     path = box.create(7, memory=16 << 30, cpus=4)
     assert path is not None and box.joins(7) == ()
     assert (path / "memory.max").read_text() == str(16 << 30)
+    assert (path / "memory.swap.max").read_text() == "0"  # no spilling past it to swap
     assert (path / "cpu.max").read_text() == "400000 100000"
     assert box.oom_note(7) is None
     (path / "memory.events").write_text("low 0\nhigh 0\nmax 12\noom 1\noom_kill 1\n")
