@@ -587,3 +587,10 @@ class StoreReport(Reply):
     stray: list[str]  # files in the store that are neither blob nor tree, left alone
     unlisted: dict[str, int]  # per list above: how many more were found than it shows
     clean: bool
+
+
+# --- where things live on this machine -------------------------------------------------
+# One rule for both sides: the client's config, cache and known hosts, and where a
+# personal daemon keeps its state and socket (which the client starts and finds).
+from nai_server.paths import default_paths as default_paths  # noqa: E402
+from nai_server.paths import user_dir as user_dir  # noqa: E402
