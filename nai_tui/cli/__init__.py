@@ -34,10 +34,12 @@ def tui_server(argv: list[str]) -> tuple[bool, str | None]:
     return (False, None) if rest else (True, args.server)
 
 
+# `add(name, func, help, remote=True, listing=False)`: one subcommand (see build_parser).
+Add = Callable[..., argparse.ArgumentParser]
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from nai_tui.cli import commands
-    from nai_tui.cli.registry_commands import FORCE_HELP, add_registry_commands
-    from nai_tui.config import TRANSPORTS
+    from nai_tui.cli.registry_commands import add_registry_commands
 
     parser = argparse.ArgumentParser(
         prog="nai", description="Run jobs on shared GPU servers. Without a command: the TUI.")
@@ -54,6 +56,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="print JSON" if listing else argparse.SUPPRESS)
         return p
 
+    _add_run_commands(add)
+    _add_job_commands(add)
+    _add_server_command(add)
+    _add_personal_commands(add)
+    add_registry_commands(sub)
+    return parser
+
+
+def _add_run_commands(add: Add) -> None:
+    """Starting jobs: `submit` a folder, `finetune` a model on a dataset."""
+    from nai_tui.cli import commands
+
     p = add("submit", commands.cmd_submit, "sync a folder and submit it as a job")
     p.add_argument("dir", nargs="?", default=".", help="the job's folder (default: .)")
     p.add_argument("-f", "--file", help="the spec file (default: DIR/nai.yaml)")
@@ -64,10 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name")
     p.add_argument("--command", help="the command to run (default: from nai.yaml)")
     p.add_argument("--env", action="append", metavar="K=V", help="repeatable")
-    p.add_argument("--register-model", metavar="NAME",
-                   help="on success, make the job's outputs a new version of this model")
-    p.add_argument("--follow", action="store_true",
-                   help="stream the log and exit with the job's exit code")
+    _add_outcome_options(p)
 
     p = add("finetune", commands.cmd_finetune, "run a model's own code on a dataset, "
             "starting from its weights ($NAI_MODEL_DIR)")
@@ -78,10 +89,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus", type=int)
     p.add_argument("--time-limit", help="e.g. 2h, 30m, 1h30m")
     p.add_argument("--name", help="the job's name (default: finetune-MODEL)")
+    _add_outcome_options(p)
+
+
+def _add_outcome_options(p: argparse.ArgumentParser) -> None:
+    """What happens once a submitted job runs: its outputs as a model, its log followed."""
     p.add_argument("--register-model", metavar="NAME",
                    help="on success, make the job's outputs a new version of this model")
     p.add_argument("--follow", action="store_true",
                    help="stream the log and exit with the job's exit code")
+
+
+def _add_job_commands(add: Add) -> None:
+    """Looking at jobs and the server: jobs, show, logs, cancel, pull, metrics, gpus, whoami."""
+    from nai_tui.cli import commands
+    from nai_tui.cli.registry_commands import FORCE_HELP
 
     p = add("jobs", commands.cmd_jobs, "list jobs, newest first", listing=True)
     who = p.add_mutually_exclusive_group()
@@ -111,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("gpus", commands.cmd_gpus, "the server's GPUs and who uses them", listing=True)
     add("whoami", commands.cmd_whoami, "who the server thinks you are", listing=True)
 
+
+def _add_server_command(add: Add) -> None:
+    """`nai server VERB`: the configured servers."""
+    from nai_tui.cli import commands
+    from nai_tui.config import TRANSPORTS
+
     p = add("server", commands.cmd_server, "configured servers", remote=False, listing=True)
     verbs = p.add_subparsers(dest="verb", metavar="VERB")
     s = verbs.add_parser("add", help="add a server: ssh://user@host[:port], an ssh alias, "
@@ -127,6 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     verbs.add_parser("list", help="list servers (the default)").add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
 
+
+def _add_personal_commands(add: Add) -> None:
+    """A personal server on this machine: up, down, and the demo that uses one."""
+    from nai_tui.cli import commands
+
     p = add("up", commands.cmd_up, "start a personal nai-server on this machine", remote=False)
     p.add_argument("--fake-gpus", type=int, metavar="N", help="pretend to have N GPUs")
     add("down", commands.cmd_down, "stop the personal nai-server", remote=False)
@@ -136,8 +169,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", help="where to put the outputs (default: ./nai-outputs/ID)")
     p.add_argument("--fake-gpus", type=int, metavar="N")
     p.add_argument("--keep", action="store_true", help="leave the personal server running")
-    add_registry_commands(sub)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
