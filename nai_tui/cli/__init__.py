@@ -149,9 +149,18 @@ def _add_server_command(add: Add) -> None:
     s.add_argument("--remote-command", default="nai-server dial-stdio",
                    help="how to reach the daemon on the server")
     s.add_argument("--default", action="store_true", help="make it the default")
-    for verb, text in (("remove", "forget a server"), ("default", "make a server the default"),
-                       ("trust", "accept a server's SSH host key (shown first)")):
+    for verb, text in (("remove", "forget a server"), ("default", "make a server the default")):
         verbs.add_parser(verb, help=text).add_argument("name")
+    s = verbs.add_parser("trust", help="accept a server's SSH host key (shown first)",
+                         description="Show the server's SSH host key and record it in nai's "
+                         "known_hosts. At a terminal nai asks; elsewhere it needs --fingerprint "
+                         "(checked against the key) or --yes.")
+    s.add_argument("name")
+    vouch = s.add_mutually_exclusive_group()
+    vouch.add_argument("--fingerprint", metavar="SHA256:...",
+                       help="trust the key only if its fingerprint is this one")
+    vouch.add_argument("--yes", "-y", action="store_true",
+                       help="trust the key shown without asking")
     verbs.add_parser("list", help="list servers (the default)").add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
 

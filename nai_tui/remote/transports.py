@@ -33,6 +33,7 @@ from nai_tui.remote.hostkeys import (
     SshTarget,
     UnknownHostKey,
     fetch_host_key,
+    same_fingerprint,
     trust_host_key,
     unknown_host_key,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "fetch_host_key",
     "http_client_for",
     "local_http_client",
+    "same_fingerprint",
     "ssh_transport",
     "trust_host_key",
 ]
