@@ -34,6 +34,29 @@ def tui_server(argv: list[str]) -> tuple[bool, str | None]:
     return (False, None) if rest else (True, args.server)
 
 
+class _ShowVersion(argparse.Action):
+    """`--version`: this client's version and the API it speaks. Looked up only when
+    asked: reading the package's metadata would slow every other command."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS,
+                 help: str | None = None) -> None:
+        super().__init__(option_strings, dest=dest, default=argparse.SUPPRESS, nargs=0,
+                         help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        from nai_server.protocol import API_VERSION
+
+        try:
+            mine = version("nothingai")
+        except PackageNotFoundError:
+            mine = "(not installed)"
+        print(f"nai {mine} (API {API_VERSION})")
+        parser.exit()
+
+
 # `add(name, func, help, remote=True, listing=False)`: one subcommand (see build_parser).
 Add = Callable[..., argparse.ArgumentParser]
 
@@ -45,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="nai", description="Run jobs on shared GPU servers. Without a command: the TUI.")
     parser.add_argument("--server", "-s", help="configured server to use (default: the "
                         "default server, else this machine's personal server)")
+    parser.add_argument("--version", action=_ShowVersion,
+                        help="show the version of nai and of the API it speaks, and exit")
     # dest is not "command": `submit --command` would overwrite it.
     sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
 
