@@ -25,6 +25,7 @@ from nai_server.protocol import (
     JobList,
     Me,
     MetricsPage,
+    MissingResponse,
     NaiError,
     PushedVersion,
     Quota,
@@ -134,7 +135,7 @@ class ServerClient:
 
     def missing_blobs(self, digests: list[str]) -> list[str]:
         body = self._json("POST", "/v1/blobs/missing", json={"digests": digests})
-        return list(body["missing"])
+        return self._reply(MissingResponse, body).missing
 
     def upload_pack(self, stream: Iterable[bytes]) -> dict[str, Any]:
         """POST a packed tar stream of blobs (see nai_tui.sync.push for the producer)."""

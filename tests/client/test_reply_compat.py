@@ -43,6 +43,14 @@ def test_a_reply_with_fields_this_client_does_not_know_is_read() -> None:
     assert read.name == "ada" and read.quota == Quota(max_gpus=2)
 
 
+def test_every_reply_is_read_through_the_same_door() -> None:
+    """An answer without a field the client needs is a VersionMismatch, not a KeyError."""
+    with pytest.raises(VersionMismatch, match="missing"):
+        _client({"/v1/blobs/missing": {"absent": []}}).missing_blobs(["0" * 64])
+    assert _client({"/v1/blobs/missing": {"missing": ["a"], "more": 1}}).missing_blobs(
+        ["a"]) == ["a"]
+
+
 def test_reply_models_ignore_unknown_fields_and_request_models_refuse_them() -> None:
     assert Me.model_validate({**ME, "added_later": 1}).user == "ada"
     with pytest.raises(ValueError, match="Extra inputs"):
