@@ -145,7 +145,7 @@ class ErrorInfo(BaseModel):
     """What went wrong: `code` is one of ERRORS_BY_CODE's keys (or an HTTP-level code
     such as `too_large`), `message` says what to do, `details` is per error."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")
 
     code: str
     message: str
@@ -155,7 +155,7 @@ class ErrorInfo(BaseModel):
 class ErrorBody(BaseModel):
     """The body of every error answer, whatever its status."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")
 
     error: ErrorInfo
 
@@ -185,13 +185,22 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class VersionInfo(Model):
+class Reply(BaseModel):
+    """Base for what the server answers: unknown fields are ignored, so a server that
+    adds one (a minor API version) still serves older clients. What clients send stays
+    a `Model`, strict. (Quota and DrainState travel both ways: strict here, and the
+    client drops what it does not know before reading them.)"""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class VersionInfo(Reply):
     api_version: str
     server_version: str
     mode: Literal["personal", "multi-user"]
 
 
-class Me(Model):
+class Me(Reply):
     user: str
     uid: int
     admin: bool
@@ -211,7 +220,7 @@ class UserCreate(Model):
     name: str = Field(pattern=NAME_PATTERN)
 
 
-class UserInfo(Model):
+class UserInfo(Reply):
     name: str
     uid: int | None
     admin: bool
@@ -224,7 +233,7 @@ class GroupCreate(Model):
     name: str = Field(pattern=NAME_PATTERN)
 
 
-class GroupInfo(Model):
+class GroupInfo(Reply):
     name: str
     members: list[str]
     quota: Quota
@@ -243,7 +252,7 @@ class MissingRequest(Model):
     digests: list[DigestText] = Field(max_length=1_000_000)
 
 
-class MissingResponse(Model):
+class MissingResponse(Reply):
     missing: list[str]
 
 
@@ -251,12 +260,12 @@ class PathsRequest(Model):
     paths: list[str] = Field(max_length=1_000_000)
 
 
-class UploadResult(Model):
+class UploadResult(Reply):
     stored: int
     bytes: int
 
 
-class TreeEntryModel(Model):
+class TreeEntryModel(Reply):
     path: str
     kind: Literal["file", "symlink"] = "file"
     size: int = 0
@@ -285,7 +294,7 @@ class TreeCreate(Model):
     entries: list[TreeEntryIn]
 
 
-class TreeRef(Model):
+class TreeRef(Reply):
     """A recorded tree, without its entries (what creating one answers)."""
 
     id: str
@@ -293,7 +302,7 @@ class TreeRef(Model):
     size: int
 
 
-class TreeInfo(Model):
+class TreeInfo(Reply):
     id: str
     entries: list[TreeEntryModel]
     files: int
@@ -325,7 +334,7 @@ class JobSubmit(Model):
     code_from_model: bool = False
 
 
-class JobInfo(Model):
+class JobInfo(Reply):
     id: int
     name: str
     user: str
@@ -347,7 +356,7 @@ class JobInfo(Model):
     registered: str | None = None  # `register_model`: the version it made, e.g. "m@3"
 
 
-class JobList(Model):
+class JobList(Reply):
     """A page of jobs, newest id first. `total` counts every job matching the filters
     (not the cursor); pass `next_before` back as `before` for the next page (None: no
     more)."""
@@ -359,7 +368,7 @@ class JobList(Model):
     next_before: int | None = None
 
 
-class MetricsPage(Model):
+class MetricsPage(Reply):
     """Lines of the job's metrics.jsonl from `since` on; `next` continues."""
 
     metrics: list[dict[str, Any]]
@@ -367,7 +376,7 @@ class MetricsPage(Model):
     skipped: int = 0  # lines that were not JSON objects
 
 
-class ForeignProcess(Model):
+class ForeignProcess(Reply):
     """A process on a GPU that nai did not give it: someone bypassing the queue, or a
     job (`job`) that reached a GPU other than its own."""
 
@@ -377,7 +386,7 @@ class ForeignProcess(Model):
     job: int | None = None
 
 
-class GpuState(Model):
+class GpuState(Reply):
     index: int
     uuid: str
     name: str
@@ -390,7 +399,7 @@ class GpuState(Model):
     foreign: list[ForeignProcess] = Field(default_factory=list)
 
 
-class GpuList(Model):
+class GpuList(Reply):
     source: Literal["nvml", "fake"]
     note: str | None = None
     gpus: list[GpuState]
@@ -433,7 +442,7 @@ class RegistryCreate(VersionCreate):
     shared: bool = False
 
 
-class RegistryVersion(Model):
+class RegistryVersion(Reply):
     version: int
     tag: str | None
     tree_id: str
@@ -456,7 +465,7 @@ class PushedVersion(RegistryVersion):
     unchanged: bool = False
 
 
-class RegistryHead(Model):
+class RegistryHead(Reply):
     """What a listing line and a full entry share: who owns it, who reads it."""
 
     kind: RegistryKind
@@ -500,7 +509,7 @@ class TagUpdate(Model):
     tag: str | None = Field(default=None, pattern=TAG_PATTERN)
 
 
-class RemovalResult(Model):
+class RemovalResult(Reply):
     """What a removal did. Versions still used by an unfinished job or named in another
     version's lineage are kept, marked for deletion, and go once nothing needs them."""
 
@@ -521,14 +530,14 @@ class StoreVerifyStart(Model):
     repair: bool = False
 
 
-class DamagedBlob(Model):
+class DamagedBlob(Reply):
     digest: str
     problem: Literal["missing", "corrupt"]
     moved_to: str | None  # where --repair put it, relative to the store
     owners: list[str]  # who uploaded it: they can send it again
 
 
-class DamagedTree(Model):
+class DamagedTree(Reply):
     id: str
     # missing: named by a job or version, not stored; corrupt: its file does not match
     # its id; incomplete: files in it lost their blobs (`files`, the first 100).
@@ -538,20 +547,20 @@ class DamagedTree(Model):
     moved_to: str | None
 
 
-class DamagedTreeUse(Model):
+class DamagedTreeUse(Reply):
     role: str  # code, outputs, dataset, model
     tree_id: str
     problem: str
 
 
-class DamagedJob(Model):
+class DamagedJob(Reply):
     id: int
     user: str
     state: str
     trees: list[DamagedTreeUse]
 
 
-class DamagedVersion(Model):
+class DamagedVersion(Reply):
     kind: RegistryKind
     name: str
     version: int
@@ -560,7 +569,7 @@ class DamagedVersion(Model):
     owner: str
 
 
-class StoreReport(Model):
+class StoreReport(Reply):
     """What the running or last verification found (state `never` before the first)."""
 
     state: Literal["never", "running", "done", "stopped", "failed"]
@@ -578,3 +587,10 @@ class StoreReport(Model):
     stray: list[str]  # files in the store that are neither blob nor tree, left alone
     unlisted: dict[str, int]  # per list above: how many more were found than it shows
     clean: bool
+
+
+# --- where things live on this machine -------------------------------------------------
+# One rule for both sides: the client's config, cache and known hosts, and where a
+# personal daemon keeps its state and socket (which the client starts and finds).
+from nai_server.paths import default_paths as default_paths  # noqa: E402
+from nai_server.paths import user_dir as user_dir  # noqa: E402

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from nai_server.protocol import NaiError
+from nai_server.protocol import NaiError, default_paths, user_dir
 
 TRANSPORTS = ("ssh", "openssh")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -31,28 +31,21 @@ class ConfigError(NaiError):
 
 
 def config_dir() -> Path:
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "nai"
+    return user_dir("config")
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "nai"
-
-
-def runtime_dir() -> Path:
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    return Path(runtime) / "nai" if runtime else Path(f"/tmp/nai-{os.getuid()}")
+    return user_dir("cache")
 
 
 def personal_socket() -> Path:
-    """Where `nai-server run --personal` listens by default (same rule as the server)."""
-    return runtime_dir() / "nai.sock"
+    """Where `nai-server run --personal` listens by default (the server's own rule)."""
+    return default_paths("personal")[1]
 
 
 def personal_state() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "nai"
+    """Where a personal daemon keeps its state by default (the server's own rule)."""
+    return default_paths("personal")[0]
 
 
 @dataclass

@@ -12,8 +12,15 @@ from typing import Any
 
 import httpx
 
+from nai_server import __version__
 from nai_server.config import find_socket
-from nai_server.protocol import Conflict, ConnectionFailed, NaiError, error_from_body
+from nai_server.protocol import (
+    API_VERSION,
+    Conflict,
+    ConnectionFailed,
+    NaiError,
+    error_from_body,
+)
 
 
 class AdminClient:
@@ -186,6 +193,8 @@ def store_text(r: dict[str, Any]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nai-admin", description="Manage nai users, groups, quotas, drain and the blob store.")
+    parser.add_argument("--version", action="version",
+                        version=f"nai-admin {__version__} (API {API_VERSION})")
     parser.add_argument("--socket", type=Path, help="daemon socket (default: auto)")
     parser.add_argument("--json", action="store_true", help="print JSON")
     # Accepted after the subcommand too; SUPPRESS keeps a subparser's default from

@@ -34,15 +34,42 @@ def tui_server(argv: list[str]) -> tuple[bool, str | None]:
     return (False, None) if rest else (True, args.server)
 
 
+class _ShowVersion(argparse.Action):
+    """`--version`: this client's version and the API it speaks. Looked up only when
+    asked: reading the package's metadata would slow every other command."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS,
+                 help: str | None = None) -> None:
+        super().__init__(option_strings, dest=dest, default=argparse.SUPPRESS, nargs=0,
+                         help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        from nai_server.protocol import API_VERSION
+
+        try:
+            mine = version("nothingai")
+        except PackageNotFoundError:
+            mine = "(not installed)"
+        print(f"nai {mine} (API {API_VERSION})")
+        parser.exit()
+
+
+# `add(name, func, help, remote=True, listing=False)`: one subcommand (see build_parser).
+Add = Callable[..., argparse.ArgumentParser]
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from nai_tui.cli import commands
-    from nai_tui.cli.registry_commands import FORCE_HELP, add_registry_commands
-    from nai_tui.config import TRANSPORTS
+    from nai_tui.cli.registry_commands import add_registry_commands
 
     parser = argparse.ArgumentParser(
         prog="nai", description="Run jobs on shared GPU servers. Without a command: the TUI.")
     parser.add_argument("--server", "-s", help="configured server to use (default: the "
                         "default server, else this machine's personal server)")
+    parser.add_argument("--version", action=_ShowVersion,
+                        help="show the version of nai and of the API it speaks, and exit")
     # dest is not "command": `submit --command` would overwrite it.
     sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
 
@@ -54,6 +81,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="print JSON" if listing else argparse.SUPPRESS)
         return p
 
+    _add_run_commands(add)
+    _add_job_commands(add)
+    _add_server_command(add)
+    _add_personal_commands(add)
+    add_registry_commands(sub)
+    return parser
+
+
+def _add_run_commands(add: Add) -> None:
+    """Starting jobs: `submit` a folder, `finetune` a model on a dataset."""
+    from nai_tui.cli import commands
+
     p = add("submit", commands.cmd_submit, "sync a folder and submit it as a job")
     p.add_argument("dir", nargs="?", default=".", help="the job's folder (default: .)")
     p.add_argument("-f", "--file", help="the spec file (default: DIR/nai.yaml)")
@@ -64,10 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name")
     p.add_argument("--command", help="the command to run (default: from nai.yaml)")
     p.add_argument("--env", action="append", metavar="K=V", help="repeatable")
-    p.add_argument("--register-model", metavar="NAME",
-                   help="on success, make the job's outputs a new version of this model")
-    p.add_argument("--follow", action="store_true",
-                   help="stream the log and exit with the job's exit code")
+    _add_outcome_options(p)
 
     p = add("finetune", commands.cmd_finetune, "run a model's own code on a dataset, "
             "starting from its weights ($NAI_MODEL_DIR)")
@@ -78,10 +114,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus", type=int)
     p.add_argument("--time-limit", help="e.g. 2h, 30m, 1h30m")
     p.add_argument("--name", help="the job's name (default: finetune-MODEL)")
+    _add_outcome_options(p)
+
+
+def _add_outcome_options(p: argparse.ArgumentParser) -> None:
+    """What happens once a submitted job runs: its outputs as a model, its log followed."""
     p.add_argument("--register-model", metavar="NAME",
                    help="on success, make the job's outputs a new version of this model")
     p.add_argument("--follow", action="store_true",
                    help="stream the log and exit with the job's exit code")
+
+
+def _add_job_commands(add: Add) -> None:
+    """Looking at jobs and the server: jobs, show, logs, cancel, pull, metrics, gpus, whoami."""
+    from nai_tui.cli import commands
+    from nai_tui.cli.registry_commands import FORCE_HELP
 
     p = add("jobs", commands.cmd_jobs, "list jobs, newest first", listing=True)
     who = p.add_mutually_exclusive_group()
@@ -111,6 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("gpus", commands.cmd_gpus, "the server's GPUs and who uses them", listing=True)
     add("whoami", commands.cmd_whoami, "who the server thinks you are", listing=True)
 
+
+def _add_server_command(add: Add) -> None:
+    """`nai server VERB`: the configured servers."""
+    from nai_tui.cli import commands
+    from nai_tui.config import TRANSPORTS
+
     p = add("server", commands.cmd_server, "configured servers", remote=False, listing=True)
     verbs = p.add_subparsers(dest="verb", metavar="VERB")
     s = verbs.add_parser("add", help="add a server: ssh://user@host[:port], an ssh alias, "
@@ -121,11 +174,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--remote-command", default="nai-server dial-stdio",
                    help="how to reach the daemon on the server")
     s.add_argument("--default", action="store_true", help="make it the default")
-    for verb, text in (("remove", "forget a server"), ("default", "make a server the default"),
-                       ("trust", "accept a server's SSH host key (shown first)")):
+    for verb, text in (("remove", "forget a server"), ("default", "make a server the default")):
         verbs.add_parser(verb, help=text).add_argument("name")
+    s = verbs.add_parser("trust", help="accept a server's SSH host key (shown first)",
+                         description="Show the server's SSH host key and record it in nai's "
+                         "known_hosts. At a terminal nai asks; elsewhere it needs --fingerprint "
+                         "(checked against the key) or --yes.")
+    s.add_argument("name")
+    vouch = s.add_mutually_exclusive_group()
+    vouch.add_argument("--fingerprint", metavar="SHA256:...",
+                       help="trust the key only if its fingerprint is this one")
+    vouch.add_argument("--yes", "-y", action="store_true",
+                       help="trust the key shown without asking")
     verbs.add_parser("list", help="list servers (the default)").add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+
+
+def _add_personal_commands(add: Add) -> None:
+    """A personal server on this machine: up, down, and the demo that uses one."""
+    from nai_tui.cli import commands
 
     p = add("up", commands.cmd_up, "start a personal nai-server on this machine", remote=False)
     p.add_argument("--fake-gpus", type=int, metavar="N", help="pretend to have N GPUs")
@@ -136,8 +203,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", help="where to put the outputs (default: ./nai-outputs/ID)")
     p.add_argument("--fake-gpus", type=int, metavar="N")
     p.add_argument("--keep", action="store_true", help="leave the personal server running")
-    add_registry_commands(sub)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -285,16 +285,7 @@ def cmd_server(args: argparse.Namespace) -> int:
         config.default = args.name
         config.save()
     elif args.verb == "trust":
-        from nai_tui.remote import transports
-
-        entry = config.get(args.name)
-        keytype, key, fingerprint = transports.fetch_host_key(entry.url, name=entry.name)
-        note(f"{entry.url} presents {keytype} {fingerprint}")
-        if sys.stdin.isatty() and input("trust this key? [y/N] ").strip().lower() != "y":
-            note("not trusted")
-            return 1
-        transports.trust_host_key(entry.url, config_dir() / "known_hosts", key=key)
-        note(f"trusted; it is kept in {config_dir() / 'known_hosts'}")
+        return _trust(config.get(args.name), yes=args.yes, expected=args.fingerprint)
     else:
         rows = [[("* " if n == config.default else "  ") + n, s.url, s.transport]
                 for n, s in config.servers.items()]
@@ -303,6 +294,33 @@ def cmd_server(args: argparse.Namespace) -> int:
                         "transport": s.transport} for n, s in config.servers.items()])
         else:
             print(table(rows, ["  NAME", "URL", "TRANSPORT"]))
+    return 0
+
+
+def _trust(entry: ServerEntry, *, yes: bool, expected: str | None) -> int:
+    """Record the server's host key once someone vouched for it: the fingerprint given
+    (`--fingerprint`), `--yes`, or a person answering at a terminal. Never silently."""
+    from nai_tui.remote import transports
+
+    keytype, key, fingerprint = transports.fetch_host_key(entry.url, name=entry.name)
+    note(f"{entry.url} presents {keytype} {fingerprint}")
+    if expected is not None:
+        if not transports.same_fingerprint(expected, fingerprint):
+            raise NaiError(
+                f"{entry.name}: not trusted: the key's fingerprint is {fingerprint}, not "
+                f"{expected}. Someone could be intercepting the connection; ask the "
+                f"server's admin (`ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub`)")
+    elif not yes:
+        if not sys.stdin.isatty():
+            raise NaiError(
+                f"{entry.name}: not trusted: no terminal to ask whether this fingerprint is "
+                f"the server's. Check it with the server's admin, then run `nai server "
+                f"trust {entry.name} --fingerprint {fingerprint}` (or `--yes`)")
+        if input("trust this key? [y/N] ").strip().lower() != "y":
+            note("not trusted")
+            return 1
+    transports.trust_host_key(entry.url, config_dir() / "known_hosts", key=key)
+    note(f"trusted; it is kept in {config_dir() / 'known_hosts'}")
     return 0
 
 

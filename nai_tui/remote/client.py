@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 import httpx
 import orjson
+from pydantic import ValidationError
 
 from nai_server.protocol import (
     API_VERSION,
@@ -24,6 +25,7 @@ from nai_server.protocol import (
     JobList,
     Me,
     MetricsPage,
+    MissingResponse,
     NaiError,
     PushedVersion,
     Quota,
@@ -38,6 +40,7 @@ from nai_server.protocol import (
     VersionMismatch,
     error_from_body,
 )
+from nai_tui.remote.replies import M, read_reply, unreadable
 
 BASE_URL = "http://nai"
 DEFAULT_READ_TIMEOUT = 60.0
@@ -60,6 +63,7 @@ class ServerClient:
         self.http = http
         self.name = name
         self._checked = False
+        self._server_api: str | None = None  # the server's API version, once asked
 
     def close(self) -> None:
         self.http.close()
@@ -97,7 +101,8 @@ class ServerClient:
 
     def check_version(self) -> VersionInfo:
         """Refuse a server with another major API version, saying which side to upgrade."""
-        info = VersionInfo.model_validate(self._json("GET", "/v1/version"))
+        info = self._reply(VersionInfo, self._json("GET", "/v1/version"))
+        self._server_api = info.api_version
         theirs, ours = int(info.api_version.split(".")[0]), int(API_VERSION.split(".")[0])
         if theirs != ours:
             side = "this client (pip install -U nothingai)" if theirs > ours else "the server"
@@ -107,22 +112,30 @@ class ServerClient:
         self._checked = True
         return info
 
+    def _reply(self, model: type[M], body: Any) -> M:
+        """Read an answer as `model`. Fields this client does not know are ignored (a
+        newer server may add some); an answer it cannot read says which side to upgrade."""
+        try:
+            return read_reply(model, body)
+        except ValidationError as exc:
+            raise VersionMismatch(unreadable(self.name, self._server_api, model, exc)) from None
+
     # --- identity and GPUs ------------------------------------------------------------
 
     def version(self) -> VersionInfo:
         return self.check_version()
 
     def me(self) -> Me:
-        return Me.model_validate(self._json("GET", "/v1/me"))
+        return self._reply(Me, self._json("GET", "/v1/me"))
 
     def gpus(self) -> GpuList:
-        return GpuList.model_validate(self._json("GET", "/v1/gpus"))
+        return self._reply(GpuList, self._json("GET", "/v1/gpus"))
 
     # --- blobs and trees --------------------------------------------------------------
 
     def missing_blobs(self, digests: list[str]) -> list[str]:
         body = self._json("POST", "/v1/blobs/missing", json={"digests": digests})
-        return list(body["missing"])
+        return self._reply(MissingResponse, body).missing
 
     def upload_pack(self, stream: Iterable[bytes]) -> dict[str, Any]:
         """POST a packed tar stream of blobs (see nai_tui.sync.push for the producer)."""
@@ -140,7 +153,7 @@ class ServerClient:
     def create_tree(self, entries: list[dict[str, Any]]) -> TreeRef:
         # orjson: encoding 10,000 entries with json took 20 ms of a push's last step.
         body = orjson.dumps({"entries": entries})
-        return TreeRef.model_validate(self._json(
+        return self._reply(TreeRef, self._json(
             "POST", "/v1/trees", content=body, headers={"content-type": "application/json"}))
 
     def has_tree(self, tree_id: str) -> bool:
@@ -153,7 +166,7 @@ class ServerClient:
         return True
 
     def tree(self, tree_id: str) -> TreeInfo:
-        return TreeInfo.model_validate(self._json("GET", f"/v1/trees/{tree_id}"))
+        return self._reply(TreeInfo, self._json("GET", f"/v1/trees/{tree_id}"))
 
     def stream(self, path: str, params: dict[str, Any] | None = None,
                chunk: int = 1 << 20) -> Iterator[bytes]:
@@ -186,7 +199,7 @@ class ServerClient:
             body["spec_yaml"] = spec_yaml
         else:
             body["spec"] = spec or {}
-        return JobInfo.model_validate(self._json("POST", "/v1/jobs", json=body))
+        return self._reply(JobInfo, self._json("POST", "/v1/jobs", json=body))
 
     def jobs(self, *, scope: str = "all", state: str | None = None, user: str | None = None,
              limit: int = 100, offset: int = 0, before: int | None = None,
@@ -200,13 +213,13 @@ class ServerClient:
             params["state"] = state
         if user:
             params["user"] = user
-        return JobList.model_validate(self._json("GET", "/v1/jobs", params=params))
+        return self._reply(JobList, self._json("GET", "/v1/jobs", params=params))
 
     def job(self, job_id: int) -> JobInfo:
-        return JobInfo.model_validate(self._json("GET", f"/v1/jobs/{job_id}"))
+        return self._reply(JobInfo, self._json("GET", f"/v1/jobs/{job_id}"))
 
     def cancel(self, job_id: int) -> JobInfo:
-        return JobInfo.model_validate(self._json("DELETE", f"/v1/jobs/{job_id}"))
+        return self._reply(JobInfo, self._json("DELETE", f"/v1/jobs/{job_id}"))
 
     def logs(self, job_id: int, offset: int = 0) -> bytes:
         return self._send("GET", f"/v1/jobs/{job_id}/logs", params={"offset": offset}).content
@@ -217,11 +230,11 @@ class ServerClient:
                            chunk=1 << 14)
 
     def metrics(self, job_id: int, since: int = 0) -> MetricsPage:
-        return MetricsPage.model_validate(
+        return self._reply(MetricsPage,
             self._json("GET", f"/v1/jobs/{job_id}/metrics", params={"since": since}))
 
     def outputs(self, job_id: int) -> TreeInfo:
-        return TreeInfo.model_validate(self._json("GET", f"/v1/jobs/{job_id}/outputs"))
+        return self._reply(TreeInfo, self._json("GET", f"/v1/jobs/{job_id}/outputs"))
 
     # --- admin ------------------------------------------------------------------------
     # Users, groups, quotas and drain: the routes `nai-admin` uses. The server refuses
@@ -229,38 +242,38 @@ class ServerClient:
 
     def users(self) -> list[UserInfo]:
         """Every registered user."""
-        return [UserInfo.model_validate(u) for u in self._json("GET", "/v1/users")]
+        return [self._reply(UserInfo, u) for u in self._json("GET", "/v1/users")]
 
     def add_user(self, name: str) -> UserInfo:
-        return UserInfo.model_validate(self._json("POST", "/v1/users", json={"name": name}))
+        return self._reply(UserInfo, self._json("POST", "/v1/users", json={"name": name}))
 
     def remove_user(self, name: str) -> None:
         self._json("DELETE", f"/v1/users/{name}")
 
     def groups(self) -> list[GroupInfo]:
-        return [GroupInfo.model_validate(g) for g in self._json("GET", "/v1/groups")]
+        return [self._reply(GroupInfo, g) for g in self._json("GET", "/v1/groups")]
 
     def add_group(self, name: str) -> GroupInfo:
-        return GroupInfo.model_validate(self._json("POST", "/v1/groups", json={"name": name}))
+        return self._reply(GroupInfo, self._json("POST", "/v1/groups", json={"name": name}))
 
     def add_member(self, group: str, user: str) -> GroupInfo:
-        return GroupInfo.model_validate(
+        return self._reply(GroupInfo,
             self._json("POST", f"/v1/groups/{group}/members", json={"user": user}))
 
     def set_quota(self, kind: str, name: str, quota: Quota) -> Quota:
         """Set the quota of a user (`kind="users"`) or a group (`kind="groups"`)."""
         if kind not in ("users", "groups"):
             raise ValueError(f"kind: 'users' or 'groups', not {kind!r}")
-        return Quota.model_validate(
+        return self._reply(Quota,
             self._json("PUT", f"/v1/{kind}/{name}/quota", json=quota.model_dump()))
 
     def drained(self) -> bool:
         """Whether the server is drained (queued jobs stay queued)."""
-        return DrainState.model_validate(self._json("GET", "/v1/drain")).drained
+        return self._reply(DrainState, self._json("GET", "/v1/drain")).drained
 
     def drain(self, drained: bool) -> bool:
         """Drain or undrain the server; returns the new state."""
-        return DrainState.model_validate(
+        return self._reply(DrainState,
             self._json("PUT", "/v1/drain", json={"drained": drained})).drained
 
     # --- registries -------------------------------------------------------------------
@@ -276,11 +289,11 @@ class ServerClient:
 
     def registry_list(self, kind: str) -> list[RegistrySummary]:
         """The datasets (or models) this user may read."""
-        return [RegistrySummary.model_validate(e)
+        return [self._reply(RegistrySummary, e)
                 for e in self._json("GET", self._registry_path(kind))]
 
     def registry_entry(self, kind: str, name: str) -> RegistryEntry:
-        return RegistryEntry.model_validate(self._json("GET", self._registry_path(kind, name)))
+        return self._reply(RegistryEntry, self._json("GET", self._registry_path(kind, name)))
 
     def registry_create(self, kind: str, name: str, tree_id: str, *, group: str | None = None,
                         shared: bool = False, description: str = "", tag: str | None = None,
@@ -288,7 +301,7 @@ class ServerClient:
         """A new dataset or model whose version 1 is `tree_id` (already uploaded)."""
         body = {"name": name, "tree_id": tree_id, "group": group, "shared": shared,
                 "description": description, "tag": tag, "metadata": metadata or {}}
-        return RegistryEntry.model_validate(
+        return self._reply(RegistryEntry,
             self._json("POST", self._registry_path(kind), json=body))
 
     def registry_push(self, kind: str, name: str, tree_id: str, *, description: str = "",
@@ -298,11 +311,11 @@ class ServerClient:
         holds `tree_id`, that version marked `unchanged` (unless `allow_same`)."""
         body = {"tree_id": tree_id, "description": description, "tag": tag,
                 "metadata": metadata or {}, "allow_same": allow_same}
-        return PushedVersion.model_validate(
+        return self._reply(PushedVersion,
             self._json("POST", self._registry_path(kind, name, "versions"), json=body))
 
     def registry_version(self, kind: str, name: str, ref: str = "latest") -> RegistryVersion:
-        return RegistryVersion.model_validate(
+        return self._reply(RegistryVersion,
             self._json("GET", self._registry_path(kind, name, "versions", ref)))
 
     def registry_remove(self, kind: str, name: str, ref: str | None = None) -> RemovalResult:
@@ -310,18 +323,18 @@ class ServerClient:
         marked for deletion (the answer says which and why)."""
         path = (self._registry_path(kind, name) if ref is None
                 else self._registry_path(kind, name, "versions", ref))
-        return RemovalResult.model_validate(self._json("DELETE", path))
+        return self._reply(RemovalResult, self._json("DELETE", path))
 
     def registry_share(self, kind: str, name: str, *, shared: bool,
                        groups: list[str]) -> RegistryEntry:
         """Set who besides the owners may read: everyone (`shared`) and/or `groups`."""
-        return RegistryEntry.model_validate(self._json(
+        return self._reply(RegistryEntry, self._json(
             "PUT", self._registry_path(kind, name, "sharing"),
             json={"shared": shared, "groups": groups}))
 
     def registry_tag(self, kind: str, name: str, ref: str, tag: str | None) -> RegistryVersion:
         """Put `tag` on a version (None clears its tag)."""
-        return RegistryVersion.model_validate(self._json(
+        return self._reply(RegistryVersion, self._json(
             "PUT", self._registry_path(kind, name, "versions", ref, "tag"), json={"tag": tag}))
 
 

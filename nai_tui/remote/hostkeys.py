@@ -111,6 +111,18 @@ def fingerprint(key: paramiko.PKey) -> str:
     return str(key.fingerprint)
 
 
+def same_fingerprint(given: str, actual: str) -> bool:
+    """Whether a fingerprint someone typed or pasted names the key `actual` names (an
+    OpenSSH SHA256 fingerprint): the `SHA256:` prefix and base64 padding are optional."""
+    def bare(text: str) -> str:
+        text = text.strip()
+        if text[:7].upper() == "SHA256:":
+            text = text[7:]
+        return text.rstrip("=")
+
+    return bare(given) == bare(actual)
+
+
 class KnownHosts:
     """Entries of several known_hosts files (plain, hashed and wildcard host patterns)."""
 
@@ -177,7 +189,7 @@ def unknown_host_key(server: str, name: str, keytype: str, fp: str,
         f"  {keytype} {fp}\n"
         f"If it matches the server's key (its admin can show it with "
         f"`ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub`), trust it with:\n"
-        f"  {trust_with or f'nai server trust {server}'}",
+        f"  {trust_with or f'nai server trust {server} --fingerprint {fp}'}",
         host=name, keytype=keytype, fingerprint=fp)
 
 

@@ -19,9 +19,13 @@ import paramiko
 from fabric import Connection
 
 from nai_server.protocol import ConnectionFailed
+from nai_tui.remote.backoff import Backoff, Policy
 from nai_tui.remote.hostkeys import SshTarget, close_hops, connect_error, resolve, secure_hops
 
 DEFAULT_REMOTE_COMMAND = "nai-server dial-stdio"
+# sshd refuses channels past MaxSessions; slots free up within milliseconds as closed
+# channels are torn down, so ask again soon, until the request's own deadline.
+SESSION_SLOTS = Policy(first=0.01, cap=0.2, retry_on=(paramiko.ChannelException,))
 
 
 # --- the shared connection and its channels --------------------------------------------
@@ -72,9 +76,10 @@ class SshSession:
 
     def exec(self, command: str, timeout: float | None = None) -> paramiko.Channel:
         """A new channel running `command`; waits while sshd's session slots are full."""
-        deadline = time.monotonic() + (timeout or self.connect_timeout)
+        limit = timeout or self.connect_timeout
+        deadline = time.monotonic() + limit
+        backoff = Backoff(SESSION_SLOTS.replace(deadline=limit))
         reconnected = False
-        delay = 0.01
         while True:
             transport = self._transport()
             remaining = max(deadline - time.monotonic(), 0.1)
@@ -84,12 +89,10 @@ class SshSession:
                 return channel
             except paramiko.ChannelException as exc:
                 # MaxSessions reached: slots free up as closed channels are torn down.
-                if time.monotonic() + delay > deadline:
+                if not backoff.pause(exc):
                     raise ConnectionFailed(
                         f"{self.name}: {self.where} refuses more SSH sessions ({exc}); "
                         f"raise MaxSessions in sshd_config or use fewer connections") from exc
-                time.sleep(delay)
-                delay = min(delay * 2, 0.2)
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 if transport.is_active() or reconnected:
                     raise ConnectionFailed(

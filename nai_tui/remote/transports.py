@@ -16,7 +16,6 @@ import re
 import select
 import stat
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -26,7 +25,7 @@ from typing import IO, Any
 import httpcore
 import httpx
 
-from nai_server.protocol import ConnectionFailed
+from nai_server.protocol import ConnectionFailed, user_dir
 from nai_tui.remote.client import BASE_URL, DEFAULT_READ_TIMEOUT, local_http_client
 from nai_tui.remote.hostkeys import (
     PREFERRED_CIPHER,
@@ -34,6 +33,7 @@ from nai_tui.remote.hostkeys import (
     SshTarget,
     UnknownHostKey,
     fetch_host_key,
+    same_fingerprint,
     trust_host_key,
     unknown_host_key,
 )
@@ -47,6 +47,7 @@ __all__ = [
     "fetch_host_key",
     "http_client_for",
     "local_http_client",
+    "same_fingerprint",
     "ssh_transport",
     "trust_host_key",
 ]
@@ -209,8 +210,7 @@ def ssh_transport(target: str, *, name: str | None = None, known_hosts: Path | N
 
 def runtime_dir_default() -> Path | None:
     """A private directory for ControlMaster sockets, or None when none is safe."""
-    base = os.environ.get("XDG_RUNTIME_DIR")
-    path = Path(base) / "nai" if base else Path(tempfile.gettempdir()) / f"nai-{os.getuid()}"
+    path = user_dir("runtime")
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
         info = path.lstat()

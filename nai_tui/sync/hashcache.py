@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 
-from nai_server.protocol import NaiError
+from nai_server.protocol import NaiError, user_dir
 
 log = logging.getLogger("nai.sync")
 
@@ -59,8 +59,7 @@ class FileChanged(NaiError):
 
 def default_cache_path() -> Path:
     """`$XDG_CACHE_HOME/nai/hashes.sqlite` (`~/.cache/nai/...` when XDG is unset)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "nai" / "hashes.sqlite"
+    return user_dir("cache") / "hashes.sqlite"
 
 
 def hash_file(path: StrPath, on_bytes: Callable[[int], None] | None = None

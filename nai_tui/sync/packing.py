@@ -92,75 +92,84 @@ def pack_blobs(blobs: Iterable[Blob], *, cache: HashCache | None = None,
     One `drops` watches starts a chunk of its own, and once it is dropped the pack
     raises Dropped: what came before it has been sent whole.
     """
-    buf = bytearray()
+    buf = bytearray()  # held until a chunk is full; one object, emptied as it goes
     watching, dropped = (drops.watched, drops.dropped) if drops is not None else (set(), set())
     for digest, path, size, data in blobs:
         if data is not None:
             if len(buf) >= CHUNK:
-                if on_bytes is not None:
-                    on_bytes(len(buf))
-                yield bytes(buf)
-                buf = bytearray()
+                yield _take(buf, on_bytes)
             buf += blob_header(digest, size)
             buf += data
             buf += _PADDING[:-size % _BLOCK]
             continue
         watched = path in watching
         if watched and buf:
-            if on_bytes is not None:
-                on_bytes(len(buf))
-            yield bytes(buf)
-            buf = bytearray()
-        sent = 0  # of this member, for the meter when it is dropped
-        buf += blob_header(digest, size)
-        left = size
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError as exc:
-            raise NaiError(f"cannot read {path}: {exc.strerror}") from exc
-        with os.fdopen(fd, "rb", buffering=0) as f:
-            before = os.fstat(fd)
-            trusted = digest == UNNAMED_BLOB or (
-                cache is not None and cache.lookup(path, before) == digest)
-            hasher = None if trusted else hashlib.sha256()
-            if before.st_size != size:
-                raise changed(path)
-            while left:
-                if watched and path in dropped:
-                    if on_bytes is not None:
-                        on_bytes(member_size(size) - sent)
-                    raise Dropped(path)
-                # Send a full buffer only while this member has bytes still to read:
-                # its last bytes stay held until it is known unchanged.
-                if len(buf) >= CHUNK:
-                    chunk, buf = bytes(buf), bytearray()
-                    if on_bytes is not None:
-                        on_bytes(len(chunk))
-                    sent += len(chunk)
-                    yield chunk
-                direct = not buf and left > CHUNK  # a whole chunk, sent as read: no copy
-                piece = f.read(CHUNK if direct else min(CHUNK - len(buf), left))
-                if not piece:
-                    raise changed(path)
-                if hasher is not None:
-                    hasher.update(piece)
-                left -= len(piece)
-                if not direct:
-                    buf += piece
-                    continue
-                if on_bytes is not None:
-                    on_bytes(len(piece))
-                sent += len(piece)
-                yield piece
-            after = os.fstat(fd)
-        if (after.st_size, after.st_mtime_ns, after.st_ino) != (
-                before.st_size, before.st_mtime_ns, before.st_ino) or (
-                hasher is not None and hasher.hexdigest() != digest):
-            if cache is not None:
-                cache.forget(path)
-            raise changed(path)
-        buf += _PADDING[:-size % _BLOCK]
+            yield _take(buf, on_bytes)
+        yield from _file_member(buf, digest, path, size, cache, on_bytes,
+                                dropped if watched else None)
     buf += bytes(2 * _BLOCK)
+    yield _take(buf, on_bytes)
+
+
+def _take(buf: bytearray, on_bytes: Callable[[int], None] | None) -> bytes:
+    """What `buf` holds, to send; `buf` is left empty and the meter told."""
+    chunk = bytes(buf)
+    buf.clear()
     if on_bytes is not None:
-        on_bytes(len(buf))
-    yield bytes(buf)
+        on_bytes(len(chunk))
+    return chunk
+
+
+def _file_member(buf: bytearray, digest: str, path: Path, size: int,
+                 cache: HashCache | None, on_bytes: Callable[[int], None] | None,
+                 dropped: set[Path] | None) -> Generator[bytes, None, None]:
+    """One blob read from its file into the pack (see pack_blobs). Full chunks go out
+    as they fill, but the member's last bytes stay in `buf` until the file is known
+    unchanged; `dropped` (when the blob is watched) is checked before each read."""
+    sent = 0  # of this member, for the meter when it is dropped
+    buf += blob_header(digest, size)
+    left = size
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise NaiError(f"cannot read {path}: {exc.strerror}") from exc
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        before = os.fstat(fd)
+        trusted = digest == UNNAMED_BLOB or (
+            cache is not None and cache.lookup(path, before) == digest)
+        hasher = None if trusted else hashlib.sha256()
+        if before.st_size != size:
+            raise changed(path)
+        while left:
+            if dropped is not None and path in dropped:
+                if on_bytes is not None:
+                    on_bytes(member_size(size) - sent)
+                raise Dropped(path)
+            # Send a full buffer only while this member has bytes still to read:
+            # its last bytes stay held until it is known unchanged.
+            if len(buf) >= CHUNK:
+                chunk = _take(buf, on_bytes)
+                sent += len(chunk)
+                yield chunk
+            direct = not buf and left > CHUNK  # a whole chunk, sent as read: no copy
+            piece = f.read(CHUNK if direct else min(CHUNK - len(buf), left))
+            if not piece:
+                raise changed(path)
+            if hasher is not None:
+                hasher.update(piece)
+            left -= len(piece)
+            if not direct:
+                buf += piece
+                continue
+            if on_bytes is not None:
+                on_bytes(len(piece))
+            sent += len(piece)
+            yield piece
+        after = os.fstat(fd)
+    if (after.st_size, after.st_mtime_ns, after.st_ino) != (
+            before.st_size, before.st_mtime_ns, before.st_ino) or (
+            hasher is not None and hasher.hexdigest() != digest):
+        if cache is not None:
+            cache.forget(path)
+        raise changed(path)
+    buf += _PADDING[:-size % _BLOCK]

@@ -32,6 +32,7 @@ from nai_server.protocol import (
     TreeInfo,
     path_problem,
 )
+from nai_tui.remote.backoff import TRANSFER_RETRIES, TRANSFERS, Backoff
 from nai_tui.remote.client import ServerClient
 from nai_tui.sync.hashcache import CHUNK, FileChanged, HashCache
 from nai_tui.sync.progress import Meter, ProgressFactory, SilentMeter, auto_progress
@@ -43,7 +44,7 @@ from nai_tui.sync.scan import escaping_links, refusal, select
 
 log = logging.getLogger("nai.sync")
 
-RETRIES = 3
+RETRIES = TRANSFER_RETRIES
 # Read from the tar in pieces this large: what tarfile holds when the connection
 # breaks is lost, what reached the temporary is resumed from.
 PIECE = 1 << 18
@@ -332,17 +333,15 @@ def pull(client: ServerClient, tree: str | TreeInfo, dest: Path, *, paths_prefix
     make = progress or auto_progress()
     try:
         hashes.preload(dest)
-        for attempt in range(retries + 1):
+        backoff = Backoff(TRANSFERS.replace(retries=retries), sleep=sleep, log=log)
+        while True:
             try:
                 _pull_once(client, info.id, entries, puller, make)
                 puller.drop_partials()
                 break
             except ConnectionFailed as exc:
-                if attempt == retries:
+                if not backoff.pause(exc, "download interrupted"):
                     raise
-                delay = min(2.0 ** attempt, 30.0)
-                log.warning("download interrupted (%s); resuming in %.0f s", exc, delay)
-                sleep(delay)
     finally:
         hashes.flush()
         if own:

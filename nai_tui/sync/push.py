@@ -27,6 +27,7 @@ from typing import Any
 
 from nai_server.protocol import UNNAMED_BLOB, Conflict, ConnectionFailed
 from nai_server.protocol import path_problem as path_problem
+from nai_tui.remote.backoff import TRANSFERS, Backoff
 from nai_tui.remote.client import ServerClient
 from nai_tui.sync.hashcache import HashCache as HashCache
 from nai_tui.sync.packing import Blob, Dropped, Drops, pack_blobs, pack_size
@@ -150,13 +151,12 @@ def _push(client: ServerClient, root: Path, cache: HashCache, make: ProgressFact
     unread = folder.unread()
     if unread and seen:
         client.prepare_connections(1)
-    interrupted = False
+    backoff = Backoff(TRANSFERS.replace(retries=retries), sleep=sleep, log=log)
     if unread:
-        digests, interrupted = _hash_while_sending(client, folder, unread, cache, make)
+        digests, cut = _hash_while_sending(client, folder, unread, cache, make)
         entries = folder.entries(digests)
-        if interrupted:
-            log.warning("upload interrupted; resuming in 1 s")
-            sleep(1.0)
+        if cut is not None and not backoff.pause(cut, "upload interrupted"):
+            raise cut
     else:
         entries = folder.entries({})
         expected = tree_id(entries)
@@ -164,7 +164,7 @@ def _push(client: ServerClient, root: Path, cache: HashCache, make: ProgressFact
             folder.forget_the_rest(cache)
             return expected
     folder.forget_the_rest(cache, save=False)  # saved while the tree is recorded
-    for attempt in range(int(interrupted), retries + 1):
+    while True:
         uploading = False
         try:
             try:
@@ -183,12 +183,9 @@ def _push(client: ServerClient, root: Path, cache: HashCache, make: ProgressFact
         except ConnectionFailed as exc:
             # A server that cannot be reached at all fails at once; after a cut, asking
             # again may fail while the link comes back, so that is retried too.
-            if attempt == retries or not (uploading or attempt):
+            if not (uploading or backoff.retries) or not backoff.pause(
+                    exc, "upload interrupted"):
                 raise
-            delay = min(2.0 ** attempt, 30.0)
-            log.warning("upload interrupted (%s); resuming in %.0f s", exc, delay)
-            sleep(delay)
-    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 class _Unhashed:
@@ -377,9 +374,10 @@ class _Hasher(threading.Thread):
 
 def _hash_while_sending(client: ServerClient, folder: Survey,
                         unread: Sequence[tuple[str, os.stat_result]], cache: HashCache,
-                        make: ProgressFactory) -> tuple[dict[str, str], bool]:
-    """Hash `unread` while uploading what the server lacks; (digests of `unread`,
-    whether the upload was cut). Blobs not sent here are sent by push's next step."""
+                        make: ProgressFactory
+                        ) -> tuple[dict[str, str], ConnectionFailed | None]:
+    """Hash `unread` while uploading what the server lacks; (digests of `unread`, the
+    error that cut the upload if one did). Blobs not sent here go in push's next step."""
     sizes = {rel: st.st_size for rel, st in folder.files}
     hashing = make("hashing", sum(st.st_size for _, st in unread))
     # At most: the known blobs once each, and every unread file (duplicates among them
@@ -404,7 +402,7 @@ def _hash_while_sending(client: ServerClient, folder: Survey,
                     yield blob.digest or UNNAMED_BLOB, blob.path, blob.size, None
 
     blobs = batches()
-    cut = False
+    cut: ConnectionFailed | None = None
     try:
         # One upload, unless a blob is dropped: the rest then goes in the next one.
         while (first := next(blobs, None)) is not None:
@@ -417,8 +415,8 @@ def _hash_while_sending(client: ServerClient, folder: Survey,
                 continue
             finally:
                 stream.close()
-    except ConnectionFailed:
-        cut = True  # hashing goes on: the digests are needed to resume
+    except ConnectionFailed as exc:
+        cut = exc  # hashing goes on: the digests are needed to resume
     except BaseException:
         hasher.stop.set()
         raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -33,9 +34,11 @@ def setup_client(user: UnixUser, sshd: Sshd) -> None:
 def nai(user: UnixUser, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {"HOME": str(user.home), "USER": user.name, "PATH": f"{BIN}:/usr/bin:/bin",
            "LANG": "C.UTF-8"}
+    if "PYTHONPATH" in os.environ:  # the code under test, where it is not the installed one
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     return subprocess.run([str(BIN / "nai"), *args], user=user.uid, group=user.gid,
                           extra_groups=[], env=env, cwd=cwd or user.home,
-                          capture_output=True, text=True, timeout=120)
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
 
 
 def test_submit_follow_pull_over_ssh_as_two_users(daemon: Daemon, sshd: Sshd,
@@ -50,8 +53,12 @@ def test_submit_follow_pull_over_ssh_as_two_users(daemon: Daemon, sshd: Sshd,
     first = nai(alice, "whoami")
     assert first.returncode == 1 and first.stdout == ""
     assert "SHA256:" in first.stderr and "nai server trust lab" in first.stderr
-    assert nai(alice, "server", "trust", "lab").returncode == 0
-    assert nai(bob, "server", "trust", "lab").returncode == 0
+    # Without a terminal to ask at, trusting needs the fingerprint (or --yes).
+    assert nai(alice, "server", "trust", "lab").returncode == 1
+    shown = re.search(r"SHA256:[A-Za-z0-9+/]+", first.stderr)
+    assert shown is not None
+    assert nai(alice, "server", "trust", "lab", "--fingerprint", shown.group()).returncode == 0
+    assert nai(bob, "server", "trust", "lab", "--yes").returncode == 0
 
     # Not registered yet: the server says who to ask.
     refused = nai(alice, "whoami")
