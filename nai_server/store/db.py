@@ -101,6 +101,12 @@ class TinyDbStore:
         of what the store held must be dropped when this changes."""
         return self.storage.rollbacks
 
+    def generation(self) -> tuple[int, int]:
+        """Changes with every write to the hot database (archiving included, which
+        records its id ranges there) and every rollback: what was read from the store
+        before is still current while this is unchanged."""
+        return self.storage.pending(), self.storage.rollbacks
+
     # --- settings ---------------------------------------------------------------------
 
     def _meta(self) -> Doc:
