@@ -18,12 +18,14 @@ import bisect
 import heapq
 import json
 import os
+import sys
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nai_server.core.store_check import job_trees
 from nai_server.store.atomic import StateUnreadable
 
 Doc = dict[str, Any]
@@ -145,3 +147,77 @@ def tally(jobs: Iterable[Doc]) -> dict[tuple[str, str], int]:
         key = (str(job.get("user", "")), str(job.get("state", "")))
         counts[key] = counts.get(key, 0) + 1
     return counts
+
+
+# An archived job as the questions over every job see it: (id, user, group, state,
+# ((role, tree id), ...), started_at, ended_at, (gpu, ...), ((start, end, gpus), ...)).
+# Plain tuples of strings and numbers: the garbage collector leaves them alone.
+Fact = tuple[Any, ...]
+_SUMMARY = ("id", "user", "group", "state", "trees", "started_at", "ended_at", "gpus", "runs")
+
+
+def fact_of(job_id: int, job: Doc) -> Fact:
+    def name(value: Any) -> Any:
+        return sys.intern(value) if type(value) is str else value
+
+    return (job_id, name(job.get("user", "")), name(job.get("group")), name(job.get("state", "")),
+            tuple((name(role), tree) for role, tree in job_trees(job)),
+            job.get("started_at"), job.get("ended_at"), tuple(job.get("gpus") or ()),
+            tuple(tuple(run) for run in job.get("runs") or ()))
+
+
+def summary_of(fact: Fact) -> Doc:
+    """A fact as a job document with the fields it keeps (trees under their job keys:
+    `code_tree`, `output_tree`, `dataset`/`model` as {"tree_id": ...})."""
+    doc = dict(zip(_SUMMARY, fact, strict=True))
+    trees = doc.pop("trees")
+    doc["gpus"], doc["runs"] = list(doc["gpus"]), [list(run) for run in doc["runs"]]
+    roles = {"code": "code_tree", "outputs": "output_tree"}
+    for role, tree in trees:
+        if role in roles:
+            doc[roles[role]] = tree
+        else:
+            doc[role] = {"tree_id": tree}
+    return doc
+
+
+class JobFacts:
+    """What every archived job adds to answers about all jobs (fair-share usage, who may
+    read a tree through a job, what a damaged tree breaks), kept in memory so that
+    those answers read no archive: filled from the archives when the store opens and
+    from each batch as it is archived. Readers need not hold the service's lock."""
+
+    def __init__(self) -> None:
+        self._facts: dict[int, Fact] = {}
+        self._by_tree: dict[str, set[int]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, job_id: int, job: Doc) -> None:
+        """Record (or replace: a job archived again after a crash) an archived job."""
+        fact = fact_of(job_id, job)
+        with self._lock:
+            old = self._facts.get(job_id)
+            for _, tree in old[4] if old else ():
+                users = self._by_tree.get(tree)
+                if users is not None:
+                    users.discard(job_id)
+                    if not users:
+                        del self._by_tree[tree]
+            self._facts[job_id] = fact
+            for _, tree in fact[4]:
+                self._by_tree.setdefault(tree, set()).add(job_id)
+
+    def using(self, tree_id: str) -> list[Fact]:
+        """The archived jobs whose code, outputs, dataset or model is `tree_id`."""
+        with self._lock:
+            return [self._facts[i] for i in self._by_tree.get(tree_id, ())]
+
+    def all(self) -> list[Fact]:
+        """Every archived job's fact, newest id first."""
+        with self._lock:
+            facts = list(self._facts.values())
+        facts.sort(key=lambda f: -f[0])
+        return facts
+
+    def __len__(self) -> int:
+        return len(self._facts)
