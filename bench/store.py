@@ -16,6 +16,7 @@ checkout's daemon (e.g. the main branch before a change), in the same run.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import multiprocessing
 import os
 import socket
@@ -47,13 +48,21 @@ def seed_archive(store: TinyDbStore, count: int, hot: int) -> None:
     while next_id <= count:
         ids = range(next_id, min(count, next_id + batch - 1) + 1)
         month = (next_id * 12) // (count + 1)
-        docs = [{**job, "id": i, "ended_at": 1.7e9 + month * MONTH_SECONDS} for i in ids]
+        # Like real jobs: a code tree shared by a hundred runs, outputs of its own, a GPU.
+        docs = [{**job, "id": i, "ended_at": 1.7e9 + month * MONTH_SECONDS,
+                 "started_at": 1.7e9 + month * MONTH_SECONDS - 600, "gpus": [i % 2],
+                 "code_tree": _digest(f"code{i // 100}"), "output_tree": _digest(f"out{i}")}
+                for i in ids]
         # Insert straight into the hot table in one write, then archive the batch.
         store.jobs.insert_multiple(docs)
         store.archive_jobs(list(ids))
         next_id += batch
     for _ in range(hot):
         store.insert_job({**job, "state": "queued"})
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def one_write(store: TinyDbStore, i: int) -> float:

@@ -99,9 +99,7 @@ class TinyDbStore:
             return 0
         month = path.name[len("jobs-"):-len(".json")]
         self._tallies[month] = tally(d for d in jobs.values() if isinstance(d, dict))
-        for key, doc in jobs.items():
-            if key.isdigit() and isinstance(doc, dict):
-                self.facts.add(int(key), doc)
+        self.facts.add((int(k), d) for k, d in jobs.items() if k.isdigit() and isinstance(d, dict))
         return max((int(k) for k in jobs if k.isdigit()), default=0)
 
     def close(self) -> None:
@@ -302,8 +300,7 @@ class TinyDbStore:
             with self._archive(month) as db:
                 counts = self._bulk_upsert(db.table("jobs", cache_size=0), month_docs)
             self._tallies[month] = counts
-            for doc in month_docs:
-                self.facts.add(doc.doc_id, dict(doc))
+            self.facts.add((d.doc_id, d) for d in month_docs)
             ids = [d.doc_id for d in month_docs]
             low, high = ranges.get(month, [min(ids), max(ids)])
             ranges[month] = [min(low, *ids), max(high, *ids)]
