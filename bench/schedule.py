@@ -103,7 +103,8 @@ def _submit(sock: Path, count: int, clients: int, command: str) -> float:
 
 
 def _client(sock: Path) -> httpx.Client:
-    return httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)), base_url="http://nai")
+    return httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)), base_url="http://nai",
+                        timeout=120)  # the first tick over a long history may be slow
 
 
 def submissions_per_second(history: int, count: int, clients: int) -> float:

@@ -186,8 +186,11 @@ class UsageBook:
         history: list[Run] = []
         if (self.as_of is None and saved is None) or span > self._span:
             # Archived jobs from the store's summaries in memory: no archive is read
-            # while the tick holds the lock.
-            history = [run for job in self.store.job_summaries() for run in runs_of(job)]
+            # while the tick holds the lock. A job that ended before both the decay's
+            # horizon and the longest quota period adds nothing to either.
+            cutoff = now - max(FORGET_AFTER * self.half_life, span)
+            history = [run for job in self.store.job_summaries(ended_after=cutoff)
+                       for run in runs_of(job)]
         if self.as_of is None:
             if saved is not None:
                 self.usage = {str(k): float(v) for k, v in saved.get("usage", {}).items()}

@@ -263,18 +263,21 @@ class TinyDbStore:
                 if pred is None or pred(doc):
                     yield doc
 
-    def job_summaries(self, hot: list[Doc] | None = None) -> Iterator[Doc]:
+    def job_summaries(self, hot: list[Doc] | None = None, *,
+                      ended_after: float | None = None) -> Iterator[Doc]:
         """Every job for a question over all of them (fair-share usage, who may read a
         tree, what a damaged tree breaks), newest archived id first after the hot ones:
         the hot jobs whole, then each archived job with what `history.summary_of`
         keeps, from memory. No archive is read, so a caller holding the service's lock
         holds it briefly, and one that passes `hot` (read under the lock just before)
         needs no lock for the rest. A job both hot and archived (a crash) comes once,
-        hot."""
+        hot. `ended_after`: archived jobs that ended before then are left out."""
         hot = sorted(self.hot_jobs() if hot is None else hot, key=lambda d: -d["id"])
         seen = {d["id"] for d in hot}
         yield from hot
-        yield from (summary_of(f) for f in self.facts.all() if f[0] not in seen)
+        low = float("-inf") if ended_after is None else ended_after
+        yield from (summary_of(f) for f in self.facts.all()
+                    if f[0] not in seen and (f[6] is None or f[6] >= low))
 
     def archived_using(self, tree_id: str) -> list[Doc]:
         """The archived jobs that use `tree_id` (code, outputs, dataset or model), as

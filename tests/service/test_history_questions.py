@@ -97,3 +97,30 @@ def test_a_job_archived_again_after_a_crash_is_indexed_once(tmp_path: Path) -> N
     assert [j["id"] for j in store.archived_using(CODE)] == [1]
     assert [j["id"] for j in store.job_summaries()].count(1) == 1
     store.close()
+
+
+def test_usage_at_load_leaves_out_jobs_that_ended_beyond_every_horizon(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Worked out with a 1-day half-life and no quota, a run a year old weighs nothing:
+    its job is not even turned into a summary (with 100,000 archived jobs, most are)."""
+    import nai_server.store.db as db
+
+    store, lock = _store(tmp_path)
+    with lock:
+        old = store.insert_job({**TEAM_JOB, "started_at": T0 - 400 * DAY,
+                                "ended_at": T0 - 399 * DAY, "runs": []})
+        store.archive_jobs([old])
+    summarised: list[int] = []
+
+    def counted(fact: Any) -> Any:
+        summarised.append(fact[0])
+        return summary_of(fact)
+
+    summary_of = db.summary_of
+    monkeypatch.setattr(db, "summary_of", counted)
+    with lock:
+        usage = UsageBook(store, half_life=DAY).accounting(T0 + DAY, store.hot_jobs()).usage
+    assert old not in summarised and 1 in summarised
+    expected = charge({}, float("-inf"), runs_of({**TEAM_JOB, "id": 1}), T0 + DAY, DAY)
+    assert usage["user:alice"] == pytest.approx(expected["user:alice"])
+    store.close()
