@@ -35,6 +35,7 @@ from nai_server.store.db import TinyDbStore
 
 BIN = Path(sys.executable).parent
 HOT = 300
+ROUNDS = 5  # alternations of idle and loaded shows
 
 MONTH_SECONDS = 30 * 86400
 
@@ -93,9 +94,10 @@ def pct(samples: list[float], q: float) -> float:
     return sorted(samples)[min(len(samples) - 1, int(q * len(samples)))]
 
 
-def _lister(sock: Path, path: str, stop: Any) -> None:
+def _lister(sock: Path, path: str, go: Any, stop: Any) -> None:
     conn = Conn(sock)
     while not stop.is_set():
+        go.wait()
         conn.get(path)
 
 
@@ -132,18 +134,27 @@ def daemon_figures(history: int, requests: int, src: str | None = None) -> dict[
                 conn.get(older)
             lists = [conn.get(listing) for _ in range(requests)]
             pages = [conn.get(older) for _ in range(requests)]
-            idle = [conn.get(f"/v1/jobs/{shown}") for _ in range(requests * 5)]
             # Each lister is a process of its own, as `nai jobs` clients are: threads
             # here would make the shows wait for this process's interpreter instead.
+            # Idle and loaded shows alternate in rounds (the listers paused, then
+            # listing), so that a noisy machine's drift falls on both alike.
             fork = multiprocessing.get_context("fork")
-            stop = fork.Event()
-            listers = [fork.Process(target=_lister, args=(sock, listing, stop))
+            go, stop = fork.Event(), fork.Event()
+            listers = [fork.Process(target=_lister, args=(sock, listing, go, stop))
                        for _ in range(4)]
             for p in listers:
                 p.start()
-            time.sleep(0.5)
-            loaded = [conn.get(f"/v1/jobs/{shown}") for _ in range(requests * 5)]
+            idle: list[float] = []
+            loaded: list[float] = []
+            for _ in range(ROUNDS):
+                go.clear()
+                time.sleep(0.2)  # the listers finish the listing they are in
+                idle += [conn.get(f"/v1/jobs/{shown}") for _ in range(requests * 5 // ROUNDS)]
+                go.set()
+                time.sleep(0.2)
+                loaded += [conn.get(f"/v1/jobs/{shown}") for _ in range(requests * 5 // ROUNDS)]
             stop.set()
+            go.set()
             for p in listers:
                 p.join(30)
         finally:
