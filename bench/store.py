@@ -94,11 +94,19 @@ def pct(samples: list[float], q: float) -> float:
     return sorted(samples)[min(len(samples) - 1, int(q * len(samples)))]
 
 
-def _lister(sock: Path, path: str, go: Any, stop: Any) -> None:
+def _lister(sock: Path, path: str, go: Any, stop: Any, served: Any) -> None:
     conn = Conn(sock)
     while not stop.is_set():
         go.wait()
         conn.get(path)
+        with served.get_lock():
+            served.value += 1
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def daemon_figures(history: int, requests: int, src: str | None = None) -> dict[str, float]:
@@ -139,20 +147,25 @@ def daemon_figures(history: int, requests: int, src: str | None = None) -> dict[
             # Idle and loaded shows alternate in rounds (the listers paused, then
             # listing), so that a noisy machine's drift falls on both alike.
             fork = multiprocessing.get_context("fork")
-            go, stop = fork.Event(), fork.Event()
-            listers = [fork.Process(target=_lister, args=(sock, listing, go, stop))
+            go, stop, served = fork.Event(), fork.Event(), fork.Value("i", 0)
+            listers = [fork.Process(target=_lister, args=(sock, listing, go, stop, served))
                        for _ in range(4)]
             for p in listers:
                 p.start()
             idle: list[float] = []
             loaded: list[float] = []
+            busy = [0.0, 0.0, 0.0]  # the daemon's CPU seconds, listings served, seconds
             for _ in range(ROUNDS):
                 go.clear()
                 time.sleep(0.2)  # the listers finish the listing they are in
                 idle += [conn.get(f"/v1/jobs/{shown}") for _ in range(requests * 5 // ROUNDS)]
                 go.set()
                 time.sleep(0.2)
+                cpu, count, wall = _cpu_seconds(daemon.pid), served.value, time.perf_counter()
                 loaded += [conn.get(f"/v1/jobs/{shown}") for _ in range(requests * 5 // ROUNDS)]
+                busy[0] += _cpu_seconds(daemon.pid) - cpu
+                busy[1] += served.value - count
+                busy[2] += time.perf_counter() - wall
             stop.set()
             go.set()
             for p in listers:
@@ -162,7 +175,8 @@ def daemon_figures(history: int, requests: int, src: str | None = None) -> dict[
             daemon.wait(30)
     return {"list": statistics.median(lists), "page": statistics.median(pages), "cold": cold,
             "idle": pct(idle, 0.99), "loaded": pct(loaded, 0.99),
-            "idle50": statistics.median(idle), "loaded50": statistics.median(loaded)}
+            "idle50": statistics.median(idle), "loaded50": statistics.median(loaded),
+            "cpu": busy[0] / busy[2], "listings": busy[1] / busy[2]}
 
 
 def store_figures(writes: int) -> None:
@@ -214,6 +228,8 @@ def main() -> None:
     print(f"GET /v1/jobs/{{id}} p50 with 100,000 archived: idle {ms['idle50']:6.2f} ms, "
           f"4 clients listing {ms['loaded50']:6.2f} ms, ratio "
           f"{large_d['loaded50'] / large_d['idle50']:.2f}")
+    print(f"while 4 clients list: {large_d['listings']:.0f} listings/s served, the daemon "
+          f"using {large_d['cpu']:.0%} of a core")
     if args.before_src:
         old = {k: v * 1e3 for k, v in daemon_figures(100_000, args.requests,
                                                       args.before_src).items()}
