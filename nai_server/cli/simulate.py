@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from nai_server.core import preempt
+from nai_server.core import predict, preempt
 from nai_server.core.fairshare import accrue
 from nai_server.core.scheduling import (
     Accounting,
@@ -125,6 +125,8 @@ class _Machine:
         self.preempted: dict[int, int] = {}
         self.usage: dict[str, float] = {}  # decayed GPU-seconds per "user:NAME"
         self.held: dict[str, int] = {}  # GPUs held now per "user:NAME"
+        self.history: dict[str, tuple[float, ...]] = {}  # run times of finished jobs
+        self.runtimes: dict[str, float] = {}  # predicted from them (predict.runtimes)
         self.now = 0.0
 
     def advance(self, to: float) -> None:
@@ -172,6 +174,14 @@ class _Machine:
                 ended = self.running.pop(job_id)
                 self._hold(ended.user, -len(ended.gpus))
                 gone.append(job_id)
+                # What it ran in all, as the daemon would learn it when the job ends.
+                ran = ended.attained + self.now - ended.started_at
+                self.history = predict.learn(
+                    self.history, [predict.Finished(ended.user, ran, ended.time_limit)]
+                )
+        if gone:
+            self.runtimes.clear()
+            self.runtimes.update(predict.runtimes(self.history))
         return gone
 
     def _hold(self, user: str, gpus: int) -> None:
@@ -212,7 +222,8 @@ def replay(
     clock = time.perf_counter()
     tuning = tuning or Tuning()
     machine = _Machine(gpus, option == "preempt", tuning)
-    accounting = Accounting(usage=machine.usage)  # the live dict: plan() only reads it
+    # The live dicts: plan() only reads them.
+    accounting = Accounting(usage=machine.usage, runtimes=machine.runtimes)
     arrivals = sorted(trace, key=lambda job: (job.submit, job.id))
     by_id = {job.id: job for job in trace}
     done: list[Done] = []

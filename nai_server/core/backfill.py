@@ -49,16 +49,14 @@ class Reservation:
     spare: int  # units free at `at` that the head does not need
     until: float = INF  # while draining for the head: later jobs must end by then too
 
-    def admit(self, job: QueuedJob, gpus: tuple[int, ...], now: float) -> bool:
-        """Whether ``job`` may start now on ``gpus``; if it runs past ``at`` (or ``until``),
-        it uses spare."""
+    def admit(
+        self, job: QueuedJob, gpus: tuple[int, ...], now: float, length: float | None
+    ) -> bool:
+        """Whether ``job``, expected to run ``length`` seconds, may start now on ``gpus``;
+        if it runs past ``at`` (or ``until``), it uses spare."""
         if (job.gpus == 0) != self.cpu:
             return True  # other kind of resource than the head waits for
-        if (
-            self.at != INF
-            and job.time_limit is not None
-            and now + job.time_limit <= min(self.at, self.until)
-        ):
+        if self.at != INF and length is not None and now + length <= min(self.at, self.until):
             return True
         cost = 1 if self.cpu else sum(1 for index in gpus if index in self.usable)
         if cost > self.spare:
@@ -94,18 +92,22 @@ def reserve(job: QueuedJob, resources: Resources, now: float) -> Reservation | N
     return Reservation(at, job.gpus == 0, usable, spare)
 
 
-def drain_until(job: QueuedJob, gpus: int, now: float, after: float, hold: float) -> float | None:
+def drain_until(
+    job: QueuedJob, gpus: int, now: float, after: float, hold: float, length: float | None = None
+) -> float | None:
     """Until when jobs behind ``job`` may run if the machine (``gpus`` GPUs) is being
     drained for it now, or None if it is not.
 
     Only a job asking for every GPU (of two or more) with a time limit is drained for:
     from when it has waited ``after`` times its limit (an hour at least), for ``hold``
-    seconds. Meanwhile jobs behind it may start only if they are no longer than it.
+    seconds. Meanwhile jobs behind it may start only if they are no longer than it is
+    expected to be (``length``, its limit by default).
     """
     if job.time_limit is None or gpus < 2 or job.gpus < gpus:
         return None
     start = job.submitted_at + after * max(job.time_limit, HOUR)
-    return now + job.time_limit if start <= now < start + hold else None
+    expected = job.time_limit if length is None else length
+    return now + expected if start <= now < start + hold else None
 
 
 def easy(
@@ -165,7 +167,9 @@ def easy(
         else:
             head = reservations[shape] = reserve(job, resources, now)
         if head is not None:
-            until = drain_until(job, len(resources.gpus), now, drain_after, drain_hold)
+            until = drain_until(
+                job, len(resources.gpus), now, drain_after, drain_hold, resources.length(job)
+            )
             if until is not None:
                 head = replace(head, until=until)
             elif head.at - now > window and now - job.submitted_at < reserve_after:
@@ -191,7 +195,7 @@ def _behind(
     quotas = bool(resources.accounting.quotas)
     # Until something is taken, jobs of one shape get one answer: remember refusals, so
     # a long queue costs a look-up per job.
-    refused: dict[tuple[int, int | None, int | None], WaitReason] = {}
+    refused: dict[tuple[int, int | None, float | None], WaitReason] = {}
     version = -1
     for job in rest:
         if resources.version != version:
@@ -202,7 +206,8 @@ def _behind(
                 waiting[job.id] = WaitReason.RESOURCES
                 waiting.update(dict.fromkeys(map(_ID, rest), WaitReason.RESOURCES))
                 return
-        shape = (job.gpus, job.gpu_memory, job.time_limit)
+        length = resources.length(job)
+        shape = (job.gpus, job.gpu_memory, length)
         known = refused.get(shape)
         if known is not None and not quotas:
             waiting[job.id] = known
@@ -212,7 +217,7 @@ def _behind(
             waiting[job.id] = found
             if found is not WaitReason.QUOTA_GPUS and found is not WaitReason.QUOTA_HOURS:
                 refused[shape] = found
-        elif head.admit(job, found, now):
+        elif head.admit(job, found, now, length):
             resources.take(found, job)
             starts.append(Start(job.id, found))
         else:
