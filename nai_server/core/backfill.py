@@ -24,6 +24,7 @@ from operator import attrgetter
 from nai_server.core.sched_types import (
     HOUR,
     INF,
+    Fit,
     Plan,
     QueuedJob,
     Resources,
@@ -110,6 +111,35 @@ def drain_until(
     return now + expected if start <= now < start + hold else None
 
 
+@dataclass(frozen=True)
+class HeadRule:
+    """Whether a job that must wait becomes the head, whose reservation holds back the
+    jobs behind it: only if its reservation is at most ``window`` seconds away (Slurm's
+    ``bf_window``), it has waited ``reserve_after`` seconds, or the machine is being
+    drained for it (``drain_until`` with ``drain_after``, ``drain_hold``)."""
+
+    window: float = INF
+    reserve_after: float = 0.0
+    drain_after: float = INF
+    drain_hold: float = 0.0
+
+    def head(
+        self, job: QueuedJob, found: Reservation | None, resources: Resources, now: float
+    ) -> Reservation | None:
+        """``found``, the job's reservation, if it is to be kept (with the drain's end)."""
+        if found is None:
+            return None
+        gpus = len(resources.gpus)
+        until = drain_until(
+            job, gpus, now, self.drain_after, self.drain_hold, resources.length(job)
+        )
+        if until is not None:
+            return replace(found, until=until)
+        if found.at - now > self.window and now - job.submitted_at < self.reserve_after:
+            return None  # far off, and not starving: it holds back nobody
+        return found
+
+
 def easy(
     order: Sequence[QueuedJob],
     resources: Resources,
@@ -121,59 +151,35 @@ def easy(
     drain_after: float = INF,
     drain_hold: float = 0.0,
 ) -> Plan:
-    """Start jobs in ``order`` with EASY backfill behind the first one that must wait.
-
-    A job that must wait becomes the head only if its reservation is at most ``window``
-    seconds away (Slurm's ``bf_window``), it has waited ``reserve_after`` seconds, or the
-    machine is being drained for it (``drain_until`` with ``drain_after``, ``drain_hold``);
-    one that does not is passed over like a job that cannot fit, and the next may be head.
-    """
+    """Start jobs in ``order`` with EASY backfill behind the first one that must wait and
+    becomes the head (``HeadRule``); one that does not is passed over like a job that
+    cannot fit, and the next may be head."""
+    rule = HeadRule(window, reserve_after, drain_after, drain_hold)
     starts: list[Start] = []
     waiting: dict[int, WaitReason] = {}
     est_start: dict[int, float] = {}
     stopped: list[int] = []
     head: Reservation | None = None
-    fit = resources.fit
-    quota_block = resources.quota_block
     # Jobs of one shape have the same reservation until something is taken: a long
     # queue of jobs too far off to reserve for costs one look-up each.
     reservations: dict[tuple[int, int | None], Reservation | None] = {}
     version = resources.version
     rest = iter(order)
     for job in rest:
-        over = quota_block(job)
-        if over is not None:
-            waiting[job.id] = over
-            continue
-        found = fit(job.gpus, job.gpu_memory)
-        if isinstance(found, WaitReason) and preempter is not None:
-            victims = preempter(job, resources, now)
-            if victims:
-                for victim in victims:
-                    resources.evict(victim)
-                    stopped.append(victim.id)
-                found = fit(job.gpus, job.gpu_memory)
+        found = _start_or_why(job, resources, now, preempter, stopped)
         if not isinstance(found, WaitReason):
-            resources.take(found, job)
             starts.append(Start(job.id, found))
             continue
         waiting[job.id] = found
+        if found is WaitReason.QUOTA_GPUS or found is WaitReason.QUOTA_HOURS:
+            continue
         if resources.version != version:
             reservations.clear()
             version = resources.version
         shape = (job.gpus, job.gpu_memory)
-        if shape in reservations:
-            head = reservations[shape]
-        else:
-            head = reservations[shape] = reserve(job, resources, now)
-        if head is not None:
-            until = drain_until(
-                job, len(resources.gpus), now, drain_after, drain_hold, resources.length(job)
-            )
-            if until is not None:
-                head = replace(head, until=until)
-            elif head.at - now > window and now - job.submitted_at < reserve_after:
-                head = None  # far off, and not starving: it holds back nobody
+        if shape not in reservations:
+            reservations[shape] = reserve(job, resources, now)
+        head = rule.head(job, reservations[shape], resources, now)
         if head is not None:
             if head.at != INF:
                 est_start[job.id] = head.at
@@ -181,6 +187,31 @@ def easy(
     if head is not None:
         _behind(head, rest, resources, now, starts, waiting)
     return Plan(starts=tuple(starts), waiting=waiting, est_start=est_start, preempt=tuple(stopped))
+
+
+def _start_or_why(
+    job: QueuedJob,
+    resources: Resources,
+    now: float,
+    preempter: Preempter | None,
+    stopped: list[int],
+) -> Fit:
+    """Take GPUs for ``job`` now, stopping preemptible jobs (added to ``stopped``) if the
+    preempter says so, or say why it must wait."""
+    over = resources.quota_block(job)
+    if over is not None:
+        return over
+    found = resources.fit(job.gpus, job.gpu_memory)
+    if isinstance(found, WaitReason) and preempter is not None:
+        victims = preempter(job, resources, now)
+        if victims:
+            for victim in victims:
+                resources.evict(victim)
+                stopped.append(victim.id)
+            found = resources.fit(job.gpus, job.gpu_memory)
+    if not isinstance(found, WaitReason):
+        resources.take(found, job)
+    return found
 
 
 def _behind(
