@@ -106,9 +106,11 @@ class Tuning:
     + width·(share of the machine asked for) + qos·{low 0, normal ½, high 1}; see
     ``fairshare.priorities``. Backfill keeps a reservation for the first job in that
     order that must wait only if it is within ``reserve_window`` (Slurm's bf_window),
-    or once the job has waited ``reserve_after``. A far-off reservation, built on
-    over-estimated time limits, mostly holds back the longest jobs, which then run late
-    and stretch everyone's queue.
+    or once the job has waited ``reserve_after``; by default always (no window): with
+    short jobs first, a window mostly passed over the widest jobs, which then waited
+    longest. With ``predict``, lengths are run times predicted from each user's
+    finished jobs (``predict``) rather than time limits; off by default, as on the
+    trace replays mispredicted long jobs backfilled ahead of whole-server jobs.
 
     Two guards keep jobs from waiting for ever (see ``fairshare``): a job that has
     waited ``reserve_after`` and ``starve_factor`` times the queue's mean wait is
@@ -119,14 +121,14 @@ class Tuning:
     """
 
     half_life: float = 7 * DAY  # of decayed usage; for whoever accrues usage
-    predict: bool = True  # expect predicted run times (Accounting.runtimes), not limits
-    weight_fairshare: float = 1.0  # F = 2^(−U/S): order among users, not above length
+    predict: bool = False  # expect predicted run times (Accounting.runtimes), not limits
+    weight_fairshare: float = 1.0  # F = 2^(−U/S): orders users, not above short jobs
     weight_age: float = 2.0
     age_max: float = 30 * DAY  # waiting this long earns the whole age factor
     weight_length: float = 4.0  # short jobs first: what lowers everyone's waiting
     weight_width: float = 0.75  # whole-server jobs need every GPU free at once
     weight_qos: float = 2.0
-    reserve_window: float = INF  # predicted run times make every reservation near enough
+    reserve_window: float = INF  # every first waiting job keeps its reservation
     reserve_after: float = 2 * DAY
     starve_factor: float = 3.5  # starving: waited this many times the queue's mean wait
     drain_after: float = 12.0  # whole-server jobs: times its time limit before a drain

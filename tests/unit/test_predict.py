@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,7 @@ def test_a_job_past_its_prediction_is_expected_to_run_twice_as_long_up_to_its_li
 
 # --- fair share on predictions ---------------------------------------------------------
 
+PREDICTING = replace(PLAIN, predict=True)
 # ada's jobs use a tenth of their limits; bob's all of it.
 PREDICTED = Accounting(
     runtimes=runtimes(learn({}, [Finished("ada", 360, 3600), Finished("bob", 3600, 3600)]))
@@ -74,7 +76,7 @@ PREDICTED = Accounting(
 
 def test_shortest_predicted_first_among_equal_limits() -> None:
     queue = [job(1, user="bob", limit=4 * HOUR), job(2, user="ada", limit=4 * HOUR)]
-    tuning = Tuning(weight_fairshare=0, weight_age=0)
+    tuning = Tuning(weight_fairshare=0, weight_age=0, predict=True)
     result = plan(queue, machine(1), NOW, policy="fairshare", accounting=PREDICTED, tuning=tuning)
     assert started(result) == {2: (0,)}
     off = Tuning(weight_fairshare=0, weight_age=0, predict=False)
@@ -87,7 +89,7 @@ def test_backfill_window_on_predictions_admits_a_job_its_limit_would_not() -> No
     # to take 24 min: it backfills under fair share, not under plain backfill.
     cluster = machine(2, run(7, (0,), ends_in=2 * HOUR, user="carl"))
     queue = [job(1, 2, user="bob"), job(2, 1, user="ada", limit=4 * HOUR)]
-    result = plan(queue, cluster, NOW, policy="fairshare", accounting=PREDICTED, tuning=PLAIN)
+    result = plan(queue, cluster, NOW, policy="fairshare", accounting=PREDICTED, tuning=PREDICTING)
     assert started(result) == {2: (1,)}
     result = plan(queue, cluster, NOW, policy="backfill", accounting=PREDICTED)
     assert result.waiting[2] is WaitReason.PRIORITY
@@ -96,7 +98,7 @@ def test_backfill_window_on_predictions_admits_a_job_its_limit_would_not() -> No
 def test_a_reservation_counts_on_running_jobs_ending_when_predicted() -> None:
     cluster = machine(2, run(7, (0,), ends_in=10 * HOUR, user="ada"))
     result = plan([job(1, 2, user="bob")], cluster, NOW, policy="fairshare",
-                  accounting=PREDICTED, tuning=PLAIN)  # fmt: skip
+                  accounting=PREDICTED, tuning=PREDICTING)  # fmt: skip
     # Started 10 min ago with a limit of 10 h 10 min: a tenth of that is 61 min.
     assert result.est_start[1] == pytest.approx(NOW - 600 + (10 * HOUR + 600) / 10)
 
