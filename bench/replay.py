@@ -173,6 +173,10 @@ def main() -> None:
         print(table(list(figures.items())))
         print("fairshare (the default) against the targets:")
         print("\n".join(targets(figures)))
+        print("estimated starts: |first estimate - actual start| / wait, for the jobs given one:")
+        for name, m in figures.items():
+            print(f"  {name:18s} median {m['est_error_median']:6.2f}  p90 {m['est_error_p90']:7.2f}"
+                  f"  ({m['est_share'] * 100:.0f}% of jobs)")  # fmt: skip
         print("replay time (target < 10 s for the 3,629-job trace):")
         for r in results:
             print(f"  {r.policy:18s} {r.seconds:6.2f} s  ({r.plans} plan() calls)")
