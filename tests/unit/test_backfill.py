@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from nai_server.core.predict import estimate
 from nai_server.core.sched_types import INF
 from nai_server.core.scheduling import (
     Accounting,
@@ -131,3 +132,44 @@ def test_fairshare_reserves_only_within_its_window_until_a_job_has_waited() -> N
     assert started(result) == {}
     assert result.est_start == {1: NOW + 10 * HOUR}
     assert result.waiting == {1: WaitReason.RESOURCES, 2: WaitReason.PRIORITY}
+
+
+@pytest.mark.parametrize("predict", [False, True])
+@pytest.mark.parametrize("seed", range(150))
+def test_no_gpu_is_left_idle_while_a_job_that_fits_and_delays_nobody_waits(
+    predict: bool, seed: int
+) -> None:
+    """Under the default fair share: any job that would fit on the GPUs left idle waits
+    only because it is behind the head and would still run at the head's reservation.
+    (Jobs waited under an hour: no drain, which idles GPUs on purpose, has begun.)"""
+    rng = random.Random(seed)
+    n = rng.randint(1, 8)
+    running = [
+        run(100 + index, (index,), ends_in=rng.choice([60, 600, 3600, rng.randint(0, 9000)]),
+            user=rng.choice(["ada", "bob", "cy"]))
+        for index in rng.sample(range(n), rng.randint(0, n))
+    ]  # fmt: skip
+    queue = [
+        job(i, rng.randint(1, n), limit=rng.choice([60, 600, 3600, 4 * HOUR]),
+            user=rng.choice(["ada", "bob", "cy"]), at=NOW - rng.uniform(0, HOUR))
+        for i in range(1, rng.randint(2, 12))
+    ]  # fmt: skip
+    accounting = Accounting(
+        usage={f"user:{u}": rng.uniform(0, 1e6) for u in ("ada", "bob", "cy")},
+        runtimes={f"ratio:user:{u}": rng.uniform(0.05, 1.0) for u in ("ada", "bob")},
+    )
+    tuning = Tuning(predict=predict)
+    result = plan(queue, machine(n, *running), NOW, policy="fairshare",
+                  accounting=accounting, tuning=tuning)  # fmt: skip
+    idle = n - len(running) - sum(len(start.gpus) for start in result.starts)
+    heads = list(result.est_start.values())
+    for waiting in queue:
+        if waiting.id in result.waiting and waiting.gpus <= idle:
+            assert result.waiting[waiting.id] is WaitReason.PRIORITY
+            assert len(heads) == 1, "a job that fits waits with no reservation to keep"
+            # By its own (limit or predicted) length it would still run at the reservation.
+            limit = waiting.time_limit
+            assert limit is not None
+            length = estimate(accounting.runtimes, waiting.user, limit) if predict else limit
+            assert length is not None
+            assert NOW + length > heads[0]
