@@ -18,7 +18,10 @@ find every GPU free at once. Hence the guards: a *starving* job (one that has wa
 merely part of a long backlog) goes ahead of the priority order; the machine is drained
 for a whole-server job that has waited long for its size (``backfill.drain_until``);
 and when the machine is empty, whole-server jobs go first, so that one drain serves
-all of them rather than each paying for its own."""
+all of them rather than each paying for its own.
+
+With ``Tuning.predict``, a job's length (in the order and in backfill) is its run time
+predicted from its user's finished jobs (``predict``), not its time limit."""
 
 from __future__ import annotations
 
