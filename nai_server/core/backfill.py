@@ -31,6 +31,7 @@ from nai_server.core.sched_types import (
     RunningJob,
     Start,
     WaitReason,
+    time_limit_of,
     usable_later,
 )
 
@@ -228,6 +229,8 @@ def _behind(
     # a long queue costs a look-up per job.
     refused: dict[tuple[int, int | None, float | None], WaitReason] = {}
     version = -1
+    length_of = resources.length
+    on_limits = length_of is time_limit_of  # the common case, without a call per job
     for job in rest:
         if resources.version != version:
             version = resources.version
@@ -237,7 +240,7 @@ def _behind(
                 waiting[job.id] = WaitReason.RESOURCES
                 waiting.update(dict.fromkeys(map(_ID, rest), WaitReason.RESOURCES))
                 return
-        length = resources.length(job)
+        length = job.time_limit if on_limits else length_of(job)
         shape = (job.gpus, job.gpu_memory, length)
         known = refused.get(shape)
         if known is not None and not quotas:

@@ -213,7 +213,7 @@ class Resources:
         cpu_jobs = sum(1 for job in cluster.running if not job.gpus)
         self.cpu_free = max(0, cluster.cpu_slots - cpu_jobs)
         # How long a job is expected to run: its limit, or (``use_predictions``) less.
-        self.length: Callable[[QueuedJob], float | None] = _limit
+        self.length: Callable[[QueuedJob], float | None] = time_limit_of
         self._ends: dict[int, float] = {}
         self._free_at()
         self._quotas = accounting.quotas
@@ -352,7 +352,8 @@ class Resources:
             self.held[key] = self.held.get(key, 0) + gpus
 
 
-def _limit(job: QueuedJob) -> float | None:
+def time_limit_of(job: QueuedJob) -> float | None:
+    """A job's length when nothing better is known: its time limit."""
     return job.time_limit
 
 
