@@ -96,3 +96,12 @@ def test_bad_patterns_are_refused_at_submit(api: TestClient) -> None:
                                                    "metrics": metrics}})
         assert made.status_code == 400, (metrics, made.text)
         assert words in made.text and "metrics" in made.text, made.text
+
+
+def test_one_line_helper_reports_from_a_job(api: TestClient, service: UseCases) -> None:
+    root = str(Path(__file__).resolve().parents[2])  # where nai_metrics is, for the job
+    script = ("python3 -c \"from nai_metrics import log\n"
+              "for s in (1, 2): log(step=s, loss=1.0 / s)\"")
+    job_id = submit(api, {"command": script, "env": {"PYTHONPATH": root}})
+    assert ended(api, service, job_id)["state"] == "succeeded"
+    assert [(r["step"], r["loss"]) for r in rows(api, job_id)] == [(1, 1.0), (2, 0.5)]
