@@ -388,3 +388,23 @@ def _number(text: str) -> int | float | None:
     except ValueError:
         return None
     return number if math.isfinite(number) else None
+
+
+def clean_point(point: object) -> dict[str, Any] | None:
+    """A point another reader produced (TensorBoard's), kept only as far as it is sane:
+    an int step, a time, and numeric metrics with metric-like names."""
+    if not isinstance(point, dict):
+        return None
+    step, at = point.get("step"), point.get("time")
+    if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step < _MAX_STEP:
+        return None
+    out: dict[str, Any] = {"step": step}
+    if isinstance(at, (int, float)) and not isinstance(at, bool) and math.isfinite(at):
+        out["time"] = at
+    for name, value in list(point.items())[:MAX_POINTS_PER_LINE + 2]:
+        if name in ("step", "time") or not isinstance(name, str) \
+                or not _NAME_RE.fullmatch(name) or isinstance(value, bool):
+            continue
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            out[name] = value
+    return out if len(out) > 1 + ("time" in out) else None

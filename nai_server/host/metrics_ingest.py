@@ -13,6 +13,12 @@ split at a newline or a carriage return (progress bars), and a line longer than
 LINE_BYTES is matched on its start and the rest skipped. Where the reading stopped
 is saved next to it in STATE_FILE (the daemon's own file), so a restarted daemon goes
 on from there instead of adding the same points twice.
+
+With `metrics: {tensorboard: DIR}`, the scalars of the TensorBoard event files under
+code/DIR and output/DIR are read too, every TB_EVERY seconds and once more at the
+end, by a helper (host.tb_read) that runs as the job's owner, as the outputs' reader
+does: the daemon never parses those files itself. It goes on from the offsets saved
+with the log's.
 """
 
 from __future__ import annotations
@@ -21,14 +27,17 @@ import json
 import logging
 import os
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nai_server.core.metric_patterns import MAX_LINE, Matcher, MatchState
-from nai_server.host import jobfiles
+from nai_server.core.metric_patterns import MAX_LINE, Matcher, MatchState, clean_point
+from nai_server.host import jobfiles, outputs, tb_read
 
 log = logging.getLogger("nai.metrics")
 
@@ -41,6 +50,9 @@ READ_AT_END = 16 << 20  # bytes read from an ended job's log to catch up
 LINE_BYTES = 4 * MAX_LINE  # bytes of one line kept; past that it is cut
 MAX_POINTS = 5000  # points one job adds in one tick; the rest waits for the next
 _SEPARATOR = re.compile(rb"[\r\n]")
+TB_EVERY = 5.0  # seconds between two readings of a running job's event files
+TB_TIMEOUT = 60.0  # a reading that takes longer is killed (and tried again later)
+TB_MAX_OUTPUT = 16 << 20  # bytes of the helper's answer
 
 
 @dataclass
@@ -50,26 +62,42 @@ class Cursor:
     offset: int = 0  # the log's byte after the last line consumed
     skipping: bool = False  # inside an overlong line: drop bytes up to the next separator
     state: MatchState = field(default_factory=MatchState)
+    tb: dict[str, int] = field(default_factory=dict)  # event file → offset read to
 
     def to_json(self) -> Doc:
-        return {"offset": self.offset, "skipping": self.skipping, **self.state.to_json()}
+        return {"offset": self.offset, "skipping": self.skipping, "tb": self.tb,
+                **self.state.to_json()}
 
     @classmethod
     def from_json(cls, data: object) -> Cursor:
         if not isinstance(data, dict):
             return cls()
         offset = data.get("offset")
+        tb = data.get("tb")
         return cls(offset=offset if isinstance(offset, int) and offset >= 0 else 0,
-                   skipping=data.get("skipping") is True, state=MatchState.from_json(data))
+                   skipping=data.get("skipping") is True, state=MatchState.from_json(data),
+                   tb=_offsets(tb))
+
+
+def _offsets(data: object) -> dict[str, int]:
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in list(data.items())[:2 * tb_read.MAX_FILES]
+            if isinstance(k, str) and len(k) < 1024 and isinstance(v, int) and v >= 0}
 
 
 class MetricsIngest:
     """Reads the logs of running jobs that asked for metrics from their output."""
 
-    def __init__(self, jobs_dir: Path, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, jobs_dir: Path, clock: Callable[[], float] = time.time,
+                 run_as: Callable[[Doc], outputs.RunAs] = lambda job: outputs.RunAs()) -> None:
         self.jobs_dir = jobs_dir
         self.clock = clock
+        self.run_as = run_as  # the account a job's event files are read as
         self._cursors: dict[int, Cursor] = {}
+        self._tb_pool = ThreadPoolExecutor(1, thread_name_prefix="nai-tensorboard")
+        self._tb: dict[int, Future[Doc]] = {}  # readings under way
+        self._tb_due: dict[int, float] = {}  # when each job's next reading may start
 
     def poll(self, jobs: Iterable[Doc], ended: Iterable[int] = ()) -> None:
         """Take the new lines of each job's log; those in `ended` are read to the end
@@ -84,11 +112,81 @@ class MetricsIngest:
             seen.add(job_id)
             try:
                 self.ingest(job_id, Matcher(metrics), final=job_id in last)
+                if metrics.get("tensorboard"):
+                    self.tensorboard(job, final=job_id in last)
             except Exception as exc:  # a job's odd log must not stop the daemon's tick
-                log.warning("job %s: metrics not read from its log: %s", job_id, exc)
+                log.warning("job %s: metrics not read: %s", job_id, exc)
         for job_id in list(self._cursors):
             if job_id not in seen or job_id in last:
                 del self._cursors[job_id]
+                self._tb_due.pop(job_id, None)
+                self._tb.pop(job_id, None)
+
+    # --- TensorBoard ------------------------------------------------------------------
+
+    def tensorboard(self, job: Doc, *, final: bool = False) -> None:
+        """Take the result of the job's last reading of its event files, and start the
+        next when due; at the end, wait for it and read once more."""
+        job_id = int(job["id"])
+        job_dir = self.jobs_dir / str(job_id)
+        cursor = self._cursors.get(job_id) or self._load(job_dir)
+        self._cursors[job_id] = cursor
+        running = self._tb.get(job_id)
+        if running is not None:
+            if not (running.done() or final):
+                return
+            del self._tb[job_id]
+            self._apply(job_id, job_dir, cursor, running.result())
+        if final:
+            self._apply(job_id, job_dir, cursor, self.read_events(job, dict(cursor.tb)))
+        elif time.monotonic() >= self._tb_due.get(job_id, 0.0):
+            self._tb_due[job_id] = time.monotonic() + TB_EVERY
+            self._tb[job_id] = self._tb_pool.submit(self.read_events, job, dict(cursor.tb))
+
+    def read_events(self, job: Doc, cursors: dict[str, int]) -> Doc:
+        """Run the reader as the job's owner; its answer ({"error"} if it failed)."""
+        job_dir = self.jobs_dir / str(job["id"])
+        where = job["spec"]["metrics"]["tensorboard"]
+        run_as = self.run_as(job)
+        as_user: Doc = {}
+        if run_as.uid is not None:
+            as_user = {"user": run_as.uid, "group": run_as.gid,
+                       "extra_groups": list(run_as.groups)}
+        argv = [sys.executable, "-I", tb_read.__file__,
+                str(job_dir / "code" / where), str(job_dir / "output" / where)]
+        try:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL, cwd="/", close_fds=True, start_new_session=True,
+                env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, **as_user)
+            try:
+                out, _ = proc.communicate(json.dumps(cursors).encode(), timeout=TB_TIMEOUT)
+            finally:
+                outputs.kill(proc)
+                proc.wait()
+        except subprocess.TimeoutExpired:
+            return {"error": f"reading the event files took over {TB_TIMEOUT:g} s"}
+        except OSError as exc:
+            return {"error": f"the event file reader did not start: {exc}"}
+        try:
+            answer = json.loads(out[:TB_MAX_OUTPUT])
+        except ValueError:
+            return {"error": "the event file reader answered nonsense"}
+        return answer if isinstance(answer, dict) else {"error": "no answer"}
+
+    def _apply(self, job_id: int, job_dir: Path, cursor: Cursor, answer: Doc) -> None:
+        if answer.get("error"):
+            log.warning("job %s: TensorBoard scalars not read: %s", job_id,
+                        str(answer["error"])[:200])
+            return
+        raw = answer.get("points")
+        points = [p for p in map(clean_point, raw if isinstance(raw, list) else [])
+                  if p is not None]
+        if points:
+            data = b"".join(json.dumps(p).encode() + b"\n" for p in points)
+            jobfiles.append(job_dir, METRICS_FILE, data)
+        cursor.tb.update(_offsets(answer.get("cursors")))
+        self._save(job_dir, cursor)
 
     def ingest(self, job_id: int, matcher: Matcher, *, final: bool = False) -> int:
         """Read the job's new log lines into points; how many points were added."""

@@ -102,7 +102,8 @@ class JobRuntime:
         self._ended: dict[int, tuple[float, str, int | None, str | None]] = {}
         self._probe: GpuSnapshot | None = None  # this tick's, for what a job left on a GPU
         self.contain = contain.Containment(config.state)
-        self.metrics = metrics_ingest.MetricsIngest(self.jobs_dir)  # `metrics:` from logs
+        self.metrics = metrics_ingest.MetricsIngest(  # `metrics:` from logs and event files
+            self.jobs_dir, run_as=self._run_as)
         self._sweep_due = True  # at start: what a crash left behind
         self._helpers: set[subprocess.Popen[bytes]] = set()  # killed at close
         self._strays: set[tuple[int, int]] = set()  # (job, GPU) seen at the last tick
