@@ -60,6 +60,11 @@ def test_event_file_scalars_become_metrics(api: TestClient, service: UseCases,
     got = {(r["step"], k): v for r in rows(api, job_id) for k, v in r.items()
            if k not in ("step", "time")}
     assert got == {(1, "Loss/train"): 0.5, (1, "val_acc"): 0.75}
+    # No more readings while it runs: the last point can only come from the one at its end.
+    monkeypatch.setattr(metrics_ingest, "TB_EVERY", 1e9)
+    service.tick()
+    tick_until(service, lambda: job_id not in service.runtime.metrics._tb,
+               what="the reading under way")
     gate.touch()
     tick_until(service, lambda: api.get(f"/v1/jobs/{job_id}").json()["state"] in END,
                what="the job's end")
