@@ -23,12 +23,14 @@ with the log's.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -148,30 +150,40 @@ class MetricsIngest:
         job_dir = self.jobs_dir / str(job["id"])
         where = job["spec"]["metrics"]["tensorboard"]
         run_as = self.run_as(job)
-        as_user: Doc = {}
-        if run_as.uid is not None:
-            as_user = {"user": run_as.uid, "group": run_as.gid,
-                       "extra_groups": list(run_as.groups)}
         argv = [sys.executable, "-I", tb_read.__file__,
                 str(job_dir / "code" / where), str(job_dir / "output" / where)]
         try:
             proc = subprocess.Popen(
                 argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL, cwd="/", close_fds=True, start_new_session=True,
-                env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, **as_user)
-            try:
-                out, _ = proc.communicate(json.dumps(cursors).encode(), timeout=TB_TIMEOUT)
-            finally:
-                outputs.kill(proc)
-                proc.wait()
-        except subprocess.TimeoutExpired:
-            return {"error": f"reading the event files took over {TB_TIMEOUT:g} s"}
+                env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, user=run_as.uid,
+                group=run_as.gid,
+                extra_groups=list(run_as.groups) if run_as.uid is not None else None)
         except OSError as exc:
             return {"error": f"the event file reader did not start: {exc}"}
+        # The helper runs as the job's owner, who could make it say anything: its
+        # answer is read with a bound and a deadline, and checked like any input.
+        late = threading.Timer(TB_TIMEOUT, outputs.kill, (proc,))
+        late.start()
         try:
-            answer = json.loads(out[:TB_MAX_OUTPUT])
+            assert proc.stdin is not None and proc.stdout is not None
+            with contextlib.suppress(OSError):
+                proc.stdin.write(json.dumps(cursors).encode())
+                proc.stdin.close()
+            out = proc.stdout.read(TB_MAX_OUTPUT)
+        finally:
+            late.cancel()
+            outputs.kill(proc)
+            proc.wait()
+            for pipe in (proc.stdin, proc.stdout):
+                if pipe is not None:
+                    with contextlib.suppress(OSError):
+                        pipe.close()
+        try:
+            answer = json.loads(out)
         except ValueError:
-            return {"error": "the event file reader answered nonsense"}
+            return {"error": "the event file reader answered nonsense (or took over "
+                             f"{TB_TIMEOUT:g} s)"}
         return answer if isinstance(answer, dict) else {"error": "no answer"}
 
     def _apply(self, job_id: int, job_dir: Path, cursor: Cursor, answer: Doc) -> None:
