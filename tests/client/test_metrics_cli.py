@@ -9,6 +9,7 @@ import json
 import os
 import re
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -80,6 +81,14 @@ def test_follow_into_a_pipe_then_metrics_views(env: dict[str, str], tmp_path: Pa
         assert follow.stdout is not None
         # The line shows while the job still runs, not when the stream ends.
         assert first_line(follow.stdout) == b"epoch 1 loss 0.5\n"
+        # Ctrl-C on another follower: it stops, says the job goes on, loses nothing.
+        stopped = subprocess.Popen([str(BIN / "nai"), "logs", job_id, "-f"], env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert stopped.stdout is not None
+        assert first_line(stopped.stdout) == b"epoch 1 loss 0.5\n"
+        stopped.send_signal(signal.SIGINT)
+        _, said = stopped.communicate(timeout=30)
+        assert stopped.returncode == 130 and b"it goes on" in said, said
         gate.touch()
         rest, _ = follow.communicate(timeout=60)
     finally:
