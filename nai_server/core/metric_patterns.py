@@ -83,6 +83,15 @@ PRESETS: dict[str, _Preset] = {
         "PyTorch Lightning progress bars at the end of each epoch (train_loss=0.12)"),
 }
 _KERAS_EPOCH = re.compile(r"^\s*Epoch (\d+)/(\d+)\s*$")
+# Lightning's Rich progress bar (its default where `rich` is installed) draws into a
+# file once, at the end: "Epoch 2/2 ━━━ 4/4 0:00:00 • 0:00:00 55.2it/s train_loss: 0.204"
+# and, on the next line, the metrics that did not fit ("      val_loss: 0.068").
+_RICH_PAIR = r"[\w./-]+: " + _NUMBER
+_LIGHTNING_RICH = re.compile(r"^\s*Epoch (?P<epoch>\d+)/\d+ .*? (?P<batch>\d+)/(?P<batches>\d+)"
+                             r" .*?(?P<pairs>" + _RICH_PAIR + r"(?:\s+" + _RICH_PAIR
+                             + r")*)\s*$")
+_RICH_REST = re.compile(r"^\s+(?P<pairs>" + _RICH_PAIR + r"(?:\s+" + _RICH_PAIR + r")*)\s*$")
+_RICH_PAIRS = re.compile(r"([\w./-]+): (" + _NUMBER + r")")
 # Axes or counters, not metrics.
 _PRESET_SKIP = {"keras": {"batch", "batches"}, "lightning-progress": {"v_num"}}
 
@@ -327,6 +336,11 @@ class Matcher:
             if epoch:
                 state.epoch = int(epoch.group(1))
                 return None
+        if name == "lightning-progress":
+            rich = Matcher._lightning_rich(line, state)
+            if rich is not None:
+                state.counts[slot] += 1
+                return _point(rich, "epoch", state.counts[slot])
         match = PRESETS[name].line.search(line)
         if match is None:
             return None
@@ -352,6 +366,20 @@ class Matcher:
         state.counts[slot] += 1
         step_key = "epoch" if "epoch" in values and name != "hf-trainer" else "step"
         return _point(values, step_key, state.counts[slot])
+
+    @staticmethod
+    def _lightning_rich(line: str, state: MatchState) -> dict[str, str] | None:
+        """The values of a finished Rich bar's line, or of the line after it."""
+        rest_of = state.last.pop("lightning-rich", None)
+        match = _LIGHTNING_RICH.match(line)
+        if match is not None and match.group("batch") == match.group("batches"):
+            state.last["lightning-rich"] = match.group("epoch")
+            return {**dict(_RICH_PAIRS.findall(match.group("pairs"))),
+                    "epoch": match.group("epoch")}
+        more = _RICH_REST.match(line) if rest_of is not None else None
+        if more is None:
+            return None
+        return {**dict(_RICH_PAIRS.findall(more.group("pairs"))), "epoch": rest_of}
 
 
 def _point(values: dict[str, str], step_key: str, count: int) -> dict[str, Any] | None:

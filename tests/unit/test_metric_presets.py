@@ -45,23 +45,46 @@ def test_keras_preset_on_real_keras3_output(tmp_path: Path, log: str) -> None:
     assert all(0 < r["loss"] < 1 and r["time"] == 1000.0 for r in rows)
 
 
-def test_hf_trainer_preset_on_its_log_dicts(tmp_path: Path) -> None:
+def test_hf_trainer_preset_on_real_trainer_output(tmp_path: Path) -> None:
+    """transformers 5 prints the values as strings: {'loss': '0.6934', ...}."""
+    rows = strip(ingest(tmp_path, (DATA / "hf-trainer.log").read_bytes(),
+                        {"preset": "hf-trainer"}))
+    assert [r["step"] for r in rows] == list(range(1, 12))
+    assert rows[0] == {"step": 1, "loss": 0.6928, "grad_norm": 0.2005,
+                       "learning_rate": 4.688e-05, "epoch": 0.25}
+    assert [r["eval_accuracy"] for r in rows if "eval_loss" in r] == [0.3125, 0.3125]
+    assert rows[-1]["train_loss"] == 0.6928 and rows[-1]["epoch"] == 2
+
+
+def test_hf_trainer_preset_on_older_trainer_dicts(tmp_path: Path) -> None:
+    """transformers 4 printed numbers, some as numpy scalars (a sample of that format)."""
     rows = strip(ingest(tmp_path, (DATA / "hf-trainer.sample.log").read_bytes(),
                         {"preset": "hf-trainer"}))
     assert len(rows) == 7
     assert rows[0] == {"step": 1, "loss": 0.6931, "grad_norm": 1.2345678,
                        "learning_rate": 3.75e-05, "epoch": 0.5}
     assert rows[2]["eval_loss"] == 0.6403 and rows[3]["grad_norm"] == 1.0423
-    assert rows[-1]["train_loss"] == 0.6238
 
 
-def test_lightning_preset_takes_each_epochs_values_once(tmp_path: Path) -> None:
-    rows = strip(ingest(tmp_path, (DATA / "lightning-progress.sample.log").read_bytes(),
+def test_lightning_preset_on_real_tqdm_bars(tmp_path: Path) -> None:
+    rows = strip(ingest(tmp_path, (DATA / "lightning-tqdm.log").read_bytes(),
                         {"preset": "lightning-progress"}))
-    assert rows == [
-        {"step": 0, "epoch": 0, "train_loss": 0.712}, {"step": 0, "epoch": 0, "val_loss": 0.689},
-        {"step": 1, "epoch": 1, "train_loss": 0.655}, {"step": 1, "epoch": 1, "val_loss": 0.641},
-        {"step": 2, "epoch": 2, "train_loss": 0.601}, {"step": 2, "epoch": 2, "val_loss": 0.598}]
+    # Per epoch: the values that changed on its finished bar (the bar reaches 100% once
+    # before the last step's loss is in, so train_loss comes twice, the final one last).
+    assert [(r["epoch"], r.get("train_loss"), r.get("val_loss")) for r in rows] == [
+        (0, 1.86, None), (0, 2.95, None), (0, None, 1.22),
+        (1, 0.268, None), (1, 0.758, None), (1, None, 0.269),
+        (2, 0.0626, None), (2, 0.204, None), (2, None, 0.0685)]
+    assert all(r["step"] == r["epoch"] for r in rows)
+
+
+def test_lightning_preset_on_real_rich_bar(tmp_path: Path) -> None:
+    """Lightning's Rich bar (its default where rich is installed) prints into a file
+    once, at the end, on two lines."""
+    rows = strip(ingest(tmp_path, (DATA / "lightning-rich.log").read_bytes(),
+                        {"preset": "lightning-progress"}))
+    assert rows == [{"step": 2, "epoch": 2, "train_loss": 0.204},
+                    {"step": 2, "epoch": 2, "val_loss": 0.068}]
 
 
 def test_overlong_and_sparse_logs_are_read_in_bounded_steps(tmp_path: Path) -> None:
