@@ -65,6 +65,7 @@ def scalars(event: Any) -> dict[str, float]:
     values: dict[str, float] = {}
     for value in event.summary.value:
         number: float | None = None
+        single = True  # a float32: 7 digits of it mean something, the rest is noise
         if value.HasField("simple_value"):
             number = value.simple_value
         elif value.HasField("tensor"):
@@ -72,14 +73,28 @@ def scalars(event: Any) -> dict[str, float]:
             if tensor.float_val:
                 number = tensor.float_val[0]
             elif tensor.double_val:
-                number = tensor.double_val[0]
+                number, single = tensor.double_val[0], False
             elif tensor.dtype == _DT_FLOAT and len(tensor.tensor_content) == 4:
                 number = struct.unpack("<f", tensor.tensor_content)[0]
             elif tensor.dtype == _DT_DOUBLE and len(tensor.tensor_content) == 8:
-                number = struct.unpack("<d", tensor.tensor_content)[0]
+                number, single = struct.unpack("<d", tensor.tensor_content)[0], False
         if number is not None and math.isfinite(number):
-            values[value.tag] = round(float(number), 9)
+            values[value.tag] = float(f"{number:.7g}") if single else float(number)
     return values
+
+
+def run_prefixes(keys: list[str]) -> dict[str, str]:
+    """What goes before each file's tags: its folder below the folder common to all
+    (so "acc_train/acc" and "acc_val/acc" from SummaryWriter.add_scalars, and
+    "exp1/loss" and "exp2/loss" for two runs, stay apart; one run's tags stay as
+    they are)."""
+    below = {key: key.split("/", 1)[1] for key in keys}  # without the root's index
+    folders = {key: rel.rsplit("/", 1)[0] if "/" in rel else "" for key, rel in below.items()}
+    if not folders:
+        return {}
+    common = os.path.commonpath(list(folders.values()))
+    return {key: "" if folder == common else folder[len(common) + 1:] + "/"
+            for key, folder in folders.items()}
 
 
 def main(argv: list[str]) -> int:
@@ -99,7 +114,9 @@ def main(argv: list[str]) -> int:
     points: list[dict[str, Any]] = []
     done: dict[str, int] = {}
     budget = MAX_BYTES
-    for key, path in event_files(argv):
+    files = event_files(argv)
+    prefixes = run_prefixes([key for key, _ in files])
+    for key, path in files:
         offset = cursors.get(key, 0)
         try:
             fd = os.open(path, _FLAGS)
@@ -126,7 +143,7 @@ def main(argv: list[str]) -> int:
                 offset += 12 + length + 4
                 budget -= 12 + length + 4
                 event = event_pb2.Event.FromString(data)
-                values = scalars(event)
+                values = {prefixes[key] + tag: v for tag, v in scalars(event).items()}
                 if values:
                     points.append({"step": int(event.step), "time": round(event.wall_time, 3),
                                    **values})
