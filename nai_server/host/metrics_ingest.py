@@ -53,7 +53,7 @@ LINE_BYTES = 4 * MAX_LINE  # bytes of one line kept; past that it is cut
 MAX_POINTS = 5000  # points one job adds in one tick; the rest waits for the next
 _SEPARATOR = re.compile(rb"[\r\n]")
 TB_EVERY = 5.0  # seconds between two readings of a running job's event files
-TB_TIMEOUT = 60.0  # a reading that takes longer is killed (and tried again later)
+TB_TIMEOUT = 20.0  # a reading that takes longer is killed (and tried again later)
 TB_MAX_OUTPUT = 16 << 20  # bytes of the helper's answer
 
 
@@ -114,10 +114,13 @@ class MetricsIngest:
             seen.add(job_id)
             try:
                 self.ingest(job_id, Matcher(metrics), final=job_id in last)
+            except Exception as exc:  # a job's odd log must not stop the daemon's tick
+                log.warning("job %s: metrics not read from its log: %s", job_id, exc)
+            try:
                 if metrics.get("tensorboard"):
                     self.tensorboard(job, final=job_id in last)
-            except Exception as exc:  # a job's odd log must not stop the daemon's tick
-                log.warning("job %s: metrics not read: %s", job_id, exc)
+            except Exception as exc:
+                log.warning("job %s: TensorBoard scalars not read: %s", job_id, exc)
         for job_id in list(self._cursors):
             if job_id not in seen or job_id in last:
                 del self._cursors[job_id]
