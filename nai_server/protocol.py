@@ -578,3 +578,17 @@ class StoreReport(Model):
     stray: list[str]  # files in the store that are neither blob nor tree, left alone
     unlisted: dict[str, int]  # per list above: how many more were found than it shows
     clean: bool
+
+
+class PluginInfo(Model):
+    """A plugin installed in the server's environment (`GET /v1/plugins`). state: ok,
+    disabled (not enabled in the server config), broken (error says why; shown to
+    admins only), unsupported (a kind the server does not run yet), missing
+    (configured but not installed)."""
+
+    name: str
+    kind: str
+    version: str | None
+    state: Literal["ok", "disabled", "broken", "unsupported", "missing"]
+    required: bool
+    error: str | None

@@ -1,5 +1,5 @@
-"""`nai-admin`: users, groups, quotas, drain and store checks. A client of the daemon's socket
-only; it never opens the database."""
+"""`nai-admin`: users, groups, quotas, drain, store checks and plugins. A client of the
+daemon's socket only; it never opens the database."""
 
 from __future__ import annotations
 
@@ -63,6 +63,14 @@ def run(args: argparse.Namespace, client: AdminClient) -> int | None:
     what, verb = args.what, getattr(args, "verb", None)
     if what == "store":
         return store_verify(args, client)
+    if what in ("plugins", "plugin"):
+        plugins = client.call("GET", "/plugins")
+        rows = [[p["name"], p["kind"], p["version"] or "-",
+                 p["state"] + (" (required)" if p["required"] else ""), p["error"] or ""]
+                for p in plugins]
+        _emit(args, plugins, _table(rows, ["NAME", "KIND", "VERSION", "STATE", "ERROR"])
+              if rows else "no plugins installed in the server's environment")
+        return None
     if what == "user":
         if verb == "add":
             info = client.call("POST", "/users", {"name": args.name})
@@ -237,6 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="start it and return; --status shows the report")
     verify.add_argument("--status", action="store_true",
                         help="show the running or last verification's report")
+
+    sub.add_parser("plugins", parents=[common],
+                   help="list installed plugins: kind, version, ok/disabled/broken and why")
+    sub.add_parser("plugin", help="plugins (enable one under plugins.NAME in the server "
+                   "config)").add_subparsers(dest="verb", required=True).add_parser(
+                       "list", parents=[common], help="same as `nai-admin plugins`")
 
     drain = sub.add_parser("drain", parents=[common],
                            help="stop (on) or resume (off) starting new jobs")

@@ -1,0 +1,147 @@
+"""Finding plugins: the entry points of `contracts.GROUPS`, loaded and registered with
+one pluggy manager per kind. A plugin that fails to import, or does not implement its
+kind's hook, is recorded as broken with the error; the daemon starts all the same."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+import pluggy
+
+from nai_server.config import PluginConfig
+from nai_server.plugins.contracts import GROUPS, HOOKS, IN_DAEMON, PROJECT, SPECS, Kind
+
+log = logging.getLogger("nai.plugins")
+
+MAX_ERROR = 500  # characters of an import error kept for the listing
+
+
+@dataclass(frozen=True)
+class PluginStatus:
+    """One row of `nai-admin plugins`. state: ok (loaded and enabled), disabled (not
+    enabled in the server config), broken (see error), unsupported (a kind this
+    server does not run yet), missing (configured but not installed)."""
+
+    name: str
+    kind: str
+    version: str | None
+    state: str
+    error: str | None = None
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Hook:
+    """One enabled plugin's implementation of its kind's hook."""
+
+    name: str
+    config: PluginConfig
+    function: Callable[..., Any]
+    argnames: tuple[str, ...]
+
+    def __call__(self, **kwargs: Any) -> Any:
+        """Call with the arguments the implementation asks for (pluggy lets an
+        implementation take fewer than its specification offers)."""
+        return self.function(*(kwargs[a] for a in self.argnames))
+
+
+class PluginRegistry:
+    """The plugins this daemon found, and the hooks of those that are enabled."""
+
+    def __init__(self, config: Mapping[str, PluginConfig]) -> None:
+        self.config = dict(config)
+        self._statuses: list[PluginStatus] = []
+        self._managers = {kind: _manager(kind) for kind in IN_DAEMON}
+
+    @classmethod
+    def empty(cls) -> PluginRegistry:
+        return cls({})
+
+    @classmethod
+    def discover(cls, config: Mapping[str, PluginConfig]) -> PluginRegistry:
+        """The installed plugins (entry points), loading only the enabled ones."""
+        registry = cls(config)
+        for kind, group in GROUPS.items():
+            for ep in sorted(metadata.entry_points(group=group), key=lambda e: e.name):
+                version = ep.dist.version if ep.dist is not None else None
+                registry.add(ep.name, kind, ep.load, version)
+        registry.note_missing()
+        return registry
+
+    @classmethod
+    def from_objects(cls, config: Mapping[str, PluginConfig],
+                     objects: Iterable[tuple[str, Kind, object]]) -> PluginRegistry:
+        """Plugins given as objects rather than found (tests, embedding)."""
+        registry = cls(config)
+        for name, kind, obj in objects:
+            registry.add(name, kind, lambda obj=obj: obj, None)
+        registry.note_missing()
+        return registry
+
+    def add(self, name: str, kind: Kind, load: Callable[[], object],
+            version: str | None) -> None:
+        """Record one plugin; load and register it when the config enables it."""
+        cfg = self.config.get(name)
+        row = {"name": name, "kind": kind.value, "version": version,
+               "required": bool(cfg and cfg.required)}
+        if kind not in IN_DAEMON:
+            self._statuses.append(PluginStatus(
+                **row, state="unsupported", error=f"this server does not run {kind.value} "
+                                                  f"plugins yet"))
+            return
+        if cfg is None or not cfg.enabled:
+            self._statuses.append(PluginStatus(**row, state="disabled"))
+            return
+        try:
+            self._register(name, kind, load())
+        except (Exception, SystemExit) as exc:
+            error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR]
+            log.error("plugin %s (%s) is broken and will not be used: %s", name, kind.value,
+                      error)
+            self._statuses.append(PluginStatus(**row, state="broken", error=error))
+            return
+        self._statuses.append(PluginStatus(**row, state="ok"))
+
+    def _register(self, name: str, kind: Kind, obj: object) -> None:
+        manager = self._managers[kind]
+        if manager.has_plugin(name):
+            raise ValueError(f"another {kind.value} plugin is already named {name!r}")
+        manager.register(obj, name=name)
+        caller = getattr(manager.hook, HOOKS[kind])
+        if not any(impl.plugin_name == name for impl in caller.get_hookimpls()):
+            manager.unregister(name=name)
+            raise ValueError(f"it implements no {HOOKS[kind]} hook (mark it with "
+                             f"nai_server.plugins.contracts.hookimpl)")
+
+    def note_missing(self) -> None:
+        """List the plugins the config names that are not installed."""
+        found = {s.name for s in self._statuses}
+        for name, cfg in sorted(self.config.items()):
+            if name not in found:
+                log.warning("plugins.%s is configured, but no such plugin is installed", name)
+                self._statuses.append(PluginStatus(
+                    name=name, kind="-", version=None, state="missing",
+                    error="configured in plugins.NAME but not installed (pip install it "
+                          "into the server's environment)", required=cfg.required))
+
+    def statuses(self) -> list[PluginStatus]:
+        return sorted(self._statuses, key=lambda s: (s.name, s.kind))
+
+    def hooks(self, kind: Kind) -> list[Hook]:
+        """The enabled plugins' implementations of `kind`'s hook, in name order."""
+        manager = self._managers.get(kind)
+        if manager is None:
+            return []
+        impls = getattr(manager.hook, HOOKS[kind]).get_hookimpls()
+        return sorted((Hook(i.plugin_name, self.config[i.plugin_name], i.function,
+                            tuple(i.argnames)) for i in impls), key=lambda h: h.name)
+
+
+def _manager(kind: Kind) -> pluggy.PluginManager:
+    manager = pluggy.PluginManager(PROJECT)
+    manager.add_hookspecs(SPECS[kind])
+    return manager
