@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,7 @@ open(os.environ["NAI_TEST_IMPORTED"], "a").write("imported\\n")
 
 
 @pytest.fixture
-def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     root = tmp_path / "site"
     write_dist(root, "nai-test-plugins", "1.2.3", {
         "t_good": GOOD,
@@ -87,7 +88,7 @@ def test_objects_with_a_bad_signature_are_broken() -> None:
 def test_plugin_config_is_checked(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text("plugins:\n  max_gpus_per_user:\n    timeout: 0\n")
-    with pytest.raises(Invalid, match="plugins.max_gpus_per_user.timeout"):
+    with pytest.raises(Invalid, match=r"plugins\.max_gpus_per_user\.timeout"):
         load_config(path)
     path.write_text("plugins:\n  webhook:\n    timeout: 3s\n    options: {url: x}\n")
     cfg = load_config(path).plugins["webhook"]

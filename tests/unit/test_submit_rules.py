@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from nai_plugins.limits import default_time_limit, max_gpus_per_user
 from nai_server.config import PluginConfig
 from nai_server.core.spec import JobSpec
 from nai_server.plugins import PluginRegistry
@@ -17,7 +18,6 @@ from nai_server.plugins.bounded import BoundedCalls
 from nai_server.plugins.contracts import Kind, Refuse, hookimpl
 from nai_server.plugins.submit_rules import SubmitRules
 from nai_server.protocol import Forbidden, Unavailable
-from nai_plugins.limits import default_time_limit, max_gpus_per_user
 
 
 @dataclass
@@ -115,7 +115,7 @@ def test_first_party_limits() -> None:
     assert chain.screen(Asker(), JobSpec(command="true")).time_limit == 4 * 3600
     assert chain.screen(Asker(), JobSpec(command="true", time_limit=60)).time_limit == 60
     assert chain.screen(Asker(), JobSpec(command="t", group="vision")).time_limit == 12 * 3600
-    with pytest.raises(Forbidden, match="max_gpus_per_user .*at most 2 GPU"):
+    with pytest.raises(Forbidden, match=r"max_gpus_per_user .*at most 2 GPU"):
         chain.screen(Asker(), JobSpec(command="true", gpus=3))
     assert chain.screen(Asker(), JobSpec(command="true", gpus=3, group="vision")).gpus == 3
     assert chain.screen(Asker(admin=True), JobSpec(command="true", gpus=8)).gpus == 8
