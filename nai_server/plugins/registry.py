@@ -78,7 +78,7 @@ class PluginRegistry:
         """Plugins given as objects rather than found (tests, embedding)."""
         registry = cls(config)
         for name, kind, obj in objects:
-            registry.add(name, kind, lambda obj=obj: obj, None)
+            registry.add(name, kind, _given(obj), None)
         registry.note_missing()
         return registry
 
@@ -86,25 +86,26 @@ class PluginRegistry:
             version: str | None) -> None:
         """Record one plugin; load and register it when the config enables it."""
         cfg = self.config.get(name)
-        row = {"name": name, "kind": kind.value, "version": version,
-               "required": bool(cfg and cfg.required)}
+
+        def record(state: str, error: str | None = None) -> None:
+            self._statuses.append(PluginStatus(name=name, kind=kind.value, version=version,
+                                               state=state, error=error,
+                                               required=bool(cfg and cfg.required)))
+
         if kind not in IN_DAEMON:
-            self._statuses.append(PluginStatus(
-                **row, state="unsupported", error=f"this server does not run {kind.value} "
-                                                  f"plugins yet"))
-            return
-        if cfg is None or not cfg.enabled:
-            self._statuses.append(PluginStatus(**row, state="disabled"))
-            return
-        try:
-            self._register(name, kind, load())
-        except (Exception, SystemExit) as exc:
-            error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR]
-            log.error("plugin %s (%s) is broken and will not be used: %s", name, kind.value,
-                      error)
-            self._statuses.append(PluginStatus(**row, state="broken", error=error))
-            return
-        self._statuses.append(PluginStatus(**row, state="ok"))
+            record("unsupported", f"this server does not run {kind.value} plugins yet")
+        elif cfg is None or not cfg.enabled:
+            record("disabled")
+        else:
+            try:
+                self._register(name, kind, load())
+            except (Exception, SystemExit) as exc:
+                error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR]
+                log.error("plugin %s (%s) is broken and will not be used: %s", name,
+                          kind.value, error)
+                record("broken", error)
+            else:
+                record("ok")
 
     def _register(self, name: str, kind: Kind, obj: object) -> None:
         manager = self._managers[kind]
@@ -145,3 +146,7 @@ def _manager(kind: Kind) -> pluggy.PluginManager:
     manager = pluggy.PluginManager(PROJECT)
     manager.add_hookspecs(SPECS[kind])
     return manager
+
+
+def _given(obj: object) -> Callable[[], object]:
+    return lambda: obj
