@@ -5,6 +5,7 @@ at most, however many calls come)."""
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -15,12 +16,16 @@ class PluginTimeout(Exception):
 
 
 class BoundedCalls:
-    """Plugin calls in daemon threads (a stuck one must not keep the process from
-    exiting, as a ThreadPoolExecutor's would), with a record of stuck plugins."""
+    """Plugin calls in a pool of daemon threads (a stuck one must not keep the process
+    from exiting, as a ThreadPoolExecutor's would), grown when none is idle, so a stuck
+    thread never delays the others; with a record of stuck plugins."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_idle: int = 8) -> None:
         self._stuck: set[str] = set()
         self._guard = threading.Lock()
+        self._tasks: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._idle = 0  # workers waiting for a task that no queued task has claimed
+        self._max_idle = max_idle
 
     def call(self, plugin: str, timeout: float, fn: Callable[..., Any], *args: Any) -> Any:
         """`fn(*args)`'s result or exception; PluginTimeout after `timeout` seconds."""
@@ -41,7 +46,7 @@ class BoundedCalls:
                     done.set()
                     self._stuck.discard(plugin)
 
-        threading.Thread(target=run, name=f"nai-plugin-{plugin}", daemon=True).start()
+        self._hand(run)
         if not done.wait(timeout):
             with self._guard:
                 if not done.is_set():
@@ -51,3 +56,19 @@ class BoundedCalls:
         if ok:
             return value
         raise value
+
+    def _hand(self, task: Callable[[], None]) -> None:
+        with self._guard:
+            if self._idle:
+                self._idle -= 1
+            else:
+                threading.Thread(target=self._work, name="nai-plugin", daemon=True).start()
+        self._tasks.put(task)
+
+    def _work(self) -> None:
+        while True:
+            self._tasks.get()()
+            with self._guard:
+                if self._idle >= self._max_idle:
+                    return
+                self._idle += 1

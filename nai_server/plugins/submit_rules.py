@@ -4,6 +4,7 @@ server's own checks, and may refuse it (403, naming the rule) or change its spec
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -33,6 +34,7 @@ class SubmitRules:
     def __init__(self, registry: PluginRegistry, calls: BoundedCalls) -> None:
         self.rules = registry.hooks(Kind.SUBMIT_RULE)
         self.calls = calls
+        self._options = {r.name: _frozen(copy.deepcopy(r.config.options)) for r in self.rules}
 
     def screen(self, caller: Asker, spec: JobSpec) -> JobSpec:
         """The spec as the rules leave it; Forbidden when one refuses, Unavailable when a
@@ -40,11 +42,10 @@ class SubmitRules:
         if not self.rules:
             return spec
         data = spec_to_dict(spec)
+        submission = Submission(user=caller.user, groups=tuple(caller.groups),
+                                admin=caller.admin, spec=_frozen(data))
         for rule in self.rules:
-            submission = Submission(user=caller.user, groups=tuple(caller.groups),
-                                    admin=caller.admin,
-                                    spec=MappingProxyType(copy.deepcopy(data)))
-            options = MappingProxyType(copy.deepcopy(rule.config.options))
+            options = self._options[rule.name]
             try:
                 change = self.calls.call(rule.name, rule.config.timeout, _run, rule,
                                          submission, options)
@@ -63,6 +64,7 @@ class SubmitRules:
                 self._failed(rule, f"{type(exc).__name__}: {exc}")
                 continue
             spec, data = changed, spec_to_dict(changed)
+            submission = dataclasses.replace(submission, spec=_frozen(data))
         return spec
 
     @staticmethod
@@ -72,6 +74,15 @@ class SubmitRules:
             raise Unavailable(f"submit rule {rule.name} failed and the server requires it, so "
                               f"no job can be submitted now; tell the server's admin "
                               f"(the daemon's log says why)", details={"rule": rule.name})
+
+
+def _frozen(value: Any) -> Any:
+    """A read-only copy the rules share: mappings as MappingProxyType, lists as tuples."""
+    if isinstance(value, dict):
+        return MappingProxyType({k: _frozen(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(_frozen(v) for v in value)
+    return value
 
 
 def _run(rule: Hook, submission: Submission, options: Any) -> Any:
