@@ -23,7 +23,7 @@ from nai_server.api.identity import ConnectionLimits, LogThrottle, guarded_proto
 from nai_server.app.use_cases import UseCases
 from nai_server.config import ServerConfig
 from nai_server.host.gpus import GpuInventory, open_inventory
-from nai_server.plugins import PluginRegistry
+from nai_server.plugins import CHOICES, PluginRegistry
 from nai_server.store.atomic import CommitLock
 from nai_server.store.blobs import BlobStore
 from nai_server.store.db import TinyDbStore
@@ -73,7 +73,9 @@ def bootstrap(
     blobs.clean_tmp()  # leftovers of uploads cut off by a crash
     inventory, gpu_note = (gpus, None) if gpus is not None else open_inventory(config.gpus)
     if plugins is None:  # installed plugins; a broken one is listed, not fatal
-        plugins = PluginRegistry.discover(config.plugins)
+        with lock:
+            choices = store.get_setting(CHOICES)
+        plugins = PluginRegistry.discover(config.plugins, choices)
     return UseCases(config, store, blobs, clock=clock, gpus=inventory, gpu_note=gpu_note,
                     lock=lock, plugins=plugins)
 

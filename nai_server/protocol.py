@@ -592,3 +592,9 @@ class PluginInfo(Model):
     state: Literal["ok", "disabled", "broken", "unsupported", "missing"]
     required: bool
     error: str | None
+
+
+class PluginChoice(Model):
+    """`PUT /v1/plugins/{name}`: enable or disable an installed plugin (persisted)."""
+
+    enabled: bool

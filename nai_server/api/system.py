@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from nai_server.api.deps import CallerDep, ServiceDep
-from nai_server.protocol import Me, PluginInfo, VersionInfo
+from nai_server.api.deps import AdminDep, CallerDep, ServiceDep
+from nai_server.plugins import PluginStatus
+from nai_server.protocol import Me, PluginChoice, PluginInfo, VersionInfo
 
 router = APIRouter(tags=["system"])
 
@@ -26,8 +27,18 @@ def me(service: ServiceDep, caller: CallerDep) -> Me:
 def plugins(service: ServiceDep, caller: CallerDep) -> list[PluginInfo]:
     """The plugins installed in the server's environment and whether they run; why a
     broken one failed is for admins (an import error may quote the server's files)."""
-    return [PluginInfo(name=p.name, kind=p.kind, version=p.version,
-                       state=p.state, required=p.required,  # type: ignore[arg-type]
-                       error=p.error if caller.admin or p.state != "broken" else
-                       "(an admin sees why: nai-admin plugins)")
-            for p in service.plugin_list()]
+    return [_info(p, caller.admin) for p in service.plugin_list()]
+
+
+@router.put("/plugins/{name}")
+def choose_plugin(name: str, body: PluginChoice, service: ServiceDep,
+                  _: AdminDep) -> list[PluginInfo]:
+    """Enable or disable an installed plugin now and after restarts (over the config)."""
+    return [_info(p, True) for p in service.plugins.set_enabled(name, body.enabled)]
+
+
+def _info(p: PluginStatus, admin: bool) -> PluginInfo:
+    return PluginInfo(name=p.name, kind=p.kind, version=p.version,
+                      state=p.state, required=p.required,  # type: ignore[arg-type]
+                      error=p.error if admin or p.state != "broken" else
+                      "(an admin sees why: nai-admin plugins)")

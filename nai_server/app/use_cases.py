@@ -82,7 +82,7 @@ class UseCases:
         self.runtime.gpu_note = gpu_note
         self.jobs = Jobs(self.runtime, self.notify)
         # Submit rules and notifiers (DESIGN §12); none unless the config enables them.
-        self.plugins = PluginHost(plugins or PluginRegistry.empty(), store)
+        self.plugins = PluginHost(plugins or PluginRegistry.empty(), store, self.lock)
         self.jobs.screen = self.plugins.rules.screen
         # Read rights on trees (DESIGN §6); the registry checks the trees it is given.
         self.trees = TreeAccess(store, self.lock, blobs, Jobs.may_read)

@@ -64,6 +64,12 @@ def run(args: argparse.Namespace, client: AdminClient) -> int | None:
     if what == "store":
         return store_verify(args, client)
     if what in ("plugins", "plugin"):
+        if verb in ("enable", "disable"):
+            rows = client.call("PUT", f"/plugins/{args.name}", {"enabled": verb == "enable"})
+            states = ", ".join(f"{p['kind']}: {p['state']}"
+                               + (f" ({p['error']})" if p["error"] else "") for p in rows)
+            _emit(args, rows, f"{args.name} {verb}d, now and after restarts ({states})")
+            return 1 if any(p["state"] == "broken" for p in rows) else None
         plugins = client.call("GET", "/plugins")
         rows = [[p["name"], p["kind"], p["version"] or "-",
                  p["state"] + (" (required)" if p["required"] else ""), p["error"] or ""]
@@ -248,9 +254,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("plugins", parents=[common],
                    help="list installed plugins: kind, version, ok/disabled/broken and why")
-    sub.add_parser("plugin", help="plugins (enable one under plugins.NAME in the server "
-                   "config)").add_subparsers(dest="verb", required=True).add_parser(
-                       "list", parents=[common], help="same as `nai-admin plugins`")
+    plugin = sub.add_parser("plugin", help="list, enable or disable plugins").add_subparsers(
+        dest="verb", required=True)
+    plugin.add_parser("list", parents=[common], help="same as `nai-admin plugins`")
+    for verb in ("enable", "disable"):
+        plugin.add_parser(verb, parents=[common],
+                          help=f"{verb} an installed plugin now and after restarts (over "
+                               f"its plugins.NAME section in the server config)"
+                          ).add_argument("name")
 
     drain = sub.add_parser("drain", parents=[common],
                            help="stop (on) or resume (off) starting new jobs")

@@ -54,7 +54,9 @@ class Notifiers:
 
     def __init__(self, registry: PluginRegistry, calls: BoundedCalls,
                  size: int = QUEUE_SIZE) -> None:
-        self.hooks = registry.hooks(Kind.NOTIFIER)
+        self.registry = registry
+        self._seen = -1
+        self._hooks: list[Hook] = []
         self.calls = calls
         self._queue: queue.Queue[JobEvent | None] = queue.Queue(maxsize=size)
         self._noted: list[JobEvent] = []
@@ -63,10 +65,18 @@ class Notifiers:
         self.dropped = 0
         self._drop_logged = 0.0
 
+    @property
+    def hooks(self) -> list[Hook]:
+        """The enabled notifiers (rebuilt when an admin enabled or disabled one)."""
+        if self._seen != self.registry.generation:
+            self._seen = self.registry.generation
+            self._hooks = self.registry.hooks(Kind.NOTIFIER)
+        return self._hooks
+
     def observe(self, store: Any) -> None:
-        """Note the state changes `store.update_job` makes (none to note, no wrapper).
-        Composition-level, so the runtime that moves jobs need not know of plugins."""
-        if not self.hooks:
+        """Note the state changes `store.update_job` makes (no notifier installed, no
+        wrapper). Composition-level: the runtime that moves jobs knows no plugins."""
+        if not self.registry.installed(Kind.NOTIFIER):
             return
         update: Callable[[int, Doc], Doc] = store.update_job
         get_job: Callable[[int], Doc | None] = store.get_job

@@ -5,6 +5,7 @@ kind's hook, is recorded as broken with the error; the daemon starts all the sam
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
@@ -56,15 +57,57 @@ class PluginRegistry:
         self.config = dict(config)
         self._statuses: list[PluginStatus] = []
         self._managers = {kind: _manager(kind) for kind in IN_DAEMON}
+        # (name, kind) → (load, version), to load a plugin enabled later.
+        self._found: dict[tuple[str, Kind], tuple[Callable[[], object], str | None]] = {}
+        self.choices: dict[str, bool] = {}  # `nai-admin plugin enable|disable`, persisted
+        self._effective: dict[str, PluginConfig] = {}
+        self.generation = 0  # bumped whenever the set of enabled hooks changes
+        self._lock = threading.RLock()
+
+    def effective(self, name: str) -> PluginConfig | None:
+        """The plugin's config if it is enabled: the admin's persisted choice, else
+        the server config's section (whose `enabled` defaults to true)."""
+        cfg, choice = self.config.get(name), self.choices.get(name)
+        if choice is False:
+            return None
+        if choice is True:
+            return cfg.model_copy(update={"enabled": True}) if cfg else PluginConfig()
+        return cfg if cfg is not None and cfg.enabled else None
+
+    def set_enabled(self, name: str, enabled: bool) -> None:
+        """Enable or disable an installed plugin now (loading it if need be)."""
+        with self._lock:
+            mine = [(k, v) for k, v in self._found.items() if k[0] == name]
+            if not mine:
+                raise KeyError(name)
+            self.choices[name] = enabled
+            self._statuses = [s for s in self._statuses if s.name != name]
+            self._effective.pop(name, None)
+            for (_, kind), (load, version) in mine:
+                manager = self._managers[kind]
+                if manager.has_plugin(name):
+                    manager.unregister(name=name)
+                self.add(name, kind, load, version)
+            self.generation += 1
+
+    def knows(self, name: str) -> bool:
+        """Whether `name` is an installed plugin of a kind the daemon runs."""
+        return any(n == name for n, _ in self._found)
+
+    def installed(self, kind: Kind) -> bool:
+        return any(k == kind for _, k in self._found)
 
     @classmethod
     def empty(cls) -> PluginRegistry:
         return cls({})
 
     @classmethod
-    def discover(cls, config: Mapping[str, PluginConfig]) -> PluginRegistry:
-        """The installed plugins (entry points), loading only the enabled ones."""
+    def discover(cls, config: Mapping[str, PluginConfig],
+                 choices: Mapping[str, bool] | None = None) -> PluginRegistry:
+        """The installed plugins (entry points), loading only the enabled ones
+        (`choices`: the admin's persisted enable/disable, over the config)."""
         registry = cls(config)
+        registry.choices = {str(k): bool(v) for k, v in (choices or {}).items()}
         for kind, group in GROUPS.items():
             for ep in sorted(metadata.entry_points(group=group), key=lambda e: e.name):
                 version = ep.dist.version if ep.dist is not None else None
@@ -85,7 +128,11 @@ class PluginRegistry:
     def add(self, name: str, kind: Kind, load: Callable[[], object],
             version: str | None) -> None:
         """Record one plugin; load and register it when the config enables it."""
-        cfg = self.config.get(name)
+        if kind in IN_DAEMON:
+            self._found[(name, kind)] = (load, version)
+        cfg = self.effective(name)
+        if cfg is not None:
+            self._effective[name] = cfg
 
         def record(state: str, error: str | None = None) -> None:
             self._statuses.append(PluginStatus(name=name, kind=kind.value, version=version,
@@ -94,7 +141,7 @@ class PluginRegistry:
 
         if kind not in IN_DAEMON:
             record("unsupported", f"this server does not run {kind.value} plugins yet")
-        elif cfg is None or not cfg.enabled:
+        elif cfg is None:
             record("disabled")
         else:
             try:
@@ -130,16 +177,18 @@ class PluginRegistry:
                           "into the server's environment)", required=cfg.required))
 
     def statuses(self) -> list[PluginStatus]:
-        return sorted(self._statuses, key=lambda s: (s.name, s.kind))
+        with self._lock:
+            return sorted(self._statuses, key=lambda s: (s.name, s.kind))
 
     def hooks(self, kind: Kind) -> list[Hook]:
         """The enabled plugins' implementations of `kind`'s hook, in name order."""
         manager = self._managers.get(kind)
         if manager is None:
             return []
-        impls = getattr(manager.hook, HOOKS[kind]).get_hookimpls()
-        return sorted((Hook(i.plugin_name, self.config[i.plugin_name], i.function,
-                            tuple(i.argnames)) for i in impls), key=lambda h: h.name)
+        with self._lock:
+            impls = getattr(manager.hook, HOOKS[kind]).get_hookimpls()
+            return sorted((Hook(i.plugin_name, self._effective[i.plugin_name], i.function,
+                                tuple(i.argnames)) for i in impls), key=lambda h: h.name)
 
 
 def _manager(kind: Kind) -> pluggy.PluginManager:

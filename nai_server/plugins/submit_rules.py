@@ -32,20 +32,32 @@ class SubmitRules:
     """The chain of enabled submit rules, each call bounded by its plugin's timeout."""
 
     def __init__(self, registry: PluginRegistry, calls: BoundedCalls) -> None:
-        self.rules = registry.hooks(Kind.SUBMIT_RULE)
+        self.registry = registry
         self.calls = calls
-        self._options = {r.name: _frozen(copy.deepcopy(r.config.options)) for r in self.rules}
+        self._seen = -1
+        self._rules: tuple[list[Hook], dict[str, Any]] = ([], {})
+
+    def _current(self) -> tuple[list[Hook], dict[str, Any]]:
+        """The enabled rules and their frozen options, rebuilt when an admin enabled or
+        disabled a plugin (swapped in one assignment: submits read it meanwhile)."""
+        if self._seen != self.registry.generation:
+            self._seen = self.registry.generation
+            rules = self.registry.hooks(Kind.SUBMIT_RULE)
+            self._rules = (rules, {r.name: _frozen(copy.deepcopy(r.config.options))
+                                   for r in rules})
+        return self._rules
 
     def screen(self, caller: Asker, spec: JobSpec) -> JobSpec:
         """The spec as the rules leave it; Forbidden when one refuses, Unavailable when a
         rule the admin marked required fails. Any other failure is logged and skipped."""
-        if not self.rules:
+        rules, all_options = self._current()
+        if not rules:
             return spec
         data = spec_to_dict(spec)
         submission = Submission(user=caller.user, groups=tuple(caller.groups),
                                 admin=caller.admin, spec=_frozen(data))
-        for rule in self.rules:
-            options = self._options[rule.name]
+        for rule in rules:
+            options = all_options[rule.name]
             try:
                 change = self.calls.call(rule.name, rule.config.timeout, _run, rule,
                                          submission, options)

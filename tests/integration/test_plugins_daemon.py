@@ -59,4 +59,11 @@ def test_installed_plugins_refuse_notify_and_survive_a_broken_one(
         return [e["event"] for e in map(json.loads, lines) if e["job_id"] == job]
 
     wait_for(lambda: told() == ["started", "succeeded"], what="the job's events in the file")
+
+    # An admin turns the rule off for good; alice cannot.
+    assert daemon.admin("plugin", "disable", "site_max_gpus", user=alice).returncode != 0
+    off = daemon.admin("plugin", "disable", "site_max_gpus")
+    assert off.returncode == 0 and "submit_rule: disabled" in off.stdout, off.stderr
+    again = daemon.as_user(alice, "POST", "/v1/jobs", {"spec": {"command": "true", "gpus": 2}})
+    assert again.status == 201, again.body
     assert daemon.answers()
