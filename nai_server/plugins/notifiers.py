@@ -45,7 +45,8 @@ def job_event(before: str | None, job: Doc) -> JobEvent | None:
         return None
     return JobEvent(event=event, job_id=job["id"], user=job["user"], group=job.get("group"),
                     name=(job.get("spec") or {}).get("name") or f"job-{job['id']}",
-                    state=str(after), at=float(job.get("ended_at") or time.time()),
+                    state=str(after),
+                    at=float(job.get("ended_at") or job.get("started_at") or time.time()),
                     exit_code=job.get("exit_code"), message=job.get("message"))
 
 
