@@ -80,7 +80,8 @@ class Notifiers:
         if not self.registry.installed(Kind.NOTIFIER):
             return
         update: Callable[[int, Doc], Doc] = store.update_job
-        get_job: Callable[[int], Doc | None] = store.get_job
+        # Only hot jobs change; reading one never touches the monthly archives.
+        get_job: Callable[[int], Doc | None] = getattr(store, "get_hot_job", store.get_job)
 
         def update_job(job_id: int, fields: Doc) -> Doc:
             before = None
