@@ -18,24 +18,23 @@ import shutil
 import stat
 import time
 from pathlib import Path
-from typing import Any
 
+from nai_server.core.job import Job
 from nai_server.host import mounts
 from nai_server.host.launchers.local import LEGACY_FILES, STATUS_FILE
 from nai_server.store.blobs import BlobStore
 
 log = logging.getLogger("nai.jobdir")
 
-Doc = dict[str, Any]
 # Files in a job directory that a run leaves behind and the next run must not see.
 RUN_LEFTOVERS = (STATUS_FILE, *LEGACY_FILES, "exit_status.tmp", "wrapper.pid.tmp")
 
 
-def make(job: Doc, job_dir: Path, blobs: BlobStore, uid: int | None, gid: int | None, *,
+def make(job: Job, job_dir: Path, blobs: BlobStore, uid: int | None, gid: int | None, *,
          personal: bool) -> None:
     """The job's directory, ready for a run: built anew, or reclaimed after a
     preemption; the job's owner (`uid`) gets what is theirs in it."""
-    if job.get("runs") and os.path.lexists(job_dir):
+    if job.runs and os.path.lexists(job_dir):
         reclaim(job_dir)
         fill(job, job_dir, blobs, uid, gid)
     else:
@@ -43,12 +42,12 @@ def make(job: Doc, job_dir: Path, blobs: BlobStore, uid: int | None, gid: int | 
     os.chmod(job_dir, 0o700 if personal else 0o711)
 
 
-def build(job: Doc, job_dir: Path, blobs: BlobStore, uid: int | None, gid: int | None) -> None:
+def build(job: Job, job_dir: Path, blobs: BlobStore, uid: int | None, gid: int | None) -> None:
     """A new job's directory, complete before it gets its name."""
     if os.path.lexists(job_dir):
         move_aside(job_dir, "a new job never takes over a directory already there")
     # Names that start with the id, so the store's id floor counts them too.
-    building = job_dir.with_name(f".{job['id']}.new")
+    building = job_dir.with_name(f".{job.id}.new")
     if os.path.lexists(building):  # left by a crash while building
         shutil.rmtree(building)
     building.mkdir(mode=0o700)
@@ -56,12 +55,12 @@ def build(job: Doc, job_dir: Path, blobs: BlobStore, uid: int | None, gid: int |
     os.rename(building, job_dir)
 
 
-def fill(job: Doc, job_dir: Path, blobs: BlobStore, uid: int | None, gid: int | None) -> None:
+def fill(job: Job, job_dir: Path, blobs: BlobStore, uid: int | None, gid: int | None) -> None:
     """Make what is missing of a job directory: code, output/, metrics.jsonl, mounts."""
     code = job_dir / "code"
     if not os.path.lexists(code):
-        if job.get("code_tree"):
-            blobs.materialise(job["code_tree"], code, link=False)
+        if job.code_tree:
+            blobs.materialise(job.code_tree, code, link=False)
         else:
             code.mkdir()
         if uid is not None:  # built by the daemon, not yet seen by the job
@@ -81,8 +80,9 @@ def fill(job: Doc, job_dir: Path, blobs: BlobStore, uid: int | None, gid: int | 
         os.close(fd)
     # The mounts stay the daemon's (the links share the blobs' inodes).
     for kind in mounts.MOUNTS:
-        if job.get(kind):
-            mounts.mount(blobs, job[kind]["tree_id"], job_dir / kind)
+        pin = job.pin(kind)
+        if pin is not None:
+            mounts.mount(blobs, pin.tree_id, job_dir / kind)
 
 
 def move_aside(path: Path, why: str) -> None:
