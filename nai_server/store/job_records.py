@@ -53,5 +53,20 @@ class JobRecords:
         return None if doc is None else Job.from_doc(doc)
 
     def hot(self) -> list[Job]:
-        """The jobs of the hot table (every active or queued one)."""
-        return [Job.from_doc(d) for d in self.hot_jobs()]
+        """The jobs of the hot table (every active or queued one). This runs every
+        tick over the whole queue, so a job whose document has not changed since the
+        last call is not converted again (records are immutable, and shared), and
+        nothing is allocated per unchanged job."""
+        known: dict[int, tuple[Doc, Job]] | None = getattr(self, "_hot_records", None)
+        if known is None:
+            known = self._hot_records = {}
+        jobs = []
+        for doc in self.hot_jobs():
+            seen = known.get(doc.get("id", 0))
+            if seen is None or seen[0] != doc:
+                job = Job.from_doc(doc)
+                seen = known[job.id] = (doc, job)
+            jobs.append(seen[1])
+        if len(known) > len(jobs):  # forget what left the hot table
+            self._hot_records = {job.id: known[job.id] for job in jobs}
+        return jobs

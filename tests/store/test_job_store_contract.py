@@ -75,15 +75,28 @@ def test_update_merges_typed_fields_and_round_trips(store: JobStore) -> None:
     assert cleared.stop is None and cleared.pid is None and cleared.gpus == ()
 
 
-def test_records_are_copies(store: JobStore) -> None:
+def test_records_cannot_be_edited_behind_the_stores_back(store: JobStore) -> None:
     job = store.insert(queued(env={"A": "1"}))
     got = store.get(job.id)
     assert got is not None
-    got.spec.env["A"] = "changed"  # a caller's copy, not the stored one
     with pytest.raises(dataclasses.FrozenInstanceError):
         got.state = JobState.FAILED  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        got.spec.env["A"] = "changed"  # type: ignore[index]
     again = store.get(job.id)
     assert again is not None and again.spec.env == {"A": "1"}
+
+
+def test_hot_sees_every_change(store: JobStore) -> None:
+    a, b = store.insert(queued()), store.insert(queued())
+    assert [j.state for j in store.hot()] == [JobState.QUEUED] * 2
+    store.update(a.id, state=JobState.STARTING, gpus=(1,))
+    by_id = {j.id: j for j in store.hot()}
+    assert by_id[a.id].state is JobState.STARTING and by_id[a.id].gpus == (1,)
+    assert by_id[b.id] == b
+    store.update(a.id, state=JobState.RUNNING)
+    assert {j.id: j.state for j in store.hot()} == {a.id: JobState.RUNNING,
+                                                     b.id: JobState.QUEUED}
 
 
 def test_unknown_fields_and_unstorable_values_are_refused(store: JobStore) -> None:
