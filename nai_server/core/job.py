@@ -10,9 +10,8 @@ partial document a store merges into the stored one.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any, TypeVar
 
 from nai_server.core.spec import FIELDS as SPEC_FIELDS
@@ -21,6 +20,27 @@ from nai_server.core.states import ACTIVE, TERMINAL, JobState
 
 Doc = dict[str, Any]
 _T = TypeVar("_T")
+
+
+class ReadOnly(Mapping[str, Any]):
+    """A mapping no one can change: what a record shares with its other readers."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self._data = data
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return repr(self._data)
 
 
 @dataclass(frozen=True)
@@ -210,7 +230,7 @@ def spec_of(doc: Mapping[str, Any]) -> JobSpec:
         if key in values:
             values[key] = tuple(values[key])
     # Read-only: a record may be shared by every reader of the same stored job.
-    values["env"] = MappingProxyType(dict(values.get("env") or {}))
+    values["env"] = ReadOnly(dict(values.get("env") or {}))
     return _built(JobSpec, {**_SPEC_DEFAULTS, **values})
 
 
@@ -233,7 +253,7 @@ def _extra(doc: Mapping[str, Any]) -> Mapping[str, Any]:
     return {k: doc[k] for k in unknown} if unknown else _NOTHING
 
 
-_NOTHING: Mapping[str, Any] = MappingProxyType({})
+_NOTHING: Mapping[str, Any] = ReadOnly({})
 
 
 def _built(cls: type[_T], values: Doc) -> _T:

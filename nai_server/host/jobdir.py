@@ -17,17 +17,46 @@ import os
 import shutil
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from nai_server.core.env import build_job_env
 from nai_server.core.job import Job
-from nai_server.host import mounts
-from nai_server.host.launchers.local import LEGACY_FILES, STATUS_FILE
+from nai_server.host import mounts, unix
+from nai_server.host.launchers.local import LEGACY_FILES, STATUS_FILE, LaunchRequest
 from nai_server.store.blobs import BlobStore
 
 log = logging.getLogger("nai.jobdir")
 
 # Files in a job directory that a run leaves behind and the next run must not see.
 RUN_LEFTOVERS = (STATUS_FILE, *LEGACY_FILES, "exit_status.tmp", "wrapper.pid.tmp")
+
+
+def launch_request(job: Job, gpus: tuple[int, ...], job_dir: Path, blobs: BlobStore,
+                   personal: bool, cgroup: Callable[[], Path | None]) -> LaunchRequest:
+    """What to start for a job on these GPUs: its own directory (made, or made safe to
+    run in again, by `make`), a writable copy of its code, its environment, and its
+    cgroup (made last)."""
+    account = None if personal else unix.unix_account(job.user)
+    uid = gid = None
+    groups: tuple[int, ...] = ()
+    if account is not None and os.geteuid() == 0:
+        uid, gid = account.pw_uid, account.pw_gid
+        groups = tuple(unix.unix_groups(job.user))
+    make(job, job_dir, blobs, uid, gid, personal=personal)
+    dirs = {f"{kind}_dir": str(job_dir / kind) for kind in mounts.MOUNTS if job.pin(kind)}
+    home = account.pw_dir if account else os.environ.get("HOME", "/")
+    base = {
+        "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        "HOME": home, "USER": job.user, "LOGNAME": job.user,
+        "SHELL": "/bin/sh", "LANG": os.environ.get("LANG", "C.UTF-8"),
+        "PYTHONUNBUFFERED": "1",  # logs arrive as they are printed
+    }
+    env = build_job_env(job_id=job.id, job_dir=str(job_dir), gpu_indices=gpus,
+                        user_env=job.spec.env, base_env=base, **dirs)
+    return LaunchRequest(job_id=job.id, job_dir=job_dir, command=job.spec.command,
+                         env=env, cwd=job_dir / "code", uid=uid, gid=gid, groups=groups,
+                         cgroup=cgroup())
 
 
 def make(job: Job, job_dir: Path, blobs: BlobStore, uid: int | None, gid: int | None, *,

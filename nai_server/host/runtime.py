@@ -23,20 +23,19 @@ from nai_server.app.registry import Registry
 from nai_server.app.usage import UsageBook
 from nai_server.config import ServerConfig
 from nai_server.core import scheduling as sched
-from nai_server.core.env import build_job_env
 from nai_server.core.job import Job, Stop
 from nai_server.core.spec import parse_size
 from nai_server.core.states import ACTIVE, JobState, transition
 from nai_server.core.trees import Limits
 from nai_server.core.units import format_duration
-from nai_server.host import contain, diskspace, jobdir, mounts, unix
+from nai_server.host import contain, diskspace, jobdir, unix
 from nai_server.host.collection import Ended, OutputCollection
 from nai_server.host.endings import JobEndings
+from nai_server.host.gpu_watch import Foreign, GpuWatch
 from nai_server.host.gpus import GpuInventory, GpuSnapshot
 from nai_server.host.launchers.local import (
     Handle,
     Launcher,
-    LaunchRequest,
     exit_time,
     proc_start_ticks,
     proc_uid,
@@ -59,8 +58,7 @@ class TickState:
     """What the last tick learned, kept in memory for the API (derived, not stored)."""
 
     snapshot: GpuSnapshot | None = None
-    # gpu → (pid, memory, the job whose process it is if a job strayed onto it)
-    foreign: dict[int, list[tuple[int, int, int | None]]] = field(default_factory=dict)
+    foreign: Foreign = field(default_factory=dict)  # by GPU: see gpu_watch
     waiting: dict[int, str] = field(default_factory=dict)
     est_start: dict[int, float] = field(default_factory=dict)
 
@@ -111,7 +109,7 @@ class JobRuntime:
         self._probe: GpuSnapshot | None = None  # this tick's, for what a job left on a GPU
         self.contain = contain.Containment(config.state)
         self._sweep_due = True  # at start: what a crash left behind
-        self._strays: set[tuple[int, int]] = set()  # (job, GPU) seen at the last tick
+        self.watch = GpuWatch(lambda pid: self.contain.job_of(pid))
 
     def job_dir(self, job_id: int) -> Path:
         return self.jobs_dir / str(job_id)
@@ -129,7 +127,8 @@ class JobRuntime:
         with self.lock.settled():
             saved = self._finish_collected()
             hot = self.jobs.hot()
-            self._observe(snapshot, hot)
+            self.state.snapshot = snapshot
+            self.state.foreign = self.watch.observe(snapshot, hot)
             self._schedule(now, hot)
             if now - self._last_archive >= ARCHIVE_EVERY_SECONDS:
                 self._archive(now)
@@ -255,32 +254,6 @@ class JobRuntime:
 
     # --- GPUs and planning ------------------------------------------------------------
 
-    def _observe(self, snapshot: GpuSnapshot, hot: list[Job]) -> None:
-        """Which processes on each GPU are not ours (someone bypassing the queue), or are
-        a job's on a GPU it was not given (a job that set CUDA_VISIBLE_DEVICES itself:
-        without device cgroups, nothing else stops it)."""
-        ours = {j.pid: j for j in hot if j.active and j.pid}
-        by_id = {j.id: j for j in ours.values()}
-        foreign: dict[int, list[tuple[int, int, int | None]]] = {}
-        strayed: set[tuple[int, int]] = set()
-        for gpu in snapshot.gpus:
-            for proc in gpu.processes:
-                job = (ours.get(session_of(proc.pid) or -1) or ours.get(proc.pid)
-                       or by_id.get(self.contain.job_of(proc.pid) or -1))
-                if job is not None and gpu.index in job.gpus:
-                    continue
-                strays = job.id if job is not None else None
-                foreign.setdefault(gpu.index, []).append((proc.pid, proc.used_memory, strays))
-                if strays is None:
-                    continue
-                strayed.add((strays, gpu.index))
-                if (strays, gpu.index) not in self._strays:  # logged once while it lasts
-                    log.warning("job %s (pid %s) uses GPU %s, which it was not given",
-                                strays, proc.pid, gpu.index)
-        self._strays = strayed  # only what is seen now: bounded by the GPUs' processes
-        self.state.snapshot = snapshot
-        self.state.foreign = foreign
-
     def _schedule(self, now: float, hot: list[Job]) -> None:
         # A job whose process has ended gives its GPUs back at once: collecting its
         # outputs needs none, and the next job need not wait for it.
@@ -380,7 +353,9 @@ class JobRuntime:
             job.id, state=transition(JobState.QUEUED, JobState.STARTING), gpus=gpus,
             gpu_uuids=tuple(uuids.get(i, "") for i in gpus), started_at=now)
         try:
-            request = self._prepare(job, gpus)
+            request = jobdir.launch_request(
+                job, gpus, self.job_dir(job.id), self.blobs, self.config.personal,
+                cgroup=lambda: self.contain.create(job.id))
             handle = self.launcher.start(request)
         except Exception as exc:
             log.exception("job %s could not start", job.id)
@@ -393,32 +368,6 @@ class JobRuntime:
         self.jobs.update(job.id, state=transition(JobState.STARTING, JobState.RUNNING),
                          pid=handle.pid, pid_start=handle.start_ticks)
         log.info("job %s started on GPUs %s (pid %s)", job.id, list(gpus), handle.pid)
-
-    def _prepare(self, job: Job, gpus: tuple[int, ...]) -> LaunchRequest:
-        """The job's own directory, a writable copy of its code, its environment.
-
-        The directory is made (or made safe to run in again) by `jobdir.make`."""
-        job_dir = self.job_dir(job.id)
-        account = None if self.config.personal else unix.unix_account(job.user)
-        uid = gid = None
-        groups: tuple[int, ...] = ()
-        if account is not None and os.geteuid() == 0:
-            uid, gid = account.pw_uid, account.pw_gid
-            groups = tuple(unix.unix_groups(job.user))
-        jobdir.make(job, job_dir, self.blobs, uid, gid, personal=self.config.personal)
-        dirs = {f"{kind}_dir": str(job_dir / kind) for kind in mounts.MOUNTS if job.pin(kind)}
-        home = account.pw_dir if account else os.environ.get("HOME", "/")
-        base = {
-            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-            "HOME": home, "USER": job.user, "LOGNAME": job.user,
-            "SHELL": "/bin/sh", "LANG": os.environ.get("LANG", "C.UTF-8"),
-            "PYTHONUNBUFFERED": "1",  # logs arrive as they are printed
-        }
-        env = build_job_env(job_id=job.id, job_dir=str(job_dir), gpu_indices=gpus,
-                            user_env=job.spec.env, base_env=base, **dirs)
-        return LaunchRequest(job_id=job.id, job_dir=job_dir, command=job.spec.command,
-                             env=env, cwd=job_dir / "code", uid=uid, gid=gid, groups=groups,
-                             cgroup=self.contain.create(job.id))
 
     # --- history ----------------------------------------------------------------------
 
