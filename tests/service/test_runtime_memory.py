@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from nai_server.config import load_config
-from nai_server.core.job import Job
+from nai_server.core.job import Job, Run
 from nai_server.core.spec import JobSpec
 from nai_server.core.states import TERMINAL, JobState
 from nai_server.host.gpus import FakeGpuInventory
@@ -48,8 +48,8 @@ def runtime(tmp_path: Path) -> Iterator[JobRuntime]:
     runtime.close()
 
 
-def submit(runtime: JobRuntime, command: str, **spec: object) -> int:
-    job = runtime.jobs.insert(Job(id=0, user="me", state=JobState.QUEUED,
+def submit(runtime: JobRuntime, command: str, user: str = "me", **spec: object) -> int:
+    job = runtime.jobs.insert(Job(id=0, user=user, state=JobState.QUEUED,
                                   spec=JobSpec(command=command, **spec),  # type: ignore[arg-type]
                                   submitted_at=time.time(), time_limit=spec.get("time_limit")))
     return job.id
@@ -99,3 +99,24 @@ def test_a_job_past_its_time_limit_is_stopped_as_timed_out(runtime: JobRuntime) 
     assert stopping.stop is not None and stopping.stop.kind is JobState.TIMED_OUT
     done = wait_for(lambda: ended(runtime, job_id), step=runtime.tick, what="the job to end")
     assert done.state is JobState.TIMED_OUT and not runtime.busy()
+
+
+def test_a_preempted_job_is_requeued_keeping_its_service(runtime: JobRuntime) -> None:
+    t0 = time.time()
+    big = submit(runtime, "trap 'exit 0' TERM; while :; do sleep 0.02; done", user="heavy",
+                 gpus=2, preemptible=True)
+    runtime.tick(t0)
+    assert record(runtime, big).state is JobState.RUNNING
+    later = t0 + 600  # past preempt_min_run; the heavy user is over its share
+    light = submit(runtime, "true", user="light", gpus=1)
+    runtime.tick(later)
+    stop = record(runtime, big).stop
+    assert stop is not None and stop.kind is JobState.PREEMPTED and stop.for_job == light
+    requeued = wait_for(lambda: (job := record(runtime, big)).state is JobState.QUEUED and job,
+                        step=lambda: runtime.tick(later), what="the big job to be requeued")
+    assert requeued.runs == (Run(t0, later, 2),) and requeued.attained == 600
+    assert requeued.preemptions == 1 and requeued.gpus == () and requeued.pid is None
+    assert requeued.stop is None and requeued.started_at is None
+    assert f"to let job {light} start; requeued with 10m of service" in (requeued.message or "")
+    assert wait_for(lambda: ended(runtime, light), step=lambda: runtime.tick(later),
+                    what="the light job to run").state is JobState.SUCCEEDED
