@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from nai_server.app.accounts import Caller
+from nai_server.app.ports import JobStore
 from nai_server.core.job import Job, Pin
 from nai_server.core.spec import (
     JobSpec,
@@ -59,6 +60,7 @@ class Jobs:
         self.runtime = runtime
         self.registry = runtime.registry
         self.store = runtime.store
+        self.records: JobStore = runtime.jobs  # the same store, as typed job records
         self.lock = runtime.lock
         self.clock = runtime.clock
         self.config = runtime.config
@@ -164,7 +166,7 @@ class Jobs:
                     for kind, ref in (("dataset", spec.dataset), ("model", spec.model)) if ref}
             if code_from_model:
                 code_tree = pins["model"].tree_id
-            job = self.store.insert(Job(
+            job = self.records.insert(Job(
                 id=0, user=caller.user, group=spec.group, state=JobState.QUEUED, spec=spec,
                 code_tree=code_tree, submitted_at=self.clock(), time_limit=time_limit,
                 **{kind: Pin(p.name, p.version, p.tree_id) for kind, p in pins.items()}))
@@ -248,7 +250,7 @@ class Jobs:
 
     def cancel(self, caller: Caller, job_id: int) -> JobInfo:
         with self.lock:
-            job = self.store.get(job_id)
+            job = self.records.get(job_id)
             if job is None:
                 raise NotFound(f"no job {job_id} on this server (see `nai jobs --all`)")
             if not (caller.admin or job.user == caller.user):
@@ -258,7 +260,7 @@ class Jobs:
                 raise Conflict(f"job {job_id} already ended ({job.state})")
             now = self.clock()
             if job.state in (JobState.QUEUED, JobState.PREEMPTED):
-                job = self.store.update(
+                job = self.records.update(
                     job_id, state=transition(job.state, JobState.CANCELLED), ended_at=now,
                     message=f"cancelled by {caller.user}")
                 self.registry.collect()
@@ -266,7 +268,7 @@ class Jobs:
                 job = self.runtime.begin_stop(job, JobState.CANCELLED, now)
             elif job.stop.kind == JobState.PREEMPTED:
                 # Already stopping, but to be requeued: let it end cancelled instead.
-                job = self.store.update(
+                job = self.records.update(
                     job_id, stop=dataclasses.replace(job.stop, kind=JobState.CANCELLED),
                     message=f"cancelled by {caller.user}")
             info = self._info(caller, job.to_doc())
@@ -337,7 +339,7 @@ class Jobs:
         state = self.runtime.state
         snapshot = state.snapshot or self.runtime.gpus.probe()
         with self.lock:
-            active = [j for j in self.store.hot() if j.active]
+            active = [j for j in self.records.hot() if j.active]
         holders = {g: j for j in active for g in j.gpus}
         gpus = []
         for g in snapshot.gpus:

@@ -4,11 +4,12 @@ in-memory one in tests of the run loop)."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from nai_server.core.job import Job
 
 
+@runtime_checkable
 class JobStore(Protocol):
     """Where job records live. Ids are handed out by the store and never repeat; a
     job is hot (updatable) until it is archived, and found by `get` either way.

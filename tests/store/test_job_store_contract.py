@@ -38,6 +38,10 @@ def queued(user: str = "alice", **spec: object) -> Job:
                submitted_at=OCT)
 
 
+def test_both_stores_are_job_stores(store: JobStore) -> None:
+    assert isinstance(store, JobStore)
+
+
 def test_insert_hands_out_increasing_ids_and_returns_the_record(store: JobStore) -> None:
     first = store.next_job_id()
     a = store.insert(queued(name="a", gpus=2, after=(7,)))
