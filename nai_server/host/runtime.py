@@ -272,13 +272,12 @@ class JobRuntime:
         cluster = sched.Cluster(gpus=views, running=tuple(_running(j, now) for j in active),
                                 cpu_slots=self.config.scheduler.cpu_slots,
                                 drained=self.drained())
-        # The fair-share book reads job documents; a queued job that never ran adds
-        # nothing to it, and is the bulk of a long queue.
-        charged = [j.to_doc() for j in hot if j.state != JobState.QUEUED or j.runs]
+        # The fair-share book (app/usage.py) reads the store's job documents as they are.
+        documents = self.store.hot_jobs()
         plan = sched.plan([_queued(j) for j in queued], cluster, now,
                           finished=self._finished_deps(queued),
                           policy=self.config.scheduler.policy,
-                          accounting=self.usage.accounting(now, charged), tuning=self.tuning)
+                          accounting=self.usage.accounting(now, documents), tuning=self.tuning)
         waiting = {k: str(v) for k, v in plan.waiting.items()}
         est_start = dict(plan.est_start)
         by_id = {j.id: j for j in queued}
