@@ -90,10 +90,11 @@ def test_a_failed_dependency_cancels_its_after_ok_dependant(runtime: JobRuntime)
 
 
 def test_a_job_past_its_time_limit_is_stopped_as_timed_out(runtime: JobRuntime) -> None:
-    job_id = submit(runtime, "sleep 60", gpus=1, time_limit=60)
+    job_id = submit(runtime, 'touch "$NAI_OUTPUT_DIR/ready"; sleep 60', gpus=1, time_limit=60)
     runtime.tick()
     started = record(runtime, job_id)
     assert started.state is JobState.RUNNING and started.started_at is not None
+    wait_for((runtime.job_dir(job_id) / "output" / "ready").exists, what="the job to start")
     runtime.tick(started.started_at + 61)  # the clock moves past the limit
     stopping = record(runtime, job_id)
     assert stopping.stop is not None and stopping.stop.kind is JobState.TIMED_OUT
@@ -103,10 +104,12 @@ def test_a_job_past_its_time_limit_is_stopped_as_timed_out(runtime: JobRuntime) 
 
 def test_a_preempted_job_is_requeued_keeping_its_service(runtime: JobRuntime) -> None:
     t0 = time.time()
-    big = submit(runtime, "trap 'exit 0' TERM; while :; do sleep 0.02; done", user="heavy",
-                 gpus=2, preemptible=True)
+    big = submit(runtime, "trap 'exit 0' TERM; touch \"$NAI_OUTPUT_DIR/ready\"; "
+                          "while :; do sleep 0.02; done", user="heavy", gpus=2, preemptible=True)
     runtime.tick(t0)
     assert record(runtime, big).state is JobState.RUNNING
+    ready = runtime.job_dir(big) / "output" / "ready"
+    wait_for(ready.exists, what="the big job to be ready for SIGTERM")
     later = t0 + 600  # past preempt_min_run; the heavy user is over its share
     light = submit(runtime, "true", user="light", gpus=1)
     runtime.tick(later)
