@@ -5,6 +5,7 @@ submitted for one, and admins; only the owner or an admin cancels."""
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 import json
@@ -15,6 +16,8 @@ from typing import Any
 
 from nai_server.app.accounts import Caller
 from nai_server.app.listing_cache import ListingCache, Stamp
+from nai_server.app.ports import JobStore
+from nai_server.core.job import Job, Pin
 from nai_server.core.resources import with_limits
 from nai_server.core.spec import (
     JobSpec,
@@ -23,7 +26,6 @@ from nai_server.core.spec import (
     parse_duration,
     parse_spec,
     spec_from_dict,
-    spec_to_dict,
 )
 from nai_server.core.states import TERMINAL, JobState, transition
 from nai_server.host import diskspace, jobfiles, unix
@@ -62,6 +64,7 @@ class Jobs:
         self.runtime = runtime
         self.registry = runtime.registry
         self.store = runtime.store
+        self.records: JobStore = runtime.jobs  # the same store, as typed job records
         self.lock = runtime.lock
         self.clock = runtime.clock
         self.config = runtime.config
@@ -104,12 +107,6 @@ class Jobs:
             output_tree=job.get("output_tree") if readable else None,
             dataset=pins["dataset"], model=pins["model"], registered=job.get("registered"),
         )
-
-    def _job(self, job_id: int) -> Doc:
-        job = self.store.get_job(job_id)
-        if job is None:
-            raise NotFound(f"no job {job_id} on this server (see `nai jobs --all`)")
-        return job
 
     def _fetch(self, job_id: int) -> Doc:
         """The job, for reading: a hot one under the lock, an archived one from the
@@ -178,15 +175,13 @@ class Jobs:
                     for kind, ref in (("dataset", spec.dataset), ("model", spec.model)) if ref}
             if code_from_model:
                 code_tree = pins["model"].tree_id
-            doc = {"user": caller.user, "group": spec.group, "state": JobState.QUEUED.value,
-                   "spec": spec_to_dict(spec), "code_tree": code_tree,
-                   "submitted_at": self.clock(), "time_limit": time_limit,
-                   **{kind: {"name": p.name, "version": p.version, "tree_id": p.tree_id}
-                      for kind, p in pins.items()}}
-            job_id = self.store.insert_job(doc)
+            job = self.records.insert(Job(
+                id=0, user=caller.user, group=spec.group, state=JobState.QUEUED, spec=spec,
+                code_tree=code_tree, submitted_at=self.clock(), time_limit=time_limit,
+                **{kind: Pin(p.name, p.version, p.tree_id) for kind, p in pins.items()}))
             for p in pins.values():
-                self.registry.record_use(p.kind, p.name, p.version, job_id)
-            info = self._info(caller, {**doc, "id": job_id})
+                self.registry.record_use(p.kind, p.name, p.version, job.id)
+            info = self._info(caller, job.to_doc())
         self.notify()
         return info
 
@@ -288,26 +283,28 @@ class Jobs:
 
     def cancel(self, caller: Caller, job_id: int) -> JobInfo:
         with self.lock:
-            job = self._job(job_id)
-            if not (caller.admin or job["user"] == caller.user):
-                raise Forbidden(f"job {job_id} belongs to {job['user']}; only they or an "
+            job = self.records.get(job_id)
+            if job is None:
+                raise NotFound(f"no job {job_id} on this server (see `nai jobs --all`)")
+            if not (caller.admin or job.user == caller.user):
+                raise Forbidden(f"job {job_id} belongs to {job.user}; only they or an "
                                 f"admin may cancel it")
-            if job["state"] in TERMINAL:
-                raise Conflict(f"job {job_id} already ended ({job['state']})")
+            if job.terminal:
+                raise Conflict(f"job {job_id} already ended ({job.state})")
             now = self.clock()
-            if job["state"] in ("queued", "preempted"):
-                job = self.store.update_job(job_id, {
-                    "state": transition(JobState(job["state"]), JobState.CANCELLED),
-                    "ended_at": now, "message": f"cancelled by {caller.user}"})
+            if job.state in (JobState.QUEUED, JobState.PREEMPTED):
+                job = self.records.update(
+                    job_id, state=transition(job.state, JobState.CANCELLED), ended_at=now,
+                    message=f"cancelled by {caller.user}")
                 self.registry.collect()
-            elif not job.get("stop"):
-                job = self.runtime.begin_stop(job, "cancelled", now)
-            elif job["stop"].get("kind") == "preempted":
+            elif job.stop is None:
+                job = self.runtime.begin_stop(job, JobState.CANCELLED, now)
+            elif job.stop.kind == JobState.PREEMPTED:
                 # Already stopping, but to be requeued: let it end cancelled instead.
-                job = self.store.update_job(job_id, {
-                    "stop": {**job["stop"], "kind": "cancelled"},
-                    "message": f"cancelled by {caller.user}"})
-            info = self._info(caller, job)
+                job = self.records.update(
+                    job_id, stop=dataclasses.replace(job.stop, kind=JobState.CANCELLED),
+                    message=f"cancelled by {caller.user}")
+            info = self._info(caller, job.to_doc())
         self.notify()
         return info
 
@@ -386,8 +383,8 @@ class Jobs:
         state = self.runtime.state
         snapshot = state.snapshot or self.runtime.gpus.probe()
         with self.lock:
-            active = [j for j in self.store.hot_jobs() if j["state"] in ("starting", "running")]
-        holders = {g: j for j in active for g in j.get("gpus", [])}
+            active = [j for j in self.records.hot() if j.active]
+        holders = {g: j for j in active for g in j.gpus}
         gpus = []
         for g in snapshot.gpus:
             holder = holders.get(g.index)
@@ -396,13 +393,13 @@ class Jobs:
             gpus.append(GpuState(
                 index=g.index, uuid=g.uuid, name=g.name, memory_total=g.memory_total,
                 memory_used=g.memory_used, memory_free=g.memory_free,
-                utilization=g.utilization, job=holder["id"] if holder else None,
-                user=holder["user"] if holder else None, foreign=foreign))
+                utilization=g.utilization, job=holder.id if holder else None,
+                user=holder.user if holder else None, foreign=foreign))
         # A disk below the free-space floor is said where people look at the server.
         notes = [n for n in (self.runtime.gpu_note, diskspace.below_floor(self.config)) if n]
         return GpuList(source=snapshot.source, note="; ".join(notes) or None,
                        gpus=gpus, cpu_slots=self.config.scheduler.cpu_slots,
-                       cpu_slots_used=sum(1 for j in active if not j.get("gpus")))
+                       cpu_slots_used=sum(1 for j in active if not j.gpus))
 
 
 def encode_listing(listing: JobList) -> bytes:

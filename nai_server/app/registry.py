@@ -23,7 +23,6 @@ import orjson
 from nai_server.app.accounts import Caller
 from nai_server.core import registry_rules as rules
 from nai_server.core.registry_rules import Kind, RefError
-from nai_server.core.states import TERMINAL
 from nai_server.core.trees import Entry as TreeEntry
 from nai_server.protocol import (
     Conflict,
@@ -350,7 +349,7 @@ class Registry:
     # --- removal ----------------------------------------------------------------------
 
     def _active_jobs(self) -> set[int]:
-        return {j["id"] for j in self.store.hot_jobs() if j["state"] not in TERMINAL}
+        return {j.id for j in self.store.hot() if not j.terminal}
 
     def _all_entries(self) -> list[Doc]:
         return [d for kind in rules.KINDS for d in self.store.list_registry_entries(kind)]

@@ -162,9 +162,9 @@ class Containment:
         """The job's v1 cgroups its wrapper joins too (a hybrid host's memory and cpu)."""
         return tuple(self._joins.pop(job_id, ()))
 
-    def unenforced(self, spec: dict[str, object]) -> str | None:
-        """Which of the memory and CPU limits a job spec asks this host cannot enforce."""
-        return self.limits.unenforced(spec.get("memory"), spec.get("cpus"))
+    def unenforced(self, memory: int | None, cpus: float | None) -> str | None:
+        """Which of the memory and CPU limits a job asks this host cannot enforce."""
+        return self.limits.unenforced(memory, cpus)
 
     def oom_note(self, job_id: int) -> str | None:
         """"killed: out of memory (limit …)" if the OOM killer hit the job."""

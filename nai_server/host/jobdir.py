@@ -17,25 +17,54 @@ import os
 import shutil
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from nai_server.host import mounts
-from nai_server.host.launchers.local import LEGACY_FILES, STATUS_FILE
+from nai_server.core.env import build_job_env
+from nai_server.core.job import Job
+from nai_server.host import mounts, unix
+from nai_server.host.launchers.local import LEGACY_FILES, STATUS_FILE, LaunchRequest
 from nai_server.store.blobs import BlobStore
 
 log = logging.getLogger("nai.jobdir")
 
-Doc = dict[str, Any]
 # Files in a job directory that a run leaves behind and the next run must not see.
 RUN_LEFTOVERS = (STATUS_FILE, *LEGACY_FILES, "exit_status.tmp", "wrapper.pid.tmp")
 
 
-def make(job: Doc, job_dir: Path, blobs: BlobStore, uid: int | None, gid: int | None, *,
+def launch_request(job: Job, gpus: tuple[int, ...], job_dir: Path, blobs: BlobStore,
+                   personal: bool, cgroup: Callable[[], Path | None],
+                   joins: Callable[[], tuple[Path, ...]] = tuple) -> LaunchRequest:
+    """What to start for a job on these GPUs: its own directory (made, or made safe to
+    run in again, by `make`), a writable copy of its code, its environment, and its
+    cgroup (made last)."""
+    account = None if personal else unix.unix_account(job.user)
+    uid = gid = None
+    groups: tuple[int, ...] = ()
+    if account is not None and os.geteuid() == 0:
+        uid, gid = account.pw_uid, account.pw_gid
+        groups = tuple(unix.unix_groups(job.user))
+    make(job, job_dir, blobs, uid, gid, personal=personal)
+    dirs = {f"{kind}_dir": str(job_dir / kind) for kind in mounts.MOUNTS if job.pin(kind)}
+    home = account.pw_dir if account else os.environ.get("HOME", "/")
+    base = {
+        "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        "HOME": home, "USER": job.user, "LOGNAME": job.user,
+        "SHELL": "/bin/sh", "LANG": os.environ.get("LANG", "C.UTF-8"),
+        "PYTHONUNBUFFERED": "1",  # logs arrive as they are printed
+    }
+    env = build_job_env(job_id=job.id, job_dir=str(job_dir), gpu_indices=gpus,
+                        user_env=job.spec.env, base_env=base, **dirs)
+    return LaunchRequest(job_id=job.id, job_dir=job_dir, command=job.spec.command,
+                         env=env, cwd=job_dir / "code", uid=uid, gid=gid, groups=groups,
+                         cgroup=cgroup(), joins=joins())
+
+
+def make(job: Job, job_dir: Path, blobs: BlobStore, uid: int | None, gid: int | None, *,
          personal: bool) -> None:
     """The job's directory, ready for a run: built anew, or reclaimed after a
     preemption; the job's owner (`uid`) gets what is theirs in it."""
-    if job.get("runs") and os.path.lexists(job_dir):
+    if job.runs and os.path.lexists(job_dir):
         reclaim(job_dir)
         fill(job, job_dir, blobs, uid, gid)
     else:
@@ -43,12 +72,12 @@ def make(job: Doc, job_dir: Path, blobs: BlobStore, uid: int | None, gid: int | 
     os.chmod(job_dir, 0o700 if personal else 0o711)
 
 
-def build(job: Doc, job_dir: Path, blobs: BlobStore, uid: int | None, gid: int | None) -> None:
+def build(job: Job, job_dir: Path, blobs: BlobStore, uid: int | None, gid: int | None) -> None:
     """A new job's directory, complete before it gets its name."""
     if os.path.lexists(job_dir):
         move_aside(job_dir, "a new job never takes over a directory already there")
     # Names that start with the id, so the store's id floor counts them too.
-    building = job_dir.with_name(f".{job['id']}.new")
+    building = job_dir.with_name(f".{job.id}.new")
     if os.path.lexists(building):  # left by a crash while building
         shutil.rmtree(building)
     building.mkdir(mode=0o700)
@@ -56,12 +85,12 @@ def build(job: Doc, job_dir: Path, blobs: BlobStore, uid: int | None, gid: int |
     os.rename(building, job_dir)
 
 
-def fill(job: Doc, job_dir: Path, blobs: BlobStore, uid: int | None, gid: int | None) -> None:
+def fill(job: Job, job_dir: Path, blobs: BlobStore, uid: int | None, gid: int | None) -> None:
     """Make what is missing of a job directory: code, output/, metrics.jsonl, mounts."""
     code = job_dir / "code"
     if not os.path.lexists(code):
-        if job.get("code_tree"):
-            blobs.materialise(job["code_tree"], code, link=False)
+        if job.code_tree:
+            blobs.materialise(job.code_tree, code, link=False)
         else:
             code.mkdir()
         if uid is not None:  # built by the daemon, not yet seen by the job
@@ -81,8 +110,9 @@ def fill(job: Doc, job_dir: Path, blobs: BlobStore, uid: int | None, gid: int | 
         os.close(fd)
     # The mounts stay the daemon's (the links share the blobs' inodes).
     for kind in mounts.MOUNTS:
-        if job.get(kind):
-            mounts.mount(blobs, job[kind]["tree_id"], job_dir / kind)
+        pin = job.pin(kind)
+        if pin is not None:
+            mounts.mount(blobs, pin.tree_id, job_dir / kind)
 
 
 def move_aside(path: Path, why: str) -> None:

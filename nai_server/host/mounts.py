@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from nai_server.core.job import Job
 from nai_server.host import jobfiles
 from nai_server.store.blobs import BlobStore
 
@@ -47,10 +48,10 @@ def unmount(dest: Path) -> None:
     shutil.rmtree(dest)
 
 
-def pinned(job: Doc, kind: str) -> str | None:
+def pinned(job: Job, kind: str) -> str | None:
     """`name@version` of the job's dataset or model, if it has one."""
-    ref = job.get(kind)
-    return f"{ref['name']}@{ref['version']}" if ref else None
+    pin = job.pin(kind)
+    return f"{pin.name}@{pin.version}" if pin else None
 
 
 def last_metrics(job_dir: Path, limit: int = 1 << 16) -> dict[str, Any]:
@@ -73,9 +74,9 @@ def last_metrics(job_dir: Path, limit: int = 1 << 16) -> dict[str, Any]:
     return {}
 
 
-def output_metadata(job: Doc, job_dir: Path) -> Doc:
+def output_metadata(job: Job, job_dir: Path) -> Doc:
     """Metadata of the model version a job's outputs become: metrics and lineage."""
-    lineage: Doc = {"job": job["id"], "code_tree": job.get("code_tree")}
+    lineage: Doc = {"job": job.id, "code_tree": job.code_tree}
     for kind in MOUNTS:
         ref = pinned(job, kind)
         lineage[f"{kind}s"] = [ref] if ref else []

@@ -38,6 +38,7 @@ from nai_server.store.history import (
     summary_of,
     tally,
 )
+from nai_server.store.job_records import JobRecords
 
 Doc = dict[str, Any]
 
@@ -49,8 +50,9 @@ def _open(path: Path, **storage_options: Any) -> TinyDB:
     return TinyDB(path, storage=AtomicJSONStorage, **storage_options)
 
 
-class TinyDbStore:
-    """Users, groups, settings and the job table (hot + monthly archives)."""
+class TinyDbStore(JobRecords):
+    """Users, groups, settings and the job table (hot + monthly archives). Its typed
+    job methods (`JobRecords`) make it an `app.ports.JobStore`."""
 
     def __init__(self, state_dir: Path, lock: CommitLock | None = None, *,
                  jobs_dir: Path | None = None) -> None:

@@ -41,7 +41,7 @@ class GatedExecutor(ThreadPoolExecutor):
 def gated(tmp_path: Path) -> Iterator[tuple[UseCases, TestClient, GatedExecutor]]:
     service = make_service(tmp_path / "state", gpus=1)
     executor = GatedExecutor()
-    service.runtime.collector = executor
+    service.runtime.collections.executor = executor
     with TestClient(AsPeer(create_app(service)), base_url="http://nai") as api:
         yield service, api, executor
     executor.gate.set()

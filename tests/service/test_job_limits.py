@@ -202,11 +202,11 @@ def test_a_controller_that_cannot_be_enabled_is_reported(tmp_path: Path) -> None
     (tmp_path / "cg" / "nai" / "cgroup.subtree_control").mkdir()  # writes fail: EISDIR
     box = contain.Containment(tmp_path / "state", layout)
     assert box.limits.enforced == set()
-    assert box.unenforced({"memory": 1 << 30}) == (
+    assert box.unenforced(1 << 30, None) == (
         "memory limit is not enforced on this server (cannot enable the memory controller "
         "for job cgroups: Is a directory; cannot enable the cpu controller for job cgroups: "
         "Is a directory)")
-    assert box.unenforced({"gpus": 1}) is None
+    assert box.unenforced(None, None) is None
 
 
 def test_nai_show_shows_the_limits(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,127 @@
+"""Collecting ended jobs' outputs in the background, as their owners.
+
+When a job's process has ended, the run loop hands it here with how it ended; a
+helper running as the job's owner reads its output/ into the blob store (see
+`outputs`) outside the daemon's lock, so no request waits on a job's files. The run
+loop asks each tick which collections are done, ends those jobs, and forgets them
+only once their ends are committed: a failed commit ends them again next tick.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from nai_server.core.job import Job
+from nai_server.core.trees import Limits, TreeError
+from nai_server.host import outputs, unix
+from nai_server.store.blobs import BlobStore
+
+log = logging.getLogger("nai.runtime")
+
+
+@dataclass(frozen=True)
+class Ended:
+    """How a job's process ended: when, the launcher's status and exit code, and what
+    of it was killed at its end (in words)."""
+
+    at: float
+    status: str
+    code: int | None
+    note: str | None
+
+
+@dataclass(frozen=True)
+class Collected:
+    """A finished collection: the tree of the job's outputs, or why there is none
+    (`problem`; both None when it left no output/)."""
+
+    job_id: int
+    ended: Ended
+    tree: str | None
+    problem: str | None
+
+
+def run_as(user: str, personal: bool) -> outputs.RunAs:
+    """The account a helper reading `user`'s files runs as (the daemon's own when it
+    is not root, or in personal mode)."""
+    account = None if personal else unix.unix_account(user)
+    if account is None or os.geteuid() != 0:
+        return outputs.RunAs()
+    return outputs.RunAs(account.pw_uid, account.pw_gid, tuple(unix.unix_groups(user)))
+
+
+class OutputCollection:
+    """The collections under way, by job id."""
+
+    def __init__(self, blobs: BlobStore, job_dir: Callable[[int], Path], limits: Limits,
+                 timeout: float, personal: bool, notify: Callable[[], None],
+                 executor: Executor | None = None) -> None:
+        self.blobs = blobs
+        self.job_dir = job_dir
+        self.limits = limits
+        self.timeout = timeout
+        self.personal = personal
+        self.notify = notify  # wakes the run loop: a collection has finished
+        self.executor = executor or ThreadPoolExecutor(2, thread_name_prefix="nai-collect")
+        self._under_way: dict[int, tuple[Ended, Future[tuple[str | None, str | None]]]] = {}
+        self._helpers: set[subprocess.Popen[bytes]] = set()  # killed at close
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self._under_way
+
+    def start(self, job: Job, ended: Ended) -> None:
+        self._under_way[job.id] = (ended, self.executor.submit(self._collect, job))
+
+    def done(self) -> Iterator[Collected]:
+        """The collections that have finished (kept until `forget`)."""
+        for job_id, (ended, future) in list(self._under_way.items()):
+            if not future.done():
+                continue
+            try:
+                tree, problem = future.result()
+            except Exception as exc:  # a bug in collecting: the job still ends
+                log.exception("job %s: collecting outputs failed", job_id)
+                tree, problem = None, str(exc)
+            yield Collected(job_id, ended, tree, problem)
+
+    def forget(self, job_id: int) -> None:
+        """The job's end is committed."""
+        self._under_way.pop(job_id, None)
+
+    def close(self) -> None:
+        """Stop the collections under way (their jobs are collected again at the next
+        start)."""
+        for helper in list(self._helpers):
+            outputs.kill(helper)
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+    def _collect(self, job: Job) -> tuple[str | None, str | None]:
+        """The job's output tree, read by a helper running as its owner: (tree id, None),
+        (None, why not), or (None, None) when it left no output/."""
+        output = self.job_dir(job.id) / "output"
+        try:
+            os.lstat(output)
+        except FileNotFoundError:
+            return None, None
+        started = time.monotonic()
+        try:
+            tree = outputs.collect(self.blobs, output, self.limits,
+                                   run_as(job.user, self.personal), self.timeout,
+                                   self._helpers)
+        except TreeError as exc:
+            log.warning("job %s: outputs not collected: %s", job.id, exc)
+            return None, str(exc)
+        except Exception as exc:  # keep the job's end even if collecting fails
+            log.exception("job %s: outputs not collected", job.id)
+            return None, str(exc)
+        finally:
+            self.notify()
+        log.info("job %s: outputs collected in %.2f s", job.id, time.monotonic() - started)
+        return tree, None

@@ -1,0 +1,72 @@
+"""Typed job records over a store's job documents: the store boundary.
+
+A store keeps jobs as JSON documents (`insert_job`, `update_job`, `get_job`,
+`get_hot_job`, `hot_jobs`); `JobRecords` gives every such store the typed methods of
+the `JobStore` port (nai_server.app.ports), converting with `Job.from_doc`/`to_doc`
+in this one place. The TinyDB store and the in-memory one both inherit it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nai_server.core.job import Job, changes_doc
+
+Doc = dict[str, Any]
+
+
+class JobRecords:
+    """The typed job methods, written once over the document methods below."""
+
+    def insert_job(self, doc: Doc) -> int:
+        raise NotImplementedError
+
+    def update_job(self, job_id: int, fields: Doc) -> Doc:
+        raise NotImplementedError
+
+    def get_job(self, job_id: int) -> Doc | None:
+        raise NotImplementedError
+
+    def get_hot_job(self, job_id: int) -> Doc | None:
+        raise NotImplementedError
+
+    def hot_jobs(self) -> list[Doc]:
+        raise NotImplementedError
+
+    def insert(self, job: Job) -> Job:
+        """Store a new job under the next id; the stored record (with its id)."""
+        doc = job.to_doc()
+        doc.pop("id", None)
+        return Job.from_doc({**doc, "id": self.insert_job(doc)})
+
+    def update(self, job_id: int, **changes: Any) -> Job:
+        """Set these fields (named as in `Job`) of a hot job; the record after."""
+        return Job.from_doc(self.update_job(job_id, changes_doc(**changes)))
+
+    def get(self, job_id: int) -> Job | None:
+        """The job, hot or archived."""
+        doc = self.get_job(job_id)
+        return None if doc is None else Job.from_doc(doc)
+
+    def get_hot(self, job_id: int) -> Job | None:
+        doc = self.get_hot_job(job_id)
+        return None if doc is None else Job.from_doc(doc)
+
+    def hot(self) -> list[Job]:
+        """The jobs of the hot table (every active or queued one). This runs every
+        tick over the whole queue, so a job whose document has not changed since the
+        last call is not converted again (records are immutable, and shared), and
+        nothing is allocated per unchanged job."""
+        known: dict[int, tuple[Doc, Job]] | None = getattr(self, "_hot_records", None)
+        if known is None:
+            known = self._hot_records = {}
+        jobs = []
+        for doc in self.hot_jobs():
+            seen = known.get(doc.get("id", 0))
+            if seen is None or seen[0] != doc:
+                job = Job.from_doc(doc)
+                seen = known[job.id] = (doc, job)
+            jobs.append(seen[1])
+        if len(known) > len(jobs):  # forget what left the hot table
+            self._hot_records = {job.id: known[job.id] for job in jobs}
+        return jobs
