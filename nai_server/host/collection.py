@@ -62,7 +62,8 @@ class OutputCollection:
 
     def __init__(self, blobs: BlobStore, job_dir: Callable[[int], Path], limits: Limits,
                  timeout: float, personal: bool, notify: Callable[[], None],
-                 executor: Executor | None = None) -> None:
+                 executor: Executor | None = None,
+                 before: Callable[[int], None] = lambda job_id: None) -> None:
         self.blobs = blobs
         self.job_dir = job_dir
         self.limits = limits
@@ -72,6 +73,7 @@ class OutputCollection:
         self.executor = executor or ThreadPoolExecutor(2, thread_name_prefix="nai-collect")
         self._under_way: dict[int, tuple[Ended, Future[tuple[str | None, str | None]]]] = {}
         self._helpers: set[subprocess.Popen[bytes]] = set()  # killed at close
+        self.before = before  # what else is read of an ended job first (its metrics)
 
     def __contains__(self, job_id: object) -> bool:
         return job_id in self._under_way
@@ -105,6 +107,10 @@ class OutputCollection:
     def _collect(self, job: Job) -> tuple[str | None, str | None]:
         """The job's output tree, read by a helper running as its owner: (tree id, None),
         (None, why not), or (None, None) when it left no output/."""
+        try:
+            self.before(job.id)
+        except Exception:  # its metrics are not worth losing the job's outputs for
+            log.exception("job %s: reading its last metrics failed", job.id)
         output = self.job_dir(job.id) / "output"
         try:
             os.lstat(output)

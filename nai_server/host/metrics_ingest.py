@@ -4,7 +4,8 @@ Each tick, the daemon reads what a running job with `metrics:` added to its log 
 the last tick, turns the lines into points (core.metric_patterns) and appends them to
 the job's metrics.jsonl, the file that `nai metrics`, the TUI's plots and
 `register_model` read, as {"step", "time", name: value...} lines. When the job ends,
-the rest of its log is read before it is finished, so its last lines count too.
+the rest of its log is read before it is finished (`finish`, on the thread that
+collects its outputs, not the run loop's), so its last lines count too.
 
 The log is the job's: it may be truncated, grow without a newline or be huge and
 sparse. It is opened only through `jobfiles` (no link is followed, only a regular
@@ -100,10 +101,12 @@ class MetricsIngest:
         self._tb_pool = ThreadPoolExecutor(1, thread_name_prefix="nai-tensorboard")
         self._tb: dict[int, Future[Doc]] = {}  # readings under way
         self._tb_due: dict[int, float] = {}  # when each job's next reading may start
+        self._finals: dict[int, Doc] = {}  # ended jobs whose last reading is to be done
 
     def poll(self, jobs: Iterable[Doc], ended: Iterable[int] = ()) -> None:
-        """Take the new lines of each job's log; those in `ended` are read to the end
-        and forgotten. Jobs not given are forgotten (their saved cursor stays)."""
+        """Take the new lines of each running job's log. Those in `ended` are handed
+        over to `finish`, which reads them to the end off the run loop's thread. Jobs
+        not given are forgotten (their saved cursor stays)."""
         last = set(ended)
         seen = set()
         for job in jobs:
@@ -112,20 +115,45 @@ class MetricsIngest:
                 continue
             job_id = int(job["id"])
             seen.add(job_id)
+            if job_id in last:
+                self._finals[job_id] = job
+                continue
             try:
-                self.ingest(job_id, Matcher(metrics), final=job_id in last)
+                self.ingest(job_id, Matcher(metrics))
             except Exception as exc:  # a job's odd log must not stop the daemon's tick
                 log.warning("job %s: metrics not read from its log: %s", job_id, exc)
             try:
                 if metrics.get("tensorboard"):
-                    self.tensorboard(job, final=job_id in last)
+                    self.tensorboard(job)
             except Exception as exc:
                 log.warning("job %s: TensorBoard scalars not read: %s", job_id, exc)
         for job_id in list(self._cursors):
-            if job_id not in seen or job_id in last:
-                del self._cursors[job_id]
-                self._tb_due.pop(job_id, None)
-                self._tb.pop(job_id, None)
+            if job_id not in seen:
+                self._forget(job_id)
+
+    def finish(self, job_id: int) -> None:
+        """Read the rest of an ended job's log and event files (handed over by `poll`),
+        before its outputs are collected and a model is registered from it. Called on
+        a collection thread: a long log or a slow reader never holds the run loop."""
+        job = self._finals.pop(job_id, None)
+        if job is None:
+            return
+        metrics = job["spec"]["metrics"]
+        try:
+            self.ingest(job_id, Matcher(metrics), final=True)
+        except Exception as exc:
+            log.warning("job %s: metrics not read from its log: %s", job_id, exc)
+        try:
+            if metrics.get("tensorboard"):
+                self.tensorboard(job, final=True)
+        except Exception as exc:
+            log.warning("job %s: TensorBoard scalars not read: %s", job_id, exc)
+        self._forget(job_id)
+
+    def _forget(self, job_id: int) -> None:
+        self._cursors.pop(job_id, None)
+        self._tb_due.pop(job_id, None)
+        self._tb.pop(job_id, None)
 
     # --- TensorBoard ------------------------------------------------------------------
 

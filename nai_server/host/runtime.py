@@ -104,7 +104,8 @@ class JobRuntime:
             Limits(max_file_size=parse_size(limits.max_output_file_size),
                    max_entries=limits.max_output_entries,
                    max_total_size=parse_size(limits.max_output_size)),
-            limits.collect_timeout_seconds, config.personal, lambda: self.notify(), collector)
+            limits.collect_timeout_seconds, config.personal, lambda: self.notify(), collector,
+            before=lambda job_id: self.metrics.finish(job_id))
         self.endings = JobEndings(self.jobs, registry, caller_for, self.job_dir)
         self._probe: GpuSnapshot | None = None  # this tick's, for what a job left on a GPU
         self.contain = contain.Containment(config.state)
