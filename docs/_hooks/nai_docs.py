@@ -9,7 +9,7 @@ A page asks for a rendered part with a marker on a line of its own:
                                 from its argparse parser
 
 The OpenAPI document is built from `nai_server.api.create_app` in process (no daemon,
-no socket) and also written next to the site as `openapi.json`. A guide page that
+no socket) and also published with the site as `openapi.json`. A guide page that
 another part of the project owns but has not written yet (`metrics.md`) is stood in
 for by a short placeholder, so the navigation builds either way.
 """
@@ -50,6 +50,8 @@ def on_files(files: Any, config: Any) -> Any:
     for name, text in PLACEHOLDERS.items():
         if files.get_file_from_path(name) is None:
             files.append(File.generated(config, name, content=text))
+    files.append(File.generated(config, "openapi.json",
+                                content=json.dumps(openapi_document(), indent=1) + "\n"))
     return files
 
 
@@ -65,11 +67,6 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
         raise ValueError(f"{page.file.src_uri}: unknown marker {match[0]!r}")
 
     return MARKER.sub(render, markdown)
-
-
-def on_post_build(config: Any) -> None:
-    site = Path(config["site_dir"])
-    (site / "openapi.json").write_text(json.dumps(openapi_document(), indent=1) + "\n")
 
 
 # --- the REST API -----------------------------------------------------------------------
@@ -113,7 +110,15 @@ def _cell(text: str) -> str:
 
 
 def api_markdown(doc: dict[str, Any]) -> str:
-    out: list[str] = []
+    out: list[str] = ["## Error statuses\n", "| status | when |\n|---|---|"]
+    statuses: dict[str, str] = {}
+    for operations in doc["paths"].values():
+        for op in operations.values():
+            for status, answer in op["responses"].items():
+                if status >= "400":
+                    statuses.setdefault(status, _cell(answer["description"]))
+    out += [f"| `{code}` | {text} |" for code, text in sorted(statuses.items())]
+    out.append("")
     tags: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}
     for path, operations in doc["paths"].items():
         for method, op in operations.items():
@@ -132,13 +137,18 @@ def api_markdown(doc: dict[str, Any]) -> str:
             body = (op.get("requestBody") or {}).get("content") or {}
             for media, content in body.items():
                 out.append(f"Body ({media}): {_type(content.get('schema', {}))}\n")
-            answers = []
+            answers, errors = [], []
             for status, answer in op["responses"].items():
-                media = ", ".join(answer.get("content") or {}) or "no body"
-                schema = next(iter((answer.get("content") or {}).values()), {}).get("schema")
-                shape = f" {_type(schema)}" if schema and status < "400" else ""
+                content = answer.get("content") or {}
+                if status >= "400":
+                    errors.append(f"`{status}`")
+                    continue
+                schema = next(iter(content.values()), {}).get("schema")
+                shape = f" {_type(schema)}" if schema else ""
+                media = ", ".join(content) or "no body"
                 answers.append(f"`{status}` {_cell(answer['description'])} ({media}{shape})")
-            out.append("Answers: " + "; ".join(answers) + ".\n")
+            out.append("Answers: " + "; ".join(answers) + ". Errors: " + ", ".join(errors)
+                       + ".\n")
     out.append("## Schemas\n")
     for name, schema in doc["components"]["schemas"].items():
         out.append(f"### {name}\n")
@@ -179,6 +189,8 @@ def _bindings(cls: type) -> list[Any]:
 
     found = []
     for klass in reversed(cls.__mro__):
+        if not klass.__module__.startswith("nai_tui."):
+            continue  # Textual's own (tab, copy, ...) work as everywhere in Textual
         for item in klass.__dict__.get("BINDINGS", ()):
             if isinstance(item, Binding):
                 found.append(item)
@@ -222,7 +234,11 @@ def tui_keys_markdown() -> str:
             seen.add(binding.action)
             rows.append(f"| {key_display(binding.key)} | {_cell(what)} |")
         heading = "Everywhere" if cls.__name__ == "NaiApp" else _title(cls)
-        doc = (inspect.getdoc(cls) or "").split("\n")[0]
+        from textual.app import App
+        from textual.screen import ModalScreen
+
+        full_screen = not issubclass(cls, (App, ModalScreen))
+        doc = (inspect.getdoc(cls) or "").split("\n")[0] if full_screen else ""
         out += [f"### {heading}\n", f"{doc}\n" if doc else "",
                 "| key | what it does |\n|---|---|", *rows, ""]
     return "\n".join(out)
