@@ -20,11 +20,11 @@ demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/nai demo
 
 test: $(STAMP)
-	$(BIN)/ruff check nai_server nai_tui tests bench
+	$(BIN)/ruff check nai_server nai_tui nai_metrics tests bench
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check nai_server nai_tui tests bench
+	$(BIN)/ruff check nai_server nai_tui nai_metrics tests bench
 	$(BIN)/mypy nai_server/core
 
 bench: $(STAMP)

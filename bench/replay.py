@@ -8,8 +8,11 @@ utilisation within 2 points. With every job preemptible: Philly's average JCT >=
 better than fifo. Speed: a replay of the 3,629-job trace < 10 s; plan() over 10,000
 queued jobs < 20 ms.
 
-    .venv/bin/python bench/replay.py [--traces DIR] [--trace NAME]
+    .venv/bin/python bench/replay.py [--dir DIR] [--trace NAME]
                                           # traces from ../shared/traces or $NAI_TRACES
+    .venv/bin/python bench/replay.py --traces [--dir DIR]
+                                          # every DIR/*.csv and DIR/family/*.csv, one line
+                                          # each: pass/fail per target, and the count
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from nai_server.cli.simulate import metrics, read_trace, replay, table
 from nai_server.core import scheduling as sched
 
 TRACES = [("itp_cluster05.csv", 12), ("philly_team8_l085_s1.csv", 8)]
+GPUS = dict(TRACES)  # any other trace: one 8-GPU server
+TARGETS = ("jct", "bsld", "wide", "util")
 POLICIES = ["fifo", "firstfit", "backfill", "fairshare", "fairshare+preempt"]
 BASELINES = ["fifo", "firstfit", "backfill"]
 
@@ -64,6 +69,56 @@ def targets(figures: dict[str, dict[str, float]]) -> list[str]:
     ]
 
 
+def checks(figures: dict[str, dict[str, float]], policy: str = "fairshare") -> dict[str, float]:
+    """Each target as a ratio (or, for utilisation, a difference in points) to the best
+    baseline: jct <= 1, bsld <= 0.75, wide <= 1, util >= -2."""
+    fs = figures[policy]
+    base = [figures[p] for p in BASELINES]
+    widest = figures["backfill"]["widest_p99_wait"]
+    return {
+        "jct": fs["avg_jct"] / min(m["avg_jct"] for m in base),
+        "bsld": fs["worst_user_bsld"] / min(m["worst_user_bsld"] for m in base),
+        "wide": fs["widest_p99_wait"] / widest if widest > 0 else 1.0 + fs["widest_p99_wait"],
+        "util": (fs["utilisation"] - max(m["utilisation"] for m in base)) * 100,
+    }
+
+
+LIMITS = {"jct": 1.0, "bsld": 0.75, "wide": 1.0}
+
+
+def passed(check: dict[str, float]) -> dict[str, bool]:
+    """Which targets a trace meets."""
+    met = {key: check[key] <= limit + 1e-9 for key, limit in LIMITS.items()}
+    met["util"] = check["util"] >= -2.0 - 1e-9
+    return met
+
+
+def all_traces(folder: Path) -> list[Path]:
+    """The trace files of ``folder`` and of its ``family`` folder."""
+    return sorted(folder.glob("*.csv")) + sorted((folder / "family").glob("*.csv"))
+
+
+def family(folder: Path, policy: str = "fairshare") -> int:
+    """One line per trace: the default policy's figure against each target, and whether
+    it meets it; returns how many traces meet all four."""
+    print(f"{'trace':28s} {'jobs':>5s} {'JCT<=1':>11s} {'BSLD<=.75':>11s} "
+          f"{'wide<=1':>11s} {'util>=-2':>11s}  all  replay s")  # fmt: skip
+    count, paths = 0, all_traces(folder)
+    for path in paths:
+        trace = read_trace(path)
+        gpus = GPUS.get(path.name, 8)
+        results = [replay(trace, gpus, p) for p in [*BASELINES, policy]]
+        figures = {r.policy: metrics(r) for r in results}
+        check = checks(figures, policy)
+        met = passed(check)
+        count += all(met.values())
+        cells = [f"{check[k]:7.3f} {'ok' if met[k] else 'NO':>3s}" for k in TARGETS]
+        print(f"{path.stem:28s} {len(trace):5d} {' '.join(cells)}  "
+              f"{'yes' if all(met.values()) else ' no'}  {results[-1].seconds:7.2f}")  # fmt: skip
+    print(f"{policy} meets all four targets on {count} of {len(paths)} traces")
+    return count
+
+
 def plan_pass(policy: str, jobs: int = 10_000, repeats: int = 20) -> float:
     """Median seconds of one plan() over ``jobs`` queued jobs of 17 users on 8 GPUs."""
     rng = random.Random(7)
@@ -94,13 +149,20 @@ def plan_pass(policy: str, jobs: int = 10_000, repeats: int = 20) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--traces", type=Path, default=None, help="folder of the trace files")
+    parser.add_argument("--dir", type=Path, default=None, help="folder of the trace files")
+    parser.add_argument(
+        "--traces", action="store_true",
+        help="the table over every trace in the folder and its family/ folder",
+    )  # fmt: skip
     parser.add_argument(
         "--trace", action="append", choices=[name for name, _ in TRACES],
         help="replay only this trace (repeatable; default: all)",
     )  # fmt: skip
     args = parser.parse_args()
-    folder = args.traces or traces_dir()
+    folder = args.dir or traces_dir()
+    if args.traces:
+        family(folder)
+        return
     for name, gpus in TRACES:
         if args.trace and name not in args.trace:
             continue
@@ -111,6 +173,10 @@ def main() -> None:
         print(table(list(figures.items())))
         print("fairshare (the default) against the targets:")
         print("\n".join(targets(figures)))
+        print("estimated starts: |first estimate - actual start| / wait, for the jobs given one:")
+        for name, m in figures.items():
+            print(f"  {name:18s} median {m['est_error_median']:6.2f}  p90 {m['est_error_p90']:7.2f}"
+                  f"  ({m['est_share'] * 100:.0f}% of jobs)")  # fmt: skip
         print("replay time (target < 10 s for the 3,629-job trace):")
         for r in results:
             print(f"  {r.policy:18s} {r.seconds:6.2f} s  ({r.plans} plan() calls)")

@@ -1,13 +1,15 @@
 """Scheduling speed: one plan() pass with 10,000 queued jobs on 8 GPUs (target
 < 20 ms), and submissions per second through the API with an empty vs a 100,000-job
-history (target >= 500/s, ratio >= 0.8).
+history (target >= 500/s with 8 clients, ratio >= 0.8), and the daemon's RSS after
+2,000 submits of which 500 trivial jobs ran, against its RSS at start (target <= 1.5).
 
-    .venv/bin/python bench/schedule.py [--submissions N] [--clients C]
+    .venv/bin/python bench/schedule.py [--submissions N] [--clients C] [--runs N]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import socket
@@ -17,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -50,67 +53,121 @@ def plan_pass(policy: str, jobs: int = 10_000, repeats: int = 20) -> float:
     return statistics.median(times)
 
 
+@contextlib.contextmanager
+def _daemon(tmp: str, history: int) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """A personal daemon on 8 fake GPUs over `history` archived jobs."""
+    state = Path(tmp) / "state"
+    state.mkdir()
+    if history:
+        store = TinyDbStore(state)
+        seed_archive(store, history, hot=0)
+        store.close()
+    sock = Path(tmp) / "nai.sock"
+    daemon = subprocess.Popen([str(BIN / "nai-server"), "run", "--personal", "--state-dir",
+                               str(state), "--socket", str(sock), "--fake-gpus", "8"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120  # a long history takes a while to open
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        yield daemon, sock
+    finally:
+        daemon.terminate()
+        daemon.wait(30)
+
+
+def _submit(sock: Path, count: int, clients: int, command: str) -> float:
+    """`count` jobs submitted by `clients` connections at once; seconds it took."""
+
+    def worker(n: int) -> None:
+        # A lean keep-alive client (pre-built requests, raw socket): the figure is the
+        # daemon's capacity, not the client library's, on one 2-core box.
+        conn = socket.socket(socket.AF_UNIX)
+        conn.connect(str(sock))
+        reader = Reader(conn.recv)
+        for i in range(n):
+            body = json.dumps({"spec": {"command": command.format(i=i), "gpus": 1}}).encode()
+            conn.sendall(b"POST /v1/jobs HTTP/1.1\r\nHost: nai\r\n"
+                         b"Content-Type: application/json\r\nContent-Length: "
+                         + str(len(body)).encode() + b"\r\n\r\n" + body)
+            assert b'"state":"queued"' in reader.response()
+        conn.close()
+
+    threads = [threading.Thread(target=worker, args=(count // clients,)) for _ in range(clients)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - start
+
+
+def _client(sock: Path) -> httpx.Client:
+    return httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)), base_url="http://nai",
+                        timeout=120)  # the first tick over a long history may be slow
+
+
 def submissions_per_second(history: int, count: int, clients: int) -> float:
-    with tempfile.TemporaryDirectory() as tmp:
-        state = Path(tmp) / "state"
-        state.mkdir()
-        if history:
-            store = TinyDbStore(state)
-            seed_archive(store, history, hot=0)
-            store.close()
-        sock = Path(tmp) / "nai.sock"
-        daemon = subprocess.Popen([str(BIN / "nai-server"), "run", "--personal", "--state-dir",
-                                   str(state), "--socket", str(sock), "--fake-gpus", "8"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 30
-            while not sock.exists() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            transport = httpx.HTTPTransport(uds=str(sock))
-            with httpx.Client(transport=transport, base_url="http://nai") as admin:
-                admin.put("/v1/drain", json={"drained": True})  # measure queueing only
+    with tempfile.TemporaryDirectory() as tmp, _daemon(tmp, history) as (_, sock):
+        with _client(sock) as admin:
+            admin.put("/v1/drain", json={"drained": True})  # measure queueing only
+        seconds = _submit(sock, count, clients, "python train.py --seed {i}")
+        return (count // clients * clients) / seconds
 
-            def worker(n: int) -> None:
-                # A lean keep-alive client (pre-built requests, raw socket): the figure
-                # is the daemon's capacity, not the client library's, on one 2-core box.
-                conn = socket.socket(socket.AF_UNIX)
-                conn.connect(str(sock))
-                reader = Reader(conn.recv)
-                for i in range(n):
-                    body = json.dumps({"spec": {"command": f"python train.py --seed {i}",
-                                                "gpus": 1}}).encode()
-                    conn.sendall(b"POST /v1/jobs HTTP/1.1\r\nHost: nai\r\n"
-                                 b"Content-Type: application/json\r\nContent-Length: "
-                                 + str(len(body)).encode() + b"\r\n\r\n" + body)
-                    assert b'"state":"queued"' in reader.response()
-                conn.close()
 
-            threads = [threading.Thread(target=worker, args=(count // clients,))
-                       for _ in range(clients)]
-            start = time.perf_counter()
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            return (count // clients * clients) / (time.perf_counter() - start)
-        finally:
-            daemon.terminate()
-            daemon.wait(30)
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+
+def rss_growth(submits: int, runs: int, clients: int) -> tuple[float, float]:
+    """The daemon's RSS (MiB) at start (warm: one listing answered) and after `runs`
+    trivial jobs ran and `submits - runs` more were queued."""
+    with (tempfile.TemporaryDirectory() as tmp, _daemon(tmp, 0) as (daemon, sock),
+          _client(sock) as api):
+        api.get("/v1/jobs")
+        start = rss_mib(daemon.pid)
+        _submit(sock, runs, clients, "true {i}")
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            done = api.get("/v1/jobs", params={"state": "succeeded", "limit": 1}).json()
+            if done["total"] >= runs // clients * clients:
+                break
+            time.sleep(0.2)
+        else:
+            raise RuntimeError(f"only {done['total']} of {runs} jobs ended")
+        api.put("/v1/drain", json={"drained": True})
+        _submit(sock, submits - runs, clients, "python train.py --seed {i}")
+        api.get("/v1/jobs")
+        return start, rss_mib(daemon.pid)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--submissions", type=int, default=1000)
-    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--runs", type=int, default=500,
+                        help="trivial jobs run for the RSS figure (0: skip it)")
+    parser.add_argument("--runs-submits", type=int, default=2000,
+                        help="jobs submitted in all for the RSS figure")
+    parser.add_argument("--rss-only", action="store_true", help="only the RSS figure")
     args = parser.parse_args()
-    for policy in sorted(sched.POLICIES):
+    if args.rss_only:
+        args.submissions = 0
+    for policy in () if args.rss_only else sorted(sched.POLICIES):
         print(f"plan() {policy:9s}: 10,000 queued jobs on 8 GPUs: "
               f"{plan_pass(policy) * 1e3:.2f} ms (target < 20 ms)")
-    empty = submissions_per_second(0, args.submissions, args.clients)
-    full = submissions_per_second(100_000, args.submissions, args.clients)
-    print(f"submissions/s, empty history:       {empty:7.0f} (target >= 500)")
-    print(f"submissions/s, 100,000-job history: {full:7.0f}")
-    print(f"ratio full/empty: {full / empty:.2f} (target >= 0.8)")
+    if args.submissions:
+        empty = submissions_per_second(0, args.submissions, args.clients)
+        full = submissions_per_second(100_000, args.submissions, args.clients)
+        print(f"submissions/s, {args.clients} clients, empty history:       {empty:7.0f} "
+              f"(target >= 500)")
+        print(f"submissions/s, {args.clients} clients, 100,000-job history: {full:7.0f}")
+        print(f"ratio full/empty: {full / empty:.2f} (target >= 0.8)")
+    if args.runs:
+        start, after = rss_growth(args.runs_submits, args.runs, args.clients)
+        print(f"daemon RSS at start {start:.1f} MiB, after {args.runs_submits} submits and "
+              f"{args.runs} runs {after:.1f} MiB: ratio {after / start:.2f} (target <= 1.5)")
 
 
 if __name__ == "__main__":

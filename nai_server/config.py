@@ -51,6 +51,7 @@ class FairshareConfig(_Section):
     """The fair-share policy's knobs: `core.sched_types.Tuning`, durations as "7d"."""
 
     half_life: Seconds = Field(default=_T.half_life, gt=0)
+    predict: bool = _T.predict
     weight_fairshare: float = Field(default=_T.weight_fairshare, ge=0)
     weight_age: float = Field(default=_T.weight_age, ge=0)
     age_max: Seconds = Field(default=_T.age_max, gt=0)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path as FsPath
 from typing import Annotated, Literal
@@ -63,14 +62,10 @@ def list_jobs(
     """Jobs, newest first. `scope=mine` for the caller's own. `before=<id>` lists only
     older ids: pass each page's `next_before` to walk the whole history. `since`
     (unix time) keeps jobs submitted from then on."""
-    listing = service.jobs.list(caller, scope=scope, state=state, user=user, limit=limit,
-                                offset=offset, before=before, since=since)
-    # Encoded here, in the worker thread: a page of hundreds of jobs encoded on the
-    # event loop held up every other request (a `nai show`) behind it.
-    try:
-        body = listing.model_dump_json()
-    except ValueError:  # a lone surrogate (from a JSON escape) pydantic will not encode
-        body = json.dumps(listing.model_dump(mode="json"))
+    # Encoded in the worker thread: a page of hundreds of jobs encoded on the event
+    # loop held up every other request (a `nai show`) behind it.
+    body = service.jobs.list_json(caller, scope=scope, state=state, user=user, limit=limit,
+                                  offset=offset, before=before, since=since)
     return Response(body, media_type="application/json")
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from nai_server.app.accounts import Caller
+from nai_server.app.listing_cache import ListingCache, Stamp
 from nai_server.core.resources import with_limits
 from nai_server.core.spec import (
     JobSpec,
@@ -65,6 +66,7 @@ class Jobs:
         self.clock = runtime.clock
         self.config = runtime.config
         self.notify = notify
+        self.listings = ListingCache()
         # Where recent metrics reads of each job stopped: job id → {line: byte offset}.
         self._metric_marks: dict[int, dict[int, int]] = {}
 
@@ -265,6 +267,19 @@ class Jobs:
                        total=total + archived_total, offset=offset, limit=limit,
                        next_before=page[-1]["id"] if len(page) == limit else None)
 
+    def list_json(self, caller: Caller, **query: Any) -> bytes:
+        """`list`, encoded as JSON; the same listing asked again while the store and
+        the plan are unchanged is answered from `listings` (see `listing_cache`)."""
+        key = (caller, tuple(sorted(query.items())))
+        return self.listings.get(key, self._stamp,
+                                 lambda: encode_listing(self.list(caller, **query)))
+
+    def _stamp(self) -> Stamp:
+        # What a listing shows besides the store: the plan's reasons and estimates,
+        # replaced whole by each tick (compared by value when replaced).
+        state = self.runtime.state
+        return (*self.store.generation(), state.waiting, state.est_start)
+
     def show(self, caller: Caller, job_id: int) -> JobInfo:
         return self._info(caller, self._fetch(job_id))
 
@@ -385,6 +400,13 @@ class Jobs:
         return GpuList(source=snapshot.source, note="; ".join(notes) or None,
                        gpus=gpus, cpu_slots=self.config.scheduler.cpu_slots,
                        cpu_slots_used=sum(1 for j in active if not j.get("gpus")))
+
+
+def encode_listing(listing: JobList) -> bytes:
+    try:
+        return listing.model_dump_json().encode()
+    except ValueError:  # a lone surrogate (from a JSON escape) pydantic will not encode
+        return json.dumps(listing.model_dump(mode="json")).encode()
 
 
 def _owner(pid: int) -> str | None:

@@ -31,7 +31,8 @@ JOB_TREES = ("code_tree", "output_tree")
 
 
 class TreeAccess:
-    """Decides who may read which tree; reads the store under the service lock."""
+    """Decides who may read which tree; reads the hot jobs and the registry under the
+    service lock, the archived jobs from memory without it."""
 
     def __init__(self, store: TinyDbStore, lock: CommitLock, blobs: BlobStore,
                  may_read_job: Callable[[Caller, Doc], bool]) -> None:
@@ -59,11 +60,15 @@ class TreeAccess:
                        for doc in self.store.list_registry_entries(kind))
 
     def via_jobs(self, caller: Caller, tree_id: str) -> bool:
-        def uses(job: Doc) -> bool:
-            return any(job.get(key) == tree_id for key in JOB_TREES)
-
+        """Through a job that ran on or left `tree_id`: the hot jobs are read under the
+        lock, the archived ones from the store's index of trees, without it (a job
+        archived in between was among the hot ones)."""
         with self.lock:
-            return any(self.may_read_job(caller, job) for job in self.store.iter_jobs(uses))
+            hot = [job for job in self.store.hot_jobs()
+                   if any(job.get(key) == tree_id for key in JOB_TREES)]
+        archived = (job for job in self.store.archived_using(tree_id)
+                    if any(job.get(key) == tree_id for key in JOB_TREES))
+        return any(self.may_read_job(caller, job) for job in (*hot, *archived))
 
     def _uploaded_all(self, caller: Caller, tree_id: str) -> bool:
         try:
@@ -95,7 +100,8 @@ class TreeAccess:
             trees = [v["tree_id"] for kind in rules.KINDS
                      for doc in self.store.list_registry_entries(kind)
                      if rules.may_read(caller, doc) for v in doc["versions"]]
-            trees += [job[key] for job in self.store.iter_jobs()
-                      if self.may_read_job(caller, job)
-                      for key in JOB_TREES if job.get(key)]
+            hot = self.store.hot_jobs()
+        trees += [job[key] for job in self.store.job_summaries(hot)
+                  if self.may_read_job(caller, job)
+                  for key in JOB_TREES if job.get(key)]
         return list(dict.fromkeys(trees))

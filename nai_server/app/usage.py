@@ -185,7 +185,12 @@ class UsageBook:
         saved = self.store.get_setting(SETTING) if self.as_of is None else None
         history: list[Run] = []
         if (self.as_of is None and saved is None) or span > self._span:
-            history = [run for job in self.store.iter_jobs() for run in runs_of(job)]
+            # Archived jobs from the store's summaries in memory: no archive is read
+            # while the tick holds the lock. A job that ended before both the decay's
+            # horizon and the longest quota period adds nothing to either.
+            cutoff = now - max(FORGET_AFTER * self.half_life, span)
+            history = [run for job in self.store.job_summaries(ended_after=cutoff)
+                       for run in runs_of(job)]
         if self.as_of is None:
             if saved is not None:
                 self.usage = {str(k): float(v) for k, v in saved.get("usage", {}).items()}

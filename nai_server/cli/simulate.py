@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from nai_server.core import preempt
+from nai_server.core import predict, preempt
 from nai_server.core.fairshare import accrue
 from nai_server.core.scheduling import (
     Accounting,
@@ -68,6 +68,8 @@ class Done:
     job: TraceJob
     end: float
     preemptions: int
+    started: float | None = None  # its first start
+    estimated: float | None = None  # the first start time plan() estimated for it
 
     @property
     def jct(self) -> float:
@@ -123,8 +125,12 @@ class _Machine:
         self.ends: list[tuple[float, int, int]] = []  # (time, job id, run number)
         self.runs: dict[int, int] = {}  # job id -> number of its current run
         self.preempted: dict[int, int] = {}
+        self.first_start: dict[int, float] = {}
+        self.estimated: dict[int, float] = {}  # the first est_start plan() gave each job
         self.usage: dict[str, float] = {}  # decayed GPU-seconds per "user:NAME"
         self.held: dict[str, int] = {}  # GPUs held now per "user:NAME"
+        self.history: dict[str, tuple[float, ...]] = {}  # run times of finished jobs
+        self.runtimes: dict[str, float] = {}  # predicted from them (predict.runtimes)
         self.now = 0.0
 
     def advance(self, to: float) -> None:
@@ -147,6 +153,7 @@ class _Machine:
 
     def start(self, job: TraceJob, gpus: tuple[int, ...]) -> None:
         attained = self.queue.pop(job.id).attained
+        self.first_start.setdefault(job.id, self.now)
         self.running[job.id] = RunningJob(
             id=job.id, user=job.user, group=None, gpus=gpus, started_at=self.now,
             time_limit=job.time_limit, preemptible=self.preemptible, attained=attained,
@@ -172,6 +179,14 @@ class _Machine:
                 ended = self.running.pop(job_id)
                 self._hold(ended.user, -len(ended.gpus))
                 gone.append(job_id)
+                # What it ran in all, as the daemon would learn it when the job ends.
+                ran = ended.attained + self.now - ended.started_at
+                self.history = predict.learn(
+                    self.history, [predict.Finished(ended.user, ran, ended.time_limit)]
+                )
+        if gone:
+            self.runtimes.clear()
+            self.runtimes.update(predict.runtimes(self.history))
         return gone
 
     def _hold(self, user: str, gpus: int) -> None:
@@ -212,7 +227,8 @@ def replay(
     clock = time.perf_counter()
     tuning = tuning or Tuning()
     machine = _Machine(gpus, option == "preempt", tuning)
-    accounting = Accounting(usage=machine.usage)  # the live dict: plan() only reads it
+    # The live dicts: plan() only reads them.
+    accounting = Accounting(usage=machine.usage, runtimes=machine.runtimes)
     arrivals = sorted(trace, key=lambda job: (job.submit, job.id))
     by_id = {job.id: job for job in trace}
     done: list[Done] = []
@@ -230,7 +246,12 @@ def replay(
         while wakes and wakes[0] <= machine.now:
             heapq.heappop(wakes)
         for job_id in machine.finished():
-            done.append(Done(by_id[job_id], machine.now, machine.preempted.get(job_id, 0)))
+            done.append(
+                Done(
+                    by_id[job_id], machine.now, machine.preempted.get(job_id, 0),
+                    machine.first_start.get(job_id), machine.estimated.get(job_id),
+                )
+            )  # fmt: skip
         while i < len(arrivals) and arrivals[i].submit <= machine.now:
             machine.submit(arrivals[i])
             i += 1
@@ -242,6 +263,8 @@ def replay(
             queue, cluster, machine.now, policy=name, accounting=accounting, tuning=tuning
         )
         plans += 1
+        for job_id, at in decided.est_start.items():
+            machine.estimated.setdefault(job_id, at)
         for job_id in decided.preempt:
             machine.stop(by_id[job_id])
         for start in decided.starts:
@@ -282,6 +305,23 @@ def metrics(result: Replay) -> dict[str, float]:
         "makespan": makespan,
         "widest_p99_wait": _pct([d.wait for d in done if d.job.gpus == widest], 99),
         "preemptions": float(sum(d.preemptions for d in done)),
+        **estimate_errors(done),
+    }
+
+
+def estimate_errors(done: Sequence[Done]) -> dict[str, float]:
+    """How far the first estimated start of each job that got one was from its actual
+    first start, relative to its wait (at least ``BOUND``): median and p90, and the
+    share of jobs that got an estimate."""
+    errors = [
+        abs(d.estimated - d.started) / max(d.started - d.job.submit, BOUND)
+        for d in done
+        if d.estimated is not None and d.started is not None
+    ]
+    return {
+        "est_error_median": statistics.median(errors) if errors else 0.0,
+        "est_error_p90": _pct(errors, 90),
+        "est_share": len(errors) / len(done) if done else 0.0,
     }
 
 

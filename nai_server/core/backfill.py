@@ -24,12 +24,14 @@ from operator import attrgetter
 from nai_server.core.sched_types import (
     HOUR,
     INF,
+    Fit,
     Plan,
     QueuedJob,
     Resources,
     RunningJob,
     Start,
     WaitReason,
+    time_limit_of,
     usable_later,
 )
 
@@ -49,16 +51,14 @@ class Reservation:
     spare: int  # units free at `at` that the head does not need
     until: float = INF  # while draining for the head: later jobs must end by then too
 
-    def admit(self, job: QueuedJob, gpus: tuple[int, ...], now: float) -> bool:
-        """Whether ``job`` may start now on ``gpus``; if it runs past ``at`` (or ``until``),
-        it uses spare."""
+    def admit(
+        self, job: QueuedJob, gpus: tuple[int, ...], now: float, length: float | None
+    ) -> bool:
+        """Whether ``job``, expected to run ``length`` seconds, may start now on ``gpus``;
+        if it runs past ``at`` (or ``until``), it uses spare."""
         if (job.gpus == 0) != self.cpu:
             return True  # other kind of resource than the head waits for
-        if (
-            self.at != INF
-            and job.time_limit is not None
-            and now + job.time_limit <= min(self.at, self.until)
-        ):
+        if self.at != INF and length is not None and now + length <= min(self.at, self.until):
             return True
         cost = 1 if self.cpu else sum(1 for index in gpus if index in self.usable)
         if cost > self.spare:
@@ -94,18 +94,51 @@ def reserve(job: QueuedJob, resources: Resources, now: float) -> Reservation | N
     return Reservation(at, job.gpus == 0, usable, spare)
 
 
-def drain_until(job: QueuedJob, gpus: int, now: float, after: float, hold: float) -> float | None:
+def drain_until(
+    job: QueuedJob, gpus: int, now: float, after: float, hold: float, length: float | None = None
+) -> float | None:
     """Until when jobs behind ``job`` may run if the machine (``gpus`` GPUs) is being
     drained for it now, or None if it is not.
 
     Only a job asking for every GPU (of two or more) with a time limit is drained for:
     from when it has waited ``after`` times its limit (an hour at least), for ``hold``
-    seconds. Meanwhile jobs behind it may start only if they are no longer than it.
+    seconds. Meanwhile jobs behind it may start only if they are no longer than it is
+    expected to be (``length``, its limit by default).
     """
     if job.time_limit is None or gpus < 2 or job.gpus < gpus:
         return None
     start = job.submitted_at + after * max(job.time_limit, HOUR)
-    return now + job.time_limit if start <= now < start + hold else None
+    expected = job.time_limit if length is None else length
+    return now + expected if start <= now < start + hold else None
+
+
+@dataclass(frozen=True)
+class HeadRule:
+    """Whether a job that must wait becomes the head, whose reservation holds back the
+    jobs behind it: only if its reservation is at most ``window`` seconds away (Slurm's
+    ``bf_window``), it has waited ``reserve_after`` seconds, or the machine is being
+    drained for it (``drain_until`` with ``drain_after``, ``drain_hold``)."""
+
+    window: float = INF
+    reserve_after: float = 0.0
+    drain_after: float = INF
+    drain_hold: float = 0.0
+
+    def head(
+        self, job: QueuedJob, found: Reservation | None, resources: Resources, now: float
+    ) -> Reservation | None:
+        """``found``, the job's reservation, if it is to be kept (with the drain's end)."""
+        if found is None:
+            return None
+        gpus = len(resources.gpus)
+        until = drain_until(
+            job, gpus, now, self.drain_after, self.drain_hold, resources.length(job)
+        )
+        if until is not None:
+            return replace(found, until=until)
+        if found.at - now > self.window and now - job.submitted_at < self.reserve_after:
+            return None  # far off, and not starving: it holds back nobody
+        return found
 
 
 def easy(
@@ -119,57 +152,35 @@ def easy(
     drain_after: float = INF,
     drain_hold: float = 0.0,
 ) -> Plan:
-    """Start jobs in ``order`` with EASY backfill behind the first one that must wait.
-
-    A job that must wait becomes the head only if its reservation is at most ``window``
-    seconds away (Slurm's ``bf_window``), it has waited ``reserve_after`` seconds, or the
-    machine is being drained for it (``drain_until`` with ``drain_after``, ``drain_hold``);
-    one that does not is passed over like a job that cannot fit, and the next may be head.
-    """
+    """Start jobs in ``order`` with EASY backfill behind the first one that must wait and
+    becomes the head (``HeadRule``); one that does not is passed over like a job that
+    cannot fit, and the next may be head."""
+    rule = HeadRule(window, reserve_after, drain_after, drain_hold)
     starts: list[Start] = []
     waiting: dict[int, WaitReason] = {}
     est_start: dict[int, float] = {}
     stopped: list[int] = []
     head: Reservation | None = None
-    fit = resources.fit
-    quota_block = resources.quota_block
     # Jobs of one shape have the same reservation until something is taken: a long
     # queue of jobs too far off to reserve for costs one look-up each.
     reservations: dict[tuple[int, int | None], Reservation | None] = {}
     version = resources.version
     rest = iter(order)
     for job in rest:
-        over = quota_block(job)
-        if over is not None:
-            waiting[job.id] = over
-            continue
-        found = fit(job.gpus, job.gpu_memory)
-        if isinstance(found, WaitReason) and preempter is not None:
-            victims = preempter(job, resources, now)
-            if victims:
-                for victim in victims:
-                    resources.evict(victim)
-                    stopped.append(victim.id)
-                found = fit(job.gpus, job.gpu_memory)
+        found = _start_or_why(job, resources, now, preempter, stopped)
         if not isinstance(found, WaitReason):
-            resources.take(found, job)
             starts.append(Start(job.id, found))
             continue
         waiting[job.id] = found
+        if found is WaitReason.QUOTA_GPUS or found is WaitReason.QUOTA_HOURS:
+            continue
         if resources.version != version:
             reservations.clear()
             version = resources.version
         shape = (job.gpus, job.gpu_memory)
-        if shape in reservations:
-            head = reservations[shape]
-        else:
-            head = reservations[shape] = reserve(job, resources, now)
-        if head is not None:
-            until = drain_until(job, len(resources.gpus), now, drain_after, drain_hold)
-            if until is not None:
-                head = replace(head, until=until)
-            elif head.at - now > window and now - job.submitted_at < reserve_after:
-                head = None  # far off, and not starving: it holds back nobody
+        if shape not in reservations:
+            reservations[shape] = reserve(job, resources, now)
+        head = rule.head(job, reservations[shape], resources, now)
         if head is not None:
             if head.at != INF:
                 est_start[job.id] = head.at
@@ -177,6 +188,31 @@ def easy(
     if head is not None:
         _behind(head, rest, resources, now, starts, waiting)
     return Plan(starts=tuple(starts), waiting=waiting, est_start=est_start, preempt=tuple(stopped))
+
+
+def _start_or_why(
+    job: QueuedJob,
+    resources: Resources,
+    now: float,
+    preempter: Preempter | None,
+    stopped: list[int],
+) -> Fit:
+    """Take GPUs for ``job`` now, stopping preemptible jobs (added to ``stopped``) if the
+    preempter says so, or say why it must wait."""
+    over = resources.quota_block(job)
+    if over is not None:
+        return over
+    found = resources.fit(job.gpus, job.gpu_memory)
+    if isinstance(found, WaitReason) and preempter is not None:
+        victims = preempter(job, resources, now)
+        if victims:
+            for victim in victims:
+                resources.evict(victim)
+                stopped.append(victim.id)
+            found = resources.fit(job.gpus, job.gpu_memory)
+    if not isinstance(found, WaitReason):
+        resources.take(found, job)
+    return found
 
 
 def _behind(
@@ -191,8 +227,10 @@ def _behind(
     quotas = bool(resources.accounting.quotas)
     # Until something is taken, jobs of one shape get one answer: remember refusals, so
     # a long queue costs a look-up per job.
-    refused: dict[tuple[int, int | None, int | None], WaitReason] = {}
+    refused: dict[tuple[int, int | None, float | None], WaitReason] = {}
     version = -1
+    length_of = resources.length
+    on_limits = length_of is time_limit_of  # the common case, without a call per job
     for job in rest:
         if resources.version != version:
             version = resources.version
@@ -202,7 +240,8 @@ def _behind(
                 waiting[job.id] = WaitReason.RESOURCES
                 waiting.update(dict.fromkeys(map(_ID, rest), WaitReason.RESOURCES))
                 return
-        shape = (job.gpus, job.gpu_memory, job.time_limit)
+        length = job.time_limit if on_limits else length_of(job)
+        shape = (job.gpus, job.gpu_memory, length)
         known = refused.get(shape)
         if known is not None and not quotas:
             waiting[job.id] = known
@@ -212,7 +251,7 @@ def _behind(
             waiting[job.id] = found
             if found is not WaitReason.QUOTA_GPUS and found is not WaitReason.QUOTA_HOURS:
                 refused[shape] = found
-        elif head.admit(job, found, now):
+        elif head.admit(job, found, now, length):
             resources.take(found, job)
             starts.append(Start(job.id, found))
         else:

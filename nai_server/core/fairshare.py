@@ -18,12 +18,15 @@ find every GPU free at once. Hence the guards: a *starving* job (one that has wa
 merely part of a long backlog) goes ahead of the priority order; the machine is drained
 for a whole-server job that has waited long for its size (``backfill.drain_until``);
 and when the machine is empty, whole-server jobs go first, so that one drain serves
-all of them rather than each paying for its own."""
+all of them rather than each paying for its own.
+
+With ``Tuning.predict``, a job's length (in the order and in backfill) is its run time
+predicted from its user's finished jobs (``predict``), not its time limit."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from operator import attrgetter
 
 from nai_server.core import preempt
@@ -96,7 +99,7 @@ class Standing:
         return self.users.get(f"user:{user}", 0.0) > 1.0
 
 
-def length_factor(time_limit: int | None) -> float:
+def length_factor(time_limit: float | None) -> float:
     """1 for the shortest time limit, falling with its logarithm to 0 at 1,000 hours;
     0 without a time limit (nothing is known, so nothing is favoured)."""
     if time_limit is None:
@@ -116,19 +119,24 @@ def priorities(
     gpus: int,
     *,
     negated: bool = False,
+    length: Callable[[QueuedJob], float | None] | None = None,
 ) -> list[float]:
     """Each job's multifactor priority (higher first), in the order of ``jobs``, on a
-    machine of ``gpus`` GPUs (for the width factor); ``negated`` for sort keys."""
+    machine of ``gpus`` GPUs (for the width factor); ``negated`` for sort keys; the
+    length factor from ``length`` (a job's expected run time, the same for jobs of one
+    user and time limit), else from time limits."""
     # Everything but age depends on a few fields many jobs share: work it out once each.
     shapes = list(map(_SHAPE, jobs))
+    # A job of each shape stands for the rest: ``length`` depends on user and limit only.
+    examples = dict(zip(shapes, jobs, strict=True))
     fixed = {
         (user, group, asked, limit, qos): (
             tuning.weight_fairshare * standing.factor(user, group)
-            + tuning.weight_length * length_factor(limit)
+            + tuning.weight_length * length_factor(limit if length is None else length(job))
             + tuning.weight_width * min(1.0, asked / max(gpus, 1))
             + tuning.weight_qos * QOS.get(qos, 0.5)
         )
-        for user, group, asked, limit, qos in set(shapes)
+        for (user, group, asked, limit, qos), job in examples.items()
     }
     per_second = tuning.weight_age / tuning.age_max
     top = tuning.weight_age
@@ -150,13 +158,18 @@ def starving_since(jobs: Sequence[QueuedJob], tuning: Tuning, now: float) -> flo
 
 
 def order(
-    jobs: Sequence[QueuedJob], standing: Standing, tuning: Tuning, now: float, gpus: int
+    jobs: Sequence[QueuedJob],
+    standing: Standing,
+    tuning: Tuning,
+    now: float,
+    gpus: int,
+    length: Callable[[QueuedJob], float | None] | None = None,
 ) -> list[QueuedJob]:
     """Jobs by least-attained-service tier (0 for all but preempted jobs), starving jobs
     first within it (wide ones, asking for more than half the ``gpus``, before every
     tier), then priority, then arrival (``jobs`` come in arrival order and the sort is
     stable)."""
-    keys = priorities(jobs, standing, tuning, now, gpus, negated=True)
+    keys = priorities(jobs, standing, tuning, now, gpus, negated=True, length=length)
     # One float per job sorts faster than (tier, starving, priority) tuples: a tier step
     # outweighs any difference in priority.
     step = 1.0 + 2.0 * sum(
@@ -210,8 +223,11 @@ def fairshare(jobs: Sequence[QueuedJob], resources: Resources, now: float) -> Pl
     """Multifactor priority order (starving jobs first), EASY backfill with drains for
     whole-server jobs, and preemption of preemptible jobs."""
     tuning = resources.tuning
+    if tuning.predict:
+        resources.use_predictions()
     standing = standing_for(jobs, resources)
-    ordered = whole_first(order(jobs, standing, tuning, now, len(resources.gpus)), resources)
+    ordered = order(jobs, standing, tuning, now, len(resources.gpus), resources.length)
+    ordered = whole_first(ordered, resources)
     preempter = None
     if tuning.preempt and any(run.preemptible for run in resources.cluster.running):
         preempter = preempt.Preempter(standing).victims

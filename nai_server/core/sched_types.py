@@ -7,9 +7,11 @@ mutable book of what is free during one ``plan()`` call. Policies live in other 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+from nai_server.core import predict
 
 INF = float("inf")
 HOUR = 3_600.0
@@ -85,13 +87,15 @@ class Accounting:
 
     ``usage`` is decayed GPU-seconds (see ``fairshare.decay``/``accrue``); ``shares`` are
     raw weights (missing: 1); ``used_hours`` is GPU-hours used in each key's current
-    quota period, running jobs included.
+    quota period, running jobs included. ``runtimes`` are predicted run times per
+    ``"user:NAME"`` (``predict.runtimes``), which fair share uses instead of time limits.
     """
 
     usage: Mapping[str, float] = field(default_factory=dict)
     shares: Mapping[str, float] = field(default_factory=dict)
     quotas: Mapping[str, QuotaLimit] = field(default_factory=dict)
     used_hours: Mapping[str, float] = field(default_factory=dict)
+    runtimes: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -102,9 +106,11 @@ class Tuning:
     + width·(share of the machine asked for) + qos·{low 0, normal ½, high 1}; see
     ``fairshare.priorities``. Backfill keeps a reservation for the first job in that
     order that must wait only if it is within ``reserve_window`` (Slurm's bf_window),
-    or once the job has waited ``reserve_after``. A far-off reservation, built on
-    over-estimated time limits, mostly holds back the longest jobs, which then run late
-    and stretch everyone's queue.
+    or once the job has waited ``reserve_after``; by default always (no window): with
+    short jobs first, a window mostly passed over the widest jobs, which then waited
+    longest. With ``predict``, lengths are run times predicted from each user's
+    finished jobs (``predict``) rather than time limits; off by default, as on the
+    trace replays mispredicted long jobs backfilled ahead of whole-server jobs.
 
     Two guards keep jobs from waiting for ever (see ``fairshare``): a job that has
     waited ``reserve_after`` and ``starve_factor`` times the queue's mean wait is
@@ -115,13 +121,14 @@ class Tuning:
     """
 
     half_life: float = 7 * DAY  # of decayed usage; for whoever accrues usage
-    weight_fairshare: float = 4.0  # F = 2^(−U/S): twice one's share costs 3 points
+    predict: bool = False  # expect predicted run times (Accounting.runtimes), not limits
+    weight_fairshare: float = 1.0  # F = 2^(−U/S): orders users, not above short jobs
     weight_age: float = 2.0
     age_max: float = 30 * DAY  # waiting this long earns the whole age factor
     weight_length: float = 4.0  # short jobs first: what lowers everyone's waiting
     weight_width: float = 0.75  # whole-server jobs need every GPU free at once
     weight_qos: float = 2.0
-    reserve_window: float = 6 * HOUR
+    reserve_window: float = INF  # every first waiting job keeps its reservation
     reserve_after: float = 2 * DAY
     starve_factor: float = 3.5  # starving: waited this many times the queue's mean wait
     drain_after: float = 12.0  # whole-server jobs: times its time limit before a drain
@@ -205,14 +212,10 @@ class Resources:
         self.stopped: set[int] = set()  # ids of those jobs
         cpu_jobs = sum(1 for job in cluster.running if not job.gpus)
         self.cpu_free = max(0, cluster.cpu_slots - cpu_jobs)
-        # When each held GPU / busy CPU slot comes back: for backfill's reservations.
-        self.gpu_free_at = dict.fromkeys(self.taken, INF)
-        self.cpu_free_at: list[float] = []
-        for job in cluster.running:
-            end = expected_end(job, now)
-            self.gpu_free_at.update(dict.fromkeys(job.gpus, end))
-            if not job.gpus:
-                self.cpu_free_at.append(end)
+        # How long a job is expected to run: its limit, or (``use_predictions``) less.
+        self.length: Callable[[QueuedJob], float | None] = time_limit_of
+        self._ends: dict[int, float] = {}
+        self._free_at()
         self._quotas = accounting.quotas
         self.held: dict[str, int] = {}  # GPUs held per "user:…"/"group:…", for quotas
         if self._quotas:
@@ -222,6 +225,42 @@ class Resources:
         # by shape keeps a 10,000-job queue at one dict look-up per job.
         self._fits: dict[tuple[int, int | None], Fit] = {}
         self.version = 0  # bumped whenever something is taken or given back
+
+    def _free_at(self) -> None:
+        """When each held GPU / busy CPU slot comes back: for backfill's reservations."""
+        self.gpu_free_at = dict.fromkeys(self.taken, INF)
+        self.cpu_free_at: list[float] = []
+        for job in self.cluster.running:
+            end = self._ends[job.id] if job.id in self._ends else expected_end(job, self.now)
+            self.gpu_free_at.update(dict.fromkeys(job.gpus, end))
+            if not job.gpus:
+                self.cpu_free_at.append(end)
+
+    def use_predictions(self) -> None:
+        """Expect jobs to run for their predicted time (``Accounting.runtimes``), not their
+        time limits, in reservations and in what ``length`` says."""
+        predicted = self.accounting.runtimes
+        if not predicted:
+            return
+        known: dict[tuple[str, int | None], float | None] = {}
+
+        def length(job: QueuedJob) -> float | None:
+            shape = (job.user, job.time_limit)
+            if shape in known:
+                return known[shape]
+            found = known[shape] = predict.estimate(predicted, job.user, job.time_limit)
+            return found
+
+        self.length = length
+        for run in self.cluster.running:
+            if not run.stopping:
+                guess = predict.estimate(predicted, run.user, run.time_limit)
+                self._ends[run.id] = predict.expected_end(
+                    run.started_at, guess, run.time_limit, self.now
+                )
+        self._free_at()
+        self._fits.clear()
+        self.version += 1
 
     def fit(self, gpus: int, gpu_memory: int | None) -> Fit:
         """The lowest-numbered GPUs a job of this shape can have now, or why it cannot."""
@@ -278,7 +317,8 @@ class Resources:
 
     def take(self, gpus: tuple[int, ...], job: QueuedJob | None = None) -> None:
         """Mark these GPUs (or, for an empty tuple, one CPU slot) as used by ``job``."""
-        end = INF if job is None or job.time_limit is None else self.now + job.time_limit
+        length = None if job is None else self.length(job)
+        end = INF if length is None else self.now + length
         if gpus:
             self.taken.update(gpus)
             self.gpu_free_at.update(dict.fromkeys(gpus, end))
@@ -300,7 +340,8 @@ class Resources:
                 self.gpu_free_at.pop(index, None)
         else:
             self.cpu_free += 1
-            self.cpu_free_at.remove(expected_end(job, self.now))
+            end = self._ends[job.id] if job.id in self._ends else expected_end(job, self.now)
+            self.cpu_free_at.remove(end)
         if self._quotas:
             self._count(job.user, job.group, -len(job.gpus))
         self._fits.clear()
@@ -309,6 +350,11 @@ class Resources:
     def _count(self, user: str, group: str | None, gpus: int) -> None:
         for key in _keys(user, group):
             self.held[key] = self.held.get(key, 0) + gpus
+
+
+def time_limit_of(job: QueuedJob) -> float | None:
+    """A job's length when nothing better is known: its time limit."""
+    return job.time_limit
 
 
 def usable_later(gpu: GpuView, gpu_memory: int | None) -> bool:

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from nai_server.core.bounds import MAX_ID, has_surrogate, shown
+from nai_server.core.metric_patterns import parse_metrics
 
 # Re-exported (`as`): callers import the unit helpers from here with the spec.
 from nai_server.core.units import format_duration as format_duration
@@ -68,6 +69,7 @@ class JobSpec:
     after_ok: tuple[int, ...] = ()  # start after these jobs succeed
     preemptible: bool = False
     group: str | None = None  # submit on behalf of this group
+    metrics: dict[str, Any] | None = None  # log patterns and presets (core.metric_patterns)
 
 
 FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(JobSpec))
@@ -291,6 +293,7 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "after_ok": _job_ids,
     "preemptible": _bool,
     "group": _optional(_name),
+    "metrics": _optional(parse_metrics),
 }
 
 

@@ -85,3 +85,32 @@ def iter_range(job_dir: Path, name: str, offset: int, chunk: int = 1 << 16) -> I
                 return
             offset += len(data)
             yield data
+
+
+def append(job_dir: Path, name: str, data: bytes) -> bool:
+    """Append `data` to an existing regular job file in one write, starting it on a new
+    line if the file's last line is unfinished; False if the file is missing. Raises
+    UnsafeJobFile when the name is not a regular file (never follows a link)."""
+    dir_fd = os.open(job_dir, _DIR_FLAGS)
+    try:
+        try:
+            fd = os.open(name, os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK
+                         | os.O_CLOEXEC, dir_fd=dir_fd)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:  # ELOOP: a symlink; ENXIO: a socket
+            raise UnsafeJobFile(f"{job_dir / name} is not a regular file") from exc
+    finally:
+        os.close(dir_fd)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafeJobFile(f"{job_dir / name} is not a regular file")
+        if st.st_size and os.pread(fd, 1, st.st_size - 1) != b"\n":
+            data = b"\n" + data
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+    return True

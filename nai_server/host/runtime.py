@@ -30,7 +30,7 @@ from nai_server.core.spec import parse_size
 from nai_server.core.states import ACTIVE, TERMINAL, JobState, transition
 from nai_server.core.trees import Limits, TreeError
 from nai_server.core.units import format_duration
-from nai_server.host import contain, diskspace, jobdir, mounts, outputs, unix
+from nai_server.host import contain, diskspace, jobdir, metrics_ingest, mounts, outputs, unix
 from nai_server.host.gpus import GpuInventory, GpuSnapshot
 from nai_server.host.launchers.local import (
     Handle,
@@ -102,6 +102,8 @@ class JobRuntime:
         self._ended: dict[int, tuple[float, str, int | None, str | None]] = {}
         self._probe: GpuSnapshot | None = None  # this tick's, for what a job left on a GPU
         self.contain = contain.Containment(config.state)
+        self.metrics = metrics_ingest.MetricsIngest(  # `metrics:` from logs and event files
+            self.jobs_dir, run_as=self._run_as)
         self._sweep_due = True  # at start: what a crash left behind
         self._helpers: set[subprocess.Popen[bytes]] = set()  # killed at close
         self._strays: set[tuple[int, int]] = set()  # (job, GPU) seen at the last tick
@@ -122,6 +124,8 @@ class JobRuntime:
         # settled(): never launch a job whose submission a failed flush may take back.
         with self.lock.settled():
             ended = self._reap(now)
+            watched = self.store.hot_jobs()
+        self.metrics.poll(watched, {j["id"] for j in ended})  # before an ended job's outputs
         for job in ended:  # outside the lock: no request waits on a job's files
             self._collecting[job["id"]] = self.collector.submit(self._collect, job)
         with self.lock.settled():

@@ -30,7 +30,14 @@ from nai_server.store.atomic import (
     check_storable,
     read_json_file,
 )
-from nai_server.store.history import ArchiveIndex, tally
+from nai_server.store.history import (
+    ArchiveIndex,
+    JobFacts,
+    JobFilter,
+    doc_of,
+    summary_of,
+    tally,
+)
 
 Doc = dict[str, Any]
 
@@ -72,6 +79,8 @@ class TinyDbStore:
         # Per month, how many archived jobs each (user, state) has: a listing's total
         # without reading the archives. Changed only under the service's lock.
         self._tallies: dict[str, dict[tuple[str, str], int]] = {}
+        # What questions over every job need of each archived one, in memory.
+        self.facts = JobFacts()
         # Refuse to start on a damaged archive too, before anything is written.
         archived = [self._scan_archive(p) for p in sorted(self.archive_dir.glob("jobs-*.json"))]
         self._next_id = 1 + max(
@@ -90,6 +99,7 @@ class TinyDbStore:
             return 0
         month = path.name[len("jobs-"):-len(".json")]
         self._tallies[month] = tally(d for d in jobs.values() if isinstance(d, dict))
+        self.facts.add((int(k), d) for k, d in jobs.items() if k.isdigit() and isinstance(d, dict))
         return max((int(k) for k in jobs if k.isdigit()), default=0)
 
     def close(self) -> None:
@@ -100,6 +110,12 @@ class TinyDbStore:
         """How many commits of the hot database failed and were rolled back: a cache
         of what the store held must be dropped when this changes."""
         return self.storage.rollbacks
+
+    def generation(self) -> tuple[int, int]:
+        """Changes with every write to the hot database (archiving included, which
+        records its id ranges there) and every rollback: what was read from the store
+        before is still current while this is unchanged."""
+        return self.storage.pending(), self.storage.rollbacks
 
     # --- settings ---------------------------------------------------------------------
 
@@ -235,22 +251,38 @@ class TinyDbStore:
                    if (user is None or u == user) and (state is None or s == state))
 
     def iter_jobs(self, pred: Callable[[Doc], bool] | None = None) -> Iterator[Doc]:
-        """Every job, newest id first: the hot table, then archives newest month first."""
-        hot = sorted(self.jobs.all(), key=lambda d: d.doc_id, reverse=True)
-        seen = set()
-        for doc in hot:
-            seen.add(doc.doc_id)
-            if pred is None or pred(doc):
-                yield dict(doc)
-        months: list[str] = sorted(self.get_setting("archive_ranges", {}), reverse=True)
-        archived: list[Document] = []
-        for month in months:
-            with self._archive(month) as db:
-                archived.extend(db.table("jobs", cache_size=0).all())
-        archived.sort(key=lambda d: d.doc_id, reverse=True)
-        for doc in archived:
-            if doc.doc_id not in seen and (pred is None or pred(doc)):
-                yield dict(doc)
+        """Every job whole, newest id first: the hot table, then the archives (through
+        the history cache, parsed as needed). For tools and tests: the daemon asks its
+        questions over every job through `job_summaries`, which reads no archive."""
+        hot = sorted(self.hot_jobs(), key=lambda d: -d["id"])
+        seen = {d["id"] for d in hot}
+        yield from (d for d in hot if pred is None or pred(d))
+        for row in self.history.rows_matching(JobFilter(), self.archived_months()):
+            if row[0] not in seen:
+                doc = doc_of(row)
+                if pred is None or pred(doc):
+                    yield doc
+
+    def job_summaries(self, hot: list[Doc] | None = None, *,
+                      ended_after: float | None = None) -> Iterator[Doc]:
+        """Every job for a question over all of them (fair-share usage, who may read a
+        tree, what a damaged tree breaks), newest archived id first after the hot ones:
+        the hot jobs whole, then each archived job with what `history.summary_of`
+        keeps, from memory. No archive is read, so a caller holding the service's lock
+        holds it briefly, and one that passes `hot` (read under the lock just before)
+        needs no lock for the rest. A job both hot and archived (a crash) comes once,
+        hot. `ended_after`: archived jobs that ended before then are left out."""
+        hot = sorted(self.hot_jobs() if hot is None else hot, key=lambda d: -d["id"])
+        seen = {d["id"] for d in hot}
+        yield from hot
+        low = float("-inf") if ended_after is None else ended_after
+        yield from (summary_of(f) for f in self.facts.all()
+                    if f[0] not in seen and (f[6] is None or f[6] >= low))
+
+    def archived_using(self, tree_id: str) -> list[Doc]:
+        """The archived jobs that use `tree_id` (code, outputs, dataset or model), as
+        summaries (see `job_summaries`), from memory; no lock needed."""
+        return [summary_of(f) for f in self.facts.using(tree_id)]
 
     def archive_jobs(self, job_ids: list[int], now: float | None = None) -> int:
         """Move finished jobs to their month's archive file (by end time).
@@ -271,6 +303,7 @@ class TinyDbStore:
             with self._archive(month) as db:
                 counts = self._bulk_upsert(db.table("jobs", cache_size=0), month_docs)
             self._tallies[month] = counts
+            self.facts.add((d.doc_id, d) for d in month_docs)
             ids = [d.doc_id for d in month_docs]
             low, high = ranges.get(month, [min(ids), max(ids)])
             ranges[month] = [min(low, *ids), max(high, *ids)]
@@ -296,8 +329,7 @@ class TinyDbStore:
         return counts
 
     def _archive(self, month: str) -> TinyDB:
-        # Opened per use, not cached: archives are read rarely, and a large history
-        # held in memory would slow every hot write through the garbage collector.
+        # Opened per use, not cached, to write a batch into: reads go through `history`.
         return _open(self.archive_dir / f"jobs-{month}.json")
 
     # --- registries (datasets and models) -----------------------------------------------

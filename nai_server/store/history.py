@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nai_server.core.store_check import PINNED_ROLES, job_trees
 from nai_server.store.atomic import StateUnreadable
 
 Doc = dict[str, Any]
@@ -145,3 +146,119 @@ def tally(jobs: Iterable[Doc]) -> dict[tuple[str, str], int]:
         key = (str(job.get("user", "")), str(job.get("state", "")))
         counts[key] = counts.get(key, 0) + 1
     return counts
+
+
+# An archived job as the questions over every job see it: (id, user, group, state,
+# (role, tree id, role, tree id...), started_at, ended_at, (gpu, ...), ((start, end,
+# gpus), ...)). Plain tuples of strings and numbers, which the garbage collector
+# leaves alone; names, GPU lists and code trees shared between jobs are kept once.
+Fact = tuple[Any, ...]
+_SUMMARY = ("id", "user", "group", "state", "trees", "started_at", "ended_at", "gpus", "runs")
+_JOB_KEYS = {"code": "code_tree", "outputs": "output_tree"}
+
+
+def summary_of(fact: Fact) -> Doc:
+    """A fact as a job document with the fields it keeps (trees under their job keys:
+    `code_tree`, `output_tree`, `dataset`/`model` as {"tree_id": ...})."""
+    doc = dict(zip(_SUMMARY, fact, strict=True))
+    trees = doc.pop("trees")
+    doc["gpus"], doc["runs"] = list(doc["gpus"]), [list(run) for run in doc["runs"]]
+    for i in range(0, len(trees), 2):
+        role, tree = trees[i], trees[i + 1]
+        if role in _JOB_KEYS:
+            doc[_JOB_KEYS[role]] = tree
+        else:
+            doc[role] = {"tree_id": tree}
+    return doc
+
+
+class JobFacts:
+    """What every archived job adds to answers about all jobs (fair-share usage, who may
+    read a tree through a job, what a damaged tree breaks), kept in memory so that
+    those answers read no archive: filled from the archives when the store opens and
+    from each batch as it is archived. A job that uses no tree and never held a GPU
+    adds nothing and is not kept. Readers need not hold the service's lock."""
+
+    def __init__(self) -> None:
+        self._facts: dict[int, Fact] = {}
+        # tree id → the id of the one job using it, or a tuple of them
+        self._by_tree: dict[str, int | tuple[int, ...]] = {}
+        self._shared: dict[Any, Any] = {}  # one copy of each name and GPU list
+        self._lock = threading.Lock()
+
+    def add(self, jobs: Iterable[tuple[int, Doc]]) -> None:
+        """Record (or replace: a job archived again after a crash) archived jobs.
+        Called with every archived job as the store opens: kept lean."""
+        by_tree, facts, fact_of = self._by_tree, self._facts, self._fact
+        with self._lock:
+            for job_id, job in jobs:
+                if job_id in facts:
+                    self._drop(job_id)
+                fact = fact_of(job_id, job)
+                if fact is None:
+                    continue
+                facts[job_id] = fact
+                trees = fact[4]
+                for i in range(1, len(trees), 2):
+                    users = by_tree.get(trees[i])
+                    if users is None:
+                        by_tree[trees[i]] = job_id
+                    elif isinstance(users, int):
+                        if users != job_id:
+                            by_tree[trees[i]] = (users, job_id)
+                    elif job_id not in users:
+                        by_tree[trees[i]] = (*users, job_id)
+
+    def _fact(self, job_id: int, job: Doc) -> Fact | None:
+        get, one = job.get, self._one
+        gpus, runs, started = get("gpus"), get("runs"), get("started_at")
+        code, out, dataset, model = (get("code_tree"), get("output_tree"), get("dataset"),
+                                     get("model"))
+        if not (code or out or dataset or model or runs or (gpus and started)):
+            return None
+        trees: tuple[Any, ...] = ()
+        if code:
+            trees = ("code", one(code))  # shared by many jobs: kept once
+        if out:
+            trees = (*trees, "outputs", out)  # each job's own
+        if dataset or model:
+            trees = (*trees, *(v for role, tree in job_trees(job) if role in PINNED_ROLES
+                               for v in (role, one(tree))))
+        return (job_id, one(get("user", "")), one(get("group")), one(get("state", "")),
+                trees, started, get("ended_at"), one(tuple(gpus or ())),
+                tuple(tuple(run) for run in runs) if runs else ())
+
+    def _one(self, value: Any) -> Any:
+        """The copy of `value` already kept, if any (names, GPU lists, code trees)."""
+        try:
+            return self._shared.setdefault(value, value)
+        except TypeError:  # not hashable: kept as it is
+            return value
+
+    def _drop(self, job_id: int) -> None:
+        old = self._facts.pop(job_id, None)
+        trees = old[4] if old else ()
+        for i in range(1, len(trees), 2):
+            users = self._by_tree.get(trees[i], ())
+            rest = tuple(u for u in ((users,) if isinstance(users, int) else users)
+                         if u != job_id)
+            if not rest:
+                self._by_tree.pop(trees[i], None)
+            else:
+                self._by_tree[trees[i]] = rest[0] if len(rest) == 1 else rest
+
+    def using(self, tree_id: str) -> list[Fact]:
+        """The archived jobs whose code, outputs, dataset or model is `tree_id`."""
+        with self._lock:
+            users = self._by_tree.get(tree_id, ())
+            return [self._facts[i] for i in ((users,) if isinstance(users, int) else users)]
+
+    def all(self) -> list[Fact]:
+        """Every archived job's fact, newest id first."""
+        with self._lock:
+            facts = list(self._facts.values())
+        facts.sort(key=lambda f: -f[0])
+        return facts
+
+    def __len__(self) -> int:
+        return len(self._facts)

@@ -276,16 +276,18 @@ class StoreVerifier:
 
 
 def references_in(store: TinyDbStore, lock: CommitLock) -> Callable[[], References]:
-    """`references` for a daemon: what its jobs and registry name, copied under its lock
-    (a read of the job history; no blob is read meanwhile)."""
+    """`references` for a daemon: what its jobs and registry name. The hot jobs and the
+    registry are copied under its lock; the archived jobs come from the store's
+    summaries in memory, without it (no archive, and no blob, is read meanwhile)."""
     keys = ("id", "user", "state", *(key for key, _ in check.JOB_ROLES), *check.PINNED_ROLES)
 
     def read() -> References:
         with lock:
-            jobs: list[Doc] = [{k: job.get(k) for k in keys}
-                               for job in store.iter_jobs(lambda j: bool(check.job_trees(j)))]
+            hot = store.hot_jobs()
             entries: list[tuple[str, Doc]] = [
                 (kind, doc) for kind in KINDS for doc in store.list_registry_entries(kind)]
+        jobs: list[Doc] = [{k: job.get(k) for k in keys} for job in store.job_summaries(hot)
+                           if check.job_trees(job)]
         return jobs, entries
 
     return read

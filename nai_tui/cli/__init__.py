@@ -155,6 +155,7 @@ def _add_job_commands(add: Add) -> None:
     p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p = add("metrics", commands.cmd_metrics, "a job's metrics lines", listing=True)
     p.add_argument("id", type=_job_id)
+    commands.metrics_flags(p)
     add("gpus", commands.cmd_gpus, "the server's GPUs and who uses them", listing=True)
     add("whoami", commands.cmd_whoami, "who the server thinks you are", listing=True)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from nai_server.protocol import TERMINAL_STATES, Invalid, NaiError, format_size
-from nai_tui.cli import local, output
+from nai_tui.cli import local, metrics_view, output
 from nai_tui.cli.output import emit_json, err, note, table
 from nai_tui.config import ClientConfig, ServerEntry, cache_dir, config_dir
 from nai_tui.remote.client import ServerClient
@@ -193,7 +193,12 @@ def cmd_show(args: argparse.Namespace, client: ServerClient) -> int:
 
 def cmd_logs(args: argparse.Namespace, client: ServerClient) -> int:
     if args.follow:
-        follow(client, args.id)
+        try:
+            follow(client, args.id)
+        except KeyboardInterrupt:  # what arrived is out already: each piece is flushed
+            note(f"stopped following job {args.id}; it goes on (`nai logs {args.id} -f` "
+                 f"to watch again)")
+            return 130
         return 0
     sys.stdout.buffer.write(client.logs(args.id))
     return 0
@@ -226,15 +231,57 @@ def cmd_pull(args: argparse.Namespace, client: ServerClient) -> int:
 
 
 def cmd_metrics(args: argparse.Namespace, client: ServerClient) -> int:
-    page = client.metrics(args.id)
-    if args.json:
-        emit_json(page.metrics)
+    if args.last < 0:
+        raise Invalid(f"--last {args.last}: give how many of the last points to show, e.g. 5")
+    rows = _metric_rows(client, args.id)
+    if args.last:
+        rows = rows[-args.last:]
+    if args.summary:
+        found = metrics_view.summary(rows)
+        if args.json:
+            emit_json(found)
+        elif found:
+            print(table(*reversed(metrics_view.summary_rows(found))))
+        else:
+            note(f"job {args.id} has no metrics yet")
         return 0
-    keys: list[str] = []
-    for row in page.metrics:
-        keys += [k for k in row if k not in keys]
-    print(table([[row.get(k, "") for k in keys] for row in page.metrics], keys or ["(none)"]))
+    if args.json:
+        emit_json(rows)
+        return 0
+    if args.csv:
+        sys.stdout.write(metrics_view.to_csv(rows))
+        return 0
+    if not rows:
+        note(f"job {args.id} has no metrics yet (a job writes them to $NAI_METRICS_FILE, "
+             f"or the daemon reads them from its log with `metrics:` in nai.yaml)")
+        return 0
+    start = None
+    if not args.iso:
+        started = client.job(args.id).started_at
+        first = next((r["time"] for r in rows if isinstance(r.get("time"), (int, float))),
+                     None)
+        start = min(x for x in (started, first) if x is not None) if (started or first) \
+            else None
+    headers, cells = metrics_view.table_rows(rows, start, args.iso)
+    print(table(cells, headers))
     return 0
+
+
+def _metric_rows(client: ServerClient, job_id: int) -> list[dict[str, Any]]:
+    """Every row, page by page (the server bounds each answer)."""
+    rows: list[dict[str, Any]] = []
+    since, skipped = 0, 0
+    while True:
+        page = client.metrics(job_id, since)
+        rows += page.metrics
+        skipped += page.skipped
+        if not page.metrics or page.next <= since:
+            break
+        since = page.next
+    if skipped:
+        note(f"{skipped} line(s) of job {job_id}'s metrics.jsonl are not JSON objects; "
+             f"skipped")
+    return rows
 
 
 def cmd_gpus(args: argparse.Namespace, client: ServerClient) -> int:
@@ -367,3 +414,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
             local.down()
             note("personal nai-server stopped (nai demo --keep leaves it running)")
     return code
+
+
+def metrics_flags(p: argparse.ArgumentParser) -> None:
+    """`nai metrics`'s options (kept beside the command)."""
+    shape = p.add_mutually_exclusive_group()
+    shape.add_argument("--csv", action="store_true", help="CSV, the time as ISO 8601")
+    shape.add_argument("--summary", action="store_true",
+                       help="min, max and last of each metric")
+    p.add_argument("--last", type=int, nargs="?", const=1, default=0, metavar="N",
+                   help="only the last N points (default 1)")
+    p.add_argument("--iso", action="store_true",
+                   help="times as ISO 8601 UTC instead of time since the job started")

@@ -169,8 +169,9 @@ class ServerClient:
         return self._reply(TreeInfo, self._json("GET", f"/v1/trees/{tree_id}"))
 
     def stream(self, path: str, params: dict[str, Any] | None = None,
-               chunk: int = 1 << 20) -> Iterator[bytes]:
-        """Stream a GET response body (tar downloads, log follow)."""
+               chunk: int | None = 1 << 20) -> Iterator[bytes]:
+        """Stream a GET response body (tar downloads, log follow); `chunk=None` hands
+        on each piece as it arrives instead of waiting to fill a chunk."""
         if not self._checked:
             self.check_version()
         try:
@@ -227,7 +228,7 @@ class ServerClient:
     def follow_logs(self, job_id: int, offset: int = 0) -> Iterator[bytes]:
         """The log as it is written, until the job ends."""
         return self.stream(f"/v1/jobs/{job_id}/logs", {"offset": offset, "follow": "true"},
-                           chunk=1 << 14)
+                           chunk=None)  # a line printed is a line shown, not 16 KiB later
 
     def metrics(self, job_id: int, since: int = 0) -> MetricsPage:
         return self._reply(MetricsPage,

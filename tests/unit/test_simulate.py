@@ -125,3 +125,14 @@ def test_cli_says_what_is_wrong_with_the_trace(
     missing = tmp_path / "nope.csv"
     assert nai_server(["simulate", "--trace", str(missing), "--gpus", "2"]) == 2
     assert "nope.csv" in capsys.readouterr().err
+
+
+def test_estimated_starts_are_checked_against_actual_starts(trace: Path) -> None:
+    # Under backfill j2 is the head at 0, told it starts at 100 when j1's limit runs out,
+    # and so is j4 at 100, told 200: both start then. fifo estimates nothing.
+    backfill = metrics(replay(read_trace(trace), 2, "backfill"))
+    assert (backfill["est_error_median"], backfill["est_share"]) == (0.0, 0.5)
+    assert metrics(replay(read_trace(trace), 2, "fifo"))["est_share"] == 0.0
+    late = [TraceJob(1, "a", "a", 0.0, 50.0, 1, 100), TraceJob(2, "b", "a", 0.0, 10.0, 1, 100)]
+    # On one GPU b is told 100 (a's limit) but starts at 50, after a wait of 50: error 1.
+    assert metrics(replay(late, 1, "backfill"))["est_error_median"] == 1.0
