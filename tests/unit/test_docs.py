@@ -57,15 +57,20 @@ def _commands_in(text: str) -> Iterator[tuple[str, bool]]:
 
 
 def _segments(line: str) -> list[list[str]]:
-    """The words of each command of a line: comments dropped, split at `;`, `&&`, `||`
-    and pipes (`nai show 12; nai logs 12 -f` is two commands)."""
-    lexer = shlex.shlex(line, posix=True, punctuation_chars=";&|")
+    """The words of each command of a line: comments and redirections dropped, split at
+    `;`, `&&`, `||` and pipes (`nai show 12; nai logs 12 -f` is two commands)."""
+    lexer = shlex.shlex(line, posix=True, punctuation_chars=";&|<>")
     lexer.whitespace_split = True
     lexer.commenters = "#"
     segments: list[list[str]] = [[]]
+    redirect = False
     for word in lexer:
-        if word in (";", "&&", "|", "||", "&"):
+        if redirect:  # the file of `> out.csv`
+            redirect = False
+        elif word in (";", "&&", "|", "||", "&"):
             segments.append([])
+        elif word.strip("&") in ("<", ">", ">>"):
+            redirect = True
         else:
             segments[-1].append(word)
     return [words for words in segments if words and words[0] in PARSERS]
@@ -118,10 +123,11 @@ def test_every_command_line_in_the_guide_parses() -> None:
 
 
 def test_a_command_the_parser_refuses_is_caught() -> None:
-    text = "```sh\nnai submit . --gpsu 2  # a typo\nnai jobs --mine | head; nai gpus\n```\n"
+    text = ("```sh\nnai submit . --gpsu 2  # a typo\n"
+            "nai jobs --mine | head; nai gpus --json > gpus.json\n```\n")
     lines = [words for line, _ in _commands_in(text) for words in _segments(line)]
     assert lines == [["nai", "submit", ".", "--gpsu", "2"], ["nai", "jobs", "--mine"],
-                     ["nai", "gpus"]]
+                     ["nai", "gpus", "--json"]]
     assert _problem(lines[0][1:], nai_parser()) is not None
     assert _problem(lines[1][1:], nai_parser()) is None
     # Named in running text, a command may leave out its arguments, not misname them.
