@@ -7,6 +7,7 @@ A page asks for a rendered part with a marker on a line of its own:
     <!-- nai:tui-keys -->       the terminal UI's keys, from the screens' bindings
     <!-- nai:help PROG -->      every command of `nai`, `nai-server` or `nai-admin`,
                                 from its argparse parser
+    <!-- nai:fairshare-defaults -->  the fair-share policy's knobs and their defaults
 
 The OpenAPI document is built from `nai_server.api.create_app` in process (no daemon,
 no socket) and also published with the site as `openapi.json`. A guide page that
@@ -64,6 +65,8 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
             return tui_keys_markdown()
         if what == "help" and arg in PARSERS:
             return cli_markdown(arg)
+        if what == "fairshare-defaults":
+            return fairshare_markdown()
         raise ValueError(f"{page.file.src_uri}: unknown marker {match[0]!r}")
 
     return MARKER.sub(render, markdown)
@@ -164,6 +167,34 @@ def api_markdown(doc: dict[str, Any]) -> str:
         elif "enum" in schema:
             out.append("One of " + ", ".join(f"`{v}`" for v in schema["enum"]) + ".\n")
     return "\n".join(out)
+
+
+# --- the scheduler's knobs ------------------------------------------------------------
+
+
+def fairshare_markdown() -> str:
+    """`scheduler.fairshare` keys with their defaults, as the config file writes them."""
+    import dataclasses
+    import math
+
+    from nai_server.core.sched_types import DEFAULT_TUNING
+    from nai_server.core.units import format_duration
+
+    durations = {"half_life", "age_max", "reserve_window", "reserve_after", "drain_hold",
+                 "preempt_min_run", "las_threshold"}
+    rows = []
+    for f in dataclasses.fields(DEFAULT_TUNING):
+        value = getattr(DEFAULT_TUNING, f.name)
+        if isinstance(value, bool):
+            shown = str(value).lower()
+        elif isinstance(value, float) and math.isinf(value):
+            shown = "`.inf` (none)"
+        elif f.name in durations:
+            shown = format_duration(int(value))
+        else:
+            shown = f"{value:g}"
+        rows.append(f"| `{f.name}` | {shown} |")
+    return "\n".join(["| key (under `scheduler.fairshare`) | default |", "|---|---|", *rows])
 
 
 # --- the terminal UI's keys -------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib.util
 import io
 import os
@@ -22,7 +23,7 @@ import pytest
 from nai_server.cli import build_parser as server_parser
 from nai_server.cli.admin import build_parser as admin_parser
 from nai_server.core.env import build_job_env
-from nai_server.core.sched_types import WaitReason
+from nai_server.core.sched_types import DEFAULT_TUNING, WaitReason
 from nai_server.core.spec import FIELDS
 from nai_tui.cli import build_parser as nai_parser
 
@@ -173,6 +174,8 @@ def test_the_guide_builds_without_a_warning(tmp_path: Path) -> None:
     api = (site / "api" / "index.html").read_text()
     assert "/v1/jobs/{job_id}/logs" in api
     assert '"openapi"' in (site / "openapi.json").read_text()
+    knobs = (site / "scheduling" / "index.html").read_text()
+    assert all(f"<code>{f.name}</code>" in knobs for f in dataclasses.fields(DEFAULT_TUNING))
     keys = (site / "tui" / "index.html").read_text()
     assert "Submit a folder as a new job" in keys
     assert "nai dataset push" in (site / "commands" / "index.html").read_text()
