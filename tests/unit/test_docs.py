@@ -1,7 +1,7 @@
 """The user guide (docs/) cannot drift from the code: it builds with `mkdocs build
 --strict`, every `nai`, `nai-server` and `nai-admin` command line it (or the README)
-shows parses with the real parser, and every spec key, job variable and waiting reason
-is described."""
+shows parses with the real parser, and every spec key, job variable, waiting reason,
+server setting and policy is described."""
 
 from __future__ import annotations
 
@@ -19,11 +19,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from nai_server.cli import build_parser as server_parser
 from nai_server.cli.admin import build_parser as admin_parser
+from nai_server.config import ServerConfig
 from nai_server.core.env import build_job_env
 from nai_server.core.sched_types import DEFAULT_TUNING, WaitReason
+from nai_server.core.scheduling import POLICIES
 from nai_server.core.spec import FIELDS
 from nai_tui.cli import build_parser as nai_parser
 
@@ -156,6 +159,24 @@ def test_every_variable_a_job_gets_is_described() -> None:
 def test_every_reason_a_job_waits_for_is_described() -> None:
     page = (DOCS / "scheduling.md").read_text()
     assert {str(r) for r in WaitReason} - set(re.findall(r"^\| `(\w+)` \|", page, re.M)) == set()
+
+
+def _config_keys(model: type[BaseModel], prefix: str = "") -> Iterator[str]:
+    for name, info in model.model_fields.items():
+        inner = info.annotation
+        if isinstance(inner, type) and issubclass(inner, BaseModel) and name != "fairshare":
+            yield from _config_keys(inner, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}"
+
+
+def test_every_server_setting_and_policy_is_described() -> None:
+    server = (DOCS / "server.md").read_text()
+    missing = [key for key in _config_keys(ServerConfig)
+               if f"`{key.rsplit('.', 1)[-1]}`" not in server]
+    assert missing == []
+    scheduling = (DOCS / "scheduling.md").read_text()
+    assert [p for p in POLICIES if f"| `{p}`" not in scheduling] == []
 
 
 @pytest.mark.skipif(importlib.util.find_spec("mkdocs") is None
