@@ -140,6 +140,17 @@ class LimitsConfig(_Section):
     verify_mib_per_s: float = Field(default=100.0, ge=0, le=1_000_000)
 
 
+class PluginConfig(_Section):
+    """One plugin's `plugins.NAME` section. An installed plugin runs only once named
+    here (a `plugins.NAME: {}` section enables it with the defaults)."""
+
+    enabled: bool = True
+    # A submit rule that raises or times out lets the submit go on, unless required.
+    required: bool = False
+    timeout: Seconds = Field(default=2.0, gt=0, le=60)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
 class ServerConfig(_Section):
     """Everything `nai-server run` needs; see config.example.yaml."""
 
@@ -151,6 +162,7 @@ class ServerConfig(_Section):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     jobs: JobsConfig = Field(default_factory=JobsConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    plugins: dict[str, PluginConfig] = Field(default_factory=dict)
 
     @property
     def personal(self) -> bool:

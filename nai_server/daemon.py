@@ -23,6 +23,7 @@ from nai_server.api.identity import ConnectionLimits, LogThrottle, guarded_proto
 from nai_server.app.use_cases import UseCases
 from nai_server.config import ServerConfig
 from nai_server.host.gpus import GpuInventory, open_inventory
+from nai_server.plugins import CHOICES, PluginRegistry
 from nai_server.store.atomic import CommitLock
 from nai_server.store.blobs import BlobStore
 from nai_server.store.db import TinyDbStore
@@ -61,6 +62,7 @@ def bootstrap(
     *,
     clock: Callable[[], float] = time.time,
     gpus: GpuInventory | None = None,
+    plugins: PluginRegistry | None = None,
 ) -> UseCases:
     """The one place that picks implementations and wires them together."""
     state = config.state
@@ -70,8 +72,12 @@ def bootstrap(
     blobs = BlobStore(state / "blobs")
     blobs.clean_tmp()  # leftovers of uploads cut off by a crash
     inventory, gpu_note = (gpus, None) if gpus is not None else open_inventory(config.gpus)
+    if plugins is None:  # installed plugins; a broken one is listed, not fatal
+        with lock:
+            choices = store.get_setting(CHOICES)
+        plugins = PluginRegistry.discover(config.plugins, choices)
     return UseCases(config, store, blobs, clock=clock, gpus=inventory, gpu_note=gpu_note,
-                   lock=lock)
+                    lock=lock, plugins=plugins)
 
 
 def socket_answers(path: Path, timeout: float = 1.0) -> bool:

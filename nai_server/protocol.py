@@ -589,6 +589,26 @@ class StoreReport(Reply):
     clean: bool
 
 
+class PluginInfo(Reply):
+    """A plugin installed in the server's environment (`GET /v1/plugins`). state: ok,
+    disabled (not enabled in the server config), broken (error says why; shown to
+    admins only), unsupported (a kind the server does not run yet), missing
+    (configured but not installed)."""
+
+    name: str
+    kind: str
+    version: str | None
+    state: Literal["ok", "disabled", "broken", "unsupported", "missing"]
+    required: bool
+    error: str | None
+
+
+class PluginChoice(Model):
+    """`PUT /v1/plugins/{name}`: enable or disable an installed plugin (persisted)."""
+
+    enabled: bool
+
+
 # --- where things live on this machine -------------------------------------------------
 # One rule for both sides: the client's config, cache and known hosts, and where a
 # personal daemon keeps its state and socket (which the client starts and finds).

@@ -67,6 +67,8 @@ class Jobs:
         self.config = runtime.config
         self.notify = notify
         self.listings = ListingCache()
+        # Submit rules (plugins) see each job first, their changes then checked as any spec.
+        self.screen: Any = lambda _caller, spec: spec
         # Where recent metrics reads of each job stopped: job id → {line: byte offset}.
         self._metric_marks: dict[int, dict[int, int]] = {}
 
@@ -153,6 +155,7 @@ class Jobs:
                code_from_model: bool = False) -> JobInfo:
         """Queue a job. Its dataset and model are pinned now to the exact versions the
         caller may read (the job keeps them however the names move later)."""
+        spec = self.screen(caller, spec)
         self._check_fits(spec.gpus, spec.gpu_memory)
         if code_from_model and (spec.model is None or code_tree is not None):
             raise Invalid("code_from_model runs the files of the spec's `model` as the code: "

@@ -21,6 +21,7 @@ from nai_server.core.spec import parse_size
 from nai_server.host.gpus import GpuInventory
 from nai_server.host.launchers.local import Launcher, LocalLauncher
 from nai_server.host.runtime import JobRuntime
+from nai_server.plugins import PluginHost, PluginRegistry, PluginStatus
 from nai_server.protocol import (
     API_VERSION,
     Conflict,
@@ -59,6 +60,7 @@ class UseCases:
         gpu_note: str | None = None,
         launcher: Launcher | None = None,
         lock: CommitLock | None = None,
+        plugins: PluginRegistry | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -79,6 +81,9 @@ class UseCases:
             caller_for=self.accounts.caller_for, notify=self.notify)
         self.runtime.gpu_note = gpu_note
         self.jobs = Jobs(self.runtime, self.notify)
+        # Submit rules and notifiers (DESIGN §12); none unless the config enables them.
+        self.plugins = PluginHost(plugins or PluginRegistry.empty(), store, self.lock)
+        self.jobs.screen = self.plugins.rules.screen
         # Read rights on trees (DESIGN §6); the registry checks the trees it is given.
         self.trees = TreeAccess(store, self.lock, blobs, Jobs.may_read)
         self.registry.may_read_tree = self.trees.may_read
@@ -241,13 +246,23 @@ class UseCases:
 
     def tick(self, now: float | None = None) -> None:
         """One pass of the daemon's loop: reap, probe, plan, launch."""
-        self.runtime.tick(now)
+        try:
+            self.runtime.tick(now)
+        except BaseException:
+            self.plugins.notifiers.discard()  # what was noted may not have been committed
+            raise
+        self.plugins.notifiers.publish()
 
     def busy(self) -> bool:
         """True while jobs are queued or running (`run --burst` exits when False)."""
         return self.runtime.busy()
 
+    def plugin_list(self) -> list[PluginStatus]:
+        """The plugins installed in the daemon's environment and what became of them."""
+        return self.plugins.statuses()
+
     def close(self) -> None:
+        self.plugins.close()
         self.verifier.close()
         self.runtime.close()
         with self.lock:

@@ -1,5 +1,5 @@
-"""`nai-admin`: users, groups, quotas, drain and store checks. A client of the daemon's socket
-only; it never opens the database."""
+"""`nai-admin`: users, groups, quotas, drain, store checks and plugins. A client of the
+daemon's socket only; it never opens the database."""
 
 from __future__ import annotations
 
@@ -70,6 +70,20 @@ def run(args: argparse.Namespace, client: AdminClient) -> int | None:
     what, verb = args.what, getattr(args, "verb", None)
     if what == "store":
         return store_verify(args, client)
+    if what in ("plugins", "plugin"):
+        if verb in ("enable", "disable"):
+            rows = client.call("PUT", f"/plugins/{args.name}", {"enabled": verb == "enable"})
+            states = ", ".join(f"{p['kind']}: {p['state']}"
+                               + (f" ({p['error']})" if p["error"] else "") for p in rows)
+            _emit(args, rows, f"{args.name} {verb}d, now and after restarts ({states})")
+            return 1 if any(p["state"] == "broken" for p in rows) else None
+        plugins = client.call("GET", "/plugins")
+        rows = [[p["name"], p["kind"], p["version"] or "-",
+                 p["state"] + (" (required)" if p["required"] else ""), p["error"] or ""]
+                for p in plugins]
+        _emit(args, plugins, _table(rows, ["NAME", "KIND", "VERSION", "STATE", "ERROR"])
+              if rows else "no plugins installed in the server's environment")
+        return None
     if what == "user":
         if verb == "add":
             info = client.call("POST", "/users", {"name": args.name})
@@ -246,6 +260,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="start it and return; --status shows the report")
     verify.add_argument("--status", action="store_true",
                         help="show the running or last verification's report")
+
+    sub.add_parser("plugins", parents=[common],
+                   help="list installed plugins: kind, version, ok/disabled/broken and why")
+    plugin = sub.add_parser("plugin", help="list, enable or disable plugins").add_subparsers(
+        dest="verb", required=True)
+    plugin.add_parser("list", parents=[common], help="same as `nai-admin plugins`")
+    for verb in ("enable", "disable"):
+        plugin.add_parser(verb, parents=[common],
+                          help=f"{verb} an installed plugin now and after restarts (over "
+                               f"its plugins.NAME section in the server config)"
+                          ).add_argument("name")
 
     drain = sub.add_parser("drain", parents=[common],
                            help="stop (on) or resume (off) starting new jobs")

@@ -26,12 +26,13 @@ from nai_server.host.gpus import FakeGpuInventory
 
 
 def make_service(state_dir: Path, *, mode: str = "personal", gpus: int = 2,
-                 clock: Any = None, **config: Any) -> UseCases:
-    """A service over a temporary state dir with `gpus` fake GPUs."""
+                 clock: Any = None, plugins: Any = None, **config: Any) -> UseCases:
+    """A service over a temporary state dir with `gpus` fake GPUs (and `plugins`, a
+    `PluginRegistry`, rather than the installed ones)."""
     cfg = load_config(None, mode=mode, state_dir=state_dir, socket=state_dir / "nai.sock",
                       fake_gpus=gpus, **config)
     extra = {"clock": clock} if clock is not None else {}
-    return bootstrap(cfg, gpus=FakeGpuInventory.with_count(gpus), **extra)
+    return bootstrap(cfg, gpus=FakeGpuInventory.with_count(gpus), plugins=plugins, **extra)
 
 
 class AsPeer:

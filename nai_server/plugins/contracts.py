@@ -1,0 +1,124 @@
+"""The plugin contracts: every kind of plugin, its entry-point group and its pluggy hook
+specification, in this one module (DESIGN §12).
+
+A plugin is a Python distribution that names an object (a module, a class, an instance)
+under one of the entry-point groups in `GROUPS`; the object's functions marked
+`@hookimpl` implement that kind's hook. The entry point's name is the plugin's name,
+and the server config's `plugins.NAME` section enables and configures it:
+
+    [project.entry-points."nai.submit_rules"]
+    max_gpus_per_user = "my_package.rules"
+
+Hooks that run in the daemon (submit rules, notifiers) are called one plugin at a time,
+each bounded in time; a plugin that raises or hangs is logged with its name and the
+others still run. Code that touches users' data (dataset processors, annotators) will
+run as the user's job or service, never in the daemon: their groups are reserved here,
+their hooks are not specified yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import pluggy
+
+PROJECT = "nai"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+"""Mark a plugin's hook implementations: `@hookimpl def nai_submit_rule(...)`."""
+
+
+class Kind(StrEnum):
+    """What a plugin does, one entry-point group each."""
+
+    SUBMIT_RULE = "submit_rule"
+    NOTIFIER = "notifier"
+    DATASET_PROCESSOR = "dataset_processor"
+    ANNOTATOR = "annotator"
+    CLIENT_COMMAND = "client_command"
+
+
+GROUPS: dict[Kind, str] = {
+    Kind.SUBMIT_RULE: "nai.submit_rules",
+    Kind.NOTIFIER: "nai.notifiers",
+    Kind.DATASET_PROCESSOR: "nai.dataset_processors",
+    Kind.ANNOTATOR: "nai.annotators",
+    Kind.CLIENT_COMMAND: "nai.client_commands",
+}
+
+IN_DAEMON: tuple[Kind, ...] = (Kind.SUBMIT_RULE, Kind.NOTIFIER)
+"""The kinds whose hooks the daemon calls itself, each call bounded in time."""
+
+
+# --- submit rules ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A job as submitted, before the server's own checks: who asks, and the spec's
+    fields as `nai.yaml` names them (`time_limit` in seconds, `memory` in bytes)."""
+
+    user: str
+    groups: tuple[str, ...]
+    admin: bool
+    spec: Mapping[str, Any]
+
+
+class Refuse(Exception):
+    """Raised by a submit rule to refuse the job; the message reaches the user, so say
+    what to change ("at most 4 GPUs per user; ask for fewer")."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class SubmitRuleSpec:
+    """The `nai.submit_rules` contract (like Slurm's job_submit plugins)."""
+
+    @hookspec
+    def nai_submit_rule(self, submission: Submission,
+                        options: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """See a job at submit. Return None to let it pass as it is, a mapping of spec
+        fields to change it (e.g. `{"time_limit": 3600}`), or raise `Refuse(message)`
+        to refuse it. `options` is the plugin's `plugins.NAME.options` from the server
+        config. Rules run one after another in name order, each seeing the spec as the
+        ones before left it; the changed spec is validated like a submitted one."""
+
+
+# --- notifiers ------------------------------------------------------------------------
+
+EVENTS = ("started", "succeeded", "failed", "preempted", "cancelled")
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """Something that happened to a job. `event` is one of `EVENTS`; `state` is the
+    job's state after it (a preempted job is back in the queue)."""
+
+    event: str
+    job_id: int
+    user: str
+    group: str | None
+    name: str
+    state: str
+    at: float
+    exit_code: int | None = None
+    message: str | None = None
+
+
+class NotifierSpec:
+    """The `nai.notifiers` contract."""
+
+    @hookspec
+    def nai_job_event(self, event: JobEvent, options: Mapping[str, Any]) -> None:
+        """Be told of a job event, after the daemon committed it. Called from the
+        notifier worker thread, never from the scheduler; events may be dropped when
+        notifiers fall far behind, and a call that outlasts its timeout is abandoned."""
+
+
+SPECS: dict[Kind, type] = {Kind.SUBMIT_RULE: SubmitRuleSpec, Kind.NOTIFIER: NotifierSpec}
+HOOKS: dict[Kind, str] = {Kind.SUBMIT_RULE: "nai_submit_rule", Kind.NOTIFIER: "nai_job_event"}

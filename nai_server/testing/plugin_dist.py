@@ -1,0 +1,26 @@
+"""Install a plugin distribution the way pip lays one out (a module and a `.dist-info`
+with its entry points) into a folder, for tests that put the folder on the path."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+
+def write_dist(root: Path, dist: str, version: str, modules: Mapping[str, str],
+               entry_points: Mapping[str, Mapping[str, str]]) -> Path:
+    """Write `modules` (name → source) and `dist`'s metadata under `root`, which is
+    made readable by all (a daemon and its users import from it); returns `root`."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name, source in modules.items():
+        (root / f"{name}.py").write_text(source)
+    info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text("".join(
+        f"[{group}]\n" + "".join(f"{name} = {target}\n" for name, target in eps.items())
+        for group, eps in entry_points.items()))
+    for path in (root, *root.rglob("*")):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return root
