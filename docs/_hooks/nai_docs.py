@@ -10,7 +10,8 @@ A page asks for a rendered part with a marker on a line of its own:
     <!-- nai:fairshare-defaults -->  the fair-share policy's knobs and their defaults
 
 The OpenAPI document is built from `nai_server.api.create_app` in process (no daemon,
-no socket) and also published with the site as `openapi.json`. A guide page that
+no socket) and also published with the site as `openapi.json`; run this file to print
+it (`python docs/_hooks/nai_docs.py > openapi.json`). A guide page that
 another part of the project owns but has not written yet (`metrics.md`) is stood in
 for by a short placeholder, so the navigation builds either way.
 """
@@ -319,3 +320,7 @@ def cli_markdown(prog: str) -> str:
         title = " ".join((prog, *words))
         out += [f"### `{title}`\n", "```text", parser.format_help().rstrip(), "```", ""]
     return "\n".join(out)
+
+
+if __name__ == "__main__":  # `python docs/_hooks/nai_docs.py > openapi.json`
+    print(json.dumps(openapi_document(), indent=1))
