@@ -1,17 +1,18 @@
 # The two commands of the README: `make demo` runs an example job end to end on an
-# embedded personal-mode server; `make test` runs the whole test suite. Both set up
-# the virtual environment they need on first use.
+# embedded personal-mode server; `make test` runs the whole test suite (which builds
+# the user guide too: tests/unit/test_docs.py). `make docs` builds the guide into
+# site/. Each sets up the virtual environment it needs on first use.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,docs]'
 	touch $(STAMP)
 
 # The venv's bin/ goes first on PATH so the example job's `python` has numpy.
@@ -29,5 +30,8 @@ lint: $(STAMP)
 bench: $(STAMP)
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis
+	rm -rf $(VENV) site .pytest_cache .ruff_cache .mypy_cache .hypothesis
