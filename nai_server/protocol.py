@@ -578,3 +578,21 @@ class StoreReport(Model):
     stray: list[str]  # files in the store that are neither blob nor tree, left alone
     unlisted: dict[str, int]  # per list above: how many more were found than it shows
     clean: bool
+
+
+# --- log ranges and search (the TUI's pager over a log of any length) -----------------
+
+MAX_LOG_RANGE = 1 << 20  # bytes one log-range call returns, at most
+MAX_LOG_PATTERN = 256  # characters of a log search term
+MAX_LOG_MATCHES = 1000  # offsets one log search returns, at most
+
+
+class LogMatches(Model):
+    """Where a term occurs in a job's log: byte offsets of the matches (ascending, or
+    descending when searching backward). The scan stops after a bounded number of
+    bytes: `next` is the offset to continue from (None: the scan reached the end, or
+    the start when backward). `size` is the log's size when it was read."""
+
+    offsets: list[int]
+    next: int | None = None
+    size: int
