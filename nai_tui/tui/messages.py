@@ -69,15 +69,6 @@ class JobRefreshed(Message):
 
 
 @dataclass
-class LogAppended(Message):
-    """More of a job's log, from byte `offset`."""
-
-    job_id: int
-    offset: int
-    data: bytes
-
-
-@dataclass
 class MetricsArrived(Message):
     """A job's metrics lines from line `since` on; `next` continues after them."""
 
