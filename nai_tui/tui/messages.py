@@ -12,7 +12,7 @@ from typing import Any
 
 from textual.message import Message
 
-from nai_server.protocol import GpuList, GroupInfo, JobInfo, Me, TreeInfo, UserInfo
+from nai_server.protocol import GroupInfo, JobInfo, Me, TreeInfo, UserInfo
 from nai_tui.config import ServerEntry
 from nai_tui.remote.client import ServerClient
 
@@ -49,16 +49,6 @@ class ServerProbed(Message):
     server: str
     error: str | None
     user: str | None = None
-
-
-@dataclass
-class JobsRefreshed(Message):
-    """A fresh view of the queue and the GPUs."""
-
-    jobs: list[JobInfo]
-    total: int
-    gpus: GpuList | None
-    query: tuple[str, str] = ("all", "")  # (scope, state) it was fetched with
 
 
 @dataclass

@@ -93,7 +93,8 @@ async def test_palette_offers_every_action_servers_and_jobs(make_app) -> None:
         bound = {b.binding.action for b in screen.active_bindings.values()
                  if b.enabled and b.binding.description}
         assert bound <= offered
-        assert {"Jobs: Submit a folder as a new job", "Jobs: Cancel the selected job",
+        assert {"Jobs: Submit a folder as a new job",
+                "Jobs: Cancel the selected job, or the marked ones",
                 "Show the keys of this screen"} <= titles
         assert "Switch to server box" in titles
         assert "Open job #1 cifar-resnet (alice, running)" in titles
