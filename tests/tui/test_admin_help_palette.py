@@ -75,8 +75,12 @@ async def test_help_lists_the_keys_of_the_screen_below(make_app) -> None:
         assert isinstance(app.screen, HelpScreen)
         text = text_of(app.screen.query_one("#help-keys"))
         for line in ("Cancel the selected job", "Submit a folder as a new job",
-                     "Filter by the next state", "Choose among the configured servers"):
+                     "Filter by the next state", "Choose among the configured servers",
+                     "Mark the job", "Sort by the column to the right", "Half a page down"):
             assert line in text
+        for internal in ("Focus Next", "Copy selected text", "Page Left", "Page Right"):
+            assert internal not in text  # Textual's, not nai's
+        assert "↑ k" in text and "g" in text  # every key of an action
         await pilot.press("escape")
         assert isinstance(app.screen, JobsScreen)
 

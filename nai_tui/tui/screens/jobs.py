@@ -168,6 +168,7 @@ class JobsScreen(JobActionsScreen):
 
     def on_job_table_cursor_moved(self, event: JobTable.CursorMoved) -> None:
         self.refresh_bindings()  # Cancel and Pull follow the selected job's state
+        self._status()  # the marks may have changed
         if event.row >= event.table.row_count - NEAR_END:
             self.load_more()
 
@@ -194,12 +195,12 @@ class JobsScreen(JobActionsScreen):
         else:
             table.empty_text = "no jobs on this server yet (n submits one)"
         table.show(shown, self.nai.clock())
-        self._status(shown)
+        self._status()
 
-    def _status(self, shown: list[JobInfo]) -> None:
+    def _status(self) -> None:
         running = sum(self.counts.get(s, 0) for s in ACTIVE_STATES)
         waiting = sum(self.counts.get(s, 0) for s in WAITING_STATES)
-        status = Text(f"{len(shown)} shown", style="bold")
+        status = Text(f"{self.query_one(JobTable).row_count} shown", style="bold")
         status.append(f" · {running} running · {waiting} queued")
         marked = len(self.query_one(JobTable).marked_jobs())
         if marked:

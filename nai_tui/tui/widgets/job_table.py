@@ -467,7 +467,10 @@ class JobTable(ScrollView, can_focus=True):
             return
         self.marked ^= {job.id}
         self._refresh_row(self.cursor_row)
-        self.move_cursor(self.cursor_row + 1)
+        if self.cursor_row + 1 < len(self._order):
+            self.move_cursor(self.cursor_row + 1)
+        else:
+            self.post_message(self.CursorMoved(self, self.cursor_row))
 
     def marked_jobs(self) -> list[JobInfo]:
         """The marked jobs still shown, top to bottom."""
