@@ -7,10 +7,15 @@ from tui_kit import NOW, SIZE, notifications, settle, text_of
 
 from nai_tui.tui.screens.job_detail import JobDetailScreen
 from nai_tui.tui.screens.jobs import JobsScreen
+from nai_tui.tui.widgets.footer import Footer
 from nai_tui.tui.widgets.job_table import JobTable
 from nai_tui.tui.widgets.log_view import LogView
 from nai_tui.tui.widgets.metric_plot import MetricPanel, MetricPlot
 from nai_tui.tui.widgets.output_tree import OutputTree
+
+
+def footer_actions(screen) -> set[str]:
+    return {action for _, action, *_ in Footer.shown(screen)}
 
 
 def on_screen(log: LogView) -> list[str]:
@@ -189,6 +194,7 @@ async def test_job_end_lists_outputs_and_stops_polling(make_app, fake) -> None:
         screen = await open_job(pilot, 1)
         tree = screen.query_one(OutputTree)
         assert tree.info is None
+        assert footer_actions(screen) >= {"cancel_job"} and "pull" not in footer_actions(screen)
         fake.append_log(1, "done\n")
         fake.update_job(1, state="succeeded", ended_at=NOW + 10, exit_code=0, gpus=[])
         fake.set_outputs(1, {"model.pt": b"weights", "eval/report.txt": b"ok"})
@@ -197,6 +203,8 @@ async def test_job_end_lists_outputs_and_stops_polling(make_app, fake) -> None:
         assert screen.settled
         assert tree.info is not None and tree.info.files == 2
         assert screen.query_one(LogView).lines[-1] == "done"
+        await pilot.pause()
+        assert "pull" in footer_actions(screen) and "cancel_job" not in footer_actions(screen)
         calls = len(fake.calls)
         screen.poll()
         await settle(pilot)

@@ -134,8 +134,19 @@ class JobDetailScreen(JobActionsScreen):
             # It had ended before the log and metrics were read: nothing more will come.
             self.post_message(self.Settled())
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Offer Cancel only while the job may end, Pull only once it has."""
+        if action in ("cancel_job", "pull", "download_selected"):
+            if self.job is None:
+                return False
+            return not is_ended(self.job) if action == "cancel_job" else is_ended(self.job)
+        return True
+
     def on_job_refreshed(self, message: JobRefreshed) -> None:
+        changed = self.job is None or self.job.state != message.job.state
         self.job = message.job
+        if changed:
+            self.refresh_bindings()
         now = self.nai.clock()
         self.title = f"Job {self.job.id}: {self.job.name}"
         self.query_one(JobHeader).show(self.job, now)
