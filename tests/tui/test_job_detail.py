@@ -261,3 +261,36 @@ async def test_a_late_page_is_not_applied_twice(make_app) -> None:
         screen.post_message(MetricsArrived(1, 0, [{"step": 1, "loss": 2.3}], 1))
         await pilot.pause()
         assert len(screen.query_one(MetricPanel).rows) == 24
+
+
+TRACEBACK = """epoch 1
+Traceback (most recent call last):
+  File "train.py", line 3, in <module>
+    import torch
+ModuleNotFoundError: No module named 'torch'
+"""
+
+
+def test_the_last_error_line_of_a_log() -> None:
+    from nai_tui.tui.widgets.format import last_error_line
+
+    assert last_error_line(TRACEBACK.splitlines()) == \
+        "ModuleNotFoundError: No module named 'torch'"
+    assert last_error_line(["loading", "RuntimeError: CUDA out of memory.", "", "  "]) == \
+        "RuntimeError: CUDA out of memory."
+    assert last_error_line(["step 1", "step 2", "bash: ./run.sh: Permission denied"]) == \
+        "bash: ./run.sh: Permission denied"
+    assert last_error_line(["step 1", "step 2"]) == "step 2"  # nothing reads like one
+    assert last_error_line(["", " "]) is None
+
+
+async def test_a_failed_job_says_why_at_a_glance(make_app, fake) -> None:
+    job = fake.add_job("no-torch", state="failed", started_at=NOW - 30, ended_at=NOW - 20,
+                       exit_code=1, message="exit code 1")
+    fake.append_log(job.id, "x" * 100_000 + "\n" + TRACEBACK + "cleanup done\n")
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_job(pilot, job.id)
+        header = text_of(screen.query_one("#job-header"))
+        assert "ModuleNotFoundError: No module named 'torch'" in header
+        assert "exit code 1: exit code 1" not in header

@@ -140,7 +140,8 @@ async def test_the_queue_is_complete_and_its_counts_true(make_app) -> None:
             table.focus()
             await pilot.press("G")
             await settle(pilot)
-        assert "old-0" in {j.name for j in table.jobs.values()}, (table.row_count, screen.older)
+        assert "old-0" in {j.name for j in table.jobs.values()}, (
+            table.row_count, screen.older, notifications(app))
         assert f"all {len(fake._jobs)} read" in text_of(screen.query_one("#jobs-status"))
 
 

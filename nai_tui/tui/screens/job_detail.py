@@ -17,12 +17,15 @@ from nai_server.protocol import Forbidden, JobInfo, NotFound
 from nai_tui.tui.messages import JobRefreshed, MetricsArrived, OutputsListed
 from nai_tui.tui.screens.base import JobActionsScreen
 from nai_tui.tui.widgets.footer import Footer
-from nai_tui.tui.widgets.format import is_ended
+from nai_tui.tui.widgets.format import is_ended, last_error_line
 from nai_tui.tui.widgets.job_info import JobHeader, JobSpec
-from nai_tui.tui.widgets.log_view import LogSource, LogView
+from nai_tui.tui.widgets.log_view import LogSource, LogView, line_start, split_lines
 from nai_tui.tui.widgets.metric_plot import MetricPanel
 from nai_tui.tui.widgets.output_tree import OutputTree
 from nai_tui.tui.widgets.transfer_bar import TransferBar
+
+FAILED_STATES = ("failed", "timed_out", "lost")
+ERROR_TAIL = 64 << 10  # bytes of a failed job's log read for the line that says why
 
 
 class JobDetailScreen(JobActionsScreen):
@@ -56,6 +59,13 @@ class JobDetailScreen(JobActionsScreen):
         def __init__(self, size: int) -> None:
             super().__init__()
             self.size = size
+
+    class ErrorFound(Message):
+        """The line of a failed job's log that says why ("" when none does)."""
+
+        def __init__(self, line: str) -> None:
+            super().__init__()
+            self.line = line
 
     class Hidden(Message):
         """The server will not show this job's logs, metrics or outputs to us."""
@@ -107,10 +117,12 @@ class JobDetailScreen(JobActionsScreen):
 
     def fetch(self) -> Worker[None]:
         want_outputs = self.query_one(OutputTree).info is None
-        return self._fetch(self.metrics_next, want_outputs, self.hidden)
+        want_error = self.query_one(JobHeader).error is None
+        return self._fetch(self.metrics_next, want_outputs, self.hidden, want_error)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="poll")
-    def _fetch(self, metrics_next: int, want_outputs: bool, hidden: bool) -> None:
+    def _fetch(self, metrics_next: int, want_outputs: bool, hidden: bool,
+               want_error: bool = False) -> None:
         client = self.nai.api
         job = client.job(self.job_id)
         self.post_message(JobRefreshed(job))
@@ -122,6 +134,11 @@ class JobDetailScreen(JobActionsScreen):
             # Only the size: the log view reads what it shows itself.
             _, size = client.log_range(self.job_id, 0, 0)
             self.post_message(self.LogGrew(size))
+            if want_error and job.state in FAILED_STATES and size:
+                at = max(0, size - ERROR_TAIL)
+                tail = client.log_range(self.job_id, at, ERROR_TAIL)[0]
+                lines, _ = split_lines(tail[line_start(tail, at):], at)
+                self.post_message(self.ErrorFound(last_error_line(lines) or ""))
             page = client.metrics(self.job_id, metrics_next)
             if page.metrics:
                 self.post_message(MetricsArrived(self.job_id, metrics_next, page.metrics,
@@ -158,6 +175,12 @@ class JobDetailScreen(JobActionsScreen):
 
     # A fetch can start before the messages of the previous one are handled: what it
     # brings is applied only if it starts where the screen is.
+
+    def on_job_detail_screen_error_found(self, message: ErrorFound) -> None:
+        header = self.query_one(JobHeader)
+        header.error = message.line
+        if self.job is not None:
+            header.show(self.job, self.nai.clock())
 
     def on_job_detail_screen_log_grew(self, message: LogGrew) -> None:
         self.query_one(LogView).grow(message.size)

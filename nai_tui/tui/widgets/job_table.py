@@ -454,6 +454,8 @@ class JobTable(ScrollView, can_focus=True):
 
     def action_last(self) -> None:
         self._set_hover(None)
+        if self.cursor_row == len(self._order) - 1:  # already there: say so again, as
+            self.post_message(self.CursorMoved(self, self.cursor_row))  # more may follow
         self.move_cursor(len(self._order) - 1)
 
     def action_half_page(self, direction: int) -> None:
