@@ -108,9 +108,9 @@ async def refresh(sock: Path, runs: int) -> tuple[float, float, float, int]:
     from nai_tui.config import ClientConfig, ServerEntry
     from nai_tui.testing import ManualClock
     from nai_tui.tui.app import NaiApp
+    from nai_tui.tui.ports import connect_entry
     from nai_tui.tui.queue import poll_queue
     from nai_tui.tui.screens.jobs import JobsScreen
-    from nai_tui.tui.ports import connect_entry
     from nai_tui.tui.widgets.job_table import JobTable
 
     painted: list[float] = []
