@@ -294,3 +294,28 @@ async def test_a_failed_job_says_why_at_a_glance(make_app, fake) -> None:
         header = text_of(screen.query_one("#job-header"))
         assert "ModuleNotFoundError: No module named 'torch'" in header
         assert "exit code 1: exit code 1" not in header
+
+
+async def test_a_read_that_fails_is_said_and_the_view_recovers(make_app, fake) -> None:
+    from nai_server.protocol import ConnectionFailed
+
+    job = long_log(fake, 50_000)
+    app = make_app()
+    async with app.run_test(size=(100, 20)) as pilot:
+        screen = await open_job(pilot, job)
+        log = screen.query_one(LogView)
+        works = fake.log_range
+        for failure in (ConnectionFailed("lab: link down"), RuntimeError("a bug")):
+            def broken(*args: object, failure: Exception = failure) -> tuple[bytes, int]:
+                raise failure
+
+            fake.log_range = broken  # type: ignore[method-assign]
+            await pilot.press("g")
+            await settle(pilot)
+            assert str(failure) in on_screen(log)[-1]
+            fake.log_range = works  # type: ignore[method-assign]
+            await pilot.press("g")
+            await settle(pilot)
+            assert on_screen(log)[0] == "line 1" and "top of the log" in on_screen(log)[-1]
+            await pilot.press("G")
+            await settle(pilot)

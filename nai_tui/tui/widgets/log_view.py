@@ -23,6 +23,7 @@ from textual import events
 from textual.binding import Binding, BindingType
 from textual.strip import Strip
 from textual.widget import Widget
+from textual.worker import Worker, WorkerState
 
 from nai_server.protocol import MAX_ID, LogMatches, NaiError, format_size
 
@@ -159,6 +160,13 @@ class LogView(Widget, can_focus=True):
         self._gen += 1
         gen = self._gen
         self.run_worker(lambda: work(gen), thread=True, group="log-view", exit_on_error=False)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """A read that failed unexpectedly must not leave the view waiting for it."""
+        if event.state == WorkerState.ERROR and event.worker.group in ("log-view",
+                                                                       "log-search"):
+            self.searching = False
+            self._failed(f"reading the log failed: {event.worker.error}")
 
     def _current(self, gen: int, size: int) -> bool:
         """Whether a result read for generation `gen` is still wanted."""
