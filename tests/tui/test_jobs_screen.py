@@ -137,7 +137,6 @@ async def test_the_queue_is_complete_and_its_counts_true(make_app) -> None:
         for _ in range(10):  # to the end of what was read: the next page follows
             if screen.older is None:
                 break
-            table.focus()
             await pilot.press("G")
             await settle(pilot)
         assert "old-0" in {j.name for j in table.jobs.values()}, (

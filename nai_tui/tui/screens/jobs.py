@@ -151,6 +151,9 @@ class JobsScreen(JobActionsScreen):
         self.post_message(self.MoreLoaded(query, jobs, older))
 
     def on_jobs_screen_more_loaded(self, message: MoreLoaded) -> None:
+        # Its worker is done once this arrives (it may not have returned yet): the
+        # next page must not wait for it to, or reading on would stop here.
+        self._more = None
         if message.query != self.loaded_for:
             return
         for job in message.jobs:
