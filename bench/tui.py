@@ -108,8 +108,9 @@ async def refresh(sock: Path, runs: int) -> tuple[float, float, float, int]:
     from nai_tui.config import ClientConfig, ServerEntry
     from nai_tui.testing import ManualClock
     from nai_tui.tui.app import NaiApp
-    from nai_tui.tui.messages import JobsRefreshed
     from nai_tui.tui.ports import connect_entry
+    from nai_tui.tui.queue import poll_queue
+    from nai_tui.tui.screens.jobs import JobsScreen
     from nai_tui.tui.widgets.job_table import JobTable
 
     painted: list[float] = []
@@ -132,13 +133,13 @@ async def refresh(sock: Path, runs: int) -> tuple[float, float, float, int]:
         screen = app.screen
         for i in range(runs + 1):
             start = time.perf_counter()
-            listing = client.jobs(limit=1000)
+            poll = poll_queue(client, ("all", "", ""), [])
             gpus = client.gpus()
             polls.append(time.perf_counter() - start)
-            message = JobsRefreshed(listing.jobs, listing.total, gpus)
+            message = JobsScreen.Polled(poll, gpus)
             clock.advance(2)  # every row's age moves, as between two real polls
             start = time.perf_counter()
-            screen.on_jobs_refreshed(message)  # type: ignore[attr-defined]
+            screen.on_jobs_screen_polled(message)  # type: ignore[attr-defined]
             done = time.perf_counter()
             deadline = done + 5
             while not painted or painted[-1] < done:

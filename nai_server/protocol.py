@@ -609,6 +609,24 @@ class PluginChoice(Model):
     enabled: bool
 
 
+# --- log ranges and search (the TUI's pager over a log of any length) -----------------
+
+MAX_LOG_RANGE = 1 << 20  # bytes one log-range call returns, at most
+MAX_LOG_PATTERN = 256  # characters of a log search term
+MAX_LOG_MATCHES = 1000  # offsets one log search returns, at most
+
+
+class LogMatches(Reply):
+    """Where a term occurs in a job's log: byte offsets of the matches (ascending, or
+    descending when searching backward). The scan stops after a bounded number of
+    bytes: `next` is the offset to continue from (None: the scan reached the end, or
+    the start when backward). `size` is the log's size when it was read."""
+
+    offsets: list[int]
+    next: int | None = None
+    size: int
+
+
 # --- where things live on this machine -------------------------------------------------
 # One rule for both sides: the client's config, cache and known hosts, and where a
 # personal daemon keeps its state and socket (which the client starts and finds).

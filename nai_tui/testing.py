@@ -19,6 +19,7 @@ import yaml
 
 from nai_server.protocol import (
     API_VERSION,
+    MAX_LOG_RANGE,
     TERMINAL_STATES,
     Conflict,
     ConnectionFailed,
@@ -29,6 +30,7 @@ from nai_server.protocol import (
     Invalid,
     JobInfo,
     JobList,
+    LogMatches,
     Me,
     MetricsPage,
     NotFound,
@@ -262,6 +264,31 @@ class FakeServerClient(ServerClient):
 
     def follow_logs(self, job_id: int, offset: int = 0) -> Iterator[bytes]:
         yield self.logs(job_id, offset)
+
+    def append_log_bytes(self, job_id: int, data: bytes) -> None:
+        with self._lock:
+            self._logs[job_id] += data
+
+    def log_range(self, job_id: int, offset: int, length: int) -> tuple[bytes, int]:
+        def read() -> tuple[bytes, int]:
+            self._job(job_id)
+            log = self._logs[job_id]
+            return log[offset:offset + min(length, MAX_LOG_RANGE)], len(log)
+        return self._do("log_range", read)  # type: ignore[no-any-return]
+
+    def log_search(self, job_id: int, text: str, offset: int = 0, *, backward: bool = False,
+                   limit: int = 100) -> LogMatches:
+        def search() -> LogMatches:
+            self._job(job_id)
+            log, needle = self._logs[job_id].lower(), text.encode().lower()
+            found, at = [], log.find(needle)
+            while at >= 0:
+                found.append(at)
+                at = log.find(needle, at + 1)
+            found = [i for i in reversed(found) if i < offset] if backward else \
+                [i for i in found if i >= offset]
+            return LogMatches(offsets=found[:limit], next=None, size=len(log))
+        return self._do("log_search", search)
 
     def metrics(self, job_id: int, since: int = 0) -> MetricsPage:
         def page() -> MetricsPage:

@@ -12,16 +12,21 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from nai_server.api.deps import CallerDep, ServiceDep
+from nai_server.app import logs as app_logs
 from nai_server.app.jobs import Jobs
 from nai_server.core.bounds import shown
 from nai_server.core.states import JobState
 from nai_server.protocol import (
     MAX_ID,
+    MAX_LOG_MATCHES,
+    MAX_LOG_PATTERN,
+    MAX_LOG_RANGE,
     Conflict,
     GpuList,
     JobInfo,
     JobList,
     JobSubmit,
+    LogMatches,
     MetricsPage,
     NotFound,
     TreeInfo,
@@ -147,3 +152,30 @@ def output_file(job_id: JobId, service: ServiceDep, caller: CallerDep,
     return StreamingResponse(iterate_in_threadpool(service.blob_chunks(entry.sha256)),
                              media_type="application/octet-stream",
                              headers={"Content-Length": str(entry.size)})
+
+
+# --- log ranges and search: what a pager over a log of any length asks for ------------
+
+LOG_SIZE_HEADER = "X-Log-Size"
+
+
+@router.get("/jobs/{job_id}/logs/range")
+def log_range(job_id: JobId, service: ServiceDep, caller: CallerDep,
+              offset: int = Query(0, ge=0, le=MAX_ID),
+              length: int = Query(MAX_LOG_RANGE, ge=0, le=MAX_LOG_RANGE)) -> Response:
+    """Up to `length` bytes of the log from byte `offset` (at most MAX_LOG_RANGE), and
+    its size in the X-Log-Size header."""
+    data, size = app_logs.log_range(service.jobs, caller, job_id, offset, length)
+    return Response(data, media_type="application/octet-stream",
+                    headers={LOG_SIZE_HEADER: str(size)})
+
+
+@router.get("/jobs/{job_id}/logs/search")
+def log_search(job_id: JobId, service: ServiceDep, caller: CallerDep,
+               q: str = Query(min_length=1, max_length=MAX_LOG_PATTERN),
+               offset: int = Query(0, ge=0, le=MAX_ID), backward: bool = False,
+               limit: int = Query(100, ge=1, le=MAX_LOG_MATCHES)) -> LogMatches:
+    """Byte offsets where the text `q` occurs (ASCII case ignored) from `offset` on, or
+    before it with `backward`, nearest first; `next` continues a scan cut short."""
+    return app_logs.log_search(service.jobs, caller, job_id, q, offset,
+                               backward=backward, limit=limit)

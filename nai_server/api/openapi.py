@@ -51,6 +51,7 @@ PUBLIC = {("GET", "/v1/version")}
 # (method, path) → the media type of a success answer that is not JSON.
 STREAMED: dict[tuple[str, str], str] = {
     ("GET", "/v1/jobs/{job_id}/logs"): "text/plain",
+    ("GET", "/v1/jobs/{job_id}/logs/range"): "application/octet-stream",
     ("GET", "/v1/jobs/{job_id}/outputs/archive"): "application/x-tar",
     ("GET", "/v1/jobs/{job_id}/outputs/file"): "application/octet-stream",
     ("GET", "/v1/trees/{tree_id}/archive"): "application/x-tar",

@@ -23,6 +23,7 @@ from nai_server.protocol import (
     GroupInfo,
     JobInfo,
     JobList,
+    LogMatches,
     Me,
     MetricsPage,
     MissingResponse,
@@ -236,6 +237,21 @@ class ServerClient:
 
     def outputs(self, job_id: int) -> TreeInfo:
         return self._reply(TreeInfo, self._json("GET", f"/v1/jobs/{job_id}/outputs"))
+
+    def log_range(self, job_id: int, offset: int, length: int) -> tuple[bytes, int]:
+        """Up to `length` bytes of the log from byte `offset` (the server caps a call
+        at MAX_LOG_RANGE), and the log's size: a pager reads any part of any log."""
+        response = self._send("GET", f"/v1/jobs/{job_id}/logs/range",
+                              params={"offset": offset, "length": length})
+        return response.content, int(response.headers.get("X-Log-Size", "0"))
+
+    def log_search(self, job_id: int, text: str, offset: int = 0, *, backward: bool = False,
+                   limit: int = 100) -> LogMatches:
+        """Byte offsets of `text` in the log from `offset` on (before it with
+        `backward`), nearest first; continue from `next` when it is not None."""
+        return LogMatches.model_validate(self._json(
+            "GET", f"/v1/jobs/{job_id}/logs/search",
+            params={"q": text, "offset": offset, "backward": backward, "limit": limit}))
 
     # --- admin ------------------------------------------------------------------------
     # Users, groups, quotas and drain: the routes `nai-admin` uses. The server refuses

@@ -12,7 +12,7 @@ from typing import Any
 
 from textual.message import Message
 
-from nai_server.protocol import GpuList, GroupInfo, JobInfo, Me, TreeInfo, UserInfo
+from nai_server.protocol import GroupInfo, JobInfo, Me, TreeInfo, UserInfo
 from nai_tui.config import ServerEntry
 from nai_tui.remote.client import ServerClient
 
@@ -52,29 +52,10 @@ class ServerProbed(Message):
 
 
 @dataclass
-class JobsRefreshed(Message):
-    """A fresh view of the queue and the GPUs."""
-
-    jobs: list[JobInfo]
-    total: int
-    gpus: GpuList | None
-    query: tuple[str, str] = ("all", "")  # (scope, state) it was fetched with
-
-
-@dataclass
 class JobRefreshed(Message):
     """The latest state of one job."""
 
     job: JobInfo
-
-
-@dataclass
-class LogAppended(Message):
-    """More of a job's log, from byte `offset`."""
-
-    job_id: int
-    offset: int
-    data: bytes
 
 
 @dataclass

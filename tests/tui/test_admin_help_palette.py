@@ -75,8 +75,12 @@ async def test_help_lists_the_keys_of_the_screen_below(make_app) -> None:
         assert isinstance(app.screen, HelpScreen)
         text = text_of(app.screen.query_one("#help-keys"))
         for line in ("Cancel the selected job", "Submit a folder as a new job",
-                     "Filter by the next state", "Choose among the configured servers"):
+                     "Filter by the next state", "Choose among the configured servers",
+                     "Mark the job", "Sort by the column to the right", "Half a page down"):
             assert line in text
+        for internal in ("Focus Next", "Copy selected text", "Page Left", "Page Right"):
+            assert internal not in text  # Textual's, not nai's
+        assert "↑ k" in text and "g" in text  # every key of an action
         await pilot.press("escape")
         assert isinstance(app.screen, JobsScreen)
 
@@ -93,7 +97,8 @@ async def test_palette_offers_every_action_servers_and_jobs(make_app) -> None:
         bound = {b.binding.action for b in screen.active_bindings.values()
                  if b.enabled and b.binding.description}
         assert bound <= offered
-        assert {"Jobs: Submit a folder as a new job", "Jobs: Cancel the selected job",
+        assert {"Jobs: Submit a folder as a new job",
+                "Jobs: Cancel the selected job, or the marked ones",
                 "Show the keys of this screen"} <= titles
         assert "Switch to server box" in titles
         assert "Open job #1 cifar-resnet (alice, running)" in titles

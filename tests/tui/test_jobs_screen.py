@@ -7,9 +7,11 @@ import threading
 from textual.widgets import Input, Select
 from tui_kit import NOW, SIZE, notifications, settle, text_of
 
+from nai_tui.testing import FakeServerClient
 from nai_tui.testing_demo import demo_server
 from nai_tui.tui.screens.confirm import ConfirmScreen
 from nai_tui.tui.screens.jobs import JobsScreen
+from nai_tui.tui.widgets.footer import Footer
 from nai_tui.tui.widgets.gpu_strip import GpuStrip
 from nai_tui.tui.widgets.job_table import JobTable
 
@@ -106,7 +108,68 @@ async def test_large_history_still_shows_old_running_jobs(make_app) -> None:
         await settle(pilot)
         ids = shown_ids(app.screen.query_one(JobTable))
         assert ids[:5] == [3, 1, 2, 4, 5]  # older than the newest 300, still listed
-        assert "newest" in text_of(app.screen.query_one("#jobs-status"))
+        assert "of 329 read" in text_of(app.screen.query_one("#jobs-status"))
+
+
+def big_queue() -> FakeServerClient:
+    """2,000 finished jobs, then 1,446 queued: more than any one page holds."""
+    fake = demo_server(NOW)
+    for i in range(2000):
+        fake.add_job(f"old-{i}", state="failed" if i % 100 == 7 else "succeeded",
+                     submitted_at=NOW - 9000 + i, started_at=NOW - 8999 + i,
+                     ended_at=NOW - 8990 + i)
+    for i in range(1446):
+        fake.add_job(f"wait-{i}", state="queued", submitted_at=NOW - 10 + i / 1000)
+    return fake
+
+
+async def test_the_queue_is_complete_and_its_counts_true(make_app) -> None:
+    fake = big_queue()
+    app = make_app(servers={"lab": fake})
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen, table = app.screen, app.screen.query_one(JobTable)
+        queued = [j for j in table.jobs.values() if j.state == "queued"]
+        assert len(queued) == 1446 + 2  # every one (two are the demo's)
+        status = text_of(screen.query_one("#jobs-status"))
+        assert "1448 queued" in status and "3 running" in status
+        assert "old-0" not in {j.name for j in table.jobs.values()}
+        for _ in range(10):  # to the end of what was read: the next page follows
+            if screen.older is None:
+                break
+            await pilot.press("G")
+            await settle(pilot)
+        assert "old-0" in {j.name for j in table.jobs.values()}, (
+            table.row_count, screen.older, notifications(app))
+        assert f"all {len(fake._jobs)} read" in text_of(screen.query_one("#jobs-status"))
+
+
+async def test_the_filter_searches_the_whole_history(make_app) -> None:
+    fake = big_queue()
+    asked: list[str | None] = []
+    every = fake.jobs
+
+    def jobs(**query):
+        asked.append(query.get("state"))
+        return every(**query)
+
+    fake.jobs = jobs  # type: ignore[method-assign]
+    app = make_app(servers={"lab": fake})
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("slash", *"name~^old-1[0-9]$")
+        await settle(pilot)
+        table = app.screen.query_one(JobTable)
+        assert sorted(j.name for j in table.jobs.values()) == [f"old-{i}" for i in range(10, 20)]
+        app.screen.query_one("#filter-text").value = "state:failed gpus:>=1 old"
+        await settle(pilot)
+        assert {j.name for j in table.jobs.values()} == {f"old-{i}" for i in range(7, 2000, 100)}
+        assert "failed" in asked  # state: is asked of the server
+        app.screen.query_one("#filter-text").value = "nothing-like-this"
+        await settle(pilot)
+        assert "no job matches these filters" in text_of(table)
+        await pilot.press("escape")
+        assert app.screen.query_one("#filter-text").value == ""
 
 
 async def test_cancel_asks_first(make_app, fake) -> None:
@@ -148,9 +211,16 @@ async def test_copy_id_and_pull_outputs(make_app, tmp_path) -> None:
         table.select_job(1)
         await pilot.press("y")
         assert app.clipboard == "1"
-        await pilot.press("p")  # still running: refused with a reason
-        assert any("outputs can be pulled once it ends" in n for n in notifications(app))
+        await pilot.pause()
+        keys = {action for _, action, *_ in Footer.shown(app.screen)}
+        assert "cancel_job" in keys and "pull" not in keys  # running: no outputs yet
+        await pilot.press("p")
+        await settle(pilot)
+        assert not (tmp_path / "out" / "1").exists()
         table.select_job(6)
+        await pilot.pause()
+        keys = {action for _, action, *_ in Footer.shown(app.screen)}
+        assert "pull" in keys and "cancel_job" not in keys  # ended: nothing to cancel
         await pilot.press("p")
         await settle(pilot)
         assert (tmp_path / "out" / "6" / "weights.npz").stat().st_size == 2006

@@ -1,5 +1,5 @@
-"""`JobDetailScreen`: one job — its log (followed live, searchable), metric plots,
-spec and timeline, and its outputs to download."""
+"""`JobDetailScreen`: one job — its log (a pager over the server's file, followed live,
+searched on the server), metric plots, spec and timeline, and its outputs to download."""
 
 from __future__ import annotations
 
@@ -14,15 +14,18 @@ from textual.widgets import Header, Input, TabbedContent, TabPane
 from textual.worker import Worker
 
 from nai_server.protocol import Forbidden, JobInfo, NotFound
-from nai_tui.tui.messages import JobRefreshed, LogAppended, MetricsArrived, OutputsListed
+from nai_tui.tui.messages import JobRefreshed, MetricsArrived, OutputsListed
 from nai_tui.tui.screens.base import JobActionsScreen
 from nai_tui.tui.widgets.footer import Footer
-from nai_tui.tui.widgets.format import is_ended
+from nai_tui.tui.widgets.format import is_ended, last_error_line
 from nai_tui.tui.widgets.job_info import JobHeader, JobSpec
-from nai_tui.tui.widgets.log_view import LogView
+from nai_tui.tui.widgets.log_view import LogSource, LogView, line_start, split_lines
 from nai_tui.tui.widgets.metric_plot import MetricPanel
 from nai_tui.tui.widgets.output_tree import OutputTree
 from nai_tui.tui.widgets.transfer_bar import TransferBar
+
+FAILED_STATES = ("failed", "timed_out", "lost")
+ERROR_TAIL = 64 << 10  # bytes of a failed job's log read for the line that says why
 
 
 class JobDetailScreen(JobActionsScreen):
@@ -50,6 +53,20 @@ class JobDetailScreen(JobActionsScreen):
     class Settled(Message):
         """The job has ended and everything it wrote has been fetched."""
 
+    class LogGrew(Message):
+        """The log is this many bytes long now."""
+
+        def __init__(self, size: int) -> None:
+            super().__init__()
+            self.size = size
+
+    class ErrorFound(Message):
+        """The line of a failed job's log that says why ("" when none does)."""
+
+        def __init__(self, line: str) -> None:
+            super().__init__()
+            self.line = line
+
     class Hidden(Message):
         """The server will not show this job's logs, metrics or outputs to us."""
 
@@ -61,7 +78,6 @@ class JobDetailScreen(JobActionsScreen):
         super().__init__()
         self.job_id = job_id
         self.job: JobInfo | None = None
-        self.log_offset = 0
         self.metrics_next = 0
         self.settled = False
         self.hidden = False
@@ -73,7 +89,7 @@ class JobDetailScreen(JobActionsScreen):
         yield TransferBar()
         with TabbedContent(initial="log", id="tabs"):
             with TabPane("Log", id="log"):
-                yield Input(placeholder="search the log (enter: next, escape: close)",
+                yield Input(placeholder="search the whole log (enter: find, escape: close)",
                             id="log-search", compact=True)
                 yield LogView(id="log-view")
             with TabPane("Metrics", id="metrics"):
@@ -87,7 +103,12 @@ class JobDetailScreen(JobActionsScreen):
     def on_mount(self) -> None:
         self.query_one("#log-search").display = False
         self.query_one(OutputTree).show_message("outputs appear here once the job ends")
-        self.query_one(LogView).focus()
+        log = self.query_one(LogView)
+        log.source = LogSource(
+            read=lambda offset, length: self.nai.api.log_range(self.job_id, offset, length),
+            search=lambda text, offset, backward: self.nai.api.log_search(
+                self.job_id, text, offset, backward=backward))
+        log.focus()
 
     # --- fetching -----------------------------------------------------------------------
 
@@ -96,11 +117,12 @@ class JobDetailScreen(JobActionsScreen):
 
     def fetch(self) -> Worker[None]:
         want_outputs = self.query_one(OutputTree).info is None
-        return self._fetch(self.log_offset, self.metrics_next, want_outputs, self.hidden)
+        want_error = self.query_one(JobHeader).error is None
+        return self._fetch(self.metrics_next, want_outputs, self.hidden, want_error)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="poll")
-    def _fetch(self, log_offset: int, metrics_next: int, want_outputs: bool,
-               hidden: bool) -> None:
+    def _fetch(self, metrics_next: int, want_outputs: bool, hidden: bool,
+               want_error: bool = False) -> None:
         client = self.nai.api
         job = client.job(self.job_id)
         self.post_message(JobRefreshed(job))
@@ -109,9 +131,14 @@ class JobDetailScreen(JobActionsScreen):
                 self.post_message(self.Settled())
             return
         try:
-            data = client.logs(self.job_id, log_offset)
-            if data:
-                self.post_message(LogAppended(self.job_id, log_offset, data))
+            # Only the size: the log view reads what it shows itself.
+            _, size = client.log_range(self.job_id, 0, 0)
+            self.post_message(self.LogGrew(size))
+            if want_error and job.state in FAILED_STATES and size:
+                at = max(0, size - ERROR_TAIL)
+                tail = client.log_range(self.job_id, at, ERROR_TAIL)[0]
+                lines, _ = split_lines(tail[line_start(tail, at):], at)
+                self.post_message(self.ErrorFound(last_error_line(lines) or ""))
             page = client.metrics(self.job_id, metrics_next)
             if page.metrics:
                 self.post_message(MetricsArrived(self.job_id, metrics_next, page.metrics,
@@ -124,8 +151,19 @@ class JobDetailScreen(JobActionsScreen):
             # It had ended before the log and metrics were read: nothing more will come.
             self.post_message(self.Settled())
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Offer Cancel only while the job may end, Pull only once it has."""
+        if action in ("cancel_job", "pull", "download_selected"):
+            if self.job is None:
+                return False
+            return not is_ended(self.job) if action == "cancel_job" else is_ended(self.job)
+        return True
+
     def on_job_refreshed(self, message: JobRefreshed) -> None:
+        changed = self.job is None or self.job.state != message.job.state
         self.job = message.job
+        if changed:
+            self.refresh_bindings()
         now = self.nai.clock()
         self.title = f"Job {self.job.id}: {self.job.name}"
         self.query_one(JobHeader).show(self.job, now)
@@ -138,11 +176,14 @@ class JobDetailScreen(JobActionsScreen):
     # A fetch can start before the messages of the previous one are handled: what it
     # brings is applied only if it starts where the screen is.
 
-    def on_log_appended(self, message: LogAppended) -> None:
-        if message.offset != self.log_offset:
-            return
-        self.log_offset += len(message.data)
-        self.query_one(LogView).feed(message.data)
+    def on_job_detail_screen_error_found(self, message: ErrorFound) -> None:
+        header = self.query_one(JobHeader)
+        header.error = message.line
+        if self.job is not None:
+            header.show(self.job, self.nai.clock())
+
+    def on_job_detail_screen_log_grew(self, message: LogGrew) -> None:
+        self.query_one(LogView).grow(message.size)
 
     def on_metrics_arrived(self, message: MetricsArrived) -> None:
         if message.since != self.metrics_next:
@@ -159,7 +200,7 @@ class JobDetailScreen(JobActionsScreen):
     def on_job_detail_screen_hidden(self, message: Hidden) -> None:
         if not self.hidden:
             self.hidden = True
-            self.query_one(LogView).write_line(f"({message.why})")
+            self.query_one(LogView).show_message(f"({message.why})")
             self.query_one(OutputTree).show_message(message.why)
 
     # --- actions ------------------------------------------------------------------------
@@ -197,23 +238,27 @@ class JobDetailScreen(JobActionsScreen):
         search.display = False
         self.query_one(LogView).focus()
 
-    def on_input_changed(self, event: Input.Changed) -> None:
-        if event.input.id == "log-search":
-            self.query_one(LogView).search(event.value)
-
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "log-search":
+            self._close_search()
             log = self.query_one(LogView)
-            if log.next_match(+1) is None and event.value:
-                self.notify(f"{event.value!r} is not in the log", severity="warning")
+            log.match_offset = None  # a new term: from the top line on screen
+            self._find(event.value, +1)
+
+    def _find(self, term: str, direction: int) -> None:
+        def done(offset: int | None) -> None:
+            if offset is None:
+                self.notify(f"{term!r} is not in the log", severity="warning")
+
+        self.query_one(LogView).search(term, direction, done=done)
 
     def action_next_match(self, direction: int) -> None:
-        """Jump to the next (or previous) search match."""
+        """Jump to the next (or previous) search match, across the whole log."""
         log = self.query_one(LogView)
         if not log.term:
             self.action_search()
-        elif log.next_match(direction) is None:
-            self.notify(f"{log.term!r} is not in the log", severity="warning")
+        else:
+            self._find(log.term, direction)
 
     def action_toggle_axis(self) -> None:
         """Plot metrics over steps or over elapsed time."""

@@ -1,5 +1,6 @@
 """`JobsScreen`, the home screen: the GPUs, and the queue as a live table with
-filters (mine/all, state, free text)."""
+filters (mine/all, state, and a filter line: see `nai_tui.tui.filters`), read
+completely from the server page by page (see `nai_tui.tui.queue`)."""
 
 from __future__ import annotations
 
@@ -10,28 +11,23 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
+from textual.message import Message
 from textual.widgets import Header, Input, Select, Static
 from textual.worker import Worker
 
-from nai_server.protocol import JobInfo
-from nai_tui.tui.messages import JobsRefreshed
+from nai_server.protocol import GpuList, JobInfo, NaiError
+from nai_tui.tui.filters import JobFilter, parse_filter
+from nai_tui.tui.queue import Query, QueuePoll, older_page, poll_queue
 from nai_tui.tui.screens.base import JobActionsScreen
 from nai_tui.tui.widgets.footer import Footer
-from nai_tui.tui.widgets.format import ACTIVE_STATES, ALL_STATES, WAITING_STATES
+from nai_tui.tui.widgets.format import ACTIVE_STATES, ALL_STATES, WAITING_STATES, is_ended
 from nai_tui.tui.widgets.gpu_strip import GpuStrip
 from nai_tui.tui.widgets.job_table import JobTable
 from nai_tui.tui.widgets.transfer_bar import TransferBar
 
-PAGE = 300  # newest jobs fetched per poll; running and queued ones are always fetched
 STATE_CHOICES = [("any state", "")] + [(s.replace("_", " "), s) for s in ALL_STATES]
 SCOPE_CHOICES = [("everyone", "all"), ("mine", "mine")]
-
-
-def matches(job: JobInfo, text: str) -> bool:
-    """Free-text filter: every word must appear in the id, name, user, state or note."""
-    hay = f"#{job.id} {job.id} {job.name} {job.user} {job.state} {job.reason or ''} " \
-          f"{job.message or ''} {job.group or ''}".lower()
-    return all(word in hay for word in text.lower().split())
+NEAR_END = 100  # rows from the table's end at which older history is read
 
 
 class JobsScreen(JobActionsScreen):
@@ -41,32 +37,53 @@ class JobsScreen(JobActionsScreen):
     AUTO_FOCUS = "#jobs"  # the table, straight away: not the filter first, then the table
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("n", "submit", "Submit", tooltip="Submit a folder as a new job"),
-        Binding("c", "cancel_job", "Cancel", tooltip="Cancel the selected job"),
+        Binding("c", "cancel_job", "Cancel", tooltip="Cancel the selected job, or the "
+                "marked ones"),
         Binding("p", "pull", "Pull", tooltip="Download the selected job's outputs"),
         Binding("y", "copy_id", "Copy id", tooltip="Copy the selected job's id",
                 show=False),
         Binding("m", "toggle_mine", "Mine/all", tooltip="Show my jobs or everyone's"),
-        Binding("slash", "focus_filter", "Filter", tooltip="Filter jobs by text"),
+        Binding("slash", "focus_filter", "Filter", tooltip="Filter: words, #id, user:NAME, "
+                "state:STATE, gpus:>N, name~REGEX"),
         Binding("D", "registry('dataset')", "Datasets", tooltip="Browse the datasets", show=False),
         Binding("M", "registry('model')", "Models", tooltip="Browse the models", show=False),
         Binding("s", "cycle_state", "State filter", show=False,
                 tooltip="Filter by the next state"),
         Binding("r", "refresh", "Refresh", show=False, tooltip="Refresh now"),
-        Binding("escape", "clear_filter", "Clear filter", show=False,
-                tooltip="Clear the text filter"),
+        Binding("escape", "clear_filter", "Clear filters", show=False,
+                tooltip="Clear every filter (text, state, mine) and the marks"),
     ]
+
+    class Polled(Message):
+        def __init__(self, poll: QueuePoll, gpus: GpuList) -> None:
+            super().__init__()
+            self.poll, self.gpus = poll, gpus
+
+    class MoreLoaded(Message):
+        def __init__(self, query: Query, jobs: list[JobInfo], older: int | None) -> None:
+            super().__init__()
+            self.query, self.jobs, self.older = query, jobs, older
 
     def __init__(self) -> None:
         super().__init__()
-        self.jobs: list[JobInfo] = []
+        self.loaded: dict[int, JobInfo] = {}  # every job read for the current query
+        self.older: int | None = None  # the cursor below the oldest page read
+        self.paged = False  # whether older pages were read (then `older` is theirs)
         self.total = 0
+        self.counts: dict[str, int] = {}
+        self.loaded_for: Query | None = None
+        self._more: Worker[None] | None = None
+
+    @property
+    def jobs(self) -> list[JobInfo]:
+        return list(self.loaded.values())
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield GpuStrip(id="gpus")
         with Horizontal(id="filters"):
-            yield Input(placeholder="/ filter: name, user, #id, state, reason…",
-                        id="filter-text", compact=True)
+            yield Input(placeholder="/ filter: words #id user:NAME state:STATE gpus:>N "
+                        "name~REGEX", id="filter-text", compact=True)
             yield Select(SCOPE_CHOICES, value="all", allow_blank=False, id="filter-scope",
                          compact=True)
             yield Select(STATE_CHOICES, value="", allow_blank=False, id="filter-state",
@@ -86,56 +103,125 @@ class JobsScreen(JobActionsScreen):
     def state_filter(self) -> str:
         return str(self.query_one("#filter-state", Select).value or "")
 
+    @property
+    def text_filter(self) -> JobFilter:
+        return parse_filter(self.query_one("#filter-text", Input).value)
+
+    def server_query(self) -> Query:
+        """What the server filters by: mine/all, the state, and `user:` of the text."""
+        typed = self.text_filter
+        return (self.scope, typed.state or self.state_filter, typed.user or "")
+
     def fetch(self) -> Worker[None]:
-        return self._fetch(self.scope, self.state_filter or None)
+        query = self.server_query()
+        stale = [j.id for j in self.loaded.values() if not is_ended(j)] \
+            if query == self.loaded_for else []
+        return self._fetch(query, stale)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="poll")
-    def _fetch(self, scope: str, state: str | None) -> None:
+    def _fetch(self, query: Query, stale: list[int]) -> None:
         client = self.nai.api
-        listing = client.jobs(scope=scope, state=state, limit=PAGE)
-        jobs = {job.id: job for job in listing.jobs}
-        if listing.total > len(listing.jobs) and state is None:
-            # Older jobs still running or waiting belong on screen too.
-            for active in (*ACTIVE_STATES, *WAITING_STATES):
-                for job in client.jobs(scope=scope, state=active, limit=1000).jobs:
-                    jobs.setdefault(job.id, job)
-        gpus = client.gpus()
-        self.post_message(JobsRefreshed(list(jobs.values()), listing.total, gpus,
-                                        (scope, state or "")))
+        poll = poll_queue(client, query, stale)
+        self.post_message(self.Polled(poll, client.gpus()))
 
-    def on_jobs_refreshed(self, message: JobsRefreshed) -> None:
-        if message.query != (self.scope, self.state_filter):
+    def on_jobs_screen_polled(self, message: Polled) -> None:
+        poll = message.poll
+        self.query_one(GpuStrip).update_gpus(message.gpus)
+        if poll.query != self.server_query():
             return  # fetched for filters changed since; the next fetch follows
-        self.jobs, self.total = message.jobs, message.total
-        if message.gpus is not None:
-            self.query_one(GpuStrip).update_gpus(message.gpus)
+        if poll.query != self.loaded_for:
+            self.loaded, self.paged, self.loaded_for = {}, False, poll.query
+        self.loaded.update((job.id, job) for job in poll.jobs)
+        if not self.paged:
+            self.older = poll.older
+        self.total, self.counts = poll.total, poll.counts
         self._show()
+        self._want_more()
+
+    def load_more(self) -> None:
+        """Read the next page of older history (if there is one, and none is on its way)."""
+        if self.older is None or self.loaded_for is None or (
+                self._more is not None and not self._more.is_finished):
+            return
+        self._more = self._fetch_older(self.loaded_for, self.older)
+
+    @work(thread=True, exit_on_error=False, group="history")
+    def _fetch_older(self, query: Query, before: int) -> None:
+        jobs, older = older_page(self.nai.api, query, before)
+        self.post_message(self.MoreLoaded(query, jobs, older))
+
+    def on_jobs_screen_more_loaded(self, message: MoreLoaded) -> None:
+        # Its worker is done once this arrives (it may not have returned yet): the
+        # next page must not wait for it to, or reading on would stop here.
+        self._more = None
+        if message.query != self.loaded_for:
+            return
+        for job in message.jobs:
+            self.loaded.setdefault(job.id, job)
+        self.older, self.paged = message.older, True
+        self._show()
+        self._want_more()
+
+    def _want_more(self) -> None:
+        """Read on while a filter matched here searches the history, or the cursor
+        is near the end of what was read."""
+        table = self.query_one(JobTable)
+        if self.text_filter.local or table.cursor_row >= table.row_count - NEAR_END:
+            self.load_more()
+
+    def on_job_table_cursor_moved(self, event: JobTable.CursorMoved) -> None:
+        self.refresh_bindings()  # Cancel and Pull follow the selected job's state
+        self._status()  # the marks may have changed
+        if event.row >= event.table.row_count - NEAR_END:
+            self.load_more()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Hide Cancel on a finished job (unless jobs are marked), Pull on an unfinished one."""
+        if action in ("cancel_job", "pull") and self.is_mounted:
+            table = self.query_one(JobTable)
+            job = table.selected_job
+            if action == "cancel_job":
+                return bool(table.marked_jobs()) or (job is not None and not is_ended(job))
+            return job is not None and is_ended(job)
+        return True
 
     def _show(self) -> None:
-        text = self.query_one("#filter-text", Input).value.strip()
-        state = self.state_filter
-        shown = [j for j in self.jobs if (not state or j.state == state)
-                 and (not text or matches(j, text))]
-        self.query_one(JobTable).show(shown, self.nai.clock())
-        self._status(shown)
+        typed = self.text_filter
+        state = typed.state or self.state_filter
+        shown = [j for j in self.loaded.values() if (not state or j.state == state)
+                 and typed.matches(j)]
+        table = self.query_one(JobTable)
+        if typed.problem:
+            table.empty_text = f"filter: {typed.problem}"
+        elif not typed.empty or state or self.scope == "mine":
+            table.empty_text = "no job matches these filters (escape clears them)"
+        else:
+            table.empty_text = "no jobs on this server yet (n submits one)"
+        table.show(shown, self.nai.clock())
+        self._status()
 
-    def _status(self, shown: list[JobInfo]) -> None:
-        counts: dict[str, int] = {}
-        for job in shown:
-            counts[job.state] = counts.get(job.state, 0) + 1
-        running = sum(counts.get(s, 0) for s in ACTIVE_STATES)
-        waiting = sum(counts.get(s, 0) for s in WAITING_STATES)
-        status = Text(f"{len(shown)} shown", style="bold")
+    def _status(self) -> None:
+        running = sum(self.counts.get(s, 0) for s in ACTIVE_STATES)
+        waiting = sum(self.counts.get(s, 0) for s in WAITING_STATES)
+        status = Text(f"{self.query_one(JobTable).row_count} shown", style="bold")
         status.append(f" · {running} running · {waiting} queued")
-        if self.total > len(self.jobs):
-            status.append(f" · newest {len(self.jobs)} of {self.total}", style="dim")
+        marked = len(self.query_one(JobTable).marked_jobs())
+        if marked:
+            status.append(f" · {marked} marked", style="bold magenta")
+        if self.older is not None:
+            status.append(f" · {len(self.loaded)} of {self.total} read", style="dim")
+            if self.text_filter.local:
+                status.append(" (searching the history…)", style="dim")
+        elif self.total:
+            status.append(f" · all {self.total} read", style="dim")
         line = self.query_one("#jobs-status", Static)
         if line.content != status:  # one line, fixed height: no layout needed either
             line.update(status, layout=False)
 
     def reset(self) -> None:
         """Forget what was shown (the server changed)."""
-        self.jobs, self.total = [], 0
+        self.loaded, self.older, self.paged, self.loaded_for = {}, None, False, None
+        self.total, self.counts = 0, {}
         self.query_one(JobTable).show([], self.nai.clock())
         self.query_one(GpuStrip).update_gpus(None)
         self.query_one("#jobs-status", Static).update("connecting…")
@@ -145,6 +231,10 @@ class JobsScreen(JobActionsScreen):
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id == "filter-text":
             self._show()
+            if self.server_query() != self.loaded_for:
+                self.poll(again=True)  # user: or state: typed: the server filters
+            else:
+                self._want_more()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "filter-text":
@@ -159,9 +249,15 @@ class JobsScreen(JobActionsScreen):
         self.query_one("#filter-text", Input).focus()
 
     def action_clear_filter(self) -> None:
-        """Clear the text filter and go back to the table."""
+        """Clear every filter (text, state, mine) and the marks; back to the table."""
         self.query_one("#filter-text", Input).value = ""
-        self.query_one(JobTable).focus()
+        self.query_one("#filter-state", Select).value = ""
+        self.query_one("#filter-scope", Select).value = "all"
+        table = self.query_one(JobTable)
+        table.marked.clear()
+        table.refresh()
+        table.focus()
+        self._show()
 
     def action_toggle_mine(self) -> None:
         """Show only my jobs, or everyone's."""
@@ -182,6 +278,51 @@ class JobsScreen(JobActionsScreen):
 
     def current_job(self) -> JobInfo | None:
         return self.query_one(JobTable).selected_job
+
+    def action_cancel_job(self) -> None:
+        """Cancel the marked jobs (one confirmation for all), else the selected one."""
+        from nai_tui.tui.screens.confirm import ConfirmScreen
+
+        table = self.query_one(JobTable)
+        marked = [job for job in table.marked_jobs() if not is_ended(job)]
+        if not table.marked:
+            super().action_cancel_job()
+            return
+        if not marked:
+            self.app.notify("The marked jobs have all ended", severity="warning")
+            return
+        names = ", ".join(f"#{job.id}" for job in marked[:8]) + (
+            f" and {len(marked) - 8} more" if len(marked) > 8 else "")
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._cancel_many([job.id for job in marked])
+
+        self.app.push_screen(ConfirmScreen(
+            f"Cancel {len(marked)} marked job(s)?",
+            f"{names}: running ones are stopped (SIGTERM, then SIGKILL), queued ones "
+            f"taken off the queue.", yes=f"Cancel {len(marked)} job(s)", no="Keep them"),
+            answered)
+
+    @work(thread=True, exit_on_error=False, group="cancel")
+    def _cancel_many(self, job_ids: list[int]) -> None:
+        failed: list[str] = []
+        for job_id in job_ids:
+            try:
+                self.nai.api.cancel(job_id)
+            except NaiError as exc:
+                failed.append(f"#{job_id}: {exc}")
+        self.app.call_from_thread(self._cancelled_many, job_ids, failed)
+
+    def _cancelled_many(self, job_ids: list[int], failed: list[str]) -> None:
+        table = self.query_one(JobTable)
+        table.marked.difference_update(job_ids)
+        table.refresh()
+        done = len(job_ids) - len(failed)
+        self.app.notify(f"{done} job(s) cancelled" + (
+            "; not cancelled: " + "; ".join(failed[:5]) if failed else ""),
+            severity="warning" if failed else "information")
+        self.poll()
 
     def on_job_table_opened(self, event: JobTable.Opened) -> None:
         self.open_job(event.job.id)

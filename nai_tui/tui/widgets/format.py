@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from rich.text import Text
 
 from nai_server.protocol import TERMINAL_STATES, JobInfo, JobState, format_elapsed
@@ -82,8 +84,34 @@ def note(job: JobInfo) -> str:
     if job.reason:
         return job.reason
     if job.state == "failed" and job.exit_code is not None:
-        return f"exit code {job.exit_code}" + (f": {job.message}" if job.message else "")
+        said = f"exit code {job.exit_code}"
+        if not job.message or job.message.startswith(said):  # not "exit code 3: exit code 3"
+            return job.message or said
+        return f"{said}: {job.message}"
     return job.message or ""
+
+
+_ERROR_LINE = re.compile(
+    r"^\s*([\w.]*(Error|Exception|Interrupt|Exit)\b|error\b|fatal\b|FAILED\b|panic\b"
+    r"|Killed\b|Segmentation fault|.*\b(out of memory|No such file|[Pp]ermission denied)\b)",
+    re.IGNORECASE)
+_FRAME = re.compile(r'^\s*(File "|at |\^+\s*$|~+\s*$|Traceback \(most recent call last\))')
+
+
+def last_error_line(lines: list[str]) -> str | None:
+    """The line of a failed job's log that says why: the last that reads like an error
+    (`ModuleNotFoundError: No module named 'torch'`), else the last that is not part
+    of a traceback's frames; None for a log with nothing in it."""
+    fallback = None
+    for line in reversed(lines):
+        text = line.strip()
+        if not text:
+            continue
+        if _ERROR_LINE.match(text):
+            return clip(text, 300)
+        if fallback is None and not _FRAME.match(line):
+            fallback = clip(text, 300)
+    return fallback
 
 
 def clip(text: str, width: int) -> str:

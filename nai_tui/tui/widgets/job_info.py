@@ -31,6 +31,8 @@ class JobHeader(Static):
     }
     """
 
+    error: str | None = None  # the failed job's log's last error line, once read
+
     def show(self, job: JobInfo, now: float) -> None:
         line = Text.assemble((f"#{job.id} ", "bold"), (job.name, "bold"), "  ", job.user,
                              (f" ({job.group})" if job.group else ""), "  ")
@@ -47,7 +49,10 @@ class JobHeader(Static):
         note = fmt.note(job)
         if job.est_start is not None and not fmt.is_ended(job):
             note += f" (est. start in {format_elapsed(job.est_start - now)})"
-        self.update(Group(line, Text(note, style="italic dim")) if note else line)
+        parts = [line, Text(note, style="italic dim")] if note else [line]
+        if self.error and job.state != "succeeded":
+            parts.append(Text(self.error, style="bold red"))
+        self.update(Group(*parts) if len(parts) > 1 else line)
 
 
 class JobSpec(Static):

@@ -39,11 +39,12 @@ RIGHT = frozenset({0})  # right-justified columns (the id)
 HEADER = tuple((label, "") for _, label, _ in COLUMNS)
 STATE_CELLS = {state: (state.replace("_", " "), style)
                for state, style in fmt.STATE_STYLE.items()}
+STATE_ORDER = {state: i for i, state in enumerate(fmt.ALL_STATES)}
 LINE_CACHE = 4000  # rendered lines kept; cleared whole when full
 
 Cell = tuple[str, str]  # (text, Rich style)
 Cells = tuple[Cell, ...]
-LineKey = tuple[Cells, int, bool, bool]  # cells, odd row, under the cursor, hovered
+LineKey = tuple[Cells, int, bool, bool, bool]  # cells, odd row, cursor, hovered, marked
 
 
 class JobTable(ScrollView, can_focus=True):
@@ -52,12 +53,22 @@ class JobTable(ScrollView, can_focus=True):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "open", "Open", tooltip="Open the job under the cursor"),
-        Binding("up", "cursor_up", "Cursor up", show=False),
-        Binding("down", "cursor_down", "Cursor down", show=False),
-        Binding("pageup", "page_up", "Page up", show=False),
-        Binding("pagedown", "page_down", "Page down", show=False),
-        Binding("home,ctrl+home", "first", "First job", show=False),
-        Binding("end,ctrl+end", "last", "Last job", show=False),
+        Binding("up,k", "cursor_up", "Cursor up", show=False),
+        Binding("down,j", "cursor_down", "Cursor down", show=False),
+        Binding("pageup,ctrl+b", "page_up", "Page up", show=False),
+        Binding("pagedown,ctrl+f", "page_down", "Page down", show=False),
+        Binding("ctrl+u", "half_page(-1)", "Half a page up", show=False),
+        Binding("ctrl+d", "half_page(1)", "Half a page down", show=False),
+        Binding("home,ctrl+home,g", "first", "First job", show=False),
+        Binding("end,ctrl+end,G", "last", "Last job", show=False),
+        Binding("space", "toggle_mark", "Mark", show=False,
+                tooltip="Mark the job (or unmark it) for a bulk cancel"),
+        Binding("less_than_sign", "sort(-1)", "Sort ←", show=False,
+                tooltip="Sort by the column to the left"),
+        Binding("greater_than_sign", "sort(1)", "Sort →", show=False,
+                tooltip="Sort by the column to the right"),
+        Binding("exclamation_mark", "reverse", "Reverse", show=False,
+                tooltip="Reverse the sort order"),
     ]
     COMPONENT_CLASSES: ClassVar[set[str]] = {
         "job-table--header", "job-table--cursor", "job-table--hover",
@@ -118,6 +129,18 @@ class JobTable(ScrollView, can_focus=True):
         def control(self) -> JobTable:
             return self.table
 
+    class CursorMoved(Message):
+        """The cursor moved to another row (or the rows changed under it)."""
+
+        def __init__(self, table: JobTable, row: int) -> None:
+            super().__init__()
+            self.table = table
+            self.row = row
+
+        @property
+        def control(self) -> JobTable:
+            return self.table
+
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.jobs: dict[int, JobInfo] = {}  # in the order shown
@@ -135,6 +158,10 @@ class JobTable(ScrollView, can_focus=True):
         self._shown_at: tuple[int, Size] | None = None
         self._pseudo: object = None
         self._base = Style()
+        self.marked: set[int] = set()  # job ids marked with Space
+        self.sort_column: int | None = None  # None: the sensible order (fmt.sort_key)
+        self.sort_reversed = False
+        self.empty_text = "no jobs"
 
     # --- reading ------------------------------------------------------------------------
 
@@ -190,11 +217,28 @@ class JobTable(ScrollView, can_focus=True):
 
     # --- updating -----------------------------------------------------------------------
 
+    def sort_key(self) -> Callable[[JobInfo], object]:
+        """The order of the rows: the sensible one, or by the chosen column."""
+        if self.sort_column is None:
+            return fmt.sort_key
+        key = COLUMNS[self.sort_column][0]
+        by: dict[str, Callable[[JobInfo], object]] = {
+            "id": lambda j: j.id, "name": lambda j: (j.name.lower(), j.id),
+            "user": lambda j: (j.user, j.id), "state": lambda j: (STATE_ORDER.get(j.state, 99),
+                                                                  j.id),
+            "gpus": lambda j: (int(j.spec.get("gpus") or len(j.gpus)), j.id),
+            "time": lambda j: ((j.ended_at or self._now) - j.started_at
+                               if j.started_at is not None else -1.0, j.id),
+            "age": lambda j: (-j.submitted_at, j.id), "note": lambda j: (fmt.note(j), j.id)}
+        return by[key]
+
     def show(self, jobs: Sequence[JobInfo], now: float) -> None:
-        """Make the table show exactly these jobs, in their sensible order. Repaints
-        only the lines on screen that changed; the cursor follows its job."""
+        """Make the table show exactly these jobs, in their order (sensible, or by the
+        chosen column). Repaints only the lines on screen that changed; the cursor
+        follows its job."""
         keep = self.selected_job
-        ordered = sorted(jobs, key=fmt.sort_key)
+        self._now = now
+        ordered = sorted(jobs, key=self.sort_key(), reverse=self.sort_reversed)
         self.jobs = {job.id: job for job in ordered}
         self._order = [job.id for job in ordered]
         self._index = {job_id: i for i, job_id in enumerate(self._order)}
@@ -207,6 +251,7 @@ class JobTable(ScrollView, can_focus=True):
         if self._hover is not None and self._hover >= len(self._order):
             self._hover = None
         self._refresh_changed(everything=self._size_to_fit())  # when rows came or went
+        self.post_message(self.CursorMoved(self, self.cursor_row))
 
     def _size_to_fit(self) -> bool:
         """Set the virtual size for the rows and the columns' widths; True if it changed."""
@@ -245,7 +290,7 @@ class JobTable(ScrollView, can_focus=True):
             return None
         job = self.jobs[self._order[row]]
         return (self.cells(job, self._now), row % 2, row == self.cursor_row,
-                row == self._hover)
+                row == self._hover, job.id in self.marked)
 
     def render_lines(self, crop: Region) -> list[Strip]:
         self._pseudo = self.get_pseudo_class_state()  # focus changes the cursor's colour
@@ -256,20 +301,32 @@ class JobTable(ScrollView, can_focus=True):
         width = self.size.width
         scroll_x, scroll_y = self.scroll_offset
         if y == 0:
-            line = self._line(None, lambda: self._render_row(HEADER, "job-table--header",
-                                                             header=True))
+            header = self.header()
+            line = self._line(header, lambda: self._render_row(header, "job-table--header",
+                                                               header=True))
         else:
             key = self._line_key(scroll_y + y - 1)
             if key is None:
+                if y == 1 and not self._order:
+                    return Strip([Segment(f"  {self.empty_text}", self._base + Style(
+                        italic=True, dim=True))]).crop_extend(0, width, self._base)
                 return Strip.blank(width, self._base)
-            cells, odd, cursor, hover = key
+            cells, odd, cursor, hover, marked = key
             zebra = "job-table--odd-row" if odd else "job-table--even-row"
             line = self._line(key, lambda: self._render_row(cells, zebra, cursor=cursor,
-                                                            hover=hover))
+                                                            hover=hover, marked=marked))
         return line.crop_extend(scroll_x, scroll_x + width, self._base)
 
-    def _line(self, key: LineKey | None, render: Callable[[], Strip]) -> Strip:
-        """A whole row from the cache, else rendered (`key` None: the header)."""
+    def header(self) -> Cells:
+        """The column labels, the sorted one marked with its direction."""
+        if self.sort_column is None:
+            return HEADER
+        arrow = "▼" if self.sort_reversed else "▲"
+        return tuple((f"{label}{arrow}" if i == self.sort_column else label, "")
+                     for i, (label, _) in enumerate(HEADER))
+
+    def _line(self, key: object, render: Callable[[], Strip]) -> Strip:
+        """A whole row from the cache, else rendered."""
         full = (key, self._current_widths(), self.size.width, self._pseudo)
         line = self._lines.get(full)
         if line is None:
@@ -279,7 +336,7 @@ class JobTable(ScrollView, can_focus=True):
         return line
 
     def _render_row(self, cells: Cells, component: str, *, header: bool = False,
-                    cursor: bool = False, hover: bool = False) -> Strip:
+                    cursor: bool = False, hover: bool = False, marked: bool = False) -> Strip:
         """One row as DataTable draws it: padded cells over the row's style, the cursor
         over that, and the row's style carried on to the right edge."""
         row_style = self.get_component_rich_style(component)
@@ -298,7 +355,10 @@ class JobTable(ScrollView, can_focus=True):
             space = " " * (width - cell_len(text))
             styled = base + Style.parse(style) + post if style else base + post
             cell = [Segment(text, styled), Segment(space, base + post)]
-            segments += [pad, *(reversed(cell) if index in RIGHT and not header else cell), pad]
+            first = Segment("●", base + Style(color="magenta", bold=True)) \
+                if marked and index == 0 else pad
+            segments += [first, *(reversed(cell) if index in RIGHT and not header else cell),
+                         pad]
         total = sum(self._current_widths()) + PADDING
         segments.append(Segment(" " * max(0, self.size.width - total), base))
         return Strip([segment for segment in segments if segment.text]).simplify()
@@ -312,6 +372,7 @@ class JobTable(ScrollView, can_focus=True):
             self._refresh_row(self.cursor_row)
             self.cursor_row = row
             self._refresh_row(row)
+            self.post_message(self.CursorMoved(self, row))
         if scroll:
             self.scroll_to_region(Region(int(self.scroll_x), row + 1, 1, 1),
                                   spacing=Spacing(1, 0, 0, 0), animate=False, force=True,
@@ -393,4 +454,43 @@ class JobTable(ScrollView, can_focus=True):
 
     def action_last(self) -> None:
         self._set_hover(None)
+        if self.cursor_row == len(self._order) - 1:  # already there: say so again, as
+            self.post_message(self.CursorMoved(self, self.cursor_row))  # more may follow
         self.move_cursor(len(self._order) - 1)
+
+    def action_half_page(self, direction: int) -> None:
+        self._set_hover(None)
+        self.move_cursor(self.cursor_row + direction * max(1, self._page() // 2))
+
+    def action_toggle_mark(self) -> None:
+        """Mark the job under the cursor (or unmark it), and go to the next."""
+        job = self.selected_job
+        if job is None:
+            return
+        self.marked ^= {job.id}
+        self._refresh_row(self.cursor_row)
+        if self.cursor_row + 1 < len(self._order):
+            self.move_cursor(self.cursor_row + 1)
+        else:
+            self.post_message(self.CursorMoved(self, self.cursor_row))
+
+    def marked_jobs(self) -> list[JobInfo]:
+        """The marked jobs still shown, top to bottom."""
+        return [self.jobs[i] for i in self._order if i in self.marked]
+
+    def action_sort(self, step: int) -> None:
+        """Sort by the next column to the right (or left); past the last, the
+        sensible order again."""
+        at = -1 if self.sort_column is None else self.sort_column
+        at += step
+        self.sort_column = None if at < 0 or at >= len(COLUMNS) else at
+        if at < -1:
+            self.sort_column = len(COLUMNS) - 1
+        self.show(list(self.jobs.values()), self._now)
+        self.refresh()
+
+    def action_reverse(self) -> None:
+        """Reverse the order of the rows."""
+        self.sort_reversed = not self.sort_reversed
+        self.show(list(self.jobs.values()), self._now)
+        self.refresh()

@@ -1,33 +1,101 @@
-"""`LogView`: a job's log that follows its end as it grows, and can be searched
-(matches highlighted, `next_match` jumps between them)."""
+"""`LogView`: a pager over a job's log of any length, as `less` is over a file.
+
+The log stays on the server. The view holds a window of at most MAX_WINDOW bytes around
+what is on screen, read by byte offset (`LogSource.read`), and reads more before or
+after as you scroll; Home and End jump to either end of the whole log, and search runs
+on the server (`LogSource.search`) across all of it. Only the lines on screen are
+drawn (the Line API). Following keeps the end in view as the log grows, and the status
+line at the bottom says so. A line that a progress bar redrew with `\\r` shows as its
+last state, once, as a terminal would have left it.
+"""
 
 from __future__ import annotations
 
-import codecs
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
 
-from rich.highlighter import Highlighter
+from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
-from textual.widgets import Log
+from textual import events
+from textual.binding import Binding, BindingType
+from textual.strip import Strip
+from textual.widget import Widget
+from textual.worker import Worker, WorkerState
 
-MAX_LINES = 50_000
+from nai_server.protocol import MAX_ID, LogMatches, NaiError, format_size
+
+CHUNK = 256 << 10  # bytes read per request
+MAX_WINDOW = 2 << 20  # bytes kept around the view
+MARGIN = 200  # lines kept ready above and below the screen before reading more
+MAX_SEARCH_CALLS = 64  # server calls one search makes before it gives up
+_ESCAPES = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
-class SearchHighlighter(Highlighter):
-    """Highlights every case-insensitive occurrence of a term."""
+def clean_line(raw: bytes) -> str:
+    """What a terminal would have left of one line: the last state a `\\r` redrew
+    (tqdm), without colour escapes or other control characters, tabs expanded."""
+    raw = raw.rstrip(b"\r")
+    if b"\r" in raw:
+        raw = next((part for part in reversed(raw.split(b"\r")) if part.strip()), b"")
+    text = raw.decode("utf-8", "replace")
+    if "\x1b" in text:
+        text = _ESCAPES.sub("", text)
+    return _CONTROLS.sub("", text).expandtabs()
 
-    def __init__(self) -> None:
-        self.pattern: re.Pattern[str] | None = None
 
-    def highlight(self, text: Text) -> None:
-        if self.pattern is not None:
-            text.highlight_regex(self.pattern, style="black on yellow")
+def split_lines(raw: bytes, start: int) -> tuple[list[str], list[int]]:
+    """The lines of `raw` (which begins at byte `start` of the log) and where each
+    begins; a last line not ended by a newline is kept, an empty one is not."""
+    parts = raw.split(b"\n")
+    if parts and not parts[-1]:
+        parts.pop()
+    lines, starts, at = [], [], start
+    for part in parts:
+        lines.append(clean_line(part))
+        starts.append(at)
+        at += len(part) + 1
+    return lines, starts
 
 
-class LogView(Log):
-    """Append bytes with `feed`; `search(term)` highlights and jumps to the first match
-    after the cursor line; `next_match(+1/-1)` moves between matches."""
+def line_start(data: bytes, offset: int) -> int:
+    """Where the first whole line of `data` (read from `offset`) begins in it."""
+    if offset == 0:
+        return 0
+    newline = data.find(b"\n")
+    return 0 if newline < 0 else newline + 1
 
+
+@dataclass
+class LogSource:
+    """How the view reads the log: `read(offset, length) -> (bytes, log size)` and
+    `search(text, offset, backward) -> LogMatches`."""
+
+    read: Callable[[int, int], tuple[bytes, int]]
+    search: Callable[[str, int, bool], LogMatches]
+
+
+class LogView(Widget, can_focus=True):
+    """Scroll with the arrows, j/k, PgUp/PgDn, ctrl+d/u; g/Home and G/End jump to the
+    start and the end; `follow(True)` keeps the end in view."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("up,k", "scroll_lines(-1)", "Up", show=False),
+        Binding("down,j", "scroll_lines(1)", "Down", show=False),
+        Binding("pageup,ctrl+b", "scroll_pages(-1)", "Page up", show=False),
+        Binding("pagedown,ctrl+f,space", "scroll_pages(1)", "Page down", show=False),
+        Binding("ctrl+u", "scroll_pages(-0.5)", "Half page up", show=False),
+        Binding("ctrl+d", "scroll_pages(0.5)", "Half page down", show=False),
+        Binding("left,h", "scroll_sideways(-8)", "Left", show=False),
+        Binding("right,l", "scroll_sideways(8)", "Right", show=False),
+        Binding("home,g", "start", "Start of log", show=False,
+                tooltip="Jump to the log's first line"),
+        Binding("end,G", "end", "End of log", show=False,
+                tooltip="Jump to the log's end and follow it"),
+    ]
     DEFAULT_CSS = """
     LogView {
         height: 1fr;
@@ -36,61 +104,330 @@ class LogView(Log):
     """
 
     def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(highlight=True, max_lines=MAX_LINES, auto_scroll=True, id=id)
-        self.highlighter = SearchHighlighter()
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        super().__init__(id=id)
+        self.source: LogSource | None = None
+        self.size_known = 0  # the log's size, as last heard
+        self.start = 0  # the window: log bytes [start, start + len(raw))
+        self.raw = b""
+        self.lines: list[str] = []
+        self.starts: list[int] = []
+        self.top = 0  # the window's line shown first
+        self.x = 0  # columns scrolled sideways
+        self.following = True
+        self.message: str | None = None  # shown instead of the log (e.g. not ours to read)
+        self.problem: str | None = None  # the last read that failed
         self.term = ""
-        self.match_line: int | None = None
+        self.match_offset: int | None = None
+        self.searching = False
+        self._busy = False
+        self._gen = 0
+
+    # --- reading the window -------------------------------------------------------------
 
     @property
-    def following(self) -> bool:
-        return self.auto_scroll
+    def end(self) -> int:
+        return self.start + len(self.raw)
+
+    @property
+    def rows(self) -> int:
+        return max(1, self.size.height - 1)  # the last row is the status line
+
+    def _set_window(self, start: int, raw: bytes, top: int) -> None:
+        self.start, self.raw = start, raw
+        self.lines, self.starts = split_lines(raw, start)
+        self.top = max(0, min(top, len(self.lines) - 1))
+        self.refresh()
+
+    def _read(self, offset: int, length: int) -> tuple[bytes, int] | None:
+        """One read, in a worker thread; None (and the problem shown) if it failed."""
+        assert self.source is not None
+        try:
+            return self.source.read(offset, length)
+        except NaiError as exc:  # shown; the view stays usable
+            self.app.call_from_thread(self._failed, str(exc))
+            return None
+
+    def _failed(self, why: str) -> None:
+        self.problem, self._busy = why, False
+        self.refresh()
+
+    def _load(self, work: Callable[[int], None], *, jump: bool = False) -> None:
+        """Run `work(generation)` in a thread. A jump goes ahead of a read on its way
+        (whose result is then dropped); other reads wait for the one on its way."""
+        if self.source is None or (self._busy and not jump):
+            return
+        self._busy = True
+        self._gen += 1
+        gen = self._gen
+        self.run_worker(lambda: work(gen), thread=True, group="log-view", exit_on_error=False)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """A read that failed unexpectedly must not leave the view waiting for it."""
+        if event.state == WorkerState.ERROR and event.worker.group in ("log-view",
+                                                                       "log-search"):
+            self.searching = False
+            self._failed(f"reading the log failed: {event.worker.error}")
+
+    def _current(self, gen: int, size: int) -> bool:
+        """Whether a result read for generation `gen` is still wanted."""
+        if gen != self._gen:
+            return False
+        self._busy, self.problem = False, None
+        self.size_known = max(self.size_known, size)
+        return True
+
+    def grow(self, size: int) -> None:
+        """The log is now `size` bytes long: follow it, if following."""
+        self.size_known = max(self.size_known, size)
+        if self.following and self.end < self.size_known:
+            self._load(self._read_tail if self.size_known - self.end > CHUNK
+                       else self._read_after)
+        self.refresh()
+
+    def _read_tail(self, gen: int) -> None:
+        at = max(0, self.size_known - CHUNK)
+        got = self._read(at, CHUNK)
+        if got is not None:
+            self.app.call_from_thread(self._apply_at, gen, at, *got, None)
+
+    def _read_at(self, offset: int, gen: int) -> None:
+        at = max(0, offset - CHUNK // 2)
+        got = self._read(at, CHUNK)
+        if got is not None:
+            self.app.call_from_thread(self._apply_at, gen, at, *got, offset)
+
+    def _apply_at(self, gen: int, at: int, data: bytes, size: int, show: int | None) -> None:
+        """A fresh window read from `at`; `show` is the offset to bring to the middle
+        (None: the end)."""
+        if not self._current(gen, size):
+            return
+        cut = line_start(data, at)
+        self._set_window(at + cut, data[cut:], 0)
+        if show is None:
+            self.top = max(0, len(self.lines) - self.rows)
+        else:
+            self.top = max(0, self._line_of(show) - self.rows // 2)
+        self._after_move()
+
+    def _read_after(self, gen: int) -> None:
+        got = self._read(self.end, CHUNK)
+        if got is not None:
+            self.app.call_from_thread(self._apply_after, gen, *got)
+
+    def _apply_after(self, gen: int, data: bytes, size: int) -> None:
+        if not self._current(gen, size) or not data:
+            self.refresh()
+            return
+        raw, start, top_at = self.raw + data, self.start, self._top_offset()
+        if len(raw) > MAX_WINDOW:  # drop from the front, at a line's start
+            cut = raw.find(b"\n", len(raw) - MAX_WINDOW) + 1 or len(raw) - MAX_WINDOW
+            raw, start = raw[cut:], start + cut
+        self._set_window(start, raw, 0)
+        self.top = self._line_of(max(top_at, start))
+        self._after_move()
+
+    def _read_before(self, gen: int) -> None:
+        at = max(0, self.start - CHUNK)
+        got = self._read(at, self.start - at)
+        if got is not None:
+            self.app.call_from_thread(self._apply_before, gen, at, *got)
+
+    def _apply_before(self, gen: int, at: int, data: bytes, size: int) -> None:
+        if not self._current(gen, size) or not data:
+            self.refresh()
+            return
+        cut = line_start(data, at)
+        top_at = self._top_offset()
+        raw = data[cut:] + self.raw
+        if len(raw) > MAX_WINDOW:  # drop from the back, after a line's end
+            keep = raw.rfind(b"\n", 0, MAX_WINDOW) + 1 or MAX_WINDOW
+            raw = raw[:keep]
+        self._set_window(at + cut, raw, 0)
+        self.top = self._line_of(top_at)
+        self._after_move()
+
+    def _top_offset(self) -> int:
+        return self.starts[self.top] if self.starts else self.start
+
+    def _line_of(self, offset: int) -> int:
+        """The window's line holding byte `offset` of the log."""
+        lo, hi = 0, len(self.starts) - 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self.starts[mid] <= offset:
+                lo = mid
+            else:
+                hi = mid - 1
+        return max(0, lo)
+
+    def _after_move(self) -> None:
+        """Read more where the view comes near the window's edge; keep following."""
+        if self.following:
+            self.top = max(0, len(self.lines) - self.rows)
+            if self.end < self.size_known:
+                self._load(self._read_after)
+        elif self.top < MARGIN and self.start > 0:
+            self._load(self._read_before)
+        elif self.top + self.rows + MARGIN > len(self.lines) and self.end < self.size_known:
+            self._load(self._read_after)
+        self.refresh()
+
+    # --- moving -------------------------------------------------------------------------
 
     def follow(self, on: bool) -> None:
-        """Keep the end in view as lines arrive (or stop, to read back)."""
-        self.auto_scroll = on
+        """Keep the end in view as the log grows (or stop, to read back)."""
+        self.following = on
         if on:
-            self.scroll_end(animate=False)
-
-    def feed(self, data: bytes) -> None:
-        """Append raw log bytes (split UTF-8 sequences are joined across calls)."""
-        text = self._decoder.decode(data)
-        if text:
-            self.write(text.replace("\r\n", "\n"))
-
-    def search(self, term: str) -> int:
-        """Highlight `term` and jump to its next occurrence; returns how many lines match."""
-        assert isinstance(self.highlighter, SearchHighlighter)
-        self.term = term
-        self.highlighter.pattern = re.compile(re.escape(term), re.IGNORECASE) if term else None
-        self.notify_style_update()
+            self.action_end()
         self.refresh()
-        self.match_line = None
-        if not term:
-            return 0
-        count = len(self.matches())
-        if count:
-            self.next_match(+1, start=max(0, int(self.scroll_y) - 1))
-        return count
 
-    def matches(self) -> list[int]:
-        """Line numbers that contain the search term."""
-        if not self.term:
-            return []
-        needle = self.term.lower()
-        return [i for i, line in enumerate(self.lines) if needle in line.lower()]
+    def scroll_by(self, lines: int) -> None:
+        if lines < 0:
+            self.following = False
+        last = max(0, len(self.lines) - self.rows)
+        self.top = max(0, min(self.top + lines, last))
+        self._after_move()
 
-    def next_match(self, direction: int = 1, start: int | None = None) -> int | None:
-        """Scroll to the next (+1) or previous (-1) matching line; stops following."""
-        found = self.matches()
-        if not found:
-            return None
-        here = (self.match_line if self.match_line is not None else int(self.scroll_y)) \
-            if start is None else start - direction
-        after = [i for i in found if (i - here) * direction > 0]
-        line = (after[0] if direction > 0 else after[-1]) if after else (
-            found[0] if direction > 0 else found[-1])
-        self.match_line = line
-        self.follow(False)
-        self.scroll_to(y=max(0, line - self.size.height // 2), animate=False)
-        return line
+    def action_scroll_lines(self, lines: int) -> None:
+        self.scroll_by(lines)
+
+    def action_scroll_pages(self, pages: float) -> None:
+        self.scroll_by(int(pages * self.rows) or (1 if pages > 0 else -1))
+
+    def action_scroll_sideways(self, columns: int) -> None:
+        self.x = max(0, self.x + columns)
+        self.refresh()
+
+    def action_start(self) -> None:
+        """Jump to the log's first line."""
+        self.following = False
+        if self.start == 0:
+            self.top = 0
+            self._after_move()
+        else:
+            self._load(lambda gen: self._read_at(0, gen), jump=True)
+
+    def action_end(self) -> None:
+        """Jump to the log's end, and follow it."""
+        self.following = True
+        if self.end >= self.size_known:
+            self._after_move()
+        else:
+            self._load(self._read_tail, jump=True)
+
+    def goto(self, offset: int) -> None:
+        """Bring byte `offset` of the log into view, in the middle of the screen."""
+        self.following = False
+        if self.start <= offset < self.end:
+            self.top = max(0, self._line_of(offset) - self.rows // 2)
+            self._after_move()
+        else:
+            self._load(lambda gen: self._read_at(offset, gen), jump=True)
+
+    def on_mouse_scroll_down(self, event: events.MouseScrollDown) -> None:
+        event.stop()
+        self.scroll_by(3)
+
+    def on_mouse_scroll_up(self, event: events.MouseScrollUp) -> None:
+        event.stop()
+        self.scroll_by(-3)
+
+    def on_resize(self) -> None:
+        self._after_move()
+
+    # --- search (on the server, across the whole log) -----------------------------------
+
+    def search(self, term: str, direction: int = 1, *,
+               done: Callable[[int | None], None] | None = None) -> None:
+        """Find `term` after (or before, `direction` -1) the current match, or the top
+        line, wrapping around the log once; `done(offset or None)` is called after."""
+        self.term = term
+        self.refresh()
+        if not term or self.source is None:
+            return
+        here = self.match_offset if self.match_offset is not None else self._top_offset()
+        origin = here + 1 if direction > 0 else here
+        self.searching = True
+        self.run_worker(lambda: self._search(term, origin, direction < 0, done), thread=True,
+                        group="log-search", exclusive=True, exit_on_error=False)
+
+    def _search(self, term: str, origin: int, backward: bool,
+                done: Callable[[int | None], None] | None) -> None:
+        """Runs in a thread: from `origin` to the log's end (start), then once around."""
+        assert self.source is not None
+        found: int | None = None
+        wrap = MAX_ID if backward else 0
+        try:
+            for at in (origin, wrap) if origin != wrap else (origin,):
+                calls, next_at = 0, at
+                while next_at is not None and calls < MAX_SEARCH_CALLS:
+                    page = self.source.search(term, next_at, backward)
+                    calls += 1
+                    if page.offsets:
+                        found = page.offsets[0]
+                        break
+                    next_at = page.next
+                if found is not None:
+                    break
+        except NaiError as exc:  # shown; the view stays usable
+            self.app.call_from_thread(self._failed, str(exc))
+        self.app.call_from_thread(self._found, term, found, done)
+
+    def _found(self, term: str, offset: int | None,
+               done: Callable[[int | None], None] | None) -> None:
+        self.searching = False
+        if term == self.term and offset is not None:
+            self.match_offset = offset
+            self.goto(offset)
+        if done is not None:
+            done(offset)
+        self.refresh()
+
+    # --- drawing ------------------------------------------------------------------------
+
+    def show_message(self, text: str) -> None:
+        """Show `text` instead of the log (a log we may not read, say)."""
+        self.message = text
+        self.refresh()
+
+    def status(self) -> str:
+        """The status line: where the view is in the log, and whether it follows."""
+        if self.problem:
+            return f" {self.problem}"
+        size = format_size(self.size_known)
+        if self.following:
+            where = "▼ FOLLOWING the end"
+        elif self.start == 0 and self.top == 0:
+            where = "top of the log"
+        else:
+            at = self._top_offset()
+            where = f"byte {at:,} ({100 * at // max(1, self.size_known)}%)"
+        parts = [f" {where} · {size}"]
+        if self.searching:
+            parts.append(f"searching for {self.term!r}…")
+        elif self.term:
+            parts.append(f"/{self.term}  n/N: next/previous")
+        if not self.following:
+            parts.append("G: end and follow")
+        return " · ".join(parts)
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        base = self.rich_style
+        if y == self.size.height - 1:
+            style = base + Style(reverse=True, bold=self.following)
+            return Strip([Segment(self.status(), style)]).crop_extend(0, width, style)
+        if self.message is not None:
+            text = Text(self.message if y == 0 else "", style="italic")
+        else:
+            index = self.top + y
+            if index >= len(self.lines):
+                return Strip.blank(width, base)
+            text = Text(self.lines[index])
+            if self.term:
+                text.highlight_words([self.term], "black on yellow", case_sensitive=False)
+            if self.match_offset is not None and self._line_of(self.match_offset) == index \
+                    and self.start <= self.match_offset < self.end:
+                text.stylize("bold underline")
+        segments = list(text.render(self.app.console))
+        return Strip(segments).crop_extend(self.x, self.x + width, base).apply_style(base)
