@@ -4,6 +4,7 @@ in-memory one in tests of the run loop)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 from nai_server.core.job import Job
@@ -44,4 +45,9 @@ class JobStore(Protocol):
 
     def archive_jobs(self, job_ids: list[int], now: float | None = None) -> int:
         """Move finished hot jobs out of the hot table; how many moved."""
+        ...
+
+    def watch_states(self, watcher: Callable[[str | None, dict[str, Any]], None]) -> None:
+        """Call `watcher(state before, job document after)` on each change of a job's
+        state, as it is made (before it is committed)."""
         ...

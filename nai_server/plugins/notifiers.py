@@ -9,7 +9,6 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from nai_server.plugins.bounded import BoundedCalls
@@ -75,28 +74,16 @@ class Notifiers:
         return self._hooks
 
     def observe(self, store: Any) -> None:
-        """Note the state changes `store.update_job` makes (no notifier installed, no
-        wrapper). Composition-level: the runtime that moves jobs knows no plugins."""
-        if not self.registry.installed(Kind.NOTIFIER):
-            return
-        update: Callable[[int, Doc], Doc] = store.update_job
-        # Only hot jobs change; reading one never touches the monthly archives.
-        get_job: Callable[[int], Doc | None] = getattr(store, "get_hot_job", store.get_job)
+        """Note the state changes the store makes (no notifier installed, nothing to
+        note). Composition-level: the runtime that moves jobs knows no plugins."""
+        if self.registry.installed(Kind.NOTIFIER):
+            store.watch_states(self._note)
 
-        def update_job(job_id: int, fields: Doc) -> Doc:
-            before = None
-            if "state" in fields:
-                old = get_job(job_id)
-                before = old.get("state") if old else None
-            doc = update(job_id, fields)
-            if "state" in fields:
-                event = job_event(before, doc)
-                if event is not None:
-                    with self._guard:
-                        self._noted.append(event)
-            return doc
-
-        store.update_job = update_job
+    def _note(self, before: str | None, doc: Doc) -> None:
+        event = job_event(before, doc)
+        if event is not None:
+            with self._guard:
+                self._noted.append(event)
 
     def discard(self) -> None:
         """Forget events noted since the last publish (their commit failed)."""

@@ -208,9 +208,12 @@ class TinyDbStore(JobRecords):
     def update_job(self, job_id: int, fields: Doc) -> Doc:
         check_storable(fields)
         hot = self._hot()
+        before = hot[str(job_id)].get("state")
         doc = {**hot[str(job_id)], **fields}
         hot[str(job_id)] = doc
         self._write_hot()
+        if "state" in fields:
+            self._state_changed(before, dict(doc))
         return dict(doc)
 
     def get_job(self, job_id: int) -> Doc | None:

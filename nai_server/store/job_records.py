@@ -8,6 +8,7 @@ in this one place. The TinyDB store and the in-memory one both inherit it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from nai_server.core.job import Job, changes_doc
@@ -32,6 +33,15 @@ class JobRecords:
 
     def hot_jobs(self) -> list[Doc]:
         raise NotImplementedError
+
+    def watch_states(self, watcher: Callable[[str | None, Doc], None]) -> None:
+        """Call `watcher(state before, document after)` whenever `update_job` changes a
+        job's state (plugins' notifiers hear of job events this way)."""
+        self.__dict__.setdefault("_state_watchers", []).append(watcher)
+
+    def _state_changed(self, before: str | None, doc: Doc) -> None:
+        for watcher in self.__dict__.get("_state_watchers", ()):
+            watcher(before, doc)
 
     def insert(self, job: Job) -> Job:
         """Store a new job under the next id; the stored record (with its id)."""

@@ -42,8 +42,11 @@ class MemoryJobStore(JobRecords):
 
     def update_job(self, job_id: int, fields: Doc) -> Doc:
         check_storable(fields)
+        before = self._hot[job_id].get("state")
         doc = {**self._hot[job_id], **copy.deepcopy(fields)}
         self._hot[job_id] = doc
+        if "state" in fields:
+            self._state_changed(before, copy.deepcopy(doc))
         return copy.deepcopy(doc)
 
     def get_job(self, job_id: int) -> Doc | None:

@@ -130,3 +130,13 @@ def test_archived_jobs_leave_the_hot_table_but_are_found(store: JobStore) -> Non
     assert archived.message == "cancelled"
     # An id is never handed out again, even once its job left the hot table.
     assert store.insert(queued()).id == live.id + 1
+
+
+def test_state_watchers_hear_each_change_of_state_once(store: JobStore) -> None:
+    heard: list[tuple[str | None, str]] = []
+    store.watch_states(lambda before, doc: heard.append((before, doc["state"])))
+    job = store.insert(queued())
+    store.update(job.id, pid=42)  # no state change: nothing heard
+    store.update(job.id, state=JobState.STARTING)
+    store.update(job.id, state=JobState.RUNNING, pid=43)
+    assert heard == [("queued", "starting"), ("starting", "running")]
