@@ -513,6 +513,9 @@ class JobRuntime:
         job = self.store.update_job(job["id"], {
             "state": transition(JobState.QUEUED, JobState.STARTING), "gpus": list(gpus),
             "gpu_uuids": [uuids.get(i, "") for i in gpus], "started_at": now})
+        # On disk before the process exists: a daemon killed after the launch must come
+        # back knowing it started the job (and adopt it), never queue it to run again.
+        self.store.storage.commit()
         try:
             request = self._prepare(job, gpus)
             handle = self.launcher.start(request)
