@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -175,6 +176,9 @@ class JobRuntime:
             # The daemon died between "starting" and recording the pid. The wrapper
             # writes its pid first: adopt it if it lives; never start the job again.
             pid = read_wrapper_pid(job_dir)
+            if pid is None:  # no wrapper ever started: nothing of the job ran
+                self._unstart(job)
+                return False
             ticks = proc_start_ticks(pid) if pid else None
             if pid and ticks is not None and session_of(pid) == pid and self._owns(job, pid):
                 handle = Handle(pid, ticks)
@@ -197,6 +201,18 @@ class JobRuntime:
                 now = min(now, max(at, job.get("started_at") or now))
         self._ended[job["id"]] = (now, status, code, note)
         return True
+
+    def _unstart(self, job: Doc) -> None:
+        """The daemon died while starting the job, before its wrapper ran: back to the
+        queue, without what was built for it (its next start builds it again)."""
+        if not job.get("runs"):  # a preempted job's directory holds its checkpoint
+            for path in (self.jobs_dir / f".{job['id']}.new", self.job_dir(job["id"])):
+                if os.path.lexists(path):
+                    shutil.rmtree(path)
+        self.store.update_job(job["id"], {
+            "state": transition(JobState(job["state"]), JobState.QUEUED), "gpus": [],
+            "gpu_uuids": [], "started_at": None})
+        log.info("job %s: the daemon stopped while starting it; queued again", job["id"])
 
     def _leftovers(self, job: Doc, handle: Handle | None) -> str | None:
         """Kill what the job left running (its cgroup, or its session, and its user's

@@ -1,18 +1,24 @@
-"""A job's start is on disk before its process starts (found by the torture test,
-issue 14): a daemon killed between launching a job and its next group commit used to
-come back with the job still queued on disk, and ran it a second time."""
+"""A daemon killed while it starts a job (found by the torture test, issue 14): the
+start is on disk before the job's process exists (a daemon killed between the launch
+and its next group commit came back with the job still queued, and ran it a second
+time), and a job whose wrapper never started runs once after the restart (it was
+recorded lost, its half-built directory left behind for ever)."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 from starlette.testclient import TestClient
 
+from nai_server.api import create_app
 from nai_server.app.use_cases import UseCases
+from nai_server.host import jobdir
 from nai_server.host.launchers.local import Handle, LaunchRequest
-from nai_server.testing import tick_until
+from nai_server.testing import AsPeer, make_service, tick_until
 
 TERMINAL = {"succeeded", "failed", "cancelled", "timed_out", "lost"}
 
@@ -35,3 +41,42 @@ def test_the_start_is_durable_before_the_process_runs(
     tick_until(service, lambda: api.get(f"/v1/jobs/{job}").json()["state"] in TERMINAL,
                what="the job to end")
     assert on_disk == ["starting"]
+
+
+class Died(BaseException):
+    """The daemon killed at this point (nothing after it runs, no handler catches it)."""
+
+
+@pytest.mark.parametrize("where", ["copying the code", "launching the wrapper"])
+def test_a_job_whose_start_the_daemon_died_in_runs_once_after_a_restart(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    state = tmp_path / "state"
+    runs = tmp_path / "runs"
+    first = make_service(state)
+    with TestClient(AsPeer(create_app(first)), base_url="http://nai") as api:
+        job = api.post("/v1/jobs", json={"spec": {"command": f"echo ran >> {runs}",
+                                                   "gpus": 1}}).json()["id"]
+
+    def die(*_args: Any, **_kwargs: Any) -> None:
+        if where == "copying the code":  # half a copy under the temporary name
+            (state / "jobs" / f".{job}.new" / "code").mkdir(parents=True)
+        raise Died
+
+    if where == "copying the code":
+        monkeypatch.setattr(jobdir, "fill", die)
+    else:
+        monkeypatch.setattr(first.runtime.launcher, "start", die)
+    with pytest.raises(Died):
+        first.tick()
+    first.close()
+    monkeypatch.undo()
+
+    again = make_service(state)  # the restart
+    try:
+        tick_until(again, lambda: again.store.get_job(job)["state"] in TERMINAL,
+                   what="the job to end")
+        assert again.store.get_job(job)["state"] == "succeeded"
+        assert runs.read_text() == "ran\n"
+        assert sorted(os.listdir(state / "jobs")) == [str(job)]  # nothing left, nothing aside
+    finally:
+        again.close()
