@@ -21,7 +21,6 @@ killer: a failure prints the seed, and `bench/torture.py --seed N` replays its p
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import random
 import secrets
@@ -180,6 +179,7 @@ class Client(threading.Thread):
         self.d, self.jobs, self.token = daemon, jobs, token
         self.ledger = Ledger()
         self.allowed = 0
+        self.waiting_at: int | None = None  # the job it waits to be allowed to submit
         self.cond = threading.Condition()
         self.about = {aim: threading.Event() for aim in ("upload", "submit", "push")}
         self.error: BaseException | None = None
@@ -193,7 +193,10 @@ class Client(threading.Thread):
         try:
             for plan in self.jobs:
                 with self.cond:
+                    self.waiting_at = plan.index
+                    self.cond.notify_all()
                     self.cond.wait_for(lambda p=plan: p.index < self.allowed)  # type: ignore[misc]
+                    self.waiting_at = None
                 tree = self._retry(self._upload(plan.files))
                 self._submit(plan, tree)
                 if plan.index % 7 == 3:
@@ -294,84 +297,11 @@ class Report:
                 f"retries; {len(self.failures)} failures; {self.seconds:.0f} s")
 
 
-class Signs:
-    """What the killer watches for on disk and in /proc, from the daemon's outside."""
-
-    def __init__(self, daemon: DaemonProcess) -> None:
-        self.jobs = daemon.state / "jobs"
-        self.archive = daemon.state / "archive"
-        self.ended: set[str] = set()
-        self.archives: set[tuple[str, int, int]] = set()
-
-    def baseline(self) -> None:
-        self.ended = self._ended()
-        self.archives = self._archives()
-
-    @staticmethod
-    def archivable(state_file: Path) -> bool:
-        """Whether the hot table holds an ended job (the next start moves it)."""
-        try:
-            hot = json.loads(state_file.read_bytes()).get("jobs", {})
-        except (OSError, ValueError):
-            return False
-        return any(isinstance(j, dict) and j.get("state") in TERMINAL for j in hot.values())
-
-    def seen(self, aim: str) -> bool:
-        if aim == "copy":
-            return any(n.startswith(".") and n.endswith(".new") for n in _names(self.jobs))
-        if aim == "collect":
-            return _collecting()
-        if aim == "end":
-            return bool(self._ended() - self.ended)
-        if aim == "archive":
-            return bool(self._archives() - self.archives)
-        raise ValueError(aim)
-
-    def _ended(self) -> set[str]:
-        done = set()
-        for name in _names(self.jobs):
-            if name.isdigit() and name not in self.ended:
-                try:
-                    raw = (self.jobs / name / "run.status").read_bytes()
-                except OSError:
-                    continue
-                if b"exit " in raw:
-                    done.add(name)
-        return done | self.ended
-
-    def _archives(self) -> set[tuple[str, int, int]]:
-        found = set()
-        for name in _names(self.archive):
-            try:
-                st = os.stat(self.archive / name)
-            except OSError:
-                continue
-            found.add((name, st.st_ino, st.st_mtime_ns))
-        return found
-
-
-def _names(folder: Path) -> list[str]:
-    try:
-        return os.listdir(folder)
-    except OSError:
-        return []
-
-
-def _collecting() -> bool:
-    for pid in _names(Path("/proc")):
-        if pid.isdigit():
-            try:
-                if b"output_walk" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    return True
-            except OSError:
-                continue
-    return False
-
-
 def run(root: Path, *, jobs: int, kills: int, seed: int | None = None,
         say: Any = None) -> Report:
     """Plan `jobs` jobs, run them through a daemon killed `kills` times, check."""
     from nai_server.testing import torture_checks
+    from nai_server.testing.torture_aims import Signs, all_ended, wait_for_aim
 
     seed = secrets.randbelow(2**32) if seed is None else seed
     say = say or (lambda _line: None)
@@ -397,15 +327,28 @@ def run(root: Path, *, jobs: int, kills: int, seed: int | None = None,
                 daemon.start()
             for event in client.about.values():
                 event.clear()
-            hit = _wait_for_aim(aim, rng, client, signs)
+            hit = wait_for_aim(aim, rng, client, signs)
             daemon.kill()
             (report.kills if hit else report.missed)[aim] += 1
             say(f"round {round_no + 1}/{kills}: killed at {aim}{'' if hit else ' (deadline)'} "
                 f"({time.monotonic() - began:.1f} s)")
             if client.error is not None:
                 raise client.error
-        client.allow(jobs)
+        # The last job comes after the whole history was archived and the daemon
+        # restarted with no job in its hot table: its id must still be a new one.
+        client.allow(jobs - 1)
         daemon.start()
+        wait_for(lambda: client.waiting_at == jobs - 1 or not client.is_alive(), timeout=300,
+                 what="the client to submit all but the last job")
+        with daemon.client() as api:
+            wait_for(lambda: all_ended(api), timeout=300, what="every job to end")
+        daemon.kill()
+        daemon.start()  # its first tick archives every job
+        wait_for(lambda: not Signs.hot_jobs(daemon.state / "state.json"), timeout=60,
+                 what="every job archived")
+        daemon.kill()
+        daemon.start()
+        client.allow(jobs)
         wait_for(lambda: not client.is_alive(), timeout=300, what="the client to finish")
         if client.error is not None:
             raise client.error
@@ -414,23 +357,4 @@ def run(root: Path, *, jobs: int, kills: int, seed: int | None = None,
     finally:
         daemon.stop()
         report.seconds = time.monotonic() - began
-    say(report.summary())
     return report
-
-
-def _wait_for_aim(aim: str, rng: random.Random, client: Client, signs: Signs) -> bool:
-    """Wait until the moment aimed at (True), or give up at a deadline (False)."""
-    if aim == "delay":
-        time.sleep(rng.uniform(0, 1.5))  # the point of the test: a kill at a random time
-        return True
-    if aim in client.about:
-        if not client.about[aim].wait(2.5):
-            return False
-        time.sleep(rng.uniform(0, 0.03))  # somewhere inside the request
-        return True
-    deadline = time.monotonic() + (10.0 if aim == "archive" else 2.5)
-    while time.monotonic() < deadline:
-        if signs.seen(aim):
-            return True
-        time.sleep(0.002)
-    return False

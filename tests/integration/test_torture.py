@@ -26,6 +26,7 @@ def test_sigkill_at_random_points_loses_doubles_and_leaks_nothing() -> None:
     try:
         report = torture.run(root, jobs=60, kills=20, seed=int(seed) if seed else None,
                              say=print)
+        print(report.summary())
         assert not report.failures, (
             f"{report.summary()}\nreplay with NAI_TORTURE_SEED={report.seed}:\n"
             + "\n".join(report.failures) + "\n--- daemon log (end) ---\n"
