@@ -20,6 +20,7 @@ killer: a failure prints the seed, and `bench/torture.py --seed N` replays its p
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import random
@@ -356,5 +357,8 @@ def run(root: Path, *, jobs: int, kills: int, seed: int | None = None,
                                                 daemon.root / "runs.txt")
     finally:
         daemon.stop()
+        for pid in torture_checks.workload_processes(client.token):  # an aborted run's
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
         report.seconds = time.monotonic() - began
     return report

@@ -184,30 +184,32 @@ def _datasets(client: httpx.Client, ledger: Ledger) -> list[str]:
     return failures
 
 
+def workload_processes(token: str) -> dict[int, str]:
+    """The live processes of the workload's jobs (pid → what it is), found by the
+    token in their environment."""
+    needle = f"TORTURE_RUN={token}".encode()
+    found = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            if needle not in env:
+                continue
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        job = next((e[11:].decode() for e in env if e.startswith(b"NAI_JOB_ID=")), "?")
+        found[int(pid)] = f"pid {pid} of job {job}: {cmd.decode(errors='replace').strip()}"
+    return found
+
+
 def _processes(token: str) -> list[str]:
     """No process of the workload's jobs is alive (every job has ended)."""
-    needle = f"TORTURE_RUN={token}".encode()
-
-    def alive() -> list[str]:
-        found = []
-        for pid in os.listdir("/proc"):
-            if not pid.isdigit():
-                continue
-            try:
-                env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-                if needle not in env:
-                    continue
-                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-            except OSError:
-                continue
-            job = next((e[11:].decode() for e in env if e.startswith(b"NAI_JOB_ID=")), "?")
-            found.append(f"pid {pid} of job {job}: {cmd.decode(errors='replace').strip()}")
-        return found
-
     deadline = time.monotonic() + 10  # the last job's end is being carried out
-    while (left := alive()) and time.monotonic() < deadline:
+    while (left := workload_processes(token)) and time.monotonic() < deadline:
         time.sleep(0.1)
-    return [f"processes of ended jobs alive: {left}"] if left else []
+    return [f"processes of ended jobs alive: {sorted(left.values())}"] if left else []
 
 
 def _temp_files(state: Path, since: float) -> list[str]:
