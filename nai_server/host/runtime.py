@@ -186,6 +186,10 @@ class JobRuntime:
                     "state": transition(JobState(job["state"]), JobState.RUNNING),
                     "pid": pid, "pid_start": ticks, "started_at": job.get("started_at") or now})
         status, code = self.launcher.status(job_dir, handle)
+        if status == "exited" and job["state"] == JobState.STARTING:
+            # It ran, and ended while the daemon was down: it ends from running.
+            job = self.store.update_job(job["id"], {
+                "state": transition(JobState.STARTING, JobState.RUNNING)})
         if status == "running":
             assert handle is not None
             self._enforce_limits(job, handle, now)

@@ -17,8 +17,8 @@ from starlette.testclient import TestClient
 from nai_server.api import create_app
 from nai_server.app.use_cases import UseCases
 from nai_server.host import jobdir
-from nai_server.host.launchers.local import Handle, LaunchRequest
-from nai_server.testing import AsPeer, make_service, tick_until
+from nai_server.host.launchers.local import Handle, LaunchRequest, read_exit_status
+from nai_server.testing import AsPeer, make_service, tick_until, wait_for
 
 TERMINAL = {"succeeded", "failed", "cancelled", "timed_out", "lost"}
 
@@ -47,9 +47,13 @@ class Died(BaseException):
     """The daemon killed at this point (nothing after it runs, no handler catches it)."""
 
 
-@pytest.mark.parametrize("where", ["copying the code", "launching the wrapper"])
+@pytest.mark.parametrize("where", ["copying the code", "launching the wrapper",
+                                   "recording the launch"])
 def test_a_job_whose_start_the_daemon_died_in_runs_once_after_a_restart(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """Killed while copying, before the wrapper ran (it runs after the restart), or
+    after the job ran but before that was recorded (the job ended while the daemon was
+    down: its end is taken as it was, and every later job still starts)."""
     state = tmp_path / "state"
     runs = tmp_path / "runs"
     first = make_service(state)
@@ -57,9 +61,15 @@ def test_a_job_whose_start_the_daemon_died_in_runs_once_after_a_restart(
         job = api.post("/v1/jobs", json={"spec": {"command": f"echo ran >> {runs}",
                                                    "gpus": 1}}).json()["id"]
 
-    def die(*_args: Any, **_kwargs: Any) -> None:
+    real_start = first.runtime.launcher.start
+
+    def die(*args: Any, **_kwargs: Any) -> None:
         if where == "copying the code":  # half a copy under the temporary name
             (state / "jobs" / f".{job}.new" / "code").mkdir(parents=True)
+        if where == "recording the launch":
+            real_start(*args)
+            wait_for(lambda: read_exit_status(state / "jobs" / str(job)) is not None,
+                     what="the job to run and end")
         raise Died
 
     if where == "copying the code":
@@ -75,7 +85,8 @@ def test_a_job_whose_start_the_daemon_died_in_runs_once_after_a_restart(
     try:
         tick_until(again, lambda: again.store.get_job(job)["state"] in TERMINAL,
                    what="the job to end")
-        assert again.store.get_job(job)["state"] == "succeeded"
+        ended = again.store.get_job(job)
+        assert (ended["state"], ended["exit_code"]) == ("succeeded", 0)
         assert runs.read_text() == "ran\n"
         assert sorted(os.listdir(state / "jobs")) == [str(job)]  # nothing left, nothing aside
     finally:
