@@ -355,6 +355,8 @@ def run(root: Path, *, jobs: int, kills: int, seed: int | None = None,
             raise client.error
         report.failures += torture_checks.check(daemon, client.ledger, client.token,
                                                 daemon.root / "runs.txt")
+    except AssertionError as exc:  # a wait that timed out: say why, if the daemon knows
+        report.failures += [str(exc), *torture_checks.daemon_errors(daemon.root / "daemon.log")]
     finally:
         daemon.stop()
         for pid in torture_checks.workload_processes(client.token):  # an aborted run's

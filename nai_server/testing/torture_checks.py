@@ -41,7 +41,19 @@ def check(daemon: DaemonProcess, ledger: Ledger, token: str, runs: Path) -> list
     failures += _processes(token)
     failures += _temp_files(daemon.state, daemon.started_at)
     failures += _verify(daemon)
+    failures += daemon_errors(daemon.root / "daemon.log")
     return failures
+
+
+def daemon_errors(log: Path) -> list[str]:
+    """The daemon logged no error: a kill may cut it off anywhere, but never make it
+    fail on what it finds when it starts again (a tick that fails once fails for ever)."""
+    lines = log.read_text(errors="replace").splitlines()
+    errors = [i for i, line in enumerate(lines) if " ERROR " in line]
+    if not errors:
+        return []
+    first = "\n".join(lines[errors[0]:errors[0] + 40])
+    return [f"the daemon logged {len(errors)} errors; the first:\n{first}"]
 
 
 def _listing(client: httpx.Client) -> tuple[list[dict[str, Any]], list[str]]:
