@@ -38,6 +38,7 @@ from nai_server.host.launchers.local import (
     Launcher,
     LaunchRequest,
     exit_time,
+    never_started,
     proc_start_ticks,
     proc_uid,
     read_wrapper_pid,
@@ -176,7 +177,7 @@ class JobRuntime:
             # The daemon died between "starting" and recording the pid. The wrapper
             # writes its pid first: adopt it if it lives; never start the job again.
             pid = read_wrapper_pid(job_dir)
-            if pid is None:  # no wrapper ever started: nothing of the job ran
+            if pid is None or never_started(job_dir):  # nothing of the job ran
                 self._unstart(job)
                 return False
             ticks = proc_start_ticks(pid) if pid else None

@@ -48,12 +48,13 @@ class Died(BaseException):
 
 
 @pytest.mark.parametrize("where", ["copying the code", "launching the wrapper",
-                                   "recording the launch"])
+                                   "telling the wrapper to go", "recording the launch"])
 def test_a_job_whose_start_the_daemon_died_in_runs_once_after_a_restart(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
-    """Killed while copying, before the wrapper ran (it runs after the restart), or
-    after the job ran but before that was recorded (the job ended while the daemon was
-    down: its end is taken as it was, and every later job still starts)."""
+    """Killed while copying, before the wrapper ran, or before it was told to start the
+    job (the job runs after the restart), or after the job ran but before that was
+    recorded (it ended while the daemon was down: its end is taken as it was, and every
+    later job still starts)."""
     state = tmp_path / "state"
     runs = tmp_path / "runs"
     first = make_service(state)
@@ -72,8 +73,17 @@ def test_a_job_whose_start_the_daemon_died_in_runs_once_after_a_restart(
                      what="the job to run and end")
         raise Died
 
+    real_write = os.write
+
+    def write(fd: int, data: bytes) -> int:  # the wrapper waits for "go", and sees EOF
+        if data == b"go\n":
+            raise Died
+        return real_write(fd, data)
+
     if where == "copying the code":
         monkeypatch.setattr(jobdir, "fill", die)
+    elif where == "telling the wrapper to go":
+        monkeypatch.setattr(os, "write", write)
     else:
         monkeypatch.setattr(first.runtime.launcher, "start", die)
     with pytest.raises(Died):
