@@ -51,3 +51,8 @@ class JobStore(Protocol):
         """Call `watcher(state before, job document after)` on each change of a job's
         state, as it is made (before it is committed)."""
         ...
+
+    def commit(self) -> None:
+        """Make every change so far durable now, before an action the store cannot take
+        back (a job's process is started only once its start is on disk)."""
+        ...

@@ -24,8 +24,9 @@ _Q, _S, _R = JobState.QUEUED, JobState.STARTING, JobState.RUNNING
 ALLOWED: dict[JobState, frozenset[JobState]] = {
     # queued → cancelled also covers "a dependency failed", decided by the service.
     JobState.QUEUED: frozenset({_S, JobState.CANCELLED}),
-    # starting → lost: the daemon restarted before the process was seen running.
-    JobState.STARTING: frozenset({_R, JobState.FAILED, JobState.CANCELLED, JobState.LOST}),
+    # starting → lost: the daemon restarted before the process was seen running;
+    # starting → queued: it died before the job's wrapper even started (nothing ran).
+    JobState.STARTING: frozenset({_Q, _R, JobState.FAILED, JobState.CANCELLED, JobState.LOST}),
     JobState.RUNNING: frozenset(
         {
             JobState.SUCCEEDED,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
 import signal
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -37,6 +38,7 @@ from nai_server.host.launchers.local import (
     Handle,
     Launcher,
     exit_time,
+    never_started,
     proc_start_ticks,
     proc_uid,
     read_wrapper_pid,
@@ -178,6 +180,9 @@ class JobRuntime:
             # The daemon died between "starting" and recording the pid. The wrapper
             # writes its pid first: adopt it if it lives; never start the job again.
             pid = read_wrapper_pid(job_dir)
+            if pid is None or never_started(job_dir):  # nothing of the job ran
+                self._unstart(job)
+                return None
             ticks = proc_start_ticks(pid) if pid else None
             if pid and ticks is not None and session_of(pid) == pid and self._owns(job, pid):
                 handle = Handle(pid, ticks)
@@ -185,6 +190,9 @@ class JobRuntime:
                                        pid=pid, pid_start=ticks,
                                        started_at=job.started_at or now)
         status, code = self.launcher.status(job_dir, handle)
+        if status == "exited" and job.state == JobState.STARTING:
+            # It ran, and ended while the daemon was down: it ends from running.
+            job = self.jobs.update(job.id, state=transition(JobState.STARTING, JobState.RUNNING))
         if status == "running":
             assert handle is not None
             self._enforce_limits(job, handle, now)
@@ -199,6 +207,17 @@ class JobRuntime:
             if at is not None:
                 now = min(now, max(at, job.started_at or now))
         return Ended(now, status, code, note)
+
+    def _unstart(self, job: Job) -> None:
+        """The daemon died while starting the job, before its wrapper ran: back to the
+        queue, without what was built for it (its next start builds it again)."""
+        if not job.runs:  # a preempted job's directory holds its checkpoint
+            for path in (self.jobs_dir / f".{job.id}.new", self.job_dir(job.id)):
+                if os.path.lexists(path):
+                    shutil.rmtree(path)
+        self.jobs.update(job.id, state=transition(job.state, JobState.QUEUED), gpus=(),
+                         gpu_uuids=(), started_at=None)
+        log.info("job %s: the daemon stopped while starting it; queued again", job.id)
 
     def _leftovers(self, job: Job, handle: Handle | None) -> str | None:
         """Kill what the job left running (its cgroup, or its session, and its user's
@@ -358,6 +377,9 @@ class JobRuntime:
         job = self.jobs.update(
             job.id, state=transition(JobState.QUEUED, JobState.STARTING), gpus=gpus,
             gpu_uuids=tuple(uuids.get(i, "") for i in gpus), started_at=now)
+        # On disk before the process exists: a daemon killed after the launch must come
+        # back knowing it started the job (and adopt it), never queue it to run again.
+        self.jobs.commit()
         try:
             request = jobdir.launch_request(
                 job, gpus, self.job_dir(job.id), self.blobs, self.config.personal,

@@ -205,6 +205,10 @@ class TinyDbStore(JobRecords):
         self._write_hot()
         return job_id
 
+    def commit(self) -> None:
+        """Write what is pending to disk now (normally the group commit does)."""
+        self.storage.commit()
+
     def update_job(self, job_id: int, fields: Doc) -> Doc:
         check_storable(fields)
         hot = self._hot()

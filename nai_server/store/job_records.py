@@ -34,6 +34,9 @@ class JobRecords:
     def hot_jobs(self) -> list[Doc]:
         raise NotImplementedError
 
+    def commit(self) -> None:
+        """Durable now (see JobStore.commit): nothing to do for a store in memory."""
+
     def watch_states(self, watcher: Callable[[str | None, Doc], None]) -> None:
         """Call `watcher(state before, document after)` whenever `update_job` changes a
         job's state (plugins' notifiers hear of job events this way)."""

@@ -32,7 +32,8 @@ from nai_server.host import jobfiles
 # A trap *with a command* (not an ignore) keeps the wrapper alive through SIGTERM to the
 # group, while the job still gets the default action; the wrapper then records the
 # job's status. A signal that came before the job started (a cancel right after the
-# launch) means it never starts: it would not have seen the signal.
+# launch) means it never starts: it would not have seen the signal. A wrapper that saw
+# EOF records "unstarted": the daemon died before the job ran, which may then run later.
 WRAPPER = r"""
 exec 3>&2 2>&1
 stop=
@@ -42,7 +43,7 @@ trap 'stop=129' HUP
 echo "pid $$" >&3
 read go
 [ -z "$stop" ] || { echo "exit $stop" >&3; exit "$stop"; }
-[ "$go" = go ] || exit 125
+[ "$go" = go ] || { echo unstarted >&3; exit 125; }
 /bin/sh -c "$1" </dev/null 3>&-
 code=$?
 echo "exit $code" >&3
@@ -241,6 +242,11 @@ def _reserve(fd: int, size: int) -> None:
 def _code(returncode: int) -> int:
     # Popen reports death by signal N as -N; shells report 128+N.
     return 128 - returncode if returncode < 0 else returncode
+
+def never_started(job_dir: Path) -> bool:
+    """Whether the wrapper exited without starting the job (no "go" ever came)."""
+    raw = jobfiles.read_small(job_dir, STATUS_FILE)
+    return b"unstarted" in (raw or b"").split(b"\n")[:-1]
 
 def read_wrapper_pid(job_dir: Path) -> int | None:
     """The pid the job's wrapper recorded before the job started."""
