@@ -10,9 +10,10 @@ queued jobs < 20 ms.
 
     .venv/bin/python bench/replay.py [--dir DIR] [--trace NAME]
                                           # traces from ../shared/traces or $NAI_TRACES
-    .venv/bin/python bench/replay.py --traces [--dir DIR]
+    .venv/bin/python bench/replay.py --traces [--dir DIR] [--set KNOB=VALUE ...]
                                           # every DIR/*.csv and DIR/family/*.csv, one line
-                                          # each: pass/fail per target, and the count
+                                          # each: pass/fail per target, and the count;
+                                          # --set changes a fair-share knob (Tuning)
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ import os
 import random
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from nai_server.cli.simulate import metrics, read_trace, replay, table
 from nai_server.core import scheduling as sched
+from nai_server.core.sched_types import Tuning
 
 TRACES = [("itp_cluster05.csv", 12), ("philly_team8_l085_s1.csv", 8)]
 GPUS = dict(TRACES)  # any other trace: one 8-GPU server
@@ -98,16 +101,17 @@ def all_traces(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.csv")) + sorted((folder / "family").glob("*.csv"))
 
 
-def family(folder: Path, policy: str = "fairshare") -> int:
-    """One line per trace: the default policy's figure against each target, and whether
-    it meets it; returns how many traces meet all four."""
+def family(folder: Path, policy: str = "fairshare", tuning: Tuning | None = None) -> int:
+    """One line per trace: the default policy's figure (under ``tuning``) against each
+    target, and whether it meets it; returns how many traces meet all four."""
     print(f"{'trace':28s} {'jobs':>5s} {'JCT<=1':>11s} {'BSLD<=.75':>11s} "
           f"{'wide<=1':>11s} {'util>=-2':>11s}  all  replay s")  # fmt: skip
     count, paths = 0, all_traces(folder)
     for path in paths:
         trace = read_trace(path)
         gpus = GPUS.get(path.name, 8)
-        results = [replay(trace, gpus, p) for p in [*BASELINES, policy]]
+        results = [replay(trace, gpus, p) for p in BASELINES]
+        results.append(replay(trace, gpus, policy, tuning))
         figures = {r.policy: metrics(r) for r in results}
         check = checks(figures, policy)
         met = passed(check)
@@ -147,6 +151,19 @@ def plan_pass(policy: str, jobs: int = 10_000, repeats: int = 20) -> float:
     return statistics.median(times)
 
 
+def knobs(pairs: list[str]) -> Tuning:
+    """The default tuning with each ``KNOB=VALUE`` set (numbers, or true/false)."""
+    defaults = Tuning()
+    changes: dict[str, object] = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        if not hasattr(defaults, name):
+            raise SystemExit(f"replay.py: no fair-share knob {name!r}; see core/sched_types.Tuning")
+        old = getattr(defaults, name)
+        changes[name] = value.lower() == "true" if isinstance(old, bool) else float(value)
+    return replace(defaults, **changes)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dir", type=Path, default=None, help="folder of the trace files")
@@ -158,10 +175,14 @@ def main() -> None:
         "--trace", action="append", choices=[name for name, _ in TRACES],
         help="replay only this trace (repeatable; default: all)",
     )  # fmt: skip
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KNOB=VALUE",
+        help="with --traces: a fair-share knob of Tuning, e.g. tail_guard=1 (repeatable)",
+    )  # fmt: skip
     args = parser.parse_args()
     folder = args.dir or traces_dir()
     if args.traces:
-        family(folder)
+        family(folder, tuning=knobs(args.set))
         return
     for name, gpus in TRACES:
         if args.trace and name not in args.trace:

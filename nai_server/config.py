@@ -61,6 +61,7 @@ class FairshareConfig(_Section):
     reserve_window: Seconds = Field(default=_T.reserve_window, ge=0)
     reserve_after: Seconds = Field(default=_T.reserve_after, ge=0)
     starve_factor: float = Field(default=_T.starve_factor, ge=0)
+    tail_guard: float = Field(default=_T.tail_guard, ge=0)
     drain_after: float = Field(default=_T.drain_after, ge=0)
     drain_hold: Seconds = Field(default=_T.drain_hold, ge=0)
     preempt: bool = _T.preempt

@@ -18,7 +18,9 @@ find every GPU free at once. Hence the guards: a *starving* job (one that has wa
 merely part of a long backlog) goes ahead of the priority order; the machine is drained
 for a whole-server job that has waited long for its size (``backfill.drain_until``);
 and when the machine is empty, whole-server jobs go first, so that one drain serves
-all of them rather than each paying for its own.
+all of them rather than each paying for its own. Optionally (``Tuning.tail_guard``), a
+narrow job at least as long as the backlog's drain time goes ahead too: under short jobs
+first a multi-day job would otherwise start last and hold the busy period open.
 
 With ``Tuning.predict``, a job's length (in the order and in backfill) is its run time
 predicted from its user's finished jobs (``predict``), not its time limit."""
@@ -31,7 +33,15 @@ from operator import attrgetter
 
 from nai_server.core import preempt
 from nai_server.core.backfill import easy
-from nai_server.core.sched_types import INF, Accounting, Plan, QueuedJob, Resources, Tuning
+from nai_server.core.sched_types import (
+    INF,
+    Accounting,
+    Plan,
+    QueuedJob,
+    Resources,
+    Tuning,
+    time_limit_of,
+)
 
 QOS = {"low": 0.0, "normal": 0.5, "high": 1.0}
 HOUR = 3_600.0
@@ -164,11 +174,13 @@ def order(
     now: float,
     gpus: int,
     length: Callable[[QueuedJob], float | None] | None = None,
+    drain: float = INF,
 ) -> list[QueuedJob]:
     """Jobs by least-attained-service tier (0 for all but preempted jobs), starving jobs
     first within it (wide ones, asking for more than half the ``gpus``, before every
-    tier), then priority, then arrival (``jobs`` come in arrival order and the sort is
-    stable)."""
+    tier) and, with ``tuning.tail_guard``, narrow jobs at least that many ``drain``
+    times long (the backlog's drain time, ``drain_time``), then priority, then arrival
+    (``jobs`` come in arrival order and the sort is stable)."""
     keys = priorities(jobs, standing, tuning, now, gpus, negated=True, length=length)
     # One float per job sorts faster than (tier, starving, priority) tuples: a tier step
     # outweighs any difference in priority.
@@ -185,6 +197,12 @@ def order(
             key + step * tier(job.attained * (job.gpus or 1)) if job.attained else key
             for job, key in zip(jobs, keys, strict=True)
         ]
+    if tuning.tail_guard > 0 and drain != INF:
+        bound, measure = tuning.tail_guard * drain, length or time_limit_of
+        keys = [
+            key - step * 0.999 if _tail(job, measure, bound, gpus) else key
+            for job, key in zip(jobs, keys, strict=True)
+        ]
     since = starving_since(jobs, tuning, now)
     if jobs and min(map(_SUBMITTED, jobs)) <= since:
         # A starving job goes ahead of its tier; a starving wide one ahead of every
@@ -195,6 +213,29 @@ def order(
             for job, key in zip(jobs, keys, strict=True)
         ]
     return [jobs[i] for i in sorted(range(len(jobs)), key=keys.__getitem__)]
+
+
+def _tail(
+    job: QueuedJob, length: Callable[[QueuedJob], float | None], bound: float, gpus: int
+) -> bool:
+    """Whether a job is narrow and expected to run at least ``bound`` seconds."""
+    if not job.gpus or 2 * job.gpus > gpus:
+        return False
+    expected = length(job)
+    return expected is not None and expected >= bound
+
+
+def drain_time(jobs: Sequence[QueuedJob], resources: Resources, now: float) -> float:
+    """Seconds the GPUs would take to finish what is queued and running if none stood
+    idle: the backlog's GPU-seconds (expected lengths, and for running jobs what is left
+    until their expected end) over the GPUs; inf without GPUs."""
+    if not resources.gpus:
+        return INF
+    # A running job without a time limit counts as running for ever: cap it at a year.
+    held = math.fsum(min(at - now, 365 * 24 * HOUR) for at in resources.gpu_free_at.values())
+    length = resources.length
+    queued = math.fsum(job.gpus * (length(job) or 0.0) for job in jobs if job.gpus)
+    return (held + queued) / len(resources.gpus)
 
 
 def standing_for(jobs: Sequence[QueuedJob], resources: Resources) -> Standing:
@@ -226,7 +267,8 @@ def fairshare(jobs: Sequence[QueuedJob], resources: Resources, now: float) -> Pl
     if tuning.predict:
         resources.use_predictions()
     standing = standing_for(jobs, resources)
-    ordered = order(jobs, standing, tuning, now, len(resources.gpus), resources.length)
+    drain = drain_time(jobs, resources, now) if tuning.tail_guard > 0 else INF
+    ordered = order(jobs, standing, tuning, now, len(resources.gpus), resources.length, drain)
     ordered = whole_first(ordered, resources)
     preempter = None
     if tuning.preempt and any(run.preemptible for run in resources.cluster.running):
