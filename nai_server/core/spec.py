@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from nai_server.core.bounds import MAX_ID, has_surrogate, shown
+from nai_server.core.env_setup import EnvSetup, parse_env_setup
 from nai_server.core.metric_patterns import parse_metrics
 
 # Re-exported (`as`): callers import the unit helpers from here with the spec.
@@ -70,6 +71,8 @@ class JobSpec:
     preemptible: bool = False
     group: str | None = None  # submit on behalf of this group
     metrics: dict[str, Any] | None = None  # log patterns and presets (core.metric_patterns)
+    # None: /bin/sh and the daemon's PATH; login, {conda: NAME} or {venv: PATH} (core.env_setup)
+    env_setup: EnvSetup | None = None
 
 
 FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(JobSpec))
@@ -294,6 +297,7 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "preemptible": _bool,
     "group": _optional(_name),
     "metrics": _optional(parse_metrics),
+    "env_setup": _optional(parse_env_setup),
 }
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pwd
 import shutil
 import stat
 import time
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from nai_server.core.env import build_job_env
+from nai_server.core.env_setup import job_launch
 from nai_server.core.job import Job
 from nai_server.host import mounts, unix
 from nai_server.host.launchers.local import LEGACY_FILES, STATUS_FILE, LaunchRequest
@@ -55,9 +57,22 @@ def launch_request(job: Job, gpus: tuple[int, ...], job_dir: Path, blobs: BlobSt
     }
     env = build_job_env(job_id=job.id, job_dir=str(job_dir), gpu_indices=gpus,
                         user_env=job.spec.env, base_env=base, **dirs)
-    return LaunchRequest(job_id=job.id, job_dir=job_dir, command=job.spec.command,
+    # The shell comes from passwd; the user's own files (profile, venv) are read only by
+    # the job's processes, as the user.
+    shell = account.pw_shell if account else _own_shell()
+    script, args, env = job_launch(job.spec.env_setup, command=job.spec.command, env=env,
+                                   code_dir=str(job_dir / "code"), home=home, shell=shell)
+    return LaunchRequest(job_id=job.id, job_dir=job_dir, command=script, args=args,
                          env=env, cwd=job_dir / "code", uid=uid, gid=gid, groups=groups,
                          cgroup=cgroup(), joins=joins())
+
+
+def _own_shell() -> str:
+    """The daemon's own user's shell (a personal server runs jobs as that user)."""
+    try:
+        return pwd.getpwuid(os.getuid()).pw_shell
+    except KeyError:
+        return os.environ.get("SHELL", "/bin/sh")
 
 
 def make(job: Job, job_dir: Path, blobs: BlobStore, uid: int | None, gid: int | None, *,

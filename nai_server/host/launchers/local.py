@@ -19,9 +19,11 @@ from typing import Literal, Protocol
 
 from nai_server.host import jobfiles
 
-# $1 = the job's command. The wrapper runs as the job's owner, in a directory the
-# daemon owns, so it reports through a file the daemon opened: STATUS_FILE, root-owned,
-# handed over as fd 2 and moved to fd 3 at once (fd 2 then goes to the log, like fd 1).
+# $1 = the job's command, and what follows it the command's own arguments ($1...; the
+# env_setup scripts of core.env_setup take the user's command there). The wrapper
+# runs as the job's owner, in a directory the daemon owns, so it reports through a
+# file the daemon opened: STATUS_FILE, root-owned, handed over as fd 2 and moved to
+# fd 3 at once (fd 2 then goes to the log, like fd 1).
 # The wrapper writes its pid there before the job starts and the job's exit status when
 # it ends, one line each; the job itself gets the file closed and /dev/null as its
 # input, so it cannot reach the file (nor reopen it through /proc, which checks the
@@ -44,7 +46,9 @@ echo "pid $$" >&3
 read go
 [ -z "$stop" ] || { echo "exit $stop" >&3; exit "$stop"; }
 [ "$go" = go ] || { echo unstarted >&3; exit 125; }
-/bin/sh -c "$1" </dev/null 3>&-
+job=$1
+shift
+/bin/sh -c "$job" /bin/sh "$@" </dev/null 3>&-
 code=$?
 echo "exit $code" >&3
 exit "$code"
@@ -65,7 +69,7 @@ class Handle:
 class LaunchRequest:
     job_id: int
     job_dir: Path
-    command: str
+    command: str  # run with /bin/sh -c, as the job's owner
     env: dict[str, str]
     cwd: Path
     uid: int | None = None  # None: run as the daemon's own user (personal mode)
@@ -73,6 +77,7 @@ class LaunchRequest:
     groups: tuple[int, ...] = ()
     cgroup: Path | None = None  # the job's cgroup, to start the wrapper in
     joins: tuple[Path, ...] = ()  # v1 cgroups (memory, cpu limits) it joins as well
+    args: tuple[str, ...] = ()  # the command's $1...
 
 Status = Literal["running", "exited", "vanished"]
 
@@ -165,7 +170,7 @@ class LocalLauncher:
             _reserve(status, STATUS_ROOM)
             go_read, go_write = os.pipe()
             proc = subprocess.Popen(
-                ["/bin/sh", "-c", WRAPPER, "nai-job", request.command],
+                ["/bin/sh", "-c", WRAPPER, "nai-job", request.command, *request.args],
                 cwd=request.cwd,
                 env=request.env,
                 stdin=go_read,
