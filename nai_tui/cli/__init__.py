@@ -101,7 +101,9 @@ def _add_run_commands(add: Add) -> None:
     p.add_argument("--model")
     p.add_argument("--time-limit", help="e.g. 2h, 30m, 1h30m")
     p.add_argument("--name")
-    p.add_argument("--command", help="the command to run (default: from nai.yaml)")
+    p.add_argument("--command", help="the command to run (default: from nai.yaml), with "
+                   "/bin/sh and the server daemon's PATH: `python` is the server's unless "
+                   "nai.yaml has env_setup: login, {conda: NAME} or {venv: PATH}")
     p.add_argument("--env", action="append", metavar="K=V", help="repeatable")
     _add_outcome_options(p)
 
