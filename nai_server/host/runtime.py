@@ -13,10 +13,11 @@ import logging
 import os
 import shutil
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from nai_server.app.accounts import Caller
 from nai_server.app.ports import JobStore
@@ -126,8 +127,10 @@ class JobRuntime:
         snapshot = self._probe = self.gpus.probe()
         # settled(): never launch a job whose submission a failed flush may take back.
         with self.lock.settled():
-            ended = self._reap(now)
-            watched = self.store.hot_jobs()
+            hot = self.jobs.hot()
+            ended = self._reap(hot, now)
+            # Only a started job has a log to read (poll passes over the others).
+            watched = self._documents(j.id for j in hot if j.active)
         self.metrics.poll(watched, {job.id for job, _ in ended})  # before an ended job's outputs
         for job, how in ended:  # outside the lock: no request waits on a job's files
             self.collections.start(job, how)
@@ -162,11 +165,17 @@ class JobRuntime:
 
     # --- reaping ----------------------------------------------------------------------
 
-    def _reap(self, now: float) -> list[tuple[Job, Ended]]:
+    def _documents(self, job_ids: Iterable[int]) -> list[dict[str, Any]]:
+        """The stored documents of these hot jobs, for the readers that take documents
+        (copying only these, not the whole queue, each tick)."""
+        docs = (self.store.get_hot_job(job_id) for job_id in job_ids)
+        return [doc for doc in docs if doc is not None]
+
+    def _reap(self, hot: list[Job], now: float) -> list[tuple[Job, Ended]]:
         """Check every started job; return those whose process has ended and whose
         outputs must now be collected before they end, with how they ended."""
         ended = []
-        for job in self.jobs.hot():
+        for job in hot:
             if job.active and job.id not in self.collections:
                 how = self._check(job, now)
                 if how is not None:
@@ -298,8 +307,9 @@ class JobRuntime:
         cluster = sched.Cluster(gpus=views, running=tuple(_running(j, now) for j in active),
                                 cpu_slots=self.config.scheduler.cpu_slots,
                                 drained=self.drained())
-        # The fair-share book (app/usage.py) reads the store's job documents as they are.
-        documents = self.store.hot_jobs()
+        # The fair-share book (app/usage.py) reads the store's job documents as they are:
+        # those of jobs that ran (it passes over a queued job that never did).
+        documents = self._documents(j.id for j in hot if j.state != JobState.QUEUED or j.runs)
         plan = sched.plan([_queued(j) for j in queued], cluster, now,
                           finished=self._finished_deps(queued),
                           policy=self.config.scheduler.policy,
