@@ -115,6 +115,7 @@ class JobRuntime:
         self.metrics = metrics_ingest.MetricsIngest(  # `metrics:` from logs and event files
             self.jobs_dir, run_as=lambda doc: run_as(doc["user"], config.personal))
         self._sweep_due = True  # at start: what a crash left behind
+        self._views: dict[int, tuple[Job, sched.QueuedJob]] = {}  # see _planned
         self.watch = GpuWatch(lambda pid: self.contain.job_of(pid))
 
     def job_dir(self, job_id: int) -> Path:
@@ -310,7 +311,7 @@ class JobRuntime:
         # The fair-share book (app/usage.py) reads the store's job documents as they are:
         # those of jobs that ran (it passes over a queued job that never did).
         documents = self._documents(j.id for j in hot if j.state != JobState.QUEUED or j.runs)
-        plan = sched.plan([_queued(j) for j in queued], cluster, now,
+        plan = sched.plan(self._planned(queued), cluster, now,
                           finished=self._finished_deps(queued),
                           policy=self.config.scheduler.policy,
                           accounting=self.usage.accounting(now, documents), tuning=self.tuning)
@@ -332,6 +333,20 @@ class JobRuntime:
         self.state.waiting = waiting
         self.state.est_start = est_start
 
+    def _planned(self, queued: list[Job]) -> list[sched.QueuedJob]:
+        """The queued jobs as the planner sees them. A job's record is the same object
+        while its document is unchanged (`JobStore.hot`), and both are immutable: its
+        view from the last tick is reused, not built again for every job every tick."""
+        last, views, planned = self._views, {}, []
+        for job in queued:
+            seen = last.get(job.id)
+            if seen is None or seen[0] is not job:
+                seen = (job, _queued(job))
+            views[job.id] = seen
+            planned.append(seen[1])
+        self._views = views
+        return planned
+
     def _preempt(self, job: Job, starts: tuple[sched.Start, ...], now: float) -> None:
         """Stop a running job so that a job ahead of it can start; it will be requeued."""
         if job.state != JobState.RUNNING or job.stop:
@@ -352,7 +367,7 @@ class JobRuntime:
 
     def _finished_deps(self, queued: list[Job]) -> dict[int, bool]:
         finished = {}
-        for dep in {d for j in queued for d in j.depends_on}:
+        for dep in {d for j in queued for ds in (j.spec.after, j.spec.after_ok) for d in ds}:
             job = self.jobs.get(dep)
             if job is not None and job.terminal:
                 finished[dep] = job.state == JobState.SUCCEEDED
