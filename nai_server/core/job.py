@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, TypeVar
 
 from nai_server.core.spec import FIELDS as SPEC_FIELDS
@@ -134,12 +135,14 @@ class Job:
     def name(self) -> str:
         return self.spec.name or f"job-{self.id}"
 
-    @property
+    # Read several times a tick for every hot job: worked out once per record (a
+    # record's state never changes), and set by `from_doc` as it builds one.
+    @cached_property
     def active(self) -> bool:
         """It holds resources (GPUs or a CPU slot)."""
         return self.state in ACTIVE
 
-    @property
+    @cached_property
     def terminal(self) -> bool:
         return self.state in TERMINAL
 
@@ -160,9 +163,10 @@ class Job:
         """The record of a stored document (as written by `to_doc` or by older code)."""
         get = doc.get
         pid_start, runs = get("pid_start"), get("runs")
+        state = JobState(get("state", JobState.QUEUED))
         return _built(cls, {
             "id": int(get("id", 0)), "user": get("user") or "",
-            "state": JobState(get("state", JobState.QUEUED)),
+            "state": state, "active": state in ACTIVE, "terminal": state in TERMINAL,
             "spec": spec_of(get("spec") or {}),
             "submitted_at": float(get("submitted_at") or 0.0),
             "group": get("group"), "code_tree": get("code_tree"),

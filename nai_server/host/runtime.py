@@ -13,10 +13,11 @@ import logging
 import os
 import shutil
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from nai_server.app.accounts import Caller
 from nai_server.app.ports import JobStore
@@ -114,6 +115,7 @@ class JobRuntime:
         self.metrics = metrics_ingest.MetricsIngest(  # `metrics:` from logs and event files
             self.jobs_dir, run_as=lambda doc: run_as(doc["user"], config.personal))
         self._sweep_due = True  # at start: what a crash left behind
+        self._views: dict[int, tuple[Job, sched.QueuedJob]] = {}  # see _planned
         self.watch = GpuWatch(lambda pid: self.contain.job_of(pid))
 
     def job_dir(self, job_id: int) -> Path:
@@ -126,8 +128,10 @@ class JobRuntime:
         snapshot = self._probe = self.gpus.probe()
         # settled(): never launch a job whose submission a failed flush may take back.
         with self.lock.settled():
-            ended = self._reap(now)
-            watched = self.store.hot_jobs()
+            hot = self.jobs.hot()
+            ended = self._reap(hot, now)
+            # Only a started job has a log to read (poll passes over the others).
+            watched = self._documents(j.id for j in hot if j.active)
         self.metrics.poll(watched, {job.id for job, _ in ended})  # before an ended job's outputs
         for job, how in ended:  # outside the lock: no request waits on a job's files
             self.collections.start(job, how)
@@ -162,11 +166,17 @@ class JobRuntime:
 
     # --- reaping ----------------------------------------------------------------------
 
-    def _reap(self, now: float) -> list[tuple[Job, Ended]]:
+    def _documents(self, job_ids: Iterable[int]) -> list[dict[str, Any]]:
+        """The stored documents of these hot jobs, for the readers that take documents
+        (copying only these, not the whole queue, each tick)."""
+        docs = (self.store.get_hot_job(job_id) for job_id in job_ids)
+        return [doc for doc in docs if doc is not None]
+
+    def _reap(self, hot: list[Job], now: float) -> list[tuple[Job, Ended]]:
         """Check every started job; return those whose process has ended and whose
         outputs must now be collected before they end, with how they ended."""
         ended = []
-        for job in self.jobs.hot():
+        for job in hot:
             if job.active and job.id not in self.collections:
                 how = self._check(job, now)
                 if how is not None:
@@ -298,9 +308,10 @@ class JobRuntime:
         cluster = sched.Cluster(gpus=views, running=tuple(_running(j, now) for j in active),
                                 cpu_slots=self.config.scheduler.cpu_slots,
                                 drained=self.drained())
-        # The fair-share book (app/usage.py) reads the store's job documents as they are.
-        documents = self.store.hot_jobs()
-        plan = sched.plan([_queued(j) for j in queued], cluster, now,
+        # The fair-share book (app/usage.py) reads the store's job documents as they are:
+        # those of jobs that ran (it passes over a queued job that never did).
+        documents = self._documents(j.id for j in hot if j.state != JobState.QUEUED or j.runs)
+        plan = sched.plan(self._planned(queued), cluster, now,
                           finished=self._finished_deps(queued),
                           policy=self.config.scheduler.policy,
                           accounting=self.usage.accounting(now, documents), tuning=self.tuning)
@@ -322,6 +333,20 @@ class JobRuntime:
         self.state.waiting = waiting
         self.state.est_start = est_start
 
+    def _planned(self, queued: list[Job]) -> list[sched.QueuedJob]:
+        """The queued jobs as the planner sees them. A job's record is the same object
+        while its document is unchanged (`JobStore.hot`), and both are immutable: its
+        view from the last tick is reused, not built again for every job every tick."""
+        last, views, planned = self._views, {}, []
+        for job in queued:
+            seen = last.get(job.id)
+            if seen is None or seen[0] is not job:
+                seen = (job, _queued(job))
+            views[job.id] = seen
+            planned.append(seen[1])
+        self._views = views
+        return planned
+
     def _preempt(self, job: Job, starts: tuple[sched.Start, ...], now: float) -> None:
         """Stop a running job so that a job ahead of it can start; it will be requeued."""
         if job.state != JobState.RUNNING or job.stop:
@@ -342,7 +367,7 @@ class JobRuntime:
 
     def _finished_deps(self, queued: list[Job]) -> dict[int, bool]:
         finished = {}
-        for dep in {d for j in queued for d in j.depends_on}:
+        for dep in {d for j in queued for ds in (j.spec.after, j.spec.after_ok) for d in ds}:
             job = self.jobs.get(dep)
             if job is not None and job.terminal:
                 finished[dep] = job.state == JobState.SUCCEEDED

@@ -65,21 +65,39 @@ class JobRecords:
         doc = self.get_hot_job(job_id)
         return None if doc is None else Job.from_doc(doc)
 
+    def generation(self) -> object | None:
+        """A token that changes with every write to the hot jobs (and every rollback):
+        what was read before is still current while it is unchanged. None: the store
+        cannot tell, so `hot` looks at every document each time."""
+        return None
+
     def hot(self) -> list[Job]:
-        """The jobs of the hot table (every active or queued one). This runs every
-        tick over the whole queue, so a job whose document has not changed since the
-        last call is not converted again (records are immutable, and shared), and
-        nothing is allocated per unchanged job."""
-        known: dict[int, tuple[Doc, Job]] | None = getattr(self, "_hot_records", None)
-        if known is None:
-            known = self._hot_records = {}
-        jobs = []
+        """The jobs of the hot table (every active or queued one). This runs several
+        times a tick over the whole queue: while the store's `generation` is unchanged
+        the last list is still right and nothing is read; otherwise a job whose document
+        has not changed keeps its record (records are immutable, and shared)."""
+        token = self.generation()  # before reading: a write meanwhile makes it stale
+        last: _HotCache | None = self.__dict__.get("_hot_cache")
+        if last is not None and token is not None and last.token == token:
+            return list(last.jobs)
+        known = last.known if last is not None else {}
+        jobs, docs = [], {}
         for doc in self.hot_jobs():
             seen = known.get(doc.get("id", 0))
             if seen is None or seen[0] != doc:
-                job = Job.from_doc(doc)
-                seen = known[job.id] = (doc, job)
+                seen = (doc, Job.from_doc(doc))
+            docs[seen[1].id] = seen
             jobs.append(seen[1])
-        if len(known) > len(jobs):  # forget what left the hot table
-            self._hot_records = {job.id: known[job.id] for job in jobs}
+        self.__dict__["_hot_cache"] = _HotCache(token, tuple(jobs), docs)
         return jobs
+
+
+class _HotCache:
+    """What `hot` read last: under which generation, the records, and by job id the
+    document each record was made of."""
+
+    __slots__ = ("jobs", "known", "token")
+
+    def __init__(self, token: object | None, jobs: tuple[Job, ...],
+                 known: dict[int, tuple[Doc, Job]]) -> None:
+        self.token, self.jobs, self.known = token, jobs, known

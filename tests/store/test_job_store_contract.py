@@ -6,6 +6,7 @@ found by id, and values that must serialise."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +16,8 @@ from nai_server.app.ports import JobStore
 from nai_server.core.job import Job, Pin, Run, Stop
 from nai_server.core.spec import JobSpec
 from nai_server.core.states import JobState
-from nai_server.store.atomic import Unstorable
+from nai_server.store import atomic
+from nai_server.store.atomic import CommitFailed, CommitLock, Unstorable
 from nai_server.store.db import TinyDbStore
 from nai_server.store.memory import MemoryJobStore
 
@@ -101,6 +103,43 @@ def test_hot_sees_every_change(store: JobStore) -> None:
     store.update(a.id, state=JobState.RUNNING)
     assert {j.id: j.state for j in store.hot()} == {a.id: JobState.RUNNING,
                                                      b.id: JobState.QUEUED}
+
+
+def test_hot_keeps_the_record_of_a_job_whose_document_did_not_change(
+        store: JobStore) -> None:
+    """Records are shared between reads (the tick reads the whole queue every time):
+    a write, to another job or not to a job at all, leaves the others' records be."""
+    a, b = store.insert(queued()), store.insert(queued())
+    first = {j.id: j for j in store.hot()}
+    assert {j.id: j for j in store.hot()} == first
+    store.update(a.id, pid=7)
+    store.set_setting("unrelated", 1)
+    second = {j.id: j for j in store.hot()}
+    assert second[b.id] is first[b.id]
+    assert second[a.id].pid == 7 and first[a.id].pid is None
+
+
+def test_hot_forgets_what_a_failed_commit_threw_away(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A change read back before its flush failed is gone from the next read."""
+    lock = CommitLock()
+    store = TinyDbStore(tmp_path / "state", lock)
+    with lock:
+        job = store.insert(queued())
+    assert [j.state for j in store.hot()] == [JobState.QUEUED]
+
+    def disk_full(path: Path, data: bytes, mode: int = 0o600) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic, "atomic_write", disk_full)
+    with pytest.raises(CommitFailed), lock:
+        store.update(job.id, state=JobState.STARTING, gpus=(0,))
+        before_the_flush = [j.state for j in store.hot()]
+    monkeypatch.undo()
+    assert before_the_flush == [JobState.STARTING]
+    with lock:
+        assert [(j.state, j.gpus) for j in store.hot()] == [(JobState.QUEUED, ())]
+    store.close()
 
 
 def test_unknown_fields_and_unstorable_values_are_refused(store: JobStore) -> None:
