@@ -222,7 +222,8 @@ def _add_personal_commands(add: Add) -> None:
         no_json="`nai down` prints no data")
     p = add("demo", commands.cmd_demo, "run an example job end to end on a personal server",
             remote=False, no_json="`nai demo` shows a job's log, which is not JSON")
-    p.add_argument("dir", nargs="?", help="job folder (default: jobs/numpy-regression)")
+    p.add_argument("dir", nargs="?", help="job folder (default: a small regression that needs "
+                   "only Python)")
     p.add_argument("--to", help="where to put the outputs (default: ./nai-outputs/ID)")
     p.add_argument("--fake-gpus", type=int, metavar="N")
     p.add_argument("--keep", action="store_true", help="leave the personal server running")

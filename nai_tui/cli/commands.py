@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import calendar
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -393,14 +394,24 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo_folder(into: Path) -> Path:
+    """The demo job (`nai_tui.demo_job`, standard library only) in a folder, run by
+    this Python: it needs nothing that a plain `pip install` does not bring."""
+    from nai_tui import demo_job
+
+    (into / "train.py").write_bytes(Path(demo_job.__file__).read_bytes())
+    (into / SPEC_FILE).write_text(demo_job.spec_yaml(sys.executable))
+    return into
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Start a personal server if needed, run an example job end to end, pull outputs."""
-    folder = Path(args.dir) if args.dir else None
-    if folder is None:
-        examples = local.examples_dir()
-        if examples is None:
-            raise Invalid("no example jobs found; pass a folder: nai demo DIR")
-        folder = examples / "numpy-regression"
+    with tempfile.TemporaryDirectory(prefix="nai-demo-") as scratch:
+        folder = Path(args.dir) if args.dir else _demo_folder(Path(scratch))
+        return _demo(args, folder)
+
+
+def _demo(args: argparse.Namespace, folder: Path) -> int:
     pid, started = local.up(fake_gpus=args.fake_gpus)
     note(f"personal nai-server {'started' if started else 'running'} (pid {pid})")
     entry = ServerEntry("local", "local")
