@@ -17,6 +17,9 @@ INSTALL = {
     "zsh": 'nai completion zsh > "${fpath[1]}/_nai"   # or any folder on $fpath',
     "fish": "nai completion fish > ~/.config/fish/completions/nai.fish",
 }
+# Where a configured server's name goes: completed from `nai server list`.
+SERVER_OPTIONS = ("-s", "--server")
+SERVER_NAME_PATHS = ("server remove", "server rm", "server default", "server trust")
 EPILOG = "install (then open a new shell):\n" + "\n".join(
     f"  {shell}: {line}" for shell, line in INSTALL.items())
 
@@ -32,11 +35,7 @@ class Node:
     subs: dict[str, Node] = field(default_factory=dict)
 
     def walk(self) -> list[Node]:
-        seen: list[Node] = [self]
-        for name, node in self.subs.items():
-            if node.path.endswith(name):  # an alias repeats its node: walk it once
-                seen += node.walk()
-        return seen
+        return [self, *(n for sub in self.subs.values() for n in sub.walk())]
 
     def options(self) -> list[str]:
         return [n for names, _ in self.flags for n in names] + \
@@ -49,13 +48,10 @@ def tree(parser: argparse.ArgumentParser, path: str = "", help_text: str = "") -
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             helps = {a.dest: a.help or "" for a in action._choices_actions}
-            for name, sub in action.choices.items():
-                primary = next((k for k, v in action.choices.items() if v is sub), name)
-                word = f"{path} {name}".strip()
-                if primary != name:  # an alias: the same node under another word
-                    node.subs[name] = node.subs[primary]
-                    continue
-                node.subs[name] = tree(sub, word, helps.get(name, ""))
+            for name, sub in action.choices.items():  # an alias (server rm) as its own
+                primary = next(k for k, v in action.choices.items() if v is sub)
+                node.subs[name] = tree(sub, f"{path} {name}".strip(),
+                                       helps.get(primary, ""))
         elif action.option_strings and action.help != argparse.SUPPRESS:
             text = (action.help or "").replace("%(default)s", str(action.default))
             if action.nargs == 0:
@@ -104,6 +100,15 @@ def _helpers(root: Node, prefix: str) -> str:
 {choices}
     esac
 }}
+{prefix}_servers() {{
+    nai server list 2>/dev/null | awk 'NR > 1 {{ print ($1 == "*") ? $2 : $1 }}'
+}}
+{prefix}_wants_server() {{
+    # $1: the command path, $2: the word before the cursor
+    case "$2" in {"|".join(SERVER_OPTIONS)}) return 0;; esac
+    case "$1" in {"|".join(f'"{p}"' for p in SERVER_NAME_PATHS)}) [[ $2 != -* ]] && return 0;; esac
+    return 1
+}}
 {prefix}_cmdpath() {{
     # The command path (`dataset push`) of the words before the cursor; an option's
     # value (`-s lab`) is not a word of it.
@@ -131,6 +136,10 @@ _nai() {{
     local cur=${{COMP_WORDS[COMP_CWORD]}} prev=${{COMP_WORDS[COMP_CWORD-1]}} cmdpath choices
     cmdpath=$(_nai_cmdpath "${{COMP_WORDS[@]:1:COMP_CWORD-1}}")
     COMPREPLY=()
+    if [[ $cur != -* ]] && _nai_wants_server "$cmdpath" "$prev"; then
+        COMPREPLY=($(compgen -W "$(_nai_servers)" -- "$cur"))
+        return 0
+    fi
     if [[ $prev == -* && " $(_nai_valued "$cmdpath") " == *" $prev "* ]]; then
         choices=$(_nai_choices "$cmdpath" "$prev")
         [[ -n $choices ]] && COMPREPLY=($(compgen -W "$choices" -- "$cur"))
@@ -155,6 +164,10 @@ def zsh(root: Node) -> str:
 _nai() {{
     local cur=${{words[CURRENT]}} prev=${{words[CURRENT-1]}} cmdpath choices subs
     cmdpath=$(_nai_cmdpath "${{(@)words[2,CURRENT-1]}}")
+    if [[ $cur != -* ]] && _nai_wants_server "$cmdpath" "$prev"; then
+        compadd -- $(_nai_servers)
+        return
+    fi
     if [[ $prev == -* && " $(_nai_valued "$cmdpath") " == *" $prev "* ]]; then
         choices=$(_nai_choices "$cmdpath" "$prev")
         if [[ -n $choices ]]; then compadd -- ${{=choices}}; else _files; fi
@@ -200,6 +213,9 @@ function __nai_valued
 {valued}
     end
 end
+function __nai_servers
+    nai server list 2>/dev/null | awk 'NR > 1 {{ print ($1 == "*") ? $2 : $1 }}'
+end
 function __nai_cmdpath
     # The command path (`dataset push`) of the words before the cursor.
     set -l cmdpath ''
@@ -227,8 +243,13 @@ end
                          f"-d {_fish_quote(sub.help)}")
         for names, text in node.flags:
             lines.append(f"complete -c nai {when} {_fish_names(names)} -d {_fish_quote(text)}")
+        if node.path in SERVER_NAME_PATHS:
+            lines.append(f"complete -c nai {when} -f -a '(__nai_servers)' "
+                         f"-d 'configured server'")
         for names, text, values in node.valued:
             what = f"-x -a {_fish_quote(' '.join(values))}" if values else "-r"
+            if set(names) & set(SERVER_OPTIONS):
+                what = "-x -a '(__nai_servers)'"
             lines.append(f"complete -c nai {when} {_fish_names(names)} {what} "
                          f"-d {_fish_quote(text)}")
     return "\n".join(lines) + "\n"

@@ -4,8 +4,10 @@ is installed (bash always is; zsh and fish are skipped without them)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,10 @@ CASES = [
     (["server", "add", "x", "y", "--transport"], "", {"ssh", "openssh"}),
     (["jobs"], "--st", {"--state"}),
     (["model", "push"], "--fin", {"--finetune-command"}),
+    (["-s"], "", {"lab", "gpu-box"}),  # configured servers, from `nai server list`
+    (["--server"], "gp", {"gpu-box"}),
+    (["server", "rm"], "", {"lab", "gpu-box"}),
+    (["server", "trust"], "", {"lab", "gpu-box"}),
 ]
 DRIVERS = {
     "bash": ('source {script}\nt() {{ COMP_WORDS=("$@"); COMP_CWORD=$(( $# - 1 )); '
@@ -32,6 +38,9 @@ DRIVERS = {
             "t() {{ words=(\"$@\"); CURRENT=${{#words}}; _nai }}\n"),
     "fish": "source {script}\nfunction t\n    complete -C \"$argv\" | cut -f1\nend\n",
 }
+
+
+BIN = Path(sys.executable).parent
 
 
 def _script(shell: str, capsys: pytest.CaptureFixture[str]) -> str:
@@ -62,13 +71,19 @@ def test_script_completes_in_the_shell(shell: str, tmp_path: Path,
     script = tmp_path / f"nai.{shell}"
     script.write_text(_script(shell, capsys))
     driver = DRIVERS[shell].format(script=script)
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config"),
+           "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+    for name in ("lab", "gpu-box"):
+        added = subprocess.run([str(BIN / "nai"), "server", "add", name, f"ssh://me@{name}"],
+                               env=env, capture_output=True, text=True, timeout=60)
+        assert added.returncode == 0, added.stderr
     for before, typed, wanted in CASES:
         if shell == "fish":
             call = "t " + repr(" ".join(["nai", *before, typed]))
         else:
             call = "t " + " ".join(["nai", *before, repr(typed)])
         run = subprocess.run([program, "-c" if shell != "zsh" else "-fc", driver + call],
-                             capture_output=True, text=True, timeout=30)
+                             env=env, capture_output=True, text=True, timeout=30)
         assert run.returncode == 0, run.stderr
         offered = set(run.stdout.split())
         assert wanted <= offered, (before, typed, offered)
