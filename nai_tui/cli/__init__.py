@@ -57,15 +57,17 @@ class _ShowVersion(argparse.Action):
         parser.exit()
 
 
-# `add(name, func, help, remote=True, listing=False)`: one subcommand (see build_parser).
+# `add(name, func, help, remote=True, no_json=None)`: one subcommand (see build_parser).
 Add = Callable[..., argparse.ArgumentParser]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from nai_tui.cli.contract import EPILOG, json_flag
     from nai_tui.cli.registry_commands import add_registry_commands
 
     parser = argparse.ArgumentParser(
-        prog="nai", description="Run jobs on shared GPU servers. Without a command: the TUI.")
+        prog="nai", description="Run jobs on shared GPU servers. Without a command: the TUI.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--server", "-s", help="configured server to use (default: the "
                         "default server, else this machine's personal server)")
     parser.add_argument("--version", action=_ShowVersion,
@@ -74,11 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
 
     def add(name: str, func: Callable[..., int], help_text: str, *, remote: bool = True,
-            listing: bool = False) -> argparse.ArgumentParser:
+            no_json: str | None = None) -> argparse.ArgumentParser:
+        """A subcommand; it prints JSON with --json, unless `no_json` says why not."""
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(func=func, remote=remote)
-        p.add_argument("--json", action="store_true", default=False,
-                       help="print JSON" if listing else argparse.SUPPRESS)
+        json_flag(p, refuse=no_json)
         return p
 
     _add_run_commands(add)
@@ -86,7 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_server_command(add)
     _add_personal_commands(add)
     add_registry_commands(sub)
+    _add_completion_command(add)
     return parser
+
+
+def _add_completion_command(add: Add) -> None:
+    from nai_tui.cli import completion
+
+    p = add("completion", completion.cmd_completion, "print a shell completion script",
+            remote=False, no_json="it prints a shell script")
+    p.epilog = completion.EPILOG
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.add_argument("shell", choices=completion.SHELLS)
 
 
 def _add_run_commands(add: Add) -> None:
@@ -132,7 +145,7 @@ def _add_job_commands(add: Add) -> None:
     from nai_tui.cli import commands
     from nai_tui.cli.registry_commands import FORCE_HELP
 
-    p = add("jobs", commands.cmd_jobs, "list jobs, newest first", listing=True)
+    p = add("jobs", commands.cmd_jobs, "list jobs, newest first")
     who = p.add_mutually_exclusive_group()
     who.add_argument("--all", action="store_true", help="everyone's jobs (default)")
     who.add_argument("--mine", action="store_true", help="only yours")
@@ -144,30 +157,32 @@ def _add_job_commands(add: Add) -> None:
                    help="submitted since: 2026-11-30, '2026-11-30 14:00' (UTC), or 3d/12h/30m ago")
     p.add_argument("--before", type=_job_id, metavar="ID", help="only jobs older than job ID")
 
-    p = add("show", commands.cmd_show, "one job in detail", listing=True)
+    p = add("show", commands.cmd_show, "one job in detail")
     p.add_argument("id", type=_job_id)
-    p = add("logs", commands.cmd_logs, "a job's output (stdout and stderr)")
+    p = add("logs", commands.cmd_logs, "a job's output (stdout and stderr)",
+            no_json="a log is printed as the job wrote it; `nai show ID --json` for the job")
     p.add_argument("id", type=_job_id)
     p.add_argument("-f", "--follow", action="store_true", help="stream until the job ends")
     p = add("cancel", commands.cmd_cancel, "cancel jobs")
     p.add_argument("ids", type=_job_id, nargs="+", metavar="ID")
-    p = add("pull", commands.cmd_pull, "download a finished job's outputs", listing=True)
+    p = add("pull", commands.cmd_pull, "download a finished job's outputs")
     p.add_argument("id", type=_job_id)
     p.add_argument("--to", help="destination folder (default: ./nai-outputs/ID)")
     p.add_argument("--force", action="store_true", help=FORCE_HELP)
-    p = add("metrics", commands.cmd_metrics, "a job's metrics lines", listing=True)
+    p = add("metrics", commands.cmd_metrics, "a job's metrics lines")
     p.add_argument("id", type=_job_id)
     commands.metrics_flags(p)
-    add("gpus", commands.cmd_gpus, "the server's GPUs and who uses them", listing=True)
-    add("whoami", commands.cmd_whoami, "who the server thinks you are", listing=True)
+    add("gpus", commands.cmd_gpus, "the server's GPUs and who uses them")
+    add("whoami", commands.cmd_whoami, "who the server thinks you are")
 
 
 def _add_server_command(add: Add) -> None:
     """`nai server VERB`: the configured servers."""
     from nai_tui.cli import commands
+    from nai_tui.cli.contract import json_flag
     from nai_tui.config import TRANSPORTS
 
-    p = add("server", commands.cmd_server, "configured servers", remote=False, listing=True)
+    p = add("server", commands.cmd_server, "configured servers", remote=False)
     verbs = p.add_subparsers(dest="verb", metavar="VERB")
     s = verbs.add_parser("add", help="add a server: ssh://user@host[:port], an ssh alias, "
                          "or local")
@@ -177,13 +192,18 @@ def _add_server_command(add: Add) -> None:
     s.add_argument("--remote-command", default="nai-server dial-stdio",
                    help="how to reach the daemon on the server")
     s.add_argument("--default", action="store_true", help="make it the default")
-    for verb, text in (("remove", "forget a server"), ("default", "make a server the default")):
-        verbs.add_parser(verb, help=text).add_argument("name")
+    json_flag(s, refuse="`nai server add` prints no data")
+    for verb, text, aliases in (("remove", "forget a server (also: rm)", ["rm"]),
+                                ("default", "make a server the default", [])):
+        s = verbs.add_parser(verb, help=text, aliases=aliases)
+        s.add_argument("name")
+        json_flag(s, refuse=f"`nai server {verb}` prints no data")
     s = verbs.add_parser("trust", help="accept a server's SSH host key (shown first)",
                          description="Show the server's SSH host key and record it in nai's "
                          "known_hosts. At a terminal nai asks; elsewhere it needs --fingerprint "
                          "(checked against the key) or --yes.")
     s.add_argument("name")
+    json_flag(s, refuse="`nai server trust` prints no data")
     vouch = s.add_mutually_exclusive_group()
     vouch.add_argument("--fingerprint", metavar="SHA256:...",
                        help="trust the key only if its fingerprint is this one")
@@ -197,12 +217,15 @@ def _add_personal_commands(add: Add) -> None:
     """A personal server on this machine: up, down, and the demo that uses one."""
     from nai_tui.cli import commands
 
-    p = add("up", commands.cmd_up, "start a personal nai-server on this machine", remote=False)
+    p = add("up", commands.cmd_up, "start a personal nai-server on this machine", remote=False,
+            no_json="`nai up` prints no data")
     p.add_argument("--fake-gpus", type=int, metavar="N", help="pretend to have N GPUs")
-    add("down", commands.cmd_down, "stop the personal nai-server", remote=False)
+    add("down", commands.cmd_down, "stop the personal nai-server", remote=False,
+        no_json="`nai down` prints no data")
     p = add("demo", commands.cmd_demo, "run an example job end to end on a personal server",
-            remote=False)
-    p.add_argument("dir", nargs="?", help="job folder (default: jobs/numpy-regression)")
+            remote=False, no_json="`nai demo` shows a job's log, which is not JSON")
+    p.add_argument("dir", nargs="?", help="job folder (default: a small regression that needs "
+                   "only Python)")
     p.add_argument("--to", help="where to put the outputs (default: ./nai-outputs/ID)")
     p.add_argument("--fake-gpus", type=int, metavar="N")
     p.add_argument("--keep", action="store_true", help="leave the personal server running")
@@ -214,12 +237,13 @@ def main(argv: list[str] | None = None) -> int:
     if tui:
         return run_tui(server)
     from nai_server.protocol import NaiError
-    from nai_tui.cli import commands
+    from nai_tui.cli import commands, contract
     from nai_tui.cli.output import err
     from nai_tui.config import ClientConfig
 
     parser = build_parser()
     args = parser.parse_args(args_list)
+    contract.check_json(parser, args)
     if args.subcommand is None:
         return run_tui(args.server)
     if args.subcommand == "server" and args.verb is None:
@@ -232,9 +256,9 @@ def main(argv: list[str] | None = None) -> int:
             return int(args.func(args, client))
     except NaiError as exc:
         err(str(exc))
-        return 1
+        return contract.exit_status(exc)
     except KeyboardInterrupt:
-        return 130
+        return contract.INTERRUPTED
     except BrokenPipeError:  # `nai jobs | head`
         return 0
 

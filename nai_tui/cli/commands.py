@@ -1,8 +1,8 @@
 """The batch commands: each parses nothing, calls the client, prints.
 
 stdout carries data (a table, or JSON with --json); progress and errors go to
-stderr. Exit codes: 0 ok, 1 failure (server, connection, a failed job with
---follow returns its own code), 2 usage.
+stderr. Exit statuses: `nai_tui.cli.contract` (a failed job followed with --follow
+gives its own code).
 """
 
 from __future__ import annotations
@@ -10,12 +10,14 @@ from __future__ import annotations
 import argparse
 import calendar
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from nai_server.protocol import TERMINAL_STATES, Invalid, NaiError, format_size
 from nai_tui.cli import local, metrics_view, output
+from nai_tui.cli.contract import TIMED_OUT, exit_status
 from nai_tui.cli.output import emit_json, err, note, table
 from nai_tui.config import ClientConfig, ServerEntry, cache_dir, config_dir
 from nai_tui.remote.client import ServerClient
@@ -34,7 +36,7 @@ def exit_code_of(state: str, code: int | None) -> int:
     if state == "succeeded":
         return 0
     if state == "timed_out":
-        return 124  # as timeout(1)
+        return TIMED_OUT
     return code if code not in (None, 0) else 1
 
 
@@ -205,18 +207,24 @@ def cmd_logs(args: argparse.Namespace, client: ServerClient) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace, client: ServerClient) -> int:
-    failed = 0
+    """Cancel each job; one that cannot be is reported and the rest go on. The status
+    is the first failure's (3 for a job that does not exist), else 0."""
+    status, cancelled = 0, []
     for job_id in args.ids:
         try:
             job = client.cancel(job_id)
         except NaiError as exc:
             err(str(exc))
-            failed += 1
+            status = status or exit_status(exc)
             continue
-        print(job_id)
+        cancelled.append(job)
+        if not args.json:
+            print(job_id)
         note(f"job {job_id}: " + ("cancelled" if job.state == "cancelled"
                                   else "stopping (SIGTERM sent)"))
-    return 1 if failed else 0
+    if args.json:
+        emit_json(cancelled)
+    return status
 
 
 def cmd_pull(args: argparse.Namespace, client: ServerClient) -> int:
@@ -324,7 +332,7 @@ def cmd_server(args: argparse.Namespace) -> int:
         config.save()
         note(f"added server {args.name} ({args.url})" +
              (", the default" if config.default == args.name else ""))
-    elif args.verb == "remove":
+    elif args.verb in ("remove", "rm"):
         config.remove(args.name)
         config.save()
     elif args.verb == "default":
@@ -386,14 +394,24 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo_folder(into: Path) -> Path:
+    """The demo job (`nai_tui.demo_job`, standard library only) in a folder, run by
+    this Python: it needs nothing that a plain `pip install` does not bring."""
+    from nai_tui import demo_job
+
+    (into / "train.py").write_bytes(Path(demo_job.__file__).read_bytes())
+    (into / SPEC_FILE).write_text(demo_job.spec_yaml(sys.executable))
+    return into
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Start a personal server if needed, run an example job end to end, pull outputs."""
-    folder = Path(args.dir) if args.dir else None
-    if folder is None:
-        examples = local.examples_dir()
-        if examples is None:
-            raise Invalid("no example jobs found; pass a folder: nai demo DIR")
-        folder = examples / "numpy-regression"
+    with tempfile.TemporaryDirectory(prefix="nai-demo-") as scratch:
+        folder = Path(args.dir) if args.dir else _demo_folder(Path(scratch))
+        return _demo(args, folder)
+
+
+def _demo(args: argparse.Namespace, folder: Path) -> int:
     pid, started = local.up(fake_gpus=args.fake_gpus)
     note(f"personal nai-server {'started' if started else 'running'} (pid {pid})")
     entry = ServerEntry("local", "local")

@@ -101,8 +101,3 @@ def _alive(pid: int) -> bool:
         return False
     return True
 
-
-def examples_dir() -> Path | None:
-    """The repository's jobs/ folder, when running from a checkout."""
-    candidate = Path(__file__).resolve().parent.parent / "jobs"
-    return candidate if candidate.is_dir() else None

@@ -11,12 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from nai_server.protocol import format_elapsed
-
-# `nai pull` (and `nai dataset|model pull`) finished, but kept local files that differ
-# from the server's copy: the folder is not the version asked for. Distinct from 1
-# (nothing or not all could be fetched: an error) and 2 (usage), as `aws s3 sync`
-# answers 2 and rsync 23 for files skipped; a script should not train on it unawares.
-EXIT_KEPT = 3
+from nai_tui.cli.contract import KEPT as EXIT_KEPT
 
 
 def emit_json(data: Any) -> None:

@@ -29,6 +29,7 @@ from nai_server.protocol import (
     RegistryVersion,
     format_size,
 )
+from nai_tui.cli.contract import json_flag
 from nai_tui.cli.output import emit_json, note, report_pull, table
 from nai_tui.config import cache_dir
 from nai_tui.remote.client import ServerClient
@@ -36,7 +37,7 @@ from nai_tui.sync import push as sync
 
 KINDS = ("dataset", "model")
 FORCE_HELP = ("overwrite local files that differ from the server's copy (by default "
-              "they are kept, listed, and nai exits with status 3)")
+              "they are kept, listed, and nai exits with status 5)")
 
 
 def split_ref(ref: str) -> tuple[str, str | None]:
@@ -220,7 +221,10 @@ def cmd_tag(args: argparse.Namespace, client: ServerClient) -> int:
     if (args.tag is None) == (not args.clear):
         raise Invalid("give a TAG to set, or --clear to remove the version's tag")
     v = client.registry_tag(args.kind, name, version or "latest", None if args.clear else args.tag)
-    print(f"{name}@{v.version}")
+    if args.json:
+        emit_json(v)
+    else:
+        print(f"{name}@{v.version}")
     note(f"{args.kind} {name}@{v.version} " + (f"is now tagged {v.tag}" if v.tag else "has no tag"))
     return 0
 
@@ -230,6 +234,8 @@ def cmd_share(args: argparse.Namespace, client: ServerClient) -> int:
     shared = entry.visibility == "shared" or args.all
     groups = sorted({*entry.shared_with_groups, *(args.group or [])})
     entry = client.registry_share(args.kind, args.name, shared=shared, groups=groups)
+    if args.json:
+        emit_json(entry)
     note(f"{args.kind} {args.name}: readers are now {_readers(entry)}")
     return 0
 
@@ -242,6 +248,8 @@ def cmd_unshare(args: argparse.Namespace, client: ServerClient) -> int:
     else:  # back to private: only the owners (and admins) read it
         shared, groups = False, []
     entry = client.registry_share(args.kind, args.name, shared=shared, groups=groups)
+    if args.json:
+        emit_json(entry)
     note(f"{args.kind} {args.name}: readers are now {_readers(entry)}")
     return 0
 
@@ -258,17 +266,15 @@ def add_registry_commands(sub: Any) -> None:
         top.set_defaults(remote=True, kind=kind)
         verbs = top.add_subparsers(dest="verb", metavar="VERB", required=True)
 
-        def verb(name: str, func: Any, help_text: str, *, listing: bool = False,
+        def verb(name: str, func: Any, help_text: str,
                  verbs: Any = verbs) -> argparse.ArgumentParser:
             p: argparse.ArgumentParser = verbs.add_parser(name, help=help_text,
                                                           description=help_text)
             p.set_defaults(func=func)
-            p.add_argument("--json", action="store_true", default=False,
-                           help="print JSON" if listing else argparse.SUPPRESS)
+            json_flag(p)  # every verb answers with data: the version or the entry
             return p
 
-        p = verb("push", cmd_push, f"upload a folder as the next version of a {kind}",
-                 listing=True)
+        p = verb("push", cmd_push, f"upload a folder as the next version of a {kind}")
         p.add_argument("name")
         p.add_argument("dir")
         p.add_argument("--group", help=f"make this group the {kind}'s owner (when created)")
@@ -284,16 +290,15 @@ def add_registry_commands(sub: Any) -> None:
                            help="a JSON object of metrics to keep with the version")
             p.add_argument("--finetune-command", metavar="CMD",
                            help="what `nai finetune` runs in this version's files")
-        verb("list", cmd_list, f"the {kind}s you may read", listing=True)
-        p = verb("show", cmd_show, f"a {kind}'s versions, or one version in detail",
-                 listing=True)
+        verb("list", cmd_list, f"the {kind}s you may read")
+        p = verb("show", cmd_show, f"a {kind}'s versions, or one version in detail")
         p.add_argument("ref", metavar="NAME[@VERSION]")
-        p = verb("pull", cmd_pull, f"download a {kind} version into a folder", listing=True)
+        p = verb("pull", cmd_pull, f"download a {kind} version into a folder")
         p.add_argument("ref", metavar="NAME[@VERSION]")
         p.add_argument("--to", help="destination folder (default: ./NAME)")
         p.add_argument("--force", action="store_true", help=FORCE_HELP)
         p = verb("rm", cmd_rm, f"remove a {kind}, or one version; versions still in use "
-                 f"are kept until they are not", listing=True)
+                 f"are kept until they are not")
         p.add_argument("ref", metavar="NAME[@VERSION]")
         p = verb("tag", cmd_tag, "put a tag on a version (default: the latest)")
         p.add_argument("ref", metavar="NAME[@VERSION]")

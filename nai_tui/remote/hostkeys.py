@@ -40,6 +40,10 @@ class HostKeyChanged(ConnectionFailed):
     """The server shows another key than the one on record: maybe a man in the middle."""
 
 
+class LoginFailed(ConnectionFailed):
+    """SSH refused the login: no key it accepts (`nai` exits with status 4 for it)."""
+
+
 # --- targets and settings --------------------------------------------------------------
 
 
@@ -282,7 +286,7 @@ def connect_error(exc: BaseException, conn: Connection, server: str,
         return ConnectionFailed(f"{server}: no answer from {where} within {timeout:g} s "
                                 f"(connect timeout); is the host up and the port right?")
     if isinstance(exc, paramiko.AuthenticationException):
-        return ConnectionFailed(
+        return LoginFailed(
             f"{server}: SSH login as {conn.user}@{conn.host} failed: no accepted key "
             f"({exc}). Load your key into the agent with ssh-add, or name it with "
             f"IdentityFile for this host in ~/.ssh/config (and check that its public key "

@@ -30,6 +30,7 @@ from nai_tui.remote.client import BASE_URL, DEFAULT_READ_TIMEOUT, local_http_cli
 from nai_tui.remote.hostkeys import (
     PREFERRED_CIPHER,
     HostKeyChanged,
+    LoginFailed,
     SshTarget,
     UnknownHostKey,
     fetch_host_key,
@@ -362,7 +363,7 @@ def openssh_failure(server: str, host: str, command: str, status: int | None,
         return ConnectionFailed(f"{server}: nothing listens on {host}; is sshd running? "
                                 f"({said})")
     if "Permission denied" in said:
-        return ConnectionFailed(
+        return LoginFailed(
             f"{server}: SSH login to {host} failed: no accepted key ({said}). Load your key "
             f"into the agent with ssh-add, or name it with IdentityFile in ~/.ssh/config.")
     if "timed out" in said:

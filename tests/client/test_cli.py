@@ -63,7 +63,7 @@ def test_json_listings_parse(env: dict[str, str]) -> None:
 
 def test_errors_go_to_stderr_with_nonzero_exit(env: dict[str, str], tmp_path: Path) -> None:
     missing = nai(env, "show", "9999")
-    assert missing.returncode == 1 and missing.stdout == ""
+    assert missing.returncode == 3 and missing.stdout == ""  # not found
     assert "no job 9999" in missing.stderr
     usage = nai(env, "show", "abc")
     assert usage.returncode == 2 and "job ids are numbers" in usage.stderr
@@ -91,7 +91,7 @@ def test_cancel_and_pull(env: dict[str, str], tmp_path: Path) -> None:
     assert weights.stat().st_size > 0
     weights.write_bytes(b"weights I trained further here")
     kept = nai(env, "pull", job, "--to", str(tmp_path / "out"), "--json")
-    assert kept.returncode == 3 and "not overwritten: weights.npz" in kept.stderr
+    assert kept.returncode == 5 and "not overwritten: weights.npz" in kept.stderr
     assert [k["path"] for k in json.loads(kept.stdout)["kept"]] == ["weights.npz"]
     assert weights.read_bytes() == b"weights I trained further here"
     forced = nai(env, "pull", job, "--to", str(tmp_path / "out"), "--force")

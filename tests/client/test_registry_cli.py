@@ -101,7 +101,7 @@ def test_pull_keeps_a_local_edit_says_so_and_exits_3_unless_forced(
     os.utime(leftover, (1_600_000_000, 1_600_000_000))
 
     kept = nai(env, "dataset", "pull", "edits", "--to", str(out))
-    assert kept.returncode == 3, kept.stderr
+    assert kept.returncode == 5, kept.stderr
     assert kept.stdout.strip() == str(out)
     assert ("not overwritten: labels.csv (changed here since nai pulled it)"
             in kept.stderr)
@@ -111,7 +111,7 @@ def test_pull_keeps_a_local_edit_says_so_and_exits_3_unless_forced(
     assert "fixed by hand" in (out / "labels.csv").read_text()
 
     as_json = nai(env, "dataset", "pull", "edits", "--to", str(out), "--json")
-    assert as_json.returncode == 3
+    assert as_json.returncode == 5
     answer = json.loads(as_json.stdout)
     assert answer["kept"] == [
         {"path": "labels.csv", "reason": "changed here since nai pulled it"}]
@@ -246,12 +246,12 @@ def test_model_metrics_tags_sharing_and_removal(env: dict[str, str], tmp_path: P
     gone = nai(env, "model", "rm", "resnet", "--json")
     assert json.loads(gone.stdout)["entry_removed"] is True
     assert "model resnet is gone" in gone.stderr
-    assert nai(env, "model", "show", "resnet").returncode == 1
+    assert nai(env, "model", "show", "resnet").returncode == 3
 
 
 def test_errors_go_to_stderr(env: dict[str, str], tmp_path: Path) -> None:
     missing = nai(env, "dataset", "show", "nothing-here")
-    assert missing.returncode == 1 and missing.stdout == ""
+    assert missing.returncode == 3 and missing.stdout == ""
     assert "no dataset named 'nothing-here'" in missing.stderr
     assert "not a folder" in nai(env, "dataset", "push", "x", str(tmp_path / "no")).stderr
     bad_ref = nai(env, "dataset", "pull", "x@")

@@ -27,7 +27,7 @@ from conftest import (  # type: ignore[import-not-found]
 
 from nai_server.protocol import ConnectionFailed
 from nai_tui.remote.client import ServerClient
-from nai_tui.remote.hostkeys import HostKeyChanged, UnknownHostKey
+from nai_tui.remote.hostkeys import HostKeyChanged, LoginFailed, UnknownHostKey
 from nai_tui.remote.transports import (
     fetch_host_key,
     http_client_for,
@@ -273,6 +273,7 @@ def test_login_without_an_accepted_key(daemon, sshd, accounts, known_hosts, tmp_
     message = str(refused.value)
     assert f"SSH login as {accounts[0].user.name}@127.0.0.1 failed: no accepted key" in message
     assert "ssh-add" in message and "IdentityFile" in message
+    assert isinstance(refused.value, LoginFailed)  # `nai` exits 4 for it
 
 
 def test_reconnects_after_the_connection_dropped(daemon, sshd, accounts, known_hosts) -> None:
@@ -430,3 +431,11 @@ def test_a_large_file_the_server_has_is_dropped_mid_upload(
         server.close()
     tmp = daemon.state / "blobs" / "tmp"
     wait_for(lambda: not list(tmp.iterdir()), what="the cut blob's temp file to go")
+
+
+def test_openssh_login_without_an_accepted_key(daemon, sshd, accounts, known_hosts,
+                                               runtime_dir, tmp_path) -> None:
+    stranger = ssh_keygen(tmp_path / "stranger")
+    with pytest.raises(LoginFailed, match="no accepted key"):  # `nai` exits 4 for it
+        openssh_client(sshd, accounts[0], daemon, runtime_dir, known_hosts,
+                       identity_file=stranger).me()
