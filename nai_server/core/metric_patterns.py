@@ -10,9 +10,12 @@ the one a pattern's `step:` names) is the point's step; without one, the step is
 many lines that pattern has matched so far. Values that are not numbers are dropped.
 
 The daemon runs the patterns on lines that its users' jobs print, so a pattern must
-not be able to stall it: patterns are short, few, without nested repetition like
-``(a+)+`` and with at most MAX_WIDE_REPEATS wide repetitions (``.*``, ``\\S+``...),
-and each line is cut to MAX_LINE characters before it is matched.
+not be able to stall it: every pattern, the user's and the presets', is matched by RE2
+(google-re2), whose time is linear in the line, never by a backtracking engine; each
+line is cut to MAX_LINE characters first. Lookarounds and backreferences, which RE2
+lacks, are refused with a message. Patterns are also short and few, without nested
+repetition like ``(a+)+`` and with at most MAX_WIDE_REPEATS wide repetitions
+(``.*``, ``\\S+``...), which keeps RE2's automata small.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from dataclasses import dataclass, field
 from re import _constants as sre_c  # type: ignore[attr-defined]
 from re import _parser as sre_parse  # type: ignore[attr-defined]
 from typing import Any
+
+import re2
 
 MAX_PATTERNS = 16
 MAX_PATTERN_CHARS = 512
@@ -37,7 +42,7 @@ TENSORBOARD_KEY = "tensorboard"
 
 # A step must be a whole number a JSON reader keeps exactly.
 _MAX_STEP = 2**53
-_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_./-]{0,63}")
 # Terminal colours and cursor moves (Keras and rich colour their bars even into a file),
 # and the other control characters a progress bar writes (backspaces).
@@ -54,8 +59,8 @@ class PatternError(ValueError):
 class _Preset:
     """A preset is a line regex plus how its pairs of name and value are found."""
 
-    line: re.Pattern[str]
-    pairs: re.Pattern[str]  # finds (name, value) in the part the line regex calls `pairs`
+    line: Any  # re2 patterns
+    pairs: Any  # finds (name, value) in the part the line regex calls `pairs`
     doc: str
 
 
@@ -63,35 +68,35 @@ PRESETS: dict[str, _Preset] = {
     # Keras (2 and 3) `model.fit` with verbose=1 or 2 into a file or pipe: after
     # "Epoch 3/10", a line like "32/32 ━━━━━ 1s 5ms/step - accuracy: 0.91 - loss: 0.25".
     "keras": _Preset(
-        re.compile(r"^\s*(?P<batch>\d+)/(?P<batches>\d+)\b.*?(?P<pairs>( - [\w./-]+: "
-                   + _NUMBER + r")+)\s*$"),
-        re.compile(r" - ([\w./-]+): (" + _NUMBER + r")"),
+        re2.compile(r"^\s*(?P<batch>\d+)/(?P<batches>\d+)\b.*?(?P<pairs>( - [\w./-]+: "
+                    + _NUMBER + r")+)\s*$"),
+        re2.compile(r" - ([\w./-]+): (" + _NUMBER + r")"),
         "Keras fit() epoch lines ('Epoch N/M', then '... - loss: 0.25 - accuracy: 0.9')"),
     # Hugging Face Trainer: the dict it prints at each logging step and evaluation,
     # e.g. "{'loss': 0.6931, 'grad_norm': 1.2, 'learning_rate': 5e-05, 'epoch': 0.5}".
     "hf-trainer": _Preset(
-        re.compile(r"^\s*(?P<pairs>\{'[\w./-]+': .*\})\s*$"),
-        re.compile(r"'([\w./-]+)': (?:[\w.]+\()?'?(" + _NUMBER + r")'?\)?(?=[,}])"),
+        re2.compile(r"^\s*(?P<pairs>\{'[\w./-]+': .*\})\s*$"),
+        re2.compile(r"'([\w./-]+)': (?:[\w.]+\()?'?(" + _NUMBER + r")'?\)?[,}]"),
         "Hugging Face Trainer log dicts ({'loss': 0.69, 'epoch': 0.5})"),
     # PyTorch Lightning's TQDM progress bar: "Epoch 2: 100%|████| 32/32 [00:01<00:00,
     # 25.1it/s, v_num=0, train_loss=0.123, val_loss=0.456]" (one point per update
     # that completes the epoch's bar with new values).
     "lightning-progress": _Preset(
-        re.compile(r"^\s*Epoch (?P<epoch>\d+):\s+100%.*?\|\s*(?P<batch>\d+)/(?P<batches>\d+)"
-                   r" \[[^\]]*?, (?P<pairs>[\w./-]+=[^\]]*)\]\s*$"),
-        re.compile(r"([\w./-]+)=(" + _NUMBER + r")(?![\w.])"),
+        re2.compile(r"^\s*Epoch (?P<epoch>\d+):\s+100%.*?\|\s*(?P<batch>\d+)/(?P<batches>\d+)"
+                    r" \[[^\]]*?, (?P<pairs>[\w./-]+=[^\]]*)\]\s*$"),
+        re2.compile(r"([\w./-]+)=(" + _NUMBER + r")(?:[^\w.]|$)"),
         "PyTorch Lightning progress bars at the end of each epoch (train_loss=0.12)"),
 }
-_KERAS_EPOCH = re.compile(r"^\s*Epoch (\d+)/(\d+)\s*$")
+_KERAS_EPOCH = re2.compile(r"^\s*Epoch (\d+)/(\d+)\s*$")
 # Lightning's Rich progress bar (its default where `rich` is installed) draws into a
 # file once, at the end: "Epoch 2/2 ━━━ 4/4 0:00:00 • 0:00:00 55.2it/s train_loss: 0.204"
 # and, on the next line, the metrics that did not fit ("      val_loss: 0.068").
 _RICH_PAIR = r"[\w./-]+: " + _NUMBER
-_LIGHTNING_RICH = re.compile(r"^\s*Epoch (?P<epoch>\d+)/\d+ .*? (?P<batch>\d+)/(?P<batches>\d+)"
+_LIGHTNING_RICH = re2.compile(r"^\s*Epoch (?P<epoch>\d+)/\d+ .*? (?P<batch>\d+)/(?P<batches>\d+)"
                              r" .*?(?P<pairs>" + _RICH_PAIR + r"(?:\s+" + _RICH_PAIR
                              + r")*)\s*$")
-_RICH_REST = re.compile(r"^\s+(?P<pairs>" + _RICH_PAIR + r"(?:\s+" + _RICH_PAIR + r")*)\s*$")
-_RICH_PAIRS = re.compile(r"([\w./-]+): (" + _NUMBER + r")")
+_RICH_REST = re2.compile(r"^\s+(?P<pairs>" + _RICH_PAIR + r"(?:\s+" + _RICH_PAIR + r")*)\s*$")
+_RICH_PAIRS = re2.compile(r"([\w./-]+): (" + _NUMBER + r")")
 # Axes or counters, not metrics.
 _PRESET_SKIP = {"keras": {"batch", "batches"}, "lightning-progress": {"v_num"}}
 
@@ -114,6 +119,8 @@ def parse_metrics(value: object) -> dict[str, Any]:
     else:
         raise PatternError("must be a pattern, a list of patterns, or a mapping like "
                            "{preset: keras}")
+    if len(items) > MAX_PATTERNS + 1:  # before compiling any: a crafted list is cheap to refuse
+        raise PatternError(f"at most {MAX_PATTERNS} patterns and presets together")
     for item in items:
         _add_item(out, item)
     if len(out["patterns"]) + len(out["presets"]) > MAX_PATTERNS:
@@ -150,7 +157,7 @@ def _add_item(out: dict[str, Any], item: object) -> None:
                            f"{{preset: keras}}, got {str(item)[:60]!r}")
     if "preset" in item and len(item) == 1:
         name = item["preset"]
-        if name not in PRESETS:
+        if not isinstance(name, str) or name not in PRESETS:
             raise PatternError(f"unknown preset {str(name)[:40]!r}; presets: "
                                f"{', '.join(PRESETS)}")
         if name not in out["presets"]:
@@ -212,7 +219,35 @@ def check_pattern(pattern: object) -> str:
         raise PatternError(
             f"pattern {pattern[:60]!r} has {wide} repetitions of wide classes like .* or "
             f"\\S+; at most {MAX_WIDE_REPEATS} (use narrow ones like \\d+ or [\\d.]+)")
+    if _uses(parsed.data, _NOT_IN_RE2):
+        raise PatternError(f"pattern {pattern[:60]!r} uses a lookaround, a backreference "
+                           f"or an atomic group; metrics patterns run with RE2, in time "
+                           f"linear in the line, which has none of these: match the text "
+                           f"itself instead")
+    try:
+        re2.compile(pattern)
+    except re2.error as exc:
+        raise PatternError(f"pattern {pattern[:60]!r} cannot run with RE2: {exc}") from None
     return pattern
+
+
+_NOT_IN_RE2 = {sre_c.ASSERT, sre_c.ASSERT_NOT, sre_c.GROUPREF, sre_c.GROUPREF_EXISTS,
+               getattr(sre_c, "ATOMIC_GROUP", None), getattr(sre_c, "POSSESSIVE_REPEAT", None),
+               getattr(sre_c, "GROUPREF_IGNORE", None)} - {None}
+
+
+def _uses(items: Any, ops: set[Any]) -> bool:
+    """Whether a parsed pattern uses any of `ops`, at any depth."""
+    for op, arg in items:
+        if op in ops:
+            return True
+        for part in arg if isinstance(arg, (tuple, list)) else ():
+            if isinstance(part, sre_parse.SubPattern) and _uses(part.data, ops):
+                return True
+            if isinstance(part, list) and part and isinstance(part[0], sre_parse.SubPattern) \
+                    and any(_uses(b.data, ops) for b in part):
+                return True
+    return False
 
 
 _REPEATS = {sre_c.MAX_REPEAT, sre_c.MIN_REPEAT, getattr(sre_c, "POSSESSIVE_REPEAT", None)}
@@ -299,7 +334,7 @@ class Matcher:
     """Turns log lines into metric points for one validated `metrics:` value."""
 
     def __init__(self, metrics: dict[str, Any]) -> None:
-        self.patterns = [(re.compile(p["pattern"]), p.get("step"))
+        self.patterns = [(re2.compile(p["pattern"]), p.get("step"))
                          for p in metrics.get("patterns") or ()]
         self.presets = [name for name in metrics.get("presets") or () if name in PRESETS]
 
