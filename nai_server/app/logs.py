@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from nai_server.app.accounts import Caller
@@ -80,12 +81,19 @@ def log_search(jobs: Jobs, caller: Caller, job_id: int, pattern: str, offset: in
                        f"to look at {job_dir}") from exc
 
 
-def _find_all(chunk: bytes, needle: bytes) -> list[int]:
-    found, at = [], chunk.find(needle)
-    while at >= 0:
-        found.append(at)
-        at = chunk.find(needle, at + 1)
-    return found
+def _find_all(chunk: bytes, needle: bytes, backward: bool = False) -> Iterator[int]:
+    """Where `needle` starts in `chunk` (overlapping matches too), first to last or
+    last to first; lazily, so a caller that has enough stops the scan."""
+    if backward:
+        at = chunk.rfind(needle)
+        while at >= 0:
+            yield at
+            at = chunk.rfind(needle, 0, at + len(needle) - 1) if at else -1
+    else:
+        at = chunk.find(needle)
+        while at >= 0:
+            yield at
+            at = chunk.find(needle, at + 1)
 
 
 def _scan_forward(fd: int, needle: bytes, offset: int, size: int,
@@ -119,7 +127,7 @@ def _scan_back(fd: int, needle: bytes, offset: int, size: int,
         if not chunk:
             break
         budget -= len(chunk)
-        for at in reversed(_find_all(chunk, needle)):
+        for at in _find_all(chunk, needle, backward=True):
             if start + at < end:
                 found.append(start + at)
                 if len(found) == limit:

@@ -223,12 +223,16 @@ class MetricsIngest:
                         str(answer["error"])[:200])
             return
         raw = answer.get("points")
-        points = [p for p in map(clean_point, raw if isinstance(raw, list) else [])
-                  if p is not None]
+        # The helper runs as the job's owner, who may make it answer anything: no more
+        # points than it may read in one run, and offsets only for the files it lists
+        # now (every file it found), so a job renaming its files cannot grow the state.
+        points = [p for p in map(clean_point, raw[:tb_read.MAX_POINTS]
+                                 if isinstance(raw, list) else []) if p is not None]
         if points:
             data = b"".join(json.dumps(p).encode() + b"\n" for p in points)
             jobfiles.append(job_dir, METRICS_FILE, data)
-        cursor.tb.update(_offsets(answer.get("cursors")))
+        now = dict(list(_offsets(answer.get("cursors")).items())[:tb_read.MAX_FILES])
+        cursor.tb = now
         self._save(job_dir, cursor)
 
     def ingest(self, job_id: int, matcher: Matcher, *, final: bool = False) -> int:

@@ -30,7 +30,7 @@ from nai_server.core.spec import parse_size
 from nai_server.core.states import ACTIVE, JobState, transition
 from nai_server.core.trees import Limits
 from nai_server.core.units import format_duration
-from nai_server.host import contain, diskspace, jobdir, metrics_ingest, unix
+from nai_server.host import contain, diskspace, jobdir, metrics_ingest, mounts, unix
 from nai_server.host.collection import Ended, OutputCollection, run_as
 from nai_server.host.endings import JobEndings
 from nai_server.host.gpu_watch import Foreign, GpuWatch
@@ -224,6 +224,8 @@ class JobRuntime:
         if not job.runs:  # a preempted job's directory holds its checkpoint
             for path in (self.jobs_dir / f".{job.id}.new", self.job_dir(job.id)):
                 if os.path.lexists(path):
+                    for kind in mounts.MOUNTS:  # read-only links a personal daemon
+                        mounts.unmount(path / kind)  # could not remove otherwise
                     shutil.rmtree(path)
         self.jobs.update(job.id, state=transition(job.state, JobState.QUEUED), gpus=(),
                          gpu_uuids=(), started_at=None)

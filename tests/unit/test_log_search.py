@@ -78,3 +78,15 @@ def test_ranges_are_capped_and_missing_logs_are_empty(tmp_path: Path) -> None:
         logs.log_range(jobs, None, 1, -1, 10)
     with pytest.raises(logs.Invalid):
         logs.log_search(jobs, None, 1, "x" * 300)
+
+
+def test_matches_are_found_lazily_in_both_directions() -> None:
+    from nai_server.app.logs import _find_all
+
+    chunk = b"aaaa-aba-aa"
+    forward = list(_find_all(chunk, b"aa"))
+    assert forward == [0, 1, 2, 9]
+    assert list(_find_all(chunk, b"aa", backward=True)) == forward[::-1]
+    assert list(_find_all(chunk, b"a", backward=True)) == list(_find_all(chunk, b"a"))[::-1]
+    many = _find_all(b"a" * (1 << 20), b"a")  # a caller that has enough stops the scan
+    assert next(many) == 0 and next(many) == 1
