@@ -49,9 +49,9 @@ def test_submit_follow_pull_over_ssh_as_two_users(daemon: Daemon, sshd: Sshd,
         setup_client(user, sshd)
         assert nai(user, "server", "add", "lab", "gpu", "--remote-command", relay).returncode == 0
 
-    # First contact: the host key is unknown and nai says how to trust it.
+    # First contact: the host key is unknown and nai says how to trust it (exit 4).
     first = nai(alice, "whoami")
-    assert first.returncode == 1 and first.stdout == ""
+    assert first.returncode == 4 and first.stdout == ""
     assert "SHA256:" in first.stderr and "nai server trust lab" in first.stderr
     # Without a terminal to ask at, trusting needs the fingerprint (or --yes).
     assert nai(alice, "server", "trust", "lab").returncode == 1
@@ -62,7 +62,7 @@ def test_submit_follow_pull_over_ssh_as_two_users(daemon: Daemon, sshd: Sshd,
 
     # Not registered yet: the server says who to ask.
     refused = nai(alice, "whoami")
-    assert refused.returncode == 1 and "nai-admin user add" in refused.stderr
+    assert refused.returncode == 4 and "nai-admin user add" in refused.stderr
     for user in (alice, bob):
         assert daemon.admin("user", "add", user.name).returncode == 0
     me = json.loads(nai(alice, "whoami", "--json").stdout)
@@ -89,7 +89,7 @@ def test_submit_follow_pull_over_ssh_as_two_users(daemon: Daemon, sshd: Sshd,
     assert listing[0]["output_tree"] is None
     for args in (("logs", str(job_id)), ("pull", str(job_id)), ("metrics", str(job_id))):
         denied = nai(bob, *args)
-        assert denied.returncode == 1 and "only they" in denied.stderr, args
+        assert denied.returncode == 4 and "only they" in denied.stderr, args
         assert denied.stdout == ""
     assert nai(bob, "jobs", "--mine", "--json").stdout.strip() == "[]"
     metrics = json.loads(nai(alice, "metrics", str(job_id), "--json").stdout)
