@@ -87,10 +87,11 @@ def iter_range(job_dir: Path, name: str, offset: int, chunk: int = 1 << 16) -> I
             yield data
 
 
-def append(job_dir: Path, name: str, data: bytes) -> bool:
+def append(job_dir: Path, name: str, data: bytes, max_size: int | None = None) -> bool:
     """Append `data` to an existing regular job file in one write, starting it on a new
-    line if the file's last line is unfinished; False if the file is missing. Raises
-    UnsafeJobFile when the name is not a regular file (never follows a link)."""
+    line if the file's last line is unfinished; False if the file is missing, or if it
+    would grow past `max_size` (root's writes ignore the user's quota: bound them).
+    Raises UnsafeJobFile when the name is not a regular file (never follows a link)."""
     dir_fd = os.open(job_dir, _DIR_FLAGS)
     try:
         try:
@@ -106,6 +107,8 @@ def append(job_dir: Path, name: str, data: bytes) -> bool:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise UnsafeJobFile(f"{job_dir / name} is not a regular file")
+        if max_size is not None and st.st_size + len(data) + 1 > max_size:
+            return False
         if st.st_size and os.pread(fd, 1, st.st_size - 1) != b"\n":
             data = b"\n" + data
         view = memoryview(data)

@@ -53,6 +53,7 @@ READ_AT_END = 16 << 20  # bytes read from an ended job's log to catch up
 LINE_BYTES = 4 * MAX_LINE  # bytes of one line kept; past that it is cut
 MAX_POINTS = 5000  # points one job adds in one tick; the rest waits for the next
 _SEPARATOR = re.compile(rb"[\r\n]")
+METRICS_MAX = 256 << 20  # bytes of metrics.jsonl past which the daemon adds no points
 TB_EVERY = 5.0  # seconds between two readings of a running job's event files
 TB_TIMEOUT = 20.0  # a reading that takes longer is killed (and tried again later)
 TB_MAX_OUTPUT = 16 << 20  # bytes of the helper's answer
@@ -230,7 +231,9 @@ class MetricsIngest:
                                  if isinstance(raw, list) else []) if p is not None]
         if points:
             data = b"".join(json.dumps(p).encode() + b"\n" for p in points)
-            jobfiles.append(job_dir, METRICS_FILE, data)
+            if not jobfiles.append(job_dir, METRICS_FILE, data, METRICS_MAX):
+                log.warning("job %s: TensorBoard points not added: no metrics.jsonl, or it "
+                            "is over %d MiB", job_id, METRICS_MAX >> 20)
         now = dict(list(_offsets(answer.get("cursors")).items())[:tb_read.MAX_FILES])
         cursor.tb = now
         self._save(job_dir, cursor)
@@ -254,9 +257,9 @@ class MetricsIngest:
                 now = round(self.clock(), 3)
                 data = b"".join(json.dumps({"step": p["step"], "time": now, **p}).encode()
                                 + b"\n" for p in points)
-                if not jobfiles.append(job_dir, METRICS_FILE, data):
-                    log.warning("job %s: no metrics.jsonl to add its log's metrics to",
-                                job_id)
+                if not jobfiles.append(job_dir, METRICS_FILE, data, METRICS_MAX):
+                    log.warning("job %s: log metrics not added: no metrics.jsonl, or it "
+                                "is over %d MiB", job_id, METRICS_MAX >> 20)
                 added += len(points)
             if used:
                 self._save(job_dir, cursor)

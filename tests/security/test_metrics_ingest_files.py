@@ -60,3 +60,18 @@ def test_forged_cursor_cannot_break_the_reading(tmp_path: Path) -> None:
         {"offset": -5, "counts": ["x", 2**70], "epoch": "y", "last": [1]}))
     MetricsIngest(tmp_path / "jobs").ingest(1, MATCHER, final=True)
     assert json.loads((path / "metrics.jsonl").read_text())["loss"] == 0.5
+
+
+def test_root_stops_adding_points_once_metrics_jsonl_is_at_its_cap(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon's appends ignore the user's disk quota: a job printing metric lines
+    without end must not fill the state disk through them."""
+    import nai_server.host.metrics_ingest as ingest_module
+
+    path = job_dir(tmp_path)
+    (path / "metrics.jsonl").write_bytes(b"")
+    monkeypatch.setattr(ingest_module, "METRICS_MAX", 600)
+    (path / "log").write_text("".join(f"loss=0.{i}\n" for i in range(200)))
+    MetricsIngest(tmp_path / "jobs").ingest(1, MATCHER, final=True)
+    size = (path / "metrics.jsonl").stat().st_size
+    assert size <= 600  # one batch is added whole or not at all
