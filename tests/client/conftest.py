@@ -1,7 +1,11 @@
-"""Fixtures of the sync tests: the in-process server's client, a hash cache, a project."""
+"""Fixtures of the client tests: the in-process server's client, a hash cache, a project,
+and a personal server for tests that run the real `nai` command."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,3 +44,22 @@ def project(tmp_path: Path) -> Path:
     (root / "data_link").symlink_to("data")
     return root
 
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """The environment of a user with a personal server of their own (`nai up`, one fake
+    GPU), for tests that run the real `nai` command; the server goes down after the
+    module."""
+    root = tmp_path_factory.mktemp("personal")
+    bin_dir = Path(sys.executable).parent
+    environ = {**os.environ, "XDG_CONFIG_HOME": str(root / "config"),
+               "XDG_CACHE_HOME": str(root / "cache"), "XDG_DATA_HOME": str(root / "data"),
+               "XDG_RUNTIME_DIR": str(root / "run"),
+               "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+    (root / "run").mkdir()
+    up = subprocess.run([str(bin_dir / "nai"), "up", "--fake-gpus", "1"], env=environ,
+                        capture_output=True, text=True, timeout=60)
+    assert up.returncode == 0, up.stderr
+    yield environ
+    subprocess.run([str(bin_dir / "nai"), "down"], env=environ, capture_output=True, timeout=60)

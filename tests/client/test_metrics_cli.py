@@ -13,10 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from nai_server.testing import wait_for
 
@@ -30,21 +27,6 @@ metrics:
   - pattern: 'epoch (?P<epoch>\\d+) loss (?P<loss>[\\d.]+)'
     step: epoch
 """
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    root = tmp_path_factory.mktemp("metrics-cli")
-    environ = {**os.environ, "XDG_CONFIG_HOME": str(root / "config"),
-               "XDG_CACHE_HOME": str(root / "cache"), "XDG_DATA_HOME": str(root / "data"),
-               "XDG_RUNTIME_DIR": str(root / "run"),
-               "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
-    (root / "run").mkdir()
-    up = subprocess.run([str(BIN / "nai"), "up", "--fake-gpus", "1"], env=environ,
-                        capture_output=True, text=True, timeout=60)
-    assert up.returncode == 0, up.stderr
-    yield environ
-    subprocess.run([str(BIN / "nai"), "down"], env=environ, capture_output=True, timeout=60)
 
 
 def nai(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

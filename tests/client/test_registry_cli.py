@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,21 +18,6 @@ from nai_tui import cli
 from nai_tui.remote.client import ServerClient
 
 BIN = Path(sys.executable).parent
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    root = tmp_path_factory.mktemp("registry-cli")
-    environ = {**os.environ, "XDG_CONFIG_HOME": str(root / "config"),
-               "XDG_CACHE_HOME": str(root / "cache"), "XDG_DATA_HOME": str(root / "data"),
-               "XDG_RUNTIME_DIR": str(root / "run"),
-               "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
-    (root / "run").mkdir()
-    up = subprocess.run([str(BIN / "nai"), "up", "--fake-gpus", "1"], env=environ,
-                        capture_output=True, text=True, timeout=60)
-    assert up.returncode == 0, up.stderr
-    yield environ
-    subprocess.run([str(BIN / "nai"), "down"], env=environ, capture_output=True, timeout=60)
 
 
 def nai(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
