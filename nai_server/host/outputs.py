@@ -13,13 +13,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import struct
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from nai_server.core.trees import Limits, TreeError, parse_manifest
 from nai_server.host import output_walk
@@ -42,7 +44,7 @@ class RunAs:
 class _Frames:
     """A file-like view of one file's frames, for BlobStore.put_stream."""
 
-    def __init__(self, stream: IO[bytes], rel: str) -> None:
+    def __init__(self, stream: DeadlineStream, rel: str) -> None:
         self.stream, self.rel, self.done = stream, rel, False
 
     def read(self, _size: int = -1) -> bytes:
@@ -100,7 +102,11 @@ def collect(blobs: BlobStore, output_dir: Path, limits: Limits, run_as: RunAs,
     timer.start()
     try:
         assert proc.stdout is not None
-        return _receive(blobs, proc.stdout, limits)
+        # Read to a deadline a little past the timer's: the timer kills the helper's
+        # group, but a process the owner made it start in a session of its own could
+        # hold the pipe open, and a plain read would then never return.
+        stream = DeadlineStream(proc.stdout.fileno(), time.monotonic() + timeout + 1.0)
+        return _receive(blobs, stream, limits)
     except TreeError:
         if late.is_set():
             raise TreeError([("", f"collecting the outputs took longer than {timeout:g} s; "
@@ -117,6 +123,47 @@ def collect(blobs: BlobStore, output_dir: Path, limits: Limits, run_as: RunAs,
             proc.stderr.close()
 
 
+class DeadlineStream:
+    """The `read`/`readline` of a helper's stdout, ending as at end of file once
+    `deadline` (time.monotonic()) has passed, whether or not the pipe has closed."""
+
+    def __init__(self, fd: int, deadline: float) -> None:
+        self.fd, self.deadline = fd, deadline
+        self.buffer = bytearray()
+        self.ended = False
+        self.poller = select.poll()
+        self.poller.register(fd, select.POLLIN | select.POLLHUP)
+
+    def _fill(self, want: int) -> None:
+        while len(self.buffer) < want and not self.ended:
+            left = self.deadline - time.monotonic()
+            if left <= 0 or not self.poller.poll(left * 1000):
+                self.ended = True
+                break
+            chunk = os.read(self.fd, min(max(want - len(self.buffer), 1 << 16), 1 << 20))
+            if not chunk:
+                self.ended = True
+            self.buffer += chunk
+
+    def _take(self, size: int) -> bytes:
+        out = bytes(self.buffer[:size])
+        del self.buffer[:size]
+        return out
+
+    def read(self, size: int) -> bytes:
+        self._fill(size)
+        return self._take(size)
+
+    def readline(self, limit: int) -> bytes:
+        while True:
+            end = self.buffer.find(b"\n", 0, limit)
+            if end >= 0:
+                return self._take(end + 1)
+            if len(self.buffer) >= limit or self.ended:
+                return self._take(limit)
+            self._fill(len(self.buffer) + 1)
+
+
 def kill(proc: subprocess.Popen[bytes]) -> None:
     """Stop a helper (and anything it started) at once."""
     if proc.poll() is None:
@@ -124,7 +171,7 @@ def kill(proc: subprocess.Popen[bytes]) -> None:
             os.killpg(proc.pid, 9)
 
 
-def _receive(blobs: BlobStore, stream: IO[bytes], limits: Limits) -> str:
+def _receive(blobs: BlobStore, stream: DeadlineStream, limits: Limits) -> str:
     line = stream.readline(_MAX_LISTING)
     if not line.endswith(b"\n"):
         raise TreeError([("", "the output listing is too large or was cut off")])
