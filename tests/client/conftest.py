@@ -47,10 +47,12 @@ def project(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """The environment of a user with a personal server of their own (`nai up`, one fake
-    GPU), for tests that run the real `nai` command; the server goes down after the
-    module."""
+def env(tmp_path_factory: pytest.TempPathFactory,
+        request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """The environment of a user with a personal server of their own (`nai up` with the
+    module's PERSONAL_GPUS fake GPUs, one by default), for tests that run the real `nai`
+    command; the server goes down after the module."""
+    gpus = getattr(request.module, "PERSONAL_GPUS", 1)
     root = tmp_path_factory.mktemp("personal")
     bin_dir = Path(sys.executable).parent
     environ = {**os.environ, "XDG_CONFIG_HOME": str(root / "config"),
@@ -58,7 +60,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
                "XDG_RUNTIME_DIR": str(root / "run"),
                "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
     (root / "run").mkdir()
-    up = subprocess.run([str(bin_dir / "nai"), "up", "--fake-gpus", "1"], env=environ,
+    up = subprocess.run([str(bin_dir / "nai"), "up", "--fake-gpus", str(gpus)], env=environ,
                         capture_output=True, text=True, timeout=60)
     assert up.returncode == 0, up.stderr
     yield environ

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,19 +16,7 @@ BIN = Path(sys.executable).parent
 EXAMPLE = Path(__file__).resolve().parents[2] / "jobs" / "numpy-regression"
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    root = tmp_path_factory.mktemp("cli")
-    environ = {**os.environ, "XDG_CONFIG_HOME": str(root / "config"),
-               "XDG_CACHE_HOME": str(root / "cache"), "XDG_DATA_HOME": str(root / "data"),
-               "XDG_RUNTIME_DIR": str(root / "run"),
-               "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
-    (root / "run").mkdir()
-    up = subprocess.run([str(BIN / "nai"), "up", "--fake-gpus", "2"], env=environ,
-                        capture_output=True, text=True, timeout=60)
-    assert up.returncode == 0, up.stderr
-    yield environ
-    subprocess.run([str(BIN / "nai"), "down"], env=environ, capture_output=True, timeout=60)
+PERSONAL_GPUS = 2  # the personal server of conftest's `env` fixture
 
 
 def nai(env: dict[str, str], *args: str,
