@@ -14,8 +14,10 @@ from pathlib import Path
 
 from conftest import Daemon, UnixUser, needs_root, wait_for  # type: ignore[import-not-found]
 
+from nai_server.protocol import TERMINAL_STATES
+
 pytestmark = [needs_root]
-TERMINAL = {"succeeded", "failed", "cancelled", "timed_out", "lost"}
+TERMINAL = TERMINAL_STATES
 
 PROFILE = """PATH="$HOME/tools:$PATH"
 export PATH

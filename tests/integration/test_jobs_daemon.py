@@ -11,8 +11,10 @@ import time
 
 from conftest import BIN, Daemon, needs_root, wait_for  # type: ignore[import-not-found]
 
+from nai_server.protocol import TERMINAL_STATES
+
 pytestmark = [needs_root]
-TERMINAL = {"succeeded", "failed", "cancelled", "timed_out", "lost"}
+TERMINAL = TERMINAL_STATES
 
 
 def job_state(daemon: Daemon, job_id: int, user=None) -> str:

@@ -13,13 +13,14 @@ from pathlib import Path
 
 from conftest import BIN, Daemon, needs_root, wait_for  # type: ignore[import-not-found]
 
+from nai_server.protocol import TERMINAL_STATES
 from nai_server.testing import pack
 from nai_tui.remote.client import ServerClient
 from nai_tui.sync.hashcache import HashCache
 from nai_tui.sync.push import push, silent_progress
 
 pytestmark = [needs_root]
-TERMINAL = {"succeeded", "failed", "cancelled", "timed_out", "lost"}
+TERMINAL = TERMINAL_STATES
 
 
 def sha(data: bytes) -> str:

@@ -12,9 +12,10 @@ from conftest import Daemon, UnixUser  # type: ignore[import-not-found]
 
 from nai_server.host import contain
 from nai_server.host.launchers.local import proc_start_ticks, proc_uid
+from nai_server.protocol import TERMINAL_STATES
 from nai_server.testing import wait_for
 
-TERMINAL = ("succeeded", "failed", "cancelled", "timed_out", "lost")
+TERMINAL = TERMINAL_STATES
 LAYOUT = contain.detect()
 
 pytestmark = pytest.mark.skipif(

@@ -13,9 +13,10 @@ import pytest
 from conftest import Daemon, UnixUser  # type: ignore[import-not-found]
 
 from nai_server.host import jobfiles
+from nai_server.protocol import TERMINAL_STATES
 from nai_server.testing import wait_for
 
-TERMINAL = ("succeeded", "failed", "cancelled", "timed_out", "lost")
+TERMINAL = TERMINAL_STATES
 
 
 def submit(daemon: Daemon, user: UnixUser, command: str, **spec: Any) -> int:

@@ -22,13 +22,13 @@ from starlette.testclient import TestClient
 from nai_server.app.accounts import Peer
 from nai_server.app.use_cases import UseCases
 from nai_server.host import unix
-from nai_server.protocol import Forbidden
+from nai_server.protocol import TERMINAL_STATES, Forbidden
 from nai_server.store import atomic
 from nai_server.store.atomic import CommitFailed
 from nai_server.testing import make_service
 from tests.integration.conftest import Daemon, UnixUser, needs_root, wait_for
 
-TERMINAL = {"succeeded", "failed", "cancelled", "timed_out", "lost"}
+TERMINAL = TERMINAL_STATES
 POISON = "99999999999999999999d"
 
 

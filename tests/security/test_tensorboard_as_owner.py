@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 from conftest import Daemon  # type: ignore[import-not-found]
 
+from nai_server.protocol import TERMINAL_STATES
 from nai_server.testing import wait_for
 
 pytest.importorskip("tensorboard")
-TERMINAL = ("succeeded", "failed", "cancelled", "timed_out", "lost")
+TERMINAL = TERMINAL_STATES
 
 
 def event_file(folder: Path, tag: str, value: float) -> Path:

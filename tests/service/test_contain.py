@@ -18,11 +18,12 @@ from nai_server.api import create_app
 from nai_server.app.use_cases import UseCases
 from nai_server.host import contain
 from nai_server.host.launchers.local import proc_start_ticks, read_exit_status
+from nai_server.protocol import TERMINAL_STATES
 from nai_server.store import atomic
 from nai_server.store.atomic import CommitFailed
 from nai_server.testing import AsPeer, make_service, tick_until, wait_for
 
-TERMINAL = {"succeeded", "failed", "cancelled", "timed_out", "lost"}
+TERMINAL = TERMINAL_STATES
 
 
 def submit(api: TestClient, command: str, **spec: object) -> int:

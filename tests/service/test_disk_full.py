@@ -16,10 +16,11 @@ from starlette.testclient import TestClient
 from nai_server.api import create_app
 from nai_server.app.use_cases import UseCases
 from nai_server.cli.check import run_check
+from nai_server.protocol import TERMINAL_STATES
 from nai_server.store.atomic import CommitFailed
 from nai_server.testing import AsPeer, make_service, pack, tick_until, wait_for
 
-TERMINAL = {"succeeded", "failed", "cancelled", "timed_out", "lost"}
+TERMINAL = TERMINAL_STATES
 
 
 @pytest.fixture

@@ -15,9 +15,10 @@ import pytest
 from starlette.testclient import TestClient
 
 from nai_server.app.use_cases import UseCases
+from nai_server.protocol import TERMINAL_STATES
 from nai_server.testing import pack, tick_until
 
-TERMINAL = {"succeeded", "failed", "cancelled", "timed_out", "lost"}
+TERMINAL = TERMINAL_STATES
 SHOW = ('python -c "import os, sys; print(\'prefix\', sys.prefix); '
         'print(\'venv\', os.environ.get(\'VIRTUAL_ENV\'))"')
 

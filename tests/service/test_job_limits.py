@@ -15,9 +15,10 @@ from starlette.testclient import TestClient
 from nai_server.api import create_app
 from nai_server.app.use_cases import UseCases
 from nai_server.host import cgroup_limits, contain
+from nai_server.protocol import TERMINAL_STATES
 from nai_server.testing import AsPeer, make_service, tick_until
 
-TERMINAL = {"succeeded", "failed", "cancelled", "timed_out", "lost"}
+TERMINAL = TERMINAL_STATES
 
 
 def submit(api: TestClient, command: str, **spec: object) -> int:

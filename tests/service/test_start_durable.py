@@ -18,9 +18,10 @@ from nai_server.api import create_app
 from nai_server.app.use_cases import UseCases
 from nai_server.host import jobdir
 from nai_server.host.launchers.local import Handle, LaunchRequest, read_exit_status
+from nai_server.protocol import TERMINAL_STATES
 from nai_server.testing import AsPeer, make_service, tick_until, wait_for
 
-TERMINAL = {"succeeded", "failed", "cancelled", "timed_out", "lost"}
+TERMINAL = TERMINAL_STATES
 
 
 def test_the_start_is_durable_before_the_process_runs(
