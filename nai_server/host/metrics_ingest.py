@@ -29,7 +29,6 @@ import json
 import logging
 import os
 import re
-import select
 import subprocess
 import sys
 import threading
@@ -203,8 +202,9 @@ class MetricsIngest:
             with contextlib.suppress(OSError):
                 proc.stdin.write(json.dumps(cursors).encode())
                 proc.stdin.close()
-            out = read_until(proc.stdout.fileno(), TB_MAX_OUTPUT,
-                             time.monotonic() + TB_TIMEOUT)
+            # To a deadline, not to the pipe's end: see outputs.DeadlineStream.
+            out = outputs.DeadlineStream(proc.stdout.fileno(),
+                                         time.monotonic() + TB_TIMEOUT).read(TB_MAX_OUTPUT)
         finally:
             late.cancel()
             outputs.kill(proc)
@@ -326,22 +326,3 @@ class MetricsIngest:
             os.close(fd)
         os.replace(temp, job_dir / STATE_FILE)
 
-
-def read_until(fd: int, limit: int, deadline: float) -> bytes:
-    """What a helper writes to `fd` until it closes it, `limit` bytes, or `deadline`
-    (time.monotonic()), whichever comes first. Killing the helper is not enough to end
-    a plain read: a process it started in a session of its own may hold the pipe open."""
-    chunks: list[bytes] = []
-    size = 0
-    poller = select.poll()
-    poller.register(fd, select.POLLIN | select.POLLHUP)
-    while size < limit:
-        left = deadline - time.monotonic()
-        if left <= 0 or not poller.poll(left * 1000):
-            break
-        chunk = os.read(fd, min(1 << 16, limit - size))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)
