@@ -58,6 +58,7 @@ MAX_CHANNELS = 8
 # Below uvicorn's 5 s keep-alive, so the pool drops a channel before the server does.
 KEEPALIVE_EXPIRY = 4.0
 RETRYABLE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_FINAL_FAILURES = (UnknownHostKey, HostKeyChanged, LoginFailed)
 
 
 def http_client_for(url_or_alias: str, *, transport: str = "ssh",
@@ -184,6 +185,14 @@ class BackendTransport(httpx.HTTPTransport):
             # A kept-alive channel can die just as a request goes out on it (the relay
             # or ssh ended it): an idempotent request is sent once more, on a new one.
             if request.method not in RETRYABLE_METHODS:
+                raise
+            return super().handle_request(request)
+        except ConnectionFailed as exc:
+            # A connection that ended before any answer for a reason that is no verdict
+            # on the server (a busy ControlMaster or sshd refusing one more session, a
+            # relay ended under load) gets one more try for an idempotent request. A
+            # host key or login refusal would only repeat itself: it is raised at once.
+            if request.method not in RETRYABLE_METHODS or isinstance(exc, _FINAL_FAILURES):
                 raise
             return super().handle_request(request)
 
