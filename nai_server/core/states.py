@@ -71,3 +71,33 @@ def transition(current: JobState, target: JobState) -> JobState:
     if target not in ALLOWED[current]:
         raise InvalidTransition(current, target)
     return target
+
+
+class ServiceState(StrEnum):
+    """Where a service (or one of its replicas) is in its life."""
+
+    PENDING = "pending"  # waiting for GPUs, or scaled to zero until a request comes
+    STARTING = "starting"  # the replica runs; its health check has not passed yet
+    READY = "ready"
+    UNHEALTHY = "unhealthy"  # it was ready; its health check now fails
+    STOPPED = "stopped"
+    FAILED = "failed"  # restarted too often in the window: the message says why
+
+
+SERVICE_ALLOWED: dict[ServiceState, frozenset[ServiceState]] = {
+    ServiceState.PENDING: frozenset({ServiceState.STARTING, ServiceState.STOPPED,
+                                     ServiceState.FAILED}),
+    # starting → pending: the replica died before it was ready and waits to restart.
+    ServiceState.STARTING: frozenset({ServiceState.READY, ServiceState.PENDING,
+                                      ServiceState.STOPPED, ServiceState.FAILED}),
+    ServiceState.READY: frozenset({ServiceState.UNHEALTHY, ServiceState.PENDING,
+                                   ServiceState.STOPPED, ServiceState.FAILED}),
+    ServiceState.UNHEALTHY: frozenset({ServiceState.READY, ServiceState.PENDING,
+                                       ServiceState.STOPPED, ServiceState.FAILED}),
+    ServiceState.STOPPED: frozenset(),
+    ServiceState.FAILED: frozenset(),
+}
+
+SERVICE_TERMINAL: frozenset[ServiceState] = frozenset(
+    s for s, nxt in SERVICE_ALLOWED.items() if not nxt)
+"""States a service never leaves (a stopped service is started again as a new one)."""

@@ -3,8 +3,8 @@
 This is the only server package that `nai_tui` imports: API version, the error tree both
 sides raise, and the pydantic models of request and response bodies, by concern in
 `base` (versions, the strict and lenient model bases), `errors`, `jobs` (accounts,
-trees, jobs, GPUs, logs), `registry` and `admin` (store checks, plugins). Import them
-from here.
+trees, jobs, GPUs, logs), `registry`, `services` (models served on the GPUs) and
+`admin` (store checks, plugins). Import them from here.
 """
 
 
@@ -12,11 +12,17 @@ from here.
 from nai_server.core.bounds import (
     MAX_ID as MAX_ID,
 )
+from nai_server.core.states import (
+    SERVICE_TERMINAL as SERVICE_TERMINAL,
+)
 
 # The job states and which of them a job never leaves: one vocabulary for the daemon,
 # the batch CLI and the TUI (JobInfo.state carries the enum's value).
 from nai_server.core.states import (
     JobState as JobState,
+)
+from nai_server.core.states import (
+    ServiceState as ServiceState,
 )
 
 # Which paths and symlinks a tree may hold is part of the wire contract: clients check
@@ -274,4 +280,31 @@ from nai_server.protocol.registry import (
 )
 from nai_server.protocol.registry import (
     VersionCreate as VersionCreate,
+)
+from nai_server.protocol.services import (
+    MODEL_REF_PATTERN as MODEL_REF_PATTERN,
+)
+from nai_server.protocol.services import (
+    ReplicaInfo as ReplicaInfo,
+)
+from nai_server.protocol.services import (
+    RequestStats as RequestStats,
+)
+from nai_server.protocol.services import (
+    ServiceCreate as ServiceCreate,
+)
+from nai_server.protocol.services import (
+    ServiceInfo as ServiceInfo,
+)
+from nai_server.protocol.services import (
+    ServiceList as ServiceList,
+)
+from nai_server.protocol.services import (
+    ServiceUpdate as ServiceUpdate,
+)
+from nai_server.protocol.services import (
+    TokenCreate as TokenCreate,
+)
+from nai_server.protocol.services import (
+    TokenInfo as TokenInfo,
 )
