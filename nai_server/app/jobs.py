@@ -171,15 +171,20 @@ class Jobs:
             for dep in (*spec.after, *spec.after_ok):
                 if self.store.get_job(dep) is None:
                     raise Invalid(f"after/after_ok: there is no job {dep}")
-            pins = {kind: self.registry.resolve(caller, kind, ref)
-                    for kind, ref in (("dataset", spec.dataset), ("model", spec.model)) if ref}
+            dataset = (self.registry.resolve(caller, "dataset", spec.dataset)
+                       if spec.dataset else None)
+            model = self.registry.resolve(caller, "model", spec.model) if spec.model else None
+            pins = [p for p in (dataset, model) if p is not None]
             if code_from_model:
-                code_tree = pins["model"].tree_id
+                assert model is not None  # a spec with code_from_model names a model
+                code_tree = model.tree_id
             job = self.records.insert(Job(
                 id=0, user=caller.user, group=spec.group, state=JobState.QUEUED, spec=spec,
                 code_tree=code_tree, submitted_at=self.clock(), time_limit=time_limit,
-                **{kind: Pin(p.name, p.version, p.tree_id) for kind, p in pins.items()}))
-            for p in pins.values():
+                dataset=None if dataset is None else Pin(dataset.name, dataset.version,
+                                                          dataset.tree_id),
+                model=None if model is None else Pin(model.name, model.version, model.tree_id)))
+            for p in pins:
                 self.registry.record_use(p.kind, p.name, p.version, job.id)
             info = self._info(caller, job.to_doc())
         self.notify()

@@ -259,7 +259,7 @@ def _job_ids(value: object) -> tuple[int, ...]:
         items = [part.strip() for part in value.split(",") if part.strip()]  # "12,13"
     else:
         items = value if isinstance(value, (list, tuple)) else [value]
-    if len(items) > MAX_DEPENDENCIES:  # type: ignore[arg-type]
+    if len(items) > MAX_DEPENDENCIES:
         raise ValueError(f"names more than {MAX_DEPENDENCIES} jobs")
     ids: list[int] = []
     for item in items:
@@ -347,7 +347,7 @@ class _SpecLoader(yaml.SafeLoader):
     depth = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:
-        event = self.peek_event()
+        event = self.peek_event()  # type: ignore[no-untyped-call]
         line = event.start_mark.line + 1 if event.start_mark is not None else None
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
             raise SpecError("YAML anchors/aliases (&name, *name) are not allowed in nai.yaml; "

@@ -21,7 +21,7 @@ from nai_tui.cli.contract import TIMED_OUT, exit_status
 from nai_tui.cli.output import emit_json, err, note, table
 from nai_tui.config import ClientConfig, ServerEntry, cache_dir, config_dir
 from nai_tui.remote.client import ServerClient
-from nai_tui.remote.connect import connect
+from nai_tui.remote.connect import connect as connect  # tests replace it here
 from nai_tui.sync import push as sync
 
 SPEC_FILE = "nai.yaml"
@@ -249,7 +249,8 @@ def cmd_metrics(args: argparse.Namespace, client: ServerClient) -> int:
         if args.json:
             emit_json(found)
         elif found:
-            print(table(*reversed(metrics_view.summary_rows(found))))
+            heads, lines = metrics_view.summary_rows(found)
+            print(table(lines, heads))
         else:
             note(f"job {args.id} has no metrics yet")
         return 0
