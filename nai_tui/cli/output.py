@@ -38,14 +38,19 @@ def job_runtime(job: Any, now: float | None = None) -> str:
     return format_elapsed((job.ended_at or now) - job.started_at)
 
 
+JOB_HEADERS = ["ID", "NAME", "USER", "STATE", "GPUS", "TIME"]
+
+
+def job_cells(j: Any) -> list[Any]:
+    """One job's row of `nai jobs`."""
+    state = j.state + (f" ({j.reason})" if j.reason else "")
+    return [j.id, j.name, j.user, state, ",".join(map(str, j.gpus)) or
+            (str(j.spec.get("gpus", 1)) + " wanted" if j.state == "queued" else "cpu"),
+            job_runtime(j)]
+
+
 def job_rows(jobs: Sequence[Any]) -> str:
-    rows = []
-    for j in jobs:
-        state = j.state + (f" ({j.reason})" if j.reason else "")
-        rows.append([j.id, j.name, j.user, state, ",".join(map(str, j.gpus)) or
-                     (str(j.spec.get("gpus", 1)) + " wanted" if j.state == "queued" else "cpu"),
-                     job_runtime(j)])
-    return table(rows, ["ID", "NAME", "USER", "STATE", "GPUS", "TIME"])
+    return table([job_cells(j) for j in jobs], JOB_HEADERS)
 
 
 def err(message: str) -> None:
