@@ -122,6 +122,10 @@ def _add_run_commands(add: Add) -> None:
     p.add_argument("--dry-run", action="store_true", help="show what would run and when it "
                    "would start, without sending the code or queuing anything; with "
                    "--server auto, where it would go")
+    # Also after `submit` (`nai submit --server auto`); SUPPRESS keeps a --server given
+    # before the command when none is given after it.
+    p.add_argument("--server", "-s", default=argparse.SUPPRESS,
+                   help="server to submit to; auto: the one where the job starts first")
     _add_outcome_options(p)
     multi_server.flags(p)
 

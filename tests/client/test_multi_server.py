@@ -154,7 +154,7 @@ def test_server_auto_passes_over_a_server_without_the_dataset(
     assert nai("--server", "b", "dataset", "push", "cifar", str(data))[0] == 0
     folder = _folder(tmp_path, "job", "command: ls $NAI_DATASET_DIR\ngpus: 1\n"
                      "dataset: cifar\n")
-    status, out, err = nai("--server", "auto", "submit", str(folder), "--dry-run")
+    status, out, err = nai("submit", str(folder), "--dry-run", "--server", "auto")
     assert status == 0, err
     assert "would submit" in out and "to b" in out and "cifar@1" in out
     assert "a: refused:" in err and "cifar" in err.split("a: refused:")[1]
