@@ -2,7 +2,7 @@
 every configured server side by side, `nai submit --server auto` submits where the job
 starts first, and `nai submit --dry-run` shows what a submit would do.
 
-Every server is asked at once, each in a thread of its own; one that fails, or has not
+Every server is asked at once (`nai_tui.remote.fan_out`); one that fails, or has not
 answered within `--timeout` seconds, is shown as down with its reason in one line,
 while the others' answers are shown as usual."""
 
@@ -10,73 +10,25 @@ from __future__ import annotations
 
 import argparse
 import math
-import threading
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nai_server.protocol import ApiError, JobInfo, NaiError, format_elapsed, format_size
+from nai_server.protocol import JobInfo, NaiError, format_elapsed, format_size
 from nai_tui.cli import commands, output
 from nai_tui.cli.output import emit_json, note, table
 from nai_tui.config import ClientConfig, ConfigError, ServerEntry
+from nai_tui.remote import fan_out
 from nai_tui.remote.client import ServerClient
+from nai_tui.remote.fan_out import DEFAULT_TIMEOUT, Answer
 
 AUTO = "auto"  # `--server auto`
-DEFAULT_TIMEOUT = 20.0  # seconds a server has to answer before it is shown as down
-
-
-@dataclass
-class Answer:
-    """One server's answer: `value`, or why there is none. `refused`: the server
-    answered, but said no (an API error); otherwise it is down."""
-
-    server: str
-    value: Any = None
-    error: str | None = None
-    refused: bool = False
-
-    @property
-    def status(self) -> str:
-        return "up" if self.error is None else "refused" if self.refused else "down"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.server, "status": self.status, "error": self.error}
-
-
-def one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 def ask_all(entries: Sequence[ServerEntry], ask: Callable[[ServerClient], Any],
             timeout: float = DEFAULT_TIMEOUT) -> list[Answer]:
-    """`ask(client)` of every server at once, in the order given. A server that has not
-    answered after `timeout` seconds is left behind (its thread is a daemon's: it does
-    not keep `nai` from exiting)."""
-    answers: dict[str, Answer] = {}
-
-    def run(entry: ServerEntry) -> None:
-        try:
-            with commands.connect(entry) as client:
-                answers[entry.name] = Answer(entry.name, ask(client))
-        except ApiError as exc:
-            answers[entry.name] = Answer(entry.name, error=one_line(str(exc)), refused=True)
-        except NaiError as exc:
-            answers[entry.name] = Answer(entry.name, error=one_line(str(exc)))
-        except Exception as exc:  # one server's fault must not hide the others
-            answers[entry.name] = Answer(entry.name, error=one_line(
-                f"{type(exc).__name__}: {exc}"))
-
-    threads = [threading.Thread(target=run, args=(e,), daemon=True, name=f"nai-{e.name}")
-               for e in entries]
-    for thread in threads:
-        thread.start()
-    deadline = time.monotonic() + timeout
-    for thread in threads:
-        thread.join(max(0.0, deadline - time.monotonic()))
-    return [answers.get(e.name) or Answer(e.name, error=f"no answer in {timeout:g}s")
-            for e in entries]
+    """`fan_out.ask_all` through the batch commands' connections."""
+    return fan_out.ask_all(entries, commands.connect, ask, timeout)
 
 
 def servers(config: ClientConfig) -> list[ServerEntry]:
