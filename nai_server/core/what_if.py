@@ -27,7 +27,8 @@ from nai_server.core.sched_types import (
 )
 from nai_server.core.scheduling import plan
 
-MAX_STEPS = 200  # plan() calls per estimate, at most: bounded work per request
+MAX_STEPS = 500  # plan() calls per estimate, at most: bounded work per request
+MAX_WORK = 50_000  # and queued jobs planned, summed over the calls (a tick plans all once)
 
 
 @dataclass(frozen=True)
@@ -52,14 +53,15 @@ def estimate_start(
     max_steps: int = MAX_STEPS,
 ) -> Estimate:
     """When `job` (not in `queue`) would start behind `queue` on `cluster`, by the plan
-    run forward over the running jobs' time limits (see the module's docstring)."""
+    run forward over the running jobs' time limits (see the module's docstring). A queue
+too long to plan through within the bounds gives no date (None)."""
     if cluster.drained:
         return Estimate(None, WaitReason.DRAINED)
     waiting = [*queue, job]
     gpus = {g.index: g for g in cluster.gpus}
     running = list(cluster.running)
     at, first = now, None
-    for step in range(max_steps):
+    for step in range(min(max_steps, max(4, MAX_WORK // len(waiting)))):
         decided = plan(waiting, replace(cluster, gpus=tuple(gpus.values()),
                                         running=tuple(running)),
                        at, finished=finished, policy=policy, accounting=accounting,
@@ -88,12 +90,15 @@ def estimate_start(
         if due:
             running = _release(running, due, gpus)
             continue
-        if stopped or started:
-            continue  # the queue moved at this very moment: plan again now
+        if stopped or any(held.intersection(t) for t in started.values()):
+            continue  # GPUs let go at this very moment: plan again now
+        # Otherwise this moment's plan started all it could: on to the next end.
         following = min((expected_end(r, at) for r in running), default=INF)
         if following == INF:
             return Estimate(None, first)  # it waits on a job with no time limit
         at = following
+        running = _release(running, {r.id for r in running if expected_end(r, at) <= at},
+                           gpus)
     return Estimate(None, first)
 
 

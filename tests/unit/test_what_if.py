@@ -66,3 +66,15 @@ def test_every_policy_gives_the_same_date_on_a_plain_queue() -> None:
         found = estimate_start(_job(9, 2), [_job(5, 2, 1000, NOW - 50)], cluster, NOW,
                                policy=policy)
         assert found.at == NOW + 1600, policy
+
+
+def test_a_stopping_job_lets_go_at_once_and_a_queue_past_the_bounds_has_no_date() -> None:
+    stopping = RunningJob(id=1, user="v", group=None, gpus=(0, 1), started_at=NOW,
+                          time_limit=None, stopping=True)
+    cluster = Cluster(gpus=_gpus(2, {0: 1, 1: 1}), running=(stopping,), cpu_slots=1)
+    assert estimate_start(_job(9, 2), [], cluster, NOW).at == NOW
+    busy = Cluster(gpus=_gpus(2, {0: 1, 1: 1}), running=(_running(1, (0, 1), 60, NOW),),
+                   cpu_slots=1)
+    ahead = [_job(100 + k, 2, 60, NOW - 100 + k) for k in range(50)]
+    assert estimate_start(_job(9, 2), ahead, busy, NOW).at == NOW + 60 * 51
+    assert estimate_start(_job(9, 2), ahead, busy, NOW, max_steps=10).at is None
