@@ -53,8 +53,8 @@ def estimate_start(
     max_steps: int = MAX_STEPS,
 ) -> Estimate:
     """When `job` (not in `queue`) would start behind `queue` on `cluster`, by the plan
-    run forward over the running jobs' time limits (see the module's docstring). A queue
-too long to plan through within the bounds gives no date (None)."""
+    run forward over the running jobs' time limits (see the module's docstring). A
+    queue too long to plan through within the bounds gives no date (None)."""
     if cluster.drained:
         return Estimate(None, WaitReason.DRAINED)
     waiting = [*queue, job]
@@ -86,13 +86,10 @@ too long to plan through within the bounds gives no date (None)."""
                 attained=queued.attained))
             for index in taken:
                 gpus[index] = replace(gpus[index], held_by=queued.id, memory_free=0)
-        due = {r.id for r in running if expected_end(r, at) <= at}  # stopping, overdue
-        if due:
-            running = _release(running, due, gpus)
-            continue
         if stopped or any(held.intersection(t) for t in started.values()):
             continue  # GPUs let go at this very moment: plan again now
-        # Otherwise this moment's plan started all it could: on to the next end.
+        # Otherwise this moment's plan started all it could: on to the next end (which
+        # may be now: a stopping or overdue job lets go at once).
         following = min((expected_end(r, at) for r in running), default=INF)
         if following == INF:
             return Estimate(None, first)  # it waits on a job with no time limit
