@@ -92,9 +92,11 @@ def cmd_submit(args: argparse.Namespace, client: ServerClient) -> int:
     return submitted(args, client, job)
 
 
-def submitted(args: argparse.Namespace, client: ServerClient, job: Any) -> int:
+def submitted(args: argparse.Namespace, client: ServerClient, job: Any,
+              extra: dict[str, Any] | None = None) -> int:
+    """Print a submitted job (`extra` keys join its JSON); follow it with --follow."""
     if args.json and not args.follow:
-        emit_json(job)
+        emit_json({**job.model_dump(mode="json"), **(extra or {})})
     else:
         print(job.id)
     pins = [f"{k} {ref['name']}@{ref['version']}" for k, ref in

@@ -154,6 +154,22 @@ def plan_lines(server: str, job: JobInfo) -> list[str]:
     return lines
 
 
+def copy_hints(chosen: Answer, answers: Sequence[Answer]) -> list[str]:
+    """For each server passed over for lacking the job's dataset or model version (which
+    the chosen one has), how to copy it there."""
+    hints = []
+    for a in answers:
+        if a.code != "not_found" or a.error is None:
+            continue
+        for kind in ("dataset", "model"):
+            pin = getattr(chosen.value, kind)
+            if pin and pin["name"] in a.error:
+                hints.append(f"{a.server} lacks {kind} {pin['name']}@{pin['version']}; to "
+                             f"run such jobs there too: nai {kind} copy {pin['name']}@"
+                             f"{pin['version']} --from {chosen.server} --to {a.server}")
+    return hints
+
+
 def submit_auto(args: argparse.Namespace, config: ClientConfig) -> int:
     """`nai submit --server auto`: a dry run on every server, then the submit to the one
     where the job starts first (see `choose`), saying which and why."""
@@ -166,6 +182,8 @@ def submit_auto(args: argparse.Namespace, config: ClientConfig) -> int:
               else f"{a.server}: {a.status}: {a.error}" for a in answers if a is not chosen]
     note(f"chose {chosen.server}: {start_words(chosen.value)}" +
          (f" ({'; '.join(others)})" if others else ""))
+    for hint in copy_hints(chosen, answers):
+        note(hint)
     if args.dry_run:
         if args.json:
             emit_json({"server": chosen.server, "job": chosen.value.model_dump(mode="json"),
@@ -180,7 +198,7 @@ def submit_auto(args: argparse.Namespace, config: ClientConfig) -> int:
     with commands.connect(entry) as client:
         job = commands.submit_folder(client, folder, spec_file,
                                      **commands.submit_overrides(args))
-        return commands.submitted(args, client, job)
+        return commands.submitted(args, client, job, extra={"server": chosen.server})
 
 
 # --- where `nai` sends these commands -------------------------------------------------

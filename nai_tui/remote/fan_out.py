@@ -29,6 +29,7 @@ class Answer:
     value: Any = None
     error: str | None = None
     refused: bool = False
+    code: str | None = None  # the API error's code when refused ("not_found", ...)
 
     @property
     def status(self) -> str:
@@ -55,7 +56,8 @@ def ask_all(entries: Sequence[ServerEntry], connect: Connect,
             with connect(entry) as client:
                 answers[entry.name] = Answer(entry.name, ask(client))
         except ApiError as exc:
-            answers[entry.name] = Answer(entry.name, error=one_line(str(exc)), refused=True)
+            answers[entry.name] = Answer(entry.name, error=one_line(str(exc)), refused=True,
+                                         code=exc.code)
         except NaiError as exc:
             answers[entry.name] = Answer(entry.name, error=one_line(str(exc)))
         except Exception as exc:  # one server's fault must not hide the others

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,8 +35,9 @@ def other(tmp_path: Path) -> Iterator[UseCases]:
 
 @pytest.fixture
 def nai(service: UseCases, other: UseCases, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-        capsys: pytest.CaptureFixture[str]) -> Any:
-    """`nai(*args)` → (status, stdout, stderr) with servers a, b (in process) and c."""
+        capsys: pytest.CaptureFixture[str]) -> Iterator[Any]:
+    """`nai(*args)` → (status, stdout, stderr) with servers a, b (in process) and c
+    (refuses connections); a server named "slow" answers only after `nai.release()`."""
     for var in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME"):
         monkeypatch.setenv(var, str(tmp_path / var.lower()))
     monkeypatch.delenv("NAI_SERVER", raising=False)
@@ -47,12 +49,15 @@ def nai(service: UseCases, other: UseCases, monkeypatch: pytest.MonkeyPatch, tmp
 
     @contextlib.contextmanager
     def connect(entry: ServerEntry) -> Iterator[ServerClient]:
+        if entry.name == "slow":  # answers only once the test lets it
+            released.wait(60)
         if entry.name not in services:
             raise ConnectionFailed(f"{entry.name}: connection refused\n(second line)")
         with TestClient(AsPeer(create_app(services[entry.name])),
                         base_url="http://nai") as http:
             yield ServerClient(http, name=entry.name)
 
+    released = threading.Event()
     monkeypatch.setattr(commands, "connect", connect)
     monkeypatch.chdir(tmp_path)
 
@@ -65,7 +70,9 @@ def nai(service: UseCases, other: UseCases, monkeypatch: pytest.MonkeyPatch, tmp
         out = capsys.readouterr()
         return status, out.out, out.err
 
-    return run
+    run.release = released.set  # type: ignore[attr-defined]
+    yield run
+    released.set()
 
 
 def _folder(tmp_path: Path, name: str, spec: str) -> Path:
@@ -100,6 +107,17 @@ def test_jobs_and_gpus_of_every_server_side_by_side(nai: Any, tmp_path: Path) ->
         ("a", 0), ("a", 1), ("b", 0), ("b", 1)]
     status, out, err = nai("gpus", "--all-servers")
     assert out.splitlines()[0].split()[:2] == ["SERVER", "GPU"] and "c: down" in err
+
+
+def test_a_server_that_does_not_answer_in_time_is_left_behind(nai: Any) -> None:
+    config = ClientConfig.load()
+    config.add(ServerEntry("slow", "host-slow"))
+    config.save()
+    status, out, err = nai("gpus", "--all-servers", "--timeout", "5", "--json")
+    assert status == 0, err
+    states = {s["name"]: (s["status"], s["error"]) for s in json.loads(out)["servers"]}
+    assert states["slow"] == ("down", "no answer in 5s") and states["a"][0] == "up"
+    nai.release()
 
 
 def test_every_server_down_exits_1(nai: Any, tmp_path: Path) -> None:
@@ -139,7 +157,7 @@ def test_server_auto_submits_where_the_job_starts_first(
     status, out, err = nai("--server", "auto", "submit", str(folder), "--name", "job", "--json")
     assert status == 0, err
     assert "chose b: starts now" in err and "a: starts in about" in err
-    assert "c: down" in err
+    assert "c: down" in err and json.loads(out)["server"] == "b"
     listing = json.loads(nai("jobs", "--all-servers", "--json")[1])["jobs"]
     assert sorted((j["server"], j["name"]) for j in listing) == [("a", "busy"), ("b", "job")]
     status, _, err = nai("--server", "auto", "jobs")
@@ -158,6 +176,7 @@ def test_server_auto_passes_over_a_server_without_the_dataset(
     assert status == 0, err
     assert "would submit" in out and "to b" in out and "cifar@1" in out
     assert "a: refused:" in err and "cifar" in err.split("a: refused:")[1]
+    assert "nai dataset copy cifar@1 --from b --to a" in err
     config = ClientConfig.load()
     config.remove("b")
     config.save()
