@@ -70,8 +70,10 @@ def blob_stream(source: ServerClient, tree_id: str, wanted: dict[str, Any]
 
 
 def copy_version(source: ServerClient, target: ServerClient, kind: str, name: str,
-                 ref: str) -> Copied:
-    """Copy `name@ref` from `source` to `target` (see the module's docstring)."""
+                 ref: str, *, group: str | None = None, shared: bool = False) -> Copied:
+    """Copy `name@ref` from `source` to `target` (see the module's docstring); a name
+    new on `target` is created there owned by `group` (else the caller), `shared` or
+    not."""
     version = source.registry_version(kind, name, ref)
     tree = source.tree(version.tree_id)
     files = [e for e in tree.entries if e.kind == "file"]
@@ -93,7 +95,8 @@ def copy_version(source: ServerClient, target: ServerClient, kind: str, name: st
         target.registry_entry(kind, name)
     except NotFound:
         entry = target.registry_create(kind, name, tree.id, description=version.description,
-                                       tag=version.tag, metadata=metadata)
+                                       tag=version.tag, metadata=metadata, group=group,
+                                       shared=shared)
         made, unchanged = entry.versions[-1].version, False
     else:
         pushed = target.registry_push(kind, name, tree.id, description=version.description,
@@ -113,7 +116,8 @@ def cmd_copy(args: argparse.Namespace) -> int:
     config = ClientConfig.load()
     source_entry, target_entry = config.get(args.source), config.get(args.target)
     with commands.connect(source_entry) as source, commands.connect(target_entry) as target:
-        done = copy_version(source, target, args.kind, name, ref or "latest")
+        done = copy_version(source, target, args.kind, name, ref or "latest",
+                            group=args.group, shared=args.shared)
     version = done.source_version
     body = {"kind": args.kind, "name": name, "from": args.source, "to": args.target,
             "source_version": version, "version": done.version, "unchanged": done.unchanged,
@@ -141,4 +145,8 @@ def add_copy_verb(verbs: Any, kind: str, json_flag: Any) -> None:
     p.add_argument("ref", metavar="NAME[@VERSION]")
     p.add_argument("--from", dest="source", required=True, metavar="SERVER")
     p.add_argument("--to", dest="target", required=True, metavar="SERVER")
+    p.add_argument("--group", help=f"make this group the {kind}'s owner on the target "
+                   "(when it is new there; default: you)")
+    p.add_argument("--shared", action="store_true",
+                   help="let every registered user of the target read it (when new there)")
 

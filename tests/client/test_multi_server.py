@@ -219,3 +219,21 @@ def test_dataset_copy_sends_only_the_blobs_the_target_lacks(nai: Any, tmp_path: 
     assert (again["blobs_sent"], again["unchanged"]) == (0, True)
     status, _, err = nai("dataset", "copy", "d", "--from", "a", "--to", "a")
     assert status == 1 and "two servers" in err
+
+
+def test_model_copy_keeps_the_metadata_and_sharing_asked_for(nai: Any, tmp_path: Path) -> None:
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "w.bin").write_bytes(b"w" * 1000)
+    (tmp_path / "m.json").write_text('{"accuracy": 0.93}')
+    assert nai("--server", "a", "model", "push", "m", str(weights), "--metrics",
+               str(tmp_path / "m.json"), "--finetune-command", "python ft.py")[0] == 0
+    assert nai("--server", "a", "model", "push", "m", str(weights), "--allow-same")[0] == 0
+    status, out, err = nai("model", "copy", "m@1", "--from", "a", "--to", "b", "--shared")
+    assert status == 0 and out.strip() == "m@1", err
+    assert "1 of 1 blob(s) sent" in err
+    copied = json.loads(nai("--server", "b", "model", "show", "m", "--json")[1])
+    assert copied["visibility"] == "shared"
+    version = json.loads(nai("--server", "b", "model", "show", "m@1", "--json")[1])
+    assert version["metadata"] == {"metrics": {"accuracy": 0.93},
+                                   "finetune_command": "python ft.py"}
