@@ -322,23 +322,9 @@ def cmd_gpus(args: argparse.Namespace, client: ServerClient) -> int:
     if args.json:
         emit_json(gpus)
         return 0
-    print(table([gpu_cells(g) for g in gpus.gpus], GPU_HEADERS))
+    print(table([output.gpu_cells(g) for g in gpus.gpus], output.GPU_HEADERS))
     note(f"source: {gpus.source}; CPU slots {gpus.cpu_slots_used}/{gpus.cpu_slots} in use")
     return 0
-
-
-GPU_HEADERS = ["GPU", "NAME", "UTIL", "MEMORY", "USED BY"]
-
-
-def gpu_cells(g: Any) -> list[Any]:
-    """One GPU's row of `nai gpus`."""
-    holder = f"job {g.job} ({g.user})" if g.job else ""
-    foreign = "; ".join(
-        f"{f'job {p.job} strayed here:' if p.job else 'foreign'} pid {p.pid} "
-        f"({p.user or '?'}, {format_size(p.used_memory)})" for p in g.foreign)
-    return [g.index, g.name, f"{g.utilization}%",
-            f"{format_size(g.memory_used)} / {format_size(g.memory_total)}",
-            " ".join(x for x in (holder, foreign) if x) or "free"]
 
 
 def cmd_whoami(args: argparse.Namespace, client: ServerClient) -> int:

@@ -78,8 +78,8 @@ def cmd_gpus(args: argparse.Namespace, config: ClientConfig) -> int:
                                                  if a.error is None else {})}
                                for a in answers]})
     else:
-        rows = [[a.server, *commands.gpu_cells(g)] for a in up for g in a.value.gpus]
-        print(table(rows, ["SERVER", *commands.GPU_HEADERS]))
+        rows = [[a.server, *output.gpu_cells(g)] for a in up for g in a.value.gpus]
+        print(table(rows, ["SERVER", *output.GPU_HEADERS]))
         for a in up:
             note(f"{a.server}: source {a.value.source}; CPU slots "
                  f"{a.value.cpu_slots_used}/{a.value.cpu_slots} in use")

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from nai_server.protocol import format_elapsed
+from nai_server.protocol import format_elapsed, format_size
 from nai_tui.cli.contract import KEPT as EXIT_KEPT
 
 
@@ -51,6 +51,20 @@ def job_cells(j: Any) -> list[Any]:
 
 def job_rows(jobs: Sequence[Any]) -> str:
     return table([job_cells(j) for j in jobs], JOB_HEADERS)
+
+
+GPU_HEADERS = ["GPU", "NAME", "UTIL", "MEMORY", "USED BY"]
+
+
+def gpu_cells(g: Any) -> list[Any]:
+    """One GPU's row of `nai gpus`."""
+    holder = f"job {g.job} ({g.user})" if g.job else ""
+    foreign = "; ".join(
+        f"{f'job {p.job} strayed here:' if p.job else 'foreign'} pid {p.pid} "
+        f"({p.user or '?'}, {format_size(p.used_memory)})" for p in g.foreign)
+    return [g.index, g.name, f"{g.utilization}%",
+            f"{format_size(g.memory_used)} / {format_size(g.memory_total)}",
+            " ".join(x for x in (holder, foreign) if x) or "free"]
 
 
 def err(message: str) -> None:
