@@ -137,7 +137,8 @@ def dry_run(args: argparse.Namespace, client: ServerClient, spec_file: Path | No
 def plan_lines(server: str, job: JobInfo) -> list[str]:
     spec = job.spec
     gpus = spec.get("gpus", 1)
-    lines = [f"would submit {job.name} to {server} (dry run: nothing sent, nothing queued)",
+    name = spec.get("name") or "a job (named by its id once submitted)"
+    lines = [f"would submit {name} to {server} (dry run: nothing sent, nothing queued)",
              f"  command:    {spec.get('command')}",
              f"  gpus:       {gpus or 'none (CPU only)'}" + (
                  f", {format_size(spec['gpu_memory'])} free each"
