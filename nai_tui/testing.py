@@ -309,10 +309,15 @@ class FakeServerClient(ServerClient):
 
     def submit(self, *, spec: dict[str, Any] | None = None, spec_yaml: str | None = None,
                source: str = "nai.yaml", overrides: dict[str, Any] | None = None,
-               code_tree: str | None = None, code_from_model: bool = False) -> JobInfo:
+               code_tree: str | None = None, code_from_model: bool = False,
+               dry_run: bool = False) -> JobInfo:
         def submit() -> JobInfo:
             fields = dict(yaml.safe_load(spec_yaml) if spec_yaml else spec or {})
             fields.update(overrides or {})
+            if dry_run:  # as the server: nothing is queued, the job would start now
+                return JobInfo(id=0, name=fields.get("name", "job"), user=self.user,
+                               group=None, state="queued", spec=fields, code_tree=code_tree,
+                               submitted_at=self.now, est_start=self.now)
             self.submitted.append({"spec": fields, "code_tree": code_tree, "source": source})
             job = self.add_job(fields.get("name", "job"), wanted=int(fields.get("gpus", 1)),
                                spec=fields)

@@ -31,6 +31,7 @@ from nai_server.protocol import (
 )
 from nai_tui.cli.contract import json_flag
 from nai_tui.cli.output import emit_json, note, report_pull, table
+from nai_tui.cli.registry_copy import add_copy_verb
 from nai_tui.config import cache_dir
 from nai_tui.remote.client import ServerClient
 from nai_tui.sync import push as sync
@@ -309,6 +310,7 @@ def add_registry_commands(sub: Any) -> None:
         who = p.add_mutually_exclusive_group(required=True)
         who.add_argument("--group", action="append", help="repeatable")
         who.add_argument("--all", action="store_true", help="every registered user")
+        add_copy_verb(verbs, kind, json_flag)
         p = verb("unshare", cmd_unshare, "stop sharing with a group, or with everyone")
         p.add_argument("name")
         p.add_argument("--group", action="append",

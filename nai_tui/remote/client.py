@@ -191,17 +191,20 @@ class ServerClient:
 
     def submit(self, *, spec: dict[str, Any] | None = None, spec_yaml: str | None = None,
                source: str = "nai.yaml", overrides: dict[str, Any] | None = None,
-               code_tree: str | None = None, code_from_model: bool = False) -> JobInfo:
+               code_tree: str | None = None, code_from_model: bool = False,
+               dry_run: bool = False) -> JobInfo:
         """Submit a job: the spec as fields or as nai.yaml text (the server validates it
         and names the lines), command-line overrides, and the code tree (or, with
-        `code_from_model`, the files of the spec's model version)."""
+        `code_from_model`, the files of the spec's model version). `dry_run`: checked
+        and planned, not created (id 0, `est_start` when it would start)."""
         body: dict[str, Any] = {"source": source, "overrides": overrides or {},
                                 "code_tree": code_tree, "code_from_model": code_from_model}
         if spec_yaml is not None:
             body["spec_yaml"] = spec_yaml
         else:
             body["spec"] = spec or {}
-        return self._reply(JobInfo, self._json("POST", "/v1/jobs", json=body))
+        return self._reply(JobInfo, self._json("POST", "/v1/jobs", json=body,
+                                               params={"dry_run": 1} if dry_run else None))
 
     def jobs(self, *, scope: str = "all", state: str | None = None, user: str | None = None,
              limit: int = 100, offset: int = 0, before: int | None = None,
