@@ -245,6 +245,9 @@ from nai_server.protocol.jobs import (
 from nai_server.protocol.jobs import (
     VersionInfo as VersionInfo,
 )
+from nai_server.protocol.processing import (
+    DatasetProcess as DatasetProcess,
+)
 from nai_server.protocol.registry import (
     TAG_PATTERN as TAG_PATTERN,
 )
