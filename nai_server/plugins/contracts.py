@@ -142,6 +142,20 @@ class DatasetProcessorSpec:
         last line of its log, and no version is made)."""
 
 
+# --- client commands ------------------------------------------------------------------
+# Loaded by `nai` on the user's machine (nai_tui/cli/plugin_commands.py), which sees only
+# nai_server.protocol: so this contract is plain attributes, not a pluggy hook. An entry
+# point `NAME = "pkg.mod[:obj]"` in `nai.client_commands` adds `nai NAME`; its object has
+#     help: str                                one line for `nai --help`
+#     run(args, client) -> int                 the command; client: a connected
+#                                              nai_tui.remote.client.ServerClient
+#     add_arguments(parser) -> None            optional, its argparse arguments
+#     remote: bool = True                      False: run(args) alone, no server
+#     json: bool = False                       True: it takes --json
+# Built-in commands win over a plugin's of the same name; a plugin that fails to load
+# prints one warning line and is skipped; one whose run raises ends with status 1.
+
+
 SPECS: dict[Kind, type] = {Kind.SUBMIT_RULE: SubmitRuleSpec, Kind.NOTIFIER: NotifierSpec,
                            Kind.DATASET_PROCESSOR: DatasetProcessorSpec}
 HOOKS: dict[Kind, str] = {Kind.SUBMIT_RULE: "nai_submit_rule", Kind.NOTIFIER: "nai_job_event",

@@ -5,6 +5,7 @@
     nai dataset list | show NAME[@VERSION] | pull NAME[@VERSION] [--to DIR]
     nai dataset rm NAME[@VERSION] | tag NAME[@VERSION] TAG | share NAME --group G|--all
     nai dataset unshare NAME [--group G]
+    nai dataset process NAME[@VERSION] --with PLUGIN [--to NAME] [-o KEY=VALUE]...
 
 and the same for `nai model` (whose push also takes `--metrics FILE.json` and
 `--finetune-command CMD`). A push syncs the folder (only files the server lacks travel)
@@ -31,6 +32,7 @@ from nai_server.protocol import (
 )
 from nai_tui.cli.contract import json_flag
 from nai_tui.cli.output import emit_json, note, report_pull, table
+from nai_tui.cli.process_command import add_process_verb
 from nai_tui.config import cache_dir
 from nai_tui.remote.client import ServerClient
 from nai_tui.sync import push as sync
@@ -309,6 +311,8 @@ def add_registry_commands(sub: Any) -> None:
         who = p.add_mutually_exclusive_group(required=True)
         who.add_argument("--group", action="append", help="repeatable")
         who.add_argument("--all", action="store_true", help="every registered user")
+        if kind == "dataset":
+            add_process_verb(verb)
         p = verb("unshare", cmd_unshare, "stop sharing with a group, or with everyone")
         p.add_argument("name")
         p.add_argument("--group", action="append",

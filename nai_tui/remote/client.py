@@ -28,6 +28,7 @@ from nai_server.protocol import (
     MetricsPage,
     MissingResponse,
     NaiError,
+    PluginInfo,
     PushedVersion,
     Quota,
     RegistryEntry,
@@ -348,6 +349,20 @@ class ServerClient:
         return self._reply(RegistryEntry, self._json(
             "PUT", self._registry_path(kind, name, "sharing"),
             json={"shared": shared, "groups": groups}))
+
+    def plugins(self) -> list[PluginInfo]:
+        """The plugins installed in the server's environment, and whether they run."""
+        return [self._reply(PluginInfo, p) for p in self._json("GET", "/v1/plugins")]
+
+    def process_dataset(self, dataset: str, plugin: str, /, *, version: str = "latest",
+                        options: dict[str, str] | None = None,
+                        **job: Any) -> JobInfo:
+        """Process a dataset version with a processor the server offers, as a job of this
+        user's (`to`, `gpus`, `time_limit`, `name`, `group`... in `job`)."""
+        body = {"version": version, "plugin": plugin, "options": options or {},
+                **{k: v for k, v in job.items() if v is not None}}
+        return self._reply(JobInfo, self._json(
+            "POST", self._registry_path("dataset", dataset, "process"), json=body))
 
     def registry_tag(self, kind: str, name: str, ref: str, tag: str | None) -> RegistryVersion:
         """Put `tag` on a version (None clears its tag)."""
