@@ -10,6 +10,7 @@ from nai_server.plugins.bounded import BoundedCalls
 from nai_server.plugins.notifiers import Notifiers
 from nai_server.plugins.registry import PluginRegistry, PluginStatus
 from nai_server.plugins.submit_rules import SubmitRules
+from nai_server.plugins.subscriptions import Subscriptions
 from nai_server.protocol import NotFound
 
 CHOICES = "plugin_choices"  # the store setting: {name: enabled} from nai-admin
@@ -31,6 +32,8 @@ class PluginHost:
         calls = BoundedCalls()
         self.rules = SubmitRules(registry, calls)
         self.notifiers = Notifiers(registry, calls)
+        self.subscriptions = Subscriptions(registry, calls, store, lock)
+        self.notifiers.users = self.subscriptions
         self.notifiers.observe(store)
 
     def statuses(self) -> list[PluginStatus]:

@@ -123,6 +123,18 @@ class NotifierSpec:
         notifier worker thread, never from the scheduler; events may be dropped when
         notifiers fall far behind, and a call that outlasts its timeout is abandoned."""
 
+    @hookspec(firstresult=True)
+    def nai_notify_check(self, target: str, options: Mapping[str, Any]) -> None:
+        """Optional: vet the address a user subscribes with (`nai notify add NAME
+        TARGET`): raise `Refuse(message)` if this notifier cannot or may not send there.
+        A notifier without `nai_notify_user` cannot be subscribed to at all."""
+
+    @hookspec
+    def nai_notify_user(self, event: JobEvent, target: str, options: Mapping[str, Any]) -> None:
+        """Optional: tell one user, at the address they subscribed with, of an event of
+        one of their own jobs (only theirs ever reach this call). Bounded like
+        `nai_job_event`; a user whose address hangs delays only their own notices."""
+
 
 # --- dataset processors ---------------------------------------------------------------
 

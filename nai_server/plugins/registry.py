@@ -191,13 +191,14 @@ class PluginRegistry:
         with self._lock:
             return sorted(self._statuses, key=lambda s: (s.name, s.kind))
 
-    def hooks(self, kind: Kind) -> list[Hook]:
-        """The enabled plugins' implementations of `kind`'s hook, in name order."""
+    def hooks(self, kind: Kind, hook: str | None = None) -> list[Hook]:
+        """The enabled plugins' implementations of `kind`'s hook (or of another of its
+        contract's hooks, `hook`), in name order."""
         manager = self._managers.get(kind)
         if manager is None:
             return []
         with self._lock:
-            impls = getattr(manager.hook, HOOKS[kind]).get_hookimpls()
+            impls = getattr(manager.hook, hook or HOOKS[kind]).get_hookimpls()
             return sorted((Hook(i.plugin_name, self._effective[i.plugin_name], i.function,
                                 tuple(i.argnames)) for i in impls), key=lambda h: h.name)
 

@@ -1,4 +1,5 @@
-"""`nai plugins`, and the commands that installed plugins add to `nai` (client commands).
+"""`nai plugins`, `nai notify`, and the commands that installed plugins add to `nai`
+(client commands).
 
 A client command is a distribution on the user's machine with an entry point in the
 `nai.client_commands` group (the contract is in nai_server/plugins/contracts.py): the
@@ -25,6 +26,7 @@ from typing import Any
 
 from nai_server.protocol import NaiError
 from nai_tui.cli.contract import json_flag
+from nai_tui.cli.notify_command import add_notify_command
 from nai_tui.cli.output import emit_json, err, table
 from nai_tui.remote.client import ServerClient
 
@@ -77,6 +79,7 @@ def add_plugin_commands(add: Callable[..., argparse.ArgumentParser], sub: Any) -
     """`nai plugins`, then each installed client command (after the built-in ones)."""
     add("plugins", cmd_plugins, "the plugins the server offers (dataset processors, "
         "submit rules, notifiers) and whether they run")
+    add_notify_command(sub)
     try:
         found = sorted(metadata.entry_points(group=GROUP), key=lambda e: e.name)
     except Exception as exc:  # a broken metadata file must not break nai

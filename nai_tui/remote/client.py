@@ -28,6 +28,7 @@ from nai_server.protocol import (
     MetricsPage,
     MissingResponse,
     NaiError,
+    NotifyInfo,
     PluginInfo,
     PushedVersion,
     Quota,
@@ -353,6 +354,18 @@ class ServerClient:
     def plugins(self) -> list[PluginInfo]:
         """The plugins installed in the server's environment, and whether they run."""
         return [self._reply(PluginInfo, p) for p in self._json("GET", "/v1/plugins")]
+
+    def notify_list(self) -> list[NotifyInfo]:
+        """This user's notification subscriptions."""
+        return [self._reply(NotifyInfo, n) for n in self._json("GET", "/v1/notify")]
+
+    def notify_add(self, via: str, target: str, events: list[str]) -> NotifyInfo:
+        """Be told of this user's own jobs' `events` by notifier `via` at `target`."""
+        return self._reply(NotifyInfo, self._json(
+            "POST", "/v1/notify", json={"via": via, "target": target, "events": events}))
+
+    def notify_remove(self, sub_id: int) -> NotifyInfo:
+        return self._reply(NotifyInfo, self._json("DELETE", f"/v1/notify/{int(sub_id)}"))
 
     def process_dataset(self, dataset: str, plugin: str, /, *, version: str = "latest",
                         options: dict[str, str] | None = None,

@@ -71,7 +71,7 @@ def nai(site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> Iterator[Any]:
     """`nai(*args)` → (exit status, stdout, stderr), against a server offering split."""
     service = make_service(tmp_path / "state", plugins=PluginRegistry.discover(
-        {"split": PluginConfig(options={"seed": "3"})}))
+        {"split": PluginConfig(options={"seed": "3"}), "webhook": PluginConfig()}))
     with TestClient(AsPeer(create_app(service)), base_url="http://nai") as http:
         client = ServerClient(http)
         for var in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME"):
@@ -137,3 +137,19 @@ def test_plugins_and_dataset_process(nai, tmp_path: Path) -> None:
     assert lineage["processor"]["options"] == {"seed": "3", "ratios": "3,1,1"}
     assert nai("dataset", "process", "d", "--with", "nope")[0] == 3  # not found
     assert nai("dataset", "process", "d", "--with", "split", "-o", "seed")[0] != 0
+
+
+def test_notify_add_list_rm(nai) -> None:
+    status, out, err = nai("notify", "add", "webhook", "https://hooks.example/me", "--on",
+                           "failed", "--json")
+    assert status == 0, err
+    sub = json.loads(out)
+    assert sub["events"] == ["failed"] and sub["target"] == "https://hooks.example/me"
+    status, out, _ = nai("notify", "list", "--json")
+    assert status == 0 and [s["id"] for s in json.loads(out)] == [sub["id"]]
+    assert "https://hooks.example/me" in nai("notify", "list")[1]
+    assert nai("notify", "add", "webhook", "ftp://x/y")[0] != 0
+    assert nai("notify", "add", "webhook", "https://x/y", "--on", "exploded")[0] != 0
+    assert nai("notify", "rm", str(sub["id"]))[0] == 0
+    assert json.loads(nai("notify", "list", "--json")[1]) == []
+    assert nai("notify", "rm", str(sub["id"]))[0] == 3
