@@ -25,6 +25,25 @@ def options_of(pairs: list[str] | None) -> dict[str, str]:
     return out
 
 
+def lineage_line(metadata: dict[str, Any]) -> str | None:
+    """`photos@1 by split 0.1 (seed=7) in job 12`: what a version was made from."""
+    lineage = metadata.get("lineage")
+    if not isinstance(lineage, dict):
+        return None
+    parts = [", ".join(map(str, [*(lineage.get("datasets") or []),
+                                 *(lineage.get("models") or [])]))]
+    processor = lineage.get("processor")
+    if isinstance(processor, dict):
+        options = processor.get("options") or {}
+        parts.append(f"by {processor.get('plugin')}"
+                     + (f" {processor['version']}" if processor.get("version") else "")
+                     + (f" ({', '.join(f'{k}={v}' for k, v in sorted(options.items()))})"
+                        if isinstance(options, dict) and options else ""))
+    if lineage.get("job") is not None:
+        parts.append(f"in job {lineage['job']}")
+    return " ".join(p for p in parts if p) or None
+
+
 def cmd_process(args: argparse.Namespace, client: ServerClient) -> int:
     name, _, version = args.ref.partition("@")
     job = client.process_dataset(name, args.plugin, version=version or "latest",

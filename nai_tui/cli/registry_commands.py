@@ -32,7 +32,7 @@ from nai_server.protocol import (
 )
 from nai_tui.cli.contract import json_flag
 from nai_tui.cli.output import emit_json, note, report_pull, table
-from nai_tui.cli.process_command import add_process_verb
+from nai_tui.cli.process_command import add_process_verb, lineage_line
 from nai_tui.config import cache_dir
 from nai_tui.remote.client import ServerClient
 from nai_tui.sync import push as sync
@@ -173,6 +173,8 @@ def cmd_show(args: argparse.Namespace, client: ServerClient) -> int:
                  f"  used by:  {', '.join(f'job {j}' for j in v.used_by) or 'no jobs'}"]
         if v.description:
             lines.append(f"  about:    {v.description}")
+        if made := lineage_line(v.metadata):
+            lines.append(f"  from:     {made}")
         if v.metadata:
             lines.append(f"  metadata: {json.dumps(v.metadata, sort_keys=True)}")
         print("\n".join(lines))
