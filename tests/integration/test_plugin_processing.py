@@ -23,6 +23,9 @@ PROCS = '''
 import os
 from nai_server.plugins.contracts import hookimpl
 
+with open(os.path.join(os.path.dirname(__file__), "imported-by"), "a") as seen:
+    seen.write(f"{os.getuid()}\\n")  # who imports this module: never the daemon
+
 class Who:
     @hookimpl
     def nai_process_dataset(self, source, target, options):
@@ -53,6 +56,8 @@ def test_a_processor_makes_a_new_version_as_the_user(
         "nai.dataset_processors": {"split": "nai_plugins.split", "who": "t_procs:who",
                                    "boom": "t_procs:boom", "off": "t_procs:who"}})
     request.addfinalizer(lambda: shutil.rmtree(site, ignore_errors=True))
+    (site / "imported-by").touch(0o666)
+    (site / "imported-by").chmod(0o666)
     monkeypatch.setenv("PYTHONPATH", f"{site}:{os.environ.get('PYTHONPATH', '')}")
     daemon: Daemon = daemon_factory(plugins={
         "split": {}, "boom": {}, "who": {"options": {"note": "from-admin"}}})
@@ -116,3 +121,5 @@ def test_a_processor_makes_a_new_version_as_the_user(
     assert log.rstrip().endswith(
         "dataset processor failed: ValueError: no label column in img,rows.csv"), log
     assert len(daemon.as_user(alice, "GET", "/v1/datasets/photos").json()["versions"]) == 2
+    # Only alice's jobs imported the processors; the root daemon never did.
+    assert set((site / "imported-by").read_text().split()) == {str(alice.uid)}
