@@ -4,6 +4,7 @@ what was found, the chain of submit rules and the notifiers."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from nai_server.plugins.bounded import BoundedCalls
@@ -29,7 +30,7 @@ class PluginHost:
         for name, enabled in choices.items():
             if registry.knows(name) and registry.choices.get(name) != enabled:
                 registry.set_enabled(name, bool(enabled))
-        calls = BoundedCalls()
+        self.calls = calls = BoundedCalls()
         self.rules = SubmitRules(registry, calls)
         self.notifiers = Notifiers(registry, calls)
         self.subscriptions = Subscriptions(registry, calls, store, lock)
@@ -37,7 +38,9 @@ class PluginHost:
         self.notifiers.observe(store)
 
     def statuses(self) -> list[PluginStatus]:
-        return self.registry.statuses()
+        """The registry's listing, with the calls of each plugin stuck right now."""
+        return [dataclasses.replace(s, stuck=self.calls.stuck(s.name)) if s.state == "ok"
+                else s for s in self.registry.statuses()]
 
     def set_enabled(self, name: str, enabled: bool) -> list[PluginStatus]:
         """Enable or disable an installed plugin now and at every later start (over the

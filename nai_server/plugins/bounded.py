@@ -45,9 +45,11 @@ class BoundedCalls:
         self._max_idle = max_idle
 
     def stuck(self, plugin: str) -> int:
-        """How many of `plugin`'s calls outlasted their timeout and still run."""
+        """How many of `plugin`'s calls outlasted their timeout and still run (its
+        per-user keys, `plugin@user` and `plugin:check`, included)."""
         with self._guard:
-            return len(self._stuck.get(plugin, ()))
+            return sum(len(calls) for key, calls in self._stuck.items()
+                       if key == plugin or key.startswith((f"{plugin}@", f"{plugin}:")))
 
     def call(self, plugin: str, timeout: float, fn: Callable[..., Any], *args: Any,
              owner: str | None = None, most: int = 1, wait: float = 0.0) -> Any:

@@ -33,6 +33,7 @@ class PluginStatus:
     state: str
     error: str | None = None
     required: bool = False
+    stuck: int = 0  # calls still running past their timeout (see bounded.py)
 
 
 @dataclass(frozen=True)

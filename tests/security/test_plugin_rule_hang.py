@@ -4,6 +4,7 @@ goes on, by the plugin contract): through the real daemon, as real unix users.""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -55,6 +56,9 @@ def test_a_hung_rule_is_not_skipped_for_the_submits_after(
     error = busy.json()["error"]
     assert "submit rule one_gpu is busy" in error["message"] and "retry" in error["message"]
     assert error["details"]["rule"] == "one_gpu"
+    listing = {p["name"]: p for p in json.loads(daemon.admin("--json", "plugins").stdout)}
+    assert listing["one_gpu"]["stuck"] == 1  # an admin sees the rule is stuck
+    assert "1 call(s) stuck" in daemon.admin("plugins").stdout
     # Everyone else is still checked.
     refused = submit(bob, gpus=2)
     assert refused.status == 403, refused.body
