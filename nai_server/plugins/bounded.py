@@ -6,9 +6,9 @@ What a stuck call means depends on the caller. A notifier is simply skipped whil
 of its calls is stuck (one stuck thread per notifier at most, however many events come).
 A submit rule must not be skipped that way: a spec crafted to slow a rule would open a
 window in which every later submit passes it unchecked. So a rule gets a few stuck
-calls at most (`most`), the caller whose own call is stuck is answered "busy" rather
-than let through, and when the rule has `most` stuck calls everyone waits a bounded
-time (`wait`) for one to return, then is answered "busy" too."""
+calls at most (`most`), the caller whose own call is stuck is answered "busy" at once
+rather than let through, and when the rule has `most` stuck calls everyone waits a
+bounded time (`wait`) for one to return, then is answered "busy" too."""
 
 from __future__ import annotations
 
@@ -54,8 +54,9 @@ class BoundedCalls:
     def call(self, plugin: str, timeout: float, fn: Callable[..., Any], *args: Any,
              owner: str | None = None, most: int = 1, wait: float = 0.0) -> Any:
         """`fn(*args)`'s result or exception; PluginTimeout after `timeout` seconds.
-        PluginBusy, without calling, while `plugin` has `most` stuck calls or one of
-        `owner`'s is stuck, once `wait` seconds passed without that changing."""
+        PluginBusy, without calling: at once while one of `owner`'s calls is stuck, and
+        while `plugin` has `most` stuck calls once `wait` seconds passed without one
+        returning."""
         token = object()
         self._admit(plugin, timeout, owner, most, wait)
         outcome: list[Any] = []
@@ -96,8 +97,8 @@ class BoundedCalls:
                 if not yours and len(calls) < most:
                     return
                 left = deadline - time.monotonic()
-                if left <= 0:
-                    break
+                if yours or left <= 0:  # the owner of a stuck call never waits: many
+                    break  # such submits would hold the daemon's request threads
                 self._guard.wait(left)
         if yours:
             raise PluginBusy(f"an earlier call for {owner} has not returned after its "

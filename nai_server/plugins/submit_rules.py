@@ -3,9 +3,10 @@ server's own checks, and may refuse it (403, naming the rule) or change its spec
 
 A rule that raises or times out is skipped for that submit (logged) unless required.
 A rule whose earlier calls are stuck past their timeout is never skipped: the caller
-whose own call is stuck, and everyone once the rule has `MAX_STUCK` stuck calls (after
-waiting up to its timeout for one to return), is told it is busy (503, retry), so a
-spec crafted to hang a rule cannot let the submits after it pass unchecked."""
+whose own call is stuck (at once), and everyone once the rule has `MAX_STUCK` stuck
+calls (after waiting up to its timeout for one to return), is told it is busy (503,
+retry), so a spec crafted to hang a rule cannot let the submits after it pass
+unchecked."""
 
 from __future__ import annotations
 
