@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from nai_plugins.limits import default_time_limit, max_gpus_per_user
+from nai_plugins.limits import default_time_limit, max_gpus_per_user, max_time_limit
 from nai_server.config import PluginConfig
 from nai_server.core.spec import JobSpec
 from nai_server.plugins import PluginRegistry
@@ -150,3 +150,21 @@ def test_first_party_limits() -> None:
         chain.screen(Asker(), JobSpec(command="true", gpus=3))
     assert chain.screen(Asker(), JobSpec(command="true", gpus=3, group="vision")).gpus == 3
     assert chain.screen(Asker(admin=True), JobSpec(command="true", gpus=8)).gpus == 8
+
+
+def test_max_time_limit_runs_after_the_default() -> None:
+    chain = rules(("default_time_limit", default_time_limit),
+                  ("max_time_limit", max_time_limit),
+                  default_time_limit=PluginConfig(options={"time_limit": "4h"}),
+                  max_time_limit=PluginConfig(options={"time_limit": "24h",
+                                                       "groups": {"vision": "72h"}}))
+    assert chain.screen(Asker(), JobSpec(command="true")).time_limit == 4 * 3600
+    with pytest.raises(Forbidden, match=r"the longest time limit on this server is 1d"):
+        chain.screen(Asker(), JobSpec(command="true", time_limit=48 * 3600))
+    spec = JobSpec(command="true", time_limit=48 * 3600, group="vision")
+    assert chain.screen(Asker(), spec).time_limit == 48 * 3600
+    assert chain.screen(Asker(admin=True), JobSpec(command="t", time_limit=10**6)).time_limit
+    alone = rules(("max_time_limit", max_time_limit),
+                  max_time_limit=PluginConfig(options={"time_limit": 3600}))
+    with pytest.raises(Forbidden, match="jobs need a time limit of at most 1h"):
+        alone.screen(Asker(), JobSpec(command="true"))
