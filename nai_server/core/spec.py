@@ -66,6 +66,7 @@ class JobSpec:
     time_limit: int | None = None  # seconds
     priority: str = "normal"
     register_model: str | None = None
+    register_dataset: str | None = None  # on success, outputs → a version of this dataset
     after: tuple[int, ...] = ()  # start after these jobs finish, however they end
     after_ok: tuple[int, ...] = ()  # start after these jobs succeed
     preemptible: bool = False
@@ -292,6 +293,7 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "time_limit": _optional(_time_limit),
     "priority": _priority,
     "register_model": _optional(_name),
+    "register_dataset": _optional(_name),
     "after": _job_ids,
     "after_ok": _job_ids,
     "preemptible": _bool,

@@ -28,6 +28,8 @@ from nai_server.protocol import (
     MetricsPage,
     MissingResponse,
     NaiError,
+    NotifyInfo,
+    PluginInfo,
     PushedVersion,
     Quota,
     RegistryEntry,
@@ -351,6 +353,32 @@ class ServerClient:
         return self._reply(RegistryEntry, self._json(
             "PUT", self._registry_path(kind, name, "sharing"),
             json={"shared": shared, "groups": groups}))
+
+    def plugins(self) -> list[PluginInfo]:
+        """The plugins installed in the server's environment, and whether they run."""
+        return [self._reply(PluginInfo, p) for p in self._json("GET", "/v1/plugins")]
+
+    def notify_list(self) -> list[NotifyInfo]:
+        """This user's notification subscriptions."""
+        return [self._reply(NotifyInfo, n) for n in self._json("GET", "/v1/notify")]
+
+    def notify_add(self, via: str, target: str, events: list[str]) -> NotifyInfo:
+        """Be told of this user's own jobs' `events` by notifier `via` at `target`."""
+        return self._reply(NotifyInfo, self._json(
+            "POST", "/v1/notify", json={"via": via, "target": target, "events": events}))
+
+    def notify_remove(self, sub_id: int) -> NotifyInfo:
+        return self._reply(NotifyInfo, self._json("DELETE", f"/v1/notify/{int(sub_id)}"))
+
+    def process_dataset(self, dataset: str, plugin: str, /, *, version: str = "latest",
+                        options: dict[str, str] | None = None,
+                        **job: Any) -> JobInfo:
+        """Process a dataset version with a processor the server offers, as a job of this
+        user's (`to`, `gpus`, `time_limit`, `name`, `group`... in `job`)."""
+        body = {"version": version, "plugin": plugin, "options": options or {},
+                **{k: v for k, v in job.items() if v is not None}}
+        return self._reply(JobInfo, self._json(
+            "POST", self._registry_path("dataset", dataset, "process"), json=body))
 
     def registry_tag(self, kind: str, name: str, ref: str, tag: str | None) -> RegistryVersion:
         """Put `tag` on a version (None clears its tag)."""
