@@ -53,14 +53,14 @@ def test_a_processor_makes_a_new_version_as_the_user(
     # Where the users' jobs can read it too (pytest's tmp_path is root's alone).
     site = write_dist(Path(tempfile.mkdtemp(prefix="nai-site-")), "nai-test-procs", "2.5.0",
                       {"t_procs": PROCS}, {
-        "nai.dataset_processors": {"split": "nai_plugins.split", "who": "t_procs:who",
+        "nai.dataset_processors": {"split2": "nai_plugins.split", "who": "t_procs:who",
                                    "boom": "t_procs:boom", "off": "t_procs:who"}})
     request.addfinalizer(lambda: shutil.rmtree(site, ignore_errors=True))
     (site / "imported-by").touch(0o666)
     (site / "imported-by").chmod(0o666)
     monkeypatch.setenv("PYTHONPATH", f"{site}:{os.environ.get('PYTHONPATH', '')}")
     daemon: Daemon = daemon_factory(plugins={
-        "split": {}, "boom": {}, "who": {"options": {"note": "from-admin"}}})
+        "split2": {}, "boom": {}, "who": {"options": {"note": "from-admin"}}})
     daemon.start()
     alice, bob = make_user(), make_user()
     for user in (alice, bob):
@@ -82,12 +82,12 @@ def test_a_processor_makes_a_new_version_as_the_user(
         return wait_for(done, timeout=60, what=f"job {job_id} to end")
 
     listing = {p["name"]: p for p in daemon.as_user(alice, "GET", "/v1/plugins").json()}
-    assert listing["split"]["kind"] == "dataset_processor"
-    assert listing["split"]["state"] == "ok" and listing["off"]["state"] == "disabled"
+    assert listing["split2"]["kind"] == "dataset_processor"
+    assert listing["split2"]["state"] == "ok" and listing["off"]["state"] == "disabled"
     assert process(alice, "off").status == 404
-    assert process(bob, "split").status == 404  # alice's dataset is private
+    assert process(bob, "split2").status == 404  # alice's dataset is private
 
-    job = process(alice, "split", options={"seed": "7", "ratios": "0.6,0.2,0.2"})
+    job = process(alice, "split2", options={"seed": "7", "ratios": "0.6,0.2,0.2"})
     assert job.status == 201, job.body
     info = ended(job.json()["id"])
     log = daemon.as_user(alice, "GET", f"/v1/jobs/{info['id']}/logs").body.decode()
@@ -99,7 +99,7 @@ def test_a_processor_makes_a_new_version_as_the_user(
     assert v2["tree_id"] == info["output_tree"] and v2["files"] == len(DATA)
     lineage = v2["metadata"]["lineage"]
     assert lineage["datasets"] == ["photos@1"] and lineage["job"] == info["id"]
-    assert lineage["processor"] == {"plugin": "split", "version": "2.5.0",
+    assert lineage["processor"] == {"plugin": "split2", "version": "2.5.0",
                                     "options": {"seed": "7", "ratios": "0.6,0.2,0.2"}}
     assert '"train": 7' in log  # 11 files: 60/20/20, the rest to the first part
 
