@@ -186,6 +186,8 @@ class Jobs:
         return info
 
     def _check_fits(self, gpus: int, gpu_memory: int | None) -> None:
+        if self.config.launcher == "slurm":
+            return  # the cluster's GPUs are Slurm's to count: sbatch refuses what never fits
         snapshot = self.runtime.state.snapshot or self.runtime.gpus.probe()
         total = len(snapshot.gpus)
         if gpus > total:
