@@ -125,6 +125,8 @@ def daemon_key(state: Path) -> str:
     if not (key.isalnum() and len(key) == 8):
         key = os.urandom(4).hex()
         tmp = path.with_name(".slurm.key.tmp")
-        tmp.write_text(key + "\n")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(key + "\n")
         os.replace(tmp, path)
     return key

@@ -263,7 +263,11 @@ class SlurmRuntime(JobRuntime):
                                       account, settings.sbatch_args)
         script = slurm_text.batch_script(request.command, request.args, job.spec.nodes)
         slurm_id = self.slurm.submit(argv, script, env)
-        self._write_record(job.id, len(job.runs), slurm_id)
+        try:
+            self._write_record(job.id, len(job.runs), slurm_id)
+        except BaseException:  # the job is about to fail: it must not run unwatched
+            self.slurm.cancel(slurm_id)
+            raise
         return slurm_id
 
     def _fail(self, job: Job, message: str, now: float) -> None:
