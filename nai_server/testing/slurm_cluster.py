@@ -60,8 +60,13 @@ class SlurmCluster:
     """A running cluster; `env` is what a Slurm client (or nai's launcher) needs."""
 
     root: Path
-    gpus: int
+    gpus: int  # per node
+    nodes: int = 1
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def node_names(self) -> list[str]:
+        return [node_name(i, self.nodes) for i in range(self.nodes)]
 
     @property
     def conf(self) -> Path:
@@ -88,14 +93,15 @@ class SlurmCluster:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def idle(self) -> bool:
-        """Whether the node is up and takes jobs."""
-        out = self.run("sinfo", "-h", "-n", NODE, "-o", "%t").stdout.strip()
-        return out in ("idle", "mix", "alloc")
+        """Whether every node is up and takes jobs."""
+        out = self.run("sinfo", "-h", "-N", "-o", "%t").stdout.split()
+        return len(out) == self.nodes and all(s in ("idle", "mix", "alloc") for s in out)
 
     def stop(self, timeout: float = 10) -> None:
         """slurmd first (it ignores SIGTERM while slurmctld is gone), then slurmctld and
         munged; SIGKILL whatever has not exited after `timeout`."""
-        for name in ("slurmd", "slurmctld", "munged"):
+        slurmds = [name for name in self.procs if name.startswith("slurmd")]
+        for name in (*slurmds, "slurmctld", "munged"):
             proc = self.procs.pop(name, None)
             if proc is None or proc.poll() is not None:
                 continue
@@ -121,29 +127,31 @@ def _stepds(root: Path) -> list[int]:
     return found
 
 
-def write_config(root: Path, gpus: int, cpus: int = 32, kill_wait: int = 2) -> None:
-    """slurm.conf, gres.conf and the fake GPU device files under `root`."""
+def write_config(root: Path, gpus: int, cpus: int = 32, kill_wait: int = 2,
+                 nodes: int = 1) -> None:
+    """slurm.conf, gres.conf and the fake GPU device files under `root`: `nodes` nodes
+    (each its own slurmd on this host, on its own port) with `gpus` GPUs each."""
     for sub in ("etc", "state", "spool", "log", "run", "dev"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    for index in range(gpus):
+    for index in range(gpus * nodes):
         dev = root / "dev" / f"nvidia{index}"
         if not dev.is_symlink():
             dev.symlink_to("/dev/null")
-    ctld, slurmd = _free_port(), _free_port()
-    gres = f"Gres=gpu:{gpus}" if gpus else ""
+    host = socket.gethostname()
+    names = [node_name(i, nodes) for i in range(nodes)]
     lines = [
         f"ClusterName={CLUSTER}",
-        f"SlurmctldHost={socket.gethostname()}(127.0.0.1)",
-        f"SlurmctldPort={ctld}", f"SlurmdPort={slurmd}",
+        f"SlurmctldHost={host}(127.0.0.1)", f"SlurmctldPort={_free_port()}",
         "SlurmUser=root", "SlurmdUser=root",
         "AuthType=auth/munge", "CredType=cred/munge",
         f"AuthInfo=socket={root / 'munge' / 'munge.socket'}",
         f"StateSaveLocation={root / 'state'}",
-        f"SlurmdSpoolDir={root / 'spool'}",
+        # %n: each node's slurmd has its own (they all run on this host).
+        f"SlurmdSpoolDir={root / 'spool'}/%n",
         f"SlurmctldPidFile={root / 'run' / 'slurmctld.pid'}",
-        f"SlurmdPidFile={root / 'run' / 'slurmd.pid'}",
+        f"SlurmdPidFile={root / 'run'}/slurmd-%n.pid",
         f"SlurmctldLogFile={root / 'log' / 'slurmctld.log'}",
-        f"SlurmdLogFile={root / 'log' / 'slurmd.log'}",
+        f"SlurmdLogFile={root / 'log'}/slurmd-%n.log",
         "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none",
         "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core",
         "SchedulerType=sched/backfill", "SchedulerParameters=batch_sched_delay=0",
@@ -155,28 +163,43 @@ def write_config(root: Path, gpus: int, cpus: int = 32, kill_wait: int = 2) -> N
         "InactiveLimit=0", "Waittime=0", "MessageTimeout=10",
         "SlurmctldTimeout=30", "SlurmdTimeout=60",
         "GresTypes=gpu" if gpus else "",
-        f"NodeName={NODE} NodeAddr=127.0.0.1 NodeHostname={socket.gethostname()} "
-        f"Sockets=1 CoresPerSocket={cpus} ThreadsPerCore=1 RealMemory=64000 {gres} State=UNKNOWN",
-        f"PartitionName=main Nodes={NODE} Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO",
     ]
+    gres = f"Gres=gpu:{gpus}" if gpus else ""
+    gres_lines = []
+    for index, name in enumerate(names):
+        lines.append(f"NodeName={name} NodeAddr=127.0.0.1 NodeHostname={host} "
+                     f"Port={_free_port()} Sockets=1 CoresPerSocket={cpus} ThreadsPerCore=1 "
+                     f"RealMemory=64000 {gres} State=UNKNOWN")
+        if gpus:
+            first = index * gpus
+            gres_lines.append(f"NodeName={name} Name=gpu "
+                              f"File={root / 'dev'}/nvidia[{first}-{first + gpus - 1}]")
+    lines.append(f"PartitionName=main Nodes={','.join(names)} Default=YES MaxTime=INFINITE "
+                 f"State=UP OverSubscribe=NO")
     (root / "etc" / "slurm.conf").write_text("\n".join(x for x in lines if x) + "\n")
-    gres_lines = [f"NodeName={NODE} Name=gpu File={root / 'dev'}/nvidia[0-{gpus - 1}]"] if gpus \
-        else []
     (root / "etc" / "gres.conf").write_text("\n".join(gres_lines) + "\n")
     (root / "etc" / "cgroup.conf").write_text("")
 
 
-def start(root: Path | None = None, gpus: int = 4, timeout: float = 60) -> SlurmCluster:
-    """Start munged, slurmctld and slurmd; return once the node takes jobs."""
+def node_name(index: int, nodes: int) -> str:
+    return NODE if nodes == 1 else f"nai-node{index + 1}"
+
+
+def start(root: Path | None = None, gpus: int = 4, timeout: float = 60,
+          nodes: int = 1) -> SlurmCluster:
+    """Start munged, slurmctld and a slurmd per node (`gpus` GPUs each); return once
+    every node takes jobs."""
     root = Path(tempfile.mkdtemp(prefix="nai-slurm-")) if root is None else root
     os.chmod(root, 0o755)  # job owners' slurmstepd and clients reach the munge socket
-    write_config(root, gpus)
-    cluster = SlurmCluster(root, gpus)
+    write_config(root, gpus, nodes=nodes)
+    cluster = SlurmCluster(root, gpus, nodes)
     try:
         _start_munge(cluster)
         env = {**os.environ, **cluster.env}
-        for name, argv in (("slurmctld", [_need("slurmctld"), "-D", "-i"]),
-                           ("slurmd", [_need("slurmd"), "-D", "-N", NODE])):
+        daemons = [("slurmctld", [_need("slurmctld"), "-D", "-i"])]
+        daemons += [(f"slurmd-{node}", [_need("slurmd"), "-D", "-N", node])
+                    for node in cluster.node_names]
+        for name, argv in daemons:
             out = open(root / "log" / f"{name}.out", "ab")  # noqa: SIM115 - the daemon's
             cluster.procs[name] = subprocess.Popen(
                 argv, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -22,11 +22,22 @@ from tests.integration.conftest import (  # noqa: F401 - fixtures, found by name
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[slurm_cluster.SlurmCluster]:
-    """munged, slurmctld and slurmd on this host; skipped where Slurm is not installed."""
+    """munged, slurmctld and slurmd on this host, one node with 4 GPUs; skipped where
+    Slurm is not installed."""
+    yield from _cluster(nodes=1, gpus=4)
+
+
+@pytest.fixture(scope="session")
+def two_nodes() -> Iterator[slurm_cluster.SlurmCluster]:
+    """A second cluster: two nodes (two slurmd on this host) with one GPU each."""
+    yield from _cluster(nodes=2, gpus=1)
+
+
+def _cluster(nodes: int, gpus: int) -> Iterator[slurm_cluster.SlurmCluster]:
     why = slurm_cluster.missing()
     if why is not None:
         pytest.skip(why)
-    running = slurm_cluster.start(gpus=4)
+    running = slurm_cluster.start(gpus=gpus, nodes=nodes)
     try:
         yield running
     finally:
