@@ -56,7 +56,8 @@ def ours(cluster: SlurmCluster, daemon: Daemon) -> list[dict[str, Any]]:
 
 def gated(gate: Path, code: int = 0) -> str:
     return (f'echo "gpus=$CUDA_VISIBLE_DEVICES user=$(id -un)"; '
-            f"while [ ! -e {gate} ]; do sleep 0.1; done; echo done; exit {code}")
+            f"while [ ! -e {gate} ]; do sleep 0.1; done; echo done; "
+            f'printf "job %s\\0\\377" "$NAI_JOB_ID" > "$NAI_OUTPUT_DIR/result.bin"; exit {code}')
 
 
 @pytest.fixture
@@ -92,6 +93,9 @@ def test_slurm_decides_who_runs_and_nai_shows_why_a_job_waits(
     assert [j["state"] for j in ended] == ["succeeded", "failed", "succeeded"]
     assert [j["exit_code"] for j in ended] == [0, 3, 0]
     assert "done" in logs(ids[2])
+    for job_id in ids:  # outputs collected from the job's directory, byte for byte
+        out = daemon.as_user(alice, "GET", f"/v1/jobs/{job_id}/outputs/file?path=result.bin")
+        assert (out.status, out.body) == (200, f"job {job_id}\0\377".encode("latin-1"))
     assert len(ours(cluster, daemon)) == 3  # each submitted once
 
 

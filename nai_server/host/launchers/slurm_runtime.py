@@ -58,6 +58,7 @@ class SlurmRuntime(JobRuntime):
         self.view: dict[int, SlurmJob] = {}  # by Slurm id, from the last squeue (+ sacct)
         self._polled: float | None = None  # when that squeue ran
         self._fresh = False  # whether this tick polled: only then may a job end
+        self._complete = True  # whether sacct answered for the jobs squeue forgot
         self._submitted: dict[int, float] = {}  # nai id -> when (this process) submitted it
         self._to_submit: list[int] = []
 
@@ -78,15 +79,22 @@ class SlurmRuntime(JobRuntime):
             return
         try:
             view = self.slurm.jobs()
-            with self.lock:
-                wanted = [r.slurm_id for j in self.jobs.hot() if not j.terminal
-                          and (r := self._record(j.id)) is not None and r.slurm_id is not None]
-            gone = [i for i in wanted if i not in view]
-            if gone:
-                view.update(self.slurm.ended(gone))
         except SlurmError as exc:
             log.warning("cannot read the Slurm queue: %s", exc)
             return
+        with self.lock:
+            wanted = [r.slurm_id for j in self.jobs.hot() if not j.terminal
+                      and (r := self._record(j.id)) is not None and r.slurm_id is not None]
+        gone = [i for i in wanted if i not in view]
+        # Without accounting's answer a job squeue forgot is not known to be gone: the
+        # others go on, and those wait (a wrong slurm.accounting says so in the log).
+        self._complete = True
+        if gone:
+            try:
+                view.update(self.slurm.ended(gone))
+            except SlurmError as exc:
+                log.warning("cannot read ended jobs from Slurm's accounting: %s", exc)
+                self._complete = False
         self.view, self._polled, self._fresh = view, now, True
         self._submitted = {k: at for k, at in self._submitted.items() if at >= now}
 
@@ -145,7 +153,8 @@ class SlurmRuntime(JobRuntime):
     def _forgotten(self, job: Job) -> bool:
         """Whether Slurm does not know a job given to it (or tried) before the last poll:
         a poll that may predate the submission proves nothing."""
-        return self._fresh and self._submitted.get(job.id, float("-inf")) < (self._polled or 0)
+        return self._fresh and self._complete and \
+            self._submitted.get(job.id, float("-inf")) < (self._polled or 0)
 
     # --- queued jobs: submit, wait, start ---------------------------------------------
 
