@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from nai_server.core.spec import spec_from_dict
+from nai_server.core.spec import SpecError, spec_from_dict
 from nai_server.core.states import JobState
 from nai_server.host.launchers import slurm_text as st
 
@@ -100,3 +100,21 @@ def test_the_batch_script_runs_the_command_as_written() -> None:
     script = st.batch_script(command, ("a b; rm -rf /",))
     done = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True)
     assert (done.returncode, done.stdout) == (7, "a b; rm -rf /|it's\n")
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("nodes", 0), ("nodes", True), ("nodes", "2"), ("nodes", 1025),
+    ("cpus_per_gpu", 0), ("partition", "gpu --uid=0"), ("account", "-x"),
+    ("qos", "a;b"), ("partition", ""),
+])
+def test_slurm_spec_keys_refuse_what_is_not_a_name_or_count(key: str, value: object) -> None:
+    with pytest.raises(SpecError, match=key):
+        spec_from_dict({"command": "x", key: value})
+
+
+def test_slurm_spec_keys_take_names_and_counts() -> None:
+    spec = spec_from_dict({"command": "x", "nodes": 4, "cpus_per_gpu": 12,
+                           "partition": "gpu-a100", "account": "proj_1", "qos": "high.prio"})
+    assert (spec.nodes, spec.cpus_per_gpu, spec.partition, spec.account, spec.qos) == (
+        4, 12, "gpu-a100", "proj_1", "high.prio")
+    assert spec_from_dict({"command": "x"}).nodes == 1
