@@ -162,12 +162,15 @@ def main() -> None:
         proc, client = start_daemon(tmp, cluster, args.poll)
         direct, nai = Direct(cluster, tmp), ThroughNai(client)
         print(f"slurm {cluster.conf}; nai polls squeue every {args.poll}s")
-        d = statistics.median(submit_to_running(direct, tmp, args.rounds, "d"))
-        n = statistics.median(submit_to_running(nai, tmp, args.rounds, "n"))
-        report("submit -> running (median)", n, d)
-        d = statistics.median(freed_to_running(direct, tmp, args.rounds, "dg"))
-        n = statistics.median(freed_to_running(nai, tmp, args.rounds, "ng"))
-        report("GPU freed -> next running", n, d)
+        # Rounds alternate between the two, so that neither gets the fresh cluster (a
+        # job submitted while none is completing starts without waiting for a pass).
+        for name, measure in (("submit -> running (median)", submit_to_running),
+                              ("GPU freed -> next running", freed_to_running)):
+            samples: dict[str, list[float]] = {"d": [], "n": []}
+            for i in range(args.rounds):
+                for tag, way in (("d", direct), ("n", nai))[:: 1 if i % 2 else -1]:
+                    samples[tag] += measure(way, tmp, 1, f"{tag}{name[0]}{i}")
+            report(name, statistics.median(samples["n"]), statistics.median(samples["d"]))
         d, n = many(direct, args.jobs), many(nai, args.jobs)
         report(f"{args.jobs} tiny jobs (wall)", n, d)
     finally:

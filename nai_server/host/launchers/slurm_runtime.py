@@ -114,12 +114,15 @@ class SlurmRuntime(JobRuntime):
         return Record(int(run), int(slurm_id) if slurm_id.isdigit() else None)
 
     def _write_record(self, job_id: int, run: int, slurm_id: int | None) -> None:
+        """Only "submitting" must reach the disk before sbatch runs; an id lost in a
+        crash is found again by the job's name."""
         path = self.job_dir(job_id) / RECORD
         tmp = path.with_name(f".{RECORD}.tmp")
         with open(tmp, "w") as out:
             out.write(f"{run} {SUBMITTING if slurm_id is None else slurm_id}\n")
-            out.flush()
-            os.fsync(out.fileno())
+            if slurm_id is None:
+                out.flush()
+                os.fsync(out.fileno())
         os.replace(tmp, path)
 
     def _name(self, job: Job) -> str:
