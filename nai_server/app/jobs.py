@@ -154,6 +154,9 @@ class Jobs:
         caller may read (the job keeps them however the names move later)."""
         spec = self.screen(caller, spec)
         self._check_fits(spec.gpus, spec.gpu_memory)
+        if spec.nodes > 1 and self.config.launcher != "slurm":
+            raise Invalid(f"nodes: {spec.nodes} needs a server that runs jobs on Slurm; "
+                          f"this one runs them on itself: leave nodes out")
         if code_from_model and (spec.model is None or code_tree is not None):
             raise Invalid("code_from_model runs the files of the spec's `model` as the code: "
                           "give `model` and no code_tree")

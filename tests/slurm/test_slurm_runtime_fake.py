@@ -14,6 +14,7 @@ from nai_server.core.spec import spec_from_dict
 from nai_server.core.states import JobState
 from nai_server.host.launchers.slurm import SlurmError
 from nai_server.host.launchers.slurm_text import SlurmJob
+from nai_server.protocol import Invalid
 from nai_server.testing import make_service, wait_for
 
 
@@ -119,3 +120,10 @@ def test_a_job_slurm_lost_ends_lost_and_a_cancel_goes_to_slurm(service: UseCases
     slurm.set(second, "FAILED", exit_code=143, end=time.time())
     wait_for(lambda: _job(service, cancelled)[0] == JobState.CANCELLED,
              what="the cancelled job to end cancelled")
+
+
+def test_a_server_without_slurm_refuses_several_nodes(tmp_path: Path) -> None:
+    local = make_service(tmp_path / "state", mode="personal", gpus=2)
+    with pytest.raises(Invalid, match="nodes: 2 needs a server that runs jobs on Slurm"):
+        local.jobs.submit(Caller("root", uid=0, admin=True),
+                          spec_from_dict({"command": "x", "nodes": 2}), None)
