@@ -118,3 +118,21 @@ def test_slurm_spec_keys_take_names_and_counts() -> None:
     assert (spec.nodes, spec.cpus_per_gpu, spec.partition, spec.account, spec.qos) == (
         4, 12, "gpu-a100", "proj_1", "high.prio")
     assert spec_from_dict({"command": "x"}).nodes == 1
+
+
+@pytest.mark.parametrize(("message", "final"), [
+    ("sbatch failed (exit 1): sbatch: error: Batch job submission failed: Requested node "
+     "configuration is not available", True),
+    ("sbatch: error: Batch job submission failed: Invalid partition name specified", True),
+    ("sbatch: error: Batch job submission failed: Job violates accounting/QOS policy", True),
+    ("sbatch: error: Batch job submission failed: Invalid account or account/partition "
+     "combination specified", True),
+    ("sbatch: error: Batch job submission failed: Unable to contact slurm controller "
+     "(connect failure)", False),
+    ("sbatch did not answer within 30s (is slurmctld up?)", False),
+    ("sbatch: error: Batch job submission failed: Socket timed out on send/recv operation",
+     False),
+])
+def test_a_refusal_fails_the_job_and_an_absent_controller_is_retried(message: str,
+                                                                     final: bool) -> None:
+    assert st.refused(message) is final

@@ -35,9 +35,6 @@ log = logging.getLogger("nai.slurm")
 
 RECORD = "slurm.job"
 SUBMITTING = "-"
-# sbatch's own words for a request Slurm will never run: the job fails with them.
-REFUSED = ("Invalid", "invalid", "not available", "Unable to allocate", "denied",
-           "not permitted", "exceeds", "Requested node configuration")
 
 
 @dataclass(frozen=True)
@@ -232,7 +229,7 @@ class SlurmRuntime(JobRuntime):
             try:
                 slurm_id = self._submit(job)
             except SlurmError as exc:
-                if any(word in str(exc) for word in REFUSED):
+                if slurm_text.refused(str(exc)):
                     self._fail(job, f"Slurm refused it: {exc}", now)
                 else:  # slurmctld away or slow: the record says "submitting"; next tick
                     log.warning("job %s not submitted yet: %s", job.id, exc)

@@ -152,6 +152,19 @@ def parse_sacct(text: str, epoch: Any = None) -> dict[int, SlurmJob]:
     return jobs
 
 
+# sbatch's own words for a request Slurm will never run (the job fails with them), as
+# against a controller that is away or slow (the submit is tried again).
+REFUSED = ("Invalid", "invalid", "not available", "Unable to allocate", "denied",
+           "not permitted", "exceeds", "violates", "Requested node configuration")
+TRANSIENT = ("Unable to contact", "timed out", "Socket timed out", "did not answer",
+             "try again", "Resource temporarily unavailable")
+
+
+def refused(message: str) -> bool:
+    """Whether sbatch's error means Slurm will never run the job as asked."""
+    return not any(w in message for w in TRANSIENT) and any(w in message for w in REFUSED)
+
+
 def parse_sbatch(stdout: str) -> int:
     """The job id `sbatch --parsable` printed ("123" or "123;cluster")."""
     first = stdout.strip().split(";")[0]
