@@ -152,6 +152,21 @@ class PluginConfig(_Section):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class SlurmConfig(_Section):
+    """`launcher: slurm`: how the daemon hands jobs to a Slurm cluster (docs/slurm.md)."""
+
+    # SLURM_CONF for sbatch, squeue, sacct and scancel; None: Slurm's own default.
+    conf: Path | None = None
+    partition: str | None = None  # when a job names none; None: the cluster's default
+    accounts: dict[str, str] = Field(default_factory=dict)  # nai group -> Slurm account
+    sbatch_args: list[str] = Field(default_factory=list)  # added to every sbatch
+    # Where ended jobs are read once squeue forgets them: slurmdbd (`sacct`), or the
+    # completion log of a cluster without one (`sacct -c`, JobCompType=jobcomp/filetxt).
+    accounting: Literal["database", "jobcomp"] = "database"
+    poll_seconds: Seconds = Field(default=1.0, gt=0, le=300)  # squeue at most this often
+    command_timeout: Seconds = Field(default=30.0, gt=0, le=600)
+
+
 class ServerConfig(_Section):
     """Everything `nai-server run` needs; see config.example.yaml."""
 
@@ -164,6 +179,9 @@ class ServerConfig(_Section):
     jobs: JobsConfig = Field(default_factory=JobsConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     plugins: dict[str, PluginConfig] = Field(default_factory=dict)
+    # local: jobs run on this host, scheduled by nai; slurm: handed to Slurm (DESIGN §10).
+    launcher: Literal["local", "slurm"] = "local"
+    slurm: SlurmConfig = Field(default_factory=SlurmConfig)
 
     @property
     def personal(self) -> bool:

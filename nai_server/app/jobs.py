@@ -157,6 +157,9 @@ class Jobs:
         be queued (id 0), with when it would start (see `would_start`)."""
         spec = self.screen(caller, spec)
         self._check_fits(spec.gpus, spec.gpu_memory)
+        if spec.nodes > 1 and self.config.launcher != "slurm":
+            raise Invalid(f"nodes: {spec.nodes} needs a server that runs jobs on Slurm; "
+                          f"this one runs them on itself: leave nodes out")
         if code_from_model and (spec.model is None or code_tree is not None):
             raise Invalid("code_from_model runs the files of the spec's `model` as the code: "
                           "give `model` and no code_tree")
@@ -207,6 +210,8 @@ class Jobs:
             "reason": str(estimate.reason) if estimate.reason else None})
 
     def _check_fits(self, gpus: int, gpu_memory: int | None) -> None:
+        if self.config.launcher == "slurm":
+            return  # the cluster's GPUs are Slurm's to count: sbatch refuses what never fits
         snapshot = self.runtime.state.snapshot or self.runtime.gpus.probe()
         total = len(snapshot.gpus)
         if gpus > total:

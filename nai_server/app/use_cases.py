@@ -76,7 +76,10 @@ class UseCases:
         self.gpus = gpus
         self.gpu_note = gpu_note
         self.registry = Registry(store, self.lock, blobs, clock)
-        self.runtime = JobRuntime(
+        runtime_type = JobRuntime
+        if config.launcher == "slurm":  # Slurm schedules; nai submits and watches
+            from nai_server.host.launchers.slurm_runtime import SlurmRuntime as runtime_type
+        self.runtime = runtime_type(
             config, store, blobs, gpus, launcher or LocalLauncher(), self.lock, clock,
             drained=self.accounts.drained, registry=self.registry,
             caller_for=self.accounts.caller_for, notify=self.notify)

@@ -77,12 +77,18 @@ def run_check(config: ServerConfig, *, as_json: bool = False) -> int:
         ]
         if note:
             report["gpu_note"] = note
-        if not snapshot.gpus:
+        if not snapshot.gpus and config.launcher != "slurm":  # under Slurm: Slurm's GPUs
             problems.append("no GPUs: no NVIDIA driver found and no fake GPUs configured "
                             "(gpus.fake in the config, or --fake-gpus N); CPU-only jobs still run")
     except Exception as exc:
         report["gpu_source"] = "error"
         problems.append(str(exc))
+    if config.launcher == "slurm":
+        from nai_server.host.launchers.slurm_check import check_slurm, describe
+
+        report["slurm"], slurm_problems, slurm_warnings = check_slurm(config)
+        problems += slurm_problems
+        warnings += slurm_warnings
     version = _daemon_version(config.socket_path)
     report["daemon"] = version
     if version is None:
@@ -107,6 +113,8 @@ def run_check(config: ServerConfig, *, as_json: bool = False) -> int:
         print(f"cgroups:    {layout.describe()}; {per_job}; limits: {enforced or 'none'}")
         if free is not None:
             print(f"free space: {free / 2**30:.1f} GiB in the state dir")
+        if "slurm" in report:
+            print(f"slurm:      {describe(report['slurm'])}")
         print("daemon:     " + (f"answering (api {version['api_version']}, server "
                                 f"{version['server_version']})" if version else "not answering"))
         for warning in warnings:

@@ -40,6 +40,7 @@ MAX_GPU_MEMORY = 2**50  # 1 PiB
 MIN_MEMORY = 16 * 2**20  # a job's memory limit: below this not even its shell starts
 MAX_MEMORY = 2**50  # 1 PiB
 MAX_CPUS = 65536
+MAX_NODES = 1024
 CPU_STEP = 0.01  # the finest CPU limit a cgroup takes (1 ms of every 100 ms)
 MAX_TIME_LIMIT = 366 * 86400  # a year and a day
 MAX_COMMAND_CHARS = 64 * 1024  # one argument of sh -c: the kernel takes at most 128 KiB
@@ -74,6 +75,12 @@ class JobSpec:
     metrics: dict[str, Any] | None = None  # log patterns and presets (core.metric_patterns)
     # None: /bin/sh and the daemon's PATH; login, {conda: NAME} or {venv: PATH} (core.env_setup)
     env_setup: EnvSetup | None = None
+    # On a server whose launcher is Slurm, passed to sbatch (ignored by the local one).
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    nodes: int = 1  # machines; `gpus` is then per machine
+    cpus_per_gpu: int | None = None
 
 
 FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(JobSpec))
@@ -274,6 +281,14 @@ def _job_ids(value: object) -> tuple[int, ...]:
     return tuple(ids)
 
 
+def _count(most: int) -> Callable[[object], int]:
+    def check(value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+            raise ValueError(f"must be a whole number from 1 to {most}, got {shown(value)}")
+        return value
+    return check
+
+
 def _bool(value: object) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"must be true or false, got {shown(value)}")
@@ -300,6 +315,11 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "group": _optional(_name),
     "metrics": _optional(parse_metrics),
     "env_setup": _optional(parse_env_setup),
+    "partition": _optional(_name),
+    "account": _optional(_name),
+    "qos": _optional(_name),
+    "nodes": _count(MAX_NODES),
+    "cpus_per_gpu": _optional(_count(MAX_CPUS)),
 }
 
 

@@ -1,0 +1,132 @@
+"""The Slurm launcher: submitting jobs with sbatch, watching them with squeue and
+sacct, and stopping them with scancel (DESIGN §10).
+
+Every command runs from the run loop's thread (never the API's event loop), from an
+argv list (never a shell), bounded by `slurm.command_timeout`; a command that fails
+or times out raises SlurmError, and the caller tries again on a later tick rather
+than conclude anything about the job."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from nai_server.config import SlurmConfig
+from nai_server.host.launchers import slurm_text
+from nai_server.host.launchers.slurm_text import SlurmJob
+
+log = logging.getLogger("nai.slurm")
+
+SBIN = ("/usr/bin", "/usr/local/bin", "/usr/sbin", "/opt/slurm/bin")
+MAX_OUTPUT = 64 << 20  # bytes of squeue's JSON read at most (a very busy cluster)
+SACCT_BATCH = 200  # job ids per sacct call
+
+
+class SlurmError(Exception):
+    """A Slurm command failed; the message says which and what it printed."""
+
+
+class SlurmClient:
+    """Slurm's client commands, as root, against the cluster of `config.conf`."""
+
+    def __init__(self, config: SlurmConfig) -> None:
+        self.config = config
+        self.timeout = config.command_timeout
+
+    def env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        env = dict(os.environ if base is None else base)
+        if self.config.conf is not None:
+            env["SLURM_CONF"] = str(self.config.conf)
+        elif "SLURM_CONF" in os.environ:
+            env["SLURM_CONF"] = os.environ["SLURM_CONF"]
+        return env
+
+    def which(self, program: str) -> str | None:
+        return shutil.which(program, path=os.pathsep.join(
+            (os.environ.get("PATH", ""), *SBIN)))
+
+    def run(self, argv: list[str], stdin: str | None = None,
+            env: Mapping[str, str] | None = None) -> str:
+        """Run one Slurm command; its stdout, or SlurmError."""
+        path = self.which(argv[0])
+        if path is None:
+            raise SlurmError(f"{argv[0]} is not installed on this host (install slurm-client, "
+                             f"and point slurm.conf at the cluster's slurm.conf)")
+        try:
+            done = subprocess.run(
+                [path, *argv[1:]], input=stdin, env=self.env(env), capture_output=True,
+                text=True, errors="replace", timeout=self.timeout, start_new_session=True,
+                stdin=None if stdin is not None else subprocess.DEVNULL)
+        except subprocess.TimeoutExpired as exc:
+            raise SlurmError(f"{argv[0]} did not answer within {self.timeout:g}s "
+                             f"(is slurmctld up?)") from exc
+        except OSError as exc:
+            raise SlurmError(f"{argv[0]} could not run: {exc}") from exc
+        if done.returncode != 0:
+            said = (done.stderr or done.stdout).strip()[-500:]
+            raise SlurmError(f"{argv[0]} failed (exit {done.returncode}): {said}")
+        return done.stdout[:MAX_OUTPUT]
+
+    # --- the calls the runtime makes ----------------------------------------------------
+
+    def submit(self, argv: list[str], script: str, env: Mapping[str, str]) -> int:
+        """sbatch; the new job's Slurm id. `env` is exported to the job (--export=ALL)."""
+        return slurm_text.parse_sbatch(self.run(argv, stdin=script, env=env))
+
+    def jobs(self) -> dict[int, SlurmJob]:
+        """Every job slurmctld still knows, pending, running or recently ended (22.05's
+        `squeue --json` ignores filters: the caller picks its own)."""
+        return slurm_text.parse_squeue_json(self.run(["squeue", "--json", "--states=all"]))
+
+    def ended(self, slurm_ids: Iterable[int]) -> dict[int, SlurmJob]:
+        """What accounting says of jobs squeue has forgotten."""
+        ids = sorted(set(slurm_ids))
+        found: dict[int, SlurmJob] = {}
+        for at in range(0, len(ids), SACCT_BATCH):
+            batch = ",".join(str(i) for i in ids[at:at + SACCT_BATCH])
+            argv = ["sacct", "-n", "-P", "-o", ",".join(slurm_text.SACCT_FIELDS), "-j", batch]
+            if self.config.accounting == "jobcomp":
+                argv.insert(1, "-c")
+            else:
+                argv.insert(1, "-X")  # allocations, not their steps
+            found.update(slurm_text.parse_sacct(self.run(argv), epoch=_epoch))
+        return found
+
+    def cancel(self, slurm_id: int, signal: str | None = None) -> None:
+        """scancel: with `signal`, only signal the batch script and its steps (the job
+        goes on if it survives); without, end it (SIGTERM, KillWait, SIGKILL)."""
+        argv = ["scancel"]
+        if signal is not None:
+            argv += [f"--signal={signal}", "--full"]
+        self.run([*argv, str(slurm_id)])
+
+
+def _epoch(value: str) -> float | None:
+    """sacct's local time ("2026-12-07T02:15:43") in seconds; None for Unknown/None."""
+    try:
+        return time.mktime(time.strptime(value, "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return None
+
+
+def daemon_key(state: Path) -> str:
+    """A short id of this daemon's state dir, in its Slurm job names, so that two nai
+    servers on one cluster (or a test's several) never take each other's jobs."""
+    path = state / "slurm.key"
+    try:
+        key = path.read_text().strip()
+    except FileNotFoundError:
+        key = ""
+    if not (key.isalnum() and len(key) == 8):
+        key = os.urandom(4).hex()
+        tmp = path.with_name(".slurm.key.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(key + "\n")
+        os.replace(tmp, path)
+    return key

@@ -1,0 +1,353 @@
+"""The run loop with `launcher: slurm`: Slurm schedules, nai shows what it decides.
+
+Everything but scheduling and starting stays as with the local launcher (job
+directories, logs, metrics, outputs collected as the owner, registries). A queued job
+is submitted to Slurm at once (sbatch as its owner) and stays `queued` in nai, with
+Slurm's pending reason as its wait reason, until Slurm runs it; its end is read from
+squeue, or from sacct once squeue has forgotten it.
+
+Nothing is submitted twice, even across a daemon killed mid-submit: before sbatch the
+daemon writes `slurm.job` in the job's directory (root's, the owner cannot touch it)
+saying it is submitting, and after, the Slurm id. A restarted daemon that finds
+"submitting" looks the job up by its name (nai-<daemon key>-<id>-<run>, checked to
+belong to the job's owner) before it submits anything."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from nai_server.core import sched_types
+from nai_server.core.job import Job, Stop
+from nai_server.core.states import JobState, transition
+from nai_server.host import jobdir, unix
+from nai_server.host.collection import Ended
+from nai_server.host.launchers import slurm_text
+from nai_server.host.launchers.local import Handle
+from nai_server.host.launchers.slurm import SlurmClient, SlurmError, daemon_key
+from nai_server.host.launchers.slurm_text import SlurmJob
+from nai_server.host.runtime import JobRuntime
+
+log = logging.getLogger("nai.slurm")
+
+RECORD = "slurm.job"
+SUBMITTING = "-"
+
+
+@dataclass(frozen=True)
+class Record:
+    """What `slurm.job` says: the run it is for, and the Slurm id (None: submitting)."""
+
+    run: int
+    slurm_id: int | None
+
+
+class SlurmRuntime(JobRuntime):
+    """JobRuntime whose jobs Slurm schedules and runs."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.slurm = SlurmClient(self.config.slurm)
+        self.key = daemon_key(self.config.state)
+        self.view: dict[int, SlurmJob] = {}  # by Slurm id, from the last squeue (+ sacct)
+        self._polled: float | None = None  # when that squeue ran
+        self._fresh = False  # whether this tick polled: only then may a job end
+        self._complete = True  # whether sacct answered for the jobs squeue forgot
+        self._submitted: dict[int, float] = {}  # nai id -> when (this process) submitted it
+        self._to_submit: list[int] = []
+
+    # --- the loop ---------------------------------------------------------------------
+
+    def tick(self, now: float | None = None) -> None:
+        now = self.clock() if now is None else now
+        self._poll(now)
+        super().tick(now)
+        self._submit_queued(now)
+
+    def _poll(self, now: float) -> None:
+        """squeue (at most every `slurm.poll_seconds`, and at once after a submit), and
+        sacct for our jobs squeue no longer knows. Outside the lock."""
+        self._fresh = False
+        every = self.config.slurm.poll_seconds
+        if self._polled is not None and now - self._polled < every and not self._to_poll():
+            return
+        try:
+            view = self.slurm.jobs()
+        except SlurmError as exc:
+            log.warning("cannot read the Slurm queue: %s", exc)
+            return
+        with self.lock:
+            wanted = [r.slurm_id for j in self.jobs.hot() if not j.terminal
+                      and (r := self._record(j.id)) is not None and r.slurm_id is not None]
+        gone = [i for i in wanted if i not in view]
+        # Without accounting's answer a job squeue forgot is not known to be gone: the
+        # others go on, and those wait (a wrong slurm.accounting says so in the log).
+        self._complete = True
+        if gone:
+            try:
+                view.update(self.slurm.ended(gone))
+            except SlurmError as exc:
+                log.warning("cannot read ended jobs from Slurm's accounting: %s", exc)
+                self._complete = False
+        self.view, self._polled, self._fresh = view, now, True
+        self._submitted = {k: at for k, at in self._submitted.items() if at >= now}
+
+    def _to_poll(self) -> bool:
+        return any(at >= (self._polled or 0) for at in self._submitted.values())
+
+    # --- the jobs' records ------------------------------------------------------------
+
+    def _record(self, job_id: int) -> Record | None:
+        try:
+            text = (self.job_dir(job_id) / RECORD).read_text()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        run, _, slurm_id = text.strip().partition(" ")
+        if not run.isdigit():
+            return None
+        return Record(int(run), int(slurm_id) if slurm_id.isdigit() else None)
+
+    def _write_record(self, job_id: int, run: int, slurm_id: int | None) -> None:
+        """Only "submitting" must reach the disk before sbatch runs; an id lost in a
+        crash is found again by the job's name."""
+        path = self.job_dir(job_id) / RECORD
+        tmp = path.with_name(f".{RECORD}.tmp")
+        with open(tmp, "w") as out:
+            out.write(f"{run} {SUBMITTING if slurm_id is None else slurm_id}\n")
+            if slurm_id is None:
+                out.flush()
+                os.fsync(out.fileno())
+        os.replace(tmp, path)
+
+    def _name(self, job: Job) -> str:
+        return f"nai-{self.key}-{job.id}-{len(job.runs)}"
+
+    def _owner_matches(self, job: Job, sj: SlurmJob) -> bool:
+        """A Slurm job is this nai job's only if its owner runs it: anyone on the cluster
+        may name a job like ours."""
+        if self.config.personal or os.geteuid() != 0:
+            return sj.uid is None or sj.uid == os.getuid()
+        account = unix.unix_account(job.user)
+        return account is not None and sj.uid == account.pw_uid
+
+    def _slurm_job(self, job: Job) -> tuple[Record | None, SlurmJob | None]:
+        record = self._record(job.id)
+        if record is None or record.run != len(job.runs):
+            return None, None
+        if record.slurm_id is None:  # killed mid-submit: did sbatch get through?
+            name = self._name(job)
+            found = [sj for sj in self.view.values()
+                     if sj.name == name and self._owner_matches(job, sj)]
+            if not found:
+                return record, None
+            sj = min(found, key=lambda s: s.slurm_id)
+            self._write_record(job.id, record.run, sj.slurm_id)
+            log.info("job %s: adopted Slurm job %s", job.id, sj.slurm_id)
+            return Record(record.run, sj.slurm_id), sj
+        seen = self.view.get(record.slurm_id)
+        return record, seen if seen is not None and self._owner_matches(job, seen) else None
+
+    def _forgotten(self, job: Job) -> bool:
+        """Whether Slurm does not know a job given to it (or tried) before the last poll:
+        a poll that may predate the submission proves nothing."""
+        return self._fresh and self._complete and \
+            self._submitted.get(job.id, float("-inf")) < (self._polled or 0)
+
+    # --- queued jobs: submit, wait, start ---------------------------------------------
+
+    def _schedule(self, now: float, hot: list[Job]) -> None:
+        queued = sorted((j for j in hot if j.state == JobState.QUEUED),
+                        key=lambda j: (j.submitted_at, j.id))
+        queued = self._drop_failed_dependencies(queued, now)
+        finished = self._finished_deps(queued)
+        waiting: dict[int, str] = {}
+        self._to_submit = []
+        for job in queued:
+            record, sj = self._slurm_job(job)
+            if sj is None:
+                if record is not None and not self._forgotten(job):
+                    waiting[job.id] = "Submitted"
+                    continue
+                deps = (*job.spec.after, *job.spec.after_ok)
+                if any(d not in finished for d in deps if self.jobs.get(d) is not None):
+                    waiting[job.id] = str(sched_types.WaitReason.DEPENDENCY)
+                elif self.drained():
+                    waiting[job.id] = str(sched_types.WaitReason.DRAINED)
+                else:
+                    waiting[job.id] = "Submitting"
+                    self._to_submit.append(job.id)
+            elif sj.phase == "pending":
+                waiting[job.id] = sj.reason if sj.reason not in ("", "None") else "Submitted"
+            elif sj.start is None and sj.phase == "ended":  # ended without running
+                self.jobs.update(job.id, state=transition(job.state, JobState.CANCELLED),
+                                 ended_at=sj.end or now,
+                                 message=f"Slurm ended it before it ran ({sj.state})")
+                self.registry.collect()
+            else:  # running, or ran and ended since the last look: reaped next tick
+                self.jobs.update(
+                    job.id, state=transition(transition(job.state, JobState.STARTING),
+                                             JobState.RUNNING),
+                    started_at=min(now, sj.start or now),
+                    message=f"Slurm job {sj.slurm_id} on {sj.nodes or 'its nodes'}")
+                log.info("job %s running as Slurm job %s", job.id, sj.slurm_id)
+        self._cancel_strays()
+        self.state.waiting = waiting
+        self.state.est_start = {}
+
+    def _cancel_strays(self) -> None:
+        """Slurm jobs of ours whose nai job ended without them (cancelled while queued):
+        found from Slurm's side, so a tick costs the jobs Slurm runs, not nai's history."""
+        prefix = f"nai-{self.key}-"
+        for sj in self.view.values():
+            if sj.phase == "ended" or not sj.name.startswith(prefix):
+                continue
+            job_id = sj.name[len(prefix):].split("-")[0]
+            job = self.jobs.get(int(job_id)) if job_id.isdigit() and len(job_id) < 19 else None
+            record = self._record(job.id) if job is not None and job.terminal else None
+            if job is None or record is None or record.slurm_id != sj.slurm_id:
+                continue
+            try:
+                self.slurm.cancel(sj.slurm_id)
+                log.info("job %s ended: Slurm job %s cancelled", job.id, sj.slurm_id)
+            except SlurmError as exc:
+                log.warning("job %s: %s", job.id, exc)
+
+    def _submit_queued(self, now: float) -> None:
+        """sbatch each job the last plan chose, outside the lock (building a job's
+        directory and Slurm's answer both take time)."""
+        todo, self._to_submit = self._to_submit, []
+        for job_id in todo:
+            with self.lock:
+                job = self.jobs.get(job_id)
+            if job is None or job.state != JobState.QUEUED:
+                continue
+            # Until a poll after this moment has not seen it, the job counts as submitted.
+            self._submitted[job.id] = now
+            try:
+                slurm_id = self._submit(job)
+            except SlurmError as exc:
+                if slurm_text.refused(str(exc)):
+                    self._fail(job, f"Slurm refused it: {exc}", now)
+                else:  # slurmctld away or slow: the record says "submitting"; next tick
+                    log.warning("job %s not submitted yet: %s", job.id, exc)
+                continue
+            except Exception as exc:
+                log.exception("job %s could not be submitted", job.id)
+                self._fail(job, f"could not submit it to Slurm: {exc}", now)
+                continue
+            with self.lock:
+                job = self.jobs.get(job_id)
+            if job is None or job.state != JobState.QUEUED:  # cancelled meanwhile
+                try:
+                    self.slurm.cancel(slurm_id)
+                except SlurmError as exc:
+                    log.warning("job %s: %s", job_id, exc)
+            log.info("job %s submitted as Slurm job %s", job_id, slurm_id)
+        if todo:
+            self.notify()  # its start is read on the next poll
+
+    def _submit(self, job: Job) -> int:
+        job_dir = self.job_dir(job.id)
+        request = jobdir.launch_request(job, (), job_dir, self.blobs, self.config.personal,
+                                        cgroup=lambda: None)
+        self._write_record(job.id, len(job.runs), None)
+        log_path = job_dir / "log"
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_APPEND, 0o640)
+        try:
+            if request.uid is not None:  # slurmstepd opens it as the owner
+                os.fchown(fd, request.uid, request.gid if request.gid is not None else -1)
+        finally:
+            os.close(fd)
+        # Slurm sets CUDA_VISIBLE_DEVICES from the GPUs it gives the job.
+        env = {k: v for k, v in request.env.items() if k != "CUDA_VISIBLE_DEVICES"}
+        settings = self.config.slurm
+        account = settings.accounts.get(job.group) if job.group else None
+        sub = slurm_text.Submission(
+            name=self._name(job), comment=f"nai job {job.id}", job_dir=str(job_dir),
+            log=str(log_path), cwd=str(request.cwd), uid=request.uid, gid=request.gid)
+        argv = slurm_text.sbatch_argv(sub, job.spec, job.time_limit, settings.partition,
+                                      account, settings.sbatch_args)
+        script = slurm_text.batch_script(request.command, request.args, job.spec.nodes)
+        slurm_id = self.slurm.submit(argv, script, env)
+        try:
+            self._write_record(job.id, len(job.runs), slurm_id)
+        except BaseException:  # the job is about to fail: it must not run unwatched
+            self.slurm.cancel(slurm_id)
+            raise
+        return slurm_id
+
+    def _fail(self, job: Job, message: str, now: float) -> None:
+        with self.lock:
+            current = self.jobs.get(job.id)
+            if current is None or current.state != JobState.QUEUED:
+                return
+            self.jobs.update(job.id, state=transition(transition(
+                JobState.QUEUED, JobState.STARTING), JobState.FAILED), ended_at=now,
+                message=message)
+            self.registry.collect()
+
+    # --- running jobs: watch, stop, end -----------------------------------------------
+
+    def _reap(self, hot: list[Job], now: float) -> list[tuple[Job, Ended]]:
+        if not self._fresh:
+            return []
+        return super()._reap(hot, now)
+
+    def _check(self, job: Job, now: float) -> Ended | None:
+        record, sj = self._slurm_job(job)
+        if sj is None:
+            if record is not None and not self._forgotten(job):
+                return None
+            return Ended(now, "vanished", None, "Slurm no longer knows this job")
+        stop = job.stop
+        if sj.phase == "running":
+            self._enforce(job, sj, now)
+            return None
+        kind = slurm_text.ended_as(sj.state)
+        if sj.phase == "pending" or kind == JobState.PREEMPTED or (
+                stop is not None and stop.kind == JobState.PREEMPTED):
+            # Preempted: back to nai's queue. Requeued by Slurm, it is still the same
+            # Slurm job (pending again); ended, it is submitted anew as the next run.
+            self.endings.requeue(job, stop or Stop(JobState.PREEMPTED, now, now), now)
+            if sj.phase == "pending":
+                self._write_record(job.id, len(job.runs) + 1, sj.slurm_id)
+            return None
+        if stop is None and kind is not None:
+            self.jobs.update(job.id, stop=Stop(kind, at=now, deadline=now, killed=True))
+        note = None if sj.state in ("COMPLETED", "FAILED", "CANCELLED") else f"Slurm: {sj.state}"
+        at = min(now, sj.end) if sj.end else now
+        return Ended(at, "exited", sj.exit_code, note)
+
+    def _enforce(self, job: Job, sj: SlurmJob, now: float) -> None:
+        """nai's own time limit, to the second (Slurm's --time counts whole minutes), and
+        the end of a stop's grace period."""
+        stop, limit = job.stop, job.time_limit
+        if stop is None and limit and job.started_at and now - job.started_at > limit:
+            self.begin_stop(job, JobState.TIMED_OUT, now)
+        elif stop and not stop.killed and now >= stop.deadline:
+            try:
+                self.slurm.cancel(sj.slurm_id)
+            except SlurmError as exc:
+                log.warning("job %s: %s", job.id, exc)
+                return
+            self.jobs.update(job.id, stop=dataclasses.replace(stop, killed=True))
+
+    def _leftovers(self, job: Job, handle: Handle | None) -> str | None:
+        return None  # slurmd ends what a job leaves on its nodes
+
+    def begin_stop(self, job: Job, kind: JobState, now: float,
+                   for_job: int | None = None) -> Job:
+        """SIGTERM to the job's processes through Slurm now; scancel after the grace
+        period (Slurm's own KillWait then stands between its SIGTERM and SIGKILL)."""
+        grace = self.config.jobs.cancel_grace_seconds
+        stop = Stop(kind, at=now, deadline=now + grace, killed=grace <= 0, for_job=for_job)
+        record = self._record(job.id)
+        if record is not None and record.slurm_id is not None:
+            try:
+                self.slurm.cancel(record.slurm_id, None if grace <= 0 else "TERM")
+            except SlurmError as exc:  # the deadline's scancel tries again
+                log.warning("job %s: %s", job.id, exc)
+        return self.jobs.update(job.id, stop=stop)

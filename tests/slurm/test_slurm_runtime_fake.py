@@ -1,0 +1,129 @@
+"""The Slurm run loop against a scripted Slurm (no cluster): states Slurm reaches that
+the real test cluster cannot easily show — a requeue, an unanswered sacct, TIMEOUT."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from nai_server.app.accounts import Caller
+from nai_server.app.use_cases import UseCases
+from nai_server.core.spec import spec_from_dict
+from nai_server.core.states import JobState
+from nai_server.host.launchers.slurm import SlurmError
+from nai_server.host.launchers.slurm_text import SlurmJob
+from nai_server.protocol import Invalid
+from nai_server.testing import make_service, wait_for
+
+
+class ScriptedSlurm:
+    """Slurm's answers as the test sets them."""
+
+    def __init__(self) -> None:
+        self.queue: dict[int, SlurmJob] = {}  # what squeue shows
+        self.accounting: dict[int, SlurmJob] = {}  # what sacct shows
+        self.sacct_fails = False
+        self.submitted: list[list[str]] = []
+        self.cancelled: list[tuple[int, str | None]] = []
+
+    def submit(self, argv: list[str], script: str, env: dict[str, str]) -> int:
+        self.submitted.append(argv)
+        slurm_id = 100 + len(self.submitted)
+        name = next(a.split("=", 1)[1] for a in argv if a.startswith("--job-name="))
+        self.queue[slurm_id] = SlurmJob(slurm_id, name, 0, "PENDING", reason="Priority")
+        return slurm_id
+
+    def jobs(self) -> dict[int, SlurmJob]:
+        return dict(self.queue)
+
+    def ended(self, slurm_ids: list[int]) -> dict[int, SlurmJob]:
+        if self.sacct_fails:
+            raise SlurmError("sacct failed (exit 1): Slurm accounting storage is disabled")
+        return {i: self.accounting[i] for i in slurm_ids if i in self.accounting}
+
+    def cancel(self, slurm_id: int, signal: str | None = None) -> None:
+        self.cancelled.append((slurm_id, signal))
+
+    def set(self, slurm_id: int, state: str, **fields: object) -> None:
+        job = self.queue[slurm_id]
+        self.queue[slurm_id] = SlurmJob(slurm_id, job.name, job.uid, state, **fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> UseCases:
+    made = make_service(tmp_path / "state", mode="personal", gpus=0, launcher="slurm",
+                        slurm={"poll_seconds": 1e-6})
+    made.runtime.slurm = ScriptedSlurm()  # type: ignore[attr-defined]
+    return made
+
+
+def _job(service: UseCases, job_id: int) -> tuple[JobState, str | None, int]:
+    service.tick()
+    with service.lock:
+        job = service.runtime.jobs.get(job_id)
+    assert job is not None
+    return job.state, job.message, len(job.runs)
+
+
+def test_requeue_unanswered_sacct_and_timeout(service: UseCases) -> None:
+    slurm: ScriptedSlurm = service.runtime.slurm  # type: ignore[attr-defined]
+    job_id = service.jobs.submit(Caller("root", uid=0, admin=True),
+                                 spec_from_dict({"command": "train", "gpus": 2}), None).id
+    service.tick()
+    (slurm_id,) = slurm.queue
+    assert any(a == "--gres=gpu:2" for a in slurm.submitted[0])
+    service.tick()
+    assert service.runtime.state.waiting[job_id] == "Priority"  # Slurm's reason, shown
+
+    slurm.set(slurm_id, "RUNNING", start=time.time(), nodes="n1")
+    assert _job(service, job_id)[0] == JobState.RUNNING
+    # Slurm requeued it (a node failed, or preemption with requeue): nai's queue again,
+    # the same Slurm job, which runs again later.
+    slurm.set(slurm_id, "PENDING", reason="BeginTime")
+    state, message, runs = _job(service, job_id)
+    assert (state, runs) == (JobState.QUEUED, 1) and "preempted" in (message or "")
+    assert service.runtime.state.waiting[job_id] == "BeginTime"
+    slurm.set(slurm_id, "RUNNING", start=time.time(), nodes="n2")
+    assert _job(service, job_id)[0] == JobState.RUNNING
+    assert len(slurm.submitted) == 1
+
+    # squeue forgot it and sacct does not answer: nothing is concluded.
+    del slurm.queue[slurm_id]
+    slurm.sacct_fails = True
+    for _ in range(5):
+        assert _job(service, job_id)[0] == JobState.RUNNING
+    slurm.sacct_fails = False
+    slurm.accounting[slurm_id] = SlurmJob(slurm_id, "x", 0, "TIMEOUT", exit_code=0,
+                                          end=time.time())
+    wait_for(lambda: _job(service, job_id)[0] == JobState.TIMED_OUT,
+             what="the job to end as Slurm's TIMEOUT")
+    assert len(slurm.submitted) == 1
+
+
+def test_a_job_slurm_lost_ends_lost_and_a_cancel_goes_to_slurm(service: UseCases) -> None:
+    slurm: ScriptedSlurm = service.runtime.slurm  # type: ignore[attr-defined]
+    root = Caller("root", uid=0, admin=True)
+    lost, cancelled = (service.jobs.submit(root, spec_from_dict({"command": "x"}), None).id
+                       for _ in range(2))
+    service.tick()
+    first, second = sorted(slurm.queue)
+    for slurm_id in (first, second):
+        slurm.set(slurm_id, "RUNNING", start=time.time())
+    assert _job(service, lost)[0] == JobState.RUNNING
+    slurm.set(first, "NODE_FAIL", exit_code=None, end=time.time())
+    wait_for(lambda: _job(service, lost)[0] == JobState.LOST, what="NODE_FAIL to be lost")
+
+    service.jobs.cancel(root, cancelled)
+    assert slurm.cancelled == [(second, "TERM")]  # SIGTERM now, through Slurm
+    slurm.set(second, "FAILED", exit_code=143, end=time.time())
+    wait_for(lambda: _job(service, cancelled)[0] == JobState.CANCELLED,
+             what="the cancelled job to end cancelled")
+
+
+def test_a_server_without_slurm_refuses_several_nodes(tmp_path: Path) -> None:
+    local = make_service(tmp_path / "state", mode="personal", gpus=2)
+    with pytest.raises(Invalid, match="nodes: 2 needs a server that runs jobs on Slurm"):
+        local.jobs.submit(Caller("root", uid=0, admin=True),
+                          spec_from_dict({"command": "x", "nodes": 2}), None)
