@@ -129,7 +129,7 @@ class Tuning:
     run at least ``tail_guard`` times the backlog's drain time (``fairshare.drain_time``)
     goes ahead of the priority order, since starting it any later would lengthen the busy
     period. Measured at 1: utilisation met on all 16 traces, but whole-server jobs and
-    short jobs wait longer, and all four targets held on fewer (5 of 16, against 7).
+    short jobs wait longer, and all four targets held on fewer (5 of 16, against 8).
     """
 
     half_life: float = 7 * DAY  # of decayed usage; for whoever accrues usage
