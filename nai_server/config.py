@@ -60,6 +60,8 @@ class FairshareConfig(_Section):
     weight_qos: float = Field(default=_T.weight_qos, ge=0)
     reserve_window: Seconds = Field(default=_T.reserve_window, ge=0)
     reserve_after: Seconds = Field(default=_T.reserve_after, ge=0)
+    reserve_slowdown: float = Field(default=_T.reserve_slowdown, ge=0)
+    reserve_near: float = Field(default=_T.reserve_near, ge=0)
     starve_factor: float = Field(default=_T.starve_factor, ge=0)
     tail_guard: float = Field(default=_T.tail_guard, ge=0)
     drain_after: float = Field(default=_T.drain_after, ge=0)

@@ -117,12 +117,23 @@ class HeadRule:
     """Whether a job that must wait becomes the head, whose reservation holds back the
     jobs behind it: only if its reservation is at most ``window`` seconds away (Slurm's
     ``bf_window``), it has waited ``reserve_after`` seconds, or the machine is being
-    drained for it (``drain_until`` with ``drain_after``, ``drain_hold``)."""
+    drained for it (``drain_until`` with ``drain_after``, ``drain_hold``).
+
+    With ``slowdown`` (0: off), reservations are selective, as in Srinivasan et al.
+    ("Selective reservation strategies for backfill job scheduling", JSSPP 2002): a job
+    whose reservation is further off than ``near`` times its own length keeps it only
+    once its slowdown so far, (waited + length) / length with its length at least an
+    hour, has reached ``slowdown``. A short job gets its reservation after a short wait;
+    a long one, whose reservation would idle GPUs for long, only after a long one, and
+    meanwhile the jobs behind it use the GPUs.
+    """
 
     window: float = INF
     reserve_after: float = 0.0
     drain_after: float = INF
     drain_hold: float = 0.0
+    slowdown: float = 0.0
+    near: float = 0.0
 
     def head(
         self, job: QueuedJob, found: Reservation | None, resources: Resources, now: float
@@ -136,8 +147,17 @@ class HeadRule:
         )
         if until is not None:
             return replace(found, until=until)
-        if found.at - now > self.window and now - job.submitted_at < self.reserve_after:
+        waited = now - job.submitted_at
+        if waited >= self.reserve_after:
+            return found  # starving: it keeps its reservation, whatever it costs
+        if found.at - now > self.window:
             return None  # far off, and not starving: it holds back nobody
+        if self.slowdown > 0:
+            expected = resources.length(job)
+            length = INF if expected is None else max(expected, HOUR)
+            far = found.at - now > self.near * length
+            if far and (waited + length) / length < self.slowdown:
+                return None  # far off for its size, and not yet waited long for its size
         return found
 
 
@@ -151,11 +171,13 @@ def easy(
     reserve_after: float = 0.0,
     drain_after: float = INF,
     drain_hold: float = 0.0,
+    slowdown: float = 0.0,
+    near: float = 0.0,
 ) -> Plan:
     """Start jobs in ``order`` with EASY backfill behind the first one that must wait and
     becomes the head (``HeadRule``); one that does not is passed over like a job that
     cannot fit, and the next may be head."""
-    rule = HeadRule(window, reserve_after, drain_after, drain_hold)
+    rule = HeadRule(window, reserve_after, drain_after, drain_hold, slowdown, near)
     starts: list[Start] = []
     waiting: dict[int, WaitReason] = {}
     est_start: dict[int, float] = {}

@@ -282,4 +282,6 @@ def fairshare(jobs: Sequence[QueuedJob], resources: Resources, now: float) -> Pl
         reserve_after=tuning.reserve_after,
         drain_after=tuning.drain_after,
         drain_hold=tuning.drain_hold,
+        slowdown=tuning.reserve_slowdown,
+        near=tuning.reserve_near,
     )
