@@ -81,13 +81,15 @@ def short_dir() -> Iterator[Path]:
 def start(short_dir: Path) -> Iterator[Any]:
     started: list[Replica] = []
 
-    def _start(source: str | None = DOUBLER, *, wait_ready: bool = True, **env: str) -> Replica:
-        model_dir = short_dir / f"model{len(started)}"
-        model_dir.mkdir()
-        if source is not None:
-            (model_dir / "predict.py").write_text(textwrap.dedent(source))
-        (model_dir / "factor.json").write_text("3")
-        (model_dir / "metadata.json").write_text(json.dumps({"framework": "plain"}))
+    def _start(source: str | None = DOUBLER, *, wait_ready: bool = True,
+               model_dir: Path | None = None, **env: str) -> Replica:
+        if model_dir is None:
+            model_dir = short_dir / f"model{len(started)}"
+            model_dir.mkdir()
+            if source is not None:
+                (model_dir / "predict.py").write_text(textwrap.dedent(source))
+            (model_dir / "factor.json").write_text("3")
+            (model_dir / "metadata.json").write_text(json.dumps({"framework": "plain"}))
         sock = short_dir / f"r{len(started)}.sock"
         full_env = {**os.environ, "PYTHONPATH": str(ROOT), "NAI_MODEL_DIR": str(model_dir),
                     "NAI_SERVE_SOCKET": str(sock), "NAI_MODEL_NAME": "doubler",
@@ -213,3 +215,27 @@ def test_a_predict_py_without_predict_is_refused(start: Any) -> None:
     replica = start("def load(d):\n    pass\n", wait_ready=False)
     assert replica.proc.wait(timeout=30) == 1
     assert "no predict(inputs)" in replica.proc.communicate()[1].decode()
+
+
+def test_the_numpy_example_serves_exactly_what_its_predict_computes(
+        start: Any, short_dir: Path) -> None:
+    """jobs/numpy-regression trained as `nai submit --register-model` would record it,
+    then served: the bytes answered are those of calling its predict directly."""
+    out = short_dir / "outputs"
+    subprocess.run([sys.executable, str(ROOT / "jobs" / "numpy-regression" / "train.py"),
+                    "--epochs", "3"], env={**os.environ, "NAI_OUTPUT_DIR": str(out)},
+                   check=True, capture_output=True)
+    rows = [[0.1 * i - j for i in range(20)] for j in range(3)]
+    direct = subprocess.run(
+        [sys.executable, "-c", "import json, sys, predict; predict.load(sys.argv[1]); "
+         "print(json.dumps(predict.predict(json.loads(sys.argv[2]))))", str(out),
+         json.dumps(rows)], cwd=out, check=True, capture_output=True, text=True).stdout
+    replica = start(model_dir=out, NAI_MAX_BATCH="8")
+    answer = replica.client.post("/predict", json={"inputs": rows})
+    assert answer.json() == {"outputs": json.loads(direct)}
+    with ThreadPoolExecutor(4) as pool:  # batched with others, each gets its own rows back
+        many = list(pool.map(lambda r: replica.client.post(
+            "/predict", json={"inputs": [r]}).json()["outputs"], rows))
+    assert many == [[p] for p in json.loads(direct)]
+    wrong = replica.client.post("/predict", json={"inputs": [[1.0, 2.0]]})
+    assert wrong.status_code == 500 and "rows of 20 numbers" in wrong.json()["error"]["message"]
