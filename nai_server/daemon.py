@@ -171,6 +171,7 @@ async def serve(service: UseCases, sock: socket.socket, *, burst: bool = False) 
     loop.add_signal_handler(signal.SIGCHLD, service.notify)
     service.attach_loop(asyncio.get_running_loop(), asyncio.Event())
     ticker = asyncio.create_task(_ticker(service, server, burst))
+    service.services.start()  # the services' supervisor thread
     try:
         await server.serve(sockets=[sock])
     finally:
