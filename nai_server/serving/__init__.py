@@ -9,11 +9,12 @@ environment. The daemon (nai_server.host.replicas) and this package agree on the
     NAI_SERVE_SOCKET     the unix socket to listen on (made mode 0600: only the replica's
                          user and root reach it; callers go through the daemon's proxy)
     NAI_SERVE_PORT       or a TCP port on 127.0.0.1, when no socket is given
-    NAI_MODEL_NAME       the model's name, for GET /metadata
-    NAI_MODEL_VERSION    its version number, for GET /metadata
+    NAI_MODEL            the version served, "name@version", for GET /metadata
+    NAI_MODEL_NAME       or the model's name and version apart (these win over
+    NAI_MODEL_VERSION    NAI_MODEL when both are set)
     NAI_MODEL_METADATA   optional: the version's registry metadata as a JSON object
                          (source job, metrics...), the lineage GET /metadata reports
-    NAI_SERVICE_NAME     optional: the service's name, for the log lines
+    NAI_SERVICE          optional: the service's name; NAI_REPLICA: this replica's index
     NAI_MAX_BATCH        optional: group up to this many concurrent requests into one
                          predict_batch call (default 1: no batching)
     NAI_MAX_WAIT_MS      optional: how long the first request of a batch waits for

@@ -42,6 +42,8 @@ class Settings:
     lineage: dict[str, Any] = field(default_factory=dict)
     max_batch: int = 1
     max_wait_ms: float = DEFAULT_MAX_WAIT_MS
+    service: str = ""
+    replica: str = ""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -56,13 +58,17 @@ class Settings:
             lineage = orjson.loads(env.get("NAI_MODEL_METADATA") or "{}")
         except orjson.JSONDecodeError:
             lineage = {}
+        # NAI_MODEL ("name@version", as the daemon sets it) when the parts are not given.
+        name, _, version = env.get("NAI_MODEL", "").partition("@")
         return cls(model_dir=Path(env["NAI_MODEL_DIR"]),
                    socket_path=env.get("NAI_SERVE_SOCKET") or None,
                    port=int(env["NAI_SERVE_PORT"]) if env.get("NAI_SERVE_PORT") else None,
-                   name=env.get("NAI_MODEL_NAME", ""), version=env.get("NAI_MODEL_VERSION", ""),
+                   name=env.get("NAI_MODEL_NAME") or name,
+                   version=env.get("NAI_MODEL_VERSION") or version,
                    lineage=lineage if isinstance(lineage, dict) else {},
                    max_batch=max(1, int(env.get("NAI_MAX_BATCH") or 1)),
-                   max_wait_ms=float(env.get("NAI_MAX_WAIT_MS") or DEFAULT_MAX_WAIT_MS))
+                   max_wait_ms=float(env.get("NAI_MAX_WAIT_MS") or DEFAULT_MAX_WAIT_MS),
+                   service=env.get("NAI_SERVICE", ""), replica=env.get("NAI_REPLICA", ""))
 
 
 def _default(value: Any) -> Any:
@@ -112,6 +118,7 @@ class Replica:
     def metadata(self) -> dict[str, Any]:
         s = self.settings
         return {"name": s.name, "version": s.version, "lineage": s.lineage,
+                "service": s.service, "replica": s.replica,
                 "files_metadata": files_metadata(s.model_dir),
                 "loaded": self.model is not None, "load_seconds": self.load_seconds,
                 "batching": {"max_batch": s.max_batch, "max_wait_ms": s.max_wait_ms,

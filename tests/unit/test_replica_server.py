@@ -92,8 +92,8 @@ def start(short_dir: Path) -> Iterator[Any]:
             (model_dir / "metadata.json").write_text(json.dumps({"framework": "plain"}))
         sock = short_dir / f"r{len(started)}.sock"
         full_env = {**os.environ, "PYTHONPATH": str(ROOT), "NAI_MODEL_DIR": str(model_dir),
-                    "NAI_SERVE_SOCKET": str(sock), "NAI_MODEL_NAME": "doubler",
-                    "NAI_MODEL_VERSION": "3",
+                    "NAI_SERVE_SOCKET": str(sock), "NAI_MODEL": "doubler@3",
+                    "NAI_SERVICE": "dbl", "NAI_REPLICA": "1",
                     "NAI_MODEL_METADATA": json.dumps({"job": 12}), **env}
         proc = subprocess.Popen([sys.executable, "-m", "nai_server.serving.replica"],
                                 env=full_env, cwd=short_dir, stdout=subprocess.PIPE,
@@ -153,6 +153,7 @@ def test_health_is_503_until_loaded_and_metadata_names_the_version(
     wait_for(lambda: _status(replica.client, "/health") == 200, what="the model loaded")
     meta = replica.client.get("/metadata").json()
     assert (meta["name"], meta["version"]) == ("doubler", "3")
+    assert (meta["service"], meta["replica"]) == ("dbl", "1")
     assert meta["lineage"] == {"job": 12}
     assert meta["files_metadata"] == {"framework": "plain"}
 
@@ -236,6 +237,7 @@ def test_the_numpy_example_serves_exactly_what_its_predict_computes(
     with ThreadPoolExecutor(4) as pool:  # batched with others, each gets its own rows back
         many = list(pool.map(lambda r: replica.client.post(
             "/predict", json={"inputs": [r]}).json()["outputs"], rows))
-    assert many == [[p] for p in json.loads(direct)]
+    # One matrix product over several requests' rows may round the last bit otherwise.
+    assert many == [[pytest.approx(p, rel=1e-12)] for p in json.loads(direct)]
     wrong = replica.client.post("/predict", json={"inputs": [[1.0, 2.0]]})
     assert wrong.status_code == 500 and "rows of 20 numbers" in wrong.json()["error"]["message"]
