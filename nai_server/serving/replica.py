@@ -97,11 +97,14 @@ class Replica:
         self.settings = settings
         self.model: LoadedModel | None = None
         self.load_seconds: float | None = None
+        self.calls = self.inputs = 0  # predict(_batch) calls, and the inputs they took
         self.batcher = Batcher(self._run, max_batch=settings.max_batch,
                                max_wait=settings.max_wait_ms / 1000)
 
     def _run(self, inputs: list[Any]) -> list[Any]:
         assert self.model is not None
+        self.calls += 1
+        self.inputs += len(inputs)
         if self.settings.max_batch == 1:
             return [self.model.predict(inputs[0])]
         return self.model.predict_batch(inputs)
@@ -122,7 +125,8 @@ class Replica:
                 "files_metadata": files_metadata(s.model_dir),
                 "loaded": self.model is not None, "load_seconds": self.load_seconds,
                 "batching": {"max_batch": s.max_batch, "max_wait_ms": s.max_wait_ms,
-                             "predict_batch": bool(self.model and self.model.batches)}}
+                             "predict_batch": bool(self.model and self.model.batches),
+                             "calls": self.calls, "inputs": self.inputs}}
 
 
 def create_app(replica: Replica) -> FastAPI:

@@ -28,6 +28,9 @@ class _Relay(BaseHTTPRequestHandler):
     """One local connection; requests are relayed one after the other (keep-alive)."""
 
     protocol_version = "HTTP/1.1"
+    # An answer goes out in several writes (head, chunks, the last chunk): with Nagle's
+    # algorithm the last waits for the client's delayed ACK, 40 ms a request.
+    disable_nagle_algorithm = True
     server: ServiceForwarder
 
     def _body(self) -> bytes:
