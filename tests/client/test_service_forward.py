@@ -85,7 +85,8 @@ def test_a_request_reaches_the_invoke_route_as_sent(
     assert answer.json() == {"method": "POST", "path": "predict", "query": "x=1&y=%20z",
                              "body": '{"inputs": [1, 2]}', "type": "application/json"}
     assert local.get("/teapot").status_code == 418  # the service's status, not the relay's
-    assert forwarder.requests == 2
+    # Counted once the answer is out: the caller may read it a moment before.
+    wait_for(lambda: forwarder.requests == 2, what="both requests counted")
     forwarder.service = "other"  # the daemon's own refusals come back as they are
     refused = local.get("/predict")
     assert refused.status_code == 404 and refused.json()["error"]["code"] == "not_found"
