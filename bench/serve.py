@@ -244,7 +244,13 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="nai-bs-", dir="/tmp"))  # short socket paths
     try:
         with daemon(root) as (sock, env), uds_client(sock) as api:
-            run(api, sock, root, env, args)
+            try:
+                run(api, sock, root, env, args)
+            finally:  # replicas outlive their daemon (it adopts them when it restarts)
+                for service in api.get("/v1/services").json()["services"]:
+                    api.delete(f"/v1/services/{service['name']}")
+                until(lambda: not list((root / "state").glob("services/*/run/serve.sock")),
+                      30, "the replicas to stop")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -34,13 +34,15 @@ def served(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Ite
     shutil.copytree(EXAMPLE, folder)
     trained = nai(env, "submit", str(folder), "--register-model", "reg", "--follow")
     assert trained.returncode == 0, trained.stderr
-    serve = nai(env, "serve", "reg@1", "--name", "reg", "--gpus", "0", "--wait", "--json")
-    assert serve.returncode == 0, serve.stderr
-    assert json.loads(serve.stdout)["state"] == "ready"
-    pulled = tmp_path_factory.mktemp("model") / "reg"
-    assert nai(env, "model", "pull", "reg@1", "--to", str(pulled)).returncode == 0
-    yield pulled
-    nai(env, "service", "stop", "reg")
+    try:
+        serve = nai(env, "serve", "reg@1", "--name", "reg", "--gpus", "0", "--wait", "--json")
+        assert serve.returncode == 0, serve.stderr
+        assert json.loads(serve.stdout)["state"] == "ready"
+        pulled = tmp_path_factory.mktemp("model") / "reg"
+        assert nai(env, "model", "pull", "reg@1", "--to", str(pulled)).returncode == 0
+        yield pulled
+    finally:  # a replica outlives its daemon (`nai down`): stop it whatever happened
+        nai(env, "service", "stop", "reg")
 
 
 def _direct(model_dir: Path, rows: list[list[float]]) -> object:
