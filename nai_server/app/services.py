@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from nai_server.app import service_gpus
 from nai_server.app.accounts import Caller
 from nai_server.app.registry import Registry
 from nai_server.app.service_life import Endpoint, Supervisor, live, replica_dir
@@ -148,7 +149,7 @@ class Services:
             raise Invalid(f"each replica would need {each} GPU(s); this server has {total}")
         gpus = each * replicas
         for kind, name in (("user", user), ("group", group)):
-            limit = self.life._max_gpus(kind, name)
+            limit = service_gpus.max_gpus(self.store, kind, name)
             if limit is not None and gpus > limit:
                 raise Forbidden(f"this service needs {gpus} GPU(s) in all, more than the "
                                 f"{limit} {kind} {name}'s quota allows; ask for fewer "
