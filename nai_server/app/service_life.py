@@ -85,6 +85,8 @@ class Supervisor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._docs: list[Doc] = []
+        # Requests in flight to a replica (the proxy's count): drained before SIGTERM.
+        self.outstanding: Callable[[str, int], int] = lambda _service, _index: 0
 
     # --- the thread -------------------------------------------------------------------
 
@@ -203,7 +205,8 @@ class Supervisor:
             handle = Handle(r["pid"], r["pid_start"])
             running = seen[0] == "running" if seen is not None else self.host.alive(handle)
             if running:
-                if not r.get("termed"):
+                busy = self.outstanding(doc["name"], r["index"]) and now < r["kill_at"]
+                if not r.get("termed") and not busy:  # its requests finish first
                     self.host.signal(handle, signal.SIGTERM)
                     r["termed"] = True
                 if now >= r["kill_at"]:

@@ -64,6 +64,7 @@ class Services:
         self.host = ReplicaHost(config.state / "services", blobs, config.personal)
         self.life = Supervisor(config, store, self.records, lock, self.host, runtime, clock)
         self.book = RequestBook()
+        self.life.outstanding = self.book.outstanding
         self._turn = 0  # round robin among equally busy replicas
 
     def start(self) -> None:
