@@ -274,12 +274,18 @@ class Services:
             doc["tokens"] = kept
             self.records.put(doc)
 
-    def token_valid(self, name: str, token: str) -> bool:
-        digest = _hash(token)
+    def gateway_allows(self, name: str, token: str | None) -> bool:
+        """Whether the gateway lets a request with this bearer token (or none) through
+        to the service: a token of its own, or public where the admin allows it."""
         with self.lock:
             doc = self.records.get(name)
-        return doc is not None and any(secrets.compare_digest(t["hash"], digest)
-                                       for t in doc["tokens"])
+        if doc is None:
+            return False
+        if doc["public"] and self.config.services.gateway.allow_public:
+            return True
+        digest = _hash(token) if token else ""
+        return bool(token) and any(secrets.compare_digest(t["hash"], digest)
+                                   for t in doc["tokens"])
 
     # --- logs -------------------------------------------------------------------------
 
