@@ -113,8 +113,6 @@ def delete_token(name: Name, token_id: Annotated[str, Path(max_length=64)],
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.api_route("/services/{name}/invoke/{path:path}", methods=INVOKE_METHODS,
-                  response_class=StreamingResponse)
 async def invoke(name: Name, path: str, request: Request, service: ServiceDep,
                  caller: CallerDep) -> StreamingResponse:
     """The request, streamed to a ready replica as `/{path}?{query}`, and its answer
@@ -122,6 +120,12 @@ async def invoke(name: Name, path: str, request: Request, service: ServiceDep,
     services = service.services
     wait = await run_in_threadpool(services.admit, caller, name)
     return await relay(services, name, wait, path, request)
+
+
+for _method in INVOKE_METHODS:  # one route per method: each its own operation id
+    router.add_api_route("/services/{name}/invoke/{path:path}", invoke, methods=[_method],
+                         response_class=StreamingResponse,
+                         operation_id=f"invoke_service_{_method.lower()}")
 
 
 async def relay(services: Services, name: str, wait: float, path: str,

@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from nai_server.app import service_gpus
 from nai_server.config import ServerConfig
 from nai_server.core import scheduling as sched
 from nai_server.core import service_rules as rules
@@ -41,7 +42,6 @@ Doc = dict[str, Any]
 _P, _S, _R, _U = (ServiceState.PENDING, ServiceState.STARTING, ServiceState.READY,
                   ServiceState.UNHEALTHY)
 _LIVE = (_S, _R, _U)
-SERVICE_ID_BASE = 1 << 40  # ids the scheduler sees for replicas: never a job's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +85,8 @@ class Supervisor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._docs: list[Doc] = []
+        # Requests in flight to a replica (the proxy's count): drained before SIGTERM.
+        self.outstanding: Callable[[str, int], int] = lambda _service, _index: 0
 
     # --- the thread -------------------------------------------------------------------
 
@@ -111,26 +113,13 @@ class Supervisor:
             self._wake.wait(self.settings.probe_seconds)
             self._wake.clear()
 
-    # --- what the job scheduler sees --------------------------------------------------
+    # --- what the job scheduler and the GPU listing see (under the lock) -------------
 
     def running(self) -> list[sched.RunningJob]:
-        """Replicas holding GPUs, as running jobs that are never preempted (call under
-        the lock: the runtime's tick does)."""
-        held = []
-        for doc in self.records.list():
-            for r in doc["replica_docs"]:
-                if r["gpus"]:
-                    held.append(sched.RunningJob(
-                        id=SERVICE_ID_BASE + doc["number"] * 4096 + r["run"] % 4096,
-                        user=doc["user"], group=doc["owner"].get("group"),
-                        gpus=tuple(r["gpus"]), started_at=r.get("started_at") or 0.0,
-                        time_limit=None, preemptible=False))
-        return held
+        return service_gpus.running(self.records.list())
 
     def gpu_holders(self) -> dict[int, tuple[str, str]]:
-        """GPU → (service, user) for the GPU listing (call under the lock)."""
-        return {g: (doc["name"], doc["user"]) for doc in self.records.list()
-                for r in doc["replica_docs"] for g in r["gpus"]}
+        return service_gpus.holders(self.records.list())
 
     # --- one step ---------------------------------------------------------------------
 
@@ -216,7 +205,8 @@ class Supervisor:
             handle = Handle(r["pid"], r["pid_start"])
             running = seen[0] == "running" if seen is not None else self.host.alive(handle)
             if running:
-                if not r.get("termed"):
+                busy = self.outstanding(doc["name"], r["index"]) and now < r["kill_at"]
+                if not r.get("termed") and not busy:  # its requests finish first
                     self.host.signal(handle, signal.SIGTERM)
                     r["termed"] = True
                 if now >= r["kill_at"]:
@@ -249,41 +239,11 @@ class Supervisor:
             where, r["tree_id"], r["command"], owner, tuple(gpus), env)))
 
     def _free_gpus(self, doc: Doc, count: int) -> tuple[int, ...] | None:
-        """`count` GPUs no job, replica or foreign process holds, within the quotas of
-        the service's user (and owning group); None (and why, in a replica's message)
-        if there are not."""
-        if count == 0:
-            return ()
-        runtime = self.runtime
-        snapshot = runtime.state.snapshot or runtime.gpus.probe()
-        jobs = [j for j in runtime.jobs.hot() if j.active]
-        services = self._docs
-        busy = {g for j in jobs for g in j.gpus} | set(runtime.state.foreign)
-        busy |= {g for d in services for r in d["replica_docs"] for g in r["gpus"]}
-        group = doc["owner"].get("group")
-        for kind, name in (("user", doc["user"]), ("group", group)):
-            quota = self._max_gpus(kind, name)
-            if quota is None:
-                continue
-            held = sum(len(j.gpus) for j in jobs if getattr(j, kind) == name)
-            held += sum(len(r["gpus"]) for d in services for r in d["replica_docs"]
-                        if (d["user"] if kind == "user" else d["owner"].get("group")) == name)
-            if held + count > quota:
-                self._note(doc, f"waiting: {kind} {name} holds {held} of the {quota} GPU(s) "
-                                f"its quota allows")
-                return None
-        free = [g.index for g in snapshot.gpus if g.index not in busy]
-        if len(free) < count:
-            self._note(doc, f"waiting for {count} free GPU(s) ({len(free)} free now)")
+        found = service_gpus.free_gpus(self.runtime, self.store, self._docs, doc, count)
+        if isinstance(found, str):
+            self._note(doc, found)
             return None
-        return tuple(sorted(free)[:count])
-
-    def _max_gpus(self, kind: str, name: str | None) -> int | None:
-        if name is None:
-            return None
-        found = self.store.get_user(name) if kind == "user" else self.store.get_group(name)
-        value = ((found or {}).get("quota") or {}).get("max_gpus")
-        return None if value is None else int(value)
+        return found
 
     @staticmethod
     def _note(doc: Doc, message: str) -> None:

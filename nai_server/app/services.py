@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from nai_server.app import service_gpus
 from nai_server.app.accounts import Caller
 from nai_server.app.registry import Registry
 from nai_server.app.service_life import Endpoint, Supervisor, live, replica_dir
@@ -63,6 +64,7 @@ class Services:
         self.host = ReplicaHost(config.state / "services", blobs, config.personal)
         self.life = Supervisor(config, store, self.records, lock, self.host, runtime, clock)
         self.book = RequestBook()
+        self.life.outstanding = self.book.outstanding
         self._turn = 0  # round robin among equally busy replicas
 
     def start(self) -> None:
@@ -148,7 +150,7 @@ class Services:
             raise Invalid(f"each replica would need {each} GPU(s); this server has {total}")
         gpus = each * replicas
         for kind, name in (("user", user), ("group", group)):
-            limit = self.life._max_gpus(kind, name)
+            limit = service_gpus.max_gpus(self.store, kind, name)
             if limit is not None and gpus > limit:
                 raise Forbidden(f"this service needs {gpus} GPU(s) in all, more than the "
                                 f"{limit} {kind} {name}'s quota allows; ask for fewer "
@@ -272,12 +274,18 @@ class Services:
             doc["tokens"] = kept
             self.records.put(doc)
 
-    def token_valid(self, name: str, token: str) -> bool:
-        digest = _hash(token)
+    def gateway_allows(self, name: str, token: str | None) -> bool:
+        """Whether the gateway lets a request with this bearer token (or none) through
+        to the service: a token of its own, or public where the admin allows it."""
         with self.lock:
             doc = self.records.get(name)
-        return doc is not None and any(secrets.compare_digest(t["hash"], digest)
-                                       for t in doc["tokens"])
+        if doc is None:
+            return False
+        if doc["public"] and self.config.services.gateway.allow_public:
+            return True
+        digest = _hash(token) if token else ""
+        return bool(token) and any(secrets.compare_digest(t["hash"], digest)
+                                   for t in doc["tokens"])
 
     # --- logs -------------------------------------------------------------------------
 
