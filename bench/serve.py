@@ -9,7 +9,8 @@ all from this one run:
 2. throughput with 32 concurrent clients, proxy vs direct (target >= 0.7x);
 3. dynamic batching: a model whose predict_batch costs the same for 1 or 16 inputs,
    served with max_batch 16 vs without batching, 32 clients (target >= 5x);
-4. `nai service forward` (local transport) vs the proxy on the socket: p50 ratio;
+4. `nai service forward` on the local socket and over a loopback sshd (paramiko and
+   the system ssh; as root) vs the proxy on the daemon's socket: p50 ratios;
 5. cold start: from `POST /v1/services` to the first answer, vs the model's own load.
 
     PYTHONPATH=$PWD .venv/bin/python bench/serve.py [--requests N] [--seconds S]
@@ -26,14 +27,20 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
 from nai_server.testing import upload_tree
+from nai_server.testing.loopback_sshd import make_sshd
+from nai_tui.remote.client import ServerClient, local_http_client
+from nai_tui.remote.forward import ServiceForwarder
+from nai_tui.remote.transports import http_client_for
 
 BIN = Path(sys.executable).parent
 BODY = json.dumps({"inputs": [[0.1, 0.2, 0.3, 0.4]]}).encode()
@@ -222,17 +229,42 @@ def cold_start(api: httpx.Client) -> tuple[float, float]:
     return first, float(loaded)
 
 
-@contextmanager
-def forward(env: dict[str, str], name: str) -> Iterator[int]:
-    proc = subprocess.Popen([str(BIN / "nai"), "service", "forward", name, "--port", "0"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            text=True)
+@dataclass
+class Root:
+    name: str = "root"
+    uid: int = 0
+
+
+def forwarded(client: ServerClient, name: str, count: int) -> list[float]:
+    """Latencies through a `ServiceForwarder` (what `nai service forward` runs) on
+    `client`'s transport."""
+    forwarder = ServiceForwarder(client, name, 0)
+    threading.Thread(target=forwarder.serve_forever, args=(0.1,), daemon=True).start()
     try:
-        assert proc.stdout is not None
-        yield int(proc.stdout.readline().strip().rsplit(":", 1)[1])
+        return measure((None, forwarder.port), "/predict", count=count)
     finally:
-        proc.terminate()
-        proc.wait(30)
+        forwarder.shutdown()
+        forwarder.server_close()
+
+
+def over_ssh(root: Path, sock: Path, name: str, count: int) -> dict[str, list[float]]:
+    """The forward's latencies over a loopback sshd, logged in as root, per transport."""
+    sshd = make_sshd(root / "sshd", f"{BIN}:/usr/local/bin:/usr/bin:/bin")
+    try:
+        key = sshd.authorize(Root())
+        known = sshd.write_known_hosts(root / "known_hosts")
+        found = {}
+        for transport in ("ssh", "openssh"):
+            http = http_client_for(
+                f"ssh://root@127.0.0.1:{sshd.port}", transport=transport, known_hosts=known,
+                identity_file=key, remote_command=f"nai-server dial-stdio --socket {sock}",
+                ssh_options=["-i", str(key), "-o", f"UserKnownHostsFile={known}"],
+                runtime_dir=root / "ssh-run")
+            with ServerClient(http, name="bench") as client:
+                found[transport] = forwarded(client, name, count)
+        return found
+    finally:
+        sshd.stop()
 
 
 def main() -> None:
@@ -303,11 +335,19 @@ def run(api: httpx.Client, sock: Path, root: Path, env: dict[str, str],
           f"with: {alone[1] / alone[0]:.1f}x; mean batch "
           f"{batching['inputs'] / max(1, batching['calls']):.1f} inputs")
 
-    with forward(env, "tiny") as port:
-        forwarded = measure((None, port), "/predict", count=args.requests)
-    print(f"4. nai service forward (local transport): p50 {pct(forwarded, .5):.2f} ms vs "
-          f"{pct(via_proxy, .5):.2f} ms on the daemon's socket: "
-          f"{pct(forwarded, .5) / pct(via_proxy, .5):.2f}x")
+    base = pct(via_proxy, .5)
+    with ServerClient(local_http_client(sock), name="bench") as client:
+        ways = {"local socket": forwarded(client, "tiny", args.requests)}
+    if os.geteuid() == 0 and Path("/usr/sbin/sshd").exists():
+        ways.update({f"{t} over a loopback sshd": samples for t, samples in
+                     over_ssh(root, sock, "tiny", args.requests).items()})
+    else:
+        print("   (not root, or no sshd: the forward over SSH is left out)")
+    print(f"4. nai service forward, p50 against the proxy on the daemon's socket "
+          f"({base:.2f} ms):")
+    for way, samples in ways.items():
+        print(f"   {way:26} p50 {pct(samples, .5):6.2f} ms  p99 {pct(samples, .99):6.2f} ms"
+              f"  {pct(samples, .5) / base:.2f}x")
 
     print(f"5. cold start: {first:.2f} s from POST /v1/services to the first answer; the "
           f"model's own load() {loaded:.2f} s ({first / max(loaded, 1e-9):.1f}x); "
