@@ -18,7 +18,9 @@ import argparse
 import re
 import sys
 import time
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from nai_server.protocol import (
     Invalid,
@@ -35,7 +37,8 @@ from nai_tui.remote.client import ServerClient
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-WAIT_LIMIT = 600.0  # --wait: how long a replica may take to load its model
+WAIT_LIMIT = 600.0
+M = TypeVar("M", bound=BaseModel)  # --wait: how long a replica may take to load its model
 
 
 def duration(text: str) -> float:
@@ -44,6 +47,24 @@ def duration(text: str) -> float:
     if match is None:
         raise argparse.ArgumentTypeError(f"not a duration (e.g. 600, 30m, 2h): {text!r}")
     return float(match[1]) * _UNITS[match[2]]
+
+
+def build(request: type[M], /, **fields: Any) -> M:
+    """A request, or Invalid naming each option whose value the server would refuse."""
+    try:
+        return request(**fields)
+    except ValidationError as exc:
+        raise Invalid("; ".join(_problem(e) for e in exc.errors()) + " (see --help)") from None
+
+
+def _problem(error: Any) -> str:
+    field = "-".join(map(str, error["loc"]))
+    if field == "model":
+        return f"{error['input']!r}: write a model version as NAME@VERSION (or NAME@TAG)"
+    if error["type"] == "string_pattern_mismatch":
+        return (f"--{field} {error['input']!r}: 1-64 letters, digits, '.', '_' or '-', "
+                f"starting with a letter or digit")
+    return f"--{field.replace('_', '-')}: {error['msg'].lower()}"
 
 
 def _ms(value: float | None) -> str:
@@ -110,7 +131,7 @@ def wait_ready(client: ServerClient, name: str, model: str | None = None,
 
 def cmd_serve(args: argparse.Namespace, client: ServerClient) -> int:
     name = args.name or args.model.partition("@")[0].lower()
-    request = ServiceCreate(name=name, model=args.model, gpus=args.gpus,
+    request = build(ServiceCreate, name=name, model=args.model, gpus=args.gpus,
                             gpu_memory=args.gpu_memory, replicas=args.replicas,
                             group=args.group, visibility=args.visibility,
                             idle_timeout=args.idle_timeout, max_batch=args.max_batch,
@@ -173,7 +194,7 @@ def _show_change(args: argparse.Namespace, s: ServiceInfo, what: str) -> int:
 
 
 def cmd_update(args: argparse.Namespace, client: ServerClient) -> int:
-    update = ServiceUpdate(model=args.model, visibility=args.visibility,
+    update = build(ServiceUpdate, model=args.model, visibility=args.visibility,
                            idle_timeout=args.idle_timeout, public=args.public)
     if not update.model_dump(exclude_none=True):
         raise Invalid("nothing to update: give --model, --visibility, --idle-timeout, "
@@ -185,7 +206,7 @@ def cmd_update(args: argparse.Namespace, client: ServerClient) -> int:
 
 
 def cmd_scale(args: argparse.Namespace, client: ServerClient) -> int:
-    s = client.update_service(args.name, ServiceUpdate(replicas=args.replicas))
+    s = client.update_service(args.name, build(ServiceUpdate, replicas=args.replicas))
     return _show_change(args, s, f"{args.replicas} replica(s) wanted")
 
 

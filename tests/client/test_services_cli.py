@@ -126,6 +126,11 @@ def test_mistakes_say_what_to_do(env: dict[str, str], served: Path) -> None:
     assert unknown_model.returncode == 3, unknown_model.stderr
     nothing = nai(env, "service", "update", "reg")
     assert nothing.returncode == 1 and "give --model" in nothing.stderr
+    bad_name = nai(env, "serve", "reg@1", "--name", "my service")
+    assert bad_name.returncode == 1 and "letters, digits" in bad_name.stderr
+    assert "Traceback" not in bad_name.stderr
+    too_many = nai(env, "service", "scale", "reg", "--replicas", "100")
+    assert too_many.returncode == 1 and "--replicas" in too_many.stderr
     bad_timeout = nai(env, "serve", "reg@1", "--idle-timeout", "soon")
     assert bad_timeout.returncode == 2 and "not a duration" in bad_timeout.stderr
 

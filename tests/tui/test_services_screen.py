@@ -172,6 +172,10 @@ async def test_update_and_scale_send_what_was_typed(make_app: Any, services: Ser
         await settle(pilot)
         assert services.updates == [("resnet", ServiceUpdate(model="resnet18-cifar@2")),
                                     ("resnet", ServiceUpdate(replicas=3))]
+        await pilot.press("u", *["backspace"] * 20, *"not a ref", "enter")
+        await settle(pilot)
+        assert any("Not a model version" in n for n in notifications(app))
+        assert len(services.updates) == 2
 
 
 async def test_s_on_a_model_version_serves_it(make_app: Any, services: Services) -> None:

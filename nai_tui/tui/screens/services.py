@@ -7,6 +7,7 @@ import threading
 import time
 from typing import Any, ClassVar
 
+from pydantic import ValidationError
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
@@ -221,11 +222,20 @@ class ServicesScreen(PollingScreen):
 
         service = self._selected_or_say()
         if service is not None:
+            def chosen(ref: str | None) -> None:
+                try:
+                    update = ServiceUpdate(model=ref) if ref else None
+                except ValidationError:
+                    self.notify(f"Not a model version: {ref!r} (write NAME@VERSION)",
+                                severity="error")
+                    return
+                if update is not None:
+                    self._change(service.name, update, f"now {ref}")
+
             self.app.push_screen(PromptScreen(
                 f"Serve {service.name} from", "MODEL@VERSION",
                 "a rolling update: no request fails; a version never ready is rolled back",
-                value=service.model), lambda ref: ref and self._change(
-                    service.name, ServiceUpdate(model=ref), f"now {ref}"))
+                value=service.model), chosen)
 
     def action_scale(self) -> None:
         """Set how many replicas the selected service runs."""
@@ -238,7 +248,7 @@ class ServicesScreen(PollingScreen):
         def chosen(text: str | None) -> None:
             if text is None:
                 return
-            if not text.isdigit():
+            if not text.isdigit() or int(text) > 64:
                 self.notify(f"Not a number of replicas: {text!r}", severity="error")
                 return
             self._change(service.name, ServiceUpdate(replicas=int(text)),
@@ -304,8 +314,12 @@ def serve_version(api: Any, model: str, version: int, name: str) -> ServiceInfo:
     """A service of one replica of `model@version` (the registry screen's serve key)."""
     if not name:
         raise Invalid("a service needs a name")
-    created: ServiceInfo = api.create_service(
-        ServiceCreate(name=name, model=f"{model}@{version}"))
+    try:
+        request = ServiceCreate(name=name, model=f"{model}@{version}")
+    except ValidationError:
+        raise Invalid(f"{name!r} cannot name a service: 1-64 letters, digits, '.', '_' "
+                      f"or '-', starting with a letter or digit") from None
+    created: ServiceInfo = api.create_service(request)
     return created
 
 
