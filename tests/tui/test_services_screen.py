@@ -209,3 +209,22 @@ def test_services_screen_snapshot(snap_compare: Any, make_app: Any, services: Se
         await open_services(pilot)
 
     assert snap_compare(make_app(), terminal_size=(100, 30), run_before=opened)
+
+
+async def test_f_forwards_a_local_port_and_f_again_stops(make_app: Any,
+                                                        services: Services) -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_services(pilot)
+        await pilot.press("f")
+        assert isinstance(app.screen, PromptScreen)
+        await pilot.press(*["backspace"] * 6, "0", "enter")
+        await settle(pilot)
+        forwarder = screen.forwards["resnet"]
+        assert forwarder.port > 0 and forwarder.service == "resnet"
+        assert any(f"127.0.0.1:{forwarder.port} → service resnet" in n
+                   for n in notifications(app))
+        await pilot.press("f")
+        await settle(pilot)
+        assert screen.forwards == {}
+        assert any("no longer forwarded" in n for n in notifications(app))
