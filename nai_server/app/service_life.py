@@ -222,8 +222,9 @@ class Supervisor:
         r.update(state=str(_S), gpus=list(gpus), started_at=now, ready_at=None, pid=None,
                  pid_start=None, run=doc["runs"] + 1, message=None)
         doc["runs"] += 1
-        env = {"NAI_SERVICE": doc["name"], "NAI_MODEL": r["model"],
-               "NAI_REPLICA": str(r["index"])}
+        model, _, version = r["model"].partition("@")
+        env = {"NAI_SERVICE": doc["name"], "NAI_MODEL": r["model"], "NAI_MODEL_NAME": model,
+               "NAI_MODEL_VERSION": version, "NAI_REPLICA": str(r["index"])}
         for key in ("max_batch", "max_wait_ms"):
             if doc.get(key) is not None:
                 env[f"NAI_{key.upper()}"] = str(doc[key])
