@@ -339,6 +339,11 @@ class Supervisor:
         new = [r for r in replicas if r["model"] == doc["model"]]
         old = [r for r in replicas if r["model"] != doc["model"]]
         if old and wanted:
+            late = now - (doc.get("rollout_at") or now) > self.settings.start_timeout
+            if late and any(r["state"] != _R for r in new):  # e.g. no GPU beside the old
+                why = next((r["message"] for r in new if r.get("message")), "never ready")
+                return self._roll_back(doc, old[0], f"its replica was not ready within "
+                                                    f"{self.settings.start_timeout:g}s ({why})")
             if len(new) < wanted and all(r["state"] == _R for r in new):
                 rules.new_replica(doc)
             ready = sum(1 for r in new if r["state"] == _R)

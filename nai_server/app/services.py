@@ -215,7 +215,7 @@ class Services:
                                f"(`nai serve`) to run it")
             if ref is not None and serve is not None and ref.ref != doc["model"]:
                 doc.update(model=ref.ref, tree_id=ref.tree_id, command=serve.command,
-                           health=serve.health, message=None)
+                           health=serve.health, message=None, rollout_at=self.clock())
             if body.replicas is not None:
                 self._check_quota(doc["user"], doc["owner"].get("group"), doc["gpus"],
                                   body.replicas)
