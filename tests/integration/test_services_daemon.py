@@ -65,7 +65,11 @@ def test_serve_invoke_logs_and_gpus(daemon: Daemon, make_user, reaper) -> None:
     stats = info(daemon, "adder")["stats"]
     assert stats["requests"] >= 2 and stats["errors"] == 0 and stats["p50_ms"] is not None
 
-    stopped = daemon.as_user(user, "DELETE", "/v1/services/adder")
+    with ThreadPoolExecutor(1) as pool:  # a followed log ends when its replica does
+        followed = pool.submit(daemon.as_user, user, "GET",
+                               "/v1/services/adder/logs?replica=0&follow=true")
+        stopped = daemon.as_user(user, "DELETE", "/v1/services/adder")
+        assert b"serving on" in followed.result(timeout=30).body
     assert stopped.status == 200 and stopped.json()["state"] == "stopped"
     wait_for(lambda: not info(daemon, "adder")["replica_info"]
              and not _alive(who["pid"]), what="the replica to stop")
