@@ -19,6 +19,7 @@ from nai_server.app.jobs import Jobs
 from nai_server.app.services import Services
 from nai_server.protocol import MAX_ID, NAME_PATTERN
 from nai_server.protocol.services import (
+    BodyTooLarge,
     ServiceCreate,
     ServiceInfo,
     ServiceList,
@@ -32,6 +33,7 @@ router = APIRouter(tags=["services"])
 Name = Annotated[str, Path(pattern=NAME_PATTERN, max_length=64)]
 FOLLOW_POLL_SECONDS = 0.05
 LOG_CHUNK = 1 << 16
+MAX_BODY = 64 << 20  # as api/limits.py lets through to the invoke route
 INVOKE_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
@@ -131,10 +133,15 @@ for _method in INVOKE_METHODS:  # one route per method: each its own operation i
 async def relay(services: Services, name: str, wait: float, path: str,
                 request: Request) -> StreamingResponse:
     """Shared with the gateway: forward `request` to `/{path}` of a replica."""
-    body = await request.body()
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise BodyTooLarge(f"requests to a service are relayed up to "
+                               f"{MAX_BODY >> 20} MiB; send less at once")
     target = "/" + path + (f"?{request.url.query}" if request.url.query else "")
     answer = await services.invoke(name, wait, request.method, target,
-                                   list(request.headers.raw), body)
+                                   list(request.headers.raw), bytes(body))
     body_iter = answer.body
     response = StreamingResponse(body_iter, status_code=answer.status,
                                  background=BackgroundTask(_close, body_iter))

@@ -29,6 +29,7 @@ from nai_server.app import service_gpus
 from nai_server.config import ServerConfig
 from nai_server.core import scheduling as sched
 from nai_server.core import service_rules as rules
+from nai_server.core.service_rules import live, replica_dir
 from nai_server.core.states import SERVICE_TERMINAL, ServiceState
 from nai_server.host.launchers.local import Handle
 from nai_server.host.replicas import Owner, ReplicaHost, ReplicaStart
@@ -53,14 +54,6 @@ class Endpoint:
     run: int
     dir: Path
     owner: Owner
-
-
-def replica_dir(doc: Doc, replica: Doc) -> str:
-    return f"{doc['number']}.{replica['run']}"
-
-
-def live(doc: Doc) -> list[Doc]:
-    return [r for r in doc["replica_docs"] if not r.get("stopping")]
 
 
 class Supervisor:
@@ -229,8 +222,9 @@ class Supervisor:
         r.update(state=str(_S), gpus=list(gpus), started_at=now, ready_at=None, pid=None,
                  pid_start=None, run=doc["runs"] + 1, message=None)
         doc["runs"] += 1
-        env = {"NAI_SERVICE": doc["name"], "NAI_MODEL": r["model"],
-               "NAI_REPLICA": str(r["index"])}
+        model, _, version = r["model"].partition("@")
+        env = {"NAI_SERVICE": doc["name"], "NAI_MODEL": r["model"], "NAI_MODEL_NAME": model,
+               "NAI_MODEL_VERSION": version, "NAI_REPLICA": str(r["index"])}
         for key in ("max_batch", "max_wait_ms"):
             if doc.get(key) is not None:
                 env[f"NAI_{key.upper()}"] = str(doc[key])
@@ -345,8 +339,13 @@ class Supervisor:
         new = [r for r in replicas if r["model"] == doc["model"]]
         old = [r for r in replicas if r["model"] != doc["model"]]
         if old and wanted:
+            late = now - (doc.get("rollout_at") or now) > self.settings.start_timeout
+            if late and any(r["state"] != _R for r in new):  # e.g. no GPU beside the old
+                why = next((r["message"] for r in new if r.get("message")), "never ready")
+                return self._roll_back(doc, old[0], f"its replica was not ready within "
+                                                    f"{self.settings.start_timeout:g}s ({why})")
             if len(new) < wanted and all(r["state"] == _R for r in new):
-                self._add(doc)
+                rules.new_replica(doc)
             ready = sum(1 for r in new if r["state"] == _R)
             for r in old[len(old) - min(len(old), len(new) + len(old) - wanted, ready):]:
                 self._retire(r, now)
@@ -354,21 +353,9 @@ class Supervisor:
         for r in old:
             self._retire(r, now)
         while len(new) < wanted:
-            new.append(self._add(doc))
+            new.append(rules.new_replica(doc))
         for r in sorted(new, key=lambda r: r["index"])[wanted:]:
             self._retire(r, now)
-
-    @staticmethod
-    def _add(doc: Doc) -> Doc:
-        used = {r["index"] for r in live(doc)}
-        index = next(i for i in range(len(used) + 1) if i not in used)
-        r = {"index": index, "run": 0, "state": str(_P), "gpus": [],
-             "gpus_wanted": doc["gpus"], "model": doc["model"], "tree_id": doc["tree_id"],
-             "command": doc["command"], "health": doc["health"], "pid": None,
-             "pid_start": None, "started_at": None, "ready_at": None, "restarts": 0,
-             "message": None}
-        doc["replica_docs"].append(r)
-        return r
 
     # --- launching --------------------------------------------------------------------
 

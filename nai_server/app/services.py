@@ -21,10 +21,11 @@ import yaml
 from nai_server.app import service_gpus
 from nai_server.app.accounts import Caller
 from nai_server.app.registry import Registry
-from nai_server.app.service_life import Endpoint, Supervisor, live, replica_dir
+from nai_server.app.service_life import Endpoint, Supervisor
 from nai_server.app.service_stats import RequestBook
 from nai_server.config import ServerConfig
 from nai_server.core import service_rules as rules
+from nai_server.core.service_rules import live, replica_dir
 from nai_server.core.states import SERVICE_TERMINAL, ServiceState
 from nai_server.host.replica_http import Answer, ReplicaFailed, exchange
 from nai_server.host.replicas import ReplicaHost, ReplicaUnreachable
@@ -91,7 +92,7 @@ class Services:
     def _writable(self, caller: Caller, name: str, verb: str) -> Doc:
         doc = self._readable(caller, name)
         if not rules.may_write(caller, doc):
-            raise Forbidden(f"service {name!r} belongs to {_owner_label(doc)}; only "
+            raise Forbidden(f"service {name!r} belongs to {rules.owner_label(doc)}; only "
                             f"{rules.writers(doc)} may {verb} it")
         return doc
 
@@ -214,7 +215,7 @@ class Services:
                                f"(`nai serve`) to run it")
             if ref is not None and serve is not None and ref.ref != doc["model"]:
                 doc.update(model=ref.ref, tree_id=ref.tree_id, command=serve.command,
-                           health=serve.health, message=None)
+                           health=serve.health, message=None, rollout_at=self.clock())
             if body.replicas is not None:
                 self._check_quota(doc["user"], doc["owner"].get("group"), doc["gpus"],
                                   body.replicas)
@@ -332,8 +333,11 @@ class Services:
                               + (f": {doc['message']}" if doc.get("message") else ""))
         settings = self.config.services
         self.life.last_request[name] = self.clock()
+        if doc["replicas"] == 0:
+            raise Unavailable(f"service {name!r} is scaled to 0 replicas (`nai service "
+                              f"scale {name} --replicas 1` starts it)")
         if doc.get("idle") or not live(doc):
-            self.life.wanted_now.add(name)  # scaled to zero: this request starts it
+            self.life.wanted_now.add(name)  # idle, scaled to zero: this request starts it
             self.life.wake()
             return max(settings.invoke_wait, settings.start_timeout)
         return settings.invoke_wait
@@ -392,8 +396,3 @@ class Services:
 
 def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def _owner_label(doc: Doc) -> str:
-    owner = doc["owner"]
-    return f"group {owner['group']}" if "group" in owner else f"user {owner['user']}"

@@ -59,6 +59,11 @@ def may_read(who: Principal, doc: Mapping[str, Any], owner_groups: Collection[st
     return False
 
 
+def owner_label(doc: Mapping[str, Any]) -> str:
+    owner = doc["owner"]
+    return f"group {owner['group']}" if "group" in owner else f"user {owner['user']}"
+
+
 def writers(doc: Mapping[str, Any]) -> str:
     owner = doc["owner"]
     if "group" in owner:
@@ -141,3 +146,30 @@ def too_many_failures(failures: Iterable[float], now: float, window: float,
                       limit: int) -> bool:
     """Whether a service failed `limit` times or more within the last `window` seconds."""
     return sum(1 for t in failures if now - t <= window) >= limit
+
+
+# --- replicas in a service's document ------------------------------------------------
+
+
+def live(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The replicas that are not on their way out."""
+    return [r for r in doc["replica_docs"] if not r.get("stopping")]
+
+
+def replica_dir(doc: Mapping[str, Any], replica: Mapping[str, Any]) -> str:
+    """The name of a replica run's directory: service number and run number."""
+    return f"{doc['number']}.{replica['run']}"
+
+
+def new_replica(doc: dict[str, Any]) -> dict[str, Any]:
+    """A replica of the service's current version, waiting for GPUs, at the lowest free
+    index; added to the document."""
+    used = {r["index"] for r in live(doc)}
+    index = next(i for i in range(len(used) + 1) if i not in used)
+    r = {"index": index, "run": 0, "state": str(ServiceState.PENDING), "gpus": [],
+         "gpus_wanted": doc["gpus"], "model": doc["model"], "tree_id": doc["tree_id"],
+         "command": doc["command"], "health": doc["health"], "pid": None,
+         "pid_start": None, "started_at": None, "ready_at": None, "restarts": 0,
+         "message": None}
+    doc["replica_docs"].append(r)
+    return r

@@ -21,15 +21,18 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shlex
 import shutil
 import signal
 import socket
 import stat
 import struct
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nai_server.core.service_rules import DEFAULT_COMMAND
 from nai_server.host import jobfiles, mounts, unix
 from nai_server.host.launchers.local import (
     Handle,
@@ -142,8 +145,11 @@ class ReplicaHost:
             "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in start.gpus),
             "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
         }
+        command = start.command
+        if command == DEFAULT_COMMAND:  # nai's own server: this Python, wherever PATH leads
+            command = f"exec {shlex.quote(sys.executable)} -m nai_server.serving.replica"
         request = LaunchRequest(
-            job_id=0, job_dir=start.dir, command=start.command, env=env,
+            job_id=0, job_dir=start.dir, command=command, env=env,
             cwd=start.dir / MODEL_DIR, uid=owner.uid, gid=owner.gid, groups=owner.groups)
         return self.launcher.start(request)
 

@@ -111,3 +111,10 @@ class BadGateway(ApiError):
 
     status = 502
     code = "bad_gateway"
+
+
+class BodyTooLarge(ApiError):
+    """A request to a service larger than the daemon relays."""
+
+    status = 413
+    code = "too_large"

@@ -45,6 +45,9 @@ def test_serve_invoke_logs_and_gpus(daemon: Daemon, make_user, reaper) -> None:
     assert answer.status == 200, answer.body
     assert answer.body == predict_bytes(6.5, "w1")  # byte-exact, from the replica
     assert answer.headers["x-replica"] == "fixture"
+    many = list(range(300_000))  # a body over the 1 MiB of the daemon's other routes
+    big = daemon.as_user(user, "POST", "/v1/services/adder/invoke/predict", {"inputs": many})
+    assert big.status == 200 and big.body == predict_bytes(sum(many), "w1"), big.body[:300]
 
     who = daemon.as_user(user, "GET", "/v1/services/adder/invoke/whoami?a=1&b=x").json()
     assert who["uid"] == user.uid  # runs as its owner, not as root
@@ -62,7 +65,11 @@ def test_serve_invoke_logs_and_gpus(daemon: Daemon, make_user, reaper) -> None:
     stats = info(daemon, "adder")["stats"]
     assert stats["requests"] >= 2 and stats["errors"] == 0 and stats["p50_ms"] is not None
 
-    stopped = daemon.as_user(user, "DELETE", "/v1/services/adder")
+    with ThreadPoolExecutor(1) as pool:  # a followed log ends when its replica does
+        followed = pool.submit(daemon.as_user, user, "GET",
+                               "/v1/services/adder/logs?replica=0&follow=true")
+        stopped = daemon.as_user(user, "DELETE", "/v1/services/adder")
+        assert b"serving on" in followed.result(timeout=30).body
     assert stopped.status == 200 and stopped.json()["state"] == "stopped"
     wait_for(lambda: not info(daemon, "adder")["replica_info"]
              and not _alive(who["pid"]), what="the replica to stop")

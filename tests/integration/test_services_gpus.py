@@ -89,6 +89,12 @@ def test_quota_refuses_and_holds_replicas(daemon: Daemon, make_user, reaper) -> 
     with daemon.client() as root:
         root.delete(f"/v1/jobs/{holder}")
     assert wait_state(daemon, "small", "ready")["replica_info"][0]["gpus"] in ([0], [1])
+    # And the other way round: the replica's GPU counts against the user's jobs.
+    later = job(daemon, user, 1)
+    held = wait_for(lambda: (i := job_info(daemon, later))["reason"] and i, what="a reason")
+    assert held["state"] == "queued" and "quota" in held["reason"].lower(), held
+    with daemon.client() as root:
+        root.delete(f"/v1/jobs/{later}")
 
 
 def test_a_replica_that_keeps_dying_fails_the_service(daemon_factory, make_user,

@@ -125,3 +125,26 @@ def test_idle_service_scales_to_zero_and_starts_on_a_request(daemon: Daemon, mak
     assert answer.status == 200, answer.body  # the request waited for the cold start
     assert answer.json() == {"sum": 5, "weights": "cold"}
     assert info(daemon, "adder")["state"] == "ready"
+
+
+def test_an_update_with_no_gpu_for_the_new_replica_rolls_back(daemon_factory, make_user,
+                                                              reaper) -> None:
+    # One GPU, held by the running version: the new one can never start beside it.
+    daemon = daemon_factory(gpus=1, services={"start_timeout": 3})
+    daemon.start()
+    user = make_user()
+    reaper.append((daemon, user))
+    register_user(daemon, user)
+    register_model(daemon, user, "adder", weights="w1")
+    register_model(daemon, user, "adder", weights="w2")
+    assert daemon.as_user(user, "POST", "/v1/services",
+                          {"name": "adder", "model": "adder@1", "gpus": 1}).status == 201
+    wait_state(daemon, "adder", "ready")
+    assert daemon.as_user(user, "PATCH", "/v1/services/adder",
+                          {"model": "adder@2"}).status == 200
+    back = wait_for(lambda: "rolled back" in str((i := info(daemon, "adder"))["message"])
+                    and i, what="the update to be rolled back")
+    assert back["model"] == "adder@1" and "free GPU" in back["message"], back["message"]
+    wait_for(lambda: settled(daemon, "adder@1"), what="only version 1 left")
+    answer = daemon.as_user(user, "POST", "/v1/services/adder/invoke/predict", {"inputs": [1]})
+    assert answer.json() == {"sum": 1, "weights": "w1"}
