@@ -16,6 +16,13 @@ from typing import Any
 Item = tuple[Any, "asyncio.Future[Any]"]
 
 
+class Failed:
+    """In `run_batch`'s answer: the input at this place failed alone, with `error`."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
 class Batcher:
     """Queue inputs; a loop gathers them into batches for `run_batch` (list → list)."""
 
@@ -72,7 +79,11 @@ class Batcher:
                         future.set_exception(exc)
                 continue
             for (_, future), output in zip(live, outputs, strict=True):
-                if not future.done():
+                if future.done():
+                    continue
+                if isinstance(output, Failed):
+                    future.set_exception(output.error)
+                else:
                     future.set_result(output)
 
     async def close(self) -> None:

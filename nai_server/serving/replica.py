@@ -24,7 +24,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from nai_server.serving.batching import Batcher
+from nai_server.serving.batching import Batcher, Failed
 from nai_server.serving.model import LoadedModel, files_metadata, load_model
 
 DEFAULT_MAX_WAIT_MS = 5.0
@@ -105,9 +105,21 @@ class Replica:
         assert self.model is not None
         self.calls += 1
         self.inputs += len(inputs)
-        if self.settings.max_batch == 1:
+        if self.settings.max_batch == 1 or len(inputs) == 1:
             return [self.model.predict(inputs[0])]
-        return self.model.predict_batch(inputs)
+        try:
+            return self.model.predict_batch(inputs)
+        except Exception:
+            # One caller's bad input must not fail the others batched with it: each
+            # input again on its own, and only those that fail alone get the error.
+            return [self._alone(x) for x in inputs]
+
+    def _alone(self, inputs: Any) -> Any:
+        assert self.model is not None
+        try:
+            return self.model.predict(inputs)
+        except Exception as exc:
+            return Failed(exc)
 
     def _load(self) -> None:
         started = time.monotonic()
