@@ -167,6 +167,26 @@ class SlurmConfig(_Section):
     accounting: Literal["database", "jobcomp"] = "database"
     poll_seconds: Seconds = Field(default=1.0, gt=0, le=300)  # squeue at most this often
     command_timeout: Seconds = Field(default=30.0, gt=0, le=600)
+class GatewayConfig(_Section):
+    """`services.gateway`: services on TCP with bearer tokens; off unless `listen` is set."""
+
+    listen: str | None = None  # e.g. "0.0.0.0:8800"
+    allow_public: bool = False  # services marked public answer without a token
+
+
+class ServicesConfig(_Section):
+    """How the daemon watches service replicas (see app/service_life.py)."""
+
+    probe_seconds: Seconds = Field(default=0.5, gt=0, le=60)
+    probe_timeout: Seconds = Field(default=2.0, gt=0, le=60)
+    start_timeout: Seconds = Field(default=300.0, gt=0)  # never ready in this long: restart
+    unhealthy_seconds: Seconds = Field(default=10.0, ge=0)  # unhealthy this long: restart
+    max_restarts: int = Field(default=5, ge=1)  # in restart_window: the service fails
+    restart_window: Seconds = Field(default=600.0, gt=0)
+    stop_grace_seconds: float = Field(default=5.0, ge=0)
+    invoke_wait: Seconds = Field(default=10.0, ge=0)  # for a ready replica, then 503
+    request_timeout: Seconds = Field(default=300.0, gt=0)  # for a replica's answer
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
 
 
 class ServerConfig(_Section):
@@ -184,6 +204,7 @@ class ServerConfig(_Section):
     # local: jobs run on this host, scheduled by nai; slurm: handed to Slurm (DESIGN §10).
     launcher: Literal["local", "slurm"] = "local"
     slurm: SlurmConfig = Field(default_factory=SlurmConfig)
+    services: ServicesConfig = Field(default_factory=ServicesConfig)
 
     @property
     def personal(self) -> bool:

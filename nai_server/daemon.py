@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 import uvicorn
 
-from nai_server.api import create_app
+from nai_server.api import create_app, gateway
 from nai_server.api.identity import ConnectionLimits, LogThrottle, guarded_protocol
 from nai_server.app.use_cases import UseCases
 from nai_server.config import ServerConfig
@@ -171,10 +171,16 @@ async def serve(service: UseCases, sock: socket.socket, *, burst: bool = False) 
     loop.add_signal_handler(signal.SIGCHLD, service.notify)
     service.attach_loop(asyncio.get_running_loop(), asyncio.Event())
     ticker = asyncio.create_task(_ticker(service, server, burst))
+    service.services.start()  # the services' supervisor thread
+    served = gateway.start(service)  # services on TCP, if the config says so
     try:
         await server.serve(sockets=[sock])
     finally:
         server.should_exit = True
+        if served is not None:
+            served[0].should_exit = True
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(served[1], timeout=5)
         ticker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await ticker

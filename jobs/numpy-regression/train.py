@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -51,6 +52,8 @@ def main() -> None:
                 print(f"epoch {epoch:3d}  loss {loss:.4f}  val_acc {acc:.3f}", flush=True)
 
     np.savez(out / "weights.npz", w=w, b=b)
+    # With predict.py beside the weights, the registered model can be served (`nai serve`).
+    shutil.copy(Path(__file__).with_name("predict.py"), out / "predict.py")
     (out / "summary.json").write_text(json.dumps({"val_acc": float(acc), "epochs": args.epochs}))
     print(f"done: val_acc {acc:.3f}; weights in {out / 'weights.npz'}")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -61,6 +62,8 @@ def main() -> None:
             metrics.flush()
             print(f"epoch {epoch}  loss {loss.item():.4f}  acc {acc:.3f}", flush=True)
     torch.save(model.state_dict(), out / "model.pt")
+    # With predict.py beside the weights, the registered model can be served (`nai serve`).
+    shutil.copy(Path(__file__).with_name("predict.py"), out / "predict.py")
     print(f"done; weights in {out / 'model.pt'}")
 
 

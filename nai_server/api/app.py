@@ -20,6 +20,7 @@ from nai_server.api import (
     openapi,
     processing,
     registry,
+    services,
     store,
     system,
 )
@@ -180,7 +181,8 @@ def create_app(service: UseCases) -> FastAPI:
             status_code=500,
         )
 
-    for module in (system, accounts, blobs, jobs, registry, store, processing, notify):
+    for module in (system, accounts, blobs, jobs, registry, store, processing, notify,
+                   services):
         app.include_router(module.router, prefix="/v1")
     openapi.install(app)
     app.add_middleware(SpaceFloor, service=service)

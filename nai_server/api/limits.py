@@ -30,6 +30,9 @@ ROUTE_LIMITS: tuple[tuple[str, re.Pattern[str], int | None], ...] = (
     ("POST", re.compile(r"/v1/blobs/missing"), BULK_BODY_LIMIT),
     ("POST", re.compile(r"/v1/trees"), BULK_BODY_LIMIT),
     ("POST", re.compile(r"/v1/trees/[^/]+/archive"), BULK_BODY_LIMIT),
+    # A service's requests (model inputs: images, batches) go to its replica whole.
+    *((m, re.compile(r"/v1/services/[^/]+/invoke/.*"), BULK_BODY_LIMIT)
+      for m in ("POST", "PUT", "PATCH")),
 )
 
 

@@ -73,6 +73,8 @@ class Jobs:
         self.listings = ListingCache()
         # Submit rules (plugins) see each job first, their changes then checked as any spec.
         self.screen: Any = lambda _caller, spec: spec
+        # GPU → (service, user) of the replicas holding GPUs (set by the use cases).
+        self.gpu_services: Any = dict
         # Where recent metrics reads of each job stopped: job id → {line: byte offset}.
         self._metric_marks: dict[int, dict[int, int]] = {}
 
@@ -410,6 +412,7 @@ class Jobs:
         snapshot = state.snapshot or self.runtime.gpus.probe()
         with self.lock:
             active = [j for j in self.records.hot() if j.active]
+            served = self.gpu_services()
         holders = {g: j for j in active for g in j.gpus}
         gpus = []
         for g in snapshot.gpus:
@@ -420,7 +423,8 @@ class Jobs:
                 index=g.index, uuid=g.uuid, name=g.name, memory_total=g.memory_total,
                 memory_used=g.memory_used, memory_free=g.memory_free,
                 utilization=g.utilization, job=holder.id if holder else None,
-                user=holder.user if holder else None, foreign=foreign))
+                user=holder.user if holder else served.get(g.index, (None, None))[1],
+                foreign=foreign, service=served.get(g.index, (None, None))[0]))
         # A disk below the free-space floor is said where people look at the server.
         notes = [n for n in (self.runtime.gpu_note, diskspace.below_floor(self.config)) if n]
         return GpuList(source=snapshot.source, note="; ".join(notes) or None,

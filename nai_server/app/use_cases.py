@@ -15,6 +15,7 @@ from nai_server.app.accounts import Accounts, Caller
 from nai_server.app.jobs import Jobs
 from nai_server.app.processing import Processing
 from nai_server.app.registry import Registry
+from nai_server.app.services import Services
 from nai_server.app.tree_access import TreeAccess
 from nai_server.config import ServerConfig
 from nai_server.core import trees
@@ -85,6 +86,11 @@ class UseCases:
             caller_for=self.accounts.caller_for, notify=self.notify)
         self.runtime.gpu_note = gpu_note
         self.jobs = Jobs(self.runtime, self.notify)
+        # Served models; their replicas' GPUs are held for the scheduler (app/services.py).
+        self.services = Services(config, store, self.lock, blobs, self.registry,
+                                 self.runtime, clock)
+        self.runtime.held_elsewhere = self.services.life.running
+        self.jobs.gpu_services = self.services.life.gpu_holders
         # Submit rules and notifiers (DESIGN §12); none unless the config enables them.
         self.plugins = PluginHost(plugins or PluginRegistry.empty(), store, self.lock)
         self.jobs.screen = self.plugins.rules.screen
@@ -267,6 +273,7 @@ class UseCases:
         return self.plugins.statuses()
 
     def close(self) -> None:
+        self.services.close()
         self.plugins.close()
         self.verifier.close()
         self.runtime.close()

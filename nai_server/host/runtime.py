@@ -117,6 +117,8 @@ class JobRuntime:
         self._sweep_due = True  # at start: what a crash left behind
         self._views: dict[int, tuple[Job, sched.QueuedJob]] = {}  # see _planned
         self.watch = GpuWatch(lambda pid: self.contain.job_of(pid))
+        # GPUs held outside the job table (services' replicas): running, never preempted.
+        self.held_elsewhere: Callable[[], list[sched.RunningJob]] = list
 
     def job_dir(self, job_id: int) -> Path:
         return self.jobs_dir / str(job_id)
@@ -296,7 +298,8 @@ class JobRuntime:
         # A job whose process has ended gives its GPUs back at once: collecting its
         # outputs needs none, and the next job need not wait for it.
         active = [j for j in hot if j.active and j.id not in self.collections]
-        held = {g: j.id for j in active for g in j.gpus}
+        elsewhere = self.held_elsewhere()
+        held = {g: j.id for j in (*active, *elsewhere) for g in j.gpus}
         snapshot = self.state.snapshot
         assert snapshot is not None
         views = tuple(
@@ -307,7 +310,8 @@ class JobRuntime:
         queued = sorted((j for j in hot if j.state == JobState.QUEUED),
                         key=lambda j: (j.submitted_at, j.id))
         queued = self._drop_failed_dependencies(queued, now)
-        cluster = sched.Cluster(gpus=views, running=tuple(_running(j, now) for j in active),
+        cluster = sched.Cluster(gpus=views, running=(*(_running(j, now) for j in active),
+                                                     *elsewhere),
                                 cpu_slots=self.config.scheduler.cpu_slots,
                                 drained=self.drained())
         # The fair-share book (app/usage.py) reads the store's job documents as they are:

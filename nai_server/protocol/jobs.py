@@ -220,6 +220,7 @@ class GpuState(Reply):
     job: int | None = None
     user: str | None = None
     foreign: list[ForeignProcess] = Field(default_factory=list)
+    service: str | None = None  # the service whose replica holds it (`user` runs it)
 
 
 class GpuList(Reply):

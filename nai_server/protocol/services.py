@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field
 
 from nai_server.protocol.base import NAME_PATTERN, Model, Reply
+from nai_server.protocol.errors import ApiError
 
 # `name@version`, `name@tag` or `name` (its latest version).
 MODEL_REF_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(@[A-Za-z0-9][A-Za-z0-9._-]{0,63})?$"
@@ -103,3 +104,17 @@ class TokenInfo(Reply):
     label: str
     created_at: float
     token: str | None = None  # shown once, when created; only a hash is kept
+
+
+class BadGateway(ApiError):
+    """A service's replica was reached but did not answer with HTTP in time."""
+
+    status = 502
+    code = "bad_gateway"
+
+
+class BodyTooLarge(ApiError):
+    """A request to a service larger than the daemon relays."""
+
+    status = 413
+    code = "too_large"

@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     from nai_tui.cli.contract import EPILOG, json_flag
     from nai_tui.cli.plugin_commands import add_plugin_commands
     from nai_tui.cli.registry_commands import add_registry_commands
+    from nai_tui.cli.services import add_service_commands
 
     parser = argparse.ArgumentParser(
         prog="nai", description="Run jobs on shared GPU servers. Without a command: the TUI.",
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_server_command(add)
     _add_personal_commands(add)
     add_registry_commands(sub)
+    add_service_commands(sub, add)
     _add_completion_command(add)
     add_plugin_commands(add, sub)  # last: a plugin never shadows a built-in command
     return parser

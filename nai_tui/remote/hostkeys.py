@@ -238,6 +238,10 @@ def _transport_factory(known_types: set[str]) -> Callable[..., paramiko.Transpor
         wanted += ["rsa-sha2-512", "rsa-sha2-256"] if t == "ssh-rsa" else [t]
 
     def make(sock: Any, disabled_algorithms: Any = None) -> paramiko.Transport:
+        if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # A request goes out as several small SSH packets: with Nagle's algorithm
+            # each after the first waits for the server's delayed ACK (~40 ms).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         transport = paramiko.Transport(sock, disabled_algorithms=disabled_algorithms)
         opts = transport.get_security_options()
         opts.ciphers = _prefer(opts.ciphers, [PREFERRED_CIPHER])

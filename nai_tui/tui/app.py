@@ -48,6 +48,8 @@ class NaiApp(App[int]):
         Binding("question_mark", "help", "Help", tooltip="Show the keys of this screen"),
         Binding("S", "servers", "Servers", tooltip="Choose among the configured servers"),
         Binding("A", "admin", "Admin", tooltip="Users, groups, quotas and drain"),
+        Binding("V", "services", "Services", show=False,
+                tooltip="Models served as web services"),
         Binding("R", "reconnect", "Reconnect", tooltip="Try to reach the server now"),
         Binding("q", "quit", "Quit", tooltip="Leave nai"),
     ]
@@ -226,6 +228,13 @@ class NaiApp(App[int]):
 
         if not isinstance(self.screen, AdminScreen):
             self.push_screen(AdminScreen())
+
+    def action_services(self) -> None:
+        """The services: replicas, request metrics, logs; stop, update, forward."""
+        from nai_tui.tui.screens.services import ServicesScreen
+
+        if not isinstance(self.screen, ServicesScreen):
+            self.push_screen(ServicesScreen())
 
     def open_registry(self, kind: str) -> None:
         """Show the datasets or the models (kind "dataset" or "model")."""

@@ -75,13 +75,13 @@ def test_submit_follow_pull_over_ssh_as_two_users(daemon: Daemon, sshd: Sshd,
 
     pulled = nai(alice, "pull", str(job_id), "--to", "out", "--json")
     assert pulled.returncode == 0, pulled.stderr
-    assert json.loads(pulled.stdout)["downloaded"] == 2
+    assert json.loads(pulled.stdout)["downloaded"] == 3  # with the predict.py it serves with
     server_out = daemon.state / "jobs" / str(job_id) / "output"
-    for name in ("weights.npz", "summary.json"):
+    for name in ("weights.npz", "summary.json", "predict.py"):
         assert (alice.home / "out" / name).read_bytes() == (server_out / name).read_bytes()
         assert (alice.home / "out" / name).stat().st_uid == alice.uid
     again = json.loads(nai(alice, "pull", str(job_id), "--to", "out", "--json").stdout)
-    assert again["downloaded"] == 0 and again["skipped"] == 2
+    assert again["downloaded"] == 0 and again["skipped"] == 3
 
     # Bob sees the job in the queue, but not its logs or outputs, and cannot cancel it.
     listing = json.loads(nai(bob, "jobs", "--json").stdout)

@@ -80,6 +80,7 @@ class RegistryScreen(NaiScreen):
         Binding("y", "copy_ref", "Copy ref", show=False,
                 tooltip="Copy the selected version as name@version"),
         Binding("r", "reload", "Reload", show=False, tooltip="Reload the list"),
+        Binding("s", "serve", "Serve", tooltip="Serve the selected model version"),
     ]
 
     class Listed(Message):
@@ -245,6 +246,19 @@ class RegistryScreen(NaiScreen):
     def action_back(self) -> None:
         """Back to the jobs."""
         self.dismiss()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return self.kind == "model" if action == "serve" else True
+
+    def action_serve(self) -> None:
+        """Serve the selected model version as a web service."""
+        from nai_tui.tui.screens.services import ask_to_serve
+
+        version = self.selected_version
+        if self.kind == "model" and self.entry is not None and version is not None:
+            ask_to_serve(self, self.entry.name, version.version)
+        else:
+            self.notify("Select a model version to serve", severity="warning")
 
     # --- push and pull ------------------------------------------------------------------
 

@@ -1,0 +1,69 @@
+"""Services' replicas and the GPUs: what the job scheduler and the GPU listing see of
+them, and which GPUs a new replica may have (free, within its owners' quotas)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nai_server.core import scheduling as sched
+from nai_server.host.runtime import JobRuntime
+from nai_server.store.db import TinyDbStore
+
+Doc = dict[str, Any]
+SERVICE_ID_BASE = 1 << 40  # ids the scheduler sees for replicas: never a job's
+
+
+def running(docs: list[Doc]) -> list[sched.RunningJob]:
+    """Replicas holding GPUs, as running jobs that never end and are never preempted."""
+    held = []
+    for doc in docs:
+        for r in doc["replica_docs"]:
+            if r["gpus"]:
+                held.append(sched.RunningJob(
+                    id=SERVICE_ID_BASE + doc["number"] * 4096 + r["run"] % 4096,
+                    user=doc["user"], group=doc["owner"].get("group"),
+                    gpus=tuple(r["gpus"]), started_at=r.get("started_at") or 0.0,
+                    time_limit=None, preemptible=False))
+    return held
+
+
+def holders(docs: list[Doc]) -> dict[int, tuple[str, str]]:
+    """GPU → (service, user) of the replica holding it."""
+    return {g: (doc["name"], doc["user"]) for doc in docs
+            for r in doc["replica_docs"] for g in r["gpus"]}
+
+
+def max_gpus(store: TinyDbStore, kind: str, name: str | None) -> int | None:
+    """A user's or group's `max_gpus` quota (None: none)."""
+    if name is None:
+        return None
+    found = store.get_user(name) if kind == "user" else store.get_group(name)
+    value = ((found or {}).get("quota") or {}).get("max_gpus")
+    return None if value is None else int(value)
+
+
+def free_gpus(runtime: JobRuntime, store: TinyDbStore, docs: list[Doc], doc: Doc,
+              count: int) -> tuple[int, ...] | str:
+    """`count` GPUs that no job, replica (of `docs`, every service as decided so far)
+    or foreign process holds, within the quotas of `doc`'s user and owning group; or
+    why not, in words."""
+    if count == 0:
+        return ()
+    snapshot = runtime.state.snapshot or runtime.gpus.probe()
+    jobs = [j for j in runtime.jobs.hot() if j.active]
+    busy = {g for j in jobs for g in j.gpus} | set(runtime.state.foreign)
+    busy |= {g for d in docs for r in d["replica_docs"] for g in r["gpus"]}
+    group = doc["owner"].get("group")
+    for kind, name in (("user", doc["user"]), ("group", group)):
+        quota = max_gpus(store, kind, name)
+        if quota is None:
+            continue
+        held = sum(len(j.gpus) for j in jobs if getattr(j, kind) == name)
+        held += sum(len(r["gpus"]) for d in docs for r in d["replica_docs"]
+                    if (d["user"] if kind == "user" else d["owner"].get("group")) == name)
+        if held + count > quota:
+            return f"waiting: {kind} {name} holds {held} of the {quota} GPU(s) its quota allows"
+    free = sorted(g.index for g in snapshot.gpus if g.index not in busy)
+    if len(free) < count:
+        return f"waiting for {count} free GPU(s) ({len(free)} free now)"
+    return tuple(free[:count])

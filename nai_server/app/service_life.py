@@ -1,0 +1,399 @@
+"""Keeping services' replicas running: the supervisor's step, in a thread of its own.
+
+Each step observes every replica outside the lock (its process, and its health path,
+with deadlines and in parallel, so that no replica can hold back the others or the
+job scheduler), then decides under the lock: a replica that answers is ready; one that
+stops answering is unhealthy, and restarted once it stays so; one that died is
+restarted with backoff; too many failures in the window fail the service, with the
+last lines of the log in its message. Waiting replicas get free GPUs within their
+owner's quota (the job scheduler sees replicas' GPUs as held: `running()`), and are
+launched outside the lock once their GPUs are recorded, as jobs are.
+
+A new model version rolls: one replica of the new version starts; once it is ready
+one of the old version stops, until none is left. A new replica that fails or never
+becomes ready rolls the service back to the old version.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from nai_server.app import service_gpus
+from nai_server.config import ServerConfig
+from nai_server.core import scheduling as sched
+from nai_server.core import service_rules as rules
+from nai_server.core.service_rules import live, replica_dir
+from nai_server.core.states import SERVICE_TERMINAL, ServiceState
+from nai_server.host.launchers.local import Handle
+from nai_server.host.replicas import Owner, ReplicaHost, ReplicaStart
+from nai_server.host.runtime import JobRuntime
+from nai_server.store.atomic import CommitLock
+from nai_server.store.db import TinyDbStore
+from nai_server.store.service_records import ServiceRecords
+
+log = logging.getLogger("nai.services")
+Doc = dict[str, Any]
+_P, _S, _R, _U = (ServiceState.PENDING, ServiceState.STARTING, ServiceState.READY,
+                  ServiceState.UNHEALTHY)
+_LIVE = (_S, _R, _U)
+
+
+@dataclasses.dataclass(frozen=True)
+class Endpoint:
+    """A ready replica, for the proxy."""
+
+    service: str
+    index: int
+    run: int
+    dir: Path
+    owner: Owner
+
+
+class Supervisor:
+    """The services' half of the daemon's loop (see the module's doc)."""
+
+    def __init__(self, config: ServerConfig, store: TinyDbStore, records: ServiceRecords,
+                 lock: CommitLock, host: ReplicaHost, runtime: JobRuntime,
+                 clock: Callable[[], float]) -> None:
+        self.config = config
+        self.settings = config.services
+        self.store = store
+        self.records = records
+        self.lock = lock
+        self.host = host
+        self.runtime = runtime
+        self.clock = clock
+        self.endpoints: dict[str, list[Endpoint]] = {}  # ready replicas, by service
+        self.wanted_now: set[str] = set()  # idle services a request asked to start
+        self.last_request: dict[str, float] = {}
+        self._pool = ThreadPoolExecutor(8, thread_name_prefix="nai-probe")
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._docs: list[Doc] = []
+        # Requests in flight to a replica (the proxy's count): drained before SIGTERM.
+        self.outstanding: Callable[[str, int], int] = lambda _service, _index: 0
+
+    # --- the thread -------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="nai-services", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.step()
+            except Exception:
+                log.exception("services step failed; retrying")
+            self._wake.wait(self.settings.probe_seconds)
+            self._wake.clear()
+
+    # --- what the job scheduler and the GPU listing see (under the lock) -------------
+
+    def running(self) -> list[sched.RunningJob]:
+        return service_gpus.running(self.records.list())
+
+    def gpu_holders(self) -> dict[int, tuple[str, str]]:
+        return service_gpus.holders(self.records.list())
+
+    # --- one step ---------------------------------------------------------------------
+
+    def step(self, now: float | None = None) -> None:
+        now = self.clock() if now is None else now
+        with self.lock:
+            docs = [d for d in self.records.list() if d["replica_docs"]
+                    or d["state"] not in SERVICE_TERMINAL]
+        seen = self._observe(docs)
+        launches: list[tuple[str, int, ReplicaStart]] = []
+        with self.lock:
+            self._docs = self.records.list()  # decided together: GPUs given are seen
+            for doc in self._docs:
+                before = repr(doc)
+                self._decide(doc, seen, now, launches)
+                if repr(doc) != before:
+                    doc["updated_at"] = now
+                    self.records.put(doc)
+        for name, run, start in launches:  # committed: a crash now re-adopts them
+            self._launch(name, run, start, now)
+        self._publish()
+
+    def _observe(self, docs: list[Doc]) -> dict[tuple[str, int], tuple[str, bool, str]]:
+        """(service, run) → (process status, healthy, why not), for replicas with a pid."""
+        work = []
+        for doc in docs:
+            owner = self.host.owner(doc["user"])
+            for r in doc["replica_docs"]:
+                if r.get("pid") and owner is not None:
+                    work.append((doc, r, owner))
+
+        def look(item: tuple[Doc, Doc, Owner]) -> tuple[str, bool, str]:
+            doc, r, owner = item
+            where = self.host.path(replica_dir(doc, r))
+            status = self.host.status(where, Handle(r["pid"], r["pid_start"]))
+            if status != "running" or r.get("stopping"):
+                return status, False, ""
+            healthy, why = self.host.probe(where, owner, r["health"],
+                                           self.settings.probe_timeout)
+            return status, healthy, why
+
+        results = list(self._pool.map(look, work))
+        return {(d["name"], r["run"]): res for (d, r, _), res in zip(work, results, strict=True)}
+
+    def _decide(self, doc: Doc, seen: dict[tuple[str, int], tuple[str, bool, str]],
+                now: float, launches: list[tuple[str, int, ReplicaStart]]) -> None:
+        terminal = doc["state"] in SERVICE_TERMINAL
+        if terminal:
+            for r in live(doc):
+                self._retire(r, now)
+        for r in list(doc["replica_docs"]):
+            if r.get("stopping"):
+                self._drain(doc, r, seen.get((doc["name"], r["run"])), now)
+            elif r["state"] == _P:
+                self._place(doc, r, now, launches)
+            else:
+                self._watch(doc, r, seen.get((doc["name"], r["run"])), now)
+            if doc["state"] in SERVICE_TERMINAL and not terminal:  # it failed just now
+                return self._decide(doc, seen, now, launches)
+        if not terminal:
+            self._reconcile(doc, now)
+            doc["state"] = str(rules.service_state(r["state"] for r in live(doc)))
+
+    # --- replicas ---------------------------------------------------------------------
+
+    def _retire(self, r: Doc, now: float, grace: float | None = None) -> None:
+        r["stopping"] = True
+        r["kill_at"] = now + (self.settings.stop_grace_seconds if grace is None else grace)
+
+    def _drain(self, doc: Doc, r: Doc, seen: tuple[str, bool, str] | None,
+               now: float) -> None:
+        """A replica on its way out: SIGTERM, SIGKILL after the grace; once its process
+        is gone its directory and GPUs go too."""
+        if r["state"] == _P and not r.get("pid"):  # never started: nothing of its own
+            doc["replica_docs"].remove(r)
+            return
+        where = self.host.path(replica_dir(doc, r))
+        if r.get("pid") is None and (owner := self.host.owner(doc["user"])):
+            adopted = self.host.adopt(where, owner)  # a launch the daemon died in
+            if adopted is not None:
+                r.update(pid=adopted.pid, pid_start=adopted.start_ticks)
+        if r.get("pid"):
+            handle = Handle(r["pid"], r["pid_start"])
+            running = seen[0] == "running" if seen is not None else self.host.alive(handle)
+            if running:
+                busy = self.outstanding(doc["name"], r["index"]) and now < r["kill_at"]
+                if not r.get("termed") and not busy:  # its requests finish first
+                    self.host.signal(handle, signal.SIGTERM)
+                    r["termed"] = True
+                if now >= r["kill_at"]:
+                    self.host.signal(handle, signal.SIGKILL)
+                return
+            self.host.status(where, handle)  # reaps it, if this daemon started it
+        self.host.remove(where)
+        doc["replica_docs"].remove(r)
+
+    def _place(self, doc: Doc, r: Doc, now: float,
+               launches: list[tuple[str, int, ReplicaStart]]) -> None:
+        if now < r.get("retry_at", 0):
+            return
+        owner = self.host.owner(doc["user"])
+        if owner is None:
+            return self._fail(doc, f"user {doc['user']} has no unix account on this host")
+        gpus = self._free_gpus(doc, r["gpus_wanted"])
+        if gpus is None:
+            return
+        r.update(state=str(_S), gpus=list(gpus), started_at=now, ready_at=None, pid=None,
+                 pid_start=None, run=doc["runs"] + 1, message=None)
+        doc["runs"] += 1
+        model, _, version = r["model"].partition("@")
+        env = {"NAI_SERVICE": doc["name"], "NAI_MODEL": r["model"], "NAI_MODEL_NAME": model,
+               "NAI_MODEL_VERSION": version, "NAI_REPLICA": str(r["index"])}
+        for key in ("max_batch", "max_wait_ms"):
+            if doc.get(key) is not None:
+                env[f"NAI_{key.upper()}"] = str(doc[key])
+        where = self.host.path(replica_dir(doc, r))
+        launches.append((doc["name"], r["run"], ReplicaStart(
+            where, r["tree_id"], r["command"], owner, tuple(gpus), env)))
+
+    def _free_gpus(self, doc: Doc, count: int) -> tuple[int, ...] | None:
+        found = service_gpus.free_gpus(self.runtime, self.store, self._docs, doc, count)
+        if isinstance(found, str):
+            self._note(doc, found)
+            return None
+        return found
+
+    @staticmethod
+    def _note(doc: Doc, message: str) -> None:
+        for r in live(doc):
+            if r["state"] == _P:
+                r["message"] = message
+
+    def _watch(self, doc: Doc, r: Doc, seen: tuple[str, bool, str] | None,
+               now: float) -> None:
+        if r.get("pid") is None:  # the daemon died launching it (launches end in a step)
+            return self._lost(doc, r)
+        if seen is None:
+            return
+        status, healthy, why = seen
+        settings = self.settings
+        if status != "running":
+            return self._died(doc, r, now, "its process ended")
+        if healthy:
+            if r["state"] != _R:
+                r.update(state=str(_R), ready_at=now, message=None, since=None)
+            return
+        r["message"] = why
+        if r["state"] == _S and now - (r.get("started_at") or now) > settings.start_timeout:
+            self._died(doc, r, now, f"not ready after {settings.start_timeout:g}s ({why})")
+        elif r["state"] == _R:
+            r.update(state=str(_U), since=now)
+        elif r["state"] == _U and now - (r.get("since") or now) > settings.unhealthy_seconds:
+            self._died(doc, r, now, f"unhealthy for {settings.unhealthy_seconds:g}s ({why})")
+
+    def _lost(self, doc: Doc, r: Doc) -> None:
+        """The daemon died while launching it: adopt its wrapper, or start it again."""
+        owner = self.host.owner(doc["user"])
+        where = self.host.path(replica_dir(doc, r))
+        handle = self.host.adopt(where, owner) if owner is not None else None
+        if handle is not None:
+            r.update(pid=handle.pid, pid_start=handle.start_ticks)
+            return
+        self.host.remove(where)
+        r.update(state=str(_P), gpus=[], pid=None)
+
+    def _died(self, doc: Doc, r: Doc, now: float, why: str) -> None:
+        """A replica that ended or will not answer: it is killed (its GPUs kept until it
+        is gone) and a new one waits for its backoff; or the service fails, or a
+        rolling update is rolled back."""
+        where = self.host.path(replica_dir(doc, r))
+        tail = self.host.log_tail(where)
+        tombstone = {**r, "stopping": True, "kill_at": now, "termed": True}
+        doc["replica_docs"].append(tombstone)
+        restarts = r.get("restarts", 0) + 1
+        r.update(state=str(_P), gpus=[], pid=None, pid_start=None, restarts=restarts,
+                 retry_at=now + rules.backoff(restarts), ready_at=None,
+                 message=f"restarting: {why}")
+        log.info("service %s replica %s: %s", doc["name"], r["index"], why)
+        if r["model"] != doc["model"]:  # an old one during an update: not a failure
+            return
+        old = [x for x in live(doc) if x["model"] != doc["model"]]
+        if old:
+            return self._roll_back(doc, old[0], f"{why}; last log lines:\n{tail}")
+        doc["failures"] = [t for t in doc.get("failures", [])
+                           if now - t <= self.settings.restart_window] + [now]
+        if rules.too_many_failures(doc["failures"], now, self.settings.restart_window,
+                                   self.settings.max_restarts):
+            self._fail(doc, f"replica {r['index']} failed {len(doc['failures'])} times in "
+                            f"{self.settings.restart_window:g}s, last: {why}; last log "
+                            f"lines:\n{tail}")
+
+    def _fail(self, doc: Doc, message: str) -> None:
+        doc.update(state=str(ServiceState.FAILED), message=message)
+        now = self.clock()
+        for r in live(doc):
+            r["state"] = str(ServiceState.FAILED)
+            self._retire(r, now, grace=0)
+
+    def _roll_back(self, doc: Doc, old: Doc, why: str) -> None:
+        """The new version did not become ready: serve the old one again."""
+        new = doc["model"]
+        for key in ("model", "tree_id", "command", "health"):
+            doc[key] = old[key]
+        doc["message"] = f"update to {new} rolled back: {why}"
+        now = self.clock()
+        for r in live(doc):
+            if r["model"] != doc["model"]:
+                self._retire(r, now, grace=0)
+
+    # --- how many, which version ------------------------------------------------------
+
+    def _reconcile(self, doc: Doc, now: float) -> None:
+        idle = doc.get("idle_timeout")
+        name = doc["name"]
+        if name in self.wanted_now:
+            self.wanted_now.discard(name)
+            doc["idle"] = False
+            self.last_request[name] = now
+        if idle and not doc.get("idle") and live(doc) and now - self.last_request.setdefault(
+                name, now) >= idle:
+            doc["idle"] = True  # scaled to zero until the next request
+        wanted = 0 if doc.get("idle") else doc["replicas"]
+        replicas = live(doc)
+        new = [r for r in replicas if r["model"] == doc["model"]]
+        old = [r for r in replicas if r["model"] != doc["model"]]
+        if old and wanted:
+            late = now - (doc.get("rollout_at") or now) > self.settings.start_timeout
+            if late and any(r["state"] != _R for r in new):  # e.g. no GPU beside the old
+                why = next((r["message"] for r in new if r.get("message")), "never ready")
+                return self._roll_back(doc, old[0], f"its replica was not ready within "
+                                                    f"{self.settings.start_timeout:g}s ({why})")
+            if len(new) < wanted and all(r["state"] == _R for r in new):
+                rules.new_replica(doc)
+            ready = sum(1 for r in new if r["state"] == _R)
+            for r in old[len(old) - min(len(old), len(new) + len(old) - wanted, ready):]:
+                self._retire(r, now)
+            return
+        for r in old:
+            self._retire(r, now)
+        while len(new) < wanted:
+            new.append(rules.new_replica(doc))
+        for r in sorted(new, key=lambda r: r["index"])[wanted:]:
+            self._retire(r, now)
+
+    # --- launching --------------------------------------------------------------------
+
+    def _launch(self, name: str, run: int, start: ReplicaStart, now: float) -> None:
+        try:
+            handle: Handle | None = self.host.start(start)
+            problem = None
+        except Exception as exc:
+            log.exception("service %s: a replica could not start", name)
+            handle, problem = None, f"could not start: {exc}"
+        with self.lock:
+            doc = self.records.get(name)
+            r = next((x for x in (doc or {}).get("replica_docs", ()) if x["run"] == run), None)
+            if doc is None or r is None:
+                if handle is not None:
+                    self.host.signal(handle, signal.SIGKILL)
+                return
+            if handle is not None:
+                r.update(pid=handle.pid, pid_start=handle.start_ticks)
+                log.info("service %s replica %s started on GPUs %s (pid %s)", name,
+                         r["index"], r["gpus"], handle.pid)
+            elif not r.get("stopping"):
+                self._died(doc, r, now, problem or "could not start")
+            self.records.put(doc)
+
+    def _publish(self) -> None:
+        """The ready replicas, for the proxy (swapped whole: readers take no lock)."""
+        endpoints: dict[str, list[Endpoint]] = {}
+        with self.lock:
+            docs = self.records.list()
+        for doc in docs:
+            if doc["state"] in SERVICE_TERMINAL:
+                continue
+            owner = self.host.owner(doc["user"])
+            if owner is None:
+                continue
+            endpoints[doc["name"]] = [
+                Endpoint(doc["name"], r["index"], r["run"],
+                         self.host.path(replica_dir(doc, r)), owner)
+                for r in live(doc) if r["state"] == _R and r.get("pid")]
+        self.endpoints = endpoints

@@ -1,0 +1,398 @@
+"""Use cases of services: a registered model version served by replicas that run as
+their owner on the allocator's GPUs (see service_life for how they are kept running).
+
+Who may do what follows the registries (core/service_rules): readers see and invoke,
+writers (owner, owning group's members, admins) update, scale and stop. The model
+reference is resolved with the caller's own read access, once, and pinned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nai_server.app import service_gpus
+from nai_server.app.accounts import Caller
+from nai_server.app.registry import Registry
+from nai_server.app.service_life import Endpoint, Supervisor
+from nai_server.app.service_stats import RequestBook
+from nai_server.config import ServerConfig
+from nai_server.core import service_rules as rules
+from nai_server.core.service_rules import live, replica_dir
+from nai_server.core.states import SERVICE_TERMINAL, ServiceState
+from nai_server.host.replica_http import Answer, ReplicaFailed, exchange
+from nai_server.host.replicas import ReplicaHost, ReplicaUnreachable
+from nai_server.host.runtime import JobRuntime
+from nai_server.protocol import Conflict, Forbidden, Invalid, NotFound, Unavailable
+from nai_server.protocol.services import (
+    BadGateway,
+    ReplicaInfo,
+    ServiceCreate,
+    ServiceInfo,
+    ServiceList,
+    ServiceUpdate,
+    TokenCreate,
+    TokenInfo,
+)
+from nai_server.store.atomic import CommitLock
+from nai_server.store.blobs import BlobStore
+from nai_server.store.db import TinyDbStore
+from nai_server.store.service_records import ServiceRecords
+
+Doc = dict[str, Any]
+MAX_NAI_YAML = 64 * 1024
+WAIT_STEP = 0.05  # seconds between looks for a ready replica
+
+
+class Services:
+    def __init__(self, config: ServerConfig, store: TinyDbStore, lock: CommitLock,
+                 blobs: BlobStore, registry: Registry, runtime: JobRuntime,
+                 clock: Callable[[], float]) -> None:
+        self.config = config
+        self.store = store
+        self.lock = lock
+        self.blobs = blobs
+        self.registry = registry
+        self.clock = clock
+        self.records = ServiceRecords(store)
+        self.host = ReplicaHost(config.state / "services", blobs, config.personal)
+        self.life = Supervisor(config, store, self.records, lock, self.host, runtime, clock)
+        self.book = RequestBook()
+        self.life.outstanding = self.book.outstanding
+        self._turn = 0  # round robin among equally busy replicas
+
+    def start(self) -> None:
+        self.life.start()
+
+    def close(self) -> None:
+        self.life.close()
+
+    # --- access -----------------------------------------------------------------------
+
+    def _owner_groups(self, doc: Doc) -> list[str]:
+        user = doc["owner"].get("user")
+        return [g["name"] for g in self.store.list_groups() if user in g["members"]]
+
+    def _may_read(self, caller: Caller, doc: Doc) -> bool:
+        return rules.may_read(caller, doc, self._owner_groups(doc))
+
+    def _readable(self, caller: Caller, name: str) -> Doc:
+        doc = self.records.get(name)
+        if doc is None or not self._may_read(caller, doc):
+            raise NotFound(f"no service named {name!r} that you may see (see `nai services`)")
+        return doc
+
+    def _writable(self, caller: Caller, name: str, verb: str) -> Doc:
+        doc = self._readable(caller, name)
+        if not rules.may_write(caller, doc):
+            raise Forbidden(f"service {name!r} belongs to {rules.owner_label(doc)}; only "
+                            f"{rules.writers(doc)} may {verb} it")
+        return doc
+
+    # --- views ------------------------------------------------------------------------
+
+    def _info(self, caller: Caller, doc: Doc) -> ServiceInfo:
+        now = self.clock()
+        name = doc["name"]
+        replicas = [ReplicaInfo(
+            index=r["index"], state=r["state"], model=r["model"], gpus=r["gpus"],
+            pid=r.get("pid"), started_at=r.get("started_at"), ready_at=r.get("ready_at"),
+            restarts=r.get("restarts", 0), message=r.get("message"),
+            stats=self.book.stats(name, r["index"], now))
+            for r in sorted(live(doc), key=lambda r: r["index"])]
+        return ServiceInfo(
+            name=name, owner=doc["owner"], user=doc["user"], model=doc["model"],
+            state=doc["state"], visibility=doc["visibility"], public=doc["public"],
+            replicas=doc["replicas"], gpus=doc["gpus"], idle_timeout=doc["idle_timeout"],
+            max_batch=doc["max_batch"], max_wait_ms=doc["max_wait_ms"],
+            created_at=doc["created_at"], updated_at=doc["updated_at"],
+            message=doc.get("message"), replica_info=replicas,
+            stats=self.book.stats(name, None, now), may_write=rules.may_write(caller, doc))
+
+    def list(self, caller: Caller) -> ServiceList:
+        with self.lock:
+            docs = [d for d in self.records.list() if self._may_read(caller, d)]
+            return ServiceList(services=[self._info(caller, d) for d in docs])
+
+    def show(self, caller: Caller, name: str) -> ServiceInfo:
+        with self.lock:
+            return self._info(caller, self._readable(caller, name))
+
+    # --- create, update, stop ---------------------------------------------------------
+
+    def _serve_section(self, tree_id: str, ref: str) -> rules.Serve:
+        """The version's nai.yaml `serve:` section (or the zero-code default)."""
+        entry = next((e for e in self.blobs.get_tree(tree_id)
+                      if e.path == "nai.yaml" and e.kind == "file"), None)
+        if entry is None:
+            return rules.Serve()
+        if entry.size > MAX_NAI_YAML:
+            raise Invalid(f"{ref}: nai.yaml is larger than {MAX_NAI_YAML} bytes")
+        with self.blobs.open(entry.sha256) as f:
+            text = f.read(MAX_NAI_YAML)
+        try:
+            loaded = yaml.safe_load(text)
+            return rules.parse_serve(loaded.get("serve") if isinstance(loaded, dict) else None)
+        except (yaml.YAMLError, rules.ServeError) as exc:
+            raise Invalid(f"{ref}: nai.yaml: {exc}") from exc
+
+    def _check_quota(self, user: str, group: str | None, each: int, replicas: int) -> None:
+        """Refuse a service that could never run: on this server, within its owners'
+        GPU quotas."""
+        total = len((self.life.runtime.state.snapshot or self.life.runtime.gpus.probe()).gpus)
+        if each > total:
+            raise Invalid(f"each replica would need {each} GPU(s); this server has {total}")
+        gpus = each * replicas
+        for kind, name in (("user", user), ("group", group)):
+            limit = service_gpus.max_gpus(self.store, kind, name)
+            if limit is not None and gpus > limit:
+                raise Forbidden(f"this service needs {gpus} GPU(s) in all, more than the "
+                                f"{limit} {kind} {name}'s quota allows; ask for fewer "
+                                f"(--gpus, --replicas) or ask an admin to raise the quota")
+
+    def create(self, caller: Caller, body: ServiceCreate) -> ServiceInfo:
+        ref = self.registry.resolve(caller, "model", body.model)
+        serve = self._serve_section(ref.tree_id, ref.ref)
+        given = body.model_fields_set
+        gpus = body.gpus if body.gpus is not None else (serve.gpus or 0)
+        replicas = body.replicas if "replicas" in given or serve.replicas is None \
+            else serve.replicas
+        now = self.clock()
+        with self.lock:
+            if body.group is not None:
+                group = self.store.get_group(body.group)
+                if group is None:
+                    raise Invalid(f"no group named {body.group!r}")
+                if not caller.admin and caller.user not in group["members"]:
+                    raise Forbidden(f"you are not a member of group {body.group!r}")
+            old = self.records.get(body.name)
+            if old is not None:
+                if old["state"] not in SERVICE_TERMINAL:
+                    raise Conflict(f"a service named {body.name!r} exists; pick another "
+                                   f"name or update it (`nai service update {body.name}`)")
+                if old["replica_docs"]:
+                    raise Conflict(f"service {body.name!r} is still stopping; try again in "
+                                   f"a few seconds")
+                self.book.forget(body.name)
+            self._check_quota(caller.user, body.group, gpus, replicas)
+            doc = {
+                "name": body.name, "number": self.records.next_number(),
+                "owner": {"group": body.group} if body.group else {"user": caller.user},
+                "user": caller.user, "model": ref.ref, "tree_id": ref.tree_id,
+                "command": serve.command, "health": serve.health, "gpus": gpus,
+                "gpu_memory": body.gpu_memory, "replicas": replicas,
+                "visibility": body.visibility, "public": body.public,
+                "idle_timeout": body.idle_timeout if "idle_timeout" in given
+                else serve.idle_timeout,
+                "max_batch": body.max_batch if body.max_batch is not None else serve.max_batch,
+                "max_wait_ms": body.max_wait_ms if body.max_wait_ms is not None
+                else serve.max_wait_ms,
+                "created_at": now, "updated_at": now, "state": str(ServiceState.PENDING),
+                "message": None, "runs": 0, "failures": [], "replica_docs": [],
+                "tokens": [], "idle": False,
+            }
+            self.records.put(doc)
+            info = self._info(caller, doc)
+        self.life.wake()
+        return info
+
+    def update(self, caller: Caller, name: str, body: ServiceUpdate) -> ServiceInfo:
+        ref = serve = None
+        if body.model is not None:
+            ref = self.registry.resolve(caller, "model", body.model)
+            serve = self._serve_section(ref.tree_id, ref.ref)
+        with self.lock:
+            doc = self._writable(caller, name, "update")
+            if doc["state"] in SERVICE_TERMINAL:
+                raise Conflict(f"service {name!r} is {doc['state']}; create it again "
+                               f"(`nai serve`) to run it")
+            if ref is not None and serve is not None and ref.ref != doc["model"]:
+                doc.update(model=ref.ref, tree_id=ref.tree_id, command=serve.command,
+                           health=serve.health, message=None, rollout_at=self.clock())
+            if body.replicas is not None:
+                self._check_quota(doc["user"], doc["owner"].get("group"), doc["gpus"],
+                                  body.replicas)
+                doc["replicas"] = body.replicas
+            if body.visibility is not None:
+                doc["visibility"] = body.visibility
+            if body.public is not None:
+                doc["public"] = body.public
+            if body.idle_timeout is not None:
+                doc["idle_timeout"] = body.idle_timeout or None
+            doc["updated_at"] = self.clock()
+            self.records.put(doc)
+            info = self._info(caller, doc)
+        self.life.wake()
+        return info
+
+    def stop(self, caller: Caller, name: str) -> ServiceInfo:
+        with self.lock:
+            doc = self._writable(caller, name, "stop")
+            if doc["state"] not in SERVICE_TERMINAL:
+                now = self.clock()
+                doc.update(state=str(ServiceState.STOPPED), updated_at=now,
+                           message=f"stopped by {caller.user}")
+                for r in live(doc):
+                    self.life._retire(r, now)
+                self.records.put(doc)
+            info = self._info(caller, doc)
+        self.life.endpoints.pop(name, None)
+        self.life.wake()
+        return info
+
+    # --- tokens (for the gateway) -----------------------------------------------------
+
+    def create_token(self, caller: Caller, name: str, body: TokenCreate) -> TokenInfo:
+        token = "nai_" + secrets.token_urlsafe(32)
+        with self.lock:
+            doc = self._writable(caller, name, "make tokens for")
+            entry = {"id": secrets.token_hex(6), "label": body.label,
+                     "created_at": self.clock(), "hash": _hash(token)}
+            doc["tokens"].append(entry)
+            self.records.put(doc)
+        return TokenInfo(id=entry["id"], label=entry["label"], created_at=entry["created_at"],
+                         token=token)
+
+    def list_tokens(self, caller: Caller, name: str) -> list[TokenInfo]:
+        with self.lock:
+            doc = self._writable(caller, name, "see the tokens of")
+        return [TokenInfo(id=t["id"], label=t["label"], created_at=t["created_at"])
+                for t in doc["tokens"]]
+
+    def delete_token(self, caller: Caller, name: str, token_id: str) -> None:
+        with self.lock:
+            doc = self._writable(caller, name, "revoke tokens of")
+            kept = [t for t in doc["tokens"] if t["id"] != token_id]
+            if len(kept) == len(doc["tokens"]):
+                raise NotFound(f"service {name!r} has no token {token_id!r}")
+            doc["tokens"] = kept
+            self.records.put(doc)
+
+    def gateway_allows(self, name: str, token: str | None) -> bool:
+        """Whether the gateway lets a request with this bearer token (or none) through
+        to the service: a token of its own, or public where the admin allows it."""
+        with self.lock:
+            doc = self.records.get(name)
+        if doc is None:
+            return False
+        if doc["public"] and self.config.services.gateway.allow_public:
+            return True
+        digest = _hash(token) if token else ""
+        return bool(token) and any(secrets.compare_digest(t["hash"], digest)
+                                   for t in doc["tokens"])
+
+    # --- logs -------------------------------------------------------------------------
+
+    def log_dir(self, caller: Caller, name: str, replica: int) -> Path:
+        """The directory of replica `replica`'s current (or last) run."""
+        with self.lock:
+            doc = self._readable(caller, name)
+        runs = [r for r in doc["replica_docs"] if r["index"] == replica and r["run"]]
+        if not runs:
+            raise NotFound(f"service {name!r} has no replica {replica} that ran")
+        newest = max(runs, key=lambda r: r["run"])
+        return self.host.path(replica_dir(doc, newest))
+
+    def log_ended(self, name: str, where: Path) -> bool:
+        """Whether the run logging into `where` is over (following stops)."""
+        with self.lock:
+            doc = self.records.get(name)
+        if doc is None:
+            return True
+        return not any(self.host.path(replica_dir(doc, r)) == where and not r.get("stopping")
+                       for r in doc["replica_docs"])
+
+    # --- the proxy ----------------------------------------------------------------------
+
+    def _pick(self, name: str, tried: set[int]) -> list[Endpoint]:
+        """Ready replicas not yet tried, least outstanding requests first (ties in turn)."""
+        found = [e for e in self.life.endpoints.get(name, ()) if e.index not in tried]
+        self._turn += 1
+        turn = self._turn
+        return sorted(found, key=lambda e: (self.book.outstanding(name, e.index),
+                                            (e.index + turn) % max(1, len(found))))
+
+    def admit(self, caller: Caller | None, name: str) -> float:
+        """Whether `caller` may invoke the service now (raises if not), and how long to
+        wait for a ready replica; a service scaled to zero starts. `caller` None: checked
+        already (the gateway's token). Takes the lock: call it from a thread."""
+        with self.lock:
+            doc = self.records.get(name)
+            if doc is None or (caller is not None and not self._may_read(caller, doc)):
+                raise NotFound(f"no service named {name!r} that you may see "
+                               f"(see `nai services`)")
+        if doc["state"] in SERVICE_TERMINAL:
+            raise Unavailable(f"service {name!r} is {doc['state']}"
+                              + (f": {doc['message']}" if doc.get("message") else ""))
+        settings = self.config.services
+        self.life.last_request[name] = self.clock()
+        if doc["replicas"] == 0:
+            raise Unavailable(f"service {name!r} is scaled to 0 replicas (`nai service "
+                              f"scale {name} --replicas 1` starts it)")
+        if doc.get("idle") or not live(doc):
+            self.life.wanted_now.add(name)  # idle, scaled to zero: this request starts it
+            self.life.wake()
+            return max(settings.invoke_wait, settings.start_timeout)
+        return settings.invoke_wait
+
+    async def invoke(self, name: str, wait: float, method: str, target: str,
+                     headers: list[tuple[bytes, bytes]], body: bytes) -> Answer:
+        """Send one request to a ready replica (after `admit`), waiting up to `wait`
+        seconds for one: 503 then, never a hang."""
+        self.life.last_request[name] = self.clock()
+        deadline = time.monotonic() + wait
+        tried: set[int] = set()
+        while True:
+            for ep in self._pick(name, tried):
+                try:
+                    sock = self.host.connect(ep.dir, ep.owner)
+                except ReplicaUnreachable:
+                    tried.add(ep.index)
+                    continue
+                return await self._send(ep, sock, method, target, headers, body)
+            if time.monotonic() >= deadline:
+                self.book.failed(name, -1, self.clock())
+                raise Unavailable(
+                    f"service {name!r} has no ready replica after {wait:g}s (see `nai "
+                    f"service show {name}`); try again once it is ready")
+            tried.clear()
+            await asyncio.sleep(WAIT_STEP)
+
+    async def _send(self, ep: Endpoint, sock: Any, method: str, target: str,
+                    headers: list[tuple[bytes, bytes]], body: bytes) -> Answer:
+        name, index = ep.service, ep.index
+        started = time.monotonic()
+        self.book.begin(name, index)
+        try:
+            answer = await exchange(sock, method, target, headers, body,
+                                    self.config.services.request_timeout)
+        except ReplicaFailed as exc:
+            self.book.end(name, index, self.clock(), time.monotonic() - started, True)
+            raise BadGateway(f"replica {index} of service {name!r}: {exc}") from exc
+        except BaseException:
+            self.book.end(name, index, self.clock(), time.monotonic() - started, True)
+            raise
+        answer.body = self._counted(answer.body, answer.status >= 500, name, index, started)
+        return answer
+
+    async def _counted(self, inner: AsyncIterator[bytes], error: bool, name: str, index: int,
+                       started: float) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in inner:
+                yield chunk
+        except BaseException:
+            error = True
+            raise
+        finally:
+            self.book.end(name, index, self.clock(), time.monotonic() - started, error)
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()

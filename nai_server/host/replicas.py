@@ -1,0 +1,266 @@
+"""Service replicas on this host: their directories, processes and sockets.
+
+A replica runs as its service's user, started by the jobs' launcher (a wrapper in its
+own session that records its pid and exit status in a root-owned file), in
+`<state>/services/<dir>/`: a directory the daemon owns (0711) holding its log, the
+wrapper's status file, the model version read-only in `model/` (links to the blobs,
+as a job's `model:`), and `run/`, the one directory the user owns, where the replica
+binds its socket `run/serve.sock` ($NAI_SERVE_SOCKET).
+
+The user can put anything at `run/serve.sock`: a symlink to a root-owned socket, a
+FIFO, a socket that never answers. So the daemon opens `run/` without following
+links, accepts only a socket owned by the user, connects through the directory's
+descriptor without blocking, and then requires the peer at the other end to be a
+process of that user (SO_PEERCRED): a link swapped in between the check and the
+connect still reaches no one else. Reads have deadlines; nothing a replica does can
+make the daemon wait longer than them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shlex
+import shutil
+import signal
+import socket
+import stat
+import struct
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nai_server.core.service_rules import DEFAULT_COMMAND
+from nai_server.host import jobfiles, mounts, unix
+from nai_server.host.launchers.local import (
+    Handle,
+    LaunchRequest,
+    LocalLauncher,
+    Status,
+    proc_start_ticks,
+    proc_uid,
+    read_wrapper_pid,
+    session_of,
+)
+from nai_server.store.blobs import BlobStore
+
+SOCKET_DIR = "run"
+SOCKET_NAME = "serve.sock"
+MODEL_DIR = "model"
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_PEERCRED = struct.Struct("3i")  # pid, uid, gid
+MAX_HEAD = 64 * 1024  # bytes of a health answer read at most
+
+
+class ReplicaUnreachable(Exception):
+    """The replica's socket is missing, not the user's, refused, or not answering."""
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who a replica runs as: None ids in a personal daemon (its own user)."""
+
+    user: str
+    uid: int | None = None
+    gid: int | None = None
+    groups: tuple[int, ...] = ()
+
+    @property
+    def expected_uid(self) -> int:
+        """The uid the replica's socket and process must have."""
+        return os.getuid() if self.uid is None else self.uid
+
+
+@dataclass(frozen=True)
+class ReplicaStart:
+    """What to start: a replica of a model version, as `owner`, on `gpus`."""
+
+    dir: Path
+    tree_id: str
+    command: str
+    owner: Owner
+    gpus: tuple[int, ...]
+    env: dict[str, str] = field(default_factory=dict)  # NAI_* about the service
+
+
+class ReplicaHost:
+    """Builds, starts, watches, signals and removes replicas under `root`."""
+
+    def __init__(self, root: Path, blobs: BlobStore, personal: bool,
+                 launcher: LocalLauncher | None = None) -> None:
+        self.root = root
+        self.blobs = blobs
+        self.personal = personal
+        self.launcher = launcher or LocalLauncher()
+        root.mkdir(parents=True, exist_ok=True)
+        os.chmod(root, 0o700 if personal else 0o711)
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    def owner(self, user: str) -> Owner | None:
+        """The unix identity a replica of `user` runs as; None: no such account."""
+        if self.personal or os.geteuid() != 0:
+            return Owner(user)
+        account = unix.unix_account(user)
+        if account is None:
+            return None
+        return Owner(user, account.pw_uid, account.pw_gid, tuple(unix.unix_groups(user)))
+
+    # --- starting ---------------------------------------------------------------------
+
+    def build(self, start: ReplicaStart) -> None:
+        """The replica's directory, new: model read-only, `run/` the owner's."""
+        where = start.dir
+        if os.path.lexists(where):
+            self.remove(where)
+        building = where.with_name(f".{where.name}.new")
+        if os.path.lexists(building):
+            self.remove(building)
+        building.mkdir(mode=0o700)
+        mounts.mount(self.blobs, start.tree_id, building / MODEL_DIR)
+        run = building / SOCKET_DIR
+        run.mkdir(mode=0o700)
+        if start.owner.uid is not None:
+            os.chown(run, start.owner.uid, start.owner.gid if start.owner.gid is not None else -1)
+        os.chmod(building, 0o711)
+        os.rename(building, where)
+
+    def start(self, start: ReplicaStart) -> Handle:
+        self.build(start)
+        owner = start.owner
+        account = unix.unix_account(owner.user)
+        home = account.pw_dir if account else os.environ.get("HOME", "/")
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "HOME": home, "USER": owner.user, "LOGNAME": owner.user, "SHELL": "/bin/sh",
+            "LANG": os.environ.get("LANG", "C.UTF-8"), "PYTHONUNBUFFERED": "1",
+            **({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}),
+            **start.env,
+            "NAI_MODEL_DIR": str(start.dir / MODEL_DIR),
+            "NAI_SERVE_SOCKET": str(start.dir / SOCKET_DIR / SOCKET_NAME),
+            "NAI_REPLICA_DIR": str(start.dir),
+            "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in start.gpus),
+            "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+        }
+        command = start.command
+        if command == DEFAULT_COMMAND:  # nai's own server: this Python, wherever PATH leads
+            command = f"exec {shlex.quote(sys.executable)} -m nai_server.serving.replica"
+        request = LaunchRequest(
+            job_id=0, job_dir=start.dir, command=command, env=env,
+            cwd=start.dir / MODEL_DIR, uid=owner.uid, gid=owner.gid, groups=owner.groups)
+        return self.launcher.start(request)
+
+    # --- watching ---------------------------------------------------------------------
+
+    def status(self, where: Path, handle: Handle | None) -> Status:
+        return self.launcher.status(where, handle)[0]
+
+    def adopt(self, where: Path, owner: Owner) -> Handle | None:
+        """The running wrapper a daemon that died while starting it left: its pid, if
+        it lives, leads its session and is the owner's."""
+        pid = read_wrapper_pid(where)
+        ticks = proc_start_ticks(pid) if pid else None
+        if (pid and ticks is not None and session_of(pid) == pid
+                and proc_uid(pid) == owner.expected_uid):
+            return Handle(pid, ticks)
+        return None
+
+    def alive(self, handle: Handle) -> bool:
+        ticks = proc_start_ticks(handle.pid)
+        return ticks is not None and (handle.start_ticks < 0 or ticks == handle.start_ticks)
+
+    def signal(self, handle: Handle, sig: int = signal.SIGTERM) -> None:
+        self.launcher.signal(handle, sig)
+
+    def log_tail(self, where: Path, limit: int = 2000, lines: int = 10) -> str:
+        """The last lines of the replica's log (a FIFO or a link there is not read)."""
+        try:
+            with jobfiles.open_regular(where, "log") as fd:
+                if fd is None:
+                    return ""
+                size = os.fstat(fd).st_size
+                tail = os.pread(fd, limit, max(0, size - limit))
+        except OSError:
+            return ""
+        text = tail.decode("utf-8", "replace").rstrip("\n")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def remove(self, where: Path) -> None:
+        """The replica's directory, gone (the model's links go; the blobs stay)."""
+        if not os.path.lexists(where):
+            return
+        mounts.unmount(where / MODEL_DIR)
+        shutil.rmtree(where, ignore_errors=True)
+
+    # --- talking to it ----------------------------------------------------------------
+
+    def connect(self, where: Path, owner: Owner) -> socket.socket:
+        """A connected, non-blocking socket to the replica; ReplicaUnreachable if its
+        socket is not the owner's own, or nothing of the owner's listens on it."""
+        try:
+            dir_fd = os.open(where / SOCKET_DIR, _DIR_FLAGS)
+        except OSError as exc:
+            raise ReplicaUnreachable(f"no socket directory: {exc.strerror}") from exc
+        sock = None
+        try:
+            try:
+                st = os.stat(SOCKET_NAME, dir_fd=dir_fd, follow_symlinks=False)
+            except OSError as exc:
+                raise ReplicaUnreachable("not listening yet") from exc
+            if not stat.S_ISSOCK(st.st_mode) or st.st_uid != owner.expected_uid:
+                raise ReplicaUnreachable(f"{SOCKET_NAME} is not a socket of {owner.user}")
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.setblocking(False)  # a unix connect never waits then: EAGAIN at most
+            try:
+                sock.connect(f"/proc/self/fd/{dir_fd}/{SOCKET_NAME}")
+            except OSError as exc:
+                why = "busy" if exc.errno == errno.EAGAIN else exc.strerror
+                raise ReplicaUnreachable(f"connect: {why}") from exc
+            raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+            _pid, uid, _gid = _PEERCRED.unpack(raw)
+            if uid != owner.expected_uid:
+                raise ReplicaUnreachable(
+                    f"the process behind {SOCKET_NAME} is not {owner.user}'s (uid {uid})")
+            return sock
+        except BaseException:
+            if sock is not None:
+                sock.close()
+            raise
+        finally:
+            os.close(dir_fd)
+
+    def probe(self, where: Path, owner: Owner, path: str, timeout: float) -> tuple[bool, str]:
+        """GET `path` on the replica: (healthy, why not). Never longer than `timeout`."""
+        deadline = time.monotonic() + timeout
+        try:
+            sock = self.connect(where, owner)
+        except ReplicaUnreachable as exc:
+            return False, str(exc)
+        with contextlib.closing(sock):
+            try:
+                sock.setblocking(True)
+                sock.settimeout(timeout)
+                sock.sendall(f"GET {path} HTTP/1.1\r\nHost: replica\r\n"
+                             "Connection: close\r\n\r\n".encode())
+                head = b""
+                while b"\r\n" not in head and len(head) < MAX_HEAD:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False, f"no answer to GET {path} within {timeout:g}s"
+                    sock.settimeout(left)
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        break
+                    head += chunk
+            except TimeoutError:
+                return False, f"no answer to GET {path} within {timeout:g}s"
+            except OSError as exc:
+                return False, f"GET {path}: {exc.strerror or exc}"
+        line = head.split(b"\r\n", 1)[0].split()
+        if len(line) >= 2 and line[1] == b"200":
+            return True, ""
+        shown = line[1].decode("latin-1")[:3] if len(line) >= 2 else "no status"
+        return False, f"GET {path} answered {shown}"

@@ -1,0 +1,70 @@
+"""Services' pure rules: access, the `serve:` section, state, restarts, replicas."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from nai_server.core import service_rules as rules
+
+
+@dataclass
+class Who:
+    user: str
+    admin: bool = False
+    groups: tuple[str, ...] = ()
+
+
+def doc(owner: dict, visibility: str) -> dict:
+    return {"owner": owner, "visibility": visibility, "replica_docs": []}
+
+
+@pytest.mark.parametrize(("owner", "visibility", "who", "read", "write"), [
+    ({"user": "ann"}, "private", Who("ann"), True, True),
+    ({"user": "ann"}, "private", Who("bob", groups=("lab",)), False, False),
+    ({"user": "ann"}, "private", Who("root", admin=True), True, True),
+    ({"user": "ann"}, "group", Who("bob", groups=("lab",)), True, False),
+    ({"user": "ann"}, "group", Who("eve", groups=("other",)), False, False),
+    ({"group": "lab"}, "private", Who("bob", groups=("lab",)), True, True),
+    ({"group": "lab"}, "group", Who("eve"), False, False),
+    ({"user": "ann"}, "shared", Who("eve"), True, False),
+])
+def test_access(owner: dict, visibility: str, who: Who, read: bool, write: bool) -> None:
+    d = doc(owner, visibility)
+    assert rules.may_read(who, d, owner_groups=("lab",)) is read
+    assert rules.may_write(who, d) is write
+
+
+def test_serve_section() -> None:
+    assert rules.parse_serve(None) == rules.Serve()
+    got = rules.parse_serve({"command": "python s.py", "health": "/ok", "gpus": 1,
+                             "replicas": 2, "idle_timeout": 60})
+    assert (got.command, got.health, got.gpus, got.replicas, got.idle_timeout) == (
+        "python s.py", "/ok", 1, 2, 60.0)
+    for bad, why in [([], "mapping"), ({"command": ""}, "command"),
+                     ({"health": "health"}, "path"), ({"health": "/a b"}, "path"),
+                     ({"gpus": -1}, "gpus"), ({"gpus": True}, "gpus"),
+                     ({"replicas": "2"}, "replicas"), ({"comand": "x"}, "unknown")]:
+        with pytest.raises(rules.ServeError, match=why):
+            rules.parse_serve(bad)
+
+
+def test_state_backoff_and_failures() -> None:
+    assert rules.service_state([]) == "pending"
+    assert rules.service_state(["starting", "ready", "unhealthy"]) == "ready"
+    assert rules.service_state(["starting", "unhealthy"]) == "unhealthy"
+    assert [rules.backoff(n) for n in (1, 2, 3, 10)] == [0.5, 1.0, 2.0, 30.0]
+    assert rules.too_many_failures([100, 101, 102], 103, window=10, limit=3)
+    assert not rules.too_many_failures([1, 101, 102], 103, window=10, limit=3)
+
+
+def test_new_replicas_take_the_lowest_free_index() -> None:
+    d = {"replica_docs": [], "gpus": 1, "model": "m@1", "tree_id": "t", "command": "c",
+         "health": "/h", "number": 7}
+    first, second = rules.new_replica(d), rules.new_replica(d)
+    assert (first["index"], second["index"]) == (0, 1)
+    first["stopping"] = True  # on its way out: its index is free again
+    assert rules.new_replica(d)["index"] == 0
+    assert rules.live(d) == [second, d["replica_docs"][2]]
+    assert rules.replica_dir(d, {"run": 3}) == "7.3"
