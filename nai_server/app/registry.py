@@ -196,14 +196,15 @@ class Registry:
 
     def register_output(self, caller: Caller, name: str, tree_id: str, *,
                         group: str | None, description: str,
-                        metadata: dict[str, Any]) -> RegistryVersion:
+                        metadata: dict[str, Any], tag: str | None = None) -> RegistryVersion:
         """A job's outputs as the next version of model `name`, created (owned by the
         caller, or by `group`) when it does not exist yet. Same checks as a push, but
-        for the tree: the runtime made it from the caller's job."""
+        for the tree: made from a job the caller may read (at its end by the runtime,
+        or later by `JobModels`, which checked)."""
         # A job's outputs are always a new version, even when they equal the latest:
         # the version carries that job's lineage.
         body = VersionCreate(tree_id=tree_id, description=description, metadata=metadata,
-                             allow_same=True)
+                             allow_same=True, tag=tag)
         with self.lock:
             if self.store.get_registry_entry("model", name) is not None:
                 return self.push(caller, "model", name, body, own_tree=True)

@@ -30,12 +30,15 @@ from nai_server.protocol import (
     format_size,
 )
 from nai_tui.cli.contract import json_flag
+from nai_tui.cli.model_commands import add_register_verb, version_details
 from nai_tui.cli.output import emit_json, note, report_pull, table
 from nai_tui.config import cache_dir
 from nai_tui.remote.client import ServerClient
 from nai_tui.sync import push as sync
 
 KINDS = ("dataset", "model")
+# Metadata `nai model show` prints as lines of their own (model_commands.version_details).
+SHOWN_APART = ("summary", "lineage", "source", "metric", "summary_partial")
 FORCE_HELP = ("overwrite local files that differ from the server's copy (by default "
               "they are kept, listed, and nai exits with status 5)")
 
@@ -171,9 +174,10 @@ def cmd_show(args: argparse.Namespace, client: ServerClient) -> int:
                  f"  used by:  {', '.join(f'job {j}' for j in v.used_by) or 'no jobs'}"]
         if v.description:
             lines.append(f"  about:    {v.description}")
-        if v.metadata:
-            lines.append(f"  metadata: {json.dumps(v.metadata, sort_keys=True)}")
-        print("\n".join(lines))
+        rest = {k: x for k, x in v.metadata.items() if k not in SHOWN_APART}
+        if rest:
+            lines.append(f"  metadata: {json.dumps(rest, sort_keys=True)}")
+        print("\n".join(lines + version_details(v)))
         return 0
     e = client.registry_entry(args.kind, name)
     if args.json:
@@ -185,6 +189,10 @@ def cmd_show(args: argparse.Namespace, client: ServerClient) -> int:
              v.created_by, ",".join(map(str, v.used_by)) or "-",
              "removed (kept while in use)" if v.deleted else ""] for v in e.versions]
     print(table(rows, ["VERSION", "TAG", "SIZE", "FILES", "CREATED", "BY", "JOBS", ""]))
+    live = [v for v in e.versions if not v.deleted]
+    details = version_details(live[-1]) if live else []
+    if details:
+        print(f"latest, @{live[-1].version}:\n" + "\n".join(details))
     return 0
 
 
@@ -290,6 +298,7 @@ def add_registry_commands(sub: Any) -> None:
                            help="a JSON object of metrics to keep with the version")
             p.add_argument("--finetune-command", metavar="CMD",
                            help="what `nai finetune` runs in this version's files")
+            add_register_verb(verb)
         verb("list", cmd_list, f"the {kind}s you may read")
         p = verb("show", cmd_show, f"a {kind}'s versions, or one version in detail")
         p.add_argument("ref", metavar="NAME[@VERSION]")
