@@ -73,6 +73,8 @@ class JobSpec:
     metrics: dict[str, Any] | None = None  # log patterns and presets (core.metric_patterns)
     # None: /bin/sh and the daemon's PATH; login, {conda: NAME} or {venv: PATH} (core.env_setup)
     env_setup: EnvSetup | None = None
+    # linked: code files are read-only links to the uploaded blobs; writable: a private copy
+    code: str = "linked"
 
 
 FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(JobSpec))
@@ -273,6 +275,14 @@ def _job_ids(value: object) -> tuple[int, ...]:
     return tuple(ids)
 
 
+def _code(value: object) -> str:
+    if value not in ("linked", "writable"):
+        raise ValueError(f"must be linked (the default: the code's files are read-only, "
+                         f"shared with the upload) or writable (a private copy the job may "
+                         f"change), got {shown(value)}")
+    return str(value)
+
+
 def _bool(value: object) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"must be true or false, got {shown(value)}")
@@ -298,6 +308,7 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "group": _optional(_name),
     "metrics": _optional(parse_metrics),
     "env_setup": _optional(parse_env_setup),
+    "code": _code,
 }
 
 
