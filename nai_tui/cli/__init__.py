@@ -118,6 +118,9 @@ def _add_run_commands(add: Add) -> None:
                    "/bin/sh and the server daemon's PATH: `python` is the server's unless "
                    "nai.yaml has env_setup: login, {conda: NAME} or {venv: PATH}")
     p.add_argument("--env", action="append", metavar="K=V", help="repeatable")
+    p.add_argument("--yes", action="store_true", help="upload large files (over 50 MB, or "
+                   "100 MB together) without asking; without it nai asks at a terminal "
+                   "and refuses in a script")
     _add_outcome_options(p)
 
     p = add("finetune", commands.cmd_finetune, "run a model's own code on a dataset, "

@@ -23,6 +23,7 @@ from nai_tui.config import ClientConfig, ServerEntry, cache_dir, config_dir
 from nai_tui.remote.client import ServerClient
 from nai_tui.remote.connect import connect
 from nai_tui.sync import push as sync
+from nai_tui.sync.bigfiles import confirm_big_upload
 
 SPEC_FILE = "nai.yaml"
 
@@ -62,8 +63,10 @@ def submit_folder(client: ServerClient, folder: Path, spec_file: Path | None = N
     else:
         raise Invalid(f"no {SPEC_FILE} in {folder} and no --command: write a {SPEC_FILE} "
                       f"(see jobs/ for examples) or pass --command 'python train.py'")
+    yes = overrides.pop("yes", False)
     note(f"syncing {folder} to {client.name} ...")
-    tree = sync.push(client, folder, cache=_hash_cache())
+    tree = sync.push(client, folder, cache=_hash_cache(),
+                     check=confirm_big_upload(yes, warn=note))
     return client.submit(**spec_args, overrides=overrides, code_tree=tree)
 
 
@@ -72,7 +75,7 @@ def cmd_submit(args: argparse.Namespace, client: ServerClient) -> int:
     job = submit_folder(client, Path(args.dir), spec_file, gpus=args.gpus,
                         time_limit=args.time_limit, name=args.name, dataset=args.dataset,
                         model=args.model, env=args.env or None, command=args.command,
-                        register_model=args.register_model)
+                        register_model=args.register_model, yes=args.yes or None)
     return _submitted(args, client, job)
 
 
