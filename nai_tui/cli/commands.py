@@ -174,15 +174,16 @@ def cmd_show(args: argparse.Namespace, client: ServerClient) -> int:
              (f" (group {job.group})" if job.group else ""),
              f"  state:     {job.state}" + (f", waiting: {job.reason}" if job.reason else ""),
              f"  command:   {job.spec.get('command')}",
-             f"  gpus:      {','.join(map(str, job.gpus)) or job.spec.get('gpus', 1)}",
+             f"  gpus:      {output.gpus_cell(job)}",
              f"  submitted: {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(job.submitted_at))}",
              f"  runtime:   {output.job_runtime(job)}"]
     limits = [f"memory {format_size(job.spec['memory'])}" if job.spec.get("memory") else "",
               f"{job.spec['cpus']:g} cpus" if job.spec.get("cpus") else ""]
     if any(limits):
         lines.append(f"  limits:    {', '.join(part for part in limits if part)}")
-    if job.est_start:
-        lines.append(f"  est. start: {time.strftime('%H:%M:%S', time.localtime(job.est_start))}")
+    if job.est_start and job.state == "queued":
+        lines.append(f"  est. start: {time.strftime('%H:%M:%S', time.localtime(job.est_start))}"
+                     f" ({output.starts_in(job.est_start, time.time())})")
     for kind, ref in (("dataset", job.dataset), ("model", job.model)):
         if ref:
             lines.append(f"  {kind + ':':<10} {ref['name']}@{ref['version']}")
