@@ -152,7 +152,7 @@ class Registry:
             latest_tag=newest.get("tag") if newest else None,
             size=newest["size"] if newest else 0, files=newest["files"] if newest else 0,
             versions=sum(1 for v in doc["versions"] if not v.get("deleted")),
-            may_write=rules.may_write(caller, doc))
+            may_write=rules.may_write(caller, doc), metric=_chosen_metric(newest))
 
     def list_entries(self, caller: Caller, kind: Kind) -> list[RegistrySummary]:
         """Every entry of `kind` the caller may read, by name."""
@@ -410,3 +410,8 @@ class Registry:
                         self.store.put_registry_entry(doc["kind"], doc)
                     else:
                         self.store.remove_registry_entry(doc["kind"], doc["name"])
+
+
+def _chosen_metric(version: Doc | None) -> dict[str, Any] | None:
+    metric = (version or {}).get("metadata", {}).get("metric")
+    return metric if isinstance(metric, dict) else None

@@ -94,6 +94,9 @@ class RegistrySummary(RegistryHead):
     files: int = 0
     versions: int = 0  # live versions
     may_write: bool = False
+    # The latest version's chosen metric (`nai model register --metric`), when it has one:
+    # {"name", "best", "last", "direction", ...}
+    metric: dict[str, Any] | None = None
 
 
 class RegistryEntry(RegistryHead):

@@ -70,6 +70,13 @@ def metrics_table(summary: Mapping[str, Any], chosen: str | None = None) -> str:
     return table(rows, ["METRIC", "BEST", "AT STEP", "LAST", "AT STEP", "", "POINTS"])
 
 
+def metric_cell(metric: Mapping[str, Any] | None) -> str:
+    """A listing's cell for a version's chosen metric: `val_ppl 20.5`."""
+    if not metric:
+        return ""
+    return f"{metric.get('name', '?')} {_value(metric.get('best'))}"
+
+
 def lineage_lines(v: RegistryVersion) -> list[str]:
     """Where a version came from, in words (empty for a pushed folder)."""
     lineage = v.metadata.get("lineage")

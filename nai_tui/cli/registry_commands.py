@@ -30,7 +30,7 @@ from nai_server.protocol import (
     format_size,
 )
 from nai_tui.cli.contract import json_flag
-from nai_tui.cli.model_commands import add_register_verb, version_details
+from nai_tui.cli.model_commands import add_register_verb, metric_cell, version_details
 from nai_tui.cli.output import emit_json, note, report_pull, table
 from nai_tui.config import cache_dir
 from nai_tui.remote.client import ServerClient
@@ -154,8 +154,12 @@ def cmd_list(args: argparse.Namespace, client: ServerClient) -> int:
     rows = [[e.name, "-" if e.latest is None else e.latest, e.latest_tag or "",
              format_size(e.size), e.files, _owner(e.owner), _readers(e), e.description[:40]]
             for e in entries]
-    print(table(rows, ["NAME", "LATEST", "TAG", "SIZE", "FILES", "OWNER", "READERS",
-                       "DESCRIPTION"]))
+    headers = ["NAME", "LATEST", "TAG", "SIZE", "FILES", "OWNER", "READERS", "DESCRIPTION"]
+    if any(e.metric for e in entries):  # models registered with --metric
+        for row, e in zip(rows, entries, strict=True):
+            row.insert(5, metric_cell(e.metric))
+        headers.insert(5, "METRIC (BEST)")
+    print(table(rows, headers))
     return 0
 
 

@@ -46,6 +46,9 @@ def test_register_a_job_then_show_its_metrics(env: dict[str, str], tmp_path: Pat
     assert rows[header + 1][:6] == ["*", "acc", "0.85", "3", "0.85", "3"]
     assert rows[header + 2][:5] == ["loss", "0.25", "2", "0.5", "3"]
 
+    listed = nai(env, "model", "list").stdout.splitlines()
+    assert "METRIC (BEST)" in listed[0]
+    assert "acc 0.85" in next(line for line in listed if line.startswith("clf "))
     version = json.loads(nai(env, "model", "show", "clf@1", "--json").stdout)
     assert version["files"] == 1 and version["metadata"]["metric"]["name"] == "acc"
     shown = nai(env, "model", "show", "clf")
