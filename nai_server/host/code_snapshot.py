@@ -18,6 +18,7 @@ back to writable, so they (and a job that runs as root) get a copy; so does a sp
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from nai_server.store.blobs import BlobStore
@@ -41,19 +42,15 @@ def snapshot(blobs: BlobStore, tree_id: str, dest: Path, uid: int | None, gid: i
         return
     assert uid is not None
     blobs.materialise(tree_id, dest, link=True)
-    blob_inodes = set()
-    for e in blobs.get_tree(tree_id):
-        if e.kind == "file":
-            st = os.stat(blobs.path_of(e.sha256))
-            blob_inodes.add((st.st_dev, st.st_ino))
-    give_all(dest, uid, owner_gid, keep=blob_inodes)
+    give_all(dest, uid, owner_gid, linked=True)
 
 
-def give_all(root: Path, uid: int, gid: int, keep: set[tuple[int, int]] | None = None) -> None:
-    """Give the owner every directory, link and file under `root`, but for the inodes in
-    `keep` (the store's blobs: chown would hand the blob itself, for every job and
-    version that shares it, to this job's user). Files given are made writable by their
-    owner; no symlink is followed."""
+def give_all(root: Path, uid: int, gid: int, *, linked: bool = False) -> None:
+    """Give the owner every directory, symlink and file under `root` (no symlink is
+    followed). `linked`: but for the hard links to the store's blobs, the files with
+    more than one link (the copies just made have one): chown would hand the blob
+    itself, shared by every job and version that holds it, to this job's user. The
+    copies given are made writable by their owner."""
     os.chown(root, uid, gid, follow_symlinks=False)
     os.chmod(root, 0o755)
     for dirpath, dirnames, filenames in os.walk(root):
@@ -65,8 +62,8 @@ def give_all(root: Path, uid: int, gid: int, keep: set[tuple[int, int]] | None =
         for name in filenames:
             path = os.path.join(dirpath, name)
             st = os.lstat(path)
-            if keep is not None and (st.st_dev, st.st_ino) in keep:
-                continue
+            if linked and stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+                continue  # a blob
             os.chown(path, uid, gid, follow_symlinks=False)
-            if keep is not None and not os.path.islink(path):
-                os.chmod(path, (st.st_mode & 0o7777) | 0o200)
+            if linked and stat.S_ISREG(st.st_mode):
+                os.chmod(path, stat.S_IMODE(st.st_mode) | 0o200)
