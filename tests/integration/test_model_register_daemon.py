@@ -16,6 +16,7 @@ TRAIN = """
 mkdir -p "$NAI_OUTPUT_DIR/ckpt/best"
 printf weights > "$NAI_OUTPUT_DIR/ckpt/best/w.bin"
 printf notes > "$NAI_OUTPUT_DIR/train.log"
+ln -s ../train.log "$NAI_OUTPUT_DIR/ckpt/log"
 for row in '"step": 1, "loss": 1.0, "accuracy": 0.5, "val_ppl": 30' \\
            '"step": 2, "loss": 0.5, "accuracy": 0.9, "val_ppl": 20' \\
            '"step": 3, "loss": 0.7, "accuracy": 0.8, "val_ppl": 25'; do
@@ -85,7 +86,8 @@ def test_register_a_jobs_outputs_as_a_model(daemon: Daemon, make_user) -> None:
     again = daemon.as_user(member, "POST", "/v1/models/net/from-job",
                            {"job": job_id, "metric": "val_ppl", "direction": "max"})
     assert again.status == 201, again.json()
-    assert _files(daemon, again.json()["tree_id"]) == {"ckpt/best/w.bin", "train.log"}
+    assert _files(daemon, again.json()["tree_id"]) == {"ckpt/best/w.bin", "ckpt/log",
+                                                       "train.log"}
     chosen = again.json()["metadata"]["metric"]
     assert (chosen["name"], chosen["best"], chosen["direction"]) == ("val_ppl", 30, "max")
     not_theirs = daemon.as_user(owner, "POST", "/v1/models/net/from-job", {"job": job_id})
@@ -122,6 +124,10 @@ def test_a_model_one_may_read_but_not_write_is_refused(daemon: Daemon, make_user
     escape = daemon.as_user(owner, "POST", "/v1/models/mine/from-job",
                             {"job": job_id, "path": "../x"})
     assert escape.status == 400, escape.json()
+    # A part of the outputs whose link would leave it is no version of its own.
+    leaves = daemon.as_user(owner, "POST", "/v1/models/mine/from-job",
+                            {"job": job_id, "path": "ckpt"})
+    assert leaves.status == 400 and "leaves the tree" in leaves.json()["error"]["message"]
     bad_choice = daemon.as_user(owner, "POST", "/v1/models/mine/from-job",
                                 {"job": job_id, "direction": "min"})
     assert bad_choice.status == 400 and "--metric" in bad_choice.json()["error"]["message"]
