@@ -75,6 +75,8 @@ class JobSpec:
     env_setup: EnvSetup | None = None
     # linked: code files are read-only links to the uploaded blobs; writable: a private copy
     code: str = "linked"
+    # `register_model`'s headline metric: {"name": N, "direction": "min"|"max"|None}
+    register_metric: dict[str, Any] | None = None
 
 
 FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(JobSpec))
@@ -283,6 +285,19 @@ def _code(value: object) -> str:
     return str(value)
 
 
+def _register_metric(value: object) -> dict[str, Any]:
+    """`val_ppl`, or `{name: val_ppl, direction: min}` (direction min or max; guessed
+    from the name when not given)."""
+    if isinstance(value, str):
+        value = {"name": value}
+    if (not isinstance(value, Mapping) or set(value) - {"name", "direction"}
+            or not isinstance(value.get("name"), str) or not 0 < len(value["name"]) <= 100
+            or value.get("direction") not in (None, "min", "max")):
+        raise ValueError(f"must be a metric's name, or {{name: NAME, direction: min|max}}, "
+                         f"e.g. {{name: val_loss, direction: min}}, got {shown(value)}")
+    return {"name": value["name"], "direction": value.get("direction")}
+
+
 def _bool(value: object) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"must be true or false, got {shown(value)}")
@@ -309,6 +324,7 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "metrics": _optional(parse_metrics),
     "env_setup": _optional(parse_env_setup),
     "code": _code,
+    "register_metric": _optional(_register_metric),
 }
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from nai_server.core.job import Job
-from nai_server.core.metric_summary import Summary
+from nai_server.core.metric_summary import Summary, check_metric_choice, headline
 from nai_server.host import jobfiles
 from nai_server.store.blobs import BlobStore
 
@@ -145,13 +145,20 @@ def lineage_of(job_id: int, code_tree: str | None, pins: Mapping[str, str | None
     return lineage
 
 
-def output_metadata(job: Job, job_dir: Path,
-                    directions: Mapping[str, str] | None = None) -> Doc:
+def output_metadata(job: Job, job_dir: Path) -> Doc:
     """Metadata of the model version a job's outputs become: the last metrics row, the
-    summary of every metric (best and last) and lineage."""
+    summary of every metric (best and last), the spec's `register_metric` with its best
+    and last, and lineage."""
+    chosen = job.spec.register_metric
+    directions = check_metric_choice(chosen["name"], chosen["direction"]) if chosen else {}
     summary = metric_summary(job_dir, directions)
-    return {"metrics": last_metrics(job_dir), "summary": summary["metrics"],
-            **({"summary_partial": True} if summary["partial"] else {}),
-            "lineage": lineage_of(job.id, job.code_tree,
-                                  {kind: pinned(job, kind) for kind in MOUNTS})}
+    metadata: Doc = {"metrics": last_metrics(job_dir), "summary": summary["metrics"]}
+    if summary["partial"]:
+        metadata["summary_partial"] = True
+    if chosen:
+        metadata["metric"] = headline(summary["metrics"], chosen["name"]) or {
+            "name": chosen["name"], "direction": directions[chosen["name"]]}
+    metadata["lineage"] = lineage_of(job.id, job.code_tree,
+                                     {kind: pinned(job, kind) for kind in MOUNTS})
+    return metadata
 
