@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from nai_server.core.bounds import shown
+
 Direction = Literal["min", "max"]
 DIRECTIONS = ("min", "max")
 # Lower is better for a metric whose name holds one of these (case-insensitive).
@@ -109,6 +111,20 @@ def check_metric_choice(metric: str | None, direction: str | None) -> dict[str, 
                              "(--metric NAME)")
         return {}
     return {metric: direction or guess_direction(metric)}
+
+
+def parse_metric_choice(value: object) -> dict[str, Any]:
+    """The spec's `register_metric`: `val_ppl`, or `{name: val_ppl, direction: min}`
+    (direction min or max; guessed from the name when not given)."""
+    if isinstance(value, str):
+        value = {"name": value}
+    if (not isinstance(value, Mapping) or set(value) - {"name", "direction"}
+            or not isinstance(value.get("name"), str)
+            or not 0 < len(value["name"]) <= MAX_NAME
+            or value.get("direction") not in (None, *DIRECTIONS)):
+        raise ValueError(f"must be a metric's name, or {{name: NAME, direction: min|max}}, "
+                         f"e.g. {{name: val_loss, direction: min}}, got {shown(value)}")
+    return {"name": value["name"], "direction": value.get("direction")}
 
 
 def headline(summary: Mapping[str, Mapping[str, Any]], metric: str | None) -> dict[str, Any] | None:

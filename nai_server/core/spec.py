@@ -18,6 +18,7 @@ import yaml
 from nai_server.core.bounds import MAX_ID, has_surrogate, shown
 from nai_server.core.env_setup import EnvSetup, parse_env_setup
 from nai_server.core.metric_patterns import parse_metrics
+from nai_server.core.metric_summary import parse_metric_choice
 
 # Re-exported (`as`): callers import the unit helpers from here with the spec.
 from nai_server.core.units import format_duration as format_duration
@@ -285,19 +286,6 @@ def _code(value: object) -> str:
     return str(value)
 
 
-def _register_metric(value: object) -> dict[str, Any]:
-    """`val_ppl`, or `{name: val_ppl, direction: min}` (direction min or max; guessed
-    from the name when not given)."""
-    if isinstance(value, str):
-        value = {"name": value}
-    if (not isinstance(value, Mapping) or set(value) - {"name", "direction"}
-            or not isinstance(value.get("name"), str) or not 0 < len(value["name"]) <= 100
-            or value.get("direction") not in (None, "min", "max")):
-        raise ValueError(f"must be a metric's name, or {{name: NAME, direction: min|max}}, "
-                         f"e.g. {{name: val_loss, direction: min}}, got {shown(value)}")
-    return {"name": value["name"], "direction": value.get("direction")}
-
-
 def _bool(value: object) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"must be true or false, got {shown(value)}")
@@ -324,7 +312,7 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "metrics": _optional(parse_metrics),
     "env_setup": _optional(parse_env_setup),
     "code": _code,
-    "register_metric": _optional(_register_metric),
+    "register_metric": _optional(parse_metric_choice),
 }
 
 
