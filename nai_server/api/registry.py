@@ -10,6 +10,11 @@
     DELETE /v1/{kind}s/{name}/versions/{ref}        remove one version
     PUT    /v1/{kind}s/{name}/sharing               {"shared": bool, "groups": [...]}
     PUT    /v1/{kind}s/{name}/versions/{ref}/tag    {"tag": "T"} or {"tag": null}
+
+and, for models only:
+
+    POST   /v1/models/{name}/from-job               a finished job's outputs as the next
+                                                    version (201), with lineage and metrics
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from fastapi import APIRouter, Response, status
 from nai_server.api.deps import CallerDep, ServiceDep
 from nai_server.core.registry_rules import Kind
 from nai_server.protocol import (
+    ModelFromJob,
     PushedVersion,
     RegistryCreate,
     RegistryEntry,
@@ -88,6 +94,20 @@ def registry_router(kind: Kind) -> APIRouter:
     return router
 
 
+def _models_from_jobs() -> APIRouter:
+    router = APIRouter(prefix="/models", tags=["models"])
+
+    @router.post("/{name}/from-job", status_code=status.HTTP_201_CREATED)
+    def from_job(name: str, body: ModelFromJob, service: ServiceDep, caller: CallerDep,
+                 response: Response) -> RegistryVersion:
+        version = service.job_models.register(caller, name, body)
+        response.headers["Location"] = f"/v1/models/{name}/versions/{version.version}"
+        return version
+
+    return router
+
+
 router = APIRouter()
 router.include_router(registry_router("dataset"))
 router.include_router(registry_router("model"))
+router.include_router(_models_from_jobs())

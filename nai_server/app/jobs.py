@@ -405,6 +405,10 @@ class Jobs:
                 f" ({job['message']})" if job.get("message") else ""))
         return str(job["output_tree"])
 
+    def readable(self, caller: Caller, job_id: int) -> Doc:
+        """The job's record, if the caller may read it (403 naming its owner if not)."""
+        return self._readable(caller, job_id)
+
     # --- GPUs -------------------------------------------------------------------------
 
     def gpus(self) -> GpuList:

@@ -152,7 +152,7 @@ class Registry:
             latest_tag=newest.get("tag") if newest else None,
             size=newest["size"] if newest else 0, files=newest["files"] if newest else 0,
             versions=sum(1 for v in doc["versions"] if not v.get("deleted")),
-            may_write=rules.may_write(caller, doc))
+            may_write=rules.may_write(caller, doc), metric=_chosen_metric(newest))
 
     def list_entries(self, caller: Caller, kind: Kind) -> list[RegistrySummary]:
         """Every entry of `kind` the caller may read, by name."""
@@ -196,14 +196,16 @@ class Registry:
 
     def register_output(self, caller: Caller, name: str, tree_id: str, *,
                         group: str | None, description: str,
-                        metadata: dict[str, Any], kind: Kind = "model") -> RegistryVersion:
+                        metadata: dict[str, Any], kind: Kind = "model",
+                        tag: str | None = None) -> RegistryVersion:
         """A job's outputs as the next version of model (or dataset) `name`, created
         (owned by the caller, or by `group`) when it does not exist yet. Same checks as
-        a push, but for the tree: the runtime made it from the caller's job."""
+        a push, but for the tree: made from a job the caller may read (at its end by the
+        runtime, or later by `JobModels`, which checked)."""
         # A job's outputs are always a new version, even when they equal the latest:
         # the version carries that job's lineage.
         body = VersionCreate(tree_id=tree_id, description=description, metadata=metadata,
-                             allow_same=True)
+                             allow_same=True, tag=tag)
         with self.lock:
             if self.store.get_registry_entry(kind, name) is not None:
                 return self.push(caller, kind, name, body, own_tree=True)
@@ -409,3 +411,8 @@ class Registry:
                         self.store.put_registry_entry(doc["kind"], doc)
                     else:
                         self.store.remove_registry_entry(doc["kind"], doc["name"])
+
+
+def _chosen_metric(version: Doc | None) -> dict[str, Any] | None:
+    metric = (version or {}).get("metadata", {}).get("metric")
+    return metric if isinstance(metric, dict) else None

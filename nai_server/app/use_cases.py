@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from nai_server import __version__
 from nai_server.app.accounts import Accounts, Caller
+from nai_server.app.job_models import JobModels
 from nai_server.app.jobs import Jobs
 from nai_server.app.processing import Processing
 from nai_server.app.registry import Registry
@@ -98,6 +99,8 @@ class UseCases:
         # Read rights on trees (DESIGN §6); the registry checks the trees it is given.
         self.trees = TreeAccess(store, self.lock, blobs, Jobs.may_read)
         self.registry.may_read_tree = self.trees.may_read
+        # `nai model register JOB`: a finished job's outputs as a model version.
+        self.job_models = JobModels(self.jobs, self.registry, blobs, self.runtime.job_dir)
         # `nai-admin store verify`: in a thread of its own, at a bounded read rate.
         self.verifier = StoreVerifier(
             blobs, references_in(store, self.lock), clock=clock,

@@ -18,6 +18,7 @@ import yaml
 from nai_server.core.bounds import MAX_ID, has_surrogate, shown
 from nai_server.core.env_setup import EnvSetup, parse_env_setup
 from nai_server.core.metric_patterns import parse_metrics
+from nai_server.core.metric_summary import parse_metric_choice
 
 # Re-exported (`as`): callers import the unit helpers from here with the spec.
 from nai_server.core.units import format_duration as format_duration
@@ -81,6 +82,10 @@ class JobSpec:
     qos: str | None = None
     nodes: int = 1  # machines; `gpus` is then per machine
     cpus_per_gpu: int | None = None
+    # linked: code files are read-only links to the uploaded blobs; writable: a private copy
+    code: str = "linked"
+    # `register_model`'s headline metric: {"name": N, "direction": "min"|"max"|None}
+    register_metric: dict[str, Any] | None = None
 
 
 FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(JobSpec))
@@ -287,6 +292,12 @@ def _count(most: int) -> Callable[[object], int]:
             raise ValueError(f"must be a whole number from 1 to {most}, got {shown(value)}")
         return value
     return check
+def _code(value: object) -> str:
+    if value not in ("linked", "writable"):
+        raise ValueError(f"must be linked (the default: the code's files are read-only, "
+                         f"shared with the upload) or writable (a private copy the job may "
+                         f"change), got {shown(value)}")
+    return str(value)
 
 
 def _bool(value: object) -> bool:
@@ -320,6 +331,8 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "qos": _optional(_name),
     "nodes": _count(MAX_NODES),
     "cpus_per_gpu": _optional(_count(MAX_CPUS)),
+    "code": _code,
+    "register_metric": _optional(parse_metric_choice),
 }
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from nai_server.core.env import build_job_env
 from nai_server.core.env_setup import job_launch
 from nai_server.core.job import Job
-from nai_server.host import mounts, unix
+from nai_server.host import code_snapshot, mounts, unix
 from nai_server.host.launchers.local import LEGACY_FILES, STATUS_FILE, LaunchRequest
 from nai_server.store.blobs import BlobStore
 
@@ -38,8 +38,9 @@ def launch_request(job: Job, gpus: tuple[int, ...], job_dir: Path, blobs: BlobSt
                    personal: bool, cgroup: Callable[[], Path | None],
                    joins: Callable[[], tuple[Path, ...]] = tuple) -> LaunchRequest:
     """What to start for a job on these GPUs: its own directory (made, or made safe to
-    run in again, by `make`), a writable copy of its code, its environment, and its
-    cgroup (made last)."""
+    run in again, by `make`), its code (read-only links to the blobs in directories of
+    its own, or a writable copy: `code_snapshot`), its environment, and its cgroup
+    (made last)."""
     account = None if personal else unix.unix_account(job.user)
     uid = gid = None
     groups: tuple[int, ...] = ()
@@ -104,12 +105,13 @@ def fill(job: Job, job_dir: Path, blobs: BlobStore, uid: int | None, gid: int | 
     """Make what is missing of a job directory: code, output/, metrics.jsonl, mounts."""
     code = job_dir / "code"
     if not os.path.lexists(code):
-        if job.code_tree:
-            blobs.materialise(job.code_tree, code, link=False)
+        if job.code_tree:  # links to the blobs where safe (code_snapshot), else a copy
+            code_snapshot.snapshot(blobs, job.code_tree, code, uid, gid,
+                                   writable=job.spec.code == code_snapshot.WRITABLE)
         else:
             code.mkdir()
-        if uid is not None:  # built by the daemon, not yet seen by the job
-            chown_tree(code, uid, gid if gid is not None else -1)
+            if uid is not None:  # built by the daemon, not yet seen by the job
+                chown_tree(code, uid, gid if gid is not None else -1)
     output = job_dir / "output"
     if not os.path.lexists(output):
         output.mkdir(mode=0o700)

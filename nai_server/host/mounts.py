@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from nai_server.core.job import Job
+from nai_server.core.metric_summary import Summary, check_metric_choice, headline
 from nai_server.core.processing import processor_lineage
 from nai_server.host import jobfiles
 from nai_server.store.blobs import BlobStore
@@ -23,6 +25,8 @@ from nai_server.store.blobs import BlobStore
 Doc = dict[str, Any]
 MOUNTS = ("dataset", "model")  # job field → directory under the job's directory
 READ_ONLY_DIR = 0o555
+SUMMARY_SCAN = 32 << 20  # bytes of metrics.jsonl read for a summary (its end)
+MAX_SUMMARY_LINE = 1 << 16  # longer lines are skipped
 
 
 def mount(blobs: BlobStore, tree_id: str, dest: Path) -> None:
@@ -75,14 +79,90 @@ def last_metrics(job_dir: Path, limit: int = 1 << 16) -> dict[str, Any]:
     return {}
 
 
-def output_metadata(job: Job, job_dir: Path) -> Doc:
-    """Metadata of the version a job's outputs become: metrics and lineage."""
-    lineage: Doc = {"job": job.id, "code_tree": job.code_tree}
+def metric_summary(job_dir: Path, directions: Mapping[str, str] | None = None,
+                   limit: int = SUMMARY_SCAN) -> Doc:
+    """Best and last of each metric in the job's metrics.jsonl (its last `limit` bytes:
+    the file is the job's to write; `partial` says when earlier lines were not read).
+    Lines too long or not JSON objects are skipped."""
+    summary = Summary(directions)
+    partial = False
+    try:
+        with jobfiles.open_regular(job_dir, "metrics.jsonl") as fd:
+            if fd is not None:
+                size = os.fstat(fd).st_size
+                start = max(0, size - limit)
+                partial = start > 0
+                _scan(fd, start, size, summary)
+    except (OSError, jobfiles.UnsafeJobFile):
+        return {"metrics": {}, "partial": False}
+    return {"metrics": summary.result(), "partial": partial}
+
+
+def _scan(fd: int, start: int, size: int, summary: Summary) -> None:
+    """Feed the complete lines of bytes start..size; a first line cut by `start` and
+    lines over MAX_SUMMARY_LINE are skipped unread."""
+    pending = bytearray()
+    skip = start > 0  # the first line began before `start`
+    overlong = False
+    pos = start
+    while pos < size:
+        chunk = os.pread(fd, min(1 << 20, size - pos), pos)
+        if not chunk:
+            break
+        pos += len(chunk)
+        begin = 0
+        while (nl := chunk.find(b"\n", begin)) >= 0:
+            if not (skip or overlong):
+                _feed(summary, bytes(pending) + chunk[begin:nl])
+            skip = overlong = False
+            pending.clear()
+            begin = nl + 1
+        if not (skip or overlong):
+            pending += chunk[begin:]
+            if len(pending) > MAX_SUMMARY_LINE:
+                pending.clear()
+                overlong = True
+    if pending and not (skip or overlong):  # a last line without its newline
+        _feed(summary, bytes(pending))
+
+
+def _feed(summary: Summary, line: bytes) -> None:
+    if not line.strip() or len(line) > MAX_SUMMARY_LINE:
+        return
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return
+    if isinstance(row, dict):
+        summary.feed(row)
+
+
+def lineage_of(job_id: int, code_tree: str | None, pins: Mapping[str, str | None]) -> Doc:
+    """Where a model version made of a job's outputs came from."""
+    lineage: Doc = {"job": job_id, "code_tree": code_tree}
     for kind in MOUNTS:
-        ref = pinned(job, kind)
+        ref = pins.get(kind)
         lineage[f"{kind}s"] = [ref] if ref else []
+    return lineage
+
+
+def output_metadata(job: Job, job_dir: Path) -> Doc:
+    """Metadata of the version (model or dataset) a job's outputs become: the last metrics row, the
+    summary of every metric (best and last), the spec's `register_metric` with its best
+    and last, and lineage."""
+    chosen = job.spec.register_metric
+    directions = check_metric_choice(chosen["name"], chosen["direction"]) if chosen else {}
+    summary = metric_summary(job_dir, directions)
+    metadata: Doc = {"metrics": last_metrics(job_dir), "summary": summary["metrics"]}
+    if summary["partial"]:
+        metadata["summary_partial"] = True
+    if chosen:
+        metadata["metric"] = headline(summary["metrics"], chosen["name"]) or {
+            "name": chosen["name"], "direction": directions[chosen["name"]]}
+    metadata["lineage"] = lineage_of(job.id, job.code_tree,
+                                     {kind: pinned(job, kind) for kind in MOUNTS})
     processor = processor_lineage(job.spec.env)  # a `nai dataset process` job's
     if processor is not None:
-        lineage["processor"] = processor
-    return {"metrics": last_metrics(job_dir), "lineage": lineage}
+        metadata["lineage"]["processor"] = processor
+    return metadata
 

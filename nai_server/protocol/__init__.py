@@ -258,6 +258,9 @@ from nai_server.protocol.registry import (
     TAG_PATTERN as TAG_PATTERN,
 )
 from nai_server.protocol.registry import (
+    ModelFromJob as ModelFromJob,
+)
+from nai_server.protocol.registry import (
     PushedVersion as PushedVersion,
 )
 from nai_server.protocol.registry import (

@@ -94,6 +94,9 @@ class RegistrySummary(RegistryHead):
     files: int = 0
     versions: int = 0  # live versions
     may_write: bool = False
+    # The latest version's chosen metric (`nai model register --metric`), when it has one:
+    # {"name", "best", "last", "direction", ...}
+    metric: dict[str, Any] | None = None
 
 
 class RegistryEntry(RegistryHead):
@@ -127,3 +130,23 @@ class RemovalResult(Reply):
     kept: dict[int, list[str]]  # version → why it is kept
     entry_removed: bool
     message: str
+
+
+class ModelFromJob(Model):
+    """`POST /v1/models/{name}/from-job`: a finished job's outputs (or the folder or
+    file `path` in them) as the next version of model `name`, created when new (owned
+    by the caller, or by `group`). The caller must be able to read the job's outputs
+    and write the model. The version's metadata holds the job's lineage and a summary
+    of its metrics (best and last of each); `metric` names the one that matters, with
+    its direction (`min` or `max`; guessed from the name when not given: min for
+    losses, errors and perplexities)."""
+
+    job: int = Field(ge=1)
+    path: str = Field(default="", max_length=4096)
+    group: str | None = Field(default=None, pattern=NAME_PATTERN)
+    description: str = Field(default="", max_length=4096)
+    tag: str | None = Field(default=None, pattern=TAG_PATTERN)
+    metric: str | None = Field(default=None, min_length=1, max_length=100)
+    direction: Literal["min", "max"] | None = None
+    # The job's spec and command kept with the version, so `nai finetune` can run it.
+    with_code: bool = False

@@ -130,6 +130,9 @@ def _add_run_commands(add: Add) -> None:
     # before the command when none is given after it.
     p.add_argument("--server", "-s", default=argparse.SUPPRESS,
                    help="server to submit to; auto: the one where the job starts first")
+    p.add_argument("--yes", action="store_true", help="upload large files (over 50 MB, or "
+                   "100 MB together) without asking; without it nai asks at a terminal "
+                   "and refuses in a script")
     _add_outcome_options(p)
     multi_server.flags(p)
 

@@ -23,6 +23,7 @@ from nai_tui.config import ClientConfig, ServerEntry, cache_dir, config_dir
 from nai_tui.remote.client import ServerClient
 from nai_tui.remote.connect import connect as connect  # tests replace it here
 from nai_tui.sync import push as sync
+from nai_tui.sync.bigfiles import confirm_big_upload
 
 SPEC_FILE = "nai.yaml"
 
@@ -43,12 +44,14 @@ def exit_code_of(state: str, code: int | None) -> int:
 # --- jobs ---------------------------------------------------------------------------
 
 
-def submit_folder(client: ServerClient, folder: Path, spec_file: Path | None = None,
-                  **overrides: Any) -> Any:
-    """Sync the folder's code, then submit it with its nai.yaml and the overrides."""
+def submit_folder(client: ServerClient, folder: Path, spec_file: Path | None = None, *,
+                  yes: bool = False, **overrides: Any) -> Any:
+    """Sync the folder's code, then submit it with its nai.yaml and the overrides. Large
+    files are uploaded only when the user agrees (or `yes`)."""
     folder, request = spec_request(folder, spec_file, **overrides)
     note(f"syncing {folder} to {client.name} ...")
-    tree = sync.push(client, folder, cache=_hash_cache())
+    tree = sync.push(client, folder, cache=_hash_cache(),
+                     check=confirm_big_upload(yes, warn=note))
     return client.submit(**request, code_tree=tree)
 
 
@@ -88,7 +91,8 @@ def cmd_submit(args: argparse.Namespace, client: ServerClient) -> int:
         from nai_tui.cli import multi_server
 
         return multi_server.dry_run(args, client, spec_file)
-    job = submit_folder(client, Path(args.dir), spec_file, **submit_overrides(args))
+    job = submit_folder(client, Path(args.dir), spec_file, yes=args.yes,
+                        **submit_overrides(args))
     return submitted(args, client, job)
 
 
@@ -196,15 +200,16 @@ def cmd_show(args: argparse.Namespace, client: ServerClient) -> int:
              (f" (group {job.group})" if job.group else ""),
              f"  state:     {job.state}" + (f", waiting: {job.reason}" if job.reason else ""),
              f"  command:   {job.spec.get('command')}",
-             f"  gpus:      {','.join(map(str, job.gpus)) or job.spec.get('gpus', 1)}",
+             f"  gpus:      {output.gpus_cell(job)}",
              f"  submitted: {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(job.submitted_at))}",
              f"  runtime:   {output.job_runtime(job)}"]
     limits = [f"memory {format_size(job.spec['memory'])}" if job.spec.get("memory") else "",
               f"{job.spec['cpus']:g} cpus" if job.spec.get("cpus") else ""]
     if any(limits):
         lines.append(f"  limits:    {', '.join(part for part in limits if part)}")
-    if job.est_start:
-        lines.append(f"  est. start: {time.strftime('%H:%M:%S', time.localtime(job.est_start))}")
+    if job.est_start and job.state == "queued":
+        lines.append(f"  est. start: {time.strftime('%H:%M:%S', time.localtime(job.est_start))}"
+                     f" ({output.starts_in(job.est_start, time.time())})")
     for kind, ref in (("dataset", job.dataset), ("model", job.model)):
         if ref:
             lines.append(f"  {kind + ':':<10} {ref['name']}@{ref['version']}")

@@ -197,7 +197,7 @@ def submit_auto(args: argparse.Namespace, config: ClientConfig) -> int:
         return 0
     entry = next(e for e in entries if e.name == chosen.server)
     with commands.connect(entry) as client:
-        job = commands.submit_folder(client, folder, spec_file,
+        job = commands.submit_folder(client, folder, spec_file, yes=args.yes,
                                      **commands.submit_overrides(args))
         return commands.submitted(args, client, job, extra={"server": chosen.server})
 

@@ -32,10 +32,37 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
 
 
 def job_runtime(job: Any, now: float | None = None) -> str:
+    """How long it ran (or has run); for a queued job, when it should start or how long
+    it has waited; "-" for one that ended without running (cancelled while queued)."""
     now = now or time.time()
     if job.started_at is None:
-        return f"waiting {format_elapsed(now - job.submitted_at)}"
+        if job.ended_at is not None:
+            return "-"
+        if job.est_start is not None:
+            return starts_in(job.est_start, now)
+        return f"waited {format_elapsed(now - job.submitted_at)}"
     return format_elapsed((job.ended_at or now) - job.started_at)
+
+
+def starts_in(at: float, now: float) -> str:
+    """An estimated start in words: "starts in ~5 min", rounded as estimates deserve."""
+    left = at - now
+    if left < 60:
+        return "starts in <1 min"
+    if left < 3600:
+        return f"starts in ~{round(left / 60)} min"
+    if left < 86400:
+        return f"starts in ~{left / 3600:.0f} h"
+    return f"starts in ~{left / 86400:.0f} d"
+
+
+def gpus_cell(job: Any) -> str:
+    """How many GPUs and, once it has them, which: `2 (gpu 0,1)`; `1` while queued;
+    `cpu` for a CPU-only job. A count is never shown as if it were an index."""
+    if job.gpus:
+        return f"{len(job.gpus)} (gpu {','.join(map(str, job.gpus))})"
+    wanted = job.spec.get("gpus", 1)
+    return "cpu" if wanted == 0 else str(wanted)
 
 
 JOB_HEADERS = ["ID", "NAME", "USER", "STATE", "GPUS", "TIME"]
@@ -44,9 +71,7 @@ JOB_HEADERS = ["ID", "NAME", "USER", "STATE", "GPUS", "TIME"]
 def job_cells(j: Any) -> list[Any]:
     """One job's row of `nai jobs`."""
     state = j.state + (f" ({j.reason})" if j.reason else "")
-    return [j.id, j.name, j.user, state, ",".join(map(str, j.gpus)) or
-            (str(j.spec.get("gpus", 1)) + " wanted" if j.state == "queued" else "cpu"),
-            job_runtime(j)]
+    return [j.id, j.name, j.user, state, gpus_cell(j), job_runtime(j)]
 
 
 def job_rows(jobs: Sequence[Any]) -> str:

@@ -31,14 +31,17 @@ from nai_server.protocol import (
     format_size,
 )
 from nai_tui.cli.contract import json_flag
+from nai_tui.cli.model_commands import add_register_verb, metric_cell, version_details
 from nai_tui.cli.output import emit_json, note, report_pull, table
-from nai_tui.cli.process_command import add_process_verb, lineage_line
+from nai_tui.cli.process_command import add_process_verb
 from nai_tui.cli.registry_copy import add_copy_verb
 from nai_tui.config import cache_dir
 from nai_tui.remote.client import ServerClient
 from nai_tui.sync import push as sync
 
 KINDS = ("dataset", "model")
+# Metadata `nai model show` prints as lines of their own (model_commands.version_details).
+SHOWN_APART = ("summary", "lineage", "source", "metric", "summary_partial")
 FORCE_HELP = ("overwrite local files that differ from the server's copy (by default "
               "they are kept, listed, and nai exits with status 5)")
 
@@ -154,8 +157,12 @@ def cmd_list(args: argparse.Namespace, client: ServerClient) -> int:
     rows = [[e.name, "-" if e.latest is None else e.latest, e.latest_tag or "",
              format_size(e.size), e.files, _owner(e.owner), _readers(e), e.description[:40]]
             for e in entries]
-    print(table(rows, ["NAME", "LATEST", "TAG", "SIZE", "FILES", "OWNER", "READERS",
-                       "DESCRIPTION"]))
+    headers = ["NAME", "LATEST", "TAG", "SIZE", "FILES", "OWNER", "READERS", "DESCRIPTION"]
+    if any(e.metric for e in entries):  # models registered with --metric
+        for row, e in zip(rows, entries, strict=True):
+            row.insert(5, metric_cell(e.metric))
+        headers.insert(5, "METRIC (BEST)")
+    print(table(rows, headers))
     return 0
 
 
@@ -174,11 +181,10 @@ def cmd_show(args: argparse.Namespace, client: ServerClient) -> int:
                  f"  used by:  {', '.join(f'job {j}' for j in v.used_by) or 'no jobs'}"]
         if v.description:
             lines.append(f"  about:    {v.description}")
-        if made := lineage_line(v.metadata):
-            lines.append(f"  from:     {made}")
-        if v.metadata:
-            lines.append(f"  metadata: {json.dumps(v.metadata, sort_keys=True)}")
-        print("\n".join(lines))
+        rest = {k: x for k, x in v.metadata.items() if k not in SHOWN_APART}
+        if rest:
+            lines.append(f"  metadata: {json.dumps(rest, sort_keys=True)}")
+        print("\n".join(lines + version_details(v)))
         return 0
     e = client.registry_entry(args.kind, name)
     if args.json:
@@ -190,6 +196,10 @@ def cmd_show(args: argparse.Namespace, client: ServerClient) -> int:
              v.created_by, ",".join(map(str, v.used_by)) or "-",
              "removed (kept while in use)" if v.deleted else ""] for v in e.versions]
     print(table(rows, ["VERSION", "TAG", "SIZE", "FILES", "CREATED", "BY", "JOBS", ""]))
+    live = [v for v in e.versions if not v.deleted]
+    details = version_details(live[-1]) if live else []
+    if details:
+        print(f"latest, @{live[-1].version}:\n" + "\n".join(details))
     return 0
 
 
@@ -295,6 +305,7 @@ def add_registry_commands(sub: Any) -> None:
                            help="a JSON object of metrics to keep with the version")
             p.add_argument("--finetune-command", metavar="CMD",
                            help="what `nai finetune` runs in this version's files")
+            add_register_verb(verb)
         verb("list", cmd_list, f"the {kind}s you may read")
         p = verb("show", cmd_show, f"a {kind}'s versions, or one version in detail")
         p.add_argument("ref", metavar="NAME[@VERSION]")

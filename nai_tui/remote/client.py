@@ -392,6 +392,14 @@ class ServerClient:
         return self._reply(RegistryVersion, self._json(
             "PUT", self._registry_path(kind, name, "versions", ref, "tag"), json={"tag": tag}))
 
+    def model_from_job(self, name: str, job_id: int, **options: Any) -> RegistryVersion:
+        """A finished job's outputs as the next version of model `name` (created when
+        new); `options` are ModelFromJob's fields: path, group, description, tag,
+        metric, direction, with_code."""
+        body = {"job": job_id, **{k: v for k, v in options.items() if v is not None}}
+        return self._reply(RegistryVersion, self._json(
+            "POST", self._registry_path("model", name, "from-job"), json=body))
+
     # --- services ---------------------------------------------------------------------
     # A model version served on the server's GPUs; requests reach it through the daemon
     # (`/v1/services/{name}/invoke/{path}`), which checks who may call it.

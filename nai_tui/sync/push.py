@@ -107,7 +107,8 @@ def _record(client: ServerClient, entries: list[dict[str, Any]], cache: HashCach
 
 def push(client: ServerClient, root: Path, *, cache: HashCache,
          progress: ProgressFactory | None = None, extra_ignores: Sequence[str] = (),
-         retries: int = RETRIES, sleep: Callable[[float], None] = time.sleep) -> str:
+         retries: int = RETRIES, sleep: Callable[[float], None] = time.sleep,
+         check: Callable[[Survey], None] | None = None) -> str:
     """Send folder `root` to the server as a tree; return the tree id.
 
     Only blobs the server lacks travel, in one streamed tar. Files the hash cache does
@@ -115,11 +116,13 @@ def push(client: ServerClient, root: Path, *, cache: HashCache,
     and asks which of each batch the server lacks). If the connection is cut, the
     upload resumes (up to `retries` times, with backoff) sending only what is still
     missing, which recording the tree reports. The hash cache is saved either way.
+    `check` sees the folder listed, before any file is read or sent, and may refuse it
+    by raising (e.g. `bigfiles.confirm_big_upload`).
     """
     try:
         with _collecting_only_new_objects():
             return _push(client, Path(root), cache, progress or auto_progress(),
-                         extra_ignores, retries, sleep)
+                         extra_ignores, retries, sleep, check)
     except BaseException:
         cache.flush()  # what was hashed need not be hashed again next time
         raise
@@ -140,7 +143,8 @@ def _collecting_only_new_objects() -> Iterator[None]:
 
 
 def _push(client: ServerClient, root: Path, cache: HashCache, make: ProgressFactory,
-          extra_ignores: Sequence[str], retries: int, sleep: Callable[[float], None]) -> str:
+          extra_ignores: Sequence[str], retries: int, sleep: Callable[[float], None],
+          check: Callable[[Survey], None] | None = None) -> str:
     # Files to send are asked about on one connection while the upload streams on
     # another. For a folder never sent, the second one is dialed while the folder is
     # listed; otherwise only if some file changed (a no-op push needs one request).
@@ -148,6 +152,8 @@ def _push(client: ServerClient, root: Path, cache: HashCache, make: ProgressFact
     if not seen:
         client.prepare_connections(1)
     folder = survey(root, cache=cache, extra_ignores=extra_ignores)
+    if check is not None:
+        check(folder)
     unread = folder.unread()
     if unread and seen:
         client.prepare_connections(1)

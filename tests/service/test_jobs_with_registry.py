@@ -96,7 +96,9 @@ def test_register_model_makes_a_version_with_lineage(api: TestClient,
     assert v["tree_id"] == job["output_tree"] and v["description"].startswith(
         f"outputs of job {job['id']}")
     assert v["metadata"] == {"metrics": {"step": 2, "loss": 0.25}, "lineage": {
-        "job": job["id"], "code_tree": None, "datasets": ["points@1"], "models": ["base@1"]}}
+        "job": job["id"], "code_tree": None, "datasets": ["points@1"], "models": ["base@1"]},
+        "summary": {"loss": {"best": 0.25, "best_step": 2, "last": 0.25, "last_step": 2,
+                             "count": 2, "direction": "min"}}}
 
     # A second success is the next version; a failed job registers nothing.
     again = run_job(api, service, {"command": script, "register_model": "tuned"})
