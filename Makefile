@@ -19,13 +19,15 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/nai demo
 
+# mypy: the whole code base, core/ strictly (pyproject.toml says which parts how).
 test: $(STAMP)
 	$(BIN)/ruff check nai_server nai_tui nai_metrics tests bench
+	$(BIN)/mypy nai_server nai_tui nai_metrics
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check nai_server nai_tui nai_metrics tests bench
-	$(BIN)/mypy nai_server/core
+	$(BIN)/mypy nai_server nai_tui nai_metrics
 
 bench: $(STAMP)
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

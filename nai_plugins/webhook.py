@@ -1,7 +1,11 @@
 """`webhook`: a notifier that POSTs each job event as JSON to a URL, with a Slack-
 compatible `text` field.
     plugins: {webhook: {timeout: 5, options: {url: https://hooks.example/T0/B0,
-                                              events: [failed], timeout: 4}}}
+                                              events: [failed], timeout: 4,
+                                              user_hosts: [hooks.slack.com]}}}
+`url` receives every job's events (leave it out to serve users only). Users subscribe
+to their own jobs' events with `nai notify add webhook URL`: an http(s) URL, on one
+of `user_hosts` when the admin lists them.
 """
 
 from __future__ import annotations
@@ -11,8 +15,9 @@ import json
 import urllib.request
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
-from nai_server.plugins.contracts import EVENTS, JobEvent, hookimpl
+from nai_server.plugins.contracts import EVENTS, JobEvent, Refuse, hookimpl
 
 
 def text(event: JobEvent) -> str:
@@ -21,14 +26,46 @@ def text(event: JobEvent) -> str:
     return f"nai: job {event.job_id} {event.name} of {event.user} {event.event}{code}"
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is an error: it would send the event to a host nobody checked."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+def post(url: str, event: JobEvent, timeout: float) -> None:
+    """POST the event to `url`; an HTTP error or a redirect raises (and is logged by the
+    daemon)."""
+    body = json.dumps({**dataclasses.asdict(event), "text": text(event)}).encode()
+    request = urllib.request.Request(url, data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with _OPENER.open(request, timeout=timeout) as answer:
+        answer.read(1 << 16)
+
+
 @hookimpl
 def nai_job_event(event: JobEvent, options: Mapping[str, Any]) -> None:
-    """POST the event to `options.url` if it is one of `events`; an HTTP error raises
-    (and is logged by the daemon)."""
-    if event.event not in (options.get("events") or EVENTS):
+    """POST the event to `options.url` if it is one of `events`."""
+    if event.event not in (options.get("events") or EVENTS) or not options.get("url"):
         return
-    body = json.dumps({**dataclasses.asdict(event), "text": text(event)}).encode()
-    request = urllib.request.Request(options["url"], data=body, method="POST",
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=float(options.get("timeout", 5))) as answer:
-        answer.read(1 << 16)
+    post(options["url"], event, float(options.get("timeout", 5)))
+
+
+@hookimpl
+def nai_notify_check(target: str, options: Mapping[str, Any]) -> None:
+    """A user's URL: http or https, to a host the admin allows (`user_hosts`)."""
+    parts = urlsplit(target)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise Refuse("give an http:// or https:// URL")
+    allowed = options.get("user_hosts")
+    if allowed and parts.hostname.lower() not in {str(h).lower() for h in allowed}:
+        raise Refuse(f"this server sends to {', '.join(map(str, allowed))} only")
+
+
+@hookimpl
+def nai_notify_user(event: JobEvent, target: str, options: Mapping[str, Any]) -> None:
+    """POST one of the user's own job events to the URL they subscribed."""
+    post(target, event, float(options.get("timeout", 5)))

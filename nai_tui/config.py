@@ -123,6 +123,9 @@ class ClientConfig:
     def add(self, entry: ServerEntry, *, make_default: bool = False) -> None:
         if not NAME_RE.match(entry.name):
             raise ConfigError(f"server name {entry.name!r}: use letters, digits, . _ -")
+        if entry.name == "auto":  # `--server auto` picks among the servers
+            raise ConfigError("server name 'auto' is taken by `nai submit --server auto`; "
+                              "choose another name")
         if entry.transport not in TRANSPORTS:
             raise ConfigError(f"transport {entry.transport!r}: one of {', '.join(TRANSPORTS)}")
         if entry.name in self.servers:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import httpx
 import yaml
@@ -48,6 +48,8 @@ from nai_tui.remote.client import ServerClient
 
 GIB = 1 << 30
 
+
+_T = TypeVar("_T")
 
 class ManualClock:
     """A clock that moves only when told: `clock()` is the time, `advance(s)` moves it."""
@@ -124,7 +126,7 @@ class FakeServerClient(ServerClient):
         with self._lock:
             self.in_flight -= 1
 
-    def _do(self, call: str, fn: Any, *args: Any) -> Any:
+    def _do(self, call: str, fn: Callable[..., _T], *args: Any) -> _T:
         self._enter(call)
         try:
             return fn(*args)
@@ -274,7 +276,7 @@ class FakeServerClient(ServerClient):
             self._job(job_id)
             log = self._logs[job_id]
             return log[offset:offset + min(length, MAX_LOG_RANGE)], len(log)
-        return self._do("log_range", read)  # type: ignore[no-any-return]
+        return self._do("log_range", read)
 
     def log_search(self, job_id: int, text: str, offset: int = 0, *, backward: bool = False,
                    limit: int = 100) -> LogMatches:
@@ -307,10 +309,15 @@ class FakeServerClient(ServerClient):
 
     def submit(self, *, spec: dict[str, Any] | None = None, spec_yaml: str | None = None,
                source: str = "nai.yaml", overrides: dict[str, Any] | None = None,
-               code_tree: str | None = None) -> JobInfo:
+               code_tree: str | None = None, code_from_model: bool = False,
+               dry_run: bool = False) -> JobInfo:
         def submit() -> JobInfo:
             fields = dict(yaml.safe_load(spec_yaml) if spec_yaml else spec or {})
             fields.update(overrides or {})
+            if dry_run:  # as the server: nothing is queued, the job would start now
+                return JobInfo(id=0, name=fields.get("name", "job"), user=self.user,
+                               group=None, state="queued", spec=fields, code_tree=code_tree,
+                               submitted_at=self.now, est_start=self.now)
             self.submitted.append({"spec": fields, "code_tree": code_tree, "source": source})
             job = self.add_job(fields.get("name", "job"), wanted=int(fields.get("gpus", 1)),
                                spec=fields)
@@ -402,15 +409,16 @@ class FakeServerClient(ServerClient):
 
     def registry_push(self, kind: str, name: str, tree_id: str, *, description: str = "",
                       tag: str | None = None, metadata: dict[str, Any] | None = None,
-                      allow_same: bool = False) -> RegistryVersion:
-        def push() -> RegistryVersion:
+                      allow_same: bool = False) -> PushedVersion:
+        def push() -> PushedVersion:
             entry = self._entry(kind, name)
             live = [v for v in entry.versions if not v.deleted]
             if live and live[-1].tree_id == tree_id and not allow_same:  # as the server
                 return PushedVersion(**live[-1].model_dump(), unchanged=True)
             with self._lock:
-                return self._new_version(kind, name, tree_id, self.user, description, tag,
+                made = self._new_version(kind, name, tree_id, self.user, description, tag,
                                          metadata or {})
+            return PushedVersion(**made.model_dump())
         return self._do("registry_push", push)
 
     def registry_version(self, kind: str, name: str, ref: str = "latest") -> RegistryVersion:
@@ -447,7 +455,10 @@ class FakeServerClient(ServerClient):
         return self._do("add_user", add)
 
     def users(self) -> list[UserInfo]:
-        return self._do("users", lambda: (self._admin_only(), list(self._users.values()))[1])
+        def users() -> list[UserInfo]:
+            self._admin_only()
+            return list(self._users.values())
+        return self._do("users", users)
 
     def remove_user(self, name: str) -> None:
         def remove() -> None:

@@ -12,7 +12,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from nai_server import __version__
-from nai_server.api import accounts, blobs, jobs, openapi, registry, services, store, system
+from nai_server.api import (
+    accounts,
+    blobs,
+    jobs,
+    notify,
+    openapi,
+    processing,
+    registry,
+    services,
+    store,
+    system,
+)
 from nai_server.api.limits import BodyLimit
 from nai_server.app import faults
 from nai_server.app.use_cases import UseCases
@@ -170,7 +181,8 @@ def create_app(service: UseCases) -> FastAPI:
             status_code=500,
         )
 
-    for module in (system, accounts, blobs, jobs, registry, store, services):
+    for module in (system, accounts, blobs, jobs, registry, store, processing, notify,
+                   services):
         app.include_router(module.router, prefix="/v1")
     openapi.install(app)
     app.add_middleware(SpaceFloor, service=service)

@@ -48,10 +48,17 @@ def gpus(service: ServiceDep, _: CallerDep) -> GpuList:
 
 @router.post("/jobs", status_code=status.HTTP_201_CREATED)
 def submit(body: JobSubmit, service: ServiceDep, caller: CallerDep,
-           response: Response) -> JobInfo:
+           response: Response, dry_run: bool = False) -> JobInfo:
+    """Queue a job. `dry_run=1`: checked as a submit is (the same refusals), but
+    nothing is created: 200 with the job as it would be queued, id 0, and `est_start`
+    (when it would start, the server's clock; `submitted_at` means at once, null not
+    known) and `reason` (why it would wait), planned from today's queue."""
     info = service.jobs.submit(caller, service.jobs.parse(body), body.code_tree,
-                               code_from_model=body.code_from_model)
-    response.headers["Location"] = f"/v1/jobs/{info.id}"
+                               code_from_model=body.code_from_model, dry_run=dry_run)
+    if dry_run:
+        response.status_code = status.HTTP_200_OK
+    else:
+        response.headers["Location"] = f"/v1/jobs/{info.id}"
     return info
 
 

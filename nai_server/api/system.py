@@ -39,6 +39,6 @@ def choose_plugin(name: str, body: PluginChoice, service: ServiceDep,
 
 def _info(p: PluginStatus, admin: bool) -> PluginInfo:
     return PluginInfo(name=p.name, kind=p.kind, version=p.version,
-                      state=p.state, required=p.required,  # type: ignore[arg-type]
+                      state=p.state, required=p.required, stuck=p.stuck,  # type: ignore[arg-type]
                       error=p.error if admin or p.state != "broken" else
                       "(an admin sees why: nai-admin plugins)")

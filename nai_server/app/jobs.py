@@ -30,6 +30,7 @@ from nai_server.core.spec import (
 from nai_server.core.states import TERMINAL, JobState, transition
 from nai_server.host import diskspace, jobfiles, unix
 from nai_server.host.cgroup_limits import host_memory
+from nai_server.host.dry_run import estimate as estimate_start
 from nai_server.host.launchers.local import proc_uid
 from nai_server.host.runtime import JobRuntime
 from nai_server.protocol import (
@@ -151,9 +152,11 @@ class Jobs:
         return spec
 
     def submit(self, caller: Caller, spec: JobSpec, code_tree: str | None, *,
-               code_from_model: bool = False) -> JobInfo:
+               code_from_model: bool = False, dry_run: bool = False) -> JobInfo:
         """Queue a job. Its dataset and model are pinned now to the exact versions the
-        caller may read (the job keeps them however the names move later)."""
+        caller may read (the job keeps them however the names move later). `dry_run`:
+        checked exactly so, but nothing is created; the answer is the job as it would
+        be queued (id 0), with when it would start (see `would_start`)."""
         spec = self.screen(caller, spec)
         self._check_fits(spec.gpus, spec.gpu_memory)
         if code_from_model and (spec.model is None or code_tree is not None):
@@ -173,19 +176,37 @@ class Jobs:
             for dep in (*spec.after, *spec.after_ok):
                 if self.store.get_job(dep) is None:
                     raise Invalid(f"after/after_ok: there is no job {dep}")
-            pins = {kind: self.registry.resolve(caller, kind, ref)
-                    for kind, ref in (("dataset", spec.dataset), ("model", spec.model)) if ref}
+            dataset = (self.registry.resolve(caller, "dataset", spec.dataset)
+                       if spec.dataset else None)
+            model = self.registry.resolve(caller, "model", spec.model) if spec.model else None
+            pins = [p for p in (dataset, model) if p is not None]
             if code_from_model:
-                code_tree = pins["model"].tree_id
-            job = self.records.insert(Job(
+                assert model is not None  # a spec with code_from_model names a model
+                code_tree = model.tree_id
+            job = Job(
                 id=0, user=caller.user, group=spec.group, state=JobState.QUEUED, spec=spec,
                 code_tree=code_tree, submitted_at=self.clock(), time_limit=time_limit,
-                **{kind: Pin(p.name, p.version, p.tree_id) for kind, p in pins.items()}))
-            for p in pins.values():
-                self.registry.record_use(p.kind, p.name, p.version, job.id)
-            info = self._info(caller, job.to_doc())
+                dataset=None if dataset is None else Pin(dataset.name, dataset.version,
+                                                          dataset.tree_id),
+                model=None if model is None else Pin(model.name, model.version, model.tree_id))
+            if not dry_run:
+                job = self.records.insert(job)
+                for p in pins:
+                    self.registry.record_use(p.kind, p.name, p.version, job.id)
+                info = self._info(caller, job.to_doc())
+        if dry_run:
+            return self.would_start(caller, job)
         self.notify()
         return info
+
+    def would_start(self, caller: Caller, job: Job) -> JobInfo:
+        """A job not queued (id 0) as `show` would answer it queued, with when it would
+        start (`est_start`: `submitted_at` when at once, None when not known) and why it
+        would wait (`reason`), by the plan of today's queue with it added."""
+        estimate = estimate_start(self.runtime, job, job.submitted_at)
+        return self._info(caller, job.to_doc()).model_copy(update={
+            "est_start": estimate.at,
+            "reason": str(estimate.reason) if estimate.reason else None})
 
     def _check_fits(self, gpus: int, gpu_memory: int | None) -> None:
         snapshot = self.runtime.state.snapshot or self.runtime.gpus.probe()

@@ -196,18 +196,18 @@ class Registry:
 
     def register_output(self, caller: Caller, name: str, tree_id: str, *,
                         group: str | None, description: str,
-                        metadata: dict[str, Any]) -> RegistryVersion:
-        """A job's outputs as the next version of model `name`, created (owned by the
-        caller, or by `group`) when it does not exist yet. Same checks as a push, but
-        for the tree: the runtime made it from the caller's job."""
+                        metadata: dict[str, Any], kind: Kind = "model") -> RegistryVersion:
+        """A job's outputs as the next version of model (or dataset) `name`, created
+        (owned by the caller, or by `group`) when it does not exist yet. Same checks as
+        a push, but for the tree: the runtime made it from the caller's job."""
         # A job's outputs are always a new version, even when they equal the latest:
         # the version carries that job's lineage.
         body = VersionCreate(tree_id=tree_id, description=description, metadata=metadata,
                              allow_same=True)
         with self.lock:
-            if self.store.get_registry_entry("model", name) is not None:
-                return self.push(caller, "model", name, body, own_tree=True)
-            entry = self.create(caller, "model", RegistryCreate(
+            if self.store.get_registry_entry(kind, name) is not None:
+                return self.push(caller, kind, name, body, own_tree=True)
+            entry = self.create(caller, kind, RegistryCreate(
                 name=name, group=group, **body.model_dump()), own_tree=True)
             return entry.versions[-1]
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from nai_server import __version__
 from nai_server.app.accounts import Accounts, Caller
 from nai_server.app.jobs import Jobs
+from nai_server.app.processing import Processing
 from nai_server.app.registry import Registry
 from nai_server.app.services import Services
 from nai_server.app.tree_access import TreeAccess
@@ -91,6 +92,7 @@ class UseCases:
         # Submit rules and notifiers (DESIGN §12); none unless the config enables them.
         self.plugins = PluginHost(plugins or PluginRegistry.empty(), store, self.lock)
         self.jobs.screen = self.plugins.rules.screen
+        self.processing = Processing(self.jobs, self.registry, self.plugins.registry)
         # Read rights on trees (DESIGN §6); the registry checks the trees it is given.
         self.trees = TreeAccess(store, self.lock, blobs, Jobs.may_read)
         self.registry.may_read_tree = self.trees.may_read

@@ -79,7 +79,9 @@ def run(args: argparse.Namespace, client: AdminClient) -> int | None:
             return 1 if any(p["state"] == "broken" for p in rows) else None
         plugins = client.call("GET", "/plugins")
         rows = [[p["name"], p["kind"], p["version"] or "-",
-                 p["state"] + (" (required)" if p["required"] else ""), p["error"] or ""]
+                 p["state"] + (" (required)" if p["required"] else "")
+                 + (f", {p['stuck']} call(s) stuck" if p.get("stuck") else ""),
+                 p["error"] or ""]
                 for p in plugins]
         _emit(args, plugins, _table(rows, ["NAME", "KIND", "VERSION", "STATE", "ERROR"])
               if rows else "no plugins installed in the server's environment")

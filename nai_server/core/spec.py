@@ -66,6 +66,7 @@ class JobSpec:
     time_limit: int | None = None  # seconds
     priority: str = "normal"
     register_model: str | None = None
+    register_dataset: str | None = None  # on success, outputs → a version of this dataset
     after: tuple[int, ...] = ()  # start after these jobs finish, however they end
     after_ok: tuple[int, ...] = ()  # start after these jobs succeed
     preemptible: bool = False
@@ -259,7 +260,7 @@ def _job_ids(value: object) -> tuple[int, ...]:
         items = [part.strip() for part in value.split(",") if part.strip()]  # "12,13"
     else:
         items = value if isinstance(value, (list, tuple)) else [value]
-    if len(items) > MAX_DEPENDENCIES:  # type: ignore[arg-type]
+    if len(items) > MAX_DEPENDENCIES:
         raise ValueError(f"names more than {MAX_DEPENDENCIES} jobs")
     ids: list[int] = []
     for item in items:
@@ -292,6 +293,7 @@ _VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "time_limit": _optional(_time_limit),
     "priority": _priority,
     "register_model": _optional(_name),
+    "register_dataset": _optional(_name),
     "after": _job_ids,
     "after_ok": _job_ids,
     "preemptible": _bool,
@@ -347,7 +349,7 @@ class _SpecLoader(yaml.SafeLoader):
     depth = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:
-        event = self.peek_event()
+        event = self.peek_event()  # type: ignore[no-untyped-call]
         line = event.start_mark.line + 1 if event.start_mark is not None else None
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
             raise SpecError("YAML anchors/aliases (&name, *name) are not allowed in nai.yaml; "

@@ -16,6 +16,7 @@ from nai_server.app.accounts import Caller
 from nai_server.app.ports import JobStore
 from nai_server.app.registry import Registry
 from nai_server.core.job import Job, Run, Stop
+from nai_server.core.registry_rules import Kind
 from nai_server.core.states import JobState, transition
 from nai_server.core.units import format_duration
 from nai_server.host import jobdir, mounts
@@ -62,6 +63,8 @@ class JobEndings:
             changes["message"] = "; ".join(m for m in (message, note) if m)
         if final == JobState.SUCCEEDED and job.spec.register_model:
             changes.update(self._register(job, job.spec.register_model, tree))
+        elif final == JobState.SUCCEEDED and job.spec.register_dataset:
+            changes.update(self._register(job, job.spec.register_dataset, tree, "dataset"))
         self.jobs.update(job.id, **changes)
         log.info("job %s ended: %s (exit %s)", job.id, final, code)
         try:
@@ -69,20 +72,22 @@ class JobEndings:
         except Exception:
             log.exception("registry collection after job %s failed", job.id)
 
-    def _register(self, job: Job, name: str, output_tree: str | None) -> dict[str, str]:
-        """`register_model`: the outputs as a new model version. A refusal is noted on
-        the job, which still ends as it did."""
+    def _register(self, job: Job, name: str, output_tree: str | None,
+                  kind: Kind = "model") -> dict[str, str]:
+        """`register_model` (`register_dataset`): the outputs as a new model (dataset)
+        version. A refusal is noted on the job, which still ends as it did."""
         if output_tree is None:
-            return {"message": f"not registered as model {name}: no outputs collected"}
+            return {"message": f"not registered as {kind} {name}: no outputs collected"}
         try:
             version = self.registry.register_output(
                 self.caller_for(job.user), name, output_tree, group=job.group,
                 description=f"outputs of job {job.id} ({job.name})",
-                metadata=mounts.output_metadata(job, self.job_dir(job.id)))
+                metadata=mounts.output_metadata(job, self.job_dir(job.id)), kind=kind)
         except Exception as exc:
-            log.warning("job %s: outputs not registered as model %s: %s", job.id, name, exc)
-            return {"message": f"not registered as model {name}: {getattr(exc, 'message', exc)}"}
-        log.info("job %s: outputs registered as model %s@%s", job.id, name, version.version)
+            log.warning("job %s: outputs not registered as %s %s: %s", job.id, kind, name, exc)
+            return {"message": f"not registered as {kind} {name}: "
+                               f"{getattr(exc, 'message', exc)}"}
+        log.info("job %s: outputs registered as %s %s@%s", job.id, kind, name, version.version)
         return {"registered": f"{name}@{version.version}"}
 
     def requeue(self, job: Job, stop: Stop, now: float) -> None:

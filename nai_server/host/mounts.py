@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from nai_server.core.job import Job
+from nai_server.core.processing import processor_lineage
 from nai_server.host import jobfiles
 from nai_server.store.blobs import BlobStore
 
@@ -75,10 +76,13 @@ def last_metrics(job_dir: Path, limit: int = 1 << 16) -> dict[str, Any]:
 
 
 def output_metadata(job: Job, job_dir: Path) -> Doc:
-    """Metadata of the model version a job's outputs become: metrics and lineage."""
+    """Metadata of the version a job's outputs become: metrics and lineage."""
     lineage: Doc = {"job": job.id, "code_tree": job.code_tree}
     for kind in MOUNTS:
         ref = pinned(job, kind)
         lineage[f"{kind}s"] = [ref] if ref else []
+    processor = processor_lineage(job.spec.env)  # a `nai dataset process` job's
+    if processor is not None:
+        lineage["processor"] = processor
     return {"metrics": last_metrics(job_dir), "lineage": lineage}
 

@@ -192,7 +192,8 @@ def _receive(blobs: BlobStore, stream: DeadlineStream, limits: Limits) -> str:
         if entry["kind"] != "file":
             continue
         rel = entry["path"]
-        digest, size = blobs.put_stream(_Frames(stream, rel), limits.max_file_size, rel)
+        digest, size = blobs.put_stream(_Frames(stream, rel),  # type: ignore[arg-type]
+                                        limits.max_file_size, rel)
         total += size
         if total > limits.max_total_size:
             raise TreeError([("", f"outputs grew past the limit of {limits.max_total_size} "

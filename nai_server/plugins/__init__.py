@@ -4,12 +4,14 @@ what was found, the chain of submit rules and the notifiers."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from nai_server.plugins.bounded import BoundedCalls
 from nai_server.plugins.notifiers import Notifiers
 from nai_server.plugins.registry import PluginRegistry, PluginStatus
 from nai_server.plugins.submit_rules import SubmitRules
+from nai_server.plugins.subscriptions import Subscriptions
 from nai_server.protocol import NotFound
 
 CHOICES = "plugin_choices"  # the store setting: {name: enabled} from nai-admin
@@ -28,13 +30,17 @@ class PluginHost:
         for name, enabled in choices.items():
             if registry.knows(name) and registry.choices.get(name) != enabled:
                 registry.set_enabled(name, bool(enabled))
-        calls = BoundedCalls()
+        self.calls = calls = BoundedCalls()
         self.rules = SubmitRules(registry, calls)
         self.notifiers = Notifiers(registry, calls)
+        self.subscriptions = Subscriptions(registry, calls, store, lock)
+        self.notifiers.users = self.subscriptions
         self.notifiers.observe(store)
 
     def statuses(self) -> list[PluginStatus]:
-        return self.registry.statuses()
+        """The registry's listing, with the calls of each plugin stuck right now."""
+        return [dataclasses.replace(s, stuck=self.calls.stuck(s.name)) if s.state == "ok"
+                else s for s in self.registry.statuses()]
 
     def set_enabled(self, name: str, enabled: bool) -> list[PluginStatus]:
         """Enable or disable an installed plugin now and at every later start (over the

@@ -11,9 +11,10 @@ and the server config's `plugins.NAME` section enables and configures it:
 
 Hooks that run in the daemon (submit rules, notifiers) are called one plugin at a time,
 each bounded in time; a plugin that raises or hangs is logged with its name and the
-others still run. Code that touches users' data (dataset processors, annotators) will
-run as the user's job or service, never in the daemon: their groups are reserved here,
-their hooks are not specified yet.
+others still run. Code that touches users' data (dataset processors, annotators) runs
+as the user's job or service, never in the daemon, which does not even import it: the
+daemon lists a dataset processor from its entry point and the job loads it
+(`nai_server.plugins.process_job`). The annotators' hook is not specified yet.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import pluggy
@@ -51,6 +53,8 @@ GROUPS: dict[Kind, str] = {
 
 IN_DAEMON: tuple[Kind, ...] = (Kind.SUBMIT_RULE, Kind.NOTIFIER)
 """The kinds whose hooks the daemon calls itself, each call bounded in time."""
+AS_JOB: tuple[Kind, ...] = (Kind.DATASET_PROCESSOR,)
+"""The kinds the daemon lists and runs as the user's job, never importing them."""
 
 
 # --- submit rules ---------------------------------------------------------------------
@@ -119,6 +123,52 @@ class NotifierSpec:
         notifier worker thread, never from the scheduler; events may be dropped when
         notifiers fall far behind, and a call that outlasts its timeout is abandoned."""
 
+    @hookspec(firstresult=True)
+    def nai_notify_check(self, target: str, options: Mapping[str, Any]) -> None:
+        """Optional: vet the address a user subscribes with (`nai notify add NAME
+        TARGET`): raise `Refuse(message)` if this notifier cannot or may not send there.
+        A notifier without `nai_notify_user` cannot be subscribed to at all."""
 
-SPECS: dict[Kind, type] = {Kind.SUBMIT_RULE: SubmitRuleSpec, Kind.NOTIFIER: NotifierSpec}
-HOOKS: dict[Kind, str] = {Kind.SUBMIT_RULE: "nai_submit_rule", Kind.NOTIFIER: "nai_job_event"}
+    @hookspec
+    def nai_notify_user(self, event: JobEvent, target: str, options: Mapping[str, Any]) -> None:
+        """Optional: tell one user, at the address they subscribed with, of an event of
+        one of their own jobs (only theirs ever reach this call). Bounded like
+        `nai_job_event`; a user whose address hangs delays only their own notices."""
+
+
+# --- dataset processors ---------------------------------------------------------------
+
+
+class DatasetProcessorSpec:
+    """The `nai.dataset_processors` contract: `nai dataset process SRC --with NAME`."""
+
+    @hookspec(firstresult=True)
+    def nai_process_dataset(self, source: Path, target: Path,
+                            options: Mapping[str, str]) -> Mapping[str, Any] | None:
+        """Make a new dataset version: read the input version's files under `source`
+        (read-only) and write the new version's under `target` (empty at first).
+        `options` are the user's `-o key=value` pairs over the admin's
+        `plugins.NAME.options`, all strings. Runs in the user's job, as the user, on
+        a CPU slot or the GPUs the job asked for. Return None or a small JSON-able
+        report (written to the job's log); raise to fail the job (the error is the
+        last line of its log, and no version is made)."""
+
+
+# --- client commands ------------------------------------------------------------------
+# Loaded by `nai` on the user's machine (nai_tui/cli/plugin_commands.py), which sees only
+# nai_server.protocol: so this contract is plain attributes, not a pluggy hook. An entry
+# point `NAME = "pkg.mod[:obj]"` in `nai.client_commands` adds `nai NAME`; its object has
+#     help: str                                one line for `nai --help`
+#     run(args, client) -> int                 the command; client: a connected
+#                                              nai_tui.remote.client.ServerClient
+#     add_arguments(parser) -> None            optional, its argparse arguments
+#     remote: bool = True                      False: run(args) alone, no server
+#     json: bool = False                       True: it takes --json
+# Built-in commands win over a plugin's of the same name; a plugin that fails to load
+# prints one warning line and is skipped; one whose run raises ends with status 1.
+
+
+SPECS: dict[Kind, type] = {Kind.SUBMIT_RULE: SubmitRuleSpec, Kind.NOTIFIER: NotifierSpec,
+                           Kind.DATASET_PROCESSOR: DatasetProcessorSpec}
+HOOKS: dict[Kind, str] = {Kind.SUBMIT_RULE: "nai_submit_rule", Kind.NOTIFIER: "nai_job_event",
+                          Kind.DATASET_PROCESSOR: "nai_process_dataset"}

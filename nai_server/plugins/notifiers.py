@@ -14,6 +14,7 @@ from typing import Any
 from nai_server.plugins.bounded import BoundedCalls
 from nai_server.plugins.contracts import JobEvent, Kind
 from nai_server.plugins.registry import Hook, PluginRegistry
+from nai_server.plugins.subscriptions import Subscriptions
 
 log = logging.getLogger("nai.plugins")
 
@@ -64,6 +65,7 @@ class Notifiers:
         self._worker: threading.Thread | None = None
         self.dropped = 0
         self._drop_logged = 0.0
+        self.users: Subscriptions | None = None  # users' own choices, set by the host
 
     @property
     def hooks(self) -> list[Hook]:
@@ -100,7 +102,7 @@ class Notifiers:
     def put(self, event: JobEvent) -> None:
         """Queue one event for the notifiers, never waiting: dropped when the queue is
         full (the notifiers are far behind), with a line in the log now and then."""
-        if not self.hooks:
+        if not self.hooks and not (self.users is not None and self.users.any()):
             return
         with self._guard:
             if self._worker is None:
@@ -121,6 +123,8 @@ class Notifiers:
         while (event := self._queue.get()) is not None:
             for hook in self.hooks:
                 self._tell(hook, event)
+            if self.users is not None:
+                self._tell_owner(self.users, event)
             self._queue.task_done()
         self._queue.task_done()
 
@@ -130,6 +134,21 @@ class Notifiers:
         except Exception as exc:
             log.error("notifier %s failed on %s of job %s: %s: %s", hook.name, event.event,
                       event.job_id, type(exc).__name__, exc)
+
+    def _tell_owner(self, users: Subscriptions, event: JobEvent) -> None:
+        """Tell the job's owner, as they chose; never anyone else. Each user's calls
+        are bounded and counted apart: a user whose address hangs delays only theirs."""
+        for sub in users.of(event.user):
+            hook = users.deliverer(sub.via) if event.event in sub.events else None
+            if hook is None:
+                continue
+            try:
+                self.calls.call(f"{hook.name}@{event.user}", hook.config.timeout, _deliver,
+                                hook, event, sub.target)
+            except Exception as exc:
+                log.warning("notifier %s failed on %s of job %s for %s (subscription %s): "
+                            "%s: %s", hook.name, event.event, event.job_id, event.user,
+                            sub.id, type(exc).__name__, exc)
 
     def drain(self, timeout: float = 10.0) -> bool:
         """Wait until queued events have been told (tests); False if not in time."""
@@ -150,3 +169,7 @@ class Notifiers:
 
 def _run(hook: Hook, event: JobEvent) -> Any:
     return hook(event=event, options=dict(hook.config.options))
+
+
+def _deliver(hook: Hook, event: JobEvent, target: str) -> Any:
+    return hook(event=event, target=target, options=dict(hook.config.options))

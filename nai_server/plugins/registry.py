@@ -14,7 +14,7 @@ from typing import Any
 import pluggy
 
 from nai_server.config import PluginConfig
-from nai_server.plugins.contracts import GROUPS, HOOKS, IN_DAEMON, PROJECT, SPECS, Kind
+from nai_server.plugins.contracts import AS_JOB, GROUPS, HOOKS, IN_DAEMON, PROJECT, SPECS, Kind
 
 log = logging.getLogger("nai.plugins")
 
@@ -33,6 +33,7 @@ class PluginStatus:
     state: str
     error: str | None = None
     required: bool = False
+    stuck: int = 0  # calls still running past their timeout (see bounded.py)
 
 
 @dataclass(frozen=True)
@@ -84,14 +85,14 @@ class PluginRegistry:
             self._statuses = [s for s in self._statuses if s.name != name]
             self._effective.pop(name, None)
             for (_, kind), (load, version) in mine:
-                manager = self._managers[kind]
-                if manager.has_plugin(name):
+                manager = self._managers.get(kind)
+                if manager is not None and manager.has_plugin(name):
                     manager.unregister(name=name)
                 self.add(name, kind, load, version)
             self.generation += 1
 
     def knows(self, name: str) -> bool:
-        """Whether `name` is an installed plugin of a kind the daemon runs."""
+        """Whether `name` is an installed plugin of a kind the daemon runs or lists."""
         return any(n == name for n, _ in self._found)
 
     def installed(self, kind: Kind) -> bool:
@@ -128,7 +129,7 @@ class PluginRegistry:
     def add(self, name: str, kind: Kind, load: Callable[[], object],
             version: str | None) -> None:
         """Record one plugin; load and register it when the config enables it."""
-        if kind in IN_DAEMON:
+        if kind in IN_DAEMON or kind in AS_JOB:
             self._found[(name, kind)] = (load, version)
         cfg = self.effective(name)
         if cfg is not None:
@@ -139,7 +140,9 @@ class PluginRegistry:
                                                state=state, error=error,
                                                required=bool(cfg and cfg.required)))
 
-        if kind not in IN_DAEMON:
+        if kind in AS_JOB:  # never imported here: the user's job loads it
+            record("ok" if cfg is not None else "disabled")
+        elif kind not in IN_DAEMON:
             record("unsupported", f"this server does not run {kind.value} plugins yet")
         elif cfg is None:
             record("disabled")
@@ -176,17 +179,27 @@ class PluginRegistry:
                     error="configured in plugins.NAME but not installed (pip install it "
                           "into the server's environment)", required=cfg.required))
 
+    def as_job(self, kind: Kind, name: str) -> tuple[PluginConfig, str | None] | None:
+        """An enabled plugin of a kind run as the user's job: its config and version."""
+        with self._lock:
+            found = self._found.get((name, kind))
+            cfg = self._effective.get(name)
+            if found is None or cfg is None or kind not in AS_JOB:
+                return None
+            return cfg, found[1]
+
     def statuses(self) -> list[PluginStatus]:
         with self._lock:
             return sorted(self._statuses, key=lambda s: (s.name, s.kind))
 
-    def hooks(self, kind: Kind) -> list[Hook]:
-        """The enabled plugins' implementations of `kind`'s hook, in name order."""
+    def hooks(self, kind: Kind, hook: str | None = None) -> list[Hook]:
+        """The enabled plugins' implementations of `kind`'s hook (or of another of its
+        contract's hooks, `hook`), in name order."""
         manager = self._managers.get(kind)
         if manager is None:
             return []
         with self._lock:
-            impls = getattr(manager.hook, HOOKS[kind]).get_hookimpls()
+            impls = getattr(manager.hook, hook or HOOKS[kind]).get_hookimpls()
             return sorted((Hook(i.plugin_name, self._effective[i.plugin_name], i.function,
                                 tuple(i.argnames)) for i in impls), key=lambda h: h.name)
 

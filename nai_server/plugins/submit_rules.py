@@ -1,5 +1,12 @@
 """Submit rules at work: every enabled `nai.submit_rules` plugin sees a job before the
-server's own checks, and may refuse it (403, naming the rule) or change its spec."""
+server's own checks, and may refuse it (403, naming the rule) or change its spec.
+
+A rule that raises or times out is skipped for that submit (logged) unless required.
+A rule whose earlier calls are stuck past their timeout is never skipped: the caller
+whose own call is stuck (at once), and everyone once the rule has `MAX_STUCK` stuck
+calls (after waiting up to its timeout for one to return), is told it is busy (503,
+retry), so a spec crafted to hang a rule cannot let the submits after it pass
+unchecked."""
 
 from __future__ import annotations
 
@@ -10,7 +17,7 @@ from types import MappingProxyType
 from typing import Any, Protocol
 
 from nai_server.core.spec import JobSpec, SpecError, spec_from_dict, spec_to_dict
-from nai_server.plugins.bounded import BoundedCalls
+from nai_server.plugins.bounded import BoundedCalls, PluginBusy
 from nai_server.plugins.contracts import Kind, Refuse, Submission
 from nai_server.plugins.registry import Hook, PluginRegistry
 from nai_server.protocol import Forbidden, Unavailable
@@ -18,6 +25,7 @@ from nai_server.protocol import Forbidden, Unavailable
 log = logging.getLogger("nai.plugins")
 
 MAX_MESSAGE = 1000  # characters of a rule's refusal passed on to the user
+MAX_STUCK = 4  # calls of one rule left running past their timeout before all wait
 
 
 class Asker(Protocol):
@@ -60,11 +68,14 @@ class SubmitRules:
             options = all_options[rule.name]
             try:
                 change = self.calls.call(rule.name, rule.config.timeout, _run, rule,
-                                         submission, options)
+                                         submission, options, owner=caller.user,
+                                         most=MAX_STUCK, wait=rule.config.timeout)
                 if change is None:
                     continue
                 changed = spec_from_dict({**data, **dict(change)},
                                          source=f"submit rule {rule.name}")
+            except PluginBusy as exc:
+                raise self._busy(rule, caller.user, exc) from None
             except Refuse as exc:
                 raise Forbidden(f"submit rule {rule.name} refused this job: "
                                 f"{str(exc.message)[:MAX_MESSAGE]}",
@@ -78,6 +89,20 @@ class SubmitRules:
             spec, data = changed, spec_to_dict(changed)
             submission = dataclasses.replace(submission, spec=_frozen(data))
         return spec
+
+    @staticmethod
+    def _busy(rule: Hook, user: str, exc: PluginBusy) -> Unavailable:
+        log.error("submit rule %s is busy, a submit of %s is refused: %s", rule.name, user,
+                  exc)
+        if exc.yours:
+            why = ("it is still checking an earlier job of yours, past its "
+                   f"{rule.config.timeout:g}s timeout; retry once that has finished")
+        else:
+            why = (f"{exc.stuck} earlier checks have not finished past its "
+                   f"{rule.config.timeout:g}s timeout; retry in a moment, and tell the "
+                   f"server's admin if it lasts")
+        return Unavailable(f"submit rule {rule.name} is busy: {why}",
+                           details={"rule": rule.name, "retry": True})
 
     @staticmethod
     def _failed(rule: Hook, why: str) -> None:

@@ -245,6 +245,15 @@ from nai_server.protocol.jobs import (
 from nai_server.protocol.jobs import (
     VersionInfo as VersionInfo,
 )
+from nai_server.protocol.notify import (
+    NotifyCreate as NotifyCreate,
+)
+from nai_server.protocol.notify import (
+    NotifyInfo as NotifyInfo,
+)
+from nai_server.protocol.processing import (
+    DatasetProcess as DatasetProcess,
+)
 from nai_server.protocol.registry import (
     TAG_PATTERN as TAG_PATTERN,
 )

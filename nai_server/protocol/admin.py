@@ -90,6 +90,7 @@ class PluginInfo(Reply):
     state: Literal["ok", "disabled", "broken", "unsupported", "missing"]
     required: bool
     error: str | None
+    stuck: int = 0  # calls still running past their timeout: a submit rule is busy
 
 
 class PluginChoice(Model):

@@ -85,7 +85,7 @@ class TinyDbStore(JobRecords):
         self.facts = JobFacts()
         # Refuse to start on a damaged archive too, before anything is written.
         archived = [self._scan_archive(p) for p in sorted(self.archive_dir.glob("jobs-*.json"))]
-        self._next_id = 1 + max(
+        self._next_id: int = 1 + max(
             max((int(k) for k in self._hot()), default=0),
             int(self.get_setting("archived_max_id", 0)),
             *(high for _, high in self.get_setting("archive_ranges", {}).values()),
@@ -187,7 +187,8 @@ class TinyDbStore(JobRecords):
     def _hot(self) -> dict[str, Doc]:
         data = self.db.storage.read()
         assert data is not None
-        return data.setdefault("jobs", {})  # type: ignore[no-any-return]
+        jobs: dict[str, Doc] = data.setdefault("jobs", {})
+        return jobs
 
     def _write_hot(self) -> None:
         storage = self.db.storage

@@ -102,10 +102,10 @@ class Sshd:
 
     def start(self) -> None:
         log = open(self.root / "sshd.log", "ab")  # noqa: SIM115 - owned by the process
-        self.proc = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(self.config)],
-                                     stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        wait_for(lambda: self.proc.poll() is not None or port_accepts(self.port),
+        self.proc = proc = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(self.config)],
+                                            stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+        wait_for(lambda: proc.poll() is not None or port_accepts(self.port),
                  20, f"sshd on port {self.port}")
         if self.proc.poll() is not None:
             raise AssertionError(f"sshd exited {self.proc.returncode}:\n{self.log()}")

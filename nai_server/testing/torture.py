@@ -120,6 +120,7 @@ class DaemonProcess:
         self.launch()
         wait_for(lambda: self.proc is not None and (self.proc.poll() is not None or answers(
             self.socket)), timeout=60, what=f"the daemon on {self.socket}")
+        assert self.proc is not None
         if self.proc.poll() is not None:
             raise AssertionError(f"the daemon exited {self.proc.returncode} at start:\n"
                                  f"{self.log()[-4000:]}")

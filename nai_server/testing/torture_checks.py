@@ -158,9 +158,9 @@ def _models(client: httpx.Client, ledger: Ledger, by_name: dict[str, dict[str, A
     failures = []
     versions: dict[str, dict[int, dict[str, Any]]] = {}
     for name in {s.plan.model for s in ledger.submitted if s.plan.model}:
-        entry = client.get(f"/v1/models/{name}")
-        versions[name] = ({v["version"]: v for v in entry.json()["versions"]}
-                          if entry.status_code == 200 else {})
+        answer = client.get(f"/v1/models/{name}")
+        versions[name] = ({v["version"]: v for v in answer.json()["versions"]}
+                          if answer.status_code == 200 else {})
     made_by: dict[int, int] = {}
     for found in versions.values():
         for v in found.values():

@@ -63,13 +63,15 @@ Add = Callable[..., argparse.ArgumentParser]
 
 def build_parser() -> argparse.ArgumentParser:
     from nai_tui.cli.contract import EPILOG, json_flag
+    from nai_tui.cli.plugin_commands import add_plugin_commands
     from nai_tui.cli.registry_commands import add_registry_commands
 
     parser = argparse.ArgumentParser(
         prog="nai", description="Run jobs on shared GPU servers. Without a command: the TUI.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--server", "-s", help="configured server to use (default: the "
-                        "default server, else this machine's personal server)")
+                        "default server, else this machine's personal server); `nai submit "
+                        "--server auto`: the one where the job starts first")
     parser.add_argument("--version", action=_ShowVersion,
                         help="show the version of nai and of the API it speaks, and exit")
     # dest is not "command": `submit --command` would overwrite it.
@@ -89,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_personal_commands(add)
     add_registry_commands(sub)
     _add_completion_command(add)
+    add_plugin_commands(add, sub)  # last: a plugin never shadows a built-in command
     return parser
 
 
@@ -104,7 +107,7 @@ def _add_completion_command(add: Add) -> None:
 
 def _add_run_commands(add: Add) -> None:
     """Starting jobs: `submit` a folder, `finetune` a model on a dataset."""
-    from nai_tui.cli import commands
+    from nai_tui.cli import commands, multi_server
 
     p = add("submit", commands.cmd_submit, "sync a folder and submit it as a job")
     p.add_argument("dir", nargs="?", default=".", help="the job's folder (default: .)")
@@ -118,7 +121,15 @@ def _add_run_commands(add: Add) -> None:
                    "/bin/sh and the server daemon's PATH: `python` is the server's unless "
                    "nai.yaml has env_setup: login, {conda: NAME} or {venv: PATH}")
     p.add_argument("--env", action="append", metavar="K=V", help="repeatable")
+    p.add_argument("--dry-run", action="store_true", help="show what would run and when it "
+                   "would start, without sending the code or queuing anything; with "
+                   "--server auto, where it would go")
+    # Also after `submit` (`nai submit --server auto`); SUPPRESS keeps a --server given
+    # before the command when none is given after it.
+    p.add_argument("--server", "-s", default=argparse.SUPPRESS,
+                   help="server to submit to; auto: the one where the job starts first")
     _add_outcome_options(p)
+    multi_server.flags(p)
 
     p = add("finetune", commands.cmd_finetune, "run a model's own code on a dataset, "
             "starting from its weights ($NAI_MODEL_DIR)")
@@ -142,7 +153,7 @@ def _add_outcome_options(p: argparse.ArgumentParser) -> None:
 
 def _add_job_commands(add: Add) -> None:
     """Looking at jobs and the server: jobs, show, logs, cancel, pull, metrics, gpus, whoami."""
-    from nai_tui.cli import commands
+    from nai_tui.cli import commands, multi_server
     from nai_tui.cli.registry_commands import FORCE_HELP
 
     p = add("jobs", commands.cmd_jobs, "list jobs, newest first")
@@ -156,6 +167,7 @@ def _add_job_commands(add: Add) -> None:
     p.add_argument("--since", type=commands.since_time, metavar="WHEN",
                    help="submitted since: 2026-11-30, '2026-11-30 14:00' (UTC), or 3d/12h/30m ago")
     p.add_argument("--before", type=_job_id, metavar="ID", help="only jobs older than job ID")
+    multi_server.flags(p, multi_server.cmd_jobs)
 
     p = add("show", commands.cmd_show, "one job in detail")
     p.add_argument("id", type=_job_id)
@@ -172,7 +184,8 @@ def _add_job_commands(add: Add) -> None:
     p = add("metrics", commands.cmd_metrics, "a job's metrics lines")
     p.add_argument("id", type=_job_id)
     commands.metrics_flags(p)
-    add("gpus", commands.cmd_gpus, "the server's GPUs and who uses them")
+    multi_server.flags(add("gpus", commands.cmd_gpus, "the server's GPUs and who uses them"),
+                       multi_server.cmd_gpus)
     add("whoami", commands.cmd_whoami, "who the server thinks you are")
 
 
@@ -237,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     if tui:
         return run_tui(server)
     from nai_server.protocol import NaiError
-    from nai_tui.cli import commands, contract
+    from nai_tui.cli import commands, contract, multi_server
     from nai_tui.cli.output import err
     from nai_tui.config import ClientConfig
 
@@ -251,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not args.remote:
             return int(args.func(args))
+        if multi_server.wanted(args):
+            return multi_server.run(args)
         entry = ClientConfig.load().choose(args.server)
         with commands.connect(entry) as client:
             return int(args.func(args, client))

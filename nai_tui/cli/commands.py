@@ -21,7 +21,7 @@ from nai_tui.cli.contract import TIMED_OUT, exit_status
 from nai_tui.cli.output import emit_json, err, note, table
 from nai_tui.config import ClientConfig, ServerEntry, cache_dir, config_dir
 from nai_tui.remote.client import ServerClient
-from nai_tui.remote.connect import connect
+from nai_tui.remote.connect import connect as connect  # tests replace it here
 from nai_tui.sync import push as sync
 
 SPEC_FILE = "nai.yaml"
@@ -46,6 +46,16 @@ def exit_code_of(state: str, code: int | None) -> int:
 def submit_folder(client: ServerClient, folder: Path, spec_file: Path | None = None,
                   **overrides: Any) -> Any:
     """Sync the folder's code, then submit it with its nai.yaml and the overrides."""
+    folder, request = spec_request(folder, spec_file, **overrides)
+    note(f"syncing {folder} to {client.name} ...")
+    tree = sync.push(client, folder, cache=_hash_cache())
+    return client.submit(**request, code_tree=tree)
+
+
+def spec_request(folder: Path, spec_file: Path | None = None,
+                 **overrides: Any) -> tuple[Path, dict[str, Any]]:
+    """The job folder and what `ServerClient.submit` is given for it besides the code:
+    its nai.yaml (or --command) and the command line's overrides."""
     folder = folder.resolve()
     if not folder.is_dir():
         raise Invalid(f"{folder} is not a folder; give the folder holding your code")
@@ -62,23 +72,31 @@ def submit_folder(client: ServerClient, folder: Path, spec_file: Path | None = N
     else:
         raise Invalid(f"no {SPEC_FILE} in {folder} and no --command: write a {SPEC_FILE} "
                       f"(see jobs/ for examples) or pass --command 'python train.py'")
-    note(f"syncing {folder} to {client.name} ...")
-    tree = sync.push(client, folder, cache=_hash_cache())
-    return client.submit(**spec_args, overrides=overrides, code_tree=tree)
+    return folder, {**spec_args, "overrides": overrides}
+
+
+def submit_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """`nai submit`'s flags that change the spec."""
+    return {"gpus": args.gpus, "time_limit": args.time_limit, "name": args.name,
+            "dataset": args.dataset, "model": args.model, "env": args.env or None,
+            "command": args.command, "register_model": args.register_model}
 
 
 def cmd_submit(args: argparse.Namespace, client: ServerClient) -> int:
     spec_file = Path(args.file).resolve() if args.file else None
-    job = submit_folder(client, Path(args.dir), spec_file, gpus=args.gpus,
-                        time_limit=args.time_limit, name=args.name, dataset=args.dataset,
-                        model=args.model, env=args.env or None, command=args.command,
-                        register_model=args.register_model)
-    return _submitted(args, client, job)
+    if args.dry_run:
+        from nai_tui.cli import multi_server
+
+        return multi_server.dry_run(args, client, spec_file)
+    job = submit_folder(client, Path(args.dir), spec_file, **submit_overrides(args))
+    return submitted(args, client, job)
 
 
-def _submitted(args: argparse.Namespace, client: ServerClient, job: Any) -> int:
+def submitted(args: argparse.Namespace, client: ServerClient, job: Any,
+              extra: dict[str, Any] | None = None) -> int:
+    """Print a submitted job (`extra` keys join its JSON); follow it with --follow."""
     if args.json and not args.follow:
-        emit_json(job)
+        emit_json({**job.model_dump(mode="json"), **(extra or {})})
     else:
         print(job.id)
     pins = [f"{k} {ref['name']}@{ref['version']}" for k, ref in
@@ -104,7 +122,7 @@ def cmd_finetune(args: argparse.Namespace, client: ServerClient) -> int:
             "register_model": args.register_model}
     job = client.submit(spec={k: v for k, v in spec.items() if v is not None},
                         code_from_model=True)
-    return _submitted(args, client, job)
+    return submitted(args, client, job)
 
 
 def follow(client: ServerClient, job_id: int) -> int:
@@ -142,6 +160,19 @@ def since_time(text: str) -> float:
 def cmd_jobs(args: argparse.Namespace, client: ServerClient) -> int:
     """Newest first; more than a page is fetched page by page with the server's
     cursor, so no job is listed twice or skipped while others are submitted."""
+    jobs, before, total = fetch_jobs(client, args)
+    if args.json:
+        emit_json(jobs)
+    else:
+        print(output.job_rows(jobs))
+        if before is not None:
+            note(f"({len(jobs)} of {total}; --limit N or --before {jobs[-1].id} for more)")
+    return 0
+
+
+def fetch_jobs(client: ServerClient, args: argparse.Namespace
+               ) -> tuple[list[Any], int | None, int]:
+    """`nai jobs`'s listing: the jobs, the cursor for more (None: no more), the total."""
     jobs: list[Any] = []
     before, total = args.before, 0
     while len(jobs) < args.limit:
@@ -153,13 +184,7 @@ def cmd_jobs(args: argparse.Namespace, client: ServerClient) -> int:
         before = listing.next_before
         if before is None:
             break
-    if args.json:
-        emit_json(jobs)
-    else:
-        print(output.job_rows(jobs))
-        if before is not None:
-            note(f"({len(jobs)} of {total}; --limit N or --before {jobs[-1].id} for more)")
-    return 0
+    return jobs, before, total
 
 
 def cmd_show(args: argparse.Namespace, client: ServerClient) -> int:
@@ -249,7 +274,8 @@ def cmd_metrics(args: argparse.Namespace, client: ServerClient) -> int:
         if args.json:
             emit_json(found)
         elif found:
-            print(table(*reversed(metrics_view.summary_rows(found))))
+            heads, lines = metrics_view.summary_rows(found)
+            print(table(lines, heads))
         else:
             note(f"job {args.id} has no metrics yet")
         return 0
@@ -297,16 +323,7 @@ def cmd_gpus(args: argparse.Namespace, client: ServerClient) -> int:
     if args.json:
         emit_json(gpus)
         return 0
-    rows = []
-    for g in gpus.gpus:
-        holder = f"job {g.job} ({g.user})" if g.job else ""
-        foreign = "; ".join(
-            f"{f'job {p.job} strayed here:' if p.job else 'foreign'} pid {p.pid} "
-            f"({p.user or '?'}, {format_size(p.used_memory)})" for p in g.foreign)
-        rows.append([g.index, g.name, f"{g.utilization}%",
-                     f"{format_size(g.memory_used)} / {format_size(g.memory_total)}",
-                     " ".join(x for x in (holder, foreign) if x) or "free"])
-    print(table(rows, ["GPU", "NAME", "UTIL", "MEMORY", "USED BY"]))
+    print(table([output.gpu_cells(g) for g in gpus.gpus], output.GPU_HEADERS))
     note(f"source: {gpus.source}; CPU slots {gpus.cpu_slots_used}/{gpus.cpu_slots} in use")
     return 0
 

@@ -78,6 +78,7 @@ _CLASHES = (
     ("submit", "follow", "with --follow the job's log follows, which is not JSON"),
     ("finetune", "follow", "with --follow the job's log follows, which is not JSON"),
     ("metrics", "csv", "give --json or --csv, not both"),
+    ("dataset", "follow", "with --follow the job's log follows, which is not JSON"),
 )
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from nai_server.protocol import format_elapsed
+from nai_server.protocol import format_elapsed, format_size
 from nai_tui.cli.contract import KEPT as EXIT_KEPT
 
 
@@ -38,14 +38,33 @@ def job_runtime(job: Any, now: float | None = None) -> str:
     return format_elapsed((job.ended_at or now) - job.started_at)
 
 
+JOB_HEADERS = ["ID", "NAME", "USER", "STATE", "GPUS", "TIME"]
+
+
+def job_cells(j: Any) -> list[Any]:
+    """One job's row of `nai jobs`."""
+    state = j.state + (f" ({j.reason})" if j.reason else "")
+    return [j.id, j.name, j.user, state, ",".join(map(str, j.gpus)) or
+            (str(j.spec.get("gpus", 1)) + " wanted" if j.state == "queued" else "cpu"),
+            job_runtime(j)]
+
+
 def job_rows(jobs: Sequence[Any]) -> str:
-    rows = []
-    for j in jobs:
-        state = j.state + (f" ({j.reason})" if j.reason else "")
-        rows.append([j.id, j.name, j.user, state, ",".join(map(str, j.gpus)) or
-                     (str(j.spec.get("gpus", 1)) + " wanted" if j.state == "queued" else "cpu"),
-                     job_runtime(j)])
-    return table(rows, ["ID", "NAME", "USER", "STATE", "GPUS", "TIME"])
+    return table([job_cells(j) for j in jobs], JOB_HEADERS)
+
+
+GPU_HEADERS = ["GPU", "NAME", "UTIL", "MEMORY", "USED BY"]
+
+
+def gpu_cells(g: Any) -> list[Any]:
+    """One GPU's row of `nai gpus`."""
+    holder = f"job {g.job} ({g.user})" if g.job else ""
+    foreign = "; ".join(
+        f"{f'job {p.job} strayed here:' if p.job else 'foreign'} pid {p.pid} "
+        f"({p.user or '?'}, {format_size(p.used_memory)})" for p in g.foreign)
+    return [g.index, g.name, f"{g.utilization}%",
+            f"{format_size(g.memory_used)} / {format_size(g.memory_total)}",
+            " ".join(x for x in (holder, foreign) if x) or "free"]
 
 
 def err(message: str) -> None:

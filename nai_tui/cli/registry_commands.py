@@ -5,6 +5,7 @@
     nai dataset list | show NAME[@VERSION] | pull NAME[@VERSION] [--to DIR]
     nai dataset rm NAME[@VERSION] | tag NAME[@VERSION] TAG | share NAME --group G|--all
     nai dataset unshare NAME [--group G]
+    nai dataset process NAME[@VERSION] --with PLUGIN [--to NAME] [-o KEY=VALUE]...
 
 and the same for `nai model` (whose push also takes `--metrics FILE.json` and
 `--finetune-command CMD`). A push syncs the folder (only files the server lacks travel)
@@ -31,6 +32,8 @@ from nai_server.protocol import (
 )
 from nai_tui.cli.contract import json_flag
 from nai_tui.cli.output import emit_json, note, report_pull, table
+from nai_tui.cli.process_command import add_process_verb, lineage_line
+from nai_tui.cli.registry_copy import add_copy_verb
 from nai_tui.config import cache_dir
 from nai_tui.remote.client import ServerClient
 from nai_tui.sync import push as sync
@@ -171,6 +174,8 @@ def cmd_show(args: argparse.Namespace, client: ServerClient) -> int:
                  f"  used by:  {', '.join(f'job {j}' for j in v.used_by) or 'no jobs'}"]
         if v.description:
             lines.append(f"  about:    {v.description}")
+        if made := lineage_line(v.metadata):
+            lines.append(f"  from:     {made}")
         if v.metadata:
             lines.append(f"  metadata: {json.dumps(v.metadata, sort_keys=True)}")
         print("\n".join(lines))
@@ -309,6 +314,9 @@ def add_registry_commands(sub: Any) -> None:
         who = p.add_mutually_exclusive_group(required=True)
         who.add_argument("--group", action="append", help="repeatable")
         who.add_argument("--all", action="store_true", help="every registered user")
+        add_copy_verb(verbs, kind, json_flag)
+        if kind == "dataset":
+            add_process_verb(verb)
         p = verb("unshare", cmd_unshare, "stop sharing with a group, or with everyone")
         p.add_argument("name")
         p.add_argument("--group", action="append",

@@ -28,6 +28,8 @@ from nai_server.protocol import (
     MetricsPage,
     MissingResponse,
     NaiError,
+    NotifyInfo,
+    PluginInfo,
     PushedVersion,
     Quota,
     RegistryEntry,
@@ -191,17 +193,20 @@ class ServerClient:
 
     def submit(self, *, spec: dict[str, Any] | None = None, spec_yaml: str | None = None,
                source: str = "nai.yaml", overrides: dict[str, Any] | None = None,
-               code_tree: str | None = None, code_from_model: bool = False) -> JobInfo:
+               code_tree: str | None = None, code_from_model: bool = False,
+               dry_run: bool = False) -> JobInfo:
         """Submit a job: the spec as fields or as nai.yaml text (the server validates it
         and names the lines), command-line overrides, and the code tree (or, with
-        `code_from_model`, the files of the spec's model version)."""
+        `code_from_model`, the files of the spec's model version). `dry_run`: checked
+        and planned, not created (id 0, `est_start` when it would start)."""
         body: dict[str, Any] = {"source": source, "overrides": overrides or {},
                                 "code_tree": code_tree, "code_from_model": code_from_model}
         if spec_yaml is not None:
             body["spec_yaml"] = spec_yaml
         else:
             body["spec"] = spec or {}
-        return self._reply(JobInfo, self._json("POST", "/v1/jobs", json=body))
+        return self._reply(JobInfo, self._json("POST", "/v1/jobs", json=body,
+                                               params={"dry_run": 1} if dry_run else None))
 
     def jobs(self, *, scope: str = "all", state: str | None = None, user: str | None = None,
              limit: int = 100, offset: int = 0, before: int | None = None,
@@ -348,6 +353,32 @@ class ServerClient:
         return self._reply(RegistryEntry, self._json(
             "PUT", self._registry_path(kind, name, "sharing"),
             json={"shared": shared, "groups": groups}))
+
+    def plugins(self) -> list[PluginInfo]:
+        """The plugins installed in the server's environment, and whether they run."""
+        return [self._reply(PluginInfo, p) for p in self._json("GET", "/v1/plugins")]
+
+    def notify_list(self) -> list[NotifyInfo]:
+        """This user's notification subscriptions."""
+        return [self._reply(NotifyInfo, n) for n in self._json("GET", "/v1/notify")]
+
+    def notify_add(self, via: str, target: str, events: list[str]) -> NotifyInfo:
+        """Be told of this user's own jobs' `events` by notifier `via` at `target`."""
+        return self._reply(NotifyInfo, self._json(
+            "POST", "/v1/notify", json={"via": via, "target": target, "events": events}))
+
+    def notify_remove(self, sub_id: int) -> NotifyInfo:
+        return self._reply(NotifyInfo, self._json("DELETE", f"/v1/notify/{int(sub_id)}"))
+
+    def process_dataset(self, dataset: str, plugin: str, /, *, version: str = "latest",
+                        options: dict[str, str] | None = None,
+                        **job: Any) -> JobInfo:
+        """Process a dataset version with a processor the server offers, as a job of this
+        user's (`to`, `gpus`, `time_limit`, `name`, `group`... in `job`)."""
+        body = {"version": version, "plugin": plugin, "options": options or {},
+                **{k: v for k, v in job.items() if v is not None}}
+        return self._reply(JobInfo, self._json(
+            "POST", self._registry_path("dataset", dataset, "process"), json=body))
 
     def registry_tag(self, kind: str, name: str, ref: str, tag: str | None) -> RegistryVersion:
         """Put `tag` on a version (None clears its tag)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import re
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -247,7 +247,7 @@ def _transport_factory(known_types: set[str]) -> Callable[..., paramiko.Transpor
     return make
 
 
-def _prefer(current: tuple[str, ...], first: list[str]) -> tuple[str, ...]:
+def _prefer(current: Sequence[str], first: list[str]) -> tuple[str, ...]:
     head = [x for x in first if x in current]
     return (*head, *(x for x in current if x not in head))
 
@@ -276,7 +276,7 @@ def connect_error(exc: BaseException, conn: Connection, server: str,
     if isinstance(exc, socket.gaierror):
         return ConnectionFailed(f"{server}: cannot resolve host {conn.host} ({exc.strerror})")
     if isinstance(exc, NoValidConnectionsError):
-        codes = {e.errno for e in exc.errors.values()}
+        codes = {getattr(e, "errno", None) for e in exc.errors.values()}
         if codes == {errno.ECONNREFUSED}:
             return ConnectionFailed(f"{server}: nothing listens on {where}; is sshd running?")
         return ConnectionFailed(f"{server}: cannot reach {where} ({exc})")

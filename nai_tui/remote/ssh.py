@@ -61,7 +61,8 @@ class SshSession:
         with self._lock:
             if self.connected:
                 assert self._conn is not None
-                return self._conn.transport
+                current: paramiko.Transport = self._conn.transport
+                return current
             self._close_locked()
             conn = resolve(self.target, self.ssh_config, self.identity_file)
             secure_hops(conn, self.name, self.known_hosts, self.connect_timeout)
@@ -72,7 +73,8 @@ class SshSession:
                 raise connect_error(exc, conn, self.name, self.connect_timeout) from exc
             conn.transport.set_keepalive(30)
             self._conn = conn
-            return conn.transport
+            transport: paramiko.Transport = conn.transport
+            return transport
 
     def exec(self, command: str, timeout: float | None = None) -> paramiko.Channel:
         """A new channel running `command`; waits while sshd's session slots are full."""
@@ -163,7 +165,7 @@ class ChannelStream(httpcore.NetworkStream):
         view = memoryview(buffer)
         try:
             while view:
-                sent = self._channel.send(view)
+                sent = self._channel.send(view)  # type: ignore[arg-type]  # takes any buffer
                 if not sent:
                     raise httpcore.WriteError("the SSH channel was closed")
                 view = view[sent:]

@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from textual import work
 from textual.app import App
@@ -40,8 +40,10 @@ class NaiApp(App[int]):
 
     CSS_PATH = "app.tcss"
     TITLE = "nai"
-    COMMANDS: ClassVar[set[type[Any]]] = App.COMMANDS | {NaiCommands}
-    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-narrow"), (120, "-wide")]
+    COMMANDS = App.COMMANDS | {NaiCommands}
+    # Textual declares it on instances; the class's value is the default for all.
+    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [  # type: ignore[misc]
+        (0, "-narrow"), (120, "-wide")]
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("question_mark", "help", "Help", tooltip="Show the keys of this screen"),
         Binding("S", "servers", "Servers", tooltip="Choose among the configured servers"),

@@ -19,7 +19,7 @@ from nai_tui.remote.client import ServerClient
 ClientFactory = Callable[[ServerEntry], ServerClient]
 """Builds a client for a configured server (may block: SSH)."""
 
-Progress = Callable[[str, int, int], None]
+Progress = Callable[[str, int, int], object]  # what it returns is ignored
 """Called with (what, bytes done, bytes in all) while a transfer runs."""
 
 
@@ -122,7 +122,7 @@ class Backoff:
 
     def next(self) -> float:
         """The delay before the next attempt."""
-        delay = min(self.cap, self.first * 2 ** self.attempts)
+        delay = min(self.cap, self.first * 2.0 ** self.attempts)
         self.attempts += 1
         return delay
 

@@ -9,6 +9,7 @@ from textual.widgets import DataTable
 from tui_kit import NOW, SIZE, notifications, settle, text_of
 
 from nai_server.protocol import ConnectionFailed
+from nai_tui.config import ClientConfig, ServerEntry
 from nai_tui.testing import FakeServerClient
 from nai_tui.testing_demo import demo_server
 from nai_tui.tui.ports import Backoff
@@ -37,7 +38,8 @@ async def test_switch_server(make_app, fake) -> None:
         table = screen.query_one(DataTable)
         assert table.get_row("lab")[3].plain == "connected"
         assert table.get_row("box")[3].plain == "answers"
-        await pilot.press("down", "enter")
+        table.move_cursor(row=table.get_row_index("box"))
+        await pilot.press("enter")
         await settle(pilot)
         assert isinstance(app.screen, JobsScreen)
         assert app.server.name == "box" and app.client is box and fake.closed
@@ -140,3 +142,31 @@ async def test_unexpected_errors_become_notifications(make_app, fake) -> None:
         await pilot.press("r")
         await settle(pilot)
         assert app.screen.query_one(JobTable).row_count == 9
+
+
+async def test_the_servers_screen_rereads_the_config(make_app, tmp_path, monkeypatch) -> None:
+    """A server added with `nai server add` while the TUI runs appears on `r`; the
+    personal daemon on this machine stays listed once a remote server is configured."""
+    socket = tmp_path / "personal.sock"
+    socket.touch()
+    monkeypatch.setattr("nai_tui.tui.screens.servers.personal_socket", lambda: socket)
+    app = make_app(connect=lambda entry: demo_server(NOW))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("S")
+        await settle(pilot)
+        table = app.screen.query_one(DataTable)
+        assert [str(k.value) for k in table.rows] == ["local", "box", "lab"]
+        config = ClientConfig.load(tmp_path / "config.yaml")  # what the CLI does
+        config.add(ServerEntry("new", "ssh://alice@new.example.org"))
+        config.save()
+        await pilot.press("r")
+        await settle(pilot)
+        assert [str(k.value) for k in table.rows] == ["local", "box", "lab", "new"]
+        assert table.get_row("new")[3].plain == "answers"
+        (tmp_path / "config.yaml").write_text("servers: [broken\n")
+        await pilot.press("r")
+        await settle(pilot)
+        assert "new" in [str(k.value) for k in table.rows]
+        assert "cannot read the client config" in str(
+            app.screen.query_one("#servers-note").render())

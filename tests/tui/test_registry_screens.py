@@ -211,3 +211,22 @@ async def test_keys_in_help_and_palette_and_help_stays_in_a_narrow_footer(make_a
         titles = [t for t, _, _ in NaiCommands(app.screen).entries()]
         assert "Browse models" in titles and "Show dataset imdb-reviews" in titles
         assert "Datasets: Upload a folder as a new version" in titles
+
+
+async def test_columns_fit_their_cells_from_the_first_frame(make_app) -> None:
+    """A list that arrives is drawn with columns as wide as their cells at once, not
+    cut to the header's width until Textual next measures them when idle (on a busy
+    machine the screen showed `cifa` for `cifar10`)."""
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_datasets(pilot)
+        first = next(iter(screen.entries.values()))
+        entries = [*screen.entries.values(),
+                   first.model_copy(update={"name": "a-much-longer-dataset-name",
+                                            "description": "d" * 60})]
+        table = screen.query_one("#registry-list", DataTable)
+        screen.on_registry_screen_listed(RegistryScreen.Listed(entries))  # no idle after
+        widths = {str(c.label): c.get_render_width(table) - 2 * table.cell_padding
+                  for c in table.columns.values()}
+        assert widths["NAME"] >= max(len(e.name) for e in entries)
+        assert widths["DESCRIPTION"] >= min(40, max(len(e.description) for e in entries))

@@ -27,9 +27,12 @@ SIZE = (120, 36)
 
 
 def two_servers(tmp_path: Path) -> ClientConfig:
-    return ClientConfig(tmp_path / "config.yaml",
-                        {"lab": ServerEntry("lab", "ssh://alice@lab.example.org"),
-                         "box": ServerEntry("box", "gpubox")}, "lab")
+    """The client config, saved where the app rereads it (the servers screen does)."""
+    config = ClientConfig(tmp_path / "config.yaml",
+                          {"lab": ServerEntry("lab", "ssh://alice@lab.example.org"),
+                           "box": ServerEntry("box", "gpubox")}, "lab")
+    config.save()
+    return config
 
 
 def app_factory(tmp_path: Path, fake: FakeServerClient) -> Callable[..., NaiApp]:

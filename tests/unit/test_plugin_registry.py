@@ -65,7 +65,7 @@ def test_discovery_lists_ok_broken_disabled_and_missing(site: Path, tmp_path: Pa
     assert seen["nohook"][0] == "broken" and "no nai_submit_rule hook" in seen["nohook"][1]
     assert seen["off"] == ("disabled", None)
     assert seen["unconfigured"] == ("disabled", None)
-    assert seen["later"][0] == "unsupported"
+    assert seen["later"] == ("disabled", None)  # listed, never imported by the daemon
     assert seen["gone"][0] == "missing"
     assert {s.version for s in registry.statuses() if s.name == "good"} == {"1.2.3"}
     # Only the good one runs; a disabled plugin is never imported.

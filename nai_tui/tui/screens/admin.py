@@ -21,6 +21,7 @@ from nai_tui.tui.screens.confirm import ConfirmScreen
 from nai_tui.tui.screens.prompt import PromptScreen
 from nai_tui.tui.screens.quota import QuotaScreen
 from nai_tui.tui.widgets.footer import Footer
+from nai_tui.tui.widgets.sized_table import fill
 
 
 def quota_text(quota: Quota) -> str:
@@ -29,6 +30,9 @@ def quota_text(quota: Quota) -> str:
         f", {quota.gpu_hours:g} GPU-h / {quota.period_days} d"
     return gpus + hours
 
+
+USER_HEADERS = ("USER", "UID", "ADMIN", "GROUPS", "QUOTA")
+GROUP_HEADERS = ("GROUP", "MEMBERS", "QUOTA")
 
 class AdminScreen(NaiScreen):
     """Changes go to the server at once; the tables reload after each."""
@@ -70,9 +74,8 @@ class AdminScreen(NaiScreen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#users-table", DataTable).add_columns(
-            "USER", "UID", "ADMIN", "GROUPS", "QUOTA")
-        self.query_one("#groups-table", DataTable).add_columns("GROUP", "MEMBERS", "QUOTA")
+        fill(self.query_one("#users-table", DataTable), USER_HEADERS, [], [])
+        fill(self.query_one("#groups-table", DataTable), GROUP_HEADERS, [], [])
         self.query_one("#users-table").focus()
         self.action_reload()
 
@@ -91,17 +94,16 @@ class AdminScreen(NaiScreen):
         self.accounts = message
         users = self.query_one("#users-table", DataTable)
         row = users.cursor_row
-        users.clear()
-        for u in message.users:
-            users.add_row(u.name, "" if u.uid is None else str(u.uid),
-                          Text("admin", style="bold") if u.admin else "",
-                          ", ".join(u.groups), quota_text(u.quota), key=u.name)
+        fill(users, USER_HEADERS, [
+            [u.name, "" if u.uid is None else str(u.uid),
+             Text("admin", style="bold") if u.admin else "", ", ".join(u.groups),
+             quota_text(u.quota)] for u in message.users], [u.name for u in message.users])
         users.move_cursor(row=row)
         groups = self.query_one("#groups-table", DataTable)
         row = groups.cursor_row
-        groups.clear()
-        for g in message.groups:
-            groups.add_row(g.name, ", ".join(g.members) or "-", quota_text(g.quota), key=g.name)
+        fill(groups, GROUP_HEADERS, [
+            [g.name, ", ".join(g.members) or "-", quota_text(g.quota)] for g in message.groups],
+             [g.name for g in message.groups])
         groups.move_cursor(row=row)
         drain = self.query_one("#drain", Switch)
         with drain.prevent(Switch.Changed):

@@ -47,6 +47,8 @@ class JobsScreen(JobActionsScreen):
                 "state:STATE, gpus:>N, name~REGEX"),
         Binding("D", "registry('dataset')", "Datasets", tooltip="Browse the datasets", show=False),
         Binding("M", "registry('model')", "Models", tooltip="Browse the models", show=False),
+        Binding("O", "all_servers", "All servers", show=False,
+                tooltip="Every configured server's GPUs and jobs, side by side"),
         Binding("s", "cycle_state", "State filter", show=False,
                 tooltip="Filter by the next state"),
         Binding("r", "refresh", "Refresh", show=False, tooltip="Refresh now"),
@@ -337,6 +339,12 @@ class JobsScreen(JobActionsScreen):
         from nai_tui.tui.screens.submit import SubmitScreen
 
         self.app.push_screen(SubmitScreen())
+
+    def action_all_servers(self) -> None:
+        """Every configured server's GPUs and jobs, side by side."""
+        from nai_tui.tui.screens.all_servers import AllServersScreen
+
+        self.app.push_screen(AllServersScreen())
 
     def action_registry(self, kind: str) -> None:
         """Browse the datasets or the models."""

@@ -60,7 +60,8 @@ class QuotaScreen(NaiModal[Quota | None]):
 
     def action_save(self) -> None:
         try:
-            max_gpus = _number(self.query_one("#max-gpus", Input).value, int)
+            gpus = _number(self.query_one("#max-gpus", Input).value, int)
+            max_gpus = None if gpus is None else int(gpus)
             hours = _number(self.query_one("#gpu-hours", Input).value, float)
             period = _number(self.query_one("#period", Input).value, int) or 30
             quota = Quota(max_gpus=max_gpus, gpu_hours=hours, period_days=int(period))

@@ -32,9 +32,14 @@ from nai_tui.tui.screens.base import NaiScreen
 from nai_tui.tui.screens.registry_push import PushRequest
 from nai_tui.tui.widgets.footer import Footer
 from nai_tui.tui.widgets.format import clip, kept_note
+from nai_tui.tui.widgets.sized_table import fill
 from nai_tui.tui.widgets.transfer_bar import TransferBar
 
 KINDS = ("dataset", "model")
+
+
+LIST_HEADERS = ("NAME", "OWNER", "READERS", "LATEST", "SIZE", "DESCRIPTION")
+VERSION_HEADERS = ("VERSION", "TAG", "SIZE", "FILES", "CREATED", "BY", "USED BY JOBS", "")
 
 
 def owner_text(owner: dict[str, str]) -> str:
@@ -128,10 +133,8 @@ class RegistryScreen(NaiScreen):
 
     def on_mount(self) -> None:
         self.title = f"{self.kind.capitalize()}s"
-        self.query_one("#registry-list", DataTable).add_columns(
-            "NAME", "OWNER", "READERS", "LATEST", "SIZE", "DESCRIPTION")
-        self.query_one("#registry-versions", DataTable).add_columns(
-            "VERSION", "TAG", "SIZE", "FILES", "CREATED", "BY", "USED BY JOBS", "")
+        fill(self.query_one("#registry-list", DataTable), LIST_HEADERS, [], [])
+        fill(self.query_one("#registry-versions", DataTable), VERSION_HEADERS, [], [])
         self.query_one("#registry-list").focus()
 
     def on_screen_resume(self) -> None:
@@ -156,12 +159,13 @@ class RegistryScreen(NaiScreen):
         self.entries = {e.name: e for e in message.entries}
         table = self.query_one("#registry-list", DataTable)
         selected, self._select = self._select or self.selected_name, None
-        table.clear()
+        rows: list[list[str | Text]] = []
         for e in message.entries:
             latest = "-" if e.latest is None else f"{e.latest}" + (
                 f" ({e.latest_tag})" if e.latest_tag else "")
-            table.add_row(e.name, owner_text(e.owner), visibility_text(e), latest,
-                          format_size(e.size), clip(e.description, 40), key=e.name)
+            rows.append([e.name, owner_text(e.owner), visibility_text(e), latest,
+                         format_size(e.size), clip(e.description, 40)])
+        fill(table, LIST_HEADERS, rows, [e.name for e in message.entries])
         if selected in self.entries:
             table.move_cursor(row=table.get_row_index(selected))
         status = f"{len(message.entries)} {self.kind}(s)"
@@ -193,8 +197,8 @@ class RegistryScreen(NaiScreen):
         about = self.query_one("#registry-about", Static)
         table = self.query_one("#registry-versions", DataTable)
         row = table.cursor_row
-        table.clear()
         if entry is None:
+            fill(table, VERSION_HEADERS, [], [])
             about.update("")
             return
         text = Text(f"{self.kind} {entry.name}", style="bold")
@@ -202,12 +206,12 @@ class RegistryScreen(NaiScreen):
         if entry.description:
             text.append(f"\n{entry.description}", style="dim")
         about.update(text)
-        for v in reversed(entry.versions):  # newest first
-            table.add_row(str(v.version), v.tag or "", format_size(v.size), str(v.files),
-                          when(v.created_at), v.created_by,
-                          ", ".join(f"#{j}" for j in v.used_by) or "-",
-                          Text("removed, kept while in use", style="yellow") if v.deleted
-                          else "", key=str(v.version))
+        newest_first = list(reversed(entry.versions))
+        fill(table, VERSION_HEADERS, [
+            [str(v.version), v.tag or "", format_size(v.size), str(v.files),
+             when(v.created_at), v.created_by, ", ".join(f"#{j}" for j in v.used_by) or "-",
+             Text("removed, kept while in use", style="yellow") if v.deleted else ""]
+            for v in newest_first], [v.version for v in newest_first])
         table.move_cursor(row=row if previous == entry.name else 0)
 
     # --- selection ----------------------------------------------------------------------

@@ -10,7 +10,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Header, Static
 
-from nai_tui.config import ServerEntry
+from nai_tui.config import ClientConfig, ConfigError, ServerEntry, personal_socket
 from nai_tui.tui.messages import ServerProbed
 from nai_tui.tui.screens.base import NaiScreen
 from nai_tui.tui.widgets.footer import Footer
@@ -36,18 +36,32 @@ class ServersScreen(NaiScreen):
 
     @property
     def entries(self) -> list[ServerEntry]:
-        """The configured servers, plus the one in use when it is not configured (the
-        personal daemon on this machine)."""
+        """The configured servers, plus the one in use when it is not configured, plus
+        this machine's personal daemon when it runs (adding a first remote server
+        must not hide it)."""
         servers = list(self.nai.config.servers.values())
         if self.nai.server.name not in self.nai.config.servers:
             servers.insert(0, self.nai.server)
+        if not any(s.is_local for s in servers) and personal_socket().exists():
+            servers.insert(0, ServerEntry("local", "local"))
         return servers
+
+    def reread(self) -> None:
+        """Take the config file as it is now: `nai server add` may have changed it
+        since the TUI started. A file that cannot be read keeps the last good one."""
+        note = self.query_one("#servers-note", Static)
+        try:
+            self.nai.config = ClientConfig.load(self.nai.config.path)
+        except ConfigError as exc:
+            note.update(Text(f"{exc}\nShowing the servers as they were.", style="red"))
+            return
+        note.update(f"Configured in {self.nai.config.path}; add one with "
+                    "`nai server add NAME ssh://user@host`, then r.")
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield DataTable(id="servers", cursor_type="row")
-        yield Static(f"Configured in {self.nai.config.path}; add one with "
-                     "`nai server add NAME ssh://user@host`.", id="servers-note")
+        yield Static("", id="servers-note")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -55,16 +69,22 @@ class ServersScreen(NaiScreen):
         for key, label in (("name", "NAME"), ("url", "URL"), ("transport", "TRANSPORT"),
                            ("state", "STATE"), ("detail", "")):
             table.add_column(label, key=key)
+        self.action_probe()
+        table.focus()
+
+    def _list(self) -> None:
+        table = self.query_one(DataTable)
+        selected = (str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+                    if table.row_count else self.nai.server.name)
+        table.clear()
         for entry in self.entries:
             default = " (default)" if entry.name == self.nai.config.default else ""
             table.add_row(entry.name + default, entry.url,
                           "local socket" if entry.is_local else entry.transport,
                           "", "", key=entry.name)
-        self.action_probe()
         names = [e.name for e in self.entries]
-        if self.nai.server.name in names:
-            table.move_cursor(row=names.index(self.nai.server.name))
-        table.focus()
+        if selected in names:
+            table.move_cursor(row=names.index(selected))
 
     def _set_state(self, name: str, state: str, detail: str = "") -> None:
         self.states[name] = (state, detail)
@@ -74,7 +94,9 @@ class ServersScreen(NaiScreen):
         table.update_cell(name, "detail", Text(detail, style="dim"), update_width=True)
 
     def action_probe(self) -> None:
-        """Check whether each server answers."""
+        """Reread the config and check whether each server answers."""
+        self.reread()
+        self._list()
         for entry in self.entries:
             if entry.name == self.nai.server.name:
                 who = f"as {self.nai.me.user}" if self.nai.me and self.nai.connected else ""
@@ -100,6 +122,8 @@ class ServersScreen(NaiScreen):
                 client.close()
 
     def on_server_probed(self, message: ServerProbed) -> None:
+        if message.server not in self.query_one(DataTable).rows:
+            return  # gone from the config since the check began
         if message.error is None:
             self._set_state(message.server, "answers", f"as {message.user}")
         else:

@@ -14,7 +14,7 @@ clipped to fit). The look (header, zebra stripes, cursor, hover) follows DataTab
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from rich.cells import cell_len, set_cell_size
 from rich.segment import Segment
@@ -217,12 +217,12 @@ class JobTable(ScrollView, can_focus=True):
 
     # --- updating -----------------------------------------------------------------------
 
-    def sort_key(self) -> Callable[[JobInfo], object]:
+    def sort_key(self) -> Callable[[JobInfo], Any]:
         """The order of the rows: the sensible one, or by the chosen column."""
         if self.sort_column is None:
             return fmt.sort_key
         key = COLUMNS[self.sort_column][0]
-        by: dict[str, Callable[[JobInfo], object]] = {
+        by: dict[str, Callable[[JobInfo], Any]] = {
             "id": lambda j: j.id, "name": lambda j: (j.name.lower(), j.id),
             "user": lambda j: (j.user, j.id), "state": lambda j: (STATE_ORDER.get(j.state, 99),
                                                                   j.id),

@@ -359,7 +359,8 @@ class LogView(Widget, can_focus=True):
         wrap = MAX_ID if backward else 0
         try:
             for at in (origin, wrap) if origin != wrap else (origin,):
-                calls, next_at = 0, at
+                calls = 0
+                next_at: int | None = at
                 while next_at is not None and calls < MAX_SEARCH_CALLS:
                     page = self.source.search(term, next_at, backward)
                     calls += 1

@@ -1,0 +1,66 @@
+"""`nai dataset process`: a dataset processor (DESIGN §12) run over a dataset version as
+the caller's own job, never in the daemon. The daemon checks the processor is installed
+and enabled (without importing it), pins the input version the caller may read, and
+submits an ordinary job (scheduled on a CPU slot or GPUs like any other, through the
+submit rules) that runs `nai_server.plugins.process_job` as the caller, with the input
+mounted read-only. When it succeeds, the runtime registers its output as the next
+version of the target dataset (`register_dataset`), whose lineage names the input
+version, the job, and the processor with its version and options."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from typing import Any
+
+from nai_server.app.accounts import Caller
+from nai_server.app.jobs import Jobs
+from nai_server.app.registry import Registry
+from nai_server.core.processing import processor_env
+from nai_server.core.spec import SpecError, spec_from_dict
+from nai_server.plugins import PluginRegistry
+from nai_server.plugins.contracts import Kind
+from nai_server.protocol import DatasetProcess, Forbidden, Invalid, JobInfo, NotFound
+
+RUNNER = "nai_server.plugins.process_job"
+
+
+class Processing:
+    """Dataset processing jobs."""
+
+    def __init__(self, jobs: Jobs, registry: Registry, plugins: PluginRegistry) -> None:
+        self.jobs, self.registry, self.plugins = jobs, registry, plugins
+
+    def process(self, caller: Caller, name: str, body: DatasetProcess) -> JobInfo:
+        """Submit the job that processes `name@body.version` with `body.plugin`."""
+        found = self.plugins.as_job(Kind.DATASET_PROCESSOR, body.plugin)
+        if found is None:
+            raise NotFound(f"no dataset processor named {body.plugin!r} is enabled on this "
+                           f"server; `nai plugins` lists what it offers")
+        config, version = found
+        source = self.registry.resolve(caller, "dataset", f"{name}@{body.version}")
+        target = body.to or source.name
+        try:
+            entry = self.registry.show(caller, "dataset", target)
+        except NotFound:
+            entry = None  # made by the job's success, owned by the caller or `group`
+        if entry is not None and not entry.may_write:
+            raise Forbidden(f"you may not add versions to dataset {target!r}; give another "
+                            f"name with --to")
+        options = {**{str(k): str(v) for k, v in config.options.items()}, **body.options}
+        env = processor_env(body.plugin, version, options)
+        if os.environ.get("PYTHONPATH"):  # where the server's environment finds plugins
+            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+        fields: dict[str, Any] = {
+            "command": f"{shlex.quote(sys.executable)} -m {RUNNER}",
+            "name": body.name or f"process-{source.name}-{body.plugin}"[:64],
+            "gpus": body.gpus, "dataset": source.ref, "register_dataset": target, "env": env,
+            **{k: v for k in ("cpus", "memory", "time_limit", "group")
+               if (v := getattr(body, k)) is not None}}
+        try:
+            spec = spec_from_dict(fields, source="dataset process")
+        except SpecError as exc:
+            raise Invalid(str(exc), details={"field": exc.field}) from exc
+        return self.jobs.submit(caller, spec, None)
+

@@ -1,0 +1,41 @@
+"""A dry-run submit's estimate: when a job would start were it queued now, planned
+from the same inputs as the runtime's tick (`JobRuntime._schedule`), changing nothing."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from nai_server.core import scheduling as sched
+from nai_server.core.job import Job
+from nai_server.core.states import JobState
+from nai_server.core.what_if import Estimate, estimate_start
+from nai_server.host.runtime import JobRuntime, _queued, _running
+
+
+def estimate(runtime: JobRuntime, job: Job, now: float) -> Estimate:
+    """When `job` would start behind today's queue (see `core.what_if`). The one thing
+    touched is the usage book's charge up to `now`, which the next tick makes anyway."""
+    with runtime.lock:
+        hot = runtime.jobs.hot()
+        active = [j for j in hot if j.active and j.id not in runtime.collections]
+        queued = [j for j in hot if j.state == JobState.QUEUED]
+        documents = runtime._documents(
+            j.id for j in hot if j.state != JobState.QUEUED or j.runs)
+        accounting = runtime.usage.accounting(now, documents)
+        finished = runtime._finished_deps([*queued, job])
+    state = runtime.state
+    snapshot = state.snapshot or runtime.gpus.probe()
+    held = {g: j.id for j in active for g in j.gpus}
+    cluster = sched.Cluster(
+        gpus=tuple(sched.GpuView(index=g.index, uuid=g.uuid, memory_total=g.memory_total,
+                                 memory_free=g.memory_free, held_by=held.get(g.index),
+                                 foreign=g.index in state.foreign)
+                   for g in snapshot.gpus),
+        running=tuple(_running(j, now) for j in active),
+        cpu_slots=runtime.config.scheduler.cpu_slots, drained=runtime.drained())
+    # An id no job of the plan has: it orders last among jobs submitted at `now`.
+    candidate = dataclasses.replace(
+        _queued(job), id=max((j.id for j in hot), default=0) + 1, submitted_at=now)
+    return estimate_start(candidate, [_queued(j) for j in queued], cluster, now,
+                          finished=finished, policy=runtime.config.scheduler.policy,
+                          accounting=accounting, tuning=runtime.tuning)

@@ -1,0 +1,76 @@
+"""The job that runs a dataset processor (`nai dataset process`), as the user who asked,
+never in the daemon: `python -m nai_server.plugins.process_job`.
+
+It reads the processor's name and options from its environment (`PROCESSOR`,
+`PROCESSOR_OPTIONS`, set by the daemon in the job's spec), loads that one entry point of
+`nai.dataset_processors`, and calls its hook on the job's read-only dataset
+(`$NAI_DATASET_DIR`) and its output folder (`$NAI_OUTPUT_DIR`), which the daemon
+registers as the new version once the job succeeded. A processor that raises ends
+the job failed, with its error as the last line of the log."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from importlib import metadata
+from pathlib import Path
+
+import pluggy
+
+from nai_server.core.processing import OPTIONS_VAR, PLUGIN_VAR
+from nai_server.plugins.contracts import GROUPS, HOOKS, PROJECT, SPECS, Kind
+
+KIND = Kind.DATASET_PROCESSOR
+
+
+class ProcessError(Exception):
+    """The job cannot run the processor (not installed, no hook, no dataset)."""
+
+
+def load(name: str) -> pluggy.PluginManager:
+    """A manager with the processor `name` registered."""
+    found = [ep for ep in metadata.entry_points(group=GROUPS[KIND]) if ep.name == name]
+    if not found:
+        raise ProcessError(f"no dataset processor {name!r} is installed in "
+                           f"{sys.executable}'s environment")
+    manager = pluggy.PluginManager(PROJECT)
+    manager.add_hookspecs(SPECS[KIND])
+    manager.register(found[0].load(), name=name)
+    if not getattr(manager.hook, HOOKS[KIND]).get_hookimpls():
+        raise ProcessError(f"dataset processor {name!r} implements no {HOOKS[KIND]} hook")
+    return manager
+
+
+def run(environ: dict[str, str]) -> object:
+    """Process the job's dataset into its output folder; the processor's report."""
+    name = environ.get(PLUGIN_VAR, "")
+    options = json.loads(environ.get(OPTIONS_VAR) or "{}")
+    source, target = environ.get("NAI_DATASET_DIR"), environ.get("NAI_OUTPUT_DIR")
+    if not name or not source or not target:
+        raise ProcessError(f"a processing job needs {PLUGIN_VAR}, a dataset and an output "
+                           f"folder; submit it with `nai dataset process`")
+    manager = load(name)
+    print(f"nai: processing {source} with {name} {json.dumps(options, sort_keys=True)}",
+          flush=True)
+    return manager.hook.nai_process_dataset(source=Path(source), target=Path(target),
+                                            options=options)
+
+
+def main() -> int:
+    try:
+        report = run(dict(os.environ))
+    except Exception as exc:  # the job's log is where the user looks
+        traceback.print_exc()
+        print(f"nai: dataset processor failed: {type(exc).__name__}: {exc}", file=sys.stderr,
+              flush=True)
+        return 1
+    if report is not None:
+        print(f"nai: report: {json.dumps(report, sort_keys=True, default=str)}", flush=True)
+    print("nai: done; the output becomes the new dataset version", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
