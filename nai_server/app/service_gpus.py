@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from nai_server.core import scheduling as sched
+from nai_server.host.gpu_watch import Foreign
+from nai_server.host.launchers.local import session_of
 from nai_server.host.runtime import JobRuntime
 from nai_server.store.db import TinyDbStore
 
@@ -31,6 +33,21 @@ def holders(docs: list[Doc]) -> dict[int, tuple[str, str]]:
     """GPU → (service, user) of the replica holding it."""
     return {g: (doc["name"], doc["user"]) for doc in docs
             for r in doc["replica_docs"] for g in r["gpus"]}
+
+
+def without_replicas(foreign: Foreign, docs: list[Doc]) -> Foreign:
+    """The foreign processes of each GPU less the replicas' own on the GPUs they were
+    given (a replica's process on another GPU stays foreign)."""
+    own = {(r["pid"], g) for d in docs for r in d["replica_docs"] if r.get("pid")
+           for g in r["gpus"]}
+    if not own:
+        return foreign
+    kept: Foreign = {}
+    for gpu, procs in foreign.items():
+        left = [p for p in procs if (session_of(p[0]) or p[0], gpu) not in own]
+        if left:
+            kept[gpu] = left
+    return kept
 
 
 def max_gpus(store: TinyDbStore, kind: str, name: str | None) -> int | None:

@@ -114,6 +114,9 @@ class Supervisor:
     def gpu_holders(self) -> dict[int, tuple[str, str]]:
         return service_gpus.holders(self.records.list())
 
+    def not_foreign(self, foreign: service_gpus.Foreign) -> service_gpus.Foreign:
+        return service_gpus.without_replicas(foreign, self.records.list())
+
     # --- one step ---------------------------------------------------------------------
 
     def step(self, now: float | None = None) -> None:

@@ -92,6 +92,7 @@ class UseCases:
                                  self.runtime, clock)
         self.runtime.held_elsewhere = self.services.life.running
         self.jobs.gpu_services = self.services.life.gpu_holders
+        self.runtime.not_foreign = self.services.life.not_foreign
         # Submit rules and notifiers (DESIGN §12); none unless the config enables them.
         self.plugins = PluginHost(plugins or PluginRegistry.empty(), store, self.lock)
         self.jobs.screen = self.plugins.rules.screen

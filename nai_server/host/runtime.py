@@ -119,6 +119,7 @@ class JobRuntime:
         self.watch = GpuWatch(lambda pid: self.contain.job_of(pid))
         # GPUs held outside the job table (services' replicas): running, never preempted.
         self.held_elsewhere: Callable[[], list[sched.RunningJob]] = list
+        self.not_foreign: Callable[[Foreign], Foreign] = lambda foreign: foreign
 
     def job_dir(self, job_id: int) -> Path:
         return self.jobs_dir / str(job_id)
@@ -141,7 +142,7 @@ class JobRuntime:
             saved = self._finish_collected()
             hot = self.jobs.hot()
             self.state.snapshot = snapshot
-            self.state.foreign = self.watch.observe(snapshot, hot)
+            self.state.foreign = self.not_foreign(self.watch.observe(snapshot, hot))
             self._schedule(now, hot)
             if now - self._last_archive >= ARCHIVE_EVERY_SECONDS:
                 self._archive(now)
