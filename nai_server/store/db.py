@@ -1,6 +1,7 @@
 """The daemon's durable state in TinyDB: users, groups, settings and jobs.
 
-Only the daemon opens these files. The hot database (`state.json`) holds users,
+Only the daemon opens these files. The hot database (`state.json`, with its journal
+`state.journal` of job changes since, see `journal`) holds users,
 groups, settings and active or recently finished jobs; finished jobs move to one
 archive file per month (`archive/jobs-YYYY-MM.json`), so the cost of a write, which
 TinyDB pays in proportion to the file it rewrites, does not grow with history.
@@ -39,6 +40,7 @@ from nai_server.store.history import (
     tally,
 )
 from nai_server.store.job_records import JobRecords
+from nai_server.store.journal import JournaledStorage
 
 Doc = dict[str, Any]
 
@@ -46,8 +48,9 @@ Doc = dict[str, Any]
 _JOB_DIR_ID = re.compile(r"\.?(\d{1,18})(?!\d)")
 
 
-def _open(path: Path, **storage_options: Any) -> TinyDB:
-    return TinyDB(path, storage=AtomicJSONStorage, **storage_options)
+def _open(path: Path, storage: type[AtomicJSONStorage] = AtomicJSONStorage,
+          **storage_options: Any) -> TinyDB:
+    return TinyDB(path, storage=storage, **storage_options)
 
 
 class TinyDbStore(JobRecords):
@@ -63,10 +66,10 @@ class TinyDbStore(JobRecords):
         self.dir = state_dir
         self.archive_dir = state_dir / "archive"
         self.archive_dir.mkdir(parents=True, exist_ok=True)
-        self.db = _open(state_dir / "state.json", group_commit=lock is not None,
-                        lock=lock.rlock if lock else None)
+        self.db = _open(state_dir / "state.json", JournaledStorage,
+                        group_commit=lock is not None, lock=lock.rlock if lock else None)
         storage = self.db.storage
-        assert isinstance(storage, AtomicJSONStorage)
+        assert isinstance(storage, JournaledStorage)
         self.storage = storage
         if lock is not None:
             lock.storage = storage
@@ -189,9 +192,13 @@ class TinyDbStore(JobRecords):
         assert data is not None
         return data.setdefault("jobs", {})  # type: ignore[no-any-return]
 
-    def _write_hot(self) -> None:
-        storage = self.db.storage
-        storage.write(storage.read() or {})
+    def _write_hot(self, job_id: int | None = None) -> None:
+        """Save the change to hot job `job_id` (a journal record), or, with None, to
+        any of them (the whole file)."""
+        if job_id is None:
+            self.storage.write(self.storage.read() or {})
+        else:
+            self.storage.write_jobs({str(job_id)})
         self.jobs.clear_cache()
 
     def insert_job(self, doc: Doc) -> int:
@@ -202,7 +209,7 @@ class TinyDbStore(JobRecords):
         # Taken before the write: an id handed out is spent even if the commit fails.
         self._next_id = job_id + 1
         self._hot()[str(job_id)] = stored
-        self._write_hot()
+        self._write_hot(job_id)
         return job_id
 
     def commit(self) -> None:
@@ -215,7 +222,7 @@ class TinyDbStore(JobRecords):
         before = hot[str(job_id)].get("state")
         doc = {**hot[str(job_id)], **fields}
         hot[str(job_id)] = doc
-        self._write_hot()
+        self._write_hot(job_id)
         if "state" in fields:
             self._state_changed(before, dict(doc))
         return dict(doc)
