@@ -25,6 +25,7 @@ from typing import Any
 from tinydb import Query, TinyDB
 from tinydb.table import Document
 
+from nai_server.store import archive_summary
 from nai_server.store.atomic import (
     AtomicJSONStorage,
     CommitLock,
@@ -97,15 +98,25 @@ class TinyDbStore(JobRecords):
         )
 
     def _scan_archive(self, path: Path) -> int:
-        """The highest id in an archive file; counts its jobs for `archived_count`."""
+        """The highest id in an archive file; counts its jobs for `archived_count`. From
+        its summary when that was made of the file as it is; else parsed (a
+        damaged file raises StateUnreadable naming it) and summarised anew."""
+        month = path.name[len("jobs-"):-len(".json")]
+        known = archive_summary.load(path)
+        if known is not None:
+            high, self._tallies[month], facts = known
+            self.facts.add_facts(facts)
+            return high
         data = read_json_file(path)  # raises StateUnreadable naming the file
         jobs = data.get("jobs") if isinstance(data, dict) else None
         if not isinstance(jobs, dict):
             return 0
-        month = path.name[len("jobs-"):-len(".json")]
+        ids = [int(k) for k in jobs if k.isdigit()]
         self._tallies[month] = tally(d for d in jobs.values() if isinstance(d, dict))
         self.facts.add((int(k), d) for k, d in jobs.items() if k.isdigit() and isinstance(d, dict))
-        return max((int(k) for k in jobs if k.isdigit()), default=0)
+        high = max(ids, default=0)
+        archive_summary.save(path, high, self._tallies[month], self.facts.of(ids))
+        return high
 
     def close(self) -> None:
         self.db.close()
@@ -317,9 +328,12 @@ class TinyDbStore(JobRecords):
         ranges: dict[str, list[int]] = dict(self.get_setting("archive_ranges", {}))
         for month, month_docs in by_month.items():
             with self._archive(month) as db:
-                counts = self._bulk_upsert(db.table("jobs", cache_size=0), month_docs)
+                counts, month_ids = self._bulk_upsert(db.table("jobs", cache_size=0),
+                                                      month_docs)
             self._tallies[month] = counts
             self.facts.add((d.doc_id, d) for d in month_docs)
+            archive_summary.save(self.archive_dir / f"jobs-{month}.json", max(month_ids),
+                                 counts, self.facts.of(month_ids))
             ids = [d.doc_id for d in month_docs]
             low, high = ranges.get(month, [min(ids), max(ids)])
             ranges[month] = [min(low, *ids), max(high, *ids)]
@@ -332,17 +346,21 @@ class TinyDbStore(JobRecords):
         return len(docs)
 
     @staticmethod
-    def _bulk_upsert(table: Any, docs: list[Document]) -> dict[tuple[str, str], int]:
-        """One rewrite of the archive file for the whole batch; the month's tally."""
+    def _bulk_upsert(table: Any, docs: list[Document]
+                     ) -> tuple[dict[tuple[str, str], int], list[int]]:
+        """One rewrite of the archive file for the whole batch; the month's tally and
+        the ids it holds."""
         counts: dict[tuple[str, str], int] = {}
+        ids: list[int] = []
 
         def update(raw: dict[int, Any]) -> None:
             for doc in docs:
                 raw[doc.doc_id] = dict(doc)
             counts.update(tally(raw.values()))
+            ids.extend(int(k) for k in raw)
 
         table._update_table(update)
-        return counts
+        return counts, ids
 
     def _archive(self, month: str) -> TinyDB:
         # Opened per use, not cached, to write a batch into: reads go through `history`.
