@@ -5,8 +5,8 @@ built each job's summary (`history.JobFacts`) in Python: seconds. Each archive n
 a summary file (`archive-summaries/jobs-YYYY-MM.summary`): the highest id, the per-(user,
 state) tally and the jobs' facts, in `marshal`'s format (plain tuples, strings and
 numbers; loading it runs no code). It names the archive file it was made from by its
-inode, size and modification time: an archive replaced since (a later batch, a
-restored backup, an edit) is parsed again and its summary made anew. One that cannot
+size and modification time (to the nanosecond): an archive replaced since (a later
+batch, a restored backup, an edit) is parsed again and its summary made anew. One that cannot
 be read (another Python version, a cut file) is the same as none.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 
 from nai_server.store import atomic
 
-FORMAT = 1
+FORMAT = 2
 _VERSION = (FORMAT, *sys.version_info[:2])
 
 Tally = dict[tuple[str, str], int]
@@ -32,12 +32,14 @@ def path_of(archive: Path) -> Path:
     return archive.parent.with_name("archive-summaries") / f"{archive.stem}.summary"
 
 
-def _key(archive: Path) -> tuple[int, int, int] | None:
+def _key(archive: Path) -> tuple[int, int] | None:
+    """Size and modification time, not the inode: a copy that keeps times (`cp -a`,
+    rsync, a restore of the whole state dir) keeps its summaries."""
     try:
         st = os.stat(archive)
     except OSError:
         return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
+    return (st.st_size, st.st_mtime_ns)
 
 
 def load(archive: Path) -> tuple[int, Tally, list[tuple[Any, ...]]] | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -47,9 +48,12 @@ def test_a_store_opens_from_its_summaries_without_reading_an_archive(
     def no_read(path: Path) -> None:
         raise AssertionError(f"{path} was read")
 
+    copy = tmp_path.with_name(f"{tmp_path.name}-copy")
+    shutil.copytree(tmp_path, copy)  # a state dir restored whole, times kept
     monkeypatch.setattr(db, "read_json_file", no_read)
     reopened = TinyDbStore(tmp_path)
     assert _answers(reopened) == expected
+    assert _answers(TinyDbStore(copy)) == expected
     monkeypatch.undo()
     assert reopened.get_job(7)["output_tree"] == f"{1:064d}"  # the archives are there
 
