@@ -14,7 +14,9 @@ a restored backup or a lost write can never hand out an id (and its directory) a
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import gc
 import os
 import re
 import time
@@ -45,6 +47,8 @@ from nai_server.store.journal import JournaledStorage
 
 Doc = dict[str, Any]
 
+# Archived jobs from which the loaded history is left out of garbage collections.
+FREEZE_AFTER = 10_000
 # A job directory's name starts with its id ("12", or "12.something" once moved aside).
 _JOB_DIR_ID = re.compile(r"\.?(\d{1,18})(?!\d)")
 
@@ -88,7 +92,9 @@ class TinyDbStore(JobRecords):
         # What questions over every job need of each archived one, in memory.
         self.facts = JobFacts()
         # Refuse to start on a damaged archive too, before anything is written.
-        archived = [self._scan_archive(p) for p in sorted(self.archive_dir.glob("jobs-*.json"))]
+        with _gc_paused(freeze=lambda: len(self.facts) >= FREEZE_AFTER):
+            archived = [self._scan_archive(p)
+                        for p in sorted(self.archive_dir.glob("jobs-*.json"))]
         self._next_id = 1 + max(
             max((int(k) for k in self._hot()), default=0),
             int(self.get_setting("archived_max_id", 0)),
@@ -403,6 +409,23 @@ class TinyDbStore(JobRecords):
 
     def remove_registry_entry(self, kind: str, name: str) -> None:
         self._registry(kind).remove(Query().name == name)
+
+
+@contextlib.contextmanager
+def _gc_paused(freeze: Callable[[], bool]) -> Iterator[None]:
+    """No garbage collection while a long history is loaded: every collection it set
+    off scanned all the daemon's objects again, which doubled the store's open. A long
+    history (long-lived, without cycles) is then left out of later collections, whose
+    pauses would otherwise grow with it."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if freeze():
+            gc.freeze()
+        if was:
+            gc.enable()
 
 
 def _max_job_dir_id(jobs_dir: Path) -> int:
