@@ -249,7 +249,10 @@ class JournaledStorage(AtomicJSONStorage):
             self.commit()
 
     def _prepare(self) -> Any:
-        grown = self.journal.size > JOURNAL_SLACK + len(self._durable or b"")
+        # Only a journal that follows this state file counts: a stale one, however
+        # long, is replaced by the next record.
+        grown = (self.journal.follows == self._digest
+                 and self.journal.size > JOURNAL_SLACK + len(self._durable or b""))
         if self._full or self._digest is None or grown:
             self._full = False
             self._dirty.clear()

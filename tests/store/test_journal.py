@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from nai_server.store import atomic, journal
+from nai_server.store import journal
 from nai_server.store.atomic import CommitFailed, CommitLock, StateUnreadable
 from nai_server.store.db import TinyDbStore
 
@@ -159,4 +159,36 @@ def test_a_journal_past_its_slack_is_folded_into_the_state_file(
     assert os.path.getsize(tmp_path / "state.journal") < 2000 + os.path.getsize(
         tmp_path / "state.json") + 1000
     assert len(_jobs_of(tmp_path)) == 30
-    atomic.fsync_dir(tmp_path)
+    # Once folded, the next commits append again: the state file is not rewritten.
+    state = (tmp_path / "state.json").read_bytes()
+    with lock:
+        store.insert_job({"state": "queued"})
+    if (tmp_path / "state.json").read_bytes() != state:  # this one was the fold
+        state = (tmp_path / "state.json").read_bytes()
+    for _ in range(2):
+        with lock:
+            store.insert_job({"state": "queued"})
+        assert (tmp_path / "state.json").read_bytes() == state
+    assert len(_jobs_of(tmp_path)) == 33
+
+
+def test_a_stale_journal_however_long_is_not_folded_at_every_commit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(journal, "JOURNAL_SLACK", 2000)
+    store, lock = _store(tmp_path)
+    for i in range(30):
+        with lock:
+            store.insert_job({"state": "queued", "pad": "x" * 200, "n": i})
+    for i in range(4):  # a long journal, short of its fold
+        with lock:
+            store.update_job(1, {"n": i, "pad": "y" * 1000})
+    with lock:  # the state file written whole, and much smaller: the journal is stale
+        for job in range(2, 31):
+            store.update_job(job, {"state": "succeeded", "ended_at": 1.7e9})
+        store.archive_jobs(list(range(2, 31)))
+    state = (tmp_path / "state.json").read_bytes()
+    for i in range(3):  # the next record starts a new journal; no fold each time
+        with lock:
+            store.update_job(1, {"n": i})
+        assert (tmp_path / "state.json").read_bytes() == state
+    assert _jobs_of(tmp_path) == {1: "queued"}
