@@ -25,6 +25,7 @@ from nai_server.api import (
     system,
 )
 from nai_server.api.limits import BodyLimit
+from nai_server.api.turns import Turns
 from nai_server.app import faults
 from nai_server.app.use_cases import UseCases
 from nai_server.core.bounds import scrub, shown
@@ -185,6 +186,7 @@ def create_app(service: UseCases) -> FastAPI:
                    services):
         app.include_router(module.router, prefix="/v1")
     openapi.install(app)
+    app.add_middleware(Turns)  # listings one at a time, after the job pages
     app.add_middleware(SpaceFloor, service=service)
     app.add_middleware(MethodOverride)
     app.add_middleware(BodyLimit)  # added last: the outermost, before anything reads

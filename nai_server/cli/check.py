@@ -15,13 +15,14 @@ from nai_server.config import ServerConfig
 from nai_server.host import cgroup_limits, contain, diskspace
 from nai_server.host.gpus import open_inventory
 from nai_server.store.atomic import StateUnreadable, read_json_file
+from nai_server.store.journal import read_state
 
 
 def _state_problem(state: Path) -> str | None:
     for path in [state / "state.json", *sorted((state / "archive").glob("jobs-*.json"))]:
         if path.exists():
             try:
-                read_json_file(path)
+                read_state(path) if path.name == "state.json" else read_json_file(path)
             except StateUnreadable as exc:
                 return str(exc)
     return None

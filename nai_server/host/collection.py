@@ -28,13 +28,15 @@ log = logging.getLogger("nai.runtime")
 
 @dataclass(frozen=True)
 class Ended:
-    """How a job's process ended: when, the launcher's status and exit code, and what
-    of it was killed at its end (in words)."""
+    """How a job's process ended: when, the launcher's status and exit code, what of it
+    was killed at its end (in words), and whether the OOM killer killed any of its
+    processes (its main one may still have exited 0)."""
 
     at: float
     status: str
     code: int | None
     note: str | None
+    oom: bool = False
 
 
 @dataclass(frozen=True)

@@ -40,9 +40,14 @@ class JobEndings:
         (`tree`) or not (`problem`)."""
         stop = job.stop
         if how.status == "exited":
+            # A process the OOM killer took was part of the job's work, whatever its
+            # main process made of that: exit 0 then is no success (as Slurm's
+            # OUT_OF_MEMORY), and the note says what was killed.
             final = stop.kind if stop else (
-                JobState.SUCCEEDED if how.code == 0 else JobState.FAILED)
-            message = None if final != JobState.FAILED else f"exit code {how.code}"
+                JobState.SUCCEEDED if how.code == 0 and not how.oom else JobState.FAILED)
+            message = None if final != JobState.FAILED else (
+                f"exit code {how.code}" if how.code != 0 else
+                "exit code 0, but the kernel killed one of its processes for lack of memory")
         else:
             final = stop.kind if stop else JobState.LOST
             message = None if stop else (

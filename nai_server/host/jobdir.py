@@ -24,7 +24,7 @@ from pathlib import Path
 from nai_server.core.env import build_job_env
 from nai_server.core.env_setup import job_launch
 from nai_server.core.job import Job
-from nai_server.host import code_snapshot, mounts, unix
+from nai_server.host import code_snapshot, jobfiles, mounts, unix
 from nai_server.host.launchers.local import LEGACY_FILES, STATUS_FILE, LaunchRequest
 from nai_server.store.blobs import BlobStore
 
@@ -145,7 +145,8 @@ def reclaim(job_dir: Path) -> None:
 
     A directory made by an older version belonged to the job's owner, who could have
     changed it while the job waited: none of log, metrics.jsonl, code or output may be
-    a link, and log and metrics.jsonl must be plain files. The directory is the
+    a link, and log and metrics.jsonl must be plain files, not hard links to files of
+    others (the run gives both to the job's owner). The directory is the
     daemon's from now on."""
     st = os.lstat(job_dir)
     if not stat.S_ISDIR(st.st_mode):
@@ -160,6 +161,9 @@ def reclaim(job_dir: Path) -> None:
             shutil.rmtree(path)
         elif name in ("log", "metrics.jsonl") and path.exists() and not path.is_file():
             path.unlink()  # a FIFO or socket: opening it would block or fail
+        elif name in ("log", "metrics.jsonl") and path.exists() \
+                and jobfiles.planted(st, path.lstat()):
+            path.unlink()  # a hard link to another's file: the run would give it away
     for name in RUN_LEFTOVERS:
         (job_dir / name).unlink(missing_ok=True)
     for name in mounts.MOUNTS:

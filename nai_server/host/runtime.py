@@ -210,6 +210,7 @@ class JobRuntime:
             assert handle is not None
             self._enforce_limits(job, handle, now)
             return None
+        oom = self.contain.oom_note(job.id) is not None  # before its cgroup goes
         note = self._leftovers(job, handle)
         stop = job.stop
         if stop is not None and stop.kind == JobState.PREEMPTED and job.state == JobState.RUNNING:
@@ -219,7 +220,7 @@ class JobRuntime:
             at = exit_time(job_dir)
             if at is not None:
                 now = min(now, max(at, job.started_at or now))
-        return Ended(now, status, code, note)
+        return Ended(now, status, code, note, oom)
 
     def _unstart(self, job: Job) -> None:
         """The daemon died while starting the job, before its wrapper ran: back to the

@@ -200,21 +200,29 @@ class AtomicJSONStorage(Storage):
             with self._lock:
                 generation = self._written
                 try:
-                    # orjson: serialising the whole file is most of a write's cost.
-                    payload = orjson.dumps(self._data or {})
+                    payload = self._prepare()
                 except TypeError as exc:  # a value JSON cannot hold got into memory
                     self._roll_back()
                     raise CommitFailed(self.path, f"a value cannot be stored: {exc}") from exc
             try:
-                atomic_write(self.path, payload)
+                self._persist(payload)
             except BaseException as exc:
                 with self._lock:
                     self._roll_back()
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
                 raise CommitFailed(self.path, f"writing {self.path.name} failed: "
                                    f"{reason}") from exc
-            self._durable = payload
             self._flushed = generation
+
+    def _prepare(self) -> Any:
+        """What to write for the changes in memory (under the lock): the whole file."""
+        # orjson: serialising the whole file is most of a write's cost.
+        return orjson.dumps(self._data or {})
+
+    def _persist(self, payload: Any) -> None:
+        """Make `_prepare`'s payload durable (outside the lock, inside the flush)."""
+        atomic_write(self.path, payload)
+        self._durable = payload
 
     def _roll_back(self) -> None:
         """Memory is ahead of the disk: go back to the last durable state and mark

@@ -1,6 +1,7 @@
 """The daemon's durable state in TinyDB: users, groups, settings and jobs.
 
-Only the daemon opens these files. The hot database (`state.json`) holds users,
+Only the daemon opens these files. The hot database (`state.json`, with its journal
+`state.journal` of job changes since, see `journal`) holds users,
 groups, settings and active or recently finished jobs; finished jobs move to one
 archive file per month (`archive/jobs-YYYY-MM.json`), so the cost of a write, which
 TinyDB pays in proportion to the file it rewrites, does not grow with history.
@@ -13,7 +14,9 @@ a restored backup or a lost write can never hand out an id (and its directory) a
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import gc
 import os
 import re
 import time
@@ -24,6 +27,7 @@ from typing import Any
 from tinydb import Query, TinyDB
 from tinydb.table import Document
 
+from nai_server.store import archive_summary
 from nai_server.store.atomic import (
     AtomicJSONStorage,
     CommitLock,
@@ -39,15 +43,19 @@ from nai_server.store.history import (
     tally,
 )
 from nai_server.store.job_records import JobRecords
+from nai_server.store.journal import JournaledStorage
 
 Doc = dict[str, Any]
 
+# Archived jobs from which the loaded history is left out of garbage collections.
+FREEZE_AFTER = 10_000
 # A job directory's name starts with its id ("12", or "12.something" once moved aside).
 _JOB_DIR_ID = re.compile(r"\.?(\d{1,18})(?!\d)")
 
 
-def _open(path: Path, **storage_options: Any) -> TinyDB:
-    return TinyDB(path, storage=AtomicJSONStorage, **storage_options)
+def _open(path: Path, storage: type[AtomicJSONStorage] = AtomicJSONStorage,
+          **storage_options: Any) -> TinyDB:
+    return TinyDB(path, storage=storage, **storage_options)
 
 
 class TinyDbStore(JobRecords):
@@ -63,10 +71,10 @@ class TinyDbStore(JobRecords):
         self.dir = state_dir
         self.archive_dir = state_dir / "archive"
         self.archive_dir.mkdir(parents=True, exist_ok=True)
-        self.db = _open(state_dir / "state.json", group_commit=lock is not None,
-                        lock=lock.rlock if lock else None)
+        self.db = _open(state_dir / "state.json", JournaledStorage,
+                        group_commit=lock is not None, lock=lock.rlock if lock else None)
         storage = self.db.storage
-        assert isinstance(storage, AtomicJSONStorage)
+        assert isinstance(storage, JournaledStorage)
         self.storage = storage
         if lock is not None:
             lock.storage = storage
@@ -84,7 +92,9 @@ class TinyDbStore(JobRecords):
         # What questions over every job need of each archived one, in memory.
         self.facts = JobFacts()
         # Refuse to start on a damaged archive too, before anything is written.
-        archived = [self._scan_archive(p) for p in sorted(self.archive_dir.glob("jobs-*.json"))]
+        with _gc_paused(freeze=lambda: len(self.facts) >= FREEZE_AFTER):
+            archived = [self._scan_archive(p)
+                        for p in sorted(self.archive_dir.glob("jobs-*.json"))]
         self._next_id: int = 1 + max(
             max((int(k) for k in self._hot()), default=0),
             int(self.get_setting("archived_max_id", 0)),
@@ -94,15 +104,25 @@ class TinyDbStore(JobRecords):
         )
 
     def _scan_archive(self, path: Path) -> int:
-        """The highest id in an archive file; counts its jobs for `archived_count`."""
+        """The highest id in an archive file; counts its jobs for `archived_count`. From
+        its summary when that was made of the file as it is; else parsed (a
+        damaged file raises StateUnreadable naming it) and summarised anew."""
+        month = path.name[len("jobs-"):-len(".json")]
+        known = archive_summary.load(path)
+        if known is not None:
+            high, self._tallies[month], facts = known
+            self.facts.add_facts(facts)
+            return high
         data = read_json_file(path)  # raises StateUnreadable naming the file
         jobs = data.get("jobs") if isinstance(data, dict) else None
         if not isinstance(jobs, dict):
             return 0
-        month = path.name[len("jobs-"):-len(".json")]
+        ids = [int(k) for k in jobs if k.isdigit()]
         self._tallies[month] = tally(d for d in jobs.values() if isinstance(d, dict))
         self.facts.add((int(k), d) for k, d in jobs.items() if k.isdigit() and isinstance(d, dict))
-        return max((int(k) for k in jobs if k.isdigit()), default=0)
+        high = max(ids, default=0)
+        archive_summary.save(path, high, self._tallies[month], self.facts.of(ids))
+        return high
 
     def close(self) -> None:
         self.db.close()
@@ -190,9 +210,13 @@ class TinyDbStore(JobRecords):
         jobs: dict[str, Doc] = data.setdefault("jobs", {})
         return jobs
 
-    def _write_hot(self) -> None:
-        storage = self.db.storage
-        storage.write(storage.read() or {})
+    def _write_hot(self, job_id: int | None = None) -> None:
+        """Save the change to hot job `job_id` (a journal record), or, with None, to
+        any of them (the whole file)."""
+        if job_id is None:
+            self.storage.write(self.storage.read() or {})
+        else:
+            self.storage.write_jobs({str(job_id)})
         self.jobs.clear_cache()
 
     def insert_job(self, doc: Doc) -> int:
@@ -203,7 +227,7 @@ class TinyDbStore(JobRecords):
         # Taken before the write: an id handed out is spent even if the commit fails.
         self._next_id = job_id + 1
         self._hot()[str(job_id)] = stored
-        self._write_hot()
+        self._write_hot(job_id)
         return job_id
 
     def commit(self) -> None:
@@ -216,7 +240,7 @@ class TinyDbStore(JobRecords):
         before = hot[str(job_id)].get("state")
         doc = {**hot[str(job_id)], **fields}
         hot[str(job_id)] = doc
-        self._write_hot()
+        self._write_hot(job_id)
         if "state" in fields:
             self._state_changed(before, dict(doc))
         return dict(doc)
@@ -311,9 +335,12 @@ class TinyDbStore(JobRecords):
         ranges: dict[str, list[int]] = dict(self.get_setting("archive_ranges", {}))
         for month, month_docs in by_month.items():
             with self._archive(month) as db:
-                counts = self._bulk_upsert(db.table("jobs", cache_size=0), month_docs)
+                counts, month_ids = self._bulk_upsert(db.table("jobs", cache_size=0),
+                                                      month_docs)
             self._tallies[month] = counts
             self.facts.add((d.doc_id, d) for d in month_docs)
+            archive_summary.save(self.archive_dir / f"jobs-{month}.json", max(month_ids),
+                                 counts, self.facts.of(month_ids))
             ids = [d.doc_id for d in month_docs]
             low, high = ranges.get(month, [min(ids), max(ids)])
             ranges[month] = [min(low, *ids), max(high, *ids)]
@@ -326,17 +353,21 @@ class TinyDbStore(JobRecords):
         return len(docs)
 
     @staticmethod
-    def _bulk_upsert(table: Any, docs: list[Document]) -> dict[tuple[str, str], int]:
-        """One rewrite of the archive file for the whole batch; the month's tally."""
+    def _bulk_upsert(table: Any, docs: list[Document]
+                     ) -> tuple[dict[tuple[str, str], int], list[int]]:
+        """One rewrite of the archive file for the whole batch; the month's tally and
+        the ids it holds."""
         counts: dict[tuple[str, str], int] = {}
+        ids: list[int] = []
 
         def update(raw: dict[int, Any]) -> None:
             for doc in docs:
                 raw[doc.doc_id] = dict(doc)
             counts.update(tally(raw.values()))
+            ids.extend(int(k) for k in raw)
 
         table._update_table(update)
-        return counts
+        return counts, ids
 
     def _archive(self, month: str) -> TinyDB:
         # Opened per use, not cached, to write a batch into: reads go through `history`.
@@ -379,6 +410,23 @@ class TinyDbStore(JobRecords):
 
     def remove_registry_entry(self, kind: str, name: str) -> None:
         self._registry(kind).remove(Query().name == name)
+
+
+@contextlib.contextmanager
+def _gc_paused(freeze: Callable[[], bool]) -> Iterator[None]:
+    """No garbage collection while a long history is loaded: every collection it set
+    off scanned all the daemon's objects again, which doubled the store's open. A long
+    history (long-lived, without cycles) is then left out of later collections, whose
+    pauses would otherwise grow with it."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if freeze():
+            gc.freeze()
+        if was:
+            gc.enable()
 
 
 def _max_job_dir_id(jobs_dir: Path) -> int:

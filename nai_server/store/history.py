@@ -187,16 +187,30 @@ class JobFacts:
         self._lock = threading.Lock()
 
     def add(self, jobs: Iterable[tuple[int, Doc]]) -> None:
-        """Record (or replace: a job archived again after a crash) archived jobs.
+        """Record (or replace: a job archived again after a crash) archived jobs."""
+        fact_of, found, without = self._fact, [], []
+        for job_id, job in jobs:
+            fact = fact_of(job_id, job)
+            if fact is None:
+                without.append(job_id)  # nothing to keep (its old fact, if any, goes)
+            else:
+                found.append(fact)
+        if without:
+            with self._lock:
+                for job_id in without:
+                    if job_id in self._facts:
+                        self._drop(job_id)
+        self.add_facts(found)
+
+    def add_facts(self, found: Iterable[Fact]) -> None:
+        """Record facts made before (kept per archive: see `archive_summary`).
         Called with every archived job as the store opens: kept lean."""
-        by_tree, facts, fact_of = self._by_tree, self._facts, self._fact
+        by_tree, facts = self._by_tree, self._facts
         with self._lock:
-            for job_id, job in jobs:
+            for fact in found:
+                job_id = fact[0]
                 if job_id in facts:
                     self._drop(job_id)
-                fact = fact_of(job_id, job)
-                if fact is None:
-                    continue
                 facts[job_id] = fact
                 trees = fact[4]
                 for i in range(1, len(trees), 2):
@@ -246,6 +260,11 @@ class JobFacts:
                 self._by_tree.pop(trees[i], None)
             else:
                 self._by_tree[trees[i]] = rest[0] if len(rest) == 1 else rest
+
+    def of(self, ids: Iterable[int]) -> list[Fact]:
+        """The facts of these jobs (those that have one)."""
+        with self._lock:
+            return [f for f in (self._facts.get(i) for i in ids) if f is not None]
 
     def using(self, tree_id: str) -> list[Fact]:
         """The archived jobs whose code, outputs, dataset or model is `tree_id`."""

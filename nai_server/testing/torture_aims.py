@@ -4,7 +4,6 @@ job's end, an archive move), and the wait for them or for the client's requests.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import time
@@ -12,6 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
+
+from nai_server.store.atomic import StateUnreadable
+from nai_server.store.journal import read_state
 
 if TYPE_CHECKING:
     from nai_server.testing.torture import Client, DaemonProcess
@@ -36,8 +38,8 @@ class Signs:
     def hot_jobs(state_file: Path) -> list[Any]:
         """The jobs of the hot table on disk."""
         try:
-            return list(json.loads(state_file.read_bytes()).get("jobs", {}).values())
-        except (OSError, ValueError):
+            return list(read_state(state_file).get("jobs", {}).values())
+        except (OSError, ValueError, StateUnreadable):
             return []
 
     @staticmethod

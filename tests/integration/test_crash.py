@@ -3,13 +3,14 @@ reads consistent state, and nothing acknowledged to a client is lost."""
 
 from __future__ import annotations
 
-import json
 import random
 import signal
 import threading
 
 import httpx
 from conftest import Daemon, needs_root, wait_for  # type: ignore[import-not-found]
+
+from nai_server.store.journal import read_state
 
 pytestmark = [needs_root]
 
@@ -50,8 +51,8 @@ def test_sigkill_during_writes_loses_nothing_acknowledged(daemon_factory) -> Non
         stop.set()
         writer.join(timeout=30)
 
-        # Every state file parses, on its own, without the daemon.
-        json.loads((daemon.state / "state.json").read_text())
+        # Every state file parses, on its own, without the daemon (with its journal).
+        read_state(daemon.state / "state.json")
 
     daemon.start()
     names = {g["name"] for g in daemon.client().get("/v1/groups").json()}

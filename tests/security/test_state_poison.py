@@ -10,7 +10,6 @@ an older backup of state.json, or finds it empty after a crash.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import signal
 from pathlib import Path
@@ -25,6 +24,7 @@ from nai_server.host import unix
 from nai_server.protocol import TERMINAL_STATES, Forbidden
 from nai_server.store import atomic
 from nai_server.store.atomic import CommitFailed
+from nai_server.store.journal import read_state
 from nai_server.testing import make_service
 from tests.integration.conftest import Daemon, UnixUser, needs_root, wait_for
 
@@ -49,7 +49,7 @@ def _ended(daemon: Daemon, user: UnixUser, job_id: int) -> bool:
 
 
 def _saved_job_ids(daemon: Daemon) -> set[int]:
-    return {int(k) for k in json.loads((daemon.state / "state.json").read_text())["jobs"]}
+    return {int(k) for k in read_state(daemon.state / "state.json")["jobs"]}
 
 
 @needs_root
@@ -115,13 +115,15 @@ def test_a_commit_that_fails_is_an_error_for_its_request_and_is_not_kept(
     """The disk refuses one write (ENOSPC): the request that made the change hears it,
     nothing of it stays in memory, and the next request is saved as usual."""
     kept = api.post("/v1/jobs", json={"spec": {"command": "true", "gpus": 0}}).json()["id"]
-    real_write = atomic.atomic_write
+    real_write, real_sync = atomic.atomic_write, os.fdatasync
 
-    def disk_full(path: Path, data: bytes, mode: int = 0o600) -> None:
+    def disk_full(*args: Any) -> None:
         monkeypatch.setattr(atomic, "atomic_write", real_write)  # the next write works
+        monkeypatch.setattr(os, "fdatasync", real_sync)
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(atomic, "atomic_write", disk_full)
+    monkeypatch.setattr(os, "fdatasync", disk_full)  # the hot state journal's appends
     failed = api.post("/v1/jobs", json={"spec": {"command": "true", "gpus": 0}})
     assert failed.status_code == 507, failed.text  # Insufficient Storage
     message = failed.json()["error"]["message"]
@@ -130,7 +132,7 @@ def test_a_commit_that_fails_is_an_error_for_its_request_and_is_not_kept(
     assert [j["id"] for j in api.get("/v1/jobs").json()["jobs"]] == [kept]
     later = api.post("/v1/jobs", json={"spec": {"command": "true", "gpus": 0}})
     assert later.status_code == 201 and later.json()["id"] > kept + 1  # the lost id is spent
-    on_disk = json.loads((service.config.state / "state.json").read_text())
+    on_disk = read_state(service.config.state / "state.json")
     assert sorted(int(k) for k in on_disk["jobs"]) == [kept, later.json()["id"]]
 
 

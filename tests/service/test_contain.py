@@ -19,7 +19,7 @@ from nai_server.app.use_cases import UseCases
 from nai_server.host import contain
 from nai_server.host.launchers.local import proc_start_ticks, read_exit_status
 from nai_server.protocol import TERMINAL_STATES
-from nai_server.store import atomic
+from nai_server.store import atomic, journal
 from nai_server.store.atomic import CommitFailed
 from nai_server.testing import AsPeer, make_service, tick_until, wait_for
 
@@ -158,7 +158,7 @@ def test_the_users_processes_left_on_the_jobs_gpu_are_killed(
 def test_an_end_whose_write_failed_is_kept_and_retried(
         api: TestClient, service: UseCases, monkeypatch: pytest.MonkeyPatch) -> None:
     job = submit(api, "exit 0", gpus=0)
-    write = atomic.atomic_write
+    write, append = atomic.atomic_write, journal.write_record
     refused = []
 
     def full_disk(path: Path, data: bytes, mode: int = 0o600) -> None:
@@ -167,7 +167,14 @@ def test_an_end_whose_write_failed_is_kept_and_retried(
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         write(path, data, mode)
 
+    def full_journal(fd: int, data: bytes) -> None:
+        if b'"succeeded"' in data:
+            refused.append(fd)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        append(fd, data)
+
     monkeypatch.setattr(atomic, "atomic_write", full_disk)
+    monkeypatch.setattr(journal, "write_record", full_journal)
 
     def tick() -> None:
         try:
@@ -180,6 +187,7 @@ def test_an_end_whose_write_failed_is_kept_and_retried(
     # What the wrapper wrote is gone too: only the daemon's memory knows how it ended.
     (service.runtime.job_dir(job) / "run.status").unlink()
     monkeypatch.setattr(atomic, "atomic_write", write)
+    monkeypatch.setattr(journal, "write_record", append)
     tick_until(service, ended(api, job), what="the end to be written")
     done = info(api, job)
     assert (done["state"], done["exit_code"]) == ("succeeded", 0)

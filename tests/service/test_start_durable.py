@@ -6,7 +6,6 @@ recorded lost, its half-built directory left behind for ever)."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from nai_server.app.use_cases import UseCases
 from nai_server.host import jobdir
 from nai_server.host.launchers.local import Handle, LaunchRequest, read_exit_status
 from nai_server.protocol import TERMINAL_STATES
+from nai_server.store.journal import read_state
 from nai_server.testing import AsPeer, make_service, tick_until, wait_for
 
 TERMINAL = TERMINAL_STATES
@@ -33,7 +33,7 @@ def test_the_start_is_durable_before_the_process_runs(
 
     def start(request: LaunchRequest) -> Handle:
         # What a daemon killed right now would read back when it starts again.
-        jobs = json.loads(state_file.read_text())["jobs"]
+        jobs = read_state(state_file)["jobs"]
         on_disk.append(jobs[str(request.job_id)]["state"])
         return real_start(request)
 

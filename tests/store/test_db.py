@@ -137,16 +137,18 @@ def test_a_failed_write_rolls_back_and_the_caller_hears_of_it(
     store, lock = _locked_store(tmp_path)
     with lock:
         kept = store.insert_job({"state": "queued"})
-    real_fsync = os.fsync
+    real_fsync, real_fdatasync = os.fsync, os.fdatasync
 
     def failing_fsync(fd: int) -> None:
         raise OSError(code, os.strerror(code))
 
     monkeypatch.setattr(os, "fsync", failing_fsync)
+    monkeypatch.setattr(os, "fdatasync", failing_fsync)  # the journal's appends
     with pytest.raises(CommitFailed, match=os.strerror(code)), lock:
         lost = store.insert_job({"state": "queued"})
         store.update_job(kept, {"state": "cancelled"})
     monkeypatch.setattr(os, "fsync", real_fsync)
+    monkeypatch.setattr(os, "fdatasync", real_fdatasync)
     assert [j["id"] for j in store.hot_jobs()] == [kept]
     assert store.get_job(kept)["state"] == "queued"
     assert not list(tmp_path.glob(".*.tmp"))  # no half-written copy left on a full disk

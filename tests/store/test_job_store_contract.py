@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -132,6 +133,7 @@ def test_hot_forgets_what_a_failed_commit_threw_away(
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(atomic, "atomic_write", disk_full)
+    monkeypatch.setattr(os, "fdatasync", lambda fd: disk_full(Path(), b""))  # journal
     with pytest.raises(CommitFailed), lock:
         store.update(job.id, state=JobState.STARTING, gpus=(0,))
         before_the_flush = [j.state for j in store.hot()]
