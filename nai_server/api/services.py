@@ -46,7 +46,7 @@ def create(body: ServiceCreate, service: ServiceDep, caller: CallerDep) -> Servi
 @router.get("/services")
 def listing(service: ServiceDep, caller: CallerDep) -> ServiceList:
     """The services you may see."""
-    return service.services.list(caller)
+    return service.services.listing(caller)
 
 
 @router.get("/services/{name}")

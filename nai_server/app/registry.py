@@ -14,7 +14,7 @@ only to those who may read that tree.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -413,6 +413,6 @@ class Registry:
                         self.store.remove_registry_entry(doc["kind"], doc["name"])
 
 
-def _chosen_metric(version: Doc | None) -> dict[str, Any] | None:
+def _chosen_metric(version: Mapping[str, Any] | None) -> dict[str, Any] | None:
     metric = (version or {}).get("metadata", {}).get("metric")
     return metric if isinstance(metric, dict) else None

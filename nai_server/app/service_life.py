@@ -31,6 +31,7 @@ from nai_server.core import scheduling as sched
 from nai_server.core import service_rules as rules
 from nai_server.core.service_rules import live, replica_dir
 from nai_server.core.states import SERVICE_TERMINAL, ServiceState
+from nai_server.host.gpu_watch import Foreign
 from nai_server.host.launchers.local import Handle
 from nai_server.host.replicas import Owner, ReplicaHost, ReplicaStart
 from nai_server.host.runtime import JobRuntime
@@ -114,7 +115,7 @@ class Supervisor:
     def gpu_holders(self) -> dict[int, tuple[str, str]]:
         return service_gpus.holders(self.records.list())
 
-    def not_foreign(self, foreign: service_gpus.Foreign) -> service_gpus.Foreign:
+    def not_foreign(self, foreign: Foreign) -> Foreign:
         return service_gpus.without_replicas(foreign, self.records.list())
 
     # --- one step ---------------------------------------------------------------------

@@ -116,7 +116,7 @@ class Services:
             message=doc.get("message"), replica_info=replicas,
             stats=self.book.stats(name, None, now), may_write=rules.may_write(caller, doc))
 
-    def list(self, caller: Caller) -> ServiceList:
+    def listing(self, caller: Caller) -> ServiceList:
         with self.lock:
             docs = [d for d in self.records.list() if self._may_read(caller, d)]
             return ServiceList(services=[self._info(caller, d) for d in docs])
@@ -253,8 +253,8 @@ class Services:
         token = "nai_" + secrets.token_urlsafe(32)
         with self.lock:
             doc = self._writable(caller, name, "make tokens for")
-            entry = {"id": secrets.token_hex(6), "label": body.label,
-                     "created_at": self.clock(), "hash": _hash(token)}
+            entry: dict[str, Any] = {"id": secrets.token_hex(6), "label": body.label,
+                                     "created_at": self.clock(), "hash": _hash(token)}
             doc["tokens"].append(entry)
             self.records.put(doc)
         return TokenInfo(id=entry["id"], label=entry["label"], created_at=entry["created_at"],

@@ -139,7 +139,7 @@ def service_state(replicas: Iterable[str]) -> ServiceState:
 def backoff(restarts: int) -> float:
     """Seconds before restarting a replica that died `restarts` times: 0.5s doubling,
     at most 30s."""
-    return min(30.0, 0.5 * 2 ** max(0, restarts - 1))
+    return min(30.0, 0.5 * 2.0 ** max(0, restarts - 1))
 
 
 def too_many_failures(failures: Iterable[float], now: float, window: float,

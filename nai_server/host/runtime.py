@@ -301,7 +301,8 @@ class JobRuntime:
         # outputs needs none, and the next job need not wait for it.
         active = [j for j in hot if j.active and j.id not in self.collections]
         elsewhere = self.held_elsewhere()
-        held = {g: j.id for j in (*active, *elsewhere) for g in j.gpus}
+        held = {g: j.id for j in active for g in j.gpus}
+        held.update({g: r.id for r in elsewhere for g in r.gpus})
         snapshot = self.state.snapshot
         assert snapshot is not None
         views = tuple(

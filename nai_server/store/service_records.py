@@ -10,6 +10,7 @@ call is made under the service's lock.
 from __future__ import annotations
 
 import copy
+from collections.abc import MutableMapping
 from typing import Any
 
 from tinydb import Query
@@ -44,7 +45,7 @@ class ServiceRecords:
         fresh = copy.deepcopy(doc)
         existing = self.table.get(Query().name == doc["name"])
         if isinstance(existing, Document):
-            def replace(stored: Doc) -> None:
+            def replace(stored: MutableMapping[Any, Any]) -> None:
                 stored.clear()
                 stored.update(fresh)
 
