@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from nai_server.app.accounts import Caller
+from nai_server.app.job_metrics import MetricsReads
 from nai_server.app.listing_cache import ListingCache, Stamp
 from nai_server.app.ports import JobStore
 from nai_server.core.job import Job, Pin
@@ -50,11 +51,6 @@ from nai_server.store.history import JobFilter, doc_of
 
 Doc = dict[str, Any]
 MAX_PAGE = 1000
-MAX_METRICS_ROWS = 10_000  # rows per metrics call
-MAX_METRICS_LINE = 1 << 16  # longer lines are skipped, not read into memory
-MAX_METRICS_SCAN = 16 << 20  # bytes one metrics call reads past `since`, at most
-MARKS_PER_JOB = 32
-MAX_MARKED_JOBS = 4096
 HIDDEN = "(hidden)"  # what others see of the values in a job's env
 
 
@@ -75,8 +71,7 @@ class Jobs:
         self.screen: Any = lambda _caller, spec: spec
         # GPU → (service, user) of the replicas holding GPUs (set by the use cases).
         self.gpu_services: Any = dict
-        # Where recent metrics reads of each job stopped: job id → {line: byte offset}.
-        self._metric_marks: dict[int, dict[int, int]] = {}
+        self.metric_reads = MetricsReads()
 
     # --- views ------------------------------------------------------------------------
 
@@ -368,32 +363,17 @@ class Jobs:
             return True
 
     def metrics(self, caller: Caller, job_id: int, since: int = 0) -> MetricsPage:
-        """Rows of metrics.jsonl after line `since`. The file is the job's to write, so
-        each call reads a bounded amount (the client continues from `next`), lines
-        longer than MAX_METRICS_LINE are skipped unread, and where recent calls stopped
-        is remembered so that following a growing file reads only what is new."""
+        """Rows of metrics.jsonl after line `since`, a bounded read (see `job_metrics`)."""
         self._readable(caller, job_id)
         job_dir = self.runtime.job_dir(job_id)
         try:
             with jobfiles.open_regular(job_dir, "metrics.jsonl") as fd:
                 if fd is None:
                     return MetricsPage(metrics=[], next=since, skipped=0)
-                marks = self._metric_marks.setdefault(job_id, {})
-                size = os.fstat(fd).st_size
-                line = max((n for n, at in marks.items() if n <= since and at <= size),
-                           default=0)
-                offset = marks.get(line, 0)
-                scan = MetricsScan(since, line)
-                scan.feed(fd, offset, size)
+                return self.metric_reads.page(job_id, fd, since)
         except jobfiles.UnsafeJobFile as exc:
             raise Conflict(f"job {job_id}'s metrics.jsonl is not a regular file any more"
                            ) from exc
-        marks[scan.line] = scan.offset
-        while len(marks) > MARKS_PER_JOB:
-            del marks[next(iter(marks))]
-        while len(self._metric_marks) > MAX_MARKED_JOBS:
-            del self._metric_marks[next(iter(self._metric_marks))]
-        return MetricsPage(metrics=scan.rows, next=max(scan.line, since), skipped=scan.skipped)
 
     def output_tree(self, caller: Caller, job_id: int) -> str:
         job = self._readable(caller, job_id)
@@ -446,62 +426,3 @@ def encode_listing(listing: JobList) -> bytes:
 def _owner(pid: int) -> str | None:
     uid = proc_uid(pid)
     return None if uid is None else unix.user_name(uid) or str(uid)
-
-
-class MetricsScan:
-    """Reads complete lines of a metrics file from a known (line, offset), keeping the
-    rows after line `since`, within the per-call bounds."""
-
-    def __init__(self, since: int, line: int) -> None:
-        self.since, self.line, self.offset = since, line, 0
-        self.rows: list[dict[str, Any]] = []
-        self.skipped = 0
-
-    def feed(self, fd: int, offset: int, size: int) -> None:
-        """Scan from `offset` (a line's start): lines up to `since` are counted, then
-        at most MAX_METRICS_SCAN bytes are read; `offset` ends after the last complete
-        line consumed."""
-        self.offset = pos = offset
-        budget = MAX_METRICS_SCAN
-        pending = bytearray()  # the start of a line not yet ended
-        overlong = False  # the current line is too long to keep: skipped unread
-        while pos < size and budget > 0 and len(self.rows) < MAX_METRICS_ROWS:
-            chunk = os.pread(fd, min(1 << 20, size - pos, budget), pos)
-            if not chunk:
-                break
-            if self.line >= self.since:
-                budget -= len(chunk)
-            start = 0
-            while len(self.rows) < MAX_METRICS_ROWS:
-                nl = chunk.find(b"\n", start)
-                if nl < 0:
-                    break
-                self._line(None if overlong else bytes(pending) + chunk[start:nl])
-                pending.clear()
-                overlong = False
-                start = nl + 1
-                self.offset = pos + start
-            if not overlong:
-                pending += chunk[start:]
-                if len(pending) > MAX_METRICS_LINE:
-                    pending.clear()
-                    overlong = True
-            pos += len(chunk)
-
-    def _line(self, raw: bytes | None) -> None:
-        self.line += 1
-        if self.line <= self.since:
-            return
-        if raw is None:
-            self.skipped += 1
-            return
-        try:
-            row = json.loads(raw)
-        except ValueError:
-            row = None
-        if isinstance(row, dict):
-            self.rows.append(row)
-        elif raw.strip():
-            self.skipped += 1
-
-
