@@ -9,7 +9,6 @@ import dataclasses
 import heapq
 import itertools
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,19 +17,17 @@ from nai_server.app.accounts import Caller
 from nai_server.app.job_metrics import MetricsReads
 from nai_server.app.listing_cache import ListingCache, Stamp
 from nai_server.app.ports import JobStore
+from nai_server.app.submit_checks import check_fits, time_limit, with_server_limits
 from nai_server.core.job import Job, Pin
-from nai_server.core.resources import with_limits
 from nai_server.core.spec import (
     JobSpec,
     SpecError,
     apply_overrides,
-    parse_duration,
     parse_spec,
     spec_from_dict,
 )
 from nai_server.core.states import TERMINAL, JobState, transition
 from nai_server.host import diskspace, jobfiles, unix
-from nai_server.host.cgroup_limits import host_memory
 from nai_server.host.dry_run import estimate as estimate_start
 from nai_server.host.launchers.local import proc_uid
 from nai_server.host.runtime import JobRuntime
@@ -153,7 +150,7 @@ class Jobs:
         checked exactly so, but nothing is created; the answer is the job as it would
         be queued (id 0), with when it would start (see `would_start`)."""
         spec = self.screen(caller, spec)
-        self._check_fits(spec.gpus, spec.gpu_memory)
+        check_fits(self.runtime, spec.gpus, spec.gpu_memory)
         if spec.nodes > 1 and self.config.launcher != "slurm":
             raise Invalid(f"nodes: {spec.nodes} needs a server that runs jobs on Slurm; "
                           f"this one runs them on itself: leave nodes out")
@@ -164,8 +161,8 @@ class Jobs:
             raise Forbidden(f"{caller.user} is not a member of group {spec.group!r}")
         if spec.priority == "high" and not caller.admin:
             raise Forbidden("priority: high is for admins; use normal or low")
-        time_limit = self._time_limit(spec.time_limit)
-        spec = self._resources(spec)
+        limit = time_limit(self.config.jobs, spec.time_limit)
+        spec = with_server_limits(self.config.jobs, spec)
         # Only a tree the caller may read (DESIGN §6); another's answers as an unknown one.
         if code_tree is not None and not self.registry.may_read_tree(caller, code_tree):
             raise Invalid(f"code tree {code_tree!r} is not on the server; upload it first "
@@ -183,7 +180,7 @@ class Jobs:
                 code_tree = model.tree_id
             job = Job(
                 id=0, user=caller.user, group=spec.group, state=JobState.QUEUED, spec=spec,
-                code_tree=code_tree, submitted_at=self.clock(), time_limit=time_limit,
+                code_tree=code_tree, submitted_at=self.clock(), time_limit=limit,
                 dataset=None if dataset is None else Pin(dataset.name, dataset.version,
                                                           dataset.tree_id),
                 model=None if model is None else Pin(model.name, model.version, model.tree_id))
@@ -205,43 +202,6 @@ class Jobs:
         return self._info(caller, job.to_doc()).model_copy(update={
             "est_start": estimate.at,
             "reason": str(estimate.reason) if estimate.reason else None})
-
-    def _check_fits(self, gpus: int, gpu_memory: int | None) -> None:
-        if self.config.launcher == "slurm":
-            return  # the cluster's GPUs are Slurm's to count: sbatch refuses what never fits
-        snapshot = self.runtime.state.snapshot or self.runtime.gpus.probe()
-        total = len(snapshot.gpus)
-        if gpus > total:
-            raise Invalid(f"gpus: {gpus} asked, but this server has {total} GPU(s)")
-        if gpus == 0 and self.config.scheduler.cpu_slots == 0:
-            raise Invalid("this server runs no CPU-only jobs (scheduler.cpu_slots is 0); "
-                          "ask for at least one GPU")
-        biggest = max((g.memory_total for g in snapshot.gpus), default=0)
-        if gpu_memory and gpus and gpu_memory > biggest:
-            raise Invalid(f"gpu_memory: {gpu_memory} bytes asked, but the largest GPU here "
-                          f"has {biggest}")
-
-    def _resources(self, spec: JobSpec) -> JobSpec:
-        """The spec with the memory and CPU limits the job runs under (the server's
-        defaults filled in), refused beyond the server's maximum or what it has."""
-        jobs = self.config.jobs
-        try:
-            return with_limits(spec, host_memory=host_memory(), host_cpus=os.cpu_count() or 1,
-                               default_memory=jobs.default_memory, max_memory=jobs.max_memory,
-                               default_cpus=jobs.default_cpus, max_cpus=jobs.max_cpus)
-        except ValueError as exc:
-            raise Invalid(str(exc), details={"field": str(exc).split(":")[0]}) from exc
-
-    def _time_limit(self, asked: int | None) -> int | None:
-        jobs = self.config.jobs
-        default = parse_duration(jobs.default_time_limit) if jobs.default_time_limit else None
-        limit = asked if asked is not None else default
-        maximum = parse_duration(jobs.max_time_limit) if jobs.max_time_limit else None
-        if maximum is not None and (limit is None or limit > maximum):
-            if asked is None:
-                return maximum
-            raise Invalid(f"time_limit: at most {jobs.max_time_limit} on this server")
-        return limit
 
     # --- list, show, cancel -----------------------------------------------------------
 
