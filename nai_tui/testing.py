@@ -9,12 +9,9 @@ an in-memory `FakeServerClient` and a `ManualClock` (`FakeTransfers` and the sam
 
 from __future__ import annotations
 
-import hashlib
-import threading
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
-import httpx
 import yaml
 
 from nai_server.protocol import (
@@ -22,34 +19,26 @@ from nai_server.protocol import (
     MAX_LOG_RANGE,
     TERMINAL_STATES,
     Conflict,
-    ConnectionFailed,
     Forbidden,
     GpuList,
-    GpuState,
     GroupInfo,
-    Invalid,
     JobInfo,
     JobList,
     LogMatches,
     Me,
     MetricsPage,
     NotFound,
-    PushedVersion,
     Quota,
-    RegistryEntry,
-    RegistrySummary,
-    RegistryVersion,
-    TreeEntryModel,
     TreeInfo,
     UserInfo,
     VersionInfo,
 )
-from nai_tui.remote.client import ServerClient
 
-GIB = 1 << 30
+# Re-exported (`as`): tests import these from here with the fake.
+from nai_tui.testing_base import GIB as GIB
+from nai_tui.testing_base import _tree as _tree
+from nai_tui.testing_registry import FakeRegistries
 
-
-_T = TypeVar("_T")
 
 class ManualClock:
     """A clock that moves only when told: `clock()` is the time, `advance(s)` moves it."""
@@ -64,151 +53,17 @@ class ManualClock:
         self.now += seconds
 
 
-def _unfaked(request: httpx.Request) -> httpx.Response:
-    return httpx.Response(501, json={"error": {
-        "code": "internal", "message": f"FakeServerClient does not fake {request.url.path}"}})
-
-
-class FakeServerClient(ServerClient):
+class FakeServerClient(FakeRegistries):
     """An in-memory server: jobs, GPUs, logs, metrics, outputs, users, groups, trees,
     datasets and models.
 
     `fail` (a message) makes every call raise ConnectionFailed, as a dropped SSH link
     would; `error` makes every call raise that exception; `gate` (an Event) holds every
     call until it is set, as a slow link would. `max_in_flight` records the most calls
-    that ever ran at once (polls must not overlap).
+    that ever ran at once (polls must not overlap). The state, that plumbing and the
+    scene-setting calls are in nai_tui.testing_base, the registries' calls in
+    nai_tui.testing_registry.
     """
-
-    def __init__(self, name: str = "fake", *, user: str = "alice", admin: bool = False,
-                 gpus: int = 4) -> None:
-        super().__init__(httpx.Client(transport=httpx.MockTransport(_unfaked)), name)
-        self.user = user
-        self.admin = admin
-        self.now = 1_700_000_000.0
-        self.fail: str | None = None
-        self.error: BaseException | None = None
-        self.gate: threading.Event | None = None
-        self.calls: list[str] = []
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self.closed = False
-        self._lock = threading.Lock()
-        self._jobs: dict[int, JobInfo] = {}
-        self._logs: dict[int, bytes] = {}
-        self._metrics: dict[int, list[dict[str, Any]]] = {}
-        self._outputs: dict[int, dict[str, bytes]] = {}
-        self.blobs: dict[str, bytes] = {}
-        self.trees: dict[str, TreeInfo] = {}
-        self._registries: dict[tuple[str, str], RegistryEntry] = {}
-        self.submitted: list[dict[str, Any]] = []
-        self.gpu_list = GpuList(source="fake", gpus=[_gpu(i) for i in range(gpus)],
-                                cpu_slots=8, cpu_slots_used=0)
-        self._users: dict[str, UserInfo] = {}
-        self._groups: dict[str, GroupInfo] = {}
-        self._drained = False
-        self.put_user(user, admin=admin)
-
-    # --- plumbing ---------------------------------------------------------------------
-
-    def _enter(self, call: str) -> None:
-        with self._lock:
-            self.calls.append(call)
-            if self.fail is not None:
-                raise ConnectionFailed(f"{self.name}: {self.fail}")
-            if self.error is not None:
-                raise self.error
-            self.in_flight += 1
-            self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        if self.gate is not None:
-            self.gate.wait(timeout=30)
-
-    def _leave(self) -> None:
-        with self._lock:
-            self.in_flight -= 1
-
-    def _do(self, call: str, fn: Callable[..., _T], *args: Any) -> _T:
-        self._enter(call)
-        try:
-            return fn(*args)
-        finally:
-            self._leave()
-
-    def close(self) -> None:
-        self.closed = True
-
-    # --- setting the scene (tests call these) -----------------------------------------
-
-    def add_job(self, name: str = "train", *, user: str | None = None, state: str = "queued",
-                gpus: list[int] | None = None, wanted: int = 1, submitted_at: float | None = None,
-                started_at: float | None = None, ended_at: float | None = None,
-                **fields: Any) -> JobInfo:
-        """Put a job on the fake server; returns it."""
-        with self._lock:
-            job_id = max(self._jobs, default=0) + 1
-            spec = {"name": name, "command": "python train.py", "gpus": wanted,
-                    "time_limit": "1h", **fields.pop("spec", {})}
-            job = JobInfo(id=job_id, name=name, user=user or self.user, group=None, state=state,
-                          spec=spec, code_tree=None, gpus=gpus or [],
-                          submitted_at=self.now if submitted_at is None else submitted_at,
-                          started_at=started_at, ended_at=ended_at, **fields)
-            self._jobs[job_id] = job
-            self._logs[job_id] = b""
-            self._metrics[job_id] = []
-            return job
-
-    def update_job(self, job_id: int, **fields: Any) -> JobInfo:
-        with self._lock:
-            job = self._jobs[job_id].model_copy(update=fields)
-            self._jobs[job_id] = job
-            return job
-
-    def append_log(self, job_id: int, text: str) -> None:
-        with self._lock:
-            self._logs[job_id] += text.encode()
-
-    def add_metrics(self, job_id: int, rows: list[dict[str, Any]]) -> None:
-        with self._lock:
-            self._metrics[job_id].extend(rows)
-
-    def set_outputs(self, job_id: int, files: dict[str, bytes]) -> None:
-        """Give a job an output tree made of these files."""
-        with self._lock:
-            self._outputs[job_id] = dict(files)
-            for data in files.values():
-                self.blobs[hashlib.sha256(data).hexdigest()] = data
-            self._jobs[job_id] = self._jobs[job_id].model_copy(
-                update={"output_tree": _tree(files).id})
-
-    def add_tree(self, files: dict[str, bytes]) -> TreeInfo:
-        """Store these files as a tree (as a sync would); returns it."""
-        tree = _tree(files)
-        with self._lock:
-            for data in files.values():
-                self.blobs[hashlib.sha256(data).hexdigest()] = data
-            self.trees[tree.id] = tree
-        return tree
-
-    def add_registry_version(self, kind: str, name: str, files: dict[str, bytes], *,
-                             tag: str | None = None, description: str = "",
-                             used_by: list[int] | None = None, deleted: bool = False,
-                             created_by: str | None = None, shared: bool = False,
-                             group: str | None = None) -> RegistryVersion:
-        """Add a version (and the dataset or model, when new) made of these files."""
-        tree = self.add_tree(files)
-        with self._lock:
-            version = self._new_version(kind, name, tree.id, created_by or self.user,
-                                        description, tag, {}, group=group, shared=shared)
-            if used_by or deleted:
-                version = version.model_copy(update={"used_by": list(used_by or []),
-                                                     "deleted": deleted})
-                self._put_version(kind, name, version)
-            return version
-
-    def set_gpu(self, index: int, **fields: Any) -> None:
-        with self._lock:
-            gpus = list(self.gpu_list.gpus)
-            gpus[index] = gpus[index].model_copy(update=fields)
-            self.gpu_list = self.gpu_list.model_copy(update={"gpus": gpus})
 
     # --- the API ----------------------------------------------------------------------
 
@@ -331,120 +186,11 @@ class FakeServerClient(ServerClient):
             return self.trees[tree_id]
         return self._do("tree", tree)
 
-    # --- registries -------------------------------------------------------------------
-    # Everyone reads everything here: the fake does not model sharing.
-
-    def _new_version(self, kind: str, name: str, tree_id: str, by: str, description: str,
-                     tag: str | None, metadata: dict[str, Any], *, group: str | None = None,
-                     shared: bool = False) -> RegistryVersion:
-        """Append a version (creating the entry when new); the caller holds the lock."""
-        entry = self._registries.get((kind, name))
-        if entry is None:
-            entry = RegistryEntry(kind=kind, name=name,  # type: ignore[arg-type]
-                                  owner={"group": group} if group else {"user": by},
-                                  visibility="shared" if shared else "private",
-                                  shared_with_groups=[], description=description,
-                                  created_at=self.now, latest=None, versions=[],
-                                  may_write=True)
-        tree = self.trees.get(tree_id)
-        number = max((v.version for v in entry.versions), default=0) + 1
-        versions = [v.model_copy(update={"tag": None}) if tag and v.tag == tag else v
-                    for v in entry.versions]
-        version = RegistryVersion(version=number, tag=tag, tree_id=tree_id,
-                                  size=tree.size if tree else 0,
-                                  files=tree.files if tree else 0, created_at=self.now,
-                                  created_by=by, description=description, metadata=metadata)
-        self._registries[(kind, name)] = entry.model_copy(
-            update={"versions": [*versions, version], "latest": number})
-        return version
-
-    def _put_version(self, kind: str, name: str, version: RegistryVersion) -> None:
-        entry = self._registries[(kind, name)]
-        versions = [version if v.version == version.version else v for v in entry.versions]
-        live = [v.version for v in versions if not v.deleted]
-        self._registries[(kind, name)] = entry.model_copy(
-            update={"versions": versions, "latest": max(live, default=None)})
-
-    def _entry(self, kind: str, name: str) -> RegistryEntry:
-        if kind not in ("dataset", "model"):
-            raise ValueError(f"kind: 'dataset' or 'model', not {kind!r}")
-        with self._lock:
-            entry = self._registries.get((kind, name))
-        if entry is None:
-            raise NotFound(f"no {kind} {name!r}: `nai {kind} list` shows those you may read")
-        return entry
-
-    def registry_list(self, kind: str) -> list[RegistrySummary]:
-        def listing() -> list[RegistrySummary]:
-            with self._lock:
-                entries = sorted((e for (k, _), e in self._registries.items() if k == kind),
-                                 key=lambda e: e.name)
-            out = []
-            for e in entries:
-                latest = next((v for v in e.versions if v.version == e.latest), None)
-                out.append(RegistrySummary(
-                    kind=e.kind, name=e.name, owner=e.owner, visibility=e.visibility,
-                    shared_with_groups=e.shared_with_groups, description=e.description,
-                    created_at=e.created_at, latest=e.latest,
-                    latest_tag=latest.tag if latest else None,
-                    size=latest.size if latest else 0, files=latest.files if latest else 0,
-                    versions=sum(not v.deleted for v in e.versions), may_write=e.may_write))
-            return out
-        return self._do("registry_list", listing)
-
-    def registry_entry(self, kind: str, name: str) -> RegistryEntry:
-        return self._do("registry_entry", self._entry, kind, name)
-
-    def registry_create(self, kind: str, name: str, tree_id: str, *, group: str | None = None,
-                        shared: bool = False, description: str = "", tag: str | None = None,
-                        metadata: dict[str, Any] | None = None) -> RegistryEntry:
-        def create() -> RegistryEntry:
-            with self._lock:
-                if (kind, name) in self._registries:
-                    raise Conflict(f"{kind} {name!r} exists: push a new version instead")
-                self._new_version(kind, name, tree_id, self.user, description, tag,
-                                  metadata or {}, group=group, shared=shared)
-            return self._entry(kind, name)
-        return self._do("registry_create", create)
-
-    def registry_push(self, kind: str, name: str, tree_id: str, *, description: str = "",
-                      tag: str | None = None, metadata: dict[str, Any] | None = None,
-                      allow_same: bool = False) -> PushedVersion:
-        def push() -> PushedVersion:
-            entry = self._entry(kind, name)
-            live = [v for v in entry.versions if not v.deleted]
-            if live and live[-1].tree_id == tree_id and not allow_same:  # as the server
-                return PushedVersion(**live[-1].model_dump(), unchanged=True)
-            with self._lock:
-                made = self._new_version(kind, name, tree_id, self.user, description, tag,
-                                         metadata or {})
-            return PushedVersion(**made.model_dump())
-        return self._do("registry_push", push)
-
-    def registry_version(self, kind: str, name: str, ref: str = "latest") -> RegistryVersion:
-        def version() -> RegistryVersion:
-            entry = self._entry(kind, name)
-            for v in entry.versions:
-                if (ref == "latest" and v.version == entry.latest) or ref in (str(v.version),
-                                                                              v.tag):
-                    return v
-            if ref == "latest":
-                raise Invalid(f"{kind} {name} has no live version")
-            raise NotFound(f"{kind} {name} has no version {ref!r}")
-        return self._do("registry_version", version)
-
     # --- admin ------------------------------------------------------------------------
 
     def _admin_only(self) -> None:
         if not self.admin:
             raise Forbidden("only admins may do this")
-
-    def put_user(self, name: str, *, admin: bool = False) -> UserInfo:
-        """Register a user (setting the scene; no permission check)."""
-        info = UserInfo(name=name, uid=1000 + len(self._users), admin=admin, groups=[],
-                        quota=Quota(), created_at=self.now)
-        self._users[name] = info
-        return info
 
     def add_user(self, name: str) -> UserInfo:
         def add() -> UserInfo:
@@ -509,16 +255,3 @@ class FakeServerClient(ServerClient):
             self._drained = drained
             return drained
         return self._do("drain", drain)
-
-
-def _gpu(index: int) -> GpuState:
-    return GpuState(index=index, uuid=f"GPU-fake-{index}", name="Fake A100",
-                    memory_total=80 * GIB, memory_used=0, memory_free=80 * GIB, utilization=0)
-
-
-def _tree(files: dict[str, bytes]) -> TreeInfo:
-    entries = [TreeEntryModel(path=path, size=len(data), sha256=hashlib.sha256(data).hexdigest())
-               for path, data in sorted(files.items())]
-    tree_id = hashlib.sha256("".join(e.path + e.sha256 for e in entries).encode()).hexdigest()
-    return TreeInfo(id=tree_id, entries=entries, files=len(entries),
-                    size=sum(e.size for e in entries))

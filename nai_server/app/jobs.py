@@ -9,27 +9,25 @@ import dataclasses
 import heapq
 import itertools
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from nai_server.app.accounts import Caller
+from nai_server.app.job_metrics import MetricsReads
 from nai_server.app.listing_cache import ListingCache, Stamp
 from nai_server.app.ports import JobStore
+from nai_server.app.submit_checks import check_fits, time_limit, with_server_limits
 from nai_server.core.job import Job, Pin
-from nai_server.core.resources import with_limits
 from nai_server.core.spec import (
     JobSpec,
     SpecError,
     apply_overrides,
-    parse_duration,
     parse_spec,
     spec_from_dict,
 )
 from nai_server.core.states import TERMINAL, JobState, transition
 from nai_server.host import diskspace, jobfiles, unix
-from nai_server.host.cgroup_limits import host_memory
 from nai_server.host.dry_run import estimate as estimate_start
 from nai_server.host.launchers.local import proc_uid
 from nai_server.host.runtime import JobRuntime
@@ -50,11 +48,6 @@ from nai_server.store.history import JobFilter, doc_of
 
 Doc = dict[str, Any]
 MAX_PAGE = 1000
-MAX_METRICS_ROWS = 10_000  # rows per metrics call
-MAX_METRICS_LINE = 1 << 16  # longer lines are skipped, not read into memory
-MAX_METRICS_SCAN = 16 << 20  # bytes one metrics call reads past `since`, at most
-MARKS_PER_JOB = 32
-MAX_MARKED_JOBS = 4096
 HIDDEN = "(hidden)"  # what others see of the values in a job's env
 
 
@@ -75,8 +68,7 @@ class Jobs:
         self.screen: Any = lambda _caller, spec: spec
         # GPU → (service, user) of the replicas holding GPUs (set by the use cases).
         self.gpu_services: Any = dict
-        # Where recent metrics reads of each job stopped: job id → {line: byte offset}.
-        self._metric_marks: dict[int, dict[int, int]] = {}
+        self.metric_reads = MetricsReads()
 
     # --- views ------------------------------------------------------------------------
 
@@ -158,7 +150,7 @@ class Jobs:
         checked exactly so, but nothing is created; the answer is the job as it would
         be queued (id 0), with when it would start (see `would_start`)."""
         spec = self.screen(caller, spec)
-        self._check_fits(spec.gpus, spec.gpu_memory)
+        check_fits(self.runtime, spec.gpus, spec.gpu_memory)
         if spec.nodes > 1 and self.config.launcher != "slurm":
             raise Invalid(f"nodes: {spec.nodes} needs a server that runs jobs on Slurm; "
                           f"this one runs them on itself: leave nodes out")
@@ -169,8 +161,8 @@ class Jobs:
             raise Forbidden(f"{caller.user} is not a member of group {spec.group!r}")
         if spec.priority == "high" and not caller.admin:
             raise Forbidden("priority: high is for admins; use normal or low")
-        time_limit = self._time_limit(spec.time_limit)
-        spec = self._resources(spec)
+        limit = time_limit(self.config.jobs, spec.time_limit)
+        spec = with_server_limits(self.config.jobs, spec)
         # Only a tree the caller may read (DESIGN §6); another's answers as an unknown one.
         if code_tree is not None and not self.registry.may_read_tree(caller, code_tree):
             raise Invalid(f"code tree {code_tree!r} is not on the server; upload it first "
@@ -188,7 +180,7 @@ class Jobs:
                 code_tree = model.tree_id
             job = Job(
                 id=0, user=caller.user, group=spec.group, state=JobState.QUEUED, spec=spec,
-                code_tree=code_tree, submitted_at=self.clock(), time_limit=time_limit,
+                code_tree=code_tree, submitted_at=self.clock(), time_limit=limit,
                 dataset=None if dataset is None else Pin(dataset.name, dataset.version,
                                                           dataset.tree_id),
                 model=None if model is None else Pin(model.name, model.version, model.tree_id))
@@ -210,43 +202,6 @@ class Jobs:
         return self._info(caller, job.to_doc()).model_copy(update={
             "est_start": estimate.at,
             "reason": str(estimate.reason) if estimate.reason else None})
-
-    def _check_fits(self, gpus: int, gpu_memory: int | None) -> None:
-        if self.config.launcher == "slurm":
-            return  # the cluster's GPUs are Slurm's to count: sbatch refuses what never fits
-        snapshot = self.runtime.state.snapshot or self.runtime.gpus.probe()
-        total = len(snapshot.gpus)
-        if gpus > total:
-            raise Invalid(f"gpus: {gpus} asked, but this server has {total} GPU(s)")
-        if gpus == 0 and self.config.scheduler.cpu_slots == 0:
-            raise Invalid("this server runs no CPU-only jobs (scheduler.cpu_slots is 0); "
-                          "ask for at least one GPU")
-        biggest = max((g.memory_total for g in snapshot.gpus), default=0)
-        if gpu_memory and gpus and gpu_memory > biggest:
-            raise Invalid(f"gpu_memory: {gpu_memory} bytes asked, but the largest GPU here "
-                          f"has {biggest}")
-
-    def _resources(self, spec: JobSpec) -> JobSpec:
-        """The spec with the memory and CPU limits the job runs under (the server's
-        defaults filled in), refused beyond the server's maximum or what it has."""
-        jobs = self.config.jobs
-        try:
-            return with_limits(spec, host_memory=host_memory(), host_cpus=os.cpu_count() or 1,
-                               default_memory=jobs.default_memory, max_memory=jobs.max_memory,
-                               default_cpus=jobs.default_cpus, max_cpus=jobs.max_cpus)
-        except ValueError as exc:
-            raise Invalid(str(exc), details={"field": str(exc).split(":")[0]}) from exc
-
-    def _time_limit(self, asked: int | None) -> int | None:
-        jobs = self.config.jobs
-        default = parse_duration(jobs.default_time_limit) if jobs.default_time_limit else None
-        limit = asked if asked is not None else default
-        maximum = parse_duration(jobs.max_time_limit) if jobs.max_time_limit else None
-        if maximum is not None and (limit is None or limit > maximum):
-            if asked is None:
-                return maximum
-            raise Invalid(f"time_limit: at most {jobs.max_time_limit} on this server")
-        return limit
 
     # --- list, show, cancel -----------------------------------------------------------
 
@@ -368,32 +323,17 @@ class Jobs:
             return True
 
     def metrics(self, caller: Caller, job_id: int, since: int = 0) -> MetricsPage:
-        """Rows of metrics.jsonl after line `since`. The file is the job's to write, so
-        each call reads a bounded amount (the client continues from `next`), lines
-        longer than MAX_METRICS_LINE are skipped unread, and where recent calls stopped
-        is remembered so that following a growing file reads only what is new."""
+        """Rows of metrics.jsonl after line `since`, a bounded read (see `job_metrics`)."""
         self._readable(caller, job_id)
         job_dir = self.runtime.job_dir(job_id)
         try:
             with jobfiles.open_regular(job_dir, "metrics.jsonl") as fd:
                 if fd is None:
                     return MetricsPage(metrics=[], next=since, skipped=0)
-                marks = self._metric_marks.setdefault(job_id, {})
-                size = os.fstat(fd).st_size
-                line = max((n for n, at in marks.items() if n <= since and at <= size),
-                           default=0)
-                offset = marks.get(line, 0)
-                scan = MetricsScan(since, line)
-                scan.feed(fd, offset, size)
+                return self.metric_reads.page(job_id, fd, since)
         except jobfiles.UnsafeJobFile as exc:
             raise Conflict(f"job {job_id}'s metrics.jsonl is not a regular file any more"
                            ) from exc
-        marks[scan.line] = scan.offset
-        while len(marks) > MARKS_PER_JOB:
-            del marks[next(iter(marks))]
-        while len(self._metric_marks) > MAX_MARKED_JOBS:
-            del self._metric_marks[next(iter(self._metric_marks))]
-        return MetricsPage(metrics=scan.rows, next=max(scan.line, since), skipped=scan.skipped)
 
     def output_tree(self, caller: Caller, job_id: int) -> str:
         job = self._readable(caller, job_id)
@@ -446,62 +386,3 @@ def encode_listing(listing: JobList) -> bytes:
 def _owner(pid: int) -> str | None:
     uid = proc_uid(pid)
     return None if uid is None else unix.user_name(uid) or str(uid)
-
-
-class MetricsScan:
-    """Reads complete lines of a metrics file from a known (line, offset), keeping the
-    rows after line `since`, within the per-call bounds."""
-
-    def __init__(self, since: int, line: int) -> None:
-        self.since, self.line, self.offset = since, line, 0
-        self.rows: list[dict[str, Any]] = []
-        self.skipped = 0
-
-    def feed(self, fd: int, offset: int, size: int) -> None:
-        """Scan from `offset` (a line's start): lines up to `since` are counted, then
-        at most MAX_METRICS_SCAN bytes are read; `offset` ends after the last complete
-        line consumed."""
-        self.offset = pos = offset
-        budget = MAX_METRICS_SCAN
-        pending = bytearray()  # the start of a line not yet ended
-        overlong = False  # the current line is too long to keep: skipped unread
-        while pos < size and budget > 0 and len(self.rows) < MAX_METRICS_ROWS:
-            chunk = os.pread(fd, min(1 << 20, size - pos, budget), pos)
-            if not chunk:
-                break
-            if self.line >= self.since:
-                budget -= len(chunk)
-            start = 0
-            while len(self.rows) < MAX_METRICS_ROWS:
-                nl = chunk.find(b"\n", start)
-                if nl < 0:
-                    break
-                self._line(None if overlong else bytes(pending) + chunk[start:nl])
-                pending.clear()
-                overlong = False
-                start = nl + 1
-                self.offset = pos + start
-            if not overlong:
-                pending += chunk[start:]
-                if len(pending) > MAX_METRICS_LINE:
-                    pending.clear()
-                    overlong = True
-            pos += len(chunk)
-
-    def _line(self, raw: bytes | None) -> None:
-        self.line += 1
-        if self.line <= self.since:
-            return
-        if raw is None:
-            self.skipped += 1
-            return
-        try:
-            row = json.loads(raw)
-        except ValueError:
-            row = None
-        if isinstance(row, dict):
-            self.rows.append(row)
-        elif raw.strip():
-            self.skipped += 1
-
-

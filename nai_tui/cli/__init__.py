@@ -196,11 +196,11 @@ def _add_job_commands(add: Add) -> None:
 
 def _add_server_command(add: Add) -> None:
     """`nai server VERB`: the configured servers."""
-    from nai_tui.cli import commands
+    from nai_tui.cli import setup_commands
     from nai_tui.cli.contract import json_flag
     from nai_tui.config import TRANSPORTS
 
-    p = add("server", commands.cmd_server, "configured servers", remote=False)
+    p = add("server", setup_commands.cmd_server, "configured servers", remote=False)
     verbs = p.add_subparsers(dest="verb", metavar="VERB")
     s = verbs.add_parser("add", help="add a server: ssh://user@host[:port], an ssh alias, "
                          "or local")
@@ -233,14 +233,14 @@ def _add_server_command(add: Add) -> None:
 
 def _add_personal_commands(add: Add) -> None:
     """A personal server on this machine: up, down, and the demo that uses one."""
-    from nai_tui.cli import commands
+    from nai_tui.cli import setup_commands as setup
 
-    p = add("up", commands.cmd_up, "start a personal nai-server on this machine", remote=False,
+    p = add("up", setup.cmd_up, "start a personal nai-server on this machine", remote=False,
             no_json="`nai up` prints no data")
     p.add_argument("--fake-gpus", type=int, metavar="N", help="pretend to have N GPUs")
-    add("down", commands.cmd_down, "stop the personal nai-server", remote=False,
+    add("down", setup.cmd_down, "stop the personal nai-server", remote=False,
         no_json="`nai down` prints no data")
-    p = add("demo", commands.cmd_demo, "run an example job end to end on a personal server",
+    p = add("demo", setup.cmd_demo, "run an example job end to end on a personal server",
             remote=False, no_json="`nai demo` shows a job's log, which is not JSON")
     p.add_argument("dir", nargs="?", help="job folder (default: a small regression that needs "
                    "only Python)")

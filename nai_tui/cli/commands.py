@@ -10,16 +10,15 @@ from __future__ import annotations
 import argparse
 import calendar
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from nai_server.protocol import TERMINAL_STATES, Invalid, NaiError, format_size
-from nai_tui.cli import local, metrics_view, output
+from nai_tui.cli import metrics_view, output
 from nai_tui.cli.contract import TIMED_OUT, exit_status
 from nai_tui.cli.output import emit_json, err, note, table
-from nai_tui.config import ClientConfig, ServerEntry, cache_dir, config_dir
+from nai_tui.config import cache_dir
 from nai_tui.remote.client import ServerClient
 from nai_tui.remote.connect import connect as connect  # tests replace it here
 from nai_tui.sync import push as sync
@@ -28,7 +27,7 @@ from nai_tui.sync.bigfiles import confirm_big_upload
 SPEC_FILE = "nai.yaml"
 
 
-def _hash_cache() -> sync.HashCache:
+def hash_cache() -> sync.HashCache:
     return sync.HashCache(cache_dir() / "hashes.sqlite")
 
 
@@ -50,7 +49,7 @@ def submit_folder(client: ServerClient, folder: Path, spec_file: Path | None = N
     files are uploaded only when the user agrees (or `yes`)."""
     folder, request = spec_request(folder, spec_file, **overrides)
     note(f"syncing {folder} to {client.name} ...")
-    tree = sync.push(client, folder, cache=_hash_cache(),
+    tree = sync.push(client, folder, cache=hash_cache(),
                      check=confirm_big_upload(yes, warn=note))
     return client.submit(**request, code_tree=tree)
 
@@ -263,7 +262,7 @@ def cmd_pull(args: argparse.Namespace, client: ServerClient) -> int:
         raise Invalid(f"job {args.id} is {job.state}; outputs can be pulled once it ends")
     tree = client.outputs(args.id)
     dest = Path(args.to) if args.to else Path.cwd() / "nai-outputs" / str(args.id)
-    result = sync.pull(client, tree, dest, cache=_hash_cache(), force=args.force)
+    result = sync.pull(client, tree, dest, cache=hash_cache(), force=args.force)
     return output.report_pull(result, f"job {args.id}", dest,
                               {"job": args.id} if args.json else None)
 
@@ -341,119 +340,6 @@ def cmd_whoami(args: argparse.Namespace, client: ServerClient) -> int:
         print(f"{me.user} on {client.name} ({me.mode}" + (", admin" if me.admin else "") +
               (f"; groups: {', '.join(me.groups)}" if me.groups else "") + ")")
     return 0
-
-
-# --- servers ------------------------------------------------------------------------
-
-
-def cmd_server(args: argparse.Namespace) -> int:
-    config = ClientConfig.load()
-    if args.verb == "add":
-        config.add(ServerEntry(args.name, args.url, args.transport, args.remote_command),
-                   make_default=args.default)
-        config.save()
-        note(f"added server {args.name} ({args.url})" +
-             (", the default" if config.default == args.name else ""))
-    elif args.verb in ("remove", "rm"):
-        config.remove(args.name)
-        config.save()
-    elif args.verb == "default":
-        config.get(args.name)
-        config.default = args.name
-        config.save()
-    elif args.verb == "trust":
-        return _trust(config.get(args.name), yes=args.yes, expected=args.fingerprint)
-    else:
-        rows = [[("* " if n == config.default else "  ") + n, s.url, s.transport]
-                for n, s in config.servers.items()]
-        if args.json:
-            emit_json([{"name": n, "default": n == config.default, **s.to_dict(),
-                        "transport": s.transport} for n, s in config.servers.items()])
-        else:
-            print(table(rows, ["  NAME", "URL", "TRANSPORT"]))
-    return 0
-
-
-def _trust(entry: ServerEntry, *, yes: bool, expected: str | None) -> int:
-    """Record the server's host key once someone vouched for it: the fingerprint given
-    (`--fingerprint`), `--yes`, or a person answering at a terminal. Never silently."""
-    from nai_tui.remote import transports
-
-    keytype, key, fingerprint = transports.fetch_host_key(entry.url, name=entry.name)
-    note(f"{entry.url} presents {keytype} {fingerprint}")
-    if expected is not None:
-        if not transports.same_fingerprint(expected, fingerprint):
-            raise NaiError(
-                f"{entry.name}: not trusted: the key's fingerprint is {fingerprint}, not "
-                f"{expected}. Someone could be intercepting the connection; ask the "
-                f"server's admin (`ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub`)")
-    elif not yes:
-        if not sys.stdin.isatty():
-            raise NaiError(
-                f"{entry.name}: not trusted: no terminal to ask whether this fingerprint is "
-                f"the server's. Check it with the server's admin, then run `nai server "
-                f"trust {entry.name} --fingerprint {fingerprint}` (or `--yes`)")
-        if input("trust this key? [y/N] ").strip().lower() != "y":
-            note("not trusted")
-            return 1
-    transports.trust_host_key(entry.url, config_dir() / "known_hosts", key=key)
-    note(f"trusted; it is kept in {config_dir() / 'known_hosts'}")
-    return 0
-
-
-# --- the quickstart -----------------------------------------------------------------
-
-
-def cmd_up(args: argparse.Namespace) -> int:
-    pid, started = local.up(fake_gpus=args.fake_gpus)
-    note(f"personal nai-server {'started' if started else 'already running'} (pid {pid}); "
-         f"`nai down` stops it")
-    return 0
-
-
-def cmd_down(args: argparse.Namespace) -> int:
-    note("personal nai-server stopped" if local.down() else "no personal nai-server running")
-    return 0
-
-
-def _demo_folder(into: Path) -> Path:
-    """The demo job (`nai_tui.demo_job`, standard library only) in a folder, run by
-    this Python: it needs nothing that a plain `pip install` does not bring."""
-    from nai_tui import demo_job
-
-    (into / "train.py").write_bytes(Path(demo_job.__file__).read_bytes())
-    (into / SPEC_FILE).write_text(demo_job.spec_yaml(sys.executable))
-    return into
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    """Start a personal server if needed, run an example job end to end, pull outputs."""
-    with tempfile.TemporaryDirectory(prefix="nai-demo-") as scratch:
-        folder = Path(args.dir) if args.dir else _demo_folder(Path(scratch))
-        return _demo(args, folder)
-
-
-def _demo(args: argparse.Namespace, folder: Path) -> int:
-    pid, started = local.up(fake_gpus=args.fake_gpus)
-    note(f"personal nai-server {'started' if started else 'running'} (pid {pid})")
-    entry = ServerEntry("local", "local")
-    code = 1
-    try:
-        with connect(entry) as client:
-            job_id = submit_folder(client, folder).id
-            note(f"job {job_id} submitted; its log follows")
-            code = follow(client, job_id)
-            dest = Path(args.to) if args.to else Path.cwd() / "nai-outputs" / str(job_id)
-            if code == 0:
-                result = sync.pull(client, client.outputs(job_id), dest, cache=_hash_cache())
-                note(f"outputs of job {job_id} ({result.downloaded} files) are in {dest}:")
-                for path in sorted(p for p in dest.rglob("*") if p.is_file()):
-                    print(path)
-    finally:
-        if started and not args.keep:
-            local.down()
-            note("personal nai-server stopped (nai demo --keep leaves it running)")
-    return code
 
 
 def metrics_flags(p: argparse.ArgumentParser) -> None:

@@ -2,23 +2,20 @@
 
 The transport (local unix socket, SSH exec channel, system ssh) is chosen when the
 `httpx.Client` is built (see `nai_tui.remote.transports`); this class only speaks the API.
+The plumbing is in `api_base`, the registries' calls in `registry_calls` and the
+services' in `service_calls`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 import orjson
-from pydantic import ValidationError
 
 from nai_server.protocol import (
-    API_VERSION,
-    ConnectionFailed,
     DrainState,
     GpuList,
     GroupInfo,
@@ -28,32 +25,19 @@ from nai_server.protocol import (
     Me,
     MetricsPage,
     MissingResponse,
-    NaiError,
-    NotifyInfo,
-    PluginInfo,
-    PushedVersion,
     Quota,
-    RegistryEntry,
-    RegistrySummary,
-    RegistryVersion,
-    RemovalResult,
-    ServiceCreate,
-    ServiceInfo,
-    ServiceList,
-    ServiceUpdate,
-    TokenCreate,
-    TokenInfo,
     TreeInfo,
     TreeRef,
     UserInfo,
     VersionInfo,
-    VersionMismatch,
-    error_from_body,
 )
-from nai_tui.remote.replies import M, read_reply, unreadable
 
-BASE_URL = "http://nai"
-DEFAULT_READ_TIMEOUT = 60.0
+# Re-exported (`as`): the transports import these from here with the client.
+from nai_tui.remote.api_base import BASE_URL as BASE_URL
+from nai_tui.remote.api_base import DEFAULT_READ_TIMEOUT as DEFAULT_READ_TIMEOUT
+from nai_tui.remote.api_base import response_error
+from nai_tui.remote.registry_calls import RegistryCalls
+from nai_tui.remote.service_calls import ServiceCalls
 
 
 def local_http_client(socket_path: Path, *, timeout: float = DEFAULT_READ_TIMEOUT,
@@ -66,69 +50,14 @@ def local_http_client(socket_path: Path, *, timeout: float = DEFAULT_READ_TIMEOU
                         base_url=BASE_URL, timeout=httpx.Timeout(timeout, connect=connect_timeout))
 
 
-class ServerClient:
+class ServerClient(RegistryCalls, ServiceCalls):
     """One server's API. Errors arrive as the `NaiError` tree with messages to show."""
-
-    def __init__(self, http: httpx.Client, name: str = "server") -> None:
-        self.http = http
-        self.name = name
-        self._checked = False
-        self._server_api: str | None = None  # the server's API version, once asked
-
-    def close(self) -> None:
-        self.http.close()
 
     def __enter__(self) -> ServerClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    # --- plumbing ---------------------------------------------------------------------
-
-    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        response = self._send_raw(method, path, **kwargs)
-        if response.status_code >= 400:
-            raise _error(response)
-        return response
-
-    def _send_raw(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """The response whatever its status; connection problems as ConnectionFailed."""
-        if not self._checked and path != "/v1/version":
-            self.check_version()
-        try:
-            return self.http.request(method, path, **kwargs)
-        except NaiError:
-            raise
-        except httpx.TimeoutException as exc:
-            raise ConnectionFailed(f"{self.name}: no answer in time ({exc})") from exc
-        except (httpx.TransportError, OSError) as exc:
-            raise ConnectionFailed(f"{self.name}: {exc}") from exc
-
-    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self._send(method, path, **kwargs)
-        return response.json() if response.content else None
-
-    def check_version(self) -> VersionInfo:
-        """Refuse a server with another major API version, saying which side to upgrade."""
-        info = self._reply(VersionInfo, self._json("GET", "/v1/version"))
-        self._server_api = info.api_version
-        theirs, ours = int(info.api_version.split(".")[0]), int(API_VERSION.split(".")[0])
-        if theirs != ours:
-            side = "this client (pip install -U nothingai)" if theirs > ours else "the server"
-            raise VersionMismatch(
-                f"{self.name} speaks API {info.api_version}, this client {API_VERSION}: "
-                f"upgrade {side}")
-        self._checked = True
-        return info
-
-    def _reply(self, model: type[M], body: Any) -> M:
-        """Read an answer as `model`. Fields this client does not know are ignored (a
-        newer server may add some); an answer it cannot read says which side to upgrade."""
-        try:
-            return read_reply(model, body)
-        except ValidationError as exc:
-            raise VersionMismatch(unreadable(self.name, self._server_api, model, exc)) from None
 
     # --- identity and GPUs ------------------------------------------------------------
 
@@ -172,29 +101,11 @@ class ServerClient:
         if response.status_code == 404:
             return False
         if response.status_code >= 400:
-            raise _error(response)
+            raise response_error(response)
         return True
 
     def tree(self, tree_id: str) -> TreeInfo:
         return self._reply(TreeInfo, self._json("GET", f"/v1/trees/{tree_id}"))
-
-    def stream(self, path: str, params: dict[str, Any] | None = None,
-               chunk: int | None = 1 << 20) -> Iterator[bytes]:
-        """Stream a GET response body (tar downloads, log follow); `chunk=None` hands
-        on each piece as it arrives instead of waiting to fill a chunk."""
-        if not self._checked:
-            self.check_version()
-        try:
-            with self.http.stream("GET", path, params=params,
-                                  timeout=httpx.Timeout(30.0, read=None)) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    raise _error(response)
-                yield from response.iter_bytes(chunk)
-        except NaiError:
-            raise
-        except (httpx.TransportError, OSError) as exc:
-            raise ConnectionFailed(f"{self.name}: {exc}") from exc
 
     # --- jobs -------------------------------------------------------------------------
 
@@ -304,192 +215,3 @@ class ServerClient:
         """Drain or undrain the server; returns the new state."""
         return self._reply(DrainState,
             self._json("PUT", "/v1/drain", json={"drained": drained})).drained
-
-    # --- registries -------------------------------------------------------------------
-    # Datasets and models: `kind` is "dataset" or "model"; both have the same calls.
-    # `ref` is a version number, a tag or "latest".
-
-    @staticmethod
-    def _registry_path(kind: str, name: str | None = None, *rest: str) -> str:
-        if kind not in ("dataset", "model"):
-            raise ValueError(f"kind: 'dataset' or 'model', not {kind!r}")
-        parts = [f"/v1/{kind}s", *(quote(p, safe="") for p in (name, *rest) if p is not None)]
-        return "/".join(parts)
-
-    def registry_list(self, kind: str) -> list[RegistrySummary]:
-        """The datasets (or models) this user may read."""
-        return [self._reply(RegistrySummary, e)
-                for e in self._json("GET", self._registry_path(kind))]
-
-    def registry_entry(self, kind: str, name: str) -> RegistryEntry:
-        return self._reply(RegistryEntry, self._json("GET", self._registry_path(kind, name)))
-
-    def registry_create(self, kind: str, name: str, tree_id: str, *, group: str | None = None,
-                        shared: bool = False, description: str = "", tag: str | None = None,
-                        metadata: dict[str, Any] | None = None) -> RegistryEntry:
-        """A new dataset or model whose version 1 is `tree_id` (already uploaded)."""
-        body = {"name": name, "tree_id": tree_id, "group": group, "shared": shared,
-                "description": description, "tag": tag, "metadata": metadata or {}}
-        return self._reply(RegistryEntry,
-            self._json("POST", self._registry_path(kind), json=body))
-
-    def registry_push(self, kind: str, name: str, tree_id: str, *, description: str = "",
-                      tag: str | None = None, metadata: dict[str, Any] | None = None,
-                      allow_same: bool = False) -> PushedVersion:
-        """A new version of an existing dataset or model; when the latest version already
-        holds `tree_id`, that version marked `unchanged` (unless `allow_same`)."""
-        body = {"tree_id": tree_id, "description": description, "tag": tag,
-                "metadata": metadata or {}, "allow_same": allow_same}
-        return self._reply(PushedVersion,
-            self._json("POST", self._registry_path(kind, name, "versions"), json=body))
-
-    def registry_version(self, kind: str, name: str, ref: str = "latest") -> RegistryVersion:
-        return self._reply(RegistryVersion,
-            self._json("GET", self._registry_path(kind, name, "versions", ref)))
-
-    def registry_remove(self, kind: str, name: str, ref: str | None = None) -> RemovalResult:
-        """Remove one version (`ref`) or every version; versions still in use are kept,
-        marked for deletion (the answer says which and why)."""
-        path = (self._registry_path(kind, name) if ref is None
-                else self._registry_path(kind, name, "versions", ref))
-        return self._reply(RemovalResult, self._json("DELETE", path))
-
-    def registry_share(self, kind: str, name: str, *, shared: bool,
-                       groups: list[str]) -> RegistryEntry:
-        """Set who besides the owners may read: everyone (`shared`) and/or `groups`."""
-        return self._reply(RegistryEntry, self._json(
-            "PUT", self._registry_path(kind, name, "sharing"),
-            json={"shared": shared, "groups": groups}))
-
-    def plugins(self) -> list[PluginInfo]:
-        """The plugins installed in the server's environment, and whether they run."""
-        return [self._reply(PluginInfo, p) for p in self._json("GET", "/v1/plugins")]
-
-    def notify_list(self) -> list[NotifyInfo]:
-        """This user's notification subscriptions."""
-        return [self._reply(NotifyInfo, n) for n in self._json("GET", "/v1/notify")]
-
-    def notify_add(self, via: str, target: str, events: list[str]) -> NotifyInfo:
-        """Be told of this user's own jobs' `events` by notifier `via` at `target`."""
-        return self._reply(NotifyInfo, self._json(
-            "POST", "/v1/notify", json={"via": via, "target": target, "events": events}))
-
-    def notify_remove(self, sub_id: int) -> NotifyInfo:
-        return self._reply(NotifyInfo, self._json("DELETE", f"/v1/notify/{int(sub_id)}"))
-
-    def process_dataset(self, dataset: str, plugin: str, /, *, version: str = "latest",
-                        options: dict[str, str] | None = None,
-                        **job: Any) -> JobInfo:
-        """Process a dataset version with a processor the server offers, as a job of this
-        user's (`to`, `gpus`, `time_limit`, `name`, `group`... in `job`)."""
-        body = {"version": version, "plugin": plugin, "options": options or {},
-                **{k: v for k, v in job.items() if v is not None}}
-        return self._reply(JobInfo, self._json(
-            "POST", self._registry_path("dataset", dataset, "process"), json=body))
-
-    def registry_tag(self, kind: str, name: str, ref: str, tag: str | None) -> RegistryVersion:
-        """Put `tag` on a version (None clears its tag)."""
-        return self._reply(RegistryVersion, self._json(
-            "PUT", self._registry_path(kind, name, "versions", ref, "tag"), json={"tag": tag}))
-
-    def model_from_job(self, name: str, job_id: int, **options: Any) -> RegistryVersion:
-        """A finished job's outputs as the next version of model `name` (created when
-        new); `options` are ModelFromJob's fields: path, group, description, tag,
-        metric, direction, with_code."""
-        body = {"job": job_id, **{k: v for k, v in options.items() if v is not None}}
-        return self._reply(RegistryVersion, self._json(
-            "POST", self._registry_path("model", name, "from-job"), json=body))
-
-    # --- services ---------------------------------------------------------------------
-    # A model version served on the server's GPUs; requests reach it through the daemon
-    # (`/v1/services/{name}/invoke/{path}`), which checks who may call it.
-
-    @staticmethod
-    def _service_path(name: str | None = None, *rest: str) -> str:
-        return "/".join(["/v1/services", *(quote(p, safe="") for p in (name, *rest)
-                                           if p is not None)])
-
-    def services(self) -> ServiceList:
-        """The services this user may see."""
-        return self._reply(ServiceList, self._json("GET", self._service_path()))
-
-    def service(self, name: str) -> ServiceInfo:
-        return self._reply(ServiceInfo, self._json("GET", self._service_path(name)))
-
-    def create_service(self, request: ServiceCreate) -> ServiceInfo:
-        """Start serving a model version; the answer comes once the record is made (its
-        replicas start in the background: poll `service` for `ready`)."""
-        return self._reply(ServiceInfo, self._json(
-            "POST", self._service_path(), json=request.model_dump(exclude_none=True)))
-
-    def update_service(self, name: str, update: ServiceUpdate) -> ServiceInfo:
-        """Change a service: a new `model` rolls over to it, `replicas` scales it."""
-        return self._reply(ServiceInfo, self._json(
-            "PATCH", self._service_path(name), json=update.model_dump(exclude_none=True)))
-
-    def stop_service(self, name: str) -> ServiceInfo:
-        return self._reply(ServiceInfo, self._json("DELETE", self._service_path(name)))
-
-    def service_logs(self, name: str, replica: int = 0, offset: int = 0) -> bytes:
-        return self._send("GET", self._service_path(name, "logs"),
-                          params={"replica": replica, "offset": offset}).content
-
-    def follow_service_logs(self, name: str, replica: int = 0,
-                            offset: int = 0) -> Iterator[bytes]:
-        """A replica's log as it is written, until the replica ends."""
-        return self.stream(self._service_path(name, "logs"),
-                           {"replica": replica, "offset": offset, "follow": "true"}, chunk=None)
-
-    def invoke(self, name: str, path: str = "predict", *, method: str = "POST",
-               json: Any = None, content: bytes | None = None,
-               headers: dict[str, str] | None = None,
-               timeout: float | None = DEFAULT_READ_TIMEOUT) -> httpx.Response:
-        """One request to the service, answered by one of its ready replicas. The
-        service's own answer comes back whatever its status (errors of the daemon's,
-        such as no replica ready, are JSON error bodies as usual)."""
-        return self._send_raw(method, self._service_path(name, "invoke") + "/" +
-                              path.lstrip("/"), json=json, content=content,
-                              headers=headers, timeout=httpx.Timeout(30.0, read=timeout))
-
-    @contextmanager
-    def invoke_stream(self, name: str, path: str, *, method: str = "POST",
-                      content: Iterable[bytes] | bytes | None = None,
-                      headers: dict[str, str] | None = None, params: Any = None,
-                      timeout: float | None = DEFAULT_READ_TIMEOUT * 5
-                      ) -> Iterator[httpx.Response]:
-        """As `invoke`, the answer's body left to stream (what `nai service forward`
-        relays); connection problems as ConnectionFailed."""
-        if not self._checked:
-            self.check_version()
-        url = self._service_path(name, "invoke") + "/" + path.lstrip("/")
-        try:
-            with self.http.stream(method, url, content=content, headers=headers, params=params,
-                                  timeout=httpx.Timeout(30.0, read=timeout)) as response:
-                yield response
-        except NaiError:
-            raise
-        except httpx.TimeoutException as exc:
-            raise ConnectionFailed(f"{self.name}: no answer in time ({exc})") from exc
-        except (httpx.TransportError, OSError) as exc:
-            raise ConnectionFailed(f"{self.name}: {exc}") from exc
-
-    def create_token(self, name: str, label: str = "") -> TokenInfo:
-        """A bearer token for the HTTP gateway; its secret is in the answer only."""
-        return self._reply(TokenInfo, self._json(
-            "POST", self._service_path(name, "tokens"),
-            json=TokenCreate(label=label).model_dump()))
-
-    def tokens(self, name: str) -> list[TokenInfo]:
-        return [self._reply(TokenInfo, t)
-                for t in self._json("GET", self._service_path(name, "tokens"))]
-
-    def revoke_token(self, name: str, token_id: str) -> None:
-        self._json("DELETE", self._service_path(name, "tokens", token_id))
-
-
-def _error(response: httpx.Response) -> NaiError:
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    return error_from_body(response.status_code, body)

@@ -15,7 +15,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from nai_server.api import create_app
-from nai_server.app import jobs as jobs_module
+from nai_server.app import job_metrics
 from nai_server.app.use_cases import UseCases
 from nai_server.testing import AsPeer, make_service, tick_until, wait_for
 
@@ -77,8 +77,8 @@ def metrics_page(api: TestClient, job: int, since: int = 0) -> dict[str, Any]:
 
 def test_metrics_reads_are_bounded_and_resume(
         api: TestClient, service: UseCases, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(jobs_module, "MAX_METRICS_LINE", 100)
-    monkeypatch.setattr(jobs_module, "MAX_METRICS_SCAN", 1000)
+    monkeypatch.setattr(job_metrics, "MAX_METRICS_LINE", 100)
+    monkeypatch.setattr(job_metrics, "MAX_METRICS_SCAN", 1000)
     job = api.post("/v1/jobs", json={"spec": {"command": "true", "gpus": 0}}).json()["id"]
     tick_until(service, lambda: api.get(f"/v1/jobs/{job}").json()["state"] == "succeeded",
                what="the job to end")

@@ -1,0 +1,132 @@
+"""Setting up where jobs run: the configured servers (`nai server`), a personal server on
+this machine (`nai up`, `nai down`), and the demo that runs a job on one (`nai demo`).
+
+As the batch commands (nai_tui.cli.commands): stdout carries data, notes go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from nai_server.protocol import NaiError
+from nai_tui.cli import commands, local
+from nai_tui.cli.output import emit_json, note, table
+from nai_tui.config import ClientConfig, ServerEntry, config_dir
+from nai_tui.sync import push as sync
+
+# --- servers ------------------------------------------------------------------------
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    config = ClientConfig.load()
+    if args.verb == "add":
+        config.add(ServerEntry(args.name, args.url, args.transport, args.remote_command),
+                   make_default=args.default)
+        config.save()
+        note(f"added server {args.name} ({args.url})" +
+             (", the default" if config.default == args.name else ""))
+    elif args.verb in ("remove", "rm"):
+        config.remove(args.name)
+        config.save()
+    elif args.verb == "default":
+        config.get(args.name)
+        config.default = args.name
+        config.save()
+    elif args.verb == "trust":
+        return _trust(config.get(args.name), yes=args.yes, expected=args.fingerprint)
+    else:
+        rows = [[("* " if n == config.default else "  ") + n, s.url, s.transport]
+                for n, s in config.servers.items()]
+        if args.json:
+            emit_json([{"name": n, "default": n == config.default, **s.to_dict(),
+                        "transport": s.transport} for n, s in config.servers.items()])
+        else:
+            print(table(rows, ["  NAME", "URL", "TRANSPORT"]))
+    return 0
+
+
+def _trust(entry: ServerEntry, *, yes: bool, expected: str | None) -> int:
+    """Record the server's host key once someone vouched for it: the fingerprint given
+    (`--fingerprint`), `--yes`, or a person answering at a terminal. Never silently."""
+    from nai_tui.remote import transports
+
+    keytype, key, fingerprint = transports.fetch_host_key(entry.url, name=entry.name)
+    note(f"{entry.url} presents {keytype} {fingerprint}")
+    if expected is not None:
+        if not transports.same_fingerprint(expected, fingerprint):
+            raise NaiError(
+                f"{entry.name}: not trusted: the key's fingerprint is {fingerprint}, not "
+                f"{expected}. Someone could be intercepting the connection; ask the "
+                f"server's admin (`ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub`)")
+    elif not yes:
+        if not sys.stdin.isatty():
+            raise NaiError(
+                f"{entry.name}: not trusted: no terminal to ask whether this fingerprint is "
+                f"the server's. Check it with the server's admin, then run `nai server "
+                f"trust {entry.name} --fingerprint {fingerprint}` (or `--yes`)")
+        if input("trust this key? [y/N] ").strip().lower() != "y":
+            note("not trusted")
+            return 1
+    transports.trust_host_key(entry.url, config_dir() / "known_hosts", key=key)
+    note(f"trusted; it is kept in {config_dir() / 'known_hosts'}")
+    return 0
+
+
+# --- the quickstart -----------------------------------------------------------------
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    pid, started = local.up(fake_gpus=args.fake_gpus)
+    note(f"personal nai-server {'started' if started else 'already running'} (pid {pid}); "
+         f"`nai down` stops it")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    note("personal nai-server stopped" if local.down() else "no personal nai-server running")
+    return 0
+
+
+def _demo_folder(into: Path) -> Path:
+    """The demo job (`nai_tui.demo_job`, standard library only) in a folder, run by
+    this Python: it needs nothing that a plain `pip install` does not bring."""
+    from nai_tui import demo_job
+
+    (into / "train.py").write_bytes(Path(demo_job.__file__).read_bytes())
+    (into / commands.SPEC_FILE).write_text(demo_job.spec_yaml(sys.executable))
+    return into
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Start a personal server if needed, run an example job end to end, pull outputs."""
+    with tempfile.TemporaryDirectory(prefix="nai-demo-") as scratch:
+        folder = Path(args.dir) if args.dir else _demo_folder(Path(scratch))
+        return _demo(args, folder)
+
+
+def _demo(args: argparse.Namespace, folder: Path) -> int:
+    pid, started = local.up(fake_gpus=args.fake_gpus)
+    note(f"personal nai-server {'started' if started else 'running'} (pid {pid})")
+    entry = ServerEntry("local", "local")
+    code = 1
+    try:
+        # commands.connect: where tests replace it
+        with commands.connect(entry) as client:
+            job_id = commands.submit_folder(client, folder).id
+            note(f"job {job_id} submitted; its log follows")
+            code = commands.follow(client, job_id)
+            dest = Path(args.to) if args.to else Path.cwd() / "nai-outputs" / str(job_id)
+            if code == 0:
+                result = sync.pull(client, client.outputs(job_id), dest,
+                                   cache=commands.hash_cache())
+                note(f"outputs of job {job_id} ({result.downloaded} files) are in {dest}:")
+                for path in sorted(p for p in dest.rglob("*") if p.is_file()):
+                    print(path)
+    finally:
+        if started and not args.keep:
+            local.down()
+            note("personal nai-server stopped (nai demo --keep leaves it running)")
+    return code
