@@ -11,7 +11,8 @@ from nai_server.core.states import TERMINAL, JobState
 from nai_server.core.trees import is_digest
 
 # Major.minor: a client refuses a server with another major version.
-API_VERSION = "1.0"
+# 1.1: services, dry-run submits (`POST /v1/jobs?dry_run=1`), models from jobs.
+API_VERSION = "1.1"
 
 TERMINAL_STATES: frozenset[JobState] = TERMINAL
 """States a job never leaves: succeeded, failed, cancelled, timed_out, lost."""

@@ -154,6 +154,8 @@ def _add_outcome_options(p: argparse.ArgumentParser) -> None:
                    help="on success, make the job's outputs a new version of this model")
     p.add_argument("--follow", action="store_true",
                    help="stream the log and exit with the job's exit code")
+    p.add_argument("--cancel-on-interrupt", action="store_true",
+                   help="with --follow: Ctrl-C cancels the job (by default it keeps running)")
 
 
 def _add_job_commands(add: Add) -> None:

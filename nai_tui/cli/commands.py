@@ -16,7 +16,7 @@ from typing import Any
 
 from nai_server.protocol import TERMINAL_STATES, Invalid, NaiError, format_size
 from nai_tui.cli import metrics_view, output
-from nai_tui.cli.contract import TIMED_OUT, exit_status
+from nai_tui.cli.contract import INTERRUPTED, TIMED_OUT, exit_status
 from nai_tui.cli.output import emit_json, err, note, table
 from nai_tui.config import cache_dir
 from nai_tui.remote.client import ServerClient
@@ -48,6 +48,10 @@ def submit_folder(client: ServerClient, folder: Path, spec_file: Path | None = N
     """Sync the folder's code, then submit it with its nai.yaml and the overrides. Large
     files are uploaded only when the user agrees (or `yes`)."""
     folder, request = spec_request(folder, spec_file, **overrides)
+    if client.speaks("1.1"):
+        # The server checks the spec, the dataset and model names, the GPUs and the
+        # quota first: a typo must not cost the upload of a large folder.
+        client.submit(**request, dry_run=True)
     note(f"syncing {folder} to {client.name} ...")
     tree = sync.push(client, folder, cache=hash_cache(),
                      check=confirm_big_upload(yes, warn=note))
@@ -108,7 +112,16 @@ def submitted(args: argparse.Namespace, client: ServerClient, job: Any,
          (f" with {', '.join(pins)}" if pins else ""))
     if not args.follow:
         return 0
-    return follow(client, job.id)
+    try:
+        return follow(client, job.id)
+    except KeyboardInterrupt:
+        if getattr(args, "cancel_on_interrupt", False):
+            client.cancel(job.id)
+            note(f"cancelled job {job.id}")
+        else:
+            note(f"job {job.id} is still running: `nai logs {job.id} -f` to watch, "
+                 f"`nai cancel {job.id}` to stop")
+        return INTERRUPTED
 
 
 def cmd_finetune(args: argparse.Namespace, client: ServerClient) -> int:

@@ -74,6 +74,14 @@ class ApiBase:
         self._checked = True
         return info
 
+    def speaks(self, version: str) -> bool:
+        """Whether the server's API is at least `version` (a minor version adds routes
+        and parameters: an older server ignores a query parameter it does not know)."""
+        if not self._checked:
+            self.check_version()
+        have = tuple(int(p) for p in (self._server_api or "0.0").split(".")[:2])
+        return have >= tuple(int(p) for p in version.split(".")[:2])
+
     def _reply(self, model: type[M], body: Any) -> M:
         """Read an answer as `model`. Fields this client does not know are ignored (a
         newer server may add some); an answer it cannot read says which side to upgrade."""
