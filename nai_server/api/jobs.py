@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path as FsPath
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Response, status
 from fastapi.responses import StreamingResponse
-from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from starlette.concurrency import iterate_in_threadpool
 
 from nai_server.api.deps import CallerDep, ServiceDep
+from nai_server.api.log_follow import follow_log
 from nai_server.app import logs as app_logs
-from nai_server.app.jobs import Jobs
 from nai_server.core.bounds import shown
 from nai_server.core.states import JobState
 from nai_server.protocol import (
@@ -96,28 +93,15 @@ def cancel(job_id: JobId, service: ServiceDep, caller: CallerDep) -> JobInfo:
 LOG_CHUNK = 1 << 20
 
 
-async def _follow(jobs: Jobs, job_id: int, job_dir: FsPath, offset: int) -> AsyncIterator[bytes]:
-    while True:
-        # Check for the end before reading: all the job wrote before it ended is read
-        # below, so nothing is cut off.
-        ended = await run_in_threadpool(jobs.ended, job_id)
-        data = await run_in_threadpool(jobs.read_log, job_dir, offset, LOG_CHUNK)
-        if data:
-            offset += len(data)
-            yield data
-            continue
-        if ended:
-            return
-        await asyncio.sleep(FOLLOW_POLL_SECONDS)
-
-
 @router.get("/jobs/{job_id}/logs", response_class=StreamingResponse)
 def logs(job_id: JobId, service: ServiceDep, caller: CallerDep,
          offset: int = Query(0, ge=0, le=MAX_ID), follow: bool = False) -> StreamingResponse:
     """The job's stdout+stderr from byte `offset`; `follow=true` streams until it ends."""
     job_dir = service.jobs.log_dir(caller, job_id)
     if follow:
-        body = _follow(service.jobs, job_id, job_dir, offset)
+        jobs = service.jobs
+        body = follow_log(lambda: jobs.ended(job_id), job_dir, offset, chunk=LOG_CHUNK,
+                      poll=FOLLOW_POLL_SECONDS)
         return StreamingResponse(body, media_type="text/plain; charset=utf-8")
     return StreamingResponse(iterate_in_threadpool(service.jobs.log_chunks(job_dir, offset)),
                              media_type="text/plain; charset=utf-8")

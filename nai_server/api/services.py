@@ -4,9 +4,7 @@ other route."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path as FsPath
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response, status
@@ -15,7 +13,7 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from nai_server.api.deps import CallerDep, ServiceDep
-from nai_server.app.jobs import Jobs
+from nai_server.api.log_follow import follow_log
 from nai_server.app.services import Services
 from nai_server.protocol import MAX_ID, NAME_PATTERN
 from nai_server.protocol.services import (
@@ -67,20 +65,6 @@ def stop(name: Name, service: ServiceDep, caller: CallerDep) -> ServiceInfo:
     return service.services.stop(caller, name)
 
 
-async def _follow(services: Services, name: str, where: FsPath,
-                  offset: int) -> AsyncIterator[bytes]:
-    while True:
-        ended = await run_in_threadpool(services.log_ended, name, where)
-        data = await run_in_threadpool(Jobs.read_log, where, offset, LOG_CHUNK)
-        if data:
-            offset += len(data)
-            yield data
-            continue
-        if ended:
-            return
-        await asyncio.sleep(FOLLOW_POLL_SECONDS)
-
-
 @router.get("/services/{name}/logs", response_class=StreamingResponse)
 def logs(name: Name, service: ServiceDep, caller: CallerDep,
          replica: int = Query(0, ge=0, le=64), offset: int = Query(0, ge=0, le=MAX_ID),
@@ -90,8 +74,9 @@ def logs(name: Name, service: ServiceDep, caller: CallerDep,
     services = service.services
     where = services.log_dir(caller, name, replica)
     if follow:
-        return StreamingResponse(_follow(services, name, where, offset),
-                                 media_type="text/plain; charset=utf-8")
+        body = follow_log(lambda: services.log_ended(name, where), where, offset,
+                          chunk=LOG_CHUNK, poll=FOLLOW_POLL_SECONDS)
+        return StreamingResponse(body, media_type="text/plain; charset=utf-8")
     return StreamingResponse(iterate_in_threadpool(service.jobs.log_chunks(where, offset)),
                              media_type="text/plain; charset=utf-8")
 
