@@ -86,6 +86,8 @@ def test_labels_made_through_the_daemon_become_the_next_version(annotating) -> N
                                ("POST", f"{app}/_nai/finish", None)):
         refused = daemon.as_user(bob, method, path, body)
         assert refused.status in (403, 404), refused.body
+    with daemon.client() as root:  # an admin may read any job, its app too
+        assert root.get(f"{app}/items").status_code == 200
     # Who labels is the connection's user, whatever the request claims.
     made = daemon.as_user(alice, "POST", f"{app}/label", {"item": "a.txt", "label": "cat"},
                           headers={"X-Nai-User": "mallory"})
