@@ -62,7 +62,20 @@ def load(name: str) -> pluggy.PluginManager:
 
 def margin(seconds: int) -> float:
     """How long before its time limit the job ends itself, so its labels are kept."""
-    return max(2.0, min(60.0, seconds * 0.05))
+    return max(5.0, min(60.0, seconds * 0.1))
+
+
+def session_age() -> float:
+    """Seconds since this job's session began (its launcher's wrapper leads it, started
+    when the job's time began to count); 0 when /proc cannot say."""
+    try:
+        with open(f"/proc/{os.getsid(0)}/stat") as stat:
+            start = int(stat.read().rsplit(")", 1)[1].split()[19])  # field 22: starttime
+        with open("/proc/uptime") as uptime:
+            now = float(uptime.read().split()[0])
+        return max(0.0, now - start / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 class Runner:
@@ -132,8 +145,8 @@ def run(environ: dict[str, str]) -> None:
                                            lifespan="off"))
     seconds = environ.get(ANNOTATE_UNTIL_VAR)
     if seconds:
-        timer = threading.Timer(max(0.0, int(seconds) - margin(int(seconds))),
-                                runner.finish.set)
+        left = int(seconds) - margin(int(seconds)) - session_age()
+        timer = threading.Timer(max(0.0, left), runner.finish.set)
         timer.daemon = True
         timer.start()
 

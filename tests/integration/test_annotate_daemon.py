@@ -125,3 +125,25 @@ def test_a_cancelled_session_makes_no_version(annotating) -> None:
     info = ended(daemon, alice, job_id)
     assert info["state"] == "cancelled" and not info.get("registered")
     assert daemon.as_user(alice, "GET", "/v1/datasets/photo-labels").status == 404
+
+
+def test_a_group_session_takes_members_labels_and_saves_before_its_time_limit(
+        annotating, make_user) -> None:
+    daemon, alice, _bob, _tree = annotating
+    carol = make_user()
+    assert daemon.admin("user", "add", carol.name).returncode == 0
+    assert daemon.admin("group", "add", "lab").returncode == 0
+    for user in (alice, carol):
+        assert daemon.admin("group", "add-member", "lab", user.name).returncode == 0
+    job_id = started(daemon, alice, to="lab-labels", group="lab", time_limit="30s")
+    made = daemon.as_user(carol, "POST", f"/v1/jobs/{job_id}/app/label",
+                          {"item": "b.txt", "label": "dog"})
+    assert made.status == 200, made.body
+    # Nobody finishes it: it ends itself before the time limit, keeping the labels.
+    info = ended(daemon, alice, job_id)
+    assert info["state"] == "succeeded" and info["registered"] == "lab-labels@1", info
+    got = daemon.as_user(carol, "GET", f"/v1/jobs/{job_id}/outputs/file?path=labels.jsonl")
+    row = json.loads(got.body)
+    assert (row["item"], row["label"], row["by"]) == ("b.txt", "dog", carol.name)
+    entry = daemon.as_user(carol, "GET", "/v1/datasets/lab-labels").json()
+    assert entry["owner"] == {"group": "lab"}
