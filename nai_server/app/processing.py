@@ -1,14 +1,19 @@
-"""`nai dataset process`: a dataset processor (DESIGN §12) run over a dataset version as
-the caller's own job, never in the daemon. The daemon checks the processor is installed
-and enabled (without importing it), pins the input version the caller may read, and
-submits an ordinary job (scheduled on a CPU slot or GPUs like any other, through the
-submit rules) that runs `nai_server.plugins.process_job` as the caller, with the input
-mounted read-only. When it succeeds, the runtime registers its output as the next
-version of the target dataset (`register_dataset`), whose lineage names the input
-version, the job, and the processor with its version and options."""
+"""`nai dataset process` (and `annotate`): a dataset processor (DESIGN §12) run over a
+dataset version as the caller's own job, never in the daemon. The daemon checks the
+processor is installed and enabled (without importing it), pins the input version the
+caller may read, and submits an ordinary job (scheduled on a CPU slot or GPUs like any
+other, through the submit rules) that runs `nai_server.plugins.process_job` as the
+caller, with the input mounted read-only. When it succeeds, the runtime registers its
+output as the next version of the target dataset (`register_dataset`), whose lineage
+names the input version, the job, and the processor with its version and options.
+
+An annotator (`nai dataset annotate`) is submitted the same way: its job serves the
+annotator's web app (`nai_server.plugins.annotate_job`, reached through
+`app/annotating.py`) and its labels become the next version when it ends cleanly."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import sys
@@ -17,13 +22,22 @@ from typing import Any
 from nai_server.app.accounts import Caller
 from nai_server.app.jobs import Jobs
 from nai_server.app.registry import Registry
-from nai_server.core.processing import processor_env
+from nai_server.app.submit_checks import time_limit
+from nai_server.core.processing import annotator_env, processor_env
 from nai_server.core.spec import SpecError, spec_from_dict
 from nai_server.plugins import PluginRegistry
 from nai_server.plugins.contracts import Kind
-from nai_server.protocol import DatasetProcess, Forbidden, Invalid, JobInfo, NotFound
+from nai_server.protocol import (
+    DatasetAnnotate,
+    DatasetProcess,
+    Forbidden,
+    Invalid,
+    JobInfo,
+    NotFound,
+)
 
-RUNNER = "nai_server.plugins.process_job"
+PROCESSOR = "nai_server.plugins.process_job"
+ANNOTATOR = "nai_server.plugins.annotate_job"
 
 
 class Processing:
@@ -34,10 +48,21 @@ class Processing:
 
     def process(self, caller: Caller, name: str, body: DatasetProcess) -> JobInfo:
         """Submit the job that processes `name@body.version` with `body.plugin`."""
-        found = self.plugins.as_job(Kind.DATASET_PROCESSOR, body.plugin)
+        return self._submit(caller, name, body, Kind.DATASET_PROCESSOR, "dataset processor",
+                            PROCESSOR, "process")
+
+    def annotate(self, caller: Caller, name: str, body: DatasetAnnotate) -> JobInfo:
+        """Submit the job that serves `body.plugin`'s web app over `name@body.version`;
+        the labels become the next version when it ends cleanly."""
+        return self._submit(caller, name, body, Kind.ANNOTATOR, "annotator", ANNOTATOR,
+                            "annotate")
+
+    def _submit(self, caller: Caller, name: str, body: DatasetProcess, kind: Kind,
+                what: str, runner: str, verb: str) -> JobInfo:
+        found = self.plugins.as_job(kind, body.plugin)
         if found is None:
-            raise NotFound(f"no dataset processor named {body.plugin!r} is enabled on this "
-                           f"server; `nai plugins` lists what it offers")
+            raise NotFound(f"no {what} named {body.plugin!r} is enabled on this server; "
+                           f"`nai plugins` lists what it offers")
         config, version = found
         source = self.registry.resolve(caller, "dataset", f"{name}@{body.version}")
         target = body.to or source.name
@@ -49,18 +74,22 @@ class Processing:
             raise Forbidden(f"you may not add versions to dataset {target!r}; give another "
                             f"name with --to")
         options = {**{str(k): str(v) for k, v in config.options.items()}, **body.options}
-        env = processor_env(body.plugin, version, options)
-        if os.environ.get("PYTHONPATH"):  # where the server's environment finds plugins
-            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
         fields: dict[str, Any] = {
-            "command": f"{shlex.quote(sys.executable)} -m {RUNNER}",
-            "name": body.name or f"process-{source.name}-{body.plugin}"[:64],
-            "gpus": body.gpus, "dataset": source.ref, "register_dataset": target, "env": env,
+            "command": f"{shlex.quote(sys.executable)} -m {runner}",
+            "name": body.name or f"{verb}-{source.name}-{body.plugin}"[:64],
+            "gpus": body.gpus, "dataset": source.ref, "register_dataset": target,
             **{k: v for k in ("cpus", "memory", "time_limit", "group")
                if (v := getattr(body, k)) is not None}}
         try:
-            spec = spec_from_dict(fields, source="dataset process")
+            spec = spec_from_dict(fields, source=f"dataset {verb}")
         except SpecError as exc:
             raise Invalid(str(exc), details={"field": exc.field}) from exc
-        return self.jobs.submit(caller, spec, None)
-
+        if kind == Kind.ANNOTATOR:  # the runner ends cleanly before its time limit
+            seconds = time_limit(self.jobs.config.jobs, spec.time_limit)  # default, max
+            env = annotator_env(body.plugin, version, options, seconds)
+            spec = dataclasses.replace(spec, time_limit=seconds)
+        else:
+            env = processor_env(body.plugin, version, options)
+        if os.environ.get("PYTHONPATH"):  # where the server's environment finds plugins
+            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+        return self.jobs.submit(caller, dataclasses.replace(spec, env=env), None)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from nai_server import __version__
 from nai_server.app.accounts import Accounts, Caller
+from nai_server.app.annotating import JobApps
 from nai_server.app.job_models import JobModels
 from nai_server.app.jobs import Jobs
 from nai_server.app.processing import Processing
@@ -97,6 +98,7 @@ class UseCases:
         self.plugins = PluginHost(plugins or PluginRegistry.empty(), store, self.lock)
         self.jobs.screen = self.plugins.rules.screen
         self.processing = Processing(self.jobs, self.registry, self.plugins.registry)
+        self.job_apps = JobApps(self.jobs)  # annotate jobs' web apps, relayed
         # Read rights on trees (DESIGN §6); the registry checks the trees it is given.
         self.trees = TreeAccess(store, self.lock, blobs, Jobs.may_read)
         self.registry.may_read_tree = self.trees.may_read

@@ -28,3 +28,35 @@ def processor_lineage(env: Mapping[str, str]) -> dict[str, Any] | None:
         options = {}
     return {"plugin": env[PLUGIN_VAR], "version": env.get(VERSION_VAR) or None,
             "options": options if isinstance(options, dict) else {}}
+
+
+# --- annotators (`nai dataset annotate`) ----------------------------------------------
+
+ANNOTATOR_VAR = "ANNOTATOR"
+ANNOTATOR_OPTIONS_VAR = "ANNOTATOR_OPTIONS"
+ANNOTATOR_VERSION_VAR = "ANNOTATOR_VERSION"
+ANNOTATE_UNTIL_VAR = "ANNOTATE_SECONDS"  # the job's time limit: the runner ends cleanly before
+APP_DIR = "code"  # the job's own directory in its job dir, where its app's socket is
+APP_SOCKET = "annotate.sock"
+
+
+def annotator_env(plugin: str, version: str | None, options: Mapping[str, str],
+                  seconds: int | None) -> dict[str, str]:
+    env = {ANNOTATOR_VAR: plugin, ANNOTATOR_OPTIONS_VAR: json.dumps(dict(options),
+                                                                    sort_keys=True),
+           ANNOTATOR_VERSION_VAR: version or ""}
+    if seconds is not None:
+        env[ANNOTATE_UNTIL_VAR] = str(seconds)
+    return env
+
+
+def annotator_lineage(env: Mapping[str, str]) -> dict[str, Any] | None:
+    """The annotator an annotate job's spec names, for its labels' lineage."""
+    if ANNOTATOR_VAR not in env:
+        return None
+    try:
+        options = json.loads(env.get(ANNOTATOR_OPTIONS_VAR) or "{}")
+    except ValueError:
+        options = {}
+    return {"plugin": env[ANNOTATOR_VAR], "version": env.get(ANNOTATOR_VERSION_VAR) or None,
+            "options": options if isinstance(options, dict) else {}}

@@ -18,7 +18,7 @@ from typing import Any
 
 from nai_server.core.job import Job
 from nai_server.core.metric_summary import Summary, check_metric_choice, headline
-from nai_server.core.processing import processor_lineage
+from nai_server.core.processing import annotator_lineage, processor_lineage
 from nai_server.host import jobfiles
 from nai_server.store.blobs import BlobStore
 
@@ -164,5 +164,8 @@ def output_metadata(job: Job, job_dir: Path) -> Doc:
     processor = processor_lineage(job.spec.env)  # a `nai dataset process` job's
     if processor is not None:
         metadata["lineage"]["processor"] = processor
+    annotator = annotator_lineage(job.spec.env)  # a `nai dataset annotate` job's
+    if annotator is not None:
+        metadata["lineage"]["annotator"] = annotator
     return metadata
 

@@ -46,7 +46,7 @@ class PluginHost:
         """Enable or disable an installed plugin now and at every later start (over the
         server config); its rows of the listing after."""
         if not self.registry.knows(name):
-            raise NotFound(f"no submit rule or notifier named {name!r} is installed; "
+            raise NotFound(f"no plugin named {name!r} is installed; "
                            f"`nai-admin plugins` lists them")
         with self.lock:
             choices = dict(self.store.get_setting(CHOICES) or {})

@@ -14,7 +14,8 @@ each bounded in time; a plugin that raises or hangs is logged with its name and 
 others still run. Code that touches users' data (dataset processors, annotators) runs
 as the user's job or service, never in the daemon, which does not even import it: the
 daemon lists a dataset processor from its entry point and the job loads it
-(`nai_server.plugins.process_job`). The annotators' hook is not specified yet.
+(`nai_server.plugins.process_job`); an annotator's web app is served by the user's job
+too (`nai_server.plugins.annotate_job`) and reached through the daemon.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ GROUPS: dict[Kind, str] = {
 
 IN_DAEMON: tuple[Kind, ...] = (Kind.SUBMIT_RULE, Kind.NOTIFIER)
 """The kinds whose hooks the daemon calls itself, each call bounded in time."""
-AS_JOB: tuple[Kind, ...] = (Kind.DATASET_PROCESSOR,)
+AS_JOB: tuple[Kind, ...] = (Kind.DATASET_PROCESSOR, Kind.ANNOTATOR)
 """The kinds the daemon lists and runs as the user's job, never importing them."""
 
 
@@ -154,6 +155,35 @@ class DatasetProcessorSpec:
         last line of its log, and no version is made)."""
 
 
+# --- annotators ----------------------------------------------------------------------
+
+LABELS_FILE = "labels.jsonl"
+"""Where an annotator saves its labels in `target`, one JSON object a line, appended as
+each label is made: `{"item": PATH, "label": ..., "by": USER, "at": UNIX_TIME}`."""
+USER_HEADER = "x-nai-user"
+"""The header that names who sent a request to an annotator's app, set by the daemon
+(which drops any the caller sent) from the connection's unix user."""
+
+
+class AnnotatorSpec:
+    """The `nai.annotators` contract: `nai dataset annotate NAME --with PLUGIN`."""
+
+    @hookspec(firstresult=True)
+    def nai_annotator_app(self, source: Path, target: Path,
+                          options: Mapping[str, str]) -> Any:
+        """Return the web app where people label the dataset: an ASGI application
+        (Starlette's, FastAPI's, or any callable `app(scope, receive, send)`).
+        `source` holds the input version's files (read-only); save labels under
+        `target` as they are made (`LABELS_FILE`, appended; a person's work must survive
+        the job ending at any moment), which becomes the dataset's next version when
+        the job ends cleanly. `options` are as for a dataset processor. The app runs in
+        the user's job, as the user, on a unix socket the daemon relays to at
+        `/v1/jobs/{id}/app/PATH` and `nai dataset annotate --open` serves at
+        `http://127.0.0.1:PORT/PATH`: the app sees `/PATH` either way (write links
+        relative to its root). `USER_HEADER` names who is asking. Paths under `/_nai/`
+        are the runner's own (`POST /_nai/finish` ends the job cleanly)."""
+
+
 # --- client commands ------------------------------------------------------------------
 # Loaded by `nai` on the user's machine (nai_tui/cli/plugin_commands.py), which sees only
 # nai_server.protocol: so this contract is plain attributes, not a pluggy hook. An entry
@@ -169,6 +199,8 @@ class DatasetProcessorSpec:
 
 
 SPECS: dict[Kind, type] = {Kind.SUBMIT_RULE: SubmitRuleSpec, Kind.NOTIFIER: NotifierSpec,
-                           Kind.DATASET_PROCESSOR: DatasetProcessorSpec}
+                           Kind.DATASET_PROCESSOR: DatasetProcessorSpec,
+                           Kind.ANNOTATOR: AnnotatorSpec}
 HOOKS: dict[Kind, str] = {Kind.SUBMIT_RULE: "nai_submit_rule", Kind.NOTIFIER: "nai_job_event",
-                          Kind.DATASET_PROCESSOR: "nai_process_dataset"}
+                          Kind.DATASET_PROCESSOR: "nai_process_dataset",
+                          Kind.ANNOTATOR: "nai_annotator_app"}

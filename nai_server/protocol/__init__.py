@@ -252,6 +252,9 @@ from nai_server.protocol.notify import (
     NotifyInfo as NotifyInfo,
 )
 from nai_server.protocol.processing import (
+    DatasetAnnotate as DatasetAnnotate,
+)
+from nai_server.protocol.processing import (
     DatasetProcess as DatasetProcess,
 )
 from nai_server.protocol.registry import (

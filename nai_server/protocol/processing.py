@@ -1,4 +1,5 @@
-"""Dataset processing on the wire: `POST /v1/datasets/{name}/process`."""
+"""Dataset processing on the wire: `POST /v1/datasets/{name}/process` and
+`POST /v1/datasets/{name}/annotate`."""
 
 from __future__ import annotations
 
@@ -28,3 +29,11 @@ class DatasetProcess(Model):
     memory: Any = None
     time_limit: Any = None
     group: str | None = Field(default=None, max_length=64)
+
+
+class DatasetAnnotate(DatasetProcess):
+    """Serve an installed annotator's web app over a version of dataset `{name}`, as a
+    job of the caller's, reached at `/v1/jobs/{id}/app/`: the labels it saves become
+    the next version of dataset `to` (default: the same) when the job ends cleanly
+    (`POST /v1/jobs/{id}/app/_nai/finish`, or its time limit near), with lineage
+    (source version, annotator, options). Cancelling it keeps no labels."""

@@ -83,8 +83,9 @@ def lineage_lines(v: RegistryVersion) -> list[str]:
     lineage = v.metadata.get("lineage")
     if not isinstance(lineage, Mapping):
         return []
-    if lineage.get("processor") and (made := lineage_line(v.metadata)):
-        return [f"  from:     {made}"]  # `nai dataset process`: input, processor, job
+    made_by = lineage.get("processor") or lineage.get("annotator")
+    if made_by and (made := lineage_line(v.metadata)):
+        return [f"  from:     {made}"]  # `nai dataset process`/`annotate`: input, plugin, job
     parts = []
     if lineage.get("job") is not None:
         source = v.metadata.get("source")

@@ -78,7 +78,7 @@ def _load(ep: metadata.EntryPoint, sub: Any) -> None:
 def add_plugin_commands(add: Callable[..., argparse.ArgumentParser], sub: Any) -> None:
     """`nai plugins`, then each installed client command (after the built-in ones)."""
     add("plugins", cmd_plugins, "the plugins the server offers (dataset processors, "
-        "submit rules, notifiers) and whether they run")
+        "annotators, submit rules, notifiers) and whether they run")
     add_notify_command(sub)
     try:
         found = sorted(metadata.entry_points(group=GROUP), key=lambda e: e.name)

@@ -32,7 +32,7 @@ def lineage_line(metadata: dict[str, Any]) -> str | None:
         return None
     parts = [", ".join(map(str, [*(lineage.get("datasets") or []),
                                  *(lineage.get("models") or [])]))]
-    processor = lineage.get("processor")
+    processor = lineage.get("processor") or lineage.get("annotator")
     if isinstance(processor, dict):
         options = processor.get("options") or {}
         parts.append(f"by {processor.get('plugin')}"

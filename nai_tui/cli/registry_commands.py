@@ -30,6 +30,7 @@ from nai_server.protocol import (
     RegistryVersion,
     format_size,
 )
+from nai_tui.cli.annotate_command import add_annotate_verb
 from nai_tui.cli.contract import json_flag
 from nai_tui.cli.model_commands import add_register_verb, metric_cell, version_details
 from nai_tui.cli.output import emit_json, note, report_pull, table
@@ -328,6 +329,7 @@ def add_registry_commands(sub: Any) -> None:
         add_copy_verb(verbs, kind, json_flag)
         if kind == "dataset":
             add_process_verb(verb)
+            add_annotate_verb(verb)
         p = verb("unshare", cmd_unshare, "stop sharing with a group, or with everyone")
         p.add_argument("name")
         p.add_argument("--group", action="append",

@@ -1,0 +1,100 @@
+"""`nai dataset annotate` through the real `nai` command against a real personal daemon
+offering the `labels` annotator: start a session, open it on a local port and label
+through it, finish it, and find the labels as the dataset's next version with the
+annotator in its lineage."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from nai_server.testing import wait_for
+from nai_server.testing.plugin_dist import write_dist
+
+BIN = Path(sys.executable).parent
+
+
+def nai(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "nai"), *args], env=env, capture_output=True,
+                          text=True, timeout=180)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A user's environment with a personal daemon that offers `labels`."""
+    site = write_dist(tmp_path / "site", "nai-labels", "0.3.0", {},
+                      {"nai.annotators": {"labels": "nai_plugins.labels"}})
+    environ = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config"),
+               "XDG_CACHE_HOME": str(tmp_path / "cache"),
+               "XDG_DATA_HOME": str(tmp_path / "data"),
+               "XDG_RUNTIME_DIR": str(tmp_path / "run"),
+               "PYTHONPATH": f"{site}:{os.environ.get('PYTHONPATH', '')}",
+               "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+    (tmp_path / "run" / "nai").mkdir(parents=True)
+    config = tmp_path / "server.yaml"
+    config.write_text("plugins:\n  labels:\n    options:\n      classes: cat,dog\n")
+    with open(tmp_path / "daemon.log", "ab") as log:
+        proc = subprocess.Popen(
+            [str(BIN / "nai-server"), "run", "--personal", "--config", str(config),
+             "--fake-gpus", "1", "--state-dir", str(tmp_path / "data" / "nai"),
+             "--socket", str(tmp_path / "run" / "nai" / "nai.sock")],
+            env=environ, stdout=log, stderr=log, start_new_session=True)
+    try:
+        wait_for(lambda: proc.poll() is not None or nai(environ, "jobs").returncode == 0,
+                 what="the personal daemon")
+        assert proc.poll() is None, (tmp_path / "daemon.log").read_text()
+        yield environ
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_annotate_open_label_finish(env: dict[str, str], tmp_path: Path) -> None:
+    data = tmp_path / "photos"
+    data.mkdir()
+    (data / "a.txt").write_text("a cat\n")
+    (data / "b.txt").write_text("a dog\n")
+    assert nai(env, "dataset", "push", "photos", str(data)).returncode == 0
+    started = nai(env, "dataset", "annotate", "photos@1", "--with", "labels", "--to",
+                  "photo-labels", "-o", "keep=labels", "--json")
+    assert started.returncode == 0, started.stderr
+    job_id = json.loads(started.stdout)["id"]
+    assert f"nai dataset annotate --open {job_id}" in started.stderr
+    assert nai(env, "dataset", "annotate", "photos").returncode != 0  # no --with
+
+    forward = subprocess.Popen([str(BIN / "nai"), "dataset", "annotate", "--open",
+                                str(job_id)], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        assert forward.stdout is not None
+        url = forward.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:"), forward.stderr
+        with httpx.Client(base_url=url, timeout=30) as http:
+            assert "nai labels" in http.get("/").text
+            made = http.post("/label", json={"item": "b.txt", "label": "dog"})
+            assert made.status_code == 200 and made.json()["labelled"] == 1, made.text
+    finally:
+        forward.terminate()
+        forward.wait(30)
+
+    assert nai(env, "dataset", "annotate", "--finish", str(job_id)).returncode == 0
+
+    def ended() -> dict | None:
+        info = json.loads(nai(env, "show", str(job_id), "--json").stdout)
+        return info if info["state"] not in ("queued", "running") else None
+    info = wait_for(ended, timeout=60, what="the annotate job to end")
+    assert info["state"] == "succeeded" and info["registered"] == "photo-labels@1", info
+    shown = nai(env, "dataset", "show", "photo-labels@1")
+    assert "from:     photos@1 by labels 0.3.0 (classes=cat,dog, keep=labels)" in shown.stdout
+    pulled = tmp_path / "pulled"
+    assert nai(env, "dataset", "pull", "photo-labels@1", "--to", str(pulled)).returncode == 0
+    assert sorted(p.name for p in pulled.iterdir()) == ["labels.jsonl"]
+    row = json.loads((pulled / "labels.jsonl").read_text())
+    assert (row["item"], row["label"]) == ("b.txt", "dog")
