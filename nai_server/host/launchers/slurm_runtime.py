@@ -25,7 +25,7 @@ from nai_server.core.job import Job, Stop
 from nai_server.core.states import JobState, transition
 from nai_server.host import jobdir, unix
 from nai_server.host.collection import Ended
-from nai_server.host.launchers import slurm_text
+from nai_server.host.launchers import slurm_gpus, slurm_text
 from nai_server.host.launchers.local import Handle
 from nai_server.host.launchers.slurm import SlurmClient, SlurmError, daemon_key
 from nai_server.host.launchers.slurm_text import SlurmJob
@@ -35,6 +35,7 @@ log = logging.getLogger("nai.slurm")
 
 RECORD = "slurm.job"
 SUBMITTING = "-"
+NODES_EVERY = 5.0  # seconds between two reads of the cluster's nodes for `nai gpus`
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,27 @@ class SlurmRuntime(JobRuntime):
         self._complete = True  # whether sacct answered for the jobs squeue forgot
         self._submitted: dict[int, float] = {}  # nai id -> when (this process) submitted it
         self._to_submit: list[int] = []
+        self._nodes: tuple[float, list[slurm_gpus.Node], str | None] | None = None
+
+    def cluster_gpus(self) -> Any:
+        """The cluster's GPUs, node by node, and who holds each (`nai gpus`). Nodes are
+        read at most every NODES_EVERY seconds (from the API's threads); the holders
+        come from the run loop's last squeue."""
+        now = self.clock()
+        cached = self._nodes
+        if cached is None or now - cached[0] >= NODES_EVERY:
+            try:
+                cached = (now, slurm_gpus.parse_nodes(self.slurm.nodes()), None)
+            except SlurmError as exc:
+                cached = (now, cached[1] if cached else [], f"cannot read Slurm's nodes: {exc}")
+            self._nodes = cached
+        with self.lock:
+            active = [j for j in self.jobs.hot() if j.active]
+        users = {j.id: j.user for j in active}
+        return slurm_gpus.listing(
+            cached[1], list(self.view.values()), f"nai-{self.key}-", users.get,
+            self.gpus.source, self.config.scheduler.cpu_slots,
+            sum(1 for j in active if not j.spec.gpus), note=cached[2])
 
     # --- the loop ---------------------------------------------------------------------
 
