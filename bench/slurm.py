@@ -11,7 +11,7 @@ Each is printed as a ratio nai/direct (target ≤ 1.2) and nai's overhead in ms.
 polls squeue every `--poll` seconds (slurm.poll_seconds): that interval bounds how soon
 it sees a job start or end, and is part of what is measured.
 
-    .venv/bin/python bench/slurm.py [--rounds 5] [--jobs 100] [--poll 0.1]
+    .venv/bin/python bench/slurm.py [--rounds 5] [--jobs 500] [--poll 0.1]
 """
 
 from __future__ import annotations
@@ -148,7 +148,8 @@ def report(name: str, nai: float, direct: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--jobs", type=int, default=100)
+    parser.add_argument("--jobs", type=int, default=500,
+                        help="tiny jobs in part 3 (the issue's figure: 500)")
     parser.add_argument("--poll", type=float, default=0.1)
     args = parser.parse_args()
     why = slurm_cluster.missing()
