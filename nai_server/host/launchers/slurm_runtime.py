@@ -36,6 +36,7 @@ log = logging.getLogger("nai.slurm")
 
 RECORD = "slurm.job"
 SUBMITTING = "-"
+COLLECT_WORKERS = 6  # outputs of ended jobs collected at once
 SUBMIT_WORKERS = 4  # sbatch calls under way at once (slurmctld takes them in turn)
 NODES_EVERY = 5.0  # seconds between two reads of the cluster's nodes for `nai gpus`
 
@@ -52,6 +53,10 @@ class SlurmRuntime(JobRuntime):
     """JobRuntime whose jobs Slurm schedules and runs."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # A cluster ends many more jobs a second than one server: more of their outputs
+        # are collected at once (each by a helper process as the job's owner).
+        kwargs.setdefault("collector", ThreadPoolExecutor(
+            COLLECT_WORKERS, thread_name_prefix="nai-collect"))
         super().__init__(*args, **kwargs)
         self.slurm = SlurmClient(self.config.slurm)
         self.key = daemon_key(self.config.state)
