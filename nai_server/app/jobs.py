@@ -352,6 +352,9 @@ class Jobs:
     # --- GPUs -------------------------------------------------------------------------
 
     def gpus(self) -> GpuList:
+        cluster = self.runtime.cluster_gpus()  # launcher: slurm: the cluster's GPUs
+        if cluster is not None:
+            return cluster  # type: ignore[no-any-return]
         state = self.runtime.state
         snapshot = state.snapshot or self.runtime.gpus.probe()
         with self.lock:

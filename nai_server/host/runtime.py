@@ -155,6 +155,11 @@ class JobRuntime:
                 keep = {j.id for j in self.jobs.hot() if j.active}
             self._sweep_due = not self.contain.sweep(keep)
 
+    def cluster_gpus(self) -> Any:
+        """The GpuList of the cluster the jobs run on, when that is not this host
+        (launcher: slurm); None: this host's GPUs, as probed."""
+        return None
+
     def busy(self) -> bool:
         with self.lock:
             return any(j.state in PENDING for j in self.jobs.hot())

@@ -221,6 +221,8 @@ class GpuState(Reply):
     user: str | None = None
     foreign: list[ForeignProcess] = Field(default_factory=list)
     service: str | None = None  # the service whose replica holds it (`user` runs it)
+    node: str | None = None  # launcher: slurm: the cluster node it is on (uuid: slurm:NODE:IDX)
+    slurm_job: int | None = None  # launcher: slurm: the Slurm job holding it (nai's or not)
 
 
 class GpuList(Reply):
@@ -229,6 +231,7 @@ class GpuList(Reply):
     gpus: list[GpuState]
     cpu_slots: int
     cpu_slots_used: int
+    cluster: str | None = None  # "slurm": the GPUs are a Slurm cluster's, not this host's
 
 
 

@@ -84,10 +84,12 @@ GPU_HEADERS = ["GPU", "NAME", "UTIL", "MEMORY", "USED BY"]
 def gpu_cells(g: Any) -> list[Any]:
     """One GPU's row of `nai gpus`."""
     holder = f"job {g.job} ({g.user})" if g.job else ""
+    if g.slurm_job is not None and not g.job:  # launcher: slurm: someone else's Slurm job
+        holder = f"Slurm job {g.slurm_job} ({g.user or '?'})"
     foreign = "; ".join(
         f"{f'job {p.job} strayed here:' if p.job else 'foreign'} pid {p.pid} "
         f"({p.user or '?'}, {format_size(p.used_memory)})" for p in g.foreign)
-    return [g.index, g.name, f"{g.utilization}%",
+    return [g.index, f"{g.node}: {g.name}" if g.node else g.name, f"{g.utilization}%",
             f"{format_size(g.memory_used)} / {format_size(g.memory_total)}",
             " ".join(x for x in (holder, foreign) if x) or "free"]
 

@@ -3,6 +3,7 @@ the real test cluster cannot easily show — a requeue, an unanswered sacct, TIM
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -27,12 +28,17 @@ class ScriptedSlurm:
         self.sacct_fails = False
         self.submitted: list[list[str]] = []
         self.cancelled: list[tuple[int, str | None]] = []
+        self.lock = threading.Lock()  # sbatch may be called from several threads
+        self.together: threading.Barrier | None = None  # submits that must overlap
 
     def submit(self, argv: list[str], script: str, env: dict[str, str]) -> int:
-        self.submitted.append(argv)
-        slurm_id = 100 + len(self.submitted)
-        name = next(a.split("=", 1)[1] for a in argv if a.startswith("--job-name="))
-        self.queue[slurm_id] = SlurmJob(slurm_id, name, 0, "PENDING", reason="Priority")
+        if self.together is not None:
+            self.together.wait()
+        with self.lock:
+            self.submitted.append(argv)
+            slurm_id = 100 + len(self.submitted)
+            name = next(a.split("=", 1)[1] for a in argv if a.startswith("--job-name="))
+            self.queue[slurm_id] = SlurmJob(slurm_id, name, 0, "PENDING", reason="Priority")
         return slurm_id
 
     def jobs(self) -> dict[int, SlurmJob]:
@@ -108,7 +114,9 @@ def test_a_job_slurm_lost_ends_lost_and_a_cancel_goes_to_slurm(service: UseCases
     lost, cancelled = (service.jobs.submit(root, spec_from_dict({"command": "x"}), None).id
                        for _ in range(2))
     service.tick()
-    first, second = sorted(slurm.queue)
+    # Submitted at once: which Slurm job is which nai job is in their names.
+    by_job = {int(j.name.split("-")[2]): i for i, j in slurm.queue.items()}
+    first, second = by_job[lost], by_job[cancelled]
     for slurm_id in (first, second):
         slurm.set(slurm_id, "RUNNING", start=time.time())
     assert _job(service, lost)[0] == JobState.RUNNING
@@ -120,6 +128,22 @@ def test_a_job_slurm_lost_ends_lost_and_a_cancel_goes_to_slurm(service: UseCases
     slurm.set(second, "FAILED", exit_code=143, end=time.time())
     wait_for(lambda: _job(service, cancelled)[0] == JobState.CANCELLED,
              what="the cancelled job to end cancelled")
+
+
+def test_a_burst_of_jobs_is_submitted_several_at_once(service: UseCases) -> None:
+    """Each sbatch waits for slurmctld: a burst's submits overlap rather than queue up
+    behind one another (here each waits until four are under way at once)."""
+    slurm: ScriptedSlurm = service.runtime.slurm  # type: ignore[attr-defined]
+    slurm.together = threading.Barrier(4, timeout=10)
+    root = Caller("root", uid=0, admin=True)
+    ids = [service.jobs.submit(root, spec_from_dict({"command": "true"}), None).id
+           for _ in range(4)]
+    service.tick()
+    assert len(slurm.submitted) == 4
+    assert [_job(service, i)[0] for i in ids] == [JobState.QUEUED] * 4
+    assert sorted(service.runtime.state.waiting[i] for i in ids) == ["Priority"] * 4
+    # And their ends: outputs are collected more than two at a time (a helper each).
+    assert service.runtime.collections.executor._max_workers > 2  # type: ignore[attr-defined]
 
 
 def test_a_server_without_slurm_refuses_several_nodes(tmp_path: Path) -> None:

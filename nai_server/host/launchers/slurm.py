@@ -97,6 +97,10 @@ class SlurmClient:
             found.update(slurm_text.parse_sacct(self.run(argv), epoch=_epoch))
         return found
 
+    def nodes(self) -> str:
+        """`scontrol show node -o`: the cluster's nodes, one a line."""
+        return self.run(["scontrol", "show", "node", "-o"])
+
     def cancel(self, slurm_id: int, signal: str | None = None) -> None:
         """scancel: with `signal`, only signal the batch script and its steps (the job
         goes on if it survives); without, end it (SIGTERM, KillWait, SIGKILL)."""

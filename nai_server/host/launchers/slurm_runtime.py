@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,7 @@ from nai_server.core.job import Job, Stop
 from nai_server.core.states import JobState, transition
 from nai_server.host import jobdir, unix
 from nai_server.host.collection import Ended
-from nai_server.host.launchers import slurm_text
+from nai_server.host.launchers import slurm_gpus, slurm_text
 from nai_server.host.launchers.local import Handle
 from nai_server.host.launchers.slurm import SlurmClient, SlurmError, daemon_key
 from nai_server.host.launchers.slurm_text import SlurmJob
@@ -35,6 +36,9 @@ log = logging.getLogger("nai.slurm")
 
 RECORD = "slurm.job"
 SUBMITTING = "-"
+COLLECT_WORKERS = 6  # outputs of ended jobs collected at once
+SUBMIT_WORKERS = 4  # sbatch calls under way at once (slurmctld takes them in turn)
+NODES_EVERY = 5.0  # seconds between two reads of the cluster's nodes for `nai gpus`
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,10 @@ class SlurmRuntime(JobRuntime):
     """JobRuntime whose jobs Slurm schedules and runs."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # A cluster ends many more jobs a second than one server: more of their outputs
+        # are collected at once (each by a helper process as the job's owner).
+        kwargs.setdefault("collector", ThreadPoolExecutor(
+            COLLECT_WORKERS, thread_name_prefix="nai-collect"))
         super().__init__(*args, **kwargs)
         self.slurm = SlurmClient(self.config.slurm)
         self.key = daemon_key(self.config.state)
@@ -58,6 +66,32 @@ class SlurmRuntime(JobRuntime):
         self._complete = True  # whether sacct answered for the jobs squeue forgot
         self._submitted: dict[int, float] = {}  # nai id -> when (this process) submitted it
         self._to_submit: list[int] = []
+        self._nodes: tuple[float, list[slurm_gpus.Node], str | None] | None = None
+        self._submitter = ThreadPoolExecutor(SUBMIT_WORKERS, thread_name_prefix="nai-sbatch")
+
+    def close(self) -> None:
+        self._submitter.shutdown(wait=True, cancel_futures=True)
+        super().close()
+
+    def cluster_gpus(self) -> Any:
+        """The cluster's GPUs, node by node, and who holds each (`nai gpus`). Nodes are
+        read at most every NODES_EVERY seconds (from the API's threads); the holders
+        come from the run loop's last squeue."""
+        now = self.clock()
+        cached = self._nodes
+        if cached is None or now - cached[0] >= NODES_EVERY:
+            try:
+                cached = (now, slurm_gpus.parse_nodes(self.slurm.nodes()), None)
+            except SlurmError as exc:
+                cached = (now, cached[1] if cached else [], f"cannot read Slurm's nodes: {exc}")
+            self._nodes = cached
+        with self.lock:
+            active = [j for j in self.jobs.hot() if j.active]
+        users = {j.id: j.user for j in active}
+        return slurm_gpus.listing(
+            cached[1], list(self.view.values()), f"nai-{self.key}-", users.get,
+            self.gpus.source, self.config.scheduler.cpu_slots,
+            sum(1 for j in active if not j.spec.gpus), note=cached[2])
 
     # --- the loop ---------------------------------------------------------------------
 
@@ -217,8 +251,10 @@ class SlurmRuntime(JobRuntime):
 
     def _submit_queued(self, now: float) -> None:
         """sbatch each job the last plan chose, outside the lock (building a job's
-        directory and Slurm's answer both take time)."""
+        directory and Slurm's answer both take time), SUBMIT_WORKERS at once: a burst
+        of small jobs waits for Slurm, not for one sbatch after another."""
         todo, self._to_submit = self._to_submit, []
+        jobs = []
         for job_id in todo:
             with self.lock:
                 job = self.jobs.get(job_id)
@@ -226,28 +262,35 @@ class SlurmRuntime(JobRuntime):
                 continue
             # Until a poll after this moment has not seen it, the job counts as submitted.
             self._submitted[job.id] = now
-            try:
-                slurm_id = self._submit(job)
-            except SlurmError as exc:
-                if slurm_text.refused(str(exc)):
-                    self._fail(job, f"Slurm refused it: {exc}", now)
-                else:  # slurmctld away or slow: the record says "submitting"; next tick
-                    log.warning("job %s not submitted yet: %s", job.id, exc)
-                continue
-            except Exception as exc:
-                log.exception("job %s could not be submitted", job.id)
-                self._fail(job, f"could not submit it to Slurm: {exc}", now)
-                continue
-            with self.lock:
-                job = self.jobs.get(job_id)
-            if job is None or job.state != JobState.QUEUED:  # cancelled meanwhile
-                try:
-                    self.slurm.cancel(slurm_id)
-                except SlurmError as exc:
-                    log.warning("job %s: %s", job_id, exc)
-            log.info("job %s submitted as Slurm job %s", job_id, slurm_id)
+            jobs.append(job)
+        if len(jobs) == 1:
+            self._submit_one(jobs[0], now)
+        elif jobs:
+            list(self._submitter.map(lambda j: self._submit_one(j, now), jobs))
         if todo:
             self.notify()  # its start is read on the next poll
+
+    def _submit_one(self, job: Job, now: float) -> None:
+        try:
+            slurm_id = self._submit(job)
+        except SlurmError as exc:
+            if slurm_text.refused(str(exc)):
+                self._fail(job, f"Slurm refused it: {exc}", now)
+            else:  # slurmctld away or slow: the record says "submitting"; next tick
+                log.warning("job %s not submitted yet: %s", job.id, exc)
+            return
+        except Exception as exc:
+            log.exception("job %s could not be submitted", job.id)
+            self._fail(job, f"could not submit it to Slurm: {exc}", now)
+            return
+        with self.lock:
+            current = self.jobs.get(job.id)
+        if current is None or current.state != JobState.QUEUED:  # cancelled meanwhile
+            try:
+                self.slurm.cancel(slurm_id)
+            except SlurmError as exc:
+                log.warning("job %s: %s", job.id, exc)
+        log.info("job %s submitted as Slurm job %s", job.id, slurm_id)
 
     def _submit(self, job: Job) -> int:
         job_dir = self.job_dir(job.id)

@@ -51,6 +51,7 @@ class SlurmJob:
     start: float | None = None
     end: float | None = None
     nodes: str = ""
+    gres: tuple[str, ...] = ()  # squeue's gres_detail: "gpu:2(IDX:0-1)" per node
 
     @property
     def phase(self) -> Phase:
@@ -116,6 +117,7 @@ def _squeue_job(raw: Any) -> SlurmJob | None:
     if isinstance(code, dict):  # newer Slurm: {"return_code": N, "signal": {...}}
         code = code.get("return_code")
     ended = phase(state) == "ended"
+    gres = raw.get("gres_detail")
     return SlurmJob(
         slurm_id=slurm_id, name=str(raw.get("name") or ""),
         uid=uid if isinstance(uid, int) and not isinstance(uid, bool) else None,
@@ -123,7 +125,8 @@ def _squeue_job(raw: Any) -> SlurmJob | None:
         exit_code=wait_status_code(code) if ended and isinstance(code, int) else None,
         start=_positive(raw.get("start_time")) if state not in PENDING_STATES else None,
         end=_positive(raw.get("end_time")) if ended else None,
-        nodes=str(raw.get("nodes") or ""))
+        nodes=str(raw.get("nodes") or ""),
+        gres=tuple(g for g in gres if isinstance(g, str))[:4096] if isinstance(gres, list) else ())
 
 
 SACCT_FIELDS = ("JobIDRaw", "State", "ExitCode", "UID", "Start", "End", "NodeList", "JobName")
