@@ -118,7 +118,7 @@ def listing(nodes: list[Node], jobs: Iterable[SlurmJob], prefix: str,
     `prefix`<id>-<run>) names the nai job and its owner; one held by any other Slurm
     job names that job and its unix user."""
     held = holders(jobs)
-    gpus = []
+    gpus: list[GpuState] = []
     for node in nodes:
         for index, kind in enumerate(node.gpus):
             sj = held.get((node.name, index))
