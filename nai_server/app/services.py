@@ -381,6 +381,7 @@ class Services:
                     f"service {name!r} has no ready replica after {wait:g}s (see `nai "
                     f"service show {name}`); try again once it is ready")
             tried.clear()
+            self.life.last_request[name] = self.clock()  # waiting is use: stay awake
             await asyncio.sleep(WAIT_STEP)
 
     def _prune(self) -> None:
@@ -418,7 +419,9 @@ class Services:
             error = True
             raise
         finally:
-            self.book.end(name, index, self.clock(), time.monotonic() - started, error)
+            now = self.clock()
+            self.life.last_request[name] = now  # idle from the last answer on
+            self.book.end(name, index, now, time.monotonic() - started, error)
 
 
 def _hash(token: str) -> str:
