@@ -130,10 +130,7 @@ class ReplicaPool:
             try:
                 return await self._exchange(conn, method, target, headers, body, timeout)
             except _ClosedEarly:  # closed while idle: once more, on a new connection
-                try:
-                    conn = Conn(conn.key, conn.connect(), conn.connect)
-                except Exception as exc:
-                    raise ReplicaFailed(f"reconnecting: {exc}") from exc
+                conn = Conn(conn.key, conn.connect(), conn.connect)  # may raise: stopping
                 self.opened += 1
         return await self._exchange(conn, method, target, headers, body, timeout)
 
