@@ -14,12 +14,17 @@ all from this one run:
 5. cold start: from `POST /v1/services` to the first answer, vs the model's own load.
 
     PYTHONPATH=$PWD .venv/bin/python bench/serve.py [--requests N] [--seconds S]
+
+With `--against CHECKOUT` (another tree of nai, e.g. `git worktree add --detach
+/tmp/old REV`), sections 1-3 run on a daemon of each, in turns, and the medians are
+shown side by side.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -73,9 +78,11 @@ def predict_batch(batch):
 
 
 @contextmanager
-def daemon(root: Path) -> Iterator[tuple[Path, dict[str, str]]]:
-    """A personal daemon whose socket is where `nai` looks for one (XDG_RUNTIME_DIR)."""
-    env = {**os.environ, "XDG_RUNTIME_DIR": str(root / "run"),
+def daemon(root: Path, code: str | None = None) -> Iterator[tuple[Path, dict[str, str]]]:
+    """A personal daemon whose socket is where `nai` looks for one (XDG_RUNTIME_DIR);
+    `code`: a checkout of nai to run it from instead (its PYTHONPATH)."""
+    env = {**os.environ, **({"PYTHONPATH": code} if code else {}),
+           "XDG_RUNTIME_DIR": str(root / "run"),
            "XDG_CONFIG_HOME": str(root / "config"), "XDG_CACHE_HOME": str(root / "cache"),
            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     sock = root / "run" / "nai" / "nai.sock"
@@ -272,19 +279,80 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--against", metavar="CHECKOUT",
+                        help="compare the proxy with another checkout's (1-3 only)")
+    parser.add_argument("--rounds", type=int, default=2, help="with --against")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="nai-bs-", dir="/tmp"))  # short socket paths
+    if args.against:
+        try:
+            against(root, args)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        return
     try:
         with daemon(root) as (sock, env), uds_client(sock) as api:
             try:
                 run(api, sock, root, env, args)
             finally:  # replicas outlive their daemon (it adopts them when it restarts)
-                for service in api.get("/v1/services").json()["services"]:
-                    api.delete(f"/v1/services/{service['name']}")
-                until(lambda: not list((root / "state").glob("services/*/run/serve.sock")),
-                      30, "the replicas to stop")
+                stop_all(api, root)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def against(root: Path, args: argparse.Namespace) -> None:
+    """Sections 1-3 on this checkout's daemon and another's, in turns, medians shown."""
+    sides = {"this": None, "other": args.against}
+    with contextlib.ExitStack() as stack:
+        setups = {}
+        for side, code in sides.items():
+            sock, _env = stack.enter_context(daemon(root / side, code))
+            api = stack.enter_context(uds_client(sock))
+            stack.callback(stop_all, api, root / side)
+            register(api, "tiny", TINY)
+            register(api, "slow", SLOW)
+            serve(api, "tiny", "tiny@1")
+            serve(api, "slow1", "slow@1")
+            serve(api, "slow16", "slow@1", max_batch=16, max_wait_ms=5)
+            for name in ("tiny", "slow1", "slow16"):
+                wait_ready(api, name)
+            setups[side] = (sock, replica_sockets(root / side / "state")["tiny"])
+        results: dict[str, dict[str, list[float]]] = {side: {} for side in sides}
+        for _ in range(args.rounds):
+            for side, (sock, direct) in setups.items():
+                for key, value in one_round(sock, direct, args).items():
+                    results[side].setdefault(key, []).append(value)
+    print(f"this checkout vs {args.against}: medians of {args.rounds} rounds "
+          f"(each side's direct numbers from its own replica, in the same round)")
+    for key in results["this"]:
+        this, other = (statistics.median(results[s][key]) for s in sides)
+        print(f"   {key:34} this {this:9.2f}  other {other:9.2f}  this/other "
+              f"{this / other if other else float('nan'):.2f}")
+
+
+def one_round(sock: Path, direct: Path, args: argparse.Namespace) -> dict[str, float]:
+    invoke = "/v1/services/tiny/invoke/predict"
+    on_replica = measure((direct, None), "/predict", count=args.requests)
+    via_proxy = measure((sock, None), invoke, count=args.requests)
+    rate_direct = throughput((direct, None), "/predict", args.clients, args.seconds)
+    rate_proxy = throughput((sock, None), invoke, args.clients, args.seconds)
+    unbatched = throughput((sock, None), "/v1/services/slow1/invoke/predict",
+                           args.clients, args.seconds)
+    batched = throughput((sock, None), "/v1/services/slow16/invoke/predict",
+                         args.clients, args.seconds)
+    return {"direct p50 ms": pct(on_replica, .5), "proxy p50 ms": pct(via_proxy, .5),
+            "proxy p99 ms": pct(via_proxy, .99),
+            "overhead p50 ms": pct(via_proxy, .5) - pct(on_replica, .5),
+            f"throughput {args.clients} clients, proxy/direct": rate_proxy / rate_direct,
+            "batching speedup via proxy": batched / unbatched}
+
+
+def stop_all(api: httpx.Client, state: Path) -> None:
+    """Stop every service (replicas outlive their daemon: it adopts them)."""
+    for service in api.get("/v1/services").json()["services"]:
+        api.delete(f"/v1/services/{service['name']}")
+    until(lambda: not list((state / "state").glob("services/*/run/serve.sock")),
+          30, "the replicas to stop")
 
 
 def run(api: httpx.Client, sock: Path, root: Path, env: dict[str, str],

@@ -27,7 +27,7 @@ from nai_server.config import ServerConfig
 from nai_server.core import service_rules as rules
 from nai_server.core.service_rules import live, replica_dir
 from nai_server.core.states import SERVICE_TERMINAL, ServiceState
-from nai_server.host.replica_http import Answer, ReplicaFailed, exchange
+from nai_server.host.replica_http import Answer, ReplicaFailed, ReplicaPool
 from nai_server.host.replicas import ReplicaHost, ReplicaUnreachable
 from nai_server.host.runtime import JobRuntime
 from nai_server.protocol import Conflict, Forbidden, Invalid, NotFound, Unavailable
@@ -67,6 +67,9 @@ class Services:
         self.book = RequestBook()
         self.life.outstanding = self.book.outstanding
         self._turn = 0  # round robin among equally busy replicas
+        self.pool = ReplicaPool()  # kept-alive connections to ready replicas (the loop's)
+        self._pooled_for: object = None  # the endpoints the pool was last pruned to
+        self._admission: dict[str, tuple[object, Doc, list[str]]] = {}
 
     def start(self) -> None:
         self.life.start()
@@ -324,10 +327,26 @@ class Services:
         wait for a ready replica; a service scaled to zero starts. `caller` None: checked
         already (the gateway's token). Takes the lock: call it from a thread."""
         with self.lock:
+            token = self.store.generation()  # before reading: a write meanwhile is newer
             doc = self.records.get(name)
-            if doc is None or (caller is not None and not self._may_read(caller, doc)):
-                raise NotFound(f"no service named {name!r} that you may see "
-                               f"(see `nai services`)")
+            groups = self._owner_groups(doc) if doc is not None else []
+        if doc is not None:
+            self._admission[name] = (token, doc, groups)
+        return self._decide(caller, name, doc, groups)
+
+    def admit_now(self, caller: Caller | None, name: str) -> float | None:
+        """`admit` without the lock, from what it read last while the store has not
+        changed since (in memory only: the event loop calls it); None: ask `admit`."""
+        seen = self._admission.get(name)
+        if seen is None or seen[0] != self.store.generation():
+            return None
+        return self._decide(caller, name, seen[1], seen[2])
+
+    def _decide(self, caller: Caller | None, name: str, doc: Doc | None,
+                groups: list[str]) -> float:
+        if doc is None or (caller is not None and not rules.may_read(caller, doc, groups)):
+            raise NotFound(f"no service named {name!r} that you may see "
+                           f"(see `nai services`)")
         if doc["state"] in SERVICE_TERMINAL:
             raise Unavailable(f"service {name!r} is {doc['state']}"
                               + (f": {doc['message']}" if doc.get("message") else ""))
@@ -350,29 +369,38 @@ class Services:
         deadline = time.monotonic() + wait
         tried: set[int] = set()
         while True:
+            self._prune()
             for ep in self._pick(name, tried):
                 try:
-                    sock = self.host.connect(ep.dir, ep.owner)
+                    return await self._send(ep, method, target, headers, body)
                 except ReplicaUnreachable:
                     tried.add(ep.index)
-                    continue
-                return await self._send(ep, sock, method, target, headers, body)
             if time.monotonic() >= deadline:
                 self.book.failed(name, -1, self.clock())
                 raise Unavailable(
                     f"service {name!r} has no ready replica after {wait:g}s (see `nai "
                     f"service show {name}`); try again once it is ready")
             tried.clear()
+            self.life.last_request[name] = self.clock()  # waiting is use: stay awake
             await asyncio.sleep(WAIT_STEP)
 
-    async def _send(self, ep: Endpoint, sock: Any, method: str, target: str,
+    def _prune(self) -> None:
+        """Pooled connections only to the replica runs that are ready now: a replica
+        restarted, stopped or unhealthy loses its connections."""
+        endpoints = self.life.endpoints  # swapped whole when it changes
+        if endpoints is not self._pooled_for:
+            self._pooled_for = endpoints
+            self.pool.keep(ep for eps in endpoints.values() for ep in eps)
+
+    async def _send(self, ep: Endpoint, method: str, target: str,
                     headers: list[tuple[bytes, bytes]], body: bytes) -> Answer:
         name, index = ep.service, ep.index
+        conn = self.pool.checkout(ep, lambda: self.host.connect(ep.dir, ep.owner))
         started = time.monotonic()
         self.book.begin(name, index)
         try:
-            answer = await exchange(sock, method, target, headers, body,
-                                    self.config.services.request_timeout)
+            answer = await self.pool.exchange(conn, method, target, headers, body,
+                                              self.config.services.request_timeout)
         except ReplicaFailed as exc:
             self.book.end(name, index, self.clock(), time.monotonic() - started, True)
             raise BadGateway(f"replica {index} of service {name!r}: {exc}") from exc
@@ -391,7 +419,9 @@ class Services:
             error = True
             raise
         finally:
-            self.book.end(name, index, self.clock(), time.monotonic() - started, error)
+            now = self.clock()
+            self.life.last_request[name] = now  # idle from the last answer on
+            self.book.end(name, index, now, time.monotonic() - started, error)
 
 
 def _hash(token: str) -> str:
