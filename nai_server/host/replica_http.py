@@ -194,6 +194,16 @@ class ReplicaPool:
                 conn.close()
 
 
+async def exchange(sock: socket.socket, method: str, target: str,
+                   headers: list[tuple[bytes, bytes]], body: bytes,
+                   timeout: float) -> Answer:
+    """One request on a connected socket of its own, closed once the answer's body ends
+    or is dropped (no pool: a job's app is asked seldom). Deadlines as the pool's."""
+    sock.setblocking(False)
+    conn = Conn(None, sock, lambda: sock)
+    return await ReplicaPool(idle_max=0).exchange(conn, method, target, headers, body, timeout)
+
+
 def _headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     return [(k, v) for k, v in headers if k.lower() not in HOP_BY_HOP]
 
