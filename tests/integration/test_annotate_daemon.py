@@ -32,10 +32,10 @@ def annotating(daemon_factory, make_user, request: pytest.FixtureRequest,
                monkeypatch: pytest.MonkeyPatch):
     # The labels annotator as pip would install it, where users' jobs can read it.
     site = write_dist(Path(tempfile.mkdtemp(prefix="nai-site-")), "nai-labels", "1.2.0", {},
-                      {"nai.annotators": {"labels": "nai_plugins.labels"}})
+                      {"nai.annotators": {"labels2": "nai_plugins.labels"}})
     request.addfinalizer(lambda: shutil.rmtree(site, ignore_errors=True))
     monkeypatch.setenv("PYTHONPATH", f"{site}:{os.environ.get('PYTHONPATH', '')}")
-    daemon: Daemon = daemon_factory(plugins={"labels": {}})
+    daemon: Daemon = daemon_factory(plugins={"labels2": {}})
     daemon.start()
     alice, bob = make_user(), make_user()
     for user in (alice, bob):
@@ -50,7 +50,7 @@ def annotating(daemon_factory, make_user, request: pytest.FixtureRequest,
 
 def started(daemon: Daemon, user, **body) -> int:
     made = daemon.as_user(user, "POST", "/v1/datasets/photos/annotate",
-                          {"plugin": "labels", "options": {"classes": "cat,dog"}, **body})
+                          {"plugin": "labels2", "options": {"classes": "cat,dog"}, **body})
     assert made.status == 201, made.body
     job_id = int(made.json()["id"])
 
@@ -104,7 +104,7 @@ def test_labels_made_through_the_daemon_become_the_next_version(annotating) -> N
     assert v1["tree_id"] == tree  # the input is untouched
     lineage = v2["metadata"]["lineage"]
     assert lineage["datasets"] == ["photos@1"] and lineage["job"] == job_id
-    assert lineage["annotator"] == {"plugin": "labels", "version": "1.2.0",
+    assert lineage["annotator"] == {"plugin": "labels2", "version": "1.2.0",
                                     "options": {"classes": "cat,dog"}}
     got = daemon.as_user(alice, "GET", f"/v1/jobs/{job_id}/outputs/file?path=labels.jsonl")
     rows = [json.loads(line) for line in got.body.decode().splitlines()]
