@@ -19,6 +19,7 @@ from nai_server.protocol import GpuList, JobInfo, NaiError
 from nai_tui.tui.filters import JobFilter, parse_filter
 from nai_tui.tui.queue import Query, QueuePoll, older_page, poll_queue
 from nai_tui.tui.screens.base import JobActionsScreen
+from nai_tui.tui.widgets import format as fmt
 from nai_tui.tui.widgets.footer import Footer
 from nai_tui.tui.widgets.format import ACTIVE_STATES, ALL_STATES, WAITING_STATES, is_ended
 from nai_tui.tui.widgets.gpu_strip import GpuStrip
@@ -91,6 +92,7 @@ class JobsScreen(JobActionsScreen):
             yield Select(STATE_CHOICES, value="", allow_blank=False, id="filter-state",
                          compact=True)
         yield JobTable(id="jobs")
+        yield Static(id="jobs-note")
         yield TransferBar()
         yield Static("connecting…", id="jobs-status")
         yield Footer()
@@ -207,6 +209,7 @@ class JobsScreen(JobActionsScreen):
         waiting = sum(self.counts.get(s, 0) for s in WAITING_STATES)
         status = Text(f"{self.query_one(JobTable).row_count} shown", style="bold")
         status.append(f" · {running} running · {waiting} queued")
+        self._note()
         marked = len(self.query_one(JobTable).marked_jobs())
         if marked:
             status.append(f" · {marked} marked", style="bold magenta")
@@ -219,6 +222,18 @@ class JobsScreen(JobActionsScreen):
         line = self.query_one("#jobs-status", Static)
         if line.content != status:  # one line, fixed height: no layout needed either
             line.update(status, layout=False)
+
+    def _note(self) -> None:
+        """The selected job's whole note, under the table, when its cell cuts it."""
+        table = self.query_one(JobTable)
+        job, line = table.selected_job, self.query_one("#jobs-note", Static)
+        note = fmt.note(job) if job is not None else ""
+        clipped = bool(note) and len(note) > table.note_width
+        text = Text.assemble((f"#{job.id} ", "bold"), (note, "italic")) \
+            if clipped and job is not None else Text()
+        if line.content != text:
+            line.update(text)
+        line.set_class(clipped, "-clipped")
 
     def reset(self) -> None:
         """Forget what was shown (the server changed)."""
