@@ -15,7 +15,9 @@ from textual.message import Message
 from textual.widgets import Header, Input, Select, Static
 from textual.worker import Worker
 
-from nai_server.protocol import GpuList, JobInfo, NaiError
+from nai_server.protocol import ApiError, GpuList, JobInfo, NaiError
+from nai_server.protocol.usage import UsageReport
+from nai_tui.remote.usage import read_usage
 from nai_tui.tui.filters import JobFilter, parse_filter
 from nai_tui.tui.queue import Query, QueuePoll, older_page, poll_queue
 from nai_tui.tui.screens.base import JobActionsScreen
@@ -25,6 +27,7 @@ from nai_tui.tui.widgets.format import ACTIVE_STATES, ALL_STATES, WAITING_STATES
 from nai_tui.tui.widgets.gpu_strip import GpuStrip
 from nai_tui.tui.widgets.job_table import JobTable
 from nai_tui.tui.widgets.transfer_bar import TransferBar
+from nai_tui.tui.widgets.usage import strip_summary
 
 STATE_CHOICES = [("any state", "")] + [(s.replace("_", " "), s) for s in ALL_STATES]
 SCOPE_CHOICES = [("everyone", "all"), ("mine", "mine")]
@@ -58,9 +61,10 @@ class JobsScreen(JobActionsScreen):
     ]
 
     class Polled(Message):
-        def __init__(self, poll: QueuePoll, gpus: GpuList) -> None:
+        def __init__(self, poll: QueuePoll, gpus: GpuList,
+                     usage: UsageReport | None = None) -> None:
             super().__init__()
-            self.poll, self.gpus = poll, gpus
+            self.poll, self.gpus, self.usage = poll, gpus, usage
 
     class MoreLoaded(Message):
         def __init__(self, query: Query, jobs: list[JobInfo], older: int | None) -> None:
@@ -76,6 +80,7 @@ class JobsScreen(JobActionsScreen):
         self.counts: dict[str, int] = {}
         self.loaded_for: Query | None = None
         self._more: Worker[None] | None = None
+        self.usage_answers = True  # whether the server has GET /v1/usage
 
     @property
     def jobs(self) -> list[JobInfo]:
@@ -126,11 +131,21 @@ class JobsScreen(JobActionsScreen):
     def _fetch(self, query: Query, stale: list[int]) -> None:
         client = self.nai.api
         poll = poll_queue(client, query, stale)
-        self.post_message(self.Polled(poll, client.gpus()))
+        gpus = client.gpus()
+        usage = None
+        if self.usage_answers:
+            try:
+                usage = read_usage(client)
+            except ApiError:
+                self.usage_answers = False  # an older server: no usage to show
+        self.post_message(self.Polled(poll, gpus, usage))
 
     def on_jobs_screen_polled(self, message: Polled) -> None:
         poll = message.poll
-        self.query_one(GpuStrip).update_gpus(message.gpus)
+        strip = self.query_one(GpuStrip)
+        strip.update_gpus(message.gpus)
+        strip.update_usage(strip_summary(
+            message.usage, self.nai.me.user if self.nai.me else None))
         if poll.query != self.server_query():
             return  # fetched for filters changed since; the next fetch follows
         if poll.query != self.loaded_for:
