@@ -44,6 +44,8 @@ class JobsScreen(JobActionsScreen):
         Binding("c", "cancel_job", "Cancel", tooltip="Cancel the selected job, or the "
                 "marked ones"),
         Binding("p", "pull", "Pull", tooltip="Download the selected job's outputs"),
+        Binding("C", "compare", "Compare", show=False,
+                tooltip="Compare the marked jobs (2 to 6): metrics, specs, final metrics"),
         Binding("y", "copy_id", "Copy id", tooltip="Copy the selected job's id",
                 show=False),
         Binding("m", "toggle_mine", "Mine/all", tooltip="Show my jobs or everyone's"),
@@ -369,6 +371,17 @@ class JobsScreen(JobActionsScreen):
         from nai_tui.tui.screens.submit import SubmitScreen
 
         self.app.push_screen(SubmitScreen())
+
+    def action_compare(self) -> None:
+        """Compare the marked jobs (2 to 6): their metrics, specs and final metrics."""
+        from nai_tui.tui.screens.compare import MAX_JOBS, MIN_JOBS, CompareScreen
+
+        marked = self.query_one(JobTable).marked_jobs()
+        if not MIN_JOBS <= len(marked) <= MAX_JOBS:
+            self.app.notify(f"Mark {MIN_JOBS} to {MAX_JOBS} jobs with space to compare "
+                            f"them ({len(marked)} marked)", severity="warning")
+            return
+        self.app.push_screen(CompareScreen([job.id for job in marked]))
 
     def action_all_servers(self) -> None:
         """Every configured server's GPUs and jobs, side by side."""
