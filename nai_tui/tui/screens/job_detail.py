@@ -106,8 +106,10 @@ class JobDetailScreen(JobActionsScreen):
         log = self.query_one(LogView)
         log.source = LogSource(
             read=lambda offset, length: self.nai.api.log_range(self.job_id, offset, length),
+            # The view goes to the nearest match only: one is enough, and the server
+            # stops reading there instead of scanning on for more.
             search=lambda text, offset, backward: self.nai.api.log_search(
-                self.job_id, text, offset, backward=backward))
+                self.job_id, text, offset, backward=backward, limit=1))
         log.focus()
 
     # --- fetching -----------------------------------------------------------------------
