@@ -35,6 +35,8 @@ class JobDetailScreen(JobActionsScreen):
         Binding("escape", "back", "Back", tooltip="Back to the jobs"),
         Binding("c", "cancel_job", "Cancel", tooltip="Cancel this job"),
         Binding("p", "pull", "Pull", tooltip="Download all of this job's outputs"),
+        Binding("P", "pull_to", "Pull to…", show=False,
+                tooltip="Ask where to pull the outputs; remembered for the project"),
         Binding("d", "download_selected", "Download", show=False,
                 tooltip="Download the output file or folder under the cursor"),
         Binding("y", "copy_id", "Copy id", show=False, tooltip="Copy this job's id"),

@@ -44,6 +44,8 @@ class JobsScreen(JobActionsScreen):
         Binding("c", "cancel_job", "Cancel", tooltip="Cancel the selected job, or the "
                 "marked ones"),
         Binding("p", "pull", "Pull", tooltip="Download the selected job's outputs"),
+        Binding("P", "pull_to", "Pull to…", show=False,
+                tooltip="Ask where to pull the outputs; remembered for the project"),
         Binding("C", "compare", "Compare", show=False,
                 tooltip="Compare the marked jobs (2 to 6): metrics, specs, final metrics"),
         Binding("y", "copy_id", "Copy id", tooltip="Copy the selected job's id",
@@ -198,7 +200,7 @@ class JobsScreen(JobActionsScreen):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Hide Cancel on a finished job (unless jobs are marked), Pull on an unfinished one."""
-        if action in ("cancel_job", "pull") and self.is_mounted:
+        if action in ("cancel_job", "pull", "pull_to") and self.is_mounted:
             table = self.query_one(JobTable)
             job = table.selected_job
             if action == "cancel_job":
