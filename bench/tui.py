@@ -8,6 +8,7 @@
    off the UI thread).
 
     .venv/bin/python bench/tui.py [--jobs N] [--runs N]
+    .venv/bin/python bench/tui.py --scale [--log-mb N]   (see bench/tui_scale.py)
 """
 
 from __future__ import annotations
@@ -159,7 +160,16 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--scale", action="store_true",
+                        help="in process: 2,000 / 10,000 jobs and a 1 GB log against "
+                             "baselines (bench/tui_scale.py)")
+    parser.add_argument("--log-mb", type=int, default=1024)
     args = parser.parse_args()
+    if args.scale:
+        from tui_scale import run
+
+        print("\n".join(asyncio.run(run(args.log_mb))))
+        return
     if shutil.which("tmux") is None:
         raise SystemExit("bench/tui.py needs tmux")
     os.environ.setdefault("TERM", "xterm-256color")

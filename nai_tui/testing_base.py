@@ -40,7 +40,8 @@ class FakeServerBase(ServerClient):
 
     def __init__(self, name: str = "fake", *, user: str = "alice", admin: bool = False,
                  gpus: int = 4) -> None:
-        super().__init__(httpx.Client(transport=httpx.MockTransport(_unfaked)), name)
+        super().__init__(httpx.Client(transport=httpx.MockTransport(_unfaked),
+                                      base_url="http://nai"), name)
         self.user = user
         self.admin = admin
         self.now = 1_700_000_000.0

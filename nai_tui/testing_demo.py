@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
+
 from nai_server.protocol import ForeignProcess, TreeInfo
+from nai_server.protocol.usage import UsageReport, UsageRow
 from nai_tui.remote.client import ServerClient
 from nai_tui.testing import GIB, FakeServerClient, _tree
 from nai_tui.tui.ports import Progress, PulledFiles
@@ -116,4 +119,27 @@ def demo_server(now: float = 1_700_000_000.0, *, admin: bool = True,
     fake.add_registry_version("model", "resnet18-cifar", {"weights.npz": bytes(4000)},
                               tag="best", description="val_acc 0.912")
     fake.now = now
+    answer_usage(fake, UsageReport(half_life_hours=168.0, rows=[
+        UsageRow(kind="user", name="carol", gpus_in_use=4, usage_gpu_hours=310.0, share=0.62,
+                 standing=1.9, factor=0.27),
+        UsageRow(kind="user", name="alice", gpus_in_use=2, usage_gpu_hours=120.0, share=0.24,
+                 standing=0.7, factor=0.62, gpu_hours=500.0, used_gpu_hours=96.5,
+                 period_days=30),
+        UsageRow(kind="user", name="bob", gpus_in_use=1, usage_gpu_hours=70.0, share=0.14,
+                 standing=0.4, factor=0.76, max_gpus=4),
+        UsageRow(kind="group", name="vision", gpus_in_use=1, usage_gpu_hours=70.0, share=1.0,
+                 standing=1.0, factor=0.5)]))
     return fake
+
+
+def answer_usage(fake: FakeServerClient, report: UsageReport) -> None:
+    """Make the fake answer `GET /v1/usage` with `report` (what it does not fake still
+    answers 501)."""
+    unfaked = fake.http
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/usage":
+            return httpx.Response(200, json=report.model_dump())
+        return unfaked.send(request)
+
+    fake.http = httpx.Client(transport=httpx.MockTransport(handle), base_url="http://nai")

@@ -23,6 +23,7 @@ from nai_server.api import (
     services,
     store,
     system,
+    usage,
 )
 from nai_server.api.limits import BodyLimit
 from nai_server.api.turns import Turns
@@ -183,7 +184,7 @@ def create_app(service: UseCases) -> FastAPI:
         )
 
     for module in (system, accounts, blobs, jobs, registry, store, processing, notify,
-                   services):
+                   services, usage):
         app.include_router(module.router, prefix="/v1")
     openapi.install(app)
     app.add_middleware(Turns)  # listings one at a time, after the job pages

@@ -13,8 +13,10 @@ from textual.containers import Horizontal
 from textual.message import Message
 from textual.widgets import DataTable, Header, Label, Switch, TabbedContent, TabPane
 
-from nai_server.protocol import Quota
+from nai_server.protocol import ApiError, Quota
+from nai_server.protocol.usage import UsageReport
 from nai_tui.remote.client import ServerClient
+from nai_tui.remote.usage import read_usage
 from nai_tui.tui.messages import AccountsLoaded
 from nai_tui.tui.screens.base import NaiScreen
 from nai_tui.tui.screens.confirm import ConfirmScreen
@@ -22,6 +24,7 @@ from nai_tui.tui.screens.prompt import PromptScreen
 from nai_tui.tui.screens.quota import QuotaScreen
 from nai_tui.tui.widgets.footer import Footer
 from nai_tui.tui.widgets.sized_table import fill
+from nai_tui.tui.widgets.usage import USAGE_HEADERS, usage_rows
 
 
 def quota_text(quota: Quota) -> str:
@@ -47,6 +50,8 @@ class AdminScreen(NaiScreen):
         Binding("e", "edit_quota", "Quota", tooltip="Edit the selected user's or group's "
                 "quota"),
         Binding("d", "toggle_drain", "Drain", tooltip="Drain the server, or open it again"),
+        Binding("u", "usage", "Usage", show=False,
+                tooltip="GPU use per user and group: fair-share standing, quota use"),
         Binding("r", "reload", "Reload", show=False, tooltip="Reload users and groups"),
     ]
 
@@ -71,15 +76,23 @@ class AdminScreen(NaiScreen):
                 yield DataTable(id="users-table", cursor_type="row", zebra_stripes=True)
             with TabPane("Groups", id="groups"):
                 yield DataTable(id="groups-table", cursor_type="row", zebra_stripes=True)
+            with TabPane("Usage", id="usage"):
+                yield DataTable(id="usage-table", cursor_type="row", zebra_stripes=True)
         yield Footer()
 
     def on_mount(self) -> None:
         fill(self.query_one("#users-table", DataTable), USER_HEADERS, [], [])
         fill(self.query_one("#groups-table", DataTable), GROUP_HEADERS, [], [])
+        fill(self.query_one("#usage-table", DataTable), USAGE_HEADERS, [], [])
         self.query_one("#users-table").focus()
         self.action_reload()
 
     # --- loading ------------------------------------------------------------------------
+
+    def action_usage(self) -> None:
+        """Show the Usage tab: each user's and group's GPU use and fair-share standing."""
+        self.query_one("#admin-tabs", TabbedContent).active = "usage"
+        self.query_one("#usage-table").focus()
 
     def action_reload(self) -> None:
         """Reload users, groups and the drain flag."""
@@ -89,6 +102,22 @@ class AdminScreen(NaiScreen):
     def _load(self) -> None:
         client = self.nai.api
         self.post_message(AccountsLoaded(client.users(), client.groups(), client.drained()))
+        try:
+            self.post_message(self.UsageLoaded(read_usage(client)))
+        except ApiError as exc:  # an older server has no usage to show
+            self.post_message(self.UsageLoaded(None, str(exc)))
+
+    class UsageLoaded(Message):
+        def __init__(self, report: UsageReport | None, problem: str = "") -> None:
+            super().__init__()
+            self.report, self.problem = report, problem
+
+    def on_admin_screen_usage_loaded(self, message: UsageLoaded) -> None:
+        table = self.query_one("#usage-table", DataTable)
+        rows = usage_rows(message.report) if message.report else []
+        fill(table, USAGE_HEADERS, rows, [f"{r[0]}:{r[1]}" for r in rows])
+        pane = self.query_one("#usage", TabPane)
+        pane.border_subtitle = message.problem
 
     def on_accounts_loaded(self, message: AccountsLoaded) -> None:
         self.accounts = message

@@ -19,6 +19,7 @@ from nai_tui.tui.messages import (
     TransferProgressed,
     WorkFailed,
 )
+from nai_tui.tui.pull_places import PullPlaces
 from nai_tui.tui.widgets.format import is_ended, kept_note
 from nai_tui.tui.widgets.transfer_bar import TransferBar
 
@@ -163,7 +164,32 @@ class JobActionsScreen(PollingScreen):
             self.app.notify("A download is already running", severity="warning")
             return
         bar.begin(f"job {job.id}: listing outputs")
-        self._download(job.id, prefix, self.nai.downloads / str(job.id))
+        self._download(job.id, prefix, self.pull_places.folder(
+            job.name, self.nai.downloads) / str(job.id))
+
+    @property
+    def pull_places(self) -> PullPlaces:
+        return PullPlaces(self.nai.config.path.parent / "pull-places.json")
+
+    def action_pull_to(self) -> None:
+        """Ask where to pull the job's outputs; the answer becomes the project's default."""
+        from nai_tui.tui.screens.prompt import PromptScreen
+
+        job = self._job_or_say()
+        if job is None:
+            return
+        places = self.pull_places
+
+        def answered(folder: str | None) -> None:
+            if folder:
+                places.remember(job.name, Path(folder).expanduser().absolute())
+                self.action_pull()
+
+        self.app.push_screen(PromptScreen(
+            f"Pull job {job.id}'s outputs under", value=str(places.folder(
+                job.name, self.nai.downloads)),
+            hint=f"each job in its own folder (…/{job.id}); remembered for "
+                 f"{job.name!r} jobs: p pulls there from now on"), answered)
 
     @work(thread=True, exit_on_error=False, group="download")
     def _download(self, job_id: int, prefix: str, dest: Path) -> None:
@@ -185,7 +211,7 @@ class JobActionsScreen(PollingScreen):
         self.query_one(TransferBar).progress(message.label, message.done, message.total)
 
     def on_download_finished(self, message: DownloadFinished) -> None:
-        self.query_one(TransferBar).finish()
+        self.query_one(TransferBar).finish(f"job {message.job_id}'s outputs: {message.dest}")
         skipped = f", {message.skipped} already there" if message.skipped else ""
         self.app.notify(f"Job {message.job_id}: {message.files} file(s) downloaded"
                         f"{skipped} into {message.dest}" + kept_note(message.kept),

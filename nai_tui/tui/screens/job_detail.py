@@ -35,6 +35,8 @@ class JobDetailScreen(JobActionsScreen):
         Binding("escape", "back", "Back", tooltip="Back to the jobs"),
         Binding("c", "cancel_job", "Cancel", tooltip="Cancel this job"),
         Binding("p", "pull", "Pull", tooltip="Download all of this job's outputs"),
+        Binding("P", "pull_to", "Pull to…", show=False,
+                tooltip="Ask where to pull the outputs; remembered for the project"),
         Binding("d", "download_selected", "Download", show=False,
                 tooltip="Download the output file or folder under the cursor"),
         Binding("y", "copy_id", "Copy id", show=False, tooltip="Copy this job's id"),
@@ -106,8 +108,10 @@ class JobDetailScreen(JobActionsScreen):
         log = self.query_one(LogView)
         log.source = LogSource(
             read=lambda offset, length: self.nai.api.log_range(self.job_id, offset, length),
+            # The view goes to the nearest match only: one is enough, and the server
+            # stops reading there instead of scanning on for more.
             search=lambda text, offset, backward: self.nai.api.log_search(
-                self.job_id, text, offset, backward=backward))
+                self.job_id, text, offset, backward=backward, limit=1))
         log.focus()
 
     # --- fetching -----------------------------------------------------------------------

@@ -15,15 +15,19 @@ from textual.message import Message
 from textual.widgets import Header, Input, Select, Static
 from textual.worker import Worker
 
-from nai_server.protocol import GpuList, JobInfo, NaiError
+from nai_server.protocol import ApiError, GpuList, JobInfo, NaiError
+from nai_server.protocol.usage import UsageReport
+from nai_tui.remote.usage import read_usage
 from nai_tui.tui.filters import JobFilter, parse_filter
 from nai_tui.tui.queue import Query, QueuePoll, older_page, poll_queue
 from nai_tui.tui.screens.base import JobActionsScreen
+from nai_tui.tui.widgets import format as fmt
 from nai_tui.tui.widgets.footer import Footer
 from nai_tui.tui.widgets.format import ACTIVE_STATES, ALL_STATES, WAITING_STATES, is_ended
 from nai_tui.tui.widgets.gpu_strip import GpuStrip
 from nai_tui.tui.widgets.job_table import JobTable
 from nai_tui.tui.widgets.transfer_bar import TransferBar
+from nai_tui.tui.widgets.usage import strip_summary
 
 STATE_CHOICES = [("any state", "")] + [(s.replace("_", " "), s) for s in ALL_STATES]
 SCOPE_CHOICES = [("everyone", "all"), ("mine", "mine")]
@@ -40,6 +44,10 @@ class JobsScreen(JobActionsScreen):
         Binding("c", "cancel_job", "Cancel", tooltip="Cancel the selected job, or the "
                 "marked ones"),
         Binding("p", "pull", "Pull", tooltip="Download the selected job's outputs"),
+        Binding("P", "pull_to", "Pull to…", show=False,
+                tooltip="Ask where to pull the outputs; remembered for the project"),
+        Binding("C", "compare", "Compare", show=False,
+                tooltip="Compare the marked jobs (2 to 6): metrics, specs, final metrics"),
         Binding("y", "copy_id", "Copy id", tooltip="Copy the selected job's id",
                 show=False),
         Binding("m", "toggle_mine", "Mine/all", tooltip="Show my jobs or everyone's"),
@@ -57,9 +65,10 @@ class JobsScreen(JobActionsScreen):
     ]
 
     class Polled(Message):
-        def __init__(self, poll: QueuePoll, gpus: GpuList) -> None:
+        def __init__(self, poll: QueuePoll, gpus: GpuList,
+                     usage: UsageReport | None = None) -> None:
             super().__init__()
-            self.poll, self.gpus = poll, gpus
+            self.poll, self.gpus, self.usage = poll, gpus, usage
 
     class MoreLoaded(Message):
         def __init__(self, query: Query, jobs: list[JobInfo], older: int | None) -> None:
@@ -75,6 +84,7 @@ class JobsScreen(JobActionsScreen):
         self.counts: dict[str, int] = {}
         self.loaded_for: Query | None = None
         self._more: Worker[None] | None = None
+        self.usage_answers = True  # whether the server has GET /v1/usage
 
     @property
     def jobs(self) -> list[JobInfo]:
@@ -91,6 +101,7 @@ class JobsScreen(JobActionsScreen):
             yield Select(STATE_CHOICES, value="", allow_blank=False, id="filter-state",
                          compact=True)
         yield JobTable(id="jobs")
+        yield Static(id="jobs-note")
         yield TransferBar()
         yield Static("connecting…", id="jobs-status")
         yield Footer()
@@ -124,11 +135,21 @@ class JobsScreen(JobActionsScreen):
     def _fetch(self, query: Query, stale: list[int]) -> None:
         client = self.nai.api
         poll = poll_queue(client, query, stale)
-        self.post_message(self.Polled(poll, client.gpus()))
+        gpus = client.gpus()
+        usage = None
+        if self.usage_answers:
+            try:
+                usage = read_usage(client)
+            except ApiError:
+                self.usage_answers = False  # an older server: no usage to show
+        self.post_message(self.Polled(poll, gpus, usage))
 
     def on_jobs_screen_polled(self, message: Polled) -> None:
         poll = message.poll
-        self.query_one(GpuStrip).update_gpus(message.gpus)
+        strip = self.query_one(GpuStrip)
+        strip.update_gpus(message.gpus)
+        strip.update_usage(strip_summary(
+            message.usage, self.nai.me.user if self.nai.me else None))
         if poll.query != self.server_query():
             return  # fetched for filters changed since; the next fetch follows
         if poll.query != self.loaded_for:
@@ -179,7 +200,7 @@ class JobsScreen(JobActionsScreen):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Hide Cancel on a finished job (unless jobs are marked), Pull on an unfinished one."""
-        if action in ("cancel_job", "pull") and self.is_mounted:
+        if action in ("cancel_job", "pull", "pull_to") and self.is_mounted:
             table = self.query_one(JobTable)
             job = table.selected_job
             if action == "cancel_job":
@@ -207,6 +228,7 @@ class JobsScreen(JobActionsScreen):
         waiting = sum(self.counts.get(s, 0) for s in WAITING_STATES)
         status = Text(f"{self.query_one(JobTable).row_count} shown", style="bold")
         status.append(f" · {running} running · {waiting} queued")
+        self._note()
         marked = len(self.query_one(JobTable).marked_jobs())
         if marked:
             status.append(f" · {marked} marked", style="bold magenta")
@@ -219,6 +241,18 @@ class JobsScreen(JobActionsScreen):
         line = self.query_one("#jobs-status", Static)
         if line.content != status:  # one line, fixed height: no layout needed either
             line.update(status, layout=False)
+
+    def _note(self) -> None:
+        """The selected job's whole note, under the table, when its cell cuts it."""
+        table = self.query_one(JobTable)
+        job, line = table.selected_job, self.query_one("#jobs-note", Static)
+        note = fmt.note(job) if job is not None else ""
+        clipped = bool(note) and len(note) > table.note_width
+        text = Text.assemble((f"#{job.id} ", "bold"), (note, "italic")) \
+            if clipped and job is not None else Text()
+        if line.content != text:
+            line.update(text)
+        line.set_class(clipped, "-clipped")
 
     def reset(self) -> None:
         """Forget what was shown (the server changed)."""
@@ -339,6 +373,17 @@ class JobsScreen(JobActionsScreen):
         from nai_tui.tui.screens.submit import SubmitScreen
 
         self.app.push_screen(SubmitScreen())
+
+    def action_compare(self) -> None:
+        """Compare the marked jobs (2 to 6): their metrics, specs and final metrics."""
+        from nai_tui.tui.screens.compare import MAX_JOBS, MIN_JOBS, CompareScreen
+
+        marked = self.query_one(JobTable).marked_jobs()
+        if not MIN_JOBS <= len(marked) <= MAX_JOBS:
+            self.app.notify(f"Mark {MIN_JOBS} to {MAX_JOBS} jobs with space to compare "
+                            f"them ({len(marked)} marked)", severity="warning")
+            return
+        self.app.push_screen(CompareScreen([job.id for job in marked]))
 
     def action_all_servers(self) -> None:
         """Every configured server's GPUs and jobs, side by side."""

@@ -3,6 +3,7 @@ the time limit, watch the code sync, and land on the new job."""
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -64,6 +65,19 @@ def read_spec(folder: Path) -> tuple[str | None, dict[str, Any], str]:
     return text, fields, ""
 
 
+def env_pairs(text: str) -> list[str]:
+    """`A=1 B="two words"` → `["A=1", "B=two words"]` (raises ValueError when wrong)."""
+    try:
+        items = shlex.split(text)
+    except ValueError as exc:
+        raise ValueError(f"Env: {exc}") from None
+    for item in items:
+        key = item.partition("=")[0]
+        if "=" not in item or not key:
+            raise ValueError(f"Env: {item!r} is not KEY=VALUE")
+    return items
+
+
 def spec_summary(fields: dict[str, Any]) -> Table:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
@@ -110,6 +124,16 @@ class SubmitScreen(NaiScreen):
                     yield Label("Folder", classes="form-label")
                     yield Input(str(self.folder), id="folder", compact=True)
                 yield Static("", id="spec-summary")
+                with Horizontal(classes="form-row"):
+                    yield Label("Name", classes="form-label")
+                    yield Input("", id="name", compact=True, placeholder="from nai.yaml")
+                with Horizontal(classes="form-row"):
+                    yield Label("Command", classes="form-label")
+                    yield Input("", id="command", compact=True, placeholder="from nai.yaml")
+                with Horizontal(classes="form-row"):
+                    yield Label("Env", classes="form-label")
+                    yield Input("", id="env", compact=True,
+                                placeholder="KEY=VALUE … (added to nai.yaml's env)")
                 with Horizontal(classes="form-row"):
                     yield Label("GPUs", classes="form-label")
                     yield Input("", type="integer", id="gpus", compact=True,
@@ -169,6 +193,8 @@ class SubmitScreen(NaiScreen):
             summary.update(Text(problem, style="bold red"))
         else:
             summary.update(spec_summary(self.fields))
+        for key in ("name", "command"):
+            self.query_one(f"#{key}", Input).value = str(self.fields.get(key) or "")
         self.query_one("#gpus", Input).value = str(self.fields.get("gpus", ""))
         self.query_one("#time-limit", Input).value = str(self.fields.get("time_limit", ""))
         self.query_one("#submit", Button).disabled = bool(problem)
@@ -200,6 +226,13 @@ class SubmitScreen(NaiScreen):
     def overrides(self) -> dict[str, Any]:
         """What the form changes relative to nai.yaml (raises ValueError when wrong)."""
         out: dict[str, Any] = {}
+        for key in ("name", "command"):
+            value = self.query_one(f"#{key}", Input).value.strip()
+            if value and value != str(self.fields.get(key) or ""):
+                out[key] = value
+        env = env_pairs(self.query_one("#env", Input).value)
+        if env:
+            out["env"] = env
         gpus = self.query_one("#gpus", Input).value.strip()
         if gpus and gpus != str(self.fields.get("gpus", "")):
             if int(gpus) < 0:
@@ -210,9 +243,9 @@ class SubmitScreen(NaiScreen):
             out["time_limit"] = limit
         for kind in REGISTRY_KINDS:
             select: Select[str] = self.query_one(f"#{kind}", Select)
-            value = None if select.is_blank() else str(select.value)
-            if value != (str(self.fields[kind]) if self.fields.get(kind) else None):
-                out[kind] = value
+            chosen = None if select.is_blank() else str(select.value)
+            if chosen != (str(self.fields[kind]) if self.fields.get(kind) else None):
+                out[kind] = chosen
         return out
 
     def action_submit(self) -> None:

@@ -114,6 +114,23 @@ def last_error_line(lines: list[str]) -> str | None:
     return fallback
 
 
+def fit_note(text: str, width: int) -> str:
+    """A note cut to `width` so that what is left still says something: the specific
+    part of "exit code 1: Traceback: CUDA out of memory" (its last clause) when the
+    whole does not fit, and a cut at a word's end rather than inside one."""
+    if len(text) <= width:
+        return text
+    tail = text.rsplit(": ", 1)[-1].strip()
+    if tail and tail != text and len(tail) <= width:
+        return tail
+    text = tail or text
+    cut = text[: max(0, width - 1)]
+    space = cut.rfind(" ")
+    if space >= width // 2:
+        cut = cut[:space].rstrip(",;:")
+    return cut + "…"
+
+
 def clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
 

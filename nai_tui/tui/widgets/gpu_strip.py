@@ -65,7 +65,14 @@ class GpuStrip(Widget):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.gpus: GpuList | None = None
+        self.usage = ""  # who uses how many (see `widgets.usage.strip_summary`)
         self.border_title = "GPUs"
+
+    def update_usage(self, summary: str) -> None:
+        """Show who holds how many GPUs (and who is over their fair share) in the title."""
+        if summary != self.usage:
+            self.usage = summary
+            self._title()
 
     def update_gpus(self, gpus: GpuList | None) -> None:
         """Show these GPUs (None: unknown, e.g. while connecting)."""
@@ -73,11 +80,17 @@ class GpuStrip(Widget):
             return  # most polls: nothing to repaint
         old = len(self.gpus.gpus) if self.gpus else -1
         self.gpus = gpus
-        if gpus is not None:
-            slots = f" · CPU slots {gpus.cpu_slots_used}/{gpus.cpu_slots}"
-            self.border_title = (f"{len(gpus.gpus)} GPUs ({gpus.source}){slots}"
-                                 + (f" · {gpus.note}" if gpus.note else ""))
+        self._title()
         self.refresh(layout=(len(gpus.gpus) if gpus else -1) != old)
+
+    def _title(self) -> None:
+        gpus = self.gpus
+        if gpus is None:
+            return
+        slots = f" · CPU slots {gpus.cpu_slots_used}/{gpus.cpu_slots}"
+        self.border_title = (f"{len(gpus.gpus)} GPUs ({gpus.source}){slots}"
+                             + (f" · {gpus.note}" if gpus.note else "")
+                             + (f" · by user: {self.usage}" if self.usage else ""))
 
     def _columns(self, width: int) -> int:
         return max(1, width // CELL)

@@ -28,13 +28,8 @@ from textual.strip import Strip
 
 from nai_server.protocol import JobInfo
 from nai_tui.tui.widgets import format as fmt
+from nai_tui.tui.widgets.columns import COLUMNS, PADDING, fit_columns, widths
 
-# (key, label, width or None for the two columns that share what is left)
-COLUMNS: tuple[tuple[str, str, int | None], ...] = (
-    ("id", "ID", 4), ("name", "NAME", None), ("user", "USER", 8), ("state", "STATE", 9),
-    ("gpus", "GPUS", 5), ("time", "RUNTIME", 7), ("age", "AGE", 6),
-    ("note", "NOTE", None))
-PADDING = 2 * len(COLUMNS)  # one cell of padding on each side of every column
 RIGHT = frozenset({0})  # right-justified columns (the id)
 HEADER = tuple((label, "") for _, label, _ in COLUMNS)
 STATE_CELLS = {state: (state.replace("_", " "), style)
@@ -151,7 +146,8 @@ class JobTable(ScrollView, can_focus=True):
         self.cursor_row = 0
         self._hover: int | None = None
         self._widths: tuple[int, ...] = ()
-        self._widths_for: tuple[int, int] = (-1, -1)
+        self._widths_for: tuple[object, ...] = ()
+        self._fit: dict[str, int] = {}  # columns narrowed to what they show
         self._lines: dict[tuple[object, ...], Strip] = {}
         # What each line on screen shows as of the last show(), and where it scrolled.
         self._shown: dict[int, LineKey | None] = {}
@@ -188,20 +184,17 @@ class JobTable(ScrollView, can_focus=True):
     # --- columns and cells --------------------------------------------------------------
 
     def widths(self, max_id: int) -> tuple[int, ...]:
-        """Column widths for the current size: the name and the note share the rest."""
-        fixed = {key: width for key, _, width in COLUMNS if width}
-        fixed["id"] = max(fixed["id"], len(str(max_id)))
-        rest = max(20, (self.size.width or 80) - 2 - PADDING - sum(fixed.values()))
-        # Names first (they are how you find a job), but never so wide that the table
-        # needs a sideways scrollbar: at 80 columns the note keeps its 8 cells.
-        name = min(32, max(min(16, rest - 8), rest // 2))
-        shared = {"name": name, "note": max(8, rest - name)}
-        return tuple(fixed.get(key) or shared[key] for key, _, _ in COLUMNS)
+        """Column widths for the current size (see `columns.widths`)."""
+        return widths(self.size.width or 80, max_id, self._fit)
+
+    @property
+    def note_width(self) -> int:
+        return self._current_widths()[-1]
 
     def _current_widths(self) -> tuple[int, ...]:
         width = self.size.width
-        if self._widths_for != (width, self._max_id):
-            self._widths_for = (width, self._max_id)
+        if self._widths_for != (width, self._max_id, self._fit):
+            self._widths_for = (width, self._max_id, self._fit)
             self._widths = self.widths(self._max_id)
         return self._widths
 
@@ -213,7 +206,7 @@ class JobTable(ScrollView, can_focus=True):
                 (fmt.clip(job.user, w[2]), ""), STATE_CELLS.get(job.state) or (job.state, ""),
                 (fmt.clip(fmt.gpus_text(job), w[4]), ""), (fmt.runtime(job, now), ""),
                 (fmt.age(job, now), ""),
-                (fmt.clip(note, w[7]), "italic" if job.reason else "dim") if note else ("", ""))
+                (fmt.fit_note(note, w[7]), "italic" if job.reason else "dim") if note else ("", ""))
 
     # --- updating -----------------------------------------------------------------------
 
@@ -243,7 +236,7 @@ class JobTable(ScrollView, can_focus=True):
         self._order = [job.id for job in ordered]
         self._index = {job_id: i for i, job_id in enumerate(self._order)}
         self._max_id = max(self._order, default=0)
-        self._now = now
+        self._fit = fit_columns(ordered) if ordered else {}
         if keep is not None and keep.id in self._index:
             self.cursor_row = self._index[keep.id]
         else:

@@ -37,6 +37,19 @@ class MetricPlot(PlotextPlot):
             plt.plot(xs, ys, marker="braille")
         self.refresh()
 
+    def draw_many(self, series: list[tuple[str, list[float], list[float]]],
+                  x_label: str) -> None:
+        """Several runs' lines of this metric on one plot, each labelled (compare)."""
+        plt = self.plt
+        plt.clear_data()
+        plt.clear_figure()
+        plt.title(self.metric)
+        plt.xlabel(x_label)
+        for label, xs, ys in series:
+            if xs:
+                plt.plot(xs, ys, marker="braille", label=label)
+        self.refresh()
+
 
 class MetricPanel(VerticalScroll):
     """All metrics of one job. `add_rows` appends lines; `x_axis` picks step or time."""

@@ -19,8 +19,14 @@ class TransferBar(Horizontal):
         display: none;
         padding: 0 1;
     }
-    TransferBar.-active {
+    TransferBar.-active, TransferBar.-done {
         display: block;
+    }
+    TransferBar.-done > ProgressBar {
+        display: none;
+    }
+    TransferBar.-done > Label {
+        color: $text-success;
     }
     TransferBar > Label {
         width: auto;
@@ -38,6 +44,7 @@ class TransferBar(Horizontal):
 
     def begin(self, what: str) -> None:
         """Show an indeterminate bar for `what` (before the size is known)."""
+        self.remove_class("-done")
         self.add_class("-active")
         self.query_one(Label).update(what)
         self.query_one(ProgressBar).update(total=None, progress=0)
@@ -48,7 +55,12 @@ class TransferBar(Horizontal):
                                                               if total else ""))
         self.query_one(ProgressBar).update(total=total or None, progress=done)
 
-    def finish(self) -> None:
+    def finish(self, done: str = "") -> None:
+        """Hide the bar; with `done`, keep that line shown (where a pull went) until
+        the next transfer."""
         # An indeterminate bar animates for as long as it exists, hidden or not.
         self.query_one(ProgressBar).update(total=1, progress=0)
         self.remove_class("-active")
+        if done:
+            self.query_one(Label).update(f"✓ {done}")
+            self.add_class("-done")

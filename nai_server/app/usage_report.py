@@ -1,0 +1,54 @@
+"""`GET /v1/usage`: each user's and group's GPU use, decayed usage and fair-share
+standing, and use against quota, from the same accounting the scheduler plans with."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from nai_server.core.fairshare import ratios
+from nai_server.core.sched_types import HOUR
+from nai_server.core.states import JobState
+from nai_server.host.runtime import JobRuntime
+from nai_server.protocol.usage import UsageReport, UsageRow
+
+
+def usage_report(runtime: JobRuntime, now: float) -> UsageReport:
+    """Everyone with usage, GPUs in use or a quota. Charges the usage book up to `now`,
+    as the next tick would anyway."""
+    with runtime.lock:
+        hot = runtime.jobs.hot()
+        documents = runtime._documents(
+            j.id for j in hot if j.state != JobState.QUEUED or j.runs)
+        accounting = runtime.usage.accounting(now, documents)
+        users = runtime.usage.store.list_users()
+        groups = runtime.usage.store.list_groups()
+    in_use: Counter[str] = Counter()
+    for job in hot:
+        if job.active:
+            in_use[f"user:{job.user}"] += len(job.gpus)
+            if job.group is not None:
+                in_use[f"group:{job.group}"] += len(job.gpus)
+    quotas = {f"{kind}:{doc['name']}": doc.get("quota") or {}
+              for kind, docs in (("user", users), ("group", groups)) for doc in docs}
+    rows = []
+    for kind in ("user", "group"):
+        active = [key.split(":", 1)[1] for key, n in in_use.items()
+                  if n and key.startswith(f"{kind}:")]
+        standing = ratios(accounting, kind, active)
+        total = sum(v for k, v in accounting.usage.items() if k.startswith(f"{kind}:"))
+        keys = set(standing) | {k for k, q in quotas.items() if k.startswith(f"{kind}:")
+                                and (q.get("max_gpus") is not None
+                                     or q.get("gpu_hours") is not None)}
+        for key in sorted(keys):
+            used = accounting.usage.get(key, 0.0)
+            ratio = standing.get(key, 0.0)
+            quota = quotas.get(key, {})
+            has_hours = quota.get("gpu_hours") is not None
+            rows.append(UsageRow(
+                kind=kind, name=key.split(":", 1)[1], gpus_in_use=in_use.get(key, 0),
+                usage_gpu_hours=used / HOUR, share=used / total if total else 0.0,
+                standing=ratio, factor=2.0 ** -ratio, max_gpus=quota.get("max_gpus"),
+                gpu_hours=quota.get("gpu_hours"),
+                used_gpu_hours=accounting.used_hours.get(key, 0.0) if has_hours else None,
+                period_days=int(quota.get("period_days") or 30) if has_hours else None))
+    return UsageReport(half_life_hours=runtime.tuning.half_life / HOUR, rows=rows)
