@@ -19,21 +19,18 @@ make the daemon wait longer than them.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import shlex
 import shutil
 import signal
 import socket
-import stat
-import struct
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from nai_server.core.service_rules import DEFAULT_COMMAND
-from nai_server.host import jobfiles, mounts, unix
+from nai_server.host import jobfiles, mounts, unix, user_socket
 from nai_server.host.launchers.local import (
     Handle,
     LaunchRequest,
@@ -44,13 +41,12 @@ from nai_server.host.launchers.local import (
     read_wrapper_pid,
     session_of,
 )
+from nai_server.host.user_socket import DIR_FLAGS
 from nai_server.store.blobs import BlobStore
 
 SOCKET_DIR = "run"
 SOCKET_NAME = "serve.sock"
 MODEL_DIR = "model"
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_PEERCRED = struct.Struct("3i")  # pid, uid, gid
 MAX_HEAD = 64 * 1024  # bytes of a health answer read at most
 
 
@@ -201,34 +197,13 @@ class ReplicaHost:
         """A connected, non-blocking socket to the replica; ReplicaUnreachable if its
         socket is not the owner's own, or nothing of the owner's listens on it."""
         try:
-            dir_fd = os.open(where / SOCKET_DIR, _DIR_FLAGS)
+            dir_fd = os.open(where / SOCKET_DIR, DIR_FLAGS)
         except OSError as exc:
             raise ReplicaUnreachable(f"no socket directory: {exc.strerror}") from exc
-        sock = None
         try:
-            try:
-                st = os.stat(SOCKET_NAME, dir_fd=dir_fd, follow_symlinks=False)
-            except OSError as exc:
-                raise ReplicaUnreachable("not listening yet") from exc
-            if not stat.S_ISSOCK(st.st_mode) or st.st_uid != owner.expected_uid:
-                raise ReplicaUnreachable(f"{SOCKET_NAME} is not a socket of {owner.user}")
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.setblocking(False)  # a unix connect never waits then: EAGAIN at most
-            try:
-                sock.connect(f"/proc/self/fd/{dir_fd}/{SOCKET_NAME}")
-            except OSError as exc:
-                why = "busy" if exc.errno == errno.EAGAIN else exc.strerror
-                raise ReplicaUnreachable(f"connect: {why}") from exc
-            raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
-            _pid, uid, _gid = _PEERCRED.unpack(raw)
-            if uid != owner.expected_uid:
-                raise ReplicaUnreachable(
-                    f"the process behind {SOCKET_NAME} is not {owner.user}'s (uid {uid})")
-            return sock
-        except BaseException:
-            if sock is not None:
-                sock.close()
-            raise
+            return user_socket.connect(dir_fd, SOCKET_NAME, owner.expected_uid, owner.user)
+        except user_socket.SocketRefused as exc:
+            raise ReplicaUnreachable(str(exc)) from exc
         finally:
             os.close(dir_fd)
 
