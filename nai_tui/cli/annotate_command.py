@@ -22,10 +22,11 @@ from typing import Any
 
 import httpx
 
-from nai_server.protocol import ConnectionFailed, Invalid, JobInfo, NaiError, Unavailable
+from nai_server.protocol import Invalid, JobInfo, NaiError, Unavailable
 from nai_tui.cli.commands import submitted
 from nai_tui.cli.output import note
 from nai_tui.cli.process_command import options_of
+from nai_tui.remote.api_base import connection_errors
 from nai_tui.remote.client import ServerClient
 
 OPEN_WAIT = 120.0  # seconds --open waits for a job that is starting
@@ -46,17 +47,10 @@ class JobAppClient:
     def invoke_stream(self, _name: str, path: str, *, method: str = "GET",
                       content: Any = None, headers: dict[str, str] | None = None,
                       **_: Any) -> Iterator[httpx.Response]:
-        try:
-            with self.client.http.stream(method, app_path(self.job_id, path), content=content,
-                                         headers=headers,
-                                         timeout=httpx.Timeout(30.0, read=READ_TIMEOUT)) as r:
-                yield r
-        except NaiError:
-            raise
-        except httpx.TimeoutException as exc:
-            raise ConnectionFailed(f"{self.client.name}: no answer in time ({exc})") from exc
-        except (httpx.TransportError, OSError) as exc:
-            raise ConnectionFailed(f"{self.client.name}: {exc}") from exc
+        with connection_errors(self.client.name), self.client.http.stream(
+                method, app_path(self.job_id, path), content=content, headers=headers,
+                timeout=httpx.Timeout(30.0, read=READ_TIMEOUT)) as response:
+            yield response
 
 
 def wait_until_up(client: ServerClient, job_id: int, wait: float = OPEN_WAIT) -> None:

@@ -5,6 +5,7 @@ The calls themselves are in nai_tui.remote.client and its sibling modules."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -48,14 +49,8 @@ class ApiBase:
         """The response whatever its status; connection problems as ConnectionFailed."""
         if not self._checked and path != "/v1/version":
             self.check_version()
-        try:
+        with connection_errors(self.name):
             return self.http.request(method, path, **kwargs)
-        except NaiError:
-            raise
-        except httpx.TimeoutException as exc:
-            raise ConnectionFailed(f"{self.name}: no answer in time ({exc})") from exc
-        except (httpx.TransportError, OSError) as exc:
-            raise ConnectionFailed(f"{self.name}: {exc}") from exc
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self._send(method, path, **kwargs)
@@ -107,6 +102,20 @@ class ApiBase:
             raise
         except (httpx.TransportError, OSError) as exc:
             raise ConnectionFailed(f"{self.name}: {exc}") from exc
+
+
+@contextmanager
+def connection_errors(server: str) -> Iterator[None]:
+    """httpx's connection problems as ConnectionFailed naming the server; nai's own
+    errors (a transport's words for an ssh failure) pass as they are."""
+    try:
+        yield
+    except NaiError:
+        raise
+    except httpx.TimeoutException as exc:
+        raise ConnectionFailed(f"{server}: no answer in time ({exc})") from exc
+    except (httpx.TransportError, OSError) as exc:
+        raise ConnectionFailed(f"{server}: {exc}") from exc
 
 
 def response_error(response: httpx.Response) -> NaiError:

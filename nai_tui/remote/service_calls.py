@@ -12,8 +12,6 @@ from urllib.parse import quote
 import httpx
 
 from nai_server.protocol import (
-    ConnectionFailed,
-    NaiError,
     ServiceCreate,
     ServiceInfo,
     ServiceList,
@@ -21,7 +19,7 @@ from nai_server.protocol import (
     TokenCreate,
     TokenInfo,
 )
-from nai_tui.remote.api_base import DEFAULT_READ_TIMEOUT, ApiBase
+from nai_tui.remote.api_base import DEFAULT_READ_TIMEOUT, ApiBase, connection_errors
 
 
 class ServiceCalls(ApiBase):
@@ -86,16 +84,10 @@ class ServiceCalls(ApiBase):
         if not self._checked:
             self.check_version()
         url = self._service_path(name, "invoke") + "/" + path.lstrip("/")
-        try:
-            with self.http.stream(method, url, content=content, headers=headers, params=params,
-                                  timeout=httpx.Timeout(30.0, read=timeout)) as response:
-                yield response
-        except NaiError:
-            raise
-        except httpx.TimeoutException as exc:
-            raise ConnectionFailed(f"{self.name}: no answer in time ({exc})") from exc
-        except (httpx.TransportError, OSError) as exc:
-            raise ConnectionFailed(f"{self.name}: {exc}") from exc
+        with connection_errors(self.name), self.http.stream(
+                method, url, content=content, headers=headers, params=params,
+                timeout=httpx.Timeout(30.0, read=timeout)) as response:
+            yield response
 
     def create_token(self, name: str, label: str = "") -> TokenInfo:
         """A bearer token for the HTTP gateway; its secret is in the answer only."""
