@@ -5,13 +5,17 @@ compatible `text` field.
                                               user_hosts: [hooks.slack.com]}}}
 `url` receives every job's events (leave it out to serve users only). Users subscribe
 to their own jobs' events with `nai notify add webhook URL`: an http(s) URL, on one
-of `user_hosts` when the admin lists them.
+of `user_hosts` when the admin lists them. Without that list, a user's URL must name a
+public address: the daemon would otherwise POST, from inside the network, to whatever
+loopback, private or link-local address (a cloud's metadata service) a user names.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
+import socket
 import urllib.request
 from collections.abc import Mapping
 from typing import Any
@@ -54,18 +58,42 @@ def nai_job_event(event: JobEvent, options: Mapping[str, Any]) -> None:
     post(options["url"], event, float(options.get("timeout", 5)))
 
 
-@hookimpl
-def nai_notify_check(target: str, options: Mapping[str, Any]) -> None:
-    """A user's URL: http or https, to a host the admin allows (`user_hosts`)."""
+def _inside(host: str, port: int | None) -> str | None:
+    """Why `host` is not a public address (it is, or resolves to, a loopback, private,
+    link-local or otherwise special one), or None."""
+    try:
+        found = socket.getaddrinfo(host, port or 443, proto=socket.IPPROTO_TCP)
+    except OSError as exc:
+        return f"cannot resolve {host}: {exc}"
+    for *_, address in found:
+        ip = ipaddress.ip_address(str(address[0]).split("%", 1)[0])
+        if not ip.is_global or ip.is_multicast:
+            return f"{host} is {ip}, not a public address"
+    return None
+
+
+def _check(target: str, options: Mapping[str, Any]) -> None:
     parts = urlsplit(target)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise Refuse("give an http:// or https:// URL")
     allowed = options.get("user_hosts")
-    if allowed and parts.hostname.lower() not in {str(h).lower() for h in allowed}:
-        raise Refuse(f"this server sends to {', '.join(map(str, allowed))} only")
+    if allowed:
+        if parts.hostname.lower() not in {str(h).lower() for h in allowed}:
+            raise Refuse(f"this server sends to {', '.join(map(str, allowed))} only")
+    elif why := _inside(parts.hostname, parts.port):
+        raise Refuse(f"{why}; ask the admin to list the host in the webhook's user_hosts")
+
+
+@hookimpl
+def nai_notify_check(target: str, options: Mapping[str, Any]) -> None:
+    """A user's URL: http or https, to a host the admin allows (`user_hosts`), else to
+    a public address."""
+    _check(target, options)
 
 
 @hookimpl
 def nai_notify_user(event: JobEvent, target: str, options: Mapping[str, Any]) -> None:
-    """POST one of the user's own job events to the URL they subscribed."""
+    """POST one of the user's own job events to the URL they subscribed, checked again
+    (a name may resolve elsewhere by now)."""
+    _check(target, options)
     post(target, event, float(options.get("timeout", 5)))

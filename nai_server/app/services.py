@@ -217,6 +217,12 @@ class Services:
                 raise Conflict(f"service {name!r} is {doc['state']}; create it again "
                                f"(`nai serve`) to run it")
             if ref is not None and serve is not None and ref.ref != doc["model"]:
+                # The new version's `serve:` names the command its replicas run, as the
+                # service's user: nobody else may choose what runs under that account.
+                if caller.user != doc["user"]:
+                    raise Forbidden(
+                        f"service {name!r} runs as {doc['user']}: only they may change its "
+                        f"model; stop it and `nai serve` the version you want as yourself")
                 doc.update(model=ref.ref, tree_id=ref.tree_id, command=serve.command,
                            health=serve.health, message=None, rollout_at=self.clock())
             if body.replicas is not None:
@@ -294,9 +300,10 @@ class Services:
     # --- logs -------------------------------------------------------------------------
 
     def log_dir(self, caller: Caller, name: str, replica: int) -> Path:
-        """The directory of replica `replica`'s current (or last) run."""
+        """The directory of replica `replica`'s current (or last) run. Its log may hold
+        what callers sent: only those who may change the service read it."""
         with self.lock:
-            doc = self._readable(caller, name)
+            doc = self._writable(caller, name, "read the logs of")
         runs = [r for r in doc["replica_docs"] if r["index"] == replica and r["run"]]
         if not runs:
             raise NotFound(f"service {name!r} has no replica {replica} that ran")

@@ -28,13 +28,14 @@ from nai_tui.cli.output import note
 from nai_tui.cli.process_command import options_of
 from nai_tui.remote.api_base import connection_errors
 from nai_tui.remote.client import ServerClient
+from nai_tui.remote.service_calls import inner_path
 
 OPEN_WAIT = 120.0  # seconds --open waits for a job that is starting
 READ_TIMEOUT = 150.0
 
 
 def app_path(job_id: int, path: str = "") -> str:
-    return f"/v1/jobs/{job_id}/app/{path.lstrip('/')}"
+    return f"/v1/jobs/{job_id}/app/{inner_path(path)}"
 
 
 class JobAppClient:

@@ -15,7 +15,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from nai_server.protocol import NaiError
+from nai_server.protocol import Invalid, NaiError
 from nai_tui.remote.client import ServerClient
 
 # Hop-by-hop headers (RFC 9110 §7.6.1) and those the transport sets itself.
@@ -78,6 +78,8 @@ class _Relay(BaseHTTPRequestHandler):
                 if chunked:
                     self.wfile.write(b"0\r\n\r\n")
             self.server.count()
+        except Invalid as exc:
+            self._fail(exc, 400, "invalid")
         except NaiError as exc:
             if started:  # part of the answer went out: all the caller can learn is the cut
                 self.server.report(f"{self.command} {self.path}: {exc}")
@@ -85,14 +87,15 @@ class _Relay(BaseHTTPRequestHandler):
             else:
                 self._fail(exc)
 
-    def _fail(self, exc: NaiError) -> None:
-        """The service could not be reached: a 502 the caller can read, and a line for
-        the person who runs the forward."""
+    def _fail(self, exc: NaiError, status: int = 502, code: str = "bad_gateway") -> None:
+        """The service could not be reached (502), or the request was refused before it
+        left (400): an answer the caller can read, and a line for the person who runs
+        the forward."""
         self.server.report(f"{self.command} {self.path}: {exc}")
-        payload = (b'{"error": {"code": "bad_gateway", "message": %s}}'
-                   % _json_string(str(exc)))
+        payload = (b'{"error": {"code": "%s", "message": %s}}'
+                   % (code.encode(), _json_string(str(exc))))
         try:
-            self.send_response(502)
+            self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()

@@ -7,11 +7,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import httpx
 
 from nai_server.protocol import (
+    Invalid,
     ServiceCreate,
     ServiceInfo,
     ServiceList,
@@ -21,6 +22,16 @@ from nai_server.protocol import (
 )
 from nai_tui.remote.api_base import DEFAULT_READ_TIMEOUT, ApiBase, connection_errors
 
+
+def inner_path(path: str) -> str:
+    """A path below a service's (or a job app's) own route, as given by whoever calls a
+    forwarded port. A `.` or `..` segment is refused: the HTTP client would resolve it
+    and the request would reach another route of the API, as you."""
+    path = path.lstrip("/")
+    for segment in path.split("?", 1)[0].split("/"):
+        if unquote(segment) in (".", ".."):
+            raise Invalid(f"{path!r}: a path with . or .. segments is not passed on")
+    return path
 
 class ServiceCalls(ApiBase):
     """Services: create, scale, roll over, stop, follow their logs, call them, and
@@ -62,6 +73,9 @@ class ServiceCalls(ApiBase):
         return self.stream(self._service_path(name, "logs"),
                            {"replica": replica, "offset": offset, "follow": "true"}, chunk=None)
 
+    def _invoke_path(self, name: str, path: str) -> str:
+        return self._service_path(name, "invoke") + "/" + inner_path(path)
+
     def invoke(self, name: str, path: str = "predict", *, method: str = "POST",
                json: Any = None, content: bytes | None = None,
                headers: dict[str, str] | None = None,
@@ -69,9 +83,9 @@ class ServiceCalls(ApiBase):
         """One request to the service, answered by one of its ready replicas. The
         service's own answer comes back whatever its status (errors of the daemon's,
         such as no replica ready, are JSON error bodies as usual)."""
-        return self._send_raw(method, self._service_path(name, "invoke") + "/" +
-                              path.lstrip("/"), json=json, content=content,
-                              headers=headers, timeout=httpx.Timeout(30.0, read=timeout))
+        return self._send_raw(method, self._invoke_path(name, path), json=json,
+                              content=content, headers=headers,
+                              timeout=httpx.Timeout(30.0, read=timeout))
 
     @contextmanager
     def invoke_stream(self, name: str, path: str, *, method: str = "POST",
@@ -83,7 +97,7 @@ class ServiceCalls(ApiBase):
         relays); connection problems as ConnectionFailed."""
         if not self._checked:
             self.check_version()
-        url = self._service_path(name, "invoke") + "/" + path.lstrip("/")
+        url = self._invoke_path(name, path)
         with connection_errors(self.name), self.http.stream(
                 method, url, content=content, headers=headers, params=params,
                 timeout=httpx.Timeout(30.0, read=timeout)) as response:

@@ -118,3 +118,18 @@ def test_an_unreachable_daemon_is_a_502_that_says_why(
     assert answer.status_code == 502
     assert answer.json()["error"]["code"] == "bad_gateway"
     assert answer.json()["error"]["message"].startswith("test: ")  # the server's name, why
+
+
+def test_a_path_that_climbs_out_of_the_service_is_refused(
+        forward: tuple[httpx.Client, ServiceForwarder]) -> None:
+    """Whoever reaches the forwarded port must not reach the rest of the API as the
+    user: `..` segments are refused before anything is sent to the daemon."""
+    import http.client
+
+    _, forwarder = forward
+    conn = http.client.HTTPConnection("127.0.0.1", forwarder.port, timeout=30)
+    conn.request("GET", "/../../../v1/me")  # sent as written: http.client keeps dots
+    answer = conn.getresponse()
+    assert answer.status == 400
+    assert b"not passed on" in answer.read()
+    conn.close()

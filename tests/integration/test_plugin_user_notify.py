@@ -42,7 +42,8 @@ def hooks() -> Iterator[tuple[str, dict[str, list[dict]]]]:
 
 def test_users_are_told_of_their_own_jobs_only(daemon_factory, make_user, hooks) -> None:
     base, got = hooks
-    daemon: Daemon = daemon_factory(plugins={"webhook": {"timeout": 5}})
+    daemon: Daemon = daemon_factory(plugins={"webhook": {
+        "timeout": 5, "options": {"user_hosts": ["127.0.0.1"]}}})
     daemon.start()
     alice, bob = make_user(), make_user()
     for user in (alice, bob):

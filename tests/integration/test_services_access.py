@@ -65,6 +65,8 @@ def test_service_access_matrix(daemon: Daemon, people: dict[str, Actor]) -> None
     owner = people["owner"]
     tree = upload_tree(daemon, model_files("w1", SERVE_YAML), owner)
     assert owner("POST", "/v1/models", {"name": "m", "tree_id": tree}).status == 201
+    assert owner("POST", "/v1/models/m/versions", {"tree_id": tree,
+                                                   "allow_same": True}).status == 201
     # A model the caller may not read cannot be served by them: as if it did not exist.
     refused = people["other"]("POST", "/v1/services", {"name": "x", "model": "m@1"})
     assert refused.status == 404, refused.body
@@ -79,6 +81,8 @@ def test_service_access_matrix(daemon: Daemon, people: dict[str, Actor]) -> None
         assert made.status == 201, made.body
     for name in SERVICES:
         wait_state(daemon, name, "ready")
+    # Everyone may read the model now: what stops a model change below is the service.
+    assert owner("PUT", "/v1/models/m/sharing", {"shared": True}).status == 200
 
     for actor_name, actor in people.items():
         listed = {s["name"] for s in actor("GET", "/v1/services").body["services"]}
@@ -99,6 +103,18 @@ def test_service_access_matrix(daemon: Daemon, people: dict[str, Actor]) -> None
                 assert "may update it" in updated.body["error"]["message"], where
             tokens = actor("GET", f"/v1/services/{name}/tokens")
             assert tokens.status == expected(actor_name, name), where
+            # A replica's log may hold what callers sent: writers only, as tokens.
+            logs = actor("GET", f"/v1/services/{name}/logs")
+            assert logs.status == expected(actor_name, name), where
+            # The model decides the command the replicas run, as the owner's account:
+            # only that user may change it, not a group member nor an admin.
+            if actor_name != "owner":
+                rolled = actor("PATCH", f"/v1/services/{name}", {"model": "m@2"})
+                want = 403 if may_write(actor_name, name) else expected(actor_name, name)
+                assert rolled.status == want, (where, rolled.body)
+                if may_write(actor_name, name):
+                    assert "only they may change its model" in \
+                        rolled.body["error"]["message"], where
 
     # Stopping: those who may not first (nothing stops), then every writer.
     for name in SERVICES:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from nai_plugins import notify_file, webhook
-from nai_server.plugins.contracts import JobEvent
+from nai_server.plugins.contracts import JobEvent, Refuse
 
 
 def event(kind: str, job_id: int = 4) -> JobEvent:
@@ -59,3 +59,16 @@ def test_webhook_posts_json_with_a_text_field(hook_server) -> None:
     assert len(got) == 1
     assert got[0]["event"] == "failed" and got[0]["job_id"] == 4
     assert got[0]["text"] == "nai: job 4 train of ann failed (exit 1)"
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8080/hook", "http://localhost/x",
+                                 "http://169.254.169.254/latest/meta-data",
+                                 "https://10.1.2.3/h", "http://[::1]/h"])
+def test_a_users_webhook_may_not_reach_inside_the_network(url: str) -> None:
+    """Without the admin's list of hosts, a user's URL must be a public address: the
+    root daemon would otherwise POST to loopback, private or metadata addresses."""
+    with pytest.raises(Refuse, match=r"not a public address|cannot resolve"):
+        webhook.nai_notify_check(url, {})
+    host = url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)[0] if "[" not in url \
+        else "::1"
+    webhook.nai_notify_check(url, {"user_hosts": [host]})  # the admin allows it by name
