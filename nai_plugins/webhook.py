@@ -58,13 +58,14 @@ def nai_job_event(event: JobEvent, options: Mapping[str, Any]) -> None:
     post(options["url"], event, float(options.get("timeout", 5)))
 
 
-def _inside(host: str, port: int | None) -> str | None:
+def _inside(host: str, port: int | None, *, unknown_ok: bool) -> str | None:
     """Why `host` is not a public address (it is, or resolves to, a loopback, private,
-    link-local or otherwise special one), or None."""
+    link-local or otherwise special one), or None. A name that does not resolve now
+    passes when `unknown_ok` (at subscription: it is checked again at each delivery)."""
     try:
         found = socket.getaddrinfo(host, port or 443, proto=socket.IPPROTO_TCP)
     except OSError as exc:
-        return f"cannot resolve {host}: {exc}"
+        return None if unknown_ok else f"cannot resolve {host}: {exc}"
     for *_, address in found:
         ip = ipaddress.ip_address(str(address[0]).split("%", 1)[0])
         if not ip.is_global or ip.is_multicast:
@@ -72,7 +73,7 @@ def _inside(host: str, port: int | None) -> str | None:
     return None
 
 
-def _check(target: str, options: Mapping[str, Any]) -> None:
+def _check(target: str, options: Mapping[str, Any], *, delivering: bool) -> None:
     parts = urlsplit(target)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise Refuse("give an http:// or https:// URL")
@@ -80,7 +81,7 @@ def _check(target: str, options: Mapping[str, Any]) -> None:
     if allowed:
         if parts.hostname.lower() not in {str(h).lower() for h in allowed}:
             raise Refuse(f"this server sends to {', '.join(map(str, allowed))} only")
-    elif why := _inside(parts.hostname, parts.port):
+    elif why := _inside(parts.hostname, parts.port, unknown_ok=not delivering):
         raise Refuse(f"{why}; ask the admin to list the host in the webhook's user_hosts")
 
 
@@ -88,12 +89,12 @@ def _check(target: str, options: Mapping[str, Any]) -> None:
 def nai_notify_check(target: str, options: Mapping[str, Any]) -> None:
     """A user's URL: http or https, to a host the admin allows (`user_hosts`), else to
     a public address."""
-    _check(target, options)
+    _check(target, options, delivering=False)
 
 
 @hookimpl
 def nai_notify_user(event: JobEvent, target: str, options: Mapping[str, Any]) -> None:
     """POST one of the user's own job events to the URL they subscribed, checked again
     (a name may resolve elsewhere by now)."""
-    _check(target, options)
+    _check(target, options, delivering=True)
     post(target, event, float(options.get("timeout", 5)))
