@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from nai_server.core import scheduling as sched
 from nai_server.core.job import Job
 from nai_server.core.states import JobState
 from nai_server.core.what_if import Estimate, estimate_start
-from nai_server.host.runtime import JobRuntime, _queued, _running
+from nai_server.host.runtime import JobRuntime, _queued
 
 
 def estimate(runtime: JobRuntime, job: Job, now: float) -> Estimate:
@@ -23,16 +22,8 @@ def estimate(runtime: JobRuntime, job: Job, now: float) -> Estimate:
             j.id for j in hot if j.state != JobState.QUEUED or j.runs)
         accounting = runtime.usage.accounting(now, documents)
         finished = runtime._finished_deps([*queued, job])
-    state = runtime.state
-    snapshot = state.snapshot or runtime.gpus.probe()
-    held = {g: j.id for j in active for g in j.gpus}
-    cluster = sched.Cluster(
-        gpus=tuple(sched.GpuView(index=g.index, uuid=g.uuid, memory_total=g.memory_total,
-                                 memory_free=g.memory_free, held_by=held.get(g.index),
-                                 foreign=g.index in state.foreign)
-                   for g in snapshot.gpus),
-        running=tuple(_running(j, now) for j in active),
-        cpu_slots=runtime.config.scheduler.cpu_slots, drained=runtime.drained())
+    # The tick's own view: GPUs that service replicas hold are held here too.
+    cluster = runtime.cluster_view(now, active, runtime.state.snapshot or runtime.gpus.probe())
     # An id no job of the plan has: it orders last among jobs submitted at `now`.
     candidate = dataclasses.replace(
         _queued(job), id=max((j.id for j in hot), default=0) + 1, submitted_at=now)

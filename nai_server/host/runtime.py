@@ -301,27 +301,35 @@ class JobRuntime:
 
     # --- GPUs and planning ------------------------------------------------------------
 
-    def _schedule(self, now: float, hot: list[Job]) -> None:
-        # A job whose process has ended gives its GPUs back at once: collecting its
-        # outputs needs none, and the next job need not wait for it.
-        active = [j for j in hot if j.active and j.id not in self.collections]
+    def cluster_view(self, now: float, active: list[Job],
+                     snapshot: GpuSnapshot) -> sched.Cluster:
+        """The GPUs as the planner sees them: held by the active jobs and by what runs
+        beside them (service replicas), foreign processes marked. The tick and a dry
+        run's estimate plan from this one view."""
         elsewhere = self.held_elsewhere()
         held = {g: j.id for j in active for g in j.gpus}
         held.update({g: r.id for r in elsewhere for g in r.gpus})
-        snapshot = self.state.snapshot
-        assert snapshot is not None
         views = tuple(
             sched.GpuView(index=g.index, uuid=g.uuid, memory_total=g.memory_total,
                           memory_free=g.memory_free, foreign=g.index in self.state.foreign,
                           held_by=held.get(g.index))
             for g in snapshot.gpus)
+        return sched.Cluster(gpus=views, running=(*(_running(j, now) for j in active),
+                                                  *elsewhere),
+                             cpu_slots=self.config.scheduler.cpu_slots,
+                             drained=self.drained())
+
+    def _schedule(self, now: float, hot: list[Job]) -> None:
+        # A job whose process has ended gives its GPUs back at once: collecting its
+        # outputs needs none, and the next job need not wait for it.
+        active = [j for j in hot if j.active and j.id not in self.collections]
+        snapshot = self.state.snapshot
+        assert snapshot is not None
         queued = sorted((j for j in hot if j.state == JobState.QUEUED),
                         key=lambda j: (j.submitted_at, j.id))
         queued = self._drop_failed_dependencies(queued, now)
-        cluster = sched.Cluster(gpus=views, running=(*(_running(j, now) for j in active),
-                                                     *elsewhere),
-                                cpu_slots=self.config.scheduler.cpu_slots,
-                                drained=self.drained())
+        cluster = self.cluster_view(now, active, snapshot)
+        held = {g.index: g.held_by for g in cluster.gpus if g.held_by is not None}
         # The fair-share book (app/usage.py) reads the store's job documents as they are:
         # those of jobs that ran (it passes over a queued job that never did).
         documents = self._documents(j.id for j in hot if j.state != JobState.QUEUED or j.runs)

@@ -42,3 +42,16 @@ def test_a_busy_server_dates_the_start_by_the_running_jobs_time_limit(
     assert job["est_start"] == started + 3600
     assert api.get("/v1/jobs").json()["total"] == 1
     api.delete(f"/v1/jobs/{running['id']}")
+
+
+def test_gpus_held_by_service_replicas_are_not_free_to_a_dry_run(
+        api: TestClient, service: UseCases) -> None:
+    """The estimate plans from the tick's own view: GPUs a service's replicas hold are
+    as taken as a running job's (a dry run said "at once" on them)."""
+    from nai_server.core.sched_types import RunningJob
+
+    gpus = tuple(g["index"] for g in api.get("/v1/gpus").json()["gpus"])
+    service.runtime.held_elsewhere = lambda: [RunningJob(
+        id=-1, user="svc", group=None, gpus=gpus, started_at=0.0, time_limit=None)]
+    job = _submit(api, {**SPEC, "gpus": 1}, dry=True).json()
+    assert job["reason"] == "Resources" and job["est_start"] != job["submitted_at"]
