@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from nai_server.testing import slurm_cluster
+from nai_server.testing import slurm_cluster, wait_for
 from tests.integration.conftest import (  # noqa: F401 - fixtures, found by name
     Daemon,
     UnixUser,
@@ -44,3 +44,21 @@ def _cluster(nodes: int, gpus: int) -> Iterator[slurm_cluster.SlurmCluster]:
         running.stop()
         with contextlib.suppress(OSError):
             shutil.rmtree(running.root)
+
+
+@pytest.fixture(autouse=True)
+def no_jobs_left(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test on a shared cluster, none of its Slurm jobs outlives it: jobs
+    outlive the daemon that submitted them (by design), and one left holding GPUs made
+    the next test wait for GPUs that never came free."""
+    yield
+    for name in ("cluster", "two_nodes"):
+        if name not in request.fixturenames:
+            continue
+        running: slurm_cluster.SlurmCluster = request.getfixturevalue(name)
+        listed = running.run("squeue", "-h", "-o", "%i")
+        ids = listed.stdout.split()
+        if ids:
+            running.run("scancel", "--full", *ids)
+            wait_for(lambda r=running: not r.run("squeue", "-h", "-o", "%i").stdout.split(),
+                     timeout=60, what="the test's Slurm jobs to end")
