@@ -23,7 +23,6 @@ import socket
 import sys
 import threading
 import traceback
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,8 @@ from nai_server.core.processing import (
     APP_DIR,
     APP_SOCKET,
 )
-from nai_server.plugins.contracts import GROUPS, HOOKS, PROJECT, SPECS, Kind
+from nai_server.plugins.contracts import Kind
+from nai_server.plugins.process_job import load_plugin
 
 KIND = Kind.ANNOTATOR
 OWN = "/_nai/"  # the runner's own paths, before the annotator's
@@ -48,16 +48,7 @@ class AnnotateError(Exception):
 
 def load(name: str) -> pluggy.PluginManager:
     """A manager with the annotator `name` registered."""
-    found = [ep for ep in metadata.entry_points(group=GROUPS[KIND]) if ep.name == name]
-    if not found:
-        raise AnnotateError(f"no annotator {name!r} is installed in {sys.executable}'s "
-                            f"environment")
-    manager = pluggy.PluginManager(PROJECT)
-    manager.add_hookspecs(SPECS[KIND])
-    manager.register(found[0].load(), name=name)
-    if not getattr(manager.hook, HOOKS[KIND]).get_hookimpls():
-        raise AnnotateError(f"annotator {name!r} implements no {HOOKS[KIND]} hook")
-    return manager
+    return load_plugin(KIND, name, "annotator", AnnotateError)
 
 
 def margin(seconds: int) -> float:

@@ -29,18 +29,24 @@ class ProcessError(Exception):
     """The job cannot run the processor (not installed, no hook, no dataset)."""
 
 
+def load_plugin(kind: Kind, name: str, what: str,
+                error: type[Exception]) -> pluggy.PluginManager:
+    """A manager with the plugin `name` of `kind` registered, in the user's job (the
+    daemon never imports these); `error` says, naming it as `what`, why it cannot."""
+    found = [ep for ep in metadata.entry_points(group=GROUPS[kind]) if ep.name == name]
+    if not found:
+        raise error(f"no {what} {name!r} is installed in {sys.executable}'s environment")
+    manager = pluggy.PluginManager(PROJECT)
+    manager.add_hookspecs(SPECS[kind])
+    manager.register(found[0].load(), name=name)
+    if not getattr(manager.hook, HOOKS[kind]).get_hookimpls():
+        raise error(f"{what} {name!r} implements no {HOOKS[kind]} hook")
+    return manager
+
+
 def load(name: str) -> pluggy.PluginManager:
     """A manager with the processor `name` registered."""
-    found = [ep for ep in metadata.entry_points(group=GROUPS[KIND]) if ep.name == name]
-    if not found:
-        raise ProcessError(f"no dataset processor {name!r} is installed in "
-                           f"{sys.executable}'s environment")
-    manager = pluggy.PluginManager(PROJECT)
-    manager.add_hookspecs(SPECS[KIND])
-    manager.register(found[0].load(), name=name)
-    if not getattr(manager.hook, HOOKS[KIND]).get_hookimpls():
-        raise ProcessError(f"dataset processor {name!r} implements no {HOOKS[KIND]} hook")
-    return manager
+    return load_plugin(KIND, name, "dataset processor", ProcessError)
 
 
 def run(environ: dict[str, str]) -> object:
