@@ -26,6 +26,7 @@ from nai_server.protocol import Invalid, JobInfo, NaiError, Unavailable
 from nai_tui.cli.commands import submitted
 from nai_tui.cli.output import note
 from nai_tui.cli.process_command import options_of
+from nai_tui.cli.services import serve_until_interrupted
 from nai_tui.remote.api_base import connection_errors
 from nai_tui.remote.client import ServerClient
 from nai_tui.remote.service_calls import inner_path
@@ -86,13 +87,7 @@ def cmd_open(args: argparse.Namespace, client: ServerClient) -> int:
     note(f"job {args.open}'s app on {client.name} is at http://127.0.0.1:{forwarder.port}/; "
          f"Ctrl-C stops this forward (the job goes on: `nai dataset annotate --finish "
          f"{args.open}` saves and ends it)")
-    try:
-        forwarder.serve_forever(poll_interval=0.2)
-    except KeyboardInterrupt:
-        note(f"forward stopped after {forwarder.requests} request(s)")
-    finally:
-        forwarder.server_close()
-    return 0
+    return serve_until_interrupted(forwarder)
 
 
 def cmd_annotate(args: argparse.Namespace, client: ServerClient) -> int:

@@ -228,6 +228,11 @@ def cmd_forward(args: argparse.Namespace, client: ServerClient) -> int:
     print(f"http://127.0.0.1:{forwarder.port}", flush=True)
     note(f"forwarding 127.0.0.1:{forwarder.port} → service {args.name} on {client.name}; "
          f"Ctrl-C to stop")
+    return serve_until_interrupted(forwarder)
+
+
+def serve_until_interrupted(forwarder: Any) -> int:
+    """Relay until Ctrl-C, then say how many requests went through."""
     try:
         forwarder.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:
