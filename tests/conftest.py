@@ -28,6 +28,28 @@ def api(service: UseCases) -> Iterator[TestClient]:
 
 
 @pytest.fixture
+def own_session() -> Iterator[tuple[int, int]]:
+    """A session of its own, as a job's wrapper leads one: (leader pid, pid of a process
+    inside it). The test process's own session will not do: where tests run in a pid
+    namespace its leader may be outside, and `os.getsid(0)` is then 0."""
+    import subprocess
+    import sys
+
+    leader = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess; p = subprocess.Popen(['sleep', '60']);"
+         " print(p.pid, flush=True); p.wait()"],
+        start_new_session=True, stdout=subprocess.PIPE, text=True)
+    assert leader.stdout is not None
+    member = int(leader.stdout.readline())
+    yield leader.pid, member
+    import os
+    import signal
+
+    os.killpg(leader.pid, signal.SIGKILL)
+    leader.wait()
+
+
+@pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[object]:
     """Small file systems of their own, `tmpfs("8m")` (as root; the test is skipped
     where none can be mounted), unmounted at the end."""

@@ -70,14 +70,13 @@ def test_new_replicas_take_the_lowest_free_index() -> None:
     assert rules.replica_dir(d, {"run": 3}) == "7.3"
 
 
-def test_a_replicas_own_processes_are_not_foreign_on_its_gpus() -> None:
-    import os
-
+def test_a_replicas_own_processes_are_not_foreign_on_its_gpus(
+        own_session: tuple[int, int]) -> None:
     from nai_server.app.service_gpus import without_replicas
 
-    leader = os.getsid(0)  # this process's session stands for a replica's wrapper
+    leader, member = own_session  # the leader stands for a replica's wrapper
     docs = [{"replica_docs": [{"pid": leader, "gpus": [1]}]}]
-    foreign = {1: [(os.getpid(), 10, None), (1, 5, None)], 2: [(os.getpid(), 10, None)]}
+    foreign = {1: [(member, 10, None), (1, 5, None)], 2: [(member, 10, None)]}
     assert without_replicas(foreign, docs) == {1: [(1, 5, None)],  # someone else's
-                                               2: [(os.getpid(), 10, None)]}  # strayed
-    assert without_replicas({1: [(os.getpid(), 1, None)]}, docs) == {}
+                                               2: [(member, 10, None)]}  # strayed
+    assert without_replicas({1: [(member, 1, None)]}, docs) == {}
