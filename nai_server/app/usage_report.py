@@ -7,7 +7,6 @@ from collections import Counter
 
 from nai_server.core.fairshare import ratios
 from nai_server.core.sched_types import HOUR
-from nai_server.core.states import JobState
 from nai_server.host.runtime import JobRuntime
 from nai_server.protocol.usage import UsageReport, UsageRow
 
@@ -17,9 +16,7 @@ def usage_report(runtime: JobRuntime, now: float) -> UsageReport:
     as the next tick would anyway."""
     with runtime.lock:
         hot = runtime.jobs.hot()
-        documents = runtime._documents(
-            j.id for j in hot if j.state != JobState.QUEUED or j.runs)
-        accounting = runtime.usage.accounting(now, documents)
+        accounting = runtime.usage.accounting(now, hot)
         users = runtime.usage.store.list_users()
         groups = runtime.usage.store.list_groups()
     in_use: Counter[str] = Counter()

@@ -319,24 +319,31 @@ class JobRuntime:
                              cpu_slots=self.config.scheduler.cpu_slots,
                              drained=self.drained())
 
-    def _schedule(self, now: float, hot: list[Job]) -> None:
+    def plan_inputs(self, now: float, hot: list[Job]
+                    ) -> tuple[list[Job], sched.Cluster, sched.Accounting]:
+        """What every plan is made from (the tick's, a dry run's estimate, and what
+        /v1/usage reports), under the lock: the active jobs, the GPUs as they and
+        service replicas hold them (`cluster_view`), and the usage book charged up to
+        `now`, which the next tick does anyway."""
         # A job whose process has ended gives its GPUs back at once: collecting its
         # outputs needs none, and the next job need not wait for it.
         active = [j for j in hot if j.active and j.id not in self.collections]
-        snapshot = self.state.snapshot
-        assert snapshot is not None
+        snapshot = self.state.snapshot or self.gpus.probe()
+        return (active, self.cluster_view(now, active, snapshot),
+                self.usage.accounting(now, hot))
+
+    def _schedule(self, now: float, hot: list[Job]) -> None:
         queued = sorted((j for j in hot if j.state == JobState.QUEUED),
                         key=lambda j: (j.submitted_at, j.id))
         queued = self._drop_failed_dependencies(queued, now)
-        cluster = self.cluster_view(now, active, snapshot)
+        active, cluster, accounting = self.plan_inputs(now, hot)
+        snapshot = self.state.snapshot
+        assert snapshot is not None
         held = {g.index: g.held_by for g in cluster.gpus if g.held_by is not None}
-        # The fair-share book (app/usage.py) reads the store's job documents as they are:
-        # those of jobs that ran (it passes over a queued job that never did).
-        documents = self._documents(j.id for j in hot if j.state != JobState.QUEUED or j.runs)
         plan = sched.plan(self._planned(queued), cluster, now,
                           finished=self._finished_deps(queued),
                           policy=self.config.scheduler.policy,
-                          accounting=self.usage.accounting(now, documents), tuning=self.tuning)
+                          accounting=accounting, tuning=self.tuning)
         waiting = {k: str(v) for k, v in plan.waiting.items()}
         est_start = dict(plan.est_start)
         by_id = {j.id: j for j in queued}

@@ -27,6 +27,7 @@ from typing import Any
 from tinydb import Query, TinyDB
 from tinydb.table import Document
 
+from nai_server.core.job import Job, JobSummary
 from nai_server.store import archive_summary
 from nai_server.store.atomic import (
     AtomicJSONStorage,
@@ -297,23 +298,23 @@ class TinyDbStore(JobRecords):
                 if pred is None or pred(doc):
                     yield doc
 
-    def job_summaries(self, hot: list[Doc] | None = None, *,
-                      ended_after: float | None = None) -> Iterator[Doc]:
+    def job_summaries(self, hot: list[Job] | None = None, *,
+                      ended_after: float | None = None) -> Iterator[JobSummary]:
         """Every job for a question over all of them (fair-share usage, who may read a
         tree, what a damaged tree breaks), newest archived id first after the hot ones:
-        the hot jobs whole, then each archived job with what `history.summary_of`
-        keeps, from memory. No archive is read, so a caller holding the service's lock
+        the hot jobs, then each archived job as `history.summary_of` keeps it, from
+        memory. No archive is read, so a caller holding the service's lock
         holds it briefly, and one that passes `hot` (read under the lock just before)
         needs no lock for the rest. A job both hot and archived (a crash) comes once,
         hot. `ended_after`: archived jobs that ended before then are left out."""
-        hot = sorted(self.hot_jobs() if hot is None else hot, key=lambda d: -d["id"])
-        seen = {d["id"] for d in hot}
-        yield from hot
+        hot = sorted(self.hot() if hot is None else hot, key=lambda j: -j.id)
+        seen = {j.id for j in hot}
+        yield from (j.summary() for j in hot)
         low = float("-inf") if ended_after is None else ended_after
         yield from (summary_of(f) for f in self.facts.all()
                     if f[0] not in seen and (f[6] is None or f[6] >= low))
 
-    def archived_using(self, tree_id: str) -> list[Doc]:
+    def archived_using(self, tree_id: str) -> list[JobSummary]:
         """The archived jobs that use `tree_id` (code, outputs, dataset or model), as
         summaries (see `job_summaries`), from memory; no lock needed."""
         return [summary_of(f) for f in self.facts.using(tree_id)]

@@ -32,9 +32,9 @@ def _seeded(path: Path) -> TinyDbStore:
 
 def _answers(store: TinyDbStore) -> tuple:
     return (store.next_job_id(), store.archived_count(), store.archived_count("u0"),
-            [j["id"] for j in store.job_summaries()],
-            [j["id"] for j in store.archived_using("c" * 64)],
-            [j["id"] for j in store.archived_using(f"{3:064d}")])
+            [j.id for j in store.job_summaries()],
+            [j.id for j in store.archived_using("c" * 64)],
+            [j.id for j in store.archived_using(f"{3:064d}")])
 
 
 def test_a_store_opens_from_its_summaries_without_reading_an_archive(
