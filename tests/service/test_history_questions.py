@@ -109,7 +109,7 @@ def test_usage_at_load_leaves_out_jobs_that_ended_beyond_every_horizon(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Worked out with a 1-day half-life and no quota, a run a year old weighs nothing:
     its job is not even turned into a summary (with 100,000 archived jobs, most are)."""
-    import nai_server.store.db as db
+    import nai_server.store.archiving as archiving
 
     store, lock = _store(tmp_path)
     with lock:
@@ -122,8 +122,8 @@ def test_usage_at_load_leaves_out_jobs_that_ended_beyond_every_horizon(
         summarised.append(fact[0])
         return summary_of(fact)
 
-    summary_of = db.summary_of
-    monkeypatch.setattr(db, "summary_of", counted)
+    summary_of = archiving.summary_of
+    monkeypatch.setattr(archiving, "summary_of", counted)
     with lock:
         usage = UsageBook(store, half_life=DAY).accounting(T0 + DAY, store.hot()).usage
     assert old not in summarised and 1 in summarised
