@@ -39,6 +39,9 @@ class Policy:
 # Uploads and downloads that were cut off resume after 1, 2, 4... seconds (at most 30).
 TRANSFER_RETRIES = 3
 TRANSFERS = Policy(first=1.0, cap=30.0, retries=TRANSFER_RETRIES)
+# A forwarded request that found the link to the daemon down (a daemon restart, an SSH
+# connection lost) is sent again after 0.5, 1, 2... seconds (at most 5), for a minute.
+FORWARDS = Policy(first=0.5, cap=5.0, jitter=0.25, deadline=60.0)
 
 
 class Backoff:
