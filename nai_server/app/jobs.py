@@ -18,7 +18,7 @@ from nai_server.app.job_metrics import MetricsReads
 from nai_server.app.listing_cache import ListingCache, Stamp
 from nai_server.app.ports import JobStore
 from nai_server.app.submit_checks import check_fits, time_limit, with_server_limits
-from nai_server.core.job import Job, JobSummary, Pin, changes_doc
+from nai_server.core.job import Job, JobSummary, Pin
 from nai_server.core.spec import (
     JobSpec,
     SpecError,
@@ -83,9 +83,9 @@ class Jobs:
         # of its dataset and model, its outputs and the values of its environment,
         # where people keep tokens.
         readable = self.may_read(caller, job)
-        spec = changes_doc(spec=job.spec)["spec"]
+        spec = job.spec_doc.copy()
         if not readable and spec.get("env"):
-            spec = {**spec, "env": dict.fromkeys(spec["env"], HIDDEN)}
+            spec["env"] = dict.fromkeys(spec["env"], HIDDEN)
         pins = {kind: None if pin is None else pin.to_doc() if readable else
                 {"name": pin.name, "version": pin.version}
                 for kind, pin in (("dataset", job.dataset), ("model", job.model))}

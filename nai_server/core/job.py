@@ -43,6 +43,10 @@ class ReadOnly(Mapping[str, Any]):
     def __repr__(self) -> str:
         return repr(self._data)
 
+    def copy(self) -> dict[str, Any]:
+        """A shallow copy the caller may change."""
+        return dict(self._data)
+
 
 @dataclass(frozen=True)
 class Pin:
@@ -145,6 +149,12 @@ class Job:
     @cached_property
     def terminal(self) -> bool:
         return self.state in TERMINAL
+
+    @cached_property
+    def spec_doc(self) -> ReadOnly:
+        """The spec in its stored encoding (what the API shows of it), worked out once per
+        record: a listing shows every hot job's. Read-only: shared with every reader."""
+        return ReadOnly(_spec_doc(self.spec))
 
     @property
     def depends_on(self) -> tuple[int, ...]:
