@@ -169,7 +169,7 @@ class Jobs:
                           f"(POST /v1/trees)")
         with self.lock:
             for dep in (*spec.after, *spec.after_ok):
-                if self.store.get_job(dep) is None:
+                if self.records.get(dep) is None:
                     raise Invalid(f"after/after_ok: there is no job {dep}")
             dataset = (self.registry.resolve(caller, "dataset", spec.dataset)
                        if spec.dataset else None)
