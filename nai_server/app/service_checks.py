@@ -8,6 +8,7 @@ Called under the store's lock; reads only memory and the (bounded) nai.yaml blob
 
 from __future__ import annotations
 
+import os
 from collections.abc import Collection, Iterable
 from typing import Any
 
@@ -15,11 +16,13 @@ import yaml
 
 from nai_server.app import service_gpus
 from nai_server.app.accounts import Caller
-from nai_server.config import ServicesConfig
+from nai_server.config import JobsConfig, ServicesConfig
+from nai_server.core import resources
 from nai_server.core import service_rules as rules
 from nai_server.core.service_rules import live
 from nai_server.core.states import SERVICE_TERMINAL
 from nai_server.core.units import format_size, parse_size
+from nai_server.host.cgroup_limits import host_memory
 from nai_server.host.gpus import GpuSnapshot
 from nai_server.protocol import Conflict, Forbidden, Invalid
 from nai_server.store.blobs import BlobStore
@@ -64,6 +67,18 @@ def gpu_memory(asked: str | None, serve: rules.Serve, each: int,
         raise Invalid(f"gpu_memory: {format_size(need)} asked for each GPU, but the largest "
                       f"GPU here has {format_size(biggest)}; ask for less")
     return need
+
+
+def limits(jobs: JobsConfig, serve: rules.Serve) -> tuple[int | None, float | None]:
+    """Each replica's memory and CPU limits: the `serve:` section's, else the server's
+    defaults for jobs; refused beyond the jobs' maximum or what the host has."""
+    try:
+        return resources.limits(serve.memory, serve.cpus, host_memory=host_memory(),
+                                host_cpus=os.cpu_count() or 1,
+                                default_memory=jobs.default_memory, max_memory=jobs.max_memory,
+                                default_cpus=jobs.default_cpus, max_cpus=jobs.max_cpus)
+    except ValueError as exc:
+        raise Invalid(f"serve.{exc}") from exc
 
 
 def check_quota(store: TinyDbStore, snapshot: GpuSnapshot, user: str, group: str | None,

@@ -146,6 +146,7 @@ class Supervisor:
             self.endpoints = service_watch.endpoints(self._docs, owners, self.host,
                                                      SERVICE_TERMINAL)
         self._act()  # committed: what the decisions asked for
+        self.host.retry_cgroups()
         for name, run, start in launches:  # committed: a crash now re-adopts them
             self._launch(name, run, start, now)
         if self._swept_at is None or now - self._swept_at >= SWEEP_SECONDS:
@@ -252,7 +253,8 @@ class Supervisor:
             if doc.get(key) is not None:
                 env[f"NAI_{key.upper()}"] = str(doc[key])
         launches.append((doc["name"], r["run"], ReplicaStart(
-            self._where(doc, r), r["tree_id"], r["command"], owner, tuple(gpus), env)))
+            self._where(doc, r), r["tree_id"], r["command"], owner, tuple(gpus), env,
+            doc.get("memory"), doc.get("cpus"))))
 
     def _free_gpus(self, doc: Doc, count: int) -> tuple[int, ...] | None:
         found = service_gpus.free_gpus(self.runtime, self.store, self._docs, doc, count)

@@ -110,9 +110,11 @@ def endpoints(docs: Iterable[Doc], owners: Owners, host: ReplicaHost,
 
 
 def sweep(host: ReplicaHost, docs: Iterable[Doc]) -> list[str]:
-    """Remove the replica directories no service document names (those of removed
-    services, or left by a daemon killed before it removed them); their names."""
+    """Remove the replica directories and cgroups no service document names (those of
+    removed services, or left by a daemon killed before it removed them); the names
+    of the directories."""
     kept = {replica_dir(d, r) for d in docs for r in d["replica_docs"] if r.get("run")}
+    host.sweep_cgroups(kept)
     try:
         names = os.listdir(host.root)
     except OSError:

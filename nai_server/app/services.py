@@ -59,7 +59,8 @@ class Services:
         self.registry = registry
         self.clock = clock
         self.records = ServiceRecords(store)
-        self.host = ReplicaHost(config.state / "services", blobs, config.personal)
+        self.host = ReplicaHost(config.state / "services", blobs, config.personal,
+                                contain=runtime.contain)
         self.life = Supervisor(config, store, self.records, lock, self.host, runtime, clock)
         self.book = RequestBook()
         self.life.outstanding = self.book.outstanding
@@ -70,7 +71,7 @@ class Services:
         self._admission: dict[str, tuple[object, Doc, list[str]]] = {}
         # A model version a service serves is not removed under it.
         registry.serving = lambda model, numbers: checks.serving(
-            self.records.list(), model, numbers)
+            self.life.docs(), model, numbers)
 
     def _forget(self, name: str) -> None:
         self.book.forget(name)
@@ -132,6 +133,7 @@ class Services:
         given = body.model_fields_set
         gpus = body.gpus if body.gpus is not None else (serve.gpus or 0)
         memory = checks.gpu_memory(body.gpu_memory, serve, gpus, self._snapshot())
+        ram, cpus = checks.limits(self.config.jobs, serve)
         replicas = body.replicas if "replicas" in given or serve.replicas is None \
             else serve.replicas
         now = self.clock()
@@ -146,7 +148,7 @@ class Services:
                 "owner": {"group": body.group} if body.group else {"user": caller.user},
                 "user": caller.user, "model": ref.ref, "tree_id": ref.tree_id,
                 "command": serve.command, "health": serve.health, "gpus": gpus,
-                "gpu_memory": memory, "replicas": replicas,
+                "gpu_memory": memory, "memory": ram, "cpus": cpus, "replicas": replicas,
                 "visibility": body.visibility, "public": body.public,
                 "idle_timeout": body.idle_timeout if "idle_timeout" in given
                 else serve.idle_timeout,

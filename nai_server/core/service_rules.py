@@ -80,6 +80,8 @@ class Serve:
     health: str = DEFAULT_HEALTH
     gpus: int | None = None
     gpu_memory: int | None = None  # bytes free on each GPU, or the replica waits
+    memory: int | None = None  # each replica's cgroup limits, as a job's
+    cpus: float | None = None
     replicas: int | None = None
     idle_timeout: float | None = None
     max_batch: int | None = None
@@ -93,7 +95,7 @@ def parse_serve(raw: object) -> Serve:
     if not isinstance(raw, dict):
         raise ServeError("serve: must be a mapping (command, health, gpus, replicas, ...)")
     known = {"command", "health", "gpus", "gpu_memory", "replicas", "idle_timeout",
-             "max_batch", "max_wait_ms", "port"}
+             "max_batch", "max_wait_ms", "port", "memory", "cpus"}
     unknown = sorted(str(k) for k in raw if k not in known)
     if unknown:
         raise ServeError(f"serve: unknown key(s) {', '.join(unknown)}; known: "
@@ -107,6 +109,7 @@ def parse_serve(raw: object) -> Serve:
         raise ServeError("serve.health must be a path such as /health")
     return Serve(command=command, health=health,
                  gpus=_count(raw, "gpus", 64), gpu_memory=_size(raw, "gpu_memory"),
+                 memory=_size(raw, "memory"), cpus=_number(raw, "cpus", "a number of CPUs") or None,
                  replicas=_count(raw, "replicas", 64),
                  idle_timeout=_number(raw, "idle_timeout"),
                  max_batch=_count(raw, "max_batch", 4096),
@@ -134,12 +137,13 @@ def _size(raw: Mapping[str, Any], key: str) -> int | None:
         raise ServeError(f"serve.{key} must be a size such as 8G or 512M") from exc
 
 
-def _number(raw: Mapping[str, Any], key: str) -> float | None:
+def _number(raw: Mapping[str, Any], key: str, what: str = "a number of seconds"
+            ) -> float | None:
     value = raw.get(key)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ServeError(f"serve.{key} must be a number of seconds (0 or more)")
+        raise ServeError(f"serve.{key} must be {what} (0 or more)")
     return float(value)
 
 

@@ -1,8 +1,9 @@
 """Services' state stays bounded and the supervisor keeps slow work out of the lock,
 in process (personal mode, the supervisor stepped by the test): caps on services per
 user and tokens per service, stopped services removed in time with their directories,
-a model version a service serves kept from removal, placement by `gpu_memory`, and no
-user lookup, log read, signal or directory removal while the store's lock is held."""
+a model version a service serves kept from removal, placement by `gpu_memory`, the
+jobs' memory and CPU limits on replicas' cgroups, and no user lookup, log read,
+signal or directory removal while the store's lock is held."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from nai_server.api.app import create_app
 from nai_server.app.use_cases import UseCases
 from nai_server.config import load_config
 from nai_server.daemon import bootstrap
+from nai_server.host import cgroup_limits, contain
 from nai_server.host.gpus import FakeGpuInventory
 from nai_server.testing import AsPeer, upload_tree, wait_for
 
@@ -32,10 +34,11 @@ def serve_yaml(extra: str = "") -> bytes:
 
 
 class Rig:
-    def __init__(self, tmp: Path, gpus: list[int] | None = None, **services: Any) -> None:
+    def __init__(self, tmp: Path, gpus: list[int] | None = None,
+                 jobs: dict[str, Any] | None = None, **services: Any) -> None:
         cfg = load_config(None, mode="personal", state_dir=tmp / "state",
                           socket=tmp / "state" / "nai.sock", fake_gpus=len(gpus or [2, 2]),
-                          services={"probe_timeout": 5, **services})
+                          services={"probe_timeout": 5, **services}, jobs=jobs)
         sizes = [(f"GPU {i}", g << 30) for i, g in enumerate(gpus or [80, 80])]
         self.svc: UseCases = bootstrap(cfg, gpus=FakeGpuInventory(sizes))
         self.life = self.svc.services.life
@@ -65,8 +68,10 @@ class Rig:
     def close(self) -> None:
         for svc in self.api.get("/v1/services").json()["services"]:
             self.api.delete(f"/v1/services/{svc['name']}")
-        for _ in range(3):
-            self.step(10)
+        wait_for(lambda: not any(d["replica_docs"] for d in self.svc.services.records.list()),
+                 timeout=30, what="every replica gone", step=lambda: self.step(10))
+        wait_for(lambda: not self.life.host.leftover_cgroups, timeout=30,
+                 what="their cgroups gone", step=self.step)
         self.api.close()
         self.svc.close()
 
@@ -185,3 +190,53 @@ def test_no_slow_work_under_the_lock(rig: Rig) -> None:
              timeout=30, what="drained", step=lambda: rig.step(10))
     assert not list(host.root.iterdir())
     assert held == []
+
+
+def _enforced(controller: str) -> bool:
+    layout = contain.detect()
+    return controller in cgroup_limits.survey(layout.kind, layout.root)
+
+
+@pytest.mark.skipif(not _enforced("memory"), reason="no memory controller for cgroups here")
+def test_replicas_get_the_jobs_cgroup_limits(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, jobs={"default_memory": "256MiB", "max_memory": "1GiB",
+                              "default_cpus": 1})
+    try:
+        rig.model("m", serve_yaml("  memory: 2G\n"))
+        over = rig.serve("x")
+        assert over.status_code == 400 and "serve.memory" in over.text, over.text
+        rig.model("m", serve_yaml("  memory: 128M\n"))  # m@2 within the maximum
+        rig.model("m")  # m@3 names none: the jobs' default
+        assert rig.serve("a", model="m@2").status_code == 201
+        assert rig.serve("b", model="m@3").status_code == 201
+
+        def both_ready() -> list[dict[str, Any]] | None:
+            found = [rig.info(n) for n in ("a", "b")]
+            return found if all(f["state"] == "ready" for f in found) else None
+
+        found = wait_for(both_ready, timeout=60, what="ready", step=rig.step)
+        limits = rig.svc.runtime.contain.limits
+        names = []
+        for info, memory in zip(found, (128 << 20, 256 << 20), strict=True):
+            pid = info["replica_info"][0]["pid"]
+            groups = Path(f"/proc/{pid}/cgroup").read_text()
+            name = next(part.rsplit("/", 1)[1] for part in groups.split()
+                        if "/svc-" in part)
+            names.append(name)
+            if "memory" in limits.v2:
+                base = rig.svc.runtime.contain.base
+                assert base is not None
+                assert (base / name / "memory.max").read_text().strip() == str(memory)
+            else:
+                limit = limits.v1["memory"] / name / "memory.limit_in_bytes"
+                assert int(limit.read_text()) == memory
+        rig.api.delete("/v1/services/a")
+        wait_for(lambda: not rig.svc.services.records.get("a")["replica_docs"],  # type: ignore[index]
+                 timeout=30, what="drained", step=lambda: rig.step(10))
+        where = [*(p / names[0] for p in limits.v1.values())]
+        if rig.svc.runtime.contain.base is not None:
+            where.append(rig.svc.runtime.contain.base / names[0])
+        assert not any(p.exists() for p in where), where  # its cgroups went with it
+        assert all((p / names[1]).exists() for p in limits.v1.values())
+    finally:
+        rig.close()
