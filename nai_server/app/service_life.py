@@ -183,11 +183,11 @@ class Supervisor:
                 self._retire(r, now)
         for r in list(doc["replica_docs"]):
             if r.get("stopping"):
-                self._drain(doc, r, seen.get((doc["name"], r["run"])), now)
+                self._drain(doc, r, seen.get(replica_dir(doc, r)), now)
             elif r["state"] == _P:
                 self._place(doc, r, now, launches)
             else:
-                self._watch(doc, r, seen.get((doc["name"], r["run"])), now)
+                self._watch(doc, r, seen.get(replica_dir(doc, r)), now)
             if doc["state"] in SERVICE_TERMINAL and not terminal:  # it failed just now
                 return self._decide(doc, seen, now, launches)
         if not terminal:

@@ -50,7 +50,7 @@ class Seen:
     adopted: Handle | None = None  # recorded without a pid: the wrapper found running
 
 
-Observed = dict[tuple[str, int], Seen]
+Observed = dict[str, Seen]  # by replica run (its directory's name)
 
 
 class Watch:
@@ -68,7 +68,7 @@ class Watch:
         return {user: self.host.owner(user) for user in {d["user"] for d in docs}}
 
     def observe(self, docs: list[Doc], owners: Owners) -> Observed:
-        """(service, run) → Seen, for every replica run that was launched."""
+        """Replica run (its directory's name) → Seen, for every run launched."""
         work = [(doc, r, owners.get(doc["user"])) for doc in docs
                 for r in doc["replica_docs"]
                 if r.get("run") and (r.get("pid") or r["state"] != ServiceState.PENDING)]
@@ -90,7 +90,7 @@ class Watch:
             return Seen(status, healthy, why, tail)
 
         results = list(self._pool.map(look, work))
-        return {(d["name"], r["run"]): seen
+        return {replica_dir(d, r): seen
                 for (d, r, _), seen in zip(work, results, strict=True)}
 
 

@@ -240,3 +240,26 @@ def test_replicas_get_the_jobs_cgroup_limits(tmp_path: Path) -> None:
         assert all((p / names[1]).exists() for p in limits.v1.values())
     finally:
         rig.close()
+
+
+def test_the_job_tick_reads_the_service_documents_once(rig: Rig) -> None:
+    assert rig.serve("a", replicas=0).status_code == 201
+    made = rig.api.post("/v1/jobs", json={"spec": {"command": "sleep 30", "gpus": 1}})
+    assert made.status_code == 201, made.text
+    records = rig.svc.services.records
+    real, reads = records.list, []
+
+    def counted() -> list[dict[str, Any]]:
+        reads.append(1)
+        return real()
+
+    records.list = counted  # type: ignore[method-assign]
+    rig.svc.tick()  # foreign processes less replicas', and the GPUs they hold: one read
+    assert len(reads) == 1
+    with rig.svc.lock:
+        before = len(reads)
+        life = rig.svc.services.life
+        assert life.running() == [] and life.gpu_holders() == {}
+        assert len(reads) <= before + 1  # read again only if the store changed since
+    rig.api.delete(f"/v1/jobs/{made.json()['id']}")
+    rig.svc.tick()
