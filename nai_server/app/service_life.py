@@ -254,7 +254,7 @@ class Supervisor:
                 env[f"NAI_{key.upper()}"] = str(doc[key])
         launches.append((doc["name"], r["run"], ReplicaStart(
             self._where(doc, r), r["tree_id"], r["command"], owner, tuple(gpus), env,
-            doc.get("memory"), doc.get("cpus"))))
+            r.get("memory"), r.get("cpus"))))
 
     def _free_gpus(self, doc: Doc, count: int) -> tuple[int, ...] | None:
         found = service_gpus.free_gpus(self.runtime, self.store, self._docs, doc, count)
@@ -330,8 +330,8 @@ class Supervisor:
     def _roll_back(self, doc: Doc, old: Doc, why: str) -> None:
         """The new version did not become ready: serve the old one again."""
         new = doc["model"]
-        for key in ("model", "tree_id", "command", "health"):
-            doc[key] = old[key]
+        for key in ("model", "tree_id", "command", "health", "memory", "cpus"):
+            doc[key] = old.get(key)
         doc["message"] = f"update to {new} rolled back: {why}"
         now = self.clock()
         for r in live(doc):

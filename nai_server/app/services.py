@@ -166,9 +166,12 @@ class Services:
 
     def update(self, caller: Caller, name: str, body: ServiceUpdate) -> ServiceInfo:
         ref = serve = None
+        ram: int | None = None
+        cpus: float | None = None
         if body.model is not None:
             ref = self.registry.resolve(caller, "model", body.model)
             serve = checks.serve_section(self.blobs, ref.tree_id, ref.ref)
+            ram, cpus = checks.limits(self.config.jobs, serve)
         with self.lock:
             doc = self._writable(caller, name, "update")
             if doc["state"] in SERVICE_TERMINAL:
@@ -182,7 +185,8 @@ class Services:
                         f"service {name!r} runs as {doc['user']}: only they may change its "
                         f"model; stop it and `nai serve` the version you want as yourself")
                 doc.update(model=ref.ref, tree_id=ref.tree_id, command=serve.command,
-                           health=serve.health, message=None, rollout_at=self.clock())
+                           health=serve.health, memory=ram, cpus=cpus, message=None,
+                           rollout_at=self.clock())
             if body.replicas is not None:
                 self._check_quota(doc["user"], doc["owner"].get("group"), doc["gpus"],
                                   body.replicas)

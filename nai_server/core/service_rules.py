@@ -203,7 +203,8 @@ def new_replica(doc: dict[str, Any]) -> dict[str, Any]:
     index = next(i for i in range(len(used) + 1) if i not in used)
     r = {"index": index, "run": 0, "state": str(ServiceState.PENDING), "gpus": [],
          "gpus_wanted": doc["gpus"], "model": doc["model"], "tree_id": doc["tree_id"],
-         "command": doc["command"], "health": doc["health"], "pid": None,
+         "command": doc["command"], "health": doc["health"], "memory": doc.get("memory"),
+         "cpus": doc.get("cpus"), "pid": None,
          "pid_start": None, "started_at": None, "ready_at": None, "restarts": 0,
          "message": None}
     doc["replica_docs"].append(r)

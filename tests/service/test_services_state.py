@@ -230,6 +230,21 @@ def test_replicas_get_the_jobs_cgroup_limits(tmp_path: Path) -> None:
             else:
                 limit = limits.v1["memory"] / name / "memory.limit_in_bytes"
                 assert int(limit.read_text()) == memory
+        moved = rig.api.patch("/v1/services/b", json={"model": "m@2"})  # rolls to 128M
+        assert moved.status_code == 200, moved.text
+
+        def rolled() -> dict[str, Any] | None:
+            found = rig.info("b")["replica_info"]
+            return found[0] if [r["model"] for r in found] == ["m@2"] and \
+                found[0]["state"] == "ready" else None
+
+        pid = wait_for(rolled, timeout=60, what="rolled", step=rig.step)["pid"]
+        groups = Path(f"/proc/{pid}/cgroup").read_text()
+        rolled_name = next(part.rsplit("/", 1)[1] for part in groups.split()
+                           if "/svc-" in part)
+        if "memory" in limits.v1:
+            limit = limits.v1["memory"] / rolled_name / "memory.limit_in_bytes"
+            assert int(limit.read_text()) == 128 << 20
         rig.api.delete("/v1/services/a")
         wait_for(lambda: not rig.svc.services.records.get("a")["replica_docs"],  # type: ignore[index]
                  timeout=30, what="drained", step=lambda: rig.step(10))
@@ -237,7 +252,7 @@ def test_replicas_get_the_jobs_cgroup_limits(tmp_path: Path) -> None:
         if rig.svc.runtime.contain.base is not None:
             where.append(rig.svc.runtime.contain.base / names[0])
         assert not any(p.exists() for p in where), where  # its cgroups went with it
-        assert all((p / names[1]).exists() for p in limits.v1.values())
+        assert all((p / rolled_name).exists() for p in limits.v1.values())
     finally:
         rig.close()
 
