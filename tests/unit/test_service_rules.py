@@ -86,7 +86,7 @@ def test_serve_sizes_and_limits() -> None:
     serve = rules.parse_serve({"gpu_memory": "8G", "memory": "512M", "cpus": 2})
     assert (serve.gpu_memory, serve.memory, serve.cpus) == (8 << 30, 512 << 20, 2.0)
     for bad in ({"gpu_memory": "lots"}, {"memory": True}, {"cpus": "two"}):
-        with pytest.raises(rules.ServeError, match="serve."):
+        with pytest.raises(rules.ServeError, match=r"serve\."):
             rules.parse_serve(bad)
 
 
