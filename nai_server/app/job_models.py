@@ -71,6 +71,9 @@ class JobModels:
                 "name": body.metric, "direction": directions[body.metric]}
         if body.with_code:
             metadata["finetune_command"] = job["spec"]["command"]
+        else:  # the outputs of `nai finetune`: fine-tuned again by the same code
+            metadata.update(self.registry.finetune_origin(
+                pins["model"], job.get("code_tree"), job["spec"]["command"]))
         where = f" ({body.path})" if body.path else ""
         called = f" ({job['spec']['name']})" if job["spec"].get("name") else ""
         return self.registry.register_output(
