@@ -150,8 +150,14 @@ def _add_run_commands(add: Add) -> None:
 
 def _add_outcome_options(p: argparse.ArgumentParser) -> None:
     """What happens once a submitted job runs: its outputs as a model, its log followed."""
+    from nai_tui.cli.commands import metric_choice
+
     p.add_argument("--register-model", metavar="NAME",
                    help="on success, make the job's outputs a new version of this model")
+    p.add_argument("--register-metric", metavar="METRIC[:min|:max]", type=metric_choice,
+                   help="the metric that matters for that version (nai.yaml's "
+                   "register_metric): shown first with its best value; :min or :max says "
+                   "which way is better when the name does not (loss, error... are min)")
     p.add_argument("--follow", action="store_true",
                    help="stream the log and exit with the job's exit code")
     p.add_argument("--cancel-on-interrupt", action="store_true",

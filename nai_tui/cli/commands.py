@@ -85,7 +85,19 @@ def submit_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """`nai submit`'s flags that change the spec."""
     return {"gpus": args.gpus, "time_limit": args.time_limit, "name": args.name,
             "dataset": args.dataset, "model": args.model, "env": args.env or None,
-            "command": args.command, "register_model": args.register_model}
+            "command": args.command, "register_model": args.register_model,
+            "register_metric": args.register_metric}
+
+
+def metric_choice(text: str) -> str | dict[str, str]:
+    """`--register-metric`: `val_ppl`, or `val_ppl:min` / `val_acc:max` (the spec's
+    `{name: val_ppl, direction: min}`)."""
+    name, colon, direction = text.rpartition(":")
+    if colon and direction in ("min", "max"):
+        if not name:
+            raise argparse.ArgumentTypeError(f"{text!r}: name the metric, e.g. val_loss:min")
+        return {"name": name, "direction": direction}
+    return text
 
 
 def cmd_submit(args: argparse.Namespace, client: ServerClient) -> int:
@@ -142,7 +154,7 @@ def cmd_finetune(args: argparse.Namespace, client: ServerClient) -> int:
     spec = {"name": args.name or f"finetune-{name}", "command": command,
             "model": ref, "dataset": args.dataset,
             "gpus": args.gpus, "time_limit": args.time_limit,
-            "register_model": args.register_model}
+            "register_model": args.register_model, "register_metric": args.register_metric}
     spec = {k: v for k, v in spec.items() if v is not None}
     held = version.metadata.get("finetune_code")
     if not isinstance(held, str) or not held:
