@@ -209,7 +209,8 @@ def easy(
             break
     if head is not None:
         _behind(head, rest, resources, now, starts, waiting)
-    return Plan(starts=tuple(starts), waiting=waiting, est_start=est_start, preempt=tuple(stopped))
+    return Plan(starts=tuple(starts), waiting=waiting, est_start=est_start, preempt=tuple(stopped),
+                head=job.id if head is not None else None)
 
 
 def _start_or_why(

@@ -25,6 +25,7 @@ from nai_server.app.registry import Registry
 from nai_server.app.usage import UsageBook
 from nai_server.config import ServerConfig
 from nai_server.core import scheduling as sched
+from nai_server.core import wait_words
 from nai_server.core.job import Job, Stop
 from nai_server.core.spec import parse_size
 from nai_server.core.states import ACTIVE, JobState, transition
@@ -64,6 +65,8 @@ class TickState:
     foreign: Foreign = field(default_factory=dict)  # by GPU: see gpu_watch
     waiting: dict[int, str] = field(default_factory=dict)
     est_start: dict[int, float] = field(default_factory=dict)
+    head: int | None = None  # the waiting job free GPUs are kept for (backfill's head)
+    kept: str | None = None  # what they are kept for, in words (core.wait_words)
 
 
 class JobRuntime:
@@ -333,7 +336,8 @@ class JobRuntime:
         # The fair-share book (app/usage.py) reads the store's job documents as they are:
         # those of jobs that ran (it passes over a queued job that never did).
         documents = self._documents(j.id for j in hot if j.state != JobState.QUEUED or j.runs)
-        plan = sched.plan(self._planned(queued), cluster, now,
+        planned = self._planned(queued)
+        plan = sched.plan(planned, cluster, now,
                           finished=self._finished_deps(queued),
                           policy=self.config.scheduler.policy,
                           accounting=self.usage.accounting(now, documents), tuning=self.tuning)
@@ -354,6 +358,11 @@ class JobRuntime:
             self._launch(by_id[start.job_id], start.gpus, snapshot, now)
         self.state.waiting = waiting
         self.state.est_start = est_start
+        head = (None if plan.head is None
+                else next((q for q in planned if q.id == plan.head), None))
+        self.state.kept = (None if head is None
+                           else wait_words.kept_for(head, cluster, plan.starts, now))
+        self.state.head = plan.head
 
     def _planned(self, queued: list[Job]) -> list[sched.QueuedJob]:
         """The queued jobs as the planner sees them. A job's record is the same object

@@ -239,6 +239,7 @@ def cmd_show(args: argparse.Namespace, client: ServerClient) -> int:
     lines = [f"job {job.id}: {job.name}", f"  user:      {job.user}" +
              (f" (group {job.group})" if job.group else ""),
              f"  state:     {job.state}" + (f", waiting: {job.reason}" if job.reason else ""),
+             *([f"  why:       {job.why}"] if job.why else []),
              f"  command:   {job.spec.get('command')}",
              f"  gpus:      {output.gpus_cell(job)}",
              f"  submitted: {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(job.submitted_at))}",

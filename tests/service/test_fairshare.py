@@ -265,3 +265,19 @@ def test_hours_used_in_a_rolling_period() -> None:
     runs = [Run(1, ("user:a",), 0.0, 2 * HOUR, 2), Run(2, ("user:a",), 20 * HOUR, None, 1)]
     used = hours_used(runs, 25 * HOUR, {"user:a": DAY, "user:b": DAY})
     assert used == {"user:a": pytest.approx(1 * 2 + 5), "user:b": 0.0}
+
+
+def test_a_job_kept_from_a_free_gpu_is_told_why(server: Server) -> None:
+    running = server.submit(server.gated("a"), gpus=1, time_limit="1h")
+    server.wait(running, "running")
+    wide = server.submit("true", gpus=2, time_limit="1h")
+    long = server.submit("true", gpus=1, time_limit="2h")  # would hold GPU 1 past then
+    server.service.tick()
+    words = f"GPU 1 is kept for job {wide} (2 GPUs), which starts when job {running} ends"
+    info = server.job(long)
+    assert (info["state"], info["reason"], info["why"]) == ("queued", "Priority", words)
+    assert server.job(wide)["why"] == words
+    assert server.job(running)["why"] is None
+    server.open("a")
+    server.wait(wide, *ENDED)
+    assert server.job(long)["why"] is None
