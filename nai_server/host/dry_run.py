@@ -20,7 +20,8 @@ def estimate(runtime: JobRuntime, job: Job, now: float) -> Estimate:
         queued = [j for j in hot if j.state == JobState.QUEUED]
         documents = runtime._documents(
             j.id for j in hot if j.state != JobState.QUEUED or j.runs)
-        accounting = runtime.usage.accounting(now, documents)
+        accounting = runtime.run_times.with_predictions(
+            runtime.usage.accounting(now, documents), hot)
         finished = runtime._finished_deps([*queued, job])
     # The tick's own view: GPUs that service replicas hold are held here too.
     cluster = runtime.cluster_view(now, active, runtime.state.snapshot or runtime.gpus.probe())

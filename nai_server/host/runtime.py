@@ -22,6 +22,7 @@ from typing import Any
 from nai_server.app.accounts import Caller
 from nai_server.app.ports import JobStore
 from nai_server.app.registry import Registry
+from nai_server.app.run_times import RunTimes
 from nai_server.app.usage import UsageBook
 from nai_server.config import ServerConfig
 from nai_server.core import scheduling as sched
@@ -101,6 +102,7 @@ class JobRuntime:
         self.gpu_note: str | None = None
         self.tuning = config.scheduler.fairshare.tuning()
         self.usage = UsageBook(store, self.tuning.half_life)
+        self.run_times = RunTimes(store)  # run-time predictions, for est_start
         self._last_archive = 0.0
         limits = config.jobs
         # Jobs whose process ended and whose outputs are being collected, outside the
@@ -340,7 +342,9 @@ class JobRuntime:
         plan = sched.plan(planned, cluster, now,
                           finished=self._finished_deps(queued),
                           policy=self.config.scheduler.policy,
-                          accounting=self.usage.accounting(now, documents), tuning=self.tuning)
+                          accounting=self.run_times.with_predictions(
+                              self.usage.accounting(now, documents), hot),
+                          tuning=self.tuning)
         waiting = {k: str(v) for k, v in plan.waiting.items()}
         est_start = dict(plan.est_start)
         by_id = {j.id: j for j in queued}

@@ -281,3 +281,23 @@ def test_a_job_kept_from_a_free_gpu_is_told_why(server: Server) -> None:
     server.open("a")
     server.wait(wide, *ENDED)
     assert server.job(long)["why"] is None
+
+
+def test_est_start_counts_on_run_times_learned_from_finished_jobs(server: Server) -> None:
+    first = server.submit(server.gated("a"), gpus=1, time_limit="1h")
+    server.wait(first, "running")
+    server.now[0] += 360  # a tenth of its limit
+    server.open("a")
+    server.wait(first, "succeeded")
+    running = server.submit(server.gated("b"), gpus=1, time_limit="10h")
+    started = server.wait(running, "running")["started_at"]
+    wide = server.submit("true", gpus=2, time_limit="10h")
+    server.service.tick()
+    # By its limit job `running` ends in 10 h; by what this user's jobs use, in 1 h.
+    assert server.job(wide)["est_start"] == pytest.approx(started + HOUR)
+    dry = server.api.post("/v1/jobs?dry_run=1",
+                          json={"spec": {"command": "true", "gpus": 2, "time_limit": "10h"}})
+    assert dry.status_code == 200, dry.text
+    # Behind `wide`, which is expected to run an hour of its ten.
+    assert dry.json()["est_start"] == pytest.approx(started + 2 * HOUR)
+    server.open("b")
