@@ -246,8 +246,10 @@ def _add_personal_commands(add: Add) -> None:
     p = add("up", setup.cmd_up, "start a personal nai-server on this machine", remote=False,
             no_json="`nai up` prints no data")
     p.add_argument("--fake-gpus", type=int, metavar="N", help="pretend to have N GPUs")
-    add("down", setup.cmd_down, "stop the personal nai-server", remote=False,
-        no_json="`nai down` prints no data")
+    setup.place_flags(p, "where it keeps its database, blobs and jobs")
+    p = add("down", setup.cmd_down, "stop the personal nai-server", remote=False,
+            no_json="`nai down` prints no data")
+    setup.place_flags(p)
     p = add("demo", setup.cmd_demo, "run an example job end to end on a personal server",
             remote=False, no_json="`nai demo` shows a job's log, which is not JSON")
     p.add_argument("dir", nargs="?", help="job folder (default: a small regression that needs "
