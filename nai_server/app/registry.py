@@ -213,28 +213,6 @@ class Registry:
                 name=name, group=group, **body.model_dump()), own_tree=True)
             return entry.versions[-1]
 
-    def finetune_origin(self, model: str | None, code_tree: str | None, command: str) -> Doc:
-        """What a model version made of a job's outputs inherits so that `nai finetune`
-        can run again on it: when the job ran the fine-tuning code of its pinned model
-        version `model` (name@N, as `nai finetune` does), that command and the version
-        whose files hold the code (`finetune_code`), since the outputs are weights, not
-        code. Empty for any other job."""
-        if model is None or code_tree is None:
-            return {}
-        with self.lock:
-            held = rules.finetune_code(self._pinned_model(model), model.partition("@")[0])
-            holder = self._pinned_model(held) if held else None
-        if holder is None or holder["tree_id"] != code_tree:
-            return {}
-        return {"finetune_command": command, "finetune_code": held}
-
-    def _pinned_model(self, ref: str) -> Doc | None:
-        """Model version `name@N`, marked for deletion or not (a job pinned it)."""
-        name, _, number = ref.partition("@")
-        doc = self.store.get_registry_entry("model", name)
-        found = rules.find_version(doc, number, deleted=True) if doc else None
-        return dict(found) if found is not None else None
-
     # --- changes ----------------------------------------------------------------------
 
     def _tree_stats(self, caller: Caller, tree_id: str, own_tree: bool) -> tuple[int, int]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from nai_server.app.accounts import Caller
+from nai_server.app.finetune_origin import finetune_origin
 from nai_server.app.ports import JobStore
 from nai_server.app.registry import Registry
 from nai_server.core.job import Job, Run, Stop
@@ -86,8 +87,8 @@ class JobEndings:
         try:
             metadata = mounts.output_metadata(job, self.job_dir(job.id))
             if kind == "model":  # a fine-tuned model can be fine-tuned again
-                metadata.update(self.registry.finetune_origin(
-                    mounts.pinned(job, "model"), job.code_tree, job.spec.command))
+                metadata.update(finetune_origin(self.registry, mounts.pinned(job, "model"),
+                                                job.code_tree, job.spec.command))
             version = self.registry.register_output(
                 self.caller_for(job.user), name, output_tree, group=job.group,
                 description=f"outputs of job {job.id} ({job.name})",
