@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from nai_server.app.accounts import Caller
+from nai_server.app.finetune_origin import finetune_origin
 from nai_server.app.jobs import Jobs
 from nai_server.app.registry import Registry
 from nai_server.core import trees
@@ -71,6 +72,9 @@ class JobModels:
                 "name": body.metric, "direction": directions[body.metric]}
         if body.with_code:
             metadata["finetune_command"] = job["spec"]["command"]
+        else:  # the outputs of `nai finetune`: fine-tuned again by the same code
+            metadata.update(finetune_origin(self.registry, pins["model"], job.get("code_tree"),
+                                            job["spec"]["command"]))
         where = f" ({body.path})" if body.path else ""
         called = f" ({job['spec']['name']})" if job["spec"].get("name") else ""
         return self.registry.register_output(

@@ -262,7 +262,9 @@ class Jobs:
         return (*self.store.generation(), state.waiting, state.est_start)
 
     def show(self, caller: Caller, job_id: int) -> JobInfo:
-        return self._info(caller, self._fetch(job_id))
+        info, state = self._info(caller, self._fetch(job_id)), self.runtime.state
+        kept = info.reason == "Priority" or (info.state == "queued" and info.id == state.head)
+        return info.model_copy(update={"why": state.kept}) if kept else info
 
     def cancel(self, caller: Caller, job_id: int) -> JobInfo:
         with self.lock:

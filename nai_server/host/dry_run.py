@@ -19,6 +19,7 @@ def estimate(runtime: JobRuntime, job: Job, now: float) -> Estimate:
         queued = [j for j in hot if j.state == JobState.QUEUED]
         # The tick's own view: GPUs that service replicas hold are held here too.
         _, cluster, accounting = runtime.plan_inputs(now, hot)
+        accounting = runtime.run_times.with_predictions(accounting, hot)
         finished = runtime._finished_deps([*queued, job])
     # An id no job of the plan has: it orders last among jobs submitted at `now`.
     candidate = dataclasses.replace(

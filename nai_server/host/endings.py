@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from nai_server.app.accounts import Caller
+from nai_server.app.finetune_origin import finetune_origin
 from nai_server.app.ports import JobStore
 from nai_server.app.registry import Registry
 from nai_server.core.job import Job, Run, Stop
@@ -84,10 +85,14 @@ class JobEndings:
         if output_tree is None:
             return {"message": f"not registered as {kind} {name}: no outputs collected"}
         try:
+            metadata = mounts.output_metadata(job, self.job_dir(job.id))
+            if kind == "model":  # a fine-tuned model can be fine-tuned again
+                metadata.update(finetune_origin(self.registry, mounts.pinned(job, "model"),
+                                                job.code_tree, job.spec.command))
             version = self.registry.register_output(
                 self.caller_for(job.user), name, output_tree, group=job.group,
                 description=f"outputs of job {job.id} ({job.name})",
-                metadata=mounts.output_metadata(job, self.job_dir(job.id)), kind=kind)
+                metadata=metadata, kind=kind)
         except Exception as exc:
             log.warning("job %s: outputs not registered as %s %s: %s", job.id, kind, name, exc)
             return {"message": f"not registered as {kind} {name}: "

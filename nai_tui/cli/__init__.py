@@ -150,8 +150,14 @@ def _add_run_commands(add: Add) -> None:
 
 def _add_outcome_options(p: argparse.ArgumentParser) -> None:
     """What happens once a submitted job runs: its outputs as a model, its log followed."""
+    from nai_tui.cli.commands import metric_choice
+
     p.add_argument("--register-model", metavar="NAME",
                    help="on success, make the job's outputs a new version of this model")
+    p.add_argument("--register-metric", metavar="METRIC[:min|:max]", type=metric_choice,
+                   help="the metric that matters for that version (nai.yaml's "
+                   "register_metric): shown first with its best value; :min or :max says "
+                   "which way is better when the name does not (loss, error... are min)")
     p.add_argument("--follow", action="store_true",
                    help="stream the log and exit with the job's exit code")
     p.add_argument("--cancel-on-interrupt", action="store_true",
@@ -240,8 +246,10 @@ def _add_personal_commands(add: Add) -> None:
     p = add("up", setup.cmd_up, "start a personal nai-server on this machine", remote=False,
             no_json="`nai up` prints no data")
     p.add_argument("--fake-gpus", type=int, metavar="N", help="pretend to have N GPUs")
-    add("down", setup.cmd_down, "stop the personal nai-server", remote=False,
-        no_json="`nai down` prints no data")
+    setup.place_flags(p, "where it keeps its database, blobs and jobs")
+    p = add("down", setup.cmd_down, "stop the personal nai-server", remote=False,
+            no_json="`nai down` prints no data")
+    setup.place_flags(p)
     p = add("demo", setup.cmd_demo, "run an example job end to end on a personal server",
             remote=False, no_json="`nai demo` shows a job's log, which is not JSON")
     p.add_argument("dir", nargs="?", help="job folder (default: a small regression that needs "
