@@ -7,14 +7,13 @@ people's labels, each under the name of who made it."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from conftest import BIN, Daemon, UnixUser, needs_root  # type: ignore[import-not-found]
+from conftest import Daemon, UnixUser, needs_root  # type: ignore[import-not-found]
+from plug_support import nai_as  # type: ignore[import-not-found]
 from test_annotate_daemon import annotating, ended, started  # type: ignore[import-not-found]
 
 __all__ = ["annotating"]  # a fixture: the daemon, alice, bob and the dataset `photos`
@@ -24,23 +23,6 @@ pytestmark = [needs_root, pytest.mark.skipif(
 # As root in a container: no sandbox, no GPU, nothing fetched on the side.
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-def as_user(user: UnixUser, *args: str, socket: Path) -> subprocess.Popen[str]:
-    """`nai ARGS` run as `user`, whose only server is the daemon's local socket."""
-    config = user.home / ".config" / "nai" / "config.yaml"
-    if not config.exists():
-        config.parent.mkdir(parents=True)
-        config.write_text(f'default: here\nservers:\n  here: {{url: "local:{socket}"}}\n')
-        for path in (user.home / ".config", config.parent, config):
-            os.chown(path, user.uid, user.gid)
-    env = {"HOME": str(user.home), "USER": user.name, "PATH": f"{BIN}:/usr/bin:/bin",
-           "LANG": "C.UTF-8", **({"PYTHONPATH": os.environ["PYTHONPATH"]}
-                                 if "PYTHONPATH" in os.environ else {})}
-    return subprocess.Popen([str(BIN / "nai"), *args], user=user.uid, group=user.gid,
-                            extra_groups=[], env=env, cwd=user.home, text=True,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
 
 
 @pytest.fixture
@@ -59,8 +41,8 @@ def forwards() -> Iterator[list[subprocess.Popen[str]]]:
 def opened(daemon: Daemon, user: UnixUser, job_id: int,
            forwards: list[subprocess.Popen[str]]) -> str:
     """The local address where `user`'s own `nai dataset annotate --open` serves the app."""
-    proc = as_user(user, "dataset", "annotate", "--open", str(job_id), "--port", "0",
-                   socket=daemon.socket)
+    proc = nai_as(user, "dataset", "annotate", "--open", str(job_id), "--port", "0",
+                  socket=daemon.socket, wait=False)
     forwards.append(proc)
     assert proc.stdout is not None and proc.stderr is not None
     url = proc.stdout.readline().strip()

@@ -17,7 +17,7 @@ from nai_server.plugins.contracts import GROUPS
 
 ROOT = Path(__file__).resolve().parents[2]
 PLUGINS = sorted(p.parent for p in (ROOT / "plugins").glob("*/pyproject.toml"))
-FIRST_PARTY = {"split", "dedupe", "labels", "default_time_limit", "max_time_limit",
+FIRST_PARTY = {"split", "dedupe", "images", "labels", "default_time_limit", "max_time_limit",
                "max_gpus_per_user", "webhook", "email", "notify_file"}
 
 
