@@ -61,9 +61,11 @@ class _ShowVersion(argparse.Action):
 Add = Callable[..., argparse.ArgumentParser]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for `argv` (the plugins' commands are read only if it may need them);
+    for any command line when None."""
     from nai_tui.cli.contract import EPILOG, json_flag
-    from nai_tui.cli.plugin_commands import add_plugin_commands
+    from nai_tui.cli.plugin_commands import add_plugin_commands, command_in
     from nai_tui.cli.registry_commands import add_registry_commands
     from nai_tui.cli.services import add_service_commands
 
@@ -93,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_registry_commands(sub)
     add_service_commands(sub, add)
     _add_completion_command(add)
-    add_plugin_commands(add, sub)  # last: a plugin never shadows a built-in command
+    add_plugin_commands(add, sub, command_in(argv))  # last: never shadows a built-in
     return parser
 
 
@@ -269,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     from nai_tui.cli.output import err
     from nai_tui.config import ClientConfig
 
-    parser = build_parser()
+    parser = build_parser(args_list)
     args = parser.parse_args(args_list)
     contract.check_json(parser, args)
     if args.subcommand is None:
