@@ -9,8 +9,9 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from nai_plugins import images
 from PIL import Image
+
+from nai_plugins import images
 
 
 def digests(root: Path) -> dict[str, str]:
