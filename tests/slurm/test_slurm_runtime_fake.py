@@ -26,6 +26,7 @@ class ScriptedSlurm:
         self.queue: dict[int, SlurmJob] = {}  # what squeue shows
         self.accounting: dict[int, SlurmJob] = {}  # what sacct shows
         self.sacct_fails = False
+        self.asked: list[tuple[list[int], list[str]]] = []  # each squeue's ids and names
         self.submitted: list[list[str]] = []
         self.cancelled: list[tuple[int, str | None]] = []
         self.lock = threading.Lock()  # sbatch may be called from several threads
@@ -41,8 +42,12 @@ class ScriptedSlurm:
             self.queue[slurm_id] = SlurmJob(slurm_id, name, 0, "PENDING", reason="Priority")
         return slurm_id
 
-    def jobs(self) -> dict[int, SlurmJob]:
-        return dict(self.queue)
+    def jobs(self, slurm_ids: list[int] = (), names: list[str] = ()) -> dict[int, SlurmJob]:  # type: ignore[assignment]
+        """squeue, asked for these jobs (without a filter: all of them)."""
+        self.asked.append((list(slurm_ids), list(names)))
+        if not slurm_ids and not names:
+            return dict(self.queue)
+        return {i: j for i, j in self.queue.items() if i in slurm_ids or j.name in names}
 
     def ended(self, slurm_ids: list[int]) -> dict[int, SlurmJob]:
         if self.sacct_fails:
@@ -151,3 +156,32 @@ def test_a_server_without_slurm_refuses_several_nodes(tmp_path: Path) -> None:
     with pytest.raises(Invalid, match="nodes: 2 needs a server that runs jobs on Slurm"):
         local.jobs.submit(Caller("root", uid=0, admin=True),
                           spec_from_dict({"command": "x", "nodes": 2}), None)
+
+
+def test_the_poll_asks_slurm_for_this_daemons_jobs_only(service: UseCases) -> None:
+    """A cluster's queue holds everyone's jobs: each poll asks squeue for the Slurm ids
+    of this daemon's jobs (and the names of those killed mid-submit), never the whole
+    queue, and a job nai cancelled while Slurm still held it is watched until Slurm
+    ends it."""
+    slurm: ScriptedSlurm = service.runtime.slurm  # type: ignore[attr-defined]
+    foreign = SlurmJob(7, "someone-elses", 1234, "RUNNING", start=time.time(), nodes="n1")
+    slurm.queue[7] = foreign
+    root = Caller("root", uid=0, admin=True)
+    kept, cancelled = (service.jobs.submit(root, spec_from_dict({"command": "x"}), None).id
+                       for _ in range(2))
+    service.tick()
+    by_job = {int(j.name.split("-")[2]): i for i, j in slurm.queue.items() if i != 7}
+    slurm.set(by_job[kept], "RUNNING", start=time.time(), nodes="n1")
+    assert _job(service, kept)[0] == JobState.RUNNING
+    assert 7 not in service.runtime.view  # type: ignore[attr-defined]
+    assert slurm.asked and all(7 not in ids for ids, _ in slurm.asked)
+    assert {i for ids, _ in slurm.asked for i in ids} == set(by_job.values())
+
+    service.jobs.cancel(root, cancelled)  # still pending in Slurm
+    wait_for(lambda: (by_job[cancelled], None) in slurm.cancelled or service.tick(),
+             what="the cancelled job's Slurm job to be cancelled")
+    slurm.set(by_job[cancelled], "CANCELLED", end=time.time())
+    service.tick()
+    slurm.asked.clear()
+    service.tick()
+    assert slurm.asked == [([by_job[kept]], [])]  # no longer the ended one's

@@ -25,6 +25,7 @@ log = logging.getLogger("nai.slurm")
 SBIN = ("/usr/bin", "/usr/local/bin", "/usr/sbin", "/opt/slurm/bin")
 MAX_OUTPUT = 64 << 20  # bytes of squeue's JSON read at most (a very busy cluster)
 SACCT_BATCH = 200  # job ids per sacct call
+SQUEUE_BATCH = 500  # job ids (or names) per squeue call
 
 
 class SlurmError(Exception):
@@ -78,10 +79,33 @@ class SlurmClient:
         """sbatch; the new job's Slurm id. `env` is exported to the job (--export=ALL)."""
         return slurm_text.parse_sbatch(self.run(argv, stdin=script, env=env))
 
-    def jobs(self) -> dict[int, SlurmJob]:
-        """Every job slurmctld still knows, pending, running or recently ended (22.05's
-        `squeue --json` ignores filters: the caller picks its own)."""
-        return slurm_text.parse_squeue_json(self.run(["squeue", "--json", "--states=all"]))
+    def jobs(self, slurm_ids: Iterable[int] = (), names: Iterable[str] = ()
+             ) -> dict[int, SlurmJob]:
+        """What squeue says of these jobs (by id) and of the jobs with these names, in
+        any state it still remembers: only those, however long the cluster's queue (the
+        text form: 22.05's `squeue --json` ignores --jobs and --name). Ended jobs come
+        without their exit codes (see `ended`)."""
+        found: dict[int, SlurmJob] = {}
+        for flag, values in (("--jobs", [str(i) for i in sorted(set(slurm_ids))]),
+                             ("--name", sorted(set(names)))):
+            for at in range(0, len(values), SQUEUE_BATCH):
+                argv = ["squeue", "--noheader", "--states=all",
+                        f"--Format={slurm_text.SQUEUE_FORMAT}",
+                        f"{flag}={','.join(values[at:at + SQUEUE_BATCH])}"]
+                try:
+                    text = self.run(argv)
+                except SlurmError as exc:
+                    # Every id of the batch forgotten: squeue calls that an error.
+                    if flag == "--jobs" and "Invalid job id" in str(exc):
+                        continue
+                    raise
+                found.update(slurm_text.parse_squeue_text(text, epoch=_epoch))
+        return found
+
+    def queue(self) -> dict[int, SlurmJob]:
+        """Every job slurmctld still knows, with the GPUs running ones hold (`nai gpus`
+        only: this reads the whole queue, 22.05's JSON ignoring filters)."""
+        return slurm_text.parse_squeue_json(self.run(["squeue", "--json", "--states=RUNNING"]))
 
     def ended(self, slurm_ids: Iterable[int]) -> dict[int, SlurmJob]:
         """What accounting says of jobs squeue has forgotten."""

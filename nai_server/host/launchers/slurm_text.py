@@ -129,6 +129,32 @@ def _squeue_job(raw: Any) -> SlurmJob | None:
         gres=tuple(g for g in gres if isinstance(g, str))[:4096] if isinstance(gres, list) else ())
 
 
+# `squeue --noheader --Format=...` (text, not --json: 22.05's JSON ignores --jobs and
+# --name and so reads the whole queue). The name comes last, as with sacct.
+SQUEUE_FIELDS = ("JobID", "State", "Reason", "UserID", "StartTime", "EndTime", "NodeList",
+                 "Name")
+SQUEUE_FORMAT = ",".join(f"{f}:|" for f in SQUEUE_FIELDS[:-1]) + f",{SQUEUE_FIELDS[-1]}:"
+
+
+def parse_squeue_text(text: str, epoch: Any = None) -> dict[int, SlurmJob]:
+    """`squeue --noheader --Format=<SQUEUE_FORMAT>`: the jobs by Slurm id, without
+    their exit codes (squeue's text has none: an ended job's comes from sacct)."""
+    jobs: dict[int, SlurmJob] = {}
+    for line in text.splitlines():
+        fields = line.split("|", len(SQUEUE_FIELDS) - 1)
+        if len(fields) != len(SQUEUE_FIELDS) or not fields[0].isdigit() or len(fields[0]) > 18:
+            continue
+        slurm_id, state, reason, uid, start, end, nodes, name = fields
+        state = _state(state)
+        when = epoch or (lambda _: None)
+        jobs[int(slurm_id)] = SlurmJob(
+            slurm_id=int(slurm_id), name=name, uid=int(uid) if uid.isdigit() else None,
+            state=state, reason=reason[:MAX_REASON],
+            start=when(start) if state not in PENDING_STATES else None,
+            end=when(end) if phase(state) == "ended" else None, nodes=nodes)
+    return jobs
+
+
 SACCT_FIELDS = ("JobIDRaw", "State", "ExitCode", "UID", "Start", "End", "NodeList", "JobName")
 
 
