@@ -178,9 +178,10 @@ def _error(out: BinaryIO, message: str) -> None:
     out.write(struct.pack(">II", ERROR, len(data)) + data)
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], out: BinaryIO | None = None) -> int:
+    """List `argv[0]` (at most `argv[1]` entries) and send it to `out` (stdout)."""
     path, max_entries = argv[0], int(argv[1])
-    out = sys.stdout.buffer
+    out = sys.stdout.buffer if out is None else out
     try:
         root_fd = os.open(path, _DIR_FLAGS)
         found = listing(root_fd, max_entries)
