@@ -4,6 +4,8 @@ those, however long the queue (22.05's `squeue --json` ignores these filters).""
 
 from __future__ import annotations
 
+import time
+
 from nai_server.config import SlurmConfig
 from nai_server.host.launchers.slurm import SlurmClient
 from nai_server.host.launchers.slurm_text import SlurmJob, parse_squeue_text
@@ -34,6 +36,7 @@ def test_squeue_answers_for_the_jobs_asked_only(cluster: SlurmCluster) -> None:
     assert seen[mine].phase in ("pending", "running")
     assert seen[quick].exit_code is None  # squeue's text has none: sacct's is asked
     assert wait_for(lambda: client.ended([quick]).get(quick), what="sacct").exit_code == 3
+    assert client.ended([quick], since=time.time()).get(quick) is not None  # a bounded search
 
     assert set(client.jobs([], ["nai-k-1-0", "nai-k-9-0"])) == {mine}  # by name
     assert client.jobs([99998, 99999]) == {}  # none known: squeue calls it an error

@@ -27,6 +27,7 @@ class ScriptedSlurm:
         self.accounting: dict[int, SlurmJob] = {}  # what sacct shows
         self.sacct_fails = False
         self.asked: list[tuple[list[int], list[str]]] = []  # each squeue's ids and names
+        self.since: list[float | None] = []  # each sacct's bound in time
         self.submitted: list[list[str]] = []
         self.cancelled: list[tuple[int, str | None]] = []
         self.lock = threading.Lock()  # sbatch may be called from several threads
@@ -49,7 +50,8 @@ class ScriptedSlurm:
             return dict(self.queue)
         return {i: j for i, j in self.queue.items() if i in slurm_ids or j.name in names}
 
-    def ended(self, slurm_ids: list[int]) -> dict[int, SlurmJob]:
+    def ended(self, slurm_ids: list[int], since: float | None = None) -> dict[int, SlurmJob]:
+        self.since.append(since)
         if self.sacct_fails:
             raise SlurmError("sacct failed (exit 1): Slurm accounting storage is disabled")
         return {i: self.accounting[i] for i in slurm_ids if i in self.accounting}
@@ -185,3 +187,12 @@ def test_the_poll_asks_slurm_for_this_daemons_jobs_only(service: UseCases) -> No
     slurm.asked.clear()
     service.tick()
     assert slurm.asked == [([by_job[kept]], [])]  # no longer the ended one's
+
+    # Its end: sacct is asked for its exit code, no further back than nai's submit.
+    slurm.set(by_job[kept], "COMPLETED", end=time.time())
+    slurm.accounting[by_job[kept]] = SlurmJob(by_job[kept], "x", 0, "COMPLETED", exit_code=0,
+                                              end=time.time())
+    wait_for(lambda: _job(service, kept)[0] == JobState.SUCCEEDED, what="the job to end")
+    with service.lock:
+        submitted_at = service.runtime.jobs.get(kept).submitted_at  # type: ignore[union-attr]
+    assert slurm.since and all(s == submitted_at for s in slurm.since)

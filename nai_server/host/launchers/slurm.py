@@ -26,6 +26,7 @@ SBIN = ("/usr/bin", "/usr/local/bin", "/usr/sbin", "/opt/slurm/bin")
 MAX_OUTPUT = 64 << 20  # bytes of squeue's JSON read at most (a very busy cluster)
 SACCT_BATCH = 200  # job ids per sacct call
 SQUEUE_BATCH = 500  # job ids (or names) per squeue call
+SACCT_MARGIN = 3600.0  # seconds sacct looks back before the earliest submit asked about
 
 
 class SlurmError(Exception):
@@ -107,13 +108,19 @@ class SlurmClient:
         only: this reads the whole queue, 22.05's JSON ignoring filters)."""
         return slurm_text.parse_squeue_json(self.run(["squeue", "--json", "--states=RUNNING"]))
 
-    def ended(self, slurm_ids: Iterable[int]) -> dict[int, SlurmJob]:
-        """What accounting says of jobs squeue has forgotten."""
+    def ended(self, slurm_ids: Iterable[int], since: float | None = None
+              ) -> dict[int, SlurmJob]:
+        """What accounting says of ended jobs (squeue has no exit codes in text, and
+        forgets jobs after MinJobAge). `since`: none of them was submitted before then,
+        which bounds the search (without it, `sacct -j` searches all of time)."""
         ids = sorted(set(slurm_ids))
         found: dict[int, SlurmJob] = {}
         for at in range(0, len(ids), SACCT_BATCH):
             batch = ",".join(str(i) for i in ids[at:at + SACCT_BATCH])
             argv = ["sacct", "-n", "-P", "-o", ",".join(slurm_text.SACCT_FIELDS), "-j", batch]
+            if since is not None:  # local time, as sacct reads it; an hour for clock skew
+                argv += ["-S", time.strftime("%Y-%m-%dT%H:%M:%S",
+                                             time.localtime(since - SACCT_MARGIN))]
             if self.config.accounting == "jobcomp":
                 argv.insert(1, "-c")
             else:

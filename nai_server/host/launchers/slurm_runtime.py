@@ -118,7 +118,7 @@ class SlurmRuntime(JobRuntime):
         self._complete = True
         if ended:
             try:
-                view.update(self.slurm.ended(ended))
+                view.update(self.slurm.ended(ended, since=min(wanted[i] for i in ended)))
             except SlurmError as exc:
                 log.warning("cannot read ended jobs from Slurm's accounting: %s", exc)
                 self._complete = False
@@ -131,12 +131,13 @@ class SlurmRuntime(JobRuntime):
         self.view, self._polled, self._fresh = view, now, True
         self._submitted = {k: at for k, at in self._submitted.items() if at >= now}
 
-    def _asked(self, hot: list[Job]) -> tuple[list[int], list[int], list[str]]:
+    def _asked(self, hot: list[Job]) -> tuple[dict[int, float], list[int], list[str]]:
         """What squeue is asked: the Slurm ids of the jobs nai still waits for (also
-        returned alone), the names of those killed mid-submit, and the Slurm jobs last
-        seen alive whose nai job has ended (strays to cancel). The first poll also asks
-        for the ended jobs' own, after a restart that may have come before a cancel."""
-        wanted: list[int] = []
+        returned alone, with when nai took each job: sacct needs look no further back),
+        the names of those killed mid-submit, and the Slurm jobs last seen alive whose
+        nai job has ended (strays to cancel). The first poll also asks for the ended
+        jobs' own, after a restart that may have come before a cancel."""
+        wanted: dict[int, float] = {}
         names: list[str] = []
         ids = set(self._watch or ())
         for job in hot:
@@ -148,7 +149,7 @@ class SlurmRuntime(JobRuntime):
             if record.slurm_id is not None:
                 ids.add(record.slurm_id)
                 if not job.terminal:
-                    wanted.append(record.slurm_id)
+                    wanted[record.slurm_id] = job.submitted_at
             elif not job.terminal and record.run == len(job.runs):
                 names.append(self._name(job))
         return wanted, sorted(ids), names
