@@ -3,8 +3,8 @@ one server started on first use, asked for one reader per collection, each reade
 `Forked` that outputs.collect reads and, at its deadline, kills like a helper process.
 
 Anything wrong with the server (it cannot start, it died, it does not answer) raises
-OSError; the caller then starts a helper process of its own, as before, and the next
-request starts a new server."""
+OSError; the caller then starts a helper process of its own, as before, and so do the
+requests of the next RETRY_AFTER seconds; the first after them starts a new server."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import BinaryIO
 
@@ -25,6 +26,7 @@ from nai_server.host import output_forks
 log = logging.getLogger("nai.outputs")
 
 ANSWER_TIMEOUT = 10.0  # seconds the server may take to fork a reader
+RETRY_AFTER = 60.0  # seconds without a server after one failed (helpers meanwhile)
 ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
 
 
@@ -71,6 +73,7 @@ class ForkServer:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
+        self._failed_at: float | None = None  # when the server last failed
 
     def spawn(self, uid: int | None, gid: int | None, groups: tuple[int, ...],
               path: Path, max_entries: int) -> Forked:
@@ -82,18 +85,21 @@ class ForkServer:
         read_end, write_end = os.pipe()
         try:
             with self._lock:
+                failed = self._failed_at
+                if failed is not None and time.monotonic() - failed < RETRY_AFTER:
+                    raise OSError("the output fork server failed a moment ago")
                 try:
                     sock = self._server()
                     socket.send_fds(sock, [request], [write_end])
                     answer, fds, _flags, _addr = socket.recv_fds(sock, 64, 1)
                 except OSError:
-                    self._stop()
+                    self._stop(failed=True)
                     raise
                 if not answer.isdigit() or len(fds) != 1:
                     for fd in fds:
                         os.close(fd)
-                    if not answer:
-                        self._stop()
+                    if not answer:  # it died (a system without pidfds, say)
+                        self._stop(failed=True)
                     raise OSError(f"the output fork server refused: {answer[:64]!r}")
         except BaseException:
             os.close(read_end)
@@ -126,7 +132,9 @@ class ForkServer:
         log.info("output fork server started (pid %s)", self._proc.pid)
         return ours
 
-    def _stop(self) -> None:
+    def _stop(self, failed: bool = False) -> None:
+        if failed:
+            self._failed_at = time.monotonic()
         if self._sock is not None:
             self._sock.close()
             self._sock = None

@@ -9,13 +9,14 @@ from __future__ import annotations
 import os
 import signal
 import tempfile
+import types
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from nai_server.core.trees import UNLIMITED, TreeError
-from nai_server.host import outputs
+from nai_server.host import output_helpers, outputs
 from nai_server.host.output_helpers import ForkServer
 from nai_server.store.blobs import BlobStore
 from nai_server.testing import wait_for
@@ -112,3 +113,21 @@ def test_a_forked_reader_is_killed_at_its_deadline(
     wait_for(lambda: reader.poll() is not None, what="the reader to die")
     reader.wait()
     reader.stdout.close()
+
+
+def test_a_server_that_cannot_serve_leaves_collections_to_helpers_for_a_while(
+        forks: ForkServer, output: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that dies at once (a host without pidfds, say) costs one failed start,
+    not one per collection: helpers collect meanwhile."""
+    broken = tmp_path / "broken.py"
+    broken.write_text("raise SystemExit(1)\n")
+    monkeypatch.setattr(output_helpers, "output_forks", types.SimpleNamespace(__file__=str(broken)))
+    blobs = BlobStore(tmp_path / "blobs")
+    tree = outputs.collect(blobs, output, UNLIMITED, outputs.RunAs(), 30, forks=forks)
+    assert [e.path for e in blobs.get_tree(tree)] == ["a.txt"]
+    assert forks._proc is None and forks._failed_at is not None
+    started = []
+    monkeypatch.setattr(forks, "_server", lambda: started.append(1))
+    assert outputs.collect(blobs, output, UNLIMITED, outputs.RunAs(), 30, forks=forks) == tree
+    assert started == []  # not tried again so soon
