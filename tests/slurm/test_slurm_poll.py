@@ -8,7 +8,7 @@ import time
 
 from nai_server.config import SlurmConfig
 from nai_server.host.launchers.slurm import SlurmClient
-from nai_server.host.launchers.slurm_text import SlurmJob, parse_squeue_text
+from nai_server.host.launchers.slurm_text import SlurmJob, parse_scontrol_exit, parse_squeue_text
 from nai_server.testing import wait_for
 from nai_server.testing.slurm_cluster import SlurmCluster
 
@@ -37,6 +37,7 @@ def test_squeue_answers_for_the_jobs_asked_only(cluster: SlurmCluster) -> None:
     assert seen[quick].exit_code is None  # squeue's text has none: sacct's is asked
     assert wait_for(lambda: client.ended([quick]).get(quick), what="sacct").exit_code == 3
     assert client.ended([quick], since=time.time()).get(quick) is not None  # a bounded search
+    assert client.exit_codes([quick, mine, 99999]) == {quick: 3}  # slurmctld's, while it has it
 
     assert set(client.jobs([], ["nai-k-1-0", "nai-k-9-0"])) == {mine}  # by name
     assert client.jobs([99998, 99999]) == {}  # none known: squeue calls it an error
@@ -48,6 +49,8 @@ def test_squeue_text_is_read_defensively() -> None:
             "13|PENDING|Resources|1001|N/A|N/A||odd|name|with bars\n"
             "garbage\n"
             "x|RUNNING|None|0|N/A|N/A||y\n")
+    assert parse_scontrol_exit("JobId=5 JobState=FAILED ExitCode=0:9 Name=x") == 137
+    assert parse_scontrol_exit("JobId=5 JobState=RUNNING ExitCode=0:0") is None
     jobs = parse_squeue_text(text, epoch=lambda v: 5.0 if v[0].isdigit() else None)
     assert set(jobs) == {12, 13}
     assert (jobs[12].state, jobs[12].uid, jobs[12].nodes, jobs[12].start, jobs[12].end) == (

@@ -28,6 +28,7 @@ class ScriptedSlurm:
         self.sacct_fails = False
         self.asked: list[tuple[list[int], list[str]]] = []  # each squeue's ids and names
         self.since: list[float | None] = []  # each sacct's bound in time
+        self.scontrol: dict[int, int] = {}  # exit codes `scontrol show job` tells
         self.submitted: list[list[str]] = []
         self.cancelled: list[tuple[int, str | None]] = []
         self.lock = threading.Lock()  # sbatch may be called from several threads
@@ -55,6 +56,9 @@ class ScriptedSlurm:
         if self.sacct_fails:
             raise SlurmError("sacct failed (exit 1): Slurm accounting storage is disabled")
         return {i: self.accounting[i] for i in slurm_ids if i in self.accounting}
+
+    def exit_codes(self, slurm_ids: list[int]) -> dict[int, int]:
+        return {i: self.scontrol[i] for i in slurm_ids if i in self.scontrol}
 
     def cancel(self, slurm_id: int, signal: str | None = None) -> None:
         self.cancelled.append((slurm_id, signal))
@@ -196,3 +200,23 @@ def test_the_poll_asks_slurm_for_this_daemons_jobs_only(service: UseCases) -> No
     with service.lock:
         submitted_at = service.runtime.jobs.get(kept).submitted_at  # type: ignore[union-attr]
     assert slurm.since and all(s == submitted_at for s in slurm.since)
+
+
+def test_an_ended_job_waits_for_its_exit_code_then_takes_slurmctlds(service: UseCases) -> None:
+    """squeue's text has no exit codes: with accounting silent, a job Slurm calls
+    COMPLETED or FAILED stays running in nai until `scontrol show job` tells its code."""
+    slurm: ScriptedSlurm = service.runtime.slurm  # type: ignore[attr-defined]
+    job_id = service.jobs.submit(Caller("root", uid=0, admin=True),
+                                 spec_from_dict({"command": "x"}), None).id
+    service.tick()
+    (slurm_id,) = slurm.queue
+    slurm.set(slurm_id, "RUNNING", start=time.time())
+    assert _job(service, job_id)[0] == JobState.RUNNING
+    slurm.sacct_fails = True
+    slurm.set(slurm_id, "FAILED", start=time.time(), end=time.time())  # no exit code
+    for _ in range(3):
+        assert _job(service, job_id)[0] == JobState.RUNNING
+    slurm.scontrol[slurm_id] = 3
+    wait_for(lambda: _job(service, job_id)[0] == JobState.FAILED, what="the job to fail")
+    with service.lock:
+        assert service.runtime.jobs.get(job_id).exit_code == 3  # type: ignore[union-attr]

@@ -26,6 +26,7 @@ SBIN = ("/usr/bin", "/usr/local/bin", "/usr/sbin", "/opt/slurm/bin")
 MAX_OUTPUT = 64 << 20  # bytes of squeue's JSON read at most (a very busy cluster)
 SACCT_BATCH = 200  # job ids per sacct call
 SQUEUE_BATCH = 500  # job ids (or names) per squeue call
+SCONTROL_MAX = 50  # scontrol calls for exit codes per poll, at most
 SACCT_MARGIN = 3600.0  # seconds sacct looks back before the earliest submit asked about
 
 
@@ -126,6 +127,20 @@ class SlurmClient:
             else:
                 argv.insert(1, "-X")  # allocations, not their steps
             found.update(slurm_text.parse_sacct(self.run(argv), epoch=_epoch))
+        return found
+
+    def exit_codes(self, slurm_ids: Iterable[int]) -> dict[int, int]:
+        """Exit codes of ended jobs slurmctld still holds, one `scontrol` each: for
+        when accounting does not answer (or not yet). Jobs it cannot tell are left out."""
+        found: dict[int, int] = {}
+        for slurm_id in sorted(set(slurm_ids))[:SCONTROL_MAX]:
+            try:
+                code = slurm_text.parse_scontrol_exit(
+                    self.run(["scontrol", "-o", "show", "job", str(slurm_id)]))
+            except SlurmError:
+                continue
+            if code is not None:
+                found[slurm_id] = code
         return found
 
     def nodes(self) -> str:

@@ -122,11 +122,15 @@ class SlurmRuntime(JobRuntime):
             except SlurmError as exc:
                 log.warning("cannot read ended jobs from Slurm's accounting: %s", exc)
                 self._complete = False
-        for slurm_id in ended:  # ran and ended, but accounting does not know it yet
-            sj = view.get(slurm_id)
-            if sj is not None and sj.exit_code is None and sj.start is not None \
-                    and sj.state not in slurm_text.ENDED_AS:
-                view[slurm_id] = dataclasses.replace(sj, state="COMPLETING")
+        # Ran and ended, accounting silent (not yet, or not at all): the exit code from
+        # slurmctld while it holds the job; else it is still ending, for nai.
+        unknown = [i for i in ended if (sj := view.get(i)) is not None and sj.start is not None
+                   and sj.exit_code is None and sj.state not in slurm_text.ENDED_AS]
+        codes = self.slurm.exit_codes(unknown) if unknown else {}
+        for slurm_id in unknown:
+            sj, code = view[slurm_id], codes.get(slurm_id)
+            view[slurm_id] = dataclasses.replace(sj, state="COMPLETING") if code is None \
+                else dataclasses.replace(sj, exit_code=code)
         self._watch = {i for i, sj in view.items() if sj.phase != "ended"}
         self.view, self._polled, self._fresh = view, now, True
         self._submitted = {k: at for k, at in self._submitted.items() if at >= now}
