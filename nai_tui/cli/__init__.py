@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     from nai_tui.cli.plugin_commands import add_plugin_commands
     from nai_tui.cli.registry_commands import add_registry_commands
     from nai_tui.cli.services import add_service_commands
+    from nai_tui.cli.usage_command import add_usage_command
 
     parser = argparse.ArgumentParser(
         prog="nai", description="Run jobs on shared GPU servers. Without a command: the TUI.",
@@ -92,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_personal_commands(add)
     add_registry_commands(sub)
     add_service_commands(sub, add)
+    add_usage_command(add)
     _add_completion_command(add)
     add_plugin_commands(add, sub)  # last: a plugin never shadows a built-in command
     return parser
