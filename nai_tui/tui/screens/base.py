@@ -150,46 +150,55 @@ class JobActionsScreen(PollingScreen):
                         else f"Job {job.id} is stopping (SIGTERM sent)")
         self.poll()
 
-    def action_pull(self, prefix: str = "") -> None:
-        """Download the job's outputs (everything, or the file/folder at `prefix`)."""
+    def _pullable(self) -> JobInfo | None:
+        """The selected job if its outputs can be pulled now; else None, said why."""
         job = self._job_or_say()
         if job is None:
-            return
+            return None
         if not is_ended(job):
             self.app.notify(f"Job {job.id} is {job.state}: outputs can be pulled once it "
                             f"ends", severity="warning")
-            return
-        bar = self.query_one(TransferBar)
-        if bar.active:
+            return None
+        if self.query_one(TransferBar).active:
             self.app.notify("A download is already running", severity="warning")
-            return
-        bar.begin(f"job {job.id}: listing outputs")
-        self._download(job.id, prefix, self.pull_places.folder(
-            job.name, self.nai.downloads) / str(job.id))
+            return None
+        return job
 
     @property
     def pull_places(self) -> PullPlaces:
         return PullPlaces(self.nai.config.path.parent / "pull-places.json")
 
-    def action_pull_to(self) -> None:
-        """Ask where to pull the job's outputs; the answer becomes the project's default."""
+    def action_pull(self, prefix: str = "") -> None:
+        """Ask where to pull the job's outputs (everything, or the file or folder at
+        `prefix`), offering the project's place; the answer becomes its place."""
         from nai_tui.tui.screens.prompt import PromptScreen
 
-        job = self._job_or_say()
+        job = self._pullable()
         if job is None:
             return
         places = self.pull_places
+        what = f"{prefix} from job {job.id}" if prefix else f"job {job.id}'s outputs"
 
         def answered(folder: str | None) -> None:
-            if folder:
-                places.remember(job.name, Path(folder).expanduser().absolute())
-                self.action_pull()
+            if folder and self._pullable() is not None:
+                where = Path(folder).expanduser().absolute()
+                places.remember(job.name, where)
+                self._pull_into(job, prefix, where)
 
         self.app.push_screen(PromptScreen(
-            f"Pull job {job.id}'s outputs under", value=str(places.folder(
-                job.name, self.nai.downloads)),
-            hint=f"each job in its own folder (…/{job.id}); remembered for "
-                 f"{job.name!r} jobs: p pulls there from now on"), answered)
+            f"Pull {what} under", value=str(places.folder(job.name, self.nai.downloads)),
+            hint=f"each job in its own folder (…/{job.id}); remembered for {job.name!r} "
+                 f"jobs (P pulls there without asking); escape to cancel"), answered)
+
+    def action_pull_here(self) -> None:
+        """Pull the job's outputs to its project's place without asking."""
+        job = self._pullable()
+        if job is not None:
+            self._pull_into(job, "", self.pull_places.folder(job.name, self.nai.downloads))
+
+    def _pull_into(self, job: JobInfo, prefix: str, folder: Path) -> None:
+        self.query_one(TransferBar).begin(f"job {job.id}: listing outputs")
+        self._download(job.id, prefix, folder / str(job.id))
 
     @work(thread=True, exit_on_error=False, group="download")
     def _download(self, job_id: int, prefix: str, dest: Path) -> None:

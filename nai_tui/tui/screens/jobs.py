@@ -43,9 +43,10 @@ class JobsScreen(JobActionsScreen):
         Binding("n", "submit", "Submit", tooltip="Submit a folder as a new job"),
         Binding("c", "cancel_job", "Cancel", tooltip="Cancel the selected job, or the "
                 "marked ones"),
-        Binding("p", "pull", "Pull", tooltip="Download the selected job's outputs"),
-        Binding("P", "pull_to", "Pull to…", show=False,
-                tooltip="Ask where to pull the outputs; remembered for the project"),
+        Binding("p", "pull", "Pull", tooltip="Download the selected job's outputs, asked where "
+                "(the project's place offered)"),
+        Binding("P", "pull_here", "Pull here", show=False,
+                tooltip="Pull the outputs to the project's place without asking"),
         Binding("C", "compare", "Compare", show=False,
                 tooltip="Compare the marked jobs (2 to 6): metrics, specs, final metrics"),
         Binding("y", "copy_id", "Copy id", tooltip="Copy the selected job's id",
@@ -200,7 +201,7 @@ class JobsScreen(JobActionsScreen):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Hide Cancel on a finished job (unless jobs are marked), Pull on an unfinished one."""
-        if action in ("cancel_job", "pull", "pull_to") and self.is_mounted:
+        if action in ("cancel_job", "pull", "pull_here") and self.is_mounted:
             table = self.query_one(JobTable)
             job = table.selected_job
             if action == "cancel_job":
