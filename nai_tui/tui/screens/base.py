@@ -63,6 +63,7 @@ class PollingScreen(NaiScreen):
         self._timer: Timer | None = None
         self._fetching: Worker[Any] | None = None
         self._again = False
+        self._shown = False  # whether the screen has been shown (ScreenResume) yet
 
     def on_mount(self) -> None:
         # The first fetch comes with ScreenResume, sent when the screen is shown.
@@ -75,12 +76,14 @@ class PollingScreen(NaiScreen):
     def on_screen_resume(self) -> None:
         if self._timer is not None:
             self._timer.resume()
-        self.poll()
+        shown_before, self._shown = self._shown, True
+        if shown_before or self._fetching is None:
+            self.poll()  # the first showing after a fetch made before it: that one will do
 
     def poll(self, *, again: bool = False) -> None:
         """Fetch now, unless a fetch runs (with `again`, fetch once it ends: what it
         fetches is out of date), the server is away, or nothing is left to fetch."""
-        if not self.nai.connected or not self.wants_poll():
+        if not (self.nai.connected and self.ready_to_fetch() and self.wants_poll()):
             return
         if self._fetching is not None and not self._fetching.is_finished:
             self._again = self._again or again
@@ -94,6 +97,11 @@ class PollingScreen(NaiScreen):
 
     def wants_poll(self) -> bool:
         return True
+
+    def ready_to_fetch(self) -> bool:
+        """Whether `fetch` may run yet: by default once mounted (a screen not mounted
+        yet polls when it is shown, with ScreenResume)."""
+        return self.is_mounted
 
     def fetch(self) -> Worker[Any]:
         raise NotImplementedError

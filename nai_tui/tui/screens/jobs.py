@@ -84,6 +84,7 @@ class JobsScreen(JobActionsScreen):
         self.total = 0
         self.counts: dict[str, int] = {}
         self.loaded_for: Query | None = None
+        self._asked: Query | None = None  # what the latest fetch asked the server for
         self._more: Worker[None] | None = None
         self.usage_answers = True  # whether the server has GET /v1/usage
 
@@ -111,11 +112,19 @@ class JobsScreen(JobActionsScreen):
 
     @property
     def scope(self) -> str:
-        return str(self.query_one("#filter-scope", Select).value)
+        value = self.query_one("#filter-scope", Select).value
+        return value if isinstance(value, str) else "all"  # blank until mounted
 
     @property
     def state_filter(self) -> str:
-        return str(self.query_one("#filter-state", Select).value or "")
+        value = self.query_one("#filter-state", Select).value
+        return value if isinstance(value, str) else ""
+
+    def ready_to_fetch(self) -> bool:
+        """From the moment the app connects, mounted or not: the first jobs are on
+        their way while the screen is still being laid out (its filters read as their
+        defaults until then)."""
+        return bool(self.query("#filter-scope"))
 
     @property
     def text_filter(self) -> JobFilter:
@@ -127,7 +136,7 @@ class JobsScreen(JobActionsScreen):
         return (self.scope, typed.state or self.state_filter, typed.user or "")
 
     def fetch(self) -> Worker[None]:
-        query = self.server_query()
+        query = self._asked = self.server_query()
         stale = [j.id for j in self.loaded.values() if not is_ended(j)] \
             if query == self.loaded_for else []
         return self._fetch(query, stale)
@@ -201,7 +210,9 @@ class JobsScreen(JobActionsScreen):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Hide Cancel on a finished job (unless jobs are marked), Pull on an unfinished one."""
-        if action in ("cancel_job", "pull", "pull_here") and self.is_mounted:
+        if action in ("cancel_job", "pull", "pull_here"):
+            if not self.is_mounted:
+                return False  # no job selected yet (one footer rebuild fewer at start)
             table = self.query_one(JobTable)
             job = table.selected_job
             if action == "cancel_job":
@@ -279,7 +290,8 @@ class JobsScreen(JobActionsScreen):
 
     def on_select_changed(self, event: Select.Changed) -> None:
         self._show()
-        self.poll(again=True)
+        if self.server_query() not in (self.loaded_for, self._asked):
+            self.poll(again=True)  # not on the Selects' first Changed, at mount
 
     def action_focus_filter(self) -> None:
         """Type to filter the jobs."""
