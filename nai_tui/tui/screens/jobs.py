@@ -15,12 +15,12 @@ from textual.message import Message
 from textual.widgets import Header, Input, Select, Static
 from textual.worker import Worker
 
-from nai_server.protocol import ApiError, GpuList, JobInfo, NaiError
+from nai_server.protocol import ApiError, GpuList, JobInfo
 from nai_server.protocol.usage import UsageReport
 from nai_tui.remote.usage import read_usage
 from nai_tui.tui.filters import JobFilter, parse_filter
 from nai_tui.tui.queue import Query, QueuePoll, older_page, poll_queue
-from nai_tui.tui.screens.base import JobActionsScreen
+from nai_tui.tui.screens.marked import MarkedJobsScreen
 from nai_tui.tui.widgets import format as fmt
 from nai_tui.tui.widgets.footer import Footer
 from nai_tui.tui.widgets.format import ACTIVE_STATES, ALL_STATES, WAITING_STATES, is_ended
@@ -34,7 +34,7 @@ SCOPE_CHOICES = [("everyone", "all"), ("mine", "mine")]
 NEAR_END = 100  # rows from the table's end at which older history is read
 
 
-class JobsScreen(JobActionsScreen):
+class JobsScreen(MarkedJobsScreen):
     """The queue. Enter opens a job; n submits a new one."""
 
     TITLE = "Jobs"
@@ -328,51 +328,6 @@ class JobsScreen(JobActionsScreen):
     def current_job(self) -> JobInfo | None:
         return self.query_one(JobTable).selected_job
 
-    def action_cancel_job(self) -> None:
-        """Cancel the marked jobs (one confirmation for all), else the selected one."""
-        from nai_tui.tui.screens.confirm import ConfirmScreen
-
-        table = self.query_one(JobTable)
-        marked = [job for job in table.marked_jobs() if not is_ended(job)]
-        if not table.marked:
-            super().action_cancel_job()
-            return
-        if not marked:
-            self.app.notify("The marked jobs have all ended", severity="warning")
-            return
-        names = ", ".join(f"#{job.id}" for job in marked[:8]) + (
-            f" and {len(marked) - 8} more" if len(marked) > 8 else "")
-
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self._cancel_many([job.id for job in marked])
-
-        self.app.push_screen(ConfirmScreen(
-            f"Cancel {len(marked)} marked job(s)?",
-            f"{names}: running ones are stopped (SIGTERM, then SIGKILL), queued ones "
-            f"taken off the queue.", yes=f"Cancel {len(marked)} job(s)", no="Keep them"),
-            answered)
-
-    @work(thread=True, exit_on_error=False, group="cancel")
-    def _cancel_many(self, job_ids: list[int]) -> None:
-        failed: list[str] = []
-        for job_id in job_ids:
-            try:
-                self.nai.api.cancel(job_id)
-            except NaiError as exc:
-                failed.append(f"#{job_id}: {exc}")
-        self.app.call_from_thread(self._cancelled_many, job_ids, failed)
-
-    def _cancelled_many(self, job_ids: list[int], failed: list[str]) -> None:
-        table = self.query_one(JobTable)
-        table.marked.difference_update(job_ids)
-        table.refresh()
-        done = len(job_ids) - len(failed)
-        self.app.notify(f"{done} job(s) cancelled" + (
-            "; not cancelled: " + "; ".join(failed[:5]) if failed else ""),
-            severity="warning" if failed else "information")
-        self.poll()
-
     def on_job_table_opened(self, event: JobTable.Opened) -> None:
         self.open_job(event.job.id)
 
@@ -386,17 +341,6 @@ class JobsScreen(JobActionsScreen):
         from nai_tui.tui.screens.submit import SubmitScreen
 
         self.app.push_screen(SubmitScreen())
-
-    def action_compare(self) -> None:
-        """Compare the marked jobs (2 to 6): their metrics, specs and final metrics."""
-        from nai_tui.tui.screens.compare import MAX_JOBS, MIN_JOBS, CompareScreen
-
-        marked = self.query_one(JobTable).marked_jobs()
-        if not MIN_JOBS <= len(marked) <= MAX_JOBS:
-            self.app.notify(f"Mark {MIN_JOBS} to {MAX_JOBS} jobs with space to compare "
-                            f"them ({len(marked)} marked)", severity="warning")
-            return
-        self.app.push_screen(CompareScreen([job.id for job in marked]))
 
     def action_all_servers(self) -> None:
         """Every configured server's GPUs and jobs, side by side."""
