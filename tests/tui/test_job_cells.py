@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.style import Style
 
 from nai_server.protocol import JobInfo
+from nai_tui.tui.screens import jobs, marked
 from nai_tui.tui.widgets import job_cells, job_cursor, job_table
 from nai_tui.tui.widgets.columns import COLUMNS
 
@@ -43,6 +44,6 @@ def test_a_row_is_drawn_at_its_widths_with_the_mark_first() -> None:
 
 
 def test_the_table_modules_stay_under_the_house_limit() -> None:
-    for module in (job_table, job_cells, job_cursor):
+    for module in (job_table, job_cells, job_cursor, jobs, marked):
         assert module.__file__ is not None
         assert len(Path(module.__file__).read_text().splitlines()) < 400, module.__name__
