@@ -19,7 +19,8 @@ from nai_tui.tui.screens.base import JobActionsScreen
 from nai_tui.tui.widgets.footer import Footer
 from nai_tui.tui.widgets.format import is_ended, last_error_line
 from nai_tui.tui.widgets.job_info import JobHeader, JobSpec
-from nai_tui.tui.widgets.log_view import LogSource, LogView, line_start, split_lines
+from nai_tui.tui.widgets.log_text import line_start, split_lines
+from nai_tui.tui.widgets.log_view import LogSource, LogView
 from nai_tui.tui.widgets.metric_plot import MetricPanel
 from nai_tui.tui.widgets.output_tree import OutputTree
 from nai_tui.tui.widgets.transfer_bar import TransferBar
