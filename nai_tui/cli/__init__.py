@@ -68,6 +68,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     from nai_tui.cli.plugin_commands import add_plugin_commands, command_in
     from nai_tui.cli.registry_commands import add_registry_commands
     from nai_tui.cli.services import add_service_commands
+    from nai_tui.cli.usage_command import add_usage_command
 
     parser = argparse.ArgumentParser(
         prog="nai", description="Run jobs on shared GPU servers. Without a command: the TUI.",
@@ -94,6 +95,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     _add_personal_commands(add)
     add_registry_commands(sub)
     add_service_commands(sub, add)
+    add_usage_command(add)
     _add_completion_command(add)
     add_plugin_commands(add, sub, command_in(argv))  # last: never shadows a built-in
     return parser

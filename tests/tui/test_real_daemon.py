@@ -49,7 +49,7 @@ async def test_submit_follow_and_pull_on_a_real_daemon(tmp_path: Path) -> None:
             assert len(panel.rows) == 40 and "val_acc" in panel.metrics
             assert {e.path for e in screen.query_one(OutputTree).info.entries} == {
                 "weights.npz", "summary.json", "predict.py"}
-            await pilot.press("p")
+            await pilot.press("P")  # the default place, without asking
             deadline = loop.time() + 30
             dest = tmp_path / "out" / str(screen.job.id)
             while not (dest / "summary.json").exists():
