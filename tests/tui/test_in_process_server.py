@@ -23,7 +23,7 @@ from nai_tui.config import ClientConfig, ServerEntry
 from nai_tui.remote.client import ServerClient
 from nai_tui.testing_demo import FakeTransfers
 from nai_tui.tui.app import NaiApp
-from nai_tui.tui.ports import Backoff
+from nai_tui.tui.ports import reconnects
 from nai_tui.tui.screens.confirm import ConfirmScreen
 from nai_tui.tui.screens.job_detail import JobDetailScreen
 from nai_tui.tui.widgets.job_table import JobTable
@@ -46,7 +46,7 @@ def real_app(client: ServerClient, tmp_path: Path) -> Iterator[NaiApp]:
         yield NaiApp(lambda entry: client, config=ClientConfig(tmp_path / "config.yaml"),
                      server=ServerEntry("here", "local"), transfers=FakeTransfers(),
                      downloads=tmp_path / "out", poll_interval=3600.0,
-                     backoff=Backoff(first=600.0, cap=3600.0))
+                     backoff=reconnects(first=600.0, cap=3600.0))
     finally:
         client.close = kept  # type: ignore[method-assign]
 
