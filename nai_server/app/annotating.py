@@ -15,6 +15,7 @@ import asyncio
 from nai_server.app.accounts import Caller
 from nai_server.app.jobs import Jobs
 from nai_server.core.processing import ANNOTATOR_VAR
+from nai_server.core.states import JobState
 from nai_server.host import job_app
 from nai_server.host.replica_http import Answer, ReplicaFailed, exchange
 from nai_server.plugins.contracts import USER_HEADER
@@ -35,14 +36,14 @@ class JobApps:
                     headers: list[tuple[bytes, bytes]], body: bytes) -> Answer:
         """Send one request to job `job_id`'s app; its answer, streamed."""
         job = await asyncio.to_thread(self.jobs.readable, caller, job_id)  # 403 if not
-        if ANNOTATOR_VAR not in (job.get("spec", {}).get("env") or {}):
+        if ANNOTATOR_VAR not in job.spec.env:
             raise NotFound(f"job {job_id} serves no app (`nai dataset annotate` starts one)")
-        if job["state"] != "running":
-            raise Unavailable(f"job {job_id} is {job['state']}; its app is there while it "
+        if job.state != JobState.RUNNING:
+            raise Unavailable(f"job {job_id} is {job.state}; its app is there while it "
                               f"runs (see `nai show {job_id}`)")
         runtime = self.jobs.runtime
         try:
-            uid = job_app.owner_uid(job["user"], self.jobs.config.personal)
+            uid = job_app.owner_uid(job.user, self.jobs.config.personal)
             sock = job_app.connect(runtime.job_dir(job_id), uid)
         except job_app.AppUnreachable as exc:
             raise Unavailable(f"job {job_id}'s app cannot be reached: {exc}; if it just "

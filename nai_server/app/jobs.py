@@ -347,9 +347,9 @@ class Jobs:
                 f" ({job.message})" if job.message else ""))
         return job.output_tree
 
-    def readable(self, caller: Caller, job_id: int) -> Doc:
-        """The job's document, if the caller may read it (403 naming its owner if not)."""
-        return self._readable(caller, job_id).to_doc()
+    def readable(self, caller: Caller, job_id: int) -> Job:
+        """The job, if the caller may read it (403 naming its owner if not)."""
+        return self._readable(caller, job_id)
 
     # --- GPUs -------------------------------------------------------------------------
 

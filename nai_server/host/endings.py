@@ -88,7 +88,8 @@ class JobEndings:
         if output_tree is None:
             return {"message": f"not registered as {kind} {name}: no outputs collected"}
         try:
-            metadata = mounts.output_metadata(job, self.job_dir(job.id))
+            metadata = mounts.output_metadata(job, self.job_dir(job.id),
+                                                  job.spec.register_metric)
             if kind == "model":  # a fine-tuned model can be fine-tuned again
                 metadata.update(finetune_origin(self.registry, mounts.pinned(job, "model"),
                                                 job.code_tree, job.spec.command))
