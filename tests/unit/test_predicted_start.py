@@ -55,12 +55,15 @@ def test_the_daemon_learns_from_its_history_then_from_each_job_that_ends() -> No
     from nai_server.core.spec import spec_from_dict
     from nai_server.core.states import JobState
 
+    from nai_server.core.job import JobSummary, Run
+
     class Store:
-        def job_summaries(self) -> object:  # archived: no time limit kept
-            yield {"id": 1, "user": "ada", "state": "succeeded", "started_at": 100.0,
-                   "ended_at": 400.0, "runs": [[0.0, 50.0, 1]]}
-            yield {"id": 2, "user": "ada", "state": "cancelled", "started_at": 0.0,
-                   "ended_at": 9000.0, "runs": []}
+        def job_summaries(self, hot: list[Job] | None = None) -> object:
+            assert hot == []  # the archived jobs only: no time limit kept
+            yield JobSummary(id=1, user="ada", state=JobState.SUCCEEDED, started_at=100.0,
+                             ended_at=400.0, runs=(Run(0.0, 50.0, 1),))
+            yield JobSummary(id=2, user="ada", state=JobState.CANCELLED, started_at=0.0,
+                             ended_at=9000.0)
 
     times = RunTimes(Store())  # type: ignore[arg-type]
     learned = times.with_predictions(Accounting(), [])
