@@ -51,11 +51,9 @@ def test_a_dry_run_counts_on_predicted_ends_too() -> None:
 
 def test_the_daemon_learns_from_its_history_then_from_each_job_that_ends() -> None:
     from nai_server.app.run_times import RunTimes
-    from nai_server.core.job import Job
+    from nai_server.core.job import Job, JobSummary, Run
     from nai_server.core.spec import spec_from_dict
     from nai_server.core.states import JobState
-
-    from nai_server.core.job import JobSummary, Run
 
     class Store:
         def job_summaries(self, hot: list[Job] | None = None) -> object:
