@@ -51,7 +51,8 @@ def app_factory(tmp_path: Path, fake: FakeServerClient) -> Callable[..., NaiApp]
             "config": config, "server": config.servers["lab"], "clock": ManualClock(NOW),
             "transfers": FakeTransfers(), "downloads": tmp_path / "out",
             # Tests poll on purpose (refresh keys); the timers must not race them.
-            "poll_interval": 3600.0, "backoff": reconnects(first=600.0, cap=3600.0, rand=lambda: 0.0)}
+            "poll_interval": 3600.0,
+            "backoff": reconnects(first=600.0, cap=3600.0, rand=lambda: 0.0)}
         options.update(kwargs)
         return NaiApp(connect or by_name, **options)
 
