@@ -39,7 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nai_server.core.job import Job
 from nai_server.core.metric_patterns import MAX_LINE, Matcher, MatchState, clean_point
+from nai_server.core.states import JobState
 from nai_server.host import jobfiles, outputs, tb_read
 
 log = logging.getLogger("nai.metrics")
@@ -94,7 +96,7 @@ class MetricsIngest:
     """Reads the logs of running jobs that asked for metrics from their output."""
 
     def __init__(self, jobs_dir: Path, clock: Callable[[], float] = time.time,
-                 run_as: Callable[[Doc], outputs.RunAs] = lambda job: outputs.RunAs()) -> None:
+                 run_as: Callable[[Job], outputs.RunAs] = lambda job: outputs.RunAs()) -> None:
         self.jobs_dir = jobs_dir
         self.clock = clock
         self.run_as = run_as  # the account a job's event files are read as
@@ -102,19 +104,19 @@ class MetricsIngest:
         self._tb_pool = ThreadPoolExecutor(1, thread_name_prefix="nai-tensorboard")
         self._tb: dict[int, Future[Doc]] = {}  # readings under way
         self._tb_due: dict[int, float] = {}  # when each job's next reading may start
-        self._finals: dict[int, Doc] = {}  # ended jobs whose last reading is to be done
+        self._finals: dict[int, Job] = {}  # ended jobs whose last reading is to be done
 
-    def poll(self, jobs: Iterable[Doc], ended: Iterable[int] = ()) -> None:
+    def poll(self, jobs: Iterable[Job], ended: Iterable[int] = ()) -> None:
         """Take the new lines of each running job's log. Those in `ended` are handed
         over to `finish`, which reads them to the end off the run loop's thread. Jobs
         not given are forgotten (their saved cursor stays)."""
         last = set(ended)
         seen = set()
         for job in jobs:
-            metrics = (job.get("spec") or {}).get("metrics")
-            if not metrics or job.get("state") not in ("starting", "running"):
+            metrics = job.spec.metrics
+            if not metrics or job.state not in (JobState.STARTING, JobState.RUNNING):
                 continue
-            job_id = int(job["id"])
+            job_id = job.id
             seen.add(job_id)
             if job_id in last:
                 self._finals[job_id] = job
@@ -139,7 +141,7 @@ class MetricsIngest:
         job = self._finals.pop(job_id, None)
         if job is None:
             return
-        metrics = job["spec"]["metrics"]
+        metrics = job.spec.metrics or {}
         try:
             self.ingest(job_id, Matcher(metrics), final=True)
         except Exception as exc:
@@ -158,10 +160,10 @@ class MetricsIngest:
 
     # --- TensorBoard ------------------------------------------------------------------
 
-    def tensorboard(self, job: Doc, *, final: bool = False) -> None:
+    def tensorboard(self, job: Job, *, final: bool = False) -> None:
         """Take the result of the job's last reading of its event files, and start the
         next when due; at the end, wait for it and read once more."""
-        job_id = int(job["id"])
+        job_id = job.id
         job_dir = self.jobs_dir / str(job_id)
         cursor = self._cursors.get(job_id) or self._load(job_dir)
         self._cursors[job_id] = cursor
@@ -177,10 +179,10 @@ class MetricsIngest:
             self._tb_due[job_id] = time.monotonic() + TB_EVERY
             self._tb[job_id] = self._tb_pool.submit(self.read_events, job, dict(cursor.tb))
 
-    def read_events(self, job: Doc, cursors: dict[str, int]) -> Doc:
+    def read_events(self, job: Job, cursors: dict[str, int]) -> Doc:
         """Run the reader as the job's owner; its answer ({"error"} if it failed)."""
-        job_dir = self.jobs_dir / str(job["id"])
-        where = job["spec"]["metrics"]["tensorboard"]
+        job_dir = self.jobs_dir / str(job.id)
+        where = (job.spec.metrics or {})["tensorboard"]
         run_as = self.run_as(job)
         argv = [sys.executable, "-I", tb_read.__file__,
                 str(job_dir / "code" / where), str(job_dir / "output" / where)]

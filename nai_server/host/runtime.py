@@ -13,7 +13,7 @@ import logging
 import os
 import shutil
 import signal
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,7 +118,7 @@ class JobRuntime:
         self._probe: GpuSnapshot | None = None  # this tick's, for what a job left on a GPU
         self.contain = contain.Containment(config.state)
         self.metrics = metrics_ingest.MetricsIngest(  # `metrics:` from logs and event files
-            self.jobs_dir, run_as=lambda doc: run_as(doc["user"], config.personal))
+            self.jobs_dir, run_as=lambda job: run_as(job.user, config.personal))
         self._sweep_due = True  # at start: what a crash left behind
         self._views: dict[int, tuple[Job, sched.QueuedJob]] = {}  # see _planned
         self.watch = GpuWatch(lambda pid: self.contain.job_of(pid))
@@ -139,7 +139,7 @@ class JobRuntime:
             hot = self.jobs.hot()
             ended = self._reap(hot, now)
             # Only a started job has a log to read (poll passes over the others).
-            watched = self._documents(j.id for j in hot if j.active)
+            watched = [j for j in hot if j.active]
         self.metrics.poll(watched, {job.id for job, _ in ended})  # before an ended job's outputs
         for job, how in ended:  # outside the lock: no request waits on a job's files
             self.collections.start(job, how)
@@ -178,12 +178,6 @@ class JobRuntime:
         self.contain.close(keep)  # a running job keeps its cgroup (it outlives the daemon)
 
     # --- reaping ----------------------------------------------------------------------
-
-    def _documents(self, job_ids: Iterable[int]) -> list[dict[str, Any]]:
-        """The stored documents of these hot jobs, for the readers that take documents
-        (copying only these, not the whole queue, each tick)."""
-        docs = (self.store.get_hot_job(job_id) for job_id in job_ids)
-        return [doc for doc in docs if doc is not None]
 
     def _reap(self, hot: list[Job], now: float) -> list[tuple[Job, Ended]]:
         """Check every started job; return those whose process has ended and whose

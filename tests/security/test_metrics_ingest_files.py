@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from nai_server.core.job import Job
 from nai_server.core.metric_patterns import Matcher, parse_metrics
 from nai_server.host import jobfiles
 from nai_server.host.metrics_ingest import MetricsIngest
@@ -32,8 +33,9 @@ def test_metrics_file_swapped_for_a_link_is_never_written(tmp_path: Path) -> Non
     ingest = MetricsIngest(tmp_path / "jobs")
     with pytest.raises(jobfiles.UnsafeJobFile):
         ingest.ingest(1, MATCHER, final=True)
-    ingest.poll([{"id": 1, "state": "running", "spec": {"metrics": parse_metrics(
-        r"loss=(?P<loss>[\d.]+)")}}])  # the tick goes on
+    ingest.poll([Job.from_doc({"id": 1, "user": "u", "state": "running", "submitted_at": 0.0,
+                               "spec": {"command": "x", "metrics": parse_metrics(
+                                   r"loss=(?P<loss>[\d.]+)")}})])  # the tick goes on
     assert victim.read_text() == "root:x:0:0\n"
 
 
