@@ -34,6 +34,7 @@ HOP_BY_HOP = frozenset({
 })
 READ_SIZE = 1 << 16
 IDLE_MAX = 64  # idle connections kept per replica run
+JOIN_BODY = 1 << 16  # request bodies up to this size go out with the head, in one write
 _PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # a method, a header's name
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # no line breaks in a header
@@ -146,9 +147,13 @@ class ReplicaPool:
         loop = asyncio.get_running_loop()
         answer = _Reading(head_only=method == "HEAD")
         try:
-            out = _request(method, target, headers, body)
+            head = _request_head(method, target, headers, len(body))
             async with asyncio.timeout(timeout):
-                await loop.sock_sendall(conn.sock, out)
+                if len(body) <= JOIN_BODY:
+                    await loop.sock_sendall(conn.sock, head + body)  # one write
+                else:  # not copied
+                    await loop.sock_sendall(conn.sock, head)
+                    await loop.sock_sendall(conn.sock, body)
                 first = True
                 while answer.status is None:
                     await _fill(loop, conn.sock, answer, first)
@@ -260,14 +265,14 @@ class _Reading:
             self.keep_alive = self.parser.should_keep_alive()
 
 
-def _request(method: str, target: str, headers: list[tuple[bytes, bytes]],
-             body: bytes) -> bytes:
-    """The request's head and body, in one piece."""
+def _request_head(method: str, target: str, headers: list[tuple[bytes, bytes]],
+                  length: int) -> bytes:
+    """The request's head, for a body of `length` bytes."""
     verb, where = method.encode(), target.encode("ascii")
     if not _TOKEN.fullmatch(verb) or not where or _BAD_TARGET.search(where):
         raise ReplicaFailed(f"{method} {target!r} cannot be sent on as HTTP")
     head = [b"%s %s HTTP/1.1\r\nhost: replica\r\ncontent-length: %d\r\n"
-            % (verb, where, len(body))]
+            % (verb, where, length)]
     for name, value in headers:
         if name.lower() in HOP_BY_HOP:
             continue
@@ -275,7 +280,6 @@ def _request(method: str, target: str, headers: list[tuple[bytes, bytes]],
             raise ReplicaFailed(f"the request's header {name!r} cannot be sent on as HTTP")
         head.append(b"%s: %s\r\n" % (name, value))
     head.append(b"\r\n")
-    head.append(body)
     return b"".join(head)
 
 

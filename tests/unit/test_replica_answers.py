@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 
 import pytest
 
@@ -87,3 +88,30 @@ def test_hop_by_hop_headers_of_the_caller_stay_behind() -> None:
         (b"Connection", b"close"), (b"Host", b"caller"), (b"X-Kept", b"1")])[4]
     head = request.split(b"\r\n\r\n")[0].lower()
     assert b"x-kept: 1" in head and b"connection" not in head and b"caller" not in head
+
+
+def test_a_large_body_arrives_whole_after_its_head() -> None:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    ours.setblocking(False)
+    body = bytes(range(256)) * 1024  # over JOIN_BODY: sent apart from the head
+    got = bytearray()
+
+    def far_end() -> None:
+        while not got.endswith(body):
+            got.extend(theirs.recv(1 << 16))
+        theirs.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+    async def go() -> int:
+        answer = await ReplicaPool().exchange(Conn("run", ours, lambda: ours), "PUT", "/",
+                                              [], body, timeout=5)
+        return answer.status
+
+    reader = threading.Thread(target=far_end, daemon=True)
+    reader.start()
+    try:
+        assert asyncio.run(go()) == 200
+        head, _, rest = bytes(got).partition(b"\r\n\r\n")
+        assert b"content-length: %d" % len(body) in head and rest == body
+    finally:
+        theirs.close()
+        ours.close()
