@@ -5,7 +5,7 @@ all from this one run:
 
 1. p50/p99 latency of POST /predict on a tiny model, one request at a time, through
    the daemon (`/v1/services/NAME/invoke/predict`) vs straight to the replica's unix
-   socket (target: overhead <= 1 ms at p50);
+   socket (target: overhead <= 1 ms at p50), and the daemon's CPU per request;
 2. throughput with 32 concurrent clients, proxy vs direct (target >= 0.7x);
 3. dynamic batching: a model whose predict_batch costs the same for 1 or 16 inputs,
    served with max_batch 16 vs without batching, 32 clients (target >= 5x);

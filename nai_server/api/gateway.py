@@ -2,7 +2,8 @@
 people and programs without SSH, as `/{service}/{path}`. Only bearer tokens made for
 that service open it (`nai service token create`), or, where the admin allows public
 services (`services.gateway.allow_public`), its owner marking it public. Without
-either the answer is 401, whether or not the service exists."""
+either the answer is 401, whether or not the service exists. The token stays with the
+daemon: the `Authorization` header is not passed on to the replica (the model's code)."""
 
 from __future__ import annotations
 
