@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from nai_server.api.relay import WHOLE_ANSWER, relay, split
+from nai_server.api.relay import WHOLE_ANSWER, Relays, relay, split
 from nai_server.protocol import NotFound
 
 
@@ -117,3 +117,64 @@ def test_a_large_or_unsized_answer_is_streamed_and_closed() -> None:
 def test_split_keeps_the_path_as_sent() -> None:
     assert split(b"/v1/services/x/invoke/a%2Fb/c", 4) == b"a%2Fb/c"
     assert split(b"/v1/services/x/invoke", 4) is None
+
+
+class FakeServices:
+    def __init__(self) -> None:
+        self.invoked: list[tuple[str, str]] = []
+
+    def admit_now(self, caller: object, name: str) -> float:
+        return 1.0
+
+    async def invoke(self, name: str, wait: float, method: str, target: str,
+                     headers: object, body: bytes) -> Reply:
+        self.invoked.append((name, target))
+
+        async def nothing() -> AsyncIterator[bytes]:
+            yield b"{}"
+        return Reply(200, [], nothing(), 2)
+
+
+class FakeUseCases:
+    def __init__(self) -> None:
+        self.services = FakeServices()
+        self.accounts = self
+
+    def resolve(self, peer: object) -> object:
+        if peer is None:
+            raise NotFound("no peer")
+        return peer
+
+
+def through(raw_path: bytes, path: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """A request through `Relays`: (what reached the router, what reached a replica)."""
+    service = FakeUseCases()
+    routed: list[str] = []
+
+    async def router(scope: Any, receive: Any, send: Any) -> None:
+        routed.append(scope["path"])
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    scope = {"type": "http", "method": "GET", "path": path, "raw_path": raw_path,
+             "query_string": b"", "headers": [], "state": {"peer": "someone"}}
+    asyncio.run(Relays(router, service)(scope, receive, send))  # type: ignore[arg-type]
+    return routed, service.services.invoked
+
+
+def test_relays_serves_the_invoke_path_before_the_router_as_sent() -> None:
+    assert through(b"/v1/services/reg/invoke/a%20b/c", "/v1/services/reg/invoke/a b/c") == (
+        [], [("reg", "/a%20b/c")])
+
+
+def test_relays_leaves_what_the_routes_would_refuse_to_them() -> None:
+    for raw, path in [(b"/v1/services/-bad/invoke/x", "/v1/services/-bad/invoke/x"),
+                      (b"/v1/services/a%2Fb/invoke/x", "/v1/services/a/b/invoke/x"),
+                      (b"/v1/services/reg/invoke%2Fx/y", "/v1/services/reg/invoke/x/y"),
+                      (b"/v1/services/reg/logs", "/v1/services/reg/logs"),
+                      (b"/v1/jobs/0/app/x", "/v1/jobs/0/app/x")]:
+        assert through(raw, path) == ([path], [])
