@@ -6,13 +6,15 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The first-party plugins, each its own distribution (the tests use them).
+PLUGINS := $(wildcard plugins/*)
 
 .PHONY: demo test lint bench docs clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(PLUGINS:%=%/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,docs]'
+	$(BIN)/pip install --quiet -e '.[test,docs]' $(PLUGINS:%=-e ./%)
 	touch $(STAMP)
 
 # The venv's bin/ goes first on PATH so the example job's `python` has numpy.
@@ -21,12 +23,12 @@ demo: $(STAMP)
 
 # mypy: the whole code base, core/ strictly (pyproject.toml says which parts how).
 test: $(STAMP)
-	$(BIN)/ruff check nai_server nai_tui nai_metrics tests bench
+	$(BIN)/ruff check nai_server nai_tui nai_metrics plugins tests bench
 	$(BIN)/mypy nai_server nai_tui nai_metrics
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check nai_server nai_tui nai_metrics tests bench
+	$(BIN)/ruff check nai_server nai_tui nai_metrics plugins tests bench
 	$(BIN)/mypy nai_server nai_tui nai_metrics
 
 bench: $(STAMP)

@@ -186,6 +186,10 @@ class ServicesConfig(_Section):
     stop_grace_seconds: float = Field(default=5.0, ge=0)
     invoke_wait: Seconds = Field(default=10.0, ge=0)  # for a ready replica, then 503
     request_timeout: Seconds = Field(default=300.0, gt=0)  # for a replica's answer
+    max_services_per_user: int = Field(default=20, ge=1)  # running (not stopped/failed)
+    max_tokens_per_service: int = Field(default=20, ge=1)
+    keep_stopped: int = Field(default=10, ge=0)  # per user: older stopped ones are removed
+    keep_stopped_seconds: Seconds = Field(default=7 * 86400, ge=0)  # and any older than this
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from nai_server.app.accounts import Caller
 from nai_server.app.jobs import Jobs
 from nai_server.core.processing import ANNOTATOR_VAR
+from nai_server.core.states import JobState
 from nai_server.host import job_app
 from nai_server.host.replica_http import Answer, ReplicaFailed, exchange
 from nai_server.plugins.contracts import USER_HEADER
@@ -57,13 +58,13 @@ class JobApps:
 
     def _reachable(self, caller: Caller, job_id: int) -> tuple[int, Path]:
         job = self.jobs.readable(caller, job_id)  # 403 if not
-        if ANNOTATOR_VAR not in (job.get("spec", {}).get("env") or {}):
+        if ANNOTATOR_VAR not in job.spec.env:
             raise NotFound(f"job {job_id} serves no app (`nai dataset annotate` starts one)")
-        if job["state"] != "running":
-            raise Unavailable(f"job {job_id} is {job['state']}; its app is there while it "
+        if job.state != JobState.RUNNING:
+            raise Unavailable(f"job {job_id} is {job.state}; its app is there while it "
                               f"runs (see `nai show {job_id}`)")
         try:
-            uid = job_app.owner_uid(job["user"], self.jobs.config.personal)
+            uid = job_app.owner_uid(job.user, self.jobs.config.personal)
         except job_app.AppUnreachable as exc:
             raise Unavailable(f"job {job_id}'s app cannot be reached: {exc}") from exc
         return uid, self.jobs.runtime.job_dir(job_id)

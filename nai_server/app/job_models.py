@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from nai_server.app.accounts import Caller
+from nai_server.app.finetune_origin import finetune_origin
 from nai_server.app.jobs import Jobs
 from nai_server.app.registry import Registry
 from nai_server.core import trees
-from nai_server.core.metric_summary import check_metric_choice, headline
+from nai_server.core.job import Job
+from nai_server.core.metric_summary import check_metric_choice
 from nai_server.host import mounts
 from nai_server.protocol import Conflict, Invalid, ModelFromJob, RegistryVersion
 from nai_server.protocol.base import NAME_PATTERN
@@ -56,29 +58,25 @@ class JobModels:
         tree_id = self._select(outputs, body.path, job)
         if body.with_code:
             tree_id = self._with_code(tree_id, job)
-        summary = mounts.metric_summary(self.job_dir(body.job), directions)
-        pins = {kind: f"{pin['name']}@{pin['version']}" if pin else None
-                for kind in mounts.MOUNTS for pin in [job.get(kind)]}
-        metadata: Doc = {
-            "metrics": mounts.last_metrics(self.job_dir(body.job)),
-            "summary": summary["metrics"],
-            "lineage": mounts.lineage_of(body.job, job.get("code_tree"), pins),
-            "source": {"job": body.job, "path": body.path or "", "state": job["state"]}}
-        if summary["partial"]:
-            metadata["summary_partial"] = True
-        if body.metric is not None:
-            metadata["metric"] = headline(summary["metrics"], body.metric) or {
-                "name": body.metric, "direction": directions[body.metric]}
+        chosen = None if body.metric is None else {"name": body.metric,
+                                                   "direction": directions[body.metric]}
+        metadata = mounts.output_metadata(job, self.job_dir(body.job), chosen)
+        metadata["source"] = {"job": body.job, "path": body.path or "",
+                              "state": job.state.value}
         if body.with_code:
-            metadata["finetune_command"] = job["spec"]["command"]
+            metadata["finetune_command"] = job.spec.command
+        else:  # the outputs of `nai finetune`: fine-tuned again by the same code
+            model = mounts.pinned(job, "model")
+            metadata.update(finetune_origin(self.registry, model, job.code_tree,
+                                            job.spec.command))
         where = f" ({body.path})" if body.path else ""
-        called = f" ({job['spec']['name']})" if job["spec"].get("name") else ""
+        called = f" ({job.spec.name})" if job.spec.name else ""
         return self.registry.register_output(
             caller, name, tree_id, group=body.group, tag=body.tag,
             description=body.description or f"outputs{where} of job {body.job}{called}",
             metadata=metadata)
 
-    def _select(self, tree_id: str, path: str, job: Doc) -> str:
+    def _select(self, tree_id: str, path: str, job: Job) -> str:
         """The outputs, or the part of them at `path` (a folder's contents at the
         version's top; a file as itself)."""
         if not path.strip("/"):
@@ -91,18 +89,18 @@ class JobModels:
         if not chosen:
             tops = sorted({e.path.split("/")[0] for e in entries})
             shown = ", ".join(tops[:10]) + (" ..." if len(tops) > 10 else "")
-            raise Invalid(f"job {job['id']}'s outputs hold nothing at {path!r} (they hold: "
-                          f"{shown or 'nothing'}; `nai pull {job['id']}` shows them all)")
+            raise Invalid(f"job {job.id}'s outputs hold nothing at {path!r} (they hold: "
+                          f"{shown or 'nothing'}; `nai pull {job.id}` shows them all)")
         prefix = path.strip("/")
         cut = len(prefix) + 1
         picked = [trees.Entry(e.path[cut:] if e.path != prefix else e.path.rsplit("/", 1)[-1],
                               e.kind, e.size, e.mode, e.sha256, e.target) for e in chosen]
         return self._record(picked, f"the outputs at {path!r}")
 
-    def _with_code(self, tree_id: str, job: Doc) -> str:
-        code = job.get("code_tree")
+    def _with_code(self, tree_id: str, job: Job) -> str:
+        code = job.code_tree
         if not code:
-            raise Invalid(f"job {job['id']} ran no uploaded code; register it without "
+            raise Invalid(f"job {job.id} ran no uploaded code; register it without "
                           f"--with-code")
         outputs = self.blobs.get_tree(tree_id)
         code_entries = self.blobs.get_tree(code)

@@ -18,7 +18,7 @@ from nai_server.app.job_metrics import MetricsReads
 from nai_server.app.listing_cache import ListingCache, Stamp
 from nai_server.app.ports import JobStore
 from nai_server.app.submit_checks import check_fits, time_limit, with_server_limits
-from nai_server.core.job import Job, Pin
+from nai_server.core.job import Job, JobSummary, Pin
 from nai_server.core.spec import (
     JobSpec,
     SpecError,
@@ -26,7 +26,7 @@ from nai_server.core.spec import (
     parse_spec,
     spec_from_dict,
 )
-from nai_server.core.states import TERMINAL, JobState, transition
+from nai_server.core.states import JobState, transition
 from nai_server.host import diskspace, jobfiles, unix
 from nai_server.host.dry_run import estimate as estimate_start
 from nai_server.host.launchers.local import proc_uid
@@ -44,7 +44,7 @@ from nai_server.protocol import (
     MetricsPage,
     NotFound,
 )
-from nai_server.store.history import JobFilter, doc_of
+from nai_server.store.history import JobFilter, job_of
 
 Doc = dict[str, Any]
 MAX_PAGE = 1000
@@ -73,52 +73,52 @@ class Jobs:
     # --- views ------------------------------------------------------------------------
 
     @staticmethod
-    def may_read(caller: Caller, job: Doc) -> bool:
-        return (caller.admin or job["user"] == caller.user
-                or (job.get("group") is not None and job["group"] in caller.groups))
+    def may_read(caller: Caller, job: Job | JobSummary) -> bool:
+        return (caller.admin or job.user == caller.user
+                or (job.group is not None and job.group in caller.groups))
 
-    def _info(self, caller: Caller, job: Doc) -> JobInfo:
+    def _info(self, caller: Caller, job: Job) -> JobInfo:
         state = self.runtime.state
         # Everyone sees the queue; only those who may read a job see its code, the trees
         # of its dataset and model, its outputs and the values of its environment,
         # where people keep tokens.
         readable = self.may_read(caller, job)
-        spec = job["spec"]
+        spec = job.spec_doc.copy()
         if not readable and spec.get("env"):
-            spec = {**spec, "env": dict.fromkeys(spec["env"], HIDDEN)}
-        pins = {kind: job.get(kind) if readable or not job.get(kind) else
-                {k: v for k, v in job[kind].items() if k != "tree_id"}
-                for kind in ("dataset", "model")}
+            spec["env"] = dict.fromkeys(spec["env"], HIDDEN)
+        pins = {kind: None if pin is None else pin.to_doc() if readable else
+                {"name": pin.name, "version": pin.version}
+                for kind, pin in (("dataset", job.dataset), ("model", job.model))}
+        queued = job.state == JobState.QUEUED
         return JobInfo(
-            id=job["id"], name=job["spec"].get("name") or f"job-{job['id']}",
-            user=job["user"], group=job.get("group"), state=job["state"],
-            reason=state.waiting.get(job["id"]) if job["state"] == "queued" else None,
-            est_start=state.est_start.get(job["id"]) if job["state"] == "queued" else None,
-            message=job.get("message"), spec=spec,
-            code_tree=job.get("code_tree") if readable else None,
-            gpus=job.get("gpus", []), submitted_at=job["submitted_at"],
-            started_at=job.get("started_at") if job["state"] != "queued" else None,
-            ended_at=job.get("ended_at"), exit_code=job.get("exit_code"),
-            output_tree=job.get("output_tree") if readable else None,
-            dataset=pins["dataset"], model=pins["model"], registered=job.get("registered"),
+            id=job.id, name=job.name, user=job.user, group=job.group, state=job.state.value,
+            reason=state.waiting.get(job.id) if queued else None,
+            est_start=state.est_start.get(job.id) if queued else None,
+            message=job.message, spec=spec,
+            code_tree=job.code_tree if readable else None,
+            gpus=list(job.gpus), submitted_at=job.submitted_at,
+            started_at=job.started_at if not queued else None,
+            ended_at=job.ended_at, exit_code=job.exit_code,
+            output_tree=job.output_tree if readable else None,
+            dataset=pins["dataset"], model=pins["model"], registered=job.registered,
         )
 
-    def _fetch(self, job_id: int) -> Doc:
+    def _fetch(self, job_id: int) -> Job:
         """The job, for reading: a hot one under the lock, an archived one from the
         archive files without it (a job archived in between is in its file by then)."""
         with self.lock:
-            job = self.store.get_hot_job(job_id)
+            job = self.records.get_hot(job_id)
             months = self.store.archived_months_of(job_id) if job is None else []
         if job is None:
-            job = self.store.history.get(job_id, months)
+            job = self.store.history.job(job_id, months)
         if job is None:
             raise NotFound(f"no job {job_id} on this server (see `nai jobs --all`)")
         return job
 
-    def _readable(self, caller: Caller, job_id: int) -> Doc:
+    def _readable(self, caller: Caller, job_id: int) -> Job:
         job = self._fetch(job_id)
         if not self.may_read(caller, job):
-            raise Forbidden(f"job {job_id} belongs to {job['user']}; only they, their group "
+            raise Forbidden(f"job {job_id} belongs to {job.user}; only they, their group "
                             f"(for group jobs) and admins may read its logs and outputs")
         return job
 
@@ -169,7 +169,7 @@ class Jobs:
                           f"(POST /v1/trees)")
         with self.lock:
             for dep in (*spec.after, *spec.after_ok):
-                if self.store.get_job(dep) is None:
+                if self.records.get(dep) is None:
                     raise Invalid(f"after/after_ok: there is no job {dep}")
             dataset = (self.registry.resolve(caller, "dataset", spec.dataset)
                        if spec.dataset else None)
@@ -188,7 +188,7 @@ class Jobs:
                 job = self.records.insert(job)
                 for p in pins:
                     self.registry.record_use(p.kind, p.name, p.version, job.id)
-                info = self._info(caller, job.to_doc())
+                info = self._info(caller, job)
         if dry_run:
             return self.would_start(caller, job)
         self.notify()
@@ -199,7 +199,7 @@ class Jobs:
         start (`est_start`: `submitted_at` when at once, None when not known) and why it
         would wait (`reason`), by the plan of today's queue with it added."""
         estimate = estimate_start(self.runtime, job, job.submitted_at)
-        return self._info(caller, job.to_doc()).model_copy(update={
+        return self._info(caller, job).model_copy(update={
             "est_start": estimate.at,
             "reason": str(estimate.reason) if estimate.reason else None})
 
@@ -225,28 +225,28 @@ class Jobs:
                          since=since, before=before)
         every = JobFilter(user=want.user, state=state, since=since)
         with self.lock:
-            hot = self.store.hot_jobs()
+            hot = self.records.hot()
             months = self.store.archived_months(before)
             top = self.store.archived_top(before)
             archived_total = (self.store.archived_count(want.user, state)
                               if since is None else None)
-        total = sum(1 for j in hot if every.doc(j))
-        hot_ids = {j["id"] for j in hot}
-        page_hot = sorted((j for j in hot if want.doc(j)), key=lambda j: -j["id"])
+        total = sum(1 for j in hot if every.job(j))
+        hot_ids = {j.id for j in hot}
+        page_hot = sorted((j for j in hot if want.job(j)), key=lambda j: -j.id)
         need = offset + limit
-        if len(page_hot) >= need and page_hot[need - 1]["id"] > top and archived_total is not None:
+        if len(page_hot) >= need and page_hot[need - 1].id > top and archived_total is not None:
             page = page_hot[offset:need]  # the newest jobs are all hot: no archive read
         else:
-            archived = (doc_of(r) for r in self.store.history.rows_matching(want, months)
+            archived = (job_of(r) for r in self.store.history.rows_matching(want, months)
                         if r[0] not in hot_ids)
-            merged = heapq.merge(page_hot, archived, key=lambda j: -j["id"])
+            merged = heapq.merge(page_hot, archived, key=lambda j: -j.id)
             page = list(itertools.islice(merged, offset, need))
         if archived_total is None:  # by time: count what the archives hold
             archived_total = sum(1 for r in self.store.history.rows_matching(
                 every, self.store.history.months()) if r[0] not in hot_ids)
         return JobList(jobs=[self._info(caller, j) for j in page],
                        total=total + archived_total, offset=offset, limit=limit,
-                       next_before=page[-1]["id"] if len(page) == limit else None)
+                       next_before=page[-1].id if len(page) == limit else None)
 
     def list_json(self, caller: Caller, **query: Any) -> bytes:
         """`list`, encoded as JSON; the same listing asked again while the store and
@@ -262,7 +262,9 @@ class Jobs:
         return (*self.store.generation(), state.waiting, state.est_start)
 
     def show(self, caller: Caller, job_id: int) -> JobInfo:
-        return self._info(caller, self._fetch(job_id))
+        info, state = self._info(caller, self._fetch(job_id)), self.runtime.state
+        kept = info.reason == "Priority" or (info.state == "queued" and info.id == state.head)
+        return info.model_copy(update={"why": state.kept}) if kept else info
 
     def cancel(self, caller: Caller, job_id: int) -> JobInfo:
         with self.lock:
@@ -287,7 +289,7 @@ class Jobs:
                 job = self.records.update(
                     job_id, stop=dataclasses.replace(job.stop, kind=JobState.CANCELLED),
                     message=f"cancelled by {caller.user}")
-            info = self._info(caller, job.to_doc())
+            info = self._info(caller, job)
         self.notify()
         return info
 
@@ -318,7 +320,7 @@ class Jobs:
 
     def ended(self, job_id: int) -> bool:
         try:
-            return self._fetch(job_id)["state"] in TERMINAL
+            return self._fetch(job_id).terminal
         except NotFound:
             return True
 
@@ -337,16 +339,16 @@ class Jobs:
 
     def output_tree(self, caller: Caller, job_id: int) -> str:
         job = self._readable(caller, job_id)
-        if job["state"] not in TERMINAL:
-            raise Conflict(f"job {job_id} is {job['state']}: outputs are collected when it "
+        if not job.terminal:
+            raise Conflict(f"job {job_id} is {job.state}: outputs are collected when it "
                            f"ends (follow it with `nai logs -f {job_id}`)")
-        if not job.get("output_tree"):
+        if not job.output_tree:
             raise NotFound(f"job {job_id} left no outputs" + (
-                f" ({job['message']})" if job.get("message") else ""))
-        return str(job["output_tree"])
+                f" ({job.message})" if job.message else ""))
+        return job.output_tree
 
-    def readable(self, caller: Caller, job_id: int) -> Doc:
-        """The job's record, if the caller may read it (403 naming its owner if not)."""
+    def readable(self, caller: Caller, job_id: int) -> Job:
+        """The job, if the caller may read it (403 naming its owner if not)."""
         return self._readable(caller, job_id)
 
     # --- GPUs -------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from nai_server.core import scheduling as sched
+from nai_server.core.units import format_size, parse_size
 from nai_server.host.gpu_watch import Foreign
 from nai_server.host.launchers.local import session_of
 from nai_server.host.runtime import JobRuntime
@@ -62,8 +63,9 @@ def max_gpus(store: TinyDbStore, kind: str, name: str | None) -> int | None:
 def free_gpus(runtime: JobRuntime, store: TinyDbStore, docs: list[Doc], doc: Doc,
               count: int) -> tuple[int, ...] | str:
     """`count` GPUs that no job, replica (of `docs`, every service as decided so far)
-    or foreign process holds, within the quotas of `doc`'s user and owning group; or
-    why not, in words."""
+    or foreign process holds, each with the service's `gpu_memory` free (as the GPU
+    inventory last saw it), within the quotas of `doc`'s user and owning group; or why
+    not, in words."""
     if count == 0:
         return ()
     snapshot = runtime.state.snapshot or runtime.gpus.probe()
@@ -80,7 +82,20 @@ def free_gpus(runtime: JobRuntime, store: TinyDbStore, docs: list[Doc], doc: Doc
                     if (d["user"] if kind == "user" else d["owner"].get("group")) == name)
         if held + count > quota:
             return f"waiting: {kind} {name} holds {held} of the {quota} GPU(s) its quota allows"
-    free = sorted(g.index for g in snapshot.gpus if g.index not in busy)
+    need = memory_needed(doc)
+    free = sorted(g.index for g in snapshot.gpus
+                  if g.index not in busy and g.memory_free >= need)
     if len(free) < count:
-        return f"waiting for {count} free GPU(s) ({len(free)} free now)"
+        memory = f" with {format_size(need)} of memory free" if need else ""
+        return f"waiting for {count} free GPU(s){memory} ({len(free)} now)"
     return tuple(free[:count])
+
+
+def memory_needed(doc: Doc) -> int:
+    """Bytes each GPU of a replica must have free (a service recorded before this was
+    checked keeps it as written, e.g. "8G")."""
+    value = doc.get("gpu_memory")
+    try:
+        return parse_size(value) if value else 0
+    except ValueError:
+        return 0

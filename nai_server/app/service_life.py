@@ -1,13 +1,15 @@
 """Keeping services' replicas running: the supervisor's step, in a thread of its own.
 
-Each step observes every replica outside the lock (its process, and its health path,
-with deadlines and in parallel, so that no replica can hold back the others or the
-job scheduler), then decides under the lock: a replica that answers is ready; one that
+Each step observes every replica outside the lock (service_watch: its process, its
+health path with deadlines and in parallel, the user it runs as), then decides under
+the lock, from what was seen and in memory only: a replica that answers is ready; one that
 stops answering is unhealthy, and restarted once it stays so; one that died is
 restarted with backoff; too many failures in the window fail the service, with the
 last lines of the log in its message. Waiting replicas get free GPUs within their
 owner's quota (the job scheduler sees replicas' GPUs as held: `running()`), and are
-launched outside the lock once their GPUs are recorded, as jobs are.
+launched outside the lock once their GPUs are recorded, as jobs are; signals and the
+removal of replicas' directories wait for the lock's release too. Stopped and failed
+services are removed in time (`keep_stopped`, `keep_stopped_seconds`).
 
 A new model version rolls: one replica of the new version starts; once it is ready
 one of the old version stops, until none is left. A new replica that fails or never
@@ -16,16 +18,15 @@ becomes ready rolls the service back to the old version.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import signal
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from nai_server.app import service_gpus
+from nai_server.app import service_gpus, service_watch
+from nai_server.app.service_watch import Endpoint, Observed, Owners, Seen
 from nai_server.config import ServerConfig
 from nai_server.core import scheduling as sched
 from nai_server.core import service_rules as rules
@@ -33,7 +34,7 @@ from nai_server.core.service_rules import live, replica_dir
 from nai_server.core.states import SERVICE_TERMINAL, ServiceState
 from nai_server.host.gpu_watch import Foreign
 from nai_server.host.launchers.local import Handle
-from nai_server.host.replicas import Owner, ReplicaHost, ReplicaStart
+from nai_server.host.replicas import ReplicaHost, ReplicaStart
 from nai_server.host.runtime import JobRuntime
 from nai_server.store.atomic import CommitLock
 from nai_server.store.db import TinyDbStore
@@ -43,18 +44,8 @@ log = logging.getLogger("nai.services")
 Doc = dict[str, Any]
 _P, _S, _R, _U = (ServiceState.PENDING, ServiceState.STARTING, ServiceState.READY,
                   ServiceState.UNHEALTHY)
-_LIVE = (_S, _R, _U)
-
-
-@dataclasses.dataclass(frozen=True)
-class Endpoint:
-    """A ready replica, for the proxy."""
-
-    service: str
-    index: int
-    run: int
-    dir: Path
-    owner: Owner
+SWEEP_SECONDS = 600.0  # replica directories no document names are looked for this often
+__all__ = ["Endpoint", "Supervisor"]
 
 
 class Supervisor:
@@ -74,13 +65,19 @@ class Supervisor:
         self.endpoints: dict[str, list[Endpoint]] = {}  # ready replicas, by service
         self.wanted_now: set[str] = set()  # idle services a request asked to start
         self.last_request: dict[str, float] = {}
-        self._pool = ThreadPoolExecutor(8, thread_name_prefix="nai-probe")
+        self.watch = service_watch.Watch(host, self.settings)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._docs: list[Doc] = []
+        self._docs: list[Doc] = []  # this step's, as decided
+        self._owners: Owners = {}  # this step's users' accounts, looked up outside the lock
+        self._acts: list[Callable[[], None]] = []  # what the decisions ask, after the lock
+        self._read: tuple[object, list[Doc]] | None = None  # see `docs`
+        self._swept_at: float | None = None
         # Requests in flight to a replica (the proxy's count): drained before SIGTERM.
         self.outstanding: Callable[[str, int], int] = lambda _service, _index: 0
+        # A removed service's state in memory (the proxy's counts) goes with it.
+        self.forget: Callable[[str], None] = lambda _service: None
 
     # --- the thread -------------------------------------------------------------------
 
@@ -96,7 +93,7 @@ class Supervisor:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.watch.close()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -109,24 +106,34 @@ class Supervisor:
 
     # --- what the job scheduler and the GPU listing see (under the lock) -------------
 
+    def docs(self) -> list[Doc]:
+        """Every service document, read once while the store is unchanged: the job
+        tick's callers below share it (read-only; under the lock)."""
+        generation = self.store.generation()
+        if self._read is None or self._read[0] != generation:
+            self._read = (generation, self.records.list())
+        return self._read[1]
+
     def running(self) -> list[sched.RunningJob]:
-        return service_gpus.running(self.records.list())
+        return service_gpus.running(self.docs())
 
     def gpu_holders(self) -> dict[int, tuple[str, str]]:
-        return service_gpus.holders(self.records.list())
+        return service_gpus.holders(self.docs())
 
     def not_foreign(self, foreign: Foreign) -> Foreign:
-        return service_gpus.without_replicas(foreign, self.records.list())
+        return service_gpus.without_replicas(foreign, self.docs())
 
     # --- one step ---------------------------------------------------------------------
 
     def step(self, now: float | None = None) -> None:
         now = self.clock() if now is None else now
         with self.lock:
-            docs = [d for d in self.records.list() if d["replica_docs"]
+            docs = [d for d in self.docs() if d["replica_docs"]
                     or d["state"] not in SERVICE_TERMINAL]
-        seen = self._observe(docs)
+        owners = self._owners = self.watch.owners(docs)  # no lock held: slow lookups
+        seen = self.watch.observe(docs, owners)
         launches: list[tuple[str, int, ReplicaStart]] = []
+        self._acts = []
         with self.lock:
             self._docs = self.records.list()  # decided together: GPUs given are seen
             for doc in self._docs:
@@ -135,45 +142,52 @@ class Supervisor:
                 if repr(doc) != before:
                     doc["updated_at"] = now
                     self.records.put(doc)
+            self._expire(now)
+            self.endpoints = service_watch.endpoints(self._docs, owners, self.host,
+                                                     SERVICE_TERMINAL)
+        self._act()  # committed: what the decisions asked for
+        self.host.retry_cgroups()
         for name, run, start in launches:  # committed: a crash now re-adopts them
             self._launch(name, run, start, now)
-        self._publish()
+        if self._swept_at is None or now - self._swept_at >= SWEEP_SECONDS:
+            self._swept_at = now  # directories left by a crash, or of removed services
+            service_watch.sweep(self.host, self._docs)
 
-    def _observe(self, docs: list[Doc]) -> dict[tuple[str, int], tuple[str, bool, str]]:
-        """(service, run) → (process status, healthy, why not), for replicas with a pid."""
-        work = []
-        for doc in docs:
-            owner = self.host.owner(doc["user"])
-            for r in doc["replica_docs"]:
-                if r.get("pid") and owner is not None:
-                    work.append((doc, r, owner))
+    def _act(self) -> None:
+        acts, self._acts = self._acts, []
+        for act in acts:
+            try:
+                act()
+            except Exception:
+                log.exception("services: an action failed")
 
-        def look(item: tuple[Doc, Doc, Owner]) -> tuple[str, bool, str]:
-            doc, r, owner = item
-            where = self.host.path(replica_dir(doc, r))
-            status = self.host.status(where, Handle(r["pid"], r["pid_start"]))
-            if status != "running" or r.get("stopping"):
-                return status, False, ""
-            healthy, why = self.host.probe(where, owner, r["health"],
-                                           self.settings.probe_timeout)
-            return status, healthy, why
+    def _expire(self, now: float) -> None:
+        """Stopped and failed services past the ones kept are removed (their directories
+        went with their replicas; the sweep after takes any left)."""
+        gone = rules.expired(self._docs, now, self.settings.keep_stopped,
+                             self.settings.keep_stopped_seconds)
+        for name in gone:
+            self.records.remove(name)
+            self.last_request.pop(name, None)
+            self.forget(name)
+        if gone:
+            self._docs = [d for d in self._docs if d["name"] not in gone]
+            self._swept_at = None
+            log.info("services removed (stopped long enough): %s", ", ".join(gone))
 
-        results = list(self._pool.map(look, work))
-        return {(d["name"], r["run"]): res for (d, r, _), res in zip(work, results, strict=True)}
-
-    def _decide(self, doc: Doc, seen: dict[tuple[str, int], tuple[str, bool, str]],
-                now: float, launches: list[tuple[str, int, ReplicaStart]]) -> None:
+    def _decide(self, doc: Doc, seen: Observed, now: float,
+                launches: list[tuple[str, int, ReplicaStart]]) -> None:
         terminal = doc["state"] in SERVICE_TERMINAL
         if terminal:
             for r in live(doc):
                 self._retire(r, now)
         for r in list(doc["replica_docs"]):
             if r.get("stopping"):
-                self._drain(doc, r, seen.get((doc["name"], r["run"])), now)
+                self._drain(doc, r, seen.get(replica_dir(doc, r)), now)
             elif r["state"] == _P:
                 self._place(doc, r, now, launches)
             else:
-                self._watch(doc, r, seen.get((doc["name"], r["run"])), now)
+                self._watch(doc, r, seen.get(replica_dir(doc, r)), now)
             if doc["state"] in SERVICE_TERMINAL and not terminal:  # it failed just now
                 return self._decide(doc, seen, now, launches)
         if not terminal:
@@ -182,42 +196,48 @@ class Supervisor:
 
     # --- replicas ---------------------------------------------------------------------
 
+    def _where(self, doc: Doc, r: Doc) -> Path:
+        return self.host.path(replica_dir(doc, r))
+
     def _retire(self, r: Doc, now: float, grace: float | None = None) -> None:
         r["stopping"] = True
         r["kill_at"] = now + (self.settings.stop_grace_seconds if grace is None else grace)
 
-    def _drain(self, doc: Doc, r: Doc, seen: tuple[str, bool, str] | None,
-               now: float) -> None:
+    def _signal(self, pid: int, start: int, sig: int) -> None:
+        handle = Handle(pid, start)
+        self._acts.append(lambda: self.host.signal(handle, sig))
+
+    def _remove(self, where: Path) -> None:
+        self._acts.append(lambda: self.host.remove(where))
+
+    def _drain(self, doc: Doc, r: Doc, seen: Seen | None, now: float) -> None:
         """A replica on its way out: SIGTERM, SIGKILL after the grace; once its process
         is gone its directory and GPUs go too."""
         if r["state"] == _P and not r.get("pid"):  # never started: nothing of its own
             doc["replica_docs"].remove(r)
             return
-        where = self.host.path(replica_dir(doc, r))
-        if r.get("pid") is None and (owner := self.host.owner(doc["user"])):
-            adopted = self.host.adopt(where, owner)  # a launch the daemon died in
-            if adopted is not None:
-                r.update(pid=adopted.pid, pid_start=adopted.start_ticks)
-        if r.get("pid"):
-            handle = Handle(r["pid"], r["pid_start"])
-            running = seen[0] == "running" if seen is not None else self.host.alive(handle)
-            if running:
-                busy = self.outstanding(doc["name"], r["index"]) and now < r["kill_at"]
-                if not r.get("termed") and not busy:  # its requests finish first
-                    self.host.signal(handle, signal.SIGTERM)
-                    r["termed"] = True
-                if now >= r["kill_at"]:
-                    self.host.signal(handle, signal.SIGKILL)
-                return
-            self.host.status(where, handle)  # reaps it, if this daemon started it
-        self.host.remove(where)
-        doc["replica_docs"].remove(r)
+        if seen is None:  # not looked at yet: the next step
+            return
+        if not r.get("pid") and seen.adopted is not None:  # a launch the daemon died in
+            r.update(pid=seen.adopted.pid, pid_start=seen.adopted.start_ticks)
+        elif r.get("pid") and seen.status == "running":
+            pass
+        else:  # gone (and reaped, when this daemon started it, by the look)
+            self._remove(self._where(doc, r))
+            doc["replica_docs"].remove(r)
+            return
+        busy = self.outstanding(doc["name"], r["index"]) and now < r["kill_at"]
+        if not r.get("termed") and not busy:  # its requests finish first
+            self._signal(r["pid"], r["pid_start"], signal.SIGTERM)
+            r["termed"] = True
+        if now >= r["kill_at"]:
+            self._signal(r["pid"], r["pid_start"], signal.SIGKILL)
 
     def _place(self, doc: Doc, r: Doc, now: float,
                launches: list[tuple[str, int, ReplicaStart]]) -> None:
-        if now < r.get("retry_at", 0):
-            return
-        owner = self.host.owner(doc["user"])
+        if now < r.get("retry_at", 0) or doc["user"] not in self._owners:
+            return  # (a service new since the look: its user is looked up next step)
+        owner = self._owners[doc["user"]]
         if owner is None:
             return self._fail(doc, f"user {doc['user']} has no unix account on this host")
         gpus = self._free_gpus(doc, r["gpus_wanted"])
@@ -232,62 +252,54 @@ class Supervisor:
         for key in ("max_batch", "max_wait_ms"):
             if doc.get(key) is not None:
                 env[f"NAI_{key.upper()}"] = str(doc[key])
-        where = self.host.path(replica_dir(doc, r))
         launches.append((doc["name"], r["run"], ReplicaStart(
-            where, r["tree_id"], r["command"], owner, tuple(gpus), env)))
+            self._where(doc, r), r["tree_id"], r["command"], owner, tuple(gpus), env,
+            r.get("memory"), r.get("cpus"))))
 
     def _free_gpus(self, doc: Doc, count: int) -> tuple[int, ...] | None:
         found = service_gpus.free_gpus(self.runtime, self.store, self._docs, doc, count)
-        if isinstance(found, str):
-            self._note(doc, found)
-            return None
-        return found
-
-    @staticmethod
-    def _note(doc: Doc, message: str) -> None:
-        for r in live(doc):
+        if not isinstance(found, str):
+            return found
+        for r in live(doc):  # why they wait
             if r["state"] == _P:
-                r["message"] = message
+                r["message"] = found
+        return None
 
-    def _watch(self, doc: Doc, r: Doc, seen: tuple[str, bool, str] | None,
-               now: float) -> None:
-        if r.get("pid") is None:  # the daemon died launching it (launches end in a step)
-            return self._lost(doc, r)
-        if seen is None:
+    def _watch(self, doc: Doc, r: Doc, seen: Seen | None, now: float) -> None:
+        if seen is None:  # launched since the look (or not yet): the next step
             return
-        status, healthy, why = seen
+        if r.get("pid") is None:  # the daemon died launching it (launches end in a step)
+            return self._lost(doc, r, seen)
         settings = self.settings
-        if status != "running":
-            return self._died(doc, r, now, "its process ended")
-        if healthy:
+        if seen.status != "running":
+            return self._died(doc, r, now, "its process ended", seen.tail)
+        if seen.healthy:
             if r["state"] != _R:
                 r.update(state=str(_R), ready_at=now, message=None, since=None)
             return
+        why = seen.why
         r["message"] = why
         if r["state"] == _S and now - (r.get("started_at") or now) > settings.start_timeout:
-            self._died(doc, r, now, f"not ready after {settings.start_timeout:g}s ({why})")
+            self._died(doc, r, now, f"not ready after {settings.start_timeout:g}s ({why})",
+                       seen.tail)
         elif r["state"] == _R:
             r.update(state=str(_U), since=now)
         elif r["state"] == _U and now - (r.get("since") or now) > settings.unhealthy_seconds:
-            self._died(doc, r, now, f"unhealthy for {settings.unhealthy_seconds:g}s ({why})")
+            self._died(doc, r, now, f"unhealthy for {settings.unhealthy_seconds:g}s ({why})",
+                       seen.tail)
 
-    def _lost(self, doc: Doc, r: Doc) -> None:
+    def _lost(self, doc: Doc, r: Doc, seen: Seen) -> None:
         """The daemon died while launching it: adopt its wrapper, or start it again."""
-        owner = self.host.owner(doc["user"])
-        where = self.host.path(replica_dir(doc, r))
-        handle = self.host.adopt(where, owner) if owner is not None else None
-        if handle is not None:
-            r.update(pid=handle.pid, pid_start=handle.start_ticks)
+        if seen.adopted is not None:
+            r.update(pid=seen.adopted.pid, pid_start=seen.adopted.start_ticks)
             return
-        self.host.remove(where)
+        self._remove(self._where(doc, r))
         r.update(state=str(_P), gpus=[], pid=None)
 
-    def _died(self, doc: Doc, r: Doc, now: float, why: str) -> None:
+    def _died(self, doc: Doc, r: Doc, now: float, why: str, tail: str) -> None:
         """A replica that ended or will not answer: it is killed (its GPUs kept until it
         is gone) and a new one waits for its backoff; or the service fails, or a
         rolling update is rolled back."""
-        where = self.host.path(replica_dir(doc, r))
-        tail = self.host.log_tail(where)
         tombstone = {**r, "stopping": True, "kill_at": now, "termed": True}
         doc["replica_docs"].append(tombstone)
         restarts = r.get("restarts", 0) + 1
@@ -318,8 +330,8 @@ class Supervisor:
     def _roll_back(self, doc: Doc, old: Doc, why: str) -> None:
         """The new version did not become ready: serve the old one again."""
         new = doc["model"]
-        for key in ("model", "tree_id", "command", "health"):
-            doc[key] = old[key]
+        for key in ("model", "tree_id", "command", "health", "memory", "cpus"):
+            doc[key] = old.get(key)
         doc["message"] = f"update to {new} rolled back: {why}"
         now = self.clock()
         for r in live(doc):
@@ -366,38 +378,21 @@ class Supervisor:
     def _launch(self, name: str, run: int, start: ReplicaStart, now: float) -> None:
         try:
             handle: Handle | None = self.host.start(start)
-            problem = None
+            problem, tail = None, ""
         except Exception as exc:
             log.exception("service %s: a replica could not start", name)
-            handle, problem = None, f"could not start: {exc}"
+            handle, problem, tail = None, f"could not start: {exc}", self.host.log_tail(start.dir)
         with self.lock:
             doc = self.records.get(name)
             r = next((x for x in (doc or {}).get("replica_docs", ()) if x["run"] == run), None)
-            if doc is None or r is None:
+            if doc is not None and r is not None:
                 if handle is not None:
-                    self.host.signal(handle, signal.SIGKILL)
-                return
-            if handle is not None:
-                r.update(pid=handle.pid, pid_start=handle.start_ticks)
-                log.info("service %s replica %s started on GPUs %s (pid %s)", name,
-                         r["index"], r["gpus"], handle.pid)
-            elif not r.get("stopping"):
-                self._died(doc, r, now, problem or "could not start")
-            self.records.put(doc)
-
-    def _publish(self) -> None:
-        """The ready replicas, for the proxy (swapped whole: readers take no lock)."""
-        endpoints: dict[str, list[Endpoint]] = {}
-        with self.lock:
-            docs = self.records.list()
-        for doc in docs:
-            if doc["state"] in SERVICE_TERMINAL:
-                continue
-            owner = self.host.owner(doc["user"])
-            if owner is None:
-                continue
-            endpoints[doc["name"]] = [
-                Endpoint(doc["name"], r["index"], r["run"],
-                         self.host.path(replica_dir(doc, r)), owner)
-                for r in live(doc) if r["state"] == _R and r.get("pid")]
-        self.endpoints = endpoints
+                    r.update(pid=handle.pid, pid_start=handle.start_ticks)
+                    log.info("service %s replica %s started on GPUs %s (pid %s)", name,
+                             r["index"], r["gpus"], handle.pid)
+                elif not r.get("stopping"):
+                    self._died(doc, r, now, problem or "could not start", tail)
+                self.records.put(doc)
+                handle = None
+        if handle is not None:  # its service went meanwhile
+            self.host.signal(handle, signal.SIGKILL)

@@ -1,14 +1,16 @@
 """Request metrics of services' replicas, kept in memory by the proxy (since the
 daemon started): counts, errors, the rate over the last minute, and latency
-percentiles over the most recent requests."""
+percentiles over the most recent requests; and a service's view with them."""
 
 from __future__ import annotations
 
 import collections
 import statistics
 import threading
+from typing import Any
 
-from nai_server.protocol.services import RequestStats
+from nai_server.core.service_rules import live
+from nai_server.protocol.services import ReplicaInfo, RequestStats, ServiceInfo
 
 RECENT = 2048  # latencies kept per replica for the percentiles
 WINDOW = 60.0  # seconds the rate is measured over
@@ -88,3 +90,24 @@ class RequestBook:
             p50 = p99 = latencies[0] * 1000
         return RequestStats(requests=requests, errors=errors, per_second=recent / WINDOW,
                             p50_ms=p50, p99_ms=p99)
+
+
+def service_info(doc: dict[str, Any], book: RequestBook, now: float,
+                 may_write: bool) -> ServiceInfo:
+    """What callers see of a service: its document's fields, its live replicas, and the
+    proxy's counts."""
+    name = doc["name"]
+    replicas = [ReplicaInfo(
+        index=r["index"], state=r["state"], model=r["model"], gpus=r["gpus"],
+        pid=r.get("pid"), started_at=r.get("started_at"), ready_at=r.get("ready_at"),
+        restarts=r.get("restarts", 0), message=r.get("message"),
+        stats=book.stats(name, r["index"], now))
+        for r in sorted(live(doc), key=lambda r: r["index"])]
+    return ServiceInfo(
+        name=name, owner=doc["owner"], user=doc["user"], model=doc["model"],
+        state=doc["state"], visibility=doc["visibility"], public=doc["public"],
+        replicas=doc["replicas"], gpus=doc["gpus"], idle_timeout=doc["idle_timeout"],
+        max_batch=doc["max_batch"], max_wait_ms=doc["max_wait_ms"],
+        created_at=doc["created_at"], updated_at=doc["updated_at"],
+        message=doc.get("message"), replica_info=replicas,
+        stats=book.stats(name, None, now), may_write=may_write)

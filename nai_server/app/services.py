@@ -16,24 +16,22 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from nai_server.app import service_gpus
+from nai_server.app import service_checks as checks
 from nai_server.app.accounts import Caller
 from nai_server.app.registry import Registry
 from nai_server.app.service_life import Endpoint, Supervisor
-from nai_server.app.service_stats import RequestBook
+from nai_server.app.service_stats import RequestBook, service_info
 from nai_server.config import ServerConfig
 from nai_server.core import service_rules as rules
 from nai_server.core.service_rules import live, replica_dir
 from nai_server.core.states import SERVICE_TERMINAL, ServiceState
+from nai_server.host.gpus import GpuSnapshot
 from nai_server.host.replica_http import Answer, ReplicaFailed, ReplicaPool
 from nai_server.host.replicas import ReplicaHost, ReplicaUnreachable
 from nai_server.host.runtime import JobRuntime
-from nai_server.protocol import Conflict, Forbidden, Invalid, NotFound, Unavailable
+from nai_server.protocol import Conflict, Forbidden, NotFound, Unavailable
 from nai_server.protocol.services import (
     BadGateway,
-    ReplicaInfo,
     ServiceCreate,
     ServiceInfo,
     ServiceList,
@@ -47,7 +45,6 @@ from nai_server.store.db import TinyDbStore
 from nai_server.store.service_records import ServiceRecords
 
 Doc = dict[str, Any]
-MAX_NAI_YAML = 64 * 1024
 WAIT_STEP = 0.05  # seconds between looks for a ready replica
 
 
@@ -62,14 +59,23 @@ class Services:
         self.registry = registry
         self.clock = clock
         self.records = ServiceRecords(store)
-        self.host = ReplicaHost(config.state / "services", blobs, config.personal)
+        self.host = ReplicaHost(config.state / "services", blobs, config.personal,
+                                contain=runtime.contain)
         self.life = Supervisor(config, store, self.records, lock, self.host, runtime, clock)
         self.book = RequestBook()
         self.life.outstanding = self.book.outstanding
+        self.life.forget = self._forget
         self._turn = 0  # round robin among equally busy replicas
         self.pool = ReplicaPool()  # kept-alive connections to ready replicas (the loop's)
         self._pooled_for: object = None  # the endpoints the pool was last pruned to
         self._admission: dict[str, tuple[object, Doc, list[str]]] = {}
+        # A model version a service serves is not removed under it.
+        registry.serving = lambda model, numbers: checks.serving(
+            self.life.docs(), model, numbers)
+
+    def _forget(self, name: str) -> None:
+        self.book.forget(name)
+        self._admission.pop(name, None)
 
     def start(self) -> None:
         self.life.start()
@@ -102,22 +108,7 @@ class Services:
     # --- views ------------------------------------------------------------------------
 
     def _info(self, caller: Caller, doc: Doc) -> ServiceInfo:
-        now = self.clock()
-        name = doc["name"]
-        replicas = [ReplicaInfo(
-            index=r["index"], state=r["state"], model=r["model"], gpus=r["gpus"],
-            pid=r.get("pid"), started_at=r.get("started_at"), ready_at=r.get("ready_at"),
-            restarts=r.get("restarts", 0), message=r.get("message"),
-            stats=self.book.stats(name, r["index"], now))
-            for r in sorted(live(doc), key=lambda r: r["index"])]
-        return ServiceInfo(
-            name=name, owner=doc["owner"], user=doc["user"], model=doc["model"],
-            state=doc["state"], visibility=doc["visibility"], public=doc["public"],
-            replicas=doc["replicas"], gpus=doc["gpus"], idle_timeout=doc["idle_timeout"],
-            max_batch=doc["max_batch"], max_wait_ms=doc["max_wait_ms"],
-            created_at=doc["created_at"], updated_at=doc["updated_at"],
-            message=doc.get("message"), replica_info=replicas,
-            stats=self.book.stats(name, None, now), may_write=rules.may_write(caller, doc))
+        return service_info(doc, self.book, self.clock(), rules.may_write(caller, doc))
 
     def listing(self, caller: Caller) -> ServiceList:
         with self.lock:
@@ -130,67 +121,34 @@ class Services:
 
     # --- create, update, stop ---------------------------------------------------------
 
-    def _serve_section(self, tree_id: str, ref: str) -> rules.Serve:
-        """The version's nai.yaml `serve:` section (or the zero-code default)."""
-        entry = next((e for e in self.blobs.get_tree(tree_id)
-                      if e.path == "nai.yaml" and e.kind == "file"), None)
-        if entry is None:
-            return rules.Serve()
-        if entry.size > MAX_NAI_YAML:
-            raise Invalid(f"{ref}: nai.yaml is larger than {MAX_NAI_YAML} bytes")
-        with self.blobs.open(entry.sha256) as f:
-            text = f.read(MAX_NAI_YAML)
-        try:
-            loaded = yaml.safe_load(text)
-            return rules.parse_serve(loaded.get("serve") if isinstance(loaded, dict) else None)
-        except (yaml.YAMLError, rules.ServeError) as exc:
-            raise Invalid(f"{ref}: nai.yaml: {exc}") from exc
+    def _snapshot(self) -> GpuSnapshot:
+        return self.life.runtime.state.snapshot or self.life.runtime.gpus.probe()
 
     def _check_quota(self, user: str, group: str | None, each: int, replicas: int) -> None:
-        """Refuse a service that could never run: on this server, within its owners'
-        GPU quotas."""
-        total = len((self.life.runtime.state.snapshot or self.life.runtime.gpus.probe()).gpus)
-        if each > total:
-            raise Invalid(f"each replica would need {each} GPU(s); this server has {total}")
-        gpus = each * replicas
-        for kind, name in (("user", user), ("group", group)):
-            limit = service_gpus.max_gpus(self.store, kind, name)
-            if limit is not None and gpus > limit:
-                raise Forbidden(f"this service needs {gpus} GPU(s) in all, more than the "
-                                f"{limit} {kind} {name}'s quota allows; ask for fewer "
-                                f"(--gpus, --replicas) or ask an admin to raise the quota")
+        checks.check_quota(self.store, self._snapshot(), user, group, each, replicas)
 
     def create(self, caller: Caller, body: ServiceCreate) -> ServiceInfo:
         ref = self.registry.resolve(caller, "model", body.model)
-        serve = self._serve_section(ref.tree_id, ref.ref)
+        serve = checks.serve_section(self.blobs, ref.tree_id, ref.ref)
         given = body.model_fields_set
         gpus = body.gpus if body.gpus is not None else (serve.gpus or 0)
+        memory = checks.gpu_memory(body.gpu_memory, serve, gpus, self._snapshot())
+        ram, cpus = checks.limits(self.config.jobs, serve)
         replicas = body.replicas if "replicas" in given or serve.replicas is None \
             else serve.replicas
         now = self.clock()
         with self.lock:
-            if body.group is not None:
-                group = self.store.get_group(body.group)
-                if group is None:
-                    raise Invalid(f"no group named {body.group!r}")
-                if not caller.admin and caller.user not in group["members"]:
-                    raise Forbidden(f"you are not a member of group {body.group!r}")
-            old = self.records.get(body.name)
-            if old is not None:
-                if old["state"] not in SERVICE_TERMINAL:
-                    raise Conflict(f"a service named {body.name!r} exists; pick another "
-                                   f"name or update it (`nai service update {body.name}`)")
-                if old["replica_docs"]:
-                    raise Conflict(f"service {body.name!r} is still stopping; try again in "
-                                   f"a few seconds")
-                self.book.forget(body.name)
+            checks.check_group(self.store, caller, body.group)
+            if checks.check_name_free(self.records.get(body.name), body.name):
+                self.book.forget(body.name)  # a stopped one's counts
+            checks.check_room(self.config.services, self.life.docs(), caller.user)
             self._check_quota(caller.user, body.group, gpus, replicas)
             doc = {
                 "name": body.name, "number": self.records.next_number(),
                 "owner": {"group": body.group} if body.group else {"user": caller.user},
                 "user": caller.user, "model": ref.ref, "tree_id": ref.tree_id,
                 "command": serve.command, "health": serve.health, "gpus": gpus,
-                "gpu_memory": body.gpu_memory, "replicas": replicas,
+                "gpu_memory": memory, "memory": ram, "cpus": cpus, "replicas": replicas,
                 "visibility": body.visibility, "public": body.public,
                 "idle_timeout": body.idle_timeout if "idle_timeout" in given
                 else serve.idle_timeout,
@@ -208,9 +166,12 @@ class Services:
 
     def update(self, caller: Caller, name: str, body: ServiceUpdate) -> ServiceInfo:
         ref = serve = None
+        ram: int | None = None
+        cpus: float | None = None
         if body.model is not None:
             ref = self.registry.resolve(caller, "model", body.model)
-            serve = self._serve_section(ref.tree_id, ref.ref)
+            serve = checks.serve_section(self.blobs, ref.tree_id, ref.ref)
+            ram, cpus = checks.limits(self.config.jobs, serve)
         with self.lock:
             doc = self._writable(caller, name, "update")
             if doc["state"] in SERVICE_TERMINAL:
@@ -224,7 +185,8 @@ class Services:
                         f"service {name!r} runs as {doc['user']}: only they may change its "
                         f"model; stop it and `nai serve` the version you want as yourself")
                 doc.update(model=ref.ref, tree_id=ref.tree_id, command=serve.command,
-                           health=serve.health, message=None, rollout_at=self.clock())
+                           health=serve.health, memory=ram, cpus=cpus, message=None,
+                           rollout_at=self.clock())
             if body.replicas is not None:
                 self._check_quota(doc["user"], doc["owner"].get("group"), doc["gpus"],
                                   body.replicas)
@@ -262,6 +224,7 @@ class Services:
         token = "nai_" + secrets.token_urlsafe(32)
         with self.lock:
             doc = self._writable(caller, name, "make tokens for")
+            checks.check_tokens(self.config.services, doc)
             entry: dict[str, Any] = {"id": secrets.token_hex(6), "label": body.label,
                                      "created_at": self.clock(), "hash": _hash(token)}
             doc["tokens"].append(entry)

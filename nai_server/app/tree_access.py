@@ -17,17 +17,14 @@ Admins read everything. A blob counts as the caller's when they uploaded its byt
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from nai_server.app.accounts import Caller
 from nai_server.core import registry_rules as rules
+from nai_server.core.job import Job, JobSummary
 from nai_server.core.trees import is_digest
 from nai_server.store.atomic import CommitLock
 from nai_server.store.blobs import BlobStore, StoreCorrupt, TreeNotFound
 from nai_server.store.db import TinyDbStore
-
-Doc = dict[str, Any]
-JOB_TREES = ("code_tree", "output_tree")
 
 
 class TreeAccess:
@@ -35,7 +32,7 @@ class TreeAccess:
     service lock, the archived jobs from memory without it."""
 
     def __init__(self, store: TinyDbStore, lock: CommitLock, blobs: BlobStore,
-                 may_read_job: Callable[[Caller, Doc], bool]) -> None:
+                 may_read_job: Callable[[Caller, Job | JobSummary], bool]) -> None:
         self.store = store
         self.lock = lock
         self.blobs = blobs
@@ -64,11 +61,10 @@ class TreeAccess:
         lock, the archived ones from the store's index of trees, without it (a job
         archived in between was among the hot ones)."""
         with self.lock:
-            hot = [job for job in self.store.hot_jobs()
-                   if any(job.get(key) == tree_id for key in JOB_TREES)]
-        archived = (job for job in self.store.archived_using(tree_id)
-                    if any(job.get(key) == tree_id for key in JOB_TREES))
-        return any(self.may_read_job(caller, job) for job in (*hot, *archived))
+            hot = [job for job in self.store.hot() if tree_id in _trees(job)]
+        using: list[Job | JobSummary] = [*hot, *(
+            job for job in self.store.archived_using(tree_id) if tree_id in _trees(job))]
+        return any(self.may_read_job(caller, job) for job in using)
 
     def _uploaded_all(self, caller: Caller, tree_id: str) -> bool:
         try:
@@ -100,8 +96,13 @@ class TreeAccess:
             trees = [v["tree_id"] for kind in rules.KINDS
                      for doc in self.store.list_registry_entries(kind)
                      if rules.may_read(caller, doc) for v in doc["versions"]]
-            hot = self.store.hot_jobs()
-        trees += [job[key] for job in self.store.job_summaries(hot)
-                  if self.may_read_job(caller, job)
-                  for key in JOB_TREES if job.get(key)]
+            hot = self.store.hot()
+        trees += [tree for job in self.store.job_summaries(hot)
+                  if self.may_read_job(caller, job) for tree in _trees(job) if tree]
         return list(dict.fromkeys(trees))
+
+
+def _trees(job: Job | JobSummary) -> tuple[str | None, str | None]:
+    """The trees a job ran on or left: its code and outputs (not its dataset or
+    model, which the registry's rules cover)."""
+    return job.code_tree, job.output_tree

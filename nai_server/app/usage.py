@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from nai_server.core.fairshare import accrue, decay
+from nai_server.core.job import Job, JobSummary
 from nai_server.core.sched_types import DAY, HOUR, Accounting, QuotaLimit
-from nai_server.core.states import ACTIVE, JobState
+from nai_server.core.states import JobState
 from nai_server.store.db import TinyDbStore
 
 Doc = dict[str, Any]
@@ -48,19 +49,18 @@ def keys_of(user: str, group: str | None) -> tuple[str, ...]:
     return (f"user:{user}",) if group is None else (f"user:{user}", f"group:{group}")
 
 
-def runs_of(job: Doc) -> list[Run]:
-    """Every run of a job with GPUs: those it was preempted from (``runs``: [start, end,
-    gpus]), then the current or last one."""
-    earlier = job.get("runs") or ()
-    started = job.get("started_at")
+def runs_of(job: Job | JobSummary) -> list[Run]:
+    """Every run of a job with GPUs: those it was preempted from (``runs``), then the
+    current or last one."""
+    earlier, started = job.runs, job.started_at
     if not earlier and not started:
         return []
-    keys = keys_of(job["user"], job.get("group"))
-    runs = [Run(job["id"], keys, s, e, g) for s, e, g in earlier if g]
-    gpus = len(job.get("gpus") or ())
-    if started and gpus and job["state"] != JobState.QUEUED:
-        end = None if job["state"] in ACTIVE else job.get("ended_at") or started
-        runs.append(Run(job["id"], keys, started, end, gpus))
+    keys = keys_of(job.user, job.group)
+    runs = [Run(job.id, keys, r.start, r.end, r.gpus) for r in earlier if r.gpus]
+    gpus = len(job.gpus)
+    if started and gpus and job.state != JobState.QUEUED:
+        end = None if job.active else job.ended_at or started
+        runs.append(Run(job.id, keys, started, end, gpus))
     return runs
 
 
@@ -135,7 +135,7 @@ class UsageBook:
         self._finished: dict[tuple[int, float], Run] = {}  # (job id, start) -> run
         self._span = 0.0  # seconds back that _finished covers
 
-    def accounting(self, now: float, hot: Iterable[Doc]) -> Accounting:
+    def accounting(self, now: float, hot: Iterable[Job]) -> Accounting:
         """Usage, quotas and GPU-hours used as of ``now``; ``hot`` are the hot job records.
         Saves the usage when GPU time was charged since the last save, at most every
         ``save_every`` seconds."""
@@ -153,7 +153,7 @@ class UsageBook:
         as_of = self.as_of
         recent: list[Run] = []
         for job in hot:
-            if job["state"] == JobState.QUEUED and not job.get("runs"):
+            if job.state == JobState.QUEUED and not job.runs:
                 continue  # the bulk of a long queue: never ran
             for run in runs_of(job):
                 # >=: a run that ended at as_of added nothing to usage yet, but quotas

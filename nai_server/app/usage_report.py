@@ -7,27 +7,23 @@ from collections import Counter
 
 from nai_server.core.fairshare import ratios
 from nai_server.core.sched_types import HOUR
-from nai_server.core.states import JobState
 from nai_server.host.runtime import JobRuntime
 from nai_server.protocol.usage import UsageReport, UsageRow
 
 
 def usage_report(runtime: JobRuntime, now: float) -> UsageReport:
-    """Everyone with usage, GPUs in use or a quota. Charges the usage book up to `now`,
-    as the next tick would anyway."""
+    """Everyone with usage, GPUs in use or a quota. Made from what the tick plans with
+    (`JobRuntime.plan_inputs`): the usage book charged up to `now`, as the next tick
+    would anyway, and the GPUs held by jobs and service replicas alike."""
     with runtime.lock:
-        hot = runtime.jobs.hot()
-        documents = runtime._documents(
-            j.id for j in hot if j.state != JobState.QUEUED or j.runs)
-        accounting = runtime.usage.accounting(now, documents)
+        _, cluster, accounting = runtime.plan_inputs(now, runtime.jobs.hot())
         users = runtime.usage.store.list_users()
         groups = runtime.usage.store.list_groups()
     in_use: Counter[str] = Counter()
-    for job in hot:
-        if job.active:
-            in_use[f"user:{job.user}"] += len(job.gpus)
-            if job.group is not None:
-                in_use[f"group:{job.group}"] += len(job.gpus)
+    for held in cluster.running:
+        in_use[f"user:{held.user}"] += len(held.gpus)
+        if held.group is not None:
+            in_use[f"group:{held.group}"] += len(held.gpus)
     quotas = {f"{kind}:{doc['name']}": doc.get("quota") or {}
               for kind, docs in (("user", users), ("group", groups)) for doc in docs}
     rows = []

@@ -14,6 +14,7 @@ import httpx
 from nai_server.config import ServerConfig
 from nai_server.host import cgroup_limits, contain, diskspace
 from nai_server.host.gpus import open_inventory
+from nai_server.paths import default_paths
 from nai_server.store.atomic import StateUnreadable, read_json_file
 from nai_server.store.journal import read_state
 
@@ -28,14 +29,46 @@ def _state_problem(state: Path) -> str | None:
     return None
 
 
-def _daemon_version(sock: Path) -> dict[str, Any] | None:
+def _daemon_get(sock: Path, path: str = "/v1/version") -> dict[str, Any] | None:
+    """What a daemon answering on `sock` says at `path` (None: no answer)."""
     try:
         with httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)), timeout=2.0) as client:
-            response = client.get("http://nai/v1/version")
+            response = client.get(f"http://nai{path}")
             response.raise_for_status()
             return response.json()  # type: ignore[no-any-return]
     except (httpx.HTTPError, OSError, ValueError):
         return None
+
+
+def _daemon_checks(config: ServerConfig, report: dict[str, Any], no_gpus: str | None,
+                   problems: list[str]) -> dict[str, Any] | None:
+    """Whether a daemon answers; the GPUs it has where this check found none (it may run
+    with --fake-gpus); a personal server of this user's when the server checked is not."""
+    version = _daemon_get(config.socket_path)
+    report["daemon"] = version
+    served = _daemon_get(config.socket_path, "/v1/gpus") if version and no_gpus else None
+    if served and served.get("gpus"):
+        report["gpu_source"] = served.get("source", "daemon")
+        report["gpus"] = [{"index": g["index"], "name": g["name"], "uuid": g.get("uuid", ""),
+                           "memory_total": g["memory_total"], "memory_used": g["memory_used"]}
+                          for g in served["gpus"]]
+        report["gpu_note"] = ("the running daemon's; this check's config has none (the "
+                              "daemon was started with --fake-gpus or another config)")
+    elif no_gpus:
+        problems.append(no_gpus)
+    if version is not None:
+        return version
+    mention = ""
+    personal = default_paths("personal")[1]
+    if not config.personal and personal != config.socket_path:
+        other = _daemon_get(personal)
+        if other is not None:
+            report["personal_daemon"] = {"socket": str(personal), **other}
+            mention = (f"; a personal server of yours answers on {personal}: "
+                       f"`nai-server check --personal` checks that one")
+    problems.append(f"no daemon answers on {config.socket_path} (start `nai-server run`)"
+                    + mention)
+    return None
 
 
 def run_check(config: ServerConfig, *, as_json: bool = False) -> int:
@@ -67,6 +100,7 @@ def run_check(config: ServerConfig, *, as_json: bool = False) -> int:
     state_problem = _state_problem(config.state)
     if state_problem:
         problems.append(state_problem)
+    no_gpus: str | None = None
     try:
         inventory, note = open_inventory(config.gpus)
         snapshot = inventory.probe()
@@ -79,8 +113,8 @@ def run_check(config: ServerConfig, *, as_json: bool = False) -> int:
         if note:
             report["gpu_note"] = note
         if not snapshot.gpus and config.launcher != "slurm":  # under Slurm: Slurm's GPUs
-            problems.append("no GPUs: no NVIDIA driver found and no fake GPUs configured "
-                            "(gpus.fake in the config, or --fake-gpus N); CPU-only jobs still run")
+            no_gpus = ("no GPUs: no NVIDIA driver found and no fake GPUs configured "
+                       "(gpus.fake in the config, or --fake-gpus N); CPU-only jobs still run")
     except Exception as exc:
         report["gpu_source"] = "error"
         problems.append(str(exc))
@@ -90,10 +124,7 @@ def run_check(config: ServerConfig, *, as_json: bool = False) -> int:
         report["slurm"], slurm_problems, slurm_warnings = check_slurm(config)
         problems += slurm_problems
         warnings += slurm_warnings
-    version = _daemon_version(config.socket_path)
-    report["daemon"] = version
-    if version is None:
-        problems.append(f"no daemon answers on {config.socket_path} (start `nai-server run`)")
+    version = _daemon_checks(config, report, no_gpus, problems)
     report["ok"] = not problems
     report["problems"] = problems
     report["warnings"] = warnings

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from operator import attrgetter
 
+from nai_server.core import predict
 from nai_server.core.sched_types import (
     HOUR,
     INF,
@@ -92,6 +93,24 @@ def reserve(job: QueuedJob, resources: Resources, now: float) -> Reservation | N
     at = times[need - 1]
     spare = sum(1 for t in times if t <= at) - need
     return Reservation(at, job.gpus == 0, usable, spare)
+
+
+def expected_start(job: QueuedJob, head: Reservation, resources: Resources, now: float) -> float:
+    """When the head is expected to start: its reservation's time, or earlier where the
+    running jobs it waits for are predicted to end sooner than their limits say
+    (``Accounting.runtimes``, see ``core.predict``; with ``Tuning.predict`` the
+    reservation already counts on that). Only the estimate changes, never the plan."""
+    predicted = resources.accounting.runtimes
+    if not predicted or resources.tuning.predict or head.cpu:
+        return head.at
+    free_at = dict(resources.gpu_free_at)
+    for run in resources.cluster.running:
+        if run.gpus and not run.stopping and run.id not in resources.stopped:
+            guess = predict.estimate(predicted, run.user, run.time_limit)
+            end = predict.expected_end(run.started_at, guess, run.time_limit, now)
+            free_at.update((g, end) for g in run.gpus if g not in resources.evicted)
+    times = sorted(free_at.get(g, INF) if g in resources.taken else now for g in head.usable)
+    return min(head.at, times[job.gpus - 1]) if len(times) >= job.gpus else head.at
 
 
 def drain_until(
@@ -204,12 +223,14 @@ def easy(
             reservations[shape] = reserve(job, resources, now)
         head = rule.head(job, reservations[shape], resources, now)
         if head is not None:
-            if head.at != INF:
-                est_start[job.id] = head.at
+            expected = expected_start(job, head, resources, now)
+            if expected != INF:
+                est_start[job.id] = expected
             break
     if head is not None:
         _behind(head, rest, resources, now, starts, waiting)
-    return Plan(starts=tuple(starts), waiting=waiting, est_start=est_start, preempt=tuple(stopped))
+    return Plan(starts=tuple(starts), waiting=waiting, est_start=est_start, preempt=tuple(stopped),
+                head=job.id if head is not None else None)
 
 
 def _start_or_why(

@@ -43,6 +43,10 @@ class ReadOnly(Mapping[str, Any]):
     def __repr__(self) -> str:
         return repr(self._data)
 
+    def copy(self) -> dict[str, Any]:
+        """A shallow copy the caller may change."""
+        return dict(self._data)
+
 
 @dataclass(frozen=True)
 class Pin:
@@ -146,6 +150,12 @@ class Job:
     def terminal(self) -> bool:
         return self.state in TERMINAL
 
+    @cached_property
+    def spec_doc(self) -> ReadOnly:
+        """The spec in its stored encoding (what the API shows of it), worked out once per
+        record: a listing shows every hot job's. Read-only: shared with every reader."""
+        return ReadOnly(_spec_doc(self.spec))
+
     @property
     def depends_on(self) -> tuple[int, ...]:
         return (*self.spec.after, *self.spec.after_ok)
@@ -157,6 +167,14 @@ class Job:
         if kind == "model":
             return self.model
         raise ValueError(f"no pin of kind {kind!r}")
+
+    def summary(self) -> JobSummary:
+        return JobSummary(
+            id=self.id, user=self.user, state=self.state, group=self.group,
+            started_at=self.started_at, ended_at=self.ended_at, gpus=self.gpus,
+            runs=self.runs, code_tree=self.code_tree, output_tree=self.output_tree,
+            dataset_tree=self.dataset.tree_id if self.dataset else None,
+            model_tree=self.model.tree_id if self.model else None)
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> Job:
@@ -189,6 +207,38 @@ class Job:
         fields = {name: getattr(self, name) for name in _KEYS
                   if name in _ALWAYS or getattr(self, name) != _DEFAULTS[name]}
         return {**self.extra, **changes_doc(**fields)}
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    """What the questions over every job need of one (fair-share usage, who may read a
+    tree through a job, what a damaged tree breaks): what the store keeps in memory of
+    each archived job, and what `Job.summary` gives of a hot one. A pinned dataset or
+    model is known here by its tree only."""
+
+    id: int
+    user: str
+    state: JobState
+    group: str | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    gpus: tuple[int, ...] = ()
+    runs: tuple[Run, ...] = ()
+    code_tree: str | None = None
+    output_tree: str | None = None
+    dataset_tree: str | None = None
+    model_tree: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE
+
+    def trees(self) -> list[tuple[str, str]]:
+        """(role, tree id) of every tree the job uses: "code", "outputs", "dataset",
+        "model" (the roles of `core.store_check`)."""
+        roles = (("code", self.code_tree), ("outputs", self.output_tree),
+                 ("dataset", self.dataset_tree), ("model", self.model_tree))
+        return [(role, tree) for role, tree in roles if tree]
 
 
 _KEYS = tuple(f.name for f in dataclasses.fields(Job) if f.name != "extra")

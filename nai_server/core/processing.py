@@ -8,6 +8,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from nai_server.core.states import JobState
+
 PLUGIN_VAR = "PROCESSOR"
 OPTIONS_VAR = "PROCESSOR_OPTIONS"  # JSON: {key: value}, all strings
 VERSION_VAR = "PROCESSOR_VERSION"
@@ -60,3 +62,13 @@ def annotator_lineage(env: Mapping[str, str]) -> dict[str, Any] | None:
         options = {}
     return {"plugin": env[ANNOTATOR_VAR], "version": env.get(ANNOTATOR_VERSION_VAR) or None,
             "options": options if isinstance(options, dict) else {}}
+
+
+KEPT_WHEN_STOPPED = (JobState.CANCELLED, JobState.TIMED_OUT)
+
+
+def keeps_labels(env: Mapping[str, str], final: str) -> bool:
+    """Whether a job that ended `final` without finishing still registers its output: an
+    annotate job's labels are people's work, saved as the next version when the session
+    is cancelled or runs out of time too (a processing job's partial output is not)."""
+    return ANNOTATOR_VAR in env and final in KEPT_WHEN_STOPPED

@@ -80,6 +80,17 @@ def format_ref(name: str, version: int) -> str:
     return f"{name}@{version}"
 
 
+def finetune_code(base: Version | None, name: str) -> str | None:
+    """The version whose files hold the code that fine-tunes `base` (model `name`): the
+    one its metadata names (`finetune_code`, a version made by fine-tuning), else itself."""
+    if base is None:
+        return None
+    held = (base.get("metadata") or {}).get("finetune_code")
+    if isinstance(held, str) and re.fullmatch(r"[^@/]{1,64}@\d{1,16}", held):
+        return held
+    return format_ref(name, base["version"])
+
+
 def find_version(entry: Entry, selector: str, *, deleted: bool = False) -> Version | None:
     """The version `selector` names: `latest` (newest not removed), a number, or a tag.
     Versions marked for deletion are found by number only when `deleted` is true."""

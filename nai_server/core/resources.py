@@ -36,8 +36,17 @@ def with_limits(spec: JobSpec, *, host_memory: int, host_cpus: int,
                 default_cpus: float | None = None, max_cpus: float | None = None) -> JobSpec:
     """The spec with the limits the job runs under filled in; ValueError naming the
     field when it asks for more than the server allows or has."""
-    memory = _pick(spec.memory, default_memory, max_memory, host_memory, "memory",
-                   "max_memory", format_size)
-    cpus = _pick(spec.cpus, default_cpus, max_cpus, float(host_cpus), "cpus", "max_cpus",
-                 _cpus)
+    memory, cpus = limits(spec.memory, spec.cpus, host_memory=host_memory,
+                          host_cpus=host_cpus, default_memory=default_memory,
+                          max_memory=max_memory, default_cpus=default_cpus, max_cpus=max_cpus)
     return dataclasses.replace(spec, memory=memory, cpus=cpus)
+
+
+def limits(memory: int | None, cpus: float | None, *, host_memory: int, host_cpus: int,
+           default_memory: int | None = None, max_memory: int | None = None,
+           default_cpus: float | None = None, max_cpus: float | None = None
+           ) -> tuple[int | None, float | None]:
+    """`with_limits` for what is not a job spec (a service's replicas)."""
+    return (_pick(memory, default_memory, max_memory, host_memory, "memory", "max_memory",
+                  format_size),
+            _pick(cpus, default_cpus, max_cpus, float(host_cpus), "cpus", "max_cpus", _cpus))

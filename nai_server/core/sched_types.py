@@ -190,6 +190,7 @@ class Plan:
     waiting: dict[int, WaitReason] = field(default_factory=dict)
     est_start: dict[int, float] = field(default_factory=dict)  # job id -> estimated time
     preempt: tuple[int, ...] = ()
+    head: int | None = None  # the waiting job backfill keeps resources for, if any
 
 
 Fit = tuple[int, ...] | WaitReason

@@ -156,4 +156,5 @@ def plan(
         waiting=waiting,
         est_start=dict(decided.est_start),
         preempt=decided.preempt,
+        head=decided.head,
     )

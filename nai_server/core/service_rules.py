@@ -14,7 +14,8 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from nai_server.core.states import ServiceState
+from nai_server.core.states import SERVICE_TERMINAL, ServiceState
+from nai_server.core.units import parse_size
 
 DEFAULT_COMMAND = "python -m nai_server.serving.replica"
 DEFAULT_HEALTH = "/health"
@@ -78,6 +79,9 @@ class Serve:
     command: str = DEFAULT_COMMAND
     health: str = DEFAULT_HEALTH
     gpus: int | None = None
+    gpu_memory: int | None = None  # bytes free on each GPU, or the replica waits
+    memory: int | None = None  # each replica's cgroup limits, as a job's
+    cpus: float | None = None
     replicas: int | None = None
     idle_timeout: float | None = None
     max_batch: int | None = None
@@ -91,7 +95,7 @@ def parse_serve(raw: object) -> Serve:
     if not isinstance(raw, dict):
         raise ServeError("serve: must be a mapping (command, health, gpus, replicas, ...)")
     known = {"command", "health", "gpus", "gpu_memory", "replicas", "idle_timeout",
-             "max_batch", "max_wait_ms", "port"}
+             "max_batch", "max_wait_ms", "port", "memory", "cpus"}
     unknown = sorted(str(k) for k in raw if k not in known)
     if unknown:
         raise ServeError(f"serve: unknown key(s) {', '.join(unknown)}; known: "
@@ -104,7 +108,9 @@ def parse_serve(raw: object) -> Serve:
             c.isspace() or ord(c) < 32 for c in health):
         raise ServeError("serve.health must be a path such as /health")
     return Serve(command=command, health=health,
-                 gpus=_count(raw, "gpus", 64), replicas=_count(raw, "replicas", 64),
+                 gpus=_count(raw, "gpus", 64), gpu_memory=_size(raw, "gpu_memory"),
+                 memory=_size(raw, "memory"), cpus=_number(raw, "cpus", "a number of CPUs") or None,
+                 replicas=_count(raw, "replicas", 64),
                  idle_timeout=_number(raw, "idle_timeout"),
                  max_batch=_count(raw, "max_batch", 4096),
                  max_wait_ms=_number(raw, "max_wait_ms"))
@@ -119,12 +125,25 @@ def _count(raw: Mapping[str, Any], key: str, most: int) -> int | None:
     return value
 
 
-def _number(raw: Mapping[str, Any], key: str) -> float | None:
+def _size(raw: Mapping[str, Any], key: str) -> int | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    try:
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ValueError(value)
+        return parse_size(value)
+    except ValueError as exc:
+        raise ServeError(f"serve.{key} must be a size such as 8G or 512M") from exc
+
+
+def _number(raw: Mapping[str, Any], key: str, what: str = "a number of seconds"
+            ) -> float | None:
     value = raw.get(key)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ServeError(f"serve.{key} must be a number of seconds (0 or more)")
+        raise ServeError(f"serve.{key} must be {what} (0 or more)")
     return float(value)
 
 
@@ -148,6 +167,22 @@ def too_many_failures(failures: Iterable[float], now: float, window: float,
     return sum(1 for t in failures if now - t <= window) >= limit
 
 
+def expired(docs: Iterable[Mapping[str, Any]], now: float, keep: int,
+            max_age: float) -> list[str]:
+    """The stopped or failed services (with no replica left) to remove: past the `keep`
+    newest of each user, or older than `max_age` seconds."""
+    done: dict[str, list[Mapping[str, Any]]] = {}
+    for doc in docs:
+        if doc["state"] in SERVICE_TERMINAL and not doc["replica_docs"]:
+            done.setdefault(doc["user"], []).append(doc)
+    gone = []
+    for mine in done.values():
+        mine.sort(key=lambda d: (d["updated_at"], d["number"]), reverse=True)
+        gone += [d["name"] for i, d in enumerate(mine)
+                 if i >= keep or now - d["updated_at"] > max_age]
+    return sorted(gone)
+
+
 # --- replicas in a service's document ------------------------------------------------
 
 
@@ -168,7 +203,8 @@ def new_replica(doc: dict[str, Any]) -> dict[str, Any]:
     index = next(i for i in range(len(used) + 1) if i not in used)
     r = {"index": index, "run": 0, "state": str(ServiceState.PENDING), "gpus": [],
          "gpus_wanted": doc["gpus"], "model": doc["model"], "tree_id": doc["tree_id"],
-         "command": doc["command"], "health": doc["health"], "pid": None,
+         "command": doc["command"], "health": doc["health"], "memory": doc.get("memory"),
+         "cpus": doc.get("cpus"), "pid": None,
          "pid_start": None, "started_at": None, "ready_at": None, "restarts": 0,
          "message": None}
     doc["replica_docs"].append(r)

@@ -3,7 +3,8 @@
 The scheduler's own `plan()` only dates the job it keeps a reservation for. A dry run
 needs a date for any job, so the plan is run forward: the job joins the queue, and
 at each step the plan starts what it starts, then time moves to the next moment a
-running job must have let go of its GPUs (its time limit). The first step at which
+running job must have let go of its GPUs (its time limit, or its predicted end where
+the accounting has run-time predictions: `core.predict`). The first step at which
 the job starts is its estimate. A job whose start depends on a running job without a
 time limit has none (None): nobody knows when that one ends.
 
@@ -11,9 +12,10 @@ Pure: plain data in, a date (or None) and the first step's wait reason out."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
+from nai_server.core import predict
 from nai_server.core.sched_types import (
     INF,
     Accounting,
@@ -58,6 +60,7 @@ def estimate_start(
     if cluster.drained:
         return Estimate(None, WaitReason.DRAINED)
     waiting = [*queue, job]
+    end_of = _ends(accounting)
     gpus = {g.index: g for g in cluster.gpus}
     running = list(cluster.running)
     at, first = now, None
@@ -90,13 +93,32 @@ def estimate_start(
             continue  # GPUs let go at this very moment: plan again now
         # Otherwise this moment's plan started all it could: on to the next end (which
         # may be now: a stopping or overdue job lets go at once).
-        following = min((expected_end(r, at) for r in running), default=INF)
+        following = min((end_of(r, at) for r in running), default=INF)
         if following == INF:
             return Estimate(None, first)  # it waits on a job with no time limit
         at = following
-        running = _release(running, {r.id for r in running if expected_end(r, at) <= at},
-                           gpus)
+        running = _release(running, {r.id for r in running if end_of(r, at) <= at}, gpus)
     return Estimate(None, first)
+
+
+def _ends(accounting: Accounting | None) -> Callable[[RunningJob, float], float]:
+    """When a running job lets go of its GPUs, as seen at a moment: at its time limit,
+    or, where `accounting` has run-time predictions (`core.predict`), at its predicted
+    end (never past its limit), fixed when the job is first seen so that it comes."""
+    predicted = accounting.runtimes if accounting is not None else {}
+    if not predicted:
+        return expected_end
+    fixed: dict[int, float] = {}
+
+    def end(job: RunningJob, at: float) -> float:
+        if job.stopping:
+            return at
+        if job.id not in fixed:
+            guess = predict.estimate(predicted, job.user, job.time_limit)
+            fixed[job.id] = predict.expected_end(job.started_at, guess, job.time_limit, at)
+        return max(at, fixed[job.id])
+
+    return end
 
 
 def _release(running: list[RunningJob], ids: set[int],

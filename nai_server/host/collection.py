@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -21,6 +20,7 @@ from pathlib import Path
 from nai_server.core.job import Job
 from nai_server.core.trees import Limits, TreeError
 from nai_server.host import outputs, unix
+from nai_server.host.output_helpers import ForkServer
 from nai_server.store.blobs import BlobStore
 
 log = logging.getLogger("nai.runtime")
@@ -74,7 +74,8 @@ class OutputCollection:
         self.notify = notify  # wakes the run loop: a collection has finished
         self.executor = executor or ThreadPoolExecutor(2, thread_name_prefix="nai-collect")
         self._under_way: dict[int, tuple[Ended, Future[tuple[str | None, str | None]]]] = {}
-        self._helpers: set[subprocess.Popen[bytes]] = set()  # killed at close
+        self._helpers: set[outputs.Helper] = set()  # killed at close
+        self.forks = ForkServer()  # forks the readers: no Python started per job
         self.before = before  # what else is read of an ended job first (its metrics)
 
     def __contains__(self, job_id: object) -> bool:
@@ -105,6 +106,7 @@ class OutputCollection:
         for helper in list(self._helpers):
             outputs.kill(helper)
         self.executor.shutdown(wait=True, cancel_futures=True)
+        self.forks.close()
 
     def _collect(self, job: Job) -> tuple[str | None, str | None]:
         """The job's output tree, read by a helper running as its owner: (tree id, None),
@@ -122,7 +124,7 @@ class OutputCollection:
         try:
             tree = outputs.collect(self.blobs, output, self.limits,
                                    run_as(job.user, self.personal), self.timeout,
-                                   self._helpers)
+                                   self._helpers, self.forks)
         except TreeError as exc:
             log.warning("job %s: outputs not collected: %s", job.id, exc)
             return None, str(exc)

@@ -16,14 +16,11 @@ def estimate(runtime: JobRuntime, job: Job, now: float) -> Estimate:
     touched is the usage book's charge up to `now`, which the next tick makes anyway."""
     with runtime.lock:
         hot = runtime.jobs.hot()
-        active = [j for j in hot if j.active and j.id not in runtime.collections]
         queued = [j for j in hot if j.state == JobState.QUEUED]
-        documents = runtime._documents(
-            j.id for j in hot if j.state != JobState.QUEUED or j.runs)
-        accounting = runtime.usage.accounting(now, documents)
+        # The tick's own view: GPUs that service replicas hold are held here too.
+        _, cluster, accounting = runtime.plan_inputs(now, hot)
+        accounting = runtime.run_times.with_predictions(accounting, hot)
         finished = runtime._finished_deps([*queued, job])
-    # The tick's own view: GPUs that service replicas hold are held here too.
-    cluster = runtime.cluster_view(now, active, runtime.state.snapshot or runtime.gpus.probe())
     # An id no job of the plan has: it orders last among jobs submitted at `now`.
     candidate = dataclasses.replace(
         _queued(job), id=max((j.id for j in hot), default=0) + 1, submitted_at=now)

@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from nai_server.app.accounts import Caller
+from nai_server.app.finetune_origin import finetune_origin
 from nai_server.app.ports import JobStore
 from nai_server.app.registry import Registry
 from nai_server.core.job import Job, Run, Stop
+from nai_server.core.processing import keeps_labels
 from nai_server.core.registry_rules import Kind
 from nai_server.core.states import JobState, transition
 from nai_server.core.units import format_duration
@@ -68,7 +70,9 @@ class JobEndings:
             changes["message"] = "; ".join(m for m in (message, note) if m)
         if final == JobState.SUCCEEDED and job.spec.register_model:
             changes.update(self._register(job, job.spec.register_model, tree))
-        elif final == JobState.SUCCEEDED and job.spec.register_dataset:
+        elif job.spec.register_dataset and (
+                final == JobState.SUCCEEDED  # or a stopped session's labels:
+                or (tree is not None and keeps_labels(job.spec.env, final))):
             changes.update(self._register(job, job.spec.register_dataset, tree, "dataset"))
         self.jobs.update(job.id, **changes)
         log.info("job %s ended: %s (exit %s)", job.id, final, code)
@@ -84,10 +88,15 @@ class JobEndings:
         if output_tree is None:
             return {"message": f"not registered as {kind} {name}: no outputs collected"}
         try:
+            metadata = mounts.output_metadata(job, self.job_dir(job.id),
+                                                  job.spec.register_metric)
+            if kind == "model":  # a fine-tuned model can be fine-tuned again
+                metadata.update(finetune_origin(self.registry, mounts.pinned(job, "model"),
+                                                job.code_tree, job.spec.command))
             version = self.registry.register_output(
                 self.caller_for(job.user), name, output_tree, group=job.group,
                 description=f"outputs of job {job.id} ({job.name})",
-                metadata=mounts.output_metadata(job, self.job_dir(job.id)), kind=kind)
+                metadata=metadata, kind=kind)
         except Exception as exc:
             log.warning("job %s: outputs not registered as %s %s: %s", job.id, kind, name, exc)
             return {"message": f"not registered as {kind} {name}: "

@@ -146,11 +146,11 @@ def lineage_of(job_id: int, code_tree: str | None, pins: Mapping[str, str | None
     return lineage
 
 
-def output_metadata(job: Job, job_dir: Path) -> Doc:
-    """Metadata of the version (model or dataset) a job's outputs become: the last metrics row, the
-    summary of every metric (best and last), the spec's `register_metric` with its best
-    and last, and lineage."""
-    chosen = job.spec.register_metric
+def output_metadata(job: Job, job_dir: Path, chosen: Mapping[str, Any] | None) -> Doc:
+    """Metadata of the version (model or dataset) a job's outputs become: the last
+    metrics row, the summary of every metric (best and last), the `chosen` metric
+    ({name, direction}; the spec's `register_metric` at a job's end, the caller's for
+    `nai model register`) with its best and last, and lineage."""
     directions = check_metric_choice(chosen["name"], chosen["direction"]) if chosen else {}
     summary = metric_summary(job_dir, directions)
     metadata: Doc = {"metrics": last_metrics(job_dir), "summary": summary["metrics"]}

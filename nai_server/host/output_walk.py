@@ -10,17 +10,22 @@ could not read can become an output. It writes to stdout, for the daemon to stor
     length and that many bytes, closed by an empty frame; or the frame ERROR, a 4-byte
     length and a UTF-8 message, when the file cannot be sent.
 
-Standard library only, and nothing from the daemon, so that it starts quickly.
+Standard library only, and nothing from the daemon, so that it starts quickly: one
+starts for every job that ends, and on a loaded host `json` and `typing` (with `re`,
+`enum` and `collections` behind them) took as long to import as Python took to start.
+The listing's JSON is written here instead (`_json`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 import struct
 import sys
-from typing import Any, BinaryIO
+
+TYPE_CHECKING = False  # typing itself is not imported: it costs the helper's start
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO
 
 ERROR = 0xFFFFFFFF
 FRAME = 1 << 20
@@ -140,25 +145,54 @@ def send_file(out: BinaryIO, dirs: _Dirs, rel: str) -> None:
     return None
 
 
+def _json(value: object) -> str:
+    """JSON for the listing's values (dicts, lists, str, int), as json.dumps writes it
+    with ensure_ascii: a path's undecodable bytes (lone surrogates) survive the trip."""
+    if isinstance(value, str):
+        if value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
+            return f'"{value}"'
+        return '"' + "".join(_char(c) for c in value) + '"'
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_json(str(k))}: {_json(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_json(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def _char(c: str) -> str:
+    code = ord(c)
+    if 0x20 <= code < 0x7F and c not in '"\\':
+        return c
+    if code > 0xFFFF:  # a surrogate pair, as JSON spells it
+        code -= 0x10000
+        return f"\\u{0xD800 | code >> 10:04x}\\u{0xDC00 | code & 0x3FF:04x}"
+    return f"\\u{code:04x}"
+
+
 def _error(out: BinaryIO, message: str) -> None:
     data = message.encode("utf-8", "replace")[:4096]
     out.write(struct.pack(">II", ERROR, len(data)) + data)
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], out: BinaryIO | None = None) -> int:
+    """List `argv[0]` (at most `argv[1]` entries) and send it to `out` (stdout)."""
     path, max_entries = argv[0], int(argv[1])
-    out = sys.stdout.buffer
+    out = sys.stdout.buffer if out is None else out
     try:
         root_fd = os.open(path, _DIR_FLAGS)
         found = listing(root_fd, max_entries)
     except Refused as exc:
-        out.write(json.dumps({"error": str(exc)}).encode() + b"\n")
+        out.write(_json({"error": str(exc)}).encode() + b"\n")
         return 1
     except OSError as exc:
-        out.write(json.dumps({"error": f"output/ cannot be read: {exc.strerror}"}).encode()
+        out.write(_json({"error": f"output/ cannot be read: {exc.strerror}"}).encode()
                   + b"\n")
         return 1
-    out.write(json.dumps({"entries": found}).encode() + b"\n")
+    out.write(_json({"entries": found}).encode() + b"\n")
     out.flush()
     dirs = _Dirs(root_fd)
     for entry in found:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import select
 import struct
@@ -25,9 +26,12 @@ from typing import Any
 
 from nai_server.core.trees import Limits, TreeError, parse_manifest
 from nai_server.host import output_walk
+from nai_server.host.output_helpers import Forked, ForkServer
 from nai_server.host.output_walk import ERROR, FRAME
 from nai_server.store.blobs import BlobStore
 
+log = logging.getLogger("nai.outputs")
+Helper = subprocess.Popen[bytes] | Forked  # a reader: a process of its own, or forked
 _PLACEHOLDER = "0" * 64
 _MAX_LISTING = 64 << 20  # bytes of the listing line
 
@@ -73,22 +77,21 @@ def _unpack(raw: bytes, rel: str) -> int:
 
 
 def collect(blobs: BlobStore, output_dir: Path, limits: Limits, run_as: RunAs,
-            timeout: float, running: set[subprocess.Popen[bytes]] | None = None) -> str:
+            timeout: float, running: set[Helper] | None = None,
+            forks: ForkServer | None = None) -> str:
     """Store the tree under `output_dir`, read as `run_as`; return its id. Raises
     TreeError naming the path (and the rule) when the outputs are refused. The helper
-    is in `running` while it runs, for whoever must stop it early."""
-    # The helper needs the standard library only: isolated (-I) and without site (-S),
-    # it starts in a fraction of the time, and nothing of the user's environment or
-    # home directory is imported into it.
-    argv = [sys.executable, "-I", "-S", output_walk.__file__, str(output_dir),
-            str(limits.max_entries)]
-    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
-    as_user: dict[str, Any] = {}
-    if run_as.uid is not None:
-        as_user = {"user": run_as.uid, "group": run_as.gid, "extra_groups": list(run_as.groups)}
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, cwd="/", env=env, close_fds=True,
-                            start_new_session=True, **as_user)
+    is in `running` while it runs, for whoever must stop it early. With `forks`, the
+    reader is forked by that server (no Python to start) when it answers."""
+    proc: Helper | None = None
+    if forks is not None:
+        try:
+            proc = forks.spawn(run_as.uid, run_as.gid, run_as.groups, output_dir,
+                               limits.max_entries)
+        except OSError as exc:
+            log.warning("output fork server: %s; starting a helper instead", exc)
+    if proc is None:
+        proc = _start(output_dir, limits, run_as)
     running = set() if running is None else running
     running.add(proc)
     late = threading.Event()
@@ -115,7 +118,7 @@ def collect(blobs: BlobStore, output_dir: Path, limits: Limits, run_as: RunAs,
     finally:
         timer.cancel()
         kill(proc)
-        proc.wait()
+        proc.wait()  # (a forked reader's pidfd is closed here)
         running.discard(proc)
         if proc.stdout:
             proc.stdout.close()
@@ -164,9 +167,26 @@ class DeadlineStream:
             self._fill(len(self.buffer) + 1)
 
 
-def kill(proc: subprocess.Popen[bytes]) -> None:
+def _start(output_dir: Path, limits: Limits, run_as: RunAs) -> subprocess.Popen[bytes]:
+    # The helper needs the standard library only: isolated (-I) and without site (-S),
+    # it starts in a fraction of the time, and nothing of the user's environment or
+    # home directory is imported into it.
+    argv = [sys.executable, "-I", "-S", output_walk.__file__, str(output_dir),
+            str(limits.max_entries)]
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+    as_user: dict[str, Any] = {}
+    if run_as.uid is not None:
+        as_user = {"user": run_as.uid, "group": run_as.gid, "extra_groups": list(run_as.groups)}
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd="/", env=env, close_fds=True,
+                            start_new_session=True, **as_user)
+
+
+def kill(proc: Helper) -> None:
     """Stop a helper (and anything it started) at once."""
-    if proc.poll() is None:
+    if isinstance(proc, Forked):  # exact through its pidfd; it cannot have started any
+        proc.kill()
+    elif proc.poll() is None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, 9)
 

@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nai_server.core.service_rules import DEFAULT_COMMAND
-from nai_server.host import jobfiles, mounts, unix, user_socket
+from nai_server.host import cgroup_limits, jobfiles, mounts, unix, user_socket
+from nai_server.host.contain import Containment
 from nai_server.host.launchers.local import (
     Handle,
     LaunchRequest,
@@ -48,6 +49,7 @@ SOCKET_DIR = "run"
 SOCKET_NAME = "serve.sock"
 MODEL_DIR = "model"
 MAX_HEAD = 64 * 1024  # bytes of a health answer read at most
+CGROUP_PREFIX = "svc-"  # beside the jobs' "job-N" in the daemon's cgroup
 
 
 class ReplicaUnreachable(Exception):
@@ -79,17 +81,22 @@ class ReplicaStart:
     owner: Owner
     gpus: tuple[int, ...]
     env: dict[str, str] = field(default_factory=dict)  # NAI_* about the service
+    memory: int | None = None  # its cgroup's limits, as a job's
+    cpus: float | None = None
 
 
 class ReplicaHost:
     """Builds, starts, watches, signals and removes replicas under `root`."""
 
     def __init__(self, root: Path, blobs: BlobStore, personal: bool,
-                 launcher: LocalLauncher | None = None) -> None:
+                 launcher: LocalLauncher | None = None,
+                 contain: Containment | None = None) -> None:
         self.root = root
         self.blobs = blobs
         self.personal = personal
         self.launcher = launcher or LocalLauncher()
+        self.contain = contain  # the jobs' cgroups: replicas get theirs beside them
+        self.leftover_cgroups: set[str] = set()
         root.mkdir(parents=True, exist_ok=True)
         os.chmod(root, 0o700 if personal else 0o711)
 
@@ -144,10 +151,68 @@ class ReplicaHost:
         command = start.command
         if command == DEFAULT_COMMAND:  # nai's own server: this Python, wherever PATH leads
             command = f"exec {shlex.quote(sys.executable)} -m nai_server.serving.replica"
+        cgroup, joins = self._cgroup(start)
         request = LaunchRequest(
             job_id=0, job_dir=start.dir, command=command, env=env,
-            cwd=start.dir / MODEL_DIR, uid=owner.uid, gid=owner.gid, groups=owner.groups)
+            cwd=start.dir / MODEL_DIR, uid=owner.uid, gid=owner.gid, groups=owner.groups,
+            cgroup=cgroup, joins=joins)
         return self.launcher.start(request)
+
+    # --- cgroups ----------------------------------------------------------------------
+
+    def _cgroup(self, start: ReplicaStart) -> tuple[Path | None, tuple[Path, ...]]:
+        """The replica's own cgroup beside the jobs' (named after its directory), with
+        a job's memory and CPU limits (cgroup_limits), and the v1 cgroups it joins too;
+        none where the host gives the daemon no cgroups."""
+        box = self.contain
+        if box is None or box.base is None:
+            return None, ()
+        path = box.base / f"{CGROUP_PREFIX}{start.dir.name}"
+        self._remove_cgroup(path.name)  # a fresh one: left by a crash, it held a run
+        path.mkdir(exist_ok=True)
+        return path, tuple(cgroup_limits.apply(box.limits, path, path.name, start.memory,
+                                               start.cpus))
+
+    def _remove_cgroup(self, name: str) -> None:
+        """Kill what is left in a replica's cgroup and remove it (one whose processes
+        are still on their way out is tried again: `retry_cgroups`)."""
+        box = self.contain
+        if box is None or box.base is None:
+            return
+        path = box.base / name
+        with contextlib.suppress(OSError):
+            if path.exists():
+                (path / "cgroup.kill").write_text("1")
+        try:
+            if cgroup_limits.remove(box.limits, name):
+                path.rmdir()
+                self.leftover_cgroups.discard(name)
+                return
+        except FileNotFoundError:
+            self.leftover_cgroups.discard(name)
+            return
+        except OSError:
+            pass
+        self.leftover_cgroups.add(name)  # its processes are still on their way out
+
+    def retry_cgroups(self) -> None:
+        """Try again to remove the cgroups that were still emptying."""
+        for name in sorted(self.leftover_cgroups):
+            self._remove_cgroup(name)
+
+    def sweep_cgroups(self, kept: set[str]) -> None:
+        """Remove replicas' cgroups whose directory name is not in `kept`."""
+        box = self.contain
+        if box is None or box.base is None:
+            return
+        try:
+            names = {p.name for p in box.base.iterdir()}
+        except OSError:
+            return
+        names |= set(cgroup_limits.names(box.limits))
+        for name in sorted(names):
+            if name.startswith(CGROUP_PREFIX) and name[len(CGROUP_PREFIX):] not in kept:
+                self._remove_cgroup(name)
 
     # --- watching ---------------------------------------------------------------------
 
@@ -185,7 +250,9 @@ class ReplicaHost:
         return "\n".join(text.splitlines()[-lines:])
 
     def remove(self, where: Path) -> None:
-        """The replica's directory, gone (the model's links go; the blobs stay)."""
+        """The replica's directory and cgroup, gone (the model's links go; the blobs
+        stay)."""
+        self._remove_cgroup(f"{CGROUP_PREFIX}{where.name}")
         if not os.path.lexists(where):
             return
         mounts.unmount(where / MODEL_DIR)

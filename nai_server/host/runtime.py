@@ -22,9 +22,11 @@ from typing import Any
 from nai_server.app.accounts import Caller
 from nai_server.app.ports import JobStore
 from nai_server.app.registry import Registry
+from nai_server.app.run_times import RunTimes
 from nai_server.app.usage import UsageBook
 from nai_server.config import ServerConfig
 from nai_server.core import scheduling as sched
+from nai_server.core import wait_words
 from nai_server.core.job import Job, Stop
 from nai_server.core.spec import parse_size
 from nai_server.core.states import ACTIVE, JobState, transition
@@ -64,6 +66,8 @@ class TickState:
     foreign: Foreign = field(default_factory=dict)  # by GPU: see gpu_watch
     waiting: dict[int, str] = field(default_factory=dict)
     est_start: dict[int, float] = field(default_factory=dict)
+    head: int | None = None  # the waiting job free GPUs are kept for (backfill's head)
+    kept: str | None = None  # what they are kept for, in words (core.wait_words)
 
 
 class JobRuntime:
@@ -98,6 +102,7 @@ class JobRuntime:
         self.gpu_note: str | None = None
         self.tuning = config.scheduler.fairshare.tuning()
         self.usage = UsageBook(store, self.tuning.half_life)
+        self.run_times = RunTimes(store)  # run-time predictions, for est_start
         self._last_archive = 0.0
         limits = config.jobs
         # Jobs whose process ended and whose outputs are being collected, outside the
@@ -319,24 +324,33 @@ class JobRuntime:
                              cpu_slots=self.config.scheduler.cpu_slots,
                              drained=self.drained())
 
-    def _schedule(self, now: float, hot: list[Job]) -> None:
+    def plan_inputs(self, now: float, hot: list[Job]
+                    ) -> tuple[list[Job], sched.Cluster, sched.Accounting]:
+        """What every plan is made from (the tick's, a dry run's estimate, and what
+        /v1/usage reports), under the lock: the active jobs, the GPUs as they and
+        service replicas hold them (`cluster_view`), and the usage book charged up to
+        `now`, which the next tick does anyway."""
         # A job whose process has ended gives its GPUs back at once: collecting its
         # outputs needs none, and the next job need not wait for it.
         active = [j for j in hot if j.active and j.id not in self.collections]
-        snapshot = self.state.snapshot
-        assert snapshot is not None
+        snapshot = self.state.snapshot or self.gpus.probe()
+        return (active, self.cluster_view(now, active, snapshot),
+                self.usage.accounting(now, hot))
+
+    def _schedule(self, now: float, hot: list[Job]) -> None:
         queued = sorted((j for j in hot if j.state == JobState.QUEUED),
                         key=lambda j: (j.submitted_at, j.id))
         queued = self._drop_failed_dependencies(queued, now)
-        cluster = self.cluster_view(now, active, snapshot)
+        active, cluster, accounting = self.plan_inputs(now, hot)
+        snapshot = self.state.snapshot
+        assert snapshot is not None
         held = {g.index: g.held_by for g in cluster.gpus if g.held_by is not None}
-        # The fair-share book (app/usage.py) reads the store's job documents as they are:
-        # those of jobs that ran (it passes over a queued job that never did).
-        documents = self._documents(j.id for j in hot if j.state != JobState.QUEUED or j.runs)
-        plan = sched.plan(self._planned(queued), cluster, now,
+        planned = self._planned(queued)
+        plan = sched.plan(planned, cluster, now,
                           finished=self._finished_deps(queued),
                           policy=self.config.scheduler.policy,
-                          accounting=self.usage.accounting(now, documents), tuning=self.tuning)
+                          accounting=self.run_times.with_predictions(accounting, hot),
+                          tuning=self.tuning)
         waiting = {k: str(v) for k, v in plan.waiting.items()}
         est_start = dict(plan.est_start)
         by_id = {j.id: j for j in queued}
@@ -354,6 +368,11 @@ class JobRuntime:
             self._launch(by_id[start.job_id], start.gpus, snapshot, now)
         self.state.waiting = waiting
         self.state.est_start = est_start
+        head = (None if plan.head is None
+                else next((q for q in planned if q.id == plan.head), None))
+        self.state.kept = (None if head is None
+                           else wait_words.kept_for(head, cluster, plan.starts, now))
+        self.state.head = plan.head
 
     def _planned(self, queued: list[Job]) -> list[sched.QueuedJob]:
         """The queued jobs as the planner sees them. A job's record is the same object

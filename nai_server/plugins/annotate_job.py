@@ -11,7 +11,8 @@ in the job's own folder (`code/annotate.sock`), which the daemon relays to at
 The job ends cleanly (exit 0, so its output becomes the dataset's next version) when
 someone who may read it posts to `/_nai/finish` (`nai dataset annotate --finish JOB`),
 when it gets SIGTERM or SIGINT from outside nai, or a little before its time limit.
-Cancelling the job (`nai cancel`) ends it too, but then its labels make no version.
+Cancelling the job (`nai cancel`) ends it too: it stays `cancelled`, and the labels made
+so far are saved as the next version all the same (`core.processing.keeps_labels`).
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 import traceback
 from importlib import metadata
 from pathlib import Path
@@ -65,6 +66,7 @@ def run(environ: dict[str, str]) -> object:
 
 
 def main() -> int:
+    started = time.monotonic()
     try:
         report = run(dict(os.environ))
     except Exception as exc:  # the job's log is where the user looks
@@ -74,7 +76,8 @@ def main() -> int:
         return 1
     if report is not None:
         print(f"nai: report: {json.dumps(report, sort_keys=True, default=str)}", flush=True)
-    print("nai: done; the output becomes the new dataset version", flush=True)
+    print(f"nai: done in {time.monotonic() - started:.1f} s; the output becomes the new "
+          f"dataset version", flush=True)
     return 0
 
 

@@ -164,6 +164,7 @@ class JobInfo(Reply):
     group: str | None
     state: str  # a JobState value
     reason: str | None = None  # why a queued job waits
+    why: str | None = None  # in words, where a free GPU is kept for another job (show only)
     est_start: float | None = None
     message: str | None = None
     spec: dict[str, Any]

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nai_server.core.job import Job, JobSummary, Run
+from nai_server.core.states import JobState
 from nai_server.core.store_check import PINNED_ROLES, job_trees
 from nai_server.store.atomic import StateUnreadable
 
@@ -47,8 +49,11 @@ class JobFilter:
                 and (self.since is None or row[3] >= self.since)
                 and (self.before is None or row[0] < self.before))
 
-    def doc(self, job: Doc) -> bool:
-        return self.row(row_of(job["id"], job, ""))
+    def job(self, job: Job) -> bool:
+        return ((self.user is None or job.user == self.user)
+                and (self.state is None or job.state == self.state)
+                and (self.since is None or job.submitted_at >= self.since)
+                and (self.before is None or job.id < self.before))
 
 
 def row_of(job_id: int, job: Doc, text: str) -> Row:
@@ -60,6 +65,11 @@ def doc_of(row: Row) -> Doc:
     doc: Doc = json.loads(row[4])
     doc.setdefault("id", row[0])
     return doc
+
+
+def job_of(row: Row) -> Job:
+    """The archived job of a row, as a record."""
+    return Job.from_doc(doc_of(row))
 
 
 class ArchiveIndex:
@@ -112,12 +122,18 @@ class ArchiveIndex:
                 yield row
 
     def get(self, job_id: int, months: Iterable[str]) -> Doc | None:
+        """The archived job's document (see `job` for its record)."""
         for month in months:
             rows = self.rows(month)
             at = bisect.bisect_left(rows, -job_id, key=lambda r: -r[0])
             if at < len(rows) and rows[at][0] == job_id:
                 return doc_of(rows[at])
         return None
+
+    def job(self, job_id: int, months: Iterable[str]) -> Job | None:
+        """The archived job with this id, searched in `months` (newest first)."""
+        doc = self.get(job_id, months)
+        return None if doc is None else Job.from_doc(doc)
 
 
 def _from(rows: list[Row], start: int) -> Iterator[Row]:
@@ -153,23 +169,20 @@ def tally(jobs: Iterable[Doc]) -> dict[tuple[str, str], int]:
 # gpus), ...)). Plain tuples of strings and numbers, which the garbage collector
 # leaves alone; names, GPU lists and code trees shared between jobs are kept once.
 Fact = tuple[Any, ...]
-_SUMMARY = ("id", "user", "group", "state", "trees", "started_at", "ended_at", "gpus", "runs")
-_JOB_KEYS = {"code": "code_tree", "outputs": "output_tree"}
+_TREE_FIELDS = {"code": "code_tree", "outputs": "output_tree", "dataset": "dataset_tree",
+                "model": "model_tree"}
 
 
-def summary_of(fact: Fact) -> Doc:
-    """A fact as a job document with the fields it keeps (trees under their job keys:
-    `code_tree`, `output_tree`, `dataset`/`model` as {"tree_id": ...})."""
-    doc = dict(zip(_SUMMARY, fact, strict=True))
-    trees = doc.pop("trees")
-    doc["gpus"], doc["runs"] = list(doc["gpus"]), [list(run) for run in doc["runs"]]
-    for i in range(0, len(trees), 2):
-        role, tree = trees[i], trees[i + 1]
-        if role in _JOB_KEYS:
-            doc[_JOB_KEYS[role]] = tree
-        else:
-            doc[role] = {"tree_id": tree}
-    return doc
+def summary_of(fact: Fact) -> JobSummary:
+    """A fact as the summary record of its job."""
+    job_id, user, group, state, trees, started, ended, gpus, runs = fact
+    roles = {_TREE_FIELDS[trees[i]]: trees[i + 1] for i in range(0, len(trees), 2)}
+    return JobSummary(
+        id=job_id, user=user, group=group,
+        state=JobState(state) if state else JobState.QUEUED, started_at=started,
+        ended_at=ended, gpus=gpus,
+        runs=tuple(Run(float(s), float(e), int(g)) for s, e, g in runs) if runs else (),
+        **roles)
 
 
 class JobFacts:

@@ -12,6 +12,7 @@ import copy
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from nai_server.core.job import Job, JobSummary
 from nai_server.store.atomic import check_storable
 from nai_server.store.job_records import JobRecords
 
@@ -67,18 +68,18 @@ class MemoryJobStore(JobRecords):
             if pred is None or pred(every[job_id]):
                 yield copy.deepcopy(every[job_id])
 
-    def job_summaries(self, hot: list[Doc] | None = None, *,
-                      ended_after: float | None = None) -> Iterator[Doc]:
-        """As the TinyDB store's: the hot jobs, then the archived ones (whole here)
-        that ended at or after `ended_after`, newest id first."""
-        hot = sorted(self.hot_jobs() if hot is None else hot, key=lambda d: -d["id"])
-        seen = {d["id"] for d in hot}
-        yield from hot
+    def job_summaries(self, hot: list[Job] | None = None, *,
+                      ended_after: float | None = None) -> Iterator[JobSummary]:
+        """As the TinyDB store's: the hot jobs, then the archived ones that ended at
+        or after `ended_after`, newest id first."""
+        hot = sorted(self.hot() if hot is None else hot, key=lambda j: -j.id)
+        seen = {j.id for j in hot}
+        yield from (j.summary() for j in hot)
         low = float("-inf") if ended_after is None else ended_after
         for job_id in sorted(self._archived, reverse=True):
             doc = self._archived[job_id]
             if job_id not in seen and (doc.get("ended_at") is None or doc["ended_at"] >= low):
-                yield copy.deepcopy(doc)
+                yield Job.from_doc(doc).summary()
 
     def archive_jobs(self, job_ids: list[int], now: float | None = None) -> int:
         moved = [i for i in job_ids if i in self._hot]

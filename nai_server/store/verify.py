@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from nai_server.core import store_check as check
+from nai_server.core.job import JobSummary
 from nai_server.core.registry_rules import KINDS
 from nai_server.core.trees import UNLIMITED, TreeError, is_digest, parse_manifest
 from nai_server.protocol import Conflict
@@ -36,7 +37,8 @@ from nai_server.store.db import TinyDbStore
 log = logging.getLogger("nai.verify")
 
 Doc = dict[str, Any]
-# What jobs and the registry name: (job documents, [(kind, registry entry)]).
+# What jobs and the registry name: (jobs as `core.store_check` reads them, [(kind,
+# registry entry)]).
 References = tuple[list[Doc], list[tuple[str, Doc]]]
 
 
@@ -279,15 +281,23 @@ def references_in(store: TinyDbStore, lock: CommitLock) -> Callable[[], Referenc
     """`references` for a daemon: what its jobs and registry name. The hot jobs and the
     registry are copied under its lock; the archived jobs come from the store's
     summaries in memory, without it (no archive, and no blob, is read meanwhile)."""
-    keys = ("id", "user", "state", *(key for key, _ in check.JOB_ROLES), *check.PINNED_ROLES)
 
     def read() -> References:
         with lock:
-            hot = store.hot_jobs()
+            hot = store.hot()
             entries: list[tuple[str, Doc]] = [
                 (kind, doc) for kind in KINDS for doc in store.list_registry_entries(kind)]
-        jobs: list[Doc] = [{k: job.get(k) for k in keys} for job in store.job_summaries(hot)
-                           if check.job_trees(job)]
+        jobs = [_reference(job) for job in store.job_summaries(hot) if job.trees()]
         return jobs, entries
 
     return read
+
+
+def _reference(job: JobSummary) -> Doc:
+    """A job as `core.store_check` reads it: who ran it, in what state, and the trees it
+    uses under their job keys."""
+    doc: Doc = {"id": job.id, "user": job.user, "state": job.state.value,
+                "code_tree": job.code_tree, "output_tree": job.output_tree}
+    for role, tree in (("dataset", job.dataset_tree), ("model", job.model_tree)):
+        doc[role] = {"tree_id": tree} if tree else None
+    return doc

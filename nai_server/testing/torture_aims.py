@@ -90,12 +90,19 @@ def _names(folder: Path) -> list[str]:
 
 
 def _collecting() -> bool:
+    """Whether an output reader runs: a helper (output_walk), or a reader forked by
+    the fork server (output_forks, like its parent; the server alone waits)."""
     for pid in _names(Path("/proc")):
         if pid.isdigit():
             try:
-                if b"output_walk" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                if b"output_walk" in cmdline:
                     return True
-            except OSError:
+                if b"output_forks" in cmdline:
+                    ppid = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[1]
+                    if b"output_forks" in Path(f"/proc/{int(ppid)}/cmdline").read_bytes():
+                        return True
+            except (OSError, IndexError, ValueError):
                 continue
     return False
 

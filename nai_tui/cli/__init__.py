@@ -61,11 +61,14 @@ class _ShowVersion(argparse.Action):
 Add = Callable[..., argparse.ArgumentParser]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for `argv` (the plugins' commands are read only if it may need them);
+    for any command line when None."""
     from nai_tui.cli.contract import EPILOG, json_flag
-    from nai_tui.cli.plugin_commands import add_plugin_commands
+    from nai_tui.cli.plugin_commands import add_plugin_commands, command_in
     from nai_tui.cli.registry_commands import add_registry_commands
     from nai_tui.cli.services import add_service_commands
+    from nai_tui.cli.usage_command import add_usage_command
 
     parser = argparse.ArgumentParser(
         prog="nai", description="Run jobs on shared GPU servers. Without a command: the TUI.",
@@ -92,8 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_personal_commands(add)
     add_registry_commands(sub)
     add_service_commands(sub, add)
+    add_usage_command(add)
     _add_completion_command(add)
-    add_plugin_commands(add, sub)  # last: a plugin never shadows a built-in command
+    add_plugin_commands(add, sub, command_in(argv))  # last: never shadows a built-in
     return parser
 
 
@@ -150,8 +154,14 @@ def _add_run_commands(add: Add) -> None:
 
 def _add_outcome_options(p: argparse.ArgumentParser) -> None:
     """What happens once a submitted job runs: its outputs as a model, its log followed."""
+    from nai_tui.cli.commands import metric_choice
+
     p.add_argument("--register-model", metavar="NAME",
                    help="on success, make the job's outputs a new version of this model")
+    p.add_argument("--register-metric", metavar="METRIC[:min|:max]", type=metric_choice,
+                   help="the metric that matters for that version (nai.yaml's "
+                   "register_metric): shown first with its best value; :min or :max says "
+                   "which way is better when the name does not (loss, error... are min)")
     p.add_argument("--follow", action="store_true",
                    help="stream the log and exit with the job's exit code")
     p.add_argument("--cancel-on-interrupt", action="store_true",
@@ -240,8 +250,10 @@ def _add_personal_commands(add: Add) -> None:
     p = add("up", setup.cmd_up, "start a personal nai-server on this machine", remote=False,
             no_json="`nai up` prints no data")
     p.add_argument("--fake-gpus", type=int, metavar="N", help="pretend to have N GPUs")
-    add("down", setup.cmd_down, "stop the personal nai-server", remote=False,
-        no_json="`nai down` prints no data")
+    setup.place_flags(p, "where it keeps its database, blobs and jobs")
+    p = add("down", setup.cmd_down, "stop the personal nai-server", remote=False,
+            no_json="`nai down` prints no data")
+    setup.place_flags(p)
     p = add("demo", setup.cmd_demo, "run an example job end to end on a personal server",
             remote=False, no_json="`nai demo` shows a job's log, which is not JSON")
     p.add_argument("dir", nargs="?", help="job folder (default: a small regression that needs "
@@ -261,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     from nai_tui.cli.output import err
     from nai_tui.config import ClientConfig
 
-    parser = build_parser()
+    parser = build_parser(args_list)
     args = parser.parse_args(args_list)
     contract.check_json(parser, args)
     if args.subcommand is None:

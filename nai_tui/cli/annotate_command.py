@@ -9,8 +9,9 @@ server offers (`nai plugins`) serves as a job of yours.
         end it cleanly: the labels become the dataset's next version (or `--to`'s)
 
 The app is reached through the daemon, as you: only those who may read the job (you,
-your group for a group job, admins) can open it. `nai cancel JOB` ends it too, but
-then its labels make no version; near its time limit it finishes by itself."""
+your group for a group job, admins) can open it. `nai cancel JOB` ends it too (the
+labels made so far are still saved as the next version); near its time limit it
+finishes by itself."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nai_server.protocol import TERMINAL_STATES, Invalid, NaiError, format_size
+from nai_server.protocol import TERMINAL_STATES, Invalid, NaiError, NotFound, format_size
 from nai_tui.cli import metrics_view, output
 from nai_tui.cli.contract import INTERRUPTED, TIMED_OUT, exit_status
 from nai_tui.cli.output import emit_json, err, note, table
@@ -85,7 +85,19 @@ def submit_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """`nai submit`'s flags that change the spec."""
     return {"gpus": args.gpus, "time_limit": args.time_limit, "name": args.name,
             "dataset": args.dataset, "model": args.model, "env": args.env or None,
-            "command": args.command, "register_model": args.register_model}
+            "command": args.command, "register_model": args.register_model,
+            "register_metric": args.register_metric}
+
+
+def metric_choice(text: str) -> str | dict[str, str]:
+    """`--register-metric`: `val_ppl`, or `val_ppl:min` / `val_acc:max` (the spec's
+    `{name: val_ppl, direction: min}`)."""
+    name, colon, direction = text.rpartition(":")
+    if colon and direction in ("min", "max"):
+        if not name:
+            raise argparse.ArgumentTypeError(f"{text!r}: name the metric, e.g. val_loss:min")
+        return {"name": name, "direction": direction}
+    return text
 
 
 def cmd_submit(args: argparse.Namespace, client: ServerClient) -> int:
@@ -125,20 +137,36 @@ def submitted(args: argparse.Namespace, client: ServerClient, job: Any,
 
 
 def cmd_finetune(args: argparse.Namespace, client: ServerClient) -> int:
-    """Run a model version's own code on a dataset, its weights as the base."""
+    """Run a model version's own code on a dataset, its weights as the base. A version
+    made by fine-tuning holds weights only: it names the version whose files hold its
+    code (`finetune_code`), which runs instead, with this version as $NAI_MODEL_DIR."""
     name, _, selector = args.model.partition("@")
     version = client.registry_version("model", name, selector or "latest")
+    ref = f"{name}@{version.version}"
     command = args.command or version.metadata.get("finetune_command")
     if not command:
-        raise Invalid(f"model {name}@{version.version} has no finetune_command in its "
-                      f"metadata; say what to run with --command 'python train.py'")
+        job = (version.metadata.get("lineage") or {}).get("job")
+        again = (f"`nai model register {job} --name {name} --with-code`" if job
+                 else "`nai model push` with --finetune-command")
+        raise Invalid(f"model {ref} has no finetune_command: it was registered without the "
+                      f"code that trains it. Say what to run in its files with --command "
+                      f"'python train.py', or register it with its code ({again})")
     spec = {"name": args.name or f"finetune-{name}", "command": command,
-            "model": f"{name}@{version.version}", "dataset": args.dataset,
+            "model": ref, "dataset": args.dataset,
             "gpus": args.gpus, "time_limit": args.time_limit,
-            "register_model": args.register_model}
-    job = client.submit(spec={k: v for k, v in spec.items() if v is not None},
-                        code_from_model=True)
-    return submitted(args, client, job)
+            "register_model": args.register_model, "register_metric": args.register_metric}
+    spec = {k: v for k, v in spec.items() if v is not None}
+    held = version.metadata.get("finetune_code")
+    if not isinstance(held, str) or not held:
+        return submitted(args, client, client.submit(spec=spec, code_from_model=True))
+    code_name, _, code_version = held.partition("@")
+    try:
+        code = client.registry_version("model", code_name, code_version or "latest")
+    except NotFound as exc:
+        raise NotFound(f"model {ref} is fine-tuned by the code in {held}, which you may not "
+                       f"read: ask its owner to share it ({exc.message})") from exc
+    note(f"running the code of {held} on the weights of {ref}")
+    return submitted(args, client, client.submit(spec=spec, code_tree=code.tree_id))
 
 
 def follow(client: ServerClient, job_id: int) -> int:
@@ -211,6 +239,7 @@ def cmd_show(args: argparse.Namespace, client: ServerClient) -> int:
     lines = [f"job {job.id}: {job.name}", f"  user:      {job.user}" +
              (f" (group {job.group})" if job.group else ""),
              f"  state:     {job.state}" + (f", waiting: {job.reason}" if job.reason else ""),
+             *([f"  why:       {job.why}"] if job.why else []),
              f"  command:   {job.spec.get('command')}",
              f"  gpus:      {output.gpus_cell(job)}",
              f"  submitted: {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(job.submitted_at))}",

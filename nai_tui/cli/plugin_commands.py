@@ -14,6 +14,11 @@ entry point's name is the subcommand, its object has
 A plugin that fails to load, clashes with a built-in command, or whose arguments cannot
 be added prints one warning line on stderr and is skipped; `nai` works on. One whose
 `run` raises ends with an error line (status 1), not a traceback.
+
+The entry points are read only when the command asked for may be one of them (not a
+built-in), or for a listing of every command (`nai --help`, `nai completion`): reading
+every installed distribution's metadata would slow each built-in command
+(bench/client_commands.py measures it).
 """
 
 from __future__ import annotations
@@ -31,6 +36,21 @@ from nai_tui.cli.output import emit_json, err, table
 from nai_tui.remote.client import ServerClient
 
 GROUP = "nai.client_commands"
+LISTS_COMMANDS = frozenset({"completion"})  # built-ins that need the plugins' commands too
+
+
+def command_in(argv: list[str] | None) -> str | None:
+    """The subcommand `argv` names (after `--server X`), if it names one; None for
+    none, for `--help`, or when it cannot be told without the full parser."""
+    if argv is None:
+        return None
+    quick = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    quick.add_argument("--server", "-s")
+    try:
+        _, rest = quick.parse_known_args(argv)
+    except argparse.ArgumentError:
+        return None
+    return rest[0] if rest and not rest[0].startswith("-") else None
 
 
 def cmd_plugins(args: argparse.Namespace, client: ServerClient) -> int:
@@ -75,11 +95,15 @@ def _load(ep: metadata.EntryPoint, sub: Any) -> None:
         adder(p)
 
 
-def add_plugin_commands(add: Callable[..., argparse.ArgumentParser], sub: Any) -> None:
-    """`nai plugins`, then each installed client command (after the built-in ones)."""
+def add_plugin_commands(add: Callable[..., argparse.ArgumentParser], sub: Any,
+                        wanted: str | None = None) -> None:
+    """`nai plugins`, then each installed client command (after the built-in ones),
+    unless the command `wanted` is a built-in one that does not list the others."""
     add("plugins", cmd_plugins, "the plugins the server offers (dataset processors, "
         "annotators, submit rules, notifiers) and whether they run")
     add_notify_command(sub)
+    if wanted in sub.choices and wanted not in LISTS_COMMANDS:
+        return  # no entry point read: a plugin never shadows a built-in anyway
     try:
         found = sorted(metadata.entry_points(group=GROUP), key=lambda e: e.name)
     except Exception as exc:  # a broken metadata file must not break nai

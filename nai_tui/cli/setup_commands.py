@@ -14,7 +14,13 @@ from pathlib import Path
 from nai_server.protocol import NaiError
 from nai_tui.cli import commands, local
 from nai_tui.cli.output import emit_json, note, table
-from nai_tui.config import ClientConfig, ServerEntry, config_dir
+from nai_tui.config import (
+    ClientConfig,
+    ServerEntry,
+    config_dir,
+    personal_socket,
+    personal_state,
+)
 from nai_tui.sync import push as sync
 
 # --- servers ------------------------------------------------------------------------
@@ -78,15 +84,29 @@ def _trust(entry: ServerEntry, *, yes: bool, expected: str | None) -> int:
 # --- the quickstart -----------------------------------------------------------------
 
 
+def place_flags(p: argparse.ArgumentParser, state: str | None = None) -> None:
+    """`--socket` (and, given what it is for, `--state-dir`) of `nai up` / `nai down`."""
+    if state is not None:
+        p.add_argument("--state-dir", type=Path, help=f"{state} (default: "
+                       f"{personal_state()})")
+    p.add_argument("--socket", type=Path, help=f"the server's unix socket (default: "
+                   f"{personal_socket()})")
+
+
 def cmd_up(args: argparse.Namespace) -> int:
-    pid, started = local.up(fake_gpus=args.fake_gpus)
+    pid, started = local.up(fake_gpus=args.fake_gpus, sock=args.socket, state=args.state_dir)
+    elsewhere = args.socket is not None and args.socket != personal_socket()
+    down = f"nai down --socket {args.socket}" if elsewhere else "nai down"
     note(f"personal nai-server {'started' if started else 'already running'} (pid {pid}); "
-         f"`nai down` stops it")
+         f"`{down}` stops it")
+    if elsewhere:
+        note(f"to use it: `nai server add NAME local:{args.socket}`, then `nai -s NAME ...`")
     return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    note("personal nai-server stopped" if local.down() else "no personal nai-server running")
+    stopped = local.down(args.socket)
+    note("personal nai-server stopped" if stopped else "no personal nai-server running")
     return 0
 
 

@@ -39,6 +39,12 @@ class Policy:
 # Uploads and downloads that were cut off resume after 1, 2, 4... seconds (at most 30).
 TRANSFER_RETRIES = 3
 TRANSFERS = Policy(first=1.0, cap=30.0, retries=TRANSFER_RETRIES)
+# A forwarded request that found the link to the daemon down (a daemon restart, an SSH
+# connection lost) is sent again after 0.5, 1, 2... seconds (at most 5), for a minute.
+FORWARDS = Policy(first=0.5, cap=5.0, jitter=0.25, deadline=60.0)
+# The TUI reconnects to a server it lost after 1, 2, 4... seconds (at most 30), for as
+# long as it runs (R tries at once).
+RECONNECTS = Policy(first=1.0, cap=30.0, jitter=0.25)
 
 
 class Backoff:
@@ -57,9 +63,13 @@ class Backoff:
         """The wait before retrying after `error`, counted as a retry; None when it is not
         one to retry, or no retry is left (the count is spent, or the next try would
         start past the deadline)."""
-        p = self.policy
-        if not isinstance(error, p.retry_on):
+        if not isinstance(error, self.policy.retry_on):
             return None
+        return self.next()
+
+    def next(self) -> float | None:
+        """The wait before the next try, counted as a retry; None when no retry is left."""
+        p = self.policy
         if p.retries is not None and self.retries >= p.retries:
             return None
         delay = min(p.cap, p.first * p.factor ** self.retries)
@@ -68,6 +78,11 @@ class Backoff:
             return None
         self.retries += 1
         return delay
+
+    def reset(self) -> None:
+        """Start over, as after a success: no retries made, the deadline from now."""
+        self.retries = 0
+        self.started = self.clock()
 
     def pause(self, error: BaseException, what: str | None = None) -> bool:
         """After a failed try: wait before the next one and return True, or return False

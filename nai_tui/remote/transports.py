@@ -58,7 +58,8 @@ MAX_CHANNELS = 8
 # Below uvicorn's 5 s keep-alive, so the pool drops a channel before the server does.
 KEEPALIVE_EXPIRY = 4.0
 RETRYABLE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-_FINAL_FAILURES = (UnknownHostKey, HostKeyChanged, LoginFailed)
+# Refusals that another try would only repeat.
+FINAL_FAILURES = (UnknownHostKey, HostKeyChanged, LoginFailed)
 
 
 def http_client_for(url_or_alias: str, *, transport: str = "ssh",
@@ -192,7 +193,7 @@ class BackendTransport(httpx.HTTPTransport):
             # on the server (a busy ControlMaster or sshd refusing one more session, a
             # relay ended under load) gets one more try for an idempotent request. A
             # host key or login refusal would only repeat itself: it is raised at once.
-            if request.method not in RETRYABLE_METHODS or isinstance(exc, _FINAL_FAILURES):
+            if request.method not in RETRYABLE_METHODS or isinstance(exc, FINAL_FAILURES):
                 raise
             return super().handle_request(request)
 

@@ -18,10 +18,11 @@ from textual.worker import Worker, WorkerState
 
 from nai_server.protocol import ConnectionFailed, Me, NaiError
 from nai_tui.config import ClientConfig, ServerEntry
+from nai_tui.remote.backoff import Backoff
 from nai_tui.remote.client import ServerClient, local_http_client
 from nai_tui.tui.messages import Connected, ConnectionLost, WorkFailed
 from nai_tui.tui.palette import NaiCommands
-from nai_tui.tui.ports import Backoff, ClientFactory, SyncTransfers, Transfers, connect_entry
+from nai_tui.tui.ports import ClientFactory, SyncTransfers, Transfers, connect_entry, reconnects
 from nai_tui.tui.screens.jobs import JobsScreen
 
 
@@ -66,7 +67,7 @@ class NaiApp(App[int]):
         self.clock = clock
         self.transfers: Transfers = transfers or SyncTransfers()
         self.poll_interval = poll_interval
-        self.backoff = backoff or Backoff()
+        self.backoff = backoff or reconnects()
         self.downloads = downloads or Path.cwd() / "nai-outputs"
         self.client: ServerClient | None = None
         self.me: Me | None = None
@@ -120,7 +121,7 @@ class NaiApp(App[int]):
             return
         if self.client is not None and self.client is not message.client:
             self.client.close()
-        was_lost = self.backoff.attempts > 0
+        was_lost = self.backoff.retries > 0
         self.client, self.me = message.client, message.me
         self.backoff.reset()
         self._set_connection("connected")
@@ -133,13 +134,13 @@ class NaiApp(App[int]):
     def on_connection_lost(self, message: ConnectionLost) -> None:
         if message.server != self.server.name:
             return
-        delay = self.backoff.next()
-        if self.backoff.attempts == 1:
+        delay = self.backoff.next() or self.backoff.policy.cap  # RECONNECTS: no end
+        if self.backoff.retries == 1:
             self.notify(f"{message.error}\nRetrying in the background (R retries now).",
                         title=f"Cannot reach {self.server.name}", severity="warning",
                         timeout=8)
         self._set_connection("lost", f"unreachable, retry in {delay:.0f}s "
-                                     f"(attempt {self.backoff.attempts})")
+                                     f"(attempt {self.backoff.retries})")
         self._retry = self.set_timer(delay, self._reconnect)
 
     def _lost(self, error: str) -> None:

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from nai_server.protocol import TreeInfo
 from nai_tui.config import ServerEntry
+from nai_tui.remote.backoff import RECONNECTS, Backoff
 from nai_tui.remote.client import ServerClient
 
 ClientFactory = Callable[[ServerEntry], ServerClient]
@@ -112,19 +113,10 @@ def connect_entry(entry: ServerEntry) -> ServerClient:
     return connect(entry)
 
 
-class Backoff:
-    """Delays between reconnect attempts: doubling from `first` up to `cap` seconds."""
-
-    def __init__(self, first: float = 1.0, cap: float = 30.0) -> None:
-        self.first = first
-        self.cap = cap
-        self.attempts = 0
-
-    def next(self) -> float:
-        """The delay before the next attempt."""
-        delay = min(self.cap, self.first * 2.0 ** self.attempts)
-        self.attempts += 1
-        return delay
-
-    def reset(self) -> None:
-        self.attempts = 0
+def reconnects(first: float | None = None, cap: float | None = None,
+               **options: Any) -> Backoff:
+    """The app's reconnect delays: the client's one backoff under `RECONNECTS`
+    (`first` and `cap` in seconds to change it; `options` as `Backoff` takes them)."""
+    policy = RECONNECTS.replace(first=RECONNECTS.first if first is None else first,
+                                cap=RECONNECTS.cap if cap is None else cap)
+    return Backoff(policy, **options)

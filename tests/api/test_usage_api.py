@@ -40,3 +40,18 @@ def test_the_client_reads_the_usage_report(api: TestClient) -> None:
 
     client = ServerClient(api, "in-process")  # TestClient is an httpx.Client
     assert read_usage(client).rows == []
+
+
+def test_usage_counts_the_gpus_service_replicas_hold(
+        api: TestClient, service: UseCases) -> None:
+    """A replica holds its GPUs as a running job does (the tick plans around it), so
+    its owner and their group are using them: /v1/usage says so from the tick's view."""
+    from nai_server.app.service_gpus import SERVICE_ID_BASE
+    from nai_server.core.sched_types import RunningJob
+
+    replica = RunningJob(id=SERVICE_ID_BASE + 4096, user="bob", group="lab", gpus=(2, 3),
+                         started_at=service.clock(), time_limit=None)
+    service.jobs.runtime.held_elsewhere = lambda: [replica]
+    rows = {(r["kind"], r["name"]): r for r in api.get("/v1/usage").json()["rows"]}
+    assert rows[("user", "bob")]["gpus_in_use"] == 2
+    assert rows[("group", "lab")]["gpus_in_use"] == 2

@@ -52,3 +52,20 @@ def test_the_listing_puts_it_together() -> None:
     assert lines[0].split() == ["ID", "NAME", "USER", "STATE", "GPUS", "TIME"]
     assert "queued (Resources)" in lines[1] and "starts in ~10 min" in lines[1]
     assert "1 (gpu 0)" in lines[2]
+
+
+def test_show_says_why_a_job_waits_beside_a_free_gpu(capsys: Any) -> None:
+    import argparse
+
+    from nai_tui.cli.commands import cmd_show
+
+    words = "GPU 1 is kept for job 7 (2 GPUs), which starts when job 5 ends"
+
+    class Client:
+        def job(self, job_id: int) -> JobInfo:
+            return job(id=job_id, reason="Priority", why=words)
+
+    assert cmd_show(argparse.Namespace(id=9, json=False), Client()) == 0  # type: ignore[arg-type]
+    lines = capsys.readouterr().out.splitlines()
+    assert "  state:     queued, waiting: Priority" in lines
+    assert f"  why:       {words}" in lines

@@ -70,3 +70,26 @@ def test_register_a_job_then_show_its_metrics(env: dict[str, str], tmp_path: Pat
     assert lone.returncode == 1 and "--metric" in lone.stderr
     missing = nai(env, "model", "register", "999", "--name", "clf")
     assert missing.returncode == 3 and "no job 999" in missing.stderr
+
+
+def test_register_metric_flag(env: dict[str, str], tmp_path: Path) -> None:
+    """`nai submit --register-metric` is the spec's `register_metric:`; `:min`/`:max` is
+    its direction, and a bad value is refused before anything is sent."""
+    project = tmp_path / "train"
+    project.mkdir()
+    (project / "train.py").write_text(TRAIN)
+    ran = nai(env, "submit", str(project), "--command", "python train.py", "--gpus", "0",
+              "--register-model", "flagged", "--register-metric", "loss:max", "--follow")
+    assert ran.returncode == 0, ran.stderr
+    job = json.loads(nai(env, "show", ran.stdout.split()[0], "--json").stdout)
+    assert job["spec"]["register_metric"] == {"name": "loss", "direction": "max"}
+    made = json.loads(nai(env, "model", "show", "flagged@1", "--json").stdout)
+    # "max" overrides the guess for a loss: the best is 1.5, at step 1.
+    assert made["metadata"]["metric"] == {"name": "loss", "direction": "max", "best": 1.5,
+                                          "best_step": 1, "last": 0.5, "last_step": 3,
+                                          "count": 3}
+    plain = nai(env, "submit", str(project), "--command", "python train.py", "--gpus", "0",
+                "--register-model", "flagged", "--register-metric", "acc", "--dry-run")
+    assert plain.returncode == 0, plain.stderr
+    bad = nai(env, "submit", str(project), "--register-metric", ":min")
+    assert bad.returncode == 2 and "name the metric" in bad.stderr

@@ -271,9 +271,45 @@ def test_finetune_in_one_command(env: dict[str, str], tmp_path: Path) -> None:
     tuned = json.loads(nai(env, "model", "show", "linreg@2", "--json").stdout)
     assert tuned["metadata"]["lineage"] | {"code_tree": None} == {
         "job": job["id"], "code_tree": None, "datasets": ["points@1"], "models": ["linreg@1"]}
-    # Version 2 has no finetune_command: the command must then be given.
-    no_command = nai(env, "finetune", "linreg@2", "--dataset", "points")
-    assert no_command.returncode == 1 and "--command" in no_command.stderr
+    # Version 2 holds weights only, and inherits what fine-tunes it: linreg@1's code
+    # runs on its weights, again and again.
+    assert tuned["metadata"]["finetune_command"] == "python train.py --epochs 5"
+    assert tuned["metadata"]["finetune_code"] == "linreg@1"
     again = nai(env, "finetune", "linreg@2", "--dataset", "points", "--gpus", "0",
-                "--command", "python train.py --epochs 2", "--follow")
-    assert again.returncode == 0 and "weights.npz" in again.stdout, again.stderr
+                "--register-model", "linreg", "--follow")
+    assert again.returncode == 0, again.stderr
+    assert "running the code of linreg@1 on the weights of linreg@2" in again.stderr
+    assert "starting from" in again.stdout and "weights.npz" in again.stdout
+    base = json.loads(nai(env, "model", "show", "linreg@1", "--json").stdout)
+    second = json.loads(nai(env, "show", again.stdout.split()[0], "--json").stdout)
+    assert second["code_tree"] == base["tree_id"] and second["registered"] == "linreg@3"
+    third = json.loads(nai(env, "model", "show", "linreg@3", "--json").stdout)
+    assert third["metadata"]["finetune_code"] == "linreg@1"
+    assert third["metadata"]["lineage"]["models"] == ["linreg@2"]
+    # Registered after the fact, the same.
+    later = json.loads(nai(env, "model", "register", str(second["id"]), "--name", "other",
+                           "--json").stdout)
+    assert later["metadata"]["finetune_code"] == "linreg@1"
+
+
+def test_finetune_of_a_version_without_its_code(env: dict[str, str], tmp_path: Path) -> None:
+    """Outputs of an ordinary job hold no code: finetune says how to give it one."""
+    data = tmp_path / "points"
+    subprocess.run([sys.executable, str(FINETUNE / "make_data.py"), str(data)], check=True,
+                   capture_output=True)
+    assert nai(env, "dataset", "push", "points", str(data)).returncode == 0
+    ran = nai(env, "submit", str(FINETUNE / "model"), "--command", "python train.py --epochs 1",
+              "--dataset", "points", "--gpus", "0", "--register-model", "plain", "--follow")
+    assert ran.returncode == 0, ran.stderr
+    job = ran.stdout.split()[0]
+    plain = json.loads(nai(env, "model", "show", "plain@1", "--json").stdout)
+    assert "finetune_command" not in plain["metadata"]
+    refused = nai(env, "finetune", "plain", "--dataset", "points")
+    assert refused.returncode == 1
+    assert "--command" in refused.stderr
+    assert f"nai model register {job} --name plain --with-code" in refused.stderr
+    coded = nai(env, "model", "register", job, "--name", "plain", "--with-code",
+                "--path", "weights.npz")  # train.py is in the outputs too
+    assert coded.returncode == 0, coded.stderr
+    tuned = nai(env, "finetune", "plain@2", "--dataset", "points", "--gpus", "0", "--follow")
+    assert tuned.returncode == 0 and "starting from" in tuned.stdout, tuned.stderr

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,7 +20,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from nai_server.protocol import API_VERSION
+from nai_server.protocol import API_VERSION, ConnectionFailed
 from nai_server.testing import wait_for
 from nai_tui.remote.client import ServerClient, local_http_client
 from nai_tui.remote.forward import ServiceForwarder
@@ -52,16 +53,38 @@ def _stand_in() -> FastAPI:
     return app
 
 
+class StandIn:
+    """The stand-in daemon on a unix socket, which a test may stop and start again."""
+
+    def __init__(self, sock: Path) -> None:
+        self.sock = sock
+        self.start()
+
+    def start(self) -> None:
+        self.server = uvicorn.Server(uvicorn.Config(
+            _stand_in(), uds=str(self.sock), log_level="warning", lifespan="off"))
+        self.thread = threading.Thread(target=asyncio.run, args=(self.server.serve(),),
+                                       daemon=True)
+        self.thread.start()
+        wait_for(lambda: self.server.started, what="the stand-in daemon")
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
 @pytest.fixture
-def forward() -> Iterator[tuple[httpx.Client, ServiceForwarder]]:
+def stand_in() -> Iterator[StandIn]:
     short = Path(tempfile.mkdtemp(prefix="nai-fwd-", dir="/tmp"))
-    sock = short / "d.sock"
-    server = uvicorn.Server(uvicorn.Config(_stand_in(), uds=str(sock), log_level="warning",
-                                           lifespan="off"))
-    thread = threading.Thread(target=asyncio.run, args=(server.serve(),), daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, what="the stand-in daemon")
-    client = ServerClient(local_http_client(sock), name="test")
+    daemon = StandIn(short / "d.sock")
+    yield daemon
+    daemon.stop()
+    shutil.rmtree(short, ignore_errors=True)
+
+
+@pytest.fixture
+def forward(stand_in: StandIn) -> Iterator[tuple[httpx.Client, ServiceForwarder]]:
+    client = ServerClient(local_http_client(stand_in.sock), name="test")
     errors: list[str] = []
     forwarder = ServiceForwarder(client, "echo", 0, on_error=errors.append)
     threading.Thread(target=forwarder.serve_forever, args=(0.05,), daemon=True).start()
@@ -71,9 +94,6 @@ def forward() -> Iterator[tuple[httpx.Client, ServiceForwarder]]:
     forwarder.shutdown()
     forwarder.server_close()
     client.close()
-    server.should_exit = True
-    thread.join(10)
-    shutil.rmtree(short, ignore_errors=True)
 
 
 def test_a_request_reaches_the_invoke_route_as_sent(
@@ -114,7 +134,11 @@ def test_an_unreachable_daemon_is_a_502_that_says_why(
     local, forwarder = forward
     forwarder.client.http.close()
     forwarder.client.http = local_http_client(Path("/nonexistent/nai.sock"))
+    waits: list[float] = []
+    forwarder.policy = forwarder.policy.replace(retries=2)  # a daemon that stays away
+    forwarder.sleep = waits.append
     answer = local.post("/predict", content=b"{}")
+    assert len(waits) == 2  # tried again, on the backoff, before giving up
     assert answer.status_code == 502
     assert answer.json()["error"]["code"] == "bad_gateway"
     assert answer.json()["error"]["message"].startswith("test: ")  # the server's name, why
@@ -133,3 +157,67 @@ def test_a_path_that_climbs_out_of_the_service_is_refused(
     assert answer.status == 400
     assert b"not passed on" in answer.read()
     conn.close()
+
+
+def test_a_forward_outlives_a_daemon_restart(
+        forward: tuple[httpx.Client, ServiceForwarder], stand_in: StandIn) -> None:
+    """The daemon restarts under a running forward: a request that finds it gone waits
+    on the client's backoff and goes through once it is back, instead of a 502."""
+    local, forwarder = forward
+    assert local.post("/before", content=b"1").status_code == 200
+    stand_in.stop()
+    waits: list[float] = []
+
+    def daemon_back_meanwhile(delay: float) -> None:
+        waits.append(delay)
+        if len(waits) == 2:  # the restart takes a while
+            stand_in.start()
+
+    forwarder.sleep = daemon_back_meanwhile
+    answer = local.post("/after", content=b"2")
+    assert answer.status_code == 200 and answer.json()["body"] == "2"
+    assert len(waits) == 2 and 0 < waits[0] <= waits[1]
+
+
+class _Dropping:
+    """A client whose first try fails with `cause` (by default: the link to the daemon
+    dropped after the request went out, so the daemon may have got it), then works."""
+
+    def __init__(self, client: ServerClient, cause: Exception | None = None) -> None:
+        self.client, self.tries = client, 0
+        self.cause = cause or httpx.RemoteProtocolError("Server disconnected")
+
+    def invoke_stream(self, *args: Any, **kwargs: Any) -> Any:
+        self.tries += 1
+        if self.tries == 1:
+            raise ConnectionFailed(f"test: {self.cause}") from self.cause
+        return self.client.invoke_stream(*args, **kwargs)
+
+
+def test_a_request_that_may_have_arrived_is_resent_only_if_it_changes_nothing(
+        forward: tuple[httpx.Client, ServiceForwarder]) -> None:
+    local, forwarder = forward
+    forwarder.sleep = lambda _: None
+    forwarder.client = dropping = _Dropping(forwarder.client)  # type: ignore[assignment]
+    assert local.get("/read").json()["method"] == "GET"  # sent again on a new link
+    assert dropping.tries == 2
+    dropping.tries = 0
+    assert local.post("/write", content=b"x").status_code == 502  # never twice
+    assert dropping.tries == 1
+
+
+@pytest.mark.parametrize(("cause", "method", "resent"), [
+    # Over SSH, the relay on the server could not reach the daemon: nothing went further.
+    (ConnectionFailed("test: `nai-server dial-stdio` on h ended with exit status 1: "
+                      "nai-server dial-stdio: no daemon socket at /run/nai/nai.sock"),
+     "POST", True),
+    (httpx.ConnectError("[Errno 111] Connection refused"), "POST", True),
+    (httpx.ReadTimeout("timed out"), "GET", False),  # a slow service, not a lost link
+])
+def test_what_a_forward_sends_again(forward: tuple[httpx.Client, ServiceForwarder],
+                                    cause: Exception, method: str, resent: bool) -> None:
+    local, forwarder = forward
+    forwarder.sleep = lambda _: None
+    forwarder.client = dropping = _Dropping(forwarder.client, cause)  # type: ignore[assignment]
+    answer = local.request(method, "/x", content=b"x" if method == "POST" else None)
+    assert (answer.status_code, dropping.tries) == ((200, 2) if resent else (502, 1))

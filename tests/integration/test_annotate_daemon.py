@@ -3,7 +3,8 @@ users: the `labels` app runs as its owner's job on a 0600 socket of theirs, the 
 relays to it only for those who may read the job, who is labelling comes from the
 connection (not from what the caller claims), and once the job is finished its labels
 are the dataset's next version, with lineage naming the input and the annotator. A
-cancelled annotate job makes no version."""
+cancelled annotate job keeps the labels made so far: they are saved as the next version
+all the same."""
 
 from __future__ import annotations
 
@@ -115,16 +116,25 @@ def test_labels_made_through_the_daemon_become_the_next_version(annotating) -> N
     assert daemon.as_user(alice, "GET", f"{app}/items").status == 503
 
 
-def test_a_cancelled_session_makes_no_version(annotating) -> None:
-    daemon, alice, _bob, _tree = annotating
+def test_a_cancelled_session_keeps_its_labels_as_the_next_version(annotating) -> None:
+    daemon, alice, _bob, tree = annotating
     job_id = started(daemon, alice, to="photo-labels")
     made = daemon.as_user(alice, "POST", f"/v1/jobs/{job_id}/app/label",
                           {"item": "b.txt", "label": "dog"})
     assert made.status == 200
     assert daemon.as_user(alice, "DELETE", f"/v1/jobs/{job_id}").status == 200
     info = ended(daemon, alice, job_id)
-    assert info["state"] == "cancelled" and not info.get("registered")
-    assert daemon.as_user(alice, "GET", "/v1/datasets/photo-labels").status == 404
+    # The job says it was cancelled, and the labels made so far are saved all the same.
+    assert info["state"] == "cancelled" and info["registered"] == "photo-labels@1", info
+    entry = daemon.as_user(alice, "GET", "/v1/datasets/photo-labels").json()
+    (v1,) = entry["versions"]
+    assert v1["metadata"]["lineage"]["datasets"] == ["photos@1"]
+    assert v1["metadata"]["lineage"]["annotator"]["plugin"] == "labels2"
+    got = daemon.as_user(alice, "GET", f"/v1/jobs/{job_id}/outputs/file?path=labels.jsonl")
+    row = json.loads(got.body)
+    assert (row["item"], row["label"], row["by"]) == ("b.txt", "dog", alice.name)
+    photos = daemon.as_user(alice, "GET", "/v1/datasets/photos").json()
+    assert [v["tree_id"] for v in photos["versions"]] == [tree]  # the input untouched
 
 
 def test_a_group_session_takes_members_labels_and_saves_before_its_time_limit(

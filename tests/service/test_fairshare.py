@@ -265,3 +265,39 @@ def test_hours_used_in_a_rolling_period() -> None:
     runs = [Run(1, ("user:a",), 0.0, 2 * HOUR, 2), Run(2, ("user:a",), 20 * HOUR, None, 1)]
     used = hours_used(runs, 25 * HOUR, {"user:a": DAY, "user:b": DAY})
     assert used == {"user:a": pytest.approx(1 * 2 + 5), "user:b": 0.0}
+
+
+def test_a_job_kept_from_a_free_gpu_is_told_why(server: Server) -> None:
+    running = server.submit(server.gated("a"), gpus=1, time_limit="1h")
+    server.wait(running, "running")
+    wide = server.submit("true", gpus=2, time_limit="1h")
+    long = server.submit("true", gpus=1, time_limit="2h")  # would hold GPU 1 past then
+    server.service.tick()
+    words = f"GPU 1 is kept for job {wide} (2 GPUs), which starts when job {running} ends"
+    info = server.job(long)
+    assert (info["state"], info["reason"], info["why"]) == ("queued", "Priority", words)
+    assert server.job(wide)["why"] == words
+    assert server.job(running)["why"] is None
+    server.open("a")
+    server.wait(wide, *ENDED)
+    assert server.job(long)["why"] is None
+
+
+def test_est_start_counts_on_run_times_learned_from_finished_jobs(server: Server) -> None:
+    first = server.submit(server.gated("a"), gpus=1, time_limit="1h")
+    server.wait(first, "running")
+    server.now[0] += 360  # a tenth of its limit
+    server.open("a")
+    server.wait(first, "succeeded")
+    running = server.submit(server.gated("b"), gpus=1, time_limit="10h")
+    started = server.wait(running, "running")["started_at"]
+    wide = server.submit("true", gpus=2, time_limit="10h")
+    server.service.tick()
+    # By its limit job `running` ends in 10 h; by what this user's jobs use, in 1 h.
+    assert server.job(wide)["est_start"] == pytest.approx(started + HOUR)
+    dry = server.api.post("/v1/jobs?dry_run=1",
+                          json={"spec": {"command": "true", "gpus": 2, "time_limit": "10h"}})
+    assert dry.status_code == 200, dry.text
+    # Behind `wide`, which is expected to run an hour of its ten.
+    assert dry.json()["est_start"] == pytest.approx(started + 2 * HOUR)
+    server.open("b")

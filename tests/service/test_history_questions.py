@@ -14,6 +14,7 @@ from nai_server.app.accounts import Caller
 from nai_server.app.jobs import Jobs
 from nai_server.app.tree_access import TreeAccess
 from nai_server.app.usage import UsageBook, charge, runs_of
+from nai_server.core.job import Job
 from nai_server.store.atomic import CommitLock
 from nai_server.store.db import TinyDbStore
 from nai_server.store.history import ArchiveIndex
@@ -29,6 +30,11 @@ TEAM_JOB = {"user": "alice", "group": "team", "state": "succeeded", "spec": {"gp
             "dataset": {"name": "d", "version": 1, "tree_id": OTHER}}
 BOB = Caller("bob", uid=60_001, admin=False, groups=("team",))
 EVE = Caller("eve", uid=60_002, admin=False)
+
+
+def _team_job() -> Job:
+    """TEAM_JOB as the store holds it (id 1)."""
+    return Job.from_doc({**TEAM_JOB, "id": 1})
 
 
 def _store(path: Path) -> tuple[TinyDbStore, CommitLock]:
@@ -60,8 +66,8 @@ def _answers(store: TinyDbStore, lock: CommitLock) -> None:
 
     now = T0 + DAY
     with lock:  # as the tick asks: nothing saved yet, so worked out from every job
-        usage = UsageBook(store, half_life=DAY).accounting(now, store.hot_jobs()).usage
-    expected = charge({}, float("-inf"), runs_of({**TEAM_JOB, "id": 1}), now, DAY)
+        usage = UsageBook(store, half_life=DAY).accounting(now, store.hot()).usage
+    expected = charge({}, float("-inf"), runs_of(_team_job()), now, DAY)
     assert usage["user:alice"] == pytest.approx(expected["user:alice"])
     assert usage["group:team"] == pytest.approx(expected["group:team"])
     assert usage["user:carol"] > 0
@@ -94,8 +100,8 @@ def test_a_job_archived_again_after_a_crash_is_indexed_once(tmp_path: Path) -> N
         store._write_hot()
         store.archive_jobs([1])
     assert store.archived_using(OUT) == []
-    assert [j["id"] for j in store.archived_using(CODE)] == [1]
-    assert [j["id"] for j in store.job_summaries()].count(1) == 1
+    assert [j.id for j in store.archived_using(CODE)] == [1]
+    assert [j.id for j in store.job_summaries()].count(1) == 1
     store.close()
 
 
@@ -103,7 +109,7 @@ def test_usage_at_load_leaves_out_jobs_that_ended_beyond_every_horizon(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Worked out with a 1-day half-life and no quota, a run a year old weighs nothing:
     its job is not even turned into a summary (with 100,000 archived jobs, most are)."""
-    import nai_server.store.db as db
+    import nai_server.store.archiving as archiving
 
     store, lock = _store(tmp_path)
     with lock:
@@ -116,11 +122,11 @@ def test_usage_at_load_leaves_out_jobs_that_ended_beyond_every_horizon(
         summarised.append(fact[0])
         return summary_of(fact)
 
-    summary_of = db.summary_of
-    monkeypatch.setattr(db, "summary_of", counted)
+    summary_of = archiving.summary_of
+    monkeypatch.setattr(archiving, "summary_of", counted)
     with lock:
-        usage = UsageBook(store, half_life=DAY).accounting(T0 + DAY, store.hot_jobs()).usage
+        usage = UsageBook(store, half_life=DAY).accounting(T0 + DAY, store.hot()).usage
     assert old not in summarised and 1 in summarised
-    expected = charge({}, float("-inf"), runs_of({**TEAM_JOB, "id": 1}), T0 + DAY, DAY)
+    expected = charge({}, float("-inf"), runs_of(_team_job()), T0 + DAY, DAY)
     assert usage["user:alice"] == pytest.approx(expected["user:alice"])
     store.close()

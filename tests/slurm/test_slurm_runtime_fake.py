@@ -26,6 +26,9 @@ class ScriptedSlurm:
         self.queue: dict[int, SlurmJob] = {}  # what squeue shows
         self.accounting: dict[int, SlurmJob] = {}  # what sacct shows
         self.sacct_fails = False
+        self.asked: list[tuple[list[int], list[str]]] = []  # each squeue's ids and names
+        self.since: list[float | None] = []  # each sacct's bound in time
+        self.scontrol: dict[int, int] = {}  # exit codes `scontrol show job` tells
         self.submitted: list[list[str]] = []
         self.cancelled: list[tuple[int, str | None]] = []
         self.lock = threading.Lock()  # sbatch may be called from several threads
@@ -41,13 +44,21 @@ class ScriptedSlurm:
             self.queue[slurm_id] = SlurmJob(slurm_id, name, 0, "PENDING", reason="Priority")
         return slurm_id
 
-    def jobs(self) -> dict[int, SlurmJob]:
-        return dict(self.queue)
+    def jobs(self, slurm_ids: list[int] = (), names: list[str] = ()) -> dict[int, SlurmJob]:  # type: ignore[assignment]
+        """squeue, asked for these jobs (without a filter: all of them)."""
+        self.asked.append((list(slurm_ids), list(names)))
+        if not slurm_ids and not names:
+            return dict(self.queue)
+        return {i: j for i, j in self.queue.items() if i in slurm_ids or j.name in names}
 
-    def ended(self, slurm_ids: list[int]) -> dict[int, SlurmJob]:
+    def ended(self, slurm_ids: list[int], since: float | None = None) -> dict[int, SlurmJob]:
+        self.since.append(since)
         if self.sacct_fails:
             raise SlurmError("sacct failed (exit 1): Slurm accounting storage is disabled")
         return {i: self.accounting[i] for i in slurm_ids if i in self.accounting}
+
+    def exit_codes(self, slurm_ids: list[int]) -> dict[int, int]:
+        return {i: self.scontrol[i] for i in slurm_ids if i in self.scontrol}
 
     def cancel(self, slurm_id: int, signal: str | None = None) -> None:
         self.cancelled.append((slurm_id, signal))
@@ -151,3 +162,61 @@ def test_a_server_without_slurm_refuses_several_nodes(tmp_path: Path) -> None:
     with pytest.raises(Invalid, match="nodes: 2 needs a server that runs jobs on Slurm"):
         local.jobs.submit(Caller("root", uid=0, admin=True),
                           spec_from_dict({"command": "x", "nodes": 2}), None)
+
+
+def test_the_poll_asks_slurm_for_this_daemons_jobs_only(service: UseCases) -> None:
+    """A cluster's queue holds everyone's jobs: each poll asks squeue for the Slurm ids
+    of this daemon's jobs (and the names of those killed mid-submit), never the whole
+    queue, and a job nai cancelled while Slurm still held it is watched until Slurm
+    ends it."""
+    slurm: ScriptedSlurm = service.runtime.slurm  # type: ignore[attr-defined]
+    foreign = SlurmJob(7, "someone-elses", 1234, "RUNNING", start=time.time(), nodes="n1")
+    slurm.queue[7] = foreign
+    root = Caller("root", uid=0, admin=True)
+    kept, cancelled = (service.jobs.submit(root, spec_from_dict({"command": "x"}), None).id
+                       for _ in range(2))
+    service.tick()
+    by_job = {int(j.name.split("-")[2]): i for i, j in slurm.queue.items() if i != 7}
+    slurm.set(by_job[kept], "RUNNING", start=time.time(), nodes="n1")
+    assert _job(service, kept)[0] == JobState.RUNNING
+    assert 7 not in service.runtime.view  # type: ignore[attr-defined]
+    assert slurm.asked and all(7 not in ids for ids, _ in slurm.asked)
+    assert {i for ids, _ in slurm.asked for i in ids} == set(by_job.values())
+
+    service.jobs.cancel(root, cancelled)  # still pending in Slurm
+    wait_for(lambda: (by_job[cancelled], None) in slurm.cancelled or service.tick(),
+             what="the cancelled job's Slurm job to be cancelled")
+    slurm.set(by_job[cancelled], "CANCELLED", end=time.time())
+    service.tick()
+    slurm.asked.clear()
+    service.tick()
+    assert slurm.asked == [([by_job[kept]], [])]  # no longer the ended one's
+
+    # Its end: sacct is asked for its exit code, no further back than nai's submit.
+    slurm.set(by_job[kept], "COMPLETED", end=time.time())
+    slurm.accounting[by_job[kept]] = SlurmJob(by_job[kept], "x", 0, "COMPLETED", exit_code=0,
+                                              end=time.time())
+    wait_for(lambda: _job(service, kept)[0] == JobState.SUCCEEDED, what="the job to end")
+    with service.lock:
+        submitted_at = service.runtime.jobs.get(kept).submitted_at  # type: ignore[union-attr]
+    assert slurm.since and all(s == submitted_at for s in slurm.since)
+
+
+def test_an_ended_job_waits_for_its_exit_code_then_takes_slurmctlds(service: UseCases) -> None:
+    """squeue's text has no exit codes: with accounting silent, a job Slurm calls
+    COMPLETED or FAILED stays running in nai until `scontrol show job` tells its code."""
+    slurm: ScriptedSlurm = service.runtime.slurm  # type: ignore[attr-defined]
+    job_id = service.jobs.submit(Caller("root", uid=0, admin=True),
+                                 spec_from_dict({"command": "x"}), None).id
+    service.tick()
+    (slurm_id,) = slurm.queue
+    slurm.set(slurm_id, "RUNNING", start=time.time())
+    assert _job(service, job_id)[0] == JobState.RUNNING
+    slurm.sacct_fails = True
+    slurm.set(slurm_id, "FAILED", start=time.time(), end=time.time())  # no exit code
+    for _ in range(3):
+        assert _job(service, job_id)[0] == JobState.RUNNING
+    slurm.scontrol[slurm_id] = 3
+    wait_for(lambda: _job(service, job_id)[0] == JobState.FAILED, what="the job to fail")
+    with service.lock:
+        assert service.runtime.jobs.get(job_id).exit_code == 3  # type: ignore[union-attr]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from nai_server.store import archive_summary, db
+from nai_server.store import archive_summary, archiving
 from nai_server.store.atomic import StateUnreadable
 from nai_server.store.db import TinyDbStore
 
@@ -32,9 +32,9 @@ def _seeded(path: Path) -> TinyDbStore:
 
 def _answers(store: TinyDbStore) -> tuple:
     return (store.next_job_id(), store.archived_count(), store.archived_count("u0"),
-            [j["id"] for j in store.job_summaries()],
-            [j["id"] for j in store.archived_using("c" * 64)],
-            [j["id"] for j in store.archived_using(f"{3:064d}")])
+            [j.id for j in store.job_summaries()],
+            [j.id for j in store.archived_using("c" * 64)],
+            [j.id for j in store.archived_using(f"{3:064d}")])
 
 
 def test_a_store_opens_from_its_summaries_without_reading_an_archive(
@@ -50,7 +50,7 @@ def test_a_store_opens_from_its_summaries_without_reading_an_archive(
 
     copy = tmp_path.with_name(f"{tmp_path.name}-copy")
     shutil.copytree(tmp_path, copy)  # a state dir restored whole, times kept
-    monkeypatch.setattr(db, "read_json_file", no_read)
+    monkeypatch.setattr(archiving, "read_json_file", no_read)
     reopened = TinyDbStore(tmp_path)
     assert _answers(reopened) == expected
     assert _answers(TinyDbStore(copy)) == expected

@@ -12,17 +12,21 @@ from nai_server.protocol import ConnectionFailed
 from nai_tui.config import ClientConfig, ServerEntry
 from nai_tui.testing import FakeServerClient
 from nai_tui.testing_demo import demo_server
-from nai_tui.tui.ports import Backoff
+from nai_tui.tui.ports import reconnects
 from nai_tui.tui.screens.jobs import JobsScreen
 from nai_tui.tui.screens.servers import ServersScreen
 from nai_tui.tui.widgets.job_table import JobTable
 
 
 def test_backoff_doubles_up_to_a_cap() -> None:
-    backoff = Backoff(first=1.0, cap=10.0)
+    backoff = reconnects(first=1.0, cap=10.0, rand=lambda: 0.0)
     assert [backoff.next() for _ in range(6)] == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
     backoff.reset()
     assert backoff.next() == 1.0
+    # The client's one backoff: jittered, so TUIs cut off together come back apart,
+    # and never spent, so the app keeps trying for as long as it runs.
+    spread = reconnects(first=1.0, cap=10.0, rand=lambda: 1.0)
+    assert [spread.next() for _ in range(1000)][-1] == 7.5
 
 
 async def test_switch_server(make_app, fake) -> None:
@@ -93,7 +97,7 @@ async def test_lost_connection_notice_and_reconnect(make_app, fake) -> None:
 
 
 async def test_reconnects_by_itself_with_backoff(make_app, fake) -> None:
-    app = make_app(backoff=Backoff(first=0.05, cap=0.2))
+    app = make_app(backoff=reconnects(first=0.05, cap=0.2))
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         fake.fail = "broken pipe"
@@ -105,7 +109,7 @@ async def test_reconnects_by_itself_with_backoff(make_app, fake) -> None:
         while not app.connected:
             assert asyncio.get_running_loop().time() < deadline, "did not reconnect"
             await pilot.pause(0.05)
-        assert app.backoff.attempts == 0
+        assert app.backoff.retries == 0
 
 
 async def test_first_connection_fails_then_succeeds(make_app, fake) -> None:

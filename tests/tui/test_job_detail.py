@@ -218,6 +218,8 @@ async def test_download_everything_then_one_file(make_app, tmp_path) -> None:
         await pilot.press("4")
         await pilot.press("p")
         await settle(pilot)
+        await pilot.press("enter")  # where: the default place
+        await settle(pilot)
         dest = tmp_path / "out" / "6"
         assert sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file()) == [
             "plots/loss.txt", "summary.json", "weights.npz"]
@@ -229,6 +231,8 @@ async def test_download_everything_then_one_file(make_app, tmp_path) -> None:
         node = next(n for n in tree.root.children if n.data == "summary.json")
         tree.move_cursor(node)
         await pilot.press("d")
+        await settle(pilot)
+        await pilot.press("enter")
         await settle(pilot)
         assert [p.name for p in dest.rglob("*") if p.is_file()] == ["summary.json"]
         assert (dest / "summary.json").read_bytes() == b'{"val_acc": 0.912}'

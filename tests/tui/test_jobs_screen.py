@@ -223,6 +223,8 @@ async def test_copy_id_and_pull_outputs(make_app, tmp_path) -> None:
         assert "pull" in keys and "cancel_job" not in keys  # ended: nothing to cancel
         await pilot.press("p")
         await settle(pilot)
+        await pilot.press("enter")  # where: the default place
+        await settle(pilot)
         assert (tmp_path / "out" / "6" / "weights.npz").stat().st_size == 2006
         assert (tmp_path / "out" / "6" / "plots" / "loss.txt").exists()
         assert any("3 file(s) downloaded" in n for n in notifications(app))

@@ -1,5 +1,6 @@
-"""Pull asks where (P), remembers the answer for the project (the job's name) so p
-pulls there next, and keeps the path shown after the pull."""
+"""Pull asks where (p), offering the project's place (the job's name) and remembering
+the answer as that place; P pulls there without asking; the path stays shown after
+the pull."""
 
 from __future__ import annotations
 
@@ -7,21 +8,22 @@ from textual.widgets import Input, Label
 from tui_kit import SIZE, settle
 
 from nai_tui.tui.pull_places import PullPlaces
+from nai_tui.tui.screens.jobs import JobsScreen
 from nai_tui.tui.screens.prompt import PromptScreen
 from nai_tui.tui.widgets.job_table import JobTable
 from nai_tui.tui.widgets.transfer_bar import TransferBar
 
 
-async def test_pull_to_asks_remembers_and_shows_the_path(make_app, tmp_path) -> None:
+async def test_pull_asks_where_remembers_and_shows_the_path(make_app, tmp_path) -> None:
     app = make_app()
     elsewhere = tmp_path / "elsewhere"
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         app.screen.query_one(JobTable).select_job(6)
-        await pilot.press("P")
+        await pilot.press("p")
         await settle(pilot)
         prompt = app.screen
-        assert isinstance(prompt, PromptScreen)
+        assert isinstance(prompt, PromptScreen)  # plain p asks
         field = prompt.query_one(Input)
         assert field.value == str(tmp_path / "out")  # the default, nothing remembered yet
         field.value = str(elsewhere)
@@ -33,8 +35,16 @@ async def test_pull_to_asks_remembers_and_shows_the_path(make_app, tmp_path) -> 
         places = PullPlaces(app.config.path.parent / "pull-places.json")
         assert places.folder("numpy-regression", tmp_path) == elsewhere
         (elsewhere / "6" / "weights.npz").unlink()
-        await pilot.press("p")  # remembered: p pulls there without asking
+        await pilot.press("p")  # asks again, offering the remembered place
         await settle(pilot)
+        assert app.screen.query_one(Input).value == str(elsewhere)
+        await pilot.press("escape")  # changed my mind: nothing pulled
+        await settle(pilot)
+        assert isinstance(app.screen, JobsScreen)
+        assert not (elsewhere / "6" / "weights.npz").exists()
+        await pilot.press("P")  # no question: the project's place
+        await settle(pilot)
+        assert isinstance(app.screen, JobsScreen)
         assert (elsewhere / "6" / "weights.npz").exists()
         assert not (tmp_path / "out" / "6").exists()
 

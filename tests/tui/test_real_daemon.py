@@ -12,7 +12,7 @@ from tui_kit import REPO, personal_daemon, settle, text_of
 
 from nai_tui.config import ClientConfig, ServerEntry
 from nai_tui.tui.app import NaiApp
-from nai_tui.tui.ports import Backoff, SyncTransfers, connect_entry
+from nai_tui.tui.ports import SyncTransfers, connect_entry, reconnects
 from nai_tui.tui.screens.job_detail import JobDetailScreen
 from nai_tui.tui.screens.submit import SubmitScreen
 from nai_tui.tui.widgets.log_view import LogView
@@ -27,7 +27,7 @@ async def test_submit_follow_and_pull_on_a_real_daemon(tmp_path: Path) -> None:
         entry = ServerEntry("here", f"local:{sock}")
         app = NaiApp(connect_entry, config=ClientConfig(tmp_path / "config.yaml"),
                      server=entry, transfers=SyncTransfers(tmp_path / "hashes.sqlite"),
-                     downloads=tmp_path / "out", poll_interval=0.2, backoff=Backoff(0.2))
+                     downloads=tmp_path / "out", poll_interval=0.2, backoff=reconnects(0.2))
         async with app.run_test(size=(120, 36)) as pilot:
             await settle(pilot)
             assert app.connected and "8 GPUs (fake)" in text_of(app.screen.query_one("#gpus"))
@@ -49,7 +49,7 @@ async def test_submit_follow_and_pull_on_a_real_daemon(tmp_path: Path) -> None:
             assert len(panel.rows) == 40 and "val_acc" in panel.metrics
             assert {e.path for e in screen.query_one(OutputTree).info.entries} == {
                 "weights.npz", "summary.json", "predict.py"}
-            await pilot.press("p")
+            await pilot.press("P")  # the default place, without asking
             deadline = loop.time() + 30
             dest = tmp_path / "out" / str(screen.job.id)
             while not (dest / "summary.json").exists():

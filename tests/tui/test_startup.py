@@ -69,3 +69,26 @@ async def test_the_footer_is_rebuilt_only_when_its_keys_change(
         assert app.connection == "lost"
         assert rebuilt == ["JobsScreen"]  # R Reconnect appears
         assert "Reconnect" in keys(app)
+
+
+async def test_start_up_asks_for_the_queue_once_with_the_real_filters(
+        make_app: Callable[..., NaiApp], fake: FakeServerClient,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first poll starts as soon as the app connects, even before the jobs screen
+    is mounted; neither the screen's first showing nor its filters' first Changed
+    events ask again, and no poll sends a filter that is not set yet."""
+    asked: list[tuple[str, str | None]] = []
+    every = fake.jobs
+
+    def jobs(**query):  # type: ignore[no-untyped-def]
+        asked.append((query.get("scope", "all"), query.get("state")))
+        return every(**query)
+
+    monkeypatch.setattr(fake, "jobs", jobs)
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        newest = [a for a in asked if a[1] is None]
+        assert newest == [("all", None)], asked  # one poll: its newest page, once
+        assert all(scope in ("all", "mine") for scope, _ in asked), asked
+        assert fake.calls.count("gpus") == 1

@@ -129,3 +129,29 @@ async def test_pick_a_dataset_and_keep_nai_yamls_model(make_app, fake, tmp_path)
         await settle(pilot)
         sent = fake.submitted[-1]["spec"]
         assert sent["dataset"] == "cifar10@latest" and sent["model"] == "resnet18-cifar@1"
+
+
+async def test_a_picked_dataset_offers_its_versions(make_app, fake, tmp_path) -> None:
+    folder = job_folder(tmp_path)
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app.push_screen(SubmitScreen(folder))
+        await settle(pilot)
+        screen = app.screen
+        dataset = screen.query_one("#dataset", Select)
+        dataset.value = "cifar10@latest"
+        await settle(pilot)
+        options = [(str(label), ref) for label, ref in dataset._options
+                   if ref is not Select.NULL]
+        assert [ref for _, ref in options] == [
+            "cifar10@latest", "cifar10@2", "cifar10@1", "imdb-reviews@latest"]
+        assert ("  cifar10@2 (clean)", "cifar10@2") in options  # with its tag
+        assert dataset.value == "cifar10@latest"  # the choice stays
+        assert fake.calls.count("registry_entry") == 1
+        dataset.value = "cifar10@1"  # an older version, picked from the list
+        await settle(pilot)
+        assert fake.calls.count("registry_entry") == 1  # read once per name
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert fake.submitted[-1]["spec"]["dataset"] == "cifar10@1"

@@ -86,7 +86,9 @@ def test_submit_and_follow_a_job_in_the_real_tui(tmp_path: Path, tmux: Tmux) -> 
         assert "Job 1: numpy-regression" in screen
         assert "epoch  40  loss" in screen and "exit 0" in screen
 
-        tmux.keys("p")  # pull the outputs into ./nai-outputs/1
+        tmux.keys("p")  # asks where, offering ./nai-outputs: pull the outputs into .../1
+        tmux.wait_for(lambda s: "Pull job 1's outputs under" in s, "the pull question")
+        tmux.keys("Enter")
         dest = folder / "nai-outputs" / "1"
         # Files land one by one (each renamed into place whole), in path order.
         outputs = [dest / "summary.json", dest / "weights.npz"]

@@ -20,7 +20,7 @@ from nai_tui.config import ClientConfig, ServerEntry
 from nai_tui.testing import FakeServerClient, ManualClock
 from nai_tui.testing_demo import FakeTransfers
 from nai_tui.tui.app import NaiApp
-from nai_tui.tui.ports import Backoff
+from nai_tui.tui.ports import reconnects
 
 NOW = 1_700_000_000.0
 SIZE = (120, 36)
@@ -51,7 +51,7 @@ def app_factory(tmp_path: Path, fake: FakeServerClient) -> Callable[..., NaiApp]
             "config": config, "server": config.servers["lab"], "clock": ManualClock(NOW),
             "transfers": FakeTransfers(), "downloads": tmp_path / "out",
             # Tests poll on purpose (refresh keys); the timers must not race them.
-            "poll_interval": 3600.0, "backoff": Backoff(first=600.0, cap=3600.0)}
+            "poll_interval": 3600.0, "backoff": reconnects(first=600.0, cap=3600.0, rand=lambda: 0.0)}
         options.update(kwargs)
         return NaiApp(connect or by_name, **options)
 

@@ -13,8 +13,10 @@ from importlib.metadata import packages_distributions
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("nai_server", "nai_tui", "nai_metrics", "nai_plugins")
+PACKAGES = ("nai_server", "nai_tui", "nai_metrics")
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+# The first-party plugins: distributions of their own, each declaring what it imports.
+PLUGINS = sorted(p.parent for p in (ROOT / "plugins").glob("*/pyproject.toml"))
 # httpx: a transport's private `_pool` and a client's `_transport`; httpcore: the pool
 # that takes its place; pathspec: the regexes it compiles, joined into one.
 PRIVATE_APIS_USED = ("httpx", "httpcore", "pathspec")
@@ -24,11 +26,12 @@ def _name(requirement: str) -> str:
     return re.split(r"[<>=!~\[ ;]", requirement, maxsplit=1)[0].lower().replace("_", "-")
 
 
-def _imported() -> dict[str, set[str]]:
+def _imported(folders: tuple[Path, ...] = tuple(ROOT / p for p in PACKAGES),
+              own: tuple[str, ...] = PACKAGES) -> dict[str, set[str]]:
     """Top-level third-party module → the files importing it."""
     found: dict[str, set[str]] = {}
-    for package in PACKAGES:
-        for path in (ROOT / package).rglob("*.py"):
+    for folder in folders:
+        for path in folder.rglob("*.py"):
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, ast.Import):
                     names = [alias.name for alias in node.names]
@@ -38,7 +41,7 @@ def _imported() -> dict[str, set[str]]:
                     continue
                 for name in names:
                     top = name.partition(".")[0]
-                    if top not in sys.stdlib_module_names and top not in PACKAGES:
+                    if top not in sys.stdlib_module_names and top not in own:
                         found.setdefault(top, set()).add(str(path.relative_to(ROOT)))
     return found
 
@@ -55,6 +58,22 @@ def test_every_imported_distribution_is_declared() -> None:
         if not names & (required | optional):
             undeclared[module] = sorted(files)
     assert not undeclared, f"imported but not in pyproject.toml: {undeclared}"
+
+
+def test_every_plugin_distribution_declares_what_it_imports() -> None:
+    assert len(PLUGINS) >= 7
+    dists = packages_distributions()
+    for plugin in PLUGINS:
+        project = tomllib.loads((plugin / "pyproject.toml").read_text())["project"]
+        declared = {_name(r) for r in project["dependencies"]}
+        assert project["license"] == "Apache-2.0"
+        undeclared = {}
+        for module, files in _imported((plugin / "nai_plugins",), ("nai_plugins",)).items():
+            names = {"nothingai"} if module in PACKAGES else {
+                _name(d) for d in dists.get(module, [module])}
+            if not names & declared:
+                undeclared[module] = sorted(files)
+        assert not undeclared, f"{plugin.name}: not in its pyproject.toml: {undeclared}"
 
 
 def test_private_apis_are_bounded_and_the_license_is_spdx() -> None:

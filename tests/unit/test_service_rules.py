@@ -80,3 +80,25 @@ def test_a_replicas_own_processes_are_not_foreign_on_its_gpus(
     assert without_replicas(foreign, docs) == {1: [(1, 5, None)],  # someone else's
                                                2: [(member, 10, None)]}  # strayed
     assert without_replicas({1: [(member, 1, None)]}, docs) == {}
+
+
+def test_serve_sizes_and_limits() -> None:
+    serve = rules.parse_serve({"gpu_memory": "8G", "memory": "512M", "cpus": 2})
+    assert (serve.gpu_memory, serve.memory, serve.cpus) == (8 << 30, 512 << 20, 2.0)
+    for bad in ({"gpu_memory": "lots"}, {"memory": True}, {"cpus": "two"}):
+        with pytest.raises(rules.ServeError, match=r"serve\."):
+            rules.parse_serve(bad)
+
+
+def test_stopped_services_expire_per_user_by_count_and_age() -> None:
+    def svc(name: str, user: str, state: str, at: float, replicas: int = 0) -> dict:
+        return {"name": name, "user": user, "state": state, "updated_at": at,
+                "number": int(at), "replica_docs": [{}] * replicas}
+
+    docs = [svc("a1", "ann", "stopped", 1), svc("a2", "ann", "failed", 2),
+            svc("a3", "ann", "stopped", 3), svc("a4", "ann", "ready", 0),
+            svc("a5", "ann", "stopped", 0.5, replicas=1),  # still stopping: kept
+            svc("b1", "bob", "stopped", 1)]
+    assert rules.expired(docs, now=10, keep=2, max_age=100) == ["a1"]
+    assert rules.expired(docs, now=102.5, keep=2, max_age=100) == ["a1", "a2", "b1"]
+    assert rules.expired(docs, now=10, keep=0, max_age=100) == ["a1", "a2", "a3", "b1"]

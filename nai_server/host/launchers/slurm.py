@@ -25,6 +25,9 @@ log = logging.getLogger("nai.slurm")
 SBIN = ("/usr/bin", "/usr/local/bin", "/usr/sbin", "/opt/slurm/bin")
 MAX_OUTPUT = 64 << 20  # bytes of squeue's JSON read at most (a very busy cluster)
 SACCT_BATCH = 200  # job ids per sacct call
+SQUEUE_BATCH = 500  # job ids (or names) per squeue call
+SCONTROL_MAX = 50  # scontrol calls for exit codes per poll, at most
+SACCT_MARGIN = 3600.0  # seconds sacct looks back before the earliest submit asked about
 
 
 class SlurmError(Exception):
@@ -78,23 +81,66 @@ class SlurmClient:
         """sbatch; the new job's Slurm id. `env` is exported to the job (--export=ALL)."""
         return slurm_text.parse_sbatch(self.run(argv, stdin=script, env=env))
 
-    def jobs(self) -> dict[int, SlurmJob]:
-        """Every job slurmctld still knows, pending, running or recently ended (22.05's
-        `squeue --json` ignores filters: the caller picks its own)."""
-        return slurm_text.parse_squeue_json(self.run(["squeue", "--json", "--states=all"]))
+    def jobs(self, slurm_ids: Iterable[int] = (), names: Iterable[str] = ()
+             ) -> dict[int, SlurmJob]:
+        """What squeue says of these jobs (by id) and of the jobs with these names, in
+        any state it still remembers: only those, however long the cluster's queue (the
+        text form: 22.05's `squeue --json` ignores --jobs and --name). Ended jobs come
+        without their exit codes (see `ended`)."""
+        found: dict[int, SlurmJob] = {}
+        for flag, values in (("--jobs", [str(i) for i in sorted(set(slurm_ids))]),
+                             ("--name", sorted(set(names)))):
+            for at in range(0, len(values), SQUEUE_BATCH):
+                argv = ["squeue", "--noheader", "--states=all",
+                        f"--Format={slurm_text.SQUEUE_FORMAT}",
+                        f"{flag}={','.join(values[at:at + SQUEUE_BATCH])}"]
+                try:
+                    text = self.run(argv)
+                except SlurmError as exc:
+                    # Every id of the batch forgotten: squeue calls that an error.
+                    if flag == "--jobs" and "Invalid job id" in str(exc):
+                        continue
+                    raise
+                found.update(slurm_text.parse_squeue_text(text, epoch=_epoch))
+        return found
 
-    def ended(self, slurm_ids: Iterable[int]) -> dict[int, SlurmJob]:
-        """What accounting says of jobs squeue has forgotten."""
+    def queue(self) -> dict[int, SlurmJob]:
+        """Every job slurmctld still knows, with the GPUs running ones hold (`nai gpus`
+        only: this reads the whole queue, 22.05's JSON ignoring filters)."""
+        return slurm_text.parse_squeue_json(self.run(["squeue", "--json", "--states=RUNNING"]))
+
+    def ended(self, slurm_ids: Iterable[int], since: float | None = None
+              ) -> dict[int, SlurmJob]:
+        """What accounting says of ended jobs (squeue has no exit codes in text, and
+        forgets jobs after MinJobAge). `since`: none of them was submitted before then,
+        which bounds the search (without it, `sacct -j` searches all of time)."""
         ids = sorted(set(slurm_ids))
         found: dict[int, SlurmJob] = {}
         for at in range(0, len(ids), SACCT_BATCH):
             batch = ",".join(str(i) for i in ids[at:at + SACCT_BATCH])
             argv = ["sacct", "-n", "-P", "-o", ",".join(slurm_text.SACCT_FIELDS), "-j", batch]
+            if since is not None:  # local time, as sacct reads it; an hour for clock skew
+                argv += ["-S", time.strftime("%Y-%m-%dT%H:%M:%S",
+                                             time.localtime(since - SACCT_MARGIN))]
             if self.config.accounting == "jobcomp":
                 argv.insert(1, "-c")
             else:
                 argv.insert(1, "-X")  # allocations, not their steps
             found.update(slurm_text.parse_sacct(self.run(argv), epoch=_epoch))
+        return found
+
+    def exit_codes(self, slurm_ids: Iterable[int]) -> dict[int, int]:
+        """Exit codes of ended jobs slurmctld still holds, one `scontrol` each: for
+        when accounting does not answer (or not yet). Jobs it cannot tell are left out."""
+        found: dict[int, int] = {}
+        for slurm_id in sorted(set(slurm_ids))[:SCONTROL_MAX]:
+            try:
+                code = slurm_text.parse_scontrol_exit(
+                    self.run(["scontrol", "-o", "show", "job", str(slurm_id)]))
+            except SlurmError:
+                continue
+            if code is not None:
+                found[slurm_id] = code
         return found
 
     def nodes(self) -> str:

@@ -65,7 +65,7 @@ def check_slurm(config: ServerConfig) -> tuple[dict[str, Any], list[str], list[s
                         f"slurm.conf, or leave it out to use Slurm's default)")
         return report, problems, warnings
     try:
-        report["jobs_in_queue"] = len(client.jobs())
+        report["jobs_in_queue"] = len(client.run(["squeue", "--noheader", "--format=%i"]).split())
         report["squeue"] = "answers"
     except SlurmError as exc:
         report["squeue"] = "fails"

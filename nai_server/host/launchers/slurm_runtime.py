@@ -18,7 +18,6 @@ import dataclasses
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 from nai_server.core import sched_types
@@ -26,27 +25,18 @@ from nai_server.core.job import Job, Stop
 from nai_server.core.states import JobState, transition
 from nai_server.host import jobdir, unix
 from nai_server.host.collection import Ended
-from nai_server.host.launchers import slurm_gpus, slurm_text
+from nai_server.host.launchers import slurm_gpus, slurm_record, slurm_text
 from nai_server.host.launchers.local import Handle
 from nai_server.host.launchers.slurm import SlurmClient, SlurmError, daemon_key
+from nai_server.host.launchers.slurm_record import Record
 from nai_server.host.launchers.slurm_text import SlurmJob
 from nai_server.host.runtime import JobRuntime
 
 log = logging.getLogger("nai.slurm")
 
-RECORD = "slurm.job"
-SUBMITTING = "-"
 COLLECT_WORKERS = 6  # outputs of ended jobs collected at once
 SUBMIT_WORKERS = 4  # sbatch calls under way at once (slurmctld takes them in turn)
 NODES_EVERY = 5.0  # seconds between two reads of the cluster's nodes for `nai gpus`
-
-
-@dataclass(frozen=True)
-class Record:
-    """What `slurm.job` says: the run it is for, and the Slurm id (None: submitting)."""
-
-    run: int
-    slurm_id: int | None
 
 
 class SlurmRuntime(JobRuntime):
@@ -64,9 +54,12 @@ class SlurmRuntime(JobRuntime):
         self._polled: float | None = None  # when that squeue ran
         self._fresh = False  # whether this tick polled: only then may a job end
         self._complete = True  # whether sacct answered for the jobs squeue forgot
+        self._watch: set[int] | None = None  # Slurm ids last seen alive (None: first poll)
         self._submitted: dict[int, float] = {}  # nai id -> when (this process) submitted it
         self._to_submit: list[int] = []
-        self._nodes: tuple[float, list[slurm_gpus.Node], str | None] | None = None
+        # For `nai gpus`: when read, the nodes, the jobs running on them, and what failed.
+        self._nodes: tuple[float, list[slurm_gpus.Node], list[SlurmJob], str | None] | None \
+            = None
         self._submitter = ThreadPoolExecutor(SUBMIT_WORKERS, thread_name_prefix="nai-sbatch")
 
     def close(self) -> None:
@@ -74,24 +67,26 @@ class SlurmRuntime(JobRuntime):
         super().close()
 
     def cluster_gpus(self) -> Any:
-        """The cluster's GPUs, node by node, and who holds each (`nai gpus`). Nodes are
-        read at most every NODES_EVERY seconds (from the API's threads); the holders
-        come from the run loop's last squeue."""
+        """The cluster's GPUs, node by node, and who holds each (`nai gpus`): the nodes
+        and the whole queue (the only read of it) at most every NODES_EVERY seconds,
+        from the API's threads, and only while someone asks."""
         now = self.clock()
         cached = self._nodes
         if cached is None or now - cached[0] >= NODES_EVERY:
             try:
-                cached = (now, slurm_gpus.parse_nodes(self.slurm.nodes()), None)
+                cached = (now, slurm_gpus.parse_nodes(self.slurm.nodes()),
+                          list(self.slurm.queue().values()), None)
             except SlurmError as exc:
-                cached = (now, cached[1] if cached else [], f"cannot read Slurm's nodes: {exc}")
+                cached = (now, cached[1] if cached else [], cached[2] if cached else [],
+                          f"cannot read Slurm's nodes: {exc}")
             self._nodes = cached
         with self.lock:
             active = [j for j in self.jobs.hot() if j.active]
         users = {j.id: j.user for j in active}
         return slurm_gpus.listing(
-            cached[1], list(self.view.values()), f"nai-{self.key}-", users.get,
+            cached[1], cached[2], f"nai-{self.key}-", users.get,
             self.gpus.source, self.config.scheduler.cpu_slots,
-            sum(1 for j in active if not j.spec.gpus), note=cached[2])
+            sum(1 for j in active if not j.spec.gpus), note=cached[3])
 
     # --- the loop ---------------------------------------------------------------------
 
@@ -102,32 +97,66 @@ class SlurmRuntime(JobRuntime):
         self._submit_queued(now)
 
     def _poll(self, now: float) -> None:
-        """squeue (at most every `slurm.poll_seconds`, and at once after a submit), and
-        sacct for our jobs squeue no longer knows. Outside the lock."""
+        """squeue (at most every `slurm.poll_seconds`, and at once after a submit) for
+        this daemon's jobs only, and sacct for those that ended. Outside the lock."""
         self._fresh = False
         every = self.config.slurm.poll_seconds
         if self._polled is not None and now - self._polled < every and not self._to_poll():
             return
+        with self.lock:
+            hot = self.jobs.hot()
+        wanted, ids, names = self._asked(hot)
         try:
-            view = self.slurm.jobs()
+            view = self.slurm.jobs(ids, names) if ids or names else {}
         except SlurmError as exc:
             log.warning("cannot read the Slurm queue: %s", exc)
             return
-        with self.lock:
-            wanted = [r.slurm_id for j in self.jobs.hot() if not j.terminal
-                      and (r := self._record(j.id)) is not None and r.slurm_id is not None]
-        gone = [i for i in wanted if i not in view]
-        # Without accounting's answer a job squeue forgot is not known to be gone: the
-        # others go on, and those wait (a wrong slurm.accounting says so in the log).
+        # Exit codes, and jobs squeue forgot, come from accounting. Without its answer a
+        # job squeue forgot is not known to be gone: the others go on, and those wait
+        # (a wrong slurm.accounting says so in the log).
+        ended = [i for i in wanted if i not in view or view[i].phase == "ended"]
         self._complete = True
-        if gone:
+        if ended:
             try:
-                view.update(self.slurm.ended(gone))
+                view.update(self.slurm.ended(ended, since=min(wanted[i] for i in ended)))
             except SlurmError as exc:
                 log.warning("cannot read ended jobs from Slurm's accounting: %s", exc)
                 self._complete = False
+        # Ran and ended, accounting silent (not yet, or not at all): the exit code from
+        # slurmctld while it holds the job; else it is still ending, for nai.
+        unknown = [i for i in ended if (sj := view.get(i)) is not None and sj.start is not None
+                   and sj.exit_code is None and sj.state not in slurm_text.ENDED_AS]
+        codes = self.slurm.exit_codes(unknown) if unknown else {}
+        for slurm_id in unknown:
+            sj, code = view[slurm_id], codes.get(slurm_id)
+            view[slurm_id] = dataclasses.replace(sj, state="COMPLETING") if code is None \
+                else dataclasses.replace(sj, exit_code=code)
+        self._watch = {i for i, sj in view.items() if sj.phase != "ended"}
         self.view, self._polled, self._fresh = view, now, True
         self._submitted = {k: at for k, at in self._submitted.items() if at >= now}
+
+    def _asked(self, hot: list[Job]) -> tuple[dict[int, float], list[int], list[str]]:
+        """What squeue is asked: the Slurm ids of the jobs nai still waits for (also
+        returned alone, with when nai took each job: sacct needs look no further back),
+        the names of those killed mid-submit, and the Slurm jobs last seen alive whose
+        nai job has ended (strays to cancel). The first poll also asks for the ended
+        jobs' own, after a restart that may have come before a cancel."""
+        wanted: dict[int, float] = {}
+        names: list[str] = []
+        ids = set(self._watch or ())
+        for job in hot:
+            if job.terminal and self._watch is not None:
+                continue
+            record = self._record(job.id)
+            if record is None:
+                continue
+            if record.slurm_id is not None:
+                ids.add(record.slurm_id)
+                if not job.terminal:
+                    wanted[record.slurm_id] = job.submitted_at
+            elif not job.terminal and record.run == len(job.runs):
+                names.append(self._name(job))
+        return wanted, sorted(ids), names
 
     def _to_poll(self) -> bool:
         return any(at >= (self._polled or 0) for at in self._submitted.values())
@@ -135,26 +164,10 @@ class SlurmRuntime(JobRuntime):
     # --- the jobs' records ------------------------------------------------------------
 
     def _record(self, job_id: int) -> Record | None:
-        try:
-            text = (self.job_dir(job_id) / RECORD).read_text()
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        run, _, slurm_id = text.strip().partition(" ")
-        if not run.isdigit():
-            return None
-        return Record(int(run), int(slurm_id) if slurm_id.isdigit() else None)
+        return slurm_record.read(self.job_dir(job_id))
 
     def _write_record(self, job_id: int, run: int, slurm_id: int | None) -> None:
-        """Only "submitting" must reach the disk before sbatch runs; an id lost in a
-        crash is found again by the job's name."""
-        path = self.job_dir(job_id) / RECORD
-        tmp = path.with_name(f".{RECORD}.tmp")
-        with open(tmp, "w") as out:
-            out.write(f"{run} {SUBMITTING if slurm_id is None else slurm_id}\n")
-            if slurm_id is None:
-                out.flush()
-                os.fsync(out.fileno())
-        os.replace(tmp, path)
+        slurm_record.write(self.job_dir(job_id), run, slurm_id)
 
     def _name(self, job: Job) -> str:
         return f"nai-{self.key}-{job.id}-{len(job.runs)}"

@@ -129,6 +129,32 @@ def _squeue_job(raw: Any) -> SlurmJob | None:
         gres=tuple(g for g in gres if isinstance(g, str))[:4096] if isinstance(gres, list) else ())
 
 
+# `squeue --noheader --Format=...` (text, not --json: 22.05's JSON ignores --jobs and
+# --name and so reads the whole queue). The name comes last, as with sacct.
+SQUEUE_FIELDS = ("JobID", "State", "Reason", "UserID", "StartTime", "EndTime", "NodeList",
+                 "Name")
+SQUEUE_FORMAT = ",".join(f"{f}:|" for f in SQUEUE_FIELDS[:-1]) + f",{SQUEUE_FIELDS[-1]}:"
+
+
+def parse_squeue_text(text: str, epoch: Any = None) -> dict[int, SlurmJob]:
+    """`squeue --noheader --Format=<SQUEUE_FORMAT>`: the jobs by Slurm id, without
+    their exit codes (squeue's text has none: an ended job's comes from sacct)."""
+    jobs: dict[int, SlurmJob] = {}
+    for line in text.splitlines():
+        fields = line.split("|", len(SQUEUE_FIELDS) - 1)
+        if len(fields) != len(SQUEUE_FIELDS) or not fields[0].isdigit() or len(fields[0]) > 18:
+            continue
+        slurm_id, state, reason, uid, start, end, nodes, name = fields
+        state = _state(state)
+        when = epoch or (lambda _: None)
+        jobs[int(slurm_id)] = SlurmJob(
+            slurm_id=int(slurm_id), name=name, uid=int(uid) if uid.isdigit() else None,
+            state=state, reason=reason[:MAX_REASON],
+            start=when(start) if state not in PENDING_STATES else None,
+            end=when(end) if phase(state) == "ended" else None, nodes=nodes)
+    return jobs
+
+
 SACCT_FIELDS = ("JobIDRaw", "State", "ExitCode", "UID", "Start", "End", "NodeList", "JobName")
 
 
@@ -142,17 +168,31 @@ def parse_sacct(text: str, epoch: Any = None) -> dict[int, SlurmJob]:
         if len(fields) != len(SACCT_FIELDS) or not fields[0].isdigit():
             continue
         slurm_id, state, code, uid, start, end, nodes, name = fields
-        code_part, _, signal = code.partition(":")
-        exit_code = None
-        if code_part.isdigit():
-            exit_code = int(code_part) or (128 + int(signal) if signal.isdigit()
-                                           and int(signal) else 0)
+        exit_code = _exit_code(code)
         jobs[int(slurm_id)] = SlurmJob(
             slurm_id=int(slurm_id), name=name, uid=int(uid) if uid.isdigit() else None,
             state=_state(state), exit_code=exit_code,
             start=epoch(start) if epoch else None, end=epoch(end) if epoch else None,
             nodes=nodes)
     return jobs
+
+
+def _exit_code(code: str) -> int | None:
+    """Slurm's "status:signal" ("3:0", "0:9") as a shell reports it (3, 137)."""
+    status, _, signal = code.partition(":")
+    if not status.isdigit() or len(status) > 9:
+        return None
+    return int(status) or (128 + int(signal) if signal.isdigit() and len(signal) < 4
+                           and int(signal) else 0)
+
+
+def parse_scontrol_exit(text: str) -> int | None:
+    """The exit code in `scontrol -o show job ID` (its `ExitCode=3:0`) of a job that
+    has ended, or None (a running job's says 0:0)."""
+    fields = dict(f.split("=", 1) for f in text.split() if "=" in f)
+    if phase(_state(fields.get("JobState"))) != "ended":
+        return None
+    return _exit_code(fields.get("ExitCode", ""))
 
 
 # sbatch's own words for a request Slurm will never run (the job fails with them), as

@@ -63,6 +63,7 @@ class PollingScreen(NaiScreen):
         self._timer: Timer | None = None
         self._fetching: Worker[Any] | None = None
         self._again = False
+        self._shown = False  # whether the screen has been shown (ScreenResume) yet
 
     def on_mount(self) -> None:
         # The first fetch comes with ScreenResume, sent when the screen is shown.
@@ -75,12 +76,14 @@ class PollingScreen(NaiScreen):
     def on_screen_resume(self) -> None:
         if self._timer is not None:
             self._timer.resume()
-        self.poll()
+        shown_before, self._shown = self._shown, True
+        if shown_before or self._fetching is None:
+            self.poll()  # the first showing after a fetch made before it: that one will do
 
     def poll(self, *, again: bool = False) -> None:
         """Fetch now, unless a fetch runs (with `again`, fetch once it ends: what it
         fetches is out of date), the server is away, or nothing is left to fetch."""
-        if not self.nai.connected or not self.wants_poll():
+        if not (self.nai.connected and self.ready_to_fetch() and self.wants_poll()):
             return
         if self._fetching is not None and not self._fetching.is_finished:
             self._again = self._again or again
@@ -94,6 +97,11 @@ class PollingScreen(NaiScreen):
 
     def wants_poll(self) -> bool:
         return True
+
+    def ready_to_fetch(self) -> bool:
+        """Whether `fetch` may run yet: by default once mounted (a screen not mounted
+        yet polls when it is shown, with ScreenResume)."""
+        return self.is_mounted
 
     def fetch(self) -> Worker[Any]:
         raise NotImplementedError
@@ -150,46 +158,55 @@ class JobActionsScreen(PollingScreen):
                         else f"Job {job.id} is stopping (SIGTERM sent)")
         self.poll()
 
-    def action_pull(self, prefix: str = "") -> None:
-        """Download the job's outputs (everything, or the file/folder at `prefix`)."""
+    def _pullable(self) -> JobInfo | None:
+        """The selected job if its outputs can be pulled now; else None, said why."""
         job = self._job_or_say()
         if job is None:
-            return
+            return None
         if not is_ended(job):
             self.app.notify(f"Job {job.id} is {job.state}: outputs can be pulled once it "
                             f"ends", severity="warning")
-            return
-        bar = self.query_one(TransferBar)
-        if bar.active:
+            return None
+        if self.query_one(TransferBar).active:
             self.app.notify("A download is already running", severity="warning")
-            return
-        bar.begin(f"job {job.id}: listing outputs")
-        self._download(job.id, prefix, self.pull_places.folder(
-            job.name, self.nai.downloads) / str(job.id))
+            return None
+        return job
 
     @property
     def pull_places(self) -> PullPlaces:
         return PullPlaces(self.nai.config.path.parent / "pull-places.json")
 
-    def action_pull_to(self) -> None:
-        """Ask where to pull the job's outputs; the answer becomes the project's default."""
+    def action_pull(self, prefix: str = "") -> None:
+        """Ask where to pull the job's outputs (everything, or the file or folder at
+        `prefix`), offering the project's place; the answer becomes its place."""
         from nai_tui.tui.screens.prompt import PromptScreen
 
-        job = self._job_or_say()
+        job = self._pullable()
         if job is None:
             return
         places = self.pull_places
+        what = f"{prefix} from job {job.id}" if prefix else f"job {job.id}'s outputs"
 
         def answered(folder: str | None) -> None:
-            if folder:
-                places.remember(job.name, Path(folder).expanduser().absolute())
-                self.action_pull()
+            if folder and self._pullable() is not None:
+                where = Path(folder).expanduser().absolute()
+                places.remember(job.name, where)
+                self._pull_into(job, prefix, where)
 
         self.app.push_screen(PromptScreen(
-            f"Pull job {job.id}'s outputs under", value=str(places.folder(
-                job.name, self.nai.downloads)),
-            hint=f"each job in its own folder (…/{job.id}); remembered for "
-                 f"{job.name!r} jobs: p pulls there from now on"), answered)
+            f"Pull {what} under", value=str(places.folder(job.name, self.nai.downloads)),
+            hint=f"each job in its own folder (…/{job.id}); remembered for {job.name!r} "
+                 f"jobs (P pulls there without asking); escape to cancel"), answered)
+
+    def action_pull_here(self) -> None:
+        """Pull the job's outputs to its project's place without asking."""
+        job = self._pullable()
+        if job is not None:
+            self._pull_into(job, "", self.pull_places.folder(job.name, self.nai.downloads))
+
+    def _pull_into(self, job: JobInfo, prefix: str, folder: Path) -> None:
+        self.query_one(TransferBar).begin(f"job {job.id}: listing outputs")
+        self._download(job.id, prefix, folder / str(job.id))
 
     @work(thread=True, exit_on_error=False, group="download")
     def _download(self, job_id: int, prefix: str, dest: Path) -> None:

@@ -19,7 +19,8 @@ from nai_tui.tui.screens.base import JobActionsScreen
 from nai_tui.tui.widgets.footer import Footer
 from nai_tui.tui.widgets.format import is_ended, last_error_line
 from nai_tui.tui.widgets.job_info import JobHeader, JobSpec
-from nai_tui.tui.widgets.log_view import LogSource, LogView, line_start, split_lines
+from nai_tui.tui.widgets.log_text import line_start, split_lines
+from nai_tui.tui.widgets.log_view import LogSource, LogView
 from nai_tui.tui.widgets.metric_plot import MetricPanel
 from nai_tui.tui.widgets.output_tree import OutputTree
 from nai_tui.tui.widgets.transfer_bar import TransferBar
@@ -34,9 +35,10 @@ class JobDetailScreen(JobActionsScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back", tooltip="Back to the jobs"),
         Binding("c", "cancel_job", "Cancel", tooltip="Cancel this job"),
-        Binding("p", "pull", "Pull", tooltip="Download all of this job's outputs"),
-        Binding("P", "pull_to", "Pull to…", show=False,
-                tooltip="Ask where to pull the outputs; remembered for the project"),
+        Binding("p", "pull", "Pull", tooltip="Download all of this job's outputs, asked where "
+                "(the project's place offered)"),
+        Binding("P", "pull_here", "Pull here", show=False,
+                tooltip="Pull the outputs to the project's place without asking"),
         Binding("d", "download_selected", "Download", show=False,
                 tooltip="Download the output file or folder under the cursor"),
         Binding("y", "copy_id", "Copy id", show=False, tooltip="Copy this job's id"),
@@ -157,7 +159,7 @@ class JobDetailScreen(JobActionsScreen):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Offer Cancel only while the job may end, Pull only once it has."""
-        if action in ("cancel_job", "pull", "download_selected"):
+        if action in ("cancel_job", "pull", "pull_here", "download_selected"):
             if self.job is None:
                 return False
             return not is_ended(self.job) if action == "cancel_job" else is_ended(self.job)

@@ -15,12 +15,12 @@ from textual.message import Message
 from textual.widgets import Header, Input, Select, Static
 from textual.worker import Worker
 
-from nai_server.protocol import ApiError, GpuList, JobInfo, NaiError
+from nai_server.protocol import ApiError, GpuList, JobInfo
 from nai_server.protocol.usage import UsageReport
 from nai_tui.remote.usage import read_usage
 from nai_tui.tui.filters import JobFilter, parse_filter
 from nai_tui.tui.queue import Query, QueuePoll, older_page, poll_queue
-from nai_tui.tui.screens.base import JobActionsScreen
+from nai_tui.tui.screens.marked import MarkedJobsScreen
 from nai_tui.tui.widgets import format as fmt
 from nai_tui.tui.widgets.footer import Footer
 from nai_tui.tui.widgets.format import ACTIVE_STATES, ALL_STATES, WAITING_STATES, is_ended
@@ -34,7 +34,7 @@ SCOPE_CHOICES = [("everyone", "all"), ("mine", "mine")]
 NEAR_END = 100  # rows from the table's end at which older history is read
 
 
-class JobsScreen(JobActionsScreen):
+class JobsScreen(MarkedJobsScreen):
     """The queue. Enter opens a job; n submits a new one."""
 
     TITLE = "Jobs"
@@ -43,9 +43,10 @@ class JobsScreen(JobActionsScreen):
         Binding("n", "submit", "Submit", tooltip="Submit a folder as a new job"),
         Binding("c", "cancel_job", "Cancel", tooltip="Cancel the selected job, or the "
                 "marked ones"),
-        Binding("p", "pull", "Pull", tooltip="Download the selected job's outputs"),
-        Binding("P", "pull_to", "Pull to…", show=False,
-                tooltip="Ask where to pull the outputs; remembered for the project"),
+        Binding("p", "pull", "Pull", tooltip="Download the selected job's outputs, asked where "
+                "(the project's place offered)"),
+        Binding("P", "pull_here", "Pull here", show=False,
+                tooltip="Pull the outputs to the project's place without asking"),
         Binding("C", "compare", "Compare", show=False,
                 tooltip="Compare the marked jobs (2 to 6): metrics, specs, final metrics"),
         Binding("y", "copy_id", "Copy id", tooltip="Copy the selected job's id",
@@ -83,6 +84,7 @@ class JobsScreen(JobActionsScreen):
         self.total = 0
         self.counts: dict[str, int] = {}
         self.loaded_for: Query | None = None
+        self._asked: Query | None = None  # what the latest fetch asked the server for
         self._more: Worker[None] | None = None
         self.usage_answers = True  # whether the server has GET /v1/usage
 
@@ -110,11 +112,19 @@ class JobsScreen(JobActionsScreen):
 
     @property
     def scope(self) -> str:
-        return str(self.query_one("#filter-scope", Select).value)
+        value = self.query_one("#filter-scope", Select).value
+        return value if isinstance(value, str) else "all"  # blank until mounted
 
     @property
     def state_filter(self) -> str:
-        return str(self.query_one("#filter-state", Select).value or "")
+        value = self.query_one("#filter-state", Select).value
+        return value if isinstance(value, str) else ""
+
+    def ready_to_fetch(self) -> bool:
+        """From the moment the app connects, mounted or not: the first jobs are on
+        their way while the screen is still being laid out (its filters read as their
+        defaults until then)."""
+        return bool(self.query("#filter-scope"))
 
     @property
     def text_filter(self) -> JobFilter:
@@ -126,7 +136,7 @@ class JobsScreen(JobActionsScreen):
         return (self.scope, typed.state or self.state_filter, typed.user or "")
 
     def fetch(self) -> Worker[None]:
-        query = self.server_query()
+        query = self._asked = self.server_query()
         stale = [j.id for j in self.loaded.values() if not is_ended(j)] \
             if query == self.loaded_for else []
         return self._fetch(query, stale)
@@ -200,7 +210,9 @@ class JobsScreen(JobActionsScreen):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Hide Cancel on a finished job (unless jobs are marked), Pull on an unfinished one."""
-        if action in ("cancel_job", "pull", "pull_to") and self.is_mounted:
+        if action in ("cancel_job", "pull", "pull_here"):
+            if not self.is_mounted:
+                return False  # no job selected yet (one footer rebuild fewer at start)
             table = self.query_one(JobTable)
             job = table.selected_job
             if action == "cancel_job":
@@ -278,7 +290,8 @@ class JobsScreen(JobActionsScreen):
 
     def on_select_changed(self, event: Select.Changed) -> None:
         self._show()
-        self.poll(again=True)
+        if self.server_query() not in (self.loaded_for, self._asked):
+            self.poll(again=True)  # not on the Selects' first Changed, at mount
 
     def action_focus_filter(self) -> None:
         """Type to filter the jobs."""
@@ -315,51 +328,6 @@ class JobsScreen(JobActionsScreen):
     def current_job(self) -> JobInfo | None:
         return self.query_one(JobTable).selected_job
 
-    def action_cancel_job(self) -> None:
-        """Cancel the marked jobs (one confirmation for all), else the selected one."""
-        from nai_tui.tui.screens.confirm import ConfirmScreen
-
-        table = self.query_one(JobTable)
-        marked = [job for job in table.marked_jobs() if not is_ended(job)]
-        if not table.marked:
-            super().action_cancel_job()
-            return
-        if not marked:
-            self.app.notify("The marked jobs have all ended", severity="warning")
-            return
-        names = ", ".join(f"#{job.id}" for job in marked[:8]) + (
-            f" and {len(marked) - 8} more" if len(marked) > 8 else "")
-
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self._cancel_many([job.id for job in marked])
-
-        self.app.push_screen(ConfirmScreen(
-            f"Cancel {len(marked)} marked job(s)?",
-            f"{names}: running ones are stopped (SIGTERM, then SIGKILL), queued ones "
-            f"taken off the queue.", yes=f"Cancel {len(marked)} job(s)", no="Keep them"),
-            answered)
-
-    @work(thread=True, exit_on_error=False, group="cancel")
-    def _cancel_many(self, job_ids: list[int]) -> None:
-        failed: list[str] = []
-        for job_id in job_ids:
-            try:
-                self.nai.api.cancel(job_id)
-            except NaiError as exc:
-                failed.append(f"#{job_id}: {exc}")
-        self.app.call_from_thread(self._cancelled_many, job_ids, failed)
-
-    def _cancelled_many(self, job_ids: list[int], failed: list[str]) -> None:
-        table = self.query_one(JobTable)
-        table.marked.difference_update(job_ids)
-        table.refresh()
-        done = len(job_ids) - len(failed)
-        self.app.notify(f"{done} job(s) cancelled" + (
-            "; not cancelled: " + "; ".join(failed[:5]) if failed else ""),
-            severity="warning" if failed else "information")
-        self.poll()
-
     def on_job_table_opened(self, event: JobTable.Opened) -> None:
         self.open_job(event.job.id)
 
@@ -373,17 +341,6 @@ class JobsScreen(JobActionsScreen):
         from nai_tui.tui.screens.submit import SubmitScreen
 
         self.app.push_screen(SubmitScreen())
-
-    def action_compare(self) -> None:
-        """Compare the marked jobs (2 to 6): their metrics, specs and final metrics."""
-        from nai_tui.tui.screens.compare import MAX_JOBS, MIN_JOBS, CompareScreen
-
-        marked = self.query_one(JobTable).marked_jobs()
-        if not MIN_JOBS <= len(marked) <= MAX_JOBS:
-            self.app.notify(f"Mark {MIN_JOBS} to {MAX_JOBS} jobs with space to compare "
-                            f"them ({len(marked)} marked)", severity="warning")
-            return
-        self.app.push_screen(CompareScreen([job.id for job in marked]))
 
     def action_all_servers(self) -> None:
         """Every configured server's GPUs and jobs, side by side."""

@@ -34,17 +34,27 @@ from nai_tui.tui.widgets.transfer_bar import TransferBar
 
 SPEC_FILE = "nai.yaml"
 REGISTRY_NOTE = ("Dataset and model: name@latest takes the newest version when the job "
-                 "is submitted; D and M on the jobs screen show their versions.")
+                 "is submitted; a name picked lists its versions under it to pick from.")
 REGISTRY_KINDS = ("dataset", "model")
 
 
-def ref_choices(names: list[str], keep: str | None) -> list[tuple[str, str]]:
-    """Select options: `name@latest` for each name, plus `keep` (nai.yaml's choice,
-    say `cifar10@2`) when it is not one of them."""
-    refs = [f"{name}@latest" for name in names]
-    if keep and keep not in refs:
-        refs.insert(0, keep)
-    return [(ref, ref) for ref in refs]
+Versions = list[tuple[int, str | None]]  # (number, tag), newest first
+
+
+def ref_choices(names: list[str], keep: str | None,
+                versions: dict[str, Versions] | None = None) -> list[tuple[str, str]]:
+    """Select options (label, ref): `name@latest` for each name, under it each of its
+    versions known here (`name@3 (best)`: a name's versions are read once it is
+    picked), plus `keep` (nai.yaml's choice, say `cifar10@2`) when it is not one of
+    them."""
+    choices = []
+    for name in names:
+        choices.append((f"{name}@latest", f"{name}@latest"))
+        choices += [(f"  {name}@{number}" + (f" ({tag})" if tag else ""), f"{name}@{number}")
+                    for number, tag in (versions or {}).get(name, [])]
+    if keep and keep not in {ref for _, ref in choices}:
+        choices.insert(0, (keep, keep))
+    return choices
 
 
 def read_spec(folder: Path) -> tuple[str | None, dict[str, Any], str]:
@@ -105,6 +115,8 @@ class SubmitScreen(NaiScreen):
         self.fields: dict[str, Any] = {}
         self.busy = False
         self.registry_names: dict[str, list[str]] = {kind: [] for kind in REGISTRY_KINDS}
+        self.registry_versions: dict[str, dict[str, Versions]] = {
+            kind: {} for kind in REGISTRY_KINDS}
 
     class RegistriesListed(Message):
         """The names of the datasets and the models the user may read."""
@@ -112,6 +124,13 @@ class SubmitScreen(NaiScreen):
         def __init__(self, names: dict[str, list[str]]) -> None:
             super().__init__()
             self.names = names
+
+    class VersionsListed(Message):
+        """The live versions of one dataset or model, newest first."""
+
+        def __init__(self, kind: str, name: str, versions: Versions) -> None:
+            super().__init__()
+            self.kind, self.name, self.versions = kind, name, versions
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -177,12 +196,32 @@ class SubmitScreen(NaiScreen):
         chosen = select.value if keep_choice and not select.is_blank() else None
         wanted = self.fields.get(kind)
         spec = str(wanted) if wanted else None
-        choices = ref_choices(self.registry_names[kind], spec)
+        choices = ref_choices(self.registry_names[kind], spec, self.registry_versions[kind])
         if isinstance(chosen, str) and chosen not in {ref for _, ref in choices}:
             choices.insert(0, (chosen, chosen))
         select.set_options(choices)
         value = chosen if isinstance(chosen, str) else spec
         select.value = value if value else Select.NULL
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        """A dataset or model picked: offer its versions too (read once per name)."""
+        kind = event.select.id or ""
+        if kind not in REGISTRY_KINDS or not isinstance(event.value, str):
+            return
+        name = event.value.partition("@")[0]
+        if name in self.registry_names[kind] and name not in self.registry_versions[kind]:
+            self.registry_versions[kind][name] = []  # asked: not again
+            self._list_versions(kind, name)
+
+    @work(thread=True, exit_on_error=False, group="registries")
+    def _list_versions(self, kind: str, name: str) -> None:
+        entry = self.nai.api.registry_entry(kind, name)
+        self.post_message(self.VersionsListed(kind, name, [
+            (v.version, v.tag) for v in reversed(entry.versions) if not v.deleted]))
+
+    def on_submit_screen_versions_listed(self, message: VersionsListed) -> None:
+        self.registry_versions[message.kind][message.name] = message.versions
+        self._fill(message.kind, keep_choice=True)
 
     def load(self, folder: Path) -> None:
         """Read the folder's nai.yaml and prefill the form from it."""

@@ -16,33 +16,22 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
-from rich.cells import cell_len, set_cell_size
 from rich.segment import Segment
 from rich.style import Style
-from textual import events
 from textual.binding import Binding, BindingType
-from textual.geometry import Region, Size, Spacing
+from textual.geometry import Region, Size
 from textual.message import Message
-from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from nai_server.protocol import JobInfo
-from nai_tui.tui.widgets import format as fmt
 from nai_tui.tui.widgets.columns import COLUMNS, PADDING, fit_columns, widths
+from nai_tui.tui.widgets.job_cells import Cells, LineKey, draw_row, header, job_cells, sort_key
+from nai_tui.tui.widgets.job_cursor import CursorTable
 
-RIGHT = frozenset({0})  # right-justified columns (the id)
-HEADER = tuple((label, "") for _, label, _ in COLUMNS)
-STATE_CELLS = {state: (state.replace("_", " "), style)
-               for state, style in fmt.STATE_STYLE.items()}
-STATE_ORDER = {state: i for i, state in enumerate(fmt.ALL_STATES)}
 LINE_CACHE = 4000  # rendered lines kept; cleared whole when full
 
-Cell = tuple[str, str]  # (text, Rich style)
-Cells = tuple[Cell, ...]
-LineKey = tuple[Cells, int, bool, bool, bool]  # cells, odd row, cursor, hovered, marked
 
-
-class JobTable(ScrollView, can_focus=True):
+class JobTable(CursorTable, can_focus=True):
     """Jobs, one per row. Feed it with `show(jobs, now)`; Enter or a click on the
     cursor row posts `JobTable.Opened`."""
 
@@ -143,8 +132,6 @@ class JobTable(ScrollView, can_focus=True):
         self._index: dict[int, int] = {}
         self._max_id = 0
         self._now = 0.0
-        self.cursor_row = 0
-        self._hover: int | None = None
         self._widths: tuple[int, ...] = ()
         self._widths_for: tuple[object, ...] = ()
         self._fit: dict[str, int] = {}  # columns narrowed to what they show
@@ -154,7 +141,6 @@ class JobTable(ScrollView, can_focus=True):
         self._shown_at: tuple[int, Size] | None = None
         self._pseudo: object = None
         self._base = Style()
-        self.marked: set[int] = set()  # job ids marked with Space
         self.sort_column: int | None = None  # None: the sensible order (fmt.sort_key)
         self.sort_reversed = False
         self.empty_text = "no jobs"
@@ -169,13 +155,6 @@ class JobTable(ScrollView, can_focus=True):
     def order(self) -> list[int]:
         """The ids of the jobs shown, top to bottom."""
         return list(self._order)
-
-    @property
-    def selected_job(self) -> JobInfo | None:
-        """The job under the cursor, if any."""
-        if not self._order:
-            return None
-        return self.jobs.get(self._order[min(self.cursor_row, len(self._order) - 1)])
 
     def row_text(self, job_id: int) -> list[str]:
         """What the job's row shows, cell by cell (its row must be shown)."""
@@ -200,30 +179,13 @@ class JobTable(ScrollView, can_focus=True):
 
     def cells(self, job: JobInfo, now: float) -> Cells:
         """What the row of a job shows: (text, style) per column."""
-        w = self._current_widths()
-        note = fmt.note(job)
-        return ((str(job.id), ""), (fmt.clip(job.name, w[1]), ""),
-                (fmt.clip(job.user, w[2]), ""), STATE_CELLS.get(job.state) or (job.state, ""),
-                (fmt.clip(fmt.gpus_text(job), w[4]), ""), (fmt.runtime(job, now), ""),
-                (fmt.age(job, now), ""),
-                (fmt.fit_note(note, w[7]), "italic" if job.reason else "dim") if note else ("", ""))
+        return job_cells(job, now, self._current_widths())
 
     # --- updating -----------------------------------------------------------------------
 
     def sort_key(self) -> Callable[[JobInfo], Any]:
         """The order of the rows: the sensible one, or by the chosen column."""
-        if self.sort_column is None:
-            return fmt.sort_key
-        key = COLUMNS[self.sort_column][0]
-        by: dict[str, Callable[[JobInfo], Any]] = {
-            "id": lambda j: j.id, "name": lambda j: (j.name.lower(), j.id),
-            "user": lambda j: (j.user, j.id), "state": lambda j: (STATE_ORDER.get(j.state, 99),
-                                                                  j.id),
-            "gpus": lambda j: (int(j.spec.get("gpus") or len(j.gpus)), j.id),
-            "time": lambda j: ((j.ended_at or self._now) - j.started_at
-                               if j.started_at is not None else -1.0, j.id),
-            "age": lambda j: (-j.submitted_at, j.id), "note": lambda j: (fmt.note(j), j.id)}
-        return by[key]
+        return sort_key(self.sort_column, self._now)
 
     def show(self, jobs: Sequence[JobInfo], now: float) -> None:
         """Make the table show exactly these jobs, in their order (sensible, or by the
@@ -244,7 +206,13 @@ class JobTable(ScrollView, can_focus=True):
         if self._hover is not None and self._hover >= len(self._order):
             self._hover = None
         self._refresh_changed(everything=self._size_to_fit())  # when rows came or went
-        self.post_message(self.CursorMoved(self, self.cursor_row))
+        self.cursor_moved(self.cursor_row)
+
+    def cursor_moved(self, row: int) -> None:
+        self.post_message(self.CursorMoved(self, row))
+
+    def opened(self, job: JobInfo) -> None:
+        self.post_message(self.Opened(self, job))
 
     def _size_to_fit(self) -> bool:
         """Set the virtual size for the rows and the columns' widths; True if it changed."""
@@ -312,11 +280,7 @@ class JobTable(ScrollView, can_focus=True):
 
     def header(self) -> Cells:
         """The column labels, the sorted one marked with its direction."""
-        if self.sort_column is None:
-            return HEADER
-        arrow = "▼" if self.sort_reversed else "▲"
-        return tuple((f"{label}{arrow}" if i == self.sort_column else label, "")
-                     for i, (label, _) in enumerate(HEADER))
+        return header(self.sort_column, self.sort_reversed)
 
     def _line(self, key: object, render: Callable[[], Strip]) -> Strip:
         """A whole row from the cache, else rendered."""
@@ -330,146 +294,18 @@ class JobTable(ScrollView, can_focus=True):
 
     def _render_row(self, cells: Cells, component: str, *, header: bool = False,
                     cursor: bool = False, hover: bool = False, marked: bool = False) -> Strip:
-        """One row as DataTable draws it: padded cells over the row's style, the cursor
-        over that, and the row's style carried on to the right edge."""
-        row_style = self.get_component_rich_style(component)
+        """One row in the look of its component (header, even or odd row), with the
+        hover's and the cursor's over it."""
         over = Style()
         if hover:
             over += self.get_component_rich_style("job-table--hover")
         if cursor:
             over += self.get_component_rich_style("job-table--cursor")
-        base = row_style + over
-        post = Style.from_color(color=over.color) if cursor else Style()
-        pad = Segment(" ", base + post)
-        segments: list[Segment] = []
-        for index, ((text, style), width) in enumerate(zip(cells, self._current_widths(),
-                                                             strict=True)):
-            text = set_cell_size(text, width) if cell_len(text) > width else text
-            space = " " * (width - cell_len(text))
-            styled = base + Style.parse(style) + post if style else base + post
-            cell = [Segment(text, styled), Segment(space, base + post)]
-            first = Segment("●", base + Style(color="magenta", bold=True)) \
-                if marked and index == 0 else pad
-            segments += [first, *(reversed(cell) if index in RIGHT and not header else cell),
-                         pad]
-        total = sum(self._current_widths()) + PADDING
-        segments.append(Segment(" " * max(0, self.size.width - total), base))
-        return Strip([segment for segment in segments if segment.text]).simplify()
+        return draw_row(cells, self._current_widths(), self.size.width,
+                        self.get_component_rich_style(component), over, header=header,
+                        cursor=cursor, marked=marked)
 
-    # --- the cursor ---------------------------------------------------------------------
-
-    def move_cursor(self, row: int, *, scroll: bool = True) -> None:
-        """Put the cursor on this row (clamped) and, with `scroll`, bring it into view."""
-        row = max(0, min(row, len(self._order) - 1))
-        if row != self.cursor_row:
-            self._refresh_row(self.cursor_row)
-            self.cursor_row = row
-            self._refresh_row(row)
-            self.post_message(self.CursorMoved(self, row))
-        if scroll:
-            self.scroll_to_region(Region(int(self.scroll_x), row + 1, 1, 1),
-                                  spacing=Spacing(1, 0, 0, 0), animate=False, force=True,
-                                  immediate=True)
-
-    def select_job(self, job_id: int) -> bool:
-        """Put the cursor on this job, if shown."""
-        if job_id not in self._index:
-            return False
-        self.move_cursor(self._index[job_id])
-        return True
-
-    def _refresh_row(self, row: int) -> None:
-        y = row + 1 - round(self.scroll_y)
-        if 0 < y < self.size.height:
-            self.refresh(Region(0, y, self.size.width, 1))
-
-    def _set_hover(self, row: int | None) -> None:
-        if row != self._hover:
-            if self._hover is not None:
-                self._refresh_row(self._hover)
-            self._hover = row
-            if row is not None:
-                self._refresh_row(row)
-
-    def _row_at(self, event: events.MouseEvent) -> int | None:
-        offset = event.get_content_offset(self)
-        if offset is None or offset.y < 1:
-            return None  # the header, the scrollbars
-        row = round(self.scroll_y) + offset.y - 1
-        return row if row < len(self._order) else None
-
-    def on_mouse_move(self, event: events.MouseMove) -> None:
-        self._set_hover(self._row_at(event))
-
-    def on_leave(self, _: events.Leave) -> None:
-        self._set_hover(None)
-
-    def on_click(self, event: events.Click) -> None:
-        row = self._row_at(event)
-        if row is None:
-            return
-        event.stop()
-        if row == self.cursor_row:
-            self.action_open()
-        else:
-            self.move_cursor(row)
-
-    def _page(self) -> int:
-        return max(1, self.scrollable_content_region.height - 1)
-
-    def action_open(self) -> None:
-        """Open the job under the cursor."""
-        job = self.selected_job
-        if job is not None:
-            self.post_message(self.Opened(self, job))
-
-    def action_cursor_up(self) -> None:
-        self._set_hover(None)
-        self.move_cursor(self.cursor_row - 1)
-
-    def action_cursor_down(self) -> None:
-        self._set_hover(None)
-        self.move_cursor(self.cursor_row + 1)
-
-    def action_page_up(self) -> None:
-        self._set_hover(None)
-        self.scroll_relative(y=-self._page(), animate=False, force=True, immediate=True)
-        self.move_cursor(self.cursor_row - self._page())
-
-    def action_page_down(self) -> None:
-        self._set_hover(None)
-        self.scroll_relative(y=self._page(), animate=False, force=True, immediate=True)
-        self.move_cursor(self.cursor_row + self._page())
-
-    def action_first(self) -> None:
-        self._set_hover(None)
-        self.move_cursor(0)
-
-    def action_last(self) -> None:
-        self._set_hover(None)
-        if self.cursor_row == len(self._order) - 1:  # already there: say so again, as
-            self.post_message(self.CursorMoved(self, self.cursor_row))  # more may follow
-        self.move_cursor(len(self._order) - 1)
-
-    def action_half_page(self, direction: int) -> None:
-        self._set_hover(None)
-        self.move_cursor(self.cursor_row + direction * max(1, self._page() // 2))
-
-    def action_toggle_mark(self) -> None:
-        """Mark the job under the cursor (or unmark it), and go to the next."""
-        job = self.selected_job
-        if job is None:
-            return
-        self.marked ^= {job.id}
-        self._refresh_row(self.cursor_row)
-        if self.cursor_row + 1 < len(self._order):
-            self.move_cursor(self.cursor_row + 1)
-        else:
-            self.post_message(self.CursorMoved(self, self.cursor_row))
-
-    def marked_jobs(self) -> list[JobInfo]:
-        """The marked jobs still shown, top to bottom."""
-        return [self.jobs[i] for i in self._order if i in self.marked]
+    # --- sorting ------------------------------------------------------------------------
 
     def action_sort(self, step: int) -> None:
         """Sort by the next column to the right (or left); past the last, the

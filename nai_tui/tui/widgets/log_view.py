@@ -11,7 +11,6 @@ last state, once, as a terminal would have left it.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
@@ -26,49 +25,12 @@ from textual.widget import Widget
 from textual.worker import Worker, WorkerState
 
 from nai_server.protocol import MAX_ID, LogMatches, NaiError, format_size
+from nai_tui.tui.widgets.log_text import line_start, split_lines
 
 CHUNK = 256 << 10  # bytes read per request
 MAX_WINDOW = 2 << 20  # bytes kept around the view
 MARGIN = 200  # lines kept ready above and below the screen before reading more
 MAX_SEARCH_CALLS = 64  # server calls one search makes before it gives up
-_ESCAPES = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")
-_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-
-
-def clean_line(raw: bytes) -> str:
-    """What a terminal would have left of one line: the last state a `\\r` redrew
-    (tqdm), without colour escapes or other control characters, tabs expanded."""
-    raw = raw.rstrip(b"\r")
-    if b"\r" in raw:
-        raw = next((part for part in reversed(raw.split(b"\r")) if part.strip()), b"")
-    text = raw.decode("utf-8", "replace")
-    if "\x1b" in text:
-        text = _ESCAPES.sub("", text)
-    return _CONTROLS.sub("", text).expandtabs()
-
-
-def split_lines(raw: bytes, start: int) -> tuple[list[str], list[int]]:
-    """The lines of `raw` (which begins at byte `start` of the log) and where each
-    begins; a last line not ended by a newline is kept, an empty one is not."""
-    parts = raw.split(b"\n")
-    if parts and not parts[-1]:
-        parts.pop()
-    lines, starts, at = [], [], start
-    for part in parts:
-        lines.append(clean_line(part))
-        starts.append(at)
-        at += len(part) + 1
-    return lines, starts
-
-
-def line_start(data: bytes, offset: int) -> int:
-    """Where the first whole line of `data` (read from `offset`) begins in it."""
-    if offset == 0:
-        return 0
-    newline = data.find(b"\n")
-    return 0 if newline < 0 else newline + 1
-
-
 @dataclass
 class LogSource:
     """How the view reads the log: `read(offset, length) -> (bytes, log size)` and

@@ -7,6 +7,7 @@ from __future__ import annotations
 from rich.text import Text
 
 from nai_server.protocol.usage import UsageReport, UsageRow
+from nai_tui.remote.usage import ordered, quota_use, standing_words
 
 USAGE_HEADERS = ("KIND", "NAME", "GPUS NOW", "USAGE GPU-H", "SHARE", "STANDING",
                  "QUOTA USE")
@@ -14,27 +15,14 @@ USAGE_HEADERS = ("KIND", "NAME", "GPUS NOW", "USAGE GPU-H", "SHARE", "STANDING",
 
 def standing_text(row: UsageRow) -> Text:
     """`1.6× over` in red, `0.4×` in green: usage over fair share."""
-    if row.standing > 1.0:
-        return Text(f"{row.standing:.1f}× over", style="bold red")
-    return Text(f"{row.standing:.1f}×", style="green" if row.standing < 0.9 else "")
-
-
-def quota_use(row: UsageRow) -> str:
-    """`12.5/100 GPU-h in 30 d`, `≤4 GPUs`, both, or `-`."""
-    parts = []
-    if row.gpu_hours is not None:
-        parts.append(f"{row.used_gpu_hours or 0:.1f}/{row.gpu_hours:g} GPU-h in "
-                     f"{row.period_days} d")
-    if row.max_gpus is not None:
-        parts.append(f"{row.gpus_in_use}/{row.max_gpus} GPUs")
-    return ", ".join(parts) or "-"
+    style = "bold red" if row.standing > 1.0 else "green" if row.standing < 0.9 else ""
+    return Text(standing_words(row), style=style)
 
 
 def usage_rows(report: UsageReport) -> list[list[str | Text]]:
     """The admin table's rows: users first (most usage on top), then groups."""
-    rows = sorted(report.rows, key=lambda r: (r.kind != "user", -r.usage_gpu_hours, r.name))
     return [[r.kind, r.name, str(r.gpus_in_use), f"{r.usage_gpu_hours:.1f}",
-             f"{r.share:.0%}", standing_text(r), quota_use(r)] for r in rows]
+             f"{r.share:.0%}", standing_text(r), quota_use(r)] for r in ordered(report.rows)]
 
 
 def strip_summary(report: UsageReport | None, me: str | None = None) -> str:

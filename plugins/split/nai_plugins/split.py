@@ -8,13 +8,21 @@ Options (all strings, from `-o key=value` over the admin's `plugins.split.option
     by       "files" (default): each file goes whole into one part, keeping its path
              under the part's folder; "rows": the rows of every .csv (its header kept
              in each part) and .jsonl file are split, other files are copied to every part
-The parts' sizes follow the ratios exactly (rounded down, the rest to the first part).
+    stratify with by=rows, a column of the CSV files (a key of the JSONL rows): each of
+             its values is split by the ratios on its own, so every part holds the
+             labels in the same proportions; with by=files, "folder": the files of
+             each top-level folder (one per class, as in photos/cat/1.png) likewise
+The parts' sizes follow the ratios exactly (rounded down, the rest to the first part),
+per label when stratified.
 """
 
 from __future__ import annotations
 
+import csv
+import json
 import random
 import shutil
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -54,6 +62,40 @@ def cut(items: Sequence[Any], ratios: Sequence[float], seed: str) -> list[list[A
     return parts
 
 
+def stratified(items: Sequence[Any], label: Any, ratios: Sequence[float],
+               seed: str) -> list[list[Any]]:
+    """`cut` for each value of `label(item)` on its own, the parts joined (in the
+    items' order), so each part holds every label in the ratios' proportions."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, item in enumerate(items):
+        groups[str(label(item))].append(i)
+    part_of: dict[int, int] = {}
+    for value, indices in sorted(groups.items()):
+        for n, part in enumerate(cut(indices, ratios, f"{seed}:{value}")):
+            part_of.update((i, n) for i in part)
+    parts: list[list[Any]] = [[] for _ in ratios]
+    for i, item in enumerate(items):
+        parts[part_of[i]].append(item)
+    return parts
+
+
+def _row_label(rel: str, header: list[str], column: str) -> Any:
+    if rel.endswith(".csv"):
+        fields = next(csv.reader(header))
+        if column not in fields:
+            raise ValueError(f"stratify: {rel} has no column {column!r} (it has {fields})")
+        at = fields.index(column)
+        return lambda row: (next(csv.reader([row])) + [""] * len(fields))[at]
+
+    def key(row: str) -> Any:
+        try:
+            value = json.loads(row)
+        except ValueError:
+            raise ValueError(f"stratify: a row of {rel} is not JSON: {row[:80]!r}") from None
+        return value.get(column, "") if isinstance(value, dict) else ""
+    return key
+
+
 def _files(source: Path) -> list[str]:
     return sorted(str(p.relative_to(source)) for p in source.rglob("*")
                   if p.is_file() and not p.is_symlink())
@@ -72,14 +114,21 @@ def nai_process_dataset(source: Path, target: Path,
     seed, by = options.get("seed", "0"), options.get("by", "files")
     if by not in ("files", "rows"):
         raise ValueError(f"by: files or rows, got {by!r}")
+    column = options.get("stratify", "")
+    if by == "files" and column not in ("", "folder"):
+        raise ValueError(f"stratify: with by=files only \"folder\" (the files of each "
+                         f"top-level folder split on their own), got {column!r}")
     counts = dict.fromkeys(names, 0)
     files = _files(source)
+    report: dict[str, Any] = {"by": by, "seed": seed, **({"stratify": column} if column else {})}
     if by == "files":
-        for name, part in zip(names, cut(files, ratios, seed), strict=True):
+        parts = (stratified(files, lambda rel: rel.split("/")[0] if "/" in rel else "",
+                            ratios, seed) if column else cut(files, ratios, seed))
+        for name, part in zip(names, parts, strict=True):
             for rel in part:
                 _copy(source, rel, target / name)
             counts[name] = len(part)
-        return {"by": "files", "seed": seed, "files": counts}
+        return {**report, "files": counts}
     for rel in files:
         if not rel.endswith(ROWS):
             for name in names:
@@ -88,10 +137,12 @@ def nai_process_dataset(source: Path, target: Path,
         lines = (source / rel).read_text().splitlines(keepends=True)
         header = lines[:1] if rel.endswith(".csv") else []
         rows = [line for line in lines[len(header):] if line.strip()]
-        for name, part in zip(names, cut(rows, ratios, f"{seed}:{rel}"), strict=True):
+        parts = (stratified(rows, _row_label(rel, header, column), ratios, f"{seed}:{rel}")
+                 if column else cut(rows, ratios, f"{seed}:{rel}"))
+        for name, part in zip(names, parts, strict=True):
             out = target / name / rel
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text("".join(header + [r if r.endswith("\n") else r + "\n"
                                              for r in part]))
             counts[name] += len(part)
-    return {"by": "rows", "seed": seed, "rows": counts}
+    return {**report, "rows": counts}

@@ -1,0 +1,156 @@
+"""What a service must pass before it is recorded: its version's `serve:` section, room
+on this server and within its owners' GPU quotas, the caps that keep one user from
+growing the daemon's state without bound (services at once, tokens per service), and
+the model versions services pin, which the registry must not remove under them.
+
+Called under the store's lock; reads only memory and the (bounded) nai.yaml blob.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Collection, Iterable
+from typing import Any
+
+import yaml
+
+from nai_server.app import service_gpus
+from nai_server.app.accounts import Caller
+from nai_server.config import JobsConfig, ServicesConfig
+from nai_server.core import resources
+from nai_server.core import service_rules as rules
+from nai_server.core.service_rules import live
+from nai_server.core.states import SERVICE_TERMINAL
+from nai_server.core.units import format_size, parse_size
+from nai_server.host.cgroup_limits import host_memory
+from nai_server.host.gpus import GpuSnapshot
+from nai_server.protocol import Conflict, Forbidden, Invalid
+from nai_server.store.blobs import BlobStore
+from nai_server.store.db import TinyDbStore
+
+Doc = dict[str, Any]
+MAX_NAI_YAML = 64 * 1024
+
+
+def serve_section(blobs: BlobStore, tree_id: str, ref: str) -> rules.Serve:
+    """The version's nai.yaml `serve:` section (or the zero-code default)."""
+    entry = next((e for e in blobs.get_tree(tree_id)
+                  if e.path == "nai.yaml" and e.kind == "file"), None)
+    if entry is None:
+        return rules.Serve()
+    if entry.size > MAX_NAI_YAML:
+        raise Invalid(f"{ref}: nai.yaml is larger than {MAX_NAI_YAML} bytes")
+    with blobs.open(entry.sha256) as f:
+        text = f.read(MAX_NAI_YAML)
+    try:
+        loaded = yaml.safe_load(text)
+        return rules.parse_serve(loaded.get("serve") if isinstance(loaded, dict) else None)
+    except (yaml.YAMLError, rules.ServeError) as exc:
+        raise Invalid(f"{ref}: nai.yaml: {exc}") from exc
+
+
+def gpu_memory(asked: str | None, serve: rules.Serve, each: int,
+               snapshot: GpuSnapshot) -> int | None:
+    """Bytes of free memory each of a replica's GPUs needs (None: any), from the request
+    or the `serve:` section; refused if no GPU here has that much."""
+    if asked is not None:
+        try:
+            need: int | None = parse_size(asked)
+        except ValueError as exc:
+            raise Invalid(f"gpu_memory: {exc} (write it like 8G or 512M)") from exc
+    else:
+        need = serve.gpu_memory
+    if not need or not each:
+        return None
+    biggest = max((g.memory_total for g in snapshot.gpus), default=0)
+    if need > biggest:
+        raise Invalid(f"gpu_memory: {format_size(need)} asked for each GPU, but the largest "
+                      f"GPU here has {format_size(biggest)}; ask for less")
+    return need
+
+
+def limits(jobs: JobsConfig, serve: rules.Serve) -> tuple[int | None, float | None]:
+    """Each replica's memory and CPU limits: the `serve:` section's, else the server's
+    defaults for jobs; refused beyond the jobs' maximum or what the host has."""
+    try:
+        return resources.limits(serve.memory, serve.cpus, host_memory=host_memory(),
+                                host_cpus=os.cpu_count() or 1,
+                                default_memory=jobs.default_memory, max_memory=jobs.max_memory,
+                                default_cpus=jobs.default_cpus, max_cpus=jobs.max_cpus)
+    except ValueError as exc:
+        raise Invalid(f"serve.{exc}") from exc
+
+
+def check_quota(store: TinyDbStore, snapshot: GpuSnapshot, user: str, group: str | None,
+                each: int, replicas: int) -> None:
+    """Refuse a service that could never run: on this server, within its owners' GPU
+    quotas."""
+    total = len(snapshot.gpus)
+    if each > total:
+        raise Invalid(f"each replica would need {each} GPU(s); this server has {total}")
+    gpus = each * replicas
+    for kind, name in (("user", user), ("group", group)):
+        limit = service_gpus.max_gpus(store, kind, name)
+        if limit is not None and gpus > limit:
+            raise Forbidden(f"this service needs {gpus} GPU(s) in all, more than the "
+                            f"{limit} {kind} {name}'s quota allows; ask for fewer "
+                            f"(--gpus, --replicas) or ask an admin to raise the quota")
+
+
+def check_group(store: TinyDbStore, caller: Caller, group: str | None) -> None:
+    """A service owned by a group is made by one of its members (or an admin)."""
+    if group is None:
+        return
+    found = store.get_group(group)
+    if found is None:
+        raise Invalid(f"no group named {group!r}")
+    if not caller.admin and caller.user not in found["members"]:
+        raise Forbidden(f"you are not a member of group {group!r}")
+
+
+def check_name_free(old: Doc | None, name: str) -> bool:
+    """A new service may take the name of a stopped or failed one whose replicas are
+    gone (True: it replaces one)."""
+    if old is None:
+        return False
+    if old["state"] not in SERVICE_TERMINAL:
+        raise Conflict(f"a service named {name!r} exists; pick another name or update it "
+                       f"(`nai service update {name}`)")
+    if old["replica_docs"]:
+        raise Conflict(f"service {name!r} is still stopping; try again in a few seconds")
+    return True
+
+
+def check_room(settings: ServicesConfig, docs: Iterable[Doc], user: str) -> None:
+    """A user runs at most `max_services_per_user` services at once (stopped and failed
+    ones do not count: they are removed in time, see service_upkeep)."""
+    running = sorted(d["name"] for d in docs
+                     if d["user"] == user and d["state"] not in SERVICE_TERMINAL)
+    most = settings.max_services_per_user
+    if len(running) >= most:
+        shown = ", ".join(running[:5]) + (", ..." if len(running) > 5 else "")
+        raise Conflict(f"{user} runs {len(running)} services ({shown}), the most this "
+                       f"server allows; stop one first (`nai service stop NAME`)")
+
+
+def check_tokens(settings: ServicesConfig, doc: Doc) -> None:
+    most = settings.max_tokens_per_service
+    if len(doc["tokens"]) >= most:
+        raise Conflict(f"service {doc['name']!r} has {len(doc['tokens'])} tokens, the most "
+                       f"allowed; revoke one first (`nai service token list {doc['name']}`, "
+                       f"then `nai service token revoke {doc['name']} ID`)")
+
+
+def serving(docs: Iterable[Doc], model: str, versions: Collection[int]) -> list[str]:
+    """The services (not stopped or failed) whose replicas serve or are about to serve
+    one of these versions of `model`, with the version: ["resnet (cifar@3)", ...]."""
+    found = []
+    for doc in docs:
+        if doc["state"] in SERVICE_TERMINAL:
+            continue
+        refs = {doc["model"], *(r["model"] for r in live(doc))}
+        for ref in sorted(refs):
+            name, _, version = ref.partition("@")
+            if name == model and version.isdigit() and int(version) in versions:
+                found.append(f"{doc['name']} ({ref})")
+    return found

@@ -1,0 +1,111 @@
+"""The output readers' fork server: `python -I -S output_forks.py`, started by the daemon
+(nai_server.host.output_helpers) and fed on fd 0, a SOCK_SEQPACKET socket only the
+daemon holds the other end of.
+
+Starting Python for every job that ends is most of what collecting a small job's
+outputs costs (tens of milliseconds, more on a loaded host; a cluster ends many jobs a
+second). This process starts once, with output_walk loaded, and forks a reader per
+request instead: each request is one message, "uid NUL gid NUL groups NUL max_entries
+NUL path" (uid -1: stay as this process is), with the write end of the answer pipe
+attached. The child drops the socket and every other descriptor, starts a session of
+its own, takes the owner's groups, gid and uid (after which, having changed uid, it may
+not be traced by the owner), and writes output_walk's answer to the pipe, exactly as
+the helper started on its own does. The reply is the child's pid with a pidfd for it
+attached, through which the daemon kills it at its deadline.
+
+Standard library only; nothing of the daemon, and nothing of what it knows, is in this
+process. It exits when the daemon's end closes."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import ModuleType
+
+MAX_REQUEST = 1 << 16
+
+
+def _walker() -> ModuleType:
+    """output_walk, loaded from beside this file (not from sys.path: nothing else of
+    this directory may stand in for a standard module)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "output_walk.py")
+    spec = importlib.util.spec_from_file_location("output_walk", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def serve(sock: socket.socket) -> int:
+    walker = _walker()
+    while True:
+        try:
+            message, fds, _flags, _addr = socket.recv_fds(sock, MAX_REQUEST, 1)
+        except OSError:
+            return 1
+        if not message:
+            return 0  # the daemon is gone
+        _reap()
+        if len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            sock.send(b"-")
+            continue
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(fds[0])
+            sock.send(b"-")
+            continue
+        if pid == 0:
+            _child(walker, sock, message, fds[0])  # never returns
+        os.close(fds[0])
+        pidfd = os.pidfd_open(pid)  # the child is not reaped before this: it is ours
+        try:
+            socket.send_fds(sock, [str(pid).encode()], [pidfd])
+        finally:
+            os.close(pidfd)
+
+
+def _reap() -> None:
+    """Collect the children that have exited (the daemon watches them by pidfd)."""
+    while True:
+        try:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _child(walker: ModuleType, sock: socket.socket, message: bytes, out_fd: int) -> None:
+    code = 1
+    try:
+        sock.close()  # nobody but this server may ask for readers
+        os.dup2(out_fd, 1)
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 0)
+        os.dup2(null, 2)
+        os.closerange(3, 1 << 20)
+        os.setsid()
+        uid, gid, groups, max_entries, path = message.split(b"\0", 4)
+        if int(uid) >= 0:
+            os.setgroups([int(g) for g in groups.split(b",") if g])
+            os.setgid(int(gid))
+            os.setuid(int(uid))
+        with os.fdopen(1, "wb", closefd=False) as out:
+            code = walker.main([os.fsdecode(path), max_entries.decode()], out)
+            out.flush()
+    except BaseException:
+        code = 1
+    finally:
+        os._exit(code)
+
+
+if __name__ == "__main__":
+    sys.exit(serve(socket.socket(fileno=0)))

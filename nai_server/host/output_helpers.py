@@ -1,0 +1,145 @@
+"""The daemon's side of the output readers' fork server (nai_server.host.output_forks):
+one server started on first use, asked for one reader per collection, each reader a
+`Forked` that outputs.collect reads and, at its deadline, kills like a helper process.
+
+Anything wrong with the server (it cannot start, it died, it does not answer) raises
+OSError; the caller then starts a helper process of its own, as before, and so do the
+requests of the next RETRY_AFTER seconds; the first after them starts a new server."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import BinaryIO
+
+from nai_server.host import output_forks
+
+log = logging.getLogger("nai.outputs")
+
+ANSWER_TIMEOUT = 10.0  # seconds the server may take to fork a reader
+RETRY_AFTER = 60.0  # seconds without a server after one failed (helpers meanwhile)
+ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+
+
+class Forked:
+    """A reader forked by the server: its pid, a pidfd (exact even once the server has
+    reaped it), and the read end of its answer pipe, as `stdout`."""
+
+    stderr = None
+
+    def __init__(self, pid: int, pidfd: int, stdout: BinaryIO) -> None:
+        self.pid, self.pidfd, self.stdout = pid, pidfd, stdout
+        self._lock = threading.Lock()  # a deadline's kill races the reader's wait
+
+    def poll(self) -> int | None:
+        """None while it runs (its pidfd turns readable when it exits)."""
+        if self.pidfd < 0:
+            return 0
+        ready = select.poll()
+        ready.register(self.pidfd, select.POLLIN)
+        return 0 if ready.poll(0) else None
+
+    def kill(self) -> None:
+        with self._lock:
+            if self.pidfd >= 0:
+                with contextlib.suppress(ProcessLookupError):
+                    signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+
+    def wait(self, timeout: float = 5.0) -> int:
+        """Until it has exited (killed first by the caller), then forget its pidfd."""
+        with self._lock:
+            if self.pidfd >= 0:
+                ready = select.poll()
+                ready.register(self.pidfd, select.POLLIN)
+                ready.poll(timeout * 1000)
+                os.close(self.pidfd)
+                self.pidfd = -1
+        return 0
+
+
+class ForkServer:
+    """One fork server for the daemon's collections (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._sock: socket.socket | None = None
+        self._failed_at: float | None = None  # when the server last failed
+
+    def spawn(self, uid: int | None, gid: int | None, groups: tuple[int, ...],
+              path: Path, max_entries: int) -> Forked:
+        """A reader of `path` as uid/gid/groups (None: as the daemon)."""
+        request = b"\0".join([
+            str(-1 if uid is None else uid).encode(), str(-1 if gid is None else gid).encode(),
+            ",".join(str(g) for g in groups).encode(), str(max_entries).encode(),
+            os.fsencode(path)])
+        read_end, write_end = os.pipe()
+        try:
+            with self._lock:
+                failed = self._failed_at
+                if failed is not None and time.monotonic() - failed < RETRY_AFTER:
+                    raise OSError("the output fork server failed a moment ago")
+                try:
+                    sock = self._server()
+                    socket.send_fds(sock, [request], [write_end])
+                    answer, fds, _flags, _addr = socket.recv_fds(sock, 64, 1)
+                except OSError:
+                    self._stop(failed=True)
+                    raise
+                if not answer.isdigit() or len(fds) != 1:
+                    for fd in fds:
+                        os.close(fd)
+                    if not answer:  # it died (a system without pidfds, say)
+                        self._stop(failed=True)
+                    raise OSError(f"the output fork server refused: {answer[:64]!r}")
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)
+        return Forked(int(answer), fds[0], os.fdopen(read_end, "rb", buffering=0))
+
+    def close(self) -> None:
+        with self._lock:
+            self._stop()
+
+    def _server(self) -> socket.socket:
+        if self._sock is not None and self._proc is not None and self._proc.poll() is None:
+            return self._sock
+        self._stop()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", output_forks.__file__], stdin=theirs.fileno(),
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/", env=ENV,
+                close_fds=True, start_new_session=True)
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        ours.settimeout(ANSWER_TIMEOUT)
+        self._sock = ours
+        log.info("output fork server started (pid %s)", self._proc.pid)
+        return ours
+
+    def _stop(self, failed: bool = False) -> None:
+        if failed:
+            self._failed_at = time.monotonic()
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        if self._proc is not None:
+            if self._proc.poll() is None:
+                self._proc.kill()
+            self._proc.wait()
+            self._proc = None
