@@ -5,7 +5,7 @@ all from this one run:
 
 1. p50/p99 latency of POST /predict on a tiny model, one request at a time, through
    the daemon (`/v1/services/NAME/invoke/predict`) vs straight to the replica's unix
-   socket (target: overhead <= 1 ms at p50);
+   socket (target: overhead <= 1 ms at p50), and the daemon's CPU per request;
 2. throughput with 32 concurrent clients, proxy vs direct (target >= 0.7x);
 3. dynamic batching: a model whose predict_batch costs the same for 1 or 16 inputs,
    served with max_batch 16 vs without batching, 32 clients (target >= 5x);
@@ -28,7 +28,9 @@ import contextlib
 import json
 import os
 import shutil
+import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -100,6 +102,20 @@ def daemon(root: Path, code: str | None = None) -> Iterator[tuple[Path, dict[str
         proc.wait(30)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU a process (all its threads) has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def daemon_pid(sock: Path) -> int:
+    """The pid of the daemon listening on `sock` (the peer of a connection to it)."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(sock))
+        raw = s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        return int(struct.unpack("3i", raw)[0])
+
+
 def until(check: Callable[[], object], limit: float, what: str) -> None:
     deadline = time.monotonic() + limit
     while not check():
@@ -130,7 +146,7 @@ def wait_ready(api: httpx.Client, name: str) -> None:
         if state in ("failed", "stopped"):
             raise RuntimeError(f"service {name} {state}: "
                                f"{api.get(f'/v1/services/{name}').json()['message']}")
-        return state == "ready"
+        return bool(state == "ready")
     until(ready, 120, f"ready replica of {name}")
 
 
@@ -197,7 +213,7 @@ async def _client(where: Where, request: bytes, stop: float, count: int,
 
 
 def measure(where: Where, path: str, *, clients: int = 1, seconds: float = 3600,
-            count: int = 1 << 60) -> list[float]:
+            count: int = 1 << 60, warm: bool = True) -> list[float]:
     """Each request's latency, from `clients` connections sending one after the other
     until `seconds` passed or `count` answers came; a short warm-up first."""
     request = request_bytes(path)
@@ -209,8 +225,18 @@ def measure(where: Where, path: str, *, clients: int = 1, seconds: float = 3600,
                                for _ in range(clients)))
         return samples
 
-    asyncio.run(go(min(1.0, seconds), min(100, count)))
+    if warm:
+        asyncio.run(go(min(1.0, seconds), min(100, count)))
     return asyncio.run(go(seconds, count))
+
+
+def daemon_cpu(sock: Path, path: str, count: int) -> float:
+    """The daemon's CPU (ms, all its threads) per request, one request at a time: on a
+    machine busy with other work this moves far less than the latencies do."""
+    pid = daemon_pid(sock)
+    before = cpu_seconds(pid)
+    done = measure((sock, None), path, count=count, warm=False)
+    return (cpu_seconds(pid) - before) / len(done) * 1e3
 
 
 def throughput(where: Where, path: str, clients: int, seconds: float) -> float:
@@ -334,6 +360,7 @@ def one_round(sock: Path, direct: Path, args: argparse.Namespace) -> dict[str, f
     invoke = "/v1/services/tiny/invoke/predict"
     on_replica = measure((direct, None), "/predict", count=args.requests)
     via_proxy = measure((sock, None), invoke, count=args.requests)
+    cpu = daemon_cpu(sock, invoke, args.requests)
     rate_direct = throughput((direct, None), "/predict", args.clients, args.seconds)
     rate_proxy = throughput((sock, None), invoke, args.clients, args.seconds)
     unbatched = throughput((sock, None), "/v1/services/slow1/invoke/predict",
@@ -343,6 +370,7 @@ def one_round(sock: Path, direct: Path, args: argparse.Namespace) -> dict[str, f
     return {"direct p50 ms": pct(on_replica, .5), "proxy p50 ms": pct(via_proxy, .5),
             "proxy p99 ms": pct(via_proxy, .99),
             "overhead p50 ms": pct(via_proxy, .5) - pct(on_replica, .5),
+            "daemon CPU per request ms": cpu,
             f"throughput {args.clients} clients, proxy/direct": rate_proxy / rate_direct,
             "batching speedup via proxy": batched / unbatched}
 
@@ -377,7 +405,8 @@ def run(api: httpx.Client, sock: Path, root: Path, env: dict[str, str],
     print(f"   through the daemon     p50 {pct(via_proxy, .5):6.2f} ms  "
           f"p99 {pct(via_proxy, .99):6.2f} ms")
     print(f"   overhead p50 {overhead:.2f} ms (target <= 1 ms: {verdict(overhead <= 1)}), "
-          f"ratio {pct(via_proxy, .5) / pct(on_replica, .5):.2f}x")
+          f"ratio {pct(via_proxy, .5) / pct(on_replica, .5):.2f}x; the daemon's CPU per "
+          f"request {daemon_cpu(sock, invoke, args.requests):.2f} ms")
 
     rate_direct = throughput((direct, None), "/predict", args.clients, args.seconds)
     rate_proxy = throughput((sock, None), invoke, args.clients, args.seconds)

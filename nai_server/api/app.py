@@ -26,6 +26,7 @@ from nai_server.api import (
     usage,
 )
 from nai_server.api.limits import BodyLimit
+from nai_server.api.relay import Relays
 from nai_server.api.turns import Turns
 from nai_server.app import faults
 from nai_server.app.use_cases import UseCases
@@ -187,6 +188,7 @@ def create_app(service: UseCases) -> FastAPI:
                    services, usage):
         app.include_router(module.router, prefix="/v1")
     openapi.install(app)
+    app.add_middleware(Relays, service=service)  # the proxies, before the router
     app.add_middleware(Turns)  # listings one at a time, after the job pages
     app.add_middleware(SpaceFloor, service=service)
     app.add_middleware(MethodOverride)

@@ -2,16 +2,19 @@
 people and programs without SSH, as `/{service}/{path}`. Only bearer tokens made for
 that service open it (`nai service token create`), or, where the admin allows public
 services (`services.gateway.allow_public`), its owner marking it public. Without
-either the answer is 401, whether or not the service exists."""
+either the answer is 401, whether or not the service exists. The token stays with the
+daemon: the `Authorization` header is not passed on to the replica (the model's code)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import re
 import socket
 from collections.abc import Iterator
+from urllib.parse import unquote
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -19,12 +22,22 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from nai_server.api.services import INVOKE_METHODS, relay
+from nai_server.api.relay import (
+    INVOKE_BODY,
+    INVOKE_METHODS,
+    Relayed,
+    invoke_admit,
+    route_rest,
+    split,
+)
+from nai_server.app.services import Services
 from nai_server.app.use_cases import UseCases
 from nai_server.protocol import ApiError, Unauthorized
 
 log = logging.getLogger("nai.gateway")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+MAX_REMEMBERED = 4096  # gateway decisions kept per store generation
+NOT_FORWARDED = frozenset({b"authorization"})
 
 
 def bearer(header: str | None) -> str | None:
@@ -34,8 +47,32 @@ def bearer(header: str | None) -> str | None:
     return token.strip() or None if scheme.lower() == "bearer" else None
 
 
+class Allowed:
+    """`Services.gateway_allows`, remembered while the store is unchanged: a request
+    with a token seen before takes neither the store's lock nor a worker thread."""
+
+    def __init__(self, services: Services, most: int = MAX_REMEMBERED) -> None:
+        self.services = services
+        self.most = most
+        self._seen: dict[tuple[str, str], bool] = {}
+        self._generation: object = None
+
+    async def __call__(self, name: str, token: str | None) -> bool:
+        generation = self.services.store.generation()  # before reading: a write since is newer
+        if generation != self._generation:
+            self._seen, self._generation = {}, generation
+        key = (name, hashlib.sha256(token.encode()).hexdigest() if token else "")
+        allowed = self._seen.get(key)
+        if allowed is None:
+            allowed = await run_in_threadpool(self.services.gateway_allows, name, token)
+            if self._generation == generation and len(self._seen) < self.most:
+                self._seen[key] = allowed
+        return allowed
+
+
 def create_gateway(service: UseCases) -> FastAPI:
     app = FastAPI(title="nai gateway", docs_url=None, redoc_url=None, openapi_url=None)
+    allowed = Allowed(service.services)
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -49,15 +86,16 @@ def create_gateway(service: UseCases) -> FastAPI:
 
     @app.api_route("/{name}/{path:path}", methods=INVOKE_METHODS)
     async def gateway(name: str, path: str, request: Request) -> Response:
-        services = service.services
         token = bearer(request.headers.get("authorization"))
-        allowed = _NAME.fullmatch(name) is not None and await run_in_threadpool(
-            services.gateway_allows, name, token)
-        if not allowed:
+        if _NAME.fullmatch(name) is None or not await allowed(name, token):
             raise Unauthorized(f"{name!r} needs a bearer token made for it (its owner makes "
                                f"one with `nai service token create SERVICE`)")
-        wait = await run_in_threadpool(services.admit, None, name)
-        return await relay(services, name, wait, path, request)
+        rest = split(request.scope.get("raw_path") or b"", 1)
+        if rest is None or unquote(rest.decode("latin-1")) != path:
+            rest = route_rest(path)
+        # The token is nai's, not the model's: the replica's code never sees it.
+        return Relayed(invoke_admit(service.services, None, name), INVOKE_BODY, rest,
+                       drop=NOT_FORWARDED)
 
     return app
 

@@ -7,19 +7,17 @@ read the job."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request, Response, status
+from fastapi import APIRouter, Path, Response, status
 from fastapi.responses import StreamingResponse
-from starlette.background import BackgroundTask
 
 from nai_server.api.deps import CallerDep, ServiceDep
+from nai_server.api.relay import APP_BODY, APP_METHODS, Relayed, app_admit, route_rest
 from nai_server.protocol import MAX_ID, DatasetAnnotate, DatasetProcess, JobInfo
 
 router = APIRouter(tags=["datasets"])
 
-APP_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
 
 
 @router.post("/datasets/{name}/process", status_code=status.HTTP_201_CREATED)
@@ -39,23 +37,11 @@ def annotate(name: str, body: DatasetAnnotate, service: ServiceDep, caller: Call
 
 
 async def job_app(job_id: Annotated[int, Path(ge=1, le=MAX_ID)], path: str,
-                  request: Request, service: ServiceDep, caller: CallerDep) -> Response:
+                  service: ServiceDep, caller: CallerDep) -> Response:
     """The request, sent to the annotate job's app as `/{path}?{query}`, and its answer
-    streamed back (503 while the app is not up, 502 if it does not answer in time)."""
-    body = await request.body()  # capped by api/limits.py like any JSON route's
-    target = "/" + path + (f"?{request.url.query}" if request.url.query else "")
-    answer = await service.job_apps.relay(caller, job_id, request.method, target,
-                                          list(request.headers.raw), body)
-    response = StreamingResponse(answer.body, status_code=answer.status,
-                                 background=BackgroundTask(_close, answer.body))
-    response.raw_headers = list(answer.headers)
-    return response
-
-
-async def _close(body: AsyncIterator[bytes]) -> None:
-    aclose = getattr(body, "aclose", None)
-    if aclose is not None:
-        await aclose()
+    streamed back (503 while the app is not up, 502 if it does not answer in time).
+    (Served by `api.relay.Relays` before the router; this route is its description.)"""
+    return Relayed(app_admit(service, caller, job_id), APP_BODY, route_rest(path))
 
 
 for _method in APP_METHODS:  # one route per method: each its own operation id
