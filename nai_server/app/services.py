@@ -70,8 +70,8 @@ class Services:
         self._pooled_for: object = None  # the endpoints the pool was last pruned to
         self._admission: dict[str, tuple[object, Doc, list[str]]] = {}
         # A model version a service serves is not removed under it.
-        registry.serving = lambda model, numbers: checks.serving(
-            self.life.docs(), model, numbers)
+        registry.refuse_served = lambda caller, model, numbers: checks.refuse_served(
+            self.life.docs(), model, numbers, lambda doc: self._may_read(caller, doc))
 
     def _forget(self, name: str) -> None:
         self.book.forget(name)
