@@ -133,6 +133,27 @@ def check_room(settings: ServicesConfig, docs: Iterable[Doc], user: str) -> None
                        f"server allows; stop one first (`nai service stop NAME`)")
 
 
+def check_replicas(settings: ServicesConfig, docs: Iterable[Doc], user: str, replicas: int,
+                   name: str | None = None) -> None:
+    """A user's services (not stopped or failed) have at most `max_replicas_per_user`
+    replicas in all, GPUs or none: CPU-only ones escape the GPU quotas. `name`: the
+    service being scaled, whose own count is replaced (scaling down is always allowed)."""
+    current, others = 0, 0
+    for doc in docs:
+        if doc["user"] != user or doc["state"] in SERVICE_TERMINAL:
+            continue
+        if doc["name"] == name:
+            current = doc["replicas"]
+        else:
+            others += doc["replicas"]
+    most = settings.max_replicas_per_user
+    if replicas > current and others + replicas > most:
+        raise Conflict(f"{user}'s services would have {others + replicas} replicas in all, "
+                       f"more than the {most} this server allows "
+                       f"(services.max_replicas_per_user); ask for fewer (--replicas) or "
+                       f"scale another service down (`nai service scale NAME --replicas N`)")
+
+
 def check_tokens(settings: ServicesConfig, doc: Doc) -> None:
     most = settings.max_tokens_per_service
     if len(doc["tokens"]) >= most:
