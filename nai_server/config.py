@@ -188,6 +188,7 @@ class ServicesConfig(_Section):
     request_timeout: Seconds = Field(default=300.0, gt=0)  # for a replica's answer
     max_services_per_user: int = Field(default=20, ge=1)  # running (not stopped/failed)
     max_tokens_per_service: int = Field(default=20, ge=1)
+    max_replicas_per_user: int = Field(default=16, ge=1)  # of their running services, in all
     keep_stopped: int = Field(default=10, ge=0)  # per user: older stopped ones are removed
     keep_stopped_seconds: Seconds = Field(default=7 * 86400, ge=0)  # and any older than this
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)

@@ -78,8 +78,9 @@ class Registry:
         self.clock = clock
         # Whether a caller may read a tree (nai_server.app.tree_access); the service sets it.
         self.may_read_tree: Callable[[Caller, str], bool] = lambda caller, tree_id: True
-        # The services serving some versions of a model (app/services sets it).
-        self.serving: Callable[[str, list[int]], list[str]] = lambda name, numbers: []
+        # Conflict while a service serves one of a model's versions (app/services sets it).
+        self.refuse_served: Callable[[Caller, str, list[int]], None] = (
+            lambda caller, name, numbers: None)
 
     # --- lookups ----------------------------------------------------------------------
 
@@ -369,10 +370,8 @@ class Registry:
                 numbers = [v["version"] for v in doc["versions"]]
             else:
                 numbers = [self._version(doc, selector, deleted=True)["version"]]
-            if kind == "model" and (served := self.serving(name, numbers)):
-                raise Conflict(f"model {name} is served by {', '.join(served)}; stop the "
-                               f"service first (`nai service stop NAME`) or move it to "
-                               f"another version (`nai service update NAME --model ...`)")
+            if kind == "model":
+                self.refuse_served(caller, name, numbers)
             plan = rules.plan_removal(self._all_entries(), kind, name, numbers,
                                       self._active_jobs())
             if plan.entry_removed:

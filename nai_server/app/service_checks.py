@@ -9,7 +9,7 @@ Called under the store's lock; reads only memory and the (bounded) nai.yaml blob
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 import yaml
@@ -133,6 +133,27 @@ def check_room(settings: ServicesConfig, docs: Iterable[Doc], user: str) -> None
                        f"server allows; stop one first (`nai service stop NAME`)")
 
 
+def check_replicas(settings: ServicesConfig, docs: Iterable[Doc], user: str, replicas: int,
+                   name: str | None = None) -> None:
+    """A user's services (not stopped or failed) have at most `max_replicas_per_user`
+    replicas in all, GPUs or none: CPU-only ones escape the GPU quotas. `name`: the
+    service being scaled, whose own count is replaced (scaling down is always allowed)."""
+    current, others = 0, 0
+    for doc in docs:
+        if doc["user"] != user or doc["state"] in SERVICE_TERMINAL:
+            continue
+        if doc["name"] == name:
+            current = doc["replicas"]
+        else:
+            others += doc["replicas"]
+    most = settings.max_replicas_per_user
+    if replicas > current and others + replicas > most:
+        raise Conflict(f"{user}'s services would have {others + replicas} replicas in all, "
+                       f"more than the {most} this server allows "
+                       f"(services.max_replicas_per_user); ask for fewer (--replicas) or "
+                       f"scale another service down (`nai service scale NAME --replicas N`)")
+
+
 def check_tokens(settings: ServicesConfig, doc: Doc) -> None:
     most = settings.max_tokens_per_service
     if len(doc["tokens"]) >= most:
@@ -141,16 +162,43 @@ def check_tokens(settings: ServicesConfig, doc: Doc) -> None:
                        f"then `nai service token revoke {doc['name']} ID`)")
 
 
-def serving(docs: Iterable[Doc], model: str, versions: Collection[int]) -> list[str]:
+def serving(docs: Iterable[Doc], model: str, versions: Collection[int],
+            visible: Callable[[Doc], bool]) -> tuple[list[str], int]:
     """The services (not stopped or failed) whose replicas serve or are about to serve
-    one of these versions of `model`, with the version: ["resnet (cifar@3)", ...]."""
-    found = []
+    one of these versions of `model`: those `visible` to the caller with the version,
+    ["resnet (cifar@3)", ...], and how many others (their names are not the caller's
+    to learn)."""
+    found: list[str] = []
+    hidden = 0
     for doc in docs:
         if doc["state"] in SERVICE_TERMINAL:
             continue
-        refs = {doc["model"], *(r["model"] for r in live(doc))}
-        for ref in sorted(refs):
-            name, _, version = ref.partition("@")
-            if name == model and version.isdigit() and int(version) in versions:
-                found.append(f"{doc['name']} ({ref})")
-    return found
+        refs = [ref for ref in sorted({doc["model"], *(r["model"] for r in live(doc))})
+                if _serves(ref, model, versions)]
+        if refs and visible(doc):
+            found.extend(f"{doc['name']} ({ref})" for ref in refs)
+        elif refs:
+            hidden += 1
+    return found, hidden
+
+
+def _serves(ref: str, model: str, versions: Collection[int]) -> bool:
+    name, _, version = ref.partition("@")
+    return name == model and version.isdigit() and int(version) in versions
+
+
+def refuse_served(docs: Iterable[Doc], model: str, versions: Collection[int],
+                  visible: Callable[[Doc], bool]) -> None:
+    """Conflict while a service serves one of these versions of `model`, naming only
+    the services the caller may see (a private one's name is its owner's business)."""
+    shown, hidden = serving(docs, model, versions, visible)
+    if not shown and not hidden:
+        return
+    unseen = f"{hidden} service{'' if hidden == 1 else 's'} you cannot see"
+    if not shown:
+        raise Conflict(f"model {model} is served by {unseen}; ask their owners to stop "
+                       f"them or move them to another version")
+    served = ", ".join(shown) + (f" and {unseen}" if hidden else "")
+    raise Conflict(f"model {model} is served by {served}; stop the service first "
+                   f"(`nai service stop NAME`) or move it to another version "
+                   f"(`nai service update NAME --model ...`)")

@@ -70,8 +70,8 @@ class Services:
         self._pooled_for: object = None  # the endpoints the pool was last pruned to
         self._admission: dict[str, tuple[object, Doc, list[str]]] = {}
         # A model version a service serves is not removed under it.
-        registry.serving = lambda model, numbers: checks.serving(
-            self.life.docs(), model, numbers)
+        registry.refuse_served = lambda caller, model, numbers: checks.refuse_served(
+            self.life.docs(), model, numbers, lambda doc: self._may_read(caller, doc))
 
     def _forget(self, name: str) -> None:
         self.book.forget(name)
@@ -124,7 +124,9 @@ class Services:
     def _snapshot(self) -> GpuSnapshot:
         return self.life.runtime.state.snapshot or self.life.runtime.gpus.probe()
 
-    def _check_quota(self, user: str, group: str | None, each: int, replicas: int) -> None:
+    def _check_quota(self, user: str, group: str | None, each: int, replicas: int,
+                     name: str | None = None) -> None:
+        checks.check_replicas(self.config.services, self.life.docs(), user, replicas, name)
         checks.check_quota(self.store, self._snapshot(), user, group, each, replicas)
 
     def create(self, caller: Caller, body: ServiceCreate) -> ServiceInfo:
@@ -189,7 +191,7 @@ class Services:
                            rollout_at=self.clock())
             if body.replicas is not None:
                 self._check_quota(doc["user"], doc["owner"].get("group"), doc["gpus"],
-                                  body.replicas)
+                                  body.replicas, name)
                 doc["replicas"] = body.replicas
             if body.visibility is not None:
                 doc["visibility"] = body.visibility

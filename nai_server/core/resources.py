@@ -22,6 +22,8 @@ def _pick(asked: N | None, default: N | None, maximum: N | None, have: N, key: s
     if asked is None:  # the default, within the maximum; none: the maximum, if any
         value = default if default is not None else maximum
         return value if maximum is None or value is None else min(value, maximum)
+    if not asked > 0:  # 0 or NaN: a cgroup without this limit, or one never set up
+        raise ValueError(f"{key}: {asked!r} asked; it must be more than 0")
     if maximum is not None and asked > maximum:
         raise ValueError(f"{key}: {show(asked)} asked, but jobs may have at most "
                          f"{show(maximum)} on this server (jobs.{setting}); ask for less")

@@ -10,10 +10,11 @@ the owner user's groups) or "shared" (every user of the server).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from nai_server.core.spec_fields import cpu_limit, memory_limit
 from nai_server.core.states import SERVICE_TERMINAL, ServiceState
 from nai_server.core.units import parse_size
 
@@ -109,7 +110,8 @@ def parse_serve(raw: object) -> Serve:
         raise ServeError("serve.health must be a path such as /health")
     return Serve(command=command, health=health,
                  gpus=_count(raw, "gpus", 64), gpu_memory=_size(raw, "gpu_memory"),
-                 memory=_size(raw, "memory"), cpus=_number(raw, "cpus", "a number of CPUs") or None,
+                 memory=_limit(raw, "memory", memory_limit),
+                 cpus=_limit(raw, "cpus", cpu_limit),
                  replicas=_count(raw, "replicas", 64),
                  idle_timeout=_number(raw, "idle_timeout"),
                  max_batch=_count(raw, "max_batch", 4096),
@@ -135,6 +137,18 @@ def _size(raw: Mapping[str, Any], key: str) -> int | None:
         return parse_size(value)
     except ValueError as exc:
         raise ServeError(f"serve.{key} must be a size such as 8G or 512M") from exc
+
+
+def _limit(raw: Mapping[str, Any], key: str, check: Callable[[Any], Any]) -> Any:
+    """A replica's memory or CPU limit, within a job's bounds (core.spec_fields): 0,
+    NaN or a size no process starts in would leave the replica unlimited or never up."""
+    value = raw.get(key)
+    if value is None:
+        return None
+    try:
+        return check(value)
+    except ValueError as exc:
+        raise ServeError(f"serve.{key} {exc}") from exc
 
 
 def _number(raw: Mapping[str, Any], key: str, what: str = "a number of seconds"

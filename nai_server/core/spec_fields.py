@@ -102,19 +102,21 @@ def _gpu_memory(value: Any) -> int:
     return size
 
 
-def _memory(value: Any) -> int:
+def memory_limit(value: Any) -> int:
+    """A memory limit (a job's, a service replica's): from 16MiB to 1PiB."""
     try:
         size = parse_size(value)
     except (ValueError, OverflowError):
-        size = 0
-    if size <= 0:
+        size = -1
+    if size < 0:
         raise ValueError(f"must be a size like 16G, 512MiB or 64GiB, got {shown(value)}")
     if not MIN_MEMORY <= size <= MAX_MEMORY:
         raise ValueError(f"must be from 16MiB to 1PiB, got {shown(value)}")
     return size
 
 
-def _cpus(value: Any) -> float:
+def cpu_limit(value: Any) -> float:
+    """A CPU limit (a job's, a service replica's): finite, from 0.01 to 65536."""
     number: float | None = None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         number = float(value)
@@ -245,8 +247,8 @@ VALIDATORS: dict[str, Callable[[Any], Any]] = {
     "name": lambda value: "" if value == "" else _name(value),
     "gpus": _gpus,
     "gpu_memory": _optional(_gpu_memory),
-    "memory": _optional(_memory),
-    "cpus": _optional(_cpus),
+    "memory": _optional(memory_limit),
+    "cpus": _optional(cpu_limit),
     "dataset": _optional(_ref),
     "model": _optional(_ref),
     "env": _env,

@@ -85,6 +85,37 @@ def _plural(count: int, one: str, many: str) -> str:
     return f"{count} {one if count == 1 else many}"
 
 
+def cgroup_pids(path: Path) -> list[int]:
+    """The processes in the cgroup dir `path` (none if it is gone)."""
+    try:
+        raw = (path / "cgroup.procs").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in raw.split() if p.isdigit()]
+
+
+def kill_cgroup(path: Path) -> list[int]:
+    """SIGKILL every process in the cgroup dir `path` (a job's, a service replica's);
+    the live ones it held."""
+    if not path.exists():
+        return []
+    live = _live(cgroup_pids(path))
+    if not live:
+        return []
+    if (path / "cgroup.kill").is_file():
+        with contextlib.suppress(OSError):
+            (path / "cgroup.kill").write_text("1")
+            return live
+    for _ in range(KILL_ROUNDS):  # a kernel before 5.14: one by one until none is left
+        pids = cgroup_pids(path)
+        if not pids:
+            break
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+    return live
+
+
 class Containment:
     """The cgroups of one daemon's jobs (or, without them, the fallback)."""
 
@@ -173,13 +204,7 @@ class Containment:
 
     def pids(self, job_id: int) -> list[int]:
         path = self.path(job_id)
-        if path is None:
-            return []
-        try:
-            raw = (path / "cgroup.procs").read_text()
-        except OSError:
-            return []
-        return [int(p) for p in raw.split() if p.isdigit()]
+        return [] if path is None else cgroup_pids(path)
 
     def signal(self, job_id: int, sig: int) -> None:
         for pid in self.pids(job_id):
@@ -189,23 +214,7 @@ class Containment:
     def kill(self, job_id: int) -> list[int]:
         """SIGKILL every process in the job's cgroup; the live ones it held."""
         path = self.path(job_id)
-        if path is None or not path.exists():
-            return []
-        live = _live(self.pids(job_id))
-        if not live:
-            return []
-        try:
-            (path / "cgroup.kill").write_text("1")
-            return live
-        except OSError:  # a kernel before 5.14: signal them one by one until none is left
-            for _ in range(KILL_ROUNDS):
-                pids = self.pids(job_id)
-                if not pids:
-                    break
-                for pid in pids:
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.kill(pid, signal.SIGKILL)
-            return live
+        return [] if path is None else kill_cgroup(path)
 
     def remove(self, job_id: int) -> bool:
         """Remove the job's cgroup once its processes are gone (False: not yet)."""

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from nai_server.core.service_rules import DEFAULT_COMMAND
 from nai_server.host import cgroup_limits, jobfiles, mounts, unix, user_socket
-from nai_server.host.contain import Containment
+from nai_server.host.contain import Containment, kill_cgroup
 from nai_server.host.launchers.local import (
     Handle,
     LaunchRequest,
@@ -181,8 +181,7 @@ class ReplicaHost:
             return
         path = box.base / name
         with contextlib.suppress(OSError):
-            if path.exists():
-                (path / "cgroup.kill").write_text("1")
+            kill_cgroup(path)  # without cgroup.kill (before 5.14), by SIGKILL rounds
         try:
             if cgroup_limits.remove(box.limits, name):
                 path.rmdir()

@@ -62,3 +62,31 @@ def test_one_user_cannot_grow_service_state_without_bound(daemon_factory, make_u
                               {"label": label}).status == 201
     too_many = daemon.as_user(user, "POST", "/v1/services/a/tokens", {"label": "z"})
     assert too_many.status == 409 and "revoke" in too_many.json()["error"]["message"]
+
+
+def test_a_removal_refused_names_only_the_services_the_caller_may_see(
+        daemon: Daemon, make_user, reaper) -> None:
+    """Another user's private service on a shared model blocks its removal, but its name
+    is not the model owner's to learn: it is counted, not named."""
+    owner, other = make_user(), make_user()
+    for user in (owner, other):
+        reaper.append((daemon, user))
+        register_user(daemon, user)
+    register_model(daemon, owner, "shared-adder", shared=True)
+    for user, name in ((other, "their-secret"), (owner, "mine")):
+        made = daemon.as_user(user, "POST", "/v1/services",
+                              {"name": name, "model": "shared-adder@1", "replicas": 0})
+        assert made.status == 201, made.body
+    refused = daemon.as_user(owner, "DELETE", "/v1/models/shared-adder/versions/1")
+    assert refused.status == 409, refused.body
+    message = refused.json()["error"]["message"]
+    assert "their-secret" not in message, message
+    assert "mine (shared-adder@1) and 1 service you cannot see" in message, message
+    assert daemon.as_user(owner, "DELETE", "/v1/services/mine").status == 200
+    refused = daemon.as_user(owner, "DELETE", "/v1/models/shared-adder")
+    assert refused.status == 409, refused.body
+    message = refused.json()["error"]["message"]
+    assert "their-secret" not in message and "1 service you cannot see" in message, message
+    with daemon.client() as root:  # an admin sees every service
+        seen = root.delete("/v1/models/shared-adder/versions/1")
+        assert seen.status_code == 409 and "their-secret (shared-adder@1)" in seen.text

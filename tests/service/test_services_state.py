@@ -96,6 +96,27 @@ def test_services_per_user_are_capped(rig: Rig) -> None:
     assert rig.serve("d", replicas=0).status_code == 201
 
 
+def test_replicas_per_user_are_capped_with_or_without_gpus(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, max_replicas_per_user=4)
+    try:
+        rig.life._launch = lambda *args: None  # type: ignore[method-assign]
+        rig.model("m")
+        assert rig.serve("a", gpus=0, replicas=3).status_code == 201
+        over = rig.serve("b", gpus=0, replicas=2)  # GPU quotas do not stop CPU-only ones
+        assert over.status_code == 409, over.text
+        message = over.json()["error"]["message"]
+        assert "5 replicas in all" in message and "max_replicas_per_user" in message
+        assert rig.serve("b", gpus=0, replicas=1).status_code == 201
+        scaled = rig.api.patch("/v1/services/b", json={"replicas": 2})
+        assert scaled.status_code == 409, scaled.text
+        assert rig.api.patch("/v1/services/a", json={"replicas": 1}).status_code == 200
+        assert rig.api.patch("/v1/services/b", json={"replicas": 3}).status_code == 200
+        assert rig.api.delete("/v1/services/b").status_code == 200  # stopped: not counted
+        assert rig.serve("c", gpus=0, replicas=3).status_code == 201
+    finally:
+        rig.close()
+
+
 def test_tokens_per_service_are_capped(rig: Rig) -> None:
     assert rig.serve("a", replicas=0).status_code == 201
     made = [rig.api.post("/v1/services/a/tokens", json={"label": str(i)}) for i in range(2)]

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from nai_server.core import resources
 from nai_server.core import service_rules as rules
 
 
@@ -88,6 +89,31 @@ def test_serve_sizes_and_limits() -> None:
     for bad in ({"gpu_memory": "lots"}, {"memory": True}, {"cpus": "two"}):
         with pytest.raises(rules.ServeError, match=r"serve\."):
             rules.parse_serve(bad)
+
+
+@pytest.mark.parametrize(("bad", "says"), [
+    ({"memory": 0}, r"serve\.memory must be from 16MiB to 1PiB, got 0"),
+    ({"memory": "0"}, r"serve\.memory must be from 16MiB to 1PiB"),
+    ({"memory": 1}, r"serve\.memory must be from 16MiB to 1PiB"),  # killed at once
+    ({"memory": "2P"}, r"serve\.memory must be from 16MiB to 1PiB"),
+    ({"cpus": 0}, r"serve\.cpus must be a number of CPUs from 0\.01 to 65536"),
+    ({"cpus": float("nan")}, r"serve\.cpus must be a number of CPUs from 0\.01"),
+    ({"cpus": float("inf")}, r"serve\.cpus must be a number of CPUs from 0\.01"),
+    ({"cpus": 100000}, r"serve\.cpus must be a number of CPUs from 0\.01"),
+])
+def test_serve_limits_have_a_jobs_bounds(bad: dict, says: str) -> None:
+    # 0 used to pass and leave the replica without a memory limit; NaN failed every start
+    with pytest.raises(rules.ServeError, match=says):
+        rules.parse_serve(bad)
+
+
+def test_replica_limits_refuse_zero_and_nan() -> None:
+    room = {"host_memory": 64 << 30, "host_cpus": 8, "default_memory": 4 << 30,
+            "max_memory": 8 << 30}
+    assert resources.limits(None, None, **room) == (4 << 30, None)
+    for memory, cpus in ((0, None), (None, 0.0), (None, float("nan"))):
+        with pytest.raises(ValueError, match="must be more than 0"):
+            resources.limits(memory, cpus, **room)
 
 
 def test_stopped_services_expire_per_user_by_count_and_age() -> None:
