@@ -71,7 +71,8 @@ class FakeSlurm:
             fields = [f.split(":")[0] for f in opts["Format"].split(",")]
             ids = {int(i) for i in opts["jobs"].split(",")} if "jobs" in opts else None
             rows = sorted((r for r in self.rows.values()
-                           if (r.slurm_id in ids if ids is not None else r.name == opts["name"])),
+                           if (r.slurm_id in ids if ids is not None
+                               else r.name in opts["name"].split(","))),
                           key=lambda r: r.nice)
             return "".join("|".join(_value(r, f) for f in fields) + "\n" for r in rows)
         if argv[0] == "sacct":
@@ -179,6 +180,9 @@ def test_a_job_found_by_name_bears_the_name_asked_and_a_forged_one_is_not_adopte
     assert {i: (j.name, j.uid) for i, j in found.items()} == {
         5: ("nai-k-1-0", 0), 6: ("nai-k-2-0", 1001)}
     assert client.jobs([5], ["nai-k-1-0"])[5].name == ""  # known by id: not taken by name
+    fake.asked.clear()
+    assert client.jobs([], ["nai-k-3-0", "nai-k-4-0"]) == {}
+    assert fake.asked == ["--name=nai-k-3-0,nai-k-4-0"]  # none found: one call says so
     fake.rows[8] = Row(8, "nai-k-3-0", 1001, comment=_forged(9, "nai-k-3-0", 0))
     assert set(client.jobs([], ["nai-k-3-0"])) == {8}  # the comment is not printed
 

@@ -102,9 +102,22 @@ class SlurmClient:
                     continue
                 raise
             self._merge(found, text, asked={int(i) for i in batch})
-        for name in sorted(set(names)):  # one a call: which name each job bears
-            self._merge(found, self._squeue(f"--name={name}"), name=name)
+        values = sorted(set(names))
+        for at in range(0, len(values), SQUEUE_BATCH):
+            batch = values[at:at + SQUEUE_BATCH]
+            # Most often none is found (sbatch did not get through): one call says so.
+            # Else one a call, to know which name each job bears.
+            if len(batch) > 1 and not self._squeue_parsed(f"--name={','.join(batch)}"):
+                continue
+            for name in batch:
+                self._merge(found, self._squeue(f"--name={name}"), name=name)
         return found
+
+    def _squeue_parsed(self, flag: str) -> dict[int, SlurmJob]:
+        try:
+            return slurm_text.parse_squeue_text(self._squeue(flag))
+        except slurm_text.SlurmTextError as exc:
+            raise SlurmError(str(exc)) from exc
 
     def _squeue(self, flag: str) -> str:
         return self.run(["squeue", "--noheader", "--states=all",
