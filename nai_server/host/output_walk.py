@@ -18,6 +18,7 @@ The listing's JSON is written here instead (`_json`).
 
 from __future__ import annotations
 
+import itertools
 import os
 import stat
 import struct
@@ -58,12 +59,18 @@ def listing(root_fd: int, max_entries: int) -> list[dict[str, Any]]:
     redirect the walk)."""
     found: list[dict[str, Any]] = []
     uid = os.geteuid()
+    stop = min(max_entries, sys.maxsize - 1) + 1  # islice stops at sys.maxsize at most
 
     def walk(dir_fd: int, prefix: str) -> None:
         if prefix.count("/") > MAX_DEPTH:
             raise Refused(f"{prefix[:-1]}: directories nested deeper than {MAX_DEPTH} levels")
+        # Read no further than one entry past the limit: a directory of millions of
+        # names is refused before they all sit in this helper's memory.
         with os.scandir(dir_fd) as items:
-            names = sorted(item.name for item in items)
+            names = [item.name for item in itertools.islice(items, stop)]
+        if len(names) > max_entries:
+            raise Refused(f"more than {max_entries} entries")
+        names.sort()
         for name in names:
             rel = prefix + name
             try:

@@ -43,7 +43,7 @@ def test_hostlists_node_gres_and_job_gres_are_read() -> None:
     held = slurm_gpus.holders(jobs.values())
     assert {k: v.slurm_id for k, v in held.items()} == {
         ("n01", 1): 5, ("n02", 0): 5, ("n01", 0): 7}
-    listing = slurm_gpus.listing(nodes, jobs.values(), "nai-k-", {12: "alice"}.get,
+    listing = slurm_gpus.listing(nodes, jobs.values(), {5: 12}.get, {12: "alice"}.get,
                                  "fake", 4, 0)
     rows = [(g.index, g.node, g.name, g.job, g.user, g.slurm_job) for g in listing.gpus]
     assert rows == [(0, "n01", "a100", None, "root", 7), (1, "n01", "a100", 12, "alice", 5),
@@ -53,9 +53,12 @@ def test_hostlists_node_gres_and_job_gres_are_read() -> None:
     assert [(c[1], c[-1]) for c in cells] == [("n01: a100", "Slurm job 7 (root)"),
                                               ("n01: a100", "job 12 (alice)"),
                                               ("n02: gpu (idle+drain)", "job 12 (alice)")]
-    # A name like ours whose nai job is not this daemon's running job is someone else's.
-    other = SlurmJob(9, "nai-k-99-0", 0, "RUNNING", nodes="n02", gres=("gpu:1(IDX:0)",))
-    again = slurm_gpus.listing(nodes, [other], "nai-k-", {12: "alice"}.get, "fake", 4, 0)
+    # A job named like ours is someone else's unless nai's records say it is ours, and
+    # one of ours whose nai job is not running is no one's nai job.
+    other = SlurmJob(9, "nai-k-12-0", 0, "RUNNING", nodes="n02", gres=("gpu:1(IDX:0)",))
+    again = slurm_gpus.listing(nodes, [other], {5: 12}.get, {12: "alice"}.get, "fake", 4, 0)
+    assert (again.gpus[2].job, again.gpus[2].user, again.gpus[2].slurm_job) == (None, "root", 9)
+    again = slurm_gpus.listing(nodes, [other], {9: 99}.get, {12: "alice"}.get, "fake", 4, 0)
     assert (again.gpus[2].job, again.gpus[2].user, again.gpus[2].slurm_job) == (None, "root", 9)
 
 

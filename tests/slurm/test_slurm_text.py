@@ -39,15 +39,14 @@ def test_squeue_json_gives_states_reasons_and_exit_codes() -> None:
     assert st.parse_squeue_json("[1, 2]") == {}
 
 
-def test_sacct_lines_keep_a_name_with_the_separator_and_skip_steps() -> None:
-    text = ("12|COMPLETED|0:0|1001|2026-12-07T02:15:43|2026-12-07T02:15:50|n1|nai|odd|name\n"
-            "12.batch|COMPLETED|0:0|1001|x|y|n1|batch\n"
-            "13|CANCELLED by 0|0:15|1001|Unknown|Unknown||j\n"
-            "14|FAILED|3:0|1001|||n1|j\n"
-            "garbage\n")
+def test_sacct_lines_are_read_and_steps_skipped() -> None:
+    text = ("12|COMPLETED|0:0|1001|2026-12-07T02:15:43|2026-12-07T02:15:50|n1\n"
+            "12.batch|COMPLETED|0:0|1001|x|y|n1\n"
+            "13|CANCELLED by 0|0:15|1001|Unknown|Unknown|\n"
+            "14|FAILED|3:0|1001|||n1\n")
     jobs = st.parse_sacct(text, epoch=lambda v: 5.0 if v.startswith("2026") else None)
     assert sorted(jobs) == [12, 13, 14]
-    assert (jobs[12].name, jobs[12].exit_code, jobs[12].start) == ("nai|odd|name", 0, 5.0)
+    assert (jobs[12].name, jobs[12].exit_code, jobs[12].start) == ("", 0, 5.0)
     assert (jobs[13].state, jobs[13].exit_code, jobs[13].start) == ("CANCELLED", 143, None)
     assert (jobs[14].state, jobs[14].exit_code, jobs[14].phase) == ("FAILED", 3, "ended")
 

@@ -86,23 +86,52 @@ class SlurmClient:
         """What squeue says of these jobs (by id) and of the jobs with these names, in
         any state it still remembers: only those, however long the cluster's queue (the
         text form: 22.05's `squeue --json` ignores --jobs and --name). Ended jobs come
-        without their exit codes (see `ended`)."""
+        without their exit codes (see `ended`). Jobs found by id are nameless; a job
+        found by name bears the name asked for (names are never read from Slurm's
+        output: anyone can put a newline in their job's name). SlurmError also when the
+        output does not read as asked (a forged line)."""
         found: dict[int, SlurmJob] = {}
-        for flag, values in (("--jobs", [str(i) for i in sorted(set(slurm_ids))]),
-                             ("--name", sorted(set(names)))):
-            for at in range(0, len(values), SQUEUE_BATCH):
-                argv = ["squeue", "--noheader", "--states=all",
-                        f"--Format={slurm_text.SQUEUE_FORMAT}",
-                        f"{flag}={','.join(values[at:at + SQUEUE_BATCH])}"]
-                try:
-                    text = self.run(argv)
-                except SlurmError as exc:
-                    # Every id of the batch forgotten: squeue calls that an error.
-                    if flag == "--jobs" and "Invalid job id" in str(exc):
-                        continue
-                    raise
-                found.update(slurm_text.parse_squeue_text(text, epoch=_epoch))
+        ids = [str(i) for i in sorted(set(slurm_ids))]
+        for at in range(0, len(ids), SQUEUE_BATCH):
+            batch = ids[at:at + SQUEUE_BATCH]
+            try:
+                text = self._squeue(f"--jobs={','.join(batch)}")
+            except SlurmError as exc:
+                # Every id of the batch forgotten: squeue calls that an error.
+                if "Invalid job id" in str(exc):
+                    continue
+                raise
+            self._merge(found, text, asked={int(i) for i in batch})
+        values = sorted(set(names))
+        for at in range(0, len(values), SQUEUE_BATCH):
+            batch = values[at:at + SQUEUE_BATCH]
+            # Most often none is found (sbatch did not get through): one call says so.
+            # Else one a call, to know which name each job bears.
+            if len(batch) > 1 and not self._squeue_parsed(f"--name={','.join(batch)}"):
+                continue
+            for name in batch:
+                self._merge(found, self._squeue(f"--name={name}"), name=name)
         return found
+
+    def _squeue_parsed(self, flag: str) -> dict[int, SlurmJob]:
+        try:
+            return slurm_text.parse_squeue_text(self._squeue(flag))
+        except slurm_text.SlurmTextError as exc:
+            raise SlurmError(str(exc)) from exc
+
+    def _squeue(self, flag: str) -> str:
+        return self.run(["squeue", "--noheader", "--states=all",
+                         f"--Format={slurm_text.SQUEUE_FORMAT}", flag])
+
+    def _merge(self, found: dict[int, SlurmJob], text: str, asked: set[int] | None = None,
+               name: str = "") -> None:
+        try:
+            jobs = slurm_text.parse_squeue_text(text, epoch=_epoch, asked=asked, name=name)
+        except slurm_text.SlurmTextError as exc:
+            raise SlurmError(str(exc)) from exc
+        # A job found by name that is already known (by id, or under another name: its
+        # owner renamed it meanwhile) stays what it was: no second nai job adopts it.
+        found.update({i: j for i, j in jobs.items() if i not in found})
 
     def queue(self) -> dict[int, SlurmJob]:
         """Every job slurmctld still knows, with the GPUs running ones hold (`nai gpus`
@@ -126,7 +155,12 @@ class SlurmClient:
                 argv.insert(1, "-c")
             else:
                 argv.insert(1, "-X")  # allocations, not their steps
-            found.update(slurm_text.parse_sacct(self.run(argv), epoch=_epoch))
+            try:
+                found.update(slurm_text.parse_sacct(
+                    self.run(argv), epoch=_epoch, asked={int(i) for i in batch.split(",")},
+                    last_wins=self.config.accounting == "jobcomp"))
+            except slurm_text.SlurmTextError as exc:
+                raise SlurmError(str(exc)) from exc
         return found
 
     def exit_codes(self, slurm_ids: Iterable[int]) -> dict[int, int]:
@@ -136,7 +170,10 @@ class SlurmClient:
         for slurm_id in sorted(set(slurm_ids))[:SCONTROL_MAX]:
             try:
                 code = slurm_text.parse_scontrol_exit(
-                    self.run(["scontrol", "-o", "show", "job", str(slurm_id)]))
+                    self.run(["scontrol", "-o", "show", "job", str(slurm_id)]), slurm_id)
+            except slurm_text.SlurmTextError as exc:
+                log.warning("job %s: %s", slurm_id, exc)
+                continue
             except SlurmError:
                 continue
             if code is not None:

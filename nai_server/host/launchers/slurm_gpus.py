@@ -110,13 +110,14 @@ def _unix_name(uid: int | None) -> str | None:
         return str(uid)
 
 
-def listing(nodes: list[Node], jobs: Iterable[SlurmJob], prefix: str,
+def listing(nodes: list[Node], jobs: Iterable[SlurmJob], nai_job: Callable[[int], int | None],
             nai_user: Callable[[int], str | None], source: str, cpu_slots: int,
             cpu_slots_used: int, note: str | None = None) -> GpuList:
     """The GpuList of a cluster: GPUs numbered across its nodes (node by node, in
-    `scontrol`'s order). A GPU held by one of this daemon's Slurm jobs (named
-    `prefix`<id>-<run>) names the nai job and its owner; one held by any other Slurm
-    job names that job and its unix user."""
+    `scontrol`'s order). A GPU held by one of this daemon's Slurm jobs (`nai_job`: the
+    nai job of a Slurm id, from nai's records; never from the job's name, which anyone
+    can make look like nai's) names the nai job and its owner; one held by any other
+    Slurm job names that job and its unix user."""
     held = holders(jobs)
     gpus: list[GpuState] = []
     for node in nodes:
@@ -124,12 +125,9 @@ def listing(nodes: list[Node], jobs: Iterable[SlurmJob], prefix: str,
             sj = held.get((node.name, index))
             job = user = None
             if sj is not None:
-                rest = sj.name[len(prefix):] if sj.name.startswith(prefix) else ""
-                job_id = rest.split("-")[0]
-                if job_id.isdigit() and len(job_id) < 19:
-                    job = int(job_id)
-                    user = nai_user(job)
-                    job = job if user is not None else None
+                job = nai_job(sj.slurm_id)
+                user = nai_user(job) if job is not None else None
+                job = job if user is not None else None
                 if job is None:
                     user = _unix_name(sj.uid)
             gpus.append(GpuState(

@@ -55,6 +55,8 @@ class SlurmRuntime(JobRuntime):
         self._fresh = False  # whether this tick polled: only then may a job end
         self._complete = True  # whether sacct answered for the jobs squeue forgot
         self._watch: set[int] | None = None  # Slurm ids last seen alive (None: first poll)
+        # Slurm id -> nai job id, from the jobs' records (never from Slurm's job names).
+        self._known: dict[int, int] = {}
         self._submitted: dict[int, float] = {}  # nai id -> when (this process) submitted it
         self._to_submit: list[int] = []
         # For `nai gpus`: when read, the nodes, the jobs running on them, and what failed.
@@ -84,7 +86,7 @@ class SlurmRuntime(JobRuntime):
             active = [j for j in self.jobs.hot() if j.active]
         users = {j.id: j.user for j in active}
         return slurm_gpus.listing(
-            cached[1], cached[2], f"nai-{self.key}-", users.get,
+            cached[1], cached[2], dict(self._known).get, users.get,
             self.gpus.source, self.config.scheduler.cpu_slots,
             sum(1 for j in active if not j.spec.gpus), note=cached[3])
 
@@ -131,7 +133,9 @@ class SlurmRuntime(JobRuntime):
             sj, code = view[slurm_id], codes.get(slurm_id)
             view[slurm_id] = dataclasses.replace(sj, state="COMPLETING") if code is None \
                 else dataclasses.replace(sj, exit_code=code)
-        self._watch = {i for i, sj in view.items() if sj.phase != "ended"}
+        # Watched: the live Slurm jobs of nai's records, not those a name lookup found
+        # (anyone may name a job like nai's; one adopted is added as it is adopted).
+        self._watch = {i for i, sj in view.items() if sj.phase != "ended" and i in self._known}
         self.view, self._polled, self._fresh = view, now, True
         self._submitted = {k: at for k, at in self._submitted.items() if at >= now}
 
@@ -144,6 +148,7 @@ class SlurmRuntime(JobRuntime):
         wanted: dict[int, float] = {}
         names: list[str] = []
         ids = set(self._watch or ())
+        known = {i: job_id for i, job_id in self._known.items() if i in ids}
         for job in hot:
             if job.terminal and self._watch is not None:
                 continue
@@ -152,10 +157,12 @@ class SlurmRuntime(JobRuntime):
                 continue
             if record.slurm_id is not None:
                 ids.add(record.slurm_id)
+                known[record.slurm_id] = job.id
                 if not job.terminal:
                     wanted[record.slurm_id] = job.submitted_at
             elif not job.terminal and record.run == len(job.runs):
                 names.append(self._name(job))
+        self._known = known
         return wanted, sorted(ids), names
 
     def _to_poll(self) -> bool:
@@ -192,6 +199,9 @@ class SlurmRuntime(JobRuntime):
                 return record, None
             sj = min(found, key=lambda s: s.slurm_id)
             self._write_record(job.id, record.run, sj.slurm_id)
+            self._known[sj.slurm_id] = job.id
+            if self._watch is not None:
+                self._watch.add(sj.slurm_id)
             log.info("job %s: adopted Slurm job %s", job.id, sj.slurm_id)
             return Record(record.run, sj.slurm_id), sj
         seen = self.view.get(record.slurm_id)
@@ -246,13 +256,14 @@ class SlurmRuntime(JobRuntime):
 
     def _cancel_strays(self) -> None:
         """Slurm jobs of ours whose nai job ended without them (cancelled while queued):
-        found from Slurm's side, so a tick costs the jobs Slurm runs, not nai's history."""
-        prefix = f"nai-{self.key}-"
+        found from Slurm's side, so a tick costs the jobs Slurm runs, not nai's history.
+        Which nai job a Slurm job is comes from the jobs' records (root's), never from
+        its name, which anyone can make look like ours."""
         for sj in self.view.values():
-            if sj.phase == "ended" or not sj.name.startswith(prefix):
+            job_id = self._known.get(sj.slurm_id)
+            if sj.phase == "ended" or job_id is None:
                 continue
-            job_id = sj.name[len(prefix):].split("-")[0]
-            job = self.jobs.get(int(job_id)) if job_id.isdigit() and len(job_id) < 19 else None
+            job = self.jobs.get(job_id)
             record = self._record(job.id) if job is not None and job.terminal else None
             if job is None or record is None or record.slurm_id != sj.slurm_id:
                 continue

@@ -2,16 +2,19 @@
 and batch script for a job, and the parsing of squeue's JSON and sacct's text into
 plain records, with Slurm's job states mapped onto nai's. Pure: no process is run here.
 
-Slurm's output holds user input (job names, comments of other people's jobs), so
-parsing never trusts a field to be what it should be: an odd record is skipped, not
-fatal, and names are only ever compared, never interpreted."""
+Slurm's output can hold user input (job names and comments, anyone's, newlines
+included: `scontrol update JobName=$'x\n...'` is accepted), so what nai asks for prints
+none: squeue and sacct are asked for ids, states, times and nodes only, and a job's
+name is what nai asked for, never what Slurm printed. A text answer that still does
+not read as asked (a line that does not parse, an id twice or one not asked for) is
+not believed: the parser raises SlurmTextError, and the poll that asked fails."""
 
 from __future__ import annotations
 
 import json
 import math
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -129,51 +132,102 @@ def _squeue_job(raw: Any) -> SlurmJob | None:
         gres=tuple(g for g in gres if isinstance(g, str))[:4096] if isinstance(gres, list) else ())
 
 
+class SlurmTextError(ValueError):
+    """Slurm's text answer does not read as what was asked: not believed."""
+
+
 # `squeue --noheader --Format=...` (text, not --json: 22.05's JSON ignores --jobs and
-# --name and so reads the whole queue). The name comes last, as with sacct.
-SQUEUE_FIELDS = ("JobID", "State", "Reason", "UserID", "StartTime", "EndTime", "NodeList",
-                 "Name")
+# --name and so reads the whole queue). No field a user sets (Name, Comment): the
+# daemon knows which ids (or which name) it asked for.
+SQUEUE_FIELDS = ("JobID", "State", "Reason", "UserID", "StartTime", "EndTime", "NodeList")
 SQUEUE_FORMAT = ",".join(f"{f}:|" for f in SQUEUE_FIELDS[:-1]) + f",{SQUEUE_FIELDS[-1]}:"
 
 
-def parse_squeue_text(text: str, epoch: Any = None) -> dict[int, SlurmJob]:
-    """`squeue --noheader --Format=<SQUEUE_FORMAT>`: the jobs by Slurm id, without
-    their exit codes (squeue's text has none: an ended job's comes from sacct)."""
-    jobs: dict[int, SlurmJob] = {}
-    for line in text.splitlines():
-        fields = line.split("|", len(SQUEUE_FIELDS) - 1)
-        if len(fields) != len(SQUEUE_FIELDS) or not fields[0].isdigit() or len(fields[0]) > 18:
+def _lines(text: str, width: int, what: str) -> list[list[str]]:
+    """The '|'-separated lines of a Slurm answer, each `width` fields (no blank line).
+    Only '\n' ends a line (str.splitlines would also split on \r, \x1c, \u2028...)."""
+    rows = []
+    for line in text.split("\n"):
+        if not line.strip():
             continue
-        slurm_id, state, reason, uid, start, end, nodes, name = fields
+        fields = line.split("|")
+        if len(fields) != width:
+            raise SlurmTextError(f"{what} printed a line that does not read as asked: "
+                                 f"{line[:200]!r}")
+        rows.append(fields)
+    return rows
+
+
+def _add(jobs: dict[int, SlurmJob], job: SlurmJob, asked: Collection[int] | None,
+         what: str) -> None:
+    if job.slurm_id in jobs:
+        raise SlurmTextError(f"{what} printed job {job.slurm_id} twice")
+    if asked is not None and job.slurm_id not in asked:
+        raise SlurmTextError(f"{what} printed job {job.slurm_id}, which was not asked for")
+    jobs[job.slurm_id] = job
+
+
+def _foreign_kind(value: str) -> bool:
+    """An array task ("12_3", "12_[1-5]") or a heterogeneous job's component ("12+0"):
+    never nai's (a name lookup finds those of anyone who names a job like nai's)."""
+    head, sep, _ = value.replace("+", "_").partition("_")
+    return bool(sep) and head.isdigit()
+
+
+def _job_id(value: str, what: str) -> int:
+    if not value.isdigit() or len(value) > 18:
+        raise SlurmTextError(f"{what} printed a job id that is not one: {value[:40]!r}")
+    return int(value)
+
+
+def parse_squeue_text(text: str, epoch: Any = None, asked: Collection[int] | None = None,
+                      name: str = "") -> dict[int, SlurmJob]:
+    """`squeue --noheader --Format=<SQUEUE_FORMAT>`: the jobs by Slurm id, without
+    their exit codes (squeue's text has none: an ended job's comes from sacct).
+    `asked`: the ids asked for (--jobs), None when asked by name; `name`: the name
+    asked for (--name), which every job found bears. SlurmTextError when a line does
+    not parse, or an id comes twice or was not asked for."""
+    jobs: dict[int, SlurmJob] = {}
+    when = epoch or (lambda _: None)
+    for fields in _lines(text, len(SQUEUE_FIELDS), "squeue"):
+        slurm_id, state, reason, uid, start, end, nodes = fields
+        if _foreign_kind(slurm_id):
+            continue
         state = _state(state)
-        when = epoch or (lambda _: None)
-        jobs[int(slurm_id)] = SlurmJob(
-            slurm_id=int(slurm_id), name=name, uid=int(uid) if uid.isdigit() else None,
+        _add(jobs, SlurmJob(
+            slurm_id=_job_id(slurm_id, "squeue"), name=name,
+            uid=int(uid) if uid.isdigit() and len(uid) < 11 else None,
             state=state, reason=reason[:MAX_REASON],
             start=when(start) if state not in PENDING_STATES else None,
-            end=when(end) if phase(state) == "ended" else None, nodes=nodes)
+            end=when(end) if phase(state) == "ended" else None, nodes=nodes), asked, "squeue")
     return jobs
 
 
-SACCT_FIELDS = ("JobIDRaw", "State", "ExitCode", "UID", "Start", "End", "NodeList", "JobName")
+SACCT_FIELDS = ("JobIDRaw", "State", "ExitCode", "UID", "Start", "End", "NodeList")
 
 
-def parse_sacct(text: str, epoch: Any = None) -> dict[int, SlurmJob]:
-    """`sacct -n -P -o <SACCT_FIELDS>` (or `sacct -c`): the jobs by Slurm id. The name
-    comes last so that a '|' in it cannot shift the other fields; job steps
-    (`123.batch`) are skipped. `epoch` turns Slurm's local times into seconds."""
+def parse_sacct(text: str, epoch: Any = None, asked: Collection[int] | None = None,
+                last_wins: bool = False) -> dict[int, SlurmJob]:
+    """`sacct -n -P -o <SACCT_FIELDS>` (or `sacct -c`): the jobs by Slurm id, nameless
+    (no JobName: it is free text). Job steps (`123.batch`) are skipped. `epoch` turns
+    Slurm's local times into seconds. `last_wins`: the completion log (`-c`) holds a
+    line for each time a requeued job ended, oldest first, and the last one stands;
+    else an id twice is not believed. SlurmTextError as with squeue."""
     jobs: dict[int, SlurmJob] = {}
-    for line in text.splitlines():
-        fields = line.split("|", len(SACCT_FIELDS) - 1)
-        if len(fields) != len(SACCT_FIELDS) or not fields[0].isdigit():
+    for fields in _lines(text, len(SACCT_FIELDS), "sacct"):
+        slurm_id, state, code, uid, start, end, nodes = fields
+        head, dot, step = slurm_id.partition(".")
+        if dot and head.isdigit() and step:
             continue
-        slurm_id, state, code, uid, start, end, nodes, name = fields
-        exit_code = _exit_code(code)
-        jobs[int(slurm_id)] = SlurmJob(
-            slurm_id=int(slurm_id), name=name, uid=int(uid) if uid.isdigit() else None,
-            state=_state(state), exit_code=exit_code,
+        job = SlurmJob(
+            slurm_id=_job_id(slurm_id, "sacct"), name="",
+            uid=int(uid) if uid.isdigit() and len(uid) < 11 else None,
+            state=_state(state), exit_code=_exit_code(code),
             start=epoch(start) if epoch else None, end=epoch(end) if epoch else None,
             nodes=nodes)
+        if last_wins:
+            jobs.pop(job.slurm_id, None)
+        _add(jobs, job, asked, "sacct")
     return jobs
 
 
@@ -186,11 +240,21 @@ def _exit_code(code: str) -> int | None:
                            and int(signal) else 0)
 
 
-def parse_scontrol_exit(text: str) -> int | None:
+def parse_scontrol_exit(text: str, slurm_id: int) -> int | None:
     """The exit code in `scontrol -o show job ID` (its `ExitCode=3:0`) of a job that
-    has ended, or None (a running job's says 0:0)."""
-    fields = dict(f.split("=", 1) for f in text.split() if "=" in f)
-    if phase(_state(fields.get("JobState"))) != "ended":
+    has ended, or None (a running job's says 0:0). 22.05's scontrol has no --json, and
+    a job's name or comment can hold " JobState=COMPLETED ExitCode=0:0": an answer with
+    any of JobId=, JobState= or ExitCode= other than once, or about another job, is not
+    believed (SlurmTextError)."""
+    words = [w.split("=", 1) for w in text.split() if "=" in w]
+    fields: dict[str, str] = {}
+    for key, value in words:
+        if key in ("JobId", "JobState", "ExitCode") and key in fields:
+            raise SlurmTextError(f"scontrol printed {key}= twice for job {slurm_id}")
+        fields[key] = value
+    if fields.get("JobId") != str(slurm_id) or "JobState" not in fields:
+        raise SlurmTextError(f"scontrol did not tell of job {slurm_id}")
+    if phase(_state(fields["JobState"])) != "ended":
         return None
     return _exit_code(fields.get("ExitCode", ""))
 
