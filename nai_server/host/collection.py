@@ -50,12 +50,6 @@ class Collected:
     problem: str | None
 
 
-class NoAccount(Exception):
-    """A job's owner has no unix account here (deleted while the job ran, or the
-    account service did not answer): its files are not read, since reading them as
-    root would take what the owner may not (a hard link to a root-owned file)."""
-
-
 def run_as(user: str, personal: bool) -> outputs.RunAs:
     """The account a helper reading `user`'s files runs as (the daemon's own when it
     is not root, or in personal mode). NoAccount when the daemon is root, shared, and
@@ -64,9 +58,8 @@ def run_as(user: str, personal: bool) -> outputs.RunAs:
         return outputs.RunAs()
     account = unix.unix_account(user)
     if account is None:
-        raise NoAccount(f"no unix account {user!r} on this server (removed, or the account "
-                        "service did not answer), so nothing of it was read; the outputs "
-                        "stay in the job's folder")
+        raise unix.NoAccount(user, "nothing of its outputs was read (never as root); "
+                                   "they stay in the job's folder")
     return outputs.RunAs(account.pw_uid, account.pw_gid, tuple(unix.unix_groups(user)))
 
 
@@ -137,7 +130,7 @@ class OutputCollection:
             tree = outputs.collect(self.blobs, output, self.limits,
                                    run_as(job.user, self.personal), self.timeout,
                                    self._helpers, self.forks)
-        except NoAccount as exc:
+        except unix.NoAccount as exc:
             log.warning("job %s: outputs not collected: %s", job.id, exc)
             return None, str(exc)
         except TreeError as exc:

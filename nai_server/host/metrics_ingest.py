@@ -185,7 +185,7 @@ class MetricsIngest:
         where = (job.spec.metrics or {})["tensorboard"]
         try:
             run_as = self.run_as(job)
-        except Exception as exc:  # no account to read them as (collection.NoAccount)
+        except Exception as exc:  # no account to read them as (unix.NoAccount)
             return {"error": str(exc)}
         argv = [sys.executable, "-I", tb_read.__file__,
                 str(job_dir / "code" / where), str(job_dir / "output" / where)]

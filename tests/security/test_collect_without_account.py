@@ -18,7 +18,7 @@ import pytest
 from conftest import Daemon  # type: ignore[import-not-found]
 
 from nai_server.core.trees import UNLIMITED
-from nai_server.host import collection, outputs
+from nai_server.host import collection, outputs, unix
 from nai_server.host.output_helpers import AsRoot, ForkServer
 from nai_server.protocol import TERMINAL_STATES
 from nai_server.testing import wait_for
@@ -39,7 +39,7 @@ def output() -> Iterator[Path]:
 
 @ROOT
 def test_no_account_means_no_reader_as_root() -> None:
-    with pytest.raises(collection.NoAccount, match="no unix account 'nai-no-such-user'"):
+    with pytest.raises(unix.NoAccount, match="no unix account 'nai-no-such-user'"):
         collection.run_as("nai-no-such-user", personal=False)
     assert collection.run_as("nai-no-such-user", personal=True) == outputs.RunAs()
 
@@ -91,3 +91,18 @@ def test_outputs_of_a_removed_account_are_not_read_as_root(
     assert job.get("output_tree") is None, job
     assert "no unix account" in (job.get("message") or ""), job
     assert (out / "mine").read_text() == "mine\n"  # left in the job's folder
+
+
+@ROOT
+def test_event_files_of_an_owner_without_account_are_not_read(tmp_path: Path) -> None:
+    from nai_server.core.job import Job
+    from nai_server.core.spec import spec_from_dict
+    from nai_server.core.states import JobState
+    from nai_server.host.metrics_ingest import MetricsIngest
+
+    job = Job(id=1, user="nai-no-such-user", state=JobState.RUNNING, submitted_at=0.0,
+              spec=spec_from_dict({"command": "x", "metrics": {"tensorboard": "runs"}}))
+    (tmp_path / "jobs" / "1" / "output" / "runs").mkdir(parents=True)
+    ingest = MetricsIngest(tmp_path / "jobs",
+                           run_as=lambda job: collection.run_as(job.user, False))
+    assert "no unix account" in ingest.read_events(job, {}).get("error", "")
