@@ -144,11 +144,13 @@ class Jobs:
         return spec
 
     def submit(self, caller: Caller, spec: JobSpec, code_tree: str | None, *,
-               code_from_model: bool = False, dry_run: bool = False) -> JobInfo:
+               code_from_model: bool = False, dry_run: bool = False,
+               made_by: str | None = None) -> JobInfo:
         """Queue a job. Its dataset and model are pinned now to the exact versions the
         caller may read (the job keeps them however the names move later). `dry_run`:
         checked exactly so, but nothing is created; the answer is the job as it would
-        be queued (id 0), with when it would start (see `would_start`)."""
+        be queued (id 0), with when it would start (see `would_start`). `made_by`: the
+        server's own request that submits it (Job.made_by), never a user's spec."""
         spec = self.screen(caller, spec)
         check_fits(self.runtime, spec.gpus, spec.gpu_memory)
         if spec.nodes > 1 and self.config.launcher != "slurm":
@@ -181,6 +183,7 @@ class Jobs:
             job = Job(
                 id=0, user=caller.user, group=spec.group, state=JobState.QUEUED, spec=spec,
                 code_tree=code_tree, submitted_at=self.clock(), time_limit=limit,
+                made_by=made_by,
                 dataset=None if dataset is None else Pin(dataset.name, dataset.version,
                                                           dataset.tree_id),
                 model=None if model is None else Pin(model.name, model.version, model.tree_id))

@@ -230,8 +230,15 @@ class Registry:
                           f"(`nai dataset push` and `nai model push` do both)") from exc
         return (sum(1 for e in entries if e.kind == "file"), sum(e.size for e in entries))
 
-    def _metadata(self, caller: Caller, metadata: dict[str, Any]) -> dict[str, Any]:
-        """Metadata as stored: size-capped, with lineage references pinned to versions."""
+    def _metadata(self, caller: Caller, metadata: dict[str, Any],
+                  made: bool = False) -> dict[str, Any]:
+        """Metadata as stored: size-capped, with lineage references pinned to versions;
+        the server's own keys only in what it `made` (a job's outputs)."""
+        if not made:
+            try:
+                rules.check_user_metadata(metadata)
+            except RefError as exc:
+                raise Invalid(str(exc)) from exc
         if len(orjson.dumps(metadata)) > MAX_METADATA_BYTES:
             raise Invalid(f"metadata is larger than {MAX_METADATA_BYTES // 1024} KiB; keep "
                           f"large files (curves, samples) in the version's tree")
@@ -263,7 +270,8 @@ class Registry:
         v = {"version": number, "tag": body.tag, "tree_id": body.tree_id, "size": size,
              "files": files, "created_at": self.clock(), "created_by": caller.user,
              "description": body.description,
-             "metadata": self._metadata(caller, body.metadata), "deleted": False,
+             "metadata": self._metadata(caller, body.metadata, made=own_tree),
+             "deleted": False,
              "used_by": []}
         doc["versions"].append(v)
         doc["next_version"] = number + 1

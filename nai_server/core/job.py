@@ -132,6 +132,9 @@ class Job:
     preemptions: int = 0
     output_tree: str | None = None
     registered: str | None = None  # `register_model`: the version it made, e.g. "m@3"
+    # Which of the server's own requests submitted it (core.processing.ANNOTATE for
+    # `nai dataset annotate`); None for a job a user's spec describes. No spec sets it.
+    made_by: str | None = None
     # Keys of the document this record does not know: kept so a round trip loses nothing.
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
@@ -198,7 +201,7 @@ class Job:
             "runs": tuple(Run(float(s), float(e), int(g)) for s, e, g in runs) if runs else (),
             "preemptions": int(get("preemptions") or 0),
             "output_tree": get("output_tree"), "registered": get("registered"),
-            "extra": _extra(doc),
+            "made_by": get("made_by"), "extra": _extra(doc),
         })
 
     def to_doc(self) -> Doc:

@@ -35,6 +35,7 @@ def processor_lineage(env: Mapping[str, str]) -> dict[str, Any] | None:
 # --- annotators (`nai dataset annotate`) ----------------------------------------------
 
 ANNOTATOR_VAR = "ANNOTATOR"
+ANNOTATE = "annotate"  # a Job's `made_by` when `nai dataset annotate` submitted it
 ANNOTATOR_OPTIONS_VAR = "ANNOTATOR_OPTIONS"
 ANNOTATOR_VERSION_VAR = "ANNOTATOR_VERSION"
 ANNOTATE_UNTIL_VAR = "ANNOTATE_SECONDS"  # the job's time limit: the runner ends cleanly before
@@ -67,8 +68,11 @@ def annotator_lineage(env: Mapping[str, str]) -> dict[str, Any] | None:
 KEPT_WHEN_STOPPED = (JobState.CANCELLED, JobState.TIMED_OUT)
 
 
-def keeps_labels(env: Mapping[str, str], final: str) -> bool:
+def keeps_labels(made_by: str | None, final: str) -> bool:
     """Whether a job that ended `final` without finishing still registers its output: an
     annotate job's labels are people's work, saved as the next version when the session
-    is cancelled or runs out of time too (a processing job's partial output is not)."""
-    return ANNOTATOR_VAR in env and final in KEPT_WHEN_STOPPED
+    is cancelled or runs out of time too (a processing job's partial output is not).
+    Known by the job's `made_by`, which only the annotate request sets: any job may
+    set ANNOTATOR in its env, and keeping a stopped job's partial outputs is not theirs
+    to ask."""
+    return made_by == ANNOTATE and final in KEPT_WHEN_STOPPED

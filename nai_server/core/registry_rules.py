@@ -80,6 +80,22 @@ def format_ref(name: str, version: int) -> str:
     return f"{name}@{version}"
 
 
+# Metadata only the server writes (app.finetune_origin, on a version made by fine-tuning):
+# `finetune_code` names the version whose files `nai finetune` runs, so a user setting
+# it on their own version could have whoever fine-tunes it run another's model's files.
+SERVER_METADATA = ("finetune_code",)
+
+
+def check_user_metadata(metadata: Mapping[str, Any]) -> None:
+    """Refuse what a client may not set in a version's metadata (RefError)."""
+    for key in SERVER_METADATA:
+        if key in metadata:
+            raise RefError(
+                f"metadata.{key} is set by the server only, on a version made by "
+                f"`nai finetune`; remove it (to make a version fine-tunable, push it "
+                f"with the code that trains it and a finetune_command)")
+
+
 def finetune_code(base: Version | None, name: str) -> str | None:
     """The version whose files hold the code that fine-tunes `base` (model `name`): the
     one its metadata names (`finetune_code`, a version made by fine-tuning), else itself."""

@@ -52,10 +52,14 @@ class Collected:
 
 def run_as(user: str, personal: bool) -> outputs.RunAs:
     """The account a helper reading `user`'s files runs as (the daemon's own when it
-    is not root, or in personal mode)."""
-    account = None if personal else unix.unix_account(user)
-    if account is None or os.geteuid() != 0:
+    is not root, or in personal mode). NoAccount when the daemon is root, shared, and
+    `user` has no account: never the daemon's own then."""
+    if personal or os.geteuid() != 0:
         return outputs.RunAs()
+    account = unix.unix_account(user)
+    if account is None:
+        raise unix.NoAccount(user, "nothing of its outputs was read (never as root); "
+                                   "they stay in the job's folder")
     return outputs.RunAs(account.pw_uid, account.pw_gid, tuple(unix.unix_groups(user)))
 
 
@@ -75,7 +79,8 @@ class OutputCollection:
         self.executor = executor or ThreadPoolExecutor(2, thread_name_prefix="nai-collect")
         self._under_way: dict[int, tuple[Ended, Future[tuple[str | None, str | None]]]] = {}
         self._helpers: set[outputs.Helper] = set()  # killed at close
-        self.forks = ForkServer()  # forks the readers: no Python started per job
+        # Forks the readers (no Python started per job); as the daemon only when personal.
+        self.forks = ForkServer(as_daemon=personal)
         self.before = before  # what else is read of an ended job first (its metrics)
 
     def __contains__(self, job_id: object) -> bool:
@@ -125,6 +130,9 @@ class OutputCollection:
             tree = outputs.collect(self.blobs, output, self.limits,
                                    run_as(job.user, self.personal), self.timeout,
                                    self._helpers, self.forks)
+        except unix.NoAccount as exc:
+            log.warning("job %s: outputs not collected: %s", job.id, exc)
+            return None, str(exc)
         except TreeError as exc:
             log.warning("job %s: outputs not collected: %s", job.id, exc)
             return None, str(exc)

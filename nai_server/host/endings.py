@@ -72,7 +72,7 @@ class JobEndings:
             changes.update(self._register(job, job.spec.register_model, tree))
         elif job.spec.register_dataset and (
                 final == JobState.SUCCEEDED  # or a stopped session's labels:
-                or (tree is not None and keeps_labels(job.spec.env, final))):
+                or (tree is not None and keeps_labels(job.made_by, final))):
             changes.update(self._register(job, job.spec.register_dataset, tree, "dataset"))
         self.jobs.update(job.id, **changes)
         log.info("job %s ended: %s (exit %s)", job.id, final, code)

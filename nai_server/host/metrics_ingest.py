@@ -183,7 +183,10 @@ class MetricsIngest:
         """Run the reader as the job's owner; its answer ({"error"} if it failed)."""
         job_dir = self.jobs_dir / str(job.id)
         where = (job.spec.metrics or {})["tensorboard"]
-        run_as = self.run_as(job)
+        try:
+            run_as = self.run_as(job)
+        except Exception as exc:  # no account to read them as (unix.NoAccount)
+            return {"error": str(exc)}
         argv = [sys.executable, "-I", tb_read.__file__,
                 str(job_dir / "code" / where), str(job_dir / "output" / where)]
         try:

@@ -6,7 +6,8 @@ Starting Python for every job that ends is most of what collecting a small job's
 outputs costs (tens of milliseconds, more on a loaded host; a cluster ends many jobs a
 second). This process starts once, with output_walk loaded, and forks a reader per
 request instead: each request is one message, "uid NUL gid NUL groups NUL max_entries
-NUL path" (uid -1: stay as this process is), with the write end of the answer pipe
+NUL path" (uid -1: stay as this process is; refused when it is root unless it was
+started with --as-daemon, for personal mode), with the write end of the answer pipe
 attached. The child drops the socket and every other descriptor, starts a session of
 its own, takes the owner's groups, gid and uid (after which, having changed uid, it may
 not be traced by the owner), and writes output_walk's answer to the pipe, exactly as
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from types import ModuleType
 
 MAX_REQUEST = 1 << 16
+AS_DAEMON = "--as-daemon"  # readers may stay as this process (personal mode)
 
 
 def _walker() -> ModuleType:
@@ -41,8 +43,9 @@ def _walker() -> ModuleType:
     return module
 
 
-def serve(sock: socket.socket) -> int:
+def serve(sock: socket.socket, as_daemon: bool = False) -> int:
     walker = _walker()
+    stay = as_daemon or os.geteuid() != 0  # uid -1 allowed: not root, or personal
     while True:
         try:
             message, fds, _flags, _addr = socket.recv_fds(sock, MAX_REQUEST, 1)
@@ -51,7 +54,9 @@ def serve(sock: socket.socket) -> int:
         if not message:
             return 0  # the daemon is gone
         _reap()
-        if len(fds) != 1:
+        if len(fds) != 1 or not (stay or _owner(message) >= 0):
+            # A root server reads nobody's files as root: a user's output/ read so
+            # would take what they may not read (a hard link to a root-owned file).
             for fd in fds:
                 os.close(fd)
             sock.send(b"-")
@@ -70,6 +75,14 @@ def serve(sock: socket.socket) -> int:
             socket.send_fds(sock, [str(pid).encode()], [pidfd])
         finally:
             os.close(pidfd)
+
+
+def _owner(message: bytes) -> int:
+    """The uid a request asks for (-1 if it is not a number)."""
+    try:
+        return int(message.split(b"\0", 1)[0])
+    except ValueError:
+        return -1
 
 
 def _reap() -> None:
@@ -108,4 +121,4 @@ def _child(walker: ModuleType, sock: socket.socket, message: bytes, out_fd: int)
 
 
 if __name__ == "__main__":
-    sys.exit(serve(socket.socket(fileno=0)))
+    sys.exit(serve(socket.socket(fileno=0), AS_DAEMON in sys.argv[1:]))

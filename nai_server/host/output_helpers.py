@@ -28,6 +28,7 @@ log = logging.getLogger("nai.outputs")
 ANSWER_TIMEOUT = 10.0  # seconds the server may take to fork a reader
 RETRY_AFTER = 60.0  # seconds without a server after one failed (helpers meanwhile)
 ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+AS_DAEMON = "--as-daemon"  # the server's flag: readers may run as it (output_forks)
 
 
 class Forked:
@@ -66,10 +67,18 @@ class Forked:
         return 0
 
 
-class ForkServer:
-    """One fork server for the daemon's collections (thread-safe)."""
+class AsRoot(Exception):
+    """A reader asked to run as a root daemon that is not personal (no OSError: no
+    helper of its own is started instead, which would run as root as well)."""
 
-    def __init__(self) -> None:
+
+class ForkServer:
+    """One fork server for the daemon's collections (thread-safe). Its readers run as
+    the daemon (uid None) only if `as_daemon` (personal mode) or the daemon is not
+    root: a root daemon's server refuses them otherwise."""
+
+    def __init__(self, as_daemon: bool = False) -> None:
+        self.as_daemon = as_daemon
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
@@ -77,7 +86,10 @@ class ForkServer:
 
     def spawn(self, uid: int | None, gid: int | None, groups: tuple[int, ...],
               path: Path, max_entries: int) -> Forked:
-        """A reader of `path` as uid/gid/groups (None: as the daemon)."""
+        """A reader of `path` as uid/gid/groups (None: as the daemon, which a root
+        daemon refuses unless `as_daemon`: AsRoot)."""
+        if uid is None and not self.as_daemon and os.geteuid() == 0:
+            raise AsRoot(f"{path}: not read as root (no account to read it as)")
         request = b"\0".join([
             str(-1 if uid is None else uid).encode(), str(-1 if gid is None else gid).encode(),
             ",".join(str(g) for g in groups).encode(), str(max_entries).encode(),
@@ -119,7 +131,8 @@ class ForkServer:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", output_forks.__file__], stdin=theirs.fileno(),
+                [sys.executable, "-I", "-S", output_forks.__file__,
+                 *([AS_DAEMON] if self.as_daemon else [])], stdin=theirs.fileno(),
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/", env=ENV,
                 close_fds=True, start_new_session=True)
         except BaseException:

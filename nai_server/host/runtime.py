@@ -134,6 +134,7 @@ class JobRuntime:
     def tick(self, now: float | None = None) -> None:
         now = self.clock() if now is None else now
         snapshot = self._probe = self.gpus.probe()
+        self.run_times.prime()  # the archive's history, once, outside the lock
         # settled(): never launch a job whose submission a failed flush may take back.
         with self.lock.settled():
             hot = self.jobs.hot()

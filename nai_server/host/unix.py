@@ -15,6 +15,16 @@ def user_name(uid: int) -> str | None:
         return None
 
 
+class NoAccount(Exception):
+    """A job's owner has no unix account here (removed, or the account service did not
+    answer): a root daemon then neither runs the job nor reads its files, since doing
+    so as itself would do as root what the owner may not."""
+
+    def __init__(self, user: str, what: str) -> None:
+        super().__init__(f"no unix account {user!r} on this server (removed, or the account "
+                         f"service did not answer); {what}")
+
+
 def unix_account(name: str) -> pwd.struct_passwd | None:
     try:
         return pwd.getpwnam(name)

@@ -90,7 +90,8 @@ def copy_version(source: ServerClient, target: ServerClient, kind: str, name: st
     if recorded.id != tree.id:
         raise NaiError(f"{target.name} recorded the tree as {recorded.id}, not {tree.id}; "
                        f"nothing was registered")
-    metadata = dict(version.metadata)
+    # finetune_code names a version of the source server's (and only the server sets it).
+    metadata = {k: v for k, v in version.metadata.items() if k != "finetune_code"}
     try:
         target.registry_entry(kind, name)
     except NotFound:

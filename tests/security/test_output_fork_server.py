@@ -26,7 +26,7 @@ NOBODY = outputs.RunAs(65534, 65534, ())
 
 @pytest.fixture
 def forks() -> Iterator[ForkServer]:
-    server = ForkServer()
+    server = ForkServer(as_daemon=True)  # as a personal daemon: readers may stay as it
     yield server
     server.close()
 
