@@ -42,6 +42,9 @@ def launch_request(job: Job, gpus: tuple[int, ...], job_dir: Path, blobs: BlobSt
     its own, or a writable copy: `code_snapshot`), its environment, and its cgroup
     (made last)."""
     account = None if personal else unix.unix_account(job.user)
+    if account is None and not personal and os.geteuid() == 0:
+        raise unix.NoAccount(job.user, "a job never runs as root: submit it again once "
+                                       "the account is back")
     uid = gid = None
     groups: tuple[int, ...] = ()
     if account is not None and os.geteuid() == 0:

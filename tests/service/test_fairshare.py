@@ -1,9 +1,10 @@
 """Fair share, quotas, preemption and backfill estimates in the daemon: a multi-user
 service on fake GPUs with a clock the test moves, running real job processes.
 
-The test's own unix user submits through the in-process API; a second user ("light"),
-who needs no unix account here, submits through the service (their jobs then run as
-the daemon's user)."""
+The test's own unix user submits through the in-process API; a second user ("light")
+submits through the service. "light" has no unix account here, and a root daemon never
+runs a job without one, so the fixture lends "light" the test user's account (their
+jobs then run as the test's user)."""
 
 from __future__ import annotations
 
@@ -76,7 +77,10 @@ class Server:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
+def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
+    account = unix.unix_account
+    monkeypatch.setattr(unix, "unix_account",
+                        lambda name: account(ME if name == "light" else name))
     now = [T0]
     service = make_service(
         tmp_path / "s", mode="multi-user", clock=lambda: now[0], jobs={"cancel_grace_seconds": 30}
@@ -301,3 +305,15 @@ def test_est_start_counts_on_run_times_learned_from_finished_jobs(server: Server
     # Behind `wide`, which is expected to run an hour of its ten.
     assert dry.json()["est_start"] == pytest.approx(started + 2 * HOUR)
     server.open("b")
+
+
+def test_a_job_whose_owner_has_no_account_never_runs_as_root(server: Server,
+                                                              tmp_path: Path) -> None:
+    # The account went away between submit and launch (removed, or LDAP did not
+    # answer): the root daemon fails the job rather than run it as itself.
+    ran = tmp_path / "ran"
+    job = server.submit_as("ghost", f"id -u > {ran}", gpus=0)
+    info = server.wait(job, *ENDED)
+    assert info["state"] == "failed"
+    assert "no unix account 'ghost'" in info["message"]
+    assert not ran.exists()
