@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from nai_server.core.job import Job
 from nai_server.host import metrics_ingest, tb_read
 
 HOLDER = """\
@@ -35,7 +36,8 @@ def test_a_pipe_held_open_by_an_escaped_process_does_not_hold_the_reader(
                                  MAX_FILES=tb_read.MAX_FILES)
     monkeypatch.setattr(metrics_ingest, "tb_read", fake)
     monkeypatch.setattr(metrics_ingest, "TB_TIMEOUT", 1.0)
-    job = {"id": 1, "user": "root", "spec": {"metrics": {"tensorboard": "runs"}}}
+    job = Job.from_doc({"id": 1, "user": "root", "state": "running", "submitted_at": 0.0,
+                        "spec": {"command": "x", "metrics": {"tensorboard": "runs"}}})
     (tmp_path / "jobs" / "1" / "code").mkdir(parents=True)
     answers: list[dict] = []
     reader = threading.Thread(
