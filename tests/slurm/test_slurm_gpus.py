@@ -87,9 +87,12 @@ def test_nai_gpus_lists_the_clusters_gpus_and_who_holds_them(
         return GpuList.model_validate(got.json())
 
     try:
+        # Slurm may show the job running a moment before the daemon has recorded
+        # its Slurm id (sbatch's answer): wait for both.
         gpus = wait_for(lambda: (g := listing()) and sum(x.slurm_job is not None
-                                                         for x in g.gpus) == 3 and g,
-                        timeout=60, what="three of the cluster's GPUs to be held")
+                                                         for x in g.gpus) == 3
+                        and sum(x.job is not None for x in g.gpus) == 2 and g,
+                        timeout=60, what="three of the cluster's GPUs to be held, two by nai")
     finally:
         gate.touch()
     assert gpus.cluster == "slurm"
