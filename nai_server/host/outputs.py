@@ -243,7 +243,7 @@ class _Batch:
         self.blobs = blobs
         self.pending: list[tuple[BlobSink, str]] = []
         self.bytes = 0
-        self.unsynced_names = False  # blobs moved into place since the last sync
+        self.unsynced_names = False  # blobs named (or found) since the last sync
 
     def add(self, src: _Frames, limit: int, name: str) -> tuple[str, int]:
         """Write one file to a temp file; (digest, size). TreeError naming `name` once
@@ -259,7 +259,15 @@ class _Batch:
             sink.discard()
             raise
         digest = sink.hasher.hexdigest()
-        self.pending.append((sink, self.blobs.blob_path_trusted(digest)))
+        final = self.blobs.blob_path_trusted(digest)
+        if os.path.isfile(final):
+            # Stored already, its bytes on disk before it was named: keep that one, and
+            # sync before the tree is recorded, in case its name is not durable yet (a
+            # collection or upload beside this one may have just given it).
+            sink.discard()
+            self.unsynced_names = True
+            return digest, sink.size
+        self.pending.append((sink, final))
         self.bytes += sink.size
         if len(self.pending) >= BATCH_FILES or self.bytes >= BATCH_BYTES:
             self.flush()

@@ -5,6 +5,7 @@ batch's sync and its publish leaves only whole blobs behind."""
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -147,3 +148,29 @@ def test_a_refused_file_mid_batch_leaves_no_temp_file_and_no_tree(
     assert list((store.root / "trees").iterdir()) == []
     # Only the first batch, published before the refusal, whole.
     assert stored_blobs(store) == sorted(sha(FILES[f"part{i}.bin"]) for i in range(2))
+
+
+def test_outputs_already_stored_are_kept_and_synced_once_before_the_tree(
+        store: BlobStore, output: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = collect(store, output, LIMITS, RunAs(), 60)
+    inodes = {d: os.stat(store.blob_path(d)).st_ino for d in stored_blobs(store)}
+    events: list[str] = []
+    real_sync, real_put_tree = BlobStore.sync, BlobStore.put_tree
+
+    def sync(self: BlobStore) -> None:
+        events.append("sync")
+        real_sync(self)
+
+    def put_tree(self: BlobStore, entries):  # type: ignore[no-untyped-def]
+        events.append("tree")
+        return real_put_tree(self, entries)
+
+    monkeypatch.setattr(BlobStore, "sync", sync)
+    monkeypatch.setattr(BlobStore, "publish", lambda self, sinks: pytest.fail("published"))
+    monkeypatch.setattr(BlobStore, "put_tree", put_tree)
+    assert collect(store, output, LIMITS, RunAs(), 60) == first
+    # The blobs there are kept; one sync covers names that a collection or upload beside
+    # this one may have given them a moment ago, before the tree names them.
+    assert {d: os.stat(store.blob_path(d)).st_ino for d in stored_blobs(store)} == inodes
+    assert events == ["sync", "tree"]
+    assert list((store.root / "tmp").iterdir()) == []
