@@ -28,12 +28,17 @@ from nai_server.core.trees import Limits, TreeError, parse_manifest
 from nai_server.host import output_walk
 from nai_server.host.output_helpers import Forked, ForkServer
 from nai_server.host.output_walk import ERROR, FRAME
-from nai_server.store.blobs import BlobStore
+from nai_server.store.blobs import CHUNK, BlobStore
+from nai_server.store.pack import BlobSink
 
 log = logging.getLogger("nai.outputs")
 Helper = subprocess.Popen[bytes] | Forked  # a reader: a process of its own, or forked
 _PLACEHOLDER = "0" * 64
 _MAX_LISTING = 64 << 20  # bytes of the listing line
+# Files stored are made durable together (one syncfs) when a batch reaches either size;
+# the bytes bound keeps what waits in the store's temp folder small.
+BATCH_FILES = 512
+BATCH_BYTES = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -46,7 +51,7 @@ class RunAs:
 
 
 class _Frames:
-    """A file-like view of one file's frames, for BlobStore.put_stream."""
+    """A file-like view of one file's frames, read into the store by _Batch.add."""
 
     def __init__(self, stream: DeadlineStream, rel: str) -> None:
         self.stream, self.rel, self.done = stream, rel, False
@@ -207,16 +212,84 @@ def _receive(blobs: BlobStore, stream: DeadlineStream, limits: Limits) -> str:
         if isinstance(entry, dict) and entry.get("kind") == "file":
             entry["sha256"] = _PLACEHOLDER
     parse_manifest(listed, limits)
-    total = 0
-    for entry in listed:
-        if entry["kind"] != "file":
-            continue
-        rel = entry["path"]
-        digest, size = blobs.put_stream(_Frames(stream, rel),  # type: ignore[arg-type]
-                                        limits.max_file_size, rel)
-        total += size
-        if total > limits.max_total_size:
-            raise TreeError([("", f"outputs grew past the limit of {limits.max_total_size} "
-                                  f"bytes while being stored")])
-        entry["sha256"], entry["size"] = digest, size
+    batch = _Batch(blobs)
+    try:
+        total = 0
+        for entry in listed:
+            if entry["kind"] != "file":
+                continue
+            rel = entry["path"]
+            digest, size = batch.add(_Frames(stream, rel), limits.max_file_size, rel)
+            total += size
+            if total > limits.max_total_size:
+                raise TreeError([("", f"outputs grew past the limit of "
+                                      f"{limits.max_total_size} bytes while being stored")])
+            entry["sha256"], entry["size"] = digest, size
+        batch.finish()
+    finally:
+        batch.drop()
+    # Recorded only now: every blob it names is durable under its digest.
     return blobs.put_tree(parse_manifest(listed, limits))
+
+
+class _Batch:
+    """Output files on their way into the store, made durable a batch at a time: the
+    bytes of a batch's sealed temp files by one `sync`, only then moved to their
+    digests (`publish`), whose names the next `sync` makes durable. No blob appears
+    under its digest before its bytes are on disk; an fsync per file (two, with its
+    folder) cost more than the rest of collecting a small file."""
+
+    def __init__(self, blobs: BlobStore) -> None:
+        self.blobs = blobs
+        self.pending: list[tuple[BlobSink, str]] = []
+        self.bytes = 0
+        self.unsynced_names = False  # blobs named (or found) since the last sync
+
+    def add(self, src: _Frames, limit: int, name: str) -> tuple[str, int]:
+        """Write one file to a temp file; (digest, size). TreeError naming `name` once
+        it holds more than `limit` bytes."""
+        sink = self.blobs.new_sink()
+        try:
+            while chunk := src.read(CHUNK):
+                sink.write(chunk)
+                if sink.size > limit:
+                    raise TreeError([(name, f"file grew past the limit of {limit} bytes")])
+            sink.seal(sync=False)
+        except BaseException:
+            sink.discard()
+            raise
+        digest = sink.hasher.hexdigest()
+        final = self.blobs.blob_path_trusted(digest)
+        if os.path.isfile(final):
+            # Stored already, its bytes on disk before it was named: keep that one, and
+            # sync before the tree is recorded, in case its name is not durable yet (a
+            # collection or upload beside this one may have just given it).
+            sink.discard()
+            self.unsynced_names = True
+            return digest, sink.size
+        self.pending.append((sink, final))
+        self.bytes += sink.size
+        if len(self.pending) >= BATCH_FILES or self.bytes >= BATCH_BYTES:
+            self.flush()
+        return digest, sink.size
+
+    def flush(self) -> None:
+        """Make the pending files' bytes durable, then move them to their digests."""
+        batch, self.pending, self.bytes = self.pending, [], 0
+        if batch:
+            self.blobs.sync()
+            self.unsynced_names = True
+            self.blobs.publish(batch)
+
+    def finish(self) -> None:
+        """Flush the last batch and make every name given so far durable."""
+        self.flush()
+        if self.unsynced_names:
+            self.blobs.sync()
+            self.unsynced_names = False
+
+    def drop(self) -> None:
+        """Remove the temp files of a batch never published (after an error)."""
+        batch, self.pending, self.bytes = self.pending, [], 0
+        for sink, _ in batch:
+            sink.discard()
