@@ -140,11 +140,6 @@ class BlobStore:
         self._write_new(data, self.path_of(digest))
         return digest
 
-    def put_stream(self, src: BinaryIO, limit: int, name: str) -> tuple[str, int]:
-        """Store what `src.read` yields until it returns b""; return (digest, size).
-        TreeError naming `name` once it holds more than `limit` bytes."""
-        return self._store_stream(src, limit, name)
-
     def receiver(self, max_blob_size: int, holder: str | None = None, *,
                  sees_all: bool | None = None) -> PackReceiver:
         """Start receiving a packed upload (see PackReceiver); `holder`: the user whose
@@ -223,20 +218,6 @@ class BlobStore:
         except BaseException:
             sink.discard()
             raise
-
-    def _store_stream(self, src: BinaryIO, limit: int | None, name: str = "") -> tuple[str, int]:
-        sink = BlobSink(self._tmp)
-        try:
-            while chunk := src.read(CHUNK):
-                sink.write(chunk)
-                if limit is not None and sink.size > limit:
-                    raise TreeError([(name, f"file grew past the limit of {limit} bytes")])
-            digest = sink.hasher.hexdigest()
-            self._commit(sink, self.path_of(digest))
-        except BaseException:
-            sink.discard()
-            raise
-        return digest, sink.size
 
     # -- trees ---------------------------------------------------------------------------
 
