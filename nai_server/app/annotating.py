@@ -16,7 +16,7 @@ from pathlib import Path
 
 from nai_server.app.accounts import Caller
 from nai_server.app.jobs import Jobs
-from nai_server.core.processing import ANNOTATOR_VAR
+from nai_server.core.processing import ANNOTATE
 from nai_server.core.states import JobState
 from nai_server.host import job_app
 from nai_server.host.replica_http import Answer, ReplicaFailed, exchange
@@ -58,7 +58,7 @@ class JobApps:
 
     def _reachable(self, caller: Caller, job_id: int) -> tuple[int, Path]:
         job = self.jobs.readable(caller, job_id)  # 403 if not
-        if ANNOTATOR_VAR not in job.spec.env:
+        if job.made_by != ANNOTATE:  # the annotate request's job, not a look-alike spec
             raise NotFound(f"job {job_id} serves no app (`nai dataset annotate` starts one)")
         if job.state != JobState.RUNNING:
             raise Unavailable(f"job {job_id} is {job.state}; its app is there while it "

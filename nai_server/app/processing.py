@@ -23,7 +23,7 @@ from nai_server.app.accounts import Caller
 from nai_server.app.jobs import Jobs
 from nai_server.app.registry import Registry
 from nai_server.app.submit_checks import time_limit
-from nai_server.core.processing import ANNOTATE, annotator_env, processor_env
+from nai_server.core.processing import ANNOTATE, PROCESS, annotator_env, processor_env
 from nai_server.core.spec import SpecError, spec_from_dict
 from nai_server.plugins import PluginRegistry
 from nai_server.plugins.contracts import Kind
@@ -93,4 +93,4 @@ class Processing:
         if os.environ.get("PYTHONPATH"):  # where the server's environment finds plugins
             env["PYTHONPATH"] = os.environ["PYTHONPATH"]
         return self.jobs.submit(caller, dataclasses.replace(spec, env=env), None,
-                                made_by=ANNOTATE if kind == Kind.ANNOTATOR else None)
+                                made_by=ANNOTATE if kind == Kind.ANNOTATOR else PROCESS)

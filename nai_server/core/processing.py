@@ -36,6 +36,7 @@ def processor_lineage(env: Mapping[str, str]) -> dict[str, Any] | None:
 
 ANNOTATOR_VAR = "ANNOTATOR"
 ANNOTATE = "annotate"  # a Job's `made_by` when `nai dataset annotate` submitted it
+PROCESS = "process"  # ... and when `nai dataset process` did
 ANNOTATOR_OPTIONS_VAR = "ANNOTATOR_OPTIONS"
 ANNOTATOR_VERSION_VAR = "ANNOTATOR_VERSION"
 ANNOTATE_UNTIL_VAR = "ANNOTATE_SECONDS"  # the job's time limit: the runner ends cleanly before

@@ -18,7 +18,12 @@ from typing import Any
 
 from nai_server.core.job import Job
 from nai_server.core.metric_summary import Summary, check_metric_choice, headline
-from nai_server.core.processing import annotator_lineage, processor_lineage
+from nai_server.core.processing import (
+    ANNOTATE,
+    PROCESS,
+    annotator_lineage,
+    processor_lineage,
+)
 from nai_server.host import jobfiles
 from nai_server.store.blobs import BlobStore
 
@@ -161,10 +166,12 @@ def output_metadata(job: Job, job_dir: Path, chosen: Mapping[str, Any] | None) -
             "name": chosen["name"], "direction": directions[chosen["name"]]}
     metadata["lineage"] = lineage_of(job.id, job.code_tree,
                                      {kind: pinned(job, kind) for kind in MOUNTS})
-    processor = processor_lineage(job.spec.env)  # a `nai dataset process` job's
+    # Named only for the jobs the server's own requests made: any spec may set the
+    # variables they are read from.
+    processor = processor_lineage(job.spec.env) if job.made_by == PROCESS else None
     if processor is not None:
         metadata["lineage"]["processor"] = processor
-    annotator = annotator_lineage(job.spec.env)  # a `nai dataset annotate` job's
+    annotator = annotator_lineage(job.spec.env) if job.made_by == ANNOTATE else None
     if annotator is not None:
         metadata["lineage"]["annotator"] = annotator
     return metadata

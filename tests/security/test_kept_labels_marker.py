@@ -35,3 +35,33 @@ def test_a_user_set_annotator_variable_keeps_nothing_of_a_cancelled_job(
     assert job.get("output_tree"), job  # collected, as any job's outputs
     assert job.get("registered") is None, job
     assert daemon.as_user(alice, "GET", "/v1/datasets/half-done").status == 404
+
+
+def test_a_look_alike_spec_gets_no_app_relay_and_no_plugin_lineage(
+        daemon: Daemon, make_user: Any) -> None:
+    # The variables a processing or annotate job reads are any spec's to set; the
+    # relay to an app and the lineage a version records follow the server's own mark.
+    alice = make_user()
+    assert daemon.admin("user", "add", alice.name).returncode == 0
+    gate = daemon.root / f"gate-{alice.name}"
+    made = daemon.as_user(alice, "POST", "/v1/jobs", {"spec": {
+        "gpus": 0, "register_dataset": "look-alike",
+        "env": {"ANNOTATOR": "labels", "ANNOTATOR_OPTIONS": "{}",
+                "PROCESSOR": "split", "PROCESSOR_OPTIONS": "{}"},
+        "command": f'echo x > "$NAI_OUTPUT_DIR/x"; while [ ! -e {gate} ]; do sleep 0.1;'
+                   f' done'}})
+    assert made.status == 201, made.json()
+    job_id = made.json()["id"]
+    wait_for(lambda: daemon.as_user(alice, "GET", f"/v1/jobs/{job_id}").json()["state"]
+             == "running", what="the job to run")
+    assert daemon.as_user(alice, "GET", f"/v1/jobs/{job_id}/app/").status == 404
+    gate.touch()
+
+    def ended() -> dict[str, Any] | None:
+        job: dict[str, Any] = daemon.as_user(alice, "GET", f"/v1/jobs/{job_id}").json()
+        return job if job["state"] in TERMINAL_STATES else None
+    job = wait_for(ended, what="the job's end")
+    assert job["state"] == "succeeded" and job["registered"] == "look-alike@1", job
+    version = daemon.as_user(alice, "GET", "/v1/datasets/look-alike/versions/1").json()
+    lineage = version["metadata"]["lineage"]
+    assert "annotator" not in lineage and "processor" not in lineage, lineage
