@@ -21,15 +21,20 @@ $(STAMP): pyproject.toml $(PLUGINS:%=%/pyproject.toml)
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/nai demo
 
-# mypy: the whole code base, core/ strictly (pyproject.toml says which parts how).
+# mypy: the whole code base, core/ strictly (pyproject.toml says which parts how), and
+# the first-party plugins, each its own distribution (one `nai_plugins` namespace).
+PLUGIN_PATHS := $(subst $(eval) ,:,$(wildcard plugins/*))
+PLUGIN_SOURCES := $(wildcard plugins/*/nai_plugins/*.py)
 test: $(STAMP)
 	$(BIN)/ruff check nai_server nai_tui nai_metrics plugins tests bench
 	$(BIN)/mypy nai_server nai_tui nai_metrics
+	MYPYPATH="$(PLUGIN_PATHS)" $(BIN)/mypy --explicit-package-bases $(PLUGIN_SOURCES)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check nai_server nai_tui nai_metrics plugins tests bench
 	$(BIN)/mypy nai_server nai_tui nai_metrics
+	MYPYPATH="$(PLUGIN_PATHS)" $(BIN)/mypy --explicit-package-bases $(PLUGIN_SOURCES)
 
 bench: $(STAMP)
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
