@@ -254,11 +254,12 @@ class AnnotatorSessions:
                 doc["annotation"].update(done=True, saved=saved, problem=problem)
                 said = (f"labels saved as {saved}" if saved else
                         f"labels not saved ({problem}); they stay in "
-                        f"{doc['annotation']['dir']}")
+                        f"{doc['annotation']['dir']}" if problem else
+                        "nothing was labelled: no version saved")
                 doc["message"] = "; ".join(m for m in (doc.get("message"), said) if m)
                 doc["updated_at"] = self.services.clock()
                 self.services.records.put(doc)
-            if saved:
+            if not problem:
                 shutil.rmtree(self.root / str(number), ignore_errors=True)
             log.info("annotate session %s: %s", name, said)
         except Exception:
@@ -269,12 +270,15 @@ class AnnotatorSessions:
 
     def _register(self, doc: Doc) -> tuple[str | None, str | None]:
         """The session's folder, read as its user, as the next version of its target:
-        (the version, None) or (None, why not)."""
+        (the version, None), (None, why not), or (None, None) when it holds nothing new
+        (empty, or the source's files alone)."""
         note = doc["annotation"]
         user = doc["user"]
         try:
             tree = outputs.collect(self.blobs, Path(note["dir"]), self.limits,
                                    run_as(user, self.config.personal), self.timeout)
+            if tree == doc["tree_id"] or not self.blobs.get_tree(tree):
+                return None, None  # nothing labelled: no version
             version = self.registry.register_output(
                 self.caller_for(user), note["to"], tree, group=doc["owner"].get("group"),
                 description=f"labels of annotate session {doc['name']} ({note['plugin']} "

@@ -38,7 +38,8 @@ def wait_saved(client: ServerClient, s: ServiceInfo, wait: float = SAVE_WAIT) ->
     """The stopped session once its labels are saved (or could not be), or as it is
     after `wait` seconds."""
     deadline = time.monotonic() + wait
-    while not s.saved and "labels not saved" not in (s.message or ""):
+    while s.saved is None and not any(
+            w in (s.message or "") for w in ("labels not saved", "no version saved")):
         if time.monotonic() > deadline:
             break
         time.sleep(0.3)

@@ -72,7 +72,8 @@ def saved(daemon: Daemon, user, name: str) -> dict:
     """The session's view once its labels are saved."""
     def done() -> dict | None:
         info = daemon.as_user(user, "GET", f"/v1/services/{name}").json()
-        return info if info.get("saved") or "not saved" in (info.get("message") or "") \
+        said = info.get("message") or ""
+        return info if info.get("saved") or "not saved" in said or "no version" in said \
             else None
     return wait_for(done, timeout=60, what=f"session {name}'s labels to be saved")
 
