@@ -209,11 +209,12 @@ def refuse_served(docs: Iterable[Doc], model: str, versions: Collection[int],
 def check_session_update(doc: Doc, body: ServiceUpdate | None) -> None:
     """An annotate session serves one annotator over one dataset version, from one
     replica (its app keeps the labels in memory), and is reached only as a caller who
-    may read that dataset: no other model, no more replicas, no gateway tokens (None)."""
+    may read that dataset: no other model, no more replicas, not public, no gateway
+    tokens (`body` None)."""
     if not is_session(doc):
         return
     name = doc["name"]
-    if body is None:
+    if body is None or body.public:
         raise Invalid(f"service {name!r} is an annotate session: it is opened through "
                       f"`nai service forward {name}`, as someone who may read its dataset, "
                       f"never with a gateway token")

@@ -108,6 +108,8 @@ def test_no_gateway_token_and_no_forged_session(session) -> None:
     daemon, alice, _bob, _carol = session
     refused = daemon.as_user(alice, "POST", "/v1/services/s1/tokens", {"label": "x"})
     assert refused.status == 400 and b"annotate session" in refused.body, refused.body
+    refused = daemon.as_user(alice, "PATCH", "/v1/services/s1", {"public": True})
+    assert refused.status == 400 and b"annotate session" in refused.body, refused.body
     forged = daemon.as_user(alice, "POST", "/v1/services", {
         "name": "fake", "model": "secret@1", "kind": "annotator",
         "annotation": {"plugin": "labels", "to": "secret", "dir": "/etc", "done": False}})

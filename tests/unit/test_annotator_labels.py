@@ -6,6 +6,7 @@ session, and its labels' lineage."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -14,12 +15,14 @@ import pytest
 from starlette.testclient import TestClient
 
 from nai_plugins import labels
+from nai_server.api.relay import invoke_admit
 from nai_server.config import PluginConfig
 from nai_server.core.processing import annotator_env, is_session, session_lineage, unsaved
 from nai_server.core.service_rules import expired
 from nai_server.plugins import PluginRegistry
 from nai_server.plugins.annotator_replica import Runner
 from nai_server.plugins.contracts import Kind
+from nai_server.protocol import NotFound
 
 
 def dataset(root: Path) -> Path:
@@ -116,3 +119,16 @@ def test_only_the_annotate_requests_documents_are_sessions_and_wait_to_be_saved(
     # A model's service, or one that only looks like a session, is none.
     assert not is_session({**doc, "kind": "model"})
     assert not is_session({k: v for k, v in doc.items() if k != "annotation"})
+
+
+def test_the_gateway_never_reaches_a_session() -> None:
+    class Services:
+        def admit_now(self, caller: object, name: str) -> float:
+            return 1.0
+
+        def admitted(self, name: str) -> dict[str, Any]:
+            return session(state="ready")
+
+    admit = invoke_admit(Services(), None, "s")  # type: ignore[arg-type]  # the gateway's
+    with pytest.raises(NotFound, match="nai service forward s"):
+        asyncio.run(admit())
