@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import stat
-import tempfile
-from pathlib import Path
 
 import pytest
 from conftest import Daemon, needs_root, wait_for  # type: ignore[import-not-found]
 from test_registry_access import Actor, upload_tree  # type: ignore[import-not-found]
 
 from nai_server.host.replicas import SOCKET_DIR, SOCKET_NAME
-from nai_server.testing.plugin_dist import write_dist
+from nai_server.testing.plugin_dist import labels_site
 
 pytestmark = [needs_root]
 
@@ -31,11 +28,7 @@ DATA = {"a.txt": b"a cat sat\n", "b.txt": b"a dog ran\n", "img/c.png": b"\x89PNG
 @pytest.fixture
 def annotating(daemon_factory, make_user, request: pytest.FixtureRequest,
                monkeypatch: pytest.MonkeyPatch):
-    # The labels annotator as pip would install it, where users' replicas can read it.
-    site = write_dist(Path(tempfile.mkdtemp(prefix="nai-site-")), "nai-labels", "1.2.0", {},
-                      {"nai.annotators": {"labels2": "nai_plugins.labels"}})
-    request.addfinalizer(lambda: shutil.rmtree(site, ignore_errors=True))
-    monkeypatch.setenv("PYTHONPATH", f"{site}:{os.environ.get('PYTHONPATH', '')}")
+    labels_site(request, monkeypatch, "labels2", "1.2.0")
     daemon: Daemon = daemon_factory(plugins={"labels2": {}})
     daemon.start()
     alice, bob = make_user(), make_user()

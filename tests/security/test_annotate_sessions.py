@@ -16,21 +16,15 @@ program) cannot change the dataset it shows.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import os
-import shutil
 import subprocess
 import sys
-import tarfile
-import tempfile
-from pathlib import Path
 
 import pytest
 
 from nai_server.host.replicas import MODEL_DIR
-from nai_server.testing import wait_for
-from nai_server.testing.plugin_dist import write_dist
+from nai_server.testing import upload_tree, wait_for
+from nai_server.testing.plugin_dist import labels_site
 from tests.integration.conftest import Daemon, UnixUser
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="creates unix users: run as root")
@@ -41,10 +35,7 @@ DATA = {"a.txt": b"a cat\n", "b.txt": b"a dog\n"}
 @pytest.fixture
 def session(daemon_factory, make_user, request: pytest.FixtureRequest,
             monkeypatch: pytest.MonkeyPatch):
-    site = write_dist(Path(tempfile.mkdtemp(prefix="nai-site-")), "nai-labels", "1.0", {},
-                      {"nai.annotators": {"labels": "nai_plugins.labels"}})
-    request.addfinalizer(lambda: shutil.rmtree(site, ignore_errors=True))
-    monkeypatch.setenv("PYTHONPATH", f"{site}:{os.environ.get('PYTHONPATH', '')}")
+    labels_site(request, monkeypatch, "labels", "1.0")
     daemon: Daemon = daemon_factory(plugins={"labels": {}})
     daemon.start()
     alice, bob, carol = make_user(), make_user(), make_user()
@@ -119,19 +110,9 @@ def test_no_gateway_token_and_no_forged_session(session) -> None:
 
 def solo_dataset(daemon: Daemon) -> None:
     """Dataset `secret`, owned by group solo (alice alone), set up by root."""
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
-        for data in DATA.values():
-            info = tarfile.TarInfo(hashlib.sha256(data).hexdigest())
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
     with daemon.client() as root:
-        assert root.post("/v1/blobs", content=out.getvalue()).status_code == 201
-        tree = root.post("/v1/trees", json={"entries": [
-            {"path": p, "size": len(d), "sha256": hashlib.sha256(d).hexdigest()}
-            for p, d in DATA.items()]}).json()["id"]
-        made = root.post("/v1/datasets", json={"name": "secret", "tree_id": tree,
-                                               "group": "solo"})
+        made = root.post("/v1/datasets", json={"name": "secret", "group": "solo",
+                                               "tree_id": upload_tree(root, DATA)})
         assert made.status_code == 201, made.text
 
 
