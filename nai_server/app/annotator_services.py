@@ -53,6 +53,7 @@ from nai_server.core.processing import (
     FINISH_PATH,
     HEALTH_PATH,
     annotator_env,
+    is_session,
     session_lineage,
     unsaved,
 )
@@ -99,6 +100,7 @@ class AnnotatorSessions:
         self._guard = threading.Lock()
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="nai-labels")
         services.life.settle = self.settle
+        registry.refuse_annotated = self._refuse_annotated
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -175,6 +177,20 @@ class AnnotatorSessions:
             os.chown(folder, account.pw_uid, account.pw_gid)
         os.chmod(top, 0o700 if self.config.personal else 0o711)
         return folder
+
+    def _refuse_annotated(self, caller: Caller, dataset: str, numbers: list[int]) -> None:
+        """Conflict while a live session shows one of these versions of `dataset` (its
+        replica's files are that version's); naming only the sessions the caller may
+        see. Under the lock (the registry's removal)."""
+        refs = {f"{dataset}@{n}" for n in numbers}
+        live = [d for d in self.services.life.docs() if is_session(d)
+                and d["state"] not in SERVICE_TERMINAL and d["model"] in refs]
+        if not live:
+            return
+        shown = [d["name"] for d in live if self.services._may_read(caller, d)]
+        named = ", ".join(shown) if shown else "a session you cannot see"
+        raise Conflict(f"dataset {dataset} is being labelled in {named}; stop it first "
+                       f"(`nai service stop NAME`: its labels are saved)")
 
     # --- reaching it ------------------------------------------------------------------
 

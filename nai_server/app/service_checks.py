@@ -173,7 +173,7 @@ def serving(docs: Iterable[Doc], model: str, versions: Collection[int],
     found: list[str] = []
     hidden = 0
     for doc in docs:
-        if doc["state"] in SERVICE_TERMINAL:
+        if doc["state"] in SERVICE_TERMINAL or is_session(doc):  # (a session's: a dataset)
             continue
         refs = [ref for ref in sorted({doc["model"], *(r["model"] for r in live(doc))})
                 if _serves(ref, model, versions)]

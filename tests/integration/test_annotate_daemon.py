@@ -152,6 +152,9 @@ def test_a_session_whose_replica_keeps_dying_keeps_its_labels(annotating) -> Non
         answer = daemon.as_user(alice, "GET", app(name, "items"))
         return answer.json() if answer.status == 200 else None
     assert wait_for(back, timeout=60, what="the replica to restart")["labelled"] == 1
+    # The version it shows is not removed under it.
+    refused = daemon.as_user(alice, "DELETE", "/v1/datasets/photos/versions/1")
+    assert refused.status == 409 and name.encode() in refused.body, refused.body
     # An admin stops it: saved all the same, as the session's user's version.
     with daemon.client() as root:
         assert root.delete(f"/v1/services/{name}").status_code == 200
