@@ -193,3 +193,25 @@ def test_a_group_session_takes_members_labels(annotating, make_user) -> None:
     assert entry["owner"] == {"group": "lab"}
     lineage = entry["versions"][0]["metadata"]["lineage"]
     assert lineage["labelled_by"] == [carol.name]
+
+
+def test_a_session_outlives_a_killed_daemon_and_keeps_its_labels(annotating) -> None:
+    daemon, alice, _bob, _tree = annotating
+    name = started(daemon, alice, to="kept")
+    assert daemon.as_user(alice, "POST", app(name, "label"),
+                          {"item": "a.txt", "label": "cat"}).status == 200
+    pid = daemon.as_user(alice, "GET", f"/v1/services/{name}").json()["replica_info"][0]["pid"]
+    daemon.stop(signal.SIGKILL)
+    daemon.start()  # the replica is adopted again, its labels where they were
+
+    def again() -> dict | None:
+        answer = daemon.as_user(alice, "POST", app(name, "label"),
+                                {"item": "b.txt", "label": "dog"})
+        return answer.json() if answer.status == 200 else None
+    assert wait_for(again, timeout=60, what="the session after the restart")["labelled"] == 2
+    shown = daemon.as_user(alice, "GET", f"/v1/services/{name}").json()
+    assert shown["replica_info"][0]["pid"] == pid, shown
+    assert daemon.as_user(alice, "DELETE", f"/v1/services/{name}").status == 200
+    assert saved(daemon, alice, name)["saved"] == "kept@1"
+    assert labels_of(daemon, alice, "kept@1") == [("a.txt", "cat", alice.name),
+                                                  ("b.txt", "dog", alice.name)]
