@@ -109,6 +109,10 @@ class AnnotatorSessions:
 
     def start(self, caller: Caller, name: str, body: DatasetAnnotate) -> ServiceInfo:
         """The session serving `body.plugin` over `name@body.version`, as the caller."""
+        if caller.uid == 0 and not self.config.personal:
+            raise Forbidden("an annotator is a plugin's code over people's data: it runs as "
+                            "the user who starts it, never as root; start the session as "
+                            "your own user")
         version, options, source, target = inputs(
             self.plugins, self.registry, caller, name, body, Kind.ANNOTATOR, "annotator")
         try:

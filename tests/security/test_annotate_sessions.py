@@ -9,8 +9,8 @@ program) cannot change the dataset it shows.
 - bob, in no group of alice's, does not see it; made "shared", he sees it but still may
   not read the dataset: refused;
 - carol may label but not finish nor stop it (alice's, not the group's);
-- no gateway token for a session; a create request naming a session's fields is
-  refused;
+- no gateway token for a session, never public; a create request naming a
+  session's fields is refused; root may not start one (it would run as root);
 - as alice (what her replica could do), the dataset's files cannot be written.
 """
 
@@ -95,8 +95,12 @@ def test_a_labeller_may_not_end_a_session_that_is_not_theirs(session) -> None:
     assert daemon.as_user(alice, "GET", "/v1/services/s1").json()["state"] == "ready"
 
 
-def test_no_gateway_token_and_no_forged_session(session) -> None:
+def test_no_gateway_token_no_forged_session_and_never_as_root(session) -> None:
     daemon, alice, _bob, _carol = session
+    with daemon.client() as root:  # an admin, but the annotator would run as root
+        refused = root.post("/v1/datasets/secret/annotate", json={
+            "plugin": "labels", "options": {"classes": "a,b"}, "name": "as-root"})
+        assert refused.status_code == 403 and "never as root" in refused.text, refused.text
     refused = daemon.as_user(alice, "POST", "/v1/services/s1/tokens", {"label": "x"})
     assert refused.status == 400 and b"annotate session" in refused.body, refused.body
     refused = daemon.as_user(alice, "PATCH", "/v1/services/s1", {"public": True})
