@@ -136,7 +136,9 @@ class AnnotatorSessions:
                 "name": service, "number": number, "kind": ANNOTATOR_KIND,
                 "owner": {"group": body.group} if body.group else {"user": caller.user},
                 "user": caller.user, "model": source.ref, "tree_id": source.tree_id,
-                "command": f"exec {shlex.quote(sys.executable)} -m {RUNNER}",
+                # -P: the dataset's files (the replica's working directory) are data,
+                # never modules this Python imports (a `pluggy.py` in a shared dataset).
+                "command": f"exec {shlex.quote(sys.executable)} -P -m {RUNNER}",
                 "health": HEALTH_PATH, "gpus": body.gpus, "gpu_memory": None,
                 "memory": ram, "cpus": cpus, "replicas": 1, "visibility": body.visibility,
                 "public": False, "idle_timeout": None, "max_batch": None,

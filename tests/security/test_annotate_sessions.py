@@ -11,7 +11,8 @@ program) cannot change the dataset it shows.
 - carol may label but not finish nor stop it (alice's, not the group's);
 - no gateway token for a session, never public; a create request naming a
   session's fields is refused; root may not start one (it would run as root);
-- as alice (what her replica could do), the dataset's files cannot be written.
+- as alice (what her replica could do), the dataset's files cannot be written;
+- a dataset's files named like modules are never imported by its annotator.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -135,3 +137,25 @@ def test_the_replica_cannot_change_the_dataset(session) -> None:
         tried = as_user(alice, code)
         assert tried.returncode != 0 and "PermissionError" in tried.stderr, tried
     assert shown.read_bytes() == DATA["a.txt"]
+
+
+def test_a_datasets_files_are_never_imported_by_its_annotator(session, tmp_path: Path) -> None:
+    # A dataset anyone may share could hold modules named like the annotator's own
+    # (the replica runs in the dataset's folder): the session's user must not run them.
+    daemon, alice, _bob, _carol = session
+    os.chmod(tmp_path, 0o777)
+    marker = tmp_path / "ran"
+    trap = {name: f"open({str(marker)!r}, 'w').write({name!r})\n".encode()
+            for name in ("pluggy.py", "uvicorn.py", "starlette.py", "nai_plugins.py")}
+    with daemon.client() as root:
+        made = root.post("/v1/datasets", json={"name": "trap", "shared": True,
+                                               "tree_id": upload_tree(root, trap)})
+        assert made.status_code == 201, made.text
+    made = daemon.as_user(alice, "POST", "/v1/datasets/trap/annotate",
+                          {"plugin": "labels", "options": {"classes": "a"}, "name": "s2",
+                           "to": "t2"})
+    assert made.status == 201, made.body
+    wait_for(lambda: daemon.as_user(alice, "GET", "/v1/services/s2/invoke/items").status
+             == 200, timeout=60, what="the annotator's app over the trap")
+    assert not marker.exists(), marker.read_text()
+    daemon.as_user(alice, "DELETE", "/v1/services/s2")
