@@ -132,3 +132,21 @@ def test_the_gateway_never_reaches_a_session() -> None:
     admit = invoke_admit(Services(), None, "s")  # type: ignore[arg-type]  # the gateway's
     with pytest.raises(NotFound, match="nai service forward s"):
         asyncio.run(admit())
+
+
+def test_listings_show_a_session_as_an_annotator_over_its_dataset() -> None:
+    from nai_server.app.service_stats import RequestBook, service_info
+    from nai_tui.cli.services import describe, service_rows
+    from nai_tui.tui.screens.services import service_row
+
+    doc = {**session(state="ready"), "owner": {"user": "alice"}, "visibility": "group",
+           "public": False, "replicas": 1, "gpus": 0, "idle_timeout": None,
+           "max_batch": None, "max_wait_ms": None, "created_at": 0.0}
+    info = service_info(doc, RequestBook(), 0.0, True)
+    assert (info.kind, info.plugin, info.labels_to) == ("annotator", "labels 1.0", "photos")
+    assert "photos@1 (annotator labels 1.0)" in service_rows([info])
+    assert service_row(info)[1] == "photos@1 (annotator labels 1.0)"
+    assert "labels go to dataset photos when it stops" in describe(info)
+    done = service_info({**doc, "annotation": {**doc["annotation"], "saved": "photos@2"}},
+                        RequestBook(), 0.0, True)
+    assert "labels saved as photos@2" in describe(done)
