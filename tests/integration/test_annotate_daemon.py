@@ -177,8 +177,10 @@ def test_a_group_session_takes_members_labels(annotating, make_user) -> None:
     # The dataset is shared with the group: its members may label it.
     assert daemon.as_user(alice, "PUT", "/v1/datasets/photos/sharing",
                           {"groups": ["lab"]}).status == 200
-    name = started(daemon, alice, to="lab-labels", group="lab", name="lab-session")
+    name = started(daemon, alice, to="lab-labels", group="lab", name="lab-session", gpus=1)
     assert name == "lab-session"
+    shown = daemon.as_user(alice, "GET", f"/v1/services/{name}").json()
+    assert len(shown["replica_info"][0]["gpus"]) == 1, shown  # asked for: held like a job's
     made = daemon.as_user(carol, "POST", app(name, "label"), {"item": "b.txt", "label": "dog"})
     assert made.status == 200, made.body
     assert daemon.as_user(bob, "GET", app(name, "items")).status in (403, 404)
