@@ -1,6 +1,6 @@
 """The one relay behind the daemon's proxies: a service's replicas
-(`/v1/services/{name}/invoke/{path}`, and the gateway's `/{name}/{path}`) and an annotate
-job's app (`/v1/jobs/{id}/app/{path}`).
+(`/v1/services/{name}/invoke/{path}`, and the gateway's `/{name}/{path}`), an annotate
+session's (a service too: app/annotator_services.py) among them.
 
 Each proxy checks access its own way (an `Admit`: who may call, whether the target is
 up) before a byte of the body is read; the rest is shared: the body read whole up to a
@@ -28,23 +28,22 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from nai_server.api.identity import PEER_KEY
-from nai_server.api.limits import BULK_BODY_LIMIT, JSON_BODY_LIMIT
+from nai_server.api.limits import BULK_BODY_LIMIT
 from nai_server.app.accounts import Caller
+from nai_server.app.annotator_services import AnnotatorSessions
 from nai_server.app.services import Services
 from nai_server.app.use_cases import UseCases
+from nai_server.core.processing import is_session
 from nai_server.core.units import format_size
-from nai_server.protocol import MAX_ID, NAME_PATTERN, ApiError, Invalid
+from nai_server.protocol import NAME_PATTERN, ApiError, Invalid, NotFound
 from nai_server.protocol.services import BodyTooLarge
 
 Headers = list[tuple[bytes, bytes]]
 WHOLE_ANSWER = 64 << 10  # answers up to this size are relayed in one piece
 INVOKE_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 INVOKE_BODY = BULK_BODY_LIMIT  # as api/limits.py lets through to the invoke route
-APP_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
-APP_BODY = JSON_BODY_LIMIT  # as api/limits.py lets through to a job's app
 _NAME = re.compile(NAME_PATTERN)
 _INVOKE = re.compile(r"/v1/services/([^/]+)/invoke/(.*)", re.DOTALL)
-_JOB_APP = re.compile(r"/v1/jobs/([0-9]+)/app/(.*)", re.DOTALL)
 
 
 class Reply(Protocol):
@@ -174,13 +173,22 @@ def split(raw_path: bytes, at: int) -> bytes | None:
 
 # --- each proxy's access check ----------------------------------------------------------
 
-def invoke_admit(services: Services, caller: Caller | None, name: str) -> Admit:
+def invoke_admit(services: Services, caller: Caller | None, name: str,
+                 sessions: AnnotatorSessions | None = None) -> Admit:
     """A service's: `caller` may invoke `name` (None: the gateway checked its token),
-    and how long to wait for a ready replica (a service scaled to zero starts)."""
+    and how long to wait for a ready replica (a service scaled to zero starts). An
+    annotate session is reached only with `sessions` (never from the gateway), by a
+    caller who may also read its dataset."""
     async def admit() -> Forward:
         wait = services.admit_now(caller, name)  # in memory while the store is unchanged
         if wait is None:
             wait = await run_in_threadpool(services.admit, caller, name)
+        doc = services.admitted(name)
+        if doc is not None and is_session(doc):
+            if sessions is None:
+                raise NotFound(f"no service named {name!r} here: an annotate session is "
+                               f"opened through `nai service forward {name}`")
+            return await run_in_threadpool(sessions.admit, caller, name, doc, wait)
 
         async def forward(method: str, target: str, headers: Headers, body: bytes) -> Reply:
             return await services.invoke(name, wait, method, target, headers, body)
@@ -188,18 +196,11 @@ def invoke_admit(services: Services, caller: Caller | None, name: str) -> Admit:
     return admit
 
 
-def app_admit(service: UseCases, caller: Caller, job_id: int) -> Admit:
-    """An annotate job's: those who may read the job, while it runs and serves an app."""
-    async def admit() -> Forward:
-        return await service.job_apps.admit(caller, job_id)
-    return admit
-
-
 # --- the socket routes, in front of the router -------------------------------------------
 
 class Relays:
-    """ASGI middleware: `/v1/services/{name}/invoke/{path}` and `/v1/jobs/{id}/app/{path}`
-    answered here; a request whose parameters the routes would refuse goes on to them."""
+    """ASGI middleware: `/v1/services/{name}/invoke/{path}` answered here; a request
+    whose parameters the route would refuse goes on to it."""
 
     def __init__(self, app: ASGIApp, service: UseCases) -> None:
         self.app = app
@@ -211,15 +212,10 @@ class Relays:
             if method in INVOKE_METHODS and (m := _INVOKE.fullmatch(path)):
                 name = m[1]
                 if len(name) <= 64 and _NAME.fullmatch(name):
-                    services = self.service.services
+                    services, sessions = self.service.services, self.service.annotating
                     await self._serve(scope, receive, send, INVOKE_BODY,
-                                      lambda caller: invoke_admit(services, caller, name))
-                    return
-            elif method in APP_METHODS and (m := _JOB_APP.fullmatch(path)):
-                job_id = int(m[1]) if len(m[1]) < 20 else 0
-                if 1 <= job_id <= MAX_ID:
-                    await self._serve(scope, receive, send, APP_BODY,
-                                      lambda caller: app_admit(self.service, caller, job_id))
+                                      lambda caller: invoke_admit(services, caller, name,
+                                                                  sessions))
                     return
         await self.app(scope, receive, send)
 

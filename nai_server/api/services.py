@@ -99,8 +99,8 @@ async def invoke(name: Name, path: str, service: ServiceDep, caller: CallerDep) 
     """The request, streamed to a ready replica as `/{path}?{query}`, and its answer
     back; 503 when none is ready within the service's wait. (Served by `api.relay.Relays`
     before the router; this route is its description, and the same relay.)"""
-    return Relayed(invoke_admit(service.services, caller, name), INVOKE_BODY,
-                   route_rest(path))
+    return Relayed(invoke_admit(service.services, caller, name, service.annotating),
+                   INVOKE_BODY, route_rest(path))
 
 
 for _method in INVOKE_METHODS:  # one route per method: each its own operation id

@@ -7,9 +7,8 @@ caller, with the input mounted read-only. When it succeeds, the runtime register
 output as the next version of the target dataset (`register_dataset`), whose lineage
 names the input version, the job, and the processor with its version and options.
 
-An annotator (`nai dataset annotate`) is submitted the same way: its job serves the
-annotator's web app (`nai_server.plugins.annotate_job`, reached through
-`app/annotating.py`) and its labels become the next version when it ends cleanly."""
+An annotator (`nai dataset annotate`) runs as a service instead: see
+`app/annotator_services.py`."""
 
 from __future__ import annotations
 
@@ -21,9 +20,8 @@ from typing import Any
 
 from nai_server.app.accounts import Caller
 from nai_server.app.jobs import Jobs
-from nai_server.app.registry import Registry
-from nai_server.app.submit_checks import time_limit
-from nai_server.core.processing import ANNOTATE, PROCESS, annotator_env, processor_env
+from nai_server.app.registry import Registry, ResolvedRef
+from nai_server.core.processing import PROCESS, processor_env
 from nai_server.core.spec import SpecError, spec_from_dict
 from nai_server.plugins import PluginRegistry
 from nai_server.plugins.contracts import Kind
@@ -37,7 +35,6 @@ from nai_server.protocol import (
 )
 
 PROCESSOR = "nai_server.plugins.process_job"
-ANNOTATOR = "nai_server.plugins.annotate_job"
 
 
 class Processing:
@@ -48,49 +45,45 @@ class Processing:
 
     def process(self, caller: Caller, name: str, body: DatasetProcess) -> JobInfo:
         """Submit the job that processes `name@body.version` with `body.plugin`."""
-        return self._submit(caller, name, body, Kind.DATASET_PROCESSOR, "dataset processor",
-                            PROCESSOR, "process")
-
-    def annotate(self, caller: Caller, name: str, body: DatasetAnnotate) -> JobInfo:
-        """Submit the job that serves `body.plugin`'s web app over `name@body.version`;
-        the labels become the next version when it ends cleanly."""
-        return self._submit(caller, name, body, Kind.ANNOTATOR, "annotator", ANNOTATOR,
-                            "annotate")
-
-    def _submit(self, caller: Caller, name: str, body: DatasetProcess, kind: Kind,
-                what: str, runner: str, verb: str) -> JobInfo:
-        found = self.plugins.as_job(kind, body.plugin)
-        if found is None:
-            raise NotFound(f"no {what} named {body.plugin!r} is enabled on this server; "
-                           f"`nai plugins` lists what it offers")
-        config, version = found
-        source = self.registry.resolve(caller, "dataset", f"{name}@{body.version}")
-        target = body.to or source.name
-        try:
-            entry = self.registry.show(caller, "dataset", target)
-        except NotFound:
-            entry = None  # made by the job's success, owned by the caller or `group`
-        if entry is not None and not entry.may_write:
-            raise Forbidden(f"you may not add versions to dataset {target!r}; give another "
-                            f"name with --to")
-        options = {**{str(k): str(v) for k, v in config.options.items()}, **body.options}
+        version, options, source, target = inputs(
+            self.plugins, self.registry, caller, name, body, Kind.DATASET_PROCESSOR,
+            "dataset processor")
         fields: dict[str, Any] = {
-            "command": f"{shlex.quote(sys.executable)} -m {runner}",
-            "name": body.name or f"{verb}-{source.name}-{body.plugin}"[:64],
+            "command": f"{shlex.quote(sys.executable)} -m {PROCESSOR}",
+            "name": body.name or f"process-{source.name}-{body.plugin}"[:64],
             "gpus": body.gpus, "dataset": source.ref, "register_dataset": target,
             **{k: v for k in ("cpus", "memory", "time_limit", "group")
                if (v := getattr(body, k)) is not None}}
         try:
-            spec = spec_from_dict(fields, source=f"dataset {verb}")
+            spec = spec_from_dict(fields, source="dataset process")
         except SpecError as exc:
             raise Invalid(str(exc), details={"field": exc.field}) from exc
-        if kind == Kind.ANNOTATOR:  # the runner ends cleanly before its time limit
-            seconds = time_limit(self.jobs.config.jobs, spec.time_limit)  # default, max
-            env = annotator_env(body.plugin, version, options, seconds)
-            spec = dataclasses.replace(spec, time_limit=seconds)
-        else:
-            env = processor_env(body.plugin, version, options)
+        env = processor_env(body.plugin, version, options)
         if os.environ.get("PYTHONPATH"):  # where the server's environment finds plugins
             env["PYTHONPATH"] = os.environ["PYTHONPATH"]
         return self.jobs.submit(caller, dataclasses.replace(spec, env=env), None,
-                                made_by=ANNOTATE if kind == Kind.ANNOTATOR else PROCESS)
+                                made_by=PROCESS)
+
+
+def inputs(plugins: PluginRegistry, registry: Registry, caller: Caller, name: str,
+           body: DatasetProcess | DatasetAnnotate, kind: Kind, what: str
+           ) -> tuple[str | None, dict[str, str], ResolvedRef, str]:
+    """What a processing job or an annotate session runs over, checked: the plugin's
+    version (enabled, or NotFound), its options (the admin's, then the caller's), the
+    source version the caller may read, and the target dataset they may add to."""
+    found = plugins.as_job(kind, body.plugin)
+    if found is None:
+        raise NotFound(f"no {what} named {body.plugin!r} is enabled on this server; "
+                       f"`nai plugins` lists what it offers")
+    config, version = found
+    source = registry.resolve(caller, "dataset", f"{name}@{body.version}")
+    target = body.to or source.name
+    try:
+        entry = registry.show(caller, "dataset", target)
+    except NotFound:
+        entry = None  # made when the version is saved, owned by the caller or the group
+    if entry is not None and not entry.may_write:
+        raise Forbidden(f"you may not add versions to dataset {target!r}; give another "
+                        f"name with --to")
+    options = {**{str(k): str(v) for k, v in config.options.items()}, **body.options}
+    return version, options, source, target

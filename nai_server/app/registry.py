@@ -81,6 +81,9 @@ class Registry:
         # Conflict while a service serves one of a model's versions (app/services sets it).
         self.refuse_served: Callable[[Caller, str, list[int]], None] = (
             lambda caller, name, numbers: None)
+        # ... and while an annotate session shows one of a dataset's (app/annotator_services).
+        self.refuse_annotated: Callable[[Caller, str, list[int]], None] = (
+            lambda caller, name, numbers: None)
 
     # --- lookups ----------------------------------------------------------------------
 
@@ -380,6 +383,8 @@ class Registry:
                 numbers = [self._version(doc, selector, deleted=True)["version"]]
             if kind == "model":
                 self.refuse_served(caller, name, numbers)
+            else:
+                self.refuse_annotated(caller, name, numbers)
             plan = rules.plan_removal(self._all_entries(), kind, name, numbers,
                                       self._active_jobs())
             if plan.entry_removed:

@@ -19,12 +19,14 @@ from nai_server.app.accounts import Caller
 from nai_server.config import JobsConfig, ServicesConfig
 from nai_server.core import resources
 from nai_server.core import service_rules as rules
+from nai_server.core.processing import is_session, unsaved
 from nai_server.core.service_rules import live
 from nai_server.core.states import SERVICE_TERMINAL
 from nai_server.core.units import format_size, parse_size
 from nai_server.host.cgroup_limits import host_memory
 from nai_server.host.gpus import GpuSnapshot
 from nai_server.protocol import Conflict, Forbidden, Invalid
+from nai_server.protocol.services import ServiceUpdate
 from nai_server.store.blobs import BlobStore
 from nai_server.store.db import TinyDbStore
 
@@ -116,7 +118,7 @@ def check_name_free(old: Doc | None, name: str) -> bool:
     if old["state"] not in SERVICE_TERMINAL:
         raise Conflict(f"a service named {name!r} exists; pick another name or update it "
                        f"(`nai service update {name}`)")
-    if old["replica_docs"]:
+    if old["replica_docs"] or unsaved(old):
         raise Conflict(f"service {name!r} is still stopping; try again in a few seconds")
     return True
 
@@ -171,7 +173,7 @@ def serving(docs: Iterable[Doc], model: str, versions: Collection[int],
     found: list[str] = []
     hidden = 0
     for doc in docs:
-        if doc["state"] in SERVICE_TERMINAL:
+        if doc["state"] in SERVICE_TERMINAL or is_session(doc):  # (a session's: a dataset)
             continue
         refs = [ref for ref in sorted({doc["model"], *(r["model"] for r in live(doc))})
                 if _serves(ref, model, versions)]
@@ -202,3 +204,23 @@ def refuse_served(docs: Iterable[Doc], model: str, versions: Collection[int],
     raise Conflict(f"model {model} is served by {served}; stop the service first "
                    f"(`nai service stop NAME`) or move it to another version "
                    f"(`nai service update NAME --model ...`)")
+
+
+def check_session_update(doc: Doc, body: ServiceUpdate | None) -> None:
+    """An annotate session serves one annotator over one dataset version, from one
+    replica (its app keeps the labels in memory), and is reached only as a caller who
+    may read that dataset: no other model, no more replicas, not public, no gateway
+    tokens (`body` None)."""
+    if not is_session(doc):
+        return
+    name = doc["name"]
+    if body is None or body.public:
+        raise Invalid(f"service {name!r} is an annotate session: it is opened through "
+                      f"`nai service forward {name}`, as someone who may read its dataset, "
+                      f"never with a gateway token")
+    if body.model is not None:
+        raise Invalid(f"service {name!r} is an annotate session over {doc['model']}: stop "
+                      f"it (its labels are saved) and `nai dataset annotate` another version")
+    if body.replicas is not None and body.replicas > 1:
+        raise Invalid(f"service {name!r} is an annotate session: it runs one replica (0 "
+                      f"pauses it, its labels kept)")

@@ -78,6 +78,8 @@ class Supervisor:
         self.outstanding: Callable[[str, int], int] = lambda _service, _index: 0
         # A removed service's state in memory (the proxy's counts) goes with it.
         self.forget: Callable[[str], None] = lambda _service: None
+        # Told every step's documents, after the lock (annotate sessions that ended).
+        self.settle: Callable[[list[Doc]], None] = lambda _docs: None
 
     # --- the thread -------------------------------------------------------------------
 
@@ -146,6 +148,7 @@ class Supervisor:
             self.endpoints = service_watch.endpoints(self._docs, owners, self.host,
                                                      SERVICE_TERMINAL)
         self._act()  # committed: what the decisions asked for
+        self.settle(self._docs)
         self.host.retry_cgroups()
         for name, run, start in launches:  # committed: a crash now re-adopts them
             self._launch(name, run, start, now)
@@ -252,6 +255,7 @@ class Supervisor:
         for key in ("max_batch", "max_wait_ms"):
             if doc.get(key) is not None:
                 env[f"NAI_{key.upper()}"] = str(doc[key])
+        env.update(doc.get("env") or {})  # the daemon's own (an annotate session's)
         launches.append((doc["name"], r["run"], ReplicaStart(
             self._where(doc, r), r["tree_id"], r["command"], owner, tuple(gpus), env,
             r.get("memory"), r.get("cpus"))))

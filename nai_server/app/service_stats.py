@@ -9,6 +9,7 @@ import statistics
 import threading
 from typing import Any
 
+from nai_server.core.processing import ANNOTATOR_KIND, is_session
 from nai_server.core.service_rules import live
 from nai_server.protocol.services import ReplicaInfo, RequestStats, ServiceInfo
 
@@ -110,4 +111,13 @@ def service_info(doc: dict[str, Any], book: RequestBook, now: float,
         max_batch=doc["max_batch"], max_wait_ms=doc["max_wait_ms"],
         created_at=doc["created_at"], updated_at=doc["updated_at"],
         message=doc.get("message"), replica_info=replicas,
-        stats=book.stats(name, None, now), may_write=may_write)
+        stats=book.stats(name, None, now), may_write=may_write, **session_fields(doc))
+
+
+def session_fields(doc: dict[str, Any]) -> dict[str, Any]:
+    """An annotate session's fields of its view (core.processing.is_session)."""
+    if not is_session(doc):
+        return {}
+    note = doc["annotation"]
+    return {"kind": ANNOTATOR_KIND, "labels_to": note["to"], "saved": note.get("saved"),
+            "plugin": f"{note['plugin']} {note.get('version') or ''}".strip()}

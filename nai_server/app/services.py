@@ -179,6 +179,7 @@ class Services:
             if doc["state"] in SERVICE_TERMINAL:
                 raise Conflict(f"service {name!r} is {doc['state']}; create it again "
                                f"(`nai serve`) to run it")
+            checks.check_session_update(doc, body)
             if ref is not None and serve is not None and ref.ref != doc["model"]:
                 # The new version's `serve:` names the command its replicas run, as the
                 # service's user: nobody else may choose what runs under that account.
@@ -226,6 +227,7 @@ class Services:
         token = "nai_" + secrets.token_urlsafe(32)
         with self.lock:
             doc = self._writable(caller, name, "make tokens for")
+            checks.check_session_update(doc, None)
             checks.check_tokens(self.config.services, doc)
             entry: dict[str, Any] = {"id": secrets.token_hex(6), "label": body.label,
                                      "created_at": self.clock(), "hash": _hash(token)}
@@ -305,6 +307,11 @@ class Services:
         if doc is not None:
             self._admission[name] = (token, doc, groups)
         return self._decide(caller, name, doc, groups)
+
+    def admitted(self, name: str) -> Doc | None:
+        """The document the last admission to `name` decided on (read-only)."""
+        seen = self._admission.get(name)
+        return seen[1] if seen is not None else None
 
     def admit_now(self, caller: Caller | None, name: str) -> float | None:
         """`admit` without the lock, from what it read last while the store has not

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from nai_server import __version__
 from nai_server.app.accounts import Accounts, Caller
-from nai_server.app.annotating import JobApps
+from nai_server.app.annotator_services import AnnotatorSessions
 from nai_server.app.job_models import JobModels
 from nai_server.app.jobs import Jobs
 from nai_server.app.processing import Processing
@@ -98,7 +98,10 @@ class UseCases:
         self.plugins = PluginHost(plugins or PluginRegistry.empty(), store, self.lock)
         self.jobs.screen = self.plugins.rules.screen
         self.processing = Processing(self.jobs, self.registry, self.plugins.registry)
-        self.job_apps = JobApps(self.jobs)  # annotate jobs' web apps, relayed
+        # `nai dataset annotate`: annotators' web apps, as services of their users.
+        self.annotating = AnnotatorSessions(config, self.services, self.registry,
+                                            self.plugins.registry, blobs,
+                                            self.accounts.caller_for)
         # Read rights on trees (DESIGN §6); the registry checks the trees it is given.
         self.trees = TreeAccess(store, self.lock, blobs, Jobs.may_read)
         self.registry.may_read_tree = self.trees.may_read
@@ -280,6 +283,7 @@ class UseCases:
 
     def close(self) -> None:
         self.services.close()
+        self.annotating.close()
         self.plugins.close()
         self.verifier.close()
         self.runtime.close()

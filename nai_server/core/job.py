@@ -132,8 +132,8 @@ class Job:
     preemptions: int = 0
     output_tree: str | None = None
     registered: str | None = None  # `register_model`: the version it made, e.g. "m@3"
-    # Which of the server's own requests submitted it (core.processing.ANNOTATE for
-    # `nai dataset annotate`); None for a job a user's spec describes. No spec sets it.
+    # Which of the server's own requests submitted it (core.processing.PROCESS for
+    # `nai dataset process`); None for a job a user's spec describes. No spec sets it.
     made_by: str | None = None
     # Keys of the document this record does not know: kept so a round trip loses nothing.
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)

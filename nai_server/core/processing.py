@@ -1,14 +1,14 @@
 """What a dataset processing job's spec says of its processor (pure): the variables the
 daemon sets in its `env`, read back by the job (`nai_server.plugins.process_job`) and
-by the runtime for the new version's lineage."""
+by the runtime for the new version's lineage. And an annotate session's (a service of
+kind "annotator", `app/annotator_services.py`): its replica's variables, and the
+lineage of the version its labels become."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
 from typing import Any
-
-from nai_server.core.states import JobState
 
 PLUGIN_VAR = "PROCESSOR"
 OPTIONS_VAR = "PROCESSOR_OPTIONS"  # JSON: {key: value}, all strings
@@ -35,45 +35,40 @@ def processor_lineage(env: Mapping[str, str]) -> dict[str, Any] | None:
 # --- annotators (`nai dataset annotate`) ----------------------------------------------
 
 ANNOTATOR_VAR = "ANNOTATOR"
-ANNOTATE = "annotate"  # a Job's `made_by` when `nai dataset annotate` submitted it
-PROCESS = "process"  # ... and when `nai dataset process` did
 ANNOTATOR_OPTIONS_VAR = "ANNOTATOR_OPTIONS"
 ANNOTATOR_VERSION_VAR = "ANNOTATOR_VERSION"
-ANNOTATE_UNTIL_VAR = "ANNOTATE_SECONDS"  # the job's time limit: the runner ends cleanly before
-APP_DIR = "code"  # the job's own directory in its job dir, where its app's socket is
-APP_SOCKET = "annotate.sock"
+PROCESS = "process"  # a Job's `made_by` when `nai dataset process` submitted it
+ANNOTATOR_KIND = "annotator"  # a service's `kind` when `nai dataset annotate` made it
+FINISH_PATH = "/_nai/finish"  # POSTed through the proxy: save the labels and stop
+HEALTH_PATH = "/_nai/health"
 
 
 def annotator_env(plugin: str, version: str | None, options: Mapping[str, str],
-                  seconds: int | None) -> dict[str, str]:
-    env = {ANNOTATOR_VAR: plugin, ANNOTATOR_OPTIONS_VAR: json.dumps(dict(options),
+                  output: str) -> dict[str, str]:
+    """What an annotator session's replica reads of its annotator (and where it writes
+    its labels: `output`, the session's own folder, kept across the replica's runs)."""
+    return {ANNOTATOR_VAR: plugin, ANNOTATOR_OPTIONS_VAR: json.dumps(dict(options),
                                                                     sort_keys=True),
-           ANNOTATOR_VERSION_VAR: version or ""}
-    if seconds is not None:
-        env[ANNOTATE_UNTIL_VAR] = str(seconds)
-    return env
+            ANNOTATOR_VERSION_VAR: version or "", "NAI_OUTPUT_DIR": output}
 
 
-def annotator_lineage(env: Mapping[str, str]) -> dict[str, Any] | None:
-    """The annotator an annotate job's spec names, for its labels' lineage."""
-    if ANNOTATOR_VAR not in env:
-        return None
-    try:
-        options = json.loads(env.get(ANNOTATOR_OPTIONS_VAR) or "{}")
-    except ValueError:
-        options = {}
-    return {"plugin": env[ANNOTATOR_VAR], "version": env.get(ANNOTATOR_VERSION_VAR) or None,
-            "options": options if isinstance(options, dict) else {}}
+def is_session(doc: Mapping[str, Any]) -> bool:
+    """Whether a service document is an annotate session. Only the annotate request
+    writes `kind` (a service's create request has no such field, and no model's
+    `serve:` section sets it): what a user's spec or env says never makes one."""
+    return doc.get("kind") == ANNOTATOR_KIND and isinstance(doc.get("annotation"), dict)
 
 
-KEPT_WHEN_STOPPED = (JobState.CANCELLED, JobState.TIMED_OUT)
+def unsaved(doc: Mapping[str, Any]) -> bool:
+    """An annotate session whose labels are not saved yet: its document stays."""
+    return is_session(doc) and not doc["annotation"].get("done")
 
 
-def keeps_labels(made_by: str | None, final: str) -> bool:
-    """Whether a job that ended `final` without finishing still registers its output: an
-    annotate job's labels are people's work, saved as the next version when the session
-    is cancelled or runs out of time too (a processing job's partial output is not).
-    Known by the job's `made_by`, which only the annotate request sets: any job may
-    set ANNOTATOR in its env, and keeping a stopped job's partial outputs is not theirs
-    to ask."""
-    return made_by == ANNOTATE and final in KEPT_WHEN_STOPPED
+def session_lineage(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The lineage of the version an annotate session's labels become: the source
+    version, the annotator (name, version, options), the session and who labelled."""
+    note = doc["annotation"]
+    return {"datasets": [doc["model"]], "service": doc["name"],
+            "annotator": {"plugin": note["plugin"], "version": note.get("version") or None,
+                          "options": dict(note.get("options") or {})},
+            "labelled_by": sorted(set(note.get("labelled_by") or []))}

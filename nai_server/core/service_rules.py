@@ -14,6 +14,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from nai_server.core.processing import unsaved
 from nai_server.core.spec_fields import cpu_limit, memory_limit
 from nai_server.core.states import SERVICE_TERMINAL, ServiceState
 from nai_server.core.units import parse_size
@@ -184,10 +185,11 @@ def too_many_failures(failures: Iterable[float], now: float, window: float,
 def expired(docs: Iterable[Mapping[str, Any]], now: float, keep: int,
             max_age: float) -> list[str]:
     """The stopped or failed services (with no replica left) to remove: past the `keep`
-    newest of each user, or older than `max_age` seconds."""
+    newest of each user, or older than `max_age` seconds (an annotate session once its
+    labels are saved)."""
     done: dict[str, list[Mapping[str, Any]]] = {}
     for doc in docs:
-        if doc["state"] in SERVICE_TERMINAL and not doc["replica_docs"]:
+        if doc["state"] in SERVICE_TERMINAL and not doc["replica_docs"] and not unsaved(doc):
             done.setdefault(doc["user"], []).append(doc)
     gone = []
     for mine in done.values():

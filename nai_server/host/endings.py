@@ -17,7 +17,6 @@ from nai_server.app.finetune_origin import finetune_origin
 from nai_server.app.ports import JobStore
 from nai_server.app.registry import Registry
 from nai_server.core.job import Job, Run, Stop
-from nai_server.core.processing import keeps_labels
 from nai_server.core.registry_rules import Kind
 from nai_server.core.states import JobState, transition
 from nai_server.core.units import format_duration
@@ -70,9 +69,7 @@ class JobEndings:
             changes["message"] = "; ".join(m for m in (message, note) if m)
         if final == JobState.SUCCEEDED and job.spec.register_model:
             changes.update(self._register(job, job.spec.register_model, tree))
-        elif job.spec.register_dataset and (
-                final == JobState.SUCCEEDED  # or a stopped session's labels:
-                or (tree is not None and keeps_labels(job.made_by, final))):
+        elif final == JobState.SUCCEEDED and job.spec.register_dataset:
             changes.update(self._register(job, job.spec.register_dataset, tree, "dataset"))
         self.jobs.update(job.id, **changes)
         log.info("job %s ended: %s (exit %s)", job.id, final, code)

@@ -18,12 +18,7 @@ from typing import Any
 
 from nai_server.core.job import Job
 from nai_server.core.metric_summary import Summary, check_metric_choice, headline
-from nai_server.core.processing import (
-    ANNOTATE,
-    PROCESS,
-    annotator_lineage,
-    processor_lineage,
-)
+from nai_server.core.processing import PROCESS, processor_lineage
 from nai_server.host import jobfiles
 from nai_server.store.blobs import BlobStore
 
@@ -171,8 +166,5 @@ def output_metadata(job: Job, job_dir: Path, chosen: Mapping[str, Any] | None) -
     processor = processor_lineage(job.spec.env) if job.made_by == PROCESS else None
     if processor is not None:
         metadata["lineage"]["processor"] = processor
-    annotator = annotator_lineage(job.spec.env) if job.made_by == ANNOTATE else None
-    if annotator is not None:
-        metadata["lineage"]["annotator"] = annotator
     return metadata
 

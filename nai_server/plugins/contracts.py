@@ -14,8 +14,9 @@ each bounded in time; a plugin that raises or hangs is logged with its name and 
 others still run. Code that touches users' data (dataset processors, annotators) runs
 as the user's job or service, never in the daemon, which does not even import it: the
 daemon lists a dataset processor from its entry point and the job loads it
-(`nai_server.plugins.process_job`); an annotator's web app is served by the user's job
-too (`nai_server.plugins.annotate_job`) and reached through the daemon.
+(`nai_server.plugins.process_job`); an annotator's web app is served by the user's
+service, an annotate session (`nai_server.plugins.annotator_replica`), reached through
+the daemon.
 """
 
 from __future__ import annotations
@@ -175,13 +176,15 @@ class AnnotatorSpec:
         (Starlette's, FastAPI's, or any callable `app(scope, receive, send)`).
         `source` holds the input version's files (read-only); save labels under
         `target` as they are made (`LABELS_FILE`, appended; a person's work must survive
-        the job ending at any moment), which becomes the dataset's next version when
-        the job ends cleanly. `options` are as for a dataset processor. The app runs in
-        the user's job, as the user, on a unix socket the daemon relays to at
-        `/v1/jobs/{id}/app/PATH` and `nai dataset annotate --open` serves at
-        `http://127.0.0.1:PORT/PATH`: the app sees `/PATH` either way (write links
-        relative to its root). `USER_HEADER` names who is asking. Paths under `/_nai/`
-        are the runner's own (`POST /_nai/finish` ends the job cleanly)."""
+        the session ending at any moment, and `target` keeps what an earlier run of the
+        app wrote), which becomes the dataset's next version when the session stops
+        (or fails). `options` are as for a dataset processor. The app runs in the
+        user's service (an annotate session), as the user, on a unix socket the daemon
+        relays to at `/v1/services/NAME/invoke/PATH` and `nai service forward NAME`
+        serves at `http://127.0.0.1:PORT/PATH`: the app sees `/PATH` either way (write
+        links relative to its root). `USER_HEADER` names who is asking. Paths under
+        `/_nai/` are nai's own (`POST /_nai/finish`, answered by the daemon, saves the
+        labels and ends the session)."""
 
 
 # --- client commands ------------------------------------------------------------------

@@ -89,6 +89,17 @@ class ServiceInfo(Reply):
     replica_info: list[ReplicaInfo] = Field(default_factory=list)
     stats: RequestStats = Field(default_factory=RequestStats)
     may_write: bool = False  # the caller may update, scale and stop it
+    # What it serves: a model version, or (`nai dataset annotate`) an annotator's web app
+    # over the dataset version in `model`, whose labels are saved as a version of
+    # `labels_to` when it stops (`saved` names it then).
+    kind: Literal["model", "annotator"] = "model"
+    plugin: str | None = None  # an annotator's name and version, e.g. "labels 0.1.0"
+    labels_to: str | None = None
+    saved: str | None = None
+
+    def source(self) -> str:
+        """What it serves, in words: `m@3`, or `photos@1 (annotator labels 0.1.0)`."""
+        return self.model if self.kind == "model" else f"{self.model} (annotator {self.plugin})"
 
 
 class ServiceList(Reply):

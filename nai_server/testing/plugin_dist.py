@@ -3,8 +3,12 @@ with its entry points) into a folder, for tests that put the folder on the path.
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 
 def write_dist(root: Path, dist: str, version: str, modules: Mapping[str, str],
@@ -24,3 +28,14 @@ def write_dist(root: Path, dist: str, version: str, modules: Mapping[str, str],
     for path in (root, *root.rglob("*")):
         path.chmod(0o755 if path.is_dir() else 0o644)
     return root
+
+
+def labels_site(request: Any, monkeypatch: Any, name: str, version: str) -> Path:
+    """The first-party `labels` annotator offered as `name` by a distribution of
+    `version`, as pip would install it, where users' processes can read it, and on the
+    PYTHONPATH the daemon a test starts next inherits (removed after the test)."""
+    site = write_dist(Path(tempfile.mkdtemp(prefix="nai-site-")), "nai-labels", version, {},
+                      {"nai.annotators": {name: "nai_plugins.labels"}})
+    request.addfinalizer(lambda: shutil.rmtree(site, ignore_errors=True))
+    monkeypatch.setenv("PYTHONPATH", f"{site}:{os.environ.get('PYTHONPATH', '')}")
+    return site

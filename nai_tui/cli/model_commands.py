@@ -85,7 +85,7 @@ def lineage_lines(v: RegistryVersion) -> list[str]:
         return []
     made_by = lineage.get("processor") or lineage.get("annotator")
     if made_by and (made := lineage_line(v.metadata)):
-        return [f"  from:     {made}"]  # `nai dataset process`/`annotate`: input, plugin, job
+        return [f"  from:     {made}"]  # dataset process/annotate: input, plugin, job or session
     parts = []
     if lineage.get("job") is not None:
         source = v.metadata.get("source")

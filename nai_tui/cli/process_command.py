@@ -26,7 +26,8 @@ def options_of(pairs: list[str] | None) -> dict[str, str]:
 
 
 def lineage_line(metadata: dict[str, Any]) -> str | None:
-    """`photos@1 by split 0.1 (seed=7) in job 12`: what a version was made from."""
+    """`photos@1 by split 0.1 (seed=7) in job 12` (or `in session S, labelled by U`):
+    what a version was made from."""
     lineage = metadata.get("lineage")
     if not isinstance(lineage, dict):
         return None
@@ -41,6 +42,10 @@ def lineage_line(metadata: dict[str, Any]) -> str | None:
                         if isinstance(options, dict) and options else ""))
     if lineage.get("job") is not None:
         parts.append(f"in job {lineage['job']}")
+    elif lineage.get("service"):  # an annotate session's labels
+        people = ", ".join(map(str, lineage.get("labelled_by") or []))
+        parts.append(f"in session {lineage['service']}" + (f", labelled by {people}"
+                                                            if people else ""))
     return " ".join(p for p in parts if p) or None
 
 

@@ -18,6 +18,7 @@ import argparse
 import re
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -76,7 +77,7 @@ def service_rows(services: list[ServiceInfo]) -> str:
     rows = []
     for s in services:
         ready = sum(r.state == ServiceState.READY for r in s.replica_info)
-        rows.append([s.name, s.model, s.state, f"{ready}/{s.replicas}",
+        rows.append([s.name, s.source(), s.state, f"{ready}/{s.replicas}",
                      s.gpus * s.replicas, f"{s.stats.per_second:.1f}", _ms(s.stats.p50_ms),
                      _ms(s.stats.p99_ms)])
     return table(rows, ["NAME", "MODEL", "STATE", "READY", "GPUS", "REQ/S", "P50", "P99"])
@@ -85,7 +86,7 @@ def service_rows(services: list[ServiceInfo]) -> str:
 def describe(s: ServiceInfo) -> str:
     """`nai service show`: the service, its replicas and their request metrics."""
     owner = f"group {s.owner['group']}" if "group" in s.owner else s.owner.get("user", "?")
-    lines = [f"service {s.name}: {s.model}, {s.state}",
+    lines = [f"service {s.name}: {s.source()}, {s.state}",
              f"  owner {owner} (runs as {s.user}), {s.visibility}"
              + (", public on the gateway" if s.public else ""),
              f"  replicas {s.replicas} × {s.gpus} GPU(s)"
@@ -94,6 +95,10 @@ def describe(s: ServiceInfo) -> str:
                 if s.max_batch and s.max_batch > 1 else ""),
              f"  requests {s.stats.requests} ({s.stats.errors} errors), "
              f"{s.stats.per_second:.1f}/s, p50 {_ms(s.stats.p50_ms)}, p99 {_ms(s.stats.p99_ms)}"]
+    if s.kind == "annotator":
+        lines.append(f"  labels saved as {s.saved}" if s.saved else
+                     f"  labels go to dataset {s.labels_to} when it stops "
+                     f"(`nai service stop {s.name}`)")
     if s.message:
         lines.append(f"  message: {s.message}")
     if s.replica_info:
@@ -212,22 +217,37 @@ def cmd_scale(args: argparse.Namespace, client: ServerClient) -> int:
 
 def cmd_stop(args: argparse.Namespace, client: ServerClient) -> int:
     s = client.stop_service(args.name)
+    if s.kind == "annotator":  # its labels are saved once its replica is gone
+        from nai_tui.cli.annotate_command import wait_saved
+        s = wait_saved(client, s)
+        return _show_change(args, s, f"{s.state}; labels saved as {s.saved}" if s.saved
+                            else f"{s.state}; {s.message or 'labels not saved yet'}")
     return _show_change(args, s, f"{s.state}; its GPUs are free")
 
 
 def cmd_forward(args: argparse.Namespace, client: ServerClient) -> int:
+    client.service(args.name)  # a wrong name or no permission: said now, not per request
+    return forward(client, args.name, args.port)
+
+
+def forward(client: ServerClient, name: str, port: int,
+            opened: Callable[[str], object] | None = None) -> int:
+    """Relay 127.0.0.1:`port` to service `name` until Ctrl-C; its URL on stdout first
+    (and to `opened`, e.g. a browser)."""
     from nai_tui.remote.forward import ServiceForwarder
 
-    client.service(args.name)  # a wrong name or no permission: said now, not per request
     try:
-        forwarder = ServiceForwarder(client, args.name, args.port,
+        forwarder = ServiceForwarder(client, name, port,
                                      on_error=lambda m: note(f"forward: {m}"))
     except OSError as exc:
-        raise NaiError(f"cannot listen on 127.0.0.1:{args.port} ({exc.strerror}); "
+        raise NaiError(f"cannot listen on 127.0.0.1:{port} ({exc.strerror}); "
                        f"pick another --port") from None
-    print(f"http://127.0.0.1:{forwarder.port}", flush=True)
-    note(f"forwarding 127.0.0.1:{forwarder.port} → service {args.name} on {client.name}; "
+    url = f"http://127.0.0.1:{forwarder.port}"
+    print(url, flush=True)
+    note(f"forwarding 127.0.0.1:{forwarder.port} → service {name} on {client.name}; "
          f"Ctrl-C to stop")
+    if opened is not None:
+        opened(url + "/")
     return serve_until_interrupted(forwarder)
 
 

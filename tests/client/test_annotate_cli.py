@@ -1,6 +1,7 @@
 """`nai dataset annotate` through the real `nai` command against a real personal daemon
-offering the `labels` annotator: start a session, open it on a local port and label
-through it, finish it, and find the labels as the dataset's next version with the
+offering the `labels` annotator: start a session (a service, listed by `nai
+services`), open it on a local port with `--open` and label through it, stop it with
+`nai service stop`, and find the labels as the dataset's next version with the
 annotator in its lineage."""
 
 from __future__ import annotations
@@ -57,41 +58,48 @@ def env(tmp_path: Path) -> Iterator[dict[str, str]]:
         proc.wait(30)
 
 
-def test_annotate_open_label_finish(env: dict[str, str], tmp_path: Path) -> None:
+def test_annotate_open_label_stop(env: dict[str, str], tmp_path: Path) -> None:
     data = tmp_path / "photos"
     data.mkdir()
     (data / "a.txt").write_text("a cat\n")
     (data / "b.txt").write_text("a dog\n")
     assert nai(env, "dataset", "push", "photos", str(data)).returncode == 0
     started = nai(env, "dataset", "annotate", "photos@1", "--with", "labels", "--to",
-                  "photo-labels", "-o", "keep=labels", "--json")
+                  "photo-labels", "-o", "keep=labels", "--name", "tagging", "--json")
     assert started.returncode == 0, started.stderr
-    job_id = json.loads(started.stdout)["id"]
-    assert f"nai dataset annotate --open {job_id}" in started.stderr
+    info = json.loads(started.stdout)
+    assert (info["name"], info["kind"], info["model"]) == ("tagging", "annotator", "photos@1")
+    assert "nai service forward tagging --port 8080" in started.stderr
     assert nai(env, "dataset", "annotate", "photos").returncode != 0  # no --with
+    listed = nai(env, "services")
+    assert re.search(r"tagging\s+photos@1 \(annotator labels \S+\)", listed.stdout), \
+        listed.stdout
 
-    forward = subprocess.Popen([str(BIN / "nai"), "dataset", "annotate", "--open",
-                                str(job_id)], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    # --open on another session of the same version: it waits for it, then forwards.
+    opened = subprocess.Popen([str(BIN / "nai"), "dataset", "annotate", "photos@1", "--with",
+                               "labels", "--to", "photo-labels", "-o", "keep=labels",
+                               "--open"], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
     try:
-        assert forward.stdout is not None
-        url = forward.stdout.readline().strip()
-        assert url.startswith("http://127.0.0.1:"), forward.stderr
+        assert opened.stdout is not None
+        lines = iter(opened.stdout.readline, "")
+        url = next(line for line in lines if line.startswith("http://127.0.0.1:")).strip()
         with httpx.Client(base_url=url, timeout=30) as http:
             assert "nai labels" in http.get("/").text
             made = http.post("/label", json={"item": "b.txt", "label": "dog"})
             assert made.status_code == 200 and made.json()["labelled"] == 1, made.text
+            # The page's "Finish and save": the daemon stops and saves the session.
+            assert http.post("/_nai/finish").json()["finishing"] is True
     finally:
-        forward.terminate()
-        forward.wait(30)
+        opened.terminate()
+        opened.wait(30)
+    # Nothing labelled in the first session: stopped, and no version made of it.
+    stopped = nai(env, "service", "stop", "tagging")
+    assert stopped.returncode == 0, stopped.stderr
+    assert "nothing was labelled: no version saved" in stopped.stderr, stopped.stderr
 
-    assert nai(env, "dataset", "annotate", "--finish", str(job_id)).returncode == 0
-
-    def ended() -> dict | None:
-        info = json.loads(nai(env, "show", str(job_id), "--json").stdout)
-        return info if info["state"] not in ("queued", "running") else None
-    info = wait_for(ended, timeout=60, what="the annotate job to end")
-    assert info["state"] == "succeeded" and info["registered"] == "photo-labels@1", info
+    wait_for(lambda: nai(env, "dataset", "show", "photo-labels@1").returncode == 0,
+             timeout=60, what="the labels saved")
     shown = nai(env, "dataset", "show", "photo-labels@1")
     # The version is that of whichever installed distribution ships `labels`.
     assert re.search(r"from:     photos@1 by labels \S+ \(classes=cat,dog, keep=labels\)",
@@ -101,3 +109,4 @@ def test_annotate_open_label_finish(env: dict[str, str], tmp_path: Path) -> None
     assert sorted(p.name for p in pulled.iterdir()) == ["labels.jsonl"]
     row = json.loads((pulled / "labels.jsonl").read_text())
     assert (row["item"], row["label"]) == ("b.txt", "dog")
+    assert nai(env, "dataset", "show", "photo-labels@2").returncode != 0  # one version

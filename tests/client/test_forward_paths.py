@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 
 from nai_server.protocol import Invalid
-from nai_tui.cli.annotate_command import app_path
 from nai_tui.remote.service_calls import inner_path
 
 
@@ -16,11 +15,8 @@ from nai_tui.remote.service_calls import inner_path
 def test_dot_segments_are_refused(path: str) -> None:
     with pytest.raises(Invalid, match="not passed on"):
         inner_path(path)
-    with pytest.raises(Invalid):
-        app_path(12, path)
 
 
 def test_ordinary_paths_pass() -> None:
     assert inner_path("/predict") == "predict"
     assert inner_path("v1/models/a..b?x=../y") == "v1/models/a..b?x=../y"
-    assert app_path(3, "/items/1") == "/v1/jobs/3/app/items/1"

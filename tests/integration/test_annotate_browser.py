@@ -1,12 +1,12 @@
 """Two people label one dataset at once in the `labels` annotator's page, in a real
 headless browser (the distribution's Chromium, driven by Playwright), each through
-their own `nai dataset annotate --open` as their own unix user and the real daemon:
-each sees the other's labels, and the version saved by the page's button holds both
-people's labels, each under the name of who made it."""
+their own `nai service forward` to the annotate session (a service) as their own unix
+user and the real daemon: each sees the other's labels, and the version saved by the
+page's "Finish and save" holds both people's labels, each under the name of who made
+it."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -14,7 +14,12 @@ from collections.abc import Iterator
 import pytest
 from conftest import Daemon, UnixUser, needs_root  # type: ignore[import-not-found]
 from plug_support import nai_as  # type: ignore[import-not-found]
-from test_annotate_daemon import annotating, ended, started  # type: ignore[import-not-found]
+from test_annotate_daemon import (  # type: ignore[import-not-found]
+    annotating,
+    labels_of,
+    saved,
+    started,
+)
 
 __all__ = ["annotating"]  # a fixture: the daemon, alice, bob and the dataset `photos`
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -38,10 +43,10 @@ def forwards() -> Iterator[list[subprocess.Popen[str]]]:
             proc.wait()
 
 
-def opened(daemon: Daemon, user: UnixUser, job_id: int,
+def opened(daemon: Daemon, user: UnixUser, name: str,
            forwards: list[subprocess.Popen[str]]) -> str:
-    """The local address where `user`'s own `nai dataset annotate --open` serves the app."""
-    proc = nai_as(user, "dataset", "annotate", "--open", str(job_id), "--port", "0",
+    """The local address where `user`'s own `nai service forward` serves the session."""
+    proc = nai_as(user, "service", "forward", name, "--port", "0",
                   socket=daemon.socket, wait=False)
     forwards.append(proc)
     assert proc.stdout is not None and proc.stderr is not None
@@ -59,8 +64,11 @@ def test_two_people_label_at_once_in_a_real_browser(annotating, make_user, forwa
     assert daemon.admin("group", "add", "lab").returncode == 0
     for user in (alice, carol):
         assert daemon.admin("group", "add-member", "lab", user.name).returncode == 0
-    job_id = started(daemon, alice, to="lab-labels", group="lab")
-    urls = {user.name: opened(daemon, user, job_id, forwards) for user in (alice, carol)}
+    # The dataset is shared with the group: its members may label it.
+    assert daemon.as_user(alice, "PUT", "/v1/datasets/photos/sharing",
+                          {"groups": ["lab"]}).status == 200
+    session = started(daemon, alice, to="lab-labels", group="lab")
+    urls = {user.name: opened(daemon, user, session, forwards) for user in (alice, carol)}
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
@@ -98,12 +106,12 @@ def test_two_people_label_at_once_in_a_real_browser(annotating, make_user, forwa
         finally:
             browser.close()
 
-    info = ended(daemon, alice, job_id)
-    assert info["state"] == "succeeded" and info["registered"] == "lab-labels@1", info
-    got = daemon.as_user(carol, "GET", f"/v1/jobs/{job_id}/outputs/file?path=labels.jsonl")
-    rows = [json.loads(line) for line in got.body.decode().splitlines()]
-    assert sorted((r["item"], r["label"], r["by"]) for r in rows) == [
+    info = saved(daemon, alice, session)
+    assert info["state"] == "stopped" and info["saved"] == "lab-labels@1", info
+    assert sorted(labels_of(daemon, carol, "lab-labels@1")) == [
         ("a.txt", "cat", alice.name), ("b.txt", "dog", alice.name),
         ("img/c.png", "dog", carol.name)]
     entry = daemon.as_user(carol, "GET", "/v1/datasets/lab-labels").json()
     assert entry["owner"] == {"group": "lab"} and len(entry["versions"]) == 1
+    lineage = entry["versions"][0]["metadata"]["lineage"]
+    assert lineage["labelled_by"] == sorted([alice.name, carol.name])

@@ -1,7 +1,7 @@
-"""A cancelled (or timed out) `nai dataset annotate` session keeps its labels: its
-outputs become the dataset's next version all the same. That is the annotate
-request's to decide, not the job's: a job whose own spec sets the ANNOTATOR variable
-is an ordinary job, and its partial outputs are not registered when it is stopped."""
+"""An annotate session (`nai dataset annotate`, a service the annotate request alone
+marks as one) keeps its labels when it is stopped or fails. A job whose own spec sets
+the ANNOTATOR variable is an ordinary job: its partial outputs are not registered when
+it is stopped, and no lineage names an annotator or a processor for it."""
 
 from __future__ import annotations
 
@@ -39,8 +39,8 @@ def test_a_user_set_annotator_variable_keeps_nothing_of_a_cancelled_job(
 
 def test_a_look_alike_spec_gets_no_app_relay_and_no_plugin_lineage(
         daemon: Daemon, make_user: Any) -> None:
-    # The variables a processing or annotate job reads are any spec's to set; the
-    # relay to an app and the lineage a version records follow the server's own mark.
+    # The variables a processing job or an annotate session reads are any spec's to
+    # set; the lineage a version records follows the server's own mark.
     alice = make_user()
     assert daemon.admin("user", "add", alice.name).returncode == 0
     gate = daemon.root / f"gate-{alice.name}"

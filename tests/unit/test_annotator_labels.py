@@ -1,22 +1,28 @@
-"""The `labels` annotator's app and the annotate job's runner, called as the job calls
-them: labels are appended as they are made, with who made them; only the dataset's own
-files are served; the runner's `/_nai/finish` ends the session; the daemon lists an
-annotator without importing it."""
+"""The `labels` annotator's app and an annotate session's runner, called as its replica
+calls them: labels are appended as they are made, with who made them; only the
+dataset's own files are served; `/_nai/finish` is the daemon's, not the runner's; the
+daemon lists an annotator without importing it; what makes a service document a
+session, and its labels' lineage."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
 
 from nai_plugins import labels
+from nai_server.api.relay import invoke_admit
 from nai_server.config import PluginConfig
-from nai_server.core.processing import annotator_env, annotator_lineage
+from nai_server.core.processing import annotator_env, is_session, session_lineage, unsaved
+from nai_server.core.service_rules import expired
 from nai_server.plugins import PluginRegistry
-from nai_server.plugins.annotate_job import Runner, margin
+from nai_server.plugins.annotator_replica import Runner
 from nai_server.plugins.contracts import Kind
+from nai_server.protocol import NotFound
 
 
 def dataset(root: Path) -> Path:
@@ -49,7 +55,7 @@ def test_labels_are_saved_as_made_with_who_made_them(tmp_path: Path) -> None:
     rows = [json.loads(line) for line in (target / "labels.jsonl").read_text().splitlines()]
     assert rows[-1]["item"] == "img/b.png" and rows[-1]["by"] == "alice"
     assert (target / "a.txt").read_text() == "a cat sat"  # keep=files: a whole version
-    # A job that runs again goes on from what it saved.
+    # A replica that runs again goes on from what it saved.
     again = labels.make_app(source, target, {"classes": "cat,dog"})
     with TestClient(again) as http:
         assert http.get("/items").json()["labels"] == {"a.txt": "cat", "img/b.png": "dog"}
@@ -65,29 +71,15 @@ def test_keep_labels_and_bad_options(tmp_path: Path) -> None:
             labels.make_app(source, target, bad)
 
 
-def test_the_runner_finishes_on_its_own_path_only(tmp_path: Path) -> None:
+def test_the_runner_answers_its_health_and_leaves_finish_to_the_daemon(
+        tmp_path: Path) -> None:
     source, target = dataset(tmp_path / "src"), tmp_path / "out"
     target.mkdir()
     runner = Runner(labels.make_app(source, target, {"classes": "cat"}))
     with TestClient(runner) as http:
-        assert http.get("/_nai/finish").status_code == 404  # only POST ends it
-        assert not runner.finish.is_set()
+        assert http.get("/_nai/health").json() == {"ok": True}
+        assert http.post("/_nai/finish").status_code == 404  # the daemon's, never here
         assert http.get("/items").status_code == 200
-        assert http.post("/_nai/finish").json() == {"finishing": True}
-    assert runner.finish.is_set()
-    assert margin(10) >= 5 and margin(100_000) == 60
-
-def test_a_jobs_session_age_counts_from_its_leaders_start() -> None:
-    import subprocess
-    import sys
-
-    # in a session of its own, as a job's wrapper leads one (the test process's session
-    # leader may lie outside this pid namespace, where /proc cannot say)
-    age = subprocess.run(
-        [sys.executable, "-c", "import time; time.sleep(0.2); from nai_server.plugins."
-         "annotate_job import session_age; print(session_age())"],
-        start_new_session=True, capture_output=True, text=True, check=True).stdout
-    assert 0.1 < float(age) < 60
 
 
 def test_annotators_are_listed_not_imported_and_lineage_names_them() -> None:
@@ -101,7 +93,60 @@ def test_annotators_are_listed_not_imported_and_lineage_names_them() -> None:
     assert states == {"labels": "ok", "other": "disabled"}
     assert registry.as_job(Kind.ANNOTATOR, "labels") == (PluginConfig(), "1.0")
     assert registry.as_job(Kind.DATASET_PROCESSOR, "labels") is None
-    env = annotator_env("labels", "1.0", {"classes": "a,b"}, 600)
-    assert annotator_lineage(env) == {"plugin": "labels", "version": "1.0",
-                                      "options": {"classes": "a,b"}}
-    assert annotator_lineage({}) is None
+    env = annotator_env("labels", "1.0", {"classes": "a,b"}, "/out")
+    assert env["ANNOTATOR"] == "labels" and env["NAI_OUTPUT_DIR"] == "/out"
+    assert json.loads(env["ANNOTATOR_OPTIONS"]) == {"classes": "a,b"}
+
+
+def session(**fields: Any) -> dict[str, Any]:
+    return {"name": "s", "model": "photos@1", "state": "stopped", "user": "alice",
+            "replica_docs": [], "updated_at": 0.0, "number": 1, "kind": "annotator",
+            "annotation": {"plugin": "labels", "version": "1.0", "options": {"c": "a"},
+                           "to": "photos", "labelled_by": ["bob", "alice", "bob"],
+                           "done": False}, **fields}
+
+
+def test_only_the_annotate_requests_documents_are_sessions_and_wait_to_be_saved() -> None:
+    doc = session()
+    assert is_session(doc) and unsaved(doc)
+    assert session_lineage(doc) == {
+        "datasets": ["photos@1"], "service": "s", "labelled_by": ["alice", "bob"],
+        "annotator": {"plugin": "labels", "version": "1.0", "options": {"c": "a"}}}
+    # A stopped session is not removed before its labels are saved; then it may be.
+    assert expired([doc], 1e9, keep=0, max_age=1) == []
+    doc["annotation"]["done"] = True
+    assert expired([doc], 1e9, keep=0, max_age=1) == ["s"]
+    # A model's service, or one that only looks like a session, is none.
+    assert not is_session({**doc, "kind": "model"})
+    assert not is_session({k: v for k, v in doc.items() if k != "annotation"})
+
+
+def test_the_gateway_never_reaches_a_session() -> None:
+    class Services:
+        def admit_now(self, caller: object, name: str) -> float:
+            return 1.0
+
+        def admitted(self, name: str) -> dict[str, Any]:
+            return session(state="ready")
+
+    admit = invoke_admit(Services(), None, "s")  # type: ignore[arg-type]  # the gateway's
+    with pytest.raises(NotFound, match="nai service forward s"):
+        asyncio.run(admit())
+
+
+def test_listings_show_a_session_as_an_annotator_over_its_dataset() -> None:
+    from nai_server.app.service_stats import RequestBook, service_info
+    from nai_tui.cli.services import describe, service_rows
+    from nai_tui.tui.screens.services import service_row
+
+    doc = {**session(state="ready"), "owner": {"user": "alice"}, "visibility": "group",
+           "public": False, "replicas": 1, "gpus": 0, "idle_timeout": None,
+           "max_batch": None, "max_wait_ms": None, "created_at": 0.0}
+    info = service_info(doc, RequestBook(), 0.0, True)
+    assert (info.kind, info.plugin, info.labels_to) == ("annotator", "labels 1.0", "photos")
+    assert "photos@1 (annotator labels 1.0)" in service_rows([info])
+    assert service_row(info)[1] == "photos@1 (annotator labels 1.0)"
+    assert "labels go to dataset photos when it stops" in describe(info)
+    done = service_info({**doc, "annotation": {**doc["annotation"], "saved": "photos@2"}},
+                        RequestBook(), 0.0, True)
+    assert "labels saved as photos@2" in describe(done)

@@ -126,6 +126,9 @@ class FakeServices:
     def admit_now(self, caller: object, name: str) -> float:
         return 1.0
 
+    def admitted(self, name: str) -> None:
+        return None  # a model's service, not an annotate session
+
     async def invoke(self, name: str, wait: float, method: str, target: str,
                      headers: object, body: bytes) -> Reply:
         self.invoked.append((name, target))
@@ -138,6 +141,7 @@ class FakeServices:
 class FakeUseCases:
     def __init__(self) -> None:
         self.services = FakeServices()
+        self.annotating = None
         self.accounts = self
 
     def resolve(self, peer: object) -> object:

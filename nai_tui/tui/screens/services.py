@@ -40,7 +40,7 @@ def _ms(value: float | None) -> str:
 def service_row(s: ServiceInfo) -> list[Any]:
     """The columns `nai services` prints, in the same order."""
     ready = sum(r.state == ServiceState.READY for r in s.replica_info)
-    return [s.name, s.model, Text(s.state, style=_STATE_STYLE.get(s.state, "")),
+    return [s.name, s.source(), Text(s.state, style=_STATE_STYLE.get(s.state, "")),
             f"{ready}/{s.replicas}", str(s.gpus * s.replicas), f"{s.stats.per_second:.1f}",
             _ms(s.stats.p50_ms), _ms(s.stats.p99_ms)]
 
@@ -48,7 +48,7 @@ def service_row(s: ServiceInfo) -> list[Any]:
 def about(s: ServiceInfo, now: float) -> Text:
     owner = f"group {s.owner['group']}" if "group" in s.owner else s.owner.get("user", "?")
     text = Text(f"service {s.name}", style="bold")
-    text.append(f" · {s.model} · {s.state} · owner {owner} · {s.visibility}")
+    text.append(f" · {s.source()} · {s.state} · owner {owner} · {s.visibility}")
     text.append(f"\nrequests {s.stats.requests} ({s.stats.errors} errors) · "
                 f"{s.stats.per_second:.1f}/s · p50 {_ms(s.stats.p50_ms)} · "
                 f"p99 {_ms(s.stats.p99_ms)}")

@@ -77,7 +77,7 @@ class Labels:
 
 
 def prepare(source: Path, target: Path, keep: str) -> None:
-    """The new version's files other than the labels made now (once: a job that runs
+    """The new version's files other than the labels made now (once: a replica that runs
     again finds them there)."""
     old = source / LABELS_FILE
     if old.is_file() and not (target / LABELS_FILE).exists():

@@ -1,0 +1,321 @@
+"""Annotate sessions (`nai dataset annotate NAME[@V] --with PLUGIN`): an annotator's web
+app over a dataset version, run as a service (kind "annotator") of the user who asked.
+
+A session is an ordinary service document (app/services.py keeps its replica running,
+as its user, on a CPU slot unless it asked for GPUs, with no time limit), whose source
+is the dataset version (mounted read-only in the replica's directory, as a model
+version is) and whose command is `nai_server.plugins.annotator_replica`. Its labels go
+to a folder of the session's own, `<state>/annotations/<number>/labels/` (the user's,
+inside a root-owned 0711 directory), kept across the replica's restarts and the
+daemon's. Only this request writes `kind` and `annotation` into a service document:
+nothing a user sends makes one (core.processing.is_session).
+
+Who may open it: those who may see the service (its writers; with the default
+visibility "group" also the owner's groups' members; "shared" everyone) and who may
+also read the source dataset, checked at every request: the app shows the dataset's
+files. The gateway (a bearer token, no user) never reaches a session. The daemon names
+the caller to the app in `USER_HEADER` (any such header the caller sent is dropped) and
+answers `POST /_nai/finish` (the page's "Finish and save") itself, as a stop by the
+caller, who must be one of the service's writers.
+
+When the session has stopped or failed and its replica is gone, the supervisor's step
+hands it here (`settle`): its folder is read as its user (host.outputs), saved as the
+next version of the target dataset (owned by the user, or the session's group) with
+lineage (source version, annotator with its version and options, the session, who
+labelled), and removed; the service's document says which version (`saved`) and is
+kept until then (core.service_rules.expired).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shlex
+import shutil
+import sys
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from nai_server.app import service_checks as checks
+from nai_server.app.accounts import Caller
+from nai_server.app.processing import inputs
+from nai_server.app.registry import Registry
+from nai_server.app.services import Services
+from nai_server.config import ServerConfig
+from nai_server.core import service_rules as rules
+from nai_server.core.processing import (
+    ANNOTATOR_KIND,
+    FINISH_PATH,
+    HEALTH_PATH,
+    annotator_env,
+    is_session,
+    session_lineage,
+    unsaved,
+)
+from nai_server.core.states import SERVICE_TERMINAL, ServiceState
+from nai_server.core.trees import Limits, TreeError
+from nai_server.core.units import parse_size
+from nai_server.host import outputs, unix
+from nai_server.host.collection import run_as
+from nai_server.host.replica_http import Answer
+from nai_server.plugins import PluginRegistry
+from nai_server.plugins.contracts import USER_HEADER, Kind
+from nai_server.protocol import ApiError, Conflict, Forbidden, Invalid, NotFound
+from nai_server.protocol.processing import DatasetAnnotate
+from nai_server.protocol.services import ServiceInfo
+from nai_server.store.blobs import BlobStore
+
+log = logging.getLogger("nai.annotate")
+Doc = dict[str, Any]
+Headers = list[tuple[bytes, bytes]]
+Forward = Callable[[str, str, Headers, bytes], Awaitable[Answer]]
+RUNNER = "nai_server.plugins.annotator_replica"
+LABELS = "labels"  # the session's output folder, in its own directory
+_USER = USER_HEADER.encode()
+_READS = ("GET", "HEAD", "OPTIONS")
+
+
+class AnnotatorSessions:
+    """Starting, admitting to, finishing and saving annotate sessions."""
+
+    def __init__(self, config: ServerConfig, services: Services, registry: Registry,
+                 plugins: PluginRegistry, blobs: BlobStore,
+                 caller_for: Callable[[str], Caller]) -> None:
+        self.config, self.services, self.registry = config, services, registry
+        self.plugins, self.blobs, self.caller_for = plugins, blobs, caller_for
+        self.root = config.state / "annotations"
+        self.root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700 if config.personal else 0o711)
+        jobs = config.jobs
+        self.limits = Limits(max_file_size=parse_size(jobs.max_output_file_size),
+                             max_entries=jobs.max_output_entries,
+                             max_total_size=parse_size(jobs.max_output_size))
+        self.timeout = jobs.collect_timeout_seconds
+        self._saving: set[str] = set()
+        self._guard = threading.Lock()
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="nai-labels")
+        services.life.settle = self.settle
+        registry.refuse_annotated = self._refuse_annotated
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    # --- starting ---------------------------------------------------------------------
+
+    def start(self, caller: Caller, name: str, body: DatasetAnnotate) -> ServiceInfo:
+        """The session serving `body.plugin` over `name@body.version`, as the caller."""
+        if caller.uid == 0 and not self.config.personal:
+            raise Forbidden("an annotator is a plugin's code over people's data: it runs as "
+                            "the user who starts it, never as root; start the session as "
+                            "your own user")
+        version, options, source, target = inputs(
+            self.plugins, self.registry, caller, name, body, Kind.ANNOTATOR, "annotator")
+        try:
+            asked = rules.parse_serve({k: v for k in ("memory", "cpus")
+                                       if (v := getattr(body, k)) is not None})
+        except rules.ServeError as exc:
+            raise Invalid(str(exc).replace("serve.", "", 1)) from exc
+        ram, cpus = checks.limits(self.config.jobs, asked)
+        services, records = self.services, self.services.records
+        now = services.clock()
+        with services.lock:
+            checks.check_group(services.store, caller, body.group)
+            service = body.name or self._free_name(f"annotate-{source.name}"[:58])
+            if checks.check_name_free(records.get(service), service):
+                services.book.forget(service)
+            checks.check_room(self.config.services, services.life.docs(), caller.user)
+            services._check_quota(caller.user, body.group, body.gpus, 1)
+            number = records.next_number()
+            folder = self._folder(number, caller.user)
+            doc: Doc = {
+                "name": service, "number": number, "kind": ANNOTATOR_KIND,
+                "owner": {"group": body.group} if body.group else {"user": caller.user},
+                "user": caller.user, "model": source.ref, "tree_id": source.tree_id,
+                # -P: the dataset's files (the replica's working directory) are data,
+                # never modules this Python imports (a `pluggy.py` in a shared dataset).
+                "command": f"exec {shlex.quote(sys.executable)} -P -m {RUNNER}",
+                "health": HEALTH_PATH, "gpus": body.gpus, "gpu_memory": None,
+                "memory": ram, "cpus": cpus, "replicas": 1, "visibility": body.visibility,
+                "public": False, "idle_timeout": None, "max_batch": None,
+                "max_wait_ms": None, "created_at": now, "updated_at": now,
+                "state": str(ServiceState.PENDING), "message": None, "runs": 0,
+                "failures": [], "replica_docs": [], "tokens": [], "idle": False,
+                "env": annotator_env(body.plugin, version, options, str(folder)),
+                "annotation": {"plugin": body.plugin, "version": version,
+                               "options": options, "to": target, "dir": str(folder),
+                               "labelled_by": [], "done": False, "saved": None},
+            }
+            records.put(doc)
+        services.life.wake()
+        log.info("%s started annotate session %s: %s over %s, labels to %s", caller.user,
+                 service, body.plugin, source.ref, target)
+        return services.show(caller, service)
+
+    def _free_name(self, base: str) -> str:
+        """`base`, or `base-2`, `base-3`...: the first no live session holds."""
+        for n in range(1, 1000):
+            name = base if n == 1 else f"{base}-{n}"
+            old = self.services.records.get(name)
+            if old is None or (old["state"] in SERVICE_TERMINAL and not old["replica_docs"]
+                               and not unsaved(old)):
+                return name
+        raise Conflict(f"too many services named {base}-N; give one with --name")
+
+    def _folder(self, number: int, user: str) -> Path:
+        """The session's labels folder, new and empty: `user`'s, in a directory of the
+        daemon's."""
+        top = self.root / str(number)
+        if os.path.lexists(top):  # a number is never given twice; left by a crash
+            shutil.rmtree(top)
+        top.mkdir(mode=0o700)
+        folder = top / LABELS
+        folder.mkdir(mode=0o700)
+        if not self.config.personal and os.geteuid() == 0:
+            account = unix.unix_account(user)
+            if account is None:
+                shutil.rmtree(top)
+                raise Invalid(f"user {user} has no unix account on this host")
+            os.chown(folder, account.pw_uid, account.pw_gid)
+        os.chmod(top, 0o700 if self.config.personal else 0o711)
+        return folder
+
+    def _refuse_annotated(self, caller: Caller, dataset: str, numbers: list[int]) -> None:
+        """Conflict while a live session shows one of these versions of `dataset` (its
+        replica's files are that version's); naming only the sessions the caller may
+        see. Under the lock (the registry's removal)."""
+        refs = {f"{dataset}@{n}" for n in numbers}
+        live = [d for d in self.services.life.docs() if is_session(d)
+                and d["state"] not in SERVICE_TERMINAL and d["model"] in refs]
+        if not live:
+            return
+        shown = [d["name"] for d in live if self.services._may_read(caller, d)]
+        named = ", ".join(shown) if shown else "a session you cannot see"
+        raise Conflict(f"dataset {dataset} is being labelled in {named}; stop it first "
+                       f"(`nai service stop NAME`: its labels are saved)")
+
+    # --- reaching it ------------------------------------------------------------------
+
+    def admit(self, caller: Caller | None, name: str, doc: Doc, wait: float) -> Forward:
+        """How `caller` (already allowed to see the service) talks to session `name`:
+        only one who may also read its dataset, never without a user (the gateway).
+        Called in a worker thread (the registry takes the lock)."""
+        if caller is None:
+            raise NotFound(f"no service named {name!r} on the gateway: an annotate session "
+                           f"is opened through `nai service forward {name}`")
+        dataset = doc["model"].partition("@")[0]
+        try:
+            self.registry.show(caller, "dataset", dataset)
+        except (NotFound, Forbidden):
+            raise Forbidden(f"session {name!r} labels dataset {doc['model']}, which you may "
+                            f"not read; its owner can share it with you") from None
+        seen = set(doc["annotation"].get("labelled_by") or [])
+        user = caller.user.encode()
+
+        async def forward(method: str, target: str, headers: Headers, body: bytes) -> Answer:
+            if target.split("?", 1)[0] == FINISH_PATH:
+                if method != "POST":
+                    return _answer(405, {"error": f"POST {FINISH_PATH} saves and ends the "
+                                                  f"session"})
+                info = await asyncio.to_thread(self.services.stop, caller, name)
+                return _answer(200, {"finishing": True, "state": info.state,
+                                     "labels_to": info.labels_to})
+            if method not in _READS and caller.user not in seen:
+                await asyncio.to_thread(self._labelled, name, caller.user)
+                seen.add(caller.user)
+            sent = [(k, v) for k, v in headers if k.lower() != _USER]
+            sent.append((_USER, user))
+            return await self.services.invoke(name, wait, method, target, sent, body)
+        return forward
+
+    def _labelled(self, name: str, user: str) -> None:
+        """`user` sent the session a change: named in its labels' lineage."""
+        with self.services.lock:
+            doc = self.services.records.get(name)
+            if doc is None or not unsaved(doc):
+                return
+            people = doc["annotation"].setdefault("labelled_by", [])
+            if user not in people:
+                people.append(user)
+                self.services.records.put(doc)
+
+    # --- saving -----------------------------------------------------------------------
+
+    def settle(self, docs: list[Doc]) -> None:
+        """From the supervisor's step: save the sessions that ended (stopped, failed)
+        and whose replica is gone, one at a time, beside it."""
+        for doc in docs:
+            name = doc["name"]
+            if (unsaved(doc) and doc["state"] in SERVICE_TERMINAL
+                    and not doc["replica_docs"]):
+                with self._guard:
+                    if name in self._saving:
+                        continue
+                    self._saving.add(name)
+                try:
+                    self._pool.submit(self._save, name, doc["number"])
+                except RuntimeError:  # shutting down: saved at the next start
+                    with self._guard:
+                        self._saving.discard(name)
+
+    def _save(self, name: str, number: int) -> None:
+        try:
+            with self.services.lock:
+                doc = self.services.records.get(name)
+            if doc is None or doc["number"] != number or not unsaved(doc):
+                return
+            saved, problem = self._register(doc)
+            with self.services.lock:
+                doc = self.services.records.get(name)
+                if doc is None or doc["number"] != number:
+                    return
+                doc["annotation"].update(done=True, saved=saved, problem=problem)
+                said = (f"labels saved as {saved}" if saved else
+                        f"labels not saved ({problem}); they stay in "
+                        f"{doc['annotation']['dir']}" if problem else
+                        "nothing was labelled: no version saved")
+                doc["message"] = "; ".join(m for m in (doc.get("message"), said) if m)
+                doc["updated_at"] = self.services.clock()
+                self.services.records.put(doc)
+            if not problem:
+                shutil.rmtree(self.root / str(number), ignore_errors=True)
+            log.info("annotate session %s: %s", name, said)
+        except Exception:
+            log.exception("annotate session %s: saving its labels failed", name)
+        finally:
+            with self._guard:
+                self._saving.discard(name)
+
+    def _register(self, doc: Doc) -> tuple[str | None, str | None]:
+        """The session's folder, read as its user, as the next version of its target:
+        (the version, None), (None, why not), or (None, None) when it holds nothing new
+        (empty, or the source's files alone)."""
+        note = doc["annotation"]
+        user = doc["user"]
+        try:
+            tree = outputs.collect(self.blobs, Path(note["dir"]), self.limits,
+                                   run_as(user, self.config.personal), self.timeout)
+            if tree == doc["tree_id"] or not self.blobs.get_tree(tree):
+                return None, None  # nothing labelled: no version
+            version = self.registry.register_output(
+                self.caller_for(user), note["to"], tree, group=doc["owner"].get("group"),
+                description=f"labels of annotate session {doc['name']} ({note['plugin']} "
+                            f"over {doc['model']})",
+                metadata={"lineage": session_lineage(doc)}, kind="dataset")
+        except (TreeError, unix.NoAccount) as exc:
+            return None, str(exc)
+        except ApiError as exc:
+            return None, exc.message
+        return f"{note['to']}@{version.version}", None
+
+
+def _answer(status: int, body: object) -> Answer:
+    data = json.dumps(body).encode()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield data
+    return Answer(status, [(b"content-type", b"application/json")], chunks(), len(data))
