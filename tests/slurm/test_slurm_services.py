@@ -1,0 +1,155 @@
+"""Services on Slurm (`launcher: slurm`): a served model's replica is a Slurm job of
+its owner, placed by Slurm on its GPUs, proxied by the daemon as on one server; a
+replica that waits in Slurm's queue shows `pending` with Slurm's reason; stopping the
+service cancels the job; a daemon killed with -9 finds its replica again and submits
+nothing twice. Real daemon, real cluster (one node, 4 fake GPUs), real unix users."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import signal
+import tarfile
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from nai_server.testing import wait_for
+from nai_server.testing.slurm_cluster import SlurmCluster
+from tests.integration.conftest import Daemon, UnixUser
+from tests.slurm.test_slurm_dataset import raw_upload
+
+WAIT = 90  # seconds: a replica's Python start on a busy shared machine
+PREDICT = b'''
+import os
+
+def load(model_dir):
+    global SCALE
+    SCALE = float(open(os.path.join(model_dir, "scale.txt")).read())
+
+def predict(inputs):
+    return {"sum": sum(inputs) * SCALE, "uid": os.getuid(),
+            "gpus": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "slurm": os.environ.get("SLURM_JOB_ID")}
+'''
+
+
+@pytest.fixture
+def slurm_daemon(cluster: SlurmCluster, daemon_factory: Callable[..., Daemon]) -> Daemon:
+    daemon = daemon_factory(
+        gpus=0, launcher="slurm",
+        slurm={"conf": str(cluster.conf), "accounting": "jobcomp", "poll_seconds": 0.2},
+        services={"stop_grace_seconds": 2})
+    daemon.start()
+    return daemon
+
+
+@pytest.fixture
+def alice(slurm_daemon: Daemon, make_user: Callable[[], UnixUser]) -> UnixUser:
+    user = make_user()
+    assert slurm_daemon.admin("user", "add", user.name).returncode == 0
+    return user
+
+
+def register_model(daemon: Daemon, user: UnixUser, name: str) -> None:
+    files = {"predict.py": PREDICT, "scale.txt": b"2"}
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
+        for data in files.values():
+            info = tarfile.TarInfo(hashlib.sha256(data).hexdigest())
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    sent = raw_upload(daemon, user, "/v1/blobs", out.getvalue(), "application/x-tar")
+    assert sent.status == 201, sent.body
+    tree = daemon.as_user(user, "POST", "/v1/trees", {"entries": [
+        {"path": p, "size": len(d), "sha256": hashlib.sha256(d).hexdigest()}
+        for p, d in files.items()]})
+    assert tree.status == 201, tree.body
+    made = daemon.as_user(user, "POST", "/v1/models",
+                          {"name": name, "tree_id": tree.json()["id"]})
+    assert made.status == 201, made.body
+
+
+def show(daemon: Daemon, user: UnixUser, name: str) -> dict[str, Any]:
+    got = daemon.as_user(user, "GET", f"/v1/services/{name}")
+    assert got.status == 200, got.body
+    return got.json()  # type: ignore[no-any-return]
+
+
+def replica_jobs(cluster: SlurmCluster, daemon: Daemon) -> list[dict[str, Any]]:
+    """The Slurm jobs of this daemon's replicas, in any state squeue remembers."""
+    key = (daemon.state / "slurm.key").read_text().strip()
+    jobs = json.loads(cluster.run("squeue", "--json", "--states=all").stdout)["jobs"]
+    return [j for j in jobs if j["name"].startswith(f"nai-{key}-svc-")]
+
+
+def live(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    ended = ("COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL")
+    return [j for j in jobs if str(j["job_state"]).split()[0] not in ended]
+
+
+def wait_ready(daemon: Daemon, user: UnixUser, name: str) -> dict[str, Any]:
+    try:
+        return wait_for(lambda: (s := show(daemon, user, name))["state"] == "ready" and s,
+                        timeout=WAIT, what=f"service {name} ready")
+    except AssertionError:
+        print(show(daemon, user, name), daemon.log()[-4000:])
+        raise
+
+
+def test_a_replica_is_a_slurm_job_of_its_owner_proxied_by_the_daemon(
+        slurm_daemon: Daemon, alice: UnixUser, cluster: SlurmCluster) -> None:
+    daemon = slurm_daemon
+    register_model(daemon, alice, "adder")
+    made = daemon.as_user(alice, "POST", "/v1/services",
+                          {"name": "adder", "model": "adder@1", "gpus": 2})
+    assert made.status == 201, made.body
+    ready = wait_ready(daemon, alice, "adder")
+    [job] = live(replica_jobs(cluster, daemon))
+    assert job["user_id"] == alice.uid and str(job["job_state"]).startswith("RUNNING")
+    assert ready["replica_info"][0]["pid"] is None  # not a process of the daemon's host
+
+    answer = daemon.as_user(alice, "POST", "/v1/services/adder/invoke/predict",
+                            {"inputs": [1, 2, 3.5]})
+    assert answer.status == 200, answer.body
+    out = answer.json()["outputs"]
+    assert out["sum"] == 13.0 and out["uid"] == alice.uid  # as its owner, not root
+    assert out["slurm"] == str(job["job_id"]) and len(out["gpus"].split(",")) == 2
+
+    # Three 2-GPU replicas on 4 GPUs: one waits in Slurm's queue, with Slurm's reason.
+    scaled = daemon.as_user(alice, "PATCH", "/v1/services/adder", {"replicas": 3})
+    assert scaled.status == 200, scaled.body
+    wait_for(lambda: any(r["state"] == "pending" and "Resources" in (r["message"] or "")
+                         for r in show(daemon, alice, "adder")["replica_info"])
+             or None, timeout=WAIT, what="a replica pending for Slurm's Resources")
+    assert len(live(replica_jobs(cluster, daemon))) == 3  # one Slurm job each, no more
+
+    stopped = daemon.as_user(alice, "DELETE", "/v1/services/adder")
+    assert stopped.status == 200, stopped.body
+    wait_for(lambda: not live(replica_jobs(cluster, daemon)), timeout=WAIT,
+             what="the replicas' Slurm jobs to end")
+    assert show(daemon, alice, "adder")["state"] == "stopped"
+
+
+def test_a_daemon_killed_with_a_replica_running_adopts_it(
+        slurm_daemon: Daemon, alice: UnixUser, cluster: SlurmCluster) -> None:
+    daemon = slurm_daemon
+    register_model(daemon, alice, "adder")
+    made = daemon.as_user(alice, "POST", "/v1/services",
+                          {"name": "adder", "model": "adder@1", "gpus": 1})
+    assert made.status == 201, made.body
+    wait_ready(daemon, alice, "adder")
+    [before] = live(replica_jobs(cluster, daemon))
+    daemon.stop(signal.SIGKILL)
+    daemon.start()
+    wait_ready(daemon, alice, "adder")
+    answer = daemon.as_user(alice, "POST", "/v1/services/adder/invoke/predict",
+                            {"inputs": [1]})
+    assert answer.status == 200, answer.body
+    assert answer.json()["outputs"]["slurm"] == str(before["job_id"])  # the same job
+    assert [j["job_id"] for j in live(replica_jobs(cluster, daemon))] == [before["job_id"]]
+    daemon.as_user(alice, "DELETE", "/v1/services/adder")
+    wait_for(lambda: not live(replica_jobs(cluster, daemon)), timeout=WAIT,
+             what="the replica's Slurm job to end")
