@@ -41,6 +41,15 @@ from nai_server.host.launchers.local import (
     read_wrapper_pid,
     session_of,
 )
+from nai_server.host.replica_link import (
+    LinkSocket,
+    greet_sync,
+    linked,
+    open_link,
+)
+from nai_server.host.replica_link import (
+    ReplicaUnreachable as ReplicaUnreachable,  # where callers have looked for it
+)
 from nai_server.host.user_socket import DIR_FLAGS
 from nai_server.store.blobs import BlobStore
 
@@ -50,10 +59,6 @@ MODEL_DIR = "model"
 UNKNOWN = ""  # adopt(): cannot tell yet whether the launch got through; ask again
 MAX_HEAD = 64 * 1024  # bytes of a health answer read at most
 CGROUP_PREFIX = "svc-"  # beside the jobs' "job-N" in the daemon's cgroup
-
-
-class ReplicaUnreachable(Exception):
-    """The replica's socket is missing, not the user's, refused, or not answering."""
 
 
 @dataclass(frozen=True)
@@ -295,7 +300,11 @@ class ReplicaHost:
 
     def connect(self, where: Path, owner: Owner) -> socket.socket:
         """A connected, non-blocking socket to the replica; ReplicaUnreachable if its
-        socket is not the owner's own, or nothing of the owner's listens on it."""
+        socket is not the owner's own, or nothing of the owner's listens on it. A
+        replica on the TCP link (replica_link) gets a LinkSocket, connected and checked
+        by its first use."""
+        if linked(where):
+            return open_link(where, owner.expected_uid)
         try:
             dir_fd = os.open(where / SOCKET_DIR, DIR_FLAGS)
         except OSError as exc:
@@ -316,6 +325,8 @@ class ReplicaHost:
             return False, str(exc)
         with contextlib.closing(sock):
             try:
+                if isinstance(sock, LinkSocket):
+                    greet_sync(sock, timeout)
                 sock.setblocking(True)
                 sock.settimeout(timeout)
                 sock.sendall(f"GET {path} HTTP/1.1\r\nHost: replica\r\n"
@@ -334,6 +345,8 @@ class ReplicaHost:
                 return False, f"no answer to GET {path} within {timeout:g}s"
             except OSError as exc:
                 return False, f"GET {path}: {exc.strerror or exc}"
+            except ReplicaUnreachable as exc:
+                return False, str(exc)
         line = head.split(b"\r\n", 1)[0].split()
         if len(line) >= 2 and line[1] == b"200":
             return True, ""

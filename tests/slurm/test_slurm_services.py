@@ -117,6 +117,13 @@ def test_a_replica_is_a_slurm_job_of_its_owner_proxied_by_the_daemon(
     out = answer.json()["outputs"]
     assert out["sum"] == 13.0 and out["uid"] == alice.uid  # as its owner, not root
     assert out["slurm"] == str(job["job_id"]) and len(out["gpus"].split(",")) == 2
+    # Reached over the TCP link (any node), not the unix socket: the run's token is
+    # alice's alone, and the replica said where it listens.
+    [where] = [p for p in (daemon.state / "services").iterdir() if (p / "token").exists()]
+    token = (where / "token").stat()
+    assert (token.st_uid, token.st_mode & 0o777) == (alice.uid, 0o400)
+    assert (where / "run" / "address").read_text().strip().rpartition(":")[2].isdigit()
+    assert not (where / "run" / "serve.sock").exists()
 
     # Three 2-GPU replicas on 4 GPUs: one waits in Slurm's queue, with Slurm's reason.
     scaled = daemon.as_user(alice, "PATCH", "/v1/services/adder", {"replicas": 3})

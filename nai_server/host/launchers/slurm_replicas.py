@@ -9,6 +9,11 @@ owner's), on the state dir that the compute nodes share. It is submitted as its 
 where there is none), never requeued (`--no-requeue`: the supervisor starts a new one
 if it ends), with its log as `--output`. Its handle is "slurm:ID".
 
+The proxy reaches nai's own server (a model with `predict.py`) on whichever node it
+runs through the authenticated TCP link (host/replica_link, serving/link): a token per
+run, proved both ways. A model with its own `serve:` command still listens on its unix
+socket, which the daemon reaches only where the replica runs on its own host.
+
 Slurm is asked about replicas in the run loop's one squeue a poll (SlurmRuntime asks
 for the ids and names this host hands it): `status` reads that view. Until a poll has
 come after a replica was first asked about, its status is "unknown" (the supervisor
@@ -30,10 +35,19 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from nai_server.core.service_rules import DEFAULT_COMMAND
+from nai_server.host import replica_link
 from nai_server.host.launchers import slurm_record, slurm_text
 from nai_server.host.launchers.slurm import SlurmError
 from nai_server.host.launchers.slurm_text import SlurmJob
-from nai_server.host.replicas import MODEL_DIR, UNKNOWN, Owner, ReplicaHost, ReplicaStart
+from nai_server.host.replicas import (
+    MODEL_DIR,
+    SOCKET_DIR,
+    UNKNOWN,
+    Owner,
+    ReplicaHost,
+    ReplicaStart,
+)
 from nai_server.store.blobs import BlobStore
 
 if TYPE_CHECKING:
@@ -93,6 +107,11 @@ class SlurmReplicaHost(ReplicaHost):
         where, owner = start.dir, start.owner
         env, command = self.environment(start)
         env.pop("CUDA_VISIBLE_DEVICES", None)  # Slurm sets it from the GPUs it gives
+        if start.command == DEFAULT_COMMAND:  # nai's server: the TCP link, any node
+            replica_link.write_token(where, owner.uid, owner.gid)
+            del env["NAI_SERVE_SOCKET"]
+            env["NAI_SERVE_TOKEN_FILE"] = str(where / replica_link.TOKEN)
+            env["NAI_SERVE_ADDRESS_FILE"] = str(where / SOCKET_DIR / replica_link.ADDRESS)
         slurm_record.write(where, 0, None)  # on disk before Slurm hears of the replica
         log_path = where / "log"
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_APPEND, 0o640)
