@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from nai_server.store.db import TinyDbStore
+from nai_server.store.service_records import ServiceRecords
 from nai_server.testing import wait_for
 from nai_server.testing.slurm_cluster import SlurmCluster
 from tests.integration.conftest import Daemon, UnixUser
@@ -160,3 +162,44 @@ def test_a_daemon_killed_with_a_replica_running_adopts_it(
     daemon.as_user(alice, "DELETE", "/v1/services/adder")
     wait_for(lambda: not live(replica_jobs(cluster, daemon)), timeout=WAIT,
              what="the replica's Slurm job to end")
+
+
+def test_a_daemon_killed_mid_submit_finds_its_replica_by_name_and_owner(
+        slurm_daemon: Daemon, alice: UnixUser, cluster: SlurmCluster,
+        make_user: Callable[[], UnixUser]) -> None:
+    daemon, mallory = slurm_daemon, make_user()
+    key = (daemon.state / "slurm.key").read_text().strip()
+    # Someone else names a job as nai will name the first replica (service 1, run 1).
+    decoy = cluster.run("sbatch", "--parsable", f"--uid={mallory.uid}",
+                        f"--gid={mallory.gid}", f"--job-name=nai-{key}-svc-1.1",
+                        "--chdir=/tmp", "--output=/dev/null", "--wrap", "sleep 300")
+    assert decoy.returncode == 0, decoy.stderr
+    register_model(daemon, alice, "adder")
+    made = daemon.as_user(alice, "POST", "/v1/services",
+                          {"name": "adder", "model": "adder@1", "gpus": 1})
+    assert made.status == 201, made.body
+    wait_ready(daemon, alice, "adder")
+    [real] = [j for j in live(replica_jobs(cluster, daemon)) if j["user_id"] == alice.uid]
+    assert real["job_id"] > int(decoy.stdout.split(";")[0])  # the decoy came first
+    daemon.stop(signal.SIGKILL)
+    # As if it died as sbatch answered: neither the record nor the service has the id.
+    where = daemon.state / "services" / "1.1"
+    (where / "slurm.job").write_text("0 -\n")
+    store = TinyDbStore(daemon.state)
+    records = ServiceRecords(store)
+    doc = records.get("adder")
+    assert doc is not None and doc["replica_docs"][0]["handle"] == f"slurm:{real['job_id']}"
+    doc["replica_docs"][0]["handle"] = None
+    records.put(doc)
+    store.close()
+
+    daemon.start()
+    wait_for(lambda: (where / "slurm.job").read_text().split() == ["0", str(real["job_id"])],
+             timeout=WAIT, what="the replica's Slurm job found by its name")
+    wait_ready(daemon, alice, "adder")
+    answer = daemon.as_user(alice, "POST", "/v1/services/adder/invoke/predict",
+                            {"inputs": [1]})
+    assert answer.status == 200, answer.body
+    assert answer.json()["outputs"]["slurm"] == str(real["job_id"])
+    assert sorted(j["job_id"] for j in live(replica_jobs(cluster, daemon))) == sorted(
+        [int(decoy.stdout.split(";")[0]), real["job_id"]])  # nothing submitted again
