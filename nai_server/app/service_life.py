@@ -33,7 +33,7 @@ from nai_server.core import service_rules as rules
 from nai_server.core.service_rules import live, replica_dir
 from nai_server.core.states import SERVICE_TERMINAL, ServiceState
 from nai_server.host.gpu_watch import Foreign
-from nai_server.host.replicas import UNKNOWN, ReplicaHost, ReplicaStart
+from nai_server.host.replicas import UNKNOWN, ReplicaHost, ReplicaRefused, ReplicaStart
 from nai_server.host.runtime import JobRuntime
 from nai_server.store.atomic import CommitLock
 from nai_server.store.db import TinyDbStore
@@ -387,10 +387,11 @@ class Supervisor:
     def _launch(self, name: str, run: int, start: ReplicaStart, now: float) -> None:
         try:
             handle: str | None = self.host.start(start)
-            problem, tail = None, ""
+            problem, tail, refused = None, "", False
         except Exception as exc:
             log.exception("service %s: a replica could not start", name)
             handle, problem, tail = None, f"could not start: {exc}", self.host.log_tail(start.dir)
+            refused = isinstance(exc, ReplicaRefused)  # never runs as asked: no retries
         with self.lock:
             doc = self.records.get(name)
             r = next((x for x in (doc or {}).get("replica_docs", ()) if x["run"] == run), None)
@@ -399,6 +400,8 @@ class Supervisor:
                     r["handle"] = handle
                     log.info("service %s replica %s started on GPUs %s (%s)", name,
                              r["index"], r["gpus"], handle)
+                elif refused and not r.get("stopping"):
+                    self._fail(doc, f"replica {r['index']} {problem}")
                 elif not r.get("stopping"):
                     self._died(doc, r, now, problem or "could not start", tail)
                 self.records.put(doc)

@@ -91,6 +91,11 @@ class ReplicaStart:
     gpus_wanted: int = 0  # how many, where the host places it (places_gpus False)
 
 
+class ReplicaRefused(Exception):
+    """The host will never run this replica as asked (Slurm's words): the service fails
+    at once rather than retry."""
+
+
 def local_handle(handle: Handle) -> str:
     return f"{handle.pid}:{handle.start_ticks}"
 

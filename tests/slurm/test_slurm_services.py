@@ -203,3 +203,21 @@ def test_a_daemon_killed_mid_submit_finds_its_replica_by_name_and_owner(
     assert answer.json()["outputs"]["slurm"] == str(real["job_id"])
     assert sorted(j["job_id"] for j in live(replica_jobs(cluster, daemon))) == sorted(
         [int(decoy.stdout.split(";")[0]), real["job_id"]])  # nothing submitted again
+
+
+def test_a_replica_slurm_can_never_run_fails_the_service_with_slurms_words(
+        slurm_daemon: Daemon, alice: UnixUser, cluster: SlurmCluster) -> None:
+    daemon = slurm_daemon
+    register_model(daemon, alice, "adder")
+    made = daemon.as_user(alice, "POST", "/v1/services",  # 64 GPUs: the node has 4
+                          {"name": "adder", "model": "adder@1", "gpus": 64})
+    assert made.status == 201, made.body
+    failed = wait_for(lambda: (s := show(daemon, alice, "adder"))["state"] == "failed" and s,
+                      timeout=WAIT, what="the service to fail")
+    assert failed["message"].startswith("replica 0 could not start: Slurm refused it"), failed
+    assert failed["replica_info"] == [] or all(
+        r["state"] == "failed" for r in failed["replica_info"])
+    assert not live(replica_jobs(cluster, daemon))
+    too_big = daemon.as_user(alice, "POST", "/v1/services",
+                             {"name": "big", "model": "adder@1", "gpus": 65})
+    assert too_big.status == 400 and "gpus" in too_big.body.decode()

@@ -46,6 +46,7 @@ from nai_server.host.replicas import (
     UNKNOWN,
     Owner,
     ReplicaHost,
+    ReplicaRefused,
     ReplicaStart,
 )
 from nai_server.store.blobs import BlobStore
@@ -128,7 +129,13 @@ class SlurmReplicaHost(ReplicaHost):
         argv = slurm_text.replica_sbatch_argv(
             sub, len(start.gpus) or start.gpus_wanted, self._partition_max_time(),
             start.memory, start.cpus, settings.partition, None, settings.sbatch_args)
-        new_id = self.slurm.submit(argv, slurm_text.batch_script(command, ()), env)
+        try:
+            new_id = self.slurm.submit(argv, slurm_text.batch_script(command, ()), env)
+        except SlurmError as exc:
+            if not slurm_text.refused(str(exc)):
+                raise  # slurmctld away or slow: restarted after a backoff
+            (where / slurm_record.RECORD).unlink()  # nothing was submitted
+            raise ReplicaRefused(f"Slurm refused it: {exc}") from exc
         try:
             slurm_record.write(where, 0, new_id)
         except BaseException:  # it must not run unwatched
