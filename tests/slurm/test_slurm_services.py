@@ -126,6 +126,10 @@ def test_a_replica_is_a_slurm_job_of_its_owner_proxied_by_the_daemon(
     assert (token.st_uid, token.st_mode & 0o777) == (alice.uid, 0o400)
     assert (where / "run" / "address").read_text().strip().rpartition(":")[2].isdigit()
     assert not (where / "run" / "serve.sock").exists()
+    # `nai gpus` shows the cluster's GPUs: two held by the replica, named as the service.
+    gpus = daemon.as_user(alice, "GET", "/v1/gpus").json()["gpus"]
+    held = [(g["service"], g["user"], g["job"]) for g in gpus if g["slurm_job"] == job["job_id"]]
+    assert held == [("adder", alice.name, None)] * 2, gpus
 
     # Three 2-GPU replicas on 4 GPUs: one waits in Slurm's queue, with Slurm's reason.
     scaled = daemon.as_user(alice, "PATCH", "/v1/services/adder", {"replicas": 3})

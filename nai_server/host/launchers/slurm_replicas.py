@@ -28,6 +28,7 @@ outright), SIGKILL `scancel` (Slurm's KillWait, then SIGKILL).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("nai.slurm")
 
 PREFIX = "slurm:"
+SERVICE_FILE = "service"  # root's, in the replica's directory: {"service", "user"}
 PARTITION_EVERY = 600.0  # seconds a partition's MaxTime is kept before it is read again
 
 
@@ -80,6 +82,7 @@ class SlurmReplicaHost(ReplicaHost):
         self._ids: dict[int, float] = {}  # Slurm id -> when first asked about
         self._names: dict[str, float] = {}  # job names looked up (mid-submit crashes)
         self._max_time: tuple[float, str] | None = None
+        self._served: dict[int, tuple[str, str]] = {}  # Slurm id -> (service, user)
 
     # --- what the runtime's poll asks squeue -------------------------------------------
 
@@ -114,6 +117,9 @@ class SlurmReplicaHost(ReplicaHost):
             env["NAI_SERVE_TOKEN_FILE"] = str(where / replica_link.TOKEN)
             env["NAI_SERVE_ADDRESS_FILE"] = str(where / SOCKET_DIR / replica_link.ADDRESS)
         slurm_record.write(where, 0, None)  # on disk before Slurm hears of the replica
+        served = (env.get("NAI_SERVICE", ""), owner.user)
+        (where / SERVICE_FILE).write_text(json.dumps(dict(zip(("service", "user"), served,
+                                                              strict=True))))
         log_path = where / "log"
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_APPEND, 0o640)
         try:
@@ -142,6 +148,7 @@ class SlurmReplicaHost(ReplicaHost):
             self.slurm.cancel(new_id)
             raise
         self._ask(new_id)
+        self._served[new_id] = served
         self.runtime.poll_soon()
         log.info("replica %s submitted as Slurm job %s", where.name, new_id)
         return f"{PREFIX}{new_id}"
@@ -166,12 +173,27 @@ class SlurmReplicaHost(ReplicaHost):
         if found is None:
             return "vanished"
         view = self._seen(self._ask(found))
+        self._remember(where, found)
         if view is None:
             return "unknown"
         sj = view.get(found)
         if sj is None:  # forgotten (MinJobAge) or never known: gone either way
             return "vanished"
         return {"pending": "queued", "running": "running"}.get(sj.phase, "exited")
+
+    def service_of(self, found: int) -> tuple[str, str] | None:
+        """The service and user of a replica's Slurm job (`nai gpus`), from its
+        directory's record (root's): None for a Slurm job that is no replica of ours."""
+        return self._served.get(found)
+
+    def _remember(self, where: Path, found: int) -> None:
+        if found in self._served:
+            return
+        try:
+            said = json.loads((where / SERVICE_FILE).read_text())
+            self._served[found] = (str(said["service"]), str(said["user"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
 
     def waiting(self, handle: str) -> str:
         found = slurm_id(handle)
@@ -226,5 +248,6 @@ class SlurmReplicaHost(ReplicaHost):
         with self._lock:
             if record is not None and record.slurm_id is not None:
                 self._ids.pop(record.slurm_id, None)
+                self._served.pop(record.slurm_id, None)
             self._names.pop(self.name(where), None)
         super().remove(where)

@@ -112,7 +112,9 @@ class SlurmRuntime(JobRuntime):
         return slurm_gpus.listing(
             cached[1], cached[2], dict(self._known).get, users.get,
             self.gpus.source, self.config.scheduler.cpu_slots,
-            sum(1 for j in active if not j.spec.gpus), note=cached[3])
+            sum(1 for j in active if not j.spec.gpus), note=cached[3],
+            nai_service=self.replicas.service_of if self.replicas is not None
+            else lambda _: None)
 
     # --- the loop ---------------------------------------------------------------------
 
