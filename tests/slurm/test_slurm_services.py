@@ -34,7 +34,8 @@ def load(model_dir):
 def predict(inputs):
     return {"sum": sum(inputs) * SCALE, "uid": os.getuid(),
             "gpus": os.environ.get("CUDA_VISIBLE_DEVICES"),
-            "slurm": os.environ.get("SLURM_JOB_ID")}
+            "slurm": os.environ.get("SLURM_JOB_ID"),
+            "node": os.environ.get("SLURMD_NODENAME")}
 '''
 
 
@@ -225,3 +226,31 @@ def test_a_replica_slurm_can_never_run_fails_the_service_with_slurms_words(
     too_big = daemon.as_user(alice, "POST", "/v1/services",
                              {"name": "big", "model": "adder@1", "gpus": 65})
     assert too_big.status == 400 and "gpus" in too_big.body.decode()
+
+
+def test_replicas_on_two_nodes_answer_through_the_proxy(
+        two_nodes: SlurmCluster, daemon_factory: Callable[..., Daemon],
+        make_user: Callable[[], UnixUser]) -> None:
+    daemon = daemon_factory(gpus=0, launcher="slurm", slurm={
+        "conf": str(two_nodes.conf), "accounting": "jobcomp", "poll_seconds": 0.2})
+    daemon.start()
+    alice = make_user()
+    assert daemon.admin("user", "add", alice.name).returncode == 0
+    register_model(daemon, alice, "adder")
+    made = daemon.as_user(alice, "POST", "/v1/services",  # one GPU a node: one replica each
+                          {"name": "adder", "model": "adder@1", "gpus": 1, "replicas": 2})
+    assert made.status == 201, made.body
+    wait_for(lambda: [r["state"] for r in show(daemon, alice, "adder")["replica_info"]]
+             == ["ready", "ready"], timeout=WAIT, what="both replicas ready")
+    nodes = set()
+    for _ in range(20):
+        answer = daemon.as_user(alice, "POST", "/v1/services/adder/invoke/predict",
+                                {"inputs": [1]})
+        assert answer.status == 200, answer.body
+        nodes.add(answer.json()["outputs"]["node"])
+        if len(nodes) == 2:
+            break
+    assert nodes == set(two_nodes.node_names)
+    daemon.as_user(alice, "DELETE", "/v1/services/adder")
+    wait_for(lambda: not live(replica_jobs(two_nodes, daemon)), timeout=WAIT,
+             what="the replicas' Slurm jobs to end")
