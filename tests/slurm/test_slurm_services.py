@@ -12,6 +12,7 @@ import json
 import signal
 import tarfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -56,8 +57,12 @@ def alice(slurm_daemon: Daemon, make_user: Callable[[], UnixUser]) -> UnixUser:
     return user
 
 
-def register_model(daemon: Daemon, user: UnixUser, name: str) -> None:
-    files = {"predict.py": PREDICT, "scale.txt": b"2"}
+OWN_SERVER = Path(__file__).parent.parent / "integration" / "service_model" / "server.py"
+
+
+def register_model(daemon: Daemon, user: UnixUser, name: str,
+                   files: dict[str, bytes] | None = None) -> None:
+    files = files or {"predict.py": PREDICT, "scale.txt": b"2"}
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
         for data in files.values():
@@ -254,3 +259,26 @@ def test_replicas_on_two_nodes_answer_through_the_proxy(
     daemon.as_user(alice, "DELETE", "/v1/services/adder")
     wait_for(lambda: not live(replica_jobs(two_nodes, daemon)), timeout=WAIT,
              what="the replicas' Slurm jobs to end")
+
+
+def test_a_models_own_server_is_reached_through_the_relay_beside_it(
+        slurm_daemon: Daemon, alice: UnixUser, cluster: SlurmCluster) -> None:
+    daemon = slurm_daemon
+    register_model(daemon, alice, "own", {
+        "nai.yaml": b"serve:\n  command: python server.py\n  health: /health\n",
+        "server.py": OWN_SERVER.read_bytes(), "weights.txt": b"w7"})
+    made = daemon.as_user(alice, "POST", "/v1/services",
+                          {"name": "own", "model": "own@1", "gpus": 1})
+    assert made.status == 201, made.body
+    wait_ready(daemon, alice, "own")
+    answer = daemon.as_user(alice, "POST", "/v1/services/own/invoke/predict",
+                            {"inputs": [1, 2]})
+    assert answer.status == 200, answer.body
+    assert answer.json() == {"sum": 3, "weights": "w7"}
+    who = daemon.as_user(alice, "GET", "/v1/services/own/invoke/whoami").json()
+    assert who["uid"] == alice.uid
+    [where] = [p for p in (daemon.state / "services").iterdir() if (p / "token").exists()]
+    assert (where / "run" / "address").exists()  # the relay's port, not the socket
+    daemon.as_user(alice, "DELETE", "/v1/services/own")
+    wait_for(lambda: not live(replica_jobs(cluster, daemon)), timeout=WAIT,
+             what="the replica's Slurm job to end")

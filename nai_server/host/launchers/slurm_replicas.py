@@ -9,10 +9,10 @@ owner's), on the state dir that the compute nodes share. It is submitted as its 
 where there is none), never requeued (`--no-requeue`: the supervisor starts a new one
 if it ends), with its log as `--output`. Its handle is "slurm:ID".
 
-The proxy reaches nai's own server (a model with `predict.py`) on whichever node it
-runs through the authenticated TCP link (host/replica_link, serving/link): a token per
-run, proved both ways. A model with its own `serve:` command still listens on its unix
-socket, which the daemon reaches only where the replica runs on its own host.
+The proxy reaches a replica on whichever node it runs through the authenticated TCP
+link (host/replica_link, serving/link): a token per run, proved both ways. nai's own
+server (a model with `predict.py`) speaks it; a model's own `serve:` command listens on
+its unix socket on the node, behind nai's relay (serving/relay) in the same job.
 
 Slurm is asked about replicas in the run loop's one squeue a poll (SlurmRuntime asks
 for the ids and names this host hands it): `status` reads that view. Until a poll has
@@ -31,7 +31,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -111,11 +113,16 @@ class SlurmReplicaHost(ReplicaHost):
         where, owner = start.dir, start.owner
         env, command = self.environment(start)
         env.pop("CUDA_VISIBLE_DEVICES", None)  # Slurm sets it from the GPUs it gives
-        if start.command == DEFAULT_COMMAND:  # nai's server: the TCP link, any node
-            replica_link.write_token(where, owner.uid, owner.gid)
+        # Reached over the TCP link on any node: nai's server speaks it itself, a
+        # model's own server (on its unix socket) through the relay beside it.
+        replica_link.write_token(where, owner.uid, owner.gid)
+        env["NAI_SERVE_TOKEN_FILE"] = str(where / replica_link.TOKEN)
+        env["NAI_SERVE_ADDRESS_FILE"] = str(where / SOCKET_DIR / replica_link.ADDRESS)
+        if start.command == DEFAULT_COMMAND:
             del env["NAI_SERVE_SOCKET"]
-            env["NAI_SERVE_TOKEN_FILE"] = str(where / replica_link.TOKEN)
-            env["NAI_SERVE_ADDRESS_FILE"] = str(where / SOCKET_DIR / replica_link.ADDRESS)
+        else:
+            command = (f"exec {shlex.quote(sys.executable)} -m nai_server.serving.relay -- "
+                       f"/bin/sh -c {shlex.quote(command)}")
         slurm_record.write(where, 0, None)  # on disk before Slurm hears of the replica
         served = (env.get("NAI_SERVICE", ""), owner.user)
         (where / SERVICE_FILE).write_text(json.dumps(dict(zip(("service", "user"), served,
