@@ -24,9 +24,11 @@ side, a uvicorn protocol that holds back HTTP until the daemon has proved the to
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import os
+import socket
 from typing import Any
 
 MAGIC = b"NAI-REPLICA/1"
@@ -98,6 +100,10 @@ def guarded_protocol(token: bytes) -> type[asyncio.Protocol]:
     class Guarded(HttpToolsProtocol):
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
+            sock = transport.get_extra_info("socket")
+            if sock is not None:  # an answer's head and body go out at once (no Nagle)
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._held = b""
             self._nonce_d: bytes | None = None
             self._nonce_r = nonce()

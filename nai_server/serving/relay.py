@@ -60,6 +60,10 @@ async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                  token: bytes, path: str) -> None:
+    sock = writer.get_extra_info("socket")
+    if sock is not None:  # pieces go out as they come (no Nagle: no 40 ms stalls)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         if not await _handshake(reader, writer, token):
             return

@@ -16,6 +16,7 @@ import asyncio
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -170,6 +171,8 @@ def as_user(user: UnixUser, script: str, *args: str) -> subprocess.Popen[str]:
 
 def test_the_daemon_reaches_the_replica_over_the_link(setting: Setting, replica: int) -> None:
     assert invoke(setting) in (b'{"outputs":3}', b'{"sum": 3, "weights": "w1"}')
+    with setting.host.connect(setting.where, setting.owner) as sock:  # no 40 ms stalls
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
     token = setting.where / replica_link.TOKEN
     assert token.stat().st_uid == setting.alice.uid and token.stat().st_mode & 0o777 == 0o400
 
