@@ -136,6 +136,9 @@ def test_a_replica_is_a_slurm_job_of_its_owner_proxied_by_the_daemon(
     gpus = daemon.as_user(alice, "GET", "/v1/gpus").json()["gpus"]
     held = [(g["service"], g["user"], g["job"]) for g in gpus if g["slurm_job"] == job["job_id"]]
     assert held == [("adder", alice.name, None)] * 2, gpus
+    # Its log, written by Slurm (--output) on the shared state dir, read as on one server.
+    log = daemon.as_user(alice, "GET", "/v1/services/adder/logs?replica=0").body.decode()
+    assert "nai replica: adder@1 loaded" in log, log
 
     # Three 2-GPU replicas on 4 GPUs: one waits in Slurm's queue, with Slurm's reason.
     scaled = daemon.as_user(alice, "PATCH", "/v1/services/adder", {"replicas": 3})
