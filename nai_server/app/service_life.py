@@ -254,7 +254,7 @@ class Supervisor:
                 env[f"NAI_{key.upper()}"] = str(doc[key])
         launches.append((doc["name"], r["run"], ReplicaStart(
             self._where(doc, r), r["tree_id"], r["command"], owner, tuple(gpus), env,
-            r.get("memory"), r.get("cpus"), r["gpus_wanted"])))
+            r.get("memory"), r.get("cpus"), r["gpus_wanted"], doc["owner"].get("group"))))
 
     def _free_gpus(self, doc: Doc, count: int) -> tuple[int, ...] | None:
         found = service_gpus.free_gpus(self.runtime, self.store, self._docs, doc, count)

@@ -89,6 +89,7 @@ class ReplicaStart:
     memory: int | None = None  # its cgroup's limits, as a job's
     cpus: float | None = None
     gpus_wanted: int = 0  # how many, where the host places it (places_gpus False)
+    group: str | None = None  # the nai group owning the service (its Slurm account)
 
 
 class ReplicaRefused(Exception):

@@ -285,3 +285,24 @@ def test_a_models_own_server_is_reached_through_the_relay_beside_it(
     daemon.as_user(alice, "DELETE", "/v1/services/own")
     wait_for(lambda: not live(replica_jobs(cluster, daemon)), timeout=WAIT,
              what="the replica's Slurm job to end")
+
+
+def test_a_groups_service_is_charged_to_the_groups_slurm_account(
+        cluster: SlurmCluster, daemon_factory: Callable[..., Daemon],
+        make_user: Callable[[], UnixUser]) -> None:
+    daemon = daemon_factory(gpus=0, launcher="slurm", slurm={
+        "conf": str(cluster.conf), "accounting": "jobcomp", "poll_seconds": 0.2,
+        "accounts": {"lab": "proj-lab"}})
+    daemon.start()
+    alice = make_user()
+    assert daemon.admin("user", "add", alice.name).returncode == 0
+    assert daemon.admin("group", "add", "lab").returncode == 0
+    assert daemon.admin("group", "add-member", "lab", alice.name).returncode == 0
+    register_model(daemon, alice, "adder")
+    made = daemon.as_user(alice, "POST", "/v1/services",
+                          {"name": "adder", "model": "adder@1", "gpus": 1, "group": "lab"})
+    assert made.status == 201, made.body
+    wait_ready(daemon, alice, "adder")
+    [job] = live(replica_jobs(cluster, daemon))
+    listed = cluster.run("squeue", "-h", "-j", str(job["job_id"]), "-o", "%a")
+    assert listed.stdout.strip() == "proj-lab" and job["user_id"] == alice.uid

@@ -141,7 +141,8 @@ class SlurmReplicaHost(ReplicaHost):
             uid=owner.uid, gid=owner.gid)
         argv = slurm_text.replica_sbatch_argv(
             sub, len(start.gpus) or start.gpus_wanted, self._partition_max_time(),
-            start.memory, start.cpus, settings.partition, None, settings.sbatch_args)
+            start.memory, start.cpus, settings.partition,
+            settings.accounts.get(start.group) if start.group else None, settings.sbatch_args)
         try:
             new_id = self.slurm.submit(argv, slurm_text.batch_script(command, ()), env)
         except SlurmError as exc:
