@@ -77,6 +77,9 @@ def register_model(daemon: Daemon, user: UnixUser, name: str,
     assert tree.status == 201, tree.body
     made = daemon.as_user(user, "POST", "/v1/models",
                           {"name": name, "tree_id": tree.json()["id"]})
+    if made.status == 409:  # a next version
+        made = daemon.as_user(user, "POST", f"/v1/models/{name}/versions",
+                              {"tree_id": tree.json()["id"]})
     assert made.status == 201, made.body
 
 
@@ -306,3 +309,30 @@ def test_a_groups_service_is_charged_to_the_groups_slurm_account(
     [job] = live(replica_jobs(cluster, daemon))
     listed = cluster.run("squeue", "-h", "-j", str(job["job_id"]), "-o", "%a")
     assert listed.stdout.strip() == "proj-lab" and job["user_id"] == alice.uid
+
+
+def test_an_update_rolls_to_a_new_slurm_job_and_cancels_the_old_one(
+        slurm_daemon: Daemon, alice: UnixUser, cluster: SlurmCluster) -> None:
+    daemon = slurm_daemon
+    register_model(daemon, alice, "adder")
+    made = daemon.as_user(alice, "POST", "/v1/services",
+                          {"name": "adder", "model": "adder@1", "gpus": 1})
+    assert made.status == 201, made.body
+    wait_ready(daemon, alice, "adder")
+    [old] = live(replica_jobs(cluster, daemon))
+    register_model(daemon, alice, "adder", {"predict.py": PREDICT, "scale.txt": b"3"})
+    updated = daemon.as_user(alice, "PATCH", "/v1/services/adder", {"model": "adder@2"})
+    assert updated.status == 200, updated.body
+
+    def rolled() -> bool:
+        info = show(daemon, alice, "adder")
+        return [(r["model"], r["state"]) for r in info["replica_info"]] == [
+            ("adder@2", "ready")] and [j["job_id"] for j in live(replica_jobs(
+                cluster, daemon))] not in ([], [old["job_id"]])
+    wait_for(rolled, timeout=WAIT, what="the new version's replica alone")
+    answer = daemon.as_user(alice, "POST", "/v1/services/adder/invoke/predict",
+                            {"inputs": [1]})
+    assert answer.json()["outputs"]["sum"] == 3.0
+    assert answer.json()["outputs"]["slurm"] != str(old["job_id"])
+    wait_for(lambda: old["job_id"] not in [j["job_id"] for j in live(
+        replica_jobs(cluster, daemon))], timeout=WAIT, what="the old replica's job to end")
