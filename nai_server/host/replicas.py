@@ -14,6 +14,10 @@ descriptor without blocking, and then requires the peer at the other end to be a
 process of that user (SO_PEERCRED): a link swapped in between the check and the
 connect still reaches no one else. Reads have deadlines; nothing a replica does can
 make the daemon wait longer than them.
+
+A replica on another machine (a Slurm job) is reached over TCP instead, where no
+SO_PEERCRED can say who listens: its directory holds a token for the run, and both
+ends prove they know it before any HTTP (replica_link, serving/link).
 """
 
 from __future__ import annotations
