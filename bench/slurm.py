@@ -6,23 +6,31 @@
 2. GPU freed → next running: the one GPU's holder exits; how long until the job waiting
    for it runs.
 3. N tiny jobs: wall time from the first submit to the last job's end.
+4. (--serve) a served model whose replica is a Slurm job: cold start (`POST
+   /v1/services` to the first answer), and the p50/p99 latency of a tiny predict through
+   the daemon's proxy (over the authenticated TCP link) vs straight to the replica's
+   port on one kept-alive connection (handshake done once, as the proxy's pool does).
 
 Each is printed as a ratio nai/direct (target ≤ 1.2) and nai's overhead in ms. nai
 polls squeue every `--poll` seconds (slurm.poll_seconds): that interval bounds how soon
 it sees a job start or end, and is part of what is measured.
 
-    .venv/bin/python bench/slurm.py [--rounds 5] [--jobs 500] [--poll 0.1]
+    .venv/bin/python bench/slurm.py [--rounds 5] [--jobs 500] [--poll 0.1] [--serve 500]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
+import io
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Callable
@@ -31,6 +39,7 @@ from pathlib import Path
 import httpx
 import yaml
 
+from nai_server.host import replica_link
 from nai_server.testing import slurm_cluster
 
 BIN = Path(sys.executable).parent
@@ -146,6 +155,69 @@ def many(way: Direct | ThroughNai, count: int) -> float:
     return time.perf_counter() - started
 
 
+PREDICT = b"def load(model_dir):\n    pass\n\ndef predict(inputs):\n    return inputs\n"
+BODY = b'{"inputs": [1, 2, 3]}'
+
+
+def serve(client: httpx.Client, state: Path, requests: int) -> None:
+    """Part 4: a replica on Slurm, cold start and latency (see the module's doc)."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
+        info = tarfile.TarInfo(hashlib.sha256(PREDICT).hexdigest())
+        info.size = len(PREDICT)
+        tar.addfile(info, io.BytesIO(PREDICT))
+    client.post("/v1/blobs", content=out.getvalue()).raise_for_status()
+    tree = client.post("/v1/trees", json={"entries": [{
+        "path": "predict.py", "size": len(PREDICT),
+        "sha256": hashlib.sha256(PREDICT).hexdigest()}]})
+    tree.raise_for_status()
+    client.post("/v1/models", json={"name": "echo", "tree_id": tree.json()["id"]}
+                ).raise_for_status()
+    started = time.perf_counter()
+    client.post("/v1/services", json={"name": "echo", "model": "echo@1", "gpus": 1}
+                ).raise_for_status()
+    route = "/v1/services/echo/invoke/predict"
+    client.post(route, content=BODY, timeout=300).raise_for_status()  # waits for it
+    print(f"{'replica cold start':<28} {time.perf_counter() - started:8.2f} s")
+    [where] = [p for p in (state / "services").iterdir() if (p / replica_link.TOKEN).exists()]
+    link = replica_link.open_link(where, os.getuid())
+    replica_link.greet_sync(link, 5)
+    link.setblocking(True)
+    daemon = socket.socket(socket.AF_UNIX)
+    daemon.connect(str(state.parent / "nai.sock"))
+    # The same raw keep-alive client both ways: only the path differs.
+    ways = {"direct": (link, "/predict"), "proxy": (daemon, route)}
+    for name in ("direct", "proxy", "direct", "proxy"):
+        sock, target = ways[name]
+        samples = []
+        for _ in range(requests):
+            t = time.perf_counter()
+            exchange(sock, target)
+            samples.append(time.perf_counter() - t)
+        samples.sort()
+        print(f"  {name:<8} p50 {samples[len(samples) // 2] * 1000:6.2f} ms   "
+              f"p99 {samples[int(len(samples) * 0.99)] * 1000:6.2f} ms")
+    link.close()
+    daemon.close()
+    client.delete("/v1/services/echo")
+
+
+def exchange(sock: socket.socket, target: str) -> None:
+    """One POST of BODY on a kept-alive connection, its answer read whole."""
+    sock.sendall(f"POST {target} HTTP/1.1\r\nHost: r\r\nContent-Type: application/json"
+                 f"\r\nContent-Length: {len(BODY)}\r\n\r\n".encode() + BODY)
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        answer += sock.recv(65536)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    while len(body) < length:
+        body += sock.recv(65536)
+    if not head.startswith(b"HTTP/1.1 200"):
+        raise RuntimeError(head.decode("latin-1"))
+
+
 def report(name: str, nai: float, direct: float) -> None:
     print(f"{name:<28} nai {nai * 1000:8.1f} ms   sbatch {direct * 1000:8.1f} ms   "
           f"ratio {nai / direct:5.2f}   overhead {(nai - direct) * 1000:+8.1f} ms")
@@ -157,6 +229,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=500,
                         help="tiny jobs in part 3 (the issue's figure: 500)")
     parser.add_argument("--poll", type=float, default=0.1)
+    parser.add_argument("--serve", type=int, default=0, metavar="N",
+                        help="part 4: N requests each way to a replica on Slurm")
     args = parser.parse_args()
     why = slurm_cluster.missing()
     if why:
@@ -177,9 +251,14 @@ def main() -> None:
             for i in range(args.rounds):
                 for tag, way in (("d", direct), ("n", nai))[:: 1 if i % 2 else -1]:
                     samples[tag] += measure(way, tmp, 1, f"{tag}{name[0]}{i}")
-            report(name, statistics.median(samples["n"]), statistics.median(samples["d"]))
-        d, n = many(direct, args.jobs), many(nai, args.jobs)
-        report(f"{args.jobs} tiny jobs (wall)", n, d)
+            if args.rounds:
+                report(name, statistics.median(samples["n"]),
+                       statistics.median(samples["d"]))
+        if args.jobs:
+            d, n = many(direct, args.jobs), many(nai, args.jobs)
+            report(f"{args.jobs} tiny jobs (wall)", n, d)
+        if args.serve:
+            serve(client, tmp / "state", args.serve)
     finally:
         if proc is not None:
             proc.terminate()

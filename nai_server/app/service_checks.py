@@ -52,7 +52,7 @@ def serve_section(blobs: BlobStore, tree_id: str, ref: str) -> rules.Serve:
 
 
 def gpu_memory(asked: str | None, serve: rules.Serve, each: int,
-               snapshot: GpuSnapshot) -> int | None:
+               snapshot: GpuSnapshot | None) -> int | None:
     """Bytes of free memory each of a replica's GPUs needs (None: any), from the request
     or the `serve:` section; refused if no GPU here has that much."""
     if asked is not None:
@@ -64,6 +64,8 @@ def gpu_memory(asked: str | None, serve: rules.Serve, each: int,
         need = serve.gpu_memory
     if not need or not each:
         return None
+    if snapshot is None:  # Slurm's GPUs: not known here
+        return need
     biggest = max((g.memory_total for g in snapshot.gpus), default=0)
     if need > biggest:
         raise Invalid(f"gpu_memory: {format_size(need)} asked for each GPU, but the largest "
@@ -83,11 +85,11 @@ def limits(jobs: JobsConfig, serve: rules.Serve) -> tuple[int | None, float | No
         raise Invalid(f"serve.{exc}") from exc
 
 
-def check_quota(store: TinyDbStore, snapshot: GpuSnapshot, user: str, group: str | None,
-                each: int, replicas: int) -> None:
-    """Refuse a service that could never run: on this server, within its owners' GPU
-    quotas."""
-    total = len(snapshot.gpus)
+def check_quota(store: TinyDbStore, snapshot: GpuSnapshot | None, user: str,
+                group: str | None, each: int, replicas: int) -> None:
+    """Refuse a service that could never run: on this server (None: GPUs are Slurm's
+    to check), within its owners' GPU quotas."""
+    total = len(snapshot.gpus) if snapshot is not None else each
     if each > total:
         raise Invalid(f"each replica would need {each} GPU(s); this server has {total}")
     gpus = each * replicas

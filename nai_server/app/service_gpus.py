@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from nai_server.core import scheduling as sched
+from nai_server.core.service_rules import handle_pid
 from nai_server.core.units import format_size, parse_size
 from nai_server.host.gpu_watch import Foreign
 from nai_server.host.launchers.local import session_of
@@ -39,8 +40,8 @@ def holders(docs: list[Doc]) -> dict[int, tuple[str, str]]:
 def without_replicas(foreign: Foreign, docs: list[Doc]) -> Foreign:
     """The foreign processes of each GPU less the replicas' own on the GPUs they were
     given (a replica's process on another GPU stays foreign)."""
-    own = {(r["pid"], g) for d in docs for r in d["replica_docs"] if r.get("pid")
-           for g in r["gpus"]}
+    own = {(pid, g) for d in docs for r in d["replica_docs"]
+           if (pid := handle_pid(r.get("handle"))) for g in r["gpus"]}
     if not own:
         return foreign
     kept: Foreign = {}

@@ -33,8 +33,7 @@ from nai_server.core import service_rules as rules
 from nai_server.core.service_rules import live, replica_dir
 from nai_server.core.states import SERVICE_TERMINAL, ServiceState
 from nai_server.host.gpu_watch import Foreign
-from nai_server.host.launchers.local import Handle
-from nai_server.host.replicas import ReplicaHost, ReplicaStart
+from nai_server.host.replicas import UNKNOWN, ReplicaHost, ReplicaRefused, ReplicaStart
 from nai_server.host.runtime import JobRuntime
 from nai_server.store.atomic import CommitLock
 from nai_server.store.db import TinyDbStore
@@ -187,7 +186,7 @@ class Supervisor:
         for r in list(doc["replica_docs"]):
             if r.get("stopping"):
                 self._drain(doc, r, seen.get(replica_dir(doc, r)), now)
-            elif r["state"] == _P:
+            elif r["state"] == _P and not r.get("handle"):  # (else queued in Slurm)
                 self._place(doc, r, now, launches)
             else:
                 self._watch(doc, r, seen.get(replica_dir(doc, r)), now)
@@ -206,8 +205,7 @@ class Supervisor:
         r["stopping"] = True
         r["kill_at"] = now + (self.settings.stop_grace_seconds if grace is None else grace)
 
-    def _signal(self, pid: int, start: int, sig: int) -> None:
-        handle = Handle(pid, start)
+    def _signal(self, handle: str, sig: int) -> None:
         self._acts.append(lambda: self.host.signal(handle, sig))
 
     def _remove(self, where: Path) -> None:
@@ -216,14 +214,15 @@ class Supervisor:
     def _drain(self, doc: Doc, r: Doc, seen: Seen | None, now: float) -> None:
         """A replica on its way out: SIGTERM, SIGKILL after the grace; once its process
         is gone its directory and GPUs go too."""
-        if r["state"] == _P and not r.get("pid"):  # never started: nothing of its own
+        if r["state"] == _P and not r.get("handle"):  # never started: nothing of its own
             doc["replica_docs"].remove(r)
             return
-        if seen is None:  # not looked at yet: the next step
+        if seen is None or seen.status == "unknown" or (
+                not r.get("handle") and seen.adopted == UNKNOWN):  # not known yet
             return
-        if not r.get("pid") and seen.adopted is not None:  # a launch the daemon died in
-            r.update(pid=seen.adopted.pid, pid_start=seen.adopted.start_ticks)
-        elif r.get("pid") and seen.status == "running":
+        if not r.get("handle") and seen.adopted:  # a launch the daemon died in
+            r["handle"] = seen.adopted
+        elif r.get("handle") and seen.status in ("running", "queued"):
             pass
         else:  # gone (and reaped, when this daemon started it, by the look)
             self._remove(self._where(doc, r))
@@ -231,10 +230,10 @@ class Supervisor:
             return
         busy = self.outstanding(doc["name"], r["index"]) and now < r["kill_at"]
         if not r.get("termed") and not busy:  # its requests finish first
-            self._signal(r["pid"], r["pid_start"], signal.SIGTERM)
+            self._signal(r["handle"], signal.SIGTERM)
             r["termed"] = True
         if now >= r["kill_at"]:
-            self._signal(r["pid"], r["pid_start"], signal.SIGKILL)
+            self._signal(r["handle"], signal.SIGKILL)
 
     def _place(self, doc: Doc, r: Doc, now: float,
                launches: list[tuple[str, int, ReplicaStart]]) -> None:
@@ -243,11 +242,12 @@ class Supervisor:
         owner = self._owners[doc["user"]]
         if owner is None:
             return self._fail(doc, f"user {doc['user']} has no unix account on this host")
-        gpus = self._free_gpus(doc, r["gpus_wanted"])
+        # A host that places replicas itself (Slurm) is given a count: gpus_wanted.
+        gpus = self._free_gpus(doc, r["gpus_wanted"]) if self.host.places_gpus else ()
         if gpus is None:
             return
-        r.update(state=str(_S), gpus=list(gpus), started_at=now, ready_at=None, pid=None,
-                 pid_start=None, run=doc["runs"] + 1, message=None)
+        r.update(state=str(_S), gpus=list(gpus), started_at=now, ready_at=None, handle=None,
+                 run=doc["runs"] + 1, message=None)
         doc["runs"] += 1
         model, _, version = r["model"].partition("@")
         env = {"NAI_SERVICE": doc["name"], "NAI_MODEL": r["model"], "NAI_MODEL_NAME": model,
@@ -258,7 +258,7 @@ class Supervisor:
         env.update(doc.get("env") or {})  # the daemon's own (an annotate session's)
         launches.append((doc["name"], r["run"], ReplicaStart(
             self._where(doc, r), r["tree_id"], r["command"], owner, tuple(gpus), env,
-            r.get("memory"), r.get("cpus"))))
+            r.get("memory"), r.get("cpus"), r["gpus_wanted"], doc["owner"].get("group"))))
 
     def _free_gpus(self, doc: Doc, count: int) -> tuple[int, ...] | None:
         found = service_gpus.free_gpus(self.runtime, self.store, self._docs, doc, count)
@@ -272,8 +272,15 @@ class Supervisor:
     def _watch(self, doc: Doc, r: Doc, seen: Seen | None, now: float) -> None:
         if seen is None:  # launched since the look (or not yet): the next step
             return
-        if r.get("pid") is None:  # the daemon died launching it (launches end in a step)
+        if seen.status == "unknown":  # its scheduler not asked yet
+            return
+        if not r.get("handle"):  # the daemon died launching it (launches end in a step)
             return self._lost(doc, r, seen)
+        if seen.status == "queued":  # in its scheduler's queue (Slurm's), with its reason
+            r.update(state=str(_P), message=seen.why, started_at=now)
+            return
+        if r["state"] == _P:  # out of the queue: its start_timeout counts from now
+            r["state"] = str(_S)
         settings = self.settings
         if seen.status != "running":
             return self._died(doc, r, now, "its process ended", seen.tail)
@@ -294,11 +301,13 @@ class Supervisor:
 
     def _lost(self, doc: Doc, r: Doc, seen: Seen) -> None:
         """The daemon died while launching it: adopt its wrapper, or start it again."""
+        if seen.adopted == UNKNOWN:  # its scheduler has not said yet
+            return
         if seen.adopted is not None:
-            r.update(pid=seen.adopted.pid, pid_start=seen.adopted.start_ticks)
+            r["handle"] = seen.adopted
             return
         self._remove(self._where(doc, r))
-        r.update(state=str(_P), gpus=[], pid=None)
+        r.update(state=str(_P), gpus=[], handle=None)
 
     def _died(self, doc: Doc, r: Doc, now: float, why: str, tail: str) -> None:
         """A replica that ended or will not answer: it is killed (its GPUs kept until it
@@ -307,7 +316,7 @@ class Supervisor:
         tombstone = {**r, "stopping": True, "kill_at": now, "termed": True}
         doc["replica_docs"].append(tombstone)
         restarts = r.get("restarts", 0) + 1
-        r.update(state=str(_P), gpus=[], pid=None, pid_start=None, restarts=restarts,
+        r.update(state=str(_P), gpus=[], handle=None, restarts=restarts,
                  retry_at=now + rules.backoff(restarts), ready_at=None,
                  message=f"restarting: {why}")
         log.info("service %s replica %s: %s", doc["name"], r["index"], why)
@@ -381,19 +390,22 @@ class Supervisor:
 
     def _launch(self, name: str, run: int, start: ReplicaStart, now: float) -> None:
         try:
-            handle: Handle | None = self.host.start(start)
-            problem, tail = None, ""
+            handle: str | None = self.host.start(start)
+            problem, tail, refused = None, "", False
         except Exception as exc:
             log.exception("service %s: a replica could not start", name)
             handle, problem, tail = None, f"could not start: {exc}", self.host.log_tail(start.dir)
+            refused = isinstance(exc, ReplicaRefused)  # never runs as asked: no retries
         with self.lock:
             doc = self.records.get(name)
             r = next((x for x in (doc or {}).get("replica_docs", ()) if x["run"] == run), None)
             if doc is not None and r is not None:
                 if handle is not None:
-                    r.update(pid=handle.pid, pid_start=handle.start_ticks)
-                    log.info("service %s replica %s started on GPUs %s (pid %s)", name,
-                             r["index"], r["gpus"], handle.pid)
+                    r["handle"] = handle
+                    log.info("service %s replica %s started on GPUs %s (%s)", name,
+                             r["index"], r["gpus"], handle)
+                elif refused and not r.get("stopping"):
+                    self._fail(doc, f"replica {r['index']} {problem}")
                 elif not r.get("stopping"):
                     self._died(doc, r, now, problem or "could not start", tail)
                 self.records.put(doc)

@@ -10,7 +10,7 @@ import threading
 from typing import Any
 
 from nai_server.core.processing import ANNOTATOR_KIND, is_session
-from nai_server.core.service_rules import live
+from nai_server.core.service_rules import handle_pid, live
 from nai_server.protocol.services import ReplicaInfo, RequestStats, ServiceInfo
 
 RECENT = 2048  # latencies kept per replica for the percentiles
@@ -100,7 +100,7 @@ def service_info(doc: dict[str, Any], book: RequestBook, now: float,
     name = doc["name"]
     replicas = [ReplicaInfo(
         index=r["index"], state=r["state"], model=r["model"], gpus=r["gpus"],
-        pid=r.get("pid"), started_at=r.get("started_at"), ready_at=r.get("ready_at"),
+        pid=handle_pid(r.get("handle")), started_at=r.get("started_at"), ready_at=r.get("ready_at"),
         restarts=r.get("restarts", 0), message=r.get("message"),
         stats=book.stats(name, r["index"], now))
         for r in sorted(live(doc), key=lambda r: r["index"])]

@@ -2,7 +2,7 @@
 
 Each step first looks, with no lock held: who each service's user is (a user lookup
 may go to a directory server), each replica's process (and, for one recorded without
-a pid, the wrapper a daemon killed while launching it left), its health path (with
+a handle, the wrapper a daemon killed while launching it left), its health path (with
 deadlines, in parallel, so no replica holds back the others) and, for one that is not
 healthy, the last lines of its log. The decisions are then made under the lock from
 what was seen, and what they ask for (signals, directories to remove) is done after
@@ -21,7 +21,6 @@ from typing import Any
 from nai_server.config import ServicesConfig
 from nai_server.core.service_rules import live, replica_dir
 from nai_server.core.states import ServiceState
-from nai_server.host.launchers.local import Handle
 from nai_server.host.replicas import Owner, ReplicaHost
 
 Doc = dict[str, Any]
@@ -43,11 +42,14 @@ class Endpoint:
 class Seen:
     """One replica run as a step saw it before deciding."""
 
-    status: str = "vanished"  # its process: running, exited, vanished
+    # Its process: running, exited, vanished; or, on a host that queues replicas
+    # (Slurm), queued (`why` says why) or unknown (not asked yet: look again).
+    status: str = "vanished"
     healthy: bool = False
     why: str = ""  # why not healthy
     tail: str = ""  # the last lines of its log, when it is not healthy
-    adopted: Handle | None = None  # recorded without a pid: the wrapper found running
+    # Recorded without a handle: the launch found (replicas.UNKNOWN: not known yet).
+    adopted: str | None = None
 
 
 Observed = dict[str, Seen]  # by replica run (its directory's name)
@@ -71,16 +73,19 @@ class Watch:
         """Replica run (its directory's name) → Seen, for every run launched."""
         work = [(doc, r, owners.get(doc["user"])) for doc in docs
                 for r in doc["replica_docs"]
-                if r.get("run") and (r.get("pid") or r["state"] != ServiceState.PENDING)]
+                if r.get("run") and (r.get("handle") or r["state"] != ServiceState.PENDING)]
 
         def look(item: tuple[Doc, Doc, Owner | None]) -> Seen:
             doc, r, owner = item
             where = self.host.path(replica_dir(doc, r))
-            if not r.get("pid"):  # a launch the daemon died in (see Supervisor._lost)
+            handle = r.get("handle")
+            if not handle:  # a launch the daemon died in (see Supervisor._lost)
                 return Seen(adopted=self.host.adopt(where, owner) if owner else None)
-            status = self.host.status(where, Handle(r["pid"], r["pid_start"]))
-            if r.get("stopping"):
+            status = self.host.status(where, handle)
+            if r.get("stopping") or status == "unknown":
                 return Seen(status)
+            if status == "queued":
+                return Seen(status, why=self.host.waiting(handle))
             healthy, why = False, "its process ended"
             if status == "running":
                 healthy, why = self.host.probe(
@@ -105,7 +110,7 @@ def endpoints(docs: Iterable[Doc], owners: Owners, host: ReplicaHost,
             continue
         found[doc["name"]] = [
             Endpoint(doc["name"], r["index"], r["run"], host.path(replica_dir(doc, r)), owner)
-            for r in live(doc) if r["state"] == ServiceState.READY and r.get("pid")]
+            for r in live(doc) if r["state"] == ServiceState.READY and r.get("handle")]
     return found
 
 

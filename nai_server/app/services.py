@@ -27,7 +27,7 @@ from nai_server.core.service_rules import live, replica_dir
 from nai_server.core.states import SERVICE_TERMINAL, ServiceState
 from nai_server.host.gpus import GpuSnapshot
 from nai_server.host.replica_http import Answer, ReplicaFailed, ReplicaPool
-from nai_server.host.replicas import ReplicaHost, ReplicaUnreachable
+from nai_server.host.replicas import ReplicaUnreachable
 from nai_server.host.runtime import JobRuntime
 from nai_server.protocol import Conflict, Forbidden, NotFound, Unavailable
 from nai_server.protocol.services import (
@@ -59,8 +59,8 @@ class Services:
         self.registry = registry
         self.clock = clock
         self.records = ServiceRecords(store)
-        self.host = ReplicaHost(config.state / "services", blobs, config.personal,
-                                contain=runtime.contain)
+        # Replicas as this host's processes, or as Slurm jobs (launcher: slurm).
+        self.host = runtime.replica_host(config.state / "services", blobs, config.personal)
         self.life = Supervisor(config, store, self.records, lock, self.host, runtime, clock)
         self.book = RequestBook()
         self.life.outstanding = self.book.outstanding
@@ -121,7 +121,11 @@ class Services:
 
     # --- create, update, stop ---------------------------------------------------------
 
-    def _snapshot(self) -> GpuSnapshot:
+    def _snapshot(self) -> GpuSnapshot | None:
+        """This host's GPUs; None where replicas are placed elsewhere (Slurm's nodes:
+        Slurm refuses a request it can never run, with its own words)."""
+        if not self.host.places_gpus:
+            return None
         return self.life.runtime.state.snapshot or self.life.runtime.gpus.probe()
 
     def _check_quota(self, user: str, group: str | None, each: int, replicas: int,

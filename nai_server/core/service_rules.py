@@ -212,6 +212,13 @@ def replica_dir(doc: Mapping[str, Any], replica: Mapping[str, Any]) -> str:
     return f"{doc['number']}.{replica['run']}"
 
 
+def handle_pid(handle: str | None) -> int | None:
+    """The pid in a replica's handle when it is a process of this host ("PID:START";
+    what `nai service show` prints), else None ("slurm:ID")."""
+    pid, sep, _ = (handle or "").partition(":")
+    return int(pid) if sep and pid.isdigit() else None
+
+
 def new_replica(doc: dict[str, Any]) -> dict[str, Any]:
     """A replica of the service's current version, waiting for GPUs, at the lowest free
     index; added to the document."""
@@ -220,8 +227,8 @@ def new_replica(doc: dict[str, Any]) -> dict[str, Any]:
     r = {"index": index, "run": 0, "state": str(ServiceState.PENDING), "gpus": [],
          "gpus_wanted": doc["gpus"], "model": doc["model"], "tree_id": doc["tree_id"],
          "command": doc["command"], "health": doc["health"], "memory": doc.get("memory"),
-         "cpus": doc.get("cpus"), "pid": None,
-         "pid_start": None, "started_at": None, "ready_at": None, "restarts": 0,
+         "cpus": doc.get("cpus"), "handle": None,
+         "started_at": None, "ready_at": None, "restarts": 0,
          "message": None}
     doc["replica_docs"].append(r)
     return r

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import httptools
 
+from nai_server.host.replica_link import LinkSocket, greet
+
 HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
     b"trailer", b"trailers", b"transfer-encoding", b"upgrade", b"host", b"content-length",
@@ -35,6 +37,7 @@ HOP_BY_HOP = frozenset({
 READ_SIZE = 1 << 16
 IDLE_MAX = 64  # idle connections kept per replica run
 JOIN_BODY = 1 << 16  # request bodies up to this size go out with the head, in one write
+LINK_TIMEOUT = 5.0  # seconds to connect a TCP link and prove its token, at most
 _PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # a method, a header's name
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # no line breaks in a header
@@ -146,6 +149,12 @@ class ReplicaPool:
                         timeout: float) -> Answer:
         loop = asyncio.get_running_loop()
         answer = _Reading(head_only=method == "HEAD")
+        if isinstance(conn.sock, LinkSocket) and not conn.sock.ready:  # a new TCP link
+            try:
+                await greet(conn.sock, min(timeout, LINK_TIMEOUT))
+            except BaseException:
+                conn.close()
+                raise
         try:
             head = _request_head(method, target, headers, len(body))
             async with asyncio.timeout(timeout):

@@ -14,6 +14,10 @@ descriptor without blocking, and then requires the peer at the other end to be a
 process of that user (SO_PEERCRED): a link swapped in between the check and the
 connect still reaches no one else. Reads have deadlines; nothing a replica does can
 make the daemon wait longer than them.
+
+A replica on another machine (a Slurm job) is reached over TCP instead, where no
+SO_PEERCRED can say who listens: its directory holds a token for the run, and both
+ends prove they know it before any HTTP (replica_link, serving/link).
 """
 
 from __future__ import annotations
@@ -36,11 +40,19 @@ from nai_server.host.launchers.local import (
     Handle,
     LaunchRequest,
     LocalLauncher,
-    Status,
     proc_start_ticks,
     proc_uid,
     read_wrapper_pid,
     session_of,
+)
+from nai_server.host.replica_link import (
+    LinkSocket,
+    greet_sync,
+    linked,
+    open_link,
+)
+from nai_server.host.replica_link import (
+    ReplicaUnreachable as ReplicaUnreachable,  # where callers have looked for it
 )
 from nai_server.host.user_socket import DIR_FLAGS
 from nai_server.store.blobs import BlobStore
@@ -48,12 +60,9 @@ from nai_server.store.blobs import BlobStore
 SOCKET_DIR = "run"
 SOCKET_NAME = "serve.sock"
 MODEL_DIR = "model"
+UNKNOWN = ""  # adopt(): cannot tell yet whether the launch got through; ask again
 MAX_HEAD = 64 * 1024  # bytes of a health answer read at most
 CGROUP_PREFIX = "svc-"  # beside the jobs' "job-N" in the daemon's cgroup
-
-
-class ReplicaUnreachable(Exception):
-    """The replica's socket is missing, not the user's, refused, or not answering."""
 
 
 @dataclass(frozen=True)
@@ -83,10 +92,32 @@ class ReplicaStart:
     env: dict[str, str] = field(default_factory=dict)  # NAI_* about the service
     memory: int | None = None  # its cgroup's limits, as a job's
     cpus: float | None = None
+    gpus_wanted: int = 0  # how many, where the host places it (places_gpus False)
+    group: str | None = None  # the nai group owning the service (its Slurm account)
+
+
+class ReplicaRefused(Exception):
+    """The host will never run this replica as asked (Slurm's words): the service fails
+    at once rather than retry."""
+
+
+def local_handle(handle: Handle) -> str:
+    return f"{handle.pid}:{handle.start_ticks}"
+
+
+def parse_local(handle: str | None) -> Handle | None:
+    """A local handle's pid and start time; None for another host's handle."""
+    pid, sep, ticks = (handle or "").partition(":")
+    if not sep or not pid.isdigit() or not ticks.lstrip("-").isdigit():
+        return None
+    return Handle(int(pid), int(ticks))
 
 
 class ReplicaHost:
-    """Builds, starts, watches, signals and removes replicas under `root`."""
+    """Builds, starts, watches, signals and removes replicas under `root`, as processes
+    of this host on the GPUs the supervisor picks (`places_gpus`)."""
+
+    places_gpus = True  # False: the host's scheduler places replicas (Slurm's)
 
     def __init__(self, root: Path, blobs: BlobStore, personal: bool,
                  launcher: LocalLauncher | None = None,
@@ -131,8 +162,20 @@ class ReplicaHost:
         os.chmod(building, 0o711)
         os.rename(building, where)
 
-    def start(self, start: ReplicaStart) -> Handle:
+    def start(self, start: ReplicaStart) -> str:
+        """Build the replica's directory and start it; its handle."""
         self.build(start)
+        env, command = self.environment(start)
+        owner = start.owner
+        cgroup, joins = self._cgroup(start)
+        request = LaunchRequest(
+            job_id=0, job_dir=start.dir, command=command, env=env,
+            cwd=start.dir / MODEL_DIR, uid=owner.uid, gid=owner.gid, groups=owner.groups,
+            cgroup=cgroup, joins=joins)
+        return local_handle(self.launcher.start(request))
+
+    def environment(self, start: ReplicaStart) -> tuple[dict[str, str], str]:
+        """The replica's environment and the command it runs."""
         owner = start.owner
         account = unix.unix_account(owner.user)
         home = account.pw_dir if account else os.environ.get("HOME", "/")
@@ -151,12 +194,7 @@ class ReplicaHost:
         command = start.command
         if command == DEFAULT_COMMAND:  # nai's own server: this Python, wherever PATH leads
             command = f"exec {shlex.quote(sys.executable)} -m nai_server.serving.replica"
-        cgroup, joins = self._cgroup(start)
-        request = LaunchRequest(
-            job_id=0, job_dir=start.dir, command=command, env=env,
-            cwd=start.dir / MODEL_DIR, uid=owner.uid, gid=owner.gid, groups=owner.groups,
-            cgroup=cgroup, joins=joins)
-        return self.launcher.start(request)
+        return env, command
 
     # --- cgroups ----------------------------------------------------------------------
 
@@ -215,25 +253,36 @@ class ReplicaHost:
 
     # --- watching ---------------------------------------------------------------------
 
-    def status(self, where: Path, handle: Handle | None) -> Status:
-        return self.launcher.status(where, handle)[0]
+    def status(self, where: Path, handle: str) -> str:
+        """running, exited or vanished (and, on a host that queues, queued or unknown:
+        see `waiting`)."""
+        return str(self.launcher.status(where, parse_local(handle))[0])
 
-    def adopt(self, where: Path, owner: Owner) -> Handle | None:
-        """The running wrapper a daemon that died while starting it left: its pid, if
-        it lives, leads its session and is the owner's."""
+    def waiting(self, handle: str) -> str:
+        """Why a queued replica waits (a queueing host's words); none here."""
+        return ""
+
+    def adopt(self, where: Path, owner: Owner) -> str | None:
+        """The running wrapper a daemon that died while starting it left: its handle,
+        if it lives, leads its session and is the owner's; None: it did not start
+        (UNKNOWN: cannot tell yet, a host that must ask its scheduler first)."""
         pid = read_wrapper_pid(where)
         ticks = proc_start_ticks(pid) if pid else None
         if (pid and ticks is not None and session_of(pid) == pid
                 and proc_uid(pid) == owner.expected_uid):
-            return Handle(pid, ticks)
+            return local_handle(Handle(pid, ticks))
         return None
 
-    def alive(self, handle: Handle) -> bool:
-        ticks = proc_start_ticks(handle.pid)
-        return ticks is not None and (handle.start_ticks < 0 or ticks == handle.start_ticks)
+    def alive(self, handle: str) -> bool:
+        local = parse_local(handle)
+        ticks = proc_start_ticks(local.pid) if local is not None else None
+        return ticks is not None and local is not None and (
+            local.start_ticks < 0 or ticks == local.start_ticks)
 
-    def signal(self, handle: Handle, sig: int = signal.SIGTERM) -> None:
-        self.launcher.signal(handle, sig)
+    def signal(self, handle: str, sig: int = signal.SIGTERM) -> None:
+        local = parse_local(handle)
+        if local is not None:
+            self.launcher.signal(local, sig)
 
     def log_tail(self, where: Path, limit: int = 2000, lines: int = 10) -> str:
         """The last lines of the replica's log (a FIFO or a link there is not read)."""
@@ -261,7 +310,11 @@ class ReplicaHost:
 
     def connect(self, where: Path, owner: Owner) -> socket.socket:
         """A connected, non-blocking socket to the replica; ReplicaUnreachable if its
-        socket is not the owner's own, or nothing of the owner's listens on it."""
+        socket is not the owner's own, or nothing of the owner's listens on it. A
+        replica on the TCP link (replica_link) gets a LinkSocket, connected and checked
+        by its first use."""
+        if linked(where):
+            return open_link(where, owner.expected_uid)
         try:
             dir_fd = os.open(where / SOCKET_DIR, DIR_FLAGS)
         except OSError as exc:
@@ -282,6 +335,8 @@ class ReplicaHost:
             return False, str(exc)
         with contextlib.closing(sock):
             try:
+                if isinstance(sock, LinkSocket):
+                    greet_sync(sock, timeout)
                 sock.setblocking(True)
                 sock.settimeout(timeout)
                 sock.sendall(f"GET {path} HTTP/1.1\r\nHost: replica\r\n"
@@ -300,6 +355,8 @@ class ReplicaHost:
                 return False, f"no answer to GET {path} within {timeout:g}s"
             except OSError as exc:
                 return False, f"GET {path}: {exc.strerror or exc}"
+            except ReplicaUnreachable as exc:
+                return False, str(exc)
         line = head.split(b"\r\n", 1)[0].split()
         if len(line) >= 2 and line[1] == b"200":
             return True, ""

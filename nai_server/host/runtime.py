@@ -47,6 +47,7 @@ from nai_server.host.launchers.local import (
     read_wrapper_pid,
     session_of,
 )
+from nai_server.host.replicas import ReplicaHost
 from nai_server.store.atomic import CommitLock
 from nai_server.store.blobs import BlobStore
 from nai_server.store.db import TinyDbStore
@@ -165,6 +166,11 @@ class JobRuntime:
         """The GpuList of the cluster the jobs run on, when that is not this host
         (launcher: slurm); None: this host's GPUs, as probed."""
         return None
+
+    def replica_host(self, root: Path, blobs: BlobStore, personal: bool) -> ReplicaHost:
+        """Where services' replicas run: this host's processes, in cgroups beside the
+        jobs' (SlurmRuntime: Slurm jobs)."""
+        return ReplicaHost(root, blobs, personal, contain=self.contain)
 
     def busy(self) -> bool:
         with self.lock:

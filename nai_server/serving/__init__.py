@@ -9,6 +9,9 @@ environment. The daemon (nai_server.host.replicas) and this package agree on the
     NAI_SERVE_SOCKET     the unix socket to listen on (made mode 0600: only the replica's
                          user and root reach it; callers go through the daemon's proxy)
     NAI_SERVE_PORT       or a TCP port on 127.0.0.1, when no socket is given
+    NAI_SERVE_TOKEN_FILE or, on a Slurm node, a TCP port on every address, served only
+                         to a peer that proves this run's token (serving/link.py);
+    NAI_SERVE_ADDRESS_FILE  where "IP:PORT" is written for the daemon
     NAI_MODEL            the version served, "name@version", for GET /metadata
     NAI_MODEL_NAME       or the model's name and version apart (these win over
     NAI_MODEL_VERSION    NAI_MODEL when both are set)

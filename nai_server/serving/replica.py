@@ -24,6 +24,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
+from nai_server.serving import link
 from nai_server.serving.batching import Batcher, Failed
 from nai_server.serving.model import LoadedModel, files_metadata, load_model
 
@@ -44,6 +45,8 @@ class Settings:
     max_wait_ms: float = DEFAULT_MAX_WAIT_MS
     service: str = ""
     replica: str = ""
+    token_file: str | None = None  # the TCP link's secret (serving/link.py)
+    address_file: str | None = None  # where "IP:PORT" is written for the daemon
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -51,7 +54,8 @@ class Settings:
         if not env.get("NAI_MODEL_DIR"):
             raise SystemExit("nai replica: NAI_MODEL_DIR is not set: it names the model's "
                              "folder (the daemon sets it when it starts a replica)")
-        if not env.get("NAI_SERVE_SOCKET") and not env.get("NAI_SERVE_PORT"):
+        if not (env.get("NAI_SERVE_SOCKET") or env.get("NAI_SERVE_PORT")
+                or env.get("NAI_SERVE_TOKEN_FILE")):
             raise SystemExit("nai replica: set NAI_SERVE_SOCKET (a unix socket path) or "
                              "NAI_SERVE_PORT (a TCP port on 127.0.0.1)")
         try:
@@ -68,7 +72,9 @@ class Settings:
                    lineage=lineage if isinstance(lineage, dict) else {},
                    max_batch=max(1, int(env.get("NAI_MAX_BATCH") or 1)),
                    max_wait_ms=float(env.get("NAI_MAX_WAIT_MS") or DEFAULT_MAX_WAIT_MS),
-                   service=env.get("NAI_SERVICE", ""), replica=env.get("NAI_REPLICA", ""))
+                   service=env.get("NAI_SERVICE", ""), replica=env.get("NAI_REPLICA", ""),
+                   token_file=env.get("NAI_SERVE_TOKEN_FILE") or None,
+                   address_file=env.get("NAI_SERVE_ADDRESS_FILE") or None)
 
 
 def _default(value: Any) -> Any:
@@ -176,8 +182,17 @@ def create_app(replica: Replica) -> FastAPI:
 
 
 def bind(settings: Settings) -> socket.socket:
-    """The listening socket: a unix socket only its user (and root) may connect to, or
-    a TCP port on 127.0.0.1."""
+    """The listening socket: a unix socket only its user (and root) may connect to, a
+    TCP port on 127.0.0.1, or, with a link token, a port on every address of this node
+    (only a peer that proves the token is served: serving/link.py), its address
+    written for the daemon."""
+    if settings.token_file:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("0.0.0.0", settings.port or 0))
+        sock.listen(256)
+        if settings.address_file:
+            write_address(settings.address_file, own_address(), sock.getsockname()[1])
+        return sock
     if settings.socket_path:
         path = settings.socket_path
         with contextlib.suppress(FileNotFoundError):
@@ -196,14 +211,41 @@ def bind(settings: Settings) -> socket.socket:
     return sock
 
 
+def own_address() -> str:
+    """This node's address as the daemon's host reaches it: the source address of a
+    route towards the host sbatch ran on (no packet is sent), else this host's name's."""
+    towards = os.environ.get("SLURM_SUBMIT_HOST") or os.environ.get("NAI_DAEMON_HOST")
+    if towards:
+        with contextlib.suppress(OSError), socket.socket(socket.AF_INET,
+                                                          socket.SOCK_DGRAM) as probe:
+            probe.connect((towards, 9))
+            return str(probe.getsockname()[0])
+    return socket.gethostbyname(socket.gethostname())
+
+
+def write_address(path: str, host: str, port: int) -> None:
+    """`IP:PORT`, whole or not at all (a reader never sees half of it)."""
+    tmp = f"{path}.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "w") as out:
+        out.write(f"{host}:{port}\n")
+    os.replace(tmp, path)
+
+
 async def serve(settings: Settings, sock: socket.socket) -> int:
     """Serve until SIGTERM/SIGINT (requests in flight finish first); 1 if loading failed."""
     replica = Replica(settings)
+    extra: dict[str, Any] = {}
+    if settings.token_file:  # HTTP only after the peer proves the token (link.py)
+        with open(settings.token_file, "rb") as f:
+            extra["http"] = link.guarded_protocol(f.read().strip())
     config = uvicorn.Config(create_app(replica), lifespan="off", log_level="warning",
-                            access_log=False, timeout_graceful_shutdown=30)
+                            access_log=False, timeout_graceful_shutdown=30, **extra)
     server = uvicorn.Server(config)
     status = 0
-    where = settings.socket_path or f"127.0.0.1:{sock.getsockname()[1]}"
+    where = settings.socket_path or f"{sock.getsockname()[0]}:{sock.getsockname()[1]}"
     label = f"{settings.name}@{settings.version}" if settings.name else str(settings.model_dir)
 
     async def load() -> None:

@@ -1,10 +1,10 @@
 """Services in the daemon's store: one document per service, in the hot database.
 
 A service document holds what its owner asked for, the model version it serves, its
-replicas (each with the pid and start time of its process, so a restarted daemon
-re-adopts them as it does jobs) and the hashes of its gateway tokens. Services are few
-and small, so TinyDB's Table is fast enough. Only the daemon opens the database; every
-call is made under the service's lock.
+replicas (each with its handle: the pid and start time of its process, or its Slurm
+job, so a restarted daemon re-adopts them as it does jobs) and the hashes of its
+gateway tokens. Services are few and small, so TinyDB's Table is fast enough. Only
+the daemon opens the database; every call is made under the service's lock.
 """
 
 from __future__ import annotations
@@ -33,11 +33,10 @@ class ServiceRecords:
     def get(self, name: str) -> Doc | None:
         """A deep copy (TinyDB's documents share nested lists with its storage)."""
         doc = self.table.get(Query().name == name)
-        return copy.deepcopy(dict(doc)) if isinstance(doc, Document) else None
+        return _read(doc) if isinstance(doc, Document) else None
 
     def list(self) -> list[Doc]:
-        return sorted((copy.deepcopy(dict(d)) for d in self.table.all()),
-                      key=lambda d: d["name"])
+        return sorted((_read(d) for d in self.table.all()), key=lambda d: d["name"])
 
     def put(self, doc: Doc) -> None:
         """Insert or replace the service named `doc["name"]`, whole."""
@@ -64,3 +63,14 @@ class ServiceRecords:
 
     def commit(self) -> None:
         self.store.commit()
+
+
+def _read(stored: MutableMapping[Any, Any]) -> Doc:
+    """A copy of a stored service; a replica recorded before handles (its `pid` and
+    `pid_start`) reads as one with the local handle "PID:START"."""
+    doc = copy.deepcopy(dict(stored))
+    for r in doc.get("replica_docs", ()):
+        if "handle" not in r:
+            pid, start = r.pop("pid", None), r.pop("pid_start", None)
+            r["handle"] = f"{pid}:{start if start is not None else -1}" if pid else None
+    return doc

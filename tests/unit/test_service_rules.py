@@ -76,7 +76,7 @@ def test_a_replicas_own_processes_are_not_foreign_on_its_gpus(
     from nai_server.app.service_gpus import without_replicas
 
     leader, member = own_session  # the leader stands for a replica's wrapper
-    docs = [{"replica_docs": [{"pid": leader, "gpus": [1]}]}]
+    docs = [{"replica_docs": [{"handle": f"{leader}:0", "gpus": [1]}]}]
     foreign = {1: [(member, 10, None), (1, 5, None)], 2: [(member, 10, None)]}
     assert without_replicas(foreign, docs) == {1: [(1, 5, None)],  # someone else's
                                                2: [(member, 10, None)]}  # strayed

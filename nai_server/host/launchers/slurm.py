@@ -184,6 +184,10 @@ class SlurmClient:
         """`scontrol show node -o`: the cluster's nodes, one a line."""
         return self.run(["scontrol", "show", "node", "-o"])
 
+    def partitions(self) -> str:
+        """`scontrol show partition -o`: the cluster's partitions, one a line."""
+        return self.run(["scontrol", "show", "partition", "-o"])
+
     def cancel(self, slurm_id: int, signal: str | None = None) -> None:
         """scancel: with `signal`, only signal the batch script and its steps (the job
         goes on if it survives); without, end it (SIGTERM, KillWait, SIGKILL)."""

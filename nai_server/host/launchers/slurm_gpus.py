@@ -112,19 +112,24 @@ def _unix_name(uid: int | None) -> str | None:
 
 def listing(nodes: list[Node], jobs: Iterable[SlurmJob], nai_job: Callable[[int], int | None],
             nai_user: Callable[[int], str | None], source: str, cpu_slots: int,
-            cpu_slots_used: int, note: str | None = None) -> GpuList:
+            cpu_slots_used: int, note: str | None = None,
+            nai_service: Callable[[int], tuple[str, str] | None] = lambda _: None
+            ) -> GpuList:
     """The GpuList of a cluster: GPUs numbered across its nodes (node by node, in
     `scontrol`'s order). A GPU held by one of this daemon's Slurm jobs (`nai_job`: the
     nai job of a Slurm id, from nai's records; never from the job's name, which anyone
     can make look like nai's) names the nai job and its owner; one held by any other
-    Slurm job names that job and its unix user."""
+    Slurm job names that job and its unix user; one of a service's replicas
+    (`nai_service`: its service and user, from nai's records too) names the service."""
     held = holders(jobs)
     gpus: list[GpuState] = []
     for node in nodes:
         for index, kind in enumerate(node.gpus):
             sj = held.get((node.name, index))
-            job = user = None
-            if sj is not None:
+            job = user = service = None
+            if sj is not None and (served := nai_service(sj.slurm_id)) is not None:
+                service, user = served
+            elif sj is not None:
                 job = nai_job(sj.slurm_id)
                 user = nai_user(job) if job is not None else None
                 job = job if user is not None else None
@@ -135,7 +140,7 @@ def listing(nodes: list[Node], jobs: Iterable[SlurmJob], nai_job: Callable[[int]
                 name=kind if node.state in ("", "idle", "mixed", "allocated")
                 else f"{kind} ({node.state})",
                 memory_total=0, memory_used=0, memory_free=0, utilization=0,
-                job=job, user=user, node=node.name,
+                job=job, user=user, node=node.name, service=service,
                 slurm_job=sj.slurm_id if sj is not None else None))
     return GpuList(source="nvml" if source == "nvml" else "fake", note=note, gpus=gpus,
                    cpu_slots=cpu_slots, cpu_slots_used=cpu_slots_used, cluster="slurm")

@@ -18,7 +18,8 @@ import dataclasses
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from nai_server.core import sched_types
 from nai_server.core.job import Job, Stop
@@ -31,6 +32,10 @@ from nai_server.host.launchers.slurm import SlurmClient, SlurmError, daemon_key
 from nai_server.host.launchers.slurm_record import Record
 from nai_server.host.launchers.slurm_text import SlurmJob
 from nai_server.host.runtime import JobRuntime
+from nai_server.store.blobs import BlobStore
+
+if TYPE_CHECKING:
+    from nai_server.host.launchers.slurm_replicas import SlurmReplicaHost
 
 log = logging.getLogger("nai.slurm")
 
@@ -63,6 +68,25 @@ class SlurmRuntime(JobRuntime):
         self._nodes: tuple[float, list[slurm_gpus.Node], list[SlurmJob], str | None] | None \
             = None
         self._submitter = ThreadPoolExecutor(SUBMIT_WORKERS, thread_name_prefix="nai-sbatch")
+        self.replicas: SlurmReplicaHost | None = None  # services' replicas, also polled
+        self._poll_now = False
+
+    def replica_host(self, root: Path, blobs: BlobStore, personal: bool) -> Any:
+        """Services' replicas as Slurm jobs, watched by this runtime's poll."""
+        from nai_server.host.launchers.slurm_replicas import SlurmReplicaHost
+
+        self.replicas = SlurmReplicaHost(root, blobs, personal, self)
+        return self.replicas
+
+    @property
+    def polled_at(self) -> float | None:
+        """When the squeue of the current `view` ran (this runtime's clock)."""
+        return self._polled
+
+    def poll_soon(self) -> None:
+        """A replica was submitted: squeue on the next tick, which comes now."""
+        self._poll_now = True
+        self.notify()
 
     def close(self) -> None:
         self._submitter.shutdown(wait=True, cancel_futures=True)
@@ -88,7 +112,9 @@ class SlurmRuntime(JobRuntime):
         return slurm_gpus.listing(
             cached[1], cached[2], dict(self._known).get, users.get,
             self.gpus.source, self.config.scheduler.cpu_slots,
-            sum(1 for j in active if not j.spec.gpus), note=cached[3])
+            sum(1 for j in active if not j.spec.gpus), note=cached[3],
+            nai_service=self.replicas.service_of if self.replicas is not None
+            else lambda _: None)
 
     # --- the loop ---------------------------------------------------------------------
 
@@ -103,8 +129,10 @@ class SlurmRuntime(JobRuntime):
         this daemon's jobs only, and sacct for those that ended. Outside the lock."""
         self._fresh = False
         every = self.config.slurm.poll_seconds
-        if self._polled is not None and now - self._polled < every and not self._to_poll():
+        if self._polled is not None and now - self._polled < every and not self._to_poll() \
+                and not self._poll_now:
             return
+        self._poll_now = False
         with self.lock:
             hot = self.jobs.hot()
         wanted, ids, names = self._asked(hot)
@@ -163,6 +191,10 @@ class SlurmRuntime(JobRuntime):
             elif not job.terminal and record.run == len(job.runs):
                 names.append(self._name(job))
         self._known = known
+        if self.replicas is not None:  # services' replicas: never a job's, never a stray
+            replica_ids, replica_names = self.replicas.asked()
+            ids |= replica_ids
+            names += replica_names
         return wanted, sorted(ids), names
 
     def _to_poll(self) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shlex
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -345,3 +346,45 @@ def batch_script(command: str, args: Sequence[str], nodes: int = 1) -> str:
         f"exec srun --nodes=$SLURM_JOB_NUM_NODES --ntasks-per-node=1 --kill-on-bad-exit=1 "
         f"/bin/sh -c 'RANK=$SLURM_NODEID NODE_RANK=$SLURM_NODEID LOCAL_RANK=0; "
         f"export RANK NODE_RANK LOCAL_RANK; exec \"$@\"' nai-rank {run}\n")
+
+
+# --- replicas of services, as Slurm jobs (launchers/slurm_replicas) --------------------
+
+_TIME = re.compile(r"(\d{1,5}-)?\d{1,5}(:\d{2}){0,2}")
+
+
+def partition_max_time(text: str, partition: str | None) -> str:
+    """`--time` for a replica (which runs until stopped): the partition's MaxTime from
+    `scontrol show partition -o` (`partition`, else the one marked Default=YES), or
+    UNLIMITED where it has none or its answer does not read as a time."""
+    for line in text.split("\n"):
+        fields = dict(w.split("=", 1) for w in line.split() if "=" in w)
+        if not fields.get("PartitionName"):
+            continue
+        if fields["PartitionName"] == partition or (
+                partition is None and fields.get("Default") == "YES"):
+            value = fields.get("MaxTime", "")
+            return value if _TIME.fullmatch(value) else "UNLIMITED"
+    return "UNLIMITED"
+
+
+def replica_sbatch_argv(sub: Submission, gpus: int, time_limit: str, memory: int | None,
+                        cpus: float | None, partition: str | None, account: str | None,
+                        extra: Sequence[str] = ()) -> list[str]:
+    """The sbatch command line for a service's replica: never requeued (the supervisor
+    starts a new one), for as long as the partition allows (`time_limit`)."""
+    argv = ["sbatch", "--parsable", f"--job-name={sub.name}", f"--comment={sub.comment}",
+            f"--chdir={sub.cwd}", f"--output={sub.log}", "--open-mode=append",
+            "--export=ALL", "--no-requeue", f"--time={time_limit}"]
+    if sub.uid is not None:
+        argv += [f"--uid={sub.uid}", f"--gid={sub.gid if sub.gid is not None else sub.uid}"]
+    if gpus:
+        argv.append(f"--gres=gpu:{gpus}")
+    if memory:
+        argv.append(f"--mem={max(1, memory >> 20)}M")
+    if cpus:
+        argv.append(f"--cpus-per-task={math.ceil(cpus)}")
+    for flag, value in (("partition", partition), ("account", account)):
+        if value:
+            argv.append(f"--{flag}={value}")
+    return [*argv, *extra]
