@@ -1,0 +1,101 @@
+"""The stderr tagger: copies a job's stderr into its log and records where it went.
+
+The daemon starts it, as the job's owner and in the job's cgroup, with
+`python -I -S -c <this file's source>` (no file of the daemon's need be readable by
+the owner), and these descriptors:
+
+    0  the read end of the pipe that is the job's stderr
+    1  the job's log, opened apart from the job's stdout (an open file description of
+       its own, O_APPEND)
+    2  the marks file `log.stderr`, O_APPEND
+    N  (its one argument) a pipe to the daemon, told "\n" and closed once the tagger
+       reads: the daemon starts the job only then (its first lines are not held back
+       behind the tagger's start), or untagged if that never comes
+
+Each chunk read from the pipe is appended to the log. On an O_APPEND descriptor of its
+own, the offset after a write is exactly the end of what that write added, even while
+the job appends its stdout through its own descriptor at the same moment, so
+(end - written, end) is the chunk's true place in the log. Adjacent places are merged
+and written to the marks file as RECORD: two little-endian u64, start and end, in the
+order they were written; a place is written once the pipe has nothing more to read or
+FLUSH_SECONDS after it began, so a reader sees the marks of what it can read soon.
+
+It exits when nobody holds the pipe's write end any more (the job and all it started
+have ended, or were killed with the job's cgroup). It never stops reading while it
+runs: a write that fails (a full disk) drops the chunk, so the job never blocks on its
+stderr because of the tagger; a job whose tagger was killed (by its owner: it is
+theirs) gets EPIPE or SIGPIPE on stderr. Standard library only, nothing of the daemon.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import struct
+import sys
+import time
+
+RECORD = struct.Struct("<QQ")
+CHUNK = 1 << 16
+FLUSH_SECONDS = 0.1
+
+
+def run(pipe: int = 0, log: int = 1, marks: int = 2, started: int = -1) -> int:
+    pending: list[int] = []  # [start, end] of a place not yet recorded
+    since = 0.0
+    ready = select.poll()
+    ready.register(pipe, select.POLLIN)
+    if started >= 0:
+        try:
+            os.write(started, b"\n")
+        finally:
+            os.close(started)
+    while True:
+        try:
+            data = os.read(pipe, CHUNK)
+        except InterruptedError:
+            continue
+        except OSError:
+            data = b""
+        if not data:
+            _record(marks, pending)
+            return 0
+        for start, end in _append(log, data):
+            if pending and pending[1] == start:
+                pending[1] = end
+                continue
+            _record(marks, pending)
+            pending, since = [start, end], time.monotonic()
+        if pending and (not ready.poll(0) or time.monotonic() - since > FLUSH_SECONDS):
+            _record(marks, pending)
+            pending = []
+
+
+def _append(log: int, data: bytes) -> list[tuple[int, int]]:
+    """Append `data` to the log; the places its writes landed (one write each)."""
+    places = []
+    view = memoryview(data)
+    while view:
+        try:
+            done = os.write(log, view)
+            end = os.lseek(log, 0, os.SEEK_CUR)
+        except OSError:
+            break  # a full disk: the rest of the chunk is dropped, reading goes on
+        if done <= 0:
+            break
+        places.append((end - done, end))
+        view = view[done:]
+    return places
+
+
+def _record(marks: int, pending: list[int]) -> None:
+    if pending:
+        try:
+            os.write(marks, RECORD.pack(*pending))
+        except OSError:
+            pass
+        pending.clear()
+
+
+if __name__ == "__main__":
+    raise SystemExit(run(started=int(sys.argv[1]) if sys.argv[1:] else -1))
