@@ -109,7 +109,7 @@ class JobDetailScreen(JobActionsScreen):
         self.query_one(OutputTree).show_message("outputs appear here once the job ends")
         log = self.query_one(LogView)
         log.source = LogSource(
-            read=lambda offset, length: self.nai.api.log_range(self.job_id, offset, length),
+            read=lambda offset, length: self.nai.api.log_piece(self.job_id, offset, length),
             # The view goes to the nearest match only: one is enough, and the server
             # stops reading there instead of scanning on for more.
             search=lambda text, offset, backward: self.nai.api.log_search(
