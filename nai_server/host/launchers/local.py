@@ -266,8 +266,9 @@ class LocalLauncher:
 
     def _draining(self, pid: int) -> bool:
         """Whether the tagger of a job whose wrapper has ended still appends what the
-        job wrote last (for at most DRAIN_SECONDS: a process the job left behind may
-        hold its stderr open until the job's end kills it)."""
+        job wrote last. For at most DRAIN_SECONDS: a process the job left behind may
+        hold its stderr open; the tagger is killed then (the end kills those processes,
+        and only they are counted as what the job left running)."""
         tagger = self._taggers.get(pid)
         if tagger is None:
             return False
@@ -277,7 +278,11 @@ class LocalLauncher:
         del self._taggers[pid]
         self._ended.pop(pid, None)
         if tagger.returncode is None:
-            self._strays.append(tagger)
+            tagger.kill()
+            try:
+                tagger.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                self._strays.append(tagger)  # reaped later
         return False
 
     def _reap_strays(self) -> None:
