@@ -30,10 +30,14 @@ RECORD = stderr_tagger.RECORD
 MAX_SCAN = 4096  # records read after the bisection, at most, per answer
 START_SECONDS = 3.0  # a tagger slower to start than this is killed, the job untagged
 _SOURCE: str | None = None
+# The tagger's command line, as `ps` shows it; its program comes in its environment.
+SOURCE_VARIABLE = "NAI_STDERR_TAGGER"
+BOOT = (f"# nai: stderr tagger\nimport os\n"
+        f"exec(compile(os.environ.pop({SOURCE_VARIABLE!r}), 'stderr_tagger', 'exec'))")
 
 
 def _source() -> str:
-    """The tagger's program, passed on its command line: nothing of the daemon's files
+    """The tagger's program, passed in its environment: nothing of the daemon's files
     need be readable by the job's owner (the daemon's may be root's alone)."""
     global _SOURCE
     if _SOURCE is None:
@@ -67,9 +71,10 @@ def start_tagger(pipe: int, log_fd: int, marks: int, started: int, uid: int | No
         as_user = {"user": uid, "group": gid, "extra_groups": list(groups)}
     try:
         return subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", _source(), str(started)], stdin=pipe,
+            [sys.executable, "-I", "-S", "-c", BOOT, str(started)], stdin=pipe,
             stdout=log_fd, stderr=marks, pass_fds=(started,), cwd="/",
-            env=output_helpers.ENV, close_fds=True, start_new_session=True, **as_user)
+            env={**output_helpers.ENV, SOURCE_VARIABLE: _source()}, close_fds=True,
+            start_new_session=True, **as_user)
     except (OSError, subprocess.SubprocessError) as exc:
         log.warning("the stderr tagger did not start (%s): stderr goes to the log "
                     "untold from stdout", exc)

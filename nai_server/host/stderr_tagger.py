@@ -1,8 +1,8 @@
 """The stderr tagger: copies a job's stderr into its log and records where it went.
 
-The daemon starts it, as the job's owner and in the job's cgroup, with
-`python -I -S -c <this file's source>` (no file of the daemon's need be readable by
-the owner), and these descriptors:
+The daemon starts it, as the job's owner and in the job's cgroup, as `python -I -S -c`
+with a line that runs this file's source, passed in its environment (no file of the
+daemon's need be readable by the owner), and these descriptors:
 
     0  the read end of the pipe that is the job's stderr
     1  the job's log, opened apart from the job's stdout (an open file description of

@@ -110,17 +110,19 @@ def test_a_fifo_or_a_link_in_place_of_the_marks_freezes_nothing(
     alice = registered(daemon, make_user)
     job, job_dir, gate = held_job(daemon, alice, "gate-fifo")
     marks = job_dir / MARKS_FILE
-    assert streams(piece(daemon, alice, job)) == (b"hi\n", b"oops\n")
-    marks.unlink()
-    os.mkfifo(marks)
-    assert streams(piece(daemon, alice, job)) == (b"hi\noops\n", b"")
-    marks.unlink()
-    secret = daemon.root / "root-marks"
-    secret.write_bytes(b"\0" * 8 + b"\x08" + b"\0" * 7)  # "the first 8 bytes are stderr"
-    os.chmod(secret, 0o600)
-    marks.symlink_to(secret)
-    assert streams(piece(daemon, alice, job)) == (b"hi\noops\n", b"")
-    gate.touch()
+    try:
+        assert streams(piece(daemon, alice, job)) == (b"hi\n", b"oops\n")
+        marks.unlink()
+        os.mkfifo(marks)
+        assert streams(piece(daemon, alice, job)) == (b"hi\noops\n", b"")
+        marks.unlink()
+        secret = daemon.root / "root-marks"
+        secret.write_bytes(b"\0" * 8 + b"\x08" + b"\0" * 7)  # "its first 8 bytes: stderr"
+        os.chmod(secret, 0o600)
+        marks.symlink_to(secret)
+        assert streams(piece(daemon, alice, job)) == (b"hi\noops\n", b"")
+    finally:
+        gate.touch()
     assert ended(daemon, alice, job)["state"] == "succeeded"
 
 
@@ -128,8 +130,8 @@ def test_a_job_that_kills_its_tagger_loses_its_stderr_not_its_record(
         daemon: Daemon, make_user: Any) -> None:
     alice = registered(daemon, make_user)
     job = submit(daemon, alice, "echo before >&2; "
-                                "pkill -KILL -u $(id -u) -f 'The stderr [t]agger'; "
-                                "while pgrep -u $(id -u) -f 'The stderr [t]agger'; do :; done; "
+                                "pkill -KILL -u $(id -u) -f 'nai: stderr [t]agger'; "
+                                "while pgrep -u $(id -u) -f 'nai: stderr [t]agger'; do :; done; "
                                 "echo out; echo after >&2; echo never")
     info = ended(daemon, alice, job)
     assert info["state"] == "failed" and info["exit_code"] == 141  # SIGPIPE, as documented
