@@ -10,7 +10,7 @@ from tui_kit import SIZE, settle
 from nai_server.protocol.jobs import LogPiece
 from nai_tui.testing import FakeServerClient
 from nai_tui.tui.widgets.job_table import JobTable
-from nai_tui.tui.widgets.log_text import from_stderr, read_whole, window_spans
+from nai_tui.tui.widgets.log_text import error_line, from_stderr, read_whole, window_spans
 from nai_tui.tui.widgets.log_view import LogView
 
 LOG = b"starting\n 10%|#\r 50%|###\r100%|#####\nTraceback (most recent call last)\nok\n"
@@ -79,3 +79,13 @@ async def test_without_spans_every_line_is_drawn_alike(make_app) -> None:
         view = app.screen.query_one(LogView)
         assert view.stderr == [False] * 4
         assert len({frozenset(colours(view, y)) for y in range(4)}) == 1
+
+
+def test_the_failed_jobs_note_prefers_what_it_wrote_to_stderr() -> None:
+    tail = (b"partial line\nTraceback (most recent call last)\n  File \"x.py\"\n"
+            b"ModuleNotFoundError: No module named 'torch'\nerror: retrying in 5s\n")
+    start = 1000
+    err = (start + tail.index(b"Traceback"), start + tail.index(b"error: retrying"))
+    told = LogPiece(start, tail, 5000, (err,))
+    assert error_line(told) == "ModuleNotFoundError: No module named 'torch'"
+    assert error_line(LogPiece(start, tail, 5000)) == "error: retrying in 5s"  # untold

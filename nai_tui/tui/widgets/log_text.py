@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from nai_server.protocol import format_size
 from nai_server.protocol.jobs import LogPiece
+from nai_tui.tui.widgets.format import last_error_line
 
 _ESCAPES = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")
 _CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
@@ -108,3 +109,13 @@ def status_line(size: int, at: int | None, *, following: bool, term: str,
     if not following:
         parts.append("G: end and follow")
     return " · ".join(parts)
+
+
+def error_line(tail: LogPiece) -> str | None:
+    """The line of a failed job's log tail that says why (format.last_error_line),
+    looked for among the lines it wrote to stderr first, when the server tells them."""
+    cut = line_start(tail.data, tail.offset)
+    lines, starts = split_lines(tail.data[cut:], tail.offset + cut)
+    flags = from_stderr(starts, tail.offset + len(tail.data), list(tail.stderr))
+    errors = [line for line, err in zip(lines, flags, strict=True) if err]
+    return (last_error_line(errors) if errors else None) or last_error_line(lines)
