@@ -36,7 +36,7 @@ import sys
 import time
 
 RECORD = struct.Struct("<QQ")
-CHUNK = 1 << 16
+CHUNK = 1 << 20
 FLUSH_SECONDS = 0.1
 
 

@@ -71,6 +71,7 @@ exit "$code"
 STATUS_FILE = "run.status"
 STATUS_ROOM = 4096  # bytes of the status file the daemon writes before the job starts
 DRAIN_SECONDS = 2.0  # a job is seen to end once its tagger is done, or this long after
+PIPE_SIZE = 1 << 20  # bytes the job's stderr pipe holds (the kernel's default: 64 KiB)
 # Written by the wrapper of older versions, inside a directory its owner controlled.
 LEGACY_FILES = ("exit_status", "wrapper.pid")
 
@@ -317,6 +318,8 @@ def _tagged_stderr(request: LaunchRequest) -> stderr_marks.Tagging | None:
             return None
         log = os.open(request.job_dir / "log", flags)  # the tagger's own description
         read_end, write_end = os.pipe()
+        with contextlib.suppress(OSError):  # fewer, larger reads for the tagger
+            fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         if request.uid is not None:  # theirs: the job may open /dev/stderr again
             gid = request.gid if request.gid is not None else -1
             os.fchown(marks, request.uid, gid)
