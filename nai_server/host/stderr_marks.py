@@ -71,8 +71,8 @@ def start_tagger(pipe: int, log_fd: int, marks: int, started: int, uid: int | No
         as_user = {"user": uid, "group": gid, "extra_groups": list(groups)}
     try:
         return subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", BOOT, str(started)], stdin=pipe,
-            stdout=log_fd, stderr=marks, pass_fds=(started,), cwd="/",
+            [sys.executable, "-I", "-S", "-c", BOOT, str(marks), str(started)], stdin=pipe,
+            stdout=log_fd, stderr=subprocess.DEVNULL, pass_fds=(marks, started), cwd="/",
             env={**output_helpers.ENV, SOURCE_VARIABLE: _source()}, close_fds=True,
             start_new_session=True, **as_user)
     except (OSError, subprocess.SubprocessError) as exc:

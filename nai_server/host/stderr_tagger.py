@@ -7,10 +7,11 @@ daemon's need be readable by the owner), and these descriptors:
     0  the read end of the pipe that is the job's stderr
     1  the job's log, opened apart from the job's stdout (an open file description of
        its own, O_APPEND)
-    2  the marks file `log.stderr`, O_APPEND
-    N  (its one argument) a pipe to the daemon, told "\n" and closed once the tagger
-       reads: the daemon starts the job only then (its first lines are not held back
-       behind the tagger's start), or untagged if that never comes
+    M  (its first argument) the marks file `log.stderr`, O_APPEND
+    N  (its second) a pipe to the daemon, told "\n" and closed once the tagger reads:
+       the daemon starts the job only then (its first lines are not held back behind
+       the tagger's start), or untagged if that never comes
+    2  /dev/null: nothing the tagger could say goes into the marks
 
 Each chunk read from the pipe is appended to the log. On an O_APPEND descriptor of its
 own, the offset after a write is exactly the end of what that write added, even while
@@ -40,7 +41,7 @@ CHUNK = 1 << 20
 FLUSH_SECONDS = 0.1
 
 
-def run(pipe: int = 0, log: int = 1, marks: int = 2, started: int = -1) -> int:
+def run(pipe: int, log: int, marks: int, started: int = -1) -> int:
     pending: list[int] = []  # [start, end] of a place not yet recorded
     since = 0.0
     ready = select.poll()
@@ -48,8 +49,9 @@ def run(pipe: int = 0, log: int = 1, marks: int = 2, started: int = -1) -> int:
     if started >= 0:
         try:
             os.write(started, b"\n")
-        finally:
-            os.close(started)
+        except OSError:
+            pass  # the daemon gave up on this tagger: it reads all the same, till EOF
+        os.close(started)
     while True:
         try:
             data = os.read(pipe, CHUNK)
@@ -98,4 +100,4 @@ def _record(marks: int, pending: list[int]) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(run(started=int(sys.argv[1]) if sys.argv[1:] else -1))
+    raise SystemExit(run(0, 1, int(sys.argv[1]), int(sys.argv[2])))
