@@ -16,10 +16,10 @@ daemon's need be readable by the owner), and these descriptors:
 Each chunk read from the pipe is appended to the log. On an O_APPEND descriptor of its
 own, the offset after a write is exactly the end of what that write added, even while
 the job appends its stdout through its own descriptor at the same moment, so
-(end - written, end) is the chunk's true place in the log. Adjacent places are merged
-and written to the marks file as RECORD: two little-endian u64, start and end, in the
-order they were written; a place is written once the pipe has nothing more to read or
-FLUSH_SECONDS after it began, so a reader sees the marks of what it can read soon.
+(end - written, end) is the chunk's true place in the log. It is written to the marks
+file right after, as RECORD: two little-endian u64, start and end, in the order written
+(a reader merges the ones that touch), so the log's bytes go unmarked for no longer
+than the tagger takes from one write to the next.
 
 It exits when nobody holds the pipe's write end any more (the job and all it started
 have ended, or were killed with the job's cgroup). It never stops reading while it
@@ -31,21 +31,14 @@ theirs) gets EPIPE or SIGPIPE on stderr. Standard library only, nothing of the d
 from __future__ import annotations
 
 import os
-import select
 import struct
 import sys
-import time
 
 RECORD = struct.Struct("<QQ")
 CHUNK = 1 << 20
-FLUSH_SECONDS = 0.1
 
 
 def run(pipe: int, log: int, marks: int, started: int = -1) -> int:
-    pending: list[int] = []  # [start, end] of a place not yet recorded
-    since = 0.0
-    ready = select.poll()
-    ready.register(pipe, select.POLLIN)
     if started >= 0:
         try:
             os.write(started, b"\n")
@@ -60,17 +53,18 @@ def run(pipe: int, log: int, marks: int, started: int = -1) -> int:
         except OSError:
             data = b""
         if not data:
-            _record(marks, pending)
             return 0
-        for start, end in _append(log, data):
-            if pending and pending[1] == start:
-                pending[1] = end
-                continue
-            _record(marks, pending)
-            pending, since = [start, end], time.monotonic()
-        if pending and (not ready.poll(0) or time.monotonic() - since > FLUSH_SECONDS):
-            _record(marks, pending)
-            pending = []
+        merged: list[list[int]] = []
+        for start, end in _append(log, data):  # one write each, merged where they touch
+            if merged and merged[-1][1] == start:
+                merged[-1][1] = end
+            else:
+                merged.append([start, end])
+        if merged:
+            try:
+                os.write(marks, b"".join(RECORD.pack(*place) for place in merged))
+            except OSError:
+                pass  # a full disk: the bytes are in the log, unmarked
 
 
 def _append(log: int, data: bytes) -> list[tuple[int, int]]:
@@ -88,15 +82,6 @@ def _append(log: int, data: bytes) -> list[tuple[int, int]]:
         places.append((end - done, end))
         view = view[done:]
     return places
-
-
-def _record(marks: int, pending: list[int]) -> None:
-    if pending:
-        try:
-            os.write(marks, RECORD.pack(*pending))
-        except OSError:
-            pass
-        pending.clear()
 
 
 if __name__ == "__main__":

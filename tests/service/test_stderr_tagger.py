@@ -59,8 +59,8 @@ def test_every_stderr_byte_and_no_stdout_byte_is_marked(tmp_path: Path) -> None:
 
 def test_the_last_words_are_in_the_log_and_marked_once_the_job_is_seen_to_end(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    slow = stderr_marks._source().replace("data = os.read(pipe, CHUNK)",
-                                          "data = os.read(pipe, CHUNK); time.sleep(0.1)")
+    read = "data = os.read(pipe, CHUNK)"
+    slow = stderr_marks._source().replace(read, f"{read}; __import__('time').sleep(0.1)")
     monkeypatch.setattr(stderr_marks, "_SOURCE", slow)  # a tagger behind the job
     code, piece = run(tmp_path, "echo starting; head -c 200000 /dev/zero | tr '\\0' x >&2; "
                                 "echo >&2; echo 'Error: the very last line' >&2; exit 1")
