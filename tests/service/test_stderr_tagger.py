@@ -106,3 +106,28 @@ def test_the_log_range_reply_marks_stderr_through_the_daemon(tmp_path: Path) -> 
         plain = api.get(f"/v1/jobs/{job_id}/logs/range", params={"length": 6})
         assert plain.content == b"hello\n" and "X-Log-Stderr" not in plain.headers
     service.close()
+
+
+def test_the_tagger_outlives_a_daemon_restart_like_the_job(tmp_path: Path) -> None:
+    state, gate = tmp_path / "state", tmp_path / "go"
+    first = make_service(state)
+    with TestClient(AsPeer(create_app(first)), base_url="http://nai") as api:
+        job_id = api.post("/v1/jobs", json={"spec": {
+            "command": f"echo before >&2; while [ ! -e {gate} ]; do sleep 0.02; done; "
+                       "echo out; echo 'Error: after the restart' >&2; exit 5",
+            "gpus": 1}}).json()["id"]
+        first.tick()
+    first.close()  # the daemon goes; the job and its tagger stay
+    gate.touch()
+    second = make_service(state)
+    with TestClient(AsPeer(create_app(second)), base_url="http://nai") as api:
+        tick_until(second, lambda: api.get(f"/v1/jobs/{job_id}").json()["state"]
+                   in TERMINAL_STATES, what="the job to end")
+        done = api.get(f"/v1/jobs/{job_id}").json()
+        assert (done["state"], done["exit_code"]) == ("failed", 5)
+        assert "leftover" not in (done["message"] or "")
+        reply = api.get(f"/v1/jobs/{job_id}/logs/range")
+        got = LogPiece(0, reply.content, len(reply.content),
+                       parse_spans(0, len(reply.content), reply.headers["X-Log-Stderr"]))
+        assert lines_by_stream(got) == ([b"out"], [b"before", b"Error: after the restart"])
+    second.close()
