@@ -22,6 +22,7 @@ from typing import Any
 
 from nai_server.core.log_marks import Span, clip_spans
 from nai_server.host import jobfiles, output_helpers, stderr_tagger
+from nai_server.host.output_helpers import AsRoot, Forked, ForkServer
 
 log = logging.getLogger("nai.launch")
 
@@ -29,6 +30,7 @@ MARKS_FILE = "log.stderr"
 RECORD = stderr_tagger.RECORD
 MAX_SCAN = 4096  # records read after the bisection, at most, per answer
 START_SECONDS = 3.0  # a tagger slower to start than this is killed, the job untagged
+Tagger = subprocess.Popen[bytes] | Forked  # started on its own, or forked (output_forks)
 _SOURCE: str | None = None
 # The tagger's command line, as `ps` shows it; its program comes in its environment.
 SOURCE_VARIABLE = "NAI_STDERR_TAGGER"
@@ -52,7 +54,7 @@ class Tagging:
     end, and the pipe on which the tagger says it has started."""
 
     pipe: int
-    tagger: subprocess.Popen[bytes]
+    tagger: Tagger
     started: int
 
     def close(self) -> None:
@@ -60,12 +62,17 @@ class Tagging:
         os.close(self.started)
 
 
-def start_tagger(pipe: int, log_fd: int, marks: int, started: int, uid: int | None,
-                 gid: int | None, groups: tuple[int, ...]) -> subprocess.Popen[bytes] | None:
+def start_tagger(forks: ForkServer, pipe: int, log_fd: int, marks: int, started: int,
+                 uid: int | None, gid: int | None, groups: tuple[int, ...]) -> Tagger | None:
     """The tagger, as the job's owner, in a session of its own (a daemon restart or a
-    signal to the job's group leaves it reading); None if it cannot start (the job's
-    stderr then goes to the log untagged, as before). It closes `started` once it
-    reads."""
+    signal to the job's group leaves it reading), forked by the fork server (no Python
+    starts; nothing the owner must be able to read), or started on its own if that
+    server fails; None if neither works (the job's stderr then goes to the log untagged,
+    as before). It closes `started` once it reads."""
+    try:
+        return forks.spawn_tagger(uid, gid, groups, (pipe, log_fd, marks, started))
+    except (OSError, AsRoot) as exc:
+        log.info("stderr tagger not forked (%s): started on its own", exc)
     as_user: dict[str, Any] = {}
     if uid is not None:
         as_user = {"user": uid, "group": gid, "extra_groups": list(groups)}
@@ -79,6 +86,22 @@ def start_tagger(pipe: int, log_fd: int, marks: int, started: int, uid: int | No
         log.warning("the stderr tagger did not start (%s): stderr goes to the log "
                     "untold from stdout", exc)
         return None
+
+
+def ended_within(tagger: Tagger, seconds: float) -> bool:
+    """Whether the tagger has exited, waiting for it up to `seconds` (it has once the
+    job and all it left holding its stderr are gone, a moment after the job's end)."""
+    if isinstance(tagger, Forked):
+        if tagger.poll() is not None:
+            return True
+        ready = select.poll()
+        ready.register(tagger.pidfd, select.POLLIN)
+        return bool(ready.poll(seconds * 1000))
+    try:
+        tagger.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
 
 
 def has_started(tagging: Tagging, timeout: float = START_SECONDS) -> bool:

@@ -38,7 +38,15 @@ RECORD = struct.Struct("<QQ")
 CHUNK = 1 << 20
 
 
+NAME = "nai-stderr-tag"  # the process's name, as top, ps -o comm and pgrep show it
+
+
 def run(pipe: int, log: int, marks: int, started: int = -1) -> int:
+    try:
+        with open("/proc/self/comm", "w") as comm:
+            comm.write(NAME)
+    except OSError:
+        pass
     if started >= 0:
         try:
             os.write(started, b"\n")

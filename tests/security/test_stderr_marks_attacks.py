@@ -130,8 +130,8 @@ def test_a_job_that_kills_its_tagger_loses_its_stderr_not_its_record(
         daemon: Daemon, make_user: Any) -> None:
     alice = registered(daemon, make_user)
     job = submit(daemon, alice, "echo before >&2; "
-                                "pkill -KILL -u $(id -u) -f 'nai: stderr [t]agger'; "
-                                "while pgrep -u $(id -u) -f 'nai: stderr [t]agger'; do :; done; "
+                                "pkill -KILL -u $(id -u) -x nai-stderr-tag; "
+                                "while pgrep -u $(id -u) -x nai-stderr-tag; do :; done; "
                                 "echo out; echo after >&2; echo never")
     info = ended(daemon, alice, job)
     assert info["state"] == "failed" and info["exit_code"] == 141  # SIGPIPE, as documented

@@ -15,9 +15,18 @@ from starlette.testclient import TestClient
 from nai_server.api import create_app
 from nai_server.host import stderr_marks
 from nai_server.host.launchers.local import Handle, LaunchRequest, LocalLauncher
+from nai_server.host.output_helpers import ForkServer
 from nai_server.protocol import TERMINAL_STATES
 from nai_server.protocol.jobs import LogPiece, parse_spans
 from nai_server.testing import AsPeer, make_service, tick_until, wait_for
+
+
+def unforked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Taggers started on their own (as when the fork server fails): from _SOURCE."""
+    def refuse(*_args: object) -> None:
+        raise OSError("no fork server here")
+
+    monkeypatch.setattr(ForkServer, "spawn_tagger", refuse)
 
 
 def launch(tmp_path: Path, command: str) -> tuple[LocalLauncher, Handle]:
@@ -47,7 +56,11 @@ def lines_by_stream(piece: LogPiece) -> tuple[list[bytes], list[bytes]]:
     return b"".join(out).splitlines(), b"".join(err).splitlines()
 
 
-def test_every_stderr_byte_and_no_stdout_byte_is_marked(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["forked", "started on its own"])
+def test_every_stderr_byte_and_no_stdout_byte_is_marked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    if how != "forked":
+        unforked(monkeypatch)
     code, piece = run(tmp_path, "for i in $(seq 400); do echo out$i; echo err$i >&2; "
                                 "printf 'o%s' $i; printf 'e%s\\n' $i >&2; echo; done; exit 3")
     out, err = lines_by_stream(piece)
@@ -61,6 +74,7 @@ def test_the_last_words_are_in_the_log_and_marked_once_the_job_is_seen_to_end(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     read = "data = os.read(pipe, CHUNK)"
     slow = stderr_marks._source().replace(read, f"{read}; __import__('time').sleep(0.1)")
+    unforked(monkeypatch)
     monkeypatch.setattr(stderr_marks, "_SOURCE", slow)  # a tagger behind the job
     code, piece = run(tmp_path, "echo starting; head -c 200000 /dev/zero | tr '\\0' x >&2; "
                                 "echo >&2; echo 'Error: the very last line' >&2; exit 1")
@@ -87,6 +101,7 @@ def test_a_child_left_holding_stderr_does_not_keep_the_job_running(tmp_path: Pat
 
 def test_a_job_whose_tagger_cannot_run_runs_untagged(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    unforked(monkeypatch)
     monkeypatch.setattr(stderr_marks, "_SOURCE", "raise SystemExit(1)")
     code, piece = run(tmp_path, "echo out; echo err >&2")
     assert code == 0 and piece.data == b"out\nerr\n" and piece.stderr == ()

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from nai_server.host import jobfiles, stderr_marks
+from nai_server.host.output_helpers import ForkServer
 
 _log = logging.getLogger("nai.launch")
 
@@ -71,6 +72,7 @@ exit "$code"
 STATUS_FILE = "run.status"
 STATUS_ROOM = 4096  # bytes of the status file the daemon writes before the job starts
 DRAIN_SECONDS = 2.0  # a job is seen to end once its tagger is done, or this long after
+DRAIN_WAIT = 0.05  # seconds a look at an ended job waits for its tagger, the first time
 PIPE_SIZE = 1 << 20  # bytes the job's stderr pipe holds (the kernel's default: 64 KiB)
 # Written by the wrapper of older versions, inside a directory its owner controlled.
 LEGACY_FILES = ("exit_status", "wrapper.pid")
@@ -177,9 +179,11 @@ class LocalLauncher:
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         # Their stderr taggers, by the wrapper's pid; and when each wrapper was seen to
         # end while its tagger still wrote what the job had written last.
-        self._taggers: dict[int, subprocess.Popen[bytes]] = {}
+        self._taggers: dict[int, stderr_marks.Tagger] = {}
         self._ended: dict[int, float] = {}
-        self._strays: list[subprocess.Popen[bytes]] = []  # taggers left reading, to reap
+        self._strays: list[stderr_marks.Tagger] = []  # taggers left reading, to reap
+        # Forks the taggers (started on first use; as the daemon only where jobs are).
+        self._forks = ForkServer(as_daemon=True)
 
     def start(self, request: LaunchRequest) -> Handle:
         # The job dir is the daemon's; O_NOFOLLOW all the same (DESIGN §11).
@@ -192,7 +196,7 @@ class LocalLauncher:
                 os.fchown(log, request.uid, request.gid if request.gid is not None else -1)
             status = os.open(request.job_dir / STATUS_FILE, flags | os.O_TRUNC, 0o600)
             _reserve(status, STATUS_ROOM)
-            tag = _tagged_stderr(request) if request.tag_stderr else None
+            tag = _tagged_stderr(request, self._forks) if request.tag_stderr else None
             go_read, go_write = os.pipe()
             proc = subprocess.Popen(
                 ["/bin/sh", "-c", WRAPPER, "nai-job", request.command, *request.args],
@@ -274,15 +278,19 @@ class LocalLauncher:
         if tagger is None:
             return False
         now = time.monotonic()
-        if tagger.poll() is None and now - self._ended.setdefault(pid, now) < DRAIN_SECONDS:
+        first = self._ended.setdefault(pid, now)
+        # Most often it is done a moment after the wrapper: wait that moment here (a
+        # job seen as running waits for the next tick, a second away when idle).
+        if not stderr_marks.ended_within(tagger, DRAIN_WAIT if first == now else 0) \
+                and now - first < DRAIN_SECONDS:
             return True
         del self._taggers[pid]
         self._ended.pop(pid, None)
-        if tagger.returncode is None:
+        if tagger.poll() is None:
             tagger.kill()
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 tagger.wait(timeout=1.0)
-            except subprocess.TimeoutExpired:
+            if tagger.poll() is None:
                 self._strays.append(tagger)  # reaped later
         return False
 
@@ -303,7 +311,8 @@ class LocalLauncher:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(handle.pid, sig)
 
-def _tagged_stderr(request: LaunchRequest) -> stderr_marks.Tagging | None:
+def _tagged_stderr(request: LaunchRequest,
+                   forks: ForkServer) -> stderr_marks.Tagging | None:
     """The job's stderr as a pipe, with its tagger started on the other end; None when
     the job is to run untagged (its marks file is not a plain file of the daemon's
     making, or the tagger did not start)."""
@@ -326,8 +335,8 @@ def _tagged_stderr(request: LaunchRequest) -> stderr_marks.Tagging | None:
             os.fchown(write_end, request.uid, gid)
         high = fcntl.fcntl(write_end, fcntl.F_DUPFD_CLOEXEC, 10)
         started_r, started_w = os.pipe()
-        tagger = stderr_marks.start_tagger(read_end, log, marks, started_w, request.uid,
-                                           request.gid, request.groups)
+        tagger = stderr_marks.start_tagger(forks, read_end, log, marks, started_w,
+                                           request.uid, request.gid, request.groups)
         if tagger is None:
             return None
         tag = stderr_marks.Tagging(high, tagger, started_r)
