@@ -43,9 +43,11 @@ def run_job(launcher: LocalLauncher, root: Path, command: str,
     """Seconds to start, seconds from start to the end being seen, marks written."""
     job_dir = Path(tempfile.mkdtemp(dir=root))
     (job_dir / "code").mkdir()
+    # As an account named, as a user's job is on a shared server (its tagger forked).
     request = LaunchRequest(job_id=1, job_dir=job_dir, command=command,
                             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-                            cwd=job_dir / "code", tag_stderr=tagged)
+                            cwd=job_dir / "code", tag_stderr=tagged,
+                            uid=os.getuid(), gid=os.getgid())
     began = time.perf_counter()
     handle = launcher.start(request)
     started = time.perf_counter()

@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 from nai_server.api import create_app
 from nai_server.host import stderr_marks
 from nai_server.host.launchers.local import Handle, LaunchRequest, LocalLauncher
-from nai_server.host.output_helpers import ForkServer
+from nai_server.host.output_helpers import Forked, ForkServer
 from nai_server.protocol import TERMINAL_STATES
 from nai_server.protocol.jobs import LogPiece, parse_spans
 from nai_server.testing import AsPeer, make_service, tick_until, wait_for
@@ -29,17 +29,23 @@ def unforked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ForkServer, "spawn_tagger", refuse)
 
 
-def launch(tmp_path: Path, command: str) -> tuple[LocalLauncher, Handle]:
+def launch(tmp_path: Path, command: str, *,
+           as_account: bool = False) -> tuple[LocalLauncher, Handle]:
+    """The job as this process's account named (as a job of a user's is: its tagger is
+    forked), or as the daemon's own (personal mode: a root daemon's is started)."""
     (tmp_path / "code").mkdir(exist_ok=True)
     launcher = LocalLauncher()
+    account = {"uid": os.getuid(), "gid": os.getgid()} if as_account else {}
     handle = launcher.start(LaunchRequest(
         job_id=1, job_dir=tmp_path, command=command, env={"PATH": os.environ["PATH"]},
-        cwd=tmp_path / "code", tag_stderr=True))
+        cwd=tmp_path / "code", tag_stderr=True, **account))
     return launcher, handle
 
 
-def run(tmp_path: Path, command: str) -> tuple[int | None, LogPiece]:
-    launcher, handle = launch(tmp_path, command)
+def run(tmp_path: Path, command: str, *,
+        forked: bool = False) -> tuple[int | None, LogPiece]:
+    launcher, handle = launch(tmp_path, command, as_account=forked)
+    assert isinstance(launcher._taggers[handle.pid], Forked) == forked
     wait_for(lambda: launcher.status(tmp_path, handle)[0] != "running", what="the job to end")
     code = launcher.status(tmp_path, handle)[1]
     log = (tmp_path / "log").read_bytes()
@@ -62,7 +68,8 @@ def test_every_stderr_byte_and_no_stdout_byte_is_marked(
     if how != "forked":
         unforked(monkeypatch)
     code, piece = run(tmp_path, "for i in $(seq 400); do echo out$i; echo err$i >&2; "
-                                "printf 'o%s' $i; printf 'e%s\\n' $i >&2; echo; done; exit 3")
+                                "printf 'o%s' $i; printf 'e%s\\n' $i >&2; echo; done; exit 3",
+                      forked=how == "forked")
     out, err = lines_by_stream(piece)
     assert code == 3
     assert all(re.fullmatch(rb"(out|o)\d+", line) for line in out) and len(out) == 800

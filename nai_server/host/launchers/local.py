@@ -182,8 +182,9 @@ class LocalLauncher:
         self._taggers: dict[int, stderr_marks.Tagger] = {}
         self._ended: dict[int, float] = {}
         self._strays: list[stderr_marks.Tagger] = []  # taggers left reading, to reap
-        # Forks the taggers (started on first use; as the daemon only where jobs are).
-        self._forks = ForkServer(as_daemon=True)
+        # Forks the taggers (started on first use). Never as root: a root daemon's jobs
+        # (personal mode) get taggers started on their own (stderr_marks.start_tagger).
+        self._forks = ForkServer(as_daemon=os.geteuid() != 0)
 
     def start(self, request: LaunchRequest) -> Handle:
         # The job dir is the daemon's; O_NOFOLLOW all the same (DESIGN §11).
