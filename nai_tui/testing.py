@@ -33,6 +33,7 @@ from nai_server.protocol import (
     UserInfo,
     VersionInfo,
 )
+from nai_server.protocol.jobs import LogPiece
 
 # Re-exported (`as`): tests import these from here with the fake.
 from nai_tui.testing_base import GIB as GIB
@@ -132,6 +133,14 @@ class FakeServerClient(FakeRegistries):
             log = self._logs[job_id]
             return log[offset:offset + min(length, MAX_LOG_RANGE)], len(log)
         return self._do("log_range", read)
+
+    def log_piece(self, job_id: int, offset: int, length: int) -> LogPiece:
+        data, size = self.log_range(job_id, offset, length)
+        with self._lock:
+            spans = tuple((max(s, offset), min(e, offset + len(data)))
+                          for s, e in self.stderr_spans.get(job_id, ())
+                          if s < offset + len(data) and e > offset)
+        return LogPiece(offset, data, size, spans)
 
     def log_search(self, job_id: int, text: str, offset: int = 0, *, backward: bool = False,
                    limit: int = 100) -> LogMatches:

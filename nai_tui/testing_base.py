@@ -55,6 +55,7 @@ class FakeServerBase(ServerClient):
         self._lock = threading.Lock()
         self._jobs: dict[int, JobInfo] = {}
         self._logs: dict[int, bytes] = {}
+        self.stderr_spans: dict[int, list[tuple[int, int]]] = {}  # log offsets from stderr
         self._metrics: dict[int, list[dict[str, Any]]] = {}
         self._outputs: dict[int, dict[str, bytes]] = {}
         self.blobs: dict[str, bytes] = {}

@@ -28,6 +28,7 @@ from nai_server.protocol import (
     NotFound,
     TreeInfo,
 )
+from nai_server.protocol.jobs import LOG_STDERR_HEADER, format_spans
 
 router = APIRouter(tags=["jobs"])
 
@@ -154,11 +155,14 @@ LOG_SIZE_HEADER = "X-Log-Size"
 def log_range(job_id: JobId, service: ServiceDep, caller: CallerDep,
               offset: int = Query(0, ge=0, le=MAX_ID),
               length: int = Query(MAX_LOG_RANGE, ge=0, le=MAX_LOG_RANGE)) -> Response:
-    """Up to `length` bytes of the log from byte `offset` (at most MAX_LOG_RANGE), and
-    its size in the X-Log-Size header."""
-    data, size = app_logs.log_range(service.jobs, caller, job_id, offset, length)
-    return Response(data, media_type="application/octet-stream",
-                    headers={LOG_SIZE_HEADER: str(size)})
+    """Up to `length` bytes of the log from byte `offset` (at most MAX_LOG_RANGE), its
+    size in the X-Log-Size header, and which of those bytes came from the job's stderr
+    in X-Log-Stderr ("start-end,...", counted from `offset`; absent when none did)."""
+    piece = app_logs.log_piece(service.jobs, caller, job_id, offset, length)
+    headers = {LOG_SIZE_HEADER: str(piece.size)}
+    if piece.stderr:
+        headers[LOG_STDERR_HEADER] = format_spans(offset, list(piece.stderr))
+    return Response(piece.data, media_type="application/octet-stream", headers=headers)
 
 
 @router.get("/jobs/{job_id}/logs/search")

@@ -1,4 +1,5 @@
-"""Log ranges and search: what a pager over a job's log of any length asks for.
+"""Log ranges and search: what a pager over a job's log of any length asks for, with
+which bytes of a range came from the job's stderr (host.stderr_marks).
 
 The log is the job's to write: each call reads a bounded amount through the same safe
 opening as the log route (a FIFO, a link or a device is refused, never followed), and
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from nai_server.app.accounts import Caller
 from nai_server.app.jobs import Jobs
-from nai_server.host import jobfiles
+from nai_server.host import jobfiles, stderr_marks
 from nai_server.protocol import (
     MAX_LOG_MATCHES,
     MAX_LOG_PATTERN,
@@ -23,6 +24,7 @@ from nai_server.protocol import (
     Invalid,
     LogMatches,
 )
+from nai_server.protocol.jobs import MAX_LOG_SPANS, LogPiece
 
 LOG_SEARCH_CHUNK = 1 << 20
 LOG_SEARCH_SCAN = 64 << 20  # bytes one search call reads, at most (`next` continues)
@@ -39,6 +41,14 @@ def log_range(jobs: Jobs, caller: Caller, job_id: int, offset: int,
               length: int) -> tuple[bytes, int]:
     """Up to `length` (at most MAX_LOG_RANGE) bytes of the job's log from `offset`, and
     the log's size: what a pager needs to show any part of a log of any length."""
+    piece = log_piece(jobs, caller, job_id, offset, length)
+    return piece.data, piece.size
+
+
+def log_piece(jobs: Jobs, caller: Caller, job_id: int, offset: int,
+              length: int) -> LogPiece:
+    """As log_range, with the spans of those bytes that came from the job's stderr (at
+    most MAX_LOG_SPANS: the bytes returned stop where the first left out begins)."""
     if offset < 0 or length < 0:
         raise Invalid("offset and length are byte counts: 0 or more")
     length = min(length, MAX_LOG_RANGE)
@@ -46,13 +56,16 @@ def log_range(jobs: Jobs, caller: Caller, job_id: int, offset: int,
     try:
         with opening as fd:
             if fd is None:
-                return b"", 0
+                return LogPiece(offset, b"", 0)
             size = os.fstat(fd).st_size
             data = os.pread(fd, min(length, max(0, size - offset)), offset) if length else b""
-            return data, size
     except jobfiles.UnsafeJobFile as exc:
         raise Conflict(f"job {job_id}'s log is not a regular file any more; ask an admin "
                        f"to look at {job_dir}") from exc
+    spans, cut = stderr_marks.read_spans(job_dir, offset, offset + len(data), MAX_LOG_SPANS)
+    if cut is not None:
+        data = data[:cut - offset]
+    return LogPiece(offset, data, size, tuple(spans))
 
 
 def log_search(jobs: Jobs, caller: Caller, job_id: int, pattern: str, offset: int = 0, *,

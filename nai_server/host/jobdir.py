@@ -26,6 +26,7 @@ from nai_server.core.env_setup import job_launch
 from nai_server.core.job import Job
 from nai_server.host import code_snapshot, jobfiles, mounts, unix
 from nai_server.host.launchers.local import LEGACY_FILES, STATUS_FILE, LaunchRequest
+from nai_server.host.stderr_marks import MARKS_FILE
 from nai_server.store.blobs import BlobStore
 
 log = logging.getLogger("nai.jobdir")
@@ -68,7 +69,7 @@ def launch_request(job: Job, gpus: tuple[int, ...], job_dir: Path, blobs: BlobSt
                                    code_dir=str(job_dir / "code"), home=home, shell=shell)
     return LaunchRequest(job_id=job.id, job_dir=job_dir, command=script, args=args,
                          env=env, cwd=job_dir / "code", uid=uid, gid=gid, groups=groups,
-                         cgroup=cgroup(), joins=joins())
+                         cgroup=cgroup(), joins=joins(), tag_stderr=True)
 
 
 def _own_shell() -> str:
@@ -147,25 +148,25 @@ def reclaim(job_dir: Path) -> None:
     """Make a job directory from an earlier run safe to start in again.
 
     A directory made by an older version belonged to the job's owner, who could have
-    changed it while the job waited: none of log, metrics.jsonl, code or output may be
-    a link, and log and metrics.jsonl must be plain files, not hard links to files of
-    others (the run gives both to the job's owner). The directory is the
+    changed it while the job waited: none of log, log.stderr, metrics.jsonl, code or
+    output may be a link, and the files must be plain files, not hard links to files of
+    others (the run gives them to the job's owner). The directory is the
     daemon's from now on."""
     st = os.lstat(job_dir)
     if not stat.S_ISDIR(st.st_mode):
         raise RuntimeError(f"{job_dir} is not the job's directory any more")
     os.chown(job_dir, os.geteuid(), os.getegid(), follow_symlinks=False)
     os.chmod(job_dir, 0o700)
-    for name in ("code", "output", "log", "metrics.jsonl"):
+    files = ("log", MARKS_FILE, "metrics.jsonl")
+    for name in ("code", "output", *files):
         path = job_dir / name
         if path.is_symlink():
             path.unlink()  # the link, never what it points to
-        elif name in ("log", "metrics.jsonl") and path.is_dir():
+        elif name in files and path.is_dir():
             shutil.rmtree(path)
-        elif name in ("log", "metrics.jsonl") and path.exists() and not path.is_file():
+        elif name in files and path.exists() and not path.is_file():
             path.unlink()  # a FIFO or socket: opening it would block or fail
-        elif name in ("log", "metrics.jsonl") and path.exists() \
-                and jobfiles.planted(st, path.lstat()):
+        elif name in files and path.exists() and jobfiles.planted(st, path.lstat()):
             path.unlink()  # a hard link to another's file: the run would give it away
     for name in RUN_LEFTOVERS:
         (job_dir / name).unlink(missing_ok=True)

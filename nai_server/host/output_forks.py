@@ -14,13 +14,19 @@ not be traced by the owner), and writes output_walk's answer to the pipe, exactl
 the helper started on its own does. The reply is the child's pid with a pidfd for it
 attached, through which the daemon kills it at its deadline.
 
+A request "tag NUL uid NUL gid NUL groups", with four descriptors attached (a job's
+stderr pipe, the log, the marks file, the pipe it says it started on), forks a job's
+stderr tagger (stderr_tagger) the same way: no Python starts for it either.
+
 Standard library only; nothing of the daemon, and nothing of what it knows, is in this
 process. It exits when the daemon's end closes."""
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import os
+import signal
 import socket
 import sys
 
@@ -30,13 +36,16 @@ if TYPE_CHECKING:
 
 MAX_REQUEST = 1 << 16
 AS_DAEMON = "--as-daemon"  # readers may stay as this process (personal mode)
+TAG = b"tag\0"  # a request for a stderr tagger
+TAG_FDS = 4
 
 
-def _walker() -> ModuleType:
-    """output_walk, loaded from beside this file (not from sys.path: nothing else of
-    this directory may stand in for a standard module)."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "output_walk.py")
-    spec = importlib.util.spec_from_file_location("output_walk", path)
+def _walker(name: str = "output_walk") -> ModuleType:
+    """output_walk (or another module of this directory), loaded from beside this file
+    (not from sys.path: nothing else of this directory may stand in for a standard
+    module)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -45,16 +54,29 @@ def _walker() -> ModuleType:
 
 def serve(sock: socket.socket, as_daemon: bool = False) -> int:
     walker = _walker()
+    tagger: ModuleType | None = None
     stay = as_daemon or os.geteuid() != 0  # uid -1 allowed: not root, or personal
+    # Children are reaped as they exit (a tagger lives as long as its job: none may
+    # linger as a zombie till the next request), but only while a request is awaited:
+    # never between a fork and the pidfd_open of its child.
+    chld = {signal.SIGCHLD}
+    signal.pthread_sigmask(signal.SIG_BLOCK, chld)
+    signal.signal(signal.SIGCHLD, lambda _sig, _frame: _reap())
     while True:
         try:
-            message, fds, _flags, _addr = socket.recv_fds(sock, MAX_REQUEST, 1)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, chld)
+            message, fds, _flags, _addr = socket.recv_fds(sock, MAX_REQUEST, TAG_FDS)
         except OSError:
             return 1
+        finally:
+            signal.pthread_sigmask(signal.SIG_BLOCK, chld)
         if not message:
             return 0  # the daemon is gone
         _reap()
-        if len(fds) != 1 or not (stay or _owner(message) >= 0):
+        tagging = message.startswith(TAG)
+        if tagging:
+            message = message[len(TAG):]
+        if len(fds) != (TAG_FDS if tagging else 1) or not (stay or _owner(message) >= 0):
             # A root server reads nobody's files as root: a user's output/ read so
             # would take what they may not read (a hard link to a root-owned file).
             for fd in fds:
@@ -62,14 +84,22 @@ def serve(sock: socket.socket, as_daemon: bool = False) -> int:
             sock.send(b"-")
             continue
         try:
+            if tagging and tagger is None:
+                tagger = _walker("stderr_tagger")
             pid = os.fork()
-        except OSError:
-            os.close(fds[0])
+        except (OSError, ImportError, SyntaxError):
+            for fd in fds:
+                os.close(fd)
             sock.send(b"-")
             continue
         if pid == 0:
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, chld)
+            if tagging:
+                _tag_child(tagger, sock, message, fds)  # never returns
             _child(walker, sock, message, fds[0])  # never returns
-        os.close(fds[0])
+        for fd in fds:
+            os.close(fd)
         pidfd = os.pidfd_open(pid)  # the child is not reaped before this: it is ours
         try:
             socket.send_fds(sock, [str(pid).encode()], [pidfd])
@@ -114,6 +144,39 @@ def _child(walker: ModuleType, sock: socket.socket, message: bytes, out_fd: int)
         with os.fdopen(1, "wb", closefd=False) as out:
             code = walker.main([os.fsdecode(path), max_entries.decode()], out)
             out.flush()
+    except BaseException:
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def _drop(uid: bytes, gid: bytes, groups: bytes) -> None:
+    """Become the owner (after a session of one's own): groups, gid, then uid."""
+    os.setsid()
+    if int(uid) >= 0:
+        os.setgroups([int(g) for g in groups.split(b",") if g])
+        os.setgid(int(gid))
+        os.setuid(int(uid))
+
+
+def _tag_child(tagger: ModuleType | None, sock: socket.socket, message: bytes,
+               fds: list[int]) -> None:
+    code = 1
+    try:
+        sock.close()
+        # Out of the way first (a received descriptor may hold any number), then in place:
+        # 0 the job's stderr pipe, 1 the log, 3 the marks, 4 the started pipe.
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in
+                (*fds, os.open(os.devnull, os.O_RDWR))]
+        for target, fd in zip((0, 1, 3, 4, 2), high, strict=True):
+            os.dup2(fd, target)
+        os.closerange(5, 1 << 20)
+        assert tagger is not None
+        with open("/proc/self/comm", "w") as comm:  # before the uid changes: then it may
+            comm.write(tagger.NAME)  # not (a process that changed uid is not dumpable)
+        uid, gid, groups = message.split(b"\0", 2)
+        _drop(uid, gid, groups)
+        code = tagger.run(0, 1, 3, 4)
     except BaseException:
         code = 1
     finally:

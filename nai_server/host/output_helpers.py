@@ -37,7 +37,7 @@ class Forked:
 
     stderr = None
 
-    def __init__(self, pid: int, pidfd: int, stdout: BinaryIO) -> None:
+    def __init__(self, pid: int, pidfd: int, stdout: BinaryIO | None) -> None:
         self.pid, self.pidfd, self.stdout = pid, pidfd, stdout
         self._lock = threading.Lock()  # a deadline's kill races the reader's wait
 
@@ -67,6 +67,13 @@ class Forked:
         return 0
 
 
+def _who(uid: int | None, gid: int | None, groups: tuple[int, ...]) -> bytes:
+    """A request's account: "uid NUL gid NUL groups" (-1: as the server is)."""
+    return b"\0".join([str(-1 if uid is None else uid).encode(),
+                       str(-1 if gid is None else gid).encode(),
+                       ",".join(str(g) for g in groups).encode()])
+
+
 class AsRoot(Exception):
     """A reader asked to run as a root daemon that is not personal (no OSError: no
     helper of its own is started instead, which would run as root as well)."""
@@ -90,35 +97,47 @@ class ForkServer:
         daemon refuses unless `as_daemon`: AsRoot)."""
         if uid is None and not self.as_daemon and os.geteuid() == 0:
             raise AsRoot(f"{path}: not read as root (no account to read it as)")
-        request = b"\0".join([
-            str(-1 if uid is None else uid).encode(), str(-1 if gid is None else gid).encode(),
-            ",".join(str(g) for g in groups).encode(), str(max_entries).encode(),
-            os.fsencode(path)])
+        request = _who(uid, gid, groups) + b"\0" + b"\0".join([
+            str(max_entries).encode(), os.fsencode(path)])
         read_end, write_end = os.pipe()
         try:
-            with self._lock:
-                failed = self._failed_at
-                if failed is not None and time.monotonic() - failed < RETRY_AFTER:
-                    raise OSError("the output fork server failed a moment ago")
-                try:
-                    sock = self._server()
-                    socket.send_fds(sock, [request], [write_end])
-                    answer, fds, _flags, _addr = socket.recv_fds(sock, 64, 1)
-                except OSError:
-                    self._stop(failed=True)
-                    raise
-                if not answer.isdigit() or len(fds) != 1:
-                    for fd in fds:
-                        os.close(fd)
-                    if not answer:  # it died (a system without pidfds, say)
-                        self._stop(failed=True)
-                    raise OSError(f"the output fork server refused: {answer[:64]!r}")
+            pid, pidfd = self._ask(request, [write_end])
         except BaseException:
             os.close(read_end)
             raise
         finally:
             os.close(write_end)
-        return Forked(int(answer), fds[0], os.fdopen(read_end, "rb", buffering=0))
+        return Forked(pid, pidfd, os.fdopen(read_end, "rb", buffering=0))
+
+    def spawn_tagger(self, uid: int | None, gid: int | None, groups: tuple[int, ...],
+                     fds: tuple[int, int, int, int]) -> Forked:
+        """A job's stderr tagger (stderr_tagger) as uid/gid/groups, on the descriptors
+        `fds`: the job's stderr pipe, the log, the marks file, the started pipe."""
+        if uid is None and not self.as_daemon and os.geteuid() == 0:
+            raise AsRoot("a stderr tagger is not run as root (no account to run it as)")
+        pid, pidfd = self._ask(b"tag\0" + _who(uid, gid, groups), list(fds))
+        return Forked(pid, pidfd, None)
+
+    def _ask(self, request: bytes, fds: list[int]) -> tuple[int, int]:
+        """One request with `fds` attached: the child's pid and a pidfd for it."""
+        with self._lock:
+            failed = self._failed_at
+            if failed is not None and time.monotonic() - failed < RETRY_AFTER:
+                raise OSError("the output fork server failed a moment ago")
+            try:
+                sock = self._server()
+                socket.send_fds(sock, [request], fds)
+                answer, got, _flags, _addr = socket.recv_fds(sock, 64, 1)
+            except OSError:
+                self._stop(failed=True)
+                raise
+            if not answer.isdigit() or len(got) != 1:
+                for fd in got:
+                    os.close(fd)
+                if not answer:  # it died (a system without pidfds, say)
+                    self._stop(failed=True)
+                raise OSError(f"the output fork server refused: {answer[:64]!r}")
+        return int(answer), got[0]
 
     def close(self) -> None:
         with self._lock:

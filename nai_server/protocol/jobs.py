@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Required
+from typing import Annotated, Any, Literal, NamedTuple, Required
 
 from pydantic import AfterValidator, ConfigDict, Field, with_config
 from typing_extensions import TypedDict
@@ -241,6 +241,57 @@ class GpuList(Reply):
 MAX_LOG_RANGE = 1 << 20  # bytes one log-range call returns, at most
 MAX_LOG_PATTERN = 256  # characters of a log search term
 MAX_LOG_MATCHES = 1000  # offsets one log search returns, at most
+MAX_LOG_SPANS = 256  # stderr spans one log-range reply holds, at most (it stops before more)
+LOG_STDERR_HEADER = "X-Log-Stderr"  # "start-end,..." of a range's stderr, from its start
+
+
+class LogPiece(NamedTuple):
+    """Bytes of a job's log from `offset`, the log's size, and which of those bytes came
+    from the job's stderr: [start, end) offsets of the whole log, sorted (empty from a
+    server that does not tell, or for a job started before stderr was told apart)."""
+
+    offset: int
+    data: bytes
+    size: int
+    stderr: tuple[tuple[int, int], ...] = ()
+
+    def parts(self) -> list[tuple[bytes, bool]]:
+        """The data in pieces, in order, each with whether it came from stderr."""
+        out: list[tuple[bytes, bool]] = []
+        at, end = self.offset, self.offset + len(self.data)
+        for start, stop in self.stderr:
+            start, stop = max(start, at), min(stop, end)
+            if start >= stop:
+                continue
+            if start > at:
+                out.append((self.data[at - self.offset:start - self.offset], False))
+            out.append((self.data[start - self.offset:stop - self.offset], True))
+            at = stop
+        if at < end:
+            out.append((self.data[at - self.offset:], False))
+        return out
+
+
+def format_spans(offset: int, spans: list[tuple[int, int]]) -> str:
+    """LOG_STDERR_HEADER's value: spans as "start-end" from `offset`, comma-separated."""
+    return ",".join(f"{start - offset}-{end - offset}" for start, end in spans)
+
+
+def parse_spans(offset: int, length: int, text: str) -> tuple[tuple[int, int], ...]:
+    """LOG_STDERR_HEADER read back as offsets of the log: what is not a span inside
+    the `length` bytes from `offset` is skipped, the rest sorted and merged."""
+    spans: list[tuple[int, int]] = []
+    for word in text.split(",")[:MAX_LOG_SPANS]:
+        start, _, end = word.strip().partition("-")
+        if start.isdigit() and end.isdigit() and int(start) < int(end) <= length:
+            spans.append((offset + int(start), offset + int(end)))
+    merged: list[tuple[int, int]] = []
+    for lo, hi in sorted(spans):
+        if merged and lo <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+    return tuple(merged)
 
 
 class LogMatches(Reply):

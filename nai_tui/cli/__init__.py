@@ -190,6 +190,10 @@ def _add_job_commands(add: Add) -> None:
     p.add_argument("id", type=_job_id)
     p = add("logs", commands.cmd_logs, "a job's output (stdout and stderr)",
             no_json="a log is printed as the job wrote it; `nai show ID --json` for the job")
+    p.description = ("A job's output in the order it wrote it: its stdout on stdout and "
+                     "its stderr on stderr, as `docker logs` prints them (`nai logs ID "
+                     "2>/dev/null` shows its stdout alone). A job its server did not tell "
+                     "apart (started by an older server, or on Slurm) prints all on stdout.")
     p.add_argument("id", type=_job_id)
     p.add_argument("-f", "--follow", action="store_true", help="stream until the job ends")
     p = add("cancel", commands.cmd_cancel, "cancel jobs")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from nai_server.protocol import TERMINAL_STATES, Invalid, NaiError, NotFound, format_size
-from nai_tui.cli import metrics_view, output
+from nai_tui.cli import log_print, metrics_view, output
 from nai_tui.cli.contract import INTERRUPTED, TIMED_OUT, exit_status
 from nai_tui.cli.output import emit_json, err, note, table
 from nai_tui.config import cache_dir
@@ -170,14 +170,8 @@ def cmd_finetune(args: argparse.Namespace, client: ServerClient) -> int:
 
 
 def follow(client: ServerClient, job_id: int) -> int:
-    sys.stdout.flush()  # text printed before goes out before the log's raw bytes
-    for chunk in client.follow_logs(job_id):
-        sys.stdout.buffer.write(chunk)
-        sys.stdout.buffer.flush()
-    job = client.job(job_id)
-    while job.state not in TERMINAL_STATES:  # the stream ended early (connection dropped)
-        time.sleep(0.5)
-        job = client.job(job_id)
+    """Print the job's log as it is written (its stderr on ours), until it ends."""
+    job = log_print.follow_log(client, job_id)
     note(f"job {job_id} {job.state}" + (f" (exit code {job.exit_code})"
                                        if job.exit_code is not None else ""))
     return exit_code_of(job.state, job.exit_code)
@@ -273,7 +267,7 @@ def cmd_logs(args: argparse.Namespace, client: ServerClient) -> int:
                  f"to watch again)")
             return 130
         return 0
-    sys.stdout.buffer.write(client.logs(args.id))
+    log_print.print_log(client, args.id)
     return 0
 
 

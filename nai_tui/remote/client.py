@@ -33,6 +33,7 @@ from nai_server.protocol import (
 )
 
 # Re-exported (`as`): the transports import these from here with the client.
+from nai_server.protocol.jobs import LOG_STDERR_HEADER, LogPiece, parse_spans
 from nai_tui.remote.api_base import BASE_URL as BASE_URL
 from nai_tui.remote.api_base import DEFAULT_READ_TIMEOUT as DEFAULT_READ_TIMEOUT
 from nai_tui.remote.api_base import response_error
@@ -167,6 +168,15 @@ class ServerClient(RegistryCalls, ServiceCalls):
         response = self._send("GET", f"/v1/jobs/{job_id}/logs/range",
                               params={"offset": offset, "length": length})
         return response.content, int(response.headers.get("X-Log-Size", "0"))
+
+    def log_piece(self, job_id: int, offset: int, length: int) -> LogPiece:
+        """As log_range, with which of the bytes came from the job's stderr (none from a
+        server that does not tell: all then reads as stdout)."""
+        response = self._send("GET", f"/v1/jobs/{job_id}/logs/range",
+                              params={"offset": offset, "length": length})
+        data = response.content
+        spans = parse_spans(offset, len(data), response.headers.get(LOG_STDERR_HEADER, ""))
+        return LogPiece(offset, data, int(response.headers.get("X-Log-Size", "0")), spans)
 
     def log_search(self, job_id: int, text: str, offset: int = 0, *, backward: bool = False,
                    limit: int = 100) -> LogMatches:

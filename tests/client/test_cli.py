@@ -32,7 +32,7 @@ def test_submit_follow_exit_codes_and_streams(env: dict[str, str]) -> None:
     assert "epoch  40" in ok.stdout  # the log is data: stdout
     assert "syncing" in ok.stderr and f"job {job_id} succeeded" in ok.stderr
     failed = nai(env, "submit", str(EXAMPLE), "--command", "echo boom >&2; exit 3", "--follow")
-    assert failed.returncode == 3 and "boom" in failed.stdout
+    assert failed.returncode == 3 and "boom" in failed.stderr  # the job's stderr: ours
 
 
 def test_json_listings_parse(env: dict[str, str]) -> None:

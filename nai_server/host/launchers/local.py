@@ -11,13 +11,20 @@ a vanished one.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import logging
 import os
+import stat
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
-from nai_server.host import jobfiles
+from nai_server.host import jobfiles, stderr_marks
+from nai_server.host.output_helpers import ForkServer
+
+_log = logging.getLogger("nai.launch")
 
 # $1 = the job's command, and what follows it the command's own arguments ($1...; the
 # env_setup scripts of core.env_setup take the user's command there). The wrapper
@@ -36,6 +43,11 @@ from nai_server.host import jobfiles
 # job's status. A signal that came before the job started (a cancel right after the
 # launch) means it never starts: it would not have seen the signal. A wrapper that saw
 # EOF records "unstarted": the daemon died before the job ran, which may then run later.
+# "go N" (N: a descriptor the wrapper was given, 10 or more) makes the pipe N is a write
+# end of the job's stderr, with a tagger at the other end (stderr_marks). dash cannot
+# name a descriptor above 9 in a redirection: the job opens the pipe anew through /proc
+# (the pipe is the owner's, so `>/dev/stderr` works in the job as well); N itself stays
+# open in the job, harmlessly (one more way to write to its stderr).
 WRAPPER = r"""
 exec 3>&2 2>&1
 stop=
@@ -43,18 +55,25 @@ trap 'stop=143' TERM
 trap 'stop=130' INT
 trap 'stop=129' HUP
 echo "pid $$" >&3
-read go
+read go err
 [ -z "$stop" ] || { echo "exit $stop" >&3; exit "$stop"; }
 [ "$go" = go ] || { echo unstarted >&3; exit 125; }
 job=$1
 shift
-/bin/sh -c "$job" /bin/sh "$@" </dev/null 3>&-
+if [ -n "$err" ] && [ -w "/proc/self/fd/$err" ]; then
+  /bin/sh -c "$job" /bin/sh "$@" </dev/null 3>&- 2>"/proc/self/fd/$err"
+else
+  /bin/sh -c "$job" /bin/sh "$@" </dev/null 3>&-
+fi
 code=$?
 echo "exit $code" >&3
 exit "$code"
 """
 STATUS_FILE = "run.status"
 STATUS_ROOM = 4096  # bytes of the status file the daemon writes before the job starts
+DRAIN_SECONDS = 2.0  # a job is seen to end once its tagger is done, or this long after
+DRAIN_WAIT = 0.05  # seconds a look at an ended job waits for its tagger, the first time
+PIPE_SIZE = 1 << 20  # bytes the job's stderr pipe holds (the kernel's default: 64 KiB)
 # Written by the wrapper of older versions, inside a directory its owner controlled.
 LEGACY_FILES = ("exit_status", "wrapper.pid")
 
@@ -78,6 +97,7 @@ class LaunchRequest:
     cgroup: Path | None = None  # the job's cgroup, to start the wrapper in
     joins: tuple[Path, ...] = ()  # v1 cgroups (memory, cpu limits) it joins as well
     args: tuple[str, ...] = ()  # the command's $1...
+    tag_stderr: bool = False  # tell its stderr from its stdout in the log (stderr_marks)
 
 Status = Literal["running", "exited", "vanished"]
 
@@ -157,17 +177,27 @@ class LocalLauncher:
     def __init__(self) -> None:
         # Wrappers this daemon started: polling them reaps them (no zombies).
         self._children: dict[int, subprocess.Popen[bytes]] = {}
+        # Their stderr taggers, by the wrapper's pid; and when each wrapper was seen to
+        # end while its tagger still wrote what the job had written last.
+        self._taggers: dict[int, stderr_marks.Tagger] = {}
+        self._ended: dict[int, float] = {}
+        self._strays: list[stderr_marks.Tagger] = []  # taggers left reading, to reap
+        # Forks the taggers (started on first use). Never as root: a root daemon's jobs
+        # (personal mode) get taggers started on their own (stderr_marks.start_tagger).
+        self._forks = ForkServer(as_daemon=os.geteuid() != 0)
 
     def start(self, request: LaunchRequest) -> Handle:
         # The job dir is the daemon's; O_NOFOLLOW all the same (DESIGN §11).
         flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         log = os.open(request.job_dir / "log", flags | os.O_APPEND, 0o640)
         status = go_read = go_write = -1
+        tag = None
         try:
             if request.uid is not None:  # the owner may read their log on the server
                 os.fchown(log, request.uid, request.gid if request.gid is not None else -1)
             status = os.open(request.job_dir / STATUS_FILE, flags | os.O_TRUNC, 0o600)
             _reserve(status, STATUS_ROOM)
+            tag = _tagged_stderr(request, self._forks) if request.tag_stderr else None
             go_read, go_write = os.pipe()
             proc = subprocess.Popen(
                 ["/bin/sh", "-c", WRAPPER, "nai-job", request.command, *request.args],
@@ -176,6 +206,7 @@ class LocalLauncher:
                 stdin=go_read,
                 stdout=log,
                 stderr=status,
+                pass_fds=(tag.pipe,) if tag else (),
                 start_new_session=True,
                 close_fds=True,
                 user=request.uid,
@@ -186,6 +217,9 @@ class LocalLauncher:
         except BaseException:
             if go_write >= 0:
                 os.close(go_write)
+            if tag is not None:  # its pipe's last writer goes: it ends
+                tag.close()
+                tag.tagger.wait()
             raise
         finally:
             for fd in (log, status, go_read):
@@ -194,25 +228,37 @@ class LocalLauncher:
         try:
             # Before the job runs: all it forks is inside, and limited.
             for cgroup in (request.cgroup, *request.joins) if request.cgroup else ():
+                if tag is not None:
+                    (cgroup / "cgroup.procs").write_text(f"{tag.tagger.pid}\n")
                 (cgroup / "cgroup.procs").write_text(f"{proc.pid}\n")
+            go = b"go\n"
+            if tag is not None and stderr_marks.has_started(tag):
+                go = f"go {tag.pipe}\n".encode()
             with contextlib.suppress(BrokenPipeError):  # stopped already: it said so
-                os.write(go_write, b"go\n")
+                os.write(go_write, go)
         except BaseException:
             os.close(go_write)  # EOF: the wrapper exits without starting the job
             proc.wait()
+            if tag is not None:
+                tag.close()
+                tag.tagger.wait()  # the wrapper held its pipe's last write end
             raise
         os.close(go_write)
         self._children[proc.pid] = proc
+        if tag is not None:
+            tag.close()
+            self._taggers[proc.pid] = tag.tagger
         ticks = proc_start_ticks(proc.pid)
         return Handle(proc.pid, ticks if ticks is not None else -1)
 
     def status(self, job_dir: Path, handle: Handle | None) -> tuple[Status, int | None]:
         """running, exited (with the job's code), or vanished (no status left behind)."""
+        self._reap_strays()
         if handle is not None:
             child = self._children.get(handle.pid)
             if child is not None:
                 code = child.poll()
-                if code is None:
+                if code is None or self._draining(handle.pid):
                     return "running", None
                 del self._children[handle.pid]
                 recorded = read_exit_status(job_dir)
@@ -224,6 +270,35 @@ class LocalLauncher:
             return "exited", code
         return "vanished", None
 
+    def _draining(self, pid: int) -> bool:
+        """Whether the tagger of a job whose wrapper has ended still appends what the
+        job wrote last. For at most DRAIN_SECONDS: a process the job left behind may
+        hold its stderr open; the tagger is killed then (the end kills those processes,
+        and only they are counted as what the job left running)."""
+        tagger = self._taggers.get(pid)
+        if tagger is None:
+            return False
+        now = time.monotonic()
+        first = self._ended.setdefault(pid, now)
+        # Most often it is done a moment after the wrapper: wait that moment here (a
+        # job seen as running waits for the next tick, a second away when idle).
+        if not stderr_marks.ended_within(tagger, DRAIN_WAIT if first == now else 0) \
+                and now - first < DRAIN_SECONDS:
+            return True
+        del self._taggers[pid]
+        self._ended.pop(pid, None)
+        if tagger.poll() is None:
+            tagger.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                tagger.wait(timeout=1.0)
+            if tagger.poll() is None:
+                self._strays.append(tagger)  # reaped later
+        return False
+
+    def _reap_strays(self) -> None:
+        self._strays = [t for t in self._strays if t.poll() is None]
+
+    @staticmethod
     @staticmethod
     def _alive(handle: Handle) -> bool:
         ticks = proc_start_ticks(handle.pid)
@@ -231,9 +306,51 @@ class LocalLauncher:
 
     def signal(self, handle: Handle, sig: int) -> None:
         """Signal the job's whole process group (it is its own session leader)."""
-        if handle.pid in self._children or self._alive(handle):
+        child = self._children.get(handle.pid)  # reaped, its pid may be another's now
+        alive = child.returncode is None if child is not None else self._alive(handle)
+        if alive:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(handle.pid, sig)
+
+def _tagged_stderr(request: LaunchRequest,
+                   forks: ForkServer) -> stderr_marks.Tagging | None:
+    """The job's stderr as a pipe, with its tagger started on the other end; None when
+    the job is to run untagged (its marks file is not a plain file of the daemon's
+    making, or the tagger did not start)."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    marks = log = read_end = write_end = high = started_r = started_w = -1
+    try:
+        marks = os.open(request.job_dir / stderr_marks.MARKS_FILE, flags | os.O_CREAT, 0o640)
+        st = os.fstat(marks)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            _log.warning("%s is not a plain file: job %s runs with its stderr untagged",
+                         request.job_dir / stderr_marks.MARKS_FILE, request.job_id)
+            return None
+        log = os.open(request.job_dir / "log", flags)  # the tagger's own description
+        read_end, write_end = os.pipe()
+        with contextlib.suppress(OSError):  # fewer, larger reads for the tagger
+            fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        if request.uid is not None:  # theirs: the job may open /dev/stderr again
+            gid = request.gid if request.gid is not None else -1
+            os.fchown(marks, request.uid, gid)
+            os.fchown(write_end, request.uid, gid)
+        high = fcntl.fcntl(write_end, fcntl.F_DUPFD_CLOEXEC, 10)
+        started_r, started_w = os.pipe()
+        tagger = stderr_marks.start_tagger(forks, read_end, log, marks, started_w,
+                                           request.uid, request.gid, request.groups)
+        if tagger is None:
+            return None
+        tag = stderr_marks.Tagging(high, tagger, started_r)
+        high = started_r = -1  # the caller's now
+        return tag
+    except OSError as exc:
+        _log.warning("job %s runs with its stderr untagged: %s", request.job_id, exc)
+        return None
+    finally:
+        for fd in (marks, log, read_end, write_end, high, started_r, started_w):
+            if fd >= 0:
+                os.close(fd)
+
 
 def _reserve(fd: int, size: int) -> None:
     """Write `size` zero bytes and go back to the start: later writes over them need no

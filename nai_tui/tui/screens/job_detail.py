@@ -17,9 +17,9 @@ from nai_server.protocol import Forbidden, JobInfo, NotFound
 from nai_tui.tui.messages import JobRefreshed, MetricsArrived, OutputsListed
 from nai_tui.tui.screens.base import JobActionsScreen
 from nai_tui.tui.widgets.footer import Footer
-from nai_tui.tui.widgets.format import is_ended, last_error_line
+from nai_tui.tui.widgets.format import is_ended
 from nai_tui.tui.widgets.job_info import JobHeader, JobSpec
-from nai_tui.tui.widgets.log_text import line_start, split_lines
+from nai_tui.tui.widgets.log_text import error_line
 from nai_tui.tui.widgets.log_view import LogSource, LogView
 from nai_tui.tui.widgets.metric_plot import MetricPanel
 from nai_tui.tui.widgets.output_tree import OutputTree
@@ -109,7 +109,7 @@ class JobDetailScreen(JobActionsScreen):
         self.query_one(OutputTree).show_message("outputs appear here once the job ends")
         log = self.query_one(LogView)
         log.source = LogSource(
-            read=lambda offset, length: self.nai.api.log_range(self.job_id, offset, length),
+            read=lambda offset, length: self.nai.api.log_piece(self.job_id, offset, length),
             # The view goes to the nearest match only: one is enough, and the server
             # stops reading there instead of scanning on for more.
             search=lambda text, offset, backward: self.nai.api.log_search(
@@ -142,9 +142,8 @@ class JobDetailScreen(JobActionsScreen):
             self.post_message(self.LogGrew(size))
             if want_error and job.state in FAILED_STATES and size:
                 at = max(0, size - ERROR_TAIL)
-                tail = client.log_range(self.job_id, at, ERROR_TAIL)[0]
-                lines, _ = split_lines(tail[line_start(tail, at):], at)
-                self.post_message(self.ErrorFound(last_error_line(lines) or ""))
+                tail = client.log_piece(self.job_id, at, ERROR_TAIL)
+                self.post_message(self.ErrorFound(error_line(tail) or ""))
             page = client.metrics(self.job_id, metrics_next)
             if page.metrics:
                 self.post_message(MetricsArrived(self.job_id, metrics_next, page.metrics,

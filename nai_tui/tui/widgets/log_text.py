@@ -5,6 +5,11 @@ state, colour escapes and other control characters removed. Plain functions."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+
+from nai_server.protocol import format_size
+from nai_server.protocol.jobs import LogPiece
+from nai_tui.tui.widgets.format import last_error_line
 
 _ESCAPES = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")
 _CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
@@ -42,3 +47,75 @@ def line_start(data: bytes, offset: int) -> int:
         return 0
     newline = data.find(b"\n")
     return 0 if newline < 0 else newline + 1
+
+
+def from_stderr(starts: list[int], end: int, spans: list[tuple[int, int]]) -> list[bool]:
+    """For each line (beginning at `starts`, the last ending at `end`), whether most of
+    its bytes came from stderr (`spans`: sorted [start, end) offsets of the log)."""
+    flags, at = [], 0
+    for i, start in enumerate(starts):
+        stop = starts[i + 1] if i + 1 < len(starts) else end
+        while at < len(spans) and spans[at][1] <= start:
+            at += 1
+        covered, j = 0, at
+        while j < len(spans) and spans[j][0] < stop:
+            covered += min(stop, spans[j][1]) - max(start, spans[j][0])
+            j += 1
+        flags.append(covered * 2 > stop - start)
+    return flags
+
+
+def window_spans(spans: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
+    """`spans` cut to the window [start, end), sorted, adjacent ones joined."""
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted(spans):
+        lo, hi = max(lo, start), min(hi, end)
+        if lo >= hi:
+            continue
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
+
+
+def read_whole(read: Callable[[int, int], LogPiece], offset: int, length: int) -> LogPiece:
+    """`read(offset, length)`, in as many calls as the server cuts it into (it stops a
+    reply short before more stderr spans than it sends at once), up to the log's end."""
+    got = read(offset, length)
+    while got.data and len(got.data) < length and offset + len(got.data) < got.size:
+        more = read(offset + len(got.data), length - len(got.data))
+        if not more.data:
+            break
+        got = LogPiece(offset, got.data + more.data, more.size, got.stderr + more.stderr)
+    return got
+
+
+def status_line(size: int, at: int | None, *, following: bool, term: str,
+                searching: bool) -> str:
+    """A log view's status line: where it is (`at`: the top line's offset, None at the
+    log's top), the log's size, the search, and whether it follows the end."""
+    if following:
+        where = "▼ FOLLOWING the end"
+    elif at is None:
+        where = "top of the log"
+    else:
+        where = f"byte {at:,} ({100 * at // max(1, size)}%)"
+    parts = [f" {where} · {format_size(size)}"]
+    if searching:
+        parts.append(f"searching for {term!r}…")
+    elif term:
+        parts.append(f"/{term}  n/N: next/previous")
+    if not following:
+        parts.append("G: end and follow")
+    return " · ".join(parts)
+
+
+def error_line(tail: LogPiece) -> str | None:
+    """The line of a failed job's log tail that says why (format.last_error_line),
+    looked for among the lines it wrote to stderr first, when the server tells them."""
+    cut = line_start(tail.data, tail.offset)
+    lines, starts = split_lines(tail.data[cut:], tail.offset + cut)
+    flags = from_stderr(starts, tail.offset + len(tail.data), list(tail.stderr))
+    errors = [line for line, err in zip(lines, flags, strict=True) if err]
+    return (last_error_line(errors) if errors else None) or last_error_line(lines)

@@ -6,11 +6,13 @@ after as you scroll; Home and End jump to either end of the whole log, and searc
 on the server (`LogSource.search`) across all of it. Only the lines on screen are
 drawn (the Line API). Following keeps the end in view as the log grows, and the status
 line at the bottom says so. A line that a progress bar redrew with `\\r` shows as its
-last state, once, as a terminal would have left it.
+last state, once, as a terminal would have left it. A line the job wrote to stderr (the
+server says which bytes: `LogPiece.stderr`) is drawn in the theme's error colour.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
@@ -24,8 +26,16 @@ from textual.strip import Strip
 from textual.widget import Widget
 from textual.worker import Worker, WorkerState
 
-from nai_server.protocol import MAX_ID, LogMatches, NaiError, format_size
-from nai_tui.tui.widgets.log_text import line_start, split_lines
+from nai_server.protocol import MAX_ID, LogMatches, NaiError
+from nai_server.protocol.jobs import LogPiece
+from nai_tui.tui.widgets.log_text import (
+    from_stderr,
+    line_start,
+    read_whole,
+    split_lines,
+    status_line,
+    window_spans,
+)
 
 CHUNK = 256 << 10  # bytes read per request
 MAX_WINDOW = 2 << 20  # bytes kept around the view
@@ -33,10 +43,10 @@ MARGIN = 200  # lines kept ready above and below the screen before reading more
 MAX_SEARCH_CALLS = 64  # server calls one search makes before it gives up
 @dataclass
 class LogSource:
-    """How the view reads the log: `read(offset, length) -> (bytes, log size)` and
+    """How the view reads the log: `read(offset, length) -> LogPiece` and
     `search(text, offset, backward) -> LogMatches`."""
 
-    read: Callable[[int, int], tuple[bytes, int]]
+    read: Callable[[int, int], LogPiece]
     search: Callable[[str, int, bool], LogMatches]
 
 
@@ -58,10 +68,14 @@ class LogView(Widget, can_focus=True):
         Binding("end,G", "end", "End of log", show=False,
                 tooltip="Jump to the log's end and follow it"),
     ]
+    COMPONENT_CLASSES: ClassVar[set[str]] = {"log-view--stderr"}
     DEFAULT_CSS = """
     LogView {
         height: 1fr;
         background: $surface;
+    }
+    LogView > .log-view--stderr {
+        color: $text-error;
     }
     """
 
@@ -73,6 +87,8 @@ class LogView(Widget, can_focus=True):
         self.raw = b""
         self.lines: list[str] = []
         self.starts: list[int] = []
+        self.spans: list[tuple[int, int]] = []  # the window's bytes that came from stderr
+        self.stderr: list[bool] = []  # per line: whether it came from stderr
         self.top = 0  # the window's line shown first
         self.x = 0  # columns scrolled sideways
         self.following = True
@@ -94,17 +110,20 @@ class LogView(Widget, can_focus=True):
     def rows(self) -> int:
         return max(1, self.size.height - 1)  # the last row is the status line
 
-    def _set_window(self, start: int, raw: bytes, top: int) -> None:
+    def _set_window(self, start: int, raw: bytes, top: int,
+                    spans: list[tuple[int, int]]) -> None:
         self.start, self.raw = start, raw
         self.lines, self.starts = split_lines(raw, start)
+        self.spans = window_spans(spans, start, self.end)
+        self.stderr = from_stderr(self.starts, self.end, self.spans)
         self.top = max(0, min(top, len(self.lines) - 1))
         self.refresh()
 
-    def _read(self, offset: int, length: int) -> tuple[bytes, int] | None:
+    def _read(self, offset: int, length: int) -> LogPiece | None:
         """One read, in a worker thread; None (and the problem shown) if it failed."""
         assert self.source is not None
         try:
-            return self.source.read(offset, length)
+            return read_whole(self.source.read, offset, length)
         except NaiError as exc:  # shown; the view stays usable
             self.app.call_from_thread(self._failed, str(exc))
             return None
@@ -150,21 +169,22 @@ class LogView(Widget, can_focus=True):
         at = max(0, self.size_known - CHUNK)
         got = self._read(at, CHUNK)
         if got is not None:
-            self.app.call_from_thread(self._apply_at, gen, at, *got, None)
+            self.app.call_from_thread(self._apply_at, gen, got, None)
 
     def _read_at(self, offset: int, gen: int) -> None:
         at = max(0, offset - CHUNK // 2)
         got = self._read(at, CHUNK)
         if got is not None:
-            self.app.call_from_thread(self._apply_at, gen, at, *got, offset)
+            self.app.call_from_thread(self._apply_at, gen, got, offset)
 
-    def _apply_at(self, gen: int, at: int, data: bytes, size: int, show: int | None) -> None:
-        """A fresh window read from `at`; `show` is the offset to bring to the middle
-        (None: the end)."""
-        if not self._current(gen, size):
+    def _apply_at(self, gen: int, got: LogPiece, show: int | None) -> None:
+        """A fresh window read from `got.offset`; `show` is the offset to bring to the
+        middle (None: the end)."""
+        at, data = got.offset, got.data
+        if not self._current(gen, got.size):
             return
         cut = line_start(data, at)
-        self._set_window(at + cut, data[cut:], 0)
+        self._set_window(at + cut, data[cut:], 0, list(got.stderr))
         if show is None:
             self.top = max(0, len(self.lines) - self.rows)
         else:
@@ -174,17 +194,17 @@ class LogView(Widget, can_focus=True):
     def _read_after(self, gen: int) -> None:
         got = self._read(self.end, CHUNK)
         if got is not None:
-            self.app.call_from_thread(self._apply_after, gen, *got)
+            self.app.call_from_thread(self._apply_after, gen, got)
 
-    def _apply_after(self, gen: int, data: bytes, size: int) -> None:
-        if not self._current(gen, size) or not data:
+    def _apply_after(self, gen: int, got: LogPiece) -> None:
+        if not self._current(gen, got.size) or not got.data:
             self.refresh()
             return
-        raw, start, top_at = self.raw + data, self.start, self._top_offset()
+        raw, start, top_at = self.raw + got.data, self.start, self._top_offset()
         if len(raw) > MAX_WINDOW:  # drop from the front, at a line's start
             cut = raw.find(b"\n", len(raw) - MAX_WINDOW) + 1 or len(raw) - MAX_WINDOW
             raw, start = raw[cut:], start + cut
-        self._set_window(start, raw, 0)
+        self._set_window(start, raw, 0, [*self.spans, *got.stderr])
         self.top = self._line_of(max(top_at, start))
         self._after_move()
 
@@ -192,10 +212,11 @@ class LogView(Widget, can_focus=True):
         at = max(0, self.start - CHUNK)
         got = self._read(at, self.start - at)
         if got is not None:
-            self.app.call_from_thread(self._apply_before, gen, at, *got)
+            self.app.call_from_thread(self._apply_before, gen, got)
 
-    def _apply_before(self, gen: int, at: int, data: bytes, size: int) -> None:
-        if not self._current(gen, size) or not data:
+    def _apply_before(self, gen: int, got: LogPiece) -> None:
+        at, data = got.offset, got.data
+        if not self._current(gen, got.size) or not data:
             self.refresh()
             return
         cut = line_start(data, at)
@@ -204,7 +225,7 @@ class LogView(Widget, can_focus=True):
         if len(raw) > MAX_WINDOW:  # drop from the back, after a line's end
             keep = raw.rfind(b"\n", 0, MAX_WINDOW) + 1 or MAX_WINDOW
             raw = raw[:keep]
-        self._set_window(at + cut, raw, 0)
+        self._set_window(at + cut, raw, 0, [*got.stderr, *self.spans])
         self.top = self._line_of(top_at)
         self._after_move()
 
@@ -213,14 +234,7 @@ class LogView(Widget, can_focus=True):
 
     def _line_of(self, offset: int) -> int:
         """The window's line holding byte `offset` of the log."""
-        lo, hi = 0, len(self.starts) - 1
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if self.starts[mid] <= offset:
-                lo = mid
-            else:
-                hi = mid - 1
-        return max(0, lo)
+        return max(0, bisect.bisect_right(self.starts, offset) - 1)
 
     def _after_move(self) -> None:
         """Read more where the view comes near the window's edge; keep following."""
@@ -357,22 +371,9 @@ class LogView(Widget, can_focus=True):
         """The status line: where the view is in the log, and whether it follows."""
         if self.problem:
             return f" {self.problem}"
-        size = format_size(self.size_known)
-        if self.following:
-            where = "▼ FOLLOWING the end"
-        elif self.start == 0 and self.top == 0:
-            where = "top of the log"
-        else:
-            at = self._top_offset()
-            where = f"byte {at:,} ({100 * at // max(1, self.size_known)}%)"
-        parts = [f" {where} · {size}"]
-        if self.searching:
-            parts.append(f"searching for {self.term!r}…")
-        elif self.term:
-            parts.append(f"/{self.term}  n/N: next/previous")
-        if not self.following:
-            parts.append("G: end and follow")
-        return " · ".join(parts)
+        at = None if self.start == 0 and self.top == 0 else self._top_offset()
+        return status_line(self.size_known, at, following=self.following, term=self.term,
+                           searching=self.searching)
 
     def render_line(self, y: int) -> Strip:
         width = self.size.width
@@ -387,6 +388,8 @@ class LogView(Widget, can_focus=True):
             if index >= len(self.lines):
                 return Strip.blank(width, base)
             text = Text(self.lines[index])
+            if self.stderr[index]:
+                text.stylize(self.get_component_rich_style("log-view--stderr"))
             if self.term:
                 text.highlight_words([self.term], "black on yellow", case_sensitive=False)
             if self.match_offset is not None and self._line_of(self.match_offset) == index \

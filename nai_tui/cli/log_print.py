@@ -1,0 +1,79 @@
+"""`nai logs`: a job's log printed as `docker logs` prints a container's, what the job
+wrote to stderr on our stderr and the rest on our stdout (so `nai logs 7 2>/dev/null`
+shows its stdout alone), each piece flushed as it comes.
+
+The log is read by byte ranges, each with the spans of it that came from stderr
+(`ServerClient.log_piece`); a server too old for ranges is read as one stream, all on
+stdout.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import BinaryIO
+
+from nai_server.protocol import MAX_LOG_RANGE, TERMINAL_STATES, JobInfo, NotFound
+from nai_server.protocol.jobs import LogPiece
+from nai_tui.remote.client import ServerClient
+
+FOLLOW_POLL_SECONDS = 0.2  # how often a followed job that printed nothing is asked again
+
+
+def write_piece(piece: LogPiece, out: BinaryIO, err: BinaryIO) -> None:
+    """The piece's bytes, each part to `err` if it came from stderr, else to `out`,
+    flushed part by part (a line printed is a line shown, in a pipe too)."""
+    for data, from_stderr in piece.parts():
+        stream = err if from_stderr else out
+        stream.write(data)
+        stream.flush()
+
+
+def print_log(client: ServerClient, job_id: int, offset: int = 0, *,
+              fallback: bool = True) -> int:
+    """The log from `offset` to its end as it is now; where that end is. From a server
+    without ranges, with `fallback`, the whole log as one piece."""
+    out, err = sys.stdout.buffer, sys.stderr.buffer
+    try:
+        while True:
+            piece = client.log_piece(job_id, offset, MAX_LOG_RANGE)
+            write_piece(piece, out, err)
+            offset += len(piece.data)
+            if not piece.data or offset >= piece.size:
+                return offset
+    except NotFound:
+        if offset or not fallback:
+            raise
+        data = client.logs(job_id)  # a server without ranges (or no such job: raises)
+        out.write(data)
+        out.flush()
+        return len(data)
+
+
+def follow_log(client: ServerClient, job_id: int) -> JobInfo:
+    """The log as it is written, until the job ends; the job as it ended."""
+    sys.stdout.flush()  # text printed before goes out before the log's raw bytes
+    offset = 0
+    while True:
+        job = client.job(job_id)  # asked before reading: all written before its end is read
+        try:
+            offset = print_log(client, job_id, offset, fallback=False)
+        except NotFound:
+            if offset:
+                raise
+            return _follow_stream(client, job_id)
+        if job.state in TERMINAL_STATES:
+            return job
+        time.sleep(FOLLOW_POLL_SECONDS)
+
+
+def _follow_stream(client: ServerClient, job_id: int) -> JobInfo:
+    """Following a server without ranges: its stream, all on stdout."""
+    for chunk in client.follow_logs(job_id):
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
+    job = client.job(job_id)
+    while job.state not in TERMINAL_STATES:  # the stream ended early (connection dropped)
+        time.sleep(0.5)
+        job = client.job(job_id)
+    return job

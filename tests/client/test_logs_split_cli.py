@@ -1,0 +1,96 @@
+"""`nai logs` prints as `docker logs` does: the job's stdout on stdout and its stderr on
+stderr (`nai logs ID 2>/dev/null` shows the stdout alone), with -f as well; a server that
+cannot tell them apart has everything printed on stdout. Through `nai`'s real `main`
+against the in-process server, with real job processes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nai_server.app.use_cases import UseCases
+from nai_server.protocol import TERMINAL_STATES, NotFound
+from nai_server.protocol.jobs import LogPiece
+from nai_server.testing import tick_until
+from nai_tui import cli
+from nai_tui.cli import commands
+from nai_tui.cli.log_print import write_piece
+from nai_tui.remote.client import ServerClient
+
+
+@pytest.fixture
+def nai(client: ServerClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        capfdbinary: pytest.CaptureFixture[bytes]) -> Any:
+    for var in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME"):
+        monkeypatch.setenv(var, str(tmp_path / var.lower()))
+    monkeypatch.setattr(commands, "connect", lambda entry: contextlib.nullcontext(client))
+    monkeypatch.chdir(tmp_path)
+
+    def run(*args: str) -> tuple[int, bytes, bytes]:
+        capfdbinary.readouterr()
+        status = cli.main(list(args))
+        out = capfdbinary.readouterr()
+        return status, out.out, out.err
+
+    return run
+
+
+def finished(nai: Any, client: ServerClient, service: UseCases, tmp_path: Path) -> int:
+    folder = tmp_path / "job"
+    folder.mkdir()
+    (folder / "run.sh").write_text("echo out1; echo err1 >&2; printf 'out2\\n'; "
+                                   "echo 'Error: err2' >&2\n")
+    (folder / "nai.yaml").write_text("command: sh run.sh\ngpus: 0\n")
+    status, out, _ = nai("submit", str(folder), "--json")
+    assert status == 0
+    job_id = int(json.loads(out)["id"])
+    tick_until(service, lambda: client.job(job_id).state in TERMINAL_STATES,
+               what="the job to end")
+    return job_id
+
+
+def test_stdout_and_stderr_go_to_their_own_streams(
+        nai: Any, client: ServerClient, service: UseCases, tmp_path: Path) -> None:
+    job_id = str(finished(nai, client, service, tmp_path))
+    for args in (("logs", job_id), ("logs", job_id, "-f")):
+        status, out, err = nai(*args)
+        assert status == 0
+        assert out == b"out1\nout2\n"
+        assert err.startswith(b"err1\nError: err2\n"), err  # -f then notes how it ended
+
+
+def test_a_server_without_ranges_prints_everything_on_stdout(
+        nai: Any, client: ServerClient, service: UseCases, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    job_id = finished(nai, client, service, tmp_path)
+
+    def no_route(*_args: Any) -> LogPiece:
+        raise NotFound("Not Found")
+
+    monkeypatch.setattr(client, "log_piece", no_route)
+    status, out, err = nai("logs", str(job_id))
+    assert status == 0 and err == b""
+    assert sorted(out.splitlines()) == [b"Error: err2", b"err1", b"out1", b"out2"]
+
+
+def test_each_part_is_flushed_as_it_comes() -> None:
+    class Recorder:
+        def __init__(self, log: list[tuple[str, bytes]], name: str) -> None:
+            self.log, self.name = log, name
+
+        def write(self, data: bytes) -> int:
+            self.log.append((self.name, data))
+            return len(data)
+
+        def flush(self) -> None:
+            self.log.append((self.name, b"<flush>"))
+
+    log: list[tuple[str, bytes]] = []
+    piece = LogPiece(10, b"a\nB\nc\n", 16, ((12, 14),))
+    write_piece(piece, Recorder(log, "out"), Recorder(log, "err"))  # type: ignore[arg-type]
+    assert log == [("out", b"a\n"), ("out", b"<flush>"), ("err", b"B\n"), ("err", b"<flush>"),
+                   ("out", b"c\n"), ("out", b"<flush>")]
