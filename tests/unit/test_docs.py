@@ -60,9 +60,13 @@ def _commands_in(text: str) -> Iterator[tuple[str, bool]]:
         yield span["code"], False
 
 
+FD_REDIRECT = re.compile(r"(?<![\w-])\d+>&\d+|(?<![\w-])\d+>>?\s*[^\s;&|]+")
+
+
 def _segments(line: str) -> list[list[str]]:
     """The words of each command of a line: comments and redirections dropped, split at
     `;`, `&&`, `||` and pipes (`nai show 12; nai logs 12 -f` is two commands)."""
+    line = FD_REDIRECT.sub(" ", line)  # `2>/dev/null`, `2>&1`: a descriptor's redirection
     lexer = shlex.shlex(line, posix=True, punctuation_chars=";&|<>")
     lexer.whitespace_split = True
     lexer.commenters = "#"
