@@ -11,6 +11,7 @@ the deadline is killed, and nothing is recorded.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -39,6 +40,7 @@ _MAX_LISTING = 64 << 20  # bytes of the listing line
 # the bytes bound keeps what waits in the store's temp folder small.
 BATCH_FILES = 512
 BATCH_BYTES = 256 << 20
+SMALL_FILE = 1 << 20  # read whole before a temp file is made: stored already?
 
 
 @dataclass(frozen=True)
@@ -246,10 +248,22 @@ class _Batch:
         self.unsynced_names = False  # blobs named (or found) since the last sync
 
     def add(self, src: _Frames, limit: int, name: str) -> tuple[str, int]:
-        """Write one file to a temp file; (digest, size). TreeError naming `name` once
-        it holds more than `limit` bytes."""
+        """Store one file; (digest, size). TreeError naming `name` once it holds more
+        than `limit` bytes. A small file is read whole first: when the store holds its
+        bytes already (a job run again, a step that changed few files), no temp file is
+        made for it, the costliest part of collecting a small file."""
+        head = bytearray()
+        while len(head) <= SMALL_FILE and (chunk := src.read(CHUNK)):
+            head += chunk
+            if len(head) > limit:
+                raise TreeError([(name, f"file grew past the limit of {limit} bytes")])
+        if src.done:
+            digest = hashlib.sha256(head).hexdigest()
+            if os.path.isfile(self.blobs.blob_path_trusted(digest)):
+                return self._found(digest, len(head))
         sink = self.blobs.new_sink()
         try:
+            sink.write(memoryview(head))
             while chunk := src.read(CHUNK):
                 sink.write(chunk)
                 if sink.size > limit:
@@ -261,17 +275,20 @@ class _Batch:
         digest = sink.hasher.hexdigest()
         final = self.blobs.blob_path_trusted(digest)
         if os.path.isfile(final):
-            # Stored already, its bytes on disk before it was named: keep that one, and
-            # sync before the tree is recorded, in case its name is not durable yet (a
-            # collection or upload beside this one may have just given it).
             sink.discard()
-            self.unsynced_names = True
-            return digest, sink.size
+            return self._found(digest, sink.size)
         self.pending.append((sink, final))
         self.bytes += sink.size
         if len(self.pending) >= BATCH_FILES or self.bytes >= BATCH_BYTES:
             self.flush()
         return digest, sink.size
+
+    def _found(self, digest: str, size: int) -> tuple[str, int]:
+        """A file whose bytes the store holds already, on disk before they were named:
+        kept as they are, with a sync before the tree is recorded, in case the name is
+        not durable yet (a collection or upload beside this one may have just given it)."""
+        self.unsynced_names = True
+        return digest, size
 
     def flush(self) -> None:
         """Make the pending files' bytes durable, then move them to their digests."""

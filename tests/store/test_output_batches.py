@@ -18,6 +18,7 @@ from nai_server.store.pack import BlobSink
 from nai_server.store.verify import StoreVerifier
 
 LIMITS = Limits(max_file_size=1 << 20, max_entries=100, max_total_size=4 << 20)
+BIG = Limits(max_file_size=4 << 20, max_entries=100, max_total_size=16 << 20)
 FILES = {f"part{i}.bin": bytes([i]) * (1000 + i) for i in range(5)}
 
 
@@ -174,3 +175,29 @@ def test_outputs_already_stored_are_kept_and_synced_once_before_the_tree(
     assert {d: os.stat(store.blob_path(d)).st_ino for d in stored_blobs(store)} == inodes
     assert events == ["sync", "tree"]
     assert list((store.root / "tmp").iterdir()) == []
+
+
+def test_small_files_the_store_holds_make_no_temp_file_and_new_ones_still_do(
+        store: BlobStore, output: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = collect(store, output, LIMITS, RunAs(), 60)
+    (output / "part0.bin").write_bytes(b"changed since")  # one file new to the store
+    big = bytes(range(256)) * ((outputs.SMALL_FILE + 5000) // 256)  # read in two parts
+    (output / "big.bin").write_bytes(big)
+    collect(store, output, BIG, RunAs(), 60)
+    made: list[BlobSink] = []
+    real_new_sink = BlobStore.new_sink
+
+    def spy(self: BlobStore, *, hash_only: bool = False) -> BlobSink:
+        made.append(real_new_sink(self, hash_only=hash_only))
+        return made[-1]
+
+    monkeypatch.setattr(BlobStore, "new_sink", spy)
+    (output / "part1.bin").write_bytes(b"new again")
+    tree = collect(store, output, BIG, RunAs(), 60)
+
+    assert len(made) == 2  # part1.bin (new) and big.bin (read past the small size)
+    assert {e.path: e.sha256 for e in store.get_tree(tree)} == {
+        **{rel: sha(data) for rel, data in FILES.items()}, "part0.bin": sha(b"changed since"),
+        "part1.bin": sha(b"new again"), "big.bin": sha(big)}
+    assert first != tree
+    assert not list(store.root.glob("tmp/*"))
