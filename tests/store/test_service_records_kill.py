@@ -63,7 +63,7 @@ def test_acknowledged_service_writes_survive_sigkill(tmp_path: Path) -> None:
             assert "gone" not in found  # an acknowledged removal stays removed
             for name, rev in acked.items():
                 assert found[name]["rev"] >= rev, (name, found[name], rev)
-                assert found[name]["replica_docs"] == [{"run": found[name]["rev"]}]
+                assert found[name]["replica_docs"] == [{"run": found[name]["rev"], "handle": None}]
             jobs = store.hot_jobs()
             assert len(jobs) >= max(acked.values()) + 1  # the journal's records too
         finally:
