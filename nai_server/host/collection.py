@@ -18,12 +18,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nai_server.core.job import Job
+from nai_server.core.processing import PROCESS
 from nai_server.core.trees import Limits, TreeError
 from nai_server.host import outputs, unix
 from nai_server.host.output_helpers import ForkServer
 from nai_server.store.blobs import BlobStore
 
 log = logging.getLogger("nai.runtime")
+# A running job's outputs stored ahead of its end: a pass at most every AHEAD_GAP
+# seconds, and never more than 1/AHEAD_DUTY of the time (a pass over many files waits
+# AHEAD_DUTY times its own length before the next).
+AHEAD_GAP = 1.0
+AHEAD_DUTY = 10.0
 
 
 @dataclass(frozen=True)
@@ -82,12 +88,49 @@ class OutputCollection:
         # Forks the readers (no Python started per job); as the daemon only when personal.
         self.forks = ForkServer(as_daemon=personal)
         self.before = before  # what else is read of an ended job first (its metrics)
+        # Passes over running jobs' outputs (store_ahead): one thread of their own, so a
+        # job's end never waits behind them; by job id, the pass under way or when the
+        # next may start.
+        self._ahead_pool = ThreadPoolExecutor(1, thread_name_prefix="nai-ahead")
+        self._ahead: dict[int, Future[None] | float] = {}
 
     def __contains__(self, job_id: object) -> bool:
         return job_id in self._under_way
 
     def start(self, job: Job, ended: Ended) -> None:
+        self._ahead.pop(job.id, None)  # a pass under way finishes harmlessly
         self._under_way[job.id] = (ended, self.executor.submit(self._collect, job))
+
+    def ahead(self, started: list[Job]) -> None:
+        """Store what the dataset processors among the `started` jobs have written so
+        far, a pass at a time each (see AHEAD_*): their collections at the end then find
+        those files in the store, and read only what changed. Only for jobs whose
+        outputs are written once: a training job's would be drafts stored for nothing."""
+        now = time.monotonic()
+        running = [job for job in started
+                   if job.made_by == PROCESS and job.id not in self._under_way]
+        live = {job.id for job in running}
+        for job_id in [j for j in self._ahead if j not in live]:
+            self._ahead.pop(job_id)
+        for job in running:
+            state = self._ahead.get(job.id)
+            if isinstance(state, Future) or (state is not None and now < state):
+                continue
+            self._ahead[job.id] = self._ahead_pool.submit(self._store_ahead, job)
+
+    def _store_ahead(self, job: Job) -> None:
+        started = time.monotonic()
+        output = self.job_dir(job.id) / "output"
+        try:
+            if os.path.lexists(output):
+                outputs.store_ahead(self.blobs, output, self.limits,
+                                    run_as(job.user, self.personal), self.timeout,
+                                    self._helpers, self.forks)
+        except Exception as exc:  # the collection at its end decides; this only helps
+            log.debug("job %s: outputs not stored ahead: %s", job.id, exc)
+        took = time.monotonic() - started
+        if isinstance(self._ahead.get(job.id), Future):  # still running, not ended
+            self._ahead[job.id] = time.monotonic() + max(AHEAD_GAP, AHEAD_DUTY * took)
 
     def done(self) -> Iterator[Collected]:
         """The collections that have finished (kept until `forget`)."""
@@ -110,6 +153,7 @@ class OutputCollection:
         start)."""
         for helper in list(self._helpers):
             outputs.kill(helper)
+        self._ahead_pool.shutdown(wait=True, cancel_futures=True)
         self.executor.shutdown(wait=True, cancel_futures=True)
         self.forks.close()
 

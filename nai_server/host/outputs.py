@@ -90,6 +90,23 @@ def collect(blobs: BlobStore, output_dir: Path, limits: Limits, run_as: RunAs,
     TreeError naming the path (and the rule) when the outputs are refused. The helper
     is in `running` while it runs, for whoever must stop it early. With `forks`, the
     reader is forked by that server (no Python to start) when it answers."""
+    tree = _read(blobs, output_dir, limits, run_as, timeout, running, forks, ahead=False)
+    assert tree is not None
+    return tree
+
+
+def store_ahead(blobs: BlobStore, output_dir: Path, limits: Limits, run_as: RunAs,
+                timeout: float, running: set[Helper] | None = None,
+                forks: ForkServer | None = None) -> None:
+    """`collect` while the job still runs: its small files are stored, no tree is
+    recorded, and the collection at its end finds them in the store (and reads again
+    whatever changed since). Raises as `collect` does."""
+    _read(blobs, output_dir, limits, run_as, timeout, running, forks, ahead=True)
+
+
+def _read(blobs: BlobStore, output_dir: Path, limits: Limits, run_as: RunAs,
+          timeout: float, running: set[Helper] | None, forks: ForkServer | None, *,
+          ahead: bool) -> str | None:
     proc: Helper | None = None
     if forks is not None:
         try:
@@ -116,7 +133,7 @@ def collect(blobs: BlobStore, output_dir: Path, limits: Limits, run_as: RunAs,
         # group, but a process the owner made it start in a session of its own could
         # hold the pipe open, and a plain read would then never return.
         stream = DeadlineStream(proc.stdout.fileno(), time.monotonic() + timeout + 1.0)
-        return _receive(blobs, stream, limits)
+        return _receive(blobs, stream, limits, ahead)
     except TreeError:
         if late.is_set():
             raise TreeError([("", f"collecting the outputs took longer than {timeout:g} s; "
@@ -198,7 +215,8 @@ def kill(proc: Helper) -> None:
             os.killpg(proc.pid, 9)
 
 
-def _receive(blobs: BlobStore, stream: DeadlineStream, limits: Limits) -> str:
+def _receive(blobs: BlobStore, stream: DeadlineStream, limits: Limits,
+             ahead: bool = False) -> str | None:
     line = stream.readline(_MAX_LISTING)
     if not line.endswith(b"\n"):
         raise TreeError([("", "the output listing is too large or was cut off")])
@@ -214,7 +232,7 @@ def _receive(blobs: BlobStore, stream: DeadlineStream, limits: Limits) -> str:
         if isinstance(entry, dict) and entry.get("kind") == "file":
             entry["sha256"] = _PLACEHOLDER
     parse_manifest(listed, limits)
-    batch = _Batch(blobs)
+    batch = _Batch(blobs, ahead)
     try:
         total = 0
         for entry in listed:
@@ -230,6 +248,8 @@ def _receive(blobs: BlobStore, stream: DeadlineStream, limits: Limits) -> str:
         batch.finish()
     finally:
         batch.drop()
+    if ahead:
+        return None
     # Recorded only now: every blob it names is durable under its digest.
     return blobs.put_tree(parse_manifest(listed, limits))
 
@@ -241,8 +261,9 @@ class _Batch:
     under its digest before its bytes are on disk; an fsync per file (two, with its
     folder) cost more than the rest of collecting a small file."""
 
-    def __init__(self, blobs: BlobStore) -> None:
+    def __init__(self, blobs: BlobStore, ahead: bool = False) -> None:
         self.blobs = blobs
+        self.ahead = ahead  # small files only: a large one may still be being written
         self.pending: list[tuple[BlobSink, str]] = []
         self.bytes = 0
         self.unsynced_names = False  # blobs named (or found) since the last sync
@@ -261,6 +282,13 @@ class _Batch:
             digest = hashlib.sha256(head).hexdigest()
             if os.path.isfile(self.blobs.blob_path_trusted(digest)):
                 return self._found(digest, len(head))
+        elif self.ahead:  # read past, unstored: the end's collection stores it
+            size = len(head)
+            while chunk := src.read(CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    raise TreeError([(name, f"file grew past the limit of {limit} bytes")])
+            return _PLACEHOLDER, size
         sink = self.blobs.new_sink()
         try:
             sink.write(memoryview(head))

@@ -145,6 +145,7 @@ class JobRuntime:
         self.metrics.poll(watched, {job.id for job, _ in ended})  # before an ended job's outputs
         for job, how in ended:  # outside the lock: no request waits on a job's files
             self.collections.start(job, how)
+        self.collections.ahead(watched)  # a dataset processor's outputs, as they come
         with self.lock.settled():
             saved = self._finish_collected()
             hot = self.jobs.hot()
