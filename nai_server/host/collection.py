@@ -26,10 +26,10 @@ from nai_server.store.blobs import BlobStore
 
 log = logging.getLogger("nai.runtime")
 # A running job's outputs stored ahead of its end: a pass at most every AHEAD_GAP
-# seconds, and never more than 1/AHEAD_DUTY of the time (a pass over many files waits
-# AHEAD_DUTY times its own length before the next).
-AHEAD_GAP = 1.0
-AHEAD_DUTY = 10.0
+# seconds, and the next waits AHEAD_DUTY times the last one's length (passes over
+# many files take at most a sixth of the time).
+AHEAD_GAP = 0.5
+AHEAD_DUTY = 5.0
 
 
 @dataclass(frozen=True)
