@@ -60,11 +60,15 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), *sys.path]))  # the job's
     service = make_service(tmp_path / "state", gpus=1, plugins=PluginRegistry.discover(
         {"gated": PluginConfig()}))
-    with TestClient(AsPeer(create_app(service)), base_url="http://nai") as api:
-        tree = upload_tree(api, {"in.txt": b"input"})
-        assert api.post("/v1/datasets", json={"name": "src", "tree_id": tree}).status_code == 201
-        yield service, api
-    service.close()
+    try:
+        with TestClient(AsPeer(create_app(service)), base_url="http://nai") as api:
+            tree = upload_tree(api, {"in.txt": b"input"})
+            made = api.post("/v1/datasets", json={"name": "src", "tree_id": tree})
+            assert made.status_code == 201
+            yield service, api
+    finally:
+        (tmp_path / "gate").touch()  # a job left waiting (a failed test) ends too
+        service.close()
 
 
 def test_a_processors_outputs_are_stored_as_it_runs_and_its_end_has_the_last_bytes(
@@ -99,7 +103,7 @@ def test_other_jobs_outputs_are_collected_only_at_their_end(
     gate = tmp_path / "gate"
     job = api.post("/v1/jobs", json={"spec": {
         "command": f'echo a-draft > "$NAI_OUTPUT_DIR/d.txt"; '
-                   f'while [ ! -e {gate} ]; do sleep 0.02; done', "gpus": 0}})
+                   f'while [ ! -e {gate} ]; do sleep 0.02; done', "gpus": 0, "time_limit": "5m"}})
     assert job.status_code == 201, job.text
     job_id = job.json()["id"]
     draft = service.runtime.job_dir(job_id) / "output" / "d.txt"
