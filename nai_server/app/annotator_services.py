@@ -33,7 +33,6 @@ import json
 import logging
 import os
 import shlex
-import shutil
 import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -60,7 +59,7 @@ from nai_server.core.processing import (
 from nai_server.core.states import SERVICE_TERMINAL, ServiceState
 from nai_server.core.trees import Limits, TreeError
 from nai_server.core.units import parse_size
-from nai_server.host import outputs, unix
+from nai_server.host import outputs, unix, user_folders
 from nai_server.host.collection import run_as
 from nai_server.host.replica_http import Answer
 from nai_server.plugins import PluginRegistry
@@ -99,10 +98,13 @@ class AnnotatorSessions:
         self._saving: set[str] = set()
         self._guard = threading.Lock()
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="nai-labels")
+        self._helpers: set[outputs.Helper] = set()  # readers and removers, killed at close
         services.life.settle = self.settle
         registry.refuse_annotated = self._refuse_annotated
 
     def close(self) -> None:
+        for helper in list(self._helpers):  # a user's helper never holds the daemon up
+            outputs.kill(helper)
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     # --- starting ---------------------------------------------------------------------
@@ -131,6 +133,8 @@ class AnnotatorSessions:
             checks.check_room(self.config.services, services.life.docs(), caller.user)
             services._check_quota(caller.user, body.group, body.gpus, 1)
             number = records.next_number()
+            while os.path.lexists(self.root / str(number)):  # left by a start never committed
+                number = records.next_number()
             folder = self._folder(number, caller.user)
             doc: Doc = {
                 "name": service, "number": number, "kind": ANNOTATOR_KIND,
@@ -170,15 +174,14 @@ class AnnotatorSessions:
         """The session's labels folder, new and empty: `user`'s, in a directory of the
         daemon's."""
         top = self.root / str(number)
-        if os.path.lexists(top):  # a number is never given twice; left by a crash
-            shutil.rmtree(top)
         top.mkdir(mode=0o700)
         folder = top / LABELS
         folder.mkdir(mode=0o700)
         if not self.config.personal and os.geteuid() == 0:
             account = unix.unix_account(user)
             if account is None:
-                shutil.rmtree(top)
+                folder.rmdir()  # (still the daemon's: never given to anyone)
+                top.rmdir()
                 raise Invalid(f"user {user} has no unix account on this host")
             os.chown(folder, account.pw_uid, account.pw_gid)
         os.chmod(top, 0o700 if self.config.personal else 0o711)
@@ -282,7 +285,7 @@ class AnnotatorSessions:
                 doc["updated_at"] = self.services.clock()
                 self.services.records.put(doc)
             if not problem:
-                shutil.rmtree(self.root / str(number), ignore_errors=True)
+                self._remove(name, doc["user"], number)
             log.info("annotate session %s: %s", name, said)
         except Exception:
             log.exception("annotate session %s: saving its labels failed", name)
@@ -298,7 +301,8 @@ class AnnotatorSessions:
         user = doc["user"]
         try:
             tree = outputs.collect(self.blobs, Path(note["dir"]), self.limits,
-                                   run_as(user, self.config.personal), self.timeout)
+                                   run_as(user, self.config.personal), self.timeout,
+                                   self._helpers)
             if tree == doc["tree_id"] or not self.blobs.get_tree(tree):
                 return None, None  # nothing labelled: no version
             version = self.registry.register_output(
@@ -311,6 +315,21 @@ class AnnotatorSessions:
         except ApiError as exc:
             return None, exc.message
         return f"{note['to']}@{version.version}", None
+
+    def _remove(self, name: str, user: str, number: int) -> None:
+        """The session's folder, gone: emptied as its user (what is in it is theirs to
+        arrange: links, FIFOs, mounts), then removed by the daemon, which never walks
+        it; what its user could not remove stays, with the folder."""
+        top = self.root / str(number)
+        folder = top / LABELS
+        try:
+            if os.path.lexists(folder):
+                user_folders.empty(folder, run_as(user, self.config.personal),
+                                   self.timeout, self._helpers)
+                os.rmdir(folder)  # (`top` is the daemon's: `labels` is what it made)
+            os.rmdir(top)
+        except (OSError, unix.NoAccount) as exc:
+            log.warning("annotate session %s: its folder %s stays: %s", name, folder, exc)
 
 
 def _answer(status: int, body: object) -> Answer:
