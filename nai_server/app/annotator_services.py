@@ -36,7 +36,6 @@ import shlex
 import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -95,17 +94,21 @@ class AnnotatorSessions:
                              max_entries=jobs.max_output_entries,
                              max_total_size=parse_size(jobs.max_output_size))
         self.timeout = jobs.collect_timeout_seconds
-        self._saving: set[str] = set()
+        self._saving: dict[str, str] = {}  # session → its user, while it is saved
+        self._savers: list[threading.Thread] = []
+        self._closing = False
         self._guard = threading.Lock()
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="nai-labels")
         self._helpers: set[outputs.Helper] = set()  # readers and removers, killed at close
         services.life.settle = self.settle
         registry.refuse_annotated = self._refuse_annotated
 
     def close(self) -> None:
-        for helper in list(self._helpers):  # a user's helper never holds the daemon up
-            outputs.kill(helper)
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        with self._guard:
+            self._closing = True
+        while alive := [t for t in self._savers if t.is_alive()]:
+            for helper in list(self._helpers):  # a user's helper never holds it up
+                outputs.kill(helper)
+            alive[0].join(0.1)
 
     # --- starting ---------------------------------------------------------------------
 
@@ -250,20 +253,23 @@ class AnnotatorSessions:
 
     def settle(self, docs: list[Doc]) -> None:
         """From the supervisor's step: save the sessions that ended (stopped, failed)
-        and whose replica is gone, one at a time, beside it."""
+        and whose replica is gone, beside it: one at a time per user, each user's in a
+        thread of its own, so that what a user's folder costs to read (or their
+        stopping its reader, a process of theirs) holds up their sessions alone."""
         for doc in docs:
-            name = doc["name"]
-            if (unsaved(doc) and doc["state"] in SERVICE_TERMINAL
+            name, user = doc["name"], doc["user"]
+            if not (unsaved(doc) and doc["state"] in SERVICE_TERMINAL
                     and not doc["replica_docs"]):
-                with self._guard:
-                    if name in self._saving:
-                        continue
-                    self._saving.add(name)
-                try:
-                    self._pool.submit(self._save, name, doc["number"])
-                except RuntimeError:  # shutting down: saved at the next start
-                    with self._guard:
-                        self._saving.discard(name)
+                continue
+            with self._guard:  # (closing: saved at the next start)
+                if self._closing or name in self._saving or user in self._saving.values():
+                    continue
+                self._saving[name] = user
+                self._savers = [t for t in self._savers if t.is_alive()]
+                saver = threading.Thread(target=self._save, args=(name, doc["number"]),
+                                         name=f"nai-labels-{name}", daemon=True)
+                self._savers.append(saver)
+                saver.start()  # (under the guard: `close` sees it alive)
 
     def _save(self, name: str, number: int) -> None:
         try:
@@ -291,7 +297,7 @@ class AnnotatorSessions:
             log.exception("annotate session %s: saving its labels failed", name)
         finally:
             with self._guard:
-                self._saving.discard(name)
+                self._saving.pop(name, None)
 
     def _register(self, doc: Doc) -> tuple[str | None, str | None]:
         """The session's folder, read as its user, as the next version of its target:
