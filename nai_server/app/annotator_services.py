@@ -128,36 +128,43 @@ class AnnotatorSessions:
         ram, cpus = checks.limits(self.config.jobs, asked)
         services, records = self.services, self.services.records
         now = services.clock()
-        with services.lock:
-            checks.check_group(services.store, caller, body.group)
-            service = body.name or self._free_name(f"annotate-{source.name}"[:58])
-            if checks.check_name_free(records.get(service), service):
-                services.book.forget(service)
-            checks.check_room(self.config.services, services.life.docs(), caller.user)
-            services._check_quota(caller.user, body.group, body.gpus, 1)
-            number = records.next_number()
-            while os.path.lexists(self.root / str(number)):  # left by a start never committed
-                number = records.next_number()
-            folder = self._folder(number, caller.user)
-            doc: Doc = {
-                "name": service, "number": number, "kind": ANNOTATOR_KIND,
-                "owner": {"group": body.group} if body.group else {"user": caller.user},
-                "user": caller.user, "model": source.ref, "tree_id": source.tree_id,
-                # -P: the dataset's files (the replica's working directory) are data,
-                # never modules this Python imports (a `pluggy.py` in a shared dataset).
-                "command": f"exec {shlex.quote(sys.executable)} -P -m {RUNNER}",
-                "health": HEALTH_PATH, "gpus": body.gpus, "gpu_memory": None,
-                "memory": ram, "cpus": cpus, "replicas": 1, "visibility": body.visibility,
-                "public": False, "idle_timeout": None, "max_batch": None,
-                "max_wait_ms": None, "created_at": now, "updated_at": now,
-                "state": str(ServiceState.PENDING), "message": None, "runs": 0,
-                "failures": [], "replica_docs": [], "tokens": [], "idle": False,
-                "env": annotator_env(body.plugin, version, options, str(folder)),
-                "annotation": {"plugin": body.plugin, "version": version,
-                               "options": options, "to": target, "dir": str(folder),
-                               "labelled_by": [], "done": False, "saved": None},
-            }
-            records.put(doc)
+        number = None  # its folder, once made: removed if the start is not committed
+        try:
+            with services.lock:
+                checks.check_group(services.store, caller, body.group)
+                service = body.name or self._free_name(f"annotate-{source.name}"[:58])
+                if checks.check_name_free(records.get(service), service):
+                    services.book.forget(service)
+                checks.check_room(self.config.services, services.life.docs(), caller.user)
+                services._check_quota(caller.user, body.group, body.gpus, 1)
+                fresh = records.next_number()
+                while os.path.lexists(self.root / str(fresh)):  # left by a crash
+                    fresh = records.next_number()
+                folder = self._folder(fresh, caller.user)
+                number = fresh
+                doc: Doc = {
+                    "name": service, "number": number, "kind": ANNOTATOR_KIND,
+                    "owner": {"group": body.group} if body.group else {"user": caller.user},
+                    "user": caller.user, "model": source.ref, "tree_id": source.tree_id,
+                    # -P: the dataset's files (the replica's working directory) are data,
+                    # never modules this Python imports (a `pluggy.py` in a shared dataset).
+                    "command": f"exec {shlex.quote(sys.executable)} -P -m {RUNNER}",
+                    "health": HEALTH_PATH, "gpus": body.gpus, "gpu_memory": None,
+                    "memory": ram, "cpus": cpus, "replicas": 1, "visibility": body.visibility,
+                    "public": False, "idle_timeout": None, "max_batch": None,
+                    "max_wait_ms": None, "created_at": now, "updated_at": now,
+                    "state": str(ServiceState.PENDING), "message": None, "runs": 0,
+                    "failures": [], "replica_docs": [], "tokens": [], "idle": False,
+                    "env": annotator_env(body.plugin, version, options, str(folder)),
+                    "annotation": {"plugin": body.plugin, "version": version,
+                                   "options": options, "to": target, "dir": str(folder),
+                                   "labelled_by": [], "done": False, "saved": None},
+                }
+                records.put(doc)
+        except BaseException:
+            if number is not None and os.path.lexists(self.root / str(number)):
+                self._remove(body.name or "(refused)", caller.user, number)
+            raise
         services.life.wake()
         log.info("%s started annotate session %s: %s over %s, labels to %s", caller.user,
                  service, body.plugin, source.ref, target)
