@@ -35,6 +35,7 @@ import os
 import shlex
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,7 @@ RUNNER = "nai_server.plugins.annotator_replica"
 LABELS = "labels"  # the session's output folder, in its own directory
 _USER = USER_HEADER.encode()
 _READS = ("GET", "HEAD", "OPTIONS")
+RETRY_SECONDS = 60.0  # a save that failed unexpectedly is tried again after this
 
 
 class AnnotatorSessions:
@@ -97,6 +99,7 @@ class AnnotatorSessions:
         self._saving: dict[str, str] = {}  # session → its user, while it is saved
         self._savers: list[threading.Thread] = []
         self._closing = False
+        self._retry_at: dict[str, float] = {}  # session → when a failed save is tried again
         self._guard = threading.Lock()
         self._helpers: set[outputs.Helper] = set()  # readers and removers, killed at close
         services.life.settle = self.settle
@@ -269,7 +272,8 @@ class AnnotatorSessions:
                     and not doc["replica_docs"]):
                 continue
             with self._guard:  # (closing: saved at the next start)
-                if self._closing or name in self._saving or user in self._saving.values():
+                if (self._closing or name in self._saving or user in self._saving.values()
+                        or self._retry_at.get(name, 0.0) > time.monotonic()):
                     continue
                 self._saving[name] = user
                 self._savers = [t for t in self._savers if t.is_alive()]
@@ -279,6 +283,7 @@ class AnnotatorSessions:
                 saver.start()  # (under the guard: `close` sees it alive)
 
     def _save(self, name: str, number: int) -> None:
+        self._retry_at.pop(name, None)
         try:
             with self.services.lock:
                 doc = self.services.records.get(name)
@@ -301,7 +306,10 @@ class AnnotatorSessions:
                 self._remove(name, doc["user"], number)
             log.info("annotate session %s: %s", name, said)
         except Exception:
-            log.exception("annotate session %s: saving its labels failed", name)
+            # Not at every step (each try reads the whole folder again): in a while.
+            self._retry_at[name] = time.monotonic() + RETRY_SECONDS
+            log.exception("annotate session %s: saving its labels failed; trying again in "
+                          "%g s", name, RETRY_SECONDS)
         finally:
             with self._guard:
                 self._saving.pop(name, None)
