@@ -165,8 +165,8 @@ class AnnotatorSessions:
                 }
                 records.put(doc)
         except BaseException:
-            if number is not None and os.path.lexists(self.root / str(number)):
-                self._remove(body.name or "(refused)", caller.user, number)
+            if number is not None:  # (rmdir alone: no helper of the user's in a request)
+                self._remove(body.name or "(refused)", caller.user, number, empty=False)
             raise
         services.life.wake()
         log.info("%s started annotate session %s: %s over %s, labels to %s", caller.user,
@@ -337,7 +337,7 @@ class AnnotatorSessions:
             return None, exc.message
         return f"{note['to']}@{version.version}", None
 
-    def _remove(self, name: str, user: str, number: int) -> None:
+    def _remove(self, name: str, user: str, number: int, empty: bool = True) -> None:
         """The session's folder, gone: emptied as its user (what is in it is theirs to
         arrange: links, FIFOs, mounts), then removed by the daemon, which never walks
         it; what its user could not remove stays, with the folder."""
@@ -345,8 +345,9 @@ class AnnotatorSessions:
         folder = top / LABELS
         try:
             if os.path.lexists(folder):
-                user_folders.empty(folder, run_as(user, self.config.personal),
-                                   self.timeout, self._helpers)
+                if empty:
+                    user_folders.empty(folder, run_as(user, self.config.personal),
+                                       self.timeout, self._helpers)
                 os.rmdir(folder)  # (`top` is the daemon's: `labels` is what it made)
             os.rmdir(top)
         except (OSError, unix.NoAccount) as exc:
