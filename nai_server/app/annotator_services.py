@@ -201,18 +201,19 @@ class AnnotatorSessions:
         return folder
 
     def _refuse_annotated(self, caller: Caller, dataset: str, numbers: list[int]) -> None:
-        """Conflict while a live session shows one of these versions of `dataset` (its
-        replica's files are that version's); naming only the sessions the caller may
-        see. Under the lock (the registry's removal)."""
+        """Conflict while a session shows one of these versions of `dataset` (its
+        replica's files are that version's) or has not saved its labels yet (their
+        lineage names it); naming only the sessions the caller may see. Under the lock
+        (the registry's removal)."""
         refs = {f"{dataset}@{n}" for n in numbers}
-        live = [d for d in self.services.life.docs() if is_session(d)
-                and d["state"] not in SERVICE_TERMINAL and d["model"] in refs]
+        live = [d for d in self.services.life.docs() if is_session(d) and d["model"] in refs
+                and (d["state"] not in SERVICE_TERMINAL or unsaved(d))]
         if not live:
             return
         shown = [d["name"] for d in live if self.services._may_read(caller, d)]
         named = ", ".join(shown) if shown else "a session you cannot see"
         raise Conflict(f"dataset {dataset} is being labelled in {named}; stop it first "
-                       f"(`nai service stop NAME`: its labels are saved)")
+                       f"(`nai service stop NAME`) and try again once its labels are saved")
 
     # --- reaching it ------------------------------------------------------------------
 
