@@ -22,8 +22,11 @@ When the session has stopped or failed and its replica is gone, the supervisor's
 hands it here (`settle`): its folder is read as its user (host.outputs), saved as the
 next version of the target dataset (owned by the user, or the session's group) with
 lineage (source version, annotator with its version and options, the session, who
-labelled), and removed; the service's document says which version (`saved`) and is
-kept until then (core.service_rules.expired).
+labelled), and removed (emptied as its user, host.user_folders: the daemon never walks
+it); the service's document says which version (`saved`) and is kept until then
+(core.service_rules.expired). Each user's sessions are saved one after another, in a
+thread of that user's: a folder slow to read (or a reader its user stopped) holds up
+no one else's.
 """
 
 from __future__ import annotations
