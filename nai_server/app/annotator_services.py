@@ -22,8 +22,11 @@ When the session has stopped or failed and its replica is gone, the supervisor's
 hands it here (`settle`): its folder is read as its user (host.outputs), saved as the
 next version of the target dataset (owned by the user, or the session's group) with
 lineage (source version, annotator with its version and options, the session, who
-labelled), and removed; the service's document says which version (`saved`) and is
-kept until then (core.service_rules.expired).
+labelled), and removed (emptied as its user, host.user_folders: the daemon never walks
+it); the service's document says which version (`saved`) and is kept until then
+(core.service_rules.expired). Each user's sessions are saved one after another, in a
+thread of that user's: a folder slow to read (or a reader its user stopped) holds up
+no one else's.
 """
 
 from __future__ import annotations
@@ -33,11 +36,10 @@ import json
 import logging
 import os
 import shlex
-import shutil
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +62,7 @@ from nai_server.core.processing import (
 from nai_server.core.states import SERVICE_TERMINAL, ServiceState
 from nai_server.core.trees import Limits, TreeError
 from nai_server.core.units import parse_size
-from nai_server.host import outputs, unix
+from nai_server.host import outputs, unix, user_folders
 from nai_server.host.collection import run_as
 from nai_server.host.replica_http import Answer
 from nai_server.plugins import PluginRegistry
@@ -78,6 +80,7 @@ RUNNER = "nai_server.plugins.annotator_replica"
 LABELS = "labels"  # the session's output folder, in its own directory
 _USER = USER_HEADER.encode()
 _READS = ("GET", "HEAD", "OPTIONS")
+RETRY_SECONDS = 60.0  # a save that failed unexpectedly is tried again after this
 
 
 class AnnotatorSessions:
@@ -96,14 +99,22 @@ class AnnotatorSessions:
                              max_entries=jobs.max_output_entries,
                              max_total_size=parse_size(jobs.max_output_size))
         self.timeout = jobs.collect_timeout_seconds
-        self._saving: set[str] = set()
+        self._saving: dict[str, str] = {}  # session → its user, while it is saved
+        self._savers: list[threading.Thread] = []
+        self._closing = False
+        self._retry_at: dict[str, float] = {}  # session → when a failed save is tried again
         self._guard = threading.Lock()
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="nai-labels")
+        self._helpers: set[outputs.Helper] = set()  # readers and removers, killed at close
         services.life.settle = self.settle
         registry.refuse_annotated = self._refuse_annotated
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        with self._guard:
+            self._closing = True
+        while alive := [t for t in self._savers if t.is_alive()]:
+            for helper in list(self._helpers):  # a user's helper never holds it up
+                outputs.kill(helper)
+            alive[0].join(0.1)
 
     # --- starting ---------------------------------------------------------------------
 
@@ -123,34 +134,43 @@ class AnnotatorSessions:
         ram, cpus = checks.limits(self.config.jobs, asked)
         services, records = self.services, self.services.records
         now = services.clock()
-        with services.lock:
-            checks.check_group(services.store, caller, body.group)
-            service = body.name or self._free_name(f"annotate-{source.name}"[:58])
-            if checks.check_name_free(records.get(service), service):
-                services.book.forget(service)
-            checks.check_room(self.config.services, services.life.docs(), caller.user)
-            services._check_quota(caller.user, body.group, body.gpus, 1)
-            number = records.next_number()
-            folder = self._folder(number, caller.user)
-            doc: Doc = {
-                "name": service, "number": number, "kind": ANNOTATOR_KIND,
-                "owner": {"group": body.group} if body.group else {"user": caller.user},
-                "user": caller.user, "model": source.ref, "tree_id": source.tree_id,
-                # -P: the dataset's files (the replica's working directory) are data,
-                # never modules this Python imports (a `pluggy.py` in a shared dataset).
-                "command": f"exec {shlex.quote(sys.executable)} -P -m {RUNNER}",
-                "health": HEALTH_PATH, "gpus": body.gpus, "gpu_memory": None,
-                "memory": ram, "cpus": cpus, "replicas": 1, "visibility": body.visibility,
-                "public": False, "idle_timeout": None, "max_batch": None,
-                "max_wait_ms": None, "created_at": now, "updated_at": now,
-                "state": str(ServiceState.PENDING), "message": None, "runs": 0,
-                "failures": [], "replica_docs": [], "tokens": [], "idle": False,
-                "env": annotator_env(body.plugin, version, options, str(folder)),
-                "annotation": {"plugin": body.plugin, "version": version,
-                               "options": options, "to": target, "dir": str(folder),
-                               "labelled_by": [], "done": False, "saved": None},
-            }
-            records.put(doc)
+        number = None  # its folder, once made: removed if the start is not committed
+        try:
+            with services.lock:
+                checks.check_group(services.store, caller, body.group)
+                service = body.name or self._free_name(f"annotate-{source.name}"[:58])
+                if checks.check_name_free(records.get(service), service):
+                    services.book.forget(service)
+                checks.check_room(self.config.services, services.life.docs(), caller.user)
+                services._check_quota(caller.user, body.group, body.gpus, 1)
+                fresh = records.next_number()
+                while os.path.lexists(self.root / str(fresh)):  # left by a crash
+                    fresh = records.next_number()
+                folder = self._folder(fresh, caller.user)
+                number = fresh
+                doc: Doc = {
+                    "name": service, "number": number, "kind": ANNOTATOR_KIND,
+                    "owner": {"group": body.group} if body.group else {"user": caller.user},
+                    "user": caller.user, "model": source.ref, "tree_id": source.tree_id,
+                    # -P: the dataset's files (the replica's working directory) are data,
+                    # never modules this Python imports (a `pluggy.py` in a shared dataset).
+                    "command": f"exec {shlex.quote(sys.executable)} -P -m {RUNNER}",
+                    "health": HEALTH_PATH, "gpus": body.gpus, "gpu_memory": None,
+                    "memory": ram, "cpus": cpus, "replicas": 1, "visibility": body.visibility,
+                    "public": False, "idle_timeout": None, "max_batch": None,
+                    "max_wait_ms": None, "created_at": now, "updated_at": now,
+                    "state": str(ServiceState.PENDING), "message": None, "runs": 0,
+                    "failures": [], "replica_docs": [], "tokens": [], "idle": False,
+                    "env": annotator_env(body.plugin, version, options, str(folder)),
+                    "annotation": {"plugin": body.plugin, "version": version,
+                                   "options": options, "to": target, "dir": str(folder),
+                                   "labelled_by": [], "done": False, "saved": None},
+                }
+                records.put(doc)
+        except BaseException:
+            if number is not None:  # (rmdir alone: no helper of the user's in a request)
+                self._remove(body.name or "(refused)", caller.user, number, empty=False)
+            raise
         services.life.wake()
         log.info("%s started annotate session %s: %s over %s, labels to %s", caller.user,
                  service, body.plugin, source.ref, target)
@@ -170,33 +190,33 @@ class AnnotatorSessions:
         """The session's labels folder, new and empty: `user`'s, in a directory of the
         daemon's."""
         top = self.root / str(number)
-        if os.path.lexists(top):  # a number is never given twice; left by a crash
-            shutil.rmtree(top)
         top.mkdir(mode=0o700)
         folder = top / LABELS
         folder.mkdir(mode=0o700)
         if not self.config.personal and os.geteuid() == 0:
             account = unix.unix_account(user)
             if account is None:
-                shutil.rmtree(top)
+                folder.rmdir()  # (still the daemon's: never given to anyone)
+                top.rmdir()
                 raise Invalid(f"user {user} has no unix account on this host")
             os.chown(folder, account.pw_uid, account.pw_gid)
         os.chmod(top, 0o700 if self.config.personal else 0o711)
         return folder
 
     def _refuse_annotated(self, caller: Caller, dataset: str, numbers: list[int]) -> None:
-        """Conflict while a live session shows one of these versions of `dataset` (its
-        replica's files are that version's); naming only the sessions the caller may
-        see. Under the lock (the registry's removal)."""
+        """Conflict while a session shows one of these versions of `dataset` (its
+        replica's files are that version's) or has not saved its labels yet (their
+        lineage names it); naming only the sessions the caller may see. Under the lock
+        (the registry's removal)."""
         refs = {f"{dataset}@{n}" for n in numbers}
-        live = [d for d in self.services.life.docs() if is_session(d)
-                and d["state"] not in SERVICE_TERMINAL and d["model"] in refs]
+        live = [d for d in self.services.life.docs() if is_session(d) and d["model"] in refs
+                and (d["state"] not in SERVICE_TERMINAL or unsaved(d))]
         if not live:
             return
         shown = [d["name"] for d in live if self.services._may_read(caller, d)]
         named = ", ".join(shown) if shown else "a session you cannot see"
         raise Conflict(f"dataset {dataset} is being labelled in {named}; stop it first "
-                       f"(`nai service stop NAME`: its labels are saved)")
+                       f"(`nai service stop NAME`) and try again once its labels are saved")
 
     # --- reaching it ------------------------------------------------------------------
 
@@ -247,22 +267,27 @@ class AnnotatorSessions:
 
     def settle(self, docs: list[Doc]) -> None:
         """From the supervisor's step: save the sessions that ended (stopped, failed)
-        and whose replica is gone, one at a time, beside it."""
+        and whose replica is gone, beside it: one at a time per user, each user's in a
+        thread of its own, so that what a user's folder costs to read (or their
+        stopping its reader, a process of theirs) holds up their sessions alone."""
         for doc in docs:
-            name = doc["name"]
-            if (unsaved(doc) and doc["state"] in SERVICE_TERMINAL
+            name, user = doc["name"], doc["user"]
+            if not (unsaved(doc) and doc["state"] in SERVICE_TERMINAL
                     and not doc["replica_docs"]):
-                with self._guard:
-                    if name in self._saving:
-                        continue
-                    self._saving.add(name)
-                try:
-                    self._pool.submit(self._save, name, doc["number"])
-                except RuntimeError:  # shutting down: saved at the next start
-                    with self._guard:
-                        self._saving.discard(name)
+                continue
+            with self._guard:  # (closing: saved at the next start)
+                if (self._closing or name in self._saving or user in self._saving.values()
+                        or self._retry_at.get(name, 0.0) > time.monotonic()):
+                    continue
+                self._saving[name] = user
+                self._savers = [t for t in self._savers if t.is_alive()]
+                saver = threading.Thread(target=self._save, args=(name, doc["number"]),
+                                         name=f"nai-labels-{name}", daemon=True)
+                self._savers.append(saver)
+                saver.start()  # (under the guard: `close` sees it alive)
 
     def _save(self, name: str, number: int) -> None:
+        self._retry_at.pop(name, None)
         try:
             with self.services.lock:
                 doc = self.services.records.get(name)
@@ -282,13 +307,16 @@ class AnnotatorSessions:
                 doc["updated_at"] = self.services.clock()
                 self.services.records.put(doc)
             if not problem:
-                shutil.rmtree(self.root / str(number), ignore_errors=True)
+                self._remove(name, doc["user"], number)
             log.info("annotate session %s: %s", name, said)
         except Exception:
-            log.exception("annotate session %s: saving its labels failed", name)
+            # Not at every step (each try reads the whole folder again): in a while.
+            self._retry_at[name] = time.monotonic() + RETRY_SECONDS
+            log.exception("annotate session %s: saving its labels failed; trying again in "
+                          "%g s", name, RETRY_SECONDS)
         finally:
             with self._guard:
-                self._saving.discard(name)
+                self._saving.pop(name, None)
 
     def _register(self, doc: Doc) -> tuple[str | None, str | None]:
         """The session's folder, read as its user, as the next version of its target:
@@ -298,7 +326,8 @@ class AnnotatorSessions:
         user = doc["user"]
         try:
             tree = outputs.collect(self.blobs, Path(note["dir"]), self.limits,
-                                   run_as(user, self.config.personal), self.timeout)
+                                   run_as(user, self.config.personal), self.timeout,
+                                   self._helpers)
             if tree == doc["tree_id"] or not self.blobs.get_tree(tree):
                 return None, None  # nothing labelled: no version
             version = self.registry.register_output(
@@ -311,6 +340,22 @@ class AnnotatorSessions:
         except ApiError as exc:
             return None, exc.message
         return f"{note['to']}@{version.version}", None
+
+    def _remove(self, name: str, user: str, number: int, empty: bool = True) -> None:
+        """The session's folder, gone: emptied as its user (what is in it is theirs to
+        arrange: links, FIFOs, mounts), then removed by the daemon, which never walks
+        it; what its user could not remove stays, with the folder."""
+        top = self.root / str(number)
+        folder = top / LABELS
+        try:
+            if os.path.lexists(folder):
+                if empty:
+                    user_folders.empty(folder, run_as(user, self.config.personal),
+                                       self.timeout, self._helpers)
+                os.rmdir(folder)  # (`top` is the daemon's: `labels` is what it made)
+            os.rmdir(top)
+        except (OSError, unix.NoAccount) as exc:
+            log.warning("annotate session %s: its folder %s stays: %s", name, folder, exc)
 
 
 def _answer(status: int, body: object) -> Answer:

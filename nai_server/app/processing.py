@@ -13,6 +13,7 @@ An annotator (`nai dataset annotate`) runs as a service instead: see
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shlex
 import sys
@@ -23,6 +24,7 @@ from nai_server.app.jobs import Jobs
 from nai_server.app.registry import Registry, ResolvedRef
 from nai_server.core.processing import PROCESS, processor_env
 from nai_server.core.spec import SpecError, spec_from_dict
+from nai_server.core.spec_fields import MAX_ENV_VALUE
 from nai_server.plugins import PluginRegistry
 from nai_server.plugins.contracts import Kind
 from nai_server.protocol import (
@@ -86,4 +88,9 @@ def inputs(plugins: PluginRegistry, registry: Registry, caller: Caller, name: st
         raise Forbidden(f"you may not add versions to dataset {target!r}; give another "
                         f"name with --to")
     options = {**{str(k): str(v) for k, v in config.options.items()}, **body.options}
+    size = len(json.dumps(options, sort_keys=True).encode())
+    if size > MAX_ENV_VALUE:  # one variable of its environment, as a job's env allows
+        raise Invalid(f"the {what}'s options take {size} bytes as JSON, more than the "
+                      f"{MAX_ENV_VALUE} allowed; keep large settings in a file of the "
+                      f"dataset and name it in an option")
     return version, options, source, target

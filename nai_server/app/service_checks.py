@@ -127,14 +127,17 @@ def check_name_free(old: Doc | None, name: str) -> bool:
 
 def check_room(settings: ServicesConfig, docs: Iterable[Doc], user: str) -> None:
     """A user runs at most `max_services_per_user` services at once (stopped and failed
-    ones do not count: they are removed in time, see service_upkeep)."""
-    running = sorted(d["name"] for d in docs
-                     if d["user"] == user and d["state"] not in SERVICE_TERMINAL)
+    ones do not count: they are removed in time, see service_upkeep; but an annotate
+    session waiting to save its labels does: its document is kept until then, and its
+    user can hold that off)."""
+    running = sorted(d["name"] for d in docs if d["user"] == user
+                     and (d["state"] not in SERVICE_TERMINAL or unsaved(d)))
     most = settings.max_services_per_user
     if len(running) >= most:
         shown = ", ".join(running[:5]) + (", ..." if len(running) > 5 else "")
         raise Conflict(f"{user} runs {len(running)} services ({shown}), the most this "
-                       f"server allows; stop one first (`nai service stop NAME`)")
+                       f"server allows; stop one first (`nai service stop NAME`), or "
+                       f"wait until a stopped annotate session's labels are saved")
 
 
 def check_replicas(settings: ServicesConfig, docs: Iterable[Doc], user: str, replicas: int,

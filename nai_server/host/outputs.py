@@ -65,7 +65,7 @@ class _Frames:
         if length == ERROR:
             size = _unpack(self.stream.read(4), self.rel)
             message = self.stream.read(min(size, 4096)).decode("utf-8", "replace")
-            raise TreeError([(self.rel, message.removeprefix(f"{self.rel}: "))])
+            raise TreeError([(self.rel, _one_line(message.removeprefix(f"{self.rel}: ")))])
         if length > FRAME:
             raise TreeError([(self.rel, "the output reader sent a malformed frame")])
         if length == 0:
@@ -75,6 +75,13 @@ class _Frames:
         if len(data) != length:
             raise TreeError([(self.rel, "the output reader stopped mid-file")])
         return data
+
+
+def _one_line(text: str, limit: int = 1000) -> str:
+    """What the reader said, as the daemon keeps it: one printable line, bounded (the
+    reader is its user's process, which they may make say anything)."""
+    shown = text if text.isprintable() else repr(text)[1:-1]
+    return shown if len(shown) <= limit else shown[:limit - 3] + "..."
 
 
 def _unpack(raw: bytes, rel: str) -> int:
@@ -225,7 +232,8 @@ def _receive(blobs: BlobStore, stream: DeadlineStream, limits: Limits,
     except ValueError:
         raise TreeError([("", "the output reader sent a malformed listing")]) from None
     if not isinstance(head, dict) or not isinstance(head.get("entries"), list):
-        raise TreeError([("", str(head.get("error") if isinstance(head, dict) else head))])
+        said = head.get("error") if isinstance(head, dict) else head
+        raise TreeError([("", _one_line(str(said)))])
     listed: list[dict[str, Any]] = head["entries"]
     # Refuse a bad tree (paths, links leaving it, sizes, counts) before any data moves.
     for entry in listed:

@@ -136,7 +136,8 @@ def test_labels_made_through_the_daemon_become_the_next_version(annotating) -> N
     assert v2["files"] == len(DATA) + 1  # the input's files and the labels
     # Once stopped, the app is gone: 503, never a hang; its folder went with it.
     assert daemon.as_user(alice, "GET", app(name, "items")).status == 503
-    assert not any((daemon.state / "annotations").iterdir())
+    wait_for(lambda: not any((daemon.state / "annotations").iterdir()), timeout=30,
+             what="the session's folder removed")
 
 
 def test_a_session_whose_replica_keeps_dying_keeps_its_labels(annotating) -> None:
