@@ -22,7 +22,7 @@ from typing import Any
 from nai_server.app.accounts import Caller
 from nai_server.app.jobs import Jobs
 from nai_server.app.registry import Registry, ResolvedRef
-from nai_server.core.processing import PROCESS, processor_env
+from nai_server.core.processing import PROCESS, plugin_path, processor_env
 from nai_server.core.spec import SpecError, spec_from_dict
 from nai_server.core.spec_fields import MAX_ENV_VALUE
 from nai_server.plugins import PluginRegistry
@@ -61,8 +61,8 @@ class Processing:
         except SpecError as exc:
             raise Invalid(str(exc), details={"field": exc.field}) from exc
         env = processor_env(body.plugin, version, options)
-        if os.environ.get("PYTHONPATH"):  # where the server's environment finds plugins
-            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+        if found := plugin_path(os.environ.get("PYTHONPATH")):  # the server's plugins
+            env["PYTHONPATH"] = found
         return self.jobs.submit(caller, dataclasses.replace(spec, env=env), None,
                                 made_by=PROCESS)
 

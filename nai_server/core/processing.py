@@ -15,6 +15,15 @@ OPTIONS_VAR = "PROCESSOR_OPTIONS"  # JSON: {key: value}, all strings
 VERSION_VAR = "PROCESSOR_VERSION"
 
 
+def plugin_path(daemon_path: str | None) -> str | None:
+    """The daemon's PYTHONPATH (where its environment finds plugins) as a job or replica
+    of a user gets it: its absolute entries only. An empty or relative entry names the
+    working directory, which holds the user's data (a dataset an annotator shows, a
+    model's files): its files must never be imported as the plugin's modules."""
+    kept = [p for p in (daemon_path or "").split(":") if p.startswith("/")]
+    return ":".join(kept) or None
+
+
 def processor_env(plugin: str, version: str | None, options: Mapping[str, str]) -> dict[str, str]:
     return {PLUGIN_VAR: plugin, OPTIONS_VAR: json.dumps(dict(options), sort_keys=True),
             VERSION_VAR: version or ""}

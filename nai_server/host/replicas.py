@@ -23,18 +23,20 @@ ends prove they know it before any HTTP (replica_link, serving/link).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shlex
-import shutil
 import signal
 import socket
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nai_server.core.processing import plugin_path
 from nai_server.core.service_rules import DEFAULT_COMMAND
-from nai_server.host import cgroup_limits, jobfiles, mounts, unix, user_socket
+from nai_server.host import cgroup_limits, jobfiles, mounts, unix, user_folders, user_socket
 from nai_server.host.contain import Containment, kill_cgroup
 from nai_server.host.launchers.local import (
     Handle,
@@ -57,7 +59,10 @@ from nai_server.host.replica_link import (
 from nai_server.host.user_socket import DIR_FLAGS
 from nai_server.store.blobs import BlobStore
 
+log = logging.getLogger("nai.services")
 SOCKET_DIR = "run"
+REMOVED = ".removed"  # removed replicas' directories, on their way out
+PURGE_TIMEOUT = 60.0  # seconds a helper may take to empty a removed replica's run/
 SOCKET_NAME = "serve.sock"
 MODEL_DIR = "model"
 UNKNOWN = ""  # adopt(): cannot tell yet whether the launch got through; ask again
@@ -130,6 +135,13 @@ class ReplicaHost:
         self.leftover_cgroups: set[str] = set()
         root.mkdir(parents=True, exist_ok=True)
         os.chmod(root, 0o700 if personal else 0o711)
+        # Removed replicas' directories, moved here at once and purged in the background
+        # (`remove`); those a daemon stopped before it purged them go now.
+        self.removed = root / REMOVED
+        self.removed.mkdir(mode=0o700, exist_ok=True)
+        self._purger = ThreadPoolExecutor(1, thread_name_prefix="nai-replica-purge")
+        for left in sorted(self.removed.iterdir()):
+            self._purger.submit(self._purge, left)
 
     def path(self, name: str) -> Path:
         return self.root / name
@@ -183,7 +195,8 @@ class ReplicaHost:
             "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
             "HOME": home, "USER": owner.user, "LOGNAME": owner.user, "SHELL": "/bin/sh",
             "LANG": os.environ.get("LANG", "C.UTF-8"), "PYTHONUNBUFFERED": "1",
-            **({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}),
+            **({"PYTHONPATH": found} if (found := plugin_path(os.environ.get("PYTHONPATH")))
+               else {}),
             **start.env,
             "NAI_MODEL_DIR": str(start.dir / MODEL_DIR),
             "NAI_SERVE_SOCKET": str(start.dir / SOCKET_DIR / SOCKET_NAME),
@@ -304,7 +317,23 @@ class ReplicaHost:
         if not os.path.lexists(where):
             return
         mounts.unmount(where / MODEL_DIR)
-        shutil.rmtree(where, ignore_errors=True)
+        # Its `run/` is the user's, who may have put anything there, even swap a folder
+        # for a FIFO or a link while root's rmtree walked it (which opens each folder by
+        # name: it would block for good, or open a device): out of the way at once,
+        # then emptied as the user by a helper with a deadline, in the background, so
+        # no supervisor step waits on what a user's folder holds.
+        gone = self.removed / f"{where.name}.{time.time_ns()}"
+        try:
+            os.rename(where, gone)
+        except OSError as exc:
+            log.warning("replica %s: not removed: %s", where.name, exc)
+            return
+        self._purger.submit(self._purge, gone)
+
+    def _purge(self, path: Path) -> None:
+        if not user_folders.remove_tree(path, (SOCKET_DIR,), PURGE_TIMEOUT):
+            log.warning("%s: its run/ could not be emptied as its user; left for an admin",
+                        path)
 
     # --- talking to it ----------------------------------------------------------------
 

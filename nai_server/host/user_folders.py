@@ -11,8 +11,12 @@ itself with `rmdir`, which fails, touching nothing, if the user put anything bac
 
 from __future__ import annotations
 
+import os
+import shutil
+import stat
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,3 +61,29 @@ def empty(folder: Path, run_as: RunAs, timeout: float,
     finally:
         if running is not None:
             running.discard(proc)
+
+
+def remove_tree(path: Path, user_folders: Sequence[str], timeout: float,
+                running: set[Helper] | None = None) -> bool:
+    """Remove `path`, a directory the daemon owns that holds the folders named in
+    `user_folders`, which its users own: each is emptied as the account that owns it
+    and removed with `rmdir`, and only then the rest, the daemon's own, as the daemon.
+    False, leaving `path` whole, when a user's folder could not be emptied."""
+    for name in user_folders:
+        folder = path / name
+        try:
+            st = os.lstat(folder)
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            continue  # rmtree unlinks it, following nothing
+        if st.st_uid != os.geteuid():
+            empty(folder, RunAs(st.st_uid, st.st_gid), timeout, running)
+        else:  # the daemon's own account's (personal mode): nothing it may not touch
+            shutil.rmtree(folder, ignore_errors=True)
+        try:
+            os.rmdir(folder)
+        except OSError:
+            return False
+    shutil.rmtree(path, ignore_errors=True)
+    return True

@@ -37,5 +37,6 @@ def labels_site(request: Any, monkeypatch: Any, name: str, version: str) -> Path
     site = write_dist(Path(tempfile.mkdtemp(prefix="nai-site-")), "nai-labels", version, {},
                       {"nai.annotators": {name: "nai_plugins.labels"}})
     request.addfinalizer(lambda: shutil.rmtree(site, ignore_errors=True))
-    monkeypatch.setenv("PYTHONPATH", f"{site}:{os.environ.get('PYTHONPATH', '')}")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [
+        str(site), os.environ.get("PYTHONPATH")])))
     return site

@@ -38,6 +38,9 @@ DATA = {"a.txt": b"a cat\n", "b.txt": b"a dog\n"}
 def session(daemon_factory, make_user, request: pytest.FixtureRequest,
             monkeypatch: pytest.MonkeyPatch):
     labels_site(request, monkeypatch, "labels", "1.0")
+    # The daemon's own PYTHONPATH names the working directory too (an empty and a
+    # relative entry), as a careless admin's may: a replica must not inherit those.
+    monkeypatch.setenv("PYTHONPATH", os.environ["PYTHONPATH"] + "::.")
     daemon: Daemon = daemon_factory(plugins={"labels": {}})
     daemon.start()
     alice, bob, carol = make_user(), make_user(), make_user()

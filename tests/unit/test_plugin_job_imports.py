@@ -35,3 +35,11 @@ def test_the_package_still_offers_the_daemon_its_names() -> None:
         assert "Nothing" in str(exc)
     else:
         raise AssertionError("an unknown name must raise AttributeError")
+
+
+def test_users_jobs_get_only_the_absolute_entries_of_the_daemons_pythonpath() -> None:
+    from nai_server.core.processing import plugin_path
+
+    assert plugin_path("/srv/site::.:lib:/opt/more") == "/srv/site:/opt/more"
+    assert plugin_path(":") is None
+    assert plugin_path(None) is None
