@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from nai_server.host import jobfiles, stderr_marks
-from nai_server.host.output_helpers import ForkServer
+from nai_server.host.output_helpers import ForkServer, as_owner
 
 _log = logging.getLogger("nai.launch")
 
@@ -199,8 +199,13 @@ class LocalLauncher:
             _reserve(status, STATUS_ROOM)
             tag = _tagged_stderr(request, self._forks) if request.tag_stderr else None
             go_read, go_write = os.pipe()
+            argv = ["/bin/sh", "-c", WRAPPER, "nai-job", request.command, *request.args]
+            if request.uid is not None:  # never Popen(user=): see as_owner
+                if request.gid is None:
+                    raise ValueError(f"job {request.job_id}: no group to run it with")
+                argv = as_owner(argv, request.uid, request.gid, request.groups)
             proc = subprocess.Popen(
-                ["/bin/sh", "-c", WRAPPER, "nai-job", request.command, *request.args],
+                argv,
                 cwd=request.cwd,
                 env=request.env,
                 stdin=go_read,
@@ -209,9 +214,6 @@ class LocalLauncher:
                 pass_fds=(tag.pipe,) if tag else (),
                 start_new_session=True,
                 close_fds=True,
-                user=request.uid,
-                group=request.gid,
-                extra_groups=list(request.groups) if request.uid is not None else None,
                 umask=0o022,
             )
         except BaseException:
