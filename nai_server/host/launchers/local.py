@@ -221,6 +221,7 @@ class LocalLauncher:
                 os.close(go_write)
             if tag is not None:  # its pipe's last writer goes: it ends
                 tag.close()
+                tag.tagger.kill()  # unless its owner stopped it: no wait on them
                 tag.tagger.wait()
             raise
         finally:
@@ -230,8 +231,9 @@ class LocalLauncher:
         try:
             # Before the job runs: all it forks is inside, and limited.
             for cgroup in (request.cgroup, *request.joins) if request.cgroup else ():
-                if tag is not None:
-                    (cgroup / "cgroup.procs").write_text(f"{tag.tagger.pid}\n")
+                if tag is not None:  # gone already: its owner killed it (theirs to)
+                    with contextlib.suppress(ProcessLookupError):
+                        (cgroup / "cgroup.procs").write_text(f"{tag.tagger.pid}\n")
                 (cgroup / "cgroup.procs").write_text(f"{proc.pid}\n")
             go = b"go\n"
             if tag is not None and stderr_marks.has_started(tag):
@@ -239,11 +241,16 @@ class LocalLauncher:
             with contextlib.suppress(BrokenPipeError):  # stopped already: it said so
                 os.write(go_write, go)
         except BaseException:
-            os.close(go_write)  # EOF: the wrapper exits without starting the job
+            # EOF: the wrapper exits without starting the job. Killed all the same, and
+            # its tagger: both are the owner's, who may have stopped them (SIGSTOP), and
+            # a wait on them would last as long as they like, under the daemon's lock.
+            os.close(go_write)
+            proc.kill()
             proc.wait()
             if tag is not None:
                 tag.close()
-                tag.tagger.wait()  # the wrapper held its pipe's last write end
+                tag.tagger.kill()
+                tag.tagger.wait()
             raise
         os.close(go_write)
         self._children[proc.pid] = proc
