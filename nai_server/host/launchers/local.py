@@ -231,7 +231,9 @@ class LocalLauncher:
         try:
             # Before the job runs: all it forks is inside, and limited.
             for cgroup in (request.cgroup, *request.joins) if request.cgroup else ():
-                if tag is not None:  # gone already: its owner killed it (theirs to)
+                # A tagger gone already (its owner may kill it) is left out: once it is
+                # reaped its pid may be another's, whom the job's end would kill.
+                if tag is not None and tag.tagger.poll() is None:
                     with contextlib.suppress(ProcessLookupError):
                         (cgroup / "cgroup.procs").write_text(f"{tag.tagger.pid}\n")
                 (cgroup / "cgroup.procs").write_text(f"{proc.pid}\n")
