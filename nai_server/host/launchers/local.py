@@ -243,12 +243,16 @@ class LocalLauncher:
             with contextlib.suppress(BrokenPipeError):  # stopped already: it said so
                 os.write(go_write, go)
         except BaseException:
-            # EOF: the wrapper exits without starting the job. Killed all the same, and
-            # its tagger: both are the owner's, who may have stopped them (SIGSTOP), and
-            # a wait on them would last as long as they like, under the daemon's lock.
+            # EOF: the wrapper exits without starting the job (it records "unstarted").
+            # Waited for a moment only, then killed, and its tagger at once: both are the
+            # owner's, who may have stopped them (SIGSTOP), and a wait on them would
+            # last as long as they like, under the daemon's lock.
             os.close(go_write)
-            proc.kill()
-            proc.wait()
+            try:
+                proc.wait(timeout=DRAIN_SECONDS)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
             if tag is not None:
                 tag.close()
                 tag.tagger.kill()
