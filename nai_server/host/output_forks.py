@@ -16,7 +16,9 @@ attached, through which the daemon kills it at its deadline.
 
 A request "tag NUL uid NUL gid NUL groups", with four descriptors attached (a job's
 stderr pipe, the log, the marks file, the pipe it says it started on), forks a job's
-stderr tagger (stderr_tagger) the same way: no Python starts for it either.
+stderr tagger (stderr_tagger) the same way: no Python starts for it either. The child
+says it started while still root: once the owner's, it is theirs to stop (SIGSTOP), and
+the daemon's launch of the job waits for that word.
 
 Standard library only; nothing of the daemon, and nothing of what it knows, is in this
 process. It exits when the daemon's end closes."""
@@ -150,13 +152,19 @@ def _child(walker: ModuleType, sock: socket.socket, message: bytes, out_fd: int)
         os._exit(code)
 
 
-def _drop(uid: bytes, gid: bytes, groups: bytes) -> None:
+def _account(message: bytes) -> tuple[int, int, list[int]]:
+    """A request's "uid NUL gid NUL groups", as numbers (ValueError if one is not)."""
+    uid, gid, groups = message.split(b"\0", 2)
+    return int(uid), int(gid), [int(g) for g in groups.split(b",") if g]
+
+
+def _drop(uid: int, gid: int, groups: list[int]) -> None:
     """Become the owner (after a session of one's own): groups, gid, then uid."""
     os.setsid()
-    if int(uid) >= 0:
-        os.setgroups([int(g) for g in groups.split(b",") if g])
-        os.setgid(int(gid))
-        os.setuid(int(uid))
+    if uid >= 0:
+        os.setgroups(groups)
+        os.setgid(gid)
+        os.setuid(uid)
 
 
 def _tag_child(tagger: ModuleType | None, sock: socket.socket, message: bytes,
@@ -174,9 +182,13 @@ def _tag_child(tagger: ModuleType | None, sock: socket.socket, message: bytes,
         assert tagger is not None
         with open("/proc/self/comm", "w") as comm:  # before the uid changes: then it may
             comm.write(tagger.NAME)  # not (a process that changed uid is not dumpable)
-        uid, gid, groups = message.split(b"\0", 2)
-        _drop(uid, gid, groups)
-        code = tagger.run(0, 1, 3, 4)
+        account = _account(message)
+        # Said before it is the owner's: from then on the owner may stop it (SIGSTOP),
+        # and the daemon's launch of the job waits for this word, under its lock.
+        os.write(4, b"\n")
+        os.close(4)
+        _drop(*account)
+        code = tagger.run(0, 1, 3)
     except BaseException:
         code = 1
     finally:

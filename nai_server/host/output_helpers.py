@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -29,6 +30,29 @@ ANSWER_TIMEOUT = 10.0  # seconds the server may take to fork a reader
 RETRY_AFTER = 60.0  # seconds without a server after one failed (helpers meanwhile)
 ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
 AS_DAEMON = "--as-daemon"  # the server's flag: readers may run as it (output_forks)
+
+
+# Becomes a user, then runs a command: what a child of the daemon execs while still root.
+SETPRIV = shutil.which("setpriv", path="/usr/bin:/bin")
+_DROP = ("import os, sys\nuid, gid, groups, *argv = sys.argv[1:]\n"
+         "os.setgroups([int(g) for g in groups.split(',') if g])\n"
+         "os.setgid(int(gid))\nos.setuid(int(uid))\nos.execv(argv[0], argv)")
+
+
+def as_owner(argv: list[str], uid: int, gid: int, groups: tuple[int, ...]) -> list[str]:
+    """`argv` (its first word a path) run as uid/gid/groups by setpriv (or, where it is
+    missing, a Python that does as it does), for a child of the daemon to exec as root.
+
+    Popen(user=...) returns once its child has exec'd, and that child takes the user's
+    uid first: from then on the user may stop it (SIGSTOP, from any process of theirs)
+    short of its exec, and the daemon would wait for as long as they like. Started so,
+    the daemon waits for root's exec alone; the user may stop what follows, which
+    nobody waits for."""
+    if SETPRIV is not None:
+        listed = f"--groups={','.join(map(str, groups))}" if groups else "--clear-groups"
+        return [SETPRIV, f"--reuid={uid}", f"--regid={gid}", listed, "--", *argv]
+    return [sys.executable, "-I", "-S", "-c", _DROP, str(uid), str(gid),
+            ",".join(map(str, groups)), *argv]
 
 
 class Forked:

@@ -18,7 +18,6 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from nai_server.core.log_marks import Span, clip_spans
 from nai_server.host import jobfiles, output_helpers, stderr_tagger
@@ -73,16 +72,18 @@ def start_tagger(forks: ForkServer, pipe: int, log_fd: int, marks: int, started:
         return forks.spawn_tagger(uid, gid, groups, (pipe, log_fd, marks, started))
     except (OSError, AsRoot) as exc:
         log.info("stderr tagger not forked (%s): started on its own", exc)
-    as_user: dict[str, Any] = {}
-    if uid is not None:
-        as_user = {"user": uid, "group": gid, "extra_groups": list(groups)}
+    argv = [sys.executable, "-I", "-S", "-c", BOOT, str(marks), str(started)]
     try:
+        if uid is not None:  # never Popen(user=): see output_helpers.as_owner
+            if gid is None:
+                raise ValueError("no group to run the tagger with")
+            argv = output_helpers.as_owner(argv, uid, gid, groups)
         return subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", BOOT, str(marks), str(started)], stdin=pipe,
-            stdout=log_fd, stderr=subprocess.DEVNULL, pass_fds=(marks, started), cwd="/",
+            argv, stdin=pipe, stdout=log_fd, stderr=subprocess.DEVNULL,
+            pass_fds=(marks, started), cwd="/",
             env={**output_helpers.ENV, SOURCE_VARIABLE: _source()}, close_fds=True,
-            start_new_session=True, **as_user)
-    except (OSError, subprocess.SubprocessError) as exc:
+            start_new_session=True)
+    except (OSError, ValueError, subprocess.SubprocessError) as exc:
         log.warning("the stderr tagger did not start (%s): stderr goes to the log "
                     "untold from stdout", exc)
         return None

@@ -10,7 +10,9 @@ daemon's need be readable by the owner), and these descriptors:
     M  (its first argument) the marks file `log.stderr`, O_APPEND
     N  (its second) a pipe to the daemon, told "\n" and closed once the tagger reads:
        the daemon starts the job only then (its first lines are not held back behind
-       the tagger's start), or untagged if that never comes
+       the tagger's start), or untagged if that never comes. A tagger forked by
+       output_forks is told so there, before it becomes the owner: the owner may stop
+       their own processes, and the daemon's wait for this word must not be theirs
     2  /dev/null: nothing the tagger could say goes into the marks
 
 Each chunk read from the pipe is appended to the log. On an O_APPEND descriptor of its

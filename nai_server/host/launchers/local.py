@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from nai_server.host import jobfiles, stderr_marks
-from nai_server.host.output_helpers import ForkServer
+from nai_server.host.output_helpers import ForkServer, as_owner
 
 _log = logging.getLogger("nai.launch")
 
@@ -199,8 +199,13 @@ class LocalLauncher:
             _reserve(status, STATUS_ROOM)
             tag = _tagged_stderr(request, self._forks) if request.tag_stderr else None
             go_read, go_write = os.pipe()
+            argv = ["/bin/sh", "-c", WRAPPER, "nai-job", request.command, *request.args]
+            if request.uid is not None:  # never Popen(user=): see as_owner
+                if request.gid is None:
+                    raise ValueError(f"job {request.job_id}: no group to run it with")
+                argv = as_owner(argv, request.uid, request.gid, request.groups)
             proc = subprocess.Popen(
-                ["/bin/sh", "-c", WRAPPER, "nai-job", request.command, *request.args],
+                argv,
                 cwd=request.cwd,
                 env=request.env,
                 stdin=go_read,
@@ -209,9 +214,6 @@ class LocalLauncher:
                 pass_fds=(tag.pipe,) if tag else (),
                 start_new_session=True,
                 close_fds=True,
-                user=request.uid,
-                group=request.gid,
-                extra_groups=list(request.groups) if request.uid is not None else None,
                 umask=0o022,
             )
         except BaseException:
@@ -219,6 +221,7 @@ class LocalLauncher:
                 os.close(go_write)
             if tag is not None:  # its pipe's last writer goes: it ends
                 tag.close()
+                tag.tagger.kill()  # unless its owner stopped it: no wait on them
                 tag.tagger.wait()
             raise
         finally:
@@ -228,8 +231,11 @@ class LocalLauncher:
         try:
             # Before the job runs: all it forks is inside, and limited.
             for cgroup in (request.cgroup, *request.joins) if request.cgroup else ():
-                if tag is not None:
-                    (cgroup / "cgroup.procs").write_text(f"{tag.tagger.pid}\n")
+                # A tagger gone already (its owner may kill it) is left out: once it is
+                # reaped its pid may be another's, whom the job's end would kill.
+                if tag is not None and tag.tagger.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        (cgroup / "cgroup.procs").write_text(f"{tag.tagger.pid}\n")
                 (cgroup / "cgroup.procs").write_text(f"{proc.pid}\n")
             go = b"go\n"
             if tag is not None and stderr_marks.has_started(tag):
@@ -237,11 +243,20 @@ class LocalLauncher:
             with contextlib.suppress(BrokenPipeError):  # stopped already: it said so
                 os.write(go_write, go)
         except BaseException:
-            os.close(go_write)  # EOF: the wrapper exits without starting the job
-            proc.wait()
+            # EOF: the wrapper exits without starting the job (it records "unstarted").
+            # Waited for a moment only, then killed, and its tagger at once: both are the
+            # owner's, who may have stopped them (SIGSTOP), and a wait on them would
+            # last as long as they like, under the daemon's lock.
+            os.close(go_write)
+            try:
+                proc.wait(timeout=DRAIN_SECONDS)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
             if tag is not None:
                 tag.close()
-                tag.tagger.wait()  # the wrapper held its pipe's last write end
+                tag.tagger.kill()
+                tag.tagger.wait()
             raise
         os.close(go_write)
         self._children[proc.pid] = proc
