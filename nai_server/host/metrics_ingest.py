@@ -191,12 +191,10 @@ class MetricsIngest:
                 str(job_dir / "code" / where), str(job_dir / "output" / where)]
         try:
             proc = subprocess.Popen(
-                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL, cwd="/", close_fds=True, start_new_session=True,
-                env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, user=run_as.uid,
-                group=run_as.gid,
-                extra_groups=list(run_as.groups) if run_as.uid is not None else None)
-        except OSError as exc:
+                outputs.owner_argv(argv, run_as), stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd="/", close_fds=True,
+                start_new_session=True, env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
+        except (OSError, ValueError) as exc:
             return {"error": f"the event file reader did not start: {exc}"}
         # The helper runs as the job's owner, who could make it say anything: its
         # answer is read with a bound and a deadline, and checked like any input.

@@ -27,7 +27,7 @@ from typing import Any
 
 from nai_server.core.trees import Limits, TreeError, parse_manifest
 from nai_server.host import output_walk
-from nai_server.host.output_helpers import Forked, ForkServer
+from nai_server.host.output_helpers import Forked, ForkServer, as_owner
 from nai_server.host.output_walk import ERROR, FRAME
 from nai_server.store.blobs import CHUNK, BlobStore
 from nai_server.store.pack import BlobSink
@@ -205,12 +205,19 @@ def _start(output_dir: Path, limits: Limits, run_as: RunAs) -> subprocess.Popen[
     argv = [sys.executable, "-I", "-S", output_walk.__file__, str(output_dir),
             str(limits.max_entries)]
     env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
-    as_user: dict[str, Any] = {}
-    if run_as.uid is not None:
-        as_user = {"user": run_as.uid, "group": run_as.gid, "extra_groups": list(run_as.groups)}
-    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, cwd="/", env=env, close_fds=True,
-                            start_new_session=True, **as_user)
+    return subprocess.Popen(owner_argv(argv, run_as), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/", env=env,
+                            close_fds=True, start_new_session=True)
+
+
+def owner_argv(argv: list[str], run_as: RunAs) -> list[str]:
+    """`argv` as a child of the daemon execs it to run as `run_as` (as_owner): never
+    Popen(user=...), which waits for a child its user may stop before it execs."""
+    if run_as.uid is None:
+        return argv
+    if run_as.gid is None:
+        raise ValueError("an account to run as needs its group")
+    return as_owner(argv, run_as.uid, run_as.gid, run_as.groups)
 
 
 def kill(proc: Helper) -> None:

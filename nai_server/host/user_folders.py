@@ -18,9 +18,8 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from nai_server.host.outputs import Helper, RunAs, kill
+from nai_server.host.outputs import Helper, RunAs, kill, owner_argv
 
 # Run with -I -S (nothing of the user's environment imported); argv[1]: the folder.
 _EMPTY = """\
@@ -42,15 +41,12 @@ def empty(folder: Path, run_as: RunAs, timeout: float,
     """Remove what `folder` holds, as `run_as`, for at most `timeout` seconds. What the
     helper could not remove stays (the caller's `rmdir` of the folder then fails). The
     helper is in `running` while it runs, for whoever must stop it early."""
-    as_user: dict[str, Any] = {}
-    if run_as.uid is not None:
-        as_user = {"user": run_as.uid, "group": run_as.gid,
-                   "extra_groups": list(run_as.groups)}
-    proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _EMPTY, str(folder)],
+    proc = subprocess.Popen(owner_argv([sys.executable, "-I", "-S", "-c", _EMPTY,
+                                        str(folder)], run_as),
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, cwd="/",
                             env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
-                            close_fds=True, start_new_session=True, **as_user)
+                            close_fds=True, start_new_session=True)
     if running is not None:
         running.add(proc)
     try:
