@@ -17,7 +17,12 @@ from nai_server.protocol import MAX_LOG_RANGE, TERMINAL_STATES, JobInfo, NotFoun
 from nai_server.protocol.jobs import LogPiece
 from nai_tui.remote.client import ServerClient
 
-FOLLOW_POLL_SECONDS = 0.2  # how often a followed job that printed nothing is asked again
+# How often a followed job is asked again: soon after it printed (or started), then
+# less often the longer it stays quiet, up to FOLLOW_POLL_SECONDS. A short job's end,
+# and a line after a pause, show within tens of milliseconds, and a quiet job costs
+# five requests a second.
+FOLLOW_POLL_SECONDS = 0.2
+FOLLOW_FIRST_POLL = 0.01
 
 
 def write_piece(piece: LogPiece, out: BinaryIO, err: BinaryIO) -> None:
@@ -53,18 +58,20 @@ def print_log(client: ServerClient, job_id: int, offset: int = 0, *,
 def follow_log(client: ServerClient, job_id: int) -> JobInfo:
     """The log as it is written, until the job ends; the job as it ended."""
     sys.stdout.flush()  # text printed before goes out before the log's raw bytes
-    offset = 0
+    offset, wait = 0, FOLLOW_FIRST_POLL
     while True:
         job = client.job(job_id)  # asked before reading: all written before its end is read
         try:
-            offset = print_log(client, job_id, offset, fallback=False)
+            read = print_log(client, job_id, offset, fallback=False)
         except NotFound:
             if offset:
                 raise
             return _follow_stream(client, job_id)
         if job.state in TERMINAL_STATES:
             return job
-        time.sleep(FOLLOW_POLL_SECONDS)
+        wait = FOLLOW_FIRST_POLL if read > offset else min(wait * 2, FOLLOW_POLL_SECONDS)
+        offset = read
+        time.sleep(wait)
 
 
 def _follow_stream(client: ServerClient, job_id: int) -> JobInfo:
