@@ -43,3 +43,16 @@ def write(job_dir: Path, run: int, slurm_id: int | None) -> None:
             out.flush()
             os.fsync(out.fileno())
     os.replace(tmp, path)
+
+
+def owners_log(where: Path, uid: int | None, gid: int | None) -> Path:
+    """The log a Slurm job of `uid` writes in `where` (a directory the daemon owns),
+    made now and given to the owner: slurmstepd opens it as the owner. Its path."""
+    path = where / "log"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_APPEND, 0o640)
+    try:
+        if uid is not None:
+            os.fchown(fd, uid, gid if gid is not None else -1)
+    finally:
+        os.close(fd)
+    return path

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shlex
 import signal
 import sys
@@ -127,13 +126,7 @@ class SlurmReplicaHost(ReplicaHost):
         served = (env.get("NAI_SERVICE", ""), owner.user)
         (where / SERVICE_FILE).write_text(json.dumps(dict(zip(("service", "user"), served,
                                                               strict=True))))
-        log_path = where / "log"
-        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_APPEND, 0o640)
-        try:
-            if owner.uid is not None:  # slurmstepd opens it as the owner
-                os.fchown(fd, owner.uid, owner.gid if owner.gid is not None else -1)
-        finally:
-            os.close(fd)
+        log_path = slurm_record.owners_log(where, owner.uid, owner.gid)
         settings = self.runtime.config.slurm
         sub = slurm_text.Submission(
             name=self.name(where), comment=f"nai service {env.get('NAI_SERVICE', '')}",

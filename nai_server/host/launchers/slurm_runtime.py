@@ -353,13 +353,7 @@ class SlurmRuntime(JobRuntime):
         request = jobdir.launch_request(job, (), job_dir, self.blobs, self.config.personal,
                                         cgroup=lambda: None)
         self._write_record(job.id, len(job.runs), None)
-        log_path = job_dir / "log"
-        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_APPEND, 0o640)
-        try:
-            if request.uid is not None:  # slurmstepd opens it as the owner
-                os.fchown(fd, request.uid, request.gid if request.gid is not None else -1)
-        finally:
-            os.close(fd)
+        log_path = slurm_record.owners_log(job_dir, request.uid, request.gid)
         # Slurm sets CUDA_VISIBLE_DEVICES from the GPUs it gives the job.
         env = {k: v for k, v in request.env.items() if k != "CUDA_VISIBLE_DEVICES"}
         settings = self.config.slurm
