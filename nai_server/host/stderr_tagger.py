@@ -33,6 +33,7 @@ theirs) gets EPIPE or SIGPIPE on stderr. Standard library only, nothing of the d
 from __future__ import annotations
 
 import os
+import signal
 import struct
 import sys
 
@@ -44,6 +45,11 @@ NAME = "nai-stderr-tag"  # the process's name, as top, ps -o comm and pgrep show
 
 
 def run(pipe: int, log: int, marks: int, started: int = -1) -> int:
+    # A cancel, a time-out or a preemption signals the whole job (its cgroup): the job
+    # may then print to stderr as it stops ("Terminated", a traceback, the trap's own
+    # words), so the tagger reads on till the pipe's end; only a kill stops it.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
     try:
         with open("/proc/self/comm", "w") as comm:
             comm.write(NAME)

@@ -130,6 +130,30 @@ def test_the_log_range_reply_marks_stderr_through_the_daemon(tmp_path: Path) -> 
     service.close()
 
 
+def test_a_cancelled_job_says_its_last_words_on_stderr(tmp_path: Path) -> None:
+    # A cancel signals the whole job, its tagger with it: a tagger that died of the
+    # SIGTERM left the job's trap writing to a pipe nobody read (SIGPIPE, exit 141).
+    service = make_service(tmp_path / "state")
+    ready = tmp_path / "ready"
+    with TestClient(AsPeer(create_app(service)), base_url="http://nai") as api:
+        job_id = api.post("/v1/jobs", json={"spec": {
+            "command": f"trap 'sleep 0.05; echo stopping, saving >&2; exit 3' TERM; "
+                       f"touch {ready}; "
+                       f"while :; do sleep 0.02; done", "gpus": 1}}).json()["id"]
+        service.tick()
+        wait_for(ready.exists, what="the job to set its trap")
+        assert api.delete(f"/v1/jobs/{job_id}").status_code == 200
+        info = tick_until(service, lambda: (i := api.get(f"/v1/jobs/{job_id}").json())
+                          ["state"] in TERMINAL_STATES and i, what="the job to end")
+        assert (info["state"], info["exit_code"]) == ("cancelled", 3)
+        reply = api.get(f"/v1/jobs/{job_id}/logs/range")
+        assert b"stopping, saving\n" in reply.content
+        start = reply.content.index(b"stopping")
+        spans = parse_spans(0, len(reply.content), reply.headers["X-Log-Stderr"])
+        assert any(a <= start and start + 17 <= b for a, b in spans), spans
+    service.close()
+
+
 def test_the_tagger_outlives_a_daemon_restart_like_the_job(tmp_path: Path) -> None:
     state, gate = tmp_path / "state", tmp_path / "go"
     first = make_service(state)
