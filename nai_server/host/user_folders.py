@@ -73,10 +73,10 @@ def remove_tree(path: Path, user_folders: Sequence[str], timeout: float,
             continue
         if not stat.S_ISDIR(st.st_mode):
             continue  # rmtree unlinks it, following nothing
-        if st.st_uid != os.geteuid():
-            empty(folder, RunAs(st.st_uid, st.st_gid), timeout, running)
-        else:  # the daemon's own account's (personal mode): nothing it may not touch
+        if st.st_uid == os.geteuid():  # the daemon's own account's (personal mode)
             shutil.rmtree(folder, ignore_errors=True)
+            continue
+        empty(folder, RunAs(st.st_uid, st.st_gid), timeout, running)
         try:
             os.rmdir(folder)
         except OSError:

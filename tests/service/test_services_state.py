@@ -209,7 +209,8 @@ def test_no_slow_work_under_the_lock(rig: Rig) -> None:
     assert rig.api.delete("/v1/services/a").status_code == 200
     wait_for(lambda: not rig.svc.services.records.get("a")["replica_docs"],  # type: ignore[index]
              timeout=30, what="drained", step=lambda: rig.step(10))
-    assert not list(host.root.iterdir())
+    assert [p.name for p in host.root.iterdir()] == [".removed"]  # on their way out:
+    wait_for(lambda: not list(host.removed.iterdir()), timeout=30, what="purged")
     assert held == []
 
 
