@@ -89,10 +89,10 @@ class OutputCollection:
         self.forks = ForkServer(as_daemon=personal)
         self.before = before  # what else is read of an ended job first (its metrics)
         # Passes over running jobs' outputs (store_ahead): one thread of their own, so a
-        # job's end never waits behind them; by job id, the pass under way or when the
-        # next may start.
+        # job's end never waits behind them; by job id, the last pass, whose result is
+        # when the next may start.
         self._ahead_pool = ThreadPoolExecutor(1, thread_name_prefix="nai-ahead")
-        self._ahead: dict[int, Future[None] | float] = {}
+        self._ahead: dict[int, Future[float]] = {}
 
     def __contains__(self, job_id: object) -> bool:
         return job_id in self._under_way
@@ -113,12 +113,13 @@ class OutputCollection:
         for job_id in [j for j in self._ahead if j not in live]:
             self._ahead.pop(job_id)
         for job in running:
-            state = self._ahead.get(job.id)
-            if isinstance(state, Future) or (state is not None and now < state):
+            last = self._ahead.get(job.id)
+            if last is not None and (not last.done() or now < last.result()):
                 continue
             self._ahead[job.id] = self._ahead_pool.submit(self._store_ahead, job)
 
-    def _store_ahead(self, job: Job) -> None:
+    def _store_ahead(self, job: Job) -> float:
+        """One pass; when the next may start."""
         started = time.monotonic()
         output = self.job_dir(job.id) / "output"
         try:
@@ -128,9 +129,8 @@ class OutputCollection:
                                     self._helpers, self.forks)
         except Exception as exc:  # the collection at its end decides; this only helps
             log.debug("job %s: outputs not stored ahead: %s", job.id, exc)
-        took = time.monotonic() - started
-        if isinstance(self._ahead.get(job.id), Future):  # still running, not ended
-            self._ahead[job.id] = time.monotonic() + max(AHEAD_GAP, AHEAD_DUTY * took)
+        ended = time.monotonic()
+        return ended + max(AHEAD_GAP, AHEAD_DUTY * (ended - started))
 
     def done(self) -> Iterator[Collected]:
         """The collections that have finished (kept until `forget`)."""
