@@ -320,6 +320,25 @@ def parse_manifest(raw: Sequence[object], limits: Limits) -> Manifest:
     return Manifest(entries)
 
 
+def with_contents(manifest: Manifest, contents: Sequence[tuple[str, int]]) -> Manifest:
+    """`manifest` with its files' contents named: one (sha256, size) per file entry, in
+    order (a tree listed before its bytes were read, then stored). Paths, kinds, modes
+    and links, which its checks were about, stay as they were checked; the caller has
+    bounded the sizes by its limits as the bytes arrived."""
+    files = iter(contents)
+    made: list[Entry] = []
+    for e in manifest:
+        if e.kind == "file":
+            digest, size = next(files)
+            if not is_digest(digest) or type(size) is not int or not 0 <= size <= MAX_SIZE:
+                raise TreeError([(e.path, "the stored contents are malformed")])
+            e = Entry(e.path, "file", size, e.mode, digest, "")
+        made.append(e)
+    if next(files, None) is not None:
+        raise ValueError("more contents than files")
+    return Manifest(made)
+
+
 def manifest_to_json(entries: Iterable[Entry]) -> list[dict[str, Any]]:
     """Entries as JSON-ready dicts, in the given order; `parse_manifest` reads them back.
 

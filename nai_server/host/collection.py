@@ -9,11 +9,12 @@ only once their ends are committed: a failed commit ends them again next tick.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,13 +22,15 @@ from nai_server.core.job import Job
 from nai_server.core.processing import PROCESS
 from nai_server.core.trees import Limits, TreeError
 from nai_server.host import outputs, unix
+from nai_server.host.lanes import Lanes
 from nai_server.host.output_helpers import ForkServer
 from nai_server.store.blobs import BlobStore
 
 log = logging.getLogger("nai.runtime")
 # A running job's outputs stored ahead of its end: a pass at most every AHEAD_GAP
-# seconds, and the next waits AHEAD_DUTY times the last one's length (passes over
-# many files take at most a sixth of the time).
+# seconds, and the next waits AHEAD_DUTY times the length of the last one's listing
+# (passes over many files list them for at most a sixth of the time). The time spent
+# storing new files is not counted: it is work the job's end would do otherwise.
 AHEAD_GAP = 0.5
 AHEAD_DUTY = 5.0
 
@@ -74,7 +77,7 @@ class OutputCollection:
 
     def __init__(self, blobs: BlobStore, job_dir: Callable[[int], Path], limits: Limits,
                  timeout: float, personal: bool, notify: Callable[[], None],
-                 executor: Executor | None = None,
+                 lanes: Lanes | None = None,
                  before: Callable[[int], None] = lambda job_id: None) -> None:
         self.blobs = blobs
         self.job_dir = job_dir
@@ -82,7 +85,9 @@ class OutputCollection:
         self.timeout = timeout
         self.personal = personal
         self.notify = notify  # wakes the run loop: a collection has finished
-        self.executor = executor or ThreadPoolExecutor(2, thread_name_prefix="nai-collect")
+        # Each user's collections in threads of their own (a user may stall their
+        # readers), two at a time, in the order their jobs ended.
+        self.lanes = lanes or Lanes(2, "nai-collect")
         self._under_way: dict[int, tuple[Ended, Future[tuple[str | None, str | None]]]] = {}
         self._helpers: set[outputs.Helper] = set()  # killed at close
         # Forks the readers (no Python started per job); as the daemon only when personal.
@@ -93,13 +98,19 @@ class OutputCollection:
         # when the next may start.
         self._ahead_pool = ThreadPoolExecutor(1, thread_name_prefix="nai-ahead")
         self._ahead: dict[int, Future[float]] = {}
+        # What each job's passes stored: the next pass, and the collection at its end,
+        # read only the files that changed since (outputs.Seen).
+        self._seen: dict[int, outputs.Seen] = {}
 
     def __contains__(self, job_id: object) -> bool:
         return job_id in self._under_way
 
     def start(self, job: Job, ended: Ended) -> None:
-        self._ahead.pop(job.id, None)  # a pass under way finishes harmlessly
-        self._under_way[job.id] = (ended, self.executor.submit(self._collect, job))
+        # A pass under way is stored by the time the collection lists the files.
+        last = self._ahead.pop(job.id, None)
+        seen = self._seen.pop(job.id, None)
+        self._under_way[job.id] = (ended, self.lanes.submit(job.user, self._collect, job,
+                                                            seen, last))
 
     def ahead(self, started: list[Job]) -> None:
         """Store what the dataset processors among the `started` jobs have written so
@@ -112,25 +123,26 @@ class OutputCollection:
         live = {job.id for job in running}
         for job_id in [j for j in self._ahead if j not in live]:
             self._ahead.pop(job_id)
+        for job_id in [j for j in self._seen if j not in live]:
+            self._seen.pop(job_id)
         for job in running:
             last = self._ahead.get(job.id)
             if last is not None and (not last.done() or now < last.result()):
                 continue
-            self._ahead[job.id] = self._ahead_pool.submit(self._store_ahead, job)
+            seen = self._seen.setdefault(job.id, outputs.Seen())
+            self._ahead[job.id] = self._ahead_pool.submit(self._store_ahead, job, seen)
 
-    def _store_ahead(self, job: Job) -> float:
+    def _store_ahead(self, job: Job, seen: outputs.Seen) -> float:
         """One pass; when the next may start."""
-        started = time.monotonic()
         output = self.job_dir(job.id) / "output"
         try:
             if os.path.lexists(output):
                 outputs.store_ahead(self.blobs, output, self.limits,
                                     run_as(job.user, self.personal), self.timeout,
-                                    self._helpers, self.forks)
+                                    self._helpers, self.forks, seen)
         except Exception as exc:  # the collection at its end decides; this only helps
             log.debug("job %s: outputs not stored ahead: %s", job.id, exc)
-        ended = time.monotonic()
-        return ended + max(AHEAD_GAP, AHEAD_DUTY * (ended - started))
+        return time.monotonic() + max(AHEAD_GAP, AHEAD_DUTY * seen.listing_seconds)
 
     def done(self) -> Iterator[Collected]:
         """The collections that have finished (kept until `forget`)."""
@@ -154,12 +166,18 @@ class OutputCollection:
         for helper in list(self._helpers):
             outputs.kill(helper)
         self._ahead_pool.shutdown(wait=True, cancel_futures=True)
-        self.executor.shutdown(wait=True, cancel_futures=True)
+        self.lanes.shutdown(wait=True, cancel_futures=True)
         self.forks.close()
 
-    def _collect(self, job: Job) -> tuple[str | None, str | None]:
+    def _collect(self, job: Job, seen: outputs.Seen | None = None,
+                 last: Future[float] | None = None) -> tuple[str | None, str | None]:
         """The job's output tree, read by a helper running as its owner: (tree id, None),
-        (None, why not), or (None, None) when it left no output/."""
+        (None, why not), or (None, None) when it left no output/. `seen`: what passes
+        while it ran stored (those files are read again only if they changed), once
+        the `last` pass, if one is under way, has ended (it is bounded in time)."""
+        if last is not None:
+            with contextlib.suppress(Exception):
+                last.result()
         try:
             self.before(job.id)
         except Exception:  # its metrics are not worth losing the job's outputs for
@@ -173,7 +191,7 @@ class OutputCollection:
         try:
             tree = outputs.collect(self.blobs, output, self.limits,
                                    run_as(job.user, self.personal), self.timeout,
-                                   self._helpers, self.forks)
+                                   self._helpers, self.forks, seen)
         except unix.NoAccount as exc:
             log.warning("job %s: outputs not collected: %s", job.id, exc)
             return None, str(exc)

@@ -78,7 +78,8 @@ def serve(sock: socket.socket, as_daemon: bool = False) -> int:
         tagging = message.startswith(TAG)
         if tagging:
             message = message[len(TAG):]
-        if len(fds) != (TAG_FDS if tagging else 1) or not (stay or _owner(message) >= 0):
+        if (len(fds) not in ((TAG_FDS,) if tagging else (1, 2))
+                or not (stay or _owner(message) >= 0)):
             # A root server reads nobody's files as root: a user's output/ read so
             # would take what they may not read (a hard link to a root-owned file).
             for fd in fds:
@@ -99,7 +100,7 @@ def serve(sock: socket.socket, as_daemon: bool = False) -> int:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, chld)
             if tagging:
                 _tag_child(tagger, sock, message, fds)  # never returns
-            _child(walker, sock, message, fds[0])  # never returns
+            _child(walker, sock, message, fds)  # never returns
         for fd in fds:
             os.close(fd)
         pidfd = os.pidfd_open(pid)  # the child is not reaped before this: it is ours
@@ -128,13 +129,15 @@ def _reap() -> None:
             return
 
 
-def _child(walker: ModuleType, sock: socket.socket, message: bytes, out_fd: int) -> None:
+def _child(walker: ModuleType, sock: socket.socket, message: bytes, fds: list[int]) -> None:
+    """A reader: its answer to fds[0]; with a second fd, the files the daemon asks for
+    are read from it (output_walk's `ask`)."""
     code = 1
     try:
         sock.close()  # nobody but this server may ask for readers
-        os.dup2(out_fd, 1)
+        os.dup2(fds[0], 1)
         null = os.open(os.devnull, os.O_RDWR)
-        os.dup2(null, 0)
+        os.dup2(fds[1] if len(fds) > 1 else null, 0)
         os.dup2(null, 2)
         os.closerange(3, 1 << 20)
         os.setsid()
@@ -144,7 +147,8 @@ def _child(walker: ModuleType, sock: socket.socket, message: bytes, out_fd: int)
             os.setgid(int(gid))
             os.setuid(int(uid))
         with os.fdopen(1, "wb", closefd=False) as out:
-            code = walker.main([os.fsdecode(path), max_entries.decode()], out)
+            ask = ["ask"] if len(fds) > 1 else []
+            code = walker.main([os.fsdecode(path), max_entries.decode(), *ask], out)
             out.flush()
     except BaseException:
         code = 1

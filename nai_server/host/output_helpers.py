@@ -57,12 +57,14 @@ def as_owner(argv: list[str], uid: int, gid: int, groups: tuple[int, ...]) -> li
 
 class Forked:
     """A reader forked by the server: its pid, a pidfd (exact even once the server has
-    reaped it), and the read end of its answer pipe, as `stdout`."""
+    reaped it), the read end of its answer pipe, as `stdout`, and the write end of its
+    question pipe, as `stdin`, when it was asked to take questions."""
 
     stderr = None
 
-    def __init__(self, pid: int, pidfd: int, stdout: BinaryIO | None) -> None:
-        self.pid, self.pidfd, self.stdout = pid, pidfd, stdout
+    def __init__(self, pid: int, pidfd: int, stdout: BinaryIO | None,
+                 stdin: BinaryIO | None = None) -> None:
+        self.pid, self.pidfd, self.stdout, self.stdin = pid, pidfd, stdout, stdin
         self._lock = threading.Lock()  # a deadline's kill races the reader's wait
 
     def poll(self) -> int | None:
@@ -116,22 +118,29 @@ class ForkServer:
         self._failed_at: float | None = None  # when the server last failed
 
     def spawn(self, uid: int | None, gid: int | None, groups: tuple[int, ...],
-              path: Path, max_entries: int) -> Forked:
+              path: Path, max_entries: int, ask: bool = False) -> Forked:
         """A reader of `path` as uid/gid/groups (None: as the daemon, which a root
-        daemon refuses unless `as_daemon`: AsRoot)."""
+        daemon refuses unless `as_daemon`: AsRoot); with `ask`, one that reads which
+        files to send from its `stdin` (output_walk)."""
         if uid is None and not self.as_daemon and os.geteuid() == 0:
             raise AsRoot(f"{path}: not read as root (no account to read it as)")
         request = _who(uid, gid, groups) + b"\0" + b"\0".join([
             str(max_entries).encode(), os.fsencode(path)])
         read_end, write_end = os.pipe()
+        asked, ask_end = os.pipe() if ask else (-1, -1)
         try:
-            pid, pidfd = self._ask(request, [write_end])
+            pid, pidfd = self._ask(request, [write_end, *([asked] if ask else [])])
         except BaseException:
             os.close(read_end)
+            if ask:
+                os.close(ask_end)
             raise
         finally:
             os.close(write_end)
-        return Forked(pid, pidfd, os.fdopen(read_end, "rb", buffering=0))
+            if ask:
+                os.close(asked)
+        return Forked(pid, pidfd, os.fdopen(read_end, "rb", buffering=0),
+                      os.fdopen(ask_end, "wb", buffering=0) if ask else None)
 
     def spawn_tagger(self, uid: int | None, gid: int | None, groups: tuple[int, ...],
                      fds: tuple[int, int, int, int]) -> Forked:

@@ -7,8 +7,17 @@ could not read can become an output. It writes to stdout, for the daemon to stor
     one JSON line: {"entries": [{"path", "kind", "size", "mode", "target"?}, ...]}
                    or {"error": "..."} when the listing itself is refused
     then, for each file entry in that order, its bytes as frames: a 4-byte big-endian
-    length and that many bytes, closed by an empty frame; or the frame ERROR, a 4-byte
-    length and a UTF-8 message, when the file cannot be sent.
+    length and that many bytes, closed by an empty frame (or by the frame UNSETTLED: the
+    bytes sent may not be what the file's listed identity stands for); or the frame
+    ERROR, a 4-byte length and a UTF-8 message, when the file cannot be sent.
+
+Each file entry also carries "id": [inode, ctime in ns]. With a third argument `ask`,
+after the listing the helper reads from stdin one bit per file entry (a bitmap,
+first entry in the first byte's lowest bit): only the files whose bit is set are sent.
+The daemon leaves out a file whose listed identity is that of bytes an earlier pass of
+its own stored: its ctime is set by the kernel on every change, and a file is sent as
+settled only when that ctime was older than the clock's error (SETTLE_NS) when the
+file was opened, so that any later write makes a new one.
 
 Standard library only, and nothing from the daemon, so that it starts quickly: one
 starts for every job that ends, and on a loaded host `json` and `typing` (with `re`,
@@ -23,12 +32,19 @@ import os
 import stat
 import struct
 import sys
+import time
 
 TYPE_CHECKING = False  # typing itself is not imported: it costs the helper's start
 if TYPE_CHECKING:
     from typing import Any, BinaryIO
 
 ERROR = 0xFFFFFFFF
+UNSETTLED = 0xFFFFFFFE
+# How long after its last change a file's ctime is trusted to change with its next
+# one: the kernel stamps changes with a clock up to a tick behind the one read here.
+# Filesystems whose stamps are whole seconds (ext3's small inodes, FAT) get SETTLE_S_NS.
+SETTLE_NS = 50_000_000
+SETTLE_S_NS = 2_000_000_000
 FRAME = 1 << 20
 MAX_DEPTH = 256
 # A file this much larger than the blocks it occupies would cost the store its full
@@ -91,7 +107,8 @@ def listing(root_fd: int, max_entries: int) -> list[dict[str, Any]]:
                 if problem:
                     raise Refused(f"{rel}: {problem}")
                 found.append({"path": rel, "kind": "file", "size": st.st_size,
-                              "mode": stat.S_IMODE(st.st_mode)})
+                              "mode": stat.S_IMODE(st.st_mode),
+                              "id": [st.st_ino, st.st_ctime_ns]})
             # Sockets, FIFOs and devices hold no data worth keeping: skipped.
             if len(found) > max_entries:
                 raise Refused(f"more than {max_entries} entries")
@@ -131,7 +148,14 @@ class _Dirs:
         self.path, self.fd = None, -1
 
 
-def send_file(out: BinaryIO, dirs: _Dirs, rel: str) -> None:
+def settled(st: os.stat_result, now_ns: int) -> bool:
+    """Whether any change to the file from now on gives it a new ctime."""
+    margin = SETTLE_S_NS if st.st_ctime_ns % 1_000_000_000 == 0 else SETTLE_NS
+    return st.st_ctime_ns < now_ns - margin
+
+
+def send_file(out: BinaryIO, dirs: _Dirs, entry: dict[str, Any]) -> None:
+    rel = entry["path"]
     parent, _, name = rel.rpartition("/")
     try:
         fd = os.open(name, _FILE_FLAGS, dir_fd=dirs.open(parent))
@@ -144,11 +168,15 @@ def send_file(out: BinaryIO, dirs: _Dirs, rel: str) -> None:
         problem = file_problem(st, os.geteuid())
         if problem:
             return _error(out, f"{rel}: {problem}")
+        same = (settled(st, time.time_ns())
+                and [st.st_ino, st.st_ctime_ns] == entry["id"] and st.st_size == entry["size"])
         os.set_blocking(fd, True)
+        sent = 0
         while chunk := src.read(FRAME):
             out.write(struct.pack(">I", len(chunk)))
             out.write(chunk)
-    out.write(struct.pack(">I", 0))
+            sent += len(chunk)
+    out.write(struct.pack(">I", 0 if same and sent == st.st_size else UNSETTLED))
     return None
 
 
@@ -185,9 +213,23 @@ def _error(out: BinaryIO, message: str) -> None:
     out.write(struct.pack(">II", ERROR, len(data)) + data)
 
 
+def _wanted(count: int) -> bytes | None:
+    """The daemon's bitmap of the files to send, from stdin (None if it stopped short)."""
+    want = (count + 7) // 8
+    got = bytearray()
+    while len(got) < want:
+        chunk = os.read(0, want - len(got))
+        if not chunk:
+            return None
+        got += chunk
+    return bytes(got)
+
+
 def main(argv: list[str], out: BinaryIO | None = None) -> int:
-    """List `argv[0]` (at most `argv[1]` entries) and send it to `out` (stdout)."""
+    """List `argv[0]` (at most `argv[1]` entries) and send it to `out` (stdout); with
+    `argv[2] == "ask"`, only the files the daemon asks for on stdin."""
     path, max_entries = argv[0], int(argv[1])
+    ask = argv[2:3] == ["ask"]
     out = sys.stdout.buffer if out is None else out
     try:
         root_fd = os.open(path, _DIR_FLAGS)
@@ -199,12 +241,16 @@ def main(argv: list[str], out: BinaryIO | None = None) -> int:
         out.write(_json({"error": f"output/ cannot be read: {exc.strerror}"}).encode()
                   + b"\n")
         return 1
+    files = [entry for entry in found if entry["kind"] == "file"]
     out.write(_json({"entries": found}).encode() + b"\n")
     out.flush()
+    wanted = _wanted(len(files)) if ask else None
+    if ask and wanted is None:
+        return 1
     dirs = _Dirs(root_fd)
-    for entry in found:
-        if entry["kind"] == "file":
-            send_file(out, dirs, entry["path"])
+    for index, entry in enumerate(files):
+        if wanted is None or wanted[index >> 3] >> (index & 7) & 1:
+            send_file(out, dirs, entry)
     dirs.close()
     out.flush()
     return 0

@@ -21,15 +21,15 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from nai_server.core.trees import Limits, TreeError, parse_manifest
+from nai_server.core.trees import Limits, TreeError, parse_manifest, with_contents
 from nai_server.host import output_walk
 from nai_server.host.output_helpers import Forked, ForkServer, as_owner
-from nai_server.host.output_walk import ERROR, FRAME
-from nai_server.store.blobs import CHUNK, BlobStore
+from nai_server.host.output_walk import ERROR, FRAME, UNSETTLED
+from nai_server.store.blobs import CHUNK, BlobStore, MissingBlobs
 from nai_server.store.pack import BlobSink
 
 log = logging.getLogger("nai.outputs")
@@ -52,11 +52,22 @@ class RunAs:
     groups: tuple[int, ...] = ()
 
 
+@dataclass
+class Seen:
+    """What one job's passes over its output/ stored, by path: (inode, ctime in ns,
+    size, sha256) of each file sent as settled (output_walk), whose bytes are durable
+    in the store. The next pass asks only for the files listed otherwise."""
+
+    files: dict[str, tuple[int, int, int, str]] = field(default_factory=dict)
+    listing_seconds: float = 0.0  # the last pass's, until it knew what to read
+
+
 class _Frames:
-    """A file-like view of one file's frames, read into the store by _Batch.add."""
+    """A file-like view of one file's frames, read into the store by _Batch.add;
+    `settled` once they end with the file's listed identity standing for them."""
 
     def __init__(self, stream: DeadlineStream, rel: str) -> None:
-        self.stream, self.rel, self.done = stream, rel, False
+        self.stream, self.rel, self.done, self.settled = stream, rel, False, False
 
     def read(self, _size: int = -1) -> bytes:
         if self.done:
@@ -66,11 +77,11 @@ class _Frames:
             size = _unpack(self.stream.read(4), self.rel)
             message = self.stream.read(min(size, 4096)).decode("utf-8", "replace")
             raise TreeError([(self.rel, _one_line(message.removeprefix(f"{self.rel}: ")))])
+        if length == 0 or length == UNSETTLED:
+            self.done, self.settled = True, length == 0
+            return b""
         if length > FRAME:
             raise TreeError([(self.rel, "the output reader sent a malformed frame")])
-        if length == 0:
-            self.done = True
-            return b""
         data = self.stream.read(length)
         if len(data) != length:
             raise TreeError([(self.rel, "the output reader stopped mid-file")])
@@ -92,37 +103,47 @@ def _unpack(raw: bytes, rel: str) -> int:
 
 def collect(blobs: BlobStore, output_dir: Path, limits: Limits, run_as: RunAs,
             timeout: float, running: set[Helper] | None = None,
-            forks: ForkServer | None = None) -> str:
+            forks: ForkServer | None = None, seen: Seen | None = None) -> str:
     """Store the tree under `output_dir`, read as `run_as`; return its id. Raises
     TreeError naming the path (and the rule) when the outputs are refused. The helper
     is in `running` while it runs, for whoever must stop it early. With `forks`, the
-    reader is forked by that server (no Python to start) when it answers."""
-    tree = _read(blobs, output_dir, limits, run_as, timeout, running, forks, ahead=False)
+    reader is forked by that server (no Python to start) when it answers. With `seen`,
+    what the job's passes stored ahead is not read again, and `seen` is brought up to
+    date."""
+    try:
+        tree = _read(blobs, output_dir, limits, run_as, timeout, running, forks, seen,
+                     ahead=False)
+    except MissingBlobs:  # one stored ahead is gone (moved aside by a repair): all again
+        if seen is None:
+            raise
+        seen.files = {}
+        tree = _read(blobs, output_dir, limits, run_as, timeout, running, forks, None,
+                     ahead=False)
     assert tree is not None
     return tree
 
 
 def store_ahead(blobs: BlobStore, output_dir: Path, limits: Limits, run_as: RunAs,
                 timeout: float, running: set[Helper] | None = None,
-                forks: ForkServer | None = None) -> None:
+                forks: ForkServer | None = None, seen: Seen | None = None) -> None:
     """`collect` while the job still runs: its small files are stored, no tree is
-    recorded, and the collection at its end finds them in the store (and reads again
-    whatever changed since). Raises as `collect` does."""
-    _read(blobs, output_dir, limits, run_as, timeout, running, forks, ahead=True)
+    recorded, and the collection at its end finds them in the store (and, with the same
+    `seen`, reads only what changed since). Raises as `collect` does."""
+    _read(blobs, output_dir, limits, run_as, timeout, running, forks, seen, ahead=True)
 
 
 def _read(blobs: BlobStore, output_dir: Path, limits: Limits, run_as: RunAs,
-          timeout: float, running: set[Helper] | None, forks: ForkServer | None, *,
-          ahead: bool) -> str | None:
+          timeout: float, running: set[Helper] | None, forks: ForkServer | None,
+          seen: Seen | None, *, ahead: bool) -> str | None:
     proc: Helper | None = None
     if forks is not None:
         try:
             proc = forks.spawn(run_as.uid, run_as.gid, run_as.groups, output_dir,
-                               limits.max_entries)
+                               limits.max_entries, ask=seen is not None)
         except OSError as exc:
             log.warning("output fork server: %s; starting a helper instead", exc)
     if proc is None:
-        proc = _start(output_dir, limits, run_as)
+        proc = _start(output_dir, limits, run_as, ask=seen is not None)
     running = set() if running is None else running
     running.add(proc)
     late = threading.Event()
@@ -140,7 +161,7 @@ def _read(blobs: BlobStore, output_dir: Path, limits: Limits, run_as: RunAs,
         # group, but a process the owner made it start in a session of its own could
         # hold the pipe open, and a plain read would then never return.
         stream = DeadlineStream(proc.stdout.fileno(), time.monotonic() + timeout + 1.0)
-        return _receive(blobs, stream, limits, ahead)
+        return _receive(blobs, stream, limits, ahead, seen, proc.stdin)
     except TreeError:
         if late.is_set():
             raise TreeError([("", f"collecting the outputs took longer than {timeout:g} s; "
@@ -151,10 +172,9 @@ def _read(blobs: BlobStore, output_dir: Path, limits: Limits, run_as: RunAs,
         kill(proc)
         proc.wait()  # (a forked reader's pidfd is closed here)
         running.discard(proc)
-        if proc.stdout:
-            proc.stdout.close()
-        if proc.stderr:
-            proc.stderr.close()
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe:
+                pipe.close()
 
 
 class DeadlineStream:
@@ -198,14 +218,16 @@ class DeadlineStream:
             self._fill(len(self.buffer) + 1)
 
 
-def _start(output_dir: Path, limits: Limits, run_as: RunAs) -> subprocess.Popen[bytes]:
+def _start(output_dir: Path, limits: Limits, run_as: RunAs,
+           ask: bool = False) -> subprocess.Popen[bytes]:
     # The helper needs the standard library only: isolated (-I) and without site (-S),
     # it starts in a fraction of the time, and nothing of the user's environment or
     # home directory is imported into it.
     argv = [sys.executable, "-I", "-S", output_walk.__file__, str(output_dir),
-            str(limits.max_entries)]
+            str(limits.max_entries), *(["ask"] if ask else [])]
     env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
-    return subprocess.Popen(owner_argv(argv, run_as), stdin=subprocess.DEVNULL,
+    return subprocess.Popen(owner_argv(argv, run_as),
+                            stdin=subprocess.PIPE if ask else subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/", env=env,
                             close_fds=True, start_new_session=True)
 
@@ -230,7 +252,9 @@ def kill(proc: Helper) -> None:
 
 
 def _receive(blobs: BlobStore, stream: DeadlineStream, limits: Limits,
-             ahead: bool = False) -> str | None:
+             ahead: bool = False, seen: Seen | None = None,
+             questions: IO[bytes] | None = None) -> str | None:
+    begun = time.monotonic()
     line = stream.readline(_MAX_LISTING)
     if not line.endswith(b"\n"):
         raise TreeError([("", "the output listing is too large or was cut off")])
@@ -246,27 +270,91 @@ def _receive(blobs: BlobStore, stream: DeadlineStream, limits: Limits,
     for entry in listed:
         if isinstance(entry, dict) and entry.get("kind") == "file":
             entry["sha256"] = _PLACEHOLDER
-    parse_manifest(listed, limits)
+    manifest = parse_manifest(listed, limits)
+    files = [entry for entry in listed if entry["kind"] == "file"]
+    known = _known(files, seen)
+    if questions is not None:
+        _ask(questions, known, stream.deadline)
+    if seen is not None:
+        seen.listing_seconds = time.monotonic() - begun
+    stored: dict[str, tuple[int, int, int, str]] = {}
+    contents: list[tuple[str, int]] = []
     batch = _Batch(blobs, ahead)
     try:
         total = 0
-        for entry in listed:
-            if entry["kind"] != "file":
-                continue
+        for entry, already in zip(files, known, strict=True):
             rel = entry["path"]
-            digest, size = batch.add(_Frames(stream, rel), limits.max_file_size, rel)
+            if already is not None:  # its bytes are stored, and it has not changed since
+                digest, size = already[3], already[2]
+                stored[rel] = already
+            else:
+                frames = _Frames(stream, rel)
+                digest, size = batch.add(frames, limits.max_file_size, rel)
+                ident = _ident(entry)
+                if (frames.settled and ident and digest != _PLACEHOLDER
+                        and size == entry["size"]):
+                    stored[rel] = (*ident, size, digest)
             total += size
             if total > limits.max_total_size:
                 raise TreeError([("", f"outputs grew past the limit of "
                                       f"{limits.max_total_size} bytes while being stored")])
-            entry["sha256"], entry["size"] = digest, size
+            contents.append((digest, size))
         batch.finish()
     finally:
         batch.drop()
+    if seen is not None:
+        seen.files = stored  # all durable now
     if ahead:
         return None
     # Recorded only now: every blob it names is durable under its digest.
-    return blobs.put_tree(parse_manifest(listed, limits))
+    return blobs.put_tree(with_contents(manifest, contents))
+
+
+def _known(files: list[dict[str, Any]], seen: Seen | None,
+           ) -> list[tuple[int, int, int, str] | None]:
+    """For each listed file, what `seen` holds of it if it is listed with the same
+    identity (inode, ctime, size), else None: its bytes must be read."""
+    if seen is None:
+        return [None] * len(files)
+    found = []
+    for entry in files:
+        was = seen.files.get(entry["path"])
+        same = was is not None and _ident(entry) == was[:2] and entry["size"] == was[2]
+        found.append(was if same else None)
+    return found
+
+
+def _ident(entry: dict[str, Any]) -> tuple[int, int] | None:
+    """A listed file's (inode, ctime in ns), if the reader listed it well-formed."""
+    ident = entry.get("id")
+    if type(ident) is list and len(ident) == 2 and all(type(n) is int for n in ident):
+        return ident[0], ident[1]
+    return None
+
+
+def _ask(questions: IO[bytes], known: list[Any], deadline: float) -> None:
+    """Tell the reader which files to send (output_walk's bitmap), by `deadline`: it
+    runs as its owner, who may stop it, so nothing here waits on it unbounded."""
+    bits = bytearray((len(known) + 7) // 8)
+    for index, already in enumerate(known):
+        if already is None:
+            bits[index >> 3] |= 1 << (index & 7)
+    fd = questions.fileno()
+    os.set_blocking(fd, False)
+    ready = select.poll()
+    ready.register(fd, select.POLLOUT)
+    view = memoryview(bits)
+    while view:
+        left = deadline - time.monotonic()
+        if left <= 0 or not ready.poll(left * 1000):
+            raise TreeError([("", "the output reader stopped taking questions")])
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            continue
+        except OSError:
+            raise TreeError([("", "the output reader stopped taking questions")]) from None
+    questions.close()
 
 
 class _Batch:
@@ -293,7 +381,8 @@ class _Batch:
             head += chunk
             if len(head) > limit:
                 raise TreeError([(name, f"file grew past the limit of {limit} bytes")])
-        if src.done:
+        small = src.done
+        if small:
             digest = hashlib.sha256(head).hexdigest()
             if os.path.isfile(self.blobs.blob_path_trusted(digest)):
                 return self._found(digest, len(head))
@@ -317,7 +406,7 @@ class _Batch:
             raise
         digest = sink.hasher.hexdigest()
         final = self.blobs.blob_path_trusted(digest)
-        if os.path.isfile(final):
+        if not small and os.path.isfile(final):  # (a small one was looked for above)
             sink.discard()
             return self._found(digest, sink.size)
         self.pending.append((sink, final))

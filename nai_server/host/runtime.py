@@ -14,7 +14,6 @@ import os
 import shutil
 import signal
 from collections.abc import Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from nai_server.host.collection import Ended, OutputCollection, run_as
 from nai_server.host.endings import JobEndings
 from nai_server.host.gpu_watch import Foreign, GpuWatch
 from nai_server.host.gpus import GpuInventory, GpuSnapshot
+from nai_server.host.lanes import Lanes
 from nai_server.host.launchers.local import (
     Handle,
     Launcher,
@@ -80,7 +80,7 @@ class JobRuntime:
         self, config: ServerConfig, store: TinyDbStore, blobs: BlobStore, gpus: GpuInventory,
         launcher: Launcher, lock: CommitLock, clock: Callable[[], float],
         drained: Callable[[], bool], registry: Registry,
-        caller_for: Callable[[str], Caller], collector: Executor | None = None,
+        caller_for: Callable[[str], Caller], collector: Lanes | None = None,
         notify: Callable[[], None] = lambda: None,
     ) -> None:
         self.config = config

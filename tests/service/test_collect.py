@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -17,31 +17,32 @@ from starlette.testclient import TestClient
 from nai_server.api import create_app
 from nai_server.app import job_metrics
 from nai_server.app.use_cases import UseCases
+from nai_server.host.lanes import Lanes
 from nai_server.testing import AsPeer, make_service, tick_until, wait_for
 
 
-class GatedExecutor(ThreadPoolExecutor):
+class GatedExecutor(Lanes):
     """Collections start at once but finish only when the gate opens."""
 
     def __init__(self) -> None:
-        super().__init__(2)
+        super().__init__(2, "gated")
         self.gate = threading.Event()
         self.started = threading.Event()
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+    def submit(self, key: str, fn: Callable[..., Any], *args: Any) -> Future[Any]:
         def gated() -> Any:
             self.started.set()
             self.gate.wait(30)
-            return fn(*args, **kwargs)
+            return fn(*args)
 
-        return super().submit(gated)
+        return super().submit(key, gated)
 
 
 @pytest.fixture
 def gated(tmp_path: Path) -> Iterator[tuple[UseCases, TestClient, GatedExecutor]]:
     service = make_service(tmp_path / "state", gpus=1)
     executor = GatedExecutor()
-    service.runtime.collections.executor = executor
+    service.runtime.collections.lanes = executor
     with TestClient(AsPeer(create_app(service)), base_url="http://nai") as api:
         yield service, api, executor
     executor.gate.set()

@@ -154,7 +154,7 @@ def test_a_burst_of_jobs_is_submitted_several_at_once(service: UseCases) -> None
     assert [_job(service, i)[0] for i in ids] == [JobState.QUEUED] * 4
     assert sorted(service.runtime.state.waiting[i] for i in ids) == ["Priority"] * 4
     # And their ends: outputs are collected more than two at a time (a helper each).
-    assert service.runtime.collections.executor._max_workers > 2  # type: ignore[attr-defined]
+    assert service.runtime.collections.lanes.per_key > 2
 
 
 def test_a_server_without_slurm_refuses_several_nodes(tmp_path: Path) -> None:

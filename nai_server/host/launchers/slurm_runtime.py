@@ -26,6 +26,7 @@ from nai_server.core.job import Job, Stop
 from nai_server.core.states import JobState, transition
 from nai_server.host import jobdir, unix
 from nai_server.host.collection import Ended
+from nai_server.host.lanes import Lanes
 from nai_server.host.launchers import slurm_gpus, slurm_record, slurm_text
 from nai_server.host.launchers.local import Handle
 from nai_server.host.launchers.slurm import SlurmClient, SlurmError, daemon_key
@@ -50,8 +51,7 @@ class SlurmRuntime(JobRuntime):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # A cluster ends many more jobs a second than one server: more of their outputs
         # are collected at once (each by a helper process as the job's owner).
-        kwargs.setdefault("collector", ThreadPoolExecutor(
-            COLLECT_WORKERS, thread_name_prefix="nai-collect"))
+        kwargs.setdefault("collector", Lanes(COLLECT_WORKERS, "nai-collect"))
         super().__init__(*args, **kwargs)
         self.slurm = SlurmClient(self.config.slurm)
         self.key = daemon_key(self.config.state)
