@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,10 +93,10 @@ class OutputCollection:
         # Forks the readers (no Python started per job); as the daemon only when personal.
         self.forks = ForkServer(as_daemon=personal)
         self.before = before  # what else is read of an ended job first (its metrics)
-        # Passes over running jobs' outputs (store_ahead): one thread of their own, so a
-        # job's end never waits behind them; by job id, the last pass, whose result is
-        # when the next may start.
-        self._ahead_pool = ThreadPoolExecutor(1, thread_name_prefix="nai-ahead")
+        # Passes over running jobs' outputs (store_ahead): threads of their own, so a
+        # job's end never waits behind them, one per user (whose readers they are); by
+        # job id, the last pass, whose result is when the next may start.
+        self._ahead_lanes = Lanes(1, "nai-ahead")
         self._ahead: dict[int, Future[float]] = {}
         # What each job's passes stored: the next pass, and the collection at its end,
         # read only the files that changed since (outputs.Seen).
@@ -108,6 +108,8 @@ class OutputCollection:
     def start(self, job: Job, ended: Ended) -> None:
         # A pass under way is stored by the time the collection lists the files.
         last = self._ahead.pop(job.id, None)
+        if last is not None and last.cancel():  # not begun: the collection does it all
+            last = None
         seen = self._seen.pop(job.id, None)
         self._under_way[job.id] = (ended, self.lanes.submit(job.user, self._collect, job,
                                                             seen, last))
@@ -130,7 +132,8 @@ class OutputCollection:
             if last is not None and (not last.done() or now < last.result()):
                 continue
             seen = self._seen.setdefault(job.id, outputs.Seen())
-            self._ahead[job.id] = self._ahead_pool.submit(self._store_ahead, job, seen)
+            self._ahead[job.id] = self._ahead_lanes.submit(job.user, self._store_ahead,
+                                                            job, seen)
 
     def _store_ahead(self, job: Job, seen: outputs.Seen) -> float:
         """One pass; when the next may start."""
@@ -165,7 +168,7 @@ class OutputCollection:
         start)."""
         for helper in list(self._helpers):
             outputs.kill(helper)
-        self._ahead_pool.shutdown(wait=True, cancel_futures=True)
+        self._ahead_lanes.shutdown(wait=True, cancel_futures=True)
         self.lanes.shutdown(wait=True, cancel_futures=True)
         self.forks.close()
 
