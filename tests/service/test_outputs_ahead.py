@@ -108,8 +108,9 @@ def test_other_jobs_outputs_are_collected_only_at_their_end(
     job_id = job.json()["id"]
     draft = service.runtime.job_dir(job_id) / "output" / "d.txt"
     tick_until(service, draft.exists, timeout=60, what="the draft")
-    service.tick()  # where a pass would start; then, past any pass under way:
-    service.runtime.collections._ahead_pool.submit(lambda: None).result(timeout=60)
+    service.tick()  # where a pass would start
+    user = api.get(f"/v1/jobs/{job_id}").json()["user"]  # past its lane's pass:
+    service.runtime.collections._ahead_lanes.submit(user, lambda: None).result(timeout=60)
     assert not service.blobs.has(sha(b"a-draft\n"))
     gate.touch()
     tick_until(service, lambda: api.get(f"/v1/jobs/{job_id}").json()["state"]
