@@ -21,7 +21,7 @@ from pathlib import Path
 from nai_server.core.job import Job
 from nai_server.core.processing import PROCESS
 from nai_server.core.trees import Limits, TreeError
-from nai_server.host import outputs, unix
+from nai_server.host import output_seen, outputs, unix
 from nai_server.host.lanes import Lanes
 from nai_server.host.output_helpers import ForkServer
 from nai_server.store.blobs import BlobStore
@@ -99,8 +99,8 @@ class OutputCollection:
         self._ahead_lanes = Lanes(1, "nai-ahead")
         self._ahead: dict[int, Future[float]] = {}
         # What each job's passes stored: the next pass, and the collection at its end,
-        # read only the files that changed since (outputs.Seen).
-        self._seen: dict[int, outputs.Seen] = {}
+        # read only the files that changed since (output_seen.Seen).
+        self._seen: dict[int, output_seen.Seen] = {}
 
     def __contains__(self, job_id: object) -> bool:
         return job_id in self._under_way
@@ -131,11 +131,11 @@ class OutputCollection:
             last = self._ahead.get(job.id)
             if last is not None and (not last.done() or now < last.result()):
                 continue
-            seen = self._seen.setdefault(job.id, outputs.Seen())
+            seen = self._seen.setdefault(job.id, output_seen.Seen())
             self._ahead[job.id] = self._ahead_lanes.submit(job.user, self._store_ahead,
                                                             job, seen)
 
-    def _store_ahead(self, job: Job, seen: outputs.Seen) -> float:
+    def _store_ahead(self, job: Job, seen: output_seen.Seen) -> float:
         """One pass; when the next may start."""
         output = self.job_dir(job.id) / "output"
         try:
@@ -172,7 +172,7 @@ class OutputCollection:
         self.lanes.shutdown(wait=True, cancel_futures=True)
         self.forks.close()
 
-    def _collect(self, job: Job, seen: outputs.Seen | None = None,
+    def _collect(self, job: Job, seen: output_seen.Seen | None = None,
                  last: Future[float] | None = None) -> tuple[str | None, str | None]:
         """The job's output tree, read by a helper running as its owner: (tree id, None),
         (None, why not), or (None, None) when it left no output/. `seen`: what passes

@@ -21,13 +21,14 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from nai_server.core.trees import Limits, TreeError, parse_manifest, with_contents
-from nai_server.host import output_walk
+from nai_server.host import output_seen, output_walk
 from nai_server.host.output_helpers import Forked, ForkServer, as_owner
+from nai_server.host.output_seen import Seen
 from nai_server.host.output_walk import ERROR, FRAME, UNSETTLED
 from nai_server.store.blobs import CHUNK, BlobStore, MissingBlobs
 from nai_server.store.pack import BlobSink
@@ -50,16 +51,6 @@ class RunAs:
     uid: int | None = None
     gid: int | None = None
     groups: tuple[int, ...] = ()
-
-
-@dataclass
-class Seen:
-    """What one job's passes over its output/ stored, by path: (inode, ctime in ns,
-    size, sha256) of each file sent as settled (output_walk), whose bytes are durable
-    in the store. The next pass asks only for the files listed otherwise."""
-
-    files: dict[str, tuple[int, int, int, str]] = field(default_factory=dict)
-    listing_seconds: float = 0.0  # the last pass's, until it knew what to read
 
 
 class _Frames:
@@ -267,17 +258,21 @@ def _receive(blobs: BlobStore, stream: DeadlineStream, limits: Limits,
         raise TreeError([("", _one_line(str(said)))])
     listed: list[dict[str, Any]] = head["entries"]
     # Refuse a bad tree (paths, links leaving it, sizes, counts) before any data moves.
-    for entry in listed:
-        if isinstance(entry, dict) and entry.get("kind") == "file":
-            entry["sha256"] = _PLACEHOLDER
-    manifest = parse_manifest(listed, limits)
+    manifest = None
+    if ahead:
+        output_seen.check_ahead(listed, limits)
+    else:
+        for entry in listed:
+            if isinstance(entry, dict) and entry.get("kind") == "file":
+                entry["sha256"] = _PLACEHOLDER
+        manifest = parse_manifest(listed, limits)
     files = [entry for entry in listed if entry["kind"] == "file"]
-    known = _known(files, seen)
+    known = output_seen.known(files, seen)
     if questions is not None:
-        _ask(questions, known, stream.deadline)
+        output_seen.ask(questions, known, stream.deadline)
     if seen is not None:
         seen.listing_seconds = time.monotonic() - begun
-    stored: dict[str, tuple[int, int, int, str]] = {}
+    stored: dict[str, output_seen.Known] = {}
     contents: list[tuple[str, int]] = []
     batch = _Batch(blobs, ahead)
     try:
@@ -290,7 +285,7 @@ def _receive(blobs: BlobStore, stream: DeadlineStream, limits: Limits,
             else:
                 frames = _Frames(stream, rel)
                 digest, size = batch.add(frames, limits.max_file_size, rel)
-                ident = _ident(entry)
+                ident = output_seen.ident(entry)
                 if (frames.settled and ident and digest != _PLACEHOLDER
                         and size == entry["size"]):
                     stored[rel] = (*ident, size, digest)
@@ -304,57 +299,10 @@ def _receive(blobs: BlobStore, stream: DeadlineStream, limits: Limits,
         batch.drop()
     if seen is not None:
         seen.files = stored  # all durable now
-    if ahead:
+    if manifest is None:
         return None
     # Recorded only now: every blob it names is durable under its digest.
     return blobs.put_tree(with_contents(manifest, contents))
-
-
-def _known(files: list[dict[str, Any]], seen: Seen | None,
-           ) -> list[tuple[int, int, int, str] | None]:
-    """For each listed file, what `seen` holds of it if it is listed with the same
-    identity (inode, ctime, size), else None: its bytes must be read."""
-    if seen is None:
-        return [None] * len(files)
-    found = []
-    for entry in files:
-        was = seen.files.get(entry["path"])
-        same = was is not None and _ident(entry) == was[:2] and entry["size"] == was[2]
-        found.append(was if same else None)
-    return found
-
-
-def _ident(entry: dict[str, Any]) -> tuple[int, int] | None:
-    """A listed file's (inode, ctime in ns), if the reader listed it well-formed."""
-    ident = entry.get("id")
-    if type(ident) is list and len(ident) == 2 and all(type(n) is int for n in ident):
-        return ident[0], ident[1]
-    return None
-
-
-def _ask(questions: IO[bytes], known: list[Any], deadline: float) -> None:
-    """Tell the reader which files to send (output_walk's bitmap), by `deadline`: it
-    runs as its owner, who may stop it, so nothing here waits on it unbounded."""
-    bits = bytearray((len(known) + 7) // 8)
-    for index, already in enumerate(known):
-        if already is None:
-            bits[index >> 3] |= 1 << (index & 7)
-    fd = questions.fileno()
-    os.set_blocking(fd, False)
-    ready = select.poll()
-    ready.register(fd, select.POLLOUT)
-    view = memoryview(bits)
-    while view:
-        left = deadline - time.monotonic()
-        if left <= 0 or not ready.poll(left * 1000):
-            raise TreeError([("", "the output reader stopped taking questions")])
-        try:
-            view = view[os.write(fd, view):]
-        except BlockingIOError:
-            continue
-        except OSError:
-            raise TreeError([("", "the output reader stopped taking questions")]) from None
-    questions.close()
 
 
 class _Batch:

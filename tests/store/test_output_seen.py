@@ -1,10 +1,11 @@
-"""Passes over a job's output/ read only what changed since the last (outputs.Seen): a
+"""Passes over a job's output/ read only what changed since the last (output_seen.Seen): a
 file is left out only when it is listed with the inode, ctime and size of bytes an
 earlier pass stored once its ctime had settled, so any write since, even one that keeps
 its size and puts its mtime back, has it read again."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -12,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from nai_server.core.trees import Limits
-from nai_server.host import output_walk, outputs
+from nai_server.core.trees import Limits, TreeError
+from nai_server.host import output_seen, output_walk, outputs
 from nai_server.host.output_helpers import ForkServer
 from nai_server.store.blobs import BlobStore
 from nai_server.testing import wait_for
@@ -52,7 +53,7 @@ def settle(*paths: Path) -> None:
 
 
 def tree_of(blobs: BlobStore, output: Path, forks: ForkServer | None,
-            seen: outputs.Seen | None = None) -> str:
+            seen: output_seen.Seen | None = None) -> str:
     return outputs.collect(blobs, output, LIMITS, outputs.RunAs(), 30, None, forks, seen)
 
 
@@ -72,7 +73,7 @@ def test_a_second_pass_reads_nothing_unchanged(tmp_path: Path, forks: ForkServer
     files = make(output, 30)
     (output / "link").symlink_to("d0/f0.txt")
     settle(*files)
-    seen = outputs.Seen()
+    seen = output_seen.Seen()
     outputs.store_ahead(blobs, output, LIMITS, outputs.RunAs(), 30, None, forks, seen)
     assert len(reads) == 30 and len(seen.files) == 30
     reads.clear()
@@ -85,7 +86,7 @@ def test_a_file_rewritten_with_its_size_and_mtime_kept_is_read_again(
     blobs, output = BlobStore(tmp_path / "blobs"), tmp_path / "output"
     files = make(output, 5)
     settle(*files)
-    seen = outputs.Seen()
+    seen = output_seen.Seen()
     outputs.store_ahead(blobs, output, LIMITS, outputs.RunAs(), 30, None, forks, seen)
     reads.clear()
     was = files[1].stat()
@@ -108,7 +109,7 @@ def test_a_file_still_settling_is_not_remembered(tmp_path: Path, forks: ForkServ
     settled, fresh = make(output, 2)
     settle(settled)
     fresh.write_bytes(b"fresh")  # its ctime: now
-    seen = outputs.Seen()
+    seen = output_seen.Seen()
     outputs.store_ahead(blobs, output, LIMITS, outputs.RunAs(), 30, None, forks, seen)
     # (a reader slower than the margin would find it settled: then it is remembered)
     if time.time_ns() - fresh.stat().st_ctime_ns < output_walk.SETTLE_NS:
@@ -134,7 +135,7 @@ def test_a_blob_gone_from_the_store_is_read_again(tmp_path: Path, forks: ForkSer
     blobs, output = BlobStore(tmp_path / "blobs"), tmp_path / "output"
     files = make(output, 3)
     settle(*files)
-    seen = outputs.Seen()
+    seen = output_seen.Seen()
     outputs.store_ahead(blobs, output, LIMITS, outputs.RunAs(), 30, None, forks, seen)
     digest = seen.files["d1/f1.txt"][3]
     os.unlink(blobs.blob_path(digest))  # as `nai-admin verify --repair` moves one aside
@@ -142,3 +143,32 @@ def test_a_blob_gone_from_the_store_is_read_again(tmp_path: Path, forks: ForkSer
     tree = tree_of(blobs, output, forks, seen)
     assert "d1/f1.txt" in reads and blobs.has(digest)
     assert tree == tree_of(blobs, output, forks)
+
+
+def test_a_pass_checks_counts_sizes_and_shape_before_it_stores_a_byte() -> None:
+    limits = Limits(100, 3, 150)
+    good = [{"path": "a", "kind": "file", "size": 100, "id": [1, 2]},
+            {"path": "l", "kind": "symlink", "target": "a"}]
+    output_seen.check_ahead(good, limits)
+    with pytest.raises(TreeError, match="limit is 150"):
+        output_seen.check_ahead([*good, {"path": "b", "kind": "file", "size": 51}], limits)
+    with pytest.raises(TreeError, match="limit is 3"):
+        output_seen.check_ahead([*good, *good], limits)
+    for bad in ({"path": 1, "kind": "file", "size": 1}, {"path": "x", "kind": "dir"},
+                {"path": "x", "kind": "file", "size": -1}, ["x"],
+                {"path": "x", "kind": "file", "size": True}):
+        with pytest.raises(TreeError, match="malformed"):
+            output_seen.check_ahead([bad], limits)
+
+
+def test_the_listing_is_written_as_json_writes_it(tmp_path: Path) -> None:
+    make(tmp_path, 4)
+    (tmp_path / "l\u00e9\udcff").symlink_to('a"b\\c')
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        found = output_walk.listing(fd, 100)
+    finally:
+        os.close(fd)
+    written = output_walk._listing_json(found)
+    assert written == output_walk._json({"entries": found})
+    assert json.loads(written) == {"entries": found}
