@@ -314,7 +314,6 @@ class LocalLauncher:
         self._strays = [t for t in self._strays if t.poll() is None]
 
     @staticmethod
-    @staticmethod
     def _alive(handle: Handle) -> bool:
         ticks = proc_start_ticks(handle.pid)
         return ticks is not None and (handle.start_ticks < 0 or ticks == handle.start_ticks)
