@@ -18,6 +18,8 @@ import json
 import os
 import shutil
 import tarfile
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -43,6 +45,7 @@ from nai_server.store.pack import PackError as PackError
 from nai_server.store.pack import PackReceiver as PackReceiver
 
 CHUNK = 1 << 20
+PARSED_ENTRIES = 100_000  # entries of the trees kept parsed (about 30 MB)
 BLOCK = tarfile.BLOCKSIZE
 
 
@@ -101,6 +104,10 @@ class BlobStore:
         for directory in (self._blobs, self._trees, self._tmp):
             directory.mkdir(exist_ok=True)
         self.claims = Claims(self.root)
+        # The last trees read, parsed (trees never change once recorded): a dataset's
+        # every job and pull parsed its tree again, 0.1 s at 10,000 files.
+        self._parsed: OrderedDict[str, Manifest] = OrderedDict()
+        self._parsed_lock = threading.Lock()
 
     # -- blobs ---------------------------------------------------------------------------
 
@@ -313,7 +320,19 @@ class BlobStore:
 
     def get_tree(self, tree_id: str) -> tuple[Entry, ...]:
         """The entries of a recorded tree, sorted by path; TreeNotFound if absent."""
-        return parse_manifest(json.loads(self._tree_bytes(tree_id)), UNLIMITED)
+        with self._parsed_lock:
+            parsed = self._parsed.get(tree_id)
+            if parsed is not None:
+                self._parsed.move_to_end(tree_id)
+                return parsed
+        parsed = parse_manifest(json.loads(self._tree_bytes(tree_id)), UNLIMITED)
+        if len(parsed) <= PARSED_ENTRIES:
+            with self._parsed_lock:
+                self._parsed[tree_id] = parsed
+                kept = sum(len(m) for m in self._parsed.values())
+                while kept > PARSED_ENTRIES:
+                    kept -= len(self._parsed.popitem(last=False)[1])
+        return parsed
 
     def iter_tar(self, tree_id: str, prefix: str = "",
                  paths: Sequence[str] | None = None) -> Iterator[bytes]:
