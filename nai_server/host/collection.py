@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -93,11 +94,11 @@ class OutputCollection:
         # Forks the readers (no Python started per job); as the daemon only when personal.
         self.forks = ForkServer(as_daemon=personal)
         self.before = before  # what else is read of an ended job first (its metrics)
-        # Passes over running jobs' outputs (store_ahead): threads of their own, so a
-        # job's end never waits behind them, one per user (whose readers they are); by
-        # job id, the last pass, whose result is when the next may start.
+        # Passes over running jobs' outputs (store_ahead): a thread for each job's, so
+        # that a job's end never waits behind another's, nor a user's behind one they
+        # stopped; by job id, its passes and what stops them.
         self._ahead_lanes = Lanes(1, "nai-ahead")
-        self._ahead: dict[int, Future[float]] = {}
+        self._ahead: dict[int, tuple[Future[None], threading.Event]] = {}
         # What each job's passes stored: the next pass, and the collection at its end,
         # read only the files that changed since (output_seen.Seen).
         self._seen: dict[int, output_seen.Seen] = {}
@@ -106,46 +107,51 @@ class OutputCollection:
         return job_id in self._under_way
 
     def start(self, job: Job, ended: Ended) -> None:
-        # A pass under way is stored by the time the collection lists the files.
-        last = self._ahead.pop(job.id, None)
-        if last is not None and last.cancel():  # not begun: the collection does it all
-            last = None
+        last = None
+        passes = self._ahead.pop(job.id, None)
+        if passes is not None:
+            future, stop = passes
+            stop.set()
+            if not future.cancel():  # its pass under way is stored before the listing
+                last = future
         seen = self._seen.pop(job.id, None)
         self._under_way[job.id] = (ended, self.lanes.submit(job.user, self._collect, job,
                                                             seen, last))
 
     def ahead(self, started: list[Job]) -> None:
-        """Store what the dataset processors among the `started` jobs have written so
-        far, a pass at a time each (see AHEAD_*): their collections at the end then find
-        those files in the store, and read only what changed. Only for jobs whose
-        outputs are written once: a training job's would be drafts stored for nothing."""
-        now = time.monotonic()
+        """Start storing what the dataset processors among the `started` jobs write, in
+        passes while each runs (see AHEAD_*), in a thread of its own per job: their
+        collections at the end then find those files in the store, and read only what
+        changed. Only for jobs whose outputs are written once: a training job's would
+        be drafts stored for nothing."""
         running = [job for job in started
                    if job.made_by == PROCESS and job.id not in self._under_way]
         live = {job.id for job in running}
         for job_id in [j for j in self._ahead if j not in live]:
-            self._ahead.pop(job_id)
+            self._ahead.pop(job_id)[1].set()
         for job_id in [j for j in self._seen if j not in live]:
             self._seen.pop(job_id)
         for job in running:
-            last = self._ahead.get(job.id)
-            if last is not None and (not last.done() or now < last.result()):
-                continue
-            seen = self._seen.setdefault(job.id, output_seen.Seen())
-            self._ahead[job.id] = self._ahead_lanes.submit(job.user, self._store_ahead,
-                                                            job, seen)
+            if job.id not in self._ahead:
+                seen = self._seen.setdefault(job.id, output_seen.Seen())
+                stop = threading.Event()
+                future = self._ahead_lanes.submit(f"{job.user}/{job.id}", self._passes,
+                                                  job, seen, stop)
+                self._ahead[job.id] = (future, stop)
 
-    def _store_ahead(self, job: Job, seen: output_seen.Seen) -> float:
-        """One pass; when the next may start."""
+    def _passes(self, job: Job, seen: output_seen.Seen, stop: threading.Event) -> None:
+        """Passes over the job's output/ until `stop` (its end): one, then a pause. At
+        their own pace, not the daemon's ticks, a second apart when it is idle."""
         output = self.job_dir(job.id) / "output"
-        try:
-            if os.path.lexists(output):
-                outputs.store_ahead(self.blobs, output, self.limits,
-                                    run_as(job.user, self.personal), self.timeout,
-                                    self._helpers, self.forks, seen)
-        except Exception as exc:  # the collection at its end decides; this only helps
-            log.debug("job %s: outputs not stored ahead: %s", job.id, exc)
-        return time.monotonic() + max(AHEAD_GAP, AHEAD_DUTY * seen.listing_seconds)
+        while not stop.is_set():
+            try:
+                if os.path.lexists(output):
+                    outputs.store_ahead(self.blobs, output, self.limits,
+                                        run_as(job.user, self.personal), self.timeout,
+                                        self._helpers, self.forks, seen)
+            except Exception as exc:  # the collection at its end decides; this only helps
+                log.debug("job %s: outputs not stored ahead: %s", job.id, exc)
+            stop.wait(max(AHEAD_GAP, AHEAD_DUTY * seen.listing_seconds))
 
     def done(self) -> Iterator[Collected]:
         """The collections that have finished (kept until `forget`)."""
@@ -166,6 +172,8 @@ class OutputCollection:
     def close(self) -> None:
         """Stop the collections under way (their jobs are collected again at the next
         start)."""
+        for _future, stop in self._ahead.values():
+            stop.set()
         for helper in list(self._helpers):
             outputs.kill(helper)
         self._ahead_lanes.shutdown(wait=True, cancel_futures=True)
