@@ -223,7 +223,9 @@ class Discards:
     def __call__(self, path: Path, why: str) -> None:
         aside = self.root / f"{path.name}-{time.time_ns()}"
         with self._lock:
-            self.root.mkdir(mode=0o700, exist_ok=True)
+            # Searchable, as jobs/ is: each helper reaches its owner's folder by its path.
+            self.root.mkdir(mode=0o711, exist_ok=True)
+            os.chmod(self.root, 0o711)
             os.rename(path, aside)
         log.info("%s moved to %s, to be removed: %s", path, aside, why)
         self._pool.submit(self._remove, aside)

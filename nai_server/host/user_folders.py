@@ -25,9 +25,21 @@ from pathlib import Path
 from nai_server.host.outputs import Helper, RunAs, kill, owner_argv
 
 # Run with -I -S (nothing of the user's environment imported); argv[1]: the folder.
+# Folders of the user's they made unwritable (or unreadable) are opened up first, as
+# the user: root's rmtree never needed to, and what the user could remove must go.
 _EMPTY = """\
 import os, shutil, sys
+def open_up(path):
+    try:
+        os.chmod(path, 0o700)
+        with os.scandir(path) as entries:
+            folders = [e.path for e in entries if e.is_dir(follow_symlinks=False)]
+    except (OSError, RecursionError):
+        return
+    for folder in folders:
+        open_up(folder)
 os.chdir(sys.argv[1])
+open_up(".")
 for name in os.listdir("."):
     try:
         if os.path.isdir(name) and not os.path.islink(name):

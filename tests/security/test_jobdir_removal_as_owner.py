@@ -121,9 +121,11 @@ def left_for_an_admin(daemon: Daemon) -> None:
              what="the removal to give up on alice's folder")
 
 
-def test_a_half_started_jobs_output_is_emptied_as_its_owner(
-        daemon_factory: Any, make_user: Any, tmp_path: Path, mounted: list[Path],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def killed_while_starting(daemon_factory: Any, tmp_path: Path,
+                          monkeypatch: pytest.MonkeyPatch, user: UnixUser
+                          ) -> tuple[Daemon, int, Path]:
+    """A daemon killed while it started `user`'s job (`echo ran`): the daemon (down),
+    the job, and the job's directory, which nothing runs in."""
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(DIE_AT_GO)
@@ -133,11 +135,8 @@ def test_a_half_started_jobs_output_is_emptied_as_its_owner(
     monkeypatch.setenv("NAI_TEST_DIE_AT_GO", str(marker))
     daemon: Daemon = daemon_factory(jobs={"collect_timeout_seconds": 5})
     daemon.start()
-    alice, bob = make_user(), make_user()
-    assert daemon.admin("user", "add", alice.name).returncode == 0
-    precious = bobs_folder(tmp_path / "shared", bob)
-
-    job = submit(daemon, alice, "echo ran")
+    assert daemon.admin("user", "add", user.name).returncode == 0
+    job = submit(daemon, user, "echo ran")
     assert daemon.proc is not None
     wait_for(lambda: daemon.proc.poll() is not None, timeout=60,  # type: ignore[union-attr]
              what="the daemon to die while starting the job")
@@ -145,6 +144,15 @@ def test_a_half_started_jobs_output_is_emptied_as_its_owner(
     job_dir = daemon.state / "jobs" / str(job)
     wait_for(lambda: b"unstarted" in (job_dir / STATUS_FILE).read_bytes(),
              what="the wrapper to see the daemon gone")
+    return daemon, job, job_dir
+
+
+def test_a_half_started_jobs_output_is_emptied_as_its_owner(
+        daemon_factory: Any, make_user: Any, tmp_path: Path, mounted: list[Path],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    alice, bob = make_user(), make_user()
+    precious = bobs_folder(tmp_path / "shared", bob)
+    daemon, job, job_dir = killed_while_starting(daemon_factory, tmp_path, monkeypatch, alice)
     # While the daemon is down, alice's output/ is hers to fill.
     mount_in(job_dir / "output", "sub", alice, precious, mounted, daemon.state)
 
@@ -158,6 +166,26 @@ def test_a_half_started_jobs_output_is_emptied_as_its_owner(
     untouched(precious, bob)
     (kept,) = (daemon.state / "jobs" / ".discarded").iterdir()
     assert (kept / "output" / "sub" / "keep.txt").exists()
+
+
+def test_what_its_owner_could_remove_goes_whole(
+        daemon_factory: Any, make_user: Any, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Folders alice made unwritable and unreadable in her output/ are hers to open
+    up: the half-started job's directory goes whole, nothing is left for an admin."""
+    alice = make_user()
+    daemon, job, job_dir = killed_while_starting(daemon_factory, tmp_path, monkeypatch, alice)
+    output = job_dir / "output"
+    as_user(alice, "mkdir", "-p", str(output / "a" / "b" / "c"))
+    as_user(alice, "touch", str(output / "a" / "b" / "c" / "file"))
+    as_user(alice, "chmod", "500", str(output / "a" / "b"))
+    as_user(alice, "chmod", "000", str(output / "a" / "b" / "c"))
+
+    daemon.start()
+    assert ended(daemon, alice, job)["state"] == "succeeded"
+    wait_for(lambda: not (daemon.state / "jobs" / ".discarded").exists(),
+             what="the half-started job's directory to go")
+    assert "could not be removed safely" not in daemon.log()
 
 
 AGAIN = ('if [ -e "$NAI_OUTPUT_DIR/once" ]; then echo again; '
