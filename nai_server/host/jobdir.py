@@ -216,6 +216,7 @@ class Discards:
         self.running: set[Helper] = set()  # the helpers emptying a folder now
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="nai-discard")
         self._lock = threading.Lock()  # jobs/.discarded/ made, or removed once empty
+        self._closed = False
         if self.root.is_dir():  # an earlier daemon's, not yet removed
             for name in sorted(os.listdir(self.root)):
                 self._pool.submit(self._remove, self.root / name)
@@ -238,11 +239,14 @@ class Discards:
                 return
         except OSError as exc:
             log.warning("%s: %s", path, exc)
+        if self._closed:  # its helper was stopped: the next start tries again
+            return
         log.warning("%s could not be removed safely (what its user left there stays); "
                     "it is left for an admin", path)
 
     def close(self) -> None:
         """Stop: the helpers running are killed, the rest waits for the next start."""
+        self._closed = True
         self._pool.shutdown(wait=False, cancel_futures=True)
         for helper in list(self.running):
             kill(helper)

@@ -115,7 +115,6 @@ class JobRuntime:
             limits.collect_timeout_seconds, config.personal, lambda: self.notify(), collector,
             before=lambda job_id: self.metrics.finish(job_id))
         self.endings = JobEndings(self.jobs, registry, caller_for, self.job_dir)
-        # What is taken out of job directories, removed in the background as its owner.
         self.discards = jobdir.Discards(self.jobs_dir, limits.collect_timeout_seconds)
         self._probe: GpuSnapshot | None = None  # this tick's, for what a job left on a GPU
         self.contain = contain.Containment(config.state)
@@ -240,8 +239,7 @@ class JobRuntime:
         """The daemon died while starting the job, before its wrapper ran: back to the
         queue, without what was built for it (its next start builds it again)."""
         if not job.runs:  # a preempted job's directory holds its checkpoint
-            # Its owner could reach output/ and code/ meanwhile: moved away, and emptied
-            # as the owner in the background (jobdir.Discards), never walked as root.
+            # Its owner could reach output/ and code/: emptied as them (jobdir.Discards).
             for path in (self.jobs_dir / f".{job.id}.new", self.job_dir(job.id)):
                 if os.path.lexists(path):
                     self.discards(path, f"job {job.id} is built again at its next start")
