@@ -103,9 +103,11 @@ def remove(path: Path, timeout: float, running: set[Helper] | None = None) -> bo
     """Remove `path`, in a directory the daemon owns, whatever it is: a directory of
     the daemon's is walked through descriptors (a link is unlinked, never followed;
     nothing but a directory is opened), and a folder that another account owns is
-    emptied as that account (`empty`) and then removed with `rmdir`. All of it within
-    `timeout` seconds; False when something could not be removed (it stays, with what
-    holds it: the caller moves it aside or leaves it for an admin)."""
+    emptied as that account (`empty`) and then removed with `rmdir`; one of the
+    daemon's that anyone may write in (a sticky /tmp-like folder moved there) holds
+    others' files, and stays. All of it within `timeout` seconds; False when something
+    could not be removed (it stays, with what holds it: the caller moves it aside or
+    leaves it for an admin)."""
     try:
         parent = os.open(path.parent, _OPEN_DIR)
     except FileNotFoundError:
@@ -137,7 +139,7 @@ def _remove_at(parent: int, path: Path, deadline: float,
         except OSError:  # the daemon's own directories change under nobody else
             return False
         try:
-            if not os.path.samestat(st, os.fstat(fd)):
+            if not os.path.samestat(st, os.fstat(fd)) or st.st_mode & 0o002:
                 return False
             if stat.S_IMODE(st.st_mode) & 0o700 != 0o700:
                 os.fchmod(fd, 0o700)  # a mount's 0555 (a daemon not root needs to write)
