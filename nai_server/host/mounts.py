@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from typing import Any
 from nai_server.core.job import Job
 from nai_server.core.metric_summary import Summary, check_metric_choice, headline
 from nai_server.core.processing import PROCESS, processor_lineage
-from nai_server.host import jobfiles
+from nai_server.host import jobfiles, user_folders
 from nai_server.store.blobs import BlobStore
 
 Doc = dict[str, Any]
@@ -40,17 +40,19 @@ def mount(blobs: BlobStore, tree_id: str, dest: Path) -> None:
     os.chmod(dest, READ_ONLY_DIR)
 
 
-def unmount(dest: Path) -> None:
-    """Remove a mount left by an earlier run (or whatever the job put in its place);
-    the blobs its links point to stay."""
-    if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
-        dest.unlink()
-        return
-    if not dest.exists():
-        return
-    for dirpath, _dirs, _files in os.walk(dest):
-        os.chmod(dirpath, 0o700)  # so that the daemon may empty it (links are not walked)
-    shutil.rmtree(dest)
+def unmount(dest: Path) -> bool:
+    """Remove a mount left by an earlier run (the blobs its links point to stay),
+    through descriptors (user_folders.remove): no link is followed, nothing but a
+    directory opened. A folder at its name that is not the daemon's (its user's, who
+    may fill it with anything) is left as it is, and False: the caller moves it away,
+    to be emptied as its owner."""
+    try:
+        st = os.lstat(dest)
+    except FileNotFoundError:
+        return True
+    if stat.S_ISDIR(st.st_mode) and st.st_uid != os.geteuid():
+        return False
+    return user_folders.remove(dest, 0.0)  # the daemon's own: no helper is started
 
 
 def pinned(job: Job, kind: str) -> str | None:

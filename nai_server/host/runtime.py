@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import shutil
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from nai_server.core.spec import parse_size
 from nai_server.core.states import ACTIVE, JobState, transition
 from nai_server.core.trees import Limits
 from nai_server.core.units import format_duration
-from nai_server.host import contain, diskspace, jobdir, metrics_ingest, mounts, unix
+from nai_server.host import contain, diskspace, jobdir, metrics_ingest, unix
 from nai_server.host.collection import Ended, OutputCollection, run_as
 from nai_server.host.endings import JobEndings
 from nai_server.host.gpu_watch import Foreign, GpuWatch
@@ -116,6 +115,7 @@ class JobRuntime:
             limits.collect_timeout_seconds, config.personal, lambda: self.notify(), collector,
             before=lambda job_id: self.metrics.finish(job_id))
         self.endings = JobEndings(self.jobs, registry, caller_for, self.job_dir)
+        self.discards = jobdir.Discards(self.jobs_dir, limits.collect_timeout_seconds)
         self._probe: GpuSnapshot | None = None  # this tick's, for what a job left on a GPU
         self.contain = contain.Containment(config.state)
         self.metrics = metrics_ingest.MetricsIngest(  # `metrics:` from logs and event files
@@ -181,6 +181,7 @@ class JobRuntime:
         """Stop the collections under way: their jobs stay running in the database, and
         the next start collects their outputs again."""
         self.collections.close()
+        self.discards.close()
         with self.lock:
             keep = {j.id for j in self.jobs.hot() if j.active}
         self.contain.close(keep)  # a running job keeps its cgroup (it outlives the daemon)
@@ -238,11 +239,10 @@ class JobRuntime:
         """The daemon died while starting the job, before its wrapper ran: back to the
         queue, without what was built for it (its next start builds it again)."""
         if not job.runs:  # a preempted job's directory holds its checkpoint
+            # Its owner could reach output/ and code/: emptied as them (jobdir.Discards).
             for path in (self.jobs_dir / f".{job.id}.new", self.job_dir(job.id)):
                 if os.path.lexists(path):
-                    for kind in mounts.MOUNTS:  # read-only links a personal daemon
-                        mounts.unmount(path / kind)  # could not remove otherwise
-                    shutil.rmtree(path)
+                    self.discards(path, f"job {job.id} is built again at its next start")
         self.jobs.update(job.id, state=transition(job.state, JobState.QUEUED), gpus=(),
                          gpu_uuids=(), started_at=None)
         log.info("job %s: the daemon stopped while starting it; queued again", job.id)
@@ -452,7 +452,7 @@ class JobRuntime:
             request = jobdir.launch_request(
                 job, gpus, self.job_dir(job.id), self.blobs, self.config.personal,
                 cgroup=lambda: self.contain.create(job.id, job.spec.memory, job.spec.cpus),
-                joins=lambda: self.contain.joins(job.id))
+                joins=lambda: self.contain.joins(job.id), discard=self.discards)
             handle = self.launcher.start(request)
         except Exception as exc:
             log.exception("job %s could not start", job.id)

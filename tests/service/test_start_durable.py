@@ -99,6 +99,8 @@ def test_a_job_whose_start_the_daemon_died_in_runs_once_after_a_restart(
         ended = again.store.get_job(job)
         assert (ended["state"], ended["exit_code"]) == ("succeeded", 0)
         assert runs.read_text() == "ran\n"
-        assert sorted(os.listdir(state / "jobs")) == [str(job)]  # nothing left, nothing aside
+        # Nothing left, nothing aside (what is discarded goes in the background).
+        wait_for(lambda: sorted(os.listdir(state / "jobs")) == [str(job)],
+                 what="only the job's directory")
     finally:
         again.close()

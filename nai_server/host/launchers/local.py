@@ -47,7 +47,11 @@ _log = logging.getLogger("nai.launch")
 # end of the job's stderr, with a tagger at the other end (stderr_marks). dash cannot
 # name a descriptor above 9 in a redirection: the job opens the pipe anew through /proc
 # (the pipe is the owner's, so `>/dev/stderr` works in the job as well); N itself stays
-# open in the job, harmlessly (one more way to write to its stderr).
+# open in the job, harmlessly (one more way to write to its stderr). "go N CG" ("-" for
+# no N): the job runs only inside the cgroup CG (its path below its hierarchy's root,
+# `cgroup_tail`): the wrapper checks its own "0::" line in /proc/self/cgroup, which
+# ends so (a cgroup namespace shows less of the path above, never more), and refuses
+# to run the job anywhere else, whatever the daemon's write to cgroup.procs did.
 WRAPPER = r"""
 exec 3>&2 2>&1
 stop=
@@ -55,9 +59,17 @@ trap 'stop=143' TERM
 trap 'stop=130' INT
 trap 'stop=129' HUP
 echo "pid $$" >&3
-read go err
+read go err cg
 [ -z "$stop" ] || { echo "exit $stop" >&3; exit "$stop"; }
 [ "$go" = go ] || { echo unstarted >&3; exit 125; }
+if [ -n "$cg" ]; then
+  inside=
+  while IFS= read -r line; do
+    case "$line" in 0::*) [ "${line%"$cg"}" = "$line" ] || inside=1 ;; esac
+  done </proc/self/cgroup
+  [ -n "$inside" ] || { echo "nai: not started: not in the job's cgroup $cg"
+                        echo "exit 125" >&3; exit 125; }
+fi
 job=$1
 shift
 if [ -n "$err" ] && [ -w "/proc/self/fd/$err" ]; then
@@ -237,9 +249,9 @@ class LocalLauncher:
                     with contextlib.suppress(ProcessLookupError):
                         (cgroup / "cgroup.procs").write_text(f"{tag.tagger.pid}\n")
                 (cgroup / "cgroup.procs").write_text(f"{proc.pid}\n")
-            go = b"go\n"
-            if tag is not None and stderr_marks.has_started(tag):
-                go = f"go {tag.pipe}\n".encode()
+            err = tag.pipe if tag is not None and stderr_marks.has_started(tag) else "-"
+            cg = cgroup_tail(request.cgroup) if request.cgroup else ""
+            go = f"go {err} {cg}".rstrip().encode() + b"\n"
             with contextlib.suppress(BrokenPipeError):  # stopped already: it said so
                 os.write(go_write, go)
         except BaseException:
@@ -378,6 +390,18 @@ def _reserve(fd: int, size: int) -> None:
 def _code(returncode: int) -> int:
     # Popen reports death by signal N as -N; shells report 128+N.
     return 128 - returncode if returncode < 0 else returncode
+
+def cgroup_tail(cgroup: Path) -> str:
+    """`cgroup`'s path below the root of its hierarchy (the topmost folder above it that
+    is a cgroup), as a process inside it reads it at the end of its "0::" line in
+    /proc/self/cgroup; a folder that is not a cgroup: its whole path, which no such
+    line ends with."""
+    if not (cgroup / "cgroup.controllers").is_file():
+        return str(cgroup)
+    root = cgroup
+    while root.parent != root and (root.parent / "cgroup.controllers").is_file():
+        root = root.parent
+    return "/" + str(cgroup.relative_to(root))
 
 def never_started(job_dir: Path) -> bool:
     """Whether the wrapper exited without starting the job (no "go" ever came)."""
