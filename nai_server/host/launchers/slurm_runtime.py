@@ -351,7 +351,7 @@ class SlurmRuntime(JobRuntime):
     def _submit(self, job: Job) -> int:
         job_dir = self.job_dir(job.id)
         request = jobdir.launch_request(job, (), job_dir, self.blobs, self.config.personal,
-                                        cgroup=lambda: None)
+                                        cgroup=lambda: None, discard=self.discards)
         self._write_record(job.id, len(job.runs), None)
         log_path = slurm_record.owners_log(job_dir, request.uid, request.gid)
         # Slurm sets CUDA_VISIBLE_DEVICES from the GPUs it gives the job.
