@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from nai_server.cli import main as nai_server
-from nai_server.cli.simulate import TraceJob, metrics, read_trace, replay
+from nai_server.cli.simulate import TraceJob, _Machine, metrics, read_trace, replay
+from nai_server.core.scheduling import QueuedJob, RunningJob, Tuning
 
 TRACE = """\
 job_id,user,submit_time,duration,num_gpus,status,time_limit
@@ -136,3 +137,19 @@ def test_estimated_starts_are_checked_against_actual_starts(trace: Path) -> None
     late = [TraceJob(1, "a", "a", 0.0, 50.0, 1, 100), TraceJob(2, "b", "a", 0.0, 10.0, 1, 100)]
     # On one GPU b is told 100 (a's limit) but starts at 50, after a wait of 50: error 1.
     assert metrics(replay(late, 1, "backfill"))["est_error_median"] == 1.0
+
+
+def test_a_wake_at_a_tiers_edge_is_after_now() -> None:
+    """Seven GPUs held for 3600/7 s make one hour of service, which rounds to just under
+    it: the next wake must still be later than now, or the replay never moves on (it
+    did, on four of the family traces with every job preemptible)."""
+    machine = _Machine(8, True, Tuning())
+    machine.now = 597_519.0 + 3600 / 7
+    machine.running[1] = RunningJob(
+        1, "ada", None, tuple(range(7)), 597_519.0, 86_400, preemptible=True
+    )
+    machine.queue[2] = QueuedJob(
+        2, "bob", None, 3, None, 0.0, 3600, preemptible=True, attained=100.0
+    )
+    wake = machine.next_wake()
+    assert wake is not None and wake > machine.now
