@@ -130,10 +130,14 @@ def test_cli_says_what_is_wrong_with_the_trace(
 
 def test_estimated_starts_are_checked_against_actual_starts(trace: Path) -> None:
     # Under backfill j2 is the head at 0, told it starts at 100 when j1's limit runs out,
-    # and so is j4 at 100, told 200: both start then. fifo estimates nothing.
+    # and so is j4 at 100, told 200: both start then. Under fifo the job holding back
+    # the rest is told too: j2 at 0 (100), then j3 at 100 (200, when j2's limit ends).
     backfill = metrics(replay(read_trace(trace), 2, "backfill"))
     assert (backfill["est_error_median"], backfill["est_share"]) == (0.0, 0.5)
-    assert metrics(replay(read_trace(trace), 2, "fifo"))["est_share"] == 0.0
+    fifo = replay(read_trace(trace), 2, "fifo")
+    told = {d.job.name: d.estimated for d in fifo.done if d.estimated is not None}
+    assert told == {"j2": 100.0, "j3": 200.0}
+    assert metrics(fifo)["est_error_median"] == 0.0
     late = [TraceJob(1, "a", "a", 0.0, 50.0, 1, 100), TraceJob(2, "b", "a", 0.0, 10.0, 1, 100)]
     # On one GPU b is told 100 (a's limit) but starts at 50, after a wait of 50: error 1.
     assert metrics(replay(late, 1, "backfill"))["est_error_median"] == 1.0
