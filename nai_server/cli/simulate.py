@@ -268,7 +268,8 @@ def replay(
         )
         plans += 1
         for job_id, at in decided.est_start.items():
-            machine.estimated.setdefault(job_id, at)
+            if job_id not in machine.first_start:  # not a preempted job's later estimate
+                machine.estimated.setdefault(job_id, at)
         for job_id in decided.preempt:
             machine.stop(by_id[job_id])
         for start in decided.starts:

@@ -86,6 +86,21 @@ def test_preempted_job_keeps_its_service_and_runs_only_the_rest() -> None:
     assert done["long"].end == 10_100
     assert done["long"].preemptions == 1
     assert metrics(result)["preemptions"] == 1
+    assert done["long"].estimated is None  # it started at once, never dated
+
+
+def test_a_preempted_jobs_later_estimates_are_not_taken_for_its_first_start() -> None:
+    jobs = [
+        TraceJob(1, "long", "a", 0.0, 10_000.0, 1, 20_000),
+        TraceJob(2, "short", "b", 1000.0, 100.0, 1, 3600),
+        TraceJob(3, "later", "a", 1050.0, 10.0, 1, 30_000),
+    ]
+    done = {d.job.name: d for d in replay(jobs, 1, "fairshare+preempt").done}
+    # At 1050 s the preempted long job is requeued, first in line, and dated: that is
+    # no estimate of its first start (at 0), which est_start's error is measured on.
+    assert done["long"].preemptions >= 1 and done["long"].started == 0
+    assert done["long"].estimated is None
+    assert done["later"].estimated is not None
     # Without preemption the short job waits for the long one.
     assert {d.job.name: d.end for d in replay(jobs, 1, "fairshare").done}["short"] == 10_100
 
