@@ -201,13 +201,17 @@ class _Machine:
         fresh = any(not job.attained for job in queued)  # usual: stops at the first
         best = 0 if fresh else min(tier(job.attained * (job.gpus or 1)) for job in queued)
         soonest = math.inf
+        after_now = math.nextafter(self.now, math.inf)
         for run in self.running.values():
             gpus = len(run.gpus) or 1
             service = (run.attained + self.now - run.started_at) * gpus
             level = tier(service)
             if level < preempt.MAX_TIER:
                 bound = self.tuning.las_threshold * self.tuning.las_factor**level
-                soonest = min(soonest, self.now + (bound - service) / gpus)
+                # Never now itself: at a tier's edge the service can round to just
+                # under it, and a wake at now would replay the same moment for ever.
+                crossing = max(self.now + (bound - service) / gpus, after_now)
+                soonest = min(soonest, crossing)
             ready = run.started_at + self.tuning.preempt_min_run
             if ready > self.now and level >= best:
                 soonest = min(soonest, ready)
@@ -264,7 +268,8 @@ def replay(
         )
         plans += 1
         for job_id, at in decided.est_start.items():
-            machine.estimated.setdefault(job_id, at)
+            if job_id not in machine.first_start:  # not a preempted job's later estimate
+                machine.estimated.setdefault(job_id, at)
         for job_id in decided.preempt:
             machine.stop(by_id[job_id])
         for start in decided.starts:

@@ -5,7 +5,8 @@ view (NVML or fake), the running jobs and (for fair share and quotas) the accoun
 calls ``plan()`` once per tick, and acts on the returned ``Plan``. Policies live in
 ``POLICIES`` so callers pick one by name:
 
-- ``fifo``: strict arrival order; the first job that does not fit holds back the rest.
+- ``fifo``: strict arrival order; the first job that does not fit holds back the rest
+  (and is the one given an estimated start).
 - ``firstfit``: arrival order, but whatever fits starts.
 - ``backfill``: arrival order with EASY backfill on the jobs' time limits (``backfill``).
 - ``fairshare``: multifactor priority (decayed per-user/group usage against shares, age,
@@ -19,10 +20,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from operator import attrgetter
 
-from nai_server.core.backfill import backfill
+from nai_server.core.backfill import backfill, expected_start, reserve
 from nai_server.core.fairshare import fairshare
 from nai_server.core.sched_types import (
     DEFAULT_TUNING,
+    INF,
     NO_ACCOUNTING,
     Accounting,
     Cluster,
@@ -56,6 +58,7 @@ def fifo(jobs: Sequence[QueuedJob], resources: Resources, now: float) -> Plan:
     """
     starts: list[Start] = []
     waiting: dict[int, WaitReason] = {}
+    est_start: dict[int, float] = {}
     blocked = False
     fit = resources.fit  # bound once: this loop runs for every queued job
     quota_block = resources.quota_block
@@ -67,13 +70,26 @@ def fifo(jobs: Sequence[QueuedJob], resources: Resources, now: float) -> Plan:
         found = fit(job.gpus, job.gpu_memory)
         if isinstance(found, WaitReason):
             waiting[job.id] = found
+            if not blocked:
+                # The job holding back the rest starts as soon as enough comes free:
+                # its estimate is as good as backfill's head's.
+                est_start.update(_estimate(job, resources, now))
             blocked = True
         elif blocked:
             waiting[job.id] = WaitReason.PRIORITY
         else:
             resources.take(found, job)
             starts.append(Start(job.id, found))
-    return Plan(starts=tuple(starts), waiting=waiting)
+    return Plan(starts=tuple(starts), waiting=waiting, est_start=est_start)
+
+
+def _estimate(job: QueuedJob, resources: Resources, now: float) -> dict[int, float]:
+    """When the first job that does not fit is expected to start (nothing if unknown)."""
+    reservation = reserve(job, resources, now)
+    if reservation is None:
+        return {}
+    at = expected_start(job, reservation, resources, now)
+    return {} if at == INF else {job.id: at}
 
 
 def firstfit(jobs: Sequence[QueuedJob], resources: Resources, now: float) -> Plan:

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from nai_server.core.predict import estimate
+from nai_server.core.predict import estimate, expected_end
 from nai_server.core.sched_types import INF
 from nai_server.core.scheduling import (
     Accounting,
@@ -121,7 +121,8 @@ def test_backfill_never_delays_the_heads_reservation(policy: str, seed: int) -> 
 def test_fairshare_reserves_only_within_its_window_until_a_job_has_waited() -> None:
     cluster = machine(2, run(7, (0,), ends_in=10 * HOUR))
     queue = [job(1, 2, limit=60), job(2, 1, limit=None)]
-    tuning = Tuning(reserve_window=6 * HOUR, reserve_after=2 * DAY)
+    # Not selective: the window alone decides (selective reservations would drop it too).
+    tuning = Tuning(reserve_window=6 * HOUR, reserve_after=2 * DAY, reserve_slowdown=0)
     # Ten hours off: holding GPU 1 idle that long for a guess is not worth it.
     result = plan(queue, cluster, NOW, policy="fairshare", tuning=tuning)
     assert started(result) == {2: (1,)}
@@ -134,42 +135,77 @@ def test_fairshare_reserves_only_within_its_window_until_a_job_has_waited() -> N
     assert result.waiting == {1: WaitReason.RESOURCES, 2: WaitReason.PRIORITY}
 
 
+@pytest.mark.parametrize("policy", ["backfill", "fairshare"])
+def test_cpu_jobs_behind_the_head_start_when_every_gpu_is_taken(policy: str) -> None:
+    """With no GPU left, GPU jobs behind the head wait for resources, but a CPU job
+    still takes a free CPU slot."""
+    cluster = machine(2, run(7, (0,), ends_in=10 * HOUR), run(8, (1,), ends_in=HOUR))
+    queue = [job(1, 2, at=NOW - 3 * DAY), job(2, 1), job(3, 0), job(4, 1, limit=60)]
+    result = plan(queue, cluster, NOW, policy=policy)
+    assert started(result) == {3: ()}
+    assert result.head == 1
+    assert result.waiting == {
+        1: WaitReason.RESOURCES, 2: WaitReason.RESOURCES, 4: WaitReason.RESOURCES,
+    }  # fmt: skip
+
+
 @pytest.mark.parametrize("predict", [False, True])
 @pytest.mark.parametrize("seed", range(150))
 def test_no_gpu_is_left_idle_while_a_job_that_fits_and_delays_nobody_waits(
     predict: bool, seed: int
 ) -> None:
-    """Under the default fair share: any job that would fit on the GPUs left idle waits
-    only because it is behind the head and would still run at the head's reservation.
-    (Jobs waited under an hour: no drain, which idles GPUs on purpose, has begun.)"""
+    """Under the default fair share: a job that would fit on the GPUs left idle waits
+    only if starting it there would move the head's earliest start later (by every
+    length the policy counts on: limits, or predictions with ``predict``). Without a
+    head, every job that fits starts. (Jobs waited under an hour: no drain, which idles
+    GPUs on purpose, has begun.)"""
     rng = random.Random(seed)
     n = rng.randint(1, 8)
+    users = ["ada", "bob", "cy"]
     running = [
         run(100 + index, (index,), ends_in=rng.choice([60, 600, 3600, rng.randint(0, 9000)]),
-            user=rng.choice(["ada", "bob", "cy"]))
+            user=rng.choice(users))
         for index in rng.sample(range(n), rng.randint(0, n))
     ]  # fmt: skip
     queue = [
         job(i, rng.randint(1, n), limit=rng.choice([60, 600, 3600, 4 * HOUR]),
-            user=rng.choice(["ada", "bob", "cy"]), at=NOW - rng.uniform(0, HOUR))
+            user=rng.choice(users), at=NOW - rng.uniform(0, HOUR))
         for i in range(1, rng.randint(2, 12))
     ]  # fmt: skip
     accounting = Accounting(
-        usage={f"user:{u}": rng.uniform(0, 1e6) for u in ("ada", "bob", "cy")},
+        usage={f"user:{u}": rng.uniform(0, 1e6) for u in users},
         runtimes={f"ratio:user:{u}": rng.uniform(0.05, 1.0) for u in ("ada", "bob")},
     )
-    tuning = Tuning(predict=predict)
     result = plan(queue, machine(n, *running), NOW, policy="fairshare",
-                  accounting=accounting, tuning=tuning)  # fmt: skip
-    idle = n - len(running) - sum(len(start.gpus) for start in result.starts)
-    heads = list(result.est_start.values())
+                  accounting=accounting, tuning=Tuning(predict=predict))  # fmt: skip
+
+    def length(user: str, limit: int) -> float:
+        found = estimate(accounting.runtimes, user, limit) if predict else limit
+        assert found is not None
+        return found
+
+    # When each GPU comes free, as the policy sees it once this pass's starts are made.
+    free_at = [NOW] * n
+    for r in running:
+        assert r.time_limit is not None
+        guess = length(r.user, r.time_limit)
+        free_at[r.gpus[0]] = expected_end(r.started_at, guess, r.time_limit, NOW)
+    by_id = {j.id: j for j in queue}
+    for start in result.starts:
+        begun = by_id[start.job_id]
+        for index in start.gpus:
+            free_at[index] = NOW + length(begun.user, begun.time_limit or 0)
+    idle = [index for index in range(n) if free_at[index] == NOW]
     for waiting in queue:
-        if waiting.id in result.waiting and waiting.gpus <= idle:
-            assert result.waiting[waiting.id] is WaitReason.PRIORITY
-            assert len(heads) == 1, "a job that fits waits with no reservation to keep"
-            # By its own (limit or predicted) length it would still run at the reservation.
-            limit = waiting.time_limit
-            assert limit is not None
-            length = estimate(accounting.runtimes, waiting.user, limit) if predict else limit
-            assert length is not None
-            assert NOW + length > heads[0]
+        if waiting.id not in result.waiting or waiting.gpus > len(idle):
+            continue
+        assert result.head is not None, "a job that fits waits with no reservation to keep"
+        assert result.waiting[waiting.id] is WaitReason.PRIORITY
+        need = by_id[result.head].gpus
+        if_started = list(free_at)
+        end = NOW + length(waiting.user, waiting.time_limit or 0)
+        for index in idle[: waiting.gpus]:
+            if_started[index] = end
+        assert _earliest(if_started, need) > _earliest(free_at, need), (
+            f"job {waiting.id} would not delay head {result.head} but waits"
+        )

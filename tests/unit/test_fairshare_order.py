@@ -19,6 +19,7 @@ from tests.unit.policy_kit import (
     NOW,
     job,
     machine,
+    run,
     started,
 )
 
@@ -95,3 +96,14 @@ def test_high_priority_goes_first() -> None:
     queue = [job(1), job(2, priority="high"), job(3, priority="low")]
     result = plan(queue, machine(1), NOW, policy="fairshare")
     assert started(result) == {2: (0,)}
+
+
+def test_wider_jobs_go_ahead_of_narrower_ones_of_the_same_length() -> None:
+    """Width: a job asking for more of the machine needs more GPUs free at once, so it
+    goes first among equals (not on an empty machine only, where whole-server jobs go
+    first anyway: here one GPU is busy and neither job asks for all four)."""
+    cluster = machine(4, run(9, (3,), ends_in=10 * HOUR))
+    queue = [job(1, 1), job(2, 3)]  # job 1 came first
+    assert started(plan(queue, cluster, NOW, policy="fairshare")) == {2: (0, 1, 2)}
+    flat = Tuning(weight_width=0.0)
+    assert started(plan(queue, cluster, NOW, policy="fairshare", tuning=flat)) == {1: (0,)}

@@ -30,6 +30,17 @@ def test_the_heads_estimate_counts_on_predicted_ends_and_the_plan_is_unchanged()
     assert tuned.est_start[1] == pytest.approx(predicted.est_start[1])
 
 
+def test_fifo_dates_the_job_holding_back_the_rest_and_no_other() -> None:
+    cluster = machine(2, run(7, (0,), ends_in=10 * HOUR, user="ada"))
+    queue = [job(1, 2, user="bob"), job(2, 1, user="bob")]
+    on_limits = plan(queue, cluster, NOW, policy="fifo")
+    assert on_limits.est_start == {1: NOW + 10 * HOUR}
+    assert started(on_limits) == {}
+    predicted = plan(queue, cluster, NOW, policy="fifo", accounting=PREDICTED)
+    assert predicted.est_start[1] == pytest.approx(NOW - 600 + (10 * HOUR + 600) / 10)
+    assert predicted.waiting == on_limits.waiting
+
+
 def test_a_job_outliving_its_prediction_is_expected_later_never_past_its_limit() -> None:
     # Started 10 min ago, a limit of 1 h: predicted 6 min, outlived, so 12 min.
     cluster = machine(1, run(7, (0,), ends_in=HOUR - 600, user="ada"))

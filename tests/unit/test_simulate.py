@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from nai_server.cli import main as nai_server
-from nai_server.cli.simulate import TraceJob, metrics, read_trace, replay
+from nai_server.cli.simulate import TraceJob, _Machine, metrics, read_trace, replay
+from nai_server.core.scheduling import QueuedJob, RunningJob, Tuning
 
 TRACE = """\
 job_id,user,submit_time,duration,num_gpus,status,time_limit
@@ -85,6 +86,21 @@ def test_preempted_job_keeps_its_service_and_runs_only_the_rest() -> None:
     assert done["long"].end == 10_100
     assert done["long"].preemptions == 1
     assert metrics(result)["preemptions"] == 1
+    assert done["long"].estimated is None  # it started at once, never dated
+
+
+def test_a_preempted_jobs_later_estimates_are_not_taken_for_its_first_start() -> None:
+    jobs = [
+        TraceJob(1, "long", "a", 0.0, 10_000.0, 1, 20_000),
+        TraceJob(2, "short", "b", 1000.0, 100.0, 1, 3600),
+        TraceJob(3, "later", "a", 1050.0, 10.0, 1, 30_000),
+    ]
+    done = {d.job.name: d for d in replay(jobs, 1, "fairshare+preempt").done}
+    # At 1050 s the preempted long job is requeued, first in line, and dated: that is
+    # no estimate of its first start (at 0), which est_start's error is measured on.
+    assert done["long"].preemptions >= 1 and done["long"].started == 0
+    assert done["long"].estimated is None
+    assert done["later"].estimated is not None
     # Without preemption the short job waits for the long one.
     assert {d.job.name: d.end for d in replay(jobs, 1, "fairshare").done}["short"] == 10_100
 
@@ -129,10 +145,30 @@ def test_cli_says_what_is_wrong_with_the_trace(
 
 def test_estimated_starts_are_checked_against_actual_starts(trace: Path) -> None:
     # Under backfill j2 is the head at 0, told it starts at 100 when j1's limit runs out,
-    # and so is j4 at 100, told 200: both start then. fifo estimates nothing.
+    # and so is j4 at 100, told 200: both start then. Under fifo the job holding back
+    # the rest is told too: j2 at 0 (100), then j3 at 100 (200, when j2's limit ends).
     backfill = metrics(replay(read_trace(trace), 2, "backfill"))
     assert (backfill["est_error_median"], backfill["est_share"]) == (0.0, 0.5)
-    assert metrics(replay(read_trace(trace), 2, "fifo"))["est_share"] == 0.0
+    fifo = replay(read_trace(trace), 2, "fifo")
+    told = {d.job.name: d.estimated for d in fifo.done if d.estimated is not None}
+    assert told == {"j2": 100.0, "j3": 200.0}
+    assert metrics(fifo)["est_error_median"] == 0.0
     late = [TraceJob(1, "a", "a", 0.0, 50.0, 1, 100), TraceJob(2, "b", "a", 0.0, 10.0, 1, 100)]
     # On one GPU b is told 100 (a's limit) but starts at 50, after a wait of 50: error 1.
     assert metrics(replay(late, 1, "backfill"))["est_error_median"] == 1.0
+
+
+def test_a_wake_at_a_tiers_edge_is_after_now() -> None:
+    """Seven GPUs held for 3600/7 s make one hour of service, which rounds to just under
+    it: the next wake must still be later than now, or the replay never moves on (it
+    did, on four of the family traces with every job preemptible)."""
+    machine = _Machine(8, True, Tuning())
+    machine.now = 597_519.0 + 3600 / 7
+    machine.running[1] = RunningJob(
+        1, "ada", None, tuple(range(7)), 597_519.0, 86_400, preemptible=True
+    )
+    machine.queue[2] = QueuedJob(
+        2, "bob", None, 3, None, 0.0, 3600, preemptible=True, attained=100.0
+    )
+    wake = machine.next_wake()
+    assert wake is not None and wake > machine.now
