@@ -16,7 +16,7 @@ from typing import Any
 
 from nai_server.protocol import TERMINAL_STATES, Invalid, NaiError, NotFound, format_size
 from nai_tui.cli import log_print, metrics_view, output
-from nai_tui.cli.contract import INTERRUPTED, TIMED_OUT, exit_status
+from nai_tui.cli.contract import INTERRUPTED, TIMED_OUT, UsageMistake, exit_status
 from nai_tui.cli.output import emit_json, err, note, table
 from nai_tui.config import cache_dir
 from nai_tui.remote.client import ServerClient
@@ -65,6 +65,9 @@ def spec_request(folder: Path, spec_file: Path | None = None,
     folder = folder.resolve()
     if not folder.is_dir():
         raise Invalid(f"{folder} is not a folder; give the folder holding your code")
+    if spec_file is not None and not spec_file.is_file():
+        raise UsageMistake(f"{spec_file}: no such file; give -f the path of the job's spec "
+                           f"file, or leave -f out to use {SPEC_FILE} in the job's folder")
     spec_path = spec_file or folder / SPEC_FILE
     overrides = {k: v for k, v in overrides.items() if v is not None}
     command = overrides.pop("command", None)

@@ -1,0 +1,47 @@
+"""Usage mistakes exit 2, as `nai --help` promises, and name what was wrong: also those
+argparse cannot see (a -f spec file that is not there)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nai_tui import cli
+from nai_tui.cli import commands
+from nai_tui.config import ClientConfig, ServerEntry
+from nai_tui.testing import FakeServerClient
+
+
+@pytest.fixture
+def nai(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        tmp_path: Path) -> Any:
+    """Run `nai ARGS` in `tmp_path` against an in-memory server: (status, stderr)."""
+    client = FakeServerClient()
+
+    @contextlib.contextmanager
+    def connect(entry: Any) -> Iterator[FakeServerClient]:
+        yield client
+
+    monkeypatch.setattr(commands, "connect", connect)
+    monkeypatch.setattr(ClientConfig, "choose", lambda self, name=None: ServerEntry("t", "t"))
+    monkeypatch.chdir(tmp_path)
+
+    def run(*argv: str) -> tuple[int, str]:
+        capsys.readouterr()
+        try:
+            code = cli.main(list(argv))
+        except SystemExit as exc:  # argparse's usage errors
+            code = int(exc.code or 0)
+        return code, capsys.readouterr().err
+    return run
+
+
+def test_a_missing_spec_file_is_named_and_a_usage_mistake(nai: Any) -> None:
+    code, err = nai("submit", "-f", "prdo.yaml", "--command", "echo hi", "--dry-run")
+    assert code == 2 and "prdo.yaml: no such file" in err
+    code, err = nai("submit", "-f", "missing.yaml")
+    assert code == 2 and "missing.yaml: no such file" in err and "no nai.yaml" not in err
