@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nai_server.protocol import TERMINAL_STATES, Invalid, NaiError, NotFound, format_size
+from nai_server.protocol import TERMINAL_STATES, Invalid, NaiError, NotFound
 from nai_tui.cli import log_print, metrics_view, output
 from nai_tui.cli.contract import INTERRUPTED, TIMED_OUT, UsageMistake, exit_status
 from nai_tui.cli.output import emit_json, err, note, table
@@ -241,10 +241,8 @@ def cmd_show(args: argparse.Namespace, client: ServerClient) -> int:
              f"  gpus:      {output.gpus_cell(job)}",
              f"  submitted: {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(job.submitted_at))}",
              f"  runtime:   {output.job_runtime(job)}"]
-    limits = [f"memory {format_size(job.spec['memory'])}" if job.spec.get("memory") else "",
-              f"{job.spec['cpus']:g} cpus" if job.spec.get("cpus") else ""]
-    if any(limits):
-        lines.append(f"  limits:    {', '.join(part for part in limits if part)}")
+    if limits := output.job_limits(job):
+        lines.append(f"  limits:    {limits}")
     if job.est_start and job.state == "queued":
         lines.append(f"  est. start: {time.strftime('%H:%M:%S', time.localtime(job.est_start))}"
                      f" ({output.starts_in(job.est_start, time.time())})")
@@ -255,8 +253,8 @@ def cmd_show(args: argparse.Namespace, client: ServerClient) -> int:
         lines.append(f"  registered: model {job.registered}")
     if job.exit_code is not None:
         lines.append(f"  exit code: {job.exit_code}")
-    if job.message:
-        lines.append(f"  note:      {job.message}")
+    if job_note := output.job_note(job):
+        lines.append(f"  note:      {job_note}")
     print("\n".join(lines))
     return 0
 
