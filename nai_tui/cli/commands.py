@@ -79,7 +79,7 @@ def spec_request(folder: Path, spec_file: Path | None = None,
     elif command:
         spec_args = {"spec": {"command": command}}
     else:
-        raise Invalid(f"no {SPEC_FILE} in {folder} and no --command: write a {SPEC_FILE} "
+        raise UsageMistake(f"no {SPEC_FILE} in {folder} and no --command: write a {SPEC_FILE} "
                       f"(see jobs/ for examples) or pass --command 'python train.py'")
     return folder, {**spec_args, "overrides": overrides}
 
@@ -306,7 +306,7 @@ def cmd_pull(args: argparse.Namespace, client: ServerClient) -> int:
 
 def cmd_metrics(args: argparse.Namespace, client: ServerClient) -> int:
     if args.last < 0:
-        raise Invalid(f"--last {args.last}: give how many of the last points to show, e.g. 5")
+        raise UsageMistake(f"--last {args.last}: give how many of the last points to show, e.g. 5")
     rows = _metric_rows(client, args.id)
     if args.last:
         rows = rows[-args.last:]

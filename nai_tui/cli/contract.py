@@ -39,6 +39,25 @@ class UsageMistake(Invalid):
     there, a value of the wrong shape): `nai` exits USAGE for it, as for argparse's."""
 
 
+def count(text: str) -> int:
+    """An argparse type: a count from 0 (`--gpus`)."""
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a whole number from 0, got {text!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"a whole number from 0, got {number}")
+    return number
+
+
+def env_pair(text: str) -> str:
+    """An argparse type: `KEY=VALUE` (`--env`), as given."""
+    key, eq, _ = text.partition("=")
+    if not eq or not key:
+        raise argparse.ArgumentTypeError(f"{text!r}: write KEY=VALUE, e.g. --env SEED=7")
+    return text
+
+
 def exit_status(exc: NaiError) -> int:
     """The status `nai` exits with for an error it reports."""
     if isinstance(exc, UsageMistake):

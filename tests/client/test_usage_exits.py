@@ -45,3 +45,25 @@ def test_a_missing_spec_file_is_named_and_a_usage_mistake(nai: Any) -> None:
     assert code == 2 and "prdo.yaml: no such file" in err
     code, err = nai("submit", "-f", "missing.yaml")
     assert code == 2 and "missing.yaml: no such file" in err and "no nai.yaml" not in err
+
+
+@pytest.mark.parametrize(("argv", "named"), [
+    (["submit", "--gpus", "-1", "--command", "echo hi"], "--gpus"),
+    (["submit", "--env", "FOO", "--command", "echo hi"], "KEY=VALUE"),
+    (["finetune", "m", "--dataset", "d", "--gpus", "-2"], "--gpus"),
+    (["dataset", "process", "pets", "--with", "split", "-o", "ratios"], "KEY=VALUE"),
+    (["dataset", "annotate", "pets", "--with", "labeller", "--gpus", "-1"], "--gpus"),
+    (["jobs", "--state", "bogus"], "bogus"),
+    (["metrics", "1", "--last", "-3"], "--last"),
+    (["dataset", "tag", "pets@"], "NAME@3"),
+])
+def test_usage_mistakes_exit_2_and_say_what_was_wrong(nai: Any, argv: list[str],
+                                                      named: str) -> None:
+    code, err = nai(*argv)
+    assert code == 2, err
+    assert named in err
+
+
+def test_errors_that_are_not_usage_mistakes_keep_their_status(nai: Any) -> None:
+    assert nai("show", "99")[0] == 3  # not found
+    assert nai("pull", "99")[0] == 3
