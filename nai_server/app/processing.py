@@ -76,7 +76,9 @@ def inputs(plugins: PluginRegistry, registry: Registry, caller: Caller, name: st
     found = plugins.as_job(kind, body.plugin)
     if found is None:
         raise NotFound(f"no {what} named {body.plugin!r} is enabled on this server; "
-                       f"`nai plugins` lists what it offers")
+                       f"`nai plugins` lists what it offers, and an admin enables an "
+                       f"installed one with `nai-admin plugin enable {body.plugin}` (on a "
+                       f"personal server, started by `nai up`, you are the admin)")
     config, version = found
     source = registry.resolve(caller, "dataset", f"{name}@{body.version}")
     target = body.to or source.name

@@ -114,11 +114,12 @@ def _add_completion_command(add: Add) -> None:
 def _add_run_commands(add: Add) -> None:
     """Starting jobs: `submit` a folder, `finetune` a model on a dataset."""
     from nai_tui.cli import commands, multi_server
+    from nai_tui.cli.contract import count, env_pair
 
     p = add("submit", commands.cmd_submit, "sync a folder and submit it as a job")
     p.add_argument("dir", nargs="?", default=".", help="the job's folder (default: .)")
     p.add_argument("-f", "--file", help="the spec file (default: DIR/nai.yaml)")
-    p.add_argument("--gpus", type=int)
+    p.add_argument("--gpus", type=count)
     p.add_argument("--dataset")
     p.add_argument("--model")
     p.add_argument("--time-limit", help="e.g. 2h, 30m, 1h30m")
@@ -126,7 +127,7 @@ def _add_run_commands(add: Add) -> None:
     p.add_argument("--command", help="the command to run (default: from nai.yaml), with "
                    "/bin/sh and the server daemon's PATH: `python` is the server's unless "
                    "nai.yaml has env_setup: login, {conda: NAME} or {venv: PATH}")
-    p.add_argument("--env", action="append", metavar="K=V", help="repeatable")
+    p.add_argument("--env", action="append", type=env_pair, metavar="K=V", help="repeatable")
     p.add_argument("--dry-run", action="store_true", help="show what would run and when it "
                    "would start, without sending the code or queuing anything; with "
                    "--server auto, where it would go")
@@ -146,7 +147,7 @@ def _add_run_commands(add: Add) -> None:
     p.add_argument("--dataset", required=True, metavar="DATASET[@VERSION]")
     p.add_argument("--command", help="what to run (default: the model version's "
                    "finetune_command metadata)")
-    p.add_argument("--gpus", type=int)
+    p.add_argument("--gpus", type=count)
     p.add_argument("--time-limit", help="e.g. 2h, 30m, 1h30m")
     p.add_argument("--name", help="the job's name (default: finetune-MODEL)")
     _add_outcome_options(p)
@@ -170,6 +171,7 @@ def _add_outcome_options(p: argparse.ArgumentParser) -> None:
 
 def _add_job_commands(add: Add) -> None:
     """Looking at jobs and the server: jobs, show, logs, cancel, pull, metrics, gpus, whoami."""
+    from nai_server.protocol import JobState
     from nai_tui.cli import commands, multi_server
     from nai_tui.cli.registry_commands import FORCE_HELP
 
@@ -177,7 +179,8 @@ def _add_job_commands(add: Add) -> None:
     who = p.add_mutually_exclusive_group()
     who.add_argument("--all", action="store_true", help="everyone's jobs (default)")
     who.add_argument("--mine", action="store_true", help="only yours")
-    p.add_argument("--state", help="queued, running, succeeded, failed, ...")
+    p.add_argument("--state", choices=[s.value for s in JobState], metavar="STATE",
+                   help=", ".join(s.value for s in JobState))
     p.add_argument("--user")
     p.add_argument("--limit", type=int, default=50,
                    help="how many (above 1000, fetched page by page)")

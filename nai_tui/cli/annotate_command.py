@@ -23,7 +23,8 @@ import time
 import webbrowser
 from typing import Any
 
-from nai_server.protocol import Invalid, NaiError, NotFound, ServiceInfo
+from nai_server.protocol import NaiError, NotFound, ServiceInfo
+from nai_tui.cli.contract import UsageMistake, count
 from nai_tui.cli.output import emit_json, note
 from nai_tui.cli.process_command import options_of
 from nai_tui.cli.services import describe, forward, wait_ready
@@ -60,7 +61,7 @@ def _browse(url: str) -> None:
 
 def cmd_annotate(args: argparse.Namespace, client: ServerClient) -> int:
     if not args.ref or not args.plugin:
-        raise Invalid("give the dataset and the annotator: nai dataset annotate "
+        raise UsageMistake("give the dataset and the annotator: nai dataset annotate "
                       "NAME[@VERSION] --with PLUGIN")
     name, _, version = args.ref.partition("@")
     body = {"version": version or "latest", "plugin": args.plugin,
@@ -102,7 +103,7 @@ def add_annotate_verb(verb: Any) -> None:
     p.add_argument("--name", help="the session's service name (default: annotate-NAME)")
     p.add_argument("--group", help="run it for this group (its members may label and "
                    "stop it), which owns the labels")
-    p.add_argument("--gpus", type=int, default=0, help="GPUs for the annotator (default 0)")
+    p.add_argument("--gpus", type=count, default=0, help="GPUs for the annotator (default 0)")
     p.add_argument("--visibility", choices=["private", "group", "shared"],
                    help="who else may label, if they may read the dataset (default: group)")
     p.add_argument("--open", action="store_true",

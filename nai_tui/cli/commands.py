@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nai_server.protocol import TERMINAL_STATES, Invalid, NaiError, NotFound, format_size
+from nai_server.protocol import TERMINAL_STATES, Invalid, NaiError, NotFound
 from nai_tui.cli import log_print, metrics_view, output
-from nai_tui.cli.contract import INTERRUPTED, TIMED_OUT, exit_status
+from nai_tui.cli.contract import INTERRUPTED, TIMED_OUT, UsageMistake, exit_status
 from nai_tui.cli.output import emit_json, err, note, table
 from nai_tui.config import cache_dir
 from nai_tui.remote.client import ServerClient
@@ -65,6 +65,9 @@ def spec_request(folder: Path, spec_file: Path | None = None,
     folder = folder.resolve()
     if not folder.is_dir():
         raise Invalid(f"{folder} is not a folder; give the folder holding your code")
+    if spec_file is not None and not spec_file.is_file():
+        raise UsageMistake(f"{spec_file}: no such file; give -f the path of the job's spec "
+                           f"file, or leave -f out to use {SPEC_FILE} in the job's folder")
     spec_path = spec_file or folder / SPEC_FILE
     overrides = {k: v for k, v in overrides.items() if v is not None}
     command = overrides.pop("command", None)
@@ -76,7 +79,7 @@ def spec_request(folder: Path, spec_file: Path | None = None,
     elif command:
         spec_args = {"spec": {"command": command}}
     else:
-        raise Invalid(f"no {SPEC_FILE} in {folder} and no --command: write a {SPEC_FILE} "
+        raise UsageMistake(f"no {SPEC_FILE} in {folder} and no --command: write a {SPEC_FILE} "
                       f"(see jobs/ for examples) or pass --command 'python train.py'")
     return folder, {**spec_args, "overrides": overrides}
 
@@ -238,10 +241,8 @@ def cmd_show(args: argparse.Namespace, client: ServerClient) -> int:
              f"  gpus:      {output.gpus_cell(job)}",
              f"  submitted: {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(job.submitted_at))}",
              f"  runtime:   {output.job_runtime(job)}"]
-    limits = [f"memory {format_size(job.spec['memory'])}" if job.spec.get("memory") else "",
-              f"{job.spec['cpus']:g} cpus" if job.spec.get("cpus") else ""]
-    if any(limits):
-        lines.append(f"  limits:    {', '.join(part for part in limits if part)}")
+    if limits := output.job_limits(job):
+        lines.append(f"  limits:    {limits}")
     if job.est_start and job.state == "queued":
         lines.append(f"  est. start: {time.strftime('%H:%M:%S', time.localtime(job.est_start))}"
                      f" ({output.starts_in(job.est_start, time.time())})")
@@ -252,8 +253,8 @@ def cmd_show(args: argparse.Namespace, client: ServerClient) -> int:
         lines.append(f"  registered: model {job.registered}")
     if job.exit_code is not None:
         lines.append(f"  exit code: {job.exit_code}")
-    if job.message:
-        lines.append(f"  note:      {job.message}")
+    if job_note := output.job_note(job):
+        lines.append(f"  note:      {job_note}")
     print("\n".join(lines))
     return 0
 
@@ -305,7 +306,7 @@ def cmd_pull(args: argparse.Namespace, client: ServerClient) -> int:
 
 def cmd_metrics(args: argparse.Namespace, client: ServerClient) -> int:
     if args.last < 0:
-        raise Invalid(f"--last {args.last}: give how many of the last points to show, e.g. 5")
+        raise UsageMistake(f"--last {args.last}: give how many of the last points to show, e.g. 5")
     rows = _metric_rows(client, args.id)
     if args.last:
         rows = rows[-args.last:]

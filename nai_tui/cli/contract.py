@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import Any
 
-from nai_server.protocol import Forbidden, NaiError, NotFound, Unauthorized
+from nai_server.protocol import Forbidden, Invalid, NaiError, NotFound, Unauthorized
 
 OK, ERROR, USAGE, NOT_FOUND, NOT_ALLOWED = 0, 1, 2, 3, 4
 # `nai pull` (and `nai dataset|model pull`) finished, but kept local files that differ
@@ -34,8 +34,34 @@ exit status:
   with --follow (submit, finetune): the job's own exit code"""
 
 
+class UsageMistake(Invalid):
+    """A mistake on the command line that argparse cannot see (a file that is not
+    there, a value of the wrong shape): `nai` exits USAGE for it, as for argparse's."""
+
+
+def count(text: str) -> int:
+    """An argparse type: a count from 0 (`--gpus`)."""
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a whole number from 0, got {text!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"a whole number from 0, got {number}")
+    return number
+
+
+def env_pair(text: str) -> str:
+    """An argparse type: `KEY=VALUE` (`--env`), as given."""
+    key, eq, _ = text.partition("=")
+    if not eq or not key:
+        raise argparse.ArgumentTypeError(f"{text!r}: write KEY=VALUE, e.g. --env SEED=7")
+    return text
+
+
 def exit_status(exc: NaiError) -> int:
     """The status `nai` exits with for an error it reports."""
+    if isinstance(exc, UsageMistake):
+        return USAGE
     if isinstance(exc, NotFound):
         return NOT_FOUND
     if isinstance(exc, (Unauthorized, Forbidden)):

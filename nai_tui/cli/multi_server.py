@@ -16,6 +16,7 @@ from typing import Any
 
 from nai_server.protocol import JobInfo, NaiError, format_elapsed, format_size
 from nai_tui.cli import commands, output
+from nai_tui.cli.contract import UsageMistake
 from nai_tui.cli.output import emit_json, note, table
 from nai_tui.config import ClientConfig, ConfigError, ServerEntry
 from nai_tui.remote import fan_out
@@ -119,7 +120,7 @@ def choose(answers: Sequence[Answer]) -> Answer:
 
 def _spec(args: argparse.Namespace, spec_file: Path | None) -> tuple[Path, dict[str, Any]]:
     if args.follow and args.dry_run:
-        raise NaiError("--dry-run submits nothing: there is no log to --follow")
+        raise UsageMistake("--dry-run submits nothing: there is no log to --follow")
     return commands.spec_request(Path(args.dir), spec_file, **commands.submit_overrides(args))
 
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from nai_server.protocol import Invalid
 from nai_server.protocol.notify import NOTIFY_EVENTS
-from nai_tui.cli.contract import json_flag
+from nai_tui.cli.contract import UsageMistake, json_flag
 from nai_tui.cli.output import emit_json, note, table
 from nai_tui.remote.client import ServerClient
 
@@ -21,7 +20,7 @@ def _events(text: str) -> list[str]:
     events = [e.strip() for e in text.split(",") if e.strip()]
     unknown = [e for e in events if e not in NOTIFY_EVENTS]
     if not events or unknown:
-        raise Invalid(f"--on: some of {','.join(NOTIFY_EVENTS)}, comma-separated")
+        raise UsageMistake(f"--on: some of {','.join(NOTIFY_EVENTS)}, comma-separated")
     return events
 
 

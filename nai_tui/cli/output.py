@@ -126,3 +126,35 @@ def report_pull(result: Any, what: str, dest: Any, body: dict[str, Any] | None) 
          + (f", {len(kept)} kept as they are here (--force overwrites them)" if kept else "")
          + f", into {dest}")
     return EXIT_KEPT if kept else 0
+
+
+def duration_text(seconds: float | str) -> str:
+    """A limit as people write it: 7200 -> "2h", 5400 -> "1h30m", 90 -> "1m30s"; text
+    (a spec not yet read by a server) as it is."""
+    if isinstance(seconds, str):
+        return seconds
+    parts, rest = [], max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, rest = divmod(rest, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts) or "0s"
+
+
+def job_limits(job: Any) -> str:
+    """What a job runs under (`nai show`'s limits line): time, memory and CPUs."""
+    spec = job.spec
+    return ", ".join(part for part in (
+        f"time {duration_text(spec['time_limit'])}" if spec.get("time_limit") else "",
+        f"memory {format_size(spec['memory'])}" if spec.get("memory") else "",
+        f"{spec['cpus']:g} cpus" if spec.get("cpus") else "") if part)
+
+
+def job_note(job: Any) -> str:
+    """The server's note on a job; one that timed out says the limit it reached (the
+    server records the state, not a message, for that)."""
+    notes = [job.message or ""]
+    if job.state == "timed_out" and job.spec.get("time_limit"):
+        notes.insert(0, f"stopped: it reached its time limit of "
+                        f"{duration_text(job.spec['time_limit'])}")
+    return "; ".join(n for n in notes if n)

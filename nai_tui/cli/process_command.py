@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from nai_server.protocol import Invalid
 from nai_tui.cli.commands import submitted
+from nai_tui.cli.contract import UsageMistake, count
 from nai_tui.remote.client import ServerClient
 
 
@@ -20,7 +20,7 @@ def options_of(pairs: list[str] | None) -> dict[str, str]:
     for pair in pairs or []:
         key, eq, value = pair.partition("=")
         if not eq or not key:
-            raise Invalid(f"-o {pair!r}: write KEY=VALUE, e.g. -o seed=7")
+            raise UsageMistake(f"-o {pair!r}: write KEY=VALUE, e.g. -o seed=7")
         out[key] = value
     return out
 
@@ -69,7 +69,7 @@ def add_process_verb(verb: Any) -> None:
                    help="make the output a version of this dataset (default: the same)")
     p.add_argument("-o", "--option", action="append", metavar="KEY=VALUE",
                    help="an option for the processor, repeatable")
-    p.add_argument("--gpus", type=int, default=0, help="GPUs for the job (default: 0)")
+    p.add_argument("--gpus", type=count, default=0, help="GPUs for the job (default: 0)")
     p.add_argument("--time-limit", help="e.g. 2h, 30m")
     p.add_argument("--name", help="the job's name")
     p.add_argument("--group", help="run and own the output for this group")

@@ -31,7 +31,7 @@ from nai_server.protocol import (
     format_size,
 )
 from nai_tui.cli.annotate_command import add_annotate_verb
-from nai_tui.cli.contract import json_flag
+from nai_tui.cli.contract import UsageMistake, json_flag
 from nai_tui.cli.model_commands import add_register_verb, metric_cell, version_details
 from nai_tui.cli.output import emit_json, note, report_pull, table
 from nai_tui.cli.process_command import add_process_verb
@@ -51,7 +51,7 @@ def split_ref(ref: str) -> tuple[str, str | None]:
     """`name[@version]` → (name, version or None); the server checks the rest."""
     name, at, version = ref.partition("@")
     if not name or (at and not version):
-        raise Invalid(f"{ref!r}: write NAME, NAME@3 or NAME@TAG")
+        raise UsageMistake(f"{ref!r}: write NAME, NAME@3 or NAME@TAG")
     return name, version or None
 
 
@@ -235,7 +235,7 @@ def cmd_rm(args: argparse.Namespace, client: ServerClient) -> int:
 def cmd_tag(args: argparse.Namespace, client: ServerClient) -> int:
     name, version = split_ref(args.ref)
     if (args.tag is None) == (not args.clear):
-        raise Invalid("give a TAG to set, or --clear to remove the version's tag")
+        raise UsageMistake("give a TAG to set, or --clear to remove the version's tag")
     v = client.registry_tag(args.kind, name, version or "latest", None if args.clear else args.tag)
     if args.json:
         emit_json(v)

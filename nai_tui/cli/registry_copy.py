@@ -17,8 +17,9 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
-from nai_server.protocol import ConnectionFailed, Invalid, NaiError, NotFound, format_size
+from nai_server.protocol import ConnectionFailed, NaiError, NotFound, format_size
 from nai_tui.cli import commands
+from nai_tui.cli.contract import UsageMistake
 from nai_tui.cli.output import emit_json, note
 from nai_tui.config import ClientConfig
 from nai_tui.remote.client import ServerClient
@@ -113,7 +114,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
 
     name, ref = split_ref(args.ref)
     if args.source == args.target:
-        raise Invalid(f"--from and --to are both {args.source}: give two servers")
+        raise UsageMistake(f"--from and --to are both {args.source}: give two servers")
     config = ClientConfig.load()
     source_entry, target_entry = config.get(args.source), config.get(args.target)
     with commands.connect(source_entry) as source, commands.connect(target_entry) as target:

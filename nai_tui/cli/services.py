@@ -32,7 +32,7 @@ from nai_server.protocol import (
     ServiceUpdate,
     format_elapsed,
 )
-from nai_tui.cli.contract import INTERRUPTED, json_flag
+from nai_tui.cli.contract import INTERRUPTED, UsageMistake, count, json_flag
 from nai_tui.cli.output import emit_json, note, table
 from nai_tui.remote.client import ServerClient
 
@@ -202,7 +202,7 @@ def cmd_update(args: argparse.Namespace, client: ServerClient) -> int:
     update = build(ServiceUpdate, model=args.model, visibility=args.visibility,
                            idle_timeout=args.idle_timeout, public=args.public)
     if not update.model_dump(exclude_none=True):
-        raise Invalid("nothing to update: give --model, --visibility, --idle-timeout, "
+        raise UsageMistake("nothing to update: give --model, --visibility, --idle-timeout, "
                       "--public or --private")
     s = client.update_service(args.name, update)
     if args.model and args.wait:
@@ -295,7 +295,7 @@ def add_service_commands(sub: Any, add: Any) -> None:
     p = add("serve", cmd_serve, "serve a model version as a web service")
     p.add_argument("model", metavar="MODEL[@VERSION]")
     p.add_argument("--name", help="the service's name (default: the model's)")
-    p.add_argument("--gpus", type=int, help="GPUs per replica (default: the model's serve: "
+    p.add_argument("--gpus", type=count, help="GPUs per replica (default: the model's serve: "
                    "section, else 1)")
     p.add_argument("--gpu-memory", help="e.g. 8G: a GPU with this much free memory")
     p.add_argument("--replicas", type=int, default=1)

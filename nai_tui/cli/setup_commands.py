@@ -11,8 +11,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from nai_server.protocol import NaiError
+from nai_server.protocol import NaiError, TreeInfo
 from nai_tui.cli import commands, local
+from nai_tui.cli.contract import KEPT
 from nai_tui.cli.output import emit_json, note, table
 from nai_tui.config import (
     ClientConfig,
@@ -22,6 +23,7 @@ from nai_tui.config import (
     personal_state,
 )
 from nai_tui.sync import push as sync
+from nai_tui.sync.pull import PullResult
 
 # --- servers ------------------------------------------------------------------------
 
@@ -120,6 +122,23 @@ def _demo_folder(into: Path) -> Path:
     return into
 
 
+def _report_demo_outputs(job_id: int, tree: TreeInfo, result: PullResult,
+                         dest: Path, *, stopping: bool) -> int:
+    """List the job's outputs as pulled into `dest` (never other files already there),
+    and the ones kept as they were, as `nai pull` does: it then exits EXIT_KEPT."""
+    kept = {k.path: k.reason for k in result.kept}
+    pulled = sorted(e.path for e in tree.entries if e.path not in kept)
+    files = f"{len(pulled)} file" + ("" if len(pulled) == 1 else "s")
+    note(f"outputs of job {job_id} ({files}) are in {dest}:")
+    for path in pulled:
+        print(dest / path)
+    for path, reason in sorted(kept.items()):
+        note(f"not overwritten: {dest / path} ({reason}); "
+             + ("`nai up`, then " if stopping else "")
+             + f"`nai pull {job_id} --to {dest} --force` replaces it with the job's")
+    return KEPT if kept else 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Start a personal server if needed, run an example job end to end, pull outputs."""
     with tempfile.TemporaryDirectory(prefix="nai-demo-") as scratch:
@@ -140,11 +159,10 @@ def _demo(args: argparse.Namespace, folder: Path) -> int:
             code = commands.follow(client, job_id)
             dest = Path(args.to) if args.to else Path.cwd() / "nai-outputs" / str(job_id)
             if code == 0:
-                result = sync.pull(client, client.outputs(job_id), dest,
-                                   cache=commands.hash_cache())
-                note(f"outputs of job {job_id} ({result.downloaded} files) are in {dest}:")
-                for path in sorted(p for p in dest.rglob("*") if p.is_file()):
-                    print(path)
+                tree = client.outputs(job_id)
+                result = sync.pull(client, tree, dest, cache=commands.hash_cache())
+                code = _report_demo_outputs(job_id, tree, result, dest,
+                                            stopping=started and not args.keep)
     finally:
         if started and not args.keep:
             local.down()

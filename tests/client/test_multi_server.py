@@ -218,7 +218,7 @@ def test_dataset_copy_sends_only_the_blobs_the_target_lacks(nai: Any, tmp_path: 
     again = json.loads(nai("dataset", "copy", "d", "--from", "a", "--to", "b", "--json")[1])
     assert (again["blobs_sent"], again["unchanged"]) == (0, True)
     status, _, err = nai("dataset", "copy", "d", "--from", "a", "--to", "a")
-    assert status == 1 and "two servers" in err
+    assert status == 2 and "two servers" in err
 
 
 def test_model_copy_keeps_the_metadata_and_sharing_asked_for(nai: Any, tmp_path: Path) -> None:

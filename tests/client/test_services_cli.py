@@ -125,7 +125,7 @@ def test_mistakes_say_what_to_do(env: dict[str, str], served: Path) -> None:
     unknown_model = nai(env, "serve", "nosuchmodel@1", "--name", "x", "--gpus", "0")
     assert unknown_model.returncode == 3, unknown_model.stderr
     nothing = nai(env, "service", "update", "reg")
-    assert nothing.returncode == 1 and "give --model" in nothing.stderr
+    assert nothing.returncode == 2 and "give --model" in nothing.stderr
     bad_name = nai(env, "serve", "reg@1", "--name", "my service")
     assert bad_name.returncode == 1 and "letters, digits" in bad_name.stderr
     assert "Traceback" not in bad_name.stderr
