@@ -32,7 +32,7 @@ from nai_server.core.env import build_job_env
 from nai_server.core.env_setup import job_launch
 from nai_server.core.job import Job
 from nai_server.host import code_snapshot, jobfiles, mounts, unix, user_folders
-from nai_server.host.launchers.local import LEGACY_FILES, STATUS_FILE, LaunchRequest
+from nai_server.host.launchers.local import LEGACY_FILES, STATUS_FILE, TAGGER_FILE, LaunchRequest
 from nai_server.host.outputs import Helper, kill
 from nai_server.host.stderr_marks import MARKS_FILE
 from nai_server.store.blobs import BlobStore
@@ -40,7 +40,8 @@ from nai_server.store.blobs import BlobStore
 log = logging.getLogger("nai.jobdir")
 
 # Files in a job directory that a run leaves behind and the next run must not see.
-RUN_LEFTOVERS = (STATUS_FILE, *LEGACY_FILES, "exit_status.tmp", "wrapper.pid.tmp")
+RUN_LEFTOVERS = (STATUS_FILE, TAGGER_FILE, *LEGACY_FILES, "exit_status.tmp",
+                 "wrapper.pid.tmp")
 DISCARDED = ".discarded"  # under jobs/: what was taken out of job directories
 Discard = Callable[[Path, str], None]  # takes a path out of the way, saying why
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from nai_server.host import jobfiles, stderr_marks
-from nai_server.host.output_helpers import ForkServer, as_owner
+from nai_server.host.output_helpers import Forked, ForkServer, as_owner
 
 _log = logging.getLogger("nai.launch")
 
@@ -82,6 +82,7 @@ echo "exit $code" >&3
 exit "$code"
 """
 STATUS_FILE = "run.status"
+TAGGER_FILE = "tagger"  # the job's stderr tagger: "PID START_TICKS"
 STATUS_ROOM = 4096  # bytes of the status file the daemon writes before the job starts
 DRAIN_SECONDS = 2.0  # a job is seen to end once its tagger is done, or this long after
 DRAIN_WAIT = 0.05  # seconds a look at an ended job waits for its tagger, the first time
@@ -210,6 +211,8 @@ class LocalLauncher:
             status = os.open(request.job_dir / STATUS_FILE, flags | os.O_TRUNC, 0o600)
             _reserve(status, STATUS_ROOM)
             tag = _tagged_stderr(request, self._forks) if request.tag_stderr else None
+            if tag is not None:  # for a daemon started again before the job ends
+                _record_tagger(request.job_dir, tag.tagger.pid)
             go_read, go_write = os.pipe()
             argv = ["/bin/sh", "-c", WRAPPER, "nai-job", request.command, *request.args]
             if request.uid is not None:  # never Popen(user=): see as_owner
@@ -292,6 +295,14 @@ class LocalLauncher:
                 return "exited", recorded if recorded is not None else _code(code)
             if self._alive(handle):
                 return "running", None
+            # Started before this daemon did: its tagger, if it still runs, is drained
+            # as a child's is (else the job's end would kill it as a leftover).
+            if handle.pid not in self._taggers:
+                adopted = _recorded_tagger(job_dir)
+                if adopted is not None:
+                    self._taggers[handle.pid] = adopted
+            if self._draining(handle.pid):
+                return "running", None
         code = read_exit_status(job_dir)
         if code is not None:
             return "exited", code
@@ -320,10 +331,16 @@ class LocalLauncher:
                 tagger.wait(timeout=1.0)
             if tagger.poll() is None:
                 self._strays.append(tagger)  # reaped later
+        else:
+            tagger.wait(timeout=0)  # reaped, or its pidfd closed
         return False
 
     def _reap_strays(self) -> None:
-        self._strays = [t for t in self._strays if t.poll() is None]
+        ended = [t for t in self._strays if t.poll() is not None]
+        for tagger in ended:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                tagger.wait(timeout=0)
+        self._strays = [t for t in self._strays if t not in ended]
 
     @staticmethod
     def _alive(handle: Handle) -> bool:
@@ -376,6 +393,38 @@ def _tagged_stderr(request: LaunchRequest,
         for fd in (marks, log, read_end, write_end, high, started_r, started_w):
             if fd >= 0:
                 os.close(fd)
+
+
+def _record_tagger(job_dir: Path, pid: int) -> None:
+    """Note the job's stderr tagger (its pid and start) in the job's directory, the
+    daemon's own: a daemon started again finds it there."""
+    ticks = proc_start_ticks(pid)
+    if ticks is None:
+        return
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(job_dir / TAGGER_FILE, flags, 0o600)
+    try:
+        os.write(fd, f"{pid} {ticks}\n".encode())
+    finally:
+        os.close(fd)
+
+
+def _recorded_tagger(job_dir: Path) -> Forked | None:
+    """The job's tagger from `_record_tagger`, if that very process still runs: held by
+    a pidfd, so that waiting on it and killing it reach it and nothing else."""
+    raw = jobfiles.read_small(job_dir, TAGGER_FILE) or b""
+    words = raw.split()
+    if len(words) != 2 or not all(w.isdigit() and len(w) < 20 for w in words):
+        return None
+    pid, ticks = int(words[0]), int(words[1])
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return None
+    if proc_start_ticks(pid) != ticks:  # gone, or its pid is another's now
+        os.close(pidfd)
+        return None
+    return Forked(pid, pidfd, None)
 
 
 def _reserve(fd: int, size: int) -> None:
