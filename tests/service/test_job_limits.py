@@ -216,9 +216,9 @@ def test_nai_show_shows_the_limits(capsys: pytest.CaptureFixture[str]) -> None:
 
     client = FakeServerClient()
     job = client.add_job(spec={"memory": 16 << 30, "cpus": 4.0})
-    plain = client.add_job()
+    plain = client.add_job(spec={"time_limit": None})
     assert commands.cmd_show(build_parser().parse_args(["show", str(job.id)]), client) == 0
-    assert "  limits:    memory 16.0 GiB, 4 cpus\n" in capsys.readouterr().out
+    assert "  limits:    time 1h, memory 16.0 GiB, 4 cpus\n" in capsys.readouterr().out
     assert commands.cmd_show(build_parser().parse_args(["show", str(plain.id)]), client) == 0
     assert "limits:" not in capsys.readouterr().out
 
