@@ -27,6 +27,7 @@ _RESERVED_ENV = frozenset({"CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER"})
 # Bounds (DESIGN §11): every number is checked here, before anything stores it.
 MAX_GPUS = 1024
 MAX_GPU_MEMORY = 2**50  # 1 PiB
+MIN_GPU_MEMORY = 2**20  # 1 MiB: less is a bare number meant in another unit
 MIN_MEMORY = 16 * 2**20  # a job's memory limit: below this not even its shell starts
 MAX_MEMORY = 2**50  # 1 PiB
 MAX_CPUS = 65536
@@ -97,6 +98,9 @@ def _gpu_memory(value: Any) -> int:
         size = 0
     if size <= 0:
         raise ValueError(f"must be a size like 10GiB, 512MiB or 16G, got {shown(value)}")
+    if size < MIN_GPU_MEMORY:  # `gpu_memory: 40` meant 40G, not 40 bytes
+        raise ValueError(f"must be a size like 10GiB, 512MiB or 16G; {shown(value)} is "
+                         f"{size} bytes (a bare number counts bytes)")
     if size > MAX_GPU_MEMORY:
         raise ValueError(f"must be at most 1PiB (no GPU has more), got {shown(value)}")
     return size

@@ -94,6 +94,8 @@ def test_error_message_format() -> None:
         ("gpu_memory: lots", "10GiB"),
         ("gpu_memory: 0", "size"),
         ("gpu_memory: 1.5", "size"),
+        ("gpu_memory: 40", "a bare number counts bytes"),
+        ("gpu_memory: 512KiB", "a bare number counts bytes"),
         ("dataset: 'cifar 10'", "name@version"),
         ("dataset: cifar10@", "name@version"),
         ("dataset: cifar10@-2", "name@version"),
