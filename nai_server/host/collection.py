@@ -181,7 +181,7 @@ class OutputCollection:
         self.forks.close()
 
     def _collect(self, job: Job, seen: output_seen.Seen | None = None,
-                 last: Future[float] | None = None) -> tuple[str | None, str | None]:
+                 last: Future[None] | None = None) -> tuple[str | None, str | None]:
         """The job's output tree, read by a helper running as its owner: (tree id, None),
         (None, why not), or (None, None) when it left no output/. `seen`: what passes
         while it ran stored (those files are read again only if they changed), once

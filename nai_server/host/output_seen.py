@@ -77,8 +77,6 @@ def ask(questions: IO[bytes], found: list[Known | None], deadline: float) -> Non
     questions.close()
 
 
-
-
 def check_ahead(listed: list[Any], limits: Limits) -> None:
     """What a pass while the job runs needs of the listing before it stores any bytes
     (the whole tree's rules, paths and links, are the end's collection's to judge: a

@@ -79,19 +79,10 @@ def remove_tree(path: Path, user_folders: Sequence[str], timeout: float,
     """Remove `path`, a directory the daemon owns that holds the folders named in
     `user_folders`, which its users own: each is emptied as the account that owns it
     and removed with `rmdir`, and only then the rest, the daemon's own, as the daemon.
-    False, leaving `path` whole, when a user's folder could not be emptied."""
+    False, leaving the rest of `path` as it is, when a user's folder could not be
+    emptied (`remove` empties a folder of another account's as that account)."""
     for name in user_folders:
-        folder = path / name
-        try:
-            st = os.lstat(folder)
-        except FileNotFoundError:
-            continue
-        if not stat.S_ISDIR(st.st_mode) or st.st_uid == os.geteuid():
-            continue  # unlinked, or walked as the daemon's own (personal mode), below
-        empty(folder, RunAs(st.st_uid, st.st_gid), timeout, running)
-        try:
-            os.rmdir(folder)
-        except OSError:
+        if not remove(path / name, timeout, running):
             return False
     return remove(path, timeout, running)
 

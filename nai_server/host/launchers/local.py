@@ -440,6 +440,7 @@ def _code(returncode: int) -> int:
     # Popen reports death by signal N as -N; shells report 128+N.
     return 128 - returncode if returncode < 0 else returncode
 
+
 def cgroup_tail(cgroup: Path) -> str:
     """`cgroup`'s path below the root of its hierarchy (the topmost folder above it that
     is a cgroup), as a process inside it reads it at the end of its "0::" line in
@@ -451,6 +452,7 @@ def cgroup_tail(cgroup: Path) -> str:
     while root.parent != root and (root.parent / "cgroup.controllers").is_file():
         root = root.parent
     return "/" + str(cgroup.relative_to(root))
+
 
 def never_started(job_dir: Path) -> bool:
     """Whether the wrapper exited without starting the job (no "go" ever came)."""
