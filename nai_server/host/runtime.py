@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 from collections.abc import Callable
+from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from nai_server.host.lanes import Lanes
 from nai_server.host.launchers.local import (
     Handle,
     Launcher,
+    LaunchRequest,
     exit_time,
     never_started,
     proc_start_ticks,
@@ -54,6 +56,12 @@ from nai_server.store.db import TinyDbStore
 log = logging.getLogger("nai.runtime")
 
 ARCHIVE_EVERY_SECONDS = 60.0
+# How long a tick waits, outside the lock, for the job directories it began to build
+# (most take milliseconds: their jobs start in the same tick); a longer build (a dataset
+# of a million files to link) goes on in its owner's lane and its job starts at a later
+# tick, while the loop reaps, enforces limits and schedules the other jobs.
+BUILD_WAIT_SECONDS = 1.0
+BUILDS_PER_USER = 2
 # States in which a job still has to run or end: the daemon is not idle.
 PENDING: frozenset[JobState] = frozenset({JobState.QUEUED, *ACTIVE})
 
@@ -122,6 +130,11 @@ class JobRuntime:
             self.jobs_dir, run_as=lambda job: run_as(job.user, config.personal))
         self._sweep_due = True  # at start: what a crash left behind
         self._views: dict[int, tuple[Job, sched.QueuedJob]] = {}  # see _planned
+        # Jobs starting: their directories being built (code, dataset and model links),
+        # outside the lock, in lanes per user, so that no one's large dataset holds the
+        # lock, the loop or anyone else's start (see BUILD_WAIT_SECONDS).
+        self._builders = Lanes(BUILDS_PER_USER, "nai-build")
+        self._building: dict[int, futures.Future[LaunchRequest]] = {}
         self.watch = GpuWatch(lambda pid: self.contain.job_of(pid))
         # GPUs held outside the job table (services' replicas): running, never preempted.
         self.held_elsewhere: Callable[[], list[sched.RunningJob]] = list
@@ -141,7 +154,7 @@ class JobRuntime:
             hot = self.jobs.hot()
             ended = self._reap(hot, now)
             # Only a started job has a log to read (poll passes over the others).
-            watched = [j for j in hot if j.active]
+            watched = [j for j in hot if j.active and j.id not in self._building]
         self.metrics.poll(watched, {job.id for job, _ in ended})  # before an ended job's outputs
         for job, how in ended:  # outside the lock: no request waits on a job's files
             self.collections.start(job, how)
@@ -151,10 +164,15 @@ class JobRuntime:
             hot = self.jobs.hot()
             self.state.snapshot = snapshot
             self.state.foreign = self.not_foreign(self.watch.observe(snapshot, hot))
-            self._schedule(now, hot)
+            begun = self._schedule(now, hot)
             if now - self._last_archive >= ARCHIVE_EVERY_SECONDS:
                 self._archive(now)
                 self._last_archive = now
+        if begun:  # their directories, a moment (most are made by then)
+            futures.wait(begun, timeout=BUILD_WAIT_SECONDS)
+        if any(f.done() for f in self._building.values()):
+            with self.lock.settled():
+                self._finish_builds(now)
         # Committed (a failed commit raised above): only now may the ends be forgotten.
         for job_id in saved:
             self.collections.forget(job_id)
@@ -179,7 +197,9 @@ class JobRuntime:
 
     def close(self) -> None:
         """Stop the collections under way: their jobs stay running in the database, and
-        the next start collects their outputs again."""
+        the next start collects their outputs again. A job whose directory was being
+        built is started again by the next daemon (`_unstart`)."""
+        self._builders.shutdown(wait=True, cancel_futures=True)
         self.collections.close()
         self.discards.close()
         with self.lock:
@@ -193,7 +213,7 @@ class JobRuntime:
         outputs must now be collected before they end, with how they ended."""
         ended = []
         for job in hot:
-            if job.active and job.id not in self.collections:
+            if job.active and job.id not in self.collections and job.id not in self._building:
                 how = self._check(job, now)
                 if how is not None:
                     ended.append((job, how))
@@ -339,7 +359,9 @@ class JobRuntime:
         return (active, self.cluster_view(now, active, snapshot),
                 self.usage.accounting(now, hot))
 
-    def _schedule(self, now: float, hot: list[Job]) -> None:
+    def _schedule(self, now: float, hot: list[Job]) -> list[futures.Future[LaunchRequest]]:
+        """Plan, preempt, and begin starting the jobs the plan starts; the futures of
+        their directories being built."""
         queued = sorted((j for j in hot if j.state == JobState.QUEUED),
                         key=lambda j: (j.submitted_at, j.id))
         queued = self._drop_failed_dependencies(queued, now)
@@ -359,6 +381,7 @@ class JobRuntime:
         by_active = {j.id: j for j in active}
         for victim in plan.preempt:
             self._preempt(by_active[victim], plan.starts, now)
+        begun = []
         for start in plan.starts:
             holders = {held[g] for g in start.gpus if g in held}
             if holders:
@@ -367,7 +390,7 @@ class JobRuntime:
                 waiting[start.job_id] = str(sched.WaitReason.RESOURCES)
                 est_start[start.job_id] = max(self._stop_deadline(h, now) for h in holders)
                 continue
-            self._launch(by_id[start.job_id], start.gpus, snapshot, now)
+            begun.append(self._launch(by_id[start.job_id], start.gpus, snapshot, now))
         self.state.waiting = waiting
         self.state.est_start = est_start
         head = (None if plan.head is None
@@ -375,6 +398,7 @@ class JobRuntime:
         self.state.kept = (None if head is None
                            else wait_words.kept_for(head, cluster, plan.starts, now))
         self.state.head = plan.head
+        return begun
 
     def _planned(self, queued: list[Job]) -> list[sched.QueuedJob]:
         """The queued jobs as the planner sees them. A job's record is the same object
@@ -440,7 +464,9 @@ class JobRuntime:
     # --- launching --------------------------------------------------------------------
 
     def _launch(self, job: Job, gpus: tuple[int, ...], snapshot: GpuSnapshot,
-                now: float) -> None:
+                now: float) -> futures.Future[LaunchRequest]:
+        """Give the job its GPUs (starting) and begin building its directory in its
+        owner's lane; `_finish_builds` starts its process once that is done."""
         uuids = {g.index: g.uuid for g in snapshot.gpus}
         job = self.jobs.update(
             job.id, state=transition(JobState.QUEUED, JobState.STARTING), gpus=gpus,
@@ -448,25 +474,67 @@ class JobRuntime:
         # On disk before the process exists: a daemon killed after the launch must come
         # back knowing it started the job (and adopt it), never queue it to run again.
         self.jobs.commit()
-        try:
-            request = jobdir.launch_request(
-                job, gpus, self.job_dir(job.id), self.blobs, self.config.personal,
-                cgroup=lambda: self.contain.create(job.id, job.spec.memory, job.spec.cpus),
-                joins=lambda: self.contain.joins(job.id), discard=self.discards)
-            handle = self.launcher.start(request)
-        except Exception as exc:
-            log.exception("job %s could not start", job.id)
-            self.jobs.update(
-                job.id, state=transition(JobState.STARTING, JobState.FAILED), ended_at=now,
-                message="could not start: server disk full" if diskspace.is_disk_full(exc)
-                        else f"could not start: {exc}")
-            self.registry.collect()
-            return
-        why = self.contain.unenforced(job.spec.memory, job.spec.cpus)
-        self.jobs.update(job.id, state=transition(JobState.STARTING, JobState.RUNNING),
-                         pid=handle.pid, pid_start=handle.start_ticks,
-                         **({"message": why} if why else {}))
-        log.info("job %s started on GPUs %s (pid %s)", job.id, list(gpus), handle.pid)
+        future = self._builders.submit(job.user, self._build, job, gpus)
+        self._building[job.id] = future
+        future.add_done_callback(lambda _: self.notify())  # its start is the loop's
+        return future
+
+    def _build(self, job: Job, gpus: tuple[int, ...]) -> LaunchRequest:
+        """The job's directory and what to start in it (in a lane, without the lock);
+        its cgroup is made when it starts."""
+        return jobdir.launch_request(
+            job, gpus, self.job_dir(job.id), self.blobs, self.config.personal,
+            cgroup=lambda: None, discard=self.discards)
+
+    def _finish_builds(self, now: float) -> None:
+        """Start the jobs whose directories are built (under the settled lock): their
+        process, or their end if the build failed or they were stopped meanwhile."""
+        for job_id, future in list(self._building.items()):
+            if not future.done():
+                continue
+            del self._building[job_id]
+            job = self.jobs.get(job_id)
+            if job is None or job.state != JobState.STARTING:
+                continue
+            try:
+                request = future.result()
+            except Exception as exc:
+                log.error("job %s could not start", job_id, exc_info=exc)
+                self._not_started(job, now, "could not start: server disk full"
+                                  if diskspace.is_disk_full(exc) else f"could not start: {exc}")
+                continue
+            if job.stop is not None:  # cancelled (or preempted) while it was being built
+                self._stopped_before_start(job, now)
+                continue
+            try:
+                request = dataclasses.replace(
+                    request, cgroup=self.contain.create(job.id, job.spec.memory, job.spec.cpus),
+                    joins=self.contain.joins(job.id))
+                handle = self.launcher.start(request)
+            except Exception as exc:
+                log.exception("job %s could not start", job_id)
+                self._not_started(job, now, "could not start: server disk full"
+                                  if diskspace.is_disk_full(exc) else f"could not start: {exc}")
+                continue
+            why = self.contain.unenforced(job.spec.memory, job.spec.cpus)
+            # Its time limit counts from now: building its directory was the server's time.
+            self.jobs.update(job.id, state=transition(JobState.STARTING, JobState.RUNNING),
+                             pid=handle.pid, pid_start=handle.start_ticks, started_at=now,
+                             **({"message": why} if why else {}))
+            log.info("job %s started on GPUs %s (pid %s)", job.id, list(job.gpus), handle.pid)
+
+    def _not_started(self, job: Job, now: float, message: str) -> None:
+        self.jobs.update(job.id, state=transition(JobState.STARTING, JobState.FAILED),
+                         ended_at=now, message=message)
+        self.registry.collect()
+
+    def _stopped_before_start(self, job: Job, now: float) -> None:
+        """A job cancelled while its directory was built (only a running job is ever
+        preempted or timed out): it ends, none of it having run."""
+        self.jobs.update(job.id, state=transition(JobState.STARTING, JobState.CANCELLED),
+                         ended_at=now, message="cancelled before it started")
+        self.registry.collect()
+        log.info("job %s was cancelled while it was being started", job.id)
 
     # --- history ----------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +28,7 @@ from nai_server.host import jobdir, unix
 from nai_server.host.collection import Ended
 from nai_server.host.lanes import Lanes
 from nai_server.host.launchers import slurm_gpus, slurm_record, slurm_text
-from nai_server.host.launchers.local import Handle
+from nai_server.host.launchers.local import Handle, LaunchRequest
 from nai_server.host.launchers.slurm import SlurmClient, SlurmError, daemon_key
 from nai_server.host.launchers.slurm_record import Record
 from nai_server.host.launchers.slurm_text import SlurmJob
@@ -247,7 +247,8 @@ class SlurmRuntime(JobRuntime):
 
     # --- queued jobs: submit, wait, start ---------------------------------------------
 
-    def _schedule(self, now: float, hot: list[Job]) -> None:
+    def _schedule(self, now: float, hot: list[Job]) -> list[Future[LaunchRequest]]:
+        """Submit the queued jobs Slurm may run; none is built here (sbatch does)."""
         queued = sorted((j for j in hot if j.state == JobState.QUEUED),
                         key=lambda j: (j.submitted_at, j.id))
         queued = self._drop_failed_dependencies(queued, now)
@@ -285,6 +286,7 @@ class SlurmRuntime(JobRuntime):
         self._cancel_strays()
         self.state.waiting = waiting
         self.state.est_start = {}
+        return []
 
     def _cancel_strays(self) -> None:
         """Slurm jobs of ours whose nai job ended without them (cancelled while queued):
