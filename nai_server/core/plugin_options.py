@@ -11,7 +11,6 @@ never imports the plugin. Each bad key is told with where it came from, the user
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
@@ -72,14 +71,15 @@ def check_options(plugin: str, declared: Mapping[str, str] | None,
     """Raise `UnknownOptions` if `options` hold a key that `declared` does not name.
     `declared` None (a plugin without the hook) lets every option through; `given` as
     for `origins`; `command` is what the user runs again, e.g. `nai dataset process`."""
-    if declared is None:
+    if declared is None or all(key in declared for key in options):
         return
+    import difflib  # only on the way to failing: every processing job starts here
+
     whence = origins(options, given)
     unknown = [Unknown(key, whence[key], next(iter(
         difflib.get_close_matches(key, sorted(declared), n=1, cutoff=0.6)), None))
         for key in sorted(options) if key not in declared]
-    if unknown:
-        raise UnknownOptions(plugin, unknown, declared, command)
+    raise UnknownOptions(plugin, unknown, declared, command)
 
 
 def takes(plugin: str, declared: Mapping[str, str]) -> list[str]:
