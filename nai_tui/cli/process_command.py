@@ -76,7 +76,8 @@ def add_process_verb(verb: Any) -> None:
     p.add_argument("--to", metavar="NAME",
                    help="make the output a version of this dataset (default: the same)")
     p.add_argument("-o", "--option", action="append", metavar="KEY=VALUE",
-                   help="an option for the processor, repeatable")
+                   help="an option for the processor, repeatable; one it does not take "
+                   "fails the job at once, its log listing those it takes")
     p.add_argument("--gpus", type=count, default=0, help="GPUs for the job (default: 0)")
     p.add_argument("--time-limit", help="e.g. 2h, 30m")
     p.add_argument("--name", help="the job's name")
