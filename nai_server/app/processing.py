@@ -60,7 +60,7 @@ class Processing:
             spec = spec_from_dict(fields, source="dataset process")
         except SpecError as exc:
             raise Invalid(str(exc), details={"field": exc.field}) from exc
-        env = processor_env(body.plugin, version, options)
+        env = processor_env(body.plugin, version, options, body.options)
         if found := plugin_path(os.environ.get("PYTHONPATH")):  # the server's plugins
             env["PYTHONPATH"] = found
         return self.jobs.submit(caller, dataclasses.replace(spec, env=env), None,

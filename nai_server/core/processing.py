@@ -7,11 +7,12 @@ lineage of the version its labels become."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 PLUGIN_VAR = "PROCESSOR"
 OPTIONS_VAR = "PROCESSOR_OPTIONS"  # JSON: {key: value}, all strings
+GIVEN_VAR = "PROCESSOR_GIVEN"  # JSON: the keys of OPTIONS_VAR the user gave with -o
 VERSION_VAR = "PROCESSOR_VERSION"
 
 
@@ -24,9 +25,22 @@ def plugin_path(daemon_path: str | None) -> str | None:
     return ":".join(kept) or None
 
 
-def processor_env(plugin: str, version: str | None, options: Mapping[str, str]) -> dict[str, str]:
+def processor_env(plugin: str, version: str | None, options: Mapping[str, str],
+                  given: Iterable[str] = ()) -> dict[str, str]:
+    """What a processing job reads of its processor: `options` are the admin's with the
+    user's over them, `given` the keys the user gave (the job says whence a bad one came)."""
     return {PLUGIN_VAR: plugin, OPTIONS_VAR: json.dumps(dict(options), sort_keys=True),
-            VERSION_VAR: version or ""}
+            GIVEN_VAR: json.dumps(sorted(given)), VERSION_VAR: version or ""}
+
+
+def given_keys(env: Mapping[str, str], var: str) -> list[str] | None:
+    """The keys the user gave with -o, as `var` of a job's or replica's environment
+    says; None where it does not (submitted by a daemon that did not set it)."""
+    try:
+        keys = json.loads(env[var])
+    except (KeyError, ValueError):
+        return None
+    return [str(k) for k in keys] if isinstance(keys, list) else None
 
 
 def processor_lineage(env: Mapping[str, str]) -> dict[str, Any] | None:
@@ -45,6 +59,7 @@ def processor_lineage(env: Mapping[str, str]) -> dict[str, Any] | None:
 
 ANNOTATOR_VAR = "ANNOTATOR"
 ANNOTATOR_OPTIONS_VAR = "ANNOTATOR_OPTIONS"
+ANNOTATOR_GIVEN_VAR = "ANNOTATOR_GIVEN"  # as GIVEN_VAR
 ANNOTATOR_VERSION_VAR = "ANNOTATOR_VERSION"
 PROCESS = "process"  # a Job's `made_by` when `nai dataset process` submitted it
 ANNOTATOR_KIND = "annotator"  # a service's `kind` when `nai dataset annotate` made it
@@ -53,11 +68,13 @@ HEALTH_PATH = "/_nai/health"
 
 
 def annotator_env(plugin: str, version: str | None, options: Mapping[str, str],
-                  output: str) -> dict[str, str]:
+                  output: str, given: Iterable[str] = ()) -> dict[str, str]:
     """What an annotator session's replica reads of its annotator (and where it writes
-    its labels: `output`, the session's own folder, kept across the replica's runs)."""
+    its labels: `output`, the session's own folder, kept across the replica's runs);
+    `options` and `given` as for `processor_env`."""
     return {ANNOTATOR_VAR: plugin, ANNOTATOR_OPTIONS_VAR: json.dumps(dict(options),
                                                                     sort_keys=True),
+            ANNOTATOR_GIVEN_VAR: json.dumps(sorted(given)),
             ANNOTATOR_VERSION_VAR: version or "", "NAI_OUTPUT_DIR": output}
 
 

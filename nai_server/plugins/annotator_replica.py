@@ -3,8 +3,9 @@
 the daemon: `python -m nai_server.plugins.annotator_replica`.
 
 It reads the annotator's name and options from its environment (set by the daemon in
-the service's document), loads that one entry point of `nai.annotators`, asks it for
-its ASGI app over the dataset version mounted read-only in the replica's directory
+the service's document), loads that one entry point of `nai.annotators`, checks the
+options against those it takes (if it says: `nai_plugin_options`), asks it for its
+ASGI app over the dataset version mounted read-only in the replica's directory
 (`$NAI_MODEL_DIR`: a service's source, here a dataset's) and the session's output
 folder (`$NAI_OUTPUT_DIR`, where the labels go, kept across the replica's restarts),
 and serves it on the replica's socket (`$NAI_SERVE_SOCKET`, mode 0600), which the
@@ -22,16 +23,20 @@ import contextlib
 import json
 import os
 import socket
-import sys
-import traceback
 from pathlib import Path
 from typing import Any
 
 import pluggy
 
-from nai_server.core.processing import ANNOTATOR_OPTIONS_VAR, ANNOTATOR_VAR, HEALTH_PATH
+from nai_server.core.processing import (
+    ANNOTATOR_GIVEN_VAR,
+    ANNOTATOR_OPTIONS_VAR,
+    ANNOTATOR_VAR,
+    HEALTH_PATH,
+    given_keys,
+)
 from nai_server.plugins.contracts import Kind
-from nai_server.plugins.process_job import load_plugin
+from nai_server.plugins.process_job import check_plugin_options, failed, load_plugin
 
 KIND = Kind.ANNOTATOR
 OWN = "/_nai/"  # the runner's own paths, before the annotator's (the daemon's finish)
@@ -101,6 +106,9 @@ def run(environ: dict[str, str]) -> None:
                             f"output folder and a socket; start it with `nai dataset "
                             f"annotate`")
     manager = load(name)
+    check_plugin_options(manager, name, options, given_keys(environ, ANNOTATOR_GIVEN_VAR),
+                         f"nai dataset annotate {environ.get('NAI_MODEL') or 'DATASET'} "
+                         f"--with {name}")
     app = manager.hook.nai_annotator_app(source=Path(source), target=Path(target),
                                          options=options)
     if app is None:
@@ -123,9 +131,7 @@ def main() -> int:
     try:
         run(dict(os.environ))
     except Exception as exc:  # the service's log is where the user looks
-        traceback.print_exc()
-        print(f"nai: annotator failed: {type(exc).__name__}: {exc}", file=sys.stderr,
-              flush=True)
+        failed("annotator", exc)
         return 1
     return 0
 

@@ -138,11 +138,30 @@ class NotifierSpec:
         `nai_job_event`; a user whose address hangs delays only their own notices."""
 
 
+# --- options of dataset processors and annotators --------------------------------------
+
+
+class PluginOptionsSpec:
+    """The hook dataset processors and annotators share: the options they take."""
+
+    @hookspec(firstresult=True)
+    def nai_plugin_options(self) -> Mapping[str, str] | None:
+        """Optional: the options this plugin takes, each name with one line of help that
+        says its default (`{"seed": "the shuffle's seed (default 0)"}`; `{}`: none).
+        With it, the job (or annotate session) checks the options before the plugin
+        touches any file: a key not named here fails it at once, the error naming the
+        key, whether it came from the user's `-o` or the admin's `plugins.NAME.options`,
+        the closest option named here, and this list with its help, which is how users
+        learn what the plugin takes. Without it, every option is passed on unchecked.
+        Called in the user's job, like the plugin's other hook, never in the daemon."""
+
+
 # --- dataset processors ---------------------------------------------------------------
 
 
-class DatasetProcessorSpec:
-    """The `nai.dataset_processors` contract: `nai dataset process SRC --with NAME`."""
+class DatasetProcessorSpec(PluginOptionsSpec):
+    """The `nai.dataset_processors` contract: `nai dataset process SRC --with NAME`,
+    and its options (`nai_plugin_options`, optional)."""
 
     @hookspec(firstresult=True)
     def nai_process_dataset(self, source: Path, target: Path,
@@ -150,7 +169,8 @@ class DatasetProcessorSpec:
         """Make a new dataset version: read the input version's files under `source`
         (read-only) and write the new version's under `target` (empty at first).
         `options` are the user's `-o key=value` pairs over the admin's
-        `plugins.NAME.options`, all strings. Runs in the user's job, as the user, on
+        `plugins.NAME.options`, all strings (only those `nai_plugin_options` names, if
+        the plugin implements it). Runs in the user's job, as the user, on
         a CPU slot or the GPUs the job asked for. Return None or a small JSON-able
         report (written to the job's log); raise to fail the job (the error is the
         last line of its log, and no version is made)."""
@@ -166,8 +186,9 @@ USER_HEADER = "x-nai-user"
 (which drops any the caller sent) from the connection's unix user."""
 
 
-class AnnotatorSpec:
-    """The `nai.annotators` contract: `nai dataset annotate NAME --with PLUGIN`."""
+class AnnotatorSpec(PluginOptionsSpec):
+    """The `nai.annotators` contract: `nai dataset annotate NAME --with PLUGIN`, and its
+    options (`nai_plugin_options`, optional)."""
 
     @hookspec(firstresult=True)
     def nai_annotator_app(self, source: Path, target: Path,

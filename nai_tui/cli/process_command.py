@@ -2,7 +2,10 @@
 dataset processor the server offers (`nai plugins`) over a dataset version, as a job of
 yours; on success its output becomes the next version of the dataset (or of `--to`),
 whose lineage names the input version, the processor and its options. The job is like
-any other: `nai logs`, `nai cancel`, `--follow`."""
+any other: `nai logs`, `nai cancel`, `--follow` (which exits with the job's status).
+The daemon never imports the processor, so the job is what checks the options: one the
+processor does not take (if it declares those it takes) fails it before any file is
+read, its log ending with the key, the closest option, and the list of them."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from typing import Any
 
 from nai_tui.cli.commands import submitted
 from nai_tui.cli.contract import UsageMistake, count
+from nai_tui.cli.output import note
 from nai_tui.remote.client import ServerClient
 
 
@@ -55,7 +59,11 @@ def cmd_process(args: argparse.Namespace, client: ServerClient) -> int:
                                  options=options_of(args.option), to=args.to,
                                  gpus=args.gpus, time_limit=args.time_limit,
                                  name=args.name, group=args.group)
-    return submitted(args, client, job)
+    status = submitted(args, client, job)
+    if not args.follow:  # the processor checks its options in the job, not here
+        note(f"`nai logs {job.id} -f` follows it; if it fails, its log ends with why (an "
+             f"option {args.plugin} does not take fails it at once, listing those it takes)")
+    return status
 
 
 def add_process_verb(verb: Any) -> None:
@@ -68,7 +76,8 @@ def add_process_verb(verb: Any) -> None:
     p.add_argument("--to", metavar="NAME",
                    help="make the output a version of this dataset (default: the same)")
     p.add_argument("-o", "--option", action="append", metavar="KEY=VALUE",
-                   help="an option for the processor, repeatable")
+                   help="an option for the processor, repeatable; one it does not take "
+                   "fails the job at once, its log listing those it takes")
     p.add_argument("--gpus", type=count, default=0, help="GPUs for the job (default: 0)")
     p.add_argument("--time-limit", help="e.g. 2h, 30m")
     p.add_argument("--name", help="the job's name")

@@ -2,7 +2,8 @@
 offering the `labels` annotator: start a session (a service, listed by `nai
 services`), open it on a local port with `--open` and label through it, stop it with
 `nai service stop`, and find the labels as the dataset's next version with the
-annotator in its lineage."""
+annotator in its lineage; an option `labels` does not take fails the session, and
+`--open` says why."""
 
 from __future__ import annotations
 
@@ -110,3 +111,12 @@ def test_annotate_open_label_stop(env: dict[str, str], tmp_path: Path) -> None:
     row = json.loads((pulled / "labels.jsonl").read_text())
     assert (row["item"], row["label"]) == ("b.txt", "dog")
     assert nai(env, "dataset", "show", "photo-labels@2").returncode != 0  # one version
+
+    # A typo in an option: the session's replica refuses it before serving (each time
+    # it is restarted), and --open ends with the reason once the session has failed.
+    typo = nai(env, "dataset", "annotate", "photos@1", "--with", "labels", "--to",
+               "photo-labels", "-o", "kep=labels", "--name", "typo", "--open")
+    assert typo.returncode != 0, typo.stderr
+    assert "labels has no option 'kep' (given with -o; did you mean 'keep'?)" in typo.stderr
+    assert "nai dataset annotate photos@1 --with labels" in typo.stderr
+    assert nai(env, "dataset", "show", "photo-labels@2").returncode != 0  # no labels made

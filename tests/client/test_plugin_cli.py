@@ -139,6 +139,21 @@ def test_plugins_and_dataset_process(nai, tmp_path: Path) -> None:
     version = lineage["processor"]["version"]  # of the distribution that ships `split`
     assert f"from:     d@1 by split {version} (ratios=3,1,1, seed=3) in job {job_id}" in shown
     assert nai("dataset", "process", "d", "--with", "nope")[0] == 3  # not found
+    # A typo in an option split takes fails its job before it reads a file; the log's
+    # last line says so, and no version is made.
+    status, out, err = nai("dataset", "process", "d@1", "--with", "split", "--to", "d-split",
+                           "-o", "ratio=1,1")
+    assert status == 0, err
+    job_id = int(out)
+    assert f"`nai logs {job_id} -f` follows it" in err
+    tick_until(nai.service, lambda: nai.client.job(job_id).state in TERMINAL_STATES,
+               what="the processing job to end")
+    assert nai.client.job(job_id).state == "failed"
+    status, out, err = nai("logs", str(job_id))
+    last = (out + err).rstrip().splitlines()[-1]
+    assert "split has no option 'ratio' (given with -o; did you mean 'ratios'?)" in last
+    assert "ratios" in out + err and "(default 0.8,0.1,0.1)" in out + err
+    assert nai("dataset", "show", "d-split@2")[0] != 0
     assert nai("dataset", "process", "d", "--with", "split", "-o", "seed")[0] != 0
 
 

@@ -1,7 +1,9 @@
 """Dataset processors (`nai dataset process`) through the real daemon, as a real non-root
 unix user: the processor runs as that user's job over the read-only input version,
 its output becomes the next version with lineage, and one that raises fails the job
-with its error, making no version."""
+with its error, making no version; so does an option the processor does not take (a
+typo given with `-o` through `nai dataset process --follow`, or a key of the admin's
+config), told before the processor reads a file."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Daemon, needs_root, wait_for  # type: ignore[import-not-found]
+from plug_support import nai_as  # type: ignore[import-not-found]
 from test_registry_access import Actor, upload_tree  # type: ignore[import-not-found]
 
 from nai_server.protocol import TERMINAL_STATES
@@ -53,14 +56,16 @@ def test_a_processor_makes_a_new_version_as_the_user(
     # Where the users' jobs can read it too (pytest's tmp_path is root's alone).
     site = write_dist(Path(tempfile.mkdtemp(prefix="nai-site-")), "nai-test-procs", "2.5.0",
                       {"t_procs": PROCS}, {
-        "nai.dataset_processors": {"split2": "nai_plugins.split", "who": "t_procs:who",
+        "nai.dataset_processors": {"split2": "nai_plugins.split", "split3": "nai_plugins.split",
+                                   "who": "t_procs:who",
                                    "boom": "t_procs:boom", "off": "t_procs:who"}})
     request.addfinalizer(lambda: shutil.rmtree(site, ignore_errors=True))
     (site / "imported-by").touch(0o666)
     (site / "imported-by").chmod(0o666)
     monkeypatch.setenv("PYTHONPATH", f"{site}:{os.environ.get('PYTHONPATH', '')}")
     daemon: Daemon = daemon_factory(plugins={
-        "split2": {}, "boom": {}, "who": {"options": {"note": "from-admin"}}})
+        "split2": {}, "boom": {}, "who": {"options": {"note": "from-admin"}},
+        "split3": {"options": {"seeds": "4"}}})  # the admin's typo
     daemon.start()
     alice, bob = make_user(), make_user()
     for user in (alice, bob):
@@ -121,5 +126,29 @@ def test_a_processor_makes_a_new_version_as_the_user(
     assert log.rstrip().endswith(
         "dataset processor failed: ValueError: no label column in img,rows.csv"), log
     assert len(daemon.as_user(alice, "GET", "/v1/datasets/photos").json()["versions"]) == 2
+
+    # A typo in an option, through `nai` as alice, following the job: it fails before
+    # split reads a file, the log's last line says which key, whence, what was meant
+    # and what split takes (listed with help above it); `nai` exits with its status.
+    done = nai_as(alice, "dataset", "process", "photos@1", "--with", "split2", "-o",
+                  "ratio=0.5", "-o", "seed=1", "--follow", socket=daemon.socket)
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    said = done.stderr.rstrip().splitlines()
+    assert said[-1].startswith("job ") and said[-1].endswith("failed (exit code 1)"), said
+    assert said[-2].startswith("nai: dataset processor failed: split2 has no option "
+                               "'ratio' (given with -o; did you mean 'ratios'?); it takes "
+                               "ratios, names, seed, by, stratify"), said
+    assert any("ratios" in line and "(default 0.8,0.1,0.1)" in line for line in said), said
+    assert "nai: processing" not in done.stdout + done.stderr  # split never ran
+    assert len(daemon.as_user(alice, "GET", "/v1/datasets/photos").json()["versions"]) == 2
+    # A bad key of the admin's (plugins.split3.options) is said to be the admin's.
+    job = process(alice, "split3", version="1", to="never")
+    info = ended(job.json()["id"])
+    log = daemon.as_user(alice, "GET", f"/v1/jobs/{info['id']}/logs").body.decode()
+    assert info["state"] == "failed" and info["exit_code"] == 1, info
+    last = log.rstrip().splitlines()[-1]
+    assert "'seeds' (from the server config, plugins.split3.options; did you mean " \
+           "'seed'?)" in last and "ask an admin" in last, log
+    assert daemon.as_user(alice, "GET", "/v1/datasets/never").status == 404
     # Only alice's jobs imported the processors; the root daemon never did.
     assert set((site / "imported-by").read_text().split()) == {str(alice.uid)}

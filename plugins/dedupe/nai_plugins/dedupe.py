@@ -1,7 +1,8 @@
 """`dedupe`: a dataset processor that drops duplicates by content
 (`nai dataset process photos --with dedupe`).
 
-Options (strings):
+Options (all strings, from `-o key=value` over the admin's `plugins.dedupe.options`;
+`OPTIONS` says them in short, and the job refuses any other key, naming these):
     by   "files" (default): of files with the same bytes, the first by path is kept, at
          its path; "rows": also the repeated rows of every .csv (header kept) and
          .jsonl file are dropped, the first of each kept in order
@@ -19,6 +20,10 @@ from typing import Any
 from nai_server.plugins.contracts import hookimpl
 
 ROWS = (".csv", ".jsonl")
+OPTIONS = {
+    "by": "files: of files with the same bytes keep the first; rows: also drop repeated "
+          "rows of .csv and .jsonl files (default files)",
+}
 NAMED = 100  # dropped files named in the report
 
 
@@ -41,6 +46,12 @@ def _unique_rows(text: str, header: bool) -> tuple[str, int]:
             seen.add(key)
             kept.append(row)
     return "".join(head + kept), len(rows) - len(kept)
+
+
+@hookimpl
+def nai_plugin_options() -> Mapping[str, str]:
+    """The options above: the job refuses any other key before any file is read."""
+    return OPTIONS
 
 
 @hookimpl

@@ -2,7 +2,8 @@
 their metadata (EXIF, GPS, comments) with Pillow, keeping the folder layout
 (`nai dataset process photos --with images -o size=256 -o format=webp`).
 
-Options (all strings, from `-o key=value` over the admin's `plugins.images.options`):
+Options (all strings, from `-o key=value` over the admin's `plugins.images.options`;
+`OPTIONS` says them in short, and the job refuses any other key, naming these):
     size     the largest an image may be: "256" (a 256×256 box) or "320x240"; a larger
              image shrinks to fit, keeping its aspect; none: no resizing (the default)
     format   the images' new format: jpeg, png, webp, bmp, gif or tiff (the file's
@@ -31,6 +32,14 @@ SUFFIXES = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png", ".webp": "webp", ".b
 EXTENSION = {"jpeg": ".jpg", "png": ".png", "webp": ".webp", "bmp": ".bmp", "gif": ".gif",
              "tiff": ".tif"}
 NO_ALPHA = {"jpeg", "bmp"}  # formats that cannot keep transparency
+OPTIONS = {
+    "size": "the largest an image may be: 256 (a box) or 320x240; larger ones shrink to "
+            "fit, keeping their aspect (default: no resizing)",
+    "format": "the new format: jpeg, png, webp, bmp, gif or tiff (default: each keeps "
+              "its own)",
+    "quality": "for jpeg and webp, 1 to 95 (default 90)",
+    "others": "files that are not images: copy (as they are) or drop (default copy)",
+}
 MAX_LISTED = 1000  # skipped images named in the report (the count is always exact)
 
 
@@ -124,6 +133,12 @@ def process(source: Path, target: Path, options: Mapping[str, str]) -> dict[str,
     return {"converted": converted, "copied": copied, "skipped": skipped_count,
             "unreadable": skipped, **({"format": fmt} if fmt else {}),
             **({"size": f"{size[0]}x{size[1]}"} if size else {})}
+
+
+@hookimpl
+def nai_plugin_options() -> Mapping[str, str]:
+    """The options above: the job refuses any other key before any image is read."""
+    return OPTIONS
 
 
 @hookimpl

@@ -5,7 +5,8 @@ move, and the page shows how many are labelled. Every label is appended to
 `labels.jsonl` in the new version the moment it is made, with who made it, so several
 people can label at once and the last label of an item is its label.
 
-Options (all strings, from `-o key=value` over the admin's `plugins.labels.options`):
+Options (all strings, from `-o key=value` over the admin's `plugins.labels.options`;
+`OPTIONS` says them in short, and the session refuses any other key, naming these):
     classes  the classes, separated by commas (required): "cat,dog"
     keep     "files" (default): the new version holds the input's files as well as
              labels.jsonl; "labels": labels.jsonl alone (e.g. `--to photos-labels`)
@@ -33,6 +34,11 @@ from nai_server.plugins.contracts import LABELS_FILE, USER_HEADER, hookimpl
 
 IMAGES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".svg")
 MAX_CLASSES = 9  # one number key each
+OPTIONS = {
+    "classes": "the classes, comma-separated, 1 to 9 of them (required), e.g. cat,dog",
+    "keep": "files: the new version holds the input's files and labels.jsonl; labels: "
+            "labels.jsonl alone (default files)",
+}
 
 
 def classes_of(options: Mapping[str, str]) -> list[str]:
@@ -133,6 +139,12 @@ def make_app(source: Path, target: Path, options: Mapping[str, str]) -> Starlett
     return Starlette(routes=[
         Route("/", page), Route("/items", listing), Route("/label", label, methods=["POST"]),
         Route("/file/{path:path}", file)])
+
+
+@hookimpl
+def nai_plugin_options() -> Mapping[str, str]:
+    """The options above: the session refuses any other key before the app starts."""
+    return OPTIONS
 
 
 @hookimpl

@@ -1,7 +1,8 @@
 """`split`: a dataset processor that splits a dataset into train/val/test, the same way
 every time for the same seed (`nai dataset process photos --with split -o seed=7`).
 
-Options (all strings, from `-o key=value` over the admin's `plugins.split.options`):
+Options (all strings, from `-o key=value` over the admin's `plugins.split.options`;
+`OPTIONS` says them in short, and the job refuses any other key, naming these):
     ratios   weights of the parts, "0.8,0.1,0.1" by default
     names    the parts' folder names, "train,val,test" by default
     seed     the shuffle's seed, "0" by default
@@ -30,6 +31,15 @@ from typing import Any
 from nai_server.plugins.contracts import hookimpl
 
 ROWS = (".csv", ".jsonl")
+OPTIONS = {
+    "ratios": "weights of the parts, comma-separated (default 0.8,0.1,0.1)",
+    "names": "the parts' folder names, comma-separated (default train,val,test)",
+    "seed": "the shuffle's seed (default 0)",
+    "by": "files: each file whole into one part; rows: the rows of .csv and .jsonl "
+          "files (default files)",
+    "stratify": "split each label on its own: with by=rows a CSV column (JSONL key), "
+                "with by=files \"folder\" (each top-level folder) (default: none)",
+}
 
 
 def _parts(options: Mapping[str, str]) -> tuple[list[str], list[float]]:
@@ -105,6 +115,12 @@ def _copy(source: Path, rel: str, dest: Path) -> None:
     out = dest / rel
     out.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source / rel, out)
+
+
+@hookimpl
+def nai_plugin_options() -> Mapping[str, str]:
+    """The options above: the job refuses any other key before splitting."""
+    return OPTIONS
 
 
 @hookimpl
