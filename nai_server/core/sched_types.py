@@ -316,11 +316,6 @@ class Resources:
         return WaitReason.FOREIGN_USE if len(without_foreign) >= gpus else WaitReason.RESOURCES
 
     @property
-    def exhausted(self) -> bool:
-        """No CPU slot and no GPU left to hand out."""
-        return self.cpu_free <= 0 and self.gpus_gone
-
-    @property
     def gpus_gone(self) -> bool:
         """No GPU left to hand out: a job asking for any waits for Resources."""
         return all(gpu.index in self.taken for gpu in self.gpus)
