@@ -268,27 +268,40 @@ def _behind(
 ) -> None:
     """Backfill the jobs after the head: start those its reservation admits."""
     quotas = bool(resources.accounting.quotas)
+    remaining = list(rest)
+    while remaining:
+        if not quotas and _settled(remaining, resources):
+            # Nothing left to give: the common case of a long queue, kept cheap.
+            waiting.update(dict.fromkeys(map(_ID, remaining), WaitReason.RESOURCES))
+            return
+        remaining = _walk(head, remaining, resources, now, starts, waiting)
+
+
+def _walk(
+    head: Reservation,
+    jobs: list[QueuedJob],
+    resources: Resources,
+    now: float,
+    starts: list[Start],
+    waiting: dict[int, WaitReason],
+) -> list[QueuedJob]:
+    """Start the ``jobs`` the reservation admits, in their order, until one takes the
+    last free GPU; return the jobs after that one (none if none did)."""
+    quotas = bool(resources.accounting.quotas)
     # Until something is taken, jobs of one shape get one answer: remember refusals, so
     # a long queue costs a look-up per job.
     refused: dict[tuple[int, int | None, float | None], WaitReason] = {}
-    version = -1
+    answer = refused.get
     length_of = resources.length
     on_limits = length_of is time_limit_of  # the common case, without a call per job
-    for job in rest:
-        if resources.version != version:
-            version = resources.version
-            refused.clear()
-            if resources.exhausted and not quotas:
-                # Nothing left to give: the common case of a long queue, kept cheap.
-                waiting[job.id] = WaitReason.RESOURCES
-                waiting.update(dict.fromkeys(map(_ID, rest), WaitReason.RESOURCES))
-                return
+    for at, job in enumerate(jobs):
         length = job.time_limit if on_limits else length_of(job)
         shape = (job.gpus, job.gpu_memory, length)
-        known = refused.get(shape)
-        if known is not None and not quotas:
-            waiting[job.id] = known
-            continue
+        if not quotas:
+            known = answer(shape)
+            if known is not None:
+                waiting[job.id] = known
+                continue
         found = resources.quota_block(job) or resources.fit(job.gpus, job.gpu_memory)
         if isinstance(found, WaitReason):
             waiting[job.id] = found
@@ -297,8 +310,20 @@ def _behind(
         elif head.admit(job, found, now, length):
             resources.take(found, job)
             starts.append(Start(job.id, found))
+            refused.clear()
+            if resources.gpus_gone:
+                return jobs[at + 1 :]
         else:
             waiting[job.id] = refused[shape] = WaitReason.PRIORITY
+    return []
+
+
+def _settled(rest: list[QueuedJob], resources: Resources) -> bool:
+    """Whether none of ``rest`` can start, as every GPU is handed out and no CPU slot is
+    free or none of them wants one: then each waits for Resources (quotas aside)."""
+    if not resources.gpus_gone:
+        return False
+    return resources.cpu_free <= 0 or all([job.gpus for job in rest])
 
 
 def backfill(jobs: Sequence[QueuedJob], resources: Resources, now: float) -> Plan:

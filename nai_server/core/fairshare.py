@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from operator import attrgetter
 
 from nai_server.core import preempt
 from nai_server.core.backfill import easy
@@ -117,8 +116,7 @@ def length_factor(time_limit: float | None) -> float:
     return max(0.0, 1.0 - math.log2(1 + time_limit / HOUR) / LENGTH_SPAN)
 
 
-_SHAPE = attrgetter("user", "group", "gpus", "time_limit", "priority")
-_SUBMITTED = attrgetter("submitted_at")
+_Shape = tuple[str, str | None, int, int | None, str]  # user, group, GPUs, limit, QOS
 
 
 def priorities(
@@ -135,35 +133,70 @@ def priorities(
     machine of ``gpus`` GPUs (for the width factor); ``negated`` for sort keys; the
     length factor from ``length`` (a job's expected run time, the same for jobs of one
     user and time limit), else from time limits."""
-    # Everything but age depends on a few fields many jobs share: work it out once each.
-    shapes = list(map(_SHAPE, jobs))
-    # A job of each shape stands for the rest: ``length`` depends on user and limit only.
-    examples = dict(zip(shapes, jobs, strict=True))
-    fixed = {
-        (user, group, asked, limit, qos): (
+    return _priorities(jobs, standing, tuning, now, gpus, -1.0 if negated else 1.0, length)
+
+
+def _priorities(
+    jobs: Sequence[QueuedJob],
+    standing: Standing,
+    tuning: Tuning,
+    now: float,
+    gpus: int,
+    sign: float,
+    length: Callable[[QueuedJob], float | None] | None,
+) -> list[float]:
+    """``priorities`` times ``sign`` (±1); negating each term, as here, gives exactly the
+    negated sum, as rounding is symmetric."""
+    # Everything but age depends on a few fields many jobs share: work it out once each,
+    # for the first job of each shape (``length`` depends on user and limit only).
+    fixed: dict[_Shape, float] = {}
+
+    def first(shape: _Shape, job: QueuedJob) -> float:
+        user, group, asked, limit, qos = shape
+        value = fixed[shape] = sign * (
             tuning.weight_fairshare * standing.factor(user, group)
             + tuning.weight_length * length_factor(limit if length is None else length(job))
             + tuning.weight_width * min(1.0, asked / max(gpus, 1))
             + tuning.weight_qos * QOS.get(qos, 0.5)
         )
-        for (user, group, asked, limit, qos), job in examples.items()
-    }
-    per_second = tuning.weight_age / tuning.age_max
+        return value
+
+    known = fixed.get  # a shape worth exactly 0 is worked out again each time: right, if slow
+    # (now − submitted) · rate is ± the age factor, capped at ±top and floored at ±0.
+    rate = sign * tuning.weight_age / tuning.age_max
     top = tuning.weight_age
-    ages = [(now - t) * per_second for t in map(_SUBMITTED, jobs)]
-    sign = -1.0 if negated else 1.0
+    capped, floor = sign * top, sign * 0.0
+    # One comprehension, attributes read in it: on CPython 3.11 that beats attrgetter
+    # and map, and keeps no per-job tuple alive for the garbage collector to walk.
+    if sign > 0:
+        return [
+            (known(shape := (j.user, j.group, j.gpus, j.time_limit, j.priority)) or first(shape, j))
+            + (
+                capped if (age := (now - j.submitted_at) * rate) > top
+                else age if age > 0.0 else floor
+            )
+            for j in jobs
+        ]  # fmt: skip
     return [
-        sign * (fixed[shape] + (top if age > top else age if age > 0.0 else 0.0))
-        for shape, age in zip(shapes, ages, strict=True)
-    ]
+        (known(shape := (j.user, j.group, j.gpus, j.time_limit, j.priority)) or first(shape, j))
+        + (
+            capped if (age := (now - j.submitted_at) * rate) < -top
+            else age if age < 0.0 else floor
+        )
+        for j in jobs
+    ]  # fmt: skip
 
 
 def starving_since(jobs: Sequence[QueuedJob], tuning: Tuning, now: float) -> float:
     """Jobs submitted at or before this time are starving: they have waited
     ``reserve_after`` and ``starve_factor`` times the mean wait of ``jobs``."""
-    if not jobs:
+    return _starving_since([job.submitted_at for job in jobs], tuning, now)
+
+
+def _starving_since(submitted: list[float], tuning: Tuning, now: float) -> float:
+    if not submitted:
         return -INF
-    mean_wait = now - math.fsum(map(_SUBMITTED, jobs)) / len(jobs)
+    mean_wait = now - math.fsum(submitted) / len(submitted)
     return now - max(tuning.reserve_after, tuning.starve_factor * mean_wait)
 
 
@@ -181,7 +214,7 @@ def order(
     tier) and, with ``tuning.tail_guard``, narrow jobs at least that many ``drain``
     times long (the backlog's drain time, ``drain_time``), then priority, then arrival
     (``jobs`` come in arrival order and the sort is stable)."""
-    keys = priorities(jobs, standing, tuning, now, gpus, negated=True, length=length)
+    keys = _priorities(jobs, standing, tuning, now, gpus, -1.0, length)
     # One float per job sorts faster than (tier, starving, priority) tuples: a tier step
     # outweighs any difference in priority.
     step = 1.0 + 2.0 * sum(
@@ -191,27 +224,27 @@ def order(
             tuning.weight_width, tuning.weight_qos,
         )
     )  # fmt: skip
-    if any(job.attained for job in jobs):
+    # The adjustments below touch few jobs: find them, then change only theirs.
+    preempted = [i for i, job in enumerate(jobs) if job.attained]
+    if preempted:
         tier = preempt.tiers(tuning)
-        keys = [
-            key + step * tier(job.attained * (job.gpus or 1)) if job.attained else key
-            for job, key in zip(jobs, keys, strict=True)
-        ]
+        for i in preempted:
+            job = jobs[i]
+            keys[i] = keys[i] + step * tier(job.attained * (job.gpus or 1))
     if tuning.tail_guard > 0 and drain != INF:
         bound, measure = tuning.tail_guard * drain, length or time_limit_of
         keys = [
             key - step * 0.999 if _tail(job, measure, bound, gpus) else key
             for job, key in zip(jobs, keys, strict=True)
         ]
-    since = starving_since(jobs, tuning, now)
-    if jobs and min(map(_SUBMITTED, jobs)) <= since:
+    submitted = [job.submitted_at for job in jobs]
+    since = _starving_since(submitted, tuning, now)
+    if submitted and min(submitted) <= since:
         # A starving job goes ahead of its tier; a starving wide one ahead of every
         # tier, as a wide job climbs the tiers (GPU-seconds) fastest once it has run.
         ahead, wide = step * 0.999, step * (preempt.MAX_TIER + 1)
-        keys = [
-            key - (wide if 2 * job.gpus > gpus else ahead) if job.submitted_at <= since else key
-            for job, key in zip(jobs, keys, strict=True)
-        ]
+        for i in [i for i, at in enumerate(submitted) if at <= since]:
+            keys[i] = keys[i] - (wide if 2 * jobs[i].gpus > gpus else ahead)
     return [jobs[i] for i in sorted(range(len(jobs)), key=keys.__getitem__)]
 
 

@@ -30,9 +30,13 @@ class GpuView:
     held_by: int | None = None  # id of the daemon job holding it
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class QueuedJob:
-    """What the scheduler needs to know about a queued job."""
+    """What the scheduler needs to know about a queued job.
+
+    Slots keep each job's fields in the object itself: a policy reads 10,000 of them in
+    priority order, scattered in memory, and one cache miss a job costs less than two.
+    """
 
     id: int
     user: str
@@ -312,9 +316,9 @@ class Resources:
         return WaitReason.FOREIGN_USE if len(without_foreign) >= gpus else WaitReason.RESOURCES
 
     @property
-    def exhausted(self) -> bool:
-        """No CPU slot and no GPU left to hand out."""
-        return self.cpu_free <= 0 and all(gpu.index in self.taken for gpu in self.gpus)
+    def gpus_gone(self) -> bool:
+        """No GPU left to hand out: a job asking for any waits for Resources."""
+        return all(gpu.index in self.taken for gpu in self.gpus)
 
     def quota_block(self, job: QueuedJob) -> WaitReason | None:
         """QuotaHours or QuotaGPUs if the job's user or group may not start it now."""
