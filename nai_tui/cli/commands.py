@@ -255,8 +255,31 @@ def cmd_show(args: argparse.Namespace, client: ServerClient) -> int:
         lines.append(f"  exit code: {job.exit_code}")
     if job_note := output.job_note(job):
         lines.append(f"  note:      {job_note}")
+    if job.state in ENDED_BADLY and (tail := log_tail(client, job.id)):
+        lines.append(f"  last lines of its log (`nai logs {job.id}` for the whole):")
+        lines.extend(f"    {line}" for line in tail)
     print("\n".join(lines))
     return 0
+
+
+ENDED_BADLY = ("failed", "timed_out", "lost")
+TAIL_LINES = 3
+TAIL_BYTES = 4096
+
+
+def log_tail(client: ServerClient, job_id: int) -> list[str]:
+    """The last few non-blank lines of a job's log, made safe for a terminal (a job's
+    output may hold escape sequences; an admin shows anyone's job); none if unreadable."""
+    try:
+        _, size = client.log_range(job_id, 0, 0)
+        data, _ = client.log_range(job_id, max(0, size - TAIL_BYTES), TAIL_BYTES)
+    except NaiError:
+        return []
+    lines = [line for line in data.decode("utf-8", "replace").splitlines() if line.strip()]
+    if size > TAIL_BYTES and lines:
+        lines = lines[1:]  # the first may be cut
+    return ["".join(c if c.isprintable() else "?" for c in line.expandtabs(4))[:300]
+            for line in lines[-TAIL_LINES:]]
 
 
 def cmd_logs(args: argparse.Namespace, client: ServerClient) -> int:

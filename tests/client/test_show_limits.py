@@ -37,3 +37,21 @@ def test_show_without_a_time_limit_says_nothing_of_one(
     job = client.add_job("t", state="timed_out", spec={"time_limit": None, "cpus": 2})
     out = _show(client, job.id, capsys)
     assert "limits:    2 cpus" in out and "time limit" not in out
+
+
+def test_show_gives_the_last_lines_of_a_failed_jobs_log_made_safe(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Why a job failed is mostly its log's last lines: `nai show` gives them, with
+    what could drive a terminal (a job's escape sequences) shown as '?'."""
+    client = FakeServerClient()
+    failed = client.add_job("f", state="failed", spec={"cpus": 1})
+    client.append_log_bytes(failed.id, b"x" * 5000 + b"\nepoch 1\n\n  Traceback\n"
+                            b"ValueError: bad \x1b]0;owned\x07 shape\n")
+    out = _show(client, failed.id, capsys)
+    assert (f"  last lines of its log (`nai logs {failed.id}` for the whole):\n"
+            "    epoch 1\n      Traceback\n    ValueError: bad ?]0;owned? shape\n") in out
+    assert "\x1b" not in out
+
+    ok = client.add_job("s", state="succeeded", spec={"cpus": 1})
+    client.append_log_bytes(ok.id, b"all good\n")
+    assert "last lines" not in _show(client, ok.id, capsys)
