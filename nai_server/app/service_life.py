@@ -283,7 +283,7 @@ class Supervisor:
             r["state"] = str(_S)
         settings = self.settings
         if seen.status != "running":
-            return self._died(doc, r, now, "its process ended", seen.tail)
+            return self._died(doc, r, now, "its process ended", seen.tail, seen.code)
         if seen.healthy:
             if r["state"] != _R:
                 r.update(state=str(_R), ready_at=now, message=None, since=None)
@@ -309,10 +309,11 @@ class Supervisor:
         self._remove(self._where(doc, r))
         r.update(state=str(_P), gpus=[], handle=None)
 
-    def _died(self, doc: Doc, r: Doc, now: float, why: str, tail: str) -> None:
+    def _died(self, doc: Doc, r: Doc, now: float, why: str, tail: str,
+              code: int | None = None) -> None:
         """A replica that ended or will not answer: it is killed (its GPUs kept until it
-        is gone) and a new one waits for its backoff; or the service fails, or a
-        rolling update is rolled back."""
+        is gone) and a new one waits for its backoff; or the service fails (at once if
+        it exited with rules.NO_RESTART), or a rolling update is rolled back."""
         tombstone = {**r, "stopping": True, "kill_at": now, "termed": True}
         doc["replica_docs"].append(tombstone)
         restarts = r.get("restarts", 0) + 1
@@ -327,7 +328,11 @@ class Supervisor:
             return self._roll_back(doc, old[0], f"{why}; last log lines:\n{tail}")
         doc["failures"] = [t for t in doc.get("failures", [])
                            if now - t <= self.settings.restart_window] + [now]
-        if rules.too_many_failures(doc["failures"], now, self.settings.restart_window,
+        if code == rules.NO_RESTART:
+            self._fail(doc, f"replica {r['index']} exited with status {code}: its "
+                            f"configuration is wrong, and starting it again cannot help; "
+                            f"last log lines:\n{tail}")
+        elif rules.too_many_failures(doc["failures"], now, self.settings.restart_window,
                                    self.settings.max_restarts):
             self._fail(doc, f"replica {r['index']} failed {len(doc['failures'])} times in "
                             f"{self.settings.restart_window:g}s, last: {why}; last log "

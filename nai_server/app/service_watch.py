@@ -50,6 +50,7 @@ class Seen:
     tail: str = ""  # the last lines of its log, when it is not healthy
     # Recorded without a handle: the launch found (replicas.UNKNOWN: not known yet).
     adopted: str | None = None
+    code: int | None = None  # the exit status of a process that ended, where known
 
 
 Observed = dict[str, Seen]  # by replica run (its directory's name)
@@ -92,7 +93,8 @@ class Watch:
                     where, owner, r["health"], self.settings.probe_timeout) \
                     if owner is not None else (False, f"no unix account {doc['user']}")
             tail = "" if healthy else self.host.log_tail(where)
-            return Seen(status, healthy, why, tail)
+            code = self.host.exit_code(where, handle) if status == "exited" else None
+            return Seen(status, healthy, why, tail, code=code)
 
         results = list(self._pool.map(look, work))
         return {replica_dir(d, r): seen

@@ -19,6 +19,11 @@ from nai_server.core.spec_fields import cpu_limit, memory_limit
 from nai_server.core.states import SERVICE_TERMINAL, ServiceState
 from nai_server.core.units import parse_size
 
+# A replica that exits with this status (sysexits' EX_CONFIG) says that starting it again
+# cannot help (a wrong option): its service fails at once, as systemd's
+# RestartPreventExitStatus does, rather than be restarted until too many failures.
+NO_RESTART = 78
+
 DEFAULT_COMMAND = "python -m nai_server.serving.replica"
 DEFAULT_HEALTH = "/health"
 # Best first: a service is as good as its best replica.

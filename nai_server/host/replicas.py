@@ -271,6 +271,10 @@ class ReplicaHost:
         see `waiting`)."""
         return str(self.launcher.status(where, parse_local(handle))[0])
 
+    def exit_code(self, where: Path, handle: str) -> int | None:
+        """The exit status of a replica whose process ended (None: not known)."""
+        return self.launcher.status(where, parse_local(handle))[1]
+
     def waiting(self, handle: str) -> str:
         """Why a queued replica waits (a queueing host's words); none here."""
         return ""

@@ -28,6 +28,7 @@ from typing import Any
 
 import pluggy
 
+from nai_server.core.plugin_options import OptionsError, UnknownOptions
 from nai_server.core.processing import (
     ANNOTATOR_GIVEN_VAR,
     ANNOTATOR_OPTIONS_VAR,
@@ -35,6 +36,7 @@ from nai_server.core.processing import (
     HEALTH_PATH,
     given_keys,
 )
+from nai_server.core.service_rules import NO_RESTART
 from nai_server.plugins.contracts import Kind
 from nai_server.plugins.process_job import check_plugin_options, failed, load_plugin
 
@@ -130,6 +132,9 @@ def run(environ: dict[str, str]) -> None:
 def main() -> int:
     try:
         run(dict(os.environ))
+    except (AnnotateError, UnknownOptions, OptionsError) as exc:
+        failed("annotator", exc)
+        return NO_RESTART  # starting it again cannot help: its service fails at once
     except Exception as exc:  # the service's log is where the user looks
         failed("annotator", exc)
         return 1

@@ -117,3 +117,23 @@ def test_a_replica_that_keeps_dying_fails_the_service(daemon_factory, make_user,
     assert all(g["service"] is None for g in gpus)  # its GPU is free again
     answer = daemon.as_user(user, "GET", "/v1/services/broken/invoke/health")
     assert answer.status == 503 and "failed" in answer.json()["error"]["message"]
+
+
+def test_a_replica_that_exits_78_fails_its_service_at_once(daemon_factory, make_user,
+                                                           reaper) -> None:
+    """Status 78 (EX_CONFIG): the replica says that starting it again cannot help (a
+    wrong option), so the service fails on its first exit, with its log's last lines,
+    instead of being restarted until too many failures."""
+    daemon = daemon_factory(services={"max_restarts": 3})
+    daemon.start()
+    user = make_user()
+    reaper.append((daemon, user))
+    register_user(daemon, user)
+    wrong = b"serve:\n  command: echo no option named 'batch' >&2; exit 78\n"
+    register_model(daemon, user, "wrong", serve=wrong)
+    assert daemon.as_user(user, "POST", "/v1/services",
+                          {"name": "wrong", "model": "wrong", "gpus": 1}).status == 201
+    failed = wait_state(daemon, "wrong", "failed")
+    assert "exited with status 78" in failed["message"], failed
+    assert "no option named batch" in failed["message"]  # the log's last lines
+    assert "failed 3 times" not in failed["message"]

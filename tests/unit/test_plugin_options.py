@@ -26,6 +26,7 @@ from nai_server.core.plugin_options import (
     declared_options,
 )
 from nai_server.core.processing import annotator_env, given_keys, processor_env
+from nai_server.core.service_rules import NO_RESTART
 from nai_server.plugins import annotator_replica
 from nai_server.plugins.contracts import PROJECT, SPECS, Kind
 from nai_server.testing.plugin_dist import write_dist
@@ -194,6 +195,10 @@ def test_an_annotate_session_fails_on_a_bad_key_of_the_admins_before_serving(
     assert "'sed' (from the server config, plugins.strict.options" in summary
     assert "ask an admin" in summary
     assert list(target.iterdir()) == [] and not (tmp_path / "serve.sock").exists()
+
+    # Its service is told not to start it again: the same options would fail the same.
+    monkeypatch.setattr(annotator_replica.os, "environ", env)
+    assert annotator_replica.main() == NO_RESTART == 78
 
 
 FIRST_PARTY = ("split", "images", "dedupe", "labels")

@@ -182,6 +182,11 @@ class SlurmReplicaHost(ReplicaHost):
             return "vanished"
         return {"pending": "queued", "running": "running"}.get(sj.phase, "exited")
 
+    def exit_code(self, where: Path, handle: str) -> int | None:
+        """Not known here (squeue does not say): a replica Slurm ran is restarted with
+        backoff whatever its status, as any that died."""
+        return None
+
     def service_of(self, found: int) -> tuple[str, str] | None:
         """The service and user of a replica's Slurm job (`nai gpus`), from its
         directory's record (root's): None for a Slurm job that is no replica of ours."""
