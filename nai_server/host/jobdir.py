@@ -35,6 +35,7 @@ from nai_server.host import code_snapshot, jobfiles, mounts, unix, user_folders
 from nai_server.host.launchers.local import LEGACY_FILES, STATUS_FILE, TAGGER_FILE, LaunchRequest
 from nai_server.host.outputs import Helper, kill
 from nai_server.host.stderr_marks import MARKS_FILE
+from nai_server.host.views import Views
 from nai_server.store.blobs import BlobStore
 
 log = logging.getLogger("nai.jobdir")
@@ -49,11 +50,13 @@ Discard = Callable[[Path, str], None]  # takes a path out of the way, saying why
 def launch_request(job: Job, gpus: tuple[int, ...], job_dir: Path, blobs: BlobStore,
                    personal: bool, cgroup: Callable[[], Path | None],
                    joins: Callable[[], tuple[Path, ...]] = tuple,
-                   discard: Discard | None = None) -> LaunchRequest:
+                   discard: Discard | None = None, views: Views | None = None
+                   ) -> LaunchRequest:
     """What to start for a job on these GPUs: its own directory (made, or made safe to
     run in again, by `make`), its code (read-only links to the blobs in directories of
     its own, or a writable copy: `code_snapshot`), its environment, and its cgroup
-    (made last). What stands in the way is handed to `discard` (default: `move_aside`)."""
+    (made last). What stands in the way is handed to `discard` (default: `move_aside`).
+    With `views`, its dataset and model are links to its owner's views of them."""
     account = None if personal else unix.unix_account(job.user)
     if account is None and not personal and os.geteuid() == 0:
         raise unix.NoAccount(job.user, "a job never runs as root: submit it again once "
@@ -63,7 +66,7 @@ def launch_request(job: Job, gpus: tuple[int, ...], job_dir: Path, blobs: BlobSt
     if account is not None and os.geteuid() == 0:
         uid, gid = account.pw_uid, account.pw_gid
         groups = tuple(unix.unix_groups(job.user))
-    make(job, job_dir, blobs, uid, gid, personal=personal, discard=discard)
+    make(job, job_dir, blobs, uid, gid, personal=personal, discard=discard, views=views)
     dirs = {f"{kind}_dir": str(job_dir / kind) for kind in mounts.MOUNTS if job.pin(kind)}
     home = account.pw_dir if account else os.environ.get("HOME", "/")
     base = {
@@ -93,19 +96,22 @@ def _own_shell() -> str:
 
 
 def make(job: Job, job_dir: Path, blobs: BlobStore, uid: int | None, gid: int | None, *,
-         personal: bool, discard: Discard | None = None) -> None:
+         personal: bool, discard: Discard | None = None, views: Views | None = None) -> None:
     """The job's directory, ready for a run: built anew, or reclaimed after a
     preemption; the job's owner (`uid`) gets what is theirs in it."""
     if job.runs and os.path.lexists(job_dir):
         reclaim(job_dir, discard)
-        fill(job, job_dir, blobs, uid, gid)
+        fill(job, job_dir, blobs, uid, gid, views)
     else:
-        build(job, job_dir, blobs, uid, gid, discard)
-    os.chmod(job_dir, 0o700 if personal else 0o711)
+        build(job, job_dir, blobs, uid, gid, discard, views)
+    if uid is not None and not personal:  # its owner's jobs pass through; no one else
+        unix.traversable_by(job_dir, uid)
+    else:
+        os.chmod(job_dir, 0o700 if personal else 0o711)
 
 
 def build(job: Job, job_dir: Path, blobs: BlobStore, uid: int | None, gid: int | None,
-          discard: Discard | None = None) -> None:
+          discard: Discard | None = None, views: Views | None = None) -> None:
     """A new job's directory, complete before it gets its name."""
     if os.path.lexists(job_dir):
         move_aside(job_dir, "a new job never takes over a directory already there")
@@ -114,11 +120,12 @@ def build(job: Job, job_dir: Path, blobs: BlobStore, uid: int | None, gid: int |
     if os.path.lexists(building):  # left by a crash while building
         (discard or move_aside)(building, "left by a start that did not finish")
     building.mkdir(mode=0o700)
-    fill(job, building, blobs, uid, gid)
+    fill(job, building, blobs, uid, gid, views)
     os.rename(building, job_dir)
 
 
-def fill(job: Job, job_dir: Path, blobs: BlobStore, uid: int | None, gid: int | None) -> None:
+def fill(job: Job, job_dir: Path, blobs: BlobStore, uid: int | None, gid: int | None,
+         views: Views | None = None) -> None:
     """Make what is missing of a job directory: code, output/, metrics.jsonl, mounts."""
     code = job_dir / "code"
     if not os.path.lexists(code):
@@ -142,10 +149,13 @@ def fill(job: Job, job_dir: Path, blobs: BlobStore, uid: int | None, gid: int | 
             os.fchown(fd, uid, gid if gid is not None else -1)
     finally:
         os.close(fd)
-    # The mounts stay the daemon's (the links share the blobs' inodes).
+    # The mounts stay the daemon's (the links share the blobs' inodes): the owner's view
+    # of the version (built once for all their jobs), or links of the job's own.
     for kind in mounts.MOUNTS:
         pin = job.pin(kind)
-        if pin is not None:
+        if pin is not None and views is not None:
+            views.link(job.user, uid, pin.tree_id, job_dir / kind)
+        elif pin is not None:
             mounts.mount(blobs, pin.tree_id, job_dir / kind)
 
 

@@ -31,7 +31,7 @@ from nai_server.core.spec import parse_size
 from nai_server.core.states import ACTIVE, JobState, transition
 from nai_server.core.trees import Limits
 from nai_server.core.units import format_duration
-from nai_server.host import contain, diskspace, jobdir, metrics_ingest, unix
+from nai_server.host import contain, diskspace, jobdir, metrics_ingest, mounts, unix
 from nai_server.host.collection import Ended, OutputCollection, run_as
 from nai_server.host.endings import JobEndings
 from nai_server.host.gpu_watch import Foreign, GpuWatch
@@ -49,6 +49,7 @@ from nai_server.host.launchers.local import (
     session_of,
 )
 from nai_server.host.replicas import ReplicaHost
+from nai_server.host.views import Views
 from nai_server.store.atomic import CommitLock
 from nai_server.store.blobs import BlobStore
 from nai_server.store.db import TinyDbStore
@@ -62,6 +63,7 @@ ARCHIVE_EVERY_SECONDS = 60.0
 # tick, while the loop reaps, enforces limits and schedules the other jobs.
 BUILD_WAIT_SECONDS = 1.0
 BUILDS_PER_USER = 2
+VIEWS_SWEEP_SECONDS = 3600.0
 # States in which a job still has to run or end: the daemon is not idle.
 PENDING: frozenset[JobState] = frozenset({JobState.QUEUED, *ACTIVE})
 
@@ -135,6 +137,10 @@ class JobRuntime:
         # lock, the loop or anyone else's start (see BUILD_WAIT_SECONDS).
         self._builders = Lanes(BUILDS_PER_USER, "nai-build")
         self._building: dict[int, futures.Future[LaunchRequest]] = {}
+        # Each user's dataset and model versions, laid out once for all their jobs.
+        self.views = Views(config.state / "views", blobs, config.personal)
+        self._views_swept = 0.0
+        self._sweeping: futures.Future[int] | None = None
         self.watch = GpuWatch(lambda pid: self.contain.job_of(pid))
         # GPUs held outside the job table (services' replicas): running, never preempted.
         self.held_elsewhere: Callable[[], list[sched.RunningJob]] = list
@@ -168,6 +174,7 @@ class JobRuntime:
             if now - self._last_archive >= ARCHIVE_EVERY_SECONDS:
                 self._archive(now)
                 self._last_archive = now
+            self._sweep_views(hot, now)
         if begun:  # their directories, a moment (most are made by then)
             futures.wait(begun, timeout=BUILD_WAIT_SECONDS)
         if any(f.done() for f in self._building.values()):
@@ -484,7 +491,18 @@ class JobRuntime:
         its cgroup is made when it starts."""
         return jobdir.launch_request(
             job, gpus, self.job_dir(job.id), self.blobs, self.config.personal,
-            cgroup=lambda: None, discard=self.discards)
+            cgroup=lambda: None, discard=self.discards, views=self.views)
+
+    def _sweep_views(self, hot: list[Job], now: float) -> None:
+        """Now and then, in a lane of its own, remove the views no job has used for a
+        while (views.sweep); never one an active job uses."""
+        if now - self._views_swept < VIEWS_SWEEP_SECONDS or (
+                self._sweeping is not None and not self._sweeping.done()):
+            return
+        self._views_swept = now
+        in_use = {(j.user, pin.tree_id) for j in hot if j.active
+                  for kind in mounts.MOUNTS if (pin := j.pin(kind)) is not None}
+        self._sweeping = self._builders.submit("", self.views.sweep, in_use)
 
     def _finish_builds(self, now: float) -> None:
         """Start the jobs whose directories are built (under the settled lock): their

@@ -3,8 +3,11 @@ runs as)."""
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import pwd
+import struct
 
 
 def user_name(uid: int) -> str | None:
@@ -39,3 +42,40 @@ def unix_groups(name: str) -> list[int]:
         return []
     return os.getgrouplist(name, account.pw_gid)
 
+
+
+# POSIX ACLs as Linux stores them (the `system.posix_acl_access` attribute): a version,
+# then (tag, permissions, id) entries, sorted by tag.
+_ACL_VERSION = 2
+_USER_OBJ, _USER, _GROUP_OBJ, _MASK, _OTHER = 0x01, 0x02, 0x04, 0x10, 0x20
+_NO_ID = 0xFFFFFFFF
+_NO_ACLS: set[int] = set()  # file systems (st_dev) found without them, warned of once
+
+
+def traversable_by(path: str | os.PathLike[str], uid: int) -> bool:
+    """Make the daemon's folder `path` one that `uid` alone may pass through (search
+    permission, not listing) and no other account may enter: mode 0700 plus an ACL
+    entry for `uid`, so that what is below it is out of other users' reach even where
+    its own modes let anyone read (a job's dataset and code, 0555/0444). False where the
+    file system has no POSIX ACLs: the folder is then 0711, as before, and anyone who
+    knows a name below it may reach that (said once in the daemon's log)."""
+    os.chmod(path, 0o700, follow_symlinks=False)
+    entries = ((_USER_OBJ, 7, _NO_ID), (_USER, 1, uid), (_GROUP_OBJ, 0, _NO_ID),
+               (_MASK, 1, _NO_ID), (_OTHER, 0, _NO_ID))
+    acl = struct.pack("<I", _ACL_VERSION) + b"".join(
+        struct.pack("<HHI", tag, perm, ident) for tag, perm, ident in entries)
+    try:
+        os.setxattr(path, "system.posix_acl_access", acl, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL):
+            raise
+        os.chmod(path, 0o711, follow_symlinks=False)
+        dev = os.lstat(path).st_dev
+        if dev not in _NO_ACLS:
+            _NO_ACLS.add(dev)
+            logging.getLogger("nai.unix").warning(
+                "%s: this file system has no POSIX ACLs, so jobs' folders are 0711: "
+                "another user who knows a job's id can read its dataset and code (mount "
+                "the state folder with ACLs to close that)", path)
+        return False
+    return True
