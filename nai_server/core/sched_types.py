@@ -130,10 +130,14 @@ class Tuning:
     least), for ``drain_hold`` at most (see ``backfill.easy``). Drains cost less than
     they seem to: on the four traces that miss utilisation, drains lasted 14-33 hours
     in all; most of the many drains in a row are whole-server jobs run back to back on
-    an emptied machine. None of these met all four targets on more traces (each 7 or 8 of 16): a
-    per-drain budget of idle GPU-time (1, 3, 8 times the job's own), a hold of at most
-    2, 6 or 12 times its limit, a gap of 2, 6 or 24 hours before the next job's drain,
-    no drains at all.
+    an emptied machine. None of these met all four targets on more traces (each 7 or 8
+    of 16): a per-drain budget of idle GPU-time (1, 3, 8 times the job's own), a hold of
+    at most 2, 6 or 12 times its limit, a gap of 2, 6 or 24 hours before the next job's
+    drain, no drains at all. Nor did letting a far-off reservation (24 times its job's
+    length away) slip by half its distance for a job that ends within that: 9 of 16
+    (philly_team8 passes), but every average got worse (JCT 0.842 to 0.851, worst-user
+    BSLD 0.638 to 0.680, widest p99 0.690 to 0.724, utilisation -1.54 to -1.59
+    points) and targets missed went from 9 to 11 (philly_gc_0 then misses all four).
 
     ``tail_guard`` (off by default): a narrow job (at most half the GPUs) expected to
     run at least ``tail_guard`` times the backlog's drain time (``fairshare.drain_time``)
