@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from nai_server.config import ServerConfig
-from nai_server.host import cgroup_limits, contain, diskspace
+from nai_server.host import cgroup_limits, contain, diskspace, unix
 from nai_server.host.gpus import open_inventory
 from nai_server.paths import default_paths
 from nai_server.store.atomic import StateUnreadable, read_json_file
@@ -97,6 +97,11 @@ def run_check(config: ServerConfig, *, as_json: bool = False) -> int:
     report["free_space"] = free
     if (full := diskspace.below_floor(config)) is not None:
         warnings.append(full)
+    if not config.personal and os.geteuid() == 0 and config.state.is_dir() and \
+            not unix.acls_work(config.state):
+        warnings.append(f"the file system of {config.state} has no POSIX ACLs: jobs' folders "
+                        f"are 0711, and another user who knows a job's id can read its "
+                        f"dataset and code (mount it with ACLs: ext4 and xfs have them)")
     state_problem = _state_problem(config.state)
     if state_problem:
         problems.append(state_problem)

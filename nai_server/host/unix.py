@@ -60,14 +60,10 @@ def traversable_by(path: str | os.PathLike[str], uid: int) -> bool:
     file system has no POSIX ACLs: the folder is then 0711, as before, and anyone who
     knows a name below it may reach that (said once in the daemon's log)."""
     os.chmod(path, 0o700, follow_symlinks=False)
-    entries = ((_USER_OBJ, 7, _NO_ID), (_USER, 1, uid), (_GROUP_OBJ, 0, _NO_ID),
-               (_MASK, 1, _NO_ID), (_OTHER, 0, _NO_ID))
-    acl = struct.pack("<I", _ACL_VERSION) + b"".join(
-        struct.pack("<HHI", tag, perm, ident) for tag, perm, ident in entries)
     try:
-        os.setxattr(path, "system.posix_acl_access", acl, follow_symlinks=False)
+        _set_acl(path, uid)
     except OSError as exc:
-        if exc.errno not in (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL):
+        if exc.errno not in _NO_ACL_ERRORS:
             raise
         os.chmod(path, 0o711, follow_symlinks=False)
         dev = os.lstat(path).st_dev
@@ -78,4 +74,31 @@ def traversable_by(path: str | os.PathLike[str], uid: int) -> bool:
                 "another user who knows a job's id can read its dataset and code (mount "
                 "the state folder with ACLs to close that)", path)
         return False
+    return True
+
+
+_NO_ACL_ERRORS = (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL)
+
+
+def _set_acl(path: str | os.PathLike[str], uid: int) -> None:
+    entries = ((_USER_OBJ, 7, _NO_ID), (_USER, 1, uid), (_GROUP_OBJ, 0, _NO_ID),
+               (_MASK, 1, _NO_ID), (_OTHER, 0, _NO_ID))
+    acl = struct.pack("<I", _ACL_VERSION) + b"".join(
+        struct.pack("<HHI", tag, perm, ident) for tag, perm, ident in entries)
+    os.setxattr(path, "system.posix_acl_access", acl, follow_symlinks=False)
+
+
+def acls_work(folder: str | os.PathLike[str]) -> bool:
+    """Whether folders made in `folder` can take the ACL `traversable_by` gives (for
+    `nai-server check`)."""
+    probe = os.path.join(folder, f".acl-probe-{os.getpid()}")
+    os.mkdir(probe, 0o700)
+    try:
+        _set_acl(probe, 65534)
+    except OSError as exc:
+        if exc.errno not in _NO_ACL_ERRORS:
+            raise
+        return False
+    finally:
+        os.rmdir(probe)
     return True
