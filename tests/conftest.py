@@ -10,13 +10,14 @@ from starlette.testclient import TestClient
 
 from nai_server.api import create_app
 from nai_server.app.use_cases import UseCases
-from nai_server.testing import AsPeer, make_service
+from nai_server.testing import AsPeer, end_jobs, make_service
 
 
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[UseCases]:
     svc = make_service(tmp_path / "state")
     yield svc
+    end_jobs(svc.runtime)
     svc.close()
 
 

@@ -49,6 +49,21 @@ class AsPeer:
         await self.app(scope, receive, send)
 
 
+def end_jobs(runtime: Any) -> None:
+    """Kill what a test's jobs still run (a job outlives its daemon, by design: not its
+    test), their sessions and cgroups; for fixtures' teardown, before `close`."""
+    import signal
+
+    for job in runtime.jobs.hot():
+        if job.active and job.pid:
+            try:
+                os.killpg(job.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if job.active:
+            runtime.contain.kill(job.id)
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition",
              step: Callable[[], object] | None = None) -> Any:
     """Poll until `predicate()` is truthy (running `step` before each look); fail naming

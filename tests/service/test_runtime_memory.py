@@ -20,7 +20,7 @@ from nai_server.host.runtime import JobRuntime
 from nai_server.store.atomic import CommitLock
 from nai_server.store.blobs import BlobStore
 from nai_server.store.memory import MemoryJobStore
-from nai_server.testing import wait_for
+from nai_server.testing import end_jobs, wait_for
 
 
 class NoRegistry:
@@ -45,6 +45,7 @@ def runtime(tmp_path: Path) -> Iterator[JobRuntime]:
         drained=lambda: False, registry=NoRegistry(),  # type: ignore[arg-type]
         caller_for=lambda user: pytest.fail(f"no caller needed for {user}"))
     yield runtime
+    end_jobs(runtime)
     runtime.close()
 
 
