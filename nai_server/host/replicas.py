@@ -171,7 +171,10 @@ class ReplicaHost:
         run.mkdir(mode=0o700)
         if start.owner.uid is not None:
             os.chown(run, start.owner.uid, start.owner.gid if start.owner.gid is not None else -1)
-        os.chmod(building, 0o711)
+        if start.owner.uid is not None:  # its owner's replica passes through; no one else
+            unix.traversable_by(building, start.owner.uid)
+        else:
+            os.chmod(building, 0o711)
         os.rename(building, where)
 
     def start(self, start: ReplicaStart) -> str:

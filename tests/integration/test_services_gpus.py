@@ -137,3 +137,30 @@ def test_a_replica_that_exits_78_fails_its_service_at_once(daemon_factory, make_
     assert "exited with status 78" in failed["message"], failed
     assert "no option named batch" in failed["message"]  # the log's last lines
     assert "failed 3 times" not in failed["message"]
+
+
+def test_another_user_cannot_read_a_replicas_model(daemon: Daemon, make_user,
+                                                   reaper) -> None:
+    """A replica's folder lets its owner alone pass through (as a job's): the model's
+    read-only files below it are out of other users' reach, even knowing its path."""
+    import subprocess
+
+    owner, other = make_user(), make_user()
+    reaper.append((daemon, owner))
+    for user in (owner, other):
+        register_user(daemon, user)
+    register_model(daemon, owner, "private", weights="secret weights")
+    assert daemon.as_user(owner, "POST", "/v1/services",
+                          {"name": "private", "model": "private", "gpus": 0}).status == 201
+    wait_state(daemon, "private", "ready")
+    weights = next((daemon.state / "services").glob("*/model/weights.txt"))
+
+    def cat(user) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+        return subprocess.run(["cat", str(weights)], capture_output=True, text=True,
+                              timeout=30, user=user.uid, group=user.gid, extra_groups=[])
+
+    assert cat(owner).stdout == "secret weights"
+    got = cat(other)
+    assert got.returncode != 0 and "secret" not in got.stdout, got
+    with daemon.client() as root:
+        assert root.delete("/v1/services/private").status_code == 200
