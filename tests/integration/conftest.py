@@ -123,6 +123,39 @@ def parse_response(raw: bytes) -> Response:
     return Response(int(status_line.split()[1]), headers, body)
 
 
+def post_as(daemon: Daemon, user: UnixUser, path: str, body: bytes, kind: str) -> dict:
+    """One POST as the real user `user` through the relay (dial-stdio), with a body of
+    any kind; its JSON answer, which must be 201."""
+    head = (f"POST {path} HTTP/1.1\r\nHost: nai\r\nConnection: close\r\n"
+            f"Content-Type: {kind}\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    proc = subprocess.run([str(BIN / "nai-server"), "dial-stdio", "--socket",
+                           str(daemon.socket)], input=head + body, capture_output=True,
+                          timeout=30, user=user.uid, group=user.gid, extra_groups=[])
+    answer = parse_response(proc.stdout)
+    assert answer.status == 201, answer.body
+    return dict(answer.json())
+
+
+def upload_as(daemon: Daemon, user: UnixUser, files: dict[str, bytes]) -> str:
+    """The files' blobs and tree, sent by `user` (so theirs to use); the tree's id."""
+    import hashlib
+    import io
+    import tarfile
+
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
+        for data in files.values():
+            info = tarfile.TarInfo(hashlib.sha256(data).hexdigest())
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    post_as(daemon, user, "/v1/blobs", out.getvalue(), "application/x-tar")
+    entries = [{"path": p, "size": len(d), "sha256": hashlib.sha256(d).hexdigest()}
+               for p, d in files.items()]
+    made = post_as(daemon, user, "/v1/trees", json.dumps({"entries": entries}).encode(),
+                   "application/json")
+    return str(made["id"])
+
+
 def _dechunk(raw: bytes) -> bytes:
     out = bytearray()
     while raw:

@@ -6,13 +6,9 @@ the blob that other jobs and versions share. `code: writable` gives a private co
 from __future__ import annotations
 
 import hashlib
-import io
-import json
 import stat
-import subprocess
-import tarfile
 
-from tests.integration.conftest import BIN, Daemon, UnixUser, needs_root, parse_response, wait_for
+from tests.integration.conftest import Daemon, UnixUser, needs_root, upload_as, wait_for
 
 pytestmark = [needs_root]
 
@@ -36,32 +32,9 @@ LINKED = {"append": "refused", "truncate": "refused", "chmod": "refused",
           "mkdir": "allowed", "replace": "allowed", "delete": "allowed"}
 
 
-def _as(daemon: Daemon, user: UnixUser, path: str, body: bytes, kind: str) -> dict:
-    """One POST as `user` through the relay, with a body of any kind."""
-    head = (f"POST {path} HTTP/1.1\r\nHost: nai\r\nConnection: close\r\n"
-            f"Content-Type: {kind}\r\nContent-Length: {len(body)}\r\n\r\n").encode()
-    proc = subprocess.run([str(BIN / "nai-server"), "dial-stdio", "--socket",
-                           str(daemon.socket)], input=head + body, capture_output=True,
-                          timeout=30, user=user.uid, group=user.gid, extra_groups=[])
-    answer = parse_response(proc.stdout)
-    assert answer.status == 201, answer.body
-    return dict(answer.json())
-
-
 def _upload(daemon: Daemon, user: UnixUser) -> str:
     """The code's blobs and tree, sent by `user` (so that they may run it)."""
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
-        for data in CODE.values():
-            info = tarfile.TarInfo(hashlib.sha256(data).hexdigest())
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    _as(daemon, user, "/v1/blobs", out.getvalue(), "application/x-tar")
-    entries = [{"path": p, "size": len(d), "sha256": hashlib.sha256(d).hexdigest()}
-               for p, d in CODE.items()]
-    made = _as(daemon, user, "/v1/trees", json.dumps({"entries": entries}).encode(),
-               "application/json")
-    return str(made["id"])
+    return upload_as(daemon, user, CODE)
 
 
 def _run(daemon: Daemon, user, tree: str, **spec: object) -> tuple[dict, str]:

@@ -5,14 +5,10 @@ non-root unix users under the real multi-user daemon."""
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import os
 import subprocess
-import tarfile
 
-from tests.integration.conftest import BIN, Daemon, UnixUser, needs_root, parse_response, wait_for
+from tests.integration.conftest import Daemon, UnixUser, needs_root, upload_as, wait_for
 
 pytestmark = [needs_root]
 
@@ -24,38 +20,12 @@ def _as(user: UnixUser, *argv: str) -> subprocess.CompletedProcess[str]:
                           group=user.gid, extra_groups=[])
 
 
-def _post(daemon: Daemon, user: UnixUser, path: str, body: bytes, kind: str) -> dict:
-    head = (f"POST {path} HTTP/1.1\r\nHost: nai\r\nConnection: close\r\n"
-            f"Content-Type: {kind}\r\nContent-Length: {len(body)}\r\n\r\n").encode()
-    proc = subprocess.run([str(BIN / "nai-server"), "dial-stdio", "--socket",
-                           str(daemon.socket)], input=head + body, capture_output=True,
-                          timeout=30, user=user.uid, group=user.gid, extra_groups=[])
-    answer = parse_response(proc.stdout)
-    assert answer.status == 201, answer.body
-    return dict(answer.json())
-
-
-def upload_tree(daemon: Daemon, user: UnixUser, files: dict[str, bytes]) -> str:
-    """Blobs and tree sent by `user` (theirs to use)."""
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
-        for data in files.values():
-            info = tarfile.TarInfo(hashlib.sha256(data).hexdigest())
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    _post(daemon, user, "/v1/blobs", out.getvalue(), "application/x-tar")
-    entries = [{"path": p, "size": len(d), "sha256": hashlib.sha256(d).hexdigest()}
-               for p, d in files.items()]
-    return str(_post(daemon, user, "/v1/trees", json.dumps({"entries": entries}).encode(),
-                     "application/json")["id"])
-
-
 def test_another_user_reads_nothing_of_a_job(daemon: Daemon, make_user) -> None:
     owner, other = make_user(), make_user()
     for user in (owner, other):
         assert daemon.admin("user", "add", user.name).returncode == 0
-    data = upload_tree(daemon, owner, {"secret.txt": SECRET, "dir/more.txt": SECRET})
-    code = upload_tree(daemon, owner, {"train.py": SECRET + b"print(1)\n"})
+    data = upload_as(daemon, owner, {"secret.txt": SECRET, "dir/more.txt": SECRET})
+    code = upload_as(daemon, owner, {"train.py": SECRET + b"print(1)\n"})
     made = daemon.as_user(owner, "POST", "/v1/datasets", {"name": "private", "tree_id": data})
     assert made.status == 201, made.json()
     job = daemon.as_user(owner, "POST", "/v1/jobs", {"spec": {
