@@ -64,7 +64,7 @@ def spec_request(folder: Path, spec_file: Path | None = None,
     its nai.yaml (or --command) and the command line's overrides."""
     folder = folder.resolve()
     if not folder.is_dir():
-        raise Invalid(f"{folder} is not a folder; give the folder holding your code")
+        raise UsageMistake(f"{folder} is not a folder; give the folder holding your code")
     if spec_file is not None and not spec_file.is_file():
         raise UsageMistake(f"{spec_file}: no such file; give -f the path of the job's spec "
                            f"file, or leave -f out to use {SPEC_FILE} in the job's folder")

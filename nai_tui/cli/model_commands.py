@@ -14,12 +14,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from nai_server.protocol import RegistryVersion, format_size
+from nai_tui.cli.contract import UsageMistake
 from nai_tui.cli.output import emit_json, note, table
 from nai_tui.cli.process_command import lineage_line
 from nai_tui.remote.client import ServerClient
 
 
 def cmd_register(args: argparse.Namespace, client: ServerClient) -> int:
+    if args.direction and not args.metric:
+        raise UsageMistake(f"--{args.direction} says which way --metric is better: give "
+                           f"--metric NAME too (e.g. --metric val_loss --min)")
     v = client.model_from_job(
         args.name, args.job, path=args.path, group=args.group, tag=args.tag,
         description=args.description, metric=args.metric, direction=args.direction,

@@ -85,12 +85,12 @@ def _metadata(args: argparse.Namespace) -> dict[str, Any]:
     try:
         metrics = json.loads(Path(metrics_file).read_text())
     except OSError as exc:
-        raise Invalid(f"cannot read --metrics {metrics_file}: {exc.strerror}") from exc
+        raise UsageMistake(f"cannot read --metrics {metrics_file}: {exc.strerror}") from exc
     except ValueError as exc:
-        raise Invalid(f"--metrics {metrics_file} is not JSON: {exc}") from exc
+        raise UsageMistake(f"--metrics {metrics_file} is not JSON: {exc}") from exc
     if not isinstance(metrics, dict):
-        raise Invalid(f"--metrics {metrics_file}: expected a JSON object like "
-                      f'{{"accuracy": 0.93}}')
+        raise UsageMistake(f"--metrics {metrics_file}: expected a JSON object like "
+                           f'{{"accuracy": 0.93}}')
     return {"metrics": metrics, **extra}
 
 
@@ -105,7 +105,8 @@ def push_folder(client: ServerClient, kind: str, name: str, folder: Path, *,
     nothing and answers that version with `unchanged` set (unless `allow_same`)."""
     folder = folder.resolve()
     if not folder.is_dir():
-        raise Invalid(f"{folder} is not a folder; give the folder holding the {kind}'s files")
+        raise UsageMistake(f"{folder} is not a folder; give the folder holding the "
+                           f"{kind}'s files")
     try:
         existing: RegistryEntry | None = client.registry_entry(kind, name)
     except NotFound:

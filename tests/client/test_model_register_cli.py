@@ -67,7 +67,7 @@ def test_register_a_job_then_show_its_metrics(env: dict[str, str], tmp_path: Pat
     assert meta["files"] == 2  # train.py and ckpt/model.bin
 
     lone = nai(env, "model", "register", job, "--name", "clf", "--min")
-    assert lone.returncode == 1 and "--metric" in lone.stderr
+    assert lone.returncode == 2 and "--metric" in lone.stderr  # refused before it is sent
     missing = nai(env, "model", "register", "999", "--name", "clf")
     assert missing.returncode == 3 and "no job 999" in missing.stderr
 

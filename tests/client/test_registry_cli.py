@@ -237,14 +237,15 @@ def test_errors_go_to_stderr(env: dict[str, str], tmp_path: Path) -> None:
     missing = nai(env, "dataset", "show", "nothing-here")
     assert missing.returncode == 3 and missing.stdout == ""
     assert "no dataset named 'nothing-here'" in missing.stderr
-    assert "not a folder" in nai(env, "dataset", "push", "x", str(tmp_path / "no")).stderr
+    no_folder = nai(env, "dataset", "push", "x", str(tmp_path / "no"))
+    assert no_folder.returncode == 2 and "not a folder" in no_folder.stderr  # a usage slip
     bad_ref = nai(env, "dataset", "pull", "x@")
     assert bad_ref.returncode == 2 and "NAME@3" in bad_ref.stderr
     (tmp_path / "m").mkdir()
     (tmp_path / "bad.json").write_text("[1, 2]")
     bad = nai(env, "model", "push", "m", str(tmp_path / "m"), "--metrics",
               str(tmp_path / "bad.json"))
-    assert bad.returncode == 1 and "JSON object" in bad.stderr
+    assert bad.returncode == 2 and "JSON object" in bad.stderr
     assert nai(env, "dataset").returncode == 2  # a verb is needed
     no_tag = nai(env, "dataset", "tag", "x")
     assert no_tag.returncode == 2 and "--clear" in no_tag.stderr
