@@ -141,6 +141,8 @@ class JobRuntime:
         self.views = Views(config.state / "views", blobs, config.personal)
         self._views_swept = 0.0
         self._sweeping: futures.Future[int] | None = None
+        # Not waited for at close: a removal cut short leaves a dot-name the next removes.
+        self._sweeper = Lanes(1, "nai-views")
         self.watch = GpuWatch(lambda pid: self.contain.job_of(pid))
         # GPUs held outside the job table (services' replicas): running, never preempted.
         self.held_elsewhere: Callable[[], list[sched.RunningJob]] = list
@@ -207,6 +209,7 @@ class JobRuntime:
         the next start collects their outputs again. A job whose directory was being
         built is started again by the next daemon (`_unstart`)."""
         self._builders.shutdown(wait=True, cancel_futures=True)
+        self._sweeper.shutdown(wait=False, cancel_futures=True)
         self.collections.close()
         self.discards.close()
         with self.lock:
@@ -502,7 +505,7 @@ class JobRuntime:
         self._views_swept = now
         in_use = {(j.user, pin.tree_id) for j in hot if j.active
                   for kind in mounts.MOUNTS if (pin := j.pin(kind)) is not None}
-        self._sweeping = self._builders.submit("", self.views.sweep, in_use)
+        self._sweeping = self._sweeper.submit("views", self.views.sweep, in_use)
 
     def _finish_builds(self, now: float) -> None:
         """Start the jobs whose directories are built (under the settled lock): their
