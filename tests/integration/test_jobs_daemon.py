@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import stat
+import struct
 import subprocess
 import time
 
@@ -37,8 +38,12 @@ def test_jobs_run_as_their_owner_and_stay_private(daemon: Daemon, make_user) -> 
     a_dir = daemon.state / "jobs" / str(a_job)
     assert job_state(daemon, a_job, alice) == "succeeded"
     assert (a_dir / "output" / "uid").read_text().strip() == str(alice.uid)
-    # The directory is the daemon's: alice owns what is in it, and can replace none of it.
-    assert a_dir.stat().st_uid == 0 and stat.S_IMODE(a_dir.stat().st_mode) == 0o711
+    # The directory is the daemon's: alice owns what is in it, and can replace none of it;
+    # its ACL lets her alone pass through (the mask, --x, shows as the group's bits).
+    assert a_dir.stat().st_uid == 0 and stat.S_IMODE(a_dir.stat().st_mode) == 0o710
+    acl = os.getxattr(a_dir, "system.posix_acl_access")
+    entries = {struct.unpack_from("<HHI", acl, 4 + 8 * i) for i in range((len(acl) - 4) // 8)}
+    assert (0x02, 1, alice.uid) in entries and (0x20, 0, 0xFFFFFFFF) in entries, entries
     for path in (a_dir / "log", a_dir / "output" / "weights.txt", a_dir / "code",
                  a_dir / "metrics.jsonl"):
         assert path.stat().st_uid == alice.uid, path
