@@ -58,7 +58,7 @@ def test_errors_go_to_stderr_with_nonzero_exit(env: dict[str, str], tmp_path: Pa
     bad = nai(env, "submit", str(tmp_path))
     assert bad.returncode == 1 and "nai.yaml:3:" in bad.stderr and "time_limit" in bad.stderr
     empty = nai(env, "submit", str(tmp_path / "nowhere"))
-    assert empty.returncode == 1 and "not a folder" in empty.stderr
+    assert empty.returncode == 2 and "not a folder" in empty.stderr  # a usage slip
     unknown = nai(env, "-s", "nope", "jobs")
     assert unknown.returncode == 1 and "nai server add" in unknown.stderr
 
