@@ -521,10 +521,9 @@ class JobRuntime:
                 request = future.result()
             except Exception as exc:
                 log.error("job %s could not start", job_id, exc_info=exc)
-                self._not_started(job, now, "could not start: server disk full"
-                                  if diskspace.is_disk_full(exc) else f"could not start: {exc}")
+                self._not_started(job, now, exc)
                 continue
-            if job.stop is not None:  # cancelled (or preempted) while it was being built
+            if job.stop is not None:  # cancelled while it was being built
                 self._stopped_before_start(job, now)
                 continue
             try:
@@ -534,8 +533,7 @@ class JobRuntime:
                 handle = self.launcher.start(request)
             except Exception as exc:
                 log.exception("job %s could not start", job_id)
-                self._not_started(job, now, "could not start: server disk full"
-                                  if diskspace.is_disk_full(exc) else f"could not start: {exc}")
+                self._not_started(job, now, exc)
                 continue
             why = self.contain.unenforced(job.spec.memory, job.spec.cpus)
             # Its time limit counts from now: building its directory was the server's time.
@@ -544,7 +542,10 @@ class JobRuntime:
                              **({"message": why} if why else {}))
             log.info("job %s started on GPUs %s (pid %s)", job.id, list(job.gpus), handle.pid)
 
-    def _not_started(self, job: Job, now: float, message: str) -> None:
+    def _not_started(self, job: Job, now: float, exc: Exception) -> None:
+        """The job failed to start, for `exc` (its directory or its process)."""
+        message = ("could not start: server disk full" if diskspace.is_disk_full(exc)
+                   else f"could not start: {exc}")
         self.jobs.update(job.id, state=transition(JobState.STARTING, JobState.FAILED),
                          ended_at=now, message=message)
         self.registry.collect()
