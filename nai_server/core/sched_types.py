@@ -138,6 +138,9 @@ class Tuning:
     (philly_team8 passes), but every average got worse (JCT 0.842 to 0.851, worst-user
     BSLD 0.638 to 0.680, widest p99 0.690 to 0.724, utilisation -1.54 to -1.59
     points) and targets missed went from 9 to 11 (philly_gc_0 then misses all four).
+    Nor did keeping a reservation only once the job has waited a share of its distance
+    (distance <= k·(waited + length), k of 2, 5, 10, 20: 5-7 of 16; with reserve_after
+    raised to 4 days, 7), or reserve_after of 4 days alone (8 of 16, averages worse).
 
     ``tail_guard`` (off by default): a narrow job (at most half the GPUs) expected to
     run at least ``tail_guard`` times the backlog's drain time (``fairshare.drain_time``)
