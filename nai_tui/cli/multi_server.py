@@ -215,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
     config = ClientConfig.load()
     if args.server == AUTO:
         if args.subcommand != "submit":
-            raise ConfigError(f"--server {AUTO} chooses a server for `nai submit` only; "
+            raise UsageMistake(f"--server {AUTO} chooses a server for `nai submit` only; "
                               f"give a server's name for `nai {args.subcommand}`")
         return submit_auto(args, config)
     return int(args.multi(args, config))

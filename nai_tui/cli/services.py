@@ -24,7 +24,6 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from nai_server.protocol import (
-    Invalid,
     NaiError,
     ServiceCreate,
     ServiceInfo,
@@ -51,11 +50,12 @@ def duration(text: str) -> float:
 
 
 def build(request: type[M], /, **fields: Any) -> M:
-    """A request, or Invalid naming each option whose value the server would refuse."""
+    """A request, or a usage mistake (exit 2) naming each option whose value the server
+    would refuse."""
     try:
         return request(**fields)
     except ValidationError as exc:
-        raise Invalid("; ".join(_problem(e) for e in exc.errors()) + " (see --help)") from None
+        raise UsageMistake("; ".join(_problem(e) for e in exc.errors()) + " (see --help)") from None
 
 
 def _problem(error: Any) -> str:

@@ -161,7 +161,7 @@ def test_server_auto_submits_where_the_job_starts_first(
     listing = json.loads(nai("jobs", "--all-servers", "--json")[1])["jobs"]
     assert sorted((j["server"], j["name"]) for j in listing) == [("a", "busy"), ("b", "job")]
     status, _, err = nai("--server", "auto", "jobs")
-    assert status == 1 and "for `nai submit` only" in err
+    assert status == 2 and "for `nai submit` only" in err
 
 
 def test_server_auto_passes_over_a_server_without_the_dataset(

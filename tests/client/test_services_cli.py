@@ -127,10 +127,10 @@ def test_mistakes_say_what_to_do(env: dict[str, str], served: Path) -> None:
     nothing = nai(env, "service", "update", "reg")
     assert nothing.returncode == 2 and "give --model" in nothing.stderr
     bad_name = nai(env, "serve", "reg@1", "--name", "my service")
-    assert bad_name.returncode == 1 and "letters, digits" in bad_name.stderr
+    assert bad_name.returncode == 2 and "letters, digits" in bad_name.stderr
     assert "Traceback" not in bad_name.stderr
     too_many = nai(env, "service", "scale", "reg", "--replicas", "100")
-    assert too_many.returncode == 1 and "--replicas" in too_many.stderr
+    assert too_many.returncode == 2 and "--replicas" in too_many.stderr
     bad_timeout = nai(env, "serve", "reg@1", "--idle-timeout", "soon")
     assert bad_timeout.returncode == 2 and "not a duration" in bad_timeout.stderr
 
