@@ -46,6 +46,7 @@ log = logging.getLogger("nai.views")
 KEEP_SECONDS = 7 * 24 * 3600.0  # a view unused this long goes
 KEEP_PER_USER = 16  # beyond this many views, a user's least recently used go first
 SWEEP_TIMEOUT = 600.0  # seconds one view's removal may take
+TREES_KEPT = 64  # trees whose folder lists are kept in memory (a tree never changes)
 
 
 class Views:
@@ -59,6 +60,7 @@ class Views:
         os.chmod(root, self.mode)
         self._guard = threading.Lock()
         self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._dirs: dict[str, tuple[str, ...]] = {}  # tree id -> its folders; oldest first
 
     def _lock(self, user: str, tree_id: str) -> threading.Lock:
         with self._guard:
@@ -104,15 +106,25 @@ class Views:
                 raise
             return folder / name
 
-    def _tree_dirs(self, tree_id: str) -> set[str]:
-        """The folders of a tree, from its manifest (the parents of its entries)."""
-        dirs = set()
+    def _tree_dirs(self, tree_id: str) -> tuple[str, ...]:
+        """The folders of a tree, from its manifest (the parents of its entries). A tree
+        never changes, so the list is kept: each start of a job on a million-file
+        dataset would otherwise walk a million entries to check its view's folders."""
+        found = self._dirs.get(tree_id)
+        if found is not None:
+            return found
+        dirs: set[str] = set()
         for entry in self.blobs.get_tree(tree_id):
             parent = entry.path.rpartition("/")[0]
             while parent and parent not in dirs:
                 dirs.add(parent)
                 parent = parent.rpartition("/")[0]
-        return dirs
+        found = tuple(sorted(dirs))
+        with self._guard:  # builds run in several lanes at once
+            self._dirs[tree_id] = found
+            while len(self._dirs) > TREES_KEPT:
+                del self._dirs[next(iter(self._dirs))]
+        return found
 
     def _intact(self, view: Path, tree_id: str) -> bool:
         """None of the view's folders changed (entries, mode, owner) since its stamp: one
@@ -191,5 +203,5 @@ def _last_use(view: Path) -> float:
         return 0.0  # made by a daemon killed before it noted the view's stamp
 
 
-def _dirs(view: Path, tree_dirs: set[str]) -> list[Path]:
-    return [view, *(view / d for d in sorted(tree_dirs))]
+def _dirs(view: Path, tree_dirs: tuple[str, ...]) -> list[Path]:
+    return [view, *(view / d for d in tree_dirs)]

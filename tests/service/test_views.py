@@ -115,3 +115,31 @@ def test_sweep_keeps_a_users_most_recent_views_only(tmp_path: Path, service: Use
     assert views.sweep(in_use=(), now=1010.0) == 1
     assert [p.exists() for p in made] == [False, True, True]  # the least recently used
     assert views.view("ann", trees[1]) == made[1]  # the others are found again
+
+
+def test_a_trees_folders_are_read_from_its_manifest_once(tmp_path: Path, monkeypatch,
+                                                         service: UseCases,
+                                                         api: TestClient) -> None:
+    """Each start checks its view's folders; a tree never changes, so its manifest is
+    walked once (a million-file dataset's walk took about 0.2 s a start), and at most
+    TREES_KEPT trees' folder lists are kept."""
+    tree = upload_tree(api, DATA)
+    read = []
+    blobs = service.blobs
+    real = blobs.get_tree
+
+    def counted(tree_id: str):
+        read.append(tree_id)
+        return real(tree_id)
+
+    monkeypatch.setattr(blobs, "get_tree", counted)
+    views = Views(tmp_path / "views", blobs, personal=True)
+    first = views.view("me", tree)
+    built = len(read)  # laying it out reads the manifest too
+    assert views.view("me", tree) == first and views.view("me", tree) == first
+    assert len(read) == built  # found intact twice, its folders known: no walk
+    assert (first / "train").is_dir()
+    monkeypatch.setattr(views_module, "TREES_KEPT", 1)
+    other = upload_tree(api, {"x/y.txt": b"y"})
+    views.view("me", other)
+    assert list(views._dirs) == [other]
