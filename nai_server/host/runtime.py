@@ -1,6 +1,7 @@
 """One step of the daemon's loop: reap ended jobs, enforce time limits and cancel
-deadlines, read the GPUs, plan, preempt, launch. Every decision is made by pure `core`
-functions; this module gathers their inputs and carries out their answers.
+deadlines, read the GPUs, plan, preempt, launch (the jobs' directories are built outside
+the lock: `starting`). Every decision is made by pure `core` functions; this module
+gathers their inputs and carries out their answers.
 
 A preempted job gets SIGTERM and the grace period to checkpoint, then goes back to the
 queue (running → preempted → queued) keeping its attained service and its job
@@ -31,7 +32,7 @@ from nai_server.core.spec import parse_size
 from nai_server.core.states import ACTIVE, JobState, transition
 from nai_server.core.trees import Limits
 from nai_server.core.units import format_duration
-from nai_server.host import contain, diskspace, jobdir, metrics_ingest, mounts, unix
+from nai_server.host import contain, jobdir, metrics_ingest, unix
 from nai_server.host.collection import Ended, OutputCollection, run_as
 from nai_server.host.endings import JobEndings
 from nai_server.host.gpu_watch import Foreign, GpuWatch
@@ -49,7 +50,7 @@ from nai_server.host.launchers.local import (
     session_of,
 )
 from nai_server.host.replicas import ReplicaHost
-from nai_server.host.views import Views
+from nai_server.host.starting import Starter
 from nai_server.store.atomic import CommitLock
 from nai_server.store.blobs import BlobStore
 from nai_server.store.db import TinyDbStore
@@ -57,13 +58,6 @@ from nai_server.store.db import TinyDbStore
 log = logging.getLogger("nai.runtime")
 
 ARCHIVE_EVERY_SECONDS = 60.0
-# How long a tick waits, outside the lock, for the job directories it began to build
-# (most take milliseconds: their jobs start in the same tick); a longer build (a dataset
-# of a million files to link) goes on in its owner's lane and its job starts at a later
-# tick, while the loop reaps, enforces limits and schedules the other jobs.
-BUILD_WAIT_SECONDS = 1.0
-BUILDS_PER_USER = 2
-VIEWS_SWEEP_SECONDS = 3600.0
 # States in which a job still has to run or end: the daemon is not idle.
 PENDING: frozenset[JobState] = frozenset({JobState.QUEUED, *ACTIVE})
 
@@ -132,17 +126,12 @@ class JobRuntime:
             self.jobs_dir, run_as=lambda job: run_as(job.user, config.personal))
         self._sweep_due = True  # at start: what a crash left behind
         self._views: dict[int, tuple[Job, sched.QueuedJob]] = {}  # see _planned
-        # Jobs starting: their directories being built (code, dataset and model links),
-        # outside the lock, in lanes per user, so that no one's large dataset holds the
-        # lock, the loop or anyone else's start (see BUILD_WAIT_SECONDS).
-        self._builders = Lanes(BUILDS_PER_USER, "nai-build")
-        self._building: dict[int, futures.Future[LaunchRequest]] = {}
-        # Each user's dataset and model versions, laid out once for all their jobs.
-        self.views = Views(config.state / "views", blobs, config.personal)
-        self._views_swept = 0.0
-        self._sweeping: futures.Future[int] | None = None
-        # Not waited for at close: a removal cut short leaves a dot-name the next removes.
-        self._sweeper = Lanes(1, "nai-views")
+        # Jobs starting: their directories built outside the lock, in lanes per user,
+        # then their processes started under it (`starting`).
+        self.starter = Starter(
+            self.jobs, registry, launcher, contain=lambda: self.contain, job_dir=self.job_dir,
+            blobs=blobs, discards=self.discards, views_root=config.state / "views",
+            personal=config.personal, notify=lambda: self.notify())
         self.watch = GpuWatch(lambda pid: self.contain.job_of(pid))
         # GPUs held outside the job table (services' replicas): running, never preempted.
         self.held_elsewhere: Callable[[], list[sched.RunningJob]] = list
@@ -162,7 +151,7 @@ class JobRuntime:
             hot = self.jobs.hot()
             ended = self._reap(hot, now)
             # Only a started job has a log to read (poll passes over the others).
-            watched = [j for j in hot if j.active and j.id not in self._building]
+            watched = [j for j in hot if j.active and j.id not in self.starter]
         self.metrics.poll(watched, {job.id for job, _ in ended})  # before an ended job's outputs
         for job, how in ended:  # outside the lock: no request waits on a job's files
             self.collections.start(job, how)
@@ -176,12 +165,11 @@ class JobRuntime:
             if now - self._last_archive >= ARCHIVE_EVERY_SECONDS:
                 self._archive(now)
                 self._last_archive = now
-            self._sweep_views(hot, now)
-        if begun:  # their directories, a moment (most are made by then)
-            futures.wait(begun, timeout=BUILD_WAIT_SECONDS)
-        if any(f.done() for f in self._building.values()):
+            self.starter.sweep_views(hot, now)
+        self.starter.wait(begun)  # their directories, a moment (most are made by then)
+        if self.starter.built():
             with self.lock.settled():
-                self._finish_builds(now)
+                self.starter.finish_builds(now)
         # Committed (a failed commit raised above): only now may the ends be forgotten.
         for job_id in saved:
             self.collections.forget(job_id)
@@ -207,9 +195,8 @@ class JobRuntime:
     def close(self) -> None:
         """Stop the collections under way: their jobs stay running in the database, and
         the next start collects their outputs again. A job whose directory was being
-        built is started again by the next daemon (`_unstart`)."""
-        self._builders.shutdown(wait=True, cancel_futures=True)
-        self._sweeper.shutdown(wait=False, cancel_futures=True)
+        built is started again by the next daemon (`Starter.unstart`)."""
+        self.starter.close()
         self.collections.close()
         self.discards.close()
         with self.lock:
@@ -223,7 +210,7 @@ class JobRuntime:
         outputs must now be collected before they end, with how they ended."""
         ended = []
         for job in hot:
-            if job.active and job.id not in self.collections and job.id not in self._building:
+            if job.active and job.id not in self.collections and job.id not in self.starter:
                 how = self._check(job, now)
                 if how is not None:
                     ended.append((job, how))
@@ -237,7 +224,7 @@ class JobRuntime:
             # writes its pid first: adopt it if it lives; never start the job again.
             pid = read_wrapper_pid(job_dir)
             if pid is None or never_started(job_dir):  # nothing of the job ran
-                self._unstart(job)
+                self.starter.unstart(job)
                 return None
             ticks = proc_start_ticks(pid) if pid else None
             if pid and ticks is not None and session_of(pid) == pid and self._owns(job, pid):
@@ -264,18 +251,6 @@ class JobRuntime:
             if at is not None:
                 now = min(now, max(at, job.started_at or now))
         return Ended(now, status, code, note, oom)
-
-    def _unstart(self, job: Job) -> None:
-        """The daemon died while starting the job, before its wrapper ran: back to the
-        queue, without what was built for it (its next start builds it again)."""
-        if not job.runs:  # a preempted job's directory holds its checkpoint
-            # Its owner could reach output/ and code/: emptied as them (jobdir.Discards).
-            for path in (self.jobs_dir / f".{job.id}.new", self.job_dir(job.id)):
-                if os.path.lexists(path):
-                    self.discards(path, f"job {job.id} is built again at its next start")
-        self.jobs.update(job.id, state=transition(job.state, JobState.QUEUED), gpus=(),
-                         gpu_uuids=(), started_at=None)
-        log.info("job %s: the daemon stopped while starting it; queued again", job.id)
 
     def _leftovers(self, job: Job, handle: Handle | None) -> str | None:
         """Kill what the job left running (its cgroup, or its session, and its user's
@@ -400,7 +375,7 @@ class JobRuntime:
                 waiting[start.job_id] = str(sched.WaitReason.RESOURCES)
                 est_start[start.job_id] = max(self._stop_deadline(h, now) for h in holders)
                 continue
-            begun.append(self._launch(by_id[start.job_id], start.gpus, snapshot, now))
+            begun.append(self.starter.launch(by_id[start.job_id], start.gpus, snapshot, now))
         self.state.waiting = waiting
         self.state.est_start = est_start
         head = (None if plan.head is None
@@ -470,93 +445,6 @@ class JobRuntime:
         if len(keep) < len(queued):
             self.registry.collect()
         return keep
-
-    # --- launching --------------------------------------------------------------------
-
-    def _launch(self, job: Job, gpus: tuple[int, ...], snapshot: GpuSnapshot,
-                now: float) -> futures.Future[LaunchRequest]:
-        """Give the job its GPUs (starting) and begin building its directory in its
-        owner's lane; `_finish_builds` starts its process once that is done."""
-        uuids = {g.index: g.uuid for g in snapshot.gpus}
-        job = self.jobs.update(
-            job.id, state=transition(JobState.QUEUED, JobState.STARTING), gpus=gpus,
-            gpu_uuids=tuple(uuids.get(i, "") for i in gpus), started_at=now)
-        # On disk before the process exists: a daemon killed after the launch must come
-        # back knowing it started the job (and adopt it), never queue it to run again.
-        self.jobs.commit()
-        future = self._builders.submit(job.user, self._build, job, gpus)
-        self._building[job.id] = future
-        future.add_done_callback(lambda _: self.notify())  # its start is the loop's
-        return future
-
-    def _build(self, job: Job, gpus: tuple[int, ...]) -> LaunchRequest:
-        """The job's directory and what to start in it (in a lane, without the lock);
-        its cgroup is made when it starts."""
-        return jobdir.launch_request(
-            job, gpus, self.job_dir(job.id), self.blobs, self.config.personal,
-            cgroup=lambda: None, discard=self.discards, views=self.views)
-
-    def _sweep_views(self, hot: list[Job], now: float) -> None:
-        """Now and then, in a lane of its own, remove the views no job has used for a
-        while (views.sweep); never one an active job uses."""
-        if now - self._views_swept < VIEWS_SWEEP_SECONDS or (
-                self._sweeping is not None and not self._sweeping.done()):
-            return
-        self._views_swept = now
-        in_use = {(j.user, pin.tree_id) for j in hot if j.active
-                  for kind in mounts.MOUNTS if (pin := j.pin(kind)) is not None}
-        self._sweeping = self._sweeper.submit("views", self.views.sweep, in_use)
-
-    def _finish_builds(self, now: float) -> None:
-        """Start the jobs whose directories are built (under the settled lock): their
-        process, or their end if the build failed or they were stopped meanwhile."""
-        for job_id, future in list(self._building.items()):
-            if not future.done():
-                continue
-            del self._building[job_id]
-            job = self.jobs.get(job_id)
-            if job is None or job.state != JobState.STARTING:
-                continue
-            try:
-                request = future.result()
-            except Exception as exc:
-                log.error("job %s could not start", job_id, exc_info=exc)
-                self._not_started(job, now, exc)
-                continue
-            if job.stop is not None:  # cancelled while it was being built
-                self._stopped_before_start(job, now)
-                continue
-            try:
-                request = dataclasses.replace(
-                    request, cgroup=self.contain.create(job.id, job.spec.memory, job.spec.cpus),
-                    joins=self.contain.joins(job.id))
-                handle = self.launcher.start(request)
-            except Exception as exc:
-                log.exception("job %s could not start", job_id)
-                self._not_started(job, now, exc)
-                continue
-            why = self.contain.unenforced(job.spec.memory, job.spec.cpus)
-            # Its time limit counts from now: building its directory was the server's time.
-            self.jobs.update(job.id, state=transition(JobState.STARTING, JobState.RUNNING),
-                             pid=handle.pid, pid_start=handle.start_ticks, started_at=now,
-                             **({"message": why} if why else {}))
-            log.info("job %s started on GPUs %s (pid %s)", job.id, list(job.gpus), handle.pid)
-
-    def _not_started(self, job: Job, now: float, exc: Exception) -> None:
-        """The job failed to start, for `exc` (its directory or its process)."""
-        message = ("could not start: server disk full" if diskspace.is_disk_full(exc)
-                   else f"could not start: {exc}")
-        self.jobs.update(job.id, state=transition(JobState.STARTING, JobState.FAILED),
-                         ended_at=now, message=message)
-        self.registry.collect()
-
-    def _stopped_before_start(self, job: Job, now: float) -> None:
-        """A job cancelled while its directory was built (only a running job is ever
-        preempted or timed out): it ends, none of it having run."""
-        self.jobs.update(job.id, state=transition(JobState.STARTING, JobState.CANCELLED),
-                         ended_at=now, message="cancelled before it started")
-        self.registry.collect()
-        log.info("job %s was cancelled while it was being started", job.id)
 
     # --- history ----------------------------------------------------------------------
 

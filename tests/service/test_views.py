@@ -43,7 +43,7 @@ def test_jobs_on_one_version_share_one_read_only_view(api: TestClient,
     assert all(m.is_symlink() for m in mounts)
     assert os.readlink(mounts[0]) == os.readlink(mounts[1])  # one view, built once
     view = Path(os.readlink(mounts[0]))
-    assert view.parent.parent == service.runtime.views.root
+    assert view.parent.parent == service.runtime.starter.views.root
     assert view.name.startswith(f"{tree}.") and len(view.name) > len(tree) + 16  # a token
     for path, data in DATA.items():  # links to the read-only blobs, nothing copied
         st = (view / path).stat()
