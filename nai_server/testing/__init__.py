@@ -88,13 +88,22 @@ def tick_until(service: UseCases, predicate: Callable[[], Any], timeout: float =
 
 def upload_tree(api: Any, files: dict[str, bytes]) -> str:
     """Send the files' blobs through an API client and record their tree; its id."""
-    blobs = {hashlib.sha256(d).hexdigest(): d for d in files.values()}
-    assert api.post("/v1/blobs", content=pack(blobs)).status_code == 201
-    entries = [{"path": p, "size": len(d), "sha256": hashlib.sha256(d).hexdigest()}
-               for p, d in files.items()]
-    tree = api.post("/v1/trees", json={"entries": entries})
+    blobs, manifest = tree_upload(files)
+    sent = api.post("/v1/blobs", content=blobs)
+    assert sent.status_code == 201, sent.text
+    tree = api.post("/v1/trees", json=manifest)
     assert tree.status_code == 201, tree.text
     return str(tree.json()["id"])
+
+
+def tree_upload(files: dict[str, bytes]) -> tuple[bytes, dict[str, Any]]:
+    """What a client sends to upload `files` (path: content): the packed blobs, the
+    body of POST /v1/blobs, and the tree's manifest, the body of POST /v1/trees. For
+    helpers that carry the two requests their own way (as a unix user, say)."""
+    blobs = pack({hashlib.sha256(d).hexdigest(): d for d in files.values()})
+    entries = [{"path": p, "size": len(d), "sha256": hashlib.sha256(d).hexdigest()}
+               for p, d in files.items()]
+    return blobs, {"entries": entries}
 
 
 def pack(blobs: dict[str, bytes]) -> bytes:

@@ -22,7 +22,7 @@ import httpx
 import pytest
 import yaml
 
-from nai_server.testing import wait_for
+from nai_server.testing import tree_upload, wait_for
 from nai_server.testing.loopback_sshd import (
     SSHD,
     Sshd,
@@ -131,6 +131,7 @@ def post_as(daemon: Daemon, user: UnixUser, path: str, body: bytes, kind: str) -
     proc = subprocess.run([str(BIN / "nai-server"), "dial-stdio", "--socket",
                            str(daemon.socket)], input=head + body, capture_output=True,
                           timeout=30, user=user.uid, group=user.gid, extra_groups=[])
+    assert proc.returncode == 0, proc.stderr.decode()
     answer = parse_response(proc.stdout)
     assert answer.status == 201, answer.body
     return dict(answer.json())
@@ -138,20 +139,9 @@ def post_as(daemon: Daemon, user: UnixUser, path: str, body: bytes, kind: str) -
 
 def upload_as(daemon: Daemon, user: UnixUser, files: dict[str, bytes]) -> str:
     """The files' blobs and tree, sent by `user` (so theirs to use); the tree's id."""
-    import hashlib
-    import io
-    import tarfile
-
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
-        for data in files.values():
-            info = tarfile.TarInfo(hashlib.sha256(data).hexdigest())
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    post_as(daemon, user, "/v1/blobs", out.getvalue(), "application/x-tar")
-    entries = [{"path": p, "size": len(d), "sha256": hashlib.sha256(d).hexdigest()}
-               for p, d in files.items()]
-    made = post_as(daemon, user, "/v1/trees", json.dumps({"entries": entries}).encode(),
+    blobs, manifest = tree_upload(files)
+    post_as(daemon, user, "/v1/blobs", blobs, "application/x-tar")
+    made = post_as(daemon, user, "/v1/trees", json.dumps(manifest).encode(),
                    "application/json")
     return str(made["id"])
 

@@ -11,10 +11,7 @@ same as a name that does not exist.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import io
 import subprocess
-import tarfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,6 +22,7 @@ import httpx
 import pytest
 from conftest import BIN, Daemon, UnixUser, needs_root  # type: ignore[import-not-found]
 
+from nai_server import testing
 from nai_tui.remote.transports import BackendTransport, ProcessStream
 
 pytestmark = [needs_root]
@@ -81,19 +79,8 @@ class Actor:
 def upload_tree(daemon: Daemon, files: dict[str, bytes], by: Actor | None = None) -> str:
     """Blobs and tree sent by `by`, or as root straight to the socket (setup, not under
     test). A tree is readable only by who sent it (or may read it otherwise)."""
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
-        for data in files.values():
-            info = tarfile.TarInfo(hashlib.sha256(data).hexdigest())
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
     with daemon.client() if by is None else contextlib.nullcontext(by.http) as http:
-        assert http.post("/v1/blobs", content=out.getvalue()).status_code == 201
-        tree = http.post("/v1/trees", json={"entries": [
-            {"path": p, "size": len(d), "sha256": hashlib.sha256(d).hexdigest()}
-            for p, d in files.items()]})
-        assert tree.status_code == 201, tree.text
-        return str(tree.json()["id"])
+        return testing.upload_tree(http, files)
 
 
 def may_read(actor: str, entry: str) -> bool:

@@ -8,10 +8,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 from pathlib import Path
 
-from conftest import BIN, Daemon, needs_root, wait_for  # type: ignore[import-not-found]
+from conftest import (  # type: ignore[import-not-found]
+    Daemon,
+    needs_root,
+    post_as,
+    upload_as,
+    wait_for,
+)
 
 from nai_server.protocol import TERMINAL_STATES
 from nai_server.testing import pack
@@ -56,27 +61,11 @@ def test_a_lost_blob_is_sent_again_by_the_client_and_the_job_runs(
         assert run_job() == "succeeded"
 
 
-def upload_as(daemon: Daemon, user, blobs: dict[str, bytes]) -> None:  # type: ignore[no-untyped-def]
-    stream = pack(blobs)
-    head = (f"POST /v1/blobs HTTP/1.1\r\nHost: nai\r\nConnection: close\r\n"
-            f"Content-Length: {len(stream)}\r\n\r\n").encode()
-    relay = subprocess.run(
-        [str(BIN / "nai-server"), "dial-stdio", "--socket", str(daemon.socket)],
-        input=head + stream, capture_output=True, timeout=30, user=user.uid, group=user.gid,
-        extra_groups=[])
-    assert b" 201 " in relay.stdout.split(b"\r\n")[0] + b" ", relay.stdout[:300]
-
-
 def test_nai_admin_store_verify_repair(daemon: Daemon, make_user) -> None:
     alice = make_user()
     assert daemon.admin("user", "add", alice.name).returncode == 0
     files = {"keep.txt": b"kept\n", "lost.txt": b"lost\n", "rotten.bin": b"rotten\n"}
-    upload_as(daemon, alice, {sha(d): d for d in files.values()})
-    entries = [{"path": p, "size": len(d), "mode": 0o644, "sha256": sha(d)}
-               for p, d in files.items()]
-    made = daemon.as_user(alice, "POST", "/v1/trees", {"entries": entries})
-    assert made.status == 201, made.body
-    tree = made.json()["id"]
+    tree = upload_as(daemon, alice, files)
     assert daemon.as_user(alice, "POST", "/v1/datasets",
                           {"name": "corpus", "tree_id": tree}).status == 201
     job = daemon.as_user(alice, "POST", "/v1/jobs", {"spec": {"command": "true", "gpus": 0},
@@ -117,7 +106,9 @@ def test_nai_admin_store_verify_repair(daemon: Daemon, make_user) -> None:
     pulled = daemon.as_user(alice, "POST", f"/v1/trees/{tree}/archive",
                             {"paths": ["lost.txt"]})
     assert pulled.status == 409 and "'lost.txt'" in pulled.json()["error"]["message"]
-    upload_as(daemon, alice, {sha(b"lost\n"): b"lost\n", sha(b"rotten\n"): b"rotten\n"})
+    post_as(daemon, alice, "/v1/blobs", pack({sha(b"lost\n"): b"lost\n",
+                                              sha(b"rotten\n"): b"rotten\n"}),
+            "application/x-tar")
     assert daemon.as_user(alice, "HEAD", f"/v1/trees/{tree}").status == 200
     clean = daemon.admin("store", "verify", "--json")
     assert clean.returncode == 0, clean.stdout + clean.stderr

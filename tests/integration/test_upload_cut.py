@@ -7,7 +7,13 @@ import hashlib
 import os
 import subprocess
 
-from conftest import BIN, Daemon, needs_root, wait_for  # type: ignore[import-not-found]
+from conftest import (  # type: ignore[import-not-found]
+    BIN,
+    Daemon,
+    needs_root,
+    post_as,
+    wait_for,
+)
 
 from nai_server.testing import pack
 
@@ -45,13 +51,7 @@ def test_cut_upload_through_dial_stdio(daemon: Daemon, make_user) -> None:
     assert refused.json()["error"]["details"]["missing"] == digests[1:]
     assert not list((daemon.state / "blobs" / "tmp").iterdir())  # no partial leftovers
 
-    rest = pack({h: blobs[h] for h in missing()})
-    head = (f"POST /v1/blobs HTTP/1.1\r\nHost: nai\r\nConnection: close\r\n"
-            f"Content-Length: {len(rest)}\r\n\r\n").encode()
-    retry = subprocess.run(
-        [str(BIN / "nai-server"), "dial-stdio", "--socket", str(daemon.socket)],
-        input=head + rest, capture_output=True, timeout=30, user=alice.uid, group=alice.gid,
-        extra_groups=[])
-    assert b" 201 " in retry.stdout.split(b"\r\n")[0] + b" "
-    assert b'"stored":2' in retry.stdout
+    retry = post_as(daemon, alice, "/v1/blobs", pack({h: blobs[h] for h in missing()}),
+                    "application/x-tar")
+    assert retry["stored"] == 2
     assert daemon.as_user(alice, "POST", "/v1/trees", {"entries": entries}).status == 201

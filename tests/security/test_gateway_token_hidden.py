@@ -7,18 +7,15 @@ learn nothing; for its own, every caller's token."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import io
 import os
 import socket
-import tarfile
 from collections.abc import Iterator
 
 import httpx
 import pytest
 from conftest import Daemon, UnixUser  # type: ignore[import-not-found]
 
-from nai_server.testing import wait_for
+from nai_server.testing import upload_tree, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="creates unix users: run as root")
 
@@ -56,17 +53,8 @@ def free_port() -> int:
 
 def shared_model(daemon: Daemon, name: str, files: dict[str, bytes]) -> None:
     """A model every user may read, set up by root (not under test)."""
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
-        for data in files.values():
-            info = tarfile.TarInfo(hashlib.sha256(data).hexdigest())
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
     with daemon.client() as root:
-        assert root.post("/v1/blobs", content=out.getvalue()).status_code == 201
-        tree = root.post("/v1/trees", json={"entries": [
-            {"path": p, "size": len(d), "sha256": hashlib.sha256(d).hexdigest()}
-            for p, d in files.items()]}).json()["id"]
+        tree = upload_tree(root, files)
         made = root.post("/v1/models", json={"name": name, "tree_id": tree, "shared": True})
         assert made.status_code == 201, made.text
 

@@ -13,11 +13,8 @@ through it, and must not wait on it longer than its deadlines.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import io
 import os
 import socket
-import tarfile
 import threading
 import time
 from collections.abc import Iterator
@@ -26,7 +23,7 @@ from pathlib import Path
 import pytest
 from conftest import Daemon, UnixUser  # type: ignore[import-not-found]
 
-from nai_server.testing import wait_for
+from nai_server.testing import upload_tree, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="creates unix users: run as root")
 
@@ -54,17 +51,8 @@ while True:
 def serve_model(daemon: Daemon, name: str, command: str, files: dict[str, bytes]) -> None:
     """A model every user may read, set up by root (not under test)."""
     files = {"nai.yaml": f"serve:\n  command: '{command}'\n".encode(), **files}
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
-        for data in files.values():
-            info = tarfile.TarInfo(hashlib.sha256(data).hexdigest())
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
     with daemon.client() as root:
-        assert root.post("/v1/blobs", content=out.getvalue()).status_code == 201
-        tree = root.post("/v1/trees", json={"entries": [
-            {"path": p, "size": len(d), "sha256": hashlib.sha256(d).hexdigest()}
-            for p, d in files.items()]}).json()["id"]
+        tree = upload_tree(root, files)
         made = root.post("/v1/models", json={"name": name, "tree_id": tree, "shared": True})
         assert made.status_code == 201, made.text
 

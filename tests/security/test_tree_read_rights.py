@@ -8,18 +8,8 @@ works, and then they are his to use."""
 from __future__ import annotations
 
 import hashlib
-import io
-import subprocess
-import tarfile
 
-from tests.integration.conftest import (
-    BIN,
-    Daemon,
-    Response,
-    UnixUser,
-    needs_root,
-    parse_response,
-)
+from tests.integration.conftest import Daemon, needs_root, upload_as
 
 pytestmark = [needs_root]
 
@@ -30,46 +20,12 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def pack(files: dict[str, bytes]) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
-        for data in files.values():
-            info = tarfile.TarInfo(sha(data))
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
-
-
-def manifest(files: dict[str, bytes]) -> dict[str, object]:
-    return {"entries": [{"path": p, "size": len(d), "sha256": sha(d)} for p, d in files.items()]}
-
-
-def send_blobs(daemon: Daemon, user: UnixUser, files: dict[str, bytes]) -> Response:
-    """POST /v1/blobs with a tar body, relayed by dial-stdio running as `user`."""
-    data = pack(files)
-    head = ("POST /v1/blobs HTTP/1.1\r\nHost: nai\r\nConnection: close\r\n"
-            f"Content-Type: application/x-tar\r\nContent-Length: {len(data)}\r\n\r\n")
-    proc = subprocess.run(
-        [str(BIN / "nai-server"), "dial-stdio", "--socket", str(daemon.socket)],
-        input=head.encode() + data, capture_output=True, timeout=30,
-        user=user.uid, group=user.gid, extra_groups=[])
-    assert proc.returncode == 0, proc.stderr.decode()
-    return parse_response(proc.stdout)
-
-
-def upload(daemon: Daemon, user: UnixUser, files: dict[str, bytes]) -> str:
-    assert send_blobs(daemon, user, files).status == 201
-    tree = daemon.as_user(user, "POST", "/v1/trees", manifest(files))
-    assert tree.status == 201, tree.body
-    return str(tree.json()["id"])
-
-
 def test_another_users_private_dataset_stays_hers(daemon: Daemon, make_user) -> None:
     alice, bob = make_user(), make_user()
     for user in (alice, bob):
         assert daemon.admin("user", "add", user.name).returncode == 0
-    tree = upload(daemon, alice, SECRET)
-    code = upload(daemon, alice, {"train.py": b"print('alice')\n"})
+    tree = upload_as(daemon, alice, SECRET)
+    code = upload_as(daemon, alice, {"train.py": b"print('alice')\n"})
     made = daemon.as_user(alice, "POST", "/v1/datasets", {"name": "private", "tree_id": tree})
     assert made.status == 201, made.body
     job = daemon.as_user(alice, "POST", "/v1/jobs", {
@@ -118,7 +74,7 @@ def test_another_users_private_dataset_stays_hers(daemon: Daemon, make_user) -> 
     # The same bytes, sent by Bob, are his: stored once, and his to use.
     blobs = daemon.state / "blobs" / "sha256"
     before = sorted(p for p in blobs.rglob("*") if p.is_file())
-    assert upload(daemon, bob, SECRET) == tree
+    assert upload_as(daemon, bob, SECRET) == tree
     assert sorted(p for p in blobs.rglob("*") if p.is_file()) == before
     assert daemon.as_user(bob, "POST", "/v1/blobs/missing", {"digests": digests}).json() == {
         "missing": []}

@@ -7,17 +7,14 @@ the API as on one server."""
 from __future__ import annotations
 
 import hashlib
-import io
 import os
-import subprocess
-import tarfile
 from collections.abc import Callable
 from typing import Any
 
 from nai_server.protocol import TERMINAL_STATES
 from nai_server.testing import wait_for
 from nai_server.testing.slurm_cluster import SlurmCluster
-from tests.integration.conftest import BIN, Daemon, Response, UnixUser, parse_response
+from tests.integration.conftest import Daemon, UnixUser, upload_as
 
 DATA = {"labels.csv": b"id,label\n1,3\n", "train/a.bin": os.urandom(40_000)}
 OUTPUT = bytes(range(256)) * 64
@@ -39,34 +36,10 @@ echo "epoch 2 acc 0.75"
 """
 
 
-def raw_upload(daemon: Daemon, user: UnixUser, path: str, body: bytes,
-               content_type: str) -> Response:
-    """One request with a raw body, relayed as `user` (Daemon.as_user sends JSON)."""
-    head = (f"POST {path} HTTP/1.1\r\nHost: nai\r\nConnection: close\r\n"
-            f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n")
-    proc = subprocess.run([str(BIN / "nai-server"), "dial-stdio", "--socket", str(daemon.socket)],
-                          input=head.encode() + body, capture_output=True, timeout=30,
-                          user=user.uid, group=user.gid, extra_groups=[])
-    assert proc.returncode == 0, proc.stderr.decode()
-    return parse_response(proc.stdout)
-
-
 def upload_dataset(daemon: Daemon, user: UnixUser, name: str) -> str:
     """The dataset's blobs and tree, sent by its owner (a tree is its sender's), and the
     dataset registered from them; its tree id."""
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
-        for data in DATA.values():
-            info = tarfile.TarInfo(hashlib.sha256(data).hexdigest())
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    sent = raw_upload(daemon, user, "/v1/blobs", out.getvalue(), "application/x-tar")
-    assert sent.status == 201, sent.body
-    tree = daemon.as_user(user, "POST", "/v1/trees", {"entries": [
-        {"path": p, "size": len(d), "sha256": hashlib.sha256(d).hexdigest()}
-        for p, d in DATA.items()]})
-    assert tree.status == 201, tree.body
-    tree_id = str(tree.json()["id"])
+    tree_id = upload_as(daemon, user, DATA)
     made = daemon.as_user(user, "POST", "/v1/datasets", {"name": name, "tree_id": tree_id})
     assert made.status == 201, made.body
     return tree_id

@@ -6,11 +6,8 @@ nothing twice. Real daemon, real cluster (one node, 4 fake GPUs), real unix user
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import signal
-import tarfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,8 +18,7 @@ from nai_server.store.db import TinyDbStore
 from nai_server.store.service_records import ServiceRecords
 from nai_server.testing import wait_for
 from nai_server.testing.slurm_cluster import SlurmCluster
-from tests.integration.conftest import Daemon, UnixUser
-from tests.slurm.test_slurm_dataset import raw_upload
+from tests.integration.conftest import Daemon, UnixUser, upload_as
 
 WAIT = 90  # seconds: a replica's Python start on a busy shared machine
 PREDICT = b'''
@@ -63,23 +59,10 @@ OWN_SERVER = Path(__file__).parent.parent / "integration" / "service_model" / "s
 def register_model(daemon: Daemon, user: UnixUser, name: str,
                    files: dict[str, bytes] | None = None) -> None:
     files = files or {"predict.py": PREDICT, "scale.txt": b"2"}
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
-        for data in files.values():
-            info = tarfile.TarInfo(hashlib.sha256(data).hexdigest())
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    sent = raw_upload(daemon, user, "/v1/blobs", out.getvalue(), "application/x-tar")
-    assert sent.status == 201, sent.body
-    tree = daemon.as_user(user, "POST", "/v1/trees", {"entries": [
-        {"path": p, "size": len(d), "sha256": hashlib.sha256(d).hexdigest()}
-        for p, d in files.items()]})
-    assert tree.status == 201, tree.body
-    made = daemon.as_user(user, "POST", "/v1/models",
-                          {"name": name, "tree_id": tree.json()["id"]})
+    tree = upload_as(daemon, user, files)
+    made = daemon.as_user(user, "POST", "/v1/models", {"name": name, "tree_id": tree})
     if made.status == 409:  # a next version
-        made = daemon.as_user(user, "POST", f"/v1/models/{name}/versions",
-                              {"tree_id": tree.json()["id"]})
+        made = daemon.as_user(user, "POST", f"/v1/models/{name}/versions", {"tree_id": tree})
     assert made.status == 201, made.body
 
 
