@@ -7,7 +7,8 @@ leaks what he may not read), and no dry run ever queues a job."""
 from __future__ import annotations
 
 from tests.integration.conftest import Daemon, needs_root
-from tests.security.test_tree_read_rights import SECRET, upload
+from tests.integration.conftest import upload_as as upload
+from tests.security.test_tree_read_rights import SECRET
 
 pytestmark = [needs_root]
 
