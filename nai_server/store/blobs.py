@@ -7,6 +7,16 @@ Layout under the root (DESIGN §6):
     tmp/                   files being written; nothing appears under a digest name
                            until it is complete, verified and on disk
     claims/<user>/…        who uploaded which blob, who recorded which tree (claims.py)
+
+Nothing here deletes a blob or a tree: `nai-admin store gc` (gc.py) does, of those
+nothing refers to and nobody was told of lately. Every answer that promises a blob or
+a tree is there — "you need not send it" (`missing`, `held`, a packed upload that
+finds it), a tree recorded over it (`put_tree`), an output collection that finds it
+(`refresh`), "the tree is here" (`has_tree`) — sets its atime to now under
+`sweep_lock`, the lock gc holds while it checks and deletes; a promise made before gc
+looked is seen by it, and a file gc deleted first is answered as missing. atime, not
+mtime: a tree's mtime is the time its downloads show, and a blob's is its hard links'
+in jobs' folders.
 """
 
 from __future__ import annotations
@@ -17,8 +27,10 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tarfile
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -108,6 +120,9 @@ class BlobStore:
         # every job and pull parsed its tree again, 0.1 s at 10,000 files.
         self._parsed: OrderedDict[str, Manifest] = OrderedDict()
         self._parsed_lock = threading.Lock()
+        # Held by gc while it checks and deletes, and by every promise that a blob or a
+        # tree is stored while it checks and refreshes (see the module's docstring).
+        self.sweep_lock = threading.Lock()
 
     # -- blobs ---------------------------------------------------------------------------
 
@@ -130,9 +145,18 @@ class BlobStore:
         return os.path.isfile(self.blob_path(digest))
 
     def missing(self, digests: Iterable[str]) -> list[str]:
-        """The digests not stored, unique, in the given order; ValueError for a bad digest."""
+        """The digests not stored, unique, in the given order; ValueError for a bad digest.
+        Those stored are refreshed: the caller was told it need not send them."""
         wanted = list(dict.fromkeys(check_digest(d) for d in digests))
-        return [d for d in wanted if not self.has(d)]
+        with self.sweep_lock:
+            return [d for d in wanted if _refresh(self.blob_path_trusted(d)) is None]
+
+    def refresh(self, digest: str) -> bool:
+        """True if the blob is stored, and then mark it as just promised, so that gc
+        keeps it for its grace period from now (see the module's docstring)."""
+        path = self.blob_path(digest)
+        with self.sweep_lock:
+            return _refresh(path) is not None
 
     def open(self, digest: str) -> BinaryIO:
         """Open a stored blob for reading; BlobNotFound if absent."""
@@ -144,7 +168,8 @@ class BlobStore:
     def put_bytes(self, data: bytes) -> str:
         """Store `data`; return its digest."""
         digest = hashlib.sha256(data).hexdigest()
-        self._write_new(data, self.path_of(digest))
+        if not self.refresh(digest):
+            self._write_new(data, self.path_of(digest))
         return digest
 
     def receiver(self, max_blob_size: int, holder: str | None = None, *,
@@ -154,14 +179,17 @@ class BlobStore:
         return PackReceiver(self, max_blob_size, holder, sees_all=sees_all)
 
     def held(self, user: str, digest: str) -> bool:
-        """True if `user` uploaded this blob and it is still stored."""
-        return self.claims.holds(user, digest) and os.path.isfile(self.blob_path_trusted(digest))
+        """True if `user` uploaded this blob and it is still stored (then refreshed)."""
+        return self.claims.holds(user, digest) and self.refresh(digest)
 
     def missing_for(self, user: str, digests: Iterable[str]) -> list[str]:
         """`missing`, as one user sees the store: what they have not uploaded themselves
         counts as missing, so the answer tells nothing of other users' blobs."""
         wanted = list(dict.fromkeys(check_digest(d) for d in digests))
-        return [d for d in wanted if not self.held(user, d)]
+        holds = self.claims.holds
+        with self.sweep_lock:
+            return [d for d in wanted
+                    if not holds(user, d) or _refresh(self.blob_path_trusted(d)) is None]
 
     def clean_tmp(self) -> None:
         """Remove leftovers of writes a crash interrupted. Call only while nothing uploads."""
@@ -177,15 +205,16 @@ class BlobStore:
         """Move a complete, verified temp file to its content address, durably."""
         if sink.path is None:
             return
-        if final.exists():  # same content by construction: keep the one already there
-            sink.discard()
-            return
         sink.seal()
-        if not final.parent.is_dir():
-            final.parent.mkdir(exist_ok=True)
-            fsync_dir(final.parent.parent)
-        os.replace(sink.path, final)
-        sink.path = None
+        with self.sweep_lock:
+            if _refresh(str(final)) is not None:  # same content: keep the one there
+                sink.discard()
+                return
+            if not final.parent.is_dir():
+                final.parent.mkdir(exist_ok=True)
+                fsync_dir(final.parent.parent)
+            os.replace(sink.path, final)
+            sink.path = None
         fsync_dir(final.parent)
 
     def sync(self) -> None:
@@ -199,25 +228,28 @@ class BlobStore:
         durable. No blob ever appears under its digest before its bytes are on disk."""
         try:
             made: set[str] = set()
-            for sink, final in sinks:
-                if sink.path is None:
-                    continue
-                # A blob already there has the same bytes: replacing it is harmless
-                # (links to the old file keep it) and costs no more than a check.
-                parent = final.rpartition("/")[0]
-                if parent not in made:
-                    with contextlib.suppress(FileExistsError):
-                        os.mkdir(parent)
-                    made.add(parent)
-                os.replace(sink.path, final)
-                sink.path = None
+            with self.sweep_lock:  # renames only: gc checks a blob before or after
+                self._publish_locked(sinks, made)
         finally:
             for sink, _ in sinks:
                 sink.discard()  # anything not moved into place
 
+    @staticmethod
+    def _publish_locked(sinks: Sequence[tuple[BlobSink, str]], made: set[str]) -> None:
+        for sink, final in sinks:
+            if sink.path is None:
+                continue
+            # A blob already there has the same bytes: replacing it is harmless
+            # (links to the old file keep it) and costs no more than a check.
+            parent = final.rpartition("/")[0]
+            if parent not in made:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(parent)
+                made.add(parent)
+            os.replace(sink.path, final)
+            sink.path = None
+
     def _write_new(self, data: bytes, final: Path) -> None:
-        if final.exists():
-            return
         sink = BlobSink(self._tmp)
         try:
             sink.write(data)
@@ -233,8 +265,11 @@ class BlobStore:
         return self._trees / tree_id[:2] / f"{tree_id[2:]}.json"
 
     def has_tree(self, tree_id: str) -> bool:
-        """True if the tree is recorded."""
-        return self._tree_path(tree_id).is_file()
+        """True if the tree is recorded; then refreshed: whoever asked may name it in a
+        job or a version next, and gc keeps it for its grace period from now."""
+        path = str(self._tree_path(tree_id))
+        with self.sweep_lock:
+            return _refresh(path) is not None
 
     def put_tree(self, entries: Sequence[Entry]) -> str:
         """Record a tree whose blobs are all stored; return its id.
@@ -246,25 +281,25 @@ class BlobStore:
         if not isinstance(entries, Manifest):
             entries = parse_manifest(manifest_to_json(entries), UNLIMITED)
         sizes: dict[str, int | None] = {}  # one stat per blob: present, and its size
-        for e in entries:  # the digests are checked: parse_manifest made the entries
-            if e.kind == "file" and (digest := e.sha256) not in sizes:
-                try:
-                    sizes[digest] = os.stat(self.blob_path_trusted(digest)).st_size
-                except FileNotFoundError:
-                    sizes[digest] = None
-        missing = [digest for digest, size in sizes.items() if size is None]
-        if missing:
-            raise MissingBlobs(missing)
-        wrong = [
-            (e.path, f"size says {e.size} bytes but the blob holds {actual}")
-            for e in entries
-            if e.kind == "file" and (actual := sizes[e.sha256]) != e.size
-        ]
-        if wrong:
-            raise TreeError(wrong)
         data = canonical_json(entries)
         tree_id = hashlib.sha256(data).hexdigest()
-        self._write_tree(data, self._tree_path(tree_id))
+        # Under gc's lock from the first blob checked to the tree in place: gc sees the
+        # refreshed blobs and the tree, or deleted first and the tree is refused.
+        with self.sweep_lock:
+            for e in entries:  # the digests are checked: parse_manifest made the entries
+                if e.kind == "file" and (digest := e.sha256) not in sizes:
+                    sizes[digest] = _refresh(self.blob_path_trusted(digest))
+            missing = [digest for digest, size in sizes.items() if size is None]
+            if missing:
+                raise MissingBlobs(missing)
+            wrong = [
+                (e.path, f"size says {e.size} bytes but the blob holds {actual}")
+                for e in entries
+                if e.kind == "file" and (actual := sizes[e.sha256]) != e.size
+            ]
+            if wrong:
+                raise TreeError(wrong)
+            self._write_tree(data, self._tree_path(tree_id))
         return tree_id
 
     def _write_tree(self, data: bytes, final: Path) -> None:
@@ -278,7 +313,7 @@ class BlobStore:
             if not final.parent.is_dir():
                 final.parent.mkdir(exist_ok=True)
                 fsync_dir(final.parent.parent)
-            if final.exists():
+            if _refresh(str(final)) is not None:
                 sink.discard()
             else:
                 assert sink.path is not None
@@ -333,6 +368,11 @@ class BlobStore:
                 while kept > PARSED_ENTRIES:
                     kept -= len(self._parsed.popitem(last=False)[1])
         return parsed
+
+    def forget_tree(self, tree_id: str) -> None:
+        """Drop a tree gc deleted from the parsed ones, so it is not answered again."""
+        with self._parsed_lock:
+            self._parsed.pop(tree_id, None)
 
     def iter_tar(self, tree_id: str, prefix: str = "",
                  paths: Sequence[str] | None = None) -> Iterator[bytes]:
@@ -434,3 +474,30 @@ class BlobStore:
         with self.open(digest) as src, os.fdopen(os.open(target, flags, 0o600), "wb") as dst:
             shutil.copyfileobj(src, dst, CHUNK)
             os.fchmod(dst.fileno(), mode)  # explicit, so the umask does not decide
+
+
+def _refresh(path: str) -> int | None:
+    """The size of the regular file at `path` (never through a symlink), whose atime is
+    now set to now (its mtime kept); None if there is none. Call with `sweep_lock`."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    with contextlib.suppress(OSError):  # a store we may not write: kept by its grace only
+        os.utime(path, ns=(time.time_ns(), st.st_mtime_ns), follow_symlinks=False)
+    return st.st_size
+
+
+def open_noatime(path: str) -> int:
+    """A read-only descriptor of the file at `path` (never through a symlink) whose
+    reads leave its atime alone: a verification or a gc reading every blob and tree
+    must not make them look just promised (see the module's docstring). Without
+    O_NOATIME's right (not the owner), an ordinary open: such reads only make gc keep
+    a file longer."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(path, flags | getattr(os, "O_NOATIME", 0))
+    except PermissionError:
+        return os.open(path, flags)
