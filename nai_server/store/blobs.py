@@ -57,6 +57,7 @@ from nai_server.store.pack import PackError as PackError
 from nai_server.store.pack import PackReceiver as PackReceiver
 
 CHUNK = 1 << 20
+REFRESH_BATCH = 1024  # blobs refreshed per hold of the sweep lock
 PARSED_ENTRIES = 100_000  # entries of the trees kept parsed (about 30 MB)
 BLOCK = tarfile.BLOCKSIZE
 
@@ -148,8 +149,18 @@ class BlobStore:
         """The digests not stored, unique, in the given order; ValueError for a bad digest.
         Those stored are refreshed: the caller was told it need not send them."""
         wanted = list(dict.fromkeys(check_digest(d) for d in digests))
-        with self.sweep_lock:
-            return [d for d in wanted if _refresh(self.blob_path_trusted(d)) is None]
+        sizes = self._refresh_all(wanted)
+        return [d for d, size in zip(wanted, sizes, strict=True) if size is None]
+
+    def _refresh_all(self, digests: Sequence[str]) -> list[int | None]:
+        """`_refresh` of each blob (checked digests), the lock taken a batch at a time:
+        a tree of 100,000 files never holds up gc and other uploads for long."""
+        sizes: list[int | None] = []
+        for start in range(0, len(digests), REFRESH_BATCH):
+            with self.sweep_lock:
+                sizes += [_refresh(self.blob_path_trusted(d))
+                          for d in digests[start:start + REFRESH_BATCH]]
+        return sizes
 
     def refresh(self, digest: str) -> bool:
         """True if the blob is stored, and then mark it as just promised, so that gc
@@ -186,10 +197,10 @@ class BlobStore:
         """`missing`, as one user sees the store: what they have not uploaded themselves
         counts as missing, so the answer tells nothing of other users' blobs."""
         wanted = list(dict.fromkeys(check_digest(d) for d in digests))
-        holds = self.claims.holds
-        with self.sweep_lock:
-            return [d for d in wanted
-                    if not holds(user, d) or _refresh(self.blob_path_trusted(d)) is None]
+        claimed = [d for d in wanted if self.claims.holds(user, d)]
+        present = {d for d, size in zip(claimed, self._refresh_all(claimed), strict=True)
+                   if size is not None}
+        return [d for d in wanted if d not in present]
 
     def clean_tmp(self) -> None:
         """Remove leftovers of writes a crash interrupted. Call only while nothing uploads."""
@@ -280,26 +291,24 @@ class BlobStore:
         """
         if not isinstance(entries, Manifest):
             entries = parse_manifest(manifest_to_json(entries), UNLIMITED)
-        sizes: dict[str, int | None] = {}  # one stat per blob: present, and its size
+        # One stat per blob: present, and its size; each refreshed, so that gc keeps
+        # it from now on (or deleted it first, and the tree is refused).
+        # The digests are checked: parse_manifest made the entries.
+        digests = list(dict.fromkeys(e.sha256 for e in entries if e.kind == "file"))
+        sizes = dict(zip(digests, self._refresh_all(digests), strict=True))
+        missing = [digest for digest, size in sizes.items() if size is None]
+        if missing:
+            raise MissingBlobs(missing)
+        wrong = [
+            (e.path, f"size says {e.size} bytes but the blob holds {actual}")
+            for e in entries
+            if e.kind == "file" and (actual := sizes[e.sha256]) != e.size
+        ]
+        if wrong:
+            raise TreeError(wrong)
         data = canonical_json(entries)
         tree_id = hashlib.sha256(data).hexdigest()
-        # Under gc's lock from the first blob checked to the tree in place: gc sees the
-        # refreshed blobs and the tree, or deleted first and the tree is refused.
-        with self.sweep_lock:
-            for e in entries:  # the digests are checked: parse_manifest made the entries
-                if e.kind == "file" and (digest := e.sha256) not in sizes:
-                    sizes[digest] = _refresh(self.blob_path_trusted(digest))
-            missing = [digest for digest, size in sizes.items() if size is None]
-            if missing:
-                raise MissingBlobs(missing)
-            wrong = [
-                (e.path, f"size says {e.size} bytes but the blob holds {actual}")
-                for e in entries
-                if e.kind == "file" and (actual := sizes[e.sha256]) != e.size
-            ]
-            if wrong:
-                raise TreeError(wrong)
-            self._write_tree(data, self._tree_path(tree_id))
+        self._write_tree(data, self._tree_path(tree_id))
         return tree_id
 
     def _write_tree(self, data: bytes, final: Path) -> None:
@@ -313,12 +322,13 @@ class BlobStore:
             if not final.parent.is_dir():
                 final.parent.mkdir(exist_ok=True)
                 fsync_dir(final.parent.parent)
-            if _refresh(str(final)) is not None:
-                sink.discard()
-            else:
-                assert sink.path is not None
-                os.replace(sink.path, final)
-                sink.path = None
+            with self.sweep_lock:  # gc deletes it before (written anew) or keeps it
+                if _refresh(str(final)) is not None:
+                    sink.discard()
+                else:
+                    assert sink.path is not None
+                    os.replace(sink.path, final)
+                    sink.path = None
             fsync_dir(final.parent)
         except BaseException:
             sink.discard()

@@ -27,9 +27,15 @@ store's `sweep_lock` (blobs.py), and gc checks a file's age and deletes it holdi
 that same lock (a batch at a time, so uploads wait at most one batch). So a promise
 made before gc's check makes the file young and kept for `grace` from then; one made
 after the delete finds the file missing and says so (the client sends it again,
-`put_tree` refuses a tree that names it). `put_tree` holds the lock from checking its
-blobs to recording the tree. A grace shorter than the slowest client's gap between
-asking and posting its tree (seconds, normally) is for tests and emergencies only.
+`put_tree` refuses a tree that names it). The lock is held a batch of files at a time
+on both sides, so neither a large tree nor a large gc holds up the other for long.
+Any gap between a promise and what it promised for (the client's tree, the version
+naming that tree) shorter than the grace is covered; a grace shorter than such gaps
+(seconds, normally) is for tests and a quiet server only.
+
+Alternatives not taken: holding gc's lock across each client's whole upload (it spans
+several requests, and a client may vanish mid-way), or recording leases in the
+database (a write per upload, and the database is not the store's to keep in step).
 
 Never through a symlink: the store's folders are listed with `scandir`, every entry
 is checked to be a regular file named as a digest (stray files are left alone and

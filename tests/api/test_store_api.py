@@ -109,6 +109,27 @@ def test_gc_keeps_what_the_daemon_names_and_never_runs_beside_a_verification(
              what="the verification to end")
 
     assert api.post("/v1/store/gc", json={"grace_seconds": -1}).status_code == 400
+    # Nor a verification beside a gc, nor a second gc.
+    marks, marking, go_on = service.collector.marks, threading.Event(), threading.Event()
+
+    def held_marks():  # type: ignore[no-untyped-def]
+        marking.set()
+        go_on.wait(20)
+        return marks()
+
+    service.collector.marks = held_marks
+    assert api.post("/v1/store/gc", json={"dry_run": True}).status_code == 202
+    assert marking.wait(20)
+    busy = api.post("/v1/store/verify", json={})
+    assert busy.status_code == 409 and "gc is running" in busy.text
+    second = api.post("/v1/store/gc", json={})
+    assert second.status_code == 409 and "running already" in second.text
+    go_on.set()
+    wait_for(lambda: api.get("/v1/store/gc").json()["state"] != "running", what="the dry gc")
+    dry = api.get("/v1/store/gc").json()
+    # (looked for on disk: asking the store would refresh it, and gc keep it)
+    assert dry["dry_run"] and dry["trees_deleted"] == 1
+    assert (service.blobs.root / "trees" / unused[:2] / f"{unused[2:]}.json").exists()
     started = api.post("/v1/store/gc", json={"grace_seconds": 0})
     assert started.status_code == 202, started.text
     wait_for(lambda: api.get("/v1/store/gc").json()["state"] != "running", what="the gc")
