@@ -159,7 +159,9 @@ def store_verify(args: argparse.Namespace, client: AdminClient,
     else:
         try:
             report = client.call("POST", "/store/verify", {"repair": args.repair})
-        except Conflict:
+        except Conflict as exc:
+            if "verification is running" not in exc.message:  # a gc is: say so
+                raise
             print("nai-admin: a store verification is running already; following it",
                   file=sys.stderr)
             report = client.call("GET", "/store/verify")

@@ -93,12 +93,10 @@ class StoreCollector:
     """One gc at a time, in the background; `report()` tells how it goes."""
 
     def __init__(self, blobs: BlobStore, marks: Callable[[], Marks], *,
-                 clock: Callable[[], float] = time.time,
-                 busy: Callable[[], str | None] = lambda: None) -> None:
+                 clock: Callable[[], float] = time.time) -> None:
         self.blobs = blobs
         self.marks = marks
         self.clock = clock
-        self.busy = busy  # why gc must not start now (a verification running), or None
         self._stop = threading.Event()
         self._mutex = threading.Lock()  # guards _report only
         self._report = _new_report(0, False, None, state="never")
@@ -107,14 +105,11 @@ class StoreCollector:
     # -- control -------------------------------------------------------------------------
 
     def start(self, grace: float, dry_run: bool) -> Doc:
-        """Begin a gc in the background; Conflict if one (or a verification) runs."""
+        """Begin a gc in the background; Conflict if one runs."""
         with self._mutex:
             if self._report["state"] == "running":
                 raise Conflict("a store gc is running already; follow it with "
                                "`nai-admin store gc --status`")
-            why = self.busy()
-            if why:
-                raise Conflict(why)
             self._report = _new_report(grace, dry_run, self.clock())
             self._thread = threading.Thread(target=self._run, args=(grace, dry_run),
                                             name="nai-store-gc", daemon=True)

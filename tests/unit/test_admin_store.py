@@ -110,3 +110,12 @@ def test_gc_follows_one_running_and_exits_1_when_it_failed(
 def test_gc_refuses_a_grace_that_is_no_duration() -> None:
     with pytest.raises(admin.Invalid, match="--grace: not a duration"):
         run_gc(["--grace", "soon"], GcClient([]))
+
+
+def test_verify_does_not_follow_a_gc_it_was_refused_for() -> None:
+    class GcRunning(FakeClient):
+        def call(self, method: str, path: str, body: Any = None) -> Any:
+            raise Conflict("a store gc is running; wait for it to end")
+
+    with pytest.raises(Conflict, match="gc is running"):
+        run([], GcRunning([]))
