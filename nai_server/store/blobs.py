@@ -27,10 +27,8 @@ import hashlib
 import json
 import os
 import shutil
-import stat
 import tarfile
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -55,6 +53,8 @@ from nai_server.store.pack import BlobSink
 # Re-exported (`as`): callers import these from here with the store.
 from nai_server.store.pack import PackError as PackError
 from nai_server.store.pack import PackReceiver as PackReceiver
+from nai_server.store.touch import open_noatime as open_noatime
+from nai_server.store.touch import refresh as refresh_file
 
 CHUNK = 1 << 20
 REFRESH_BATCH = 1024  # blobs refreshed per hold of the sweep lock
@@ -158,7 +158,7 @@ class BlobStore:
         sizes: list[int | None] = []
         for start in range(0, len(digests), REFRESH_BATCH):
             with self.sweep_lock:
-                sizes += [_refresh(self.blob_path_trusted(d))
+                sizes += [refresh_file(self.blob_path_trusted(d))
                           for d in digests[start:start + REFRESH_BATCH]]
         return sizes
 
@@ -167,7 +167,7 @@ class BlobStore:
         keeps it for its grace period from now (see the module's docstring)."""
         path = self.blob_path(digest)
         with self.sweep_lock:
-            return _refresh(path) is not None
+            return refresh_file(path) is not None
 
     def open(self, digest: str) -> BinaryIO:
         """Open a stored blob for reading; BlobNotFound if absent."""
@@ -218,7 +218,7 @@ class BlobStore:
             return
         sink.seal()
         with self.sweep_lock:
-            if _refresh(str(final)) is not None:  # same content: keep the one there
+            if refresh_file(str(final)) is not None:  # same content: keep the one there
                 sink.discard()
                 return
             if not final.parent.is_dir():
@@ -280,7 +280,7 @@ class BlobStore:
         job or a version next, and gc keeps it for its grace period from now."""
         path = str(self._tree_path(tree_id))
         with self.sweep_lock:
-            return _refresh(path) is not None
+            return refresh_file(path) is not None
 
     def put_tree(self, entries: Sequence[Entry]) -> str:
         """Record a tree whose blobs are all stored; return its id.
@@ -323,7 +323,7 @@ class BlobStore:
                 final.parent.mkdir(exist_ok=True)
                 fsync_dir(final.parent.parent)
             with self.sweep_lock:  # gc deletes it before (written anew) or keeps it
-                if _refresh(str(final)) is not None:
+                if refresh_file(str(final)) is not None:
                     sink.discard()
                 else:
                     assert sink.path is not None
@@ -485,29 +485,3 @@ class BlobStore:
             shutil.copyfileobj(src, dst, CHUNK)
             os.fchmod(dst.fileno(), mode)  # explicit, so the umask does not decide
 
-
-def _refresh(path: str) -> int | None:
-    """The size of the regular file at `path` (never through a symlink), whose atime is
-    now set to now (its mtime kept); None if there is none. Call with `sweep_lock`."""
-    try:
-        st = os.stat(path, follow_symlinks=False)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    if not stat.S_ISREG(st.st_mode):
-        return None
-    with contextlib.suppress(OSError):  # a store we may not write: kept by its grace only
-        os.utime(path, ns=(time.time_ns(), st.st_mtime_ns), follow_symlinks=False)
-    return st.st_size
-
-
-def open_noatime(path: str) -> int:
-    """A read-only descriptor of the file at `path` (never through a symlink) whose
-    reads leave its atime alone: a verification or a gc reading every blob and tree
-    must not make them look just promised (see the module's docstring). Without
-    O_NOATIME's right (not the owner), an ordinary open: such reads only make gc keep
-    a file longer."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        return os.open(path, flags | getattr(os, "O_NOATIME", 0))
-    except PermissionError:
-        return os.open(path, flags)
