@@ -332,7 +332,7 @@ class _Batch:
         small = src.done
         if small:
             digest = hashlib.sha256(head).hexdigest()
-            if self.blobs.refresh(digest):  # found: kept by gc from now (see blobs.py)
+            if self.blobs.refresh(digest):  # found: kept by gc from now (see store/touch.py)
                 return self._found(digest, len(head))
         elif self.ahead:  # read past, unstored: the end's collection stores it
             size = len(head)

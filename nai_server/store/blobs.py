@@ -53,7 +53,6 @@ from nai_server.store.pack import BlobSink
 # Re-exported (`as`): callers import these from here with the store.
 from nai_server.store.pack import PackError as PackError
 from nai_server.store.pack import PackReceiver as PackReceiver
-from nai_server.store.touch import open_noatime as open_noatime
 from nai_server.store.touch import refresh as refresh_file
 
 CHUNK = 1 << 20

@@ -59,8 +59,9 @@ from nai_server.core import store_gc as rules
 from nai_server.core.trees import is_digest
 from nai_server.protocol import Conflict
 from nai_server.store.atomic import CommitLock
-from nai_server.store.blobs import BlobStore, open_noatime
+from nai_server.store.blobs import BlobStore
 from nai_server.store.db import TinyDbStore
+from nai_server.store.touch import open_noatime
 
 log = logging.getLogger("nai.gc")
 

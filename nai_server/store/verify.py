@@ -31,8 +31,9 @@ from nai_server.core.registry_rules import KINDS
 from nai_server.core.trees import UNLIMITED, TreeError, is_digest, parse_manifest
 from nai_server.protocol import Conflict
 from nai_server.store.atomic import CommitLock
-from nai_server.store.blobs import CHUNK, BlobStore, open_noatime
+from nai_server.store.blobs import CHUNK, BlobStore
 from nai_server.store.db import TinyDbStore
+from nai_server.store.touch import open_noatime
 
 log = logging.getLogger("nai.verify")
 
