@@ -108,7 +108,7 @@ class GcReport(Reply):
     error: str | None
     phase: str | None  # mark, trees, blobs, claims while running
     cutoff: float | None  # unreferenced files last touched before this went
-    referenced_trees: int
+    referenced_trees: int  # trees kept because something names them
     trees_deleted: int
     trees_kept: int
     young_trees_kept: int

@@ -179,7 +179,7 @@ class StoreCollector:
         self._set(phase="mark")
         referenced, oldest = self.marks()
         cutoff = rules.cutoff_ns(self._fs_now_ns(), grace, oldest)
-        self._set(cutoff=cutoff / rules.NS, referenced_trees=len(referenced))
+        self._set(cutoff=cutoff / rules.NS)
         return referenced, cutoff
 
     def _fs_now_ns(self) -> int:
@@ -203,7 +203,8 @@ class StoreCollector:
                     if verdict is None:
                         continue  # gone meanwhile, or not a file: left alone
                     if verdict != GO:
-                        self._add(trees_kept=1, young_trees_kept=int(verdict == YOUNG))
+                        self._add(trees_kept=1, young_trees_kept=int(verdict == YOUNG),
+                                  referenced_trees=int(verdict == REFERENCED))
                         continue
                     if not dry_run:
                         _unlink(path)

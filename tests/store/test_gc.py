@@ -96,7 +96,8 @@ def test_gc_deletes_what_nothing_names_and_keeps_the_rest(store: BlobStore) -> N
     report = collector(store, ({kept}, None)).run(grace=DAY, dry_run=False)
 
     assert report["state"] == "done", report
-    assert (report["trees_deleted"], report["trees_kept"]) == (1, 1)
+    assert (report["trees_deleted"], report["trees_kept"], report["referenced_trees"]) == (
+        1, 1, 1)
     assert (report["blobs_deleted"], report["blobs_kept"], report["young_blobs_kept"]) == (
         2, 3, 1)
     assert report["bytes_deleted"] == report["bytes_freed"] == 900 + len(b"never in a tree")
