@@ -7,8 +7,10 @@ plan, launch) so tests advance time instead of sleeping.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from nai_server import __version__
 from nai_server.app.accounts import Accounts, Caller
@@ -47,6 +49,7 @@ from nai_server.store.blobs import (
     TreeNotFound,
 )
 from nai_server.store.db import TinyDbStore
+from nai_server.store.gc import StoreCollector, marks_in
 from nai_server.store.verify import StoreVerifier, references_in
 
 
@@ -111,6 +114,10 @@ class UseCases:
         self.verifier = StoreVerifier(
             blobs, references_in(store, self.lock), clock=clock,
             rate=config.limits.verify_mib_per_s * (1 << 20))
+        # `nai-admin store gc`: frees what nothing refers to. Never beside a verification
+        # (it would report as lost what gc deletes under it): both start under one lock.
+        self.collector = StoreCollector(blobs, marks_in(store, self.lock), clock=clock)
+        self._store_work = threading.Lock()
         # Set by the run loop; notify() wakes it early (e.g. after a submit).
         self.wakeup: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -264,6 +271,24 @@ class UseCases:
             while data := f.read(chunk):
                 yield data
 
+    # --- store checks and gc (admins) -------------------------------------------------
+
+    def start_verify(self, repair: bool) -> dict[str, Any]:
+        """Start `nai-admin store verify`; Conflict while it or a gc runs."""
+        with self._store_work:
+            if self.collector.running():
+                raise Conflict("a store gc is running; wait for it to end (`nai-admin store "
+                               "gc --status`), then verify")
+            return self.verifier.start(repair)
+
+    def start_gc(self, grace: float, dry_run: bool) -> dict[str, Any]:
+        """Start `nai-admin store gc`; Conflict while it or a verification runs."""
+        with self._store_work:
+            if self.verifier.report()["state"] == "running":
+                raise Conflict("a store verification is running; wait for it to end "
+                               "(`nai-admin store verify --status`), then run gc")
+            return self.collector.start(grace, dry_run)
+
     def tick(self, now: float | None = None) -> None:
         """One pass of the daemon's loop: reap, probe, plan, launch."""
         try:
@@ -286,6 +311,7 @@ class UseCases:
         self.annotating.close()
         self.plugins.close()
         self.verifier.close()
+        self.collector.close()
         self.runtime.close()
         with self.lock:
             self.store.close()

@@ -14,10 +14,13 @@ import httpx
 
 from nai_server import __version__
 from nai_server.config import find_socket
+from nai_server.core.units import format_duration, format_size, parse_duration
 from nai_server.protocol import (
     API_VERSION,
+    GC_GRACE_SECONDS,
     Conflict,
     ConnectionFailed,
+    Invalid,
     NaiError,
     error_from_body,
 )
@@ -69,6 +72,8 @@ def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
 def run(args: argparse.Namespace, client: AdminClient) -> int | None:
     what, verb = args.what, getattr(args, "verb", None)
     if what == "store":
+        if verb == "gc":
+            return store_gc(args, client)
         return store_verify(args, client)
     if what in ("plugins", "plugin"):
         if verb in ("enable", "disable"):
@@ -154,7 +159,9 @@ def store_verify(args: argparse.Namespace, client: AdminClient,
     else:
         try:
             report = client.call("POST", "/store/verify", {"repair": args.repair})
-        except Conflict:
+        except Conflict as exc:
+            if "verification is running" not in exc.message:  # a gc is: say so
+                raise
             print("nai-admin: a store verification is running already; following it",
                   file=sys.stderr)
             report = client.call("GET", "/store/verify")
@@ -170,6 +177,62 @@ def store_verify(args: argparse.Namespace, client: AdminClient,
 
 
 POLL_SECONDS = 1.0
+
+
+def store_gc(args: argparse.Namespace, client: AdminClient, sleep: Any = time.sleep) -> int:
+    """Start a gc (or follow the one running), wait for it, print what it freed; 1 if
+    it failed or was stopped."""
+    if args.status:
+        report = client.call("GET", "/store/gc")
+    else:
+        try:
+            grace = parse_duration(args.grace)
+        except ValueError as exc:
+            raise Invalid(f"--grace: {exc}") from None
+        try:
+            report = client.call("POST", "/store/gc",
+                                 {"grace_seconds": grace, "dry_run": args.dry_run})
+        except Conflict as exc:
+            if "gc is running" not in exc.message:
+                raise
+            print("nai-admin: a store gc is running already; following it", file=sys.stderr)
+            report = client.call("GET", "/store/gc")
+        if args.detach:
+            _emit(args, report, "store gc started; see its report with "
+                                "`nai-admin store gc --status`")
+            return 0
+        while report["state"] == "running":
+            sleep(POLL_SECONDS)
+            report = client.call("GET", "/store/gc")
+    _emit(args, report, gc_text(report))
+    return 0 if report["state"] in ("never", "running", "done") else 1
+
+
+def gc_text(r: dict[str, Any]) -> str:
+    """A gc report for people."""
+    if r["state"] == "never":
+        return "no store gc has run since the daemon started"
+    dry = r["dry_run"]
+    grace = format_duration(int(r["grace_seconds"]))
+    lines = [f"{r['state']}{' (dry run: nothing deleted)' if dry else ''}, grace {grace}"
+             + (f", now in phase {r['phase']}" if r["state"] == "running" else "")
+             + (f": {r['error']}" if r["error"] else "")]
+    would = "would delete" if dry else "deleted"
+    lines.append(f"trees: {would} {r['trees_deleted']}, kept {r['trees_kept']} "
+                 f"({r['young_trees_kept']} only as younger than the grace)")
+    lines.append(f"blobs: {would} {r['blobs_deleted']} ({format_size(r['bytes_deleted'])}), "
+                 f"kept {r['blobs_kept']} ({format_size(r['bytes_kept'])}; "
+                 f"{r['young_blobs_kept']} only as younger than the grace)")
+    linked = r["bytes_deleted"] - r["bytes_freed"]
+    lines.append(f"disk space {'to free' if dry else 'freed'}: {format_size(r['bytes_freed'])}"
+                 + (f" (+{format_size(linked)} once the job folders and views linking them "
+                    f"go)"
+                    if linked else ""))
+    lines.append(f"claims: {would} {r['claims_deleted']}")
+    lines += [f"stray file (left alone): {s}" for s in r["stray"]]
+    if r["unlisted_stray"]:
+        lines.append(f"... and {r['unlisted_stray']} more stray files not listed")
+    return "\n".join(lines)
 
 
 def store_text(r: dict[str, Any]) -> str:
@@ -249,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="GPU-hours per period (-1: unlimited)")
             p.add_argument("--period-days", type=int, help="length of the period (days)")
 
-    store = sub.add_parser("store", help="check the blob store").add_subparsers(
+    store = sub.add_parser("store", help="check the blob store, free what is unused"
+                           ).add_subparsers(
         dest="verb", required=True)
     verify = store.add_parser(
         "verify", parents=[common],
@@ -262,6 +326,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="start it and return; --status shows the report")
     verify.add_argument("--status", action="store_true",
                         help="show the running or last verification's report")
+    gc = store.add_parser(
+        "gc", parents=[common],
+        help="delete the trees and blobs no job, dataset or model version, service or "
+             "session refers to (in the daemon); exit 1 if it failed")
+    gc.add_argument("--grace", default=format_duration(GC_GRACE_SECONDS),
+                    help="keep what was stored or asked for within this long, e.g. 24h, "
+                         "30m (default: %(default)s): uploads in flight")
+    gc.add_argument("--dry-run", action="store_true",
+                    help="count what would be deleted and freed; delete nothing")
+    gc.add_argument("--detach", action="store_true",
+                    help="start it and return; --status shows the report")
+    gc.add_argument("--status", action="store_true",
+                    help="show the running or last gc's report")
 
     sub.add_parser("plugins", parents=[common],
                    help="list installed plugins: kind, version, ok/disabled/broken and why")

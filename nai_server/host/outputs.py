@@ -332,7 +332,7 @@ class _Batch:
         small = src.done
         if small:
             digest = hashlib.sha256(head).hexdigest()
-            if os.path.isfile(self.blobs.blob_path_trusted(digest)):
+            if self.blobs.refresh(digest):  # found: kept by gc from now (see store/touch.py)
                 return self._found(digest, len(head))
         elif self.ahead:  # read past, unstored: the end's collection stores it
             size = len(head)
@@ -354,7 +354,7 @@ class _Batch:
             raise
         digest = sink.hasher.hexdigest()
         final = self.blobs.blob_path_trusted(digest)
-        if not small and os.path.isfile(final):  # (a small one was looked for above)
+        if not small and self.blobs.refresh(digest):  # (a small one was looked for above)
             sink.discard()
             return self._found(digest, sink.size)
         self.pending.append((sink, final))

@@ -54,6 +54,9 @@ from nai_server.paths import (
     user_dir as user_dir,
 )
 from nai_server.protocol.admin import (
+    GC_GRACE_SECONDS as GC_GRACE_SECONDS,
+)
+from nai_server.protocol.admin import (
     DamagedBlob as DamagedBlob,
 )
 from nai_server.protocol.admin import (
@@ -69,10 +72,16 @@ from nai_server.protocol.admin import (
     DamagedVersion as DamagedVersion,
 )
 from nai_server.protocol.admin import (
+    GcReport as GcReport,
+)
+from nai_server.protocol.admin import (
     PluginChoice as PluginChoice,
 )
 from nai_server.protocol.admin import (
     PluginInfo as PluginInfo,
+)
+from nai_server.protocol.admin import (
+    StoreGcStart as StoreGcStart,
 )
 from nai_server.protocol.admin import (
     StoreReport as StoreReport,

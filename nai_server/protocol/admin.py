@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
+
 from nai_server.protocol.base import (
     Model,
     Reply,
@@ -76,6 +78,49 @@ class StoreReport(Reply):
     stray: list[str]  # files in the store that are neither blob nor tree, left alone
     unlisted: dict[str, int]  # per list above: how many more were found than it shows
     clean: bool
+
+
+# --- store gc (nai-admin store gc) ----------------------------------------------------
+
+GC_GRACE_SECONDS = 24 * 3600
+
+
+class StoreGcStart(Model):
+    """Start a gc of the blob store: delete the trees and blobs nothing refers to that
+    nobody stored or was told of in the last `grace_seconds`; `dry_run`: only count."""
+
+    grace_seconds: float = Field(default=GC_GRACE_SECONDS, ge=0, le=10 * 365 * 86400,
+                                 allow_inf_nan=False)
+    dry_run: bool = False
+
+
+class GcReport(Reply):
+    """What the running or last gc did (state `never` before the first). Kept counts
+    what stays; young_*: kept only because they were stored or asked for within the
+    grace period; bytes_freed: of the deleted blobs' bytes, those no job folder still
+    links (those go with their folder)."""
+
+    state: Literal["never", "running", "done", "stopped", "failed"]
+    dry_run: bool
+    grace_seconds: float
+    started_at: float | None
+    finished_at: float | None
+    error: str | None
+    phase: str | None  # mark, trees, blobs, claims while running
+    cutoff: float | None  # unreferenced files last touched before this went
+    referenced_trees: int  # trees kept because something names them
+    trees_deleted: int
+    trees_kept: int
+    young_trees_kept: int
+    blobs_deleted: int
+    bytes_deleted: int
+    bytes_freed: int
+    blobs_kept: int
+    bytes_kept: int
+    young_blobs_kept: int
+    claims_deleted: int
+    stray: list[str]  # files in the store that are neither blob nor tree, left alone
+    unlisted_stray: int
 
 
 class PluginInfo(Reply):

@@ -7,6 +7,16 @@ Layout under the root (DESIGN §6):
     tmp/                   files being written; nothing appears under a digest name
                            until it is complete, verified and on disk
     claims/<user>/…        who uploaded which blob, who recorded which tree (claims.py)
+
+Nothing here deletes a blob or a tree: `nai-admin store gc` (gc.py) does, of those
+nothing refers to and nobody was told of lately. Every answer that promises a blob or
+a tree is there — "you need not send it" (`missing`, `held`, a packed upload that
+finds it), a tree recorded over it (`put_tree`), an output collection that finds it
+(`refresh`), "the tree is here" (`has_tree`) — sets its atime to now under
+`sweep_lock`, the lock gc holds while it checks and deletes; a promise made before gc
+looked is seen by it, and a file gc deleted first is answered as missing. atime, not
+mtime: a tree's mtime is the time its downloads show, and a blob's is its hard links'
+in jobs' folders.
 """
 
 from __future__ import annotations
@@ -43,8 +53,10 @@ from nai_server.store.pack import BlobSink
 # Re-exported (`as`): callers import these from here with the store.
 from nai_server.store.pack import PackError as PackError
 from nai_server.store.pack import PackReceiver as PackReceiver
+from nai_server.store.touch import refresh as refresh_file
 
 CHUNK = 1 << 20
+REFRESH_BATCH = 1024  # blobs refreshed per hold of the sweep lock
 PARSED_ENTRIES = 100_000  # entries of the trees kept parsed (about 30 MB)
 BLOCK = tarfile.BLOCKSIZE
 
@@ -108,6 +120,9 @@ class BlobStore:
         # every job and pull parsed its tree again, 0.1 s at 10,000 files.
         self._parsed: OrderedDict[str, Manifest] = OrderedDict()
         self._parsed_lock = threading.Lock()
+        # Held by gc while it checks and deletes, and by every promise that a blob or a
+        # tree is stored while it checks and refreshes (see the module's docstring).
+        self.sweep_lock = threading.Lock()
 
     # -- blobs ---------------------------------------------------------------------------
 
@@ -130,9 +145,28 @@ class BlobStore:
         return os.path.isfile(self.blob_path(digest))
 
     def missing(self, digests: Iterable[str]) -> list[str]:
-        """The digests not stored, unique, in the given order; ValueError for a bad digest."""
+        """The digests not stored, unique, in the given order; ValueError for a bad digest.
+        Those stored are refreshed: the caller was told it need not send them."""
         wanted = list(dict.fromkeys(check_digest(d) for d in digests))
-        return [d for d in wanted if not self.has(d)]
+        sizes = self._refresh_all(wanted)
+        return [d for d, size in zip(wanted, sizes, strict=True) if size is None]
+
+    def _refresh_all(self, digests: Sequence[str]) -> list[int | None]:
+        """`_refresh` of each blob (checked digests), the lock taken a batch at a time:
+        a tree of 100,000 files never holds up gc and other uploads for long."""
+        sizes: list[int | None] = []
+        for start in range(0, len(digests), REFRESH_BATCH):
+            with self.sweep_lock:
+                sizes += [refresh_file(self.blob_path_trusted(d))
+                          for d in digests[start:start + REFRESH_BATCH]]
+        return sizes
+
+    def refresh(self, digest: str) -> bool:
+        """True if the blob is stored, and then mark it as just promised, so that gc
+        keeps it for its grace period from now (see the module's docstring)."""
+        path = self.blob_path(digest)
+        with self.sweep_lock:
+            return refresh_file(path) is not None
 
     def open(self, digest: str) -> BinaryIO:
         """Open a stored blob for reading; BlobNotFound if absent."""
@@ -144,7 +178,8 @@ class BlobStore:
     def put_bytes(self, data: bytes) -> str:
         """Store `data`; return its digest."""
         digest = hashlib.sha256(data).hexdigest()
-        self._write_new(data, self.path_of(digest))
+        if not self.refresh(digest):
+            self._write_new(data, self.path_of(digest))
         return digest
 
     def receiver(self, max_blob_size: int, holder: str | None = None, *,
@@ -154,14 +189,17 @@ class BlobStore:
         return PackReceiver(self, max_blob_size, holder, sees_all=sees_all)
 
     def held(self, user: str, digest: str) -> bool:
-        """True if `user` uploaded this blob and it is still stored."""
-        return self.claims.holds(user, digest) and os.path.isfile(self.blob_path_trusted(digest))
+        """True if `user` uploaded this blob and it is still stored (then refreshed)."""
+        return self.claims.holds(user, digest) and self.refresh(digest)
 
     def missing_for(self, user: str, digests: Iterable[str]) -> list[str]:
         """`missing`, as one user sees the store: what they have not uploaded themselves
         counts as missing, so the answer tells nothing of other users' blobs."""
         wanted = list(dict.fromkeys(check_digest(d) for d in digests))
-        return [d for d in wanted if not self.held(user, d)]
+        claimed = [d for d in wanted if self.claims.holds(user, d)]
+        present = {d for d, size in zip(claimed, self._refresh_all(claimed), strict=True)
+                   if size is not None}
+        return [d for d in wanted if d not in present]
 
     def clean_tmp(self) -> None:
         """Remove leftovers of writes a crash interrupted. Call only while nothing uploads."""
@@ -177,15 +215,16 @@ class BlobStore:
         """Move a complete, verified temp file to its content address, durably."""
         if sink.path is None:
             return
-        if final.exists():  # same content by construction: keep the one already there
-            sink.discard()
-            return
         sink.seal()
-        if not final.parent.is_dir():
-            final.parent.mkdir(exist_ok=True)
-            fsync_dir(final.parent.parent)
-        os.replace(sink.path, final)
-        sink.path = None
+        with self.sweep_lock:
+            if refresh_file(str(final)) is not None:  # same content: keep the one there
+                sink.discard()
+                return
+            if not final.parent.is_dir():
+                final.parent.mkdir(exist_ok=True)
+                fsync_dir(final.parent.parent)
+            os.replace(sink.path, final)
+            sink.path = None
         fsync_dir(final.parent)
 
     def sync(self) -> None:
@@ -199,25 +238,28 @@ class BlobStore:
         durable. No blob ever appears under its digest before its bytes are on disk."""
         try:
             made: set[str] = set()
-            for sink, final in sinks:
-                if sink.path is None:
-                    continue
-                # A blob already there has the same bytes: replacing it is harmless
-                # (links to the old file keep it) and costs no more than a check.
-                parent = final.rpartition("/")[0]
-                if parent not in made:
-                    with contextlib.suppress(FileExistsError):
-                        os.mkdir(parent)
-                    made.add(parent)
-                os.replace(sink.path, final)
-                sink.path = None
+            with self.sweep_lock:  # renames only: gc checks a blob before or after
+                self._publish_locked(sinks, made)
         finally:
             for sink, _ in sinks:
                 sink.discard()  # anything not moved into place
 
+    @staticmethod
+    def _publish_locked(sinks: Sequence[tuple[BlobSink, str]], made: set[str]) -> None:
+        for sink, final in sinks:
+            if sink.path is None:
+                continue
+            # A blob already there has the same bytes: replacing it is harmless
+            # (links to the old file keep it) and costs no more than a check.
+            parent = final.rpartition("/")[0]
+            if parent not in made:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(parent)
+                made.add(parent)
+            os.replace(sink.path, final)
+            sink.path = None
+
     def _write_new(self, data: bytes, final: Path) -> None:
-        if final.exists():
-            return
         sink = BlobSink(self._tmp)
         try:
             sink.write(data)
@@ -233,8 +275,11 @@ class BlobStore:
         return self._trees / tree_id[:2] / f"{tree_id[2:]}.json"
 
     def has_tree(self, tree_id: str) -> bool:
-        """True if the tree is recorded."""
-        return self._tree_path(tree_id).is_file()
+        """True if the tree is recorded; then refreshed: whoever asked may name it in a
+        job or a version next, and gc keeps it for its grace period from now."""
+        path = str(self._tree_path(tree_id))
+        with self.sweep_lock:
+            return refresh_file(path) is not None
 
     def put_tree(self, entries: Sequence[Entry]) -> str:
         """Record a tree whose blobs are all stored; return its id.
@@ -245,13 +290,11 @@ class BlobStore:
         """
         if not isinstance(entries, Manifest):
             entries = parse_manifest(manifest_to_json(entries), UNLIMITED)
-        sizes: dict[str, int | None] = {}  # one stat per blob: present, and its size
-        for e in entries:  # the digests are checked: parse_manifest made the entries
-            if e.kind == "file" and (digest := e.sha256) not in sizes:
-                try:
-                    sizes[digest] = os.stat(self.blob_path_trusted(digest)).st_size
-                except FileNotFoundError:
-                    sizes[digest] = None
+        # One stat per blob: present, and its size; each refreshed, so that gc keeps
+        # it from now on (or deleted it first, and the tree is refused).
+        # The digests are checked: parse_manifest made the entries.
+        digests = list(dict.fromkeys(e.sha256 for e in entries if e.kind == "file"))
+        sizes = dict(zip(digests, self._refresh_all(digests), strict=True))
         missing = [digest for digest, size in sizes.items() if size is None]
         if missing:
             raise MissingBlobs(missing)
@@ -278,12 +321,13 @@ class BlobStore:
             if not final.parent.is_dir():
                 final.parent.mkdir(exist_ok=True)
                 fsync_dir(final.parent.parent)
-            if final.exists():
-                sink.discard()
-            else:
-                assert sink.path is not None
-                os.replace(sink.path, final)
-                sink.path = None
+            with self.sweep_lock:  # gc deletes it before (written anew) or keeps it
+                if refresh_file(str(final)) is not None:
+                    sink.discard()
+                else:
+                    assert sink.path is not None
+                    os.replace(sink.path, final)
+                    sink.path = None
             fsync_dir(final.parent)
         except BaseException:
             sink.discard()
@@ -333,6 +377,11 @@ class BlobStore:
                 while kept > PARSED_ENTRIES:
                     kept -= len(self._parsed.popitem(last=False)[1])
         return parsed
+
+    def forget_tree(self, tree_id: str) -> None:
+        """Drop a tree gc deleted from the parsed ones, so it is not answered again."""
+        with self._parsed_lock:
+            self._parsed.pop(tree_id, None)
 
     def iter_tar(self, tree_id: str, prefix: str = "",
                  paths: Sequence[str] | None = None) -> Iterator[bytes]:
@@ -434,3 +483,4 @@ class BlobStore:
         with self.open(digest) as src, os.fdopen(os.open(target, flags, 0o600), "wb") as dst:
             shutil.copyfileobj(src, dst, CHUNK)
             os.fchmod(dst.fileno(), mode)  # explicit, so the umask does not decide
+

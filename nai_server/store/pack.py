@@ -3,7 +3,7 @@
 
 Also BlobSink, the hashing temp-file writer every incoming blob goes through. The
 receiver stores through the BlobStore it is given (``BlobStore.receiver`` makes one):
-its public seams ``has``, ``held``, ``blob_path_trusted``, ``new_sink``, ``sync``, ``publish``
+its public seams ``refresh``, ``held``, ``blob_path_trusted``, ``new_sink``, ``sync``, ``publish``
 and ``claims``; blobs.py imports this module, never the other way round at run time.
 """
 
@@ -276,9 +276,10 @@ class PackReceiver:
             self._state = "data"
 
     def _known(self, digest: str) -> bool:
-        """The blob is stored, as far as the sender may know."""
+        """The blob is stored, as far as the sender may know (then refreshed: the
+        sender's tree will name it, and gc keeps it for its grace period)."""
         if self._sees_all or self._holder is None:
-            return self._store.has(digest)
+            return self._store.refresh(digest)
         return self._store.held(self._holder, digest)
 
     def _on_member_end(self) -> None:

@@ -33,6 +33,7 @@ from nai_server.protocol import Conflict
 from nai_server.store.atomic import CommitLock
 from nai_server.store.blobs import CHUNK, BlobStore
 from nai_server.store.db import TinyDbStore
+from nai_server.store.touch import open_noatime
 
 log = logging.getLogger("nai.verify")
 
@@ -187,7 +188,7 @@ class StoreVerifier:
     def _hash(self, path: str, started: float, done: int) -> tuple[str, int, int] | None:
         """(sha256, size, inode) of the file at `path`, read at the configured rate."""
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = open_noatime(path)
         except FileNotFoundError:
             return None
         hasher, size = hashlib.sha256(), 0
@@ -218,7 +219,8 @@ class StoreVerifier:
                 if self._stop.is_set():
                     raise _Stopped
                 tree_id = fan.name + item.name.removesuffix(".json")
-                if not is_digest(tree_id) or not item.name.endswith(".json"):
+                if (not is_digest(tree_id) or not item.name.endswith(".json")
+                        or not item.is_file(follow_symlinks=False)):
                     self._add("stray", f"trees/{fan.name}/{item.name}")
                     continue
                 with self._mutex:
@@ -231,7 +233,7 @@ class StoreVerifier:
     def _check_tree(self, tree_id: str, path: str, corrupt: dict[str, str], lost: set[str],
                     repair: bool) -> str | None:
         try:
-            with open(path, "rb") as f:
+            with os.fdopen(open_noatime(path), "rb") as f:
                 data = f.read()
                 inode = os.fstat(f.fileno()).st_ino
         except FileNotFoundError:

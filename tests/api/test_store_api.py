@@ -74,3 +74,68 @@ def test_verify_runs_in_the_background_and_reports_the_damage(
         (sha(b"beta"), "missing", [pwd.getpwuid(os.getuid()).pw_name])]
     assert [(t["id"], t["files"]) for t in report["trees"]] == [(tree, ["b.txt"])]
     assert [(j["id"], j["trees"][0]["role"]) for j in report["jobs"]] == [(job["id"], "code")]
+
+
+def test_gc_keeps_what_the_daemon_names_and_never_runs_beside_a_verification(
+        api: TestClient, service: UseCases) -> None:
+    used = upload_tree(api, {"code.py": b"print(1)"})
+    noted = upload_tree(api, {"noted.txt": b"named in a setting only"})
+    unused = upload_tree(api, {"unused.txt": b"nobody names this"})
+    api.post("/v1/jobs", json={"spec": {"command": "true"}, "code_tree": used})
+    with service.lock:  # a field gc was never told of still counts
+        service.store.set_setting("someday", {"deep": [noted]})
+    for path in (service.blobs.root / "trees").rglob("*.json"):
+        os.utime(path, (1_600_000_000, 1_600_000_000))
+    for path in (service.blobs.root / "sha256").rglob("*"):
+        if path.is_file():
+            os.utime(path, (1_600_000_000, 1_600_000_000))
+
+    # Never beside a verification (it would report as lost what gc deletes).
+    paused, go = threading.Event(), threading.Event()
+    service.verifier.rate = 1.0
+
+    def pause(_: float) -> None:
+        paused.set()
+        go.wait(20)
+
+    service.verifier._pause = pause
+    assert api.post("/v1/store/verify", json={}).status_code == 202
+    assert paused.wait(20)
+    refused = api.post("/v1/store/gc", json={"grace_seconds": 0})
+    assert refused.status_code == 409 and "verification is running" in refused.text
+    service.verifier.rate = 0.0
+    go.set()
+    wait_for(lambda: api.get("/v1/store/verify").json()["state"] != "running",
+             what="the verification to end")
+
+    assert api.post("/v1/store/gc", json={"grace_seconds": -1}).status_code == 400
+    # Nor a verification beside a gc, nor a second gc.
+    marks, marking, go_on = service.collector.marks, threading.Event(), threading.Event()
+
+    def held_marks():  # type: ignore[no-untyped-def]
+        marking.set()
+        go_on.wait(20)
+        return marks()
+
+    service.collector.marks = held_marks
+    assert api.post("/v1/store/gc", json={"dry_run": True}).status_code == 202
+    assert marking.wait(20)
+    busy = api.post("/v1/store/verify", json={})
+    assert busy.status_code == 409 and "gc is running" in busy.text
+    second = api.post("/v1/store/gc", json={})
+    assert second.status_code == 409 and "running already" in second.text
+    go_on.set()
+    wait_for(lambda: api.get("/v1/store/gc").json()["state"] != "running", what="the dry gc")
+    dry = api.get("/v1/store/gc").json()
+    # (looked for on disk: asking the store would refresh it, and gc keep it)
+    assert dry["dry_run"] and dry["trees_deleted"] == 1
+    assert (service.blobs.root / "trees" / unused[:2] / f"{unused[2:]}.json").exists()
+    started = api.post("/v1/store/gc", json={"grace_seconds": 0})
+    assert started.status_code == 202, started.text
+    wait_for(lambda: api.get("/v1/store/gc").json()["state"] != "running", what="the gc")
+    report = api.get("/v1/store/gc").json()
+    assert report["state"] == "done" and report["trees_deleted"] == 1, report
+    assert service.blobs.has_tree(used) and service.blobs.has_tree(noted)
+    assert not service.blobs.has_tree(unused)
+    assert not service.blobs.has(sha(b"nobody names this"))
+    assert service.blobs.has(sha(b"named in a setting only"))

@@ -1,0 +1,58 @@
+"""The pure part of `nai-admin store gc`: what counts as a reference, and which stored
+file is old enough to go. No I/O here; the walk over the store is
+nai_server.store.gc.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from nai_server.core.trees import is_digest
+
+# A running job stores outputs ahead of its end (host/collection.py) and its end's
+# collection finds blobs already stored: everything stored or found since a little
+# before the oldest running job started is kept, however long that job runs. The slack
+# covers the file system's coarse clock against the daemon's.
+START_SLACK_NS = 60 * 10**9
+NS = 10**9
+
+
+def digests_in(value: Any) -> Iterator[str]:
+    """Every sha256 digest anywhere in a stored document (keys and values, at any
+    depth): a tree id kept under a field that gc was not told about still counts."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if len(item) == 64 and is_digest(item):
+                yield item
+        elif isinstance(item, Mapping):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+
+
+def cutoff_ns(fs_now_ns: int, grace_s: float, oldest_running_start: float | None) -> int:
+    """The time before which a file unreferenced must have been stored, and last
+    promised to a client, to be deleted: `grace_s` before the file system's now, and
+    never after the oldest running job started (less START_SLACK_NS)."""
+    cutoff = fs_now_ns - int(grace_s * NS)
+    if oldest_running_start is not None:
+        cutoff = min(cutoff, int(oldest_running_start * NS) - START_SLACK_NS)
+    return cutoff
+
+
+def last_touched_ns(mtime_ns: int, atime_ns: int) -> int:
+    """When a stored file was last written or promised: the store sets a blob's or
+    tree's atime (never its mtime, which downloads show) each time it tells someone
+    it has it."""
+    return max(mtime_ns, atime_ns)
+
+
+def may_delete(name: str, kept: set[str] | frozenset[str], touched_ns: int,
+               cutoff: int) -> bool:
+    """True if the stored file `name` (a digest) is neither referenced (`kept`) nor
+    touched at or after `cutoff`."""
+    return name not in kept and touched_ns < cutoff

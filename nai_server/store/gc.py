@@ -1,0 +1,375 @@
+"""`nai-admin store gc [--grace 24h] [--dry-run]`: delete the trees and blobs nothing
+refers to any more (removed dataset and model versions, uploads never used), so that
+a shared server's disk does not only fill.
+
+Mark: every tree id the daemon's state names — any sha256 digest anywhere in the hot
+database (jobs, registry versions marked for deletion included, services, annotate
+sessions, settings: `core.store_gc.digests_in`, so a field added later counts without
+being listed here) and the code, output, dataset and model trees of every archived
+job (the archives' summaries the store keeps in memory) — read under the service lock.
+
+Sweep, in this order, so that a gc killed at any point leaves a store that `nai-admin
+store verify` finds clean and the next gc finishes the work:
+  1. trees neither marked nor touched since the cutoff;
+  2. blobs that no tree left on disk names and not touched since the cutoff (which
+     tree names which blob is read after step 1, from the trees themselves);
+  3. claims (claims.py) of blobs and trees no longer stored.
+
+The cutoff is `grace` before now, by the file system's clock, and never after the
+oldest running job started (less a minute): outputs stored ahead of a running job's
+end, and blobs its end's collection finds stored, are touched after it started, so
+they stay however long it runs.
+
+Race with clients: a client asks which blobs are missing, is told "have it", and
+posts a tree naming it later; an upload, an output collection, or a HEAD of a tree
+promises the same. Every such promise sets the file's atime to now while holding the
+store's `sweep_lock` (blobs.py), and gc checks a file's age and deletes it holding
+that same lock (a batch at a time, so uploads wait at most one batch). So a promise
+made before gc's check makes the file young and kept for `grace` from then; one made
+after the delete finds the file missing and says so (the client sends it again,
+`put_tree` refuses a tree that names it). The lock is held a batch of files at a time
+on both sides, so neither a large tree nor a large gc holds up the other for long.
+Any gap between a promise and what it promised for (the client's tree, the version
+naming that tree) shorter than the grace is covered; a grace shorter than such gaps
+(seconds, normally) is for tests and a quiet server only.
+
+Alternatives not taken: holding gc's lock across each client's whole upload (it spans
+several requests, and a client may vanish mid-way), or recording leases in the
+database (a write per upload, and the database is not the store's to keep in step).
+
+Never through a symlink: the store's folders are listed with `scandir`, every entry
+is checked to be a regular file named as a digest (stray files are left alone and
+listed), and `lstat`-ed again under the lock before it is unlinked.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import stat
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from nai_server.core import store_gc as rules
+from nai_server.core.trees import is_digest
+from nai_server.protocol import Conflict
+from nai_server.store.atomic import CommitLock
+from nai_server.store.blobs import BlobStore
+from nai_server.store.db import TinyDbStore
+from nai_server.store.touch import open_noatime
+
+log = logging.getLogger("nai.gc")
+
+Doc = dict[str, Any]
+# What the daemon names: (tree ids, when the oldest running job started or None).
+Marks = tuple[set[str], float | None]
+BATCH = 256  # files checked and deleted per hold of the sweep lock
+LISTED = 1000  # stray files listed; beyond, only counted
+
+
+class _Stopped(Exception):
+    """The daemon is stopping: gc ends where it is (the next one finishes)."""
+
+
+class GcRefused(Exception):
+    """The store holds something gc cannot read safely; nothing more is deleted."""
+
+
+def _new_report(grace: float, dry_run: bool, now: float | None,
+                state: str = "running") -> Doc:
+    return {"state": state, "dry_run": dry_run, "grace_seconds": grace, "started_at": now,
+            "finished_at": None, "error": None, "phase": None, "cutoff": None,
+            "referenced_trees": 0, "trees_deleted": 0, "trees_kept": 0,
+            "blobs_deleted": 0, "bytes_deleted": 0, "bytes_freed": 0,
+            "blobs_kept": 0, "bytes_kept": 0, "young_trees_kept": 0, "young_blobs_kept": 0,
+            "claims_deleted": 0, "stray": [], "unlisted_stray": 0}
+
+
+class StoreCollector:
+    """One gc at a time, in the background; `report()` tells how it goes."""
+
+    def __init__(self, blobs: BlobStore, marks: Callable[[], Marks], *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.blobs = blobs
+        self.marks = marks
+        self.clock = clock
+        self._stop = threading.Event()
+        self._mutex = threading.Lock()  # guards _report only
+        self._report = _new_report(0, False, None, state="never")
+        self._thread: threading.Thread | None = None
+
+    # -- control -------------------------------------------------------------------------
+
+    def start(self, grace: float, dry_run: bool) -> Doc:
+        """Begin a gc in the background; Conflict if one runs."""
+        with self._mutex:
+            if self._report["state"] == "running":
+                raise Conflict("a store gc is running already; follow it with "
+                               "`nai-admin store gc --status`")
+            self._report = _new_report(grace, dry_run, self.clock())
+            self._thread = threading.Thread(target=self._run, args=(grace, dry_run),
+                                            name="nai-store-gc", daemon=True)
+            self._thread.start()
+            return copy.deepcopy(self._report)
+
+    def running(self) -> bool:
+        with self._mutex:
+            return bool(self._report["state"] == "running")
+
+    def report(self) -> Doc:
+        """The running or last gc's report (state "never" before the first)."""
+        with self._mutex:
+            return copy.deepcopy(self._report)
+
+    def close(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self, grace: float, dry_run: bool) -> None:
+        try:
+            self.run(grace, dry_run)
+        except Exception as exc:
+            if not isinstance(exc, GcRefused):
+                log.exception("store gc failed")
+            self._set(state="failed", error=str(exc), finished_at=self.clock())
+
+    def _set(self, **fields: Any) -> None:
+        with self._mutex:
+            self._report.update(fields)
+
+    def _add(self, **counts: int) -> None:
+        with self._mutex:
+            for key, n in counts.items():
+                self._report[key] += n
+
+    def _stray(self, path: str) -> None:
+        with self._mutex:
+            if len(self._report["stray"]) < LISTED:
+                self._report["stray"].append(path)
+            else:
+                self._report["unlisted_stray"] += 1
+
+    # -- the phases ----------------------------------------------------------------------
+
+    def run(self, grace: float, dry_run: bool) -> Doc:
+        """Collect now, in this thread; return the report."""
+        with self._mutex:
+            if self._report["state"] != "running":
+                self._report = _new_report(grace, dry_run, self.clock())
+        try:
+            referenced, cutoff = self.mark(grace)
+            trees = self.sweep_trees(referenced, cutoff, dry_run)
+            blobs = self.sweep_blobs(cutoff, dry_run, trees)
+            self.sweep_claims(dry_run, trees, blobs)
+        except _Stopped:
+            self._set(state="stopped", finished_at=self.clock())
+        else:
+            self._set(state="done", phase=None, finished_at=self.clock())
+        return self.report()
+
+    def mark(self, grace: float) -> tuple[set[str], int]:
+        """The tree ids the daemon names, and the time (ns, by the file system's clock)
+        before which a file unreferenced must have been last touched to go."""
+        self._set(phase="mark")
+        referenced, oldest = self.marks()
+        cutoff = rules.cutoff_ns(self._fs_now_ns(), grace, oldest)
+        self._set(cutoff=cutoff / rules.NS)
+        return referenced, cutoff
+
+    def _fs_now_ns(self) -> int:
+        """Now as the file system stamps files (its clock is coarser than time.time)."""
+        fd, path = tempfile.mkstemp(dir=self.blobs.root / "tmp", prefix="gc-clock.")
+        try:
+            return os.fstat(fd).st_mtime_ns
+        finally:
+            os.close(fd)
+            os.unlink(path)
+
+    def sweep_trees(self, referenced: set[str], cutoff: int, dry_run: bool) -> set[str]:
+        """Delete (dry: count) the trees neither `referenced` nor touched since
+        `cutoff`; the ids of those deleted (dry: that would be)."""
+        self._set(phase="trees")
+        doomed: set[str] = set()
+        for batch in _batches(self._listing("trees", ".json")):
+            with self.blobs.sweep_lock:
+                for tree_id, path in batch:
+                    verdict = _verdict(path, tree_id, referenced, cutoff)
+                    if verdict is None:
+                        continue  # gone meanwhile, or not a file: left alone
+                    if verdict != GO:
+                        self._add(trees_kept=1, young_trees_kept=int(verdict == YOUNG),
+                                  referenced_trees=int(verdict == REFERENCED))
+                        continue
+                    if not dry_run:
+                        _unlink(path)
+                        self.blobs.forget_tree(tree_id)
+                    doomed.add(tree_id)
+                    self._add(trees_deleted=1)
+        return doomed
+
+    def named_blobs(self, doomed: set[str]) -> set[str]:
+        """The blobs every tree on disk names, but those in `doomed` (gone or, dry,
+        going). GcRefused naming a tree that cannot be read: its blobs are unknown."""
+        named: set[str] = set()
+        for tree_id, path in self._listing("trees", ".json", strays=False):
+            if tree_id in doomed:
+                continue
+            try:
+                with os.fdopen(open_noatime(path), "rb") as f:
+                    rows = json.loads(f.read())
+                named.update(row["sha256"] for row in rows if row.get("kind") == "file")
+            except FileNotFoundError:
+                continue
+            except (ValueError, TypeError, KeyError, AttributeError, OSError) as exc:
+                raise GcRefused(
+                    f"tree {tree_id} cannot be read ({exc}), so which blobs it needs is "
+                    "unknown: no blob was deleted. `nai-admin store verify --repair` moves "
+                    "a corrupt tree aside; then run gc again") from exc
+        return named
+
+    def sweep_blobs(self, cutoff: int, dry_run: bool, doomed: set[str]) -> set[str]:
+        """Delete (dry: count) the blobs that no tree but those `doomed` names, not
+        touched since `cutoff` (a tree recorded meanwhile touched its blobs); the
+        digests of those deleted (dry: that would be)."""
+        self._set(phase="blobs")
+        named = self.named_blobs(doomed)
+        gone: set[str] = set()
+        for batch in _batches(self._listing("sha256", "")):
+            with self.blobs.sweep_lock:
+                for digest, path in batch:
+                    try:
+                        st = os.lstat(path)
+                    except FileNotFoundError:
+                        continue
+                    verdict = _verdict(path, digest, named, cutoff, st)
+                    if verdict is None:
+                        continue
+                    if verdict != GO:
+                        self._add(blobs_kept=1, bytes_kept=st.st_size,
+                                  young_blobs_kept=int(verdict == YOUNG))
+                        continue
+                    if not dry_run:
+                        _unlink(path)
+                    gone.add(digest)
+                    # Still linked into a job's folder: its bytes go with that folder.
+                    freed = st.st_size if st.st_nlink == 1 else 0
+                    self._add(blobs_deleted=1, bytes_deleted=st.st_size, bytes_freed=freed)
+        return gone
+
+    def sweep_claims(self, dry_run: bool, trees: set[str], blobs: set[str]) -> None:
+        """Delete the claims (claims.py) of blobs and trees the store no longer holds;
+        dry: count those, and those of `trees` and `blobs`, which would go."""
+        self._set(phase="claims")
+        with os.scandir(self.blobs.claims.root) as users:
+            user_dirs = sorted(u.path for u in users if u.is_dir(follow_symlinks=False))
+        for user in user_dirs:
+            for kind, suffix, doomed in (("sha256", "", blobs), ("trees", ".json", trees)):
+                for digest, claim in _digest_files(f"{user}/{kind}", lambda _: None):
+                    if self._stop.is_set():
+                        raise _Stopped
+                    target = f"{self.blobs.root}/{kind}/{digest[:2]}/{digest[2:]}{suffix}"
+                    if dry_run and digest in doomed:
+                        self._add(claims_deleted=1)
+                    elif not os.path.lexists(target):
+                        if not dry_run:
+                            _unlink(claim)
+                        self._add(claims_deleted=1)
+
+    def _listing(self, kind: str, suffix: str, *,
+                 strays: bool = True) -> Iterator[tuple[str, str]]:
+        """The store's `kind` files; _Stopped as soon as the daemon stops (never a
+        listing cut short: which blobs the trees name must be whole)."""
+        note = self._stray_at(kind) if strays else (lambda _: None)
+        for item in _digest_files(f"{self.blobs.root}/{kind}", note, suffix):
+            if self._stop.is_set():
+                raise _Stopped
+            yield item
+
+    def _stray_at(self, kind: str) -> Callable[[str], None]:
+        return lambda rel: self._stray(f"{kind}/{rel}")
+
+
+def _digest_files(root: str, stray: Callable[[str], None],
+                  suffix: str = "") -> Iterator[tuple[str, str]]:
+    """(digest, path) of every regular file `root/ab/cdef…{suffix}`; anything else
+    (a symlink, a folder, another name) is reported to `stray` and left alone."""
+    try:
+        fans = sorted(os.scandir(root), key=lambda e: e.name)
+    except FileNotFoundError:
+        return
+    for fan in fans:
+        if not fan.is_dir(follow_symlinks=False) or len(fan.name) != 2:
+            stray(fan.name)
+            continue
+        with os.scandir(fan.path) as items:
+            names = sorted((e.name, e.path, e.is_file(follow_symlinks=False))
+                           for e in items)
+        for name, path, is_file in names:
+            stem = name[:-len(suffix)] if suffix and name.endswith(suffix) else None
+            digest = fan.name + (name if not suffix else stem or "")
+            if not is_file or not is_digest(digest):
+                stray(f"{fan.name}/{name}")
+                continue
+            yield digest, path
+
+
+GO, YOUNG, REFERENCED = "go", "young", "referenced"
+
+
+def _verdict(path: str, name: str, kept: set[str], cutoff: int,
+             st: os.stat_result | None = None) -> str | None:
+    """GO if the file at `path` may be deleted, REFERENCED or YOUNG if not, None if it
+    is gone or not a regular file. Call with the sweep lock, which every refresh takes."""
+    if st is None:
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    if name in kept:
+        return REFERENCED
+    touched = rules.last_touched_ns(st.st_mtime_ns, st.st_atime_ns)
+    return GO if rules.may_delete(name, kept, touched, cutoff) else YOUNG
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _batches(items: Iterator[tuple[str, str]]) -> Iterator[list[tuple[str, str]]]:
+    batch: list[tuple[str, str]] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def marks_in(store: TinyDbStore, lock: CommitLock) -> Callable[[], Marks]:
+    """`marks` for a daemon: every digest its hot database holds, the trees of every
+    archived job, and when its oldest unfinished job started — all under its lock, so
+    that a job archived meanwhile is seen in one place or the other."""
+
+    def read() -> Marks:
+        with lock:
+            found = set(rules.digests_in(store.storage.read() or {}))
+            hot = store.hot()
+            oldest = min((job.started_at for job in hot
+                          if not job.terminal and job.started_at is not None), default=None)
+            for summary in store.job_summaries([]):  # every archived one, from memory
+                found.update(tree for _, tree in summary.trees())
+        return found, oldest
+
+    return read

@@ -1,0 +1,214 @@
+"""`nai-admin store gc`: the pure rules, and the phases over a real store on disk (what
+goes, what stays, a gc cut between its phases, promises made to clients)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from nai_server.core import store_gc as rules
+from nai_server.core.trees import Entry
+from nai_server.store.blobs import BlobStore, MissingBlobs
+from nai_server.store.gc import GcRefused, Marks, StoreCollector
+from nai_server.store.verify import StoreVerifier
+
+DAY = 86400
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def file(path: str, data: bytes) -> Entry:
+    return Entry(path=path, kind="file", size=len(data), mode=0o644, sha256=sha(data), target="")
+
+
+def put(store: BlobStore, files: dict[str, bytes]) -> str:
+    """Store the files' blobs and their tree; the tree's id."""
+    for data in files.values():
+        store.put_bytes(data)
+    return store.put_tree([file(path, data) for path, data in files.items()])
+
+
+def backdate(path: Path, days: float = 2) -> None:
+    then = time.time() - days * DAY
+    os.utime(path, (then, then))
+
+
+# --- the pure part ---------------------------------------------------------------------
+
+
+def test_every_digest_anywhere_in_a_document_counts() -> None:
+    a, b, c = "a" * 64, "b" * 64, "c" * 64
+    doc = {"jobs": {"1": {"code_tree": a, "dataset": {"tree_id": b}, "msg": "x" * 64}},
+           c: [1, None, ("A" * 64, {"deep": [[a]]})]}
+    assert set(rules.digests_in(doc)) == {a, b, c}
+
+
+def test_the_cutoff_is_the_grace_and_never_after_the_oldest_running_job() -> None:
+    now = 1_000 * rules.NS
+    assert rules.cutoff_ns(now, 100, None) == 900 * rules.NS
+    assert rules.cutoff_ns(now, 0, 500.0) == 500 * rules.NS - rules.START_SLACK_NS
+    assert rules.cutoff_ns(now, 600, 950.0) == 400 * rules.NS  # the grace is earlier
+    assert rules.last_touched_ns(5, 9) == 9 and rules.last_touched_ns(9, 5) == 9
+    assert rules.may_delete("x", set(), 1, 2)
+    assert not rules.may_delete("x", {"x"}, 1, 2) and not rules.may_delete("y", set(), 2, 2)
+
+
+# --- the walk --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> BlobStore:
+    return BlobStore(tmp_path / "blobs")
+
+
+def collector(store: BlobStore, marks: Marks = (set(), None)) -> StoreCollector:
+    return StoreCollector(store, lambda: marks)
+
+
+def verify_clean(store: BlobStore, trees: set[str] = frozenset()) -> bool:  # type: ignore[assignment]
+    jobs = [{"id": n, "user": "ann", "state": "succeeded", "code_tree": t}
+            for n, t in enumerate(sorted(trees))]
+    return bool(StoreVerifier(store, lambda: (jobs, []), rate=0).run(repair=False)["clean"])
+
+
+def old_everything(store: BlobStore) -> None:
+    for kind in ("sha256", "trees"):
+        for path in (store.root / kind).rglob("*"):
+            if path.is_file():
+                backdate(path)
+
+
+def test_gc_deletes_what_nothing_names_and_keeps_the_rest(store: BlobStore) -> None:
+    kept = put(store, {"a": b"shared", "b": b"kept only"})
+    gone = put(store, {"a": b"shared", "c": b"gone only" * 100})
+    store.put_bytes(b"never in a tree")
+    store.claims.record("ann", [sha(b"gone only" * 100), sha(b"kept only")])
+    store.claims.record_tree("ann", gone)
+    old_everything(store)
+    young = store.put_bytes(b"uploaded a moment ago")  # its tree is not posted yet
+
+    report = collector(store, ({kept}, None)).run(grace=DAY, dry_run=False)
+
+    assert report["state"] == "done", report
+    assert (report["trees_deleted"], report["trees_kept"], report["referenced_trees"]) == (
+        1, 1, 1)
+    assert (report["blobs_deleted"], report["blobs_kept"], report["young_blobs_kept"]) == (
+        2, 3, 1)
+    assert report["bytes_deleted"] == report["bytes_freed"] == 900 + len(b"never in a tree")
+    assert report["claims_deleted"] == 2  # gone only's, and the tree's
+    assert store.has_tree(kept) and not store.has_tree(gone)
+    assert [store.has(sha(d)) for d in (b"shared", b"kept only", b"gone only" * 100)] == [
+        True, True, False]
+    assert store.has(young) and not store.has(sha(b"never in a tree"))
+    assert store.claims.holds("ann", sha(b"kept only"))
+    assert not store.claims.holds("ann", sha(b"gone only" * 100))
+    assert not store.claims.has_tree("ann", gone)
+    assert verify_clean(store, {kept})
+
+
+def test_a_dry_run_deletes_nothing_and_counts_what_a_real_one_deletes(
+        store: BlobStore) -> None:
+    tree = put(store, {"a": b"a", "b": b"b"})
+    store.claims.record("ann", [sha(b"a")])
+    old_everything(store)
+    before = sorted(p for p in store.root.rglob("*"))
+
+    dry = collector(store).run(grace=DAY, dry_run=True)
+
+    assert sorted(p for p in store.root.rglob("*")) == before
+    assert (dry["trees_deleted"], dry["blobs_deleted"], dry["claims_deleted"]) == (1, 2, 1)
+    real = collector(store).run(grace=DAY, dry_run=False)
+    keys = ("trees_deleted", "blobs_deleted", "bytes_deleted", "claims_deleted")
+    assert [dry[k] for k in keys] == [real[k] for k in keys]
+    assert not store.has_tree(tree) and not store.has(sha(b"a"))
+
+
+def test_a_gc_cut_between_trees_and_blobs_leaves_the_store_clean_and_the_next_finishes(
+        store: BlobStore) -> None:
+    kept = put(store, {"a": b"shared"})
+    gone = put(store, {"a": b"shared", "b": b"orphan"})
+    old_everything(store)
+    first = collector(store, ({kept}, None))
+    referenced, cutoff = first.mark(grace=0)
+    assert first.sweep_trees(referenced, cutoff, dry_run=False) == {gone}
+    # killed here: the tree is gone, its blob still stored, and nothing is broken
+    assert store.has(sha(b"orphan")) and verify_clean(store, {kept})
+
+    report = collector(store, ({kept}, None)).run(grace=0, dry_run=False)
+
+    assert (report["trees_deleted"], report["blobs_deleted"]) == (0, 1)
+    assert not store.has(sha(b"orphan")) and store.has(sha(b"shared"))
+    assert verify_clean(store, {kept})
+
+
+def test_a_blob_reported_present_to_a_client_stays_for_the_grace(store: BlobStore) -> None:
+    digest = store.put_bytes(b"the client has it")
+    other = store.put_bytes(b"nobody asked")
+    store.claims.record("ann", [digest])
+    old_everything(store)
+    assert store.missing_for("ann", [digest]) == []  # "have it": the client will name it
+
+    collector(store).run(grace=3600, dry_run=False)
+
+    assert store.has(digest) and not store.has(other)
+    tree = store.put_tree([file("f", b"the client has it")])  # the client's next step
+    assert store.has_tree(tree)
+
+
+def test_a_tree_posted_after_gc_deleted_its_blob_is_refused(store: BlobStore) -> None:
+    store.put_bytes(b"old")
+    old_everything(store)
+    collector(store).run(grace=0, dry_run=False)
+    with pytest.raises(MissingBlobs):
+        store.put_tree([file("f", b"old")])
+    assert store.missing([sha(b"old")]) == [sha(b"old")]
+
+
+def test_blobs_touched_since_the_oldest_running_job_started_stay(store: BlobStore) -> None:
+    ahead = store.put_bytes(b"stored ahead by a running job")
+    older = store.put_bytes(b"from before it started")
+    backdate(store.path_of(ahead), days=3)
+    backdate(store.path_of(older), days=5)
+    started = time.time() - 4 * DAY
+
+    collector(store, (set(), started)).run(grace=DAY, dry_run=False)
+
+    assert store.has(ahead) and not store.has(older)
+
+
+def test_symlinks_and_strays_are_left_alone_and_never_followed(
+        store: BlobStore, tmp_path: Path) -> None:
+    outside = tmp_path / "precious"
+    outside.write_text("not the store's")
+    digest = sha(b"x")
+    fan = store.root / "sha256" / digest[:2]
+    fan.mkdir(parents=True)
+    (fan / digest[2:]).symlink_to(outside)
+    (store.root / "sha256" / "README").write_text("an admin's note")
+    linked_fan = store.root / "trees" / "zz"
+    linked_fan.symlink_to(tmp_path)
+
+    report = collector(store).run(grace=0, dry_run=False)
+
+    assert report["state"] == "done" and report["blobs_deleted"] == 0
+    assert outside.read_text() == "not the store's" and (fan / digest[2:]).is_symlink()
+    assert sorted(report["stray"]) == sorted([
+        "sha256/README", f"sha256/{digest[:2]}/{digest[2:]}", "trees/zz"])
+
+
+def test_an_unreadable_tree_stops_gc_before_any_blob_goes(store: BlobStore) -> None:
+    store.put_bytes(b"maybe needed")
+    tree = store.put_tree([file("f", b"maybe needed")])
+    path = store.root / "trees" / tree[:2] / f"{tree[2:]}.json"
+    os.chmod(path, 0o644)
+    path.write_text("{not json")
+
+    with pytest.raises(GcRefused, match="verify --repair"):
+        collector(store, ({tree}, None)).run(grace=0, dry_run=False)
+    assert store.has(sha(b"maybe needed"))
