@@ -52,6 +52,8 @@ class TreeReader(Protocol):
 
     def get_tree(self, tree_id: str) -> tuple[TreeEntry, ...]: ...
 
+    def has_tree(self, tree_id: str) -> bool: ...
+
 
 @dataclass(frozen=True)
 class ResolvedRef:
@@ -184,6 +186,9 @@ class Registry:
         name, selector = self._parse(kind, ref)
         with self.lock:
             v = self._version(self._readable(caller, kind, name), selector)
+            # Marked as just used: a job about to name it must not see it go if the
+            # version is removed and `nai-admin store gc` runs before the job is stored.
+            self.trees.has_tree(v["tree_id"])
         return ResolvedRef(kind, name, v["version"], v["tree_id"])
 
     def record_use(self, kind: Kind, name: str, version: int, job_id: int) -> None:

@@ -483,4 +483,3 @@ class BlobStore:
         with self.open(digest) as src, os.fdopen(os.open(target, flags, 0o600), "wb") as dst:
             shutil.copyfileobj(src, dst, CHUNK)
             os.fchmod(dst.fileno(), mode)  # explicit, so the umask does not decide
-

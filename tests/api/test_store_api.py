@@ -139,3 +139,18 @@ def test_gc_keeps_what_the_daemon_names_and_never_runs_beside_a_verification(
     assert not service.blobs.has_tree(unused)
     assert not service.blobs.has(sha(b"nobody names this"))
     assert service.blobs.has(sha(b"named in a setting only"))
+
+
+def test_a_version_resolved_for_a_job_keeps_its_tree_though_removed_before_gc(
+        api: TestClient, service: UseCases) -> None:
+    """A submit resolves a dataset version, then stores its job: if the version is
+    removed and gc runs in between, the tree the job is about to name must stay."""
+    tree = upload_tree(api, {"data.csv": b"a,b\n1,2\n"})
+    assert api.post("/v1/datasets", json={"name": "d", "tree_id": tree}).status_code == 201
+    path = service.blobs.root / "trees" / tree[:2] / f"{tree[2:]}.json"
+    os.utime(path, (1_600_000_000, 1_600_000_000))
+    caller = service.accounts.caller_for(service.accounts.owner)
+    resolved = service.registry.resolve(caller, "dataset", "d")
+    assert api.delete("/v1/datasets/d").status_code == 200
+    service.collector.run(grace=3600, dry_run=False)
+    assert path.exists() and resolved.tree_id == tree
