@@ -13,9 +13,11 @@ Real processes as real unix users; the daemon's side is ReplicaHost and ReplicaP
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -139,14 +141,17 @@ def replica(setting: Setting, request: pytest.FixtureRequest) -> Iterator[int]:
         env["NAI_SERVE_SOCKET"] = str(s.where / SOCKET_DIR / "serve.sock")
         argv = [sys.executable, "-m", "nai_server.serving.relay", "--", sys.executable,
                 str(s.where / "model" / "server.py")]
-    proc = subprocess.Popen(argv, env=env, user=s.alice.uid, group=s.alice.gid, cwd="/")
+    # A session of its own: the relay's child (the own server) is killed with it.
+    proc = subprocess.Popen(argv, env=env, user=s.alice.uid, group=s.alice.gid, cwd="/",
+                            start_new_session=True)
     try:
         wait_for(lambda: s.host.probe(s.where, s.owner, "/health", 2)[0], timeout=60,
                  what="the replica to answer over the link")
         address = (s.where / SOCKET_DIR / replica_link.ADDRESS).read_text().strip()
         yield int(address.rpartition(":")[2])
     finally:
-        proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
 
