@@ -6,22 +6,26 @@ this relay, in the same Slurm job and as the same user, listens on TCP on every
 address of the node, writes `IP:PORT` for the daemon (`$NAI_SERVE_ADDRESS_FILE`), and
 carries the bytes of a connection to the socket only once its peer has proved the
 run's token (`$NAI_SERVE_TOKEN_FILE`; the handshake: link.py). It starts the command,
-passes SIGTERM and SIGINT on to it, and ends with its exit status.
+passes SIGTERM and SIGINT on to it, and ends with its exit status; killed itself, it
+takes the command with it (`_die_with_parent`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 
 from nai_server.serving import link
 from nai_server.serving.replica import own_address, write_address
 
 COPY_SIZE = 1 << 16
+PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 async def _handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
@@ -79,6 +83,20 @@ async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
         writer.close()
 
 
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """For the command's process, before it runs: killed when the relay ends, however
+    it ends (even by SIGKILL or the OOM killer), so that a model server never goes on
+    holding its GPU behind a relay nobody can reach it through."""
+
+    def arm() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the relay died before the line above
+            os._exit(1)
+
+    return arm
+
+
 async def relay(command: list[str]) -> int:
     env = os.environ
     path, token_file = env.get("NAI_SERVE_SOCKET"), env.get("NAI_SERVE_TOKEN_FILE")
@@ -88,7 +106,8 @@ async def relay(command: list[str]) -> int:
         return 2
     with open(token_file, "rb") as f:
         token = f.read().strip()
-    child = await asyncio.create_subprocess_exec(*command)
+    child = await asyncio.create_subprocess_exec(
+        *command, preexec_fn=_die_with_parent(os.getpid()))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, child.send_signal, sig)
