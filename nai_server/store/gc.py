@@ -23,8 +23,12 @@ they stay however long it runs.
 Race with clients: a client asks which blobs are missing, is told "have it", and
 posts a tree naming it later; an upload, an output collection, or a HEAD of a tree
 promises the same. Every such promise sets the file's atime to now while holding the
-store's `sweep_lock` (blobs.py), and gc checks a file's age and deletes it holding
-that same lock (a batch at a time, so uploads wait at most one batch). So a promise
+store's `sweep_lock` (blobs.py) — unless it did so within the last hour, which gc
+allows for (`core.store_gc.last_touched_ns`): a push of a million files writes a
+million inodes at most once an hour — and gc checks a file's age and moves it aside
+(a rename into tmp/, unlinked once the lock is released: freeing a large file's
+extents is slow) holding that same lock, a batch at a time, so uploads wait at most
+one batch. So a promise
 made before gc's check makes the file young and kept for `grace` from then; one made
 after the delete finds the file missing and says so (the client sends it again,
 `put_tree` refuses a tree that names it). The lock is held a batch of files at a time
@@ -48,8 +52,8 @@ import copy
 import json
 import logging
 import os
+import secrets
 import stat
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -178,18 +182,17 @@ class StoreCollector:
         before which a file unreferenced must have been last touched to go."""
         self._set(phase="mark")
         referenced, oldest = self.marks()
-        cutoff = rules.cutoff_ns(self._fs_now_ns(), grace, oldest)
+        cutoff = rules.cutoff_ns(self._fs_now_ns(), grace, oldest, time.time_ns())
         self._set(cutoff=cutoff / rules.NS)
         return referenced, cutoff
 
     def _fs_now_ns(self) -> int:
-        """Now as the file system stamps files (its clock is coarser than time.time)."""
-        fd, path = tempfile.mkstemp(dir=self.blobs.root / "tmp", prefix="gc-clock.")
-        try:
-            return os.fstat(fd).st_mtime_ns
-        finally:
-            os.close(fd)
-            os.unlink(path)
+        """Now as the file system stamps files (its clock is coarser than time.time),
+        read off the temp folder's own times: no new file, so a store out of inodes,
+        when gc is needed most, can still be collected."""
+        tmp = self.blobs.root / "tmp"
+        os.utime(tmp)
+        return os.stat(tmp).st_mtime_ns
 
     def sweep_trees(self, referenced: set[str], cutoff: int, dry_run: bool) -> set[str]:
         """Delete (dry: count) the trees neither `referenced` nor touched since
@@ -197,6 +200,7 @@ class StoreCollector:
         self._set(phase="trees")
         doomed: set[str] = set()
         for batch in _batches(self._listing("trees", ".json")):
+            aside: list[str] = []
             with self.blobs.sweep_lock:
                 for tree_id, path in batch:
                     verdict = _verdict(path, tree_id, referenced, cutoff)
@@ -207,10 +211,11 @@ class StoreCollector:
                                   referenced_trees=int(verdict == REFERENCED))
                         continue
                     if not dry_run:
-                        _unlink(path)
+                        aside.append(self._aside(path))
                         self.blobs.forget_tree(tree_id)
                     doomed.add(tree_id)
                     self._add(trees_deleted=1)
+            _unlink_all(aside)
         return doomed
 
     def named_blobs(self, doomed: set[str]) -> set[str]:
@@ -241,6 +246,7 @@ class StoreCollector:
         named = self.named_blobs(doomed)
         gone: set[str] = set()
         for batch in _batches(self._listing("sha256", "")):
+            aside: list[str] = []
             with self.blobs.sweep_lock:
                 for digest, path in batch:
                     try:
@@ -255,12 +261,25 @@ class StoreCollector:
                                   young_blobs_kept=int(verdict == YOUNG))
                         continue
                     if not dry_run:
-                        _unlink(path)
+                        aside.append(self._aside(path))
                     gone.add(digest)
                     # Still linked into a job's folder: its bytes go with that folder.
                     freed = st.st_size if st.st_nlink == 1 else 0
                     self._add(blobs_deleted=1, bytes_deleted=st.st_size, bytes_freed=freed)
+            _unlink_all(aside)
         return gone
+
+    def _aside(self, path: str) -> str:
+        """Move a doomed file into the temp folder, under the sweep lock: a rename is
+        quick, where freeing a large file's extents (or an unlink on a network file
+        system) would hold up every upload and, through them, the daemon's lock. The
+        unlink follows outside the lock; a crash between leaves it to `clean_tmp`."""
+        target = f"{self.blobs.root}/tmp/gc.{os.path.basename(path)}.{secrets.token_hex(4)}"
+        try:
+            os.rename(path, target)
+        except FileNotFoundError:
+            return ""
+        return target
 
     def sweep_claims(self, dry_run: bool, trees: set[str], blobs: set[str]) -> None:
         """Delete the claims (claims.py) of blobs and trees the store no longer holds;
@@ -276,10 +295,15 @@ class StoreCollector:
                     target = f"{self.blobs.root}/{kind}/{digest[:2]}/{digest[2:]}{suffix}"
                     if dry_run and digest in doomed:
                         self._add(claims_deleted=1)
-                    elif not os.path.lexists(target):
+                        continue
+                    # Under the lock: a blob uploaded again meanwhile is stored before
+                    # its claim is recorded, so its claim is never taken after the check.
+                    with self.blobs.sweep_lock:
+                        if os.path.lexists(target):
+                            continue
                         if not dry_run:
                             _unlink(claim)
-                        self._add(claims_deleted=1)
+                    self._add(claims_deleted=1)
 
     def _listing(self, kind: str, suffix: str, *,
                  strays: bool = True) -> Iterator[tuple[str, str]]:
@@ -344,6 +368,12 @@ def _unlink(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+def _unlink_all(paths: list[str]) -> None:
+    for path in paths:
+        if path:
+            _unlink(path)
 
 
 def _batches(items: Iterator[tuple[str, str]]) -> Iterator[list[tuple[str, str]]]:

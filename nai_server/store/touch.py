@@ -14,6 +14,8 @@ import os
 import stat
 import time
 
+from nai_server.core.store_gc import needs_refresh
+
 
 def refresh(path: str) -> int | None:
     """The size of the regular file at `path` (never through a symlink), whose atime is
@@ -24,8 +26,10 @@ def refresh(path: str) -> int | None:
         return None
     if not stat.S_ISREG(st.st_mode):
         return None
-    with contextlib.suppress(OSError):  # a store we may not write: kept by its grace only
-        os.utime(path, ns=(time.time_ns(), st.st_mtime_ns), follow_symlinks=False)
+    now = time.time_ns()
+    if needs_refresh(st.st_mtime_ns, st.st_atime_ns, now):  # else gc allows for it
+        with contextlib.suppress(OSError):  # a store we may not write: kept by its grace
+            os.utime(path, ns=(now, st.st_mtime_ns), follow_symlinks=False)
     return st.st_size
 
 

@@ -54,7 +54,13 @@ def test_the_cutoff_is_the_grace_and_never_after_the_oldest_running_job() -> Non
     assert rules.cutoff_ns(now, 100, None) == 900 * rules.NS
     assert rules.cutoff_ns(now, 0, 500.0) == 500 * rules.NS - rules.START_SLACK_NS
     assert rules.cutoff_ns(now, 600, 950.0) == 400 * rules.NS  # the grace is earlier
-    assert rules.last_touched_ns(5, 9) == 9 and rules.last_touched_ns(9, 5) == 9
+    # Refreshed (atime after mtime): promised until REFRESH_EVERY_NS later, at most.
+    assert rules.last_touched_ns(5, 9) == 9 + rules.REFRESH_EVERY_NS
+    assert rules.last_touched_ns(9, 5) == 9 and rules.last_touched_ns(9, 9) == 9
+    assert rules.cutoff_ns(now, 100, None, wall_now_ns=800 * rules.NS) == 700 * rules.NS
+    hour = rules.REFRESH_EVERY_NS
+    assert not rules.needs_refresh(5, 9, 9 + hour)  # refreshed lately: not again
+    assert rules.needs_refresh(5, 9, 10 + hour) and rules.needs_refresh(9, 9, 10)
     assert rules.may_delete("x", set(), 1, 2)
     assert not rules.may_delete("x", {"x"}, 1, 2) and not rules.may_delete("y", set(), 2, 2)
 
@@ -159,6 +165,24 @@ def test_a_blob_reported_present_to_a_client_stays_for_the_grace(store: BlobStor
     assert store.has(digest) and not store.has(other)
     tree = store.put_tree([file("f", b"the client has it")])  # the client's next step
     assert store.has_tree(tree)
+
+
+def test_a_promise_writes_an_inode_at_most_once_an_hour_and_gc_allows_for_it(
+        store: BlobStore) -> None:
+    digest = store.put_bytes(b"asked for again and again")
+    path = store.path_of(digest)
+    old_everything(store)
+    assert store.missing([digest]) == []
+    refreshed = os.stat(path).st_atime_ns
+    assert refreshed > os.stat(path).st_mtime_ns  # promised: its atime set
+    earlier = refreshed - 1800 * rules.NS  # as if promised half an hour ago
+    os.utime(path, ns=(earlier, os.stat(path).st_mtime_ns))
+    assert store.missing([digest]) == []
+    assert os.stat(path).st_atime_ns == earlier  # not written again within the hour
+    # gc counts it as promised up to an hour after its atime: kept for the grace.
+    collector(store).run(grace=60, dry_run=False)
+    assert store.has(digest)
+    assert not [p for p in (store.root / "tmp").iterdir()]  # nothing left aside
 
 
 def test_a_tree_posted_after_gc_deleted_its_blob_is_refused(store: BlobStore) -> None:
