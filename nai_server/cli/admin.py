@@ -150,28 +150,38 @@ def run(args: argparse.Namespace, client: AdminClient) -> int | None:
     return None
 
 
+def _store_task(args: argparse.Namespace, client: AdminClient, path: str,
+                body: dict[str, Any], what: str, busy: str, sleep: Any) -> dict[str, Any]:
+    """Start the daemon's background store task at `path` (verify, gc), or follow the
+    one running (its 409 says `busy`), and wait for its end unless `--detach`; its
+    report (as it started, after --detach)."""
+    if args.status:
+        return dict(client.call("GET", path))
+    try:
+        report = client.call("POST", path, body)
+    except Conflict as exc:
+        if busy not in exc.message:  # the other task runs: say so
+            raise
+        print(f"nai-admin: a {what} is running already; following it", file=sys.stderr)
+        report = client.call("GET", path)
+    if args.detach:
+        return dict(report)
+    while report["state"] == "running":
+        sleep(POLL_SECONDS)
+        report = client.call("GET", path)
+    return dict(report)
+
+
 def store_verify(args: argparse.Namespace, client: AdminClient,
                  sleep: Any = time.sleep) -> int:
     """Start a verification (or follow the one running), wait for it, print its report;
     1 if it found damage or failed."""
-    if args.status:
-        report = client.call("GET", "/store/verify")
-    else:
-        try:
-            report = client.call("POST", "/store/verify", {"repair": args.repair})
-        except Conflict as exc:
-            if "verification is running" not in exc.message:  # a gc is: say so
-                raise
-            print("nai-admin: a store verification is running already; following it",
-                  file=sys.stderr)
-            report = client.call("GET", "/store/verify")
-        if args.detach:
-            _emit(args, report, "store verification started; see its report with "
-                                "`nai-admin store verify --status`")
-            return 0
-        while report["state"] == "running":
-            sleep(POLL_SECONDS)
-            report = client.call("GET", "/store/verify")
+    report = _store_task(args, client, "/store/verify", {"repair": args.repair},
+                         "store verification", "verification is running", sleep)
+    if args.detach and not args.status:
+        _emit(args, report, "store verification started; see its report with "
+                            "`nai-admin store verify --status`")
+        return 0
     _emit(args, report, store_text(report))
     return 0 if report["state"] in ("never", "running") or report["clean"] else 1
 
@@ -182,28 +192,17 @@ POLL_SECONDS = 1.0
 def store_gc(args: argparse.Namespace, client: AdminClient, sleep: Any = time.sleep) -> int:
     """Start a gc (or follow the one running), wait for it, print what it freed; 1 if
     it failed or was stopped."""
-    if args.status:
-        report = client.call("GET", "/store/gc")
-    else:
+    body: dict[str, Any] = {}
+    if not args.status:
         try:
-            grace = parse_duration(args.grace)
+            body = {"grace_seconds": parse_duration(args.grace), "dry_run": args.dry_run}
         except ValueError as exc:
             raise Invalid(f"--grace: {exc}") from None
-        try:
-            report = client.call("POST", "/store/gc",
-                                 {"grace_seconds": grace, "dry_run": args.dry_run})
-        except Conflict as exc:
-            if "gc is running" not in exc.message:
-                raise
-            print("nai-admin: a store gc is running already; following it", file=sys.stderr)
-            report = client.call("GET", "/store/gc")
-        if args.detach:
-            _emit(args, report, "store gc started; see its report with "
-                                "`nai-admin store gc --status`")
-            return 0
-        while report["state"] == "running":
-            sleep(POLL_SECONDS)
-            report = client.call("GET", "/store/gc")
+    report = _store_task(args, client, "/store/gc", body, "store gc", "gc is running", sleep)
+    if args.detach and not args.status:
+        _emit(args, report, "store gc started; see its report with "
+                            "`nai-admin store gc --status`")
+        return 0
     _emit(args, report, gc_text(report))
     return 0 if report["state"] in ("never", "running", "done") else 1
 

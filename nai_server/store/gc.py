@@ -48,21 +48,19 @@ listed), and `lstat`-ed again under the lock before it is unlinked.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
 import secrets
 import stat
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from nai_server.core import store_gc as rules
 from nai_server.core.trees import is_digest
-from nai_server.protocol import Conflict
 from nai_server.store.atomic import CommitLock
+from nai_server.store.background import BackgroundTask
 from nai_server.store.blobs import BlobStore
 from nai_server.store.db import TinyDbStore
 from nai_server.store.touch import open_noatime
@@ -94,7 +92,7 @@ def _new_report(grace: float, dry_run: bool, now: float | None,
             "claims_deleted": 0, "stray": [], "unlisted_stray": 0}
 
 
-class StoreCollector:
+class StoreCollector(BackgroundTask):
     """One gc at a time, in the background; `report()` tells how it goes."""
 
     def __init__(self, blobs: BlobStore, marks: Callable[[], Marks], *,
@@ -102,38 +100,15 @@ class StoreCollector:
         self.blobs = blobs
         self.marks = marks
         self.clock = clock
-        self._stop = threading.Event()
-        self._mutex = threading.Lock()  # guards _report only
-        self._report = _new_report(0, False, None, state="never")
-        self._thread: threading.Thread | None = None
+        super().__init__(_new_report(0, False, None, state="never"))
 
     # -- control -------------------------------------------------------------------------
 
     def start(self, grace: float, dry_run: bool) -> Doc:
         """Begin a gc in the background; Conflict if one runs."""
-        with self._mutex:
-            if self._report["state"] == "running":
-                raise Conflict("a store gc is running already; follow it with "
-                               "`nai-admin store gc --status`")
-            self._report = _new_report(grace, dry_run, self.clock())
-            self._thread = threading.Thread(target=self._run, args=(grace, dry_run),
-                                            name="nai-store-gc", daemon=True)
-            self._thread.start()
-            return copy.deepcopy(self._report)
-
-    def running(self) -> bool:
-        with self._mutex:
-            return bool(self._report["state"] == "running")
-
-    def report(self) -> Doc:
-        """The running or last gc's report (state "never" before the first)."""
-        with self._mutex:
-            return copy.deepcopy(self._report)
-
-    def close(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        return self._begin(_new_report(grace, dry_run, self.clock()), self._run,
+                           (grace, dry_run), "nai-store-gc", "a store gc is running "
+                           "already; follow it with `nai-admin store gc --status`")
 
     def _run(self, grace: float, dry_run: bool) -> None:
         try:
@@ -142,10 +117,6 @@ class StoreCollector:
             if not isinstance(exc, GcRefused):
                 log.exception("store gc failed")
             self._set(state="failed", error=str(exc), finished_at=self.clock())
-
-    def _set(self, **fields: Any) -> None:
-        with self._mutex:
-            self._report.update(fields)
 
     def _add(self, **counts: int) -> None:
         with self._mutex:

@@ -20,7 +20,6 @@ import hashlib
 import json
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -29,8 +28,8 @@ from nai_server.core import store_check as check
 from nai_server.core.job import JobSummary
 from nai_server.core.registry_rules import KINDS
 from nai_server.core.trees import UNLIMITED, TreeError, is_digest, parse_manifest
-from nai_server.protocol import Conflict
 from nai_server.store.atomic import CommitLock
+from nai_server.store.background import BackgroundTask
 from nai_server.store.blobs import CHUNK, BlobStore
 from nai_server.store.db import TinyDbStore
 from nai_server.store.touch import open_noatime
@@ -54,7 +53,7 @@ def _new_report(repair: bool, now: float | None, state: str = "running") -> Doc:
             "unlisted": {}, "clean": False}
 
 
-class StoreVerifier:
+class StoreVerifier(BackgroundTask):
     """One verification at a time, in the background; `report()` tells how it goes."""
 
     def __init__(self, blobs: BlobStore, references: Callable[[], References], *,
@@ -66,35 +65,16 @@ class StoreVerifier:
         self.rate = rate  # bytes per second; 0: as fast as the disk goes
         self.clock = clock
         self.monotonic = monotonic  # paces the reads (a test's pause moves it on)
-        self._stop = threading.Event()
+        super().__init__(_new_report(False, None, state="never"))
         self._pause = pause or self._stop.wait
-        self._mutex = threading.Lock()  # guards _report only, never held while reading
-        self._report = _new_report(False, None, state="never")
-        self._thread: threading.Thread | None = None
 
     # -- control -------------------------------------------------------------------------
 
     def start(self, repair: bool) -> Doc:
         """Begin a verification in the background; Conflict if one is running."""
-        with self._mutex:
-            if self._report["state"] == "running":
-                raise Conflict("a store verification is running already; follow it with "
-                               "`nai-admin store verify --status`")
-            self._report = _new_report(repair, self.clock())
-            self._thread = threading.Thread(target=self._run, args=(repair,),
-                                            name="nai-store-verify", daemon=True)
-            self._thread.start()
-            return copy.deepcopy(self._report)
-
-    def report(self) -> Doc:
-        """The running or last verification's report (state "never" before the first)."""
-        with self._mutex:
-            return copy.deepcopy(self._report)
-
-    def close(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        return self._begin(_new_report(repair, self.clock()), self._run, (repair,),
+                           "nai-store-verify", "a store verification is running already; "
+                           "follow it with `nai-admin store verify --status`")
 
     def _run(self, repair: bool) -> None:
         try:
@@ -104,10 +84,6 @@ class StoreVerifier:
         except Exception as exc:
             log.exception("store verification failed")
             self._set(state="failed", error=str(exc), finished_at=self.clock())
-
-    def _set(self, **fields: Any) -> None:
-        with self._mutex:
-            self._report.update(fields)
 
     def _add(self, key: str, item: Any) -> None:
         """List `item` (or what calling it gives) under `key`, or only count it once the
