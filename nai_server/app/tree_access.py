@@ -74,7 +74,7 @@ class TreeAccess:
         digests = {e.sha256 for e in entries if e.kind == "file"}
         # A tree without files has no blob to prove anything by. Asked last: still
         # recorded (not only parsed before), and refreshed for gc (store/gc.py).
-        return (bool(digests) and all(self.blobs.held(caller.user, d) for d in digests)
+        return (bool(digests) and not self.blobs.missing_for(caller.user, digests)
                 and self.blobs.has_tree(tree_id))
 
     def readable_blobs(self, caller: Caller, wanted: set[str]) -> set[str]:

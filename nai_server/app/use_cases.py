@@ -191,7 +191,7 @@ class UseCases:
 
     def _check_blobs_readable(self, caller: Caller, entries: Sequence[trees.Entry]) -> None:
         digests = list(dict.fromkeys(e.sha256 for e in entries if e.kind == "file"))
-        unheld = [d for d in digests if not self.blobs.held(caller.user, d)]
+        unheld = self.blobs.missing_for(caller.user, digests)
         if unheld:
             readable = self.trees.readable_blobs(caller, set(unheld))
             missing = [d for d in unheld if d not in readable]

@@ -43,7 +43,7 @@ database (a write per upload, and the database is not the store's to keep in ste
 
 Never through a symlink: the store's folders are listed with `scandir`, every entry
 is checked to be a regular file named as a digest (stray files are left alone and
-listed), and `lstat`-ed again under the lock before it is unlinked.
+listed), and `lstat`-ed again under the lock before it is moved aside.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from nai_server.core import store_gc as rules
-from nai_server.core.trees import is_digest
+from nai_server.core.trees import UNLIMITED, is_digest, parse_manifest
 from nai_server.store.atomic import CommitLock
 from nai_server.store.background import BackgroundTask
 from nai_server.store.blobs import BlobStore
@@ -198,11 +198,11 @@ class StoreCollector(BackgroundTask):
                 continue
             try:
                 with os.fdopen(open_noatime(path), "rb") as f:
-                    rows = json.loads(f.read())
-                named.update(row["sha256"] for row in rows if row.get("kind") == "file")
+                    entries = parse_manifest(json.loads(f.read()), UNLIMITED)
+                named.update(e.sha256 for e in entries if e.kind == "file")
             except FileNotFoundError:
                 continue
-            except (ValueError, TypeError, KeyError, AttributeError, OSError) as exc:
+            except (ValueError, OSError) as exc:  # a TreeError is a ValueError
                 raise GcRefused(
                     f"tree {tree_id} cannot be read ({exc}), so which blobs it needs is "
                     "unknown: no blob was deleted. `nai-admin store verify --repair` moves "
