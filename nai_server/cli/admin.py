@@ -321,10 +321,6 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--repair", action="store_true",
                         help="move corrupt blobs and trees aside (never deleted), so that "
                              "the next upload of their bytes restores them")
-    verify.add_argument("--detach", action="store_true",
-                        help="start it and return; --status shows the report")
-    verify.add_argument("--status", action="store_true",
-                        help="show the running or last verification's report")
     gc = store.add_parser(
         "gc", parents=[common],
         help="delete the trees and blobs no job, dataset or model version, service or "
@@ -334,10 +330,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "30m (default: %(default)s): uploads in flight")
     gc.add_argument("--dry-run", action="store_true",
                     help="count what would be deleted and freed; delete nothing")
-    gc.add_argument("--detach", action="store_true",
-                    help="start it and return; --status shows the report")
-    gc.add_argument("--status", action="store_true",
-                    help="show the running or last gc's report")
+    for task, name in ((verify, "verification"), (gc, "gc")):  # both run as _store_task
+        task.add_argument("--detach", action="store_true",
+                          help="start it and return; --status shows the report")
+        task.add_argument("--status", action="store_true",
+                          help=f"show the running or last {name}'s report")
 
     sub.add_parser("plugins", parents=[common],
                    help="list installed plugins: kind, version, ok/disabled/broken and why")

@@ -21,6 +21,20 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def hold_verifier(service: UseCases) -> tuple[threading.Event, threading.Event]:
+    """Make the next verification stop at its first pause: (paused, set once it is
+    held there; go, to set to let it on)."""
+    paused, go = threading.Event(), threading.Event()
+    service.verifier.rate = 1.0
+
+    def pause(_: float) -> None:
+        paused.set()
+        go.wait(20)
+
+    service.verifier._pause = pause
+    return paused, go
+
+
 def test_a_plain_user_may_not_verify_the_store(tmp_path: Path) -> None:
     try:
         account = pwd.getpwnam("nobody")
@@ -48,14 +62,7 @@ def test_verify_runs_in_the_background_and_reports_the_damage(
     assert api.get("/v1/store/verify").json()["state"] == "never"
 
     # Held at its first pause: the API answers, and a second start is refused.
-    paused, go = threading.Event(), threading.Event()
-    service.verifier.rate = 1.0
-
-    def pause(_: float) -> None:
-        paused.set()
-        go.wait(20)
-
-    service.verifier._pause = pause
+    paused, go = hold_verifier(service)
     started = api.post("/v1/store/verify", json={"repair": True})
     assert started.status_code == 202 and started.json()["state"] == "running"
     assert paused.wait(20)
@@ -91,14 +98,7 @@ def test_gc_keeps_what_the_daemon_names_and_never_runs_beside_a_verification(
             os.utime(path, (1_600_000_000, 1_600_000_000))
 
     # Never beside a verification (it would report as lost what gc deletes).
-    paused, go = threading.Event(), threading.Event()
-    service.verifier.rate = 1.0
-
-    def pause(_: float) -> None:
-        paused.set()
-        go.wait(20)
-
-    service.verifier._pause = pause
+    paused, go = hold_verifier(service)
     assert api.post("/v1/store/verify", json={}).status_code == 202
     assert paused.wait(20)
     refused = api.post("/v1/store/gc", json={"grace_seconds": 0})
