@@ -8,7 +8,7 @@ import dataclasses
 from nai_server.core.job import Job
 from nai_server.core.states import JobState
 from nai_server.core.what_if import Estimate, estimate_start
-from nai_server.host.runtime import JobRuntime, _queued
+from nai_server.host.runtime import JobRuntime, queued_view
 
 
 def estimate(runtime: JobRuntime, job: Job, now: float) -> Estimate:
@@ -23,7 +23,7 @@ def estimate(runtime: JobRuntime, job: Job, now: float) -> Estimate:
         finished = runtime._finished_deps([*queued, job])
     # An id no job of the plan has: it orders last among jobs submitted at `now`.
     candidate = dataclasses.replace(
-        _queued(job), id=max((j.id for j in hot), default=0) + 1, submitted_at=now)
-    return estimate_start(candidate, [_queued(j) for j in queued], cluster, now,
+        queued_view(job), id=max((j.id for j in hot), default=0) + 1, submitted_at=now)
+    return estimate_start(candidate, [queued_view(j) for j in queued], cluster, now,
                           finished=finished, policy=runtime.config.scheduler.policy,
                           accounting=accounting, tuning=runtime.tuning)

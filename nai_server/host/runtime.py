@@ -393,7 +393,7 @@ class JobRuntime:
         for job in queued:
             seen = last.get(job.id)
             if seen is None or seen[0] is not job:
-                seen = (job, _queued(job))
+                seen = (job, queued_view(job))
             views[job.id] = seen
             planned.append(seen[1])
         self._views = views
@@ -463,8 +463,10 @@ def _running(job: Job, now: float) -> sched.RunningJob:
                             stopping=job.stop is not None)
 
 
-def _queued(job: Job) -> sched.QueuedJob:
-    """A queued job as the planner sees it."""
+def queued_view(job: Job) -> sched.QueuedJob:
+    """A queued job as the planner sees it (`core.scheduling`'s QueuedJob): what the
+    tick plans with, and a dry-run submit's estimate (`host.dry_run`) too, so that the
+    estimate and the tick see a job alike."""
     spec = job.spec
     return sched.QueuedJob(id=job.id, user=job.user, group=job.group, gpus=spec.gpus,
                            gpu_memory=spec.gpu_memory, submitted_at=job.submitted_at,

@@ -143,6 +143,14 @@ class ArchivedJobs(JobRecords):
         summaries (see `job_summaries`), from memory; no lock needed."""
         return [summary_of(f) for f in self.facts.using(tree_id)]
 
+    def archived_trees(self) -> set[str]:
+        """Every tree an archived job uses (code, outputs, dataset, model), from memory:
+        no archive is read and no lock is needed. A job's trees are here from before it
+        leaves the hot table (`archive_jobs`) and stay while its archived copy names
+        them: they go only when the job is archived again (after a crash left it in
+        both places) with a hot copy that no longer names them."""
+        return self.facts.trees()
+
     def archive_jobs(self, job_ids: list[int], now: float | None = None) -> int:
         """Move finished jobs to their month's archive file (by end time).
 

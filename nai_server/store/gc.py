@@ -5,8 +5,10 @@ a shared server's disk does not only fill.
 Mark: every tree id the daemon's state names — any sha256 digest anywhere in the hot
 database (jobs, registry versions marked for deletion included, services, annotate
 sessions, settings: `core.store_gc.digests_in`, so a field added later counts without
-being listed here) and the code, output, dataset and model trees of every archived
-job (the archives' summaries the store keeps in memory) — read under the service lock.
+being listed here), read under the service lock, and then, with the lock released, the
+code, output, dataset and model trees of every archived job (what the store keeps in
+memory of the archives): a million archived jobs never hold up a submit or a tick.
+Why no job slips between the two reads: see `marks_in`.
 
 Sweep, in this order, so that a gc killed at any point leaves a store that `nai-admin
 store verify` finds clean and the next gc finishes the work:
@@ -359,18 +361,31 @@ def _batches(items: Iterator[tuple[str, str]]) -> Iterator[list[tuple[str, str]]
 
 
 def marks_in(store: TinyDbStore, lock: CommitLock) -> Callable[[], Marks]:
-    """`marks` for a daemon: every digest its hot database holds, the trees of every
-    archived job, and when its oldest unfinished job started — all under its lock, so
-    that a job archived meanwhile is seen in one place or the other."""
+    """`marks` for a daemon: every digest its hot database holds and when its oldest
+    unfinished job started, read under its lock, then the trees of every archived job,
+    read after the lock is released (`archived_trees`: from memory, under the store's
+    own small lock), so a gc's time under the daemon's lock does not grow with history.
+
+    No job is missed between the two reads, because the hot part is read first and the
+    archive after. A job moves out of the hot table only in `archive_jobs`, in one hold
+    of this lock: its archive file is written and its trees added to what
+    `archived_trees` answers before it is removed from the hot table. So when the hot
+    part is read, each job is either still hot (its trees read then) or its trees are
+    already in the archive's answer; and that answer never loses a job's trees
+    afterwards: archives are only added to (no archived job is removed or comes back to
+    the hot table), and a job's trees are replaced only when the same job is archived
+    again — after a crash left it in both places, so its hot copy, the one that counts,
+    was read under the lock. A commit that fails after archiving rolls the hot table
+    back: the job is then in both places, read twice. A job archived after the archive
+    read was hot at the hot read, and one archived in between is in the archive read."""
 
     def read() -> Marks:
-        with lock:
+        with lock:  # the hot part only: bounded by the queue, not by the history
             found = set(rules.digests_in(store.storage.read() or {}))
             hot = store.hot()
-            oldest = min((job.started_at for job in hot
-                          if not job.terminal and job.started_at is not None), default=None)
-            for summary in store.job_summaries([]):  # every archived one, from memory
-                found.update(tree for _, tree in summary.trees())
+        oldest = min((job.started_at for job in hot
+                      if not job.terminal and job.started_at is not None), default=None)
+        found |= store.archived_trees()  # after the hot read, never before: see above
         return found, oldest
 
     return read

@@ -285,6 +285,12 @@ class JobFacts:
             users = self._by_tree.get(tree_id, ())
             return [self._facts[i] for i in ((users,) if isinstance(users, int) else users)]
 
+    def trees(self) -> set[str]:
+        """Every tree an archived job uses (code, outputs, dataset, model): the keys
+        of the index `using` reads, copied under this object's own lock."""
+        with self._lock:
+            return set(self._by_tree)
+
     def all(self) -> list[Fact]:
         """Every archived job's fact, newest id first."""
         with self._lock:

@@ -1,19 +1,25 @@
-"""`nai-admin store gc`: the pure rules, and the phases over a real store on disk (what
-goes, what stays, a gc cut between its phases, promises made to clients)."""
+"""`nai-admin store gc`: the pure rules, what a daemon's state names (read mostly
+without its lock), and the phases over a real store on disk (what goes, what stays, a
+gc cut between its phases, promises made to clients)."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from nai_server.core import store_gc as rules
 from nai_server.core.trees import Entry
+from nai_server.store.atomic import CommitLock
 from nai_server.store.blobs import BlobStore, MissingBlobs
-from nai_server.store.gc import GcRefused, Marks, StoreCollector
+from nai_server.store.db import TinyDbStore
+from nai_server.store.gc import GcRefused, Marks, StoreCollector, marks_in
 from nai_server.store.verify import StoreVerifier
 
 DAY = 86400
@@ -63,6 +69,127 @@ def test_the_cutoff_is_the_grace_and_never_after_the_oldest_running_job() -> Non
     assert rules.needs_refresh(5, 9, 10 + hour) and rules.needs_refresh(9, 9, 10)
     assert rules.may_delete("x", set(), 1, 2)
     assert not rules.may_delete("x", {"x"}, 1, 2) and not rules.may_delete("y", set(), 2, 2)
+
+
+# --- the mark: what a daemon's state names ---------------------------------------------
+
+T = 1.7e9
+CODE, OUT, HOT_CODE, LATE_OUT = (sha(name) for name in (b"code", b"out", b"hot", b"late"))
+TICK_DEADLINE = 30.0  # seconds the daemon's tick may take to archive a job (ms, normally)
+
+
+class SteppedLock(CommitLock):
+    """The daemon's lock, which calls `released` each time its outermost holder lets go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.released: Callable[[], None] = lambda: None
+
+    def __exit__(self, *exc: object) -> None:
+        outermost = self._local.depth == 1
+        super().__exit__(*exc)
+        if outermost:
+            self.released()
+
+
+def held_by_another(lock: CommitLock) -> bool:
+    """Whether a thread other than a new one holds the lock, as a submit would find."""
+    found: list[bool] = []
+
+    def probe() -> None:
+        got = lock.rlock.acquire(blocking=False)
+        if got:
+            lock.rlock.release()
+        found.append(not got)
+
+    prober = threading.Thread(target=probe)
+    prober.start()
+    prober.join()
+    return found[0]
+
+
+def daemon_state(tmp_path: Path, lock: CommitLock) -> tuple[TinyDbStore, int]:
+    """A store with an archived job (CODE, OUT), a running one (HOT_CODE, started at
+    T) and a finished one not archived yet (HOT_CODE, LATE_OUT): the latter's id."""
+    store = TinyDbStore(tmp_path / "state", lock)
+    done: dict[str, Any] = {"user": "ann", "state": "succeeded", "spec": {},
+                            "submitted_at": T - 99, "started_at": T - 90, "ended_at": T - 9}
+    with lock:
+        old = store.insert_job({**done, "code_tree": CODE, "output_tree": OUT})
+        store.insert_job({**done, "state": "running", "started_at": T, "ended_at": None,
+                          "code_tree": HOT_CODE})
+        late = store.insert_job({**done, "code_tree": HOT_CODE, "output_tree": LATE_OUT})
+        store.archive_jobs([old], T)
+    return store, late
+
+
+def on_archive_read(store: TinyDbStore, before: Callable[[], None],
+                    after: Callable[[], None]) -> None:
+    """Call `before` and `after` around every read of the archived jobs, however marks
+    asks for them (their trees, or every job's summary)."""
+    trees, summaries = store.archived_trees, store.job_summaries
+
+    def archived_trees() -> set[str]:
+        before()
+        found = trees()
+        after()
+        return found
+
+    def job_summaries(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        before()
+        found = list(summaries(*args, **kwargs))
+        after()
+        return iter(found)
+
+    store.archived_trees = archived_trees  # type: ignore[method-assign]
+    store.job_summaries = job_summaries  # type: ignore[method-assign]
+
+
+def test_the_archived_jobs_are_read_with_the_daemons_lock_released(tmp_path: Path) -> None:
+    """A million archived jobs must not stall every submit and tick while gc marks."""
+    lock = CommitLock()
+    store, _ = daemon_state(tmp_path, lock)
+    held: list[bool] = []
+    on_archive_read(store, lambda: held.append(held_by_another(lock)), lambda: None)
+
+    found, oldest = marks_in(store, lock)()
+
+    assert held == [False], "gc read the archived jobs holding the daemon's lock"
+    assert {CODE, OUT, HOT_CODE, LATE_OUT} <= found and oldest == T
+
+
+def test_a_job_archived_while_gc_marks_is_marked_and_the_tick_is_not_held_up(
+        tmp_path: Path) -> None:
+    """The daemon's tick archives a finished job in the one moment that could hide it:
+    just after gc's first read of the daemon's state (hot or archived, whichever it
+    reads first), before its second. Its trees must be marked all the same, and the
+    tick must not wait for gc's reading of the archive."""
+    lock = SteppedLock()
+    store, late = daemon_state(tmp_path, lock)
+    ticked: list[bool] = []
+
+    def tick_once() -> None:
+        if ticked:
+            return
+        ticked.append(False)
+
+        def archive() -> None:
+            with lock:
+                store.archive_jobs([late], T)
+            ticked[0] = True
+
+        tick = threading.Thread(target=archive, name="tick")
+        tick.start()
+        tick.join(TICK_DEADLINE)
+
+    lock.released = tick_once  # after a read under the lock
+    on_archive_read(store, lambda: None, tick_once)  # after a read of the archive
+
+    found, _ = marks_in(store, lock)()
+
+    assert ticked == [True], "the tick could not archive: gc held the daemon's lock"
+    assert store.get_hot_job(late) is None  # it did move meanwhile
+    assert {CODE, OUT, HOT_CODE, LATE_OUT} <= found, "a job archived meanwhile was missed"
 
 
 # --- the walk --------------------------------------------------------------------------

@@ -38,3 +38,17 @@ def test_a_summary_names_the_trees_a_job_uses() -> None:
     assert summary.trees() == [("code", CODE), ("outputs", OUT), ("dataset", DATA),
                                ("model", MODEL)]
     assert not summary.active and summary.runs[0].gpus == 2
+
+
+def test_the_archived_trees_are_those_the_summaries_name_and_follow_a_rearchive() -> None:
+    """What gc marks of the archive (`trees`) is what the jobs' summaries name; a job
+    archived again (after a crash) with a copy that names no tree takes its own along,
+    and a tree another archived job uses stays."""
+    facts = JobFacts()
+    facts.add(enumerate(JOBS, 1))
+    assert facts.trees() == {tree for f in facts.all() for _, tree in summary_of(f).trees()}
+    assert facts.trees() == {CODE, OUT, DATA, MODEL}
+    bare = {k: v for k, v in JOBS[0].items()
+            if k not in ("code_tree", "output_tree", "dataset", "model")}
+    facts.add([(1, bare)])
+    assert facts.trees() == {CODE}  # job 3's code
