@@ -326,10 +326,15 @@ class JobRuntime:
                           memory_free=g.memory_free, foreign=g.index in self.state.foreign,
                           held_by=held.get(g.index))
             for g in snapshot.gpus)
-        return sched.Cluster(gpus=views, running=(*(_running(j, now) for j in active),
-                                                  *elsewhere),
+        running = (*(self.running_view(j, now) for j in active), *elsewhere)
+        return sched.Cluster(gpus=views, running=running,
                              cpu_slots=self.config.scheduler.cpu_slots,
                              drained=self.drained())
+
+    def running_view(self, job: Job, now: float) -> sched.RunningJob:
+        """An active job as the planner sees it: the GPUs of this host it was given
+        (SlurmRuntime: how many it holds on Slurm's nodes)."""
+        return _running(job, now)
 
     def plan_inputs(self, now: float, hot: list[Job]
                     ) -> tuple[list[Job], sched.Cluster, sched.Accounting]:
