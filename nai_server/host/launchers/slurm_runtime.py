@@ -259,7 +259,7 @@ class SlurmRuntime(JobRuntime):
         queued = sorted((j for j in hot if j.state == JobState.QUEUED),
                         key=lambda j: (j.submitted_at, j.id))
         queued = self._drop_failed_dependencies(queued, now)
-        finished = self._finished_deps(queued)
+        finished = self.finished_dependencies(queued)
         waiting: dict[int, str] = {}
         self._to_submit = []
         for job in queued:
