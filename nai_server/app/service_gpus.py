@@ -3,6 +3,7 @@ them, and which GPUs a new replica may have (free, within its owners' quotas).""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from nai_server.core import scheduling as sched
@@ -17,17 +18,21 @@ Doc = dict[str, Any]
 SERVICE_ID_BASE = 1 << 40  # ids the scheduler sees for replicas: never a job's
 
 
-def running(docs: list[Doc]) -> list[sched.RunningJob]:
-    """Replicas holding GPUs, as running jobs that never end and are never preempted."""
+def running(docs: list[Doc], placed: Callable[[str | None, int], int] = lambda _h, _n: 0
+            ) -> list[sched.RunningJob]:
+    """Replicas holding GPUs, as running jobs that never end and are never preempted:
+    those given GPUs of this host (`gpus`), and those whose host placed them
+    (`placed(handle, gpus_wanted)`: how many a replica holds on Slurm's nodes)."""
     held = []
     for doc in docs:
         for r in doc["replica_docs"]:
-            if r["gpus"]:
+            elsewhere = 0 if r["gpus"] else placed(r.get("handle"), r.get("gpus_wanted") or 0)
+            if r["gpus"] or elsewhere:
                 held.append(sched.RunningJob(
                     id=SERVICE_ID_BASE + doc["number"] * 4096 + r["run"] % 4096,
                     user=doc["user"], group=doc["owner"].get("group"),
                     gpus=tuple(r["gpus"]), started_at=r.get("started_at") or 0.0,
-                    time_limit=None, preemptible=False))
+                    time_limit=None, preemptible=False, gpus_elsewhere=elsewhere))
     return held
 
 

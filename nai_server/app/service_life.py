@@ -116,7 +116,7 @@ class Supervisor:
         return self._read[1]
 
     def running(self) -> list[sched.RunningJob]:
-        return service_gpus.running(self.docs())
+        return service_gpus.running(self.docs(), self.host.gpus_placed)
 
     def gpu_holders(self) -> dict[int, tuple[str, str]]:
         return service_gpus.holders(self.docs())

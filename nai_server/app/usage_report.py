@@ -14,16 +14,17 @@ from nai_server.protocol.usage import UsageReport, UsageRow
 def usage_report(runtime: JobRuntime, now: float) -> UsageReport:
     """Everyone with usage, GPUs in use or a quota. Made from what the tick plans with
     (`JobRuntime.plan_inputs`): the usage book charged up to `now`, as the next tick
-    would anyway, and the GPUs held by jobs and service replicas alike."""
+    would anyway, and the GPUs held by jobs and service replicas alike, on this host
+    or (launcher: slurm) on Slurm's nodes."""
     with runtime.lock:
         _, cluster, accounting = runtime.plan_inputs(now, runtime.jobs.hot())
         users = runtime.usage.store.list_users()
         groups = runtime.usage.store.list_groups()
     in_use: Counter[str] = Counter()
-    for held in cluster.running:
-        in_use[f"user:{held.user}"] += len(held.gpus)
+    for held in cluster.running:  # on Slurm, GPUs counted but not placed by nai
+        in_use[f"user:{held.user}"] += held.gpu_count
         if held.group is not None:
-            in_use[f"group:{held.group}"] += len(held.gpus)
+            in_use[f"group:{held.group}"] += held.gpu_count
     quotas = {f"{kind}:{doc['name']}": doc.get("quota") or {}
               for kind, docs in (("user", users), ("group", groups)) for doc in docs}
     rows = []

@@ -65,6 +65,14 @@ class RunningJob:
     preemptible: bool = False
     attained: float = 0.0  # seconds run before this run began (earlier runs)
     stopping: bool = False  # a stop (cancel, time limit, preemption) is under way
+    # GPUs held where this planner does not place (Slurm's nodes): how many, not which.
+    # They count against quotas and as in use, and are never among this host's `gpus`.
+    gpus_elsewhere: int = 0
+
+    @property
+    def gpu_count(self) -> int:
+        """Every GPU the job holds, here or elsewhere: what quotas and usage count."""
+        return len(self.gpus) + self.gpus_elsewhere
 
 
 @dataclass(frozen=True)
@@ -256,7 +264,7 @@ class Resources:
         self.held: dict[str, int] = {}  # GPUs held per "user:…"/"group:…", for quotas
         if self._quotas:
             for job in cluster.running:
-                self._count(job.user, job.group, len(job.gpus))
+                self._count(job.user, job.group, job.gpu_count)
         # Many queued jobs share a shape and resources change only on a start, so caching
         # by shape keeps a 10,000-job queue at one dict look-up per job.
         self._fits: dict[tuple[int, int | None], Fit] = {}
@@ -379,7 +387,7 @@ class Resources:
             end = self._ends[job.id] if job.id in self._ends else expected_end(job, self.now)
             self.cpu_free_at.remove(end)
         if self._quotas:
-            self._count(job.user, job.group, -len(job.gpus))
+            self._count(job.user, job.group, -job.gpu_count)
         self._fits.clear()
         self.version += 1
 

@@ -20,7 +20,7 @@ def estimate(runtime: JobRuntime, job: Job, now: float) -> Estimate:
         # The tick's own view: GPUs that service replicas hold are held here too.
         _, cluster, accounting = runtime.plan_inputs(now, hot)
         accounting = runtime.run_times.with_predictions(accounting, hot)
-        finished = runtime._finished_deps([*queued, job])
+        finished = runtime.finished_dependencies([*queued, job])
     # An id no job of the plan has: it orders last among jobs submitted at `now`.
     candidate = dataclasses.replace(
         queued_view(job), id=max((j.id for j in hot), default=0) + 1, submitted_at=now)

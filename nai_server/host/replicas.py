@@ -282,6 +282,12 @@ class ReplicaHost:
         """Why a queued replica waits (a queueing host's words); none here."""
         return ""
 
+    def gpus_placed(self, handle: str | None, wanted: int) -> int:
+        """How many GPUs a replica that asked for `wanted` holds where this host's
+        scheduler placed them (`places_gpus` False); none here, where the replica's
+        GPUs are those the supervisor gave it (its `gpus`)."""
+        return 0
+
     def adopt(self, where: Path, owner: Owner) -> str | None:
         """The running wrapper a daemon that died while starting it left: its handle,
         if it lives, leads its session and is the owner's; None: it did not start

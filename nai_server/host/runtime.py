@@ -326,10 +326,15 @@ class JobRuntime:
                           memory_free=g.memory_free, foreign=g.index in self.state.foreign,
                           held_by=held.get(g.index))
             for g in snapshot.gpus)
-        return sched.Cluster(gpus=views, running=(*(_running(j, now) for j in active),
-                                                  *elsewhere),
+        running = (*(self.running_view(j, now) for j in active), *elsewhere)
+        return sched.Cluster(gpus=views, running=running,
                              cpu_slots=self.config.scheduler.cpu_slots,
                              drained=self.drained())
+
+    def running_view(self, job: Job, now: float) -> sched.RunningJob:
+        """An active job as the planner sees it: the GPUs of this host it was given
+        (SlurmRuntime: how many it holds on Slurm's nodes)."""
+        return _running(job, now)
 
     def plan_inputs(self, now: float, hot: list[Job]
                     ) -> tuple[list[Job], sched.Cluster, sched.Accounting]:
@@ -356,7 +361,7 @@ class JobRuntime:
         held = {g.index: g.held_by for g in cluster.gpus if g.held_by is not None}
         planned = self._planned(queued)
         plan = sched.plan(planned, cluster, now,
-                          finished=self._finished_deps(queued),
+                          finished=self.finished_dependencies(queued),
                           policy=self.config.scheduler.policy,
                           accounting=self.run_times.with_predictions(accounting, hot),
                           tuning=self.tuning)
@@ -417,7 +422,12 @@ class JobRuntime:
         job = self.jobs.get(job_id)
         return job.stop.deadline if job is not None and job.stop is not None else now
 
-    def _finished_deps(self, queued: list[Job]) -> dict[int, bool]:
+    def finished_dependencies(self, queued: list[Job]) -> dict[int, bool]:
+        """The jobs that `queued` wait for (`after`, `after_ok`) and that have ended,
+        hot or archived, each with whether it succeeded: the planner's `finished`
+        (`core.scheduling.plan`). The tick, SlurmRuntime's submits and a dry run's
+        estimate (`host.dry_run`) read dependencies through this one call, under the
+        lock."""
         finished = {}
         for dep in {d for j in queued for ds in (j.spec.after, j.spec.after_ok) for d in ds}:
             job = self.jobs.get(dep)

@@ -1,7 +1,8 @@
 """`nai gpus` with `launcher: slurm`: the cluster's GPUs node by node, each with who
 holds it (a nai job and its owner, or another Slurm job and its unix user), instead
-of the login node's own GPUs. Slurm's text is read by pure functions (first), then
-the real daemon lists a real cluster's GPUs."""
+of the login node's own GPUs; `/v1/usage` counts a job's GPUs there as its owner's.
+Slurm's text is read by pure functions (first), then the real daemon lists a real
+cluster's GPUs."""
 
 from __future__ import annotations
 
@@ -86,6 +87,10 @@ def test_nai_gpus_lists_the_clusters_gpus_and_who_holds_them(
         assert got.status == 200, got.body
         return GpuList.model_validate(got.json())
 
+    def in_use() -> int:
+        rows = daemon.as_user(alice, "GET", "/v1/usage").json()["rows"]
+        return sum(r["gpus_in_use"] for r in rows if r["name"] == alice.name)
+
     try:
         # Slurm may show the job running a moment before the daemon has recorded
         # its Slurm id (sbatch's answer): wait for both.
@@ -93,6 +98,8 @@ def test_nai_gpus_lists_the_clusters_gpus_and_who_holds_them(
                                                          for x in g.gpus) == 3
                         and sum(x.job is not None for x in g.gpus) == 2 and g,
                         timeout=60, what="three of the cluster's GPUs to be held, two by nai")
+        # /v1/usage: the job's GPUs on Slurm's node are alice's in use, as on one server.
+        wait_for(lambda: in_use() == 2, timeout=60, what="alice's 2 GPUs in /v1/usage")
     finally:
         gate.touch()
     assert gpus.cluster == "slurm"

@@ -3,20 +3,24 @@ the real test cluster cannot easily show — a requeue, an unanswered sacct, TIM
 
 from __future__ import annotations
 
+import getpass
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from starlette.testclient import TestClient
 
+from nai_server.api.app import create_app
 from nai_server.app.accounts import Caller
 from nai_server.app.use_cases import UseCases
+from nai_server.core.sched_types import Resources
 from nai_server.core.spec import spec_from_dict
 from nai_server.core.states import JobState
 from nai_server.host.launchers.slurm import SlurmError
 from nai_server.host.launchers.slurm_text import SlurmJob
 from nai_server.protocol import Invalid
-from nai_server.testing import make_service, wait_for
+from nai_server.testing import AsPeer, make_service, upload_tree, wait_for
 
 
 class ScriptedSlurm:
@@ -63,6 +67,10 @@ class ScriptedSlurm:
     def cancel(self, slurm_id: int, signal: str | None = None) -> None:
         self.cancelled.append((slurm_id, signal))
 
+    def partitions(self) -> str:
+        """`scontrol show partition -o`: none (a replica asks for UNLIMITED)."""
+        return ""
+
     def set(self, slurm_id: int, state: str, **fields: object) -> None:
         job = self.queue[slurm_id]
         self.queue[slurm_id] = SlurmJob(slurm_id, job.name, job.uid, state, **fields)  # type: ignore[arg-type]
@@ -72,7 +80,7 @@ class ScriptedSlurm:
 def service(tmp_path: Path) -> UseCases:
     made = make_service(tmp_path / "state", mode="personal", gpus=0, launcher="slurm",
                         slurm={"poll_seconds": 1e-6})
-    made.runtime.slurm = ScriptedSlurm()  # type: ignore[attr-defined]
+    made.runtime.slurm = made.services.host.slurm = ScriptedSlurm()  # type: ignore[attr-defined]
     return made
 
 
@@ -220,3 +228,43 @@ def test_an_ended_job_waits_for_its_exit_code_then_takes_slurmctlds(service: Use
     wait_for(lambda: _job(service, job_id)[0] == JobState.FAILED, what="the job to fail")
     with service.lock:
         assert service.runtime.jobs.get(job_id).exit_code == 3  # type: ignore[union-attr]
+
+
+def test_gpus_that_slurm_runs_jobs_and_replicas_on_are_their_owners_in_use(
+        service: UseCases) -> None:
+    """nai places nothing on Slurm, yet a user's job and service replica that Slurm
+    runs hold GPUs: /v1/usage counts them (a job's on each of its nodes), and so does a
+    plan's quota count, as on one server. Pending in Slurm, they hold none."""
+    slurm: ScriptedSlurm = service.runtime.slurm  # type: ignore[attr-defined]
+    api = TestClient(AsPeer(create_app(service)), base_url="http://nai")
+    me = getpass.getuser()
+    assert api.post("/v1/users", json={"name": me}).status_code == 201
+    assert api.put(f"/v1/users/{me}/quota", json={"max_gpus": 8}).status_code == 200
+    job = api.post("/v1/jobs", json={"spec": {"command": "train", "gpus": 2, "nodes": 2}})
+    assert job.status_code == 201, job.text
+    tree = upload_tree(api, {"predict.py": b"def predict(inputs):\n    return inputs\n"})
+    assert api.post("/v1/models", json={"name": "m", "tree_id": tree}).status_code == 201
+    made = api.post("/v1/services", json={"name": "s", "model": "m@1", "gpus": 1})
+    assert made.status_code == 201, made.text
+
+    def step() -> int:
+        """The run loop's tick and the supervisor's step; the GPUs /v1/usage says I use."""
+        service.tick()
+        service.services.life.step()
+        service.tick()
+        rows = api.get("/v1/usage").json()["rows"]
+        return int(next(r["gpus_in_use"] for r in rows if r["name"] == me))
+
+    assert step() == 0 and step() == 0  # the replica is added, then submitted
+    assert len(slurm.queue) == 2 and all(j.state == "PENDING" for j in slurm.queue.values())
+    [job_slurm] = [i for i, j in slurm.queue.items() if "-svc-" not in j.name]
+    [replica_slurm] = [i for i in slurm.queue if i != job_slurm]
+    assert step() == 0  # both pending in Slurm: nothing held yet
+    slurm.set(job_slurm, "RUNNING", start=time.time(), nodes="n[1-2]")
+    assert step() == 4  # 2 GPUs on each of its 2 nodes
+    slurm.set(replica_slurm, "RUNNING", start=time.time(), nodes="n3")
+    assert step() == 5
+    with service.lock:
+        _, cluster, accounting = service.runtime.plan_inputs(time.time(),
+                                                             service.runtime.jobs.hot())
+    assert Resources(cluster, time.time(), accounting).held == {f"user:{me}": 5}

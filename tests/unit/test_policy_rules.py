@@ -53,6 +53,19 @@ def test_quota_on_gpu_hours_per_period(policy: str, key: str) -> None:
     assert 1 in started(plan(queue, machine(2), NOW, policy=policy, accounting=below))
 
 
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+@pytest.mark.parametrize("key", ["user:ada", "group:lab"])
+def test_gpus_held_where_nai_does_not_place_count_against_quotas(policy: str, key: str) -> None:
+    """A job or replica on Slurm's nodes holds GPUs by count, none of this host's: they
+    are its user's and group's as placed ones are."""
+    cluster = machine(8, run(7, (), ends_in=900, user="ada", group="lab", gpus_elsewhere=3))
+    quotas = Accounting(quotas={key: QuotaLimit(max_gpus=4)})
+    queue = [job(1, 2, group="lab"), job(2, 1, group="lab")]  # 3 + 2: over; 3 + 1: allowed
+    result = plan(queue, cluster, NOW, policy=policy, accounting=quotas)
+    assert set(started(result)) == {2}
+    assert result.waiting == {1: WaitReason.QUOTA_GPUS}
+
+
 def test_a_job_held_by_its_quota_does_not_hold_back_fifo() -> None:
     quotas = Accounting(quotas={"user:ada": QuotaLimit(max_gpus=1)})
     result = plan([job(1, 2), job(2, user="bob")], machine(2), NOW, accounting=quotas)

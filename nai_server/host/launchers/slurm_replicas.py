@@ -182,6 +182,14 @@ class SlurmReplicaHost(ReplicaHost):
             return "vanished"
         return {"pending": "queued", "running": "running"}.get(sj.phase, "exited")
 
+    def gpus_placed(self, handle: str | None, wanted: int) -> int:
+        """The GPUs a replica asked for (`--gres=gpu:N`) while the last squeue saw its
+        job running: held, as a job's, though nai does not know which they are. None
+        while it is pending, or once it ended."""
+        found = slurm_id(handle)
+        sj = self.runtime.view.get(found) if found is not None else None
+        return wanted if sj is not None and sj.phase == "running" else 0
+
     def exit_code(self, where: Path, handle: str) -> int | None:
         """Not known here (squeue does not say): a replica Slurm ran is restarted with
         backoff whatever its status, as any that died."""

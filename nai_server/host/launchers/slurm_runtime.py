@@ -116,6 +116,13 @@ class SlurmRuntime(JobRuntime):
             nai_service=self.replicas.service_of if self.replicas is not None
             else lambda _: None)
 
+    def running_view(self, job: Job, now: float) -> sched_types.RunningJob:
+        """A job Slurm runs holds what it asked for, `--gres=gpu:N` on each of its
+        nodes: nai knows how many GPUs, not which. They are its owner's and group's
+        held GPUs (/v1/usage, a plan's quota count) as a local job's placed ones are."""
+        held = super().running_view(job, now)
+        return dataclasses.replace(held, gpus_elsewhere=job.spec.gpus * job.spec.nodes)
+
     # --- the loop ---------------------------------------------------------------------
 
     def tick(self, now: float | None = None) -> None:
@@ -252,7 +259,7 @@ class SlurmRuntime(JobRuntime):
         queued = sorted((j for j in hot if j.state == JobState.QUEUED),
                         key=lambda j: (j.submitted_at, j.id))
         queued = self._drop_failed_dependencies(queued, now)
-        finished = self._finished_deps(queued)
+        finished = self.finished_dependencies(queued)
         waiting: dict[int, str] = {}
         self._to_submit = []
         for job in queued:
