@@ -16,6 +16,9 @@ queued jobs < 20 ms.
                                           # averages, est_start's error for fifo, backfill
                                           # and the default, the slowest replay and plan()
                                           # time; --set changes a fair-share knob (Tuning)
+
+Held-out check: windows of the real Helios and Philly traces, drawn as the family was
+(bench/windows.py), replayed with --traces --dir on the folder they were written to.
 """
 
 from __future__ import annotations

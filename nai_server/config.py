@@ -66,6 +66,7 @@ class FairshareConfig(_Section):
     tail_guard: float = Field(default=_T.tail_guard, ge=0)
     drain_after: float = Field(default=_T.drain_after, ge=0)
     drain_hold: Seconds = Field(default=_T.drain_hold, ge=0)
+    whole_first_rank: float = Field(default=_T.whole_first_rank, ge=0)
     preempt: bool = _T.preempt
     preempt_min_run: Seconds = Field(default=_T.preempt_min_run, ge=0)
     las_threshold: Seconds = Field(default=_T.las_threshold, gt=0)

@@ -17,8 +17,8 @@ find every GPU free at once. Hence the guards: a *starving* job (one that has wa
 ``reserve_after`` and several times as long as the queue's mean wait: an outlier, not
 merely part of a long backlog) goes ahead of the priority order; the machine is drained
 for a whole-server job that has waited long for its size (``backfill.drain_until``);
-and when the machine is empty, whole-server jobs go first, so that one drain serves
-all of them rather than each paying for its own. Optionally (``Tuning.tail_guard``), a
+and when the machine is empty, a whole-server job near the top of the order goes
+first, so that it needs no drain of its own. Optionally (``Tuning.tail_guard``), a
 narrow job at least as long as the backlog's drain time goes ahead too: under short jobs
 first a multi-day job would otherwise start last and hold the busy period open.
 
@@ -279,18 +279,22 @@ def standing_for(jobs: Sequence[QueuedJob], resources: Resources) -> Standing:
     return Standing(resources.accounting, users, (g for g in groups if g is not None))
 
 
-def whole_first(ordered: list[QueuedJob], resources: Resources) -> list[QueuedJob]:
-    """On an empty machine, jobs asking for every GPU (of two or more) go first, in
-    their order: such a moment is rare, and one job taking a single GPU ends it. Not a
-    preempted one, though: the machine is empty because it made way for jobs ahead."""
+def whole_first(ordered: list[QueuedJob], resources: Resources, rank: float) -> list[QueuedJob]:
+    """On an empty machine, a job asking for every GPU (of two or more) that is among
+    the first ``rank`` jobs of the order goes first: such a moment is rare, and one job
+    taking a single GPU ends it. Only near the top of the order, though: one deep in it
+    would go ahead of every job above it, and as each whole-server job ends (often early)
+    the machine is empty again, so a stream of them would keep every narrower job waiting
+    until the last had run. Not a preempted one either: the machine is empty because it
+    made way for jobs ahead."""
     gpus = len(resources.gpus)
     if gpus < 2 or resources.taken:
         return ordered
-    whole = [job for job in ordered if job.gpus >= gpus and not job.attained]
-    if not whole:
-        return ordered
-    chosen = {id(job) for job in whole}
-    return whole + [job for job in ordered if id(job) not in chosen]
+    top = ordered if rank == INF else ordered[: max(0, int(rank))]
+    for i, job in enumerate(top):
+        if job.gpus >= gpus and not job.attained:
+            return [job, *ordered[:i], *ordered[i + 1 :]]
+    return ordered
 
 
 def fairshare(jobs: Sequence[QueuedJob], resources: Resources, now: float) -> Plan:
@@ -302,7 +306,7 @@ def fairshare(jobs: Sequence[QueuedJob], resources: Resources, now: float) -> Pl
     standing = standing_for(jobs, resources)
     drain = drain_time(jobs, resources, now) if tuning.tail_guard > 0 else INF
     ordered = order(jobs, standing, tuning, now, len(resources.gpus), resources.length, drain)
-    ordered = whole_first(ordered, resources)
+    ordered = whole_first(ordered, resources, tuning.whole_first_rank)
     preempter = None
     if tuning.preempt and any(run.preemptible for run in resources.cluster.running):
         preempter = preempt.Preempter(standing).victims

@@ -9,6 +9,7 @@ import pytest
 from nai_server.core.fairshare import Standing, accrue, decay, priorities
 from nai_server.core.scheduling import (
     Accounting,
+    QueuedJob,
     Tuning,
     WaitReason,
     plan,
@@ -107,3 +108,31 @@ def test_wider_jobs_go_ahead_of_narrower_ones_of_the_same_length() -> None:
     assert started(plan(queue, cluster, NOW, policy="fairshare")) == {2: (0, 1, 2)}
     flat = Tuning(weight_width=0.0)
     assert started(plan(queue, cluster, NOW, policy="fairshare", tuning=flat)) == {1: (0,)}
+
+
+def _behind(narrow: int) -> list[QueuedJob]:
+    """``narrow`` one-GPU one-hour jobs, then a four-GPU ten-hour one (last in the order:
+    short limits come first)."""
+    return [*(job(i, 1, limit=HOUR) for i in range(1, narrow + 1)), job(99, 4, limit=10 * HOUR)]
+
+
+def test_on_an_empty_machine_a_whole_server_job_near_the_top_goes_first() -> None:
+    """Third in the order: it starts now rather than waiting for a drain later, and the
+    two jobs ahead of it wait for one job's run."""
+    result = plan(_behind(2), machine(4), NOW, policy="fairshare")
+    assert started(result) == {99: (0, 1, 2, 3)}
+
+
+def test_a_whole_server_job_deep_in_the_order_does_not_jump_an_empty_machine() -> None:
+    """Fourth: the jobs ahead of it start. Were every whole-server job to go first, a
+    stream of them, each emptying the machine as it ends, would hold every narrower job
+    back until the last one had run."""
+    assert started(plan(_behind(3), machine(4), NOW, policy="fairshare")) == {
+        1: (0,), 2: (1,), 3: (2,)
+    }
+    anywhere = Tuning(whole_first_rank=math.inf)
+    result = plan(_behind(3), machine(4), NOW, policy="fairshare", tuning=anywhere)
+    assert started(result) == {99: (0, 1, 2, 3)}
+    never = Tuning(whole_first_rank=0)
+    assert set(started(plan(_behind(1), machine(4), NOW, policy="fairshare", tuning=never))) == {1}
+
