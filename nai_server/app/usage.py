@@ -57,7 +57,7 @@ def runs_of(job: Job | JobSummary) -> list[Run]:
         return []
     keys = keys_of(job.user, job.group)
     runs = [Run(job.id, keys, r.start, r.end, r.gpus) for r in earlier if r.gpus]
-    gpus = len(job.gpus)
+    gpus = len(job.gpus) + job.gpus_elsewhere  # on Slurm's nodes: how many it asked for
     if started and gpus and job.state != JobState.QUEUED:
         end = None if job.active else job.ended_at or started
         runs.append(Run(job.id, keys, started, end, gpus))
