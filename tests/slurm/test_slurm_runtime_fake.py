@@ -326,3 +326,36 @@ def test_max_gpus_holds_a_job_in_nais_queue_until_the_owners_slurm_jobs_end(
     service.tick()
     assert _reason(api, held) == "Priority"  # Slurm's reason now
 
+
+def test_slurm_jobs_gpu_time_is_charged_and_gpu_hours_hold_the_next(
+        service: UseCases) -> None:
+    """A job Slurm ran is charged for the GPUs it asked for on all its nodes, from
+    Slurm's start to its end: it shows in `nai usage` (decayed, and against the
+    gpu_hours quota), and once the quota is used up the next job waits (QuotaHours)
+    instead of going to Slurm."""
+    slurm: ScriptedSlurm = service.runtime.slurm  # type: ignore[attr-defined]
+    api, me = _as_me(service, {"gpu_hours": 2.0, "period_days": 1})
+    first = _submit(api, gpus=1, nodes=2)
+    service.tick()
+    slurm_id = _slurm_id(slurm, first)
+    end = time.time()
+    start = end - 3600  # an hour before the poll saw it: charged from Slurm's start
+    slurm.set(slurm_id, "RUNNING", start=start, nodes="n[1-2]")
+    assert _job(service, first)[0] == JobState.RUNNING
+    slurm.set(slurm_id, "COMPLETED", start=start, end=end)
+    slurm.accounting[slurm_id] = SlurmJob(slurm_id, "x", 0, "COMPLETED", exit_code=0, end=end)
+    wait_for(lambda: _job(service, first)[0] == JobState.SUCCEEDED, what="the job to end")
+
+    row = next(r for r in api.get("/v1/usage").json()["rows"] if r["name"] == me)
+    assert row["used_gpu_hours"] == pytest.approx(2.0, abs=1e-3)  # 2 nodes x 1 GPU x 1 h
+    assert row["usage_gpu_hours"] == pytest.approx(2.0, abs=0.01)  # decays slowly (7 days)
+    second = _submit(api, gpus=1)
+    cpu = _submit(api, gpus=0)
+    for _ in range(3):
+        service.tick()
+        assert _reason(api, second) == "QuotaHours"
+    assert len(slurm.submitted) == 2  # the first, and the CPU job: no GPU-hours
+    assert _reason(api, cpu) == "Priority"
+    assert api.put(f"/v1/users/{me}/quota", json={"gpu_hours": 3.0}).status_code == 200
+    wait_for(lambda: len(slurm.submitted) == 3 or service.tick(),
+             what="the job to be submitted once the quota allows it")
