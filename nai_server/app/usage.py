@@ -57,7 +57,7 @@ def runs_of(job: Job | JobSummary) -> list[Run]:
         return []
     keys = keys_of(job.user, job.group)
     runs = [Run(job.id, keys, r.start, r.end, r.gpus) for r in earlier if r.gpus]
-    gpus = len(job.gpus)
+    gpus = len(job.gpus) + job.gpus_elsewhere  # on Slurm's nodes: how many it asked for
     if started and gpus and job.state != JobState.QUEUED:
         end = None if job.active else job.ended_at or started
         runs.append(Run(job.id, keys, started, end, gpus))
@@ -122,6 +122,11 @@ class UsageBook:
     longest ``gpu_hours`` quota period still covers (rebuilt from the job records when
     a longer period appears). Runs in the hot job table are seen every tick; a finished
     run is charged once because only the part after ``as_of`` is added.
+
+    A run that appears in the records after its start (Slurm's jobs: the poll after
+    Slurm started one records Slurm's start) is charged from its start, not from
+    ``as_of``: the last pass did not see it, so neither it nor a saved figure charged
+    any of it. Only from the second pass on: the first has no last pass to compare with.
     """
 
     def __init__(self, store: TinyDbStore, half_life: float, save_every: float = SAVE_EVERY):
@@ -134,6 +139,8 @@ class UsageBook:
         self._unsaved = False  # GPU time charged since the last save
         self._finished: dict[tuple[int, float], Run] = {}  # (job id, start) -> run
         self._span = 0.0  # seconds back that _finished covers
+        # (job id, start) of the runs the last pass charged; None before the first pass.
+        self._seen: set[tuple[int, float]] | None = None
 
     def accounting(self, now: float, hot: Iterable[Job]) -> Accounting:
         """Usage, quotas and GPU-hours used as of ``now``; ``hot`` are the hot job records.
@@ -152,6 +159,10 @@ class UsageBook:
         assert self.as_of is not None
         as_of = self.as_of
         recent: list[Run] = []
+        on_time: list[Run] = []  # charged from as_of
+        late: list[Run] = []  # first seen now, started before as_of: charged from start
+        seen: set[tuple[int, float]] = set()
+        last = self._seen
         for job in hot:
             if job.state == JobState.QUEUED and not job.runs:
                 continue  # the bulk of a long queue: never ran
@@ -159,10 +170,20 @@ class UsageBook:
                 # >=: a run that ended at as_of added nothing to usage yet, but quotas
                 # must still see it.
                 if run.end is None or run.end >= as_of:
+                    key = (run.job_id, run.start)
+                    seen.add(key)
                     recent.append(run)
+                    if last is not None and run.start < as_of and key not in last:
+                        late.append(run)
+                    else:
+                        on_time.append(run)
                     if run.end is not None and span:
-                        self._finished[(run.job_id, run.start)] = run
-        self.usage = charge(self.usage, as_of, recent, now, self.half_life)
+                        self._finished[key] = run
+        self._seen = seen
+        usage = charge(self.usage, as_of, on_time, now, self.half_life)
+        for name, value in charge({}, float("-inf"), late, now, self.half_life).items():
+            usage[name] = usage.get(name, 0.0) + value
+        self.usage = usage
         self.as_of = max(as_of, now)
         # Decay alone needs no save: the saved figure, decayed from its own as_of, is
         # still right, so an idle server does not rewrite the store every minute.

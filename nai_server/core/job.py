@@ -126,6 +126,9 @@ class Job:
     pid_start: int = -1
     gpus: tuple[int, ...] = ()
     gpu_uuids: tuple[str, ...] = ()
+    # GPUs it holds where nai does not place them (Slurm's nodes): how many, not which;
+    # what its run is charged for, as `gpus` are on this host.
+    gpus_elsewhere: int = 0
     stop: Stop | None = None
     attained: float = 0.0
     runs: tuple[Run, ...] = ()
@@ -175,7 +178,8 @@ class Job:
         return JobSummary(
             id=self.id, user=self.user, state=self.state, group=self.group,
             started_at=self.started_at, ended_at=self.ended_at, gpus=self.gpus,
-            runs=self.runs, code_tree=self.code_tree, output_tree=self.output_tree,
+            gpus_elsewhere=self.gpus_elsewhere, runs=self.runs, code_tree=self.code_tree,
+            output_tree=self.output_tree,
             dataset_tree=self.dataset.tree_id if self.dataset else None,
             model_tree=self.model.tree_id if self.model else None)
 
@@ -197,6 +201,7 @@ class Job:
             "ended_at": get("ended_at"), "exit_code": get("exit_code"),
             "pid": get("pid") or None, "pid_start": -1 if pid_start is None else int(pid_start),
             "gpus": tuple(get("gpus") or ()), "gpu_uuids": tuple(get("gpu_uuids") or ()),
+            "gpus_elsewhere": int(get("gpus_elsewhere") or 0),
             "stop": Stop.from_doc(get("stop")), "attained": float(get("attained") or 0.0),
             "runs": tuple(Run(float(s), float(e), int(g)) for s, e, g in runs) if runs else (),
             "preemptions": int(get("preemptions") or 0),
@@ -226,6 +231,7 @@ class JobSummary:
     started_at: float | None = None
     ended_at: float | None = None
     gpus: tuple[int, ...] = ()
+    gpus_elsewhere: int = 0
     runs: tuple[Run, ...] = ()
     code_tree: str | None = None
     output_tree: str | None = None

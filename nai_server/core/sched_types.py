@@ -371,6 +371,12 @@ class Resources:
                 return WaitReason.QUOTA_GPUS
         return None
 
+    def hold_elsewhere(self, job: QueuedJob) -> None:
+        """Count a job's GPUs as its user's and group's without placing any: a scheduler
+        elsewhere (Slurm) was handed the job and places them."""
+        if self._quotas:
+            self._count(job.user, job.group, job.gpus)
+
     def take(self, gpus: tuple[int, ...], job: QueuedJob | None = None) -> None:
         """Mark these GPUs (or, for an empty tuple, one CPU slot) as used by ``job``."""
         length = None if job is None else self.length(job)

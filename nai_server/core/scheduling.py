@@ -43,7 +43,7 @@ from nai_server.core.sched_types import (
 __all__ = [
     "DEFAULT_POLICY", "POLICIES", "Accounting", "Cluster", "Fit", "GpuView", "Plan",
     "PolicyFn", "QueuedJob", "QuotaLimit", "Resources", "RunningJob", "Start", "Tuning",
-    "WaitReason", "backfill", "fairshare", "fifo", "firstfit", "plan",
+    "WaitReason", "backfill", "fairshare", "fifo", "firstfit", "plan", "quota_holds",
 ]  # fmt: skip
 
 PolicyFn = Callable[[Sequence[QueuedJob], Resources, float], Plan]
@@ -106,6 +106,26 @@ def firstfit(jobs: Sequence[QueuedJob], resources: Resources, now: float) -> Pla
             resources.take(found, job)
             starts.append(Start(job.id, found))
     return Plan(starts=tuple(starts), waiting=waiting)
+
+
+def quota_holds(
+    queue: Sequence[QueuedJob], held: Sequence[RunningJob], accounting: Accounting
+) -> dict[int, WaitReason]:
+    """Which of ``queue``, in the given order, their owners' quotas hold back, for a
+    backend that schedules by itself (Slurm): nai only decides whether a job may be
+    handed over. ``held`` are the jobs and replicas that hold GPUs or will (already
+    handed over, pending there included); each job let through counts as held for the
+    jobs behind it. QuotaHours and QuotaGPUs as ``plan()`` gives them."""
+    resources = Resources(Cluster(gpus=(), running=tuple(held), cpu_slots=0),
+                          accounting=accounting)
+    holds: dict[int, WaitReason] = {}
+    for job in queue:
+        over = resources.quota_block(job)
+        if over is None:
+            resources.hold_elsewhere(job)
+        else:
+            holds[job.id] = over
+    return holds
 
 
 POLICIES: dict[str, PolicyFn] = {

@@ -106,7 +106,7 @@ class JobEndings:
         its submission time (its place by age) and its job directory (its checkpoint)."""
         started = job.started_at or now
         attained = job.attained + max(0.0, now - started)
-        runs = (*job.runs, Run(started, now, len(job.gpus)))
+        runs = (*job.runs, Run(started, now, len(job.gpus) + job.gpus_elsewhere))
         room = (f"to let job {stop.for_job} start" if stop.for_job is not None
                 else "for another job")
         killed = ("; it did not exit within the grace period and was killed"
@@ -115,7 +115,8 @@ class JobEndings:
             job.id,
             state=transition(transition(job.state, JobState.PREEMPTED), JobState.QUEUED),
             attained=attained, runs=runs, preemptions=len(runs), pid=None, pid_start=None,
-            gpus=(), gpu_uuids=(), stop=None, started_at=None, exit_code=None,
+            gpus=(), gpu_uuids=(), gpus_elsewhere=0, stop=None, started_at=None,
+            exit_code=None,
             message=f"preempted at {_when(stop.at)} {room}{killed}; requeued "
                     f"with {format_duration(round(attained))} of service")
         job_dir = self.job_dir(job.id)

@@ -166,8 +166,9 @@ def tally(jobs: Iterable[Doc]) -> dict[tuple[str, str], int]:
 
 # An archived job as the questions over every job see it: (id, user, group, state,
 # (role, tree id, role, tree id...), started_at, ended_at, (gpu, ...), ((start, end,
-# gpus), ...)). Plain tuples of strings and numbers, which the garbage collector
-# leaves alone; names, GPU lists and code trees shared between jobs are kept once.
+# gpus), ...), GPUs held elsewhere (Slurm)). Plain tuples of strings and numbers, which
+# the garbage collector leaves alone; names, GPU lists and code trees shared between
+# jobs are kept once.
 Fact = tuple[Any, ...]
 _TREE_FIELDS = {"code": "code_tree", "outputs": "output_tree", "dataset": "dataset_tree",
                 "model": "model_tree"}
@@ -175,12 +176,12 @@ _TREE_FIELDS = {"code": "code_tree", "outputs": "output_tree", "dataset": "datas
 
 def summary_of(fact: Fact) -> JobSummary:
     """A fact as the summary record of its job."""
-    job_id, user, group, state, trees, started, ended, gpus, runs = fact
+    job_id, user, group, state, trees, started, ended, gpus, runs, elsewhere = fact
     roles = {_TREE_FIELDS[trees[i]]: trees[i + 1] for i in range(0, len(trees), 2)}
     return JobSummary(
         id=job_id, user=user, group=group,
         state=JobState(state) if state else JobState.QUEUED, started_at=started,
-        ended_at=ended, gpus=gpus,
+        ended_at=ended, gpus=gpus, gpus_elsewhere=elsewhere,
         runs=tuple(Run(float(s), float(e), int(g)) for s, e, g in runs) if runs else (),
         **roles)
 
@@ -239,9 +240,10 @@ class JobFacts:
     def _fact(self, job_id: int, job: Doc) -> Fact | None:
         get, one = job.get, self._one
         gpus, runs, started = get("gpus"), get("runs"), get("started_at")
+        elsewhere = int(get("gpus_elsewhere") or 0)
         code, out, dataset, model = (get("code_tree"), get("output_tree"), get("dataset"),
                                      get("model"))
-        if not (code or out or dataset or model or runs or (gpus and started)):
+        if not (code or out or dataset or model or runs or ((gpus or elsewhere) and started)):
             return None
         trees: tuple[Any, ...] = ()
         if code:
@@ -253,7 +255,7 @@ class JobFacts:
                                for v in (role, one(tree))))
         return (job_id, one(get("user", "")), one(get("group")), one(get("state", "")),
                 trees, started, get("ended_at"), one(tuple(gpus or ())),
-                tuple(tuple(run) for run in runs) if runs else ())
+                tuple(tuple(run) for run in runs) if runs else (), elsewhere)
 
     def _one(self, value: Any) -> Any:
         """The copy of `value` already kept, if any (names, GPU lists, code trees)."""

@@ -268,3 +268,94 @@ def test_gpus_that_slurm_runs_jobs_and_replicas_on_are_their_owners_in_use(
         _, cluster, accounting = service.runtime.plan_inputs(time.time(),
                                                              service.runtime.jobs.hot())
     assert Resources(cluster, time.time(), accounting).held == {f"user:{me}": 5}
+
+
+def _as_me(service: UseCases, quota: dict[str, float]) -> tuple[TestClient, str]:
+    """The API as this test's user, registered with this quota."""
+    api = TestClient(AsPeer(create_app(service)), base_url="http://nai")
+    me = getpass.getuser()
+    assert api.post("/v1/users", json={"name": me}).status_code == 201
+    assert api.put(f"/v1/users/{me}/quota", json=quota).status_code == 200
+    return api, me
+
+
+def _submit(api: TestClient, **spec: object) -> int:
+    made = api.post("/v1/jobs", json={"spec": {"command": "train", **spec}})
+    assert made.status_code == 201, made.text
+    return int(made.json()["id"])
+
+
+def _reason(api: TestClient, job_id: int) -> str | None:
+    return api.get(f"/v1/jobs/{job_id}").json()["reason"]  # type: ignore[no-any-return]
+
+
+def _slurm_id(slurm: ScriptedSlurm, job_id: int) -> int:
+    (found,) = (i for i, j in slurm.queue.items() if j.name.split("-")[2] == str(job_id))
+    return found
+
+
+def test_max_gpus_holds_a_job_in_nais_queue_until_the_owners_slurm_jobs_end(
+        service: UseCases) -> None:
+    """A job that would take its owner past max_gpus is not handed to Slurm, which
+    would run it whatever nai's quota: it waits in nai's queue as on one server
+    (QuotaGPUs), counting the GPUs of the owner's jobs Slurm holds pending as well as
+    those it runs, and goes once enough of them have ended. Jobs behind it that fit go."""
+    slurm: ScriptedSlurm = service.runtime.slurm  # type: ignore[attr-defined]
+    api, _ = _as_me(service, {"max_gpus": 5})
+    wide = _submit(api, gpus=2, nodes=2)  # 4 GPUs on Slurm's nodes
+    held = _submit(api, gpus=2)  # 4 + 2 > 5
+    small = _submit(api, gpus=1)  # 4 + 1: fits
+    cpu = _submit(api, gpus=0)  # no GPUs: no quota
+    service.tick()
+    service.tick()
+    assert len(slurm.submitted) == 3
+    assert [_reason(api, i) for i in (wide, held, small, cpu)] == \
+        ["Priority", "QuotaGPUs", "Priority", "Priority"]
+    slurm.set(_slurm_id(slurm, wide), "RUNNING", start=time.time(), nodes="n[1-2]")
+    for _ in range(3):  # running, as pending: still the owner's 4
+        assert _job(service, wide)[0] == JobState.RUNNING
+        assert _reason(api, held) == "QuotaGPUs"
+    assert len(slurm.submitted) == 3
+
+    ended = _slurm_id(slurm, wide)
+    slurm.set(ended, "COMPLETED", start=time.time(), end=time.time())
+    slurm.accounting[ended] = SlurmJob(ended, "x", 0, "COMPLETED", exit_code=0, end=time.time())
+    wait_for(lambda: _job(service, wide)[0] == JobState.SUCCEEDED, what="the wide job to end")
+    wait_for(lambda: len(slurm.submitted) == 4 or service.tick(),
+             what="the held job to be submitted once the wide one ended")
+    service.tick()
+    assert _reason(api, held) == "Priority"  # Slurm's reason now
+
+
+def test_slurm_jobs_gpu_time_is_charged_and_gpu_hours_hold_the_next(
+        service: UseCases) -> None:
+    """A job Slurm ran is charged for the GPUs it asked for on all its nodes, from
+    Slurm's start to its end: it shows in `nai usage` (decayed, and against the
+    gpu_hours quota), and once the quota is used up the next job waits (QuotaHours)
+    instead of going to Slurm."""
+    slurm: ScriptedSlurm = service.runtime.slurm  # type: ignore[attr-defined]
+    api, me = _as_me(service, {"gpu_hours": 2.0, "period_days": 1})
+    first = _submit(api, gpus=1, nodes=2)
+    service.tick()
+    slurm_id = _slurm_id(slurm, first)
+    end = time.time()
+    start = end - 3600  # an hour before the poll saw it: charged from Slurm's start
+    slurm.set(slurm_id, "RUNNING", start=start, nodes="n[1-2]")
+    assert _job(service, first)[0] == JobState.RUNNING
+    slurm.set(slurm_id, "COMPLETED", start=start, end=end)
+    slurm.accounting[slurm_id] = SlurmJob(slurm_id, "x", 0, "COMPLETED", exit_code=0, end=end)
+    wait_for(lambda: _job(service, first)[0] == JobState.SUCCEEDED, what="the job to end")
+
+    row = next(r for r in api.get("/v1/usage").json()["rows"] if r["name"] == me)
+    assert row["used_gpu_hours"] == pytest.approx(2.0, abs=1e-3)  # 2 nodes x 1 GPU x 1 h
+    assert row["usage_gpu_hours"] == pytest.approx(2.0, abs=0.01)  # decays slowly (7 days)
+    second = _submit(api, gpus=1)
+    cpu = _submit(api, gpus=0)
+    for _ in range(3):
+        service.tick()
+        assert _reason(api, second) == "QuotaHours"
+    assert len(slurm.submitted) == 2  # the first, and the CPU job: no GPU-hours
+    assert _reason(api, cpu) == "Priority"
+    assert api.put(f"/v1/users/{me}/quota", json={"gpu_hours": 3.0}).status_code == 200
+    wait_for(lambda: len(slurm.submitted) == 3 or service.tick(),
+             what="the job to be submitted once the quota allows it")

@@ -12,6 +12,7 @@ from nai_server.core.scheduling import (
     QuotaLimit,
     WaitReason,
     plan,
+    quota_holds,
 )
 from tests.unit.policy_kit import (
     NOW,
@@ -64,6 +65,23 @@ def test_gpus_held_where_nai_does_not_place_count_against_quotas(policy: str, ke
     result = plan(queue, cluster, NOW, policy=policy, accounting=quotas)
     assert set(started(result)) == {2}
     assert result.waiting == {1: WaitReason.QUOTA_GPUS}
+
+
+@pytest.mark.parametrize("key", ["user:ada", "group:lab"])
+def test_quota_holds_before_handing_jobs_to_a_scheduler_elsewhere(key: str) -> None:
+    """On Slurm nai only decides what to hand over: a job over its owner's max_gpus,
+    counting what is held or already handed over (3 here) and the jobs let through
+    ahead of it, stays; one that fits, or another user's, goes."""
+    held = [run(7, (), ends_in=900, user="ada", group="lab", gpus_elsewhere=3)]
+    quotas = Accounting(quotas={key: QuotaLimit(max_gpus=6)})
+    queue = [job(1, 2, group="lab"), job(2, 2, group="lab"), job(3, 1, group="lab"),
+             job(4, 8, user="bob"), job(5, 0, group="lab")]
+    # 3 + 2 = 5: goes; 5 + 2 = 7: over; 5 + 1 = 6: goes; bob: no quota; CPU: no GPUs.
+    assert quota_holds(queue, held, quotas) == {2: WaitReason.QUOTA_GPUS}
+    used_up = Accounting(quotas={key: QuotaLimit(gpu_hours=10.0)}, used_hours={key: 10.0})
+    assert quota_holds(queue, held, used_up) == dict.fromkeys((1, 2, 3),
+                                                               WaitReason.QUOTA_HOURS)
+    assert quota_holds(queue, held, Accounting()) == {}
 
 
 def test_a_job_held_by_its_quota_does_not_hold_back_fifo() -> None:

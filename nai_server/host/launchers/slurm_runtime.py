@@ -2,9 +2,11 @@
 
 Everything but scheduling and starting stays as with the local launcher (job
 directories, logs, metrics, outputs collected as the owner, registries). A queued job
-is submitted to Slurm at once (sbatch as its owner) and stays `queued` in nai, with
-Slurm's pending reason as its wait reason, until Slurm runs it; its end is read from
-squeue, or from sacct once squeue has forgotten it.
+is submitted to Slurm at once (sbatch as its owner) unless its owner's quotas hold it
+in nai's queue (QuotaGPUs, QuotaHours), and stays `queued` in nai, with Slurm's pending
+reason as its wait reason, until Slurm runs it; its end is read from squeue, or from
+sacct once squeue has forgotten it. From Slurm's start to its end, as the poll sees
+them, it is charged to the usage book for the GPUs it asked for on all its nodes.
 
 Nothing is submitted twice, even across a daemon killed mid-submit: before sbatch the
 daemon writes `slurm.job` in the job's directory (root's, the owner cannot touch it)
@@ -21,7 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nai_server.core import sched_types
+from nai_server.core import sched_types, scheduling
 from nai_server.core.job import Job, Stop
 from nai_server.core.states import JobState, transition
 from nai_server.host import jobdir, unix
@@ -32,7 +34,7 @@ from nai_server.host.launchers.local import Handle, LaunchRequest
 from nai_server.host.launchers.slurm import SlurmClient, SlurmError, daemon_key
 from nai_server.host.launchers.slurm_record import Record
 from nai_server.host.launchers.slurm_text import SlurmJob
-from nai_server.host.runtime import JobRuntime
+from nai_server.host.runtime import JobRuntime, queued_view
 from nai_server.store.blobs import BlobStore
 
 if TYPE_CHECKING:
@@ -121,7 +123,7 @@ class SlurmRuntime(JobRuntime):
         nodes: nai knows how many GPUs, not which. They are its owner's and group's
         held GPUs (/v1/usage, a plan's quota count) as a local job's placed ones are."""
         held = super().running_view(job, now)
-        return dataclasses.replace(held, gpus_elsewhere=job.spec.gpus * job.spec.nodes)
+        return dataclasses.replace(held, gpus_elsewhere=_asked(job))
 
     # --- the loop ---------------------------------------------------------------------
 
@@ -255,18 +257,22 @@ class SlurmRuntime(JobRuntime):
     # --- queued jobs: submit, wait, start ---------------------------------------------
 
     def _schedule(self, now: float, hot: list[Job]) -> list[Future[LaunchRequest]]:
-        """Submit the queued jobs Slurm may run; none is built here (sbatch does)."""
+        """Submit the queued jobs Slurm may run, in submission order, unless their
+        owners' quotas hold them (`_quota_holds`); none is built here (sbatch does)."""
         queued = sorted((j for j in hot if j.state == JobState.QUEUED),
                         key=lambda j: (j.submitted_at, j.id))
         queued = self._drop_failed_dependencies(queued, now)
         finished = self.finished_dependencies(queued)
         waiting: dict[int, str] = {}
+        handed: list[Job] = []  # given to Slurm and still queued in nai's `hot`
+        ready: list[Job] = []  # may be submitted, quotas permitting
         self._to_submit = []
         for job in queued:
             record, sj = self._slurm_job(job)
             if sj is None:
                 if record is not None and not self._forgotten(job):
                     waiting[job.id] = "Submitted"
+                    handed.append(job)
                     continue
                 deps = (*job.spec.after, *job.spec.after_ok)
                 if any(d not in finished for d in deps if self.jobs.get(d) is not None):
@@ -274,10 +280,10 @@ class SlurmRuntime(JobRuntime):
                 elif self.drained():
                     waiting[job.id] = str(sched_types.WaitReason.DRAINED)
                 else:
-                    waiting[job.id] = "Submitting"
-                    self._to_submit.append(job.id)
+                    ready.append(job)
             elif sj.phase == "pending":
                 waiting[job.id] = sj.reason if sj.reason not in ("", "None") else "Submitted"
+                handed.append(job)
             elif sj.start is None and sj.phase == "ended":  # ended without running
                 self.jobs.update(job.id, state=transition(job.state, JobState.CANCELLED),
                                  ended_at=sj.end or now,
@@ -287,13 +293,37 @@ class SlurmRuntime(JobRuntime):
                 self.jobs.update(
                     job.id, state=transition(transition(job.state, JobState.STARTING),
                                              JobState.RUNNING),
-                    started_at=min(now, sj.start or now),
+                    started_at=min(now, sj.start or now), gpus_elsewhere=_asked(job),
                     message=f"Slurm job {sj.slurm_id} on {sj.nodes or 'its nodes'}")
+                handed.append(job)
                 log.info("job %s running as Slurm job %s", job.id, sj.slurm_id)
+        holds = self._quota_holds(now, hot, handed, ready)
+        for job in ready:
+            if job.id in holds:
+                waiting[job.id] = str(holds[job.id])
+            else:
+                waiting[job.id] = "Submitting"
+                self._to_submit.append(job.id)
         self._cancel_strays()
         self.state.waiting = waiting
         self.state.est_start = {}
         return []
+
+    def _quota_holds(self, now: float, hot: list[Job], handed: list[Job],
+                     ready: list[Job]) -> dict[int, sched_types.WaitReason]:
+        """The jobs of `ready` that their owners' quotas keep in nai's queue, as the
+        planner would on one server (QuotaGPUs, QuotaHours): counted against max_gpus
+        are the GPUs of their jobs Slurm runs or holds pending (`handed`: it will run
+        them, nai no longer decides when), their replicas Slurm runs, and the jobs
+        ahead of them let through now. Once enough of theirs end, they go."""
+        if not ready:
+            return {}
+        _, cluster, accounting = self.plan_inputs(now, hot)
+        if not accounting.quotas:
+            return {}
+        held = [*cluster.running, *(self.running_view(j, now) for j in handed)]
+        asked = [dataclasses.replace(queued_view(j), gpus=_asked(j)) for j in ready]
+        return scheduling.quota_holds(asked, held, accounting)
 
     def _cancel_strays(self) -> None:
         """Slurm jobs of ours whose nai job ended without them (cancelled while queued):
@@ -406,6 +436,8 @@ class SlurmRuntime(JobRuntime):
             return Ended(now, "vanished", None, "Slurm no longer knows this job")
         stop = job.stop
         if sj.phase == "running":
+            if job.gpus_elsewhere != _asked(job):  # a record from before nai charged them
+                job = self.jobs.update(job.id, gpus_elsewhere=_asked(job))
             self._enforce(job, sj, now)
             return None
         kind = slurm_text.ended_as(sj.state)
@@ -453,3 +485,8 @@ class SlurmRuntime(JobRuntime):
             except SlurmError as exc:  # the deadline's scancel tries again
                 log.warning("job %s: %s", job.id, exc)
         return self.jobs.update(job.id, stop=stop)
+
+
+def _asked(job: Job) -> int:
+    """The GPUs a job asks Slurm for: `--gres=gpu:N` on each of its nodes."""
+    return job.spec.gpus * job.spec.nodes
