@@ -286,14 +286,19 @@ def whole_first(ordered: list[QueuedJob], resources: Resources, rank: float) -> 
     would go ahead of every job above it, and as each whole-server job ends (often early)
     the machine is empty again, so a stream of them would keep every narrower job waiting
     until the last had run. Not a preempted one either: the machine is empty because it
-    made way for jobs ahead."""
+    made way for jobs ahead. Jobs their quota keeps from starting do not count as ahead."""
     gpus = len(resources.gpus)
-    if gpus < 2 or resources.taken:
+    if gpus < 2 or resources.taken or rank <= 0:
         return ordered
-    top = ordered if rank == INF else ordered[: max(0, int(rank))]
-    for i, job in enumerate(top):
+    ahead = 0
+    for i, job in enumerate(ordered):
+        if resources.quota_block(job) is not None:
+            continue
         if job.gpus >= gpus and not job.attained:
             return [job, *ordered[:i], *ordered[i + 1 :]]
+        ahead += 1
+        if ahead >= rank:
+            break
     return ordered
 
 

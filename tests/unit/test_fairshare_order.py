@@ -10,6 +10,7 @@ from nai_server.core.fairshare import Standing, accrue, decay, priorities
 from nai_server.core.scheduling import (
     Accounting,
     QueuedJob,
+    QuotaLimit,
     Tuning,
     WaitReason,
     plan,
@@ -136,3 +137,14 @@ def test_a_whole_server_job_deep_in_the_order_does_not_jump_an_empty_machine() -
     never = Tuning(whole_first_rank=0)
     assert set(started(plan(_behind(1), machine(4), NOW, policy="fairshare", tuning=never))) == {1}
 
+
+
+def test_jobs_their_quota_holds_back_do_not_count_as_ahead_of_a_whole_server_job() -> None:
+    """Three jobs ahead, but two are a user's over their GPU quota: the whole-server job
+    is second among those that can start, and the machine is empty, so it goes first."""
+    queue = [job(1, 1, limit=HOUR, user="cy"), job(2, 1, limit=HOUR, user="cy"),
+             job(3, 1, limit=HOUR), job(99, 4, limit=10 * HOUR)]  # fmt: skip
+    capped = Accounting(quotas={"user:cy": QuotaLimit(max_gpus=0)})
+    result = plan(queue, machine(4), NOW, policy="fairshare", accounting=capped)
+    assert started(result) == {99: (0, 1, 2, 3)}
+    assert set(started(plan(queue, machine(4), NOW, policy="fairshare"))) == {1, 2, 3}
