@@ -129,14 +129,15 @@ def test_a_whole_server_job_deep_in_the_order_does_not_jump_an_empty_machine() -
     stream of them, each emptying the machine as it ends, would hold every narrower job
     back until the last one had run."""
     assert started(plan(_behind(3), machine(4), NOW, policy="fairshare")) == {
-        1: (0,), 2: (1,), 3: (2,)
+        1: (0,),
+        2: (1,),
+        3: (2,),
     }
     anywhere = Tuning(whole_first_rank=math.inf)
     result = plan(_behind(3), machine(4), NOW, policy="fairshare", tuning=anywhere)
     assert started(result) == {99: (0, 1, 2, 3)}
     never = Tuning(whole_first_rank=0)
     assert set(started(plan(_behind(1), machine(4), NOW, policy="fairshare", tuning=never))) == {1}
-
 
 
 def test_jobs_their_quota_holds_back_do_not_count_as_ahead_of_a_whole_server_job() -> None:
