@@ -236,3 +236,27 @@ def test_a_replica_gone_across_a_restart_is_charged_until_last_seen(tmp_path: Pa
         decay(accrue(0.0, 2, HOUR, half_life), HOUR, half_life) / HOUR
     )
     second.close()
+
+
+def test_a_group_services_gpu_time_is_charged_to_the_group_too(tmp_path: Path) -> None:
+    now: list[float] = [T0]
+    replicas = [
+        RunningJob(
+            id=SERVICE_ID_BASE + 4097,
+            user=ME,
+            group="lab",
+            gpus=(0,),
+            started_at=T0,
+            time_limit=None,
+            preemptible=False,
+        )
+    ]
+    service = start(tmp_path / "s", now, replicas)
+    service.tick()
+    now[0] += HOUR
+    service.tick()
+    half_life = service.runtime.tuning.half_life
+    assert service.runtime.usage.usage["group:lab"] == pytest.approx(
+        accrue(0.0, 1, HOUR, half_life)
+    )
+    service.close()
