@@ -10,6 +10,13 @@ Two figures per user and group (keys ``"user:NAME"`` and ``"group:NAME"``):
 - GPU-hours used in each quota's rolling period (running jobs included), for
   ``gpu_hours`` quotas.
 
+Services' replicas are charged as jobs are, to their service's owner (and group), from
+when they were given GPUs until they let them go. Their runs are not in the job
+records, so the book keeps them itself: the replicas holding GPUs (``held``, given each
+pass) are saved with the usage, and a run that ended is saved in ``SERVICE_RUNS`` (as
+long as a quota period or the decay still reaches it), so a restarted daemon neither
+charges a replica twice nor forgets one.
+
 The arithmetic is pure (``runs_of``, ``charge``, ``hours_used``); ``UsageBook`` holds
 the state between ticks and reads and writes the store.
 """
@@ -22,12 +29,13 @@ from typing import Any
 
 from nai_server.core.fairshare import accrue, decay
 from nai_server.core.job import Job, JobSummary
-from nai_server.core.sched_types import DAY, HOUR, Accounting, QuotaLimit
+from nai_server.core.sched_types import DAY, HOUR, Accounting, QuotaLimit, RunningJob
 from nai_server.core.states import JobState
 from nai_server.store.db import TinyDbStore
 
 Doc = dict[str, Any]
 SETTING = "fairshare_usage"
+SERVICE_RUNS = "service_runs"  # services' replicas' finished runs
 SAVE_EVERY = 60.0  # seconds between saves of the decayed usage
 FORGET_AFTER = 10  # half-lives: a run this long ago weighs under a thousandth
 NEGLIGIBLE = 1e-3  # GPU-seconds of decayed usage not worth keeping
@@ -42,6 +50,23 @@ class Run:
     start: float
     end: float | None  # None: still running
     gpus: int
+
+
+def run_doc(run: Run) -> Doc:
+    return {"id": run.job_id, "keys": list(run.keys), "start": run.start, "end": run.end,
+            "gpus": run.gpus}
+
+
+def run_of(doc: Doc) -> Run:
+    end = doc.get("end")
+    return Run(int(doc["id"]), tuple(str(k) for k in doc["keys"]), float(doc["start"]),
+               None if end is None else float(end), int(doc["gpus"]))
+
+
+def held_runs(held: Iterable[RunningJob]) -> list[Run]:
+    """The runs of GPUs held outside the job records (services' replicas), as running."""
+    return [Run(r.id, keys_of(r.user, r.group), r.started_at, None, r.gpu_count)
+            for r in held if r.gpu_count and r.started_at > 0]
 
 
 def keys_of(user: str, group: str | None) -> tuple[str, ...]:
@@ -141,11 +166,18 @@ class UsageBook:
         self._span = 0.0  # seconds back that _finished covers
         # (job id, start) of the runs the last pass charged; None before the first pass.
         self._seen: set[tuple[int, float]] | None = None
+        # Replicas' runs holding GPUs as of as_of (at load: as saved), and their ended
+        # runs that a quota period or the decay still reaches (both saved).
+        self._held: dict[tuple[int, float], Run] = {}
+        self._ended: dict[tuple[int, float], Run] = {}
+        self._restarted = False  # _held is as saved by an earlier daemon
 
-    def accounting(self, now: float, hot: Iterable[Job]) -> Accounting:
-        """Usage, quotas and GPU-hours used as of ``now``; ``hot`` are the hot job records.
-        Saves the usage when GPU time was charged since the last save, at most every
-        ``save_every`` seconds."""
+    def accounting(self, now: float, hot: Iterable[Job], held: Iterable[Run] = ()
+                   ) -> Accounting:
+        """Usage, quotas and GPU-hours used as of ``now``; ``hot`` are the hot job records,
+        ``held`` the runs of the replicas holding GPUs now (``held_runs``). Saves the
+        usage when GPU time was charged since the last save, at most every
+        ``save_every`` seconds, and at once when a replica was given or let go GPUs."""
         limits = quota_limits(self.store.list_users(), self.store.list_groups())
         periods = {
             key: period for key, (limit, period) in limits.items() if limit.gpu_hours is not None
@@ -180,6 +212,7 @@ class UsageBook:
                     if run.end is not None and span:
                         self._finished[key] = run
         self._seen = seen
+        changed = self._replicas(now, held, recent, on_time, late, span)
         usage = charge(self.usage, as_of, on_time, now, self.half_life)
         for name, value in charge({}, float("-inf"), late, now, self.half_life).items():
             usage[name] = usage.get(name, 0.0) + value
@@ -188,7 +221,7 @@ class UsageBook:
         # Decay alone needs no save: the saved figure, decayed from its own as_of, is
         # still right, so an idle server does not rewrite the store every minute.
         self._unsaved = self._unsaved or bool(recent)
-        if self._unsaved and now - self._saved_at >= self.save_every:
+        if changed or (self._unsaved and now - self._saved_at >= self.save_every):
             self._save(now)
         used: dict[str, float] = {}
         if periods:
@@ -200,10 +233,48 @@ class UsageBook:
             used_hours=used,
         )
 
+    def _replicas(self, now: float, held: Iterable[Run], recent: list[Run],
+                  on_time: list[Run], late: list[Run], span: float) -> bool:
+        """Charge the replicas' runs: those holding GPUs, and those that let them go
+        since the last pass (ended now; or, first seen gone after a restart, when the
+        usage was saved). A run never charged (new since ``as_of``, or held before
+        replicas were charged) is charged from its start. True: the runs held changed,
+        and are saved now."""
+        assert self.as_of is not None
+        as_of = self.as_of
+        current = {(run.job_id, run.start): run for run in held}
+        for key, run in current.items():
+            recent.append(run)
+            (on_time if key in self._held or run.start >= as_of else late).append(run)
+        gone = [run for key, run in self._held.items() if key not in current]
+        for run in gone:
+            key = (run.job_id, run.start)
+            if key in self._ended:  # saved as ended before a restart: charged then
+                continue
+            end = min(now, as_of) if self._restarted else now
+            ended = Run(run.job_id, run.keys, run.start, max(run.start, end), run.gpus)
+            self._ended[key] = ended
+            recent.append(ended)
+            on_time.append(ended)
+            if span:
+                self._finished[key] = ended
+        changed = current.keys() != self._held.keys()
+        self._held = current
+        self._restarted = False
+        if gone:
+            cutoff = now - max(FORGET_AFTER * self.half_life, span)
+            self._ended = {k: r for k, r in self._ended.items()
+                           if r.end is not None and r.end >= cutoff}
+            self.store.set_setting(SERVICE_RUNS, [run_doc(r) for r in self._ended.values()])
+        return changed
+
     def _load(self, now: float, span: float) -> None:
         """The saved usage (or, without one, usage worked out from every job record) and
         the finished runs within ``span`` seconds."""
         saved = self.store.get_setting(SETTING) if self.as_of is None else None
+        if self.as_of is None:
+            ended = map(run_of, self.store.get_setting(SERVICE_RUNS) or ())
+            self._ended = {(run.job_id, run.start): run for run in ended}
         history: list[Run] = []
         if (self.as_of is None and saved is None) or span > self._span:
             # Archived jobs from the store's summaries in memory: no archive is read
@@ -212,11 +283,17 @@ class UsageBook:
             cutoff = now - max(FORGET_AFTER * self.half_life, span)
             history = [run for job in self.store.job_summaries(ended_after=cutoff)
                        for run in runs_of(job)]
+            history += [run for run in self._ended.values()
+                        if run.end is not None and run.end >= cutoff]
         if self.as_of is None:
             if saved is not None:
                 self.usage = {str(k): float(v) for k, v in saved.get("usage", {}).items()}
                 self.as_of = float(saved["as_of"])
                 self._saved_at = self.as_of
+                # Without "held" (saved before replicas were charged): none was charged.
+                self._held = {(run.job_id, run.start): run
+                              for run in map(run_of, saved.get("held", ()))}
+                self._restarted = True
             else:
                 self.usage = charge({}, float("-inf"), history, now, self.half_life)
                 self.as_of = now
@@ -230,7 +307,8 @@ class UsageBook:
             self._span = span
 
     def _save(self, now: float) -> None:
-        self.store.set_setting(SETTING, {"as_of": self.as_of, "usage": self.usage})
+        self.store.set_setting(SETTING, {"as_of": self.as_of, "usage": self.usage,
+                                         "held": [run_doc(r) for r in self._held.values()]})
         self._saved_at = now
         self._unsaved = False
         self._forget(now)

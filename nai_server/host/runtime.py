@@ -23,7 +23,7 @@ from nai_server.app.accounts import Caller
 from nai_server.app.ports import JobStore
 from nai_server.app.registry import Registry
 from nai_server.app.run_times import RunTimes
-from nai_server.app.usage import UsageBook
+from nai_server.app.usage import UsageBook, held_runs
 from nai_server.config import ServerConfig
 from nai_server.core import scheduling as sched
 from nai_server.core import wait_words
@@ -346,8 +346,11 @@ class JobRuntime:
         # outputs needs none, and the next job need not wait for it.
         active = [j for j in hot if j.active and j.id not in self.collections]
         snapshot = self.state.snapshot or self.gpus.probe()
-        return (active, self.cluster_view(now, active, snapshot),
-                self.usage.accounting(now, hot))
+        cluster = self.cluster_view(now, active, snapshot)
+        # Replicas' GPU time is their owners' use, as a job's is.
+        jobs = {j.id for j in active}
+        replicas = held_runs(r for r in cluster.running if r.id not in jobs)
+        return active, cluster, self.usage.accounting(now, hot, replicas)
 
     def _schedule(self, now: float, hot: list[Job]) -> list[futures.Future[LaunchRequest]]:
         """Plan, preempt, and begin starting the jobs the plan starts; the futures of
