@@ -20,7 +20,7 @@ from typing import Any
 
 from nai_server.store import atomic
 
-FORMAT = 2
+FORMAT = 3  # 3: each fact ends with the GPUs its job held elsewhere (Slurm)
 _VERSION = (FORMAT, *sys.version_info[:2])
 
 Tally = dict[tuple[str, str], int]

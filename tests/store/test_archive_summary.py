@@ -84,3 +84,23 @@ def test_an_unreadable_summary_is_made_again(tmp_path: Path) -> None:
     assert archive_summary.load(archive) is not None  # made anew at the start
     os.utime(archive)  # touched: no longer the file it was made of
     assert archive_summary.load(archive) is None
+
+
+def test_a_summary_of_an_earlier_format_is_made_again(tmp_path: Path) -> None:
+    """Summaries written before facts gained a field (format 2: nine fields, no GPUs held
+    elsewhere) are not read as if they had it: every question over the archive would fail
+    to unpack them, the scheduler's tick among them."""
+    import marshal
+    import sys
+
+    store = _seeded(tmp_path)
+    expected = _answers(store)
+    store.close()
+    for summary in (tmp_path / "archive-summaries").iterdir():
+        _, made_of, high, counts, facts = marshal.loads(summary.read_bytes())
+        old = [fact[:9] for fact in facts]
+        summary.write_bytes(marshal.dumps(((2, *sys.version_info[:2]), made_of, high, counts,
+                                           old)))  # fmt: skip
+    reopened = TinyDbStore(tmp_path)
+    assert _answers(reopened) == expected
+    assert {job.gpus_elsewhere for job in reopened.job_summaries([])} == {0}
