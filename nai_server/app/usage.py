@@ -199,10 +199,19 @@ class UsageBook:
             if job.state == JobState.QUEUED and not job.runs:
                 continue  # the bulk of a long queue: never ran
             for run in runs_of(job):
+                key = (run.job_id, run.start)
+                if run.end is not None and run.end < as_of and (last is None or key in last):
+                    # Ended before the last pass, which charged it (running, up to then)
+                    # or found it ended; but an end Slurm reports in a later poll still
+                    # has to reach the quotas' count.
+                    seen.add(key)
+                    if span and key not in self._finished:
+                        self._finished[key] = run
+                    continue
                 # >=: a run that ended at as_of added nothing to usage yet, but quotas
-                # must still see it.
-                if run.end is None or run.end >= as_of:
-                    key = (run.job_id, run.start)
+                # must still see it. One that ended before, never seen (started and
+                # ended between two polls of Slurm), is charged whole, as late.
+                if run.end is None or run.end >= as_of or last is not None:
                     seen.add(key)
                     recent.append(run)
                     if last is not None and run.start < as_of and key not in last:

@@ -359,3 +359,25 @@ def test_slurm_jobs_gpu_time_is_charged_and_gpu_hours_hold_the_next(
     assert api.put(f"/v1/users/{me}/quota", json={"gpu_hours": 3.0}).status_code == 200
     wait_for(lambda: len(slurm.submitted) == 3 or service.tick(),
              what="the job to be submitted once the quota allows it")
+
+
+def test_the_usage_book_follows_slurms_jobs_every_tick_with_nothing_to_submit(
+        service: UseCases) -> None:
+    """With nothing waiting to go to Slurm, the ticks still charge the jobs it runs: a
+    job that ended while none was ready would otherwise be archived before any pass of
+    the book saw it, and never count against its owner's share or quota."""
+    slurm: ScriptedSlurm = service.runtime.slurm  # type: ignore[attr-defined]
+    api, me = _as_me(service, {})
+    job_id = _submit(api, gpus=2)
+    service.tick()  # handed to Slurm: from now on, nothing is ready
+    slurm_id = _slurm_id(slurm, job_id)
+    end = time.time()
+    slurm.set(slurm_id, "RUNNING", start=end - 3600, nodes="n1")
+    assert _job(service, job_id)[0] == JobState.RUNNING
+    slurm.set(slurm_id, "COMPLETED", start=end - 3600, end=end)
+    slurm.accounting[slurm_id] = SlurmJob(slurm_id, "x", 0, "COMPLETED", exit_code=0, end=end)
+    wait_for(lambda: _job(service, job_id)[0] == JobState.SUCCEEDED, what="the job to end")
+    service.tick()
+    with service.lock:  # no /v1/usage call, which would bring the book up to date itself
+        charged = service.runtime.usage.usage.get(f"user:{me}", 0.0)
+    assert charged == pytest.approx(2 * 3600, rel=0.01)  # 2 GPUs for an hour, barely decayed

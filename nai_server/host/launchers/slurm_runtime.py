@@ -315,11 +315,13 @@ class SlurmRuntime(JobRuntime):
         planner would on one server (QuotaGPUs, QuotaHours): counted against max_gpus
         are the GPUs of their jobs Slurm runs or holds pending (`handed`: it will run
         them, nai no longer decides when), their replicas Slurm runs, and the jobs
-        ahead of them let through now. Once enough of theirs end, they go."""
-        if not ready:
-            return {}
+        ahead of them let through now. Once enough of theirs end, they go.
+
+        The usage book is brought up to `now` every tick, jobs ready or not: a job that
+        ended while none was would otherwise be archived (charged by no pass), and a
+        replica's end charged up to whenever the next one came."""
         _, cluster, accounting = self.plan_inputs(now, hot)
-        if not accounting.quotas:
+        if not ready or not accounting.quotas:
             return {}
         held = [*cluster.running, *(self.running_view(j, now) for j in handed)]
         asked = [dataclasses.replace(queued_view(j), gpus=_asked(j)) for j in ready]
