@@ -14,8 +14,9 @@ Services' replicas are charged as jobs are, to their service's owner (and group)
 when they were given GPUs until they let them go. Their runs are not in the job
 records, so the book keeps them itself: the replicas holding GPUs (``held``, given each
 pass) are saved with the usage, and a run that ended is saved in ``SERVICE_RUNS`` (as
-long as a quota period or the decay still reaches it), so a restarted daemon neither
-charges a replica twice nor forgets one.
+long as a quota period reaches it, a day at least, the newest ``MAX_SERVICE_RUNS``), so
+a restarted daemon neither charges a replica twice nor forgets one within a quota. The
+decayed usage needs no such list: it is in the saved figure.
 
 The arithmetic is pure (``runs_of``, ``charge``, ``hours_used``); ``UsageBook`` holds
 the state between ticks and reads and writes the store.
@@ -36,6 +37,7 @@ from nai_server.store.db import TinyDbStore
 Doc = dict[str, Any]
 SETTING = "fairshare_usage"
 SERVICE_RUNS = "service_runs"  # services' replicas' finished runs
+MAX_SERVICE_RUNS = 10_000  # of them, the newest kept
 SAVE_EVERY = 60.0  # seconds between saves of the decayed usage
 FORGET_AFTER = 10  # half-lives: a run this long ago weighs under a thousandth
 NEGLIGIBLE = 1e-3  # GPU-seconds of decayed usage not worth keeping
@@ -254,7 +256,11 @@ class UsageBook:
         current = {(run.job_id, run.start): run for run in held}
         for key, run in current.items():
             recent.append(run)
-            (on_time if key in self._held or run.start >= as_of else late).append(run)
+            back = self._ended.pop(key, None)  # let go, and seen holding GPUs again:
+            if back is not None:  # charged up to when it went; the open run counts now
+                self._finished.pop(key, None)
+            on_time_now = key in self._held or back is not None or run.start >= as_of
+            (on_time if on_time_now else late).append(run)
         gone = [run for key, run in self._held.items() if key not in current]
         for run in gone:
             key = (run.job_id, run.start)
@@ -271,10 +277,15 @@ class UsageBook:
         self._held = current
         self._restarted = False
         if gone:
-            cutoff = now - max(FORGET_AFTER * self.half_life, span)
-            self._ended = {k: r for k, r in self._ended.items()
-                           if r.end is not None and r.end >= cutoff}
-            self.store.set_setting(SERVICE_RUNS, [run_doc(r) for r in self._ended.values()])
+            # Kept for the quotas' periods (the decayed usage is in the saved figure), a
+            # day at least, and the newest MAX_SERVICE_RUNS only: a replica that
+            # crash-loops must not grow the state every commit writes.
+            cutoff = now - max(DAY, span)
+            kept = sorted((r for r in self._ended.values()
+                           if r.end is not None and r.end >= cutoff),
+                          key=lambda r: r.end or 0.0)[-MAX_SERVICE_RUNS:]
+            self._ended = {(r.job_id, r.start): r for r in kept}
+            self.store.set_setting(SERVICE_RUNS, [run_doc(r) for r in kept])
         return changed
 
     def _load(self, now: float, span: float) -> None:

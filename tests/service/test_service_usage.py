@@ -260,3 +260,41 @@ def test_a_group_services_gpu_time_is_charged_to_the_group_too(tmp_path: Path) -
         accrue(0.0, 1, HOUR, half_life)
     )
     service.close()
+
+
+def test_a_replica_seen_gone_for_a_pass_and_back_is_not_charged_twice(server: Server) -> None:
+    """A replica the supervisor did not report for one pass (a poll of Slurm that missed
+    it) and then reports again, same start: its hours count once."""
+    server.api.put(f"/v1/users/{ME}/quota", json={"gpu_hours": 100, "period_days": 1})
+    server.serve((0, 1), started_at=T0)
+    server.service.tick()
+    server.now[0] += HOUR
+    server.service.tick()
+    kept = list(server.replicas)
+    server.replicas.clear()
+    server.now[0] += 1
+    server.service.tick()
+    server.replicas.extend(kept)
+    server.now[0] += HOUR - 1
+    server.service.tick()
+    assert server.row()["used_gpu_hours"] == pytest.approx(4.0)  # 2 GPUs for 2 hours
+
+
+def test_the_saved_runs_of_replicas_that_came_and_went_stay_bounded(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A service that crash-loops ends a run every few seconds; what the daemon keeps of
+    them (written with every commit) stays within MAX_SERVICE_RUNS."""
+    from nai_server.app import usage
+
+    monkeypatch.setattr(usage, "MAX_SERVICE_RUNS", 5)
+    server.api.put(f"/v1/users/{ME}/quota", json={"gpu_hours": 100, "period_days": 1})
+    for run in range(1, 12):
+        server.serve((0,), started_at=server.now[0], run=run)
+        server.service.tick()
+        server.now[0] += 10
+        server.replicas.clear()
+        server.service.tick()
+    book = server.service.runtime.usage
+    assert len(book.store.get_setting(usage.SERVICE_RUNS)) == 5
+    assert server.row()["used_gpu_hours"] == pytest.approx(11 * 10 / HOUR)  # all still counted
