@@ -42,17 +42,7 @@ class Server:
     replicas: list[RunningJob]
 
     def serve(self, gpus: tuple[int, ...], started_at: float, run: int = 1) -> None:
-        self.replicas.append(
-            RunningJob(
-                id=SERVICE_ID_BASE + 4096 + run,
-                user=ME,
-                group=None,
-                gpus=gpus,
-                started_at=started_at,
-                time_limit=None,
-                preemptible=False,
-            )
-        )
+        self.replicas.append(replica(started_at, gpus, run))
 
     def row(self) -> dict:
         rows = self.api.get("/v1/usage").json()["rows"]
@@ -66,6 +56,35 @@ class Server:
 
     def job(self, job_id: int) -> dict:
         return self.api.get(f"/v1/jobs/{job_id}").json()
+
+
+def replica(
+    started_at: float, gpus: tuple[int, ...] = (0, 1), run: int = 1, group: str | None = None
+) -> RunningJob:
+    """A replica of the test user's service holding ``gpus`` (as the supervisor says)."""
+    return RunningJob(
+        id=SERVICE_ID_BASE + 4096 + run,
+        user=ME,
+        group=group,
+        gpus=gpus,
+        started_at=started_at,
+        time_limit=None,
+        preemptible=False,
+    )
+
+
+def an_hour_held(state_dir: Path, now: list[float], replicas: list[RunningJob]) -> float:
+    """A daemon whose replicas hold their GPUs for an hour (the test user has a quota,
+    so their hours count), then stops; the half-life it charged with."""
+    first = start(state_dir, now, replicas)
+    first.accounts.add_user(ME)
+    first.accounts.store.update_user(ME, {"quota": {"gpu_hours": 100, "period_days": 7}})
+    half_life = first.runtime.tuning.half_life
+    first.tick()
+    now[0] += HOUR
+    first.tick()
+    first.close()
+    return half_life
 
 
 def start(state_dir: Path, now: list[float], replicas: list[RunningJob]) -> UseCases:
@@ -136,25 +155,8 @@ def usage_row(service: UseCases) -> dict:
 
 def test_a_restart_neither_forgets_nor_double_charges_a_replica(tmp_path: Path) -> None:
     now: list[float] = [T0]
-    replicas = [
-        RunningJob(
-            id=SERVICE_ID_BASE + 4097,
-            user=ME,
-            group=None,
-            gpus=(0, 1),
-            started_at=T0,
-            time_limit=None,
-            preemptible=False,
-        )
-    ]
-    first = start(tmp_path / "s", now, replicas)
-    first.accounts.add_user(ME)
-    first.accounts.store.update_user(ME, {"quota": {"gpu_hours": 100, "period_days": 7}})
-    half_life = first.runtime.tuning.half_life
-    first.tick()
-    now[0] += HOUR
-    first.tick()
-    first.close()
+    replicas = [replica(T0)]
+    half_life = an_hour_held(tmp_path / "s", now, replicas)
 
     # Down for an hour, the replica kept running (re-adopted): 2 hours of 2 GPUs.
     now[0] += HOUR
@@ -183,17 +185,7 @@ def test_a_replica_held_before_replicas_were_charged_is_charged_from_its_start(
     """A daemon of the version before kept no record of replicas: a replica running
     when this one starts was never charged."""
     now: list[float] = [T0]
-    replicas = [
-        RunningJob(
-            id=SERVICE_ID_BASE + 4097,
-            user=ME,
-            group=None,
-            gpus=(0, 1),
-            started_at=T0 - HOUR,
-            time_limit=None,
-            preemptible=False,
-        )
-    ]
+    replicas = [replica(T0 - HOUR)]
     service = start(tmp_path / "s", now, replicas)
     service.tick()
     half_life = service.runtime.tuning.half_life
@@ -207,25 +199,8 @@ def test_a_replica_gone_across_a_restart_is_charged_until_last_seen(tmp_path: Pa
     """The daemon stopped, and its replica ended, before the next saw it go: charged
     up to when its usage was last saved, not through the time the daemon was down."""
     now: list[float] = [T0]
-    replicas = [
-        RunningJob(
-            id=SERVICE_ID_BASE + 4097,
-            user=ME,
-            group=None,
-            gpus=(0, 1),
-            started_at=T0,
-            time_limit=None,
-            preemptible=False,
-        )
-    ]
-    first = start(tmp_path / "s", now, replicas)
-    first.accounts.add_user(ME)
-    first.accounts.store.update_user(ME, {"quota": {"gpu_hours": 100, "period_days": 7}})
-    half_life = first.runtime.tuning.half_life
-    first.tick()
-    now[0] += HOUR
-    first.tick()
-    first.close()
+    replicas = [replica(T0)]
+    half_life = an_hour_held(tmp_path / "s", now, replicas)
 
     replicas.clear()
     now[0] += HOUR
@@ -240,17 +215,7 @@ def test_a_replica_gone_across_a_restart_is_charged_until_last_seen(tmp_path: Pa
 
 def test_a_group_services_gpu_time_is_charged_to_the_group_too(tmp_path: Path) -> None:
     now: list[float] = [T0]
-    replicas = [
-        RunningJob(
-            id=SERVICE_ID_BASE + 4097,
-            user=ME,
-            group="lab",
-            gpus=(0,),
-            started_at=T0,
-            time_limit=None,
-            preemptible=False,
-        )
-    ]
+    replicas = [replica(T0, (0,), group="lab")]
     service = start(tmp_path / "s", now, replicas)
     service.tick()
     now[0] += HOUR
