@@ -202,26 +202,22 @@ class UsageBook:
                 continue  # the bulk of a long queue: never ran
             for run in runs_of(job):
                 key = (run.job_id, run.start)
+                seen.add(key)
+                if run.end is not None and span:  # for the quotas' count, however charged
+                    self._finished[key] = run
                 if run.end is not None and run.end < as_of and (last is None or key in last):
                     # Ended before the last pass, which charged it (running, up to then)
-                    # or found it ended; but an end Slurm reports in a later poll still
-                    # has to reach the quotas' count.
-                    seen.add(key)
-                    if span and key not in self._finished:
-                        self._finished[key] = run
+                    # or found it ended; an end Slurm reports in a later poll still
+                    # reached the quotas' count above.
                     continue
-                # >=: a run that ended at as_of added nothing to usage yet, but quotas
-                # must still see it. One that ended before, never seen (started and
-                # ended between two polls of Slurm), is charged whole, as late.
-                if run.end is None or run.end >= as_of or last is not None:
-                    seen.add(key)
-                    recent.append(run)
-                    if last is not None and run.start < as_of and key not in last:
-                        late.append(run)
-                    else:
-                        on_time.append(run)
-                    if run.end is not None and span:
-                        self._finished[key] = run
+                # A run that ended at as_of added nothing to usage yet. One that ended
+                # before, never seen (started and ended between two polls of Slurm), is
+                # charged whole, as late.
+                recent.append(run)
+                if last is not None and run.start < as_of and key not in last:
+                    late.append(run)
+                else:
+                    on_time.append(run)
         self._seen = seen
         changed = self._replicas(now, held, recent, on_time, late, span)
         usage = charge(self.usage, as_of, on_time, now, self.half_life)
