@@ -15,7 +15,9 @@ queued jobs < 20 ms.
                                           # each: pass/fail per target, the count, the
                                           # averages, est_start's error for fifo, backfill
                                           # and the default, the slowest replay and plan()
-                                          # time; --set changes a fair-share knob (Tuning)
+                                          # time; --set changes a fair-share knob (Tuning);
+                                          # --explain: for each target missed, the
+                                          # measured trade-off behind it (why_missed)
 
 Held-out check: windows of the real Helios and Philly traces, drawn as the family was
 (bench/windows.py), replayed with --traces --dir on the folder they were written to.
@@ -28,12 +30,21 @@ import os
 import random
 import statistics
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from nai_server.cli.simulate import Done, estimate_errors, metrics, read_trace, replay, table
+from nai_server.cli.simulate import (
+    Done,
+    Replay,
+    estimate_errors,
+    metrics,
+    read_trace,
+    replay,
+    table,
+)
 from nai_server.core import scheduling as sched
 from nai_server.core.sched_types import Tuning
 
@@ -109,9 +120,96 @@ def all_traces(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.csv")) + sorted((folder / "family").glob("*.csv"))
 
 
-def family(folder: Path, policy: str = "fairshare", tuning: Tuning | None = None) -> int:
+HOUR = 3_600.0
+
+
+def idle_hours(done: Sequence[Done], gpus: int) -> dict[str, float]:
+    """GPU-hours idle between the first submission and the last end, by what was queued
+    meanwhile: ``held``, a waiting job would have fitted the idle GPUs (they were kept
+    for a reservation or a drain, or a quota held the job); ``blocked``, jobs waited and
+    none fitted (a whole-server job waiting for every GPU at once); ``empty``, nothing
+    waited (a lull, or the last long jobs running alone at the end). A job counts as
+    running from its first start to its end: right for jobs never preempted."""
+    events: list[tuple[float, int, int]] = []  # (time, GPUs taken, width joining queue)
+    for d in done:
+        width = d.job.gpus
+        start = d.job.submit if d.started is None else d.started
+        events += [(d.job.submit, 0, width), (start, width, -width), (d.end, -width, 0)]
+    events.sort(key=lambda e: e[0])
+    split = dict.fromkeys(("held", "blocked", "empty"), 0.0)
+    queued: Counter[int] = Counter()
+    busy, last = 0, events[0][0] if events else 0.0
+    for at, taken, joined in events:
+        free = gpus - busy
+        if at > last and free > 0:
+            waiting = [w for w, n in queued.items() if n > 0 and w > 0]
+            kind = "empty" if not waiting else "held" if min(waiting) <= free else "blocked"
+            split[kind] += free * (at - last) / HOUR
+        last = at
+        busy += taken
+        queued[abs(joined)] += 1 if joined > 0 else -1 if joined < 0 else 0
+    return split
+
+
+def _worst_user(done: Sequence[Done]) -> tuple[str, list[Done]]:
+    per_user: dict[str, list[Done]] = {}
+    for d in done:
+        per_user.setdefault(d.job.user, []).append(d)
+    return max(per_user.items(), key=lambda kv: statistics.fmean(d.slowdown for d in kv[1]))
+
+
+def why_missed(results: dict[str, Replay], figures: dict[str, dict[str, float]],
+               met: dict[str, bool], policy: str = "fairshare") -> list[str]:
+    """For each target ``policy`` missed, the figures behind it against the baseline it
+    is measured by: where the idle GPU-hours went (``idle_hours``), whose jobs waited,
+    and how long."""
+    lines: list[str] = []
+    mine = results[policy]
+    if not met["jct"]:
+        best = min(BASELINES, key=lambda p: figures[p]["avg_jct"])
+        lines.append(
+            f"  JCT: mean {figures[policy]['avg_jct'] / HOUR:.1f} h against {best}'s "
+            f"{figures[best]['avg_jct'] / HOUR:.1f} h; mean wait "
+            f"{figures[policy]['avg_wait'] / HOUR:.1f} h against "
+            f"{figures[best]['avg_wait'] / HOUR:.1f} h")
+    if not met["bsld"]:
+        best = min(BASELINES, key=lambda p: figures[p]["worst_user_bsld"])
+        user, jobs = _worst_user(mine.done)
+        theirs = [d for d in results[best].done if d.job.user == user]
+        widths = sorted(Counter(d.job.gpus for d in jobs).items())
+        lines.append(
+            f"  worst-user slowdown: {user} ({len(jobs)} jobs; GPUs x jobs "
+            + ", ".join(f"{w}x{n}" for w, n in widths)
+            + f") {statistics.fmean(d.slowdown for d in jobs):.1f}, waiting "
+            f"{statistics.fmean(d.wait for d in jobs) / HOUR:.1f} h on average; under "
+            f"{best} {statistics.fmean(d.slowdown for d in theirs):.1f} and "
+            f"{statistics.fmean(d.wait for d in theirs) / HOUR:.1f} h (its worst user: "
+            f"{figures[best]['worst_user_bsld']:.1f})")
+    if not met["wide"]:
+        widest = max(d.job.gpus for d in mine.done)
+        count = sum(1 for d in mine.done if d.job.gpus == widest)
+        lines.append(
+            f"  widest jobs ({count} on {widest} GPUs): p99 wait "
+            f"{figures[policy]['widest_p99_wait'] / HOUR:.1f} h against backfill's "
+            f"{figures['backfill']['widest_p99_wait'] / HOUR:.1f} h")
+    if not met["util"]:
+        best = max(BASELINES, key=lambda p: figures[p]["utilisation"])
+        a, b = idle_hours(mine.done, mine.gpus), idle_hours(results[best].done, mine.gpus)
+        lines.append(
+            f"  utilisation: makespan {figures[policy]['makespan'] / HOUR:.0f} h against "
+            f"{best}'s {figures[best]['makespan'] / HOUR:.0f} h; idle GPU-hours with a job "
+            f"that fits waiting (kept for a reservation or drain) {a['held']:.0f} against "
+            f"{b['held']:.0f}, with none fitting {a['blocked']:.0f} against "
+            f"{b['blocked']:.0f}, with nothing queued {a['empty']:.0f} against "
+            f"{b['empty']:.0f}")
+    return lines
+
+
+def family(folder: Path, policy: str = "fairshare", tuning: Tuning | None = None,
+           explain: bool = False) -> int:
     """One line per trace: the default policy's figure (under ``tuning``) against each
-    target, and whether it meets it; then the averages, the estimated starts' error and
+    target, and whether it meets it (with ``explain``, then the figures behind each
+    target missed: ``why_missed``); then the averages, the estimated starts' error and
     the slowest replay. Returns how many traces meet all four."""
     print(f"{'trace':28s} {'jobs':>5s} {'JCT<=1':>11s} {'BSLD<=.75':>11s} "
           f"{'wide<=1':>11s} {'util>=-2':>11s}  all  replay s")  # fmt: skip
@@ -136,6 +234,9 @@ def family(folder: Path, policy: str = "fairshare", tuning: Tuning | None = None
         cells = [f"{check[k]:7.3f} {'ok' if met[k] else 'NO':>3s}" for k in TARGETS]
         print(f"{path.stem:28s} {len(trace):5d} {' '.join(cells)}  "
               f"{'yes' if all(met.values()) else ' no'}  {results[-1].seconds:7.2f}")  # fmt: skip
+        if explain:
+            for line in why_missed({r.policy: r for r in results}, figures, met, policy):
+                print(line)
     means = [f"{statistics.fmean(ratios[k]):7.3f}    " for k in TARGETS]
     print(f"{'average':28s} {'':5s} {' '.join(means)}")
     print(f"{policy} meets all four targets on {count} of {len(paths)} traces")
@@ -216,10 +317,14 @@ def main() -> None:
         "--set", action="append", default=[], metavar="KNOB=VALUE",
         help="with --traces: a fair-share knob of Tuning, e.g. tail_guard=1 (repeatable)",
     )  # fmt: skip
+    parser.add_argument(
+        "--explain", action="store_true",
+        help="with --traces: under each trace, the figures behind each target missed",
+    )  # fmt: skip
     args = parser.parse_args()
     folder = args.dir or traces_dir()
     if args.traces:
-        family(folder, tuning=knobs(args.set))
+        family(folder, tuning=knobs(args.set), explain=args.explain)
         return
     for name, gpus in TRACES:
         if args.trace and name not in args.trace:
