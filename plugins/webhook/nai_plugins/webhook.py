@@ -8,20 +8,28 @@ to their own jobs' events with `nai notify add webhook URL`: an http(s) URL, on 
 of `user_hosts` when the admin lists them. Without that list, a user's URL must name a
 public address: the daemon would otherwise POST, from inside the network, to whatever
 loopback, private or link-local address (a cloud's metadata service) a user names.
+Each delivery resolves the host once, checks what it got, and connects to exactly
+those addresses: a name that answers differently from one lookup to the next (DNS
+rebinding) cannot slip an inside address past the check. Proxy variables are ignored
+for the same reason (a proxy would look the name up again), and redirects are not
+followed (they would lead to a host nobody checked).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import ipaddress
 import json
 import socket
-import urllib.request
-from collections.abc import Mapping
+import ssl
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 from nai_server.plugins.contracts import EVENTS, JobEvent, Refuse, hookimpl
+
+MAX_ANSWER = 1 << 16  # bytes of the answer read before the connection is closed
 
 
 def text(event: JobEvent) -> str:
@@ -30,24 +38,91 @@ def text(event: JobEvent) -> str:
     return f"nai: job {event.job_id} {event.name} of {event.user} {event.event}{code}"
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """A redirect is an error: it would send the event to a host nobody checked."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
+class DeliveryFailed(Exception):
+    """The webhook answered, but not with success (an HTTP error or a redirect)."""
 
 
-_OPENER = urllib.request.build_opener(_NoRedirect)
+class PinnedHTTPConnection(http.client.HTTPConnection):
+    """HTTP to `host` at addresses resolved (and checked) beforehand: the socket goes
+    to one of `addresses`, never to a fresh lookup of the name, while the request
+    still names `host` (its Host header)."""
+
+    def __init__(self, host: str, port: int, addresses: Sequence[str],
+                 timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self.addresses = tuple(addresses)
+
+    def connect(self) -> None:
+        error: OSError = OSError(f"{self.host} has no address to connect to")
+        for address in self.addresses:  # in the resolver's order, as a lookup would
+            try:
+                self.sock = socket.create_connection((address, self.port), self.timeout)
+                return
+            except OSError as exc:
+                error = exc
+        raise error
 
 
-def post(url: str, event: JobEvent, timeout: float) -> None:
-    """POST the event to `url`; an HTTP error or a redirect raises (and is logged by the
+class PinnedHTTPSConnection(PinnedHTTPConnection):
+    """HTTPS likewise: the TLS handshake names `host` (SNI) and its certificate must be
+    valid for `host`, whichever address answered."""
+
+    default_port = 443
+
+    def __init__(self, host: str, port: int, addresses: Sequence[str], timeout: float,
+                 context: ssl.SSLContext | None = None) -> None:
+        super().__init__(host, port, addresses, timeout)
+        self.context = context or ssl.create_default_context()
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock = self.context.wrap_socket(self.sock, server_hostname=self.host)
+
+
+def _target(url: str) -> tuple[str, str, int]:
+    """The URL's scheme, host and port, or Refuse saying what is wrong with it."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise Refuse("give an http:// or https:// URL")
+    try:
+        port = parts.port
+    except ValueError:
+        raise Refuse("the URL's port must be a number from 1 to 65535") from None
+    return parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80)
+
+
+def _resolve(host: str, port: int) -> list[str]:
+    """Every address `host` names now (an IP literal names itself), each once."""
+    found = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+    return list(dict.fromkeys(str(address[0]) for *_, address in found))
+
+
+def post(url: str, event: JobEvent, timeout: float,
+         addresses: Sequence[str] | None = None) -> None:
+    """POST the event to `url`, connecting to `addresses` (by default, those its host
+    resolves to now); an HTTP error or a redirect raises (and is logged by the
     daemon)."""
+    scheme, host, port = _target(url)
+    if addresses is None:
+        addresses = _resolve(host, port)
     body = json.dumps({**dataclasses.asdict(event), "text": text(event)}).encode()
-    request = urllib.request.Request(url, data=body, method="POST",
-                                     headers={"Content-Type": "application/json"})
-    with _OPENER.open(request, timeout=timeout) as answer:
-        answer.read(1 << 16)
+    parts = urlsplit(url)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    kind = PinnedHTTPSConnection if scheme == "https" else PinnedHTTPConnection
+    connection = kind(host, port, addresses, timeout)
+    try:
+        connection.request("POST", path, body=body,
+                           headers={"Content-Type": "application/json",
+                                    "User-Agent": "nai-webhook"})
+        answer = connection.getresponse()
+        answer.read(MAX_ANSWER)
+    finally:
+        connection.close()
+    if 300 <= answer.status < 400:
+        raise DeliveryFailed(f"{host} answered {answer.status} {answer.reason}, a "
+                             f"redirect, which is not followed: use the URL it leads to")
+    if not 200 <= answer.status < 300:
+        raise DeliveryFailed(f"{host} answered {answer.status} {answer.reason}")
 
 
 @hookimpl
@@ -58,31 +133,52 @@ def nai_job_event(event: JobEvent, options: Mapping[str, Any]) -> None:
     post(options["url"], event, float(options.get("timeout", 5)))
 
 
-def _inside(host: str, port: int | None, *, unknown_ok: bool) -> str | None:
-    """Why `host` is not a public address (it is, or resolves to, a loopback, private,
-    link-local or otherwise special one), or None. A name that does not resolve now
-    passes when `unknown_ok` (at subscription: it is checked again at each delivery)."""
-    try:
-        found = socket.getaddrinfo(host, port or 443, proto=socket.IPPROTO_TCP)
-    except OSError as exc:
-        return None if unknown_ok else f"cannot resolve {host}: {exc}"
-    for *_, address in found:
-        ip = ipaddress.ip_address(str(address[0]).split("%", 1)[0])
-        if not ip.is_global or ip.is_multicast:
-            return f"{host} is {ip}, not a public address"
-    return None
+_IP = ipaddress.IPv4Address | ipaddress.IPv6Address
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052: the IPv4 in the last 32 bits
+_NEVER_PUBLIC = (
+    ipaddress.IPv6Network("64:ff9b:1::/48"),  # RFC 8215: local-use NAT64, the site's own
+    ipaddress.IPv6Network("2001::/32"),  # Teredo: a tunnel to whatever its IPv4s name
+    ipaddress.IPv6Network("::/96"),  # IPv4-compatible (deprecated), :: and ::1 among them
+)
 
 
-def _check(target: str, options: Mapping[str, Any], *, delivering: bool) -> None:
-    parts = urlsplit(target)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise Refuse("give an http:// or https:// URL")
+def _public(ip: _IP) -> bool:
+    """Whether `ip` is a public unicast address. An IPv6 address that carries an IPv4
+    one (IPv4-mapped, NAT64, 6to4) is as public as the IPv4 address it leads to."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if any(ip in net for net in _NEVER_PUBLIC):
+            return False
+        inner = ip.ipv4_mapped or ip.sixtofour or (
+            ipaddress.IPv4Address(int(ip) & 0xFFFF_FFFF) if ip in _NAT64 else None)
+        if inner is not None:
+            return _public(inner)
+    return ip.is_global and not ip.is_multicast
+
+
+def _check(target: str, options: Mapping[str, Any], *, delivering: bool) -> list[str]:
+    """Refuse a user's URL the server may not send to; else the addresses to deliver
+    to (none when not delivering and nothing needed resolving). A name that does not
+    resolve at subscription passes: it is checked again at each delivery."""
+    _, host, port = _target(target)
     allowed = options.get("user_hosts")
-    if allowed:
-        if parts.hostname.lower() not in {str(h).lower() for h in allowed}:
-            raise Refuse(f"this server sends to {', '.join(map(str, allowed))} only")
-    elif why := _inside(parts.hostname, parts.port, unknown_ok=not delivering):
-        raise Refuse(f"{why}; ask the admin to list the host in the webhook's user_hosts")
+    if allowed and host.lower() not in {str(h).lower() for h in allowed}:
+        raise Refuse(f"this server sends to {', '.join(map(str, allowed))} only")
+    if allowed and not delivering:
+        return []
+    try:
+        addresses = _resolve(host, port)
+    except OSError as exc:
+        if not delivering:
+            return []
+        raise Refuse(f"cannot resolve {host} ({exc.strerror or exc}); check the URL's "
+                     f"host name, or remove the subscription (nai notify rm ID)") from None
+    if not allowed:
+        for address in addresses:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+            if not _public(ip):
+                raise Refuse(f"{host} is {ip}, not a public address; ask the admin to "
+                             f"list the host in the webhook's user_hosts")
+    return addresses
 
 
 @hookimpl
@@ -95,6 +191,6 @@ def nai_notify_check(target: str, options: Mapping[str, Any]) -> None:
 @hookimpl
 def nai_notify_user(event: JobEvent, target: str, options: Mapping[str, Any]) -> None:
     """POST one of the user's own job events to the URL they subscribed, checked again
-    (a name may resolve elsewhere by now)."""
-    _check(target, options, delivering=True)
-    post(target, event, float(options.get("timeout", 5)))
+    (a name may resolve elsewhere by now) and sent to the very addresses checked."""
+    addresses = _check(target, options, delivering=True)
+    post(target, event, float(options.get("timeout", 5)), addresses)
