@@ -8,6 +8,7 @@ import os
 from nai_server.config import JobsConfig
 from nai_server.core.resources import with_limits
 from nai_server.core.spec import JobSpec, parse_duration
+from nai_server.core.units import format_size
 from nai_server.host.cgroup_limits import host_memory
 from nai_server.host.runtime import JobRuntime
 from nai_server.protocol import Invalid
@@ -32,8 +33,8 @@ def check_fits(runtime: JobRuntime, gpus: int, gpu_memory: int | None) -> None:
                       "ask for at least one GPU")
     biggest = max((g.memory_total for g in snapshot.gpus), default=0)
     if gpu_memory and gpus and gpu_memory > biggest:
-        raise Invalid(f"gpu_memory: {gpu_memory} bytes asked, but the largest GPU here "
-                      f"has {biggest}")
+        raise Invalid(f"gpu_memory: {format_size(gpu_memory)} asked, but the largest GPU "
+                      f"here has {format_size(biggest)}; ask for at most that")
 
 
 def with_server_limits(jobs: JobsConfig, spec: JobSpec) -> JobSpec:

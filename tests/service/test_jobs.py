@@ -81,6 +81,10 @@ def test_spec_errors_name_the_field(api: TestClient) -> None:
     too_many = api.post("/v1/jobs", json={"spec": {"command": "true", "gpus": 3}})
     assert too_many.status_code == 400
     assert "has 2 GPU(s); ask for at most 2" in too_many.json()["error"]["message"]
+    too_big = api.post("/v1/jobs", json={"spec": {"command": "true", "gpu_memory": "100GiB"}})
+    assert too_big.status_code == 400 and too_big.json()["error"]["message"] == (
+        "gpu_memory: 100.0 GiB asked, but the largest GPU here has 80.0 GiB; ask for at "
+        "most that")
     no_tree = api.post("/v1/jobs", json={"spec": {"command": "true"}, "code_tree": "a" * 64})
     assert no_tree.status_code == 400 and "upload it first" in no_tree.json()["error"]["message"]
 
