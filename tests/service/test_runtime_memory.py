@@ -87,7 +87,8 @@ def test_a_failed_dependency_cancels_its_after_ok_dependant(runtime: JobRuntime)
     failed, cancelled = record(runtime, first), record(runtime, then)
     assert failed.state is JobState.FAILED and failed.message == "exit code 3"
     assert cancelled.state is JobState.CANCELLED and cancelled.started_at is None
-    assert f"dependency job {first} ended failed" in (cancelled.message or "")
+    assert cancelled.message == (f"dependency job {first} ended failed, and this job would "
+                                 f"run only after its success (after_ok)")
 
 
 def test_a_job_past_its_time_limit_is_stopped_as_timed_out(runtime: JobRuntime) -> None:
