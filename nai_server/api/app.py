@@ -31,7 +31,7 @@ from nai_server.api.turns import Turns
 from nai_server.app import faults
 from nai_server.app.use_cases import UseCases
 from nai_server.core.bounds import scrub, shown
-from nai_server.protocol import API_VERSION, METHOD_OVERRIDE_HEADER, ApiError
+from nai_server.protocol import API_VERSION, METHOD_OVERRIDE_HEADER, ApiError, error_sentence
 
 log = logging.getLogger("nai.api")
 
@@ -110,17 +110,9 @@ def _error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": err}
 
 
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def _validation_message(exc: RequestValidationError) -> str:
-    parts = []
-    for err in exc.errors()[:5]:
-        # Keys in `loc` are the caller's own (an unknown field's name): quoted short.
-        loc = ".".join(_cut(str(p), 80) for p in err.get("loc", ()) if p != "body")
-        parts.append(f"{loc or 'body'}: {_cut(str(err.get('msg')), 300)}")
-    return "; ".join(parts) or "invalid request"
+    # In words (protocol.error_sentence): the field, the value, the limit; no regexes.
+    return "; ".join(error_sentence(err) for err in exc.errors()[:5]) or "invalid request"
 
 
 def create_app(service: UseCases) -> FastAPI:

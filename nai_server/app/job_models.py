@@ -28,7 +28,7 @@ from nai_server.core.job import Job
 from nai_server.core.metric_summary import check_metric_choice
 from nai_server.host import mounts
 from nai_server.protocol import Conflict, Invalid, ModelFromJob, RegistryVersion
-from nai_server.protocol.base import NAME_PATTERN
+from nai_server.protocol.base import NAME_PATTERN, NAME_RULE
 from nai_server.store.blobs import BlobStore, MissingBlobs
 
 Doc = dict[str, Any]
@@ -46,8 +46,7 @@ class JobModels:
 
     def register(self, caller: Caller, name: str, body: ModelFromJob) -> RegistryVersion:
         if not re.match(NAME_PATTERN, name):
-            raise Invalid(f"model name {name!r}: use letters, digits, '.', '_' and '-' "
-                          f"(at most 64, starting with a letter or digit)")
+            raise Invalid(f"model name {name!r}: {NAME_RULE}")
         try:
             directions = check_metric_choice(body.metric, body.direction)
         except ValueError as exc:

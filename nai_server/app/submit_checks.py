@@ -8,6 +8,7 @@ import os
 from nai_server.config import JobsConfig
 from nai_server.core.resources import with_limits
 from nai_server.core.spec import JobSpec, parse_duration
+from nai_server.core.units import format_size
 from nai_server.host.cgroup_limits import host_memory
 from nai_server.host.runtime import JobRuntime
 from nai_server.protocol import Invalid
@@ -20,15 +21,20 @@ def check_fits(runtime: JobRuntime, gpus: int, gpu_memory: int | None) -> None:
         return  # the cluster's GPUs are Slurm's to count: sbatch refuses what never fits
     snapshot = runtime.state.snapshot or runtime.gpus.probe()
     total = len(snapshot.gpus)
+    cpu_only = runtime.config.scheduler.cpu_slots > 0
     if gpus > total:
-        raise Invalid(f"gpus: {gpus} asked, but this server has {total} GPU(s)")
-    if gpus == 0 and runtime.config.scheduler.cpu_slots == 0:
+        what = f"; ask for at most {total}"
+        if total == 0:  # a job that left --gpus out asked for the default 1 unawares
+            what = ("; pass --gpus 0 (gpus: 0 in a job spec) for a CPU-only job"
+                    if cpu_only else " and runs no CPU-only jobs (scheduler.cpu_slots is 0)")
+        raise Invalid(f"gpus: {gpus} asked, but this server has {total} GPU(s){what}")
+    if gpus == 0 and not cpu_only:
         raise Invalid("this server runs no CPU-only jobs (scheduler.cpu_slots is 0); "
                       "ask for at least one GPU")
     biggest = max((g.memory_total for g in snapshot.gpus), default=0)
     if gpu_memory and gpus and gpu_memory > biggest:
-        raise Invalid(f"gpu_memory: {gpu_memory} bytes asked, but the largest GPU here "
-                      f"has {biggest}")
+        raise Invalid(f"gpu_memory: {format_size(gpu_memory)} asked, but the largest GPU "
+                      f"here has {format_size(biggest)}; ask for at most that")
 
 
 def with_server_limits(jobs: JobsConfig, spec: JobSpec) -> JobSpec:

@@ -111,6 +111,18 @@ server first, as yourself: python3 -m venv $VIRTUAL_ENV" >&2
 }
 exec /bin/sh -c "$1"
 """
+# The same for a relative venv path: that is inside this job's own code snapshot, which
+# no later job sees, so making a venv there is the wrong advice; one under ~/ is right.
+_VENV_IN_CODE = """[ -x "$VIRTUAL_ENV/bin/python" ] || {
+    echo "nai: env_setup venv: $VIRTUAL_ENV/bin/python not found: a relative venv path \
+is looked for in this job's own copy of your code (a .venv your .gitignore leaves out is \
+not sent, and one made on your laptop rarely runs here); make a venv once on this \
+server, as yourself: python3 -m venv ~/venvs/NAME, then write env_setup: \
+{venv: ~/venvs/NAME}" >&2
+    exit 127
+}
+exec /bin/sh -c "$1"
+"""
 
 # Run by the user's login shell (as them): $1 = the conda environment, $2 = the command.
 _CONDA = r"""conda=
@@ -159,12 +171,12 @@ def job_launch(setup: EnvSetup | None, *, command: str, env: Mapping[str, str],
         out["SHELL"] = chosen
         return (f'exec {quote(chosen)} -l -c {quote(_CONDA)} nai-conda "$1" "$2"',
                 (setup["conda"], command), out)
-    path = setup["venv"]
+    path, script = setup["venv"], _VENV
     if path.startswith("~"):
         path = posixpath.normpath(home.rstrip("/") + "/" + path[1:].lstrip("/"))
     elif not path.startswith("/"):
-        path = posixpath.normpath(posixpath.join(code_dir, path))
+        path, script = posixpath.normpath(posixpath.join(code_dir, path)), _VENV_IN_CODE
     out["VIRTUAL_ENV"] = path
     out["PATH"] = f"{path}/bin:{out['PATH']}" if out.get("PATH") else f"{path}/bin"
     out.pop("PYTHONHOME", None)  # as bin/activate does: it would point python elsewhere
-    return _VENV, (command,), out
+    return script, (command,), out

@@ -26,6 +26,22 @@ from nai_server.host.collection import Ended
 log = logging.getLogger("nai.runtime")
 
 
+def exit_note(code: int | None, env_setup: bool) -> str:
+    """Why a job failed, from its exit code: the shell's own codes (126, 127) say what
+    went wrong and what to check, since `exit code 127` alone tells a new user nothing."""
+    if code == 127:
+        return ("exit code 127: a command was not found, the job's or one its env_setup "
+                "needs (its log says which); check the name, and the PATH its env_setup "
+                "gives" if env_setup else
+                "exit code 127: the shell did not find the command; check the command's "
+                "name and PATH in the job's environment (env_setup picks where python "
+                "and the rest come from)")
+    if code == 126:
+        return ("exit code 126: the shell found the command but could not run it; check "
+                "that the file is executable (chmod +x) and is a program or script")
+    return f"exit code {code}"
+
+
 class JobEndings:
     """Writes the ends of jobs (and their requeueing) to the job store."""
 
@@ -47,7 +63,7 @@ class JobEndings:
             final = stop.kind if stop else (
                 JobState.SUCCEEDED if how.code == 0 and not how.oom else JobState.FAILED)
             message = None if final != JobState.FAILED else (
-                f"exit code {how.code}" if how.code != 0 else
+                exit_note(how.code, job.spec.env_setup is not None) if how.code != 0 else
                 "exit code 0, but the kernel killed one of its processes for lack of memory")
         else:
             final = stop.kind if stop else JobState.LOST

@@ -454,7 +454,7 @@ class JobRuntime:
             self.jobs.update(
                 job.id, state=transition(JobState.QUEUED, JobState.CANCELLED), ended_at=now,
                 message=f"dependency job {failed.id} ended {failed.state}, "
-                        f"and this job ran only after its success (after_ok)")
+                        f"and this job would run only after its success (after_ok)")
         if len(keep) < len(queued):
             self.registry.collect()
         return keep

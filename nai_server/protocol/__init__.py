@@ -332,3 +332,11 @@ from nai_server.protocol.services import (
 from nai_server.protocol.services import (
     TokenInfo as TokenInfo,
 )
+
+# A refused value said in words, the same in the daemon's 400s and a client's own checks.
+from nai_server.protocol.validation import (
+    error_sentence as error_sentence,
+)
+from nai_server.protocol.validation import (
+    pattern_rule as pattern_rule,
+)

@@ -9,6 +9,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, WithJsonSchema
 from nai_server.core.bounds import json_problem
 from nai_server.core.states import TERMINAL, JobState
 from nai_server.core.trees import is_digest
+from nai_server.protocol.validation import described
 
 # Major.minor: a client refuses a server with another major version.
 # 1.1: services, dry-run submits (`POST /v1/jobs?dry_run=1`), models from jobs.
@@ -17,7 +18,9 @@ API_VERSION = "1.1"
 TERMINAL_STATES: frozenset[JobState] = TERMINAL
 """States a job never leaves: succeeded, failed, cancelled, timed_out, lost."""
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+NAME_WORDS = "letters, digits, '.', '_' or '-', starting with a letter or digit"
+NAME_RULE = f"use {NAME_WORDS}, at most 64 characters"
+NAME_PATTERN = described(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", NAME_RULE)
 METHOD_OVERRIDE_HEADER = "X-HTTP-Method-Override"
 
 

@@ -14,12 +14,15 @@ from nai_server.protocol.base import (
     Reply,
     _digest,
 )
+from nai_server.protocol.validation import described
 
 # --- registries -----------------------------------------------------------------------
 # Datasets and models (DESIGN §3): the same shapes under /v1/datasets and /v1/models.
 # A version is a tree plus metadata; `ref` in paths is a number, a tag, or `latest`.
 
-TAG_PATTERN = r"^[A-Za-z][A-Za-z0-9._-]{0,63}$"
+TAG_PATTERN = described(r"^[A-Za-z][A-Za-z0-9._-]{0,63}$",
+                        "use letters, digits, '.', '_' or '-', starting with a letter (a "
+                        "number names a version), at most 64 characters")
 RegistryKind = Literal["dataset", "model"]
 
 

@@ -12,11 +12,14 @@ from typing import Literal
 
 from pydantic import Field
 
-from nai_server.protocol.base import NAME_PATTERN, Model, Reply
+from nai_server.protocol.base import NAME_PATTERN, NAME_WORDS, Model, Reply
 from nai_server.protocol.errors import ApiError
+from nai_server.protocol.validation import described
 
 # `name@version`, `name@tag` or `name` (its latest version).
-MODEL_REF_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(@[A-Za-z0-9][A-Za-z0-9._-]{0,63})?$"
+MODEL_REF_PATTERN = described(
+    r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(@[A-Za-z0-9][A-Za-z0-9._-]{0,63})?$",
+    f"write NAME, NAME@VERSION or NAME@TAG, each part {NAME_WORDS}, at most 64 characters")
 
 
 class ServiceCreate(Model):

@@ -91,6 +91,20 @@ def test_a_missing_venv_fails_the_job_saying_so(api: TestClient, service: UseCas
     job = run(api, service, {"command": "echo ran", "env_setup": {"venv": str(tmp_path / "no")}})
     assert job["state"] == "failed" and job["exit_code"] == 127
     assert f"{tmp_path}/no/bin/python not found" in job["log"] and "ran" not in job["log"]
+    assert job["message"].startswith("exit code 127: a command was not found, the job's or "
+                                      "one its env_setup needs (its log says which)")
+
+
+def test_a_missing_relative_venv_advises_one_under_home(api: TestClient,
+                                                       service: UseCases) -> None:
+    # Not "make it in jobs/N/code/.venv": that snapshot is this job's alone.
+    job = run(api, service, {"command": "echo ran", "env_setup": {"venv": ".venv"}})
+    assert job["state"] == "failed" and job["exit_code"] == 127
+    where = f"{service.runtime.job_dir(job['id'])}/code/.venv"
+    assert f"{where}/bin/python not found: a relative venv path" in job["log"], job["log"]
+    assert "python3 -m venv ~/venvs/NAME, then write env_setup: {venv: ~/venvs/NAME}" in (
+        job["log"])
+    assert f"venv {where}" not in job["log"] and "ran" not in job["log"]
 
 
 @pytest.mark.parametrize(("value", "says"), [

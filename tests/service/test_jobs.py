@@ -79,7 +79,12 @@ def test_spec_errors_name_the_field(api: TestClient) -> None:
     unknown = api.post("/v1/jobs", json={"spec": {"command": "true", "gpu": 1}})
     assert unknown.status_code == 400 and "gpus" in unknown.json()["error"]["message"]
     too_many = api.post("/v1/jobs", json={"spec": {"command": "true", "gpus": 3}})
-    assert too_many.status_code == 400 and "2 GPU" in too_many.json()["error"]["message"]
+    assert too_many.status_code == 400
+    assert "has 2 GPU(s); ask for at most 2" in too_many.json()["error"]["message"]
+    too_big = api.post("/v1/jobs", json={"spec": {"command": "true", "gpu_memory": "100GiB"}})
+    assert too_big.status_code == 400 and too_big.json()["error"]["message"] == (
+        "gpu_memory: 100.0 GiB asked, but the largest GPU here has 80.0 GiB; ask for at "
+        "most that")
     no_tree = api.post("/v1/jobs", json={"spec": {"command": "true"}, "code_tree": "a" * 64})
     assert no_tree.status_code == 400 and "upload it first" in no_tree.json()["error"]["message"]
 
@@ -288,3 +293,18 @@ def test_restart_readopts_running_jobs_and_marks_vanished_lost(tmp_path: Path) -
     info = api.get(f"/v1/jobs/{keep}").json()
     assert (info["state"], info["exit_code"]) == ("failed", 4)
     second.close()
+
+
+def test_a_gpu_job_on_a_server_without_gpus_says_how_to_run_on_cpu(tmp_path: Path) -> None:
+    service = make_service(tmp_path / "state", gpus=0)
+    try:
+        with TestClient(AsPeer(create_app(service)), base_url="http://nai") as api:
+            refused = api.post("/v1/jobs", json={"spec": {"command": "true"}})  # gpus: 1
+            assert refused.status_code == 400
+            assert refused.json()["error"]["message"] == (
+                "gpus: 1 asked, but this server has 0 GPU(s); pass --gpus 0 (gpus: 0 in a "
+                "job spec) for a CPU-only job")
+            assert api.post("/v1/jobs", json={"spec": {"command": "true", "gpus": 0}}
+                            ).status_code == 201
+    finally:
+        service.close()

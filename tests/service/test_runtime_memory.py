@@ -87,7 +87,25 @@ def test_a_failed_dependency_cancels_its_after_ok_dependant(runtime: JobRuntime)
     failed, cancelled = record(runtime, first), record(runtime, then)
     assert failed.state is JobState.FAILED and failed.message == "exit code 3"
     assert cancelled.state is JobState.CANCELLED and cancelled.started_at is None
-    assert f"dependency job {first} ended failed" in (cancelled.message or "")
+    assert cancelled.message == (f"dependency job {first} ended failed, and this job would "
+                                 f"run only after its success (after_ok)")
+
+
+def test_the_shells_own_exit_codes_say_what_to_check(runtime: JobRuntime) -> None:
+    # 127 and 126 are the shell's: not found, found but not runnable. The note says so,
+    # rather than repeat "exit code 127" under the exit code line.
+    missing = submit(runtime, "no-such-command-nai-test --epochs 5", gpus=0)
+    runnable = submit(runtime, "/etc/passwd", gpus=0)
+    wait_for(lambda: ended(runtime, missing) and ended(runtime, runnable), step=runtime.tick,
+             what="both jobs to end")
+    assert record(runtime, missing).exit_code == 127
+    assert record(runtime, missing).message == (
+        "exit code 127: the shell did not find the command; check the command's name and "
+        "PATH in the job's environment (env_setup picks where python and the rest come "
+        "from)")
+    assert record(runtime, runnable).exit_code == 126
+    assert (record(runtime, runnable).message or "").startswith(
+        "exit code 126: the shell found the command but could not run it")
 
 
 def test_a_job_past_its_time_limit_is_stopped_as_timed_out(runtime: JobRuntime) -> None:
