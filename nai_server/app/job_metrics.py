@@ -5,10 +5,10 @@ that following a growing file reads only what is new."""
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
+from nai_server.core.bounds import json_row
 from nai_server.protocol import MetricsPage
 
 MAX_METRICS_ROWS = 10_000  # rows per metrics call
@@ -87,11 +87,8 @@ class MetricsScan:
         if raw is None:
             self.skipped += 1
             return
-        try:
-            row = json.loads(raw)
-        except ValueError:
-            row = None
-        if isinstance(row, dict):
+        row = json_row(raw)
+        if row is not None:
             self.rows.append(row)
         elif raw.strip():
             self.skipped += 1

@@ -4,11 +4,14 @@ Pure. Everything a client sends ends up in the state file (TinyDB, written by or
 which refuses integers beyond 64 bits and strings with lone surrogates) or in an error
 message sent back: one unbounded value there either poisons every later commit or turns
 a 353-byte request into a 351 MB answer. So values are bounded when they are validated,
-and messages quote at most a few dozen characters of any value.
+and messages quote at most a few dozen characters of any value. JSON a job writes (its
+metrics.jsonl, a helper running as its owner) is read with `json_loads` and `json_row`:
+a crafted line is skipped like a malformed one, never an exception the caller missed.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -99,3 +102,48 @@ def _problem(value: Any, depth: int, budget: list[int], where: str) -> str | Non
         if (why := _problem(item, depth - 1, budget, shown(inner, 60).strip("'"))) is not None:
             return why
     return None
+
+
+def json_loads(data: str | bytes) -> Any:
+    """`json.loads` for what the daemon did not write itself (a job's files, a helper
+    that runs as a job's owner): ValueError for whatever it cannot read. json.loads
+    raises RecursionError, not ValueError, for nesting past about a thousand levels
+    ('[' * 1000), which would pass the callers' `except ValueError`."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def json_row(line: bytes) -> dict[str, Any] | None:
+    """The object on one line of a JSON-lines file a job writes (metrics.jsonl), or
+    None for a line to skip like any malformed one: not JSON, not an object, or nested
+    deeper than MAX_JSON_DEPTH (the API cannot send a few hundred levels back). NaN and
+    ±Infinity, which Python's json reads and writes, become None, as the API shows them.
+    What is kept in the state file must still pass `json_problem`."""
+    try:  # as json.loads(line), with the constants changed
+        row = _ROWS.decode(line.decode(json.detect_encoding(line), "surrogatepass"))
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(row, dict):
+        return None
+    # Counted in C: only a line with that many brackets can be nested that deep.
+    if line.count(b"[") + line.count(b"{") > MAX_JSON_DEPTH and _deeper(row, MAX_JSON_DEPTH):
+        return None
+    return row
+
+
+def _no_number(_: str) -> None:
+    return None
+
+
+_ROWS = json.JSONDecoder(parse_constant=_no_number)  # made once: json.loads(**kw) makes one a call
+
+
+def _deeper(value: Any, depth: int) -> bool:
+    """Whether lists and objects in `value` nest more than `depth` levels."""
+    if isinstance(value, dict):
+        value = list(value.values())
+    elif not isinstance(value, list):
+        return False
+    return depth <= 0 or any(_deeper(item, depth - 1) for item in value)

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from nai_server.core.bounds import shown
+from nai_server.core.bounds import MAX_JSON_INT, has_surrogate, shown
 
 Direction = Literal["min", "max"]
 DIRECTIONS = ("min", "max")
@@ -49,13 +49,19 @@ class _Track:
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer past 1.8e308: a job's file may hold one
+        return None
     return number if math.isfinite(number) else None
 
 
 def _step(row: Mapping[str, Any]) -> int | None:
+    """The row's step, if one the metadata can keep (an integer within MAX_JSON_INT)."""
     step = row.get("step")
-    return step if isinstance(step, int) and not isinstance(step, bool) else None
+    if isinstance(step, bool) or not isinstance(step, int) or abs(step) > MAX_JSON_INT:
+        return None
+    return step
 
 
 class Summary:
@@ -78,8 +84,8 @@ class Summary:
                 continue
             track = self.tracks.get(name)
             if track is None:
-                if len(self.tracks) >= MAX_METRICS:
-                    continue
+                if len(self.tracks) >= MAX_METRICS or has_surrogate(name):
+                    continue  # (a name the state file cannot store)
                 self.tracks[name] = _Track(direction_of(name, self.directions), number, step,
                                            number, step)
                 continue

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nai_server.core.bounds import json_loads
 from nai_server.core.job import Job
 from nai_server.core.metric_patterns import MAX_LINE, Matcher, MatchState, clean_point
 from nai_server.core.states import JobState
@@ -217,7 +218,7 @@ class MetricsIngest:
                     with contextlib.suppress(OSError):
                         pipe.close()
         try:
-            answer = json.loads(out)
+            answer = json_loads(out)
         except ValueError:
             return {"error": "the event file reader answered nonsense (or took over "
                              f"{TB_TIMEOUT:g} s)"}

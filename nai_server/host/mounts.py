@@ -9,13 +9,13 @@ metadata says where they came from.
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from nai_server.core.bounds import json_problem, json_row
 from nai_server.core.job import Job
 from nai_server.core.metric_summary import Summary, check_metric_choice, headline
 from nai_server.core.processing import PROCESS, processor_lineage
@@ -62,7 +62,9 @@ def pinned(job: Job, kind: str) -> str | None:
 
 
 def last_metrics(job_dir: Path, limit: int = 1 << 16) -> dict[str, Any]:
-    """The last complete JSON object line of the job's metrics.jsonl ({} if none)."""
+    """The last complete JSON object line of the job's metrics.jsonl ({} if none) that
+    a version's metadata can keep: the file is the job's to write, and one line the
+    state file cannot hold (json_problem) would otherwise fail the registration."""
     try:
         with jobfiles.open_regular(job_dir, "metrics.jsonl") as fd:
             if fd is None:
@@ -72,11 +74,8 @@ def last_metrics(job_dir: Path, limit: int = 1 << 16) -> dict[str, Any]:
     except OSError:
         return {}
     for line in reversed(tail.splitlines()):
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict):
+        row = json_row(line)
+        if row is not None and json_problem(row) is None:
             return row
     return {}
 
@@ -131,11 +130,8 @@ def _scan(fd: int, start: int, size: int, summary: Summary) -> None:
 def _feed(summary: Summary, line: bytes) -> None:
     if not line.strip() or len(line) > MAX_SUMMARY_LINE:
         return
-    try:
-        row = json.loads(line)
-    except ValueError:
-        return
-    if isinstance(row, dict):
+    row = json_row(line)
+    if row is not None:
         summary.feed(row)
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import select
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from nai_server.core.bounds import json_loads
 from nai_server.core.trees import Limits, TreeError, parse_manifest, with_contents
 from nai_server.host import output_seen, output_walk
 from nai_server.host.output_helpers import Forked, ForkServer, as_owner
@@ -250,7 +250,7 @@ def _receive(blobs: BlobStore, stream: DeadlineStream, limits: Limits,
     if not line.endswith(b"\n"):
         raise TreeError([("", "the output listing is too large or was cut off")])
     try:
-        head = json.loads(line)
+        head = json_loads(line)  # the helper runs as the owner: any nesting
     except ValueError:
         raise TreeError([("", "the output reader sent a malformed listing")]) from None
     if not isinstance(head, dict) or not isinstance(head.get("entries"), list):

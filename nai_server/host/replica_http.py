@@ -6,7 +6,9 @@ status and headers come back first, then its body as it arrives. The replica is 
 user's program: every wait has a deadline, and whatever it sends is parsed by
 httptools (llhttp, the C parser the daemon's own HTTP server uses), which refuses what
 is not HTTP. (h11 did this before, at about ten times the CPU per exchange: a third of
-the daemon's time on a relayed request.)
+the daemon's time on a relayed request.) llhttp bounds nothing it keeps, so `_Reading`
+caps what comes before the body (MAX_HEAD, MAX_HEADERS, MAX_INTERIM): a replica that
+sends headers without end is cut off there, not at its deadline.
 
 Connections are made by `ReplicaHost.connect` (a socket of the owner's, the peer a
 process of the owner's: checked once per connection, which keeps its peer for life)
@@ -38,6 +40,12 @@ READ_SIZE = 1 << 16
 IDLE_MAX = 64  # idle connections kept per replica run
 JOIN_BODY = 1 << 16  # request bodies up to this size go out with the head, in one write
 LINK_TIMEOUT = 5.0  # seconds to connect a TCP link and prove its token, at most
+# What a replica may send before its answer's body. llhttp sets no limit on a head: each
+# header would be kept (about 19 bytes of the daemon's memory per byte sent) for as long
+# as the replica keeps sending, with only the request's timeout to end it.
+MAX_HEAD = 64 * 1024  # bytes of an answer's head, interim answers included, at most
+MAX_HEADERS = 256  # headers of one answer, at most
+MAX_INTERIM = 16  # 1xx answers before the answer, at most
 _PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # a method, a header's name
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # no line breaks in a header
@@ -205,8 +213,8 @@ class _Reading:
     """One answer as httptools' callbacks give it: status and headers, then its body
     in pieces as they arrive; whether the connection may carry another request."""
 
-    __slots__ = ("chunks", "done", "extra", "head_only", "headers", "keep_alive",
-                 "length", "parser", "sized", "status")
+    __slots__ = ("body_seen", "chunks", "done", "extra", "framing", "head_only", "headers",
+                 "interim", "keep_alive", "length", "parser", "refused", "sized", "status")
 
     def __init__(self, head_only: bool) -> None:
         self.head_only = head_only  # an answer to HEAD: no body, whatever it announces
@@ -219,14 +227,38 @@ class _Reading:
         self.done = False
         self.extra = False  # bytes beyond the answer: unasked for
         self.keep_alive = False
+        self.body_seen = 0  # bytes of body parsed so far
+        self.framing = 0  # bytes fed since the last of the body (or the first byte)
+        self.interim = 0  # 1xx answers so far
+        self.refused: str | None = None  # why the answer is dropped, from a callback
 
     def feed(self, data: bytes) -> None:
+        """Parse the next bytes; ReplicaFailed once the replica sent more than the caps
+        let through: a head over MAX_HEAD bytes or MAX_HEADERS headers, more than
+        MAX_INTERIM 1xx answers, or MAX_HEAD bytes in a row that carry no body (chunk
+        framing, trailers). Each feed is at most READ_SIZE bytes, so the parser's own
+        buffers (a header's name and value, kept whole) stay as small."""
+        seen = self.body_seen
         try:
             self.parser.feed_data(data)
         except _PARSE_ERRORS:
             if not self.done:
                 raise
             self.extra = True  # garbage after a whole answer
+        if self.refused is not None:
+            raise ReplicaFailed(self.refused)
+        if self.done:
+            return
+        self.framing = self.framing + len(data) if self.body_seen == seen else 0
+        if self.framing > MAX_HEAD:
+            if self.status is None:
+                raise ReplicaFailed(
+                    f"the replica sent an oversized response head (over "
+                    f"{MAX_HEAD // 1024} KiB of status line and headers); its answer "
+                    f"was dropped: the service's server must send a smaller head")
+            raise ReplicaFailed(
+                f"the replica sent over {MAX_HEAD // 1024} KiB of chunk framing or "
+                f"trailers without body; its answer was cut off")
 
     def eof(self) -> None:
         """The replica closed: the end of a body sent until the close, or cut short."""
@@ -242,17 +274,31 @@ class _Reading:
     # httptools' callbacks
 
     def on_message_begin(self) -> None:
-        if self.done:
+        if self.done:  # the answer's headers stay as they are, for the Answer
             self.extra = True
-        self.headers = []
+            return
+        self.headers = []  # an interim answer's are dropped
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.status is not None:
+            return  # a trailer: the head was relayed already, nothing to add it to
+        if len(self.headers) >= MAX_HEADERS:
+            self.refused = (f"the replica sent an oversized response head (more than "
+                            f"{MAX_HEADERS} headers); its answer was dropped: the "
+                            f"service's server must send fewer headers")
+            return
         self.headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
+        if self.done:
+            return  # an answer beyond the answer: `extra`, never read
         status = self.parser.get_status_code()
-        if status < 200:
-            return  # 1xx: informational, the answer follows
+        if status < 200:  # 1xx: informational, the answer follows
+            self.interim += 1
+            if self.interim > MAX_INTERIM:
+                self.refused = (f"the replica sent more than {MAX_INTERIM} interim (1xx) "
+                                f"answers before its answer; it was dropped")
+            return
         self.status = status
         self.sized = status in (204, 304)
         for name, value in self.headers:
@@ -266,6 +312,7 @@ class _Reading:
 
     def on_body(self, body: bytes) -> None:
         if not self.done:
+            self.body_seen += len(body)
             self.chunks.append(body)
 
     def on_message_complete(self) -> None:

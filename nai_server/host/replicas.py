@@ -47,6 +47,7 @@ from nai_server.host.launchers.local import (
     read_wrapper_pid,
     session_of,
 )
+from nai_server.host.replica_http import MAX_HEAD  # the relay's cap on a head, too
 from nai_server.host.replica_link import (
     LinkSocket,
     greet_sync,
@@ -66,7 +67,6 @@ PURGE_TIMEOUT = 60.0  # seconds a helper may take to empty a removed replica's r
 SOCKET_NAME = "serve.sock"
 MODEL_DIR = "model"
 UNKNOWN = ""  # adopt(): cannot tell yet whether the launch got through; ask again
-MAX_HEAD = 64 * 1024  # bytes of a health answer read at most
 CGROUP_PREFIX = "svc-"  # beside the jobs' "job-N" in the daemon's cgroup
 
 

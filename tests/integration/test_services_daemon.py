@@ -1,7 +1,7 @@
 """Services through the real daemon, as real unix users: a model served by replicas
 running as its owner, invoked through the daemon, byte for byte; replicas that die are
 restarted and a daemon killed with -9 re-adopts them; GPUs are shared with jobs and
-counted against quotas."""
+counted against quotas; a replica that sends headers without end is cut off."""
 
 from __future__ import annotations
 
@@ -137,3 +137,26 @@ def test_daemon_killed_readopts_ready_replicas(daemon: Daemon, make_user, reaper
     answer = daemon.as_user(user, "POST", "/v1/services/adder/invoke/predict", {"inputs": [1]})
     assert answer.body == predict_bytes(1, "w9")
     assert daemon.as_user(user, "GET", "/v1/services/adder/invoke/whoami").json()["pid"] == pid
+
+
+def test_a_replica_sending_endless_headers_is_cut_off_with_a_502(daemon: Daemon, make_user,
+                                                                  reaper) -> None:
+    user = make_user()
+    reaper.append((daemon, user))
+    register_user(daemon, user)
+    register_model(daemon, user, "adder")
+    assert daemon.as_user(user, "POST", "/v1/services",
+                          {"name": "adder", "model": "adder", "gpus": 0}).status == 201
+    wait_state(daemon, "adder", "ready")
+    flooded = daemon.as_user(user, "GET", "/v1/services/adder/invoke/flood")
+    assert flooded.status == 502, flooded.body
+    error = flooded.json()["error"]
+    assert error["code"] == "bad_gateway" and "oversized response head" in error["message"]
+
+    def told() -> bytes | None:  # the replica saw the daemon stop reading
+        log = daemon.as_user(user, "GET", "/v1/services/adder/logs?replica=0").body
+        return log if b"flood " in log else None
+
+    assert b"flood cut off" in wait_for(told, what="the flood to end")
+    answer = daemon.as_user(user, "POST", "/v1/services/adder/invoke/predict", {"inputs": [1]})
+    assert answer.status == 200 and answer.body == predict_bytes(1, "w1")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from nai_server.core.bounds import json_loads, json_problem, json_row
 from nai_server.core.metric_summary import (
     Summary,
     check_metric_choice,
@@ -93,3 +94,38 @@ def test_a_metrics_link_is_not_followed(tmp_path: Path) -> None:
     job_dir.mkdir()
     (job_dir / "metrics.jsonl").symlink_to(secret)
     assert mounts.metric_summary(job_dir) == {"metrics": {}, "partial": False}
+
+
+NESTED = b"[" * 20_000  # under the line caps; json.loads: RecursionError, no ValueError
+DEEP = b'{"loss": ' + b"[" * 400 + b"]" * 400 + b"}"  # read, but the API cannot send it
+
+
+def test_crafted_lines_are_skipped_like_malformed_ones(tmp_path: Path) -> None:
+    first = json.dumps(ROWS[0]).encode() + b"\n"
+    _write(tmp_path, [first, NESTED + b"\n", DEEP + b"\n", NESTED])
+    assert mounts.last_metrics(tmp_path) == ROWS[0]
+    assert mounts.metric_summary(tmp_path) == {
+        "metrics": Summary().feed_all(ROWS[:1]).result(), "partial": False}
+    assert json_row(NESTED) is None and json_row(DEEP) is None
+    assert json_row(b'{"a": ' + b"[" * 31 + b"]" * 31 + b"}") is not None  # 32 levels
+    with pytest.raises(ValueError, match="nested too deeply"):
+        json_loads(NESTED)
+
+
+def test_the_last_row_kept_is_one_the_metadata_can_store(tmp_path: Path) -> None:
+    _write(tmp_path, [b'{"step": 1, "loss": 2}\n', b'{"step": 2, "loss": NaN, "lr": Infinity}\n'])
+    assert mounts.last_metrics(tmp_path) == {"step": 2, "loss": None, "lr": None}
+    for unstorable in (b'{"step": 3, "seen": 100000000000000000000000000000}',
+                       b'{"step": 3, "\\ud800": 1}', b'{"step": 3, "x": "\\udfff"}'):
+        _write(tmp_path, [b'{"step": 1, "loss": 2}\n', unstorable + b"\n"])
+        assert mounts.last_metrics(tmp_path) == {"step": 1, "loss": 2}, unstorable
+
+
+def test_what_a_summary_keeps_is_storable() -> None:
+    rows = [{"step": 10**30, "loss": 1.0}, {"step": 2, "loss": 10**400, "\ud800": 1.0},
+            {"step": 3, "loss": 0.5, "tokens": 10**20}]
+    result = Summary().feed_all(rows).result()
+    assert result["loss"] == {"best": 0.5, "best_step": 3, "last": 0.5, "last_step": 3,
+                              "count": 2, "direction": "min"}
+    assert result["tokens"]["best"] == 1e20 and "\ud800" not in result
+    assert json_problem(result) is None

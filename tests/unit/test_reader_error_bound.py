@@ -54,3 +54,11 @@ def test_a_files_error_frame_is_printable(tmp_path: Path) -> None:
     frames = struct.pack(">I", outputs.ERROR) + struct.pack(">I", len(message)) + message
     text = said(tmp_path, json.dumps(listing).encode() + b"\n" + frames)
     assert len(text) <= 1200 and text.isprintable() and "a.txt" in text, text[:200]
+
+
+@pytest.mark.parametrize("line", [b"[" * 5000, b'{"error": ' + b"[" * 990 + b"]" * 990 + b"}"],
+                         ids=["listing", "error"])
+def test_a_listing_nested_without_end_is_refused_as_malformed(tmp_path: Path,
+                                                              line: bytes) -> None:
+    text = said(tmp_path, line + b"\n")  # json.loads: RecursionError, not a ValueError
+    assert len(text) <= 1200 and text.isprintable(), text[:200]

@@ -47,10 +47,11 @@ def test_a_sized_answer_is_read_and_its_connection_kept() -> None:
 
 
 def test_informational_answers_are_skipped_and_chunks_joined() -> None:
-    status, _, body, pooled, _ = ask(
-        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nTransfer-Encoding: chunked"
-        b"\r\n\r\n2\r\nab\r\n1\r\nc\r\n0\r\n\r\n")
+    status, headers, body, pooled, _ = ask(
+        b"HTTP/1.1 100 Continue\r\nX-I: 1\r\n\r\nHTTP/1.1 201 Created\r\nTransfer-Encoding: "
+        b"chunked\r\nX-A: 1\r\n\r\n2\r\nab\r\n1\r\nc\r\n0\r\nX-Trailer: 1\r\n\r\n")
     assert (status, body, pooled) == (201, b"abc", True)
+    assert headers == [(b"x-a", b"1")]  # neither the interim answer's nor the trailer
 
 
 def test_connection_close_and_a_body_until_the_close_are_not_pooled() -> None:
@@ -61,10 +62,12 @@ def test_connection_close_and_a_body_until_the_close_are_not_pooled() -> None:
 
 
 def test_bytes_beyond_the_answer_end_its_connection() -> None:
-    for extra in (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", b"garbage"):
-        status, _, body, pooled, _ = ask(
-            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx" + extra)
+    for extra in (b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", b"garbage",
+                  b"HTTP/1.1 100 Continue\r\n\r\n" * 20):
+        status, headers, body, pooled, _ = ask(
+            b"HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 1\r\n\r\nx" + extra)
         assert (status, body, pooled) == (200, b"x", False)
+        assert headers == [(b"x-a", b"1")]  # the answer's, not the extra's
 
 
 def test_an_answer_to_head_has_no_body_and_is_not_pooled() -> None:
@@ -115,3 +118,87 @@ def test_a_large_body_arrives_whole_after_its_head() -> None:
     finally:
         theirs.close()
         ours.close()
+
+
+FLOOD = 16 << 20  # bytes a flooding replica offers at most: finite, should the caps fail
+
+
+class Flood:
+    """The far end of a socket pair that answers `start`, then `again` over and over
+    (up to FLOOD bytes, then it waits) until the connection is closed on it."""
+
+    def __init__(self, theirs: socket.socket, start: bytes, again: bytes) -> None:
+        self.sock, self.start, self.again = theirs, start, again
+        self.sent = 0
+        self.cut = False  # the other end closed while it still had more to send
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        self.sock.recv(1 << 16)  # the request
+        data = self.start + self.again * (FLOOD // len(self.again))
+        view = memoryview(data)
+        try:
+            while self.sent < len(data):
+                self.sent += self.sock.send(view[self.sent:self.sent + (1 << 16)])
+        except OSError:
+            self.cut = True
+
+
+def flooded(start: bytes, again: bytes, read_body: bool = False) -> tuple[str, Flood]:
+    """What a pool makes of a replica that sends `start` then `again` without end:
+    the ReplicaFailed's message, and the flood as it stopped."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    ours.setblocking(False)
+    flood = Flood(theirs, start, again)
+
+    async def go() -> None:
+        answer = await ReplicaPool().exchange(Conn("run", ours, lambda: ours), "GET", "/",
+                                              [], b"", timeout=5)
+        if read_body:
+            async for _ in answer.body:
+                pass
+
+    try:
+        with pytest.raises(ReplicaFailed) as failed:
+            asyncio.run(go())
+        ours.close()  # (closed already when the pool gave up on it)
+        flood.thread.join(timeout=30)
+        return str(failed.value), flood
+    finally:
+        theirs.close()
+        ours.close()
+
+
+def test_endless_headers_are_refused_at_the_cap_not_buffered() -> None:
+    why, flood = flooded(b"HTTP/1.1 200 OK\r\n", b"x: y\r\n")
+    assert "oversized response head" in why and "256 headers" in why, why
+    assert flood.cut and flood.sent < FLOOD  # read no further: the replica was cut off
+
+
+def test_an_endless_header_value_is_refused_at_the_size_cap() -> None:
+    why, flood = flooded(b"HTTP/1.1 200 OK\r\nx: ", b"y" * 1024)
+    assert "oversized response head" in why and "64 KiB" in why, why
+    assert flood.cut and flood.sent < FLOOD
+
+
+def test_endless_interim_answers_are_refused() -> None:
+    why, flood = flooded(b"", b"HTTP/1.1 102 Processing\r\n\r\n")
+    assert "interim (1xx)" in why, why
+    assert flood.cut and flood.sent < FLOOD
+
+
+def test_endless_trailers_cut_the_body_off() -> None:
+    why, flood = flooded(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         b"2\r\nab\r\n0\r\n", b"x: y\r\n", read_body=True)
+    assert "trailers" in why, why
+    assert flood.cut and flood.sent < FLOOD
+
+
+def test_a_large_head_under_the_caps_is_relayed_whole() -> None:
+    many = [(b"x-%d" % i, b"v" * 200) for i in range(250)]  # about 52 KiB
+    head = b"".join(b"%s: %s\r\n" % pair for pair in many)
+    status, headers, body, pooled, _ = ask(
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n" + head
+        + b"\r\nok")
+    assert (status, body, pooled, headers) == (200, b"ok", True, many)

@@ -1,6 +1,7 @@
 """A model's own server for the services tests (its `serve:` command): stdlib HTTP on
 the unix socket $NAI_SERVE_SOCKET. GET /health, POST /predict (the sum of the inputs
-and the model's weights file), GET /whoami (pid, uid, model dir, GPUs)."""
+and the model's weights file), GET /whoami (pid, uid, model dir, GPUs), GET /flood (a
+status line, then headers without end: FLOOD bytes of them, or until cut off)."""
 
 import json
 import os
@@ -12,6 +13,7 @@ SOCKET = os.environ["NAI_SERVE_SOCKET"]
 MODEL = os.environ["NAI_MODEL_DIR"]
 with open(os.path.join(MODEL, "weights.txt")) as f:
     WEIGHTS = f.read().strip()
+FLOOD = 16 << 20  # finite: a daemon that reads them all is told by the log, not hurt
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -35,6 +37,18 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/health":
             self._send(200, {"ok": True})
+        elif self.path == "/flood":
+            self.close_connection = True
+            sent = 0
+            try:
+                self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+                while sent < FLOOD:
+                    self.wfile.write(b"x: y\r\n" * 1024)
+                    sent += 6 * 1024
+            except OSError:
+                print("flood cut off after", sent, "bytes", flush=True)
+                return
+            print("flood sent whole", flush=True)
         elif self.path.startswith("/whoami"):
             self._send(200, {"pid": os.getpid(), "uid": os.getuid(), "model_dir": MODEL,
                              "gpus": os.environ.get("CUDA_VISIBLE_DEVICES"),
