@@ -344,6 +344,10 @@ async def _fill(loop: asyncio.AbstractEventLoop, sock: socket.socket, answer: _R
     """What the replica sent next, parsed; `first`: nothing of the answer came yet, so
     a close now is `_ClosedEarly`."""
     data = await loop.sock_recv(sock, READ_SIZE)
+    # sock_recv returns at once, without letting any other task run, while data waits:
+    # a replica sending without pause would hold the event loop (every other request,
+    # and every deadline, its own included) for as long as it sent.
+    await asyncio.sleep(0)
     if not data:
         if first:
             raise _ClosedEarly("the replica closed the connection without answering")

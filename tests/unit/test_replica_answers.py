@@ -4,6 +4,7 @@ used again, against raw bytes from the other end of a socket pair."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 import threading
 
@@ -202,3 +203,40 @@ def test_a_large_head_under_the_caps_is_relayed_whole() -> None:
         b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n" + head
         + b"\r\nok")
     assert (status, body, pooled, headers) == (200, b"ok", True, many)
+
+
+def test_a_replica_that_sends_without_pause_lets_other_tasks_run() -> None:
+    """The socket already holds the whole answer, so each read returns at once: between
+    two reads the event loop must still run other tasks (every other user's requests,
+    and the deadlines), or a replica streaming without pause would hold the daemon."""
+    body = b"x" * 150_000  # several reads, and still within a socket pair's buffer
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    ours.setblocking(False)
+    theirs.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+
+    async def go() -> list[int]:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        other = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        seen = []
+        answer = await ReplicaPool().exchange(Conn("run", ours, lambda: ours), "GET", "/",
+                                              [], b"", timeout=5)
+        async for _chunk in answer.body:
+            seen.append(ticks)
+        other.cancel()
+        return seen
+
+    try:
+        seen = asyncio.run(go())
+    finally:
+        theirs.close()
+        ours.close()
+    assert len(seen) >= 3
+    assert all(a < b for a, b in itertools.pairwise(seen)), seen
