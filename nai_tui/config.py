@@ -19,7 +19,8 @@ from typing import Any
 
 import yaml
 
-from nai_server.protocol import NaiError, default_paths, user_dir
+from nai_server.protocol import ConnectionFailed, NaiError, default_paths, user_dir
+from nai_tui.remote.target import SshTarget
 
 TRANSPORTS = ("ssh", "openssh")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -128,6 +129,14 @@ class ClientConfig:
                               "choose another name")
         if entry.transport not in TRANSPORTS:
             raise ConfigError(f"transport {entry.transport!r}: one of {', '.join(TRANSPORTS)}")
+        if entry.is_local:
+            if entry.url == "local:":
+                raise ConfigError("url 'local:': give the socket, as local:/path/to/nai.sock")
+        else:
+            try:
+                SshTarget.parse(entry.url)
+            except ConnectionFailed as exc:
+                raise ConfigError(str(exc)) from None
         if entry.name in self.servers:
             raise ConfigError(f"server {entry.name!r} exists; `nai server remove "
                               f"{entry.name}` first to change it")
