@@ -1,5 +1,6 @@
-"""`nai server add` with the real `nai`: an address nai cannot reach is refused when
-added (and, written by hand, said in words when used)."""
+"""`nai server add|default|rm` with the real `nai`: an address nai cannot reach is
+refused when added (and, written by hand, said in words when used), and the personal
+server keeps its name `local` after the first remote server becomes the default."""
 
 from __future__ import annotations
 
@@ -53,3 +54,27 @@ def test_an_address_written_before_the_check_is_said_in_words(tmp_path: Path) ->
         assert "cannot read 'http://x' as a server address" in used.stderr
         assert FORMS in used.stderr and "invalid literal" not in used.stderr
 
+
+def test_the_personal_server_keeps_its_name_after_a_remote_is_added(
+        env: dict[str, str]) -> None:
+    assert nai(env, "-s", "local", "gpus", "--json").returncode == 0
+    added = nai(env, "server", "add", "lab", "ssh://nobody@127.0.0.1:1")
+    assert added.returncode == 0, added.stderr
+    assert ", the default" in added.stderr
+    assert "`nai server default local` makes it the default again" in added.stderr
+    assert nai(env, "server", "list", "--json").stdout.count('"default": true') == 1
+
+    mine = nai(env, "-s", "local", "gpus", "--json")
+    assert mine.returncode == 0, mine.stderr
+    assert json.loads(mine.stdout)["source"] == "fake"
+    assert nai(env, "server", "default", "local").returncode == 0
+    assert nai(env, "gpus", "--json").returncode == 0  # the default again: no -s needed
+
+    second = nai(env, "server", "add", "lab2", "ssh://nobody@127.0.0.1:2")
+    assert second.returncode == 0 and "default" not in second.stderr
+    taken = nai(env, "server", "add", "local", "ssh://nobody@127.0.0.1:3")
+    assert taken.returncode == 1 and "personal server" in taken.stderr
+    builtin = nai(env, "server", "rm", "local")
+    assert builtin.returncode == 1 and "nothing to remove" in builtin.stderr
+    unknown = nai(env, "-s", "nope", "jobs")
+    assert "'local' is this machine's personal server" in unknown.stderr
