@@ -19,11 +19,16 @@ from typing import Any
 
 import yaml
 
-from nai_server.protocol import NaiError, default_paths, user_dir
+from nai_server.protocol import ConnectionFailed, NaiError, default_paths, user_dir
+from nai_tui.remote.target import SshTarget
 
 TRANSPORTS = ("ssh", "openssh")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 DEFAULT_REMOTE_COMMAND = "nai-server dial-stdio"
+# The name of this machine's personal server (`nai up`): built in, like docker's
+# `default` context, so adding a remote server never takes it away. A configured
+# server of this name (local:/other.sock) stands in its place.
+PERSONAL = "local"
 
 
 class ConfigError(NaiError):
@@ -107,7 +112,7 @@ class ClientConfig:
                 raise ConfigError(f"{path}: servers.{name}: unknown key(s) {sorted(extra)}")
             servers[str(name)] = ServerEntry(str(name), **raw)
         default = data.get("default")
-        if default is not None and default not in servers:
+        if default is not None and default not in servers and default != PERSONAL:
             raise ConfigError(f"{path}: default server {default!r} is not among the servers")
         return cls(path, servers, default)
 
@@ -121,13 +126,26 @@ class ClientConfig:
         tmp.replace(self.path)
 
     def add(self, entry: ServerEntry, *, make_default: bool = False) -> None:
+        """Record `entry`; the first one added becomes the default (`local`, the
+        personal server, stays reachable by name)."""
         if not NAME_RE.match(entry.name):
             raise ConfigError(f"server name {entry.name!r}: use letters, digits, . _ -")
         if entry.name == "auto":  # `--server auto` picks among the servers
             raise ConfigError("server name 'auto' is taken by `nai submit --server auto`; "
                               "choose another name")
+        if entry.name == PERSONAL and not entry.is_local:
+            raise ConfigError(f"server name {PERSONAL!r} means this machine's personal "
+                              f"server (`nai up`); choose another name")
         if entry.transport not in TRANSPORTS:
             raise ConfigError(f"transport {entry.transport!r}: one of {', '.join(TRANSPORTS)}")
+        if entry.is_local:
+            if entry.url == "local:":
+                raise ConfigError("url 'local:': give the socket, as local:/path/to/nai.sock")
+        else:
+            try:
+                SshTarget.parse(entry.url)
+            except ConnectionFailed as exc:
+                raise ConfigError(str(exc)) from None
         if entry.name in self.servers:
             raise ConfigError(f"server {entry.name!r} exists; `nai server remove "
                               f"{entry.name}` first to change it")
@@ -136,23 +154,26 @@ class ClientConfig:
             self.default = entry.name
 
     def remove(self, name: str) -> None:
+        if name == PERSONAL and name not in self.servers:
+            raise ConfigError(f"{PERSONAL!r} is this machine's personal server, built in: "
+                              f"nothing to remove (`nai down` stops it)")
         self.get(name)
         del self.servers[name]
         if self.default == name:
             self.default = next(iter(self.servers), None)
 
     def get(self, name: str) -> ServerEntry:
-        try:
+        if name in self.servers:
             return self.servers[name]
-        except KeyError:
-            known = ", ".join(self.servers) or "none yet"
-            raise ConfigError(f"no server named {name!r} (configured: {known}; add one with "
-                              f"`nai server add NAME ssh://user@host`)") from None
+        if name == PERSONAL:
+            return ServerEntry(PERSONAL, "local")
+        known = ", ".join(self.servers) or "none yet"
+        raise ConfigError(f"no server named {name!r} (configured: {known}; {PERSONAL!r} is "
+                          f"this machine's personal server; add one with "
+                          f"`nai server add NAME ssh://user@host`)")
 
     def choose(self, name: str | None = None) -> ServerEntry:
         """--server NAME, else $NAI_SERVER, else the default, else this machine's
         personal daemon (what `nai up` starts)."""
         name = name or os.environ.get("NAI_SERVER") or self.default
-        if name:
-            return self.get(name)
-        return ServerEntry("local", "local")
+        return self.get(name or PERSONAL)

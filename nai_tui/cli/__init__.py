@@ -45,16 +45,21 @@ class _ShowVersion(argparse.Action):
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
                  values: object, option_string: str | None = None) -> None:
-        from importlib.metadata import PackageNotFoundError, version
-
-        from nai_server.protocol import API_VERSION
-
-        try:
-            mine = version("nothingai")
-        except PackageNotFoundError:
-            mine = "(not installed)"
-        print(f"nai {mine} (API {API_VERSION})")
+        print_version()
         parser.exit()
+
+
+def print_version() -> None:
+    """`nai --version`'s line."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from nai_server.protocol import API_VERSION
+
+    try:
+        mine = version("nothingai")
+    except PackageNotFoundError:
+        mine = "(not installed)"
+    print(f"nai {mine} (API {API_VERSION})")
 
 
 # `add(name, func, help, remote=True, no_json=None)`: one subcommand (see build_parser).
@@ -275,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     tui, server = tui_server(args_list)
     if tui:
         return run_tui(server)
+    if args_list == ["--version"]:  # needs no parser: skip importing every command's code
+        print_version()
+        raise SystemExit(0)  # as argparse's action does
     from nai_server.protocol import NaiError
     from nai_tui.cli import commands, contract, multi_server
     from nai_tui.cli.output import err

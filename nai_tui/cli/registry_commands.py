@@ -33,6 +33,7 @@ from nai_server.protocol import (
 from nai_tui.cli.annotate_command import add_annotate_verb
 from nai_tui.cli.contract import UsageMistake, json_flag
 from nai_tui.cli.model_commands import add_register_verb, metric_cell, version_details
+from nai_tui.cli.names import check_name
 from nai_tui.cli.output import emit_json, note, report_pull, table
 from nai_tui.cli.process_command import add_process_verb
 from nai_tui.cli.registry_copy import add_copy_verb
@@ -103,6 +104,10 @@ def push_folder(client: ServerClient, kind: str, name: str, folder: Path, *,
 
     When the latest version already holds exactly these files, the server records
     nothing and answers that version with `unchanged` set (unless `allow_same`)."""
+    # Before the upload: a name the server would refuse must not cost a sync first.
+    check_name(f"{kind} name", name)
+    check_name("--group", group)
+    check_name("--tag", tag, tag=True)
     folder = folder.resolve()
     if not folder.is_dir():
         raise UsageMistake(f"{folder} is not a folder; give the folder holding the "
@@ -237,6 +242,7 @@ def cmd_tag(args: argparse.Namespace, client: ServerClient) -> int:
     name, version = split_ref(args.ref)
     if (args.tag is None) == (not args.clear):
         raise UsageMistake("give a TAG to set, or --clear to remove the version's tag")
+    check_name("tag", args.tag, tag=True)
     v = client.registry_tag(args.kind, name, version or "latest", None if args.clear else args.tag)
     if args.json:
         emit_json(v)

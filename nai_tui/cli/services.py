@@ -32,6 +32,7 @@ from nai_server.protocol import (
     format_elapsed,
 )
 from nai_tui.cli.contract import INTERRUPTED, UsageMistake, count, json_flag
+from nai_tui.cli.names import name_problem
 from nai_tui.cli.output import emit_json, note, table
 from nai_tui.remote.client import ServerClient
 
@@ -63,8 +64,7 @@ def _problem(error: Any) -> str:
     if field == "model":
         return f"{error['input']!r}: write a model version as NAME@VERSION (or NAME@TAG)"
     if error["type"] == "string_pattern_mismatch":
-        return (f"--{field} {error['input']!r}: 1-64 letters, digits, '.', '_' or '-', "
-                f"starting with a letter or digit")
+        return name_problem(f"--{field}", str(error["input"])) or error["msg"]
     return f"--{field.replace('_', '-')}: {error['msg'].lower()}"
 
 

@@ -16,6 +16,7 @@ from nai_tui.cli import commands, local
 from nai_tui.cli.contract import KEPT
 from nai_tui.cli.output import emit_json, note, table
 from nai_tui.config import (
+    PERSONAL,
     ClientConfig,
     ServerEntry,
     config_dir,
@@ -31,11 +32,16 @@ from nai_tui.sync.pull import PullResult
 def cmd_server(args: argparse.Namespace) -> int:
     config = ClientConfig.load()
     if args.verb == "add":
+        was_personal = config.default in (None, PERSONAL) and PERSONAL not in config.servers
         config.add(ServerEntry(args.name, args.url, args.transport, args.remote_command),
                    make_default=args.default)
         config.save()
-        note(f"added server {args.name} ({args.url})" +
-             (", the default" if config.default == args.name else ""))
+        default = config.default == args.name
+        back = (f"; `nai -s {PERSONAL} ...` still reaches this machine's personal server, "
+                f"`nai server default {PERSONAL}` makes it the default again"
+                if default and was_personal and args.name != PERSONAL else "")
+        note(f"added server {args.name} ({args.url})" + (", the default" if default else "")
+             + back)
     elif args.verb in ("remove", "rm"):
         config.remove(args.name)
         config.save()

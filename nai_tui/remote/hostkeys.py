@@ -13,10 +13,8 @@ import errno
 import re
 import socket
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import paramiko
 from fabric import Config, Connection
@@ -24,6 +22,7 @@ from paramiko.hostkeys import HostKeyEntry, HostKeys, InvalidHostKey
 from paramiko.ssh_exception import NoValidConnectionsError
 
 from nai_server.protocol import ConnectionFailed
+from nai_tui.remote.target import SshTarget as SshTarget
 
 PREFERRED_CIPHER = "aes128-gcm@openssh.com"  # ~25-30 % faster than aes-ctr on loopback
 
@@ -45,41 +44,6 @@ class LoginFailed(ConnectionFailed):
 
 
 # --- targets and settings --------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SshTarget:
-    """What the user typed: `ssh://user@host:port`, `user@host[:port]` or an alias."""
-
-    host: str
-    user: str | None = None
-    port: int | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> SshTarget:
-        try:
-            return cls._parse(text)
-        except ValueError as exc:  # a port that is no number
-            raise ConnectionFailed(f"cannot read {text!r} as an SSH target: {exc}") from exc
-
-    @classmethod
-    def _parse(cls, text: str) -> SshTarget:
-        if text.startswith("ssh://"):
-            url = urlsplit(text)
-            if not url.hostname:
-                raise ConnectionFailed(f"no host in {text!r} (expected ssh://user@host:port)")
-            return cls(url.hostname, url.username or None, url.port)
-        user, _, host = text.rpartition("@")
-        port: int | None = None
-        if host.startswith("[") and "]" in host:  # [v6-address]:port
-            addr, _, rest = host[1:].partition("]")
-            host, port = addr, int(rest[1:]) if rest.startswith(":") else None
-        elif host.count(":") == 1:
-            host, _, port_text = host.partition(":")
-            port = int(port_text)
-        if not host:
-            raise ConnectionFailed(f"no host in {text!r}")
-        return cls(host, user or None, port)
 
 
 def resolve(target: str | SshTarget, ssh_config: Path | None = None,

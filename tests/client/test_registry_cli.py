@@ -314,3 +314,23 @@ def test_finetune_of_a_version_without_its_code(env: dict[str, str], tmp_path: P
     assert coded.returncode == 0, coded.stderr
     tuned = nai(env, "finetune", "plain@2", "--dataset", "points", "--gpus", "0", "--follow")
     assert tuned.returncode == 0 and "starting from" in tuned.stdout, tuned.stderr
+
+
+def test_a_bad_name_or_tag_is_refused_in_words_before_any_upload(
+        env: dict[str, str], tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "named", files=2)
+    for args, said in [
+            (("dataset", "push", "bad name", str(data)),
+             "dataset name 'bad name': use letters, digits, '.', '_' or '-', starting with "
+             "a letter or digit, at most 64"),
+            (("model", "push", "m", str(data), "--tag", "bad tag!"),
+             "--tag 'bad tag!': use letters, digits, '.', '_' or '-', starting with a letter,"),
+            (("dataset", "push", "d", str(data), "--tag", "3"), "--tag '3': "),
+            (("dataset", "push", "d", str(data), "--group", "a b"), "--group 'a b': ")]:
+        refused = nai(env, *args)
+        assert refused.returncode == 2, refused.stderr
+        assert said in refused.stderr
+        assert "syncing" not in refused.stderr and "pattern" not in refused.stderr
+    assert "named" not in nai(env, "dataset", "list").stdout
+    tag = nai(env, "dataset", "tag", "d3@1", "bad tag!")
+    assert tag.returncode == 2 and "tag 'bad tag!': use letters" in tag.stderr

@@ -127,7 +127,8 @@ def test_mistakes_say_what_to_do(env: dict[str, str], served: Path) -> None:
     nothing = nai(env, "service", "update", "reg")
     assert nothing.returncode == 2 and "give --model" in nothing.stderr
     bad_name = nai(env, "serve", "reg@1", "--name", "my service")
-    assert bad_name.returncode == 2 and "letters, digits" in bad_name.stderr
+    assert bad_name.returncode == 2, bad_name.stderr
+    assert "--name 'my service': use letters, digits" in bad_name.stderr
     assert "Traceback" not in bad_name.stderr
     too_many = nai(env, "service", "scale", "reg", "--replicas", "100")
     assert too_many.returncode == 2 and "--replicas" in too_many.stderr

@@ -3,6 +3,8 @@ print their version on stdout and exit 0, without a server."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from importlib.metadata import version
 
@@ -27,3 +29,15 @@ def test_version_flag(main: Callable[[list[str]], int], expected: str,
     out = capsys.readouterr()
     assert exited.value.code in (0, None)
     assert out.out.strip() == expected and out.err == ""
+
+
+def test_nai_version_imports_no_command() -> None:
+    """`nai --version` answers before the parser is built: none of the commands' code
+    (the HTTP client, the sync machinery) is imported for it."""
+    probe = ("import sys\nfrom nai_tui.cli import main\ntry:\n    main(['--version'])\n"
+             "except SystemExit:\n    pass\n"
+             "print(sorted(m for m in ('nai_tui.cli.commands', 'nai_tui.remote.client', "
+             "'nai_tui.sync.push', 'httpx') if m in sys.modules))")
+    ran = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, timeout=60)
+    assert ran.stdout.splitlines() == [f"nai {version('nothingai')} (API {API_VERSION})", "[]"]
