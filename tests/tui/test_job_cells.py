@@ -47,3 +47,17 @@ def test_the_table_modules_stay_under_the_house_limit() -> None:
     for module in (job_table, job_cells, job_cursor, jobs, marked):
         assert module.__file__ is not None
         assert len(Path(module.__file__).read_text().splitlines()) < 400, module.__name__
+
+
+def test_the_gpu_column_says_how_many_and_which_as_the_cli_does() -> None:
+    from nai_tui.cli.output import gpus_cell
+    from nai_tui.tui.widgets import format as fmt
+    from nai_tui.tui.widgets.columns import fit_columns
+
+    one = job(1, "one", "running", started_at=10.0, gpus=[0])
+    four = job(2, "four", "running", started_at=10.0, gpus=[0, 1, 2, 3], spec={"gpus": 4})
+    assert fmt.gpus_text(one) == "1:0"  # not a bare `0`, which reads as none
+    assert fmt.gpus_text(four) == "4:0-3"
+    assert fmt.gpus_text(one, long=True) == gpus_cell(one) == "1 (gpu 0)"
+    assert fit_columns([one, four])["gpus"] == len("4:0-3")  # still narrow
+    assert fmt.gpus_text(job(3, "waits")) == "(1)"

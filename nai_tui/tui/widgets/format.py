@@ -57,10 +57,13 @@ def index_ranges(indices: list[int]) -> str:
     return ",".join(parts)
 
 
-def gpus_text(job: JobInfo) -> str:
-    """GPU indices when it holds some, else what it asked for."""
+def gpus_text(job: JobInfo, *, long: bool = False) -> str:
+    """How many GPUs it holds and which, as the CLI says it (`2 (gpu 0,1)`), or as a
+    narrow column has room for (`2:0,1`): never a bare index, which reads as a count.
+    Else what it asked for."""
     if job.gpus:
-        return index_ranges(job.gpus)
+        which = index_ranges(job.gpus)
+        return f"{len(job.gpus)} (gpu {which})" if long else f"{len(job.gpus)}:{which}"
     wanted = job.spec.get("gpus", 1)
     if job.state in WAITING_STATES:
         return f"({wanted})" if wanted else "cpu"

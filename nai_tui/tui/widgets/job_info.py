@@ -20,7 +20,7 @@ def clock_time(ts: float) -> str:
 
 
 class JobHeader(Static):
-    """`#12 cifar-resnet  alice  running 1h30m  GPUs 0,1` and why it waits or how it
+    """`#12 cifar-resnet  alice  running 1h30m  GPUs 2 (gpu 0,1)` and why it waits or how it
     ended."""
 
     DEFAULT_CSS = """
@@ -42,7 +42,7 @@ class JobHeader(Static):
                         else f"  for {fmt.runtime(job, now)}")
         elif not fmt.is_ended(job):
             line.append(f"  waiting {fmt.age(job, now)}")
-        gpus = fmt.gpus_text(job)
+        gpus = fmt.gpus_text(job, long=True)
         line.append("  CPU only" if gpus == "cpu" else f"  GPUs {gpus}")
         if job.exit_code is not None:
             line.append(f"  exit {job.exit_code}", style="red" if job.exit_code else "green")

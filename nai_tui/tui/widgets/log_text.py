@@ -5,9 +5,9 @@ state, colour escapes and other control characters removed. Plain functions."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from nai_server.protocol import format_size
+from nai_server.protocol import MAX_ID, LogMatches, format_size
 from nai_server.protocol.jobs import LogPiece
 from nai_tui.tui.widgets.format import last_error_line
 
@@ -27,26 +27,44 @@ def clean_line(raw: bytes) -> str:
     return _CONTROLS.sub("", text).expandtabs()
 
 
-def split_lines(raw: bytes, start: int) -> tuple[list[str], list[int]]:
+def split_lines(raw: bytes, start: int,
+                breaks: Sequence[int] = ()) -> tuple[list[str], list[int]]:
     """The lines of `raw` (which begins at byte `start` of the log) and where each
-    begins; a last line not ended by a newline is kept, an empty one is not."""
+    begins; a last line not ended by a newline is kept, an empty one is not. `breaks`
+    (sorted log offsets) begin a line too: where a line too long to read whole was cut
+    into pieces (line_start)."""
     parts = raw.split(b"\n")
     if parts and not parts[-1]:
         parts.pop()
     lines, starts, at = [], [], start
+    cuts = iter(breaks)
+    cut = next(cuts, None)
     for part in parts:
-        lines.append(clean_line(part))
-        starts.append(at)
-        at += len(part) + 1
+        end, begin = at + len(part), at
+        while cut is not None and cut <= begin:
+            cut = next(cuts, None)
+        while cut is not None and cut < end:  # a piece of a long line
+            lines.append(clean_line(raw[begin - start:cut - start]))
+            starts.append(begin)
+            begin, cut = cut, next(cuts, None)
+        lines.append(clean_line(raw[begin - start:end - start]))
+        starts.append(begin)
+        at = end + 1
     return lines, starts
 
 
 def line_start(data: bytes, offset: int) -> int:
-    """Where the first whole line of `data` (read from `offset`) begins in it."""
+    """Where the first line shown of `data` (read from `offset`) begins in it: after
+    its first newline, as the bytes before it end a line that began before `offset`.
+    When no line begins in `data` (it lies inside a line longer than it), the line is
+    shown in pieces: this one begins after a `\r` redraw in its first half, if any, so
+    that the piece before it ends on a whole state of a progress bar."""
     if offset == 0:
         return 0
     newline = data.find(b"\n")
-    return 0 if newline < 0 else newline + 1
+    if 0 <= newline < len(data) - 1:
+        return newline + 1
+    return data.find(b"\r", 0, len(data) // 2) + 1
 
 
 def from_stderr(starts: list[int], end: int, spans: list[tuple[int, int]]) -> list[bool]:
@@ -89,6 +107,23 @@ def read_whole(read: Callable[[int, int], LogPiece], offset: int, length: int) -
             break
         got = LogPiece(offset, got.data + more.data, more.size, got.stderr + more.stderr)
     return got
+
+
+def nearest_match(search: Callable[[str, int, bool], LogMatches], term: str, origin: int,
+                  backward: bool, calls: int) -> int | None:
+    """Where `term` next occurs from `origin` to the log's end (start, `backward`), then
+    once around from the other end; at most `calls` server calls each way."""
+    wrap = MAX_ID if backward else 0
+    for at in (origin, wrap) if origin != wrap else (origin,):
+        next_at: int | None = at
+        for _ in range(calls):
+            if next_at is None:
+                break
+            page = search(term, next_at, backward)
+            if page.offsets:
+                return page.offsets[0]
+            next_at = page.next
+    return None
 
 
 def status_line(size: int, at: int | None, *, following: bool, term: str,

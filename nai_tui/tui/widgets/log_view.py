@@ -5,9 +5,9 @@ what is on screen, read by byte offset (`LogSource.read`), and reads more before
 after as you scroll; Home and End jump to either end of the whole log, and search runs
 on the server (`LogSource.search`) across all of it. Only the lines on screen are
 drawn (the Line API). Following keeps the end in view as the log grows, and the status
-line at the bottom says so. A line that a progress bar redrew with `\\r` shows as its
-last state, once, as a terminal would have left it. A line the job wrote to stderr (the
-server says which bytes: `LogPiece.stderr`) is drawn in the theme's error colour.
+line at the bottom says so. A line a progress bar redrew with `\\r` shows as its last
+state, as a terminal would have left it; one longer than a read shows in pieces, each
+so. A line the job wrote to stderr (`LogPiece.stderr`) is in the theme's error colour.
 """
 
 from __future__ import annotations
@@ -26,16 +26,18 @@ from textual.strip import Strip
 from textual.widget import Widget
 from textual.worker import Worker, WorkerState
 
-from nai_server.protocol import MAX_ID, LogMatches, NaiError
+from nai_server.protocol import LogMatches, NaiError
 from nai_server.protocol.jobs import LogPiece
 from nai_tui.tui.widgets.log_text import (
     from_stderr,
     line_start,
+    nearest_match,
     read_whole,
     split_lines,
     status_line,
     window_spans,
 )
+from nai_tui.tui.widgets.log_window import grown_after, grown_before
 
 CHUNK = 256 << 10  # bytes read per request
 MAX_WINDOW = 2 << 20  # bytes kept around the view
@@ -87,6 +89,7 @@ class LogView(Widget, can_focus=True):
         self.raw = b""
         self.lines: list[str] = []
         self.starts: list[int] = []
+        self.breaks: list[int] = []  # where a piece of a line too long to read whole begins
         self.spans: list[tuple[int, int]] = []  # the window's bytes that came from stderr
         self.stderr: list[bool] = []  # per line: whether it came from stderr
         self.top = 0  # the window's line shown first
@@ -111,9 +114,10 @@ class LogView(Widget, can_focus=True):
         return max(1, self.size.height - 1)  # the last row is the status line
 
     def _set_window(self, start: int, raw: bytes, top: int,
-                    spans: list[tuple[int, int]]) -> None:
+                    spans: list[tuple[int, int]], breaks: list[int] | None = None) -> None:
         self.start, self.raw = start, raw
-        self.lines, self.starts = split_lines(raw, start)
+        self.breaks = breaks or []
+        self.lines, self.starts = split_lines(raw, start, self.breaks)
         self.spans = window_spans(spans, start, self.end)
         self.stderr = from_stderr(self.starts, self.end, self.spans)
         self.top = max(0, min(top, len(self.lines) - 1))
@@ -184,6 +188,8 @@ class LogView(Widget, can_focus=True):
         if not self._current(gen, got.size):
             return
         cut = line_start(data, at)
+        if show is not None and at + cut > show:  # inside a line longer than the read
+            cut = 0
         self._set_window(at + cut, data[cut:], 0, list(got.stderr))
         if show is None:
             self.top = max(0, len(self.lines) - self.rows)
@@ -200,11 +206,11 @@ class LogView(Widget, can_focus=True):
         if not self._current(gen, got.size) or not got.data:
             self.refresh()
             return
-        raw, start, top_at = self.raw + got.data, self.start, self._top_offset()
-        if len(raw) > MAX_WINDOW:  # drop from the front, at a line's start
-            cut = raw.find(b"\n", len(raw) - MAX_WINDOW) + 1 or len(raw) - MAX_WINDOW
-            raw, start = raw[cut:], start + cut
-        self._set_window(start, raw, 0, [*self.spans, *got.stderr])
+        top_at = self._top_offset()
+        start, raw, breaks = grown_after((self.start, self.raw, self.breaks), got.data,
+                                         keep_from=top_at, size=MAX_WINDOW, ahead=MAX_WINDOW // 4,
+                                         longest=CHUNK)
+        self._set_window(start, raw, 0, [*self.spans, *got.stderr], breaks)
         self.top = self._line_of(max(top_at, start))
         self._after_move()
 
@@ -219,32 +225,37 @@ class LogView(Widget, can_focus=True):
         if not self._current(gen, got.size) or not data:
             self.refresh()
             return
-        cut = line_start(data, at)
-        top_at = self._top_offset()
-        raw = data[cut:] + self.raw
-        if len(raw) > MAX_WINDOW:  # drop from the back, after a line's end
-            keep = raw.rfind(b"\n", 0, MAX_WINDOW) + 1 or MAX_WINDOW
-            raw = raw[:keep]
-        self._set_window(at + cut, raw, 0, [*got.stderr, *self.spans])
+        top_at, bottom = self._top_offset(), self._bottom()
+        start, raw, breaks = grown_before((self.start, self.raw, self.breaks), data, at,
+                                          keep_to=bottom, size=MAX_WINDOW, ahead=MAX_WINDOW // 4)
+        self._set_window(start, raw, 0, [*got.stderr, *self.spans], breaks)
         self.top = self._line_of(top_at)
         self._after_move()
 
     def _top_offset(self) -> int:
         return self.starts[self.top] if self.starts else self.start
 
+    def _bottom(self) -> int:
+        """Where the lines below the screen begin (the window's end, if none are)."""
+        below = self.top + self.rows
+        return self.starts[below] if below < len(self.starts) else self.end
+
     def _line_of(self, offset: int) -> int:
         """The window's line holding byte `offset` of the log."""
         return max(0, bisect.bisect_right(self.starts, offset) - 1)
 
     def _after_move(self) -> None:
-        """Read more where the view comes near the window's edge; keep following."""
+        """Read more where the view comes near the window's edge (MARGIN lines, or a
+        quarter window of bytes if less: long lines); keep following."""
+        top, bottom = self._top_offset(), self._bottom()
         if self.following:
             self.top = max(0, len(self.lines) - self.rows)
             if self.end < self.size_known:
                 self._load(self._read_after)
-        elif self.top < MARGIN and self.start > 0:
+        elif self.top < MARGIN and self.start > 0 and top - self.start < MAX_WINDOW // 4:
             self._load(self._read_before)
-        elif self.top + self.rows + MARGIN > len(self.lines) and self.end < self.size_known:
+        elif (self.top + self.rows + MARGIN > len(self.lines) and self.end < self.size_known
+              and self.end - bottom < MAX_WINDOW // 4):
             self._load(self._read_after)
         self.refresh()
 
@@ -332,20 +343,9 @@ class LogView(Widget, can_focus=True):
         """Runs in a thread: from `origin` to the log's end (start), then once around."""
         assert self.source is not None
         found: int | None = None
-        wrap = MAX_ID if backward else 0
         try:
-            for at in (origin, wrap) if origin != wrap else (origin,):
-                calls = 0
-                next_at: int | None = at
-                while next_at is not None and calls < MAX_SEARCH_CALLS:
-                    page = self.source.search(term, next_at, backward)
-                    calls += 1
-                    if page.offsets:
-                        found = page.offsets[0]
-                        break
-                    next_at = page.next
-                if found is not None:
-                    break
+            found = nearest_match(self.source.search, term, origin, backward,
+                                  MAX_SEARCH_CALLS)
         except NaiError as exc:  # shown; the view stays usable
             self.app.call_from_thread(self._failed, str(exc))
         self.app.call_from_thread(self._found, term, found, done)
