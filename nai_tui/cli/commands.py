@@ -117,9 +117,11 @@ def cmd_submit(args: argparse.Namespace, client: ServerClient) -> int:
 def submitted(args: argparse.Namespace, client: ServerClient, job: Any,
               extra: dict[str, Any] | None = None) -> int:
     """Print a submitted job (`extra` keys join its JSON); follow it with --follow."""
+    # With --follow stdout carries the log alone (`--follow > train.log`): the id is in
+    # the "submitted job N" line on stderr.
     if args.json and not args.follow:
         emit_json({**job.model_dump(mode="json"), **(extra or {})})
-    else:
+    elif not args.follow:
         print(job.id)
     pins = [f"{k} {ref['name']}@{ref['version']}" for k, ref in
             (("dataset", job.dataset), ("model", job.model)) if ref]
@@ -173,8 +175,12 @@ def cmd_finetune(args: argparse.Namespace, client: ServerClient) -> int:
 
 
 def follow(client: ServerClient, job_id: int) -> int:
-    """Print the job's log as it is written (its stderr on ours), until it ends."""
-    job = log_print.follow_log(client, job_id)
+    """Print the job's log as it is written (its stderr on ours), until it ends; then
+    how it ended, on stderr and on a line of its own."""
+    end = log_print.LogEnd()
+    job = log_print.follow_log(client, job_id, end)
+    if end.needs_newline():
+        note("")
     note(f"job {job_id} {job.state}" + (f" (exit code {job.exit_code})"
                                        if job.exit_code is not None else ""))
     return exit_code_of(job.state, job.exit_code)

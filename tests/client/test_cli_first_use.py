@@ -68,3 +68,4 @@ def test_pulling_a_job_that_saved_nothing_says_where_outputs_go(
     status, _, err = nai("pull", str(failed), "--to", str(tmp_path / "here"))
     assert status == 0 and "saved no outputs (failed)" in err
     assert not (tmp_path / "here").exists()
+
