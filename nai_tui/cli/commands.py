@@ -174,11 +174,11 @@ def cmd_finetune(args: argparse.Namespace, client: ServerClient) -> int:
     return submitted(args, client, client.submit(spec=spec, code_tree=code.tree_id))
 
 
-def follow(client: ServerClient, job_id: int) -> int:
+def follow(client: ServerClient, job_id: int, offset: int = 0) -> int:
     """Print the job's log as it is written (its stderr on ours), until it ends; then
     how it ended, on stderr and on a line of its own."""
     end = log_print.LogEnd()
-    job = log_print.follow_log(client, job_id, end)
+    job = log_print.follow_log(client, job_id, end, offset=offset)
     if end.needs_newline():
         note("")
     note(f"job {job_id} {job.state}" + (f" (exit code {job.exit_code})"
@@ -289,15 +289,26 @@ def log_tail(client: ServerClient, job_id: int) -> list[str]:
 
 
 def cmd_logs(args: argparse.Namespace, client: ServerClient) -> int:
+    offset = 0
+    if args.tail is not None:
+        try:
+            offset = log_print.tail_offset(client, args.id, args.tail)
+        except NotFound as exc:
+            client.job(args.id)  # no such job: says so
+            raise NotFound(f"{client.name} cannot read part of a log (an older server): "
+                           f"use `nai logs {args.id} | tail -n {args.tail}`") from exc
     if args.follow:
         try:
-            follow(client, args.id)
+            follow(client, args.id, offset)
         except KeyboardInterrupt:  # what arrived is out already: each piece is flushed
             note(f"stopped following job {args.id}; it goes on (`nai logs {args.id} -f` "
                  f"to watch again)")
             return 130
         return 0
-    log_print.print_log(client, args.id)
+    if log_print.print_log(client, args.id, offset, fallback=not offset) == 0:
+        job = client.job(args.id)
+        if job.state in ("queued", "preempted"):
+            log_print.waiting_note(job)
     return 0
 
 

@@ -19,6 +19,13 @@ from nai_server.protocol import MAX_LOG_RANGE, TERMINAL_STATES, JobInfo, NotFoun
 from nai_server.protocol.jobs import LogPiece
 from nai_tui.remote.client import ServerClient
 
+
+def waiting_note(job: JobInfo) -> None:
+    """On stderr: the job has not started, so its log is empty (not lost)."""
+    why = f"{job.state}: {job.reason}" if job.reason else job.state
+    print(f"job {job.id} has not started yet ({why}); use --follow to wait for its output",
+          file=sys.stderr, flush=True)
+
 # How often a followed job is asked again: soon after it printed (or started), then
 # less often the longer it stays quiet, up to FOLLOW_POLL_SECONDS. A short job's end,
 # and a line after a pause, show within tens of milliseconds, and a quiet job costs
@@ -90,11 +97,39 @@ def print_log(client: ServerClient, job_id: int, offset: int = 0, *,
         return len(data)
 
 
-def follow_log(client: ServerClient, job_id: int, end: LogEnd | None = None) -> JobInfo:
-    """The log as it is written, until the job ends; the job as it ended. `end`, when
-    given, learns where the log printed left off."""
+TAIL_CHUNK = 64 * 1024  # bytes read at a time, from the end back, to find the last lines
+
+
+def tail_offset(client: ServerClient, job_id: int, lines: int) -> int:
+    """Where the log's last `lines` lines begin, found by reading back from its end a
+    chunk at a time: only those lines (and at most a chunk more) are read, however long
+    the log. A last line without its newline counts as a line."""
+    _, size = client.log_range(job_id, 0, 0)
+    if lines <= 0:
+        return size
+    at, seen = size, 0
+    while at > 0:
+        start = max(0, at - TAIL_CHUNK)
+        data, _ = client.log_range(job_id, start, at - start)
+        if not data:
+            break
+        # The log's very last newline ends its last line: the lines before it count.
+        stop = len(data) - 1 if at == size else len(data)
+        while (i := data.rfind(b"\n", 0, stop)) >= 0:
+            seen += 1
+            if seen == lines:
+                return start + i + 1
+            stop = i
+        at = start
+    return 0
+
+
+def follow_log(client: ServerClient, job_id: int, end: LogEnd | None = None, *,
+               offset: int = 0) -> JobInfo:
+    """The log from `offset` as it is written, until the job ends; the job as it ended.
+    `end`, when given, learns where the log printed left off."""
     sys.stdout.flush()  # text printed before goes out before the log's raw bytes
-    offset, wait = 0, FOLLOW_FIRST_POLL
+    wait = FOLLOW_FIRST_POLL
     while True:
         job = client.job(job_id)  # asked before reading: all written before its end is read
         try:

@@ -69,3 +69,42 @@ def test_pulling_a_job_that_saved_nothing_says_where_outputs_go(
     assert status == 0 and "saved no outputs (failed)" in err
     assert not (tmp_path / "here").exists()
 
+
+
+def test_logs_tail_reads_only_the_end_of_a_long_log(
+        nai: Any, client: ServerClient, service: UseCases, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    job_id = str(_ended(nai, client, service, tmp_path / "job",
+                        "seq 1 300000; printf 'no newline' >&2"))  # a 2 MB log
+    read: list[int] = []
+    for name in ("log_range", "log_piece"):
+        real = getattr(client, name)
+
+        def counted(*args: Any, _real: Any = real) -> Any:
+            answer = _real(*args)
+            read.append(len(answer.data if hasattr(answer, "data") else answer[0]))
+            return answer
+
+        monkeypatch.setattr(client, name, counted)
+    status, out, err = nai("logs", job_id, "--tail", "3")
+    assert status == 0 and out == "299999\n300000\n" and err == "no newline", (out, err)
+    assert 0 < sum(read) <= 128 * 1024  # the end, not the 2 MB
+    status, out, err = nai("logs", job_id, "-n", "1", "-f")
+    assert status == 0 and out == "" and err.startswith("no newline\n"), err
+    status, out, _ = nai("logs", job_id, "--tail", "0")
+    assert status == 0 and out == ""
+    status, out, _ = nai("logs", job_id, "--tail", "400000")  # more than it has: all
+    assert status == 0 and out.startswith("1\n2\n") and out.endswith("\n300000\n")
+    status, _, err = nai("logs", job_id, "--tail", "-2")
+    assert status == 2 and "a whole number from 0" in err
+
+
+def test_logs_of_a_job_not_started_yet_says_so(nai: Any, tmp_path: Path) -> None:
+    (tmp_path / "job").mkdir()
+    status, out, _ = nai("submit", str(tmp_path / "job"), "--gpus", "0", "--command", "true")
+    assert status == 0  # nothing ticks the in-process server: it stays queued
+    job_id = out.strip()
+    status, out, err = nai("logs", job_id)
+    assert status == 0 and out == ""
+    assert f"job {job_id} has not started yet (queued" in err
+    assert "use --follow to wait for its output" in err
