@@ -202,8 +202,9 @@ def _add_job_commands(add: Add) -> None:
     p.add_argument("-f", "--follow", action="store_true", help="stream until the job ends")
     p.add_argument("-n", "--tail", type=count, metavar="N", help="only the last N lines "
                    "(read from the log's end, however long it is); with -f, then follow")
-    p = add("cancel", commands.cmd_cancel, "cancel jobs")
-    p.add_argument("ids", type=_job_id, nargs="+", metavar="ID")
+    p = add("cancel", commands.cmd_cancel, "cancel jobs: ids and ranges (12 14 20-25); "
+            "one that already ended is said so, not an error")
+    p.add_argument("ids", type=commands.job_ids, nargs="+", metavar="ID|A-B")
     p = add("pull", commands.cmd_pull, "download a finished job's outputs")
     p.add_argument("id", type=_job_id)
     p.add_argument("--to", help="destination folder (default: ./nai-outputs/ID)")

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nai_server.protocol import TERMINAL_STATES, Invalid, NaiError, NotFound
+from nai_server.protocol import TERMINAL_STATES, Conflict, Invalid, NaiError, NotFound
 from nai_tui.cli import log_print, metrics_view, output
 from nai_tui.cli.contract import INTERRUPTED, TIMED_OUT, UsageMistake, exit_status
 from nai_tui.cli.output import emit_json, err, note, table
@@ -312,13 +312,49 @@ def cmd_logs(args: argparse.Namespace, client: ServerClient) -> int:
     return 0
 
 
+MAX_CANCEL_RANGE = 10_000  # ids one `A-B` may name: a typo (1-100000) is not a purge
+
+
+def job_ids(text: str) -> list[int]:
+    """An argparse type: a job id (`12`) or an inclusive range of them (`12-20`)."""
+    first, dash, last = text.partition("-")
+    try:
+        low = int(first)
+        high = int(last) if dash else low
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"job ids are numbers or ranges such as 12-20, got {text!r}") from None
+    if low < 1:
+        raise argparse.ArgumentTypeError(f"job ids start at 1, got {text!r}")
+    if high < low:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a range goes from the lower id to the higher, e.g. {high}-{low}")
+    if high - low + 1 > MAX_CANCEL_RANGE:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} names {high - low + 1:,} jobs; a range names at most "
+            f"{MAX_CANCEL_RANGE:,}: give several smaller ranges")
+    return list(range(low, high + 1))
+
+
 def cmd_cancel(args: argparse.Namespace, client: ServerClient) -> int:
-    """Cancel each job; one that cannot be is reported and the rest go on. The status
-    is the first failure's (3 for a job that does not exist), else 0."""
+    """Cancel each job (ids and ranges, each once); one that cannot be is reported and
+    the rest go on. A job that already ended is said so, not an error. The status is
+    the first failure's (3 for a job that does not exist), else 0."""
     status, cancelled = 0, []
-    for job_id in args.ids:
+    wanted = list(dict.fromkeys(i for ids in args.ids
+                                for i in (ids if isinstance(ids, list) else [ids])))
+    for job_id in wanted:
         try:
             job = client.cancel(job_id)
+        except Conflict as exc:
+            ended = _ended_job(client, job_id)
+            if ended is None:
+                err(str(exc))
+                status = status or exit_status(exc)
+            else:
+                cancelled.append(ended)
+                note(f"job {job_id} already ended ({ended.state})")
+            continue
         except NaiError as exc:
             err(str(exc))
             status = status or exit_status(exc)
@@ -331,6 +367,16 @@ def cmd_cancel(args: argparse.Namespace, client: ServerClient) -> int:
     if args.json:
         emit_json(cancelled)
     return status
+
+
+def _ended_job(client: ServerClient, job_id: int) -> Any:
+    """The job if it has ended (a cancel refused as a conflict: most often that), else
+    None."""
+    try:
+        job = client.job(job_id)
+    except NaiError:
+        return None
+    return job if job.state in TERMINAL_STATES else None
 
 
 def cmd_pull(args: argparse.Namespace, client: ServerClient) -> int:

@@ -89,8 +89,8 @@ def test_cancel_and_pull(env: dict[str, str], tmp_path: Path) -> None:
     job_id = sub.stdout.strip()
     cancel = nai(env, "cancel", job_id)
     assert cancel.returncode == 0 and cancel.stdout.strip() == job_id
-    again = nai(env, "cancel", job_id, "99999")
-    assert again.returncode == 1
+    again = nai(env, "cancel", job_id, "99999")  # an ended job is no error; a missing one is
+    assert again.returncode == 3 and "no job 99999" in again.stderr
     done = nai(env, "submit", str(EXAMPLE), "--follow")
     job = str(submitted_id(done))
     pulled = nai(env, "pull", job, "--to", str(tmp_path / "out"))

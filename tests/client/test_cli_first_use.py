@@ -108,3 +108,26 @@ def test_logs_of_a_job_not_started_yet_says_so(nai: Any, tmp_path: Path) -> None
     assert status == 0 and out == ""
     assert f"job {job_id} has not started yet (queued" in err
     assert "use --follow to wait for its output" in err
+
+
+def test_cancel_takes_ids_and_ranges_and_an_ended_job_is_no_error(
+        nai: Any, tmp_path: Path) -> None:
+    (tmp_path / "job").mkdir()
+    for _ in range(3):  # nothing ticks the in-process server: they stay queued
+        assert nai("submit", str(tmp_path / "job"), "--gpus", "0", "--command", "true")[0] == 0
+    status, out, err = nai("cancel", "1-2", "3", "2")
+    assert status == 0, err
+    assert out.split() == ["1", "2", "3"]  # each once
+    assert err.count("cancelled") == 3
+    status, out, err = nai("cancel", "1-3", "--json")
+    assert status == 0, err
+    assert [j["state"] for j in json.loads(out)] == ["cancelled"] * 3
+    assert "job 2 already ended (cancelled)" in err and "nai:" not in err
+    status, out, err = nai("cancel", "3", "999")  # one ended, one not there: not found
+    assert status == 3 and "no job 999" in err and "job 3 already ended" in err
+    status, _, err = nai("cancel", "1-20000")
+    assert status == 2 and "names 20,000 jobs" in err and "smaller ranges" in err
+    status, _, err = nai("cancel", "5-3")
+    assert status == 2 and "e.g. 3-5" in err
+    status, _, err = nai("cancel", "0-3")
+    assert status == 2 and "start at 1" in err
