@@ -285,7 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     from nai_tui.config import ClientConfig
 
     parser = build_parser(args_list)
-    args = parser.parse_args(args_list)
+    args, unknown = parser.parse_known_args(args_list)
+    if unknown:
+        contract.refuse_unknown(parser, args, unknown)
     contract.check_json(parser, args)
     if args.subcommand is None:
         return run_tui(args.server)

@@ -131,3 +131,17 @@ def test_cancel_takes_ids_and_ranges_and_an_ended_job_is_no_error(
     assert status == 2 and "e.g. 3-5" in err
     status, _, err = nai("cancel", "0-3")
     assert status == 2 and "start at 1" in err
+
+
+@pytest.mark.parametrize(("args", "usage", "hint"), [
+    (["submit", "--folow", "."], "usage: nai submit ", "--folow: did you mean --follow?"),
+    (["logs", "2", "--tial", "3"], "usage: nai logs ", "--tial: did you mean --tail?"),
+    (["server", "add", "lab", "local", "--defualt"], "usage: nai server add ",
+     "--defualt: did you mean --default?"),
+    (["jobs", "stray"], "usage: nai jobs ", "unrecognized arguments: stray (`nai jobs --help`"),
+])
+def test_a_mistyped_option_gets_its_commands_usage_and_the_nearest_option(
+        nai: Any, args: list[str], usage: str, hint: str) -> None:
+    status, out, err = nai(*args)
+    assert status == 2 and out == ""
+    assert err.startswith(usage) and hint in err, err
