@@ -178,6 +178,7 @@ def _add_job_commands(add: Add) -> None:
     """Looking at jobs and the server: jobs, show, logs, cancel, pull, metrics, gpus, whoami."""
     from nai_server.protocol import JobState
     from nai_tui.cli import commands, multi_server
+    from nai_tui.cli.contract import count
     from nai_tui.cli.registry_commands import FORCE_HELP
 
     p = add("jobs", commands.cmd_jobs, "list jobs, newest first")
@@ -204,8 +205,11 @@ def _add_job_commands(add: Add) -> None:
                      "apart (started by an older server, or on Slurm) prints all on stdout.")
     p.add_argument("id", type=_job_id)
     p.add_argument("-f", "--follow", action="store_true", help="stream until the job ends")
-    p = add("cancel", commands.cmd_cancel, "cancel jobs")
-    p.add_argument("ids", type=_job_id, nargs="+", metavar="ID")
+    p.add_argument("-n", "--tail", type=count, metavar="N", help="only the last N lines "
+                   "(read from the log's end, however long it is); with -f, then follow")
+    p = add("cancel", commands.cmd_cancel, "cancel jobs: ids and ranges (12 14 20-25); "
+            "one that already ended is said so, not an error")
+    p.add_argument("ids", type=commands.job_ids, nargs="+", metavar="ID|A-B")
     p = add("pull", commands.cmd_pull, "download a finished job's outputs")
     p.add_argument("id", type=_job_id)
     p.add_argument("--to", help="destination folder (default: ./nai-outputs/ID)")
@@ -289,7 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     from nai_tui.config import ClientConfig
 
     parser = build_parser(args_list)
-    args = parser.parse_args(args_list)
+    args, unknown = parser.parse_known_args(args_list)
+    if unknown:
+        contract.refuse_unknown(parser, args, unknown)
     contract.check_json(parser, args)
     if args.subcommand is None:
         return run_tui(args.server)

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nai_server.protocol import TERMINAL_STATES, Invalid, NaiError, NotFound
+from nai_server.protocol import TERMINAL_STATES, Conflict, Invalid, NaiError, NotFound
 from nai_tui.cli import log_print, metrics_view, output
 from nai_tui.cli.contract import INTERRUPTED, TIMED_OUT, UsageMistake, exit_status
 from nai_tui.cli.output import emit_json, err, note, table
@@ -117,9 +117,11 @@ def cmd_submit(args: argparse.Namespace, client: ServerClient) -> int:
 def submitted(args: argparse.Namespace, client: ServerClient, job: Any,
               extra: dict[str, Any] | None = None) -> int:
     """Print a submitted job (`extra` keys join its JSON); follow it with --follow."""
+    # With --follow stdout carries the log alone (`--follow > train.log`): the id is in
+    # the "submitted job N" line on stderr.
     if args.json and not args.follow:
         emit_json({**job.model_dump(mode="json"), **(extra or {})})
-    else:
+    elif not args.follow:
         print(job.id)
     pins = [f"{k} {ref['name']}@{ref['version']}" for k, ref in
             (("dataset", job.dataset), ("model", job.model)) if ref]
@@ -172,9 +174,13 @@ def cmd_finetune(args: argparse.Namespace, client: ServerClient) -> int:
     return submitted(args, client, client.submit(spec=spec, code_tree=code.tree_id))
 
 
-def follow(client: ServerClient, job_id: int) -> int:
-    """Print the job's log as it is written (its stderr on ours), until it ends."""
-    job = log_print.follow_log(client, job_id)
+def follow(client: ServerClient, job_id: int, offset: int = 0) -> int:
+    """Print the job's log as it is written (its stderr on ours), until it ends; then
+    how it ended, on stderr and on a line of its own."""
+    end = log_print.LogEnd()
+    job = log_print.follow_log(client, job_id, end, offset=offset)
+    if end.needs_newline():
+        note("")
     note(f"job {job_id} {job.state}" + (f" (exit code {job.exit_code})"
                                        if job.exit_code is not None else ""))
     return exit_code_of(job.state, job.exit_code)
@@ -283,25 +289,72 @@ def log_tail(client: ServerClient, job_id: int) -> list[str]:
 
 
 def cmd_logs(args: argparse.Namespace, client: ServerClient) -> int:
+    offset = 0
+    if args.tail is not None:
+        try:
+            offset = log_print.tail_offset(client, args.id, args.tail)
+        except NotFound as exc:
+            client.job(args.id)  # no such job: says so
+            raise NotFound(f"{client.name} cannot read part of a log (an older server): "
+                           f"use `nai logs {args.id} | tail -n {args.tail}`") from exc
     if args.follow:
         try:
-            follow(client, args.id)
+            follow(client, args.id, offset)
         except KeyboardInterrupt:  # what arrived is out already: each piece is flushed
             note(f"stopped following job {args.id}; it goes on (`nai logs {args.id} -f` "
                  f"to watch again)")
             return 130
         return 0
-    log_print.print_log(client, args.id)
+    if log_print.print_log(client, args.id, offset, fallback=not offset) == 0:
+        job = client.job(args.id)
+        if job.state in ("queued", "preempted"):
+            log_print.waiting_note(job)
     return 0
 
 
+MAX_CANCEL_RANGE = 10_000  # ids one `A-B` may name: a typo (1-100000) is not a purge
+
+
+def job_ids(text: str) -> list[int]:
+    """An argparse type: a job id (`12`) or an inclusive range of them (`12-20`)."""
+    first, dash, last = text.partition("-")
+    try:
+        low = int(first)
+        high = int(last) if dash else low
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"job ids are numbers or ranges such as 12-20, got {text!r}") from None
+    if low < 1:
+        raise argparse.ArgumentTypeError(f"job ids start at 1, got {text!r}")
+    if high < low:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a range goes from the lower id to the higher, e.g. {high}-{low}")
+    if high - low + 1 > MAX_CANCEL_RANGE:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} names {high - low + 1:,} jobs; a range names at most "
+            f"{MAX_CANCEL_RANGE:,}: give several smaller ranges")
+    return list(range(low, high + 1))
+
+
 def cmd_cancel(args: argparse.Namespace, client: ServerClient) -> int:
-    """Cancel each job; one that cannot be is reported and the rest go on. The status
-    is the first failure's (3 for a job that does not exist), else 0."""
+    """Cancel each job (ids and ranges, each once); one that cannot be is reported and
+    the rest go on. A job that already ended is said so, not an error. The status is
+    the first failure's (3 for a job that does not exist), else 0."""
     status, cancelled = 0, []
-    for job_id in args.ids:
+    wanted = list(dict.fromkeys(i for ids in args.ids
+                                for i in (ids if isinstance(ids, list) else [ids])))
+    for job_id in wanted:
         try:
             job = client.cancel(job_id)
+        except Conflict as exc:
+            ended = _ended_job(client, job_id)
+            if ended is None:
+                err(str(exc))
+                status = status or exit_status(exc)
+            else:
+                cancelled.append(ended)
+                note(f"job {job_id} already ended ({ended.state})")
+            continue
         except NaiError as exc:
             err(str(exc))
             status = status or exit_status(exc)
@@ -316,15 +369,42 @@ def cmd_cancel(args: argparse.Namespace, client: ServerClient) -> int:
     return status
 
 
+def _ended_job(client: ServerClient, job_id: int) -> Any:
+    """The job if it has ended (a cancel refused as a conflict: most often that), else
+    None."""
+    try:
+        job = client.job(job_id)
+    except NaiError:
+        return None
+    return job if job.state in TERMINAL_STATES else None
+
+
 def cmd_pull(args: argparse.Namespace, client: ServerClient) -> int:
     job = client.job(args.id)
     if job.state not in TERMINAL_STATES:
         raise Invalid(f"job {args.id} is {job.state}; outputs can be pulled once it ends")
     tree = client.outputs(args.id)
     dest = Path(args.to) if args.to else Path.cwd() / "nai-outputs" / str(args.id)
+    if not tree.entries:
+        return no_outputs(args, job)
     result = sync.pull(client, tree, dest, cache=hash_cache(), force=args.force)
     return output.report_pull(result, f"job {args.id}", dest,
                               {"job": args.id} if args.json else None)
+
+
+NO_OUTPUTS_HINT = ("a job's outputs are the files it writes under $NAI_OUTPUT_DIR; what it "
+                   "leaves in its working folder is not kept (see docs/job-spec.md, "
+                   "\"Where it runs\")")
+
+
+def no_outputs(args: argparse.Namespace, job: Any) -> int:
+    """`nai pull` of a job that saved nothing: said in words, and no empty folder made
+    (an empty nai-outputs/ID/ read as "the checkpoints were lost on the way")."""
+    if args.json:
+        emit_json({"job": args.id, "to": None, "downloaded": 0, "skipped": 0, "bytes": 0,
+                   "kept": [], "resumed": 0, "stale_temporaries_removed": 0})
+    note(f"job {args.id} saved no outputs ({job.state}): {NO_OUTPUTS_HINT}")
+    return 0
 
 
 def cmd_metrics(args: argparse.Namespace, client: ServerClient) -> int:

@@ -118,3 +118,31 @@ def check_json(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     for command, option, why in _CLASHES:
         if args.subcommand == command and getattr(args, option, False):
             parser.error(f"--json: {why}")
+
+
+def refuse_unknown(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                   unknown: list[str]) -> None:
+    """Exit with status 2 for arguments no parser took (`nai submit --folow .`): with the
+    usage of the command they were given to, not `nai`'s, and the option nearest each
+    mistyped one."""
+    import difflib
+
+    owner = parser
+    while True:  # down to the deepest command given: `nai server add ...`
+        sub = next((a for a in owner._actions
+                    if isinstance(a, argparse._SubParsersAction)), None)
+        name = getattr(args, sub.dest, None) if sub is not None else None
+        if sub is None or name not in sub.choices:
+            break
+        owner = sub.choices[name]
+    options = [o for a in owner._actions for o in a.option_strings]
+    hints = []
+    for word in unknown:
+        if word.startswith("-"):
+            near = difflib.get_close_matches(word.split("=")[0], options, n=1, cutoff=0.6)
+            if near:
+                hints.append(f"{word}: did you mean {near[0]}?")
+    owner.error(f"unrecognized arguments: {' '.join(unknown)}" +
+                "".join(f"; {h}" for h in hints) +
+                f" (`{owner.prog} --help` lists what it takes)")
+

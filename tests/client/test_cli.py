@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -28,11 +29,31 @@ def nai(env: dict[str, str], *args: str,
 def test_submit_follow_exit_codes_and_streams(env: dict[str, str]) -> None:
     ok = nai(env, "submit", str(EXAMPLE), "--follow")
     assert ok.returncode == 0, ok.stderr
-    job_id = int(ok.stdout.splitlines()[0])
-    assert "epoch  40" in ok.stdout  # the log is data: stdout
+    job_id = submitted_id(ok)
+    assert ok.stdout.startswith("training on")  # the log alone is data: stdout, no id above it
+    assert "epoch  40" in ok.stdout
     assert "syncing" in ok.stderr and f"job {job_id} succeeded" in ok.stderr
+    # A log that ends mid-line: `> train.log` gets it as the job wrote it; where stdout
+    # and stderr are one file (a terminal, 2>&1) the status is not glued to it.
+    alone = nai(env, "submit", str(EXAMPLE), "--gpus", "0", "--command", "printf x",
+                "--follow")
+    assert alone.returncode == 0 and alone.stdout == "x", alone
+    assert alone.stderr.endswith(f"\njob {submitted_id(alone)} succeeded (exit code 0)\n")
+    both = subprocess.run([str(BIN / "nai"), "submit", str(EXAMPLE), "--gpus", "0",
+                           "--command", "printf x; printf y >&2; exit 3", "--follow"],
+                          env=env, text=True, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, timeout=120)
+    assert both.returncode == 3 and "\nxy\njob " in both.stdout, both.stdout
+    assert both.stdout.endswith("failed (exit code 3)\n")
     failed = nai(env, "submit", str(EXAMPLE), "--command", "echo boom >&2; exit 3", "--follow")
     assert failed.returncode == 3 and "boom" in failed.stderr  # the job's stderr: ours
+
+
+def submitted_id(run: subprocess.CompletedProcess[str]) -> int:
+    """The id of a job `nai submit --follow` submitted: said on stderr, stdout being its log."""
+    found = re.search(r"^submitted job (\d+) ", run.stderr, re.M)
+    assert found, run.stderr
+    return int(found[1])
 
 
 def test_json_listings_parse(env: dict[str, str]) -> None:
@@ -68,10 +89,10 @@ def test_cancel_and_pull(env: dict[str, str], tmp_path: Path) -> None:
     job_id = sub.stdout.strip()
     cancel = nai(env, "cancel", job_id)
     assert cancel.returncode == 0 and cancel.stdout.strip() == job_id
-    again = nai(env, "cancel", job_id, "99999")
-    assert again.returncode == 1
+    again = nai(env, "cancel", job_id, "99999")  # an ended job is no error; a missing one is
+    assert again.returncode == 3 and "no job 99999" in again.stderr
     done = nai(env, "submit", str(EXAMPLE), "--follow")
-    job = done.stdout.splitlines()[0]
+    job = str(submitted_id(done))
     pulled = nai(env, "pull", job, "--to", str(tmp_path / "out"))
     assert pulled.returncode == 0 and pulled.stdout.strip() == str(tmp_path / "out")
     weights = tmp_path / "out" / "weights.npz"

@@ -4,6 +4,7 @@ from, with the real `nai` command against a personal server."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,14 @@ def nai(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
                           timeout=120)
 
 
+def job_of(run: subprocess.CompletedProcess[str]) -> str:
+    """The id of the job `nai submit --follow` (or `finetune --follow`) submitted: said
+    on stderr, stdout being the job's log."""
+    found = re.search(r"^submitted job (\d+) ", run.stderr, re.M)
+    assert found, run.stderr
+    return found[1]
+
+
 def test_register_a_job_then_show_its_metrics(env: dict[str, str], tmp_path: Path) -> None:
     project = tmp_path / "train"
     project.mkdir()
@@ -33,7 +42,7 @@ def test_register_a_job_then_show_its_metrics(env: dict[str, str], tmp_path: Pat
     ran = nai(env, "submit", str(project), "--command", "python train.py", "--gpus", "0",
               "--follow")
     assert ran.returncode == 0, ran.stderr
-    job = ran.stdout.split()[0]
+    job = job_of(ran)
 
     made = nai(env, "model", "register", job, "--name", "clf", "--path", "ckpt",
                "--metric", "acc")
@@ -81,7 +90,7 @@ def test_register_metric_flag(env: dict[str, str], tmp_path: Path) -> None:
     ran = nai(env, "submit", str(project), "--command", "python train.py", "--gpus", "0",
               "--register-model", "flagged", "--register-metric", "loss:max", "--follow")
     assert ran.returncode == 0, ran.stderr
-    job = json.loads(nai(env, "show", ran.stdout.split()[0], "--json").stdout)
+    job = json.loads(nai(env, "show", job_of(ran), "--json").stdout)
     assert job["spec"]["register_metric"] == {"name": "loss", "direction": "max"}
     made = json.loads(nai(env, "model", "show", "flagged@1", "--json").stdout)
     # "max" overrides the guess for a loss: the best is 1.5, at step 1.

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,14 @@ BIN = Path(sys.executable).parent
 def nai(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(BIN / "nai"), *args], env=env, capture_output=True, text=True,
                           timeout=120)
+
+
+def job_of(run: subprocess.CompletedProcess[str]) -> str:
+    """The id of the job `nai submit --follow` (or `finetune --follow`) submitted: said
+    on stderr, stdout being the job's log."""
+    found = re.search(r"^submitted job (\d+) ", run.stderr, re.M)
+    assert found, run.stderr
+    return found[1]
 
 
 def make_dataset(root: Path, files: int = 20, size: int = 50_000) -> Path:
@@ -267,7 +276,7 @@ def test_finetune_in_one_command(env: dict[str, str], tmp_path: Path) -> None:
     assert ran.returncode == 0, ran.stderr
     assert "starting from zeros" in ran.stdout
     assert "with dataset points@1, model linreg@1" in ran.stderr
-    job = json.loads(nai(env, "show", ran.stdout.split()[0], "--json").stdout)
+    job = json.loads(nai(env, "show", job_of(ran), "--json").stdout)
     assert job["registered"] == "linreg@2"
     tuned = json.loads(nai(env, "model", "show", "linreg@2", "--json").stdout)
     assert tuned["metadata"]["lineage"] | {"code_tree": None} == {
@@ -282,7 +291,7 @@ def test_finetune_in_one_command(env: dict[str, str], tmp_path: Path) -> None:
     assert "running the code of linreg@1 on the weights of linreg@2" in again.stderr
     assert "starting from" in again.stdout and "weights.npz" in again.stdout
     base = json.loads(nai(env, "model", "show", "linreg@1", "--json").stdout)
-    second = json.loads(nai(env, "show", again.stdout.split()[0], "--json").stdout)
+    second = json.loads(nai(env, "show", job_of(again), "--json").stdout)
     assert second["code_tree"] == base["tree_id"] and second["registered"] == "linreg@3"
     third = json.loads(nai(env, "model", "show", "linreg@3", "--json").stdout)
     assert third["metadata"]["finetune_code"] == "linreg@1"
@@ -302,7 +311,7 @@ def test_finetune_of_a_version_without_its_code(env: dict[str, str], tmp_path: P
     ran = nai(env, "submit", str(FINETUNE / "model"), "--command", "python train.py --epochs 1",
               "--dataset", "points", "--gpus", "0", "--register-model", "plain", "--follow")
     assert ran.returncode == 0, ran.stderr
-    job = ran.stdout.split()[0]
+    job = job_of(ran)
     plain = json.loads(nai(env, "model", "show", "plain@1", "--json").stdout)
     assert "finetune_command" not in plain["metadata"]
     refused = nai(env, "finetune", "plain", "--dataset", "points")

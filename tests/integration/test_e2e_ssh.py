@@ -70,7 +70,7 @@ def test_submit_follow_pull_over_ssh_as_two_users(daemon: Daemon, sshd: Sshd,
 
     run = nai(alice, "submit", "proj", "--follow", "--env", "SEED=5")
     assert run.returncode == 0, run.stderr
-    job_id = int(run.stdout.splitlines()[0])
+    job_id = int(re.findall(r"submitted job (\d+) ", run.stderr)[0])
     assert "done: val_acc" in run.stdout and f"submitted job {job_id}" in run.stderr
 
     pulled = nai(alice, "pull", str(job_id), "--to", "out", "--json")
