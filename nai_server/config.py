@@ -124,6 +124,9 @@ class JobsConfig(_Section):
     max_output_size: str | int = "64GiB"
     max_output_entries: int = Field(default=100_000, ge=1)
     collect_timeout_seconds: float = Field(default=3600.0, gt=0)
+    # Jobs one user may have queued or running at once (submits beyond are refused);
+    # None: no cap. Bounds what a runaway submit loop costs every tick and listing.
+    max_active_per_user: int | None = Field(default=10_000, ge=1)
 
 
 class LimitsConfig(_Section):

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from nai_server.app.accounts import Caller
+from nai_server.app.active_cap import ActiveCounts
 from nai_server.app.job_metrics import MetricsReads
 from nai_server.app.listing_cache import ListingCache, Stamp
 from nai_server.app.ports import JobStore
@@ -69,6 +70,7 @@ class Jobs:
         # GPU → (service, user) of the replicas holding GPUs (set by the use cases).
         self.gpu_services: Any = dict
         self.metric_reads = MetricsReads()
+        self.active = ActiveCounts(self.store)  # jobs.max_active_per_user's counts
 
     # --- views ------------------------------------------------------------------------
 
@@ -169,7 +171,11 @@ class Jobs:
         if code_tree is not None and not self.registry.may_read_tree(caller, code_tree):
             raise Invalid(f"code tree {code_tree!r} is not on the server; upload it first "
                           f"(POST /v1/trees)")
+        cap = self.config.jobs.max_active_per_user
         with self.lock:
+            # Dry runs too: a job that would be refused says so. A preempted job's
+            # requeue never comes here: it is the same job, counted all along.
+            self.active.check(caller.user, cap)
             for dep in (*spec.after, *spec.after_ok):
                 if self.records.get(dep) is None:
                     raise Invalid(f"after/after_ok: there is no job {dep}")
@@ -191,6 +197,8 @@ class Jobs:
                 job = self.records.insert(job)
                 for p in pins:
                     self.registry.record_use(p.kind, p.name, p.version, job.id)
+                if cap is not None:
+                    self.active.added(caller.user)
                 info = self._info(caller, job)
         if dry_run:
             return self.would_start(caller, job)
