@@ -267,6 +267,7 @@ def _scale_rows(tmp: Path, n: int) -> list[tuple[str, float, float]]:
     from nai_server.app.accounts import Caller
     from nai_server.app.registry import Registry
     from nai_server.app.tree_access import TreeAccess
+    from nai_server.core import registry_rules as rules
     from nai_server.store.atomic import CommitLock
     from nai_server.store.db import TinyDbStore
 
@@ -274,10 +275,14 @@ def _scale_rows(tmp: Path, n: int) -> list[tuple[str, float, float]]:
     unknown, held = "f" * 64, "e" * 64
     lock = CommitLock()
     store = TinyDbStore(tmp, lock)
+    # Every other entry shared (a listing shows it), one holding tree `held`.
     store._registry("dataset").insert_multiple(
         {"kind": "dataset", "name": f"ds{i}", "owner": {"user": f"u{i % 50}"},
-         "visibility": "private", "shared_with_groups": [], "created_by": f"u{i % 50}",
-         "versions": [{"version": v, "tree_id": (held if i == n // 2 else "a" * 64),
+         "visibility": "shared" if i % 2 else "private", "shared_with_groups": [],
+         "description": "", "created_at": 0.0, "created_by": f"u{i % 50}",
+         "next_version": 6,
+         "versions": [{"version": v, "tag": None,
+                       "tree_id": held if i == n // 2 else "a" * 64, "size": 1, "files": 1,
                        "deleted": False, "used_by": [], "metadata": {"k": "x" * 500}}
                       for v in range(1, 6)]}
         for i in range(n))
@@ -294,6 +299,10 @@ def _scale_rows(tmp: Path, n: int) -> list[tuple[str, float, float]]:
          lambda: access.via_registry(caller, held)),
         ("lookup by name", lambda: _old_get(store, "dataset", name),
          lambda: store.get_registry_entry("dataset", name)),
+        ("listing (GET /v1/datasets)",
+         lambda: [registry._summary(caller, d) for d in store.list_registry_entries("dataset")
+                  if rules.may_read(caller, d)],
+         lambda: registry.list_entries(caller, "dataset")),
         # Old: the deep copies collect() made before it looked (a floor on its cost).
         ("collect, nothing due",
          lambda: [store.list_registry_entries(k) for k in ("dataset", "model")],

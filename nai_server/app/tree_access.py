@@ -98,7 +98,7 @@ class TreeAccess:
     def _reachable_trees(self, caller: Caller) -> list[str]:
         with self.lock:
             trees = [v["tree_id"] for kind in rules.KINDS
-                     for doc in self.store.list_registry_entries(kind)
+                     for doc in self.store.stored_registry_entries(kind)
                      if rules.may_read(caller, doc) for v in doc["versions"]]
             hot = self.store.hot()
         trees += [tree for job in self.store.job_summaries(hot)

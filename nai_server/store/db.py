@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -255,6 +256,13 @@ class TinyDbStore(ArchivedJobs):
         registry; per-request paths use the narrower reads below."""
         return sorted((copy.deepcopy(dict(d)) for d in self._registry(kind).all()),
                       key=lambda d: d["name"])
+
+    def stored_registry_entries(self, kind: str) -> list[Mapping[str, Any]]:
+        """The stored documents themselves, by name, without copies: for a caller that
+        only reads them, under the lock, and keeps nothing of them after."""
+        self._registry(kind)  # checks the kind
+        table = (self.storage.read() or {}).get(f"{kind}s", {})
+        return sorted(table.values(), key=lambda d: d["name"])
 
     def registry_holders(self, tree_id: str) -> list[Doc]:
         """Who may read each entry with a version (marked for deletion too) of tree

@@ -7,6 +7,7 @@ which limit and what to remove."""
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -203,3 +204,21 @@ def test_null_turns_the_bounds_off(tmp_path: Path) -> None:
     finally:
         as_.close()  # type: ignore[attr-defined]
         service.close()
+
+
+def test_blobs_of_a_readable_dataset_make_a_new_tree_without_upload(as_) -> None:
+    """A tree of blobs the caller never sent is recorded when they are files of a
+    dataset the caller may read (the registry walk that `readable_blobs` does), and
+    refused as missing while the dataset is private."""
+    alice, bob = as_(ALICE), as_(BOB)
+    data = b"rows shared through a dataset\n"
+    tree = upload_tree(alice, {"rows.csv": data})
+    made = alice.post("/v1/datasets", json={"name": "rows", "tree_id": tree})
+    assert made.status_code == 201, made.text
+    manifest = {"entries": [{"path": "copy.csv", "size": len(data),
+                             "sha256": hashlib.sha256(data).hexdigest()}]}
+    assert bob.post("/v1/trees", json=manifest).status_code == 409  # private: missing
+    shared = alice.put("/v1/datasets/rows/sharing", json={"shared": True, "groups": []})
+    assert shared.status_code == 200, shared.text
+    recorded = bob.post("/v1/trees", json=manifest)
+    assert recorded.status_code == 201, recorded.text
