@@ -14,8 +14,19 @@ dataset, measured in turns. The dataset's files are links to the blobs, not copi
 
 Target: the job with the dataset starts within 2x the time of the job without.
 
+Part C (`--scale`, alone: in process, no daemon): what the questions asked per
+request cost under the service lock as the registry grows, at 100 and 5,000 entries
+(5 versions each, 0.5 KB of metadata per version): a tree check through the registry
+(`TreeAccess.via_registry`, for a tree no entry holds and for one an entry holds),
+a lookup by name, and `Registry.collect` with nothing to collect (every job's end).
+Each is timed beside the way it was done before (walking deep copies of every entry),
+in the same run; prints new/old.
+
+Target: at 5,000 entries the tree check costs at most 0.05 of the old way.
+
     .venv/bin/python bench/registry.py [--files N] [--file-kib K] [--changed 0.01]
                                        [--big-gib 5] [--starts 5] [--skip-a|--skip-b]
+    .venv/bin/python bench/registry.py --scale [--entries 100,5000]
 """
 
 from __future__ import annotations
@@ -155,7 +166,12 @@ def main() -> None:
     skip = parser.add_mutually_exclusive_group()
     skip.add_argument("--skip-a", action="store_true")
     skip.add_argument("--skip-b", action="store_true")
+    skip.add_argument("--scale", action="store_true", help="part C only (in process)")
+    parser.add_argument("--entries", default="100,5000", help="part C: registry sizes")
     args = parser.parse_args()
+    if args.scale:
+        part_c([int(n) for n in args.entries.split(",")])
+        return
     tmp = Path(tempfile.mkdtemp(prefix="nai-bench-registry-"))
     sock = tmp / "nai.sock"
     daemon = subprocess.Popen(
@@ -210,6 +226,108 @@ def part_a(sock: Path, tmp: Path, args: argparse.Namespace) -> None:
     verdict = "ok" if ratio <= TARGET else "MISSED"
     print(f"part A: new version sends {ratio:.4f} of the dataset "
           f"(target <= {TARGET}): {verdict}")
+
+
+SCALE_TARGET = 0.05
+
+
+def _old_via_registry(store: Any, caller: Any, tree_id: str) -> bool:
+    """The tree check as it was: every entry deep-copied, then walked."""
+    from nai_server.core import registry_rules as rules
+    return any(rules.reads_tree(caller, doc, tree_id) for kind in rules.KINDS
+               for doc in store.list_registry_entries(kind))
+
+
+def _old_get(store: Any, kind: str, name: str) -> Any:
+    """A lookup by name as it was: TinyDB's query over the table, then a deep copy."""
+    import copy
+
+    from tinydb import Query
+    doc = store._registry(kind).get(Query().name == name)
+    return copy.deepcopy(dict(doc)) if doc is not None else None
+
+
+def _timed(fn: Any, least: float = 0.3) -> float:
+    """Seconds per call: repeated for at least `least` seconds, the best of 3."""
+    best = float("inf")
+    for _ in range(3):
+        calls, start = 0, time.perf_counter()
+        while True:
+            fn()
+            calls += 1
+            spent = time.perf_counter() - start
+            if spent >= least / 3:
+                break
+        best = min(best, spent / calls)
+    return best
+
+
+def _scale_rows(tmp: Path, n: int) -> list[tuple[str, float, float]]:
+    """(what, old seconds, new seconds) per question, on a registry of `n` datasets."""
+    from nai_server.app.accounts import Caller
+    from nai_server.app.registry import Registry
+    from nai_server.app.tree_access import TreeAccess
+    from nai_server.core import registry_rules as rules
+    from nai_server.store.atomic import CommitLock
+    from nai_server.store.db import TinyDbStore
+
+    caller = Caller("mallory", uid=60_999, admin=False)
+    unknown, held = "f" * 64, "e" * 64
+    lock = CommitLock()
+    store = TinyDbStore(tmp, lock)
+    # Every other entry shared (a listing shows it), one holding tree `held`.
+    store._registry("dataset").insert_multiple(
+        {"kind": "dataset", "name": f"ds{i}", "owner": {"user": f"u{i % 50}"},
+         "visibility": "shared" if i % 2 else "private", "shared_with_groups": [],
+         "description": "", "created_at": 0.0, "created_by": f"u{i % 50}",
+         "next_version": 6,
+         "versions": [{"version": v, "tag": None,
+                       "tree_id": held if i == n // 2 else "a" * 64, "size": 1, "files": 1,
+                       "deleted": False, "used_by": [], "metadata": {"k": "x" * 500}}
+                      for v in range(1, 6)]}
+        for i in range(n))
+    store.commit()
+    access = TreeAccess(store, lock, None, lambda c, j: False)  # type: ignore[arg-type]
+    registry = Registry(store, lock, None, time.time)  # type: ignore[arg-type]
+    name = f"ds{n // 2}"
+    assert _old_via_registry(store, caller, held) == access.via_registry(caller, held)
+    assert _old_get(store, "dataset", name) == store.get_registry_entry("dataset", name)
+    pairs = [
+        ("tree check, unknown tree", lambda: _old_via_registry(store, caller, unknown),
+         lambda: access.via_registry(caller, unknown)),
+        ("tree check, held tree", lambda: _old_via_registry(store, caller, held),
+         lambda: access.via_registry(caller, held)),
+        ("lookup by name", lambda: _old_get(store, "dataset", name),
+         lambda: store.get_registry_entry("dataset", name)),
+        ("listing (GET /v1/datasets)",
+         lambda: [registry._summary(caller, d) for d in store.list_registry_entries("dataset")
+                  if rules.may_read(caller, d)],
+         lambda: registry.list_entries(caller, "dataset")),
+        # Old: the deep copies collect() made before it looked (a floor on its cost).
+        ("collect, nothing due",
+         lambda: [store.list_registry_entries(k) for k in ("dataset", "model")],
+         registry.collect),
+    ]
+    rows = [(label, _timed(old), _timed(new)) for label, old, new in pairs]
+    store.close()
+    return rows
+
+
+def part_c(sizes: list[int]) -> None:
+    """The tree check, a lookup and an idle collect, new against old, per size."""
+    worst = 0.0
+    for n in sizes:
+        with tempfile.TemporaryDirectory(prefix="nai-bench-regscale-") as tmp:
+            rows = _scale_rows(Path(tmp), n)
+        print(f"registry of {n} entries x 5 versions:")
+        for label, before, after in rows:
+            print(f"  {label:26s} old {before * 1000:9.3f} ms  new {after * 1000:9.3f} ms"
+                  f"  new/old {after / before:.3g}")
+            if label.startswith("tree check") and n == max(sizes):
+                worst = max(worst, after / before)
+    verdict = "ok" if worst <= SCALE_TARGET else "MISSED"
+    print(f"part C: tree check at {max(sizes)} entries costs {worst:.3g} of the old way "
+          f"(target <= {SCALE_TARGET}): {verdict}")
 
 
 if __name__ == "__main__":

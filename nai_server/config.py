@@ -198,6 +198,18 @@ class ServicesConfig(_Section):
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
 
 
+class RegistryConfig(_Section):
+    """Bounds on what one user keeps in the registries (datasets and models), whose
+    entries live in the hot database: each one adds to every registry write's cost (the
+    whole state file is rewritten), so a runaway script must not grow them without end.
+    None: no cap."""
+
+    # Datasets and models a user created, together (a group's count against its creator).
+    max_entries_per_user: int | None = Field(default=1000, ge=1)
+    # Versions one dataset or model holds (those marked for deletion until they go).
+    max_versions_per_entry: int | None = Field(default=10_000, ge=1)
+
+
 class ServerConfig(_Section):
     """Everything `nai-server run` needs; see config.example.yaml."""
 
@@ -214,6 +226,7 @@ class ServerConfig(_Section):
     launcher: Literal["local", "slurm"] = "local"
     slurm: SlurmConfig = Field(default_factory=SlurmConfig)
     services: ServicesConfig = Field(default_factory=ServicesConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
 
     @property
     def personal(self) -> bool:

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import orjson
 
 from nai_server.app.accounts import Caller
+from nai_server.config import RegistryConfig
 from nai_server.core import registry_rules as rules
 from nai_server.core.registry_rules import Kind, RefError
 from nai_server.core.trees import Entry as TreeEntry
@@ -73,8 +74,9 @@ class Registry:
     """Datasets and models in the store; every method takes the service lock."""
 
     def __init__(self, store: TinyDbStore, lock: CommitLock, trees: TreeReader,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], bounds: RegistryConfig | None = None) -> None:
         self.store = store
+        self.bounds = bounds or RegistryConfig()
         self.lock = lock
         self.trees = trees
         self.clock = clock
@@ -150,7 +152,7 @@ class Registry:
             may_write=rules.may_write(caller, doc))
 
     @staticmethod
-    def _summary(caller: Caller, doc: Doc) -> RegistrySummary:
+    def _summary(caller: Caller, doc: Mapping[str, Any]) -> RegistrySummary:
         newest = rules.latest(doc)
         return RegistrySummary(
             kind=doc["kind"], name=doc["name"], owner=doc["owner"],
@@ -163,10 +165,11 @@ class Registry:
             may_write=rules.may_write(caller, doc), metric=_chosen_metric(newest))
 
     def list_entries(self, caller: Caller, kind: Kind) -> list[RegistrySummary]:
-        """Every entry of `kind` the caller may read, by name."""
+        """Every entry of `kind` the caller may read, by name. Summaries are made from
+        the stored entries under the lock: cheaper than copying every entry first."""
         with self.lock:
-            docs = self.store.list_registry_entries(kind)
-        return [self._summary(caller, d) for d in docs if rules.may_read(caller, d)]
+            return [self._summary(caller, d)
+                    for d in self.store.stored_registry_entries(kind) if rules.may_read(caller, d)]
 
     def show(self, caller: Caller, kind: Kind, name: str) -> RegistryEntry:
         with self.lock:
@@ -269,8 +272,36 @@ class Registry:
                 raise Invalid(f"metadata.lineage.{key}: {exc.message}") from exc
         return {**metadata, "lineage": pinned}
 
+    def _check_versions_room(self, doc: Doc) -> None:
+        """An entry holds at most `registry.max_versions_per_entry` versions (those
+        marked for deletion count until they go: they are still stored)."""
+        most, held = self.bounds.max_versions_per_entry, len(doc["versions"])
+        if most is None or held < most:
+            return
+        kind, name = doc["kind"], doc["name"]
+        raise Conflict(
+            f"{kind} {name!r} holds {held} versions, the most this server allows "
+            f"(registry.max_versions_per_entry: {most}); remove versions you no longer "
+            f"need (`nai {kind} rm {name}@VERSION`; one still in use is kept until it is "
+            f"not), push to a new {kind}, or ask an admin to raise the limit")
+
+    def _check_entries_room(self, caller: Caller) -> None:
+        """A user creates at most `registry.max_entries_per_user` datasets and models
+        together; entries owned by a group count against the member who created them."""
+        most = self.bounds.max_entries_per_user
+        made = self.store.registry_entries_created_by(caller.user)
+        if most is None or made < most:
+            return
+        raise Conflict(
+            f"{caller.user} has created {made} datasets and models, the most this server "
+            f"allows (registry.max_entries_per_user: {most}); remove ones you no longer "
+            f"need (`nai dataset rm NAME`, `nai model rm NAME`; `nai dataset list` and "
+            f"`nai model list` show them; one still in use is kept until it is not), or "
+            f"ask an admin to raise the limit")
+
     def _new_version(self, caller: Caller, doc: Doc, body: VersionCreate,
                      own_tree: bool = False) -> Doc:
+        self._check_versions_room(doc)
         files, size = self._tree_stats(caller, body.tree_id, own_tree)
         number = doc["next_version"]
         if body.tag is not None:
@@ -310,6 +341,7 @@ class Registry:
                 hint = (f"; push a new version with `nai {kind} push {body.name} DIR`"
                         if rules.may_write(caller, existing) else "; choose another name")
                 raise Conflict(f"a {kind} named {body.name!r} already exists{hint}")
+            self._check_entries_room(caller)
             doc: Doc = {
                 "kind": kind, "name": body.name, "owner": owner,
                 "visibility": "shared" if body.shared else "private",
@@ -420,6 +452,8 @@ class Registry:
         dropped = 0
         with self.lock:
             while True:  # dropping a version can free what its lineage named
+                if not self.store.registry_has_marked():  # the common case: cheap
+                    return dropped
                 entries = self._all_entries()
                 due = rules.collectable(entries, self._active_jobs())
                 if not due:

@@ -51,10 +51,12 @@ class TreeAccess:
         return self._uploaded_all(caller, tree_id)
 
     def via_registry(self, caller: Caller, tree_id: str) -> bool:
+        """Through a dataset or model version of that tree the caller may read
+        (`rules.reads_tree`): asks the store's index for the entries holding the tree,
+        so the time under the lock does not grow with the registry."""
         with self.lock:
-            return any(rules.reads_tree(caller, doc, tree_id)
-                       for kind in rules.KINDS
-                       for doc in self.store.list_registry_entries(kind))
+            holders = self.store.registry_holders(tree_id)
+        return any(rules.may_read(caller, doc) for doc in holders)
 
     def via_jobs(self, caller: Caller, tree_id: str) -> bool:
         """Through a job that ran on or left `tree_id`: the hot jobs are read under the
@@ -96,7 +98,7 @@ class TreeAccess:
     def _reachable_trees(self, caller: Caller) -> list[str]:
         with self.lock:
             trees = [v["tree_id"] for kind in rules.KINDS
-                     for doc in self.store.list_registry_entries(kind)
+                     for doc in self.store.stored_registry_entries(kind)
                      if rules.may_read(caller, doc) for v in doc["versions"]]
             hot = self.store.hot()
         trees += [tree for job in self.store.job_summaries(hot)

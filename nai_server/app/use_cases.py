@@ -81,7 +81,7 @@ class UseCases:
         )
         self.gpus = gpus
         self.gpu_note = gpu_note
-        self.registry = Registry(store, self.lock, blobs, clock)
+        self.registry = Registry(store, self.lock, blobs, clock, config.registry)
         runtime_type = JobRuntime
         if config.launcher == "slurm":  # Slurm schedules; nai submits and watches
             from nai_server.host.launchers.slurm_runtime import SlurmRuntime as runtime_type

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from tinydb.table import Document
 from nai_server.store.archiving import ArchivedJobs
 from nai_server.store.atomic import AtomicJSONStorage, CommitLock, check_storable
 from nai_server.store.journal import JournaledStorage
+from nai_server.store.registry_index import RegistryIndex
 
 Doc = dict[str, Any]
 
@@ -66,6 +68,7 @@ class TinyDbStore(ArchivedJobs):
         self.groups = self.db.table("groups", cache_size=0)
         self.meta = self.db.table("meta", cache_size=0)
         self.jobs = self.db.table("jobs", cache_size=0)
+        self._reg_index: RegistryIndex | None = None  # see _registry_index
         archived = self._open_archives()  # refuses a damaged archive, before any write
         self._next_id: int = 1 + max(
             max((int(k) for k in self._hot()), default=0),
@@ -212,41 +215,102 @@ class TinyDbStore(ArchivedJobs):
 
     # --- registries (datasets and models) -----------------------------------------------
     # One table per kind ("datasets", "models"), one document per entry holding its
-    # versions. Entries are few and small, so TinyDB's Table is fast enough here.
+    # versions. Writes go through TinyDB's Table; reads by name, by tree and by creator
+    # go through an index of the in-memory tables (store/registry_index.py), so that the
+    # questions asked per request do not cost time in proportion to the registry.
 
     def _registry(self, kind: str) -> Any:
         if kind not in ("dataset", "model"):
             raise ValueError(f"no registry of kind {kind!r}")
         return self.db.table(f"{kind}s", cache_size=0)
 
+    def _registry_index(self) -> RegistryIndex:
+        """The index of the registry tables as they are in memory now: built again when
+        that memory was replaced (a rolled-back commit), else kept current by
+        `put_registry_entry` and `remove_registry_entry`."""
+        data = self.storage.read()
+        assert data is not None
+        index = self._reg_index
+        if index is None or not index.current(data, self.storage.rollbacks):
+            index = self._reg_index = RegistryIndex(data, self.storage.rollbacks)
+        return index
+
+    def _stored_entry(self, kind: str, name: str) -> Doc | None:
+        """The stored document itself (not a copy): read it, never change it."""
+        doc_id = self._registry_index().ids.get((kind, name))
+        if doc_id is None:
+            return None
+        data = self.storage.read() or {}
+        doc: Doc | None = data.get(f"{kind}s", {}).get(doc_id)
+        return doc
+
     def get_registry_entry(self, kind: str, name: str) -> Doc | None:
         """A deep copy: TinyDB hands out documents that share nested lists with the
         storage's in-memory data, so editing one in place would skip the commit."""
-        doc = self._registry(kind).get(Query().name == name)
-        return copy.deepcopy(dict(doc)) if isinstance(doc, Document) else None
+        self._registry(kind)  # checks the kind
+        doc = self._stored_entry(kind, name)
+        return copy.deepcopy(doc) if doc is not None else None
 
     def list_registry_entries(self, kind: str) -> list[Doc]:
+        """Deep copies of every entry, by name: costs time in proportion to the whole
+        registry; per-request paths use the narrower reads below."""
         return sorted((copy.deepcopy(dict(d)) for d in self._registry(kind).all()),
                       key=lambda d: d["name"])
+
+    def stored_registry_entries(self, kind: str) -> list[Mapping[str, Any]]:
+        """The stored documents themselves, by name, without copies: for a caller that
+        only reads them, under the lock, and keeps nothing of them after."""
+        self._registry(kind)  # checks the kind
+        table = (self.storage.read() or {}).get(f"{kind}s", {})
+        return sorted(table.values(), key=lambda d: d["name"])
+
+    def registry_holders(self, tree_id: str) -> list[Doc]:
+        """Who may read each entry with a version (marked for deletion too) of tree
+        `tree_id`: its kind, name, owner, visibility and shared_with_groups, copied.
+        Costs time in proportion to those entries only."""
+        index = self._registry_index()
+        data = self.storage.read() or {}
+        out = []
+        for kind, name in sorted(index.holders.get(tree_id, ())):
+            doc = data[f"{kind}s"][index.ids[(kind, name)]]
+            out.append({"kind": kind, "name": name, "owner": dict(doc["owner"]),
+                        "visibility": doc.get("visibility"),
+                        "shared_with_groups": list(doc.get("shared_with_groups", ()))})
+        return out
+
+    def registry_entries_created_by(self, user: str) -> int:
+        """How many datasets and models `user` created (their group's ones included)."""
+        return self._registry_index().created.get(user, 0)
+
+    def registry_has_marked(self) -> bool:
+        """Whether some entry holds a version marked for deletion (one that goes once
+        nothing needs it): when not, there is nothing to collect."""
+        return bool(self._registry_index().marked)
 
     def put_registry_entry(self, kind: str, doc: Doc) -> None:
         """Insert or replace the entry named `doc["name"]`."""
         check_storable(doc)
         table = self._registry(kind)
-        existing = table.get(Query().name == doc["name"])
-        if isinstance(existing, Document):
-            fresh = copy.deepcopy(doc)
+        index = self._registry_index()
+        doc_id = index.ids.get((kind, doc["name"]))
+        fresh = copy.deepcopy(doc)
+        if doc_id is not None:
 
             def replace(stored: Doc) -> None:  # whole document, in one write
                 stored.clear()
                 stored.update(fresh)
 
-            table.update(replace, doc_ids=[existing.doc_id])
+            table.update(replace, doc_ids=[int(doc_id)])
         else:
-            table.insert(copy.deepcopy(doc))
+            doc_id = str(table.insert(fresh))
+        self._registry_index().add(kind, doc_id, fresh)
 
     def remove_registry_entry(self, kind: str, name: str) -> None:
-        self._registry(kind).remove(Query().name == name)
+        table = self._registry(kind)
+        doc_id = self._registry_index().ids.get((kind, name))
+        if doc_id is not None:
+            table.remove(doc_ids=[int(doc_id)])
+            self._registry_index().drop(kind, name)
 
 
 def _max_job_dir_id(jobs_dir: Path) -> int:

@@ -1,0 +1,224 @@
+"""The registries at scale, in process with several callers: tree checks answer from
+the store's index of the registry, which must follow every change (push, tag, removal,
+a rolled-back write) exactly as a walk over the entries would; and one user's
+datasets and models, and one entry's versions, are bounded, with refusals that say
+which limit and what to remove."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from nai_server.api import create_app
+from nai_server.api.deps import get_caller
+from nai_server.app.accounts import Caller
+from nai_server.app.use_cases import UseCases
+from nai_server.store.registry_index import RegistryIndex
+from nai_server.testing import make_service, upload_tree
+
+ALICE = Caller("alice", uid=61_000, admin=False, groups=("lab",))
+BOB = Caller("bob", uid=61_001, admin=False)
+
+
+def _service(tmp_path: Path, **registry: object) -> UseCases:
+    service = make_service(tmp_path / "s", mode="multi-user", registry=registry)
+    with service.lock:
+        service.store.add_group({"name": "lab", "members": ["alice"]})
+    return service
+
+
+def _clients(service: UseCases) -> Callable[[Caller], TestClient]:
+    clients: dict[str, TestClient] = {}
+
+    def client(caller: Caller) -> TestClient:
+        if caller.user not in clients:
+            app = create_app(service)
+
+            async def fixed() -> Caller:
+                return caller
+
+            app.dependency_overrides[get_caller] = fixed
+            clients[caller.user] = TestClient(app, base_url="http://nai").__enter__()
+        return clients[caller.user]
+
+    client.close = lambda: [c.__exit__(None, None, None)  # type: ignore[attr-defined]
+                            for c in clients.values()]
+    return client
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[UseCases]:
+    made = _service(tmp_path)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def as_(service: UseCases) -> Iterator[Callable[[Caller], TestClient]]:
+    client = _clients(service)
+    yield client
+    client.close()  # type: ignore[attr-defined]
+
+
+def index_is_fresh(service: UseCases) -> None:
+    """The index the store kept equals one built from its data now."""
+    store = service.store
+    with service.lock:
+        kept = store._registry_index()
+        fresh = RegistryIndex(store.storage.read() or {}, store.storage.rollbacks)
+        assert kept.ids == fresh.ids
+        assert kept.holders == fresh.holders
+        assert kept.created == fresh.created
+        assert kept.marked == fresh.marked
+
+
+def readable(api: TestClient, tree_id: str) -> bool:
+    code = api.head(f"/v1/trees/{tree_id}").status_code
+    assert code in (200, 404)
+    return code == 200
+
+
+def test_tree_checks_follow_every_registry_change(
+        service: UseCases, as_, monkeypatch: pytest.MonkeyPatch) -> None:
+    alice, bob = as_(ALICE), as_(BOB)
+    one, two, three = (upload_tree(alice, {"data.txt": f"version {n}\n".encode()})
+                       for n in (1, 2, 3))
+    assert not readable(bob, one)  # alice's upload: bob may not read it yet
+
+    made = alice.post("/v1/datasets", json={"name": "points", "tree_id": one, "shared": True})
+    assert made.status_code == 201, made.text
+    assert readable(bob, one) and not readable(bob, two)
+    index_is_fresh(service)
+
+    pushed = alice.post("/v1/datasets/points/versions", json={"tree_id": two})
+    assert pushed.status_code == 201, pushed.text
+    assert readable(bob, two)
+    tagged = alice.put("/v1/datasets/points/versions/2/tag", json={"tag": "best"})
+    assert tagged.status_code == 200, tagged.text
+    index_is_fresh(service)
+
+    # Unshared: bob reads neither; shared with none of his groups.
+    unshared = alice.put("/v1/datasets/points/sharing", json={"shared": False, "groups": []})
+    assert unshared.status_code == 200, unshared.text
+    assert not readable(bob, one) and not readable(bob, two)
+    shared = alice.put("/v1/datasets/points/sharing", json={"shared": True, "groups": []})
+    assert shared.status_code == 200, shared.text
+
+    removed = alice.delete("/v1/datasets/points/versions/1")
+    assert removed.status_code == 200, removed.text
+    assert not readable(bob, one) and readable(bob, two)
+    index_is_fresh(service)
+
+    # A push whose write fails is rolled back: its tree is not readable through it.
+    def disk_full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    monkeypatch.setattr(os, "fdatasync", disk_full)
+    failed = alice.post("/v1/datasets/points/versions", json={"tree_id": three})
+    monkeypatch.undo()
+    assert failed.status_code >= 500, failed.text
+    assert not readable(bob, three) and readable(bob, two)
+    index_is_fresh(service)
+    assert [v["version"] for v in alice.get("/v1/datasets/points").json()["versions"]] == [2]
+
+    assert alice.delete("/v1/datasets/points").status_code == 200
+    assert not readable(bob, two)
+    index_is_fresh(service)
+    assert readable(alice, two)  # her own upload, still
+
+
+def _refused(response, *words: str) -> str:
+    assert response.status_code == 409, response.text
+    message: str = response.json()["error"]["message"]
+    for word in words:
+        assert word in message, message
+    return message
+
+
+def test_a_users_entries_are_bounded_until_one_is_removed(tmp_path: Path) -> None:
+    service = _service(tmp_path, max_entries_per_user=2)
+    as_ = _clients(service)
+    try:
+        alice, bob = as_(ALICE), as_(BOB)
+        tree = upload_tree(alice, {"a.txt": b"a\n"})
+        assert alice.post("/v1/datasets", json={"name": "d1", "tree_id": tree}).status_code == 201
+        # A group's entry counts against the member who created it.
+        made = alice.post("/v1/models", json={"name": "m1", "tree_id": tree, "group": "lab"})
+        assert made.status_code == 201, made.text
+        message = _refused(alice.post("/v1/datasets", json={"name": "d2", "tree_id": tree}),
+                           "alice has created 2", "registry.max_entries_per_user: 2",
+                           "nai dataset rm NAME", "nai model rm NAME")
+        assert "ask an admin" in message
+        # Pushing a version to an existing entry is not a new entry.
+        pushed = alice.post("/v1/datasets/d1/versions",
+                            json={"tree_id": upload_tree(alice, {"b.txt": b"b\n"})})
+        assert pushed.status_code == 201, pushed.text
+        # Another user has room of their own.
+        bobs = upload_tree(bob, {"c.txt": b"c\n"})
+        assert bob.post("/v1/datasets", json={"name": "b1", "tree_id": bobs}).status_code == 201
+
+        assert alice.delete("/v1/models/m1").status_code == 200
+        made = alice.post("/v1/datasets", json={"name": "d2", "tree_id": tree})
+        assert made.status_code == 201, made.text
+    finally:
+        as_.close()  # type: ignore[attr-defined]
+        service.close()
+
+
+def test_an_entrys_versions_are_bounded_until_one_is_removed(tmp_path: Path) -> None:
+    service = _service(tmp_path, max_versions_per_entry=2)
+    as_ = _clients(service)
+    try:
+        alice = as_(ALICE)
+        trees = [upload_tree(alice, {"v.txt": f"{n}\n".encode()}) for n in range(3)]
+        assert alice.post("/v1/models", json={"name": "m", "tree_id": trees[0]}).status_code == 201
+        assert alice.post("/v1/models/m/versions", json={"tree_id": trees[1]}).status_code == 201
+        _refused(alice.post("/v1/models/m/versions", json={"tree_id": trees[2]}),
+                 "model 'm' holds 2 versions", "registry.max_versions_per_entry: 2",
+                 "nai model rm m@VERSION")
+        assert alice.delete("/v1/models/m/versions/1").status_code == 200
+        pushed = alice.post("/v1/models/m/versions", json={"tree_id": trees[2]})
+        assert pushed.status_code == 201, pushed.text
+        assert pushed.json()["version"] == 3
+    finally:
+        as_.close()  # type: ignore[attr-defined]
+        service.close()
+
+
+def test_null_turns_the_bounds_off(tmp_path: Path) -> None:
+    service = _service(tmp_path, max_entries_per_user=None, max_versions_per_entry=None)
+    as_ = _clients(service)
+    try:
+        alice = as_(ALICE)
+        tree = upload_tree(alice, {"a.txt": b"a\n"})
+        for n in range(3):
+            made = alice.post("/v1/datasets", json={"name": f"d{n}", "tree_id": tree})
+            assert made.status_code == 201, made.text
+    finally:
+        as_.close()  # type: ignore[attr-defined]
+        service.close()
+
+
+def test_blobs_of_a_readable_dataset_make_a_new_tree_without_upload(as_) -> None:
+    """A tree of blobs the caller never sent is recorded when they are files of a
+    dataset the caller may read (the registry walk that `readable_blobs` does), and
+    refused as missing while the dataset is private."""
+    alice, bob = as_(ALICE), as_(BOB)
+    data = b"rows shared through a dataset\n"
+    tree = upload_tree(alice, {"rows.csv": data})
+    made = alice.post("/v1/datasets", json={"name": "rows", "tree_id": tree})
+    assert made.status_code == 201, made.text
+    manifest = {"entries": [{"path": "copy.csv", "size": len(data),
+                             "sha256": hashlib.sha256(data).hexdigest()}]}
+    assert bob.post("/v1/trees", json=manifest).status_code == 409  # private: missing
+    shared = alice.put("/v1/datasets/rows/sharing", json={"shared": True, "groups": []})
+    assert shared.status_code == 200, shared.text
+    recorded = bob.post("/v1/trees", json=manifest)
+    assert recorded.status_code == 201, recorded.text
