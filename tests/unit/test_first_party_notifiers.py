@@ -174,6 +174,8 @@ def test_a_name_that_does_not_resolve_is_checked_again_at_delivery() -> None:
     "http://[2002:a01:203::1]/h",  # 6to4 of 10.1.2.3
     "http://[2002:7f00:1::1]/h",  # 6to4 of 127.0.0.1
     "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/h",  # Teredo
+    "http://[::ffff:0:7f00:1]/h",  # IPv4-translated (SIIT) 127.0.0.1
+    "http://[fec0::1]/h",  # site-local (deprecated, still routed inside some sites)
 ])
 def test_an_ipv6_address_that_carries_an_inside_ipv4_one_is_not_public(url: str) -> None:
     """IPv6 forms that lead to an IPv4 address (which Python 3.11 calls global) are
@@ -184,7 +186,8 @@ def test_an_ipv6_address_that_carries_an_inside_ipv4_one_is_not_public(url: str)
 
 
 @pytest.mark.parametrize("url", ["http://[64:ff9b::808:808]/h", "http://[2002:808:808::1]/h",
-                                 "http://[::ffff:8.8.8.8]/h", "https://[2606:4700::1111]/h"])
+                                 "http://[::ffff:8.8.8.8]/h", "https://[2606:4700::1111]/h",
+                                 "http://[::ffff:0:808:808]/h"])
 def test_an_ipv6_address_that_carries_a_public_ipv4_one_is_public(url: str) -> None:
     webhook.nai_notify_check(url, {})
 
@@ -217,6 +220,22 @@ def test_a_delivery_goes_past_proxy_variables(hook_server: Served, resolver: Dns
         webhook.nai_notify_user(event("failed"), "http://hooks.test/T0", {"timeout": 5})
     assert got == []
     assert resolver["connected"] == [PUBLIC]
+
+
+def test_the_admins_webhook_goes_through_the_hosts_proxy(hook_server: Served,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """The admin's own URL (no user chose it) is reached as any program of the host
+    reaches the internet: through its proxy where one is set, since some sites have no
+    other way out. Here the proxy is the local server, and the name it is asked for
+    resolves nowhere."""
+    proxy, got = hook_server
+    for name in ("http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(name, proxy.rsplit("/", 1)[0])
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    webhook.nai_job_event(event("failed"), {"url": "http://hooks.invalid/T0", "timeout": 5})
+    assert len(got) == 1 and got[0]["_host"] == "hooks.invalid"
 
 
 def self_signed(name: str, directory: Path) -> tuple[Path, Path]:

@@ -23,6 +23,8 @@ import ipaddress
 import json
 import socket
 import ssl
+import urllib.error
+import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -97,15 +99,48 @@ def _resolve(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(address[0]) for *_, address in found))
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is an error: it would send the event to a host nobody checked."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+
+def _body(event: JobEvent) -> bytes:
+    return json.dumps({**dataclasses.asdict(event), "text": text(event)}).encode()
+
+
+def post_admin(url: str, event: JobEvent, timeout: float) -> None:
+    """POST the event to the admin's own `url`, as any program of the host would reach
+    it: through `http_proxy`/`https_proxy` where they are set (a site may reach the
+    internet only so). No user chose that URL, so no check of its addresses is needed;
+    an HTTP error or a redirect still raises (and is logged by the daemon)."""
+    _target(url)
+    request = urllib.request.Request(url, data=_body(event), method="POST",
+                                     headers={"Content-Type": "application/json",
+                                              "User-Agent": "nai-webhook"})
+    opener = urllib.request.build_opener(_NoRedirect)  # the proxy variables as they are now
+    try:
+        with opener.open(request, timeout=timeout) as answer:
+            answer.read(MAX_ANSWER)
+    except urllib.error.HTTPError as exc:
+        host = urlsplit(url).hostname
+        if 300 <= exc.code < 400:
+            raise DeliveryFailed(f"{host} answered {exc.code} {exc.reason}, a redirect, "
+                                 f"which is not followed: use the URL it leads to") from None
+        raise DeliveryFailed(f"{host} answered {exc.code} {exc.reason}") from None
+
+
 def post(url: str, event: JobEvent, timeout: float,
          addresses: Sequence[str] | None = None) -> None:
-    """POST the event to `url`, connecting to `addresses` (by default, those its host
-    resolves to now); an HTTP error or a redirect raises (and is logged by the
-    daemon)."""
+    """POST the event to a user's `url`, connecting to `addresses` (by default, those
+    its host resolves to now) and to nothing else: no proxy, no redirect. An HTTP error
+    or a redirect raises (and is logged by the daemon)."""
     scheme, host, port = _target(url)
     if addresses is None:
         addresses = _resolve(host, port)
-    body = json.dumps({**dataclasses.asdict(event), "text": text(event)}).encode()
+    body = _body(event)
     parts = urlsplit(url)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     kind = PinnedHTTPSConnection if scheme == "https" else PinnedHTTPConnection
@@ -130,11 +165,12 @@ def nai_job_event(event: JobEvent, options: Mapping[str, Any]) -> None:
     """POST the event to `options.url` if it is one of `events`."""
     if event.event not in (options.get("events") or EVENTS) or not options.get("url"):
         return
-    post(options["url"], event, float(options.get("timeout", 5)))
+    post_admin(options["url"], event, float(options.get("timeout", 5)))
 
 
 _IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052: the IPv4 in the last 32 bits
+_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")  # RFC 2765 (SIIT): likewise
 _NEVER_PUBLIC = (
     ipaddress.IPv6Network("64:ff9b:1::/48"),  # RFC 8215: local-use NAT64, the site's own
     ipaddress.IPv6Network("2001::/32"),  # Teredo: a tunnel to whatever its IPv4s name
@@ -144,12 +180,14 @@ _NEVER_PUBLIC = (
 
 def _public(ip: _IP) -> bool:
     """Whether `ip` is a public unicast address. An IPv6 address that carries an IPv4
-    one (IPv4-mapped, NAT64, 6to4) is as public as the IPv4 address it leads to."""
+    one (IPv4-mapped or -translated, NAT64, 6to4) is as public as the IPv4 address it
+    leads to; a site-local one (deprecated, still routed inside some networks) is not."""
     if isinstance(ip, ipaddress.IPv6Address):
-        if any(ip in net for net in _NEVER_PUBLIC):
+        if ip.is_site_local or any(ip in net for net in _NEVER_PUBLIC):
             return False
+        carried = ip in _NAT64 or ip in _TRANSLATED
         inner = ip.ipv4_mapped or ip.sixtofour or (
-            ipaddress.IPv4Address(int(ip) & 0xFFFF_FFFF) if ip in _NAT64 else None)
+            ipaddress.IPv4Address(int(ip) & 0xFFFF_FFFF) if carried else None)
         if inner is not None:
             return _public(inner)
     return ip.is_global and not ip.is_multicast
