@@ -30,15 +30,16 @@ def exit_note(code: int | None, env_setup: bool) -> str:
     """Why a job failed, from its exit code: the shell's own codes (126, 127) say what
     went wrong and what to check, since `exit code 127` alone tells a new user nothing."""
     if code == 127:
-        return ("exit code 127: a command was not found, the job's or one its env_setup "
-                "needs (its log says which); check the name, and the PATH its env_setup "
-                "gives" if env_setup else
-                "exit code 127: the shell did not find the command; check the command's "
-                "name and PATH in the job's environment (env_setup picks where python "
-                "and the rest come from)")
+        return ("exit code 127: most often a command was not found, the job's or one its "
+                "env_setup needs (its log says which); check the name, and the PATH its "
+                "env_setup gives" if env_setup else
+                "exit code 127: most often the shell did not find the command; check the "
+                "command's name and PATH in the job's environment (env_setup picks where "
+                "python and the rest come from)")
     if code == 126:
-        return ("exit code 126: the shell found the command but could not run it; check "
-                "that the file is executable (chmod +x) and is a program or script")
+        return ("exit code 126: most often the shell found the command but could not run "
+                "it; check that the file is executable (chmod +x) and is a program or "
+                "script")
     return f"exit code {code}"
 
 

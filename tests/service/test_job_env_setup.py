@@ -91,8 +91,9 @@ def test_a_missing_venv_fails_the_job_saying_so(api: TestClient, service: UseCas
     job = run(api, service, {"command": "echo ran", "env_setup": {"venv": str(tmp_path / "no")}})
     assert job["state"] == "failed" and job["exit_code"] == 127
     assert f"{tmp_path}/no/bin/python not found" in job["log"] and "ran" not in job["log"]
-    assert job["message"].startswith("exit code 127: a command was not found, the job's or "
-                                      "one its env_setup needs (its log says which)")
+    assert job["message"].startswith("exit code 127: most often a command was not found, "
+                                      "the job's or one its env_setup needs (its log says "
+                                      "which)")
 
 
 def test_a_missing_relative_venv_advises_one_under_home(api: TestClient,

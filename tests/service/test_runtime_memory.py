@@ -100,12 +100,12 @@ def test_the_shells_own_exit_codes_say_what_to_check(runtime: JobRuntime) -> Non
              what="both jobs to end")
     assert record(runtime, missing).exit_code == 127
     assert record(runtime, missing).message == (
-        "exit code 127: the shell did not find the command; check the command's name and "
-        "PATH in the job's environment (env_setup picks where python and the rest come "
-        "from)")
+        "exit code 127: most often the shell did not find the command; check the "
+        "command's name and PATH in the job's environment (env_setup picks where python "
+        "and the rest come from)")
     assert record(runtime, runnable).exit_code == 126
     assert (record(runtime, runnable).message or "").startswith(
-        "exit code 126: the shell found the command but could not run it")
+        "exit code 126: most often the shell found the command but could not run it")
 
 
 def test_a_job_past_its_time_limit_is_stopped_as_timed_out(runtime: JobRuntime) -> None:
