@@ -278,7 +278,7 @@ def log_tail(client: ServerClient, job_id: int) -> list[str]:
     output may hold escape sequences; an admin shows anyone's job); none if unreadable."""
     try:
         _, size = client.log_range(job_id, 0, 0)
-        data, _ = client.log_range(job_id, max(0, size - TAIL_BYTES), TAIL_BYTES)
+        data = log_print.read_whole(client, job_id, max(0, size - TAIL_BYTES), TAIL_BYTES)
     except NaiError:
         return []
     lines = [line for line in data.decode("utf-8", "replace").splitlines() if line.strip()]
