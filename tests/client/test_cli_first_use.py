@@ -58,17 +58,25 @@ def test_pulling_a_job_that_saved_nothing_says_where_outputs_go(
     job_id = _ended(nai, client, service, tmp_path / "job",
                     "mkdir -p checkpoints && echo w > checkpoints/ckpt_1.pt")
     status, out, err = nai("pull", str(job_id))
-    assert status == 0 and out == ""
-    assert f"job {job_id} saved no outputs (succeeded)" in err
+    # stdout as for any pull: the folder, made even empty (scripts `ls "$(nai pull 7)"`)
+    dest = tmp_path / "nai-outputs" / str(job_id)
+    assert status == 0 and out == f"{dest}\n"
+    assert f"job {job_id} saved no outputs (succeeded), so {dest} is empty" in err
     assert "$NAI_OUTPUT_DIR" in err and "docs/job-spec.md" in err
-    assert not (tmp_path / "nai-outputs").exists()  # no empty folder that looks like a loss
+    assert "0 file(s) downloaded" not in err  # read as checkpoints lost on the way
+    assert dest.is_dir() and not any(dest.iterdir())
     status, out, err = nai("pull", str(job_id), "--json")
-    assert status == 0 and json.loads(out)["downloaded"] == 0
+    body = json.loads(out)
+    assert status == 0 and body["downloaded"] == 0 and body["empty"] is True
+    assert body["to"] == str(dest)
     failed = _ended(nai, client, service, tmp_path / "job", "exit 2")
-    status, _, err = nai("pull", str(failed), "--to", str(tmp_path / "here"))
+    here = tmp_path / "here"
+    status, out, err = nai("pull", str(failed), "--to", str(here), "--json")
     assert status == 0 and "saved no outputs (failed)" in err
-    assert not (tmp_path / "here").exists()
-
+    assert json.loads(out)["to"] == str(here) and here.is_dir()
+    done = _ended(nai, client, service, tmp_path / "job", "echo w > $NAI_OUTPUT_DIR/w.pt")
+    status, out, err = nai("pull", str(done), "--json")
+    assert status == 0 and json.loads(out)["empty"] is False and "1 file(s)" in err
 
 
 def test_logs_tail_reads_only_the_end_of_a_long_log(
