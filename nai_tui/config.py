@@ -133,7 +133,7 @@ class ClientConfig:
     def add(self, entry: ServerEntry, *, make_default: bool = False) -> None:
         """Record `entry`; the first one added becomes the default (`local`, the
         personal server, stays reachable by name)."""
-        if not NAME_RE.match(entry.name):
+        if not NAME_RE.fullmatch(entry.name):  # `$` alone lets "lab\n" through
             raise ConfigError(f"server name {entry.name!r}: use letters, digits, . _ -")
         if entry.name == "auto":  # `--server auto` picks among the servers
             raise ConfigError("server name 'auto' is taken by `nai submit --server auto`; "

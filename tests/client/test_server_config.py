@@ -32,6 +32,8 @@ def fresh(tmp_path: Path) -> dict[str, str]:
 
 def test_add_refuses_an_address_nai_cannot_reach(tmp_path: Path) -> None:
     env = fresh(tmp_path)
+    newline = nai(env, "server", "add", "lab\n", "ssh://me@gpu1")
+    assert newline.returncode == 1 and "server name 'lab\\n': use letters" in newline.stderr
     for url in ("http://x", "ssh://host/path", "ssh://host:port", "host:99999", "a b", "local:"):
         refused = nai(env, "server", "add", "bad", url)
         assert refused.returncode == 1, (url, refused.stderr)
