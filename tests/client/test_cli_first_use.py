@@ -149,6 +149,11 @@ def test_cancel_takes_ids_and_ranges_and_an_ended_job_is_no_error(
     (["server", "add", "lab", "local", "--defualt"], "usage: nai server add ",
      "--defualt: did you mean --default?"),
     (["jobs", "stray"], "usage: nai jobs ", "unrecognized arguments: stray (`nai jobs --help`"),
+    # given to `nai` itself, before the command: `nai`'s usage, not the command's
+    (["--bogus", "jobs"], "usage: nai [", "unrecognized arguments: --bogus (`nai --help`"),
+    (["-s", "jobs", "--bogus", "jobs"], "usage: nai [", "--bogus (`nai --help`"),
+    (["server", "--defualt", "add", "lab", "local"], "usage: nai server [",
+     "--defualt (`nai server --help`"),
 ])
 def test_a_mistyped_option_gets_its_commands_usage_and_the_nearest_option(
         nai: Any, args: list[str], usage: str, hint: str) -> None:
