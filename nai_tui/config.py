@@ -114,12 +114,17 @@ class ClientConfig:
         default = data.get("default")
         if default is not None and default not in servers and default != PERSONAL:
             raise ConfigError(f"{path}: default server {default!r} is not among the servers")
+        if default is None and servers:
+            default = PERSONAL  # what choose() picks, and what save() leaves unwritten
         return cls(path, servers, default)
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         data: dict[str, Any] = {"servers": {n: s.to_dict() for n, s in self.servers.items()}}
-        if self.default:
+        # The built-in `local` as the default is written as no default at all: a `nai`
+        # older than the built-in refuses a default that is not among the servers (on
+        # every command), and without one it, as this one, picks the personal server.
+        if self.default in self.servers:
             data["default"] = self.default
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(yaml.safe_dump(data, sort_keys=True))
@@ -128,7 +133,7 @@ class ClientConfig:
     def add(self, entry: ServerEntry, *, make_default: bool = False) -> None:
         """Record `entry`; the first one added becomes the default (`local`, the
         personal server, stays reachable by name)."""
-        if not NAME_RE.match(entry.name):
+        if not NAME_RE.fullmatch(entry.name):  # `$` alone lets "lab\n" through
             raise ConfigError(f"server name {entry.name!r}: use letters, digits, . _ -")
         if entry.name == "auto":  # `--server auto` picks among the servers
             raise ConfigError("server name 'auto' is taken by `nai submit --server auto`; "

@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(args_list)
     args, unknown = parser.parse_known_args(args_list)
     if unknown:
-        contract.refuse_unknown(parser, args, unknown)
+        contract.refuse_unknown(parser, args, unknown, args_list)
     contract.check_json(parser, args)
     if args.subcommand is None:
         return run_tui(args.server)

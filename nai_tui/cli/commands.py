@@ -278,7 +278,7 @@ def log_tail(client: ServerClient, job_id: int) -> list[str]:
     output may hold escape sequences; an admin shows anyone's job); none if unreadable."""
     try:
         _, size = client.log_range(job_id, 0, 0)
-        data, _ = client.log_range(job_id, max(0, size - TAIL_BYTES), TAIL_BYTES)
+        data = log_print.read_whole(client, job_id, max(0, size - TAIL_BYTES), TAIL_BYTES)
     except NaiError:
         return []
     lines = [line for line in data.decode("utf-8", "replace").splitlines() if line.strip()]
@@ -385,26 +385,23 @@ def cmd_pull(args: argparse.Namespace, client: ServerClient) -> int:
         raise Invalid(f"job {args.id} is {job.state}; outputs can be pulled once it ends")
     tree = client.outputs(args.id)
     dest = Path(args.to) if args.to else Path.cwd() / "nai-outputs" / str(args.id)
-    if not tree.entries:
-        return no_outputs(args, job)
     result = sync.pull(client, tree, dest, cache=hash_cache(), force=args.force)
-    return output.report_pull(result, f"job {args.id}", dest,
-                              {"job": args.id} if args.json else None)
+    empty = not tree.entries
+    # stdout and --json as for any pull (the folder, made, even empty: scripts `ls` it);
+    # a job that saved nothing is said on stderr instead of "0 file(s) downloaded",
+    # which read as checkpoints lost on the way.
+    status = output.report_pull(result, f"job {args.id}", dest,
+                                {"job": args.id, "empty": empty} if args.json else None,
+                                summary=not empty)
+    if empty:
+        note(f"job {args.id} saved no outputs ({job.state}), so {dest} is empty: "
+             f"{NO_OUTPUTS_HINT}")
+    return status
 
 
 NO_OUTPUTS_HINT = ("a job's outputs are the files it writes under $NAI_OUTPUT_DIR; what it "
                    "leaves in its working folder is not kept (see docs/job-spec.md, "
                    "\"Where it runs\")")
-
-
-def no_outputs(args: argparse.Namespace, job: Any) -> int:
-    """`nai pull` of a job that saved nothing: said in words, and no empty folder made
-    (an empty nai-outputs/ID/ read as "the checkpoints were lost on the way")."""
-    if args.json:
-        emit_json({"job": args.id, "to": None, "downloaded": 0, "skipped": 0, "bytes": 0,
-                   "kept": [], "resumed": 0, "stale_temporaries_removed": 0})
-    note(f"job {args.id} saved no outputs ({job.state}): {NO_OUTPUTS_HINT}")
-    return 0
 
 
 def cmd_metrics(args: argparse.Namespace, client: ServerClient) -> int:

@@ -121,20 +121,13 @@ def check_json(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
 
 
 def refuse_unknown(parser: argparse.ArgumentParser, args: argparse.Namespace,
-                   unknown: list[str]) -> None:
+                   unknown: list[str], argv: list[str]) -> None:
     """Exit with status 2 for arguments no parser took (`nai submit --folow .`): with the
     usage of the command they were given to, not `nai`'s, and the option nearest each
     mistyped one."""
     import difflib
 
-    owner = parser
-    while True:  # down to the deepest command given: `nai server add ...`
-        sub = next((a for a in owner._actions
-                    if isinstance(a, argparse._SubParsersAction)), None)
-        name = getattr(args, sub.dest, None) if sub is not None else None
-        if sub is None or name not in sub.choices:
-            break
-        owner = sub.choices[name]
+    owner = _owner(parser, args, argv, unknown[0])
     options = [o for a in owner._actions for o in a.option_strings]
     hints = []
     for word in unknown:
@@ -145,4 +138,25 @@ def refuse_unknown(parser: argparse.ArgumentParser, args: argparse.Namespace,
     owner.error(f"unrecognized arguments: {' '.join(unknown)}" +
                 "".join(f"; {h}" for h in hints) +
                 f" (`{owner.prog} --help` lists what it takes)")
+
+
+def _owner(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str],
+           word: str) -> argparse.ArgumentParser:
+    """The deepest command given (`nai server add ...`) whose own words come before
+    `word` in `argv`: `nai --bogus jobs` is `nai`'s mistake, not `nai jobs`'."""
+    at = argv.index(word) if word in argv else len(argv)
+    owner, start = parser, 0
+    while True:
+        sub = next((a for a in owner._actions
+                    if isinstance(a, argparse._SubParsersAction)), None)
+        name = getattr(args, sub.dest, None) if sub is not None else None
+        if sub is None or name not in sub.choices:
+            return owner
+        # The command's word, not an option's value that reads the same (`-s jobs jobs`).
+        found = next((i for i in range(start, len(argv)) if argv[i] == name and not (
+            i > start and getattr(owner._option_string_actions.get(argv[i - 1]),
+                                  "nargs", 0) != 0)), None)
+        if found is None or found > at:
+            return owner
+        owner, start = sub.choices[name], found + 1
 

@@ -97,7 +97,24 @@ def print_log(client: ServerClient, job_id: int, offset: int = 0, *,
         return len(data)
 
 
-TAIL_CHUNK = 64 * 1024  # bytes read at a time, from the end back, to find the last lines
+TAIL_CHUNK = 64 * 1024  # the first chunk read back from the end to find the last lines;
+# each next one twice the last, up to MAX_LOG_RANGE: a few lines cost one small read and
+# a large --tail on a huge log a few dozen calls, not one per 64 KiB.
+
+
+def read_whole(client: ServerClient, job_id: int, offset: int, length: int) -> bytes:
+    """Bytes `offset` to `offset + length` of the log, over as many calls as it takes: a
+    reply may hold fewer bytes than asked (the server caps a call at MAX_LOG_RANGE, and
+    stops it before its MAX_LOG_SPANS+1th stderr span). Shorter only where the log is."""
+    parts: list[bytes] = []
+    got = 0
+    while got < length:
+        data, _ = client.log_range(job_id, offset + got, length - got)
+        if not data:
+            break
+        parts.append(data)
+        got += len(data)
+    return b"".join(parts)
 
 
 def tail_offset(client: ServerClient, job_id: int, lines: int) -> int:
@@ -107,20 +124,22 @@ def tail_offset(client: ServerClient, job_id: int, lines: int) -> int:
     _, size = client.log_range(job_id, 0, 0)
     if lines <= 0:
         return size
-    at, seen = size, 0
+    at, seen, chunk = size, 0, TAIL_CHUNK
     while at > 0:
-        start = max(0, at - TAIL_CHUNK)
-        data, _ = client.log_range(job_id, start, at - start)
-        if not data:
-            break
-        # The log's very last newline ends its last line: the lines before it count.
-        stop = len(data) - 1 if at == size else len(data)
+        start = max(0, at - chunk)
+        data = read_whole(client, job_id, start, at - start)
+        if len(data) < at - start:
+            return 0  # the log shrank under us: all of it rather than lines skipped
+        stop = len(data)
+        if at == size and data.endswith(b"\n"):
+            stop -= 1  # the log's very last newline ends its last line, not one after it
         while (i := data.rfind(b"\n", 0, stop)) >= 0:
             seen += 1
             if seen == lines:
                 return start + i + 1
             stop = i
         at = start
+        chunk = min(chunk * 2, MAX_LOG_RANGE)
     return 0
 
 

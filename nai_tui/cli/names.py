@@ -16,7 +16,7 @@ _RULE = "use letters, digits, '.', '_' or '-', starting with {start}, at most 64
 def name_problem(what: str, value: str, *, tag: bool = False) -> str | None:
     """Why the server would refuse `value` as a name (or, with `tag`, as a version's
     tag), in words that start with `what`; None when it would take it."""
-    if re.match(TAG_PATTERN if tag else NAME_PATTERN, value):
+    if re.fullmatch(TAG_PATTERN if tag else NAME_PATTERN, value):  # `$` passes "a\n"
         return None
     # A tag starts with a letter so that `NAME@3` always means version 3.
     start = "a letter" if tag else "a letter or digit"

@@ -103,10 +103,12 @@ def note(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-def report_pull(result: Any, what: str, dest: Any, body: dict[str, Any] | None) -> int:
+def report_pull(result: Any, what: str, dest: Any, body: dict[str, Any] | None, *,
+                summary: bool = True) -> int:
     """Print a pull's outcome (a `nai_tui.pull.PullResult`): `body` with the counts and
-    the kept files as JSON when given, else the folder; the kept files and a summary on
-    stderr. Returns the exit status: 0, or EXIT_KEPT when local files were kept."""
+    the kept files as JSON when given, else the folder; the kept files and (with
+    `summary`) the counts on stderr. Returns the exit status: 0, or EXIT_KEPT when local
+    files were kept."""
     kept = [{"path": k.path, "reason": k.reason} for k in result.kept]
     if body is not None:
         emit_json({**body, "to": str(dest), "downloaded": result.downloaded,
@@ -122,9 +124,10 @@ def report_pull(result: Any, what: str, dest: Any, body: dict[str, Any] | None) 
              f"(no file wanted now begins with them)")
     for k in kept:
         note(f"not overwritten: {k['path']} ({k['reason']})")
-    note(f"{what}: {result.downloaded} file(s) downloaded, {result.skipped} already there"
-         + (f", {len(kept)} kept as they are here (--force overwrites them)" if kept else "")
-         + f", into {dest}")
+    if summary:
+        note(f"{what}: {result.downloaded} file(s) downloaded, {result.skipped} already "
+             f"there" + (f", {len(kept)} kept as they are here (--force overwrites them)"
+                         if kept else "") + f", into {dest}")
     return EXIT_KEPT if kept else 0
 
 

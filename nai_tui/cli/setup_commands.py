@@ -52,14 +52,25 @@ def cmd_server(args: argparse.Namespace) -> int:
     elif args.verb == "trust":
         return _trust(config.get(args.name), yes=args.yes, expected=args.fingerprint)
     else:
-        rows = [[("* " if n == config.default else "  ") + n, s.url, s.transport]
-                for n, s in config.servers.items()]
-        if args.json:
-            emit_json([{"name": n, "default": n == config.default, **s.to_dict(),
-                        "transport": s.transport} for n, s in config.servers.items()])
-        else:
-            print(table(rows, ["  NAME", "URL", "TRANSPORT"]))
+        _list_servers(config, as_json=args.json)
     return 0
+
+
+def _list_servers(config: ClientConfig, *, as_json: bool) -> None:
+    """The servers `-s` takes: the built-in `local` first (unless a configured server of
+    that name stands in), the default marked."""
+    default = config.default or PERSONAL  # as choose() picks without --server
+    entries = ([] if PERSONAL in config.servers else [config.get(PERSONAL)]) \
+        + list(config.servers.values())
+    if as_json:
+        emit_json([{"name": s.name, "default": s.name == default, **s.to_dict(),
+                    "transport": s.transport, "builtin": s.name not in config.servers}
+                   for s in entries])
+        return
+    rows = [[("* " if s.name == default else "  ") + s.name,
+             s.url if s.name in config.servers else f"{s.url} (built in: `nai up`)",
+             s.transport if s.name in config.servers else "-"] for s in entries]
+    print(table(rows, ["  NAME", "URL", "TRANSPORT"]))
 
 
 def _trust(entry: ServerEntry, *, yes: bool, expected: str | None) -> int:

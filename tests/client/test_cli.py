@@ -66,7 +66,8 @@ def test_json_listings_parse(env: dict[str, str]) -> None:
     assert gpus["source"] == "fake" and len(gpus["gpus"]) == 2
     assert json.loads(nai(env, "whoami", "--json").stdout)["admin"] is True
     assert isinstance(json.loads(nai(env, "metrics", str(job_id), "--json").stdout), list)
-    assert json.loads(nai(env, "server", "list", "--json").stdout) == []
+    servers = json.loads(nai(env, "server", "list", "--json").stdout)
+    assert [(s["name"], s["default"], s["builtin"]) for s in servers] == [("local", True, True)]
 
 
 def test_errors_go_to_stderr_with_nonzero_exit(env: dict[str, str], tmp_path: Path) -> None:

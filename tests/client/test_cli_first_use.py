@@ -58,17 +58,25 @@ def test_pulling_a_job_that_saved_nothing_says_where_outputs_go(
     job_id = _ended(nai, client, service, tmp_path / "job",
                     "mkdir -p checkpoints && echo w > checkpoints/ckpt_1.pt")
     status, out, err = nai("pull", str(job_id))
-    assert status == 0 and out == ""
-    assert f"job {job_id} saved no outputs (succeeded)" in err
+    # stdout as for any pull: the folder, made even empty (scripts `ls "$(nai pull 7)"`)
+    dest = tmp_path / "nai-outputs" / str(job_id)
+    assert status == 0 and out == f"{dest}\n"
+    assert f"job {job_id} saved no outputs (succeeded), so {dest} is empty" in err
     assert "$NAI_OUTPUT_DIR" in err and "docs/job-spec.md" in err
-    assert not (tmp_path / "nai-outputs").exists()  # no empty folder that looks like a loss
+    assert "0 file(s) downloaded" not in err  # read as checkpoints lost on the way
+    assert dest.is_dir() and not any(dest.iterdir())
     status, out, err = nai("pull", str(job_id), "--json")
-    assert status == 0 and json.loads(out)["downloaded"] == 0
+    body = json.loads(out)
+    assert status == 0 and body["downloaded"] == 0 and body["empty"] is True
+    assert body["to"] == str(dest)
     failed = _ended(nai, client, service, tmp_path / "job", "exit 2")
-    status, _, err = nai("pull", str(failed), "--to", str(tmp_path / "here"))
+    here = tmp_path / "here"
+    status, out, err = nai("pull", str(failed), "--to", str(here), "--json")
     assert status == 0 and "saved no outputs (failed)" in err
-    assert not (tmp_path / "here").exists()
-
+    assert json.loads(out)["to"] == str(here) and here.is_dir()
+    done = _ended(nai, client, service, tmp_path / "job", "echo w > $NAI_OUTPUT_DIR/w.pt")
+    status, out, err = nai("pull", str(done), "--json")
+    assert status == 0 and json.loads(out)["empty"] is False and "1 file(s)" in err
 
 
 def test_logs_tail_reads_only_the_end_of_a_long_log(
@@ -93,8 +101,10 @@ def test_logs_tail_reads_only_the_end_of_a_long_log(
     assert status == 0 and out == "" and err.startswith("no newline\n"), err
     status, out, _ = nai("logs", job_id, "--tail", "0")
     assert status == 0 and out == ""
+    read.clear()
     status, out, _ = nai("logs", job_id, "--tail", "400000")  # more than it has: all
     assert status == 0 and out.startswith("1\n2\n") and out.endswith("\n300000\n")
+    assert len(read) <= 12  # reads that grow as it goes back, not one per 64 KiB
     status, _, err = nai("logs", job_id, "--tail", "-2")
     assert status == 2 and "a whole number from 0" in err
 
@@ -139,6 +149,11 @@ def test_cancel_takes_ids_and_ranges_and_an_ended_job_is_no_error(
     (["server", "add", "lab", "local", "--defualt"], "usage: nai server add ",
      "--defualt: did you mean --default?"),
     (["jobs", "stray"], "usage: nai jobs ", "unrecognized arguments: stray (`nai jobs --help`"),
+    # given to `nai` itself, before the command: `nai`'s usage, not the command's
+    (["--bogus", "jobs"], "usage: nai [", "unrecognized arguments: --bogus (`nai --help`"),
+    (["-s", "jobs", "--bogus", "jobs"], "usage: nai [", "--bogus (`nai --help`"),
+    (["server", "--defualt", "add", "lab", "local"], "usage: nai server [",
+     "--defualt (`nai server --help`"),
 ])
 def test_a_mistyped_option_gets_its_commands_usage_and_the_nearest_option(
         nai: Any, args: list[str], usage: str, hint: str) -> None:

@@ -94,3 +94,66 @@ def test_each_part_is_flushed_as_it_comes() -> None:
     write_piece(piece, Recorder(log, "out"), Recorder(log, "err"))  # type: ignore[arg-type]
     assert log == [("out", b"a\n"), ("out", b"<flush>"), ("err", b"B\n"), ("err", b"<flush>"),
                    ("out", b"c\n"), ("out", b"<flush>")]
+
+
+def ended(nai: Any, client: ServerClient, service: UseCases, folder: Path,
+          command: str) -> int:
+    """Submit `command` from `folder` and run it to its end."""
+    folder.mkdir()
+    status, out, _ = nai("submit", str(folder), "--gpus", "0", "--command", command, "--json")
+    assert status == 0
+    job_id = int(json.loads(out)["id"])
+    tick_until(service, lambda: client.job(job_id).state in TERMINAL_STATES,
+               what="the job to end")
+    return job_id
+
+
+# 4,000 lines, stdout and stderr in turn: far more stderr spans than one range reply
+# holds (MAX_LOG_SPANS), so the server answers the reads --tail makes with fewer bytes
+# than asked.
+INTERLEAVED = "i=0; while [ $i -lt 2000 ]; do echo out$i; echo err$i >&2; i=$((i+1)); done"
+
+
+def log_lines(client: ServerClient, job_id: int) -> list[tuple[bytes, bool]]:
+    """The log's lines as the server holds them, each with whether it came from stderr
+    (the job's two streams reach the log in the order they are read, not written)."""
+    marked: list[tuple[int, bool]] = []
+    offset = 0
+    while (piece := client.log_piece(job_id, offset, 1 << 20)).data:
+        marked.extend((b, on_err) for data, on_err in piece.parts() for b in data)
+        offset += len(piece.data)
+    lines, line = [], bytearray()
+    for b, on_err in marked:
+        line.append(b)
+        if b == ord("\n"):
+            lines.append((bytes(line), on_err))
+            line.clear()
+    if line:
+        lines.append((bytes(line), marked[-1][1]))
+    return lines
+
+
+def last_lines(lines: list[tuple[bytes, bool]], n: int) -> tuple[bytes, bytes]:
+    """What `nai logs --tail n` prints on stdout and on stderr, from the log's lines."""
+    kept = lines[-n:] if n else []
+    return (b"".join(x for x, on_err in kept if not on_err),
+            b"".join(x for x, on_err in kept if on_err))
+
+
+def test_tail_counts_lines_of_stdout_and_stderr_together(
+        nai: Any, client: ServerClient, service: UseCases, tmp_path: Path) -> None:
+    job_id = ended(nai, client, service, tmp_path / "a", INTERLEAVED)
+    lines = log_lines(client, job_id)
+    assert len(lines) == 4000 and sum(on_err for _, on_err in lines) == 2000
+    for n in (1, 3, 300, 3999, 4000, 4001, 100000, 0):
+        status, out, err = nai("logs", str(job_id), "--tail", str(n))
+        assert status == 0 and (out, err) == last_lines(lines, n), n
+    # No newline at the end: the unfinished line counts as the last. (On stderr, which
+    # reaches the log through the tagger: what the job wrote before it is in already.)
+    job_id = ended(nai, client, service, tmp_path / "b",
+                   INTERLEAVED + "; printf 'no newline' >&2")
+    lines = log_lines(client, job_id)
+    assert lines[-1] == (b"no newline", True)
+    for n in (1, 2, 3, 301, 4001, 5000):
+        status, out, err = nai("logs", str(job_id), "--tail", str(n))
+        assert status == 0 and (out, err) == last_lines(lines, n), n

@@ -335,7 +335,10 @@ def test_a_bad_name_or_tag_is_refused_in_words_before_any_upload(
             (("model", "push", "m", str(data), "--tag", "bad tag!"),
              "--tag 'bad tag!': use letters, digits, '.', '_' or '-', starting with a letter,"),
             (("dataset", "push", "d", str(data), "--tag", "3"), "--tag '3': "),
-            (("dataset", "push", "d", str(data), "--group", "a b"), "--group 'a b': ")]:
+            (("dataset", "push", "d", str(data), "--group", "a b"), "--group 'a b': "),
+            # `$` matches before a last newline: the check must take the whole value
+            (("dataset", "push", "abc\n", str(data)), "dataset name 'abc\\n': use letters"),
+            (("dataset", "push", "d", str(data), "--tag", "v1\n"), "--tag 'v1\\n': use")]:
         refused = nai(env, *args)
         assert refused.returncode == 2, refused.stderr
         assert said in refused.stderr

@@ -9,6 +9,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 BIN = Path(sys.executable).parent
 FORMS = "use ssh://user@host[:port], user@host[:port], an ~/.ssh/config alias, local"
@@ -29,18 +32,21 @@ def fresh(tmp_path: Path) -> dict[str, str]:
 
 def test_add_refuses_an_address_nai_cannot_reach(tmp_path: Path) -> None:
     env = fresh(tmp_path)
+    newline = nai(env, "server", "add", "lab\n", "ssh://me@gpu1")
+    assert newline.returncode == 1 and "server name 'lab\\n': use letters" in newline.stderr
     for url in ("http://x", "ssh://host/path", "ssh://host:port", "host:99999", "a b", "local:"):
         refused = nai(env, "server", "add", "bad", url)
         assert refused.returncode == 1, (url, refused.stderr)
         assert "Traceback" not in refused.stderr and "invalid literal" not in refused.stderr
         assert FORMS in refused.stderr or "local:/path/to/nai.sock" in refused.stderr, url
-    assert json.loads(nai(env, "server", "list", "--json").stdout) == []
+    listed = json.loads(nai(env, "server", "list", "--json").stdout)
+    assert [s["name"] for s in listed] == ["local"]  # built in: the personal server
     for name, url in [("a", "ssh://alice@gpu1.example.org:2222"), ("b", "bob@gpu2:22"),
                       ("c", "gpubox"), ("d", "[::1]:2200"), ("e", "local:/tmp/nai.sock")]:
         added = nai(env, "server", "add", name, url)
         assert added.returncode == 0, (url, added.stderr)
     listed = json.loads(nai(env, "server", "list", "--json").stdout)
-    assert [s["name"] for s in listed] == ["a", "b", "c", "d", "e"]
+    assert [s["name"] for s in listed] == ["local", "a", "b", "c", "d", "e"]
 
 
 def test_an_address_written_before_the_check_is_said_in_words(tmp_path: Path) -> None:
@@ -53,6 +59,25 @@ def test_an_address_written_before_the_check_is_said_in_words(tmp_path: Path) ->
         assert used.returncode == 1, used.stderr
         assert "cannot read 'http://x' as a server address" in used.stderr
         assert FORMS in used.stderr and "invalid literal" not in used.stderr
+
+
+def defaults(env: dict[str, str]) -> list[str]:
+    """The servers `nai server list --json` marks as the default."""
+    return [s["name"] for s in json.loads(nai(env, "server", "list", "--json").stdout)
+            if s["default"]]
+
+
+def written(env: dict[str, str]) -> dict[str, Any]:
+    """The client config as saved."""
+    path = Path(env["XDG_CONFIG_HOME"]) / "nai" / "config.yaml"
+    return yaml.safe_load(path.read_text())  # type: ignore[no-any-return]
+
+
+def assert_an_older_nai_reads(env: dict[str, str]) -> None:
+    """A `nai` older than the built-in `local` refuses, on every command, a config
+    whose default is not among its servers: the built-in is written as no default."""
+    data = written(env)
+    assert "default" not in data or data["default"] in data["servers"], data
 
 
 def test_the_personal_server_keeps_its_name_after_a_remote_is_added(
@@ -69,9 +94,18 @@ def test_the_personal_server_keeps_its_name_after_a_remote_is_added(
     assert json.loads(mine.stdout)["source"] == "fake"
     assert nai(env, "server", "default", "local").returncode == 0
     assert nai(env, "gpus", "--json").returncode == 0  # the default again: no -s needed
+    assert defaults(env) == ["local"]
+    listing = nai(env, "server", "list").stdout.splitlines()
+    assert listing[1].startswith("* local ") and "built in" in listing[1]
+    assert listing[2].startswith("  lab ")
+    assert_an_older_nai_reads(env)
 
     second = nai(env, "server", "add", "lab2", "ssh://nobody@127.0.0.1:2")
     assert second.returncode == 0 and "default" not in second.stderr
+    assert defaults(env) == ["local"]  # written as no default: still local, not lab2
+    assert_an_older_nai_reads(env)
+    assert nai(env, "server", "default", "lab2").returncode == 0
+    assert defaults(env) == ["lab2"] and written(env)["default"] == "lab2"
     taken = nai(env, "server", "add", "local", "ssh://nobody@127.0.0.1:3")
     assert taken.returncode == 1 and "personal server" in taken.stderr
     builtin = nai(env, "server", "rm", "local")
