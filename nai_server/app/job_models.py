@@ -45,7 +45,7 @@ class JobModels:
         self.job_dir = job_dir
 
     def register(self, caller: Caller, name: str, body: ModelFromJob) -> RegistryVersion:
-        if not re.match(NAME_PATTERN, name):
+        if not re.fullmatch(NAME_PATTERN, name):
             raise Invalid(f"model name {name!r}: {NAME_RULE}")
         try:
             directions = check_metric_choice(body.metric, body.direction)

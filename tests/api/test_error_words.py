@@ -53,3 +53,10 @@ def test_a_body_that_is_not_json_says_so(api: TestClient) -> None:
     message = refused(api, "POST", "/v1/groups", content=b"{name: x}",
                       headers={"content-type": "application/json"})
     assert message.startswith("body: not valid JSON (") and "at character 1" in message
+
+
+def test_a_model_name_with_a_trailing_newline_is_refused(api: TestClient) -> None:
+    """`$` in a Python regex also matches before a final newline: the whole name is
+    checked, so a model cannot be registered from a job as "lm\\n"."""
+    message = refused(api, "POST", "/v1/models/lm%0A/from-job", json={"job": 1})
+    assert message == f"model name 'lm\\n': {NAME_RULE}"
