@@ -10,93 +10,25 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from starlette.testclient import TestClient
 
-from nai_server.api import create_app
 from nai_server.app.accounts import Caller
 from nai_server.app.usage import SETTING, Run, charge, hours_used
-from nai_server.app.use_cases import UseCases
 from nai_server.core.fairshare import accrue, decay
 from nai_server.core.spec import spec_from_dict
-from nai_server.host import unix
-from nai_server.testing import AsPeer, make_service, tick_until
+from nai_server.testing import make_service, tick_until
+from tests.service.multi_user import ENDED, ME, T0, Server, serve
 
-ME = unix.user_name(os.getuid()) or str(os.getuid())
-T0 = 1_700_000_000.0
 HOUR = 3600.0
 DAY = 86_400.0
-ENDED = {"succeeded", "failed", "cancelled", "timed_out", "lost"}
-
-
-@dataclass
-class Server:
-    """A multi-user service, its API as the test's user, its clock, and gate files."""
-
-    service: UseCases
-    api: TestClient
-    now: list[float]
-    gates: Path
-
-    def gated(self, name: str) -> str:
-        """A job command that runs until the test opens its gate."""
-        return f"while [ ! -e {self.gates / name} ]; do sleep 0.02; done"
-
-    def open(self, name: str) -> None:
-        (self.gates / name).touch()
-
-    def submit(self, command: str, **spec: object) -> int:
-        response = self.api.post("/v1/jobs", json={"spec": {"command": command, **spec}})
-        assert response.status_code == 201, response.text
-        return int(response.json()["id"])
-
-    def submit_as(self, user: str, command: str, **spec: object) -> int:
-        caller = Caller(user, uid=60_000, admin=False)
-        return self.service.jobs.submit(
-            caller, spec_from_dict({"command": command, **spec}), None
-        ).id
-
-    def job(self, job_id: int) -> dict:
-        response = self.api.get(f"/v1/jobs/{job_id}")
-        assert response.status_code == 200, response.text
-        return response.json()
-
-    def state(self, job_id: int) -> str:
-        return str(self.job(job_id)["state"])
-
-    def wait(self, job_id: int, *states: str) -> dict:
-        tick_until(
-            self.service,
-            lambda: self.state(job_id) in states,
-            what=f"job {job_id} to be {' or '.join(states)}",
-        )
-        return self.job(job_id)
 
 
 @pytest.fixture
 def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
-    account = unix.unix_account
-    monkeypatch.setattr(unix, "unix_account",
-                        lambda name: account(ME if name == "light" else name))
-    now = [T0]
-    service = make_service(
-        tmp_path / "s", mode="multi-user", clock=lambda: now[0], jobs={"cancel_grace_seconds": 30}
-    )
-    service.accounts.add_user(ME)  # so that the test's user may have a quota
-    if os.geteuid() != 0:
-        service.accounts.add_member("admins", ME)
-    gates = tmp_path / "gates"
-    gates.mkdir()
-    with TestClient(AsPeer(create_app(service)), base_url="http://nai") as api:
-        yield Server(service, api, now, gates)
-        for job in api.get("/v1/jobs").json()["jobs"]:  # whatever a failed test left
-            if job["state"] not in ENDED:
-                api.delete(f"/v1/jobs/{job['id']}")
-        tick_until(service, lambda: not service.busy(), what="every job to end")
-    service.close()
+    with serve(tmp_path, monkeypatch) as running:
+        yield running
 
 
 def test_light_user_starts_before_the_heavy_users_backlog(server: Server) -> None:
