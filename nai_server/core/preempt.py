@@ -11,7 +11,8 @@ of a user over their share when the job's own user is not.
 Nothing thrashes: a job must have run ``preempt_min_run`` seconds since it (re)started
 before it can be stopped, a stopped job keeps its attained service (so it does not fall
 back to tier 0), a job stopped in a pass cannot start again in that pass, and jobs
-already stopping are waited for rather than joined by more victims.
+already stopping are waited for rather than joined by more victims (unless their GPUs
+are promised to the job they are stopped for: see ``scheduling.plan``).
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ class Preempter:
             for run in resources.cluster.running
             if run.stopping
             for i in run.gpus
-            if _usable(by_index, i, job)
+            if i not in resources.promised and _usable(by_index, i, job)
         )
         free = sum(
             1

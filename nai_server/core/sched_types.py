@@ -83,6 +83,9 @@ class Cluster:
     running: tuple[RunningJob, ...]
     cpu_slots: int  # how many CPU-only jobs may run at once
     drained: bool = False  # an admin stopped new starts
+    # GPUs kept for the queued job a preemption stopped jobs for, by that job's id: the
+    # last plan's ``Plan.promised``, which the caller passes back (see ``plan()``).
+    promised: Mapping[int, tuple[int, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -224,6 +227,8 @@ class Plan:
 
     ``preempt`` lists running jobs to stop and requeue; a start may use their GPUs, so
     the caller launches such a start only once they have let go (see ``plan()``).
+    ``promised`` maps each such start's job, and each job still waiting for GPUs an
+    earlier preemption freed for it, to its GPUs: pass it as the next ``Cluster.promised``.
     """
 
     starts: tuple[Start, ...] = ()
@@ -231,6 +236,7 @@ class Plan:
     est_start: dict[int, float] = field(default_factory=dict)  # job id -> estimated time
     preempt: tuple[int, ...] = ()
     head: int | None = None  # the waiting job backfill keeps resources for, if any
+    promised: Mapping[int, tuple[int, ...]] = field(default_factory=dict)
 
 
 Fit = tuple[int, ...] | WaitReason
@@ -266,6 +272,7 @@ class Resources:
         self.taken.update(index for job in cluster.running for index in job.gpus)
         self.evicted: set[int] = set()  # GPUs of jobs preempted in this pass
         self.stopped: set[int] = set()  # ids of those jobs
+        self.promised: set[int] = set()  # GPUs kept for a job a preemption was for
         cpu_jobs = sum(1 for job in cluster.running if not job.gpus)
         self.cpu_free = max(0, cluster.cpu_slots - cpu_jobs)
         # How long a job is expected to run: its limit, or (``use_predictions``) less.

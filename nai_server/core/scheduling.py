@@ -177,14 +177,26 @@ def plan(
     ``accounting`` brings decayed usage, shares and quotas (none: equal shares, no
     quotas); ``tuning`` the fair-share weights and preemption settings. A start may be
     on GPUs of jobs in ``Plan.preempt``: stop those first, and launch that start only
-    when they have let go (pass them as ``RunningJob(stopping=True)`` meanwhile; a later
-    plan() keeps their GPUs for the job that asked for them).
+    when they have let go (pass them as ``RunningJob(stopping=True)`` meanwhile).
+
+    Such a start's GPUs are *promised* to its job (``Plan.promised``; pass it back as
+    ``Cluster.promised``): while the victims stop, and once they are gone, no other job
+    takes those GPUs, however it ranks now, and the job starts on them as soon as they
+    are all free (``_keep_promises``). Otherwise a job that ranks ahead of it but had no
+    right to stop the victims, often one of the victims' own user's, would get the GPUs
+    at the tick they come free, and the preemption would have thrown away the victims'
+    work for nothing. A promise lapses when its job is no longer ready in the queue, its
+    quota holds it, or a GPU of it is held by a job not stopping or no longer suits it:
+    the job then takes its turn in the order like any other.
     """
     choose = POLICIES.get(policy)
     if choose is None:
         raise ValueError(f"unknown scheduling policy {policy!r}; known: {', '.join(POLICIES)}")
-    if cluster.drained:
-        return Plan(waiting=dict.fromkeys((job.id for job in queue), WaitReason.DRAINED))
+    if cluster.drained:  # nothing starts; promises stand until the drain ends
+        return Plan(
+            waiting=dict.fromkeys((job.id for job in queue), WaitReason.DRAINED),
+            promised=dict(cluster.promised),
+        )
     done = finished or {}
     waiting: dict[int, WaitReason] = {}
     ready = arrival_order(queue)
@@ -195,15 +207,81 @@ def plan(
         waiting.update(dict.fromkeys(blocked, WaitReason.DEPENDENCY))
         ready = [job for job in ready if job.id not in blocked]
     resources = Resources(cluster, now, accounting or NO_ACCOUNTING, tuning or DEFAULT_TUNING)
+    first: list[Start] = []
+    promised: dict[int, tuple[int, ...]] = {}
+    if cluster.promised:
+        ready = _keep_promises(ready, resources, first, waiting, promised)
     decided = choose(ready, resources, now)
     if waiting:
         waiting.update(decided.waiting)
     else:
         waiting = decided.waiting  # the policy's own dict: a copy of 10,000 entries saved
+    starts = decided.starts
+    if first:
+        starts = (*first, *starts)
+    if resources.evicted:  # starts on GPUs of jobs stopped in this pass
+        evicted = resources.evicted
+        promised.update(
+            (start.job_id, start.gpus) for start in starts if evicted.intersection(start.gpus)
+        )
+    est_start = dict(decided.est_start)
+    est_start.update(dict.fromkeys(promised.keys() - {s.job_id for s in starts}, now))
     return Plan(
-        starts=decided.starts,
+        starts=starts,
         waiting=waiting,
-        est_start=dict(decided.est_start),
+        est_start=est_start,
         preempt=decided.preempt,
         head=decided.head,
+        promised=promised,
     )
+
+
+def _keep_promises(
+    ready: list[QueuedJob],
+    resources: Resources,
+    starts: list[Start],
+    waiting: dict[int, WaitReason],
+    kept: dict[int, tuple[int, ...]],
+) -> list[QueuedJob]:
+    """Honour ``Cluster.promised`` before any policy sees the queue: a promised job whose
+    GPUs are all free starts on them (added to ``starts``); one whose GPUs are still held
+    by jobs stopping for it waits for them (``waiting``, and ``kept`` for the next plan),
+    and those of its GPUs already free are taken for it meanwhile. Returns the other
+    ready jobs, for the policy; a promise that lapses leaves its job among them."""
+    promised = resources.cluster.promised
+    mine = {job.id: job for job in ready if job.id in promised}
+    if not mine:
+        return ready
+    stopping = {i for run in resources.cluster.running if run.stopping for i in run.gpus}
+    by_index = {gpu.index: gpu for gpu in resources.gpus}
+    for job_id, gpus in promised.items():
+        job = mine.get(job_id)
+        if job is None:
+            continue  # started, cancelled, or no longer ready: the promise lapses
+        if (
+            len(gpus) != job.gpus
+            or resources.quota_block(job) is not None
+            or not all(_still_promised(by_index.get(i), job, resources, stopping) for i in gpus)
+        ):
+            del mine[job_id]  # it takes its turn in the order
+            continue
+        resources.take(gpus, job)
+        if stopping.intersection(gpus):
+            resources.promised.update(gpus)
+            waiting[job_id] = WaitReason.RESOURCES
+            kept[job_id] = gpus
+        else:
+            starts.append(Start(job_id, gpus))
+    return [job for job in ready if job.id not in mine]
+
+
+def _still_promised(
+    gpu: GpuView | None, job: QueuedJob, resources: Resources, stopping: set[int]
+) -> bool:
+    """Whether a promised GPU may still be kept for ``job``: held by a job stopping (for
+    it), or free and suitable for it now."""
+    if gpu is None:
+        return False
+    if gpu.index in resources.taken:
+        return gpu.index in stopping
+    return resources.usable_now(gpu, job.gpu_memory)

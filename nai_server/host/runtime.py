@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +72,9 @@ class TickState:
     est_start: dict[int, float] = field(default_factory=dict)
     head: int | None = None  # the waiting job free GPUs are kept for (backfill's head)
     kept: str | None = None  # what they are kept for, in words (core.wait_words)
+    # GPUs a preemption freed, kept for the job it was for (the last Plan.promised):
+    # passed back to the next plan, so that no other job takes them once they are free.
+    promised: Mapping[int, tuple[int, ...]] = field(default_factory=dict)
 
 
 class JobRuntime:
@@ -329,7 +332,7 @@ class JobRuntime:
         running = (*(self.running_view(j, now) for j in active), *elsewhere)
         return sched.Cluster(gpus=views, running=running,
                              cpu_slots=self.config.scheduler.cpu_slots,
-                             drained=self.drained())
+                             drained=self.drained(), promised=self.state.promised)
 
     def running_view(self, job: Job, now: float) -> sched.RunningJob:
         """An active job as the planner sees it: the GPUs of this host it was given
@@ -379,11 +382,19 @@ class JobRuntime:
             holders = {held[g] for g in start.gpus if g in held}
             if holders:
                 # Its GPUs are being freed for it (preemption): launch once they are;
-                # the next plans keep them for it meanwhile.
+                # the next plans keep them for it meanwhile (Plan.promised).
                 waiting[start.job_id] = str(sched.WaitReason.RESOURCES)
                 est_start[start.job_id] = max(self._stop_deadline(h, now) for h in holders)
                 continue
             begun.append(self.starter.launch(by_id[start.job_id], start.gpus, snapshot, now))
+        starting = {start.job_id for start in plan.starts}
+        for job_id, gpus in plan.promised.items():
+            # Still waiting for the jobs stopping for it (not for a drain to end):
+            if job_id not in starting and plan.waiting.get(job_id) == sched.WaitReason.RESOURCES:
+                holders = {held[g] for g in gpus if g in held}
+                est_start[job_id] = max((self._stop_deadline(h, now) for h in holders),
+                                        default=now)
+        self.state.promised = plan.promised
         self.state.waiting = waiting
         self.state.est_start = est_start
         head = (None if plan.head is None

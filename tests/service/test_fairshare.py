@@ -135,6 +135,39 @@ def test_cancel_while_being_preempted_ends_the_job(server: Server) -> None:
     server.wait(light, "succeeded")
 
 
+def test_the_gpus_a_preemption_frees_go_to_the_job_it_was_for(server: Server) -> None:
+    # The test's user: a preemptible job on both GPUs, and a short job queued behind it
+    # that ranks ahead of light's long one (short jobs first) but may not stop it.
+    gate = server.gates / "big"  # it checkpoints until the test opens it (10 s at most)
+    big = server.submit(
+        f"trap 'for i in $(seq 500); do [ -e {gate} ] && break; sleep 0.02; done; exit 0' TERM;"
+        " while :; do sleep 0.02; done",
+        gpus=2, preemptible=True,
+    )
+    server.wait(big, "running")
+    short = server.submit(server.gated("short"), gpus=2, time_limit="10m")
+    server.now[0] += 600  # past preempt_min_run; the test's user is now over share
+    light = server.submit_as("light", server.gated("light"), gpus=2, time_limit="10h")
+    server.service.tick()
+    assert f"preempted to let job {light} start" in server.job(big)["message"]
+    stopped_at = server.now[0]
+    server.now[0] += 5
+    for _ in range(3):  # while it stops, light's job waits for it, and only for it
+        server.service.tick()
+        assert server.state(big) == "running" and server.state(short) == "queued"
+        assert server.job(light)["est_start"] == stopped_at + 30  # the grace period
+    server.open("big")
+    server.wait(big, "queued")
+    # Freed for light's job: it starts on them, while the short job waits on.
+    tick_until(server.service, lambda: server.state(light) != "queued"
+               or server.state(short) != "queued", what="a job to start on the freed GPUs")
+    assert server.state(short) == "queued"
+    assert server.wait(light, "running")["gpus"] == [0, 1]
+    server.open("light")
+    server.wait(short, "running")  # then the order again
+    server.open("short")
+
+
 def test_backfill_estimate_is_reported(server: Server) -> None:
     running = server.submit(server.gated("a"), gpus=1, time_limit="1h")
     server.wait(running, "running")

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from nai_server.core.preempt import tier
 from nai_server.core.scheduling import (
+    Cluster,
+    Plan,
+    QueuedJob,
     RunningJob,
     Tuning,
     WaitReason,
     plan,
 )
+from nai_server.core.what_if import estimate_start
 from tests.unit.policy_kit import (
     DAY,
     HOUR,
@@ -106,3 +112,96 @@ def test_only_fairshare_preempts(policy: str) -> None:
     cluster = machine(1, run(7, (0,), ends_in=9000, preemptible=True))
     result = plan([job(1, user="ada")], cluster, NOW, policy=policy, accounting=SHARES)
     assert result.preempt == ()
+
+
+# --- what a preemption buys: its GPUs go to the job it was for ---------------------------
+# bob is over his share. His preemptible job 7 has run 20 minutes (tier 0, as fresh as
+# ada's jobs by service), so only ada's job may stop it. bob's short job 2 ranks ahead
+# of ada's long job 1 (short jobs first), but it has no right to stop job 7.
+VICTIM = RunningJob(7, "bob", None, (0,), NOW - 1200, None, preemptible=True)
+ADA_LONG = job(1, user="ada", limit=10 * HOUR)
+BOB_SHORT = job(2, user="bob", limit=600)
+
+
+def fair(queue: list[QueuedJob], cluster: Cluster, at: float = NOW) -> Plan:
+    return plan(queue, cluster, at, policy="fairshare", accounting=SHARES)
+
+
+def test_the_gpus_a_preemption_frees_go_to_the_job_it_was_for() -> None:
+    first = fair([ADA_LONG, BOB_SHORT], machine(1, VICTIM), NOW)
+    assert first.preempt == (7,)
+    assert started(first) == {1: (0,)}
+    assert first.promised == {1: (0,)}
+    # The next tick: job 7 is stopping (SIGTERM, grace period). bob's job still ranks
+    # ahead; GPU 0 stays promised, and nobody else is stopped meanwhile.
+    stopping = replace(machine(1, replace(VICTIM, stopping=True)), promised=first.promised)
+    second = fair([ADA_LONG, BOB_SHORT], stopping, NOW + 10)
+    assert (second.starts, second.preempt) == ((), ())
+    assert second.waiting == {1: WaitReason.RESOURCES, 2: WaitReason.RESOURCES}
+    assert second.promised == {1: (0,)}
+    # Job 7 has let go and is queued again. GPU 0 is free: ada's job starts on it, not
+    # bob's short job nor job 7 itself, which both rank ahead of it now.
+    requeued = job(7, user="bob", limit=None, preemptible=True, attained=1210.0, at=NOW - 1300)
+    free = replace(machine(1), promised=second.promised)
+    third = fair([ADA_LONG, BOB_SHORT, requeued], free, NOW + 30)
+    assert started(third) == {1: (0,)}
+    assert third.promised == {}
+    # Without the promise, the order alone would have given GPU 0 to bob.
+    unpromised = fair([ADA_LONG, BOB_SHORT, requeued], machine(1), NOW + 30)
+    assert 1 not in started(unpromised)
+
+
+def test_free_gpus_of_a_start_that_waits_for_a_victim_are_kept_too() -> None:
+    # ada's job needs GPUs 0 (job 7's) and 1 (free): while job 7 stops, bob's short
+    # one-GPU job, which ranks ahead of hers, does not take GPU 1.
+    wide = job(1, 2, user="ada", limit=10 * HOUR)
+    bob_wide = job(2, 2, user="bob", limit=600)
+    bob_narrow = job(3, user="bob", limit=600)
+    first = fair([wide, bob_wide], machine(2, VICTIM), NOW)
+    assert (first.preempt, started(first)) == ((7,), {1: (0, 1)})
+    stopping = replace(machine(2, replace(VICTIM, stopping=True)), promised=first.promised)
+    queue = [wide, bob_wide, bob_narrow]
+    second = fair(queue, stopping, NOW + 10)
+    assert second.starts == ()
+    assert second.promised == {1: (0, 1)}
+    third = fair(queue, replace(machine(2), promised=second.promised), NOW + 30)
+    assert started(third) == {1: (0, 1)}
+
+
+def test_a_promise_lapses_when_its_job_leaves_the_queue() -> None:
+    # ada cancelled job 1 while job 7 stopped for it: the GPU goes by the order.
+    free = replace(machine(1), promised={1: (0,)})
+    result = fair([BOB_SHORT], free, NOW + 30)
+    assert started(result) == {2: (0,)}
+    assert result.promised == {}
+
+
+def test_a_promise_lapses_when_another_job_holds_its_gpu() -> None:
+    # GPU 0 went to something not stopping (a service replica, say): job 1 queues as any.
+    taken = replace(machine(1, run(9, (0,), ends_in=9000)), promised={1: (0,)})
+    result = fair([ADA_LONG], taken, NOW + 30)
+    assert result.promised == {}
+    assert result.waiting == {1: WaitReason.RESOURCES}
+
+
+def test_gpus_promised_to_another_job_are_not_waited_for() -> None:
+    # Job 7 stops for ada's job 1; ada's job 3 must not count on GPU 0 coming free, so
+    # it stops bob's job 8 for itself rather than wait for a GPU it will not get.
+    cluster = replace(
+        machine(2, replace(VICTIM, stopping=True), run(8, (1,), ends_in=9000, preemptible=True)),
+        promised={1: (0,)},
+    )
+    result = fair([ADA_LONG, job(3, user="ada")], cluster, NOW)
+    assert result.preempt == (8,)
+    assert started(result) == {3: (1,)}
+    assert result.promised == {1: (0,), 3: (1,)}
+
+
+def test_a_dry_run_estimate_expects_the_promise_to_be_kept() -> None:
+    # While job 7 stops for ada's job, bob asks when another short job would start: not
+    # on GPU 0 as job 7 lets go, but when her job's ten hours there are up.
+    stopping = replace(machine(1, replace(VICTIM, stopping=True)), promised={1: (0,)})
+    stopping = replace(stopping, gpus=(replace(stopping.gpus[0], held_by=7),))
+    estimate = estimate_start(BOB_SHORT, [ADA_LONG], stopping, NOW + 10,
+                              policy="fairshare", accounting=SHARES)
+    assert estimate.at == NOW + 10 + 10 * HOUR
