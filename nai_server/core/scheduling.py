@@ -38,6 +38,7 @@ from nai_server.core.sched_types import (
     Start,
     Tuning,
     WaitReason,
+    usable_later,
 )
 
 __all__ = [
@@ -279,9 +280,12 @@ def _still_promised(
     gpu: GpuView | None, job: QueuedJob, resources: Resources, stopping: set[int]
 ) -> bool:
     """Whether a promised GPU may still be kept for ``job``: held by a job stopping (for
-    it), or free and suitable for it now."""
+    it), or free and suitable for it, judged as a GPU whose nai job just left. Its
+    memory reading may still show the victim's use (the GPUs are probed before the
+    victims are reaped in a tick); a promise dropped for that would hand the GPU to
+    whoever ranks first, the very waste promises prevent."""
     if gpu is None:
         return False
     if gpu.index in resources.taken:
         return gpu.index in stopping
-    return resources.usable_now(gpu, job.gpu_memory)
+    return usable_later(gpu, job.gpu_memory)

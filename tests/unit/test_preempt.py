@@ -22,6 +22,7 @@ from tests.unit.policy_kit import (
     HOUR,
     NOW,
     SHARES,
+    GiB,
     job,
     machine,
     run,
@@ -166,6 +167,17 @@ def test_free_gpus_of_a_start_that_waits_for_a_victim_are_kept_too() -> None:
     assert second.promised == {1: (0, 1)}
     third = fair(queue, replace(machine(2), promised=second.promised), NOW + 30)
     assert started(third) == {1: (0, 1)}
+
+
+def test_a_promise_stands_while_the_victims_memory_still_shows_on_its_gpu() -> None:
+    # The GPUs are probed before the victims are reaped in a tick: GPU 0 is free in the
+    # daemon's records, but its memory reading still shows job 7's 79 GiB. ada's job,
+    # which asks 10 GiB, still gets it, rather than bob's short job taking it.
+    ada = replace(ADA_LONG, gpu_memory=10 * GiB)
+    lagging = replace(machine(1), promised={1: (0,)})
+    lagging = replace(lagging, gpus=(replace(lagging.gpus[0], memory_free=1 * GiB),))
+    result = fair([ada, BOB_SHORT], lagging, NOW + 30)
+    assert started(result) == {1: (0,)}
 
 
 def test_a_promise_lapses_when_its_job_leaves_the_queue() -> None:
