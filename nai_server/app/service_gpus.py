@@ -69,15 +69,18 @@ def max_gpus(store: TinyDbStore, kind: str, name: str | None) -> int | None:
 def free_gpus(runtime: JobRuntime, store: TinyDbStore, docs: list[Doc], doc: Doc,
               count: int) -> tuple[int, ...] | str:
     """`count` GPUs that no job, replica (of `docs`, every service as decided so far)
-    or foreign process holds, each with the service's `gpu_memory` free (as the GPU
-    inventory last saw it), within the quotas of `doc`'s user and owning group; or why
-    not, in words."""
+    or foreign process holds, and no preemption keeps for its job, each with the
+    service's `gpu_memory` free (as the GPU inventory last saw it), within the quotas
+    of `doc`'s user and owning group; or why not, in words."""
     if count == 0:
         return ()
     snapshot = runtime.state.snapshot or runtime.gpus.probe()
     jobs = [j for j in runtime.jobs.hot() if j.active]
     busy = {g for j in jobs for g in j.gpus} | set(runtime.state.foreign)
     busy |= {g for d in docs for r in d["replica_docs"] for g in r["gpus"]}
+    # Kept for the job a preemption stopped others for (core.scheduling.plan): a
+    # replica placed there would hand the GPUs to nobody the preemption was for.
+    busy |= {g for gpus in runtime.state.promised.values() for g in gpus}
     group = doc["owner"].get("group")
     for kind, name in (("user", doc["user"]), ("group", group)):
         quota = max_gpus(store, kind, name)

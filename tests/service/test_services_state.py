@@ -181,6 +181,23 @@ def test_placement_honours_gpu_memory(tmp_path: Path) -> None:
         rig.close()
 
 
+def test_a_replica_is_not_placed_on_gpus_kept_for_a_preempting_job(tmp_path: Path) -> None:
+    """GPUs a preemption freed are promised to the job it was for (Plan.promised): a
+    replica placed on them would defeat the preemption and start another."""
+    rig = Rig(tmp_path)
+    try:
+        rig.model("m")
+        rig.life._launch = lambda *args: None  # type: ignore[method-assign]
+        rig.svc.runtime.state.promised = {41: (0,)}
+        assert rig.serve("a", gpus=1).status_code == 201
+        rig.step()  # replica wanted
+        rig.step()  # and placed
+        assert rig.info("a")["replica_info"][0]["gpus"] == [1]
+    finally:
+        rig.svc.runtime.state.promised = {}
+        rig.close()
+
+
 def test_no_slow_work_under_the_lock(rig: Rig) -> None:
     """A replica started, killed, restarted and stopped: every user lookup, log read,
     adoption, signal and removal happened with the lock free."""
