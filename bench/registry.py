@@ -18,9 +18,12 @@ Part C (`--scale`, alone: in process, no daemon): what the questions asked per
 request cost under the service lock as the registry grows, at 100 and 5,000 entries
 (5 versions each, 0.5 KB of metadata per version): a tree check through the registry
 (`TreeAccess.via_registry`, for a tree no entry holds and for one an entry holds),
-a lookup by name, and `Registry.collect` with nothing to collect (every job's end).
-Each is timed beside the way it was done before (walking deep copies of every entry),
-in the same run; prints new/old.
+a lookup by name, `Registry.collect` with nothing to collect (every job's end), a
+removal (a throwaway dataset made and removed, as a create/remove loop does) with
+nothing and with one version marked elsewhere, and `Registry.collect` with one version
+kept marked (a queued job uses it: every job's end while it waits). Each is timed
+beside the way it was done before (walking deep copies of every entry), in the same
+run; prints new/old.
 
 Target: at 5,000 entries the tree check costs at most 0.05 of the old way.
 
@@ -247,6 +250,54 @@ def _old_get(store: Any, kind: str, name: str) -> Any:
     return copy.deepcopy(dict(doc)) if doc is not None else None
 
 
+def _old_registry(store: Any, lock: Any) -> Any:
+    """A Registry whose remove and collect decide as they did before: from deep copies
+    of every entry (`plan_removal` and `collectable` over the whole registry)."""
+    from nai_server.app.registry import Registry
+    from nai_server.core import registry_rules as rules
+
+    class OldRegistry(Registry):
+        def _all_entries(self) -> list[dict[str, Any]]:
+            return [d for kind in rules.KINDS for d in self.store.list_registry_entries(kind)]
+
+        def remove(self, caller: Any, kind: Any, name: str, selector: Any = None) -> Any:
+            with self.lock:
+                doc = self._writable(caller, kind, name, "remove")
+                numbers = [v["version"] for v in doc["versions"]]
+                plan = rules.plan_removal(self._all_entries(), kind, name, numbers,
+                                          self._active_jobs())
+                if plan.entry_removed:
+                    self.store.remove_registry_entry(kind, name)
+                else:
+                    self.store.put_registry_entry(kind, rules.apply_removal(doc, plan))
+                self.collect()
+            return plan
+
+        def collect(self) -> int:
+            dropped = 0
+            with self.lock:
+                while True:
+                    if not self.store.registry_has_marked():
+                        return dropped
+                    entries = self._all_entries()
+                    due = rules.collectable(entries, self._active_jobs())
+                    if not due:
+                        return dropped
+                    for doc in entries:
+                        numbers = due.get((doc["kind"], doc["name"]))
+                        if not numbers:
+                            continue
+                        dropped += len(numbers)
+                        doc["versions"] = [v for v in doc["versions"]
+                                           if v["version"] not in numbers]
+                        if doc["versions"]:
+                            self.store.put_registry_entry(doc["kind"], doc)
+                        else:
+                            self.store.remove_registry_entry(doc["kind"], doc["name"])
+
+    return OldRegistry(store, lock, None, time.time)
+
+
 def _timed(fn: Any, least: float = 0.3) -> float:
     """Seconds per call: repeated for at least `least` seconds, the best of 3."""
     best = float("inf")
@@ -309,12 +360,43 @@ def _scale_rows(tmp: Path, n: int) -> list[tuple[str, float, float]]:
          registry.collect),
     ]
     rows = [(label, _timed(old), _timed(new)) for label, old, new in pairs]
+
+    # Removal: a user's throwaway dataset made (written straight to the store, the
+    # same for both) and removed, as a create/remove loop does; each remove also
+    # collects. Then collect with one version kept marked (a queued job, 1, uses it):
+    # what every job's end paid while it waited.
+    old_registry = _old_registry(store, lock)
+    for r in (registry, old_registry):
+        r._active_jobs = lambda: {1}  # type: ignore[method-assign]
+    mine = {"kind": "dataset", "name": "throwaway", "owner": {"user": caller.user},
+            "visibility": "private", "shared_with_groups": [], "description": "",
+            "created_at": 0.0, "created_by": caller.user, "next_version": 2,
+            "versions": [{"version": 1, "tag": None, "tree_id": "b" * 64, "size": 1,
+                          "files": 1, "deleted": False, "used_by": [], "metadata": {}}]}
+
+    def make_and_remove(r: Any) -> Any:
+        store.put_registry_entry("dataset", mine)
+        return r.remove(caller, "dataset", "throwaway")
+
+    old_plan = make_and_remove(old_registry)
+    new_plan = make_and_remove(registry)
+    assert (old_plan.removed, old_plan.entry_removed) == (tuple(new_plan.removed), True)
+    rows.append(("remove (create + rm)", _timed(lambda: make_and_remove(old_registry)),
+                 _timed(lambda: make_and_remove(registry))))
+    held_doc = {**mine, "name": "held", "versions": [
+        {**mine["versions"][0], "deleted": True, "used_by": [1]}]}  # type: ignore[index]
+    store.put_registry_entry("dataset", held_doc)
+    assert old_registry.collect() == registry.collect() == 0
+    rows.append(("remove, one marked", _timed(lambda: make_and_remove(old_registry)),
+                 _timed(lambda: make_and_remove(registry))))
+    rows.append(("collect, one marked", _timed(old_registry.collect),
+                 _timed(registry.collect)))
     store.close()
     return rows
 
 
 def part_c(sizes: list[int]) -> None:
-    """The tree check, a lookup and an idle collect, new against old, per size."""
+    """The tree check, a lookup, a removal and collects, new against old, per size."""
     worst = 0.0
     for n in sizes:
         with tempfile.TemporaryDirectory(prefix="nai-bench-regscale-") as tmp:

@@ -404,9 +404,6 @@ class Registry:
     def _active_jobs(self) -> set[int]:
         return {j.id for j in self.store.hot() if not j.terminal}
 
-    def _all_entries(self) -> list[Doc]:
-        return [d for kind in rules.KINDS for d in self.store.list_registry_entries(kind)]
-
     def remove(self, caller: Caller, kind: Kind, name: str,
                selector: str | None = None) -> RemovalResult:
         """Remove one version (`selector`) or the whole entry. A version an unfinished
@@ -422,8 +419,11 @@ class Registry:
                 self.refuse_served(caller, name, numbers)
             else:
                 self.refuse_annotated(caller, name, numbers)
-            plan = rules.plan_removal(self._all_entries(), kind, name, numbers,
-                                      self._active_jobs())
+            # Only this entry and those whose lineage names its versions can decide:
+            # read from the store's index, not a walk over every entry (this runs
+            # under the lock, and a user may loop on create and remove).
+            plan = rules.plan_removal(self.store.stored_registry_entries_pinning([(kind, name)]),
+                                      kind, name, numbers, self._active_jobs())
             if plan.entry_removed:
                 self.store.remove_registry_entry(kind, name)
             else:
@@ -454,16 +454,22 @@ class Registry:
             while True:  # dropping a version can free what its lineage named
                 if not self.store.registry_has_marked():  # the common case: cheap
                     return dropped
-                entries = self._all_entries()
+                # The entries holding marked versions and those that pin them: one
+                # version kept marked (a queued job uses it) must not make every job's
+                # end walk the whole registry. Stored documents, read only; an entry
+                # that changes is written as a new document.
+                entries = self.store.stored_registry_entries_pinning(
+                    self.store.registry_marked())
                 due = rules.collectable(entries, self._active_jobs())
                 if not due:
                     return dropped
-                for doc in entries:
-                    numbers = due.get((doc["kind"], doc["name"]))
+                for stored in entries:
+                    numbers = due.get((stored["kind"], stored["name"]))
                     if not numbers:
                         continue
                     dropped += len(numbers)
-                    doc["versions"] = [v for v in doc["versions"] if v["version"] not in numbers]
+                    doc = {**stored, "versions": [v for v in stored["versions"]
+                                                  if v["version"] not in numbers]}
                     if doc["versions"]:
                         self.store.put_registry_entry(doc["kind"], doc)
                     else:

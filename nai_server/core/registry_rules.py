@@ -11,7 +11,7 @@ names, and which versions must outlive a removal are decided here; the use cases
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -192,19 +192,33 @@ def writers(entry: Entry) -> str:
 # --- removal --------------------------------------------------------------------------
 
 
+def _lineage_names(version: Version) -> Iterator[tuple[str, str, str]]:
+    """(kind, name, number) of each version this version's lineage names."""
+    lineage = (version.get("metadata") or {}).get("lineage") or {}
+    for key, kind in LINEAGE_KEYS.items():
+        for ref in lineage.get(key, ()):
+            name, _, number = str(ref).partition("@")
+            if number.isdigit():
+                yield kind, name, number
+
+
 def lineage_pins(entries: Iterable[Entry]) -> dict[Pin, list[str]]:
     """Which versions are named in some version's lineage, and by which (`model x@2`)."""
     pins: dict[Pin, list[str]] = {}
     for entry in entries:
         for v in entry["versions"]:
-            lineage = (v.get("metadata") or {}).get("lineage") or {}
-            for key, kind in LINEAGE_KEYS.items():
-                for ref in lineage.get(key, ()):
-                    name, _, number = str(ref).partition("@")
-                    if number.isdigit():
-                        by = f"{entry['kind']} {format_ref(entry['name'], v['version'])}"
-                        pins.setdefault((kind, name, int(number)), []).append(by)
+            for kind, name, number in _lineage_names(v):
+                by = f"{entry['kind']} {format_ref(entry['name'], v['version'])}"
+                pins.setdefault((kind, name, int(number)), []).append(by)
     return pins
+
+
+def pinned_entries(entry: Entry) -> set[tuple[str, str]]:
+    """The entries (kind, name) whose versions some version of `entry` names in its
+    lineage: those whose removal `entry` can hold back. A removal or a collect decides
+    from the entries it removes from and those that pin them (`plan_removal` and
+    `collectable` need no other entry)."""
+    return {(kind, name) for v in entry["versions"] for kind, name, _ in _lineage_names(v)}
 
 
 def keep_reasons(entry: Entry, version: Version, active_jobs: Collection[int],
@@ -231,6 +245,7 @@ class Removal:
 def plan_removal(entries: Iterable[Entry], kind: str, name: str, numbers: Collection[int],
                  active_jobs: Collection[int]) -> Removal:
     """Remove versions `numbers` of entry (kind, name) unless something still needs them.
+    `entries` holds that entry and at least every entry that pins it (`pinned_entries`).
 
     Versions removed together do not keep each other: a model's version 2 whose lineage
     names its version 1 does not stop `remove model` from taking both."""
@@ -269,7 +284,9 @@ def apply_removal(entry: Mapping[str, Any], removal: Removal) -> dict[str, Any]:
 
 def collectable(entries: Iterable[Entry], active_jobs: Collection[int]
                 ) -> dict[tuple[str, str], list[int]]:
-    """Versions marked for deletion that nothing needs any more, per (kind, name)."""
+    """Versions marked for deletion that nothing needs any more, per (kind, name), among
+    `entries`: their answer is complete for those holding marked versions when `entries`
+    holds every entry that pins one of them (`pinned_entries`)."""
     entries = list(entries)
     pins = lineage_pins(entries)
     out: dict[tuple[str, str], list[int]] = {}

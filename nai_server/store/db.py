@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -286,6 +286,21 @@ class TinyDbStore(ArchivedJobs):
         """Whether some entry holds a version marked for deletion (one that goes once
         nothing needs it): when not, there is nothing to collect."""
         return bool(self._registry_index().marked)
+
+    def registry_marked(self) -> list[tuple[str, str]]:
+        """(kind, name) of every entry holding a version marked for deletion."""
+        return sorted(self._registry_index().marked)
+
+    def stored_registry_entries_pinning(self, keys: Iterable[tuple[str, str]]
+                                        ) -> list[Mapping[str, Any]]:
+        """The stored documents themselves (read them, never change them) of entries
+        `keys` (kind, name) and of every entry whose lineage names one of their versions,
+        in listing order: what deciding a removal from them, or collecting their marked
+        versions, reads. Costs time in proportion to those entries only."""
+        index = self._registry_index()
+        data = self.storage.read() or {}
+        return [data[f"{kind}s"][index.ids[(kind, name)]]
+                for kind, name in index.with_pinners(keys)]
 
     def put_registry_entry(self, kind: str, doc: Doc) -> None:
         """Insert or replace the entry named `doc["name"]`."""

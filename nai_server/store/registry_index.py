@@ -16,8 +16,10 @@ to what is on disk).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
+
+from nai_server.core.registry_rules import pinned_entries
 
 Key = tuple[str, str]  # (kind, name)
 
@@ -32,8 +34,9 @@ def creator(doc: Mapping[str, Any]) -> str | None:
 
 class RegistryIndex:
     """Entries by tree (every version's, marked for deletion too), their document ids
-    in the store's tables, how many each user created, and which hold versions marked
-    for deletion. Built from, and valid for, one in-memory data object."""
+    in the store's tables, how many each user created, which hold versions marked
+    for deletion, and which entries' lineage names versions of which. Built from, and
+    valid for, one in-memory data object."""
 
     def __init__(self, data: dict[str, Any], rollbacks: int) -> None:
         self.data = data
@@ -44,6 +47,11 @@ class RegistryIndex:
         self._creators: dict[Key, str | None] = {}
         self.created: Counter[str] = Counter()
         self.marked: set[Key] = set()
+        # Lineage pins between entries: which entries each one's lineage names, and
+        # which name each (what a removal or a collect must read besides the entries
+        # it removes from).
+        self._pins: dict[Key, frozenset[Key]] = {}
+        self.pinned_by: dict[Key, set[Key]] = {}
         for kind in ("dataset", "model"):
             for doc_id, doc in data.get(f"{kind}s", {}).items():
                 self.add(kind, doc_id, doc)
@@ -66,6 +74,10 @@ class RegistryIndex:
             self.created[made_by] += 1
         if any(v.get("deleted") for v in doc.get("versions", ())):
             self.marked.add(key)
+        pins = _pins_of(doc)
+        self._pins[key] = pins
+        for pinned in pins:
+            self.pinned_by.setdefault(pinned, set()).add(key)
 
     def drop(self, kind: str, name: str) -> None:
         """Forget entry (kind, name), if known."""
@@ -84,3 +96,26 @@ class RegistryIndex:
             if self.created[made_by] <= 0:
                 del self.created[made_by]
         self.marked.discard(key)
+        for pinned in self._pins.pop(key, frozenset()):
+            pinners = self.pinned_by.get(pinned)
+            if pinners is not None:
+                pinners.discard(key)
+                if not pinners:
+                    del self.pinned_by[pinned]
+
+    def with_pinners(self, keys: Iterable[Key]) -> list[Key]:
+        """Entries `keys` that exist and every entry whose lineage names a version of
+        one of them, in listing order (datasets, then models, each by name)."""
+        out = {key for key in keys if key in self.ids}
+        for key in list(out):
+            out |= self.pinned_by.get(key, set())
+        return sorted(out, key=lambda k: (k[0] != "dataset", k[1]))
+
+
+def _pins_of(doc: Mapping[str, Any]) -> frozenset[Key]:
+    """The entries `doc`'s lineage names; none for a malformed document (building the
+    index must not fail; a removal that reads it fails on it as it always did)."""
+    try:
+        return frozenset(pinned_entries(doc))
+    except (AttributeError, TypeError, KeyError):
+        return frozenset()

@@ -6,8 +6,10 @@ which limit and what to remove."""
 
 from __future__ import annotations
 
+import copy
 import errno
 import hashlib
+import itertools
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +21,7 @@ from nai_server.api import create_app
 from nai_server.api.deps import get_caller
 from nai_server.app.accounts import Caller
 from nai_server.app.use_cases import UseCases
+from nai_server.core import registry_rules as rules
 from nai_server.store.registry_index import RegistryIndex
 from nai_server.testing import make_service, upload_tree
 
@@ -76,6 +79,7 @@ def index_is_fresh(service: UseCases) -> None:
         assert kept.holders == fresh.holders
         assert kept.created == fresh.created
         assert kept.marked == fresh.marked
+        assert kept.pinned_by == fresh.pinned_by
 
 
 def readable(api: TestClient, tree_id: str) -> bool:
@@ -222,3 +226,128 @@ def test_blobs_of_a_readable_dataset_make_a_new_tree_without_upload(as_) -> None
     assert shared.status_code == 200, shared.text
     recorded = bob.post("/v1/trees", json=manifest)
     assert recorded.status_code == 201, recorded.text
+
+
+def _kept(api: TestClient, kind: str, name: str) -> dict[int, bool]:
+    shown = api.get(f"/v1/{kind}s/{name}")
+    if shown.status_code == 404:
+        return {}
+    return {v["version"]: v["deleted"] for v in shown.json()["versions"]}
+
+
+def test_lineage_pins_follow_every_registry_change(
+        service: UseCases, as_, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Removals and collects read only the entries they remove from and those whose
+    lineage names them (the index's pins): those must follow pushes, removals and a
+    rolled-back write as a walk over every entry would."""
+    alice = as_(ALICE)
+    trees = [upload_tree(alice, {"f.txt": f"{n}\n".encode()}) for n in range(6)]
+    assert alice.post("/v1/datasets", json={"name": "d", "tree_id": trees[0]}).status_code == 201
+    assert alice.post("/v1/datasets/d/versions", json={"tree_id": trees[1]}).status_code == 201
+    made = alice.post("/v1/models", json={"name": "m", "tree_id": trees[2],
+                                          "metadata": {"lineage": {"datasets": ["d@1"]}}})
+    assert made.status_code == 201, made.text
+    index_is_fresh(service)
+
+    # d@1 is named by m@1: kept, marked; every later collect must still see the pin.
+    removed = alice.delete("/v1/datasets/d/versions/1").json()
+    assert removed["kept"] == {"1": ["model m@1 names it in its lineage"]}
+    assert service.registry.collect() == 0
+    assert _kept(alice, "dataset", "d") == {1: True, 2: False}
+    index_is_fresh(service)
+
+    # m@2 names d@2; a push whose write fails is rolled back, pin included.
+    def disk_full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    monkeypatch.setattr(os, "fdatasync", disk_full)
+    failed = alice.post("/v1/models/m/versions", json={
+        "tree_id": trees[3], "metadata": {"lineage": {"datasets": ["d@2"]}}})
+    monkeypatch.undo()
+    assert failed.status_code >= 500, failed.text
+    index_is_fresh(service)
+    gone = alice.delete("/v1/datasets/d/versions/2").json()  # nothing names it now
+    assert gone["removed"] == [2] and gone["kept"] == {}
+    assert _kept(alice, "dataset", "d") == {1: True}
+    index_is_fresh(service)
+
+    assert alice.post("/v1/datasets/d/versions", json={"tree_id": trees[4]}).status_code == 201
+    pushed = alice.post("/v1/models/m/versions", json={
+        "tree_id": trees[5], "metadata": {"lineage": {"datasets": ["d@3"]}}})
+    assert pushed.status_code == 201, pushed.text
+    index_is_fresh(service)
+    assert alice.delete("/v1/datasets/d/versions/3").json()["kept"] == {
+        "3": ["model m@2 names it in its lineage"]}
+
+    # m@1 goes: d@1 is free and collected with it; d@3 still named by m@2.
+    assert alice.delete("/v1/models/m/versions/1").json()["removed"] == [1]
+    assert _kept(alice, "dataset", "d") == {3: True}
+    index_is_fresh(service)
+    assert alice.delete("/v1/models/m").json()["entry_removed"] is True
+    assert _kept(alice, "dataset", "d") == {}  # its last version collected: gone
+    index_is_fresh(service)
+    with service.lock:
+        assert service.store._registry_index().pinned_by == {}
+
+
+def _doc(kind: str, name: str, *versions: dict[str, object]) -> dict[str, object]:
+    return {"kind": kind, "name": name, "owner": {"user": "alice"}, "visibility": "private",
+            "shared_with_groups": [], "description": "", "created_at": 0.0,
+            "created_by": "alice", "next_version": len(versions) + 1, "versions": list(versions)}
+
+
+def _v(n: int, *, deleted: bool = False, used_by: tuple[int, ...] = (),
+       **lineage: list[str]) -> dict[str, object]:
+    return {"version": n, "tag": None, "tree_id": "a" * 64, "size": 1, "files": 1,
+            "deleted": deleted, "used_by": list(used_by),
+            "metadata": {"lineage": lineage} if lineage else {}}
+
+
+# Hand-made registries: pins across kinds and names, within one entry, chains, a
+# dataset and a model of the same name, several pinners of one version (their order
+# shows in the reasons), a lineage naming an entry that does not exist.
+REGISTRIES = [
+    [_doc("dataset", "d", _v(1, used_by=(5,)), _v(2), _v(3, deleted=True)),
+     _doc("dataset", "e", _v(1, datasets=["d@1"]), _v(2, deleted=True, datasets=["d@2"])),
+     _doc("model", "a", _v(1, datasets=["d@1", "e@2"])),
+     _doc("model", "m", _v(1, datasets=["d@1"], models=["a@1"]), _v(2, models=["m@1"]),
+          _v(3, deleted=True, models=["m@2"])),
+     _doc("model", "z", _v(1, models=["ghost@1"]))],
+    [_doc("dataset", "x", _v(1, deleted=True), _v(2, used_by=(6,))),
+     _doc("model", "x", _v(1, datasets=["x@2"]), _v(2, deleted=True, models=["x@1"]),
+          _v(3, models=["x@2"], datasets=["x@1"]))],
+    [_doc("model", "chain", _v(1, deleted=True), _v(2, deleted=True, models=["chain@1"]),
+          _v(3, models=["chain@2"])),
+     _doc("dataset", "lone", _v(1, deleted=True, used_by=(5, 6)))],
+]
+
+
+def _old_plan(entries: list[dict[str, object]], kind: str, name: str, numbers: set[int],
+              active: set[int]) -> rules.Removal:
+    """The removal as it was decided before: from deep copies of every entry."""
+    return rules.plan_removal(copy.deepcopy(entries), kind, name, numbers, active)
+
+
+@pytest.mark.parametrize("registry", REGISTRIES)
+def test_removal_decisions_match_a_walk_over_every_entry(
+        service: UseCases, registry: list[dict[str, object]]) -> None:
+    store = service.store
+    with service.lock:
+        for doc in registry:
+            store.put_registry_entry(str(doc["kind"]), doc)
+        listed = [d for kind in rules.KINDS for d in store.list_registry_entries(kind)]
+        for active in (set(), {5}, {5, 6}):
+            for doc in registry:
+                kind, name = str(doc["kind"]), str(doc["name"])
+                numbers = [int(v["version"]) for v in doc["versions"]]  # type: ignore[attr-defined]
+                for size in range(1, len(numbers) + 1):
+                    for chosen in itertools.combinations(numbers, size):
+                        near = store.stored_registry_entries_pinning([(kind, name)])
+                        assert (rules.plan_removal(near, kind, name, set(chosen), active)
+                                == _old_plan(listed, kind, name, set(chosen), active))
+            near = store.stored_registry_entries_pinning(store.registry_marked())
+            assert rules.collectable(near, active) == rules.collectable(listed, active)
+        # Read, never changed: the stored entries are as they were put.
+        assert [d for kind in rules.KINDS for d in store.list_registry_entries(kind)] == listed
+    index_is_fresh(service)

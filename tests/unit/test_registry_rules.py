@@ -99,6 +99,17 @@ def test_versions_removed_together_do_not_keep_each_other() -> None:
     assert middle.removed == () and middle.kept == {2: ["model m@3 names it in its lineage"]}
 
 
+def test_pinned_entries_are_the_entries_whose_removal_a_lineage_holds_back() -> None:
+    model = entry("x", kind="model", versions=[
+        version(1, lineage={"datasets": ["x@2", "cifar@1"], "job": 3}),
+        version(2, lineage={"models": ["x@1", "unpinned"]}), version(3)])
+    pinned = rules.pinned_entries(model)
+    assert pinned == {("dataset", "x"), ("dataset", "cifar"), ("model", "x")}
+    # What it pins is exactly what lineage_pins finds named, entry by entry.
+    assert pinned == {(kind, name) for kind, name, _ in rules.lineage_pins([model])}
+    assert rules.pinned_entries(entry()) == set()
+
+
 def test_lineage_refs_shapes() -> None:
     assert rules.lineage_refs({"dataset": "a@1", "models": ["b", "c@2"], "job": 3}) == {
         "datasets": ["a@1"], "models": ["b", "c@2"]}
