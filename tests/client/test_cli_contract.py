@@ -5,7 +5,6 @@ with --json, --json is a usage error (2) where it means nothing, `nai server rm`
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -15,31 +14,9 @@ import pytest
 from nai_server.app.use_cases import UseCases
 from nai_server.protocol import TERMINAL_STATES, Forbidden, NaiError, NotFound
 from nai_server.testing import tick_until
-from nai_tui import cli
-from nai_tui.cli import commands, contract
+from nai_tui.cli import contract
 from nai_tui.config import ClientConfig
 from nai_tui.remote.client import ServerClient
-
-
-@pytest.fixture
-def nai(client: ServerClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-        capsys: pytest.CaptureFixture[str]) -> Any:
-    """`nai(*args)` → (exit status, stdout, stderr), talking to the in-process server."""
-    for var in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME"):
-        monkeypatch.setenv(var, str(tmp_path / var.lower()))
-    monkeypatch.setattr(commands, "connect", lambda entry: contextlib.nullcontext(client))
-    monkeypatch.chdir(tmp_path)
-
-    def run(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        try:
-            status = cli.main(list(args))
-        except SystemExit as exc:  # argparse: usage errors, --help
-            status = int(exc.code or 0)
-        out = capsys.readouterr()
-        return status, out.out, out.err
-
-    return run
 
 
 def _finished_job(nai: Any, client: ServerClient, service: UseCases, folder: Path) -> int:

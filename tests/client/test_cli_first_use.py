@@ -4,7 +4,6 @@ jobs. Through `nai`'s real `main` against the in-process server, with real jobs.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -14,30 +13,7 @@ import pytest
 from nai_server.app.use_cases import UseCases
 from nai_server.protocol import TERMINAL_STATES
 from nai_server.testing import tick_until
-from nai_tui import cli
-from nai_tui.cli import commands
 from nai_tui.remote.client import ServerClient
-
-
-@pytest.fixture
-def nai(client: ServerClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-        capfdbinary: pytest.CaptureFixture[bytes]) -> Any:
-    """`nai(*args)` → (exit status, stdout, stderr) as text, from the in-process server."""
-    for var in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME"):
-        monkeypatch.setenv(var, str(tmp_path / var.lower()))
-    monkeypatch.setattr(commands, "connect", lambda entry: contextlib.nullcontext(client))
-    monkeypatch.chdir(tmp_path)
-
-    def run(*args: str) -> tuple[int, str, str]:
-        capfdbinary.readouterr()
-        try:
-            status = cli.main(list(args))
-        except SystemExit as exc:  # argparse: usage errors
-            status = int(exc.code or 0)
-        out = capfdbinary.readouterr()
-        return status, out.out.decode(), out.err.decode()
-
-    return run
 
 
 def _ended(nai: Any, client: ServerClient, service: UseCases, folder: Path,
