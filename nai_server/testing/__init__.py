@@ -3,6 +3,7 @@ fake GPUs, and an ASGI wrapper that plays the socket peer."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -11,14 +12,14 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from nai_server.api.identity import PEER_KEY
-from nai_server.app.accounts import Peer
+from nai_server.app.accounts import Caller, Peer
 from nai_server.app.use_cases import UseCases
 from nai_server.config import load_config
 from nai_server.daemon import bootstrap
@@ -47,6 +48,35 @@ class AsPeer:
         if scope["type"] == "http":
             scope = {**scope, "state": {**scope.get("state", {}), PEER_KEY: self.peer}}
         await self.app(scope, receive, send)
+
+
+@contextlib.contextmanager
+def as_callers(service: UseCases) -> Iterator[Callable[[Caller], Any]]:
+    """`client(caller)`: an in-process API client whose every request is `caller`'s (the
+    API's identity dependency answers it), one per user; all closed on leaving."""
+    from starlette.testclient import TestClient
+
+    from nai_server.api import create_app
+    from nai_server.api.deps import get_caller
+
+    clients: dict[str, TestClient] = {}
+
+    def client(caller: Caller) -> TestClient:
+        if caller.user not in clients:
+            app = create_app(service)
+
+            async def fixed() -> Caller:
+                return caller
+
+            app.dependency_overrides[get_caller] = fixed
+            clients[caller.user] = TestClient(app, base_url="http://nai").__enter__()
+        return clients[caller.user]
+
+    try:
+        yield client
+    finally:
+        for made in clients.values():
+            made.__exit__(None, None, None)
 
 
 def end_jobs(runtime: Any) -> None:

@@ -17,13 +17,11 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from nai_server.api import create_app
-from nai_server.api.deps import get_caller
 from nai_server.app.accounts import Caller
 from nai_server.app.use_cases import UseCases
 from nai_server.core import registry_rules as rules
 from nai_server.store.registry_index import RegistryIndex
-from nai_server.testing import make_service, upload_tree
+from nai_server.testing import as_callers, make_service, upload_tree
 
 ALICE = Caller("alice", uid=61_000, admin=False, groups=("lab",))
 BOB = Caller("bob", uid=61_001, admin=False)
@@ -36,23 +34,6 @@ def _service(tmp_path: Path, **registry: object) -> UseCases:
     return service
 
 
-def _clients(service: UseCases) -> Callable[[Caller], TestClient]:
-    clients: dict[str, TestClient] = {}
-
-    def client(caller: Caller) -> TestClient:
-        if caller.user not in clients:
-            app = create_app(service)
-
-            async def fixed() -> Caller:
-                return caller
-
-            app.dependency_overrides[get_caller] = fixed
-            clients[caller.user] = TestClient(app, base_url="http://nai").__enter__()
-        return clients[caller.user]
-
-    client.close = lambda: [c.__exit__(None, None, None)  # type: ignore[attr-defined]
-                            for c in clients.values()]
-    return client
 
 
 @pytest.fixture
@@ -64,9 +45,8 @@ def service(tmp_path: Path) -> Iterator[UseCases]:
 
 @pytest.fixture
 def as_(service: UseCases) -> Iterator[Callable[[Caller], TestClient]]:
-    client = _clients(service)
-    yield client
-    client.close()  # type: ignore[attr-defined]
+    with as_callers(service) as client:
+        yield client
 
 
 def index_is_fresh(service: UseCases) -> None:
@@ -148,65 +128,65 @@ def _refused(response, *words: str) -> str:
 
 def test_a_users_entries_are_bounded_until_one_is_removed(tmp_path: Path) -> None:
     service = _service(tmp_path, max_entries_per_user=2)
-    as_ = _clients(service)
     try:
-        alice, bob = as_(ALICE), as_(BOB)
-        tree = upload_tree(alice, {"a.txt": b"a\n"})
-        assert alice.post("/v1/datasets", json={"name": "d1", "tree_id": tree}).status_code == 201
-        # A group's entry counts against the member who created it.
-        made = alice.post("/v1/models", json={"name": "m1", "tree_id": tree, "group": "lab"})
-        assert made.status_code == 201, made.text
-        message = _refused(alice.post("/v1/datasets", json={"name": "d2", "tree_id": tree}),
-                           "alice has created 2", "registry.max_entries_per_user: 2",
-                           "nai dataset rm NAME", "nai model rm NAME")
-        assert "ask an admin" in message
-        # Pushing a version to an existing entry is not a new entry.
-        pushed = alice.post("/v1/datasets/d1/versions",
-                            json={"tree_id": upload_tree(alice, {"b.txt": b"b\n"})})
-        assert pushed.status_code == 201, pushed.text
-        # Another user has room of their own.
-        bobs = upload_tree(bob, {"c.txt": b"c\n"})
-        assert bob.post("/v1/datasets", json={"name": "b1", "tree_id": bobs}).status_code == 201
+        with as_callers(service) as as_:
+            alice, bob = as_(ALICE), as_(BOB)
+            tree = upload_tree(alice, {"a.txt": b"a\n"})
+            made = alice.post("/v1/datasets", json={"name": "d1", "tree_id": tree})
+            assert made.status_code == 201, made.text
+            # A group's entry counts against the member who created it.
+            made = alice.post("/v1/models", json={"name": "m1", "tree_id": tree, "group": "lab"})
+            assert made.status_code == 201, made.text
+            message = _refused(alice.post("/v1/datasets", json={"name": "d2", "tree_id": tree}),
+                               "alice has created 2", "registry.max_entries_per_user: 2",
+                               "nai dataset rm NAME", "nai model rm NAME")
+            assert "ask an admin" in message
+            # Pushing a version to an existing entry is not a new entry.
+            pushed = alice.post("/v1/datasets/d1/versions",
+                                json={"tree_id": upload_tree(alice, {"b.txt": b"b\n"})})
+            assert pushed.status_code == 201, pushed.text
+            # Another user has room of their own.
+            bobs = upload_tree(bob, {"c.txt": b"c\n"})
+            assert bob.post("/v1/datasets", json={"name": "b1", "tree_id": bobs}).status_code == 201
 
-        assert alice.delete("/v1/models/m1").status_code == 200
-        made = alice.post("/v1/datasets", json={"name": "d2", "tree_id": tree})
-        assert made.status_code == 201, made.text
+            assert alice.delete("/v1/models/m1").status_code == 200
+            made = alice.post("/v1/datasets", json={"name": "d2", "tree_id": tree})
+            assert made.status_code == 201, made.text
     finally:
-        as_.close()  # type: ignore[attr-defined]
         service.close()
 
 
 def test_an_entrys_versions_are_bounded_until_one_is_removed(tmp_path: Path) -> None:
     service = _service(tmp_path, max_versions_per_entry=2)
-    as_ = _clients(service)
     try:
-        alice = as_(ALICE)
-        trees = [upload_tree(alice, {"v.txt": f"{n}\n".encode()}) for n in range(3)]
-        assert alice.post("/v1/models", json={"name": "m", "tree_id": trees[0]}).status_code == 201
-        assert alice.post("/v1/models/m/versions", json={"tree_id": trees[1]}).status_code == 201
-        _refused(alice.post("/v1/models/m/versions", json={"tree_id": trees[2]}),
-                 "model 'm' holds 2 versions", "registry.max_versions_per_entry: 2",
-                 "nai model rm m@VERSION")
-        assert alice.delete("/v1/models/m/versions/1").status_code == 200
-        pushed = alice.post("/v1/models/m/versions", json={"tree_id": trees[2]})
-        assert pushed.status_code == 201, pushed.text
-        assert pushed.json()["version"] == 3
+        with as_callers(service) as as_:
+            alice = as_(ALICE)
+            trees = [upload_tree(alice, {"v.txt": f"{n}\n".encode()}) for n in range(3)]
+            made = alice.post("/v1/models", json={"name": "m", "tree_id": trees[0]})
+            assert made.status_code == 201, made.text
+            made = alice.post("/v1/models/m/versions", json={"tree_id": trees[1]})
+            assert made.status_code == 201, made.text
+            _refused(alice.post("/v1/models/m/versions", json={"tree_id": trees[2]}),
+                     "model 'm' holds 2 versions", "registry.max_versions_per_entry: 2",
+                     "nai model rm m@VERSION")
+            assert alice.delete("/v1/models/m/versions/1").status_code == 200
+            pushed = alice.post("/v1/models/m/versions", json={"tree_id": trees[2]})
+            assert pushed.status_code == 201, pushed.text
+            assert pushed.json()["version"] == 3
     finally:
-        as_.close()  # type: ignore[attr-defined]
         service.close()
 
 
 def test_null_turns_the_bounds_off(tmp_path: Path) -> None:
     service = _service(tmp_path, max_entries_per_user=None, max_versions_per_entry=None)
-    as_ = _clients(service)
     try:
-        alice = as_(ALICE)
-        tree = upload_tree(alice, {"a.txt": b"a\n"})
-        for n in range(3):
-            made = alice.post("/v1/datasets", json={"name": f"d{n}", "tree_id": tree})
-            assert made.status_code == 201, made.text
+        with as_callers(service) as as_:
+            alice = as_(ALICE)
+            tree = upload_tree(alice, {"a.txt": b"a\n"})
+            for n in range(3):
+                made = alice.post("/v1/datasets", json={"name": f"d{n}", "tree_id": tree})
+                assert made.status_code == 201, made.text
     finally:
-        as_.close()  # type: ignore[attr-defined]
         service.close()
 
 

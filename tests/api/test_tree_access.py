@@ -12,14 +12,12 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from nai_server.api import create_app
-from nai_server.api.deps import get_caller
 from nai_server.app.accounts import Caller
 from nai_server.app.use_cases import UseCases
 from nai_server.core.spec import spec_from_dict
 from nai_server.protocol import Invalid, NotFound
 from nai_server.store.pack import SKIP_CHECK_BYTES
-from nai_server.testing import make_service, pack, upload_tree
+from nai_server.testing import as_callers, make_service, pack, upload_tree
 
 ALICE = Caller("alice", uid=61_000, admin=False, groups=("lab",))
 BOB = Caller("bob", uid=61_001, admin=False)
@@ -46,22 +44,8 @@ def service(tmp_path: Path) -> Iterator[UseCases]:
 @pytest.fixture
 def as_(service: UseCases) -> Iterator[Callable[[Caller], TestClient]]:
     """A client that calls the API in process as the given caller."""
-    clients: dict[str, TestClient] = {}
-
-    def client(caller: Caller) -> TestClient:
-        if caller.user not in clients:
-            app = create_app(service)
-
-            async def fixed() -> Caller:
-                return caller
-
-            app.dependency_overrides[get_caller] = fixed
-            clients[caller.user] = TestClient(app, base_url="http://nai").__enter__()
-        return clients[caller.user]
-
-    yield client
-    for c in clients.values():
-        c.__exit__(None, None, None)
+    with as_callers(service) as client:
+        yield client
 
 
 def unreadable(api: TestClient, tree_id: str) -> None:
