@@ -36,25 +36,25 @@ def array_indices(text: str) -> list[int]:
         match = _PART.fullmatch(part)
         if match is None:
             raise argparse.ArgumentTypeError(
-                f"--array {text!r}: {part!r} is not an index (7), a range (0-9) or a range "
+                f"{part!r} is not an index (7), a range (0-9) or a range "
                 f"with a step (0-99:10); join several with commas: 0-9,20")
         low, high, step = (int(g) if g is not None else None for g in match.groups())
         assert low is not None
         high = low if high is None else high
         if high < low:
             raise argparse.ArgumentTypeError(
-                f"--array {text!r}: {part!r} goes down; write the lower index first: "
+                f"{part!r} goes down; write the lower index first: "
                 f"{high}-{low}")
         if step == 0:
             raise argparse.ArgumentTypeError(
-                f"--array {text!r}: {part!r} has step 0; the step is at least 1")
+                f"{part!r} has step 0; the step is at least 1")
         if high > MAX_INDEX:
             raise argparse.ArgumentTypeError(
-                f"--array {text!r}: indices go up to {MAX_INDEX:,}")
+                f"{part!r}: indices go up to {MAX_INDEX:,}")
         ranges.append(range(low, high + 1, step or 1))
     if sum(len(r) for r in ranges) > MAX_ARRAY:
         raise argparse.ArgumentTypeError(
-            f"--array {text!r} names {sum(len(r) for r in ranges):,} jobs; one --array "
+            f"{text!r} names {sum(len(r) for r in ranges):,} jobs; one --array "
             f"submits at most {MAX_ARRAY:,}: submit it in parts (0-9999, then 10000-19999)")
     return sorted({i for r in ranges for i in r})
 
