@@ -9,7 +9,11 @@ Then `nai --version` as it runs now (answered before the parser is built) agains
 old path (every command's module imported to build the parser, then parsed), each a
 fresh process, alternating; and `nai --help` alone, for scale.
 
-    .venv/bin/python bench/client_commands.py [--runs N]
+With `--array N`: N jobs submitted to a personal server (drained, so none runs) by one
+`nai submit --array 0-(N-1)` against a loop of N `nai submit` processes, as a shell
+loop would; prints each wall time and their ratio.
+
+    .venv/bin/python bench/client_commands.py [--runs N] [--array N]
 """
 
 from __future__ import annotations
@@ -58,10 +62,55 @@ def version_flag(runs: int, env: dict[str, str]) -> None:
     print(f"`nai --help` (builds the whole parser): {help_ * 1000:.1f} ms")
 
 
+def array_submit(count: int) -> None:
+    """`nai submit --array` against a loop of `nai submit`, on a drained personal server
+    of this checkout's code (PYTHONPATH), each from a fresh process as a user runs it."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "PYTHONPATH": root, "XDG_CONFIG_HOME": f"{tmp}/config",
+               "XDG_CACHE_HOME": f"{tmp}/cache", "XDG_DATA_HOME": f"{tmp}/data",
+               "XDG_RUNTIME_DIR": f"{tmp}/run",
+               "PATH": f"{os.path.dirname(sys.executable)}:{os.environ.get('PATH', '')}"}
+        os.makedirs(f"{tmp}/run")
+        os.makedirs(f"{tmp}/job")
+        with open(f"{tmp}/job/nai.yaml", "w") as spec:
+            spec.write("command: 'true'\ngpus: 0\n")
+        nai = [sys.executable, "-m", "nai_tui.cli"]
+
+        def run(*args: str, admin: bool = False) -> None:
+            argv = [os.path.join(os.path.dirname(sys.executable), "nai-admin")] if admin \
+                else nai
+            subprocess.run([*argv, *args], env=env, check=True, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=120)
+
+        run("up")
+        try:
+            run("drain", "on", admin=True)  # queue only: nothing starts
+            run("submit", f"{tmp}/job")  # warm: the hash cache, the page cache
+            started = time.perf_counter()
+            for _ in range(count):
+                run("submit", f"{tmp}/job")
+            loop = time.perf_counter() - started
+            started = time.perf_counter()
+            run("submit", f"{tmp}/job", "--array", f"0-{count - 1}")
+            array = time.perf_counter() - started
+        finally:
+            subprocess.run([*nai, "down"], env=env, capture_output=True, timeout=120)
+    print(f"{count} jobs submitted to a personal server:")
+    print(f"  {f'{count} `nai submit` processes':<28} {loop:8.2f} s")
+    print(f"  {'one `nai submit --array`':<28} {array:8.2f} s")
+    print(f"  {'ratio array/loop':<28} {array / loop:8.3f}  ({loop / array:.0f}x faster)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--array", type=int, metavar="N",
+                        help="only: N jobs by one `nai submit --array` against N submits")
     args = parser.parse_args()
+    if args.array:
+        array_submit(args.array)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "XDG_CONFIG_HOME": tmp, "XDG_CACHE_HOME": tmp}
         one("off", env)  # warm the page cache and the bytecode

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from nai_server.core.spec_fields import SPEC_NAI_ENV
+
 
 def build_job_env(
     *,
@@ -20,9 +22,11 @@ def build_job_env(
     Later layers win: base_env < user_env < nai's NAI_* and CUDA_* variables, so a job can
     neither escape its GPUs nor point its outputs somewhere the daemon will not collect.
     """
-    env = {**base_env, **user_env}
-    # Drop inherited NAI_* (e.g. a daemon started from inside a job) so only this job's remain.
-    env = {key: value for key, value in env.items() if not key.startswith("NAI_")}
+    # Drop inherited NAI_* (e.g. a daemon started from inside a job) so only this job's
+    # remain: of the job's own env, the few a spec may set (`nai submit --array`'s index).
+    env = {key: value for key, value in base_env.items() if not key.startswith("NAI_")}
+    env.update((key, value) for key, value in user_env.items()
+               if not key.startswith("NAI_") or key in SPEC_NAI_ENV)
     root = job_dir.rstrip("/") or "/"
     env.update(
         NAI_JOB_ID=str(job_id),

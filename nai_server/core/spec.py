@@ -226,7 +226,9 @@ def apply_overrides(spec: JobSpec, *, source: str = "command line", **overrides:
     """Return ``spec`` with the given fields replaced; a None value means "not given".
 
     ``env`` (a mapping or ``KEY=VALUE`` strings) is merged into the spec's env rather than
-    replacing it: a flag usually adds one variable to those in nai.yaml.
+    replacing it: a flag usually adds one variable to those in nai.yaml. ``after`` and
+    ``after_ok`` add to the spec's jobs too (`nai submit --after 12` waits for 12 as well
+    as for those nai.yaml names).
     """
     changes: dict[str, Any] = {}
     for key, raw in overrides.items():
@@ -237,6 +239,9 @@ def apply_overrides(spec: JobSpec, *, source: str = "command line", **overrides:
         try:
             if key == "env":
                 changes[key] = {**spec.env, **VALIDATORS["env"](env_pairs(raw))}
+            elif key in ("after", "after_ok"):
+                # Validated alone first, so an error shows the flag's value, not the sum.
+                changes[key] = VALIDATORS[key]([*getattr(spec, key), *VALIDATORS[key](raw)])
             else:
                 changes[key] = VALIDATORS[key](raw)
         except ValueError as exc:

@@ -23,6 +23,9 @@ TAG_RE = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,63}")  # as the registries' tags
 _ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # nai sets these itself (core.env); letting a job override them would break GPU isolation.
 _RESERVED_ENV = frozenset({"CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER"})
+# The NAI_ variables a spec may set itself: `nai submit --array` gives each element its
+# index this way. nai sets none of them, so a job that sets one escapes nothing.
+SPEC_NAI_ENV = frozenset({"NAI_ARRAY_INDEX"})
 
 # Bounds (DESIGN §11): every number is checked here, before anything stores it.
 MAX_GPUS = 1024
@@ -177,7 +180,7 @@ def _env(value: object) -> dict[str, str]:
                 f"{shown(key)} is not a valid variable name (up to {MAX_ENV_KEY} letters, "
                 "digits and '_', not starting with a digit)"
             )
-        if key.startswith("NAI_") or key in _RESERVED_ENV:
+        if (key.startswith("NAI_") and key not in SPEC_NAI_ENV) or key in _RESERVED_ENV:
             raise ValueError(f"{key} is set by nai for every job; remove it or rename it")
         if isinstance(raw, bool):
             raw = "true" if raw else "false"  # YAML's yes/on/true, spelled the usual way

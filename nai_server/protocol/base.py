@@ -13,7 +13,9 @@ from nai_server.protocol.validation import described
 
 # Major.minor: a client refuses a server with another major version.
 # 1.1: services, dry-run submits (`POST /v1/jobs?dry_run=1`), models from jobs.
-API_VERSION = "1.1"
+# 1.2: a spec's env may set NAI_ARRAY_INDEX (`nai submit --array`); the overrides
+#      `after` and `after_ok` add to the spec's jobs instead of replacing them.
+API_VERSION = "1.2"
 
 TERMINAL_STATES: frozenset[JobState] = TERMINAL
 """States a job never leaves: succeeded, failed, cancelled, timed_out, lost."""

@@ -119,6 +119,7 @@ def _add_completion_command(add: Add) -> None:
 def _add_run_commands(add: Add) -> None:
     """Starting jobs: `submit` a folder, `finetune` a model on a dataset."""
     from nai_tui.cli import commands, multi_server
+    from nai_tui.cli.array_submit import array_indices
     from nai_tui.cli.contract import count, env_pair
 
     p = add("submit", commands.cmd_submit, "sync a folder and submit it as a job")
@@ -133,6 +134,16 @@ def _add_run_commands(add: Add) -> None:
                    "/bin/sh and the server daemon's PATH: `python` is the server's unless "
                    "nai.yaml has env_setup: login, {conda: NAME} or {venv: PATH}")
     p.add_argument("--env", action="append", type=env_pair, metavar="K=V", help="repeatable")
+    p.add_argument("--after", action="append", type=commands.dependency_ids, metavar="ID[,ID]",
+                   help="start once these jobs have ended, however they end (added to "
+                   "nai.yaml's after; repeatable)")
+    p.add_argument("--after-ok", action="append", type=commands.dependency_ids,
+                   metavar="ID[,ID]", help="start once these jobs have succeeded; if one "
+                   "fails, this one is cancelled (added to nai.yaml's after_ok; repeatable)")
+    p.add_argument("--array", type=array_indices, metavar="SPEC",
+                   help="submit one job per index (0-99, 0-99:10, 0,3,7, or 0-9,20; at most "
+                   "10,000): the code is uploaded once, each job gets $NAI_ARRAY_INDEX and "
+                   "the name NAME-INDEX; prints one id a line")
     p.add_argument("--dry-run", action="store_true", help="show what would run and when it "
                    "would start, without sending the code or queuing anything; with "
                    "--server auto, where it would go")

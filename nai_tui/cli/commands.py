@@ -89,7 +89,25 @@ def submit_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {"gpus": args.gpus, "time_limit": args.time_limit, "name": args.name,
             "dataset": args.dataset, "model": args.model, "env": args.env or None,
             "command": args.command, "register_model": args.register_model,
-            "register_metric": args.register_metric}
+            "register_metric": args.register_metric,
+            "after": _flat(getattr(args, "after", None)),
+            "after_ok": _flat(getattr(args, "after_ok", None))}
+
+
+def _flat(lists: list[list[int]] | None) -> list[int] | None:
+    """Repeated `--after 3,4 --after 9` → [3, 4, 9]; None when not given."""
+    return [i for ids in lists for i in ids] if lists else None
+
+
+def dependency_ids(text: str) -> list[int]:
+    """An argparse type: `--after` / `--after-ok`'s job ids, comma-separated (`12,13`)."""
+    ids = []
+    for part in text.split(","):
+        if not part.strip().isdigit() or int(part) < 1:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: give job ids, comma-separated, e.g. 12 or 12,13")
+        ids.append(int(part))
+    return ids
 
 
 def metric_choice(text: str) -> str | dict[str, str]:
@@ -105,6 +123,13 @@ def metric_choice(text: str) -> str | dict[str, str]:
 
 def cmd_submit(args: argparse.Namespace, client: ServerClient) -> int:
     spec_file = Path(args.file).resolve() if args.file else None
+    if args.array is not None:
+        from nai_tui.cli import array_submit
+
+        array_submit.check_flags(args)
+        if args.dry_run:
+            return array_submit.dry_run(args, client, spec_file)
+        return array_submit.submit_array(args, client, Path(args.dir), spec_file)
     if args.dry_run:
         from nai_tui.cli import multi_server
 

@@ -121,6 +121,10 @@ def choose(answers: Sequence[Answer]) -> Answer:
 def _spec(args: argparse.Namespace, spec_file: Path | None) -> tuple[Path, dict[str, Any]]:
     if args.follow and args.dry_run:
         raise UsageMistake("--dry-run submits nothing: there is no log to --follow")
+    if getattr(args, "array", None) is not None:
+        from nai_tui.cli import array_submit
+
+        array_submit.check_flags(args)
     return commands.spec_request(Path(args.dir), spec_file, **commands.submit_overrides(args))
 
 
@@ -198,6 +202,11 @@ def submit_auto(args: argparse.Namespace, config: ClientConfig) -> int:
         return 0
     entry = next(e for e in entries if e.name == chosen.server)
     with commands.connect(entry) as client:
+        if args.array is not None:
+            from nai_tui.cli import array_submit
+
+            return array_submit.submit_array(args, client, folder, spec_file,
+                                             extra={"server": chosen.server})
         job = commands.submit_folder(client, folder, spec_file, yes=args.yes,
                                      **commands.submit_overrides(args))
         return commands.submitted(args, client, job, extra={"server": chosen.server})

@@ -75,3 +75,12 @@ def test_inputs_are_not_modified() -> None:
     make(user_env=user, base_env=base)
     assert user == {"SEED": "1"}
     assert base == BASE
+
+
+def test_the_array_index_comes_from_the_job_alone() -> None:
+    # `nai submit --array` sets it in the spec's env; a daemon started from inside an
+    # array job must not hand its own index to every job it runs.
+    env = make(user_env={"NAI_ARRAY_INDEX": "7", "NAI_OTHER": "x"},
+               base_env={**BASE, "NAI_ARRAY_INDEX": "3"})
+    assert env["NAI_ARRAY_INDEX"] == "7" and "NAI_OTHER" not in env
+    assert "NAI_ARRAY_INDEX" not in make(base_env={**BASE, "NAI_ARRAY_INDEX": "3"})

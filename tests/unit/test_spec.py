@@ -291,3 +291,17 @@ def test_bad_overrides_name_the_field(overrides: dict[str, object], field: str) 
 def test_unknown_override_is_an_error() -> None:
     with pytest.raises(SpecError, match="did you mean 'gpus'"):
         apply_overrides(JobSpec(command="x"), gpu=2)
+
+
+def test_a_spec_may_set_the_array_index_but_no_other_nai_variable() -> None:
+    assert parse_spec("command: x\nenv: {NAI_ARRAY_INDEX: 4}\n").env == {"NAI_ARRAY_INDEX": "4"}
+    with pytest.raises(SpecError, match="NAI_ARRAY_JOB is set by nai"):
+        parse_spec("command: x\nenv: {NAI_ARRAY_JOB: 4}\n")
+
+
+def test_after_overrides_add_to_the_specs_jobs() -> None:
+    spec = parse_spec("command: x\nafter: [3]\nafter_ok: 5\n")
+    new = apply_overrides(spec, after=[4, 3], after_ok="6,7")
+    assert new.after == (3, 4) and new.after_ok == (5, 6, 7)
+    with pytest.raises(SpecError, match="job id"):
+        apply_overrides(spec, after=[0])
