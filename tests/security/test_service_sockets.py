@@ -140,7 +140,9 @@ def test_a_socket_file_of_the_user_with_root_behind_it_is_refused(setting) -> No
     daemon, user = setting
     serve_model(daemon, "swapped", "exec sleep 600", {})
     create(daemon, user, "swapped")
-    runs = wait_for(lambda: list((daemon.state / "services").glob("*/run")),
+    # Not `.NAME.new/run`: a replica's directory is built under that name and renamed.
+    runs = wait_for(lambda: [run for run in (daemon.state / "services").glob("*/run")
+                             if not run.parent.name.startswith(".")],
                     what="the replica's directory")
     path = runs[0] / "serve.sock"
     listener = RootListener(path)  # root listens, and the file is made the user's
