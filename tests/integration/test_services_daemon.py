@@ -85,15 +85,21 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def test_killed_replica_restarts_and_requests_never_hang(daemon: Daemon, make_user,
-                                                         reaper) -> None:
+def _ready_adder(daemon: Daemon, make_user, reaper, gpus: int = 0, **model: str):
+    """A new user of the daemon with the `adder` service ready (its replica on `gpus`)."""
     user = make_user()
     reaper.append((daemon, user))
     register_user(daemon, user)
-    register_model(daemon, user, "adder")
+    register_model(daemon, user, "adder", **model)
     assert daemon.as_user(user, "POST", "/v1/services",
-                          {"name": "adder", "model": "adder", "gpus": 0}).status == 201
+                          {"name": "adder", "model": "adder", "gpus": gpus}).status == 201
     wait_state(daemon, "adder", "ready")
+    return user
+
+
+def test_killed_replica_restarts_and_requests_never_hang(daemon: Daemon, make_user,
+                                                         reaper) -> None:
+    user = _ready_adder(daemon, make_user, reaper)
     first = daemon.as_user(user, "GET", "/v1/services/adder/invoke/whoami").json()["pid"]
     os.kill(first, signal.SIGKILL)
 
@@ -121,13 +127,7 @@ def test_killed_replica_restarts_and_requests_never_hang(daemon: Daemon, make_us
 
 
 def test_daemon_killed_readopts_ready_replicas(daemon: Daemon, make_user, reaper) -> None:
-    user = make_user()
-    reaper.append((daemon, user))
-    register_user(daemon, user)
-    register_model(daemon, user, "adder", weights="w9")
-    assert daemon.as_user(user, "POST", "/v1/services",
-                          {"name": "adder", "model": "adder", "gpus": 1}).status == 201
-    wait_state(daemon, "adder", "ready")
+    user = _ready_adder(daemon, make_user, reaper, gpus=1, weights="w9")
     pid = daemon.as_user(user, "GET", "/v1/services/adder/invoke/whoami").json()["pid"]
     daemon.stop(signal.SIGKILL)
     assert _alive(pid)  # replicas outlive the daemon, like jobs
@@ -141,13 +141,7 @@ def test_daemon_killed_readopts_ready_replicas(daemon: Daemon, make_user, reaper
 
 def test_a_replica_sending_endless_headers_is_cut_off_with_a_502(daemon: Daemon, make_user,
                                                                   reaper) -> None:
-    user = make_user()
-    reaper.append((daemon, user))
-    register_user(daemon, user)
-    register_model(daemon, user, "adder")
-    assert daemon.as_user(user, "POST", "/v1/services",
-                          {"name": "adder", "model": "adder", "gpus": 0}).status == 201
-    wait_state(daemon, "adder", "ready")
+    user = _ready_adder(daemon, make_user, reaper)
     flooded = daemon.as_user(user, "GET", "/v1/services/adder/invoke/flood")
     assert flooded.status == 502, flooded.body
     error = flooded.json()["error"]
