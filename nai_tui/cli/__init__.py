@@ -118,7 +118,7 @@ def _add_completion_command(add: Add) -> None:
 
 def _add_run_commands(add: Add) -> None:
     """Starting jobs: `submit` a folder, `finetune` a model on a dataset."""
-    from nai_tui.cli import commands, multi_server
+    from nai_tui.cli import commands, id_args, multi_server
     from nai_tui.cli.array_submit import array_indices
     from nai_tui.cli.contract import count, env_pair
 
@@ -134,10 +134,10 @@ def _add_run_commands(add: Add) -> None:
                    "/bin/sh and the server daemon's PATH: `python` is the server's unless "
                    "nai.yaml has env_setup: login, {conda: NAME} or {venv: PATH}")
     p.add_argument("--env", action="append", type=env_pair, metavar="K=V", help="repeatable")
-    p.add_argument("--after", action="append", type=commands.dependency_ids, metavar="ID[,ID]",
+    p.add_argument("--after", action="append", type=id_args.dependency_ids, metavar="ID[,ID]",
                    help="start once these jobs have ended, however they end (added to "
                    "nai.yaml's after; repeatable)")
-    p.add_argument("--after-ok", action="append", type=commands.dependency_ids,
+    p.add_argument("--after-ok", action="append", type=id_args.dependency_ids,
                    metavar="ID[,ID]", help="start once these jobs have succeeded; if one "
                    "fails, this one is cancelled (added to nai.yaml's after_ok; repeatable)")
     p.add_argument("--array", type=array_indices, metavar="SPEC",
@@ -188,7 +188,7 @@ def _add_outcome_options(p: argparse.ArgumentParser) -> None:
 def _add_job_commands(add: Add) -> None:
     """Looking at jobs and the server: jobs, show, logs, cancel, pull, metrics, gpus, whoami."""
     from nai_server.protocol import JobState
-    from nai_tui.cli import commands, multi_server
+    from nai_tui.cli import commands, id_args, multi_server
     from nai_tui.cli.contract import count
     from nai_tui.cli.registry_commands import FORCE_HELP
 
@@ -220,7 +220,7 @@ def _add_job_commands(add: Add) -> None:
                    "(read from the log's end, however long it is); with -f, then follow")
     p = add("cancel", commands.cmd_cancel, "cancel jobs: ids and ranges (12 14 20-25); "
             "one that already ended is said so, not an error")
-    p.add_argument("ids", type=commands.job_ids, nargs="+", metavar="ID|A-B")
+    p.add_argument("ids", type=id_args.job_ids, nargs="+", metavar="ID|A-B")
     p = add("pull", commands.cmd_pull, "download a finished job's outputs")
     p.add_argument("id", type=_job_id)
     p.add_argument("--to", help="destination folder (default: ./nai-outputs/ID)")
