@@ -84,24 +84,14 @@ class RegistryIndex:
         key = (kind, name)
         if self.ids.pop(key, None) is None:
             return
-        for tree in self._trees.pop(key, frozenset()):
-            held = self.holders.get(tree)
-            if held is not None:
-                held.discard(key)
-                if not held:
-                    del self.holders[tree]
+        _unlink(self.holders, self._trees.pop(key, frozenset()), key)
         made_by = self._creators.pop(key, None)
         if made_by is not None:
             self.created[made_by] -= 1
             if self.created[made_by] <= 0:
                 del self.created[made_by]
         self.marked.discard(key)
-        for pinned in self._pins.pop(key, frozenset()):
-            pinners = self.pinned_by.get(pinned)
-            if pinners is not None:
-                pinners.discard(key)
-                if not pinners:
-                    del self.pinned_by[pinned]
+        _unlink(self.pinned_by, self._pins.pop(key, frozenset()), key)
 
     def with_pinners(self, keys: Iterable[Key]) -> list[Key]:
         """Entries `keys` that exist and every entry whose lineage names a version of
@@ -119,3 +109,13 @@ def _pins_of(doc: Mapping[str, Any]) -> frozenset[Key]:
         return frozenset(pinned_entries(doc))
     except (AttributeError, TypeError, KeyError):
         return frozenset()
+
+
+def _unlink(sets: dict[Any, set[Key]], at: Iterable[Any], key: Key) -> None:
+    """Take ``key`` out of ``sets[k]`` for each k of ``at``, dropping sets left empty."""
+    for k in at:
+        found = sets.get(k)
+        if found is not None:
+            found.discard(key)
+            if not found:
+                del sets[k]
